@@ -1,0 +1,35 @@
+/* idmap.h - an open-addressing hash table from 64-bit ids to slot numbers.
+ *
+ * Linear probing with backward-shift deletion (no tombstones), so lookups
+ * stay short however many ids come and go. Used by the flat index to find a
+ * vector's slot from its stable id. Not thread-safe: the index's lock guards
+ * it. */
+#ifndef SC_IDMAP_H
+#define SC_IDMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/sc_error.h"
+
+typedef struct sc_idmap {
+    uint64_t *keys;
+    uint32_t *vals;
+    uint8_t *used;
+    size_t cap; /* power of two, or 0 */
+    size_t count;
+} sc_idmap;
+
+void sc_idmap_init(sc_idmap *m);
+void sc_idmap_fini(sc_idmap *m);
+
+/* Inserts or overwrites id -> slot. Errors: SC_ENOMEM (map unchanged). */
+sc_err sc_idmap_put(sc_idmap *m, uint64_t id, uint32_t slot);
+
+/* Returns 1 and sets *slot when id is present, else 0. */
+int sc_idmap_get(const sc_idmap *m, uint64_t id, uint32_t *slot);
+
+/* Removes id; returns 1 when it was present. */
+int sc_idmap_del(sc_idmap *m, uint64_t id);
+
+#endif

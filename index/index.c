@@ -1,0 +1,292 @@
+/* index.c - the sc_index wrappers: validation, normalisation, locking, and
+ * the table of backends. Backends see only unit vectors of the right
+ * dimension and are called under the index's read or write lock. */
+#define _GNU_SOURCE
+#include "index/index.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sc_index {
+    const sc_index_backend *be;
+    void *state;
+    uint32_t dim;
+    sc_storage storage;
+    pthread_rwlock_t lock;
+};
+
+static const sc_index_backend *const backends[] = {
+    &sc_index_flat_backend,
+};
+
+void sc_index_params_init(sc_index_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->backend = "flat";
+    p->storage = SC_STORAGE_F32;
+    p->threads = 1;
+}
+
+const sc_index_backend *sc_index_backend_find(const char *name)
+{
+    if (name == NULL) {
+        name = "flat";
+    }
+    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+        if (strcmp(backends[i]->name, name) == 0) {
+            return backends[i];
+        }
+    }
+    return NULL;
+}
+
+const char *sc_storage_name(sc_storage s)
+{
+    switch (s) {
+    case SC_STORAGE_F32:
+        return "f32";
+    case SC_STORAGE_F16:
+        return "f16";
+    case SC_STORAGE_I8:
+        return "int8";
+    }
+    return "unknown";
+}
+
+int sc_storage_parse(const char *name)
+{
+    if (name == NULL) {
+        return -1;
+    }
+    if (strcmp(name, "f32") == 0) {
+        return SC_STORAGE_F32;
+    }
+    if (strcmp(name, "f16") == 0) {
+        return SC_STORAGE_F16;
+    }
+    if (strcmp(name, "int8") == 0 || strcmp(name, "i8") == 0) {
+        return SC_STORAGE_I8;
+    }
+    return -1;
+}
+
+sc_err sc_index_open(const sc_index_params *p, sc_index **out)
+{
+    if (p == NULL || out == NULL) {
+        return SC_EINVAL;
+    }
+    if (p->dim < 1 || p->dim > SC_INDEX_MAX_DIM) {
+        return SC_ERANGE;
+    }
+    if (p->storage != SC_STORAGE_F32 && p->storage != SC_STORAGE_F16 &&
+        p->storage != SC_STORAGE_I8) {
+        return SC_EINVAL;
+    }
+    const sc_index_backend *be = sc_index_backend_find(p->backend);
+    if (be == NULL) {
+        return SC_EINVAL;
+    }
+    sc_index *ix = calloc(1, sizeof(*ix));
+    if (ix == NULL) {
+        return SC_ENOMEM;
+    }
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* Writers must not starve under a steady stream of lookups. */
+    pthread_rwlockattr_setkind_np(&attr,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int prc = pthread_rwlock_init(&ix->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (prc != 0) {
+        free(ix);
+        return SC_ENOMEM;
+    }
+    sc_err rc = be->open(p, &ix->state);
+    if (rc != SC_OK) {
+        pthread_rwlock_destroy(&ix->lock);
+        free(ix);
+        return rc;
+    }
+    ix->be = be;
+    ix->dim = p->dim;
+    ix->storage = p->storage;
+    *out = ix;
+    return SC_OK;
+}
+
+void sc_index_close(sc_index *ix)
+{
+    if (ix == NULL) {
+        return;
+    }
+    ix->be->close(ix->state);
+    pthread_rwlock_destroy(&ix->lock);
+    free(ix);
+}
+
+/* Checks v and writes v / |v| to out. The norm is summed in double so that
+ * large or tiny components neither overflow nor lose the result. */
+static sc_err normalise(const float *v, uint32_t dim, float *out)
+{
+    double ss = 0.0;
+    for (uint32_t i = 0; i < dim; i++) {
+        if (!isfinite(v[i])) {
+            return SC_ENONFINITE;
+        }
+        ss += (double)v[i] * (double)v[i];
+    }
+    if (!(ss > 0.0)) {
+        return SC_EZEROVEC;
+    }
+    double inv = 1.0 / sqrt(ss);
+    for (uint32_t i = 0; i < dim; i++) {
+        out[i] = (float)((double)v[i] * inv);
+    }
+    return SC_OK;
+}
+
+static sc_err check_search(unsigned k, float threshold)
+{
+    if (k < 1 || k > SC_INDEX_MAX_K) {
+        return SC_ERANGE;
+    }
+    if (isnan(threshold)) {
+        return SC_EINVAL;
+    }
+    return SC_OK;
+}
+
+sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec)
+{
+    if (ix == NULL || vec == NULL) {
+        return SC_EINVAL;
+    }
+    float unit[SC_INDEX_MAX_DIM];
+    sc_err rc = normalise(vec, ix->dim, unit);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    pthread_rwlock_wrlock(&ix->lock);
+    rc = ix->be->add(ix->state, id, unit);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+sc_err sc_index_remove(sc_index *ix, uint64_t id)
+{
+    if (ix == NULL) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_wrlock(&ix->lock);
+    sc_err rc = ix->be->remove(ix->state, id);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+sc_err sc_index_get(sc_index *ix, uint64_t id, float *out)
+{
+    if (ix == NULL || out == NULL) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_rdlock(&ix->lock);
+    sc_err rc = ix->be->get(ix->state, id, out);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+sc_err sc_index_search(sc_index *ix, const float *q, unsigned k,
+                       float threshold, sc_hit *hits, unsigned *nhits)
+{
+    if (ix == NULL || q == NULL || hits == NULL || nhits == NULL) {
+        return SC_EINVAL;
+    }
+    sc_err rc = check_search(k, threshold);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    float unit[SC_INDEX_MAX_DIM];
+    rc = normalise(q, ix->dim, unit);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    pthread_rwlock_rdlock(&ix->lock);
+    rc = ix->be->search(ix->state, unit, k, threshold, hits, nhits);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
+                             unsigned k, float threshold, sc_hit *hits,
+                             unsigned *nhits)
+{
+    if (ix == NULL || (nq > 0 && (qs == NULL || hits == NULL || nhits == NULL))) {
+        return SC_EINVAL;
+    }
+    sc_err rc = check_search(k, threshold);
+    if (rc != SC_OK || nq == 0) {
+        return rc;
+    }
+    if (nq > SIZE_MAX / sizeof(float) / ix->dim) {
+        return SC_ERANGE;
+    }
+    float *units = malloc(nq * ix->dim * sizeof(float));
+    if (units == NULL) {
+        return SC_ENOMEM;
+    }
+    for (size_t i = 0; i < nq; i++) {
+        rc = normalise(qs + i * ix->dim, ix->dim, units + i * ix->dim);
+        if (rc != SC_OK) {
+            free(units);
+            return rc;
+        }
+    }
+    pthread_rwlock_rdlock(&ix->lock);
+    rc = ix->be->search_batch(ix->state, units, nq, k, threshold, hits, nhits);
+    pthread_rwlock_unlock(&ix->lock);
+    free(units);
+    return rc;
+}
+
+sc_err sc_index_compact(sc_index *ix)
+{
+    if (ix == NULL) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_wrlock(&ix->lock);
+    sc_err rc = ix->be->compact(ix->state);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+size_t sc_index_count(sc_index *ix)
+{
+    pthread_rwlock_rdlock(&ix->lock);
+    size_t n = ix->be->count(ix->state);
+    pthread_rwlock_unlock(&ix->lock);
+    return n;
+}
+
+size_t sc_index_memory(sc_index *ix)
+{
+    pthread_rwlock_rdlock(&ix->lock);
+    size_t n = ix->be->memory(ix->state);
+    pthread_rwlock_unlock(&ix->lock);
+    return n;
+}
+
+uint32_t sc_index_dim(const sc_index *ix)
+{
+    return ix->dim;
+}
+
+sc_storage sc_index_storage(const sc_index *ix)
+{
+    return ix->storage;
+}
+
+const char *sc_index_backend_name(const sc_index *ix)
+{
+    return ix->be->name;
+}

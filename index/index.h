@@ -1,0 +1,120 @@
+/* index.h - vectors in, ids and cosine similarities out.
+ *
+ * An sc_index holds unit vectors of one fixed dimension under caller-chosen
+ * 64-bit ids. Callers go through the sc_index_* wrappers, which validate and
+ * L2-normalise every vector and then call a backend: a small table of
+ * operations (flat SIMD scan by default; FAISS IVF slots in beside it).
+ * All functions are thread-safe: many searches run at once while adds and
+ * removes wait for a write lock. */
+#ifndef SC_INDEX_H
+#define SC_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/sc_error.h"
+
+#define SC_INDEX_MAX_DIM 4096u
+#define SC_INDEX_MAX_K 16u
+
+typedef enum sc_storage {
+    SC_STORAGE_F32 = 0,
+    SC_STORAGE_F16 = 1,
+    SC_STORAGE_I8 = 2 /* per-vector scalar quantisation, exact re-rank */
+} sc_storage;
+
+typedef struct sc_index_params {
+    const char *backend; /* "flat" (NULL = "flat") */
+    uint32_t dim;        /* 1..SC_INDEX_MAX_DIM */
+    sc_storage storage;
+    /* Quantised storage: how many best candidates are re-scored at full
+     * precision per query. 0 = default (64). Ignored for f32. */
+    uint32_t rerank;
+    /* Most threads one search may use; 0 or 1 = the caller's thread only.
+     * Splitting only happens when the scan is large enough to pay. */
+    uint32_t threads;
+} sc_index_params;
+
+/* Fills p with the defaults: flat, f32, rerank 0, threads 1; dim 0. */
+void sc_index_params_init(sc_index_params *p);
+
+typedef struct sc_hit {
+    uint64_t id;
+    float similarity; /* cosine in [-1, 1] */
+} sc_hit;
+
+typedef struct sc_index sc_index;
+
+/* The operations a backend provides. Wrappers have already validated the
+ * arguments, normalised every vector, and hold the right lock. Each search
+ * writes hits sorted by similarity, best first, only those >= threshold. */
+typedef struct sc_index_backend {
+    const char *name;
+    const char *version;
+    sc_err (*open)(const sc_index_params *p, void **state);
+    void (*close)(void *state);
+    sc_err (*add)(void *state, uint64_t id, const float *unit);
+    sc_err (*remove)(void *state, uint64_t id);
+    sc_err (*get)(void *state, uint64_t id, float *out);
+    sc_err (*search)(void *state, const float *unit_q, unsigned k,
+                     float threshold, sc_hit *hits, unsigned *nhits);
+    /* qs: nq unit queries back to back; hits: nq * k slots; nhits: nq. */
+    sc_err (*search_batch)(void *state, const float *unit_qs, size_t nq,
+                           unsigned k, float threshold, sc_hit *hits,
+                           unsigned *nhits);
+    sc_err (*compact)(void *state);
+    size_t (*count)(const void *state);
+    size_t (*memory)(const void *state);
+} sc_index_backend;
+
+/* Registered backends; NULL when the name is unknown. */
+const sc_index_backend *sc_index_backend_find(const char *name);
+extern const sc_index_backend sc_index_flat_backend;
+
+/* Creates an empty index. On success *out is owned by the caller and freed
+ * with sc_index_close; on failure *out is untouched. Errors: SC_EINVAL
+ * (unknown backend or storage), SC_ERANGE (dim), SC_ENOMEM. */
+sc_err sc_index_open(const sc_index_params *p, sc_index **out);
+void sc_index_close(sc_index *ix);
+
+/* Copies vec (dim floats), normalised, under id. Errors: SC_ENONFINITE,
+ * SC_EZEROVEC, SC_EEXIST (id present: remove it first), SC_ENOMEM. On
+ * failure the index is unchanged. */
+sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec);
+
+/* Tombstones id; the slot is reclaimed by a later compaction, which never
+ * changes ids. Errors: SC_ENOTFOUND. */
+sc_err sc_index_remove(sc_index *ix, uint64_t id);
+
+/* Copies the stored (normalised, possibly quantised) vector of id into out
+ * (dim floats). Errors: SC_ENOTFOUND. */
+sc_err sc_index_get(sc_index *ix, uint64_t id, float *out);
+
+/* Top-k (1..SC_INDEX_MAX_K) stored vectors whose cosine with q is >=
+ * threshold, best first, into hits[0..*nhits). q need not be normalised.
+ * Errors: SC_ERANGE (k), SC_EINVAL (NaN threshold), SC_ENONFINITE,
+ * SC_EZEROVEC. */
+sc_err sc_index_search(sc_index *ix, const float *q, unsigned k,
+                       float threshold, sc_hit *hits, unsigned *nhits);
+
+/* nq queries (dim floats each, back to back) in one call. Query i's hits go
+ * to hits[i * k ..] and their count to nhits[i]. Same errors as search;
+ * on error no result is meaningful. */
+sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
+                             unsigned k, float threshold, sc_hit *hits,
+                             unsigned *nhits);
+
+/* Reclaims tombstoned slots now (it also happens by itself as they pile up). */
+sc_err sc_index_compact(sc_index *ix);
+
+size_t sc_index_count(sc_index *ix);  /* live vectors */
+size_t sc_index_memory(sc_index *ix); /* bytes held for vectors and ids */
+uint32_t sc_index_dim(const sc_index *ix);
+sc_storage sc_index_storage(const sc_index *ix);
+const char *sc_index_backend_name(const sc_index *ix);
+
+/* "f32", "f16", "int8"; parse returns -1 when unknown ("i8" is accepted). */
+const char *sc_storage_name(sc_storage s);
+int sc_storage_parse(const char *name);
+
+#endif

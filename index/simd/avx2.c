@@ -1,0 +1,197 @@
+/* avx2.c - AVX2 + FMA + F16C kernels. Compiled with per-file target flags
+ * (CMake) and a target pragma, so the rest of the binary stays baseline
+ * x86-64; dispatch.c calls in here only when the CPU has all three. */
+#pragma GCC target("avx2,fma,f16c")
+#include <immintrin.h>
+
+#include "index/simd/simd.h"
+
+/* Lane mask with the first r (0..8) lanes set, for masked loads of tails:
+ * nothing past a row's d-th element is ever read. */
+static __m256i tail_mask(size_t r)
+{
+    static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                  0,  0,  0,  0,  0,  0,  0,  0};
+    return _mm256_loadu_si256((const __m256i *)(m + 8 - r));
+}
+
+static float hsum(__m256 v)
+{
+    __m128 lo = _mm256_castps256_ps128(v);
+    __m128 hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+static int32_t hsum_i32(__m256i v)
+{
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v),
+                              _mm256_extracti128_si256(v, 1));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xb1));
+    return _mm_cvtsi128_si32(x);
+}
+
+static float dot_f32(const float *a, const float *b, size_t d)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8),
+                             _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16),
+                             _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24),
+                             _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= d; i += 8) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    }
+    if (i < d) {
+        __m256i m = tail_mask(d - i);
+        s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, m),
+                             _mm256_maskload_ps(b + i, m), s1);
+    }
+    return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+}
+
+static void dot_f32_rows(const float *q, const float *base, size_t stride,
+                         size_t n, size_t d, float *out)
+{
+    for (size_t r = 0; r < n; r++) {
+        out[r] = dot_f32(q, base + r * stride, d);
+    }
+}
+
+static __m256 load_h8(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static void dot_f16_rows(const float *q, const uint16_t *base, size_t stride,
+                         size_t n, size_t d, float *out)
+{
+    for (size_t r = 0; r < n; r++) {
+        const uint16_t *row = base + r * stride;
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+        size_t i = 0;
+        for (; i + 32 <= d; i += 32) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(row + i), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8),
+                                 load_h8(row + i + 8), s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16),
+                                 load_h8(row + i + 16), s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24),
+                                 load_h8(row + i + 24), s3);
+        }
+        for (; i + 8 <= d; i += 8) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(row + i), s0);
+        }
+        float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1),
+                                     _mm256_add_ps(s2, s3)));
+        for (; i < d; i++) {
+            s += q[i] * _cvtsh_ss(row[i]);
+        }
+        out[r] = s;
+    }
+}
+
+/* int8: widen to int16 and multiply-add pairs into int32 (vpmaddwd). This
+ * is exact; vpmaddubsw would saturate at 127 * 255 * 2. */
+static void dot_i8_rows(const int8_t *q, const int8_t *base, size_t stride,
+                        size_t n, size_t d, int32_t *out)
+{
+    for (size_t r = 0; r < n; r++) {
+        const int8_t *row = base + r * stride;
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        size_t i = 0;
+        for (; i + 32 <= d; i += 32) {
+            __m256i qa = _mm256_cvtepi8_epi16(
+                _mm_loadu_si128((const __m128i *)(q + i)));
+            __m256i ra = _mm256_cvtepi8_epi16(
+                _mm_loadu_si128((const __m128i *)(row + i)));
+            __m256i qb = _mm256_cvtepi8_epi16(
+                _mm_loadu_si128((const __m128i *)(q + i + 16)));
+            __m256i rb = _mm256_cvtepi8_epi16(
+                _mm_loadu_si128((const __m128i *)(row + i + 16)));
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(qa, ra));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(qb, rb));
+        }
+        for (; i + 16 <= d; i += 16) {
+            __m256i qa = _mm256_cvtepi8_epi16(
+                _mm_loadu_si128((const __m128i *)(q + i)));
+            __m256i ra = _mm256_cvtepi8_epi16(
+                _mm_loadu_si128((const __m128i *)(row + i)));
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(qa, ra));
+        }
+        int32_t s = hsum_i32(_mm256_add_epi32(s0, s1));
+        for (; i < d; i++) {
+            s += (int32_t)q[i] * (int32_t)row[i];
+        }
+        out[r] = s;
+    }
+}
+
+static void f32_to_f16(const float *src, uint16_t *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+                                    _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)(dst + i), h);
+    }
+    for (; i < n; i++) {
+        dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+static void f16_to_f32(const uint16_t *src, float *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(dst + i, load_h8(src + i));
+    }
+    for (; i < n; i++) {
+        dst[i] = _cvtsh_ss(src[i]);
+    }
+}
+
+static float sum_f32(const float *p, size_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p + i + 24));
+    }
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) {
+        s += p[i];
+    }
+    return s;
+}
+
+static const sc_simd_kernels avx2_kernels = {
+    .name = "avx2",
+    .tier = SC_TIER_AVX2,
+    .dot_f32 = dot_f32,
+    .dot_f32_rows = dot_f32_rows,
+    .dot_f16_rows = dot_f16_rows,
+    .dot_i8_rows = dot_i8_rows,
+    .f32_to_f16 = f32_to_f16,
+    .f16_to_f32 = f16_to_f32,
+    .sum_f32 = sum_f32,
+};
+
+const sc_simd_kernels *sc_simd_avx2_kernels(void)
+{
+    return &avx2_kernels;
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# test.sh - build if needed and run the whole test suite: the release build,
+# then the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer.
+# Exits non-zero on any failure. Installs missing Debian packages when root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc 2>/dev/null || echo 2)
+
+scripts/deps.sh
+
+echo "== release build =="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSEMCACHE_WERROR=ON >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+if [ "${SEMCACHE_SKIP_SANITIZE:-0}" != 1 ]; then
+    echo "== sanitizer build (ASan + UBSan) =="
+    # FAISS is not needed by the tests, so the sanitizer build leaves it out.
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DSEMCACHE_SANITIZE=ON -DSEMCACHE_FAISS=OFF -DSEMCACHE_WERROR=ON >/dev/null
+    cmake --build build-asan -j"$jobs"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --test-dir build-asan --output-on-failure -j"$jobs"
+fi

@@ -1,0 +1,484 @@
+/* test_index.c - the cosine index against a double-precision brute force:
+ * validation, every storage type, threshold edges, delete and re-insert,
+ * compaction, batch against single, split scans, and concurrent search with
+ * writers. Run once per SIMD tier (ctest sets SEMCACHE_SIMD); exits 77 when
+ * the CPU lacks the tier asked for. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index/index.h"
+#include "index/simd/simd.h"
+#include "test_util.h"
+
+/* Exact cosine in double of unnormalised a and b. */
+static double cosd(const float *a, const float *b, size_t d)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < d; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / sqrt(aa * bb);
+}
+
+static sc_index *open_ix(uint32_t dim, sc_storage st, uint32_t threads)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.dim = dim;
+    p.storage = st;
+    p.threads = threads;
+    sc_index *ix = NULL;
+    sc_err rc = sc_index_open(&p, &ix);
+    CHECK_EQ_INT(rc, SC_OK);
+    return ix;
+}
+
+static float *random_vectors(size_t n, size_t d, uint64_t seed)
+{
+    float *v = malloc((n * d + 1) * sizeof(float)); /* never 0 bytes */
+    uint64_t s = seed;
+    for (size_t i = 0; i < n * d; i++) {
+        v[i] = test_randf(&s);
+    }
+    return v;
+}
+
+static void test_validation(void)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    sc_index *ix = NULL;
+    p.dim = 0;
+    CHECK_EQ_INT(sc_index_open(&p, &ix), SC_ERANGE);
+    p.dim = SC_INDEX_MAX_DIM + 1;
+    CHECK_EQ_INT(sc_index_open(&p, &ix), SC_ERANGE);
+    p.dim = 4;
+    p.storage = (sc_storage)7;
+    CHECK_EQ_INT(sc_index_open(&p, &ix), SC_EINVAL);
+    p.storage = SC_STORAGE_F32;
+    p.backend = "nosuch";
+    CHECK_EQ_INT(sc_index_open(&p, &ix), SC_EINVAL);
+    CHECK(ix == NULL);
+
+    ix = open_ix(4, SC_STORAGE_F32, 1);
+    float zero[4] = {0, 0, 0, 0};
+    float nan4[4] = {1, NAN, 0, 0};
+    float inf4[4] = {1, 0, INFINITY, 0};
+    float ok[4] = {1, 2, 3, 4};
+    CHECK_EQ_INT(sc_index_add(ix, 1, zero), SC_EZEROVEC);
+    CHECK_EQ_INT(sc_index_add(ix, 1, nan4), SC_ENONFINITE);
+    CHECK_EQ_INT(sc_index_add(ix, 1, inf4), SC_ENONFINITE);
+    CHECK_EQ_INT(sc_index_count(ix), 0);
+    CHECK_EQ_INT(sc_index_add(ix, 1, ok), SC_OK);
+    CHECK_EQ_INT(sc_index_add(ix, 1, ok), SC_EEXIST);
+    CHECK_EQ_INT(sc_index_count(ix), 1);
+
+    sc_hit hits[SC_INDEX_MAX_K];
+    unsigned nh = 99;
+    CHECK_EQ_INT(sc_index_search(ix, ok, 0, 0.5f, hits, &nh), SC_ERANGE);
+    CHECK_EQ_INT(sc_index_search(ix, ok, SC_INDEX_MAX_K + 1, 0.5f, hits, &nh),
+                 SC_ERANGE);
+    CHECK_EQ_INT(sc_index_search(ix, ok, 1, NAN, hits, &nh), SC_EINVAL);
+    CHECK_EQ_INT(sc_index_search(ix, zero, 1, 0.5f, hits, &nh), SC_EZEROVEC);
+    CHECK_EQ_INT(sc_index_search(ix, nan4, 1, 0.5f, hits, &nh), SC_ENONFINITE);
+    CHECK_EQ_INT(sc_index_remove(ix, 2), SC_ENOTFOUND);
+    float out[4];
+    CHECK_EQ_INT(sc_index_get(ix, 2, out), SC_ENOTFOUND);
+
+    /* Stored vectors are normalised: a scaled copy matches with cosine 1. */
+    float big[4] = {1000, 2000, 3000, 4000};
+    CHECK_EQ_INT(sc_index_search(ix, big, 1, 0.999f, hits, &nh), SC_OK);
+    CHECK_EQ_INT(nh, 1);
+    CHECK(nh == 1 && hits[0].id == 1 && fabsf(hits[0].similarity - 1.0f) < 1e-6f);
+    CHECK_EQ_INT(sc_index_get(ix, 1, out), SC_OK);
+    double norm = 0;
+    for (int i = 0; i < 4; i++) {
+        norm += (double)out[i] * out[i];
+    }
+    CHECK(fabs(norm - 1.0) < 1e-6);
+
+    /* Tiny and huge components normalise without overflow or underflow. */
+    float tiny[4] = {1e-30f, 0, 0, 0};
+    float huge[4] = {3e38f, 3e38f, 0, 0};
+    CHECK_EQ_INT(sc_index_add(ix, 2, tiny), SC_OK);
+    CHECK_EQ_INT(sc_index_add(ix, 3, huge), SC_OK);
+    CHECK_EQ_INT(sc_index_get(ix, 2, out), SC_OK);
+    CHECK(fabsf(out[0] - 1.0f) < 1e-6f);
+    sc_index_close(ix);
+
+    CHECK(sc_storage_parse("f32") == SC_STORAGE_F32);
+    CHECK(sc_storage_parse("f16") == SC_STORAGE_F16);
+    CHECK(sc_storage_parse("int8") == SC_STORAGE_I8);
+    CHECK(sc_storage_parse("f64") == -1);
+}
+
+/* Threshold edges: a hit exactly at the threshold counts, a hair above it
+ * does not, and hits come sorted best first. */
+static void test_threshold(sc_storage st)
+{
+    sc_index *ix = open_ix(2, st, 1);
+    /* Unit vectors at known angles from (1, 0). */
+    const double ang[] = {0.0, 0.3, 0.6, 0.9, 1.2, 2.0, 3.0};
+    for (unsigned i = 0; i < 7; i++) {
+        float v[2] = {(float)cos(ang[i]), (float)sin(ang[i])};
+        CHECK_EQ_INT(sc_index_add(ix, 100 + i, v), SC_OK);
+    }
+    float q[2] = {1, 0};
+    sc_hit hits[SC_INDEX_MAX_K];
+    unsigned nh;
+    CHECK_EQ_INT(sc_index_search(ix, q, 16, -1.0f, hits, &nh), SC_OK);
+    CHECK_EQ_INT(nh, 7);
+    for (unsigned i = 0; i + 1 < nh; i++) {
+        CHECK(hits[i].similarity >= hits[i + 1].similarity);
+    }
+    CHECK(nh == 7 && hits[0].id == 100 && hits[6].id == 106);
+    /* The similarity the index reports for id 102 is the edge. */
+    float edge = 0;
+    for (unsigned i = 0; i < nh; i++) {
+        if (hits[i].id == 102) {
+            edge = hits[i].similarity;
+        }
+    }
+    CHECK_EQ_INT(sc_index_search(ix, q, 16, edge, hits, &nh), SC_OK);
+    CHECK_EQ_INT(nh, 3);
+    CHECK_EQ_INT(sc_index_search(ix, q, 16, nextafterf(edge, 2.0f), hits, &nh),
+                 SC_OK);
+    CHECK_EQ_INT(nh, 2);
+    CHECK_EQ_INT(sc_index_search(ix, q, 2, -1.0f, hits, &nh), SC_OK);
+    CHECK_EQ_INT(nh, 2);
+    CHECK_EQ_INT(sc_index_search(ix, q, 16, 1.01f, hits, &nh), SC_OK);
+    CHECK_EQ_INT(nh, 0);
+    sc_index_close(ix);
+}
+
+/* Every storage type against brute force on random data of awkward sizes. */
+static void test_against_bruteforce(sc_storage st, size_t n, size_t d,
+                                    uint64_t seed)
+{
+    float *base = random_vectors(n, d, seed);
+    float *qs = random_vectors(20, d, seed ^ 0xabc);
+    /* Make half the queries near a stored vector, as real traffic is. */
+    for (size_t i = 0; i < 10 && n > 0; i++) {
+        size_t src = (i * 7919) % n;
+        uint64_t s = seed + i;
+        for (size_t j = 0; j < d; j++) {
+            qs[i * d + j] = base[src * d + j] + 0.05f * test_randf(&s);
+        }
+    }
+    sc_index *ix = open_ix((uint32_t)d, st, 1);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, 1000 + i, base + i * d), SC_OK);
+    }
+    CHECK_EQ_INT(sc_index_count(ix), n);
+    double tol = st == SC_STORAGE_F32 ? 1e-5 : 1e-3;
+    int agree = 0;
+    for (size_t qi = 0; qi < 20; qi++) {
+        const float *q = qs + qi * d;
+        sc_hit hits[SC_INDEX_MAX_K];
+        unsigned nh;
+        CHECK_EQ_INT(sc_index_search(ix, q, 5, -1.0f, hits, &nh), SC_OK);
+        size_t want = n < 5 ? n : 5;
+        CHECK_EQ_INT(nh, want);
+        /* Reported similarities are the true cosines of the returned ids. */
+        for (unsigned h = 0; h < nh; h++) {
+            double truth = cosd(q, base + (hits[h].id - 1000) * d, d);
+            CHECK(fabs(truth - hits[h].similarity) <= tol);
+        }
+        /* Top-1 is the best within tolerance. */
+        double best = -2;
+        for (size_t i = 0; i < n; i++) {
+            double c = cosd(q, base + i * d, d);
+            best = c > best ? c : best;
+        }
+        if (nh > 0) {
+            double got = cosd(q, base + (hits[0].id - 1000) * d, d);
+            CHECK(got >= best - 2 * tol);
+            /* f32 must find the very best; quantised storage may swap
+             * candidates that tie within its error bound. */
+            agree += got >= best - (st == SC_STORAGE_F32 ? 1e-9 : tol);
+        }
+    }
+    if (n > 0) {
+        CHECK(agree >= 19); /* near-ties may swap under quantisation */
+    }
+    sc_index_close(ix);
+    free(base);
+    free(qs);
+}
+
+/* Duplicates and all-equal vectors: every copy ties at the same score. */
+static void test_all_equal(sc_storage st)
+{
+    sc_index *ix = open_ix(9, st, 1);
+    float v[9];
+    for (int i = 0; i < 9; i++) {
+        v[i] = 0.25f;
+    }
+    for (uint64_t id = 0; id < 40; id++) {
+        CHECK_EQ_INT(sc_index_add(ix, id, v), SC_OK);
+    }
+    sc_hit hits[SC_INDEX_MAX_K];
+    unsigned nh;
+    CHECK_EQ_INT(sc_index_search(ix, v, 16, 0.999f, hits, &nh), SC_OK);
+    CHECK_EQ_INT(nh, 16);
+    for (unsigned i = 0; i < nh; i++) {
+        CHECK(fabsf(hits[i].similarity - 1.0f) < 1e-3f);
+        CHECK(hits[i].id < 40);
+    }
+    sc_index_close(ix);
+}
+
+/* Deleted ids are never served, re-insert works, and compaction (automatic
+ * past a quarter dead, and explicit) keeps every id on its own vector. */
+static void test_delete(sc_storage st)
+{
+    const size_t n = 5000, d = 17;
+    /* A vector's match with itself: 1 for f32, within 5e-4 for f16/int8. */
+    const float self = st == SC_STORAGE_F32 ? 0.9999f : 0.999f;
+    float *base = random_vectors(n, d, 42);
+    sc_index *ix = open_ix((uint32_t)d, st, 1);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, i * 3 + 1, base + i * d), SC_OK);
+    }
+    sc_hit hits[SC_INDEX_MAX_K];
+    unsigned nh;
+    /* Remove every other vector: enough to trigger automatic compaction. */
+    for (size_t i = 0; i < n; i += 2) {
+        CHECK_EQ_INT(sc_index_remove(ix, i * 3 + 1), SC_OK);
+    }
+    CHECK_EQ_INT(sc_index_remove(ix, 1), SC_ENOTFOUND);
+    CHECK_EQ_INT(sc_index_count(ix), n / 2);
+    int served_dead = 0, lost_live = 0;
+    for (size_t i = 0; i < n; i += 97) {
+        CHECK_EQ_INT(sc_index_search(ix, base + i * d, 1, self, hits, &nh),
+                     SC_OK);
+        if (i % 2 == 0) {
+            served_dead += nh > 0 && hits[0].id == i * 3 + 1;
+        } else {
+            lost_live += !(nh == 1 && hits[0].id == i * 3 + 1);
+        }
+    }
+    CHECK_EQ_INT(served_dead, 0);
+    CHECK_EQ_INT(lost_live, 0);
+    /* get() after compaction returns each id's own vector. */
+    float out[17];
+    int wrong = 0;
+    for (size_t i = 1; i < n; i += 2) {
+        if (sc_index_get(ix, i * 3 + 1, out) != SC_OK ||
+            cosd(out, base + i * d, d) < 0.999) {
+            wrong++;
+        }
+    }
+    CHECK_EQ_INT(wrong, 0);
+    /* Re-insert a removed id with a different vector; it is found again. */
+    CHECK_EQ_INT(sc_index_add(ix, 1, base + 1 * d), SC_OK);
+    CHECK_EQ_INT(sc_index_search(ix, base + 1 * d, 2, self, hits, &nh), SC_OK);
+    CHECK_EQ_INT(nh, 2); /* id 1 and id 4 now share a vector */
+    /* A few more deletes, then an explicit compaction. */
+    for (size_t i = 1; i < 200; i += 2) {
+        CHECK_EQ_INT(sc_index_remove(ix, i * 3 + 1), SC_OK);
+    }
+    CHECK_EQ_INT(sc_index_compact(ix), SC_OK);
+    CHECK_EQ_INT(sc_index_count(ix), n / 2 - 100 + 1);
+    CHECK_EQ_INT(sc_index_search(ix, base + 301 * d, 1, self, hits, &nh),
+                 SC_OK);
+    CHECK(nh == 1 && hits[0].id == 301 * 3 + 1);
+    CHECK_EQ_INT(sc_index_search(ix, base + 101 * d, 1, self, hits, &nh),
+                 SC_OK);
+    CHECK_EQ_INT(nh, 0);
+    sc_index_close(ix);
+    free(base);
+}
+
+/* A batch answers exactly what the same queries answer one by one. */
+static void test_batch(sc_storage st, size_t nq)
+{
+    const size_t n = 3000, d = 65;
+    float *base = random_vectors(n, d, 7);
+    float *qs = random_vectors(nq, d, 8);
+    sc_index *ix = open_ix((uint32_t)d, st, 1);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, i, base + i * d), SC_OK);
+    }
+    /* Tombstones must be skipped by the batch path too. */
+    for (size_t i = 0; i < n; i += 5) {
+        CHECK_EQ_INT(sc_index_remove(ix, i), SC_OK);
+    }
+    const unsigned k = 8;
+    sc_hit *bh = malloc(nq * k * sizeof(sc_hit));
+    unsigned *bn = malloc(nq * sizeof(unsigned));
+    CHECK_EQ_INT(sc_index_search_batch(ix, qs, nq, k, 0.1f, bh, bn), SC_OK);
+    int mismatch = 0;
+    for (size_t i = 0; i < nq; i++) {
+        sc_hit sh[SC_INDEX_MAX_K];
+        unsigned sn;
+        CHECK_EQ_INT(sc_index_search(ix, qs + i * d, k, 0.1f, sh, &sn), SC_OK);
+        if (sn != bn[i]) {
+            mismatch++;
+            continue;
+        }
+        for (unsigned j = 0; j < sn; j++) {
+            /* sgemm sums in another order: allow float rounding. */
+            if (fabsf(sh[j].similarity - bh[i * k + j].similarity) > 1e-5f ||
+                bh[i * k + j].id % 5 == 0) {
+                mismatch++;
+            }
+        }
+    }
+    CHECK_EQ_INT(mismatch, 0);
+    free(bh);
+    free(bn);
+    sc_index_close(ix);
+    free(base);
+    free(qs);
+}
+
+/* A scan split across threads finds what one thread finds. */
+static void test_split(sc_storage st)
+{
+    const size_t n = 24000, d = 384;
+    float *base = random_vectors(n, d, 99);
+    sc_index *one = open_ix((uint32_t)d, st, 1);
+    sc_index *four = open_ix((uint32_t)d, st, 4);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(sc_index_add(one, i, base + i * d), SC_OK);
+        CHECK_EQ_INT(sc_index_add(four, i, base + i * d), SC_OK);
+    }
+    int mismatch = 0;
+    for (size_t qi = 0; qi < 10; qi++) {
+        sc_hit a[16], b[16];
+        unsigned na, nb;
+        const float *q = base + (qi * 2311 % n) * d;
+        CHECK_EQ_INT(sc_index_search(one, q, 16, -1.0f, a, &na), SC_OK);
+        CHECK_EQ_INT(sc_index_search(four, q, 16, -1.0f, b, &nb), SC_OK);
+        mismatch += na != nb;
+        for (unsigned i = 0; i < na && i < nb; i++) {
+            mismatch += a[i].id != b[i].id || a[i].similarity != b[i].similarity;
+        }
+    }
+    CHECK_EQ_INT(mismatch, 0);
+    sc_index_close(one);
+    sc_index_close(four);
+    free(base);
+}
+
+/* Concurrency: searchers run while a writer adds and removes. Stable ids
+ * (never removed) must always be found; nothing may crash or race (the
+ * sanitizer build runs this too). */
+typedef struct conc {
+    sc_index *ix;
+    const float *base;
+    size_t d, nstable;
+    int failures;
+    volatile int stop;
+} conc;
+
+static void *searcher(void *arg)
+{
+    conc *c = arg;
+    int fails = 0;
+    for (size_t it = 0; it < 400; it++) {
+        size_t i = (it * 131) % c->nstable;
+        sc_hit h[4];
+        unsigned nh;
+        if (sc_index_search(c->ix, c->base + i * c->d, 4, 0.999f, h, &nh) !=
+                SC_OK ||
+            nh < 1 || h[0].id != i) {
+            fails++;
+        }
+    }
+    __atomic_add_fetch(&c->failures, fails, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+static void *writer(void *arg)
+{
+    conc *c = arg;
+    uint64_t s = 5;
+    float v[64];
+    for (uint64_t it = 0; it < 3000; it++) {
+        for (size_t j = 0; j < c->d; j++) {
+            v[j] = test_randf(&s);
+        }
+        uint64_t id = 1000000 + it;
+        if (sc_index_add(c->ix, id, v) != SC_OK) {
+            __atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+        }
+        if (it >= 10 && sc_index_remove(c->ix, id - 10) != SC_OK) {
+            __atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent(sc_storage st)
+{
+    const size_t nstable = 2000, d = 64;
+    float *base = random_vectors(nstable, d, 1234);
+    sc_index *ix = open_ix((uint32_t)d, st, 1);
+    for (size_t i = 0; i < nstable; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, i, base + i * d), SC_OK);
+    }
+    conc c = {ix, base, d, nstable, 0, 0};
+    pthread_t t[5];
+    for (int i = 0; i < 4; i++) {
+        pthread_create(&t[i], NULL, searcher, &c);
+    }
+    pthread_create(&t[4], NULL, writer, &c);
+    for (int i = 0; i < 5; i++) {
+        pthread_join(t[i], NULL);
+    }
+    CHECK_EQ_INT(c.failures, 0);
+    CHECK_EQ_INT(sc_index_count(ix), nstable + 10);
+    sc_index_close(ix);
+    free(base);
+}
+
+int main(int argc, char **argv)
+{
+    const char *want = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
+            want = argv[++i];
+        }
+    }
+    const sc_simd_kernels *k = sc_simd_active();
+    if (want != NULL) {
+        int t = sc_simd_tier_parse(want);
+        if (t < 0) {
+            fprintf(stderr, "test_index: unknown tier %s\n", want);
+            return 2;
+        }
+        if ((int)k->tier != t) {
+            printf("test_index: tier %s skipped (this CPU runs %s)\n", want,
+                   k->name);
+            return 77;
+        }
+    }
+    printf("test_index: kernels %s\n", k->name);
+
+    test_validation();
+    const sc_storage sts[] = {SC_STORAGE_F32, SC_STORAGE_F16, SC_STORAGE_I8};
+    const size_t dims[] = {1, 2, 7, 8, 15, 17, 33, 100, 384};
+    for (int s = 0; s < 3; s++) {
+        test_threshold(sts[s]);
+        test_all_equal(sts[s]);
+        for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+            test_against_bruteforce(sts[s], 0, dims[di], 1);
+            test_against_bruteforce(sts[s], 1, dims[di], 2);
+            test_against_bruteforce(sts[s], 300, dims[di], 3 + di);
+        }
+        test_against_bruteforce(sts[s], 700, 1536, 77);
+        test_delete(sts[s]);
+        test_batch(sts[s], 1);
+        test_batch(sts[s], 3);
+        test_batch(sts[s], 64);
+        test_split(sts[s]);
+        test_concurrent(sts[s]);
+    }
+    return test_summary("test_index");
+}
