@@ -6,6 +6,7 @@
  * OpenBLAS sgemm. */
 #define _GNU_SOURCE
 #include <cblas.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 
 #define BLOCK 256            /* rows scored per kernel call */
 #define GEMM_ROWS 4096       /* rows per sgemm block in batch search */
+#define TILE_ROWS 256        /* rows per SIMD tile block: stays in L2 */
 #define DEFAULT_RERANK 64    /* int8 candidates re-scored per query */
 #define MAX_RERANK 1024
 #define I8_MARGIN 0.05f      /* int8 score error allowed below threshold */
@@ -58,6 +60,16 @@ typedef struct heap {
     unsigned cap;
 } heap;
 
+/* Where a scan puts what it finds. For int8, `top` follows the k best
+ * approximate scores, and a row is only a candidate within I8_MARGIN of the
+ * k-th of them: rows further down cannot be in the exact top k, and most
+ * rows of a scan never reach the heap at all. */
+typedef struct collector {
+    heap cand; /* what finish() returns (f32, f16) or re-scores (int8) */
+    heap top;  /* int8 only */
+    int near;  /* int8 only: apply the margin rule */
+} collector;
+
 /* What a scan needs of one query, prepared once. */
 typedef struct prepq {
     const float *q; /* unit query */
@@ -82,7 +94,15 @@ static void *region_resize(void *p, size_t old_bytes, size_t new_bytes)
          * index does not need 12 GB on the way. */
         r = mremap(p, old_bytes, new_bytes, MREMAP_MAYMOVE);
     }
-    return r == MAP_FAILED ? NULL : r;
+    if (r == MAP_FAILED) {
+        return NULL;
+    }
+    if (new_bytes >= (2u << 20)) {
+        /* Huge pages: a full scan then walks 512x fewer page-table entries
+         * (a hint only; the kernel may refuse it). */
+        (void)madvise(r, new_bytes, MADV_HUGEPAGE);
+    }
+    return r;
 }
 
 static void region_free(void *p, size_t bytes)
@@ -179,8 +199,17 @@ static void flat_free(flat *f)
     free(f);
 }
 
+static void blas_one_thread(void)
+{
+    /* sgemm runs inside a request thread (scalar tier only): OpenBLAS's own
+     * pool would only spin against the server's workers. */
+    openblas_set_num_threads(1);
+}
+
 static sc_err flat_open(const sc_index_params *p, void **state)
 {
+    static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+    pthread_once(&blas_once, blas_one_thread);
     flat *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         return SC_ENOMEM;
@@ -260,28 +289,25 @@ static sc_err grow(flat *f)
     return SC_OK;
 }
 
-/* Scale so that the largest magnitude maps to 127; -128 is never used. */
+/* Scale so that the largest magnitude maps to 127; -128 is never used.
+ * Branch-free rounding (half away from zero): signs are random, and a
+ * branch per element costs more than the whole int8 scan of a small
+ * index. */
 static float quantise(const float *x, size_t d, int8_t *out)
 {
     float m = 0.0f;
     for (size_t i = 0; i < d; i++) {
-        float a = x[i] < 0 ? -x[i] : x[i];
-        if (a > m) {
-            m = a;
-        }
+        float a = fabsf(x[i]);
+        m = a > m ? a : m;
     }
     float scale = m > 0 ? m / 127.0f : 1.0f;
     float inv = 1.0f / scale;
     for (size_t i = 0; i < d; i++) {
         float v = x[i] * inv;
-        long r = (long)(v < 0 ? v - 0.5f : v + 0.5f);
-        if (r > 127) {
-            r = 127;
-        }
-        if (r < -127) {
-            r = -127;
-        }
-        out[i] = (int8_t)r;
+        v += copysignf(0.5f, v);
+        v = v > 127.0f ? 127.0f : v;
+        v = v < -127.0f ? -127.0f : v;
+        out[i] = (int8_t)(int)v;
     }
     return scale;
 }
@@ -425,8 +451,39 @@ static size_t flat_memory(const void *state)
 /* ---- search --------------------------------------------------------- */
 
 /* Scores rows [lo, hi) against one prepared query into h. */
+static float coll_bar(const collector *c, float floor)
+{
+    float bar = heap_bar(&c->cand, floor);
+    if (c->near && c->top.n == c->top.cap) {
+        float nb = c->top.a[0].s - I8_MARGIN;
+        bar = nb > bar ? nb : bar;
+    }
+    return bar;
+}
+
+static void coll_push(collector *c, float s, uint32_t slot)
+{
+    heap_push(&c->cand, s, slot);
+    if (c->near) {
+        heap_push(&c->top, s, slot);
+    }
+}
+
+/* Feeds n scores of rows first.. into c; skips tombstones. */
+static void collect(const flat *f, collector *c, const float *scores,
+                    size_t first, size_t n, float floor)
+{
+    float bar = coll_bar(c, floor);
+    for (size_t i = 0; i < n; i++) {
+        if (scores[i] >= bar && !f->dead[first + i]) {
+            coll_push(c, scores[i], (uint32_t)(first + i));
+            bar = coll_bar(c, floor);
+        }
+    }
+}
+
 static void scan_range(const flat *f, const prepq *pq, size_t lo, size_t hi,
-                       heap *h)
+                       collector *c)
 {
     float scores[BLOCK];
     int32_t iscores[BLOCK];
@@ -452,32 +509,49 @@ static void scan_range(const flat *f, const prepq *pq, size_t lo, size_t hi,
             }
             break;
         }
-        float bar = heap_bar(h, pq->floor);
-        for (size_t i = 0; i < nb; i++) {
-            if (scores[i] >= bar && !f->dead[b + i]) {
-                heap_push(h, scores[i], (uint32_t)(b + i));
-                bar = heap_bar(h, pq->floor);
-            }
-        }
+        collect(f, c, scores, b, nb, pq->floor);
     }
+}
+
+/* Collector storage for one query: heaps of capacity cap (candidates) and
+ * k (int8's running top k), carved out of one caller-provided array. */
+static void coll_init(collector *c, const flat *f, cand *buf, unsigned cap,
+                      unsigned k)
+{
+    c->cand.a = buf;
+    c->cand.n = 0;
+    c->cand.cap = cap;
+    c->near = f->storage == SC_STORAGE_I8;
+    c->top.a = buf + cap;
+    c->top.n = 0;
+    c->top.cap = k;
+}
+
+static unsigned cand_cap(const flat *f, unsigned k)
+{
+    if (f->storage == SC_STORAGE_I8) {
+        return f->rerank > k ? f->rerank : k;
+    }
+    return k;
 }
 
 typedef struct split_job {
     const flat *f;
     const prepq *pq;
     size_t lo, hi;
-    heap h;
+    collector c;
 } split_job;
 
 static void *split_main(void *arg)
 {
     split_job *j = arg;
-    scan_range(j->f, j->pq, j->lo, j->hi, &j->h);
+    scan_range(j->f, j->pq, j->lo, j->hi, &j->c);
     return NULL;
 }
 
-/* Scans all rows into h, across threads when the scan is large enough. */
-static sc_err scan_all(const flat *f, const prepq *pq, heap *h)
+/* Scans all rows into c, across threads when the scan is large enough. */
+static sc_err scan_all(const flat *f, const prepq *pq, unsigned k,
+                       collector *c)
 {
     size_t live_bytes = codes_bytes(f, f->n);
     unsigned nt = f->threads;
@@ -485,16 +559,19 @@ static sc_err scan_all(const flat *f, const prepq *pq, heap *h)
         nt = (unsigned)(f->n / SPLIT_MIN_ROWS);
     }
     if (nt <= 1 || live_bytes < SPLIT_BYTES) {
-        scan_range(f, pq, 0, f->n, h);
+        scan_range(f, pq, 0, f->n, c);
         return SC_OK;
     }
+    unsigned per_job = c->cand.cap + k;
     split_job *jobs = calloc(nt, sizeof(*jobs));
     pthread_t *tids = calloc(nt, sizeof(*tids));
-    cand *bufs = calloc((size_t)nt * h->cap, sizeof(cand));
-    if (jobs == NULL || tids == NULL || bufs == NULL) {
+    cand *bufs = calloc((size_t)nt * per_job, sizeof(cand));
+    uint8_t *started = calloc(nt, 1);
+    if (jobs == NULL || tids == NULL || bufs == NULL || started == NULL) {
         free(jobs);
         free(tids);
         free(bufs);
+        free(started);
         return SC_ENOMEM;
     }
     size_t per = (f->n + nt - 1) / nt;
@@ -503,43 +580,61 @@ static sc_err scan_all(const flat *f, const prepq *pq, heap *h)
         jobs[t].pq = pq;
         jobs[t].lo = t * per;
         jobs[t].hi = (t + 1) * per < f->n ? (t + 1) * per : f->n;
-        jobs[t].h.a = bufs + (size_t)t * h->cap;
-        jobs[t].h.cap = h->cap;
+        coll_init(&jobs[t].c, f, bufs + (size_t)t * per_job, c->cand.cap, k);
     }
     /* Share 0 runs on the caller's thread; a share whose thread cannot be
      * started runs there too, so the answer is complete either way. */
-    uint8_t *started = calloc(nt, 1);
     for (unsigned t = 1; t < nt; t++) {
-        if (started != NULL &&
-            pthread_create(&tids[t], NULL, split_main, &jobs[t]) == 0) {
+        if (pthread_create(&tids[t], NULL, split_main, &jobs[t]) == 0) {
             started[t] = 1;
         }
     }
     split_main(&jobs[0]);
     for (unsigned t = 1; t < nt; t++) {
-        if (started != NULL && started[t]) {
+        if (started[t]) {
             pthread_join(tids[t], NULL);
         } else {
             split_main(&jobs[t]);
         }
     }
-    free(started);
+    /* Merge in share order: the result does not depend on thread timing. */
     for (unsigned t = 0; t < nt; t++) {
-        for (unsigned i = 0; i < jobs[t].h.n; i++) {
-            heap_push(h, jobs[t].h.a[i].s, jobs[t].h.a[i].slot);
+        const heap *h = &jobs[t].c.cand;
+        for (unsigned i = 0; i < h->n; i++) {
+            coll_push(c, h->a[i].s, h->a[i].slot);
         }
     }
     free(jobs);
     free(tids);
     free(bufs);
+    free(started);
     return SC_OK;
 }
 
-/* Turns a heap of candidates into sorted hits >= threshold. For int8 the
- * candidates are first re-scored from the f16 copy. */
-static void finish(const flat *f, const float *q, heap *h, unsigned k,
+static void sort_cands(cand *a, unsigned n)
+{
+    if (n > 32) {
+        qsort(a, n, sizeof(cand), cand_cmp);
+        return;
+    }
+    /* Insertion sort: the usual case is a handful of candidates. */
+    for (unsigned i = 1; i < n; i++) {
+        cand x = a[i];
+        unsigned j = i;
+        while (j > 0 && cand_cmp(&a[j - 1], &x) > 0) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = x;
+    }
+}
+
+/* Turns the candidates into sorted hits >= threshold. For int8 they are
+ * first re-scored from the f16 copy, within 5e-4 of exact. */
+static void finish(const flat *f, const float *q, collector *c, unsigned k,
                    float threshold, sc_hit *hits, unsigned *nhits)
 {
+    heap *h = &c->cand;
     if (f->storage == SC_STORAGE_I8) {
         for (unsigned i = 0; i < h->n; i++) {
             float s;
@@ -548,7 +643,7 @@ static void finish(const flat *f, const float *q, heap *h, unsigned k,
             h->a[i].s = s;
         }
     }
-    qsort(h->a, h->n, sizeof(cand), cand_cmp);
+    sort_cands(h->a, h->n);
     unsigned out = 0;
     for (unsigned i = 0; i < h->n && out < k; i++) {
         if (h->a[i].s >= threshold) {
@@ -562,14 +657,6 @@ static void finish(const flat *f, const float *q, heap *h, unsigned k,
     *nhits = out;
 }
 
-static unsigned heap_cap(const flat *f, unsigned k)
-{
-    if (f->storage == SC_STORAGE_I8) {
-        return f->rerank > k ? f->rerank : k;
-    }
-    return k;
-}
-
 static float floor_for(const flat *f, float threshold)
 {
     return f->storage == SC_STORAGE_I8 ? threshold - I8_MARGIN : threshold;
@@ -579,50 +666,58 @@ static sc_err flat_search(void *state, const float *q, unsigned k,
                           float threshold, sc_hit *hits, unsigned *nhits)
 {
     flat *f = state;
-    cand buf[MAX_RERANK];
-    heap h = {buf, 0, heap_cap(f, k)};
+    cand buf[MAX_RERANK + SC_INDEX_MAX_K];
+    collector c;
+    coll_init(&c, f, buf, cand_cap(f, k), k);
     int8_t q8[SC_INDEX_MAX_DIM];
     prepq pq = {q, NULL, 0.0f, floor_for(f, threshold)};
     if (f->storage == SC_STORAGE_I8) {
         pq.q8 = q8;
         pq.qscale = quantise(q, f->dim, q8);
     }
-    sc_err rc = scan_all(f, &pq, &h);
+    sc_err rc = scan_all(f, &pq, k, &c);
     if (rc != SC_OK) {
         return rc;
     }
-    finish(f, q, &h, k, threshold, hits, nhits);
+    finish(f, q, &c, k, threshold, hits, nhits);
     return SC_OK;
 }
 
-/* Batch through sgemm: f32 rows only. Scores a block of rows against all
- * queries at once, then feeds every query's heap. */
-static sc_err batch_gemm(const flat *f, const float *qs, size_t nq,
-                         heap *heaps, const prepq *pqs)
+/* f32 batch: a tile of rows is scored against every query while it sits in
+ * L2, by the SIMD tile kernel, or by OpenBLAS sgemm on the scalar tier
+ * (there sgemm is the faster of the two). */
+static sc_err batch_f32(const flat *f, const float *qs, size_t nq,
+                        collector *cs, const prepq *pqs)
 {
-    size_t rows = f->n < GEMM_ROWS ? f->n : GEMM_ROWS;
-    float *s = malloc(nq * (rows ? rows : 1) * sizeof(float));
-    if (s == NULL) {
+    const int use_gemm = f->kern->tier == SC_TIER_SCALAR;
+    const size_t rows = use_gemm ? GEMM_ROWS : TILE_ROWS;
+    const size_t d = f->stride; /* padded: the tile kernel wants d % 16 == 0 */
+    float *s = malloc(nq * rows * sizeof(float));
+    float *qp = malloc(nq * d * sizeof(float));
+    if (s == NULL || qp == NULL) {
+        free(s);
+        free(qp);
         return SC_ENOMEM;
     }
+    for (size_t i = 0; i < nq; i++) {
+        memcpy(qp + i * d, qs + i * f->dim, f->dim * sizeof(float));
+        memset(qp + i * d + f->dim, 0, (d - f->dim) * sizeof(float));
+    }
     const float *base = (const float *)f->codes;
-    for (size_t b = 0; b < f->n; b += GEMM_ROWS) {
-        size_t nb = f->n - b < GEMM_ROWS ? f->n - b : GEMM_ROWS;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nb,
-                    (int)f->dim, 1.0f, qs, (int)f->dim, base + b * f->stride,
-                    (int)f->stride, 0.0f, s, (int)nb);
+    for (size_t b = 0; b < f->n; b += rows) {
+        size_t nb = f->n - b < rows ? f->n - b : rows;
+        if (use_gemm) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq,
+                        (int)nb, (int)d, 1.0f, qp, (int)d, base + b * d,
+                        (int)d, 0.0f, s, (int)nb);
+        } else {
+            f->kern->dot_f32_tile(qp, d, nq, base + b * d, d, nb, d, s, nb);
+        }
         for (size_t i = 0; i < nq; i++) {
-            heap *h = &heaps[i];
-            const float *row = s + i * nb;
-            float bar = heap_bar(h, pqs[i].floor);
-            for (size_t j = 0; j < nb; j++) {
-                if (row[j] >= bar && !f->dead[b + j]) {
-                    heap_push(h, row[j], (uint32_t)(b + j));
-                    bar = heap_bar(h, pqs[i].floor);
-                }
-            }
+            collect(f, &cs[i], s + i * nb, b, nb, pqs[i].floor);
         }
     }
+    free(qp);
     free(s);
     return SC_OK;
 }
@@ -632,23 +727,22 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
                                 unsigned *nhits)
 {
     flat *f = state;
-    unsigned hc = heap_cap(f, k);
-    heap *heaps = calloc(nq, sizeof(*heaps));
-    cand *cbuf = calloc(nq * hc, sizeof(*cbuf));
+    unsigned cc = cand_cap(f, k);
+    collector *cs = calloc(nq, sizeof(*cs));
+    cand *cbuf = calloc(nq * (cc + k), sizeof(*cbuf));
     prepq *pqs = calloc(nq, sizeof(*pqs));
     int8_t *q8 = NULL;
     if (f->storage == SC_STORAGE_I8) {
         q8 = malloc(nq * f->dim);
     }
     sc_err rc = SC_OK;
-    if (heaps == NULL || cbuf == NULL || pqs == NULL ||
+    if (cs == NULL || cbuf == NULL || pqs == NULL ||
         (f->storage == SC_STORAGE_I8 && q8 == NULL)) {
         rc = SC_ENOMEM;
         goto out;
     }
     for (size_t i = 0; i < nq; i++) {
-        heaps[i].a = cbuf + i * hc;
-        heaps[i].cap = hc;
+        coll_init(&cs[i], f, cbuf + i * (cc + k), cc, k);
         pqs[i].q = qs + i * f->dim;
         pqs[i].floor = floor_for(f, threshold);
         if (q8 != NULL) {
@@ -656,15 +750,15 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
             pqs[i].qscale = quantise(pqs[i].q, f->dim, pqs[i].q8);
         }
     }
-    if (f->storage == SC_STORAGE_F32 && nq >= 4) {
-        rc = batch_gemm(f, qs, nq, heaps, pqs);
+    if (f->storage == SC_STORAGE_F32 && nq >= 2) {
+        rc = batch_f32(f, qs, nq, cs, pqs);
     } else {
         /* Cache blocking: each block of rows is read from memory once and
          * scored against every query while it sits in L1/L2. */
         for (size_t b = 0; b < f->n; b += BLOCK) {
             size_t e = f->n - b < BLOCK ? f->n : b + BLOCK;
             for (size_t i = 0; i < nq; i++) {
-                scan_range(f, &pqs[i], b, e, &heaps[i]);
+                scan_range(f, &pqs[i], b, e, &cs[i]);
             }
         }
     }
@@ -672,13 +766,13 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
         goto out;
     }
     for (size_t i = 0; i < nq; i++) {
-        finish(f, pqs[i].q, &heaps[i], k, threshold, hits + i * k, &nhits[i]);
+        finish(f, pqs[i].q, &cs[i], k, threshold, hits + i * k, &nhits[i]);
     }
 out:
     free(q8);
     free(pqs);
     free(cbuf);
-    free(heaps);
+    free(cs);
     return rc;
 }
 

@@ -48,33 +48,105 @@ static void dot_f32_rows(const float *q, const float *base, size_t stride,
 {
     size_t r = 0;
     if (d % 16 == 0) {
-        /* Two rows per pass share each load of q: in-cache scans are
-         * load-bound, so this is the difference at small N. */
-        for (; r + 2 <= n; r += 2) {
-            const float *x = base + r * stride;
-            const float *y = x + stride;
+        /* Four rows per pass share each load of q and keep four streams of
+         * loads in flight; the prefetch runs a few rows ahead so that a scan
+         * from L3 or DRAM does not stall on each new row. */
+        for (; r + 4 <= n; r += 4) {
+            const float *x0 = base + r * stride;
+            const float *x1 = x0 + stride;
+            const float *x2 = x1 + stride;
+            const float *x3 = x2 + stride;
+            const char *pf = (const char *)(x0 + 8 * stride);
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-            __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-            size_t i = 0;
-            for (; i + 32 <= d; i += 32) {
-                __m512 q0 = _mm512_loadu_ps(q + i);
-                __m512 q1 = _mm512_loadu_ps(q + i + 16);
-                a0 = _mm512_fmadd_ps(q0, _mm512_loadu_ps(x + i), a0);
-                b0 = _mm512_fmadd_ps(q0, _mm512_loadu_ps(y + i), b0);
-                a1 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + i + 16), a1);
-                b1 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(y + i + 16), b1);
+            __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+            for (size_t i = 0; i < d; i += 16) {
+                __m512 qv = _mm512_loadu_ps(q + i);
+                if (r + 12 <= n) {
+                    _mm_prefetch(pf + i * 4, _MM_HINT_T0);
+                    _mm_prefetch(pf + (stride + i) * 4, _MM_HINT_T0);
+                    _mm_prefetch(pf + (2 * stride + i) * 4, _MM_HINT_T0);
+                    _mm_prefetch(pf + (3 * stride + i) * 4, _MM_HINT_T0);
+                }
+                a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x0 + i), a0);
+                a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x1 + i), a1);
+                a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x2 + i), a2);
+                a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x3 + i), a3);
             }
-            if (i < d) {
-                __m512 q0 = _mm512_loadu_ps(q + i);
-                a0 = _mm512_fmadd_ps(q0, _mm512_loadu_ps(x + i), a0);
-                b0 = _mm512_fmadd_ps(q0, _mm512_loadu_ps(y + i), b0);
-            }
-            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-            out[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));
+            out[r] = _mm512_reduce_add_ps(a0);
+            out[r + 1] = _mm512_reduce_add_ps(a1);
+            out[r + 2] = _mm512_reduce_add_ps(a2);
+            out[r + 3] = _mm512_reduce_add_ps(a3);
         }
     }
     for (; r < n; r++) {
         out[r] = dot_f32(q, base + r * stride, d);
+    }
+}
+
+/* 4 queries x 4 rows per pass: 16 accumulators, and every load feeds four
+ * FMAs, so the batch is bound by FMA throughput rather than by loads. */
+static void dot_f32_tile(const float *qs, size_t qstride, size_t nq,
+                         const float *base, size_t stride, size_t n, size_t d,
+                         float *out, size_t ldo)
+{
+    size_t i = 0;
+    for (; i + 4 <= nq; i += 4) {
+        const float *q0 = qs + i * qstride;
+        const float *q1 = q0 + qstride;
+        const float *q2 = q1 + qstride;
+        const float *q3 = q2 + qstride;
+        size_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+            const float *r0 = base + j * stride;
+            const float *r1 = r0 + stride;
+            const float *r2 = r1 + stride;
+            const float *r3 = r2 + stride;
+            __m512 c[16];
+            for (int u = 0; u < 16; u++) {
+                c[u] = _mm512_setzero_ps();
+            }
+            for (size_t t = 0; t < d; t += 16) {
+                __m512 x0 = _mm512_loadu_ps(q0 + t);
+                __m512 x1 = _mm512_loadu_ps(q1 + t);
+                __m512 x2 = _mm512_loadu_ps(q2 + t);
+                __m512 x3 = _mm512_loadu_ps(q3 + t);
+                __m512 y = _mm512_loadu_ps(r0 + t);
+                c[0] = _mm512_fmadd_ps(x0, y, c[0]);
+                c[1] = _mm512_fmadd_ps(x1, y, c[1]);
+                c[2] = _mm512_fmadd_ps(x2, y, c[2]);
+                c[3] = _mm512_fmadd_ps(x3, y, c[3]);
+                y = _mm512_loadu_ps(r1 + t);
+                c[4] = _mm512_fmadd_ps(x0, y, c[4]);
+                c[5] = _mm512_fmadd_ps(x1, y, c[5]);
+                c[6] = _mm512_fmadd_ps(x2, y, c[6]);
+                c[7] = _mm512_fmadd_ps(x3, y, c[7]);
+                y = _mm512_loadu_ps(r2 + t);
+                c[8] = _mm512_fmadd_ps(x0, y, c[8]);
+                c[9] = _mm512_fmadd_ps(x1, y, c[9]);
+                c[10] = _mm512_fmadd_ps(x2, y, c[10]);
+                c[11] = _mm512_fmadd_ps(x3, y, c[11]);
+                y = _mm512_loadu_ps(r3 + t);
+                c[12] = _mm512_fmadd_ps(x0, y, c[12]);
+                c[13] = _mm512_fmadd_ps(x1, y, c[13]);
+                c[14] = _mm512_fmadd_ps(x2, y, c[14]);
+                c[15] = _mm512_fmadd_ps(x3, y, c[15]);
+            }
+            for (int rr = 0; rr < 4; rr++) {
+                for (int qq = 0; qq < 4; qq++) {
+                    out[(i + qq) * ldo + j + rr] =
+                        _mm512_reduce_add_ps(c[rr * 4 + qq]);
+                }
+            }
+        }
+        for (; j < n; j++) {
+            for (size_t qq = 0; qq < 4; qq++) {
+                out[(i + qq) * ldo + j] =
+                    dot_f32(qs + (i + qq) * qstride, base + j * stride, d);
+            }
+        }
+    }
+    for (; i < nq; i++) {
+        dot_f32_rows(qs + i * qstride, base, stride, n, d, out + i * ldo);
     }
 }
 
@@ -88,33 +160,68 @@ static __m512 maskz_load_h16(__mmask16 m, const uint16_t *p)
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
 
+static float dot_f16_one(const float *q, const uint16_t *row, size_t d)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 64 <= d; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_h16(row + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16),
+                             load_h16(row + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 32),
+                             load_h16(row + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 48),
+                             load_h16(row + i + 48), s3);
+    }
+    for (; i + 16 <= d; i += 16) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_h16(row + i), s0);
+    }
+    if (i < d) {
+        __mmask16 m = mask16(d - i);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i),
+                             maskz_load_h16(m, row + i), s1);
+    }
+    return _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
 static void dot_f16_rows(const float *q, const uint16_t *base, size_t stride,
                          size_t n, size_t d, float *out)
 {
-    for (size_t r = 0; r < n; r++) {
-        const uint16_t *row = base + r * stride;
-        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-        __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-        size_t i = 0;
-        for (; i + 64 <= d; i += 64) {
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_h16(row + i), s0);
-            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16),
-                                 load_h16(row + i + 16), s1);
-            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 32),
-                                 load_h16(row + i + 32), s2);
-            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 48),
-                                 load_h16(row + i + 48), s3);
+    size_t r = 0;
+    if (d % 16 == 0) {
+        /* As for f32: four rows per pass, prefetching ahead. */
+        for (; r + 4 <= n; r += 4) {
+            const uint16_t *x0 = base + r * stride;
+            const uint16_t *x1 = x0 + stride;
+            const uint16_t *x2 = x1 + stride;
+            const uint16_t *x3 = x2 + stride;
+            const char *pf = (const char *)(x0 + 8 * stride);
+            int ahead = r + 12 <= n;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+            for (size_t i = 0; i < d; i += 16) {
+                __m512 qv = _mm512_loadu_ps(q + i);
+                if (ahead && (i & 31) == 0) {
+                    _mm_prefetch(pf + i * 2, _MM_HINT_T0);
+                    _mm_prefetch(pf + (stride + i) * 2, _MM_HINT_T0);
+                    _mm_prefetch(pf + (2 * stride + i) * 2, _MM_HINT_T0);
+                    _mm_prefetch(pf + (3 * stride + i) * 2, _MM_HINT_T0);
+                }
+                a0 = _mm512_fmadd_ps(qv, load_h16(x0 + i), a0);
+                a1 = _mm512_fmadd_ps(qv, load_h16(x1 + i), a1);
+                a2 = _mm512_fmadd_ps(qv, load_h16(x2 + i), a2);
+                a3 = _mm512_fmadd_ps(qv, load_h16(x3 + i), a3);
+            }
+            out[r] = _mm512_reduce_add_ps(a0);
+            out[r + 1] = _mm512_reduce_add_ps(a1);
+            out[r + 2] = _mm512_reduce_add_ps(a2);
+            out[r + 3] = _mm512_reduce_add_ps(a3);
         }
-        for (; i + 16 <= d; i += 16) {
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_h16(row + i), s0);
-        }
-        if (i < d) {
-            __mmask16 m = mask16(d - i);
-            s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i),
-                                 maskz_load_h16(m, row + i), s1);
-        }
-        out[r] = _mm512_reduce_add_ps(
-            _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    }
+    for (; r < n; r++) {
+        out[r] = dot_f16_one(q, base + r * stride, d);
     }
 }
 
@@ -150,44 +257,72 @@ static void dot_i8_rows(const int8_t *q, const int8_t *base, size_t stride,
     }
 }
 
-/* int8 with VNNI: vpdpbusd multiplies unsigned by signed bytes, so the query
- * goes in shifted by +128 and 128 * sum(row) is taken back out, the row sum
- * coming from a second vpdpbusd against a vector of ones. */
+/* int8 with VNNI: vpdpbusd multiplies unsigned by signed bytes. Each row
+ * byte x is flipped to x + 128 with one XOR (it is then the unsigned
+ * operand, the query the signed one), and 128 * sum(q), a constant of the
+ * query, is taken back out: one vpdpbusd per 64 bytes. */
 static void dot_i8_rows_vnni(const int8_t *q, const int8_t *base,
                              size_t stride, size_t n, size_t d, int32_t *out)
 {
-    uint8_t qoff[4096 + 64];
-    size_t dd = d <= 4096 ? d : 4096;
-    if (d > 4096) {
-        dot_i8_rows(q, base, stride, n, d, out);
-        return;
+    int32_t qsum = 0;
+    for (size_t i = 0; i < d; i++) {
+        qsum += q[i];
     }
-    for (size_t i = 0; i < dd; i++) {
-        qoff[i] = (uint8_t)(q[i] + 128);
-    }
-    const __m512i ones = _mm512_set1_epi8(1);
-    for (size_t r = 0; r < n; r++) {
-        const int8_t *row = base + r * stride;
+    const int32_t corr = 128 * qsum;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    size_t r = 0;
+    /* Four rows per pass: one row alone is a short dependency chain of
+     * vpdpbusd, so independent rows keep the unit busy. */
+    for (; r + 4 <= n; r += 4) {
+        const int8_t *x0 = base + r * stride;
         __m512i p0 = _mm512_setzero_si512(), p1 = _mm512_setzero_si512();
-        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+        __m512i p2 = _mm512_setzero_si512(), p3 = _mm512_setzero_si512();
         size_t i = 0;
-        for (; i + 128 <= d; i += 128) {
-            __m512i x0 = _mm512_loadu_si512(row + i);
-            __m512i x1 = _mm512_loadu_si512(row + i + 64);
-            p0 = _mm512_dpbusd_epi32(p0, _mm512_loadu_si512(qoff + i), x0);
-            p1 = _mm512_dpbusd_epi32(p1, _mm512_loadu_si512(qoff + i + 64), x1);
-            s0 = _mm512_dpbusd_epi32(s0, ones, x0);
-            s1 = _mm512_dpbusd_epi32(s1, ones, x1);
+        for (; i + 64 <= d; i += 64) {
+            __m512i qv = _mm512_loadu_si512(q + i);
+            p0 = _mm512_dpbusd_epi32(
+                p0, _mm512_xor_si512(_mm512_loadu_si512(x0 + i), flip), qv);
+            p1 = _mm512_dpbusd_epi32(
+                p1, _mm512_xor_si512(_mm512_loadu_si512(x0 + stride + i), flip),
+                qv);
+            p2 = _mm512_dpbusd_epi32(
+                p2,
+                _mm512_xor_si512(_mm512_loadu_si512(x0 + 2 * stride + i), flip),
+                qv);
+            p3 = _mm512_dpbusd_epi32(
+                p3,
+                _mm512_xor_si512(_mm512_loadu_si512(x0 + 3 * stride + i), flip),
+                qv);
         }
-        for (; i < d; i += 64) {
+        if (i < d) {
+            /* Masked-off query bytes are 0, so the flipped padding adds 0. */
             __mmask64 m = mask64(d - i);
-            __m512i x = _mm512_maskz_loadu_epi8(m, row + i);
-            p0 = _mm512_dpbusd_epi32(p0, _mm512_maskz_loadu_epi8(m, qoff + i), x);
-            s0 = _mm512_dpbusd_epi32(s0, ones, x);
+            __m512i qv = _mm512_maskz_loadu_epi8(m, q + i);
+            const int8_t *xs[4] = {x0 + i, x0 + stride + i, x0 + 2 * stride + i,
+                                   x0 + 3 * stride + i};
+            p0 = _mm512_dpbusd_epi32(
+                p0, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[0]), flip), qv);
+            p1 = _mm512_dpbusd_epi32(
+                p1, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[1]), flip), qv);
+            p2 = _mm512_dpbusd_epi32(
+                p2, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[2]), flip), qv);
+            p3 = _mm512_dpbusd_epi32(
+                p3, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[3]), flip), qv);
         }
-        __m512i p = _mm512_add_epi32(p0, p1);
-        __m512i s = _mm512_add_epi32(s0, s1);
-        out[r] = _mm512_reduce_add_epi32(p) - 128 * _mm512_reduce_add_epi32(s);
+        out[r] = _mm512_reduce_add_epi32(p0) - corr;
+        out[r + 1] = _mm512_reduce_add_epi32(p1) - corr;
+        out[r + 2] = _mm512_reduce_add_epi32(p2) - corr;
+        out[r + 3] = _mm512_reduce_add_epi32(p3) - corr;
+    }
+    for (; r < n; r++) {
+        const int8_t *row = base + r * stride;
+        __m512i p0 = _mm512_setzero_si512();
+        for (size_t i = 0; i < d; i += 64) {
+            __mmask64 m = mask64(d - i);
+            __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, row + i), flip);
+            p0 = _mm512_dpbusd_epi32(p0, x, _mm512_maskz_loadu_epi8(m, q + i));
+        }
+        out[r] = _mm512_reduce_add_epi32(p0) - corr;
     }
 }
 
@@ -239,6 +374,7 @@ static const sc_simd_kernels avx512_kernels = {
     .tier = SC_TIER_AVX512,
     .dot_f32 = dot_f32,
     .dot_f32_rows = dot_f32_rows,
+    .dot_f32_tile = dot_f32_tile,
     .dot_f16_rows = dot_f16_rows,
     .dot_i8_rows = dot_i8_rows,
     .f32_to_f16 = f32_to_f16,
@@ -251,6 +387,7 @@ static const sc_simd_kernels avx512_vnni_kernels = {
     .tier = SC_TIER_AVX512,
     .dot_f32 = dot_f32,
     .dot_f32_rows = dot_f32_rows,
+    .dot_f32_tile = dot_f32_tile,
     .dot_f16_rows = dot_f16_rows,
     .dot_i8_rows = dot_i8_rows_vnni,
     .f32_to_f16 = f32_to_f16,

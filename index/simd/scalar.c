@@ -21,6 +21,15 @@ static void dot_f32_rows(const float *q, const float *base, size_t stride,
     }
 }
 
+static void dot_f32_tile(const float *qs, size_t qstride, size_t nq,
+                         const float *base, size_t stride, size_t n, size_t d,
+                         float *out, size_t ldo)
+{
+    for (size_t i = 0; i < nq; i++) {
+        dot_f32_rows(qs + i * qstride, base, stride, n, d, out + i * ldo);
+    }
+}
+
 /* IEEE binary16 -> binary32, exact for every input. */
 static float h2f(uint16_t h)
 {
@@ -143,6 +152,7 @@ static const sc_simd_kernels scalar_kernels = {
     .tier = SC_TIER_SCALAR,
     .dot_f32 = dot_f32,
     .dot_f32_rows = dot_f32_rows,
+    .dot_f32_tile = dot_f32_tile,
     .dot_f16_rows = dot_f16_rows,
     .dot_i8_rows = dot_i8_rows,
     .f32_to_f16 = f32_to_f16,

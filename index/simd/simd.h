@@ -28,6 +28,14 @@ typedef struct sc_simd_kernels {
     float (*dot_f32)(const float *a, const float *b, size_t d);
     void (*dot_f32_rows)(const float *q, const float *base, size_t stride,
                          size_t n, size_t d, float *out);
+    /* A tile of dot products for batches: out[i * ldo + j] is the dot
+     * product of query qs + i * qstride with row base + j * stride, for
+     * i < nq and j < n. d must be a multiple of 16, and the queries and
+     * rows must hold zeros between their true dimension and d (the flat
+     * index pads rows so; callers pad the queries). */
+    void (*dot_f32_tile)(const float *qs, size_t qstride, size_t nq,
+                         const float *base, size_t stride, size_t n, size_t d,
+                         float *out, size_t ldo);
     /* Rows are IEEE half precision (binary16) bit patterns; q is f32. */
     void (*dot_f16_rows)(const float *q, const uint16_t *base, size_t stride,
                          size_t n, size_t d, float *out);
