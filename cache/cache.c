@@ -1,0 +1,1570 @@
+/* cache.c - namespaces, scopes and entries of the semantic cache: the exact
+ * and semantic layers, TTL (a min-heap per namespace), LRU capacity (a list
+ * per namespace and one over the whole cache), accounting and feedback. */
+#define _GNU_SOURCE
+#include "cache/cache.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache/heap.h"
+#include "cache/htab.h"
+#include "cache/text.h"
+
+/* Locks, always taken in this order: c->lock (rwlock: the namespace table
+ * and namespaces' lifetimes; every call holds it, read, throughout; create
+ * and drop write), then one ns->mu (a namespace's entries, scopes, counters),
+ * then c->gmu (the global LRU list, the id -> entry map, the totals). An
+ * sc_index has its own lock and is always innermost. No call holds two
+ * namespace mutexes. Vector searches run with only c->lock held: the scope
+ * searched is pinned so that it and its index outlive the search. */
+
+#define CONTAINER(ptr, type, member)                                           \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* Candidates asked of the index per lookup: the best, a runner-up for the
+ * margin rule, and room to skip entries that expired or went meanwhile. */
+#define LOOKUP_K 8u
+
+/* A search threshold below every cosine, so a miss still learns its best. */
+#define SEARCH_ALL (-2.0f)
+
+/* Most a TTL may be (about 292 million years): now + ttl cannot wrap. */
+#define TTL_MAX ((uint64_t)INT64_MAX / 2)
+
+/* ---- small intrusive list (circular, with a sentinel head) --------------*/
+
+typedef struct lnode {
+    struct lnode *prev, *next;
+} lnode;
+
+static void list_init(lnode *h)
+{
+    h->prev = h;
+    h->next = h;
+}
+
+static bool list_empty(const lnode *h)
+{
+    return h->next == h;
+}
+
+static void list_unlink(lnode *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n;
+    n->next = n;
+}
+
+static void list_push_front(lnode *h, lnode *n)
+{
+    n->next = h->next;
+    n->prev = h;
+    h->next->prev = n;
+    h->next = n;
+}
+
+/* ---- objects ------------------------------------------------------------*/
+
+/* A response and its tags, immutable once built, shared by the entry and by
+ * every lookup result that served it. */
+typedef struct blob {
+    atomic_size_t refs;
+    size_t response_len;
+    uint64_t response_hash;
+    const char *model, *feature, *user; /* point into data */
+    unsigned char data[];               /* response, then three C strings */
+} blob;
+
+typedef struct scope {
+    sc_hnode node;  /* in ns->scopes */
+    sc_index *ix;   /* NULL until the scope's first vector */
+    size_t entries; /* entries in this scope, text-only ones included */
+    size_t pins;    /* calls using the scope without holding ns->mu */
+    size_t name_len;
+    char name[]; /* NUL-terminated */
+} scope;
+
+struct ns;
+
+typedef struct entry {
+    sc_hnode by_id;   /* in ns->ids */
+    sc_hnode by_gid;  /* in c->ids (c->gmu) */
+    sc_hnode by_key;  /* in ns->exact while in_exact */
+    lnode lru;        /* ns->lru, most recent first */
+    lnode glru;       /* c->lru (c->gmu), most recent first */
+    sc_heap_node exp; /* ns->expiry while expires_ms != 0 */
+    struct ns *ns;
+    scope *sc;
+    blob *payload;
+    uint64_t id;
+    sc_text_key key;
+    uint64_t created_ms, last_hit_ms, hit_count, expires_ms, ttl_ms;
+    uint64_t input_tokens, output_tokens;
+    uint64_t bytes;
+    bool in_index, in_exact, quarantined;
+    size_t text_len;
+    bool has_text;
+    char text[]; /* raw prompt text, text_len bytes */
+} entry;
+
+typedef struct ns {
+    sc_hnode node; /* in c->nss */
+    pthread_mutex_t mu;
+    sc_ns_config cfg; /* cfg.dim: as fixed so far */
+    bool had_vector;  /* an index was made: dim and storage are fixed */
+    sc_htab ids;      /* id -> entry */
+    sc_htab exact;    /* exact key -> entry */
+    sc_htab scopes;   /* name -> scope */
+    lnode lru;
+    sc_heap expiry;
+    uint64_t entries, bytes, quarantined;
+    sc_cache_stats st; /* counters; the "now" fields are filled on read */
+    char name[SC_CACHE_NS_NAME_MAX + 1];
+} ns;
+
+struct sc_cache {
+    sc_cache_config cfg;
+    pthread_rwlock_t lock;
+    sc_htab nss;
+    pthread_mutex_t gmu;
+    sc_htab ids;
+    lnode lru;
+    uint64_t entries, bytes;
+    atomic_uint_fast64_t next_id;
+};
+
+typedef enum gone {
+    GONE_DELETE,
+    GONE_REPLACED,
+    GONE_EXPIRED,
+    GONE_EVICTED,
+    GONE_FLUSH
+} gone;
+
+/* ---- defaults, validation -----------------------------------------------*/
+
+static uint64_t realtime_ms(void *arg)
+{
+    (void)arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_ms(const sc_cache *c)
+{
+    return c->cfg.clock(c->cfg.clock_arg);
+}
+
+void sc_cache_config_init(sc_cache_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->max_namespaces = 1024;
+    cfg->max_scopes = 4096;
+    cfg->max_entries = 0;
+    cfg->max_bytes = (uint64_t)1 << 30;
+    cfg->clock = NULL;
+    cfg->clock_arg = NULL;
+}
+
+void sc_cache_ns_config_init(sc_ns_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->dim = 0;
+    cfg->storage = SC_STORAGE_F32;
+    cfg->threshold = 0.90f;
+    cfg->margin = 0.0f;
+    cfg->ttl_ms = 0;
+    cfg->ttl_mode = SC_TTL_ABSOLUTE;
+    cfg->max_entries = 0;
+    cfg->max_bytes = 0;
+    cfg->max_response_bytes = SC_CACHE_RESPONSE_DEFAULT;
+}
+
+static sc_err check_ns_config(const sc_ns_config *cfg)
+{
+    if (cfg->dim > SC_INDEX_MAX_DIM) {
+        return SC_ERANGE;
+    }
+    if (cfg->storage != SC_STORAGE_F32 && cfg->storage != SC_STORAGE_F16 &&
+        cfg->storage != SC_STORAGE_I8) {
+        return SC_EINVAL;
+    }
+    if (cfg->ttl_mode != SC_TTL_ABSOLUTE && cfg->ttl_mode != SC_TTL_SLIDING) {
+        return SC_EINVAL;
+    }
+    if (!isfinite(cfg->threshold) || cfg->threshold < -1.0f ||
+        cfg->threshold > 1.0f) {
+        return SC_ERANGE;
+    }
+    if (!isfinite(cfg->margin) || cfg->margin < 0.0f || cfg->margin > 2.0f) {
+        return SC_ERANGE;
+    }
+    if (cfg->ttl_ms > TTL_MAX) {
+        return SC_ERANGE;
+    }
+    if (cfg->max_response_bytes < 1 ||
+        cfg->max_response_bytes > SC_CACHE_RESPONSE_LIMIT) {
+        return SC_ERANGE;
+    }
+    return SC_OK;
+}
+
+/* 1..128 bytes of [A-Za-z0-9._:-]. */
+static bool valid_ns_name(const char *s)
+{
+    if (s == NULL) {
+        return false;
+    }
+    size_t n = 0;
+    for (; s[n] != '\0'; n++) {
+        unsigned char ch = (unsigned char)s[n];
+        if (n >= SC_CACHE_NS_NAME_MAX) {
+            return false;
+        }
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+                  ch == ':' || ch == '-';
+        if (!ok) {
+            return false;
+        }
+    }
+    return n > 0;
+}
+
+/* A short optional C string: sets *len, SC_ETOOBIG past cap. */
+static sc_err check_str(const char *s, size_t cap, size_t *len)
+{
+    if (s == NULL) {
+        *len = 0;
+        return SC_OK;
+    }
+    size_t n = strnlen(s, (size_t)cap + 1);
+    if (n > cap) {
+        return SC_ETOOBIG;
+    }
+    *len = n;
+    return SC_OK;
+}
+
+/* Checks a caller's vector: dimension in range, finite, not all zero. */
+static sc_err check_vec(const float *v, uint32_t dim)
+{
+    if (dim < 1 || dim > SC_INDEX_MAX_DIM) {
+        return SC_EDIM;
+    }
+    bool nonzero = false;
+    for (uint32_t i = 0; i < dim; i++) {
+        if (!isfinite(v[i])) {
+            return SC_ENONFINITE;
+        }
+        nonzero |= v[i] != 0.0f;
+    }
+    return nonzero ? SC_OK : SC_EZEROVEC;
+}
+
+/* Normal form of text[0..len) in a new buffer (*out, caller frees; NULL when
+ * len is 0). */
+static sc_err normalise_copy(const char *text, size_t len, char **out,
+                             size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (len == 0) {
+        return SC_OK;
+    }
+    char *buf = malloc(len);
+    if (buf == NULL) {
+        return SC_ENOMEM;
+    }
+    *out_len = sc_cache_text_normalise(text, len, buf);
+    *out = buf;
+    return SC_OK;
+}
+
+static size_t storage_width(sc_storage s)
+{
+    return s == SC_STORAGE_F32 ? 4 : s == SC_STORAGE_F16 ? 2 : 1;
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* ---- blobs --------------------------------------------------------------*/
+
+static blob *blob_new(const void *resp, size_t resp_len, const char *model,
+                      size_t ml, const char *feature, size_t fl,
+                      const char *user, size_t ul)
+{
+    blob *b = malloc(sizeof(*b) + resp_len + ml + fl + ul + 3);
+    if (b == NULL) {
+        return NULL;
+    }
+    atomic_init(&b->refs, 1);
+    b->response_len = resp_len;
+    b->response_hash = sc_cache_hash64(resp_len > 0 ? resp : "", resp_len);
+    unsigned char *p = b->data;
+    if (resp_len > 0) {
+        memcpy(p, resp, resp_len);
+    }
+    p += resp_len;
+    const char *src[3] = {model, feature, user};
+    size_t len[3] = {ml, fl, ul};
+    const char **dst[3] = {&b->model, &b->feature, &b->user};
+    for (int i = 0; i < 3; i++) {
+        if (len[i] > 0) {
+            memcpy(p, src[i], len[i]);
+        }
+        p[len[i]] = '\0';
+        *dst[i] = (const char *)p;
+        p += len[i] + 1;
+    }
+    return b;
+}
+
+static void blob_ref(blob *b)
+{
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+}
+
+static void blob_unref(blob *b)
+{
+    if (b != NULL &&
+        atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
+        free(b);
+    }
+}
+
+static bool same_response(const blob *a, const blob *b)
+{
+    return a->response_len == b->response_len &&
+           a->response_hash == b->response_hash;
+}
+
+/* ---- namespaces and scopes (callers hold the locks named) ---------------*/
+
+/* c->lock held. */
+static ns *ns_find(const sc_cache *c, const char *name)
+{
+    uint64_t h = sc_cache_hash64(name, strlen(name));
+    for (sc_hnode *n = sc_htab_first(&c->nss, h); n != NULL;
+         n = sc_htab_next(n, h)) {
+        ns *s = CONTAINER(n, ns, node);
+        if (strcmp(s->name, name) == 0) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* ns->mu held. */
+static scope *scope_find(const ns *s, const char *name, size_t len)
+{
+    uint64_t h = sc_cache_hash64(name, len);
+    for (sc_hnode *n = sc_htab_first(&s->scopes, h); n != NULL;
+         n = sc_htab_next(n, h)) {
+        scope *sc = CONTAINER(n, scope, node);
+        if (sc->name_len == len && memcmp(sc->name, name, len) == 0) {
+            return sc;
+        }
+    }
+    return NULL;
+}
+
+/* ns->mu held. Finds or makes the scope and pins it (*out); unpin with
+ * scope_unpin. Errors: SC_ESCOPEFULL, SC_ENOMEM. */
+static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
+                        scope **out)
+{
+    scope *sc = scope_find(s, name, len);
+    if (sc == NULL) {
+        if (s->scopes.count >= c->cfg.max_scopes) {
+            return SC_ESCOPEFULL;
+        }
+        sc = calloc(1, sizeof(*sc) + len + 1);
+        if (sc == NULL) {
+            return SC_ENOMEM;
+        }
+        memcpy(sc->name, name, len);
+        sc->name[len] = '\0';
+        sc->name_len = len;
+        sc->node.hash = sc_cache_hash64(name, len);
+        sc_htab_insert(&s->scopes, &sc->node);
+    }
+    sc->pins++;
+    *out = sc;
+    return SC_OK;
+}
+
+/* ns->mu held. A scope with no entries and no pins goes, index and all. */
+static void scope_maybe_free(ns *s, scope *sc)
+{
+    if (sc->entries > 0 || sc->pins > 0) {
+        return;
+    }
+    sc_htab_remove(&s->scopes, &sc->node);
+    sc_index_close(sc->ix);
+    free(sc);
+}
+
+static void scope_unpin(ns *s, scope *sc)
+{
+    sc->pins--;
+    scope_maybe_free(s, sc);
+}
+
+/* ns->mu held. */
+static entry *entry_find(const ns *s, uint64_t id)
+{
+    uint64_t h = sc_htab_mix64(id);
+    for (sc_hnode *n = sc_htab_first(&s->ids, h); n != NULL;
+         n = sc_htab_next(n, h)) {
+        entry *e = CONTAINER(n, entry, by_id);
+        if (e->id == id) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* ns->mu held. The entry of (scope, normal-form text), or NULL. */
+static entry *exact_find(const ns *s, const scope *sc, sc_text_key key,
+                         const char *norm, size_t norm_len)
+{
+    for (sc_hnode *n = sc_htab_first(&s->exact, key.lo); n != NULL;
+         n = sc_htab_next(n, key.lo)) {
+        entry *e = CONTAINER(n, entry, by_key);
+        if (e->key.hi == key.hi && e->sc == sc &&
+            sc_cache_text_norm_equal(e->text, e->text_len, norm, norm_len)) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* ns->mu held. Takes e out of both layers (quarantine and removal). */
+static void entry_unmatchable(ns *s, entry *e)
+{
+    if (e->in_index) {
+        /* Cannot fail: the id was added and only this path removes it. */
+        (void)sc_index_remove(e->sc->ix, e->id);
+        e->in_index = false;
+    }
+    if (e->in_exact) {
+        sc_htab_remove(&s->exact, &e->by_key);
+        e->in_exact = false;
+    }
+}
+
+/* ns->mu held (c->gmu not). Unlinks e from everything, counts why, frees it;
+ * its scope goes too when that was its last entry and nobody pins it. */
+static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
+{
+    scope *sc = e->sc;
+    entry_unmatchable(s, e);
+    sc_htab_remove(&s->ids, &e->by_id);
+    if (e->exp.slot != SC_HEAP_NONE) {
+        sc_heap_remove(&s->expiry, &e->exp);
+    }
+    list_unlink(&e->lru);
+    pthread_mutex_lock(&c->gmu);
+    list_unlink(&e->glru);
+    sc_htab_remove(&c->ids, &e->by_gid);
+    c->entries--;
+    c->bytes -= e->bytes;
+    pthread_mutex_unlock(&c->gmu);
+    s->entries--;
+    s->bytes -= e->bytes;
+    if (e->quarantined) {
+        s->quarantined--;
+    }
+    switch (why) {
+    case GONE_DELETE:
+        s->st.deletes++;
+        break;
+    case GONE_REPLACED:
+        s->st.replaced++;
+        break;
+    case GONE_EXPIRED:
+        s->st.expirations++;
+        break;
+    case GONE_EVICTED:
+        s->st.evictions++;
+        break;
+    case GONE_FLUSH:
+        s->st.flushed++;
+        break;
+    }
+    blob_unref(e->payload);
+    free(e);
+    sc->entries--;
+    scope_maybe_free(s, sc);
+}
+
+static bool expired(const entry *e, uint64_t now)
+{
+    return e->expires_ms != 0 && now >= e->expires_ms;
+}
+
+/* ns->mu held. Evicts from the namespace's LRU tail down to its caps. */
+static void ns_enforce_caps(sc_cache *c, ns *s)
+{
+    while (!list_empty(&s->lru) &&
+           ((s->cfg.max_entries != 0 && s->entries > s->cfg.max_entries) ||
+            (s->cfg.max_bytes != 0 && s->bytes > s->cfg.max_bytes))) {
+        entry_remove(c, s, CONTAINER(s->lru.prev, entry, lru), GONE_EVICTED);
+    }
+}
+
+/* c->gmu held. */
+static bool over_global(const sc_cache *c)
+{
+    return (c->cfg.max_entries != 0 && c->entries > c->cfg.max_entries) ||
+           (c->cfg.max_bytes != 0 && c->bytes > c->cfg.max_bytes);
+}
+
+/* c->lock held, no ns->mu. Evicts the least recently used entries of the
+ * whole cache while an overall cap is exceeded. The tail's namespace must be
+ * locked before its entry is touched, so the tail is noted under c->gmu,
+ * then re-checked under its namespace's mutex (where nothing can move it). */
+static void global_enforce(sc_cache *c)
+{
+    for (unsigned tries = 0; tries < 1000000u; tries++) {
+        pthread_mutex_lock(&c->gmu);
+        if (!over_global(c) || list_empty(&c->lru)) {
+            pthread_mutex_unlock(&c->gmu);
+            return;
+        }
+        entry *tail = CONTAINER(c->lru.prev, entry, glru);
+        ns *s = tail->ns;
+        uint64_t id = tail->id;
+        pthread_mutex_unlock(&c->gmu);
+
+        pthread_mutex_lock(&s->mu);
+        entry *e = entry_find(s, id);
+        if (e != NULL) {
+            pthread_mutex_lock(&c->gmu);
+            bool still = over_global(c) && c->lru.prev == &e->glru;
+            pthread_mutex_unlock(&c->gmu);
+            if (still) {
+                entry_remove(c, s, e, GONE_EVICTED);
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+static void ns_free(sc_cache *c, ns *s)
+{
+    while (!list_empty(&s->lru)) {
+        entry_remove(c, s, CONTAINER(s->lru.next, entry, lru), GONE_FLUSH);
+    }
+    sc_heap_fini(&s->expiry);
+    sc_htab_fini(&s->scopes);
+    sc_htab_fini(&s->exact);
+    sc_htab_fini(&s->ids);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* Every namespace, for the calls that visit them all; c->lock held. */
+typedef struct ns_visit {
+    sc_cache *c;
+    void (*fn)(sc_cache *c, ns *s, void *arg);
+    void *arg;
+} ns_visit;
+
+static void visit_node(sc_hnode *n, void *arg)
+{
+    ns_visit *v = arg;
+    v->fn(v->c, CONTAINER(n, ns, node), v->arg);
+}
+
+static void each_ns(sc_cache *c, void (*fn)(sc_cache *c, ns *s, void *arg),
+                    void *arg)
+{
+    ns_visit v = {c, fn, arg};
+    sc_htab_each(&c->nss, visit_node, &v);
+}
+
+/* ---- the cache ----------------------------------------------------------*/
+
+sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
+{
+    if (out == NULL) {
+        return SC_EINVAL;
+    }
+    sc_cache_config def;
+    if (cfg == NULL) {
+        sc_cache_config_init(&def);
+        cfg = &def;
+    }
+    if (cfg->max_namespaces < 1 || cfg->max_scopes < 1) {
+        return SC_EINVAL;
+    }
+    sc_err rc = SC_ENOMEM;
+    sc_cache *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        goto fail_alloc;
+    }
+    c->cfg = *cfg;
+    if (c->cfg.clock == NULL) {
+        c->cfg.clock = realtime_ms;
+        c->cfg.clock_arg = NULL;
+    }
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* Creating and dropping namespaces must not starve under lookups. */
+    pthread_rwlockattr_setkind_np(&attr,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int prc = pthread_rwlock_init(&c->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (prc != 0) {
+        goto fail_rwlock;
+    }
+    if (pthread_mutex_init(&c->gmu, NULL) != 0) {
+        goto fail_mutex;
+    }
+    if ((rc = sc_htab_init(&c->nss)) != SC_OK) {
+        goto fail_nss;
+    }
+    if ((rc = sc_htab_init(&c->ids)) != SC_OK) {
+        goto fail_ids;
+    }
+    list_init(&c->lru);
+    atomic_init(&c->next_id, 1);
+    *out = c;
+    return SC_OK;
+
+fail_ids:
+    sc_htab_fini(&c->nss);
+fail_nss:
+    pthread_mutex_destroy(&c->gmu);
+fail_mutex:
+    pthread_rwlock_destroy(&c->lock);
+fail_rwlock:
+    free(c);
+fail_alloc:
+    return SC_ENOMEM;
+}
+
+static void drop_node(sc_hnode *n, void *arg)
+{
+    sc_cache *c = arg;
+    ns *s = CONTAINER(n, ns, node);
+    sc_htab_remove(&c->nss, n);
+    ns_free(c, s);
+}
+
+void sc_cache_close(sc_cache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    sc_htab_each(&c->nss, drop_node, c);
+    sc_htab_fini(&c->ids);
+    sc_htab_fini(&c->nss);
+    pthread_mutex_destroy(&c->gmu);
+    pthread_rwlock_destroy(&c->lock);
+    free(c);
+}
+
+/* ---- namespace calls ----------------------------------------------------*/
+
+sc_err sc_cache_ns_create(sc_cache *c, const char *name,
+                          const sc_ns_config *cfg)
+{
+    if (c == NULL || !valid_ns_name(name)) {
+        return SC_EINVAL;
+    }
+    sc_ns_config def;
+    if (cfg == NULL) {
+        sc_cache_ns_config_init(&def);
+        cfg = &def;
+    }
+    sc_err rc = check_ns_config(cfg);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    ns *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return SC_ENOMEM;
+    }
+    rc = SC_ENOMEM;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        goto fail_mutex;
+    }
+    if (sc_htab_init(&s->ids) != SC_OK) {
+        goto fail_ids;
+    }
+    if (sc_htab_init(&s->exact) != SC_OK) {
+        goto fail_exact;
+    }
+    if (sc_htab_init(&s->scopes) != SC_OK) {
+        goto fail_scopes;
+    }
+    list_init(&s->lru);
+    sc_heap_init(&s->expiry);
+    s->cfg = *cfg;
+    strcpy(s->name, name); /* valid_ns_name bounded it */
+    s->node.hash = sc_cache_hash64(name, strlen(name));
+
+    pthread_rwlock_wrlock(&c->lock);
+    if (ns_find(c, name) != NULL) {
+        rc = SC_ENSEXIST;
+        goto fail_locked;
+    }
+    if (c->nss.count >= c->cfg.max_namespaces) {
+        rc = SC_ENSFULL;
+        goto fail_locked;
+    }
+    sc_htab_insert(&c->nss, &s->node);
+    pthread_rwlock_unlock(&c->lock);
+    return SC_OK;
+
+fail_locked:
+    pthread_rwlock_unlock(&c->lock);
+    sc_htab_fini(&s->scopes);
+fail_scopes:
+    sc_htab_fini(&s->exact);
+fail_exact:
+    sc_htab_fini(&s->ids);
+fail_ids:
+    pthread_mutex_destroy(&s->mu);
+fail_mutex:
+    free(s);
+    return rc;
+}
+
+sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
+                             const sc_ns_config *cfg)
+{
+    if (c == NULL || name == NULL || cfg == NULL) {
+        return SC_EINVAL;
+    }
+    sc_err rc = check_ns_config(cfg);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, name);
+    if (s == NULL) {
+        pthread_rwlock_unlock(&c->lock);
+        return SC_ENONS;
+    }
+    pthread_mutex_lock(&s->mu);
+    sc_ns_config next = *cfg;
+    if (s->had_vector) {
+        if ((cfg->dim != 0 && cfg->dim != s->cfg.dim) ||
+            cfg->storage != s->cfg.storage) {
+            rc = SC_EINVAL;
+            goto out;
+        }
+        next.dim = s->cfg.dim;
+    }
+    s->cfg = next;
+    ns_enforce_caps(c, s);
+out:
+    pthread_mutex_unlock(&s->mu);
+    pthread_rwlock_unlock(&c->lock);
+    return rc;
+}
+
+sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out)
+{
+    if (c == NULL || name == NULL || out == NULL) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, name);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        *out = s->cfg;
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return s != NULL ? SC_OK : SC_ENONS;
+}
+
+sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
+{
+    if (c == NULL || name == NULL) {
+        return SC_EINVAL;
+    }
+    /* The write lock waits out every call in flight, lookups' unlocked
+     * searches included, so nothing can still point into the namespace. */
+    pthread_rwlock_wrlock(&c->lock);
+    ns *s = ns_find(c, name);
+    if (s != NULL) {
+        sc_htab_remove(&c->nss, &s->node);
+        ns_free(c, s);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return s != NULL ? SC_OK : SC_ENONS;
+}
+
+typedef struct name_list {
+    const char **names;
+    size_t n;
+} name_list;
+
+static void collect_name(sc_cache *c, ns *s, void *arg)
+{
+    (void)c;
+    name_list *l = arg;
+    l->names[l->n++] = s->name;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+sc_err sc_cache_ns_list(sc_cache *c, char (*names)[SC_CACHE_NS_NAME_MAX + 1],
+                        size_t cap, size_t *count)
+{
+    if (c == NULL || count == NULL || (cap > 0 && names == NULL)) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    size_t total = c->nss.count;
+    name_list l = {malloc((total > 0 ? total : 1) * sizeof(char *)), 0};
+    if (l.names == NULL) {
+        pthread_rwlock_unlock(&c->lock);
+        return SC_ENOMEM;
+    }
+    each_ns(c, collect_name, &l);
+    qsort(l.names, l.n, sizeof(*l.names), cmp_names);
+    for (size_t i = 0; i < l.n && i < cap; i++) {
+        strcpy(names[i], l.names[i]);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    free(l.names);
+    *count = total;
+    return SC_OK;
+}
+
+/* ---- insert -------------------------------------------------------------*/
+
+sc_err sc_cache_insert(sc_cache *c, const char *nsname,
+                       const sc_cache_item *item, uint64_t *id_out)
+{
+    if (c == NULL || nsname == NULL || item == NULL) {
+        return SC_EINVAL;
+    }
+    size_t scope_len, ml, fl, ul;
+    const char *scope_name = item->scope != NULL ? item->scope : "";
+    sc_err rc = check_str(scope_name, SC_CACHE_SCOPE_MAX, &scope_len);
+    if (rc == SC_OK) {
+        rc = check_str(item->model, SC_CACHE_TAG_MAX, &ml);
+    }
+    if (rc == SC_OK) {
+        rc = check_str(item->feature, SC_CACHE_TAG_MAX, &fl);
+    }
+    if (rc == SC_OK) {
+        rc = check_str(item->user, SC_CACHE_TAG_MAX, &ul);
+    }
+    if (rc != SC_OK) {
+        return rc;
+    }
+    if ((item->text == NULL && item->text_len > 0) ||
+        (item->response == NULL && item->response_len > 0) ||
+        item->ttl_ms < SC_CACHE_TTL_NEVER) {
+        return SC_EINVAL;
+    }
+    if (item->text_len > SC_CACHE_TEXT_MAX ||
+        item->response_len > SC_CACHE_RESPONSE_LIMIT) {
+        return SC_ETOOBIG;
+    }
+    if (item->ttl_ms > 0 && (uint64_t)item->ttl_ms > TTL_MAX) {
+        return SC_ERANGE;
+    }
+    if (item->vec != NULL && (rc = check_vec(item->vec, item->dim)) != SC_OK) {
+        return rc;
+    }
+
+    /* Everything that can be built without the lock is built here. */
+    char *norm = NULL;
+    size_t norm_len = 0;
+    if ((rc = normalise_copy(item->text, item->text_len, &norm, &norm_len)) !=
+        SC_OK) {
+        return rc;
+    }
+    /* Text that normalises to nothing gives no exact key. */
+    bool keyed = norm_len > 0;
+    if (!keyed && item->vec == NULL) {
+        free(norm);
+        return SC_EINVAL;
+    }
+    sc_text_key key = {0, 0};
+    if (keyed) {
+        key = sc_cache_text_key(scope_name, scope_len, norm, norm_len);
+    }
+    rc = SC_ENOMEM;
+    blob *b = blob_new(item->response, item->response_len, item->model, ml,
+                       item->feature, fl, item->user, ul);
+    if (b == NULL) {
+        goto fail_blob;
+    }
+    entry *e = calloc(1, sizeof(*e) + item->text_len);
+    if (e == NULL) {
+        goto fail_entry;
+    }
+    if (item->text_len > 0) {
+        memcpy(e->text, item->text, item->text_len);
+    }
+    e->text_len = item->text_len;
+    e->has_text = item->text != NULL;
+    e->payload = b;
+    e->key = key;
+    e->input_tokens = item->input_tokens;
+    e->output_tokens = item->output_tokens;
+    e->exp.slot = SC_HEAP_NONE;
+    list_init(&e->lru);
+    list_init(&e->glru);
+    uint64_t now = now_ms(c);
+
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    if (s == NULL) {
+        rc = SC_ENONS;
+        goto fail_ns;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (item->response_len > s->cfg.max_response_bytes) {
+        rc = SC_ETOOBIG;
+        goto fail_locked;
+    }
+    if (item->vec != NULL && s->cfg.dim != 0 && item->dim != s->cfg.dim) {
+        rc = SC_EDIM;
+        goto fail_locked;
+    }
+    e->bytes = sizeof(*e) + sizeof(*b) + 32 + item->text_len +
+               item->response_len + ml + fl + ul + 3;
+    if (item->vec != NULL) {
+        e->bytes += (uint64_t)item->dim * storage_width(s->cfg.storage) + 16;
+    }
+    if ((s->cfg.max_bytes != 0 && e->bytes > s->cfg.max_bytes) ||
+        (c->cfg.max_bytes != 0 && e->bytes > c->cfg.max_bytes)) {
+        rc = SC_ETOOBIG;
+        goto fail_locked;
+    }
+    e->ttl_ms = item->ttl_ms == SC_CACHE_TTL_NEVER ? 0
+                : item->ttl_ms > 0                 ? (uint64_t)item->ttl_ms
+                                                   : s->cfg.ttl_ms;
+    if (e->ttl_ms != 0) {
+        if ((rc = sc_heap_reserve(&s->expiry)) != SC_OK) {
+            goto fail_locked;
+        }
+        e->expires_ms = add_sat(now, e->ttl_ms);
+    }
+    scope *sc;
+    if ((rc = scope_get(c, s, scope_name, scope_len, &sc)) != SC_OK) {
+        goto fail_locked;
+    }
+    e->id = atomic_fetch_add(&c->next_id, 1);
+    if (item->vec != NULL) {
+        bool made_ix = false;
+        if (sc->ix == NULL) {
+            sc_index_params p;
+            sc_index_params_init(&p);
+            p.dim = item->dim;
+            p.storage = s->cfg.storage;
+            if ((rc = sc_index_open(&p, &sc->ix)) != SC_OK) {
+                goto fail_scope;
+            }
+            made_ix = true;
+        }
+        if ((rc = sc_index_add(sc->ix, e->id, item->vec)) != SC_OK) {
+            /* An index made for this vector goes with it: while no vector
+             * has fixed the dimension, no index may outlive its insert. */
+            if (made_ix) {
+                sc_index_close(sc->ix);
+                sc->ix = NULL;
+            }
+            goto fail_scope;
+        }
+        e->in_index = true;
+        if (!s->had_vector) {
+            s->had_vector = true;
+            s->cfg.dim = item->dim;
+        }
+    }
+    /* From here on nothing fails. The same text in the same scope replaces
+     * the entry that had it. */
+    if (keyed) {
+        entry *old = exact_find(s, sc, key, norm, norm_len);
+        if (old != NULL) {
+            entry_remove(c, s, old, GONE_REPLACED);
+        }
+        e->by_key.hash = key.lo;
+        sc_htab_insert(&s->exact, &e->by_key);
+        e->in_exact = true;
+    }
+    e->ns = s;
+    e->sc = sc;
+    e->created_ms = now;
+    e->by_id.hash = sc_htab_mix64(e->id);
+    e->by_gid.hash = e->by_id.hash;
+    sc_htab_insert(&s->ids, &e->by_id);
+    list_push_front(&s->lru, &e->lru);
+    if (e->expires_ms != 0) {
+        e->exp.key = e->expires_ms;
+        sc_heap_push(&s->expiry, &e->exp);
+    }
+    sc->entries++;
+    s->entries++;
+    s->bytes += e->bytes;
+    s->st.inserts++;
+    pthread_mutex_lock(&c->gmu);
+    list_push_front(&c->lru, &e->glru);
+    sc_htab_insert(&c->ids, &e->by_gid);
+    c->entries++;
+    c->bytes += e->bytes;
+    pthread_mutex_unlock(&c->gmu);
+    if (id_out != NULL) {
+        *id_out = e->id;
+    }
+    scope_unpin(s, sc);
+    ns_enforce_caps(c, s);
+    pthread_mutex_unlock(&s->mu);
+    global_enforce(c);
+    pthread_rwlock_unlock(&c->lock);
+    free(norm);
+    return SC_OK;
+
+fail_scope:
+    scope_unpin(s, sc);
+fail_locked:
+    pthread_mutex_unlock(&s->mu);
+fail_ns:
+    pthread_rwlock_unlock(&c->lock);
+    free(e);
+fail_entry:
+    blob_unref(b);
+fail_blob:
+    free(norm);
+    return rc;
+}
+
+/* ---- delete, feedback, flush, expire ------------------------------------*/
+
+/* c->lock held. Finds entry id's namespace and locks it; returns the entry
+ * (NULL when gone, namespace unlocked). */
+static entry *lock_entry(sc_cache *c, uint64_t id, ns **out)
+{
+    ns *s = NULL;
+    uint64_t h = sc_htab_mix64(id);
+    pthread_mutex_lock(&c->gmu);
+    for (sc_hnode *n = sc_htab_first(&c->ids, h); n != NULL;
+         n = sc_htab_next(n, h)) {
+        entry *e = CONTAINER(n, entry, by_gid);
+        if (e->id == id) {
+            s = e->ns; /* namespaces outlive c->lock's read hold */
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->gmu);
+    if (s == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    /* It may have gone between the two locks; ids are never reused, so
+     * finding it again under the namespace's mutex settles it. */
+    entry *e = entry_find(s, id);
+    if (e == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        return NULL;
+    }
+    *out = s;
+    return e;
+}
+
+sc_err sc_cache_delete(sc_cache *c, uint64_t id)
+{
+    if (c == NULL) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = NULL;
+    entry *e = lock_entry(c, id, &s);
+    if (e != NULL) {
+        entry_remove(c, s, e, GONE_DELETE);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return e != NULL ? SC_OK : SC_ENOTFOUND;
+}
+
+sc_err sc_cache_feedback(sc_cache *c, uint64_t id)
+{
+    if (c == NULL) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = NULL;
+    entry *e = lock_entry(c, id, &s);
+    if (e != NULL) {
+        if (!e->quarantined) {
+            entry_unmatchable(s, e);
+            e->quarantined = true;
+            s->quarantined++;
+            s->st.false_hits++;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return e != NULL ? SC_OK : SC_ENOTFOUND;
+}
+
+static void flush_ns(sc_cache *c, ns *s, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&s->mu);
+    while (!list_empty(&s->lru)) {
+        entry_remove(c, s, CONTAINER(s->lru.next, entry, lru), GONE_FLUSH);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+sc_err sc_cache_flush(sc_cache *c, const char *nsname)
+{
+    if (c == NULL) {
+        return SC_EINVAL;
+    }
+    sc_err rc = SC_OK;
+    pthread_rwlock_rdlock(&c->lock);
+    if (nsname == NULL) {
+        each_ns(c, flush_ns, NULL);
+    } else {
+        ns *s = ns_find(c, nsname);
+        if (s != NULL) {
+            flush_ns(c, s, NULL);
+        } else {
+            rc = SC_ENONS;
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return rc;
+}
+
+typedef struct expire_arg {
+    uint64_t now;
+    size_t n;
+} expire_arg;
+
+static void expire_ns(sc_cache *c, ns *s, void *arg)
+{
+    expire_arg *a = arg;
+    pthread_mutex_lock(&s->mu);
+    sc_heap_node *top;
+    while ((top = sc_heap_top(&s->expiry)) != NULL && top->key <= a->now) {
+        entry_remove(c, s, CONTAINER(top, entry, exp), GONE_EXPIRED);
+        a->n++;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+size_t sc_cache_expire(sc_cache *c, uint64_t now)
+{
+    if (c == NULL) {
+        return 0;
+    }
+    expire_arg a = {now != 0 ? now : now_ms(c), 0};
+    pthread_rwlock_rdlock(&c->lock);
+    each_ns(c, expire_ns, &a);
+    pthread_rwlock_unlock(&c->lock);
+    return a.n;
+}
+
+/* ---- lookup -------------------------------------------------------------*/
+
+unsigned sc_cache_hist_bin(float similarity)
+{
+    if (isnan(similarity)) {
+        return 0;
+    }
+    if (similarity < 0.0f) {
+        return 1;
+    }
+    double s = similarity;
+    if (s < 0.8) {
+        unsigned b = (unsigned)(s * 100.0);
+        return 2 + (b > 79 ? 79 : b);
+    }
+    double f = (s - 0.8) * 1000.0;
+    return 82 + (f >= 199.0 ? 199u : (unsigned)f);
+}
+
+void sc_cache_hist_range(unsigned bin, double *lo, double *hi)
+{
+    double l = NAN, h = NAN;
+    if (bin == 1) {
+        l = -1.0;
+        h = 0.0;
+    } else if (bin >= 2 && bin < 82) {
+        l = (bin - 2) / 100.0;
+        h = (bin - 1) / 100.0;
+    } else if (bin >= 82 && bin < SC_CACHE_HIST_BINS) {
+        l = 0.8 + (bin - 82) / 1000.0;
+        h = 0.8 + (bin - 81) / 1000.0;
+    }
+    if (lo != NULL) {
+        *lo = l;
+    }
+    if (hi != NULL) {
+        *hi = h;
+    }
+}
+
+/* ns->mu held. What a hit does to its entry: recency, count, sliding TTL. */
+static void entry_touch(sc_cache *c, ns *s, entry *e, uint64_t now)
+{
+    e->last_hit_ms = now;
+    e->hit_count++;
+    list_unlink(&e->lru);
+    list_push_front(&s->lru, &e->lru);
+    if (s->cfg.ttl_mode == SC_TTL_SLIDING && e->ttl_ms != 0 &&
+        e->exp.slot != SC_HEAP_NONE) {
+        e->expires_ms = add_sat(now, e->ttl_ms);
+        e->exp.key = e->expires_ms;
+        sc_heap_fix(&s->expiry, &e->exp);
+    }
+    pthread_mutex_lock(&c->gmu);
+    list_unlink(&e->glru);
+    list_push_front(&c->lru, &e->glru);
+    pthread_mutex_unlock(&c->gmu);
+}
+
+static sc_err check_query(const sc_cache_query *q, size_t *scope_len)
+{
+    sc_err rc = check_str(q->scope != NULL ? q->scope : "", SC_CACHE_SCOPE_MAX,
+                          scope_len);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    if (q->text == NULL && q->text_len > 0) {
+        return SC_EINVAL;
+    }
+    if (q->text_len > SC_CACHE_TEXT_MAX) {
+        return SC_ETOOBIG;
+    }
+    if (q->text == NULL && q->vec == NULL) {
+        return SC_EINVAL;
+    }
+    if (q->has_threshold && (!isfinite(q->threshold) || q->threshold < -1.0f ||
+                             q->threshold > 1.0f)) {
+        return SC_EINVAL;
+    }
+    if (q->vec != NULL) {
+        return check_vec(q->vec, q->dim);
+    }
+    return SC_OK;
+}
+
+sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
+                       sc_cache_result *res)
+{
+    if (res != NULL) {
+        memset(res, 0, sizeof(*res));
+    }
+    if (c == NULL || nsname == NULL || q == NULL || res == NULL) {
+        return SC_EINVAL;
+    }
+    size_t scope_len;
+    sc_err rc = check_query(q, &scope_len);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    const char *scope_name = q->scope != NULL ? q->scope : "";
+    char *norm = NULL;
+    size_t norm_len = 0;
+    if ((rc = normalise_copy(q->text, q->text_len, &norm, &norm_len)) !=
+        SC_OK) {
+        return rc;
+    }
+    sc_text_key key = {0, 0};
+    if (norm_len > 0) {
+        key = sc_cache_text_key(scope_name, scope_len, norm, norm_len);
+    }
+    uint64_t now = now_ms(c);
+
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    if (s == NULL) {
+        pthread_rwlock_unlock(&c->lock);
+        free(norm);
+        return SC_ENONS;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (q->vec != NULL && s->cfg.dim != 0 && q->dim != s->cfg.dim) {
+        pthread_mutex_unlock(&s->mu);
+        pthread_rwlock_unlock(&c->lock);
+        free(norm);
+        return SC_EDIM;
+    }
+    float threshold = q->has_threshold ? q->threshold : s->cfg.threshold;
+    entry *served = NULL;
+    float best = NAN;
+    res->reason = SC_MISS_NO_CANDIDATE;
+
+    /* Lookups never make scopes: an unknown scope simply has nothing. */
+    scope *sc = scope_find(s, scope_name, scope_len);
+    if (sc != NULL) {
+        sc->pins++;
+    }
+    if (sc != NULL && norm_len > 0) {
+        entry *e = exact_find(s, sc, key, norm, norm_len);
+        if (e != NULL && expired(e, now)) {
+            entry_remove(c, s, e, GONE_EXPIRED);
+        } else if (e != NULL) {
+            served = e;
+            best = 1.0f;
+            res->layer = SC_LAYER_EXACT;
+            res->similarity = 1.0f;
+            res->reason = SC_MISS_NONE;
+        }
+    }
+    if (served == NULL && sc != NULL && sc->ix != NULL && q->vec != NULL) {
+        sc_hit hits[LOOKUP_K];
+        unsigned nh = 0;
+        /* The scan is the slow part: run it without the namespace's mutex
+         * (the pin keeps the scope and its index alive), then judge the
+         * candidates under it again, ids first, since any may have gone. */
+        pthread_mutex_unlock(&s->mu);
+        rc = sc_index_search(sc->ix, q->vec, LOOKUP_K, SEARCH_ALL, hits, &nh);
+        pthread_mutex_lock(&s->mu);
+        if (rc != SC_OK) {
+            goto out;
+        }
+        entry *cand[LOOKUP_K];
+        float sim[LOOKUP_K];
+        unsigned nc = 0;
+        for (unsigned i = 0; i < nh; i++) {
+            entry *e = entry_find(s, hits[i].id);
+            if (e == NULL || e->quarantined || !e->in_index) {
+                continue;
+            }
+            if (expired(e, now)) {
+                entry_remove(c, s, e, GONE_EXPIRED);
+                continue;
+            }
+            cand[nc] = e;
+            sim[nc] = hits[i].similarity;
+            nc++;
+        }
+        if (nc > 0) {
+            best = sim[0];
+            if (sim[0] < threshold) {
+                res->reason = SC_MISS_BELOW_THRESHOLD;
+            } else {
+                res->reason = SC_MISS_NONE;
+                float m = s->cfg.margin;
+                for (unsigned j = 1; m > 0.0f && j < nc; j++) {
+                    if (sim[j] >= sim[0] - m &&
+                        !same_response(cand[j]->payload, cand[0]->payload)) {
+                        res->reason = SC_MISS_AMBIGUOUS;
+                        break;
+                    }
+                }
+            }
+            if (res->reason == SC_MISS_NONE) {
+                served = cand[0];
+                res->layer = SC_LAYER_SEMANTIC;
+                res->similarity = sim[0];
+            }
+        }
+    }
+
+    s->st.lookups++;
+    s->st.hist[sc_cache_hist_bin(best)]++;
+    res->best_similarity = best;
+    if (served != NULL) {
+        if (res->layer == SC_LAYER_EXACT) {
+            s->st.exact_hits++;
+        } else {
+            s->st.semantic_hits++;
+        }
+        entry_touch(c, s, served, now);
+        blob *b = served->payload;
+        blob_ref(b);
+        res->hit = true;
+        res->id = served->id;
+        res->response = b->data;
+        res->response_len = b->response_len;
+        res->model = b->model;
+        res->feature = b->feature;
+        res->user = b->user;
+        res->input_tokens = served->input_tokens;
+        res->output_tokens = served->output_tokens;
+        res->created_ms = served->created_ms;
+        res->hit_count = served->hit_count;
+        res->expires_ms = served->expires_ms;
+        res->priv_ = b;
+    } else {
+        s->st.misses++;
+        if (res->reason == SC_MISS_AMBIGUOUS) {
+            s->st.ambiguous_misses++;
+        }
+    }
+out:
+    if (sc != NULL) {
+        scope_unpin(s, sc);
+    }
+    pthread_mutex_unlock(&s->mu);
+    pthread_rwlock_unlock(&c->lock);
+    free(norm);
+    if (rc != SC_OK) {
+        memset(res, 0, sizeof(*res));
+    }
+    return rc;
+}
+
+void sc_cache_result_fini(sc_cache_result *res)
+{
+    if (res == NULL) {
+        return;
+    }
+    blob_unref(res->priv_);
+    memset(res, 0, sizeof(*res));
+}
+
+/* ---- stats, iteration ---------------------------------------------------*/
+
+static void add_stats(sc_cache *c, ns *s, void *arg)
+{
+    (void)c;
+    sc_cache_stats *o = arg;
+    pthread_mutex_lock(&s->mu);
+    const sc_cache_stats *t = &s->st;
+    o->namespaces++;
+    o->lookups += t->lookups;
+    o->exact_hits += t->exact_hits;
+    o->semantic_hits += t->semantic_hits;
+    o->misses += t->misses;
+    o->ambiguous_misses += t->ambiguous_misses;
+    o->inserts += t->inserts;
+    o->replaced += t->replaced;
+    o->deletes += t->deletes;
+    o->expirations += t->expirations;
+    o->evictions += t->evictions;
+    o->flushed += t->flushed;
+    o->false_hits += t->false_hits;
+    o->quarantined += s->quarantined;
+    o->entries += s->entries;
+    o->bytes += s->bytes;
+    o->scopes += s->scopes.count;
+    for (unsigned i = 0; i < SC_CACHE_HIST_BINS; i++) {
+        o->hist[i] += t->hist[i];
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+sc_err sc_cache_stats_get(sc_cache *c, const char *nsname, sc_cache_stats *out)
+{
+    if (c == NULL || out == NULL) {
+        return SC_EINVAL;
+    }
+    memset(out, 0, sizeof(*out));
+    sc_err rc = SC_OK;
+    pthread_rwlock_rdlock(&c->lock);
+    if (nsname == NULL) {
+        each_ns(c, add_stats, out);
+        /* Namespaces were read one after another; the totals are one
+         * consistent reading. */
+        pthread_mutex_lock(&c->gmu);
+        out->entries = c->entries;
+        out->bytes = c->bytes;
+        pthread_mutex_unlock(&c->gmu);
+    } else {
+        ns *s = ns_find(c, nsname);
+        if (s != NULL) {
+            add_stats(c, s, out);
+        } else {
+            rc = SC_ENONS;
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return rc;
+}
+
+typedef struct foreach_arg {
+    sc_cache_entry_fn fn;
+    void *arg;
+    float *vec; /* SC_INDEX_MAX_DIM floats */
+    int stop;
+} foreach_arg;
+
+static void foreach_ns(sc_cache *c, ns *s, void *arg)
+{
+    (void)c;
+    foreach_arg *a = arg;
+    if (a->stop) {
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    for (lnode *n = s->lru.next; n != &s->lru && !a->stop; n = n->next) {
+        entry *e = CONTAINER(n, entry, lru);
+        const blob *b = e->payload;
+        sc_cache_entry_info info = {
+            .id = e->id,
+            .ns = s->name,
+            .scope = e->sc->name,
+            .text = e->has_text ? e->text : NULL,
+            .text_len = e->text_len,
+            .response = b->data,
+            .response_len = b->response_len,
+            .model = b->model,
+            .feature = b->feature,
+            .user = b->user,
+            .input_tokens = e->input_tokens,
+            .output_tokens = e->output_tokens,
+            .created_ms = e->created_ms,
+            .last_hit_ms = e->last_hit_ms,
+            .hit_count = e->hit_count,
+            .expires_ms = e->expires_ms,
+            .quarantined = e->quarantined,
+        };
+        if (e->in_index && sc_index_get(e->sc->ix, e->id, a->vec) == SC_OK) {
+            info.vec = a->vec;
+            info.dim = s->cfg.dim;
+        }
+        a->stop = a->fn(&info, a->arg);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+sc_err sc_cache_foreach_entry(sc_cache *c, const char *nsname,
+                              sc_cache_entry_fn fn, void *arg)
+{
+    if (c == NULL || fn == NULL) {
+        return SC_EINVAL;
+    }
+    foreach_arg a = {fn, arg, malloc(SC_INDEX_MAX_DIM * sizeof(float)), 0};
+    if (a.vec == NULL) {
+        return SC_ENOMEM;
+    }
+    sc_err rc = SC_OK;
+    pthread_rwlock_rdlock(&c->lock);
+    if (nsname == NULL) {
+        each_ns(c, foreach_ns, &a);
+    } else {
+        ns *s = ns_find(c, nsname);
+        if (s != NULL) {
+            foreach_ns(c, s, &a);
+        } else {
+            rc = SC_ENONS;
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    free(a.vec);
+    return rc;
+}

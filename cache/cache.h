@@ -1,0 +1,315 @@
+/* cache.h - the semantic cache: namespaces of entries matched first by exact
+ * prompt text, then by cosine similarity of the prompt's embedding, only
+ * within their own (namespace, scope). TTL, LRU capacity, hit accounting and
+ * feedback live here. Every function is thread-safe. */
+#ifndef SC_CACHE_H
+#define SC_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/sc_error.h"
+#include "index/index.h"
+
+/* Size caps on what a caller may store (bytes, excluding any NUL). */
+#define SC_CACHE_NS_NAME_MAX      128u  /* namespace names: [A-Za-z0-9._:-]+ */
+#define SC_CACHE_SCOPE_MAX        1024u /* scope strings */
+#define SC_CACHE_TEXT_MAX         (1u << 20)  /* prompt text */
+#define SC_CACHE_TAG_MAX          256u        /* model, feature and user tags */
+#define SC_CACHE_RESPONSE_DEFAULT (1u << 20)  /* per-namespace default cap */
+#define SC_CACHE_RESPONSE_LIMIT   (64u << 20) /* the most a cap may be set to */
+#define SC_CACHE_TTL_NEVER        (-1) /* sc_cache_item.ttl_ms: never expires */
+
+/* ---- the cache ----------------------------------------------------------*/
+
+typedef struct sc_cache sc_cache;
+
+/* Milliseconds since some epoch; must not go backwards by much. */
+typedef uint64_t (*sc_cache_clock_fn)(void *arg);
+
+typedef struct sc_cache_config {
+    uint32_t max_namespaces; /* flood guard; default 1024 */
+    uint32_t max_scopes;     /* per namespace; default 4096 */
+    uint64_t max_entries;    /* over all namespaces; 0 = unlimited (default) */
+    uint64_t max_bytes;      /* over all namespaces; 0 = unlimited; 1 GiB */
+    sc_cache_clock_fn clock; /* NULL = CLOCK_REALTIME in milliseconds */
+    void *clock_arg;         /* borrowed; passed to clock, must outlive cache */
+} sc_cache_config;
+
+/* Fills cfg with the defaults above. */
+void sc_cache_config_init(sc_cache_config *cfg);
+
+/* Creates an empty cache. cfg is copied (NULL = defaults). On success *out is
+ * owned by the caller and freed with sc_cache_close; on failure *out is
+ * untouched. Errors: SC_EINVAL, SC_ENOMEM. */
+sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out);
+
+/* Frees the cache and everything in it. No other call may be in progress;
+ * results still held keep their own references and stay valid. */
+void sc_cache_close(sc_cache *c);
+
+/* ---- namespaces ---------------------------------------------------------*/
+
+typedef enum sc_ttl_mode {
+    SC_TTL_ABSOLUTE = 0, /* expires ttl after insertion */
+    SC_TTL_SLIDING = 1   /* each hit moves expiry to hit time + ttl */
+} sc_ttl_mode;
+
+typedef struct sc_ns_config {
+    uint32_t dim;       /* 1..SC_INDEX_MAX_DIM, or 0 = fixed at first vector */
+    sc_storage storage; /* vector storage of the namespace's indexes */
+    float threshold;    /* cosine a semantic hit needs; default 0.90 */
+    float margin;       /* 0 = off; see sc_cache_lookup; 0..2 */
+    uint64_t ttl_ms;    /* default entry TTL; 0 = entries never expire */
+    sc_ttl_mode ttl_mode;
+    uint64_t max_entries;        /* 0 = unlimited (overall caps still apply) */
+    uint64_t max_bytes;          /* 0 = unlimited (overall caps still apply) */
+    uint64_t max_response_bytes; /* 1..SC_CACHE_RESPONSE_LIMIT; default 1 MiB */
+} sc_ns_config;
+
+/* Fills cfg with the defaults: dim 0, f32, threshold 0.90, margin 0, no TTL,
+ * absolute mode, no per-namespace caps, responses up to 1 MiB. */
+void sc_cache_ns_config_init(sc_ns_config *cfg);
+
+/* Creates namespace name with cfg (both copied; cfg NULL = defaults). Errors:
+ * SC_EINVAL (bad name or config), SC_ERANGE (dim, threshold, margin, response
+ * cap), SC_ENSEXIST, SC_ENSFULL (max_namespaces reached), SC_ENOMEM. */
+sc_err sc_cache_ns_create(sc_cache *c, const char *name,
+                          const sc_ns_config *cfg);
+
+/* Replaces the namespace's threshold, margin, TTL, mode and caps with cfg's
+ * (copied). dim and storage may change only while the namespace has never
+ * held a vector; otherwise cfg's must be 0 / equal (dim) and equal (storage),
+ * else SC_EINVAL. Lowered caps evict at once (LRU first). A new TTL applies
+ * to entries inserted from now on; a new mode to hits from now on. Errors:
+ * SC_ENONS, SC_EINVAL, SC_ERANGE. On error nothing changes. */
+sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
+                             const sc_ns_config *cfg);
+
+/* Copies the namespace's current config (dim as fixed so far) into *out.
+ * Errors: SC_ENONS, SC_EINVAL. */
+sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out);
+
+/* Removes the namespace and all its entries and counters. Errors: SC_ENONS. */
+sc_err sc_cache_ns_drop(sc_cache *c, const char *name);
+
+/* Copies up to cap namespace names, sorted, into names (caller's buffer) and
+ * sets *count to how many exist (may exceed cap). */
+sc_err sc_cache_ns_list(sc_cache *c, char (*names)[SC_CACHE_NS_NAME_MAX + 1],
+                        size_t cap, size_t *count);
+
+/* ---- entries ------------------------------------------------------------*/
+
+/* What sc_cache_insert stores. Every pointer is borrowed for the call only:
+ * the cache copies what it keeps. */
+typedef struct sc_cache_item {
+    const char *scope;    /* NUL-terminated, <= SC_CACHE_SCOPE_MAX; NULL="" */
+    const char *text;     /* prompt text (any bytes), or NULL */
+    size_t text_len;      /* <= SC_CACHE_TEXT_MAX */
+    const float *vec;     /* prompt embedding (dim floats), or NULL */
+    uint32_t dim;         /* floats in vec */
+    const void *response; /* opaque bytes, may be NULL when response_len 0 */
+    size_t response_len;  /* <= the namespace's max_response_bytes */
+    const char *model;    /* optional tags, NUL-terminated, each */
+    const char *feature;  /*   <= SC_CACHE_TAG_MAX bytes; NULL = "" */
+    const char *user;
+    uint64_t input_tokens; /* what the answer cost, for the ledger */
+    uint64_t output_tokens;
+    int64_t ttl_ms; /* 0 = namespace default, > 0 = this entry's TTL,
+                       SC_CACHE_TTL_NEVER = never expires */
+} sc_cache_item;
+
+/* Stores one entry in namespace ns and sets *id (may be NULL) to its id:
+ * unique in the cache, never reused. text feeds the exact layer (text that
+ * normalises to nothing counts as none), vec the semantic layer; at least
+ * one is required. Inserting text whose normal form an entry of the same
+ * (ns, scope) already has replaces that entry (it is deleted first, counted
+ * as "replaced"; its id is gone; a quarantined entry has left the exact
+ * layer and is not replaced). The first vector fixes a dim-0 namespace's
+ * dimension. Caps may evict LRU entries, here or in other namespaces.
+ * Errors: SC_ENONS, SC_EINVAL (neither text nor vector, NULL with a length,
+ * ttl_ms < -1), SC_ERANGE (ttl_ms), SC_EDIM, SC_ENONFINITE, SC_EZEROVEC,
+ * SC_ETOOBIG (a string, the response or the whole entry over its cap),
+ * SC_ESCOPEFULL, SC_ENOMEM. On error the cache is unchanged. */
+sc_err sc_cache_insert(sc_cache *c, const char *ns, const sc_cache_item *item,
+                       uint64_t *id);
+
+/* Deletes entry id. Errors: SC_ENOTFOUND. */
+sc_err sc_cache_delete(sc_cache *c, uint64_t id);
+
+/* Reports that a hit served from entry id was wrong: the entry is
+ * quarantined (leaves both layers at once, never served again; the record
+ * stays, counted, until deleted, expired or evicted) and a false hit is
+ * counted. Idempotent: a second report of the same entry counts nothing.
+ * Errors: SC_ENOTFOUND. */
+sc_err sc_cache_feedback(sc_cache *c, uint64_t id);
+
+/* Deletes every entry of namespace ns (NULL = of every namespace); configs
+ * and counters stay. Errors: SC_ENONS. */
+sc_err sc_cache_flush(sc_cache *c, const char *ns);
+
+/* Removes every entry whose expiry time is <= now_ms (0 = the cache's clock)
+ * and returns how many. Uses each namespace's expiry heap: cost is
+ * O(namespaces + expired * log entries), never a scan of the entries. */
+size_t sc_cache_expire(sc_cache *c, uint64_t now_ms);
+
+/* ---- lookup -------------------------------------------------------------*/
+
+typedef struct sc_cache_query {
+    const char *scope; /* as in sc_cache_item */
+    const char *text;  /* for the exact layer, or NULL */
+    size_t text_len;
+    const float *vec; /* for the semantic layer, or NULL */
+    uint32_t dim;
+    bool has_threshold; /* use threshold below instead of the namespace's */
+    float threshold;    /* finite, in [-1, 1] */
+} sc_cache_query;
+
+typedef enum sc_layer {
+    SC_LAYER_NONE = 0,
+    SC_LAYER_EXACT = 1,
+    SC_LAYER_SEMANTIC = 2
+} sc_layer;
+
+typedef enum sc_miss_reason {
+    SC_MISS_NONE = 0,            /* a hit */
+    SC_MISS_NO_CANDIDATE = 1,    /* nothing servable in (ns, scope) */
+    SC_MISS_BELOW_THRESHOLD = 2, /* best similarity < threshold */
+    SC_MISS_AMBIGUOUS = 3        /* the margin rule refused the best */
+} sc_miss_reason;
+
+typedef struct sc_cache_result {
+    bool hit;
+    sc_layer layer;
+    sc_miss_reason reason;
+    float similarity;      /* of the served entry: 1 for exact; 0 on a miss */
+    float best_similarity; /* best servable candidate, hit or miss; NAN when
+                              reason is SC_MISS_NO_CANDIDATE */
+    /* On a hit, the entry's: */
+    uint64_t id;
+    const void *response; /* response_len bytes; NULL on a miss */
+    size_t response_len;
+    const char *model; /* NUL-terminated, "" when unset */
+    const char *feature;
+    const char *user;
+    uint64_t input_tokens;
+    uint64_t output_tokens;
+    uint64_t created_ms;
+    uint64_t hit_count;  /* including this hit */
+    uint64_t expires_ms; /* 0 = never */
+    void *priv_;         /* the reference sc_cache_result_fini drops */
+} sc_cache_result;
+
+/* Looks q up in namespace ns (q and what it points to are borrowed for the
+ * call only): the exact layer first (normalised text), then the semantic
+ * layer (cosine >= threshold). Margin rule: when the namespace's margin
+ * m > 0, a semantic hit with similarity s is refused (an ambiguous miss) if
+ * another servable candidate with similarity >= s - m holds a different
+ * response (compared by 64-bit hash and length). Expired entries met on the
+ * way are removed; quarantined ones are never seen. Text that normalises to
+ * nothing, and a vector sent to a namespace with no dimension yet, find
+ * nothing. A hit refreshes the entry's LRU position (and its expiry, in
+ * sliding mode). On success *res is filled; on a hit its pointers
+ * (response, tags) hold a reference of their own that stays valid, even
+ * after the entry goes, until sc_cache_result_fini(res). Call fini after
+ * every successful lookup (a no-op after a miss). Errors (nothing counted,
+ * *res zeroed): SC_ENONS, SC_EINVAL (no text or vector, bad threshold),
+ * SC_ETOOBIG (scope or text), SC_EDIM, SC_ENONFINITE, SC_EZEROVEC,
+ * SC_ENOMEM. */
+sc_err sc_cache_lookup(sc_cache *c, const char *ns, const sc_cache_query *q,
+                       sc_cache_result *res);
+
+/* Drops the reference a lookup result holds; res becomes a miss. */
+void sc_cache_result_fini(sc_cache_result *res);
+
+/* ---- accounting ---------------------------------------------------------*/
+
+/* Histogram of every lookup's best similarity, hits and misses alike:
+ *   bin 0          no candidate was seen (best_similarity NAN)
+ *   bin 1          best < 0
+ *   bins 2..81     [0.00, 0.80) in steps of 0.01
+ *   bins 82..281   [0.800, 1.000] in steps of 0.001 (1.0 in the last bin)
+ * Finer near the top, where thresholds live. Exact hits count as 1.0. */
+#define SC_CACHE_HIST_BINS 282u
+
+/* The bin a similarity falls in (NAN -> 0). */
+unsigned sc_cache_hist_bin(float similarity);
+
+/* The bounds [lo, hi) of bin; bin 0 gives NANs, bin 1 gives [-1, 0). */
+void sc_cache_hist_range(unsigned bin, double *lo, double *hi);
+
+typedef struct sc_cache_stats {
+    uint64_t namespaces; /* 1, or how many for "all" */
+    uint64_t lookups;    /* = exact_hits + semantic_hits + misses */
+    uint64_t exact_hits;
+    uint64_t semantic_hits;
+    uint64_t misses; /* including the ambiguous ones */
+    uint64_t ambiguous_misses;
+    uint64_t inserts;
+    uint64_t replaced; /* entries replaced by a same-text insert */
+    uint64_t deletes;  /* by sc_cache_delete */
+    uint64_t expirations;
+    uint64_t evictions;   /* by a namespace or an overall cap */
+    uint64_t flushed;     /* by sc_cache_flush */
+    uint64_t false_hits;  /* entries reported wrong (each once) */
+    uint64_t quarantined; /* entries quarantined now */
+    uint64_t entries;     /* now, quarantined included; = inserts -
+                             replaced - deletes - expirations -
+                             evictions - flushed */
+    uint64_t bytes;       /* now, see below */
+    uint64_t scopes;      /* now */
+    uint64_t hist[SC_CACHE_HIST_BINS];
+} sc_cache_stats;
+
+/* Fills *out for namespace ns, or summed over all when ns is NULL (then
+ * entries and bytes are the cache's own totals, read at one instant; the
+ * other fields are each namespace's, read one after another). bytes is
+ * approximate: response, text, tags, the vector at its storage width plus 16
+ * bytes, and the entry's bookkeeping (about 300 bytes); not scopes' indexes'
+ * slack. Errors: SC_ENONS. */
+sc_err sc_cache_stats_get(sc_cache *c, const char *ns, sc_cache_stats *out);
+
+/* ---- iteration (persistence, cost ledger) -------------------------------*/
+
+/* A snapshot of one entry. Every pointer is valid only during the callback. */
+typedef struct sc_cache_entry_info {
+    uint64_t id;
+    const char *ns;
+    const char *scope;
+    const char *text; /* NULL when the entry has none */
+    size_t text_len;
+    const float *vec; /* unit vector as stored (dim floats), or NULL */
+    uint32_t dim;
+    const void *response;
+    size_t response_len;
+    const char *model;
+    const char *feature;
+    const char *user;
+    uint64_t input_tokens;
+    uint64_t output_tokens;
+    uint64_t created_ms;
+    uint64_t last_hit_ms; /* 0 = never hit */
+    uint64_t hit_count;
+    uint64_t expires_ms; /* 0 = never */
+    bool quarantined;
+} sc_cache_entry_info;
+
+/* Returns non-zero to stop the iteration. */
+typedef int (*sc_cache_entry_fn)(const sc_cache_entry_info *e, void *arg);
+
+/* Calls fn for every entry of ns (NULL = all namespaces), in no set order,
+ * with that namespace locked: fn must not call into the cache. Errors:
+ * SC_ENONS, SC_ENOMEM. */
+sc_err sc_cache_foreach_entry(sc_cache *c, const char *ns, sc_cache_entry_fn fn,
+                              void *arg);
+
+/* ---- text ---------------------------------------------------------------*/
+
+/* Writes the exact layer's normal form of in[0..n) to out (room for n bytes)
+ * and returns its length: leading and trailing whitespace trimmed, each run
+ * of ASCII whitespace made one space, ASCII letters lower-cased; other bytes
+ * (UTF-8 included) kept as they are. */
+size_t sc_cache_text_normalise(const char *in, size_t n, char *out);
+
+#endif

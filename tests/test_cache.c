@@ -1,0 +1,1315 @@
+/* test_cache.c - the cache's semantics: scope isolation, exact before
+ * semantic, thresholds and the margin rule, absolute and sliding TTL on a
+ * fake clock, the expiry heap, LRU and byte caps, quarantine, caps on
+ * namespaces and scopes, accounting, and 8 threads mixing every call. */
+#define _GNU_SOURCE
+#include "cache/cache.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "test_util.h"
+
+#define D 8
+
+static uint64_t fake_clock(void *arg)
+{
+    return __atomic_load_n((uint64_t *)arg, __ATOMIC_RELAXED);
+}
+
+static uint64_t now_fake;
+
+static sc_cache *open_cache(uint32_t max_ns, uint32_t max_scopes,
+                            uint64_t max_entries, uint64_t max_bytes)
+{
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    if (max_ns != 0) {
+        cfg.max_namespaces = max_ns;
+    }
+    if (max_scopes != 0) {
+        cfg.max_scopes = max_scopes;
+    }
+    cfg.max_entries = max_entries;
+    cfg.max_bytes = max_bytes;
+    cfg.clock = fake_clock;
+    cfg.clock_arg = &now_fake;
+    now_fake = 1000;
+    sc_cache *c = NULL;
+    sc_err rc = sc_cache_open(&cfg, &c);
+    CHECK_EQ_INT(rc, SC_OK);
+    return c;
+}
+
+static void basis(float *v, int i)
+{
+    memset(v, 0, D * sizeof(float));
+    v[i] = 1.0f;
+}
+
+/* A unit vector whose cosine with basis(i) is cs. */
+static void tilt(float *v, int i, int j, float cs)
+{
+    memset(v, 0, D * sizeof(float));
+    v[i] = cs;
+    v[j] = sqrtf(1.0f - cs * cs);
+}
+
+static sc_err put(sc_cache *c, const char *ns, const char *scope,
+                  const char *text, const float *vec, const char *resp,
+                  int64_t ttl, uint64_t *id)
+{
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.scope = scope;
+    it.text = text;
+    it.text_len = text != NULL ? strlen(text) : 0;
+    it.vec = vec;
+    it.dim = vec != NULL ? D : 0;
+    it.response = resp;
+    it.response_len = strlen(resp);
+    it.model = "gpt-test";
+    it.feature = "chat";
+    it.user = "u1";
+    it.input_tokens = 100;
+    it.output_tokens = 50;
+    it.ttl_ms = ttl;
+    return sc_cache_insert(c, ns, &it, id);
+}
+
+static sc_err get_thr(sc_cache *c, const char *ns, const char *scope,
+                      const char *text, const float *vec, float thr,
+                      sc_cache_result *r)
+{
+    sc_cache_query q;
+    memset(&q, 0, sizeof(q));
+    q.scope = scope;
+    q.text = text;
+    q.text_len = text != NULL ? strlen(text) : 0;
+    q.vec = vec;
+    q.dim = vec != NULL ? D : 0;
+    if (!isnan(thr)) {
+        q.has_threshold = true;
+        q.threshold = thr;
+    }
+    return sc_cache_lookup(c, ns, &q, r);
+}
+
+static sc_err get(sc_cache *c, const char *ns, const char *scope,
+                  const char *text, const float *vec, sc_cache_result *r)
+{
+    return get_thr(c, ns, scope, text, vec, NAN, r);
+}
+
+static bool resp_is(const sc_cache_result *r, const char *s)
+{
+    return r->hit && r->response_len == strlen(s) &&
+           memcmp(r->response, s, r->response_len) == 0;
+}
+
+static sc_err mkns(sc_cache *c, const char *name, float threshold, float margin,
+                   uint64_t ttl, sc_ttl_mode mode)
+{
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    cfg.threshold = threshold;
+    cfg.margin = margin;
+    cfg.ttl_ms = ttl;
+    cfg.ttl_mode = mode;
+    return sc_cache_ns_create(c, name, &cfg);
+}
+
+static sc_cache_stats stats(sc_cache *c, const char *ns)
+{
+    sc_cache_stats st;
+    sc_err rc = sc_cache_stats_get(c, ns, &st);
+    CHECK_EQ_INT(rc, SC_OK);
+    return st;
+}
+
+static uint64_t hist_sum(const sc_cache_stats *st)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < SC_CACHE_HIST_BINS; i++) {
+        n += st->hist[i];
+    }
+    return n;
+}
+
+/* The invariants every namespace keeps, whatever happened. */
+static void check_books(const sc_cache_stats *st)
+{
+    CHECK_EQ_INT(hist_sum(st), st->lookups);
+    CHECK_EQ_INT(st->exact_hits + st->semantic_hits + st->misses, st->lookups);
+    CHECK(st->ambiguous_misses <= st->misses);
+}
+
+/* ---- tests --------------------------------------------------------------*/
+
+static void test_namespaces(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    char long_name[200];
+    memset(long_name, 'a', sizeof(long_name));
+    long_name[SC_CACHE_NS_NAME_MAX] = '\0';
+    CHECK_EQ_INT(sc_cache_ns_create(c, long_name, NULL), SC_OK);
+    long_name[SC_CACHE_NS_NAME_MAX] = 'a';
+    long_name[SC_CACHE_NS_NAME_MAX + 1] = '\0';
+    CHECK_EQ_INT(sc_cache_ns_create(c, long_name, NULL), SC_EINVAL);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "", NULL), SC_EINVAL);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a b", NULL), SC_EINVAL);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a/b", NULL), SC_EINVAL);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "caf\xc3\xa9", NULL), SC_EINVAL);
+    CHECK_EQ_INT(sc_cache_ns_create(c, NULL, NULL), SC_EINVAL);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "app-1:prod_v2.x", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "app-1:prod_v2.x", NULL), SC_ENSEXIST);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", NULL), SC_OK);
+
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    cfg.threshold = NAN;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "bad", &cfg), SC_ERANGE);
+    cfg.threshold = 1.5f;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "bad", &cfg), SC_ERANGE);
+    sc_cache_ns_config_init(&cfg);
+    cfg.margin = -0.1f;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "bad", &cfg), SC_ERANGE);
+    sc_cache_ns_config_init(&cfg);
+    cfg.dim = SC_INDEX_MAX_DIM + 1;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "bad", &cfg), SC_ERANGE);
+    sc_cache_ns_config_init(&cfg);
+    cfg.max_response_bytes = 0;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "bad", &cfg), SC_ERANGE);
+    sc_cache_ns_config_init(&cfg);
+    cfg.storage = (sc_storage)7;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "bad", &cfg), SC_EINVAL);
+
+    char names[4][SC_CACHE_NS_NAME_MAX + 1];
+    size_t n = 0;
+    CHECK_EQ_INT(sc_cache_ns_list(c, names, 4, &n), SC_OK);
+    CHECK_EQ_INT(n, 3);
+    CHECK(strlen(names[0]) == SC_CACHE_NS_NAME_MAX && names[0][0] == 'a');
+    CHECK(strcmp(names[1], "app-1:prod_v2.x") == 0);
+    CHECK(strcmp(names[2], "b") == 0);
+    CHECK_EQ_INT(sc_cache_ns_list(c, names, 1, &n), SC_OK);
+    CHECK_EQ_INT(n, 3);
+
+    /* Defaults, then a reconfiguration, then dim/storage frozen. */
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "b", &cfg), SC_OK);
+    CHECK(fabsf(cfg.threshold - 0.90f) < 1e-6f);
+    CHECK_EQ_INT(cfg.dim, 0);
+    CHECK_EQ_INT(cfg.max_response_bytes, 1u << 20);
+    cfg.threshold = 0.5f;
+    cfg.storage = SC_STORAGE_F16; /* allowed: no vector yet */
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "b", &cfg), SC_OK);
+    float v[D];
+    basis(v, 0);
+    CHECK_EQ_INT(put(c, "b", NULL, NULL, v, "r", 0, NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "b", &cfg), SC_OK);
+    CHECK(fabsf(cfg.threshold - 0.5f) < 1e-6f);
+    CHECK_EQ_INT(cfg.dim, D);
+    CHECK_EQ_INT(cfg.storage, SC_STORAGE_F16);
+    cfg.dim = 16;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "b", &cfg), SC_EINVAL);
+    cfg.dim = 0; /* 0 = keep */
+    cfg.storage = SC_STORAGE_F32;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "b", &cfg), SC_EINVAL);
+    cfg.storage = SC_STORAGE_F16;
+    cfg.threshold = 0.7f;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "b", &cfg), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "b", &cfg), SC_OK);
+    CHECK_EQ_INT(cfg.dim, D);
+    CHECK(fabsf(cfg.threshold - 0.7f) < 1e-6f);
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "nope", &cfg), SC_ENONS);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "nope", &cfg), SC_ENONS);
+
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "nope", NULL, NULL, v, &r), SC_ENONS);
+    CHECK_EQ_INT(put(c, "nope", NULL, NULL, v, "r", 0, NULL), SC_ENONS);
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "b"), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "b"), SC_ENONS);
+    CHECK_EQ_INT(get(c, "b", NULL, NULL, v, &r), SC_ENONS);
+    CHECK_EQ_INT(sc_cache_stats_get(c, "b", &(sc_cache_stats){0}), SC_ENONS);
+    CHECK_EQ_INT(sc_cache_ns_list(c, names, 4, &n), SC_OK);
+    CHECK_EQ_INT(n, 2);
+    sc_cache_close(c);
+}
+
+static void test_flood(void)
+{
+    sc_cache *c = open_cache(5, 3, 0, 0);
+    char name[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(name, sizeof(name), "ns%d", i);
+        CHECK_EQ_INT(sc_cache_ns_create(c, name, NULL), SC_OK);
+    }
+    CHECK_EQ_INT(sc_cache_ns_create(c, "ns5", NULL), SC_ENSFULL);
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "ns2"), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "ns5", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "ns6", NULL), SC_ENSFULL);
+
+    /* Scopes: at most 3 per namespace; an emptied scope frees its place. */
+    float v[D];
+    basis(v, 0);
+    uint64_t ids[3];
+    const char *sc[] = {"s0", "s1", "s2"};
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(put(c, "ns0", sc[i], NULL, v, "r", 0, &ids[i]), SC_OK);
+    }
+    CHECK_EQ_INT(put(c, "ns0", "s1", "more", v, "r", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "ns0", "s3", NULL, v, "r", 0, NULL), SC_ESCOPEFULL);
+    CHECK_EQ_INT(stats(c, "ns0").scopes, 3);
+    CHECK_EQ_INT(stats(c, "ns0").entries, 4);
+    CHECK_EQ_INT(sc_cache_delete(c, ids[0]), SC_OK);
+    CHECK_EQ_INT(stats(c, "ns0").scopes, 2);
+    CHECK_EQ_INT(put(c, "ns0", "s3", NULL, v, "r", 0, NULL), SC_OK);
+    /* A lookup in an unknown scope makes none. */
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "ns0", "s9", NULL, v, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(r.reason, SC_MISS_NO_CANDIDATE);
+    CHECK_EQ_INT(stats(c, "ns0").scopes, 3);
+    /* Scope strings are capped. */
+    char big[SC_CACHE_SCOPE_MAX + 2];
+    memset(big, 's', sizeof(big));
+    big[SC_CACHE_SCOPE_MAX + 1] = '\0';
+    CHECK_EQ_INT(put(c, "ns1", big, NULL, v, "r", 0, NULL), SC_ETOOBIG);
+    CHECK_EQ_INT(get(c, "ns1", big, NULL, v, &r), SC_ETOOBIG);
+    big[SC_CACHE_SCOPE_MAX] = '\0';
+    CHECK_EQ_INT(put(c, "ns1", big, NULL, v, "r", 0, NULL), SC_OK);
+    CHECK_EQ_INT(get(c, "ns1", big, NULL, v, &r), SC_OK);
+    CHECK(resp_is(&r, "r"));
+    sc_cache_result_fini(&r);
+    sc_cache_close(c);
+}
+
+static void test_scope_isolation(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "n", 0.9f, 0.05f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    float v[D], w[D];
+    basis(v, 0);
+    uint64_t ida, idb;
+    CHECK_EQ_INT(put(c, "n", "A", NULL, v, "from A", 0, &ida), SC_OK);
+    CHECK_EQ_INT(put(c, "n", "B", NULL, v, "from B", 0, &idb), SC_OK);
+    CHECK(ida != idb);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "n", "B", NULL, v, &r), SC_OK);
+    CHECK(resp_is(&r, "from B"));
+    CHECK_EQ_INT(r.id, idb);
+    CHECK_EQ_INT(r.layer, SC_LAYER_SEMANTIC);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(get(c, "n", "A", NULL, v, &r), SC_OK);
+    CHECK(resp_is(&r, "from A"));
+    sc_cache_result_fini(&r);
+    /* The default scope is a scope of its own. */
+    CHECK_EQ_INT(get(c, "n", NULL, NULL, v, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(r.reason, SC_MISS_NO_CANDIDATE);
+    CHECK(isnan(r.best_similarity));
+
+    /* B's only entry is at 0.95 to the query; A holds 20 entries nearer
+     * still, with other responses. Neither hides nor blurs B's hit. */
+    float q[D];
+    tilt(q, 0, 1, 0.95f);
+    CHECK_EQ_INT(sc_cache_delete(c, idb), SC_OK);
+    CHECK_EQ_INT(put(c, "n", "B", NULL, v, "B again", 0, &idb), SC_OK);
+    for (int i = 0; i < 20; i++) {
+        char resp[32];
+        snprintf(resp, sizeof(resp), "A near %d", i);
+        for (int k = 0; k < D; k++) {
+            w[k] = q[k] + 0.001f * (float)(i + 1) * (k == 2 ? 1.0f : 0.0f);
+        }
+        CHECK_EQ_INT(put(c, "n", "A", NULL, w, resp, 0, NULL), SC_OK);
+    }
+    CHECK_EQ_INT(get(c, "n", "B", NULL, q, &r), SC_OK);
+    CHECK(resp_is(&r, "B again"));
+    CHECK(fabsf(r.similarity - 0.95f) < 1e-3f);
+    sc_cache_result_fini(&r);
+    /* In A, the 20 near-identical neighbours with different responses are
+     * ambiguous under the margin rule: proof they are there. */
+    CHECK_EQ_INT(get(c, "n", "A", NULL, q, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(r.reason, SC_MISS_AMBIGUOUS);
+    sc_cache_stats st = stats(c, "n");
+    check_books(&st);
+    sc_cache_close(c);
+}
+
+static void test_exact_layer(void)
+{
+    char out[64];
+    const char *in = "  Hello,\t\tWORLD \n\r  caf\xc3\x89  ";
+    size_t n = sc_cache_text_normalise(in, strlen(in), out);
+    CHECK_EQ_INT(n, strlen("hello, world caf\xc3\x89"));
+    CHECK(memcmp(out, "hello, world caf\xc3\x89", n) == 0);
+    CHECK_EQ_INT(sc_cache_text_normalise("   ", 3, out), 0);
+
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "n", 0.9f, 0.0f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    float v[D], far[D];
+    basis(v, 0);
+    basis(far, 3);
+    uint64_t id1, id2, id3;
+    CHECK_EQ_INT(put(c, "n", "s", "What is  the Capital of France?", v, "Paris",
+                     0, &id1),
+                 SC_OK);
+    /* The same vector under another text, newer: semantic would pick
+     * either; exact must answer with the text's own entry. */
+    CHECK_EQ_INT(put(c, "n", "s", "something else", v, "Other", 0, &id2),
+                 SC_OK);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "n", "s", " what is the capital OF france? ", v, &r),
+                 SC_OK);
+    CHECK(resp_is(&r, "Paris"));
+    CHECK_EQ_INT(r.layer, SC_LAYER_EXACT);
+    CHECK(r.similarity == 1.0f);
+    CHECK(r.best_similarity == 1.0f);
+    CHECK_EQ_INT(r.id, id1);
+    CHECK(strcmp(r.model, "gpt-test") == 0);
+    CHECK(strcmp(r.feature, "chat") == 0);
+    CHECK(strcmp(r.user, "u1") == 0);
+    CHECK_EQ_INT(r.input_tokens, 100);
+    CHECK_EQ_INT(r.output_tokens, 50);
+    CHECK_EQ_INT(r.hit_count, 1);
+    sc_cache_result_fini(&r);
+    CHECK(!r.hit && r.response == NULL);
+    /* Exact with a far vector still hits exact; text alone too. */
+    CHECK_EQ_INT(get(c, "n", "s", "what is the capital of france?", far, &r),
+                 SC_OK);
+    CHECK_EQ_INT(r.layer, SC_LAYER_EXACT);
+    CHECK_EQ_INT(r.hit_count, 2);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(get(c, "n", "s", "what is the capital of france?", NULL, &r),
+                 SC_OK);
+    CHECK(resp_is(&r, "Paris"));
+    sc_cache_result_fini(&r);
+    /* Another scope: no exact hit. Unknown text + vector: semantic. */
+    CHECK_EQ_INT(get(c, "n", "t", "what is the capital of france?", NULL, &r),
+                 SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(get(c, "n", "s", "unrelated", v, &r), SC_OK);
+    CHECK(r.hit);
+    CHECK_EQ_INT(r.layer, SC_LAYER_SEMANTIC);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(get(c, "n", "s", "unrelated", NULL, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(r.reason, SC_MISS_NO_CANDIDATE);
+
+    /* Re-inserting the same (normalised) text replaces the entry. */
+    CHECK_EQ_INT(put(c, "n", "s", "WHAT IS THE CAPITAL OF FRANCE?", NULL,
+                     "Paris (new)", 0, &id3),
+                 SC_OK);
+    CHECK(id3 != id1);
+    CHECK_EQ_INT(sc_cache_delete(c, id1), SC_ENOTFOUND);
+    CHECK_EQ_INT(get(c, "n", "s", "what is the capital of france?", v, &r),
+                 SC_OK);
+    CHECK(resp_is(&r, "Paris (new)"));
+    CHECK_EQ_INT(r.id, id3);
+    sc_cache_result_fini(&r);
+    /* Text-only entry: the old vector left with the old entry, so a
+     * semantic lookup now finds only id2. */
+    CHECK_EQ_INT(get(c, "n", "s", NULL, v, &r), SC_OK);
+    CHECK_EQ_INT(r.id, id2);
+    sc_cache_result_fini(&r);
+    sc_cache_stats st = stats(c, "n");
+    CHECK_EQ_INT(st.replaced, 1);
+    CHECK_EQ_INT(st.inserts, 3);
+    CHECK_EQ_INT(st.entries, 2);
+    CHECK_EQ_INT(st.exact_hits, 4);
+    CHECK_EQ_INT(st.semantic_hits, 2);
+    CHECK_EQ_INT(st.hist[SC_CACHE_HIST_BINS - 1], 6);
+    check_books(&st);
+    sc_cache_close(c);
+}
+
+static void test_threshold(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "n", 0.9f, 0.0f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    float v[D], q[D];
+    basis(v, 0);
+    tilt(q, 0, 1, 0.85f);
+    CHECK_EQ_INT(put(c, "n", NULL, NULL, v, "x", 0, NULL), SC_OK);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "n", NULL, NULL, q, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(r.reason, SC_MISS_BELOW_THRESHOLD);
+    CHECK_EQ_INT(r.layer, SC_LAYER_NONE);
+    CHECK(fabsf(r.best_similarity - 0.85f) < 1e-4f);
+    CHECK(r.response == NULL);
+    float b85 = r.best_similarity;
+    CHECK_EQ_INT(get_thr(c, "n", NULL, NULL, q, 0.8f, &r), SC_OK);
+    CHECK(resp_is(&r, "x"));
+    CHECK(fabsf(r.similarity - 0.85f) < 1e-4f);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(get_thr(c, "n", NULL, NULL, q, 0.86f, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(get_thr(c, "n", NULL, NULL, q, -1.0f, &r), SC_OK);
+    CHECK(r.hit);
+    sc_cache_result_fini(&r);
+    /* Bad overrides are errors and count nothing. */
+    sc_cache_stats before = stats(c, "n");
+    CHECK_EQ_INT(get_thr(c, "n", NULL, NULL, q, 1.01f, &r), SC_EINVAL);
+    CHECK_EQ_INT(get_thr(c, "n", NULL, NULL, q, -1.5f, &r), SC_EINVAL);
+    CHECK_EQ_INT(get_thr(c, "n", NULL, NULL, q, INFINITY, &r), SC_EINVAL);
+    sc_cache_query qq;
+    memset(&qq, 0, sizeof(qq));
+    qq.vec = q;
+    qq.dim = D;
+    qq.has_threshold = true;
+    qq.threshold = NAN;
+    CHECK_EQ_INT(sc_cache_lookup(c, "n", &qq, &r), SC_EINVAL);
+    CHECK_EQ_INT(stats(c, "n").lookups, before.lookups);
+    /* An opposite vector lands in the "< 0" bin. */
+    float neg[D];
+    basis(neg, 0);
+    neg[0] = -1.0f;
+    CHECK_EQ_INT(get(c, "n", NULL, NULL, neg, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK(r.best_similarity < -0.99f);
+    sc_cache_stats st = stats(c, "n");
+    CHECK_EQ_INT(st.lookups, 5);
+    CHECK_EQ_INT(st.hist[1], 1);
+    CHECK_EQ_INT(st.hist[sc_cache_hist_bin(b85)], 4); /* hits and misses */
+    CHECK(sc_cache_hist_bin(b85) >= 131 && sc_cache_hist_bin(b85) <= 132);
+    check_books(&st);
+
+    /* Histogram bins. */
+    CHECK_EQ_INT(sc_cache_hist_bin(NAN), 0);
+    CHECK_EQ_INT(sc_cache_hist_bin(-0.5f), 1);
+    CHECK_EQ_INT(sc_cache_hist_bin(0.0f), 2);
+    CHECK_EQ_INT(sc_cache_hist_bin(0.5f), 52);
+    CHECK_EQ_INT(sc_cache_hist_bin(0.795f), 81);
+    CHECK_EQ_INT(sc_cache_hist_bin(0.8005f), 82);
+    CHECK_EQ_INT(sc_cache_hist_bin(0.9505f), 232);
+    CHECK_EQ_INT(sc_cache_hist_bin(1.0f), SC_CACHE_HIST_BINS - 1);
+    CHECK_EQ_INT(sc_cache_hist_bin(1.0001f), SC_CACHE_HIST_BINS - 1);
+    double lo, hi;
+    sc_cache_hist_range(232, &lo, &hi);
+    CHECK(fabs(lo - 0.950) < 1e-9 && fabs(hi - 0.951) < 1e-9);
+    sc_cache_hist_range(52, &lo, &hi);
+    CHECK(fabs(lo - 0.50) < 1e-9 && fabs(hi - 0.51) < 1e-9);
+    sc_cache_hist_range(0, &lo, &hi);
+    CHECK(isnan(lo) && isnan(hi));
+    for (unsigned b = 2; b < SC_CACHE_HIST_BINS; b++) {
+        sc_cache_hist_range(b, &lo, &hi);
+        CHECK_EQ_INT(sc_cache_hist_bin((float)((lo + hi) / 2)), b);
+    }
+    sc_cache_close(c);
+}
+
+static void test_margin(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "m", 0.9f, 0.05f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    CHECK_EQ_INT(mkns(c, "same", 0.9f, 0.05f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    CHECK_EQ_INT(mkns(c, "off", 0.9f, 0.0f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    float a[D], b[D], q[D], far[D];
+    tilt(a, 0, 1, 0.99f);
+    tilt(b, 0, 2, 0.98f);
+    basis(q, 0);
+    tilt(far, 0, 3, 0.6f);
+    const char *nss[] = {"m", "same", "off"};
+    uint64_t idb = 0;
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(put(c, nss[i], NULL, NULL, a, "yes", 0, NULL), SC_OK);
+        CHECK_EQ_INT(put(c, nss[i], NULL, NULL, b, i == 1 ? "yes" : "no", 0,
+                         i == 0 ? &idb : NULL),
+                     SC_OK);
+    }
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "m", NULL, NULL, q, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(r.reason, SC_MISS_AMBIGUOUS);
+    CHECK(fabsf(r.best_similarity - 0.99f) < 1e-4f);
+    CHECK_EQ_INT(get(c, "same", NULL, NULL, q, &r), SC_OK);
+    CHECK(resp_is(&r, "yes"));
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(get(c, "off", NULL, NULL, q, &r), SC_OK);
+    CHECK(resp_is(&r, "yes"));
+    sc_cache_result_fini(&r);
+    sc_cache_stats st = stats(c, "m");
+    CHECK_EQ_INT(st.ambiguous_misses, 1);
+    CHECK_EQ_INT(st.misses, 1);
+    check_books(&st);
+    CHECK_EQ_INT(stats(c, "same").ambiguous_misses, 0);
+
+    /* A runner-up further than the margin does not matter. */
+    CHECK_EQ_INT(mkns(c, "wide", 0.5f, 0.05f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    CHECK_EQ_INT(put(c, "wide", NULL, NULL, a, "yes", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "wide", NULL, NULL, far, "no", 0, NULL), SC_OK);
+    CHECK_EQ_INT(get(c, "wide", NULL, NULL, q, &r), SC_OK);
+    CHECK(resp_is(&r, "yes"));
+    sc_cache_result_fini(&r);
+    /* Quarantining the runner-up lifts the ambiguity in "m". */
+    CHECK_EQ_INT(sc_cache_feedback(c, idb), SC_OK);
+    CHECK_EQ_INT(get(c, "m", NULL, NULL, q, &r), SC_OK);
+    CHECK(resp_is(&r, "yes"));
+    sc_cache_result_fini(&r);
+    sc_cache_close(c);
+}
+
+static void test_ttl_absolute(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "t", 0.9f, 0.0f, 1000, SC_TTL_ABSOLUTE), SC_OK);
+    float v[D], w[D], x[D];
+    basis(v, 0);
+    basis(w, 1);
+    basis(x, 2);
+    now_fake = 10000;
+    uint64_t id;
+    CHECK_EQ_INT(put(c, "t", NULL, "hello", v, "r", 0, &id), SC_OK);
+    CHECK_EQ_INT(put(c, "t", NULL, NULL, w, "long", 5000, NULL), SC_OK);
+    CHECK_EQ_INT(
+        put(c, "t", NULL, NULL, x, "forever", SC_CACHE_TTL_NEVER, NULL), SC_OK);
+    sc_cache_result r;
+    now_fake = 10999;
+    CHECK_EQ_INT(get(c, "t", NULL, "hello", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "r"));
+    CHECK_EQ_INT(r.expires_ms, 11000);
+    sc_cache_result_fini(&r);
+    /* A hit does not extend an absolute TTL. */
+    now_fake = 11000;
+    CHECK_EQ_INT(get(c, "t", NULL, "hello", NULL, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(get(c, "t", NULL, NULL, v, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(stats(c, "t").expirations, 1);
+    CHECK_EQ_INT(stats(c, "t").entries, 2);
+    CHECK_EQ_INT(sc_cache_delete(c, id), SC_ENOTFOUND);
+    now_fake = 14999;
+    CHECK_EQ_INT(get(c, "t", NULL, NULL, w, &r), SC_OK);
+    CHECK(resp_is(&r, "long"));
+    sc_cache_result_fini(&r);
+    now_fake = 15000;
+    CHECK_EQ_INT(get(c, "t", NULL, NULL, w, &r), SC_OK);
+    CHECK(!r.hit);
+    now_fake = 1000u * 1000u * 1000u;
+    CHECK_EQ_INT(get(c, "t", NULL, NULL, x, &r), SC_OK);
+    CHECK(resp_is(&r, "forever"));
+    CHECK_EQ_INT(r.expires_ms, 0);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(sc_cache_expire(c, 0), 0);
+    sc_cache_stats st = stats(c, "t");
+    CHECK_EQ_INT(st.expirations, 2);
+    CHECK_EQ_INT(st.entries, 1);
+    check_books(&st);
+    sc_cache_close(c);
+}
+
+static void test_ttl_sliding(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "s", 0.9f, 0.0f, 1000, SC_TTL_SLIDING), SC_OK);
+    float v[D], w[D];
+    basis(v, 0);
+    basis(w, 1);
+    now_fake = 0;
+    CHECK_EQ_INT(put(c, "s", NULL, NULL, v, "hot", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "s", NULL, NULL, w, "cold", 0, NULL), SC_OK);
+    sc_cache_result r;
+    uint64_t t[] = {900, 1800, 2700, 3600};
+    for (int i = 0; i < 4; i++) {
+        now_fake = t[i];
+        CHECK_EQ_INT(get(c, "s", NULL, NULL, v, &r), SC_OK);
+        CHECK(resp_is(&r, "hot"));
+        CHECK_EQ_INT(r.expires_ms, t[i] + 1000);
+        sc_cache_result_fini(&r);
+    }
+    /* The entry never hit expired at 1000; the lookup at 1800 met it as a
+     * candidate and removed it. */
+    CHECK_EQ_INT(stats(c, "s").entries, 1);
+    CHECK_EQ_INT(stats(c, "s").expirations, 1);
+    CHECK_EQ_INT(sc_cache_expire(c, 4599), 0);
+    CHECK_EQ_INT(stats(c, "s").entries, 1);
+    now_fake = 4600;
+    CHECK_EQ_INT(get(c, "s", NULL, NULL, v, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(stats(c, "s").entries, 0);
+    CHECK_EQ_INT(stats(c, "s").expirations, 2);
+    sc_cache_close(c);
+}
+
+static void test_expire_heap(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "a", 0.9f, 0.0f, 0, SC_TTL_SLIDING), SC_OK);
+    CHECK_EQ_INT(mkns(c, "b", 0.9f, 0.0f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    now_fake = 0;
+    uint64_t seed = 7;
+    uint64_t ids[100];
+    for (int i = 0; i < 100; i++) {
+        float v[D];
+        for (int k = 0; k < D; k++) {
+            v[k] = test_randf(&seed);
+        }
+        /* TTLs in shuffled order: 10, 20, ... 1000 ms. */
+        int64_t ttl = 10 * (int64_t)(1 + (i * 37) % 100);
+        CHECK_EQ_INT(
+            put(c, i % 2 ? "a" : "b", NULL, NULL, v, "r", ttl, &ids[i]), SC_OK);
+    }
+    CHECK_EQ_INT(put(c, "a", NULL, "no ttl", NULL, "r", 0, NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_expire(c, 5), 0);
+    CHECK_EQ_INT(sc_cache_expire(c, 505), 50);
+    sc_cache_stats st = stats(c, NULL);
+    CHECK_EQ_INT(st.expirations, 50);
+    CHECK_EQ_INT(st.entries, 51);
+    CHECK_EQ_INT(st.namespaces, 2);
+    /* Exactly those due went. */
+    int left = 0;
+    for (int i = 0; i < 100; i++) {
+        int64_t ttl = 10 * (int64_t)(1 + (i * 37) % 100);
+        sc_err rc = sc_cache_feedback(c, ids[i]);
+        CHECK_EQ_INT(rc, ttl <= 505 ? SC_ENOTFOUND : SC_OK);
+        left += rc == SC_OK;
+    }
+    CHECK_EQ_INT(left, 50);
+    /* Quarantined entries still expire (and stop being counted). */
+    now_fake = 2000;
+    CHECK_EQ_INT(sc_cache_expire(c, 0), 50);
+    st = stats(c, NULL);
+    CHECK_EQ_INT(st.entries, 1);
+    CHECK_EQ_INT(st.quarantined, 0);
+    CHECK_EQ_INT(st.false_hits, 50);
+    CHECK_EQ_INT(st.expirations, 100);
+    sc_cache_close(c);
+}
+
+static void test_lru(void)
+{
+    /* Per namespace: 3 entries at most. */
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    cfg.max_entries = 3;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "n", &cfg), SC_OK);
+    float v[4][D];
+    uint64_t id[4];
+    const char *resp[] = {"a", "b", "c", "d"};
+    for (int i = 0; i < 3; i++) {
+        basis(v[i], i);
+        CHECK_EQ_INT(put(c, "n", NULL, NULL, v[i], resp[i], 0, &id[i]), SC_OK);
+    }
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "n", NULL, NULL, v[0], &r), SC_OK); /* a is hot */
+    CHECK(resp_is(&r, "a"));
+    sc_cache_result_fini(&r);
+    basis(v[3], 3);
+    CHECK_EQ_INT(put(c, "n", NULL, NULL, v[3], "d", 0, &id[3]), SC_OK);
+    CHECK_EQ_INT(sc_cache_feedback(c, id[1]), SC_ENOTFOUND); /* b went */
+    CHECK_EQ_INT(get(c, "n", NULL, NULL, v[1], &r), SC_OK);
+    CHECK(!r.hit);
+    sc_cache_stats st = stats(c, "n");
+    CHECK_EQ_INT(st.evictions, 1);
+    CHECK_EQ_INT(st.entries, 3);
+    /* Lowering the cap evicts at once: c then a (d is newest). */
+    cfg.max_entries = 1;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "n", &cfg), SC_OK);
+    CHECK_EQ_INT(stats(c, "n").entries, 1);
+    CHECK_EQ_INT(sc_cache_delete(c, id[3]), SC_OK);
+    sc_cache_close(c);
+
+    /* Overall: 4 entries over two namespaces, one LRU order. */
+    c = open_cache(0, 0, 4, 0);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "x", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "y", NULL), SC_OK);
+    uint64_t a, b, cc, d, e;
+    CHECK_EQ_INT(put(c, "x", NULL, "a", NULL, "a", 0, &a), SC_OK);
+    now_fake++;
+    CHECK_EQ_INT(put(c, "x", NULL, "b", NULL, "b", 0, &b), SC_OK);
+    CHECK_EQ_INT(put(c, "y", NULL, "c", NULL, "c", 0, &cc), SC_OK);
+    CHECK_EQ_INT(put(c, "y", NULL, "d", NULL, "d", 0, &d), SC_OK);
+    CHECK_EQ_INT(get(c, "x", NULL, "a", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "a"));
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(put(c, "y", NULL, "e", NULL, "e", 0, &e), SC_OK);
+    CHECK_EQ_INT(sc_cache_delete(c, b), SC_ENOTFOUND);
+    CHECK_EQ_INT(stats(c, "x").evictions, 1);
+    CHECK_EQ_INT(stats(c, "y").evictions, 0);
+    CHECK_EQ_INT(stats(c, NULL).entries, 4);
+    CHECK_EQ_INT(put(c, "x", NULL, "f", NULL, "f", 0, NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_delete(c, cc), SC_ENOTFOUND); /* c was next */
+    CHECK_EQ_INT(sc_cache_delete(c, a), SC_OK);
+    CHECK_EQ_INT(sc_cache_delete(c, d), SC_OK);
+    CHECK_EQ_INT(sc_cache_delete(c, e), SC_OK);
+    CHECK_EQ_INT(stats(c, NULL).entries, 1);
+    sc_cache_close(c);
+}
+
+static void test_bytes(void)
+{
+    char resp[1001];
+    memset(resp, 'z', 1000);
+    resp[1000] = '\0';
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    cfg.max_bytes = 4000;
+    cfg.max_response_bytes = 1000;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "n", &cfg), SC_OK);
+    float v[D];
+    basis(v, 0);
+    CHECK_EQ_INT(put(c, "n", NULL, "one", v, resp, 0, NULL), SC_OK);
+    /* Same-sized texts below, so every entry weighs the same. */
+    uint64_t one = stats(c, "n").bytes;
+    CHECK(one > 1000 + D * 4 && one < 1600);
+    for (int i = 0; i < 10; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "tt%d", i);
+        CHECK_EQ_INT(put(c, "n", NULL, text, v, resp, 0, NULL), SC_OK);
+        CHECK(stats(c, "n").bytes <= 4000);
+    }
+    sc_cache_stats st = stats(c, "n");
+    CHECK(st.evictions >= 7);
+    CHECK_EQ_INT(st.entries, 11 - st.evictions);
+    CHECK_EQ_INT(st.bytes, st.entries * one);
+    /* Response over the namespace's cap; entry over the namespace's bytes. */
+    char big[1002];
+    memset(big, 'y', 1001);
+    big[1001] = '\0';
+    CHECK_EQ_INT(put(c, "n", NULL, "big", v, big, 0, NULL), SC_ETOOBIG);
+    cfg.max_response_bytes = 4000;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "n", &cfg), SC_OK);
+    char *huge = malloc(3901);
+    memset(huge, 'h', 3900);
+    huge[3900] = '\0';
+    CHECK_EQ_INT(put(c, "n", NULL, "huge", v, huge, 0, NULL), SC_ETOOBIG);
+    CHECK_EQ_INT(stats(c, "n").entries, st.entries); /* unchanged */
+    free(huge);
+    /* Default response cap (1 MiB) and the other caps. */
+    CHECK_EQ_INT(sc_cache_ns_create(c, "d", NULL), SC_OK);
+    size_t mib = 1u << 20;
+    char *m = malloc(mib + 1);
+    memset(m, 'm', mib + 1);
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.vec = v;
+    it.dim = D;
+    it.response = m;
+    it.response_len = mib + 1;
+    CHECK_EQ_INT(sc_cache_insert(c, "d", &it, NULL), SC_ETOOBIG);
+    it.response_len = mib;
+    CHECK_EQ_INT(sc_cache_insert(c, "d", &it, NULL), SC_OK);
+    it.text = m;
+    it.text_len = SC_CACHE_TEXT_MAX + 1;
+    CHECK_EQ_INT(sc_cache_insert(c, "d", &it, NULL), SC_ETOOBIG);
+    it.text_len = 0;
+    it.response_len = 1;
+    char tag[SC_CACHE_TAG_MAX + 2];
+    memset(tag, 't', sizeof(tag));
+    tag[SC_CACHE_TAG_MAX + 1] = '\0';
+    it.model = tag;
+    CHECK_EQ_INT(sc_cache_insert(c, "d", &it, NULL), SC_ETOOBIG);
+    it.model = NULL;
+    it.user = tag;
+    CHECK_EQ_INT(sc_cache_insert(c, "d", &it, NULL), SC_ETOOBIG);
+    tag[SC_CACHE_TAG_MAX] = '\0';
+    CHECK_EQ_INT(sc_cache_insert(c, "d", &it, NULL), SC_OK);
+    free(m);
+    sc_cache_close(c);
+
+    /* Overall bytes. */
+    c = open_cache(0, 0, 0, 5000);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "p", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "q", NULL), SC_OK);
+    for (int i = 0; i < 12; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "t%d", i);
+        CHECK_EQ_INT(put(c, i % 3 ? "p" : "q", NULL, text, v, resp, 0, NULL),
+                     SC_OK);
+        CHECK(stats(c, NULL).bytes <= 5000);
+    }
+    st = stats(c, NULL);
+    CHECK_EQ_INT(st.entries + st.evictions, 12);
+    CHECK(st.entries >= 3);
+    sc_cache_close(c);
+}
+
+static void test_quarantine(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "n", 0.9f, 0.0f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    float v[D], w[D];
+    basis(v, 0);
+    tilt(w, 0, 1, 0.95f);
+    uint64_t bad, good;
+    CHECK_EQ_INT(put(c, "n", NULL, "q", v, "wrong", 0, &bad), SC_OK);
+    CHECK_EQ_INT(put(c, "n", NULL, NULL, w, "right", 0, &good), SC_OK);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "n", NULL, "q", v, &r), SC_OK);
+    CHECK(resp_is(&r, "wrong"));
+    CHECK_EQ_INT(r.id, bad);
+    /* Feedback is idempotent; the result keeps its own reference. */
+    CHECK_EQ_INT(sc_cache_feedback(c, r.id), SC_OK);
+    CHECK_EQ_INT(sc_cache_feedback(c, r.id), SC_OK);
+    CHECK(resp_is(&r, "wrong"));
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(get(c, "n", NULL, "q", NULL, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(r.reason, SC_MISS_NO_CANDIDATE);
+    CHECK_EQ_INT(get(c, "n", NULL, "q", v, &r), SC_OK);
+    CHECK(resp_is(&r, "right"));
+    CHECK_EQ_INT(r.layer, SC_LAYER_SEMANTIC);
+    CHECK(fabsf(r.best_similarity - 0.95f) < 1e-4f);
+    sc_cache_result_fini(&r);
+    sc_cache_stats st = stats(c, "n");
+    CHECK_EQ_INT(st.false_hits, 1);
+    CHECK_EQ_INT(st.quarantined, 1);
+    CHECK_EQ_INT(st.entries, 2);
+    CHECK_EQ_INT(sc_cache_feedback(c, 999999), SC_ENOTFOUND);
+    /* The record left the exact layer: a new answer for the same text is
+     * a new entry, and the record stays until deleted. */
+    CHECK_EQ_INT(put(c, "n", NULL, "q", v, "fixed", 0, NULL), SC_OK);
+    CHECK_EQ_INT(stats(c, "n").entries, 3);
+    CHECK_EQ_INT(sc_cache_delete(c, bad), SC_OK);
+    CHECK_EQ_INT(get(c, "n", NULL, "q", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "fixed"));
+    sc_cache_result_fini(&r);
+    st = stats(c, "n");
+    CHECK_EQ_INT(st.quarantined, 0);
+    CHECK_EQ_INT(st.entries, 2);
+    sc_cache_close(c);
+}
+
+static void test_dims_and_validation(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "n", NULL), SC_OK);
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    cfg.dim = 16;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "fixed", &cfg), SC_OK);
+    float v[D];
+    basis(v, 0);
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.response = "r";
+    it.response_len = 1;
+    /* Neither text nor vector; blank text counts as none. */
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_EINVAL);
+    it.text = " \t ";
+    it.text_len = 3;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_EINVAL);
+    it.text = NULL;
+    it.text_len = 5;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_EINVAL);
+    it.text_len = 0;
+    it.response = NULL;
+    it.response_len = 1;
+    it.vec = v;
+    it.dim = D;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_EINVAL);
+    it.response = "r";
+    it.ttl_ms = -2;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_EINVAL);
+    it.ttl_ms = 0;
+    float bad[D];
+    memcpy(bad, v, sizeof(bad));
+    bad[3] = NAN;
+    it.vec = bad;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_ENONFINITE);
+    bad[3] = INFINITY;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_ENONFINITE);
+    memset(bad, 0, sizeof(bad));
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_EZEROVEC);
+    it.vec = v;
+    it.dim = 0;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_EDIM);
+    it.dim = SC_INDEX_MAX_DIM + 1;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_EDIM);
+    CHECK_EQ_INT(stats(c, "n").inserts, 0);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "n", &cfg), SC_OK);
+    CHECK_EQ_INT(cfg.dim, 0);
+
+    /* Text first (no dimension yet), then the first vector fixes it. */
+    it.vec = NULL;
+    it.text = "hi";
+    it.text_len = 2;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_OK);
+    it.vec = v;
+    it.dim = D;
+    it.text = NULL;
+    it.text_len = 0;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "n", &cfg), SC_OK);
+    CHECK_EQ_INT(cfg.dim, D);
+    float v4[4] = {1, 0, 0, 0};
+    it.vec = v4;
+    it.dim = 4;
+    CHECK_EQ_INT(sc_cache_insert(c, "n", &it, NULL), SC_EDIM);
+    CHECK_EQ_INT(sc_cache_insert(c, "fixed", &it, NULL), SC_EDIM);
+    it.vec = v;
+    it.dim = D;
+    CHECK_EQ_INT(sc_cache_insert(c, "fixed", &it, NULL), SC_EDIM);
+    CHECK_EQ_INT(stats(c, "n").entries, 2);
+
+    sc_cache_query q;
+    sc_cache_result r;
+    memset(&q, 0, sizeof(q));
+    CHECK_EQ_INT(sc_cache_lookup(c, "n", &q, &r), SC_EINVAL);
+    q.vec = v4;
+    q.dim = 4;
+    CHECK_EQ_INT(sc_cache_lookup(c, "n", &q, &r), SC_EDIM);
+    q.vec = bad;
+    q.dim = D;
+    CHECK_EQ_INT(sc_cache_lookup(c, "n", &q, &r), SC_EZEROVEC);
+    bad[0] = NAN;
+    CHECK_EQ_INT(sc_cache_lookup(c, "n", &q, &r), SC_ENONFINITE);
+    CHECK_EQ_INT(stats(c, "n").lookups, 0);
+    /* A dim-0 namespace answers any vector with a miss. */
+    CHECK_EQ_INT(sc_cache_ns_create(c, "empty", NULL), SC_OK);
+    q.vec = v4;
+    q.dim = 4;
+    CHECK_EQ_INT(sc_cache_lookup(c, "empty", &q, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(r.reason, SC_MISS_NO_CANDIDATE);
+    CHECK_EQ_INT(stats(c, "empty").hist[0], 1);
+    sc_cache_close(c);
+}
+
+typedef struct count_arg {
+    size_t n, with_vec, with_text;
+    float first0;
+} count_arg;
+
+static int count_entry(const sc_cache_entry_info *e, void *arg)
+{
+    count_arg *a = arg;
+    a->n++;
+    if (e->vec != NULL) {
+        a->with_vec++;
+        a->first0 = e->vec[0];
+    }
+    a->with_text += e->text != NULL;
+    return 0;
+}
+
+static void test_delete_flush_drop(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", NULL), SC_OK);
+    float v[D];
+    basis(v, 0);
+    v[0] = 3.0f; /* stored normalised */
+    uint64_t id;
+    CHECK_EQ_INT(put(c, "a", NULL, "x", v, "r", 0, &id), SC_OK);
+    CHECK_EQ_INT(put(c, "a", "s", NULL, v, "r", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "b", NULL, "y", NULL, "r", 0, NULL), SC_OK);
+    count_arg ca = {0, 0, 0, 0};
+    CHECK_EQ_INT(sc_cache_foreach_entry(c, NULL, count_entry, &ca), SC_OK);
+    CHECK_EQ_INT(ca.n, 3);
+    CHECK_EQ_INT(ca.with_vec, 2);
+    CHECK_EQ_INT(ca.with_text, 2);
+    CHECK(fabsf(ca.first0 - 1.0f) < 1e-6f);
+    CHECK_EQ_INT(sc_cache_foreach_entry(c, "zz", count_entry, &ca), SC_ENONS);
+
+    CHECK_EQ_INT(sc_cache_delete(c, id), SC_OK);
+    CHECK_EQ_INT(sc_cache_delete(c, id), SC_ENOTFOUND);
+    CHECK_EQ_INT(sc_cache_delete(c, 0), SC_ENOTFOUND);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "a", NULL, "x", v, &r), SC_OK);
+    CHECK(!r.hit);
+    CHECK_EQ_INT(stats(c, "a").deletes, 1);
+    CHECK_EQ_INT(sc_cache_flush(c, "a"), SC_OK);
+    CHECK_EQ_INT(stats(c, "a").flushed, 1);
+    CHECK_EQ_INT(stats(c, "a").entries, 0);
+    CHECK_EQ_INT(stats(c, "a").bytes, 0);
+    CHECK_EQ_INT(stats(c, "a").scopes, 0);
+    CHECK_EQ_INT(stats(c, "b").entries, 1);
+    CHECK_EQ_INT(sc_cache_flush(c, "zz"), SC_ENONS);
+    CHECK_EQ_INT(sc_cache_flush(c, NULL), SC_OK);
+    CHECK_EQ_INT(stats(c, NULL).entries, 0);
+    CHECK_EQ_INT(stats(c, "a").inserts, 2); /* counters stay */
+    /* The namespace's dimension outlives its entries. */
+    sc_ns_config cfg;
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "a", &cfg), SC_OK);
+    CHECK_EQ_INT(cfg.dim, D);
+    CHECK_EQ_INT(put(c, "b", NULL, "y", NULL, "r", 0, NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "b"), SC_OK);
+    CHECK_EQ_INT(stats(c, NULL).entries, 0);
+    CHECK_EQ_INT(stats(c, NULL).bytes, 0);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", NULL), SC_OK);
+    CHECK_EQ_INT(stats(c, "b").inserts, 0);
+    /* Results outlive their namespace. */
+    CHECK_EQ_INT(put(c, "b", NULL, "y", NULL, "kept", 0, NULL), SC_OK);
+    CHECK_EQ_INT(get(c, "b", NULL, "y", NULL, &r), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "b"), SC_OK);
+    CHECK(resp_is(&r, "kept"));
+    sc_cache_result_fini(&r);
+    sc_cache_close(c);
+}
+
+/* ---- concurrency --------------------------------------------------------*/
+
+#define THREADS 8
+#define CD      16
+#define NSCOPES 4
+
+typedef struct worker {
+    sc_cache *c;
+    int no;
+    uint64_t seed;
+    uint64_t lookups, inserts, errors, bad_hits, hits;
+    uint64_t ids[64];
+    size_t nids;
+} worker;
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Vectors of a small pool: index k -> a fixed random direction. */
+static void pool_vec(int k, float *v)
+{
+    uint64_t s = 1000 + (uint64_t)k;
+    for (int i = 0; i < CD; i++) {
+        v[i] = test_randf(&s);
+    }
+}
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    const char *nss[] = {"c0", "c1"};
+    double end = mono_s() + 1.0;
+    unsigned iter = 0;
+    while (mono_s() < end) {
+        iter++;
+        int op = (int)(test_rand(&w->seed) % 100);
+        int k = (int)(test_rand(&w->seed) % 200);
+        int sci = (int)(test_rand(&w->seed) % NSCOPES);
+        const char *ns = nss[test_rand(&w->seed) % 2];
+        char scope[16], text[32], resp[64];
+        snprintf(scope, sizeof(scope), "sc%d", sci);
+        snprintf(text, sizeof(text), "prompt %d", k);
+        snprintf(resp, sizeof(resp), "%s|%s|%d", ns, scope, k);
+        float v[CD];
+        pool_vec(k, v);
+        if (op < 50) {
+            sc_cache_query q;
+            memset(&q, 0, sizeof(q));
+            q.scope = scope;
+            if (op < 25) {
+                q.text = text;
+                q.text_len = strlen(text);
+            }
+            q.vec = v;
+            q.dim = CD;
+            sc_cache_result r;
+            sc_err rc = sc_cache_lookup(w->c, ns, &q, &r);
+            if (rc != SC_OK) {
+                w->errors++;
+                continue;
+            }
+            w->lookups++;
+            if (r.hit) {
+                w->hits++;
+                /* The hit must come from the same (ns, scope), and for
+                 * the same pool vector. */
+                size_t pl = strlen(resp);
+                if (r.response_len != pl || memcmp(r.response, resp, pl) != 0) {
+                    w->bad_hits++;
+                }
+            }
+            sc_cache_result_fini(&r);
+        } else if (op < 85) {
+            sc_cache_item it;
+            memset(&it, 0, sizeof(it));
+            it.scope = scope;
+            it.text = text;
+            it.text_len = strlen(text);
+            it.vec = v;
+            it.dim = CD;
+            it.response = resp;
+            it.response_len = strlen(resp);
+            it.model = "m";
+            uint64_t id;
+            sc_err rc = sc_cache_insert(w->c, ns, &it, &id);
+            if (rc != SC_OK) {
+                w->errors++;
+                continue;
+            }
+            w->inserts++;
+            w->ids[w->nids++ % 64] = id;
+        } else if (op < 95) {
+            if (w->nids > 0) {
+                uint64_t id =
+                    w->ids[test_rand(&w->seed) % (w->nids < 64 ? w->nids : 64)];
+                sc_err rc = sc_cache_delete(w->c, id);
+                if (rc != SC_OK && rc != SC_ENOTFOUND) {
+                    w->errors++;
+                }
+            }
+        } else if (op < 97) {
+            if (w->nids > 0) {
+                sc_err rc = sc_cache_feedback(w->c, w->ids[0]);
+                if (rc != SC_OK && rc != SC_ENOTFOUND) {
+                    w->errors++;
+                }
+            }
+        } else if (op < 98) {
+            sc_cache_stats st;
+            if (sc_cache_stats_get(w->c, NULL, &st) != SC_OK ||
+                st.entries > 300 + THREADS) {
+                w->errors++;
+            }
+            sc_cache_expire(w->c, 0);
+        } else if (w->no == 0 && iter % 8 == 0) {
+            /* A namespace that comes and goes under everyone's feet. */
+            sc_err rc = sc_cache_ns_create(w->c, "tmp", NULL);
+            if (rc == SC_OK) {
+                float tv[CD];
+                pool_vec(1, tv);
+                sc_cache_item it;
+                memset(&it, 0, sizeof(it));
+                it.vec = tv;
+                it.dim = CD;
+                it.response = "t";
+                it.response_len = 1;
+                if (sc_cache_insert(w->c, "tmp", &it, NULL) != SC_OK) {
+                    w->errors++;
+                }
+                if (sc_cache_ns_drop(w->c, "tmp") != SC_OK) {
+                    w->errors++;
+                }
+            } else {
+                w->errors++;
+            }
+        }
+    }
+    return NULL;
+}
+
+typedef struct verify_arg {
+    size_t n, bad;
+    uint64_t *ids;
+} verify_arg;
+
+static int verify_entry(const sc_cache_entry_info *e, void *arg)
+{
+    verify_arg *a = arg;
+    char resp[64];
+    int k = -1;
+    if (e->text != NULL && sscanf(e->text, "prompt %d", &k) == 1) {
+        snprintf(resp, sizeof(resp), "%s|%s|%d", e->ns, e->scope, k);
+        if (e->response_len != strlen(resp) ||
+            memcmp(e->response, resp, e->response_len) != 0) {
+            a->bad++;
+        }
+    } else {
+        a->bad++;
+    }
+    if (e->vec == NULL && !e->quarantined) {
+        a->bad++;
+    }
+    a->ids[a->n++] = e->id;
+    return 0;
+}
+
+static void test_concurrency(void)
+{
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.max_entries = 300;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK); /* real clock */
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.max_entries = 200;
+    nc.ttl_ms = 200; /* some entries expire during the run */
+    nc.threshold = 0.99f;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "c0", &nc), SC_OK);
+    nc.ttl_ms = 0;
+    nc.margin = 0.01f;
+    nc.ttl_mode = SC_TTL_SLIDING;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "c1", &nc), SC_OK);
+
+    pthread_t th[THREADS];
+    worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        memset(&w[i], 0, sizeof(w[i]));
+        w[i].c = c;
+        w[i].no = i;
+        w[i].seed = 42 + (uint64_t)i;
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, work, &w[i]), 0);
+    }
+    uint64_t lookups = 0, inserts = 0, errors = 0, bad = 0, hits = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        lookups += w[i].lookups;
+        inserts += w[i].inserts;
+        errors += w[i].errors;
+        bad += w[i].bad_hits;
+        hits += w[i].hits;
+    }
+    printf("concurrency: %llu lookups (%llu hits), %llu inserts in 1 s\n",
+           (unsigned long long)lookups, (unsigned long long)hits,
+           (unsigned long long)inserts);
+    CHECK_EQ_INT(errors, 0);
+    CHECK_EQ_INT(bad, 0);
+    CHECK(lookups > 1000);
+    CHECK(hits > 0);
+    sc_cache_stats st0 = stats(c, "c0"), st1 = stats(c, "c1");
+    sc_cache_stats all = stats(c, NULL);
+    check_books(&st0);
+    check_books(&st1);
+    check_books(&all);
+    CHECK_EQ_INT(all.namespaces, 2);
+    CHECK_EQ_INT(st0.lookups + st1.lookups, lookups);
+    CHECK_EQ_INT(st0.exact_hits + st0.semantic_hits + st1.exact_hits +
+                     st1.semantic_hits,
+                 hits);
+    CHECK_EQ_INT(st0.inserts + st1.inserts, inserts);
+    CHECK(all.entries <= 300);
+    CHECK(st0.entries <= 200);
+    CHECK(st1.entries <= 200);
+    CHECK_EQ_INT(all.inserts - all.replaced - all.deletes - all.evictions -
+                     all.expirations - all.flushed,
+                 all.entries);
+    CHECK(all.replaced > 0);
+    CHECK(all.evictions > 0);
+
+    verify_arg va = {0, 0, calloc(all.entries + 1, sizeof(uint64_t))};
+    CHECK_EQ_INT(sc_cache_foreach_entry(c, NULL, verify_entry, &va), SC_OK);
+    CHECK_EQ_INT(va.n, all.entries);
+    CHECK_EQ_INT(va.bad, 0);
+    for (size_t i = 0; i < va.n; i++) {
+        CHECK_EQ_INT(sc_cache_delete(c, va.ids[i]), SC_OK);
+    }
+    free(va.ids);
+    all = stats(c, NULL);
+    CHECK_EQ_INT(all.entries, 0);
+    CHECK_EQ_INT(all.bytes, 0);
+    CHECK_EQ_INT(all.scopes, 0);
+    CHECK_EQ_INT(all.quarantined, 0);
+    sc_cache_close(c);
+}
+
+int main(void)
+{
+    test_namespaces();
+    test_flood();
+    test_scope_isolation();
+    test_exact_layer();
+    test_threshold();
+    test_margin();
+    test_ttl_absolute();
+    test_ttl_sliding();
+    test_expire_heap();
+    test_lru();
+    test_bytes();
+    test_quarantine();
+    test_dims_and_validation();
+    test_delete_flush_drop();
+    test_concurrency();
+    return test_summary("test_cache");
+}
