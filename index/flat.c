@@ -683,40 +683,53 @@ static sc_err flat_search(void *state, const float *q, unsigned k,
     return SC_OK;
 }
 
-/* f32 batch: a tile of rows is scored against every query while it sits in
- * L2, by the SIMD tile kernel, or by OpenBLAS sgemm on the scalar tier
+/* f32 and f16 batches: a tile of rows is scored against every query while
+ * it sits in L2, by the SIMD tile kernel (f16 rows are widened to f32 once
+ * per tile, not once per query), or by OpenBLAS sgemm on the scalar tier
  * (there sgemm is the faster of the two). */
-static sc_err batch_f32(const flat *f, const float *qs, size_t nq,
-                        collector *cs, const prepq *pqs)
+static sc_err batch_tiled(const flat *f, const float *qs, size_t nq,
+                          collector *cs, const prepq *pqs)
 {
     const int use_gemm = f->kern->tier == SC_TIER_SCALAR;
     const size_t rows = use_gemm ? GEMM_ROWS : TILE_ROWS;
     const size_t d = f->stride; /* padded: the tile kernel wants d % 16 == 0 */
+    const int f16 = f->storage == SC_STORAGE_F16;
     float *s = malloc(nq * rows * sizeof(float));
     float *qp = malloc(nq * d * sizeof(float));
-    if (s == NULL || qp == NULL) {
+    float *wide = f16 ? malloc(rows * d * sizeof(float)) : NULL;
+    if (s == NULL || qp == NULL || (f16 && wide == NULL)) {
         free(s);
         free(qp);
+        free(wide);
         return SC_ENOMEM;
     }
     for (size_t i = 0; i < nq; i++) {
         memcpy(qp + i * d, qs + i * f->dim, f->dim * sizeof(float));
         memset(qp + i * d + f->dim, 0, (d - f->dim) * sizeof(float));
     }
-    const float *base = (const float *)f->codes;
     for (size_t b = 0; b < f->n; b += rows) {
         size_t nb = f->n - b < rows ? f->n - b : rows;
+        const float *block;
+        if (f16) {
+            /* f16 rows are padded with zeros to their stride, as are these. */
+            f->kern->f16_to_f32((const uint16_t *)f->codes + b * d, wide,
+                                nb * d);
+            block = wide;
+        } else {
+            block = (const float *)f->codes + b * d;
+        }
         if (use_gemm) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq,
-                        (int)nb, (int)d, 1.0f, qp, (int)d, base + b * d,
-                        (int)d, 0.0f, s, (int)nb);
+                        (int)nb, (int)d, 1.0f, qp, (int)d, block, (int)d, 0.0f,
+                        s, (int)nb);
         } else {
-            f->kern->dot_f32_tile(qp, d, nq, base + b * d, d, nb, d, s, nb);
+            f->kern->dot_f32_tile(qp, d, nq, block, d, nb, d, s, nb);
         }
         for (size_t i = 0; i < nq; i++) {
             collect(f, &cs[i], s + i * nb, b, nb, pqs[i].floor);
         }
     }
+    free(wide);
     free(qp);
     free(s);
     return SC_OK;
@@ -750,8 +763,8 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
             pqs[i].qscale = quantise(pqs[i].q, f->dim, pqs[i].q8);
         }
     }
-    if (f->storage == SC_STORAGE_F32 && nq >= 2) {
-        rc = batch_f32(f, qs, nq, cs, pqs);
+    if (f->storage != SC_STORAGE_I8 && nq >= 2) {
+        rc = batch_tiled(f, qs, nq, cs, pqs);
     } else {
         /* Cache blocking: each block of rows is read from memory once and
          * scored against every query while it sits in L1/L2. */
