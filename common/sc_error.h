@@ -24,7 +24,11 @@
     X(SC_ENSEXIST, "namespace already exists")                                \
     X(SC_ENSFULL, "too many namespaces")                                      \
     X(SC_ESCOPEFULL, "too many scopes in namespace")                          \
-    X(SC_ETOOBIG, "value exceeds its size cap")
+    X(SC_ETOOBIG, "value exceeds its size cap")                        \
+    X(SC_ECONN, "cannot reach the server")                                    \
+    X(SC_ETIMEDOUT, "the server did not answer in time")                      \
+    X(SC_EPROTO, "malformed reply from the server")                           \
+    X(SC_EREMOTE, "the server refused the request")
 
 typedef enum sc_err {
 #define SC_ERR_ENUM(code, msg) code,

@@ -1,0 +1,463 @@
+/* cli.c - semcache-cli: ping, insert, lookup, delete, feedback, stats and
+ * flush against a running semcached, through libsemcache. Human output by
+ * default, JSON with --json. Exit status 0 on success (a miss is a
+ * success), 1 when the server refuses, 2 on bad usage, 3 on transport. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/client.h"
+#include "proto/mp.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: semcache-cli [-a ADDR] [--json] [--timeout MS] COMMAND [ARGS]\n"
+        "  ADDR defaults to tcp://127.0.0.1:7700\n"
+        "commands:\n"
+        "  ping\n"
+        "  insert --ns NS (--text T | --vec 0.1,0.2,...) --response R\n"
+        "         [--scope S] [--ttl SECONDS] [--model M] [--feature F] [--user U]\n"
+        "         [--input-tokens N] [--output-tokens N]\n"
+        "  lookup --ns NS (--text T | --vec ...) [--scope S] [--threshold X]\n"
+        "  delete ENTRY\n"
+        "  feedback ENTRY          (report a wrong hit: quarantines the entry)\n"
+        "  stats [--ns NS]\n"
+        "  flush [--ns NS]\n");
+}
+
+/* Writes s as a JSON string. */
+static void json_str(const char *s, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') {
+            printf("\\%c", ch);
+        } else if (ch < 0x20 || ch == 0x7f) {
+            printf("\\u%04x", ch);
+        } else {
+            putchar(ch);
+        }
+    }
+    putchar('"');
+}
+
+/* Prints one msgpack value as JSON (bin as a string when it is printable
+ * text, else as an array of bytes). Returns -1 on malformed input. */
+static int json_value(mp_reader *r, int depth)
+{
+    if (depth > MP_MAX_DEPTH) {
+        return -1;
+    }
+    uint32_t n;
+    const char *s;
+    const uint8_t *b;
+    double v;
+    bool t;
+    switch (mp_peek(r)) {
+    case MP_NIL:
+        printf("null");
+        return mp_read_nil(r);
+    case MP_BOOL:
+        if (mp_read_bool(r, &t) != 0) {
+            return -1;
+        }
+        printf(t ? "true" : "false");
+        return 0;
+    case MP_UINT: {
+        uint64_t u;
+        if (mp_read_uint(r, &u) != 0) {
+            return -1;
+        }
+        printf("%llu", (unsigned long long)u);
+        return 0;
+    }
+    case MP_INT:
+    case MP_FLOAT:
+        if (mp_read_number(r, &v) != 0) {
+            return -1;
+        }
+        if (isfinite(v)) {
+            printf("%.9g", v);
+        } else {
+            printf("null");
+        }
+        return 0;
+    case MP_STR:
+        if (mp_read_str(r, &s, &n) != 0) {
+            return -1;
+        }
+        json_str(s, n);
+        return 0;
+    case MP_BIN:
+        if (mp_read_bin(r, &b, &n) != 0) {
+            return -1;
+        }
+        json_str((const char *)b, n);
+        return 0;
+    case MP_ARRAY:
+        if (mp_read_array(r, &n) != 0) {
+            return -1;
+        }
+        putchar('[');
+        for (uint32_t i = 0; i < n; i++) {
+            if (i) {
+                putchar(',');
+            }
+            if (json_value(r, depth + 1) != 0) {
+                return -1;
+            }
+        }
+        putchar(']');
+        return 0;
+    case MP_MAP: {
+        if (mp_read_map(r, &n) != 0) {
+            return -1;
+        }
+        putchar('{');
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t kn;
+            if (i) {
+                putchar(',');
+            }
+            if (mp_read_str(r, &s, &kn) != 0) {
+                return -1;
+            }
+            json_str(s, kn);
+            putchar(':');
+            if (json_value(r, depth + 1) != 0) {
+                return -1;
+            }
+        }
+        putchar('}');
+        return 0;
+    }
+    default:
+        return -1;
+    }
+}
+
+/* Human stats: one "name value" line per counter of the reply's result. */
+static sc_err print_stats(mp_reader *r)
+{
+    uint32_t n, m;
+    const char *k;
+    uint32_t kn;
+    if (mp_read_map(r, &n) != 0) {
+        return SC_EPROTO;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (mp_read_str(r, &k, &kn) != 0) {
+            return SC_EPROTO;
+        }
+        if (kn != 6 || memcmp(k, "result", 6) != 0) {
+            if (mp_skip(r) != 0) {
+                return SC_EPROTO;
+            }
+            continue;
+        }
+        if (mp_read_map(r, &m) != 0) {
+            return SC_EPROTO;
+        }
+        for (uint32_t j = 0; j < m; j++) {
+            uint64_t u;
+            uint32_t hn;
+            if (mp_read_str(r, &k, &kn) != 0) {
+                return SC_EPROTO;
+            }
+            if (mp_read_uint(r, &u) == 0) {
+                printf("%-18.*s %llu\n", (int)kn, k, (unsigned long long)u);
+            } else if (mp_read_array(r, &hn) == 0) {
+                printf("%-18.*s %u non-empty bins (--json lists them)\n",
+                       (int)kn, k, hn);
+                for (uint32_t b = 0; b < hn; b++) {
+                    if (mp_skip(r) != 0) {
+                        return SC_EPROTO;
+                    }
+                }
+            } else if (mp_skip(r) != 0) {
+                return SC_EPROTO;
+            }
+        }
+    }
+    return SC_OK;
+}
+
+static int parse_vec(const char *s, float **out, uint32_t *dim)
+{
+    size_t cap = 16, n = 0;
+    float *v = malloc(cap * sizeof(float));
+    const char *p = s;
+    while (v != NULL && *p) {
+        char *end;
+        errno = 0;
+        float x = strtof(p, &end);
+        if (end == p || errno != 0 || !isfinite(x) || n == 4096) {
+            free(v);
+            return -1;
+        }
+        if (n == cap) {
+            cap *= 2;
+            float *nv = realloc(v, cap * sizeof(float));
+            if (nv == NULL) {
+                free(v);
+                return -1;
+            }
+            v = nv;
+        }
+        v[n++] = x;
+        p = end;
+        if (*p == ',') {
+            p++;
+        } else if (*p != '\0') {
+            free(v);
+            return -1;
+        }
+    }
+    if (v == NULL || n == 0) {
+        free(v);
+        return -1;
+    }
+    *out = v;
+    *dim = (uint32_t)n;
+    return 0;
+}
+
+static int parse_uint(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int report(sc_err rc, const sc_client_error *err, int json)
+{
+    if (rc == SC_EREMOTE) {
+        if (json) {
+            printf("{\"ok\":false,\"error\":{\"code\":");
+            json_str(err->code, strlen(err->code));
+            printf(",\"message\":");
+            json_str(err->message, strlen(err->message));
+            printf("}}\n");
+        }
+        fprintf(stderr, "semcache-cli: %s: %s\n", err->code, err->message);
+        return 1;
+    }
+    fprintf(stderr, "semcache-cli: %s\n", sc_strerror(rc));
+    return rc == SC_EINVAL ? 2 : 3;
+}
+
+int main(int argc, char **argv)
+{
+    const char *addr = "tcp://127.0.0.1:7700";
+    int json = 0, timeout = 5000, i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "-a") == 0 && i + 1 < argc) {
+            addr = argv[++i];
+        } else if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            timeout = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[i++];
+    const char *ns = NULL;
+    sc_client_item it;
+    memset(&it, 0, sizeof(it));
+    float *vec = NULL;
+    const char *response = NULL;
+    const char *positional = NULL;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (a[0] != '-') {
+            positional = a;
+            takes = 0;
+        } else if (v == NULL) {
+            fprintf(stderr, "semcache-cli: %s needs a value\n", a);
+            return 2;
+        } else if (strcmp(a, "--ns") == 0) {
+            ns = v;
+        } else if (strcmp(a, "--text") == 0) {
+            it.text = v;
+        } else if (strcmp(a, "--vec") == 0) {
+            if (parse_vec(v, &vec, &it.dim) != 0) {
+                fprintf(stderr, "semcache-cli: --vec wants 1..4096 finite "
+                                "numbers separated by commas\n");
+                return 2;
+            }
+            it.vec = vec;
+        } else if (strcmp(a, "--response") == 0) {
+            response = v;
+        } else if (strcmp(a, "--scope") == 0) {
+            it.scope = v;
+        } else if (strcmp(a, "--ttl") == 0) {
+            it.ttl_s = strtod(v, NULL);
+        } else if (strcmp(a, "--threshold") == 0) {
+            it.has_threshold = true;
+            it.threshold = strtof(v, NULL);
+        } else if (strcmp(a, "--model") == 0) {
+            it.model = v;
+        } else if (strcmp(a, "--feature") == 0) {
+            it.feature = v;
+        } else if (strcmp(a, "--user") == 0) {
+            it.user = v;
+        } else if (strcmp(a, "--input-tokens") == 0 ||
+                   strcmp(a, "--output-tokens") == 0) {
+            uint64_t n;
+            if (parse_uint(v, &n) != 0) {
+                fprintf(stderr, "semcache-cli: %s wants an integer\n", a);
+                return 2;
+            }
+            *(a[2] == 'i' ? &it.input_tokens : &it.output_tokens) = n;
+        } else {
+            fprintf(stderr, "semcache-cli: unknown option %s\n", a);
+            return 2;
+        }
+        i += takes;
+    }
+
+    sc_client *c;
+    sc_err rc = sc_client_open(addr, timeout, &c);
+    if (rc != SC_OK) {
+        fprintf(stderr, "semcache-cli: %s: %s\n", addr, sc_strerror(rc));
+        free(vec);
+        return rc == SC_EINVAL ? 2 : 3;
+    }
+    sc_client_error err;
+    int status = 0;
+    if (strcmp(cmd, "ping") == 0) {
+        char server[128];
+        rc = sc_client_ping(c, server, sizeof(server), &err);
+        if (rc == SC_OK) {
+            if (json) {
+                printf("{\"ok\":true,\"server\":");
+                json_str(server, strlen(server));
+                printf("}\n");
+            } else {
+                printf("pong from %s\n", server);
+            }
+        }
+    } else if (strcmp(cmd, "insert") == 0 || strcmp(cmd, "lookup") == 0) {
+        int ins = cmd[0] == 'i';
+        if (ns == NULL || (it.text == NULL && it.vec == NULL) ||
+            (ins && response == NULL)) {
+            fprintf(stderr, "semcache-cli: %s needs --ns, --text or --vec%s\n",
+                    cmd, ins ? ", and --response" : "");
+            sc_client_close(c);
+            free(vec);
+            return 2;
+        }
+        if (ins) {
+            it.response = response;
+            it.response_len = strlen(response);
+            uint64_t entry = 0;
+            rc = sc_client_insert(c, ns, &it, &entry, &err);
+            if (rc == SC_OK) {
+                printf(json ? "{\"ok\":true,\"entry\":%llu}\n"
+                            : "stored as entry %llu\n",
+                       (unsigned long long)entry);
+            }
+        } else {
+            sc_client_result res;
+            rc = sc_client_lookup(c, ns, &it, &res, &err);
+            if (rc == SC_OK && json) {
+                printf("{\"ok\":true,\"hit\":%s,\"layer\":\"%s\","
+                       "\"similarity\":%.6f,\"best\":",
+                       res.hit ? "true" : "false", res.layer,
+                       (double)res.similarity);
+                if (isnan(res.best)) {
+                    printf("null");
+                } else {
+                    printf("%.6f", (double)res.best);
+                }
+                if (res.hit) {
+                    printf(",\"entry\":%llu,\"response\":",
+                           (unsigned long long)res.entry);
+                    json_str((const char *)res.response, res.response_len);
+                } else {
+                    printf(",\"reason\":\"%s\"", res.reason);
+                }
+                printf("}\n");
+            } else if (rc == SC_OK && res.hit) {
+                printf("hit (%s, similarity %.4f) entry %llu: %.*s\n",
+                       res.layer, (double)res.similarity,
+                       (unsigned long long)res.entry, (int)res.response_len,
+                       (const char *)res.response);
+            } else if (rc == SC_OK) {
+                if (isnan(res.best)) {
+                    printf("miss (%s)\n", res.reason);
+                } else {
+                    printf("miss (%s, best similarity %.4f)\n", res.reason,
+                           (double)res.best);
+                }
+            }
+            if (rc == SC_OK) {
+                free(res.response);
+            }
+        }
+    } else if (strcmp(cmd, "delete") == 0 || strcmp(cmd, "feedback") == 0) {
+        uint64_t entry;
+        if (positional == NULL || parse_uint(positional, &entry) != 0) {
+            fprintf(stderr, "semcache-cli: %s needs an entry id\n", cmd);
+            sc_client_close(c);
+            free(vec);
+            return 2;
+        }
+        rc = cmd[0] == 'd' ? sc_client_delete(c, entry, &err)
+                           : sc_client_feedback(c, entry, &err);
+        if (rc == SC_OK) {
+            printf(json ? "{\"ok\":true}\n" : "%s %llu: done\n", cmd,
+                   (unsigned long long)entry);
+        }
+    } else if (strcmp(cmd, "flush") == 0) {
+        rc = sc_client_flush(c, ns, &err);
+        if (rc == SC_OK) {
+            printf(json ? "{\"ok\":true}\n" : "flushed %s\n",
+                   ns ? ns : "every namespace");
+        }
+    } else if (strcmp(cmd, "stats") == 0) {
+        uint8_t *raw = NULL;
+        size_t raw_len = 0;
+        rc = sc_client_stats(c, ns, &raw, &raw_len, &err);
+        if (rc == SC_OK) {
+            mp_reader r;
+            mp_reader_init(&r, raw, raw_len);
+            rc = json ? (json_value(&r, 0) == 0 ? SC_OK : SC_EPROTO)
+                      : print_stats(&r);
+            if (json) {
+                putchar('\n');
+            }
+            free(raw);
+        }
+    } else {
+        fprintf(stderr, "semcache-cli: unknown command %s\n", cmd);
+        usage(stderr);
+        status = 2;
+    }
+    if (status == 0 && rc != SC_OK) {
+        status = report(rc, &err, json);
+    }
+    sc_client_close(c);
+    free(vec);
+    return status;
+}

@@ -1,0 +1,546 @@
+/* client.c - libsemcache (client.h): request encoding with msgpack-c's
+ * packer, replies read with the bounded reader of mp.h, transport by an nng
+ * REQ socket with one context per call. */
+#include "proto/client.h"
+
+#include <math.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/mp.h"
+
+#define PROTO_VERSION 1
+#define REPLY_MAX (64u << 20)
+
+struct sc_client {
+    nng_socket sock;
+    int timeout_ms;
+};
+
+sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
+{
+    sc_client *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return SC_ENOMEM;
+    }
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+    if (nng_req0_open(&c->sock) != 0) {
+        free(c);
+        return SC_ENOMEM;
+    }
+    nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, REPLY_MAX);
+    /* A request is not resent on a slow reply: the timeout decides. */
+    nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    int rv = nng_dial(c->sock, url ? url : "tcp://127.0.0.1:7700", NULL,
+                      NNG_FLAG_NONBLOCK);
+    if (rv != 0) {
+        nng_close(c->sock);
+        free(c);
+        return rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP ? SC_EINVAL : SC_ECONN;
+    }
+    *out = c;
+    return SC_OK;
+}
+
+void sc_client_close(sc_client *c)
+{
+    if (c != NULL) {
+        nng_close(c->sock);
+        free(c);
+    }
+}
+
+sc_err sc_client_call(sc_client *c, const void *req, size_t len,
+                      uint8_t **reply, size_t *reply_len)
+{
+    nng_ctx ctx;
+    nng_aio *aio = NULL;
+    nng_msg *msg = NULL;
+    sc_err rc = SC_ENOMEM;
+    if (nng_ctx_open(&ctx, c->sock) != 0) {
+        return SC_ENOMEM;
+    }
+    if (nng_aio_alloc(&aio, NULL, NULL) != 0) {
+        goto out_ctx;
+    }
+    /* One deadline for the whole exchange, connecting included. */
+    nng_aio_set_timeout(aio, c->timeout_ms);
+    if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, req, len) != 0) {
+        goto out_aio;
+    }
+    nng_aio_set_msg(aio, msg);
+    nng_ctx_send(ctx, aio);
+    nng_aio_wait(aio);
+    int rv = nng_aio_result(aio);
+    if (rv != 0) {
+        nng_msg_free(msg);
+        rc = rv == NNG_ETIMEDOUT ? SC_ETIMEDOUT : SC_ECONN;
+        goto out_aio;
+    }
+    nng_ctx_recv(ctx, aio);
+    nng_aio_wait(aio);
+    rv = nng_aio_result(aio);
+    if (rv != 0) {
+        rc = rv == NNG_ETIMEDOUT ? SC_ETIMEDOUT : SC_ECONN;
+        goto out_aio;
+    }
+    msg = nng_aio_get_msg(aio);
+    *reply_len = nng_msg_len(msg);
+    *reply = malloc(*reply_len ? *reply_len : 1);
+    if (*reply == NULL) {
+        nng_msg_free(msg);
+        goto out_aio;
+    }
+    memcpy(*reply, nng_msg_body(msg), *reply_len);
+    nng_msg_free(msg);
+    rc = SC_OK;
+out_aio:
+    nng_aio_free(aio);
+out_ctx:
+    nng_ctx_close(ctx);
+    return rc;
+}
+
+/* ---- building requests ---------------------------------------------- */
+
+static void begin(msgpack_packer *pk, const char *op, size_t extra)
+{
+    msgpack_pack_map(pk, 2 + extra);
+    mp_put_key(pk, "v");
+    msgpack_pack_uint32(pk, PROTO_VERSION);
+    mp_put_key(pk, "op");
+    mp_put_str(pk, op);
+}
+
+static size_t count_item_fields(const sc_client_item *it, int insert)
+{
+    size_t n = (it->scope != NULL) + (it->text != NULL) + (it->vec != NULL);
+    if (insert) {
+        n += 1 + (it->ttl_s != 0) + (it->model != NULL) +
+             (it->feature != NULL) + (it->user != NULL) +
+             (it->input_tokens != 0) + (it->output_tokens != 0);
+    } else {
+        n += it->has_threshold;
+    }
+    return n;
+}
+
+static void put_item_fields(msgpack_packer *pk, const sc_client_item *it,
+                            int insert)
+{
+    if (it->scope != NULL) {
+        mp_put_key(pk, "scope");
+        mp_put_str(pk, it->scope);
+    }
+    if (it->text != NULL) {
+        mp_put_key(pk, "text");
+        mp_put_str(pk, it->text);
+    }
+    if (it->vec != NULL) {
+        mp_put_key(pk, "vec");
+        mp_put_vec(pk, it->vec, it->dim);
+    }
+    if (insert) {
+        mp_put_key(pk, "response");
+        mp_put_bin(pk, it->response, it->response_len);
+        if (it->ttl_s != 0) {
+            mp_put_key(pk, "ttl");
+            msgpack_pack_double(pk, it->ttl_s);
+        }
+        const char *keys[3] = {"model", "feature", "user"};
+        const char *vals[3] = {it->model, it->feature, it->user};
+        for (int i = 0; i < 3; i++) {
+            if (vals[i] != NULL) {
+                mp_put_key(pk, keys[i]);
+                mp_put_str(pk, vals[i]);
+            }
+        }
+        if (it->input_tokens != 0) {
+            mp_put_key(pk, "input_tokens");
+            msgpack_pack_uint64(pk, it->input_tokens);
+        }
+        if (it->output_tokens != 0) {
+            mp_put_key(pk, "output_tokens");
+            msgpack_pack_uint64(pk, it->output_tokens);
+        }
+    } else if (it->has_threshold) {
+        mp_put_key(pk, "threshold");
+        msgpack_pack_float(pk, it->threshold);
+    }
+}
+
+static sc_err build_item(const char *op, const char *ns,
+                         const sc_client_item *it, int insert, uint8_t **buf,
+                         size_t *len)
+{
+    if (ns == NULL || it == NULL || (it->text == NULL && it->vec == NULL)) {
+        return SC_EINVAL;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    begin(&pk, op, 1 + count_item_fields(it, insert));
+    mp_put_key(&pk, "ns");
+    mp_put_str(&pk, ns);
+    put_item_fields(&pk, it, insert);
+    if (sb.data == NULL) {
+        return SC_ENOMEM;
+    }
+    *buf = (uint8_t *)sb.data;
+    *len = sb.size;
+    return SC_OK;
+}
+
+sc_err sc_client_build_insert(const char *ns, const sc_client_item *it,
+                              uint8_t **buf, size_t *len)
+{
+    return build_item("insert", ns, it, 1, buf, len);
+}
+
+sc_err sc_client_build_lookup(const char *ns, const sc_client_item *it,
+                              uint8_t **buf, size_t *len)
+{
+    return build_item("lookup", ns, it, 0, buf, len);
+}
+
+/* ---- reading replies ------------------------------------------------ */
+
+static int key_is(const char *k, uint32_t n, const char *want)
+{
+    return strlen(want) == n && memcmp(k, want, n) == 0;
+}
+
+static void copy_str(mp_reader *r, char *out, size_t cap)
+{
+    const char *s;
+    uint32_t n;
+    if (mp_read_str(r, &s, &n) != 0) {
+        mp_skip(r);
+        out[0] = '\0';
+        return;
+    }
+    size_t m = n < cap - 1 ? n : cap - 1;
+    memcpy(out, s, m);
+    out[m] = '\0';
+}
+
+/* Checks {"ok": ..., "result"| "error"}; leaves *result positioned at the
+ * result map. */
+static sc_err open_reply(const uint8_t *buf, size_t len, mp_reader *result,
+                         sc_client_error *err)
+{
+    mp_reader r;
+    mp_reader_init(&r, buf, len);
+    uint32_t n;
+    if (mp_read_map(&r, &n) != 0) {
+        return SC_EPROTO;
+    }
+    bool ok = false, have_ok = false, have_result = false;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        uint32_t kn;
+        if (mp_read_str(&r, &k, &kn) != 0) {
+            return SC_EPROTO;
+        }
+        if (key_is(k, kn, "ok")) {
+            if (mp_read_bool(&r, &ok) != 0) {
+                return SC_EPROTO;
+            }
+            have_ok = true;
+        } else if (key_is(k, kn, "result")) {
+            *result = r;
+            have_result = true;
+            if (mp_skip(&r) != 0) {
+                return SC_EPROTO;
+            }
+        } else if (key_is(k, kn, "error")) {
+            uint32_t en;
+            if (mp_read_map(&r, &en) != 0) {
+                return SC_EPROTO;
+            }
+            for (uint32_t j = 0; j < en; j++) {
+                const char *ek;
+                uint32_t ekn;
+                if (mp_read_str(&r, &ek, &ekn) != 0) {
+                    return SC_EPROTO;
+                }
+                if (err != NULL && key_is(ek, ekn, "code")) {
+                    copy_str(&r, err->code, sizeof(err->code));
+                } else if (err != NULL && key_is(ek, ekn, "message")) {
+                    copy_str(&r, err->message, sizeof(err->message));
+                } else if (mp_skip(&r) != 0) {
+                    return SC_EPROTO;
+                }
+            }
+        } else if (mp_skip(&r) != 0) {
+            return SC_EPROTO;
+        }
+    }
+    if (!have_ok) {
+        return SC_EPROTO;
+    }
+    if (!ok) {
+        return SC_EREMOTE;
+    }
+    return have_result ? SC_OK : SC_EPROTO;
+}
+
+/* Sends req and opens the reply; *raw (if given) keeps the reply bytes. */
+static sc_err roundtrip(sc_client *c, uint8_t *req, size_t len,
+                        uint8_t **raw, size_t *raw_len, mp_reader *result,
+                        sc_client_error *err)
+{
+    uint8_t *reply = NULL;
+    size_t reply_len = 0;
+    if (err != NULL) {
+        err->code[0] = err->message[0] = '\0';
+    }
+    sc_err rc = sc_client_call(c, req, len, &reply, &reply_len);
+    free(req);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    rc = open_reply(reply, reply_len, result, err);
+    if (rc != SC_OK || raw == NULL) {
+        free(reply);
+        if (raw != NULL) {
+            *raw = NULL;
+        }
+        return rc;
+    }
+    *raw = reply;
+    *raw_len = reply_len;
+    return SC_OK;
+}
+
+static sc_err simple(sc_client *c, const char *op, const char *ns,
+                     const uint64_t *entry, sc_client_error *err)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    begin(&pk, op, (ns != NULL) + (entry != NULL));
+    if (ns != NULL) {
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, ns);
+    }
+    if (entry != NULL) {
+        mp_put_key(&pk, "entry");
+        msgpack_pack_uint64(&pk, *entry);
+    }
+    if (sb.data == NULL) {
+        return SC_ENOMEM;
+    }
+    uint8_t *raw;
+    size_t raw_len;
+    mp_reader res;
+    sc_err rc = roundtrip(c, (uint8_t *)sb.data, sb.size, &raw, &raw_len,
+                          &res, err);
+    free(rc == SC_OK ? raw : NULL);
+    return rc;
+}
+
+sc_err sc_client_delete(sc_client *c, uint64_t entry, sc_client_error *err)
+{
+    return simple(c, "delete", NULL, &entry, err);
+}
+
+sc_err sc_client_feedback(sc_client *c, uint64_t entry, sc_client_error *err)
+{
+    return simple(c, "feedback", NULL, &entry, err);
+}
+
+sc_err sc_client_flush(sc_client *c, const char *ns, sc_client_error *err)
+{
+    return simple(c, "flush", ns, NULL, err);
+}
+
+sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
+                       size_t *reply_len, sc_client_error *err)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    begin(&pk, "stats", ns != NULL);
+    if (ns != NULL) {
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, ns);
+    }
+    if (sb.data == NULL) {
+        return SC_ENOMEM;
+    }
+    mp_reader res;
+    return roundtrip(c, (uint8_t *)sb.data, sb.size, reply, reply_len, &res,
+                     err);
+}
+
+sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
+                      sc_client_error *err)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    begin(&pk, "ping", 0);
+    if (sb.data == NULL) {
+        return SC_ENOMEM;
+    }
+    uint8_t *raw;
+    size_t raw_len;
+    mp_reader r;
+    sc_err rc = roundtrip(c, (uint8_t *)sb.data, sb.size, &raw, &raw_len, &r,
+                          err);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    uint32_t n;
+    if (server != NULL && cap > 0) {
+        server[0] = '\0';
+    }
+    if (mp_read_map(&r, &n) != 0) {
+        free(raw);
+        return SC_EPROTO;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        uint32_t kn;
+        if (mp_read_str(&r, &k, &kn) != 0) {
+            rc = SC_EPROTO;
+            break;
+        }
+        if (key_is(k, kn, "server") && server != NULL && cap > 0) {
+            copy_str(&r, server, cap);
+        } else if (mp_skip(&r) != 0) {
+            rc = SC_EPROTO;
+            break;
+        }
+    }
+    free(raw);
+    return rc;
+}
+
+sc_err sc_client_insert(sc_client *c, const char *ns, const sc_client_item *it,
+                        uint64_t *entry, sc_client_error *err)
+{
+    uint8_t *req;
+    size_t len;
+    sc_err rc = sc_client_build_insert(ns, it, &req, &len);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    uint8_t *raw;
+    size_t raw_len;
+    mp_reader r;
+    rc = roundtrip(c, req, len, &raw, &raw_len, &r, err);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    uint32_t n;
+    rc = SC_EPROTO;
+    if (mp_read_map(&r, &n) == 0) {
+        for (uint32_t i = 0; i < n; i++) {
+            const char *k;
+            uint32_t kn;
+            if (mp_read_str(&r, &k, &kn) != 0) {
+                break;
+            }
+            if (key_is(k, kn, "entry")) {
+                uint64_t id;
+                if (mp_read_uint(&r, &id) != 0) {
+                    break;
+                }
+                if (entry != NULL) {
+                    *entry = id;
+                }
+                rc = SC_OK;
+            } else if (mp_skip(&r) != 0) {
+                break;
+            }
+        }
+    }
+    free(raw);
+    return rc;
+}
+
+sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
+                        sc_client_result *res, sc_client_error *err)
+{
+    memset(res, 0, sizeof(*res));
+    res->best = NAN;
+    uint8_t *req;
+    size_t len;
+    sc_err rc = sc_client_build_lookup(ns, it, &req, &len);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    uint8_t *raw;
+    size_t raw_len;
+    mp_reader r;
+    rc = roundtrip(c, req, len, &raw, &raw_len, &r, err);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    uint32_t n;
+    if (mp_read_map(&r, &n) != 0) {
+        free(raw);
+        return SC_EPROTO;
+    }
+    for (uint32_t i = 0; i < n && rc == SC_OK; i++) {
+        const char *k;
+        uint32_t kn;
+        double v;
+        if (mp_read_str(&r, &k, &kn) != 0) {
+            rc = SC_EPROTO;
+        } else if (key_is(k, kn, "hit")) {
+            rc = mp_read_bool(&r, &res->hit) == 0 ? SC_OK : SC_EPROTO;
+        } else if (key_is(k, kn, "layer")) {
+            copy_str(&r, res->layer, sizeof(res->layer));
+        } else if (key_is(k, kn, "reason") && mp_peek(&r) == MP_STR) {
+            copy_str(&r, res->reason, sizeof(res->reason));
+        } else if (key_is(k, kn, "model")) {
+            copy_str(&r, res->model, sizeof(res->model));
+        } else if (key_is(k, kn, "similarity")) {
+            rc = mp_read_number(&r, &v) == 0 ? SC_OK : SC_EPROTO;
+            res->similarity = (float)v;
+        } else if (key_is(k, kn, "best") && mp_peek(&r) != MP_NIL) {
+            rc = mp_read_number(&r, &v) == 0 ? SC_OK : SC_EPROTO;
+            res->best = (float)v;
+        } else if (key_is(k, kn, "entry")) {
+            rc = mp_read_uint(&r, &res->entry) == 0 ? SC_OK : SC_EPROTO;
+        } else if (key_is(k, kn, "input_tokens")) {
+            rc = mp_read_uint(&r, &res->input_tokens) == 0 ? SC_OK : SC_EPROTO;
+        } else if (key_is(k, kn, "output_tokens")) {
+            rc = mp_read_uint(&r, &res->output_tokens) == 0 ? SC_OK
+                                                             : SC_EPROTO;
+        } else if (key_is(k, kn, "hit_count")) {
+            rc = mp_read_uint(&r, &res->hit_count) == 0 ? SC_OK : SC_EPROTO;
+        } else if (key_is(k, kn, "response")) {
+            const uint8_t *b;
+            uint32_t bn;
+            if (mp_read_bytes(&r, &b, &bn) != 0) {
+                rc = SC_EPROTO;
+            } else {
+                res->response = malloc(bn ? bn : 1);
+                if (res->response == NULL) {
+                    rc = SC_ENOMEM;
+                } else {
+                    memcpy(res->response, b, bn);
+                    res->response_len = bn;
+                }
+            }
+        } else if (mp_skip(&r) != 0) {
+            rc = SC_EPROTO;
+        }
+    }
+    free(raw);
+    if (rc != SC_OK) {
+        free(res->response);
+        res->response = NULL;
+    }
+    return rc;
+}

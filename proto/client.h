@@ -1,0 +1,86 @@
+/* client.h - libsemcache, the C client of semcached: synchronous and
+ * thread-safe (each call uses its own nng context on one shared socket).
+ * Every call returns an sc_err; when the server refused a request the code
+ * is SC_EREMOTE and *err (optional) holds the server's code and message. */
+#ifndef SC_CLIENT_H
+#define SC_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/sc_error.h"
+
+typedef struct sc_client sc_client;
+
+/* The server's refusal: a wire code ("dim", "not_found"...) and message. */
+typedef struct sc_client_error {
+    char code[32];
+    char message[160];
+} sc_client_error;
+
+/* Connects to url (tcp://, ipc://; NULL = tcp://127.0.0.1:7700). Each call
+ * waits at most timeout_ms for its reply (0 = 5000). The connection is made
+ * in the background and re-made if it drops. Errors: SC_EINVAL (bad URL),
+ * SC_ECONN, SC_ENOMEM. */
+sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out);
+void sc_client_close(sc_client *c);
+
+/* Sends one raw msgpack request and returns the raw reply in *reply
+ * (malloc'd, the caller frees). SC_ETIMEDOUT, SC_ECONN on transport
+ * failure. */
+sc_err sc_client_call(sc_client *c, const void *req, size_t len,
+                      uint8_t **reply, size_t *reply_len);
+
+/* What to store (insert) or look for (lookup). Pointers are borrowed for
+ * the call. At least one of text and vec. */
+typedef struct sc_client_item {
+    const char *scope; /* NULL = "" */
+    const char *text;  /* NUL-terminated, or NULL */
+    const float *vec;  /* dim floats, or NULL */
+    uint32_t dim;
+    const void *response; /* insert only */
+    size_t response_len;
+    double ttl_s; /* insert: 0 = namespace default, -1 = never */
+    const char *model, *feature, *user; /* insert, optional */
+    uint64_t input_tokens, output_tokens;
+    bool has_threshold; /* lookup: override the namespace's threshold */
+    float threshold;
+} sc_client_item;
+
+typedef struct sc_client_result {
+    bool hit;
+    char layer[16];   /* "exact", "semantic", "none" */
+    char reason[32];  /* "" on a hit, else "below_threshold"... */
+    float similarity;
+    float best;       /* NAN when there was no candidate */
+    uint64_t entry;
+    uint8_t *response; /* malloc'd copy on a hit (caller frees), else NULL */
+    size_t response_len;
+    char model[257];
+    uint64_t input_tokens, output_tokens, hit_count;
+} sc_client_result;
+
+sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
+                      sc_client_error *err);
+sc_err sc_client_insert(sc_client *c, const char *ns, const sc_client_item *it,
+                        uint64_t *entry, sc_client_error *err);
+sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
+                        sc_client_result *res, sc_client_error *err);
+sc_err sc_client_delete(sc_client *c, uint64_t entry, sc_client_error *err);
+sc_err sc_client_feedback(sc_client *c, uint64_t entry, sc_client_error *err);
+/* ns NULL = every namespace. */
+sc_err sc_client_flush(sc_client *c, const char *ns, sc_client_error *err);
+
+/* stats: the raw reply (msgpack, malloc'd) for callers that print it. */
+sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
+                       size_t *reply_len, sc_client_error *err);
+
+/* Request builders, shared with tests and benchmarks: append one request
+ * (a msgpack map) to *buf (malloc'd, grown; the caller frees). */
+sc_err sc_client_build_insert(const char *ns, const sc_client_item *it,
+                              uint8_t **buf, size_t *len);
+sc_err sc_client_build_lookup(const char *ns, const sc_client_item *it,
+                              uint8_t **buf, size_t *len);
+
+#endif

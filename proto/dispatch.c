@@ -1,0 +1,930 @@
+/* dispatch.c - request decoding, validation and execution (dispatch.h).
+ * Fields are read with the bounded reader of mp.h; a batch is decoded and
+ * executed one item at a time, so its memory does not grow with what the
+ * message claims. */
+#include "proto/dispatch.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/mp.h"
+
+struct sc_dispatch {
+    sc_cache *cache;
+    sc_dispatch_counts counts;
+};
+
+/* One request's (or one batch item's) fields. */
+typedef struct item {
+    char ns[SC_CACHE_NS_NAME_MAX + 1];
+    char scope[SC_CACHE_SCOPE_MAX + 1];
+    char model[SC_CACHE_TAG_MAX + 1];
+    char feature[SC_CACHE_TAG_MAX + 1];
+    char user[SC_CACHE_TAG_MAX + 1];
+    char storage[16];
+    char ttl_mode[16];
+    bool has_ns, has_scope, has_text, has_vec, has_response, has_ttl,
+        has_threshold, has_entry, has_dim, has_storage, has_margin,
+        has_ttl_mode, has_max_entries, has_max_bytes, has_max_response;
+    const char *text;
+    uint32_t text_len;
+    float vec[SC_INDEX_MAX_DIM];
+    uint32_t dim;
+    const uint8_t *response;
+    uint32_t response_len;
+    double ttl;
+    double threshold;
+    double margin;
+    uint64_t entry, input_tokens, output_tokens;
+    uint64_t dimcfg, max_entries, max_bytes, max_response;
+} item;
+
+/* Error state while decoding: the wire code and a message naming the
+ * field. */
+typedef struct err {
+    const char *code;
+    char msg[160];
+} err;
+
+static int fail(err *e, const char *code, const char *fmt, ...)
+{
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *sc_dispatch_errcode(sc_err e)
+{
+    switch (e) {
+    case SC_OK:
+        return "ok";
+    case SC_EDIM:
+        return "dim";
+    case SC_EZEROVEC:
+        return "zero_vector";
+    case SC_ENONFINITE:
+        return "nan";
+    case SC_ENOTFOUND:
+        return "not_found";
+    case SC_ERANGE:
+        return "range";
+    case SC_ENONS:
+        return "no_namespace";
+    case SC_ENSEXIST:
+        return "namespace_exists";
+    case SC_ENSFULL:
+    case SC_ESCOPEFULL:
+    case SC_EFULL:
+        return "full";
+    case SC_ETOOBIG:
+        return "too_big";
+    case SC_EINVAL:
+    case SC_EEXIST:
+        return "bad_request";
+    default:
+        return "internal";
+    }
+}
+
+sc_err sc_dispatch_open(sc_cache *cache, sc_dispatch **out)
+{
+    sc_dispatch *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        return SC_ENOMEM;
+    }
+    d->cache = cache;
+    *out = d;
+    return SC_OK;
+}
+
+void sc_dispatch_close(sc_dispatch *d)
+{
+    free(d);
+}
+
+void sc_dispatch_get_counts(sc_dispatch *d, sc_dispatch_counts *out)
+{
+    out->requests = __atomic_load_n(&d->counts.requests, __ATOMIC_RELAXED);
+    out->bad_requests =
+        __atomic_load_n(&d->counts.bad_requests, __ATOMIC_RELAXED);
+    out->errors = __atomic_load_n(&d->counts.errors, __ATOMIC_RELAXED);
+}
+
+/* ---- decoding ------------------------------------------------------- */
+
+static int key_is(const char *k, uint32_t n, const char *want)
+{
+    return strlen(want) == n && memcmp(k, want, n) == 0;
+}
+
+static int get_cstr(mp_reader *r, const char *key, char *out, size_t cap,
+                    bool *has, err *e)
+{
+    int rc = mp_read_cstr(r, out, cap);
+    if (rc == -1) {
+        return fail(e, "bad_request", "field '%s' must be a string", key);
+    }
+    if (rc == -2) {
+        return fail(e, "too_big", "field '%s' is longer than %zu bytes or "
+                                  "holds a NUL byte", key, cap - 1);
+    }
+    *has = true;
+    return 0;
+}
+
+static int get_uint(mp_reader *r, const char *key, uint64_t *out, bool *has,
+                    err *e)
+{
+    if (mp_read_uint(r, out) != 0) {
+        return fail(e, "bad_request",
+                    "field '%s' must be a non-negative integer", key);
+    }
+    if (has != NULL) {
+        *has = true;
+    }
+    return 0;
+}
+
+static int get_number(mp_reader *r, const char *key, double *out, bool *has,
+                      err *e)
+{
+    if (mp_read_number(r, out) != 0) {
+        return fail(e, "bad_request", "field '%s' must be a number", key);
+    }
+    if (!isfinite(*out)) {
+        return fail(e, "nan", "field '%s' is NaN or infinite", key);
+    }
+    *has = true;
+    return 0;
+}
+
+/* Reads the fields of one map (the request, or one batch item) into it.
+ * Keys it does not know are skipped: newer clients may send more. */
+static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
+{
+    for (uint32_t i = 0; i < nkeys; i++) {
+        const char *k;
+        uint32_t kn;
+        if (mp_read_str(r, &k, &kn) != 0) {
+            return fail(e, "bad_request", "map keys must be strings");
+        }
+        int rc = 0;
+        if (key_is(k, kn, "ns")) {
+            rc = get_cstr(r, "ns", it->ns, sizeof(it->ns), &it->has_ns, e);
+        } else if (key_is(k, kn, "scope")) {
+            rc = get_cstr(r, "scope", it->scope, sizeof(it->scope),
+                          &it->has_scope, e);
+        } else if (key_is(k, kn, "model")) {
+            bool h;
+            rc = get_cstr(r, "model", it->model, sizeof(it->model), &h, e);
+        } else if (key_is(k, kn, "feature")) {
+            bool h;
+            rc = get_cstr(r, "feature", it->feature, sizeof(it->feature), &h,
+                          e);
+        } else if (key_is(k, kn, "user")) {
+            bool h;
+            rc = get_cstr(r, "user", it->user, sizeof(it->user), &h, e);
+        } else if (key_is(k, kn, "storage")) {
+            rc = get_cstr(r, "storage", it->storage, sizeof(it->storage),
+                          &it->has_storage, e);
+        } else if (key_is(k, kn, "ttl_mode")) {
+            rc = get_cstr(r, "ttl_mode", it->ttl_mode, sizeof(it->ttl_mode),
+                          &it->has_ttl_mode, e);
+        } else if (key_is(k, kn, "text")) {
+            if (mp_read_str(r, &it->text, &it->text_len) != 0) {
+                return fail(e, "bad_request", "field 'text' must be a string");
+            }
+            if (it->text_len > SC_CACHE_TEXT_MAX) {
+                return fail(e, "too_big", "field 'text' is over %u bytes",
+                            SC_CACHE_TEXT_MAX);
+            }
+            it->has_text = true;
+        } else if (key_is(k, kn, "vec")) {
+            const uint8_t *b;
+            uint32_t n;
+            if (mp_read_bin(r, &b, &n) != 0) {
+                return fail(e, "bad_request", "field 'vec' must be bin "
+                                              "(little-endian float32)");
+            }
+            if (n == 0 || n % 4 != 0 || n / 4 > SC_INDEX_MAX_DIM) {
+                return fail(e, "bad_request",
+                            "field 'vec' must hold 1..%u float32 (got %u "
+                            "bytes)", SC_INDEX_MAX_DIM, n);
+            }
+            it->dim = n / 4;
+            mp_get_vec(b, n, it->vec);
+            for (uint32_t j = 0; j < it->dim; j++) {
+                if (!isfinite(it->vec[j])) {
+                    return fail(e, "nan", "field 'vec' holds NaN or Inf at "
+                                          "index %u", j);
+                }
+            }
+            it->has_vec = true;
+        } else if (key_is(k, kn, "response")) {
+            if (mp_read_bytes(r, &it->response, &it->response_len) != 0) {
+                return fail(e, "bad_request",
+                            "field 'response' must be bin or string");
+            }
+            it->has_response = true;
+        } else if (key_is(k, kn, "ttl")) {
+            rc = get_number(r, "ttl", &it->ttl, &it->has_ttl, e);
+        } else if (key_is(k, kn, "threshold")) {
+            rc = get_number(r, "threshold", &it->threshold, &it->has_threshold,
+                            e);
+        } else if (key_is(k, kn, "margin")) {
+            rc = get_number(r, "margin", &it->margin, &it->has_margin, e);
+        } else if (key_is(k, kn, "entry")) {
+            rc = get_uint(r, "entry", &it->entry, &it->has_entry, e);
+        } else if (key_is(k, kn, "input_tokens")) {
+            rc = get_uint(r, "input_tokens", &it->input_tokens, NULL, e);
+        } else if (key_is(k, kn, "output_tokens")) {
+            rc = get_uint(r, "output_tokens", &it->output_tokens, NULL, e);
+        } else if (key_is(k, kn, "dim")) {
+            rc = get_uint(r, "dim", &it->dimcfg, &it->has_dim, e);
+        } else if (key_is(k, kn, "max_entries")) {
+            rc = get_uint(r, "max_entries", &it->max_entries,
+                          &it->has_max_entries, e);
+        } else if (key_is(k, kn, "max_bytes")) {
+            rc = get_uint(r, "max_bytes", &it->max_bytes, &it->has_max_bytes,
+                          e);
+        } else if (key_is(k, kn, "max_response_bytes")) {
+            rc = get_uint(r, "max_response_bytes", &it->max_response,
+                          &it->has_max_response, e);
+        } else if (mp_skip(r) != 0) {
+            return fail(e, "bad_request", "malformed value of field '%.*s'",
+                        (int)(kn < 64 ? kn : 64), k);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---- replies -------------------------------------------------------- */
+
+static void put_error(msgpack_packer *pk, const char *code, const char *msg)
+{
+    mp_put_key(pk, "error");
+    msgpack_pack_map(pk, 2);
+    mp_put_key(pk, "code");
+    mp_put_str(pk, code);
+    mp_put_key(pk, "message");
+    mp_put_str(pk, msg);
+}
+
+/* {"ok": false, "error": {...}} for one batch item. */
+static void put_item_error(msgpack_packer *pk, const char *code,
+                           const char *msg)
+{
+    msgpack_pack_map(pk, 2);
+    mp_put_key(pk, "ok");
+    msgpack_pack_false(pk);
+    put_error(pk, code, msg);
+}
+
+static void put_uint_kv(msgpack_packer *pk, const char *k, uint64_t v)
+{
+    mp_put_key(pk, k);
+    msgpack_pack_uint64(pk, v);
+}
+
+/* ---- operations ----------------------------------------------------- */
+
+/* The outcome of one operation: the cache's code (and a message) or OK. */
+typedef struct outcome {
+    sc_err rc;
+    const char *code; /* set for validation errors, else from rc */
+    char msg[160];
+} outcome;
+
+static int need_ns(const item *it, outcome *o)
+{
+    if (!it->has_ns) {
+        o->code = "bad_request";
+        snprintf(o->msg, sizeof(o->msg), "field 'ns' is required");
+        return -1;
+    }
+    return 0;
+}
+
+static int need_text_or_vec(const item *it, outcome *o)
+{
+    if (!it->has_text && !it->has_vec) {
+        o->code = "bad_request";
+        snprintf(o->msg, sizeof(o->msg), "give 'text', 'vec' or both");
+        return -1;
+    }
+    return 0;
+}
+
+static const char *reason_name(sc_miss_reason r)
+{
+    switch (r) {
+    case SC_MISS_NO_CANDIDATE:
+        return "no_candidate";
+    case SC_MISS_BELOW_THRESHOLD:
+        return "below_threshold";
+    case SC_MISS_AMBIGUOUS:
+        return "ambiguous";
+    default:
+        return NULL;
+    }
+}
+
+/* Executes an insert; on success packs its result map. */
+static int do_insert(sc_dispatch *d, const item *it, msgpack_packer *pk,
+                     outcome *o)
+{
+    if (need_ns(it, o) != 0 || need_text_or_vec(it, o) != 0) {
+        return -1;
+    }
+    if (!it->has_response) {
+        o->code = "bad_request";
+        snprintf(o->msg, sizeof(o->msg), "field 'response' is required");
+        return -1;
+    }
+    sc_cache_item ci;
+    memset(&ci, 0, sizeof(ci));
+    ci.scope = it->scope;
+    ci.text = it->has_text ? it->text : NULL;
+    ci.text_len = it->text_len;
+    ci.vec = it->has_vec ? it->vec : NULL;
+    ci.dim = it->has_vec ? it->dim : 0;
+    ci.response = it->response;
+    ci.response_len = it->response_len;
+    ci.model = it->model;
+    ci.feature = it->feature;
+    ci.user = it->user;
+    ci.input_tokens = it->input_tokens;
+    ci.output_tokens = it->output_tokens;
+    if (it->has_ttl) {
+        if (it->ttl == -1) {
+            ci.ttl_ms = SC_CACHE_TTL_NEVER;
+        } else if (it->ttl < 0 || it->ttl > 1e10) {
+            o->code = "range";
+            snprintf(o->msg, sizeof(o->msg),
+                     "field 'ttl' must be seconds >= 0, or -1 for never");
+            return -1;
+        } else {
+            ci.ttl_ms = (int64_t)(it->ttl * 1000.0);
+            if (it->ttl > 0 && ci.ttl_ms == 0) {
+                ci.ttl_ms = 1;
+            }
+        }
+    }
+    uint64_t id = 0;
+    o->rc = sc_cache_insert(d->cache, it->ns, &ci, &id);
+    if (o->rc == SC_ENONS) {
+        /* Namespaces come into being with their first insert, on defaults
+         * (dimension fixed by this first vector). */
+        sc_ns_config cfg;
+        sc_cache_ns_config_init(&cfg);
+        sc_err crc = sc_cache_ns_create(d->cache, it->ns, &cfg);
+        if (crc != SC_OK && crc != SC_ENSEXIST) {
+            o->rc = crc;
+            return -1;
+        }
+        o->rc = sc_cache_insert(d->cache, it->ns, &ci, &id);
+    }
+    if (o->rc != SC_OK) {
+        return -1;
+    }
+    msgpack_pack_map(pk, 1);
+    put_uint_kv(pk, "entry", id);
+    return 0;
+}
+
+static int do_lookup(sc_dispatch *d, const item *it, msgpack_packer *pk,
+                     outcome *o)
+{
+    if (need_ns(it, o) != 0 || need_text_or_vec(it, o) != 0) {
+        return -1;
+    }
+    sc_cache_query q;
+    memset(&q, 0, sizeof(q));
+    q.scope = it->scope;
+    q.text = it->has_text ? it->text : NULL;
+    q.text_len = it->text_len;
+    q.vec = it->has_vec ? it->vec : NULL;
+    q.dim = it->has_vec ? it->dim : 0;
+    if (it->has_threshold) {
+        if (it->threshold < -1.0 || it->threshold > 1.0) {
+            o->code = "range";
+            snprintf(o->msg, sizeof(o->msg),
+                     "field 'threshold' must be in [-1, 1]");
+            return -1;
+        }
+        q.has_threshold = true;
+        q.threshold = (float)it->threshold;
+    }
+    sc_cache_result res;
+    o->rc = sc_cache_lookup(d->cache, it->ns, &q, &res);
+    if (o->rc == SC_ENONS) {
+        /* Nothing was ever stored there: a miss, said plainly. */
+        o->rc = SC_OK;
+        msgpack_pack_map(pk, 5);
+        mp_put_key(pk, "hit");
+        msgpack_pack_false(pk);
+        mp_put_key(pk, "layer");
+        mp_put_str(pk, "none");
+        mp_put_key(pk, "similarity");
+        msgpack_pack_float(pk, 0.0f);
+        mp_put_key(pk, "best");
+        msgpack_pack_nil(pk);
+        mp_put_key(pk, "reason");
+        mp_put_str(pk, "no_namespace");
+        return 0;
+    }
+    if (o->rc != SC_OK) {
+        return -1;
+    }
+    msgpack_pack_map(pk, res.hit ? 13 : 5);
+    mp_put_key(pk, "hit");
+    if (res.hit) {
+        msgpack_pack_true(pk);
+    } else {
+        msgpack_pack_false(pk);
+    }
+    mp_put_key(pk, "layer");
+    mp_put_str(pk, res.layer == SC_LAYER_EXACT      ? "exact"
+                   : res.layer == SC_LAYER_SEMANTIC ? "semantic"
+                                                    : "none");
+    mp_put_key(pk, "similarity");
+    msgpack_pack_float(pk, res.similarity);
+    mp_put_key(pk, "best");
+    if (isnan(res.best_similarity)) {
+        msgpack_pack_nil(pk);
+    } else {
+        msgpack_pack_float(pk, res.best_similarity);
+    }
+    mp_put_key(pk, "reason");
+    const char *reason = reason_name(res.reason);
+    if (reason == NULL) {
+        msgpack_pack_nil(pk);
+    } else {
+        mp_put_str(pk, reason);
+    }
+    if (res.hit) {
+        put_uint_kv(pk, "entry", res.id);
+        mp_put_key(pk, "response");
+        mp_put_bin(pk, res.response, res.response_len);
+        mp_put_key(pk, "model");
+        mp_put_str(pk, res.model);
+        mp_put_key(pk, "feature");
+        mp_put_str(pk, res.feature);
+        mp_put_key(pk, "user");
+        mp_put_str(pk, res.user);
+        put_uint_kv(pk, "input_tokens", res.input_tokens);
+        put_uint_kv(pk, "output_tokens", res.output_tokens);
+        put_uint_kv(pk, "hit_count", res.hit_count);
+    }
+    sc_cache_result_fini(&res);
+    return 0;
+}
+
+/* Applies the namespace fields of it to cfg. create: dim and storage too. */
+static int apply_ns_config(const item *it, sc_ns_config *cfg, int create,
+                           outcome *o)
+{
+    o->code = "bad_request";
+    if (!create && (it->has_dim || it->has_storage)) {
+        snprintf(o->msg, sizeof(o->msg),
+                 "'dim' and 'storage' are fixed when a namespace is created");
+        return -1;
+    }
+    if (it->has_dim) {
+        if (it->dimcfg > SC_INDEX_MAX_DIM) {
+            o->code = "range";
+            snprintf(o->msg, sizeof(o->msg), "field 'dim' must be 0..%u",
+                     SC_INDEX_MAX_DIM);
+            return -1;
+        }
+        cfg->dim = (uint32_t)it->dimcfg;
+    }
+    if (it->has_storage) {
+        int s = sc_storage_parse(it->storage);
+        if (s < 0) {
+            snprintf(o->msg, sizeof(o->msg),
+                     "field 'storage' must be f32, f16 or int8");
+            return -1;
+        }
+        cfg->storage = (sc_storage)s;
+    }
+    if (it->has_threshold) {
+        cfg->threshold = (float)it->threshold;
+    }
+    if (it->has_margin) {
+        cfg->margin = (float)it->margin;
+    }
+    if (it->has_ttl) {
+        if (it->ttl < 0 || it->ttl > 1e10) {
+            o->code = "range";
+            snprintf(o->msg, sizeof(o->msg), "field 'ttl' must be seconds >= 0");
+            return -1;
+        }
+        cfg->ttl_ms = (uint64_t)(it->ttl * 1000.0);
+    }
+    if (it->has_ttl_mode) {
+        if (strcmp(it->ttl_mode, "absolute") == 0) {
+            cfg->ttl_mode = SC_TTL_ABSOLUTE;
+        } else if (strcmp(it->ttl_mode, "sliding") == 0) {
+            cfg->ttl_mode = SC_TTL_SLIDING;
+        } else {
+            snprintf(o->msg, sizeof(o->msg),
+                     "field 'ttl_mode' must be absolute or sliding");
+            return -1;
+        }
+    }
+    if (it->has_max_entries) {
+        cfg->max_entries = it->max_entries;
+    }
+    if (it->has_max_bytes) {
+        cfg->max_bytes = it->max_bytes;
+    }
+    if (it->has_max_response) {
+        cfg->max_response_bytes = it->max_response;
+    }
+    o->code = NULL;
+    return 0;
+}
+
+static void pack_stats(msgpack_packer *pk, const sc_cache_stats *s)
+{
+    msgpack_pack_map(pk, 18);
+    put_uint_kv(pk, "namespaces", s->namespaces);
+    put_uint_kv(pk, "lookups", s->lookups);
+    put_uint_kv(pk, "exact_hits", s->exact_hits);
+    put_uint_kv(pk, "semantic_hits", s->semantic_hits);
+    put_uint_kv(pk, "misses", s->misses);
+    put_uint_kv(pk, "ambiguous_misses", s->ambiguous_misses);
+    put_uint_kv(pk, "inserts", s->inserts);
+    put_uint_kv(pk, "replaced", s->replaced);
+    put_uint_kv(pk, "deletes", s->deletes);
+    put_uint_kv(pk, "expirations", s->expirations);
+    put_uint_kv(pk, "evictions", s->evictions);
+    put_uint_kv(pk, "flushed", s->flushed);
+    put_uint_kv(pk, "false_hits", s->false_hits);
+    put_uint_kv(pk, "quarantined", s->quarantined);
+    put_uint_kv(pk, "entries", s->entries);
+    put_uint_kv(pk, "bytes", s->bytes);
+    put_uint_kv(pk, "scopes", s->scopes);
+    /* Only the bins that saw a lookup: [lo, hi, count]; bin 0 (no
+     * candidate) has lo = hi = NaN, sent as nil. */
+    mp_put_key(pk, "histogram");
+    unsigned used = 0;
+    for (unsigned b = 0; b < SC_CACHE_HIST_BINS; b++) {
+        used += s->hist[b] != 0;
+    }
+    msgpack_pack_array(pk, used);
+    for (unsigned b = 0; b < SC_CACHE_HIST_BINS; b++) {
+        if (s->hist[b] == 0) {
+            continue;
+        }
+        double lo, hi;
+        sc_cache_hist_range(b, &lo, &hi);
+        msgpack_pack_array(pk, 3);
+        if (isnan(lo)) {
+            msgpack_pack_nil(pk);
+            msgpack_pack_nil(pk);
+        } else {
+            msgpack_pack_double(pk, lo);
+            msgpack_pack_double(pk, hi);
+        }
+        msgpack_pack_uint64(pk, s->hist[b]);
+    }
+}
+
+/* Runs a single (non-batch) op. Packs the result map on success. */
+static int run_op(sc_dispatch *d, const char *op, const item *it,
+                  msgpack_packer *pk, outcome *o)
+{
+    if (strcmp(op, "ping") == 0) {
+        msgpack_pack_map(pk, 2);
+        put_uint_kv(pk, "version", SC_PROTO_VERSION);
+        mp_put_key(pk, "server");
+        mp_put_str(pk, SC_SERVER_NAME);
+        return 0;
+    }
+    if (strcmp(op, "insert") == 0) {
+        return do_insert(d, it, pk, o);
+    }
+    if (strcmp(op, "lookup") == 0) {
+        return do_lookup(d, it, pk, o);
+    }
+    if (strcmp(op, "delete") == 0 || strcmp(op, "feedback") == 0) {
+        if (!it->has_entry) {
+            o->code = "bad_request";
+            snprintf(o->msg, sizeof(o->msg), "field 'entry' is required");
+            return -1;
+        }
+        o->rc = op[0] == 'd' ? sc_cache_delete(d->cache, it->entry)
+                             : sc_cache_feedback(d->cache, it->entry);
+        if (o->rc != SC_OK) {
+            return -1;
+        }
+        msgpack_pack_map(pk, 0);
+        return 0;
+    }
+    if (strcmp(op, "ns_create") == 0 || strcmp(op, "ns_configure") == 0) {
+        int create = op[3] == 'c' && op[4] == 'r';
+        if (need_ns(it, o) != 0) {
+            return -1;
+        }
+        sc_ns_config cfg;
+        if (create) {
+            sc_cache_ns_config_init(&cfg);
+        } else if ((o->rc = sc_cache_ns_get_config(d->cache, it->ns, &cfg)) !=
+                   SC_OK) {
+            return -1;
+        }
+        if (apply_ns_config(it, &cfg, create, o) != 0) {
+            return -1;
+        }
+        o->rc = create ? sc_cache_ns_create(d->cache, it->ns, &cfg)
+                       : sc_cache_ns_configure(d->cache, it->ns, &cfg);
+        if (o->rc != SC_OK) {
+            return -1;
+        }
+        msgpack_pack_map(pk, 0);
+        return 0;
+    }
+    if (strcmp(op, "ns_drop") == 0) {
+        if (need_ns(it, o) != 0) {
+            return -1;
+        }
+        if ((o->rc = sc_cache_ns_drop(d->cache, it->ns)) != SC_OK) {
+            return -1;
+        }
+        msgpack_pack_map(pk, 0);
+        return 0;
+    }
+    if (strcmp(op, "ns_list") == 0) {
+        size_t cap = 64, n = 0;
+        char(*names)[SC_CACHE_NS_NAME_MAX + 1] = NULL;
+        for (;;) {
+            names = malloc(cap * sizeof(*names));
+            if (names == NULL) {
+                o->rc = SC_ENOMEM;
+                return -1;
+            }
+            o->rc = sc_cache_ns_list(d->cache, names, cap, &n);
+            if (o->rc != SC_OK || n <= cap) {
+                break;
+            }
+            free(names);
+            cap = n;
+        }
+        if (o->rc != SC_OK) {
+            free(names);
+            return -1;
+        }
+        msgpack_pack_map(pk, 1);
+        mp_put_key(pk, "namespaces");
+        msgpack_pack_array(pk, n);
+        for (size_t i = 0; i < n; i++) {
+            mp_put_str(pk, names[i]);
+        }
+        free(names);
+        return 0;
+    }
+    if (strcmp(op, "stats") == 0) {
+        sc_cache_stats *s = malloc(sizeof(*s));
+        if (s == NULL) {
+            o->rc = SC_ENOMEM;
+            return -1;
+        }
+        o->rc = sc_cache_stats_get(d->cache, it->has_ns ? it->ns : NULL, s);
+        if (o->rc == SC_OK) {
+            pack_stats(pk, s);
+        }
+        free(s);
+        return o->rc == SC_OK ? 0 : -1;
+    }
+    if (strcmp(op, "flush") == 0) {
+        o->rc = sc_cache_flush(d->cache, it->has_ns ? it->ns : NULL);
+        if (o->rc != SC_OK) {
+            return -1;
+        }
+        msgpack_pack_map(pk, 0);
+        return 0;
+    }
+    o->code = "unknown_op";
+    snprintf(o->msg, sizeof(o->msg), "unknown op '%s'", op);
+    return -1;
+}
+
+static void outcome_message(outcome *o)
+{
+    if (o->code == NULL) {
+        o->code = sc_dispatch_errcode(o->rc);
+        snprintf(o->msg, sizeof(o->msg), "%s", sc_strerror(o->rc));
+    }
+}
+
+/* Each batch item is a map of insert or lookup fields; a top-level ns and
+ * scope apply to items without their own. Results go out in item order,
+ * each its own {"ok", "result" | "error"}. */
+static void run_batch(sc_dispatch *d, int insert, const item *top,
+                      mp_reader *items, uint32_t n, msgpack_packer *pk,
+                      msgpack_sbuffer *tmp)
+{
+    item *it = malloc(sizeof(*it));
+    msgpack_packer tpk;
+    msgpack_packer_init(&tpk, tmp, msgpack_sbuffer_write);
+    for (uint32_t i = 0; i < n; i++) {
+        err e = {NULL, ""};
+        uint32_t nk;
+        if (it == NULL) {
+            put_item_error(pk, "internal", "out of memory");
+            continue;
+        }
+        memset(it, 0, sizeof(*it));
+        if (mp_read_map(items, &nk) != 0) {
+            /* The rest of the array cannot be trusted: say so per item. */
+            for (; i < n; i++) {
+                put_item_error(pk, "bad_request", "batch item is not a map");
+            }
+            break;
+        }
+        if (parse_fields(items, nk, it, &e) != 0) {
+            __atomic_add_fetch(&d->counts.bad_requests, 1, __ATOMIC_RELAXED);
+            put_item_error(pk, e.code, e.msg);
+            /* parse_fields stops mid-map: skip the rest of the array. */
+            for (i++; i < n; i++) {
+                put_item_error(pk, "bad_request",
+                               "not decoded: an earlier item was malformed");
+            }
+            break;
+        }
+        if (!it->has_ns && top->has_ns) {
+            memcpy(it->ns, top->ns, sizeof(it->ns));
+            it->has_ns = true;
+        }
+        if (!it->has_scope && top->has_scope) {
+            memcpy(it->scope, top->scope, sizeof(it->scope));
+            it->has_scope = true;
+        }
+        outcome o = {SC_OK, NULL, ""};
+        tmp->size = 0;
+        int rc = insert ? do_insert(d, it, &tpk, &o) : do_lookup(d, it, &tpk, &o);
+        if (rc == 0) {
+            msgpack_pack_map(pk, 2);
+            mp_put_key(pk, "ok");
+            msgpack_pack_true(pk);
+            mp_put_key(pk, "result");
+            msgpack_pack_str_body(pk, tmp->data, tmp->size); /* raw append */
+        } else {
+            __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
+            outcome_message(&o);
+            put_item_error(pk, o.code, o.msg);
+        }
+    }
+    free(it);
+}
+
+int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
+                       uint8_t **reply, size_t *reply_len)
+{
+    sc_dispatch *d = arg;
+    __atomic_add_fetch(&d->counts.requests, 1, __ATOMIC_RELAXED);
+    msgpack_sbuffer sb, tmp;
+    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer_init(&tmp);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+
+    item *it = calloc(1, sizeof(*it));
+    err e = {NULL, ""};
+    uint64_t version = 0, id = 0;
+    bool has_version = false, has_id = false;
+    char op[32] = "";
+    mp_reader items = {NULL, NULL};
+    uint32_t nitems = 0;
+    bool has_items = false;
+
+    mp_reader r;
+    mp_reader_init(&r, req, len);
+    uint32_t nkeys;
+    if (it == NULL) {
+        fail(&e, "internal", "out of memory");
+    } else if (mp_read_map(&r, &nkeys) != 0) {
+        fail(&e, "bad_request", "a request is one msgpack map");
+    } else {
+        /* Protocol keys first, then everything else through parse_fields
+         * one key at a time (it skips what it does not know). */
+        for (uint32_t i = 0; i < nkeys && e.code == NULL; i++) {
+            mp_reader at = r;
+            const char *k;
+            uint32_t kn;
+            if (mp_read_str(&r, &k, &kn) != 0) {
+                fail(&e, "bad_request", "map keys must be strings");
+            } else if (key_is(k, kn, "v")) {
+                if (mp_read_uint(&r, &version) != 0) {
+                    fail(&e, "bad_request", "field 'v' must be an integer");
+                }
+                has_version = true;
+            } else if (key_is(k, kn, "id")) {
+                if (mp_read_uint(&r, &id) != 0) {
+                    fail(&e, "bad_request", "field 'id' must be an integer");
+                }
+                has_id = true;
+            } else if (key_is(k, kn, "op")) {
+                int rc = mp_read_cstr(&r, op, sizeof(op));
+                if (rc != 0) {
+                    fail(&e, rc == -2 ? "unknown_op" : "bad_request",
+                         "field 'op' must be a short string");
+                }
+            } else if (key_is(k, kn, "items")) {
+                if (mp_read_array(&r, &nitems) != 0) {
+                    fail(&e, "bad_request", "field 'items' must be an array");
+                } else {
+                    items = r;
+                    has_items = true;
+                    /* Skip the items now; they are decoded when run. */
+                    for (uint32_t j = 0; j < nitems && e.code == NULL; j++) {
+                        if (mp_skip(&r) != 0) {
+                            fail(&e, "bad_request", "malformed batch item %u",
+                                 j);
+                        }
+                    }
+                }
+            } else {
+                r = at;
+                parse_fields(&r, 1, it, &e);
+            }
+        }
+        if (e.code == NULL && r.p != r.end) {
+            fail(&e, "bad_request", "%zu bytes after the request map",
+                 (size_t)(r.end - r.p));
+        }
+    }
+    if (e.code == NULL && !has_version) {
+        fail(&e, "version", "field 'v' is required; this server speaks %d",
+             SC_PROTO_VERSION);
+    } else if (e.code == NULL && version != SC_PROTO_VERSION) {
+        fail(&e, "version",
+             "protocol version %llu is not supported; this server speaks %d",
+             (unsigned long long)version, SC_PROTO_VERSION);
+    } else if (e.code == NULL && op[0] == '\0') {
+        fail(&e, "bad_request", "field 'op' is required");
+    }
+
+    int is_batch = strcmp(op, "lookup_batch") == 0 ||
+                   strcmp(op, "insert_batch") == 0;
+    if (e.code == NULL && is_batch) {
+        if (!has_items || nitems == 0 || nitems > SC_PROTO_MAX_ITEMS) {
+            fail(&e, "bad_request", "field 'items' must hold 1..%d maps",
+                 SC_PROTO_MAX_ITEMS);
+        }
+    }
+
+    msgpack_pack_map(&pk, has_id ? 3 : 2);
+    if (has_id) {
+        put_uint_kv(&pk, "id", id);
+    }
+    mp_put_key(&pk, "ok");
+    if (e.code != NULL) {
+        __atomic_add_fetch(&d->counts.bad_requests, 1, __ATOMIC_RELAXED);
+        msgpack_pack_false(&pk);
+        put_error(&pk, e.code, e.msg);
+    } else if (is_batch) {
+        msgpack_pack_true(&pk);
+        mp_put_key(&pk, "result");
+        msgpack_pack_map(&pk, 1);
+        mp_put_key(&pk, "results");
+        msgpack_pack_array(&pk, nitems);
+        run_batch(d, op[0] == 'i', it, &items, nitems, &pk, &tmp);
+    } else {
+        /* The result is packed aside: an op may fail after starting it. */
+        msgpack_packer tpk;
+        msgpack_packer_init(&tpk, &tmp, msgpack_sbuffer_write);
+        outcome o = {SC_OK, NULL, ""};
+        if (run_op(d, op, it, &tpk, &o) == 0) {
+            msgpack_pack_true(&pk);
+            mp_put_key(&pk, "result");
+            msgpack_pack_str_body(&pk, tmp.data, tmp.size);
+        } else {
+            __atomic_add_fetch(o.code ? &d->counts.bad_requests
+                                      : &d->counts.errors,
+                               1, __ATOMIC_RELAXED);
+            outcome_message(&o);
+            msgpack_pack_false(&pk);
+            put_error(&pk, o.code, o.msg);
+        }
+    }
+    free(it);
+    msgpack_sbuffer_destroy(&tmp);
+    if (sb.data == NULL) {
+        return -1;
+    }
+    *reply = (uint8_t *)sb.data;
+    *reply_len = sb.size;
+    return 0;
+}

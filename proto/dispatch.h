@@ -1,0 +1,39 @@
+/* dispatch.h - one request message in, one reply message out: decodes the
+ * msgpack request (docs/PROTOCOL.md), validates every field, calls the
+ * cache, and encodes the reply. Thread-safe; the cache does the locking. */
+#ifndef SC_DISPATCH_H
+#define SC_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/cache.h"
+
+#define SC_PROTO_VERSION 1
+#define SC_PROTO_MAX_ITEMS 1024
+#define SC_SERVER_NAME "semcached 0.1.0"
+
+typedef struct sc_dispatch sc_dispatch;
+
+/* cache is borrowed and must outlive the dispatcher. */
+sc_err sc_dispatch_open(sc_cache *cache, sc_dispatch **out);
+void sc_dispatch_close(sc_dispatch *d);
+
+/* An sc_server_handler (server.h): arg is the sc_dispatch. Always writes
+ * a reply (an error reply for bad input) and returns 0, except when out of
+ * memory. *reply is malloc'd; the caller frees it. */
+int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
+                       uint8_t **reply, size_t *reply_len);
+
+/* Requests that got an error reply, by cause, since open. */
+typedef struct sc_dispatch_counts {
+    uint64_t requests;
+    uint64_t bad_requests; /* malformed, wrong types, failed validation */
+    uint64_t errors;       /* well-formed, refused by the cache */
+} sc_dispatch_counts;
+void sc_dispatch_get_counts(sc_dispatch *d, sc_dispatch_counts *out);
+
+/* The wire code of an sc_err ("dim", "not_found", ...). */
+const char *sc_dispatch_errcode(sc_err e);
+
+#endif

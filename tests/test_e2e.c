@@ -1,0 +1,446 @@
+/* test_e2e.c - starts the real semcached on an ipc:// address and talks to
+ * it with libsemcache: every op, scope isolation, exact before semantic,
+ * hostile messages (garbage, truncations, huge declared lengths, deep
+ * nesting, wrong types, NaN, wrong dimension, oversized), after each of
+ * which the server must still answer; 32 concurrent clients mixing inserts
+ * and lookups; and a clean exit on SIGTERM.
+ * usage: test_e2e PATH/TO/semcached */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proto/client.h"
+#include "proto/mp.h"
+#include "test_util.h"
+
+static char url[128];
+
+static pid_t start_server(const char *bin)
+{
+    snprintf(url, sizeof(url), "ipc:///tmp/semcache-e2e-%d.ipc", (int)getpid());
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(bin, bin, "--listen", url, "--threads", "8", "--recv-max",
+              "1048576", (char *)NULL);
+        perror("exec semcached");
+        _exit(127);
+    }
+    return pid;
+}
+
+static sc_client *connect_ready(void)
+{
+    sc_client *c = NULL;
+    if (sc_client_open(url, 2000, &c) != SC_OK) {
+        return NULL;
+    }
+    /* The server may still be starting: ping until it answers. */
+    for (int i = 0; i < 50; i++) {
+        if (sc_client_ping(c, NULL, 0, NULL) == SC_OK) {
+            return c;
+        }
+        usleep(100000);
+    }
+    sc_client_close(c);
+    return NULL;
+}
+
+/* Sends raw bytes; returns the reply's "ok" (1/0), -1 if no valid reply. */
+static int raw_ok(sc_client *c, const void *msg, size_t len, char *code,
+                  size_t cap)
+{
+    uint8_t *reply = NULL;
+    size_t rlen = 0;
+    if (sc_client_call(c, msg, len, &reply, &rlen) != SC_OK) {
+        return -1;
+    }
+    mp_reader r;
+    mp_reader_init(&r, reply, rlen);
+    uint32_t n;
+    int ok = -1;
+    if (code != NULL) {
+        code[0] = '\0';
+    }
+    if (mp_read_map(&r, &n) == 0) {
+        for (uint32_t i = 0; i < n; i++) {
+            const char *k;
+            uint32_t kn;
+            if (mp_read_str(&r, &k, &kn) != 0) {
+                break;
+            }
+            bool b;
+            if (kn == 2 && memcmp(k, "ok", 2) == 0 && mp_read_bool(&r, &b) == 0) {
+                ok = b;
+            } else if (kn == 5 && memcmp(k, "error", 5) == 0) {
+                uint32_t en;
+                mp_read_map(&r, &en);
+                for (uint32_t j = 0; j < en; j++) {
+                    const char *ek;
+                    uint32_t ekn;
+                    mp_read_str(&r, &ek, &ekn);
+                    if (ekn == 4 && memcmp(ek, "code", 4) == 0 && code) {
+                        mp_read_cstr(&r, code, cap);
+                    } else {
+                        mp_skip(&r);
+                    }
+                }
+            } else {
+                mp_skip(&r);
+            }
+        }
+    }
+    free(reply);
+    return ok;
+}
+
+static void test_ops(sc_client *c)
+{
+    float v1[4] = {1, 0, 0, 0.1f};
+    float near1[4] = {0.95f, 0.05f, 0, 0.1f};
+    float far[4] = {0, 0, 1, 0};
+    sc_client_error err;
+    sc_client_item it;
+    memset(&it, 0, sizeof(it));
+    it.text = "How do I send a product back?";
+    it.vec = v1;
+    it.dim = 4;
+    it.response = "Use the returns form.";
+    it.response_len = strlen(it.response);
+    it.model = "gpt-4o";
+    it.input_tokens = 20;
+    it.output_tokens = 50;
+    uint64_t e1 = 0;
+    CHECK_EQ_INT(sc_client_insert(c, "faq", &it, &e1, &err), SC_OK);
+    CHECK(e1 > 0);
+
+    /* Same vector, another scope: a separate entry. */
+    sc_client_item other = it;
+    other.scope = "model=b";
+    other.response = "B's answer";
+    other.response_len = strlen(other.response);
+    uint64_t e2 = 0;
+    CHECK_EQ_INT(sc_client_insert(c, "faq", &other, &e2, &err), SC_OK);
+    CHECK(e2 != e1);
+
+    sc_client_result res;
+    sc_client_item q;
+    memset(&q, 0, sizeof(q));
+    q.text = "how do I send a   product BACK?";
+    CHECK_EQ_INT(sc_client_lookup(c, "faq", &q, &res, &err), SC_OK);
+    CHECK(res.hit && strcmp(res.layer, "exact") == 0 && res.entry == e1);
+    CHECK(res.input_tokens == 20 && res.output_tokens == 50);
+    CHECK(strcmp(res.model, "gpt-4o") == 0);
+    free(res.response);
+
+    q.text = NULL;
+    q.vec = near1;
+    q.dim = 4;
+    CHECK_EQ_INT(sc_client_lookup(c, "faq", &q, &res, &err), SC_OK);
+    CHECK(res.hit && strcmp(res.layer, "semantic") == 0 && res.entry == e1);
+    CHECK(res.response_len == strlen("Use the returns form.") &&
+          memcmp(res.response, "Use the returns form.", res.response_len) == 0);
+    CHECK(res.similarity > 0.9f && res.similarity <= 1.0f);
+    free(res.response);
+
+    /* The scope decides which entry answers. */
+    q.scope = "model=b";
+    CHECK_EQ_INT(sc_client_lookup(c, "faq", &q, &res, &err), SC_OK);
+    CHECK(res.hit && res.entry == e2);
+    free(res.response);
+    q.scope = "model=c";
+    CHECK_EQ_INT(sc_client_lookup(c, "faq", &q, &res, &err), SC_OK);
+    CHECK(!res.hit && strcmp(res.reason, "no_candidate") == 0);
+    q.scope = NULL;
+
+    q.vec = far;
+    CHECK_EQ_INT(sc_client_lookup(c, "faq", &q, &res, &err), SC_OK);
+    CHECK(!res.hit && strcmp(res.reason, "below_threshold") == 0);
+    /* A per-request threshold override lets the far one through. */
+    q.has_threshold = true;
+    q.threshold = -1.0f;
+    CHECK_EQ_INT(sc_client_lookup(c, "faq", &q, &res, &err), SC_OK);
+    CHECK(res.hit);
+    free(res.response);
+    q.has_threshold = false;
+
+    /* Wrong dimension, unknown namespace, unknown entry. */
+    q.dim = 3;
+    CHECK_EQ_INT(sc_client_lookup(c, "faq", &q, &res, &err), SC_EREMOTE);
+    CHECK(strcmp(err.code, "dim") == 0);
+    q.dim = 4;
+    CHECK_EQ_INT(sc_client_lookup(c, "nowhere", &q, &res, &err), SC_OK);
+    CHECK(!res.hit && strcmp(res.reason, "no_namespace") == 0);
+    CHECK_EQ_INT(sc_client_delete(c, 999999, &err), SC_EREMOTE);
+    CHECK(strcmp(err.code, "not_found") == 0);
+
+    /* Feedback quarantines: the hit is never served again. */
+    CHECK_EQ_INT(sc_client_feedback(c, e1, &err), SC_OK);
+    q.vec = near1;
+    CHECK_EQ_INT(sc_client_lookup(c, "faq", &q, &res, &err), SC_OK);
+    CHECK(!res.hit || res.entry != e1);
+    if (res.hit) {
+        free(res.response);
+    }
+    CHECK_EQ_INT(sc_client_delete(c, e2, &err), SC_OK);
+
+    uint8_t *raw = NULL;
+    size_t rlen = 0;
+    CHECK_EQ_INT(sc_client_stats(c, "faq", &raw, &rlen, &err), SC_OK);
+    CHECK(raw != NULL && rlen > 50);
+    free(raw);
+    CHECK_EQ_INT(sc_client_flush(c, "faq", &err), SC_OK);
+}
+
+/* Builds {"v":1,"op":OP,...} with a few custom fields for hostile tests. */
+static size_t build(uint8_t *out, size_t cap, const char *op, int version,
+                    const char *key, int kind)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, key ? 4 : 3);
+    mp_put_key(&pk, "v");
+    msgpack_pack_int(&pk, version);
+    mp_put_key(&pk, "op");
+    mp_put_str(&pk, op);
+    mp_put_key(&pk, "ns");
+    mp_put_str(&pk, "hostile");
+    if (key) {
+        mp_put_key(&pk, key);
+        float nanv[2] = {1.0f, NAN};
+        switch (kind) {
+        case 0: /* wrong type: an integer where a string/bin belongs */
+            msgpack_pack_int(&pk, 42);
+            break;
+        case 1: /* NaN inside a vector */
+            mp_put_vec(&pk, nanv, 2);
+            break;
+        case 2: /* a vector of 6 bytes */
+            mp_put_bin(&pk, "abcdef", 6);
+            break;
+        default: /* NaN threshold */
+            msgpack_pack_double(&pk, NAN);
+            break;
+        }
+    }
+    size_t n = sb.size < cap ? sb.size : cap;
+    memcpy(out, sb.data, n);
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
+static void test_hostile(sc_client *c)
+{
+    char code[32];
+    uint8_t m[512];
+    size_t n;
+    CHECK_EQ_INT(raw_ok(c, "garbage!", 8, code, sizeof(code)), 0);
+    CHECK(strcmp(code, "bad_request") == 0);
+    CHECK_EQ_INT(raw_ok(c, "", 0, code, sizeof(code)), 0);
+
+    n = build(m, sizeof(m), "ping", 2, NULL, 0);
+    CHECK_EQ_INT(raw_ok(c, m, n, code, sizeof(code)), 0);
+    CHECK(strcmp(code, "version") == 0);
+    n = build(m, sizeof(m), "explode", 1, NULL, 0);
+    CHECK_EQ_INT(raw_ok(c, m, n, code, sizeof(code)), 0);
+    CHECK(strcmp(code, "unknown_op") == 0);
+    n = build(m, sizeof(m), "lookup", 1, "vec", 0);
+    CHECK_EQ_INT(raw_ok(c, m, n, code, sizeof(code)), 0);
+    CHECK(strcmp(code, "bad_request") == 0);
+    n = build(m, sizeof(m), "lookup", 1, "vec", 1);
+    CHECK_EQ_INT(raw_ok(c, m, n, code, sizeof(code)), 0);
+    CHECK(strcmp(code, "nan") == 0);
+    n = build(m, sizeof(m), "lookup", 1, "vec", 2);
+    CHECK_EQ_INT(raw_ok(c, m, n, code, sizeof(code)), 0);
+    n = build(m, sizeof(m), "lookup", 1, "threshold", 3);
+    CHECK_EQ_INT(raw_ok(c, m, n, code, sizeof(code)), 0);
+    CHECK(strcmp(code, "nan") == 0);
+
+    /* Every truncation of a valid insert gets an error reply. */
+    float v[4] = {1, 2, 3, 4};
+    sc_client_item it;
+    memset(&it, 0, sizeof(it));
+    it.vec = v;
+    it.dim = 4;
+    it.response = "r";
+    it.response_len = 1;
+    uint8_t *req;
+    size_t len;
+    CHECK_EQ_INT(sc_client_build_insert("trunc", &it, &req, &len), SC_OK);
+    int bad = 0;
+    for (size_t cut = 0; cut < len; cut++) {
+        bad += raw_ok(c, req, cut, NULL, 0) != 0;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(raw_ok(c, req, len, NULL, 0), 1);
+    free(req);
+
+    /* Declared lengths far beyond the bytes present. */
+    const uint8_t huge_map[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'v', 1};
+    const uint8_t huge_str[] = {0x81, 0xdb, 0xff, 0xff, 0xff, 0xf0, 'x'};
+    const uint8_t huge_arr[] = {0x83, 0xa1, 'v', 0x01, 0xa2, 'o', 'p', 0xac,
+                                'l', 'o', 'o', 'k', 'u', 'p', '_', 'b', 'a',
+                                't', 'c', 'h', 0xa5, 'i', 't', 'e', 'm', 's',
+                                0xdd, 0x7f, 0xff, 0xff, 0xff};
+    CHECK_EQ_INT(raw_ok(c, huge_map, sizeof(huge_map), NULL, 0), 0);
+    CHECK_EQ_INT(raw_ok(c, huge_str, sizeof(huge_str), NULL, 0), 0);
+    CHECK_EQ_INT(raw_ok(c, huge_arr, sizeof(huge_arr), NULL, 0), 0);
+
+    /* Nesting 1000 deep inside an unknown key. */
+    uint8_t deep[1100];
+    size_t dn = 0;
+    deep[dn++] = 0x83;
+    deep[dn++] = 0xa1;
+    deep[dn++] = 'v';
+    deep[dn++] = 0x01;
+    deep[dn++] = 0xa2;
+    deep[dn++] = 'o';
+    deep[dn++] = 'p';
+    deep[dn++] = 0xa4;
+    memcpy(deep + dn, "ping", 4);
+    dn += 4;
+    deep[dn++] = 0xa1;
+    deep[dn++] = 'x';
+    for (int i = 0; i < 1000; i++) {
+        deep[dn++] = 0x91; /* array of one */
+    }
+    deep[dn++] = 0xc0;
+    CHECK_EQ_INT(raw_ok(c, deep, dn, code, sizeof(code)), 0);
+
+    /* Random byte flips of a valid message: any reply, never a crash. */
+    CHECK_EQ_INT(sc_client_build_insert("flips", &it, &req, &len), SC_OK);
+    uint64_t seed = 9;
+    int answered = 0;
+    for (int i = 0; i < 300; i++) {
+        uint8_t copy[256];
+        memcpy(copy, req, len);
+        copy[test_rand(&seed) % len] ^= (uint8_t)(1 + test_rand(&seed) % 255);
+        answered += raw_ok(c, copy, len, NULL, 0) >= 0;
+    }
+    CHECK_EQ_INT(answered, 300);
+    free(req);
+
+    /* A message over --recv-max (1 MiB) is dropped, not answered; the
+     * client's own timeout ends the wait. */
+    size_t big = 2u << 20;
+    uint8_t *huge = calloc(1, big);
+    sc_client *c2;
+    CHECK_EQ_INT(sc_client_open(url, 500, &c2), SC_OK);
+    CHECK_EQ_INT(raw_ok(c2, huge, big, NULL, 0), -1);
+    sc_client_close(c2);
+    free(huge);
+
+    /* After all that, the server still answers. */
+    CHECK_EQ_INT(sc_client_ping(c, NULL, 0, NULL), SC_OK);
+}
+
+typedef struct conc {
+    int thread;
+    int failures;
+    int hits;
+} conc;
+
+static void *client_thread(void *arg)
+{
+    conc *t = arg;
+    sc_client *c;
+    if (sc_client_open(url, 5000, &c) != SC_OK) {
+        t->failures++;
+        return NULL;
+    }
+    char ns[32];
+    snprintf(ns, sizeof(ns), "conc%d", t->thread % 4);
+    for (int i = 0; i < 60 && t->failures < 3; i++) {
+        float v[8];
+        for (int j = 0; j < 8; j++) {
+            v[j] = (float)((t->thread * 131 + i * 7 + j * 3) % 17) - 8.0f;
+        }
+        v[0] += 20.0f; /* never all zero */
+        sc_client_item it;
+        memset(&it, 0, sizeof(it));
+        it.vec = v;
+        it.dim = 8;
+        sc_client_error err;
+        if (i % 3 == 0) {
+            char resp[32];
+            snprintf(resp, sizeof(resp), "t%d-%d", t->thread, i);
+            it.response = resp;
+            it.response_len = strlen(resp);
+            uint64_t id;
+            sc_err rc = sc_client_insert(c, ns, &it, &id, &err);
+            if (rc != SC_OK) {
+                if (t->failures++ == 0) {
+                    fprintf(stderr, "client %d: insert: %s %s %s\n",
+                            t->thread, sc_strerror(rc),
+                            rc == SC_EREMOTE ? err.code : "",
+                            rc == SC_EREMOTE ? err.message : "");
+                }
+            }
+        } else {
+            sc_client_result res;
+            sc_err rc = sc_client_lookup(c, ns, &it, &res, &err);
+            if (rc != SC_OK) {
+                if (t->failures++ == 0) {
+                    fprintf(stderr, "client %d: lookup: %s %s\n", t->thread,
+                            sc_strerror(rc), rc == SC_EREMOTE ? err.code : "");
+                }
+            } else if (res.hit) {
+                t->hits++;
+                free(res.response);
+            }
+        }
+    }
+    sc_client_close(c);
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    pthread_t th[32];
+    conc t[32];
+    for (int i = 0; i < 32; i++) {
+        t[i] = (conc){i, 0, 0};
+        pthread_create(&th[i], NULL, client_thread, &t[i]);
+    }
+    int failures = 0, hits = 0;
+    for (int i = 0; i < 32; i++) {
+        pthread_join(th[i], NULL);
+        failures += t[i].failures;
+        hits += t[i].hits;
+    }
+    CHECK_EQ_INT(failures, 0);
+    CHECK(hits > 0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_e2e PATH/TO/semcached\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    pid_t pid = start_server(argv[1]);
+    sc_client *c = connect_ready();
+    CHECK(c != NULL);
+    if (c != NULL) {
+        char server[64];
+        CHECK_EQ_INT(sc_client_ping(c, server, sizeof(server), NULL), SC_OK);
+        CHECK(strncmp(server, "semcached", 9) == 0);
+        test_ops(c);
+        test_hostile(c);
+        test_concurrent();
+        sc_client_close(c);
+    }
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return test_summary("test_e2e");
+}
