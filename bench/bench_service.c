@@ -1,0 +1,430 @@
+/* bench_service.c - "how fast is semcached over its socket?" Starts a real
+ * semcached (or uses --addr), fills a namespace with N entries of d = 384,
+ * then drives closed-loop lookups from C client threads (each request in
+ * flight is one thread with one request outstanding), with a chosen
+ * fraction of hits. In the same run it measures a bare nng REQ/REP echo
+ * server with the same message sizes: the transport's floor. Prints a table,
+ * or one JSON object per line with --json. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/client.h"
+#include "proto/mp.h"
+
+#define DIM 384
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static uint64_t rng(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Vector i of the data set: deterministic, so lookups can aim at hits. */
+static void vec_of(uint64_t i, float *v)
+{
+    uint64_t s = i * 7919 + 1;
+    for (int j = 0; j < DIM; j++) {
+        v[j] = (float)((double)(rng(&s) >> 11) / 9007199254740992.0 - 0.5);
+    }
+}
+
+/* ---- the echo floor ------------------------------------------------- */
+
+typedef struct echo {
+    nng_socket sock;
+    pthread_t tids[16];
+    int n;
+} echo;
+
+static void *echo_main(void *arg)
+{
+    echo *e = arg;
+    nng_ctx ctx;
+    nng_aio *aio;
+    if (nng_ctx_open(&ctx, e->sock) != 0 || nng_aio_alloc(&aio, NULL, NULL)) {
+        return NULL;
+    }
+    for (;;) {
+        nng_ctx_recv(ctx, aio);
+        nng_aio_wait(aio);
+        if (nng_aio_result(aio) != 0) {
+            break;
+        }
+        /* Answer with a reply of a lookup's size: a short map. */
+        nng_msg *m = nng_aio_get_msg(aio);
+        nng_msg_clear(m);
+        nng_msg_append(m, "\x83\xa2ok\xc3\xa6result\x80\xa2id\x00", 15);
+        nng_aio_set_msg(aio, m);
+        nng_ctx_send(ctx, aio);
+        nng_aio_wait(aio);
+        if (nng_aio_result(aio) != 0) {
+            nng_msg_free(nng_aio_get_msg(aio));
+        }
+    }
+    nng_aio_free(aio);
+    return NULL;
+}
+
+static int echo_start(echo *e, const char *url, int threads)
+{
+    if (nng_rep0_open(&e->sock) != 0 || nng_listen(e->sock, url, NULL, 0) != 0) {
+        return -1;
+    }
+    e->n = threads;
+    for (int i = 0; i < threads; i++) {
+        pthread_create(&e->tids[i], NULL, echo_main, e);
+    }
+    return 0;
+}
+
+static void echo_stop(echo *e)
+{
+    nng_close(e->sock);
+    for (int i = 0; i < e->n; i++) {
+        pthread_join(e->tids[i], NULL);
+    }
+}
+
+/* ---- load ----------------------------------------------------------- */
+
+typedef struct load {
+    const char *url;
+    const char *ns;
+    uint64_t entries;
+    double hit_fraction;
+    int batch;
+    double seconds;
+    int thread;
+    /* results */
+    uint64_t done;
+    uint64_t errors;
+    uint64_t hits;
+    double *lat; /* per request, seconds */
+    size_t nlat, caplat;
+} load;
+
+static void *load_main(void *arg)
+{
+    load *l = arg;
+    sc_client *c;
+    if (sc_client_open(l->url, 5000, &c) != SC_OK) {
+        l->errors++;
+        return NULL;
+    }
+    uint64_t s = 1000 + (uint64_t)l->thread;
+    float *v = malloc(sizeof(float) * DIM * (size_t)l->batch);
+    double end = now_s() + l->seconds;
+    while (now_s() < end) {
+        /* Build one request: a lookup, or a lookup_batch of l->batch. */
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        int batch = l->batch > 1;
+        msgpack_pack_map(&pk, 4);
+        mp_put_key(&pk, "v");
+        msgpack_pack_uint32(&pk, 1);
+        mp_put_key(&pk, "op");
+        mp_put_str(&pk, batch ? "lookup_batch" : "lookup");
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, l->ns);
+        for (int b = 0; b < l->batch; b++) {
+            float *x = v + (size_t)b * DIM;
+            int hit = (double)(rng(&s) >> 11) / 9007199254740992.0 <
+                      l->hit_fraction;
+            vec_of(hit ? rng(&s) % l->entries : l->entries + rng(&s) % 1000000,
+                   x);
+        }
+        if (batch) {
+            mp_put_key(&pk, "items");
+            msgpack_pack_array(&pk, (size_t)l->batch);
+            for (int b = 0; b < l->batch; b++) {
+                msgpack_pack_map(&pk, 1);
+                mp_put_key(&pk, "vec");
+                mp_put_vec(&pk, v + (size_t)b * DIM, DIM);
+            }
+        } else {
+            mp_put_key(&pk, "vec");
+            mp_put_vec(&pk, v, DIM);
+        }
+        uint8_t *reply = NULL;
+        size_t rlen = 0;
+        double t0 = now_s();
+        sc_err rc = sc_client_call(c, sb.data, sb.size, &reply, &rlen);
+        double t1 = now_s();
+        msgpack_sbuffer_destroy(&sb);
+        if (rc != SC_OK || rlen < 4 || memmem(reply, rlen, "\xa2ok\xc3", 4) == NULL) {
+            l->errors++;
+        } else {
+            l->done += (uint64_t)l->batch;
+            /* A hit's reply carries its response bytes. */
+            const char *p = (const char *)reply;
+            for (size_t i = 0; i + 5 <= rlen; i++) {
+                if (memcmp(p + i, "\xa3hit\xc3", 5) == 0) {
+                    l->hits++;
+                }
+            }
+            if (l->nlat == l->caplat) {
+                l->caplat = l->caplat ? l->caplat * 2 : 4096;
+                l->lat = realloc(l->lat, l->caplat * sizeof(double));
+            }
+            l->lat[l->nlat++] = t1 - t0;
+        }
+        free(reply);
+    }
+    free(v);
+    sc_client_close(c);
+    return NULL;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct result {
+    double per_s, p50_us, p99_us;
+    uint64_t errors, hits, done;
+} result;
+
+static result run_load(const char *url, const char *ns, uint64_t entries,
+                       int clients, int batch, double hit_fraction,
+                       double seconds)
+{
+    load *ls = calloc((size_t)clients, sizeof(load));
+    pthread_t *t = calloc((size_t)clients, sizeof(pthread_t));
+    for (int i = 0; i < clients; i++) {
+        ls[i] = (load){url, ns, entries, hit_fraction, batch, seconds, i,
+                       0, 0, 0, NULL, 0, 0};
+        pthread_create(&t[i], NULL, load_main, &ls[i]);
+    }
+    double t0 = now_s();
+    size_t nlat = 0;
+    result r = {0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < clients; i++) {
+        pthread_join(t[i], NULL);
+        nlat += ls[i].nlat;
+        r.errors += ls[i].errors;
+        r.hits += ls[i].hits;
+        r.done += ls[i].done;
+    }
+    double el = now_s() - t0;
+    double *all = malloc((nlat ? nlat : 1) * sizeof(double));
+    size_t k = 0;
+    for (int i = 0; i < clients; i++) {
+        memcpy(all + k, ls[i].lat, ls[i].nlat * sizeof(double));
+        k += ls[i].nlat;
+        free(ls[i].lat);
+    }
+    qsort(all, nlat, sizeof(double), cmp_d);
+    r.per_s = (double)r.done / el;
+    r.p50_us = nlat ? all[nlat / 2] * 1e6 : NAN;
+    r.p99_us = nlat ? all[(size_t)((double)nlat * 0.99)] * 1e6 : NAN;
+    free(all);
+    free(ls);
+    free(t);
+    return r;
+}
+
+static int fill(const char *url, const char *ns, uint64_t n)
+{
+    sc_client *c;
+    if (sc_client_open(url, 10000, &c) != SC_OK) {
+        return -1;
+    }
+    float v[DIM];
+    const uint64_t per = 256;
+    for (uint64_t i = 0; i < n; i += per) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        uint64_t m = n - i < per ? n - i : per;
+        msgpack_pack_map(&pk, 4);
+        mp_put_key(&pk, "v");
+        msgpack_pack_uint32(&pk, 1);
+        mp_put_key(&pk, "op");
+        mp_put_str(&pk, "insert_batch");
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, ns);
+        mp_put_key(&pk, "items");
+        msgpack_pack_array(&pk, m);
+        for (uint64_t j = 0; j < m; j++) {
+            char resp[48];
+            int rl = snprintf(resp, sizeof(resp), "answer %llu",
+                              (unsigned long long)(i + j));
+            vec_of(i + j, v);
+            msgpack_pack_map(&pk, 2);
+            mp_put_key(&pk, "vec");
+            mp_put_vec(&pk, v, DIM);
+            mp_put_key(&pk, "response");
+            mp_put_bin(&pk, resp, (size_t)rl);
+        }
+        uint8_t *reply = NULL;
+        size_t rlen;
+        sc_err rc = sc_client_call(c, sb.data, sb.size, &reply, &rlen);
+        msgpack_sbuffer_destroy(&sb);
+        int bad = rc != SC_OK || memmem(reply, rlen, "\xa2ok\xc2", 4) != NULL;
+        free(reply);
+        if (bad) {
+            sc_client_close(c);
+            return -1;
+        }
+    }
+    sc_client_close(c);
+    return 0;
+}
+
+static void usage(void)
+{
+    printf("usage: bench_service [--server PATH | --addr URL] [--quick] [--json]\n"
+           "                     [--seconds S] [--hit-fraction F]\n"
+           "Closed-loop lookups against semcached at 1k, 10k and 100k entries\n"
+           "(d = 384), 1 and 32 clients, single lookups and lookup_batch of 64,\n"
+           "beside a bare nng REQ/REP echo server (the transport's floor).\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *server = "build/semcached";
+    const char *addr = NULL;
+    int json = 0, quick = 0;
+    double seconds = 2.0, hitf = 0.5;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
+            server = argv[++i];
+        } else if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc) {
+            addr = argv[++i];
+        } else if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (strcmp(argv[i], "--quick") == 0) {
+            quick = 1;
+            seconds = 0.5;
+        } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+            seconds = atof(argv[++i]);
+        } else if (strcmp(argv[i], "--hit-fraction") == 0 && i + 1 < argc) {
+            hitf = atof(argv[++i]);
+        } else {
+            usage();
+            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    char url[128];
+    pid_t pid = -1;
+    if (addr == NULL) {
+        snprintf(url, sizeof(url), "ipc:///tmp/bench-service-%d.ipc",
+                 (int)getpid());
+        pid = fork();
+        if (pid == 0) {
+            execl(server, server, "--listen", url, "--threads", "64",
+                  "--recv-max", "67108864", (char *)NULL);
+            perror("exec semcached");
+            _exit(127);
+        }
+        addr = url;
+        sc_client *c;
+        sc_client_open(addr, 200, &c);
+        int up = 0;
+        for (int i = 0; i < 100 && !up; i++) {
+            up = sc_client_ping(c, NULL, 0, NULL) == SC_OK;
+            if (!up) {
+                usleep(100000);
+            }
+        }
+        sc_client_close(c);
+        if (!up) {
+            fprintf(stderr, "bench_service: semcached did not start\n");
+            return 1;
+        }
+    }
+    char echo_url[128];
+    snprintf(echo_url, sizeof(echo_url), "ipc:///tmp/bench-echo-%d.ipc",
+             (int)getpid());
+    echo e;
+    if (echo_start(&e, echo_url, 16) != 0) {
+        fprintf(stderr, "bench_service: echo server failed\n");
+        return 1;
+    }
+    const uint64_t sizes[] = {1000, 10000, 100000};
+    const int nsizes = quick ? 1 : 3;
+    const int clients_list[] = {1, 32};
+    if (!json) {
+        printf("%8s %4s %7s %5s %12s %9s %9s %12s %9s %8s %6s %7s\n", "entries",
+               "d", "clients", "batch", "lookups/s", "p50 us", "p99 us",
+               "echo req/s", "echo p50", "vs_echo", "hit%", "errors");
+    }
+    for (int si = 0; si < nsizes; si++) {
+        char ns[32];
+        snprintf(ns, sizeof(ns), "bench%llu", (unsigned long long)sizes[si]);
+        if (fill(addr, ns, sizes[si]) != 0) {
+            fprintf(stderr, "bench_service: filling %s failed\n", ns);
+            break;
+        }
+        for (int ci = 0; ci < 2; ci++) {
+            for (int batch = 1; batch <= 64; batch *= 64) {
+                int clients = clients_list[ci];
+                if (batch > 1 && clients > 1) {
+                    clients = 4; /* batches keep the server busy already */
+                }
+                result echo_r = run_load(echo_url, ns, sizes[si], clients,
+                                         batch, hitf, seconds);
+                result r = run_load(addr, ns, sizes[si], clients, batch, hitf,
+                                    seconds);
+                /* The echo answers one message per request: compare
+                 * requests, so a batch's floor is per message. */
+                double echo_req = echo_r.per_s / batch;
+                double req = r.per_s / batch;
+                double vs = req / echo_req;
+                double hitpct = r.done ? 100.0 * (double)r.hits / (double)r.done
+                                       : 0;
+                if (json) {
+                    printf("{\"bench\":\"service\",\"entries\":%llu,\"d\":%d,"
+                           "\"clients\":%d,\"batch\":%d,\"lookups_per_s\":%.1f,"
+                           "\"p50_us\":%.1f,\"p99_us\":%.1f,"
+                           "\"echo_lookups_per_s\":%.1f,\"echo_p50_us\":%.1f,"
+                           "\"vs_echo\":%.3f,\"hit_fraction\":%.3f,"
+                           "\"errors\":%llu}\n",
+                           (unsigned long long)sizes[si], DIM, clients, batch,
+                           r.per_s, r.p50_us, r.p99_us, echo_r.per_s,
+                           echo_r.p50_us, vs, hitpct / 100.0,
+                           (unsigned long long)(r.errors + echo_r.errors));
+                } else {
+                    printf("%8llu %4d %7d %5d %12.0f %9.1f %9.1f %12.0f %9.1f "
+                           "%8.3f %6.1f %7llu\n",
+                           (unsigned long long)sizes[si], DIM, clients, batch,
+                           r.per_s, r.p50_us, r.p99_us, echo_r.per_s,
+                           echo_r.p50_us, vs, hitpct,
+                           (unsigned long long)(r.errors + echo_r.errors));
+                }
+                fflush(stdout);
+            }
+        }
+    }
+    echo_stop(&e);
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+    }
+    return 0;
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# test_cli.sh SEMCACHED SEMCACHE_CLI - semcache-cli against a real semcached:
+# every command, human and --json output, and the exit statuses (0 on
+# success and on a miss, 1 when the server refuses, 2 on bad usage, 3 when
+# the server cannot be reached).
+set -u
+server=$1
+cli=$2
+addr="ipc:///tmp/semcache-cli-test-$$.ipc"
+pass=0
+fail=0
+"$server" --listen "$addr" 2>/tmp/semcache-cli-test-$$.log &
+spid=$!
+trap 'kill $spid 2>/dev/null; rm -f /tmp/semcache-cli-test-$$.log' EXIT
+
+# expect STATUS PATTERN -- COMMAND...: runs the CLI, checks status and output.
+expect() {
+    local want=$1 pattern=$2
+    shift 3
+    local out status
+    out=$("$cli" -a "$addr" "$@" 2>&1)
+    status=$?
+    if [ "$status" = "$want" ] && printf '%s' "$out" | grep -qE -- "$pattern"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: semcache-cli $* -> status $status (want $want), output: $out" >&2
+    fi
+}
+
+for _ in $(seq 50); do
+    "$cli" -a "$addr" --timeout 200 ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+expect 0 '^pong from semcached' -- ping
+expect 0 '"ok":true,"server":"semcached' -- --json ping
+expect 0 '^stored as entry 1$' -- insert --ns faq --text "What is the return policy?" \
+    --vec 0.9,0.1,0.2 --response "30 days" --model gpt-4o --input-tokens 10 --output-tokens 20
+expect 0 '^hit \(exact, similarity 1.0000\) entry 1: 30 days$' -- lookup --ns faq --text "what is the RETURN   policy?"
+expect 0 '^hit \(semantic, similarity 0.99[0-9]+\) entry 1: 30 days$' -- lookup --ns faq --vec 0.85,0.15,0.2
+expect 0 '"hit":true,"layer":"semantic"' -- --json lookup --ns faq --vec 0.85,0.15,0.2
+expect 0 '^miss \(below_threshold, best similarity' -- lookup --ns faq --vec -0.2,1,0
+expect 0 '^hit \(semantic' -- lookup --ns faq --vec -0.2,1,0 --threshold -1
+expect 0 '^miss \(no_candidate\)' -- lookup --ns faq --scope other --vec 0.9,0.1,0.2
+expect 0 '^miss \(no_namespace\)' -- lookup --ns nowhere --vec 1,2,3
+expect 1 'dim: ' -- lookup --ns faq --vec 1,2
+expect 1 'nan|bad_request|zero_vector' -- insert --ns faq --vec 0,0,0 --response x
+expect 0 '^exact_hits +1$' -- stats --ns faq
+expect 0 '"semantic_hits":3' -- --json stats --ns faq
+expect 0 'feedback 1: done' -- feedback 1
+expect 0 '^miss' -- lookup --ns faq --vec 0.9,0.1,0.2
+expect 0 'delete 1: done' -- delete 1
+expect 1 'not_found' -- delete 1
+expect 0 'flushed faq' -- flush --ns faq
+expect 2 'needs --ns' -- insert --text hi --response x
+expect 2 '--vec wants' -- lookup --ns faq --vec 1,,x
+expect 2 'unknown command' -- frobnicate
+out=$("$cli" -a ipc:///tmp/semcache-no-such-server.ipc --timeout 300 ping 2>&1)
+if [ $? = 3 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unreachable server: $out" >&2; fi
+
+kill -TERM $spid
+wait $spid
+status=$?
+if [ $status = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: semcached exit $status" >&2; fi
+echo "test_cli: $pass passed, $fail failed"
+[ $fail = 0 ]
