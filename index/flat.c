@@ -16,13 +16,14 @@
 #include "index/index.h"
 #include "index/simd/simd.h"
 
-#define BLOCK 256            /* rows scored per kernel call */
-#define GEMM_ROWS 4096       /* rows per sgemm block in batch search */
-#define TILE_ROWS 256        /* rows per SIMD tile block: stays in L2 */
-#define DEFAULT_RERANK 64    /* int8 candidates re-scored per query */
-#define MAX_RERANK 1024
-#define I8_MARGIN 0.05f      /* int8 score error allowed below threshold */
-#define SPLIT_BYTES (8u << 20) /* scans smaller than this stay on one thread */
+#define BLOCK          256  /* rows scored per kernel call */
+#define GEMM_ROWS      4096 /* rows per sgemm block in batch search */
+#define TILE_ROWS      256  /* rows per SIMD tile block: stays in L2 */
+#define DEFAULT_RERANK 64   /* int8 candidates re-scored per query */
+#define MAX_RERANK     1024
+#define I8_MARGIN      0.05f      /* int8 score error allowed below threshold */
+#define SPLIT_BYTES    (8u << 20) /* scans smaller than this stay on one thread \
+                                   */
 #define SPLIT_MIN_ROWS 4096
 
 typedef struct flat {
@@ -263,21 +264,21 @@ static sc_err grow(flat *f)
             return SC_ENOMEM;
         }
         f->scales = sc;
-        uint16_t *rr = region_resize(f->rr, rr_bytes(f, f->cap),
-                                     rr_bytes(f, ncap));
+        uint16_t *rr =
+            region_resize(f->rr, rr_bytes(f, f->cap), rr_bytes(f, ncap));
         if (rr == NULL) {
             return SC_ENOMEM;
         }
         f->rr = rr;
     }
     /* codes last: cap only changes once every array has room. */
-    unsigned char *codes = region_resize(f->codes, codes_bytes(f, f->cap),
-                                         codes_bytes(f, ncap));
+    unsigned char *codes =
+        region_resize(f->codes, codes_bytes(f, f->cap), codes_bytes(f, ncap));
     if (codes == NULL) {
         if (f->storage == SC_STORAGE_I8) {
             /* Shrink rr back so that its size matches cap again. */
-            uint16_t *rr = region_resize(f->rr, rr_bytes(f, ncap),
-                                         rr_bytes(f, f->cap));
+            uint16_t *rr =
+                region_resize(f->rr, rr_bytes(f, ncap), rr_bytes(f, f->cap));
             if (rr != NULL) {
                 f->rr = rr;
             }
@@ -550,8 +551,7 @@ static void *split_main(void *arg)
 }
 
 /* Scans all rows into c, across threads when the scan is large enough. */
-static sc_err scan_all(const flat *f, const prepq *pq, unsigned k,
-                       collector *c)
+static sc_err scan_all(const flat *f, const prepq *pq, unsigned k, collector *c)
 {
     size_t live_bytes = codes_bytes(f, f->n);
     unsigned nt = f->threads;

@@ -221,7 +221,8 @@ sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
                              unsigned k, float threshold, sc_hit *hits,
                              unsigned *nhits)
 {
-    if (ix == NULL || (nq > 0 && (qs == NULL || hits == NULL || nhits == NULL))) {
+    if (ix == NULL ||
+        (nq > 0 && (qs == NULL || hits == NULL || nhits == NULL))) {
         return SC_EINVAL;
     }
     sc_err rc = check_search(k, threshold);

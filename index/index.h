@@ -15,7 +15,7 @@
 #include "common/sc_error.h"
 
 #define SC_INDEX_MAX_DIM 4096u
-#define SC_INDEX_MAX_K 16u
+#define SC_INDEX_MAX_K   16u
 
 typedef enum sc_storage {
     SC_STORAGE_F32 = 0,

@@ -75,7 +75,8 @@ static int raw_ok(sc_client *c, const void *msg, size_t len, char *code,
                 break;
             }
             bool b;
-            if (kn == 2 && memcmp(k, "ok", 2) == 0 && mp_read_bool(&r, &b) == 0) {
+            if (kn == 2 && memcmp(k, "ok", 2) == 0 &&
+                mp_read_bool(&r, &b) == 0) {
                 ok = b;
             } else if (kn == 5 && memcmp(k, "error", 5) == 0) {
                 uint32_t en;
@@ -285,10 +286,10 @@ static void test_hostile(sc_client *c)
     /* Declared lengths far beyond the bytes present. */
     const uint8_t huge_map[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'v', 1};
     const uint8_t huge_str[] = {0x81, 0xdb, 0xff, 0xff, 0xff, 0xf0, 'x'};
-    const uint8_t huge_arr[] = {0x83, 0xa1, 'v', 0x01, 0xa2, 'o', 'p', 0xac,
-                                'l', 'o', 'o', 'k', 'u', 'p', '_', 'b', 'a',
-                                't', 'c', 'h', 0xa5, 'i', 't', 'e', 'm', 's',
-                                0xdd, 0x7f, 0xff, 0xff, 0xff};
+    const uint8_t huge_arr[] = {0x83, 0xa1, 'v',  0x01, 0xa2, 'o',  'p', 0xac,
+                                'l',  'o',  'o',  'k',  'u',  'p',  '_', 'b',
+                                'a',  't',  'c',  'h',  0xa5, 'i',  't', 'e',
+                                'm',  's',  0xdd, 0x7f, 0xff, 0xff, 0xff};
     CHECK_EQ_INT(raw_ok(c, huge_map, sizeof(huge_map), NULL, 0), 0);
     CHECK_EQ_INT(raw_ok(c, huge_str, sizeof(huge_str), NULL, 0), 0);
     CHECK_EQ_INT(raw_ok(c, huge_arr, sizeof(huge_arr), NULL, 0), 0);
@@ -377,9 +378,8 @@ static void *client_thread(void *arg)
             sc_err rc = sc_client_insert(c, ns, &it, &id, &err);
             if (rc != SC_OK) {
                 if (t->failures++ == 0) {
-                    fprintf(stderr, "client %d: insert: %s %s %s\n",
-                            t->thread, sc_strerror(rc),
-                            rc == SC_EREMOTE ? err.code : "",
+                    fprintf(stderr, "client %d: insert: %s %s %s\n", t->thread,
+                            sc_strerror(rc), rc == SC_EREMOTE ? err.code : "",
                             rc == SC_EREMOTE ? err.message : "");
                 }
             }

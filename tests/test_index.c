@@ -93,7 +93,8 @@ static void test_validation(void)
     float big[4] = {1000, 2000, 3000, 4000};
     CHECK_EQ_INT(sc_index_search(ix, big, 1, 0.999f, hits, &nh), SC_OK);
     CHECK_EQ_INT(nh, 1);
-    CHECK(nh == 1 && hits[0].id == 1 && fabsf(hits[0].similarity - 1.0f) < 1e-6f);
+    CHECK(nh == 1 && hits[0].id == 1 &&
+          fabsf(hits[0].similarity - 1.0f) < 1e-6f);
     CHECK_EQ_INT(sc_index_get(ix, 1, out), SC_OK);
     double norm = 0;
     for (int i = 0; i < 4; i++) {
@@ -357,7 +358,8 @@ static void test_split(sc_storage st)
         CHECK_EQ_INT(sc_index_search(four, q, 16, -1.0f, b, &nb), SC_OK);
         mismatch += na != nb;
         for (unsigned i = 0; i < na && i < nb; i++) {
-            mismatch += a[i].id != b[i].id || a[i].similarity != b[i].similarity;
+            mismatch +=
+                a[i].id != b[i].id || a[i].similarity != b[i].similarity;
         }
     }
     CHECK_EQ_INT(mismatch, 0);

@@ -10,27 +10,27 @@
 static int test_passed;
 static int test_failed;
 
-#define CHECK(cond)                                                           \
-    do {                                                                      \
-        if (cond) {                                                           \
-            test_passed++;                                                    \
-        } else {                                                              \
-            test_failed++;                                                    \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,  \
-                    #cond);                                                   \
-        }                                                                     \
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (cond) {                                                            \
+            test_passed++;                                                     \
+        } else {                                                               \
+            test_failed++;                                                     \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,   \
+                    #cond);                                                    \
+        }                                                                      \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                    \
-    do {                                                                      \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                 \
-        if (va_ == vb_) {                                                     \
-            test_passed++;                                                    \
-        } else {                                                              \
-            test_failed++;                                                    \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", \
-                    __FILE__, __LINE__, #a, #b, va_, vb_);                    \
-        }                                                                     \
+#define CHECK_EQ_INT(a, b)                                                     \
+    do {                                                                       \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                  \
+        if (va_ == vb_) {                                                      \
+            test_passed++;                                                     \
+        } else {                                                               \
+            test_failed++;                                                     \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n",  \
+                    __FILE__, __LINE__, #a, #b, va_, vb_);                     \
+        }                                                                      \
     } while (0)
 
 static inline int test_summary(const char *name)

@@ -1,10 +1,20 @@
-/* avx2.c - AVX2 + FMA + F16C kernels. Compiled with per-file target flags
- * (CMake) and a target pragma, so the rest of the binary stays baseline
- * x86-64; dispatch.c calls in here only when the CPU has all three. */
-#pragma GCC target("avx2,fma,f16c")
+/* avx2.c - AVX2 + FMA + F16C kernels. Target pragmas (and CMake's per-file
+ * flags) keep these instructions out of the rest of the binary, which stays
+ * baseline x86-64; dispatch.c calls in here only when the CPU has all three
+ * and the OS saves YMM state. */
 #include <immintrin.h>
 
 #include "index/simd/simd.h"
+
+/* The file compiles with or without -mavx2 -mfma -mf16c: GCC takes a target
+ * pragma, clang an attribute applied to every function defined below. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))),         \
+                             apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
 
 /* Lane mask with the first r (0..8) lanes set, for masked loads of tails:
  * nothing past a row's d-th element is ever read. */
@@ -40,7 +50,8 @@ static float dot_f32(const float *a, const float *b, size_t d)
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     size_t i = 0;
     for (; i + 32 <= d; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s0 =
+            _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8),
                              _mm256_loadu_ps(b + i + 8), s1);
         s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16),
@@ -49,7 +60,8 @@ static float dot_f32(const float *a, const float *b, size_t d)
                              _mm256_loadu_ps(b + i + 24), s3);
     }
     for (; i + 8 <= d; i += 8) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s0 =
+            _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     }
     if (i < d) {
         __m256i m = tail_mask(d - i);
@@ -59,11 +71,58 @@ static float dot_f32(const float *a, const float *b, size_t d)
     return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
+/* One row summed exactly as a lane of the four-row pass below sums it, so
+ * that a row's score does not depend on where it sits in the scan. */
+static float row_f32(const float *q, const float *x, size_t body, size_t d,
+                     __m256i tm)
+{
+    __m256 a = _mm256_setzero_ps();
+    for (size_t i = 0; i < body; i += 8) {
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(x + i), a);
+    }
+    if (body < d) {
+        a = _mm256_fmadd_ps(_mm256_maskload_ps(q + body, tm),
+                            _mm256_maskload_ps(x + body, tm), a);
+    }
+    return hsum(a);
+}
+
+/* Four rows per pass share each load of q and keep four independent FMA
+ * chains in flight; the d % 8 tail of all four rows is one masked step. */
 static void dot_f32_rows(const float *q, const float *base, size_t stride,
                          size_t n, size_t d, float *out)
 {
-    for (size_t r = 0; r < n; r++) {
-        out[r] = dot_f32(q, base + r * stride, d);
+    const size_t body = d & ~(size_t)7;
+    const __m256i tm = tail_mask(d - body);
+    size_t r = 0;
+    for (; r + 4 <= n; r += 4) {
+        const float *x0 = base + r * stride;
+        const float *x1 = x0 + stride;
+        const float *x2 = x1 + stride;
+        const float *x3 = x2 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (size_t i = 0; i < body; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x0 + i), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x1 + i), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x2 + i), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x3 + i), a3);
+        }
+        if (body < d) {
+            __m256 qv = _mm256_maskload_ps(q + body, tm);
+            a0 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x0 + body, tm), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x1 + body, tm), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x2 + body, tm), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x3 + body, tm), a3);
+        }
+        out[r] = hsum(a0);
+        out[r + 1] = hsum(a1);
+        out[r + 2] = hsum(a2);
+        out[r + 3] = hsum(a3);
+    }
+    for (; r < n; r++) {
+        out[r] = row_f32(q, base + r * stride, body, d, tm);
     }
 }
 
@@ -149,8 +208,8 @@ static void dot_f16_rows(const float *q, const uint16_t *base, size_t stride,
         for (; i + 8 <= d; i += 8) {
             s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(row + i), s0);
         }
-        float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1),
-                                     _mm256_add_ps(s2, s3)));
+        float s =
+            hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
         for (; i < d; i++) {
             s += q[i] * _cvtsh_ss(row[i]);
         }
@@ -168,8 +227,8 @@ static void dot_i8_rows(const int8_t *q, const int8_t *base, size_t stride,
         __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
         size_t i = 0;
         for (; i + 32 <= d; i += 32) {
-            __m256i qa = _mm256_cvtepi8_epi16(
-                _mm_loadu_si128((const __m128i *)(q + i)));
+            __m256i qa =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + i)));
             __m256i ra = _mm256_cvtepi8_epi16(
                 _mm_loadu_si128((const __m128i *)(row + i)));
             __m256i qb = _mm256_cvtepi8_epi16(
@@ -180,8 +239,8 @@ static void dot_i8_rows(const int8_t *q, const int8_t *base, size_t stride,
             s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(qb, rb));
         }
         for (; i + 16 <= d; i += 16) {
-            __m256i qa = _mm256_cvtepi8_epi16(
-                _mm_loadu_si128((const __m128i *)(q + i)));
+            __m256i qa =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + i)));
             __m256i ra = _mm256_cvtepi8_epi16(
                 _mm_loadu_si128((const __m128i *)(row + i)));
             s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(qa, ra));
@@ -248,6 +307,12 @@ static const sc_simd_kernels avx2_kernels = {
     .f16_to_f32 = f16_to_f32,
     .sum_f32 = sum_f32,
 };
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
 
 const sc_simd_kernels *sc_simd_avx2_kernels(void)
 {

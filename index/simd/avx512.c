@@ -1,11 +1,28 @@
 /* avx512.c - AVX-512 F/BW/VL kernels, with a VNNI (vpdpbusd) variant of the
- * int8 dot product. Per-file target flags keep these instructions out of the
- * rest of the binary; dispatch.c calls in only after CPUID and XGETBV agree.
- * Tails use masked loads, so nothing past a row's d-th element is read. */
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
+ * int8 dot product. Target pragmas (and CMake's per-file flags) keep these
+ * instructions out of the rest of the binary; dispatch.c calls in only after
+ * CPUID and XGETBV agree. Tails use masked loads: nothing past d is read. */
+#include "index/simd/simd.h"
+
+#ifndef SC_NO_AVX512
+
 #include <immintrin.h>
 
-#include "index/simd/simd.h"
+/* The file compiles with or without -mavx512*: GCC takes a target pragma,
+ * clang an attribute applied to every function defined below. DQ is named
+ * because CMake passes -mavx512dq (dispatch.c requires it). VNNI is not: it
+ * is enabled on dot_i8_rows_vnni alone (VNNI_TARGET), which is reached only
+ * through the "avx512-vnni" table, handed out when CPUID has it. */
+#define AVX512_FEATURES "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"
+#define VNNI_TARGET     __attribute__((target(AVX512_FEATURES ",avx512vnni")))
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target(AVX512_FEATURES))),         \
+                             apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+/* GCC does not expand macros in this pragma: keep in step by hand. */
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
 
 static __mmask16 mask16(size_t r)
 {
@@ -23,7 +40,8 @@ static float dot_f32(const float *a, const float *b, size_t d)
     __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
     size_t i = 0;
     for (; i + 64 <= d; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s0 =
+            _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
         s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16),
                              _mm512_loadu_ps(b + i + 16), s1);
         s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32),
@@ -32,7 +50,8 @@ static float dot_f32(const float *a, const float *b, size_t d)
                              _mm512_loadu_ps(b + i + 48), s3);
     }
     for (; i + 16 <= d; i += 16) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s0 =
+            _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
     }
     if (i < d) {
         __mmask16 m = mask16(d - i);
@@ -43,43 +62,67 @@ static float dot_f32(const float *a, const float *b, size_t d)
         _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
+/* One row summed exactly as a lane of the four-row pass below sums it, so
+ * that a row's score does not depend on where it sits in the scan. */
+static float row_f32(const float *q, const float *x, size_t body, __mmask16 tm)
+{
+    __m512 a = _mm512_setzero_ps();
+    for (size_t i = 0; i < body; i += 16) {
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(x + i), a);
+    }
+    if (tm != 0) {
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, q + body),
+                            _mm512_maskz_loadu_ps(tm, x + body), a);
+    }
+    return _mm512_reduce_add_ps(a);
+}
+
+/* Four rows per pass share each load of q and keep four independent FMA
+ * chains and four load streams in flight; the d % 16 tail of all four rows
+ * is one masked step. The prefetch runs two passes ahead so that a scan
+ * from L3 or DRAM does not stall at the start of each row. */
 static void dot_f32_rows(const float *q, const float *base, size_t stride,
                          size_t n, size_t d, float *out)
 {
+    const size_t body = d & ~(size_t)15;
+    const __mmask16 tm = mask16(d - body);
     size_t r = 0;
-    if (d % 16 == 0) {
-        /* Four rows per pass share each load of q and keep four streams of
-         * loads in flight; the prefetch runs a few rows ahead so that a scan
-         * from L3 or DRAM does not stall on each new row. */
-        for (; r + 4 <= n; r += 4) {
-            const float *x0 = base + r * stride;
-            const float *x1 = x0 + stride;
-            const float *x2 = x1 + stride;
-            const float *x3 = x2 + stride;
-            const char *pf = (const char *)(x0 + 8 * stride);
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-            __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-            for (size_t i = 0; i < d; i += 16) {
-                __m512 qv = _mm512_loadu_ps(q + i);
-                if (r + 12 <= n) {
-                    _mm_prefetch(pf + i * 4, _MM_HINT_T0);
-                    _mm_prefetch(pf + (stride + i) * 4, _MM_HINT_T0);
-                    _mm_prefetch(pf + (2 * stride + i) * 4, _MM_HINT_T0);
-                    _mm_prefetch(pf + (3 * stride + i) * 4, _MM_HINT_T0);
-                }
-                a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x0 + i), a0);
-                a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x1 + i), a1);
-                a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x2 + i), a2);
-                a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x3 + i), a3);
+    for (; r + 4 <= n; r += 4) {
+        const float *x0 = base + r * stride;
+        const float *x1 = x0 + stride;
+        const float *x2 = x1 + stride;
+        const float *x3 = x2 + stride;
+        const char *pf = (const char *)(x0 + 8 * stride);
+        const int ahead = r + 12 <= n;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (size_t i = 0; i < body; i += 16) {
+            __m512 qv = _mm512_loadu_ps(q + i);
+            if (ahead) {
+                _mm_prefetch(pf + i * 4, _MM_HINT_T0);
+                _mm_prefetch(pf + (stride + i) * 4, _MM_HINT_T0);
+                _mm_prefetch(pf + (2 * stride + i) * 4, _MM_HINT_T0);
+                _mm_prefetch(pf + (3 * stride + i) * 4, _MM_HINT_T0);
             }
-            out[r] = _mm512_reduce_add_ps(a0);
-            out[r + 1] = _mm512_reduce_add_ps(a1);
-            out[r + 2] = _mm512_reduce_add_ps(a2);
-            out[r + 3] = _mm512_reduce_add_ps(a3);
+            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x0 + i), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x1 + i), a1);
+            a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x2 + i), a2);
+            a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x3 + i), a3);
         }
+        if (tm != 0) {
+            __m512 qv = _mm512_maskz_loadu_ps(tm, q + body);
+            a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tm, x0 + body), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tm, x1 + body), a1);
+            a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tm, x2 + body), a2);
+            a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tm, x3 + body), a3);
+        }
+        out[r] = _mm512_reduce_add_ps(a0);
+        out[r + 1] = _mm512_reduce_add_ps(a1);
+        out[r + 2] = _mm512_reduce_add_ps(a2);
+        out[r + 3] = _mm512_reduce_add_ps(a3);
     }
     for (; r < n; r++) {
-        out[r] = dot_f32(q, base + r * stride, d);
+        out[r] = row_f32(q, base + r * stride, body, tm);
     }
 }
 
@@ -160,100 +203,124 @@ static __m512 maskz_load_h16(__mmask16 m, const uint16_t *p)
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
 
-static float dot_f16_one(const float *q, const uint16_t *row, size_t d)
+/* As row_f32: one row, in the order of a lane of the four-row pass. */
+static float row_f16(const float *q, const uint16_t *x, size_t body,
+                     __mmask16 tm)
 {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 64 <= d; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_h16(row + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16),
-                             load_h16(row + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 32),
-                             load_h16(row + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 48),
-                             load_h16(row + i + 48), s3);
+    __m512 a = _mm512_setzero_ps();
+    for (size_t i = 0; i < body; i += 16) {
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_h16(x + i), a);
     }
-    for (; i + 16 <= d; i += 16) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_h16(row + i), s0);
+    if (tm != 0) {
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, q + body),
+                            maskz_load_h16(tm, x + body), a);
     }
-    if (i < d) {
-        __mmask16 m = mask16(d - i);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i),
-                             maskz_load_h16(m, row + i), s1);
-    }
-    return _mm512_reduce_add_ps(
-        _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    return _mm512_reduce_add_ps(a);
 }
 
 static void dot_f16_rows(const float *q, const uint16_t *base, size_t stride,
                          size_t n, size_t d, float *out)
 {
+    const size_t body = d & ~(size_t)15;
+    const __mmask16 tm = mask16(d - body);
     size_t r = 0;
-    if (d % 16 == 0) {
-        /* As for f32: four rows per pass, prefetching ahead. */
-        for (; r + 4 <= n; r += 4) {
-            const uint16_t *x0 = base + r * stride;
-            const uint16_t *x1 = x0 + stride;
-            const uint16_t *x2 = x1 + stride;
-            const uint16_t *x3 = x2 + stride;
-            const char *pf = (const char *)(x0 + 8 * stride);
-            int ahead = r + 12 <= n;
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-            __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-            for (size_t i = 0; i < d; i += 16) {
-                __m512 qv = _mm512_loadu_ps(q + i);
-                if (ahead && (i & 31) == 0) {
-                    _mm_prefetch(pf + i * 2, _MM_HINT_T0);
-                    _mm_prefetch(pf + (stride + i) * 2, _MM_HINT_T0);
-                    _mm_prefetch(pf + (2 * stride + i) * 2, _MM_HINT_T0);
-                    _mm_prefetch(pf + (3 * stride + i) * 2, _MM_HINT_T0);
-                }
-                a0 = _mm512_fmadd_ps(qv, load_h16(x0 + i), a0);
-                a1 = _mm512_fmadd_ps(qv, load_h16(x1 + i), a1);
-                a2 = _mm512_fmadd_ps(qv, load_h16(x2 + i), a2);
-                a3 = _mm512_fmadd_ps(qv, load_h16(x3 + i), a3);
+    /* As for f32: four rows per pass, prefetching ahead (a 64-byte line
+     * holds 32 halves, so every other step). */
+    for (; r + 4 <= n; r += 4) {
+        const uint16_t *x0 = base + r * stride;
+        const uint16_t *x1 = x0 + stride;
+        const uint16_t *x2 = x1 + stride;
+        const uint16_t *x3 = x2 + stride;
+        const char *pf = (const char *)(x0 + 8 * stride);
+        const int ahead = r + 12 <= n;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (size_t i = 0; i < body; i += 16) {
+            __m512 qv = _mm512_loadu_ps(q + i);
+            if (ahead && (i & 31) == 0) {
+                _mm_prefetch(pf + i * 2, _MM_HINT_T0);
+                _mm_prefetch(pf + (stride + i) * 2, _MM_HINT_T0);
+                _mm_prefetch(pf + (2 * stride + i) * 2, _MM_HINT_T0);
+                _mm_prefetch(pf + (3 * stride + i) * 2, _MM_HINT_T0);
             }
-            out[r] = _mm512_reduce_add_ps(a0);
-            out[r + 1] = _mm512_reduce_add_ps(a1);
-            out[r + 2] = _mm512_reduce_add_ps(a2);
-            out[r + 3] = _mm512_reduce_add_ps(a3);
+            a0 = _mm512_fmadd_ps(qv, load_h16(x0 + i), a0);
+            a1 = _mm512_fmadd_ps(qv, load_h16(x1 + i), a1);
+            a2 = _mm512_fmadd_ps(qv, load_h16(x2 + i), a2);
+            a3 = _mm512_fmadd_ps(qv, load_h16(x3 + i), a3);
         }
+        if (tm != 0) {
+            __m512 qv = _mm512_maskz_loadu_ps(tm, q + body);
+            a0 = _mm512_fmadd_ps(qv, maskz_load_h16(tm, x0 + body), a0);
+            a1 = _mm512_fmadd_ps(qv, maskz_load_h16(tm, x1 + body), a1);
+            a2 = _mm512_fmadd_ps(qv, maskz_load_h16(tm, x2 + body), a2);
+            a3 = _mm512_fmadd_ps(qv, maskz_load_h16(tm, x3 + body), a3);
+        }
+        out[r] = _mm512_reduce_add_ps(a0);
+        out[r + 1] = _mm512_reduce_add_ps(a1);
+        out[r + 2] = _mm512_reduce_add_ps(a2);
+        out[r + 3] = _mm512_reduce_add_ps(a3);
     }
     for (; r < n; r++) {
-        out[r] = dot_f16_one(q, base + r * stride, d);
+        out[r] = row_f16(q, base + r * stride, body, tm);
     }
 }
 
-/* int8 without VNNI: widen to int16, vpmaddwd into int32. Exact. */
+/* Bytes p[0..r) (r <= 32) widened to int16; the rest of the lanes are 0. */
+static __m512i load_i8x32(const int8_t *p, __mmask32 m)
+{
+    return _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, p));
+}
+
+/* acc + vpmaddwd(a, b). The empty asm stops a compiler that was given VNNI
+ * for the whole file (clang, with -mavx512vnni) from fusing the pair into
+ * vpdpwssd, which would fault on AVX-512 CPUs without VNNI. It emits no
+ * instruction. */
+static __m512i madd_acc(__m512i acc, __m512i a, __m512i b)
+{
+    __m512i p = _mm512_madd_epi16(a, b);
+    __asm__("" : "+v"(p));
+    return _mm512_add_epi32(acc, p);
+}
+
+/* int8 without VNNI: widen to int16, vpmaddwd into int32. Exact: a pair of
+ * products is at most 2 * 127 * 127, far from int32's range, and each lane
+ * sums d / 32 pairs. Two rows per pass share the widened query. */
 static void dot_i8_rows(const int8_t *q, const int8_t *base, size_t stride,
                         size_t n, size_t d, int32_t *out)
 {
-    for (size_t r = 0; r < n; r++) {
-        const int8_t *row = base + r * stride;
+    const size_t body = d & ~(size_t)31;
+    const size_t rest = d - body;
+    const __mmask32 tm = rest ? (__mmask32)((1u << rest) - 1u) : 0;
+    const __mmask32 all = ~(__mmask32)0;
+    size_t r = 0;
+    for (; r + 2 <= n; r += 2) {
+        const int8_t *x0 = base + r * stride;
+        const int8_t *x1 = x0 + stride;
         __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-        size_t i = 0;
-        for (; i + 64 <= d; i += 64) {
-            __m512i qa = _mm512_cvtepi8_epi16(
-                _mm256_loadu_si256((const __m256i *)(q + i)));
-            __m512i ra = _mm512_cvtepi8_epi16(
-                _mm256_loadu_si256((const __m256i *)(row + i)));
-            __m512i qb = _mm512_cvtepi8_epi16(
-                _mm256_loadu_si256((const __m256i *)(q + i + 32)));
-            __m512i rb = _mm512_cvtepi8_epi16(
-                _mm256_loadu_si256((const __m256i *)(row + i + 32)));
-            s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(qa, ra));
-            s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(qb, rb));
+        for (size_t i = 0; i < body; i += 32) {
+            __m512i qv = load_i8x32(q + i, all);
+            s0 = madd_acc(s0, qv, load_i8x32(x0 + i, all));
+            s1 = madd_acc(s1, qv, load_i8x32(x1 + i, all));
         }
-        for (; i < d; i += 32) {
-            __mmask32 m = d - i >= 32 ? ~(__mmask32)0
-                                      : (__mmask32)((1u << (d - i)) - 1u);
-            __m512i qa = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, q + i));
-            __m512i ra =
-                _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, row + i));
-            s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(qa, ra));
+        if (tm != 0) {
+            __m512i qv = load_i8x32(q + body, tm);
+            s0 = madd_acc(s0, qv, load_i8x32(x0 + body, tm));
+            s1 = madd_acc(s1, qv, load_i8x32(x1 + body, tm));
         }
-        out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
+        out[r] = _mm512_reduce_add_epi32(s0);
+        out[r + 1] = _mm512_reduce_add_epi32(s1);
+    }
+    for (; r < n; r++) {
+        const int8_t *x0 = base + r * stride;
+        __m512i s0 = _mm512_setzero_si512();
+        for (size_t i = 0; i < body; i += 32) {
+            s0 = madd_acc(s0, load_i8x32(q + i, all), load_i8x32(x0 + i, all));
+        }
+        if (tm != 0) {
+            s0 = madd_acc(s0, load_i8x32(q + body, tm),
+                          load_i8x32(x0 + body, tm));
+        }
+        out[r] = _mm512_reduce_add_epi32(s0);
     }
 }
 
@@ -261,8 +328,9 @@ static void dot_i8_rows(const int8_t *q, const int8_t *base, size_t stride,
  * byte x is flipped to x + 128 with one XOR (it is then the unsigned
  * operand, the query the signed one), and 128 * sum(q), a constant of the
  * query, is taken back out: one vpdpbusd per 64 bytes. */
-static void dot_i8_rows_vnni(const int8_t *q, const int8_t *base,
-                             size_t stride, size_t n, size_t d, int32_t *out)
+VNNI_TARGET static void dot_i8_rows_vnni(const int8_t *q, const int8_t *base,
+                                         size_t stride, size_t n, size_t d,
+                                         int32_t *out)
 {
     int32_t qsum = 0;
     for (size_t i = 0; i < d; i++) {
@@ -301,13 +369,17 @@ static void dot_i8_rows_vnni(const int8_t *q, const int8_t *base,
             const int8_t *xs[4] = {x0 + i, x0 + stride + i, x0 + 2 * stride + i,
                                    x0 + 3 * stride + i};
             p0 = _mm512_dpbusd_epi32(
-                p0, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[0]), flip), qv);
+                p0, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[0]), flip),
+                qv);
             p1 = _mm512_dpbusd_epi32(
-                p1, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[1]), flip), qv);
+                p1, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[1]), flip),
+                qv);
             p2 = _mm512_dpbusd_epi32(
-                p2, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[2]), flip), qv);
+                p2, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[2]), flip),
+                qv);
             p3 = _mm512_dpbusd_epi32(
-                p3, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[3]), flip), qv);
+                p3, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs[3]), flip),
+                qv);
         }
         out[r] = _mm512_reduce_add_epi32(p0) - corr;
         out[r + 1] = _mm512_reduce_add_epi32(p1) - corr;
@@ -319,7 +391,8 @@ static void dot_i8_rows_vnni(const int8_t *q, const int8_t *base,
         __m512i p0 = _mm512_setzero_si512();
         for (size_t i = 0; i < d; i += 64) {
             __mmask64 m = mask64(d - i);
-            __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, row + i), flip);
+            __m512i x =
+                _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, row + i), flip);
             p0 = _mm512_dpbusd_epi32(p0, x, _mm512_maskz_loadu_epi8(m, q + i));
         }
         out[r] = _mm512_reduce_add_epi32(p0) - corr;
@@ -395,7 +468,23 @@ static const sc_simd_kernels avx512_vnni_kernels = {
     .sum_f32 = sum_f32,
 };
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
 const sc_simd_kernels *sc_simd_avx512_kernels(int with_vnni)
 {
     return with_vnni ? &avx512_vnni_kernels : &avx512_kernels;
 }
+
+#else /* SC_NO_AVX512: the compiler cannot build this tier. */
+
+const sc_simd_kernels *sc_simd_avx512_kernels(int with_vnni)
+{
+    (void)with_vnni;
+    return NULL;
+}
+
+#endif

@@ -45,7 +45,11 @@ typedef struct cpu {
     int avx2, avx512, vnni;
 } cpu;
 
-static cpu probe(void)
+/* AVX2 tier: AVX2, FMA and F16C, with XMM and YMM state enabled by the OS
+ * (XCR0 bits 1, 2). AVX-512 tier: F, BW, VL and DQ (avx512.c is compiled with
+ * -mavx512dq, so the compiler may emit DQ instructions there), plus opmask,
+ * ZMM_Hi256 and Hi16_ZMM state (XCR0 bits 5, 6, 7). VNNI: CPUID.7.0:ECX[11]. */
+static cpu probe_once(void)
 {
     cpu c = {0, 0, 0};
     unsigned a, b, cx, d;
@@ -60,8 +64,8 @@ static cpu probe(void)
         return c;
     }
     unsigned long long xcr0 = xgetbv0();
-    int os_avx = (xcr0 & 0x6) == 0x6;        /* XMM and YMM state */
-    int os_avx512 = (xcr0 & 0xe6) == 0xe6;   /* plus opmask, ZMM_Hi256, Hi16 */
+    int os_avx = (xcr0 & 0x6) == 0x6;      /* XMM and YMM state */
+    int os_avx512 = (xcr0 & 0xe6) == 0xe6; /* plus opmask, ZMM_Hi256, Hi16 */
     if (!__get_cpuid_count(7, 0, &a, &b, &cx, &d)) {
         return c;
     }
@@ -74,6 +78,22 @@ static cpu probe(void)
     c.avx512 = c.avx2 && os_avx512 && f && bw && vl && dq;
     c.vnni = c.avx512 && ((cx >> 11) & 1);
     return c;
+}
+
+/* CPUID is cheap on bare metal but a trap into the hypervisor in a VM, so
+ * the CPU is probed once per process. */
+static pthread_once_t probe_done = PTHREAD_ONCE_INIT;
+static cpu probed;
+
+static void do_probe(void)
+{
+    probed = probe_once();
+}
+
+static cpu probe(void)
+{
+    pthread_once(&probe_done, do_probe);
+    return probed;
 }
 
 sc_simd_tier sc_simd_best_supported(void)
@@ -90,7 +110,7 @@ sc_simd_tier sc_simd_best_supported(void)
 
 const sc_simd_kernels *sc_simd_get(sc_simd_tier tier)
 {
-    if (tier > sc_simd_best_supported()) {
+    if ((int)tier < 0 || tier > sc_simd_best_supported()) {
         return NULL;
     }
     switch (tier) {
@@ -116,12 +136,14 @@ static void choose(void)
     if (env != NULL && env[0] != '\0') {
         int t = sc_simd_tier_parse(env);
         if (t < 0) {
-            fprintf(stderr, "semcache: SEMCACHE_SIMD=%s is not one of scalar, "
-                            "avx2, avx512; using %s\n",
+            fprintf(stderr,
+                    "semcache: SEMCACHE_SIMD=%s is not one of scalar, "
+                    "avx2, avx512; using %s\n",
                     env, tier_names[best]);
         } else if ((sc_simd_tier)t > best) {
-            fprintf(stderr, "semcache: SEMCACHE_SIMD=%s is beyond this CPU; "
-                            "using %s\n",
+            fprintf(stderr,
+                    "semcache: SEMCACHE_SIMD=%s is beyond this CPU; "
+                    "using %s\n",
                     env, tier_names[best]);
         } else {
             want = (sc_simd_tier)t;

@@ -68,7 +68,8 @@ const char *sc_simd_tier_name(sc_simd_tier tier);
 /* Parses a tier name; returns -1 when unknown. */
 int sc_simd_tier_parse(const char *name);
 
-/* Per-tier tables, defined by the ISA files (NULL-returning where not built). */
+/* Per-tier tables, defined by the ISA files (NULL-returning where not built).
+ */
 const sc_simd_kernels *sc_simd_scalar_kernels(void);
 const sc_simd_kernels *sc_simd_avx2_kernels(void);
 const sc_simd_kernels *sc_simd_avx512_kernels(int with_vnni);
