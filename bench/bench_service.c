@@ -86,7 +86,8 @@ static void *echo_main(void *arg)
 
 static int echo_start(echo *e, const char *url, int threads)
 {
-    if (nng_rep0_open(&e->sock) != 0 || nng_listen(e->sock, url, NULL, 0) != 0) {
+    if (nng_rep0_open(&e->sock) != 0 ||
+        nng_listen(e->sock, url, NULL, 0) != 0) {
         return -1;
     }
     e->n = threads;
@@ -149,8 +150,8 @@ static void *load_main(void *arg)
         mp_put_str(&pk, l->ns);
         for (int b = 0; b < l->batch; b++) {
             float *x = v + (size_t)b * DIM;
-            int hit = (double)(rng(&s) >> 11) / 9007199254740992.0 <
-                      l->hit_fraction;
+            int hit =
+                (double)(rng(&s) >> 11) / 9007199254740992.0 < l->hit_fraction;
             vec_of(hit ? rng(&s) % l->entries : l->entries + rng(&s) % 1000000,
                    x);
         }
@@ -172,7 +173,8 @@ static void *load_main(void *arg)
         sc_err rc = sc_client_call(c, sb.data, sb.size, &reply, &rlen);
         double t1 = now_s();
         msgpack_sbuffer_destroy(&sb);
-        if (rc != SC_OK || rlen < 4 || memmem(reply, rlen, "\xa2ok\xc3", 4) == NULL) {
+        if (rc != SC_OK || rlen < 4 ||
+            memmem(reply, rlen, "\xa2ok\xc3", 4) == NULL) {
             l->errors++;
         } else {
             l->done += (uint64_t)l->batch;
@@ -215,7 +217,7 @@ static result run_load(const char *url, const char *ns, uint64_t entries,
     pthread_t *t = calloc((size_t)clients, sizeof(pthread_t));
     for (int i = 0; i < clients; i++) {
         ls[i] = (load){url, ns, entries, hit_fraction, batch, seconds, i,
-                       0, 0, 0, NULL, 0, 0};
+                       0,   0,  0,       NULL,         0,     0};
         pthread_create(&t[i], NULL, load_main, &ls[i]);
     }
     double t0 = now_s();
@@ -297,11 +299,12 @@ static int fill(const char *url, const char *ns, uint64_t n)
 
 static void usage(void)
 {
-    printf("usage: bench_service [--server PATH | --addr URL] [--quick] [--json]\n"
-           "                     [--seconds S] [--hit-fraction F]\n"
-           "Closed-loop lookups against semcached at 1k, 10k and 100k entries\n"
-           "(d = 384), 1 and 32 clients, single lookups and lookup_batch of 64,\n"
-           "beside a bare nng REQ/REP echo server (the transport's floor).\n");
+    printf(
+        "usage: bench_service [--server PATH | --addr URL] [--quick] [--json]\n"
+        "                     [--seconds S] [--hit-fraction F]\n"
+        "Closed-loop lookups against semcached at 1k, 10k and 100k entries\n"
+        "(d = 384), 1 and 32 clients, single lookups and lookup_batch of 64,\n"
+        "beside a bare nng REQ/REP echo server (the transport's floor).\n");
 }
 
 int main(int argc, char **argv)
@@ -396,8 +399,8 @@ int main(int argc, char **argv)
                 double echo_req = echo_r.per_s / batch;
                 double req = r.per_s / batch;
                 double vs = req / echo_req;
-                double hitpct = r.done ? 100.0 * (double)r.hits / (double)r.done
-                                       : 0;
+                double hitpct =
+                    r.done ? 100.0 * (double)r.hits / (double)r.done : 0;
                 if (json) {
                     printf("{\"bench\":\"service\",\"entries\":%llu,\"d\":%d,"
                            "\"clients\":%d,\"batch\":%d,\"lookups_per_s\":%.1f,"

@@ -6,28 +6,28 @@
 #ifndef SC_ERROR_H
 #define SC_ERROR_H
 
-#define SC_ERRORS(X)                                                          \
-    X(SC_OK, "ok")                                                            \
-    X(SC_ENOMEM, "out of memory")                                             \
-    X(SC_EINVAL, "invalid argument")                                          \
-    X(SC_EDIM, "vector dimension does not match the index")                   \
-    X(SC_EZEROVEC, "zero vector cannot be normalised")                        \
-    X(SC_ENONFINITE, "vector holds NaN or Inf")                               \
-    X(SC_ENOTFOUND, "no such id")                                             \
-    X(SC_EEXIST, "id already present")                                        \
-    X(SC_ERANGE, "value out of range")                                        \
-    X(SC_ENOTSUP, "not supported by this build or backend")                   \
-    X(SC_EBACKEND, "backend library failed")                                  \
-    X(SC_EFULL, "capacity reached")                                           \
-    X(SC_EIO, "input/output error")                                           \
-    X(SC_ENONS, "no such namespace")                                          \
-    X(SC_ENSEXIST, "namespace already exists")                                \
-    X(SC_ENSFULL, "too many namespaces")                                      \
-    X(SC_ESCOPEFULL, "too many scopes in namespace")                          \
-    X(SC_ETOOBIG, "value exceeds its size cap")                        \
-    X(SC_ECONN, "cannot reach the server")                                    \
-    X(SC_ETIMEDOUT, "the server did not answer in time")                      \
-    X(SC_EPROTO, "malformed reply from the server")                           \
+#define SC_ERRORS(X)                                                           \
+    X(SC_OK, "ok")                                                             \
+    X(SC_ENOMEM, "out of memory")                                              \
+    X(SC_EINVAL, "invalid argument")                                           \
+    X(SC_EDIM, "vector dimension does not match the index")                    \
+    X(SC_EZEROVEC, "zero vector cannot be normalised")                         \
+    X(SC_ENONFINITE, "vector holds NaN or Inf")                                \
+    X(SC_ENOTFOUND, "no such id")                                              \
+    X(SC_EEXIST, "id already present")                                         \
+    X(SC_ERANGE, "value out of range")                                         \
+    X(SC_ENOTSUP, "not supported by this build or backend")                    \
+    X(SC_EBACKEND, "backend library failed")                                   \
+    X(SC_EFULL, "capacity reached")                                            \
+    X(SC_EIO, "input/output error")                                            \
+    X(SC_ENONS, "no such namespace")                                           \
+    X(SC_ENSEXIST, "namespace already exists")                                 \
+    X(SC_ENSFULL, "too many namespaces")                                       \
+    X(SC_ESCOPEFULL, "too many scopes in namespace")                           \
+    X(SC_ETOOBIG, "value exceeds its size cap")                                \
+    X(SC_ECONN, "cannot reach the server")                                     \
+    X(SC_ETIMEDOUT, "the server did not answer in time")                       \
+    X(SC_EPROTO, "malformed reply from the server")                            \
     X(SC_EREMOTE, "the server refused the request")
 
 typedef enum sc_err {

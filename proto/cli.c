@@ -13,17 +13,20 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: semcache-cli [-a ADDR] [--json] [--timeout MS] COMMAND [ARGS]\n"
         "  ADDR defaults to tcp://127.0.0.1:7700\n"
         "commands:\n"
         "  ping\n"
         "  insert --ns NS (--text T | --vec 0.1,0.2,...) --response R\n"
-        "         [--scope S] [--ttl SECONDS] [--model M] [--feature F] [--user U]\n"
+        "         [--scope S] [--ttl SECONDS] [--model M] [--feature F] "
+        "[--user U]\n"
         "         [--input-tokens N] [--output-tokens N]\n"
         "  lookup --ns NS (--text T | --vec ...) [--scope S] [--threshold X]\n"
         "  delete ENTRY\n"
-        "  feedback ENTRY          (report a wrong hit: quarantines the entry)\n"
+        "  feedback ENTRY          (report a wrong hit: quarantines the "
+        "entry)\n"
         "  stats [--ns NS]\n"
         "  flush [--ns NS]\n");
 }
@@ -266,7 +269,8 @@ int main(int argc, char **argv)
             json = 1;
         } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
             timeout = atoi(argv[++i]);
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+        } else if (strcmp(argv[i], "-h") == 0 ||
+                   strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
         } else {

@@ -12,7 +12,7 @@
 #include "proto/mp.h"
 
 #define PROTO_VERSION 1
-#define REPLY_MAX (64u << 20)
+#define REPLY_MAX     (64u << 20)
 
 struct sc_client {
     nng_socket sock;
@@ -289,8 +289,8 @@ static sc_err open_reply(const uint8_t *buf, size_t len, mp_reader *result,
 }
 
 /* Sends req and opens the reply; *raw (if given) keeps the reply bytes. */
-static sc_err roundtrip(sc_client *c, uint8_t *req, size_t len,
-                        uint8_t **raw, size_t *raw_len, mp_reader *result,
+static sc_err roundtrip(sc_client *c, uint8_t *req, size_t len, uint8_t **raw,
+                        size_t *raw_len, mp_reader *result,
                         sc_client_error *err)
 {
     uint8_t *reply = NULL;
@@ -338,8 +338,8 @@ static sc_err simple(sc_client *c, const char *op, const char *ns,
     uint8_t *raw;
     size_t raw_len;
     mp_reader res;
-    sc_err rc = roundtrip(c, (uint8_t *)sb.data, sb.size, &raw, &raw_len,
-                          &res, err);
+    sc_err rc =
+        roundtrip(c, (uint8_t *)sb.data, sb.size, &raw, &raw_len, &res, err);
     free(rc == SC_OK ? raw : NULL);
     return rc;
 }
@@ -393,8 +393,8 @@ sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
     uint8_t *raw;
     size_t raw_len;
     mp_reader r;
-    sc_err rc = roundtrip(c, (uint8_t *)sb.data, sb.size, &raw, &raw_len, &r,
-                          err);
+    sc_err rc =
+        roundtrip(c, (uint8_t *)sb.data, sb.size, &raw, &raw_len, &r, err);
     if (rc != SC_OK) {
         return rc;
     }
@@ -515,8 +515,7 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
         } else if (key_is(k, kn, "input_tokens")) {
             rc = mp_read_uint(&r, &res->input_tokens) == 0 ? SC_OK : SC_EPROTO;
         } else if (key_is(k, kn, "output_tokens")) {
-            rc = mp_read_uint(&r, &res->output_tokens) == 0 ? SC_OK
-                                                             : SC_EPROTO;
+            rc = mp_read_uint(&r, &res->output_tokens) == 0 ? SC_OK : SC_EPROTO;
         } else if (key_is(k, kn, "hit_count")) {
             rc = mp_read_uint(&r, &res->hit_count) == 0 ? SC_OK : SC_EPROTO;
         } else if (key_is(k, kn, "response")) {

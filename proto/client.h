@@ -50,10 +50,10 @@ typedef struct sc_client_item {
 
 typedef struct sc_client_result {
     bool hit;
-    char layer[16];   /* "exact", "semantic", "none" */
-    char reason[32];  /* "" on a hit, else "below_threshold"... */
+    char layer[16];  /* "exact", "semantic", "none" */
+    char reason[32]; /* "" on a hit, else "below_threshold"... */
     float similarity;
-    float best;       /* NAN when there was no candidate */
+    float best; /* NAN when there was no candidate */
     uint64_t entry;
     uint8_t *response; /* malloc'd copy on a hit (caller frees), else NULL */
     size_t response_len;

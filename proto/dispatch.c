@@ -131,8 +131,10 @@ static int get_cstr(mp_reader *r, const char *key, char *out, size_t cap,
         return fail(e, "bad_request", "field '%s' must be a string", key);
     }
     if (rc == -2) {
-        return fail(e, "too_big", "field '%s' is longer than %zu bytes or "
-                                  "holds a NUL byte", key, cap - 1);
+        return fail(e, "too_big",
+                    "field '%s' is longer than %zu bytes or "
+                    "holds a NUL byte",
+                    key, cap - 1);
     }
     *has = true;
     return 0;
@@ -185,8 +187,8 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
             rc = get_cstr(r, "model", it->model, sizeof(it->model), &h, e);
         } else if (key_is(k, kn, "feature")) {
             bool h;
-            rc = get_cstr(r, "feature", it->feature, sizeof(it->feature), &h,
-                          e);
+            rc =
+                get_cstr(r, "feature", it->feature, sizeof(it->feature), &h, e);
         } else if (key_is(k, kn, "user")) {
             bool h;
             rc = get_cstr(r, "user", it->user, sizeof(it->user), &h, e);
@@ -209,20 +211,24 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
             const uint8_t *b;
             uint32_t n;
             if (mp_read_bin(r, &b, &n) != 0) {
-                return fail(e, "bad_request", "field 'vec' must be bin "
-                                              "(little-endian float32)");
+                return fail(e, "bad_request",
+                            "field 'vec' must be bin "
+                            "(little-endian float32)");
             }
             if (n == 0 || n % 4 != 0 || n / 4 > SC_INDEX_MAX_DIM) {
                 return fail(e, "bad_request",
                             "field 'vec' must hold 1..%u float32 (got %u "
-                            "bytes)", SC_INDEX_MAX_DIM, n);
+                            "bytes)",
+                            SC_INDEX_MAX_DIM, n);
             }
             it->dim = n / 4;
             mp_get_vec(b, n, it->vec);
             for (uint32_t j = 0; j < it->dim; j++) {
                 if (!isfinite(it->vec[j])) {
-                    return fail(e, "nan", "field 'vec' holds NaN or Inf at "
-                                          "index %u", j);
+                    return fail(e, "nan",
+                                "field 'vec' holds NaN or Inf at "
+                                "index %u",
+                                j);
                 }
             }
             it->has_vec = true;
@@ -251,8 +257,8 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
             rc = get_uint(r, "max_entries", &it->max_entries,
                           &it->has_max_entries, e);
         } else if (key_is(k, kn, "max_bytes")) {
-            rc = get_uint(r, "max_bytes", &it->max_bytes, &it->has_max_bytes,
-                          e);
+            rc =
+                get_uint(r, "max_bytes", &it->max_bytes, &it->has_max_bytes, e);
         } else if (key_is(k, kn, "max_response_bytes")) {
             rc = get_uint(r, "max_response_bytes", &it->max_response,
                           &it->has_max_response, e);
@@ -526,7 +532,8 @@ static int apply_ns_config(const item *it, sc_ns_config *cfg, int create,
     if (it->has_ttl) {
         if (it->ttl < 0 || it->ttl > 1e10) {
             o->code = "range";
-            snprintf(o->msg, sizeof(o->msg), "field 'ttl' must be seconds >= 0");
+            snprintf(o->msg, sizeof(o->msg),
+                     "field 'ttl' must be seconds >= 0");
             return -1;
         }
         cfg->ttl_ms = (uint64_t)(it->ttl * 1000.0);
@@ -773,7 +780,8 @@ static void run_batch(sc_dispatch *d, int insert, const item *top,
         }
         outcome o = {SC_OK, NULL, ""};
         tmp->size = 0;
-        int rc = insert ? do_insert(d, it, &tpk, &o) : do_lookup(d, it, &tpk, &o);
+        int rc =
+            insert ? do_insert(d, it, &tpk, &o) : do_lookup(d, it, &tpk, &o);
         if (rc == 0) {
             msgpack_pack_map(pk, 2);
             mp_put_key(pk, "ok");
@@ -876,8 +884,8 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
         fail(&e, "bad_request", "field 'op' is required");
     }
 
-    int is_batch = strcmp(op, "lookup_batch") == 0 ||
-                   strcmp(op, "insert_batch") == 0;
+    int is_batch =
+        strcmp(op, "lookup_batch") == 0 || strcmp(op, "insert_batch") == 0;
     if (e.code == NULL && is_batch) {
         if (!has_items || nitems == 0 || nitems > SC_PROTO_MAX_ITEMS) {
             fail(&e, "bad_request", "field 'items' must hold 1..%d maps",

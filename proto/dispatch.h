@@ -9,9 +9,9 @@
 
 #include "cache/cache.h"
 
-#define SC_PROTO_VERSION 1
+#define SC_PROTO_VERSION   1
 #define SC_PROTO_MAX_ITEMS 1024
-#define SC_SERVER_NAME "semcached 0.1.0"
+#define SC_SERVER_NAME     "semcached 0.1.0"
 
 typedef struct sc_dispatch sc_dispatch;
 

@@ -219,8 +219,8 @@ int mp_read_number(mp_reader *r, double *v)
 }
 
 /* Reads a length-prefixed header: fix (mask), 8-, 16- or 32-bit forms. */
-static int read_len(mp_reader *r, uint8_t fixbase, uint8_t fixmask,
-                    uint8_t b8, uint8_t b16, uint8_t b32, uint32_t *len)
+static int read_len(mp_reader *r, uint8_t fixbase, uint8_t fixmask, uint8_t b8,
+                    uint8_t b16, uint8_t b32, uint32_t *len)
 {
     if (left(r) < 1) {
         return -1;
@@ -338,8 +338,12 @@ static int skip(mp_reader *r, int depth)
         return 0;
     case MP_EXT: {
         uint8_t t = r->p[0];
-        size_t fixed = t == 0xd4 ? 1 : t == 0xd5 ? 2 : t == 0xd6 ? 4
-                     : t == 0xd7 ? 8 : t == 0xd8 ? 16 : 0;
+        size_t fixed = t == 0xd4   ? 1
+                       : t == 0xd5 ? 2
+                       : t == 0xd6 ? 4
+                       : t == 0xd7 ? 8
+                       : t == 0xd8 ? 16
+                                   : 0;
         if (fixed) {
             if (left(r) < fixed + 2) {
                 return -1;
@@ -437,7 +441,8 @@ void mp_get_vec(const uint8_t *b, size_t len, float *out)
 {
     for (size_t i = 0; i < len / 4; i++) {
         uint32_t u = (uint32_t)b[4 * i] | (uint32_t)b[4 * i + 1] << 8 |
-                     (uint32_t)b[4 * i + 2] << 16 | (uint32_t)b[4 * i + 3] << 24;
+                     (uint32_t)b[4 * i + 2] << 16 |
+                     (uint32_t)b[4 * i + 3] << 24;
         memcpy(&out[i], &u, 4);
     }
 }

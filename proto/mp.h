@@ -45,9 +45,9 @@ mp_type mp_peek(const mp_reader *r);
  * the end. Pointers returned point into the buffer (borrowed). */
 int mp_read_nil(mp_reader *r);
 int mp_read_bool(mp_reader *r, bool *v);
-int mp_read_uint(mp_reader *r, uint64_t *v);  /* any non-negative integer */
-int mp_read_int(mp_reader *r, int64_t *v);    /* any integer in int64 */
-int mp_read_number(mp_reader *r, double *v);  /* float or integer */
+int mp_read_uint(mp_reader *r, uint64_t *v); /* any non-negative integer */
+int mp_read_int(mp_reader *r, int64_t *v);   /* any integer in int64 */
+int mp_read_number(mp_reader *r, double *v); /* float or integer */
 int mp_read_str(mp_reader *r, const char **s, uint32_t *len);
 int mp_read_bin(mp_reader *r, const uint8_t **b, uint32_t *len);
 int mp_read_bytes(mp_reader *r, const uint8_t **b, uint32_t *len); /* str|bin */

@@ -16,19 +16,23 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: semcached [--listen URL]... [--threads N] [--recv-max BYTES]\n"
-            "                 [--tls-cert FILE] [--max-namespaces N]\n"
-            "                 [--max-bytes BYTES]\n"
-            "\n"
-            "  --listen URL        tcp://HOST:PORT, ipc:///PATH or tls+tcp://HOST:PORT\n"
-            "                      (repeatable; default %s)\n"
-            "  --threads N         requests served at once (default 16)\n"
-            "  --recv-max BYTES    largest request accepted (default %u)\n"
-            "  --tls-cert FILE     PEM certificate and key for tls+tcp:// listeners\n"
-            "  --max-namespaces N  cap on namespaces (default 1024)\n"
-            "  --max-bytes BYTES   cap on the whole cache (default 1 GiB; LRU beyond)\n",
-            SC_SERVER_DEFAULT_URL, SC_SERVER_DEFAULT_RECVMAX);
+    fprintf(
+        f,
+        "usage: semcached [--listen URL]... [--threads N] [--recv-max BYTES]\n"
+        "                 [--tls-cert FILE] [--max-namespaces N]\n"
+        "                 [--max-bytes BYTES]\n"
+        "\n"
+        "  --listen URL        tcp://HOST:PORT, ipc:///PATH or "
+        "tls+tcp://HOST:PORT\n"
+        "                      (repeatable; default %s)\n"
+        "  --threads N         requests served at once (default 16)\n"
+        "  --recv-max BYTES    largest request accepted (default %u)\n"
+        "  --tls-cert FILE     PEM certificate and key for tls+tcp:// "
+        "listeners\n"
+        "  --max-namespaces N  cap on namespaces (default 1024)\n"
+        "  --max-bytes BYTES   cap on the whole cache (default 1 GiB; LRU "
+        "beyond)\n",
+        SC_SERVER_DEFAULT_URL, SC_SERVER_DEFAULT_RECVMAX);
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -66,7 +70,8 @@ int main(int argc, char **argv)
             return 0;
         }
         if (v == NULL) {
-            fprintf(stderr, "semcached: %s needs a value (or unknown flag)\n", a);
+            fprintf(stderr, "semcached: %s needs a value (or unknown flag)\n",
+                    a);
             usage(stderr);
             return 2;
         }
@@ -93,7 +98,8 @@ int main(int argc, char **argv)
             scfg.tls_cert = v;
         } else if (strcmp(a, "--max-namespaces") == 0) {
             if (parse_u64(v, 1u << 20, &n) != 0 || n == 0) {
-                fprintf(stderr, "semcached: --max-namespaces must be 1..2^20\n");
+                fprintf(stderr,
+                        "semcached: --max-namespaces must be 1..2^20\n");
                 return 2;
             }
             ccfg.max_namespaces = (uint32_t)n;

@@ -53,8 +53,8 @@ static void *worker_main(void *arg)
         nng_msg *msg = nng_aio_get_msg(w->aio);
         uint8_t *reply = NULL;
         size_t reply_len = 0;
-        int hr = s->handler(s->handler_arg, nng_msg_body(msg),
-                            nng_msg_len(msg), &reply, &reply_len);
+        int hr = s->handler(s->handler_arg, nng_msg_body(msg), nng_msg_len(msg),
+                            &reply, &reply_len);
         if (hr != 0 || reply == NULL) {
             nng_msg_free(msg);
             free(reply);

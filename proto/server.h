@@ -10,8 +10,8 @@
 
 #include "common/sc_error.h"
 
-#define SC_SERVER_MAX_LISTEN 8
-#define SC_SERVER_DEFAULT_URL "tcp://127.0.0.1:7700"
+#define SC_SERVER_MAX_LISTEN      8
+#define SC_SERVER_DEFAULT_URL     "tcp://127.0.0.1:7700"
 #define SC_SERVER_DEFAULT_RECVMAX (4u << 20)
 
 /* Writes the reply to `req` (len bytes, borrowed for the call) into *reply,
@@ -23,8 +23,8 @@ typedef int (*sc_server_handler)(void *arg, const uint8_t *req, size_t len,
 typedef struct sc_server_config {
     const char *listen[SC_SERVER_MAX_LISTEN]; /* URLs; none = the default */
     unsigned nlisten;
-    unsigned threads;   /* workers = requests served at once; 0 = 16 */
-    size_t recv_max;    /* bytes; 0 = SC_SERVER_DEFAULT_RECVMAX */
+    unsigned threads;     /* workers = requests served at once; 0 = 16 */
+    size_t recv_max;      /* bytes; 0 = SC_SERVER_DEFAULT_RECVMAX */
     const char *tls_cert; /* PEM file with certificate and key, for tls+tcp */
     sc_server_handler handler;
     void *handler_arg;
