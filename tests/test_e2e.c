@@ -356,6 +356,21 @@ static void *client_thread(void *arg)
         t->failures++;
         return NULL;
     }
+    /* 32 connections arrive at once: wait until this one is up (each ping
+     * waits up to the client's 5 s timeout, connecting included). */
+    int up = 0;
+    for (int i = 0; i < 5 && !up; i++) {
+        up = sc_client_ping(c, NULL, 0, NULL) == SC_OK;
+        if (!up) {
+            usleep(100000);
+        }
+    }
+    if (!up) {
+        fprintf(stderr, "client %d: no answer to ping\n", t->thread);
+        t->failures++;
+        sc_client_close(c);
+        return NULL;
+    }
     char ns[32];
     snprintf(ns, sizeof(ns), "conc%d", t->thread % 4);
     for (int i = 0; i < 60 && t->failures < 3; i++) {
