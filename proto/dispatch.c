@@ -393,6 +393,13 @@ static int do_insert(sc_dispatch *d, const item *it, msgpack_packer *pk,
         sc_ns_config cfg;
         sc_cache_ns_config_init(&cfg);
         sc_err crc = sc_cache_ns_create(d->cache, it->ns, &cfg);
+        if (crc == SC_EINVAL) {
+            o->code = "bad_request";
+            snprintf(o->msg, sizeof(o->msg),
+                     "namespace names are 1..%u bytes of A-Z a-z 0-9 . _ : -",
+                     SC_CACHE_NS_NAME_MAX);
+            return -1;
+        }
         if (crc != SC_OK && crc != SC_ENSEXIST) {
             o->rc = crc;
             return -1;

@@ -54,6 +54,7 @@ expect 0 'delete 1: done' -- delete 1
 expect 1 'not_found' -- delete 1
 expect 0 'flushed faq' -- flush --ns faq
 expect 2 'needs --ns' -- insert --text hi --response x
+expect 1 'namespace names are' -- insert --ns 'bad name!' --vec 1,2 --response x
 expect 2 '--vec wants' -- lookup --ns faq --vec 1,,x
 expect 2 'unknown command' -- frobnicate
 out=$("$cli" -a ipc:///tmp/semcache-no-such-server.ipc --timeout 300 ping 2>&1)
