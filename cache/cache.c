@@ -1270,86 +1270,92 @@ static sc_err check_query(const sc_cache_query *q, size_t *scope_len)
     return SC_OK;
 }
 
-sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
-                       sc_cache_result *res)
-{
-    if (res != NULL) {
-        memset(res, 0, sizeof(*res));
-    }
-    if (c == NULL || nsname == NULL || q == NULL || res == NULL) {
-        return SC_EINVAL;
-    }
+/* One lookup on its way through sc_cache_lookup / sc_cache_lookup_many:
+ * prepare (no locks), open (namespace mutex: exact layer, scope pinned),
+ * search (no mutex: the pin keeps the scope and its index alive), judge
+ * (mutex again: candidates re-checked by id, since any may have gone). */
+typedef struct pending {
+    const sc_cache_query *q;
+    sc_cache_result *res;
+    sc_err rc;
+    char *norm;
+    size_t norm_len;
     size_t scope_len;
-    sc_err rc = check_query(q, &scope_len);
-    if (rc != SC_OK) {
-        return rc;
+    sc_text_key key;
+    scope *sc;
+    entry *served;
+    float best;
+    float threshold;
+    bool search;
+    unsigned nh;
+    sc_hit hits[LOOKUP_K];
+} pending;
+
+static void lookup_prepare(pending *p, const sc_cache_query *q,
+                           sc_cache_result *res)
+{
+    memset(p, 0, sizeof(*p));
+    p->q = q;
+    p->res = res;
+    memset(res, 0, sizeof(*res));
+    p->rc = check_query(q, &p->scope_len);
+    if (p->rc != SC_OK) {
+        return;
     }
     const char *scope_name = q->scope != NULL ? q->scope : "";
-    char *norm = NULL;
-    size_t norm_len = 0;
-    if ((rc = normalise_copy(q->text, q->text_len, &norm, &norm_len)) !=
-        SC_OK) {
-        return rc;
+    p->rc = normalise_copy(q->text, q->text_len, &p->norm, &p->norm_len);
+    if (p->rc == SC_OK && p->norm_len > 0) {
+        p->key = sc_cache_text_key(scope_name, p->scope_len, p->norm,
+                                   p->norm_len);
     }
-    sc_text_key key = {0, 0};
-    if (norm_len > 0) {
-        key = sc_cache_text_key(scope_name, scope_len, norm, norm_len);
-    }
-    uint64_t now = now_ms(c);
+}
 
-    pthread_rwlock_rdlock(&c->lock);
-    ns *s = ns_find(c, nsname);
-    if (s == NULL) {
-        pthread_rwlock_unlock(&c->lock);
-        free(norm);
-        return SC_ENONS;
-    }
-    pthread_mutex_lock(&s->mu);
+/* Under s->mu: the exact layer, and whether the semantic layer must run. */
+static void lookup_open(sc_cache *c, ns *s, pending *p, uint64_t now)
+{
+    const sc_cache_query *q = p->q;
     if (q->vec != NULL && s->cfg.dim != 0 && q->dim != s->cfg.dim) {
-        pthread_mutex_unlock(&s->mu);
-        pthread_rwlock_unlock(&c->lock);
-        free(norm);
-        return SC_EDIM;
+        p->rc = SC_EDIM;
+        return;
     }
-    float threshold = q->has_threshold ? q->threshold : s->cfg.threshold;
-    entry *served = NULL;
-    float best = NAN;
-    res->reason = SC_MISS_NO_CANDIDATE;
-
+    p->threshold = q->has_threshold ? q->threshold : s->cfg.threshold;
+    p->best = NAN;
+    p->res->reason = SC_MISS_NO_CANDIDATE;
     /* Lookups never make scopes: an unknown scope simply has nothing. */
-    scope *sc = scope_find(s, scope_name, scope_len);
-    if (sc != NULL) {
-        sc->pins++;
+    p->sc = scope_find(s, q->scope != NULL ? q->scope : "", p->scope_len);
+    if (p->sc == NULL) {
+        return;
     }
-    if (sc != NULL && norm_len > 0) {
-        entry *e = exact_find(s, sc, key, norm, norm_len);
+    p->sc->pins++;
+    if (p->norm_len > 0) {
+        entry *e = exact_find(s, p->sc, p->key, p->norm, p->norm_len);
         if (e != NULL && expired(e, now)) {
             entry_remove(c, s, e, GONE_EXPIRED);
         } else if (e != NULL) {
-            served = e;
-            best = 1.0f;
-            res->layer = SC_LAYER_EXACT;
-            res->similarity = 1.0f;
-            res->reason = SC_MISS_NONE;
+            p->served = e;
+            p->best = 1.0f;
+            p->res->layer = SC_LAYER_EXACT;
+            p->res->similarity = 1.0f;
+            p->res->reason = SC_MISS_NONE;
         }
     }
-    if (served == NULL && sc != NULL && sc->ix != NULL && q->vec != NULL) {
-        sc_hit hits[LOOKUP_K];
-        unsigned nh = 0;
-        /* The scan is the slow part: run it without the namespace's mutex
-         * (the pin keeps the scope and its index alive), then judge the
-         * candidates under it again, ids first, since any may have gone. */
-        pthread_mutex_unlock(&s->mu);
-        rc = sc_index_search(sc->ix, q->vec, LOOKUP_K, SEARCH_ALL, hits, &nh);
-        pthread_mutex_lock(&s->mu);
-        if (rc != SC_OK) {
-            goto out;
-        }
+    p->search = p->served == NULL && p->sc->ix != NULL && q->vec != NULL;
+}
+
+/* Under s->mu: judges the search's candidates, counts, fills the result,
+ * unpins the scope. */
+static void lookup_judge(sc_cache *c, ns *s, pending *p, uint64_t now)
+{
+    sc_cache_result *res = p->res;
+    if (p->rc != SC_OK) {
+        goto out;
+    }
+    if (p->search) {
         entry *cand[LOOKUP_K];
         float sim[LOOKUP_K];
         unsigned nc = 0;
-        for (unsigned i = 0; i < nh; i++) {
-            entry *e = entry_find(s, hits[i].id);
+        for (unsigned i = 0; i < p->nh; i++) {
+            entry *e = entry_find(s, p->hits[i].id);
             if (e == NULL || e->quarantined || !e->in_index) {
                 continue;
             }
@@ -1358,12 +1364,12 @@ sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
                 continue;
             }
             cand[nc] = e;
-            sim[nc] = hits[i].similarity;
+            sim[nc] = p->hits[i].similarity;
             nc++;
         }
         if (nc > 0) {
-            best = sim[0];
-            if (sim[0] < threshold) {
+            p->best = sim[0];
+            if (sim[0] < p->threshold) {
                 res->reason = SC_MISS_BELOW_THRESHOLD;
             } else {
                 res->reason = SC_MISS_NONE;
@@ -1377,7 +1383,7 @@ sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
                 }
             }
             if (res->reason == SC_MISS_NONE) {
-                served = cand[0];
+                p->served = cand[0];
                 res->layer = SC_LAYER_SEMANTIC;
                 res->similarity = sim[0];
             }
@@ -1385,9 +1391,10 @@ sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
     }
 
     s->st.lookups++;
-    s->st.hist[sc_cache_hist_bin(best)]++;
-    res->best_similarity = best;
-    if (served != NULL) {
+    s->st.hist[sc_cache_hist_bin(p->best)]++;
+    res->best_similarity = p->best;
+    if (p->served != NULL) {
+        entry *served = p->served;
         if (res->layer == SC_LAYER_EXACT) {
             s->st.exact_hits++;
         } else {
@@ -1416,16 +1423,165 @@ sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
         }
     }
 out:
-    if (sc != NULL) {
-        scope_unpin(s, sc);
+    if (p->sc != NULL) {
+        scope_unpin(s, p->sc);
+        p->sc = NULL;
+    }
+    if (p->rc != SC_OK) {
+        memset(res, 0, sizeof(*res));
+    }
+}
+
+/* Runs prepared lookups p[0..n) in namespace nsname. The semantic searches
+ * of lookups that share a scope go to the index as one batch. */
+static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
+{
+    uint64_t now = now_ms(c);
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    if (s == NULL) {
+        pthread_rwlock_unlock(&c->lock);
+        return SC_ENONS;
+    }
+    pthread_mutex_lock(&s->mu);
+    size_t nsearch = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i].rc == SC_OK) {
+            lookup_open(c, s, &p[i], now);
+            nsearch += p[i].search;
+            if (!p[i].search) {
+                /* Judge now: an exact hit's entry may go as soon as the
+                 * mutex is let go. */
+                lookup_judge(c, s, &p[i], now);
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+
+    /* The scans, outside the mutex: one batch per index (scope). */
+    sc_err rc = SC_OK;
+    if (nsearch > 0) {
+        size_t *idx = malloc(nsearch * sizeof(size_t));
+        float *qs = NULL;
+        sc_hit *hits = NULL;
+        unsigned *nh = NULL;
+        uint8_t *done = calloc(n, 1);
+        uint32_t dim = 0;
+        for (size_t i = 0; i < n && dim == 0; i++) {
+            dim = p[i].search ? p[i].q->dim : 0;
+        }
+        if (idx != NULL && done != NULL) {
+            qs = malloc(nsearch * dim * sizeof(float));
+            hits = malloc(nsearch * LOOKUP_K * sizeof(sc_hit));
+            nh = malloc(nsearch * sizeof(unsigned));
+        }
+        if (idx == NULL || done == NULL || qs == NULL || hits == NULL ||
+            nh == NULL) {
+            rc = SC_ENOMEM;
+        }
+        for (size_t i = 0; i < n && rc == SC_OK; i++) {
+            if (!p[i].search || done[i]) {
+                continue;
+            }
+            sc_index *ix = p[i].sc->ix;
+            size_t g = 0;
+            for (size_t j = i; j < n; j++) {
+                if (p[j].search && !done[j] && p[j].sc->ix == ix) {
+                    idx[g] = j;
+                    memcpy(qs + g * dim, p[j].q->vec, dim * sizeof(float));
+                    done[j] = 1;
+                    g++;
+                }
+            }
+            sc_err src = g == 1 ? sc_index_search(ix, qs, LOOKUP_K, SEARCH_ALL,
+                                                  hits, nh)
+                                : sc_index_search_batch(ix, qs, g, LOOKUP_K,
+                                                        SEARCH_ALL, hits, nh);
+            for (size_t k = 0; k < g; k++) {
+                pending *pk = &p[idx[k]];
+                if (src != SC_OK) {
+                    pk->rc = src;
+                    continue;
+                }
+                pk->nh = nh[k];
+                memcpy(pk->hits, hits + k * LOOKUP_K, nh[k] * sizeof(sc_hit));
+            }
+        }
+        free(idx);
+        free(qs);
+        free(hits);
+        free(nh);
+        free(done);
+    }
+
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (!p[i].search) {
+            continue;
+        }
+        if (rc != SC_OK && p[i].rc == SC_OK) {
+            p[i].rc = rc;
+        }
+        lookup_judge(c, s, &p[i], now);
     }
     pthread_mutex_unlock(&s->mu);
     pthread_rwlock_unlock(&c->lock);
-    free(norm);
+    return SC_OK;
+}
+
+sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
+                       sc_cache_result *res)
+{
+    if (res != NULL) {
+        memset(res, 0, sizeof(*res));
+    }
+    if (c == NULL || nsname == NULL || q == NULL || res == NULL) {
+        return SC_EINVAL;
+    }
+    pending p;
+    lookup_prepare(&p, q, res);
+    sc_err rc = p.rc;
+    if (rc == SC_OK) {
+        rc = lookup_run(c, nsname, &p, 1);
+        if (rc == SC_OK) {
+            rc = p.rc;
+        }
+    }
+    free(p.norm);
     if (rc != SC_OK) {
         memset(res, 0, sizeof(*res));
     }
     return rc;
+}
+
+sc_err sc_cache_lookup_many(sc_cache *c, const char *nsname,
+                            const sc_cache_query *qs, size_t n,
+                            sc_cache_result *res, sc_err *rcs)
+{
+    if (c == NULL || nsname == NULL || (n > 0 && (qs == NULL || res == NULL ||
+                                                  rcs == NULL))) {
+        return SC_EINVAL;
+    }
+    if (n == 0) {
+        return SC_OK;
+    }
+    pending *p = malloc(n * sizeof(*p));
+    if (p == NULL) {
+        return SC_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        lookup_prepare(&p[i], &qs[i], &res[i]);
+    }
+    sc_err rc = lookup_run(c, nsname, p, n);
+    for (size_t i = 0; i < n; i++) {
+        rcs[i] = rc != SC_OK ? rc : p[i].rc;
+        if (rcs[i] != SC_OK) {
+            memset(&res[i], 0, sizeof(res[i]));
+        }
+        free(p[i].norm);
+    }
+    free(p);
+    return SC_OK;
 }
 
 void sc_cache_result_fini(sc_cache_result *res)

@@ -223,6 +223,15 @@ sc_err sc_cache_lookup(sc_cache *c, const char *ns, const sc_cache_query *q,
 /* Drops the reference a lookup result holds; res becomes a miss. */
 void sc_cache_result_fini(sc_cache_result *res);
 
+/* n lookups in namespace ns at once: as n calls of sc_cache_lookup, but the
+ * semantic searches of queries that share a scope run as one batched index
+ * search. res[i] and rcs[i] receive query i's result and code (fini every
+ * res[i] whose rcs[i] is SC_OK). Returns SC_OK, or SC_EINVAL / SC_ENOMEM
+ * for the call as a whole; a missing namespace is SC_ENONS in every rcs[i]. */
+sc_err sc_cache_lookup_many(sc_cache *c, const char *ns,
+                            const sc_cache_query *qs, size_t n,
+                            sc_cache_result *res, sc_err *rcs);
+
 /* ---- accounting ---------------------------------------------------------*/
 
 /* Histogram of every lookup's best similarity, hits and misses alike:

@@ -414,19 +414,18 @@ static int do_insert(sc_dispatch *d, const item *it, msgpack_packer *pk,
     return 0;
 }
 
-static int do_lookup(sc_dispatch *d, const item *it, msgpack_packer *pk,
-                     outcome *o)
+/* Checks a lookup's fields and fills q (pointing into it). */
+static int lookup_query(const item *it, sc_cache_query *q, outcome *o)
 {
     if (need_ns(it, o) != 0 || need_text_or_vec(it, o) != 0) {
         return -1;
     }
-    sc_cache_query q;
-    memset(&q, 0, sizeof(q));
-    q.scope = it->scope;
-    q.text = it->has_text ? it->text : NULL;
-    q.text_len = it->text_len;
-    q.vec = it->has_vec ? it->vec : NULL;
-    q.dim = it->has_vec ? it->dim : 0;
+    memset(q, 0, sizeof(*q));
+    q->scope = it->scope;
+    q->text = it->has_text ? it->text : NULL;
+    q->text_len = it->text_len;
+    q->vec = it->has_vec ? it->vec : NULL;
+    q->dim = it->has_vec ? it->dim : 0;
     if (it->has_threshold) {
         if (it->threshold < -1.0 || it->threshold > 1.0) {
             o->code = "range";
@@ -434,14 +433,18 @@ static int do_lookup(sc_dispatch *d, const item *it, msgpack_packer *pk,
                      "field 'threshold' must be in [-1, 1]");
             return -1;
         }
-        q.has_threshold = true;
-        q.threshold = (float)it->threshold;
+        q->has_threshold = true;
+        q->threshold = (float)it->threshold;
     }
-    sc_cache_result res;
-    o->rc = sc_cache_lookup(d->cache, it->ns, &q, &res);
-    if (o->rc == SC_ENONS) {
-        /* Nothing was ever stored there: a miss, said plainly. */
-        o->rc = SC_OK;
+    return 0;
+}
+
+/* Packs a lookup's result map; SC_ENONS (nothing was ever stored there) is
+ * a miss, said plainly. */
+static void pack_lookup(msgpack_packer *pk, sc_err rc,
+                        const sc_cache_result *res)
+{
+    if (rc == SC_ENONS) {
         msgpack_pack_map(pk, 5);
         mp_put_key(pk, "hit");
         msgpack_pack_false(pk);
@@ -453,52 +456,67 @@ static int do_lookup(sc_dispatch *d, const item *it, msgpack_packer *pk,
         msgpack_pack_nil(pk);
         mp_put_key(pk, "reason");
         mp_put_str(pk, "no_namespace");
-        return 0;
+        return;
     }
-    if (o->rc != SC_OK) {
-        return -1;
-    }
-    msgpack_pack_map(pk, res.hit ? 13 : 5);
+    msgpack_pack_map(pk, res->hit ? 13 : 5);
     mp_put_key(pk, "hit");
-    if (res.hit) {
+    if (res->hit) {
         msgpack_pack_true(pk);
     } else {
         msgpack_pack_false(pk);
     }
     mp_put_key(pk, "layer");
-    mp_put_str(pk, res.layer == SC_LAYER_EXACT      ? "exact"
-                   : res.layer == SC_LAYER_SEMANTIC ? "semantic"
-                                                    : "none");
+    mp_put_str(pk, res->layer == SC_LAYER_EXACT      ? "exact"
+                   : res->layer == SC_LAYER_SEMANTIC ? "semantic"
+                                                     : "none");
     mp_put_key(pk, "similarity");
-    msgpack_pack_float(pk, res.similarity);
+    msgpack_pack_float(pk, res->similarity);
     mp_put_key(pk, "best");
-    if (isnan(res.best_similarity)) {
+    if (isnan(res->best_similarity)) {
         msgpack_pack_nil(pk);
     } else {
-        msgpack_pack_float(pk, res.best_similarity);
+        msgpack_pack_float(pk, res->best_similarity);
     }
     mp_put_key(pk, "reason");
-    const char *reason = reason_name(res.reason);
+    const char *reason = reason_name(res->reason);
     if (reason == NULL) {
         msgpack_pack_nil(pk);
     } else {
         mp_put_str(pk, reason);
     }
-    if (res.hit) {
-        put_uint_kv(pk, "entry", res.id);
+    if (res->hit) {
+        put_uint_kv(pk, "entry", res->id);
         mp_put_key(pk, "response");
-        mp_put_bin(pk, res.response, res.response_len);
+        mp_put_bin(pk, res->response, res->response_len);
         mp_put_key(pk, "model");
-        mp_put_str(pk, res.model);
+        mp_put_str(pk, res->model);
         mp_put_key(pk, "feature");
-        mp_put_str(pk, res.feature);
+        mp_put_str(pk, res->feature);
         mp_put_key(pk, "user");
-        mp_put_str(pk, res.user);
-        put_uint_kv(pk, "input_tokens", res.input_tokens);
-        put_uint_kv(pk, "output_tokens", res.output_tokens);
-        put_uint_kv(pk, "hit_count", res.hit_count);
+        mp_put_str(pk, res->user);
+        put_uint_kv(pk, "input_tokens", res->input_tokens);
+        put_uint_kv(pk, "output_tokens", res->output_tokens);
+        put_uint_kv(pk, "hit_count", res->hit_count);
     }
-    sc_cache_result_fini(&res);
+}
+
+static int do_lookup(sc_dispatch *d, const item *it, msgpack_packer *pk,
+                     outcome *o)
+{
+    sc_cache_query q;
+    if (lookup_query(it, &q, o) != 0) {
+        return -1;
+    }
+    sc_cache_result res;
+    o->rc = sc_cache_lookup(d->cache, it->ns, &q, &res);
+    if (o->rc != SC_OK && o->rc != SC_ENONS) {
+        return -1;
+    }
+    pack_lookup(pk, o->rc, &res);
+    if (o->rc == SC_OK) {
+        sc_cache_result_fini(&res);
+    }
+    o->rc = SC_OK;
     return 0;
 }
 
@@ -742,59 +760,77 @@ static void outcome_message(outcome *o)
     }
 }
 
-/* Each batch item is a map of insert or lookup fields; a top-level ns and
- * scope apply to items without their own. Results go out in item order,
- * each its own {"ok", "result" | "error"}. */
-static void run_batch(sc_dispatch *d, int insert, const item *top,
-                      mp_reader *items, uint32_t n, msgpack_packer *pk,
-                      msgpack_sbuffer *tmp)
+#define LOOKUP_CHUNK 64 /* batch lookups decoded and run together */
+
+static void put_item_ok(msgpack_packer *pk, const msgpack_sbuffer *result)
+{
+    msgpack_pack_map(pk, 2);
+    mp_put_key(pk, "ok");
+    msgpack_pack_true(pk);
+    mp_put_key(pk, "result");
+    msgpack_pack_str_body(pk, result->data, result->size); /* raw append */
+}
+
+/* Reads one batch item into it, applying the top-level ns and scope.
+ * Returns -1 with *e set when the item is malformed. */
+static int read_item(sc_dispatch *d, const item *top, mp_reader *items,
+                     item *it, err *e)
+{
+    uint32_t nk;
+    memset(it, 0, sizeof(*it));
+    e->code = NULL;
+    if (mp_read_map(items, &nk) != 0) {
+        fail(e, "bad_request", "batch item is not a map");
+    } else {
+        parse_fields(items, nk, it, e);
+    }
+    if (e->code != NULL) {
+        __atomic_add_fetch(&d->counts.bad_requests, 1, __ATOMIC_RELAXED);
+        return -1;
+    }
+    if (!it->has_ns && top->has_ns) {
+        memcpy(it->ns, top->ns, sizeof(it->ns));
+        it->has_ns = true;
+    }
+    if (!it->has_scope && top->has_scope) {
+        memcpy(it->scope, top->scope, sizeof(it->scope));
+        it->has_scope = true;
+    }
+    return 0;
+}
+
+/* Item i was malformed: its error, then one for each later item, which
+ * cannot be found reliably after it. */
+static void put_rest_broken(msgpack_packer *pk, const err *e, uint32_t i,
+                            uint32_t n)
+{
+    put_item_error(pk, e->code, e->msg);
+    for (i++; i < n; i++) {
+        put_item_error(pk, "bad_request",
+                       "not decoded: an earlier item was malformed");
+    }
+}
+
+static void batch_inserts(sc_dispatch *d, const item *top, mp_reader *items,
+                          uint32_t n, msgpack_packer *pk, msgpack_sbuffer *tmp)
 {
     item *it = malloc(sizeof(*it));
     msgpack_packer tpk;
     msgpack_packer_init(&tpk, tmp, msgpack_sbuffer_write);
     for (uint32_t i = 0; i < n; i++) {
-        err e = {NULL, ""};
-        uint32_t nk;
         if (it == NULL) {
             put_item_error(pk, "internal", "out of memory");
             continue;
         }
-        memset(it, 0, sizeof(*it));
-        if (mp_read_map(items, &nk) != 0) {
-            /* The rest of the array cannot be trusted: say so per item. */
-            for (; i < n; i++) {
-                put_item_error(pk, "bad_request", "batch item is not a map");
-            }
+        err e;
+        if (read_item(d, top, items, it, &e) != 0) {
+            put_rest_broken(pk, &e, i, n);
             break;
-        }
-        if (parse_fields(items, nk, it, &e) != 0) {
-            __atomic_add_fetch(&d->counts.bad_requests, 1, __ATOMIC_RELAXED);
-            put_item_error(pk, e.code, e.msg);
-            /* parse_fields stops mid-map: skip the rest of the array. */
-            for (i++; i < n; i++) {
-                put_item_error(pk, "bad_request",
-                               "not decoded: an earlier item was malformed");
-            }
-            break;
-        }
-        if (!it->has_ns && top->has_ns) {
-            memcpy(it->ns, top->ns, sizeof(it->ns));
-            it->has_ns = true;
-        }
-        if (!it->has_scope && top->has_scope) {
-            memcpy(it->scope, top->scope, sizeof(it->scope));
-            it->has_scope = true;
         }
         outcome o = {SC_OK, NULL, ""};
         tmp->size = 0;
-        int rc =
-            insert ? do_insert(d, it, &tpk, &o) : do_lookup(d, it, &tpk, &o);
-        if (rc == 0) {
-            msgpack_pack_map(pk, 2);
-            mp_put_key(pk, "ok");
-            msgpack_pack_true(pk);
-            mp_put_key(pk, "result");
-            msgpack_pack_str_body(pk, tmp->data, tmp->size); /* raw append */
+        if (do_insert(d, it, &tpk, &o) == 0) {
+            put_item_ok(pk, tmp);
         } else {
             __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
             outcome_message(&o);
@@ -802,6 +838,87 @@ static void run_batch(sc_dispatch *d, int insert, const item *top,
         }
     }
     free(it);
+}
+
+/* Lookups go LOOKUP_CHUNK at a time to sc_cache_lookup_many, so that the
+ * vectors of one scope are searched as one batch; memory stays bounded by
+ * the chunk whatever the message claims. */
+static void batch_lookups(sc_dispatch *d, const item *top, mp_reader *items,
+                          uint32_t n, msgpack_packer *pk, msgpack_sbuffer *tmp)
+{
+    item *its = malloc(LOOKUP_CHUNK * sizeof(item));
+    sc_cache_query qs[LOOKUP_CHUNK];
+    sc_cache_result res[LOOKUP_CHUNK];
+    sc_err rcs[LOOKUP_CHUNK];
+    outcome os[LOOKUP_CHUNK];
+    msgpack_packer tpk;
+    msgpack_packer_init(&tpk, tmp, msgpack_sbuffer_write);
+    if (its == NULL) {
+        for (uint32_t i = 0; i < n; i++) {
+            put_item_error(pk, "internal", "out of memory");
+        }
+        return;
+    }
+    int broken = 0;
+    err bad = {NULL, ""};
+    for (uint32_t base = 0; base < n && !broken; base += LOOKUP_CHUNK) {
+        uint32_t m = n - base < LOOKUP_CHUNK ? n - base : LOOKUP_CHUNK;
+        uint32_t got = 0;
+        int valid[LOOKUP_CHUNK];
+        /* Decode the chunk; a malformed item ends the batch after the
+         * items before it are answered. */
+        for (; got < m; got++) {
+            os[got] = (outcome){SC_OK, NULL, ""};
+            if (read_item(d, top, items, &its[got], &bad) != 0) {
+                broken = 1;
+                break;
+            }
+            valid[got] = lookup_query(&its[got], &qs[got], &os[got]) == 0;
+        }
+        /* Run runs of consecutive valid items that share a namespace. */
+        for (uint32_t i = 0; i < got;) {
+            if (!valid[i]) {
+                i++;
+                continue;
+            }
+            uint32_t j = i + 1;
+            while (j < got && valid[j] && strcmp(its[j].ns, its[i].ns) == 0) {
+                j++;
+            }
+            sc_err rc = sc_cache_lookup_many(d->cache, its[i].ns, qs + i,
+                                             j - i, res + i, rcs + i);
+            for (uint32_t k = i; k < j; k++) {
+                if (rc != SC_OK) {
+                    rcs[k] = rc;
+                }
+            }
+            i = j;
+        }
+        for (uint32_t i = 0; i < got; i++) {
+            if (!valid[i]) {
+                outcome_message(&os[i]);
+                put_item_error(pk, os[i].code, os[i].msg);
+                continue;
+            }
+            if (rcs[i] != SC_OK && rcs[i] != SC_ENONS) {
+                __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
+                outcome o = {rcs[i], NULL, ""};
+                outcome_message(&o);
+                put_item_error(pk, o.code, o.msg);
+                continue;
+            }
+            tmp->size = 0;
+            pack_lookup(&tpk, rcs[i], &res[i]);
+            put_item_ok(pk, tmp);
+            if (rcs[i] == SC_OK) {
+                sc_cache_result_fini(&res[i]);
+            }
+        }
+        if (broken) {
+            put_rest_broken(pk, &bad, base + got, n);
+        }
+    }
+    free(its);
 }
 
 int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
@@ -915,7 +1032,11 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
         msgpack_pack_map(&pk, 1);
         mp_put_key(&pk, "results");
         msgpack_pack_array(&pk, nitems);
-        run_batch(d, op[0] == 'i', it, &items, nitems, &pk, &tmp);
+        if (op[0] == 'i') {
+            batch_inserts(d, it, &items, nitems, &pk, &tmp);
+        } else {
+            batch_lookups(d, it, &items, nitems, &pk, &tmp);
+        }
     } else {
         /* The result is packed aside: an op may fail after starting it. */
         msgpack_packer tpk;
