@@ -42,7 +42,8 @@ def free_port():
 def main():
     server = sys.argv[sys.argv.index("--server") + 1]
     port = free_port()
-    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}"],
+    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                             "--max-namespaces", "8"],
                             stderr=subprocess.DEVNULL)
     try:
         c = None
@@ -111,6 +112,24 @@ def run(c):
     check(sum(b[2] for b in s["histogram"]) == s["lookups"], "histogram sums")
     c.flush()
     check(c.stats()["entries"] == 0, "flush")
+
+    # Every error code a client can provoke.
+    check(raises("zero_vector", c.insert, "faq", "x", vec=[0.0, 0.0, 0.0]),
+          "zero_vector")
+    check(raises("range", c.lookup, "faq", vec=[1.0, 0.0, 0.0], threshold=2.0),
+          "range")
+    c.ns_create("small", max_response_bytes=10)
+    check(raises("too_big", c.insert, "small", "x" * 11, vec=[1.0]), "too_big")
+    check(raises("no_namespace", c.ns_drop, "never-made"), "no_namespace")
+    full = False
+    for i in range(10):
+        try:
+            c.ns_create(f"flood{i}")
+        except SemcacheError as e:
+            full = e.code == "full"
+            break
+    check(full, "namespace flood cap -> full")
+    check(raises("bad_request", c.insert, "faq", "x"), "bad_request (no text/vec)")
 
     # Raw protocol: a version the server does not speak, and an unknown op.
     check(c.call({"v": 2, "op": "ping"})["error"]["code"] == "version", "version")
