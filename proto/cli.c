@@ -340,6 +340,35 @@ int main(int argc, char **argv)
         i += takes;
     }
 
+    /* Usage is checked before any connection is made. */
+    int ins = strcmp(cmd, "insert") == 0;
+    if ((ins || strcmp(cmd, "lookup") == 0) &&
+        (ns == NULL || (it.text == NULL && it.vec == NULL) ||
+         (ins && response == NULL))) {
+        fprintf(stderr, "semcache-cli: %s needs --ns, --text or --vec%s\n", cmd,
+                ins ? ", and --response" : "");
+        free(vec);
+        return 2;
+    }
+    uint64_t entry = 0;
+    if ((strcmp(cmd, "delete") == 0 || strcmp(cmd, "feedback") == 0) &&
+        (positional == NULL || parse_uint(positional, &entry) != 0)) {
+        fprintf(stderr, "semcache-cli: %s needs an entry id\n", cmd);
+        free(vec);
+        return 2;
+    }
+    const char *const known[] = {"ping",     "insert", "lookup", "delete",
+                                 "feedback", "flush",  "stats"};
+    int is_known = 0;
+    for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
+        is_known |= strcmp(cmd, known[k]) == 0;
+    }
+    if (!is_known) {
+        fprintf(stderr, "semcache-cli: unknown command %s\n", cmd);
+        usage(stderr);
+        free(vec);
+        return 2;
+    }
     sc_client *c;
     sc_err rc = sc_client_open(addr, timeout, &c);
     if (rc != SC_OK) {
@@ -362,19 +391,9 @@ int main(int argc, char **argv)
             }
         }
     } else if (strcmp(cmd, "insert") == 0 || strcmp(cmd, "lookup") == 0) {
-        int ins = cmd[0] == 'i';
-        if (ns == NULL || (it.text == NULL && it.vec == NULL) ||
-            (ins && response == NULL)) {
-            fprintf(stderr, "semcache-cli: %s needs --ns, --text or --vec%s\n",
-                    cmd, ins ? ", and --response" : "");
-            sc_client_close(c);
-            free(vec);
-            return 2;
-        }
         if (ins) {
             it.response = response;
             it.response_len = strlen(response);
-            uint64_t entry = 0;
             rc = sc_client_insert(c, ns, &it, &entry, &err);
             if (rc == SC_OK) {
                 printf(json ? "{\"ok\":true,\"entry\":%llu}\n"
@@ -420,13 +439,6 @@ int main(int argc, char **argv)
             }
         }
     } else if (strcmp(cmd, "delete") == 0 || strcmp(cmd, "feedback") == 0) {
-        uint64_t entry;
-        if (positional == NULL || parse_uint(positional, &entry) != 0) {
-            fprintf(stderr, "semcache-cli: %s needs an entry id\n", cmd);
-            sc_client_close(c);
-            free(vec);
-            return 2;
-        }
         rc = cmd[0] == 'd' ? sc_client_delete(c, entry, &err)
                            : sc_client_feedback(c, entry, &err);
         if (rc == SC_OK) {
@@ -453,10 +465,6 @@ int main(int argc, char **argv)
             }
             free(raw);
         }
-    } else {
-        fprintf(stderr, "semcache-cli: unknown command %s\n", cmd);
-        usage(stderr);
-        status = 2;
     }
     if (status == 0 && rc != SC_OK) {
         status = report(rc, &err, json);
