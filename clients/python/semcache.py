@@ -1,33 +1,44 @@
 """semcache.py - a Python client for semcached with no nng binding.
 
-It speaks nng's SP framing over a plain TCP socket (docs/PROTOCOL.md,
-section 1): the 8-byte handshake, a 64-bit big-endian length before each
-message, and a 32-bit request id with its high bit set at the front of each
-request and reply. Bodies are msgpack (Debian's python3-msgpack).
+It speaks nng's SP framing itself (docs/PROTOCOL.md, section 1) over a plain
+TCP socket, TLS for tls+tcp:// URLs (Python's ssl module), or a Unix socket
+for ipc:// URLs: the 8-byte handshake, a 64-bit
+big-endian length before each message (ipc:// puts a 0x01 byte before it),
+and a 32-bit request id with its high bit set at the front of each request
+and reply. Bodies are msgpack (Debian's python3-msgpack).
 
     from semcache import Client
-    c = Client("127.0.0.1", 7700)
-    entry = c.insert("faq", "30 days", text="What is the return policy?",
-                     vec=[0.9, 0.1, 0.2])
-    r = c.lookup("faq", vec=[0.85, 0.15, 0.2])
-    if r["hit"]:
-        print(r["response"])
+    with Client("127.0.0.1", 7700) as c:     # or connect("tcp://...:7700")
+        entry = c.insert("faq", "30 days", text="What is the return policy?",
+                         vec=[0.9, 0.1, 0.2])
+        r = c.lookup("faq", vec=[0.85, 0.15, 0.2])
+        if r["hit"]:
+            print(r["response"])            # bytes
 
-One Client is one connection and one request at a time; it is not shared
-between threads (give each thread its own).
+A Client is one connection. Calls from several threads are serialised by a
+lock; give each thread its own Client for parallel requests. After a
+time-out or a broken connection the call raises and the socket is closed;
+the next call connects afresh (a request is never re-sent by the client).
 """
+import array
 import itertools
 import math
 import socket
+import ssl
 import struct
+import sys
+import threading
 
 import msgpack
 
 PROTO_VERSION = 1
 REQ = 0x0030
 REP = 0x0031
-_HANDSHAKE = b"\x00SP\x00" + struct.pack(">H", REQ) + b"\x00\x00"
-_REPLY_MAX = 64 << 20
+HANDSHAKE = b"\x00SP\x00" + struct.pack(">H", REQ) + b"\x00\x00"
+MAX_DIM = 4096
+
+__all__ = ["Client", "connect", "SemcacheError", "ProtocolError", "pack_vec",
+           "unpack_vec"]
 
 
 class SemcacheError(Exception):
@@ -45,29 +56,115 @@ class ProtocolError(Exception):
 
 
 def pack_vec(vec):
-    """A vector as msgpack bin of little-endian float32 (never an array)."""
-    vals = [float(x) for x in vec]
-    if not vals or len(vals) > 4096:
-        raise ValueError("a vector has 1..4096 elements")
-    if any(not math.isfinite(x) for x in vals):
+    """A vector as the wire wants it: little-endian float32 bytes (sent as
+    msgpack bin, never an array). Accepts a sequence of numbers, an
+    array('f'), or bytes already in that form (passed through)."""
+    if isinstance(vec, (bytes, bytearray, memoryview)):
+        b = bytes(vec)
+        if not b or len(b) % 4 or len(b) // 4 > MAX_DIM:
+            raise ValueError("a packed vector is 4..16384 bytes, a multiple of 4")
+        return b
+    if isinstance(vec, array.array) and vec.typecode == "f":
+        a = array.array("f", vec)
+    else:
+        a = array.array("f", [float(x) for x in vec])
+    if not 1 <= len(a) <= MAX_DIM:
+        raise ValueError(f"a vector has 1..{MAX_DIM} elements")
+    if any(not math.isfinite(x) for x in a):
         raise ValueError("a vector may not hold NaN or Inf")
-    return struct.pack(f"<{len(vals)}f", *vals)
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a.tobytes()
+
+
+def unpack_vec(b):
+    """The inverse of pack_vec: a list of floats."""
+    return list(struct.unpack(f"<{len(b) // 4}f", b))
+
+
+def connect(url="tcp://127.0.0.1:7700", timeout=5.0, **kw):
+    """A Client for a tcp://HOST:PORT, tls+tcp://HOST:PORT or ipc:///PATH
+    URL. For tls+tcp:// pass tls=ssl.SSLContext (say, one made with
+    ssl.create_default_context(cafile="server.pem")); the default verifies
+    against the system's CAs."""
+    for scheme in ("tcp://", "tls+tcp://"):
+        if url.startswith(scheme):
+            host, sep, port = url[len(scheme):].rpartition(":")
+            if not sep or not port.isdigit():
+                raise ValueError(f"bad URL: {url}")
+            if scheme == "tls+tcp://" and kw.get("tls") is None:
+                kw["tls"] = True
+            return Client(host.strip("[]") or "127.0.0.1", int(port), timeout,
+                          **kw)
+    if url.startswith("ipc://"):
+        return Client(timeout=timeout, ipc_path=url[len("ipc://"):], **kw)
+    raise ValueError(f"unsupported URL (tcp://, tls+tcp://, ipc://): {url}")
 
 
 class Client:
-    def __init__(self, host="127.0.0.1", port=7700, timeout=5.0):
-        self._sock = socket.create_connection((host, port), timeout=timeout)
-        self._sock.settimeout(timeout)
+    """One SP REQ connection to semcached.
+
+    tls: None for plain TCP; an ssl.SSLContext, or True for
+    ssl.create_default_context(), for a tls+tcp:// listener (server_hostname
+    defaults to host). trace, if given, is called as trace(direction, data) with direction
+    "send" or "recv" and the exact bytes of each handshake and each framed
+    message, as they cross the socket."""
+
+    def __init__(self, host="127.0.0.1", port=7700, timeout=5.0, *,
+                 ipc_path=None, tls=None, server_hostname=None, trace=None,
+                 reply_max=1 << 30):
+        self._addr = (host, port)
+        self._tls = ssl.create_default_context() if tls is True else tls
+        self._tls_name = server_hostname or host
+        self._ipc = ipc_path
+        self._timeout = timeout
+        self._trace = trace
+        self._reply_max = reply_max
         self._ids = itertools.count(1)
-        self._sock.sendall(_HANDSHAKE)
-        peer = self._recv_exact(8)
-        if peer[:4] != b"\x00SP\x00" or peer[6:8] != b"\x00\x00":
-            raise ProtocolError(f"not an SP peer: {peer.hex()}")
-        if struct.unpack(">H", peer[4:6])[0] != REP:
-            raise ProtocolError(f"peer is not a REP socket: {peer.hex()}")
+        self._lock = threading.Lock()
+        self._sock = None
+        self._connect()
+
+    # ---- connection -----------------------------------------------------
+
+    def _connect(self):
+        if self._ipc is not None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self._timeout)
+            try:
+                s.connect(self._ipc)
+            except OSError:
+                s.close()
+                raise
+        else:
+            s = socket.create_connection(self._addr, timeout=self._timeout)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.settimeout(self._timeout)
+            if self._tls is not None:
+                try:
+                    s = self._tls.wrap_socket(
+                        s, server_hostname=self._tls_name)
+                except BaseException:
+                    s.close()
+                    raise
+        self._sock = s
+        try:
+            self._send(HANDSHAKE)
+            peer = self._recv_exact(8)
+            if self._trace:
+                self._trace("recv", peer)
+            if peer[:4] != b"\x00SP\x00" or peer[6:8] != b"\x00\x00":
+                raise ProtocolError(f"not an SP peer: {peer.hex(' ')}")
+            if struct.unpack(">H", peer[4:6])[0] != REP:
+                raise ProtocolError(f"peer is not a REP socket: {peer.hex(' ')}")
+        except BaseException:
+            self.close()
+            raise
 
     def close(self):
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def __enter__(self):
         return self
@@ -77,32 +174,84 @@ class Client:
 
     # ---- transport ------------------------------------------------------
 
+    def _send(self, data):
+        if self._trace:
+            self._trace("send", data)
+        self._sock.sendall(data)
+
     def _recv_exact(self, n):
         buf = bytearray()
         while len(buf) < n:
-            chunk = self._sock.recv(n - len(buf))
+            chunk = self._sock.recv(min(n - len(buf), 1 << 20))
             if not chunk:
                 raise ProtocolError("connection closed by the server")
             buf += chunk
         return bytes(buf)
 
-    def call(self, request):
-        """Sends one request map and returns the reply map, raw."""
-        req_id = 0x80000000 | (next(self._ids) & 0x7FFFFFFF)
-        body = struct.pack(">I", req_id) + msgpack.packb(request, use_bin_type=True)
-        self._sock.sendall(struct.pack(">Q", len(body)) + body)
-        while True:
-            (length,) = struct.unpack(">Q", self._recv_exact(8))
-            if length < 4 or length > _REPLY_MAX:
-                raise ProtocolError(f"reply length {length} out of range")
-            msg = self._recv_exact(length)
-            (got_id,) = struct.unpack(">I", msg[:4])
-            if got_id == req_id:
-                break  # a stale reply to an earlier request is skipped
-        reply = msgpack.unpackb(msg[4:], raw=False, strict_map_key=False)
-        if not isinstance(reply, dict) or "ok" not in reply:
-            raise ProtocolError("a reply is a map with 'ok'")
+    def _frame(self, payload):
+        head = struct.pack(">Q", len(payload))
+        return (b"\x01" + head if self._ipc is not None else head) + payload
+
+    def _read_frame(self):
+        """One message: returns (request id, msgpack body)."""
+        hlen = 9 if self._ipc is not None else 8
+        head = self._recv_exact(hlen)
+        if hlen == 9 and head[0] != 1:
+            raise ProtocolError(f"ipc message type {head[0]} is not 1")
+        (length,) = struct.unpack(">Q", head[-8:])
+        if length < 4 or length > self._reply_max:
+            raise ProtocolError(f"reply length {length} out of range")
+        msg = self._recv_exact(length)
+        if self._trace:
+            self._trace("recv", head + msg)
+        (rid,) = struct.unpack(">I", msg[:4])
+        return rid, msg[4:]
+
+    def _next_id(self):
+        return 0x80000000 | (next(self._ids) & 0x7FFFFFFF)
+
+    @staticmethod
+    def _decode(body):
+        try:
+            reply = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except Exception as e:  # msgpack raises several types
+            raise ProtocolError(f"reply is not msgpack: {e}") from None
+        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+            raise ProtocolError("a reply is a map with a boolean 'ok'")
         return reply
+
+    def call_many(self, requests):
+        """Sends request maps back to back on this connection (pipelined),
+        then reads every reply. The server may answer them in any order;
+        they are matched by request id. Returns the raw reply maps, in the
+        order of requests."""
+        with self._lock:
+            if self._sock is None:
+                self._connect()
+            try:
+                ids = [self._next_id() for _ in requests]
+                for rid, req in zip(ids, requests):
+                    body = msgpack.packb(req, use_bin_type=True)
+                    self._send(self._frame(struct.pack(">I", rid) + body))
+                pending = set(ids)
+                got = {}
+                while pending:
+                    rid, body = self._read_frame()
+                    if rid not in pending:
+                        raise ProtocolError(f"reply id {rid:#x} was not asked for")
+                    pending.discard(rid)
+                    got[rid] = self._decode(body)
+                return [got[rid] for rid in ids]
+            except BaseException:
+                # A time-out may leave half a frame in the socket: the
+                # connection cannot be trusted after it.
+                self.close()
+                raise
+
+    def call(self, request):
+        """Sends one request map and returns the reply map, raw (ok or
+        not): the way to send fields this client does not know."""
+        return self.call_many([request])[0]
 
     def _op(self, op, **fields):
         req = {"v": PROTO_VERSION, "op": op}
@@ -111,69 +260,85 @@ class Client:
         if not reply["ok"]:
             err = reply.get("error") or {}
             raise SemcacheError(err.get("code", "?"), err.get("message", ""))
-        return reply.get("result", {})
+        result = reply.get("result")
+        if not isinstance(result, dict):
+            raise ProtocolError("a successful reply carries a 'result' map")
+        return result
 
     # ---- operations -----------------------------------------------------
 
     @staticmethod
-    def _item(text=None, vec=None, scope=None, **more):
+    def _item(text=None, vec=None, scope=None, response=None, **more):
         item = {"text": text, "scope": scope, **more}
         if vec is not None:
             item["vec"] = pack_vec(vec)
+        if response is not None:
+            item["response"] = (response.encode() if isinstance(response, str)
+                                else bytes(response))
         return {k: v for k, v in item.items() if v is not None}
 
     def ping(self):
+        """{"version": 1, "server": "semcached X.Y.Z"}"""
         return self._op("ping")
 
     def insert(self, ns, response, text=None, vec=None, scope=None, ttl=None,
                model=None, feature=None, user=None, input_tokens=None,
                output_tokens=None):
-        if isinstance(response, str):
-            response = response.encode()
-        item = self._item(text, vec, scope, response=response, ttl=ttl,
-                          model=model, feature=feature, user=user,
-                          input_tokens=input_tokens, output_tokens=output_tokens)
+        """Stores response (str or bytes); returns the new entry id. ttl in
+        seconds: None = the namespace's default, -1 = never expires."""
+        item = self._item(text, vec, scope, response, ttl=ttl, model=model,
+                          feature=feature, user=user,
+                          input_tokens=input_tokens,
+                          output_tokens=output_tokens)
         return self._op("insert", ns=ns, **item)["entry"]
 
     def lookup(self, ns, text=None, vec=None, scope=None, threshold=None):
+        """The result map: "hit", "layer", "similarity", "best", "reason",
+        and on a hit "entry", "response" (bytes), tags and token counts."""
         return self._op("lookup", ns=ns,
                         **self._item(text, vec, scope, threshold=threshold))
 
     def delete(self, entry):
-        return self._op("delete", entry=entry)
+        self._op("delete", entry=entry)
 
     def feedback(self, entry):
-        return self._op("feedback", entry=entry)
+        """Reports a wrong hit: the entry is quarantined."""
+        self._op("feedback", entry=entry)
 
-    def lookup_batch(self, ns, items):
-        """items: dicts with text/vec/scope/threshold. Returns one dict per
-        item: {"ok": True, "result": ...} or {"ok": False, "error": ...}."""
-        return self._op("lookup_batch", ns=ns,
+    def lookup_batch(self, ns, items, scope=None):
+        """items: dicts with text / vec / scope / threshold (and ns, to
+        override the batch's). Returns one dict per item:
+        {"ok": True, "result": {...}} or {"ok": False, "error": {...}}."""
+        return self._op("lookup_batch", ns=ns, scope=scope,
                         items=[self._item(**it) for it in items])["results"]
 
-    def insert_batch(self, ns, items):
-        out = []
-        for it in items:
-            it = dict(it)
-            if isinstance(it.get("response"), str):
-                it["response"] = it["response"].encode()
-            out.append(self._item(**it))
-        return self._op("insert_batch", ns=ns, items=out)["results"]
+    def insert_batch(self, ns, items, scope=None):
+        """items: dicts with the keyword arguments of insert (response
+        required). Returns one dict per item, as lookup_batch does; a
+        successful item's result is {"entry": id}."""
+        return self._op("insert_batch", ns=ns, scope=scope,
+                        items=[self._item(**it) for it in items])["results"]
 
     def ns_create(self, ns, **cfg):
-        return self._op("ns_create", ns=ns, **cfg)
+        """cfg: dim, storage ("f32" | "f16" | "int8"), threshold, margin,
+        ttl, ttl_mode ("absolute" | "sliding"), max_entries, max_bytes,
+        max_response_bytes."""
+        self._op("ns_create", ns=ns, **cfg)
 
     def ns_configure(self, ns, **cfg):
-        return self._op("ns_configure", ns=ns, **cfg)
+        """cfg as ns_create, less dim and storage."""
+        self._op("ns_configure", ns=ns, **cfg)
 
     def ns_drop(self, ns):
-        return self._op("ns_drop", ns=ns)
+        self._op("ns_drop", ns=ns)
 
     def ns_list(self):
         return self._op("ns_list")["namespaces"]
 
     def stats(self, ns=None):
+        """Counters of one namespace, or of all (ns=None)."""
         return self._op("stats", ns=ns)
 
     def flush(self, ns=None):
-        return self._op("flush", ns=ns)
+        """Removes the entries of one namespace, or of all (ns=None)."""
+        self._op("flush", ns=ns)

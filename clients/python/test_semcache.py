@@ -1,17 +1,33 @@
 #!/usr/bin/python3
-"""test_semcache.py --server PATH/TO/semcached - the Python client against a
-real semcached on a free 127.0.0.1 port: every operation, errors, a raw
-framing check, and the server's clean exit. Prints "N passed, N failed"."""
+"""test_semcache.py --server PATH/TO/semcached [--doc docs/PROTOCOL.md]
+[--transcript]
+
+The Python client against a real semcached on a free 127.0.0.1 port (and an
+ipc:// socket): every operation, every error code a client can provoke, raw
+framing (pipelining, oversize and garbage messages, a broken connection),
+and the byte-by-byte session of PROTOCOL.md section 6, which must match the
+live server exactly. Prints "N passed, N failed" last; exits 1 on a failure.
+
+--transcript prints that session from the live server instead of testing
+(paste it into PROTOCOL.md when the wire format changes on purpose)."""
 import os
+import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from semcache import Client, SemcacheError  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, HERE)
+import msgpack  # noqa: E402
+
+import semcache  # noqa: E402
+from semcache import Client, SemcacheError, connect  # noqa: E402
 
 passed = failed = 0
 
@@ -29,6 +45,8 @@ def raises(code, fn, *args, **kw):
     try:
         fn(*args, **kw)
     except SemcacheError as e:
+        if e.code != code:
+            print(f"  (got {e.code}: {e.message})", file=sys.stderr)
         return e.code == code
     return False
 
@@ -39,67 +57,254 @@ def free_port():
         return s.getsockname()[1]
 
 
-def main():
-    server = sys.argv[sys.argv.index("--server") + 1]
-    port = free_port()
-    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
-                             "--max-namespaces", "8"],
-                            stderr=subprocess.DEVNULL)
+def wait_client(port):
+    for _ in range(100):
+        try:
+            return Client("127.0.0.1", port, timeout=5)
+        except OSError:
+            time.sleep(0.05)
+    return None
+
+
+# ---- the session of PROTOCOL.md section 6 ------------------------------
+
+def hexdump(b):
+    return "\n".join(b[i:i + 16].hex(" ") for i in range(0, len(b), 16))
+
+
+def transcript(port):
+    """Runs the documented session on a fresh server and returns the text
+    of the code block in PROTOCOL.md section 6."""
+    log = []
+    c = Client("127.0.0.1", port, timeout=5,
+               trace=lambda d, b: log.append((d, b)))
+    steps = [("handshake", None)]
+    c.ping()
+    steps.append(("ping", None))
+    c.insert("faq", "30 days", text="return policy?", vec=[0.6, 0.8, 0.0])
+    steps.append(("insert", None))
+    r = c.lookup("faq", vec=[0.6, 0.79, 0.05])
+    assert r["hit"] and r["layer"] == "semantic", r
+    steps.append(("lookup (semantic hit)", None))
+    c.call({"v": 2, "op": "ping"})
+    steps.append(("an error reply (protocol version 2)", None))
+    c.close()
+    out = []
+    for i, (title, _) in enumerate(steps):
+        (d1, req), (d2, rep) = log[2 * i], log[2 * i + 1]
+        assert (d1, d2) == ("send", "recv")
+        out.append(f"### {title}")
+        out.append(f"client -> server ({len(req)} bytes):")
+        out.append(hexdump(req))
+        out.append(f"server -> client ({len(rep)} bytes):")
+        out.append(hexdump(rep))
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
+def check_doc(doc_path, text):
     try:
-        c = None
-        for _ in range(50):
-            try:
-                c = Client("127.0.0.1", port, timeout=5)
+        with open(doc_path) as f:
+            doc = f.read()
+    except OSError as e:
+        check(False, f"read {doc_path}: {e}")
+        return
+    ok = ("```\n" + text + "\n```") in doc
+    check(ok, "PROTOCOL.md section 6 matches the live server byte for byte")
+    if not ok:
+        print("  live session (run with --transcript to print it):",
+              file=sys.stderr)
+        print(text, file=sys.stderr)
+
+
+# ---- raw SP over a plain socket ---------------------------------------
+
+def raw_conn(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(semcache.HANDSHAKE)
+    peer = b""
+    while len(peer) < 8:
+        chunk = s.recv(8 - len(peer))
+        if not chunk:
+            break
+        peer += chunk
+    return s, peer
+
+
+def closed_by_peer(s):
+    """True when the server closes the connection (EOF) within 5 s."""
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def raw_reply(s):
+    def exact(n):
+        b = b""
+        while len(b) < n:
+            chunk = s.recv(n - len(b))
+            if not chunk:
+                raise EOFError
+            b += chunk
+        return b
+    (n,) = struct.unpack(">Q", exact(8))
+    return exact(n)
+
+
+def test_raw(port):
+    s, peer = raw_conn(port)
+    check(peer == bytes.fromhex("0053500000310000"), "REP handshake bytes")
+    # A request that is not a map gets an error reply.
+    s.sendall(struct.pack(">QI", 5, 0x80007777) + b"\x01")
+    body = raw_reply(s)
+    check(body[:4] == struct.pack(">I", 0x80007777)
+          and msgpack.unpackb(body[4:])["error"]["code"] == "bad_request",
+          "non-map request answered with bad_request")
+    # Bytes after the map.
+    req = msgpack.packb({"v": 1, "op": "ping"}) + b"\xc0"
+    s.sendall(struct.pack(">QI", 4 + len(req), 0x80000001) + req)
+    rep = msgpack.unpackb(raw_reply(s)[4:])
+    check(not rep["ok"] and rep["error"]["code"] == "bad_request",
+          "bytes after the request map -> bad_request")
+    # A message shorter than a request id: nng's REP closes the pipe.
+    s.sendall(struct.pack(">Q", 2) + b"\x80\x00")
+    check(closed_by_peer(s), "a message without a request id closes the connection")
+    s.close()
+    # A length over --recv-max: closed before anything is allocated.
+    s, _ = raw_conn(port)
+    s.sendall(struct.pack(">Q", 64 << 20) + b"\x80\x00\x00\x01")
+    check(closed_by_peer(s), "a message over --recv-max closes the connection")
+    s.close()
+    # A peer that is not REQ (here PAIR, 0x0010) is refused.
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"\x00SP\x00\x00\x10\x00\x00")
+    got, eof = b"", False
+    try:
+        while len(got) <= 8:
+            chunk = s.recv(64)
+            if not chunk:
+                eof = True
                 break
-            except OSError:
-                time.sleep(0.1)
-        check(c is not None, "connect")
-        run(c)
-        c.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        check(proc.wait(timeout=10) == 0, "semcached exits 0 on SIGTERM")
-    print(f"test_semcache: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+            got += chunk
+    except (socket.timeout, ConnectionResetError) as e:
+        eof = isinstance(e, ConnectionResetError)
+    check(eof and got in (b"", semcache.HANDSHAKE[:5] + b"\x31\x00\x00"),
+          "a peer that is not REQ is disconnected")
+    s.close()
 
 
-def run(c):
+# ---- the client -----------------------------------------------------
+
+def make_cert(tmp):
+    """A self-signed certificate for 127.0.0.1 (cert + key in one PEM, as
+    --tls-cert wants), or None without the openssl command."""
+    if shutil.which("openssl") is None:
+        return None
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                        "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if r.returncode != 0:
+        return None
+    both = os.path.join(tmp, "both.pem")
+    with open(both, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    return cert, both
+
+
+def test_tls(tls_port, cert):
+    ctx = ssl.create_default_context(cafile=cert)
+    with connect(f"tls+tcp://127.0.0.1:{tls_port}", tls=ctx) as tc:
+        check(tc.ping()["version"] == 1, "tls+tcp:// ping")
+        r = tc.lookup("faq", vec=[0.3, 0.4, 0.5])
+        check(r["hit"] and r["response"] == b"over ipc", "tls+tcp:// lookup")
+    try:
+        connect(f"tls+tcp://127.0.0.1:{tls_port}").close()  # system CAs
+        refused = False
+    except ssl.SSLError:
+        refused = True
+    check(refused, "tls+tcp:// verifies the server's certificate")
+
+
+def run(c, port, ipc_path, tls_port, cert):
     check(c.ping()["server"].startswith("semcached"), "ping")
+    check(c.ping()["version"] == 1, "ping version")
     e1 = c.insert("faq", "30 days", text="What is the return policy?",
-                  vec=[0.9, 0.1, 0.2], model="gpt-4o", input_tokens=12,
-                  output_tokens=40)
+                  vec=[0.9, 0.1, 0.2], model="gpt-4o", feature="support",
+                  user="u1", input_tokens=12, output_tokens=40)
     check(isinstance(e1, int) and e1 > 0, "insert returns an entry id")
     r = c.lookup("faq", text="  what is the RETURN policy? ")
-    check(r["hit"] and r["layer"] == "exact" and r["entry"] == e1, "exact hit")
-    check(r["response"] == b"30 days" and r["input_tokens"] == 12, "hit payload")
+    check(r["hit"] and r["layer"] == "exact" and r["entry"] == e1
+          and r["reason"] is None and r["similarity"] == 1.0, "exact hit")
+    check(r["response"] == b"30 days" and r["input_tokens"] == 12
+          and r["output_tokens"] == 40 and r["model"] == "gpt-4o"
+          and r["feature"] == "support" and r["user"] == "u1", "hit payload")
     r = c.lookup("faq", vec=[0.85, 0.15, 0.2])
-    check(r["hit"] and r["layer"] == "semantic" and r["similarity"] > 0.99,
-          "semantic hit")
+    check(r["hit"] and r["layer"] == "semantic" and r["similarity"] > 0.99
+          and r["hit_count"] == 2, "semantic hit, hit_count")
+    import array
+    r = c.lookup("faq", vec=array.array("f", [0.85, 0.15, 0.2]))
+    check(r["hit"], "vector as array('f')")
     r = c.lookup("faq", vec=[-0.2, 1.0, 0.0])
-    check(not r["hit"] and r["reason"] == "below_threshold", "miss below threshold")
+    check(not r["hit"] and r["reason"] == "below_threshold"
+          and r["layer"] == "none" and isinstance(r["best"], float),
+          "miss below threshold")
     r = c.lookup("faq", vec=[-0.2, 1.0, 0.0], threshold=-1.0)
     check(r["hit"], "per-request threshold")
     r = c.lookup("faq", vec=[0.9, 0.1, 0.2], scope="other")
-    check(not r["hit"] and r["reason"] == "no_candidate", "scope isolation")
+    check(not r["hit"] and r["reason"] == "no_candidate" and r["best"] is None,
+          "scope isolation")
+    r = c.lookup("never-made", vec=[1.0])
+    check(not r["hit"] and r["reason"] == "no_namespace", "lookup: no_namespace miss")
     check(raises("dim", c.lookup, "faq", vec=[1.0, 2.0]), "dim error")
     check(raises("not_found", c.delete, 987654), "not_found error")
+    e2 = c.insert("faq", "gone", vec=[0.1, 0.9, 0.9])
+    c.delete(e2)
+    check(not c.lookup("faq", vec=[0.1, 0.9, 0.9])["hit"], "delete")
+
+    # TTL: a fraction of a second, and never.
+    c.insert("ttl", "short", vec=[1.0, 0.0], ttl=0.2)
+    c.insert("ttl", "forever", vec=[0.0, 1.0], ttl=-1)
+    check(c.lookup("ttl", vec=[1.0, 0.0])["hit"], "ttl: hit before expiry")
+    time.sleep(0.5)
+    check(not c.lookup("ttl", vec=[1.0, 0.0])["hit"], "ttl: expired never served")
+    check(c.lookup("ttl", vec=[0.0, 1.0])["hit"], "ttl -1: never expires")
+    check(raises("range", c.insert, "ttl", "x", vec=[1.0, 1.0], ttl=-5),
+          "ttl < 0 (not -1) -> range")
 
     res = c.insert_batch("batch", [
         {"response": f"answer {i}", "vec": [1.0, float(i), 0.5]} for i in range(10)])
     check(len(res) == 10 and all(x["ok"] for x in res), "insert_batch")
     res = c.lookup_batch("batch", [{"vec": [1.0, float(i), 0.5]} for i in range(10)]
-                         + [{"vec": [1.0, 2.0]}])
-    check(all(x["ok"] and x["result"]["hit"] for x in res[:10]), "lookup_batch hits")
+                         + [{"vec": [1.0, 2.0]}, {"vec": [1.0], "ns": "faq"}])
+    check(all(x["ok"] and x["result"]["hit"] for x in res[:10]),
+          "lookup_batch hits")
+    check([x["result"]["response"] for x in res[:3]]
+          == [b"answer 0", b"answer 1", b"answer 2"], "lookup_batch order")
     check(not res[10]["ok"] and res[10]["error"]["code"] == "dim",
           "lookup_batch per-item error")
+    check(not res[11]["ok"] and res[11]["error"]["code"] == "dim",
+          "lookup_batch item overrides ns")
+    res = c.lookup_batch("batch", [{"vec": [1.0, 1.0, 0.5]}], scope="s2")
+    check(res[0]["ok"] and not res[0]["result"]["hit"], "batch-level scope")
+    check(raises("bad_request", c.lookup_batch, "batch", []), "empty batch")
 
     c.ns_create("cfg", dim=3, storage="int8", threshold=0.5, ttl=60,
-                ttl_mode="sliding")
+                ttl_mode="sliding", margin=0.01, max_entries=100)
     check("cfg" in c.ns_list(), "ns_create / ns_list")
+    check(raises("dim", c.insert, "cfg", "x", vec=[1.0, 0.0]),
+          "dim fixed at creation")
     check(raises("namespace_exists", c.ns_create, "cfg"), "namespace_exists")
     c.ns_configure("cfg", threshold=0.8)
     check(raises("bad_request", c.ns_configure, "cfg", dim=4),
-          "dim fixed at creation")
+          "ns_configure refuses dim")
+    check(raises("bad_request", c.ns_create, "bad name!"), "bad namespace name")
+    check(raises("bad_request", c.ns_create, "x", storage="f64"), "bad storage")
     c.ns_drop("cfg")
     check("cfg" not in c.ns_list(), "ns_drop")
 
@@ -107,19 +312,32 @@ def run(c):
     r = c.lookup("faq", vec=[0.9, 0.1, 0.2])
     check(not r["hit"], "feedback quarantines")
     s = c.stats("faq")
-    check(s["exact_hits"] == 1 and s["false_hits"] == 1 and s["lookups"] >= 6,
-          "stats counters")
-    check(sum(b[2] for b in s["histogram"]) == s["lookups"], "histogram sums")
+    check(s["exact_hits"] == 1 and s["false_hits"] == 1 and s["lookups"] >= 6
+          and s["quarantined"] == 1, "stats counters")
+    check(isinstance(s["histogram"], list)
+          and all(len(b) == 3 for b in s["histogram"])
+          and sum(b[2] for b in s["histogram"]) == s["lookups"], "histogram sums")
+    check(c.stats()["namespaces"] >= 3, "stats of all namespaces")
+    check(raises("no_namespace", c.stats, "never-made"), "stats: no_namespace")
+    c.flush("batch")
+    check(c.stats("batch")["entries"] == 0 and c.stats("faq")["entries"] > 0,
+          "flush one namespace")
     c.flush()
-    check(c.stats()["entries"] == 0, "flush")
+    check(c.stats()["entries"] == 0, "flush all")
 
     # Every error code a client can provoke.
     check(raises("zero_vector", c.insert, "faq", "x", vec=[0.0, 0.0, 0.0]),
           "zero_vector")
+    nan_vec = struct.pack("<3f", 1.0, float("nan"), 0.0)  # bytes pass through
+    check(raises("nan", c.lookup, "faq", vec=nan_vec), "nan in a vector")
+    check(raises("nan", c.lookup, "faq", vec=[1.0, 0, 0], threshold=float("inf")),
+          "nan: infinite threshold")
     check(raises("range", c.lookup, "faq", vec=[1.0, 0.0, 0.0], threshold=2.0),
           "range")
     c.ns_create("small", max_response_bytes=10)
     check(raises("too_big", c.insert, "small", "x" * 11, vec=[1.0]), "too_big")
+    check(raises("too_big", c.insert, "small", "x", vec=[1.0], model="m" * 300),
+          "too_big tag")
     check(raises("no_namespace", c.ns_drop, "never-made"), "no_namespace")
     full = False
     for i in range(10):
@@ -130,18 +348,91 @@ def run(c):
             break
     check(full, "namespace flood cap -> full")
     check(raises("bad_request", c.insert, "faq", "x"), "bad_request (no text/vec)")
+    check(raises("bad_request", c.delete, "seven"), "bad_request (wrong type)")
 
-    # Raw protocol: a version the server does not speak, and an unknown op.
-    check(c.call({"v": 2, "op": "ping"})["error"]["code"] == "version", "version")
+    # Raw requests: id echo, version, unknown op.
+    rep = c.call({"v": 1, "op": "ping", "id": 42})
+    check(rep["ok"] and rep["id"] == 42, "id echoed")
+    rep = c.call({"v": 2, "op": "ping", "id": 7})
+    check(rep["error"]["code"] == "version" and rep["id"] == 7, "version")
+    check(c.call({"op": "ping"})["error"]["code"] == "version", "missing v")
     check(c.call({"v": 1, "op": "nope"})["error"]["code"] == "unknown_op",
           "unknown op")
-    # A request that is not a map still gets an error reply.
-    c._sock.sendall(struct.pack(">QI", 5, 0x80007777) + b"\x01")
-    (n,) = struct.unpack(">Q", c._recv_exact(8))
-    body = c._recv_exact(n)
-    check(body[:4] == struct.pack(">I", 0x80007777) and b"bad_request" in body,
-          "non-map request answered with bad_request")
-    check(c.ping()["version"] == 1, "still serving")
+    check(c.call({"v": 1, "op": "ping", "future": [1, {"x": 2}]})["ok"],
+          "unknown keys ignored")
+
+    # Pipelining: many requests in flight on one connection.
+    reqs = [{"v": 1, "op": "ping", "id": i} for i in range(32)]
+    reps = c.call_many(reqs)
+    check([r["id"] for r in reps] == list(range(32)) and all(r["ok"] for r in reps),
+          "32 pipelined requests, matched by request id")
+
+    # A broken connection: the call raises, the next one reconnects.
+    c._sock.shutdown(socket.SHUT_RDWR)
+    try:
+        c.ping()
+        broke = False
+    except (OSError, semcache.ProtocolError):
+        broke = True
+    check(broke and c.ping()["version"] == 1, "reconnect after a broken connection")
+
+    # ipc://: the same protocol with a 0x01 byte before each length.
+    with connect(f"ipc://{ipc_path}") as ic:
+        ic.insert("faq", "over ipc", vec=[0.3, 0.4, 0.5])
+        r = ic.lookup("faq", vec=[0.3, 0.4, 0.5])
+        check(r["hit"] and r["response"] == b"over ipc", "ipc:// client")
+
+    if cert is not None:
+        test_tls(tls_port, cert)
+    else:
+        print("test_semcache: no openssl command, tls+tcp:// not tested",
+              file=sys.stderr)
+
+    test_raw(port)
+    check(c.ping()["version"] == 1, "still serving after hostile peers")
+
+
+def main():
+    argv = sys.argv
+    server = argv[argv.index("--server") + 1]
+    doc = (argv[argv.index("--doc") + 1] if "--doc" in argv else
+           os.path.join(HERE, "..", "..", "docs", "PROTOCOL.md"))
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="semcache-py-")
+    ipc_path = os.path.join(tmp, "sc.ipc")
+    args = [server, "--listen", f"tcp://127.0.0.1:{port}",
+            "--listen", f"ipc://{ipc_path}", "--max-namespaces", "8"]
+    tls = make_cert(tmp)
+    tls_port = None
+    if tls is not None:
+        tls_port = free_port()
+        args += ["--listen", f"tls+tcp://127.0.0.1:{tls_port}",
+                 "--tls-cert", tls[1]]
+    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    try:
+        c = wait_client(port)
+        check(c is not None, "connect")
+        if c is not None:
+            c.close()
+            # First, on the fresh server: the documented session.
+            text = transcript(port)
+            if "--transcript" in argv:
+                print(text)
+                return 0
+            check_doc(doc, text)
+            c = Client("127.0.0.1", port, timeout=5)
+            run(c, port, ipc_path, tls_port, tls and tls[0])
+            c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            check(proc.wait(timeout=10) == 0, "semcached exits 0 on SIGTERM")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            check(False, "semcached exits on SIGTERM")
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"test_semcache: {passed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
