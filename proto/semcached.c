@@ -11,6 +11,7 @@
 
 #include "cache/cache.h"
 #include "index/simd/simd.h"
+#include "proto/config.h"
 #include "proto/dispatch.h"
 #include "proto/server.h"
 
@@ -18,21 +19,28 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: semcached [--listen URL]... [--threads N] [--recv-max BYTES]\n"
-        "                 [--tls-cert FILE] [--max-namespaces N]\n"
-        "                 [--max-bytes BYTES]\n"
+        "usage: semcached [--config FILE] [--listen URL]... [--threads N]\n"
+        "                 [--data-dir DIR] [--embed-table FILE]\n"
+        "                 [--recv-max BYTES] [--tls-cert FILE]\n"
+        "                 [--max-namespaces N] [--max-bytes BYTES]\n"
         "\n"
+        "  --config FILE       JSON configuration (docs/CONFIG.md); flags "
+        "override it\n"
         "  --listen URL        tcp://HOST:PORT, ipc:///PATH or "
         "tls+tcp://HOST:PORT\n"
         "                      (repeatable; default %s)\n"
         "  --threads N         requests served at once (default 16)\n"
+        "  --data-dir DIR      where semcached keeps its files (default %s)\n"
+        "  --embed-table FILE  the built-in embedder's table (default\n"
+        "                      DIR/%s)\n"
         "  --recv-max BYTES    largest request accepted (default %u)\n"
         "  --tls-cert FILE     PEM certificate and key for tls+tcp:// "
         "listeners\n"
         "  --max-namespaces N  cap on namespaces (default 1024)\n"
         "  --max-bytes BYTES   cap on the whole cache (default 1 GiB; LRU "
         "beyond)\n",
-        SC_SERVER_DEFAULT_URL, SC_SERVER_DEFAULT_RECVMAX);
+        SC_SERVER_DEFAULT_URL, SC_CONFIG_DEFAULT_DATA_DIR, SC_CONFIG_EMBED_FILE,
+        SC_SERVER_DEFAULT_RECVMAX);
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -55,68 +63,125 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int main(int argc, char **argv)
+/* Applies the command line to cfg: the --config file first, wherever it
+ * stands, then every other flag in order, so that flags override the file.
+ * Returns -1 to exit 0 (--help), 0 to go on, or the exit status (2). */
+static int parse_args(int argc, char **argv, sc_config *cfg)
 {
-    sc_server_config scfg;
-    memset(&scfg, 0, sizeof(scfg));
-    sc_cache_config ccfg;
-    sc_cache_config_init(&ccfg);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return -1;
+        }
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            char msg[512];
+            if (sc_config_load(cfg, argv[i + 1], msg, sizeof(msg)) != SC_OK) {
+                fprintf(stderr, "semcached: bad configuration: %s\n", msg);
+                return 2;
+            }
+            fprintf(stderr, "semcached: configuration read from %s\n",
+                    argv[i + 1]);
+        }
+    }
+    bool listen_flag = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long long n;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
+        sc_err rc = SC_OK;
         if (v == NULL) {
             fprintf(stderr, "semcached: %s needs a value (or unknown flag)\n",
                     a);
             usage(stderr);
             return 2;
         }
-        if (strcmp(a, "--listen") == 0) {
-            if (scfg.nlisten == SC_SERVER_MAX_LISTEN) {
+        if (strcmp(a, "--config") == 0) {
+            /* read above */
+        } else if (strcmp(a, "--listen") == 0) {
+            if (!listen_flag) {
+                /* Flags replace the file's listeners rather than add. */
+                for (unsigned j = 0; j < cfg->nlisten; j++) {
+                    free(cfg->listen[j]);
+                    cfg->listen[j] = NULL;
+                }
+                cfg->nlisten = 0;
+                listen_flag = true;
+            }
+            if (cfg->nlisten == SC_SERVER_MAX_LISTEN) {
                 fprintf(stderr, "semcached: at most %d --listen URLs\n",
                         SC_SERVER_MAX_LISTEN);
                 return 2;
             }
-            scfg.listen[scfg.nlisten++] = v;
+            rc = sc_config_set_str(&cfg->listen[cfg->nlisten], v);
+            cfg->nlisten += rc == SC_OK;
         } else if (strcmp(a, "--threads") == 0) {
             if (parse_u64(v, 1024, &n) != 0 || n == 0) {
                 fprintf(stderr, "semcached: --threads must be 1..1024\n");
                 return 2;
             }
-            scfg.threads = (unsigned)n;
+            cfg->threads = (unsigned)n;
         } else if (strcmp(a, "--recv-max") == 0) {
             if (parse_u64(v, 1ull << 30, &n) != 0 || n < 1024) {
                 fprintf(stderr, "semcached: --recv-max must be 1024..2^30\n");
                 return 2;
             }
-            scfg.recv_max = (size_t)n;
+            cfg->recv_max = (size_t)n;
         } else if (strcmp(a, "--tls-cert") == 0) {
-            scfg.tls_cert = v;
+            rc = sc_config_set_str(&cfg->tls_cert, v);
+        } else if (strcmp(a, "--data-dir") == 0) {
+            rc = sc_config_set_str(&cfg->data_dir, v);
+        } else if (strcmp(a, "--embed-table") == 0) {
+            rc = sc_config_set_str(&cfg->embed_table, v);
         } else if (strcmp(a, "--max-namespaces") == 0) {
             if (parse_u64(v, 1u << 20, &n) != 0 || n == 0) {
                 fprintf(stderr,
                         "semcached: --max-namespaces must be 1..2^20\n");
                 return 2;
             }
-            ccfg.max_namespaces = (uint32_t)n;
+            cfg->cache.max_namespaces = (uint32_t)n;
         } else if (strcmp(a, "--max-bytes") == 0) {
             if (parse_u64(v, ~0ull, &n) != 0 || n == 0) {
                 fprintf(stderr, "semcached: --max-bytes must be a positive "
                                 "integer\n");
                 return 2;
             }
-            ccfg.max_bytes = n;
+            cfg->cache.max_bytes = n;
         } else {
             fprintf(stderr, "semcached: unknown flag %s\n", a);
             usage(stderr);
             return 2;
         }
+        if (rc != SC_OK) {
+            fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
+            return 2;
+        }
         i++;
     }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    sc_config conf;
+    if (sc_config_init(&conf) != SC_OK) {
+        fprintf(stderr, "semcached: out of memory\n");
+        return 1;
+    }
+    int prc = parse_args(argc, argv, &conf);
+    if (prc != 0) {
+        sc_config_fini(&conf);
+        return prc < 0 ? 0 : prc;
+    }
+    sc_server_config scfg;
+    memset(&scfg, 0, sizeof(scfg));
+    for (unsigned i = 0; i < conf.nlisten; i++) {
+        scfg.listen[i] = conf.listen[i];
+    }
+    scfg.nlisten = conf.nlisten;
+    scfg.threads = conf.threads;
+    scfg.recv_max = conf.recv_max;
+    scfg.tls_cert = conf.tls_cert;
+    sc_cache_config ccfg = conf.cache;
 
     /* Signals are taken synchronously by the main thread (sigtimedwait);
      * every thread started from here on inherits the blocked mask. */
@@ -127,28 +192,37 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    int status = 1;
     sc_cache *cache = NULL;
+    sc_dispatch *disp = NULL;
+    sc_server *srv = NULL;
     sc_err rc = sc_cache_open(&ccfg, &cache);
     if (rc != SC_OK) {
         fprintf(stderr, "semcached: cannot open the cache: %s\n",
                 sc_strerror(rc));
-        return 1;
+        goto out_conf;
     }
-    sc_dispatch *disp = NULL;
+    for (size_t i = 0; i < conf.nns; i++) {
+        rc = sc_cache_ns_create(cache, conf.ns[i].name, &conf.ns[i].cfg);
+        if (rc != SC_OK) {
+            fprintf(stderr, "semcached: cannot create namespace %s: %s\n",
+                    conf.ns[i].name, sc_strerror(rc));
+            goto out_cache;
+        }
+        fprintf(stderr, "semcached: namespace %s created from the "
+                        "configuration\n",
+                conf.ns[i].name);
+    }
     if ((rc = sc_dispatch_open(cache, &disp)) != SC_OK) {
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
-        sc_cache_close(cache);
-        return 1;
+        goto out_cache;
     }
     scfg.handler = sc_dispatch_handle;
     scfg.handler_arg = disp;
-    sc_server *srv = NULL;
     if ((rc = sc_server_open(&scfg, &srv)) != SC_OK) {
         fprintf(stderr, "semcached: cannot start the server: %s\n",
                 sc_strerror(rc));
-        sc_dispatch_close(disp);
-        sc_cache_close(cache);
-        return 1;
+        goto out_disp;
     }
     fprintf(stderr, "semcached: ready (%s, simd %s, %u workers)\n",
             SC_SERVER_NAME, sc_simd_active()->name,
@@ -180,7 +254,12 @@ int main(int argc, char **argv)
             "dropped %llu\n",
             (unsigned long long)served, (unsigned long long)dc.bad_requests,
             (unsigned long long)dc.errors, (unsigned long long)dropped);
+    status = 0;
+out_disp:
     sc_dispatch_close(disp);
+out_cache:
     sc_cache_close(cache);
-    return 0;
+out_conf:
+    sc_config_fini(&conf);
+    return status;
 }

@@ -64,5 +64,32 @@ kill -TERM $spid
 wait $spid
 status=$?
 if [ $status = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: semcached exit $status" >&2; fi
+
+# --config: a bad file stops the start (status 2, the key named); a good one
+# sets the listener and creates its namespaces; flags override the file.
+cfg=/tmp/semcache-cli-test-$$.json
+trap 'kill $spid 2>/dev/null; rm -f /tmp/semcache-cli-test-$$.log "$cfg"' EXIT
+echo '{"threads": 0}' >"$cfg"
+out=$("$server" --config "$cfg" 2>&1)
+if [ $? = 2 ] && printf '%s' "$out" | grep -q "key 'threads'"; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL: bad config: $out" >&2
+fi
+addr="ipc:///tmp/semcache-cli-test-$$-2.ipc"
+printf '{"listen": "ipc:///tmp/unused-%s.ipc",\n "namespaces": {"strict": {"threshold": 0.999, "dim": 3}}}\n' $$ >"$cfg"
+"$server" --config "$cfg" --listen "$addr" 2>>/tmp/semcache-cli-test-$$.log &
+spid=$!
+for _ in $(seq 50); do
+    "$cli" -a "$addr" --timeout 200 ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+expect 0 '^stored as entry' -- insert --ns strict --vec 0.9,0.1,0.2 --response r
+expect 0 '^miss \(below_threshold' -- lookup --ns strict --vec 0.85,0.15,0.2
+expect 0 '^hit \(semantic' -- lookup --ns strict --vec 0.9,0.1,0.2
+expect 1 'dim' -- insert --ns strict --vec 1,2 --response r
+kill -TERM $spid
+wait $spid
+
 echo "test_cli: $pass passed, $fail failed"
 [ $fail = 0 ]

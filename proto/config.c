@@ -1,0 +1,314 @@
+/* config.c - semcached's configuration file (config.h), parsed with
+ * libjansson: a well-kept JSON parser from Debian, so that none of our own
+ * has to be trusted with a file a person edits by hand. */
+#define _GNU_SOURCE
+#include "proto/config.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+sc_err sc_config_set_str(char **slot, const char *value)
+{
+    char *copy = strdup(value);
+    if (copy == NULL) {
+        return SC_ENOMEM;
+    }
+    free(*slot);
+    *slot = copy;
+    return SC_OK;
+}
+
+sc_err sc_config_init(sc_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    sc_cache_config_init(&cfg->cache);
+    return sc_config_set_str(&cfg->data_dir, SC_CONFIG_DEFAULT_DATA_DIR);
+}
+
+void sc_config_fini(sc_config *cfg)
+{
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        free(cfg->listen[i]);
+    }
+    free(cfg->tls_cert);
+    free(cfg->data_dir);
+    free(cfg->embed_table);
+    free(cfg->ns);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+sc_err sc_config_embed_path(const sc_config *cfg, char *out, size_t cap)
+{
+    int n = cfg->embed_table != NULL
+                ? snprintf(out, cap, "%s", cfg->embed_table)
+                : snprintf(out, cap, "%s/%s", cfg->data_dir,
+                           SC_CONFIG_EMBED_FILE);
+    return n < 0 || (size_t)n >= cap ? SC_ETOOBIG : SC_OK;
+}
+
+/* ---- parsing -------------------------------------------------------- */
+
+typedef struct ctx {
+    const char *path;
+    char *msg;
+    size_t cap;
+} ctx;
+
+static sc_err bad(ctx *x, const char *key, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    snprintf(x->msg, x->cap, "%s: key '%s': %s", x->path, key, why);
+    return SC_EINVAL;
+}
+
+/* An integer in [lo, hi]. JSON numbers with a fraction are refused. */
+static sc_err get_int(ctx *x, const char *key, json_t *v, uint64_t lo,
+                      uint64_t hi, uint64_t *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        return bad(x, key, "must be a non-negative integer");
+    }
+    uint64_t n = (uint64_t)json_integer_value(v);
+    if (n < lo || n > hi) {
+        return bad(x, key, "must be %llu..%llu", (unsigned long long)lo,
+                   (unsigned long long)hi);
+    }
+    *out = n;
+    return SC_OK;
+}
+
+static sc_err get_real(ctx *x, const char *key, json_t *v, double lo,
+                       double hi, double *out)
+{
+    if (!json_is_number(v)) {
+        return bad(x, key, "must be a number");
+    }
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < lo || d > hi) {
+        return bad(x, key, "must be in [%g, %g]", lo, hi);
+    }
+    *out = d;
+    return SC_OK;
+}
+
+static sc_err get_str(ctx *x, const char *key, json_t *v, size_t max,
+                      char **slot)
+{
+    if (!json_is_string(v)) {
+        return bad(x, key, "must be a string");
+    }
+    size_t n = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (n == 0 || n > max || strlen(s) != n) {
+        return bad(x, key, "must be 1..%zu bytes with no NUL", max);
+    }
+    return sc_config_set_str(slot, s) == SC_OK ? SC_OK
+                                               : bad(x, key, "out of memory");
+}
+
+static sc_err parse_listen(ctx *x, sc_config *cfg, json_t *v)
+{
+    json_t *one[1] = {v};
+    json_t **urls = one;
+    size_t n = 1;
+    if (json_is_array(v)) {
+        n = json_array_size(v);
+        if (n == 0 || n > SC_SERVER_MAX_LISTEN) {
+            return bad(x, "listen", "must list 1..%d URLs",
+                       SC_SERVER_MAX_LISTEN);
+        }
+        urls = NULL;
+    }
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        free(cfg->listen[i]);
+        cfg->listen[i] = NULL;
+    }
+    cfg->nlisten = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *u = urls != NULL ? urls[i] : json_array_get(v, i);
+        char *s = NULL;
+        sc_err rc = get_str(x, "listen", u, 1024, &s);
+        if (rc != SC_OK) {
+            return rc;
+        }
+        cfg->listen[cfg->nlisten++] = s;
+    }
+    return SC_OK;
+}
+
+static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
+{
+    char key[SC_CACHE_NS_NAME_MAX + 64];
+    snprintf(key, sizeof(key), "namespaces.%s", name);
+    if (strlen(name) == 0 || strlen(name) > SC_CACHE_NS_NAME_MAX) {
+        return bad(x, key, "namespace names are 1..%u bytes",
+                   SC_CACHE_NS_NAME_MAX);
+    }
+    for (const char *p = name; *p; p++) {
+        int ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                 (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' ||
+                 *p == ':' || *p == '-';
+        if (!ok) {
+            return bad(x, key, "namespace names hold A-Z a-z 0-9 . _ : -");
+        }
+    }
+    if (!json_is_object(o)) {
+        return bad(x, key, "must be an object");
+    }
+    if (cfg->nns == SC_CONFIG_MAX_NS) {
+        return bad(x, key, "at most %d namespaces in a file", SC_CONFIG_MAX_NS);
+    }
+    for (size_t i = 0; i < cfg->nns; i++) {
+        if (strcmp(cfg->ns[i].name, name) == 0) {
+            return bad(x, key, "declared twice");
+        }
+    }
+    sc_config_ns *grown = realloc(cfg->ns, (cfg->nns + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        return bad(x, key, "out of memory");
+    }
+    cfg->ns = grown;
+    sc_config_ns *n = &cfg->ns[cfg->nns];
+    memset(n, 0, sizeof(*n));
+    memcpy(n->name, name, strlen(name) + 1);
+    sc_cache_ns_config_init(&n->cfg);
+
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        char full[sizeof(key) + 64];
+        snprintf(full, sizeof(full), "%s.%.40s", key, k);
+        uint64_t u = 0;
+        double d = 0;
+        sc_err rc = SC_OK;
+        if (strcmp(k, "dim") == 0) {
+            if ((rc = get_int(x, full, v, 0, SC_INDEX_MAX_DIM, &u)) == SC_OK) {
+                n->cfg.dim = (uint32_t)u;
+            }
+        } else if (strcmp(k, "storage") == 0) {
+            int s = json_is_string(v) ? sc_storage_parse(json_string_value(v))
+                                      : -1;
+            if (s < 0) {
+                rc = bad(x, full, "must be f32, f16 or int8");
+            } else {
+                n->cfg.storage = (sc_storage)s;
+            }
+        } else if (strcmp(k, "threshold") == 0) {
+            if ((rc = get_real(x, full, v, -1, 1, &d)) == SC_OK) {
+                n->cfg.threshold = (float)d;
+            }
+        } else if (strcmp(k, "margin") == 0) {
+            if ((rc = get_real(x, full, v, 0, 2, &d)) == SC_OK) {
+                n->cfg.margin = (float)d;
+            }
+        } else if (strcmp(k, "ttl") == 0) {
+            if ((rc = get_real(x, full, v, 0, 1e10, &d)) == SC_OK) {
+                n->cfg.ttl_ms = (uint64_t)(d * 1000.0);
+            }
+        } else if (strcmp(k, "ttl_mode") == 0) {
+            const char *s = json_is_string(v) ? json_string_value(v) : "";
+            if (strcmp(s, "absolute") == 0) {
+                n->cfg.ttl_mode = SC_TTL_ABSOLUTE;
+            } else if (strcmp(s, "sliding") == 0) {
+                n->cfg.ttl_mode = SC_TTL_SLIDING;
+            } else {
+                rc = bad(x, full, "must be \"absolute\" or \"sliding\"");
+            }
+        } else if (strcmp(k, "max_entries") == 0) {
+            rc = get_int(x, full, v, 0, UINT64_MAX >> 1, &n->cfg.max_entries);
+        } else if (strcmp(k, "max_bytes") == 0) {
+            rc = get_int(x, full, v, 0, UINT64_MAX >> 1, &n->cfg.max_bytes);
+        } else if (strcmp(k, "max_response_bytes") == 0) {
+            rc = get_int(x, full, v, 1, SC_CACHE_RESPONSE_LIMIT,
+                         &n->cfg.max_response_bytes);
+        } else {
+            rc = bad(x, full, "unknown key");
+        }
+        if (rc != SC_OK) {
+            return rc;
+        }
+    }
+    cfg->nns++;
+    return SC_OK;
+}
+
+sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
+{
+    ctx x = {path, msg, cap};
+    json_error_t je;
+    /* Duplicate keys are an error: which one wins would be a guess. */
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL) {
+        snprintf(msg, cap, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        return je.line <= 0 && je.position == 0 ? SC_EIO : SC_EINVAL;
+    }
+    sc_err rc = SC_OK;
+    if (!json_is_object(root)) {
+        snprintf(msg, cap, "%s: the configuration is one JSON object", path);
+        rc = SC_EINVAL;
+    }
+    const char *k;
+    json_t *v;
+    if (rc == SC_OK) {
+        json_object_foreach(root, k, v)
+        {
+            uint64_t u = 0;
+            if (strcmp(k, "listen") == 0) {
+                rc = parse_listen(&x, cfg, v);
+            } else if (strcmp(k, "threads") == 0) {
+                if ((rc = get_int(&x, k, v, 1, 1024, &u)) == SC_OK) {
+                    cfg->threads = (unsigned)u;
+                }
+            } else if (strcmp(k, "recv_max") == 0) {
+                if ((rc = get_int(&x, k, v, 1024, 1u << 30, &u)) == SC_OK) {
+                    cfg->recv_max = (size_t)u;
+                }
+            } else if (strcmp(k, "tls_cert") == 0) {
+                rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->tls_cert);
+            } else if (strcmp(k, "data_dir") == 0) {
+                rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->data_dir);
+            } else if (strcmp(k, "embed_table") == 0) {
+                rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->embed_table);
+            } else if (strcmp(k, "max_namespaces") == 0) {
+                if ((rc = get_int(&x, k, v, 1, 1u << 20, &u)) == SC_OK) {
+                    cfg->cache.max_namespaces = (uint32_t)u;
+                }
+            } else if (strcmp(k, "max_bytes") == 0) {
+                rc = get_int(&x, k, v, 1, UINT64_MAX >> 1,
+                             &cfg->cache.max_bytes);
+            } else if (strcmp(k, "max_entries") == 0) {
+                rc = get_int(&x, k, v, 0, UINT64_MAX >> 1,
+                             &cfg->cache.max_entries);
+            } else if (strcmp(k, "namespaces") == 0) {
+                if (!json_is_object(v)) {
+                    rc = bad(&x, k, "must be an object of NAME: {...}");
+                } else {
+                    const char *nk;
+                    json_t *nv;
+                    json_object_foreach(v, nk, nv)
+                    {
+                        if ((rc = parse_ns(&x, cfg, nk, nv)) != SC_OK) {
+                            break;
+                        }
+                    }
+                }
+            } else {
+                rc = bad(&x, k, "unknown key");
+            }
+            if (rc != SC_OK) {
+                break;
+            }
+        }
+    }
+    json_decref(root);
+    return rc;
+}

@@ -1,0 +1,68 @@
+/* config.h - semcached's configuration: the defaults, a JSON file
+ * (--config FILE) on top of them, and command-line flags on top of that.
+ * The file is hostile input like any other: unknown keys, wrong types and
+ * out-of-range values are refused with a message naming the key. */
+#ifndef SC_CONFIG_H
+#define SC_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/cache.h"
+#include "common/sc_error.h"
+#include "proto/server.h"
+
+#define SC_CONFIG_DEFAULT_DATA_DIR "/var/lib/semcached"
+#define SC_CONFIG_EMBED_FILE       "embed-wink-sg100d.bin"
+#define SC_CONFIG_MAX_NS           256 /* namespaces a file may declare */
+#define SC_CONFIG_PATH_MAX         4096
+
+/* A namespace the configuration creates at start-up. */
+typedef struct sc_config_ns {
+    char name[SC_CACHE_NS_NAME_MAX + 1];
+    sc_ns_config cfg;
+} sc_config_ns;
+
+typedef struct sc_config {
+    /* Listener URLs and TLS certificate: strings owned by the config. */
+    char *listen[SC_SERVER_MAX_LISTEN];
+    unsigned nlisten;
+    unsigned threads;  /* 0 = the server's default */
+    size_t recv_max;   /* 0 = the server's default */
+    char *tls_cert;    /* NULL = none */
+    char *data_dir;    /* never NULL after sc_config_init */
+    char *embed_table; /* NULL = data_dir/SC_CONFIG_EMBED_FILE */
+    sc_cache_config cache;
+    sc_config_ns *ns; /* ns[0..nns), owned */
+    size_t nns;
+} sc_config;
+
+/* Fills cfg with the defaults. Errors: SC_ENOMEM. */
+sc_err sc_config_init(sc_config *cfg);
+
+/* Frees what cfg owns; cfg may then be init'ed again. */
+void sc_config_fini(sc_config *cfg);
+
+/* Reads the JSON file at path on top of cfg. Keys (all optional):
+ *   listen        string or array of strings (replaces the listeners)
+ *   threads       1..1024
+ *   recv_max      bytes, 1024..2^30
+ *   tls_cert      path
+ *   data_dir      path
+ *   embed_table   path
+ *   max_namespaces, max_bytes, max_entries   as the flags
+ *   namespaces    {"NAME": {dim, storage, threshold, margin, ttl (seconds),
+ *                  ttl_mode, max_entries, max_bytes, max_response_bytes}}
+ * On error returns SC_EINVAL (or SC_EIO when the file cannot be read) and
+ * writes a one-line reason naming the file, line and key into msg (cap
+ * bytes); cfg may then hold part of the file and should be fini'ed. */
+sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap);
+
+/* Replaces *slot (a string owned by cfg) with a copy of value. */
+sc_err sc_config_set_str(char **slot, const char *value);
+
+/* The embedder table's path: embed_table, or data_dir/SC_CONFIG_EMBED_FILE,
+ * written into out (cap bytes). Returns SC_ETOOBIG when it does not fit. */
+sc_err sc_config_embed_path(const sc_config *cfg, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,212 @@
+/* test_config.c - semcached's configuration file (proto/config.h): every
+ * key read, flags' defaults kept where the file is silent, and every kind of
+ * bad file refused with a message naming the key. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proto/config.h"
+#include "tests/test_util.h"
+
+static char dir[] = "/tmp/sc_test_config_XXXXXX";
+
+/* Writes text to a file in the test's folder and returns its path. */
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        perror(path);
+        exit(1);
+    }
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Loads text as a config; returns the code, msg gets the reason. */
+static sc_err load(const char *text, sc_config *cfg, char *msg, size_t cap)
+{
+    sc_config_init(cfg);
+    msg[0] = '\0';
+    return sc_config_load(cfg, write_file("c.json", text), msg, cap);
+}
+
+static void test_good(void)
+{
+    sc_config cfg;
+    char msg[512];
+    sc_err rc = load(
+        "{\"listen\": [\"tcp://127.0.0.1:7711\", \"ipc:///tmp/x.sock\"],\n"
+        " \"threads\": 4, \"recv_max\": 65536, \"tls_cert\": \"/c.pem\",\n"
+        " \"data_dir\": \"/srv/sc\", \"max_namespaces\": 7,\n"
+        " \"max_bytes\": 1000000, \"max_entries\": 500,\n"
+        " \"namespaces\": {\"faq\": {\"dim\": 384, \"storage\": \"int8\",\n"
+        "   \"threshold\": 0.85, \"margin\": 0.02, \"ttl\": 3600,\n"
+        "   \"ttl_mode\": \"sliding\", \"max_entries\": 10, \"max_bytes\": 99,\n"
+        "   \"max_response_bytes\": 4096},\n"
+        "  \"other\": {}}}\n",
+        &cfg, msg, sizeof(msg));
+    CHECK_EQ_INT(rc, SC_OK);
+    if (rc != SC_OK) {
+        fprintf(stderr, "  %s\n", msg);
+    }
+    CHECK_EQ_INT(cfg.nlisten, 2);
+    CHECK(cfg.nlisten == 2 && strcmp(cfg.listen[1], "ipc:///tmp/x.sock") == 0);
+    CHECK_EQ_INT(cfg.threads, 4);
+    CHECK_EQ_INT(cfg.recv_max, 65536);
+    CHECK(cfg.tls_cert != NULL && strcmp(cfg.tls_cert, "/c.pem") == 0);
+    CHECK(strcmp(cfg.data_dir, "/srv/sc") == 0);
+    CHECK_EQ_INT(cfg.cache.max_namespaces, 7);
+    CHECK_EQ_INT(cfg.cache.max_bytes, 1000000);
+    CHECK_EQ_INT(cfg.cache.max_entries, 500);
+    CHECK_EQ_INT(cfg.nns, 2);
+    if (cfg.nns == 2) {
+        const sc_ns_config *n = &cfg.ns[0].cfg;
+        CHECK(strcmp(cfg.ns[0].name, "faq") == 0);
+        CHECK_EQ_INT(n->dim, 384);
+        CHECK_EQ_INT(n->storage, SC_STORAGE_I8);
+        CHECK(fabsf(n->threshold - 0.85f) < 1e-6f);
+        CHECK(fabsf(n->margin - 0.02f) < 1e-6f);
+        CHECK_EQ_INT(n->ttl_ms, 3600000);
+        CHECK_EQ_INT(n->ttl_mode, SC_TTL_SLIDING);
+        CHECK_EQ_INT(n->max_entries, 10);
+        CHECK_EQ_INT(n->max_bytes, 99);
+        CHECK_EQ_INT(n->max_response_bytes, 4096);
+        /* A namespace that says nothing gets the namespace defaults. */
+        sc_ns_config def;
+        sc_cache_ns_config_init(&def);
+        CHECK(memcmp(&cfg.ns[1].cfg, &def, sizeof(def)) == 0);
+    }
+    char path[256];
+    CHECK_EQ_INT(sc_config_embed_path(&cfg, path, sizeof(path)), SC_OK);
+    CHECK(strcmp(path, "/srv/sc/" SC_CONFIG_EMBED_FILE) == 0);
+    CHECK_EQ_INT(sc_config_embed_path(&cfg, path, 5), SC_ETOOBIG);
+    sc_config_fini(&cfg);
+
+    /* Empty object: every default stays. */
+    CHECK_EQ_INT(load("{}", &cfg, msg, sizeof(msg)), SC_OK);
+    sc_cache_config cdef;
+    sc_cache_config_init(&cdef);
+    CHECK_EQ_INT(cfg.nlisten, 0);
+    CHECK_EQ_INT(cfg.threads, 0);
+    CHECK(strcmp(cfg.data_dir, SC_CONFIG_DEFAULT_DATA_DIR) == 0);
+    CHECK_EQ_INT(cfg.cache.max_bytes, cdef.max_bytes);
+    CHECK_EQ_INT(cfg.cache.max_namespaces, cdef.max_namespaces);
+    sc_config_fini(&cfg);
+
+    /* A single listen string, and embed_table overriding the data dir. */
+    CHECK_EQ_INT(load("{\"listen\": \"tcp://127.0.0.1:1\", "
+                      "\"embed_table\": \"/t.bin\"}",
+                      &cfg, msg, sizeof(msg)),
+                 SC_OK);
+    CHECK(cfg.nlisten == 1 && strcmp(cfg.listen[0], "tcp://127.0.0.1:1") == 0);
+    CHECK_EQ_INT(sc_config_embed_path(&cfg, path, sizeof(path)), SC_OK);
+    CHECK(strcmp(path, "/t.bin") == 0);
+    sc_config_fini(&cfg);
+}
+
+/* Each bad file is refused, and the message names what is wrong. */
+static void test_bad(void)
+{
+    static const struct {
+        const char *text;
+        const char *says;
+    } cases[] = {
+        {"", "c.json"},
+        {"{\"threads\": 4", "c.json"},
+        {"[1, 2]", "one JSON object"},
+        {"{\"thread\": 4}", "'thread': unknown key"},
+        {"{\"threads\": 0}", "'threads'"},
+        {"{\"threads\": 2000}", "'threads'"},
+        {"{\"threads\": 2.5}", "'threads'"},
+        {"{\"threads\": \"4\"}", "'threads'"},
+        {"{\"threads\": -1}", "'threads'"},
+        {"{\"recv_max\": 10}", "'recv_max'"},
+        {"{\"threads\": 4, \"threads\": 5}", "duplicate"},
+        {"{\"listen\": []}", "'listen'"},
+        {"{\"listen\": [1]}", "'listen'"},
+        {"{\"listen\": [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\","
+         "\"i\"]}",
+         "'listen'"},
+        {"{\"listen\": \"\"}", "'listen'"},
+        {"{\"data_dir\": null}", "'data_dir'"},
+        {"{\"max_bytes\": 0}", "'max_bytes'"},
+        {"{\"namespaces\": []}", "'namespaces'"},
+        {"{\"namespaces\": {\"a b\": {}}}", "namespaces.a b"},
+        {"{\"namespaces\": {\"\": {}}}", "namespaces."},
+        {"{\"namespaces\": {\"n\": 1}}", "must be an object"},
+        {"{\"namespaces\": {\"n\": {\"dim\": 5000}}}", "namespaces.n.dim"},
+        {"{\"namespaces\": {\"n\": {\"storage\": \"f64\"}}}",
+         "namespaces.n.storage"},
+        {"{\"namespaces\": {\"n\": {\"threshold\": 1.5}}}",
+         "namespaces.n.threshold"},
+        {"{\"namespaces\": {\"n\": {\"margin\": -0.1}}}",
+         "namespaces.n.margin"},
+        {"{\"namespaces\": {\"n\": {\"ttl\": -1}}}", "namespaces.n.ttl"},
+        {"{\"namespaces\": {\"n\": {\"ttl_mode\": \"lazy\"}}}",
+         "namespaces.n.ttl_mode"},
+        {"{\"namespaces\": {\"n\": {\"max_response_bytes\": 0}}}",
+         "namespaces.n.max_response_bytes"},
+        {"{\"namespaces\": {\"n\": {\"treshold\": 0.9}}}",
+         "namespaces.n.treshold': unknown key"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sc_config cfg;
+        char msg[512];
+        sc_err rc = load(cases[i].text, &cfg, msg, sizeof(msg));
+        CHECK(rc == SC_EINVAL);
+        if (strstr(msg, cases[i].says) == NULL) {
+            test_failed++;
+            fprintf(stderr, "case %zu (%s): message '%s' lacks '%s'\n", i,
+                    cases[i].text, msg, cases[i].says);
+        } else {
+            test_passed++;
+        }
+        sc_config_fini(&cfg);
+    }
+
+    /* A file that is not there. */
+    sc_config cfg;
+    char msg[512];
+    sc_config_init(&cfg);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/missing.json", dir);
+    CHECK_EQ_INT(sc_config_load(&cfg, path, msg, sizeof(msg)), SC_EIO);
+    CHECK(strstr(msg, "missing.json") != NULL);
+    sc_config_fini(&cfg);
+
+    /* More namespaces than a file may declare. */
+    size_t cap = 64 + SC_CONFIG_MAX_NS * 16;
+    char *big = malloc(cap);
+    size_t n = (size_t)snprintf(big, cap, "{\"namespaces\": {");
+    for (int i = 0; i <= SC_CONFIG_MAX_NS; i++) {
+        n += (size_t)snprintf(big + n, cap - n, "%s\"n%d\": {}",
+                              i ? ", " : "", i);
+    }
+    snprintf(big + n, cap - n, "}}");
+    CHECK_EQ_INT(load(big, &cfg, msg, sizeof(msg)), SC_EINVAL);
+    CHECK(strstr(msg, "at most") != NULL);
+    sc_config_fini(&cfg);
+    free(big);
+}
+
+int main(void)
+{
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_good();
+    test_bad();
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "could not remove %s\n", dir);
+    }
+    return test_summary("config");
+}
