@@ -118,6 +118,7 @@ typedef struct ns {
     pthread_mutex_t mu;
     sc_ns_config cfg; /* cfg.dim: as fixed so far */
     bool had_vector;  /* an index was made: dim and storage are fixed */
+    bool model_fixed; /* cfg.embed_model is fixed (given, or a vector's) */
     sc_htab ids;      /* id -> entry */
     sc_htab exact;    /* exact key -> entry */
     sc_htab scopes;   /* name -> scope */
@@ -180,6 +181,8 @@ void sc_cache_ns_config_init(sc_ns_config *cfg)
     cfg->storage = SC_STORAGE_F32;
     cfg->threshold = 0.90f;
     cfg->margin = 0.0f;
+    cfg->auto_threshold = true;
+    cfg->auto_margin = true;
     cfg->ttl_ms = 0;
     cfg->ttl_mode = SC_TTL_ABSOLUTE;
     cfg->max_entries = 0;
@@ -212,6 +215,9 @@ static sc_err check_ns_config(const sc_ns_config *cfg)
     if (cfg->max_response_bytes < 1 ||
         cfg->max_response_bytes > SC_CACHE_RESPONSE_LIMIT) {
         return SC_ERANGE;
+    }
+    if (memchr(cfg->embed_model, '\0', sizeof(cfg->embed_model)) == NULL) {
+        return SC_EINVAL;
     }
     return SC_OK;
 }
@@ -610,6 +616,15 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
     if (cfg->max_namespaces < 1 || cfg->max_scopes < 1) {
         return SC_EINVAL;
     }
+    const sc_cache_embedder *em = cfg->embedder;
+    if (em != NULL &&
+        (em->embed == NULL || em->model == NULL || em->model[0] == '\0' ||
+         strnlen(em->model, SC_CACHE_TAG_MAX + 1) > SC_CACHE_TAG_MAX ||
+         em->dim < 1 || em->dim > SC_INDEX_MAX_DIM ||
+         !(em->threshold >= -1.0f && em->threshold <= 1.0f) ||
+         !(em->margin >= 0.0f && em->margin <= 2.0f))) {
+        return SC_EINVAL;
+    }
     sc_err rc = SC_ENOMEM;
     sc_cache *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -677,6 +692,69 @@ void sc_cache_close(sc_cache *c)
     free(c);
 }
 
+/* The model of a request's vector: the embedder's when the cache embedded
+ * it, else the caller's (NULL = unnamed). */
+static const char *vec_model(const sc_cache *c, bool embedded,
+                             const char *given)
+{
+    if (embedded) {
+        return c->cfg.embedder->model;
+    }
+    return given != NULL ? given : "";
+}
+
+/* Under s->mu: whether vectors of model may enter or query namespace s. */
+static sc_err model_check(const ns *s, const char *model)
+{
+    if (s->model_fixed && strcmp(s->cfg.embed_model, model) != 0) {
+        return SC_EMODEL;
+    }
+    return SC_OK;
+}
+
+/* Under s->mu: whether s holds the embedder's vectors. */
+static bool ns_of_embedder(const sc_cache *c, const ns *s)
+{
+    return c->cfg.embedder != NULL && s->model_fixed &&
+           strcmp(s->cfg.embed_model, c->cfg.embedder->model) == 0;
+}
+
+/* Under s->mu: the threshold and margin in force in s. */
+static float ns_threshold(const sc_cache *c, const ns *s)
+{
+    return s->cfg.auto_threshold && ns_of_embedder(c, s)
+               ? c->cfg.embedder->threshold
+               : s->cfg.threshold;
+}
+
+static float ns_margin(const sc_cache *c, const ns *s)
+{
+    return s->cfg.auto_margin && ns_of_embedder(c, s) ? c->cfg.embedder->margin
+                                                      : s->cfg.margin;
+}
+
+/* Embeds text[0..len) with the cache's embedder into a new buffer (*out,
+ * caller frees). */
+static sc_err embed_text(const sc_cache *c, const char *text, size_t len,
+                         float **out)
+{
+    const sc_cache_embedder *em = c->cfg.embedder;
+    float *v = malloc((size_t)em->dim * sizeof(float));
+    if (v == NULL) {
+        return SC_ENOMEM;
+    }
+    sc_err rc = em->embed(em->arg, text, len, v);
+    if (rc == SC_OK) {
+        rc = check_vec(v, em->dim);
+    }
+    if (rc != SC_OK) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    return SC_OK;
+}
+
 /* ---- namespace calls ----------------------------------------------------*/
 
 sc_err sc_cache_ns_create(sc_cache *c, const char *name,
@@ -714,6 +792,7 @@ sc_err sc_cache_ns_create(sc_cache *c, const char *name,
     list_init(&s->lru);
     sc_heap_init(&s->expiry);
     s->cfg = *cfg;
+    s->model_fixed = cfg->embed_model[0] != '\0';
     strcpy(s->name, name); /* valid_ns_name bounded it */
     s->node.hash = sc_cache_hash64(name, strlen(name));
 
@@ -769,6 +848,16 @@ sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
             goto out;
         }
         next.dim = s->cfg.dim;
+    }
+    if (s->model_fixed) {
+        if (cfg->embed_model[0] != '\0' &&
+            strcmp(cfg->embed_model, s->cfg.embed_model) != 0) {
+            rc = SC_EINVAL;
+            goto out;
+        }
+        memcpy(next.embed_model, s->cfg.embed_model, sizeof(next.embed_model));
+    } else {
+        s->model_fixed = next.embed_model[0] != '\0';
     }
     s->cfg = next;
     ns_enforce_caps(c, s);
@@ -904,6 +993,27 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
         free(norm);
         return SC_EINVAL;
     }
+    /* Text alone is embedded; text with no usable word stays in the exact
+     * layer only. */
+    const float *vec = item->vec;
+    uint32_t dim = item->dim;
+    float *own_vec = NULL;
+    if (vec == NULL && c->cfg.embedder != NULL) {
+        rc = embed_text(c, item->text, item->text_len, &own_vec);
+        if (rc != SC_OK && rc != SC_EZEROVEC) {
+            free(norm);
+            return rc;
+        }
+        vec = own_vec;
+        dim = own_vec != NULL ? c->cfg.embedder->dim : 0;
+    }
+    const char *model = vec_model(c, own_vec != NULL, item->embed_model);
+    size_t model_len;
+    if ((rc = check_str(model, SC_CACHE_TAG_MAX, &model_len)) != SC_OK) {
+        free(own_vec);
+        free(norm);
+        return rc;
+    }
     sc_text_key key = {0, 0};
     if (keyed) {
         key = sc_cache_text_key(scope_name, scope_len, norm, norm_len);
@@ -943,14 +1053,17 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
         rc = SC_ETOOBIG;
         goto fail_locked;
     }
-    if (item->vec != NULL && s->cfg.dim != 0 && item->dim != s->cfg.dim) {
+    if (vec != NULL && s->cfg.dim != 0 && dim != s->cfg.dim) {
         rc = SC_EDIM;
+        goto fail_locked;
+    }
+    if (vec != NULL && (rc = model_check(s, model)) != SC_OK) {
         goto fail_locked;
     }
     e->bytes = sizeof(*e) + sizeof(*b) + 32 + item->text_len +
                item->response_len + ml + fl + ul + 3;
-    if (item->vec != NULL) {
-        e->bytes += (uint64_t)item->dim * storage_width(s->cfg.storage) + 16;
+    if (vec != NULL) {
+        e->bytes += (uint64_t)dim * storage_width(s->cfg.storage) + 16;
     }
     if ((s->cfg.max_bytes != 0 && e->bytes > s->cfg.max_bytes) ||
         (c->cfg.max_bytes != 0 && e->bytes > c->cfg.max_bytes)) {
@@ -971,19 +1084,19 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
         goto fail_locked;
     }
     e->id = atomic_fetch_add(&c->next_id, 1);
-    if (item->vec != NULL) {
+    if (vec != NULL) {
         bool made_ix = false;
         if (sc->ix == NULL) {
             sc_index_params p;
             sc_index_params_init(&p);
-            p.dim = item->dim;
+            p.dim = dim;
             p.storage = s->cfg.storage;
             if ((rc = sc_index_open(&p, &sc->ix)) != SC_OK) {
                 goto fail_scope;
             }
             made_ix = true;
         }
-        if ((rc = sc_index_add(sc->ix, e->id, item->vec)) != SC_OK) {
+        if ((rc = sc_index_add(sc->ix, e->id, vec)) != SC_OK) {
             /* An index made for this vector goes with it: while no vector
              * has fixed the dimension, no index may outlive its insert. */
             if (made_ix) {
@@ -995,7 +1108,11 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
         e->in_index = true;
         if (!s->had_vector) {
             s->had_vector = true;
-            s->cfg.dim = item->dim;
+            s->cfg.dim = dim;
+        }
+        if (!s->model_fixed) {
+            s->model_fixed = true;
+            memcpy(s->cfg.embed_model, model, model_len + 1);
         }
     }
     /* From here on nothing fails. The same text in the same scope replaces
@@ -1038,6 +1155,7 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     pthread_mutex_unlock(&s->mu);
     global_enforce(c);
     pthread_rwlock_unlock(&c->lock);
+    free(own_vec);
     free(norm);
     return SC_OK;
 
@@ -1051,6 +1169,7 @@ fail_ns:
 fail_entry:
     blob_unref(b);
 fail_blob:
+    free(own_vec);
     free(norm);
     return rc;
 }
@@ -1282,6 +1401,10 @@ typedef struct pending {
     size_t norm_len;
     size_t scope_len;
     sc_text_key key;
+    const float *vec; /* q->vec, or own_vec: the query's text embedded */
+    uint32_t dim;
+    float *own_vec;
+    const char *model; /* of vec */
     scope *sc;
     entry *served;
     float best;
@@ -1291,8 +1414,8 @@ typedef struct pending {
     sc_hit hits[LOOKUP_K];
 } pending;
 
-static void lookup_prepare(pending *p, const sc_cache_query *q,
-                           sc_cache_result *res)
+static void lookup_prepare(const sc_cache *c, pending *p,
+                           const sc_cache_query *q, sc_cache_result *res)
 {
     memset(p, 0, sizeof(*p));
     p->q = q;
@@ -1305,8 +1428,26 @@ static void lookup_prepare(pending *p, const sc_cache_query *q,
     const char *scope_name = q->scope != NULL ? q->scope : "";
     p->rc = normalise_copy(q->text, q->text_len, &p->norm, &p->norm_len);
     if (p->rc == SC_OK && p->norm_len > 0) {
-        p->key = sc_cache_text_key(scope_name, p->scope_len, p->norm,
-                                   p->norm_len);
+        p->key =
+            sc_cache_text_key(scope_name, p->scope_len, p->norm, p->norm_len);
+    }
+    p->vec = q->vec;
+    p->dim = q->vec != NULL ? q->dim : 0;
+    if (p->rc == SC_OK && q->vec == NULL && p->norm_len > 0 &&
+        c->cfg.embedder != NULL) {
+        /* Text with no usable word finds what the exact layer has. */
+        sc_err erc = embed_text(c, q->text, q->text_len, &p->own_vec);
+        if (erc == SC_OK) {
+            p->vec = p->own_vec;
+            p->dim = c->cfg.embedder->dim;
+        } else if (erc != SC_EZEROVEC) {
+            p->rc = erc;
+        }
+    }
+    p->model = vec_model(c, p->own_vec != NULL, q->embed_model);
+    if (p->rc == SC_OK &&
+        strnlen(p->model, SC_CACHE_TAG_MAX + 1) > SC_CACHE_TAG_MAX) {
+        p->rc = SC_ETOOBIG;
     }
 }
 
@@ -1314,11 +1455,14 @@ static void lookup_prepare(pending *p, const sc_cache_query *q,
 static void lookup_open(sc_cache *c, ns *s, pending *p, uint64_t now)
 {
     const sc_cache_query *q = p->q;
-    if (q->vec != NULL && s->cfg.dim != 0 && q->dim != s->cfg.dim) {
+    if (p->vec != NULL && s->cfg.dim != 0 && p->dim != s->cfg.dim) {
         p->rc = SC_EDIM;
         return;
     }
-    p->threshold = q->has_threshold ? q->threshold : s->cfg.threshold;
+    if (p->vec != NULL && (p->rc = model_check(s, p->model)) != SC_OK) {
+        return;
+    }
+    p->threshold = q->has_threshold ? q->threshold : ns_threshold(c, s);
     p->best = NAN;
     p->res->reason = SC_MISS_NO_CANDIDATE;
     /* Lookups never make scopes: an unknown scope simply has nothing. */
@@ -1339,7 +1483,40 @@ static void lookup_open(sc_cache *c, ns *s, pending *p, uint64_t now)
             p->res->reason = SC_MISS_NONE;
         }
     }
-    p->search = p->served == NULL && p->sc->ix != NULL && q->vec != NULL;
+    p->search = p->served == NULL && p->sc->ix != NULL && p->vec != NULL;
+}
+
+/* Under s->mu: in a namespace of the embedder's model, replaces each
+ * candidate's cosine by the embedder's rescored similarity (for candidates
+ * that kept their text, when the query has text) and re-sorts the
+ * candidates by it, best first. */
+static void rescore(const sc_cache *c, const ns *s, const pending *p,
+                    entry **cand, float *sim, unsigned nc)
+{
+    const sc_cache_embedder *em = c->cfg.embedder;
+    if (em == NULL || em->rescore == NULL || p->q->text == NULL ||
+        !ns_of_embedder(c, s)) {
+        return;
+    }
+    for (unsigned i = 0; i < nc; i++) {
+        if (cand[i]->has_text) {
+            float r = em->rescore(em->arg, p->q->text, p->q->text_len,
+                                  cand[i]->text, cand[i]->text_len, sim[i]);
+            sim[i] = isfinite(r) ? fmaxf(-1.0f, fminf(1.0f, r)) : sim[i];
+        }
+    }
+    /* Insertion sort: nc <= LOOKUP_K; stable, so ties keep index order. */
+    for (unsigned i = 1; i < nc; i++) {
+        entry *e = cand[i];
+        float v = sim[i];
+        unsigned j = i;
+        for (; j > 0 && sim[j - 1] < v; j--) {
+            cand[j] = cand[j - 1];
+            sim[j] = sim[j - 1];
+        }
+        cand[j] = e;
+        sim[j] = v;
+    }
 }
 
 /* Under s->mu: judges the search's candidates, counts, fills the result,
@@ -1367,13 +1544,14 @@ static void lookup_judge(sc_cache *c, ns *s, pending *p, uint64_t now)
             sim[nc] = p->hits[i].similarity;
             nc++;
         }
+        rescore(c, s, p, cand, sim, nc);
         if (nc > 0) {
             p->best = sim[0];
             if (sim[0] < p->threshold) {
                 res->reason = SC_MISS_BELOW_THRESHOLD;
             } else {
                 res->reason = SC_MISS_NONE;
-                float m = s->cfg.margin;
+                float m = ns_margin(c, s);
                 for (unsigned j = 1; m > 0.0f && j < nc; j++) {
                     if (sim[j] >= sim[0] - m &&
                         !same_response(cand[j]->payload, cand[0]->payload)) {
@@ -1468,7 +1646,7 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
         uint8_t *done = calloc(n, 1);
         uint32_t dim = 0;
         for (size_t i = 0; i < n && dim == 0; i++) {
-            dim = p[i].search ? p[i].q->dim : 0;
+            dim = p[i].search ? p[i].dim : 0;
         }
         if (idx != NULL && done != NULL) {
             qs = malloc(nsearch * dim * sizeof(float));
@@ -1488,15 +1666,15 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
             for (size_t j = i; j < n; j++) {
                 if (p[j].search && !done[j] && p[j].sc->ix == ix) {
                     idx[g] = j;
-                    memcpy(qs + g * dim, p[j].q->vec, dim * sizeof(float));
+                    memcpy(qs + g * dim, p[j].vec, dim * sizeof(float));
                     done[j] = 1;
                     g++;
                 }
             }
-            sc_err src = g == 1 ? sc_index_search(ix, qs, LOOKUP_K, SEARCH_ALL,
-                                                  hits, nh)
-                                : sc_index_search_batch(ix, qs, g, LOOKUP_K,
-                                                        SEARCH_ALL, hits, nh);
+            sc_err src =
+                g == 1 ? sc_index_search(ix, qs, LOOKUP_K, SEARCH_ALL, hits, nh)
+                       : sc_index_search_batch(ix, qs, g, LOOKUP_K, SEARCH_ALL,
+                                               hits, nh);
             for (size_t k = 0; k < g; k++) {
                 pending *pk = &p[idx[k]];
                 if (src != SC_OK) {
@@ -1539,7 +1717,7 @@ sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
         return SC_EINVAL;
     }
     pending p;
-    lookup_prepare(&p, q, res);
+    lookup_prepare(c, &p, q, res);
     sc_err rc = p.rc;
     if (rc == SC_OK) {
         rc = lookup_run(c, nsname, &p, 1);
@@ -1548,6 +1726,7 @@ sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
         }
     }
     free(p.norm);
+    free(p.own_vec);
     if (rc != SC_OK) {
         memset(res, 0, sizeof(*res));
     }
@@ -1558,8 +1737,8 @@ sc_err sc_cache_lookup_many(sc_cache *c, const char *nsname,
                             const sc_cache_query *qs, size_t n,
                             sc_cache_result *res, sc_err *rcs)
 {
-    if (c == NULL || nsname == NULL || (n > 0 && (qs == NULL || res == NULL ||
-                                                  rcs == NULL))) {
+    if (c == NULL || nsname == NULL ||
+        (n > 0 && (qs == NULL || res == NULL || rcs == NULL))) {
         return SC_EINVAL;
     }
     if (n == 0) {
@@ -1570,7 +1749,7 @@ sc_err sc_cache_lookup_many(sc_cache *c, const char *nsname,
         return SC_ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        lookup_prepare(&p[i], &qs[i], &res[i]);
+        lookup_prepare(c, &p[i], &qs[i], &res[i]);
     }
     sc_err rc = lookup_run(c, nsname, p, n);
     for (size_t i = 0; i < n; i++) {
@@ -1579,6 +1758,7 @@ sc_err sc_cache_lookup_many(sc_cache *c, const char *nsname,
             memset(&res[i], 0, sizeof(res[i]));
         }
         free(p[i].norm);
+        free(p[i].own_vec);
     }
     free(p);
     return SC_OK;

@@ -28,6 +28,25 @@ typedef struct sc_cache sc_cache;
 /* Milliseconds since some epoch; must not go backwards by much. */
 typedef uint64_t (*sc_cache_clock_fn)(void *arg);
 
+/* An embedder the cache turns text into vectors with, when a request brings
+ * text and no vector (the daemon wires embed/ in; tests may give a fake).
+ * Every function is called from many threads at once. */
+typedef struct sc_cache_embedder {
+    const char *model; /* "name@version" namespaces record; borrowed */
+    uint32_t dim;      /* floats embed writes */
+    float threshold;   /* default threshold of namespaces of this model */
+    float margin;      /* default margin of namespaces of this model */
+    /* Writes the unit vector of text[0..len) to out (dim floats). */
+    sc_err (*embed)(void *arg, const char *text, size_t len, float *out);
+    /* Optional (NULL = the cosine): the similarity a candidate is judged by
+     * (threshold, margin, ranking), from the query's prompt text, the
+     * candidate's, and their cosine. Used only for namespaces of this
+     * model and entries that kept their text. Returns a value in [-1, 1]. */
+    float (*rescore)(void *arg, const char *qtext, size_t qlen,
+                     const char *ctext, size_t clen, float cosine);
+    void *arg; /* passed to embed and rescore */
+} sc_cache_embedder;
+
 typedef struct sc_cache_config {
     uint32_t max_namespaces; /* flood guard; default 1024 */
     uint32_t max_scopes;     /* per namespace; default 4096 */
@@ -35,6 +54,8 @@ typedef struct sc_cache_config {
     uint64_t max_bytes;      /* over all namespaces; 0 = unlimited; 1 GiB */
     sc_cache_clock_fn clock; /* NULL = CLOCK_REALTIME in milliseconds */
     void *clock_arg;         /* borrowed; passed to clock, must outlive cache */
+    const sc_cache_embedder *embedder; /* NULL = none; borrowed, and it and
+                                          its strings must outlive cache */
 } sc_cache_config;
 
 /* Fills cfg with the defaults above. */
@@ -57,19 +78,29 @@ typedef enum sc_ttl_mode {
 } sc_ttl_mode;
 
 typedef struct sc_ns_config {
-    uint32_t dim;       /* 1..SC_INDEX_MAX_DIM, or 0 = fixed at first vector */
-    sc_storage storage; /* vector storage of the namespace's indexes */
-    float threshold;    /* cosine a semantic hit needs; default 0.90 */
-    float margin;       /* 0 = off; see sc_cache_lookup; 0..2 */
-    uint64_t ttl_ms;    /* default entry TTL; 0 = entries never expire */
+    uint32_t dim;        /* 1..SC_INDEX_MAX_DIM, or 0 = fixed at first vector */
+    sc_storage storage;  /* vector storage of the namespace's indexes */
+    float threshold;     /* cosine a semantic hit needs; default 0.90 */
+    float margin;        /* 0 = off; see sc_cache_lookup; 0..2 */
+    bool auto_threshold; /* true (default): a namespace of the embedder's
+                            model uses the embedder's threshold instead */
+    bool auto_margin;    /* the same for the margin */
+    /* The embedding model of the namespace's vectors: "" = not fixed yet
+     * (the first vector fixes it: the embedder's model for text the cache
+     * embedded, else the item's embed_model, "" = unnamed). Once fixed,
+     * vectors of any other model are refused (SC_EMODEL). */
+    char embed_model[SC_CACHE_TAG_MAX + 1];
+    uint64_t ttl_ms; /* default entry TTL; 0 = entries never expire */
     sc_ttl_mode ttl_mode;
     uint64_t max_entries;        /* 0 = unlimited (overall caps still apply) */
     uint64_t max_bytes;          /* 0 = unlimited (overall caps still apply) */
     uint64_t max_response_bytes; /* 1..SC_CACHE_RESPONSE_LIMIT; default 1 MiB */
 } sc_ns_config;
 
-/* Fills cfg with the defaults: dim 0, f32, threshold 0.90, margin 0, no TTL,
- * absolute mode, no per-namespace caps, responses up to 1 MiB. */
+/* Fills cfg with the defaults: dim 0, f32, threshold 0.90, margin 0 (both
+ * following the embedder's defaults in a namespace of its model), model not
+ * fixed, no TTL, absolute mode, no per-namespace caps, responses up to
+ * 1 MiB. */
 void sc_cache_ns_config_init(sc_ns_config *cfg);
 
 /* Creates namespace name with cfg (both copied; cfg NULL = defaults). Errors:
@@ -104,15 +135,16 @@ sc_err sc_cache_ns_list(sc_cache *c, char (*names)[SC_CACHE_NS_NAME_MAX + 1],
 /* What sc_cache_insert stores. Every pointer is borrowed for the call only:
  * the cache copies what it keeps. */
 typedef struct sc_cache_item {
-    const char *scope;    /* NUL-terminated, <= SC_CACHE_SCOPE_MAX; NULL="" */
-    const char *text;     /* prompt text (any bytes), or NULL */
-    size_t text_len;      /* <= SC_CACHE_TEXT_MAX */
-    const float *vec;     /* prompt embedding (dim floats), or NULL */
-    uint32_t dim;         /* floats in vec */
-    const void *response; /* opaque bytes, may be NULL when response_len 0 */
-    size_t response_len;  /* <= the namespace's max_response_bytes */
-    const char *model;    /* optional tags, NUL-terminated, each */
-    const char *feature;  /*   <= SC_CACHE_TAG_MAX bytes; NULL = "" */
+    const char *scope; /* NUL-terminated, <= SC_CACHE_SCOPE_MAX; NULL="" */
+    const char *text;  /* prompt text (any bytes), or NULL */
+    size_t text_len;   /* <= SC_CACHE_TEXT_MAX */
+    const float *vec;  /* prompt embedding (dim floats), or NULL */
+    uint32_t dim;      /* floats in vec */
+    const char *embed_model; /* the model vec came from; NULL = "" */
+    const void *response;    /* opaque bytes, may be NULL when response_len 0 */
+    size_t response_len;     /* <= the namespace's max_response_bytes */
+    const char *model;       /* optional tags, NUL-terminated, each */
+    const char *feature;     /*   <= SC_CACHE_TAG_MAX bytes; NULL = "" */
     const char *user;
     uint64_t input_tokens; /* what the answer cost, for the ledger */
     uint64_t output_tokens;
@@ -123,13 +155,18 @@ typedef struct sc_cache_item {
 /* Stores one entry in namespace ns and sets *id (may be NULL) to its id:
  * unique in the cache, never reused. text feeds the exact layer (text that
  * normalises to nothing counts as none), vec the semantic layer; at least
- * one is required. Inserting text whose normal form an entry of the same
+ * one is required. Text with no vector is embedded by the cache's embedder,
+ * when it has one (the vector is then of the embedder's model; an embedder
+ * error is returned as is); without one the entry is in the exact layer
+ * only. Inserting text whose normal form an entry of the same
  * (ns, scope) already has replaces that entry (it is deleted first, counted
  * as "replaced"; its id is gone; a quarantined entry has left the exact
  * layer and is not replaced). The first vector fixes a dim-0 namespace's
- * dimension. Caps may evict LRU entries, here or in other namespaces.
+ * dimension and an unfixed namespace's embedding model. Caps may evict LRU
+ * entries, here or in other namespaces.
  * Errors: SC_ENONS, SC_EINVAL (neither text nor vector, NULL with a length,
- * ttl_ms < -1), SC_ERANGE (ttl_ms), SC_EDIM, SC_ENONFINITE, SC_EZEROVEC,
+ * ttl_ms < -1), SC_ERANGE (ttl_ms), SC_EDIM, SC_EMODEL (the vector's model
+ * is not the namespace's), SC_ENONFINITE, SC_EZEROVEC,
  * SC_ETOOBIG (a string, the response or the whole entry over its cap),
  * SC_ESCOPEFULL, SC_ENOMEM. On error the cache is unchanged. */
 sc_err sc_cache_insert(sc_cache *c, const char *ns, const sc_cache_item *item,
@@ -162,6 +199,7 @@ typedef struct sc_cache_query {
     size_t text_len;
     const float *vec; /* for the semantic layer, or NULL */
     uint32_t dim;
+    const char *embed_model; /* the model vec came from; NULL = "" */
     bool has_threshold; /* use threshold below instead of the namespace's */
     float threshold;    /* finite, in [-1, 1] */
 } sc_cache_query;
@@ -203,7 +241,13 @@ typedef struct sc_cache_result {
 
 /* Looks q up in namespace ns (q and what it points to are borrowed for the
  * call only): the exact layer first (normalised text), then the semantic
- * layer (cosine >= threshold). Margin rule: when the namespace's margin
+ * layer (similarity >= threshold). Text with no vector is embedded by the
+ * cache's embedder, if any, as on insert. The similarity is the cosine, or
+ * in a namespace of the embedder's model with a rescore function, the
+ * rescored cosine of each candidate that kept its text (candidates are
+ * ranked by it). The threshold and margin are the query's or the
+ * namespace's; a namespace of the embedder's model with auto_threshold
+ * (auto_margin) uses the embedder's. Margin rule: when the namespace's margin
  * m > 0, a semantic hit with similarity s is refused (an ambiguous miss) if
  * another servable candidate with similarity >= s - m holds a different
  * response (compared by 64-bit hash and length). Expired entries met on the
@@ -215,8 +259,8 @@ typedef struct sc_cache_result {
  * after the entry goes, until sc_cache_result_fini(res). Call fini after
  * every successful lookup (a no-op after a miss). Errors (nothing counted,
  * *res zeroed): SC_ENONS, SC_EINVAL (no text or vector, bad threshold),
- * SC_ETOOBIG (scope or text), SC_EDIM, SC_ENONFINITE, SC_EZEROVEC,
- * SC_ENOMEM. */
+ * SC_ETOOBIG (scope or text), SC_EDIM, SC_EMODEL, SC_ENONFINITE,
+ * SC_EZEROVEC, SC_ENOMEM, or the embedder's error. */
 sc_err sc_cache_lookup(sc_cache *c, const char *ns, const sc_cache_query *q,
                        sc_cache_result *res);
 

@@ -28,7 +28,12 @@
     X(SC_ECONN, "cannot reach the server")                                     \
     X(SC_ETIMEDOUT, "the server did not answer in time")                       \
     X(SC_EPROTO, "malformed reply from the server")                            \
-    X(SC_EREMOTE, "the server refused the request")
+    X(SC_EREMOTE, "the server refused the request")                            \
+    X(SC_EMODEL, "the vector's embedding model differs from the namespace's")  \
+    X(SC_ENOEMBED, "no embedder is loaded to turn text into a vector")         \
+    X(SC_EBADFILE, "file is malformed, truncated or of another kind")          \
+    X(SC_EBADVERSION, "file was written by an unsupported format version")     \
+    X(SC_ECHECKSUM, "file contents do not match their checksum")
 
 typedef enum sc_err {
 #define SC_ERR_ENUM(code, msg) code,

@@ -43,10 +43,10 @@ void sc_config_fini(sc_config *cfg)
 
 sc_err sc_config_embed_path(const sc_config *cfg, char *out, size_t cap)
 {
-    int n = cfg->embed_table != NULL
-                ? snprintf(out, cap, "%s", cfg->embed_table)
-                : snprintf(out, cap, "%s/%s", cfg->data_dir,
-                           SC_CONFIG_EMBED_FILE);
+    int n =
+        cfg->embed_table != NULL
+            ? snprintf(out, cap, "%s", cfg->embed_table)
+            : snprintf(out, cap, "%s/%s", cfg->data_dir, SC_CONFIG_EMBED_FILE);
     return n < 0 || (size_t)n >= cap ? SC_ETOOBIG : SC_OK;
 }
 
@@ -85,8 +85,8 @@ static sc_err get_int(ctx *x, const char *key, json_t *v, uint64_t lo,
     return SC_OK;
 }
 
-static sc_err get_real(ctx *x, const char *key, json_t *v, double lo,
-                       double hi, double *out)
+static sc_err get_real(ctx *x, const char *key, json_t *v, double lo, double hi,
+                       double *out)
 {
     if (!json_is_number(v)) {
         return bad(x, key, "must be a number");
@@ -195,8 +195,8 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
                 n->cfg.dim = (uint32_t)u;
             }
         } else if (strcmp(k, "storage") == 0) {
-            int s = json_is_string(v) ? sc_storage_parse(json_string_value(v))
-                                      : -1;
+            int s =
+                json_is_string(v) ? sc_storage_parse(json_string_value(v)) : -1;
             if (s < 0) {
                 rc = bad(x, full, "must be f32, f16 or int8");
             } else {

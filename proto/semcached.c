@@ -209,8 +209,9 @@ int main(int argc, char **argv)
                     conf.ns[i].name, sc_strerror(rc));
             goto out_cache;
         }
-        fprintf(stderr, "semcached: namespace %s created from the "
-                        "configuration\n",
+        fprintf(stderr,
+                "semcached: namespace %s created from the "
+                "configuration\n",
                 conf.ns[i].name);
     }
     if ((rc = sc_dispatch_open(cache, &disp)) != SC_OK) {

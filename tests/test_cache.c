@@ -1294,6 +1294,232 @@ static void test_concurrency(void)
     sc_cache_close(c);
 }
 
+/* ---- the embedder hook ----------------------------------------------- */
+
+/* A fake embedder: each word (letters only) adds 1 to bucket
+ * (first letter % D), so word order does not matter; "zzz" alone has no
+ * usable word; "oom" fails as out of memory. Rescore: candidates whose text
+ * holds "track" while the query holds "cancel" (or the other way round)
+ * lose 0.5. */
+static int fake_embed_calls;
+
+static sc_err fake_embed(void *arg, const char *text, size_t len, float *out)
+{
+    (void)arg;
+    __atomic_add_fetch(&fake_embed_calls, 1, __ATOMIC_RELAXED);
+    memset(out, 0, D * sizeof(float));
+    if (len == 3 && memcmp(text, "oom", 3) == 0) {
+        return SC_ENOMEM;
+    }
+    int any = 0;
+    for (size_t i = 0; i < len; i++) {
+        bool start =
+            (i == 0 || text[i - 1] == ' ') && text[i] >= 'a' && text[i] <= 'y';
+        if (start) {
+            out[(text[i] - 'a') % D] += 1.0f;
+            any = 1;
+        }
+    }
+    if (!any) {
+        return SC_EZEROVEC;
+    }
+    float n = 0;
+    for (int i = 0; i < D; i++) {
+        n += out[i] * out[i];
+    }
+    for (int i = 0; i < D; i++) {
+        out[i] /= sqrtf(n);
+    }
+    return SC_OK;
+}
+
+static bool has_word(const char *t, size_t n, const char *w)
+{
+    size_t wl = strlen(w);
+    for (size_t i = 0; i + wl <= n; i++) {
+        if (memcmp(t + i, w, wl) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static float fake_rescore(void *arg, const char *q, size_t qn, const char *e,
+                          size_t en, float cosine)
+{
+    (void)arg;
+    bool qc = has_word(q, qn, "cancel"), qt = has_word(q, qn, "track");
+    bool ec = has_word(e, en, "cancel"), et = has_word(e, en, "track");
+    return (qc && et) || (qt && ec) ? cosine - 0.5f : cosine;
+}
+
+static void test_embedder(void)
+{
+    sc_cache_embedder em = {"fake@1", D, 0.6f, 0.0f, fake_embed, NULL, NULL};
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.clock_arg = &now_fake;
+    cfg.embedder = &em;
+    sc_cache *c = NULL;
+
+    /* A bad embedder is refused at open. */
+    sc_cache_embedder bad = em;
+    bad.embed = NULL;
+    cfg.embedder = &bad;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_EINVAL);
+    bad = em;
+    bad.dim = 0;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_EINVAL);
+    bad = em;
+    bad.threshold = NAN;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_EINVAL);
+    bad = em;
+    bad.model = "";
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_EINVAL);
+    CHECK(c == NULL);
+
+    cfg.embedder = &em;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "t", NULL), SC_OK);
+    uint64_t id1 = 0, id2 = 0;
+    /* Text alone is embedded: the semantic layer finds a reordering. */
+    CHECK_EQ_INT(put(c, "t", NULL, "apple banana", NULL, "fruit", 0, &id1),
+                 SC_OK);
+    sc_ns_config nc;
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "t", &nc), SC_OK);
+    CHECK(strcmp(nc.embed_model, "fake@1") == 0);
+    CHECK_EQ_INT(nc.dim, D);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "t", NULL, "banana apple", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "fruit") && r.layer == SC_LAYER_SEMANTIC);
+    CHECK(fabsf(r.similarity - 1.0f) < 1e-5f);
+    sc_cache_result_fini(&r);
+    /* Exact text still answers from the exact layer. */
+    CHECK_EQ_INT(get(c, "t", NULL, "Apple  banana", NULL, &r), SC_OK);
+    CHECK(r.hit && r.layer == SC_LAYER_EXACT);
+    sc_cache_result_fini(&r);
+
+    /* The embedder's threshold (0.6) rules a namespace of its model:
+     * "apple cherry" vs "apple banana" has cosine 0.5 (a miss); "apple
+     * banana cherry" 0.816 (a hit), though the namespace's own threshold
+     * is 0.90. */
+    CHECK_EQ_INT(get(c, "t", NULL, "apple cherry", NULL, &r), SC_OK);
+    CHECK(!r.hit && r.reason == SC_MISS_BELOW_THRESHOLD);
+    CHECK(fabsf(r.best_similarity - 0.5f) < 1e-5f);
+    CHECK_EQ_INT(get(c, "t", NULL, "apple banana cherry", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "fruit"));
+    sc_cache_result_fini(&r);
+    /* With auto_threshold off, the namespace's own 0.90 rules. */
+    nc.auto_threshold = false;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "t", &nc), SC_OK);
+    CHECK_EQ_INT(get(c, "t", NULL, "apple banana cherry", NULL, &r), SC_OK);
+    CHECK(!r.hit);
+    nc.auto_threshold = true;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "t", &nc), SC_OK);
+
+    /* The model, once fixed, cannot be changed; vectors of another model,
+     * or unnamed ones, are refused on insert and on lookup. */
+    sc_ns_config other = nc;
+    snprintf(other.embed_model, sizeof(other.embed_model), "other@2");
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "t", &other), SC_EINVAL);
+    float v[D];
+    basis(v, 0);
+    CHECK_EQ_INT(put(c, "t", NULL, NULL, v, "x", 0, NULL), SC_EMODEL);
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.vec = v;
+    it.dim = D;
+    it.embed_model = "other@2";
+    it.response = "x";
+    it.response_len = 1;
+    CHECK_EQ_INT(sc_cache_insert(c, "t", &it, NULL), SC_EMODEL);
+    it.embed_model = "fake@1"; /* a client naming the same model is let in */
+    CHECK_EQ_INT(sc_cache_insert(c, "t", &it, NULL), SC_OK);
+    CHECK_EQ_INT(get(c, "t", NULL, NULL, v, &r), SC_EMODEL);
+    CHECK(!r.hit);
+
+    /* A namespace of client vectors refuses text that would be embedded,
+     * but keeps serving its own vectors. */
+    CHECK_EQ_INT(sc_cache_ns_create(c, "client", NULL), SC_OK);
+    it.embed_model = "openai-3-small";
+    CHECK_EQ_INT(sc_cache_insert(c, "client", &it, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "client", NULL, "apple", NULL, "y", 0, NULL),
+                 SC_EMODEL);
+    CHECK_EQ_INT(get(c, "client", NULL, "apple", NULL, &r), SC_EMODEL);
+    sc_cache_query q;
+    memset(&q, 0, sizeof(q));
+    q.vec = v;
+    q.dim = D;
+    q.embed_model = "openai-3-small";
+    CHECK_EQ_INT(sc_cache_lookup(c, "client", &q, &r), SC_OK);
+    CHECK(r.hit && r.layer == SC_LAYER_SEMANTIC);
+    sc_cache_result_fini(&r);
+    /* There the namespace's own threshold rules, not the embedder's. */
+    tilt(v, 0, 1, 0.7f);
+    CHECK_EQ_INT(sc_cache_lookup(c, "client", &q, &r), SC_OK);
+    CHECK(!r.hit);
+
+    /* A model given at creation is fixed from the start. */
+    sc_ns_config pre;
+    sc_cache_ns_config_init(&pre);
+    snprintf(pre.embed_model, sizeof(pre.embed_model), "m@1");
+    CHECK_EQ_INT(sc_cache_ns_create(c, "pre", &pre), SC_OK);
+    CHECK_EQ_INT(put(c, "pre", NULL, "apple", NULL, "y", 0, NULL), SC_EMODEL);
+
+    /* Text with no usable word stays in the exact layer; other embedder
+     * errors fail the call and change nothing. */
+    sc_cache_stats st0 = stats(c, "t");
+    CHECK_EQ_INT(put(c, "t", NULL, "zzz", NULL, "z", 0, &id2), SC_OK);
+    CHECK_EQ_INT(get(c, "t", NULL, "ZZZ", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "z") && r.layer == SC_LAYER_EXACT);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(put(c, "t", NULL, "oom", NULL, "o", 0, NULL), SC_ENOMEM);
+    CHECK_EQ_INT(get(c, "t", NULL, "oom", NULL, &r), SC_ENOMEM);
+    sc_cache_stats st1 = stats(c, "t");
+    CHECK_EQ_INT(st1.entries, st0.entries + 1);
+    CHECK_EQ_INT(st1.lookups, st0.lookups + 1);
+    /* A vector sent with text is used as given: no embedding. */
+    int calls = fake_embed_calls;
+    basis(v, 3);
+    it.text = "apple";
+    it.text_len = 5;
+    it.embed_model = "fake@1";
+    CHECK_EQ_INT(sc_cache_insert(c, "t", &it, NULL), SC_OK);
+    CHECK_EQ_INT(fake_embed_calls, calls);
+    sc_cache_close(c);
+
+    /* Rescore: "cancel my order" is near "track my order" by the vector
+     * (same buckets but one), but the rescore pushes it below the
+     * threshold, and ranks a lower-cosine candidate first. */
+    em.rescore = fake_rescore;
+    em.threshold = 0.5f;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(put(c, "r", NULL, NULL, NULL, "", 0, NULL), SC_EINVAL);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "r", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "r", NULL, "track my order", NULL, "T", 0, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(get(c, "r", NULL, "cancel my order", NULL, &r), SC_OK);
+    CHECK(!r.hit && r.reason == SC_MISS_BELOW_THRESHOLD);
+    CHECK(r.best_similarity < 0.5f);
+    CHECK_EQ_INT(put(c, "r", NULL, "cancel order now", NULL, "C", 0, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(get(c, "r", NULL, "cancel my order", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "C"));
+    sc_cache_result_fini(&r);
+    /* Without text in the query, nothing is rescored. */
+    float qv[D];
+    CHECK_EQ_INT(fake_embed(NULL, "cancel my order", 15, qv), SC_OK);
+    memset(&q, 0, sizeof(q));
+    q.vec = qv;
+    q.dim = D;
+    q.embed_model = "fake@1";
+    CHECK_EQ_INT(sc_cache_lookup(c, "r", &q, &r), SC_OK);
+    CHECK(resp_is(&r, "T"));
+    sc_cache_result_fini(&r);
+    sc_cache_close(c);
+}
+
 int main(void)
 {
     test_namespaces();
@@ -1311,5 +1537,6 @@ int main(void)
     test_dims_and_validation();
     test_delete_flush_drop();
     test_concurrency();
+    test_embedder();
     return test_summary("test_cache");
 }

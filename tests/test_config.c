@@ -47,7 +47,8 @@ static void test_good(void)
         " \"max_bytes\": 1000000, \"max_entries\": 500,\n"
         " \"namespaces\": {\"faq\": {\"dim\": 384, \"storage\": \"int8\",\n"
         "   \"threshold\": 0.85, \"margin\": 0.02, \"ttl\": 3600,\n"
-        "   \"ttl_mode\": \"sliding\", \"max_entries\": 10, \"max_bytes\": 99,\n"
+        "   \"ttl_mode\": \"sliding\", \"max_entries\": 10, \"max_bytes\": "
+        "99,\n"
         "   \"max_response_bytes\": 4096},\n"
         "  \"other\": {}}}\n",
         &cfg, msg, sizeof(msg));
@@ -185,8 +186,8 @@ static void test_bad(void)
     char *big = malloc(cap);
     size_t n = (size_t)snprintf(big, cap, "{\"namespaces\": {");
     for (int i = 0; i <= SC_CONFIG_MAX_NS; i++) {
-        n += (size_t)snprintf(big + n, cap - n, "%s\"n%d\": {}",
-                              i ? ", " : "", i);
+        n += (size_t)snprintf(big + n, cap - n, "%s\"n%d\": {}", i ? ", " : "",
+                              i);
     }
     snprintf(big + n, cap - n, "}}");
     CHECK_EQ_INT(load(big, &cfg, msg, sizeof(msg)), SC_EINVAL);
