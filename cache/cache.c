@@ -755,6 +755,37 @@ static sc_err embed_text(const sc_cache *c, const char *text, size_t len,
     return SC_OK;
 }
 
+/* What text sent without a vector gets in a namespace. */
+typedef enum embed_policy {
+    EMBED_NO_NS,      /* no such namespace */
+    EMBED_YES,        /* embed it: the namespace is of the embedder's model,
+                         or not fixed yet */
+    EMBED_EXACT_ONLY, /* the namespace holds another model's vectors: the
+                         text can only meet the exact layer */
+    EMBED_MISSING     /* it would be embedded, but there is no embedder */
+} embed_policy;
+
+/* Peeks at namespace nsname (taking and letting go its locks) to decide
+ * whether text alone must be embedded. The namespace may change before the
+ * caller locks it: the caller re-checks the model under its lock. */
+static embed_policy peek_policy(sc_cache *c, const char *nsname)
+{
+    embed_policy pol = EMBED_NO_NS;
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        if (s->model_fixed && !ns_of_embedder(c, s)) {
+            pol = EMBED_EXACT_ONLY;
+        } else {
+            pol = c->cfg.embedder != NULL ? EMBED_YES : EMBED_MISSING;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return pol;
+}
+
 /* ---- namespace calls ----------------------------------------------------*/
 
 sc_err sc_cache_ns_create(sc_cache *c, const char *name,
@@ -998,9 +1029,16 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     const float *vec = item->vec;
     uint32_t dim = item->dim;
     float *own_vec = NULL;
-    if (vec == NULL && c->cfg.embedder != NULL) {
-        rc = embed_text(c, item->text, item->text_len, &own_vec);
-        if (rc != SC_OK && rc != SC_EZEROVEC) {
+    if (vec == NULL) {
+        embed_policy pol = peek_policy(c, nsname);
+        rc = pol == EMBED_NO_NS                                   ? SC_ENONS
+             : pol == EMBED_MISSING && c->cfg.text_needs_embedder ? SC_ENOEMBED
+                                                                  : SC_OK;
+        if (rc == SC_OK && pol == EMBED_YES) {
+            rc = embed_text(c, item->text, item->text_len, &own_vec);
+            rc = rc == SC_EZEROVEC ? SC_OK : rc;
+        }
+        if (rc != SC_OK) {
             free(norm);
             return rc;
         }
@@ -1056,6 +1094,12 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     if (vec != NULL && s->cfg.dim != 0 && dim != s->cfg.dim) {
         rc = SC_EDIM;
         goto fail_locked;
+    }
+    if (own_vec != NULL && model_check(s, model) != SC_OK) {
+        /* Another model's vector came first, since the peek: the text can
+         * only serve the exact layer now. */
+        vec = NULL;
+        dim = 0;
     }
     if (vec != NULL && (rc = model_check(s, model)) != SC_OK) {
         goto fail_locked;
@@ -1414,7 +1458,7 @@ typedef struct pending {
     sc_hit hits[LOOKUP_K];
 } pending;
 
-static void lookup_prepare(const sc_cache *c, pending *p,
+static void lookup_prepare(const sc_cache *c, embed_policy pol, pending *p,
                            const sc_cache_query *q, sc_cache_result *res)
 {
     memset(p, 0, sizeof(*p));
@@ -1434,7 +1478,11 @@ static void lookup_prepare(const sc_cache *c, pending *p,
     p->vec = q->vec;
     p->dim = q->vec != NULL ? q->dim : 0;
     if (p->rc == SC_OK && q->vec == NULL && p->norm_len > 0 &&
-        c->cfg.embedder != NULL) {
+        pol == EMBED_MISSING && c->cfg.text_needs_embedder) {
+        p->rc = SC_ENOEMBED;
+    }
+    if (p->rc == SC_OK && q->vec == NULL && p->norm_len > 0 &&
+        pol == EMBED_YES) {
         /* Text with no usable word finds what the exact layer has. */
         sc_err erc = embed_text(c, q->text, q->text_len, &p->own_vec);
         if (erc == SC_OK) {
@@ -1458,6 +1506,11 @@ static void lookup_open(sc_cache *c, ns *s, pending *p, uint64_t now)
     if (p->vec != NULL && s->cfg.dim != 0 && p->dim != s->cfg.dim) {
         p->rc = SC_EDIM;
         return;
+    }
+    if (p->own_vec != NULL && model_check(s, p->model) != SC_OK) {
+        /* The namespace took another model's vectors since the peek. */
+        p->vec = NULL;
+        p->dim = 0;
     }
     if (p->vec != NULL && (p->rc = model_check(s, p->model)) != SC_OK) {
         return;
@@ -1717,7 +1770,8 @@ sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
         return SC_EINVAL;
     }
     pending p;
-    lookup_prepare(c, &p, q, res);
+    embed_policy pol = q->vec == NULL ? peek_policy(c, nsname) : EMBED_NO_NS;
+    lookup_prepare(c, pol, &p, q, res);
     sc_err rc = p.rc;
     if (rc == SC_OK) {
         rc = lookup_run(c, nsname, &p, 1);
@@ -1748,8 +1802,12 @@ sc_err sc_cache_lookup_many(sc_cache *c, const char *nsname,
     if (p == NULL) {
         return SC_ENOMEM;
     }
+    embed_policy pol = EMBED_NO_NS;
+    for (size_t i = 0; i < n && pol == EMBED_NO_NS; i++) {
+        pol = qs[i].vec == NULL ? peek_policy(c, nsname) : EMBED_NO_NS;
+    }
     for (size_t i = 0; i < n; i++) {
-        lookup_prepare(c, &p[i], &qs[i], &res[i]);
+        lookup_prepare(c, pol, &p[i], &qs[i], &res[i]);
     }
     sc_err rc = lookup_run(c, nsname, p, n);
     for (size_t i = 0; i < n; i++) {

@@ -56,6 +56,9 @@ typedef struct sc_cache_config {
     void *clock_arg;         /* borrowed; passed to clock, must outlive cache */
     const sc_cache_embedder *embedder; /* NULL = none; borrowed, and it and
                                           its strings must outlive cache */
+    bool text_needs_embedder; /* with no embedder, text alone that would be
+                                 embedded is refused (SC_ENOEMBED) rather
+                                 than kept to the exact layer */
 } sc_cache_config;
 
 /* Fills cfg with the defaults above. */
@@ -155,18 +158,21 @@ typedef struct sc_cache_item {
 /* Stores one entry in namespace ns and sets *id (may be NULL) to its id:
  * unique in the cache, never reused. text feeds the exact layer (text that
  * normalises to nothing counts as none), vec the semantic layer; at least
- * one is required. Text with no vector is embedded by the cache's embedder,
- * when it has one (the vector is then of the embedder's model; an embedder
- * error is returned as is); without one the entry is in the exact layer
- * only. Inserting text whose normal form an entry of the same
- * (ns, scope) already has replaces that entry (it is deleted first, counted
- * as "replaced"; its id is gone; a quarantined entry has left the exact
- * layer and is not replaced). The first vector fixes a dim-0 namespace's
- * dimension and an unfixed namespace's embedding model. Caps may evict LRU
- * entries, here or in other namespaces.
+ * one is required. Text with no vector is embedded by the cache's embedder
+ * when the namespace is of the embedder's model or has no model yet (the
+ * vector is then of the embedder's model; text with no usable word, the
+ * embedder's SC_EZEROVEC, stays in the exact layer; other embedder errors
+ * are returned as they are). In a namespace of another model, or with no
+ * embedder, text alone is kept in the exact layer only (or, with no
+ * embedder and text_needs_embedder, refused with SC_ENOEMBED). Inserting text
+ * whose normal form an entry of the same (ns, scope) already has replaces that
+ * entry (it is deleted first, counted as "replaced"; its id is gone; a
+ * quarantined entry has left the exact layer and is not replaced). The first
+ * vector fixes a dim-0 namespace's dimension and an unfixed namespace's
+ * embedding model. Caps may evict LRU entries, here or in other namespaces.
  * Errors: SC_ENONS, SC_EINVAL (neither text nor vector, NULL with a length,
  * ttl_ms < -1), SC_ERANGE (ttl_ms), SC_EDIM, SC_EMODEL (the vector's model
- * is not the namespace's), SC_ENONFINITE, SC_EZEROVEC,
+ * is not the namespace's), SC_ENOEMBED, SC_ENONFINITE, SC_EZEROVEC,
  * SC_ETOOBIG (a string, the response or the whole entry over its cap),
  * SC_ESCOPEFULL, SC_ENOMEM. On error the cache is unchanged. */
 sc_err sc_cache_insert(sc_cache *c, const char *ns, const sc_cache_item *item,
@@ -241,8 +247,9 @@ typedef struct sc_cache_result {
 
 /* Looks q up in namespace ns (q and what it points to are borrowed for the
  * call only): the exact layer first (normalised text), then the semantic
- * layer (similarity >= threshold). Text with no vector is embedded by the
- * cache's embedder, if any, as on insert. The similarity is the cosine, or
+ * layer (similarity >= threshold). Text with no vector is embedded, or
+ * meets the exact layer only, or is refused, by the rules of insert. The
+ * similarity is the cosine, or
  * in a namespace of the embedder's model with a rescore function, the
  * rescored cosine of each candidate that kept its text (candidates are
  * ranked by it). The threshold and margin are the query's or the
@@ -259,8 +266,8 @@ typedef struct sc_cache_result {
  * after the entry goes, until sc_cache_result_fini(res). Call fini after
  * every successful lookup (a no-op after a miss). Errors (nothing counted,
  * *res zeroed): SC_ENONS, SC_EINVAL (no text or vector, bad threshold),
- * SC_ETOOBIG (scope or text), SC_EDIM, SC_EMODEL, SC_ENONFINITE,
- * SC_EZEROVEC, SC_ENOMEM, or the embedder's error. */
+ * SC_ETOOBIG (scope or text), SC_EDIM, SC_EMODEL, SC_ENOEMBED,
+ * SC_ENONFINITE, SC_EZEROVEC, SC_ENOMEM, or the embedder's error. */
 sc_err sc_cache_lookup(sc_cache *c, const char *ns, const sc_cache_query *q,
                        sc_cache_result *res);
 

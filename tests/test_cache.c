@@ -1356,6 +1356,7 @@ static float fake_rescore(void *arg, const char *q, size_t qn, const char *e,
 static void test_embedder(void)
 {
     sc_cache_embedder em = {"fake@1", D, 0.6f, 0.0f, fake_embed, NULL, NULL};
+    int calls;
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
     cfg.clock = fake_clock;
@@ -1439,14 +1440,24 @@ static void test_embedder(void)
     CHECK_EQ_INT(get(c, "t", NULL, NULL, v, &r), SC_EMODEL);
     CHECK(!r.hit);
 
-    /* A namespace of client vectors refuses text that would be embedded,
-     * but keeps serving its own vectors. */
+    /* In a namespace of client vectors, text alone is not embedded: it
+     * meets the exact layer only; the namespace keeps serving its own
+     * vectors. */
     CHECK_EQ_INT(sc_cache_ns_create(c, "client", NULL), SC_OK);
     it.embed_model = "openai-3-small";
     CHECK_EQ_INT(sc_cache_insert(c, "client", &it, NULL), SC_OK);
-    CHECK_EQ_INT(put(c, "client", NULL, "apple", NULL, "y", 0, NULL),
-                 SC_EMODEL);
-    CHECK_EQ_INT(get(c, "client", NULL, "apple", NULL, &r), SC_EMODEL);
+    calls = fake_embed_calls;
+    CHECK_EQ_INT(put(c, "client", NULL, "apple", NULL, "y", 0, NULL), SC_OK);
+    CHECK_EQ_INT(get(c, "client", NULL, "apple", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "y") && r.layer == SC_LAYER_EXACT);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(get(c, "client", NULL, "apple pie", NULL, &r), SC_OK);
+    CHECK(!r.hit && r.reason == SC_MISS_NO_CANDIDATE);
+    CHECK_EQ_INT(fake_embed_calls, calls);
+    /* Inserts to a namespace that does not exist embed nothing. */
+    CHECK_EQ_INT(put(c, "nowhere", NULL, "apple", NULL, "y", 0, NULL),
+                 SC_ENONS);
+    CHECK_EQ_INT(fake_embed_calls, calls);
     sc_cache_query q;
     memset(&q, 0, sizeof(q));
     q.vec = v;
@@ -1465,7 +1476,14 @@ static void test_embedder(void)
     sc_cache_ns_config_init(&pre);
     snprintf(pre.embed_model, sizeof(pre.embed_model), "m@1");
     CHECK_EQ_INT(sc_cache_ns_create(c, "pre", &pre), SC_OK);
-    CHECK_EQ_INT(put(c, "pre", NULL, "apple", NULL, "y", 0, NULL), SC_EMODEL);
+    basis(v, 0);
+    memset(&q, 0, sizeof(q));
+    q.vec = v;
+    q.dim = D;
+    CHECK_EQ_INT(sc_cache_lookup(c, "pre", &q, &r), SC_EMODEL);
+    q.embed_model = "m@1";
+    CHECK_EQ_INT(sc_cache_lookup(c, "pre", &q, &r), SC_OK);
+    CHECK(!r.hit);
 
     /* Text with no usable word stays in the exact layer; other embedder
      * errors fail the call and change nothing. */
@@ -1480,13 +1498,30 @@ static void test_embedder(void)
     CHECK_EQ_INT(st1.entries, st0.entries + 1);
     CHECK_EQ_INT(st1.lookups, st0.lookups + 1);
     /* A vector sent with text is used as given: no embedding. */
-    int calls = fake_embed_calls;
+    calls = fake_embed_calls;
     basis(v, 3);
     it.text = "apple";
     it.text_len = 5;
     it.embed_model = "fake@1";
     CHECK_EQ_INT(sc_cache_insert(c, "t", &it, NULL), SC_OK);
     CHECK_EQ_INT(fake_embed_calls, calls);
+    sc_cache_close(c);
+
+    /* With no embedder and text_needs_embedder, text alone is refused
+     * where it would be embedded, and kept exact where it would not. */
+    sc_cache_config plain = cfg;
+    plain.embedder = NULL;
+    plain.text_needs_embedder = true;
+    CHECK_EQ_INT(sc_cache_open(&plain, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "n", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "n", NULL, "apple", NULL, "y", 0, NULL), SC_ENOEMBED);
+    CHECK_EQ_INT(get(c, "n", NULL, "apple", NULL, &r), SC_ENOEMBED);
+    basis(v, 1);
+    CHECK_EQ_INT(put(c, "n", NULL, "apple", v, "y", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "n", NULL, "pear", NULL, "p", 0, NULL), SC_OK);
+    CHECK_EQ_INT(get(c, "n", NULL, "apple", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "y") && r.layer == SC_LAYER_EXACT);
+    sc_cache_result_fini(&r);
     sc_cache_close(c);
 
     /* Rescore: "cancel my order" is near "track my order" by the vector
