@@ -15,6 +15,7 @@
 struct sc_dispatch {
     sc_cache *cache;
     sc_dispatch_counts counts;
+    char embed_hint[200]; /* how to get the embedder, for no_embedder */
 };
 
 /* One request's (or one batch item's) fields. */
@@ -24,11 +25,13 @@ typedef struct item {
     char model[SC_CACHE_TAG_MAX + 1];
     char feature[SC_CACHE_TAG_MAX + 1];
     char user[SC_CACHE_TAG_MAX + 1];
+    char embed_model[SC_CACHE_TAG_MAX + 1];
     char storage[16];
     char ttl_mode[16];
     bool has_ns, has_scope, has_text, has_vec, has_response, has_ttl,
         has_threshold, has_entry, has_dim, has_storage, has_margin,
-        has_ttl_mode, has_max_entries, has_max_bytes, has_max_response;
+        has_ttl_mode, has_max_entries, has_max_bytes, has_max_response,
+        has_embed_model;
     const char *text;
     uint32_t text_len;
     float vec[SC_INDEX_MAX_DIM];
@@ -84,6 +87,10 @@ const char *sc_dispatch_errcode(sc_err e)
         return "full";
     case SC_ETOOBIG:
         return "too_big";
+    case SC_EMODEL:
+        return "model_mismatch";
+    case SC_ENOEMBED:
+        return "no_embedder";
     case SC_EINVAL:
     case SC_EEXIST:
         return "bad_request";
@@ -99,8 +106,23 @@ sc_err sc_dispatch_open(sc_cache *cache, sc_dispatch **out)
         return SC_ENOMEM;
     }
     d->cache = cache;
+    sc_dispatch_set_embed_hint(d, NULL);
     *out = d;
     return SC_OK;
+}
+
+void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path)
+{
+    if (path == NULL) {
+        snprintf(d->embed_hint, sizeof(d->embed_hint),
+                 "no embedder is loaded: send 'vec', or make the embedder's "
+                 "table with scripts/fetch-embeddings.sh (README)");
+    } else {
+        snprintf(d->embed_hint, sizeof(d->embed_hint),
+                 "no embedder is loaded: send 'vec', or make its table with "
+                 "scripts/fetch-embeddings.sh %.80s and restart",
+                 path);
+    }
 }
 
 void sc_dispatch_close(sc_dispatch *d)
@@ -192,6 +214,9 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
         } else if (key_is(k, kn, "user")) {
             bool h;
             rc = get_cstr(r, "user", it->user, sizeof(it->user), &h, e);
+        } else if (key_is(k, kn, "embed_model")) {
+            rc = get_cstr(r, "embed_model", it->embed_model,
+                          sizeof(it->embed_model), &it->has_embed_model, e);
         } else if (key_is(k, kn, "storage")) {
             rc = get_cstr(r, "storage", it->storage, sizeof(it->storage),
                           &it->has_storage, e);
@@ -307,7 +332,7 @@ static void put_uint_kv(msgpack_packer *pk, const char *k, uint64_t v)
 typedef struct outcome {
     sc_err rc;
     const char *code; /* set for validation errors, else from rc */
-    char msg[160];
+    char msg[256];
 } outcome;
 
 static int need_ns(const item *it, outcome *o)
@@ -363,6 +388,7 @@ static int do_insert(sc_dispatch *d, const item *it, msgpack_packer *pk,
     ci.text_len = it->text_len;
     ci.vec = it->has_vec ? it->vec : NULL;
     ci.dim = it->has_vec ? it->dim : 0;
+    ci.embed_model = it->embed_model;
     ci.response = it->response;
     ci.response_len = it->response_len;
     ci.model = it->model;
@@ -426,6 +452,7 @@ static int lookup_query(const item *it, sc_cache_query *q, outcome *o)
     q->text_len = it->text_len;
     q->vec = it->has_vec ? it->vec : NULL;
     q->dim = it->has_vec ? it->dim : 0;
+    q->embed_model = it->embed_model;
     if (it->has_threshold) {
         if (it->threshold < -1.0 || it->threshold > 1.0) {
             o->code = "range";
@@ -550,9 +577,20 @@ static int apply_ns_config(const item *it, sc_ns_config *cfg, int create,
     }
     if (it->has_threshold) {
         cfg->threshold = (float)it->threshold;
+        cfg->auto_threshold = false;
     }
     if (it->has_margin) {
         cfg->margin = (float)it->margin;
+        cfg->auto_margin = false;
+    }
+    if (it->has_embed_model) {
+        if (!create) {
+            snprintf(o->msg, sizeof(o->msg),
+                     "'embed_model' is fixed when a namespace is created or "
+                     "by its first vector");
+            return -1;
+        }
+        memcpy(cfg->embed_model, it->embed_model, sizeof(cfg->embed_model));
     }
     if (it->has_ttl) {
         if (it->ttl < 0 || it->ttl > 1e10) {
@@ -752,10 +790,29 @@ static int run_op(sc_dispatch *d, const char *op, const item *it,
     return -1;
 }
 
-static void outcome_message(outcome *o)
+/* Fills o's wire code and message from its sc_err, unless validation set
+ * them. it: the request or item that failed (names the models of a
+ * model_mismatch). */
+static void outcome_message(sc_dispatch *d, const item *it, outcome *o)
 {
-    if (o->code == NULL) {
-        o->code = sc_dispatch_errcode(o->rc);
+    if (o->code != NULL) {
+        return;
+    }
+    o->code = sc_dispatch_errcode(o->rc);
+    sc_ns_config cfg;
+    if (o->rc == SC_ENOEMBED) {
+        snprintf(o->msg, sizeof(o->msg), "%s", d->embed_hint);
+    } else if (o->rc == SC_EMODEL && it != NULL &&
+               sc_cache_ns_get_config(d->cache, it->ns, &cfg) == SC_OK) {
+        snprintf(o->msg, sizeof(o->msg),
+                 "namespace holds vectors of embedding model '%.40s'; this "
+                 "request's are of '%.40s'%s",
+                 cfg.embed_model[0] ? cfg.embed_model : "(unnamed)",
+                 it->has_vec
+                     ? (it->embed_model[0] ? it->embed_model : "(unnamed)")
+                     : "the built-in embedder",
+                 it->has_vec ? " (name it with 'embed_model')" : "");
+    } else {
         snprintf(o->msg, sizeof(o->msg), "%s", sc_strerror(o->rc));
     }
 }
@@ -833,7 +890,7 @@ static void batch_inserts(sc_dispatch *d, const item *top, mp_reader *items,
             put_item_ok(pk, tmp);
         } else {
             __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
-            outcome_message(&o);
+            outcome_message(d, it, &o);
             put_item_error(pk, o.code, o.msg);
         }
     }
@@ -885,8 +942,8 @@ static void batch_lookups(sc_dispatch *d, const item *top, mp_reader *items,
             while (j < got && valid[j] && strcmp(its[j].ns, its[i].ns) == 0) {
                 j++;
             }
-            sc_err rc = sc_cache_lookup_many(d->cache, its[i].ns, qs + i,
-                                             j - i, res + i, rcs + i);
+            sc_err rc = sc_cache_lookup_many(d->cache, its[i].ns, qs + i, j - i,
+                                             res + i, rcs + i);
             for (uint32_t k = i; k < j; k++) {
                 if (rc != SC_OK) {
                     rcs[k] = rc;
@@ -896,14 +953,14 @@ static void batch_lookups(sc_dispatch *d, const item *top, mp_reader *items,
         }
         for (uint32_t i = 0; i < got; i++) {
             if (!valid[i]) {
-                outcome_message(&os[i]);
+                outcome_message(d, &its[i], &os[i]);
                 put_item_error(pk, os[i].code, os[i].msg);
                 continue;
             }
             if (rcs[i] != SC_OK && rcs[i] != SC_ENONS) {
                 __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
                 outcome o = {rcs[i], NULL, ""};
-                outcome_message(&o);
+                outcome_message(d, &its[i], &o);
                 put_item_error(pk, o.code, o.msg);
                 continue;
             }
@@ -1050,7 +1107,7 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
             __atomic_add_fetch(o.code ? &d->counts.bad_requests
                                       : &d->counts.errors,
                                1, __ATOMIC_RELAXED);
-            outcome_message(&o);
+            outcome_message(d, it, &o);
             msgpack_pack_false(&pk);
             put_error(&pk, o.code, o.msg);
         }

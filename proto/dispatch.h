@@ -19,6 +19,10 @@ typedef struct sc_dispatch sc_dispatch;
 sc_err sc_dispatch_open(sc_cache *cache, sc_dispatch **out);
 void sc_dispatch_close(sc_dispatch *d);
 
+/* Names the embedder table's path (copied; NULL = none) in the message of
+ * a no_embedder error, so that a client learns how to get one. */
+void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path);
+
 /* An sc_server_handler (server.h): arg is the sc_dispatch. Always writes
  * a reply (an error reply for bad input) and returns 0, except when out of
  * memory. *reply is malloc'd; the caller frees it. */
