@@ -22,8 +22,11 @@ static void usage(FILE *f)
         "  insert --ns NS (--text T | --vec 0.1,0.2,...) --response R\n"
         "         [--scope S] [--ttl SECONDS] [--model M] [--feature F] "
         "[--user U]\n"
-        "         [--input-tokens N] [--output-tokens N]\n"
+        "         [--input-tokens N] [--output-tokens N] [--embed-model E]\n"
         "  lookup --ns NS (--text T | --vec ...) [--scope S] [--threshold X]\n"
+        "         [--embed-model E]\n"
+        "  (--text alone is embedded by the server; --embed-model names the\n"
+        "   model a --vec came from)\n"
         "  delete ENTRY\n"
         "  feedback ENTRY          (report a wrong hit: quarantines the "
         "entry)\n"
@@ -321,6 +324,8 @@ int main(int argc, char **argv)
             it.threshold = strtof(v, NULL);
         } else if (strcmp(a, "--model") == 0) {
             it.model = v;
+        } else if (strcmp(a, "--embed-model") == 0) {
+            it.embed_model = v;
         } else if (strcmp(a, "--feature") == 0) {
             it.feature = v;
         } else if (strcmp(a, "--user") == 0) {

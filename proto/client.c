@@ -116,7 +116,8 @@ static void begin(msgpack_packer *pk, const char *op, size_t extra)
 
 static size_t count_item_fields(const sc_client_item *it, int insert)
 {
-    size_t n = (it->scope != NULL) + (it->text != NULL) + (it->vec != NULL);
+    size_t n = (it->scope != NULL) + (it->text != NULL) + (it->vec != NULL) +
+               (it->vec != NULL && it->embed_model != NULL);
     if (insert) {
         n += 1 + (it->ttl_s != 0) + (it->model != NULL) +
              (it->feature != NULL) + (it->user != NULL) +
@@ -141,6 +142,10 @@ static void put_item_fields(msgpack_packer *pk, const sc_client_item *it,
     if (it->vec != NULL) {
         mp_put_key(pk, "vec");
         mp_put_vec(pk, it->vec, it->dim);
+        if (it->embed_model != NULL) {
+            mp_put_key(pk, "embed_model");
+            mp_put_str(pk, it->embed_model);
+        }
     }
     if (insert) {
         mp_put_key(pk, "response");

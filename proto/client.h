@@ -39,7 +39,8 @@ typedef struct sc_client_item {
     const char *text;  /* NUL-terminated, or NULL */
     const float *vec;  /* dim floats, or NULL */
     uint32_t dim;
-    const void *response; /* insert only */
+    const char *embed_model; /* the model vec came from, or NULL (unnamed) */
+    const void *response;    /* insert only */
     size_t response_len;
     double ttl_s; /* insert: 0 = namespace default, -1 = never */
     const char *model, *feature, *user; /* insert, optional */

@@ -283,20 +283,25 @@ class Client:
 
     def insert(self, ns, response, text=None, vec=None, scope=None, ttl=None,
                model=None, feature=None, user=None, input_tokens=None,
-               output_tokens=None):
+               output_tokens=None, embed_model=None):
         """Stores response (str or bytes); returns the new entry id. ttl in
-        seconds: None = the namespace's default, -1 = never expires."""
+        seconds: None = the namespace's default, -1 = never expires.
+        embed_model names the model vec came from (text alone is embedded
+        by the server)."""
         item = self._item(text, vec, scope, response, ttl=ttl, model=model,
                           feature=feature, user=user,
                           input_tokens=input_tokens,
-                          output_tokens=output_tokens)
+                          output_tokens=output_tokens,
+                          embed_model=embed_model)
         return self._op("insert", ns=ns, **item)["entry"]
 
-    def lookup(self, ns, text=None, vec=None, scope=None, threshold=None):
+    def lookup(self, ns, text=None, vec=None, scope=None, threshold=None,
+               embed_model=None):
         """The result map: "hit", "layer", "similarity", "best", "reason",
         and on a hit "entry", "response" (bytes), tags and token counts."""
         return self._op("lookup", ns=ns,
-                        **self._item(text, vec, scope, threshold=threshold))
+                        **self._item(text, vec, scope, threshold=threshold,
+                                     embed_model=embed_model))
 
     def delete(self, entry):
         self._op("delete", entry=entry)
