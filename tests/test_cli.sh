@@ -9,7 +9,7 @@ cli=$2
 addr="ipc:///tmp/semcache-cli-test-$$.ipc"
 pass=0
 fail=0
-"$server" --listen "$addr" 2>/tmp/semcache-cli-test-$$.log &
+"$server" --listen "$addr" --data-dir /tmp/semcache-cli-test-$$.d 2>/tmp/semcache-cli-test-$$.log &
 spid=$!
 trap 'kill $spid 2>/dev/null; rm -f /tmp/semcache-cli-test-$$.log' EXIT
 

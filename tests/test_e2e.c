@@ -26,8 +26,10 @@ static pid_t start_server(const char *bin)
     snprintf(url, sizeof(url), "ipc:///tmp/semcache-e2e-%d.ipc", (int)getpid());
     pid_t pid = fork();
     if (pid == 0) {
+        /* A data directory of its own: no embedder table there. */
         execl(bin, bin, "--listen", url, "--threads", "8", "--recv-max",
-              "1048576", (char *)NULL);
+              "1048576", "--data-dir", "/nonexistent/semcache-e2e",
+              (char *)NULL);
         perror("exec semcached");
         _exit(127);
     }

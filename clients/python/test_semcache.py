@@ -401,7 +401,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="semcache-py-")
     ipc_path = os.path.join(tmp, "sc.ipc")
     args = [server, "--listen", f"tcp://127.0.0.1:{port}",
-            "--listen", f"ipc://{ipc_path}", "--max-namespaces", "8"]
+            "--listen", f"ipc://{ipc_path}", "--max-namespaces", "8",
+            "--data-dir", tmp]
     tls = make_cert(tmp)
     tls_port = None
     if tls is not None:
