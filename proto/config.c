@@ -205,10 +205,12 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
         } else if (strcmp(k, "threshold") == 0) {
             if ((rc = get_real(x, full, v, -1, 1, &d)) == SC_OK) {
                 n->cfg.threshold = (float)d;
+                n->cfg.auto_threshold = false;
             }
         } else if (strcmp(k, "margin") == 0) {
             if ((rc = get_real(x, full, v, 0, 2, &d)) == SC_OK) {
                 n->cfg.margin = (float)d;
+                n->cfg.auto_margin = false;
             }
         } else if (strcmp(k, "ttl") == 0) {
             if ((rc = get_real(x, full, v, 0, 1e10, &d)) == SC_OK) {
@@ -223,6 +225,12 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
             } else {
                 rc = bad(x, full, "must be \"absolute\" or \"sliding\"");
             }
+        } else if (strcmp(k, "embed_model") == 0) {
+            char *m = NULL;
+            if ((rc = get_str(x, full, v, SC_CACHE_TAG_MAX, &m)) == SC_OK) {
+                memcpy(n->cfg.embed_model, m, strlen(m) + 1);
+            }
+            free(m);
         } else if (strcmp(k, "max_entries") == 0) {
             rc = get_int(x, full, v, 0, UINT64_MAX >> 1, &n->cfg.max_entries);
         } else if (strcmp(k, "max_bytes") == 0) {
