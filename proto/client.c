@@ -384,6 +384,30 @@ sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
                      err);
 }
 
+/* Positions r (at a result map) on the value of key. Returns 0, 1 when
+ * the map has no such key, or -1 when the map is malformed. */
+static int find_key(mp_reader *r, const char *key)
+{
+    uint32_t n;
+    if (mp_read_map(r, &n) != 0) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        uint32_t kn;
+        if (mp_read_str(r, &k, &kn) != 0) {
+            return -1;
+        }
+        if (key_is(k, kn, key)) {
+            return 0;
+        }
+        if (mp_skip(r) != 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
 sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
                       sc_client_error *err)
 {
@@ -403,27 +427,14 @@ sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
     if (rc != SC_OK) {
         return rc;
     }
-    uint32_t n;
     if (server != NULL && cap > 0) {
         server[0] = '\0';
     }
-    if (mp_read_map(&r, &n) != 0) {
-        free(raw);
-        return SC_EPROTO;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        const char *k;
-        uint32_t kn;
-        if (mp_read_str(&r, &k, &kn) != 0) {
-            rc = SC_EPROTO;
-            break;
-        }
-        if (key_is(k, kn, "server") && server != NULL && cap > 0) {
-            copy_str(&r, server, cap);
-        } else if (mp_skip(&r) != 0) {
-            rc = SC_EPROTO;
-            break;
-        }
+    int found = find_key(&r, "server");
+    if (found < 0) {
+        rc = SC_EPROTO;
+    } else if (found == 0 && server != NULL && cap > 0) {
+        copy_str(&r, server, cap);
     }
     free(raw);
     return rc;
@@ -445,28 +456,13 @@ sc_err sc_client_insert(sc_client *c, const char *ns, const sc_client_item *it,
     if (rc != SC_OK) {
         return rc;
     }
-    uint32_t n;
+    uint64_t id;
     rc = SC_EPROTO;
-    if (mp_read_map(&r, &n) == 0) {
-        for (uint32_t i = 0; i < n; i++) {
-            const char *k;
-            uint32_t kn;
-            if (mp_read_str(&r, &k, &kn) != 0) {
-                break;
-            }
-            if (key_is(k, kn, "entry")) {
-                uint64_t id;
-                if (mp_read_uint(&r, &id) != 0) {
-                    break;
-                }
-                if (entry != NULL) {
-                    *entry = id;
-                }
-                rc = SC_OK;
-            } else if (mp_skip(&r) != 0) {
-                break;
-            }
+    if (find_key(&r, "entry") == 0 && mp_read_uint(&r, &id) == 0) {
+        if (entry != NULL) {
+            *entry = id;
         }
+        rc = SC_OK;
     }
     free(raw);
     return rc;
