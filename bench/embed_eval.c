@@ -1,0 +1,588 @@
+/* embed_eval.c - offline evaluation of the built-in embedder, in-process:
+ * embeds the labelled sets of /work/shared/data (format: its README.md),
+ * does a brute-force top-16 search, applies sc_embed_rescore to the
+ * candidates and sweeps the threshold.
+ *
+ *   embed_eval --table FILE [--data DIR] [--dev|--test] [--sweep]
+ *              [--stream T,...] [method knobs, see usage()]
+ *
+ * --dev (the default) uses only the .cache.jsonl files, leave-one-out: each
+ * cache line is a query against all the others, correct when the labels
+ * match. It is what method choices are made on. --test is preload mode
+ * (NAME.cache.jsonl stored, NAME.queries.jsonl looked up) and the pair set:
+ * it is for reporting only. */
+#define _POSIX_C_SOURCE 200809L
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "embed/embed.h"
+#include "embed/embed_internal.h"
+
+#define K 16
+
+typedef struct set {
+    size_t n;
+    char **text;
+    size_t *len;
+    char **label; /* NULL = out of scope */
+} set;
+
+static int set_load(const char *path, set *s, int pairs, set *b, int **dup)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0, n = 0, alloc = 0;
+    memset(s, 0, sizeof(*s));
+    if (b != NULL) {
+        memset(b, 0, sizeof(*b));
+    }
+    while (getline(&line, &cap, f) > 0) {
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        if (o == NULL) {
+            continue;
+        }
+        if (n == alloc) {
+            alloc = alloc ? alloc * 2 : 1024;
+            s->text = realloc(s->text, alloc * sizeof(char *));
+            s->len = realloc(s->len, alloc * sizeof(size_t));
+            s->label = realloc(s->label, alloc * sizeof(char *));
+            if (pairs) {
+                b->text = realloc(b->text, alloc * sizeof(char *));
+                b->len = realloc(b->len, alloc * sizeof(size_t));
+                *dup = realloc(*dup, alloc * sizeof(int));
+            }
+        }
+        if (pairs) {
+            const char *ta = json_string_value(json_object_get(o, "a"));
+            const char *tb = json_string_value(json_object_get(o, "b"));
+            s->text[n] = strdup(ta ? ta : "");
+            s->len[n] = strlen(s->text[n]);
+            s->label[n] = NULL;
+            b->text[n] = strdup(tb ? tb : "");
+            b->len[n] = strlen(b->text[n]);
+            (*dup)[n] = json_is_true(json_object_get(o, "duplicate"));
+        } else {
+            const char *t = json_string_value(json_object_get(o, "text"));
+            const char *l = json_string_value(json_object_get(o, "label"));
+            s->text[n] = strdup(t ? t : "");
+            s->len[n] = strlen(s->text[n]);
+            s->label[n] = l ? strdup(l) : NULL;
+        }
+        n++;
+        json_decref(o);
+    }
+    free(line);
+    fclose(f);
+    s->n = n;
+    if (b != NULL) {
+        b->n = n;
+    }
+    return 0;
+}
+
+static const sc_embed *E;
+static sc_embed_params P;
+static float rescore_floor = 0.3f;
+static float margin = 0; /* the cache's margin rule; 0 = off */
+
+/* Vectors of all texts; ok[i] = 0 when a text had no usable token. */
+static float *embed_all(const set *s, unsigned char **ok)
+{
+    uint32_t dim = sc_embed_dim(E);
+    float *v = calloc(s->n * dim, sizeof(float));
+    *ok = calloc(s->n, 1);
+    for (size_t i = 0; i < s->n; i++) {
+        (*ok)[i] =
+            sc_embed_text_p(E, &P, s->text[i], s->len[i], v + i * dim) == 0;
+    }
+    return v;
+}
+
+typedef struct job {
+    const set *qs, *cs;
+    const float *qv, *cv;
+    const unsigned char *qok, *cok;
+    int loo;
+    size_t from, to;
+    float *score;  /* best adjusted similarity per query */
+    long *best;    /* its candidate, -1 none */
+    float *cosine; /* its cosine */
+} job;
+
+static void *search_range(void *arg)
+{
+    job *j = arg;
+    uint32_t dim = sc_embed_dim(E);
+    for (size_t q = j->from; q < j->to; q++) {
+        j->score[q] = -2;
+        j->best[q] = -1;
+        if (!j->qok[q]) {
+            continue;
+        }
+        long ti[K];
+        float ts[K];
+        int nt = 0;
+        const float *x = j->qv + q * dim;
+        for (size_t c = 0; c < j->cs->n; c++) {
+            if ((j->loo && c == q) || !j->cok[c]) {
+                continue;
+            }
+            const float *y = j->cv + c * dim;
+            float d = 0;
+            for (uint32_t k = 0; k < dim; k++) {
+                d += x[k] * y[k];
+            }
+            if (nt < K || d > ts[nt - 1]) {
+                int p = nt < K ? nt++ : K - 1;
+                while (p > 0 && ts[p - 1] < d) {
+                    ts[p] = ts[p - 1];
+                    ti[p] = ti[p - 1];
+                    p--;
+                }
+                ts[p] = d;
+                ti[p] = (long)c;
+            }
+        }
+        float adj[K];
+        for (int t = 0; t < nt; t++) {
+            float a = ts[t];
+            if (a >= rescore_floor) {
+                a = sc_embed_rescore_p(E, &P, j->qs->text[q], j->qs->len[q],
+                                       j->cs->text[ti[t]], j->cs->len[ti[t]],
+                                       ts[t]);
+            }
+            adj[t] = a;
+            if (a > j->score[q]) {
+                j->score[q] = a;
+                j->best[q] = ti[t];
+                j->cosine[q] = ts[t];
+            }
+        }
+        /* The margin rule: another answer within margin makes it a miss. */
+        for (int t = 0; t < nt && margin > 0 && j->best[q] >= 0; t++) {
+            const char *lb = j->cs->label[j->best[q]],
+                       *lt = j->cs->label[ti[t]];
+            int same = lb && lt && strcmp(lb, lt) == 0;
+            if (ti[t] != j->best[q] && !same &&
+                adj[t] >= j->score[q] - margin) {
+                j->score[q] = -2;
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
+static int threads = 2;
+
+static void run_search(job *base)
+{
+    pthread_t th[16];
+    job jobs[16];
+    size_t n = base->qs->n, per = (n + threads - 1) / threads;
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = *base;
+        jobs[t].from = t * per < n ? t * per : n;
+        jobs[t].to = (t + 1) * per < n ? (t + 1) * per : n;
+        pthread_create(&th[t], NULL, search_range, &jobs[t]);
+    }
+    for (int t = 0; t < threads; t++) {
+        pthread_join(th[t], NULL);
+    }
+}
+
+typedef struct scored {
+    float s;
+    int good; /* a correct hit if served */
+} scored;
+
+static int cmp_desc(const void *a, const void *b)
+{
+    float x = ((const scored *)a)->s, y = ((const scored *)b)->s;
+    return (x < y) - (x > y);
+}
+
+static int sweep = 0;
+static int dump = 0; /* print this many query/best-candidate pairs */
+
+/* Hit rate / precision over thresholds for one intent set. */
+static void report_intent(const char *name, const char *mode, scored *r,
+                          size_t n, size_t nscope)
+{
+    qsort(r, n, sizeof(*r), cmp_desc);
+    const double want[3] = {0.97, 0.95, 0.90};
+    double best_hit[3] = {0, 0, 0}, best_thr[3] = {NAN, NAN, NAN};
+    size_t hits = 0, good = 0;
+    for (size_t i = 0; i < n; i++) {
+        hits++;
+        good += r[i].good;
+        if (i + 1 < n && r[i + 1].s == r[i].s) {
+            continue;
+        }
+        double prec = (double)good / hits, hr = (double)hits / n;
+        for (int k = 0; k < 3; k++) {
+            if (prec >= want[k] && hr > best_hit[k]) {
+                best_hit[k] = hr;
+                best_thr[k] = r[i].s;
+            }
+        }
+    }
+    printf("%-14s %-5s", name, mode);
+    for (int k = 0; k < 3; k++) {
+        printf("  P>=%.2f: hit %5.1f%% @%.3f", want[k], 100 * best_hit[k],
+               best_thr[k]);
+    }
+    if (nscope < n) {
+        printf("  (%zu of %zu in scope)", nscope, n);
+    }
+    printf("\n");
+    /* Negatives only (no correct answer exists): false-hit rate. */
+    if (sweep || nscope == 0) {
+        printf("  thr   hit%%   prec%%  false-hit%%\n");
+        for (int t = 70; t <= 99; t++) {
+            double thr = t / 100.0;
+            size_t h = 0, g = 0;
+            for (size_t i = 0; i < n && r[i].s >= thr; i++) {
+                h++;
+                g += r[i].good;
+            }
+            if (!sweep && t % 5 != 0) {
+                continue;
+            }
+            printf("  %.2f %6.1f %7.1f %8.2f\n", thr, 100.0 * h / n,
+                   h ? 100.0 * g / h : 100.0, 100.0 * (h - g) / n);
+        }
+    }
+}
+
+static int label_eq(const char *a, const char *b)
+{
+    return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+static void eval_intent(const char *dir, const char *name, int test,
+                        const float *stream_thr, int nstream)
+{
+    char path[4096];
+    set cs, qs;
+    snprintf(path, sizeof(path), "%s/%s.cache.jsonl", dir, name);
+    if (set_load(path, &cs, 0, NULL, NULL) != 0) {
+        fprintf(stderr, "cannot read %s\n", path);
+        return;
+    }
+    if (test) {
+        snprintf(path, sizeof(path), "%s/%s.queries.jsonl", dir, name);
+        if (set_load(path, &qs, 0, NULL, NULL) != 0) {
+            fprintf(stderr, "cannot read %s\n", path);
+            return;
+        }
+    } else {
+        qs = cs;
+    }
+    unsigned char *cok, *qok;
+    float *cv = embed_all(&cs, &cok);
+    float *qv = test ? embed_all(&qs, &qok) : cv;
+    if (!test) {
+        qok = cok;
+    }
+    size_t n = qs.n;
+    job j = {&qs,
+             &cs,
+             qv,
+             cv,
+             qok,
+             cok,
+             !test,
+             0,
+             n,
+             malloc(n * 4),
+             malloc(n * sizeof(long)),
+             malloc(n * 4)};
+    run_search(&j);
+    scored *r = malloc(n * sizeof(*r));
+    size_t nscope = 0;
+    for (size_t q = 0; q < n; q++) {
+        /* In scope when some candidate could be right. */
+        int scope = 0;
+        for (size_t c = 0; c < cs.n && !scope; c++) {
+            scope = (!test && c == q) ? 0 : label_eq(qs.label[q], cs.label[c]);
+        }
+        nscope += scope;
+        r[q].s = j.score[q];
+        r[q].good =
+            j.best[q] >= 0 && label_eq(qs.label[q], cs.label[j.best[q]]);
+    }
+    for (size_t q = 0; q < n && dump > 0; q += n / dump + 1) {
+        if (j.best[q] >= 0) {
+            printf("  [%s] cos %.3f adj %.3f  Q: %s\n      C: %s\n",
+                   r[q].good ? "ok " : "BAD", j.cosine[q], j.score[q],
+                   qs.text[q], cs.text[j.best[q]]);
+        }
+    }
+    report_intent(name, test ? "test" : "dev", r, n, nscope);
+    /* Stream mode: queries in order; on a miss the query is inserted. */
+    uint32_t dim = sc_embed_dim(E);
+    for (int t = 0; t < nstream; t++) {
+        size_t *ins = malloc(n * sizeof(size_t)), nins = 0, hits = 0, good = 0;
+        for (size_t q = 0; q < n; q++) {
+            float best = -2;
+            long bi = -1;
+            if (qok[q]) {
+                float ts[K];
+                long ti[K];
+                int nt = 0;
+                for (size_t m = 0; m < nins; m++) {
+                    const float *x = qv + q * dim, *y = qv + ins[m] * dim;
+                    float d = 0;
+                    for (uint32_t k = 0; k < dim; k++) {
+                        d += x[k] * y[k];
+                    }
+                    if (nt < K || d > ts[nt - 1]) {
+                        int p = nt < K ? nt++ : K - 1;
+                        while (p > 0 && ts[p - 1] < d) {
+                            ts[p] = ts[p - 1];
+                            ti[p] = ti[p - 1];
+                            p--;
+                        }
+                        ts[p] = d;
+                        ti[p] = (long)ins[m];
+                    }
+                }
+                float adj[K];
+                for (int c = 0; c < nt; c++) {
+                    adj[c] = sc_embed_rescore_p(E, &P, qs.text[q], qs.len[q],
+                                                qs.text[ti[c]], qs.len[ti[c]],
+                                                ts[c]);
+                    if (adj[c] > best) {
+                        best = adj[c];
+                        bi = ti[c];
+                    }
+                }
+                for (int c = 0; c < nt && margin > 0 && bi >= 0; c++) {
+                    if (ti[c] != bi &&
+                        !label_eq(qs.label[bi], qs.label[ti[c]]) &&
+                        adj[c] >= best - margin) {
+                        bi = -1;
+                    }
+                }
+            }
+            if (bi >= 0 && best >= stream_thr[t]) {
+                hits++;
+                good += label_eq(qs.label[q], qs.label[bi]);
+            } else if (qok[q]) {
+                ins[nins++] = q;
+            }
+        }
+        printf("%-14s %-5s stream @%.3f: hit %5.1f%% precision %5.1f%%\n", name,
+               test ? "test" : "dev", stream_thr[t], 100.0 * hits / n,
+               hits ? 100.0 * good / hits : 100.0);
+        free(ins);
+    }
+    /* Preload mode at the stream thresholds too, for the default check. */
+    for (int t = 0; t < nstream; t++) {
+        size_t h = 0, g = 0;
+        for (size_t q = 0; q < n; q++) {
+            if (r[q].s >= stream_thr[t]) {
+                h++;
+                g += r[q].good;
+            }
+        }
+        printf("%-14s %-5s preload @%.3f: hit %5.1f%% precision %5.1f%%\n",
+               name, test ? "test" : "dev", stream_thr[t], 100.0 * h / n,
+               h ? 100.0 * g / h : 100.0);
+    }
+    free(r);
+    free(j.score);
+    free(j.best);
+    free(j.cosine);
+    free(cv);
+    free(cok);
+    if (test) {
+        free(qv);
+        free(qok);
+    }
+}
+
+static void eval_pairs(const char *dir, const char *name,
+                       const float *stream_thr, int nstream)
+{
+    char path[4096];
+    set a, b;
+    int *dup = NULL;
+    snprintf(path, sizeof(path), "%s/%s.pairs.jsonl", dir, name);
+    if (set_load(path, &a, 1, &b, &dup) != 0) {
+        fprintf(stderr, "cannot read %s\n", path);
+        return;
+    }
+    unsigned char *aok, *bok;
+    float *av = embed_all(&a, &aok), *bv = embed_all(&b, &bok);
+    uint32_t dim = sc_embed_dim(E);
+    size_t n = a.n, npos = 0;
+    scored *r = malloc(n * sizeof(*r));
+    for (size_t i = 0; i < n; i++) {
+        float d = -1;
+        if (aok[i] && bok[i]) {
+            d = 0;
+            for (uint32_t k = 0; k < dim; k++) {
+                d += av[i * dim + k] * bv[i * dim + k];
+            }
+            d = sc_embed_rescore_p(E, &P, a.text[i], a.len[i], b.text[i],
+                                   b.len[i], d);
+        }
+        r[i].s = d;
+        r[i].good = dup[i];
+        npos += dup[i] != 0;
+    }
+    qsort(r, n, sizeof(*r), cmp_desc);
+    /* ROC-AUC by ranks; best F1 over thresholds. */
+    double auc = 0, f1best = 0, f1thr = NAN, pbest = 0, rbest = 0;
+    size_t tp = 0, fp = 0, nneg = n - npos;
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].good) {
+            tp++;
+        } else {
+            fp++;
+            auc += tp;
+        }
+        if (i + 1 < n && r[i + 1].s == r[i].s) {
+            continue;
+        }
+        double prec = (double)tp / (tp + fp), rec = (double)tp / npos;
+        double f1 = prec + rec > 0 ? 2 * prec * rec / (prec + rec) : 0;
+        if (f1 > f1best) {
+            f1best = f1;
+            f1thr = r[i].s;
+            pbest = prec;
+            rbest = rec;
+        }
+    }
+    auc = nneg && npos ? auc / ((double)npos * nneg) : NAN;
+    printf("%-14s test   ROC-AUC %.3f  best F1 %.3f @%.3f (P %.3f R %.3f)\n",
+           name, auc, f1best, f1thr, pbest, rbest);
+    for (int t = 0; t < nstream; t++) {
+        size_t h = 0, g = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (r[i].s >= stream_thr[t]) {
+                h++;
+                g += r[i].good;
+            }
+        }
+        double prec = h ? (double)g / h : 1, rec = (double)g / npos;
+        printf("%-14s test   @%.3f: precision %.3f recall %.3f F1 %.3f\n", name,
+               stream_thr[t], prec, rec,
+               prec + rec > 0 ? 2 * prec * rec / (prec + rec) : 0);
+    }
+    free(r);
+    free(av);
+    free(bv);
+    free(aok);
+    free(bok);
+    free(dup);
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: embed_eval --table FILE [--data DIR] [--dev|--test] "
+            "[--set NAME] [--sweep] [--stream T,T...] [--threads N]\n"
+            "  knobs: --a SIF_A (0 = plain mean) --ncomp N --oov 0|1 "
+            "--oov-scale X --punct 0|1 --unit 0|1\n"
+            "         --lex W --tau T --num P --neg P --floor F\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    const char *table = NULL, *dir = "/work/shared/data", *only = NULL;
+    int test = 0;
+    float st[8];
+    int nst = 0;
+    sc_embed_params_default(&P);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define KNOB(flag) (strcmp(a, flag) == 0 && v != NULL && ++i)
+        if (strcmp(a, "--test") == 0) {
+            test = 1;
+        } else if (strcmp(a, "--dev") == 0) {
+            test = 0;
+        } else if (strcmp(a, "--sweep") == 0) {
+            sweep = 1;
+        } else if (KNOB("--margin")) {
+            margin = strtof(v, NULL);
+        } else if (KNOB("--dump")) {
+            dump = atoi(v);
+        } else if (KNOB("--table")) {
+            table = v;
+        } else if (KNOB("--data")) {
+            dir = v;
+        } else if (KNOB("--set")) {
+            only = v;
+        } else if (KNOB("--threads")) {
+            threads = atoi(v) < 1 ? 1 : atoi(v) > 16 ? 16 : atoi(v);
+        } else if (KNOB("--stream")) {
+            char *s = strdup(v), *save = NULL;
+            for (char *t = strtok_r(s, ",", &save); t && nst < 8;
+                 t = strtok_r(NULL, ",", &save)) {
+                st[nst++] = strtof(t, NULL);
+            }
+            free(s);
+        } else if (KNOB("--a")) {
+            P.sif_a = strtof(v, NULL);
+        } else if (KNOB("--ncomp")) {
+            P.ncomp = (unsigned)atoi(v);
+        } else if (KNOB("--oov")) {
+            P.oov_hash = atoi(v) != 0;
+        } else if (KNOB("--oov-scale")) {
+            P.oov_scale = strtof(v, NULL);
+        } else if (KNOB("--punct")) {
+            P.skip_punct = atoi(v) == 0;
+        } else if (KNOB("--unit")) {
+            P.unit_words = atoi(v) != 0;
+        } else if (KNOB("--lex")) {
+            P.lex_weight = strtof(v, NULL);
+        } else if (KNOB("--pow")) {
+            P.lex_pow = strtof(v, NULL);
+        } else if (KNOB("--tau")) {
+            P.lex_tau = strtof(v, NULL);
+        } else if (KNOB("--num")) {
+            P.num_penalty = strtof(v, NULL);
+        } else if (KNOB("--neg")) {
+            P.neg_penalty = strtof(v, NULL);
+        } else if (KNOB("--floor")) {
+            rescore_floor = strtof(v, NULL);
+        } else {
+            usage();
+        }
+#undef KNOB
+    }
+    if (table == NULL) {
+        usage();
+    }
+    sc_embed *e;
+    sc_err rc = sc_embed_open(table, &e);
+    if (rc != SC_OK) {
+        fprintf(stderr, "embed_eval: %s: %s\n", table, sc_strerror(rc));
+        return 1;
+    }
+    E = e;
+    const char *intent[] = {"gptcache_mock", "banking77"};
+    for (int s = 0; s < 2; s++) {
+        if (only == NULL || strcmp(only, intent[s]) == 0) {
+            eval_intent(dir, intent[s], test, st, nst);
+        }
+    }
+    if (test && (only == NULL || strcmp(only, "qqp_meancache") == 0)) {
+        eval_pairs(dir, "qqp_meancache", st, nst);
+    }
+    sc_embed_close(e);
+    return 0;
+}

@@ -1,0 +1,873 @@
+/* embed.c - maps and validates the word table, tokenises prompts, builds
+ * sentence vectors (SIF-weighted average minus common components) and
+ * scores the lexical differences between two prompts (sc_embed_rescore).
+ * Everything after sc_embed_open is read-only, hence thread-safe. */
+#define _POSIX_C_SOURCE 200809L
+#include "embed/embed.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "embed/embed_internal.h"
+#include "embed/table.h"
+
+#define TOK_MAX 64u /* bytes of one token kept; longer ones are truncated */
+#define NO_WORD UINT32_MAX
+
+struct sc_embed {
+    void *map;
+    size_t map_len;
+    uint32_t dim, nwords, mask, ncomp;
+    const uint64_t *buckets;
+    const uint32_t *stroff;
+    const char *strings;
+    const float *vecs;
+    const float *probs;
+    const float *comp;
+    float *inv_norm; /* owned: 1 / |v_i| (0 for a zero vector) */
+    float mean_norm; /* mean |v_i| over the vocabulary */
+    float p_min;     /* probability given to OOV words */
+    char model[96];
+};
+
+/* ---- opening and validating ---------------------------------------------*/
+
+static int range_ok(uint64_t off, uint64_t size, uint64_t file_size)
+{
+    return off % 8 == 0 && off <= file_size && size <= file_size - off;
+}
+
+static int mul_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a != 0 && b > UINT64_MAX / a) {
+        return 0;
+    }
+    *out = a * b;
+    return 1;
+}
+
+static sc_err validate(const unsigned char *base, size_t len,
+                       sc_embed_header *h)
+{
+    if (len < sizeof(*h)) {
+        return SC_EBADFILE;
+    }
+    memcpy(h, base, sizeof(*h));
+    if (memcmp(h->magic, SC_EMBED_MAGIC, 8) != 0) {
+        return SC_EBADFILE;
+    }
+    if (h->version != SC_EMBED_VERSION) {
+        return SC_EBADVERSION;
+    }
+    if (h->endian != SC_EMBED_ENDIAN || h->header_size != sizeof(*h) ||
+        h->file_size != len) {
+        return SC_EBADFILE;
+    }
+    /* The checksum first: past it, a bad field means a buggy builder. */
+    sc_embed_header z = *h;
+    z.checksum = 0;
+    XXH3_state_t *st = XXH3_createState();
+    if (st == NULL) {
+        return SC_ENOMEM;
+    }
+    XXH3_64bits_reset(st);
+    XXH3_64bits_update(st, &z, sizeof(z));
+    XXH3_64bits_update(st, base + sizeof(z), len - sizeof(z));
+    uint64_t sum = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    if (sum != h->checksum) {
+        return SC_ECHECKSUM;
+    }
+    if (h->dim == 0 || h->dim > SC_EMBED_MAX_DIM || h->nwords == 0 ||
+        h->nwords > SC_EMBED_MAX_WORDS || h->vec_type != SC_EMBED_VEC_F32 ||
+        h->ncomp > SC_EMBED_MAX_COMP || h->nbuckets == 0 ||
+        (h->nbuckets & (h->nbuckets - 1)) != 0 || h->nbuckets / 2 < h->nwords ||
+        h->source[63] != '\0') {
+        return SC_EBADFILE;
+    }
+    uint64_t n = h->nwords, fs = h->file_size, vbytes, cbytes;
+    if (!mul_ok(n * h->dim, 4, &vbytes) ||
+        !mul_ok(h->ncomp, h->dim * 4ull, &cbytes)) {
+        return SC_EBADFILE;
+    }
+    if (h->buckets_off < sizeof(*h) ||
+        !range_ok(h->buckets_off, (uint64_t)h->nbuckets * 8, fs) ||
+        !range_ok(h->stroff_off, (n + 1) * 4, fs) ||
+        !range_ok(h->strings_off, h->strings_size, fs) ||
+        !range_ok(h->vectors_off, vbytes, fs) ||
+        !range_ok(h->probs_off, n * 4, fs) ||
+        !range_ok(h->comp_off, cbytes, fs)) {
+        return SC_EBADFILE;
+    }
+    /* Sections in order and disjoint: each ends before the next starts. */
+    uint64_t ends[6][2] = {
+        {h->buckets_off, (uint64_t)h->nbuckets * 8},
+        {h->stroff_off, (n + 1) * 4},
+        {h->strings_off, h->strings_size},
+        {h->vectors_off, vbytes},
+        {h->probs_off, n * 4},
+        {h->comp_off, cbytes},
+    };
+    for (int i = 1; i < 6; i++) {
+        if (ends[i][0] < ends[i - 1][0] + ends[i - 1][1]) {
+            return SC_EBADFILE;
+        }
+    }
+    const uint32_t *so = (const uint32_t *)(base + h->stroff_off);
+    if (so[0] != 0 || so[n] != h->strings_size) {
+        return SC_EBADFILE;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        if (so[i + 1] <= so[i] || so[i + 1] - so[i] > SC_EMBED_MAX_WORD_LEN) {
+            return SC_EBADFILE;
+        }
+    }
+    /* Every bucket names a word, and at least one is empty, so a probe for
+     * a missing word always stops. */
+    const uint64_t *b = (const uint64_t *)(base + h->buckets_off);
+    uint64_t used = 0;
+    for (uint64_t i = 0; i < h->nbuckets; i++) {
+        if (b[i] != 0) {
+            uint64_t idx = b[i] & 0xffffffffu;
+            if (idx == 0 || idx > n) {
+                return SC_EBADFILE;
+            }
+            used++;
+        }
+    }
+    if (used != n) {
+        return SC_EBADFILE;
+    }
+    const float *v = (const float *)(base + h->vectors_off);
+    for (uint64_t i = 0; i < n * h->dim; i++) {
+        if (!isfinite(v[i])) {
+            return SC_EBADFILE;
+        }
+    }
+    const float *p = (const float *)(base + h->probs_off);
+    for (uint64_t i = 0; i < n; i++) {
+        if (!(p[i] > 0.0f && p[i] <= 1.0f)) {
+            return SC_EBADFILE;
+        }
+    }
+    const float *c = (const float *)(base + h->comp_off);
+    for (uint64_t k = 0; k < h->ncomp; k++) {
+        double s = 0;
+        for (uint32_t d = 0; d < h->dim; d++) {
+            float x = c[k * h->dim + d];
+            if (!isfinite(x)) {
+                return SC_EBADFILE;
+            }
+            s += (double)x * x;
+        }
+        if (fabs(s - 1.0) > 1e-3) {
+            return SC_EBADFILE;
+        }
+    }
+    return SC_OK;
+}
+
+sc_err sc_embed_open(const char *path, sc_embed **out)
+{
+    if (path == NULL || out == NULL) {
+        return SC_EINVAL;
+    }
+    sc_err err;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return SC_EIO;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        err = SC_EIO;
+        goto fail_fd;
+    }
+    if (sb.st_size < (off_t)sizeof(sc_embed_header)) {
+        err = SC_EBADFILE;
+        goto fail_fd;
+    }
+    if ((uint64_t)sb.st_size > SIZE_MAX / 2) {
+        err = SC_EBADFILE;
+        goto fail_fd;
+    }
+    size_t len = (size_t)sb.st_size;
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        err = SC_EIO;
+        goto fail_fd;
+    }
+    sc_embed_header h;
+    err = validate(map, len, &h);
+    if (err != SC_OK) {
+        goto fail_map;
+    }
+    sc_embed *e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        err = SC_ENOMEM;
+        goto fail_map;
+    }
+    e->inv_norm = malloc((size_t)h.nwords * sizeof(float));
+    if (e->inv_norm == NULL) {
+        err = SC_ENOMEM;
+        goto fail_e;
+    }
+    const unsigned char *base = map;
+    e->map = map;
+    e->map_len = len;
+    e->dim = h.dim;
+    e->nwords = h.nwords;
+    e->mask = h.nbuckets - 1;
+    e->ncomp = h.ncomp;
+    e->buckets = (const uint64_t *)(base + h.buckets_off);
+    e->stroff = (const uint32_t *)(base + h.stroff_off);
+    e->strings = (const char *)(base + h.strings_off);
+    e->vecs = (const float *)(base + h.vectors_off);
+    e->probs = (const float *)(base + h.probs_off);
+    e->comp = (const float *)(base + h.comp_off);
+    double total = 0;
+    float p_min = 1.0f;
+    for (uint32_t i = 0; i < h.nwords; i++) {
+        const float *v = e->vecs + (size_t)i * h.dim;
+        double s = 0;
+        for (uint32_t d = 0; d < h.dim; d++) {
+            s += (double)v[d] * v[d];
+        }
+        double nrm = sqrt(s);
+        total += nrm;
+        e->inv_norm[i] = nrm > 0 ? (float)(1.0 / nrm) : 0.0f;
+        if (e->probs[i] < p_min) {
+            p_min = e->probs[i];
+        }
+    }
+    e->mean_norm = (float)(total / h.nwords);
+    if (!(e->mean_norm > 0)) {
+        e->mean_norm = 1.0f;
+    }
+    e->p_min = p_min;
+    snprintf(e->model, sizeof(e->model), "%s@%s.%08x", SC_EMBED_METHOD_NAME,
+             SC_EMBED_METHOD_VERSION, (unsigned)(h.checksum & 0xffffffffu));
+    close(fd);
+    *out = e;
+    return SC_OK;
+
+fail_e:
+    free(e);
+fail_map:
+    munmap(map, len);
+fail_fd:
+    close(fd);
+    return err;
+}
+
+void sc_embed_close(sc_embed *e)
+{
+    if (e == NULL) {
+        return;
+    }
+    munmap(e->map, e->map_len);
+    free(e->inv_norm);
+    free(e);
+}
+
+uint32_t sc_embed_dim(const sc_embed *e)
+{
+    return e != NULL ? e->dim : 0;
+}
+
+uint32_t sc_embed_words(const sc_embed *e)
+{
+    return e != NULL ? e->nwords : 0;
+}
+
+const char *sc_embed_model(const sc_embed *e)
+{
+    return e != NULL ? e->model : "";
+}
+
+static uint32_t lookup(const sc_embed *e, const char *w, size_t n, uint64_t h)
+{
+    uint32_t i = (uint32_t)h & e->mask;
+    /* validate() guarantees an empty bucket, so this stops. */
+    for (;;) {
+        uint64_t b = e->buckets[i];
+        if (b == 0) {
+            return NO_WORD;
+        }
+        if ((b >> 32) == (h >> 32)) {
+            uint32_t idx = (uint32_t)(b & 0xffffffffu) - 1;
+            uint32_t off = e->stroff[idx], end = e->stroff[idx + 1];
+            if (end - off == n && memcmp(e->strings + off, w, n) == 0) {
+                return idx;
+            }
+        }
+        i = (i + 1) & e->mask;
+    }
+}
+
+long sc_embed_lookup(const sc_embed *e, const char *word, size_t len)
+{
+    if (e == NULL || (word == NULL && len > 0)) {
+        return -1;
+    }
+    uint32_t i = lookup(e, word, len, XXH3_64bits(word, len));
+    return i == NO_WORD ? -1 : (long)i;
+}
+
+/* ---- tokenising ---------------------------------------------------------*/
+
+enum tok_kind { TK_WORD, TK_NUM, TK_PUNCT };
+
+typedef struct tok {
+    char s[TOK_MAX];
+    size_t n;
+    enum tok_kind kind;
+} tok;
+
+typedef struct tok_iter {
+    const sc_embed *e;
+    const unsigned char *p, *end;
+    const char *pending; /* the second half of a contraction */
+} tok_iter;
+
+static int is_alpha(unsigned c)
+{
+    return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+}
+
+static int is_digit(unsigned c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* A UTF-8 punctuation sequence at p mapped to its ASCII twin (curly quotes,
+ * dashes), else 0; *adv says how many bytes it spans. */
+static int utf8_punct(const unsigned char *p, const unsigned char *end,
+                      size_t *adv)
+{
+    if (end - p >= 3 && p[0] == 0xe2 && p[1] == 0x80) {
+        *adv = 3;
+        switch (p[2]) {
+        case 0x98:
+        case 0x99:
+            return '\'';
+        case 0x9c:
+        case 0x9d:
+            return '"';
+        case 0x93:
+        case 0x94:
+            return '-';
+        case 0xa6:
+            return '.';
+        default:
+            return 0;
+        }
+    }
+    if (end - p >= 2 && p[0] == 0xc2 && p[1] == 0xa0) {
+        *adv = 2;
+        return ' ';
+    }
+    return 0;
+}
+
+/* Word bytes: ASCII letters and digits, and any non-ASCII byte that is not
+ * one of the mapped punctuation sequences (so accented words stay whole and
+ * invalid UTF-8 is just bytes). */
+static size_t word_char(const unsigned char *p, const unsigned char *end)
+{
+    if (p >= end) {
+        return 0;
+    }
+    if (is_alpha(*p) || is_digit(*p)) {
+        return 1;
+    }
+    if (*p >= 0x80) {
+        size_t adv;
+        if (utf8_punct(p, end, &adv)) {
+            return 0;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static void put(tok *t, unsigned char c)
+{
+    if (t->n < TOK_MAX) {
+        t->s[t->n++] = (char)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
+    }
+}
+
+static const unsigned char *scan_word(const unsigned char *p,
+                                      const unsigned char *end, tok *t)
+{
+    size_t k;
+    while ((k = word_char(p, end)) != 0) {
+        put(t, *p);
+        p += k;
+    }
+    return p;
+}
+
+/* An apostrophe (ASCII or curly) at p: its byte length, else 0. */
+static size_t apostrophe(const unsigned char *p, const unsigned char *end)
+{
+    if (p < end && *p == '\'') {
+        return 1;
+    }
+    size_t adv;
+    if (p < end && *p >= 0x80 && utf8_punct(p, end, &adv) == '\'') {
+        return adv;
+    }
+    return 0;
+}
+
+static int eq(const tok *t, const char *s)
+{
+    size_t n = strlen(s);
+    return t->n == n && memcmp(t->s, s, n) == 0;
+}
+
+static int in_vocab(const sc_embed *e, const tok *t)
+{
+    return lookup(e, t->s, t->n, XXH3_64bits(t->s, t->n)) != NO_WORD;
+}
+
+/* The next token into *t; 0 at the end. Lower case; "don't" -> "do" "not",
+ * "we're" -> "we" "are", "'s" dropped; hyphenated compounds stay whole when
+ * the table has them ("state-of-the-art"), else split; numbers keep their
+ * decimal point and lose thousands separators ("1,000" -> "1000"). */
+static int tok_next(tok_iter *it, tok *t)
+{
+    t->n = 0;
+    if (it->pending != NULL) {
+        size_t n = strlen(it->pending);
+        memcpy(t->s, it->pending, n);
+        t->n = n;
+        t->kind = TK_WORD;
+        it->pending = NULL;
+        return 1;
+    }
+    const unsigned char *p = it->p, *end = it->end;
+    for (;;) {
+        if (p >= end) {
+            it->p = p;
+            return 0;
+        }
+        size_t adv = 0;
+        int m = *p >= 0x80 ? utf8_punct(p, end, &adv) : 0;
+        if (*p <= ' ' || *p == 0x7f || m == ' ') {
+            p += m == ' ' ? adv : 1;
+            continue;
+        }
+        break;
+    }
+    if (is_digit(*p)) {
+        /* A number: digits with inner '.' or ',' between digits. */
+        const unsigned char *q = p;
+        while (q < end) {
+            if (is_digit(*q)) {
+                put(t, *q);
+                q++;
+            } else if ((*q == '.' || *q == ',') && q + 1 < end &&
+                       is_digit(q[1])) {
+                if (*q == '.') {
+                    put(t, '.');
+                }
+                q++;
+            } else {
+                break;
+            }
+        }
+        if (word_char(q, end) == 0) {
+            t->kind = TK_NUM;
+            it->p = q;
+            return 1;
+        }
+        /* "10th", "3d", "100k": one word. */
+        t->n = 0;
+    }
+    size_t adv = 0;
+    int m = *p >= 0x80 ? utf8_punct(p, end, &adv) : 0;
+    if (word_char(p, end) == 0) {
+        /* Punctuation, one character. */
+        t->kind = TK_PUNCT;
+        if (m != 0) {
+            put(t, (unsigned char)m);
+            p += adv;
+        } else {
+            put(t, *p);
+            p++;
+        }
+        it->p = p;
+        return 1;
+    }
+    t->kind = TK_WORD;
+    p = scan_word(p, end, t);
+    /* Hyphenated compound: keep it whole when the table knows it. */
+    if (p < end && *p == '-' && word_char(p + 1, end)) {
+        tok c = *t;
+        const unsigned char *q = p;
+        while (q < end && *q == '-' && word_char(q + 1, end)) {
+            put(&c, '-');
+            q = scan_word(q + 1, end, &c);
+        }
+        if (c.n < TOK_MAX && in_vocab(it->e, &c)) {
+            *t = c;
+            p = q;
+        }
+    }
+    size_t ap = apostrophe(p, end);
+    if (ap != 0 && is_alpha(p[ap < (size_t)(end - p) ? ap : 0])) {
+        tok suf = {.n = 0};
+        const unsigned char *q = scan_word(p + ap, end, &suf);
+        const char *second = NULL;
+        int known = 1;
+        if (eq(&suf, "t") && t->n >= 2 && t->s[t->n - 1] == 'n') {
+            t->n--; /* "don't" -> "do" + "not" */
+            if (eq(t, "ca")) {
+                t->s[t->n++] = 'n';
+            } else if (eq(t, "wo")) {
+                memcpy(t->s, "will", 4);
+                t->n = 4;
+            } else if (eq(t, "sha")) {
+                memcpy(t->s, "shall", 5);
+                t->n = 5;
+            }
+            second = "not";
+        } else if (eq(&suf, "s")) {
+            second = NULL;
+        } else if (eq(&suf, "re")) {
+            second = "are";
+        } else if (eq(&suf, "m")) {
+            second = "am";
+        } else if (eq(&suf, "ve")) {
+            second = "have";
+        } else if (eq(&suf, "ll")) {
+            second = "will";
+        } else if (eq(&suf, "d")) {
+            second = "would";
+        } else {
+            known = 0; /* "o'neill": the apostrophe splits two words */
+        }
+        if (known) {
+            p = q;
+            it->pending = second;
+        }
+    }
+    it->p = p;
+    return 1;
+}
+
+size_t sc_embed_debug_tokens(const sc_embed *e, const char *text, size_t len,
+                             char *buf, size_t cap)
+{
+    tok_iter it = {e, (const unsigned char *)text,
+                   (const unsigned char *)text + (text ? len : 0), NULL};
+    tok t;
+    size_t count = 0, used = 0;
+    if (cap > 0) {
+        buf[0] = '\0';
+    }
+    while (tok_next(&it, &t)) {
+        count++;
+        const char *pre = "";
+        if (t.kind == TK_NUM) {
+            pre = "#";
+        } else if (!in_vocab(e, &t)) {
+            pre = "~";
+        }
+        int w = snprintf(buf + used, cap > used ? cap - used : 0, "%s%.*s ",
+                         pre, (int)t.n, t.s);
+        if (w > 0 && used + (size_t)w < cap) {
+            used += (size_t)w;
+        } else if (cap > 0) {
+            buf[used] = '\0';
+            used = cap;
+        }
+    }
+    return count;
+}
+
+/* ---- sentence vectors ---------------------------------------------------*/
+
+void sc_embed_params_default(sc_embed_params *p)
+{
+    /* Chosen on the cache files only (leave-one-out, bench/embed_eval.c
+     * --dev); see the README's embedder section for the figures. */
+    p->sif_a = 1e-3f;
+    p->ncomp = 4;
+    p->oov_hash = true;
+    p->oov_scale = 0.25f;
+    p->skip_punct = true;
+    p->unit_words = false;
+    p->lex_weight = 0.5f;
+    p->lex_pow = 0.5f;
+    p->lex_tau = 0.6f;
+    p->num_penalty = 0.1f;
+    p->neg_penalty = 0.1f;
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* acc += w * (the pseudo-random vector of OOV token hash h), a vector with
+ * entries uniform in [-sqrt3, sqrt3) scaled so its expected norm is norm. */
+static void add_hashed(float *acc, uint32_t dim, uint64_t h, float w,
+                       float norm)
+{
+    uint64_t s = h;
+    float scale = w * norm * 1.7320508f / sqrtf((float)dim) / 2147483648.0f;
+    for (uint32_t d = 0; d < dim; d++) {
+        int32_t r = (int32_t)(uint32_t)(splitmix(&s) >> 32);
+        acc[d] += scale * (float)r;
+    }
+}
+
+static float word_weight(const sc_embed *e, const sc_embed_params *p,
+                         uint32_t idx)
+{
+    if (p->sif_a <= 0) {
+        return 1.0f;
+    }
+    float pw = idx == NO_WORD ? e->p_min : e->probs[idx];
+    return p->sif_a / (p->sif_a + pw);
+}
+
+sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
+                       const char *text, size_t len, float *out)
+{
+    if (e == NULL || p == NULL || out == NULL || (text == NULL && len > 0)) {
+        return SC_EINVAL;
+    }
+    float acc[SC_EMBED_MAX_DIM];
+    uint32_t dim = e->dim;
+    memset(acc, 0, dim * sizeof(float));
+    tok_iter it = {e, (const unsigned char *)text,
+                   (const unsigned char *)text + (text ? len : 0), NULL};
+    tok t;
+    size_t used = 0;
+    while (tok_next(&it, &t)) {
+        if (t.kind == TK_PUNCT && p->skip_punct) {
+            continue;
+        }
+        uint64_t h = XXH3_64bits(t.s, t.n);
+        uint32_t idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, h);
+        float w = word_weight(e, p, idx);
+        if (idx == NO_WORD) {
+            if (!p->oov_hash || t.kind == TK_PUNCT) {
+                continue;
+            }
+            add_hashed(acc, dim, h, w,
+                       p->oov_scale * (p->unit_words ? 1.0f : e->mean_norm));
+        } else {
+            const float *v = e->vecs + (size_t)idx * dim;
+            if (p->unit_words) {
+                w *= e->inv_norm[idx];
+            }
+            for (uint32_t d = 0; d < dim; d++) {
+                acc[d] += w * v[d];
+            }
+        }
+        /* Punctuation alone does not make a prompt. */
+        used += t.kind != TK_PUNCT;
+    }
+    if (used == 0) {
+        return SC_EZEROVEC;
+    }
+    unsigned nc = p->ncomp < e->ncomp ? p->ncomp : e->ncomp;
+    for (unsigned k = 0; k < nc; k++) {
+        const float *u = e->comp + (size_t)k * dim;
+        float dot = 0;
+        for (uint32_t d = 0; d < dim; d++) {
+            dot += acc[d] * u[d];
+        }
+        for (uint32_t d = 0; d < dim; d++) {
+            acc[d] -= dot * u[d];
+        }
+    }
+    double s = 0;
+    for (uint32_t d = 0; d < dim; d++) {
+        s += (double)acc[d] * acc[d];
+    }
+    if (!(s > 1e-30) || !isfinite(s)) {
+        return SC_EZEROVEC;
+    }
+    float inv = (float)(1.0 / sqrt(s));
+    for (uint32_t d = 0; d < dim; d++) {
+        out[d] = acc[d] * inv;
+    }
+    return SC_OK;
+}
+
+sc_err sc_embed_text(const sc_embed *e, const char *text, size_t len,
+                     float *out)
+{
+    sc_embed_params p;
+    sc_embed_params_default(&p);
+    return sc_embed_text_p(e, &p, text, len, out);
+}
+
+/* ---- rescoring ----------------------------------------------------------*/
+
+typedef struct ctok {
+    uint64_t h;   /* hash of the normal form */
+    uint32_t idx; /* table index or NO_WORD */
+    float w;      /* SIF weight */
+    uint8_t num;  /* a number */
+} ctok;
+
+typedef struct ctext {
+    ctok t[SC_EMBED_RESCORE_TOKENS];
+    unsigned n;
+    unsigned neg; /* negation words seen */
+} ctext;
+
+static int is_negation(const tok *t)
+{
+    static const char *const neg[] = {"not",     "no",      "never",  "cannot",
+                                      "none",    "nothing", "nobody", "nowhere",
+                                      "neither", "nor"};
+    for (size_t i = 0; i < sizeof(neg) / sizeof(neg[0]); i++) {
+        if (eq(t, neg[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void content(const sc_embed *e, const sc_embed_params *p,
+                    const char *text, size_t len, ctext *c)
+{
+    tok_iter it = {e, (const unsigned char *)text,
+                   (const unsigned char *)text + (text ? len : 0), NULL};
+    tok t;
+    c->n = 0;
+    c->neg = 0;
+    while (c->n < SC_EMBED_RESCORE_TOKENS && tok_next(&it, &t)) {
+        if (t.kind == TK_PUNCT) {
+            continue;
+        }
+        if (is_negation(&t)) {
+            c->neg++;
+            continue;
+        }
+        ctok *k = &c->t[c->n];
+        k->h = XXH3_64bits(t.s, t.n);
+        k->idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, k->h);
+        k->w = word_weight(e, p, k->idx);
+        k->num = t.kind == TK_NUM;
+        /* The same word twice counts once. */
+        int dup = 0;
+        for (unsigned i = 0; i < c->n; i++) {
+            if (c->t[i].h == k->h) {
+                dup = 1;
+                break;
+            }
+        }
+        if (!dup) {
+            c->n++;
+        }
+    }
+}
+
+static float word_sim(const sc_embed *e, const ctok *a, const ctok *b)
+{
+    if (a->h == b->h) {
+        return 1.0f;
+    }
+    if (a->idx == NO_WORD || b->idx == NO_WORD) {
+        return 0.0f;
+    }
+    const float *x = e->vecs + (size_t)a->idx * e->dim;
+    const float *y = e->vecs + (size_t)b->idx * e->dim;
+    float dot = 0;
+    for (uint32_t d = 0; d < e->dim; d++) {
+        dot += x[d] * y[d];
+    }
+    return dot * e->inv_norm[a->idx] * e->inv_norm[b->idx];
+}
+
+/* Unmatched content mass of a against b, and a's total mass. */
+static void unmatched(const sc_embed *e, const sc_embed_params *p,
+                      const ctext *a, const ctext *b, double *miss,
+                      double *mass, int *num_miss)
+{
+    for (unsigned i = 0; i < a->n; i++) {
+        float best = 0;
+        int num_found = 0;
+        for (unsigned j = 0; j < b->n && best < 1.0f; j++) {
+            float s = word_sim(e, &a->t[i], &b->t[j]);
+            if (s > best) {
+                best = s;
+            }
+        }
+        if (a->t[i].num) {
+            num_found = best >= 1.0f;
+            if (!num_found) {
+                *num_miss = 1;
+            }
+        }
+        float u = best >= p->lex_tau ? 0.0f : (p->lex_tau - best) / p->lex_tau;
+        *miss += a->t[i].w * u;
+        *mass += a->t[i].w;
+    }
+}
+
+float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
+                         const char *qtext, size_t qlen, const char *ctext_,
+                         size_t clen, float cosine)
+{
+    if (isnan(cosine)) {
+        return cosine;
+    }
+    if (cosine > 1.0f) {
+        cosine = 1.0f;
+    } else if (cosine < -1.0f) {
+        cosine = -1.0f;
+    }
+    if (e == NULL || p == NULL || (qtext == NULL && qlen > 0) ||
+        (ctext_ == NULL && clen > 0)) {
+        return cosine;
+    }
+    ctext a, b;
+    content(e, p, qtext, qlen, &a);
+    content(e, p, ctext_, clen, &b);
+    double miss = 0, mass = 0;
+    int num_miss = 0;
+    unmatched(e, p, &a, &b, &miss, &mass, &num_miss);
+    unmatched(e, p, &b, &a, &miss, &mass, &num_miss);
+    double pen = mass > 0 ? p->lex_weight * pow(miss / mass, p->lex_pow) : 0.0;
+    if (num_miss) {
+        pen += p->num_penalty;
+    }
+    if ((a.neg > 0) != (b.neg > 0)) {
+        pen += p->neg_penalty;
+    }
+    double r = cosine - pen;
+    if (r < -1.0) {
+        r = -1.0;
+    }
+    return (float)r;
+}
+
+float sc_embed_rescore(const sc_embed *e, const char *qtext, size_t qlen,
+                       const char *ctext, size_t clen, float cosine)
+{
+    sc_embed_params p;
+    sc_embed_params_default(&p);
+    return sc_embed_rescore_p(e, &p, qtext, qlen, ctext, clen, cosine);
+}

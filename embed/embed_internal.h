@@ -1,0 +1,50 @@
+/* embed_internal.h - knobs of the sentence-vector method, for the test, the
+ * benchmark and the offline evaluation tool (bench/embed_eval.c) only. The
+ * server uses embed.h, whose functions run sc_embed_params_default. Changing
+ * a default changes the vectors: bump SC_EMBED_METHOD_VERSION with it. */
+#ifndef SC_EMBED_INTERNAL_H
+#define SC_EMBED_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "embed/embed.h"
+
+#define SC_EMBED_METHOD_NAME    "wink-sg100d-sif"
+#define SC_EMBED_METHOD_VERSION "1"
+
+typedef struct sc_embed_params {
+    /* Sentence vector. */
+    float sif_a;     /* weight a / (a + p(w)); 0 = plain unweighted average */
+    unsigned ncomp;  /* common components removed (<= the table's) */
+    bool oov_hash;   /* OOV words and numbers get a hashed pseudo-random
+                        vector; false = they are skipped */
+    float oov_scale; /* hashed vector norm, times the mean word norm */
+    bool skip_punct; /* punctuation tokens add nothing */
+    bool unit_words; /* word vectors normalised before weighting */
+    /* Rescore. */
+    float lex_weight;  /* penalty per unit of unmatched content mass */
+    float lex_pow;     /* penalty = lex_weight * (unmatched / mass)^lex_pow */
+    float lex_tau;     /* a word whose best match has cosine >= tau counts as
+                          matched; below, it is unmatched in proportion */
+    float num_penalty; /* a number on one side only */
+    float neg_penalty; /* negations on one side only */
+} sc_embed_params;
+
+void sc_embed_params_default(sc_embed_params *p);
+
+sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
+                       const char *text, size_t len, float *out);
+float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
+                         const char *qtext, size_t qlen, const char *ctext,
+                         size_t clen, float cosine);
+
+/* Writes the normalised tokens of text, each followed by one space, into
+ * buf[0..cap) (NUL-terminated, truncated to fit); tokens found in the table
+ * are bare, OOV words are prefixed '~', numbers '#'. Returns the count. */
+size_t sc_embed_debug_tokens(const sc_embed *e, const char *text, size_t len,
+                             char *buf, size_t cap);
+
+/* The table index of word[0..len), or -1. */
+long sc_embed_lookup(const sc_embed *e, const char *word, size_t len);
+
+#endif

@@ -1,0 +1,846 @@
+/* test_embed.c - the built-in embedder on a tiny table built here from a
+ * tiny JSON (no download): the converter, tokenisation, known-answer
+ * vectors computed independently, unit norm, OOV words and numbers, hostile
+ * text, threads, every kind of corrupt table, and the rescore. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "embed/embed.h"
+#include "embed/embed_internal.h"
+#include "embed/table.h"
+#include "tests/test_util.h"
+
+#define DIM 48
+
+/* Vocabulary in frequency order (rank = position). */
+static const char *const vocab[] = {
+    "the",  ",",      ".",      "do",         "i",       "my",    "how",
+    "not",  "?",      "can",    "will",       "is",      "order", "are",
+    "we",   "well",   "known",  "well-known", "cancel",  "track", "card",
+    "lost", "stolen", "please", "!",          "have",    "am",    "would",
+    "call", "phone",  "shall",  "new",        "account", "open",  "close",
+    "10th", "café",   "'",      "-",          "\""};
+#define NV (sizeof(vocab) / sizeof(vocab[0]))
+
+static float vec[NV][DIM];
+static char dir[256], json_path[300], table_path[300];
+
+static void make_vectors(void)
+{
+    uint64_t s = 42;
+    for (size_t i = 0; i < NV; i++) {
+        for (int d = 0; d < DIM; d++) {
+            /* Nearly one-hot, so distinct words are nearly orthogonal;
+             * short binary fractions, exact in the JSON and as floats. */
+            vec[i][d] = (float)((long)(test_randf(&s) * 50)) / 1024.0f +
+                        (d == (int)i ? 1.0f + (float)i / 64.0f : 0.0f);
+        }
+    }
+    /* "phone" and "call" are near-synonyms: almost the same vector;
+     * "track" is the opposite of "cancel". */
+    for (int d = 0; d < DIM; d++) {
+        vec[29][d] = vec[28][d] + (d == 0 ? 0.0625f : 0.0f);
+        vec[19][d] = -vec[18][d];
+    }
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            fputc('\\', f);
+        }
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+/* The wink layout: header numbers, "words", "vectors" {word: [dim values,
+ * norm, index]}, "unkVector". The vectors come in reverse order so that
+ * only "words" gives the rank. */
+static void write_json(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    fprintf(f,
+            "{\"precision\":8,\"l2NormIndex\":%d,\"wordIndex\":%d,"
+            "\"size\":%zu,\"dimensions\":%d,\"words\":[",
+            DIM, DIM + 1, NV, DIM);
+    for (size_t i = 0; i < NV; i++) {
+        fprintf(f, "%s", i ? "," : "");
+        json_str(f, vocab[i]);
+    }
+    fprintf(f, "],\"nested\":{\"a\":[1,{\"b\":null}],\"c\":\"x\\\"y\"},"
+               "\"vectors\":{");
+    for (size_t k = 0; k < NV; k++) {
+        size_t i = NV - 1 - k;
+        fprintf(f, "%s", k ? "," : "");
+        json_str(f, vocab[i]);
+        fprintf(f, ":[");
+        for (int d = 0; d < DIM; d++) {
+            fprintf(f, "%s%.9g", d ? "," : "", vec[i][d]);
+        }
+        fprintf(f, ",1.5,%zu]", i);
+    }
+    fprintf(f, "},\"unkVector\":[0,0,0,0,0,0,0,-1]}\n");
+    fclose(f);
+}
+
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)len);
+    *n = fread(b, 1, (size_t)len, f);
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    fwrite(b, 1, n, f);
+    fclose(f);
+}
+
+/* ---- the converter ------------------------------------------------------*/
+
+static sc_embed *E;
+
+static void test_build(void)
+{
+    char err[256];
+    CHECK_EQ_INT(
+        sc_embed_build(json_path, table_path, "test", err, sizeof(err)), SC_OK);
+    CHECK_EQ_INT(sc_embed_open(table_path, &E), SC_OK);
+    CHECK_EQ_INT(sc_embed_dim(E), DIM);
+    CHECK_EQ_INT(sc_embed_words(E), NV);
+    CHECK(strncmp(sc_embed_model(E), SC_EMBED_METHOD_NAME "@",
+                  strlen(SC_EMBED_METHOD_NAME) + 1) == 0);
+    for (size_t i = 0; i < NV; i++) {
+        CHECK_EQ_INT(sc_embed_lookup(E, vocab[i], strlen(vocab[i])), i);
+    }
+    CHECK_EQ_INT(sc_embed_lookup(E, "nope", 4), -1);
+    CHECK_EQ_INT(sc_embed_lookup(E, "", 0), -1);
+    /* Deterministic: the same input gives the same bytes. */
+    char again[320];
+    snprintf(again, sizeof(again), "%s/again.sctab", dir);
+    CHECK_EQ_INT(sc_embed_build(json_path, again, "test", err, sizeof(err)),
+                 SC_OK);
+    size_t n1, n2;
+    unsigned char *a = slurp(table_path, &n1), *b = slurp(again, &n2);
+    CHECK(a && b && n1 == n2 && memcmp(a, b, n1) == 0);
+    free(a);
+    free(b);
+    unlink(again);
+
+    /* Malformed JSON: every truncation, and some bad documents. */
+    size_t jn;
+    unsigned char *j = slurp(json_path, &jn);
+    char bad[320];
+    snprintf(bad, sizeof(bad), "%s/bad.json", dir);
+    int refused = 0, tries = 0;
+    for (size_t cut = 0; cut + 2 < jn; cut += 1 + cut / 64) {
+        spit(bad, j, cut);
+        tries++;
+        refused +=
+            sc_embed_build(bad, again, NULL, err, sizeof(err)) == SC_EBADFILE;
+    }
+    CHECK_EQ_INT(refused, tries);
+    CHECK(access(again, F_OK) != 0); /* nothing left behind */
+    free(j);
+    const char *docs[] = {
+        "",
+        "[]",
+        "{}",
+        "{\"dimensions\":2,\"vectors\":{\"a\":[1]}}",
+        "{\"dimensions\":2,\"vectors\":{\"a\":[1,nan]}}",
+        "{\"dimensions\":2,\"vectors\":{\"a\":[1,1e999]}}",
+        "{\"dimensions\":0,\"vectors\":{\"a\":[1]}}",
+        "{\"vectors\":{\"a\":[1,2]}} x",
+        "{\"vectors\":{\"a\":[1,2],}}",
+        "{\"vectors\":{\"a\\ud800\":[1,2]}}",
+        "{\"vectors\":{\"a\":[1,2]},\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+        "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+    };
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        spit(bad, docs[i], strlen(docs[i]));
+        sc_err rc = sc_embed_build(bad, again, NULL, err, sizeof(err));
+        CHECK(rc == SC_EBADFILE);
+        if (rc != SC_EBADFILE) {
+            fprintf(stderr, "  doc %zu: %s\n", i, sc_errname(rc));
+        }
+    }
+    /* A minimal good one: no "words", rank = file order; escapes decoded. */
+    const char *ok = "{\"vectors\":{\"\\u00e9t\\u00e9\":[1,2],\"b\":[0,1]}}";
+    spit(bad, ok, strlen(ok));
+    CHECK_EQ_INT(sc_embed_build(bad, again, NULL, err, sizeof(err)), SC_OK);
+    sc_embed *m;
+    CHECK_EQ_INT(sc_embed_open(again, &m), SC_OK);
+    if (m != NULL) {
+        CHECK_EQ_INT(sc_embed_dim(m), 2);
+        CHECK_EQ_INT(sc_embed_lookup(m, "\xc3\xa9t\xc3\xa9", 5), 0);
+        CHECK_EQ_INT(sc_embed_lookup(m, "b", 1), 1);
+        sc_embed_close(m);
+    }
+    unlink(again);
+    unlink(bad);
+    CHECK_EQ_INT(
+        sc_embed_build("/nonexistent/x.json", again, NULL, err, sizeof(err)),
+        SC_EIO);
+    CHECK_EQ_INT(sc_embed_build(NULL, again, NULL, NULL, 0), SC_EINVAL);
+}
+
+/* ---- tokenisation -------------------------------------------------------*/
+
+static void tokens_are(const char *text, const char *want)
+{
+    char buf[512];
+    sc_embed_debug_tokens(E, text, strlen(text), buf, sizeof(buf));
+    int same = strcmp(buf, want) == 0;
+    CHECK(same);
+    if (!same) {
+        fprintf(stderr, "  tokens of \"%s\": \"%s\", want \"%s\"\n", text, buf,
+                want);
+    }
+}
+
+static void test_tokens(void)
+{
+    tokens_are("How do I CANCEL my Order?", "how do i cancel my order ? ");
+    tokens_are("  don't\tcancel\n", "do not cancel ");
+    tokens_are("don\xe2\x80\x99t", "do not "); /* curly apostrophe */
+    tokens_are("can't won't shan't", "can not will not shall not ");
+    tokens_are("we're i'm i've we'll i'd it's",
+               "we are i am i have we will i would ~it ");
+    tokens_are("o'neill", "~o ' ~neill ");
+    tokens_are("well-known foo-bar", "well-known ~foo - ~bar ");
+    tokens_are("1,000 and 3.5, 42.", "#1000 ~and #3.5 , #42 . ");
+    tokens_are("the 10th card", "the 10th card ");
+    tokens_are("CAF\xc3\xa9 CAF\xc3\x89", "caf\xc3\xa9 ~caf\xc3\x89 ");
+    tokens_are("\xe2\x80\x9cquoted\xe2\x80\x9d", "\" ~quoted \" ");
+    tokens_are("", "");
+    tokens_are("!!", "! ! ");
+    /* A token longer than the cap is cut, not overrun. */
+    char longw[300];
+    memset(longw, 'x', sizeof(longw) - 1);
+    longw[sizeof(longw) - 1] = '\0';
+    char buf[512];
+    CHECK_EQ_INT(
+        sc_embed_debug_tokens(E, longw, strlen(longw), buf, sizeof(buf)), 1);
+    CHECK_EQ_INT(strlen(buf), 1 + 64 + 1);
+}
+
+/* ---- sentence vectors ---------------------------------------------------*/
+
+static const sc_embed_header *hdr(const unsigned char *t)
+{
+    return (const sc_embed_header *)t;
+}
+
+/* The expected vector, computed here from the JSON's numbers, Zipf ranks
+ * and the table's stored components. */
+static void expect_vec(const unsigned char *tab, const int *ids, int n,
+                       const sc_embed_params *p, double *out)
+{
+    const sc_embed_header *h = hdr(tab);
+    double harm = 0;
+    for (size_t i = 0; i < NV; i++) {
+        harm += 1.0 / (i + 1.0);
+    }
+    double s[DIM] = {0};
+    for (int k = 0; k < n; k++) {
+        double pw = 1.0 / ((ids[k] + 1.0) * harm);
+        double w = p->sif_a > 0 ? p->sif_a / (p->sif_a + pw) : 1.0;
+        for (int d = 0; d < DIM; d++) {
+            s[d] += w * vec[ids[k]][d];
+        }
+    }
+    const float *comp = (const float *)(tab + h->comp_off);
+    for (unsigned c = 0; c < p->ncomp && c < h->ncomp; c++) {
+        double dot = 0;
+        for (int d = 0; d < DIM; d++) {
+            dot += s[d] * comp[c * DIM + d];
+        }
+        for (int d = 0; d < DIM; d++) {
+            s[d] -= dot * comp[c * DIM + d];
+        }
+    }
+    double nrm = 0;
+    for (int d = 0; d < DIM; d++) {
+        nrm += s[d] * s[d];
+    }
+    for (int d = 0; d < DIM; d++) {
+        out[d] = s[d] / sqrt(nrm);
+    }
+}
+
+static double maxdiff(const float *a, const double *b)
+{
+    double m = 0;
+    for (int d = 0; d < DIM; d++) {
+        m = fmax(m, fabs(a[d] - b[d]));
+    }
+    return m;
+}
+
+static double norm(const float *a)
+{
+    double s = 0;
+    for (int d = 0; d < DIM; d++) {
+        s += (double)a[d] * a[d];
+    }
+    return sqrt(s);
+}
+
+static double cosf8(const float *a, const float *b)
+{
+    double s = 0;
+    for (int d = 0; d < DIM; d++) {
+        s += (double)a[d] * b[d];
+    }
+    return s / (norm(a) * norm(b));
+}
+
+static void test_vectors(void)
+{
+    size_t tn;
+    unsigned char *tab = slurp(table_path, &tn);
+    const sc_embed_header *h = hdr(tab);
+    float out[DIM];
+    double want[DIM];
+    sc_embed_params p;
+    sc_embed_params_default(&p);
+
+    /* The components: unit, and the first is the top eigenvector of the
+     * matrix the builder documents (checked against random directions). */
+    CHECK(h->ncomp >= 1);
+    {
+        const double a = 1e-3, L = 10;
+        double harm = 0, mu[DIM] = {0}, m[DIM][DIM] = {{0}};
+        for (size_t i = 0; i < NV; i++) {
+            harm += 1.0 / (i + 1.0);
+        }
+        for (size_t i = 0; i < NV; i++) {
+            double pw = 1.0 / ((i + 1.0) * harm), w = a / (a + pw);
+            for (int d = 0; d < DIM; d++) {
+                mu[d] += pw * w * vec[i][d];
+                for (int e = 0; e < DIM; e++) {
+                    m[d][e] += L * pw * w * w * vec[i][d] * vec[i][e];
+                }
+            }
+        }
+        for (int d = 0; d < DIM; d++) {
+            for (int e = 0; e < DIM; e++) {
+                m[d][e] += L * (L - 1) * mu[d] * mu[e];
+            }
+        }
+        const float *u = (const float *)(tab + h->comp_off);
+        double uMu = 0;
+        for (int d = 0; d < DIM; d++) {
+            for (int e = 0; e < DIM; e++) {
+                uMu += u[d] * m[d][e] * u[e];
+            }
+        }
+        uint64_t s = 7;
+        int top = 1;
+        for (int t = 0; t < 200; t++) {
+            double x[DIM], xn = 0, xMx = 0;
+            for (int d = 0; d < DIM; d++) {
+                x[d] = test_randf(&s);
+                xn += x[d] * x[d];
+            }
+            for (int d = 0; d < DIM; d++) {
+                for (int e = 0; e < DIM; e++) {
+                    xMx += x[d] * m[d][e] * x[e];
+                }
+            }
+            top &= xMx / xn <= uMu * (1 + 1e-4);
+        }
+        CHECK(top);
+    }
+
+    /* "how do i cancel my order": ranks 6 3 4 18 5 12. */
+    const char *t1 = "How do I cancel my order";
+    int ids1[] = {6, 3, 4, 18, 5, 12};
+    CHECK_EQ_INT(sc_embed_text(E, t1, strlen(t1), out), SC_OK);
+    expect_vec(tab, ids1, 6, &p, want);
+    CHECK(maxdiff(out, want) < 1e-5);
+    CHECK(fabs(norm(out) - 1) < 1e-5);
+    /* Plain average, no component: the same words. */
+    sc_embed_params plain = p;
+    plain.sif_a = 0;
+    plain.ncomp = 0;
+    CHECK_EQ_INT(sc_embed_text_p(E, &plain, t1, strlen(t1), out), SC_OK);
+    expect_vec(tab, ids1, 6, &plain, want);
+    CHECK(maxdiff(out, want) < 1e-5);
+    /* Contractions and case: "DON'T cancel" = "do not cancel". */
+    float o2[DIM];
+    CHECK_EQ_INT(sc_embed_text(E, "DON'T cancel", 12, out), SC_OK);
+    CHECK_EQ_INT(sc_embed_text(E, "do not cancel", 13, o2), SC_OK);
+    CHECK(memcmp(out, o2, sizeof(out)) == 0);
+    int ids2[] = {3, 7, 18};
+    expect_vec(tab, ids2, 3, &p, want);
+    CHECK(maxdiff(out, want) < 1e-5);
+
+    /* OOV words and numbers: a fixed hashed vector, so they count. */
+    float a[DIM], b[DIM], c[DIM];
+    CHECK_EQ_INT(sc_embed_text(E, "cancel my zyzzyva", 17, a), SC_OK);
+    CHECK_EQ_INT(sc_embed_text(E, "cancel my zyzzyva", 17, b), SC_OK);
+    CHECK(memcmp(a, b, sizeof(a)) == 0);
+    CHECK_EQ_INT(sc_embed_text(E, "cancel my", 9, c), SC_OK);
+    CHECK(cosf8(a, c) < 0.999);
+    CHECK_EQ_INT(sc_embed_text(E, "12345", 5, a), SC_OK);
+    CHECK(fabs(norm(a) - 1) < 1e-5);
+    CHECK_EQ_INT(sc_embed_text(E, "zyzzyva", 7, a), SC_OK);
+    CHECK_EQ_INT(sc_embed_text(E, "qwertyuiop", 10, b), SC_OK);
+    CHECK(cosf8(a, b) < 0.9);
+    sc_embed_params nooov = p;
+    nooov.oov_hash = false;
+    CHECK_EQ_INT(sc_embed_text_p(E, &nooov, "zyzzyva", 7, a), SC_EZEROVEC);
+
+    /* Nothing usable: an error, and out untouched. */
+    float keep[DIM];
+    for (int d = 0; d < DIM; d++) {
+        keep[d] = out[d] = 7.0f;
+    }
+    CHECK_EQ_INT(sc_embed_text(E, "", 0, out), SC_EZEROVEC);
+    CHECK_EQ_INT(sc_embed_text(E, NULL, 0, out), SC_EZEROVEC);
+    CHECK_EQ_INT(sc_embed_text(E, " \t\r\n ", 5, out), SC_EZEROVEC);
+    CHECK_EQ_INT(sc_embed_text(E, "?!, .", 5, out), SC_EZEROVEC);
+    CHECK(memcmp(out, keep, sizeof(out)) == 0);
+    CHECK_EQ_INT(sc_embed_text(E, NULL, 3, out), SC_EINVAL);
+    CHECK_EQ_INT(sc_embed_text(E, "x", 1, NULL), SC_EINVAL);
+    CHECK_EQ_INT(sc_embed_text(NULL, "x", 1, out), SC_EINVAL);
+    /* NUL bytes are just separators. */
+    CHECK_EQ_INT(sc_embed_text(E, "cancel\0order", 12, a), SC_OK);
+    CHECK_EQ_INT(sc_embed_text(E, "cancel order", 12, b), SC_OK);
+    CHECK(memcmp(a, b, sizeof(a)) == 0);
+
+    /* Garbage and huge input: never a crash, a unit vector or EZEROVEC. */
+    uint64_t s = 99;
+    size_t big = 1u << 20;
+    char *g = malloc(big);
+    int fine = 1;
+    for (int round = 0; round < 200; round++) {
+        size_t n = test_rand(&s) % 300;
+        for (size_t i = 0; i < n; i++) {
+            g[i] = (char)test_rand(&s);
+        }
+        sc_err rc = sc_embed_text(E, g, n, out);
+        fine &=
+            rc == SC_EZEROVEC || (rc == SC_OK && fabs(norm(out) - 1) < 1e-4);
+    }
+    for (size_t i = 0; i < big; i++) {
+        g[i] = (char)test_rand(&s);
+    }
+    sc_err rc = sc_embed_text(E, g, big, out);
+    fine &= rc == SC_OK && fabs(norm(out) - 1) < 1e-4;
+    memset(g, 0xff, big);
+    rc = sc_embed_text(E, g, big, out);
+    fine &= rc == SC_OK; /* one long (truncated) OOV word */
+    for (size_t i = 0; i < big; i++) {
+        g[i] = "cancel my order "[i % 16];
+    }
+    rc = sc_embed_text(E, g, big, out);
+    fine &= rc == SC_OK && fabs(norm(out) - 1) < 1e-4;
+    CHECK(fine);
+    /* Truncated UTF-8 at the end of the text. */
+    CHECK_EQ_INT(sc_embed_text(E, "card \xe2\x80", 7, out), SC_OK);
+    CHECK_EQ_INT(sc_embed_text(E, "\xe2", 1, out), SC_OK);
+    free(g);
+    free(tab);
+}
+
+/* ---- threads ------------------------------------------------------------*/
+
+static const char *const texts[] = {
+    "how do i cancel my order", "track my card please",    "my card was stolen",
+    "I lost my phone",          "open a new account",      "zyzzyva 42 things",
+    "well-known card",          "do not close my account!"};
+#define NT (sizeof(texts) / sizeof(texts[0]))
+static float ref[NT][DIM];
+
+static void *worker(void *arg)
+{
+    int *bad = arg;
+    float out[DIM];
+    for (int r = 0; r < 2000; r++) {
+        size_t i = (size_t)r % NT;
+        if (sc_embed_text(E, texts[i], strlen(texts[i]), out) != SC_OK ||
+            memcmp(out, ref[i], sizeof(out)) != 0) {
+            (*bad)++;
+        }
+        float x =
+            sc_embed_rescore(E, texts[i], strlen(texts[i]), texts[(i + 1) % NT],
+                             strlen(texts[(i + 1) % NT]), 0.9f);
+        if (!(x <= 0.9f)) {
+            (*bad)++;
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    for (size_t i = 0; i < NT; i++) {
+        sc_embed_text(E, texts[i], strlen(texts[i]), ref[i]);
+    }
+    pthread_t th[4];
+    int bad[4] = {0};
+    for (int t = 0; t < 4; t++) {
+        pthread_create(&th[t], NULL, worker, &bad[t]);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+    }
+    CHECK_EQ_INT(bad[0] + bad[1] + bad[2] + bad[3], 0);
+}
+
+/* ---- corrupt tables -----------------------------------------------------*/
+
+static char corrupt_path[320];
+
+static sc_err open_bytes(const unsigned char *b, size_t n)
+{
+    spit(corrupt_path, b, n);
+    sc_embed *e = NULL;
+    sc_err rc = sc_embed_open(corrupt_path, &e);
+    if (rc == SC_OK) {
+        sc_embed_close(e);
+    }
+    return rc;
+}
+
+/* Applies edit to a copy of the header, re-checksums, and opens. */
+static sc_err with_header(const unsigned char *tab, size_t n,
+                          void (*edit)(sc_embed_header *, unsigned char *),
+                          int fix_sum)
+{
+    unsigned char *c = malloc(n);
+    memcpy(c, tab, n);
+    sc_embed_header h;
+    memcpy(&h, c, sizeof(h));
+    edit(&h, c);
+    if (fix_sum) {
+        h.checksum = 0;
+        memcpy(c, &h, sizeof(h));
+        h.checksum = XXH3_64bits(c, n);
+    }
+    memcpy(c, &h, sizeof(h));
+    sc_err rc = open_bytes(c, n);
+    free(c);
+    return rc;
+}
+
+static void e_none(sc_embed_header *h, unsigned char *b)
+{
+    (void)h;
+    (void)b;
+}
+static void e_magic(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->magic[0] = 'X';
+}
+static void e_version(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->version = 2;
+}
+static void e_endian(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->endian = 0x04030201u;
+}
+static void e_dim0(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->dim = 0;
+}
+static void e_dimbig(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->dim = 0x40000000u;
+}
+static void e_nwords(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->nwords = 0xffffffffu;
+}
+static void e_nwords_more(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->nwords += 1;
+}
+static void e_nbuckets(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->nbuckets -= 1;
+}
+static void e_nbuckets_small(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->nbuckets = 32; /* a power of two, but < 2 * nwords */
+}
+static void e_vecoff(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->vectors_off = h->file_size;
+}
+static void e_vecoff_huge(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->vectors_off = UINT64_MAX - 7;
+}
+static void e_misaligned(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->probs_off += 4;
+}
+static void e_overlap(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->stroff_off = h->buckets_off;
+}
+static void e_strsize(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->strings_size = UINT64_MAX;
+}
+static void e_ncomp(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->ncomp = SC_EMBED_MAX_COMP + 1;
+}
+static void e_vectype(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->vec_type = 7;
+}
+static void e_filesize(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    h->file_size += 8;
+}
+static void e_source(sc_embed_header *h, unsigned char *b)
+{
+    (void)b;
+    memset(h->source, 'a', sizeof(h->source));
+}
+static void e_stroff_order(sc_embed_header *h, unsigned char *b)
+{
+    uint32_t *so = (uint32_t *)(b + h->stroff_off);
+    uint32_t t = so[2];
+    so[2] = so[3];
+    so[3] = t;
+}
+static void e_stroff_end(sc_embed_header *h, unsigned char *b)
+{
+    uint32_t *so = (uint32_t *)(b + h->stroff_off);
+    so[h->nwords] += 1;
+}
+static void e_bucket_idx(sc_embed_header *h, unsigned char *b)
+{
+    uint64_t *bk = (uint64_t *)(b + h->buckets_off);
+    for (uint32_t i = 0; i < h->nbuckets; i++) {
+        if (bk[i] != 0) {
+            bk[i] = (bk[i] & ~0xffffffffull) | (h->nwords + 1ull);
+            break;
+        }
+    }
+}
+static void e_bucket_full(sc_embed_header *h, unsigned char *b)
+{
+    /* Every bucket used: a probe would never stop. */
+    uint64_t *bk = (uint64_t *)(b + h->buckets_off);
+    for (uint32_t i = 0; i < h->nbuckets; i++) {
+        if (bk[i] == 0) {
+            bk[i] = 1;
+        }
+    }
+}
+static void e_nan(sc_embed_header *h, unsigned char *b)
+{
+    float nan = NAN;
+    memcpy(b + h->vectors_off + 4 * 5, &nan, 4);
+}
+static void e_inf_prob(sc_embed_header *h, unsigned char *b)
+{
+    float z = 0;
+    memcpy(b + h->probs_off + 4 * 3, &z, 4);
+}
+static void e_comp(sc_embed_header *h, unsigned char *b)
+{
+    float two = 2;
+    memcpy(b + h->comp_off, &two, 4);
+}
+
+static void test_corrupt(void)
+{
+    size_t n;
+    unsigned char *tab = slurp(table_path, &n);
+    const sc_embed_header *h = hdr(tab);
+    snprintf(corrupt_path, sizeof(corrupt_path), "%s/corrupt.sctab", dir);
+    CHECK_EQ_INT(open_bytes(tab, n), SC_OK);
+
+    /* Truncation at every length, section boundaries included. */
+    int refused = 0;
+    for (size_t cut = 0; cut < n; cut++) {
+        refused += open_bytes(tab, cut) != SC_OK;
+    }
+    CHECK_EQ_INT(refused, n);
+    uint64_t bounds[] = {sizeof(*h),     h->buckets_off, h->stroff_off,
+                         h->strings_off, h->vectors_off, h->probs_off,
+                         h->comp_off};
+    for (size_t i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++) {
+        sc_err rc = open_bytes(tab, bounds[i]);
+        CHECK(rc == SC_EBADFILE);
+    }
+    /* Longer than it says. */
+    unsigned char *longer = calloc(1, n + 8);
+    memcpy(longer, tab, n);
+    CHECK_EQ_INT(open_bytes(longer, n + 8), SC_EBADFILE);
+    free(longer);
+
+    /* Every single bit flip somewhere in each byte is caught. */
+    unsigned char *c = malloc(n);
+    refused = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(c, tab, n);
+        c[i] ^= (unsigned char)(1u << (i % 8));
+        refused += open_bytes(c, n) != SC_OK;
+    }
+    CHECK_EQ_INT(refused, n);
+    memcpy(c, tab, n);
+    c[h->vectors_off + 9] ^= 0x10;
+    CHECK_EQ_INT(open_bytes(c, n), SC_ECHECKSUM);
+    free(c);
+
+    /* Bad fields behind a good checksum: a buggy or hostile builder. */
+    CHECK_EQ_INT(with_header(tab, n, e_none, 1), SC_OK);
+    CHECK_EQ_INT(with_header(tab, n, e_magic, 1), SC_EBADFILE);
+    CHECK_EQ_INT(with_header(tab, n, e_version, 1), SC_EBADVERSION);
+    CHECK_EQ_INT(with_header(tab, n, e_version, 0), SC_EBADVERSION);
+    void (*bad[])(sc_embed_header *, unsigned char *) = {
+        e_endian,         e_dim0,         e_dimbig,
+        e_nwords,         e_nwords_more,  e_nbuckets,
+        e_nbuckets_small, e_vecoff,       e_vecoff_huge,
+        e_misaligned,     e_overlap,      e_strsize,
+        e_ncomp,          e_vectype,      e_filesize,
+        e_source,         e_stroff_order, e_stroff_end,
+        e_bucket_idx,     e_bucket_full,  e_nan,
+        e_inf_prob,       e_comp};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sc_err rc = with_header(tab, n, bad[i], 1);
+        CHECK(rc == SC_EBADFILE);
+        if (rc != SC_EBADFILE) {
+            fprintf(stderr, "  edit %zu: %s\n", i, sc_errname(rc));
+        }
+        /* And without fixing the checksum it is refused too. */
+        CHECK(with_header(tab, n, bad[i], 0) != SC_OK);
+    }
+    /* Not a file, or none at all. */
+    sc_embed *e = (sc_embed *)&n;
+    CHECK_EQ_INT(sc_embed_open(dir, &e), SC_EIO);
+    CHECK_EQ_INT(sc_embed_open("/nonexistent/t.sctab", &e), SC_EIO);
+    CHECK(e == (sc_embed *)&n); /* untouched on failure */
+    CHECK_EQ_INT(sc_embed_open(NULL, &e), SC_EINVAL);
+    CHECK_EQ_INT(sc_embed_open(table_path, NULL), SC_EINVAL);
+    sc_embed_close(NULL);
+    unlink(corrupt_path);
+    free(tab);
+}
+
+/* ---- rescore ------------------------------------------------------------*/
+
+static float rs(const char *a, const char *b, float cosine)
+{
+    return sc_embed_rescore(E, a, strlen(a), b, strlen(b), cosine);
+}
+
+static void test_rescore(void)
+{
+    const char *q = "how do i cancel my order";
+    /* Identical texts: no penalty. */
+    CHECK(rs(q, q, 0.93f) == 0.93f);
+    CHECK(rs("How do I cancel my ORDER?", q, 0.97f) == 0.97f);
+    /* A different content word is pushed down, symmetrically. */
+    float x = rs(q, "how do i track my order", 0.95f);
+    CHECK(x < 0.95f - 0.03f);
+    CHECK(x == rs("how do i track my order", q, 0.95f));
+    /* A near-synonym costs less than an unrelated word. */
+    float syn = rs("call my card", "phone my card", 0.95f);
+    float unrel = rs("call my card", "lost my card", 0.95f);
+    CHECK(syn > unrel);
+    /* Numbers and negation. */
+    CHECK(rs("cancel order 5", "cancel order 6", 0.98f) < 0.98f - 0.03f);
+    CHECK(rs("cancel order 5", "cancel order 5", 0.98f) == 0.98f);
+    CHECK(rs("do not cancel my order", "cancel my order", 0.98f) <
+          0.98f - 0.03f);
+    CHECK(rs("don't cancel my order", "do not cancel my order", 0.98f) ==
+          0.98f);
+    /* Range, NaN, NULL. */
+    CHECK(rs("zyzzyva", "qwerty", -0.99f) >= -1.0f);
+    CHECK(rs("a", "b", 1.5f) <= 1.0f);
+    CHECK(isnan(rs("a", "b", NAN)));
+    CHECK(sc_embed_rescore(E, NULL, 0, NULL, 0, 0.9f) == 0.9f);
+    CHECK(sc_embed_rescore(NULL, q, strlen(q), q, strlen(q), 0.8f) == 0.8f);
+    float y = sc_embed_rescore(E, NULL, 5, q, strlen(q), 0.8f);
+    CHECK(y <= 0.8f);
+    /* Never above the cosine, on garbage too. */
+    uint64_t s = 5;
+    int ok = 1;
+    char a[200], b[200];
+    for (int r = 0; r < 500; r++) {
+        size_t na = test_rand(&s) % sizeof(a), nb = test_rand(&s) % sizeof(b);
+        for (size_t i = 0; i < na; i++) {
+            a[i] = (char)test_rand(&s);
+        }
+        for (size_t i = 0; i < nb; i++) {
+            b[i] = (r % 2) ? (char)test_rand(&s) : "cancel 1 my "[i % 12];
+        }
+        float cs = test_randf(&s);
+        float v = sc_embed_rescore(E, a, na, b, nb, cs);
+        ok &= v <= cs && v >= -1.0f && isfinite(v);
+    }
+    CHECK(ok);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/test_embed.%ld", (long)getpid());
+    mkdir(dir, 0700);
+    snprintf(json_path, sizeof(json_path), "%s/tiny.json", dir);
+    snprintf(table_path, sizeof(table_path), "%s/tiny.sctab", dir);
+    make_vectors();
+    write_json(json_path);
+    test_build();
+    if (E == NULL) {
+        return test_summary("embed");
+    }
+    test_tokens();
+    test_vectors();
+    test_threads();
+    test_corrupt();
+    test_rescore();
+    sc_embed_close(E);
+    unlink(json_path);
+    unlink(table_path);
+    rmdir(dir);
+    return test_summary("embed");
+}
