@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,7 +52,7 @@ static void vec_of(uint64_t i, float *v)
 
 typedef struct echo {
     nng_socket sock;
-    pthread_t tids[16];
+    pthread_t tids[64];
     int n;
 } echo;
 
@@ -84,25 +85,38 @@ static void *echo_main(void *arg)
     return NULL;
 }
 
-static int echo_start(echo *e, const char *url, int threads)
+/* Runs the echo in a process of its own, as semcached runs in its own:
+ * neither shares the load generator's nng threads. Called before this
+ * process uses nng (fork and nng's threads do not mix). Returns the
+ * child's pid, or -1. */
+static pid_t echo_spawn(const char *url, int threads)
 {
-    if (nng_rep0_open(&e->sock) != 0 ||
-        nng_listen(e->sock, url, NULL, 0) != 0) {
-        return -1;
+    pid_t pid = fork();
+    if (pid != 0) {
+        return pid;
     }
-    e->n = threads;
-    for (int i = 0; i < threads; i++) {
-        pthread_create(&e->tids[i], NULL, echo_main, e);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, NULL);
+    echo e;
+    if (nng_rep0_open(&e.sock) != 0 ||
+        nng_listen(e.sock, url, NULL, 0) != 0) {
+        fprintf(stderr, "bench_service: echo server cannot listen on %s\n",
+                url);
+        _exit(1);
     }
-    return 0;
-}
-
-static void echo_stop(echo *e)
-{
-    nng_close(e->sock);
-    for (int i = 0; i < e->n; i++) {
-        pthread_join(e->tids[i], NULL);
+    e.n = threads < 1 ? 1 : threads < 64 ? threads : 64;
+    for (int i = 0; i < e.n; i++) {
+        pthread_create(&e.tids[i], NULL, echo_main, &e);
     }
+    int sig;
+    sigwait(&term, &sig);
+    nng_close(e.sock);
+    for (int i = 0; i < e.n; i++) {
+        pthread_join(e.tids[i], NULL);
+    }
+    _exit(0);
 }
 
 /* ---- load ----------------------------------------------------------- */
@@ -206,6 +220,39 @@ static void *load_main(void *arg)
     return NULL;
 }
 
+/* CPU seconds (user + system) used so far by this process, or by process
+ * pid (from /proc; 0 when it cannot be read). */
+static double cpu_self(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+static double cpu_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields 14 and 15 (utime, stime) follow the ")" that ends the name. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+               &ut, &st) != 2) {
+        return 0;
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -214,13 +261,15 @@ static int cmp_d(const void *a, const void *b)
 
 typedef struct result {
     double per_s, p50_us, p99_us;
+    double client_cpu_us, server_cpu_us; /* per request */
     uint64_t errors, hits, done;
 } result;
 
 static result run_load(const char *url, const char *ns, uint64_t entries,
                        int clients, int batch, double hit_fraction,
-                       double seconds)
+                       double seconds, pid_t server)
 {
+    double cpu0 = cpu_self(), scpu0 = server > 0 ? cpu_of(server) : 0;
     load *ls = calloc((size_t)clients, sizeof(load));
     pthread_t *t = calloc((size_t)clients, sizeof(pthread_t));
     for (int i = 0; i < clients; i++) {
@@ -230,7 +279,7 @@ static result run_load(const char *url, const char *ns, uint64_t entries,
     }
     double t0 = now_s();
     size_t nlat = 0;
-    result r = {0, 0, 0, 0, 0, 0};
+    result r = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int i = 0; i < clients; i++) {
         pthread_join(t[i], NULL);
         nlat += ls[i].nlat;
@@ -239,6 +288,10 @@ static result run_load(const char *url, const char *ns, uint64_t entries,
         r.done += ls[i].done;
     }
     double el = now_s() - t0;
+    double reqs = r.done ? (double)r.done / batch : 1;
+    r.client_cpu_us = (cpu_self() - cpu0) / reqs * 1e6;
+    r.server_cpu_us =
+        server > 0 ? (cpu_of(server) - scpu0) / reqs * 1e6 : (double)NAN;
     double *all = malloc((nlat ? nlat : 1) * sizeof(double));
     size_t k = 0;
     for (int i = 0; i < clients; i++) {
@@ -310,9 +363,13 @@ static void usage(void)
     printf(
         "usage: bench_service [--server PATH | --addr URL] [--quick] [--json]\n"
         "                     [--seconds S] [--hit-fraction F]\n"
+        "                     [--transport ipc|tcp] [--threads N]\n"
+        "                     [--entries N] [--clients N] [--batch N]\n"
         "Closed-loop lookups against semcached at 1k, 10k and 100k entries\n"
         "(d = 384), 1 and 32 clients, single lookups and lookup_batch of 64,\n"
-        "beside a bare nng REQ/REP echo server (the transport's floor).\n");
+        "beside a bare nng REQ/REP echo server (the transport's floor).\n"
+        "--threads: semcached's workers; --entries/--clients/--batch run\n"
+        "only the rows with that value.\n");
 }
 
 int main(int argc, char **argv)
@@ -321,6 +378,15 @@ int main(int argc, char **argv)
     const char *addr = NULL;
     int json = 0, quick = 0;
     double seconds = 2.0, hitf = 0.5;
+    long only_entries = 0, only_clients = 0, only_batch = 0;
+    /* semcached's workers, and the echo's threads: one per CPU by default
+     * (more only make the batches smaller on a small machine). */
+    char threads_def[16];
+    snprintf(threads_def, sizeof(threads_def), "%ld",
+             sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN)
+                                                : 2);
+    const char *threads = threads_def;
+    const char *transport = "ipc";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
             server = argv[++i];
@@ -335,57 +401,99 @@ int main(int argc, char **argv)
             seconds = atof(argv[++i]);
         } else if (strcmp(argv[i], "--hit-fraction") == 0 && i + 1 < argc) {
             hitf = atof(argv[++i]);
+        } else if (strcmp(argv[i], "--entries") == 0 && i + 1 < argc) {
+            only_entries = atol(argv[++i]);
+        } else if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc) {
+            only_clients = atol(argv[++i]);
+        } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
+            only_batch = atol(argv[++i]);
+        } else if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc) {
+            transport = argv[++i];
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            threads = argv[++i];
         } else {
             usage();
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
     }
     signal(SIGPIPE, SIG_IGN);
-    char url[128];
-    pid_t pid = -1;
-    if (addr == NULL) {
+    /* Two ports (or paths) of our own: the pid keeps parallel runs apart. */
+    char url[128], echo_url[128];
+    int port = 20000 + (int)(getpid() % 20000) * 2;
+    if (strcmp(transport, "tcp") == 0) {
+        snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
+        snprintf(echo_url, sizeof(echo_url), "tcp://127.0.0.1:%d", port + 1);
+    } else if (strcmp(transport, "ipc") == 0) {
         snprintf(url, sizeof(url), "ipc:///tmp/bench-service-%d.ipc",
                  (int)getpid());
+        snprintf(echo_url, sizeof(echo_url), "ipc:///tmp/bench-echo-%d.ipc",
+                 (int)getpid());
+    } else {
+        usage();
+        return 2;
+    }
+    /* The echo gets as many threads as semcached's workers. */
+    pid_t echo_pid = echo_spawn(echo_url, atoi(threads));
+    if (echo_pid < 0) {
+        fprintf(stderr, "bench_service: cannot start the echo server\n");
+        return 1;
+    }
+    pid_t pid = -1;
+    if (addr == NULL) {
         pid = fork();
         if (pid == 0) {
-            execl(server, server, "--listen", url, "--threads", "64",
+            execl(server, server, "--listen", url, "--threads", threads,
                   "--recv-max", "67108864", (char *)NULL);
             perror("exec semcached");
             _exit(127);
         }
         addr = url;
+    }
+    const char *wait_for[2] = {addr, echo_url};
+    for (int w = 0; w < 2; w++) {
         sc_client *c;
-        sc_client_open(addr, 200, &c);
+        sc_client_open(wait_for[w], 200, &c);
+        /* Any reply will do: the echo answers everything alike. */
+        static const uint8_t ping[] = "\x82\xa1v\x01\xa2op\xa4ping";
         int up = 0;
         for (int i = 0; i < 100 && !up; i++) {
-            up = sc_client_ping(c, NULL, 0, NULL) == SC_OK;
+            uint8_t *reply = NULL;
+            size_t rlen;
+            up = sc_client_call(c, ping, sizeof(ping) - 1, &reply, &rlen) ==
+                 SC_OK;
+            free(reply);
             if (!up) {
                 usleep(100000);
             }
         }
         sc_client_close(c);
         if (!up) {
-            fprintf(stderr, "bench_service: semcached did not start\n");
+            fprintf(stderr, "bench_service: %s did not start\n",
+                    w == 0 ? "semcached" : "the echo server");
+            kill(echo_pid, SIGTERM);
+            if (pid > 0) {
+                kill(pid, SIGTERM);
+            }
             return 1;
         }
-    }
-    char echo_url[128];
-    snprintf(echo_url, sizeof(echo_url), "ipc:///tmp/bench-echo-%d.ipc",
-             (int)getpid());
-    echo e;
-    if (echo_start(&e, echo_url, 16) != 0) {
-        fprintf(stderr, "bench_service: echo server failed\n");
-        return 1;
     }
     const uint64_t sizes[] = {1000, 10000, 100000};
     const int nsizes = quick ? 1 : 3;
     const int clients_list[] = {1, 32};
     if (!json) {
-        printf("%8s %4s %7s %5s %12s %9s %9s %12s %9s %8s %6s %7s\n", "entries",
-               "d", "clients", "batch", "lookups/s", "p50 us", "p99 us",
-               "echo req/s", "echo p50", "vs_echo", "hit%", "errors");
+        printf("transport %s; cpu columns: CPU us per request of the server "
+               "and of the load generator, ours then the echo's\n",
+               transport);
+        printf("%8s %4s %7s %5s %12s %9s %9s %12s %9s %8s %6s %6s %7s %7s %7s "
+               "%7s %7s\n",
+               "entries", "d", "clients", "batch", "lookups/s", "p50 us",
+               "p99 us", "echo req/s", "echo p50", "vs_echo", "p50x", "hit%",
+               "errors", "srv cpu", "cli cpu", "e.srv", "e.cli");
     }
     for (int si = 0; si < nsizes; si++) {
+        if (only_entries != 0 && (uint64_t)only_entries != sizes[si]) {
+            continue;
+        }
         char ns[32];
         snprintf(ns, sizeof(ns), "bench%llu", (unsigned long long)sizes[si]);
         if (fill(addr, ns, sizes[si]) != 0) {
@@ -398,10 +506,14 @@ int main(int argc, char **argv)
                 if (batch > 1 && clients > 1) {
                     clients = 4; /* batches keep the server busy already */
                 }
+                if ((only_clients != 0 && only_clients != clients_list[ci]) ||
+                    (only_batch != 0 && only_batch != batch)) {
+                    continue;
+                }
                 result echo_r = run_load(echo_url, ns, sizes[si], clients,
-                                         batch, hitf, seconds);
+                                         batch, hitf, seconds, echo_pid);
                 result r = run_load(addr, ns, sizes[si], clients, batch, hitf,
-                                    seconds);
+                                    seconds, pid);
                 /* The echo answers one message per request: compare
                  * requests, so a batch's floor is per message. */
                 double echo_req = echo_r.per_s / batch;
@@ -414,25 +526,35 @@ int main(int argc, char **argv)
                            "\"clients\":%d,\"batch\":%d,\"lookups_per_s\":%.1f,"
                            "\"p50_us\":%.1f,\"p99_us\":%.1f,"
                            "\"echo_lookups_per_s\":%.1f,\"echo_p50_us\":%.1f,"
-                           "\"vs_echo\":%.3f,\"hit_fraction\":%.3f,"
-                           "\"errors\":%llu}\n",
+                           "\"vs_echo\":%.3f,\"p50_vs_echo\":%.3f,"
+                           "\"hit_fraction\":%.3f,\"errors\":%llu,"
+                           "\"transport\":\"%s\",\"server_cpu_us\":%.1f,"
+                           "\"client_cpu_us\":%.1f,"
+                           "\"echo_server_cpu_us\":%.1f,"
+                           "\"echo_client_cpu_us\":%.1f}\n",
                            (unsigned long long)sizes[si], DIM, clients, batch,
                            r.per_s, r.p50_us, r.p99_us, echo_r.per_s,
-                           echo_r.p50_us, vs, hitpct / 100.0,
-                           (unsigned long long)(r.errors + echo_r.errors));
+                           echo_r.p50_us, vs, r.p50_us / echo_r.p50_us,
+                           hitpct / 100.0,
+                           (unsigned long long)(r.errors + echo_r.errors),
+                           transport, r.server_cpu_us, r.client_cpu_us,
+                           echo_r.server_cpu_us, echo_r.client_cpu_us);
                 } else {
                     printf("%8llu %4d %7d %5d %12.0f %9.1f %9.1f %12.0f %9.1f "
-                           "%8.3f %6.1f %7llu\n",
+                           "%8.3f %6.2f %6.1f %7llu %7.1f %7.1f %7.1f %7.1f\n",
                            (unsigned long long)sizes[si], DIM, clients, batch,
                            r.per_s, r.p50_us, r.p99_us, echo_r.per_s,
-                           echo_r.p50_us, vs, hitpct,
-                           (unsigned long long)(r.errors + echo_r.errors));
+                           echo_r.p50_us, vs, r.p50_us / echo_r.p50_us, hitpct,
+                           (unsigned long long)(r.errors + echo_r.errors),
+                           r.server_cpu_us, r.client_cpu_us,
+                           echo_r.server_cpu_us, echo_r.client_cpu_us);
                 }
                 fflush(stdout);
             }
         }
     }
-    echo_stop(&e);
+    kill(echo_pid, SIGTERM);
+    waitpid(echo_pid, NULL, 0);
     if (pid > 0) {
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);

@@ -1,7 +1,10 @@
 /* server.c - nng REP socket, listeners and worker pool (see server.h).
- * Each worker owns one nng context and one aio and uses them
- * synchronously: no work runs inside nng's callbacks, and a slow request
- * holds up only its own worker. */
+ * The socket is raw: a worker blocks in nng_recvmsg (nng wakes it
+ * directly), then takes every other request already waiting, without
+ * blocking, and hands them to the handler as one batch; each reply keeps
+ * its request's header, which routes it back. A busy server so pays one
+ * wake-up per batch, and lookups in a batch can share one index scan. No
+ * request work runs inside nng's callbacks. */
 #define _GNU_SOURCE
 #include "proto/server.h"
 
@@ -13,75 +16,80 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct worker {
-    struct sc_server *srv;
-    nng_ctx ctx;
-    nng_aio *aio;
-    pthread_t tid;
-    int started;
-} worker;
+#define DEFAULT_THREADS 16
+#define DEFAULT_QUEUE   SC_SERVER_MAX_BATCH
 
 struct sc_server {
     nng_socket sock;
     nng_listener lst[SC_SERVER_MAX_LISTEN];
     unsigned nlst;
-    worker *workers;
-    unsigned nworkers;
+    pthread_t *tids;
+    unsigned nworkers; /* started */
     sc_server_handler handler;
+    sc_server_batch_handler handler_many;
     void *handler_arg;
     uint64_t served;
     uint64_t dropped;
 };
 
+static void count(uint64_t *n)
+{
+    __atomic_add_fetch(n, 1, __ATOMIC_RELAXED);
+}
+
 static void *worker_main(void *arg)
 {
-    worker *w = arg;
-    sc_server *s = w->srv;
+    sc_server *s = arg;
+    nng_msg *batch[SC_SERVER_MAX_BATCH];
+    sc_server_msg msgs[SC_SERVER_MAX_BATCH];
     for (;;) {
-        nng_ctx_recv(w->ctx, w->aio);
-        nng_aio_wait(w->aio);
-        int rv = nng_aio_result(w->aio);
+        int rv = nng_recvmsg(s->sock, &batch[0], 0);
         if (rv == NNG_ECLOSED) {
             break;
         }
         if (rv != 0) {
             /* A receive that failed (a message over the size cap, a pipe
              * that went away) is one client's problem: keep serving. */
-            __atomic_add_fetch(&s->dropped, 1, __ATOMIC_RELAXED);
+            count(&s->dropped);
             continue;
         }
-        nng_msg *msg = nng_aio_get_msg(w->aio);
-        uint8_t *reply = NULL;
-        size_t reply_len = 0;
-        int hr = s->handler(s->handler_arg, nng_msg_body(msg), nng_msg_len(msg),
-                            &reply, &reply_len);
-        if (hr != 0 || reply == NULL) {
-            nng_msg_free(msg);
-            free(reply);
-            __atomic_add_fetch(&s->dropped, 1, __ATOMIC_RELAXED);
-            continue;
+        /* Whatever else is waiting joins this batch. */
+        size_t n = 1;
+        while (n < SC_SERVER_MAX_BATCH &&
+               nng_recvmsg(s->sock, &batch[n], NNG_FLAG_NONBLOCK) == 0) {
+            n++;
         }
-        /* Reuse the request message: its header holds the routing back. */
-        nng_msg_clear(msg);
-        if (nng_msg_append(msg, reply, reply_len) != 0) {
-            nng_msg_free(msg);
-            free(reply);
-            __atomic_add_fetch(&s->dropped, 1, __ATOMIC_RELAXED);
-            continue;
+        for (size_t i = 0; i < n; i++) {
+            msgs[i] = (sc_server_msg){nng_msg_body(batch[i]),
+                                      nng_msg_len(batch[i]), NULL, 0, 0};
         }
-        free(reply);
-        nng_aio_set_msg(w->aio, msg);
-        nng_ctx_send(w->ctx, w->aio);
-        nng_aio_wait(w->aio);
-        if (nng_aio_result(w->aio) != 0) {
-            nng_msg_free(nng_aio_get_msg(w->aio));
-            if (nng_aio_result(w->aio) == NNG_ECLOSED) {
-                break;
+        if (s->handler_many != NULL) {
+            s->handler_many(s->handler_arg, msgs, n);
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                msgs[i].rc = s->handler(s->handler_arg, msgs[i].req,
+                                        msgs[i].len, &msgs[i].reply,
+                                        &msgs[i].reply_len);
             }
-            __atomic_add_fetch(&s->dropped, 1, __ATOMIC_RELAXED);
-            continue;
         }
-        __atomic_add_fetch(&s->served, 1, __ATOMIC_RELAXED);
+        for (size_t i = 0; i < n; i++) {
+            nng_msg *m = batch[i];
+            /* Reuse the request message: its header holds the routing
+             * back (the socket is raw, so the header is ours to keep). */
+            if (msgs[i].rc == 0 && msgs[i].reply != NULL) {
+                nng_msg_clear(m);
+                if (nng_msg_append(m, msgs[i].reply, msgs[i].reply_len) == 0 &&
+                    nng_sendmsg(s->sock, m, 0) == 0) {
+                    m = NULL;
+                    count(&s->served);
+                }
+            }
+            if (m != NULL) {
+                nng_msg_free(m);
+                count(&s->dropped);
+            }
+            free(msgs[i].reply);
+        }
     }
     return NULL;
 }
@@ -142,16 +150,24 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
         return SC_ENOMEM;
     }
     s->handler = cfg->handler;
+    s->handler_many = cfg->handler_many;
     s->handler_arg = cfg->handler_arg;
-    s->nworkers = cfg->threads ? cfg->threads : 16;
+    unsigned nthreads = cfg->threads ? cfg->threads : DEFAULT_THREADS;
     size_t recv_max = cfg->recv_max ? cfg->recv_max : SC_SERVER_DEFAULT_RECVMAX;
+    /* Requests nng holds for the workers beyond what the pipes hold: a
+     * bound on memory too (each up to recv_max bytes). */
+    int qlen = cfg->queue == 0 ? DEFAULT_QUEUE
+               : cfg->queue > 8192 ? 8192
+                                   : (int)cfg->queue;
     sc_err rc = SC_EIO;
-    if (nng_rep0_open(&s->sock) != 0) {
+    if (nng_rep0_open_raw(&s->sock) != 0) {
         goto fail_free;
     }
     /* Debian's nng 1.5.2 accepts messages of any size unless told: a client
      * could otherwise make the server allocate whatever it claims. */
-    if (nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, recv_max) != 0) {
+    if (nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, recv_max) != 0 ||
+        nng_socket_set_int(s->sock, NNG_OPT_RECVBUF, qlen) != 0 ||
+        nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, qlen) != 0) {
         goto fail_sock;
     }
     unsigned n = cfg->nlisten;
@@ -161,21 +177,15 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
             goto fail_sock;
         }
     }
-    s->workers = calloc(s->nworkers, sizeof(worker));
-    if (s->workers == NULL) {
-        rc = SC_ENOMEM;
+    rc = SC_ENOMEM;
+    s->tids = calloc(nthreads, sizeof(pthread_t));
+    if (s->tids == NULL) {
         goto fail_sock;
     }
-    for (unsigned i = 0; i < s->nworkers; i++) {
-        worker *w = &s->workers[i];
-        w->srv = s;
-        if (nng_aio_alloc(&w->aio, NULL, NULL) != 0 ||
-            nng_ctx_open(&w->ctx, s->sock) != 0 ||
-            pthread_create(&w->tid, NULL, worker_main, w) != 0) {
-            rc = SC_ENOMEM;
+    for (; s->nworkers < nthreads; s->nworkers++) {
+        if (pthread_create(&s->tids[s->nworkers], NULL, worker_main, s) != 0) {
             goto fail_workers;
         }
-        w->started = 1;
     }
     *out = s;
     return SC_OK;
@@ -183,14 +193,9 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
 fail_workers:
     nng_close(s->sock);
     for (unsigned i = 0; i < s->nworkers; i++) {
-        if (s->workers[i].started) {
-            pthread_join(s->workers[i].tid, NULL);
-        }
-        if (s->workers[i].aio != NULL) {
-            nng_aio_free(s->workers[i].aio);
-        }
+        pthread_join(s->tids[i], NULL);
     }
-    free(s->workers);
+    free(s->tids);
     free(s);
     return rc;
 fail_sock:
@@ -205,13 +210,13 @@ void sc_server_close(sc_server *s)
     if (s == NULL) {
         return;
     }
-    /* Closing the socket fails every pending receive with NNG_ECLOSED. */
+    /* Closing the socket fails every pending receive with NNG_ECLOSED;
+     * workers finish the batch in hand (its sends fail) and leave. */
     nng_close(s->sock);
     for (unsigned i = 0; i < s->nworkers; i++) {
-        pthread_join(s->workers[i].tid, NULL);
-        nng_aio_free(s->workers[i].aio);
+        pthread_join(s->tids[i], NULL);
     }
-    free(s->workers);
+    free(s->tids);
     free(s);
 }
 

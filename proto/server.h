@@ -1,5 +1,5 @@
-/* server.h - the nng REQ/REP front of semcached: listeners, a pool of
- * worker threads (one nng context each), and the receive-size cap.
+/* server.h - the nng REQ/REP front of semcached: listeners, a pool of nng
+ * contexts served by a few worker threads, and the receive-size cap.
  * What a request means is not its business: each message goes to a
  * handler, whose reply goes back to the same context. */
 #ifndef SC_SERVER_H
@@ -20,13 +20,38 @@
 typedef int (*sc_server_handler)(void *arg, const uint8_t *req, size_t len,
                                  uint8_t **reply, size_t *reply_len);
 
+/* One request of a batch: req/len in (borrowed for the call), reply,
+ * reply_len and rc out, as for sc_server_handler. */
+typedef struct sc_server_msg {
+    const uint8_t *req;
+    size_t len;
+    uint8_t *reply;
+    size_t reply_len;
+    int rc;
+} sc_server_msg;
+
+/* Optional: handles the n requests a worker found waiting, at once (so that
+ * lookups among them can share one index scan). Must fill every msgs[i] as
+ * the single handler would; replies go back in any order. */
+typedef void (*sc_server_batch_handler)(void *arg, sc_server_msg *msgs,
+                                        size_t n);
+
+#define SC_SERVER_MAX_BATCH 64 /* most requests one worker takes at once */
+
 typedef struct sc_server_config {
     const char *listen[SC_SERVER_MAX_LISTEN]; /* URLs; none = the default */
     unsigned nlisten;
-    unsigned threads;     /* workers = requests served at once; 0 = 16 */
+    /* Worker threads = batches handled at once; 0 = 16. A worker takes
+     * every request waiting (up to SC_SERVER_MAX_BATCH) each time it
+     * wakes, so a busy server handles requests in batches; workers beyond
+     * the CPUs mostly make the batches smaller. */
+    unsigned threads;
+    unsigned queue;       /* requests waiting for a worker, 1..8192;
+                             0 = SC_SERVER_MAX_BATCH */
     size_t recv_max;      /* bytes; 0 = SC_SERVER_DEFAULT_RECVMAX */
     const char *tls_cert; /* PEM file with certificate and key, for tls+tcp */
     sc_server_handler handler;
+    sc_server_batch_handler handler_many; /* NULL = handler, one by one */
     void *handler_arg;
 } sc_server_config;
 
