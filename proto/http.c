@@ -1,0 +1,1261 @@
+/* http.c - the HTTP front (http.h, docs/HTTP.md) on nng's HTTP server.
+ * JSON bodies are parsed by libjansson, turned into the msgpack request of
+ * docs/PROTOCOL.md and handed to sc_dispatch_handle, the one decoder and
+ * validator of requests; its msgpack reply is turned back into JSON here.
+ * nng reads no body for us: we check Content-Length against body_max first
+ * (413 beyond it) and read the body ourselves, asynchronously. */
+#define _POSIX_C_SOURCE 200809L
+#include "proto/http.h"
+
+#include <float.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/http/http.h>
+
+#include "proto/mp.h"
+
+struct sc_http {
+    nng_http_server *srv;
+    sc_dispatch *dispatch;
+    sc_cache *cache;
+    size_t body_max;
+    sc_metrics *metrics;
+    bool own_metrics;
+    sc_http_write_fn metrics_hook;
+    sc_http_write_fn report_hook;
+    void *hook_arg;
+    /* Handlers whose data (a route) nng still holds: close waits for 0,
+     * since a handler may run until nng lets go of it. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned live;
+};
+
+typedef enum route_kind { R_HEALTHZ, R_METRICS, R_REPORT, R_OP } route_kind;
+
+typedef struct route {
+    sc_http *h;
+    route_kind kind;
+    const char *op; /* R_OP: the wire op (static) */
+} route;
+
+/* The ops POST /v1/<op> serves: every op of docs/PROTOCOL.md. */
+static const char *const post_ops[] = {
+    "ping",    "insert",   "lookup",    "lookup_batch", "insert_batch",
+    "delete",  "feedback", "ns_create", "ns_configure", "ns_drop",
+    "ns_list", "stats",    "flush"};
+
+#define JSON_CTYPE "application/json"
+#define PROM_CTYPE "text/plain; version=0.0.4; charset=utf-8"
+#define DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+
+/* ---- replies --------------------------------------------------------- */
+
+/* Finishes the handler's aio with a response. close: the request's body
+ * was not read, so the connection cannot carry another request. */
+static void reply(nng_aio *aio, uint16_t status, const char *ctype,
+                  const void *body, size_t len, bool close)
+{
+    nng_http_res *res;
+    if (nng_http_res_alloc(&res) != 0) {
+        nng_aio_finish(aio, NNG_ENOMEM);
+        return;
+    }
+    if (nng_http_res_set_status(res, status) != 0 ||
+        nng_http_res_set_header(res, "Content-Type", ctype) != 0 ||
+        (close && nng_http_res_set_header(res, "Connection", "close") != 0) ||
+        nng_http_res_copy_data(res, body, len) != 0) {
+        nng_http_res_free(res);
+        nng_aio_finish(aio, NNG_ENOMEM);
+        return;
+    }
+    nng_aio_set_output(aio, 0, res);
+    nng_aio_finish(aio, 0);
+}
+
+/* Replies with the JSON value j (consumed) and a newline. */
+static void reply_json(nng_aio *aio, uint16_t status, json_t *j, bool close)
+{
+    char *s = j != NULL ? json_dumps(j, DUMP_FLAGS) : NULL;
+    json_decref(j);
+    if (s == NULL) {
+        static const char oom[] = "{\"ok\":false,\"error\":{\"code\":"
+                                  "\"internal\",\"message\":\"out of "
+                                  "memory\"}}\n";
+        reply(aio, 500, JSON_CTYPE, oom, sizeof(oom) - 1, close);
+        return;
+    }
+    size_t n = strlen(s);
+    char *t = realloc(s, n + 2);
+    if (t != NULL) {
+        s = t;
+        s[n++] = '\n';
+        s[n] = '\0';
+    }
+    reply(aio, status, JSON_CTYPE, s, n, close);
+    free(s);
+}
+
+/* {"ok": false, "error": {"code", "message"}}. The message may quote
+ * client bytes (jansson's error text does): anything outside printable
+ * ASCII becomes '?', so that it is always a valid JSON string. */
+static void reply_error(nng_aio *aio, uint16_t status, const char *code,
+                        const char *msg, bool close)
+{
+    char clean[512];
+    size_t i = 0;
+    for (; msg[i] != '\0' && i + 1 < sizeof(clean); i++) {
+        unsigned char c = (unsigned char)msg[i];
+        clean[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    clean[i] = '\0';
+    reply_json(aio, status,
+               json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "code", code,
+                         "message", clean),
+               close);
+}
+
+int sc_http_status_of(const char *code)
+{
+    static const struct {
+        const char *code;
+        int status;
+    } map[] = {
+        {"bad_request", 400},  {"version", 400},     {"unknown_op", 400},
+        {"dim", 400},          {"nan", 400},         {"zero_vector", 400},
+        {"too_big", 400},      {"range", 400},       {"model_mismatch", 400},
+        {"no_namespace", 404}, {"not_found", 404},   {"namespace_exists", 409},
+        {"full", 507},         {"no_embedder", 503}, {"internal", 500},
+    };
+    for (size_t i = 0; code != NULL && i < sizeof(map) / sizeof(map[0]); i++) {
+        if (strcmp(map[i].code, code) == 0) {
+            return map[i].status;
+        }
+    }
+    return 500;
+}
+
+/* ---- base64 (RFC 4648, standard alphabet, padded) --------------------- */
+
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* A malloc'd, NUL-terminated encoding of p[0..n), or NULL. */
+static char *b64_encode(const uint8_t *p, size_t n)
+{
+    char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
+    if (out == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n) {
+            v |= (uint32_t)p[i + 1] << 8;
+        }
+        if (i + 2 < n) {
+            v |= p[i + 2];
+        }
+        *o++ = b64[(v >> 18) & 63];
+        *o++ = b64[(v >> 12) & 63];
+        *o++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < n ? b64[v & 63] : '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+static int b64_val(char c)
+{
+    const char *p = c != '\0' ? strchr(b64, c) : NULL;
+    return p != NULL ? (int)(p - b64) : -1;
+}
+
+/* Decodes s[0..n) into out (room for n / 4 * 3 bytes); returns the length,
+ * or -1 when s is not strict padded base64. */
+static long b64_decode(const char *s, size_t n, uint8_t *out)
+{
+    if (n % 4 != 0) {
+        return -1;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4], pad = 0;
+        for (int k = 0; k < 4; k++) {
+            if (s[i + k] == '=' && i + 4 == n && k >= 2) {
+                v[k] = 0;
+                pad++;
+            } else if (pad > 0 || (v[k] = b64_val(s[i + k])) < 0) {
+                return -1;
+            }
+        }
+        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
+                     (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        out[o++] = (uint8_t)(w >> 16);
+        if (pad < 2) {
+            out[o++] = (uint8_t)(w >> 8);
+        }
+        if (pad < 1) {
+            out[o++] = (uint8_t)w;
+        }
+    }
+    return (long)o;
+}
+
+/* ---- JSON -> msgpack request ------------------------------------------ */
+
+typedef struct tr_err {
+    const char *code;
+    char msg[256];
+} tr_err;
+
+static int tr_fail(tr_err *e, const char *code, const char *msg,
+                   const char *key)
+{
+    e->code = code;
+    snprintf(e->msg, sizeof(e->msg), msg, key);
+    return -1;
+}
+
+static bool key_is(const char *k, size_t kn, const char *name)
+{
+    return strlen(name) == kn && memcmp(k, name, kn) == 0;
+}
+
+static int pack_value(msgpack_packer *pk, const json_t *v, int depth,
+                      tr_err *e);
+
+/* "vec": an array of numbers -> bin of little-endian float32. */
+static int pack_vec(msgpack_packer *pk, const json_t *v, tr_err *e)
+{
+    if (!json_is_array(v)) {
+        return tr_fail(e, "bad_request",
+                       "field 'vec' must be an array of numbers", NULL);
+    }
+    size_t n = json_array_size(v);
+    if (n == 0 || n > SC_INDEX_MAX_DIM) {
+        e->code = "bad_request";
+        snprintf(e->msg, sizeof(e->msg),
+                 "field 'vec' must hold 1..%u numbers (got %zu)",
+                 SC_INDEX_MAX_DIM, n);
+        return -1;
+    }
+    float *f = malloc(n * sizeof(float));
+    if (f == NULL) {
+        return tr_fail(e, "internal", "out of memory", NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *x = json_array_get(v, i);
+        if (!json_is_number(x)) {
+            free(f);
+            e->code = "bad_request";
+            snprintf(e->msg, sizeof(e->msg),
+                     "field 'vec' must be an array of numbers (element %zu "
+                     "is not)",
+                     i);
+            return -1;
+        }
+        double d = json_number_value(x);
+        /* Outside float32's range the conversion is undefined behaviour. */
+        if (!(fabs(d) <= FLT_MAX)) {
+            free(f);
+            e->code = "range";
+            snprintf(e->msg, sizeof(e->msg),
+                     "field 'vec' element %zu is outside the float32 range", i);
+            return -1;
+        }
+        f[i] = (float)d;
+    }
+    mp_put_vec(pk, f, n);
+    free(f);
+    return 0;
+}
+
+/* An object's members; at the top level (op != NULL) "v" (unless given)
+ * and "op" (from the path) come first and a body "op" must agree. */
+static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
+                       int depth, tr_err *e)
+{
+    const char *k;
+    size_t kn;
+    json_t *v;
+    size_t n = json_object_size(o);
+    bool has_resp = json_object_get(o, "response") != NULL;
+    bool has_b64 = json_object_get(o, "response_base64") != NULL;
+    if (has_resp && has_b64) {
+        return tr_fail(e, "bad_request",
+                       "give 'response' or 'response_base64', not both", NULL);
+    }
+    if (op != NULL) {
+        const json_t *bop = json_object_get(o, "op");
+        bool has_v = json_object_get(o, "v") != NULL;
+        if (bop != NULL) {
+            if (!json_is_string(bop) || strcmp(json_string_value(bop), op)) {
+                return tr_fail(e, "bad_request",
+                               "field 'op' must be absent or '%s', the op "
+                               "the path names",
+                               op);
+            }
+            n--;
+        }
+        msgpack_pack_map(pk, n + 1 + (has_v ? 0 : 1));
+        if (!has_v) {
+            mp_put_key(pk, "v");
+            msgpack_pack_uint32(pk, SC_PROTO_VERSION);
+        }
+        mp_put_key(pk, "op");
+        mp_put_str(pk, op);
+    } else {
+        msgpack_pack_map(pk, n);
+    }
+    json_object_keylen_foreach((json_t *)o, k, kn, v)
+    {
+        if (op != NULL && key_is(k, kn, "op")) {
+            continue;
+        }
+        if (key_is(k, kn, "vec")) {
+            mp_put_key(pk, "vec");
+            if (pack_vec(pk, v, e) != 0) {
+                return -1;
+            }
+        } else if (key_is(k, kn, "response")) {
+            if (!json_is_string(v)) {
+                return tr_fail(e, "bad_request",
+                               "field 'response' must be a string (binary "
+                               "answers: 'response_base64')",
+                               NULL);
+            }
+            mp_put_key(pk, "response");
+            mp_put_bin(pk, json_string_value(v), json_string_length(v));
+        } else if (key_is(k, kn, "response_base64")) {
+            size_t sn = json_is_string(v) ? json_string_length(v) : 0;
+            uint8_t *b = malloc(sn / 4 * 3 + 1);
+            long bn = -1;
+            if (b == NULL) {
+                return tr_fail(e, "internal", "out of memory", NULL);
+            }
+            if (json_is_string(v)) {
+                bn = b64_decode(json_string_value(v), sn, b);
+            }
+            if (bn < 0) {
+                free(b);
+                return tr_fail(e, "bad_request",
+                               "field 'response_base64' must be a string of "
+                               "padded base64",
+                               NULL);
+            }
+            mp_put_key(pk, "response");
+            mp_put_bin(pk, b, (size_t)bn);
+            free(b);
+        } else {
+            mp_put_strn(pk, k, kn);
+            if (pack_value(pk, v, depth + 1, e) != 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int pack_value(msgpack_packer *pk, const json_t *v, int depth, tr_err *e)
+{
+    if (depth > MP_MAX_DEPTH) {
+        e->code = "bad_request";
+        snprintf(e->msg, sizeof(e->msg), "JSON nested deeper than %d levels",
+                 MP_MAX_DEPTH);
+        return -1;
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return pack_object(pk, v, NULL, depth, e);
+    case JSON_ARRAY: {
+        size_t n = json_array_size(v);
+        msgpack_pack_array(pk, n);
+        for (size_t i = 0; i < n; i++) {
+            if (pack_value(pk, json_array_get(v, i), depth + 1, e) != 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    case JSON_STRING:
+        mp_put_strn(pk, json_string_value(v), json_string_length(v));
+        return 0;
+    case JSON_INTEGER:
+        msgpack_pack_int64(pk, json_integer_value(v));
+        return 0;
+    case JSON_REAL:
+        msgpack_pack_double(pk, json_real_value(v));
+        return 0;
+    case JSON_TRUE:
+        msgpack_pack_true(pk);
+        return 0;
+    case JSON_FALSE:
+        msgpack_pack_false(pk);
+        return 0;
+    case JSON_NULL:
+        msgpack_pack_nil(pk);
+        return 0;
+    }
+    return tr_fail(e, "bad_request", "unsupported JSON value", NULL);
+}
+
+/* ---- msgpack reply -> JSON -------------------------------------------- */
+
+/* The shortest decimal that reads back as the same float32, as a double,
+ * so that 0.99871f prints as 0.99871 rather than 0.998709976673126. */
+static double short_float(double d)
+{
+    char buf[32];
+    for (int p = 6; p <= 9; p++) {
+        snprintf(buf, sizeof(buf), "%.*g", p, d);
+        double back = strtod(buf, NULL);
+        if ((float)back == (float)d) {
+            return back;
+        }
+    }
+    return d;
+}
+
+/* A str or bin value: a JSON string when it is valid UTF-8, else NULL
+ * (the caller then writes base64). */
+static json_t *bytes_json(const uint8_t *b, uint32_t n)
+{
+    return json_stringn((const char *)b, n);
+}
+
+static json_t *mp_json(mp_reader *r, int depth);
+
+static json_t *mp_json_map(mp_reader *r, int depth)
+{
+    uint32_t n;
+    if (mp_read_map(r, &n) != 0) {
+        return NULL;
+    }
+    json_t *o = json_object();
+    for (uint32_t i = 0; o != NULL && i < n; i++) {
+        const char *k;
+        uint32_t kn;
+        json_t *v = NULL;
+        if (mp_read_str(r, &k, &kn) != 0 || kn > 200) {
+            json_decref(o);
+            return NULL;
+        }
+        mp_type t = mp_peek(r);
+        if (t == MP_STR || t == MP_BIN) {
+            const uint8_t *b;
+            uint32_t bn;
+            if (mp_read_bytes(r, &b, &bn) != 0) {
+                json_decref(o);
+                return NULL;
+            }
+            if ((v = bytes_json(b, bn)) == NULL) {
+                /* Not UTF-8: "<key>_base64" carries the bytes instead. */
+                char key[256];
+                char *enc = b64_encode(b, bn);
+                snprintf(key, sizeof(key), "%.*s_base64", (int)kn, k);
+                v = enc != NULL ? json_string(enc) : NULL;
+                free(enc);
+                if (v == NULL || json_object_set_new(o, key, v) != 0) {
+                    json_decref(o);
+                    return NULL;
+                }
+                continue;
+            }
+        } else if ((v = mp_json(r, depth + 1)) == NULL) {
+            json_decref(o);
+            return NULL;
+        }
+        if (json_object_setn_new(o, k, kn, v) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+static json_t *mp_json(mp_reader *r, int depth)
+{
+    if (depth > MP_MAX_DEPTH) {
+        return NULL;
+    }
+    switch (mp_peek(r)) {
+    case MP_NIL:
+        return mp_read_nil(r) == 0 ? json_null() : NULL;
+    case MP_BOOL: {
+        bool b;
+        return mp_read_bool(r, &b) == 0 ? json_boolean(b) : NULL;
+    }
+    case MP_UINT: {
+        uint64_t u;
+        if (mp_read_uint(r, &u) != 0) {
+            return NULL;
+        }
+        return u <= (uint64_t)INT64_MAX ? json_integer((json_int_t)u)
+                                        : json_real((double)u);
+    }
+    case MP_INT: {
+        int64_t i;
+        return mp_read_int(r, &i) == 0 ? json_integer((json_int_t)i) : NULL;
+    }
+    case MP_FLOAT: {
+        bool f32 = r->p[0] == 0xca;
+        double d;
+        if (mp_read_number(r, &d) != 0) {
+            return NULL;
+        }
+        if (!isfinite(d)) {
+            return json_null();
+        }
+        return json_real(f32 ? short_float(d) : d);
+    }
+    case MP_STR:
+    case MP_BIN: {
+        const uint8_t *b;
+        uint32_t n;
+        if (mp_read_bytes(r, &b, &n) != 0) {
+            return NULL;
+        }
+        json_t *s = bytes_json(b, n);
+        if (s == NULL) {
+            char *enc = b64_encode(b, n);
+            s = enc != NULL ? json_string(enc) : NULL;
+            free(enc);
+        }
+        return s;
+    }
+    case MP_ARRAY: {
+        uint32_t n;
+        if (mp_read_array(r, &n) != 0) {
+            return NULL;
+        }
+        json_t *a = json_array();
+        for (uint32_t i = 0; a != NULL && i < n; i++) {
+            json_t *v = mp_json(r, depth + 1);
+            if (v == NULL || json_array_append_new(a, v) != 0) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    case MP_MAP:
+        return mp_json_map(r, depth);
+    default:
+        return NULL;
+    }
+}
+
+/* ---- POST /v1/<op> ----------------------------------------------------- */
+
+/* Runs body[0..n) as a request of op and replies. */
+static void run_op(sc_http *h, const char *op, nng_aio *aio, const char *body,
+                   size_t n)
+{
+    double t0 = sc_metrics_now();
+    json_error_t jerr;
+    json_t *root = NULL;
+    size_t skip = 0;
+    while (skip < n && (body[skip] == ' ' || body[skip] == '\t' ||
+                        body[skip] == '\r' || body[skip] == '\n')) {
+        skip++;
+    }
+    if (skip == n) {
+        root = json_object(); /* no body: no fields (ping, ns_list, ...) */
+    } else if ((root = json_loadb(body, n, JSON_ALLOW_NUL, &jerr)) == NULL) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "malformed JSON at line %d, column %d: %s",
+                 jerr.line, jerr.column, jerr.text);
+        reply_error(aio, 400, "bad_request", msg, false);
+        return;
+    }
+    if (root == NULL) {
+        reply_error(aio, 500, "internal", "out of memory", false);
+        return;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        reply_error(aio, 400, "bad_request", "the body must be a JSON object",
+                    false);
+        return;
+    }
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    tr_err e = {NULL, {0}};
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    int trc = pack_object(&pk, root, op, 1, &e);
+    json_decref(root);
+    if (trc != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        reply_error(aio, (uint16_t)sc_http_status_of(e.code), e.code, e.msg,
+                    false);
+        return;
+    }
+    uint8_t *rep = NULL;
+    size_t rlen = 0;
+    int drc = sc_dispatch_handle(h->dispatch, (const uint8_t *)sb.data, sb.size,
+                                 &rep, &rlen);
+    msgpack_sbuffer_destroy(&sb);
+    if (drc != 0 || rep == NULL) {
+        free(rep);
+        reply_error(aio, 500, "internal", "out of memory", false);
+        return;
+    }
+    mp_reader r;
+    mp_reader_init(&r, rep, rlen);
+    json_t *j = mp_json(&r, 1);
+    free(rep);
+    if (j == NULL || !json_is_object(j)) {
+        json_decref(j);
+        reply_error(aio, 500, "internal", "cannot translate the reply", false);
+        return;
+    }
+    int status = 200;
+    if (!json_is_true(json_object_get(j, "ok"))) {
+        const json_t *err = json_object_get(j, "error");
+        status =
+            sc_http_status_of(json_string_value(json_object_get(err, "code")));
+    }
+    sc_metrics_observe(h->metrics, SC_METRICS_HTTP, op, sc_metrics_now() - t0);
+    reply_json(aio, (uint16_t)status, j, false);
+}
+
+typedef struct body_read {
+    sc_http *h;
+    const char *op;
+    nng_aio *haio; /* the handler's, finished once the body is in */
+    nng_aio *aio;  /* ours, reading the body */
+    char *buf;
+    size_t len;
+} body_read;
+
+static void body_done(void *arg)
+{
+    body_read *br = arg;
+    int rv = nng_aio_result(br->aio);
+    if (rv == 0 && nng_aio_count(br->aio) == br->len) {
+        run_op(br->h, br->op, br->haio, br->buf, br->len);
+    } else {
+        /* Timed out or closed: drop the connection, no reply. */
+        nng_aio_finish(br->haio, rv != 0 ? rv : NNG_ECLOSED);
+    }
+    free(br->buf);
+    nng_aio_reap(br->aio); /* freeing it from its own callback would wait */
+    free(br);
+}
+
+/* Media types a JSON body may come with: none, JSON, and what curl -d
+ * and the like send by default. */
+static bool ctype_ok(const char *ct)
+{
+    static const char *const ok[] = {"application/json", "text/plain",
+                                     "application/x-www-form-urlencoded"};
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t')) {
+        n--;
+    }
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        if (strlen(ok[i]) == n && strncasecmp(ct, ok[i], n) == 0) {
+            return true;
+        }
+    }
+    return n >= 5 && strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+static void handle_op(sc_http *h, const char *op, nng_aio *aio)
+{
+    nng_http_req *req = nng_aio_get_input(aio, 0);
+    nng_http_conn *conn = nng_aio_get_input(aio, 2);
+    const char *ct = nng_http_req_get_header(req, "Content-Type");
+    const char *cl = nng_http_req_get_header(req, "Content-Length");
+    char msg[160];
+    if (nng_http_req_get_header(req, "Transfer-Encoding") != NULL) {
+        reply_error(aio, 411, "bad_request",
+                    "send the body with a Content-Length, not chunked", true);
+        return;
+    }
+    if (ct != NULL && !ctype_ok(ct)) {
+        reply_error(aio, 415, "bad_request",
+                    "the body must be JSON (Content-Type: application/json)",
+                    true);
+        return;
+    }
+    size_t len = 0;
+    if (cl != NULL) {
+        const char *p = cl;
+        while (*p == ' ' || *p == '\t') {
+            p++;
+        }
+        if (*p == '\0') {
+            reply_error(aio, 400, "bad_request", "bad Content-Length", true);
+            return;
+        }
+        for (; *p >= '0' && *p <= '9'; p++) {
+            if (len > h->body_max || len > (SIZE_MAX - 9) / 10) {
+                len = SIZE_MAX; /* over the cap: stop before overflowing */
+                break;
+            }
+            len = len * 10 + (size_t)(*p - '0');
+        }
+        if (len <= h->body_max) {
+            while (*p == ' ' || *p == '\t') {
+                p++;
+            }
+            if (*p != '\0') {
+                reply_error(aio, 400, "bad_request", "bad Content-Length",
+                            true);
+                return;
+            }
+        }
+    }
+    if (len > h->body_max) {
+        snprintf(msg, sizeof(msg), "the body is over the cap of %zu bytes",
+                 h->body_max);
+        reply_error(aio, 413, "too_big", msg, true);
+        return;
+    }
+    if (len == 0) {
+        run_op(h, op, aio, "", 0);
+        return;
+    }
+    body_read *br = calloc(1, sizeof(*br));
+    if (br == NULL || (br->buf = malloc(len)) == NULL ||
+        nng_aio_alloc(&br->aio, body_done, br) != 0) {
+        if (br != NULL) {
+            free(br->buf);
+        }
+        free(br);
+        reply_error(aio, 500, "internal", "out of memory", true);
+        return;
+    }
+    br->h = h;
+    br->op = op;
+    br->haio = aio;
+    br->len = len;
+    nng_iov iov = {.iov_buf = br->buf, .iov_len = len};
+    nng_aio_set_iov(br->aio, 1, &iov);
+    nng_aio_set_timeout(br->aio, SC_HTTP_BODY_TIMEOUT_MS);
+    nng_http_conn_read_all(conn, br->aio);
+}
+
+/* ---- GET /healthz, /report, /metrics ----------------------------------- */
+
+static void handle_healthz(sc_http *h, nng_aio *aio)
+{
+    /* A ping through the dispatcher: healthy means requests get answers. */
+    static const uint8_t ping[] = {0x82, 0xa1, 'v', 0x01, 0xa2, 'o',
+                                   'p',  0xa4, 'p', 'i',  'n',  'g'};
+    uint8_t *rep = NULL;
+    size_t rlen = 0;
+    json_t *j = NULL;
+    if (sc_dispatch_handle(h->dispatch, ping, sizeof(ping), &rep, &rlen) == 0) {
+        mp_reader r;
+        mp_reader_init(&r, rep, rlen);
+        j = mp_json(&r, 1);
+    }
+    free(rep);
+    if (j == NULL || !json_is_true(json_object_get(j, "ok"))) {
+        json_decref(j);
+        reply_error(aio, 503, "internal", "the dispatcher does not answer",
+                    false);
+        return;
+    }
+    json_decref(j);
+    reply_json(aio, 200,
+               json_pack("{s:b,s:s}", "ok", 1, "server", SC_SERVER_NAME),
+               false);
+}
+
+/* Every namespace's name and stats, in name order; *n of them. */
+typedef struct ns_stats {
+    char name[SC_CACHE_NS_NAME_MAX + 1];
+    sc_cache_stats st;
+} ns_stats;
+
+static sc_err collect_stats(sc_cache *c, ns_stats **out, size_t *n)
+{
+    size_t count = 0;
+    sc_err rc = sc_cache_ns_list(c, NULL, 0, &count);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    size_t cap = count + 8; /* a few created meanwhile */
+    char(*names)[SC_CACHE_NS_NAME_MAX + 1] = malloc(cap * sizeof(*names));
+    ns_stats *all = malloc(cap * sizeof(*all));
+    if (names == NULL || all == NULL) {
+        free(names);
+        free(all);
+        return SC_ENOMEM;
+    }
+    if ((rc = sc_cache_ns_list(c, names, cap, &count)) != SC_OK) {
+        free(names);
+        free(all);
+        return rc;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < count && i < cap; i++) {
+        /* Dropped since the list was taken: leave it out. */
+        if (sc_cache_stats_get(c, names[i], &all[k].st) == SC_OK) {
+            memcpy(all[k].name, names[i], sizeof(all[k].name));
+            k++;
+        }
+    }
+    free(names);
+    *out = all;
+    *n = k;
+    return SC_OK;
+}
+
+static json_t *stats_json(const sc_cache_stats *s)
+{
+    json_t *o = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
+        "s:I}",
+        "namespaces", (json_int_t)s->namespaces, "lookups",
+        (json_int_t)s->lookups, "exact_hits", (json_int_t)s->exact_hits,
+        "semantic_hits", (json_int_t)s->semantic_hits, "misses",
+        (json_int_t)s->misses, "ambiguous_misses",
+        (json_int_t)s->ambiguous_misses, "inserts", (json_int_t)s->inserts,
+        "replaced", (json_int_t)s->replaced, "deletes", (json_int_t)s->deletes,
+        "expirations", (json_int_t)s->expirations, "evictions",
+        (json_int_t)s->evictions, "flushed", (json_int_t)s->flushed,
+        "false_hits", (json_int_t)s->false_hits, "quarantined",
+        (json_int_t)s->quarantined, "entries", (json_int_t)s->entries, "bytes",
+        (json_int_t)s->bytes, "scopes", (json_int_t)s->scopes);
+    json_t *hist = json_array();
+    for (unsigned b = 0; o != NULL && hist != NULL && b < SC_CACHE_HIST_BINS;
+         b++) {
+        if (s->hist[b] == 0) {
+            continue;
+        }
+        double lo, hi;
+        sc_cache_hist_range(b, &lo, &hi);
+        json_t *t = isnan(lo)
+                        ? json_pack("[n,n,I]", (json_int_t)s->hist[b])
+                        : json_pack("[f,f,I]", lo, hi, (json_int_t)s->hist[b]);
+        if (t == NULL || json_array_append_new(hist, t) != 0) {
+            json_decref(hist);
+            hist = NULL;
+        }
+    }
+    if (o == NULL || hist == NULL ||
+        json_object_set_new(o, "histogram", hist)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Writes the default report: the cache's statistics. */
+static sc_err write_report(sc_http *h, FILE *out)
+{
+    ns_stats *all = NULL;
+    size_t n = 0;
+    sc_cache_stats total;
+    sc_err rc = sc_cache_stats_get(h->cache, NULL, &total);
+    if (rc != SC_OK || (rc = collect_stats(h->cache, &all, &n)) != SC_OK) {
+        return rc;
+    }
+    json_t *nss = json_object();
+    for (size_t i = 0; nss != NULL && i < n; i++) {
+        json_t *s = stats_json(&all[i].st);
+        if (s == NULL || json_object_set_new(nss, all[i].name, s) != 0) {
+            json_decref(nss);
+            nss = NULL;
+        }
+    }
+    free(all);
+    json_t *t = stats_json(&total);
+    if (nss == NULL || t == NULL) {
+        json_decref(nss);
+        json_decref(t);
+        return SC_ENOMEM;
+    }
+    /* "o" steals t and nss, on failure too. */
+    json_t *root = json_pack("{s:s,s:o,s:o}", "server", SC_SERVER_NAME, "total",
+                             t, "namespaces", nss);
+    if (root == NULL) {
+        return SC_ENOMEM;
+    }
+    rc = json_dumpf(root, out, DUMP_FLAGS) == 0 ? SC_OK : SC_EIO;
+    json_decref(root);
+    fputc('\n', out);
+    return rc;
+}
+
+/* One per-namespace counter or gauge: its HELP, TYPE and a sample per ns. */
+static void prom_family(FILE *out, const char *name, const char *type,
+                        const char *help, const ns_stats *all, size_t n,
+                        size_t off)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)&all[i].st + off, sizeof(v));
+        fprintf(out, "%s{ns=", name);
+        sc_metrics_put_label(out, all[i].name);
+        fprintf(out, "} %llu\n", (unsigned long long)v);
+    }
+}
+
+/* The best-similarity histogram's bucket bounds; each is a bound of the
+ * cache's bins (sc_cache_hist_range), so the counts are exact. */
+static const double sim_le[] = {0.0,  0.5,  0.6,  0.7,  0.8,  0.85, 0.9,   0.92,
+                                0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 1.0};
+
+static void prom_similarity(FILE *out, const ns_stats *all, size_t n)
+{
+    static const char *name = "semcache_best_similarity";
+    fprintf(out,
+            "# HELP %s Best similarity a lookup saw, hit or miss (lookups "
+            "with no candidate are left out). Buckets count similarities "
+            "below le; le=\"1\" includes 1. _sum is within half a bin "
+            "(0.0005 above 0.8).\n# TYPE %s histogram\n",
+            name, name);
+    for (size_t i = 0; i < n; i++) {
+        const sc_cache_stats *s = &all[i].st;
+        uint64_t cum = 0;
+        double sum = 0.0;
+        unsigned b = 1;
+        for (size_t k = 0; k < sizeof(sim_le) / sizeof(sim_le[0]); k++) {
+            for (; b < SC_CACHE_HIST_BINS; b++) {
+                double lo, hi;
+                sc_cache_hist_range(b, &lo, &hi);
+                if (hi > sim_le[k] + 1e-9) {
+                    break;
+                }
+                cum += s->hist[b];
+                sum += (double)s->hist[b] * (lo + hi) / 2.0;
+            }
+            fprintf(out, "%s_bucket{ns=", name);
+            sc_metrics_put_label(out, all[i].name);
+            fprintf(out, ",le=\"%g\"} %llu\n", sim_le[k],
+                    (unsigned long long)cum);
+        }
+        fprintf(out, "%s_bucket{ns=", name);
+        sc_metrics_put_label(out, all[i].name);
+        fprintf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        fprintf(out, "%s_sum{ns=", name);
+        sc_metrics_put_label(out, all[i].name);
+        fprintf(out, "} %.6f\n", sum);
+        fprintf(out, "%s_count{ns=", name);
+        sc_metrics_put_label(out, all[i].name);
+        fprintf(out, "} %llu\n", (unsigned long long)cum);
+    }
+}
+
+static sc_err write_metrics(sc_http *h, FILE *out)
+{
+    ns_stats *all = NULL;
+    size_t n = 0;
+    sc_err rc = collect_stats(h->cache, &all, &n);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    fprintf(out,
+            "# HELP semcache_namespaces Namespaces the cache holds.\n"
+            "# TYPE semcache_namespaces gauge\nsemcache_namespaces %zu\n",
+            n);
+#define F(name, type, field, help)                                             \
+    prom_family(out, name, type, help, all, n, offsetof(sc_cache_stats, field))
+    F("semcache_lookups_total", "counter", lookups,
+      "Lookups (hits and misses).");
+    fprintf(out, "# HELP semcache_hits_total Hits, by layer.\n"
+                 "# TYPE semcache_hits_total counter\n");
+    for (size_t i = 0; i < n; i++) {
+        fputs("semcache_hits_total{ns=", out);
+        sc_metrics_put_label(out, all[i].name);
+        fprintf(out, ",layer=\"exact\"} %llu\n",
+                (unsigned long long)all[i].st.exact_hits);
+        fputs("semcache_hits_total{ns=", out);
+        sc_metrics_put_label(out, all[i].name);
+        fprintf(out, ",layer=\"semantic\"} %llu\n",
+                (unsigned long long)all[i].st.semantic_hits);
+    }
+    F("semcache_misses_total", "counter", misses,
+      "Misses, the ambiguous ones included.");
+    F("semcache_ambiguous_misses_total", "counter", ambiguous_misses,
+      "Misses the margin rule made (a runner-up with another response).");
+    F("semcache_inserts_total", "counter", inserts, "Entries inserted.");
+    F("semcache_replaced_total", "counter", replaced,
+      "Entries replaced by an insert of the same text.");
+    F("semcache_deletes_total", "counter", deletes, "Entries deleted.");
+    F("semcache_expirations_total", "counter", expirations,
+      "Entries expired (TTL).");
+    F("semcache_evictions_total", "counter", evictions,
+      "Entries evicted by a cap (LRU).");
+    F("semcache_flushed_total", "counter", flushed, "Entries flushed.");
+    F("semcache_false_hits_total", "counter", false_hits,
+      "Entries reported as wrong hits (feedback).");
+    F("semcache_quarantined", "gauge", quarantined, "Entries quarantined now.");
+    F("semcache_entries", "gauge", entries,
+      "Entries held now, quarantined included.");
+    F("semcache_bytes", "gauge", bytes, "Approximate bytes the entries use.");
+    F("semcache_scopes", "gauge", scopes, "Scopes now.");
+#undef F
+    fprintf(out, "# HELP semcache_no_candidate_lookups_total Lookups that "
+                 "found no candidate at all.\n"
+                 "# TYPE semcache_no_candidate_lookups_total counter\n");
+    for (size_t i = 0; i < n; i++) {
+        fputs("semcache_no_candidate_lookups_total{ns=", out);
+        sc_metrics_put_label(out, all[i].name);
+        fprintf(out, "} %llu\n", (unsigned long long)all[i].st.hist[0]);
+    }
+    prom_similarity(out, all, n);
+    free(all);
+    if ((rc = sc_metrics_write(h->metrics, out)) != SC_OK) {
+        return rc;
+    }
+    if (h->metrics_hook != NULL) {
+        rc = h->metrics_hook(h->hook_arg, out);
+    }
+    return rc;
+}
+
+/* Runs write into an in-memory stream and replies with what it wrote. */
+static void reply_page(sc_http *h, nng_aio *aio, route_kind kind)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    if (out == NULL) {
+        reply_error(aio, 500, "internal", "out of memory", false);
+        return;
+    }
+    sc_err rc;
+    if (kind == R_METRICS) {
+        rc = write_metrics(h, out);
+    } else if (h->report_hook != NULL) {
+        rc = h->report_hook(h->hook_arg, out);
+    } else {
+        rc = write_report(h, out);
+    }
+    if (ferror(out) && rc == SC_OK) {
+        rc = SC_EIO;
+    }
+    if (fclose(out) != 0 && rc == SC_OK) {
+        rc = SC_ENOMEM;
+    }
+    if (rc != SC_OK) {
+        free(buf);
+        reply_error(aio, 500, "internal", sc_strerror(rc), false);
+        return;
+    }
+    reply(aio, 200, kind == R_METRICS ? PROM_CTYPE : JSON_CTYPE, buf, len,
+          false);
+    free(buf);
+}
+
+/* ---- the server ------------------------------------------------------- */
+
+static void on_request(nng_aio *aio)
+{
+    nng_http_handler *hd = nng_aio_get_input(aio, 1);
+    route *rt = nng_http_handler_get_data(hd);
+    switch (rt->kind) {
+    case R_HEALTHZ:
+        handle_healthz(rt->h, aio);
+        break;
+    case R_METRICS:
+    case R_REPORT:
+        reply_page(rt->h, aio, rt->kind);
+        break;
+    case R_OP:
+        handle_op(rt->h, rt->op, aio);
+        break;
+    }
+}
+
+static void route_free(void *arg)
+{
+    route *rt = arg;
+    sc_http *h = rt->h;
+    free(rt);
+    pthread_mutex_lock(&h->mu);
+    h->live--;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static sc_err add_route(sc_http *h, const char *path, route_kind kind,
+                        const char *op)
+{
+    nng_http_handler *hd;
+    route *rt = malloc(sizeof(*rt));
+    if (rt == NULL) {
+        return SC_ENOMEM;
+    }
+    rt->h = h;
+    rt->kind = kind;
+    rt->op = op;
+    if (nng_http_handler_alloc(&hd, path, on_request) != 0) {
+        free(rt);
+        return SC_ENOMEM;
+    }
+    if (nng_http_handler_set_data(hd, rt, route_free) != 0) {
+        free(rt);
+        nng_http_handler_free(hd);
+        return SC_ENOMEM;
+    }
+    pthread_mutex_lock(&h->mu);
+    h->live++;
+    pthread_mutex_unlock(&h->mu);
+    /* GETs take no body (nng answers 400 to one); POST bodies we read
+     * ourselves, after checking their length. */
+    int rv = kind == R_OP ? nng_http_handler_set_method(hd, "POST") : 0;
+    if (rv == 0) {
+        rv = nng_http_handler_collect_body(hd, kind != R_OP, 0);
+    }
+    if (rv == 0) {
+        rv = nng_http_server_add_handler(h->srv, hd);
+    }
+    if (rv != 0) {
+        nng_http_handler_free(hd); /* runs route_free */
+        if (rv == NNG_EADDRINUSE) {
+            fprintf(stderr, "semcached: %s is already served here\n", path);
+            return SC_EIO;
+        }
+        return rv == NNG_ENOMEM ? SC_ENOMEM : SC_EINVAL;
+    }
+    return SC_OK;
+}
+
+/* Waits until nng has let go of every route, so that none runs after. */
+static void wait_routes(sc_http *h)
+{
+    pthread_mutex_lock(&h->mu);
+    while (h->live > 0) {
+        pthread_cond_wait(&h->cv, &h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void http_free(sc_http *h)
+{
+    if (h->own_metrics) {
+        sc_metrics_close(h->metrics);
+    }
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
+{
+    if (cfg == NULL || out == NULL || cfg->addr == NULL ||
+        cfg->dispatch == NULL || cfg->cache == NULL) {
+        return SC_EINVAL;
+    }
+    char urlbuf[512];
+    const char *a = cfg->addr;
+    int un = strncmp(a, "http://", 7) == 0
+                 ? snprintf(urlbuf, sizeof(urlbuf), "%s", a)
+                 : snprintf(urlbuf, sizeof(urlbuf), "http://%s", a);
+    if (un < 0 || (size_t)un >= sizeof(urlbuf)) {
+        return SC_EINVAL;
+    }
+    /* The port must be written out: nng would take 80 for none. */
+    const char *hp = urlbuf + 7, *colon = strrchr(hp, ':');
+    if (colon == NULL || strchr(colon, ']') != NULL ||
+        strspn(colon + 1, "0123456789") == 0 ||
+        strspn(colon + 1, "0123456789") > 5) {
+        return SC_EINVAL;
+    }
+    nng_url *url;
+    if (nng_url_parse(&url, urlbuf) != 0) {
+        return SC_EINVAL;
+    }
+    if (url->u_hostname == NULL || url->u_hostname[0] == '\0' ||
+        url->u_port == NULL || atoi(url->u_port) <= 0 ||
+        (url->u_path != NULL && url->u_path[0] != '\0' &&
+         strcmp(url->u_path, "/") != 0)) {
+        nng_url_free(url);
+        return SC_EINVAL;
+    }
+    sc_http *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        nng_url_free(url);
+        return SC_ENOMEM;
+    }
+    h->dispatch = cfg->dispatch;
+    h->cache = cfg->cache;
+    h->body_max = cfg->body_max != 0 ? cfg->body_max : SC_HTTP_DEFAULT_BODY_MAX;
+    h->metrics_hook = cfg->metrics_hook;
+    h->report_hook = cfg->report_hook;
+    h->hook_arg = cfg->hook_arg;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    sc_err rc = SC_OK;
+    if (cfg->metrics != NULL) {
+        h->metrics = cfg->metrics;
+    } else if ((rc = sc_metrics_open(&h->metrics)) != SC_OK) {
+        goto fail_metrics;
+    } else {
+        h->own_metrics = true;
+    }
+    if (nng_http_server_hold(&h->srv, url) != 0) {
+        rc = SC_EIO;
+        goto fail_hold;
+    }
+    if ((rc = add_route(h, "/healthz", R_HEALTHZ, NULL)) != SC_OK ||
+        (rc = add_route(h, "/metrics", R_METRICS, NULL)) != SC_OK ||
+        (rc = add_route(h, "/report", R_REPORT, NULL)) != SC_OK) {
+        goto fail_routes;
+    }
+    for (size_t i = 0; i < sizeof(post_ops) / sizeof(post_ops[0]); i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/v1/%s", post_ops[i]);
+        if ((rc = add_route(h, path, R_OP, post_ops[i])) != SC_OK) {
+            goto fail_routes;
+        }
+    }
+    int rv = nng_http_server_start(h->srv);
+    if (rv != 0) {
+        fprintf(stderr, "semcached: cannot listen on %s: %s\n", urlbuf,
+                nng_strerror(rv));
+        rc = SC_EIO;
+        goto fail_routes;
+    }
+    nng_url_free(url);
+    *out = h;
+    return SC_OK;
+
+fail_routes:
+    nng_http_server_release(h->srv); /* frees the routes added */
+    wait_routes(h);
+fail_hold:
+    if (h->own_metrics) {
+        sc_metrics_close(h->metrics);
+        h->own_metrics = false;
+    }
+fail_metrics:
+    nng_url_free(url);
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+    return rc;
+}
+
+void sc_http_close(sc_http *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    nng_http_server_stop(h->srv);
+    nng_http_server_release(h->srv);
+    wait_routes(h);
+    http_free(h);
+}
+
+sc_metrics *sc_http_metrics(sc_http *h)
+{
+    return h->metrics;
+}

@@ -1,0 +1,72 @@
+/* http.h - the HTTP front of semcached (docs/HTTP.md), on nng's HTTP server:
+ * GET /healthz, /metrics (Prometheus text), /report (JSON), and POST /v1/<op>
+ * taking and returning JSON. A JSON body is parsed with libjansson and
+ * translated into the msgpack request of docs/PROTOCOL.md, which goes
+ * through the one request decoder there is (sc_dispatch_handle); its reply
+ * is translated back. Nothing here validates a field the dispatcher checks. */
+#ifndef SC_HTTP_H
+#define SC_HTTP_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "cache/cache.h"
+#include "common/sc_error.h"
+#include "proto/dispatch.h"
+#include "proto/metrics.h"
+
+#define SC_HTTP_DEFAULT_BODY_MAX (4u << 20)
+/* A request body must arrive within this long of its headers. */
+#define SC_HTTP_BODY_TIMEOUT_MS 10000
+
+/* Writes text to out (an in-memory stream; what is written goes on the
+ * page as it is). Called from nng's threads, possibly several at once. A
+ * return other than SC_OK makes the request answer 500. */
+typedef sc_err (*sc_http_write_fn)(void *arg, FILE *out);
+
+typedef struct sc_http_config {
+    /* "HOST:PORT" ("127.0.0.1:8080", "[::1]:8080") or "http://HOST:PORT";
+     * borrowed for sc_http_open. Port 0 is refused. */
+    const char *addr;
+    sc_dispatch *dispatch; /* borrowed; must outlive the sc_http */
+    sc_cache *cache;       /* borrowed, the dispatcher's; must outlive it */
+    size_t body_max;       /* largest POST body; 0 = SC_HTTP_DEFAULT_BODY_MAX */
+    /* Where request latencies go (borrowed; must outlive the sc_http), so
+     * that one recorder holds both fronts' and /metrics shows both. NULL =
+     * the sc_http makes one of its own, reachable with sc_http_metrics. */
+    sc_metrics *metrics;
+    /* Optional: appends lines to /metrics after the cache's and the
+     * latency histograms (the cost ledger's dollars, say). Each metric it
+     * writes needs its own # HELP and # TYPE lines before its samples, and
+     * a name no other part of the page uses; label values through
+     * sc_metrics_put_label. */
+    sc_http_write_fn metrics_hook;
+    /* Optional: writes the whole body of GET /report, one JSON object.
+     * NULL = the cache's statistics: {"server", "total", "namespaces"}. */
+    sc_http_write_fn report_hook;
+    void *hook_arg; /* passed to both hooks; borrowed */
+} sc_http_config;
+
+typedef struct sc_http sc_http;
+
+/* Listens on cfg->addr and starts serving (cfg is copied). On success *out
+ * is the caller's, closed with sc_http_close; on failure *out is untouched
+ * and nothing is left listening. Errors: SC_EINVAL (no dispatcher or
+ * cache, a bad address), SC_EIO (listen failed: the port is taken, or
+ * another sc_http of this process serves it),
+ * SC_ENOMEM. */
+sc_err sc_http_open(const sc_http_config *cfg, sc_http **out);
+
+/* Stops listening, drops every connection, waits until no handler is
+ * running, then frees h. Afterwards the dispatcher and cache may go. */
+void sc_http_close(sc_http *h);
+
+/* The latency recorder h writes to (cfg->metrics, or its own); valid
+ * until sc_http_close. */
+sc_metrics *sc_http_metrics(sc_http *h);
+
+/* The HTTP status of a wire error code ("bad_request" -> 400, ...; see
+ * docs/HTTP.md); an unknown code is 500. */
+int sc_http_status_of(const char *code);
+
+#endif

@@ -1,0 +1,1169 @@
+/* test_http.c - the HTTP front (proto/http.h) in-process: a cache, a
+ * dispatcher and an sc_http on 127.0.0.1, spoken to in plain HTTP/1.1 over
+ * a socket. JSON lookups and inserts (exact, semantic, binary and NUL
+ * responses, batches), malformed and hostile bodies, size caps, routing
+ * errors, keep-alive and pipelining, a body that trickles in, /report, and
+ * /metrics read by a strict checker of the Prometheus text format whose
+ * numbers must match the cache's own statistics. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "proto/http.h"
+#include "test_util.h"
+
+static int port;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t n = sizeof(a);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &n) != 0) {
+        perror("free_port");
+        exit(1);
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int connect_to(int p)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(p)};
+    struct timeval tv = {.tv_sec = 10};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
+        if (k <= 0) {
+            return; /* the server may close early (413): fine */
+        }
+        c += k;
+        n -= (size_t)k;
+    }
+}
+
+typedef struct resp {
+    int status;
+    char ctype[128];
+    char conn[64];
+    char *body; /* NUL-terminated */
+    size_t len;
+} resp;
+
+static void resp_free(resp *r)
+{
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Reads one response off fd (buffered in *buf / *have across calls). */
+static int read_resp(int fd, char **buf, size_t *have, resp *r)
+{
+    memset(r, 0, sizeof(*r));
+    for (;;) {
+        char *end = *have > 0 ? memmem(*buf, *have, "\r\n\r\n", 4) : NULL;
+        if (end != NULL) {
+            size_t hlen = (size_t)(end - *buf) + 4;
+            size_t clen = 0;
+            char *hdr = strndup(*buf, hlen);
+            if (sscanf(hdr, "HTTP/1.%*d %d", &r->status) != 1) {
+                free(hdr);
+                return -1;
+            }
+            for (char *l = strstr(hdr, "\r\n"); l != NULL;
+                 l = strstr(l + 2, "\r\n")) {
+                char *v = l + 2;
+                if (strncasecmp(v, "Content-Length:", 15) == 0) {
+                    clen = strtoul(v + 15, NULL, 10);
+                } else if (strncasecmp(v, "Content-Type:", 13) == 0) {
+                    sscanf(v + 13, " %127[^\r]", r->ctype);
+                } else if (strncasecmp(v, "Connection:", 11) == 0) {
+                    sscanf(v + 11, " %63[^\r]", r->conn);
+                }
+            }
+            free(hdr);
+            while (*have < hlen + clen) {
+                char tmp[65536];
+                ssize_t k = recv(fd, tmp, sizeof(tmp), 0);
+                if (k <= 0) {
+                    return -1;
+                }
+                *buf = realloc(*buf, *have + (size_t)k + 1);
+                memcpy(*buf + *have, tmp, (size_t)k);
+                *have += (size_t)k;
+            }
+            r->body = malloc(clen + 1);
+            memcpy(r->body, *buf + hlen, clen);
+            r->body[clen] = '\0';
+            r->len = clen;
+            memmove(*buf, *buf + hlen + clen, *have - hlen - clen);
+            *have -= hlen + clen;
+            return 0;
+        }
+        char tmp[65536];
+        ssize_t k = recv(fd, tmp, sizeof(tmp), 0);
+        if (k <= 0) {
+            return -1;
+        }
+        *buf = realloc(*buf, *have + (size_t)k + 1);
+        memcpy(*buf + *have, tmp, (size_t)k);
+        *have += (size_t)k;
+    }
+}
+
+/* One request on a fresh connection; extra: more header lines. */
+static int http_to(int p, const char *method, const char *path,
+                   const char *extra, const char *body, size_t blen, resp *r)
+{
+    int fd = connect_to(p);
+    if (fd < 0) {
+        return -1;
+    }
+    char head[1024];
+    int hn = snprintf(head, sizeof(head),
+                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: "
+                      "close\r\n%s",
+                      method, path, extra != NULL ? extra : "");
+    if (body != NULL) {
+        hn += snprintf(head + hn, sizeof(head) - (size_t)hn,
+                       "Content-Length: %zu\r\n", blen);
+    }
+    hn += snprintf(head + hn, sizeof(head) - (size_t)hn, "\r\n");
+    send_all(fd, head, (size_t)hn);
+    if (body != NULL) {
+        send_all(fd, body, blen);
+    }
+    char *buf = NULL;
+    size_t have = 0;
+    int rc = read_resp(fd, &buf, &have, r);
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+static int http(const char *method, const char *path, const char *body, resp *r)
+{
+    return http_to(port, method, path, NULL, body,
+                   body != NULL ? strlen(body) : 0, r);
+}
+
+/* POSTs body to /v1/<op>; returns the parsed reply (or NULL), status. */
+static json_t *post(const char *op, const char *body, int *status)
+{
+    char path[64];
+    resp r;
+    snprintf(path, sizeof(path), "/v1/%s", op);
+    *status = -1;
+    if (http("POST", path, body, &r) != 0) {
+        return NULL;
+    }
+    *status = r.status;
+    json_error_t e;
+    json_t *j = json_loadb(r.body, r.len, JSON_ALLOW_NUL, &e);
+    if (j == NULL) {
+        fprintf(stderr, "reply is not JSON: %s\n", r.body);
+    }
+    if (strncmp(r.ctype, "application/json", 16) != 0) {
+        fprintf(stderr, "content type %s\n", r.ctype);
+        json_decref(j);
+        j = NULL;
+    }
+    resp_free(&r);
+    return j;
+}
+
+static const char *err_code(json_t *j)
+{
+    return json_string_value(
+        json_object_get(json_object_get(j, "error"), "code"));
+}
+
+/* Expects a refusal: status and error code. */
+static void expect_error(const char *op, const char *body, int status,
+                         const char *code)
+{
+    int st;
+    json_t *j = post(op, body, &st);
+    CHECK_EQ_INT(st, status);
+    CHECK(j != NULL && json_is_false(json_object_get(j, "ok")));
+    const char *c = err_code(j);
+    CHECK(c != NULL && strcmp(c, code) == 0);
+    if (c == NULL || strcmp(c, code) != 0 || st != status) {
+        fprintf(stderr, "  body %.80s: got %d %s\n", body, st,
+                c != NULL ? c : "(none)");
+    }
+    json_decref(j);
+}
+
+/* ---- a strict Prometheus text (0.0.4) checker ------------------------ */
+
+typedef struct sample {
+    char family[96];
+    char name[128];
+    char labels[512]; /* as written, le included */
+    char series[512]; /* the labels without le */
+    double le;        /* NAN when there is no le label */
+    double value;
+} sample;
+
+typedef struct prom {
+    sample *s;
+    size_t n;
+    char families[128][96];
+    char types[128][16];
+    size_t nfam;
+    char unescaped[256]; /* the last value of label "probe" */
+} prom;
+
+static bool name_ok(const char *s, size_t n, bool label)
+{
+    if (n == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                     c == '_' || (!label && c == ':');
+        if (!alpha && !(i > 0 && c >= '0' && c <= '9')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool parse_value(const char *s, double *v)
+{
+    if (strcmp(s, "+Inf") == 0) {
+        *v = INFINITY;
+        return true;
+    }
+    if (strcmp(s, "-Inf") == 0) {
+        *v = -INFINITY;
+        return true;
+    }
+    if (strcmp(s, "NaN") == 0) {
+        *v = NAN;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    *v = strtod(s, &end);
+    return *s != '\0' && *end == '\0' && errno == 0 && strchr(s, ' ') == NULL;
+}
+
+/* Parses {k="v",...} at *pp into smp; returns false on any flaw. */
+static bool parse_labels(const char **pp, sample *smp, prom *p)
+{
+    const char *s = *pp + 1;
+    char seen[8][64];
+    int nseen = 0;
+    size_t ln = 0, sn = 0;
+    smp->le = NAN;
+    while (*s != '}') {
+        const char *k = s;
+        while (*s != '=' && *s != '\0') {
+            s++;
+        }
+        size_t kn = (size_t)(s - k);
+        if (*s != '=' || s[1] != '"' || !name_ok(k, kn, true) || kn >= 64 ||
+            nseen == 8) {
+            return false;
+        }
+        for (int i = 0; i < nseen; i++) {
+            if (strlen(seen[i]) == kn && memcmp(seen[i], k, kn) == 0) {
+                return false; /* duplicate label */
+            }
+        }
+        memcpy(seen[nseen], k, kn);
+        seen[nseen++][kn] = '\0';
+        s += 2;
+        char val[256];
+        size_t vn = 0;
+        const char *vstart = s;
+        while (*s != '"') {
+            if (*s == '\0' || vn + 1 >= sizeof(val)) {
+                return false;
+            }
+            if (*s == '\\') {
+                s++;
+                if (*s == '\\' || *s == '"') {
+                    val[vn++] = *s;
+                } else if (*s == 'n') {
+                    val[vn++] = '\n';
+                } else {
+                    return false;
+                }
+            } else {
+                val[vn++] = *s;
+            }
+            s++;
+        }
+        val[vn] = '\0';
+        size_t raw = (size_t)(s - vstart);
+        s++; /* the closing quote */
+        if (kn == 2 && memcmp(k, "le", 2) == 0) {
+            if (!parse_value(val, &smp->le)) {
+                return false;
+            }
+        } else {
+            sn += (size_t)snprintf(smp->series + sn, sizeof(smp->series) - sn,
+                                   "%s%.*s=\"%.*s\"", sn > 0 ? "," : "",
+                                   (int)kn, k, (int)raw, vstart);
+        }
+        if (kn == 5 && memcmp(k, "probe", 5) == 0) {
+            snprintf(p->unescaped, sizeof(p->unescaped), "%s", val);
+        }
+        if (*s == ',') {
+            s++;
+            if (*s == '}') {
+                return false; /* we never write a trailing comma */
+            }
+        } else if (*s != '}') {
+            return false;
+        }
+    }
+    ln = (size_t)(s - (*pp + 1));
+    if (ln >= sizeof(smp->labels)) {
+        return false;
+    }
+    memcpy(smp->labels, *pp + 1, ln);
+    smp->labels[ln] = '\0';
+    *pp = s + 1;
+    return true;
+}
+
+static bool prom_quiet; /* the checker's own tests expect flaws */
+
+static int fam_index(prom *p, const char *f)
+{
+    for (size_t i = 0; i < p->nfam; i++) {
+        if (strcmp(p->families[i], f) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* Checks the whole page; returns the number of flaws (and says each). */
+static int prom_check(const char *text, prom *p)
+{
+    int flaws = 0, line_no = 0;
+    char cur[96] = "", help_for[96] = "";
+    bool cur_typed = false;
+    memset(p, 0, sizeof(*p));
+    const char *l = text;
+    size_t cap = 0;
+#define FLAW(...)                                                              \
+    do {                                                                       \
+        if (!prom_quiet) {                                                     \
+            fprintf(stderr, "metrics line %d: ", line_no);                     \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fputc('\n', stderr);                                               \
+        }                                                                      \
+        flaws++;                                                               \
+    } while (0)
+    while (*l != '\0') {
+        const char *nl = strchr(l, '\n');
+        line_no++;
+        if (nl == NULL) {
+            FLAW("the page does not end in a newline");
+            break;
+        }
+        char line[2048];
+        size_t n = (size_t)(nl - l);
+        if (n >= sizeof(line)) {
+            FLAW("line too long");
+            l = nl + 1;
+            continue;
+        }
+        memcpy(line, l, n);
+        line[n] = '\0';
+        l = nl + 1;
+        if (n == 0) {
+            FLAW("empty line");
+            continue;
+        }
+        if (line[0] == '#') {
+            char kind[8], name[96];
+            int off = 0;
+            if (sscanf(line, "# %7s %95s %n", kind, name, &off) < 2 ||
+                !name_ok(name, strlen(name), false)) {
+                FLAW("bad comment line: %s", line);
+                continue;
+            }
+            if (strcmp(kind, "HELP") == 0) {
+                if (fam_index(p, name) >= 0 || strcmp(help_for, name) == 0) {
+                    FLAW("HELP again for %s", name);
+                }
+                if (off == 0 || line[off] == '\0') {
+                    FLAW("empty HELP for %s", name);
+                }
+                snprintf(help_for, sizeof(help_for), "%s", name);
+            } else if (strcmp(kind, "TYPE") == 0) {
+                const char *t = line + off;
+                if (strcmp(help_for, name) != 0) {
+                    FLAW("TYPE %s without its HELP just before", name);
+                }
+                if (fam_index(p, name) >= 0 || p->nfam == 128) {
+                    FLAW("TYPE again for %s", name);
+                    continue;
+                }
+                if (strcmp(t, "counter") && strcmp(t, "gauge") &&
+                    strcmp(t, "histogram") && strcmp(t, "summary") &&
+                    strcmp(t, "untyped")) {
+                    FLAW("bad type %s", t);
+                }
+                snprintf(p->families[p->nfam], 96, "%s", name);
+                snprintf(p->types[p->nfam], 16, "%s", t);
+                p->nfam++;
+                snprintf(cur, sizeof(cur), "%s", name);
+                cur_typed = true;
+            } else {
+                FLAW("unknown comment %s", kind);
+            }
+            continue;
+        }
+        sample smp;
+        memset(&smp, 0, sizeof(smp));
+        const char *s = line;
+        while (*s != '{' && *s != ' ' && *s != '\0') {
+            s++;
+        }
+        size_t nn = (size_t)(s - line);
+        if (!name_ok(line, nn, false) || nn >= sizeof(smp.name)) {
+            FLAW("bad metric name: %s", line);
+            continue;
+        }
+        memcpy(smp.name, line, nn);
+        smp.le = NAN;
+        if (*s == '{' && !parse_labels(&s, &smp, p)) {
+            FLAW("bad labels: %s", line);
+            continue;
+        }
+        if (*s != ' ' || !parse_value(s + 1, &smp.value)) {
+            FLAW("bad value: %s", line);
+            continue;
+        }
+        /* Which family: the one typed last, which must own this name. */
+        int fi = fam_index(p, cur);
+        if (!cur_typed || fi < 0) {
+            FLAW("sample before any TYPE: %s", line);
+            continue;
+        }
+        const char *type = p->types[fi];
+        size_t cl = strlen(cur);
+        bool own = strcmp(smp.name, cur) == 0;
+        if (strcmp(type, "histogram") == 0) {
+            own = strncmp(smp.name, cur, cl) == 0 &&
+                  (strcmp(smp.name + cl, "_bucket") == 0 ||
+                   strcmp(smp.name + cl, "_sum") == 0 ||
+                   strcmp(smp.name + cl, "_count") == 0);
+            if (own && strcmp(smp.name + cl, "_bucket") == 0 && isnan(smp.le)) {
+                FLAW("bucket without le: %s", line);
+            }
+        }
+        if (!own) {
+            FLAW("sample %s outside its family (current %s)", smp.name, cur);
+            continue;
+        }
+        snprintf(smp.family, sizeof(smp.family), "%s", cur);
+        if (p->n == cap) {
+            cap = cap ? cap * 2 : 256;
+            p->s = realloc(p->s, cap * sizeof(*p->s));
+        }
+        p->s[p->n++] = smp;
+    }
+    /* Histograms: per series, buckets ascending in le with counts never
+     * falling, the last one +Inf, equal to _count; a _sum. */
+    for (size_t f = 0; f < p->nfam; f++) {
+        if (strcmp(p->types[f], "histogram") != 0) {
+            continue;
+        }
+        const char *fam = p->families[f];
+        size_t cl = strlen(fam);
+        for (size_t i = 0; i < p->n; i++) {
+            sample *a = &p->s[i];
+            if (strcmp(a->family, fam) != 0 ||
+                strcmp(a->name + cl, "_count") != 0) {
+                continue;
+            }
+            double last_le = -INFINITY, last_v = -1, inf_v = -1;
+            bool sum = false;
+            for (size_t k = 0; k < p->n; k++) {
+                sample *b = &p->s[k];
+                if (strcmp(b->family, fam) != 0 ||
+                    strcmp(b->series, a->series) != 0) {
+                    continue;
+                }
+                if (strcmp(b->name + cl, "_sum") == 0) {
+                    sum = true;
+                } else if (strcmp(b->name + cl, "_bucket") == 0) {
+                    if (!(b->le > last_le) || b->value < last_v) {
+                        if (!prom_quiet) {
+                            fprintf(stderr, "%s{%s}: buckets out of order\n",
+                                    fam, a->series);
+                        }
+                        flaws++;
+                    }
+                    last_le = b->le;
+                    last_v = b->value;
+                    if (isinf(b->le)) {
+                        inf_v = b->value;
+                    }
+                }
+            }
+            if (!isinf(last_le) || inf_v != a->value || !sum) {
+                if (!prom_quiet) {
+                    fprintf(stderr, "%s{%s}: +Inf %g, _count %g, sum %d\n", fam,
+                            a->series, inf_v, a->value, sum);
+                }
+                flaws++;
+            }
+        }
+    }
+#undef FLAW
+    return flaws;
+}
+
+/* The value of sample name{labels}, or NAN. */
+static double prom_get(const prom *p, const char *name, const char *labels)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        if (strcmp(p->s[i].name, name) == 0 &&
+            strcmp(p->s[i].labels, labels) == 0) {
+            return p->s[i].value;
+        }
+    }
+    return NAN;
+}
+
+/* ---- hooks ---------------------------------------------------------- */
+
+static const char probe[] = "a\"b\\c\nd";
+
+static sc_err metrics_hook(void *arg, FILE *out)
+{
+    (void)arg;
+    fputs("# HELP semcache_test_probe A label value that needs escaping.\n"
+          "# TYPE semcache_test_probe gauge\nsemcache_test_probe{probe=",
+          out);
+    sc_metrics_put_label(out, probe);
+    fputs("} 1\n", out);
+    return SC_OK;
+}
+
+static sc_err failing_hook(void *arg, FILE *out)
+{
+    (void)arg;
+    (void)out;
+    return SC_EIO;
+}
+
+static sc_err report_hook(void *arg, FILE *out)
+{
+    (void)arg;
+    fputs("{\"dollars_saved\": 1.5}\n", out);
+    return SC_OK;
+}
+
+/* ---- tests ---------------------------------------------------------- */
+
+static void test_healthz(void)
+{
+    resp r;
+    CHECK(http("GET", "/healthz", NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body != NULL && strstr(r.body, "\"ok\":true") != NULL);
+    resp_free(&r);
+}
+
+static void test_insert_lookup(void)
+{
+    int st;
+    json_t *j = post("insert",
+                     "{\"ns\":\"faq\",\"text\":\"return policy?\","
+                     "\"vec\":[0.6,0.8,0],\"response\":\"30 days\","
+                     "\"model\":\"gpt-x\",\"input_tokens\":12}",
+                     &st);
+    CHECK_EQ_INT(st, 200);
+    CHECK(json_is_true(json_object_get(j, "ok")));
+    json_t *res = json_object_get(j, "result");
+    CHECK_EQ_INT(json_integer_value(json_object_get(res, "entry")), 1);
+    json_decref(j);
+
+    /* The id comes back; the exact layer answers normalised text. */
+    j = post("lookup",
+             "{\"id\":7,\"ns\":\"faq\",\"text\":\"  Return   POLICY?\"}", &st);
+    CHECK_EQ_INT(st, 200);
+    CHECK_EQ_INT(json_integer_value(json_object_get(j, "id")), 7);
+    res = json_object_get(j, "result");
+    CHECK(json_is_true(json_object_get(res, "hit")));
+    CHECK(strcmp(json_string_value(json_object_get(res, "layer")), "exact") ==
+          0);
+    CHECK(strcmp(json_string_value(json_object_get(res, "response")),
+                 "30 days") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(res, "model")), "gpt-x") ==
+          0);
+    CHECK_EQ_INT(json_integer_value(json_object_get(res, "input_tokens")), 12);
+    CHECK(json_number_value(json_object_get(res, "similarity")) == 1.0);
+    json_decref(j);
+
+    /* The semantic layer, as in docs/PROTOCOL.md section 6. */
+    j = post("lookup", "{\"ns\":\"faq\",\"vec\":[0.6,0.79,0.05]}", &st);
+    CHECK_EQ_INT(st, 200);
+    res = json_object_get(j, "result");
+    CHECK(json_is_true(json_object_get(res, "hit")));
+    CHECK(strcmp(json_string_value(json_object_get(res, "layer")),
+                 "semantic") == 0);
+    CHECK(fabs(json_number_value(json_object_get(res, "similarity")) -
+               0.99871) < 1e-5);
+    CHECK(json_is_null(json_object_get(res, "reason")));
+    CHECK_EQ_INT(json_object_size(res), 13);
+    CHECK_EQ_INT(json_integer_value(json_object_get(res, "hit_count")), 2);
+    json_decref(j);
+
+    /* A miss: the first five keys only. */
+    j = post("lookup", "{\"ns\":\"faq\",\"vec\":[0,0,1]}", &st);
+    CHECK_EQ_INT(st, 200);
+    res = json_object_get(j, "result");
+    CHECK(json_is_false(json_object_get(res, "hit")));
+    CHECK(strcmp(json_string_value(json_object_get(res, "reason")),
+                 "below_threshold") == 0);
+    CHECK_EQ_INT(json_object_size(res), 5);
+    json_decref(j);
+
+    /* An unknown namespace is a miss, not an error. */
+    j = post("lookup", "{\"ns\":\"nope\",\"vec\":[0,0,1]}", &st);
+    CHECK_EQ_INT(st, 200);
+    res = json_object_get(j, "result");
+    CHECK(strcmp(json_string_value(json_object_get(res, "reason")),
+                 "no_namespace") == 0);
+    json_decref(j);
+}
+
+static void test_binary_responses(void)
+{
+    int st;
+    /* Bytes that are not UTF-8 go in and come out as base64. */
+    json_t *j = post("insert",
+                     "{\"ns\":\"bin\",\"vec\":[1,0],"
+                     "\"response_base64\":\"//4AAQ==\"}",
+                     &st);
+    CHECK_EQ_INT(st, 200);
+    json_decref(j);
+    j = post("lookup", "{\"ns\":\"bin\",\"vec\":[1,0]}", &st);
+    json_t *res = json_object_get(j, "result");
+    CHECK(json_object_get(res, "response") == NULL);
+    const char *b = json_string_value(json_object_get(res, "response_base64"));
+    CHECK(b != NULL && strcmp(b, "//4AAQ==") == 0);
+    json_decref(j);
+
+    /* A NUL inside a JSON string is kept, byte for byte. */
+    j = post("insert",
+             "{\"ns\":\"bin\",\"vec\":[0,1],\"response\":\"a\\u0000b\"}", &st);
+    CHECK_EQ_INT(st, 200);
+    json_decref(j);
+    j = post("lookup", "{\"ns\":\"bin\",\"vec\":[0,1]}", &st);
+    res = json_object_get(j, "result");
+    json_t *r = json_object_get(res, "response");
+    CHECK(r != NULL && json_string_length(r) == 3 &&
+          memcmp(json_string_value(r), "a\0b", 3) == 0);
+    json_decref(j);
+
+    /* Both forms, or bad base64: refused. */
+    expect_error("insert",
+                 "{\"ns\":\"bin\",\"vec\":[1,1],\"response\":\"x\","
+                 "\"response_base64\":\"eA==\"}",
+                 400, "bad_request");
+    expect_error("insert",
+                 "{\"ns\":\"bin\",\"vec\":[1,1],\"response_base64\":\"e!==\"}",
+                 400, "bad_request");
+    expect_error("insert",
+                 "{\"ns\":\"bin\",\"vec\":[1,1],\"response_base64\":\"eA=\"}",
+                 400, "bad_request");
+}
+
+static void test_batches_and_ops(void)
+{
+    int st;
+    json_t *j = post("lookup_batch",
+                     "{\"ns\":\"faq\",\"items\":[{\"vec\":[0.6,0.8,0]},"
+                     "{\"vec\":[1,0]}]}",
+                     &st);
+    CHECK_EQ_INT(st, 200);
+    json_t *rs = json_object_get(json_object_get(j, "result"), "results");
+    CHECK_EQ_INT(json_array_size(rs), 2);
+    CHECK(json_is_true(json_object_get(json_array_get(rs, 0), "ok")));
+    CHECK(json_is_false(json_object_get(json_array_get(rs, 1), "ok")));
+    CHECK(strcmp(err_code(json_array_get(rs, 1)), "dim") == 0);
+    json_decref(j);
+
+    j = post("insert_batch",
+             "{\"ns\":\"faq\",\"items\":[{\"vec\":[0,1,0],\"response\":\"a\"},"
+             "{\"vec\":[0,0.1,1],\"response\":\"b\"}]}",
+             &st);
+    CHECK_EQ_INT(st, 200);
+    rs = json_object_get(json_object_get(j, "result"), "results");
+    CHECK_EQ_INT(json_array_size(rs), 2);
+    json_int_t e2 = json_integer_value(json_object_get(
+        json_object_get(json_array_get(rs, 1), "result"), "entry"));
+    CHECK(e2 > 0);
+    json_decref(j);
+
+    char body[64];
+    snprintf(body, sizeof(body), "{\"entry\":%lld}", (long long)e2);
+    j = post("delete", body, &st);
+    CHECK_EQ_INT(st, 200);
+    json_decref(j);
+    expect_error("delete", body, 404, "not_found");
+    expect_error("feedback", "{\"entry\":999999}", 404, "not_found");
+
+    /* No body at all: no fields. */
+    j = post("ping", NULL, &st);
+    CHECK_EQ_INT(st, 200);
+    json_decref(j);
+    j = post("ns_list", "", &st);
+    CHECK_EQ_INT(st, 200);
+    CHECK(json_array_size(json_object_get(json_object_get(j, "result"),
+                                          "namespaces")) >= 2);
+    json_decref(j);
+
+    j = post("ns_create", "{\"ns\":\"made\",\"threshold\":0.8}", &st);
+    CHECK_EQ_INT(st, 200);
+    json_decref(j);
+    expect_error("ns_create", "{\"ns\":\"made\"}", 409, "namespace_exists");
+    expect_error("ns_drop", "{\"ns\":\"never\"}", 404, "no_namespace");
+    expect_error("stats", "{\"ns\":\"never\"}", 404, "no_namespace");
+    /* Text alone where it would need the (absent) embedder. */
+    expect_error("insert",
+                 "{\"ns\":\"fresh\",\"text\":\"hi\",\"response\":\"x\"}", 503,
+                 "no_embedder");
+    /* A version the server does not speak. */
+    expect_error("ping", "{\"v\":2}", 400, "version");
+}
+
+static void test_malformed(void)
+{
+    /* Truncated: the message says where. */
+    int st;
+    json_t *j = post("lookup", "{\"ns\": \"faq\"", &st);
+    CHECK_EQ_INT(st, 400);
+    CHECK(strcmp(err_code(j), "bad_request") == 0);
+    const char *m = json_string_value(
+        json_object_get(json_object_get(j, "error"), "message"));
+    CHECK(m != NULL && strstr(m, "line 1") != NULL &&
+          strstr(m, "column") != NULL);
+    json_decref(j);
+
+    expect_error("lookup", "[1,2,3]", 400, "bad_request");
+    expect_error("lookup", "\"faq\"", 400, "bad_request");
+    expect_error("lookup", "{} {}", 400, "bad_request");
+    expect_error("lookup", "{\"ns\":\"faq\",\"vec\":[1,0,0],}", 400,
+                 "bad_request");
+    expect_error("lookup", "{\"ns\":NaN}", 400, "bad_request");
+    expect_error("lookup", "{\"ns\":\"faq\",\"vec\":[1e400,0,0]}", 400,
+                 "bad_request"); /* jansson: real number overflow */
+    expect_error("lookup", "{\"ns\":\"faq\",\"id\":123456789012345678901234}",
+                 400, "bad_request");
+    expect_error("lookup", "{\"ns\":\"\xff\xfe\",\"vec\":[1,0,0]}", 400,
+                 "bad_request"); /* not UTF-8 */
+    /* Wrong types, caught by the dispatcher or the translation. */
+    expect_error("lookup", "{\"ns\":5,\"vec\":[1,0,0]}", 400, "bad_request");
+    expect_error("lookup", "{\"ns\":\"faq\",\"vec\":[1,\"0\",0]}", 400,
+                 "bad_request");
+    expect_error("lookup", "{\"ns\":\"faq\",\"vec\":\"AAAA\"}", 400,
+                 "bad_request");
+    expect_error("lookup", "{\"ns\":\"faq\",\"vec\":[]}", 400, "bad_request");
+    expect_error("lookup", "{\"ns\":\"faq\",\"vec\":[1e39,0,0]}", 400, "range");
+    expect_error("lookup", "{\"ns\":\"faq\",\"vec\":[0,0,0]}", 400,
+                 "zero_vector");
+    expect_error("lookup", "{\"ns\":\"faq\",\"vec\":[1,0]}", 400, "dim");
+    expect_error("lookup", "{\"ns\":\"faq\",\"threshold\":2,\"vec\":[1,0,0]}",
+                 400, "range");
+    expect_error("insert", "{\"ns\":\"faq\",\"vec\":[1,0,0],\"response\":5}",
+                 400, "bad_request");
+    expect_error("insert",
+                 "{\"ns\":\"faq\",\"vec\":[1,0,0],\"response\":\"x\","
+                 "\"input_tokens\":-3}",
+                 400, "bad_request");
+    expect_error("lookup", "{\"ns\":\"fa\\u0000q\",\"vec\":[1,0,0]}", 400,
+                 "too_big"); /* a NUL in a name */
+    expect_error("insert", "{\"op\":\"lookup\",\"ns\":\"faq\"}", 400,
+                 "bad_request");
+    expect_error("lookup_batch", "{\"items\":[]}", 400, "bad_request");
+
+    /* Too deep, even inside a key nobody reads. */
+    char deep[1024];
+    size_t n = (size_t)snprintf(deep, sizeof(deep), "{\"x\":");
+    for (int i = 0; i < 40; i++) {
+        deep[n++] = '[';
+    }
+    for (int i = 0; i < 40; i++) {
+        deep[n++] = ']';
+    }
+    deep[n++] = '}';
+    deep[n] = '\0';
+    expect_error("lookup", deep, 400, "bad_request");
+
+    /* A vector of 5000 numbers: over the dimension cap. */
+    size_t cap = 5000 * 2 + 64;
+    char *big = malloc(cap);
+    n = (size_t)snprintf(big, cap, "{\"ns\":\"faq\",\"vec\":[");
+    for (int i = 0; i < 5000; i++) {
+        n += (size_t)snprintf(big + n, cap - n, i ? ",1" : "1");
+    }
+    snprintf(big + n, cap - n, "]}");
+    expect_error("lookup", big, 400, "bad_request");
+    free(big);
+}
+
+static void test_http_errors(void)
+{
+    resp r;
+    /* Over body_max (64 KiB here): 413, whatever the body holds. */
+    size_t bn = 100000;
+    char *body = malloc(bn);
+    memset(body, ' ', bn);
+    CHECK(http_to(port, "POST", "/v1/lookup", NULL, body, bn, &r) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    CHECK(strstr(r.body, "too_big") != NULL);
+    CHECK(strcasecmp(r.conn, "close") == 0);
+    resp_free(&r);
+    free(body);
+    /* A length that overflows any integer: still 413, nothing allocated. */
+    CHECK(http_to(port, "POST", "/v1/lookup",
+                  "Content-Length: 99999999999999999999999999\r\n", NULL, 0,
+                  &r) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    CHECK(http_to(port, "POST", "/v1/lookup", "Content-Length: 12abc\r\n", NULL,
+                  0, &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    resp_free(&r);
+    CHECK(http_to(port, "POST", "/v1/lookup", "Transfer-Encoding: chunked\r\n",
+                  NULL, 0, &r) == 0);
+    CHECK_EQ_INT(r.status, 411);
+    resp_free(&r);
+    /* Not JSON by its type. */
+    CHECK(http_to(port, "POST", "/v1/lookup",
+                  "Content-Type: application/msgpack\r\n", "{}", 2, &r) == 0);
+    CHECK_EQ_INT(r.status, 415);
+    resp_free(&r);
+    CHECK(http_to(port, "POST", "/v1/ping",
+                  "Content-Type: application/json; charset=utf-8\r\n", "{}", 2,
+                  &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    /* Routing. */
+    CHECK(http("GET", "/nothing", NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    resp_free(&r);
+    CHECK(http("POST", "/v1/no_such_op", "{}", &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    resp_free(&r);
+    CHECK(http("GET", "/v1/lookup", NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 405);
+    resp_free(&r);
+    CHECK(http("POST", "/metrics", "{}", &r) == 0);
+    CHECK_EQ_INT(r.status, 405);
+    resp_free(&r);
+}
+
+/* Two requests in one write on one connection, then a third whose body
+ * trickles in: the body reader must leave the connection in step. */
+static void test_keepalive(void)
+{
+    int fd = connect_to(port);
+    CHECK(fd >= 0);
+    const char *b1 = "{\"ns\":\"faq\",\"vec\":[0.6,0.8,0]}";
+    char req[1024];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/lookup HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: %zu\r\n\r\n%s"
+                     "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                     strlen(b1), b1);
+    send_all(fd, req, (size_t)n);
+    char *buf = NULL;
+    size_t have = 0;
+    resp r;
+    CHECK(read_resp(fd, &buf, &have, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body != NULL && strstr(r.body, "\"hit\":true") != NULL);
+    resp_free(&r);
+    CHECK(read_resp(fd, &buf, &have, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body != NULL && strstr(r.body, "semcached") != NULL);
+    resp_free(&r);
+
+    n = snprintf(req, sizeof(req),
+                 "POST /v1/lookup HTTP/1.1\r\nHost: x\r\n"
+                 "Content-Length: %zu\r\n\r\n",
+                 strlen(b1));
+    send_all(fd, req, (size_t)n);
+    send_all(fd, b1, 10);
+    usleep(200000);
+    send_all(fd, b1 + 10, strlen(b1) - 10);
+    CHECK(read_resp(fd, &buf, &have, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body != NULL && strstr(r.body, "\"layer\":\"exact\"") == NULL &&
+          strstr(r.body, "\"hit\":true") != NULL);
+    resp_free(&r);
+    free(buf);
+    close(fd);
+}
+
+static void *hammer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 40; i++) {
+        int st;
+        json_t *j = post(i % 4 == 0 ? "insert" : "lookup",
+                         i % 4 == 0 ? "{\"ns\":\"load\",\"vec\":[1,2,3],"
+                                      "\"response\":\"r\"}"
+                                    : "{\"ns\":\"load\",\"vec\":[1,2,3.1]}",
+                         &st);
+        CHECK_EQ_INT(st, 200);
+        json_decref(j);
+    }
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        pthread_create(&t[i], NULL, hammer, NULL);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+    }
+}
+
+static void test_metrics(sc_cache *cache, sc_http *h)
+{
+    /* What the lead's nng path will record. */
+    sc_metrics *m = sc_http_metrics(h);
+    sc_metrics_observe(m, SC_METRICS_NNG, "lookup", 0.003);
+    static const uint8_t ping[] = {0x82, 0xa1, 'v', 0x01, 0xa2, 'o',
+                                   'p',  0xa4, 'p', 'i',  'n',  'g'};
+    sc_metrics_observe_request(m, SC_METRICS_NNG, ping, sizeof(ping), 1e-5);
+    sc_metrics_observe_request(m, SC_METRICS_NNG, ping, 3, 1e-5); /* junk */
+
+    resp r;
+    CHECK(http("GET", "/metrics", NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(strncmp(r.ctype, "text/plain; version=0.0.4", 25) == 0);
+    if (getenv("TEST_HTTP_DUMP") != NULL) {
+        fputs(r.body, stdout); /* to see the page */
+    }
+    prom p;
+    int flaws = prom_check(r.body, &p);
+    CHECK_EQ_INT(flaws, 0);
+    CHECK(p.n > 50);
+
+    sc_cache_stats s;
+    CHECK(sc_cache_stats_get(cache, "faq", &s) == SC_OK);
+    CHECK(prom_get(&p, "semcache_lookups_total", "ns=\"faq\"") ==
+          (double)s.lookups);
+    CHECK(prom_get(&p, "semcache_hits_total", "ns=\"faq\",layer=\"exact\"") ==
+          (double)s.exact_hits);
+    CHECK(prom_get(&p, "semcache_hits_total",
+                   "ns=\"faq\",layer=\"semantic\"") == (double)s.semantic_hits);
+    CHECK(prom_get(&p, "semcache_misses_total", "ns=\"faq\"") ==
+          (double)s.misses);
+    CHECK(prom_get(&p, "semcache_entries", "ns=\"faq\"") == (double)s.entries);
+    CHECK(prom_get(&p, "semcache_bytes", "ns=\"faq\"") == (double)s.bytes);
+    CHECK(prom_get(&p, "semcache_deletes_total", "ns=\"faq\"") ==
+          (double)s.deletes);
+    CHECK(prom_get(&p, "semcache_best_similarity_count", "ns=\"faq\"") ==
+          (double)(s.lookups - s.hist[0]));
+    CHECK(s.exact_hits >= 1 && s.semantic_hits >= 1 && s.misses >= 1);
+    /* The 0.99871 semantic hit lies in (0.995, 1]. */
+    double b995 = prom_get(&p, "semcache_best_similarity_bucket",
+                           "ns=\"faq\",le=\"0.995\"");
+    double b1 =
+        prom_get(&p, "semcache_best_similarity_bucket", "ns=\"faq\",le=\"1\"");
+    CHECK(b1 - b995 >= 2); /* the exact hit (1.0) and 0.99871 */
+    sc_cache_stats all;
+    CHECK(sc_cache_stats_get(cache, NULL, &all) == SC_OK);
+    CHECK(prom_get(&p, "semcache_namespaces", "") == (double)all.namespaces);
+
+    /* Latency: every HTTP lookup so far, and the two nng observations. */
+    double hl = prom_get(&p, "semcache_request_duration_seconds_count",
+                         "op=\"lookup\",transport=\"http\"");
+    CHECK(hl >= 10);
+    CHECK(prom_get(&p, "semcache_request_duration_seconds_bucket",
+                   "op=\"lookup\",transport=\"nng\",le=\"0.0025\"") == 0);
+    CHECK(prom_get(&p, "semcache_request_duration_seconds_bucket",
+                   "op=\"lookup\",transport=\"nng\",le=\"0.005\"") == 1);
+    CHECK(prom_get(&p, "semcache_request_duration_seconds_count",
+                   "op=\"ping\",transport=\"nng\"") == 1);
+    CHECK(prom_get(&p, "semcache_request_duration_seconds_count",
+                   "op=\"other\",transport=\"nng\"") == 1);
+    /* The hook's escaped label reads back as it was. */
+    CHECK(strcmp(p.unescaped, probe) == 0);
+    free(p.s);
+    resp_free(&r);
+
+    /* The checker itself catches what it should. */
+    prom q;
+    prom_quiet = true;
+    CHECK(prom_check("# HELP a x\n# TYPE a counter\na 1\n", &q) == 0);
+    free(q.s);
+    CHECK(prom_check("a 1\n", &q) > 0);
+    free(q.s);
+    CHECK(prom_check("# HELP a x\n# TYPE a counter\na{l=\"\\q\"} 1\n", &q) > 0);
+    free(q.s);
+    CHECK(prom_check("# HELP h x\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\n"
+                     "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+                     &q) > 0);
+    free(q.s);
+    CHECK(prom_check("# HELP h x\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\n"
+                     "h_sum 1\nh_count 1\n",
+                     &q) > 0);
+    free(q.s);
+    prom_quiet = false;
+}
+
+static void test_report(sc_cache *cache)
+{
+    resp r;
+    CHECK(http("GET", "/report", NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    CHECK(j != NULL);
+    sc_cache_stats s;
+    CHECK(sc_cache_stats_get(cache, "faq", &s) == SC_OK);
+    json_t *faq = json_object_get(json_object_get(j, "namespaces"), "faq");
+    CHECK(json_integer_value(json_object_get(faq, "lookups")) ==
+          (json_int_t)s.lookups);
+    CHECK(json_integer_value(json_object_get(faq, "entries")) ==
+          (json_int_t)s.entries);
+    CHECK(json_array_size(json_object_get(faq, "histogram")) >= 2);
+    CHECK(json_is_object(json_object_get(j, "total")));
+    json_decref(j);
+    resp_free(&r);
+}
+
+/* A second front with hooks: /report from the hook, /metrics refused when
+ * the hook fails; and a second open of a taken address fails cleanly. */
+static void test_hooks(sc_cache *cache, sc_dispatch *d)
+{
+    int p2 = free_port();
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", p2);
+    sc_http_config cfg = {.addr = addr,
+                          .dispatch = d,
+                          .cache = cache,
+                          .report_hook = report_hook,
+                          .metrics_hook = failing_hook};
+    sc_http *h2 = NULL;
+    CHECK(sc_http_open(&cfg, &h2) == SC_OK);
+    resp r;
+    CHECK(http_to(p2, "GET", "/report", NULL, NULL, 0, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(strstr(r.body, "dollars_saved") != NULL);
+    resp_free(&r);
+    CHECK(http_to(p2, "GET", "/metrics", NULL, NULL, 0, &r) == 0);
+    CHECK_EQ_INT(r.status, 500);
+    resp_free(&r);
+    sc_http *h3 = NULL;
+    CHECK(sc_http_open(&cfg, &h3) == SC_EIO);
+    CHECK(h3 == NULL);
+    sc_http_close(h2);
+
+    /* A port some other socket holds. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(p2)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+          listen(fd, 1) == 0);
+    CHECK(sc_http_open(&cfg, &h3) == SC_EIO);
+    close(fd);
+
+    cfg.addr = "127.0.0.1";
+    CHECK(sc_http_open(&cfg, &h3) == SC_EINVAL);
+    cfg.addr = "127.0.0.1:0";
+    CHECK(sc_http_open(&cfg, &h3) == SC_EINVAL);
+    cfg.addr = "tcp://127.0.0.1:80";
+    CHECK(sc_http_open(&cfg, &h3) == SC_EINVAL);
+    cfg.addr = addr;
+    cfg.dispatch = NULL;
+    CHECK(sc_http_open(&cfg, &h3) == SC_EINVAL);
+}
+
+int main(void)
+{
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.text_needs_embedder = true;
+    sc_cache *cache = NULL;
+    sc_dispatch *d = NULL;
+    sc_http *h = NULL;
+    if (sc_cache_open(&cc, &cache) != SC_OK ||
+        sc_dispatch_open(cache, &d) != SC_OK) {
+        fprintf(stderr, "cannot open the cache\n");
+        return 1;
+    }
+    port = free_port();
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    sc_http_config cfg = {.addr = addr,
+                          .dispatch = d,
+                          .cache = cache,
+                          .body_max = 64 << 10,
+                          .metrics_hook = metrics_hook};
+    if (sc_http_open(&cfg, &h) != SC_OK) {
+        fprintf(stderr, "cannot open the HTTP front on %s\n", addr);
+        return 1;
+    }
+    test_healthz();
+    test_insert_lookup();
+    test_binary_responses();
+    test_batches_and_ops();
+    test_malformed();
+    test_http_errors();
+    test_keepalive();
+    test_concurrent();
+    test_metrics(cache, h);
+    test_report(cache);
+    test_hooks(cache, d);
+    test_healthz(); /* still serving after all of it */
+
+    /* Close with a body half sent: the read is dropped, close returns. */
+    int fd = connect_to(port);
+    const char *half = "POST /v1/lookup HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Length: 100\r\n\r\n{\"ns\":";
+    send_all(fd, half, strlen(half));
+    usleep(100000);
+    sc_http_close(h);
+    close(fd);
+    sc_dispatch_close(d);
+    sc_cache_close(cache);
+    return test_summary("http");
+}
