@@ -35,6 +35,7 @@ void sc_config_fini(sc_config *cfg)
         free(cfg->listen[i]);
     }
     free(cfg->tls_cert);
+    free(cfg->http);
     free(cfg->data_dir);
     free(cfg->embed_table);
     free(cfg->ns);
@@ -282,6 +283,8 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 }
             } else if (strcmp(k, "tls_cert") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->tls_cert);
+            } else if (strcmp(k, "http") == 0) {
+                rc = get_str(&x, k, v, 1024, &cfg->http);
             } else if (strcmp(k, "data_dir") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->data_dir);
             } else if (strcmp(k, "embed_table") == 0) {

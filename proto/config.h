@@ -13,7 +13,7 @@
 #include "proto/server.h"
 
 #define SC_CONFIG_DEFAULT_DATA_DIR "/var/lib/semcached"
-#define SC_CONFIG_EMBED_FILE       "embed-wink-sg100d.bin"
+#define SC_CONFIG_EMBED_FILE       "embeddings.sctab" /* = SC_EMBED_DEFAULT_FILE */
 #define SC_CONFIG_MAX_NS           256 /* namespaces a file may declare */
 #define SC_CONFIG_PATH_MAX         4096
 
@@ -30,6 +30,7 @@ typedef struct sc_config {
     unsigned threads;  /* 0 = the server's default */
     size_t recv_max;   /* 0 = the server's default */
     char *tls_cert;    /* NULL = none */
+    char *http;        /* HTTP address HOST:PORT, NULL = none */
     char *data_dir;    /* never NULL after sc_config_init */
     char *embed_table; /* NULL = data_dir/SC_CONFIG_EMBED_FILE */
     sc_cache_config cache;
@@ -48,6 +49,7 @@ void sc_config_fini(sc_config *cfg);
  *   threads       1..1024
  *   recv_max      bytes, 1024..2^30
  *   tls_cert      path
+ *   http          HOST:PORT of the HTTP front (docs/HTTP.md)
  *   data_dir      path
  *   embed_table   path
  *   max_namespaces, max_bytes, max_entries   as the flags

@@ -1121,3 +1121,167 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
     *reply_len = sb.size;
     return 0;
 }
+
+/* ---- many requests at once ------------------------------------------ */
+
+/* Reads req into it and q when it is a plain single lookup ({"v": 1,
+ * "op": "lookup", "id"?, and lookup fields}, keys in any order) that
+ * decodes and validates cleanly. Anything else returns -1 and goes through
+ * sc_dispatch_handle, which answers it as it always has (errors included):
+ * only the happy path is taken here, so both paths give the same reply. */
+static int plain_lookup(const uint8_t *req, size_t len, item *it,
+                        sc_cache_query *q, uint64_t *id, bool *has_id)
+{
+    mp_reader r;
+    mp_reader_init(&r, req, len);
+    uint32_t nkeys;
+    if (mp_read_map(&r, &nkeys) != 0) {
+        return -1;
+    }
+    uint64_t version = 0;
+    bool has_version = false, is_lookup = false;
+    *has_id = false;
+    err e = {NULL, ""};
+    for (uint32_t i = 0; i < nkeys; i++) {
+        mp_reader at = r;
+        const char *k;
+        uint32_t kn;
+        if (mp_read_str(&r, &k, &kn) != 0) {
+            return -1;
+        }
+        if (key_is(k, kn, "v")) {
+            if (mp_read_uint(&r, &version) != 0) {
+                return -1;
+            }
+            has_version = true;
+        } else if (key_is(k, kn, "id")) {
+            if (mp_read_uint(&r, id) != 0) {
+                return -1;
+            }
+            *has_id = true;
+        } else if (key_is(k, kn, "op")) {
+            char op[32];
+            if (mp_read_cstr(&r, op, sizeof(op)) != 0) {
+                return -1;
+            }
+            is_lookup = strcmp(op, "lookup") == 0;
+        } else if (key_is(k, kn, "items")) {
+            return -1;
+        } else {
+            r = at;
+            if (parse_fields(&r, 1, it, &e) != 0 || e.code != NULL) {
+                return -1;
+            }
+        }
+    }
+    outcome o = {SC_OK, NULL, ""};
+    if (r.p != r.end || !has_version || version != SC_PROTO_VERSION ||
+        !is_lookup || lookup_query(it, q, &o) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Packs the reply sc_dispatch_handle gives a lookup that returned rc. */
+static int pack_lookup_reply(sc_dispatch *d, const item *it, bool has_id,
+                             uint64_t id, sc_err rc,
+                             const sc_cache_result *res, sc_server_msg *m)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, has_id ? 3 : 2);
+    if (has_id) {
+        put_uint_kv(&pk, "id", id);
+    }
+    mp_put_key(&pk, "ok");
+    if (rc == SC_OK || rc == SC_ENONS) {
+        msgpack_pack_true(&pk);
+        mp_put_key(&pk, "result");
+        pack_lookup(&pk, rc, res);
+    } else {
+        __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
+        outcome o = {rc, NULL, ""};
+        outcome_message(d, it, &o);
+        msgpack_pack_false(&pk);
+        put_error(&pk, o.code, o.msg);
+    }
+    if (sb.data == NULL) {
+        return -1;
+    }
+    m->reply = (uint8_t *)sb.data;
+    m->reply_len = sb.size;
+    return 0;
+}
+
+void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
+{
+    sc_dispatch *d = arg;
+    /* Chunks in order, each no larger than the arrays below. */
+    for (; n > SC_SERVER_MAX_BATCH; n -= SC_SERVER_MAX_BATCH) {
+        sc_dispatch_handle_many(arg, msgs, SC_SERVER_MAX_BATCH);
+        msgs += SC_SERVER_MAX_BATCH;
+    }
+    /* Plain lookups are collected; the rest are answered one by one. */
+    item *its = n > 1 ? malloc(n * sizeof(item)) : NULL;
+    sc_cache_query qs[SC_SERVER_MAX_BATCH];
+    sc_cache_result res[SC_SERVER_MAX_BATCH];
+    sc_err rcs[SC_SERVER_MAX_BATCH];
+    uint64_t ids[SC_SERVER_MAX_BATCH];
+    bool has_ids[SC_SERVER_MAX_BATCH];
+    size_t at[SC_SERVER_MAX_BATCH]; /* message of each collected lookup */
+    size_t nl = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (its != NULL) {
+            /* Everything but the vector, which is read for dim floats. */
+            item *it = &its[nl];
+            memset(it, 0, offsetof(item, vec));
+            memset((char *)it + offsetof(item, vec) + sizeof(it->vec), 0,
+                   sizeof(item) - offsetof(item, vec) - sizeof(it->vec));
+            if (plain_lookup(msgs[i].req, msgs[i].len, it, &qs[nl], &ids[nl],
+                             &has_ids[nl]) == 0) {
+                at[nl++] = i;
+                continue;
+            }
+        }
+        msgs[i].rc = sc_dispatch_handle(arg, msgs[i].req, msgs[i].len,
+                                        &msgs[i].reply, &msgs[i].reply_len);
+    }
+    /* One sc_cache_lookup_many per namespace: the vectors of a scope are
+     * searched as one batch. */
+    bool done[SC_SERVER_MAX_BATCH] = {false};
+    size_t grp[SC_SERVER_MAX_BATCH];
+    sc_cache_query gq[SC_SERVER_MAX_BATCH];
+    for (size_t i = 0; i < nl; i++) {
+        if (done[i]) {
+            continue;
+        }
+        size_t g = 0;
+        for (size_t j = i; j < nl; j++) {
+            if (!done[j] && strcmp(its[j].ns, its[i].ns) == 0) {
+                done[j] = true;
+                grp[g] = j;
+                gq[g] = qs[j];
+                g++;
+            }
+        }
+        sc_cache_result gres[SC_SERVER_MAX_BATCH];
+        sc_err grcs[SC_SERVER_MAX_BATCH];
+        sc_err rc = sc_cache_lookup_many(d->cache, its[i].ns, gq, g, gres, grcs);
+        for (size_t k = 0; k < g; k++) {
+            res[grp[k]] = gres[k];
+            rcs[grp[k]] = rc != SC_OK ? rc : grcs[k];
+        }
+    }
+    for (size_t i = 0; i < nl; i++) {
+        sc_server_msg *m = &msgs[at[i]];
+        __atomic_add_fetch(&d->counts.requests, 1, __ATOMIC_RELAXED);
+        m->rc = pack_lookup_reply(d, &its[i], has_ids[i], ids[i], rcs[i],
+                                  &res[i], m);
+        if (rcs[i] == SC_OK) {
+            sc_cache_result_fini(&res[i]);
+        }
+    }
+    free(its);
+}

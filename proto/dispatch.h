@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "cache/cache.h"
+#include "proto/server.h"
 
 #define SC_PROTO_VERSION   1
 #define SC_PROTO_MAX_ITEMS 1024
@@ -28,6 +29,13 @@ void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path);
  * memory. *reply is malloc'd; the caller frees it. */
 int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
                        uint8_t **reply, size_t *reply_len);
+
+/* An sc_server_batch_handler (server.h): answers each of msgs[0..n) as
+ * sc_dispatch_handle would, but the single lookups among them that name
+ * the same namespace run as one sc_cache_lookup_many, so that the vectors
+ * of one scope share one index scan. Requests of a batch are concurrent:
+ * the others run first, then the lookups. */
+void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n);
 
 /* Requests that got an error reply, by cause, since open. */
 typedef struct sc_dispatch_counts {

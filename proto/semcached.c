@@ -8,11 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache/cache.h"
+#include "embed/embed.h"
 #include "index/simd/simd.h"
 #include "proto/config.h"
 #include "proto/dispatch.h"
+#include "proto/http.h"
+#include "proto/metrics.h"
 #include "proto/server.h"
 
 static void usage(FILE *f)
@@ -20,6 +24,7 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: semcached [--config FILE] [--listen URL]... [--threads N]\n"
+        "                 [--http HOST:PORT]\n"
         "                 [--data-dir DIR] [--embed-table FILE]\n"
         "                 [--recv-max BYTES] [--tls-cert FILE]\n"
         "                 [--max-namespaces N] [--max-bytes BYTES]\n"
@@ -29,7 +34,9 @@ static void usage(FILE *f)
         "  --listen URL        tcp://HOST:PORT, ipc:///PATH or "
         "tls+tcp://HOST:PORT\n"
         "                      (repeatable; default %s)\n"
-        "  --threads N         requests served at once (default 16)\n"
+        "  --threads N         worker threads (default one per CPU)\n"
+        "  --http HOST:PORT    also serve HTTP: JSON ops, /metrics, /report,\n"
+        "                      /healthz (docs/HTTP.md)\n"
         "  --data-dir DIR      where semcached keeps its files (default %s)\n"
         "  --embed-table FILE  the built-in embedder's table (default\n"
         "                      DIR/%s)\n"
@@ -54,6 +61,83 @@ static int parse_u64(const char *s, unsigned long long max,
     }
     *out = v;
     return 0;
+}
+
+/* The built-in embedder as the cache calls it. */
+static sc_err embed_fn(void *arg, const char *text, size_t len, float *out)
+{
+    return sc_embed_text(arg, text, len, out);
+}
+
+static float rescore_fn(void *arg, const char *q, size_t qn, const char *c,
+                        size_t cn, float cosine)
+{
+    return sc_embed_rescore(arg, q, qn, c, cn, cosine);
+}
+
+/* Opens the embedder's table. A missing table is no error: text-only
+ * requests are then refused with a message saying how to make it, and
+ * vector requests work. A table that is there but bad stops the start.
+ * Returns 0 or -1. */
+static int open_embedder(const sc_config *conf, char *path, size_t cap,
+                         sc_embed **out)
+{
+    *out = NULL;
+    if (sc_config_embed_path(conf, path, cap) != SC_OK) {
+        fprintf(stderr, "semcached: the embedder table's path is too long\n");
+        return -1;
+    }
+    if (access(path, F_OK) != 0) {
+        fprintf(stderr,
+                "semcached: no embedder table at %s: requests with text and "
+                "no vector will be refused (no_embedder); make it with "
+                "scripts/fetch-embeddings.sh %s\n",
+                path, path);
+        return 0;
+    }
+    sc_err rc = sc_embed_open(path, out);
+    if (rc != SC_OK) {
+        fprintf(stderr,
+                "semcached: cannot use the embedder table %s: %s (remake it "
+                "with scripts/fetch-embeddings.sh %s)\n",
+                path, sc_strerror(rc), path);
+        return -1;
+    }
+    fprintf(
+        stderr, "semcached: embedder %s (%u words, %u dimensions) from %s\n",
+        sc_embed_model(*out), sc_embed_words(*out), sc_embed_dim(*out), path);
+    return 0;
+}
+
+/* The nng front's handlers: the dispatcher's, timed into the metrics that
+ * /metrics shows. */
+typedef struct front {
+    sc_dispatch *disp;
+    sc_metrics *metrics;
+} front;
+
+static int timed_handle(void *arg, const uint8_t *req, size_t len,
+                        uint8_t **reply, size_t *reply_len)
+{
+    front *f = arg;
+    double t0 = sc_metrics_now();
+    int rc = sc_dispatch_handle(f->disp, req, len, reply, reply_len);
+    sc_metrics_observe_request(f->metrics, SC_METRICS_NNG, req, len,
+                               sc_metrics_now() - t0);
+    return rc;
+}
+
+static void timed_handle_many(void *arg, sc_server_msg *msgs, size_t n)
+{
+    front *f = arg;
+    double t0 = sc_metrics_now();
+    sc_dispatch_handle_many(f->disp, msgs, n);
+    /* Each request of a batch waited for the whole batch. */
+    double dt = sc_metrics_now() - t0;
+    for (size_t i = 0; i < n; i++) {
+        sc_metrics_observe_request(f->metrics, SC_METRICS_NNG, msgs[i].req,
+                                   msgs[i].len, dt);
+    }
 }
 
 static uint64_t now_ms(void)
@@ -128,6 +212,8 @@ static int parse_args(int argc, char **argv, sc_config *cfg)
             cfg->recv_max = (size_t)n;
         } else if (strcmp(a, "--tls-cert") == 0) {
             rc = sc_config_set_str(&cfg->tls_cert, v);
+        } else if (strcmp(a, "--http") == 0) {
+            rc = sc_config_set_str(&cfg->http, v);
         } else if (strcmp(a, "--data-dir") == 0) {
             rc = sc_config_set_str(&cfg->data_dir, v);
         } else if (strcmp(a, "--embed-table") == 0) {
@@ -179,9 +265,35 @@ int main(int argc, char **argv)
     }
     scfg.nlisten = conf.nlisten;
     scfg.threads = conf.threads;
+    if (scfg.threads == 0) {
+        /* One worker per CPU: each takes every request waiting when it
+         * wakes, so more workers than CPUs only make batches smaller. */
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        scfg.threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (unsigned)ncpu;
+    }
     scfg.recv_max = conf.recv_max;
     scfg.tls_cert = conf.tls_cert;
     sc_cache_config ccfg = conf.cache;
+    char embed_path[SC_CONFIG_PATH_MAX + 64];
+    sc_embed *emb = NULL;
+    sc_cache_embedder hook;
+    if (open_embedder(&conf, embed_path, sizeof(embed_path), &emb) != 0) {
+        sc_config_fini(&conf);
+        return 1;
+    }
+    if (emb != NULL) {
+        hook = (sc_cache_embedder){
+            .model = sc_embed_model(emb),
+            .dim = sc_embed_dim(emb),
+            .threshold = SC_EMBED_THRESHOLD,
+            .margin = SC_EMBED_MARGIN,
+            .embed = embed_fn,
+            .rescore = rescore_fn,
+            .arg = emb,
+        };
+        ccfg.embedder = &hook;
+    }
+    ccfg.text_needs_embedder = true;
 
     /* Signals are taken synchronously by the main thread (sigtimedwait);
      * every thread started from here on inherits the blocked mask. */
@@ -195,7 +307,10 @@ int main(int argc, char **argv)
     int status = 1;
     sc_cache *cache = NULL;
     sc_dispatch *disp = NULL;
+    sc_metrics *metrics = NULL;
     sc_server *srv = NULL;
+    sc_http *http = NULL;
+    front fr;
     sc_err rc = sc_cache_open(&ccfg, &cache);
     if (rc != SC_OK) {
         fprintf(stderr, "semcached: cannot open the cache: %s\n",
@@ -218,16 +333,39 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_cache;
     }
-    scfg.handler = sc_dispatch_handle;
-    scfg.handler_arg = disp;
+    if (emb == NULL) {
+        sc_dispatch_set_embed_hint(disp, embed_path);
+    }
+    if ((rc = sc_metrics_open(&metrics)) != SC_OK) {
+        fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
+        goto out_disp;
+    }
+    fr = (front){disp, metrics};
+    scfg.handler = timed_handle;
+    scfg.handler_many = timed_handle_many;
+    scfg.handler_arg = &fr;
     if ((rc = sc_server_open(&scfg, &srv)) != SC_OK) {
         fprintf(stderr, "semcached: cannot start the server: %s\n",
                 sc_strerror(rc));
-        goto out_disp;
+        goto out_metrics;
+    }
+    if (conf.http != NULL) {
+        sc_http_config hcfg = {
+            .addr = conf.http,
+            .dispatch = disp,
+            .cache = cache,
+            .body_max = conf.recv_max,
+            .metrics = metrics,
+        };
+        if ((rc = sc_http_open(&hcfg, &http)) != SC_OK) {
+            fprintf(stderr, "semcached: cannot serve HTTP on %s: %s\n",
+                    conf.http, sc_strerror(rc));
+            goto out_server;
+        }
+        fprintf(stderr, "semcached: HTTP on %s\n", conf.http);
     }
     fprintf(stderr, "semcached: ready (%s, simd %s, %u workers)\n",
-            SC_SERVER_NAME, sc_simd_active()->name,
-            scfg.threads ? scfg.threads : 16);
+            SC_SERVER_NAME, sc_simd_active()->name, scfg.threads);
 
     int sig = 0;
     while (sig == 0) {
@@ -247,7 +385,10 @@ int main(int argc, char **argv)
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     uint64_t served, dropped;
     sc_server_counts(srv, &served, &dropped);
+    sc_http_close(http);
+    http = NULL;
     sc_server_close(srv);
+    srv = NULL;
     sc_dispatch_counts dc;
     sc_dispatch_get_counts(disp, &dc);
     fprintf(stderr,
@@ -256,11 +397,17 @@ int main(int argc, char **argv)
             (unsigned long long)served, (unsigned long long)dc.bad_requests,
             (unsigned long long)dc.errors, (unsigned long long)dropped);
     status = 0;
+out_server:
+    sc_http_close(http);
+    sc_server_close(srv);
+out_metrics:
+    sc_metrics_close(metrics);
 out_disp:
     sc_dispatch_close(disp);
 out_cache:
     sc_cache_close(cache);
 out_conf:
+    sc_embed_close(emb);
     sc_config_fini(&conf);
     return status;
 }

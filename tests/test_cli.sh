@@ -78,7 +78,8 @@ else
 fi
 addr="ipc:///tmp/semcache-cli-test-$$-2.ipc"
 printf '{"listen": "ipc:///tmp/unused-%s.ipc",\n "namespaces": {"strict": {"threshold": 0.999, "dim": 3}}}\n' $$ >"$cfg"
-"$server" --config "$cfg" --listen "$addr" 2>>/tmp/semcache-cli-test-$$.log &
+hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$server" --config "$cfg" --listen "$addr" --http "127.0.0.1:$hport" 2>>/tmp/semcache-cli-test-$$.log &
 spid=$!
 for _ in $(seq 50); do
     "$cli" -a "$addr" --timeout 200 ping >/dev/null 2>&1 && break
@@ -88,6 +89,41 @@ expect 0 '^stored as entry' -- insert --ns strict --vec 0.9,0.1,0.2 --response r
 expect 0 '^miss \(below_threshold' -- lookup --ns strict --vec 0.85,0.15,0.2
 expect 0 '^hit \(semantic' -- lookup --ns strict --vec 0.9,0.1,0.2
 expect 1 'dim' -- insert --ns strict --vec 1,2 --response r
+# The HTTP front of the same daemon (docs/HTTP.md): JSON in and out, and
+# /metrics counting what the CLI did.
+http() {
+    python3 - "$hport" "$@" <<'PY'
+import json, sys, urllib.request
+port, path = sys.argv[1], sys.argv[2]
+body = sys.argv[3].encode() if len(sys.argv) > 3 else None
+req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
+                             headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=5) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+PY
+}
+hexpect() {
+    local pattern=$1
+    shift
+    local out
+    out=$(http "$@" 2>&1)
+    if printf '%s' "$out" | grep -qE -- "$pattern"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: HTTP $* -> $out" >&2
+    fi
+}
+hexpect '^200 ' /healthz
+hexpect '^200 .*"hit": *true.*"layer": *"semantic"' /v1/lookup '{"ns": "strict", "vec": [0.9, 0.1, 0.2]}'
+hexpect '^400 .*bad_request' /v1/lookup '{"ns": "strict", "vec": [0.9, 0.1'
+hexpect '^200 .*"entry"' /v1/insert '{"ns": "strict", "vec": [0.1, 0.9, 0.2], "response": "via http"}'
+hexpect '^200 .*"response": *"via http"' /v1/lookup '{"ns": "strict", "vec": [0.1, 0.9, 0.2]}'
+hexpect 'semcache_lookups_total\{ns="strict"\} 4' /metrics
+hexpect 'semcache_request_duration_seconds_count\{op="lookup",transport="nng"\} 2' /metrics
 kill -TERM $spid
 wait $spid
 
