@@ -21,6 +21,8 @@
 
 #include "embed/embed.h"
 #include "embed/embed_internal.h"
+/* The cache's decision rule, compiled in: embed_eval links sc_embed only. */
+#include "cache/vote.c"
 
 #define K 16
 
@@ -91,7 +93,25 @@ static int set_load(const char *path, set *s, int pairs, set *b, int **dup)
 static const sc_embed *E;
 static sc_embed_params P;
 static float rescore_floor = 0.3f;
-static float margin = 0; /* the cache's margin rule; 0 = off */
+static sc_vote_params V; /* the cache's decision rule (cache/vote.h) */
+static int per_label = 0; /* --dev: store only the first N of each label */
+static int kc = 8;         /* candidates the index hands over (the cache's) */
+
+/* A response key per label, as the cache's hash and length; an
+ * out-of-scope text (label NULL) has an answer of its own. */
+static sc_vote_key label_key(const char *label, size_t self)
+{
+    sc_vote_key k = {0x9e3779b97f4a7c15ULL ^ self, UINT64_MAX};
+    if (label != NULL) {
+        uint64_t h = 1469598103934665603ULL;
+        for (const char *c = label; *c; c++) {
+            h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+        }
+        k.hash = h;
+        k.len = strlen(label);
+    }
+    return k;
+}
 
 /* Vectors of all texts; ok[i] = 0 when a text had no usable token. */
 static float *embed_all(const set *s, unsigned char **ok)
@@ -140,8 +160,8 @@ static void *search_range(void *arg)
             for (uint32_t k = 0; k < dim; k++) {
                 d += x[k] * y[k];
             }
-            if (nt < K || d > ts[nt - 1]) {
-                int p = nt < K ? nt++ : K - 1;
+            if (nt < kc || d > ts[nt - 1]) {
+                int p = nt < kc ? nt++ : kc - 1;
                 while (p > 0 && ts[p - 1] < d) {
                     ts[p] = ts[p - 1];
                     ti[p] = ti[p - 1];
@@ -152,6 +172,7 @@ static void *search_range(void *arg)
             }
         }
         float adj[K];
+        sc_vote_key key[K];
         for (int t = 0; t < nt; t++) {
             float a = ts[t];
             if (a >= rescore_floor) {
@@ -160,22 +181,15 @@ static void *search_range(void *arg)
                                        ts[t]);
             }
             adj[t] = a;
-            if (a > j->score[q]) {
-                j->score[q] = a;
-                j->best[q] = ti[t];
-                j->cosine[q] = ts[t];
-            }
+            key[t] = label_key(j->cs->label[ti[t]], (size_t)ti[t]);
         }
-        /* The margin rule: another answer within margin makes it a miss. */
-        for (int t = 0; t < nt && margin > 0 && j->best[q] >= 0; t++) {
-            const char *lb = j->cs->label[j->best[q]],
-                       *lt = j->cs->label[ti[t]];
-            int same = lb && lt && strcmp(lb, lt) == 0;
-            if (ti[t] != j->best[q] && !same &&
-                adj[t] >= j->score[q] - margin) {
-                j->score[q] = -2;
-                break;
-            }
+        /* The cache's rule at threshold -inf: the served candidate's
+         * similarity is then the score a threshold sweep compares. */
+        int w = sc_vote_pick(adj, key, (unsigned)nt, -INFINITY, &V, NULL);
+        if (w >= 0) {
+            j->score[q] = adj[w];
+            j->best[q] = ti[w];
+            j->cosine[q] = ts[w];
         }
     }
     return NULL;
@@ -268,6 +282,25 @@ static int label_eq(const char *a, const char *b)
     return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
+/* The order stream mode sends queries in: the file's for --test; for --dev
+ * a fixed shuffle, since the cache files are sorted by label and a stream
+ * of one label after another would flatter the cache. */
+static size_t *stream_order(size_t n, int shuffle)
+{
+    size_t *o = malloc(n * sizeof(size_t));
+    for (size_t i = 0; i < n; i++) {
+        o[i] = i;
+    }
+    uint64_t st = 12345;
+    for (size_t i = n; shuffle && i > 1; i--) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        size_t j = (size_t)((st >> 33) % i), t = o[i - 1];
+        o[i - 1] = o[j];
+        o[j] = t;
+    }
+    return o;
+}
+
 static void eval_intent(const char *dir, const char *name, int test,
                         const float *stream_thr, int nstream)
 {
@@ -291,7 +324,20 @@ static void eval_intent(const char *dir, const char *name, int test,
     float *cv = embed_all(&cs, &cok);
     float *qv = test ? embed_all(&qs, &qok) : cv;
     if (!test) {
+        /* Queries are every line; with --per-label the stored side is the
+         * first N lines of each label (a sparse cache, like one answer per
+         * question), so cok becomes a copy. */
         qok = cok;
+        if (per_label > 0) {
+            cok = malloc(cs.n);
+            for (size_t c = 0; c < cs.n; c++) {
+                size_t seen = 0;
+                for (size_t d = 0; d < c; d++) {
+                    seen += label_eq(cs.label[c], cs.label[d]);
+                }
+                cok[c] = qok[c] && seen < (size_t)per_label;
+            }
+        }
     }
     size_t n = qs.n;
     job j = {&qs,
@@ -313,7 +359,9 @@ static void eval_intent(const char *dir, const char *name, int test,
         /* In scope when some candidate could be right. */
         int scope = 0;
         for (size_t c = 0; c < cs.n && !scope; c++) {
-            scope = (!test && c == q) ? 0 : label_eq(qs.label[q], cs.label[c]);
+            scope = ((!test && c == q) || !cok[c])
+                        ? 0
+                        : label_eq(qs.label[q], cs.label[c]);
         }
         nscope += scope;
         r[q].s = j.score[q];
@@ -332,7 +380,9 @@ static void eval_intent(const char *dir, const char *name, int test,
     uint32_t dim = sc_embed_dim(E);
     for (int t = 0; t < nstream; t++) {
         size_t *ins = malloc(n * sizeof(size_t)), nins = 0, hits = 0, good = 0;
-        for (size_t q = 0; q < n; q++) {
+        size_t *order = stream_order(n, !test);
+        for (size_t qi = 0; qi < n; qi++) {
+            size_t q = order[qi];
             float best = -2;
             long bi = -1;
             if (qok[q]) {
@@ -345,8 +395,8 @@ static void eval_intent(const char *dir, const char *name, int test,
                     for (uint32_t k = 0; k < dim; k++) {
                         d += x[k] * y[k];
                     }
-                    if (nt < K || d > ts[nt - 1]) {
-                        int p = nt < K ? nt++ : K - 1;
+                    if (nt < kc || d > ts[nt - 1]) {
+                        int p = nt < kc ? nt++ : kc - 1;
                         while (p > 0 && ts[p - 1] < d) {
                             ts[p] = ts[p - 1];
                             ti[p] = ti[p - 1];
@@ -357,21 +407,18 @@ static void eval_intent(const char *dir, const char *name, int test,
                     }
                 }
                 float adj[K];
+                sc_vote_key key[K];
                 for (int c = 0; c < nt; c++) {
                     adj[c] = sc_embed_rescore_p(E, &P, qs.text[q], qs.len[q],
                                                 qs.text[ti[c]], qs.len[ti[c]],
                                                 ts[c]);
-                    if (adj[c] > best) {
-                        best = adj[c];
-                        bi = ti[c];
-                    }
+                    key[c] = label_key(qs.label[ti[c]], (size_t)ti[c]);
                 }
-                for (int c = 0; c < nt && margin > 0 && bi >= 0; c++) {
-                    if (ti[c] != bi &&
-                        !label_eq(qs.label[bi], qs.label[ti[c]]) &&
-                        adj[c] >= best - margin) {
-                        bi = -1;
-                    }
+                int w = sc_vote_pick(adj, key, (unsigned)nt, -INFINITY, &V,
+                                     NULL);
+                if (w >= 0) {
+                    best = adj[w];
+                    bi = ti[w];
                 }
             }
             if (bi >= 0 && best >= stream_thr[t]) {
@@ -385,6 +432,7 @@ static void eval_intent(const char *dir, const char *name, int test,
                test ? "test" : "dev", stream_thr[t], 100.0 * hits / n,
                hits ? 100.0 * good / hits : 100.0);
         free(ins);
+        free(order);
     }
     /* Preload mode at the stream thresholds too, for the default check. */
     for (int t = 0; t < nstream; t++) {
@@ -405,9 +453,11 @@ static void eval_intent(const char *dir, const char *name, int test,
     free(j.cosine);
     free(cv);
     free(cok);
+    if (test || per_label > 0) {
+        free(qok);
+    }
     if (test) {
         free(qv);
-        free(qok);
     }
 }
 
@@ -495,7 +545,10 @@ static void usage(void)
             "[--set NAME] [--sweep] [--stream T,T...] [--threads N]\n"
             "  knobs: --a SIF_A (0 = plain mean) --ncomp N --oov 0|1 "
             "--oov-scale X --punct 0|1 --unit 0|1\n"
-            "         --lex W --tau T --num P --neg P --floor F\n");
+            "         --lex W --pow P --lex-tau T --num P --neg P --floor F\n"
+            "  rule (cache/vote.h): --k N (candidates, 8) --tau T (0 = no "
+            "vote) --rho R --margin M --window W\n"
+            "  --per-label N: --dev with only N stored lines per label\n");
     exit(2);
 }
 
@@ -506,6 +559,7 @@ int main(int argc, char **argv)
     float st[8];
     int nst = 0;
     sc_embed_params_default(&P);
+    sc_vote_params_default(&V);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -517,7 +571,17 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--sweep") == 0) {
             sweep = 1;
         } else if (KNOB("--margin")) {
-            margin = strtof(v, NULL);
+            V.margin = strtof(v, NULL);
+        } else if (KNOB("--tau")) {
+            V.tau = strtof(v, NULL);
+        } else if (KNOB("--window")) {
+            V.window = strtof(v, NULL);
+        } else if (KNOB("--per-label")) {
+            per_label = atoi(v);
+        } else if (KNOB("--rho")) {
+            V.rho = strtof(v, NULL);
+        } else if (KNOB("--k")) {
+            kc = atoi(v) < 1 ? 1 : atoi(v) > K ? K : atoi(v);
         } else if (KNOB("--dump")) {
             dump = atoi(v);
         } else if (KNOB("--table")) {
@@ -551,7 +615,7 @@ int main(int argc, char **argv)
             P.lex_weight = strtof(v, NULL);
         } else if (KNOB("--pow")) {
             P.lex_pow = strtof(v, NULL);
-        } else if (KNOB("--tau")) {
+        } else if (KNOB("--lex-tau")) {
             P.lex_tau = strtof(v, NULL);
         } else if (KNOB("--num")) {
             P.num_penalty = strtof(v, NULL);

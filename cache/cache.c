@@ -14,6 +14,7 @@
 #include "cache/heap.h"
 #include "cache/htab.h"
 #include "cache/text.h"
+#include "cache/vote.h"
 
 /* Locks, always taken in this order: c->lock (rwlock: the namespace table
  * and namespaces' lifetimes; every call holds it, read, throughout; create
@@ -107,7 +108,7 @@ typedef struct entry {
     uint64_t created_ms, last_hit_ms, hit_count, expires_ms, ttl_ms;
     uint64_t input_tokens, output_tokens;
     uint64_t bytes;
-    bool in_index, in_exact, quarantined;
+    bool in_index, in_exact, quarantined, tokens_estimated;
     size_t text_len;
     bool has_text;
     char text[]; /* raw prompt text, text_len bytes */
@@ -156,6 +157,13 @@ static uint64_t realtime_ms(void *arg)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static uint64_t now_ms(const sc_cache *c)
@@ -1075,6 +1083,11 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     e->key = key;
     e->input_tokens = item->input_tokens;
     e->output_tokens = item->output_tokens;
+    if (e->input_tokens == 0 && e->output_tokens == 0) {
+        e->input_tokens = sc_ledger_estimate_tokens(item->text_len);
+        e->output_tokens = sc_ledger_estimate_tokens(item->response_len);
+        e->tokens_estimated = true;
+    }
     e->exp.slot = SC_HEAP_NONE;
     list_init(&e->lru);
     list_init(&e->glru);
@@ -1128,6 +1141,9 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
         goto fail_locked;
     }
     e->id = atomic_fetch_add(&c->next_id, 1);
+    /* For the ledger, read before the entry can go (caps may evict it). */
+    uint64_t e_in = e->input_tokens, e_out = e->output_tokens;
+    bool e_est = e->tokens_estimated;
     if (vec != NULL) {
         bool made_ix = false;
         if (sc->ix == NULL) {
@@ -1199,6 +1215,11 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     pthread_mutex_unlock(&s->mu);
     global_enforce(c);
     pthread_rwlock_unlock(&c->lock);
+    if (c->cfg.ledger != NULL) {
+        sc_ledger_tags t = {nsname, item->feature, item->user};
+        sc_ledger_call call = {item->model, e_in, e_out, e_est};
+        sc_ledger_insert(c->cfg.ledger, &t, &call, now);
+    }
     free(own_vec);
     free(norm);
     return SC_OK;
@@ -1281,6 +1302,13 @@ sc_err sc_cache_feedback(sc_cache *c, uint64_t id)
             e->quarantined = true;
             s->quarantined++;
             s->st.false_hits++;
+            if (c->cfg.ledger != NULL) {
+                const blob *b = e->payload;
+                sc_ledger_tags t = {s->name, b->feature, b->user};
+                sc_ledger_call call = {b->model, e->input_tokens,
+                                       e->output_tokens, e->tokens_estimated};
+                sc_ledger_false_hit(c->cfg.ledger, &t, &call);
+            }
         }
         pthread_mutex_unlock(&s->mu);
     }
@@ -1448,6 +1476,7 @@ typedef struct pending {
     const float *vec; /* q->vec, or own_vec: the query's text embedded */
     uint32_t dim;
     float *own_vec;
+    double embed_s;    /* time spent embedding the query's text */
     const char *model; /* of vec */
     scope *sc;
     entry *served;
@@ -1484,7 +1513,9 @@ static void lookup_prepare(const sc_cache *c, embed_policy pol, pending *p,
     if (p->rc == SC_OK && q->vec == NULL && p->norm_len > 0 &&
         pol == EMBED_YES) {
         /* Text with no usable word finds what the exact layer has. */
+        double t0 = mono_s();
         sc_err erc = embed_text(c, q->text, q->text_len, &p->own_vec);
+        p->embed_s = mono_s() - t0;
         if (erc == SC_OK) {
             p->vec = p->own_vec;
             p->dim = c->cfg.embedder->dim;
@@ -1598,7 +1629,33 @@ static void lookup_judge(sc_cache *c, ns *s, pending *p, uint64_t now)
             nc++;
         }
         rescore(c, s, p, cand, sim, nc);
-        if (nc > 0) {
+        if (nc > 0 && c->cfg.embedder != NULL && c->cfg.embedder->vote &&
+            ns_of_embedder(c, s)) {
+            /* The embedder's namespaces: the response vote of cache/vote.h
+             * (it may serve a lower-ranked candidate of the winning
+             * response). */
+            sc_vote_key key[LOOKUP_K];
+            for (unsigned i = 0; i < nc; i++) {
+                key[i].hash = cand[i]->payload->response_hash;
+                key[i].len = cand[i]->payload->response_len;
+            }
+            sc_vote_params vp;
+            sc_vote_params_default(&vp);
+            vp.margin = ns_margin(c, s);
+            sc_vote_outcome why;
+            int w = sc_vote_pick(sim, key, nc, p->threshold, &vp, &why);
+            p->best = sim[0];
+            res->reason = w >= 0 ? SC_MISS_NONE
+                          : why == SC_VOTE_BELOW_THRESHOLD
+                              ? SC_MISS_BELOW_THRESHOLD
+                          : why == SC_VOTE_AMBIGUOUS ? SC_MISS_AMBIGUOUS
+                                                     : SC_MISS_NO_CANDIDATE;
+            if (w >= 0) {
+                p->served = cand[w];
+                res->layer = SC_LAYER_SEMANTIC;
+                res->similarity = sim[w];
+            }
+        } else if (nc > 0) {
             p->best = sim[0];
             if (sim[0] < p->threshold) {
                 res->reason = SC_MISS_BELOW_THRESHOLD;
@@ -1643,6 +1700,7 @@ static void lookup_judge(sc_cache *c, ns *s, pending *p, uint64_t now)
         res->user = b->user;
         res->input_tokens = served->input_tokens;
         res->output_tokens = served->output_tokens;
+        res->tokens_estimated = served->tokens_estimated;
         res->created_ms = served->created_ms;
         res->hit_count = served->hit_count;
         res->expires_ms = served->expires_ms;
@@ -1760,9 +1818,42 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
     return SC_OK;
 }
 
+/* Counts a finished lookup in the ledger: the served entry's call, the
+ * embedding's spend and the lookup's own time (spent: its share of it). */
+static void ledger_lookup(sc_cache *c, const char *nsname, const pending *p,
+                          const sc_cache_result *res, double spent_s)
+{
+    const sc_cache_query *q = p->q;
+    sc_ledger_tags t = {nsname, q->feature, q->user};
+    if (res->hit) {
+        t.feature = t.feature != NULL ? t.feature : res->feature;
+        t.user = t.user != NULL ? t.user : res->user;
+    }
+    sc_ledger_lookup ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.layer = !res->hit ? 0 : res->layer == SC_LAYER_EXACT ? 1 : 2;
+    if (res->hit) {
+        ev.served = (sc_ledger_call){res->model, res->input_tokens,
+                                     res->output_tokens, res->tokens_estimated};
+    }
+    ev.embed_cpu_s = p->embed_s;
+    if (q->vec != NULL) {
+        /* The client embedded: its model's price (unnamed = unknown). */
+        ev.embed_model = q->embed_model != NULL ? q->embed_model : "";
+        ev.embed_tokens = q->embed_tokens;
+        if (ev.embed_tokens == 0) {
+            ev.embed_tokens = sc_ledger_estimate_tokens(q->text_len);
+            ev.embed_estimated = true;
+        }
+    }
+    ev.lookup_cpu_s = spent_s > p->embed_s ? spent_s - p->embed_s : 0;
+    sc_ledger_lookup_done(c->cfg.ledger, &t, &ev, now_ms(c));
+}
+
 sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
                        sc_cache_result *res)
 {
+    double t0 = mono_s();
     if (res != NULL) {
         memset(res, 0, sizeof(*res));
     }
@@ -1778,6 +1869,9 @@ sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
         if (rc == SC_OK) {
             rc = p.rc;
         }
+    }
+    if (rc == SC_OK && c->cfg.ledger != NULL) {
+        ledger_lookup(c, nsname, &p, res, mono_s() - t0);
     }
     free(p.norm);
     free(p.own_vec);
@@ -1798,6 +1892,7 @@ sc_err sc_cache_lookup_many(sc_cache *c, const char *nsname,
     if (n == 0) {
         return SC_OK;
     }
+    double t0 = mono_s();
     pending *p = malloc(n * sizeof(*p));
     if (p == NULL) {
         return SC_ENOMEM;
@@ -1810,8 +1905,12 @@ sc_err sc_cache_lookup_many(sc_cache *c, const char *nsname,
         lookup_prepare(c, pol, &p[i], &qs[i], &res[i]);
     }
     sc_err rc = lookup_run(c, nsname, p, n);
+    double share = (mono_s() - t0) / (double)n;
     for (size_t i = 0; i < n; i++) {
         rcs[i] = rc != SC_OK ? rc : p[i].rc;
+        if (rcs[i] == SC_OK && c->cfg.ledger != NULL) {
+            ledger_lookup(c, nsname, &p[i], &res[i], share + p[i].embed_s);
+        }
         if (rcs[i] != SC_OK) {
             memset(&res[i], 0, sizeof(res[i]));
         }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache/ledger.h"
 #include "common/sc_error.h"
 #include "index/index.h"
 
@@ -45,6 +46,9 @@ typedef struct sc_cache_embedder {
     float (*rescore)(void *arg, const char *qtext, size_t qlen,
                      const char *ctext, size_t clen, float cosine);
     void *arg; /* passed to embed and rescore */
+    bool vote; /* judge this model's candidates by response vote
+                  (cache/vote.h, its defaults; the margin still applies)
+                  instead of the best candidate and the margin alone */
 } sc_cache_embedder;
 
 typedef struct sc_cache_config {
@@ -56,6 +60,9 @@ typedef struct sc_cache_config {
     void *clock_arg;         /* borrowed; passed to clock, must outlive cache */
     const sc_cache_embedder *embedder; /* NULL = none; borrowed, and it and
                                           its strings must outlive cache */
+    sc_ledger *ledger;        /* NULL = none; borrowed, must outlive the cache:
+                                 every insert, lookup and false hit is counted
+                                 there in tokens and dollars */
     bool text_needs_embedder; /* with no embedder, text alone that would be
                                  embedded is refused (SC_ENOEMBED) rather
                                  than kept to the exact layer */
@@ -149,7 +156,9 @@ typedef struct sc_cache_item {
     const char *model;       /* optional tags, NUL-terminated, each */
     const char *feature;     /*   <= SC_CACHE_TAG_MAX bytes; NULL = "" */
     const char *user;
-    uint64_t input_tokens; /* what the answer cost, for the ledger */
+    uint64_t input_tokens; /* what the answer cost, for the ledger; both 0 =
+                              not given: estimated from the bytes of text
+                              and response, and marked so */
     uint64_t output_tokens;
     int64_t ttl_ms; /* 0 = namespace default, > 0 = this entry's TTL,
                        SC_CACHE_TTL_NEVER = never expires */
@@ -206,6 +215,11 @@ typedef struct sc_cache_query {
     const float *vec; /* for the semantic layer, or NULL */
     uint32_t dim;
     const char *embed_model; /* the model vec came from; NULL = "" */
+    uint64_t embed_tokens;   /* the ledger: tokens the client paid to embed
+                                vec (0 = estimated from text, if any) */
+    const char *feature;     /* the ledger: tags the lookup is counted under;
+                                NULL = the served entry's ("" on a miss) */
+    const char *user;
     bool has_threshold; /* use threshold below instead of the namespace's */
     float threshold;    /* finite, in [-1, 1] */
 } sc_cache_query;
@@ -239,6 +253,7 @@ typedef struct sc_cache_result {
     const char *user;
     uint64_t input_tokens;
     uint64_t output_tokens;
+    bool tokens_estimated; /* the two above were estimated from bytes */
     uint64_t created_ms;
     uint64_t hit_count;  /* including this hit */
     uint64_t expires_ms; /* 0 = never */

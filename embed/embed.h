@@ -77,7 +77,7 @@ sc_err sc_embed_text(const sc_embed *e, const char *text, size_t len,
 /* The defaults a namespace of this embedder's model should use, chosen on
  * development data only: one threshold for every deployment, compared with
  * the rescored similarity, and the margin rule's margin. */
-#define SC_EMBED_THRESHOLD 0.92f
+#define SC_EMBED_THRESHOLD 0.88f
 #define SC_EMBED_MARGIN    0.03f
 float sc_embed_rescore(const sc_embed *e, const char *qtext, size_t qlen,
                        const char *ctext, size_t clen, float cosine);

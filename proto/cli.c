@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/cli_report.h"
 #include "proto/client.h"
 #include "proto/mp.h"
 
@@ -31,6 +32,9 @@ static void usage(FILE *f)
         "  feedback ENTRY          (report a wrong hit: quarantines the "
         "entry)\n"
         "  stats [--ns NS]\n"
+        "  report [--ns NS] [--by feature|user] [--svg FILE]\n"
+        "                          (what the cache saved and spent, in "
+        "dollars)\n"
         "  flush [--ns NS]\n");
 }
 
@@ -244,6 +248,58 @@ static int parse_uint(const char *s, uint64_t *out)
     return 0;
 }
 
+/* The reply's result map as a jansson tree, or NULL. */
+static json_t *result_of(const uint8_t *raw, size_t len)
+{
+    mp_reader r;
+    mp_reader_init(&r, raw, len);
+    json_t *all = sc_cli_mp_to_json(&r, 0);
+    json_t *res = json_incref(json_object_get(all, "result"));
+    json_decref(all);
+    return res;
+}
+
+/* semcache-cli report: asks for the report (and, for --svg, the stats'
+ * histogram) and prints it. */
+static sc_err run_report(sc_client *c, const char *ns, const char *by,
+                         const char *svg, int json, sc_client_error *err)
+{
+    uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    sc_err rc = sc_client_report(c, ns, by, &raw, &raw_len, err);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    if (json) {
+        mp_reader r;
+        mp_reader_init(&r, raw, raw_len);
+        rc = json_value(&r, 0) == 0 ? SC_OK : SC_EPROTO;
+        putchar('\n');
+    }
+    json_t *res = result_of(raw, raw_len);
+    free(raw);
+    if (res == NULL) {
+        return SC_EPROTO;
+    }
+    if (!json && sc_cli_print_report(res, ns, stdout) != 0) {
+        rc = SC_EPROTO;
+    }
+    if (rc == SC_OK && svg != NULL) {
+        rc = sc_client_stats(c, ns, &raw, &raw_len, err);
+        json_t *st = rc == SC_OK ? result_of(raw, raw_len) : NULL;
+        if (rc == SC_OK) {
+            free(raw);
+            if (st == NULL || sc_cli_report_svg(res, st, svg) != 0) {
+                fprintf(stderr, "semcache-cli: cannot write %s\n", svg);
+                rc = SC_EIO;
+            }
+        }
+        json_decref(st);
+    }
+    json_decref(res);
+    return rc;
+}
+
 static int report(sc_err rc, const sc_client_error *err, int json)
 {
     if (rc == SC_EREMOTE) {
@@ -292,6 +348,7 @@ int main(int argc, char **argv)
     float *vec = NULL;
     const char *response = NULL;
     const char *positional = NULL;
+    const char *by = NULL, *svg = NULL;
     for (; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -324,6 +381,10 @@ int main(int argc, char **argv)
             it.threshold = strtof(v, NULL);
         } else if (strcmp(a, "--model") == 0) {
             it.model = v;
+        } else if (strcmp(a, "--by") == 0) {
+            by = v;
+        } else if (strcmp(a, "--svg") == 0) {
+            svg = v;
         } else if (strcmp(a, "--embed-model") == 0) {
             it.embed_model = v;
         } else if (strcmp(a, "--feature") == 0) {
@@ -363,7 +424,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *const known[] = {"ping",     "insert", "lookup", "delete",
-                                 "feedback", "flush",  "stats"};
+                                 "feedback", "flush",  "stats",  "report"};
     int is_known = 0;
     for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
         is_known |= strcmp(cmd, known[k]) == 0;
@@ -456,6 +517,8 @@ int main(int argc, char **argv)
             printf(json ? "{\"ok\":true}\n" : "flushed %s\n",
                    ns ? ns : "every namespace");
         }
+    } else if (strcmp(cmd, "report") == 0) {
+        rc = run_report(c, ns, by, svg, json, &err);
     } else if (strcmp(cmd, "stats") == 0) {
         uint8_t *raw = NULL;
         size_t raw_len = 0;

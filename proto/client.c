@@ -384,6 +384,31 @@ sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
                      err);
 }
 
+sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
+                        uint8_t **reply, size_t *reply_len,
+                        sc_client_error *err)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    begin(&pk, "report", (ns != NULL) + (by != NULL));
+    if (ns != NULL) {
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, ns);
+    }
+    if (by != NULL) {
+        mp_put_key(&pk, "by");
+        mp_put_str(&pk, by);
+    }
+    if (sb.data == NULL) {
+        return SC_ENOMEM;
+    }
+    mp_reader res;
+    return roundtrip(c, (uint8_t *)sb.data, sb.size, reply, reply_len, &res,
+                     err);
+}
+
 /* Positions r (at a result map) on the value of key. Returns 0, 1 when
  * the map has no such key, or -1 when the map is malformed. */
 static int find_key(mp_reader *r, const char *key)

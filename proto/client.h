@@ -77,6 +77,12 @@ sc_err sc_client_flush(sc_client *c, const char *ns, sc_client_error *err);
 sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
                        size_t *reply_len, sc_client_error *err);
 
+/* report: the cost report (ns NULL = all; by "ns", "feature", "user" or
+ * NULL), the raw reply as stats gives it. */
+sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
+                        uint8_t **reply, size_t *reply_len,
+                        sc_client_error *err);
+
 /* Request builders, shared with tests and benchmarks: append one request
  * (a msgpack map) to *buf (malloc'd, grown; the caller frees). */
 sc_err sc_client_build_insert(const char *ns, const sc_client_item *it,

@@ -36,6 +36,7 @@ void sc_config_fini(sc_config *cfg)
     }
     free(cfg->tls_cert);
     free(cfg->http);
+    free(cfg->prices);
     free(cfg->data_dir);
     free(cfg->embed_table);
     free(cfg->ns);
@@ -283,6 +284,8 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 }
             } else if (strcmp(k, "tls_cert") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->tls_cert);
+            } else if (strcmp(k, "prices") == 0) {
+                rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->prices);
             } else if (strcmp(k, "http") == 0) {
                 rc = get_str(&x, k, v, 1024, &cfg->http);
             } else if (strcmp(k, "data_dir") == 0) {

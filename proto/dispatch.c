@@ -14,6 +14,8 @@
 
 struct sc_dispatch {
     sc_cache *cache;
+    sc_ledger *ledger; /* NULL = no report */
+    const sc_prices *prices;
     sc_dispatch_counts counts;
     char embed_hint[200]; /* how to get the embedder, for no_embedder */
 };
@@ -31,7 +33,8 @@ typedef struct item {
     bool has_ns, has_scope, has_text, has_vec, has_response, has_ttl,
         has_threshold, has_entry, has_dim, has_storage, has_margin,
         has_ttl_mode, has_max_entries, has_max_bytes, has_max_response,
-        has_embed_model;
+        has_embed_model, has_feature, has_user, has_by;
+    char by[16];
     const char *text;
     uint32_t text_len;
     float vec[SC_INDEX_MAX_DIM];
@@ -41,7 +44,7 @@ typedef struct item {
     double ttl;
     double threshold;
     double margin;
-    uint64_t entry, input_tokens, output_tokens;
+    uint64_t entry, input_tokens, output_tokens, embed_tokens;
     uint64_t dimcfg, max_entries, max_bytes, max_response;
 } item;
 
@@ -109,6 +112,13 @@ sc_err sc_dispatch_open(sc_cache *cache, sc_dispatch **out)
     sc_dispatch_set_embed_hint(d, NULL);
     *out = d;
     return SC_OK;
+}
+
+void sc_dispatch_set_ledger(sc_dispatch *d, sc_ledger *ledger,
+                            const sc_prices *prices)
+{
+    d->ledger = ledger;
+    d->prices = prices;
 }
 
 void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path)
@@ -208,12 +218,15 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
             bool h;
             rc = get_cstr(r, "model", it->model, sizeof(it->model), &h, e);
         } else if (key_is(k, kn, "feature")) {
-            bool h;
-            rc =
-                get_cstr(r, "feature", it->feature, sizeof(it->feature), &h, e);
+            rc = get_cstr(r, "feature", it->feature, sizeof(it->feature),
+                          &it->has_feature, e);
         } else if (key_is(k, kn, "user")) {
-            bool h;
-            rc = get_cstr(r, "user", it->user, sizeof(it->user), &h, e);
+            rc = get_cstr(r, "user", it->user, sizeof(it->user), &it->has_user,
+                          e);
+        } else if (key_is(k, kn, "by")) {
+            rc = get_cstr(r, "by", it->by, sizeof(it->by), &it->has_by, e);
+        } else if (key_is(k, kn, "embed_tokens")) {
+            rc = get_uint(r, "embed_tokens", &it->embed_tokens, NULL, e);
         } else if (key_is(k, kn, "embed_model")) {
             rc = get_cstr(r, "embed_model", it->embed_model,
                           sizeof(it->embed_model), &it->has_embed_model, e);
@@ -453,6 +466,9 @@ static int lookup_query(const item *it, sc_cache_query *q, outcome *o)
     q->vec = it->has_vec ? it->vec : NULL;
     q->dim = it->has_vec ? it->dim : 0;
     q->embed_model = it->embed_model;
+    q->embed_tokens = it->embed_tokens;
+    q->feature = it->has_feature ? it->feature : NULL;
+    q->user = it->has_user ? it->user : NULL;
     if (it->has_threshold) {
         if (it->threshold < -1.0 || it->threshold > 1.0) {
             o->code = "range";
@@ -485,7 +501,7 @@ static void pack_lookup(msgpack_packer *pk, sc_err rc,
         mp_put_str(pk, "no_namespace");
         return;
     }
-    msgpack_pack_map(pk, res->hit ? 13 : 5);
+    msgpack_pack_map(pk, res->hit ? 14 : 5);
     mp_put_key(pk, "hit");
     if (res->hit) {
         msgpack_pack_true(pk);
@@ -523,6 +539,12 @@ static void pack_lookup(msgpack_packer *pk, sc_err rc,
         mp_put_str(pk, res->user);
         put_uint_kv(pk, "input_tokens", res->input_tokens);
         put_uint_kv(pk, "output_tokens", res->output_tokens);
+        mp_put_key(pk, "tokens_estimated");
+        if (res->tokens_estimated) {
+            msgpack_pack_true(pk);
+        } else {
+            msgpack_pack_false(pk);
+        }
         put_uint_kv(pk, "hit_count", res->hit_count);
     }
 }
@@ -671,6 +693,163 @@ static void pack_stats(msgpack_packer *pk, const sc_cache_stats *s)
     }
 }
 
+/* ---- the cost report ------------------------------------------------ */
+
+static void put_num_kv(msgpack_packer *pk, const char *k, double v)
+{
+    mp_put_key(pk, k);
+    if (isfinite(v)) {
+        msgpack_pack_double(pk, v);
+    } else {
+        msgpack_pack_nil(pk);
+    }
+}
+
+#define REPORT_FIELDS 34
+
+/* One row of the report: the ledger's counts and what they imply. */
+static void pack_report_row(msgpack_packer *pk, const char *key,
+                            const sc_ledger_counts *c)
+{
+    sc_ledger_report r;
+    sc_ledger_derive(c, &r);
+    msgpack_pack_map(pk, REPORT_FIELDS + (key != NULL));
+    if (key != NULL) {
+        mp_put_key(pk, "key");
+        mp_put_str(pk, key);
+    }
+    put_uint_kv(pk, "requests", c->lookups);
+    put_uint_kv(pk, "exact_hits", c->exact_hits);
+    put_uint_kv(pk, "semantic_hits", c->semantic_hits);
+    put_num_kv(pk, "hit_rate", r.hit_rate);
+    put_num_kv(pk, "exact_hit_rate", r.exact_hit_rate);
+    put_num_kv(pk, "semantic_hit_rate", r.semantic_hit_rate);
+    put_uint_kv(pk, "tokens_in_avoided", c->tokens_in_avoided);
+    put_uint_kv(pk, "tokens_out_avoided", c->tokens_out_avoided);
+    put_uint_kv(pk, "hits_estimated", c->hits_estimated);
+    put_uint_kv(pk, "hits_unpriced", c->hits_unpriced);
+    put_num_kv(pk, "usd_avoided", c->usd_avoided);
+    put_num_kv(pk, "usd_embed", c->usd_embed);
+    put_num_kv(pk, "usd_lookup", c->usd_lookup);
+    put_num_kv(pk, "usd_spent", r.usd_spent);
+    put_num_kv(pk, "usd_net", r.usd_net);
+    put_num_kv(pk, "return_on_spend", r.return_on_spend);
+    put_num_kv(pk, "break_even_hit_rate", r.break_even_hit_rate);
+    put_uint_kv(pk, "false_hits", c->false_hits);
+    put_uint_kv(pk, "false_hits_unpriced", c->false_hits_unpriced);
+    put_num_kv(pk, "usd_false_hits", c->usd_false_hits);
+    put_uint_kv(pk, "inserts", c->inserts);
+    put_uint_kv(pk, "inserts_unpriced", c->inserts_unpriced);
+    put_uint_kv(pk, "inserts_estimated", c->inserts_estimated);
+    put_num_kv(pk, "embed_cpu_s", c->embed_cpu_s);
+    put_num_kv(pk, "lookup_cpu_s", c->lookup_cpu_s);
+    put_uint_kv(pk, "embed_tokens", c->embed_tokens);
+    put_uint_kv(pk, "embed_unpriced", c->embed_unpriced);
+    put_num_kv(pk, "usd_per_call", r.usd_per_call);
+    put_num_kv(pk, "usd_per_request", r.usd_per_request);
+    put_num_kv(pk, "days", r.days);
+    put_num_kv(pk, "lookups_per_day", r.lookups_per_day);
+    mp_put_key(pk, "month_without");
+    msgpack_pack_array(pk, 3);
+    for (int i = 0; i < 3; i++) {
+        isfinite(r.month_without[i])
+            ? msgpack_pack_double(pk, r.month_without[i])
+            : msgpack_pack_nil(pk);
+    }
+    mp_put_key(pk, "month_with");
+    msgpack_pack_array(pk, 3);
+    for (int i = 0; i < 3; i++) {
+        isfinite(r.month_with[i]) ? msgpack_pack_double(pk, r.month_with[i])
+                                  : msgpack_pack_nil(pk);
+    }
+    put_uint_kv(pk, "first_ms", c->first_ms);
+}
+
+typedef struct report_rows {
+    msgpack_packer *pk;
+    size_t n;
+} report_rows;
+
+/* Packs each row aside, counting them: the array's length comes first. */
+static void pack_row(void *arg, const char *key, const sc_ledger_counts *c)
+{
+    report_rows *rr = arg;
+    pack_report_row(rr->pk, key, c);
+    rr->n++;
+}
+
+/* The report: the total, the rows by namespace, feature or user, and the
+ * hourly timeline. */
+static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
+                     outcome *o)
+{
+    if (d->ledger == NULL) {
+        o->code = "internal";
+        snprintf(o->msg, sizeof(o->msg), "this server keeps no ledger");
+        return -1;
+    }
+    sc_ledger_by by = SC_LEDGER_BY_NS;
+    if (it->has_by) {
+        if (strcmp(it->by, "feature") == 0) {
+            by = SC_LEDGER_BY_FEATURE;
+        } else if (strcmp(it->by, "user") == 0) {
+            by = SC_LEDGER_BY_USER;
+        } else if (strcmp(it->by, "ns") != 0) {
+            o->code = "bad_request";
+            snprintf(o->msg, sizeof(o->msg),
+                     "field 'by' must be ns, feature or user");
+            return -1;
+        }
+    }
+    const char *ns = it->has_ns ? it->ns : NULL;
+    sc_ledger_counts total;
+    msgpack_sbuffer rows;
+    msgpack_sbuffer_init(&rows);
+    msgpack_packer rpk;
+    msgpack_packer_init(&rpk, &rows, msgpack_sbuffer_write);
+    report_rows rr = {&rpk, 0};
+    if ((o->rc = sc_ledger_sum(d->ledger, ns, by, &total, pack_row, &rr)) !=
+        SC_OK) {
+        msgpack_sbuffer_destroy(&rows);
+        return -1;
+    }
+    sc_ledger_hour *hours = malloc(24 * 31 * sizeof(*hours));
+    if (hours == NULL) {
+        msgpack_sbuffer_destroy(&rows);
+        o->rc = SC_ENOMEM;
+        return -1;
+    }
+    size_t nh = sc_ledger_timeline(d->ledger, hours, 24 * 31);
+    msgpack_pack_map(pk, 6);
+    mp_put_key(pk, "prices_date");
+    mp_put_str(pk, sc_prices_date(d->prices));
+    put_num_kv(pk, "cpu_hour", sc_prices_cpu_hour(d->prices));
+    mp_put_key(pk, "by");
+    mp_put_str(pk, by == SC_LEDGER_BY_NS        ? "ns"
+                   : by == SC_LEDGER_BY_FEATURE ? "feature"
+                                                : "user");
+    mp_put_key(pk, "total");
+    pack_report_row(pk, NULL, &total);
+    mp_put_key(pk, "rows");
+    msgpack_pack_array(pk, rr.n);
+    if (rows.size > 0) {
+        msgpack_pack_str_body(pk, rows.data, rows.size); /* raw append */
+    }
+    msgpack_sbuffer_destroy(&rows);
+    mp_put_key(pk, "timeline");
+    msgpack_pack_array(pk, nh);
+    for (size_t i = 0; i < nh; i++) {
+        msgpack_pack_array(pk, 5);
+        msgpack_pack_uint64(pk, hours[i].hour_ms);
+        msgpack_pack_uint64(pk, hours[i].lookups);
+        msgpack_pack_uint64(pk, hours[i].hits);
+        msgpack_pack_double(pk, hours[i].usd_avoided);
+        msgpack_pack_double(pk, hours[i].usd_spent);
+    }
+    free(hours);
+    return 0;
+}
+
 /* Runs a single (non-batch) op. Packs the result map on success. */
 static int run_op(sc_dispatch *d, const char *op, const item *it,
                   msgpack_packer *pk, outcome *o)
@@ -763,6 +942,9 @@ static int run_op(sc_dispatch *d, const char *op, const item *it,
         }
         free(names);
         return 0;
+    }
+    if (strcmp(op, "report") == 0) {
+        return do_report(d, it, pk, o);
     }
     if (strcmp(op, "stats") == 0) {
         sc_cache_stats *s = malloc(sizeof(*s));
@@ -1184,8 +1366,8 @@ static int plain_lookup(const uint8_t *req, size_t len, item *it,
 
 /* Packs the reply sc_dispatch_handle gives a lookup that returned rc. */
 static int pack_lookup_reply(sc_dispatch *d, const item *it, bool has_id,
-                             uint64_t id, sc_err rc,
-                             const sc_cache_result *res, sc_server_msg *m)
+                             uint64_t id, sc_err rc, const sc_cache_result *res,
+                             sc_server_msg *m)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -1268,7 +1450,8 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
         }
         sc_cache_result gres[SC_SERVER_MAX_BATCH];
         sc_err grcs[SC_SERVER_MAX_BATCH];
-        sc_err rc = sc_cache_lookup_many(d->cache, its[i].ns, gq, g, gres, grcs);
+        sc_err rc =
+            sc_cache_lookup_many(d->cache, its[i].ns, gq, g, gres, grcs);
         for (size_t k = 0; k < g; k++) {
             res[grp[k]] = gres[k];
             rcs[grp[k]] = rc != SC_OK ? rc : grcs[k];

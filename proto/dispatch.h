@@ -20,6 +20,11 @@ typedef struct sc_dispatch sc_dispatch;
 sc_err sc_dispatch_open(sc_cache *cache, sc_dispatch **out);
 void sc_dispatch_close(sc_dispatch *d);
 
+/* Gives the dispatcher the cost ledger and its prices (borrowed; both must
+ * outlive it) for the "report" op. */
+void sc_dispatch_set_ledger(sc_dispatch *d, sc_ledger *ledger,
+                            const sc_prices *prices);
+
 /* Names the embedder table's path (copied; NULL = none) in the message of
  * a no_embedder error, so that a client learns how to get one. */
 void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path);

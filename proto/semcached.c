@@ -24,7 +24,7 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: semcached [--config FILE] [--listen URL]... [--threads N]\n"
-        "                 [--http HOST:PORT]\n"
+        "                 [--http HOST:PORT] [--prices FILE]\n"
         "                 [--data-dir DIR] [--embed-table FILE]\n"
         "                 [--recv-max BYTES] [--tls-cert FILE]\n"
         "                 [--max-namespaces N] [--max-bytes BYTES]\n"
@@ -37,6 +37,8 @@ static void usage(FILE *f)
         "  --threads N         worker threads (default one per CPU)\n"
         "  --http HOST:PORT    also serve HTTP: JSON ops, /metrics, /report,\n"
         "                      /healthz (docs/HTTP.md)\n"
+        "  --prices FILE       price table for the cost ledger (default: the\n"
+        "                      dated table compiled in, data/prices.json)\n"
         "  --data-dir DIR      where semcached keeps its files (default %s)\n"
         "  --embed-table FILE  the built-in embedder's table (default\n"
         "                      DIR/%s)\n"
@@ -212,6 +214,8 @@ static int parse_args(int argc, char **argv, sc_config *cfg)
             cfg->recv_max = (size_t)n;
         } else if (strcmp(a, "--tls-cert") == 0) {
             rc = sc_config_set_str(&cfg->tls_cert, v);
+        } else if (strcmp(a, "--prices") == 0) {
+            rc = sc_config_set_str(&cfg->prices, v);
         } else if (strcmp(a, "--http") == 0) {
             rc = sc_config_set_str(&cfg->http, v);
         } else if (strcmp(a, "--data-dir") == 0) {
@@ -290,10 +294,29 @@ int main(int argc, char **argv)
             .embed = embed_fn,
             .rescore = rescore_fn,
             .arg = emb,
+            .vote = true,
         };
         ccfg.embedder = &hook;
     }
     ccfg.text_needs_embedder = true;
+    sc_prices *prices = NULL;
+    sc_ledger *ledger = NULL;
+    char pmsg[512];
+    sc_err prc2 = conf.prices != NULL
+                      ? sc_prices_load(conf.prices, &prices, pmsg, sizeof(pmsg))
+                      : sc_prices_default(&prices);
+    if (prc2 != SC_OK || sc_ledger_open(prices, &ledger) != SC_OK) {
+        fprintf(stderr, "semcached: bad price table: %s\n",
+                prc2 != SC_OK && conf.prices != NULL ? pmsg
+                                                     : sc_strerror(prc2));
+        sc_prices_free(prices);
+        sc_embed_close(emb);
+        sc_config_fini(&conf);
+        return 1;
+    }
+    fprintf(stderr, "semcached: prices of %s from %s\n", sc_prices_date(prices),
+            conf.prices != NULL ? conf.prices : "the table compiled in");
+    ccfg.ledger = ledger;
 
     /* Signals are taken synchronously by the main thread (sigtimedwait);
      * every thread started from here on inherits the blocked mask. */
@@ -336,6 +359,7 @@ int main(int argc, char **argv)
     if (emb == NULL) {
         sc_dispatch_set_embed_hint(disp, embed_path);
     }
+    sc_dispatch_set_ledger(disp, ledger, prices);
     if ((rc = sc_metrics_open(&metrics)) != SC_OK) {
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_disp;
@@ -407,6 +431,8 @@ out_disp:
 out_cache:
     sc_cache_close(cache);
 out_conf:
+    sc_ledger_close(ledger);
+    sc_prices_free(prices);
     sc_embed_close(emb);
     sc_config_fini(&conf);
     return status;

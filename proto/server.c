@@ -30,6 +30,7 @@ struct sc_server {
     void *handler_arg;
     uint64_t served;
     uint64_t dropped;
+    int closing; /* set (atomically) by sc_server_close */
 };
 
 static void count(uint64_t *n)
@@ -44,7 +45,13 @@ static void *worker_main(void *arg)
     sc_server_msg msgs[SC_SERVER_MAX_BATCH];
     for (;;) {
         int rv = nng_recvmsg(s->sock, &batch[0], 0);
-        if (rv == NNG_ECLOSED) {
+        /* A socket closed while this worker was busy is gone: nng answers
+         * NNG_ENOENT then, not NNG_ECLOSED. Either way, leave. */
+        if (rv == NNG_ECLOSED || rv == NNG_ENOENT ||
+            __atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) {
+            if (rv == 0) {
+                nng_msg_free(batch[0]);
+            }
             break;
         }
         if (rv != 0) {
@@ -67,9 +74,9 @@ static void *worker_main(void *arg)
             s->handler_many(s->handler_arg, msgs, n);
         } else {
             for (size_t i = 0; i < n; i++) {
-                msgs[i].rc = s->handler(s->handler_arg, msgs[i].req,
-                                        msgs[i].len, &msgs[i].reply,
-                                        &msgs[i].reply_len);
+                msgs[i].rc =
+                    s->handler(s->handler_arg, msgs[i].req, msgs[i].len,
+                               &msgs[i].reply, &msgs[i].reply_len);
             }
         }
         for (size_t i = 0; i < n; i++) {
@@ -156,7 +163,7 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
     size_t recv_max = cfg->recv_max ? cfg->recv_max : SC_SERVER_DEFAULT_RECVMAX;
     /* Requests nng holds for the workers beyond what the pipes hold: a
      * bound on memory too (each up to recv_max bytes). */
-    int qlen = cfg->queue == 0 ? DEFAULT_QUEUE
+    int qlen = cfg->queue == 0     ? DEFAULT_QUEUE
                : cfg->queue > 8192 ? 8192
                                    : (int)cfg->queue;
     sc_err rc = SC_EIO;
@@ -212,6 +219,7 @@ void sc_server_close(sc_server *s)
     }
     /* Closing the socket fails every pending receive with NNG_ECLOSED;
      * workers finish the batch in hand (its sends fail) and leave. */
+    __atomic_store_n(&s->closing, 1, __ATOMIC_RELEASE);
     nng_close(s->sock);
     for (unsigned i = 0; i < s->nworkers; i++) {
         pthread_join(s->tids[i], NULL);

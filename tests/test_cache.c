@@ -1355,7 +1355,8 @@ static float fake_rescore(void *arg, const char *q, size_t qn, const char *e,
 
 static void test_embedder(void)
 {
-    sc_cache_embedder em = {"fake@1", D, 0.6f, 0.0f, fake_embed, NULL, NULL};
+    sc_cache_embedder em = {"fake@1", D,    0.6f, 0.0f, fake_embed,
+                            NULL,     NULL, false};
     int calls;
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
@@ -1542,6 +1543,37 @@ static void test_embedder(void)
     CHECK_EQ_INT(get(c, "r", NULL, "cancel my order", NULL, &r), SC_OK);
     CHECK(resp_is(&r, "C"));
     sc_cache_result_fini(&r);
+    /* The response vote (em.vote): "W" is the closest to "apple banana
+     * cherry" (0.866), but three entries holding "V" (0.775 each) sit
+     * within the vote's window and take more than a tenth of the vote:
+     * ambiguous. Without the vote (margin 0) W is served. */
+    for (int vote = 1; vote >= 0; vote--) {
+        em.vote = vote;
+        sc_cache *cv = NULL;
+        CHECK_EQ_INT(sc_cache_open(&cfg, &cv), SC_OK);
+        CHECK_EQ_INT(sc_cache_ns_create(cv, "v", NULL), SC_OK);
+        const char *vs[3] = {"apple banana cherry fig grape",
+                             "apple banana cherry grape hat",
+                             "apple banana cherry fig hat"};
+        for (int k = 0; k < 3; k++) {
+            CHECK_EQ_INT(put(cv, "v", NULL, vs[k], NULL, "V", 0, NULL), SC_OK);
+        }
+        CHECK_EQ_INT(put(cv, "v", NULL, "apple banana cherry fig", NULL, "W",
+                         0, NULL),
+                     SC_OK);
+        CHECK_EQ_INT(get(cv, "v", NULL, "apple banana cherry", NULL, &r),
+                     SC_OK);
+        if (vote) {
+            CHECK(!r.hit && r.reason == SC_MISS_AMBIGUOUS);
+            CHECK(fabsf(r.best_similarity - 0.866f) < 1e-3f);
+        } else {
+            CHECK(resp_is(&r, "W"));
+        }
+        sc_cache_result_fini(&r);
+        sc_cache_close(cv);
+    }
+    em.vote = false;
+
     /* Without text in the query, nothing is rescored. */
     float qv[D];
     CHECK_EQ_INT(fake_embed(NULL, "cancel my order", 15, qv), SC_OK);

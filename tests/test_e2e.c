@@ -445,14 +445,20 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     pid_t pid = start_server(argv[1]);
     sc_client *c = connect_ready();
+    fprintf(stderr, "test_e2e: connected: %s\n", c != NULL ? "yes" : "no");
     CHECK(c != NULL);
     if (c != NULL) {
         char server[64];
         CHECK_EQ_INT(sc_client_ping(c, server, sizeof(server), NULL), SC_OK);
         CHECK(strncmp(server, "semcached", 9) == 0);
+        /* Progress on stderr: a run that hangs says where. */
+        fprintf(stderr, "test_e2e: ops\n");
         test_ops(c);
+        fprintf(stderr, "test_e2e: hostile input\n");
         test_hostile(c);
+        fprintf(stderr, "test_e2e: 32 concurrent clients\n");
         test_concurrent();
+        fprintf(stderr, "test_e2e: shutdown\n");
         sc_client_close(c);
     }
     kill(pid, SIGTERM);

@@ -642,7 +642,7 @@ static void test_insert_lookup(void)
     CHECK(fabs(json_number_value(json_object_get(res, "similarity")) -
                0.99871) < 1e-5);
     CHECK(json_is_null(json_object_get(res, "reason")));
-    CHECK_EQ_INT(json_object_size(res), 13);
+    CHECK_EQ_INT(json_object_size(res), 14);
     CHECK_EQ_INT(json_integer_value(json_object_get(res, "hit_count")), 2);
     json_decref(j);
 

@@ -296,12 +296,21 @@ class Client:
         return self._op("insert", ns=ns, **item)["entry"]
 
     def lookup(self, ns, text=None, vec=None, scope=None, threshold=None,
-               embed_model=None):
+               embed_model=None, embed_tokens=None, feature=None, user=None):
         """The result map: "hit", "layer", "similarity", "best", "reason",
-        and on a hit "entry", "response" (bytes), tags and token counts."""
+        and on a hit "entry", "response" (bytes), tags and token counts.
+        For the cost ledger: embed_tokens (what embedding vec cost), and
+        feature / user tags to count the lookup under."""
         return self._op("lookup", ns=ns,
                         **self._item(text, vec, scope, threshold=threshold,
-                                     embed_model=embed_model))
+                                     embed_model=embed_model,
+                                     embed_tokens=embed_tokens,
+                                     feature=feature, user=user))
+
+    def report(self, ns=None, by=None):
+        """The cost report: {"total": {...}, "rows": [...], "timeline":
+        [...], "prices_date", "cpu_hour", "by"} (docs/PROTOCOL.md)."""
+        return self._op("report", ns=ns, by=by)
 
     def delete(self, entry):
         self._op("delete", entry=entry)

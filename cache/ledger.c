@@ -1,0 +1,716 @@
+/* ledger.c - the price table and the cost ledger (ledger.h). Rows live in
+ * one open-addressing table keyed by (kind, namespace, tag) under one
+ * mutex: an event touches three rows (its namespace's, its feature's and
+ * its user's), each a few additions. */
+#define _GNU_SOURCE
+#include "cache/ledger.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "cache/prices_default.h"
+
+/* ---- prices ---------------------------------------------------------- */
+
+typedef struct named_price {
+    char *name;
+    sc_price p;
+} named_price;
+
+typedef struct named_emb {
+    char *name;
+    double per_mtok;
+} named_emb;
+
+struct sc_prices {
+    char *date;
+    double cpu_hour;
+    named_price *llm;
+    size_t nllm;
+    named_emb *emb;
+    size_t nemb;
+};
+
+void sc_prices_free(sc_prices *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < p->nllm; i++) {
+        free(p->llm[i].name);
+    }
+    for (size_t i = 0; i < p->nemb; i++) {
+        free(p->emb[i].name);
+    }
+    free(p->llm);
+    free(p->emb);
+    free(p->date);
+    free(p);
+}
+
+static bool price_ok(json_t *v, double *out)
+{
+    if (!json_is_number(v)) {
+        return false;
+    }
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < 0 || d > 1e6) {
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
+sc_err sc_prices_parse(const char *json, size_t len, const char *name,
+                       sc_prices **out, char *msg, size_t cap)
+{
+    json_error_t je;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL) {
+        snprintf(msg, cap, "%s:%d:%d: %s", name, je.line, je.column, je.text);
+        return SC_EINVAL;
+    }
+    sc_err rc = SC_EINVAL;
+    sc_prices *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        json_decref(root);
+        return SC_ENOMEM;
+    }
+    if (!json_is_object(root)) {
+        snprintf(msg, cap, "%s: a price table is one JSON object", name);
+        goto out;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(root, k, v)
+    {
+        if (strcmp(k, "date") == 0 || strcmp(k, "currency") == 0 ||
+            strcmp(k, "unit") == 0 || strcmp(k, "note") == 0) {
+            if (!json_is_string(v)) {
+                snprintf(msg, cap, "%s: '%s' must be a string", name, k);
+                goto out;
+            }
+            if (strcmp(k, "currency") == 0 &&
+                strcmp(json_string_value(v), "USD") != 0) {
+                snprintf(msg, cap, "%s: only USD prices are supported", name);
+                goto out;
+            }
+            if (strcmp(k, "date") == 0 &&
+                (p->date = strdup(json_string_value(v))) == NULL) {
+                rc = SC_ENOMEM;
+                goto out;
+            }
+        } else if (strcmp(k, "cpu_hour") == 0) {
+            if (!price_ok(v, &p->cpu_hour)) {
+                snprintf(msg, cap, "%s: 'cpu_hour' must be dollars >= 0", name);
+                goto out;
+            }
+        } else if (strcmp(k, "models") == 0 && json_is_object(v)) {
+            size_t n = json_object_size(v);
+            p->llm = calloc(n ? n : 1, sizeof(*p->llm));
+            if (p->llm == NULL) {
+                rc = SC_ENOMEM;
+                goto out;
+            }
+            const char *mk;
+            json_t *mv;
+            json_object_foreach(v, mk, mv)
+            {
+                named_price *np = &p->llm[p->nllm];
+                if (!json_is_object(mv) ||
+                    !price_ok(json_object_get(mv, "input"), &np->p.input) ||
+                    !price_ok(json_object_get(mv, "output"), &np->p.output)) {
+                    snprintf(msg, cap,
+                             "%s: models.%.64s needs input and output "
+                             "dollars >= 0",
+                             name, mk);
+                    goto out;
+                }
+                json_t *ci = json_object_get(mv, "cached_input");
+                np->p.cached_input = np->p.input;
+                if (ci != NULL && !price_ok(ci, &np->p.cached_input)) {
+                    snprintf(msg, cap,
+                             "%s: models.%.64s.cached_input must be >= 0", name,
+                             mk);
+                    goto out;
+                }
+                if (json_object_size(mv) > 2u + (ci != NULL)) {
+                    snprintf(msg, cap,
+                             "%s: models.%.64s: only input, output and "
+                             "cached_input",
+                             name, mk);
+                    goto out;
+                }
+                if ((np->name = strdup(mk)) == NULL) {
+                    rc = SC_ENOMEM;
+                    goto out;
+                }
+                p->nllm++;
+            }
+        } else if (strcmp(k, "embedding_models") == 0 && json_is_object(v)) {
+            size_t n = json_object_size(v);
+            p->emb = calloc(n ? n : 1, sizeof(*p->emb));
+            if (p->emb == NULL) {
+                rc = SC_ENOMEM;
+                goto out;
+            }
+            const char *mk;
+            json_t *mv;
+            json_object_foreach(v, mk, mv)
+            {
+                named_emb *ne = &p->emb[p->nemb];
+                if (!price_ok(mv, &ne->per_mtok)) {
+                    snprintf(msg, cap,
+                             "%s: embedding_models.%.64s must be dollars "
+                             ">= 0",
+                             name, mk);
+                    goto out;
+                }
+                if ((ne->name = strdup(mk)) == NULL) {
+                    rc = SC_ENOMEM;
+                    goto out;
+                }
+                p->nemb++;
+            }
+        } else {
+            snprintf(msg, cap, "%s: unknown or malformed key '%.64s'", name, k);
+            goto out;
+        }
+    }
+    if (p->date == NULL && (p->date = strdup("undated")) == NULL) {
+        rc = SC_ENOMEM;
+        goto out;
+    }
+    rc = SC_OK;
+out:
+    json_decref(root);
+    if (rc != SC_OK) {
+        sc_prices_free(p);
+        return rc;
+    }
+    *out = p;
+    return SC_OK;
+}
+
+sc_err sc_prices_load(const char *path, sc_prices **out, char *msg, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(msg, cap, "%s: cannot be read", path);
+        return SC_EIO;
+    }
+    char *buf = NULL;
+    size_t n = 0, got;
+    char chunk[8192];
+    while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (n + got > (1u << 20)) {
+            fclose(f);
+            free(buf);
+            snprintf(msg, cap, "%s: over 1 MiB", path);
+            return SC_EINVAL;
+        }
+        char *grown = realloc(buf, n + got);
+        if (grown == NULL) {
+            fclose(f);
+            free(buf);
+            return SC_ENOMEM;
+        }
+        buf = grown;
+        memcpy(buf + n, chunk, got);
+        n += got;
+    }
+    fclose(f);
+    sc_err rc = sc_prices_parse(buf != NULL ? buf : "", n, path, out, msg, cap);
+    free(buf);
+    return rc;
+}
+
+sc_err sc_prices_default(sc_prices **out)
+{
+    char msg[256];
+    return sc_prices_parse((const char *)sc_prices_default_json,
+                           sizeof(sc_prices_default_json) - 1,
+                           "data/prices.json", out, msg, sizeof(msg));
+}
+
+bool sc_prices_llm(const sc_prices *p, const char *model, sc_price *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (p == NULL || model == NULL || model[0] == '\0') {
+        return false;
+    }
+    for (size_t i = 0; i < p->nllm; i++) {
+        if (strcmp(p->llm[i].name, model) == 0) {
+            *out = p->llm[i].p;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool sc_prices_embedding(const sc_prices *p, const char *model, double *out)
+{
+    *out = 0;
+    if (p == NULL || model == NULL || model[0] == '\0') {
+        return false;
+    }
+    for (size_t i = 0; i < p->nemb; i++) {
+        if (strcmp(p->emb[i].name, model) == 0) {
+            *out = p->emb[i].per_mtok;
+            return true;
+        }
+    }
+    return false;
+}
+
+double sc_prices_cpu_hour(const sc_prices *p)
+{
+    return p != NULL ? p->cpu_hour : 0;
+}
+
+const char *sc_prices_date(const sc_prices *p)
+{
+    return p != NULL ? p->date : "none";
+}
+
+uint64_t sc_ledger_estimate_tokens(size_t bytes)
+{
+    return ((uint64_t)bytes + 3) / 4;
+}
+
+/* ---- the ledger ------------------------------------------------------ */
+
+#define HOURS    (24u * 31u) /* the timeline: a month of hours */
+#define HOUR_MS  3600000ull
+#define MAX_ROWS (1u << 20) /* tags beyond this are counted as "(other)" */
+
+typedef struct row {
+    uint64_t hash; /* 0 = empty slot */
+    int kind;      /* sc_ledger_by */
+    char *ns, *tag;
+    sc_ledger_counts c;
+} row;
+
+struct sc_ledger {
+    const sc_prices *prices;
+    pthread_mutex_t mu;
+    row *rows;
+    size_t cap, used;
+    sc_ledger_hour hours[HOURS];
+};
+
+sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out)
+{
+    sc_ledger *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        return SC_ENOMEM;
+    }
+    l->cap = 64;
+    l->rows = calloc(l->cap, sizeof(row));
+    if (l->rows == NULL || pthread_mutex_init(&l->mu, NULL) != 0) {
+        free(l->rows);
+        free(l);
+        return SC_ENOMEM;
+    }
+    l->prices = prices;
+    *out = l;
+    return SC_OK;
+}
+
+void sc_ledger_close(sc_ledger *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < l->cap; i++) {
+        free(l->rows[i].ns);
+        free(l->rows[i].tag);
+    }
+    free(l->rows);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+static uint64_t row_hash(int kind, const char *ns, const char *tag)
+{
+    /* Names are capped (namespace 128 bytes, tags 256) by the cache; longer
+     * ones hash by their first bytes, and row_is compares them whole. */
+    char buf[1 + 2 * 512];
+    size_t nl = strnlen(ns, 511), tl = strnlen(tag, 511);
+    buf[0] = (char)kind;
+    memcpy(buf + 1, ns, nl);
+    buf[1 + nl] = '\0';
+    memcpy(buf + 2 + nl, tag, tl);
+    uint64_t h = XXH3_64bits(buf, 2 + nl + tl);
+    return h != 0 ? h : 1;
+}
+
+static bool row_is(const row *r, uint64_t h, int kind, const char *ns,
+                   const char *tag)
+{
+    return r->hash == h && r->kind == kind && strcmp(r->ns, ns) == 0 &&
+           strcmp(r->tag, tag) == 0;
+}
+
+static void grow(sc_ledger *l)
+{
+    size_t ncap = l->cap * 2;
+    row *nr = calloc(ncap, sizeof(row));
+    if (nr == NULL) {
+        return; /* stays full-ish; lookups still find a slot below */
+    }
+    for (size_t i = 0; i < l->cap; i++) {
+        if (l->rows[i].hash != 0) {
+            size_t j = l->rows[i].hash & (ncap - 1);
+            while (nr[j].hash != 0) {
+                j = (j + 1) & (ncap - 1);
+            }
+            nr[j] = l->rows[i];
+        }
+    }
+    free(l->rows);
+    l->rows = nr;
+    l->cap = ncap;
+}
+
+/* Under l->mu: the row of (kind, ns, tag), made when new; NULL when out of
+ * memory. */
+static row *row_get(sc_ledger *l, int kind, const char *ns, const char *tag)
+{
+    if (l->used >= MAX_ROWS && kind != SC_LEDGER_BY_NS) {
+        tag = "(other)";
+    }
+    uint64_t h = row_hash(kind, ns, tag);
+    size_t j = h & (l->cap - 1);
+    while (l->rows[j].hash != 0) {
+        if (row_is(&l->rows[j], h, kind, ns, tag)) {
+            return &l->rows[j];
+        }
+        j = (j + 1) & (l->cap - 1);
+    }
+    if ((l->used + 1) * 4 > l->cap * 3) {
+        grow(l);
+        if ((l->used + 1) * 4 > l->cap * 3 + l->cap / 8) {
+            return NULL;
+        }
+        return row_get(l, kind, ns, tag);
+    }
+    row *r = &l->rows[j];
+    r->ns = strdup(ns);
+    r->tag = strdup(tag);
+    if (r->ns == NULL || r->tag == NULL) {
+        free(r->ns);
+        free(r->tag);
+        r->ns = r->tag = NULL;
+        return NULL;
+    }
+    r->hash = h;
+    r->kind = kind;
+    memset(&r->c, 0, sizeof(r->c));
+    l->used++;
+    return r;
+}
+
+/* The three rows an event with tags t counts in. */
+static size_t rows_of(sc_ledger *l, const sc_ledger_tags *t, row **out)
+{
+    const char *ns = t->ns != NULL ? t->ns : "";
+    size_t n = 0;
+    out[n] = row_get(l, SC_LEDGER_BY_NS, ns, "");
+    n += out[n] != NULL;
+    out[n] = row_get(l, SC_LEDGER_BY_FEATURE, ns,
+                     t->feature != NULL ? t->feature : "");
+    n += out[n] != NULL;
+    out[n] = row_get(l, SC_LEDGER_BY_USER, ns, t->user != NULL ? t->user : "");
+    n += out[n] != NULL;
+    return n;
+}
+
+static void stamp(sc_ledger_counts *c, uint64_t now)
+{
+    if (c->first_ms == 0 || now < c->first_ms) {
+        c->first_ms = now;
+    }
+    if (now > c->last_ms) {
+        c->last_ms = now;
+    }
+}
+
+/* The dollars of a call; false when its model has no price. */
+static bool call_usd(const sc_prices *p, const sc_ledger_call *call,
+                     double *usd)
+{
+    sc_price pr;
+    if (!sc_prices_llm(p, call->model, &pr)) {
+        *usd = 0;
+        return false;
+    }
+    *usd = ((double)call->input_tokens * pr.input +
+            (double)call->output_tokens * pr.output) /
+           1e6;
+    return true;
+}
+
+static sc_ledger_hour *hour_of(sc_ledger *l, uint64_t now)
+{
+    uint64_t h = now / HOUR_MS;
+    sc_ledger_hour *b = &l->hours[h % HOURS];
+    if (b->hour_ms != h * HOUR_MS) {
+        memset(b, 0, sizeof(*b));
+        b->hour_ms = h * HOUR_MS;
+    }
+    return b;
+}
+
+void sc_ledger_insert(sc_ledger *l, const sc_ledger_tags *t,
+                      const sc_ledger_call *call, uint64_t now_ms)
+{
+    if (l == NULL) {
+        return;
+    }
+    double usd;
+    bool priced = call_usd(l->prices, call, &usd);
+    pthread_mutex_lock(&l->mu);
+    row *rs[3];
+    size_t n = rows_of(l, t, rs);
+    for (size_t i = 0; i < n; i++) {
+        sc_ledger_counts *c = &rs[i]->c;
+        c->inserts++;
+        c->inserts_unpriced += !priced;
+        c->inserts_estimated += call->estimated;
+        c->usd_inserted += usd;
+        stamp(c, now_ms);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void sc_ledger_lookup_done(sc_ledger *l, const sc_ledger_tags *t,
+                           const sc_ledger_lookup *ev, uint64_t now_ms)
+{
+    if (l == NULL) {
+        return;
+    }
+    bool hit = ev->layer != 0;
+    double avoided = 0;
+    bool priced = hit && call_usd(l->prices, &ev->served, &avoided);
+    double cpu = sc_prices_cpu_hour(l->prices) / 3600.0;
+    double usd_embed = ev->embed_cpu_s * cpu;
+    bool embed_unpriced = false;
+    if (ev->embed_model != NULL) {
+        double per;
+        if (sc_prices_embedding(l->prices, ev->embed_model, &per)) {
+            usd_embed += (double)ev->embed_tokens * per / 1e6;
+        } else {
+            embed_unpriced = true;
+        }
+    }
+    double usd_lookup = ev->lookup_cpu_s * cpu;
+    pthread_mutex_lock(&l->mu);
+    row *rs[3];
+    size_t n = rows_of(l, t, rs);
+    for (size_t i = 0; i < n; i++) {
+        sc_ledger_counts *c = &rs[i]->c;
+        c->lookups++;
+        c->exact_hits += ev->layer == 1;
+        c->semantic_hits += ev->layer == 2;
+        if (hit) {
+            c->tokens_in_avoided += ev->served.input_tokens;
+            c->tokens_out_avoided += ev->served.output_tokens;
+            c->hits_estimated += ev->served.estimated;
+            c->hits_unpriced += !priced;
+            c->usd_avoided += avoided;
+        }
+        c->embed_cpu_s += ev->embed_cpu_s;
+        c->lookup_cpu_s += ev->lookup_cpu_s;
+        c->embed_tokens += ev->embed_tokens;
+        c->embed_unpriced += embed_unpriced;
+        c->embed_estimated += ev->embed_estimated;
+        c->usd_embed += usd_embed;
+        c->usd_lookup += usd_lookup;
+        stamp(c, now_ms);
+    }
+    sc_ledger_hour *b = hour_of(l, now_ms);
+    b->lookups++;
+    b->hits += hit;
+    b->usd_avoided += avoided;
+    b->usd_spent += usd_embed + usd_lookup;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void sc_ledger_false_hit(sc_ledger *l, const sc_ledger_tags *t,
+                         const sc_ledger_call *call)
+{
+    if (l == NULL) {
+        return;
+    }
+    double usd;
+    bool priced = call_usd(l->prices, call, &usd);
+    pthread_mutex_lock(&l->mu);
+    row *rs[3];
+    size_t n = rows_of(l, t, rs);
+    for (size_t i = 0; i < n; i++) {
+        sc_ledger_counts *c = &rs[i]->c;
+        c->false_hits++;
+        c->false_hits_unpriced += !priced;
+        c->usd_false_hits += usd;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void add_counts(sc_ledger_counts *a, const sc_ledger_counts *b)
+{
+    a->lookups += b->lookups;
+    a->exact_hits += b->exact_hits;
+    a->semantic_hits += b->semantic_hits;
+    a->tokens_in_avoided += b->tokens_in_avoided;
+    a->tokens_out_avoided += b->tokens_out_avoided;
+    a->hits_estimated += b->hits_estimated;
+    a->hits_unpriced += b->hits_unpriced;
+    a->usd_avoided += b->usd_avoided;
+    a->inserts += b->inserts;
+    a->inserts_unpriced += b->inserts_unpriced;
+    a->inserts_estimated += b->inserts_estimated;
+    a->usd_inserted += b->usd_inserted;
+    a->embed_cpu_s += b->embed_cpu_s;
+    a->lookup_cpu_s += b->lookup_cpu_s;
+    a->embed_tokens += b->embed_tokens;
+    a->embed_unpriced += b->embed_unpriced;
+    a->embed_estimated += b->embed_estimated;
+    a->usd_embed += b->usd_embed;
+    a->usd_lookup += b->usd_lookup;
+    a->false_hits += b->false_hits;
+    a->false_hits_unpriced += b->false_hits_unpriced;
+    a->usd_false_hits += b->usd_false_hits;
+    if (b->first_ms != 0 && (a->first_ms == 0 || b->first_ms < a->first_ms)) {
+        a->first_ms = b->first_ms;
+    }
+    if (b->last_ms > a->last_ms) {
+        a->last_ms = b->last_ms;
+    }
+}
+
+typedef struct picked {
+    const char *key;
+    sc_ledger_counts c;
+} picked;
+
+static int cmp_picked(const void *a, const void *b)
+{
+    return strcmp(((const picked *)a)->key, ((const picked *)b)->key);
+}
+
+sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
+                     sc_ledger_counts *total, sc_ledger_row_fn fn, void *arg)
+{
+    memset(total, 0, sizeof(*total));
+    pthread_mutex_lock(&l->mu);
+    picked *rows = malloc((l->used + 1) * sizeof(picked));
+    char **keys = calloc(l->used + 1, sizeof(char *));
+    size_t n = 0;
+    sc_err rc = rows != NULL && keys != NULL ? SC_OK : SC_ENOMEM;
+    for (size_t i = 0; i < l->cap && rc == SC_OK; i++) {
+        const row *r = &l->rows[i];
+        if (r->hash == 0 || (ns != NULL && strcmp(r->ns, ns) != 0)) {
+            continue;
+        }
+        if (r->kind == SC_LEDGER_BY_NS) {
+            add_counts(total, &r->c);
+        }
+        if ((int)by != r->kind) {
+            continue;
+        }
+        /* By namespace: the name; by tag within all namespaces, the tag
+         * (summed over namespaces below). */
+        const char *key = by == SC_LEDGER_BY_NS ? r->ns : r->tag;
+        size_t j = 0;
+        while (j < n && strcmp(rows[j].key, key) != 0) {
+            j++;
+        }
+        if (j == n) {
+            if ((keys[n] = strdup(key)) == NULL) {
+                rc = SC_ENOMEM;
+                break;
+            }
+            rows[n].key = keys[n];
+            memset(&rows[n].c, 0, sizeof(rows[n].c));
+            n++;
+        }
+        add_counts(&rows[j].c, &r->c);
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (rc == SC_OK && fn != NULL) {
+        qsort(rows, n, sizeof(picked), cmp_picked);
+        for (size_t i = 0; i < n; i++) {
+            fn(arg, rows[i].key, &rows[i].c);
+        }
+    }
+    for (size_t i = 0; keys != NULL && i < n; i++) {
+        free(keys[i]);
+    }
+    free(keys);
+    free(rows);
+    return rc;
+}
+
+size_t sc_ledger_timeline(sc_ledger *l, sc_ledger_hour *out, size_t cap)
+{
+    pthread_mutex_lock(&l->mu);
+    size_t n = 0;
+    for (size_t i = 0; i < HOURS; i++) {
+        if (l->hours[i].lookups != 0 && n < cap) {
+            out[n++] = l->hours[i];
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    /* Oldest first. */
+    for (size_t i = 1; i < n; i++) {
+        sc_ledger_hour h = out[i];
+        size_t j = i;
+        for (; j > 0 && out[j - 1].hour_ms > h.hour_ms; j--) {
+            out[j] = out[j - 1];
+        }
+        out[j] = h;
+    }
+    return n;
+}
+
+void sc_ledger_derive(const sc_ledger_counts *c, sc_ledger_report *r)
+{
+    memset(r, 0, sizeof(*r));
+    double n = (double)c->lookups;
+    double hits = (double)(c->exact_hits + c->semantic_hits);
+    double priced_hits = hits - (double)c->hits_unpriced;
+    r->hit_rate = n > 0 ? hits / n : NAN;
+    r->exact_hit_rate = n > 0 ? (double)c->exact_hits / n : NAN;
+    r->semantic_hit_rate = n > 0 ? (double)c->semantic_hits / n : NAN;
+    r->usd_spent = c->usd_embed + c->usd_lookup;
+    r->usd_net = c->usd_avoided - c->usd_false_hits - r->usd_spent;
+    r->return_on_spend =
+        r->usd_spent > 0 ? (c->usd_avoided - c->usd_false_hits) / r->usd_spent
+                         : NAN;
+    r->usd_per_hit = priced_hits > 0 ? c->usd_avoided / priced_hits : NAN;
+    r->usd_per_lookup = n > 0 ? r->usd_spent / n : NAN;
+    r->break_even_hit_rate =
+        r->usd_per_hit > 0 ? r->usd_per_lookup / r->usd_per_hit : NAN;
+    double priced_inserts = (double)(c->inserts - c->inserts_unpriced);
+    r->usd_per_call =
+        priced_inserts > 0 ? c->usd_inserted / priced_inserts : r->usd_per_hit;
+    double span_ms =
+        c->last_ms > c->first_ms ? (double)(c->last_ms - c->first_ms) : 0;
+    r->days = fmax(span_ms, (double)HOUR_MS) / 86400000.0;
+    r->lookups_per_day = n / r->days;
+    static const double scale[3] = {1, 10, 100};
+    for (int i = 0; i < 3; i++) {
+        double month = r->lookups_per_day * 30.0 * scale[i];
+        r->month_without[i] = month * r->usd_per_call;
+        r->month_with[i] = month * (1.0 - r->hit_rate) * r->usd_per_call +
+                           month * r->usd_per_lookup;
+    }
+    r->usd_per_request =
+        n > 0 ? ((n - hits) * r->usd_per_call + r->usd_spent) / n : NAN;
+}

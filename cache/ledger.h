@@ -1,0 +1,160 @@
+/* ledger.h - what the cache earns: a price table (dollars per million
+ * tokens of each LLM and embedding model, and per CPU-hour for the built-in
+ * embedder), and a ledger that turns every insert, lookup and reported
+ * false hit into tokens and dollars, per namespace, per feature tag, per
+ * user tag and overall, with an hourly timeline. Thread-safe. */
+#ifndef SC_LEDGER_H
+#define SC_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/sc_error.h"
+
+/* ---- prices -------------------------------------------------------------*/
+
+typedef struct sc_prices sc_prices;
+
+typedef struct sc_price {
+    double input, cached_input, output; /* dollars per million tokens */
+} sc_price;
+
+/* Parses a price table (JSON, data/prices.json shows the form: "date",
+ * "cpu_hour", "models": {name: {input, output, cached_input}},
+ * "embedding_models": {name: dollars}). json[0..len) is borrowed; name
+ * labels messages. Unknown keys, negative or non-finite prices, duplicate
+ * keys are refused: SC_EINVAL with a reason in msg (cap bytes). */
+sc_err sc_prices_parse(const char *json, size_t len, const char *name,
+                       sc_prices **out, char *msg, size_t cap);
+
+/* Reads and parses the file at path (SC_EIO when it cannot be read). */
+sc_err sc_prices_load(const char *path, sc_prices **out, char *msg, size_t cap);
+
+/* The table that ships with semcached (data/prices.json, compiled in). */
+sc_err sc_prices_default(sc_prices **out);
+
+void sc_prices_free(sc_prices *p);
+
+/* The price of an LLM model; false (and *out zeroed) when the table does
+ * not have it: its cost is unknown, never zero. */
+bool sc_prices_llm(const sc_prices *p, const char *model, sc_price *out);
+
+/* Dollars per million tokens of an embedding model; false when unknown. */
+bool sc_prices_embedding(const sc_prices *p, const char *model, double *out);
+
+double sc_prices_cpu_hour(const sc_prices *p);
+const char *sc_prices_date(const sc_prices *p); /* owned by p */
+
+/* Tokens in n bytes of text when nobody counted them: one per four bytes,
+ * rounded up (the usual rule of thumb for English). */
+uint64_t sc_ledger_estimate_tokens(size_t bytes);
+
+/* ---- the ledger ---------------------------------------------------------*/
+
+typedef struct sc_ledger sc_ledger;
+
+/* prices is borrowed and must outlive the ledger. */
+sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out);
+void sc_ledger_close(sc_ledger *l);
+
+/* The LLM call behind an entry. */
+typedef struct sc_ledger_call {
+    const char *model; /* "" or NULL = unknown: its cost is unknown */
+    uint64_t input_tokens, output_tokens;
+    bool estimated; /* the tokens were estimated from bytes */
+} sc_ledger_call;
+
+/* Where an event is counted: its namespace and its feature and user tags
+ * (NULL or "" = untagged). Strings are borrowed for the call. */
+typedef struct sc_ledger_tags {
+    const char *ns, *feature, *user;
+} sc_ledger_tags;
+
+/* An insert: the LLM call that produced the stored response. */
+void sc_ledger_insert(sc_ledger *l, const sc_ledger_tags *t,
+                      const sc_ledger_call *call, uint64_t now_ms);
+
+typedef struct sc_ledger_lookup {
+    int layer;               /* 0 miss, 1 exact hit, 2 semantic hit */
+    sc_ledger_call served;   /* on a hit: the served entry's call */
+    double embed_cpu_s;      /* the built-in embedder's time */
+    const char *embed_model; /* the client's embedding model, or NULL */
+    uint64_t embed_tokens;   /* its tokens (0 = none given) */
+    bool embed_estimated;    /* embed_tokens were estimated */
+    double lookup_cpu_s;     /* the lookup's own time */
+} sc_ledger_lookup;
+
+void sc_ledger_lookup_done(sc_ledger *l, const sc_ledger_tags *t,
+                           const sc_ledger_lookup *ev, uint64_t now_ms);
+
+/* A hit reported wrong: its avoided cost was never really avoided. */
+void sc_ledger_false_hit(sc_ledger *l, const sc_ledger_tags *t,
+                         const sc_ledger_call *call);
+
+/* The sums of one key. Dollars count priced events only; the *_unpriced
+ * counts say how many events have an unknown cost. */
+typedef struct sc_ledger_counts {
+    uint64_t lookups, exact_hits, semantic_hits;
+    uint64_t tokens_in_avoided, tokens_out_avoided;
+    uint64_t hits_estimated; /* hits whose tokens were estimated */
+    uint64_t hits_unpriced;  /* hits of a model with no price */
+    double usd_avoided;
+    uint64_t inserts, inserts_unpriced, inserts_estimated;
+    double usd_inserted; /* what the calls behind inserts cost */
+    double embed_cpu_s, lookup_cpu_s;
+    uint64_t embed_tokens, embed_unpriced, embed_estimated;
+    double usd_embed, usd_lookup;
+    uint64_t false_hits, false_hits_unpriced;
+    double usd_false_hits;
+    uint64_t first_ms, last_ms; /* first and last event, 0 = none */
+} sc_ledger_counts;
+
+typedef enum sc_ledger_by {
+    SC_LEDGER_BY_NS = 0, /* one row per namespace */
+    SC_LEDGER_BY_FEATURE = 1,
+    SC_LEDGER_BY_USER = 2
+} sc_ledger_by;
+
+/* Sums over everything (ns NULL) or one namespace into *total, and calls
+ * fn for each row of the breakdown by (namespace, feature or user; within
+ * ns when given), in name order. fn's strings last for the call. Returns
+ * SC_ENOMEM, or SC_OK. */
+typedef void (*sc_ledger_row_fn)(void *arg, const char *key,
+                                 const sc_ledger_counts *c);
+sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
+                     sc_ledger_counts *total, sc_ledger_row_fn fn, void *arg);
+
+/* The hourly timeline over everything: up to cap hours, oldest first. */
+typedef struct sc_ledger_hour {
+    uint64_t hour_ms; /* start of the hour */
+    uint64_t lookups, hits;
+    double usd_avoided, usd_spent;
+} sc_ledger_hour;
+size_t sc_ledger_timeline(sc_ledger *l, sc_ledger_hour *out, size_t cap);
+
+/* ---- the report ---------------------------------------------------------*/
+
+/* What the report derives from one row's counts. */
+typedef struct sc_ledger_report {
+    double hit_rate, exact_hit_rate, semantic_hit_rate;
+    double usd_spent;           /* embeddings and lookups */
+    double usd_net;             /* avoided - false hits - spent */
+    double return_on_spend;     /* (avoided - false hits) / spent; NAN if 0 */
+    double usd_per_hit;         /* mean avoided per priced hit; NAN if none */
+    double usd_per_lookup;      /* mean spend per lookup; NAN if none */
+    double break_even_hit_rate; /* usd_per_lookup / usd_per_hit */
+    double usd_per_call;        /* mean cost of an LLM call (inserts, else
+                                   hits); NAN when unknown */
+    double days;                /* observed span, at least one hour */
+    double lookups_per_day;
+    /* Monthly (30 days) bill at 1x, 10x and 100x the observed traffic,
+     * without the cache (every lookup an LLM call) and with it (the misses,
+     * plus the spend), at the observed hit rate; NAN when unknown. */
+    double month_without[3], month_with[3];
+    double usd_per_request; /* with the cache: (misses x call + spend) / n */
+} sc_ledger_report;
+
+void sc_ledger_derive(const sc_ledger_counts *c, sc_ledger_report *r);
+
+#endif

@@ -1,0 +1,365 @@
+/* test_ledger.c - the price table and the cost ledger (cache/ledger.h),
+ * through the cache: a scripted workload with known prices and known hits
+ * gives exact, independently computed dollars; estimated versus given
+ * tokens; unknown models count as unknown, never as zero; false hits; the
+ * break-even and monthly formulas; bad price tables. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/cache.h"
+#include "cache/ledger.h"
+#include "tests/test_util.h"
+
+#define D 4
+
+static uint64_t now_fake = 1000000;
+
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return now_fake;
+}
+
+static const char *PRICES =
+    "{\"date\": \"2026-01-01\", \"cpu_hour\": 3.6,\n"
+    " \"models\": {\"big\": {\"input\": 2.0, \"output\": 8.0},\n"
+    "              \"small\": {\"input\": 0.5, \"output\": 1.0,\n"
+    "                        \"cached_input\": 0.25}},\n"
+    " \"embedding_models\": {\"emb-1\": 0.1}}";
+
+static bool near(double a, double b)
+{
+    return fabs(a - b) <= 1e-12 + 1e-9 * fabs(b);
+}
+
+#define CHECK_NEAR(a, b)                                                       \
+    do {                                                                       \
+        double x_ = (a), y_ = (b);                                             \
+        if (near(x_, y_)) {                                                    \
+            test_passed++;                                                     \
+        } else {                                                               \
+            test_failed++;                                                     \
+            fprintf(stderr, "%s:%d: %s = %.12g, want %.12g\n", __FILE__,       \
+                    __LINE__, #a, x_, y_);                                     \
+        }                                                                      \
+    } while (0)
+
+static void test_prices(void)
+{
+    char msg[256];
+    sc_prices *p = NULL;
+    CHECK_EQ_INT(
+        sc_prices_parse(PRICES, strlen(PRICES), "t", &p, msg, sizeof(msg)),
+        SC_OK);
+    sc_price pr;
+    CHECK(sc_prices_llm(p, "big", &pr) && pr.input == 2.0 && pr.output == 8.0 &&
+          pr.cached_input == 2.0);
+    CHECK(sc_prices_llm(p, "small", &pr) && pr.cached_input == 0.25);
+    CHECK(!sc_prices_llm(p, "nope", &pr) && pr.input == 0);
+    CHECK(!sc_prices_llm(p, "", &pr));
+    double e;
+    CHECK(sc_prices_embedding(p, "emb-1", &e) && e == 0.1);
+    CHECK(!sc_prices_embedding(p, "big", &e));
+    CHECK(sc_prices_cpu_hour(p) == 3.6);
+    CHECK(strcmp(sc_prices_date(p), "2026-01-01") == 0);
+    sc_prices_free(p);
+
+    /* The table that ships parses, and knows the common models. */
+    CHECK_EQ_INT(sc_prices_default(&p), SC_OK);
+    CHECK(sc_prices_llm(p, "gpt-4o", &pr) && pr.input > 0);
+    CHECK(sc_prices_llm(p, "gpt-4o-mini", &pr));
+    CHECK(sc_prices_embedding(p, "text-embedding-3-small", &e) && e > 0);
+    CHECK(sc_prices_cpu_hour(p) > 0);
+    sc_prices_free(p);
+
+    static const char *bad[] = {
+        "",
+        "[]",
+        "{\"models\": {\"m\": {\"input\": -1, \"output\": 1}}}",
+        "{\"models\": {\"m\": {\"input\": 1}}}",
+        "{\"models\": {\"m\": {\"input\": 1, \"output\": 1, \"x\": 2}}}",
+        "{\"models\": {\"m\": {\"input\": \"1\", \"output\": 1}}}",
+        "{\"embedding_models\": {\"e\": -0.1}}",
+        "{\"cpu_hour\": -3}",
+        "{\"currency\": \"EUR\"}",
+        "{\"surprise\": 1}",
+        "{\"models\": {\"m\": {\"input\": 1, \"output\": 1}}, \"models\": {}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        p = NULL;
+        sc_err rc = sc_prices_parse(bad[i], strlen(bad[i]), "bad", &p, msg,
+                                    sizeof(msg));
+        CHECK(rc == SC_EINVAL && p == NULL);
+        if (rc != SC_EINVAL) {
+            fprintf(stderr, "  accepted: %s\n", bad[i]);
+        }
+    }
+    CHECK_EQ_INT(
+        sc_prices_load("/nonexistent/prices.json", &p, msg, sizeof(msg)),
+        SC_EIO);
+    CHECK_EQ_INT(sc_ledger_estimate_tokens(0), 0);
+    CHECK_EQ_INT(sc_ledger_estimate_tokens(1), 1);
+    CHECK_EQ_INT(sc_ledger_estimate_tokens(8), 2);
+    CHECK_EQ_INT(sc_ledger_estimate_tokens(9), 3);
+}
+
+static sc_err put(sc_cache *c, const char *text, const float *v,
+                  const char *model, uint64_t in, uint64_t out,
+                  const char *feature, const char *resp, uint64_t *id)
+{
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.text = text;
+    it.text_len = strlen(text);
+    it.vec = v;
+    it.dim = D;
+    it.embed_model = "emb-1";
+    it.model = model;
+    it.input_tokens = in;
+    it.output_tokens = out;
+    it.feature = feature;
+    it.user = "u1";
+    it.response = resp;
+    it.response_len = strlen(resp);
+    return sc_cache_insert(c, "faq", &it, id);
+}
+
+static sc_err look_in(sc_cache *c, const char *ns, const char *text,
+                      const float *v, const char *embed_model,
+                      uint64_t embed_tokens, const char *feature,
+                      sc_cache_result *r);
+
+static sc_err look(sc_cache *c, const char *text, const float *v,
+                   const char *embed_model, uint64_t embed_tokens,
+                   const char *feature, sc_cache_result *r)
+{
+    return look_in(c, "faq", text, v, embed_model, embed_tokens, feature, r);
+}
+
+static sc_err look_in(sc_cache *c, const char *ns, const char *text,
+                      const float *v, const char *embed_model,
+                      uint64_t embed_tokens, const char *feature,
+                      sc_cache_result *r)
+{
+    sc_cache_query q;
+    memset(&q, 0, sizeof(q));
+    q.text = text;
+    q.text_len = text != NULL ? strlen(text) : 0;
+    q.vec = v;
+    q.dim = v != NULL ? D : 0;
+    q.embed_model = embed_model;
+    q.embed_tokens = embed_tokens;
+    q.feature = feature;
+    sc_err rc = sc_cache_lookup(c, ns, &q, r);
+    if (rc == SC_OK) {
+        sc_cache_result_fini(r);
+    }
+    return rc;
+}
+
+typedef struct rows {
+    int n;
+    char keys[8][32];
+    sc_ledger_counts c[8];
+} rows;
+
+static void collect(void *arg, const char *key, const sc_ledger_counts *c)
+{
+    rows *r = arg;
+    if (r->n < 8) {
+        snprintf(r->keys[r->n], sizeof(r->keys[0]), "%s", key);
+        r->c[r->n++] = *c;
+    }
+}
+
+static void test_workload(void)
+{
+    char msg[256];
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    CHECK_EQ_INT(
+        sc_prices_parse(PRICES, strlen(PRICES), "t", &p, msg, sizeof(msg)),
+        SC_OK);
+    CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.ledger = l;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "faq", NULL), SC_OK);
+
+    float a[D] = {1, 0, 0, 0}, b[D] = {0, 1, 0, 0}, u[D] = {0, 0, 1, 0};
+    float a2[D] = {0.99f, 0.1f, 0, 0}, far[D] = {0, 0, 0, 1};
+    uint64_t ea, eb, eu;
+    /* A: big, 1000 in / 200 out, given. B: small, tokens estimated from
+     * 12 bytes of text (3) and 40 of response (10). U: a model with no
+     * price. */
+    CHECK_EQ_INT(
+        put(c, "return policy", a, "big", 1000, 200, "support", "R", &ea),
+        SC_OK);
+    CHECK_EQ_INT(put(c, "reset pass!!", b, "small", 0, 0, "account",
+                     "0123456789012345678901234567890123456789", &eb),
+                 SC_OK);
+    CHECK_EQ_INT(
+        put(c, "who are you?", u, "mystery", 50, 50, "support", "U", &eu),
+        SC_OK);
+
+    sc_cache_result r;
+    /* Two exact hits on A (text alone: no embedding), one semantic hit on A
+     * (a client vector of emb-1, 7 tokens), one hit on B (emb-1, tagged
+     * "web" by the lookup), one on U (emb-1, tokens not given and no text
+     * to estimate them from), two misses. */
+    now_fake += 1000;
+    CHECK_EQ_INT(look(c, "RETURN policy", NULL, NULL, 0, NULL, &r), SC_OK);
+    CHECK_EQ_INT(look(c, "return  policy", NULL, NULL, 0, NULL, &r), SC_OK);
+    CHECK_EQ_INT(look(c, NULL, a2, "emb-1", 7, NULL, &r), SC_OK);
+    CHECK_EQ_INT(look(c, "x", b, "emb-1", 7, "web", &r), SC_OK);
+    CHECK_EQ_INT(look(c, NULL, u, "emb-1", 0, NULL, &r), SC_OK);
+    CHECK_EQ_INT(look(c, NULL, far, "emb-1", 20, NULL, &r), SC_OK);
+    now_fake += 2 * 3600 * 1000; /* two hours later */
+    CHECK_EQ_INT(look(c, "nothing like it", NULL, NULL, 0, NULL, &r), SC_OK);
+    /* B's hit is reported wrong. */
+    CHECK_EQ_INT(sc_cache_feedback(c, eb), SC_OK);
+    CHECK_EQ_INT(sc_cache_feedback(c, eb), SC_OK); /* counted once */
+
+    sc_ledger_counts t;
+    rows rs = {0};
+    /* Another namespace, of an embedding model with no price. */
+    CHECK_EQ_INT(sc_cache_ns_create(c, "faq2", NULL), SC_OK);
+    sc_cache_item it2;
+    memset(&it2, 0, sizeof(it2));
+    it2.vec = a;
+    it2.dim = D;
+    it2.embed_model = "emb-x";
+    it2.model = "big";
+    it2.input_tokens = 1;
+    it2.output_tokens = 1;
+    CHECK_EQ_INT(sc_cache_insert(c, "faq2", &it2, NULL), SC_OK);
+    CHECK_EQ_INT(look_in(c, "faq2", NULL, a, "emb-x", 5, NULL, &r), SC_OK);
+    CHECK_EQ_INT(sc_ledger_sum(l, "faq2", SC_LEDGER_BY_NS, &t, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(t.lookups, 1);
+    CHECK_EQ_INT(t.embed_unpriced, 1);
+    CHECK_EQ_INT(t.embed_tokens, 5);
+    CHECK_NEAR(t.usd_embed, 0.0);
+    CHECK_NEAR(t.usd_avoided, 10.0 / 1e6);
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &t, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(t.lookups, 8);
+    CHECK_EQ_INT(t.inserts, 4);
+
+    CHECK_EQ_INT(
+        sc_ledger_sum(l, "faq", SC_LEDGER_BY_FEATURE, &t, collect, &rs), SC_OK);
+    CHECK_EQ_INT(t.lookups, 7);
+    CHECK_EQ_INT(t.exact_hits, 2);
+    CHECK_EQ_INT(t.semantic_hits, 3);
+    CHECK_EQ_INT(t.inserts, 3);
+    CHECK_EQ_INT(t.inserts_unpriced, 1);
+    CHECK_EQ_INT(t.inserts_estimated, 1);
+    /* Avoided: A three times (1000*2 + 200*8)/1e6 = 0.0036 each; B once,
+     * estimated (3*0.5 + 10*1)/1e6; U unpriced. */
+    double usd_a = (1000 * 2.0 + 200 * 8.0) / 1e6;
+    double usd_b = (3 * 0.5 + 10 * 1.0) / 1e6;
+    CHECK_NEAR(t.usd_avoided, 3 * usd_a + usd_b);
+    CHECK_EQ_INT(t.tokens_in_avoided, 3 * 1000 + 3 + 50);
+    CHECK_EQ_INT(t.tokens_out_avoided, 3 * 200 + 10 + 50);
+    CHECK_EQ_INT(t.hits_estimated, 1);
+    CHECK_EQ_INT(t.hits_unpriced, 1);
+    CHECK_NEAR(t.usd_inserted, usd_a + usd_b);
+    /* Embeddings: emb-1 tokens 7 + 7 + (U: none given, none estimated from
+     * no text: 0) + 20, at $0.1 per million. */
+    CHECK_EQ_INT(t.embed_tokens, 7 + 7 + 0 + 20);
+    CHECK_EQ_INT(t.embed_unpriced, 0);
+    CHECK_EQ_INT(t.embed_estimated, 1);
+    CHECK_NEAR(t.usd_embed,
+               (7 + 7 + 0 + 20) * 0.1 / 1e6 + t.embed_cpu_s * 0.001);
+    /* Lookups' time at $3.6 an hour = $0.001 a second. */
+    CHECK(t.lookup_cpu_s > 0);
+    CHECK_NEAR(t.usd_lookup, t.lookup_cpu_s * 0.001);
+    CHECK_EQ_INT(t.false_hits, 1);
+    CHECK_NEAR(t.usd_false_hits, usd_b);
+    CHECK_EQ_INT(t.first_ms, 1000000);
+    CHECK_EQ_INT(t.last_ms, 1000000 + 1000 + 7200000);
+
+    /* By feature: hits count under the served entry's tag unless the
+     * lookup names its own. */
+    CHECK_EQ_INT(rs.n, 4);
+    int sup = -1, web = -1, none = -1, acc = -1;
+    for (int i = 0; i < rs.n; i++) {
+        sup = strcmp(rs.keys[i], "support") == 0 ? i : sup;
+        web = strcmp(rs.keys[i], "web") == 0 ? i : web;
+        none = strcmp(rs.keys[i], "") == 0 ? i : none;
+        acc = strcmp(rs.keys[i], "account") == 0 ? i : acc;
+    }
+    CHECK(sup >= 0 && web >= 0 && none >= 0 && acc >= 0);
+    if (sup >= 0 && web >= 0 && none >= 0 && acc >= 0) {
+        CHECK_EQ_INT(rs.c[sup].lookups, 4); /* A x3, U */
+        CHECK_NEAR(rs.c[sup].usd_avoided, 3 * usd_a);
+        CHECK_EQ_INT(rs.c[web].lookups, 1);
+        CHECK_NEAR(rs.c[web].usd_avoided, usd_b);
+        CHECK_EQ_INT(rs.c[none].lookups, 2); /* the misses */
+        CHECK_EQ_INT(rs.c[acc].inserts, 1);
+        CHECK_EQ_INT(rs.c[acc].false_hits, 1); /* the entry's own tags */
+    }
+
+    /* The report's formulas. */
+    sc_ledger_report rep;
+    sc_ledger_derive(&t, &rep);
+    double spent = t.usd_embed + t.usd_lookup;
+    CHECK_NEAR(rep.hit_rate, 5.0 / 7.0);
+    CHECK_NEAR(rep.usd_spent, spent);
+    CHECK_NEAR(rep.usd_net, t.usd_avoided - usd_b - spent);
+    CHECK_NEAR(rep.return_on_spend, (t.usd_avoided - usd_b) / spent);
+    double per_hit = t.usd_avoided / 4.0; /* four priced hits */
+    CHECK_NEAR(rep.usd_per_hit, per_hit);
+    CHECK_NEAR(rep.usd_per_lookup, spent / 7.0);
+    CHECK_NEAR(rep.break_even_hit_rate, (spent / 7.0) / per_hit);
+    double call = (usd_a + usd_b) / 2.0; /* priced inserts */
+    CHECK_NEAR(rep.usd_per_call, call);
+    double days = (1000.0 + 7200000.0) / 86400000.0;
+    CHECK_NEAR(rep.days, days);
+    CHECK_NEAR(rep.lookups_per_day, 7.0 / days);
+    for (int i = 0; i < 3; i++) {
+        double month = 7.0 / days * 30.0 * (i == 0 ? 1 : i == 1 ? 10 : 100);
+        CHECK_NEAR(rep.month_without[i], month * call);
+        CHECK_NEAR(rep.month_with[i],
+                   month * (2.0 / 7.0) * call + month * spent / 7.0);
+    }
+    CHECK_NEAR(rep.usd_per_request, (2 * call + spent) / 7.0);
+
+    /* The timeline (all namespaces): two hours seen, lookups 6 then 2. */
+    sc_ledger_hour hours[8];
+    size_t nh = sc_ledger_timeline(l, hours, 8);
+    CHECK_EQ_INT(nh, 2);
+    if (nh == 2) {
+        CHECK(hours[0].hour_ms < hours[1].hour_ms);
+        CHECK_EQ_INT(hours[0].lookups, 6);
+        CHECK_EQ_INT(hours[0].hits, 5);
+        CHECK_NEAR(hours[0].usd_avoided, 3 * usd_a + usd_b);
+        CHECK_EQ_INT(hours[1].lookups, 2);
+    }
+    /* One namespace only; an unknown one is empty. */
+    CHECK_EQ_INT(sc_ledger_sum(l, "faq", SC_LEDGER_BY_NS, &t, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(t.lookups, 7);
+    CHECK_EQ_INT(sc_ledger_sum(l, "other", SC_LEDGER_BY_NS, &t, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(t.lookups, 0);
+    sc_ledger_derive(&t, &rep);
+    CHECK(isnan(rep.hit_rate) && isnan(rep.break_even_hit_rate));
+
+    sc_cache_close(c);
+    sc_ledger_close(l);
+    sc_prices_free(p);
+}
+
+int main(void)
+{
+    test_prices();
+    test_workload();
+    return test_summary("ledger");
+}

@@ -1,0 +1,187 @@
+#!/usr/bin/python3
+"""test_report.py --server PATH/TO/semcached --cli PATH/TO/semcache-cli
+
+The cost ledger end to end: a scripted FAQ workload against a real
+semcached with a price table made here, then the "report" op, whose figures
+this test recomputes on its own from the workload and the prices; the
+human report of semcache-cli; an unknown model's cost stays unknown; a bad
+price table stops the start. Prints "N passed, N failed" last."""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
+from test_semcache import check, free_port, wait_client  # noqa: E402
+import test_semcache  # noqa: E402
+
+PRICES = {
+    "date": "2026-02-01",
+    "cpu_hour": 0.36,
+    "models": {"llm-a": {"input": 3.0, "output": 15.0},
+               "llm-b": {"input": 0.2, "output": 0.8}},
+    "embedding_models": {"emb": 0.05},
+}
+
+
+def near(a, b):
+    return a is not None and abs(a - b) <= 1e-12 + 1e-9 * abs(b)
+
+
+def usd(model, tin, tout):
+    p = PRICES["models"][model]
+    return (tin * p["input"] + tout * p["output"]) / 1e6
+
+
+def main():
+    argv = sys.argv
+    server = argv[argv.index("--server") + 1]
+    cli = argv[argv.index("--cli") + 1]
+    tmp = tempfile.mkdtemp(prefix="semcache-report-")
+    prices = os.path.join(tmp, "prices.json")
+    with open(prices, "w") as f:
+        json.dump(PRICES, f)
+    port = free_port()
+    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                             "--prices", prices, "--data-dir", tmp],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        c = wait_client(port)
+        check(c is not None, "connect")
+        # The workload. Entries: (text, vector, model, in, out, feature).
+        faq = [("return policy", [1, 0, 0, 0], "llm-a", 800, 300, "support"),
+               ("opening hours", [0, 1, 0, 0], "llm-b", 100, 50, "store"),
+               ("who made you", [0, 0, 1, 0], "llm-z", 10, 10, "support")]
+        ids = []
+        for text, vec, model, tin, tout, feat in faq:
+            ids.append(c.insert("faq", text.upper(), text=text, vec=vec,
+                                model=model, input_tokens=tin,
+                                output_tokens=tout, feature=feat,
+                                embed_model="emb"))
+        # Tokens not given: estimated from bytes (13 of text -> 4, 8 of
+        # response -> 2), and said so in the hit.
+        e4 = c.insert("faq", "ANSWER!!", text="free shipping?",
+                      vec=[0, 0, 0, 1], model="llm-b", feature="store",
+                      embed_model="emb")
+        lookups = [  # (kwargs, served entry or None)
+            (dict(text="Return policy"), 0),            # exact
+            (dict(text="RETURN  POLICY"), 0),           # exact
+            (dict(vec=[0.98, 0.05, 0, 0], embed_model="emb",
+                  embed_tokens=6), 0),                  # semantic
+            (dict(vec=[0.02, 0.99, 0, 0], embed_model="emb",
+                  embed_tokens=4, feature="web"), 1),   # semantic, tagged
+            (dict(text="who made you"), 2),             # unpriced model
+            (dict(text="free shipping?"), 3),           # estimated tokens
+            (dict(vec=[0.5, 0.5, 0.5, 0.5], embed_model="emb",
+                  embed_tokens=9), None),               # a miss
+            (dict(text="something else"), None),        # a miss
+        ]
+        for kw, want in lookups:
+            r = c.lookup("faq", **kw)
+            got = ids.index(r["entry"]) if r["hit"] and r["entry"] in ids \
+                else (3 if r["hit"] and r["entry"] == e4 else None)
+            check(got == want, f"lookup {kw} served {got}, want {want}")
+            if want == 3:
+                check(r["tokens_estimated"] is True
+                      and r["input_tokens"] == 4 and r["output_tokens"] == 2,
+                      "estimated tokens are said so in the hit")
+            if want == 0:
+                check(r["tokens_estimated"] is False, "given tokens")
+        c.feedback(ids[1])  # the opening-hours hit was wrong
+
+        rep = c._op("report")
+        t = rep["total"]
+        check(rep["prices_date"] == "2026-02-01", "the price table's date")
+        a, b = usd("llm-a", 800, 300), usd("llm-b", 100, 50)
+        est = usd("llm-b", 4, 2)
+        check(t["requests"] == 8 and t["exact_hits"] == 4
+              and t["semantic_hits"] == 2, f"counts {t}")
+        check(near(t["usd_avoided"], 3 * a + b + est),
+              f"dollars avoided {t['usd_avoided']} vs {3 * a + b + est}")
+        check(t["hits_unpriced"] == 1, "the unknown model's hit is unpriced")
+        check(t["hits_estimated"] == 1, "one hit's tokens were estimated")
+        check(t["tokens_in_avoided"] == 3 * 800 + 100 + 10 + 4
+              and t["tokens_out_avoided"] == 3 * 300 + 50 + 10 + 2,
+              "tokens avoided")
+        check(t["false_hits"] == 1 and near(t["usd_false_hits"], b),
+              "the false hit and its cost")
+        # Spend: client embeddings at $0.05 per million tokens, plus CPU
+        # time at $0.36 an hour (= $0.0001 a second).
+        check(t["embed_tokens"] == 6 + 4 + 9, "embedding tokens")
+        cpu = 0.36 / 3600
+        spent = (19 * 0.05 / 1e6 + t["embed_cpu_s"] * cpu
+                 + t["lookup_cpu_s"] * cpu)
+        check(near(t["usd_spent"], spent), f"spent {t['usd_spent']} {spent}")
+        check(t["lookup_cpu_s"] > 0, "lookups' time is measured")
+        net = 3 * a + b + est - b - spent
+        check(near(t["usd_net"], net), "net saved")
+        check(near(t["return_on_spend"], (3 * a + b + est - b) / spent),
+              "return on spend")
+        per_hit = (3 * a + b + est) / 5  # five priced hits
+        check(near(t["break_even_hit_rate"], (spent / 8) / per_hit),
+              "break-even hit rate = spend per lookup / saving per hit")
+        call = (a + b + est) / 3  # priced inserts
+        check(near(t["usd_per_call"], call), "mean LLM call")
+        day = t["lookups_per_day"]
+        check(near(t["month_without"][1], day * 30 * 10 * call)
+              and near(t["month_with"][2],
+                       day * 3000 * ((2 / 8) * call + spent / 8)),
+              "monthly bills at 10x and 100x")
+        rows = {r["key"]: r for r in c._op("report", by="feature")["rows"]}
+        check(set(rows) == {"support", "store", "web", ""},
+              f"rows by feature {sorted(rows)}")
+        check(rows["support"]["requests"] == 4
+              and near(rows["support"]["usd_avoided"], 3 * a)
+              and rows["support"]["hits_unpriced"] == 1, "support row")
+        check(near(rows["web"]["usd_avoided"], b), "a lookup's own tag")
+        check(rows["store"]["false_hits"] == 1,
+              "a false hit counts under its entry's tags")
+        bad = c._op("report", ns="faq")["total"]["requests"] == 8
+        check(bad, "report of one namespace")
+        # The human report.
+        out = subprocess.run([cli, "-a", f"tcp://127.0.0.1:{port}", "report",
+                              "--by", "feature", "--svg",
+                              os.path.join(tmp, "r.svg")],
+                             capture_output=True, text=True, timeout=30)
+        check(out.returncode == 0 and "requests              8" in out.stdout
+              and "cost unknown" in out.stdout and "support" in out.stdout
+              and "break-even hit rate" in out.stdout,
+              f"semcache-cli report ({out.returncode}): {out.stdout}"
+              f"{out.stderr}")
+        with open(os.path.join(tmp, "r.svg")) as f:
+            svg = f.read()
+        check(svg.startswith("<svg") and "polyline" in svg
+              and svg.rstrip().endswith("</svg>"), "report --svg")
+        c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=10)
+            check(proc.returncode == 0, "semcached exits 0")
+            check("prices of 2026-02-01 from " + prices in err,
+                  "the log names the price table")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            check(False, "semcached exits on SIGTERM")
+    # A bad price table stops the start, naming the problem.
+    with open(prices, "w") as f:
+        f.write('{"models": {"x": {"input": -1, "output": 2}}}')
+    r = subprocess.run([server, "--listen", f"tcp://127.0.0.1:{free_port()}",
+                        "--prices", prices, "--data-dir", tmp],
+                       capture_output=True, text=True, timeout=30)
+    check(r.returncode == 1 and "models.x" in r.stderr,
+          f"a bad price table stops the start: {r.stderr!r}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    p, f = test_semcache.passed, test_semcache.failed
+    print(f"test_report: {p} passed, {f} failed")
+    return 1 if f else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
