@@ -13,6 +13,7 @@
 #include "cache/cache.h"
 #include "embed/embed.h"
 #include "index/simd/simd.h"
+#include "proto/cli_report.h"
 #include "proto/config.h"
 #include "proto/dispatch.h"
 #include "proto/http.h"
@@ -116,6 +117,7 @@ static int open_embedder(const sc_config *conf, char *path, size_t cap,
 typedef struct front {
     sc_dispatch *disp;
     sc_metrics *metrics;
+    sc_ledger *ledger;
 } front;
 
 static int timed_handle(void *arg, const uint8_t *req, size_t len,
@@ -140,6 +142,79 @@ static void timed_handle_many(void *arg, sc_server_msg *msgs, size_t n)
         sc_metrics_observe_request(f->metrics, SC_METRICS_NNG, msgs[i].req,
                                    msgs[i].len, dt);
     }
+}
+
+/* GET /report: the "report" op through the dispatcher, as JSON. */
+static sc_err http_report(void *arg, FILE *out)
+{
+    front *f = arg;
+    static const uint8_t req[] = {0x82, 0xa1, 'v', 0x01, 0xa2, 'o', 'p',
+                                  0xa6, 'r',  'e', 'p',  'o',  'r', 't'};
+    uint8_t *reply = NULL;
+    size_t len = 0;
+    if (sc_dispatch_handle(f->disp, req, sizeof(req), &reply, &len) != 0) {
+        return SC_ENOMEM;
+    }
+    mp_reader r;
+    mp_reader_init(&r, reply, len);
+    json_t *j = sc_cli_mp_to_json(&r, 0);
+    free(reply);
+    json_t *res = json_object_get(j, "result");
+    int rc = res != NULL ? json_dumpf(res, out, JSON_COMPACT) : -1;
+    json_decref(j);
+    return rc == 0 ? SC_OK : SC_ENOMEM;
+}
+
+typedef struct metric_rows {
+    FILE *out;
+    int which;
+} metric_rows;
+
+static void metric_row(void *arg, const char *ns, const sc_ledger_counts *c)
+{
+    metric_rows *m = arg;
+    double v = m->which == 0   ? c->usd_avoided
+               : m->which == 1 ? c->usd_embed + c->usd_lookup
+               : m->which == 2 ? c->usd_false_hits
+               : m->which == 3 ? (double)c->tokens_in_avoided
+                               : (double)c->tokens_out_avoided;
+    static const char *name[5] = {
+        "semcache_dollars_avoided_total", "semcache_dollars_spent_total",
+        "semcache_dollars_false_hits_total", "semcache_tokens_avoided_total",
+        "semcache_tokens_avoided_total"};
+    fprintf(m->out, "%s{ns=", name[m->which]);
+    sc_metrics_put_label(m->out, ns);
+    if (m->which >= 3) {
+        fprintf(m->out, ",kind=\"%s\"", m->which == 3 ? "input" : "output");
+    }
+    fprintf(m->out, "} %.9g\n", v);
+}
+
+/* /metrics: the ledger's dollars and tokens, per namespace. */
+static sc_err http_metrics(void *arg, FILE *out)
+{
+    front *f = arg;
+    static const char *help[4][2] = {
+        {"semcache_dollars_avoided_total",
+         "LLM spend avoided by hits, in dollars (priced models only)"},
+        {"semcache_dollars_spent_total",
+         "embedding and lookup spend, in dollars"},
+        {"semcache_dollars_false_hits_total",
+         "avoided dollars of hits later reported wrong"},
+        {"semcache_tokens_avoided_total", "LLM tokens avoided by hits"}};
+    for (int w = 0; w < 4; w++) {
+        fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", help[w][0],
+                help[w][1], help[w][0]);
+        sc_ledger_counts total;
+        for (int k = w; k <= (w == 3 ? 4 : w); k++) {
+            metric_rows m = {out, k};
+            if (sc_ledger_sum(f->ledger, NULL, SC_LEDGER_BY_NS, &total,
+                              metric_row, &m) != SC_OK) {
+                return SC_ENOMEM;
+            }
+        }
+    }
+    return SC_OK;
 }
 
 static uint64_t now_ms(void)
@@ -364,7 +439,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_disp;
     }
-    fr = (front){disp, metrics};
+    fr = (front){disp, metrics, ledger};
     scfg.handler = timed_handle;
     scfg.handler_many = timed_handle_many;
     scfg.handler_arg = &fr;
@@ -380,6 +455,9 @@ int main(int argc, char **argv)
             .cache = cache,
             .body_max = conf.recv_max,
             .metrics = metrics,
+            .metrics_hook = http_metrics,
+            .report_hook = http_report,
+            .hook_arg = &fr,
         };
         if ((rc = sc_http_open(&hcfg, &http)) != SC_OK) {
             fprintf(stderr, "semcached: cannot serve HTTP on %s: %s\n",

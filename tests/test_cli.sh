@@ -124,6 +124,8 @@ hexpect '^200 .*"entry"' /v1/insert '{"ns": "strict", "vec": [0.1, 0.9, 0.2], "r
 hexpect '^200 .*"response": *"via http"' /v1/lookup '{"ns": "strict", "vec": [0.1, 0.9, 0.2]}'
 hexpect 'semcache_lookups_total\{ns="strict"\} 4' /metrics
 hexpect 'semcache_request_duration_seconds_count\{op="lookup",transport="nng"\} 2' /metrics
+hexpect 'semcache_dollars_avoided_total\{ns="strict"\} ' /metrics
+hexpect '^200 \{.*"total": *\{.*"requests": *4' /report
 kill -TERM $spid
 wait $spid
 
