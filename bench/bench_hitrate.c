@@ -149,10 +149,18 @@ static char *set_name(const char *path)
 
 static sc_client *cli;
 static unsigned long long ns_seq;
+static int vote_opt = -1; /* --vote: -1 = the server's default, 0, 1 */
 
+static void ns_op(const char *op, const char *ns, int vote);
+
+/* A fresh namespace for one run; created explicitly when --vote is given
+ * (else the first insert creates it on the server's defaults). */
 static void new_ns(char *out, size_t cap, const char *set, const char *mode)
 {
     snprintf(out, cap, "hr.%s.%s.%llu", set, mode, ++ns_seq);
+    if (vote_opt >= 0) {
+        ns_op("ns_create", out, vote_opt);
+    }
 }
 
 static uint64_t insert_text(const char *ns, const char *scope, const char *text,
@@ -212,27 +220,39 @@ static look lookup_text(const char *ns, const char *scope, const char *text,
     return l;
 }
 
-static void drop_ns(const char *ns)
+/* {"v": 1, "op": OP, "ns": NS[, "vote": bool]}: the client has no call
+ * for these. */
+static void ns_op(const char *op, const char *ns, int vote)
 {
-    /* {"v": 1, "op": "ns_drop", "ns": NS}: the client has no call for it. */
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
-    const char *kv[] = {"op", "ns_drop", "ns", ns};
+    msgpack_pack_map(&pk, vote >= 0 ? 4 : 3);
+    const char *kv[] = {"op", op, "ns", ns};
     msgpack_pack_str_with_body(&pk, "v", 1);
     msgpack_pack_uint8(&pk, 1);
     for (int i = 0; i < 4; i++) {
         msgpack_pack_str_with_body(&pk, kv[i], strlen(kv[i]));
     }
+    if (vote >= 0) {
+        msgpack_pack_str_with_body(&pk, "vote", 4);
+        vote ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    }
     uint8_t *reply = NULL;
     size_t rlen = 0;
-    if (sc_client_call(cli, sb.data, sb.size, &reply, &rlen) != SC_OK) {
-        die("ns_drop %s failed", ns);
+    /* {"ok": true, ...} starts 0x8_ 0xa2 'o' 'k' 0xc3. */
+    if (sc_client_call(cli, sb.data, sb.size, &reply, &rlen) != SC_OK ||
+        rlen < 5 || memcmp(reply + 1, "\xa2ok\xc3", 4) != 0) {
+        die("%s %s failed", op, ns);
     }
     free(reply);
     msgpack_sbuffer_destroy(&sb);
+}
+
+static void drop_ns(const char *ns)
+{
+    ns_op("ns_drop", ns, -1);
 }
 
 /* ---- rows ----------------------------------------------------------- */
@@ -537,14 +557,14 @@ static void write_svg(const char *path, const char *name, const sweep *sw,
     if (f == NULL) {
         die("%s: %s", path, strerror(errno));
     }
-    const double W = 640, H = 400, L = 60, R = 20, T = 40, B = 50;
+    const double W = 640, H = 440, L = 60, R = 20, T = 40, B = 90;
     const char *colour[] = {"#1f77b4", "#d62728", "#2ca02c"};
     fprintf(f,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
             "height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
             "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s: %s against the "
-            "threshold (semcached, built-in embedder)</text>\n",
+            "<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s: %s by "
+            "threshold (built-in embedder)</text>\n",
             W, H, L, name,
             pairs ? "precision, recall, F1"
                   : "hit rate, "
@@ -571,7 +591,7 @@ static void write_svg(const char *path, const char *name, const sweep *sw,
             "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">threshold"
             "</text>\n",
             (L + W - R) / 2, H - 12);
-    double ly = T + 10;
+    double ly = H - B + 40; /* the legend, under the axis */
     for (size_t s = 0; s < nseries; s++) {
         const char *what[3] = {pairs ? "precision" : "hit rate",
                                pairs ? "recall" : "precision", "F1"};
@@ -580,7 +600,7 @@ static void write_svg(const char *path, const char *name, const sweep *sw,
             fprintf(f,
                     "<polyline fill=\"none\" stroke=\"%s\" "
                     "stroke-width=\"2\"%s points=\"",
-                    colour[(s * 2 + (size_t)c) % 3],
+                    colour[s % 3],
                     c == 1   ? " stroke-dasharray=\"6,4\""
                     : c == 2 ? " stroke-dasharray=\"2,3\""
                              : "");
@@ -600,14 +620,13 @@ static void write_svg(const char *path, const char *name, const sweep *sw,
                     "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
                     "stroke=\"%s\" stroke-width=\"2\"%s/><text x=\"%.1f\" "
                     "y=\"%.1f\">%s %s</text>\n",
-                    W - R - 170, ly, W - R - 140, ly,
-                    colour[(s * 2 + (size_t)c) % 3],
+                    L + c * 190.0, ly, L + c * 190.0 + 30, ly, colour[s % 3],
                     c == 1   ? " stroke-dasharray=\"6,4\""
                     : c == 2 ? " stroke-dasharray=\"2,3\""
                              : "",
-                    W - R - 134, ly + 4, labels[s], what[c]);
-            ly += 16;
+                    L + c * 190.0 + 36, ly + 4, labels[s], what[c]);
         }
+        ly += 18;
     }
 #undef PX
 #undef PY
@@ -624,7 +643,7 @@ static void usage(FILE *f)
             "                     [--mode preload|stream|both] [--sweep "
             "LO:HI:STEP]\n"
             "                     [--addr URL | --server PATH --table FILE]\n"
-            "                     [--json] [--svg PREFIX]\n"
+            "                     [--vote on|off] [--json] [--svg PREFIX]\n"
             "\n"
             "Intent sets (--cache and --queries, in pairs) run in preload "
             "and/or\n"
@@ -632,7 +651,9 @@ static void usage(FILE *f)
             "Without --addr a semcached is started from --server (default\n"
             "build/semcached) with --embed-table FILE (default\n"
             "build/data/embeddings.sctab). --svg PREFIX writes "
-            "PREFIX<set>.svg.\n");
+            "PREFIX<set>.svg.\n"
+            "--vote creates each namespace with the response vote on or "
+            "off\n(default: the server's choice).\n");
 }
 
 int main(int argc, char **argv)
@@ -665,6 +686,12 @@ int main(int argc, char **argv)
             queries[nq++] = v;
         } else if (strcmp(a, "--pairs") == 0 && np < 8) {
             pairs[np++] = v;
+        } else if (strcmp(a, "--vote") == 0) {
+            if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
+                fprintf(stderr, "bench_hitrate: --vote on|off\n");
+                return 2;
+            }
+            vote_opt = strcmp(v, "on") == 0;
         } else if (strcmp(a, "--mode") == 0) {
             mode = v;
         } else if (strcmp(a, "--addr") == 0) {

@@ -191,6 +191,7 @@ void sc_cache_ns_config_init(sc_ns_config *cfg)
     cfg->margin = 0.0f;
     cfg->auto_threshold = true;
     cfg->auto_margin = true;
+    cfg->vote = -1;
     cfg->ttl_ms = 0;
     cfg->ttl_mode = SC_TTL_ABSOLUTE;
     cfg->max_entries = 0;
@@ -225,6 +226,9 @@ static sc_err check_ns_config(const sc_ns_config *cfg)
         return SC_ERANGE;
     }
     if (memchr(cfg->embed_model, '\0', sizeof(cfg->embed_model)) == NULL) {
+        return SC_EINVAL;
+    }
+    if (cfg->vote < -1 || cfg->vote > 1) {
         return SC_EINVAL;
     }
     return SC_OK;
@@ -1629,8 +1633,10 @@ static void lookup_judge(sc_cache *c, ns *s, pending *p, uint64_t now)
             nc++;
         }
         rescore(c, s, p, cand, sim, nc);
-        if (nc > 0 && c->cfg.embedder != NULL && c->cfg.embedder->vote &&
-            ns_of_embedder(c, s)) {
+        bool vote =
+            s->cfg.vote == 1 || (s->cfg.vote == -1 && c->cfg.embedder != NULL &&
+                                 c->cfg.embedder->vote && ns_of_embedder(c, s));
+        if (nc > 0 && vote) {
             /* The embedder's namespaces: the response vote of cache/vote.h
              * (it may serve a lower-ranked candidate of the winning
              * response). */

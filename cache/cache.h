@@ -95,6 +95,10 @@ typedef struct sc_ns_config {
     bool auto_threshold; /* true (default): a namespace of the embedder's
                             model uses the embedder's threshold instead */
     bool auto_margin;    /* the same for the margin */
+    int vote; /* judge candidates by response vote (cache/vote.h): 1 on,
+                 0 off (the best candidate and the margin rule), -1 (the
+                 default) = the embedder's choice in its namespaces, off
+                 elsewhere */
     /* The embedding model of the namespace's vectors: "" = not fixed yet
      * (the first vector fixes it: the embedder's model for text the cache
      * embedded, else the item's embed_model, "" = unnamed). Once fixed,

@@ -227,6 +227,12 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
             } else {
                 rc = bad(x, full, "must be \"absolute\" or \"sliding\"");
             }
+        } else if (strcmp(k, "vote") == 0) {
+            if (!json_is_boolean(v)) {
+                rc = bad(x, full, "must be true or false");
+            } else {
+                n->cfg.vote = json_is_true(v) ? 1 : 0;
+            }
         } else if (strcmp(k, "embed_model") == 0) {
             char *m = NULL;
             if ((rc = get_str(x, full, v, SC_CACHE_TAG_MAX, &m)) == SC_OK) {

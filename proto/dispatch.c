@@ -33,7 +33,7 @@ typedef struct item {
     bool has_ns, has_scope, has_text, has_vec, has_response, has_ttl,
         has_threshold, has_entry, has_dim, has_storage, has_margin,
         has_ttl_mode, has_max_entries, has_max_bytes, has_max_response,
-        has_embed_model, has_feature, has_user, has_by;
+        has_embed_model, has_feature, has_user, has_by, has_vote, vote;
     char by[16];
     const char *text;
     uint32_t text_len;
@@ -223,6 +223,11 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
         } else if (key_is(k, kn, "user")) {
             rc = get_cstr(r, "user", it->user, sizeof(it->user), &it->has_user,
                           e);
+        } else if (key_is(k, kn, "vote")) {
+            if (mp_read_bool(r, &it->vote) != 0) {
+                return fail(e, "bad_request", "field 'vote' must be a bool");
+            }
+            it->has_vote = true;
         } else if (key_is(k, kn, "by")) {
             rc = get_cstr(r, "by", it->by, sizeof(it->by), &it->has_by, e);
         } else if (key_is(k, kn, "embed_tokens")) {
@@ -604,6 +609,9 @@ static int apply_ns_config(const item *it, sc_ns_config *cfg, int create,
     if (it->has_margin) {
         cfg->margin = (float)it->margin;
         cfg->auto_margin = false;
+    }
+    if (it->has_vote) {
+        cfg->vote = it->vote ? 1 : 0;
     }
     if (it->has_embed_model) {
         if (!create) {

@@ -1355,8 +1355,8 @@ static float fake_rescore(void *arg, const char *q, size_t qn, const char *e,
 
 static void test_embedder(void)
 {
-    sc_cache_embedder em = {"fake@1", D,    0.6f, 0.0f, fake_embed,
-                            NULL,     NULL, false};
+    sc_cache_embedder em = {"fake@1",   D,    0.6f, 0.0f,
+                            fake_embed, NULL, NULL, false};
     int calls;
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
@@ -1558,9 +1558,9 @@ static void test_embedder(void)
         for (int k = 0; k < 3; k++) {
             CHECK_EQ_INT(put(cv, "v", NULL, vs[k], NULL, "V", 0, NULL), SC_OK);
         }
-        CHECK_EQ_INT(put(cv, "v", NULL, "apple banana cherry fig", NULL, "W",
-                         0, NULL),
-                     SC_OK);
+        CHECK_EQ_INT(
+            put(cv, "v", NULL, "apple banana cherry fig", NULL, "W", 0, NULL),
+            SC_OK);
         CHECK_EQ_INT(get(cv, "v", NULL, "apple banana cherry", NULL, &r),
                      SC_OK);
         if (vote) {
@@ -1570,6 +1570,35 @@ static void test_embedder(void)
             CHECK(resp_is(&r, "W"));
         }
         sc_cache_result_fini(&r);
+        sc_cache_close(cv);
+    }
+    em.vote = false;
+    /* A namespace's own vote setting overrides the embedder's choice. */
+    for (int vote = 0; vote <= 1; vote++) {
+        em.vote = !vote;
+        sc_cache *cv = NULL;
+        CHECK_EQ_INT(sc_cache_open(&cfg, &cv), SC_OK);
+        sc_ns_config vc;
+        sc_cache_ns_config_init(&vc);
+        CHECK_EQ_INT(vc.vote, -1);
+        vc.vote = vote;
+        CHECK_EQ_INT(sc_cache_ns_create(cv, "v", &vc), SC_OK);
+        const char *vs[3] = {"apple banana cherry fig grape",
+                             "apple banana cherry grape hat",
+                             "apple banana cherry fig hat"};
+        for (int k = 0; k < 3; k++) {
+            CHECK_EQ_INT(put(cv, "v", NULL, vs[k], NULL, "V", 0, NULL), SC_OK);
+        }
+        CHECK_EQ_INT(
+            put(cv, "v", NULL, "apple banana cherry fig", NULL, "W", 0, NULL),
+            SC_OK);
+        CHECK_EQ_INT(get(cv, "v", NULL, "apple banana cherry", NULL, &r),
+                     SC_OK);
+        CHECK(vote ? (!r.hit && r.reason == SC_MISS_AMBIGUOUS)
+                   : resp_is(&r, "W"));
+        sc_cache_result_fini(&r);
+        vc.vote = 2;
+        CHECK_EQ_INT(sc_cache_ns_configure(cv, "v", &vc), SC_EINVAL);
         sc_cache_close(cv);
     }
     em.vote = false;

@@ -49,7 +49,8 @@ static void test_good(void)
         "   \"threshold\": 0.85, \"margin\": 0.02, \"ttl\": 3600,\n"
         "   \"ttl_mode\": \"sliding\", \"max_entries\": 10, \"max_bytes\": "
         "99,\n"
-        "   \"max_response_bytes\": 4096, \"embed_model\": \"mini@2\"},\n"
+        "   \"max_response_bytes\": 4096, \"embed_model\": \"mini@2\",\n"
+        "   \"vote\": false},\n"
         "  \"other\": {}}}\n",
         &cfg, msg, sizeof(msg));
     CHECK_EQ_INT(rc, SC_OK);
@@ -80,6 +81,7 @@ static void test_good(void)
         CHECK_EQ_INT(n->max_response_bytes, 4096);
         CHECK(strcmp(n->embed_model, "mini@2") == 0);
         CHECK(!n->auto_threshold && !n->auto_margin);
+        CHECK_EQ_INT(n->vote, 0);
         /* A namespace that says nothing gets the namespace defaults. */
         sc_ns_config def;
         sc_cache_ns_config_init(&def);
@@ -155,6 +157,7 @@ static void test_bad(void)
          "namespaces.n.ttl_mode"},
         {"{\"namespaces\": {\"n\": {\"max_response_bytes\": 0}}}",
          "namespaces.n.max_response_bytes"},
+        {"{\"namespaces\": {\"n\": {\"vote\": 1}}}", "namespaces.n.vote"},
         {"{\"namespaces\": {\"n\": {\"embed_model\": 3}}}",
          "namespaces.n.embed_model"},
         {"{\"namespaces\": {\"n\": {\"treshold\": 0.9}}}",
