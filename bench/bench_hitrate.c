@@ -149,7 +149,8 @@ static char *set_name(const char *path)
 
 static sc_client *cli;
 static unsigned long long ns_seq;
-static int vote_opt = -1; /* --vote: -1 = the server's default, 0, 1 */
+static int vote_opt = -1;     /* --vote: -1 = the server's default, 0, 1 */
+static const char *model_opt; /* --model: the LLM inserts are tagged with */
 
 static void ns_op(const char *op, const char *ns, int vote);
 
@@ -172,6 +173,7 @@ static uint64_t insert_text(const char *ns, const char *scope, const char *text,
     it.text = text;
     it.response = resp;
     it.response_len = strlen(resp);
+    it.model = model_opt; /* tokens: estimated by the server from bytes */
     sc_client_error err;
     uint64_t id = 0;
     sc_err rc = sc_client_insert(cli, ns, &it, &id, &err);
@@ -268,6 +270,7 @@ typedef struct row {
 } row;
 
 static bool json_out;
+static bool default_only; /* --default-only: stream mode's default row */
 
 static double ratio(size_t a, size_t b)
 {
@@ -468,7 +471,9 @@ static void run_stream_one(const char *name, const set *qs, bool has_thr,
             insert_text(ns, NULL, qs->r[i].text, label);
         }
     }
-    drop_ns(ns);
+    if (!default_only) {
+        drop_ns(ns); /* --default-only keeps it, for the server's report */
+    }
 }
 
 /* In stream mode the first query of each label can never hit (nothing is
@@ -638,22 +643,25 @@ static void write_svg(const char *path, const char *name, const sweep *sw,
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: bench_hitrate [--cache F --queries F]... [--pairs F]...\n"
-            "                     [--mode preload|stream|both] [--sweep "
-            "LO:HI:STEP]\n"
-            "                     [--addr URL | --server PATH --table FILE]\n"
-            "                     [--vote on|off] [--json] [--svg PREFIX]\n"
-            "\n"
-            "Intent sets (--cache and --queries, in pairs) run in preload "
-            "and/or\n"
-            "stream mode; pair sets (--pairs) give precision, recall and F1.\n"
-            "Without --addr a semcached is started from --server (default\n"
-            "build/semcached) with --embed-table FILE (default\n"
-            "build/data/embeddings.sctab). --svg PREFIX writes "
-            "PREFIX<set>.svg.\n"
-            "--vote creates each namespace with the response vote on or "
-            "off\n(default: the server's choice).\n");
+    fprintf(
+        f, "usage: bench_hitrate [--cache F --queries F]... [--pairs F]...\n"
+           "                     [--mode preload|stream|both] [--sweep "
+           "LO:HI:STEP]\n"
+           "                     [--addr URL | --server PATH --table FILE]\n"
+           "                     [--vote on|off] [--model M] [--default-only]\n"
+           "                     [--json] [--svg PREFIX]\n"
+           "\n"
+           "Intent sets (--cache and --queries, in pairs) run in preload "
+           "and/or\n"
+           "stream mode; pair sets (--pairs) give precision, recall and F1.\n"
+           "Without --addr a semcached is started from --server (default\n"
+           "build/semcached) with --embed-table FILE (default\n"
+           "build/data/embeddings.sctab). --svg PREFIX writes "
+           "PREFIX<set>.svg.\n"
+           "--vote creates each namespace with the response vote on or "
+           "off\n(default: the server's choice). --model tags every insert "
+           "with an LLM\nmodel, so that the server's cost report prices "
+           "the hits.\n");
 }
 
 int main(int argc, char **argv)
@@ -671,6 +679,10 @@ int main(int argc, char **argv)
             json_out = true;
             continue;
         }
+        if (strcmp(a, "--default-only") == 0) {
+            default_only = true;
+            continue;
+        }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
@@ -686,6 +698,8 @@ int main(int argc, char **argv)
             queries[nq++] = v;
         } else if (strcmp(a, "--pairs") == 0 && np < 8) {
             pairs[np++] = v;
+        } else if (strcmp(a, "--model") == 0) {
+            model_opt = v;
         } else if (strcmp(a, "--vote") == 0) {
             if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
                 fprintf(stderr, "bench_hitrate: --vote on|off\n");
@@ -715,6 +729,11 @@ int main(int argc, char **argv)
     }
     bool do_pre = strcmp(mode, "preload") == 0 || strcmp(mode, "both") == 0;
     bool do_str = strcmp(mode, "stream") == 0 || strcmp(mode, "both") == 0;
+    if (default_only && (do_pre || np > 0)) {
+        fprintf(stderr, "bench_hitrate: --default-only is for --mode stream "
+                        "without --pairs\n");
+        return 2;
+    }
     if (nc != nq || (!do_pre && !do_str) || nc + np == 0) {
         usage(stderr);
         return 2;
@@ -787,7 +806,7 @@ int main(int argc, char **argv)
             print_row(&pdef);
         }
         if (do_str) {
-            for (size_t t = 0; t < sw.n; t++) {
+            for (size_t t = 0; t < sw.n && !default_only; t++) {
                 run_stream_one(name, &qs, true, (float)sweep_at(&sw, t),
                                &str[t]);
                 print_row(&str[t]);

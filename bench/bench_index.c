@@ -77,6 +77,10 @@ typedef struct opts {
     double seconds;
     int child_tier; /* -1: this is the parent */
     int child_faiss;
+    int ivf;                    /* --backend ivf */
+    unsigned nprobes[MAX_LIST]; /* --nprobe */
+    unsigned nnp;
+    unsigned nlist; /* --nlist, 0 = about sqrt(N) */
 } opts;
 
 /* One measured configuration, as a child reports it. */
@@ -128,7 +132,13 @@ static void usage(FILE *f)
             "  --all-tiers     every tier the CPU has, at every N\n"
             "  --batch N       queries per batch call, 1..%u (default %u)\n"
             "  --seconds S     target time per measurement (default %.1f,\n"
-            "                  %.1f with --quick)\n",
+            "                  %.1f with --quick)\n"
+            "  --backend B     flat (default) or ivf: FAISS IVF-Flat and\n"
+            "                  IVF-SQ8 through sc_index against flat f32 in\n"
+            "                  the same run (recall@1, queries/s, vs_flat)\n"
+            "  --nprobe LIST   ivf: lists visited per query (default\n"
+            "                  1,2,4,8,16,32,64)\n"
+            "  --nlist N       ivf: inverted lists (default about sqrt(N))\n",
             SC_INDEX_MAX_DIM, MAX_BATCH, DEFAULT_BATCH, DEFAULT_SECONDS,
             QUICK_SECONDS);
 }
@@ -310,7 +320,9 @@ static int parse_args(int argc, char **argv, opts *o)
             strcmp(flag, "--n") == 0 || strcmp(flag, "--d") == 0 ||
             strcmp(flag, "--storage") == 0 || strcmp(flag, "--tiers") == 0 ||
             strcmp(flag, "--batch") == 0 || strcmp(flag, "--seconds") == 0 ||
-            strcmp(flag, "--child-tier") == 0;
+            strcmp(flag, "--child-tier") == 0 ||
+            strcmp(flag, "--backend") == 0 || strcmp(flag, "--nprobe") == 0 ||
+            strcmp(flag, "--nlist") == 0;
         if (takes && val == NULL) {
             if (i + 1 >= argc) {
                 return bad_arg(flag, "", "needs a value");
@@ -346,6 +358,33 @@ static int parse_args(int argc, char **argv, opts *o)
                 return bad_arg(flag, val, "want a batch size 1..4096");
             }
             o->batch = (unsigned)b;
+        } else if (strcmp(flag, "--backend") == 0) {
+            if (strcmp(val, "ivf") == 0) {
+                o->ivf = 1;
+            } else if (strcmp(val, "flat") != 0) {
+                return bad_arg(flag, val, "want flat or ivf");
+            }
+        } else if (strcmp(flag, "--nprobe") == 0) {
+            char items[MAX_LIST][32];
+            unsigned k;
+            if (split_list(flag, val, items, &k) != 0) {
+                return -1;
+            }
+            o->nnp = 0;
+            for (unsigned j = 0; j < k; j++) {
+                unsigned long long x;
+                if (sc_bench_parse_count(items[j], &x) != 0 || x < 1 ||
+                    x > 65536) {
+                    return bad_arg(flag, items[j], "want 1..65536");
+                }
+                o->nprobes[o->nnp++] = (unsigned)x;
+            }
+        } else if (strcmp(flag, "--nlist") == 0) {
+            unsigned long long x;
+            if (sc_bench_parse_count(val, &x) != 0 || x > 65536) {
+                return bad_arg(flag, val, "want 0..65536");
+            }
+            o->nlist = (unsigned)x;
         } else if (strcmp(flag, "--child-tier") == 0) {
             o->child_tier = sc_simd_tier_parse(val);
             if (o->child_tier < 0) {
@@ -1593,6 +1632,192 @@ static void print_header(const opts *o, const sc_bench_machine *m,
     fflush(stdout);
 }
 
+/* ---- --backend ivf: FAISS IVF through sc_index against flat f32 ------- */
+
+#if HAVE_FAISS
+typedef struct ivf_row {
+    char backend[12];
+    size_t n;
+    unsigned d, nlist, nprobe;
+    double recall, qps, vs_flat, build_s;
+} ivf_row;
+
+/* Single-query throughput over the query set (k = 1, threshold -1), cycling
+ * for about o->seconds; the first pass gives each query's top-1 id. */
+static double ivf_time(const opts *o, sc_index *ix, const float *qs,
+                       size_t nq, unsigned d, uint64_t *ids, float *sims)
+{
+    size_t done = 0;
+    double t0 = sc_bench_now(), el = 0.0;
+    while (done < nq || (el < o->seconds && done < 200000)) {
+        size_t qi = done % nq;
+        sc_hit h;
+        unsigned nh = 0;
+        if (sc_index_search(ix, qs + qi * d, 1, -1.0f, &h, &nh) != SC_OK) {
+            return -1.0;
+        }
+        if (done < nq) {
+            ids[qi] = nh ? h.id : NO_ID;
+            sims[qi] = nh ? h.similarity : NAN;
+        }
+        done++;
+        el = sc_bench_now() - t0;
+    }
+    return (double)done / el;
+}
+
+static sc_index *ivf_build(const char *backend, const opts *o, const float *data,
+                           size_t n, unsigned d, double *build_s)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = backend;
+    p.dim = d;
+    p.nlist = o->nlist;
+    p.train_min = SC_INDEX_TRAIN_MANUAL;
+    sc_index *ix = NULL;
+    sc_err rc = sc_index_open(&p, &ix);
+    double t0 = sc_bench_now();
+    for (size_t i = 0; rc == SC_OK && i < n; i++) {
+        rc = sc_index_add(ix, i, data + i * d);
+    }
+    if (rc == SC_OK && strcmp(backend, "flat") != 0) {
+        /* Training and adding may use both cores; queries use one. */
+        omp_set_num_threads(2);
+        rc = sc_index_train(ix);
+        omp_set_num_threads(1);
+    }
+    if (rc != SC_OK) {
+        fprintf(stderr, "bench_index: %s N=%zu d=%u: %s\n", backend, n, d,
+                sc_strerror(rc));
+        sc_index_close(ix);
+        return NULL;
+    }
+    *build_s = sc_bench_now() - t0;
+    return ix;
+}
+
+static void ivf_print(const opts *o, const ivf_row *r)
+{
+    if (o->json) {
+        sc_bench_json j;
+        sc_bench_json_begin(&j);
+        sc_bench_json_str(&j, "bench", "ivf");
+        sc_bench_json_str(&j, "backend", r->backend);
+        sc_bench_json_int(&j, "n", (long long)r->n);
+        sc_bench_json_int(&j, "d", r->d);
+        sc_bench_json_int(&j, "nlist", r->nlist);
+        sc_bench_json_int(&j, "nprobe", r->nprobe);
+        sc_bench_json_num(&j, "recall_at_1", r->recall);
+        sc_bench_json_num(&j, "queries_per_s", r->qps);
+        sc_bench_json_num(&j, "vs_flat", r->vs_flat);
+        sc_bench_json_num(&j, "build_s", r->build_s);
+        sc_bench_json_end(&j, stdout);
+    } else {
+        printf("| %zu | %u | %s | %u | %u | %.4f | %.0f | %.2f | %.1f |\n",
+               r->n, r->d, r->backend, r->nlist, r->nprobe, r->recall, r->qps,
+               r->vs_flat, r->build_s);
+    }
+    fflush(stdout);
+}
+
+static int ivf_main(const opts *o)
+{
+    static const unsigned def_np[] = {1, 2, 4, 8, 16, 32, 64};
+    unsigned nnp = o->nnp ? o->nnp : 7;
+    const unsigned *nps = o->nnp ? o->nprobes : def_np;
+    sc_bench_machine m;
+    sc_bench_machine_read(&m);
+    if (!o->json) {
+        printf("bench_index --backend ivf: FAISS IVF (via sc_index, exact "
+               "re-scoring) against flat f32, one query thread, k=1\n");
+        printf("Machine: %s, %ld cores, %.0f GiB; run %s; tier %s\n\n",
+               m.cpu, m.cores, (double)m.mem_bytes / (1u << 30), m.date,
+               sc_simd_active()->name);
+        printf("| N | d | backend | nlist | nprobe | recall@1 | queries/s | "
+               "vs_flat | build s |\n");
+        printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    }
+    int failed = 0;
+    for (unsigned di = 0; di < o->nd; di++) {
+        for (unsigned ni = 0; ni < o->nn; ni++) {
+            size_t n = o->ns[ni];
+            unsigned d = o->ds[di];
+            size_t nq = o->quick ? 300 : 1000;
+            float *data = malloc(n * d * sizeof(float));
+            float *qs = malloc((nq + 1) * d * sizeof(float));
+            uint64_t *ref = malloc(nq * sizeof(uint64_t));
+            double *refs = malloc(nq * sizeof(double));
+            uint64_t *ids = malloc(nq * sizeof(uint64_t));
+            float *sims = malloc(nq * sizeof(float));
+            if (!data || !qs || !ref || !refs || !ids || !sims ||
+                gen_data(d, n, data) != 0) {
+                fprintf(stderr, "bench_index: no memory for N=%zu d=%u\n", n,
+                        d);
+                failed = 1;
+                goto next;
+            }
+            gen_queries(data, n, d, nq, 1, qs);
+            if (exact_top1(data, n, d, qs, nq, ref, refs) != 0) {
+                failed = 1;
+                goto next;
+            }
+            double bs, agree, err, flat_qps;
+            sc_index *ix = ivf_build("flat", o, data, n, d, &bs);
+            if (ix == NULL) {
+                failed = 1;
+                goto next;
+            }
+            flat_qps = ivf_time(o, ix, qs, nq, d, ids, sims);
+            sc_index_close(ix);
+            score(data, d, qs, nq, ref, refs, ids, sims, &agree, &err);
+            ivf_row fr = {"flat", n, d, 0, 0, agree, flat_qps, 1.0, bs};
+            ivf_print(o, &fr);
+            static const char *const kinds[] = {"ivf-flat", "ivf-sq8"};
+            for (int k = 0; k < 2; k++) {
+                ix = ivf_build(kinds[k], o, data, n, d, &bs);
+                if (ix == NULL) {
+                    failed = 1;
+                    continue;
+                }
+                unsigned nlist = o->nlist;
+                if (nlist == 0) {
+                    nlist = (unsigned)floor(sqrt((double)n) + 0.5);
+                }
+                for (unsigned pi = 0; pi < nnp; pi++) {
+                    if (nps[pi] > nlist) {
+                        continue;
+                    }
+                    sc_index_set_nprobe(ix, nps[pi]);
+                    double qps = ivf_time(o, ix, qs, nq, d, ids, sims);
+                    score(data, d, qs, nq, ref, refs, ids, sims, &agree, &err);
+                    ivf_row r = {"", n, d, nlist, nps[pi], agree, qps,
+                                 qps / flat_qps, bs};
+                    snprintf(r.backend, sizeof(r.backend), "%s", kinds[k]);
+                    ivf_print(o, &r);
+                }
+                sc_index_close(ix);
+            }
+        next:
+            free(data);
+            free(qs);
+            free(ref);
+            free(refs);
+            free(ids);
+            free(sims);
+        }
+    }
+    return failed;
+}
+#else
+static int ivf_main(const opts *o)
+{
+    (void)o;
+    fprintf(stderr, "bench_index: --backend ivf needs a build with FAISS\n");
+    return 2;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     /* Before anything can start a thread pool: one thread everywhere. */
@@ -1608,6 +1833,9 @@ int main(int argc, char **argv)
     }
     if (o.child_tier >= 0) {
         return child_main(&o);
+    }
+    if (o.ivf) {
+        return ivf_main(&o);
     }
 
     sc_bench_machine m;

@@ -19,6 +19,9 @@ struct sc_index {
 
 static const sc_index_backend *const backends[] = {
     &sc_index_flat_backend,
+    &sc_index_ivf_flat_backend,
+    &sc_index_ivf_sq8_backend,
+    &sc_index_auto_backend,
 };
 
 void sc_index_params_init(sc_index_params *p)
@@ -72,7 +75,9 @@ int sc_storage_parse(const char *name)
     return -1;
 }
 
-sc_err sc_index_open(const sc_index_params *p, sc_index **out)
+/* Opens with be->open, or be->load from path when path is not NULL. */
+static sc_err index_open(const sc_index_params *p, const char *path,
+                         sc_index **out)
 {
     if (p == NULL || out == NULL) {
         return SC_EINVAL;
@@ -103,7 +108,9 @@ sc_err sc_index_open(const sc_index_params *p, sc_index **out)
         free(ix);
         return SC_ENOMEM;
     }
-    sc_err rc = be->open(p, &ix->state);
+    sc_err rc = path == NULL ? be->open(p, &ix->state)
+                : be->load == NULL ? SC_ENOTSUP
+                                   : be->load(p, path, &ix->state);
     if (rc != SC_OK) {
         pthread_rwlock_destroy(&ix->lock);
         free(ix);
@@ -114,6 +121,79 @@ sc_err sc_index_open(const sc_index_params *p, sc_index **out)
     ix->storage = p->storage;
     *out = ix;
     return SC_OK;
+}
+
+sc_err sc_index_open(const sc_index_params *p, sc_index **out)
+{
+    return index_open(p, NULL, out);
+}
+
+sc_err sc_index_load(const sc_index_params *p, const char *path,
+                     sc_index **out)
+{
+    if (path == NULL) {
+        return SC_EINVAL;
+    }
+    return index_open(p, path, out);
+}
+
+sc_err sc_index_save(sc_index *ix, const char *path)
+{
+    if (ix == NULL || path == NULL) {
+        return SC_EINVAL;
+    }
+    if (ix->be->save == NULL) {
+        return SC_ENOTSUP;
+    }
+    /* A write lock: the file must be one consistent state. */
+    pthread_rwlock_wrlock(&ix->lock);
+    sc_err rc = ix->be->save(ix->state, path);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+sc_err sc_index_train(sc_index *ix)
+{
+    if (ix == NULL) {
+        return SC_EINVAL;
+    }
+    if (ix->be->train == NULL) {
+        return SC_ENOTSUP;
+    }
+    /* Only writers wait: the backend keeps serving searches while it
+     * trains, and takes its own lock for the swap. */
+    pthread_rwlock_rdlock(&ix->lock);
+    sc_err rc = ix->be->train(ix->state);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+int sc_index_trained(sc_index *ix)
+{
+    if (ix == NULL || ix->be->trained == NULL) {
+        return 0;
+    }
+    pthread_rwlock_rdlock(&ix->lock);
+    int t = ix->be->trained(ix->state);
+    pthread_rwlock_unlock(&ix->lock);
+    return t;
+}
+
+sc_err sc_index_set_nprobe(sc_index *ix, uint32_t nprobe)
+{
+    if (ix == NULL) {
+        return SC_EINVAL;
+    }
+    if (ix->be->set_nprobe == NULL) {
+        return SC_ENOTSUP;
+    }
+    if (nprobe < 1 || nprobe > 65536) {
+        return SC_ERANGE;
+    }
+    pthread_rwlock_wrlock(&ix->lock);
+    sc_err rc = ix->be->set_nprobe(ix->state, nprobe);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
 }
 
 void sc_index_close(sc_index *ix)

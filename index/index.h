@@ -23,8 +23,16 @@ typedef enum sc_storage {
     SC_STORAGE_I8 = 2 /* per-vector scalar quantisation, exact re-rank */
 } sc_storage;
 
+/* train_min value: train only when sc_index_train is called. */
+#define SC_INDEX_TRAIN_MANUAL UINT32_MAX
+
 typedef struct sc_index_params {
-    const char *backend; /* "flat" (NULL = "flat") */
+    /* "flat" (NULL = "flat"); "ivf-flat" or "ivf-sq8" (FAISS IVF, forced);
+     * "auto" (exact scan until the namespace is large enough to train, then
+     * IVF-Flat, trained in the background and swapped in atomically). The
+     * FAISS backends take f32 storage only and, in a build without FAISS,
+     * fail to open with SC_ENOTSUP. */
+    const char *backend;
     uint32_t dim;        /* 1..SC_INDEX_MAX_DIM */
     sc_storage storage;
     /* Quantised storage: how many best candidates are re-scored at full
@@ -33,6 +41,15 @@ typedef struct sc_index_params {
     /* Most threads one search may use; 0 or 1 = the caller's thread only.
      * Splitting only happens when the scan is large enough to pay. */
     uint32_t threads;
+    /* IVF backends. nlist: inverted lists, 0 = about sqrt(N) at training
+     * time (and retrained as N grows 4x). nprobe: lists visited per query,
+     * 0 = default (16). train_min: live vectors before the first automatic
+     * background training, 0 = default (20000), never below 39 * nlist;
+     * SC_INDEX_TRAIN_MANUAL = only sc_index_train trains. With IVF, rerank
+     * is how many FAISS candidates are re-scored exactly (0 = 32). */
+    uint32_t nlist;
+    uint32_t nprobe;
+    uint32_t train_min;
 } sc_index_params;
 
 /* Fills p with the defaults: flat, f32, rerank 0, threads 1; dim 0. */
@@ -65,11 +82,20 @@ typedef struct sc_index_backend {
     sc_err (*compact)(void *state);
     size_t (*count)(const void *state);
     size_t (*memory)(const void *state);
+    /* Optional (NULL: the wrappers answer SC_ENOTSUP, or "not trained"). */
+    sc_err (*train)(void *state);
+    int (*trained)(const void *state);
+    sc_err (*set_nprobe)(void *state, uint32_t nprobe);
+    sc_err (*save)(void *state, const char *path);
+    sc_err (*load)(const sc_index_params *p, const char *path, void **state);
 } sc_index_backend;
 
 /* Registered backends; NULL when the name is unknown. */
 const sc_index_backend *sc_index_backend_find(const char *name);
 extern const sc_index_backend sc_index_flat_backend;
+extern const sc_index_backend sc_index_ivf_flat_backend; /* "ivf-flat" */
+extern const sc_index_backend sc_index_ivf_sq8_backend;  /* "ivf-sq8" */
+extern const sc_index_backend sc_index_auto_backend;     /* "auto" */
 
 /* Creates an empty index. On success *out is owned by the caller and freed
  * with sc_index_close; on failure *out is untouched. Errors: SC_EINVAL
@@ -106,6 +132,31 @@ sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
 
 /* Reclaims tombstoned slots now (it also happens by itself as they pile up). */
 sc_err sc_index_compact(sc_index *ix);
+
+/* IVF backends: trains now on the live vectors (waiting for a background
+ * training in flight) and swaps the trained index in; searches keep being
+ * served meanwhile. Errors: SC_ENOTSUP (backend cannot train), SC_ERANGE
+ * (fewer than 39 * nlist live vectors), SC_EBACKEND (FAISS failed; the
+ * index still serves by exact scan), SC_ENOMEM. */
+sc_err sc_index_train(sc_index *ix);
+
+/* 1 when searches go through a trained IVF index, else 0 (exact scan). */
+int sc_index_trained(sc_index *ix);
+
+/* Lists visited per IVF query (1..65536). Errors: SC_ENOTSUP, SC_ERANGE. */
+sc_err sc_index_set_nprobe(sc_index *ix, uint32_t nprobe);
+
+/* Writes the whole index (ids, f32 rows and, when trained, the FAISS index
+ * through faiss_write_index) to path. Errors: SC_ENOTSUP, SC_EIO,
+ * SC_EBACKEND. */
+sc_err sc_index_save(sc_index *ix, const char *path);
+
+/* Opens an index from a file sc_index_save wrote, with p's backend (which
+ * must match the file's), dim and IVF settings. On success *out is owned by
+ * the caller; on failure it is untouched. Errors: SC_ENOTSUP, SC_EIO,
+ * SC_EBADFILE, SC_EDIM, SC_EBACKEND, SC_ENOMEM. */
+sc_err sc_index_load(const sc_index_params *p, const char *path,
+                     sc_index **out);
 
 size_t sc_index_count(sc_index *ix);  /* live vectors */
 size_t sc_index_memory(sc_index *ix); /* bytes held for vectors and ids */

@@ -217,7 +217,7 @@ int sc_cli_report_svg(const json_t *res, const json_t *stats, const char *path)
     if (f == NULL) {
         return -1;
     }
-    const double W = 720, H = 300, L = 70, R = 20, T = 40, B = 40;
+    const double W = 720, H = 300, L = 90, R = 30, T = 40, B = 40;
     fprintf(f,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
             "height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
@@ -266,15 +266,23 @@ int sc_cli_report_svg(const json_t *res, const json_t *stats, const char *path)
     double mx = 1;
     size_t i;
     const json_t *bin;
+    /* Bins are 0.01 wide below 0.8 and 0.001 above: bars show lookups
+     * per unit of similarity, so that widths do not distort them. */
     json_array_foreach(hist, i, bin)
     {
-        mx = fmax(mx, json_number_value(json_array_get(bin, 2)));
+        const json_t *lo = json_array_get(bin, 0);
+        if (json_is_number(lo)) {
+            double w = json_number_value(json_array_get(bin, 1)) -
+                       json_number_value(lo);
+            mx = fmax(mx, json_number_value(json_array_get(bin, 2)) /
+                              fmax(w, 1e-6));
+        }
     }
     double y0 = H;
     fprintf(f,
             "<text x=\"%.0f\" y=\"%.0f\" font-size=\"15\">Best similarity "
-            "of each lookup (hits and misses): where the threshold "
-            "goes</text>\n",
+            "of each lookup (hits and misses), per unit of similarity"
+            "</text>\n",
             L, y0 + 24);
     json_array_foreach(hist, i, bin)
     {
@@ -284,7 +292,8 @@ int sc_cli_report_svg(const json_t *res, const json_t *stats, const char *path)
         }
         double a = fmax(json_number_value(lo), 0.0);
         double b = json_number_value(json_array_get(bin, 1));
-        double c = json_number_value(json_array_get(bin, 2));
+        double c = json_number_value(json_array_get(bin, 2)) /
+                   fmax(b - json_number_value(lo), 1e-6);
         double x0 = L + a * (W - L - R), x1 = L + b * (W - L - R);
         double h = c / mx * (H - T - B);
         fprintf(f,

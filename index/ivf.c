@@ -1,0 +1,1089 @@
+/* ivf.c - the FAISS IVF backends ("ivf-flat", "ivf-sq8", "auto") over
+ * FAISS's C API. Every vector is also kept here in f32 under a slot number,
+ * which is its FAISS label: until trained, searches scan those rows exactly;
+ * once trained, FAISS proposes candidates and they are re-scored exactly from
+ * the rows, so thresholds mean what they mean for flat. Training runs in a
+ * background thread on a copy; the swap is atomic and replays what happened
+ * meanwhile. Deletes are tombstones, removed from FAISS in batches. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index/idmap.h"
+#include "index/index.h"
+#include "index/simd/simd.h"
+
+#ifdef SEMCACHE_HAVE_FAISS
+#include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/impl/AuxIndexStructures_c.h>
+#include <faiss/c_api/index_factory_c.h>
+#include <faiss/c_api/index_io_c.h>
+#include <omp.h>
+
+#define DEFAULT_NPROBE    16
+#define DEFAULT_RERANK    32
+#define MAX_CAND          4096
+#define DEFAULT_TRAIN_MIN 20000
+#define MIN_PER_LIST      39 /* FAISS warns below 39 training points a list */
+#define SAMPLE_PER_LIST   64 /* k-means sample: FAISS caps at 256 anyway */
+#define MAX_NLIST         65536
+#define RETRAIN_GROWTH    4 /* auto nlist: retrain when N grew this much */
+#define REMOVE_BATCH_MIN  256
+#define ADD_CHUNK         65536
+#define FILE_MAGIC        "SCIVF001"
+
+enum { S_FREE = 0, S_LIVE = 1, S_DEAD = 2 };
+
+typedef enum kind { K_FLAT, K_SQ8 } kind;
+
+typedef struct u32vec {
+    uint32_t *a;
+    size_t n, cap;
+} u32vec;
+
+typedef struct ivf {
+    uint32_t dim;
+    size_t stride; /* floats per row, padded like flat's f32 rows */
+    kind kind;
+    int auto_nlist;
+    uint32_t nlist_cfg;
+    uint32_t nprobe;
+    uint32_t rerank;
+    uint32_t train_min;
+    const sc_simd_kernels *kern;
+
+    /* Under sw: searches read-lock it; add, remove, compact and the swap at
+     * the end of a training write-lock it. */
+    pthread_rwlock_t sw;
+    size_t n, cap; /* slots used / allocated */
+    size_t nlive;
+    float *rows;    /* cap * stride */
+    uint64_t *ids;  /* slot -> id */
+    uint8_t *state; /* slot -> S_* */
+    uint8_t *inc;   /* slot -> in the copy a training works on */
+    sc_idmap map;   /* id -> slot */
+    u32vec freel;   /* S_FREE slots below n */
+    u32vec pend;    /* S_DEAD slots: tombstones, maybe still in FAISS */
+    u32vec tlog;    /* slots added while a training runs */
+    FaissIndex *fx; /* NULL until trained */
+    size_t trained_n;
+
+    /* Training: tmu guards the thread handle and `training`. */
+    pthread_mutex_t tmu;
+    pthread_t th;
+    int th_joinable;
+    int training;      /* also read under sw */
+    sc_err train_rc;   /* result of the last training */
+    char ferr[256];    /* last FAISS message, copied at once */
+    size_t failed_at;  /* live count when training last failed */
+    float *copy;       /* the thread's rows, ncopy * dim */
+    int64_t *copy_lab; /* their slots */
+    size_t ncopy;
+    uint32_t copy_nlist;
+} ivf;
+
+static sc_err vec_push(u32vec *v, uint32_t x)
+{
+    if (v->n == v->cap) {
+        size_t nc = v->cap ? v->cap * 2 : 64;
+        uint32_t *a = realloc(v->a, nc * sizeof(*a));
+        if (a == NULL) {
+            return SC_ENOMEM;
+        }
+        v->a = a;
+        v->cap = nc;
+    }
+    v->a[v->n++] = x;
+    return SC_OK;
+}
+
+/* Copies FAISS's message before anything can overwrite it; the error code
+ * itself never leaves this file. */
+static sc_err faiss_fail(ivf *v, const char *what)
+{
+    const char *m = faiss_get_last_error();
+    snprintf(v->ferr, sizeof(v->ferr), "%s: %s", what, m ? m : "?");
+    return SC_EBACKEND;
+}
+
+static uint32_t nlist_for(const ivf *v, size_t n)
+{
+    if (!v->auto_nlist) {
+        return v->nlist_cfg;
+    }
+    double r = floor(sqrt((double)n) + 0.5);
+    if (r > (double)n / MIN_PER_LIST) {
+        r = floor((double)n / MIN_PER_LIST);
+    }
+    if (r < 1) {
+        r = 1;
+    }
+    return r > MAX_NLIST ? MAX_NLIST : (uint32_t)r;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+static sc_err ivf_open_kind(const sc_index_params *p, kind k, int is_auto,
+                            void **out)
+{
+    if (p->storage != SC_STORAGE_F32 || p->nlist > MAX_NLIST ||
+        p->nprobe > MAX_NLIST) {
+        return SC_EINVAL;
+    }
+    ivf *v = calloc(1, sizeof(*v));
+    if (v == NULL) {
+        return SC_ENOMEM;
+    }
+    v->dim = p->dim;
+    v->stride = (p->dim + 15) / 16 * 16;
+    v->kind = k;
+    v->auto_nlist = p->nlist == 0;
+    v->nlist_cfg = p->nlist;
+    v->nprobe = p->nprobe ? p->nprobe : DEFAULT_NPROBE;
+    v->rerank = p->rerank ? p->rerank : DEFAULT_RERANK;
+    if (v->rerank > MAX_CAND) {
+        v->rerank = MAX_CAND;
+    }
+    v->train_min = p->train_min ? p->train_min : DEFAULT_TRAIN_MIN;
+    (void)is_auto;
+    v->kern = sc_simd_active();
+    sc_idmap_init(&v->map);
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* The swap must not starve under a steady stream of searches. */
+    pthread_rwlockattr_setkind_np(&attr,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int prc = pthread_rwlock_init(&v->sw, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (prc != 0) {
+        free(v);
+        return SC_ENOMEM;
+    }
+    if (pthread_mutex_init(&v->tmu, NULL) != 0) {
+        pthread_rwlock_destroy(&v->sw);
+        free(v);
+        return SC_ENOMEM;
+    }
+    *out = v;
+    return SC_OK;
+}
+
+static sc_err open_flat(const sc_index_params *p, void **out)
+{
+    return ivf_open_kind(p, K_FLAT, 0, out);
+}
+
+static sc_err open_sq8(const sc_index_params *p, void **out)
+{
+    return ivf_open_kind(p, K_SQ8, 0, out);
+}
+
+static sc_err open_auto(const sc_index_params *p, void **out)
+{
+    return ivf_open_kind(p, K_FLAT, 1, out);
+}
+
+static void join_training(ivf *v)
+{
+    pthread_mutex_lock(&v->tmu);
+    if (v->th_joinable) {
+        pthread_t th = v->th;
+        v->th_joinable = 0;
+        pthread_mutex_unlock(&v->tmu);
+        pthread_join(th, NULL);
+        return;
+    }
+    pthread_mutex_unlock(&v->tmu);
+}
+
+static void ivf_close(void *state)
+{
+    ivf *v = state;
+    join_training(v);
+    if (v->fx != NULL) {
+        faiss_Index_free(v->fx);
+    }
+    free(v->rows);
+    free(v->ids);
+    free(v->state);
+    free(v->inc);
+    free(v->freel.a);
+    free(v->pend.a);
+    free(v->tlog.a);
+    sc_idmap_fini(&v->map);
+    pthread_mutex_destroy(&v->tmu);
+    pthread_rwlock_destroy(&v->sw);
+    free(v);
+}
+
+/* ---- storage ------------------------------------------------------------ */
+
+static sc_err grow(ivf *v)
+{
+    size_t nc = v->cap ? v->cap * 2 : 1024;
+    float *r = realloc(v->rows, nc * v->stride * sizeof(float));
+    if (r == NULL) {
+        return SC_ENOMEM;
+    }
+    v->rows = r;
+    uint64_t *ids = realloc(v->ids, nc * sizeof(*ids));
+    if (ids == NULL) {
+        return SC_ENOMEM;
+    }
+    v->ids = ids;
+    uint8_t *st = realloc(v->state, nc);
+    if (st == NULL) {
+        return SC_ENOMEM;
+    }
+    v->state = st;
+    uint8_t *inc = realloc(v->inc, nc);
+    if (inc == NULL) {
+        return SC_ENOMEM;
+    }
+    memset(inc + v->cap, 0, nc - v->cap);
+    v->inc = inc;
+    v->cap = nc;
+    return SC_OK;
+}
+
+static sc_err fx_add(ivf *v, FaissIndex *fx, size_t n, const float *x,
+                     const int64_t *lab)
+{
+    if (faiss_Index_add_with_ids(fx, (idx_t)n, x, (const idx_t *)lab) != 0) {
+        return faiss_fail(v, "add_with_ids");
+    }
+    return SC_OK;
+}
+
+/* Adds one stored row to a FAISS index (rows are padded: copy dim floats).
+ * FAISS opens an OpenMP team for every add, which for one row costs far more
+ * than the add (and stalls on busy cores): one thread here. The setting is
+ * the calling thread's own and is put back. */
+static sc_err fx_add_slot(ivf *v, FaissIndex *fx, uint32_t slot)
+{
+    int64_t lab = slot;
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    sc_err rc = fx_add(v, fx, 1, v->rows + (size_t)slot * v->stride, &lab);
+    omp_set_num_threads(nt);
+    return rc;
+}
+
+/* Removes every pending tombstone from FAISS in one pass over the lists
+ * (IDSelectorBatch) and frees their slots. Caller holds sw for writing and
+ * no training runs (its copy may hold those slots). */
+static sc_err flush_removals(ivf *v)
+{
+    if (v->pend.n == 0) {
+        return SC_OK;
+    }
+    if (v->fx != NULL) {
+        int64_t *lab = malloc(v->pend.n * sizeof(*lab));
+        if (lab == NULL) {
+            return SC_ENOMEM;
+        }
+        for (size_t i = 0; i < v->pend.n; i++) {
+            lab[i] = v->pend.a[i];
+        }
+        FaissIDSelectorBatch *sel = NULL;
+        if (faiss_IDSelectorBatch_new(&sel, v->pend.n, (const idx_t *)lab) !=
+            0) {
+            free(lab);
+            return faiss_fail(v, "IDSelectorBatch_new");
+        }
+        size_t nrem = 0;
+        int frc = faiss_Index_remove_ids(v->fx, (const FaissIDSelector *)sel,
+                                         &nrem);
+        sc_err rc = frc != 0 ? faiss_fail(v, "remove_ids") : SC_OK;
+        faiss_IDSelector_free((FaissIDSelector *)sel);
+        free(lab);
+        if (rc != SC_OK) {
+            return rc;
+        }
+    }
+    /* The free list has room: every pending slot was once below n. */
+    for (size_t i = 0; i < v->pend.n; i++) {
+        uint32_t s = v->pend.a[i];
+        v->state[s] = S_FREE;
+        if (vec_push(&v->freel, s) != SC_OK) {
+            /* Not reusable then, but never served: it is S_FREE. */
+        }
+    }
+    v->pend.n = 0;
+    return SC_OK;
+}
+
+static size_t remove_batch(const ivf *v)
+{
+    size_t b = v->nlive / 32;
+    return b < REMOVE_BATCH_MIN ? REMOVE_BATCH_MIN : b;
+}
+
+/* ---- training ----------------------------------------------------------- */
+
+static sc_err build_index(ivf *v, const float *x, const int64_t *lab, size_t n,
+                          uint32_t nlist, FaissIndex **out)
+{
+    char desc[64];
+    snprintf(desc, sizeof(desc), "IVF%u,%s", nlist,
+             v->kind == K_SQ8 ? "SQ8" : "Flat");
+    FaissIndex *fx = NULL;
+    if (faiss_index_factory(&fx, (int)v->dim, desc, METRIC_INNER_PRODUCT) !=
+        0) {
+        return faiss_fail(v, "index_factory");
+    }
+    /* k-means on a strided sample: the data arrive in no particular order,
+     * and FAISS would subsample to 256 points a list anyway. */
+    size_t ns = (size_t)nlist * SAMPLE_PER_LIST;
+    if (ns > n) {
+        ns = n;
+    }
+    float *sample = malloc(ns * v->dim * sizeof(float));
+    if (sample == NULL) {
+        faiss_Index_free(fx);
+        return SC_ENOMEM;
+    }
+    for (size_t i = 0; i < ns; i++) {
+        size_t j = (size_t)((double)i * (double)n / (double)ns);
+        memcpy(sample + i * v->dim, x + j * v->dim, v->dim * sizeof(float));
+    }
+    int frc = faiss_Index_train(fx, (idx_t)ns, sample);
+    free(sample);
+    if (frc != 0) {
+        sc_err rc = faiss_fail(v, "train");
+        faiss_Index_free(fx);
+        return rc;
+    }
+    FaissIndexIVF *iv = faiss_IndexIVF_cast(fx);
+    if (iv == NULL) {
+        faiss_Index_free(fx);
+        return SC_EBACKEND;
+    }
+    for (size_t i = 0; i < n; i += ADD_CHUNK) {
+        size_t m = n - i < ADD_CHUNK ? n - i : ADD_CHUNK;
+        sc_err rc = fx_add(v, fx, m, x + i * v->dim, lab + i);
+        if (rc != SC_OK) {
+            faiss_Index_free(fx);
+            return rc;
+        }
+    }
+    *out = fx;
+    return SC_OK;
+}
+
+/* Swaps a freshly trained index in, under sw for writing: adds the rows
+ * inserted while it trained, keeps as tombstones the copied rows deleted
+ * meanwhile, frees the other tombstones (the new index never held them). */
+static sc_err swap_in(ivf *v, FaissIndex *fx)
+{
+    /* One add for the whole replay: searches wait while it runs. */
+    size_t m = 0;
+    float *x = malloc((v->tlog.n + 1) * v->dim * sizeof(float));
+    int64_t *lab = malloc((v->tlog.n + 1) * sizeof(*lab));
+    if (x == NULL || lab == NULL) {
+        free(x);
+        free(lab);
+        return SC_ENOMEM;
+    }
+    for (size_t i = 0; i < v->tlog.n; i++) {
+        uint32_t s = v->tlog.a[i];
+        if (v->state[s] == S_LIVE && !v->inc[s]) {
+            memcpy(x + m * v->dim, v->rows + (size_t)s * v->stride,
+                   v->dim * sizeof(float));
+            lab[m++] = s;
+        }
+    }
+    sc_err rc = m ? fx_add(v, fx, m, x, lab) : SC_OK;
+    free(x);
+    free(lab);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    size_t keep = 0;
+    for (size_t i = 0; i < v->pend.n; i++) {
+        uint32_t s = v->pend.a[i];
+        if (v->inc[s]) {
+            v->pend.a[keep++] = s;
+        } else {
+            v->state[s] = S_FREE;
+            (void)vec_push(&v->freel, s);
+        }
+    }
+    v->pend.n = keep;
+    if (v->fx != NULL) {
+        faiss_Index_free(v->fx);
+    }
+    /* nprobe may have changed while it trained: set it here, under sw. */
+    faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(fx), v->nprobe);
+    v->fx = fx;
+    return SC_OK;
+}
+
+static void *train_main(void *arg)
+{
+    ivf *v = arg;
+    FaissIndex *fx = NULL;
+    sc_err rc =
+        build_index(v, v->copy, v->copy_lab, v->ncopy, v->copy_nlist, &fx);
+    pthread_rwlock_wrlock(&v->sw);
+    if (rc == SC_OK) {
+        rc = swap_in(v, fx);
+        if (rc != SC_OK) {
+            faiss_Index_free(fx);
+        } else {
+            v->trained_n = v->ncopy;
+        }
+    }
+    if (rc != SC_OK) {
+        v->failed_at = v->nlive;
+    }
+    memset(v->inc, 0, v->cap);
+    v->tlog.n = 0;
+    free(v->copy);
+    free(v->copy_lab);
+    v->copy = NULL;
+    v->copy_lab = NULL;
+    v->train_rc = rc;
+    v->training = 0;
+    pthread_rwlock_unlock(&v->sw);
+    return NULL;
+}
+
+/* Starts a background training on a copy of the live rows. Caller holds sw
+ * for writing and tmu. */
+static sc_err start_training(ivf *v)
+{
+    uint32_t nlist = nlist_for(v, v->nlive);
+    if (v->nlive < (size_t)nlist * MIN_PER_LIST || v->nlive == 0) {
+        return SC_ERANGE;
+    }
+    float *copy = malloc(v->nlive * v->dim * sizeof(float));
+    int64_t *lab = malloc(v->nlive * sizeof(*lab));
+    if (copy == NULL || lab == NULL) {
+        free(copy);
+        free(lab);
+        return SC_ENOMEM;
+    }
+    size_t m = 0;
+    for (size_t s = 0; s < v->n; s++) {
+        if (v->state[s] == S_LIVE) {
+            memcpy(copy + m * v->dim, v->rows + s * v->stride,
+                   v->dim * sizeof(float));
+            lab[m++] = (int64_t)s;
+            v->inc[s] = 1;
+        }
+    }
+    v->copy = copy;
+    v->copy_lab = lab;
+    v->ncopy = m;
+    v->copy_nlist = nlist;
+    v->tlog.n = 0;
+    v->training = 1;
+    if (v->th_joinable) {
+        /* The previous thread has finished (training was 0): reap it. */
+        pthread_join(v->th, NULL);
+        v->th_joinable = 0;
+    }
+    if (pthread_create(&v->th, NULL, train_main, v) != 0) {
+        memset(v->inc, 0, v->cap);
+        free(copy);
+        free(lab);
+        v->copy = NULL;
+        v->copy_lab = NULL;
+        v->training = 0;
+        return SC_ENOMEM;
+    }
+    v->th_joinable = 1;
+    return SC_OK;
+}
+
+/* After an add, under sw for writing: time to (re)train? */
+static void maybe_train(ivf *v)
+{
+    if (v->training || v->train_min == SC_INDEX_TRAIN_MANUAL) {
+        return;
+    }
+    if (v->failed_at != 0 && v->nlive < 2 * v->failed_at) {
+        return;
+    }
+    int want;
+    if (v->fx == NULL) {
+        want = v->nlive >= v->train_min &&
+               v->nlive >= (size_t)nlist_for(v, v->nlive) * MIN_PER_LIST;
+    } else {
+        want = v->auto_nlist && v->nlive >= RETRAIN_GROWTH * v->trained_n;
+    }
+    if (want && pthread_mutex_trylock(&v->tmu) == 0) {
+        (void)start_training(v);
+        pthread_mutex_unlock(&v->tmu);
+    }
+}
+
+static sc_err ivf_train(void *state)
+{
+    ivf *v = state;
+    pthread_mutex_lock(&v->tmu);
+    pthread_rwlock_wrlock(&v->sw);
+    sc_err rc = SC_OK;
+    if (!v->training) {
+        rc = start_training(v);
+    }
+    pthread_rwlock_unlock(&v->sw);
+    if (rc == SC_OK && v->th_joinable) {
+        pthread_join(v->th, NULL);
+        v->th_joinable = 0;
+    }
+    pthread_mutex_unlock(&v->tmu);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    pthread_rwlock_rdlock(&v->sw);
+    rc = v->train_rc;
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
+static int ivf_trained(const void *state)
+{
+    ivf *v = (ivf *)state;
+    pthread_rwlock_rdlock(&v->sw);
+    int t = v->fx != NULL;
+    pthread_rwlock_unlock(&v->sw);
+    return t;
+}
+
+static sc_err ivf_set_nprobe(void *state, uint32_t nprobe)
+{
+    ivf *v = state;
+    pthread_rwlock_wrlock(&v->sw);
+    v->nprobe = nprobe;
+    if (v->fx != NULL) {
+        faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(v->fx), nprobe);
+    }
+    pthread_rwlock_unlock(&v->sw);
+    return SC_OK;
+}
+
+/* ---- add / remove / get -------------------------------------------------- */
+
+static sc_err ivf_add(void *state, uint64_t id, const float *unit)
+{
+    ivf *v = state;
+    pthread_rwlock_wrlock(&v->sw);
+    uint32_t slot;
+    sc_err rc = SC_OK;
+    if (sc_idmap_get(&v->map, id, &slot)) {
+        rc = SC_EEXIST;
+        goto out;
+    }
+    int reuse = v->freel.n > 0;
+    if (reuse) {
+        slot = v->freel.a[v->freel.n - 1];
+    } else {
+        if (v->n >= UINT32_MAX) {
+            rc = SC_EFULL;
+            goto out;
+        }
+        if (v->n == v->cap && (rc = grow(v)) != SC_OK) {
+            goto out;
+        }
+        slot = (uint32_t)v->n;
+    }
+    if (v->training && (rc = vec_push(&v->tlog, UINT32_MAX)) != SC_OK) {
+        goto out;
+    }
+    if ((rc = sc_idmap_put(&v->map, id, slot)) != SC_OK) {
+        if (v->training) {
+            v->tlog.n--;
+        }
+        goto out;
+    }
+    float *row = v->rows + (size_t)slot * v->stride;
+    memcpy(row, unit, v->dim * sizeof(float));
+    memset(row + v->dim, 0, (v->stride - v->dim) * sizeof(float));
+    if (v->fx != NULL && (rc = fx_add_slot(v, v->fx, slot)) != SC_OK) {
+        sc_idmap_del(&v->map, id);
+        if (v->training) {
+            v->tlog.n--;
+        }
+        goto out;
+    }
+    if (v->training) {
+        v->tlog.a[v->tlog.n - 1] = slot;
+    }
+    if (reuse) {
+        v->freel.n--;
+    } else {
+        v->n++;
+    }
+    v->ids[slot] = id;
+    v->state[slot] = S_LIVE;
+    v->inc[slot] = 0;
+    v->nlive++;
+    maybe_train(v);
+out:
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
+static sc_err ivf_remove(void *state, uint64_t id)
+{
+    ivf *v = state;
+    pthread_rwlock_wrlock(&v->sw);
+    uint32_t slot;
+    sc_err rc = SC_OK;
+    if (!sc_idmap_get(&v->map, id, &slot)) {
+        rc = SC_ENOTFOUND;
+        goto out;
+    }
+    if (v->fx == NULL && !v->training) {
+        /* Nothing holds the slot but us: reuse it at once. */
+        if ((rc = vec_push(&v->freel, slot)) != SC_OK) {
+            goto out;
+        }
+        v->state[slot] = S_FREE;
+    } else {
+        if ((rc = vec_push(&v->pend, slot)) != SC_OK) {
+            goto out;
+        }
+        v->state[slot] = S_DEAD; /* never served from here on */
+    }
+    sc_idmap_del(&v->map, id);
+    v->nlive--;
+    if (!v->training && v->pend.n >= remove_batch(v)) {
+        /* A failure leaves tombstones that searches still filter. */
+        (void)flush_removals(v);
+    }
+out:
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
+static sc_err ivf_get(void *state, uint64_t id, float *out)
+{
+    ivf *v = state;
+    pthread_rwlock_rdlock(&v->sw);
+    uint32_t slot;
+    sc_err rc = SC_ENOTFOUND;
+    if (sc_idmap_get(&v->map, id, &slot)) {
+        memcpy(out, v->rows + (size_t)slot * v->stride,
+               v->dim * sizeof(float));
+        rc = SC_OK;
+    }
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
+static sc_err ivf_compact(void *state)
+{
+    ivf *v = state;
+    pthread_rwlock_wrlock(&v->sw);
+    sc_err rc = v->training ? SC_OK : flush_removals(v);
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
+static size_t ivf_count(const void *state)
+{
+    ivf *v = (ivf *)state;
+    pthread_rwlock_rdlock(&v->sw);
+    size_t n = v->nlive;
+    pthread_rwlock_unlock(&v->sw);
+    return n;
+}
+
+static size_t ivf_memory(const void *state)
+{
+    ivf *v = (ivf *)state;
+    pthread_rwlock_rdlock(&v->sw);
+    size_t b = v->cap * (v->stride * sizeof(float) + sizeof(uint64_t) + 2) +
+               v->map.cap * (sizeof(uint64_t) + sizeof(uint32_t) + 1);
+    if (v->fx != NULL) {
+        /* Codes plus labels per vector in the inverted lists. */
+        size_t code = v->kind == K_SQ8 ? v->dim : v->dim * sizeof(float);
+        b += (size_t)faiss_Index_ntotal(v->fx) * (code + sizeof(int64_t));
+    }
+    pthread_rwlock_unlock(&v->sw);
+    return b;
+}
+
+/* ---- search ------------------------------------------------------------- */
+
+typedef struct cand {
+    float s;
+    uint32_t slot;
+} cand;
+
+static int cand_cmp(const void *x, const void *y)
+{
+    const cand *a = x;
+    const cand *b = y;
+    if (a->s != b->s) {
+        return a->s > b->s ? -1 : 1;
+    }
+    return (a->slot > b->slot) - (a->slot < b->slot);
+}
+
+/* Keeps the best k of c[0..*n) after adding (s, slot): c stays sorted. */
+static void top_push(cand *c, unsigned *n, unsigned k, float s, uint32_t slot)
+{
+    cand x = {s, slot};
+    if (*n == k && cand_cmp(&x, &c[k - 1]) >= 0) {
+        return;
+    }
+    unsigned i = *n < k ? (*n)++ : k - 1;
+    while (i > 0 && cand_cmp(&x, &c[i - 1]) < 0) {
+        c[i] = c[i - 1];
+        i--;
+    }
+    c[i] = x;
+}
+
+static float exact(const ivf *v, const float *q, uint32_t slot)
+{
+    float s;
+    /* The same kernel and row layout as flat's f32 scan: equal scores. */
+    v->kern->dot_f32_rows(q, v->rows + (size_t)slot * v->stride, v->stride, 1,
+                          v->dim, &s);
+    return s;
+}
+
+static void emit(const ivf *v, const cand *c, unsigned n, float threshold,
+                 sc_hit *hits, unsigned *nhits)
+{
+    unsigned out = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (c[i].s >= threshold) {
+            float s = c[i].s;
+            hits[out].similarity = s > 1.0f ? 1.0f : (s < -1.0f ? -1.0f : s);
+            hits[out].id = v->ids[c[i].slot];
+            out++;
+        }
+    }
+    *nhits = out;
+}
+
+/* Caller holds sw for reading. */
+static sc_err search_one(ivf *v, const float *q, unsigned k, float threshold,
+                         sc_hit *hits, unsigned *nhits)
+{
+    cand top[SC_INDEX_MAX_K];
+    unsigned nt = 0;
+    if (v->fx == NULL) {
+        float sc[256];
+        for (size_t b = 0; b < v->n; b += 256) {
+            size_t nb = v->n - b < 256 ? v->n - b : 256;
+            v->kern->dot_f32_rows(q, v->rows + b * v->stride, v->stride, nb,
+                                  v->dim, sc);
+            for (size_t i = 0; i < nb; i++) {
+                if (v->state[b + i] == S_LIVE && sc[i] >= threshold) {
+                    top_push(top, &nt, k, sc[i], (uint32_t)(b + i));
+                }
+            }
+        }
+        emit(v, top, nt, threshold, hits, nhits);
+        return SC_OK;
+    }
+    size_t total = (size_t)faiss_Index_ntotal(v->fx);
+    size_t kc = v->rerank > k ? v->rerank : k;
+    float dist[MAX_CAND];
+    idx_t lab[MAX_CAND];
+    for (;;) {
+        if (kc > total) {
+            kc = total;
+        }
+        if (kc == 0) {
+            break;
+        }
+        if (faiss_Index_search(v->fx, 1, q, (idx_t)kc, dist, lab) != 0) {
+            /* Search is const in FAISS; v->ferr is not written from here
+             * (readers run concurrently), the message is dropped. */
+            return SC_EBACKEND;
+        }
+        size_t dead = 0, got = 0;
+        nt = 0;
+        for (size_t i = 0; i < kc; i++) {
+            if (lab[i] < 0) {
+                break;
+            }
+            got++;
+            uint32_t s = (uint32_t)lab[i];
+            if (v->state[s] != S_LIVE) {
+                dead++;
+                continue;
+            }
+            float e = exact(v, q, s);
+            if (e >= threshold) {
+                top_push(top, &nt, k, e, s);
+            }
+        }
+        /* Tombstones crowded the candidates out: ask again for more. */
+        if (dead == 0 || got - dead >= k || got < kc || kc >= total ||
+            kc >= MAX_CAND) {
+            break;
+        }
+        kc = kc * 4 > MAX_CAND ? MAX_CAND : kc * 4;
+    }
+    emit(v, top, nt, threshold, hits, nhits);
+    return SC_OK;
+}
+
+static sc_err ivf_search(void *state, const float *q, unsigned k,
+                         float threshold, sc_hit *hits, unsigned *nhits)
+{
+    ivf *v = state;
+    pthread_rwlock_rdlock(&v->sw);
+    sc_err rc = search_one(v, q, k, threshold, hits, nhits);
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
+static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
+                               unsigned k, float threshold, sc_hit *hits,
+                               unsigned *nhits)
+{
+    ivf *v = state;
+    pthread_rwlock_rdlock(&v->sw);
+    sc_err rc = SC_OK;
+    for (size_t i = 0; i < nq && rc == SC_OK; i++) {
+        rc = search_one(v, qs + i * v->dim, k, threshold, hits + i * k,
+                        nhits + i);
+    }
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
+/* ---- save / load ---------------------------------------------------------
+ * File: magic "SCIVF001", u32 dim, u32 kind, u64 nslots, then per slot u8
+ * state (free or live) and, when live, u64 id and dim f32; then u8 trained
+ * and, when 1, u64 trained_n and the FAISS index (faiss_write_index), whose
+ * labels are those slots. Tombstones are flushed first, so the FAISS index
+ * holds exactly the live slots. Host byte order: a local snapshot. */
+
+static sc_err ivf_save(void *state, const char *path)
+{
+    ivf *v = state;
+    /* A training in flight would swap under us: wait for it. */
+    join_training(v);
+    pthread_rwlock_wrlock(&v->sw);
+    FILE *f = NULL;
+    sc_err rc = flush_removals(v);
+    if (rc != SC_OK) {
+        goto out;
+    }
+    f = fopen(path, "wb");
+    if (f == NULL) {
+        rc = SC_EIO;
+        goto out;
+    }
+    uint32_t hdr[2] = {v->dim, (uint32_t)v->kind};
+    uint64_t ns = v->n;
+    int ok = fwrite(FILE_MAGIC, 8, 1, f) == 1 && fwrite(hdr, 8, 1, f) == 1 &&
+             fwrite(&ns, 8, 1, f) == 1;
+    for (size_t s = 0; ok && s < v->n; s++) {
+        uint8_t live = v->state[s] == S_LIVE;
+        ok = fwrite(&live, 1, 1, f) == 1;
+        if (ok && live) {
+            ok = fwrite(&v->ids[s], 8, 1, f) == 1 &&
+                 fwrite(v->rows + s * v->stride, sizeof(float), v->dim, f) ==
+                     v->dim;
+        }
+    }
+    uint8_t tr = v->fx != NULL;
+    uint64_t tn = v->trained_n;
+    ok = ok && fwrite(&tr, 1, 1, f) == 1;
+    if (ok && tr) {
+        ok = fwrite(&tn, 8, 1, f) == 1;
+        if (ok && faiss_write_index(v->fx, f) != 0) {
+            rc = faiss_fail(v, "write_index");
+        }
+    }
+    if (!ok && rc == SC_OK) {
+        rc = SC_EIO;
+    }
+out:
+    if (f != NULL && fclose(f) != 0 && rc == SC_OK) {
+        rc = SC_EIO;
+    }
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
+static sc_err ivf_load_kind(const sc_index_params *p, kind k, int is_auto,
+                            const char *path, void **out)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return SC_EIO;
+    }
+    void *st = NULL;
+    sc_err rc = ivf_open_kind(p, k, is_auto, &st);
+    if (rc != SC_OK) {
+        fclose(f);
+        return rc;
+    }
+    ivf *v = st;
+    char magic[8];
+    uint32_t hdr[2];
+    uint64_t ns;
+    if (fread(magic, 8, 1, f) != 1 || memcmp(magic, FILE_MAGIC, 8) != 0 ||
+        fread(hdr, 8, 1, f) != 1 || fread(&ns, 8, 1, f) != 1) {
+        rc = SC_EBADFILE;
+        goto fail;
+    }
+    if (hdr[0] != v->dim) {
+        rc = SC_EDIM;
+        goto fail;
+    }
+    if (hdr[1] != (uint32_t)k || ns >= UINT32_MAX) {
+        rc = SC_EBADFILE;
+        goto fail;
+    }
+    for (uint64_t i = 0; i < ns; i++) {
+        if (v->n == v->cap && (rc = grow(v)) != SC_OK) {
+            goto fail;
+        }
+        uint8_t live;
+        if (fread(&live, 1, 1, f) != 1 || live > 1) {
+            rc = SC_EBADFILE;
+            goto fail;
+        }
+        float *row = v->rows + v->n * v->stride;
+        memset(row, 0, v->stride * sizeof(float));
+        uint32_t slot = (uint32_t)v->n;
+        if (!live) {
+            if ((rc = vec_push(&v->freel, slot)) != SC_OK) {
+                goto fail;
+            }
+            v->state[slot] = S_FREE;
+            v->n++;
+            continue;
+        }
+        uint64_t id;
+        uint32_t dummy;
+        if (fread(&id, 8, 1, f) != 1 ||
+            fread(row, sizeof(float), v->dim, f) != v->dim ||
+            sc_idmap_get(&v->map, id, &dummy)) {
+            rc = SC_EBADFILE;
+            goto fail;
+        }
+        for (uint32_t j = 0; j < v->dim; j++) {
+            if (!isfinite(row[j])) {
+                rc = SC_EBADFILE;
+                goto fail;
+            }
+        }
+        if ((rc = sc_idmap_put(&v->map, id, slot)) != SC_OK) {
+            goto fail;
+        }
+        v->ids[slot] = id;
+        v->state[slot] = S_LIVE;
+        v->n++;
+        v->nlive++;
+    }
+    uint8_t tr;
+    if (fread(&tr, 1, 1, f) != 1 || tr > 1) {
+        rc = SC_EBADFILE;
+        goto fail;
+    }
+    if (tr) {
+        uint64_t tn;
+        FaissIndex *fx = NULL;
+        if (fread(&tn, 8, 1, f) != 1) {
+            rc = SC_EBADFILE;
+            goto fail;
+        }
+        if (faiss_read_index(f, 0, &fx) != 0) {
+            rc = faiss_fail(v, "read_index");
+            goto fail;
+        }
+        FaissIndexIVF *iv = faiss_IndexIVF_cast(fx);
+        if (iv == NULL || faiss_Index_d(fx) != (int)v->dim ||
+            (uint64_t)faiss_Index_ntotal(fx) != v->nlive) {
+            faiss_Index_free(fx);
+            rc = SC_EBADFILE;
+            goto fail;
+        }
+        faiss_IndexIVF_set_nprobe(iv, v->nprobe);
+        v->fx = fx;
+        v->trained_n = tn;
+    }
+    fclose(f);
+    *out = v;
+    return SC_OK;
+fail:
+    fclose(f);
+    ivf_close(v);
+    return rc;
+}
+
+static sc_err load_flat(const sc_index_params *p, const char *path, void **o)
+{
+    return ivf_load_kind(p, K_FLAT, 0, path, o);
+}
+
+static sc_err load_sq8(const sc_index_params *p, const char *path, void **o)
+{
+    return ivf_load_kind(p, K_SQ8, 0, path, o);
+}
+
+static sc_err load_auto(const sc_index_params *p, const char *path, void **o)
+{
+    return ivf_load_kind(p, K_FLAT, 1, path, o);
+}
+
+#define IVF_OPS(open_fn, load_fn)                                              \
+    .open = open_fn, .close = ivf_close, .add = ivf_add,                       \
+    .remove = ivf_remove, .get = ivf_get, .search = ivf_search,                \
+    .search_batch = ivf_search_batch, .compact = ivf_compact,                  \
+    .count = ivf_count, .memory = ivf_memory, .train = ivf_train,              \
+    .trained = ivf_trained, .set_nprobe = ivf_set_nprobe, .save = ivf_save,    \
+    .load = load_fn
+
+const sc_index_backend sc_index_ivf_flat_backend = {
+    .name = "ivf-flat", .version = "1", IVF_OPS(open_flat, load_flat)};
+const sc_index_backend sc_index_ivf_sq8_backend = {
+    .name = "ivf-sq8", .version = "1", IVF_OPS(open_sq8, load_sq8)};
+const sc_index_backend sc_index_auto_backend = {
+    .name = "auto", .version = "1", IVF_OPS(open_auto, load_auto)};
+
+#else /* !SEMCACHE_HAVE_FAISS: the backends link and say "not supported". */
+
+static sc_err nofaiss_open(const sc_index_params *p, void **state)
+{
+    (void)p;
+    (void)state;
+    return SC_ENOTSUP;
+}
+
+static sc_err nofaiss_load(const sc_index_params *p, const char *path,
+                           void **state)
+{
+    (void)p;
+    (void)path;
+    (void)state;
+    return SC_ENOTSUP;
+}
+
+/* Never called: open fails first. */
+static void nofaiss_close(void *state)
+{
+    (void)state;
+}
+
+#define NOFAISS_OPS .open = nofaiss_open, .close = nofaiss_close, \
+    .load = nofaiss_load
+
+const sc_index_backend sc_index_ivf_flat_backend = {
+    .name = "ivf-flat", .version = "0 (built without FAISS)", NOFAISS_OPS};
+const sc_index_backend sc_index_ivf_sq8_backend = {
+    .name = "ivf-sq8", .version = "0 (built without FAISS)", NOFAISS_OPS};
+const sc_index_backend sc_index_auto_backend = {
+    .name = "auto", .version = "0 (built without FAISS)", NOFAISS_OPS};
+
+#endif

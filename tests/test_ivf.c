@@ -1,0 +1,397 @@
+/* test_ivf.c - the FAISS IVF backends against flat on clustered data:
+ * recall, exact re-scoring (threshold edges identical to flat), deletes never
+ * served, re-insert, the automatic background switch under concurrent
+ * readers and writers, and save/load. Exits 77 when built without FAISS. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "index/index.h"
+
+static int failures;
+
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,  \
+                    #cond);                                                    \
+            failures++;                                                        \
+        }                                                                      \
+    } while (0)
+
+#define D        64
+#define N        20000
+#define CENTRES  64
+#define NQ       300
+
+static uint64_t rs = 0x1234567ULL;
+
+static double urand(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return ((double)(rs >> 11) + 0.5) * 0x1.0p-53;
+}
+
+static float grand(void)
+{
+    return (float)(sqrt(-2.0 * log(urand())) * cos(6.283185307 * urand()));
+}
+
+static float centres[CENTRES * D];
+
+static void unit(float *x)
+{
+    double s = 0;
+    for (int i = 0; i < D; i++) {
+        s += (double)x[i] * x[i];
+    }
+    for (int i = 0; i < D; i++) {
+        x[i] = (float)(x[i] / sqrt(s));
+    }
+}
+
+/* A vector around a random centre: clustered, so neighbours mean something. */
+static void gen(float *x)
+{
+    const float *c = centres + (rs % CENTRES) * D;
+    (void)urand();
+    for (int i = 0; i < D; i++) {
+        x[i] = c[i] + 0.5f / sqrtf(D) * grand();
+    }
+    unit(x);
+}
+
+static void gen_centres(void)
+{
+    for (int i = 0; i < CENTRES * D; i++) {
+        centres[i] = grand();
+    }
+    for (int c = 0; c < CENTRES; c++) {
+        unit(centres + c * D);
+    }
+}
+
+static sc_index *open_ix(const char *backend, uint32_t nlist, uint32_t nprobe,
+                         uint32_t train_min)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = backend;
+    p.dim = D;
+    p.nlist = nlist;
+    p.nprobe = nprobe;
+    p.train_min = train_min;
+    sc_index *ix = NULL;
+    sc_err rc = sc_index_open(&p, &ix);
+    if (rc != SC_OK) {
+        fprintf(stderr, "open %s: %s\n", backend, sc_strerror(rc));
+        exit(1);
+    }
+    return ix;
+}
+
+static float *data, *queries;
+
+/* Compares ix with flat over the queries: returns top-1 recall, and checks
+ * that every similarity ix reports equals flat's exact one for that id. */
+static double compare(sc_index *ix, sc_index *flat, int check_edges)
+{
+    int agree = 0;
+    for (int q = 0; q < NQ; q++) {
+        const float *qv = queries + (size_t)q * D;
+        sc_hit a[4], b[4];
+        unsigned na = 0, nb = 0;
+        CHECK(sc_index_search(ix, qv, 4, -1.0f, a, &na) == SC_OK);
+        CHECK(sc_index_search(flat, qv, 4, -1.0f, b, &nb) == SC_OK);
+        if (na == 0 || nb == 0) {
+            continue;
+        }
+        if (a[0].id == b[0].id || a[0].similarity == b[0].similarity) {
+            agree++;
+        }
+        for (unsigned i = 0; i < na; i++) {
+            float v[D];
+            CHECK(sc_index_get(flat, a[i].id, v) == SC_OK);
+            for (unsigned j = 0; j < nb; j++) {
+                if (b[j].id == a[i].id) {
+                    CHECK(b[j].similarity == a[i].similarity);
+                }
+            }
+        }
+        if (check_edges && a[0].id == b[0].id) {
+            /* At the threshold: a hit for both; a hair above: neither. */
+            float t = b[0].similarity;
+            float up = nextafterf(t, 2.0f);
+            unsigned n1 = 0, n2 = 0, m1 = 0, m2 = 0;
+            CHECK(sc_index_search(ix, qv, 1, t, a, &n1) == SC_OK);
+            CHECK(sc_index_search(flat, qv, 1, t, b, &m1) == SC_OK);
+            CHECK(sc_index_search(ix, qv, 1, up, a, &n2) == SC_OK);
+            CHECK(sc_index_search(flat, qv, 1, up, b, &m2) == SC_OK);
+            CHECK(n1 == m1 && n1 == 1);
+            CHECK(n2 == m2);
+        }
+    }
+    return (double)agree / NQ;
+}
+
+static void test_static(const char *backend, double min_recall)
+{
+    sc_index *flat = open_ix("flat", 0, 0, 0);
+    sc_index *ix = open_ix(backend, 128, 16, SC_INDEX_TRAIN_MANUAL);
+    CHECK(sc_index_train(ix) == SC_ERANGE); /* empty: nothing to train on */
+    for (size_t i = 0; i < N; i++) {
+        CHECK(sc_index_add(flat, i, data + i * D) == SC_OK);
+        CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_add(ix, 5, data) == SC_EEXIST);
+    /* Untrained: an exact scan, identical to flat. */
+    CHECK(!sc_index_trained(ix));
+    CHECK(compare(ix, flat, 1) == 1.0);
+    CHECK(sc_index_train(ix) == SC_OK);
+    CHECK(sc_index_trained(ix));
+    double r = compare(ix, flat, 1);
+    printf("%s: recall@1 %.3f (nlist 128, nprobe 16)\n", backend, r);
+    CHECK(r >= min_recall);
+    CHECK(sc_index_set_nprobe(ix, 128) == SC_OK);
+    CHECK(compare(ix, flat, 0) == 1.0); /* every list: exact */
+    CHECK(sc_index_set_nprobe(ix, 0) == SC_ERANGE);
+    CHECK(sc_index_set_nprobe(ix, 16) == SC_OK);
+
+    /* Deletes: the top hits of the queries go; never served again. */
+    static uint8_t gone[N];
+    memset(gone, 0, sizeof(gone));
+    for (int q = 0; q < NQ; q++) {
+        sc_hit h[4];
+        unsigned nh = 0;
+        CHECK(sc_index_search(ix, queries + (size_t)q * D, 4, -1.0f, h, &nh) ==
+              SC_OK);
+        for (unsigned i = 0; i < nh; i++) {
+            if (!gone[h[i].id]) {
+                gone[h[i].id] = 1;
+                CHECK(sc_index_remove(ix, h[i].id) == SC_OK);
+                CHECK(sc_index_remove(flat, h[i].id) == SC_OK);
+            }
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (int q = 0; q < NQ; q++) {
+            sc_hit h[8];
+            unsigned nh = 0;
+            CHECK(sc_index_search(ix, queries + (size_t)q * D, 8, -1.0f, h,
+                                  &nh) == SC_OK);
+            CHECK(nh == 8);
+            for (unsigned i = 0; i < nh; i++) {
+                CHECK(!gone[h[i].id]);
+            }
+        }
+        CHECK(compare(ix, flat, 0) >= min_recall - 0.02);
+        CHECK(sc_index_compact(ix) == SC_OK); /* batched removal from FAISS */
+    }
+    size_t ngone = 0;
+    for (size_t i = 0; i < N; i++) {
+        ngone += gone[i];
+    }
+    CHECK(sc_index_count(ix) == N - ngone);
+    float v[D];
+    for (size_t i = 0; i < N; i++) {
+        if (gone[i]) {
+            CHECK(sc_index_get(ix, i, v) == SC_ENOTFOUND);
+            CHECK(sc_index_remove(ix, i) == SC_ENOTFOUND);
+            /* Re-insert under the same id with a new vector (a reused
+             * slot): found by it, with its new vector. */
+            float x[D];
+            gen(x);
+            CHECK(sc_index_add(ix, i, x) == SC_OK);
+            sc_hit h;
+            unsigned nh = 0;
+            CHECK(sc_index_search(ix, x, 1, 0.99f, &h, &nh) == SC_OK);
+            CHECK(nh == 1 && h.id == i);
+            break;
+        }
+    }
+
+    /* Save and load: the trained index comes back and answers the same. */
+    char path[] = "/tmp/test_ivf_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(sc_index_save(ix, path) == SC_OK);
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = backend;
+    p.dim = D;
+    p.nprobe = 16;
+    sc_index *back = NULL;
+    CHECK(sc_index_load(&p, path, &back) == SC_OK);
+    if (back != NULL) {
+        CHECK(sc_index_trained(back));
+        CHECK(sc_index_count(back) == sc_index_count(ix));
+        for (int q = 0; q < NQ; q++) {
+            sc_hit a[4], b[4];
+            unsigned na = 0, nb = 0;
+            CHECK(sc_index_search(ix, queries + (size_t)q * D, 4, -1.0f, a,
+                                  &na) == SC_OK);
+            CHECK(sc_index_search(back, queries + (size_t)q * D, 4, -1.0f, b,
+                                  &nb) == SC_OK);
+            CHECK(na == nb);
+            for (unsigned i = 0; i < na && i < nb; i++) {
+                CHECK(a[i].id == b[i].id &&
+                      a[i].similarity == b[i].similarity);
+            }
+        }
+        sc_index_close(back);
+    }
+    p.dim = D + 1;
+    back = NULL;
+    CHECK(sc_index_load(&p, path, &back) == SC_EDIM && back == NULL);
+    p.dim = D;
+    p.backend = "flat";
+    CHECK(sc_index_load(&p, path, &back) == SC_ENOTSUP && back == NULL);
+    FILE *f = fopen(path, "r+b");
+    if (f != NULL) {
+        fputs("garbage!", f);
+        fclose(f);
+    }
+    p.backend = backend;
+    CHECK(sc_index_load(&p, path, &back) == SC_EBADFILE && back == NULL);
+    unlink(path);
+    sc_index_close(ix);
+    sc_index_close(flat);
+}
+
+/* ---- the automatic switch under concurrent readers and a writer -------- */
+
+#define CN 24000
+static sc_index *cix;
+static atomic_size_t added;    /* ids < added are in (unless removed) */
+static atomic_size_t removed;  /* multiples of 7 below this are gone */
+static atomic_int stop;
+static atomic_int bad;
+
+static void *reader(void *arg)
+{
+    (void)arg;
+    size_t qi = 0;
+    while (!atomic_load(&stop)) {
+        size_t rm = atomic_load(&removed);
+        const float *q = queries + (qi++ % NQ) * D;
+        sc_hit h[8];
+        unsigned nh = 0;
+        if (sc_index_search(cix, q, 8, -1.0f, h, &nh) != SC_OK) {
+            atomic_fetch_add(&bad, 1);
+        }
+        for (unsigned i = 0; i < nh; i++) {
+            if (h[i].id % 7 == 0 && h[i].id < rm) {
+                atomic_fetch_add(&bad, 1); /* a deleted id served */
+            }
+        }
+    }
+    return NULL;
+}
+
+static void test_auto(void)
+{
+    cix = open_ix("auto", 0, 16, 5000);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&th[i], NULL, reader, NULL);
+    }
+    int switched_during = 0;
+    for (size_t i = 0; i < CN; i++) {
+        CHECK(sc_index_add(cix, i, data + (i % N) * D) == SC_OK);
+        atomic_store(&added, i + 1);
+        if (i % 7 == 0 && i >= 700) {
+            /* Delete behind the writer: ids 7k below i - 700. */
+            size_t r = i - 700;
+            CHECK(sc_index_remove(cix, r) == SC_OK);
+            atomic_store(&removed, r + 1);
+        }
+        if (sc_index_trained(cix)) {
+            switched_during = 1;
+        }
+    }
+    /* The background training swaps itself in while readers go on. */
+    for (int t = 0; t < 300 && !switched_during; t++) {
+        usleep(100000);
+        switched_during = sc_index_trained(cix);
+    }
+    CHECK(switched_during);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+    }
+    CHECK(atomic_load(&bad) == 0);
+    CHECK(sc_index_train(cix) == SC_OK);
+    CHECK(sc_index_trained(cix));
+    printf("auto: switched by itself: %s\n", switched_during ? "yes" : "no");
+    /* Every live id is there (inserts made during training not lost), every
+     * deleted one is not. */
+    size_t live = 0;
+    float v[D];
+    for (size_t i = 0; i < CN; i++) {
+        int gone = i % 7 == 0 && i + 700 < CN;
+        sc_err rc = sc_index_get(cix, i, v);
+        CHECK(gone ? rc == SC_ENOTFOUND : rc == SC_OK);
+        live += !gone;
+        if (!gone && i % 97 == 0) {
+            sc_hit h[SC_INDEX_MAX_K];
+            unsigned nh = 0;
+            CHECK(sc_index_search(cix, v, SC_INDEX_MAX_K, 0.9999f, h, &nh) ==
+                  SC_OK);
+            int found = 0;
+            for (unsigned j = 0; j < nh; j++) {
+                found |= h[j].id == i;
+            }
+            /* Ids below CN - N share their vector with id + N. */
+            CHECK(found || i < CN - N);
+        }
+    }
+    CHECK(sc_index_count(cix) == live);
+    sc_index_close(cix);
+}
+
+int main(void)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = "ivf-flat";
+    p.dim = D;
+    sc_index *probe = NULL;
+    sc_err rc = sc_index_open(&p, &probe);
+    if (rc == SC_ENOTSUP) {
+        printf("built without FAISS: skipped\n");
+        return 77;
+    }
+    CHECK(rc == SC_OK);
+    sc_index_close(probe);
+    p.storage = SC_STORAGE_F16;
+    CHECK(sc_index_open(&p, &probe) == SC_EINVAL);
+
+    gen_centres();
+    data = malloc((size_t)N * D * sizeof(float));
+    queries = malloc((size_t)NQ * D * sizeof(float));
+    for (size_t i = 0; i < N; i++) {
+        gen(data + i * D);
+    }
+    for (size_t i = 0; i < NQ; i++) {
+        gen(queries + i * D);
+    }
+    test_static("ivf-flat", 0.95);
+    test_static("ivf-sq8", 0.93);
+    test_auto();
+    free(data);
+    free(queries);
+    if (failures) {
+        fprintf(stderr, "%d checks failed\n", failures);
+        return 1;
+    }
+    printf("ok\n");
+    return 0;
+}
