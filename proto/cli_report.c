@@ -201,12 +201,18 @@ int sc_cli_print_report(const json_t *res, const char *ns, FILE *f)
     {
         char a[32], b[32], c[32], d[32];
         const char *key = json_string_value(json_object_get(r, "key"));
-        fprintf(f, "  %-24s %9llu %9s %12s %12s %12s\n",
+        fprintf(f, "  %-24s %9llu %9s %12s %12s %12s",
                 key == NULL || key[0] == '\0' ? "(untagged)" : key,
                 cnt(r, "requests"), pct(num(r, "hit_rate"), a, sizeof(a)),
                 usd(num(r, "usd_avoided"), b, sizeof(b)),
                 usd(num(r, "usd_spent"), c, sizeof(c)),
                 usd(num(r, "usd_net"), d, sizeof(d)));
+        if (json_is_true(json_object_get(r, "over_target"))) {
+            fprintf(f, "  OVER TARGET: %s per request > %s",
+                    usd(num(r, "usd_per_request"), a, sizeof(a)),
+                    usd(num(r, "target_usd_per_request"), b, sizeof(b)));
+        }
+        fputc('\n', f);
     }
     return 0;
 }

@@ -40,6 +40,7 @@ void sc_config_fini(sc_config *cfg)
     free(cfg->data_dir);
     free(cfg->embed_table);
     free(cfg->ns);
+    free(cfg->targets);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -257,6 +258,59 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
     return SC_OK;
 }
 
+static sc_err parse_targets(ctx *x, sc_config *cfg, json_t *o)
+{
+    if (!json_is_object(o)) {
+        return bad(x, "cost_targets", "must be an object");
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        int kind = strcmp(k, "namespaces") == 0 ? SC_COST_TARGET_NS
+                   : strcmp(k, "features") == 0 ? SC_COST_TARGET_FEATURE
+                                                : -1;
+        char key[64];
+        snprintf(key, sizeof(key), "cost_targets.%.40s", k);
+        if (kind < 0) {
+            return bad(x, key, "unknown key (namespaces or features)");
+        }
+        if (!json_is_object(v)) {
+            return bad(x, key, "must be an object of NAME: dollars");
+        }
+        const char *name;
+        json_t *usd;
+        json_object_foreach(v, name, usd)
+        {
+            char full[128];
+            snprintf(full, sizeof(full), "%s.%.60s", key, name);
+            double dv = 0;
+            sc_err rc = get_real(x, full, usd, 0, 1e6, &dv);
+            if (rc != SC_OK) {
+                return rc;
+            }
+            if (strlen(name) == 0 || strlen(name) > SC_CACHE_TAG_MAX) {
+                return bad(x, full, "names are 1..%u bytes", SC_CACHE_TAG_MAX);
+            }
+            if (cfg->ntargets >= SC_CONFIG_MAX_NS * 4) {
+                return bad(x, full, "too many cost targets");
+            }
+            sc_cost_target *g =
+                realloc(cfg->targets, (cfg->ntargets + 1) * sizeof(*g));
+            if (g == NULL) {
+                return bad(x, full, "out of memory");
+            }
+            cfg->targets = g;
+            sc_cost_target *t = &g[cfg->ntargets++];
+            memset(t, 0, sizeof(*t));
+            t->kind = kind;
+            memcpy(t->name, name, strlen(name) + 1);
+            t->usd_per_request = dv;
+        }
+    }
+    return SC_OK;
+}
+
 sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
 {
     ctx x = {path, msg, cap};
@@ -308,6 +362,8 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
             } else if (strcmp(k, "max_entries") == 0) {
                 rc = get_int(&x, k, v, 0, UINT64_MAX >> 1,
                              &cfg->cache.max_entries);
+            } else if (strcmp(k, "cost_targets") == 0) {
+                rc = parse_targets(&x, cfg, v);
             } else if (strcmp(k, "namespaces") == 0) {
                 if (!json_is_object(v)) {
                     rc = bad(&x, k, "must be an object of NAME: {...}");

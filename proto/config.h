@@ -10,6 +10,7 @@
 
 #include "cache/cache.h"
 #include "common/sc_error.h"
+#include "proto/dispatch.h"
 #include "proto/server.h"
 
 #define SC_CONFIG_DEFAULT_DATA_DIR "/var/lib/semcached"
@@ -37,6 +38,8 @@ typedef struct sc_config {
     sc_cache_config cache;
     sc_config_ns *ns; /* ns[0..nns), owned */
     size_t nns;
+    sc_cost_target *targets; /* targets[0..ntargets), owned */
+    size_t ntargets;
 } sc_config;
 
 /* Fills cfg with the defaults. Errors: SC_ENOMEM. */
@@ -55,6 +58,8 @@ void sc_config_fini(sc_config *cfg);
  *   data_dir      path
  *   embed_table   path
  *   max_namespaces, max_bytes, max_entries   as the flags
+ *   cost_targets  {"namespaces": {NAME: dollars}, "features": {TAG:
+ *                  dollars}}: the most a request should cost
  *   namespaces    {"NAME": {dim, storage, threshold, margin, ttl (seconds),
  *                  ttl_mode, max_entries, max_bytes, max_response_bytes}}
  * On error returns SC_EINVAL (or SC_EIO when the file cannot be read) and

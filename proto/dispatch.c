@@ -14,6 +14,8 @@
 
 struct sc_dispatch {
     sc_cache *cache;
+    const sc_cost_target *targets; /* borrowed */
+    size_t ntargets;
     sc_ledger *ledger; /* NULL = no report */
     const sc_prices *prices;
     sc_dispatch_counts counts;
@@ -119,6 +121,13 @@ void sc_dispatch_set_ledger(sc_dispatch *d, sc_ledger *ledger,
 {
     d->ledger = ledger;
     d->prices = prices;
+}
+
+void sc_dispatch_set_cost_targets(sc_dispatch *d, const sc_cost_target *t,
+                                  size_t n)
+{
+    d->targets = t;
+    d->ntargets = n;
 }
 
 void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path)
@@ -716,15 +725,38 @@ static void put_num_kv(msgpack_packer *pk, const char *k, double v)
 #define REPORT_FIELDS 34
 
 /* One row of the report: the ledger's counts and what they imply. */
+/* The cost target per request set for (kind, name), or NAN. */
+static double target_of(const sc_dispatch *d, int kind, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < d->ntargets; i++) {
+        if (d->targets[i].kind == kind &&
+            strcmp(d->targets[i].name, name) == 0) {
+            return d->targets[i].usd_per_request;
+        }
+    }
+    return NAN;
+}
+
 static void pack_report_row(msgpack_packer *pk, const char *key,
-                            const sc_ledger_counts *c)
+                            const sc_ledger_counts *c, double target)
 {
     sc_ledger_report r;
     sc_ledger_derive(c, &r);
-    msgpack_pack_map(pk, REPORT_FIELDS + (key != NULL));
+    bool has_target = isfinite(target);
+    msgpack_pack_map(pk, REPORT_FIELDS + (key != NULL) + 2 * has_target);
     if (key != NULL) {
         mp_put_key(pk, "key");
         mp_put_str(pk, key);
+    }
+    if (has_target) {
+        /* Flagged when the cost per request with the cache is above it. */
+        put_num_kv(pk, "target_usd_per_request", target);
+        mp_put_key(pk, "over_target");
+        if (isfinite(r.usd_per_request) && r.usd_per_request > target) {
+            msgpack_pack_true(pk);
+        } else {
+            msgpack_pack_false(pk);
+        }
     }
     put_uint_kv(pk, "requests", c->lookups);
     put_uint_kv(pk, "exact_hits", c->exact_hits);
@@ -776,13 +808,22 @@ static void pack_report_row(msgpack_packer *pk, const char *key,
 typedef struct report_rows {
     msgpack_packer *pk;
     size_t n;
+    const sc_dispatch *d;
+    int kind; /* the rows' sc_ledger_by */
 } report_rows;
 
 /* Packs each row aside, counting them: the array's length comes first. */
 static void pack_row(void *arg, const char *key, const sc_ledger_counts *c)
 {
     report_rows *rr = arg;
-    pack_report_row(rr->pk, key, c);
+    pack_report_row(rr->pk, key, c,
+                    rr->kind == SC_LEDGER_BY_USER
+                        ? NAN
+                        : target_of(rr->d,
+                                    rr->kind == SC_LEDGER_BY_NS
+                                        ? SC_COST_TARGET_NS
+                                        : SC_COST_TARGET_FEATURE,
+                                    key));
     rr->n++;
 }
 
@@ -815,7 +856,7 @@ static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
     msgpack_sbuffer_init(&rows);
     msgpack_packer rpk;
     msgpack_packer_init(&rpk, &rows, msgpack_sbuffer_write);
-    report_rows rr = {&rpk, 0};
+    report_rows rr = {&rpk, 0, d, (int)by};
     if ((o->rc = sc_ledger_sum(d->ledger, ns, by, &total, pack_row, &rr)) !=
         SC_OK) {
         msgpack_sbuffer_destroy(&rows);
@@ -837,7 +878,7 @@ static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
                    : by == SC_LEDGER_BY_FEATURE ? "feature"
                                                 : "user");
     mp_put_key(pk, "total");
-    pack_report_row(pk, NULL, &total);
+    pack_report_row(pk, NULL, &total, target_of(d, SC_COST_TARGET_NS, ns));
     mp_put_key(pk, "rows");
     msgpack_pack_array(pk, rr.n);
     if (rows.size > 0) {

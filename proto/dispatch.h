@@ -25,6 +25,23 @@ void sc_dispatch_close(sc_dispatch *d);
 void sc_dispatch_set_ledger(sc_dispatch *d, sc_ledger *ledger,
                             const sc_prices *prices);
 
+/* A cost target: the most a request should cost with the cache, in
+ * dollars, for a namespace or a feature tag. The report flags rows above
+ * theirs. */
+typedef enum sc_cost_target_kind {
+    SC_COST_TARGET_NS = 0,
+    SC_COST_TARGET_FEATURE = 1
+} sc_cost_target_kind;
+typedef struct sc_cost_target {
+    int kind; /* sc_cost_target_kind */
+    char name[SC_CACHE_TAG_MAX + 1];
+    double usd_per_request;
+} sc_cost_target;
+
+/* t[0..n) is borrowed and must outlive the dispatcher. */
+void sc_dispatch_set_cost_targets(sc_dispatch *d, const sc_cost_target *t,
+                                  size_t n);
+
 /* Names the embedder table's path (copied; NULL = none) in the message of
  * a no_embedder error, so that a client learns how to get one. */
 void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path);

@@ -435,6 +435,7 @@ int main(int argc, char **argv)
         sc_dispatch_set_embed_hint(disp, embed_path);
     }
     sc_dispatch_set_ledger(disp, ledger, prices);
+    sc_dispatch_set_cost_targets(disp, conf.targets, conf.ntargets);
     if ((rc = sc_metrics_open(&metrics)) != SC_OK) {
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_disp;

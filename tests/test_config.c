@@ -104,6 +104,21 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.cache.max_namespaces, cdef.max_namespaces);
     sc_config_fini(&cfg);
 
+    /* Cost targets. */
+    CHECK_EQ_INT(load("{\"cost_targets\": {\"features\": {\"chat\": 0.002},"
+                      " \"namespaces\": {\"faq\": 0.001}}}",
+                      &cfg, msg, sizeof(msg)),
+                 SC_OK);
+    CHECK_EQ_INT(cfg.ntargets, 2);
+    if (cfg.ntargets == 2) {
+        int f = cfg.targets[0].kind == SC_COST_TARGET_FEATURE ? 0 : 1;
+        CHECK(strcmp(cfg.targets[f].name, "chat") == 0 &&
+              cfg.targets[f].usd_per_request == 0.002);
+        CHECK(cfg.targets[1 - f].kind == SC_COST_TARGET_NS &&
+              strcmp(cfg.targets[1 - f].name, "faq") == 0);
+    }
+    sc_config_fini(&cfg);
+
     /* A single listen string, and embed_table overriding the data dir. */
     CHECK_EQ_INT(load("{\"listen\": \"tcp://127.0.0.1:1\", "
                       "\"embed_table\": \"/t.bin\"}",
@@ -158,6 +173,9 @@ static void test_bad(void)
         {"{\"namespaces\": {\"n\": {\"max_response_bytes\": 0}}}",
          "namespaces.n.max_response_bytes"},
         {"{\"namespaces\": {\"n\": {\"vote\": 1}}}", "namespaces.n.vote"},
+        {"{\"cost_targets\": {\"users\": {}}}", "cost_targets.users"},
+        {"{\"cost_targets\": {\"features\": {\"f\": -1}}}",
+         "cost_targets.features.f"},
         {"{\"namespaces\": {\"n\": {\"embed_model\": 3}}}",
          "namespaces.n.embed_model"},
         {"{\"namespaces\": {\"n\": {\"treshold\": 0.9}}}",

@@ -48,8 +48,16 @@ def main():
     with open(prices, "w") as f:
         json.dump(PRICES, f)
     port = free_port()
+    conf = os.path.join(tmp, "semcached.json")
+    with open(conf, "w") as f:
+        # Cost targets: "store" is cheap to serve (its one call is cheap),
+        # "support" cannot meet a target of zero dollars.
+        json.dump({"cost_targets": {"features": {"support": 0.0,
+                                                 "store": 1.0},
+                                    "namespaces": {"faq": 1e-12}}}, f)
     proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
-                             "--prices", prices, "--data-dir", tmp],
+                             "--prices", prices, "--data-dir", tmp,
+                             "--config", conf],
                             stderr=subprocess.PIPE, text=True)
     try:
         c = wait_client(port)
@@ -142,8 +150,14 @@ def main():
         check(near(rows["web"]["usd_avoided"], b), "a lookup's own tag")
         check(rows["store"]["false_hits"] == 1,
               "a false hit counts under its entry's tags")
-        bad = c._op("report", ns="faq")["total"]["requests"] == 8
-        check(bad, "report of one namespace")
+        check(rows["support"]["over_target"] is True
+              and rows["support"]["target_usd_per_request"] == 0.0,
+              "a feature over its cost target is flagged")
+        check(rows["store"]["over_target"] is False, "one under it is not")
+        check("over_target" not in rows["web"], "no target, no flag")
+        one = c._op("report", ns="faq")["total"]
+        check(one["requests"] == 8 and one["over_target"] is True,
+              "report of one namespace, flagged against its target")
         # The human report.
         out = subprocess.run([cli, "-a", f"tcp://127.0.0.1:{port}", "report",
                               "--by", "feature", "--svg",
@@ -151,7 +165,8 @@ def main():
                              capture_output=True, text=True, timeout=30)
         check(out.returncode == 0 and "requests              8" in out.stdout
               and "cost unknown" in out.stdout and "support" in out.stdout
-              and "break-even hit rate" in out.stdout,
+              and "break-even hit rate" in out.stdout
+              and "OVER TARGET" in out.stdout,
               f"semcache-cli report ({out.returncode}): {out.stdout}"
               f"{out.stderr}")
         with open(os.path.join(tmp, "r.svg")) as f:
