@@ -595,8 +595,8 @@ static void write_svg(const char *path, const char *name, const sweep *sw,
     fprintf(f,
             "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">threshold"
             "</text>\n",
-            (L + W - R) / 2, H - 12);
-    double ly = H - B + 40; /* the legend, under the axis */
+            (L + W - R) / 2, H - B + 34);
+    double ly = H - B + 56; /* the legend, under the axis */
     for (size_t s = 0; s < nseries; s++) {
         const char *what[3] = {pairs ? "precision" : "hit rate",
                                pairs ? "recall" : "precision", "F1"};

@@ -24,6 +24,10 @@
 
 #define DIM 384
 
+/* bench_soak.c: the --soak mode (sustained load, bounded memory). */
+int bench_soak(const char *server, const char *addr, const char *url,
+               const char *threads, double seconds, int json);
+
 static double now_s(void)
 {
     struct timespec t;
@@ -369,7 +373,10 @@ static void usage(void)
         "(d = 384), 1 and 32 clients, single lookups and lookup_batch of 64,\n"
         "beside a bare nng REQ/REP echo server (the transport's floor).\n"
         "--threads: semcached's workers; --entries/--clients/--batch run\n"
-        "only the rows with that value.\n");
+        "only the rows with that value.\n"
+        "--soak S: S seconds of 64 requests in flight, 80%% lookups / 20%%\n"
+        "inserts, 2 s TTL and a small --max-bytes; a line every 10 s; exits\n"
+        "non-zero on any error or unbounded memory (bench_soak.c).\n");
 }
 
 int main(int argc, char **argv)
@@ -387,6 +394,7 @@ int main(int argc, char **argv)
                                                 : 2);
     const char *threads = threads_def;
     const char *transport = "ipc";
+    double soak = 0; /* --soak SECONDS: bench_soak.c instead of the table */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
             server = argv[++i];
@@ -411,6 +419,8 @@ int main(int argc, char **argv)
             transport = argv[++i];
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             threads = argv[++i];
+        } else if (strcmp(argv[i], "--soak") == 0 && i + 1 < argc) {
+            soak = atof(argv[++i]);
         } else {
             usage();
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
@@ -431,6 +441,9 @@ int main(int argc, char **argv)
     } else {
         usage();
         return 2;
+    }
+    if (soak > 0) {
+        return bench_soak(server, addr, url, threads, soak, json);
     }
     /* The echo gets as many threads as semcached's workers. */
     pid_t echo_pid = echo_spawn(echo_url, atoi(threads));

@@ -416,8 +416,22 @@ static row *row_get(sc_ledger *l, int kind, const char *ns, const char *tag)
     return r;
 }
 
-/* The three rows an event with tags t counts in. */
+/* The three rows an event with tags t counts in. Making a row may grow
+ * the table, which moves every row: when it moved, the rows are looked up
+ * again (they all exist by then, so the second pass cannot grow it). */
+static size_t rows_of_once(sc_ledger *l, const sc_ledger_tags *t, row **out);
+
 static size_t rows_of(sc_ledger *l, const sc_ledger_tags *t, row **out)
+{
+    const row *before = l->rows;
+    size_t n = rows_of_once(l, t, out);
+    if (l->rows != before) {
+        n = rows_of_once(l, t, out);
+    }
+    return n;
+}
+
+static size_t rows_of_once(sc_ledger *l, const sc_ledger_tags *t, row **out)
 {
     const char *ns = t->ns != NULL ? t->ns : "";
     size_t n = 0;

@@ -25,3 +25,19 @@ if [ "${SEMCACHE_SKIP_SANITIZE:-0}" != 1 ]; then
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --test-dir build-asan --output-on-failure -j"$jobs"
 fi
+
+# The fuzzers (tests/fuzz/, clang + libFuzzer + ASan + UBSan), each for
+# SEMCACHE_FUZZ_SECONDS (default 60; 0 skips them).
+fuzz_s=${SEMCACHE_FUZZ_SECONDS:-60}
+if [ "$fuzz_s" != 0 ]; then
+    echo "== fuzzers (${fuzz_s} s each) =="
+    scripts/fuzz.sh "$fuzz_s"
+fi
+
+# Sustained load: the 60 s soak of issue 6 (ctest's "soak" runs 20 s);
+# SEMCACHE_SOAK_SECONDS=0 skips it.
+soak_s=${SEMCACHE_SOAK_SECONDS:-60}
+if [ "$soak_s" != 0 ]; then
+    echo "== soak (${soak_s} s) =="
+    build/bench_service --soak "$soak_s" --server build/semcached
+fi

@@ -1,0 +1,500 @@
+/* bench_soak.c - `bench_service --soak SECONDS`: "does semcached hold up
+ * under sustained load?" 64 requests in flight (one client thread each),
+ * 80% lookups and 20% inserts, spread over two namespaces: "soak" with a
+ * 2 s TTL (expiry runs) and "soak_lru" with a 1 MiB cap (LRU eviction runs,
+ * whatever the machine's speed), on a server with a small --max-bytes. Every 10 s a line: lookups/s, inserts/s, p50/p99 latency of that
+ * interval, errors, semcached's resident memory (VmRSS). At the end: totals;
+ * exits non-zero on any error, a dead server, expiry or eviction that never
+ * ran, or an RSS at the end over 2x the RSS after the first interval. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/client.h"
+#include "proto/mp.h"
+
+#define SOAK_DIM       384
+#define SOAK_INFLIGHT  64
+#define SOAK_INTERVAL  10.0 /* seconds between report lines */
+#define SOAK_TTL_S     2
+#define SOAK_MAX_BYTES "16777216" /* the server's cap */
+#define SOAK_NS_BYTES  1048576    /* soak_lru's cap: evicts past ~500 entries */
+#define SOAK_KEYS      20000u    /* distinct prompts: lookups hit now and then */
+#define HBUCKETS       512 /* latency histogram: 5% buckets from 1 us */
+
+int bench_soak(const char *server, const char *addr, const char *url,
+               const char *threads, double seconds, int json);
+
+static double soak_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static uint64_t soak_rng(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void soak_vec(uint64_t i, float *v)
+{
+    uint64_t s = i * 7919 + 1;
+    for (int j = 0; j < SOAK_DIM; j++) {
+        v[j] = (float)((double)(soak_rng(&s) >> 11) / 9007199254740992.0 - 0.5);
+    }
+}
+
+/* Counters of one interval (swapped out by the reporter) and of the run. */
+typedef struct soak_counts {
+    _Atomic uint64_t lookups, inserts, hits, errors;
+    _Atomic uint64_t hist[HBUCKETS];
+} soak_counts;
+
+typedef struct soak {
+    const char *url;
+    double end;
+    soak_counts iv, total;
+    _Atomic int stop;
+} soak;
+
+static unsigned bucket_of(double sec)
+{
+    double us = sec * 1e6;
+    if (us <= 1) {
+        return 0;
+    }
+    unsigned b = (unsigned)(log(us) / log(1.05)) + 1;
+    return b < HBUCKETS ? b : HBUCKETS - 1;
+}
+
+/* The upper edge of bucket b, in microseconds. */
+static double bucket_us(unsigned b)
+{
+    return b == 0 ? 1 : pow(1.05, (double)b);
+}
+
+static double quantile(const uint64_t *h, double q)
+{
+    uint64_t n = 0;
+    for (unsigned b = 0; b < HBUCKETS; b++) {
+        n += h[b];
+    }
+    if (n == 0) {
+        return NAN;
+    }
+    uint64_t want = (uint64_t)ceil(q * (double)n), seen = 0;
+    for (unsigned b = 0; b < HBUCKETS; b++) {
+        seen += h[b];
+        if (seen >= want) {
+            return bucket_us(b);
+        }
+    }
+    return bucket_us(HBUCKETS - 1);
+}
+
+static void count(soak *s, int insert, int ok, int hit, double lat)
+{
+    soak_counts *cs[2] = {&s->iv, &s->total};
+    for (int i = 0; i < 2; i++) {
+        if (!ok) {
+            atomic_fetch_add(&cs[i]->errors, 1);
+            continue;
+        }
+        atomic_fetch_add(insert ? &cs[i]->inserts : &cs[i]->lookups, 1);
+        if (hit) {
+            atomic_fetch_add(&cs[i]->hits, 1);
+        }
+        atomic_fetch_add(&cs[i]->hist[bucket_of(lat)], 1);
+    }
+}
+
+typedef struct worker {
+    soak *s;
+    int id;
+} worker;
+
+static void *soak_main(void *arg)
+{
+    worker *w = arg;
+    soak *s = w->s;
+    sc_client *c;
+    if (sc_client_open(s->url, 5000, &c) != SC_OK) {
+        count(s, 0, 0, 0, 0);
+        return NULL;
+    }
+    uint64_t rs = 77 + (uint64_t)w->id * 1000003;
+    float v[SOAK_DIM];
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    while (!atomic_load(&s->stop) && soak_now() < s->end) {
+        uint64_t r = soak_rng(&rs);
+        int insert = r % 100 < 20;
+        uint64_t key = (r >> 8) % SOAK_KEYS;
+        soak_vec(key, v);
+        msgpack_sbuffer_clear(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, insert ? 5 : 4);
+        mp_put_key(&pk, "v");
+        msgpack_pack_uint32(&pk, 1);
+        mp_put_key(&pk, "op");
+        mp_put_str(&pk, insert ? "insert" : "lookup");
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, key % 2 ? "soak_lru" : "soak");
+        mp_put_key(&pk, "vec");
+        mp_put_vec(&pk, v, SOAK_DIM);
+        if (insert) {
+            char resp[64];
+            int n = snprintf(resp, sizeof(resp), "soak answer %llu",
+                             (unsigned long long)key);
+            mp_put_key(&pk, "response");
+            mp_put_bin(&pk, resp, (size_t)n);
+        }
+        uint8_t *reply = NULL;
+        size_t rlen = 0;
+        double t0 = soak_now();
+        sc_err rc = sc_client_call(c, sb.data, sb.size, &reply, &rlen);
+        double t1 = soak_now();
+        int ok = rc == SC_OK && memmem(reply, rlen, "\xa2ok\xc3", 4) != NULL;
+        int hit = ok && !insert && memmem(reply, rlen, "\xa3hit\xc3", 5);
+        if (!ok && rc == SC_OK && atomic_load(&s->total.errors) < 5) {
+            fprintf(stderr, "bench_service: soak: error reply (%zu bytes)\n",
+                    rlen);
+        } else if (rc != SC_OK && atomic_load(&s->total.errors) < 5) {
+            fprintf(stderr, "bench_service: soak: %s\n", sc_strerror(rc));
+        }
+        count(s, insert, ok, hit, t1 - t0);
+        free(reply);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    sc_client_close(c);
+    return NULL;
+}
+
+/* Resident memory of pid in KiB (VmRSS), 0 when unknown. */
+static long rss_kb(pid_t pid)
+{
+    if (pid <= 0) {
+        return 0;
+    }
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = 0;
+    if (f == NULL) {
+        return 0;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = atol(line + 6);
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* One request; the reply is the caller's (NULL on a transport error). */
+static uint8_t *call_once(const char *url, const void *req, size_t len,
+                          size_t *rlen)
+{
+    sc_client *c;
+    uint8_t *reply = NULL;
+    if (sc_client_open(url, 5000, &c) != SC_OK) {
+        return NULL;
+    }
+    if (sc_client_call(c, req, len, &reply, rlen) != SC_OK) {
+        reply = NULL;
+    }
+    sc_client_close(c);
+    return reply;
+}
+
+/* A uint field of a stats reply's result map (0 when absent). */
+static uint64_t stat_field(const uint8_t *b, size_t n, const char *key)
+{
+    mp_reader r;
+    uint32_t m, rm;
+    mp_reader_init(&r, b, n);
+    if (mp_read_map(&r, &m) != 0) {
+        return 0;
+    }
+    for (uint32_t i = 0; i < m; i++) {
+        const char *k;
+        uint32_t kl;
+        if (mp_read_str(&r, &k, &kl) != 0) {
+            return 0;
+        }
+        if (kl == 6 && memcmp(k, "result", 6) == 0 &&
+            mp_read_map(&r, &rm) == 0) {
+            for (uint32_t j = 0; j < rm; j++) {
+                uint64_t v;
+                if (mp_read_str(&r, &k, &kl) != 0) {
+                    return 0;
+                }
+                if (kl == strlen(key) && memcmp(k, key, kl) == 0 &&
+                    mp_read_uint(&r, &v) == 0) {
+                    return v;
+                }
+                if (mp_skip(&r) != 0) {
+                    return 0;
+                }
+            }
+            return 0;
+        }
+        if (mp_skip(&r) != 0) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static int server_alive(pid_t pid)
+{
+    return pid <= 0 || waitpid(pid, NULL, WNOHANG) == 0;
+}
+
+int bench_soak(const char *server, const char *addr, const char *url,
+               const char *threads, double seconds, int json)
+{
+    char dir[] = "/tmp/bench-soak-XXXXXX";
+    pid_t pid = -1;
+    if (addr == NULL) {
+        if (mkdtemp(dir) == NULL) {
+            perror("bench_service: mkdtemp");
+            return 1;
+        }
+        pid = fork();
+        if (pid == 0) {
+            /* Its log (an "expired N entries" line a second) goes to a
+             * file, kept when the soak fails. */
+            char logp[64];
+            snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
+            if (freopen(logp, "w", stderr) == NULL) {
+                _exit(126);
+            }
+            execl(server, server, "--listen", url, "--threads", threads,
+                  "--max-bytes", SOAK_MAX_BYTES, "--data-dir", dir,
+                  (char *)NULL);
+            perror("exec semcached");
+            _exit(127);
+        }
+        addr = url;
+    }
+    static const uint8_t ping[] = "\x82\xa1v\x01\xa2op\xa4ping";
+    int up = 0;
+    for (int i = 0; i < 100 && !up; i++) {
+        size_t rl;
+        uint8_t *rep = call_once(addr, ping, sizeof(ping) - 1, &rl);
+        up = rep != NULL;
+        free(rep);
+        if (!up) {
+            usleep(100000);
+        }
+    }
+    int fail = !up;
+    size_t rl = 0;
+    uint8_t *rep = NULL;
+    /* The namespaces: "soak" expires after 2 s, "soak_lru" evicts. */
+    for (int k = 0; k < 2 && !fail; k++) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 5);
+        mp_put_key(&pk, "v");
+        msgpack_pack_uint32(&pk, 1);
+        mp_put_key(&pk, "op");
+        mp_put_str(&pk, "ns_create");
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, k ? "soak_lru" : "soak");
+        mp_put_key(&pk, "dim");
+        msgpack_pack_uint32(&pk, SOAK_DIM);
+        mp_put_key(&pk, k ? "max_bytes" : "ttl");
+        msgpack_pack_uint32(&pk, k ? SOAK_NS_BYTES : SOAK_TTL_S);
+        rep = call_once(addr, sb.data, sb.size, &rl);
+        msgpack_sbuffer_destroy(&sb);
+        if (rep == NULL || memmem(rep, rl, "\xa2ok\xc3", 4) == NULL) {
+            fprintf(stderr, "bench_service: soak: ns_create failed (do "
+                            "'soak' and 'soak_lru' exist already?)\n");
+            fail = 1;
+        }
+        free(rep);
+    }
+    if (fail) {
+        if (pid > 0) {
+            kill(pid, SIGTERM);
+            waitpid(pid, NULL, 0);
+        }
+        fprintf(stderr, "bench_service: soak: semcached did not start\n");
+        return 1;
+    }
+
+    soak *s = calloc(1, sizeof(*s));
+    s->url = addr;
+    double t0 = soak_now();
+    s->end = t0 + seconds;
+    long rss0 = rss_kb(pid), rss_first = 0, rss_max = rss0;
+    if (!json) {
+        printf("soak: %.0f s, %d requests in flight, 80%% lookups / 20%% "
+               "inserts, d = %d, ttl %d s / max_bytes %d, --max-bytes %s; "
+               "semcached RSS at start %.1f MiB\n",
+               seconds, SOAK_INFLIGHT, SOAK_DIM, SOAK_TTL_S, SOAK_NS_BYTES,
+               SOAK_MAX_BYTES,
+               (double)rss0 / 1024);
+        printf("%7s %11s %11s %9s %9s %7s %9s %9s\n", "t s", "lookups/s",
+               "inserts/s", "p50 us", "p99 us", "errors", "entries",
+               "rss MiB");
+    } else {
+        printf("{\"bench\":\"soak_start\",\"seconds\":%.0f,\"inflight\":%d,"
+               "\"d\":%d,\"ttl_s\":%d,\"max_bytes\":%s,\"rss_kb\":%ld}\n",
+               seconds, SOAK_INFLIGHT, SOAK_DIM, SOAK_TTL_S, SOAK_MAX_BYTES,
+               rss0);
+    }
+    fflush(stdout);
+    pthread_t tids[SOAK_INFLIGHT];
+    worker ws[SOAK_INFLIGHT];
+    for (int i = 0; i < SOAK_INFLIGHT; i++) {
+        ws[i] = (worker){s, i};
+        pthread_create(&tids[i], NULL, soak_main, &ws[i]);
+    }
+    static const uint8_t stats_req[] = "\x82\xa1v\x01\xa2op\xa5stats";
+    double last = t0;
+    int intervals = 0;
+    while (last < s->end) {
+        double next = last + SOAK_INTERVAL;
+        if (next > s->end) {
+            next = s->end;
+        }
+        while (soak_now() < next) {
+            usleep(50000);
+            if (!server_alive(pid)) {
+                break;
+            }
+        }
+        double t = soak_now();
+        uint64_t h[HBUCKETS];
+        for (unsigned b = 0; b < HBUCKETS; b++) {
+            h[b] = atomic_exchange(&s->iv.hist[b], 0);
+        }
+        uint64_t lk = atomic_exchange(&s->iv.lookups, 0);
+        uint64_t in = atomic_exchange(&s->iv.inserts, 0);
+        uint64_t er = atomic_exchange(&s->iv.errors, 0);
+        (void)atomic_exchange(&s->iv.hits, 0);
+        long rss = rss_kb(pid);
+        if (intervals++ == 0) {
+            rss_first = rss;
+        }
+        rss_max = rss > rss_max ? rss : rss_max;
+        rep = call_once(addr, stats_req, sizeof(stats_req) - 1, &rl);
+        uint64_t entries = rep ? stat_field(rep, rl, "entries") : 0;
+        free(rep);
+        double el = t - last;
+        if (json) {
+            printf("{\"bench\":\"soak\",\"t_s\":%.1f,\"lookups_per_s\":%.1f,"
+                   "\"inserts_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+                   "\"errors\":%llu,\"entries\":%llu,\"rss_kb\":%ld}\n",
+                   t - t0, (double)lk / el, (double)in / el, quantile(h, 0.5),
+                   quantile(h, 0.99), (unsigned long long)er,
+                   (unsigned long long)entries, rss);
+        } else {
+            printf("%7.1f %11.0f %11.0f %9.0f %9.0f %7llu %9llu %9.1f\n",
+                   t - t0, (double)lk / el, (double)in / el, quantile(h, 0.5),
+                   quantile(h, 0.99), (unsigned long long)er,
+                   (unsigned long long)entries, (double)rss / 1024);
+        }
+        fflush(stdout);
+        last = t;
+        if (!server_alive(pid)) {
+            atomic_store(&s->stop, 1);
+            break;
+        }
+    }
+    atomic_store(&s->stop, 1);
+    for (int i = 0; i < SOAK_INFLIGHT; i++) {
+        pthread_join(tids[i], NULL);
+    }
+    double el = soak_now() - t0;
+    int alive = server_alive(pid);
+    long rss1 = alive ? rss_kb(pid) : 0;
+    rep = alive ? call_once(addr, stats_req, sizeof(stats_req) - 1, &rl)
+                : NULL;
+    uint64_t expired = rep ? stat_field(rep, rl, "expirations") : 0;
+    uint64_t evicted = rep ? stat_field(rep, rl, "evictions") : 0;
+    free(rep);
+    uint64_t h[HBUCKETS];
+    for (unsigned b = 0; b < HBUCKETS; b++) {
+        h[b] = atomic_load(&s->total.hist[b]);
+    }
+    uint64_t lk = atomic_load(&s->total.lookups);
+    uint64_t in = atomic_load(&s->total.inserts);
+    uint64_t hits = atomic_load(&s->total.hits);
+    uint64_t er = atomic_load(&s->total.errors);
+    int bounded = pid <= 0 || rss1 <= 2 * rss_first;
+    int ok = alive && er == 0 && bounded && expired > 0 && evicted > 0;
+    if (pid > 0) {
+        /* A clean shutdown too (under ASan: no leak at exit). */
+        int st = 0;
+        if (alive) {
+            kill(pid, SIGTERM);
+        }
+        if (waitpid(pid, &st, 0) == pid &&
+            (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
+            fprintf(stderr, "bench_service: soak: semcached exited with "
+                            "status %d\n", st);
+            ok = 0;
+        }
+    }
+    if (json) {
+        printf("{\"bench\":\"soak_total\",\"seconds\":%.1f,\"requests\":%llu,"
+               "\"lookups\":%llu,\"inserts\":%llu,\"hits\":%llu,"
+               "\"errors\":%llu,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+               "\"expirations\":%llu,\"evictions\":%llu,"
+               "\"rss_start_kb\":%ld,\"rss_first_kb\":%ld,\"rss_max_kb\":%ld,"
+               "\"rss_end_kb\":%ld,\"server_alive\":%s,\"ok\":%s}\n",
+               el, (unsigned long long)(lk + in), (unsigned long long)lk,
+               (unsigned long long)in, (unsigned long long)hits,
+               (unsigned long long)er, quantile(h, 0.5), quantile(h, 0.99),
+               (unsigned long long)expired, (unsigned long long)evicted, rss0,
+               rss_first, rss_max, rss1, alive ? "true" : "false",
+               ok ? "true" : "false");
+    } else {
+        printf("soak: %llu requests in %.1f s (%llu lookups, %llu hits, %llu "
+               "inserts), %llu errors, p50 %.0f us, p99 %.0f us; %llu "
+               "expired, %llu evicted; semcached %s; RSS start %.1f MiB, "
+               "after %.0f s %.1f MiB, max %.1f MiB, end %.1f MiB (%s)\n",
+               (unsigned long long)(lk + in), el, (unsigned long long)lk,
+               (unsigned long long)hits, (unsigned long long)in,
+               (unsigned long long)er, quantile(h, 0.5), quantile(h, 0.99),
+               (unsigned long long)expired, (unsigned long long)evicted,
+               alive ? "alive" : "DEAD", (double)rss0 / 1024, SOAK_INTERVAL,
+               (double)rss_first / 1024, (double)rss_max / 1024,
+               (double)rss1 / 1024,
+               bounded ? "bounded" : "over 2x the first interval's");
+        printf("soak: %s\n", ok ? "PASS" : "FAIL");
+    }
+    free(s);
+    if (pid > 0) {
+        char logp[64];
+        snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
+        if (ok) {
+            unlink(logp);
+            rmdir(dir);
+        } else {
+            fprintf(stderr, "bench_service: soak: semcached's log: %s\n",
+                    logp);
+        }
+    }
+    return ok ? 0 : 1;
+}

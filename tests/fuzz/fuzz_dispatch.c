@@ -1,0 +1,267 @@
+/* fuzz_dispatch.c - libFuzzer target over the request decoder: every input
+ * is one request (and, split at 0xff 0x00 markers, a batch of requests) for
+ * sc_dispatch_handle / sc_dispatch_handle_many over a real in-process cache
+ * with small caps, a fake embedder (so text paths run) and a cost ledger.
+ * Every reply must be one well-formed msgpack map holding "ok", and the
+ * cache's counters must stay consistent; otherwise abort(). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/cache.h"
+#include "cache/ledger.h"
+#include "proto/dispatch.h"
+#include "proto/mp.h"
+
+#define FDIM 4
+#define EDIM 8
+
+static sc_cache *cache;
+static sc_dispatch *disp;
+static sc_ledger *ledger;
+static sc_prices *prices;
+static uint64_t fake_now = 1700000000000ull;
+
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_now;
+}
+
+/* Text -> a unit vector of EDIM floats from a hash of its bytes; text with
+ * no letter or digit has no usable token, as with the real embedder. */
+static sc_err fake_embed(void *arg, const char *text, size_t len, float *out)
+{
+    (void)arg;
+    uint64_t h = 1469598103934665603ull;
+    int usable = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        usable |= (ch >= '0' && ch <= '9') || ((ch | 32) >= 'a' && (ch | 32) <= 'z');
+        h = (h ^ ch) * 1099511628211ull;
+    }
+    if (!usable) {
+        return SC_EZEROVEC;
+    }
+    double norm = 0;
+    for (int d = 0; d < EDIM; d++) {
+        h = h * 6364136223846793005ull + 1442695040888963407ull;
+        out[d] = (float)((double)(h >> 11) / 9007199254740992.0) + 0.01f;
+        norm += (double)out[d] * out[d];
+    }
+    for (int d = 0; d < EDIM; d++) {
+        out[d] = (float)(out[d] / sqrt(norm));
+    }
+    return SC_OK;
+}
+
+static float fake_rescore(void *arg, const char *q, size_t ql, const char *c,
+                          size_t cl, float cosine)
+{
+    (void)arg;
+    (void)q;
+    (void)c;
+    return ql == cl ? cosine : cosine * 0.99f;
+}
+
+static const sc_cache_embedder embedder = {
+    "fake@1", EDIM, 0.8f, 0.01f, fake_embed, fake_rescore, NULL, false};
+
+static void die(const char *what)
+{
+    fprintf(stderr, "fuzz_dispatch: %s\n", what);
+    abort();
+}
+
+static void setup(void)
+{
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.max_namespaces = 8;
+    cfg.max_scopes = 16;
+    cfg.max_entries = 256;
+    cfg.max_bytes = 1u << 20;
+    cfg.clock = fake_clock;
+    cfg.embedder = &embedder;
+    if (sc_prices_default(&prices) != SC_OK ||
+        sc_ledger_open(prices, &ledger) != SC_OK) {
+        die("ledger");
+    }
+    cfg.ledger = ledger;
+    if (sc_cache_open(&cfg, &cache) != SC_OK ||
+        sc_dispatch_open(cache, &disp) != SC_OK) {
+        die("open");
+    }
+    sc_dispatch_set_ledger(disp, ledger, prices);
+    sc_dispatch_set_embed_hint(disp, "/nonexistent/embeddings.sctab");
+    /* "v": vectors of dimension FDIM; "t": the embedder's text namespace. */
+    sc_ns_config ns;
+    sc_cache_ns_config_init(&ns);
+    ns.dim = FDIM;
+    ns.ttl_ms = 2000;
+    if (sc_cache_ns_create(cache, "v", &ns) != SC_OK) {
+        die("ns v");
+    }
+    for (int i = 0; i < 4; i++) {
+        float v[FDIM] = {1, 0, 0, 0};
+        v[i] += 0.5f;
+        char resp[16];
+        snprintf(resp, sizeof(resp), "answer %d", i);
+        sc_cache_item it = {0};
+        it.vec = v;
+        it.dim = FDIM;
+        it.response = resp;
+        it.response_len = strlen(resp);
+        it.text = resp;
+        it.text_len = strlen(resp);
+        if (sc_cache_insert(cache, "v", &it, NULL) != SC_OK) {
+            die("insert v");
+        }
+    }
+    sc_cache_ns_config_init(&ns);
+    ns.max_entries = 32;
+    if (sc_cache_ns_create(cache, "t", &ns) != SC_OK) {
+        die("ns t");
+    }
+    sc_cache_item it = {0};
+    it.text = "how do i return a product";
+    it.text_len = strlen(it.text);
+    it.response = "use the form";
+    it.response_len = 12;
+    if (sc_cache_insert(cache, "t", &it, NULL) != SC_OK) {
+        die("insert t");
+    }
+}
+
+/* A reply: exactly one map, nothing after it, with a bool "ok" key; an
+ * error reply's "error" holds str "code" and "message". */
+static void check_reply(const uint8_t *b, size_t n)
+{
+    mp_reader r;
+    mp_reader_init(&r, b, n);
+    uint32_t entries;
+    if (mp_read_map(&r, &entries) != 0) {
+        die("reply is not a map");
+    }
+    int has_ok = 0;
+    for (uint32_t i = 0; i < entries; i++) {
+        const char *k;
+        uint32_t kl;
+        if (mp_read_str(&r, &k, &kl) != 0) {
+            die("reply key is not a str");
+        }
+        if (kl == 2 && memcmp(k, "ok", 2) == 0) {
+            bool ok;
+            if (mp_read_bool(&r, &ok) != 0) {
+                die("reply ok is not a bool");
+            }
+            has_ok = 1;
+        } else if (kl == 5 && memcmp(k, "error", 5) == 0) {
+            uint32_t m;
+            if (mp_read_map(&r, &m) != 0) {
+                die("reply error is not a map");
+            }
+            for (uint32_t j = 0; j < m; j++) {
+                const char *s;
+                uint32_t sl;
+                if (mp_read_str(&r, &s, &sl) != 0 ||
+                    mp_read_str(&r, &s, &sl) != 0) {
+                    die("reply error entry is not str: str");
+                }
+            }
+        } else if (mp_skip(&r) != 0) {
+            die("reply value is malformed");
+        }
+    }
+    if (!has_ok) {
+        die("reply has no ok");
+    }
+    if (r.p != r.end) {
+        die("bytes after the reply map");
+    }
+}
+
+static void check_stats(const char *ns)
+{
+    sc_cache_stats st;
+    if (sc_cache_stats_get(cache, ns, &st) != SC_OK) {
+        die("stats");
+    }
+    if (st.lookups != st.exact_hits + st.semantic_hits + st.misses) {
+        die("lookups != hits + misses");
+    }
+    if (st.ambiguous_misses > st.misses || st.quarantined > st.entries) {
+        die("sub-counts exceed their totals");
+    }
+    uint64_t h = 0;
+    for (unsigned i = 0; i < SC_CACHE_HIST_BINS; i++) {
+        h += st.hist[i];
+    }
+    if (h != st.lookups) {
+        die("histogram does not add up to lookups");
+    }
+    if (ns != NULL &&
+        st.entries != st.inserts - st.replaced - st.deletes - st.expirations -
+                          st.evictions - st.flushed) {
+        die("entries != inserts - removals");
+    }
+}
+
+static void check_cache(void)
+{
+    char names[16][SC_CACHE_NS_NAME_MAX + 1];
+    size_t count = 0;
+    if (sc_cache_ns_list(cache, names, 16, &count) != SC_OK || count > 8) {
+        die("ns_list / max_namespaces");
+    }
+    for (size_t i = 0; i < count; i++) {
+        check_stats(names[i]);
+    }
+    check_stats(NULL);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (cache == NULL) {
+        setup();
+    }
+    /* Time moves half a second per input, so TTLs expire now and then. */
+    fake_now += 500;
+    if (fake_now % 4000 == 0) {
+        sc_cache_expire(cache, 0);
+    }
+    uint8_t *reply = NULL;
+    size_t rlen = 0;
+    if (sc_dispatch_handle(disp, data, size, &reply, &rlen) != 0) {
+        die("handle failed");
+    }
+    check_reply(reply, rlen);
+    free(reply);
+
+    /* The same bytes as a batch: split at each 0xff 0x00 pair (0xff alone
+     * is a valid negative fixint, the pair rarely ends a real message). */
+    sc_server_msg msgs[SC_SERVER_MAX_BATCH];
+    size_t n = 0, start = 0;
+    for (size_t i = 0; i + 1 < size && n + 1 < SC_SERVER_MAX_BATCH; i++) {
+        if (data[i] == 0xff && data[i + 1] == 0x00) {
+            msgs[n++] = (sc_server_msg){data + start, i - start, NULL, 0, 0};
+            start = i + 2;
+            i++;
+        }
+    }
+    if (n > 0) {
+        msgs[n++] = (sc_server_msg){data + start, size - start, NULL, 0, 0};
+        sc_dispatch_handle_many(disp, msgs, n);
+        for (size_t i = 0; i < n; i++) {
+            if (msgs[i].rc != 0) {
+                die("handle_many failed");
+            }
+            check_reply(msgs[i].reply, msgs[i].reply_len);
+            free(msgs[i].reply);
+        }
+    }
+    check_cache();
+    return 0;
+}

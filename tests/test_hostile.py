@@ -1,0 +1,375 @@
+#!/usr/bin/python3
+"""test_hostile.py - hostile clients against a real semcached over tcp://:
+a flood of new namespaces past --max-namespaces, clients that connect and
+never send (or stop half-way through the handshake or a frame), unknown
+operations, deep nesting, wrong types, NaN and Inf, wrong dimensions,
+oversized and truncated messages. Each gets its error code, a dropped
+connection or a timeout, and the server keeps serving everyone else: after
+every case a fresh client must be answered within 1 s.
+
+usage: test_hostile.py --server build/semcached
+"""
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
+
+import msgpack  # noqa: E402
+
+import semcache  # noqa: E402
+from semcache import Client, pack_vec  # noqa: E402
+
+MAX_NS = 8
+RECV_MAX = 65536
+
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {what}", file=sys.stderr)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def served(port, what, within=1.0):
+    """A fresh client connects and gets a ping answered within `within` s."""
+    t0 = time.monotonic()
+    try:
+        with Client("127.0.0.1", port, timeout=within) as c:
+            ok = c.call({"v": 1, "op": "ping"})["ok"]
+    except (OSError, semcache.ProtocolError) as e:
+        print(f"  ({what}: {e!r})", file=sys.stderr)
+        ok = False
+    el = time.monotonic() - t0
+    check(ok and el <= within, f"{what}: another client served in {el:.3f} s")
+
+
+def code_of(reply):
+    return None if reply.get("ok") else reply.get("error", {}).get("code")
+
+
+def raw_conn(port, handshake=True):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if handshake:
+        s.sendall(semcache.HANDSHAKE)
+        got = b""
+        while len(got) < 8:
+            chunk = s.recv(8 - len(got))
+            if not chunk:
+                break
+            got += chunk
+    return s
+
+
+def raw_call(s, body, rid=0x80000001):
+    s.sendall(struct.pack(">QI", 4 + len(body), rid) + body)
+    (n,) = struct.unpack(">Q", recv_exact(s, 8))
+    msg = recv_exact(s, n)
+    return msgpack.unpackb(msg[4:], raw=False, strict_map_key=False)
+
+
+def recv_exact(s, n):
+    b = b""
+    while len(b) < n:
+        chunk = s.recv(n - len(b))
+        if not chunk:
+            raise EOFError
+        b += chunk
+    return b
+
+
+def closed_by_peer(s, timeout=5):
+    s.settimeout(timeout)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def deep(n):
+    x = 1
+    for _ in range(n):
+        x = [x]
+    return x
+
+
+# ---- the cases -----------------------------------------------------------
+
+def test_silent_clients(port):
+    """Clients that connect and never send, stop inside the handshake, or
+    send half a frame: none of them holds up anyone else. They stay open
+    through every later case."""
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5)
+            for _ in range(4)]
+    served(port, "4 clients connected and silent")
+    half_hs = socket.create_connection(("127.0.0.1", port), timeout=5)
+    half_hs.sendall(semcache.HANDSHAKE[:3])
+    idle.append(half_hs)
+    served(port, "a client stopped half-way through the handshake")
+    half = raw_conn(port)
+    body = msgpack.packb({"v": 1, "op": "ping"})
+    frame = struct.pack(">QI", 4 + len(body), 0x80000001) + body
+    half.sendall(frame[:len(frame) // 2])
+    idle.append(half)
+    served(port, "a client sent half a frame")
+    head_only = raw_conn(port)
+    head_only.sendall(struct.pack(">Q", 1000))  # a length, then nothing
+    idle.append(head_only)
+    served(port, "a client sent a length and no body")
+    # A pipelined client still gets all its answers while the others hang.
+    with Client("127.0.0.1", port, timeout=1) as c:
+        reps = c.call_many([{"v": 1, "op": "ping"}] * 32)
+        check(all(r["ok"] for r in reps), "32 pipelined pings answered")
+    # Many short connections, opened and dropped at once.
+    burst = [socket.create_connection(("127.0.0.1", port), timeout=5)
+             for _ in range(100)]
+    for s in burst:
+        s.close()
+    served(port, "100 connections opened and dropped")
+    return idle, half_hs, time.monotonic()
+
+
+def test_handshake_timeout(s, t_open):
+    """A connection that never completes the handshake is closed by the
+    server after 10 s (docs/PROTOCOL.md, 1.1): a timeout, not a leak."""
+    wait = t_open + 10.5 - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    # The server's own 8 handshake bytes come first, then the EOF.
+    s.settimeout(3)
+    got, eof = b"", False
+    try:
+        while len(got) <= 8:
+            chunk = s.recv(64)
+            if not chunk:
+                eof = True
+                break
+            got += chunk
+    except ConnectionResetError:
+        eof = True
+    except socket.timeout:
+        pass
+    check(eof, f"a half-done handshake is closed after 10 s (read {got!r})")
+
+
+def test_namespace_flood(port):
+    with Client("127.0.0.1", port, timeout=5) as c:
+        c.ns_create("keep", dim=3)
+        c.insert("keep", b"kept", vec=[1, 0, 0])
+        codes = [code_of(c.call({"v": 1, "op": "ns_create", "ns": f"f{i}"}))
+                 for i in range(3 * MAX_NS)]
+        made = codes.count(None)
+        check(made == MAX_NS - 1 and
+              all(x == "full" for x in codes[made:]),
+              f"ns_create past --max-namespaces {MAX_NS} is 'full' "
+              f"(made {made}, then {set(codes[made:])})")
+        # An insert into a new namespace (auto-create) is refused alike.
+        r = c.call({"v": 1, "op": "insert", "ns": "auto-new",
+                    "vec": pack_vec([1, 0, 0]), "response": b"x"})
+        check(code_of(r) == "full", f"insert auto-creating past the cap: {r}")
+        ls = c.ns_list()
+        check(len(ls) == MAX_NS and "auto-new" not in ls,
+              f"namespaces stay capped at {MAX_NS}: {len(ls)}")
+        # The existing namespace keeps working.
+        r = c.lookup("keep", vec=[1, 0, 0])
+        check(r["hit"] and r["response"] == b"kept", "old namespace still hits")
+        c.insert("keep", b"kept2", vec=[0, 1, 0])
+        # Dropping one makes room for exactly one.
+        c.ns_drop("f0")
+        check(code_of(c.call({"v": 1, "op": "ns_create", "ns": "again"}))
+              is None, "a dropped namespace's slot can be reused")
+        check(code_of(c.call({"v": 1, "op": "ns_create", "ns": "again2"}))
+              == "full", "and only one")
+    served(port, "after the namespace flood")
+
+
+def test_bad_requests(port):
+    v3 = pack_vec([1.0, 0.0, 0.0])
+    # pack_vec refuses NaN itself: these are packed by hand.
+    nan = struct.pack("<3f", float("nan"), 0.0, 0.0)
+    inf = struct.pack("<3f", float("inf"), 0.0, 0.0)
+    cases = [
+        ("unknown op", {"v": 1, "op": "frobnicate"}, "unknown_op"),
+        ("op not a str", {"v": 1, "op": 7}, "bad_request"),
+        ("no op", {"v": 1}, "bad_request"),
+        ("no version", {"op": "ping"}, "version"),
+        ("version 2", {"v": 2, "op": "ping"}, "version"),
+        ("version a str", {"v": "1", "op": "ping"}, "bad_request"),
+        ("deep nesting in an ignored key",
+         {"v": 1, "op": "ping", "x": deep(40)}, "bad_request"),
+        ("ns an int", {"v": 1, "op": "lookup", "ns": 5, "vec": v3},
+         "bad_request"),
+        ("vec a str", {"v": 1, "op": "lookup", "ns": "keep", "vec": "abc"},
+         "bad_request"),
+        ("vec of 5 bytes", {"v": 1, "op": "lookup", "ns": "keep",
+                            "vec": b"\x00" * 5}, "bad_request"),
+        ("response a map", {"v": 1, "op": "insert", "ns": "keep", "vec": v3,
+                            "response": {"a": 1}}, "bad_request"),
+        ("entry a str", {"v": 1, "op": "delete", "entry": "1"}, "bad_request"),
+        ("threshold a str", {"v": 1, "op": "lookup", "ns": "keep", "vec": v3,
+                             "threshold": "high"}, "bad_request"),
+        ("items not an array", {"v": 1, "op": "lookup_batch", "ns": "keep",
+                                "items": {"vec": v3}}, "bad_request"),
+        ("1025 items", {"v": 1, "op": "lookup_batch", "ns": "keep",
+                        "items": [{"vec": v3}] * 1025}, "bad_request"),
+        ("0 items", {"v": 1, "op": "insert_batch", "ns": "keep",
+                     "items": []}, "bad_request"),
+        ("NaN vector (insert)", {"v": 1, "op": "insert", "ns": "keep",
+                                 "vec": nan, "response": b"x"}, "nan"),
+        ("NaN vector (lookup)", {"v": 1, "op": "lookup", "ns": "keep",
+                                 "vec": nan}, "nan"),
+        ("Inf vector", {"v": 1, "op": "lookup", "ns": "keep", "vec": inf},
+         "nan"),
+        ("NaN threshold", {"v": 1, "op": "lookup", "ns": "keep", "vec": v3,
+                           "threshold": float("nan")}, "nan"),
+        ("zero vector", {"v": 1, "op": "insert", "ns": "keep",
+                         "vec": pack_vec([0.0, 0.0, 0.0]), "response": b"x"},
+         "zero_vector"),
+        ("wrong dim (insert)", {"v": 1, "op": "insert", "ns": "keep",
+                                "vec": pack_vec([1.0, 0.0]),
+                                "response": b"x"}, "dim"),
+        ("wrong dim (lookup)", {"v": 1, "op": "lookup", "ns": "keep",
+                                "vec": pack_vec([1.0] * 4)}, "dim"),
+        ("dim over 4096", {"v": 1, "op": "ns_create", "ns": "keep",
+                           "dim": 5000}, "range"),
+        ("bad ns name", {"v": 1, "op": "ns_create", "ns": "a b/c"},
+         "bad_request"),
+        ("ns name too long", {"v": 1, "op": "ns_create", "ns": "n" * 200},
+         "too_big"),
+        ("scope too long", {"v": 1, "op": "insert", "ns": "keep", "vec": v3,
+                            "scope": "s" * 2000, "response": b"x"}, "too_big"),
+        ("ttl negative", {"v": 1, "op": "insert", "ns": "keep", "vec": v3,
+                          "response": b"x", "ttl": -5}, "range"),
+        ("unknown entry", {"v": 1, "op": "delete", "entry": 1 << 60},
+         "not_found"),
+    ]
+    with Client("127.0.0.1", port, timeout=5) as c:
+        for what, req, want in cases:
+            r = c.call(req)
+            got = code_of(r)
+            check(got == want, f"{what}: want {want}, got {got} "
+                               f"({r.get('error', {}).get('message')})")
+            check(isinstance(r.get("error", {}).get("message"), str),
+                  f"{what}: the error has a message")
+        # A batch: one refused item does not spoil the others. (A NaN is
+        # caught while the item is decoded, so it ends decoding like a wrong
+        # type: every later item gets bad_request. It goes last here.)
+        r = c.call({"v": 1, "op": "lookup_batch", "ns": "keep", "items": [
+            {"vec": v3}, {"vec": pack_vec([1.0, 0.0])}, {"vec": v3},
+            {"vec": nan}]})
+        res = r.get("result", {}).get("results", [])
+        check(r["ok"] and len(res) == 4 and res[0]["ok"] and
+              res[1]["error"]["code"] == "dim" and res[2]["ok"] and
+              res[3]["error"]["code"] == "nan",
+              f"batch items fail one by one: {res}")
+        check(c.lookup("keep", vec=[1, 0, 0])["hit"],
+              "the namespace still serves after the refusals")
+    # Malformed msgpack, sent raw.
+    s = raw_conn(port)
+    for what, body in [
+            ("not a map", b"\x01"),
+            ("truncated map", msgpack.packb({"v": 1, "op": "ping"})[:-2]),
+            ("map claiming 2^32 entries", b"\xdf\xff\xff\xff\xff\xa1v\x01"),
+            ("str claiming 4 GiB", b"\x82\xa1v\x01\xa2op\xdb\xff\xff\xff\xff"),
+            ("the reserved byte 0xc1", b"\x82\xa1v\x01\xa2op\xc1"),
+            ("bytes after the map", msgpack.packb({"v": 1, "op": "ping"})
+             + b"\xc0"),
+            ("an empty body", b"")]:
+        try:
+            r = raw_call(s, body)
+            check(code_of(r) == "bad_request", f"{what}: got {code_of(r)}")
+        except (EOFError, OSError) as e:
+            check(False, f"{what}: connection dropped ({e!r})")
+            s = raw_conn(port)
+    s.close()
+    served(port, "after the bad requests")
+
+
+def test_oversized(port):
+    # Over --recv-max: the connection is dropped without a reply.
+    s = raw_conn(port)
+    big = msgpack.packb({"v": 1, "op": "insert", "ns": "keep",
+                         "vec": pack_vec([1, 0, 0]),
+                         "response": b"x" * (2 * RECV_MAX)})
+    try:
+        s.sendall(struct.pack(">QI", 4 + len(big), 0x80000001) + big)
+    except OSError:
+        pass  # the server may close before all of it is written
+    check(closed_by_peer(s), "a message over --recv-max is dropped")
+    s.close()
+    served(port, "after an oversized message")
+    # A length claiming 1 TiB: dropped before anything is allocated.
+    s = raw_conn(port)
+    s.sendall(struct.pack(">Q", 1 << 40) + b"\x80\x00\x00\x01")
+    check(closed_by_peer(s), "a 1 TiB length is dropped")
+    s.close()
+    # Just under the cap is served (a response over the namespace's own
+    # cap is too_big, not a dropped connection).
+    with Client("127.0.0.1", port, timeout=5) as c:
+        c.ns_configure("keep", max_response_bytes=1024)
+        r = c.call({"v": 1, "op": "insert", "ns": "keep",
+                    "vec": pack_vec([0, 0, 1]),
+                    "response": b"y" * (RECV_MAX - 200)})
+        check(code_of(r) == "too_big", f"a response over its cap: {code_of(r)}")
+    served(port, "after a response over its cap")
+
+
+def main():
+    argv = sys.argv
+    server = argv[argv.index("--server") + 1]
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="semcache-hostile-")
+    args = [server, "--listen", f"tcp://127.0.0.1:{port}",
+            "--max-namespaces", str(MAX_NS), "--recv-max", str(RECV_MAX),
+            "--threads", "2", "--data-dir", tmp]
+    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    idle = []
+    try:
+        for _ in range(100):
+            try:
+                Client("127.0.0.1", port, timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        idle, half_hs, t_open = test_silent_clients(port)
+        test_namespace_flood(port)
+        test_bad_requests(port)
+        test_oversized(port)
+        test_handshake_timeout(half_hs, t_open)
+        served(port, "after the silent clients timed out")
+        check(proc.poll() is None, "semcached is still running")
+    finally:
+        for s in idle:
+            s.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            check(proc.wait(timeout=10) == 0, "semcached exits 0 on SIGTERM")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            check(False, "semcached exits on SIGTERM")
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"test_hostile: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
