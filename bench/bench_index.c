@@ -81,7 +81,13 @@ typedef struct opts {
     unsigned nprobes[MAX_LIST]; /* --nprobe */
     unsigned nnp;
     unsigned nlist; /* --nlist, 0 = about sqrt(N) */
+    size_t flat_queries; /* ivf: --flat-queries, 0 = all of them */
 } opts;
+
+/* The data's shape: --centres and --noise change them. */
+static size_t g_centres = N_CENTRES;
+static double g_noise_min = NOISE_MIN, g_noise_span = NOISE_SPAN;
+static double g_qnoise_min = QNOISE_MIN, g_qnoise_span = QNOISE_SPAN;
 
 /* One measured configuration, as a child reports it. */
 typedef struct row {
@@ -138,7 +144,14 @@ static void usage(FILE *f)
             "                  the same run (recall@1, queries/s, vs_flat)\n"
             "  --nprobe LIST   ivf: lists visited per query (default\n"
             "                  1,2,4,8,16,32,64)\n"
-            "  --nlist N       ivf: inverted lists (default about sqrt(N))\n",
+            "  --nlist N       ivf: inverted lists (default about sqrt(N))\n"
+            "  --flat-queries N  ivf: queries flat is timed and scored on\n"
+            "                  (default all; flat at 1M is slow)\n"
+            "  --centres N     synthetic data: cluster centres (default 1000)\n"
+            "  --noise LO,HI   norm of a vector's noise around its centre\n"
+            "                  (default 0.35,0.60; larger = clusters overlap)\n"
+            "  --qnoise LO,HI  norm of a query's noise around its base vector\n"
+            "                  (default 0.15,0.45)\n",
             SC_INDEX_MAX_DIM, MAX_BATCH, DEFAULT_BATCH, DEFAULT_SECONDS,
             QUICK_SECONDS);
 }
@@ -322,7 +335,10 @@ static int parse_args(int argc, char **argv, opts *o)
             strcmp(flag, "--batch") == 0 || strcmp(flag, "--seconds") == 0 ||
             strcmp(flag, "--child-tier") == 0 ||
             strcmp(flag, "--backend") == 0 || strcmp(flag, "--nprobe") == 0 ||
-            strcmp(flag, "--nlist") == 0;
+            strcmp(flag, "--nlist") == 0 ||
+            strcmp(flag, "--flat-queries") == 0 ||
+            strcmp(flag, "--centres") == 0 || strcmp(flag, "--noise") == 0 ||
+            strcmp(flag, "--qnoise") == 0;
         if (takes && val == NULL) {
             if (i + 1 >= argc) {
                 return bad_arg(flag, "", "needs a value");
@@ -385,6 +401,28 @@ static int parse_args(int argc, char **argv, opts *o)
                 return bad_arg(flag, val, "want 0..65536");
             }
             o->nlist = (unsigned)x;
+        } else if (strcmp(flag, "--flat-queries") == 0) {
+            unsigned long long x;
+            if (sc_bench_parse_count(val, &x) != 0 || x > 1000000) {
+                return bad_arg(flag, val, "want 0..1M");
+            }
+            o->flat_queries = (size_t)x;
+        } else if (strcmp(flag, "--centres") == 0) {
+            unsigned long long x;
+            if (sc_bench_parse_count(val, &x) != 0 || x < 1 || x > 1000000) {
+                return bad_arg(flag, val, "want 1..1M");
+            }
+            g_centres = (size_t)x;
+        } else if (strcmp(flag, "--noise") == 0 ||
+                   strcmp(flag, "--qnoise") == 0) {
+            double lo, hi;
+            char tail;
+            if (sscanf(val, "%lf,%lf%c", &lo, &hi, &tail) != 2 ||
+                !(lo >= 0.0 && hi >= lo && hi <= 10.0)) {
+                return bad_arg(flag, val, "want LO,HI with 0 <= LO <= HI <= 10");
+            }
+            *(flag[2] == 'q' ? &g_qnoise_min : &g_noise_min) = lo;
+            *(flag[2] == 'q' ? &g_qnoise_span : &g_noise_span) = hi - lo;
         } else if (strcmp(flag, "--child-tier") == 0) {
             o->child_tier = sc_simd_tier_parse(val);
             if (o->child_tier < 0) {
@@ -495,17 +533,19 @@ static void perturb(rng *r, const float *base, double norm, unsigned d,
     normalise(x, d);
 }
 
-/* Fills data with n unit vectors of dimension d. Row i depends only on rows
- * before it, so the first m rows of a set of n are the set of m. */
-static int gen_data(unsigned d, size_t n, float *data)
+/* Fills data with n unit vectors of dimension d and, when label is not NULL,
+ * label[i] with row i's centre (a near-duplicate takes its source's). Row i
+ * depends only on rows before it, so the first m rows of a set of n are the
+ * set of m. */
+static int gen_data(unsigned d, size_t n, float *data, uint32_t *label)
 {
     rng r;
     rng_init(&r, SEED ^ ((uint64_t)d * 0x100000001b3ULL));
-    float *centres = malloc((size_t)N_CENTRES * d * sizeof(float));
+    float *centres = malloc(g_centres * d * sizeof(float));
     if (centres == NULL) {
         return -1;
     }
-    for (size_t c = 0; c < N_CENTRES; c++) {
+    for (size_t c = 0; c < g_centres; c++) {
         float *x = centres + c * d;
         for (unsigned i = 0; i < d; i++) {
             x[i] = rng_gauss(&r);
@@ -514,13 +554,19 @@ static int gen_data(unsigned d, size_t n, float *data)
     }
     for (size_t i = 0; i < n; i++) {
         float *x = data + i * d;
-        if (i >= N_CENTRES && rng_unit(&r) < DUP_SHARE) {
+        if (i >= g_centres && rng_unit(&r) < DUP_SHARE) {
             size_t j = (size_t)(rng_next(&r) % i);
             perturb(&r, data + j * d, DUP_NOISE, d, x);
+            if (label != NULL) {
+                label[i] = label[j];
+            }
         } else {
-            size_t c = (size_t)(rng_next(&r) % N_CENTRES);
-            double norm = NOISE_MIN + NOISE_SPAN * rng_unit(&r);
+            size_t c = (size_t)(rng_next(&r) % g_centres);
+            double norm = g_noise_min + g_noise_span * rng_unit(&r);
             perturb(&r, centres + c * d, norm, d, x);
+            if (label != NULL) {
+                label[i] = (uint32_t)c;
+            }
         }
     }
     free(centres);
@@ -531,14 +577,17 @@ static int gen_data(unsigned d, size_t n, float *data)
  * then `batch` more rows repeating the first ones, so that a batch may
  * start anywhere in [0, nq) and read contiguous rows. */
 static void gen_queries(const float *data, size_t n, unsigned d, size_t nq,
-                        unsigned batch, float *qs)
+                        unsigned batch, float *qs, size_t *base)
 {
     rng r;
     rng_init(&r, SEED ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL) ^
                      ((uint64_t)d << 40) ^ 0xfeedULL);
     for (size_t i = 0; i < nq; i++) {
         size_t b = (size_t)(rng_next(&r) % n);
-        double norm = QNOISE_MIN + QNOISE_SPAN * rng_unit(&r);
+        if (base != NULL) {
+            base[i] = b;
+        }
+        double norm = g_qnoise_min + g_qnoise_span * rng_unit(&r);
         perturb(&r, data + b * d, norm, d, qs + i * d);
     }
     for (size_t i = 0; i < batch; i++) {
@@ -1017,7 +1066,7 @@ static int child_main(const opts *o)
         }
         fprintf(stderr, "[%s] d=%u: generating %zu vectors\n", tier, d, nmax);
         float *data = malloc(nmax * d * sizeof(float));
-        if (data == NULL || gen_data(d, nmax, data) != 0) {
+        if (data == NULL || gen_data(d, nmax, data, NULL) != 0) {
             fprintf(stderr, "bench_index: out of memory for n=%zu d=%u\n", nmax,
                     d);
             free(data);
@@ -1036,7 +1085,7 @@ static int child_main(const opts *o)
                 failed = 1;
                 goto next;
             }
-            gen_queries(data, n, d, nq, o->batch, qs);
+            gen_queries(data, n, d, nq, o->batch, qs, NULL);
             if (exact_top1(data, n, d, qs, nq, ids, ref_sim) != 0) {
                 fprintf(stderr, "bench_index: out of memory\n");
                 failed = 1;
@@ -1622,9 +1671,9 @@ static void print_header(const opts *o, const sc_bench_machine *m,
            openblas_get_corename());
     printf("bandwidth: %.2f GB/s (%s sum over %.0f MiB, best of %d)\n", bw,
            bw_kernel, (double)bw_bytes / 1048576.0, passes);
-    printf("data:      %d clustered centres, %.0f%% near-duplicates, unit "
+    printf("data:      %zu clustered centres, %.0f%% near-duplicates, unit "
            "vectors; queries are perturbed base vectors\n",
-           N_CENTRES, 100.0 * DUP_SHARE);
+           g_centres, 100.0 * DUP_SHARE);
     printf("columns:   GB/s = stored bytes scanned per second; bw%% = GB/s "
            "over bandwidth; vsFAISS = FAISS time / ours;\n"
            "           vsf32 = q/s over f32's (same tier); top1 = agreement "
@@ -1731,9 +1780,14 @@ static int ivf_main(const opts *o)
     if (!o->json) {
         printf("bench_index --backend ivf: FAISS IVF (via sc_index, exact "
                "re-scoring) against flat f32, one query thread, k=1\n");
-        printf("Machine: %s, %ld cores, %.0f GiB; run %s; tier %s\n\n",
+        printf("Machine: %s, %ld cores, %.0f GiB; run %s; tier %s\n",
                m.cpu, m.cores, (double)m.mem_bytes / (1u << 30), m.date,
                sc_simd_active()->name);
+        printf("Data: %zu centres, noise norm %.2f..%.2f around them, %.0f%% "
+               "near-duplicates; query noise %.2f..%.2f around a base "
+               "vector\n\n",
+               g_centres, g_noise_min, g_noise_min + g_noise_span,
+               100.0 * DUP_SHARE, g_qnoise_min, g_qnoise_min + g_qnoise_span);
         printf("| N | d | backend | nlist | nprobe | recall@1 | queries/s | "
                "vs_flat | build s |\n");
         printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
@@ -1750,17 +1804,34 @@ static int ivf_main(const opts *o)
             double *refs = malloc(nq * sizeof(double));
             uint64_t *ids = malloc(nq * sizeof(uint64_t));
             float *sims = malloc(nq * sizeof(float));
-            if (!data || !qs || !ref || !refs || !ids || !sims ||
-                gen_data(d, n, data) != 0) {
+            uint32_t *label = malloc(n * sizeof(uint32_t));
+            size_t *base = malloc(nq * sizeof(size_t));
+            if (!data || !qs || !ref || !refs || !ids || !sims || !label ||
+                !base || gen_data(d, n, data, label) != 0) {
                 fprintf(stderr, "bench_index: no memory for N=%zu d=%u\n", n,
                         d);
                 failed = 1;
                 goto next;
             }
-            gen_queries(data, n, d, nq, 1, qs);
+            gen_queries(data, n, d, nq, 1, qs, base);
             if (exact_top1(data, n, d, qs, nq, ref, refs) != 0) {
                 failed = 1;
                 goto next;
+            }
+            /* How hard the data is: queries whose exact top-1 is not the
+             * vector they were made from, and not even of its centre. */
+            size_t not_base = 0, other_centre = 0;
+            for (size_t q = 0; q < nq; q++) {
+                not_base += ref[q] != base[q];
+                other_centre += label[ref[q]] != label[base[q]];
+            }
+            {
+                fprintf(stderr,
+                        "bench_index: N=%zu d=%u: exact top-1 is not the "
+                        "query's base vector for %.1f%% of %zu queries, of "
+                        "another centre for %.1f%%\n",
+                       n, d, 100.0 * (double)not_base / (double)nq, nq,
+                       100.0 * (double)other_centre / (double)nq);
             }
             double bs, agree, err, flat_qps;
             sc_index *ix = ivf_build("flat", o, data, n, d, &bs);
@@ -1768,9 +1839,12 @@ static int ivf_main(const opts *o)
                 failed = 1;
                 goto next;
             }
-            flat_qps = ivf_time(o, ix, qs, nq, d, ids, sims);
+            size_t fq = o->flat_queries && o->flat_queries < nq
+                            ? o->flat_queries
+                            : nq;
+            flat_qps = ivf_time(o, ix, qs, fq, d, ids, sims);
             sc_index_close(ix);
-            score(data, d, qs, nq, ref, refs, ids, sims, &agree, &err);
+            score(data, d, qs, fq, ref, refs, ids, sims, &agree, &err);
             ivf_row fr = {"flat", n, d, 0, 0, agree, flat_qps, 1.0, bs};
             ivf_print(o, &fr);
             static const char *const kinds[] = {"ivf-flat", "ivf-sq8"};
@@ -1805,6 +1879,8 @@ static int ivf_main(const opts *o)
             free(refs);
             free(ids);
             free(sims);
+            free(label);
+            free(base);
         }
     }
     return failed;

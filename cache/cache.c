@@ -35,7 +35,9 @@
 #define SEARCH_ALL (-2.0f)
 
 /* Most a TTL may be (about 292 million years): now + ttl cannot wrap. */
-#define TTL_MAX ((uint64_t)INT64_MAX / 2)
+#define TTL_MAX        ((uint64_t)INT64_MAX / 2)
+#define NLIST_MAX      65536u /* nlist and nprobe, as index/ivf.c takes them */
+#define NPROBE_DEFAULT 16u    /* index.h's default, for a reset to 0 */
 
 /* ---- small intrusive list (circular, with a sentinel head) --------------*/
 
@@ -231,7 +233,46 @@ static sc_err check_ns_config(const sc_ns_config *cfg)
     if (cfg->vote < -1 || cfg->vote > 1) {
         return SC_EINVAL;
     }
+    if (memchr(cfg->backend, '\0', sizeof(cfg->backend)) == NULL) {
+        return SC_EINVAL;
+    }
+    if (cfg->backend[0] != '\0' && strcmp(cfg->backend, "flat") != 0) {
+        if (sc_index_backend_find(cfg->backend) == NULL ||
+            cfg->storage != SC_STORAGE_F32) {
+            return SC_EINVAL;
+        }
+        if (strcmp(cfg->backend, "auto") != 0 &&
+            !sc_index_backend_available(cfg->backend)) {
+            return SC_ENOTSUP;
+        }
+    }
+    if (cfg->nlist > NLIST_MAX || cfg->nprobe > NLIST_MAX) {
+        return SC_ERANGE;
+    }
     return SC_OK;
+}
+
+/* The backend the namespace asked for ("" is flat). */
+static const char *backend_name(const sc_ns_config *cfg)
+{
+    return cfg->backend[0] != '\0' ? cfg->backend : "flat";
+}
+
+/* The backend a scope's index opens with: "auto" scans flat in a build
+ * without FAISS. */
+static const char *ns_backend(const sc_ns_config *cfg)
+{
+    const char *b = backend_name(cfg);
+    return sc_index_backend_available(b) ? b : "flat";
+}
+
+static void set_nprobe_node(sc_hnode *n, void *arg)
+{
+    scope *sc = CONTAINER(n, scope, node);
+    if (sc->ix != NULL) {
+        /* Flat (auto without FAISS) answers SC_ENOTSUP: nothing to set. */
+        (void)sc_index_set_nprobe(sc->ix, *(const uint32_t *)arg);
+    }
 }
 
 /* 1..128 bytes of [A-Za-z0-9._:-]. */
@@ -886,7 +927,9 @@ sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
     sc_ns_config next = *cfg;
     if (s->had_vector) {
         if ((cfg->dim != 0 && cfg->dim != s->cfg.dim) ||
-            cfg->storage != s->cfg.storage) {
+            cfg->storage != s->cfg.storage ||
+            strcmp(backend_name(cfg), backend_name(&s->cfg)) != 0 ||
+            cfg->nlist != s->cfg.nlist || cfg->train_min != s->cfg.train_min) {
             rc = SC_EINVAL;
             goto out;
         }
@@ -901,6 +944,10 @@ sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
         memcpy(next.embed_model, s->cfg.embed_model, sizeof(next.embed_model));
     } else {
         s->model_fixed = next.embed_model[0] != '\0';
+    }
+    if (next.nprobe != s->cfg.nprobe) {
+        uint32_t np = next.nprobe ? next.nprobe : NPROBE_DEFAULT;
+        sc_htab_each(&s->scopes, set_nprobe_node, &np);
     }
     s->cfg = next;
     ns_enforce_caps(c, s);
@@ -1155,6 +1202,10 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
             sc_index_params_init(&p);
             p.dim = dim;
             p.storage = s->cfg.storage;
+            p.backend = ns_backend(&s->cfg);
+            p.nlist = s->cfg.nlist;
+            p.nprobe = s->cfg.nprobe;
+            p.train_min = s->cfg.train_min;
             if ((rc = sc_index_open(&p, &sc->ix)) != SC_OK) {
                 goto fail_scope;
             }
@@ -2066,4 +2117,23 @@ sc_err sc_cache_foreach_entry(sc_cache *c, const char *nsname,
     pthread_rwlock_unlock(&c->lock);
     free(a.vec);
     return rc;
+}
+
+/* ---- an entry's namespace (access keys) --------------------------------*/
+
+sc_err sc_cache_entry_ns(sc_cache *c, uint64_t id,
+                         char out[SC_CACHE_NS_NAME_MAX + 1])
+{
+    if (c == NULL) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = NULL;
+    entry *e = lock_entry(c, id, &s);
+    if (e != NULL) {
+        memcpy(out, s->name, strlen(s->name) + 1);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return e != NULL ? SC_OK : SC_ENOTFOUND;
 }

@@ -88,8 +88,18 @@ typedef enum sc_ttl_mode {
 } sc_ttl_mode;
 
 typedef struct sc_ns_config {
-    uint32_t dim;        /* 1..SC_INDEX_MAX_DIM, or 0 = fixed at first vector */
-    sc_storage storage;  /* vector storage of the namespace's indexes */
+    uint32_t dim;       /* 1..SC_INDEX_MAX_DIM, or 0 = fixed at first vector */
+    sc_storage storage; /* vector storage of the namespace's indexes */
+    /* The index backend of each of its scopes (sc_index_params): "flat"
+     * ("" = flat, the default), "auto" (exact scan until train_min vectors,
+     * then IVF-Flat trained in the background), "ivf-flat" or "ivf-sq8".
+     * All but flat need f32 storage. In a build without FAISS "ivf-flat"
+     * and "ivf-sq8" are refused (SC_ENOTSUP) and "auto" serves by flat scan
+     * (sc_index_backend_available tells which). */
+    char backend[16];
+    uint32_t nlist;      /* IVF lists, 0 = about sqrt(N); at most 65536 */
+    uint32_t nprobe;     /* lists a query visits, 0 = 16; at most 65536 */
+    uint32_t train_min;  /* vectors before training, 0 = 20000 (index.h) */
     float threshold;     /* cosine a semantic hit needs; default 0.90 */
     float margin;        /* 0 = off; see sc_cache_lookup; 0..2 */
     bool auto_threshold; /* true (default): a namespace of the embedder's
@@ -111,24 +121,28 @@ typedef struct sc_ns_config {
     uint64_t max_response_bytes; /* 1..SC_CACHE_RESPONSE_LIMIT; default 1 MiB */
 } sc_ns_config;
 
-/* Fills cfg with the defaults: dim 0, f32, threshold 0.90, margin 0 (both
+/* Fills cfg with the defaults: dim 0, f32, flat, threshold 0.90, margin 0 (both
  * following the embedder's defaults in a namespace of its model), model not
  * fixed, no TTL, absolute mode, no per-namespace caps, responses up to
  * 1 MiB. */
 void sc_cache_ns_config_init(sc_ns_config *cfg);
 
 /* Creates namespace name with cfg (both copied; cfg NULL = defaults). Errors:
- * SC_EINVAL (bad name or config), SC_ERANGE (dim, threshold, margin, response
- * cap), SC_ENSEXIST, SC_ENSFULL (max_namespaces reached), SC_ENOMEM. */
+ * SC_EINVAL (bad name or config: unknown backend, an IVF backend with other
+ * storage than f32), SC_ERANGE (dim, threshold, margin, response cap, nlist,
+ * nprobe), SC_ENOTSUP (an IVF backend this build lacks), SC_ENSEXIST,
+ * SC_ENSFULL (max_namespaces reached), SC_ENOMEM. */
 sc_err sc_cache_ns_create(sc_cache *c, const char *name,
                           const sc_ns_config *cfg);
 
 /* Replaces the namespace's threshold, margin, TTL, mode and caps with cfg's
- * (copied). dim and storage may change only while the namespace has never
- * held a vector; otherwise cfg's must be 0 / equal (dim) and equal (storage),
- * else SC_EINVAL. Lowered caps evict at once (LRU first). A new TTL applies
- * to entries inserted from now on; a new mode to hits from now on. Errors:
- * SC_ENONS, SC_EINVAL, SC_ERANGE. On error nothing changes. */
+ * (copied). dim, storage, backend, nlist and train_min may change only while
+ * the namespace has never held a vector; otherwise cfg's must be 0 / equal
+ * (dim) and equal (the others), else SC_EINVAL. nprobe may change at any
+ * time: every scope's index takes it at once. Lowered caps evict at once
+ * (LRU first). A new TTL applies to entries inserted from now on; a new mode
+ * to hits from now on. Errors: SC_ENONS, SC_EINVAL, SC_ERANGE, SC_ENOTSUP.
+ * On error nothing changes. */
 sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
                              const sc_ns_config *cfg);
 
@@ -390,5 +404,11 @@ sc_err sc_cache_foreach_entry(sc_cache *c, const char *ns, sc_cache_entry_fn fn,
  * of ASCII whitespace made one space, ASCII letters lower-cased; other bytes
  * (UTF-8 included) kept as they are. */
 size_t sc_cache_text_normalise(const char *in, size_t n, char *out);
+
+/* ---- an entry's namespace (access keys) --------------------------------*/
+
+/* Writes the name of entry id's namespace into out. Errors: SC_ENOTFOUND. */
+sc_err sc_cache_entry_ns(sc_cache *c, uint64_t id,
+                         char out[SC_CACHE_NS_NAME_MAX + 1]);
 
 #endif

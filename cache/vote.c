@@ -19,8 +19,7 @@ static int same_key(const sc_vote_key *a, const sc_vote_key *b)
 }
 
 int sc_vote_pick(const float *sim, const sc_vote_key *key, unsigned n,
-                 float threshold, const sc_vote_params *p,
-                 sc_vote_outcome *why)
+                 float threshold, const sc_vote_params *p, sc_vote_outcome *why)
 {
     sc_vote_params def;
     sc_vote_outcome out_ = SC_VOTE_NO_CANDIDATE;
@@ -69,8 +68,8 @@ int sc_vote_pick(const float *sim, const sc_vote_key *key, unsigned n,
             lead[g] = i;
         }
         /* sim - best <= 0, so each term is in (0, 1]: no overflow. */
-        int votes = use_vote && (!(p->window > 0.0f) ||
-                                 sim[i] >= best - p->window);
+        int votes =
+            use_vote && (!(p->window > 0.0f) || sim[i] >= best - p->window);
         double v = votes ? exp(((double)sim[i] - best) / p->tau) : 0.0;
         vote[g] += v;
         total += v;

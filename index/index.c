@@ -45,6 +45,13 @@ const sc_index_backend *sc_index_backend_find(const char *name)
     return NULL;
 }
 
+int sc_index_backend_available(const char *name)
+{
+    const sc_index_backend *be = sc_index_backend_find(name);
+    /* A backend that is not built links with open/close/load only. */
+    return be != NULL && be->add != NULL && be->search != NULL;
+}
+
 const char *sc_storage_name(sc_storage s)
 {
     switch (s) {
@@ -108,7 +115,7 @@ static sc_err index_open(const sc_index_params *p, const char *path,
         free(ix);
         return SC_ENOMEM;
     }
-    sc_err rc = path == NULL ? be->open(p, &ix->state)
+    sc_err rc = path == NULL       ? be->open(p, &ix->state)
                 : be->load == NULL ? SC_ENOTSUP
                                    : be->load(p, path, &ix->state);
     if (rc != SC_OK) {
@@ -128,8 +135,7 @@ sc_err sc_index_open(const sc_index_params *p, sc_index **out)
     return index_open(p, NULL, out);
 }
 
-sc_err sc_index_load(const sc_index_params *p, const char *path,
-                     sc_index **out)
+sc_err sc_index_load(const sc_index_params *p, const char *path, sc_index **out)
 {
     if (path == NULL) {
         return SC_EINVAL;

@@ -33,7 +33,7 @@ typedef struct sc_index_params {
      * FAISS backends take f32 storage only and, in a build without FAISS,
      * fail to open with SC_ENOTSUP. */
     const char *backend;
-    uint32_t dim;        /* 1..SC_INDEX_MAX_DIM */
+    uint32_t dim; /* 1..SC_INDEX_MAX_DIM */
     sc_storage storage;
     /* Quantised storage: how many best candidates are re-scored at full
      * precision per query. 0 = default (64). Ignored for f32. */
@@ -92,6 +92,10 @@ typedef struct sc_index_backend {
 
 /* Registered backends; NULL when the name is unknown. */
 const sc_index_backend *sc_index_backend_find(const char *name);
+
+/* 1 when name (NULL = "flat") is a registered backend this build can open,
+ * 0 when it is unknown or not built (the FAISS backends without FAISS). */
+int sc_index_backend_available(const char *name);
 extern const sc_index_backend sc_index_flat_backend;
 extern const sc_index_backend sc_index_ivf_flat_backend; /* "ivf-flat" */
 extern const sc_index_backend sc_index_ivf_sq8_backend;  /* "ivf-sq8" */

@@ -16,8 +16,11 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: semcache-cli [-a ADDR] [--json] [--timeout MS] COMMAND [ARGS]\n"
+        "usage: semcache-cli [-a ADDR] [-k KEY] [--json] [--timeout MS] "
+        "COMMAND [ARGS]\n"
         "  ADDR defaults to tcp://127.0.0.1:7700\n"
+        "  KEY: the access key, if the server wants one; better in the\n"
+        "  SEMCACHE_KEY environment variable, off the process list\n"
         "commands:\n"
         "  ping\n"
         "  insert --ns NS (--text T | --vec 0.1,0.2,...) --response R\n"
@@ -320,10 +323,13 @@ static int report(sc_err rc, const sc_client_error *err, int json)
 int main(int argc, char **argv)
 {
     const char *addr = "tcp://127.0.0.1:7700";
+    const char *key = getenv("SEMCACHE_KEY");
     int json = 0, timeout = 5000, i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "-a") == 0 && i + 1 < argc) {
             addr = argv[++i];
+        } else if (strcmp(argv[i], "-k") == 0 && i + 1 < argc) {
+            key = argv[++i];
         } else if (strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
@@ -441,6 +447,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcache-cli: %s: %s\n", addr, sc_strerror(rc));
         free(vec);
         return rc == SC_EINVAL ? 2 : 3;
+    }
+    if (key != NULL && key[0] != '\0' &&
+        (rc = sc_client_set_key(c, key)) != SC_OK) {
+        fprintf(stderr, "semcache-cli: %s\n", sc_strerror(rc));
+        sc_client_close(c);
+        free(vec);
+        return 3;
     }
     sc_client_error err;
     int status = 0;

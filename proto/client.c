@@ -1,6 +1,7 @@
 /* client.c - libsemcache (client.h): request encoding with msgpack-c's
  * packer, replies read with the bounded reader of mp.h, transport by an nng
  * REQ socket with one context per call. */
+#define _GNU_SOURCE /* explicit_bzero */
 #include "proto/client.h"
 
 #include <math.h>
@@ -17,6 +18,8 @@
 struct sc_client {
     nng_socket sock;
     int timeout_ms;
+    char *key; /* sent as "key" with every request; NULL = none */
+    size_t key_len;
 };
 
 sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
@@ -48,8 +51,68 @@ void sc_client_close(sc_client *c)
 {
     if (c != NULL) {
         nng_close(c->sock);
+        sc_client_set_key(c, NULL);
         free(c);
     }
+}
+
+sc_err sc_client_set_key(sc_client *c, const char *key)
+{
+    char *copy = NULL;
+    size_t n = key != NULL ? strlen(key) : 0;
+    if (key != NULL && (copy = malloc(n + 1)) == NULL) {
+        return SC_ENOMEM;
+    }
+    if (copy != NULL) {
+        memcpy(copy, key, n + 1);
+    }
+    if (c->key != NULL) {
+        explicit_bzero(c->key, c->key_len);
+        free(c->key);
+    }
+    c->key = copy;
+    c->key_len = n;
+    return SC_OK;
+}
+
+/* req[0..len) with "key" added to its top-level map, in *out (malloc'd,
+ * *out_len bytes). Returns SC_EINVAL when req does not start with a map. */
+static sc_err with_key(const sc_client *c, const uint8_t *req, size_t len,
+                       uint8_t **out, size_t *out_len)
+{
+    uint32_t n;
+    size_t hdr;
+    if (len >= 1 && (req[0] & 0xf0) == 0x80) {
+        n = req[0] & 0x0f;
+        hdr = 1;
+    } else if (len >= 3 && req[0] == 0xde) {
+        n = (uint32_t)req[1] << 8 | req[2];
+        hdr = 3;
+    } else if (len >= 5 && req[0] == 0xdf) {
+        n = (uint32_t)req[1] << 24 | (uint32_t)req[2] << 16 |
+            (uint32_t)req[3] << 8 | req[4];
+        hdr = 5;
+    } else {
+        return SC_EINVAL;
+    }
+    if (n == UINT32_MAX) {
+        return SC_EINVAL;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, n + 1);
+    mp_put_key(&pk, "key");
+    msgpack_pack_str(&pk, c->key_len);
+    msgpack_pack_str_body(&pk, c->key, c->key_len);
+    msgpack_pack_str_body(&pk, req + hdr, len - hdr); /* raw append */
+    if (sb.data == NULL) {
+        return SC_ENOMEM;
+    }
+    *out = (uint8_t *)sb.data;
+    *out_len = sb.size;
+    return SC_OK;
 }
 
 sc_err sc_client_call(sc_client *c, const void *req, size_t len,
@@ -59,8 +122,18 @@ sc_err sc_client_call(sc_client *c, const void *req, size_t len,
     nng_aio *aio = NULL;
     nng_msg *msg = NULL;
     sc_err rc = SC_ENOMEM;
+    uint8_t *keyed = NULL;
+    if (c->key != NULL) {
+        size_t klen;
+        if ((rc = with_key(c, req, len, &keyed, &klen)) != SC_OK) {
+            return rc;
+        }
+        req = keyed;
+        len = klen;
+    }
     if (nng_ctx_open(&ctx, c->sock) != 0) {
-        return SC_ENOMEM;
+        rc = SC_ENOMEM;
+        goto out_keyed;
     }
     if (nng_aio_alloc(&aio, NULL, NULL) != 0) {
         goto out_ctx;
@@ -100,6 +173,11 @@ out_aio:
     nng_aio_free(aio);
 out_ctx:
     nng_ctx_close(ctx);
+out_keyed:
+    if (keyed != NULL) {
+        explicit_bzero(keyed, len);
+        free(keyed);
+    }
     return rc;
 }
 

@@ -26,9 +26,15 @@ typedef struct sc_client_error {
 sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out);
 void sc_client_close(sc_client *c);
 
+/* Sends key (copied; NULL = none) as the "key" field of every request
+ * from now on, sc_client_call's raw ones included (docs/PROTOCOL.md,
+ * "Access keys"). Call before sharing c between threads. Errors:
+ * SC_ENOMEM (the old key is kept). */
+sc_err sc_client_set_key(sc_client *c, const char *key);
+
 /* Sends one raw msgpack request and returns the raw reply in *reply
  * (malloc'd, the caller frees). SC_ETIMEDOUT, SC_ECONN on transport
- * failure. */
+ * failure; SC_EINVAL when a key is set and req is not a msgpack map. */
 sc_err sc_client_call(sc_client *c, const void *req, size_t len,
                       uint8_t **reply, size_t *reply_len);
 

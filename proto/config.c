@@ -41,6 +41,11 @@ void sc_config_fini(sc_config *cfg)
     free(cfg->embed_table);
     free(cfg->ns);
     free(cfg->targets);
+    for (size_t i = 0; i < cfg->nkeys; i++) {
+        explicit_bzero(cfg->keys[i].secret, sizeof(cfg->keys[i].secret));
+        free(cfg->keys[i].grants);
+    }
+    free(cfg->keys);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -205,6 +210,27 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
             } else {
                 n->cfg.storage = (sc_storage)s;
             }
+        } else if (strcmp(k, "backend") == 0) {
+            const char *b = json_is_string(v) ? json_string_value(v) : "";
+            if (sc_index_backend_find(b) == NULL) {
+                rc = bad(x, full, "must be flat, auto, ivf-flat or ivf-sq8");
+            } else if (strcmp(b, "auto") != 0 &&
+                       !sc_index_backend_available(b)) {
+                rc = bad(x, full,
+                         "'%s' needs a server built with FAISS; this one has "
+                         "none ('flat', or 'auto', which scans flat here)",
+                         b);
+            } else {
+                snprintf(n->cfg.backend, sizeof(n->cfg.backend), "%s", b);
+            }
+        } else if (strcmp(k, "nlist") == 0 || strcmp(k, "nprobe") == 0) {
+            if ((rc = get_int(x, full, v, 0, 65536, &u)) == SC_OK) {
+                *(k[1] == 'l' ? &n->cfg.nlist : &n->cfg.nprobe) = (uint32_t)u;
+            }
+        } else if (strcmp(k, "train_min") == 0) {
+            if ((rc = get_int(x, full, v, 0, UINT32_MAX, &u)) == SC_OK) {
+                n->cfg.train_min = (uint32_t)u;
+            }
         } else if (strcmp(k, "threshold") == 0) {
             if ((rc = get_real(x, full, v, -1, 1, &d)) == SC_OK) {
                 n->cfg.threshold = (float)d;
@@ -253,6 +279,11 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
         if (rc != SC_OK) {
             return rc;
         }
+    }
+    if (strcmp(n->cfg.backend, "") != 0 &&
+        strcmp(n->cfg.backend, "flat") != 0 &&
+        n->cfg.storage != SC_STORAGE_F32) {
+        return bad(x, key, "backend '%s' needs storage f32", n->cfg.backend);
     }
     cfg->nns++;
     return SC_OK;
@@ -311,6 +342,196 @@ static sc_err parse_targets(ctx *x, sc_config *cfg, json_t *o)
     return SC_OK;
 }
 
+/* ---- access keys ---------------------------------------------------- */
+
+/* jansson's error text without the "near '...'" that quotes the file,
+ * which may hold a secret. */
+static const char *quiet(json_error_t *je)
+{
+    char *near = strstr(je->text, " near '");
+    if (near != NULL) {
+        *near = '\0';
+    }
+    return je->text;
+}
+
+/* Appends the patterns of array v (read or write) to k's grants. */
+static sc_err parse_grants(ctx *x, const char *key, sc_key *k, json_t *v,
+                           bool write)
+{
+    if (!json_is_array(v)) {
+        return bad(x, key, "must be an array of namespaces or PREFIX*");
+    }
+    size_t i;
+    json_t *p;
+    json_array_foreach(v, i, p)
+    {
+        const char *s = json_is_string(p) ? json_string_value(p) : NULL;
+        size_t n = s != NULL ? strlen(s) : 0;
+        bool prefix = n > 0 && s[n - 1] == '*';
+        size_t m = n - prefix;
+        if (s == NULL || n != json_string_length(p) || n == 0 ||
+            m > SC_CACHE_NS_NAME_MAX) {
+            return bad(x, key,
+                       "names are 1..%u bytes, '*' at the end for "
+                       "a prefix",
+                       SC_CACHE_NS_NAME_MAX);
+        }
+        for (size_t j = 0; j < m; j++) {
+            char c = s[j];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+                  c == '-')) {
+                return bad(x, key,
+                           "namespace names hold A-Z a-z 0-9 . _ : - "
+                           "(and a '*' at the end for a prefix)");
+            }
+        }
+        if (k->ngrants == SC_CONFIG_MAX_GRANTS) {
+            return bad(x, key, "at most %d patterns a key",
+                       SC_CONFIG_MAX_GRANTS);
+        }
+        sc_key_grant *g = realloc(k->grants, (k->ngrants + 1) * sizeof(*g));
+        if (g == NULL) {
+            return bad(x, key, "out of memory");
+        }
+        k->grants = g;
+        g = &g[k->ngrants++];
+        memset(g, 0, sizeof(*g));
+        memcpy(g->pattern, s, m);
+        g->prefix = prefix;
+        g->write = write;
+    }
+    return SC_OK;
+}
+
+/* One key object of the "keys" array (index i). Messages name the key by
+ * its index and name, never by its secret. */
+static sc_err parse_key(ctx *x, sc_config *cfg, size_t i, json_t *o)
+{
+    char where[48];
+    snprintf(where, sizeof(where), "keys[%zu]", i);
+    if (!json_is_object(o)) {
+        return bad(x, where,
+                   "must be an object {key, name, read, write, "
+                   "admin}");
+    }
+    if (cfg->nkeys == SC_CONFIG_MAX_KEYS) {
+        return bad(x, where, "at most %d keys", SC_CONFIG_MAX_KEYS);
+    }
+    sc_key *grown = realloc(cfg->keys, (cfg->nkeys + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        return bad(x, where, "out of memory");
+    }
+    cfg->keys = grown;
+    sc_key *k = &cfg->keys[cfg->nkeys++]; /* counted now: fini frees it */
+    memset(k, 0, sizeof(*k));
+    const char *f;
+    json_t *v;
+    json_object_foreach(o, f, v)
+    {
+        char full[96];
+        snprintf(full, sizeof(full), "%s.%.40s", where, f);
+        sc_err rc = SC_OK;
+        if (strcmp(f, "key") == 0) {
+            size_t n = json_is_string(v) ? json_string_length(v) : 0;
+            if (n < SC_KEY_MIN || n > SC_KEY_MAX ||
+                strlen(json_string_value(v)) != n) {
+                rc = bad(x, full,
+                         "must be a string of %d..%d bytes with no "
+                         "NUL",
+                         SC_KEY_MIN, SC_KEY_MAX);
+            } else {
+                memcpy(k->secret, json_string_value(v), n);
+                k->len = (uint32_t)n;
+            }
+        } else if (strcmp(f, "name") == 0) {
+            size_t n = json_is_string(v) ? json_string_length(v) : 0;
+            if (n == 0 || n > SC_KEY_NAME_MAX ||
+                strlen(json_string_value(v)) != n) {
+                rc = bad(x, full, "must be 1..%d bytes with no NUL",
+                         SC_KEY_NAME_MAX);
+            } else {
+                memcpy(k->name, json_string_value(v), n + 1);
+            }
+        } else if (strcmp(f, "read") == 0 || strcmp(f, "write") == 0) {
+            rc = parse_grants(x, full, k, v, f[0] == 'w');
+        } else if (strcmp(f, "admin") == 0) {
+            if (!json_is_boolean(v)) {
+                rc = bad(x, full, "must be true or false");
+            } else {
+                k->admin = json_is_true(v);
+            }
+        } else {
+            rc = bad(x, full, "unknown key");
+        }
+        if (rc != SC_OK) {
+            return rc;
+        }
+    }
+    if (k->len == 0) {
+        return bad(x, where, "needs 'key', the secret");
+    }
+    if (k->name[0] == '\0') {
+        return bad(x, where, "needs 'name', a label for logs and metrics");
+    }
+    for (size_t j = 0; j + 1 < cfg->nkeys; j++) {
+        const sc_key *o2 = &cfg->keys[j];
+        if (strcmp(o2->name, k->name) == 0) {
+            return bad(x, where, "the name '%s' is taken by another key",
+                       k->name);
+        }
+        if (o2->len == k->len && memcmp(o2->secret, k->secret, k->len) == 0) {
+            return bad(x, where, "the same secret as key '%s'", o2->name);
+        }
+    }
+    return SC_OK;
+}
+
+static sc_err parse_keys(ctx *x, sc_config *cfg, json_t *v)
+{
+    if (!json_is_array(v)) {
+        return bad(x, "keys",
+                   "must be an array of {key, name, read, write, "
+                   "admin}");
+    }
+    size_t i;
+    json_t *o;
+    json_array_foreach(v, i, o)
+    {
+        sc_err rc = parse_key(x, cfg, i, o);
+        if (rc != SC_OK) {
+            return rc;
+        }
+    }
+    return SC_OK;
+}
+
+/* keys_file: a JSON file holding the "keys" array, so that the secrets
+ * can live apart from the rest, readable by semcached only. */
+static sc_err parse_keys_file(ctx *x, sc_config *cfg, json_t *v)
+{
+    char *file = NULL;
+    sc_err rc = get_str(x, "keys_file", v, SC_CONFIG_PATH_MAX, &file);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    json_error_t je;
+    json_t *root = json_load_file(file, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL) {
+        /* jansson's text names a position, never the file's content. */
+        snprintf(x->msg, x->cap, "%s: key 'keys_file': %s:%d:%d: %s", x->path,
+                 file, je.line, je.column, quiet(&je));
+        free(file);
+        return SC_EINVAL;
+    }
+    ctx fx = {file, x->msg, x->cap};
+    rc = parse_keys(&fx, cfg, root);
+    json_decref(root);
+    free(file);
+    return rc;
+}
+
 sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
 {
     ctx x = {path, msg, cap};
@@ -318,7 +539,8 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
     /* Duplicate keys are an error: which one wins would be a guess. */
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (root == NULL) {
-        snprintf(msg, cap, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        snprintf(msg, cap, "%s:%d:%d: %s", path, je.line, je.column,
+                 quiet(&je));
         return je.line <= 0 && je.position == 0 ? SC_EIO : SC_EINVAL;
     }
     sc_err rc = SC_OK;
@@ -364,6 +586,10 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                              &cfg->cache.max_entries);
             } else if (strcmp(k, "cost_targets") == 0) {
                 rc = parse_targets(&x, cfg, v);
+            } else if (strcmp(k, "keys") == 0) {
+                rc = parse_keys(&x, cfg, v);
+            } else if (strcmp(k, "keys_file") == 0) {
+                rc = parse_keys_file(&x, cfg, v);
             } else if (strcmp(k, "namespaces") == 0) {
                 if (!json_is_object(v)) {
                     rc = bad(&x, k, "must be an object of NAME: {...}");

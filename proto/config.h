@@ -17,6 +17,8 @@
 #define SC_CONFIG_EMBED_FILE       "embeddings.sctab" /* = SC_EMBED_DEFAULT_FILE */
 #define SC_CONFIG_MAX_NS           256 /* namespaces a file may declare */
 #define SC_CONFIG_PATH_MAX         4096
+#define SC_CONFIG_MAX_KEYS         1024 /* access keys */
+#define SC_CONFIG_MAX_GRANTS       256  /* namespace patterns per key */
 
 /* A namespace the configuration creates at start-up. */
 typedef struct sc_config_ns {
@@ -40,12 +42,17 @@ typedef struct sc_config {
     size_t nns;
     sc_cost_target *targets; /* targets[0..ntargets), owned */
     size_t ntargets;
+    /* Access keys, keys[0..nkeys), owned with their grants; the secrets
+     * are wiped by sc_config_fini. None = every request is served. */
+    sc_key *keys;
+    size_t nkeys;
 } sc_config;
 
 /* Fills cfg with the defaults. Errors: SC_ENOMEM. */
 sc_err sc_config_init(sc_config *cfg);
 
-/* Frees what cfg owns; cfg may then be init'ed again. */
+/* Frees what cfg owns, wiping the keys' secrets first; cfg may then be
+ * init'ed again. */
 void sc_config_fini(sc_config *cfg);
 
 /* Reads the JSON file at path on top of cfg. Keys (all optional):
@@ -62,9 +69,13 @@ void sc_config_fini(sc_config *cfg);
  *                  dollars}}: the most a request should cost
  *   namespaces    {"NAME": {dim, storage, threshold, margin, ttl (seconds),
  *                  ttl_mode, max_entries, max_bytes, max_response_bytes}}
+ *   keys          [{key: SECRET (16..256 bytes), name: LABEL, read: [NS or
+ *                  PREFIX*], write: [...], admin: bool}] (docs/CONFIG.md)
+ *   keys_file     path of a JSON file holding such an array (added to keys)
  * On error returns SC_EINVAL (or SC_EIO when the file cannot be read) and
  * writes a one-line reason naming the file, line and key into msg (cap
- * bytes); cfg may then hold part of the file and should be fini'ed. */
+ * bytes); cfg may then hold part of the file and should be fini'ed. No
+ * message ever holds a key's secret. */
 sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap);
 
 /* Replaces *slot (a string owned by cfg) with a copy of value. */

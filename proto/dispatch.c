@@ -2,6 +2,7 @@
  * Fields are read with the bounded reader of mp.h; a batch is decoded and
  * executed one item at a time, so its memory does not grow with what the
  * message claims. */
+#define _GNU_SOURCE /* explicit_bzero */
 #include "proto/dispatch.h"
 
 #include <math.h>
@@ -19,6 +20,8 @@ struct sc_dispatch {
     sc_ledger *ledger; /* NULL = no report */
     const sc_prices *prices;
     sc_dispatch_counts counts;
+    const sc_key *keys; /* keys[0..nkeys), borrowed; none = open */
+    size_t nkeys;
     char embed_hint[200]; /* how to get the embedder, for no_embedder */
 };
 
@@ -31,6 +34,9 @@ typedef struct item {
     char user[SC_CACHE_TAG_MAX + 1];
     char embed_model[SC_CACHE_TAG_MAX + 1];
     char storage[16];
+    char backend[16]; /* ns_create: index backend, nlist, nprobe, train_min */
+    bool has_backend, has_nlist, has_nprobe, has_train_min;
+    uint64_t nlist, nprobe, train_min;
     char ttl_mode[16];
     bool has_ns, has_scope, has_text, has_vec, has_response, has_ttl,
         has_threshold, has_entry, has_dim, has_storage, has_margin,
@@ -155,6 +161,61 @@ void sc_dispatch_get_counts(sc_dispatch *d, sc_dispatch_counts *out)
     out->bad_requests =
         __atomic_load_n(&d->counts.bad_requests, __ATOMIC_RELAXED);
     out->errors = __atomic_load_n(&d->counts.errors, __ATOMIC_RELAXED);
+    out->unauthorized =
+        __atomic_load_n(&d->counts.unauthorized, __ATOMIC_RELAXED);
+    out->forbidden = __atomic_load_n(&d->counts.forbidden, __ATOMIC_RELAXED);
+}
+
+/* ---- access keys ---------------------------------------------------- */
+
+void sc_dispatch_set_keys(sc_dispatch *d, const sc_key *keys, size_t n)
+{
+    d->keys = n > 0 ? keys : NULL;
+    d->nkeys = n;
+}
+
+/* The configured key equal to k[0..n), or NULL. Every key is compared over
+ * all SC_KEY_MAX bytes, with no branch on the data and no early exit, so
+ * the time taken depends on the number of keys only. */
+static const sc_key *find_key(const sc_dispatch *d, const uint8_t *k,
+                              uint32_t n)
+{
+    uint8_t pad[SC_KEY_MAX];
+    memset(pad, 0, sizeof(pad));
+    memcpy(pad, k, n <= SC_KEY_MAX ? n : 0); /* too long: matches none */
+    uintptr_t found = 0;
+    for (size_t i = 0; i < d->nkeys; i++) {
+        const sc_key *key = &d->keys[i];
+        uint32_t acc = key->len ^ n;
+        for (size_t j = 0; j < SC_KEY_MAX; j++) {
+            acc |= (uint32_t)(key->secret[j] ^ pad[j]);
+        }
+        /* mask = all ones when acc == 0, else 0. */
+        uintptr_t mask =
+            (uintptr_t)0 - (uintptr_t)(((acc | (0u - acc)) >> 31) ^ 1u);
+        found = (found & ~mask) | ((uintptr_t)key & mask);
+    }
+    explicit_bzero(pad, sizeof(pad));
+    return (const sc_key *)found;
+}
+
+/* Whether key (NULL = no keys are checked) may read, or write, ns. */
+static bool ns_allowed(const sc_key *key, const char *ns, bool write)
+{
+    if (key == NULL || key->admin) {
+        return true;
+    }
+    for (size_t i = 0; i < key->ngrants; i++) {
+        const sc_key_grant *g = &key->grants[i];
+        if (write && !g->write) {
+            continue;
+        }
+        if (g->prefix ? strncmp(ns, g->pattern, strlen(g->pattern)) == 0
+                      : strcmp(ns, g->pattern) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* ---- decoding ------------------------------------------------------- */
@@ -244,6 +305,16 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
         } else if (key_is(k, kn, "embed_model")) {
             rc = get_cstr(r, "embed_model", it->embed_model,
                           sizeof(it->embed_model), &it->has_embed_model, e);
+        } else if (key_is(k, kn, "backend")) {
+            rc = get_cstr(r, "backend", it->backend, sizeof(it->backend),
+                          &it->has_backend, e);
+        } else if (key_is(k, kn, "nlist")) {
+            rc = get_uint(r, "nlist", &it->nlist, &it->has_nlist, e);
+        } else if (key_is(k, kn, "nprobe")) {
+            rc = get_uint(r, "nprobe", &it->nprobe, &it->has_nprobe, e);
+        } else if (key_is(k, kn, "train_min")) {
+            rc =
+                get_uint(r, "train_min", &it->train_min, &it->has_train_min, e);
         } else if (key_is(k, kn, "storage")) {
             rc = get_cstr(r, "storage", it->storage, sizeof(it->storage),
                           &it->has_storage, e);
@@ -583,6 +654,63 @@ static int do_lookup(sc_dispatch *d, const item *it, msgpack_packer *pk,
     return 0;
 }
 
+/* The index fields of apply_ns_config: backend, nlist and train_min at
+ * creation only, nprobe at any time. */
+static int apply_ns_backend(const item *it, sc_ns_config *cfg, int create,
+                            outcome *o)
+{
+    if (!create && (it->has_backend || it->has_nlist || it->has_train_min)) {
+        snprintf(o->msg, sizeof(o->msg),
+                 "'backend', 'nlist' and 'train_min' are fixed when a "
+                 "namespace is created");
+        return -1;
+    }
+    if ((it->has_nlist && it->nlist > 65536) ||
+        (it->has_nprobe && it->nprobe > 65536) ||
+        (it->has_train_min && it->train_min > UINT32_MAX)) {
+        o->code = "range";
+        snprintf(o->msg, sizeof(o->msg),
+                 "'nlist' and 'nprobe' must be 0..65536, 'train_min' "
+                 "0..2^32-1");
+        return -1;
+    }
+    if (it->has_backend) {
+        if (sc_index_backend_find(it->backend) == NULL) {
+            snprintf(o->msg, sizeof(o->msg),
+                     "field 'backend' must be flat, auto, ivf-flat or "
+                     "ivf-sq8");
+            return -1;
+        }
+        if (strcmp(it->backend, "auto") != 0 &&
+            !sc_index_backend_available(it->backend)) {
+            o->code = "not_supported";
+            snprintf(o->msg, sizeof(o->msg),
+                     "backend '%s' needs a server built with FAISS; this one "
+                     "has none ('flat', or 'auto', which scans flat here)",
+                     it->backend);
+            return -1;
+        }
+        memcpy(cfg->backend, it->backend, sizeof(cfg->backend));
+    }
+    if (cfg->backend[0] != '\0' && strcmp(cfg->backend, "flat") != 0 &&
+        cfg->storage != SC_STORAGE_F32) {
+        snprintf(o->msg, sizeof(o->msg),
+                 "backend '%s' needs storage f32 (got %s)", cfg->backend,
+                 sc_storage_name(cfg->storage));
+        return -1;
+    }
+    if (it->has_nlist) {
+        cfg->nlist = (uint32_t)it->nlist;
+    }
+    if (it->has_nprobe) {
+        cfg->nprobe = (uint32_t)it->nprobe;
+    }
+    if (it->has_train_min) {
+        cfg->train_min = (uint32_t)it->train_min;
+    }
+    return 0;
+}
+
 /* Applies the namespace fields of it to cfg. create: dim and storage too. */
 static int apply_ns_config(const item *it, sc_ns_config *cfg, int create,
                            outcome *o)
@@ -610,6 +738,9 @@ static int apply_ns_config(const item *it, sc_ns_config *cfg, int create,
             return -1;
         }
         cfg->storage = (sc_storage)s;
+    }
+    if (apply_ns_backend(it, cfg, create, o) != 0) {
+        return -1;
     }
     if (it->has_threshold) {
         cfg->threshold = (float)it->threshold;
@@ -1099,8 +1230,23 @@ static void put_rest_broken(msgpack_packer *pk, const err *e, uint32_t i,
     }
 }
 
-static void batch_inserts(sc_dispatch *d, const item *top, mp_reader *items,
-                          uint32_t n, msgpack_packer *pk, msgpack_sbuffer *tmp)
+/* A batch item the key may not touch: answered "forbidden", counted. */
+static int item_forbidden(sc_dispatch *d, const sc_key *key, const item *it,
+                          bool write, outcome *o)
+{
+    if (!it->has_ns || ns_allowed(key, it->ns, write)) {
+        return 0;
+    }
+    __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+    o->code = "forbidden";
+    snprintf(o->msg, sizeof(o->msg), "key '%s' may not %s namespace '%s'",
+             key->name, write ? "write" : "read", it->ns);
+    return -1;
+}
+
+static void batch_inserts(sc_dispatch *d, const sc_key *key, const item *top,
+                          mp_reader *items, uint32_t n, msgpack_packer *pk,
+                          msgpack_sbuffer *tmp)
 {
     item *it = malloc(sizeof(*it));
     msgpack_packer tpk;
@@ -1117,7 +1263,9 @@ static void batch_inserts(sc_dispatch *d, const item *top, mp_reader *items,
         }
         outcome o = {SC_OK, NULL, ""};
         tmp->size = 0;
-        if (do_insert(d, it, &tpk, &o) == 0) {
+        if (item_forbidden(d, key, it, true, &o) != 0) {
+            put_item_error(pk, o.code, o.msg);
+        } else if (do_insert(d, it, &tpk, &o) == 0) {
             put_item_ok(pk, tmp);
         } else {
             __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
@@ -1131,8 +1279,9 @@ static void batch_inserts(sc_dispatch *d, const item *top, mp_reader *items,
 /* Lookups go LOOKUP_CHUNK at a time to sc_cache_lookup_many, so that the
  * vectors of one scope are searched as one batch; memory stays bounded by
  * the chunk whatever the message claims. */
-static void batch_lookups(sc_dispatch *d, const item *top, mp_reader *items,
-                          uint32_t n, msgpack_packer *pk, msgpack_sbuffer *tmp)
+static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
+                          mp_reader *items, uint32_t n, msgpack_packer *pk,
+                          msgpack_sbuffer *tmp)
 {
     item *its = malloc(LOOKUP_CHUNK * sizeof(item));
     sc_cache_query qs[LOOKUP_CHUNK];
@@ -1161,7 +1310,9 @@ static void batch_lookups(sc_dispatch *d, const item *top, mp_reader *items,
                 broken = 1;
                 break;
             }
-            valid[got] = lookup_query(&its[got], &qs[got], &os[got]) == 0;
+            valid[got] =
+                item_forbidden(d, key, &its[got], false, &os[got]) == 0 &&
+                lookup_query(&its[got], &qs[got], &os[got]) == 0;
         }
         /* Run runs of consecutive valid items that share a namespace. */
         for (uint32_t i = 0; i < got;) {
@@ -1209,10 +1360,70 @@ static void batch_lookups(sc_dispatch *d, const item *top, mp_reader *items,
     free(its);
 }
 
-int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
-                       uint8_t **reply, size_t *reply_len)
+/* Checks the request's key (k[0..kn) when has_key) against what op needs
+ * (docs/PROTOCOL.md, "Access keys") and sets *out to the key (NULL when no
+ * keys are configured). Batch items are checked one by one as they run.
+ * Returns -1 with *e set, and counted, when the request is refused. */
+static int authorize(sc_dispatch *d, const char *op, const item *it,
+                     bool has_key, const uint8_t *k, uint32_t kn,
+                     const sc_key **out, err *e)
 {
-    sc_dispatch *d = arg;
+    *out = NULL;
+    if (d->nkeys == 0 || strcmp(op, "ping") == 0) {
+        return 0;
+    }
+    const sc_key *key = has_key ? find_key(d, k, kn) : NULL;
+    if (key == NULL) {
+        __atomic_add_fetch(&d->counts.unauthorized, 1, __ATOMIC_RELAXED);
+        return fail(e, "unauthorized",
+                    has_key ? "the key is not one this server knows"
+                            : "this server wants a key: field 'key'");
+    }
+    *out = key;
+    enum { OPEN, READ, WRITE, ADMIN } need = OPEN;
+    const char *ns = it->has_ns ? it->ns : NULL;
+    char ens[SC_CACHE_NS_NAME_MAX + 1];
+    if (strcmp(op, "lookup") == 0) {
+        need = READ;
+    } else if (strcmp(op, "insert") == 0) {
+        need = WRITE;
+    } else if (strcmp(op, "delete") == 0 || strcmp(op, "feedback") == 0) {
+        /* The entry's namespace; an unknown entry is the op's not_found. */
+        ns = it->has_entry &&
+                     sc_cache_entry_ns(d->cache, it->entry, ens) == SC_OK
+                 ? ens
+                 : NULL;
+        need = WRITE;
+    } else if (strcmp(op, "stats") == 0 || strcmp(op, "report") == 0) {
+        need = ns != NULL ? READ : ADMIN;
+    } else if (strcmp(op, "flush") == 0) {
+        need = ns != NULL ? WRITE : ADMIN;
+    } else if (strcmp(op, "ns_create") == 0 ||
+               strcmp(op, "ns_configure") == 0 || strcmp(op, "ns_drop") == 0 ||
+               strcmp(op, "ns_list") == 0) {
+        need = ADMIN;
+    }
+    if (need == ADMIN && !key->admin) {
+        __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+        return fail(e, "forbidden", "key '%s' is not an admin key, which %s%s",
+                    key->name, op,
+                    strcmp(op, "stats") == 0 || strcmp(op, "report") == 0 ||
+                            strcmp(op, "flush") == 0
+                        ? " of every namespace needs (name one with 'ns')"
+                        : " needs");
+    }
+    if ((need == READ || need == WRITE) && ns != NULL &&
+        !ns_allowed(key, ns, need == WRITE)) {
+        __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+        return fail(e, "forbidden", "key '%s' may not %s namespace '%s'",
+                    key->name, need == WRITE ? "write" : "read", ns);
+    }
+    return 0;
+}
+
+static int handle(sc_dispatch *d, const uint8_t *req, size_t len,
+                  uint8_t **reply, size_t *reply_len, bool trusted)
+{
     __atomic_add_fetch(&d->counts.requests, 1, __ATOMIC_RELAXED);
     msgpack_sbuffer sb, tmp;
     msgpack_sbuffer_init(&sb);
@@ -1228,6 +1439,9 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
     mp_reader items = {NULL, NULL};
     uint32_t nitems = 0;
     bool has_items = false;
+    const uint8_t *keyp = NULL; /* into req; never copied, never logged */
+    uint32_t keyn = 0;
+    bool has_key = false;
 
     mp_reader r;
     mp_reader_init(&r, req, len);
@@ -1260,6 +1474,14 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
                 if (rc != 0) {
                     fail(&e, rc == -2 ? "unknown_op" : "bad_request",
                          "field 'op' must be a short string");
+                }
+            } else if (key_is(k, kn, "key")) {
+                const char *ks;
+                if (mp_read_str(&r, &ks, &keyn) != 0) {
+                    fail(&e, "bad_request", "field 'key' must be a string");
+                } else {
+                    keyp = (const uint8_t *)ks;
+                    has_key = true;
                 }
             } else if (key_is(k, kn, "items")) {
                 if (mp_read_array(&r, &nitems) != 0) {
@@ -1305,13 +1527,22 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
         }
     }
 
+    const sc_key *key = NULL;
+    bool refused = false; /* by the key check, counted there */
+    if (e.code == NULL && !trusted &&
+        authorize(d, op, it, has_key, keyp, keyn, &key, &e) != 0) {
+        refused = true;
+    }
+
     msgpack_pack_map(&pk, has_id ? 3 : 2);
     if (has_id) {
         put_uint_kv(&pk, "id", id);
     }
     mp_put_key(&pk, "ok");
     if (e.code != NULL) {
-        __atomic_add_fetch(&d->counts.bad_requests, 1, __ATOMIC_RELAXED);
+        if (!refused) {
+            __atomic_add_fetch(&d->counts.bad_requests, 1, __ATOMIC_RELAXED);
+        }
         msgpack_pack_false(&pk);
         put_error(&pk, e.code, e.msg);
     } else if (is_batch) {
@@ -1321,9 +1552,9 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
         mp_put_key(&pk, "results");
         msgpack_pack_array(&pk, nitems);
         if (op[0] == 'i') {
-            batch_inserts(d, it, &items, nitems, &pk, &tmp);
+            batch_inserts(d, key, it, &items, nitems, &pk, &tmp);
         } else {
-            batch_lookups(d, it, &items, nitems, &pk, &tmp);
+            batch_lookups(d, key, it, &items, nitems, &pk, &tmp);
         }
     } else {
         /* The result is packed aside: an op may fail after starting it. */
@@ -1353,6 +1584,18 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
     return 0;
 }
 
+int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
+                       uint8_t **reply, size_t *reply_len)
+{
+    return handle(arg, req, len, reply, reply_len, false);
+}
+
+int sc_dispatch_handle_trusted(sc_dispatch *d, const uint8_t *req, size_t len,
+                               uint8_t **reply, size_t *reply_len)
+{
+    return handle(d, req, len, reply, reply_len, true);
+}
+
 /* ---- many requests at once ------------------------------------------ */
 
 /* Reads req into it and q when it is a plain single lookup ({"v": 1,
@@ -1360,8 +1603,8 @@ int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
  * decodes and validates cleanly. Anything else returns -1 and goes through
  * sc_dispatch_handle, which answers it as it always has (errors included):
  * only the happy path is taken here, so both paths give the same reply. */
-static int plain_lookup(const uint8_t *req, size_t len, item *it,
-                        sc_cache_query *q, uint64_t *id, bool *has_id)
+static int plain_lookup(const sc_dispatch *d, const uint8_t *req, size_t len,
+                        item *it, sc_cache_query *q, uint64_t *id, bool *has_id)
 {
     mp_reader r;
     mp_reader_init(&r, req, len);
@@ -1370,7 +1613,9 @@ static int plain_lookup(const uint8_t *req, size_t len, item *it,
         return -1;
     }
     uint64_t version = 0;
-    bool has_version = false, is_lookup = false;
+    bool has_version = false, is_lookup = false, has_key = false;
+    const char *key = NULL;
+    uint32_t keyn = 0;
     *has_id = false;
     err e = {NULL, ""};
     for (uint32_t i = 0; i < nkeys; i++) {
@@ -1396,6 +1641,11 @@ static int plain_lookup(const uint8_t *req, size_t len, item *it,
                 return -1;
             }
             is_lookup = strcmp(op, "lookup") == 0;
+        } else if (key_is(k, kn, "key")) {
+            if (mp_read_str(&r, &key, &keyn) != 0) {
+                return -1;
+            }
+            has_key = true;
         } else if (key_is(k, kn, "items")) {
             return -1;
         } else {
@@ -1409,6 +1659,14 @@ static int plain_lookup(const uint8_t *req, size_t len, item *it,
     if (r.p != r.end || !has_version || version != SC_PROTO_VERSION ||
         !is_lookup || lookup_query(it, q, &o) != 0) {
         return -1;
+    }
+    if (d->nkeys > 0) {
+        /* Refusals are answered (and counted) by sc_dispatch_handle. */
+        const sc_key *k =
+            has_key ? find_key(d, (const uint8_t *)key, keyn) : NULL;
+        if (k == NULL || !ns_allowed(k, it->ns, false)) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -1470,7 +1728,7 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
             memset(it, 0, offsetof(item, vec));
             memset((char *)it + offsetof(item, vec) + sizeof(it->vec), 0,
                    sizeof(item) - offsetof(item, vec) - sizeof(it->vec));
-            if (plain_lookup(msgs[i].req, msgs[i].len, it, &qs[nl], &ids[nl],
+            if (plain_lookup(d, msgs[i].req, msgs[i].len, it, &qs[nl], &ids[nl],
                              &has_ids[nl]) == 0) {
                 at[nl++] = i;
                 continue;

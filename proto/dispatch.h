@@ -4,6 +4,7 @@
 #ifndef SC_DISPATCH_H
 #define SC_DISPATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,11 +47,47 @@ void sc_dispatch_set_cost_targets(sc_dispatch *d, const sc_cost_target *t,
  * a no_embedder error, so that a client learns how to get one. */
 void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path);
 
+/* Access keys (docs/CONFIG.md "keys"). A grant names one namespace, or a
+ * prefix when its pattern ended in '*' (kept here without the '*'; "" with
+ * prefix = every namespace). Write implies read; admin implies everything
+ * and is the only right to ns_create, ns_configure, ns_drop, ns_list, and
+ * flush, stats and report of every namespace. */
+#define SC_KEY_MIN      16
+#define SC_KEY_MAX      256
+#define SC_KEY_NAME_MAX 63
+typedef struct sc_key_grant {
+    char pattern[SC_CACHE_NS_NAME_MAX + 1];
+    bool prefix;
+    bool write;
+} sc_key_grant;
+typedef struct sc_key {
+    uint8_t secret[SC_KEY_MAX];     /* zero beyond len */
+    uint32_t len;                   /* SC_KEY_MIN..SC_KEY_MAX */
+    char name[SC_KEY_NAME_MAX + 1]; /* for logs and metrics; not secret */
+    bool admin;
+    sc_key_grant
+        *grants; /* grants[0..ngrants), owned by whoever owns the key */
+    size_t ngrants;
+} sc_key;
+
+/* Makes every request but ping carry one of keys[0..n) in its "key" field
+ * (n = 0: no keys, every request is served, as before). keys is borrowed
+ * and must outlive the dispatcher. The request's key is compared with every
+ * configured key over SC_KEY_MAX bytes, in constant time: neither which key
+ * matched nor how long it is shows in the time taken. Not thread-safe
+ * against requests in flight: call before serving. */
+void sc_dispatch_set_keys(sc_dispatch *d, const sc_key *keys, size_t n);
+
 /* An sc_server_handler (server.h): arg is the sc_dispatch. Always writes
  * a reply (an error reply for bad input) and returns 0, except when out of
  * memory. *reply is malloc'd; the caller frees it. */
 int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
                        uint8_t **reply, size_t *reply_len);
+
+/* sc_dispatch_handle without the key check, for requests the process
+ * makes itself (GET /report of the HTTP front), never for a client's. */
+int sc_dispatch_handle_trusted(sc_dispatch *d, const uint8_t *req, size_t len,
+                               uint8_t **reply, size_t *reply_len);
 
 /* An sc_server_batch_handler (server.h): answers each of msgs[0..n) as
  * sc_dispatch_handle would, but the single lookups among them that name
@@ -64,6 +101,8 @@ typedef struct sc_dispatch_counts {
     uint64_t requests;
     uint64_t bad_requests; /* malformed, wrong types, failed validation */
     uint64_t errors;       /* well-formed, refused by the cache */
+    uint64_t unauthorized; /* no key, or not a configured one */
+    uint64_t forbidden;    /* (batch items) a valid key without the right */
 } sc_dispatch_counts;
 void sc_dispatch_get_counts(sc_dispatch *d, sc_dispatch_counts *out);
 

@@ -134,6 +134,7 @@ int sc_http_status_of(const char *code)
         {"too_big", 400},      {"range", 400},       {"model_mismatch", 400},
         {"no_namespace", 404}, {"not_found", 404},   {"namespace_exists", 409},
         {"full", 507},         {"no_embedder", 503}, {"internal", 500},
+        {"unauthorized", 401}, {"forbidden", 403},
     };
     for (size_t i = 0; code != NULL && i < sizeof(map) / sizeof(map[0]); i++) {
         if (strcmp(map[i].code, code) == 0) {
@@ -585,6 +586,18 @@ static void run_op(sc_http *h, const char *op, nng_aio *aio, const char *body,
         reply_error(aio, 400, "bad_request", "the body must be a JSON object",
                     false);
         return;
+    }
+    /* "Authorization: Bearer KEY" is the request's "key" field (a key in
+     * the body wins). Not UTF-8: no key, so the dispatcher refuses it. */
+    const char *auth =
+        nng_http_req_get_header(nng_aio_get_input(aio, 0), "Authorization");
+    if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0 &&
+        json_object_get(root, "key") == NULL) {
+        const char *t = auth + 7;
+        while (*t == ' ') {
+            t++;
+        }
+        json_object_set_new(root, "key", json_string(t));
     }
     msgpack_sbuffer sb;
     msgpack_packer pk;

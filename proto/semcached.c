@@ -152,7 +152,9 @@ static sc_err http_report(void *arg, FILE *out)
                                   0xa6, 'r',  'e', 'p',  'o',  'r', 't'};
     uint8_t *reply = NULL;
     size_t len = 0;
-    if (sc_dispatch_handle(f->disp, req, sizeof(req), &reply, &len) != 0) {
+    /* The operator's page, made in-process: no client key to check. */
+    if (sc_dispatch_handle_trusted(f->disp, req, sizeof(req), &reply, &len) !=
+        0) {
         return SC_ENOMEM;
     }
     mp_reader r;
@@ -214,6 +216,16 @@ static sc_err http_metrics(void *arg, FILE *out)
             }
         }
     }
+    sc_dispatch_counts dc;
+    sc_dispatch_get_counts(f->disp, &dc);
+    fprintf(out,
+            "# HELP semcache_requests_refused_total requests refused by the "
+            "access-key check\n"
+            "# TYPE semcache_requests_refused_total counter\n"
+            "semcache_requests_refused_total{reason=\"unauthorized\"} %llu\n"
+            "semcache_requests_refused_total{reason=\"forbidden\"} %llu\n",
+            (unsigned long long)dc.unauthorized,
+            (unsigned long long)dc.forbidden);
     return SC_OK;
 }
 
@@ -436,6 +448,19 @@ int main(int argc, char **argv)
     }
     sc_dispatch_set_ledger(disp, ledger, prices);
     sc_dispatch_set_cost_targets(disp, conf.targets, conf.ntargets);
+    sc_dispatch_set_keys(disp, conf.keys, conf.nkeys);
+    if (conf.nkeys == 0) {
+        fprintf(stderr, "semcached: no access keys: every request is served "
+                        "(listen on 127.0.0.1, or configure keys)\n");
+    } else {
+        /* Names only: a secret is never written anywhere. */
+        fprintf(stderr, "semcached: %zu access keys:", conf.nkeys);
+        for (size_t i = 0; i < conf.nkeys; i++) {
+            fprintf(stderr, " %s%s", conf.keys[i].name,
+                    conf.keys[i].admin ? " (admin)" : "");
+        }
+        fprintf(stderr, "\n");
+    }
     if ((rc = sc_metrics_open(&metrics)) != SC_OK) {
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_disp;
@@ -495,10 +520,11 @@ int main(int argc, char **argv)
     sc_dispatch_counts dc;
     sc_dispatch_get_counts(disp, &dc);
     fprintf(stderr,
-            "semcached: served %llu requests (%llu bad, %llu refused), "
-            "dropped %llu\n",
+            "semcached: served %llu requests (%llu bad, %llu refused, "
+            "%llu unauthorized, %llu forbidden), dropped %llu\n",
             (unsigned long long)served, (unsigned long long)dc.bad_requests,
-            (unsigned long long)dc.errors, (unsigned long long)dropped);
+            (unsigned long long)dc.errors, (unsigned long long)dc.unauthorized,
+            (unsigned long long)dc.forbidden, (unsigned long long)dropped);
     status = 0;
 out_server:
     sc_http_close(http);

@@ -1616,6 +1616,258 @@ static void test_embedder(void)
     sc_cache_close(c);
 }
 
+/* ---- index backends per namespace ---------------------------------------*/
+
+#define BD     32   /* dimension of the backend test's vectors */
+#define BN     1200 /* entries: 30 clusters of 40 */
+#define BNLIST 8
+
+/* Deterministic pseudo-random in [-1, 1). */
+static float brand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((*s >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static void bunit(float *v)
+{
+    double ss = 0.0;
+    for (int i = 0; i < BD; i++) {
+        ss += (double)v[i] * v[i];
+    }
+    for (int i = 0; i < BD; i++) {
+        v[i] = (float)(v[i] / sqrt(ss));
+    }
+}
+
+/* Clustered unit vectors: entry i lies near centre i % 30. */
+static void bvec(const float *centres, int i, uint64_t *s, float *v)
+{
+    for (int j = 0; j < BD; j++) {
+        v[j] = centres[(i % 30) * BD + j] + 0.35f * brand(s);
+    }
+    bunit(v);
+}
+
+static sc_err bput(sc_cache *c, const char *ns, const float *v, int i,
+                   int64_t ttl, uint64_t *id)
+{
+    char resp[16];
+    snprintf(resp, sizeof(resp), "r%d", i);
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.vec = v;
+    it.dim = BD;
+    it.response = resp;
+    it.response_len = strlen(resp);
+    it.ttl_ms = ttl;
+    return sc_cache_insert(c, ns, &it, id);
+}
+
+static sc_err bget(sc_cache *c, const char *ns, const float *q,
+                   sc_cache_result *r)
+{
+    sc_cache_query qq;
+    memset(&qq, 0, sizeof(qq));
+    qq.vec = q;
+    qq.dim = BD;
+    return sc_cache_lookup(c, ns, &qq, r);
+}
+
+/* The response of a lookup ("" on a miss); the result is fini'ed. */
+static void bresp(sc_cache *c, const char *ns, const float *q, char *out,
+                  float *sim)
+{
+    sc_cache_result r;
+    out[0] = '\0';
+    *sim = NAN;
+    if (bget(c, ns, q, &r) != SC_OK) {
+        snprintf(out, 16, "error");
+        return;
+    }
+    if (r.hit) {
+        snprintf(out, 16, "%.*s", (int)r.response_len,
+                 (const char *)r.response);
+        *sim = r.similarity;
+    }
+    sc_cache_result_fini(&r);
+}
+
+static void test_backends(void)
+{
+    int faiss = sc_index_backend_available("ivf-flat");
+    CHECK(sc_index_backend_available("flat"));
+    CHECK(sc_index_backend_available(NULL));
+    CHECK(!sc_index_backend_available("hnsw"));
+    CHECK_EQ_INT(sc_index_backend_available("auto"), faiss);
+    sc_cache *c = open_cache(0, 0, 0, 0);
+
+    /* Validation and the config round trip. */
+    sc_ns_config cfg, got;
+    sc_cache_ns_config_init(&cfg);
+    CHECK_EQ_INT(cfg.backend[0], '\0');
+    snprintf(cfg.backend, sizeof(cfg.backend), "hnsw");
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", &cfg), SC_EINVAL);
+    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
+    cfg.storage = SC_STORAGE_F16;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", &cfg), SC_EINVAL);
+    snprintf(cfg.backend, sizeof(cfg.backend), "auto");
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", &cfg), SC_EINVAL);
+    cfg.storage = SC_STORAGE_F32;
+    cfg.nlist = 70000;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", &cfg), SC_ERANGE);
+    cfg.nlist = 0;
+    cfg.nprobe = 65537;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", &cfg), SC_ERANGE);
+    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-sq8");
+    cfg.nprobe = BNLIST;
+    cfg.nlist = BNLIST;
+    cfg.train_min = 400;
+    cfg.threshold = 0.80f;
+    cfg.auto_threshold = false;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", &cfg), faiss ? SC_OK : SC_ENOTSUP);
+    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
+    CHECK_EQ_INT(sc_cache_ns_create(c, "ivf", &cfg),
+                 faiss ? SC_OK : SC_ENOTSUP);
+    /* Without FAISS, "auto" is accepted and scans flat. */
+    snprintf(cfg.backend, sizeof(cfg.backend), "auto");
+    CHECK_EQ_INT(sc_cache_ns_create(c, "auto", &cfg), SC_OK);
+    snprintf(cfg.backend, sizeof(cfg.backend), "flat");
+    CHECK_EQ_INT(sc_cache_ns_create(c, "flat", &cfg), SC_OK);
+    const char *ivf = faiss ? "ivf" : "auto";
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, ivf, &got), SC_OK);
+    CHECK(strcmp(got.backend, faiss ? "ivf-flat" : "auto") == 0);
+    CHECK_EQ_INT(got.nlist, BNLIST);
+    CHECK_EQ_INT(got.nprobe, BNLIST);
+    CHECK_EQ_INT(got.train_min, 400);
+    /* Before any vector, the backend may still change. */
+    snprintf(got.backend, sizeof(got.backend), "flat");
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "auto", &got), SC_OK);
+    snprintf(got.backend, sizeof(got.backend), "auto");
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "auto", &got), SC_OK);
+
+    /* The same clustered entries in each namespace. */
+    uint64_t seed = 42;
+    float *centres = malloc(30 * BD * sizeof(float));
+    float *vecs = malloc((size_t)BN * BD * sizeof(float));
+    uint64_t *ids = malloc(BN * 3 * sizeof(uint64_t));
+    CHECK(centres != NULL && vecs != NULL && ids != NULL);
+    if (centres == NULL || vecs == NULL || ids == NULL) {
+        free(centres);
+        free(vecs);
+        free(ids);
+        sc_cache_close(c);
+        return;
+    }
+    for (int k = 0; k < 30; k++) {
+        for (int j = 0; j < BD; j++) {
+            centres[k * BD + j] = brand(&seed);
+        }
+        bunit(centres + k * BD);
+    }
+    const char *names[3] = {"flat", ivf, "auto"};
+    int nns = faiss ? 3 : 2;
+    for (int i = 0; i < BN; i++) {
+        bvec(centres, i, &seed, vecs + (size_t)i * BD);
+        /* Every 10th entry expires after 5 s. */
+        int64_t ttl = i % 10 == 3 ? 5000 : 0;
+        for (int n = 0; n < nns; n++) {
+            CHECK_EQ_INT(bput(c, names[n], vecs + (size_t)i * BD, i, ttl,
+                              &ids[i * 3 + n]),
+                         SC_OK);
+        }
+    }
+    /* Fixed now: backend, nlist and train_min; nprobe still moves. */
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, ivf, &got), SC_OK);
+    sc_ns_config bad = got;
+    snprintf(bad.backend, sizeof(bad.backend), "flat");
+    CHECK_EQ_INT(sc_cache_ns_configure(c, ivf, &bad), SC_EINVAL);
+    bad = got;
+    bad.nlist = 4;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, ivf, &bad), SC_EINVAL);
+    bad = got;
+    bad.train_min = 0;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, ivf, &bad), SC_EINVAL);
+    bad = got;
+    bad.nprobe = 2;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, ivf, &bad), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, ivf, &got), SC_OK);
+    CHECK_EQ_INT(got.nprobe, 2);
+    CHECK(strcmp(got.backend, faiss ? "ivf-flat" : "auto") == 0);
+    got.nprobe = BNLIST; /* every list: must equal flat exactly */
+    CHECK_EQ_INT(sc_cache_ns_configure(c, ivf, &got), SC_OK);
+    if (faiss) {
+        sc_ns_config ac;
+        CHECK_EQ_INT(sc_cache_ns_get_config(c, "auto", &ac), SC_OK);
+        ac.nprobe = BNLIST;
+        CHECK_EQ_INT(sc_cache_ns_configure(c, "auto", &ac), SC_OK);
+    }
+
+    /* Deletes and expiry: entries 0, 7, 14, ... go; then 5 s pass. */
+    for (int i = 0; i < BN; i += 7) {
+        for (int n = 0; n < nns; n++) {
+            CHECK_EQ_INT(sc_cache_delete(c, ids[i * 3 + n]), SC_OK);
+        }
+    }
+    /* Let the background trainings (train_min 400) finish and swap in. */
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    now_fake += 5000;
+
+    int same = 0, hits = 0, gone_served = 0;
+    for (int i = 0; i < BN; i++) {
+        float q[BD];
+        for (int j = 0; j < BD; j++) {
+            q[j] = vecs[(size_t)i * BD + j] + 0.05f * brand(&seed);
+        }
+        bunit(q);
+        char want[16];
+        float wsim;
+        bresp(c, "flat", q, want, &wsim);
+        int all = 1;
+        for (int n = 1; n < nns; n++) {
+            char r[16];
+            float sim;
+            bresp(c, names[n], q, r, &sim);
+            all &= strcmp(r, want) == 0 &&
+                   (r[0] == '\0' || fabsf(sim - wsim) < 1e-5f);
+            if (r[0] != '\0') {
+                int k = atoi(r + 1);
+                gone_served += k % 7 == 0 || k % 10 == 3;
+            }
+        }
+        same += all;
+        hits += want[0] != '\0';
+    }
+    CHECK_EQ_INT(same, BN);
+    CHECK(hits > BN / 2);
+    CHECK_EQ_INT(gone_served, 0);
+
+    /* Fewer lists probed: whatever is served is live and scored exactly. */
+    got.nprobe = 1;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, ivf, &got), SC_OK);
+    gone_served = 0;
+    int wrong_sim = 0;
+    for (int i = 0; i < BN; i++) {
+        const float *q = vecs + (size_t)i * BD;
+        char r[16], want[16];
+        float sim, wsim;
+        bresp(c, ivf, q, r, &sim);
+        bresp(c, "flat", q, want, &wsim);
+        if (r[0] != '\0') {
+            int k = atoi(r + 1);
+            gone_served += k % 7 == 0 || k % 10 == 3;
+            wrong_sim += !(sim <= wsim + 1e-5f);
+        }
+    }
+    CHECK_EQ_INT(gone_served, 0);
+    CHECK_EQ_INT(wrong_sim, 0);
+    free(centres);
+    free(vecs);
+    free(ids);
+    sc_cache_close(c);
+}
+
 int main(void)
 {
     test_namespaces();
@@ -1634,5 +1886,6 @@ int main(void)
     test_delete_flush_drop();
     test_concurrency();
     test_embedder();
+    test_backends();
     return test_summary("test_cache");
 }

@@ -106,14 +106,16 @@ class Client:
 
     tls: None for plain TCP; an ssl.SSLContext, or True for
     ssl.create_default_context(), for a tls+tcp:// listener (server_hostname
-    defaults to host). trace, if given, is called as trace(direction, data) with direction
+    defaults to host). key: the access key (str) sent as "key" with every
+    request, for a server configured with keys (docs/CONFIG.md). trace, if given, is called as trace(direction, data) with direction
     "send" or "recv" and the exact bytes of each handshake and each framed
     message, as they cross the socket."""
 
     def __init__(self, host="127.0.0.1", port=7700, timeout=5.0, *,
                  ipc_path=None, tls=None, server_hostname=None, trace=None,
-                 reply_max=1 << 30):
+                 reply_max=1 << 30, key=None):
         self._addr = (host, port)
+        self._key = key
         self._tls = ssl.create_default_context() if tls is True else tls
         self._tls_name = server_hostname or host
         self._ipc = ipc_path
@@ -231,6 +233,8 @@ class Client:
             try:
                 ids = [self._next_id() for _ in requests]
                 for rid, req in zip(ids, requests):
+                    if self._key is not None and "key" not in req:
+                        req = {**req, "key": self._key}
                     body = msgpack.packb(req, use_bin_type=True)
                     self._send(self._frame(struct.pack(">I", rid) + body))
                 pending = set(ids)

@@ -1,0 +1,195 @@
+#!/usr/bin/python3
+"""test_tls.py - the tls+tcp:// listener (issue 6, part 4) with a
+self-signed certificate this test makes with openssl: semcached --listen
+tls+tcp://127.0.0.1:PORT --tls-cert FILE (and a plain tcp:// listener
+beside it); the Python client over TLS verifying the certificate, with an
+access key; a client that does not trust the certificate, or expects
+another name, refused; a plain-TCP client and raw garbage on the TLS port
+failing cleanly while the others go on being served. Skipped (77) only
+when the openssl command is missing.
+
+usage: test_tls.py --server build/semcached
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
+
+from semcache import Client, SemcacheError, connect  # noqa: E402
+
+KEY = "tls-test-key-0123456789abcdef"
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    if cond:
+        print(f"ok   {what}")
+    else:
+        failures += 1
+        print(f"FAIL {what}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_cert(tmp):
+    """A self-signed certificate for 127.0.0.1: (certificate file, cert +
+    key in one PEM as --tls-cert wants it), or None when openssl fails."""
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                        "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True)
+    if r.returncode != 0:
+        print(r.stderr)
+        return None
+    both = os.path.join(tmp, "both.pem")
+    with open(both, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    os.chmod(both, 0o600)
+    return cert, both
+
+
+def served(port, what):
+    """A fresh plain client on port is answered within 2 s."""
+    try:
+        with Client("127.0.0.1", port, timeout=2, key=KEY) as c:
+            r = c.lookup("faq", vec=[0.1, 0.2, 0.3])
+            check(r["hit"], f"plain tcp:// still served {what}")
+    except (OSError, SemcacheError) as e:
+        check(False, f"plain tcp:// still served {what}: {e!r}")
+
+
+def run(port, tport, cert):
+    ctx = ssl.create_default_context(cafile=cert)
+    url = f"tls+tcp://127.0.0.1:{tport}"
+    # ---- a client that trusts the certificate ----------------------------
+    with connect(url, tls=ctx, key=KEY) as tc:
+        check(tc.ping()["version"] == 1, "TLS: ping")
+        check(tc._sock.version() in ("TLSv1.2", "TLSv1.3"),
+              f"TLS: negotiated {tc._sock.version()}")
+        e = tc.insert("faq", vec=[0.1, 0.2, 0.3], response=b"over tls")
+        check(e > 0, "TLS: insert with a key")
+        r = tc.lookup("faq", vec=[0.1, 0.2, 0.3])
+        check(r["hit"] and r["response"] == b"over tls", "TLS: lookup hits")
+    with connect(url, tls=ctx) as tc:
+        try:
+            tc.lookup("faq", vec=[0.1, 0.2, 0.3])
+            code = None
+        except SemcacheError as err:
+            code = err.code
+        check(code == "unauthorized", "TLS does not stand in for a key")
+    # ---- clients that must refuse the server -------------------------------
+    try:
+        connect(url, tls=True).close()  # the system's CAs only
+        refused = False
+    except ssl.SSLError:
+        refused = True
+    check(refused, "TLS: a client without the certificate refuses it")
+    try:
+        connect(url, tls=ctx, server_hostname="not-this-host").close()
+        refused = False
+    except ssl.SSLError:
+        refused = True
+    check(refused, "TLS: a client expecting another name refuses it")
+    served(port, "after refused handshakes")
+
+    # ---- plain clients on the TLS port fail cleanly ------------------------
+    t0 = time.monotonic()
+    why = None
+    try:
+        with Client("127.0.0.1", tport, timeout=2, key=KEY) as pc:
+            pc.ping()
+    except Exception as err:  # a reset, EOF or time-out: any is clean
+        why = type(err).__name__
+    check(why is not None and time.monotonic() - t0 < 5,
+          f"a plain-TCP client on the TLS port fails promptly ({why})")
+    served(port, "while a plain client hit the TLS port")
+    with socket.create_connection(("127.0.0.1", tport), timeout=3) as s:
+        s.sendall(b"\x00SP\x00\x00\x30\x00\x00" + b"garbage" * 100)
+        try:
+            data = s.recv(4096)
+        except (socket.timeout, ConnectionError):
+            data = b""
+        check(data == b"" or data[:1] == b"\x15",
+              "garbage on the TLS port: a TLS alert or a close, nothing else")
+    served(port, "after garbage on the TLS port")
+    with connect(url, tls=ctx, key=KEY) as tc:
+        check(tc.lookup("faq", vec=[0.1, 0.2, 0.3])["hit"],
+              "TLS still served after the plain clients")
+
+
+def main(argv):
+    server = argv[argv.index("--server") + 1]
+    if shutil.which("openssl") is None:
+        print("SKIP: the openssl command is missing; it makes the test's "
+              "self-signed certificate")
+        return 77
+    tmp = tempfile.mkdtemp(prefix="semcache-tls-")
+    try:
+        pair = make_cert(tmp)
+        check(pair is not None, "openssl makes a self-signed certificate")
+        if pair is None:
+            return 1
+        cert, both = pair
+        port, tport = free_port(), free_port()
+        conf = os.path.join(tmp, "semcached.json")
+        with open(conf, "w") as f:
+            json.dump({"keys": [{"key": KEY, "name": "tls-test",
+                                 "write": ["*"]}]}, f)
+        log = open(os.path.join(tmp, "stderr"), "w+")
+        proc = subprocess.Popen(
+            [server, "--config", conf, "--data-dir", tmp,
+             "--listen", f"tcp://127.0.0.1:{port}",
+             "--listen", f"tls+tcp://127.0.0.1:{tport}", "--tls-cert", both],
+            stderr=log)
+        try:
+            up = False
+            for _ in range(200):
+                try:
+                    with Client("127.0.0.1", port, timeout=2) as c:
+                        c.ping()
+                    up = True
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            check(up, "semcached starts with a tls+tcp:// listener")
+            if up:
+                run(port, tport, cert)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                check(proc.wait(timeout=10) == 0,
+                      "semcached exits 0 on SIGTERM")
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                check(False, "semcached exits on SIGTERM")
+            log.seek(0)
+            text = log.read()
+            log.close()
+            check(KEY not in text, "the key is not in the log")
+            if failures:
+                print(text)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("FAILED" if failures else "all passed", f"({failures} failures)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
