@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,28 +24,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
 
 from semcache import Client, SemcacheError  # noqa: E402
+from test_semcache import check, free_port  # noqa: E402
+import test_semcache  # noqa: E402
 
 ADMIN = "admin-secret-0123456789abcdef"
 RW_A = "team-a-writer-key-000000000001"
 RO = "reader-only-key-of-faq-000000002"
 SECRETS = [ADMIN, RW_A, RO]
 
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    if cond:
-        print(f"ok   {what}")
-    else:
-        failures += 1
-        print(f"FAIL {what}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def code_of(fn):
@@ -326,8 +311,9 @@ def main(argv):
               "no secret (nor its start) in semcached's stderr")
         check("unauthorized" in text, "the shutdown line counts refusals")
         shutil.rmtree(tmp, ignore_errors=True)
-    print("FAILED" if failures else "all passed", f"({failures} failures)")
-    return 1 if failures else 0
+    p, f = test_semcache.passed, test_semcache.failed
+    print(f"test_keys: {p} passed, {f} failed")
+    return 1 if f else 0
 
 
 if __name__ == "__main__":

@@ -25,44 +25,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
 
 from semcache import Client, SemcacheError, connect  # noqa: E402
+from test_semcache import check, free_port, make_cert  # noqa: E402
+import test_semcache  # noqa: E402
 
 KEY = "tls-test-key-0123456789abcdef"
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    if cond:
-        print(f"ok   {what}")
-    else:
-        failures += 1
-        print(f"FAIL {what}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_cert(tmp):
-    """A self-signed certificate for 127.0.0.1: (certificate file, cert +
-    key in one PEM as --tls-cert wants it), or None when openssl fails."""
-    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                        "-nodes", "-keyout", key, "-out", cert, "-days", "2",
-                        "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       text=True)
-    if r.returncode != 0:
-        print(r.stderr)
-        return None
-    both = os.path.join(tmp, "both.pem")
-    with open(both, "w") as f:
-        f.write(open(cert).read() + open(key).read())
-    os.chmod(both, 0o600)
-    return cert, both
 
 
 def served(port, what):
@@ -183,12 +149,13 @@ def main(argv):
             text = log.read()
             log.close()
             check(KEY not in text, "the key is not in the log")
-            if failures:
+            if test_semcache.failed:
                 print(text)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("FAILED" if failures else "all passed", f"({failures} failures)")
-    return 1 if failures else 0
+    p, f = test_semcache.passed, test_semcache.failed
+    print(f"test_tls: {p} passed, {f} failed")
+    return 1 if f else 0
 
 
 if __name__ == "__main__":
