@@ -35,13 +35,26 @@ def start(server, *args):
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
     try:
-        _, err = proc.communicate(timeout=10)
-        check(proc.returncode == 0, "semcached exits 0 on SIGTERM")
+        # 30 s: a sanitizer build on a loaded machine is slow to leave (the
+        # leak check at exit); a hang past that is reported with stacks.
+        _, err = proc.communicate(timeout=30)
+        check(proc.returncode == 0,
+              f"semcached exits 0 on SIGTERM (status {proc.returncode})")
+        if proc.returncode != 0:
+            print(err[-4000:], file=sys.stderr)
         return err
     except subprocess.TimeoutExpired:
+        # Say where it is stuck before killing it.
+        if shutil.which("gdb"):
+            bt = subprocess.run(["gdb", "-p", str(proc.pid), "-batch", "-ex",
+                                 "thread apply all bt"],
+                                capture_output=True, text=True, timeout=60)
+            print(bt.stdout[-6000:], file=sys.stderr)
         proc.kill()
+        _, err = proc.communicate()
+        print(err[-4000:], file=sys.stderr)
         check(False, "semcached exits on SIGTERM")
-        return ""
+        return err
 
 
 def with_table(c):
