@@ -154,12 +154,18 @@ static const char *model_opt; /* --model: the LLM inserts are tagged with */
 
 static void ns_op(const char *op, const char *ns, int vote);
 
-/* A fresh namespace for one run; created explicitly when --vote is given
- * (else the first insert creates it on the server's defaults). */
+static const char *backend_opt;          /* --backend: the namespaces' index */
+static unsigned long long train_min_opt; /* --train-min, 0 = the default */
+static double settle_opt;                /* --settle: seconds after preload */
+static FILE *decisions;                  /* --decisions: per-query lines */
+
+/* A fresh namespace for one run; created explicitly when --vote or
+ * --backend is given (else the first insert creates it on the server's
+ * defaults). */
 static void new_ns(char *out, size_t cap, const char *set, const char *mode)
 {
     snprintf(out, cap, "hr.%s.%s.%llu", set, mode, ++ns_seq);
-    if (vote_opt >= 0) {
+    if (vote_opt >= 0 || backend_opt != NULL) {
         ns_op("ns_create", out, vote_opt);
     }
 }
@@ -230,7 +236,10 @@ static void ns_op(const char *op, const char *ns, int vote)
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, vote >= 0 ? 4 : 3);
+    bool create = strcmp(op, "ns_create") == 0;
+    bool be = create && backend_opt != NULL;
+    bool tm = create && train_min_opt > 0;
+    msgpack_pack_map(&pk, 3 + (vote >= 0) + be + tm);
     const char *kv[] = {"op", op, "ns", ns};
     msgpack_pack_str_with_body(&pk, "v", 1);
     msgpack_pack_uint8(&pk, 1);
@@ -240,6 +249,14 @@ static void ns_op(const char *op, const char *ns, int vote)
     if (vote >= 0) {
         msgpack_pack_str_with_body(&pk, "vote", 4);
         vote ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    }
+    if (be) {
+        msgpack_pack_str_with_body(&pk, "backend", 7);
+        msgpack_pack_str_with_body(&pk, backend_opt, strlen(backend_opt));
+    }
+    if (tm) {
+        msgpack_pack_str_with_body(&pk, "train_min", 9);
+        msgpack_pack_uint64(&pk, train_min_opt);
     }
     uint8_t *reply = NULL;
     size_t rlen = 0;
@@ -399,6 +416,10 @@ static void run_preload(const char *name, const set *cache, const set *qs,
         insert_text(ns, NULL, cache->r[i].text,
                     cache->r[i].label != NULL ? cache->r[i].label : "");
     }
+    if (settle_opt > 0) {
+        /* Let a background index build (--backend auto) finish. */
+        usleep((useconds_t)(settle_opt * 1e6));
+    }
     look *all = calloc(qs->n, sizeof(look));
     for (size_t i = 0; i < qs->n; i++) {
         all[i] = lookup_text(ns, NULL, qs->r[i].text, true, -1.0f);
@@ -437,6 +458,12 @@ static void run_preload(const char *name, const set *cache, const set *qs,
     for (size_t i = 0; i < qs->n; i++) {
         look l = lookup_text(ns, NULL, qs->r[i].text, false, 0);
         count(def, &qs->r[i], &l);
+        if (decisions != NULL) {
+            /* One line per query of the default row: set, index, hit, the
+             * served label (for comparing two runs' decisions). */
+            fprintf(decisions, "%s\t%zu\t%d\t%s\n", name, i, l.hit,
+                    l.hit ? l.label : "");
+        }
     }
     free(all);
     drop_ns(ns);
@@ -649,6 +676,8 @@ static void usage(FILE *f)
            "LO:HI:STEP]\n"
            "                     [--addr URL | --server PATH --table FILE]\n"
            "                     [--vote on|off] [--model M] [--default-only]\n"
+           "                     [--backend flat|auto|ivf-flat|ivf-sq8]\n"
+           "                     [--train-min N] [--settle S] [--decisions F]\n"
            "                     [--json] [--svg PREFIX]\n"
            "\n"
            "Intent sets (--cache and --queries, in pairs) run in preload "
@@ -661,7 +690,10 @@ static void usage(FILE *f)
            "--vote creates each namespace with the response vote on or "
            "off\n(default: the server's choice). --model tags every insert "
            "with an LLM\nmodel, so that the server's cost report prices "
-           "the hits.\n");
+           "the hits.\n--backend / --train-min create each namespace with "
+           "that index; --settle\nwaits after preloading (a background "
+           "build); --decisions writes the preload\ndefault row's "
+           "hit/miss and label per query, to compare two runs.\n");
 }
 
 int main(int argc, char **argv)
@@ -700,6 +732,16 @@ int main(int argc, char **argv)
             pairs[np++] = v;
         } else if (strcmp(a, "--model") == 0) {
             model_opt = v;
+        } else if (strcmp(a, "--backend") == 0) {
+            backend_opt = v;
+        } else if (strcmp(a, "--train-min") == 0) {
+            train_min_opt = strtoull(v, NULL, 10);
+        } else if (strcmp(a, "--settle") == 0) {
+            settle_opt = atof(v);
+        } else if (strcmp(a, "--decisions") == 0) {
+            if ((decisions = fopen(v, "w")) == NULL) {
+                die("%s: %s", v, strerror(errno));
+            }
         } else if (strcmp(a, "--vote") == 0) {
             if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
                 fprintf(stderr, "bench_hitrate: --vote on|off\n");
@@ -884,6 +926,9 @@ int main(int argc, char **argv)
                (double)(w1.tv_sec - w0.tv_sec) +
                    (double)(w1.tv_nsec - w0.tv_nsec) * 1e-9,
                (double)clock() / CLOCKS_PER_SEC - t0);
+    }
+    if (decisions != NULL) {
+        fclose(decisions);
     }
     sc_client_close(cli);
     if (pid > 0) {
