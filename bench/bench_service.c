@@ -19,38 +19,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_soak.h"
+#include "bench/bench_util.h"
 #include "proto/client.h"
 #include "proto/mp.h"
 
 #define DIM 384
-
-/* bench_soak.c: the --soak mode (sustained load, bounded memory). */
-int bench_soak(const char *server, const char *addr, const char *url,
-               const char *threads, double seconds, int json);
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static uint64_t rng(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Vector i of the data set: deterministic, so lookups can aim at hits. */
-static void vec_of(uint64_t i, float *v)
-{
-    uint64_t s = i * 7919 + 1;
-    for (int j = 0; j < DIM; j++) {
-        v[j] = (float)((double)(rng(&s) >> 11) / 9007199254740992.0 - 0.5);
-    }
-}
 
 /* ---- the echo floor ------------------------------------------------- */
 
@@ -104,8 +78,7 @@ static pid_t echo_spawn(const char *url, int threads)
     sigaddset(&term, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &term, NULL);
     echo e;
-    if (nng_rep0_open(&e.sock) != 0 ||
-        nng_listen(e.sock, url, NULL, 0) != 0) {
+    if (nng_rep0_open(&e.sock) != 0 || nng_listen(e.sock, url, NULL, 0) != 0) {
         fprintf(stderr, "bench_service: echo server cannot listen on %s\n",
                 url);
         _exit(1);
@@ -170,10 +143,11 @@ static void *load_main(void *arg)
         mp_put_str(&pk, l->ns);
         for (int b = 0; b < l->batch; b++) {
             float *x = v + (size_t)b * DIM;
-            int hit = (double)(rng(&s) >> 11) / 9007199254740992.0 <
+            int hit = (double)(sc_bench_rand(&s) >> 11) / 9007199254740992.0 <
                       l->hit_fraction;
-            vec_of(hit ? rng(&s) % l->entries : l->entries + rng(&s) % 1000000,
-                   x);
+            sc_bench_vec(hit ? sc_bench_rand(&s) % l->entries
+                             : l->entries + sc_bench_rand(&s) % 1000000,
+                         x, DIM);
         }
         if (batch) {
             mp_put_key(&pk, "items");
@@ -188,14 +162,14 @@ static void *load_main(void *arg)
             mp_put_vec(&pk, v, DIM);
         }
     }
-    double end = now_s() + l->seconds;
-    for (unsigned next = 0; now_s() < end; next++) {
+    double end = sc_bench_now() + l->seconds;
+    for (unsigned next = 0; sc_bench_now() < end; next++) {
         msgpack_sbuffer *sb = &pool[next % POOL];
         uint8_t *reply = NULL;
         size_t rlen = 0;
-        double t0 = now_s();
+        double t0 = sc_bench_now();
         sc_err rc = sc_client_call(c, sb->data, sb->size, &reply, &rlen);
-        double t1 = now_s();
+        double t1 = sc_bench_now();
         if (rc != SC_OK || rlen < 4 ||
             memmem(reply, rlen, "\xa2ok\xc3", 4) == NULL) {
             l->errors++;
@@ -281,7 +255,7 @@ static result run_load(const char *url, const char *ns, uint64_t entries,
                        0,   0,  0,       NULL,         0,     0};
         pthread_create(&t[i], NULL, load_main, &ls[i]);
     }
-    double t0 = now_s();
+    double t0 = sc_bench_now();
     size_t nlat = 0;
     result r = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int i = 0; i < clients; i++) {
@@ -291,7 +265,7 @@ static result run_load(const char *url, const char *ns, uint64_t entries,
         r.hits += ls[i].hits;
         r.done += ls[i].done;
     }
-    double el = now_s() - t0;
+    double el = sc_bench_now() - t0;
     double reqs = r.done ? (double)r.done / batch : 1;
     r.client_cpu_us = (cpu_self() - cpu0) / reqs * 1e6;
     r.server_cpu_us =
@@ -340,7 +314,7 @@ static int fill(const char *url, const char *ns, uint64_t n)
             char resp[48];
             int rl = snprintf(resp, sizeof(resp), "answer %llu",
                               (unsigned long long)(i + j));
-            vec_of(i + j, v);
+            sc_bench_vec(i + j, v, DIM);
             msgpack_pack_map(&pk, 2);
             mp_put_key(&pk, "vec");
             mp_put_vec(&pk, v, DIM);
@@ -391,7 +365,7 @@ int main(int argc, char **argv)
     char threads_def[16];
     snprintf(threads_def, sizeof(threads_def), "%ld",
              sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN)
-                                                : 2);
+                                               : 2);
     const char *threads = threads_def;
     const char *transport = "ipc";
     double soak = 0; /* --soak SECONDS: bench_soak.c instead of the table */

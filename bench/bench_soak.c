@@ -2,10 +2,11 @@
  * under sustained load?" 64 requests in flight (one client thread each),
  * 80% lookups and 20% inserts, spread over two namespaces: "soak" with a
  * 2 s TTL (expiry runs) and "soak_lru" with a 1 MiB cap (LRU eviction runs,
- * whatever the machine's speed), on a server with a small --max-bytes. Every 10 s a line: lookups/s, inserts/s, p50/p99 latency of that
- * interval, errors, semcached's resident memory (VmRSS). At the end: totals;
- * exits non-zero on any error, a dead server, expiry or eviction that never
- * ran, or an RSS at the end over 2x the RSS after the first interval. */
+ * whatever the machine's speed), on a server with a small --max-bytes. Every 10
+ * s a line: lookups/s, inserts/s, p50/p99 latency of that interval, errors,
+ * semcached's resident memory (VmRSS). At the end: totals; exits non-zero on
+ * any error, a dead server, expiry or eviction that never ran, or an RSS at the
+ * end over 2x the RSS after the first interval. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
@@ -18,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_soak.h"
+#include "bench/bench_util.h"
 #include "proto/client.h"
 #include "proto/mp.h"
 
@@ -27,34 +30,8 @@
 #define SOAK_TTL_S     2
 #define SOAK_MAX_BYTES "16777216" /* the server's cap */
 #define SOAK_NS_BYTES  1048576    /* soak_lru's cap: evicts past ~500 entries */
-#define SOAK_KEYS      20000u    /* distinct prompts: lookups hit now and then */
-#define HBUCKETS       512 /* latency histogram: 5% buckets from 1 us */
-
-int bench_soak(const char *server, const char *addr, const char *url,
-               const char *threads, double seconds, int json);
-
-static double soak_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static uint64_t soak_rng(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static void soak_vec(uint64_t i, float *v)
-{
-    uint64_t s = i * 7919 + 1;
-    for (int j = 0; j < SOAK_DIM; j++) {
-        v[j] = (float)((double)(soak_rng(&s) >> 11) / 9007199254740992.0 - 0.5);
-    }
-}
+#define SOAK_KEYS      20000u /* distinct prompts: lookups hit now and then */
+#define HBUCKETS       512    /* latency histogram: 5% buckets from 1 us */
 
 /* Counters of one interval (swapped out by the reporter) and of the run. */
 typedef struct soak_counts {
@@ -138,11 +115,11 @@ static void *soak_main(void *arg)
     float v[SOAK_DIM];
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    while (!atomic_load(&s->stop) && soak_now() < s->end) {
-        uint64_t r = soak_rng(&rs);
+    while (!atomic_load(&s->stop) && sc_bench_now() < s->end) {
+        uint64_t r = sc_bench_rand(&rs);
         int insert = r % 100 < 20;
         uint64_t key = (r >> 8) % SOAK_KEYS;
-        soak_vec(key, v);
+        sc_bench_vec(key, v, SOAK_DIM);
         msgpack_sbuffer_clear(&sb);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -164,9 +141,9 @@ static void *soak_main(void *arg)
         }
         uint8_t *reply = NULL;
         size_t rlen = 0;
-        double t0 = soak_now();
+        double t0 = sc_bench_now();
         sc_err rc = sc_client_call(c, sb.data, sb.size, &reply, &rlen);
-        double t1 = soak_now();
+        double t1 = sc_bench_now();
         int ok = rc == SC_OK && memmem(reply, rlen, "\xa2ok\xc3", 4) != NULL;
         int hit = ok && !insert && memmem(reply, rlen, "\xa3hit\xc3", 5);
         if (!ok && rc == SC_OK && atomic_load(&s->total.errors) < 5) {
@@ -343,7 +320,7 @@ int bench_soak(const char *server, const char *addr, const char *url,
 
     soak *s = calloc(1, sizeof(*s));
     s->url = addr;
-    double t0 = soak_now();
+    double t0 = sc_bench_now();
     s->end = t0 + seconds;
     long rss0 = rss_kb(pid), rss_first = 0, rss_max = rss0;
     if (!json) {
@@ -351,11 +328,9 @@ int bench_soak(const char *server, const char *addr, const char *url,
                "inserts, d = %d, ttl %d s / max_bytes %d, --max-bytes %s; "
                "semcached RSS at start %.1f MiB\n",
                seconds, SOAK_INFLIGHT, SOAK_DIM, SOAK_TTL_S, SOAK_NS_BYTES,
-               SOAK_MAX_BYTES,
-               (double)rss0 / 1024);
+               SOAK_MAX_BYTES, (double)rss0 / 1024);
         printf("%7s %11s %11s %9s %9s %7s %9s %9s\n", "t s", "lookups/s",
-               "inserts/s", "p50 us", "p99 us", "errors", "entries",
-               "rss MiB");
+               "inserts/s", "p50 us", "p99 us", "errors", "entries", "rss MiB");
     } else {
         printf("{\"bench\":\"soak_start\",\"seconds\":%.0f,\"inflight\":%d,"
                "\"d\":%d,\"ttl_s\":%d,\"max_bytes\":%s,\"rss_kb\":%ld}\n",
@@ -377,13 +352,13 @@ int bench_soak(const char *server, const char *addr, const char *url,
         if (next > s->end) {
             next = s->end;
         }
-        while (soak_now() < next) {
+        while (sc_bench_now() < next) {
             usleep(50000);
             if (!server_alive(pid)) {
                 break;
             }
         }
-        double t = soak_now();
+        double t = sc_bench_now();
         uint64_t h[HBUCKETS];
         for (unsigned b = 0; b < HBUCKETS; b++) {
             h[b] = atomic_exchange(&s->iv.hist[b], 0);
@@ -425,11 +400,10 @@ int bench_soak(const char *server, const char *addr, const char *url,
     for (int i = 0; i < SOAK_INFLIGHT; i++) {
         pthread_join(tids[i], NULL);
     }
-    double el = soak_now() - t0;
+    double el = sc_bench_now() - t0;
     int alive = server_alive(pid);
     long rss1 = alive ? rss_kb(pid) : 0;
-    rep = alive ? call_once(addr, stats_req, sizeof(stats_req) - 1, &rl)
-                : NULL;
+    rep = alive ? call_once(addr, stats_req, sizeof(stats_req) - 1, &rl) : NULL;
     uint64_t expired = rep ? stat_field(rep, rl, "expirations") : 0;
     uint64_t evicted = rep ? stat_field(rep, rl, "evictions") : 0;
     free(rep);
@@ -451,8 +425,10 @@ int bench_soak(const char *server, const char *addr, const char *url,
         }
         if (waitpid(pid, &st, 0) == pid &&
             (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
-            fprintf(stderr, "bench_service: soak: semcached exited with "
-                            "status %d\n", st);
+            fprintf(stderr,
+                    "bench_service: soak: semcached exited with "
+                    "status %d\n",
+                    st);
             ok = 0;
         }
     }
@@ -492,8 +468,7 @@ int bench_soak(const char *server, const char *addr, const char *url,
             unlink(logp);
             rmdir(dir);
         } else {
-            fprintf(stderr, "bench_service: soak: semcached's log: %s\n",
-                    logp);
+            fprintf(stderr, "bench_service: soak: semcached's log: %s\n", logp);
         }
     }
     return ok ? 0 : 1;

@@ -19,6 +19,23 @@ double sc_bench_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+uint64_t sc_bench_rand(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void sc_bench_vec(uint64_t i, float *v, int dim)
+{
+    uint64_t s = i * 7919 + 1;
+    for (int j = 0; j < dim; j++) {
+        v[j] = (float)((double)(sc_bench_rand(&s) >> 11) / 9007199254740992.0 -
+                       0.5);
+    }
+}
+
 static void read_cpu_model(char *out, size_t cap)
 {
     snprintf(out, cap, "unknown");

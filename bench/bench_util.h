@@ -1,14 +1,24 @@
-/* bench_util.h - what every benchmark program shares: a monotonic clock, the
+/* bench_util.h - what every benchmark program shares: a monotonic clock, a
+ * seedable generator and a deterministic vector set, the
  * machine description printed in each header, parsing of counts such as
  * "100k", and a writer for one-line JSON objects (one result per line). */
 #ifndef SC_BENCH_UTIL_H
 #define SC_BENCH_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Seconds from CLOCK_MONOTONIC; only differences are meaningful. */
 double sc_bench_now(void);
+
+/* splitmix64: the next value of the seedable generator at *s. */
+uint64_t sc_bench_rand(uint64_t *s);
+
+/* Vector i of a deterministic data set (dim floats uniform in [-0.5, 0.5),
+ * the same for a given i in every program), so lookups can aim at stored
+ * entries. */
+void sc_bench_vec(uint64_t i, float *v, int dim);
 
 typedef struct sc_bench_machine {
     char cpu[128];    /* model name from /proc/cpuinfo, or "unknown" */
