@@ -418,6 +418,16 @@ static void put_item_error(msgpack_packer *pk, const char *code,
     put_error(pk, code, msg);
 }
 
+static void put_bool_kv(msgpack_packer *pk, const char *k, bool v)
+{
+    mp_put_key(pk, k);
+    if (v) {
+        msgpack_pack_true(pk);
+    } else {
+        msgpack_pack_false(pk);
+    }
+}
+
 static void put_uint_kv(msgpack_packer *pk, const char *k, uint64_t v)
 {
     mp_put_key(pk, k);
@@ -587,12 +597,7 @@ static void pack_lookup(msgpack_packer *pk, sc_err rc,
         return;
     }
     msgpack_pack_map(pk, res->hit ? 14 : 5);
-    mp_put_key(pk, "hit");
-    if (res->hit) {
-        msgpack_pack_true(pk);
-    } else {
-        msgpack_pack_false(pk);
-    }
+    put_bool_kv(pk, "hit", res->hit);
     mp_put_key(pk, "layer");
     mp_put_str(pk, res->layer == SC_LAYER_EXACT      ? "exact"
                    : res->layer == SC_LAYER_SEMANTIC ? "semantic"
@@ -624,12 +629,7 @@ static void pack_lookup(msgpack_packer *pk, sc_err rc,
         mp_put_str(pk, res->user);
         put_uint_kv(pk, "input_tokens", res->input_tokens);
         put_uint_kv(pk, "output_tokens", res->output_tokens);
-        mp_put_key(pk, "tokens_estimated");
-        if (res->tokens_estimated) {
-            msgpack_pack_true(pk);
-        } else {
-            msgpack_pack_false(pk);
-        }
+        put_bool_kv(pk, "tokens_estimated", res->tokens_estimated);
         put_uint_kv(pk, "hit_count", res->hit_count);
     }
 }
@@ -843,14 +843,20 @@ static void pack_stats(msgpack_packer *pk, const sc_cache_stats *s)
 
 /* ---- the cost report ------------------------------------------------ */
 
-static void put_num_kv(msgpack_packer *pk, const char *k, double v)
+/* A number, nil when it is undefined (NaN) or infinite. */
+static void put_num(msgpack_packer *pk, double v)
 {
-    mp_put_key(pk, k);
     if (isfinite(v)) {
         msgpack_pack_double(pk, v);
     } else {
         msgpack_pack_nil(pk);
     }
+}
+
+static void put_num_kv(msgpack_packer *pk, const char *k, double v)
+{
+    mp_put_key(pk, k);
+    put_num(pk, v);
 }
 
 #define REPORT_FIELDS 34
@@ -882,12 +888,8 @@ static void pack_report_row(msgpack_packer *pk, const char *key,
     if (has_target) {
         /* Flagged when the cost per request with the cache is above it. */
         put_num_kv(pk, "target_usd_per_request", target);
-        mp_put_key(pk, "over_target");
-        if (isfinite(r.usd_per_request) && r.usd_per_request > target) {
-            msgpack_pack_true(pk);
-        } else {
-            msgpack_pack_false(pk);
-        }
+        put_bool_kv(pk, "over_target",
+                    isfinite(r.usd_per_request) && r.usd_per_request > target);
     }
     put_uint_kv(pk, "requests", c->lookups);
     put_uint_kv(pk, "exact_hits", c->exact_hits);
@@ -920,18 +922,14 @@ static void pack_report_row(msgpack_packer *pk, const char *key,
     put_num_kv(pk, "usd_per_request", r.usd_per_request);
     put_num_kv(pk, "days", r.days);
     put_num_kv(pk, "lookups_per_day", r.lookups_per_day);
-    mp_put_key(pk, "month_without");
-    msgpack_pack_array(pk, 3);
-    for (int i = 0; i < 3; i++) {
-        isfinite(r.month_without[i])
-            ? msgpack_pack_double(pk, r.month_without[i])
-            : msgpack_pack_nil(pk);
-    }
-    mp_put_key(pk, "month_with");
-    msgpack_pack_array(pk, 3);
-    for (int i = 0; i < 3; i++) {
-        isfinite(r.month_with[i]) ? msgpack_pack_double(pk, r.month_with[i])
-                                  : msgpack_pack_nil(pk);
+    const char *months[2] = {"month_without", "month_with"};
+    const double *bills[2] = {r.month_without, r.month_with};
+    for (int m = 0; m < 2; m++) {
+        mp_put_key(pk, months[m]);
+        msgpack_pack_array(pk, 3);
+        for (int i = 0; i < 3; i++) {
+            put_num(pk, bills[m][i]);
+        }
     }
     put_uint_kv(pk, "first_ms", c->first_ms);
 }
