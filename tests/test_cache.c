@@ -1353,6 +1353,46 @@ static float fake_rescore(void *arg, const char *q, size_t qn, const char *e,
     return (qc && et) || (qt && ec) ? cosine - 0.5f : cosine;
 }
 
+/* One case of the response vote (test_embedder): em's choice em_vote, the
+ * namespace's ns_vote (-1 = the embedder's), and whether the lookup must be
+ * refused as ambiguous (else W is served). */
+static void vote_case(const sc_cache_config *cfg, sc_cache_embedder *em,
+                      bool em_vote, int ns_vote, bool want_ambiguous)
+{
+    em->vote = em_vote;
+    sc_cache *cv = NULL;
+    CHECK_EQ_INT(sc_cache_open(cfg, &cv), SC_OK);
+    sc_ns_config vc;
+    sc_cache_ns_config_init(&vc);
+    CHECK_EQ_INT(vc.vote, -1);
+    vc.vote = ns_vote;
+    CHECK_EQ_INT(sc_cache_ns_create(cv, "v", &vc), SC_OK);
+    const char *vs[3] = {"apple banana cherry fig grape",
+                         "apple banana cherry grape hat",
+                         "apple banana cherry fig hat"};
+    for (int k = 0; k < 3; k++) {
+        CHECK_EQ_INT(put(cv, "v", NULL, vs[k], NULL, "V", 0, NULL), SC_OK);
+    }
+    CHECK_EQ_INT(
+        put(cv, "v", NULL, "apple banana cherry fig", NULL, "W", 0, NULL),
+        SC_OK);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(cv, "v", NULL, "apple banana cherry", NULL, &r), SC_OK);
+    if (want_ambiguous) {
+        CHECK(!r.hit && r.reason == SC_MISS_AMBIGUOUS);
+        CHECK(fabsf(r.best_similarity - 0.866f) < 1e-3f);
+    } else {
+        CHECK(resp_is(&r, "W"));
+    }
+    sc_cache_result_fini(&r);
+    if (ns_vote >= 0) {
+        vc.vote = 2;
+        CHECK_EQ_INT(sc_cache_ns_configure(cv, "v", &vc), SC_EINVAL);
+    }
+    sc_cache_close(cv);
+    em->vote = false;
+}
+
 static void test_embedder(void)
 {
     sc_cache_embedder em = {"fake@1",   D,    0.6f, 0.0f,
@@ -1543,65 +1583,15 @@ static void test_embedder(void)
     CHECK_EQ_INT(get(c, "r", NULL, "cancel my order", NULL, &r), SC_OK);
     CHECK(resp_is(&r, "C"));
     sc_cache_result_fini(&r);
-    /* The response vote (em.vote): "W" is the closest to "apple banana
-     * cherry" (0.866), but three entries holding "V" (0.775 each) sit
-     * within the vote's window and take more than a tenth of the vote:
-     * ambiguous. Without the vote (margin 0) W is served. */
-    for (int vote = 1; vote >= 0; vote--) {
-        em.vote = vote;
-        sc_cache *cv = NULL;
-        CHECK_EQ_INT(sc_cache_open(&cfg, &cv), SC_OK);
-        CHECK_EQ_INT(sc_cache_ns_create(cv, "v", NULL), SC_OK);
-        const char *vs[3] = {"apple banana cherry fig grape",
-                             "apple banana cherry grape hat",
-                             "apple banana cherry fig hat"};
-        for (int k = 0; k < 3; k++) {
-            CHECK_EQ_INT(put(cv, "v", NULL, vs[k], NULL, "V", 0, NULL), SC_OK);
-        }
-        CHECK_EQ_INT(
-            put(cv, "v", NULL, "apple banana cherry fig", NULL, "W", 0, NULL),
-            SC_OK);
-        CHECK_EQ_INT(get(cv, "v", NULL, "apple banana cherry", NULL, &r),
-                     SC_OK);
-        if (vote) {
-            CHECK(!r.hit && r.reason == SC_MISS_AMBIGUOUS);
-            CHECK(fabsf(r.best_similarity - 0.866f) < 1e-3f);
-        } else {
-            CHECK(resp_is(&r, "W"));
-        }
-        sc_cache_result_fini(&r);
-        sc_cache_close(cv);
-    }
-    em.vote = false;
-    /* A namespace's own vote setting overrides the embedder's choice. */
-    for (int vote = 0; vote <= 1; vote++) {
-        em.vote = !vote;
-        sc_cache *cv = NULL;
-        CHECK_EQ_INT(sc_cache_open(&cfg, &cv), SC_OK);
-        sc_ns_config vc;
-        sc_cache_ns_config_init(&vc);
-        CHECK_EQ_INT(vc.vote, -1);
-        vc.vote = vote;
-        CHECK_EQ_INT(sc_cache_ns_create(cv, "v", &vc), SC_OK);
-        const char *vs[3] = {"apple banana cherry fig grape",
-                             "apple banana cherry grape hat",
-                             "apple banana cherry fig hat"};
-        for (int k = 0; k < 3; k++) {
-            CHECK_EQ_INT(put(cv, "v", NULL, vs[k], NULL, "V", 0, NULL), SC_OK);
-        }
-        CHECK_EQ_INT(
-            put(cv, "v", NULL, "apple banana cherry fig", NULL, "W", 0, NULL),
-            SC_OK);
-        CHECK_EQ_INT(get(cv, "v", NULL, "apple banana cherry", NULL, &r),
-                     SC_OK);
-        CHECK(vote ? (!r.hit && r.reason == SC_MISS_AMBIGUOUS)
-                   : resp_is(&r, "W"));
-        sc_cache_result_fini(&r);
-        vc.vote = 2;
-        CHECK_EQ_INT(sc_cache_ns_configure(cv, "v", &vc), SC_EINVAL);
-        sc_cache_close(cv);
-    }
-    em.vote = false;
+    /* The response vote: "W" is the closest to "apple banana cherry"
+     * (0.866), but three entries holding "V" (0.775 each) sit within the
+     * vote's window and take more than a tenth of the vote: ambiguous.
+     * Without the vote (margin 0) W is served. The embedder chooses
+     * (em.vote) unless the namespace says (its own vote overrides). */
+    vote_case(&cfg, &em, true, -1, true);
+    vote_case(&cfg, &em, false, -1, false);
+    vote_case(&cfg, &em, true, 0, false);
+    vote_case(&cfg, &em, false, 1, true);
 
     /* Without text in the query, nothing is rescored. */
     float qv[D];
