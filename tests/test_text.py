@@ -122,6 +122,54 @@ def with_table(c):
                  embed_model="other"), "embed_model cannot be reconfigured")
 
 
+def ns_settings(c):
+    """The namespace fields of ns_create / ns_configure over the wire."""
+    # vote: with the vote on, three "V" entries near the query take the
+    # vote from the closest entry "W": ambiguous; with it off (margin 0)
+    # W is served.
+    for vote in (True, False):
+        ns = f"vote{int(vote)}"
+        c._op("ns_create", ns=ns, vote=vote, margin=0.0, threshold=0.5)
+        c.insert(ns, "W", text="how do I cancel my order please")
+        for t in ["how can I cancel my order", "I want to cancel my order",
+                  "how do I cancel an order"]:
+            c.insert(ns, "V", text=t)
+        r = c.lookup(ns, text="cancel my order please")
+        if vote:
+            check(not r["hit"] and r["reason"] == "ambiguous",
+                  f"vote on: ambiguous ({r})")
+        else:
+            check(r["hit"] and r["response"] == b"W", f"vote off: W ({r})")
+    check(raises("bad_request", c._op, "ns_create", ns="vbad", vote="yes"),
+          "vote must be a bool")
+    # backend, nlist, nprobe, train_min.
+    c._op("ns_create", ns="big", backend="auto", nlist=8, nprobe=4,
+          train_min=100, dim=3)
+    c.insert("big", "v", vec=[1.0, 0.1, 0.2], embed_model="m@1")
+    r = c.lookup("big", vec=[1.0, 0.1, 0.2], embed_model="m@1")
+    check(r["hit"] and r["layer"] == "semantic", "an auto namespace serves")
+    c._op("ns_configure", ns="big", nprobe=8)
+    check(raises("bad_request", c._op, "ns_configure", ns="big",
+                 backend="flat"), "backend is fixed once a vector is in")
+    check(raises("bad_request", c._op, "ns_configure", ns="big", nlist=16),
+          "nlist is fixed once a vector is in")
+    check(raises("bad_request", c._op, "ns_create", ns="b1", backend="bogus"),
+          "an unknown backend is refused")
+    check(raises("bad_request", c._op, "ns_create", ns="b2",
+                 backend="auto", storage="int8"),
+          "IVF (auto) needs f32 storage")
+    check(raises("range", c._op, "ns_create", ns="b3", backend="auto",
+                 nprobe=70000), "nprobe over 65536 is range")
+    check(raises("bad_request", c._op, "ns_create", ns="b4", backend="auto",
+                 train_min="many"), "train_min must be an integer")
+    try:
+        c._op("ns_create", ns="b5", backend="ivf-flat")
+        check(True, "ivf-flat where FAISS is built in")
+    except SemcacheError as e:
+        check(e.code == "not_supported" and "FAISS" in e.message,
+              f"ivf-flat without FAISS is not_supported ({e.message})")
+
+
 def without_table(c, table_path):
     try:
         c.insert("faq", "x", text="How do I send a product back?")
@@ -155,6 +203,7 @@ def main():
         proc, c = start(server, "--embed-table", table, "--data-dir", tmp)
         if c is not None:
             with_table(c)
+            ns_settings(c)
             c.close()
         err = stop(proc)
         check("embedder " in err, "the start-up log names the embedder")
