@@ -104,6 +104,23 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.cache.max_namespaces, cdef.max_namespaces);
     sc_config_fini(&cfg);
 
+    /* The price table, the HTTP front, a namespace's index backend. */
+    CHECK_EQ_INT(load("{\"prices\": \"/p.json\", \"http\": \"127.0.0.1:8080\","
+                      " \"namespaces\": {\"big\": {\"backend\": \"auto\","
+                      " \"nlist\": 64, \"nprobe\": 8, \"train_min\": 500}}}",
+                      &cfg, msg, sizeof(msg)),
+                 SC_OK);
+    CHECK(cfg.prices != NULL && strcmp(cfg.prices, "/p.json") == 0);
+    CHECK(cfg.http != NULL && strcmp(cfg.http, "127.0.0.1:8080") == 0);
+    CHECK_EQ_INT(cfg.nns, 1);
+    if (cfg.nns == 1) {
+        CHECK(strcmp(cfg.ns[0].cfg.backend, "auto") == 0);
+        CHECK_EQ_INT(cfg.ns[0].cfg.nlist, 64);
+        CHECK_EQ_INT(cfg.ns[0].cfg.nprobe, 8);
+        CHECK_EQ_INT(cfg.ns[0].cfg.train_min, 500);
+    }
+    sc_config_fini(&cfg);
+
     /* Cost targets. */
     CHECK_EQ_INT(load("{\"cost_targets\": {\"features\": {\"chat\": 0.002},"
                       " \"namespaces\": {\"faq\": 0.001}}}",
@@ -174,6 +191,14 @@ static void test_bad(void)
          "namespaces.n.max_response_bytes"},
         {"{\"namespaces\": {\"n\": {\"vote\": 1}}}", "namespaces.n.vote"},
         {"{\"cost_targets\": {\"users\": {}}}", "cost_targets.users"},
+        {"{\"namespaces\": {\"n\": {\"backend\": \"bogus\"}}}",
+         "namespaces.n.backend"},
+        {"{\"namespaces\": {\"n\": {\"nprobe\": 70000}}}",
+         "namespaces.n.nprobe"},
+        {"{\"namespaces\": {\"n\": {\"train_min\": -1}}}",
+         "namespaces.n.train_min"},
+        {"{\"prices\": 3}", "'prices'"},
+        {"{\"http\": \"\"}", "'http'"},
         {"{\"cost_targets\": {\"features\": {\"f\": -1}}}",
          "cost_targets.features.f"},
         {"{\"namespaces\": {\"n\": {\"embed_model\": 3}}}",
