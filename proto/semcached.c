@@ -167,29 +167,52 @@ static sc_err http_report(void *arg, FILE *out)
     return rc == 0 ? SC_OK : SC_ENOMEM;
 }
 
+/* The ledger's rows by namespace, copied out in one pass for /metrics. */
 typedef struct metric_rows {
-    FILE *out;
-    int which;
+    size_t n, cap;
+    char **ns;
+    sc_ledger_counts *c;
+    int oom;
 } metric_rows;
 
 static void metric_row(void *arg, const char *ns, const sc_ledger_counts *c)
 {
     metric_rows *m = arg;
-    double v = m->which == 0   ? c->usd_avoided
-               : m->which == 1 ? c->usd_embed + c->usd_lookup
-               : m->which == 2 ? c->usd_false_hits
-               : m->which == 3 ? (double)c->tokens_in_avoided
-                               : (double)c->tokens_out_avoided;
-    static const char *name[5] = {
-        "semcache_dollars_avoided_total", "semcache_dollars_spent_total",
-        "semcache_dollars_false_hits_total", "semcache_tokens_avoided_total",
-        "semcache_tokens_avoided_total"};
-    fprintf(m->out, "%s{ns=", name[m->which]);
-    sc_metrics_put_label(m->out, ns);
-    if (m->which >= 3) {
-        fprintf(m->out, ",kind=\"%s\"", m->which == 3 ? "input" : "output");
+    if (m->oom) {
+        return;
     }
-    fprintf(m->out, "} %.9g\n", v);
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? 2 * m->cap : 16;
+        char **nn = realloc(m->ns, cap * sizeof(*nn));
+        if (nn != NULL) {
+            m->ns = nn;
+        }
+        sc_ledger_counts *nc = realloc(m->c, cap * sizeof(*nc));
+        if (nc != NULL) {
+            m->c = nc;
+        }
+        if (nn == NULL || nc == NULL) {
+            m->oom = 1;
+            return;
+        }
+        m->cap = cap;
+    }
+    if ((m->ns[m->n] = strdup(ns)) == NULL) {
+        m->oom = 1;
+        return;
+    }
+    m->c[m->n++] = *c;
+}
+
+/* One series' value in a row: dollars avoided, spent, lost to false hits,
+ * tokens in, tokens out. */
+static double metric_value(int which, const sc_ledger_counts *c)
+{
+    return which == 0   ? c->usd_avoided
+           : which == 1 ? c->usd_embed + c->usd_lookup
+           : which == 2 ? c->usd_false_hits
+           : which == 3 ? (double)c->tokens_in_avoided
+                        : (double)c->tokens_out_avoided;
 }
 
 /* /metrics: the ledger's dollars and tokens, per namespace. */
@@ -204,17 +227,33 @@ static sc_err http_metrics(void *arg, FILE *out)
         {"semcache_dollars_false_hits_total",
          "avoided dollars of hits later reported wrong"},
         {"semcache_tokens_avoided_total", "LLM tokens avoided by hits"}};
-    for (int w = 0; w < 4; w++) {
+    metric_rows m = {0};
+    sc_ledger_counts total;
+    sc_err rc =
+        sc_ledger_sum(f->ledger, NULL, SC_LEDGER_BY_NS, &total, metric_row, &m);
+    rc = rc == SC_OK && m.oom ? SC_ENOMEM : rc;
+    for (int w = 0; w < 4 && rc == SC_OK; w++) {
         fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", help[w][0],
                 help[w][1], help[w][0]);
-        sc_ledger_counts total;
+        /* The tokens family holds two series: input, then output. */
         for (int k = w; k <= (w == 3 ? 4 : w); k++) {
-            metric_rows m = {out, k};
-            if (sc_ledger_sum(f->ledger, NULL, SC_LEDGER_BY_NS, &total,
-                              metric_row, &m) != SC_OK) {
-                return SC_ENOMEM;
+            for (size_t i = 0; i < m.n; i++) {
+                fprintf(out, "%s{ns=", help[w][0]);
+                sc_metrics_put_label(out, m.ns[i]);
+                if (k >= 3) {
+                    fprintf(out, ",kind=\"%s\"", k == 3 ? "input" : "output");
+                }
+                fprintf(out, "} %.9g\n", metric_value(k, &m.c[i]));
             }
         }
+    }
+    for (size_t i = 0; i < m.n; i++) {
+        free(m.ns[i]);
+    }
+    free(m.ns);
+    free(m.c);
+    if (rc != SC_OK) {
+        return rc;
     }
     sc_dispatch_counts dc;
     sc_dispatch_get_counts(f->disp, &dc);
@@ -366,11 +405,20 @@ int main(int argc, char **argv)
     scfg.tls_cert = conf.tls_cert;
     sc_cache_config ccfg = conf.cache;
     char embed_path[SC_CONFIG_PATH_MAX + 64];
+    int status = 1;
     sc_embed *emb = NULL;
+    sc_prices *prices = NULL;
+    sc_ledger *ledger = NULL;
+    sc_cache *cache = NULL;
+    sc_dispatch *disp = NULL;
+    sc_metrics *metrics = NULL;
+    sc_server *srv = NULL;
+    sc_http *http = NULL;
+    front fr;
     sc_cache_embedder hook;
+    sc_err rc;
     if (open_embedder(&conf, embed_path, sizeof(embed_path), &emb) != 0) {
-        sc_config_fini(&conf);
-        return 1;
+        goto out_conf;
     }
     if (emb != NULL) {
         hook = (sc_cache_embedder){
@@ -386,20 +434,19 @@ int main(int argc, char **argv)
         ccfg.embedder = &hook;
     }
     ccfg.text_needs_embedder = true;
-    sc_prices *prices = NULL;
-    sc_ledger *ledger = NULL;
     char pmsg[512];
-    sc_err prc2 = conf.prices != NULL
-                      ? sc_prices_load(conf.prices, &prices, pmsg, sizeof(pmsg))
-                      : sc_prices_default(&prices);
-    if (prc2 != SC_OK || sc_ledger_open(prices, &ledger) != SC_OK) {
+    rc = conf.prices != NULL
+             ? sc_prices_load(conf.prices, &prices, pmsg, sizeof(pmsg))
+             : sc_prices_default(&prices);
+    if (rc != SC_OK) {
         fprintf(stderr, "semcached: bad price table: %s\n",
-                prc2 != SC_OK && conf.prices != NULL ? pmsg
-                                                     : sc_strerror(prc2));
-        sc_prices_free(prices);
-        sc_embed_close(emb);
-        sc_config_fini(&conf);
-        return 1;
+                conf.prices != NULL ? pmsg : sc_strerror(rc));
+        goto out_conf;
+    }
+    if ((rc = sc_ledger_open(prices, &ledger)) != SC_OK) {
+        fprintf(stderr, "semcached: cannot open the ledger: %s\n",
+                sc_strerror(rc));
+        goto out_conf;
     }
     fprintf(stderr, "semcached: prices of %s from %s\n", sc_prices_date(prices),
             conf.prices != NULL ? conf.prices : "the table compiled in");
@@ -414,14 +461,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int status = 1;
-    sc_cache *cache = NULL;
-    sc_dispatch *disp = NULL;
-    sc_metrics *metrics = NULL;
-    sc_server *srv = NULL;
-    sc_http *http = NULL;
-    front fr;
-    sc_err rc = sc_cache_open(&ccfg, &cache);
+    rc = sc_cache_open(&ccfg, &cache);
     if (rc != SC_OK) {
         fprintf(stderr, "semcached: cannot open the cache: %s\n",
                 sc_strerror(rc));
