@@ -796,7 +796,7 @@ int main(int argc, char **argv)
         server_pid = pid;
         if (pid == 0) {
             execl(server, server, "--listen", url, "--embed-table", table,
-                  "--threads", "2", (char *)NULL);
+                  "--threads", "2", "--persist", "off", (char *)NULL);
             perror("exec semcached");
             _exit(127);
         }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_proxy.h"
 #include "bench/bench_soak.h"
 #include "bench/bench_util.h"
 #include "proto/client.h"
@@ -350,7 +351,11 @@ static void usage(void)
         "only the rows with that value.\n"
         "--soak S: S seconds of 64 requests in flight, 80%% lookups / 20%%\n"
         "inserts, 2 s TTL and a small --max-bytes; a line every 10 s; exits\n"
-        "non-zero on any error or unbounded memory (bench_soak.c).\n");
+        "non-zero on any error or unbounded memory (bench_soak.c).\n"
+        "--proxy [--table FILE] [--samples N]: hits through the OpenAI\n"
+        "proxy at --entries (default 10000) against a direct call to an\n"
+        "instant fake upstream (bench_proxy.c); FILE is the embedder table\n"
+        "(default build/data/embeddings.sctab).\n");
 }
 
 int main(int argc, char **argv)
@@ -369,6 +374,9 @@ int main(int argc, char **argv)
     const char *threads = threads_def;
     const char *transport = "ipc";
     double soak = 0; /* --soak SECONDS: bench_soak.c instead of the table */
+    int proxy = 0;   /* --proxy: bench_proxy.c instead of the table */
+    const char *table = "build/data/embeddings.sctab";
+    long samples = 2000;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
             server = argv[++i];
@@ -395,12 +403,23 @@ int main(int argc, char **argv)
             threads = argv[++i];
         } else if (strcmp(argv[i], "--soak") == 0 && i + 1 < argc) {
             soak = atof(argv[++i]);
+        } else if (strcmp(argv[i], "--proxy") == 0) {
+            proxy = 1;
+        } else if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) {
+            table = argv[++i];
+        } else if (strcmp(argv[i], "--samples") == 0 && i + 1 < argc) {
+            samples = atol(argv[++i]);
         } else {
             usage();
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    if (proxy) {
+        return bench_proxy(server, table,
+                           only_entries > 0 ? only_entries : 10000,
+                           samples > 0 ? samples : 2000, json);
+    }
     /* Two ports (or paths) of our own: the pid keeps parallel runs apart. */
     char url[128], echo_url[128];
     int port = 20000 + (int)(getpid() % 20000) * 2;
@@ -429,8 +448,9 @@ int main(int argc, char **argv)
     if (addr == NULL) {
         pid = fork();
         if (pid == 0) {
+            /* Lookups are measured: the preload need not be kept. */
             execl(server, server, "--listen", url, "--threads", threads,
-                  "--recv-max", "67108864", (char *)NULL);
+                  "--recv-max", "67108864", "--persist", "off", (char *)NULL);
             perror("exec semcached");
             _exit(127);
         }

@@ -523,6 +523,88 @@ static void entry_unmatchable(ns *s, entry *e)
     }
 }
 
+/* ---- the journal --------------------------------------------------------*/
+
+/* Records ch in the journal, if there is one (locks ordering ch held). */
+static sc_err journal_append(const sc_cache *c, const sc_cache_change *ch,
+                             uint64_t *seq)
+{
+    *seq = 0;
+    const sc_cache_journal *j = c->cfg.journal;
+    return j != NULL ? j->append(j->arg, ch, seq) : SC_OK;
+}
+
+/* No cache lock held: waits until record seq is durable. */
+static sc_err journal_commit(const sc_cache *c, uint64_t seq)
+{
+    const sc_cache_journal *j = c->cfg.journal;
+    return j != NULL && seq != 0 ? j->commit(j->arg, seq) : SC_OK;
+}
+
+/* ns->mu held: journals a removal the cache made by itself. It goes ahead
+ * whether or not the journal can take it: an entry that comes back after a
+ * restart is expired or evicted again then. */
+static void journal_removal(const sc_cache *c, const ns *s, uint64_t id)
+{
+    sc_cache_change ch = {.kind = SC_CHANGE_REMOVE, .ns = s->name, .id = id};
+    uint64_t seq;
+    (void)journal_append(c, &ch, &seq);
+}
+
+static void entry_info(const ns *s, const entry *e, const float *vec,
+                       sc_cache_entry_info *info)
+{
+    const blob *b = e->payload;
+    *info = (sc_cache_entry_info){
+        .embed_model = s->cfg.embed_model,
+        .ttl_ms = e->ttl_ms,
+        .tokens_estimated = e->tokens_estimated,
+        .id = e->id,
+        .ns = s->name,
+        .scope = e->sc->name,
+        .text = e->has_text ? e->text : NULL,
+        .text_len = e->text_len,
+        .vec = vec,
+        .dim = vec != NULL ? s->cfg.dim : 0,
+        .response = b->data,
+        .response_len = b->response_len,
+        .model = b->model,
+        .feature = b->feature,
+        .user = b->user,
+        .input_tokens = e->input_tokens,
+        .output_tokens = e->output_tokens,
+        .created_ms = e->created_ms,
+        .last_hit_ms = e->last_hit_ms,
+        .hit_count = e->hit_count,
+        .expires_ms = e->expires_ms,
+        .quarantined = e->quarantined,
+    };
+}
+
+/* Raises the next id above id. */
+static void ids_above(sc_cache *c, uint64_t id)
+{
+    uint_fast64_t cur = atomic_load(&c->next_id);
+    while (cur <= id && !atomic_compare_exchange_weak(&c->next_id, &cur,
+                                                      (uint_fast64_t)id + 1)) {
+    }
+}
+
+/* c->gmu not held: whether an entry with this id exists anywhere. */
+static bool id_present(sc_cache *c, uint64_t id)
+{
+    uint64_t h = sc_htab_mix64(id);
+    bool found = false;
+    pthread_mutex_lock(&c->gmu);
+    for (sc_hnode *n = sc_htab_first(&c->ids, h); n != NULL && !found;
+         n = sc_htab_next(n, h)) {
+        found = CONTAINER(n, entry, by_gid)->id == id;
+    }
+    pthread_mutex_unlock(&c->gmu);
+    return found;
+}
+
+
 /* ns->mu held (c->gmu not). Unlinks e from everything, counts why, frees it;
  * its scope goes too when that was its last entry and nobody pins it. */
 static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
@@ -554,9 +636,11 @@ static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
         break;
     case GONE_EXPIRED:
         s->st.expirations++;
+        journal_removal(c, s, e->id);
         break;
     case GONE_EVICTED:
         s->st.evictions++;
+        journal_removal(c, s, e->id);
         break;
     case GONE_FLUSH:
         s->st.flushed++;
@@ -841,8 +925,17 @@ static embed_policy peek_policy(sc_cache *c, const char *nsname)
 
 /* ---- namespace calls ----------------------------------------------------*/
 
+static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
+                        bool journaled);
+
 sc_err sc_cache_ns_create(sc_cache *c, const char *name,
                           const sc_ns_config *cfg)
+{
+    return ns_create(c, name, cfg, true);
+}
+
+static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
+                        bool journaled)
 {
     if (c == NULL || !valid_ns_name(name)) {
         return SC_EINVAL;
@@ -889,9 +982,14 @@ sc_err sc_cache_ns_create(sc_cache *c, const char *name,
         rc = SC_ENSFULL;
         goto fail_locked;
     }
+    sc_cache_change ch = {.kind = SC_CHANGE_NS_PUT, .ns = name, .cfg = &s->cfg};
+    uint64_t seq = 0;
+    if (journaled && (rc = journal_append(c, &ch, &seq)) != SC_OK) {
+        goto fail_locked;
+    }
     sc_htab_insert(&c->nss, &s->node);
     pthread_rwlock_unlock(&c->lock);
-    return SC_OK;
+    return journal_commit(c, seq);
 
 fail_locked:
     pthread_rwlock_unlock(&c->lock);
@@ -925,6 +1023,7 @@ sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
     }
     pthread_mutex_lock(&s->mu);
     sc_ns_config next = *cfg;
+    bool model_fixed = s->model_fixed;
     if (s->had_vector) {
         if ((cfg->dim != 0 && cfg->dim != s->cfg.dim) ||
             cfg->storage != s->cfg.storage ||
@@ -943,18 +1042,27 @@ sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
         }
         memcpy(next.embed_model, s->cfg.embed_model, sizeof(next.embed_model));
     } else {
-        s->model_fixed = next.embed_model[0] != '\0';
+        model_fixed = next.embed_model[0] != '\0';
+    }
+    sc_cache_change ch = {.kind = SC_CHANGE_NS_PUT,
+                          .ns = s->name,
+                          .cfg = &next,
+                          .had_vector = s->had_vector};
+    uint64_t seq = 0;
+    if ((rc = journal_append(c, &ch, &seq)) != SC_OK) {
+        goto out;
     }
     if (next.nprobe != s->cfg.nprobe) {
         uint32_t np = next.nprobe ? next.nprobe : NPROBE_DEFAULT;
         sc_htab_each(&s->scopes, set_nprobe_node, &np);
     }
     s->cfg = next;
+    s->model_fixed = model_fixed;
     ns_enforce_caps(c, s);
 out:
     pthread_mutex_unlock(&s->mu);
     pthread_rwlock_unlock(&c->lock);
-    return rc;
+    return rc == SC_OK ? journal_commit(c, seq) : rc;
 }
 
 sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out)
@@ -982,9 +1090,81 @@ sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
      * searches included, so nothing can still point into the namespace. */
     pthread_rwlock_wrlock(&c->lock);
     ns *s = ns_find(c, name);
+    sc_err rc = s != NULL ? SC_OK : SC_ENONS;
+    uint64_t seq = 0;
     if (s != NULL) {
+        sc_cache_change ch = {.kind = SC_CHANGE_NS_DROP, .ns = s->name};
+        rc = journal_append(c, &ch, &seq);
+    }
+    if (rc == SC_OK) {
         sc_htab_remove(&c->nss, &s->node);
         ns_free(c, s);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return rc == SC_OK ? journal_commit(c, seq) : rc;
+}
+
+sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
+                           const sc_ns_config *cfg, bool had_vector)
+{
+    if (c == NULL || name == NULL || cfg == NULL) {
+        return SC_EINVAL;
+    }
+    sc_err rc = check_ns_config(cfg);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    if (had_vector && cfg->dim == 0) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, name);
+    if (s == NULL) {
+        pthread_rwlock_unlock(&c->lock);
+        if ((rc = ns_create(c, name, cfg, false)) != SC_OK) {
+            return rc;
+        }
+        pthread_rwlock_rdlock(&c->lock);
+        s = ns_find(c, name);
+        if (s == NULL) {
+            pthread_rwlock_unlock(&c->lock);
+            return SC_ENONS;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    if (s->had_vector &&
+        ((cfg->dim != s->cfg.dim) || cfg->storage != s->cfg.storage ||
+         strcmp(backend_name(cfg), backend_name(&s->cfg)) != 0)) {
+        /* Vectors restored already fixed these otherwise. */
+        rc = SC_EINVAL;
+    } else {
+        if (cfg->nprobe != s->cfg.nprobe) {
+            uint32_t np = cfg->nprobe ? cfg->nprobe : NPROBE_DEFAULT;
+            sc_htab_each(&s->scopes, set_nprobe_node, &np);
+        }
+        s->cfg = *cfg;
+        s->had_vector = s->had_vector || had_vector;
+        s->model_fixed = s->model_fixed || cfg->embed_model[0] != '\0';
+        ns_enforce_caps(c, s);
+    }
+    pthread_mutex_unlock(&s->mu);
+    pthread_rwlock_unlock(&c->lock);
+    return rc;
+}
+
+sc_err sc_cache_ns_state(sc_cache *c, const char *name, sc_ns_config *cfg,
+                         bool *had_vector)
+{
+    if (c == NULL || name == NULL || cfg == NULL || had_vector == NULL) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, name);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        *cfg = s->cfg;
+        *had_vector = s->had_vector;
+        pthread_mutex_unlock(&s->mu);
     }
     pthread_rwlock_unlock(&c->lock);
     return s != NULL ? SC_OK : SC_ENONS;
@@ -1033,11 +1213,26 @@ sc_err sc_cache_ns_list(sc_cache *c, char (*names)[SC_CACHE_NS_NAME_MAX + 1],
 
 /* ---- insert -------------------------------------------------------------*/
 
-sc_err sc_cache_insert(sc_cache *c, const char *nsname,
-                       const sc_cache_item *item, uint64_t *id_out)
+static sc_err delete_entry(sc_cache *c, uint64_t id, bool force);
+
+/* sc_cache_insert, and (ro != NULL) sc_cache_restore_entry: ro then gives
+ * the id, times, tokens and state the entry had. */
+static sc_err insert_entry(sc_cache *c, const char *nsname,
+                           const sc_cache_item *item,
+                           const sc_cache_entry_info *ro, uint64_t ro_now,
+                           bool *added, uint64_t *id_out)
 {
+    if (added != NULL) {
+        *added = false;
+    }
     if (c == NULL || nsname == NULL || item == NULL) {
         return SC_EINVAL;
+    }
+    if (ro != NULL && (ro->id == 0 || ro->id == UINT64_MAX)) {
+        return SC_EINVAL;
+    }
+    if (ro != NULL && ro->expires_ms != 0 && ro->expires_ms <= ro_now) {
+        return SC_OK; /* expired while the server was down */
     }
     size_t scope_len, ml, fl, ul;
     const char *scope_name = item->scope != NULL ? item->scope : "";
@@ -1088,7 +1283,7 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     const float *vec = item->vec;
     uint32_t dim = item->dim;
     float *own_vec = NULL;
-    if (vec == NULL) {
+    if (vec == NULL && ro == NULL) {
         embed_policy pol = peek_policy(c, nsname);
         rc = pol == EMBED_NO_NS                                   ? SC_ENONS
              : pol == EMBED_MISSING && c->cfg.text_needs_embedder ? SC_ENOEMBED
@@ -1104,7 +1299,10 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
         vec = own_vec;
         dim = own_vec != NULL ? c->cfg.embedder->dim : 0;
     }
-    const char *model = vec_model(c, own_vec != NULL, item->embed_model);
+    const char *model = ro != NULL ? (ro->embed_model != NULL ? ro->embed_model
+                                                              : "")
+                                   : vec_model(c, own_vec != NULL,
+                                               item->embed_model);
     size_t model_len;
     if ((rc = check_str(model, SC_CACHE_TAG_MAX, &model_len)) != SC_OK) {
         free(own_vec);
@@ -1134,7 +1332,9 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     e->key = key;
     e->input_tokens = item->input_tokens;
     e->output_tokens = item->output_tokens;
-    if (e->input_tokens == 0 && e->output_tokens == 0) {
+    if (ro != NULL) {
+        e->tokens_estimated = ro->tokens_estimated;
+    } else if (e->input_tokens == 0 && e->output_tokens == 0) {
         e->input_tokens = sc_ledger_estimate_tokens(item->text_len);
         e->output_tokens = sc_ledger_estimate_tokens(item->response_len);
         e->tokens_estimated = true;
@@ -1151,7 +1351,16 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
         goto fail_ns;
     }
     pthread_mutex_lock(&s->mu);
-    if (item->response_len > s->cfg.max_response_bytes) {
+    if (ro != NULL && id_present(c, ro->id)) {
+        /* Restored already (a snapshot and the log both hold it). */
+        pthread_mutex_unlock(&s->mu);
+        pthread_rwlock_unlock(&c->lock);
+        free(e);
+        blob_unref(b);
+        free(norm);
+        return SC_OK;
+    }
+    if (ro == NULL && item->response_len > s->cfg.max_response_bytes) {
         rc = SC_ETOOBIG;
         goto fail_locked;
     }
@@ -1181,17 +1390,26 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     e->ttl_ms = item->ttl_ms == SC_CACHE_TTL_NEVER ? 0
                 : item->ttl_ms > 0                 ? (uint64_t)item->ttl_ms
                                                    : s->cfg.ttl_ms;
-    if (e->ttl_ms != 0) {
-        if ((rc = sc_heap_reserve(&s->expiry)) != SC_OK) {
-            goto fail_locked;
-        }
+    if (ro != NULL) {
+        e->ttl_ms = ro->ttl_ms;
+        e->expires_ms = ro->expires_ms;
+    } else if (e->ttl_ms != 0) {
         e->expires_ms = add_sat(now, e->ttl_ms);
+    }
+    if (e->expires_ms != 0 &&
+        (rc = sc_heap_reserve(&s->expiry)) != SC_OK) {
+        goto fail_locked;
     }
     scope *sc;
     if ((rc = scope_get(c, s, scope_name, scope_len, &sc)) != SC_OK) {
         goto fail_locked;
     }
-    e->id = atomic_fetch_add(&c->next_id, 1);
+    if (ro != NULL) {
+        e->id = ro->id;
+        ids_above(c, ro->id);
+    } else {
+        e->id = atomic_fetch_add(&c->next_id, 1);
+    }
     /* For the ledger, read before the entry can go (caps may evict it). */
     uint64_t e_in = e->input_tokens, e_out = e->output_tokens;
     bool e_est = e->tokens_estimated;
@@ -1243,7 +1461,11 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     }
     e->ns = s;
     e->sc = sc;
-    e->created_ms = now;
+    e->created_ms = ro != NULL ? ro->created_ms : now;
+    if (ro != NULL) {
+        e->last_hit_ms = ro->last_hit_ms;
+        e->hit_count = ro->hit_count;
+    }
     e->by_id.hash = sc_htab_mix64(e->id);
     e->by_gid.hash = e->by_id.hash;
     sc_htab_insert(&s->ids, &e->by_id);
@@ -1262,14 +1484,54 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     c->entries++;
     c->bytes += e->bytes;
     pthread_mutex_unlock(&c->gmu);
-    if (id_out != NULL) {
-        *id_out = e->id;
+    uint64_t id = e->id, seq = 0;
+    if (ro != NULL && ro->quarantined) {
+        entry_unmatchable(s, e);
+        e->quarantined = true;
+        s->quarantined++;
+    }
+    if (ro == NULL) {
+        sc_cache_entry_info info;
+        entry_info(s, e, vec, &info);
+        info.dim = vec != NULL ? dim : 0;
+        sc_cache_change ch = {
+            .kind = SC_CHANGE_INSERT, .ns = s->name, .entry = &info};
+        if ((rc = journal_append(c, &ch, &seq)) != SC_OK) {
+            /* Not recorded, so not kept: as if it never came. */
+            entry_remove(c, s, e, GONE_DELETE);
+            s->st.deletes--;
+            s->st.inserts--;
+            scope_unpin(s, sc);
+            pthread_mutex_unlock(&s->mu);
+            pthread_rwlock_unlock(&c->lock);
+            free(own_vec);
+            free(norm);
+            return rc;
+        }
     }
     scope_unpin(s, sc);
     ns_enforce_caps(c, s);
     pthread_mutex_unlock(&s->mu);
     global_enforce(c);
     pthread_rwlock_unlock(&c->lock);
+    if (added != NULL) {
+        *added = true;
+    }
+    if (ro != NULL) {
+        free(norm);
+        return SC_OK;
+    }
+    if ((rc = journal_commit(c, seq)) != SC_OK) {
+        /* Its record may not have reached the disk: not acknowledged, and
+         * not served either. */
+        (void)delete_entry(c, id, true);
+        free(own_vec);
+        free(norm);
+        return rc;
+    }
+    if (id_out != NULL) {
+        *id_out = id;
+    }
     if (c->cfg.ledger != NULL) {
         sc_ledger_tags t = {nsname, item->feature, item->user};
         sc_ledger_call call = {item->model, e_in, e_out, e_est};
@@ -1292,6 +1554,36 @@ fail_blob:
     free(own_vec);
     free(norm);
     return rc;
+}
+
+sc_err sc_cache_insert(sc_cache *c, const char *nsname,
+                       const sc_cache_item *item, uint64_t *id_out)
+{
+    return insert_entry(c, nsname, item, NULL, 0, NULL, id_out);
+}
+
+sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
+                              uint64_t now_ms, bool *added)
+{
+    if (c == NULL || e == NULL || e->ns == NULL) {
+        return SC_EINVAL;
+    }
+    sc_cache_item item = {
+        .scope = e->scope,
+        .text = e->text,
+        .text_len = e->text_len,
+        .vec = e->vec,
+        .dim = e->dim,
+        .embed_model = e->embed_model,
+        .response = e->response,
+        .response_len = e->response_len,
+        .model = e->model,
+        .feature = e->feature,
+        .user = e->user,
+        .input_tokens = e->input_tokens,
+        .output_tokens = e->output_tokens,
+    };
+    return insert_entry(c, e->ns, &item, e, now_ms, added, NULL);
 }
 
 /* ---- delete, feedback, flush, expire ------------------------------------*/
@@ -1327,7 +1619,9 @@ static entry *lock_entry(sc_cache *c, uint64_t id, ns **out)
     return e;
 }
 
-sc_err sc_cache_delete(sc_cache *c, uint64_t id)
+/* Deletes entry id; journaled first unless force (an insert the journal
+ * failed to commit is taken back whatever the journal says). */
+static sc_err delete_entry(sc_cache *c, uint64_t id, bool force)
 {
     if (c == NULL) {
         return SC_EINVAL;
@@ -1335,12 +1629,26 @@ sc_err sc_cache_delete(sc_cache *c, uint64_t id)
     pthread_rwlock_rdlock(&c->lock);
     ns *s = NULL;
     entry *e = lock_entry(c, id, &s);
+    sc_err rc = e != NULL ? SC_OK : SC_ENOTFOUND;
+    uint64_t seq = 0;
     if (e != NULL) {
-        entry_remove(c, s, e, GONE_DELETE);
+        sc_cache_change ch = {.kind = SC_CHANGE_REMOVE, .ns = s->name, .id = id};
+        rc = journal_append(c, &ch, &seq);
+        if (rc == SC_OK || force) {
+            entry_remove(c, s, e, GONE_DELETE);
+        }
         pthread_mutex_unlock(&s->mu);
     }
     pthread_rwlock_unlock(&c->lock);
-    return e != NULL ? SC_OK : SC_ENOTFOUND;
+    if (rc == SC_OK) {
+        rc = journal_commit(c, seq);
+    }
+    return rc;
+}
+
+sc_err sc_cache_delete(sc_cache *c, uint64_t id)
+{
+    return delete_entry(c, id, false);
 }
 
 sc_err sc_cache_feedback(sc_cache *c, uint64_t id)
@@ -1351,8 +1659,15 @@ sc_err sc_cache_feedback(sc_cache *c, uint64_t id)
     pthread_rwlock_rdlock(&c->lock);
     ns *s = NULL;
     entry *e = lock_entry(c, id, &s);
+    sc_err rc = e != NULL ? SC_OK : SC_ENOTFOUND;
+    uint64_t seq = 0;
+    if (e != NULL && !e->quarantined) {
+        sc_cache_change ch = {
+            .kind = SC_CHANGE_QUARANTINE, .ns = s->name, .id = id};
+        rc = journal_append(c, &ch, &seq);
+    }
     if (e != NULL) {
-        if (!e->quarantined) {
+        if (!e->quarantined && rc == SC_OK) {
             entry_unmatchable(s, e);
             e->quarantined = true;
             s->quarantined++;
@@ -1368,13 +1683,27 @@ sc_err sc_cache_feedback(sc_cache *c, uint64_t id)
         pthread_mutex_unlock(&s->mu);
     }
     pthread_rwlock_unlock(&c->lock);
-    return e != NULL ? SC_OK : SC_ENOTFOUND;
+    return rc == SC_OK ? journal_commit(c, seq) : rc;
 }
+
+typedef struct flush_arg {
+    sc_err rc;    /* the first journal error */
+    uint64_t seq; /* the last record to commit */
+} flush_arg;
 
 static void flush_ns(sc_cache *c, ns *s, void *arg)
 {
-    (void)arg;
+    flush_arg *a = arg;
     pthread_mutex_lock(&s->mu);
+    sc_cache_change ch = {.kind = SC_CHANGE_FLUSH, .ns = s->name};
+    uint64_t seq;
+    sc_err rc = journal_append(c, &ch, &seq);
+    if (rc != SC_OK) {
+        a->rc = rc;
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    a->seq = seq > a->seq ? seq : a->seq;
     while (!list_empty(&s->lru)) {
         entry_remove(c, s, CONTAINER(s->lru.next, entry, lru), GONE_FLUSH);
     }
@@ -1386,20 +1715,21 @@ sc_err sc_cache_flush(sc_cache *c, const char *nsname)
     if (c == NULL) {
         return SC_EINVAL;
     }
-    sc_err rc = SC_OK;
+    flush_arg a = {SC_OK, 0};
     pthread_rwlock_rdlock(&c->lock);
     if (nsname == NULL) {
-        each_ns(c, flush_ns, NULL);
+        each_ns(c, flush_ns, &a);
     } else {
         ns *s = ns_find(c, nsname);
         if (s != NULL) {
-            flush_ns(c, s, NULL);
+            flush_ns(c, s, &a);
         } else {
-            rc = SC_ENONS;
+            a.rc = SC_ENONS;
         }
     }
     pthread_rwlock_unlock(&c->lock);
-    return rc;
+    sc_err rc = journal_commit(c, a.seq);
+    return a.rc != SC_OK ? a.rc : rc;
 }
 
 typedef struct expire_arg {
@@ -2053,6 +2383,18 @@ typedef struct foreach_arg {
     int stop;
 } foreach_arg;
 
+/* ns->mu held: calls fn with e's info; vec has room for SC_INDEX_MAX_DIM
+ * floats. A quarantined entry has left its index: its vector went with it,
+ * and it comes back, if at all, without one (it is never served). */
+static int visit_entry(const ns *s, const entry *e, float *vec,
+                       sc_cache_entry_fn fn, void *arg)
+{
+    bool has_vec = e->in_index && sc_index_get(e->sc->ix, e->id, vec) == SC_OK;
+    sc_cache_entry_info info;
+    entry_info(s, e, has_vec ? vec : NULL, &info);
+    return fn(&info, arg);
+}
+
 static void foreach_ns(sc_cache *c, ns *s, void *arg)
 {
     (void)c;
@@ -2062,32 +2404,8 @@ static void foreach_ns(sc_cache *c, ns *s, void *arg)
     }
     pthread_mutex_lock(&s->mu);
     for (lnode *n = s->lru.next; n != &s->lru && !a->stop; n = n->next) {
-        entry *e = CONTAINER(n, entry, lru);
-        const blob *b = e->payload;
-        sc_cache_entry_info info = {
-            .id = e->id,
-            .ns = s->name,
-            .scope = e->sc->name,
-            .text = e->has_text ? e->text : NULL,
-            .text_len = e->text_len,
-            .response = b->data,
-            .response_len = b->response_len,
-            .model = b->model,
-            .feature = b->feature,
-            .user = b->user,
-            .input_tokens = e->input_tokens,
-            .output_tokens = e->output_tokens,
-            .created_ms = e->created_ms,
-            .last_hit_ms = e->last_hit_ms,
-            .hit_count = e->hit_count,
-            .expires_ms = e->expires_ms,
-            .quarantined = e->quarantined,
-        };
-        if (e->in_index && sc_index_get(e->sc->ix, e->id, a->vec) == SC_OK) {
-            info.vec = a->vec;
-            info.dim = s->cfg.dim;
-        }
-        a->stop = a->fn(&info, a->arg);
+        a->stop = visit_entry(s, CONTAINER(n, entry, lru), a->vec, a->fn,
+                              a->arg);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -2116,6 +2434,86 @@ sc_err sc_cache_foreach_entry(sc_cache *c, const char *nsname,
     }
     pthread_rwlock_unlock(&c->lock);
     free(a.vec);
+    return rc;
+}
+
+#define SCAN_CHUNK 256u
+
+typedef struct id_list {
+    uint64_t *ids;
+    size_t n, cap;
+    int oom;
+} id_list;
+
+static void collect_id(sc_hnode *n, void *arg)
+{
+    id_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 1024;
+        uint64_t *nn = realloc(l->ids, cap * sizeof(*nn));
+        if (nn == NULL) {
+            l->oom = 1;
+            return;
+        }
+        l->ids = nn;
+        l->cap = cap;
+    }
+    if (!l->oom) {
+        l->ids[l->n++] = CONTAINER(n, entry, by_id)->id;
+    }
+}
+
+sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname,
+                             sc_cache_entry_fn fn, sc_err (*between)(void *),
+                             void *arg)
+{
+    if (c == NULL || nsname == NULL || fn == NULL) {
+        return SC_EINVAL;
+    }
+    float *vec = malloc(SC_INDEX_MAX_DIM * sizeof(float));
+    if (vec == NULL) {
+        return SC_ENOMEM;
+    }
+    /* The ids first (8 bytes each, one short hold), then the entries a
+     * chunk at a time, each looked up again: it may have gone meanwhile. */
+    id_list l = {0};
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        sc_htab_each(&s->ids, collect_id, &l);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    sc_err rc = s == NULL ? SC_ENONS : l.oom ? SC_ENOMEM : SC_OK;
+    for (size_t i = 0; i < l.n && rc == SC_OK; i += SCAN_CHUNK) {
+        pthread_rwlock_rdlock(&c->lock);
+        /* Found by name again: a namespace dropped meanwhile is not the
+         * one of these ids, and a new one of that name holds none of them. */
+        s = ns_find(c, nsname);
+        if (s == NULL) {
+            pthread_rwlock_unlock(&c->lock);
+            break;
+        }
+        pthread_mutex_lock(&s->mu);
+        int stop = 0;
+        for (size_t k = i; k < l.n && k < i + SCAN_CHUNK && !stop; k++) {
+            const entry *e = entry_find(s, l.ids[k]);
+            if (e != NULL) {
+                stop = visit_entry(s, e, vec, fn, arg);
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+        pthread_rwlock_unlock(&c->lock);
+        if (stop) {
+            break;
+        }
+        if (between != NULL) {
+            rc = between(arg);
+        }
+    }
+    free(l.ids);
+    free(vec);
     return rc;
 }
 

@@ -51,6 +51,44 @@ typedef struct sc_cache_embedder {
                   instead of the best candidate and the margin alone */
 } sc_cache_embedder;
 
+struct sc_cache_entry_info;
+struct sc_ns_config;
+
+/* What a journal (cache/persist.h) is told: one change of the cache's
+ * durable state. Pointers are valid during the append call only. */
+typedef enum sc_cache_change_kind {
+    SC_CHANGE_NS_PUT = 1, /* ns created or reconfigured: cfg */
+    SC_CHANGE_NS_DROP,    /* ns and its entries gone */
+    SC_CHANGE_INSERT,     /* entry stored (entry; replaces the same text) */
+    SC_CHANGE_REMOVE,     /* entry id deleted, expired or evicted */
+    SC_CHANGE_QUARANTINE, /* entry id reported wrong */
+    SC_CHANGE_FLUSH       /* every entry of ns gone */
+} sc_cache_change_kind;
+
+typedef struct sc_cache_change {
+    sc_cache_change_kind kind;
+    const char *ns;
+    const struct sc_ns_config *cfg;          /* NS_PUT */
+    bool had_vector;                         /* NS_PUT: dim is fixed */
+    const struct sc_cache_entry_info *entry; /* INSERT */
+    uint64_t id;                             /* REMOVE, QUARANTINE */
+} sc_cache_change;
+
+/* Where the cache writes its changes ahead of acknowledging them. */
+typedef struct sc_cache_journal {
+    /* Records ch; called with the locks that order the change held (the
+     * namespace's), so records come in the order the changes happened. It
+     * must not call into the cache. *seq receives a number commit takes.
+     * An error (the journal can no longer write) refuses the change: the
+     * cache leaves itself as it was and returns the error (SC_EIO). Removals
+     * the cache makes by itself (expiry, eviction) go ahead regardless. */
+    sc_err (*append)(void *arg, const sc_cache_change *ch, uint64_t *seq);
+    /* Waits, with no cache lock held, until the record seq is as durable as
+     * the journal promises; the caller acknowledges only afterwards. */
+    sc_err (*commit)(void *arg, uint64_t seq);
+    void *arg;
+} sc_cache_journal;
+
 typedef struct sc_cache_config {
     uint32_t max_namespaces; /* flood guard; default 1024 */
     uint32_t max_scopes;     /* per namespace; default 4096 */
@@ -66,6 +104,8 @@ typedef struct sc_cache_config {
     bool text_needs_embedder; /* with no embedder, text alone that would be
                                  embedded is refused (SC_ENOEMBED) rather
                                  than kept to the exact layer */
+    const sc_cache_journal *journal; /* NULL = none; borrowed, must outlive
+                                        the cache */
 } sc_cache_config;
 
 /* Fills cfg with the defaults above. */
@@ -367,6 +407,9 @@ sc_err sc_cache_stats_get(sc_cache *c, const char *ns, sc_cache_stats *out);
 
 /* A snapshot of one entry. Every pointer is valid only during the callback. */
 typedef struct sc_cache_entry_info {
+    const char *embed_model; /* the namespace's model of vec ("" = unnamed) */
+    uint64_t ttl_ms;         /* the entry's TTL (sliding mode), 0 = none */
+    bool tokens_estimated;   /* input/output_tokens were estimated */
     uint64_t id;
     const char *ns;
     const char *scope;
@@ -396,6 +439,40 @@ typedef int (*sc_cache_entry_fn)(const sc_cache_entry_info *e, void *arg);
  * SC_ENONS, SC_ENOMEM. */
 sc_err sc_cache_foreach_entry(sc_cache *c, const char *ns, sc_cache_entry_fn fn,
                               void *arg);
+
+/* ---- restore (cache/persist.c) -----------------------------------------*/
+
+/* Puts namespace name in the state cfg describes: created when missing
+ * (max_namespaces still applies), else its config replaced as a whole;
+ * had_vector fixes cfg->dim and storage as a first vector would. Neither
+ * journal nor ledger hears of it. Errors: as sc_cache_ns_create. */
+sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
+                           const sc_ns_config *cfg, bool had_vector);
+
+/* Puts entry e back as it was, with its id, times, hit count and
+ * quarantine, into namespace e->ns (which must exist): the same rules as
+ * sc_cache_insert (the same text in the same scope replaces; caps evict),
+ * but its namespace's response cap is not applied and neither journal nor
+ * ledger hears of it. An entry whose id is present already is left as it is
+ * (*added false); one that expired by now_ms is not restored (*added false).
+ * Later ids are allotted above every restored one. added may be NULL.
+ * Errors: as sc_cache_insert, and SC_EINVAL (id 0). */
+sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
+                              uint64_t now_ms, bool *added);
+
+/* The namespace's config and whether its dim is fixed, for a snapshot.
+ * Errors: SC_ENONS. */
+sc_err sc_cache_ns_state(sc_cache *c, const char *name, sc_ns_config *cfg,
+                         bool *had_vector);
+
+/* Calls fn for every entry of namespace ns, in no set order, a chunk of
+ * entries at a time with the namespace locked and the cache free in
+ * between (after each chunk, between() runs with no lock held when not
+ * NULL), so lookups and writes go on while a snapshot is written. An entry
+ * that comes or goes meanwhile may or may not be seen. fn must not call
+ * into the cache. Errors: SC_ENONS, SC_ENOMEM, or between()'s error. */
+sc_err sc_cache_scan_entries(sc_cache *c, const char *ns, sc_cache_entry_fn fn,
+                             sc_err (*between)(void *arg), void *arg);
 
 /* ---- text ---------------------------------------------------------------*/
 

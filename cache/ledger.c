@@ -292,6 +292,7 @@ uint64_t sc_ledger_estimate_tokens(size_t bytes)
 typedef struct row {
     uint64_t hash; /* 0 = empty slot */
     int kind;      /* sc_ledger_by */
+    bool dirty;    /* changed since the last changed-only export */
     char *ns, *tag;
     sc_ledger_counts c;
 } row;
@@ -302,6 +303,7 @@ struct sc_ledger {
     row *rows;
     size_t cap, used;
     sc_ledger_hour hours[HOURS];
+    bool hour_dirty[HOURS];
 };
 
 sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out)
@@ -428,6 +430,9 @@ static size_t rows_of(sc_ledger *l, const sc_ledger_tags *t, row **out)
     if (l->rows != before) {
         n = rows_of_once(l, t, out);
     }
+    for (size_t i = 0; i < n; i++) {
+        out[i]->dirty = true; /* every caller counts something in them */
+    }
     return n;
 }
 
@@ -478,6 +483,7 @@ static sc_ledger_hour *hour_of(sc_ledger *l, uint64_t now)
         memset(b, 0, sizeof(*b));
         b->hour_ms = h * HOUR_MS;
     }
+    l->hour_dirty[h % HOURS] = true;
     return b;
 }
 
@@ -727,4 +733,64 @@ void sc_ledger_derive(const sc_ledger_counts *c, sc_ledger_report *r)
     }
     r->usd_per_request =
         n > 0 ? ((n - hits) * r->usd_per_call + r->usd_spent) / n : NAN;
+}
+
+/* ---- persistence ----------------------------------------------------- */
+
+void sc_ledger_export(sc_ledger *l, bool changed_only, sc_ledger_state_fn fn,
+                      void *arg)
+{
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->cap; i++) {
+        row *r = &l->rows[i];
+        if (r->hash == 0 || (changed_only && !r->dirty)) {
+            continue;
+        }
+        sc_ledger_row_state st = {r->kind, r->ns, r->tag, r->c};
+        fn(arg, &st, NULL);
+        if (changed_only) {
+            r->dirty = false;
+        }
+    }
+    for (size_t i = 0; i < HOURS; i++) {
+        if (l->hours[i].hour_ms == 0 || (changed_only && !l->hour_dirty[i])) {
+            continue;
+        }
+        fn(arg, NULL, &l->hours[i]);
+        if (changed_only) {
+            l->hour_dirty[i] = false;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+sc_err sc_ledger_import_row(sc_ledger *l, int kind, const char *ns,
+                            const char *tag, const sc_ledger_counts *c)
+{
+    if (l == NULL || ns == NULL || tag == NULL || c == NULL ||
+        (kind != SC_LEDGER_BY_NS && kind != SC_LEDGER_BY_FEATURE &&
+         kind != SC_LEDGER_BY_USER)) {
+        return SC_EINVAL;
+    }
+    pthread_mutex_lock(&l->mu);
+    row *r = row_get(l, kind, ns, tag);
+    if (r != NULL) {
+        r->c = *c;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return r != NULL ? SC_OK : SC_ENOMEM;
+}
+
+sc_err sc_ledger_import_hour(sc_ledger *l, const sc_ledger_hour *h)
+{
+    if (l == NULL || h == NULL || h->hour_ms % HOUR_MS != 0) {
+        return SC_EINVAL;
+    }
+    pthread_mutex_lock(&l->mu);
+    sc_ledger_hour *b = &l->hours[(h->hour_ms / HOUR_MS) % HOURS];
+    if (h->hour_ms >= b->hour_ms) {
+        *b = *h;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return SC_OK;
 }

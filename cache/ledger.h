@@ -133,6 +133,35 @@ typedef struct sc_ledger_hour {
 } sc_ledger_hour;
 size_t sc_ledger_timeline(sc_ledger *l, sc_ledger_hour *out, size_t cap);
 
+/* ---- persistence (cache/persist.c) -------------------------------------*/
+
+/* One row of the ledger as it stands: (kind, namespace, tag) and its sums. */
+typedef struct sc_ledger_row_state {
+    int kind; /* sc_ledger_by */
+    const char *ns, *tag;
+    sc_ledger_counts c;
+} sc_ledger_row_state;
+
+/* Receives a row (hour NULL) or an hour of the timeline (row NULL); the
+ * pointers last for the call. */
+typedef void (*sc_ledger_state_fn)(void *arg, const sc_ledger_row_state *row,
+                                   const sc_ledger_hour *hour);
+
+/* Calls fn for every row and timeline hour, or with changed_only for those
+ * changed since the last changed_only export (which it then marks as seen),
+ * under the ledger's lock: fn must not call the ledger. */
+void sc_ledger_export(sc_ledger *l, bool changed_only, sc_ledger_state_fn fn,
+                      void *arg);
+
+/* Sets the row (kind, ns, tag) to *c, made when new (a restore: the last
+ * state written wins). Errors: SC_EINVAL (kind), SC_ENOMEM. */
+sc_err sc_ledger_import_row(sc_ledger *l, int kind, const char *ns,
+                            const char *tag, const sc_ledger_counts *c);
+
+/* Sets the timeline's hour h->hour_ms (a multiple of an hour) to *h; an
+ * hour older than the timeline holds is ignored. Errors: SC_EINVAL. */
+sc_err sc_ledger_import_hour(sc_ledger *l, const sc_ledger_hour *h);
+
 /* ---- the report ---------------------------------------------------------*/
 
 /* What the report derives from one row's counts. */

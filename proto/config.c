@@ -26,6 +26,8 @@ sc_err sc_config_init(sc_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     sc_cache_config_init(&cfg->cache);
+    cfg->persist = true;
+    cfg->fsync = SC_FSYNC_EVERYSEC;
     return sc_config_set_str(&cfg->data_dir, SC_CONFIG_DEFAULT_DATA_DIR);
 }
 
@@ -574,6 +576,22 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->data_dir);
             } else if (strcmp(k, "embed_table") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->embed_table);
+            } else if (strcmp(k, "persist") == 0) {
+                if (!json_is_boolean(v)) {
+                    rc = bad(&x, k, "must be true or false");
+                } else {
+                    cfg->persist = json_is_true(v);
+                }
+            } else if (strcmp(k, "fsync") == 0) {
+                if (!json_is_string(v) ||
+                    !sc_persist_fsync_parse(json_string_value(v),
+                                            &cfg->fsync)) {
+                    rc = bad(&x, k,
+                             "must be \"always\", \"everysec\" or \"no\"");
+                }
+            } else if (strcmp(k, "compact_bytes") == 0) {
+                rc = get_int(&x, k, v, 1u << 20, 1ull << 50,
+                             &cfg->compact_bytes);
             } else if (strcmp(k, "max_namespaces") == 0) {
                 if ((rc = get_int(&x, k, v, 1, 1u << 20, &u)) == SC_OK) {
                     cfg->cache.max_namespaces = (uint32_t)u;
@@ -613,4 +631,10 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
     }
     json_decref(root);
     return rc;
+}
+
+sc_err sc_config_state_path(const sc_config *cfg, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s/%s", cfg->data_dir, SC_CONFIG_STATE_DIR);
+    return n < 0 || (size_t)n >= cap ? SC_ETOOBIG : SC_OK;
 }

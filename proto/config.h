@@ -9,12 +9,14 @@
 #include <stdint.h>
 
 #include "cache/cache.h"
+#include "cache/persist.h"
 #include "common/sc_error.h"
 #include "proto/dispatch.h"
 #include "proto/server.h"
 
 #define SC_CONFIG_DEFAULT_DATA_DIR "/var/lib/semcached"
 #define SC_CONFIG_EMBED_FILE       "embeddings.sctab" /* = SC_EMBED_DEFAULT_FILE */
+#define SC_CONFIG_STATE_DIR        "state" /* under data_dir */
 #define SC_CONFIG_MAX_NS           256 /* namespaces a file may declare */
 #define SC_CONFIG_PATH_MAX         4096
 #define SC_CONFIG_MAX_KEYS         1024 /* access keys */
@@ -37,6 +39,12 @@ typedef struct sc_config {
     char *prices;      /* price table file, NULL = the one compiled in */
     char *data_dir;    /* never NULL after sc_config_init */
     char *embed_table; /* NULL = data_dir/SC_CONFIG_EMBED_FILE */
+    /* Persistence (docs/PERSISTENCE.md): on by default, in
+     * data_dir/SC_CONFIG_STATE_DIR. */
+    bool persist;
+    sc_fsync fsync;         /* default everysec */
+    bool repair;            /* flag only: --repair */
+    uint64_t compact_bytes; /* 0 = SC_PERSIST_COMPACT_MIN_DEFAULT */
     sc_cache_config cache;
     sc_config_ns *ns; /* ns[0..nns), owned */
     size_t nns;
@@ -64,6 +72,9 @@ void sc_config_fini(sc_config *cfg);
  *   prices        path of a price table (data/prices.json shows the form)
  *   data_dir      path
  *   embed_table   path
+ *   persist       bool (default true): keep the cache in data_dir/state
+ *   fsync         "always", "everysec" (default) or "no"
+ *   compact_bytes log size that starts a compaction, 1 MiB..2^50
  *   max_namespaces, max_bytes, max_entries   as the flags
  *   cost_targets  {"namespaces": {NAME: dollars}, "features": {TAG:
  *                  dollars}}: the most a request should cost
@@ -84,5 +95,9 @@ sc_err sc_config_set_str(char **slot, const char *value);
 /* The embedder table's path: embed_table, or data_dir/SC_CONFIG_EMBED_FILE,
  * written into out (cap bytes). Returns SC_ETOOBIG when it does not fit. */
 sc_err sc_config_embed_path(const sc_config *cfg, char *out, size_t cap);
+
+/* The state directory: data_dir/SC_CONFIG_STATE_DIR, into out. Returns
+ * SC_ETOOBIG when it does not fit. */
+sc_err sc_config_state_path(const sc_config *cfg, char *out, size_t cap);
 
 #endif

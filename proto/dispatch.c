@@ -102,6 +102,8 @@ const char *sc_dispatch_errcode(sc_err e)
         return "model_mismatch";
     case SC_ENOEMBED:
         return "no_embedder";
+    case SC_EIO:
+        return "io_error";
     case SC_EINVAL:
     case SC_EEXIST:
         return "bad_request";
@@ -216,6 +218,27 @@ static bool ns_allowed(const sc_key *key, const char *ns, bool write)
         }
     }
     return false;
+}
+
+sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
+                                         size_t n, const char *ns, bool write)
+{
+    if (d->nkeys == 0) {
+        return SC_ACCESS_OK;
+    }
+    const sc_key *k =
+        key != NULL && n <= UINT32_MAX
+            ? find_key(d, (const uint8_t *)key, (uint32_t)n)
+            : NULL;
+    if (k == NULL) {
+        __atomic_add_fetch(&d->counts.unauthorized, 1, __ATOMIC_RELAXED);
+        return SC_ACCESS_UNAUTHORIZED;
+    }
+    if (!ns_allowed(k, ns, write)) {
+        __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+        return SC_ACCESS_FORBIDDEN;
+    }
+    return SC_ACCESS_OK;
 }
 
 /* ---- decoding ------------------------------------------------------- */

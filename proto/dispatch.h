@@ -78,6 +78,21 @@ typedef struct sc_key {
  * against requests in flight: call before serving. */
 void sc_dispatch_set_keys(sc_dispatch *d, const sc_key *keys, size_t n);
 
+/* The access-key check for a front that calls the cache itself (the
+ * OpenAI proxy, proxy.h): whether key[0..n) (NULL = none given) may read
+ * (write false: a lookup) or write (an insert) namespace ns, by the rules
+ * of sc_dispatch_set_keys. Without configured keys everything is allowed.
+ * Refusals are counted as the dispatcher's own. key is borrowed for the
+ * call and compared in constant time. */
+typedef enum sc_dispatch_access {
+    SC_ACCESS_OK = 0,
+    SC_ACCESS_UNAUTHORIZED = 1, /* no key, or not a configured one */
+    SC_ACCESS_FORBIDDEN = 2     /* a valid key without the right */
+} sc_dispatch_access;
+sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
+                                         size_t n, const char *ns,
+                                         bool write);
+
 /* An sc_server_handler (server.h): arg is the sc_dispatch. Always writes
  * a reply (an error reply for bad input) and returns 0, except when out of
  * memory. *reply is malloc'd; the caller frees it. */

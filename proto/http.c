@@ -134,7 +134,7 @@ int sc_http_status_of(const char *code)
         {"too_big", 400},      {"range", 400},       {"model_mismatch", 400},
         {"no_namespace", 404}, {"not_found", 404},   {"namespace_exists", 409},
         {"full", 507},         {"no_embedder", 503}, {"internal", 500},
-        {"unauthorized", 401}, {"forbidden", 403},
+        {"unauthorized", 401}, {"forbidden", 403},   {"io_error", 503},
     };
     for (size_t i = 0; code != NULL && i < sizeof(map) / sizeof(map[0]); i++) {
         if (strcmp(map[i].code, code) == 0) {

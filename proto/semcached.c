@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,12 +12,14 @@
 #include <unistd.h>
 
 #include "cache/cache.h"
+#include "cache/persist.h"
 #include "embed/embed.h"
 #include "index/simd/simd.h"
 #include "proto/cli_report.h"
 #include "proto/config.h"
 #include "proto/dispatch.h"
 #include "proto/http.h"
+#include "proto/proxy.h"
 #include "proto/metrics.h"
 #include "proto/server.h"
 
@@ -29,6 +32,8 @@ static void usage(FILE *f)
         "                 [--data-dir DIR] [--embed-table FILE]\n"
         "                 [--recv-max BYTES] [--tls-cert FILE]\n"
         "                 [--max-namespaces N] [--max-bytes BYTES]\n"
+        "                 [--persist on|off] [--fsync always|everysec|no]\n"
+        "                 [--compact-bytes BYTES] [--repair]\n"
         "\n"
         "  --config FILE       JSON configuration (docs/CONFIG.md); flags "
         "override it\n"
@@ -46,9 +51,24 @@ static void usage(FILE *f)
         "  --recv-max BYTES    largest request accepted (default %u)\n"
         "  --tls-cert FILE     PEM certificate and key for tls+tcp:// "
         "listeners\n"
+        "  --persist on|off    keep the cache in DIR/" SC_CONFIG_STATE_DIR
+        " across restarts\n"
+        "                      (default on; docs/PERSISTENCE.md)\n"
+        "  --fsync MODE        always: fsync before a write is acknowledged;\n"
+        "                      everysec (default): once a second; no: never\n"
+        "  --compact-bytes N   log size that starts a background compaction\n"
+        "                      (default 64 MiB)\n"
+        "  --repair            start even past corrupt records, dropping them\n"
+        "                      (each is reported)\n"
         "  --max-namespaces N  cap on namespaces (default 1024)\n"
         "  --max-bytes BYTES   cap on the whole cache (default 1 GiB; LRU "
-        "beyond)\n",
+        "beyond)\n"
+        "  --upstream URL      with --http: serve POST /v1/chat/completions as\n"
+        "                      an OpenAI-compatible caching proxy of URL; its\n"
+        "                      flags --upstream-timeout MS, --proxy-ns NS,\n"
+        "                      --proxy-workers N, --proxy-history exact|single|\n"
+        "                      ignore, --proxy-store stop[,tool_calls][,length],\n"
+        "                      --proxy-embed-model MODEL (docs/PROXY.md)\n",
         SC_SERVER_DEFAULT_URL, SC_CONFIG_DEFAULT_DATA_DIR, SC_CONFIG_EMBED_FILE,
         SC_SERVER_DEFAULT_RECVMAX);
 }
@@ -118,6 +138,7 @@ typedef struct front {
     sc_dispatch *disp;
     sc_metrics *metrics;
     sc_ledger *ledger;
+    sc_persist *persist; /* NULL = in memory only */
 } front;
 
 static int timed_handle(void *arg, const uint8_t *req, size_t len,
@@ -255,6 +276,32 @@ static sc_err http_metrics(void *arg, FILE *out)
     if (rc != SC_OK) {
         return rc;
     }
+    if (f->persist != NULL) {
+        sc_persist_stats ps;
+        sc_persist_get_stats(f->persist, &ps);
+        fprintf(out,
+                "# HELP semcache_persist_records_total log records appended, "
+                "written to the file, and fsynced, since start\n"
+                "# TYPE semcache_persist_records_total counter\n"
+                "semcache_persist_records_total{state=\"appended\"} %llu\n"
+                "semcache_persist_records_total{state=\"written\"} %llu\n"
+                "semcache_persist_records_total{state=\"synced\"} %llu\n"
+                "# HELP semcache_persist_log_bytes size of the current log\n"
+                "# TYPE semcache_persist_log_bytes gauge\n"
+                "semcache_persist_log_bytes %llu\n"
+                "# HELP semcache_persist_compactions_total compactions since "
+                "start\n"
+                "# TYPE semcache_persist_compactions_total counter\n"
+                "semcache_persist_compactions_total %llu\n"
+                "# HELP semcache_persist_failed 1 when a write or fsync "
+                "failed and changes are refused\n"
+                "# TYPE semcache_persist_failed gauge\n"
+                "semcache_persist_failed %d\n",
+                (unsigned long long)ps.appended, (unsigned long long)ps.written,
+                (unsigned long long)ps.synced,
+                (unsigned long long)ps.log_bytes,
+                (unsigned long long)ps.compactions, ps.failed ? 1 : 0);
+    }
     sc_dispatch_counts dc;
     sc_dispatch_get_counts(f->disp, &dc);
     fprintf(out,
@@ -278,7 +325,8 @@ static uint64_t now_ms(void)
 /* Applies the command line to cfg: the --config file first, wherever it
  * stands, then every other flag in order, so that flags override the file.
  * Returns -1 to exit 0 (--help), 0 to go on, or the exit status (2). */
-static int parse_args(int argc, char **argv, sc_config *cfg)
+static int parse_args(int argc, char **argv, sc_config *cfg,
+                      sc_proxy_config *pcfg)
 {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -301,6 +349,12 @@ static int parse_args(int argc, char **argv, sc_config *cfg)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long long n;
         sc_err rc = SC_OK;
+        char pmsg[256];
+        int prc;
+        if (strcmp(a, "--repair") == 0) {
+            cfg->repair = true;
+            continue;
+        }
         if (v == NULL) {
             fprintf(stderr, "semcached: %s needs a value (or unknown flag)\n",
                     a);
@@ -348,6 +402,25 @@ static int parse_args(int argc, char **argv, sc_config *cfg)
             rc = sc_config_set_str(&cfg->data_dir, v);
         } else if (strcmp(a, "--embed-table") == 0) {
             rc = sc_config_set_str(&cfg->embed_table, v);
+        } else if (strcmp(a, "--persist") == 0) {
+            if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
+                fprintf(stderr, "semcached: --persist must be on or off\n");
+                return 2;
+            }
+            cfg->persist = strcmp(v, "on") == 0;
+        } else if (strcmp(a, "--fsync") == 0) {
+            if (!sc_persist_fsync_parse(v, &cfg->fsync)) {
+                fprintf(stderr, "semcached: --fsync must be always, everysec "
+                                "or no\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--compact-bytes") == 0) {
+            if (parse_u64(v, 1ull << 50, &n) != 0 || n < (1u << 20)) {
+                fprintf(stderr,
+                        "semcached: --compact-bytes must be 1 MiB..2^50\n");
+                return 2;
+            }
+            cfg->compact_bytes = n;
         } else if (strcmp(a, "--max-namespaces") == 0) {
             if (parse_u64(v, 1u << 20, &n) != 0 || n == 0) {
                 fprintf(stderr,
@@ -362,6 +435,12 @@ static int parse_args(int argc, char **argv, sc_config *cfg)
                 return 2;
             }
             cfg->cache.max_bytes = n;
+        } else if ((prc = sc_proxy_parse_flag(pcfg, a, v, pmsg,
+                                              sizeof(pmsg))) != 0) {
+            if (prc < 0) {
+                fprintf(stderr, "semcached: %s\n", pmsg);
+                return 2;
+            }
         } else {
             fprintf(stderr, "semcached: unknown flag %s\n", a);
             usage(stderr);
@@ -383,7 +462,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcached: out of memory\n");
         return 1;
     }
-    int prc = parse_args(argc, argv, &conf);
+    sc_proxy_config pcfg;
+    sc_proxy_config_init(&pcfg);
+    int prc = parse_args(argc, argv, &conf, &pcfg);
     if (prc != 0) {
         sc_config_fini(&conf);
         return prc < 0 ? 0 : prc;
@@ -410,10 +491,12 @@ int main(int argc, char **argv)
     sc_prices *prices = NULL;
     sc_ledger *ledger = NULL;
     sc_cache *cache = NULL;
+    sc_persist *persist = NULL;
     sc_dispatch *disp = NULL;
     sc_metrics *metrics = NULL;
     sc_server *srv = NULL;
     sc_http *http = NULL;
+    sc_proxy *proxy = NULL;
     front fr;
     sc_cache_embedder hook;
     sc_err rc;
@@ -461,13 +544,70 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (conf.persist) {
+        char state[SC_CONFIG_PATH_MAX + 64], msg[1024];
+        if (sc_config_state_path(&conf, state, sizeof(state)) != SC_OK) {
+            fprintf(stderr, "semcached: the data directory's path is too "
+                            "long\n");
+            goto out_conf;
+        }
+        if (mkdir(conf.data_dir, 0750) != 0 && errno != EEXIST) {
+            fprintf(stderr,
+                    "semcached: cannot make the data directory %s: %s "
+                    "(--data-dir DIR, or --persist off to keep the cache in "
+                    "memory only)\n",
+                    conf.data_dir, strerror(errno));
+            goto out_conf;
+        }
+        sc_persist_config pc = {
+            .dir = state,
+            .fsync = conf.fsync,
+            .repair = conf.repair,
+            .compact_min_bytes = conf.compact_bytes,
+        };
+        if ((rc = sc_persist_open(&pc, &persist, msg, sizeof(msg))) != SC_OK) {
+            fprintf(stderr,
+                    "semcached: %s (--persist off keeps the cache in memory "
+                    "only)\n",
+                    msg);
+            goto out_conf;
+        }
+        ccfg.journal = sc_persist_journal(persist);
+    } else {
+        fprintf(stderr, "semcached: persistence off: the cache is lost when "
+                        "semcached stops\n");
+    }
     rc = sc_cache_open(&ccfg, &cache);
     if (rc != SC_OK) {
         fprintf(stderr, "semcached: cannot open the cache: %s\n",
                 sc_strerror(rc));
-        goto out_conf;
+        goto out_cache;
+    }
+    if (persist != NULL) {
+        char msg[1024] = "";
+        rc = sc_persist_load(persist, cache, ledger, NULL, msg, sizeof(msg));
+        if (rc != SC_OK) {
+            fprintf(stderr, "semcached: cannot load the saved state: %s\n",
+                    msg[0] ? msg : sc_strerror(rc));
+            goto out_cache;
+        }
     }
     for (size_t i = 0; i < conf.nns; i++) {
+        sc_ns_config have;
+        if (sc_cache_ns_get_config(cache, conf.ns[i].name, &have) == SC_OK) {
+            /* Restored: the file's settings apply to it as they stand. */
+            rc = sc_cache_ns_configure(cache, conf.ns[i].name,
+                                       &conf.ns[i].cfg);
+            if (rc != SC_OK) {
+                fprintf(stderr,
+                        "semcached: namespace %s of the configuration does "
+                        "not fit the saved one (dim, storage, backend, nlist "
+                        "or train_min differ): %s\n",
+                        conf.ns[i].name, sc_strerror(rc));
+                goto out_cache;
+            }
+            continue;
+        }
         rc = sc_cache_ns_create(cache, conf.ns[i].name, &conf.ns[i].cfg);
         if (rc != SC_OK) {
             fprintf(stderr, "semcached: cannot create namespace %s: %s\n",
@@ -505,7 +645,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_disp;
     }
-    fr = (front){disp, metrics, ledger};
+    fr = (front){disp, metrics, ledger, persist};
     scfg.handler = timed_handle;
     scfg.handler_many = timed_handle_many;
     scfg.handler_arg = &fr;
@@ -532,6 +672,23 @@ int main(int argc, char **argv)
         }
         fprintf(stderr, "semcached: HTTP on %s\n", conf.http);
     }
+    if (pcfg.upstream != NULL && conf.http == NULL) {
+        fprintf(stderr, "semcached: --upstream needs --http HOST:PORT\n");
+        goto out_server;
+    }
+    if (pcfg.upstream != NULL) {
+        pcfg.addr = conf.http;
+        pcfg.cache = cache;
+        pcfg.dispatch = disp;
+        pcfg.body_max = conf.recv_max;
+        if ((rc = sc_proxy_open(&pcfg, &proxy)) != SC_OK) {
+            fprintf(stderr, "semcached: cannot start the proxy of %s: %s\n",
+                    pcfg.upstream, sc_strerror(rc));
+            goto out_server;
+        }
+        fprintf(stderr, "semcached: OpenAI-compatible proxy on %s%s\n",
+                conf.http, "/v1/chat/completions");
+    }
     fprintf(stderr, "semcached: ready (%s, simd %s, %u workers)\n",
             SC_SERVER_NAME, sc_simd_active()->name, scfg.threads);
 
@@ -553,6 +710,8 @@ int main(int argc, char **argv)
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     uint64_t served, dropped;
     sc_server_counts(srv, &served, &dropped);
+    sc_proxy_close(proxy);
+    proxy = NULL;
     sc_http_close(http);
     http = NULL;
     sc_server_close(srv);
@@ -567,6 +726,7 @@ int main(int argc, char **argv)
             (unsigned long long)dc.forbidden, (unsigned long long)dropped);
     status = 0;
 out_server:
+    sc_proxy_close(proxy);
     sc_http_close(http);
     sc_server_close(srv);
 out_metrics:
@@ -574,6 +734,8 @@ out_metrics:
 out_disp:
     sc_dispatch_close(disp);
 out_cache:
+    /* The log's last records are written before the cache goes. */
+    sc_persist_close(persist);
     sc_cache_close(cache);
 out_conf:
     sc_ledger_close(ledger);

@@ -68,7 +68,7 @@ if [ $status = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL
 # --config: a bad file stops the start (status 2, the key named); a good one
 # sets the listener and creates its namespaces; flags override the file.
 cfg=/tmp/semcache-cli-test-$$.json
-trap 'kill $spid 2>/dev/null; rm -f /tmp/semcache-cli-test-$$.log "$cfg"' EXIT
+trap 'kill $spid 2>/dev/null; rm -f /tmp/semcache-cli-test-$$.log "$cfg"; rm -rf /tmp/semcache-cli-test-$$.d /tmp/semcache-cli-test-$$-2.d' EXIT
 echo '{"threads": 0}' >"$cfg"
 out=$("$server" --config "$cfg" 2>&1)
 if [ $? = 2 ] && printf '%s' "$out" | grep -q "key 'threads'"; then
@@ -79,7 +79,8 @@ fi
 addr="ipc:///tmp/semcache-cli-test-$$-2.ipc"
 printf '{"listen": "ipc:///tmp/unused-%s.ipc",\n "namespaces": {"strict": {"threshold": 0.999, "dim": 3}}}\n' $$ >"$cfg"
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$server" --config "$cfg" --listen "$addr" --http "127.0.0.1:$hport" 2>>/tmp/semcache-cli-test-$$.log &
+"$server" --config "$cfg" --listen "$addr" --http "127.0.0.1:$hport" \
+    --data-dir /tmp/semcache-cli-test-$$-2.d 2>>/tmp/semcache-cli-test-$$.log &
 spid=$!
 for _ in $(seq 50); do
     "$cli" -a "$addr" --timeout 200 ping >/dev/null 2>&1 && break

@@ -44,6 +44,8 @@ static void test_good(void)
         "{\"listen\": [\"tcp://127.0.0.1:7711\", \"ipc:///tmp/x.sock\"],\n"
         " \"threads\": 4, \"recv_max\": 65536, \"tls_cert\": \"/c.pem\",\n"
         " \"data_dir\": \"/srv/sc\", \"max_namespaces\": 7,\n"
+        " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
+        "2097152,\n"
         " \"max_bytes\": 1000000, \"max_entries\": 500,\n"
         " \"namespaces\": {\"faq\": {\"dim\": 384, \"storage\": \"int8\",\n"
         "   \"threshold\": 0.85, \"margin\": 0.02, \"ttl\": 3600,\n"
@@ -63,6 +65,13 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.recv_max, 65536);
     CHECK(cfg.tls_cert != NULL && strcmp(cfg.tls_cert, "/c.pem") == 0);
     CHECK(strcmp(cfg.data_dir, "/srv/sc") == 0);
+    CHECK(!cfg.persist);
+    CHECK_EQ_INT(cfg.fsync, SC_FSYNC_ALWAYS);
+    CHECK_EQ_INT(cfg.compact_bytes, 2097152);
+    char state[256];
+    CHECK(sc_config_state_path(&cfg, state, sizeof(state)) == SC_OK &&
+          strcmp(state, "/srv/sc/state") == 0);
+    CHECK(sc_config_state_path(&cfg, state, 8) == SC_ETOOBIG);
     CHECK_EQ_INT(cfg.cache.max_namespaces, 7);
     CHECK_EQ_INT(cfg.cache.max_bytes, 1000000);
     CHECK_EQ_INT(cfg.cache.max_entries, 500);
@@ -100,6 +109,8 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.nlisten, 0);
     CHECK_EQ_INT(cfg.threads, 0);
     CHECK(strcmp(cfg.data_dir, SC_CONFIG_DEFAULT_DATA_DIR) == 0);
+    CHECK(cfg.persist && cfg.fsync == SC_FSYNC_EVERYSEC && !cfg.repair &&
+          cfg.compact_bytes == 0);
     CHECK_EQ_INT(cfg.cache.max_bytes, cdef.max_bytes);
     CHECK_EQ_INT(cfg.cache.max_namespaces, cdef.max_namespaces);
     sc_config_fini(&cfg);
@@ -172,6 +183,10 @@ static void test_bad(void)
          "'listen'"},
         {"{\"listen\": \"\"}", "'listen'"},
         {"{\"data_dir\": null}", "'data_dir'"},
+        {"{\"persist\": 1}", "'persist'"},
+        {"{\"fsync\": \"sometimes\"}", "'fsync'"},
+        {"{\"fsync\": true}", "'fsync'"},
+        {"{\"compact_bytes\": 1000}", "'compact_bytes'"},
         {"{\"max_bytes\": 0}", "'max_bytes'"},
         {"{\"namespaces\": []}", "'namespaces'"},
         {"{\"namespaces\": {\"a b\": {}}}", "namespaces.a b"},

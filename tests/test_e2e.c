@@ -53,10 +53,11 @@ static pid_t start_server(const char *bin)
     snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_port());
     pid_t pid = fork();
     if (pid == 0) {
-        /* A data directory of its own: no embedder table there. */
+        /* A data directory of its own: no embedder table there, and
+         * nothing kept (test_persist and test_crash cover persistence). */
         execl(bin, bin, "--listen", url, "--threads", "8", "--recv-max",
               "1048576", "--data-dir", "/nonexistent/semcache-e2e",
-              (char *)NULL);
+              "--persist", "off", (char *)NULL);
         perror("exec semcached");
         _exit(127);
     }

@@ -1,0 +1,1574 @@
+/* persist.c - the log, the snapshots, loading and compaction (persist.h).
+ *
+ * A file is a 16-byte header (6 bytes of magic, a 16-bit format version,
+ * the 64-bit generation) and then records. A record is
+ *     u32 size, u32 checksum, size bytes: a type byte, then its fields
+ * with the checksum XXH32 of those size bytes. Numbers are little-endian;
+ * a string or byte run is a u32 length and its bytes. */
+#define _GNU_SOURCE
+#include "cache/persist.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define HDR_SIZE      16u
+#define FRAME_SIZE    8u
+#define VERSION       1u
+#define CHECK_SEED    0x53434c47u /* "SCLG" */
+#define LOG_MAGIC     "SCLOG"     /* and a NUL: 6 bytes */
+#define SNAP_MAGIC    "SCSNP"
+/* The largest record: a response at its limit, text at its limit, the
+ * largest vector, and the strings around them. */
+#define RECORD_MAX                                                             \
+    ((uint64_t)SC_CACHE_RESPONSE_LIMIT + SC_CACHE_TEXT_MAX +                   \
+     4ull * SC_INDEX_MAX_DIM + 65536u)
+#define DIR_CAP  4000u /* the directory's path */
+#define PATH_CAP 4096u /* a file's in it */
+
+enum rec_type {
+    REC_NS_PUT = 1,
+    REC_NS_DROP = 2,
+    REC_ENTRY = 3,
+    REC_REMOVE = 4,
+    REC_QUARANTINE = 5,
+    REC_FLUSH = 6,
+    REC_LEDGER_ROW = 7,
+    REC_LEDGER_HOUR = 8,
+    REC_SNAP_END = 9
+};
+
+/* ---- encoding -----------------------------------------------------------*/
+
+typedef struct wbuf {
+    uint8_t *p;
+    size_t len, cap;
+    int oom;
+} wbuf;
+
+static void wb_reserve(wbuf *b, size_t more)
+{
+    if (b->oom || b->cap - b->len >= more) {
+        return;
+    }
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->len < more) {
+        if (cap > SIZE_MAX / 2) {
+            b->oom = 1;
+            return;
+        }
+        cap *= 2;
+    }
+    uint8_t *np = realloc(b->p, cap);
+    if (np == NULL) {
+        b->oom = 1;
+        return;
+    }
+    b->p = np;
+    b->cap = cap;
+}
+
+static void wb_bytes(wbuf *b, const void *src, size_t n)
+{
+    wb_reserve(b, n);
+    if (!b->oom && n > 0) {
+        memcpy(b->p + b->len, src, n);
+        b->len += n;
+    }
+}
+
+static void wb_u8(wbuf *b, uint8_t v)
+{
+    wb_bytes(b, &v, 1);
+}
+
+static void wb_u32(wbuf *b, uint32_t v)
+{
+    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16),
+                    (uint8_t)(v >> 24)};
+    wb_bytes(b, x, 4);
+}
+
+static void wb_u64(wbuf *b, uint64_t v)
+{
+    wb_u32(b, (uint32_t)v);
+    wb_u32(b, (uint32_t)(v >> 32));
+}
+
+static void wb_f32(wbuf *b, float f)
+{
+    uint32_t v;
+    memcpy(&v, &f, 4);
+    wb_u32(b, v);
+}
+
+static void wb_f64(wbuf *b, double d)
+{
+    uint64_t v;
+    memcpy(&v, &d, 8);
+    wb_u64(b, v);
+}
+
+static void wb_run(wbuf *b, const void *p, size_t n)
+{
+    wb_u32(b, (uint32_t)n);
+    wb_bytes(b, p, n);
+}
+
+static void wb_str(wbuf *b, const char *s)
+{
+    s = s != NULL ? s : "";
+    wb_run(b, s, strlen(s));
+}
+
+/* Starts a record; rec_end fills in its frame. Returns its start. */
+static size_t rec_begin(wbuf *b, uint8_t type)
+{
+    size_t at = b->len;
+    wb_u32(b, 0);
+    wb_u32(b, 0);
+    wb_u8(b, type);
+    return at;
+}
+
+static void put_u32_at(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void rec_end(wbuf *b, size_t at)
+{
+    if (b->oom) {
+        return;
+    }
+    size_t n = b->len - at - FRAME_SIZE;
+    put_u32_at(b->p + at, (uint32_t)n);
+    put_u32_at(b->p + at + 4,
+               XXH32(b->p + at + FRAME_SIZE, n, CHECK_SEED));
+}
+
+static void enc_ns_cfg(wbuf *b, const sc_ns_config *c)
+{
+    wb_u32(b, c->dim);
+    wb_u8(b, (uint8_t)c->storage);
+    wb_str(b, c->backend);
+    wb_u32(b, c->nlist);
+    wb_u32(b, c->nprobe);
+    wb_u32(b, c->train_min);
+    wb_f32(b, c->threshold);
+    wb_f32(b, c->margin);
+    wb_u8(b, c->auto_threshold);
+    wb_u8(b, c->auto_margin);
+    wb_u8(b, (uint8_t)(int8_t)c->vote);
+    wb_str(b, c->embed_model);
+    wb_u64(b, c->ttl_ms);
+    wb_u8(b, (uint8_t)c->ttl_mode);
+    wb_u64(b, c->max_entries);
+    wb_u64(b, c->max_bytes);
+    wb_u64(b, c->max_response_bytes);
+}
+
+static void enc_ns_put(wbuf *b, const char *name, const sc_ns_config *cfg,
+                       bool had_vector)
+{
+    size_t at = rec_begin(b, REC_NS_PUT);
+    wb_str(b, name);
+    wb_u8(b, had_vector);
+    enc_ns_cfg(b, cfg);
+    rec_end(b, at);
+}
+
+static void enc_entry(wbuf *b, const sc_cache_entry_info *e)
+{
+    size_t at = rec_begin(b, REC_ENTRY);
+    wb_u64(b, e->id);
+    wb_str(b, e->ns);
+    wb_str(b, e->scope);
+    wb_u8(b, e->text != NULL);
+    wb_run(b, e->text, e->text != NULL ? e->text_len : 0);
+    wb_str(b, e->embed_model);
+    uint32_t dim = e->vec != NULL ? e->dim : 0;
+    wb_u32(b, dim);
+    for (uint32_t i = 0; i < dim; i++) {
+        wb_f32(b, e->vec[i]);
+    }
+    wb_run(b, e->response, e->response_len);
+    wb_str(b, e->model);
+    wb_str(b, e->feature);
+    wb_str(b, e->user);
+    wb_u64(b, e->input_tokens);
+    wb_u64(b, e->output_tokens);
+    wb_u8(b, e->tokens_estimated);
+    wb_u64(b, e->created_ms);
+    wb_u64(b, e->ttl_ms);
+    wb_u64(b, e->expires_ms);
+    wb_u64(b, e->last_hit_ms);
+    wb_u64(b, e->hit_count);
+    wb_u8(b, e->quarantined);
+    rec_end(b, at);
+}
+
+static void enc_id(wbuf *b, uint8_t type, uint64_t id)
+{
+    size_t at = rec_begin(b, type);
+    wb_u64(b, id);
+    rec_end(b, at);
+}
+
+static void enc_name(wbuf *b, uint8_t type, const char *name)
+{
+    size_t at = rec_begin(b, type);
+    wb_str(b, name);
+    rec_end(b, at);
+}
+
+/* The ledger's counts, field by field (the order is the format). */
+#define COUNT_U64S(X)                                                          \
+    X(lookups) X(exact_hits) X(semantic_hits) X(tokens_in_avoided)             \
+    X(tokens_out_avoided) X(hits_estimated) X(hits_unpriced) X(inserts)        \
+    X(inserts_unpriced) X(inserts_estimated) X(embed_tokens)                   \
+    X(embed_unpriced) X(embed_estimated) X(false_hits)                         \
+    X(false_hits_unpriced) X(first_ms) X(last_ms)
+#define COUNT_F64S(X)                                                          \
+    X(usd_avoided) X(usd_inserted) X(embed_cpu_s) X(lookup_cpu_s) X(usd_embed) \
+    X(usd_lookup) X(usd_false_hits)
+
+static void enc_ledger(void *arg, const sc_ledger_row_state *row,
+                       const sc_ledger_hour *hour)
+{
+    wbuf *b = arg;
+    if (row != NULL) {
+        size_t at = rec_begin(b, REC_LEDGER_ROW);
+        wb_u8(b, (uint8_t)row->kind);
+        wb_str(b, row->ns);
+        wb_str(b, row->tag);
+#define X(f) wb_u64(b, row->c.f);
+        COUNT_U64S(X)
+#undef X
+#define X(f) wb_f64(b, row->c.f);
+        COUNT_F64S(X)
+#undef X
+        rec_end(b, at);
+    } else {
+        size_t at = rec_begin(b, REC_LEDGER_HOUR);
+        wb_u64(b, hour->hour_ms);
+        wb_u64(b, hour->lookups);
+        wb_u64(b, hour->hits);
+        wb_f64(b, hour->usd_avoided);
+        wb_f64(b, hour->usd_spent);
+        rec_end(b, at);
+    }
+}
+
+static void enc_header(wbuf *b, const char *magic, uint64_t gen)
+{
+    wb_bytes(b, magic, 6); /* five letters and the NUL */
+    uint8_t v[2] = {VERSION & 0xff, VERSION >> 8};
+    wb_bytes(b, v, 2);
+    wb_u64(b, gen);
+}
+
+/* ---- decoding -----------------------------------------------------------*/
+
+typedef struct rbuf {
+    const uint8_t *p;
+    size_t len, at;
+    int bad;
+} rbuf;
+
+static const uint8_t *rb_take(rbuf *r, size_t n)
+{
+    if (r->bad || r->len - r->at < n) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *p = r->p + r->at;
+    r->at += n;
+    return p;
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint8_t rb_u8(rbuf *r)
+{
+    const uint8_t *p = rb_take(r, 1);
+    return p != NULL ? p[0] : 0;
+}
+
+static uint32_t rb_u32(rbuf *r)
+{
+    const uint8_t *p = rb_take(r, 4);
+    return p != NULL ? get_u32(p) : 0;
+}
+
+static uint64_t rb_u64(rbuf *r)
+{
+    uint64_t lo = rb_u32(r);
+    return lo | (uint64_t)rb_u32(r) << 32;
+}
+
+static float rb_f32(rbuf *r)
+{
+    uint32_t v = rb_u32(r);
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+static double rb_f64(rbuf *r)
+{
+    uint64_t v = rb_u64(r);
+    double d;
+    memcpy(&d, &v, 8);
+    return d;
+}
+
+/* A byte run of at most max bytes; *n its length. */
+static const uint8_t *rb_run(rbuf *r, size_t max, size_t *n)
+{
+    uint32_t len = rb_u32(r);
+    if (len > max) {
+        r->bad = 1;
+        return NULL;
+    }
+    *n = len;
+    return rb_take(r, len);
+}
+
+/* A string of at most max bytes with no NUL, copied NUL-terminated into
+ * out (room for max + 1). */
+static void rb_str(rbuf *r, char *out, size_t max)
+{
+    size_t n = 0;
+    const uint8_t *p = rb_run(r, max, &n);
+    if (p == NULL || memchr(p, '\0', n) != NULL) {
+        r->bad = 1;
+        out[0] = '\0';
+        return;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+static void dec_ns_cfg(rbuf *r, sc_ns_config *c)
+{
+    sc_cache_ns_config_init(c);
+    c->dim = rb_u32(r);
+    uint8_t st = rb_u8(r);
+    if (st > SC_STORAGE_I8) {
+        r->bad = 1;
+    }
+    c->storage = (sc_storage)st;
+    rb_str(r, c->backend, sizeof(c->backend) - 1);
+    c->nlist = rb_u32(r);
+    c->nprobe = rb_u32(r);
+    c->train_min = rb_u32(r);
+    c->threshold = rb_f32(r);
+    c->margin = rb_f32(r);
+    c->auto_threshold = rb_u8(r) != 0;
+    c->auto_margin = rb_u8(r) != 0;
+    c->vote = (int8_t)rb_u8(r);
+    rb_str(r, c->embed_model, SC_CACHE_TAG_MAX);
+    c->ttl_ms = rb_u64(r);
+    uint8_t mode = rb_u8(r);
+    if (mode > SC_TTL_SLIDING) {
+        r->bad = 1;
+    }
+    c->ttl_mode = (sc_ttl_mode)mode;
+    c->max_entries = rb_u64(r);
+    c->max_bytes = rb_u64(r);
+    c->max_response_bytes = rb_u64(r);
+}
+
+/* The strings an entry record holds, decoded into room of their caps. */
+typedef struct entry_strs {
+    char ns[SC_CACHE_NS_NAME_MAX + 1];
+    char scope[SC_CACHE_SCOPE_MAX + 1];
+    char embed_model[SC_CACHE_TAG_MAX + 1];
+    char model[SC_CACHE_TAG_MAX + 1];
+    char feature[SC_CACHE_TAG_MAX + 1];
+    char user[SC_CACHE_TAG_MAX + 1];
+    float vec[SC_INDEX_MAX_DIM];
+} entry_strs;
+
+static void dec_entry(rbuf *r, entry_strs *s, sc_cache_entry_info *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->id = rb_u64(r);
+    rb_str(r, s->ns, SC_CACHE_NS_NAME_MAX);
+    rb_str(r, s->scope, SC_CACHE_SCOPE_MAX);
+    bool has_text = rb_u8(r) != 0;
+    size_t n = 0;
+    const uint8_t *t = rb_run(r, SC_CACHE_TEXT_MAX, &n);
+    e->text = has_text && t != NULL ? (const char *)t : NULL;
+    e->text_len = has_text ? n : 0;
+    rb_str(r, s->embed_model, SC_CACHE_TAG_MAX);
+    e->dim = rb_u32(r);
+    if (e->dim > SC_INDEX_MAX_DIM) {
+        r->bad = 1;
+        e->dim = 0;
+    }
+    for (uint32_t i = 0; i < e->dim; i++) {
+        s->vec[i] = rb_f32(r);
+    }
+    e->vec = e->dim > 0 ? s->vec : NULL;
+    const uint8_t *resp = rb_run(r, SC_CACHE_RESPONSE_LIMIT, &n);
+    e->response = resp;
+    e->response_len = resp != NULL ? n : 0;
+    rb_str(r, s->model, SC_CACHE_TAG_MAX);
+    rb_str(r, s->feature, SC_CACHE_TAG_MAX);
+    rb_str(r, s->user, SC_CACHE_TAG_MAX);
+    e->input_tokens = rb_u64(r);
+    e->output_tokens = rb_u64(r);
+    e->tokens_estimated = rb_u8(r) != 0;
+    e->created_ms = rb_u64(r);
+    e->ttl_ms = rb_u64(r);
+    e->expires_ms = rb_u64(r);
+    e->last_hit_ms = rb_u64(r);
+    e->hit_count = rb_u64(r);
+    e->quarantined = rb_u8(r) != 0;
+    e->ns = s->ns;
+    e->scope = s->scope;
+    e->embed_model = s->embed_model;
+    e->model = s->model;
+    e->feature = s->feature;
+    e->user = s->user;
+}
+
+/* ---- replay -------------------------------------------------------------*/
+
+static void say(char *msg, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(char *msg, size_t cap, const char *fmt, ...)
+{
+    if (msg == NULL || cap == 0) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* Whether a whole valid frame starts at off. */
+static bool frame_ok(const uint8_t *d, size_t len, size_t off)
+{
+    if (len - off < FRAME_SIZE) {
+        return false;
+    }
+    uint32_t n = get_u32(d + off);
+    if (n == 0 || n > RECORD_MAX || len - off - FRAME_SIZE < n) {
+        return false;
+    }
+    return XXH32(d + off + FRAME_SIZE, n, CHECK_SEED) == get_u32(d + off + 4);
+}
+
+/* The next offset after off where a valid frame starts, or len. */
+static size_t next_valid(const uint8_t *d, size_t len, size_t off)
+{
+    for (size_t o = off + 1; o + FRAME_SIZE <= len; o++) {
+        if (frame_ok(d, len, o)) {
+            return o;
+        }
+    }
+    return len;
+}
+
+typedef struct replay_ctx {
+    sc_cache *c;
+    sc_ledger *l;
+    sc_persist_file kind;
+    uint64_t now;
+    sc_persist_load_stats *st;
+    entry_strs strs;
+    bool ended; /* a snapshot's end record was read */
+    uint64_t snap_entries;
+} replay_ctx;
+
+/* Applies one record's body. Returns SC_OK, SC_EBADFILE (a field is out
+ * of its bounds: corrupt although its checksum held), or SC_ENOMEM. A
+ * record that no longer applies (its namespace went, its entry is gone)
+ * counts as superseded: snapshots are taken while writes go on, so a log
+ * may hold changes its snapshot holds already or that a later record
+ * undid. */
+static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
+{
+    rbuf r = {body, n, 0, 0};
+    uint8_t type = rb_u8(&r);
+    sc_err rc = SC_OK;
+    char name[SC_CACHE_NS_NAME_MAX + 1];
+    if (x->ended) {
+        return SC_EBADFILE; /* nothing may follow a snapshot's end */
+    }
+    switch (type) {
+    case REC_NS_PUT: {
+        sc_ns_config cfg;
+        rb_str(&r, name, SC_CACHE_NS_NAME_MAX);
+        bool had_vector = rb_u8(&r) != 0;
+        dec_ns_cfg(&r, &cfg);
+        if (r.bad || r.at != n) {
+            return SC_EBADFILE;
+        }
+        rc = sc_cache_restore_ns(x->c, name, &cfg, had_vector);
+        break;
+    }
+    case REC_NS_DROP:
+    case REC_FLUSH:
+        rb_str(&r, name, SC_CACHE_NS_NAME_MAX);
+        if (r.bad || r.at != n || x->kind == SC_PERSIST_SNAPSHOT) {
+            return SC_EBADFILE;
+        }
+        rc = type == REC_NS_DROP ? sc_cache_ns_drop(x->c, name)
+                                 : sc_cache_flush(x->c, name);
+        break;
+    case REC_ENTRY: {
+        sc_cache_entry_info e;
+        dec_entry(&r, &x->strs, &e);
+        if (r.bad || r.at != n) {
+            return SC_EBADFILE;
+        }
+        bool added = false;
+        rc = sc_cache_restore_entry(x->c, &e, x->now, &added);
+        if (rc == SC_OK) {
+            x->snap_entries++;
+            if (added) {
+                x->st->entries_restored++;
+            } else if (e.expires_ms != 0 && e.expires_ms <= x->now) {
+                x->st->entries_expired++;
+            }
+        }
+        break;
+    }
+    case REC_REMOVE:
+    case REC_QUARANTINE: {
+        uint64_t id = rb_u64(&r);
+        if (r.bad || r.at != n || x->kind == SC_PERSIST_SNAPSHOT) {
+            return SC_EBADFILE;
+        }
+        rc = type == REC_REMOVE ? sc_cache_delete(x->c, id)
+                                : sc_cache_feedback(x->c, id);
+        break;
+    }
+    case REC_LEDGER_ROW: {
+        sc_ledger_counts cnt;
+        char tag[SC_CACHE_TAG_MAX + 16];
+        memset(&cnt, 0, sizeof(cnt));
+        uint8_t kind = rb_u8(&r);
+        rb_str(&r, name, SC_CACHE_NS_NAME_MAX);
+        rb_str(&r, tag, sizeof(tag) - 1);
+#define X(f) cnt.f = rb_u64(&r);
+        COUNT_U64S(X)
+#undef X
+#define X(f) cnt.f = rb_f64(&r);
+        COUNT_F64S(X)
+#undef X
+        if (r.bad || r.at != n) {
+            return SC_EBADFILE;
+        }
+        if (x->l != NULL) {
+            rc = sc_ledger_import_row(x->l, kind, name, tag, &cnt);
+            rc = rc == SC_EINVAL ? SC_EBADFILE : rc;
+        }
+        return rc;
+    }
+    case REC_LEDGER_HOUR: {
+        sc_ledger_hour h;
+        h.hour_ms = rb_u64(&r);
+        h.lookups = rb_u64(&r);
+        h.hits = rb_u64(&r);
+        h.usd_avoided = rb_f64(&r);
+        h.usd_spent = rb_f64(&r);
+        if (r.bad || r.at != n) {
+            return SC_EBADFILE;
+        }
+        if (x->l != NULL) {
+            rc = sc_ledger_import_hour(x->l, &h);
+            rc = rc == SC_EINVAL ? SC_EBADFILE : rc;
+        }
+        return rc;
+    }
+    case REC_SNAP_END: {
+        uint64_t entries = rb_u64(&r);
+        if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
+            entries != x->snap_entries) {
+            return SC_EBADFILE;
+        }
+        x->ended = true;
+        return SC_OK;
+    }
+    default:
+        return SC_EBADFILE;
+    }
+    if (rc == SC_ENOMEM) {
+        return rc;
+    }
+    if (rc != SC_OK) {
+        if (x->kind == SC_PERSIST_SNAPSHOT) {
+            /* A snapshot is one consistent-enough state: every record in
+             * it must apply (an entry's namespace precedes it, ids are
+             * unique). */
+            return rc == SC_ENONS || rc == SC_ENOTFOUND || rc == SC_EDIM ||
+                           rc == SC_EMODEL || rc == SC_EINVAL ||
+                           rc == SC_ERANGE || rc == SC_ETOOBIG ||
+                           rc == SC_ENONFINITE || rc == SC_EZEROVEC ||
+                           rc == SC_ENOTSUP || rc == SC_ENSFULL ||
+                           rc == SC_ESCOPEFULL || rc == SC_ENSEXIST
+                       ? SC_EBADFILE
+                       : rc;
+        }
+        x->st->superseded++;
+    }
+    return SC_OK;
+}
+
+sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
+                         const uint8_t *d, size_t len, bool last, bool repair,
+                         uint64_t now_ms, sc_persist_load_stats *st,
+                         size_t *valid_len, char *msg, size_t cap)
+{
+    if (c == NULL || (d == NULL && len > 0) || st == NULL) {
+        return SC_EINVAL;
+    }
+    const char *magic = kind == SC_PERSIST_SNAPSHOT ? SNAP_MAGIC : LOG_MAGIC;
+    if (valid_len != NULL) {
+        *valid_len = len;
+    }
+    if (len < HDR_SIZE || memcmp(d, magic, 6) != 0) {
+        if (kind == SC_PERSIST_LOG && last && len < HDR_SIZE &&
+            memcmp(d, magic, len < 6 ? len : 6) == 0) {
+            /* Cut while its header was written: nothing in it yet. */
+            st->torn_bytes += len;
+            if (valid_len != NULL) {
+                *valid_len = 0;
+            }
+            return SC_OK;
+        }
+        say(msg, cap, "not a semcached %s (bad header)",
+            kind == SC_PERSIST_SNAPSHOT ? "snapshot" : "log");
+        return SC_EBADFILE;
+    }
+    unsigned version = (unsigned)d[6] | (unsigned)d[7] << 8;
+    if (version != VERSION) {
+        say(msg, cap, "format version %u, this build reads %u", version,
+            VERSION);
+        return SC_EBADVERSION;
+    }
+    replay_ctx *x = calloc(1, sizeof(*x));
+    if (x == NULL) {
+        return SC_ENOMEM;
+    }
+    x->c = c;
+    x->l = l;
+    x->kind = kind;
+    x->now = now_ms;
+    x->st = st;
+    sc_err rc = SC_OK;
+    size_t off = HDR_SIZE;
+    while (off < len) {
+        if (frame_ok(d, len, off)) {
+            uint32_t n = get_u32(d + off);
+            rc = apply(x, d + off + FRAME_SIZE, n);
+            if (rc == SC_ENOMEM) {
+                break;
+            }
+            if (rc == SC_OK) {
+                st->records++;
+                off += FRAME_SIZE + n;
+                continue;
+            }
+            /* A checksum that holds over fields that do not: corrupt all
+             * the same (a bug's record, or a crafted file). */
+        }
+        size_t next = next_valid(d, len, off);
+        if (next == len && kind == SC_PERSIST_LOG && last && rc == SC_OK) {
+            /* Nothing valid follows: the record being written when the
+             * server stopped. Cut it off. */
+            st->torn_bytes += len - off;
+            if (valid_len != NULL) {
+                *valid_len = off;
+            }
+            break;
+        }
+        if (!repair) {
+            say(msg, cap,
+                "corrupt record at byte %zu of %zu (%s); %s; start with "
+                "--repair to skip it and everything up to the next valid "
+                "record",
+                off, len,
+                rc == SC_EBADFILE ? "fields out of bounds"
+                                  : "checksum or size does not match",
+                next < len ? "valid records follow it"
+                           : "it is not the end of the last log");
+            rc = rc == SC_EBADFILE ? SC_EBADFILE : SC_ECHECKSUM;
+            break;
+        }
+        st->corrupt_records++;
+        st->corrupt_bytes += next - off;
+        rc = SC_OK;
+        off = next;
+    }
+    if (rc == SC_OK && kind == SC_PERSIST_SNAPSHOT && !x->ended) {
+        if (!repair) {
+            say(msg, cap, "snapshot has no end record (truncated)");
+            rc = SC_EBADFILE;
+        } else {
+            st->corrupt_records++;
+        }
+    }
+    free(x);
+    return rc;
+}
+
+/* ---- the persister ------------------------------------------------------*/
+
+struct sc_persist {
+    sc_persist_config cfg;
+    char dir[DIR_CAP];
+    int dirfd, lockfd;
+    sc_cache_journal journal;
+    sc_cache *cache;
+    sc_ledger *ledger;
+    bool loaded;
+
+    /* buf_mu: the records appended and not yet written. Innermost lock:
+     * appends come with the cache's and the ledger's locks held. */
+    pthread_mutex_t buf_mu;
+    wbuf buf;
+    uint64_t appended;
+    atomic_int failed; /* errno of the write that failed, 0 = none */
+
+    /* io_mu: the log file, and what of it is written and synced. */
+    pthread_mutex_t io_mu;
+    int fd;
+    uint64_t gen;
+    uint64_t written, synced, log_bytes, fsyncs;
+    wbuf spare;
+
+    /* One compaction at a time. */
+    pthread_mutex_t compact_mu;
+    uint64_t snapshot_bytes, compactions;
+
+    pthread_t thread;
+    bool thread_on;
+    pthread_mutex_t tick_mu;
+    pthread_cond_t tick;
+    bool stop;
+};
+
+static void plog(sc_persist *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void plog(sc_persist *p, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (p->cfg.log != NULL) {
+        p->cfg.log(p->cfg.log_arg, line);
+    } else {
+        fprintf(stderr, "semcached: %s\n", line);
+    }
+}
+
+bool sc_persist_fsync_parse(const char *s, sc_fsync *out)
+{
+    static const char *names[] = {"always", "everysec", "no"};
+    for (int i = 0; i < 3; i++) {
+        if (s != NULL && strcmp(s, names[i]) == 0) {
+            *out = (sc_fsync)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *sc_persist_fsync_name(sc_fsync f)
+{
+    return f == SC_FSYNC_ALWAYS   ? "always"
+           : f == SC_FSYNC_NO     ? "no"
+                                  : "everysec";
+}
+
+static int name_gen(const char *name, const char *prefix, uint64_t *gen)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(name, prefix, pl) != 0 || name[pl] < '0' || name[pl] > '9') {
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long g = strtoull(name + pl, &end, 10);
+    if (errno != 0 || *end != '\0' || g == 0) {
+        return 0;
+    }
+    *gen = g;
+    return 1;
+}
+
+static void file_path(const sc_persist *p, char *out, const char *kind,
+                      uint64_t gen, const char *suffix)
+{
+    snprintf(out, PATH_CAP, "%s/%s.%llu%s", p->dir, kind,
+             (unsigned long long)gen, suffix);
+}
+
+static sc_err write_all(int fd, const uint8_t *b, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return SC_EIO;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return SC_OK;
+}
+
+static void fail(sc_persist *p, int err, const char *what)
+{
+    int zero = 0;
+    if (atomic_compare_exchange_strong(&p->failed, &zero, err ? err : EIO)) {
+        plog(p,
+             "persistence failed (%s: %s): changes are refused from now on "
+             "(restart once the disk is fixed)",
+             what, strerror(err ? err : EIO));
+    }
+}
+
+/* io_mu held: writes every record appended so far; fsyncs when sync. */
+static sc_err flush_locked(sc_persist *p, bool sync)
+{
+    if (atomic_load(&p->failed)) {
+        return SC_EIO;
+    }
+    pthread_mutex_lock(&p->buf_mu);
+    wbuf out = p->buf;
+    p->buf = p->spare;
+    p->buf.len = 0;
+    uint64_t upto = p->appended;
+    pthread_mutex_unlock(&p->buf_mu);
+    sc_err rc = write_all(p->fd, out.p, out.len);
+    if (rc != SC_OK) {
+        fail(p, errno, "writing the log");
+    } else {
+        p->log_bytes += out.len;
+        p->written = upto;
+        if (sync && p->synced < upto) {
+            if (fdatasync(p->fd) != 0) {
+                fail(p, errno, "fsync of the log");
+                rc = SC_EIO;
+            } else {
+                p->synced = upto;
+                p->fsyncs++;
+            }
+        }
+    }
+    /* Keep the emptied buffer for the next swap, unless it grew large. */
+    if (out.cap > (4u << 20)) {
+        free(out.p);
+        out = (wbuf){0};
+    }
+    out.len = 0;
+    p->spare = out;
+    return rc;
+}
+
+static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
+{
+    sc_persist *p = arg;
+    *seq = 0;
+    if (!p->loaded) {
+        return SC_OK; /* replaying: the records are on disk already */
+    }
+    if (atomic_load(&p->failed)) {
+        return SC_EIO;
+    }
+    pthread_mutex_lock(&p->buf_mu);
+    size_t before = p->buf.len;
+    switch (ch->kind) {
+    case SC_CHANGE_NS_PUT:
+        enc_ns_put(&p->buf, ch->ns, ch->cfg, ch->had_vector);
+        break;
+    case SC_CHANGE_NS_DROP:
+        enc_name(&p->buf, REC_NS_DROP, ch->ns);
+        break;
+    case SC_CHANGE_FLUSH:
+        enc_name(&p->buf, REC_FLUSH, ch->ns);
+        break;
+    case SC_CHANGE_INSERT:
+        enc_entry(&p->buf, ch->entry);
+        break;
+    case SC_CHANGE_REMOVE:
+        enc_id(&p->buf, REC_REMOVE, ch->id);
+        break;
+    case SC_CHANGE_QUARANTINE:
+        enc_id(&p->buf, REC_QUARANTINE, ch->id);
+        break;
+    }
+    sc_err rc = SC_OK;
+    if (p->buf.oom) {
+        p->buf.oom = 0;
+        p->buf.len = before;
+        rc = SC_ENOMEM;
+    } else {
+        *seq = ++p->appended;
+    }
+    pthread_mutex_unlock(&p->buf_mu);
+    return rc;
+}
+
+static sc_err j_commit(void *arg, uint64_t seq)
+{
+    sc_persist *p = arg;
+    bool sync = p->cfg.fsync == SC_FSYNC_ALWAYS;
+    pthread_mutex_lock(&p->io_mu);
+    sc_err rc = SC_OK;
+    if ((sync ? p->synced : p->written) < seq) {
+        rc = flush_locked(p, sync);
+    }
+    if (atomic_load(&p->failed)) {
+        rc = SC_EIO;
+    }
+    pthread_mutex_unlock(&p->io_mu);
+    return rc;
+}
+
+sc_err sc_persist_open(const sc_persist_config *cfg, sc_persist **out,
+                       char *msg, size_t cap)
+{
+    if (cfg == NULL || out == NULL || cfg->dir == NULL ||
+        cfg->dir[0] == '\0' || strlen(cfg->dir) >= DIR_CAP ||
+        cfg->fsync > SC_FSYNC_NO) {
+        say(msg, cap, "bad persistence settings");
+        return SC_EINVAL;
+    }
+    sc_persist *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return SC_ENOMEM;
+    }
+    p->cfg = *cfg;
+    p->cfg.dir = NULL;
+    if (p->cfg.compact_min_bytes == 0) {
+        p->cfg.compact_min_bytes = SC_PERSIST_COMPACT_MIN_DEFAULT;
+    }
+    if (p->cfg.compact_growth_pct == 0) {
+        p->cfg.compact_growth_pct = 100;
+    }
+    snprintf(p->dir, sizeof(p->dir), "%s", cfg->dir);
+    p->fd = p->dirfd = p->lockfd = -1;
+    if (mkdir(p->dir, 0750) != 0 && errno != EEXIST) {
+        say(msg, cap, "cannot make the state directory %s: %s", p->dir,
+            strerror(errno));
+        free(p);
+        return SC_EIO;
+    }
+    p->dirfd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char path[PATH_CAP];
+    snprintf(path, sizeof(path), "%s/LOCK", p->dir);
+    if (p->dirfd >= 0) {
+        p->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    }
+    if (p->dirfd < 0 || p->lockfd < 0) {
+        say(msg, cap, "cannot open the state directory %s: %s", p->dir,
+            strerror(errno));
+        goto fail;
+    }
+    if (flock(p->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        say(msg, cap,
+            "the state directory %s is in use by another semcached (%s)",
+            p->dir, strerror(errno));
+        goto fail;
+    }
+    pthread_mutex_init(&p->buf_mu, NULL);
+    pthread_mutex_init(&p->io_mu, NULL);
+    pthread_mutex_init(&p->compact_mu, NULL);
+    pthread_mutex_init(&p->tick_mu, NULL);
+    pthread_cond_init(&p->tick, NULL);
+    atomic_init(&p->failed, 0);
+    p->journal = (sc_cache_journal){j_append, j_commit, p};
+    *out = p;
+    return SC_OK;
+
+fail:
+    if (p->lockfd >= 0) {
+        close(p->lockfd);
+    }
+    if (p->dirfd >= 0) {
+        close(p->dirfd);
+    }
+    free(p);
+    return SC_EIO;
+}
+
+const sc_cache_journal *sc_persist_journal(sc_persist *p)
+{
+    return &p->journal;
+}
+
+/* Maps the file at path (len 0: *data NULL). */
+static sc_err map_file(const char *path, const uint8_t **data, size_t *len,
+                       char *msg, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        say(msg, cap, "cannot read %s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return SC_EIO;
+    }
+    *len = (size_t)sb.st_size;
+    *data = NULL;
+    if (*len > 0) {
+        void *m = mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            say(msg, cap, "cannot map %s: %s", path, strerror(errno));
+            close(fd);
+            return SC_EIO;
+        }
+        madvise(m, *len, MADV_SEQUENTIAL);
+        *data = m;
+    }
+    close(fd);
+    return SC_OK;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
+                          bool last, sc_persist_load_stats *st, size_t *valid,
+                          char *msg, size_t cap)
+{
+    const uint8_t *d;
+    size_t len;
+    sc_err rc = map_file(path, &d, &len, msg, cap);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    char why[512] = "";
+    uint64_t torn = st->torn_bytes, bad = st->corrupt_records;
+    rc = sc_persist_replay(p->cache, p->ledger, kind, d, len, last,
+                           p->cfg.repair, wall_ms(), st, valid, why,
+                           sizeof(why));
+    if (d != NULL) {
+        munmap((void *)d, len);
+    }
+    if (rc != SC_OK) {
+        say(msg, cap, "%s: %s", path, why[0] ? why : sc_strerror(rc));
+    } else {
+        if (st->torn_bytes > torn) {
+            plog(p, "%s: cut off a torn last record: %llu bytes dropped",
+                 path, (unsigned long long)(st->torn_bytes - torn));
+        }
+        if (st->corrupt_records > bad) {
+            plog(p, "%s: --repair skipped %llu corrupt records", path,
+                 (unsigned long long)(st->corrupt_records - bad));
+        }
+    }
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Opens log gen for appending at valid (making it with a header when
+ * new); io_mu held or not yet shared. */
+static sc_err open_log(sc_persist *p, uint64_t gen, bool create, size_t valid,
+                       char *msg, size_t cap)
+{
+    char path[PATH_CAP];
+    file_path(p, path, "log", gen, "");
+    int fd = open(path, O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0),
+                  0640);
+    if (fd < 0) {
+        say(msg, cap, "cannot open %s: %s", path, strerror(errno));
+        return SC_EIO;
+    }
+    sc_err rc = SC_OK;
+    if (create) {
+        wbuf h = {0};
+        enc_header(&h, LOG_MAGIC, gen);
+        rc = h.oom ? SC_ENOMEM : write_all(fd, h.p, h.len);
+        free(h.p);
+        valid = HDR_SIZE;
+        if (rc == SC_OK && (fsync(fd) != 0 || fsync(p->dirfd) != 0)) {
+            rc = SC_EIO;
+        }
+    } else if (valid < HDR_SIZE) {
+        /* Torn inside its header: write the header again. */
+        wbuf h = {0};
+        enc_header(&h, LOG_MAGIC, gen);
+        if (ftruncate(fd, 0) != 0 || h.oom ||
+            write_all(fd, h.p, h.len) != SC_OK || fsync(fd) != 0) {
+            rc = SC_EIO;
+        }
+        free(h.p);
+        valid = HDR_SIZE;
+    } else {
+        struct stat sb;
+        if (fstat(fd, &sb) != 0 ||
+            ((size_t)sb.st_size != valid &&
+             (ftruncate(fd, (off_t)valid) != 0 || fsync(fd) != 0))) {
+            rc = SC_EIO;
+        }
+    }
+    if (rc == SC_OK && lseek(fd, (off_t)valid, SEEK_SET) < 0) {
+        rc = SC_EIO;
+    }
+    if (rc != SC_OK) {
+        say(msg, cap, "cannot prepare %s: %s", path, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    p->fd = fd;
+    p->gen = gen;
+    p->log_bytes = valid;
+    return SC_OK;
+}
+
+static void *thread_main(void *arg);
+
+sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
+                       sc_persist_load_stats *st_out, char *msg, size_t cap)
+{
+    if (p == NULL || c == NULL || p->cache != NULL) {
+        return SC_EINVAL;
+    }
+    p->cache = c;
+    p->ledger = l;
+    sc_persist_load_stats st;
+    memset(&st, 0, sizeof(st));
+    DIR *dp = fdopendir(dup(p->dirfd));
+    if (dp == NULL) {
+        say(msg, cap, "cannot list %s: %s", p->dir, strerror(errno));
+        return SC_EIO;
+    }
+    uint64_t *logs = NULL, snap = 0;
+    size_t nlogs = 0, logcap = 0;
+    sc_err rc = SC_OK;
+    struct dirent *de;
+    while ((de = readdir(dp)) != NULL && rc == SC_OK) {
+        uint64_t g;
+        size_t nl = strlen(de->d_name);
+        if (nl > 4 && strcmp(de->d_name + nl - 4, ".tmp") == 0) {
+            /* A snapshot a crash left half written. */
+            unlinkat(p->dirfd, de->d_name, 0);
+        } else if (name_gen(de->d_name, "snap.", &g)) {
+            snap = g > snap ? g : snap;
+        } else if (name_gen(de->d_name, "log.", &g)) {
+            if (nlogs == logcap) {
+                logcap = logcap ? 2 * logcap : 16;
+                uint64_t *nl2 = realloc(logs, logcap * sizeof(*logs));
+                if (nl2 == NULL) {
+                    rc = SC_ENOMEM;
+                    break;
+                }
+                logs = nl2;
+            }
+            logs[nlogs++] = g;
+        }
+    }
+    closedir(dp);
+    if (rc != SC_OK) {
+        free(logs);
+        return rc;
+    }
+    if (nlogs > 1) {
+        qsort(logs, nlogs, sizeof(*logs), cmp_u64);
+    }
+    char path[PATH_CAP];
+    if (snap != 0) {
+        file_path(p, path, "snap", snap, "");
+        rc = replay_path(p, path, SC_PERSIST_SNAPSHOT, false, &st, NULL, msg,
+                         cap);
+        st.snapshot = rc == SC_OK;
+        struct stat sb;
+        if (rc == SC_OK && stat(path, &sb) == 0) {
+            p->snapshot_bytes = (uint64_t)sb.st_size;
+        }
+    }
+    /* The logs of the snapshot's generation and later, which must follow
+     * one another with none missing. */
+    size_t first = 0;
+    while (first < nlogs && logs[first] < snap) {
+        first++;
+    }
+    if (rc == SC_OK && snap != 0 && (first == nlogs || logs[first] != snap)) {
+        if (!p->cfg.repair) {
+            say(msg, cap,
+                "log.%llu, the log of the newest snapshot, is missing: "
+                "changes after the snapshot may be lost (--repair starts "
+                "from the snapshot and what logs there are)",
+                (unsigned long long)snap);
+            rc = SC_EBADFILE;
+        }
+    }
+    size_t valid = 0;
+    for (size_t i = first; i < nlogs && rc == SC_OK; i++) {
+        if (i > first && logs[i] != logs[i - 1] + 1 && !p->cfg.repair) {
+            say(msg, cap, "log.%llu is missing between log.%llu and log.%llu",
+                (unsigned long long)(logs[i - 1] + 1),
+                (unsigned long long)logs[i - 1], (unsigned long long)logs[i]);
+            rc = SC_EBADFILE;
+            break;
+        }
+        file_path(p, path, "log", logs[i], "");
+        rc = replay_path(p, path, SC_PERSIST_LOG, i + 1 == nlogs, &st, &valid,
+                         msg, cap);
+        st.logs++;
+    }
+    if (rc == SC_OK) {
+        /* Files older than the snapshot are covered by it. */
+        for (size_t i = 0; i < first; i++) {
+            file_path(p, path, "log", logs[i], "");
+            unlink(path);
+        }
+        if (first < nlogs) {
+            rc = open_log(p, logs[nlogs - 1], false, valid, msg, cap);
+        } else {
+            rc = open_log(p, snap != 0 ? snap : 1, true, 0, msg, cap);
+        }
+    }
+    free(logs);
+    if (rc != SC_OK) {
+        return rc;
+    }
+    st.generation = p->gen;
+    if (st_out != NULL) {
+        *st_out = st;
+    }
+    p->loaded = true;
+    if (pthread_create(&p->thread, NULL, thread_main, p) != 0) {
+        say(msg, cap, "cannot start the persistence thread");
+        p->loaded = false;
+        return SC_ENOMEM;
+    }
+    p->thread_on = true;
+    plog(p,
+         "state from %s: %s%llu log(s), %llu records, %llu entries restored "
+         "(%llu expired while down), fsync %s",
+         p->dir, st.snapshot ? "a snapshot and " : "",
+         (unsigned long long)st.logs, (unsigned long long)st.records,
+         (unsigned long long)st.entries_restored,
+         (unsigned long long)st.entries_expired,
+         sc_persist_fsync_name(p->cfg.fsync));
+    return SC_OK;
+}
+
+/* ---- snapshots, compaction ---------------------------------------------*/
+
+typedef struct snap_w {
+    sc_persist *p;
+    int fd;
+    wbuf b;
+    uint64_t entries, bytes;
+    sc_err rc;
+} snap_w;
+
+static int snap_entry(const sc_cache_entry_info *e, void *arg)
+{
+    snap_w *w = arg;
+    enc_entry(&w->b, e);
+    w->entries++;
+    return w->b.oom;
+}
+
+static sc_err snap_drain(void *arg)
+{
+    snap_w *w = arg;
+    if (w->b.oom) {
+        return SC_ENOMEM;
+    }
+    if (write_all(w->fd, w->b.p, w->b.len) != SC_OK) {
+        return SC_EIO;
+    }
+    w->bytes += w->b.len;
+    w->b.len = 0;
+    return SC_OK;
+}
+
+static void ledger_to(void *arg, const sc_ledger_row_state *row,
+                      const sc_ledger_hour *hour)
+{
+    enc_ledger(arg, row, hour);
+}
+
+/* Writes the cache's state as snapshot gen. */
+static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
+{
+    char tmp[PATH_CAP], path[PATH_CAP];
+    file_path(p, tmp, "snap", gen, ".tmp");
+    file_path(p, path, "snap", gen, "");
+    snap_w w = {p, -1, {0}, 0, 0, SC_OK};
+    w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (w.fd < 0) {
+        plog(p, "cannot write %s: %s", tmp, strerror(errno));
+        return SC_EIO;
+    }
+    enc_header(&w.b, SNAP_MAGIC, gen);
+    /* The ledger first: the log's later sums then override it. */
+    if (p->ledger != NULL) {
+        sc_ledger_export(p->ledger, false, ledger_to, &w.b);
+    }
+    sc_err rc = snap_drain(&w);
+    size_t count = 0;
+    char (*names)[SC_CACHE_NS_NAME_MAX + 1] = NULL;
+    if (rc == SC_OK) {
+        sc_cache_ns_list(p->cache, NULL, 0, &count);
+        names = calloc(count + 64, sizeof(*names));
+        rc = names == NULL ? SC_ENOMEM : SC_OK;
+    }
+    if (rc == SC_OK) {
+        /* Namespaces made since the count above are in the new log. */
+        size_t room = count + 64;
+        sc_cache_ns_list(p->cache, names, room, &count);
+        count = count < room ? count : room;
+    }
+    for (size_t i = 0; i < count && rc == SC_OK; i++) {
+        sc_ns_config cfg;
+        bool had;
+        if (sc_cache_ns_state(p->cache, names[i], &cfg, &had) != SC_OK) {
+            continue; /* dropped meanwhile: the log says so */
+        }
+        enc_ns_put(&w.b, names[i], &cfg, had);
+        rc = sc_cache_scan_entries(p->cache, names[i], snap_entry, snap_drain,
+                                   &w);
+        rc = rc == SC_ENONS ? SC_OK : rc;
+        if (rc == SC_OK) {
+            rc = snap_drain(&w);
+        }
+    }
+    free(names);
+    if (rc == SC_OK) {
+        size_t at = rec_begin(&w.b, REC_SNAP_END);
+        wb_u64(&w.b, w.entries);
+        rec_end(&w.b, at);
+        rc = snap_drain(&w);
+    }
+    if (rc == SC_OK && fsync(w.fd) != 0) {
+        rc = SC_EIO;
+    }
+    if (close(w.fd) != 0 && rc == SC_OK) {
+        rc = SC_EIO;
+    }
+    free(w.b.p);
+    if (rc == SC_OK && rename(tmp, path) != 0) {
+        rc = SC_EIO;
+    }
+    if (rc == SC_OK && fsync(p->dirfd) != 0) {
+        rc = SC_EIO;
+    }
+    if (rc != SC_OK) {
+        plog(p, "snapshot %s failed: %s (%s); the log is kept", path,
+             sc_strerror(rc), strerror(errno));
+        unlink(tmp);
+        return rc;
+    }
+    *bytes = w.bytes;
+    return SC_OK;
+}
+
+sc_err sc_persist_compact(sc_persist *p)
+{
+    if (p == NULL || !p->loaded) {
+        return SC_EINVAL;
+    }
+    pthread_mutex_lock(&p->compact_mu);
+    /* Start the next log: every record before it is written and fsynced
+     * to the old one, every change from here on goes to the new one, and
+     * the snapshot taken next holds at least every change before. */
+    pthread_mutex_lock(&p->io_mu);
+    uint64_t old = p->gen;
+    int oldfd = p->fd;
+    sc_err rc = flush_locked(p, true);
+    char why[512] = "";
+    if (rc == SC_OK) {
+        rc = open_log(p, old + 1, true, 0, why, sizeof(why));
+    }
+    if (rc == SC_OK) {
+        close(oldfd);
+    }
+    pthread_mutex_unlock(&p->io_mu);
+    if (rc != SC_OK) {
+        plog(p, "compaction: cannot start log.%llu: %s",
+             (unsigned long long)(old + 1), why[0] ? why : sc_strerror(rc));
+        pthread_mutex_unlock(&p->compact_mu);
+        return rc;
+    }
+    uint64_t bytes = 0;
+    rc = write_snapshot(p, old + 1, &bytes);
+    if (rc == SC_OK) {
+        /* The new snapshot and log hold everything: the old files go. */
+        char path[PATH_CAP];
+        for (uint64_t g = old; g >= 1; g--) {
+            file_path(p, path, "log", g, "");
+            bool had_log = unlink(path) == 0;
+            file_path(p, path, "snap", g, "");
+            bool had_snap = unlink(path) == 0;
+            if (!had_log && !had_snap) {
+                break;
+            }
+        }
+        fsync(p->dirfd);
+        p->snapshot_bytes = bytes;
+        p->compactions++;
+        plog(p, "compacted: snap.%llu (%llu bytes), log.%llu begun",
+             (unsigned long long)(old + 1), (unsigned long long)bytes,
+             (unsigned long long)(old + 1));
+    }
+    pthread_mutex_unlock(&p->compact_mu);
+    return rc;
+}
+
+static void flush_ledger(sc_persist *p)
+{
+    if (p->ledger == NULL || atomic_load(&p->failed)) {
+        return;
+    }
+    /* Into a buffer of its own, then appended as one run: the ledger's
+     * lock is never held while waiting for buf_mu's holders. */
+    wbuf b = {0};
+    sc_ledger_export(p->ledger, true, ledger_to, &b);
+    if (b.len > 0 && !b.oom) {
+        pthread_mutex_lock(&p->buf_mu);
+        wb_bytes(&p->buf, b.p, b.len);
+        if (p->buf.oom) {
+            p->buf.oom = 0;
+        } else {
+            p->appended++;
+        }
+        pthread_mutex_unlock(&p->buf_mu);
+    }
+    free(b.p);
+}
+
+static void *thread_main(void *arg)
+{
+    sc_persist *p = arg;
+    pthread_mutex_lock(&p->tick_mu);
+    while (!p->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&p->tick, &p->tick_mu, &until);
+        if (p->stop) {
+            break;
+        }
+        pthread_mutex_unlock(&p->tick_mu);
+        flush_ledger(p);
+        pthread_mutex_lock(&p->io_mu);
+        (void)flush_locked(p, p->cfg.fsync != SC_FSYNC_NO);
+        uint64_t log_bytes = p->log_bytes;
+        pthread_mutex_unlock(&p->io_mu);
+        if (!atomic_load(&p->failed) &&
+            log_bytes > p->cfg.compact_min_bytes &&
+            log_bytes > p->snapshot_bytes / 100 * p->cfg.compact_growth_pct) {
+            (void)sc_persist_compact(p);
+        }
+        pthread_mutex_lock(&p->tick_mu);
+    }
+    pthread_mutex_unlock(&p->tick_mu);
+    return NULL;
+}
+
+sc_err sc_persist_sync(sc_persist *p)
+{
+    if (p == NULL || !p->loaded) {
+        return SC_EINVAL;
+    }
+    pthread_mutex_lock(&p->io_mu);
+    sc_err rc = flush_locked(p, true);
+    pthread_mutex_unlock(&p->io_mu);
+    return rc;
+}
+
+void sc_persist_get_stats(sc_persist *p, sc_persist_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->fsync = p->cfg.fsync;
+    pthread_mutex_lock(&p->buf_mu);
+    out->appended = p->appended;
+    pthread_mutex_unlock(&p->buf_mu);
+    pthread_mutex_lock(&p->io_mu);
+    out->generation = p->gen;
+    out->written = p->written;
+    out->synced = p->synced;
+    out->log_bytes = p->log_bytes;
+    out->fsyncs = p->fsyncs;
+    pthread_mutex_unlock(&p->io_mu);
+    pthread_mutex_lock(&p->compact_mu);
+    out->snapshot_bytes = p->snapshot_bytes;
+    out->compactions = p->compactions;
+    pthread_mutex_unlock(&p->compact_mu);
+    out->failed = atomic_load(&p->failed) != 0;
+}
+
+void sc_persist_close(sc_persist *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    if (p->thread_on) {
+        pthread_mutex_lock(&p->tick_mu);
+        p->stop = true;
+        pthread_cond_signal(&p->tick);
+        pthread_mutex_unlock(&p->tick_mu);
+        pthread_join(p->thread, NULL);
+    }
+    if (p->loaded) {
+        flush_ledger(p);
+        if (sc_persist_sync(p) != SC_OK) {
+            plog(p, "the last records could not be written: %s",
+                 strerror(atomic_load(&p->failed)));
+        }
+    }
+    if (p->fd >= 0) {
+        close(p->fd);
+    }
+    free(p->buf.p);
+    free(p->spare.p);
+    pthread_cond_destroy(&p->tick);
+    pthread_mutex_destroy(&p->tick_mu);
+    pthread_mutex_destroy(&p->compact_mu);
+    pthread_mutex_destroy(&p->io_mu);
+    pthread_mutex_destroy(&p->buf_mu);
+    close(p->lockfd); /* and with it the lock */
+    close(p->dirfd);
+    free(p);
+}

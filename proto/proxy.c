@@ -1,0 +1,1853 @@
+/* proxy.c - the OpenAI-compatible caching proxy (proxy.h, docs/PROXY.md).
+ * nng's HTTP server calls on_request on its own few threads: there we read
+ * the body, derive the scope and, for a plain request with the built-in
+ * embedder, look it up and answer a hit at once. Everything that waits on
+ * the network (upstream calls, upstream embeddings, streams) is queued to
+ * our worker threads, each with its own libcurl handle (so connections to
+ * the upstream are reused). A stream takes the connection over
+ * (nng_http_hijack) and writes the server-sent events itself. */
+#define _GNU_SOURCE
+#include "proto/proxy.h"
+
+#include <curl/curl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <xxhash.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/http/http.h>
+
+#define CHAT_PATH      "/v1/chat/completions"
+#define BODY_TIMEOUT   10000 /* ms: a request body after its headers */
+#define WRITE_TIMEOUT  30000 /* ms: one write to a streaming client */
+#define DUMP_CANON     (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII)
+#define MAX_TEXT_PARTS 256
+
+/* ---- configuration ---------------------------------------------------- */
+
+void sc_proxy_config_init(sc_proxy_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->history = SC_PROXY_HISTORY_EXACT;
+}
+
+static int parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    if (s == NULL || *s < '0' || *s > '9') {
+        return -1;
+    }
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end != '\0' || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
+                        const char *value, char *msg, size_t cap)
+{
+    unsigned long n;
+    if (strcmp(flag, "--upstream") == 0) {
+        cfg->upstream = value;
+    } else if (strcmp(flag, "--upstream-timeout") == 0) {
+        if (parse_uint(value, 3600000, &n) != 0 || n == 0) {
+            snprintf(msg, cap, "--upstream-timeout must be 1..3600000 ms");
+            return -1;
+        }
+        cfg->timeout_ms = (uint32_t)n;
+    } else if (strcmp(flag, "--proxy-workers") == 0) {
+        if (parse_uint(value, SC_PROXY_MAX_WORKERS, &n) != 0 || n == 0) {
+            snprintf(msg, cap, "--proxy-workers must be 1..%u",
+                     SC_PROXY_MAX_WORKERS);
+            return -1;
+        }
+        cfg->workers = (unsigned)n;
+    } else if (strcmp(flag, "--proxy-ns") == 0) {
+        cfg->ns = value;
+    } else if (strcmp(flag, "--proxy-history") == 0) {
+        if (strcmp(value, "exact") == 0) {
+            cfg->history = SC_PROXY_HISTORY_EXACT;
+        } else if (strcmp(value, "single") == 0) {
+            cfg->history = SC_PROXY_HISTORY_SINGLE;
+        } else if (strcmp(value, "ignore") == 0) {
+            cfg->history = SC_PROXY_HISTORY_IGNORE;
+        } else {
+            snprintf(msg, cap,
+                     "--proxy-history must be exact, single or ignore");
+            return -1;
+        }
+    } else if (strcmp(flag, "--proxy-store") == 0) {
+        cfg->store_tool_calls = cfg->store_truncated = false;
+        const char *p = value;
+        while (*p != '\0') {
+            size_t k = strcspn(p, ",");
+            if (k == 4 && strncmp(p, "stop", 4) == 0) {
+            } else if (k == 10 && strncmp(p, "tool_calls", 10) == 0) {
+                cfg->store_tool_calls = true;
+            } else if (k == 6 && strncmp(p, "length", 6) == 0) {
+                cfg->store_truncated = true;
+            } else {
+                snprintf(msg, cap,
+                         "--proxy-store takes a list of stop, tool_calls, "
+                         "length");
+                return -1;
+            }
+            p += k + (p[k] == ',');
+        }
+    } else if (strcmp(flag, "--proxy-embed-model") == 0) {
+        if (value[0] == '\0' || strlen(value) > SC_CACHE_TAG_MAX) {
+            snprintf(msg, cap, "--proxy-embed-model must be 1..%u bytes",
+                     SC_CACHE_TAG_MAX);
+            return -1;
+        }
+        cfg->embed_model = value;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- the derivation --------------------------------------------------- */
+
+/* Parameters that change the answer, and so belong to the scope. */
+static const char *const scope_params[] = {
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
+    "modalities",
+    "audio",
+    "prediction",
+    "verbosity",
+    "web_search_options",
+};
+/* Of those, the real-valued ones: 1 and 1.0 mean the same. */
+static const char *const real_params[] = {
+    "temperature", "top_p", "presence_penalty", "frequency_penalty"};
+
+static bool is_real_param(const char *k)
+{
+    for (size_t i = 0; i < sizeof(real_params) / sizeof(real_params[0]); i++) {
+        if (strcmp(k, real_params[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Feeds the canonical JSON of v into st; -1 when out of memory. */
+static int hash_json(XXH3_state_t *st, const json_t *v)
+{
+    char *s = json_dumps(v, DUMP_CANON | JSON_ENCODE_ANY);
+    if (s == NULL) {
+        return -1;
+    }
+    XXH3_64bits_update(st, s, strlen(s));
+    XXH3_64bits_update(st, "\n", 1);
+    free(s);
+    return 0;
+}
+
+static bool is_system_role(const char *r)
+{
+    return strcmp(r, "system") == 0 || strcmp(r, "developer") == 0;
+}
+
+/* The text of a user message's content: a string, or an array of text
+ * parts joined by newlines. Returns 0 and a malloc'd copy, 1 when the
+ * content is not text alone, -1 when out of memory. */
+static int content_text(const json_t *c, char **out, size_t *len)
+{
+    if (json_is_string(c)) {
+        size_t n = json_string_length(c);
+        char *t = malloc(n + 1);
+        if (t == NULL) {
+            return -1;
+        }
+        memcpy(t, json_string_value(c), n);
+        t[n] = '\0';
+        *out = t;
+        *len = n;
+        return 0;
+    }
+    if (!json_is_array(c) || json_array_size(c) == 0 ||
+        json_array_size(c) > MAX_TEXT_PARTS) {
+        return 1;
+    }
+    size_t total = 0, i;
+    json_t *part;
+    json_array_foreach(c, i, part)
+    {
+        const json_t *ty = json_object_get(part, "type");
+        const json_t *tx = json_object_get(part, "text");
+        if (!json_is_string(ty) || strcmp(json_string_value(ty), "text") != 0 ||
+            !json_is_string(tx)) {
+            return 1;
+        }
+        total += json_string_length(tx) + 1;
+    }
+    char *t = malloc(total + 1), *o = t;
+    if (t == NULL) {
+        return -1;
+    }
+    json_array_foreach(c, i, part)
+    {
+        const json_t *tx = json_object_get(part, "text");
+        if (i > 0) {
+            *o++ = '\n';
+        }
+        memcpy(o, json_string_value(tx), json_string_length(tx));
+        o += json_string_length(tx);
+    }
+    *o = '\0';
+    *out = t;
+    *len = (size_t)(o - t);
+    return 0;
+}
+
+static sc_err derive_fail(sc_proxy_plan *out, char *msg, size_t cap,
+                          const char *why)
+{
+    free(out->text);
+    memset(out, 0, sizeof(*out));
+    snprintf(msg, cap, "%s", why);
+    return SC_EINVAL;
+}
+
+static void not_cacheable(sc_proxy_plan *out, const char *why)
+{
+    out->cacheable = false;
+    out->why_not = why;
+    free(out->text);
+    out->text = NULL;
+    out->text_len = 0;
+}
+
+sc_err sc_proxy_derive(const json_t *req, sc_proxy_history h,
+                       sc_proxy_plan *out, char *msg, size_t cap)
+{
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object(req)) {
+        return derive_fail(out, msg, cap, "the body must be a JSON object");
+    }
+    const json_t *model = json_object_get(req, "model");
+    const json_t *msgs = json_object_get(req, "messages");
+    if (!json_is_string(model) || json_string_length(model) == 0) {
+        return derive_fail(out, msg, cap,
+                           "'model' is required and must be a string");
+    }
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        return derive_fail(out, msg, cap,
+                           "'messages' is required and must be a non-empty "
+                           "array");
+    }
+    size_t i, nmsg = json_array_size(msgs);
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role"))) {
+            snprintf(msg, cap,
+                     "messages[%zu] must be an object with a string 'role'", i);
+            memset(out, 0, sizeof(*out));
+            return SC_EINVAL;
+        }
+    }
+    const json_t *st = json_object_get(req, "stream");
+    if (st != NULL && !json_is_boolean(st) && !json_is_null(st)) {
+        return derive_fail(out, msg, cap, "'stream' must be a boolean");
+    }
+    out->stream = json_is_true(st);
+    const json_t *so = json_object_get(req, "stream_options");
+    out->include_usage = json_is_true(json_object_get(so, "include_usage"));
+    out->cacheable = true;
+    if (json_string_length(model) > SC_CACHE_TAG_MAX ||
+        strlen(json_string_value(model)) != json_string_length(model)) {
+        not_cacheable(out, "model_name");
+        snprintf(out->model, sizeof(out->model), "%s", "");
+        return SC_OK;
+    }
+    memcpy(out->model, json_string_value(model), json_string_length(model));
+    const json_t *n = json_object_get(req, "n");
+    if (n != NULL && !json_is_null(n) &&
+        !(json_is_integer(n) && json_integer_value(n) == 1)) {
+        not_cacheable(out, "n");
+        return SC_OK;
+    }
+    const json_t *last = json_array_get(msgs, nmsg - 1);
+    if (strcmp(json_string_value(json_object_get(last, "role")), "user") != 0) {
+        not_cacheable(out, "last_not_user");
+        return SC_OK;
+    }
+    int crc = content_text(json_object_get(last, "content"), &out->text,
+                           &out->text_len);
+    if (crc < 0) {
+        return derive_fail(out, msg, cap, "out of memory");
+    }
+    if (crc > 0) {
+        not_cacheable(out, "non_text");
+        return SC_OK;
+    }
+    if (out->text_len == 0 || out->text_len > SC_CACHE_TEXT_MAX) {
+        not_cacheable(out, out->text_len == 0 ? "empty_text" : "text_size");
+        return SC_OK;
+    }
+    /* Three hashes: the parameters, the system prompt, the earlier turns. */
+    XXH3_state_t *hp = XXH3_createState(), *hs = XXH3_createState(),
+                 *hh = XXH3_createState();
+    json_t *params = json_object();
+    int bad = hp == NULL || hs == NULL || hh == NULL || params == NULL;
+    if (!bad) {
+        XXH3_64bits_reset(hp);
+        XXH3_64bits_reset(hs);
+        XXH3_64bits_reset(hh);
+    }
+    for (size_t k = 0; !bad && k < sizeof(scope_params) / sizeof(*scope_params);
+         k++) {
+        json_t *v = json_object_get(req, scope_params[k]);
+        if (v == NULL) {
+            continue;
+        }
+        json_t *c = json_is_integer(v) && is_real_param(scope_params[k])
+                        ? json_real((double)json_integer_value(v))
+                        : json_incref(v);
+        bad = c == NULL || json_object_set_new(params, scope_params[k], c);
+    }
+    bad = bad || hash_json(hp, params) != 0;
+    size_t turns = 0;
+    for (i = 0; !bad && i + 1 < nmsg; i++) {
+        m = json_array_get(msgs, i);
+        if (is_system_role(json_string_value(json_object_get(m, "role")))) {
+            bad = hash_json(hs, m) != 0;
+        } else {
+            turns++;
+            bad = hash_json(hh, m) != 0;
+        }
+    }
+    uint64_t xp = bad ? 0 : XXH3_64bits_digest(hp);
+    uint64_t xs = bad ? 0 : XXH3_64bits_digest(hs);
+    uint64_t xh = bad ? 0 : XXH3_64bits_digest(hh);
+    XXH3_freeState(hp);
+    XXH3_freeState(hs);
+    XXH3_freeState(hh);
+    json_decref(params);
+    if (bad) {
+        return derive_fail(out, msg, cap, "out of memory");
+    }
+    if (turns > 0 && h == SC_PROXY_HISTORY_SINGLE) {
+        not_cacheable(out, "multi_turn");
+        return SC_OK;
+    }
+    if (turns == 0 || h == SC_PROXY_HISTORY_IGNORE) {
+        xh = 0;
+    }
+    snprintf(out->scope, sizeof(out->scope),
+             "oai1|%s|p%016llx|s%016llx|h%016llx", out->model,
+             (unsigned long long)xp, (unsigned long long)xs,
+             (unsigned long long)xh);
+    return SC_OK;
+}
+
+void sc_proxy_plan_fini(sc_proxy_plan *p)
+{
+    if (p != NULL) {
+        free(p->text);
+        p->text = NULL;
+    }
+}
+
+/* ---- the proxy -------------------------------------------------------- */
+
+typedef enum phase { PH_READING, PH_QUEUED, PH_RUNNING } phase;
+
+typedef struct preq preq;
+
+struct sc_proxy {
+    nng_http_server *srv;
+    nng_http_handler *hd;
+    sc_cache *cache;
+    sc_dispatch *dispatch;
+    char ns[SC_CACHE_NS_NAME_MAX + 1];
+    char *chat_url, *embed_url;
+    char embed_model[SC_CACHE_TAG_MAX + 1]; /* "" = the built-in embedder */
+    uint32_t timeout_ms;
+    size_t body_max;
+    sc_proxy_history history;
+    bool store_tool_calls, store_truncated;
+    unsigned nworkers;
+    pthread_t *tids;
+    pthread_mutex_t mu;
+    pthread_cond_t qcv;    /* the queue, and closing */
+    pthread_cond_t donecv; /* nlive, route_live */
+    preq *qhead, *qtail;   /* jobs for the workers */
+    preq *live;            /* every request not yet answered */
+    unsigned nlive;
+    bool route_live; /* nng still holds our handler's data */
+    bool closing;
+    sc_proxy_counts counts;
+    uint64_t seq;
+};
+
+/* One request, from its headers to its answer. */
+struct preq {
+    sc_proxy *p;
+    preq *prev, *next; /* p->live */
+    preq *qnext;       /* p->qhead */
+    phase ph;
+    nng_aio *haio;       /* the handler's */
+    nng_http_req *req;   /* nng's until hijacked, then ours */
+    nng_http_conn *conn; /* nng's until hijacked, then ours */
+    bool hijacked;
+    nng_aio *baio; /* reads the body */
+    nng_aio *waio; /* writes a hijacked connection */
+    char *body;
+    size_t len;
+    json_t *root;
+    sc_proxy_plan plan;
+    /* From the headers. */
+    char *auth, *org, *project; /* forwarded upstream, never logged */
+    char ns[SC_CACHE_NS_NAME_MAX + 1];
+    char feature[SC_CACHE_TAG_MAX + 1], user[SC_CACHE_TAG_MAX + 1];
+    bool has_feature, has_user;
+    bool skip, no_store, has_threshold;
+    float threshold;
+    bool can_write;
+    /* The lookup. */
+    bool looked_up;
+    float best; /* NAN = no candidate */
+    float vec[SC_INDEX_MAX_DIM];
+    uint32_t dim; /* 0 = the cache embeds the text */
+    uint64_t embed_tokens;
+};
+
+static void count(sc_proxy *p, uint64_t *c)
+{
+    (void)p;
+    __atomic_add_fetch(c, 1, __ATOMIC_RELAXED);
+}
+
+void sc_proxy_get_counts(sc_proxy *p, sc_proxy_counts *out)
+{
+    uint64_t *src = (uint64_t *)&p->counts, *dst = (uint64_t *)out;
+    for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++) {
+        dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+    }
+}
+
+/* Unlinks and frees pr; its aio must be finished (or never begun). */
+static void preq_done(preq *pr)
+{
+    sc_proxy *p = pr->p;
+    /* Unlinked first: sc_proxy_close walks the list under the lock. */
+    pthread_mutex_lock(&p->mu);
+    if (pr->prev != NULL) {
+        pr->prev->next = pr->next;
+    } else {
+        p->live = pr->next;
+    }
+    if (pr->next != NULL) {
+        pr->next->prev = pr->prev;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (pr->baio != NULL) {
+        nng_aio_reap(pr->baio); /* may be its own callback's */
+    }
+    nng_aio_free(pr->waio);
+    if (pr->hijacked) {
+        nng_http_conn_close(pr->conn);
+        nng_http_req_free(pr->req);
+    }
+    free(pr->body);
+    json_decref(pr->root);
+    sc_proxy_plan_fini(&pr->plan);
+    if (pr->auth != NULL) {
+        explicit_bzero(pr->auth, strlen(pr->auth));
+    }
+    free(pr->auth);
+    free(pr->org);
+    free(pr->project);
+    free(pr);
+    pthread_mutex_lock(&p->mu);
+    p->nlive--;
+    pthread_cond_broadcast(&p->donecv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+/* Answers pr with a whole response and frees pr. xsc: the x-semcache
+ * header (NULL = none); close: the body was not read. */
+static void reply(preq *pr, uint16_t status, const char *ctype,
+                  const void *body, size_t len, const char *xsc,
+                  const char *entry, bool close)
+{
+    nng_http_res *res;
+    int rv = nng_http_res_alloc(&res);
+    if (rv == 0) {
+        rv = nng_http_res_set_status(res, status);
+        rv = rv ? rv : nng_http_res_set_header(res, "Content-Type", ctype);
+        if (rv == 0 && xsc != NULL) {
+            rv = nng_http_res_set_header(res, "x-semcache", xsc);
+        }
+        if (rv == 0 && entry != NULL) {
+            rv = nng_http_res_set_header(res, "x-semcache-entry", entry);
+        }
+        if (rv == 0 && close) {
+            rv = nng_http_res_set_header(res, "Connection", "close");
+        }
+        rv = rv ? rv : nng_http_res_copy_data(res, body, len);
+        if (rv != 0) {
+            nng_http_res_free(res);
+        }
+    }
+    if (rv != 0) {
+        nng_aio_finish(pr->haio, NNG_ENOMEM);
+    } else {
+        nng_aio_set_output(pr->haio, 0, res);
+        nng_aio_finish(pr->haio, 0);
+    }
+    preq_done(pr);
+}
+
+/* An OpenAI-style error: {"error": {"message", "type", "param", "code"}}.
+ * The message may quote client bytes: non-printable ones become '?'. */
+static void reply_error(preq *pr, uint16_t status, const char *type,
+                        const char *code, const char *msg, const char *xsc,
+                        bool close)
+{
+    char clean[512];
+    size_t i = 0;
+    for (; msg[i] != '\0' && i + 1 < sizeof(clean); i++) {
+        unsigned char c = (unsigned char)msg[i];
+        clean[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    clean[i] = '\0';
+    json_t *j = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", clean,
+                          "type", type, "param", "code", code);
+    char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (s == NULL) {
+        static const char oom[] = "{\"error\":{\"message\":\"out of memory\","
+                                  "\"type\":\"semcache_error\",\"param\":null,"
+                                  "\"code\":\"internal\"}}";
+        reply(pr, 500, "application/json", oom, sizeof(oom) - 1, xsc, NULL,
+              close);
+        return;
+    }
+    reply(pr, status, "application/json", s, strlen(s), xsc, NULL, close);
+    free(s);
+}
+
+/* Writes buf[0..n) to a hijacked connection; 0, or an nng error. */
+static int conn_write(preq *pr, const void *buf, size_t n)
+{
+    if (pr->waio == NULL && nng_aio_alloc(&pr->waio, NULL, NULL) != 0) {
+        return NNG_ENOMEM;
+    }
+    nng_iov iov = {.iov_buf = (void *)buf, .iov_len = n};
+    nng_aio_set_iov(pr->waio, 1, &iov);
+    nng_aio_set_timeout(pr->waio, WRITE_TIMEOUT);
+    nng_http_conn_write_all(pr->conn, pr->waio);
+    nng_aio_wait(pr->waio);
+    return nng_aio_result(pr->waio);
+}
+
+/* Takes the connection over and writes the head of an event stream. The
+ * body ends when the connection closes (no Content-Length). */
+static int start_stream(preq *pr, const char *xsc, const char *entry)
+{
+    if (nng_http_hijack(pr->conn) != 0) {
+        return NNG_EINTERNAL;
+    }
+    pr->hijacked = true;
+    nng_aio_finish(pr->haio, 0); /* no response: nng lets the session go */
+    pr->haio = NULL;
+    char head[512];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     "Cache-Control: no-cache\r\nConnection: close\r\n"
+                     "x-semcache: %s\r\n%s%s%s\r\n",
+                     xsc, entry != NULL ? "x-semcache-entry: " : "",
+                     entry != NULL ? entry : "", entry != NULL ? "\r\n" : "");
+    return conn_write(pr, head, (size_t)n);
+}
+
+/* ---- serving a hit ---------------------------------------------------- */
+
+static void hit_header(const sc_cache_result *r, char *xsc, size_t cap,
+                       char *entry, size_t ecap)
+{
+    snprintf(xsc, cap, "hit; layer=%s; similarity=%.3f",
+             r->layer == SC_LAYER_EXACT ? "exact" : "semantic",
+             (double)r->similarity);
+    snprintf(entry, ecap, "%llu", (unsigned long long)r->id);
+}
+
+/* The stored chat.completion with a fresh id and created time; NULL when
+ * the bytes are not one (then the hit is not served). */
+static json_t *hit_answer(sc_proxy *p, const sc_cache_result *r)
+{
+    json_t *j = json_loadb(r->response, r->response_len, 0, NULL);
+    if (!json_is_object(j) || !json_is_array(json_object_get(j, "choices")) ||
+        !json_is_object(json_object_get(
+            json_array_get(json_object_get(j, "choices"), 0), "message"))) {
+        json_decref(j);
+        return NULL;
+    }
+    uint64_t seq = __atomic_add_fetch(&p->seq, 1, __ATOMIC_RELAXED);
+    char id[96];
+    snprintf(id, sizeof(id), "chatcmpl-semcache-%llu-%llu",
+             (unsigned long long)r->id, (unsigned long long)seq);
+    json_object_set_new(j, "id", json_string(id));
+    json_object_set_new(j, "created", json_integer((json_int_t)time(NULL)));
+    return j;
+}
+
+/* Answers a plain request from hit r; false when r's bytes are not an
+ * answer (pr is then still the caller's). */
+static bool serve_hit(preq *pr, const sc_cache_result *r)
+{
+    json_t *j = hit_answer(pr->p, r);
+    char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (s == NULL) {
+        return false;
+    }
+    char xsc[128], entry[32];
+    hit_header(r, xsc, sizeof(xsc), entry, sizeof(entry));
+    count(pr->p, &pr->p->counts.hits);
+    reply(pr, 200, "application/json", s, strlen(s), xsc, entry, false);
+    free(s);
+    return true;
+}
+
+static int write_event(preq *pr, json_t *chunk)
+{
+    char *s = chunk != NULL ? json_dumps(chunk, JSON_COMPACT) : NULL;
+    json_decref(chunk);
+    if (s == NULL) {
+        return NNG_ENOMEM;
+    }
+    size_t n = strlen(s);
+    char *ev = malloc(n + 9);
+    if (ev == NULL) {
+        free(s);
+        return NNG_ENOMEM;
+    }
+    memcpy(ev, "data: ", 6);
+    memcpy(ev + 6, s, n);
+    memcpy(ev + 6 + n, "\n\n", 3);
+    free(s);
+    int rv = conn_write(pr, ev, n + 8);
+    free(ev);
+    return rv;
+}
+
+/* Answers a streaming request from hit r as a stream: one chunk with the
+ * whole message, one with the finish reason, the usage when asked, then
+ * [DONE]. false when r's bytes are not an answer. */
+static bool serve_hit_stream(preq *pr, const sc_cache_result *r)
+{
+    json_t *j = hit_answer(pr->p, r);
+    if (j == NULL) {
+        return false;
+    }
+    json_t *choice = json_array_get(json_object_get(j, "choices"), 0);
+    json_t *msg = json_object_get(choice, "message");
+    json_t *fin = json_object_get(choice, "finish_reason");
+    json_t *delta = json_deep_copy(msg);
+    json_t *calls = json_object_get(delta, "tool_calls");
+    size_t i;
+    json_t *tc;
+    json_array_foreach(calls, i, tc)
+    {
+        json_object_set_new(tc, "index", json_integer((json_int_t)i));
+    }
+    json_t *model = json_object_get(j, "model");
+    json_t *base = json_pack(
+        "{s:O,s:s,s:O,s:o}", "id", json_object_get(j, "id"), "object",
+        "chat.completion.chunk", "created", json_object_get(j, "created"),
+        "model",
+        model != NULL ? json_incref(model) : json_string(pr->plan.model));
+    char xsc[128], entry[32];
+    hit_header(r, xsc, sizeof(xsc), entry, sizeof(entry));
+    int rv = base != NULL && delta != NULL ? start_stream(pr, xsc, entry)
+                                           : NNG_ENOMEM;
+    if (rv == 0) {
+        json_t *c1 = json_deep_copy(base);
+        json_object_set_new(c1, "choices",
+                            json_pack("[{s:i,s:O,s:n}]", "index", 0, "delta",
+                                      delta, "finish_reason"));
+        rv = write_event(pr, c1);
+    }
+    if (rv == 0) {
+        json_t *c2 = json_deep_copy(base);
+        json_object_set_new(c2, "choices",
+                            json_pack("[{s:i,s:{},s:O}]", "index", 0, "delta",
+                                      "finish_reason",
+                                      fin != NULL ? fin : json_string("stop")));
+        rv = write_event(pr, c2);
+    }
+    if (rv == 0 && pr->plan.include_usage &&
+        json_object_get(j, "usage") != NULL) {
+        json_t *c3 = json_deep_copy(base);
+        json_object_set_new(c3, "choices", json_array());
+        json_object_set(c3, "usage", json_object_get(j, "usage"));
+        rv = write_event(pr, c3);
+    }
+    if (rv == 0) {
+        conn_write(pr, "data: [DONE]\n\n", 14);
+    }
+    json_decref(delta);
+    json_decref(base);
+    json_decref(j);
+    if (!pr->hijacked) {
+        /* Out of memory before the stream started. */
+        reply_error(pr, 500, "semcache_error", "internal", "out of memory",
+                    NULL, false);
+        return true;
+    }
+    count(pr->p, &pr->p->counts.hits);
+    preq_done(pr);
+    return true;
+}
+
+/* ---- storing an answer ------------------------------------------------ */
+
+/* Stores answer[0..n) under pr's scope and text; returns NULL when stored,
+ * else why not (static). */
+static const char *store(preq *pr, const char *answer, size_t n,
+                         uint64_t in_tok, uint64_t out_tok)
+{
+    sc_proxy *p = pr->p;
+    if (!pr->plan.cacheable) {
+        return pr->plan.why_not;
+    }
+    if (pr->no_store) {
+        return "no_store";
+    }
+    if (!pr->can_write) {
+        return "forbidden";
+    }
+    if (p->embed_model[0] != '\0' && pr->dim == 0) {
+        return "no_embedding";
+    }
+    sc_cache_item it = {
+        .scope = pr->plan.scope,
+        .text = pr->plan.text,
+        .text_len = pr->plan.text_len,
+        .vec = pr->dim > 0 ? pr->vec : NULL,
+        .dim = pr->dim,
+        .embed_model = pr->dim > 0 ? p->embed_model : NULL,
+        .response = answer,
+        .response_len = n,
+        .model = pr->plan.model,
+        .feature = pr->has_feature ? pr->feature : NULL,
+        .user = pr->has_user ? pr->user : NULL,
+        .input_tokens = in_tok,
+        .output_tokens = out_tok,
+    };
+    sc_err rc = sc_cache_insert(p->cache, pr->ns, &it, NULL);
+    if (rc == SC_ENONS) {
+        rc = sc_cache_ns_create(p->cache, pr->ns, NULL);
+        if (rc == SC_OK || rc == SC_ENSEXIST) {
+            rc = sc_cache_insert(p->cache, pr->ns, &it, NULL);
+        }
+    }
+    if (rc != SC_OK) {
+        return sc_dispatch_errcode(rc);
+    }
+    count(p, &p->counts.stored);
+    return NULL;
+}
+
+/* Whether a parsed upstream answer may be stored; NULL = yes, else why
+ * not. */
+static const char *admit(sc_proxy *p, const json_t *a)
+{
+    if (!json_is_object(a) || json_object_get(a, "error") != NULL) {
+        return "error";
+    }
+    const json_t *ch = json_object_get(a, "choices");
+    if (!json_is_array(ch) || json_array_size(ch) != 1) {
+        return "choices";
+    }
+    const json_t *c0 = json_array_get(ch, 0);
+    const json_t *msg = json_object_get(c0, "message");
+    const char *fin = json_string_value(json_object_get(c0, "finish_reason"));
+    if (!json_is_object(msg)) {
+        return "no_message";
+    }
+    bool calls = json_object_get(msg, "tool_calls") != NULL &&
+                 !json_is_null(json_object_get(msg, "tool_calls"));
+    if (fin == NULL) {
+        return "unfinished";
+    }
+    if (strcmp(fin, "tool_calls") == 0 || strcmp(fin, "function_call") == 0 ||
+        calls) {
+        if (!p->store_tool_calls) {
+            return "tool_calls";
+        }
+    } else if (strcmp(fin, "length") == 0) {
+        if (!p->store_truncated) {
+            return "truncated";
+        }
+    } else if (strcmp(fin, "stop") != 0) {
+        return "finish_reason";
+    }
+    if (!calls && !json_is_string(json_object_get(msg, "content"))) {
+        return "no_content";
+    }
+    return NULL;
+}
+
+static uint64_t usage_of(const json_t *a, const char *k)
+{
+    const json_t *v = json_object_get(json_object_get(a, "usage"), k);
+    return json_is_integer(v) && json_integer_value(v) > 0
+               ? (uint64_t)json_integer_value(v)
+               : 0;
+}
+
+/* ---- the upstream ----------------------------------------------------- */
+
+typedef struct buf {
+    char *p;
+    size_t n, cap, max;
+    bool over;
+} buf;
+
+static int buf_add(buf *b, const void *d, size_t n)
+{
+    if (b->n + n > b->max) {
+        b->over = true;
+        return -1;
+    }
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n + 1) {
+            cap *= 2;
+        }
+        char *q = realloc(b->p, cap);
+        if (q == NULL) {
+            return -1;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+    return 0;
+}
+
+static size_t collect_cb(char *d, size_t sz, size_t nm, void *arg)
+{
+    return buf_add(arg, d, sz * nm) == 0 ? sz * nm : 0;
+}
+
+static int progress_cb(void *arg, curl_off_t a, curl_off_t b, curl_off_t c,
+                       curl_off_t d)
+{
+    (void)a, (void)b, (void)c, (void)d;
+    sc_proxy *p = arg;
+    return __atomic_load_n(&p->closing, __ATOMIC_RELAXED) ? 1 : 0;
+}
+
+/* The headers an upstream call carries: JSON, and the client's own
+ * credentials, unchanged. NULL when out of memory. */
+static struct curl_slist *upstream_headers(const preq *pr)
+{
+    struct curl_slist *h = NULL, *t;
+    char line[8192];
+    const char *fixed[] = {"Content-Type: application/json", "Expect:"};
+    for (size_t i = 0; i < 2; i++) {
+        if ((t = curl_slist_append(h, fixed[i])) == NULL) {
+            goto oom;
+        }
+        h = t;
+    }
+    const struct {
+        const char *name, *val;
+    } fw[] = {{"Authorization", pr->auth},
+              {"OpenAI-Organization", pr->org},
+              {"OpenAI-Project", pr->project}};
+    for (size_t i = 0; i < 3; i++) {
+        if (fw[i].val == NULL) {
+            continue;
+        }
+        snprintf(line, sizeof(line), "%s: %s", fw[i].name, fw[i].val);
+        t = curl_slist_append(h, line);
+        explicit_bzero(line, sizeof(line));
+        if (t == NULL) {
+            goto oom;
+        }
+        h = t;
+    }
+    return h;
+oom:
+    curl_slist_free_all(h);
+    return NULL;
+}
+
+static void setup_call(CURL *c, sc_proxy *p, const char *url,
+                       struct curl_slist *hdrs, const char *body, size_t n,
+                       bool stream)
+{
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, p);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)p->timeout_ms);
+    if (stream) {
+        /* A stream may last: the limit is on silence, in whole seconds. */
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
+                         (long)((p->timeout_ms + 999) / 1000));
+    } else {
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)p->timeout_ms);
+    }
+}
+
+/* The message of a failed upstream call. */
+static void upstream_error(preq *pr, CURLcode cc, const buf *b, char *msg,
+                           size_t cap, const char **code)
+{
+    if (__atomic_load_n(&pr->p->closing, __ATOMIC_RELAXED)) {
+        *code = "shutting_down";
+        snprintf(msg, cap, "semcached is shutting down");
+    } else if (cc == CURLE_OPERATION_TIMEDOUT) {
+        *code = "upstream_timeout";
+        snprintf(msg, cap, "the upstream did not answer within %u ms",
+                 pr->p->timeout_ms);
+    } else if (b != NULL && b->over) {
+        *code = "upstream_too_big";
+        snprintf(msg, cap, "the upstream's answer is over the cap of %zu bytes",
+                 pr->p->body_max);
+    } else {
+        *code = "upstream_unreachable";
+        snprintf(msg, cap, "the upstream call failed: %s",
+                 curl_easy_strerror(cc));
+    }
+}
+
+/* Embeds pr's text with the upstream's /v1/embeddings; 0, or -1 (the
+ * request then goes upstream without the cache). */
+static int upstream_embed(preq *pr, CURL *c)
+{
+    sc_proxy *p = pr->p;
+    json_t *rq = json_pack("{s:s,s:s%}", "model", p->embed_model, "input",
+                           pr->plan.text, pr->plan.text_len);
+    char *body = rq != NULL ? json_dumps(rq, JSON_COMPACT) : NULL;
+    json_decref(rq);
+    struct curl_slist *h = body != NULL ? upstream_headers(pr) : NULL;
+    if (h == NULL) {
+        free(body);
+        return -1;
+    }
+    buf b = {.max = p->body_max};
+    setup_call(c, p, p->embed_url, h, body, strlen(body), false);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    count(p, &p->counts.embedding);
+    CURLcode cc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    free(body);
+    int rc = -1;
+    json_t *a = cc == CURLE_OK && status == 200 && b.p != NULL
+                    ? json_loadb(b.p, b.n, 0, NULL)
+                    : NULL;
+    const json_t *e = json_object_get(
+        json_array_get(json_object_get(a, "data"), 0), "embedding");
+    size_t n = json_array_size(e);
+    if (json_is_array(e) && n > 0 && n <= SC_INDEX_MAX_DIM) {
+        rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            const json_t *x = json_array_get(e, i);
+            double d = json_number_value(x);
+            if (!json_is_number(x) || !(fabs(d) <= 3.4e38)) {
+                rc = -1;
+            }
+            pr->vec[i] = (float)d;
+        }
+        if (rc == 0) {
+            pr->dim = (uint32_t)n;
+            pr->embed_tokens = usage_of(a, "prompt_tokens");
+            if (pr->embed_tokens == 0) {
+                pr->embed_tokens = usage_of(a, "total_tokens");
+            }
+        }
+    }
+    json_decref(a);
+    free(b.p);
+    return rc;
+}
+
+/* The x-semcache header of an answer that came from upstream. */
+static void miss_header(const preq *pr, const char *why_not, char *xsc,
+                        size_t cap)
+{
+    if (!pr->plan.cacheable) {
+        snprintf(xsc, cap, "bypass; reason=%s", pr->plan.why_not);
+        return;
+    }
+    char best[48] = "";
+    if (pr->looked_up && !isnan(pr->best)) {
+        snprintf(best, sizeof(best), "; best=%.3f", (double)pr->best);
+    }
+    snprintf(xsc, cap, "miss%s%s; stored=%s%s%s",
+             pr->skip ? "; lookup=skipped" : "", best,
+             why_not == NULL ? "yes" : "no", why_not != NULL ? "; reason=" : "",
+             why_not != NULL ? why_not : "");
+}
+
+/* A plain request upstream: the answer goes back unchanged, and is stored
+ * when admitted. */
+static void forward_plain(preq *pr, CURL *c)
+{
+    sc_proxy *p = pr->p;
+    struct curl_slist *h = upstream_headers(pr);
+    if (h == NULL) {
+        reply_error(pr, 500, "semcache_error", "internal", "out of memory",
+                    NULL, false);
+        return;
+    }
+    buf b = {.max = p->body_max};
+    setup_call(c, p, p->chat_url, h, pr->body, pr->len, false);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    count(p, &p->counts.upstream);
+    CURLcode cc = curl_easy_perform(c);
+    curl_slist_free_all(h);
+    long status = 0;
+    char *ctype = NULL;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
+    char xsc[256], msg[300];
+    if (cc != CURLE_OK || status < 100 || status > 599) {
+        const char *code;
+        upstream_error(pr, cc, &b, msg, sizeof(msg), &code);
+        count(p, &p->counts.errors);
+        miss_header(pr, "upstream_failed", xsc, sizeof(xsc));
+        free(b.p);
+        reply_error(pr, 502, "upstream_error", code, msg, xsc, false);
+        return;
+    }
+    const char *why = NULL;
+    if (status != 200) {
+        why = "status";
+    } else {
+        json_t *a = json_loadb(b.p != NULL ? b.p : "", b.n, 0, NULL);
+        why = a == NULL ? "not_json" : admit(p, a);
+        if (why == NULL) {
+            why = store(pr, b.p, b.n, usage_of(a, "prompt_tokens"),
+                        usage_of(a, "completion_tokens"));
+        }
+        json_decref(a);
+    }
+    miss_header(pr, why, xsc, sizeof(xsc));
+    char ct[256];
+    snprintf(ct, sizeof(ct), "%s",
+             ctype != NULL && strpbrk(ctype, "\r\n") == NULL
+                 ? ctype
+                 : "application/json");
+    reply(pr, (uint16_t)status, ct, b.p != NULL ? b.p : "", b.n, xsc, NULL,
+          false);
+    free(b.p);
+}
+
+/* A streaming request upstream: bytes are relayed as they come, and the
+ * events are assembled into one chat.completion, stored when the stream
+ * completed ([DONE]) with an admitted finish reason. */
+typedef struct sse {
+    preq *pr;
+    CURL *c;
+    bool started;  /* the client has our head */
+    bool failed;   /* a write to the client failed */
+    buf err;       /* a non-stream (error) answer, collected */
+    buf line;      /* the event line being read */
+    buf content;   /* the assembled message content */
+    json_t *first; /* the first chunk (id, model, created, ...) */
+    char finish[32];
+    bool done, tools, bad;
+    uint64_t in_tok, out_tok;
+} sse;
+
+static void sse_line(sse *s, const char *l, size_t n)
+{
+    if (n < 5 || strncmp(l, "data:", 5) != 0) {
+        return; /* comments, event: and id: lines, blank separators */
+    }
+    l += 5;
+    n -= 5;
+    while (n > 0 && *l == ' ') {
+        l++, n--;
+    }
+    if (n == 6 && strncmp(l, "[DONE]", 6) == 0) {
+        s->done = true;
+        return;
+    }
+    json_t *j = json_loadb(l, n, 0, NULL);
+    if (!json_is_object(j) || json_object_get(j, "error") != NULL) {
+        s->bad = true;
+        json_decref(j);
+        return;
+    }
+    if (s->first == NULL) {
+        s->first = json_incref(j);
+    }
+    const json_t *u = json_object_get(j, "usage");
+    if (json_is_object(u)) {
+        s->in_tok = usage_of(j, "prompt_tokens");
+        s->out_tok = usage_of(j, "completion_tokens");
+    }
+    const json_t *ch = json_object_get(j, "choices");
+    if (json_array_size(ch) > 1) {
+        s->bad = true;
+    }
+    const json_t *c0 = json_array_get(ch, 0);
+    const json_t *d = json_object_get(c0, "delta");
+    const json_t *ct = json_object_get(d, "content");
+    if (json_is_string(ct) &&
+        buf_add(&s->content, json_string_value(ct), json_string_length(ct))) {
+        s->bad = true;
+    }
+    if (json_object_get(d, "tool_calls") != NULL &&
+        !json_is_null(json_object_get(d, "tool_calls"))) {
+        s->tools = true;
+    }
+    const char *fin = json_string_value(json_object_get(c0, "finish_reason"));
+    if (fin != NULL) {
+        snprintf(s->finish, sizeof(s->finish), "%s", fin);
+    }
+    json_decref(j);
+}
+
+static size_t sse_cb(char *d, size_t sz, size_t nm, void *arg)
+{
+    sse *s = arg;
+    size_t n = sz * nm;
+    preq *pr = s->pr;
+    if (!s->started && s->err.n == 0) {
+        long status = 0;
+        char *ctype = NULL;
+        curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(s->c, CURLINFO_CONTENT_TYPE, &ctype);
+        if (status == 200 && ctype != NULL &&
+            strncasecmp(ctype, "text/event-stream", 17) == 0) {
+            char xsc[256];
+            miss_header(pr, NULL, xsc, sizeof(xsc));
+            /* Whether it is stored is known only at the end. */
+            char *semi = strstr(xsc, "; stored=");
+            if (semi != NULL) {
+                *semi = '\0';
+            }
+            if (start_stream(pr, xsc, NULL) != 0) {
+                s->failed = true;
+                return 0;
+            }
+            s->started = true;
+        }
+    }
+    if (!s->started) {
+        return buf_add(&s->err, d, n) == 0 ? n : 0;
+    }
+    if (conn_write(pr, d, n) != 0) {
+        s->failed = true;
+        return 0; /* the client left: stop the upstream call */
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (d[i] == '\n') {
+            size_t ln = s->line.n;
+            if (ln > 0 && s->line.p[ln - 1] == '\r') {
+                ln--;
+            }
+            sse_line(s, s->line.p != NULL ? s->line.p : "", ln);
+            s->line.n = 0;
+        } else if (buf_add(&s->line, &d[i], 1) != 0) {
+            s->bad = true;
+            s->line.n = 0;
+        }
+    }
+    return n;
+}
+
+static void forward_stream(preq *pr, CURL *c)
+{
+    sc_proxy *p = pr->p;
+    struct curl_slist *h = upstream_headers(pr);
+    if (h == NULL) {
+        reply_error(pr, 500, "semcache_error", "internal", "out of memory",
+                    NULL, false);
+        return;
+    }
+    sse s = {.pr = pr, .c = c};
+    s.err.max = s.content.max = p->body_max;
+    s.line.max = p->body_max;
+    setup_call(c, p, p->chat_url, h, pr->body, pr->len, true);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sse_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+    count(p, &p->counts.upstream);
+    CURLcode cc = curl_easy_perform(c);
+    curl_slist_free_all(h);
+    long status = 0;
+    char *ctype = NULL;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
+    char xsc[256], msg[300];
+    if (!s.started && !s.failed) {
+        /* Not a stream: an error answer (relayed), or a failed call. */
+        if (cc != CURLE_OK || status < 100 || status > 599) {
+            const char *code;
+            upstream_error(pr, cc, &s.err, msg, sizeof(msg), &code);
+            count(p, &p->counts.errors);
+            miss_header(pr, "upstream_failed", xsc, sizeof(xsc));
+            reply_error(pr, 502, "upstream_error", code, msg, xsc, false);
+        } else {
+            miss_header(pr, status == 200 ? "not_a_stream" : "status", xsc,
+                        sizeof(xsc));
+            char ct[256];
+            snprintf(ct, sizeof(ct), "%s",
+                     ctype != NULL && strpbrk(ctype, "\r\n") == NULL
+                         ? ctype
+                         : "application/json");
+            reply(pr, (uint16_t)status, ct, s.err.p != NULL ? s.err.p : "",
+                  s.err.n, xsc, NULL, false);
+        }
+    } else if (!s.started) {
+        /* The hijack or the head failed: the connection is gone. */
+        if (pr->haio != NULL) {
+            nng_aio_finish(pr->haio, NNG_ECLOSED);
+        }
+        preq_done(pr);
+    } else {
+        if (s.line.n > 0) {
+            sse_line(&s, s.line.p, s.line.n); /* a last line with no \n */
+        }
+        if (cc == CURLE_OK && s.done && !s.bad && !s.failed &&
+            s.first != NULL) {
+            bool ok = strcmp(s.finish, "stop") == 0 ||
+                      (strcmp(s.finish, "length") == 0 && p->store_truncated);
+            if (ok && !s.tools) {
+                json_t *m = json_object_get(s.first, "model");
+                json_t *id = json_object_get(s.first, "id");
+                json_t *cr = json_object_get(s.first, "created");
+                json_t *a = json_pack(
+                    "{s:o,s:s,s:o,s:o,s:[{s:i,s:{s:s,s:s%},s:s}]}", "id",
+                    id != NULL ? json_incref(id) : json_null(), "object",
+                    "chat.completion", "created",
+                    cr != NULL ? json_incref(cr) : json_integer(0), "model",
+                    m != NULL ? json_incref(m) : json_string(pr->plan.model),
+                    "choices", "index", 0, "message", "role", "assistant",
+                    "content", s.content.p != NULL ? s.content.p : "",
+                    s.content.n, "finish_reason", s.finish);
+                if (a != NULL && (s.in_tok > 0 || s.out_tok > 0)) {
+                    json_object_set_new(
+                        a, "usage",
+                        json_pack("{s:I,s:I,s:I}", "prompt_tokens",
+                                  (json_int_t)s.in_tok, "completion_tokens",
+                                  (json_int_t)s.out_tok, "total_tokens",
+                                  (json_int_t)(s.in_tok + s.out_tok)));
+                }
+                char *enc = a != NULL ? json_dumps(a, JSON_COMPACT) : NULL;
+                if (enc != NULL) {
+                    store(pr, enc, strlen(enc), s.in_tok, s.out_tok);
+                }
+                free(enc);
+                json_decref(a);
+            }
+        } else if (cc != CURLE_OK && !s.failed) {
+            count(p, &p->counts.errors);
+        }
+        preq_done(pr); /* closes the connection: the stream's end */
+    }
+    json_decref(s.first);
+    free(s.err.p);
+    free(s.line.p);
+    free(s.content.p);
+}
+
+/* ---- the request's course ---------------------------------------------- */
+
+/* Looks pr up; true when it was answered from a hit (pr is gone). */
+static bool try_lookup(preq *pr)
+{
+    sc_proxy *p = pr->p;
+    sc_cache_query q = {
+        .scope = pr->plan.scope,
+        .text = pr->plan.text,
+        .text_len = pr->plan.text_len,
+        .vec = pr->dim > 0 ? pr->vec : NULL,
+        .dim = pr->dim,
+        .embed_model = pr->dim > 0 ? p->embed_model : NULL,
+        .embed_tokens = pr->embed_tokens,
+        .feature = pr->has_feature ? pr->feature : NULL,
+        .user = pr->has_user ? pr->user : NULL,
+        .has_threshold = pr->has_threshold,
+        .threshold = pr->threshold,
+    };
+    sc_cache_result r;
+    pr->looked_up = true;
+    pr->best = NAN;
+    sc_err rc = sc_cache_lookup(p->cache, pr->ns, &q, &r);
+    if (rc != SC_OK) {
+        return false; /* no namespace yet, no embedder, ...: a miss */
+    }
+    pr->best = r.best_similarity;
+    bool served = false;
+    if (r.hit) {
+        served = pr->plan.stream ? serve_hit_stream(pr, &r) : serve_hit(pr, &r);
+    }
+    sc_cache_result_fini(&r);
+    return served;
+}
+
+static void run_job(preq *pr, CURL *c)
+{
+    sc_proxy *p = pr->p;
+    if (__atomic_load_n(&p->closing, __ATOMIC_RELAXED)) {
+        reply_error(pr, 503, "semcache_error", "shutting_down",
+                    "semcached is shutting down", NULL, false);
+        return;
+    }
+    if (pr->plan.cacheable && !pr->skip && !pr->looked_up) {
+        if (p->embed_model[0] == '\0' || upstream_embed(pr, c) == 0) {
+            if (try_lookup(pr)) {
+                return;
+            }
+        }
+    }
+    if (c == NULL) {
+        reply_error(pr, 500, "semcache_error", "internal", "no upstream handle",
+                    NULL, false);
+    } else if (pr->plan.stream) {
+        forward_stream(pr, c);
+    } else {
+        forward_plain(pr, c);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    sc_proxy *p = arg;
+    CURL *c = curl_easy_init();
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->qhead == NULL && !p->closing) {
+            pthread_cond_wait(&p->qcv, &p->mu);
+        }
+        preq *pr = p->qhead;
+        if (pr == NULL) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        p->qhead = pr->qnext;
+        if (p->qhead == NULL) {
+            p->qtail = NULL;
+        }
+        pr->ph = PH_RUNNING;
+        pthread_mutex_unlock(&p->mu);
+        run_job(pr, c);
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+static void enqueue(preq *pr)
+{
+    sc_proxy *p = pr->p;
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        /* The workers may be gone already. */
+        pthread_mutex_unlock(&p->mu);
+        reply_error(pr, 503, "semcache_error", "shutting_down",
+                    "semcached is shutting down", NULL, false);
+        return;
+    }
+    pr->ph = PH_QUEUED;
+    pr->qnext = NULL;
+    if (p->qtail != NULL) {
+        p->qtail->qnext = pr;
+    } else {
+        p->qhead = pr;
+    }
+    p->qtail = pr;
+    pthread_cond_signal(&p->qcv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static char *dup_header(nng_http_req *req, const char *name)
+{
+    const char *v = nng_http_req_get_header(req, name);
+    return v != NULL ? strdup(v) : NULL;
+}
+
+/* A yes/no header: 1, 0, or -1 when it is neither. */
+static int header_bool(const char *v)
+{
+    if (v == NULL) {
+        return 0;
+    }
+    if (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 ||
+        strcasecmp(v, "yes") == 0) {
+        return 1;
+    }
+    if (strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 ||
+        strcasecmp(v, "no") == 0) {
+        return 0;
+    }
+    return -1;
+}
+
+static bool ns_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= SC_CACHE_NS_NAME_MAX &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                     "0123456789._:-") == n;
+}
+
+/* Reads the x-semcache-* headers into pr; 0, or -1 with a message. */
+static int read_headers(preq *pr, char *msg, size_t cap)
+{
+    nng_http_req *req = pr->req;
+    const char *v;
+    int b;
+    if ((b = header_bool(nng_http_req_get_header(req, "x-semcache-skip"))) <
+        0) {
+        snprintf(msg, cap, "x-semcache-skip must be 1 or 0");
+        return -1;
+    }
+    pr->skip = b;
+    if ((b = header_bool(nng_http_req_get_header(req, "x-semcache-no-store"))) <
+        0) {
+        snprintf(msg, cap, "x-semcache-no-store must be 1 or 0");
+        return -1;
+    }
+    pr->no_store = b;
+    if ((v = nng_http_req_get_header(req, "x-semcache-threshold")) != NULL) {
+        char *end;
+        float t = strtof(v, &end);
+        if (end == v || *end != '\0' || !isfinite(t) || t < -1.0f || t > 1.0f) {
+            snprintf(msg, cap,
+                     "x-semcache-threshold must be a number in [-1, 1]");
+            return -1;
+        }
+        pr->has_threshold = true;
+        pr->threshold = t;
+    }
+    v = nng_http_req_get_header(req, "x-semcache-namespace");
+    if (v != NULL && !ns_name_ok(v)) {
+        snprintf(msg, cap,
+                 "x-semcache-namespace must be 1..%u of [A-Za-z0-9._:-]",
+                 SC_CACHE_NS_NAME_MAX);
+        return -1;
+    }
+    snprintf(pr->ns, sizeof(pr->ns), "%s", v != NULL ? v : pr->p->ns);
+    const char *tags[2] = {"x-semcache-feature", "x-semcache-user"};
+    char *dst[2] = {pr->feature, pr->user};
+    bool *has[2] = {&pr->has_feature, &pr->has_user};
+    for (int i = 0; i < 2; i++) {
+        if ((v = nng_http_req_get_header(req, tags[i])) == NULL) {
+            continue;
+        }
+        if (strlen(v) > SC_CACHE_TAG_MAX) {
+            snprintf(msg, cap, "%s is over %u bytes", tags[i],
+                     SC_CACHE_TAG_MAX);
+            return -1;
+        }
+        snprintf(dst[i], SC_CACHE_TAG_MAX + 1, "%s", v);
+        *has[i] = true;
+    }
+    return 0;
+}
+
+/* The body is in: parse, check, answer a hit or queue the rest. On nng's
+ * thread. */
+static void process(preq *pr)
+{
+    sc_proxy *p = pr->p;
+    char msg[320];
+    json_error_t jerr;
+    pr->root = json_loadb(pr->body != NULL ? pr->body : "", pr->len, 0, &jerr);
+    if (pr->root == NULL) {
+        snprintf(msg, sizeof(msg), "malformed JSON at line %d, column %d: %s",
+                 jerr.line, jerr.column, jerr.text);
+        reply_error(pr, 400, "invalid_request_error", "bad_request", msg, NULL,
+                    false);
+        return;
+    }
+    sc_err rc =
+        sc_proxy_derive(pr->root, p->history, &pr->plan, msg, sizeof(msg));
+    if (rc != SC_OK) {
+        reply_error(
+            pr, rc == SC_EINVAL ? 400 : 500,
+            rc == SC_EINVAL ? "invalid_request_error" : "semcache_error",
+            rc == SC_EINVAL ? "bad_request" : "internal", msg, NULL, false);
+        return;
+    }
+    if (read_headers(pr, msg, sizeof(msg)) != 0) {
+        reply_error(pr, 400, "invalid_request_error", "bad_request", msg, NULL,
+                    false);
+        return;
+    }
+    /* Access keys: the proxy is no way around them. */
+    const char *key = nng_http_req_get_header(pr->req, "x-semcache-key");
+    if (p->dispatch != NULL) {
+        size_t kn = key != NULL ? strlen(key) : 0;
+        sc_dispatch_access ra =
+            sc_dispatch_check_key(p->dispatch, key, kn, pr->ns, false);
+        if (ra == SC_ACCESS_UNAUTHORIZED) {
+            reply_error(pr, 401, "semcache_error", "unauthorized",
+                        key != NULL
+                            ? "the x-semcache-key is not one this server knows"
+                            : "this server wants a key: x-semcache-key",
+                        NULL, false);
+            return;
+        }
+        if (ra == SC_ACCESS_FORBIDDEN) {
+            snprintf(msg, sizeof(msg), "the key may not read namespace '%s'",
+                     pr->ns);
+            reply_error(pr, 403, "semcache_error", "forbidden", msg, NULL,
+                        false);
+            return;
+        }
+        pr->can_write = sc_dispatch_check_key(p->dispatch, key, kn, pr->ns,
+                                              true) == SC_ACCESS_OK;
+    } else {
+        pr->can_write = true;
+    }
+    if (pr->plan.cacheable && !pr->skip && !pr->plan.stream &&
+        p->embed_model[0] == '\0') {
+        if (try_lookup(pr)) {
+            return;
+        }
+    }
+    enqueue(pr);
+}
+
+static void body_done(void *arg)
+{
+    preq *pr = arg;
+    int rv = nng_aio_result(pr->baio);
+    if (rv != 0 || nng_aio_count(pr->baio) != pr->len) {
+        /* Timed out, closed or aborted: drop the connection. */
+        nng_aio_finish(pr->haio, rv != 0 ? rv : NNG_ECLOSED);
+        preq_done(pr);
+        return;
+    }
+    process(pr);
+}
+
+static void on_request(nng_aio *aio)
+{
+    nng_http_handler *hd = nng_aio_get_input(aio, 1);
+    sc_proxy *p = nng_http_handler_get_data(hd);
+    preq *pr = calloc(1, sizeof(*pr));
+    if (pr == NULL) {
+        nng_aio_finish(aio, NNG_ENOMEM);
+        return;
+    }
+    pr->p = p;
+    pr->haio = aio;
+    pr->req = nng_aio_get_input(aio, 0);
+    pr->conn = nng_aio_get_input(aio, 2);
+    pr->best = NAN;
+    pthread_mutex_lock(&p->mu);
+    pr->next = p->live;
+    if (p->live != NULL) {
+        p->live->prev = pr;
+    }
+    p->live = pr;
+    p->nlive++;
+    bool closing = p->closing;
+    pthread_mutex_unlock(&p->mu);
+    count(p, &p->counts.requests);
+    if (closing) {
+        reply_error(pr, 503, "semcache_error", "shutting_down",
+                    "semcached is shutting down", NULL, true);
+        return;
+    }
+    nng_http_req *req = pr->req;
+    if (nng_http_req_get_header(req, "Transfer-Encoding") != NULL) {
+        reply_error(pr, 411, "invalid_request_error", "bad_request",
+                    "send the body with a Content-Length, not chunked", NULL,
+                    true);
+        return;
+    }
+    const char *cl = nng_http_req_get_header(req, "Content-Length");
+    size_t len = 0;
+    if (cl != NULL) {
+        const char *q = cl;
+        while (*q == ' ') {
+            q++;
+        }
+        if (*q < '0' || *q > '9') {
+            reply_error(pr, 400, "invalid_request_error", "bad_request",
+                        "bad Content-Length", NULL, true);
+            return;
+        }
+        for (; *q >= '0' && *q <= '9'; q++) {
+            if (len > p->body_max) {
+                break; /* over the cap: stop before overflowing */
+            }
+            len = len * 10 + (size_t)(*q - '0');
+        }
+        while (*q == ' ' && len <= p->body_max) {
+            q++;
+        }
+        if (*q != '\0' && len <= p->body_max) {
+            reply_error(pr, 400, "invalid_request_error", "bad_request",
+                        "bad Content-Length", NULL, true);
+            return;
+        }
+    }
+    if (len > p->body_max) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the body is over the cap of %zu bytes",
+                 p->body_max);
+        reply_error(pr, 413, "invalid_request_error", "too_big", msg, NULL,
+                    true);
+        return;
+    }
+    /* Copied now: the request is nng's until a hijack. */
+    pr->auth = dup_header(req, "Authorization");
+    pr->org = dup_header(req, "OpenAI-Organization");
+    pr->project = dup_header(req, "OpenAI-Project");
+    if (len == 0) {
+        process(pr);
+        return;
+    }
+    if ((pr->body = malloc(len)) == NULL ||
+        nng_aio_alloc(&pr->baio, body_done, pr) != 0) {
+        reply_error(pr, 500, "semcache_error", "internal", "out of memory",
+                    NULL, true);
+        return;
+    }
+    pr->len = len;
+    nng_iov iov = {.iov_buf = pr->body, .iov_len = len};
+    nng_aio_set_iov(pr->baio, 1, &iov);
+    nng_aio_set_timeout(pr->baio, BODY_TIMEOUT);
+    nng_http_conn_read_all(pr->conn, pr->baio);
+}
+
+static void route_free(void *arg)
+{
+    sc_proxy *p = arg;
+    pthread_mutex_lock(&p->mu);
+    p->route_live = false;
+    pthread_cond_broadcast(&p->donecv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- open and close --------------------------------------------------- */
+
+/* The two upstream URLs of base: <base>/v1/<path>, or <base>/<path> when
+ * base ends in /v1. */
+static char *upstream_url(const char *base, const char *path)
+{
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/') {
+        n--;
+    }
+    bool v1 = n >= 3 && strncmp(base + n - 3, "/v1", 3) == 0;
+    char *u = NULL;
+    if (asprintf(&u, "%.*s%s/%s", (int)n, base, v1 ? "" : "/v1", path) < 0) {
+        return NULL;
+    }
+    return u;
+}
+
+static void proxy_free(sc_proxy *p)
+{
+    free(p->tids);
+    free(p->chat_url);
+    free(p->embed_url);
+    pthread_cond_destroy(&p->qcv);
+    pthread_cond_destroy(&p->donecv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
+{
+    if (cfg == NULL || out == NULL || cfg->addr == NULL ||
+        cfg->upstream == NULL || cfg->cache == NULL ||
+        (strncmp(cfg->upstream, "http://", 7) != 0 &&
+         strncmp(cfg->upstream, "https://", 8) != 0) ||
+        strpbrk(cfg->upstream, " \r\n\t") != NULL ||
+        (cfg->ns != NULL && !ns_name_ok(cfg->ns)) ||
+        (cfg->embed_model != NULL &&
+         strlen(cfg->embed_model) > SC_CACHE_TAG_MAX) ||
+        cfg->workers > SC_PROXY_MAX_WORKERS || cfg->history > 2) {
+        return SC_EINVAL;
+    }
+    char urlbuf[512];
+    int un = strncmp(cfg->addr, "http://", 7) == 0
+                 ? snprintf(urlbuf, sizeof(urlbuf), "%s", cfg->addr)
+                 : snprintf(urlbuf, sizeof(urlbuf), "http://%s", cfg->addr);
+    if (un < 0 || (size_t)un >= sizeof(urlbuf)) {
+        return SC_EINVAL;
+    }
+    nng_url *url;
+    if (nng_url_parse(&url, urlbuf) != 0) {
+        return SC_EINVAL;
+    }
+    sc_proxy *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        nng_url_free(url);
+        return SC_ENOMEM;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->qcv, NULL);
+    pthread_cond_init(&p->donecv, NULL);
+    p->cache = cfg->cache;
+    p->dispatch = cfg->dispatch;
+    snprintf(p->ns, sizeof(p->ns), "%s",
+             cfg->ns != NULL ? cfg->ns : SC_PROXY_DEFAULT_NS);
+    snprintf(p->embed_model, sizeof(p->embed_model), "%s",
+             cfg->embed_model != NULL ? cfg->embed_model : "");
+    p->timeout_ms =
+        cfg->timeout_ms != 0 ? cfg->timeout_ms : SC_PROXY_DEFAULT_TIMEOUT_MS;
+    p->body_max =
+        cfg->body_max != 0 ? cfg->body_max : SC_PROXY_DEFAULT_BODY_MAX;
+    p->history = cfg->history;
+    p->store_tool_calls = cfg->store_tool_calls;
+    p->store_truncated = cfg->store_truncated;
+    p->nworkers = cfg->workers != 0 ? cfg->workers : SC_PROXY_DEFAULT_WORKERS;
+    sc_err rc = SC_ENOMEM;
+    int rv;
+    p->chat_url = upstream_url(cfg->upstream, "chat/completions");
+    p->embed_url = upstream_url(cfg->upstream, "embeddings");
+    p->tids = calloc(p->nworkers, sizeof(*p->tids));
+    if (p->chat_url == NULL || p->embed_url == NULL || p->tids == NULL) {
+        goto fail_alloc;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        goto fail_alloc;
+    }
+    if (nng_http_server_hold(&p->srv, url) != 0) {
+        rc = SC_EIO;
+        goto fail_curl;
+    }
+    if (nng_http_handler_alloc(&p->hd, CHAT_PATH, on_request) != 0) {
+        goto fail_hold;
+    }
+    p->route_live = true;
+    if (nng_http_handler_set_data(p->hd, p, route_free) != 0 ||
+        nng_http_handler_set_method(p->hd, "POST") != 0 ||
+        nng_http_handler_collect_body(p->hd, false, 0) != 0) {
+        goto fail_handler;
+    }
+    if ((rv = nng_http_server_add_handler(p->srv, p->hd)) != 0) {
+        rc = rv == NNG_EADDRINUSE ? SC_EIO : SC_ENOMEM;
+        goto fail_handler;
+    }
+    /* The default namespace exists from the start, so that every lookup
+     * in it is counted in the ledger (a lookup of a namespace that does
+     * not exist is not), the first one and its embedding spend included. */
+    rv = sc_cache_ns_create(p->cache, p->ns, NULL);
+    if (rv != SC_OK && rv != SC_ENSEXIST) {
+        rc = (sc_err)rv;
+        goto fail_route;
+    }
+    /* Counted by nng: the sc_http's start already listens. */
+    if ((rv = nng_http_server_start(p->srv)) != 0) {
+        rc = SC_EIO;
+        goto fail_route;
+    }
+    unsigned started = 0;
+    for (; started < p->nworkers; started++) {
+        if (pthread_create(&p->tids[started], NULL, worker_main, p) != 0) {
+            break;
+        }
+    }
+    if (started < p->nworkers) {
+        pthread_mutex_lock(&p->mu);
+        p->closing = true;
+        pthread_cond_broadcast(&p->qcv);
+        pthread_mutex_unlock(&p->mu);
+        for (unsigned i = 0; i < started; i++) {
+            pthread_join(p->tids[i], NULL);
+        }
+        nng_http_server_stop(p->srv);
+        goto fail_route;
+    }
+    nng_url_free(url);
+    *out = p;
+    return SC_OK;
+
+fail_route:
+    nng_http_server_del_handler(p->srv, p->hd);
+fail_handler:
+    nng_http_handler_free(p->hd); /* runs route_free */
+fail_hold:
+    nng_http_server_release(p->srv);
+fail_curl:
+    curl_global_cleanup();
+fail_alloc:
+    nng_url_free(url);
+    proxy_free(p);
+    return rc;
+}
+
+void sc_proxy_close(sc_proxy *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    /* No new requests reach us; queued ones are answered 503 and calls in
+     * flight are aborted by their progress callback. */
+    nng_http_server_del_handler(p->srv, p->hd);
+    nng_http_handler_free(p->hd);
+    pthread_mutex_lock(&p->mu);
+    __atomic_store_n(&p->closing, true, __ATOMIC_RELAXED);
+    pthread_cond_broadcast(&p->qcv);
+    for (preq *pr = p->live; pr != NULL; pr = pr->next) {
+        if (pr->ph == PH_READING && pr->baio != NULL) {
+            nng_aio_abort(pr->baio, NNG_ECLOSED);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->nworkers; i++) {
+        pthread_join(p->tids[i], NULL);
+    }
+    pthread_mutex_lock(&p->mu);
+    while (p->nlive > 0 || p->route_live) {
+        pthread_cond_wait(&p->donecv, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    nng_http_server_stop(p->srv);
+    nng_http_server_release(p->srv);
+    curl_global_cleanup();
+    proxy_free(p);
+}

@@ -1,0 +1,138 @@
+/* proxy.h - an OpenAI-compatible caching proxy (docs/PROXY.md): POST
+ * /v1/chat/completions on the HTTP front's address. Each request's scope
+ * (model, answer-changing parameters, system prompt, tools, earlier turns
+ * by policy) and text (the last user message) are derived here; a hit is
+ * answered from the cache at once, a miss goes to the upstream API (libcurl,
+ * on a pool of worker threads, never on nng's) and a complete answer is
+ * stored with the token counts of its usage field. */
+#ifndef SC_PROXY_H
+#define SC_PROXY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/cache.h"
+#include "common/sc_error.h"
+#include "proto/dispatch.h"
+
+#define SC_PROXY_DEFAULT_NS         "chat"
+#define SC_PROXY_DEFAULT_TIMEOUT_MS 60000u
+#define SC_PROXY_DEFAULT_WORKERS    8u
+#define SC_PROXY_MAX_WORKERS        256u
+#define SC_PROXY_DEFAULT_BODY_MAX   (4u << 20)
+
+/* How earlier turns (messages before the last user message, other than
+ * system and developer messages) enter the scope. */
+typedef enum sc_proxy_history {
+    /* Default: a hash of the earlier turns is part of the scope, so an
+     * answer is reused only in a conversation whose earlier turns are
+     * identical (single-turn requests have none). */
+    SC_PROXY_HISTORY_EXACT = 0,
+    /* Only single-turn requests use the cache; others pass through. */
+    SC_PROXY_HISTORY_SINGLE = 1,
+    /* Earlier turns are ignored: the last user message alone is matched.
+     * Replays answers into other conversations; opt in knowingly. */
+    SC_PROXY_HISTORY_IGNORE = 2
+} sc_proxy_history;
+
+typedef struct sc_proxy_config {
+    /* "HOST:PORT" of the HTTP front (sc_http_open must have opened it in
+     * this process: the proxy adds its route to the same nng server), and
+     * the upstream's base URL ("http://HOST:PORT" or ".../v1"; the proxy
+     * posts to <base>/v1/chat/completions, or <base>/chat/completions when
+     * the base ends in /v1). Both borrowed for sc_proxy_open. */
+    const char *addr;
+    const char *upstream;
+    sc_cache *cache;       /* borrowed; must outlive the proxy */
+    sc_dispatch *dispatch; /* borrowed, for its access keys; NULL = none */
+    const char *ns;        /* default namespace; NULL = SC_PROXY_DEFAULT_NS;
+                              copied */
+    uint32_t timeout_ms;   /* an upstream call's limit (for a stream: the
+                              longest silence); 0 = the default */
+    unsigned workers;      /* threads that call the upstream; 0 = default */
+    size_t body_max;       /* largest request body and upstream answer;
+                              0 = SC_PROXY_DEFAULT_BODY_MAX */
+    sc_proxy_history history;
+    bool store_tool_calls; /* store answers that end in tool calls */
+    bool store_truncated;  /* store answers cut by max_tokens ("length") */
+    /* NULL = lookups embed with the cache's built-in embedder; else the
+     * upstream's /v1/embeddings with this model (copied), its tokens
+     * counted in the ledger as embedding spend. */
+    const char *embed_model;
+} sc_proxy_config;
+
+/* Fills cfg with the defaults (every pointer NULL). */
+void sc_proxy_config_init(sc_proxy_config *cfg);
+
+/* Takes the proxy flags of semcached: --upstream URL, --upstream-timeout
+ * MS, --proxy-ns NS, --proxy-workers N, --proxy-history exact|single|
+ * ignore, --proxy-store stop[,tool_calls][,length], --proxy-embed-model
+ * MODEL. Returns 1 when flag is one of them and value is good (value is
+ * borrowed: it must outlive cfg), 0 when flag is not a proxy flag, -1 with
+ * a message in msg (cap bytes) when value is bad. */
+int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
+                        const char *value, char *msg, size_t cap);
+
+typedef struct sc_proxy sc_proxy;
+
+/* Adds POST /v1/chat/completions to the HTTP server at cfg->addr and starts
+ * the workers. cfg is copied. On success *out is the caller's, closed with
+ * sc_proxy_close before the sc_http of the same address; on failure *out is
+ * untouched. Errors: SC_EINVAL (a missing or bad field, an upstream URL
+ * that is not http:// or https://), SC_EIO (the route is taken, or nothing
+ * serves addr), SC_ENOMEM. */
+sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out);
+
+/* Removes the route, answers queued requests 503, aborts upstream calls in
+ * flight (their clients get 502, streams are cut), waits until no request
+ * is running, then frees p. NULL is a no-op. */
+void sc_proxy_close(sc_proxy *p);
+
+/* Counters since open, for tests and logs. */
+typedef struct sc_proxy_counts {
+    uint64_t requests;  /* chat completion requests received */
+    uint64_t hits;      /* answered from the cache */
+    uint64_t upstream;  /* chat completion calls made upstream */
+    uint64_t stored;    /* answers stored */
+    uint64_t errors;    /* upstream failures answered 502 */
+    uint64_t embedding; /* /v1/embeddings calls made upstream */
+} sc_proxy_counts;
+void sc_proxy_get_counts(sc_proxy *p, sc_proxy_counts *out);
+
+/* ---- the derivation (exposed for tests) -------------------------------*/
+
+/* What a request means to the cache. */
+typedef struct sc_proxy_plan {
+    bool cacheable;      /* false: pass through, no lookup, no store */
+    const char *why_not; /* static reason when not cacheable ("multi_turn",
+                            "n", "non_text", "last_not_user", ...) */
+    bool stream;         /* "stream": true */
+    bool include_usage;  /* "stream_options": {"include_usage": true} */
+    char model[SC_CACHE_TAG_MAX + 1];
+    char scope[SC_CACHE_SCOPE_MAX + 1];
+    char *text; /* the last user message (malloc'd, text_len bytes, NUL
+                   after), or NULL when not cacheable */
+    size_t text_len;
+} sc_proxy_plan;
+
+/* Derives the plan of chat completion request req (borrowed for the call)
+ * under history policy h. The scope is "oai1|MODEL|pHASH|sHASH|hHASH": an
+ * xxh64 of the canonical JSON (sorted keys, integers of real-valued
+ * parameters as reals) of the answer-changing parameters (temperature,
+ * top_p, max_tokens, max_completion_tokens, response_format, tools,
+ * tool_choice, functions, function_call, parallel_tool_calls, stop, seed,
+ * presence_penalty, frequency_penalty, logit_bias, logprobs, top_logprobs,
+ * reasoning_effort, modalities, audio, prediction, verbosity,
+ * web_search_options), of the system and developer messages, and of the
+ * earlier turns (EXACT; 0 under IGNORE or when there are none). On success
+ * *out is filled (sc_proxy_plan_fini frees its text). Errors: SC_EINVAL
+ * with a reason in msg (cap bytes) when req is not a chat completion
+ * request (no model string, no non-empty messages array, a message that is
+ * not an object with a string role), SC_ENOMEM; *out is then zeroed. */
+sc_err sc_proxy_derive(const json_t *req, sc_proxy_history h,
+                       sc_proxy_plan *out, char *msg, size_t cap);
+void sc_proxy_plan_fini(sc_proxy_plan *p);
+
+#endif

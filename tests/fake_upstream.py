@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""fake_upstream.py - a fake OpenAI-style API on 127.0.0.1 for the proxy's
+tests (tests/test_proxy.py): POST /v1/chat/completions and /v1/embeddings,
+standard library only. It records every call (path, headers, body) and
+answers by its current mode:
+
+  ok         200, a chat.completion: "Answer to: <last user message>",
+             finish_reason stop, usage 11 prompt / 7 completion tokens
+             (streamed as server-sent events when the request says
+             stream: true, with usage when stream_options asks for it)
+  error      500 with an OpenAI error body
+  rate       429 with an OpenAI error body
+  truncated  200, finish_reason length
+  tool       200, a tool call (finish_reason tool_calls)
+  garbage    200, a body that is not JSON
+  slow       as ok after `delay` seconds
+  cut        (streams) a few events, then the connection closes without
+             [DONE]
+
+Run alone (python3 fake_upstream.py PORT) it serves in mode ok until
+killed."""
+import hashlib
+import http.server
+import json
+import math
+import socketserver
+import sys
+import threading
+import time
+
+
+def answer_text(body):
+    msgs = body.get("messages") or []
+    last = msgs[-1].get("content") if msgs else ""
+    if isinstance(last, list):
+        last = "\n".join(p.get("text", "") for p in last)
+    return f"Answer to: {last}"
+
+
+def fake_embedding(text, dim=64):
+    """A deterministic bag-of-words vector: texts sharing words are close."""
+    v = [0.0] * dim
+    for w in text.lower().replace("?", " ").replace(".", " ").split():
+        h = hashlib.sha256(w.encode()).digest()
+        for i in range(dim):
+            v[i] += (h[i % 32] - 127.5) / 127.5
+    n = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / n for x in v]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send_json(self, status, obj, raw=None):
+        data = raw if raw is not None else json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        try:
+            self.answer()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the proxy gave up (a timeout test): nothing to say
+
+    def answer(self):
+        fake = self.server.fake
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        with fake.lock:
+            fake.calls.append((self.path, dict(self.headers), body))
+            mode = fake.mode
+        if self.path == "/v1/embeddings":
+            text = body["input"]
+            self.send_json(200, {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0,
+                          "embedding": fake_embedding(text)}],
+                "model": body["model"],
+                "usage": {"prompt_tokens": 5, "total_tokens": 5}})
+            return
+        if self.path != "/v1/chat/completions" or body is None:
+            self.send_json(404, {"error": {"message": "no such path"}})
+            return
+        if mode == "slow":
+            time.sleep(fake.delay)
+            mode = "ok"
+        if mode in ("error", "rate"):
+            self.send_json(500 if mode == "error" else 429, {
+                "error": {"message": f"fake {mode}", "type": "server_error",
+                          "param": None, "code": mode}})
+            return
+        if mode == "garbage":
+            self.send_json(200, None, raw=b"<html>not json</html>")
+            return
+        text = answer_text(body)
+        finish = {"truncated": "length", "tool": "tool_calls"}.get(mode,
+                                                                   "stop")
+        if body.get("stream"):
+            self.stream(body, text, finish, cut=(mode == "cut"))
+            return
+        msg = {"role": "assistant", "content": text}
+        if mode == "tool":
+            msg = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "lookup", "arguments": "{}"}}]}
+        self.send_json(200, {
+            "id": f"chatcmpl-fake-{len(fake.calls)}",
+            "object": "chat.completion", "created": 1700000000,
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": msg,
+                         "finish_reason": finish}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7,
+                      "total_tokens": 18}})
+
+    def stream(self, body, text, finish, cut):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        base = {"id": "chatcmpl-fake-stream", "object": "chat.completion.chunk",
+                "created": 1700000000, "model": body.get("model")}
+        words = text.split(" ")
+        events = [dict(base, choices=[{"index": 0, "delta": {
+            "role": "assistant", "content": ""}, "finish_reason": None}])]
+        for i, w in enumerate(words):
+            piece = w if i == 0 else " " + w
+            events.append(dict(base, choices=[{"index": 0, "delta": {
+                "content": piece}, "finish_reason": None}]))
+        events.append(dict(base, choices=[{"index": 0, "delta": {},
+                                           "finish_reason": finish}]))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(dict(base, choices=[], usage={
+                "prompt_tokens": 11, "completion_tokens": 7,
+                "total_tokens": 18}))
+        if cut:
+            events = events[:3]
+        for e in events:
+            self.wfile.write(b"data: " + json.dumps(e).encode() + b"\n\n")
+            self.wfile.flush()
+            time.sleep(0.01)
+        if not cut:
+            self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+        self.close_connection = True
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class FakeUpstream:
+    """Serves on 127.0.0.1:port (0 = any) in a thread of its own."""
+
+    def __init__(self, port=0):
+        self.lock = threading.Lock()
+        self.calls = []
+        self.mode = "ok"
+        self.delay = 3.0
+        self.httpd = Server(("127.0.0.1", port), Handler)
+        self.httpd.fake = self
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def chat_calls(self):
+        with self.lock:
+            return sum(1 for c in self.calls
+                       if c[0] == "/v1/chat/completions")
+
+    def embed_calls(self):
+        with self.lock:
+            return sum(1 for c in self.calls if c[0] == "/v1/embeddings")
+
+    def last(self):
+        with self.lock:
+            return self.calls[-1] if self.calls else None
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+if __name__ == "__main__":
+    f = FakeUpstream(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    print(f.url, flush=True)
+    f.thread.join()

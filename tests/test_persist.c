@@ -1,0 +1,658 @@
+/* test_persist.c - cache/persist: every kind of change survives a restart
+ * (log replay, snapshot + log, ids going on above the restored ones, the
+ * ledger's sums); a torn last record is cut and measured; a corrupt record
+ * in the middle is refused, and skipped with repair; compaction while
+ * writers and readers run loses nothing; fsync=always has synced every
+ * acknowledged record; a second server cannot take the directory.
+ * With SEMCACHE_PERSIST_SEEDS=DIR it also leaves a log and a snapshot in
+ * DIR (the fuzzer's seed corpus is made so). */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache/cache.h"
+#include "cache/ledger.h"
+#include "cache/persist.h"
+#include "test_util.h"
+
+#define DIM 16
+
+static char root[256];
+
+typedef struct world {
+    sc_prices *prices;
+    sc_ledger *ledger;
+    sc_persist *p;
+    sc_cache *c;
+    sc_persist_load_stats st;
+    sc_err load_rc;
+    char msg[1024];
+} world;
+
+static void quiet_log(void *arg, const char *line)
+{
+    (void)arg;
+    (void)line;
+}
+
+/* Opens dir's state into w: persist, cache, load. Returns the load's code. */
+static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
+{
+    memset(w, 0, sizeof(*w));
+    if (sc_prices_default(&w->prices) != SC_OK ||
+        sc_ledger_open(w->prices, &w->ledger) != SC_OK) {
+        return SC_ENOMEM;
+    }
+    sc_persist_config pc = {.dir = dir, .fsync = fs, .repair = repair,
+                            .log = quiet_log};
+    sc_err rc = sc_persist_open(&pc, &w->p, w->msg, sizeof(w->msg));
+    if (rc != SC_OK) {
+        return rc;
+    }
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.ledger = w->ledger;
+    cc.journal = sc_persist_journal(w->p);
+    if ((rc = sc_cache_open(&cc, &w->c)) != SC_OK) {
+        return rc;
+    }
+    w->load_rc = sc_persist_load(w->p, w->c, w->ledger, &w->st, w->msg,
+                                 sizeof(w->msg));
+    return w->load_rc;
+}
+
+static void world_close(world *w)
+{
+    sc_persist_close(w->p);
+    sc_cache_close(w->c);
+    sc_ledger_close(w->ledger);
+    sc_prices_free(w->prices);
+    memset(w, 0, sizeof(*w));
+}
+
+static void vec_of(uint64_t seed, float *v)
+{
+    uint64_t s = seed * 7919u + 1;
+    for (int i = 0; i < DIM; i++) {
+        v[i] = test_randf(&s);
+    }
+}
+
+static sc_err put(sc_cache *c, const char *ns, const char *text,
+                  const char *resp, bool with_vec, uint64_t seed,
+                  uint64_t *id)
+{
+    float v[DIM];
+    vec_of(seed, v);
+    sc_cache_item it = {
+        .text = text,
+        .text_len = text != NULL ? strlen(text) : 0,
+        .vec = with_vec ? v : NULL,
+        .dim = with_vec ? DIM : 0,
+        .response = resp,
+        .response_len = strlen(resp),
+        .model = "gpt-4o-mini",
+        .feature = "faq",
+        .user = "u1",
+        .input_tokens = 100,
+        .output_tokens = 50,
+    };
+    return sc_cache_insert(c, ns, &it, id);
+}
+
+/* The response served to text in ns ("" on a miss), in out. */
+static bool served_text(sc_cache *c, const char *ns, const char *text,
+                        char *out, size_t cap)
+{
+    sc_cache_query q = {.text = text, .text_len = strlen(text)};
+    sc_cache_result r;
+    out[0] = '\0';
+    if (sc_cache_lookup(c, ns, &q, &r) != SC_OK) {
+        return false;
+    }
+    bool hit = r.hit;
+    if (hit) {
+        snprintf(out, cap, "%.*s", (int)r.response_len,
+                 (const char *)r.response);
+    }
+    sc_cache_result_fini(&r);
+    return hit;
+}
+
+static bool served_vec(sc_cache *c, const char *ns, uint64_t seed,
+                       uint64_t *id)
+{
+    float v[DIM];
+    vec_of(seed, v);
+    sc_cache_query q = {.vec = v, .dim = DIM};
+    sc_cache_result r;
+    if (sc_cache_lookup(c, ns, &q, &r) != SC_OK) {
+        return false;
+    }
+    bool hit = r.hit && r.layer == SC_LAYER_SEMANTIC;
+    *id = r.id;
+    sc_cache_result_fini(&r);
+    return hit;
+}
+
+static uint64_t entries_of(sc_cache *c, const char *ns)
+{
+    sc_cache_stats s;
+    return sc_cache_stats_get(c, ns, &s) == SC_OK ? s.entries : UINT64_MAX;
+}
+
+static void fresh_dir(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "%s/%s", root, name);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", out);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "cannot clear %s\n", out);
+    }
+}
+
+static long file_size(const char *dir, const char *name)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long)sb.st_size : -1;
+}
+
+static void copy_seed(const char *dir, const char *name, const char *to)
+{
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp '%s/%s' '%s/seed-%s'", to,
+             dir, name, to, name);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "cannot copy a seed\n");
+    }
+}
+
+/* Every kind of change, then a restart: the state comes back as it was. */
+static void test_round_trip(bool compact_between)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), compact_between ? "rt-snap" : "rt-log");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(!w.st.snapshot && w.st.records == 0);
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.threshold = 0.8f;
+    CHECK(sc_cache_ns_create(w.c, "a", &nc) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "b", NULL) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "gone", NULL) == SC_OK);
+    uint64_t id1, id2, id3, id4, id5, idb, idg;
+    CHECK(put(w.c, "a", "return policy", "30 days", true, 1, &id1) == SC_OK);
+    CHECK(put(w.c, "a", "shipping cost", "free over 50", true, 2, &id2) ==
+          SC_OK);
+    CHECK(put(w.c, "a", "to delete", "x", true, 3, &id3) == SC_OK);
+    CHECK(put(w.c, "a", "wrong one", "bad answer", true, 4, &id4) == SC_OK);
+    CHECK(put(w.c, "a", "text only", "exact layer", false, 0, &id5) == SC_OK);
+    CHECK(put(w.c, "b", "flushed", "y", true, 6, &idb) == SC_OK);
+    CHECK(put(w.c, "gone", "dropped", "z", true, 7, &idg) == SC_OK);
+    /* The same text again replaces the first entry. */
+    uint64_t id1b;
+    CHECK(put(w.c, "a", "return policy", "30 days, v2", true, 1, &id1b) ==
+          SC_OK);
+    CHECK(sc_cache_delete(w.c, id3) == SC_OK);
+    CHECK(sc_cache_feedback(w.c, id4) == SC_OK);
+    CHECK(sc_cache_flush(w.c, "b") == SC_OK);
+    CHECK(sc_cache_ns_drop(w.c, "gone") == SC_OK);
+    nc.threshold = 0.75f;
+    nc.ttl_ms = 3600u * 1000u;
+    CHECK(sc_cache_ns_configure(w.c, "a", &nc) == SC_OK);
+    char buf[128];
+    CHECK(served_text(w.c, "a", "return policy", buf, sizeof(buf)));
+    CHECK(served_text(w.c, "a", "shipping cost", buf, sizeof(buf)));
+    sc_ledger_counts before;
+    CHECK(sc_ledger_sum(w.ledger, NULL, SC_LEDGER_BY_NS, &before, NULL,
+                        NULL) == SC_OK);
+    if (compact_between) {
+        CHECK(sc_persist_compact(w.p) == SC_OK);
+        uint64_t id6;
+        CHECK(put(w.c, "a", "after snapshot", "later", true, 8, &id6) ==
+              SC_OK);
+        CHECK(sc_cache_delete(w.c, id2) == SC_OK);
+        CHECK(put(w.c, "a", "shipping cost", "free over 50", true, 2, &id2) ==
+              SC_OK);
+        CHECK(sc_ledger_sum(w.ledger, NULL, SC_LEDGER_BY_NS, &before, NULL,
+                            NULL) == SC_OK);
+    }
+    uint64_t entries_a = entries_of(w.c, "a");
+    const char *seeds = getenv("SEMCACHE_PERSIST_SEEDS");
+    world_close(&w);
+    if (seeds != NULL) {
+        copy_seed(dir, compact_between ? "log.2" : "log.1", seeds);
+        if (compact_between) {
+            copy_seed(dir, "snap.2", seeds);
+        }
+    }
+    if (compact_between) {
+        CHECK(file_size(dir, "snap.2") > 0);
+        CHECK(file_size(dir, "log.1") < 0); /* compacted away */
+    }
+
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(w.st.snapshot == compact_between);
+    CHECK(w.st.torn_bytes == 0 && w.st.corrupt_records == 0);
+    CHECK_EQ_INT(entries_of(w.c, "a"), entries_a);
+    CHECK(served_text(w.c, "a", "return policy", buf, sizeof(buf)));
+    CHECK(strcmp(buf, "30 days, v2") == 0);
+    CHECK(served_text(w.c, "a", "shipping cost", buf, sizeof(buf)));
+    CHECK(strcmp(buf, "free over 50") == 0);
+    CHECK(served_text(w.c, "a", "text only", buf, sizeof(buf)));
+    CHECK(strcmp(buf, "exact layer") == 0);
+    CHECK(!served_text(w.c, "a", "to delete", buf, sizeof(buf)));
+    CHECK(!served_text(w.c, "a", "wrong one", buf, sizeof(buf)));
+    uint64_t got = 0;
+    CHECK(served_vec(w.c, "a", 1, &got) && got == id1b);
+    CHECK(!served_vec(w.c, "a", 4, &got) || got != id4); /* quarantined */
+    CHECK(sc_cache_feedback(w.c, id4) == SC_OK); /* still there, counted */
+    CHECK(sc_cache_delete(w.c, id3) == SC_ENOTFOUND);
+    CHECK_EQ_INT(entries_of(w.c, "b"), 0);
+    CHECK(sc_cache_ns_get_config(w.c, "gone", &nc) == SC_ENONS);
+    CHECK(sc_cache_ns_get_config(w.c, "a", &nc) == SC_OK);
+    CHECK(fabsf(nc.threshold - 0.75f) < 1e-6f);
+    CHECK(nc.dim == DIM && nc.ttl_ms == 3600u * 1000u);
+    if (compact_between) {
+        CHECK(served_text(w.c, "a", "after snapshot", buf, sizeof(buf)));
+    }
+    /* New ids go on above every restored one. */
+    uint64_t idn;
+    CHECK(put(w.c, "a", "new after restart", "n", true, 9, &idn) == SC_OK);
+    CHECK(idn > id1b && idn > idg);
+    /* The ledger's sums came back (the insert just made adds one). */
+    sc_ledger_counts after;
+    CHECK(sc_ledger_sum(w.ledger, NULL, SC_LEDGER_BY_NS, &after, NULL,
+                        NULL) == SC_OK);
+    CHECK_EQ_INT(after.inserts, before.inserts + 1);
+    CHECK_EQ_INT(after.lookups, before.lookups + 7 + (compact_between ? 1 : 0));
+    CHECK(fabs(after.usd_inserted - before.usd_inserted) < 1e-3);
+    CHECK_EQ_INT(after.false_hits, before.false_hits);
+    world_close(&w);
+}
+
+/* Appends bytes to the end of dir/name. */
+static void append_bytes(const char *dir, const char *name, const void *b,
+                         size_t n)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "ab");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        CHECK(fwrite(b, 1, n, f) == n);
+        fclose(f);
+    }
+}
+
+static void flip_byte(const char *dir, const char *name, long at)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0);
+    unsigned char b;
+    CHECK(pread(fd, &b, 1, at) == 1);
+    b ^= 0x5a;
+    CHECK(pwrite(fd, &b, 1, at) == 1);
+    close(fd);
+}
+
+static void fill(sc_cache *c, int n, uint64_t seed0)
+{
+    for (int i = 0; i < n; i++) {
+        char t[64], r[64];
+        snprintf(t, sizeof(t), "question %d", i);
+        snprintf(r, sizeof(r), "answer %d", i);
+        CHECK(put(c, "default", t, r, true, seed0 + (uint64_t)i, NULL) ==
+              SC_OK);
+    }
+}
+
+static int count_served(sc_cache *c, int n)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        char t[64], r[64], want[64];
+        snprintf(t, sizeof(t), "question %d", i);
+        snprintf(want, sizeof(want), "answer %d", i);
+        k += served_text(c, "default", t, r, sizeof(r)) &&
+             strcmp(r, want) == 0;
+    }
+    return k;
+}
+
+/* A record cut short by a crash: cut off, its bytes counted, the rest kept;
+ * the log then goes on from the cut. */
+static void test_torn_tail(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "torn");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    fill(w.c, 20, 100);
+    world_close(&w);
+    long size = file_size(dir, "log.1");
+    /* Half a record: a frame that claims 500 bytes, 37 of them there. */
+    unsigned char torn[45] = {0xf4, 0x01, 0, 0, 0x12, 0x34, 0x56, 0x78, 3};
+    append_bytes(dir, "log.1", torn, sizeof(torn));
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK_EQ_INT(w.st.torn_bytes, sizeof(torn));
+    CHECK_EQ_INT(count_served(w.c, 20), 20);
+    CHECK_EQ_INT(file_size(dir, "log.1"), size);
+    uint64_t id;
+    CHECK(put(w.c, "default", "after the cut", "kept", true, 999, &id) ==
+          SC_OK);
+    world_close(&w);
+    /* A torn tail of zeros (the file grew, its data never came). */
+    unsigned char zeros[300] = {0};
+    append_bytes(dir, "log.1", zeros, sizeof(zeros));
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK_EQ_INT(w.st.torn_bytes, sizeof(zeros));
+    char buf[64];
+    CHECK(served_text(w.c, "default", "after the cut", buf, sizeof(buf)));
+    CHECK_EQ_INT(count_served(w.c, 20), 20);
+    world_close(&w);
+}
+
+/* A record in the middle with a bad byte: refused, naming where; with
+ * repair, skipped (one record) and everything after it kept. */
+static void test_mid_corruption(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "corrupt");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    fill(w.c, 40, 500);
+    world_close(&w);
+    long size = file_size(dir, "log.1");
+    flip_byte(dir, "log.1", size / 2);
+    sc_err rc = world_open(&w, dir, SC_FSYNC_NO, false);
+    CHECK(rc == SC_ECHECKSUM || rc == SC_EBADFILE);
+    CHECK(strstr(w.msg, "corrupt record at byte") != NULL);
+    CHECK(strstr(w.msg, "--repair") != NULL);
+    world_close(&w);
+    CHECK_EQ_INT(file_size(dir, "log.1"), size); /* nothing cut */
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
+    CHECK_EQ_INT(w.st.corrupt_records, 1);
+    CHECK(w.st.corrupt_bytes > 0);
+    CHECK_EQ_INT(count_served(w.c, 40), 39);
+    world_close(&w);
+
+    /* A bad snapshot is refused too. */
+    fresh_dir(dir, sizeof(dir), "badsnap");
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    fill(w.c, 10, 700);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+    flip_byte(dir, "snap.2", file_size(dir, "snap.2") / 2);
+    rc = world_open(&w, dir, SC_FSYNC_NO, false);
+    CHECK(rc == SC_ECHECKSUM || rc == SC_EBADFILE);
+    CHECK(strstr(w.msg, "snap.2") != NULL);
+    world_close(&w);
+    /* A missing log of the snapshot's generation is refused as well. */
+    char path[600];
+    fresh_dir(dir, sizeof(dir), "nolog");
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+    snprintf(path, sizeof(path), "%s/log.2", dir);
+    CHECK(unlink(path) == 0);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_EBADFILE);
+    CHECK(strstr(w.msg, "missing") != NULL);
+    world_close(&w);
+}
+
+typedef struct writer_arg {
+    sc_cache *c;
+    int base, n;
+    int acked;
+} writer_arg;
+
+static void *writer(void *arg)
+{
+    writer_arg *a = arg;
+    for (int i = 0; i < a->n; i++) {
+        char t[64], r[64];
+        snprintf(t, sizeof(t), "question %d", a->base + i);
+        snprintf(r, sizeof(r), "answer %d", a->base + i);
+        if (put(a->c, "default", t, r, true, (uint64_t)(a->base + i), NULL) ==
+            SC_OK) {
+            a->acked++;
+        }
+    }
+    return NULL;
+}
+
+typedef struct reader_arg {
+    sc_cache *c;
+    volatile int *stop;
+    long lookups;
+} reader_arg;
+
+static void *reader(void *arg)
+{
+    reader_arg *a = arg;
+    while (!*a->stop) {
+        char buf[64];
+        (void)served_text(a->c, "default", "question 3", buf, sizeof(buf));
+        a->lookups++;
+    }
+    return NULL;
+}
+
+/* Compactions while writers and a reader run: after a restart every
+ * acknowledged insert is there; old files are gone. fsync=always has
+ * fsynced every record an insert acknowledged. */
+static void test_compact_under_load(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "compact");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    enum { WRITERS = 3, PER = 400 };
+    writer_arg wa[WRITERS];
+    pthread_t wt[WRITERS], rt;
+    volatile int stop = 0;
+    reader_arg ra = {w.c, &stop, 0};
+    pthread_create(&rt, NULL, reader, &ra);
+    for (int i = 0; i < WRITERS; i++) {
+        wa[i] = (writer_arg){w.c, i * PER, PER, 0};
+        pthread_create(&wt[i], NULL, writer, &wa[i]);
+    }
+    int compactions = 0;
+    for (int k = 0; k < 5; k++) {
+        usleep(20000);
+        compactions += sc_persist_compact(w.p) == SC_OK;
+    }
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(wt[i], NULL);
+    }
+    stop = 1;
+    pthread_join(rt, NULL);
+    CHECK_EQ_INT(compactions, 5);
+    CHECK(ra.lookups > 0);
+    int acked = 0;
+    for (int i = 0; i < WRITERS; i++) {
+        acked += wa[i].acked;
+    }
+    CHECK_EQ_INT(acked, WRITERS * PER);
+    sc_persist_stats ps;
+    sc_persist_get_stats(w.p, &ps);
+    CHECK(ps.synced >= (uint64_t)acked);
+    CHECK_EQ_INT(ps.generation, 6);
+    world_close(&w);
+    CHECK(file_size(dir, "snap.6") > 0 && file_size(dir, "log.6") > 0);
+    CHECK(file_size(dir, "snap.5") < 0 && file_size(dir, "log.5") < 0);
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK(w.st.snapshot);
+    CHECK_EQ_INT(count_served(w.c, WRITERS * PER), WRITERS * PER);
+    CHECK_EQ_INT(entries_of(w.c, "default"), WRITERS * PER);
+    world_close(&w);
+}
+
+/* Entries whose TTL ran out while the server was down are not restored. */
+static void test_expired_while_down(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "ttl");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    sc_cache_item it = {.text = "short lived", .text_len = 11,
+                        .response = "r", .response_len = 1, .ttl_ms = 50};
+    CHECK(sc_cache_insert(w.c, "default", &it, NULL) == SC_OK);
+    it.text = "long lived";
+    it.text_len = 10;
+    it.ttl_ms = 3600000;
+    CHECK(sc_cache_insert(w.c, "default", &it, NULL) == SC_OK);
+    world_close(&w);
+    usleep(120000);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK_EQ_INT(w.st.entries_restored, 1);
+    CHECK_EQ_INT(w.st.entries_expired, 1);
+    char buf[16];
+    CHECK(served_text(w.c, "default", "long lived", buf, sizeof(buf)));
+    CHECK(!served_text(w.c, "default", "short lived", buf, sizeof(buf)));
+    world_close(&w);
+}
+
+/* One directory, one server. */
+static void test_lock(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "lock");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    sc_persist *second = NULL;
+    char msg[512] = "";
+    sc_persist_config pc = {.dir = dir, .log = quiet_log};
+    CHECK(sc_persist_open(&pc, &second, msg, sizeof(msg)) == SC_EIO);
+    CHECK(second == NULL && strstr(msg, "in use") != NULL);
+    world_close(&w);
+    CHECK(sc_persist_open(&pc, &second, msg, sizeof(msg)) == SC_OK);
+    sc_persist_close(second);
+}
+
+/* The loader on hostile bytes: never crashes, says what is wrong. */
+static void test_replay_garbage(void)
+{
+    sc_cache *c;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK);
+    sc_persist_load_stats st;
+    memset(&st, 0, sizeof(st));
+    char msg[256];
+    uint8_t junk[64];
+    uint64_t s = 42;
+    for (size_t i = 0; i < sizeof(junk); i++) {
+        junk[i] = (uint8_t)test_rand(&s);
+    }
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, junk, sizeof(junk), true,
+                            false, 0, &st, NULL, msg,
+                            sizeof(msg)) == SC_EBADFILE);
+    uint8_t hdr[16] = {'S', 'C', 'L', 'O', 'G', 0, 9, 0};
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), true,
+                            false, 0, &st, NULL, msg,
+                            sizeof(msg)) == SC_EBADVERSION);
+    CHECK(strstr(msg, "version 9") != NULL);
+    hdr[6] = 1;
+    size_t valid = 0;
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), true,
+                            false, 0, &st, &valid, msg, sizeof(msg)) == SC_OK);
+    CHECK_EQ_INT(valid, sizeof(hdr));
+    uint8_t snap[16] = {'S', 'C', 'S', 'N', 'P', 0, 1, 0};
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_SNAPSHOT, snap, sizeof(snap),
+                            false, false, 0, &st, NULL, msg,
+                            sizeof(msg)) == SC_EBADFILE);
+    CHECK(strstr(msg, "no end record") != NULL);
+    sc_cache_close(c);
+}
+
+/* A disk that fills up (RLIMIT_FSIZE makes write() fail): the insert that
+ * met it is refused (io_error) and not served, later changes are refused at
+ * once, lookups go on; every insert acknowledged before is there after a
+ * restart. */
+static void test_write_failure(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "full");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    fill(w.c, 10, 300);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = (rlim_t)file_size(dir, "log.1") + 1500;
+    signal(SIGXFSZ, SIG_IGN);
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    int acked = 10, refused_at = -1;
+    for (int i = 10; i < 200 && refused_at < 0; i++) {
+        char t[64], r[64];
+        snprintf(t, sizeof(t), "question %d", i);
+        snprintf(r, sizeof(r), "answer %d", i);
+        sc_err rc = put(w.c, "default", t, r, true, 300 + (uint64_t)i, NULL);
+        if (rc == SC_OK) {
+            acked++;
+        } else {
+            CHECK(rc == SC_EIO);
+            refused_at = i;
+        }
+    }
+    CHECK(refused_at > 10);
+    char buf[64], t[64];
+    snprintf(t, sizeof(t), "question %d", refused_at);
+    CHECK(!served_text(w.c, "default", t, buf, sizeof(buf)));
+    CHECK(put(w.c, "default", "later", "x", true, 1, NULL) == SC_EIO);
+    CHECK(sc_cache_ns_create(w.c, "other", NULL) == SC_EIO);
+    CHECK(sc_cache_ns_get_config(w.c, "other", NULL) != SC_OK);
+    CHECK_EQ_INT(count_served(w.c, acked), acked); /* lookups go on */
+    sc_persist_stats ps;
+    sc_persist_get_stats(w.p, &ps);
+    CHECK(ps.failed);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK_EQ_INT(count_served(w.c, acked), acked);
+    CHECK(!served_text(w.c, "default", "later", buf, sizeof(buf)));
+    world_close(&w);
+}
+
+int main(void)
+{
+    snprintf(root, sizeof(root), "/tmp/semcache-persist-test-%d",
+             (int)getpid());
+    mkdir(root, 0700);
+    test_round_trip(false);
+    test_round_trip(true);
+    test_torn_tail();
+    test_mid_corruption();
+    test_compact_under_load();
+    test_expired_while_down();
+    test_lock();
+    test_write_failure();
+    test_replay_garbage();
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "cannot remove %s\n", root);
+    }
+    return test_summary("test_persist");
+}

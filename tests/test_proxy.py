@@ -1,0 +1,585 @@
+#!/usr/bin/python3
+"""test_proxy.py --server PATH/TO/semcached --table PATH/TO/embeddings.sctab
+
+The OpenAI-compatible caching proxy (docs/PROXY.md) end to end: a real
+semcached started with --http and --upstream in front of a fake upstream
+(tests/fake_upstream.py) that this test runs on 127.0.0.1 and that counts
+its calls. Repeated and paraphrased questions reach the upstream once;
+errors, truncated and tool-call answers are never served from the cache;
+the scope keeps models, parameters, system prompts, tools and
+conversations apart; streams pass through, are stored when complete and
+not when cut, and are served from the cache as streams; the x-semcache-*
+headers, access keys, timeouts and upstream embeddings work. Prints "N
+passed, N failed" last; exits 1 on a failure."""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
+from fake_upstream import FakeUpstream  # noqa: E402
+from test_semcache import check, free_port, wait_client  # noqa: E402
+import test_semcache  # noqa: E402
+
+MODEL = "gpt-4o-mini"
+# The cache in memory only where the daemon can persist (these tests are
+# about the proxy, and leave nothing on disk).
+PERSIST = []
+
+
+class Proxy:
+    """A semcached with the proxy on; stopped with stop()."""
+
+    def __init__(self, server, table, upstream, *extra):
+        # A data directory of its own: nothing restored from another run.
+        self.dir = tempfile.mkdtemp(prefix="semcache-proxy-")
+        self.port = free_port()
+        nport = free_port()
+        self.proc = subprocess.Popen(
+            [server, "--listen", f"tcp://127.0.0.1:{nport}", "--http",
+             f"127.0.0.1:{self.port}", "--upstream", upstream,
+             "--embed-table", table, "--data-dir", self.dir, *PERSIST,
+             *extra],
+            stderr=subprocess.PIPE, text=True)
+        self.client = wait_client(nport)
+        # The nng socket listens before the HTTP front and the proxy's
+        # route are up: wait for the route (a 400 to an empty object).
+        ready = False
+        for _ in range(200):
+            try:
+                ready = self.post(None, raw=b"{}")[0] == 400
+            except OSError:
+                pass
+            if ready:
+                break
+            time.sleep(0.05)
+        check(self.client is not None and ready,
+              f"semcached {' '.join(extra)} starts")
+
+    def post(self, body, headers=None, raw=None, path="/v1/chat/completions"):
+        """(status, headers dict with lower-case names, body bytes)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        data = raw if raw is not None else json.dumps(body).encode()
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        c.request("POST", path, body=data, headers=h)
+        r = c.getresponse()
+        out = r.read()
+        hs = {k.lower(): v for k, v in r.getheaders()}
+        c.close()
+        return r.status, hs, out
+
+    def chat(self, text, headers=None, **fields):
+        body = {"model": MODEL,
+                "messages": [{"role": "user", "content": text}]}
+        body.update(fields)
+        st, hs, out = self.post(body, headers)
+        try:
+            j = json.loads(out)
+        except ValueError:
+            j = None
+        return st, hs, j
+
+    def get(self, path):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        c.request("GET", path)
+        r = c.getresponse()
+        out = r.read()
+        c.close()
+        return out.decode()
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            check(False, "semcached exits on SIGTERM")
+        check(self.proc.returncode == 0,
+              f"semcached exits 0 (status {self.proc.returncode})")
+        if self.proc.returncode != 0:
+            print(err[-4000:], file=sys.stderr)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return err
+
+
+def content(j):
+    try:
+        return j["choices"][0]["message"]["content"]
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+def xsc(hs):
+    return hs.get("x-semcache", "")
+
+
+def read_stream(port, body, headers=None):
+    """(status, headers, list of parsed events, saw [DONE])."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    c.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),
+              headers=h)
+    r = c.getresponse()
+    hs = {k.lower(): v for k, v in r.getheaders()}
+    try:
+        raw = r.read()
+    except http.client.IncompleteRead as e:
+        raw = e.partial
+    c.close()
+    events, done = [], False
+    for block in raw.decode().split("\n\n"):
+        for line in block.split("\n"):
+            if not line.startswith("data: "):
+                continue
+            d = line[6:]
+            if d == "[DONE]":
+                done = True
+            else:
+                events.append(json.loads(d))
+    return r.status, hs, events, done
+
+
+def stream_text(events):
+    out = ""
+    for e in events:
+        for ch in e.get("choices", []):
+            out += ch.get("delta", {}).get("content") or ""
+    return out
+
+
+def test_basics(p, fake):
+    fake.mode = "ok"
+    q = "How do I send a product back?"
+    st, hs, j = p.chat(q, headers={"Authorization": "Bearer sk-upstream-1"})
+    check(st == 200 and content(j) == f"Answer to: {q}", "a miss is answered")
+    check(xsc(hs) == "miss; stored=yes", f"miss header ({xsc(hs)})")
+    check(fake.chat_calls() == 1, "the miss went upstream")
+    path, uh, _ = fake.last()
+    check(uh.get("Authorization") == "Bearer sk-upstream-1",
+          "Authorization reaches the upstream unchanged")
+    check(j["id"] == "chatcmpl-fake-1", "the upstream answer is unchanged")
+    # Repeated: the exact layer, no upstream call.
+    st, hs, j2 = p.chat(q)
+    check(st == 200 and content(j2) == content(j), "a repeat is served")
+    check(xsc(hs) == "hit; layer=exact; similarity=1.000",
+          f"exact hit header ({xsc(hs)})")
+    check(hs.get("x-semcache-entry", "").isdigit(), "the entry id is given")
+    check(j2["id"] != j["id"] and j2["object"] == "chat.completion" and
+          j2["usage"]["prompt_tokens"] == 11, "a hit in OpenAI's format")
+    # Paraphrased: the semantic layer.
+    st, hs, j3 = p.chat("How can I send a product back?")
+    check(st == 200 and content(j3) == content(j),
+          "a paraphrase is served the same answer")
+    check(xsc(hs).startswith("hit; layer=semantic; similarity=0.9"),
+          f"semantic hit header ({xsc(hs)})")
+    check(fake.chat_calls() == 1, "repeat and paraphrase reached upstream once")
+    # The ledger got the exact token counts of usage: two hits of 11 + 7.
+    m = p.get("/metrics")
+    check('semcache_tokens_avoided_total{ns="chat",kind="input"} 22' in m and
+          'semcache_tokens_avoided_total{ns="chat",kind="output"} 14' in m,
+          "the ledger counts the usage field's tokens exactly")
+    # A different question is a miss.
+    st, hs, _ = p.chat("What payment methods do you accept?")
+    check(xsc(hs).startswith("miss") and fake.chat_calls() == 2,
+          "an unrelated question goes upstream")
+
+
+def test_scope(p, fake):
+    fake.mode = "ok"
+    q = "Where can I track my order?"
+    base = fake.chat_calls()
+    p.chat(q)
+    check(fake.chat_calls() == base + 1, "scope: first ask goes upstream")
+
+    def miss(what, headers=None, q=q, **fields):
+        n = fake.chat_calls()
+        st, hs, _ = p.chat(q, headers=headers, **fields)
+        check(st == 200 and xsc(hs).startswith("miss") and
+              fake.chat_calls() == n + 1, f"scope: {what} is a miss "
+              f"({xsc(hs)})")
+
+    def hit(what, q=q, **fields):
+        n = fake.chat_calls()
+        st, hs, _ = p.chat(q, **fields)
+        check(st == 200 and xsc(hs).startswith("hit") and
+              fake.chat_calls() == n, f"scope: {what} is a hit ({xsc(hs)})")
+
+    hit("the same request")
+    miss("another model", model="gpt-4o")
+    miss("another temperature", temperature=0.2)
+    hit("temperature 0.2 again", temperature=0.2)
+    hit("temperature 0.2 written 0.20", temperature=0.20)
+    miss("temperature 1", temperature=1)
+    hit("temperature 1.0 (same as 1)", temperature=1.0)
+    miss("top_p", top_p=0.5)
+    miss("max_tokens", max_tokens=50)
+    miss("response_format", response_format={"type": "json_object"})
+    tools = [{"type": "function", "function": {"name": "track", "parameters":
+                                               {"type": "object"}}}]
+    miss("tools", tools=tools)
+    hit("the same tools", tools=tools)
+    tools2 = [{"type": "function", "function": {"name": "cancel",
+                                                "parameters":
+                                                {"type": "object"}}}]
+    miss("other tools", tools=tools2)
+    sys1 = [{"role": "system", "content": "You are a shop assistant."},
+            {"role": "user", "content": q}]
+    miss("a system prompt", messages=sys1)
+    hit("the same system prompt", messages=sys1)
+    sys2 = [{"role": "system", "content": "You are a pirate."},
+            {"role": "user", "content": q}]
+    miss("another system prompt", messages=sys2)
+    # Not cacheable at all: n > 1, last message not the user's.
+    n = fake.chat_calls()
+    st, hs, _ = p.chat(q, n=2)
+    st2, hs2, _ = p.chat(q, n=2)
+    check(xsc(hs) == "bypass; reason=n" and xsc(hs2) == "bypass; reason=n" and
+          fake.chat_calls() == n + 2, f"n=2 passes through ({xsc(hs)})")
+
+
+def test_multi_turn(p, fake):
+    fake.mode = "ok"
+    a = [{"role": "user", "content": "I bought a blue jacket."},
+         {"role": "assistant", "content": "Nice, how can I help?"},
+         {"role": "user", "content": "Can I return it?"}]
+    b = [{"role": "user", "content": "I bought a concert ticket."},
+         {"role": "assistant", "content": "Nice, how can I help?"},
+         {"role": "user", "content": "Can I return it?"}]
+    n = fake.chat_calls()
+    p.chat("", messages=a)
+    st, hs, _ = p.chat("", messages=a)
+    check(xsc(hs).startswith("hit") and fake.chat_calls() == n + 1,
+          f"identical earlier turns: served from the cache ({xsc(hs)})")
+    st, hs, _ = p.chat("", messages=b)
+    check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
+          f"other earlier turns: not served ({xsc(hs)})")
+    st, hs, _ = p.chat("Can I return it?")
+    check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 3,
+          f"the last turn alone is not the conversation's ({xsc(hs)})")
+
+
+def test_admission(p, fake):
+    for mode, status, why in (("error", 500, "status"),
+                              ("rate", 429, "status"),
+                              ("truncated", 200, "truncated"),
+                              ("tool", 200, "tool_calls"),
+                              ("garbage", 200, "not_json")):
+        fake.mode = mode
+        q = f"Admission question about {mode} answers?"
+        n = fake.chat_calls()
+        st, hs, j = p.chat(q)
+        check(st == status, f"{mode}: the upstream's status {status} is "
+              f"relayed (got {st})")
+        check(xsc(hs).startswith("miss") and
+              xsc(hs).endswith(f"; stored=no; reason={why}"),
+              f"{mode}: not stored ({xsc(hs)})")
+        st, hs, _ = p.chat(q)
+        check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
+              f"{mode}: never served from the cache")
+        fake.mode = "ok"
+        st, hs, j = p.chat(q)
+        check(content(j) == f"Answer to: {q}" and fake.chat_calls() == n + 3,
+              f"{mode}: a good answer afterwards is fetched and stored")
+        st, hs, _ = p.chat(q)
+        check(xsc(hs).startswith("hit"), f"{mode}: and then served")
+    # The error body is relayed unchanged.
+    fake.mode = "error"
+    st, hs, j = p.chat("One more question about errors?")
+    check(j == {"error": {"message": "fake error", "type": "server_error",
+                          "param": None, "code": "error"}},
+          "the upstream's error body is relayed unchanged")
+    fake.mode = "ok"
+
+
+def test_stream(p, fake):
+    fake.mode = "ok"
+    q = "What is the refund window for shoes?"
+    body = {"model": MODEL, "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": q}]}
+    n = fake.chat_calls()
+    st, hs, ev, done = read_stream(p.port, body)
+    check(st == 200 and hs.get("content-type") == "text/event-stream",
+          "a stream passes through as server-sent events")
+    check(done and stream_text(ev) == f"Answer to: {q}" and
+          xsc(hs).startswith("miss"), f"the whole stream arrives ({xsc(hs)})")
+    check(ev[0]["id"] == "chatcmpl-fake-stream", "stream events unchanged")
+    check(fake.chat_calls() == n + 1, "the stream went upstream")
+    time.sleep(0.2)  # stored after the last byte was relayed
+    # The assembled answer serves a plain request...
+    st, hs, j = p.chat(q)
+    check(xsc(hs).startswith("hit") and content(j) == f"Answer to: {q}" and
+          j["usage"]["completion_tokens"] == 7,
+          f"a completed stream was assembled and stored ({xsc(hs)})")
+    # ...and a streaming one, as a stream.
+    st, hs, ev, done = read_stream(p.port, body)
+    check(st == 200 and done and stream_text(ev) == f"Answer to: {q}" and
+          xsc(hs).startswith("hit"),
+          f"a stored answer is served as a stream ({xsc(hs)})")
+    check(ev[-1].get("usage", {}).get("prompt_tokens") == 11 and
+          ev[-2]["choices"][0]["finish_reason"] == "stop",
+          "the served stream ends with finish_reason and usage")
+    check(fake.chat_calls() == n + 1, "streams reached upstream once")
+    # A plain answer served to a streaming client.
+    p.chat("Do you ship to Norway?")
+    m = fake.chat_calls()
+    st, hs, ev, done = read_stream(p.port, dict(body, messages=[
+        {"role": "user", "content": "Do you ship to Norway?"}]))
+    check(done and stream_text(ev) == "Answer to: Do you ship to Norway?" and
+          fake.chat_calls() == m, "a plain answer is served as a stream")
+    # An interrupted stream is relayed as it came and not stored.
+    fake.mode = "cut"
+    q2 = "Can I change my delivery address?"
+    body2 = dict(body, messages=[{"role": "user", "content": q2}])
+    n = fake.chat_calls()
+    st, hs, ev, done = read_stream(p.port, body2)
+    check(not done and len(ev) == 3, "a cut stream reaches the client cut")
+    fake.mode = "ok"
+    time.sleep(0.2)
+    st, hs, j = p.chat(q2)
+    check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
+          f"an interrupted stream was not stored ({xsc(hs)})")
+    # A truncated stream is not stored either.
+    fake.mode = "truncated"
+    q3 = "How long is the warranty on laptops?"
+    n = fake.chat_calls()
+    read_stream(p.port, dict(body, messages=[{"role": "user", "content": q3}]))
+    fake.mode = "ok"
+    time.sleep(0.2)
+    st, hs, j = p.chat(q3)
+    check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
+          "a stream that ended in finish_reason length was not stored")
+    # An upstream error to a streaming request is relayed, not a stream.
+    fake.mode = "error"
+    st, hs, ev, done = read_stream(p.port, dict(body, messages=[
+        {"role": "user", "content": "Stream error question?"}]))
+    check(st == 500 and not done and "stored=no" in xsc(hs),
+          f"an error to a stream request is relayed ({st}, {xsc(hs)})")
+    fake.mode = "ok"
+
+
+def test_headers(p, fake):
+    fake.mode = "ok"
+    q = "What are your opening hours on Sunday?"
+    p.chat(q)
+    n = fake.chat_calls()
+    st, hs, _ = p.chat(q, headers={"x-semcache-skip": "1"})
+    check(xsc(hs) == "miss; lookup=skipped; stored=yes" and
+          fake.chat_calls() == n + 1, f"x-semcache-skip ({xsc(hs)})")
+    q2 = "Is gift wrapping available for orders?"
+    st, hs, _ = p.chat(q2, headers={"x-semcache-no-store": "1"})
+    check(xsc(hs).startswith("miss") and
+          xsc(hs).endswith("; stored=no; reason=no_store"),
+          f"x-semcache-no-store ({xsc(hs)})")
+    st, hs, _ = p.chat(q2)
+    check(xsc(hs).startswith("miss") and xsc(hs).endswith("stored=yes"),
+          f"no-store stored nothing ({xsc(hs)})")
+    # Threshold: the paraphrase hits at the default, not at 0.999.
+    st, hs, _ = p.chat("What are the opening hours on Sunday?",
+                       headers={"x-semcache-threshold": "0.999"})
+    check(xsc(hs).startswith("miss"), f"x-semcache-threshold 0.999 ({xsc(hs)})")
+    # (In a namespace of its own: one candidate, no margin rule.)
+    p.chat(q, headers={"x-semcache-namespace": "thr"})
+    st, hs, _ = p.chat("When do you open on Sundays?",
+                       headers={"x-semcache-threshold": "0.3",
+                                "x-semcache-namespace": "thr"})
+    check(xsc(hs).startswith("hit; layer=semantic"),
+          f"x-semcache-threshold 0.3 ({xsc(hs)})")
+    # Namespace: another namespace holds nothing yet.
+    n = fake.chat_calls()
+    st, hs, _ = p.chat(q, headers={"x-semcache-namespace": "faq-2"})
+    check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 1,
+          "x-semcache-namespace keeps namespaces apart")
+    st, hs, _ = p.chat(q, headers={"x-semcache-namespace": "faq-2"})
+    check(xsc(hs).startswith("hit"), "and serves within its namespace")
+    # Feature and user tags reach the ledger.
+    q3 = "Do you offer student discounts?"
+    tags = {"x-semcache-feature": "support-bot", "x-semcache-user": "u42"}
+    p.chat(q3, headers=tags)
+    p.chat(q3, headers=tags)
+    rep = p.client.report(ns="chat", by="feature")
+    rows = {r.get("key"): r for r in rep.get("rows", [])}
+    check("support-bot" in rows and rows["support-bot"]["requests"] >= 1,
+          f"the feature tag is a ledger row ({sorted(rows)})")
+    rep = p.client.report(ns="chat", by="user")
+    rows = {r.get("key"): r for r in rep.get("rows", [])}
+    check("u42" in rows, f"the user tag is a ledger row ({sorted(rows)})")
+    # Bad headers and bodies: OpenAI-style 400s.
+    for h, v in (("x-semcache-threshold", "2"), ("x-semcache-threshold", "x"),
+                 ("x-semcache-skip", "maybe"),
+                 ("x-semcache-namespace", "bad name!")):
+        st, hs, j = p.chat(q, headers={h: v})
+        check(st == 400 and j["error"]["type"] == "invalid_request_error",
+              f"{h}: {v} is 400")
+    for raw, what in ((b"{not json", "malformed JSON"),
+                      (b"[1,2]", "not an object"),
+                      (b'{"model": "m"}', "no messages"),
+                      (b'{"messages": [{"role": "user", "content": "x"}]}',
+                       "no model"),
+                      (b'{"model": "m", "messages": [1]}', "a bad message")):
+        n = fake.chat_calls()
+        st, hs, out = p.post(None, raw=raw)
+        j = json.loads(out)
+        check(st == 400 and j["error"]["type"] == "invalid_request_error" and
+              fake.chat_calls() == n, f"{what}: 400, nothing upstream")
+    # Over the cap: refused from the headers, before any of it is read.
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 5242880\r\n\r\n{")
+        head = s.recv(4096).decode(errors="replace")
+    check(head.startswith("HTTP/1.1 413") and "too_big" in head,
+          f"a body over the cap is 413 ({head[:40]!r})")
+
+
+def test_timeout(server, table, fake):
+    p = Proxy(server, table, fake.url, "--upstream-timeout", "500")
+    fake.mode = "slow"
+    fake.delay = 2.0
+    q = "Why is my parcel so slow?"
+    t0 = time.time()
+    st, hs, j = p.chat(q)
+    dt = time.time() - t0
+    check(st == 502 and j["error"]["code"] == "upstream_timeout" and
+          dt < 1.8, f"a slow upstream is 502 upstream_timeout ({st}, {dt:.2f} s)")
+    fake.mode = "ok"
+    time.sleep(2.0)
+    n = fake.chat_calls()
+    st, hs, j = p.chat(q)
+    check(xsc(hs).endswith("stored=yes") and fake.chat_calls() == n + 1,
+          "a timed-out answer was not stored")
+    p.stop()
+    # Nothing listening upstream: 502 with a clear error.
+    p = Proxy(server, table, f"http://127.0.0.1:{free_port()}/v1")
+    st, hs, j = p.chat("Anyone there?")
+    check(st == 502 and j["error"]["code"] == "upstream_unreachable" and
+          "failed" in j["error"]["message"], "an unreachable upstream is 502")
+    p.stop()
+
+
+def test_policy_single(server, table, fake):
+    p = Proxy(server, table, fake.url, "--proxy-history", "single")
+    msgs = [{"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Can I return it?"}]
+    n = fake.chat_calls()
+    p.chat("", messages=msgs)
+    st, hs, _ = p.chat("", messages=msgs)
+    check(xsc(hs) == "bypass; reason=multi_turn" and fake.chat_calls() == n + 2,
+          f"--proxy-history single: multi-turn passes through ({xsc(hs)})")
+    p.chat("Can I return it?")
+    st, hs, _ = p.chat("Can I return it?")
+    check(xsc(hs).startswith("hit"), "--proxy-history single: single turns hit")
+    p.stop()
+
+
+def test_keys(server, table, fake, tmp):
+    rw = "proxy-writer-key-0123456789"
+    ro = "proxy-reader-key-0123456789"
+    conf = os.path.join(tmp, "keys.json")
+    with open(conf, "w") as f:
+        json.dump({"keys": [{"key": rw, "name": "writer", "write": ["chat"]},
+                            {"key": ro, "name": "reader", "read": ["chat"]}]},
+                  f)
+    p = Proxy(server, table, fake.url, "--config", conf)
+    n = fake.chat_calls()
+    st, hs, j = p.chat("Keyed question one?")
+    check(st == 401 and j["error"]["code"] == "unauthorized" and
+          fake.chat_calls() == n, "no key: 401, nothing upstream")
+    st, hs, j = p.chat("Keyed question one?",
+                       headers={"x-semcache-key": "wrong-key-0123456789"})
+    check(st == 401, "an unknown key: 401")
+    st, hs, j = p.chat("Keyed question one?",
+                       headers={"x-semcache-key": ro,
+                                "x-semcache-namespace": "other"})
+    check(st == 403 and j["error"]["code"] == "forbidden",
+          "a key without the namespace: 403")
+    st, hs, j = p.chat("Keyed question one?", headers={"x-semcache-key": ro})
+    check(st == 200 and xsc(hs).endswith("stored=no; reason=forbidden"),
+          f"a read-only key: answered, not stored ({xsc(hs)})")
+    st, hs, j = p.chat("Keyed question one?",
+                       headers={"x-semcache-key": rw,
+                                "Authorization": "Bearer sk-up"})
+    check(xsc(hs).endswith("stored=yes"), "a write key stores")
+    _, uh, _ = fake.last()
+    check("x-semcache-key" not in {k.lower() for k in uh} and
+          uh.get("Authorization") == "Bearer sk-up",
+          "the semcache key stays here; the upstream key goes on")
+    st, hs, j = p.chat("Keyed question one?", headers={"x-semcache-key": ro})
+    check(xsc(hs).startswith("hit"), "a read key reads")
+    err = p.stop()
+    check(rw not in err and ro not in err and "sk-up" not in err,
+          "no key appears in the log")
+
+
+def test_upstream_embed(server, table, fake):
+    p = Proxy(server, table, fake.url, "--proxy-embed-model",
+              "text-embedding-3-small")
+    q = "How do I reset my password?"
+    c0, e0 = fake.chat_calls(), fake.embed_calls()
+    st, hs, _ = p.chat(q)
+    st, hs2, _ = p.chat("how do I RESET my password?")
+    st, hs3, _ = p.chat("How do I reset my password please?")
+    check(fake.chat_calls() == c0 + 1, "upstream embeddings: one chat call")
+    check(fake.embed_calls() == e0 + 3, "one embedding call per lookup")
+    check(xsc(hs2).startswith("hit; layer=exact") and
+          xsc(hs3).startswith("hit; layer=semantic"),
+          f"exact and semantic hits ({xsc(hs2)}, {xsc(hs3)})")
+    rep = p.client.report(ns="chat")
+    tot = rep.get("total", {})
+    # 3 lookups of 5 tokens (the proxy makes its namespace at start-up,
+    # so the first lookup is counted too), at $0.02 per million.
+    check(tot.get("embed_tokens") == 15 and
+          abs(tot.get("usd_embed", 0) - 15 * 0.02e-6) < 1e-12,
+          f"the embedding spend is in the ledger ({tot.get('embed_tokens')}, "
+          f"{tot.get('usd_embed')})")
+    p.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--table", required=True)
+    a = ap.parse_args()
+    if not os.path.exists(a.table):
+        print(f"test_proxy: no embedder table at {a.table} (make it with "
+              f"scripts/fetch-embeddings.sh {a.table})", file=sys.stderr)
+        return 1
+    usage = subprocess.run([a.server, "--help"], capture_output=True,
+                           text=True).stdout
+    if "--persist" in usage:
+        PERSIST.extend(["--persist", "off"])
+    fake = FakeUpstream()
+    tmp = tempfile.mkdtemp(prefix="semcache-proxy-")
+    p = Proxy(a.server, a.table, fake.url)
+    try:
+        for t in (test_basics, test_scope, test_multi_turn, test_admission,
+                  test_stream, test_headers):
+            t(p, fake)
+    finally:
+        err = p.stop()
+    check("sk-upstream-1" not in err, "the upstream key is never logged")
+    test_timeout(a.server, a.table, fake)
+    test_policy_single(a.server, a.table, fake)
+    test_keys(a.server, a.table, fake, tmp)
+    test_upstream_embed(a.server, a.table, fake)
+    fake.stop()
+    p_, f_ = test_semcache.passed, test_semcache.failed
+    print(f"test_proxy: {p_} passed, {f_} failed")
+    return 1 if f_ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
