@@ -93,9 +93,10 @@ static int set_load(const char *path, set *s, int pairs, set *b, int **dup)
 static const sc_embed *E;
 static sc_embed_params P;
 static float rescore_floor = 0.3f;
-static sc_vote_params V; /* the cache's decision rule (cache/vote.h) */
-static int per_label = 0; /* --dev: store only the first N of each label */
-static int kc = 8;         /* candidates the index hands over (the cache's) */
+static sc_vote_params V;    /* the cache's decision rule (cache/vote.h) */
+static int per_label = 0;   /* --dev: store only the first N of each label */
+static int kc = 8;          /* candidates the index hands over (the cache's) */
+static size_t stream_n = 0; /* --dev stream: only the first N of the order */
 
 /* A response key per label, as the cache's hash and length; an
  * out-of-scope text (label NULL) has an answer of its own. */
@@ -249,7 +250,21 @@ static void report_intent(const char *name, const char *mode, scored *r,
             }
         }
     }
-    printf("%-14s %-5s", name, mode);
+    /* Ranking quality, threshold-free: the share of served candidates that
+     * are right (top-1 accuracy over all queries) and the ROC-AUC of the
+     * score between right and wrong served candidates. */
+    size_t ngood = 0, nbad = 0;
+    double auc = 0; /* (right, wrong) pairs ranked right first */
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].good) {
+            ngood++;
+        } else if (r[i].s > -2) {
+            nbad++;
+            auc += (double)ngood;
+        }
+    }
+    printf("%-14s %-5s top1 %5.1f%% auc %.3f", name, mode, 100.0 * ngood / n,
+           ngood && nbad ? auc / ((double)ngood * nbad) : NAN);
     for (int k = 0; k < 3; k++) {
         printf("  P>=%.2f: hit %5.1f%% @%.3f", want[k], 100 * best_hit[k],
                best_thr[k]);
@@ -381,7 +396,8 @@ static void eval_intent(const char *dir, const char *name, int test,
     for (int t = 0; t < nstream; t++) {
         size_t *ins = malloc(n * sizeof(size_t)), nins = 0, hits = 0, good = 0;
         size_t *order = stream_order(n, !test);
-        for (size_t qi = 0; qi < n; qi++) {
+        size_t ns = stream_n > 0 && stream_n < n ? stream_n : n;
+        for (size_t qi = 0; qi < ns; qi++) {
             size_t q = order[qi];
             float best = -2;
             long bi = -1;
@@ -414,8 +430,8 @@ static void eval_intent(const char *dir, const char *name, int test,
                                                 ts[c]);
                     key[c] = label_key(qs.label[ti[c]], (size_t)ti[c]);
                 }
-                int w = sc_vote_pick(adj, key, (unsigned)nt, -INFINITY, &V,
-                                     NULL);
+                int w =
+                    sc_vote_pick(adj, key, (unsigned)nt, -INFINITY, &V, NULL);
                 if (w >= 0) {
                     best = adj[w];
                     bi = ti[w];
@@ -429,7 +445,7 @@ static void eval_intent(const char *dir, const char *name, int test,
             }
         }
         printf("%-14s %-5s stream @%.3f: hit %5.1f%% precision %5.1f%%\n", name,
-               test ? "test" : "dev", stream_thr[t], 100.0 * hits / n,
+               test ? "test" : "dev", stream_thr[t], 100.0 * hits / ns,
                hits ? 100.0 * good / hits : 100.0);
         free(ins);
         free(order);
@@ -546,9 +562,11 @@ static void usage(void)
             "  knobs: --a SIF_A (0 = plain mean) --ncomp N --oov 0|1 "
             "--oov-scale X --punct 0|1 --unit 0|1\n"
             "         --lex W --pow P --lex-tau T --num P --neg P --floor F\n"
+            "         --qword P --align W --cap 0|1 --trigram D\n"
             "  rule (cache/vote.h): --k N (candidates, 8) --tau T (0 = no "
             "vote) --rho R --margin M --window W\n"
-            "  --per-label N: --dev with only N stored lines per label\n");
+            "  --per-label N: --dev with only N stored lines per label\n"
+            "  --stream-n N: stream only the first N queries of the order\n");
     exit(2);
 }
 
@@ -576,6 +594,8 @@ int main(int argc, char **argv)
             V.tau = strtof(v, NULL);
         } else if (KNOB("--window")) {
             V.window = strtof(v, NULL);
+        } else if (KNOB("--stream-n")) {
+            stream_n = (size_t)atol(v);
         } else if (KNOB("--per-label")) {
             per_label = atoi(v);
         } else if (KNOB("--rho")) {
@@ -619,6 +639,14 @@ int main(int argc, char **argv)
             P.lex_tau = strtof(v, NULL);
         } else if (KNOB("--num")) {
             P.num_penalty = strtof(v, NULL);
+        } else if (KNOB("--qword")) {
+            P.qword_penalty = strtof(v, NULL);
+        } else if (KNOB("--align")) {
+            P.align_weight = strtof(v, NULL);
+        } else if (KNOB("--cap")) {
+            P.cap_cosine = atoi(v) != 0;
+        } else if (KNOB("--trigram")) {
+            P.trigram = strtof(v, NULL);
         } else if (KNOB("--neg")) {
             P.neg_penalty = strtof(v, NULL);
         } else if (KNOB("--floor")) {

@@ -609,11 +609,15 @@ void sc_embed_params_default(sc_embed_params *p)
     p->oov_scale = 0.25f;
     p->skip_punct = true;
     p->unit_words = false;
-    p->lex_weight = 0.5f;
+    p->lex_weight = 0.0f; /* version 1: 0.5 (the alignment replaced it) */
     p->lex_pow = 0.5f;
     p->lex_tau = 0.6f;
     p->num_penalty = 0.1f;
     p->neg_penalty = 0.1f;
+    p->qword_penalty = 0.0f; /* tried: 0.05 lost on both dev sets */
+    p->align_weight = 0.5f;
+    p->cap_cosine = false;
+    p->trigram = 0.0f; /* tried: 0.5 changed nothing on dev */
 }
 
 static uint64_t splitmix(uint64_t *s)
@@ -728,12 +732,15 @@ typedef struct ctok {
     uint32_t idx; /* table index or NO_WORD */
     float w;      /* SIF weight */
     uint8_t num;  /* a number */
+    uint8_t n;    /* bytes of s */
+    char s[TOK_MAX];
 } ctok;
 
 typedef struct ctext {
     ctok t[SC_EMBED_RESCORE_TOKENS];
     unsigned n;
-    unsigned neg; /* negation words seen */
+    unsigned neg;   /* negation words seen */
+    unsigned qword; /* bit set of the question words seen (qwords[]) */
 } ctext;
 
 static int is_negation(const tok *t)
@@ -749,6 +756,20 @@ static int is_negation(const tok *t)
     return 0;
 }
 
+/* Question words whose presence on one side only changes what is asked
+ * ("how do i ..." vs "why do i ..."). */
+static unsigned qword_bit(const tok *t)
+{
+    static const char *const qw[] = {"how",   "why", "what", "when",
+                                     "where", "who", "which"};
+    for (unsigned i = 0; i < sizeof(qw) / sizeof(qw[0]); i++) {
+        if (eq(t, qw[i])) {
+            return 1u << i;
+        }
+    }
+    return 0;
+}
+
 static void content(const sc_embed *e, const sc_embed_params *p,
                     const char *text, size_t len, ctext *c)
 {
@@ -757,6 +778,7 @@ static void content(const sc_embed *e, const sc_embed_params *p,
     tok t;
     c->n = 0;
     c->neg = 0;
+    c->qword = 0;
     while (c->n < SC_EMBED_RESCORE_TOKENS && tok_next(&it, &t)) {
         if (t.kind == TK_PUNCT) {
             continue;
@@ -765,11 +787,14 @@ static void content(const sc_embed *e, const sc_embed_params *p,
             c->neg++;
             continue;
         }
+        c->qword |= qword_bit(&t);
         ctok *k = &c->t[c->n];
         k->h = XXH3_64bits(t.s, t.n);
         k->idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, k->h);
         k->w = word_weight(e, p, k->idx);
         k->num = t.kind == TK_NUM;
+        k->n = (uint8_t)t.n;
+        memcpy(k->s, t.s, t.n);
         /* The same word twice counts once. */
         int dup = 0;
         for (unsigned i = 0; i < c->n; i++) {
@@ -784,12 +809,57 @@ static void content(const sc_embed *e, const sc_embed_params *p,
     }
 }
 
-static float word_sim(const sc_embed *e, const ctok *a, const ctok *b)
+/* Dice coefficient of the character trigrams of two words, with boundary
+ * marks ("^ab", "ab$"): 1 for equal strings, near 1 for a misspelling. */
+static float trigram_dice(const ctok *a, const ctok *b)
+{
+    /* "^" s "$" has n trigrams; n <= TOK_MAX. */
+    uint32_t ga[TOK_MAX], gb[TOK_MAX];
+    unsigned na = a->n, nb = b->n;
+    const ctok *w[2] = {a, b};
+    uint32_t *g[2] = {ga, gb};
+    for (int k = 0; k < 2; k++) {
+        unsigned n = w[k]->n;
+        for (unsigned i = 0; i < n; i++) {
+            unsigned c0 = i == 0 ? '^' : (unsigned char)w[k]->s[i - 1];
+            unsigned c1 = (unsigned char)w[k]->s[i];
+            unsigned c2 = i + 1 < n ? (unsigned char)w[k]->s[i + 1] : '$';
+            g[k][i] = c0 << 16 | c1 << 8 | c2;
+        }
+    }
+    if (na == 0 || nb == 0) {
+        return 0.0f;
+    }
+    /* Multiset intersection by marking matched trigrams of b. */
+    unsigned char used[TOK_MAX] = {0};
+    unsigned common = 0;
+    for (unsigned i = 0; i < na; i++) {
+        for (unsigned j = 0; j < nb; j++) {
+            if (!used[j] && ga[i] == gb[j]) {
+                used[j] = 1;
+                common++;
+                break;
+            }
+        }
+    }
+    return 2.0f * (float)common / (float)(na + nb);
+}
+
+static float word_sim(const sc_embed *e, const sc_embed_params *p,
+                      const ctok *a, const ctok *b)
 {
     if (a->h == b->h) {
         return 1.0f;
     }
+    if (a->num || b->num) {
+        return 0.0f;
+    }
     if (a->idx == NO_WORD || b->idx == NO_WORD) {
+        /* An unknown word (a misspelling, a name): its spelling. */
+        if (p->trigram > 0 && a->n >= 4 && b->n >= 4) {
+            float d = trigram_dice(a, b);
+            return d >= p->trigram ? d : 0.0f;
+        }
         return 0.0f;
     }
     const float *x = e->vecs + (size_t)a->idx * e->dim;
@@ -801,29 +871,27 @@ static float word_sim(const sc_embed *e, const ctok *a, const ctok *b)
     return dot * e->inv_norm[a->idx] * e->inv_norm[b->idx];
 }
 
-/* Unmatched content mass of a against b, and a's total mass. */
+/* Of a against b: the unmatched content mass, the aligned mass (each word's
+ * best match on b's side, SIF-weighted) and a's total mass. */
 static void unmatched(const sc_embed *e, const sc_embed_params *p,
                       const ctext *a, const ctext *b, double *miss,
-                      double *mass, int *num_miss)
+                      double *mass, double *aligned, int *num_miss)
 {
     for (unsigned i = 0; i < a->n; i++) {
         float best = 0;
-        int num_found = 0;
         for (unsigned j = 0; j < b->n && best < 1.0f; j++) {
-            float s = word_sim(e, &a->t[i], &b->t[j]);
+            float s = word_sim(e, p, &a->t[i], &b->t[j]);
             if (s > best) {
                 best = s;
             }
         }
-        if (a->t[i].num) {
-            num_found = best >= 1.0f;
-            if (!num_found) {
-                *num_miss = 1;
-            }
+        if (a->t[i].num && best < 1.0f) {
+            *num_miss = 1;
         }
         float u = best >= p->lex_tau ? 0.0f : (p->lex_tau - best) / p->lex_tau;
         *miss += a->t[i].w * u;
         *mass += a->t[i].w;
+        *aligned += a->t[i].w * best;
     }
 }
 
@@ -846,20 +914,38 @@ float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
     ctext a, b;
     content(e, p, qtext, qlen, &a);
     content(e, p, ctext_, clen, &b);
-    double miss = 0, mass = 0;
+    double miss = 0, mass = 0, al_a = 0, m_a = 0, al_b = 0, m_b = 0;
     int num_miss = 0;
-    unmatched(e, p, &a, &b, &miss, &mass, &num_miss);
-    unmatched(e, p, &b, &a, &miss, &mass, &num_miss);
-    double pen = mass > 0 ? p->lex_weight * pow(miss / mass, p->lex_pow) : 0.0;
+    unmatched(e, p, &a, &b, &miss, &m_a, &al_a, &num_miss);
+    unmatched(e, p, &b, &a, &miss, &m_b, &al_b, &num_miss);
+    mass = m_a + m_b;
+    double pen = mass > 0 && p->lex_weight > 0
+                     ? p->lex_weight * pow(miss / mass, p->lex_pow)
+                     : 0.0;
     if (num_miss) {
         pen += p->num_penalty;
     }
     if ((a.neg > 0) != (b.neg > 0)) {
         pen += p->neg_penalty;
     }
-    double r = cosine - pen;
+    if (a.qword != b.qword) {
+        pen += p->qword_penalty;
+    }
+    double base = cosine;
+    if (p->align_weight > 0 && m_a > 0 && m_b > 0) {
+        /* The word alignment (BERTScore-like F1 of the two directions). */
+        double ra = al_a / m_a, rb = al_b / m_b;
+        double f = ra + rb > 0 ? 2 * ra * rb / (ra + rb) : 0;
+        base = (1 - p->align_weight) * cosine + p->align_weight * f;
+        if (p->cap_cosine && base > cosine) {
+            base = cosine;
+        }
+    }
+    double r = base - pen;
     if (r < -1.0) {
         r = -1.0;
+    } else if (r > 1.0) {
+        r = 1.0;
     }
     return (float)r;
 }

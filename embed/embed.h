@@ -59,25 +59,27 @@ sc_err sc_embed_text(const sc_embed *e, const char *text, size_t len,
 
 /* The lexical check beside the cosine. Given a query text, a stored
  * candidate's text and the cosine of their sc_embed_text vectors, returns
- * the adjusted similarity the cache compares with its threshold (and uses in
- * its margin rule): cosine lowered by a penalty for content words, numbers
- * and negations one text has and the other lacks ("cancel my order" vs
- * "track my order"). Contract:
- *   - the result is finite, in [-1, 1] and never above cosine (clamped), so
- *     a cache need only rescore candidates whose cosine already reaches the
- *     threshold, and rescoring never adds a hit;
+ * the similarity the cache compares with its threshold (and ranks and votes
+ * by): the mean of the cosine and a word alignment (for each content word
+ * of one text its best word-vector match in the other, SIF-weighted; the F1
+ * of the two directions), lowered for numbers and negations one text has
+ * and the other lacks ("cancel order 5" vs "cancel order 6"). Contract:
+ *   - the result is finite and in [-1, 1]; it may exceed the cosine (a
+ *     paraphrase whose words all align), so a cache rescores every
+ *     candidate it judges, not only those above the threshold;
  *   - it is symmetric in the two texts and pure (same inputs, same result);
  *   - thread-safe, allocation-free; it reads at most SC_EMBED_RESCORE_TOKENS
  *     content tokens of each text; cost about two sc_embed_text calls plus
  *     one 100-float dot product per pair of content tokens.
  * Texts are borrowed for the call only; NULL with length 0 is an empty
- * text. A NaN cosine returns NaN; e NULL returns cosine unchanged. */
+ * text. A NaN cosine returns NaN; e NULL returns cosine unchanged (clamped
+ * to [-1, 1]). */
 #define SC_EMBED_RESCORE_TOKENS 32u
 
 /* The defaults a namespace of this embedder's model should use, chosen on
  * development data only: one threshold for every deployment, compared with
  * the rescored similarity, and the margin rule's margin. */
-#define SC_EMBED_THRESHOLD 0.88f
+#define SC_EMBED_THRESHOLD 0.90f
 #define SC_EMBED_MARGIN    0.03f
 float sc_embed_rescore(const sc_embed *e, const char *qtext, size_t qlen,
                        const char *ctext, size_t clen, float cosine);

@@ -22,12 +22,19 @@ typedef struct sc_embed_params {
     bool skip_punct; /* punctuation tokens add nothing */
     bool unit_words; /* word vectors normalised before weighting */
     /* Rescore. */
-    float lex_weight;  /* penalty per unit of unmatched content mass */
-    float lex_pow;     /* penalty = lex_weight * (unmatched / mass)^lex_pow */
-    float lex_tau;     /* a word whose best match has cosine >= tau counts as
-                          matched; below, it is unmatched in proportion */
-    float num_penalty; /* a number on one side only */
-    float neg_penalty; /* negations on one side only */
+    float lex_weight;    /* penalty per unit of unmatched content mass */
+    float lex_pow;       /* penalty = lex_weight * (unmatched / mass)^lex_pow */
+    float lex_tau;       /* a word whose best match has cosine >= tau counts as
+                            matched; below, it is unmatched in proportion */
+    float num_penalty;   /* a number on one side only */
+    float neg_penalty;   /* negations on one side only */
+    float qword_penalty; /* question words (how, why, ...) differ */
+    float align_weight;  /* similarity = (1 - w) cosine + w alignment, the
+                            F1 of both directions' SIF-weighted best word
+                            matches; 0 = the cosine alone */
+    bool cap_cosine;     /* the result never exceeds the cosine */
+    float trigram;       /* unknown words match by character-trigram Dice
+                            when it is >= this; 0 = off (exact match only) */
 } sc_embed_params;
 
 void sc_embed_params_default(sc_embed_params *p);

@@ -773,27 +773,91 @@ static float rs(const char *a, const char *b, float cosine)
     return sc_embed_rescore(E, a, strlen(a), b, strlen(b), cosine);
 }
 
+static float cosw(int i, int j)
+{
+    double d = 0, x = 0, y = 0;
+    for (int k = 0; k < DIM; k++) {
+        d += (double)vec[i][k] * vec[j][k];
+        x += (double)vec[i][k] * vec[i][k];
+        y += (double)vec[j][k] * vec[j][k];
+    }
+    return (float)(d / sqrt(x * y));
+}
+
+static float rsp(const sc_embed_params *p, const char *a, const char *b,
+                 float cosine)
+{
+    return sc_embed_rescore_p(E, p, a, strlen(a), b, strlen(b), cosine);
+}
+
+static int near(float a, float b)
+{
+    return fabsf(a - b) < 1e-5f;
+}
+
 static void test_rescore(void)
 {
+    sc_embed_params p;
+    sc_embed_params_default(&p);
+    const float w = p.align_weight;
+    CHECK(w > 0.0f && w < 1.0f);
     const char *q = "how do i cancel my order";
-    /* Identical texts: no penalty. */
-    CHECK(rs(q, q, 0.93f) == 0.93f);
-    CHECK(rs("How do I cancel my ORDER?", q, 0.97f) == 0.97f);
+    /* Identical texts align fully: (1 - w) cosine + w. */
+    CHECK(near(rs(q, q, 0.93f), (1 - w) * 0.93f + w));
+    CHECK(near(rs("How do I cancel my ORDER?", q, 0.97f), (1 - w) * 0.97f + w));
+    /* Known answers with one word a side: the alignment is the words'
+     * cosine (0 when negative: "track" is the opposite of "cancel"). */
+    CHECK(near(rs("cancel", "track", 0.8f), (1 - w) * 0.8f));
+    CHECK(near(rs("call", "phone", 0.8f), (1 - w) * 0.8f + w * cosw(28, 29)));
+    CHECK(near(rs("card", "lost", 0.5f),
+               (1 - w) * 0.5f + w * fmaxf(0.0f, cosw(20, 21))));
+    /* With the alignment off, the cosine alone (no lexical penalty). */
+    sc_embed_params off = p;
+    off.align_weight = 0.0f;
+    CHECK(rsp(&off, q, "how do i track my order", 0.95f) == 0.95f);
     /* A different content word is pushed down, symmetrically. */
+    float same = rs(q, q, 0.95f);
     float x = rs(q, "how do i track my order", 0.95f);
-    CHECK(x < 0.95f - 0.03f);
+    CHECK(x < same - 0.03f);
     CHECK(x == rs("how do i track my order", q, 0.95f));
     /* A near-synonym costs less than an unrelated word. */
     float syn = rs("call my card", "phone my card", 0.95f);
     float unrel = rs("call my card", "lost my card", 0.95f);
     CHECK(syn > unrel);
-    /* Numbers and negation. */
-    CHECK(rs("cancel order 5", "cancel order 6", 0.98f) < 0.98f - 0.03f);
-    CHECK(rs("cancel order 5", "cancel order 5", 0.98f) == 0.98f);
-    CHECK(rs("do not cancel my order", "cancel my order", 0.98f) <
-          0.98f - 0.03f);
+    /* Numbers and negation: their penalties on top of the alignment. */
+    float n5 = rs("cancel order 5", "cancel order 5", 0.98f);
+    float n6 = rs("cancel order 5", "cancel order 6", 0.98f);
+    CHECK(n6 < n5 - p.num_penalty);
+    sc_embed_params nonum = p;
+    nonum.num_penalty = 0.0f;
+    CHECK(near(rsp(&nonum, "cancel order 5", "cancel order 6", 0.98f),
+               n6 + p.num_penalty));
+    float neg = rs("not cancel my order", "cancel my order", 0.98f);
+    CHECK(near(neg, (1 - w) * 0.98f + w - p.neg_penalty));
     CHECK(rs("don't cancel my order", "do not cancel my order", 0.98f) ==
-          0.98f);
+          rs("do not cancel my order", "do not cancel my order", 0.98f));
+    /* The question-word penalty (off by default): "how" vs "why". */
+    sc_embed_params qw = p;
+    qw.qword_penalty = 0.25f;
+    CHECK(near(rsp(&qw, "how cancel order", "why cancel order", 0.9f),
+               rsp(&p, "how cancel order", "why cancel order", 0.9f) - 0.25f));
+    CHECK(near(rsp(&qw, "how cancel order", "how cancel order", 0.9f),
+               rsp(&p, "how cancel order", "how cancel order", 0.9f)));
+    /* Character trigrams (off by default) match a misspelt unknown word:
+     * "orderr" vs "order" share 4 of 6 + 5 trigrams (Dice 8/11). */
+    sc_embed_params tg = p;
+    tg.trigram = 0.5f;
+    float t0 = rsp(&p, "cancel orderr", "cancel order", 0.9f);
+    float t1 = rsp(&tg, "cancel orderr", "cancel order", 0.9f);
+    CHECK(t1 > t0);
+    CHECK(t1 == rsp(&tg, "cancel order", "cancel orderr", 0.9f));
+    tg.trigram = 0.8f; /* 8/11 < 0.8: no match */
+    CHECK(rsp(&tg, "cancel orderr", "cancel order", 0.9f) == t0);
+    /* The cap keeps the result at or below the cosine. */
+    sc_embed_params cap = p;
+    cap.cap_cosine = true;
+    CHECK(rsp(&cap, q, q, 0.9f) == 0.9f);
+    CHECK(rsp(&cap, q, "how do i track my order", 0.9f) < 0.9f);
     /* Range, NaN, NULL. */
     CHECK(rs("zyzzyva", "qwerty", -0.99f) >= -1.0f);
     CHECK(rs("a", "b", 1.5f) <= 1.0f);
@@ -801,8 +865,8 @@ static void test_rescore(void)
     CHECK(sc_embed_rescore(E, NULL, 0, NULL, 0, 0.9f) == 0.9f);
     CHECK(sc_embed_rescore(NULL, q, strlen(q), q, strlen(q), 0.8f) == 0.8f);
     float y = sc_embed_rescore(E, NULL, 5, q, strlen(q), 0.8f);
-    CHECK(y <= 0.8f);
-    /* Never above the cosine, on garbage too. */
+    CHECK(y == 0.8f);
+    /* In range, finite and symmetric on garbage too. */
     uint64_t s = 5;
     int ok = 1;
     char a[200], b[200];
@@ -814,9 +878,12 @@ static void test_rescore(void)
         for (size_t i = 0; i < nb; i++) {
             b[i] = (r % 2) ? (char)test_rand(&s) : "cancel 1 my "[i % 12];
         }
-        float cs = test_randf(&s);
+        float cs = test_randf(&s) * 2.0f - 1.0f;
         float v = sc_embed_rescore(E, a, na, b, nb, cs);
-        ok &= v <= cs && v >= -1.0f && isfinite(v);
+        float u = sc_embed_rescore(E, b, nb, a, na, cs);
+        float t = rsp(&tg, a, b, cs);
+        ok &= v >= -1.0f && v <= 1.0f && isfinite(v) && v == u;
+        ok &= t >= -1.0f && t <= 1.0f && isfinite(t);
     }
     CHECK(ok);
 }

@@ -68,7 +68,7 @@ static void use_table(sc_embed *e)
             }
             float r = sc_embed_rescore(e, texts[i], len, texts[j], jl,
                                        (float)cos);
-            if (!(r >= -1.0f && r <= (float)cos + 1e-6f)) {
+            if (!(r >= -1.0f && r <= 1.0f)) {
                 die("rescore out of bounds");
             }
         }
