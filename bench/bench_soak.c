@@ -29,6 +29,7 @@
 #define SOAK_INTERVAL  10.0 /* seconds between report lines */
 #define SOAK_TTL_S     2
 #define SOAK_MAX_BYTES "16777216" /* the server's cap */
+#define SOAK_COMPACT_BYTES "1048576" /* compactions every few seconds */
 #define SOAK_NS_BYTES  1048576    /* soak_lru's cap: evicts past ~500 entries */
 #define SOAK_KEYS      20000u /* distinct prompts: lookups hit now and then */
 #define HBUCKETS       512    /* latency histogram: 5% buckets from 1 us */
@@ -242,6 +243,85 @@ static int server_alive(pid_t pid)
     return pid <= 0 || waitpid(pid, NULL, WNOHANG) == 0;
 }
 
+/* Starts semcached on dir, persisting there with a small compaction size
+ * so that compactions run all through the soak; its log (an "expired N
+ * entries" line a second) is appended to dir/semcached.log, kept when the
+ * soak fails. */
+static pid_t start_server(const char *server, const char *url,
+                          const char *threads, const char *dir)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        char logp[64];
+        snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
+        if (freopen(logp, "a", stderr) == NULL) {
+            _exit(126);
+        }
+        execl(server, server, "--listen", url, "--threads", threads,
+              "--max-bytes", SOAK_MAX_BYTES, "--data-dir", dir,
+              "--compact-bytes", SOAK_COMPACT_BYTES, (char *)NULL);
+        perror("exec semcached");
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits up to 10 s for a ping's answer. */
+static int wait_up(const char *addr)
+{
+    static const uint8_t ping[] = "\x82\xa1v\x01\xa2op\xa4ping";
+    for (int i = 0; i < 100; i++) {
+        size_t rl;
+        uint8_t *rep = call_once(addr, ping, sizeof(ping) - 1, &rl);
+        free(rep);
+        if (rep != NULL) {
+            return 1;
+        }
+        usleep(100000);
+    }
+    return 0;
+}
+
+/* SIGTERM, then the exit status (-1 when it did not exit 0). */
+static int stop_server(pid_t pid)
+{
+    int st = 0;
+    kill(pid, SIGTERM);
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) ||
+        WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "bench_service: soak: semcached exited with status "
+                        "%d\n", st);
+        return -1;
+    }
+    return 0;
+}
+
+/* Lines of dir/semcached.log holding what. */
+static unsigned log_count(const char *dir, const char *what)
+{
+    char logp[64], line[1024];
+    snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
+    FILE *f = fopen(logp, "r");
+    unsigned n = 0;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        n += strstr(line, what) != NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return n;
+}
+
+/* Removes the soak's directory: its log and the persisted state. */
+static void remove_dir(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench_service: soak: cannot remove %s\n", dir);
+    }
+}
+
 int bench_soak(const char *server, const char *addr, const char *url,
                const char *threads, double seconds, int json)
 {
@@ -252,34 +332,10 @@ int bench_soak(const char *server, const char *addr, const char *url,
             perror("bench_service: mkdtemp");
             return 1;
         }
-        pid = fork();
-        if (pid == 0) {
-            /* Its log (an "expired N entries" line a second) goes to a
-             * file, kept when the soak fails. */
-            char logp[64];
-            snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
-            if (freopen(logp, "w", stderr) == NULL) {
-                _exit(126);
-            }
-            execl(server, server, "--listen", url, "--threads", threads,
-                  "--max-bytes", SOAK_MAX_BYTES, "--data-dir", dir,
-                  (char *)NULL);
-            perror("exec semcached");
-            _exit(127);
-        }
+        pid = start_server(server, url, threads, dir);
         addr = url;
     }
-    static const uint8_t ping[] = "\x82\xa1v\x01\xa2op\xa4ping";
-    int up = 0;
-    for (int i = 0; i < 100 && !up; i++) {
-        size_t rl;
-        uint8_t *rep = call_once(addr, ping, sizeof(ping) - 1, &rl);
-        up = rep != NULL;
-        free(rep);
-        if (!up) {
-            usleep(100000);
-        }
-    }
+    int up = wait_up(addr);
     int fail = !up;
     size_t rl = 0;
     uint8_t *rep = NULL;
@@ -417,19 +473,35 @@ int bench_soak(const char *server, const char *addr, const char *url,
     uint64_t er = atomic_load(&s->total.errors);
     int bounded = pid <= 0 || rss1 <= 2 * rss_first;
     int ok = alive && er == 0 && bounded && expired > 0 && evicted > 0;
+    /* The state survives: soak_lru (no TTL) holds after a restart exactly
+     * the entries it held at the stop. */
+    static const uint8_t lru_req[] =
+        "\x83\xa1v\x01\xa2op\xa5stats\xa2ns\xa8soak_lru";
+    uint64_t lru_before = 0, lru_after = UINT64_MAX;
+    unsigned compactions = 0;
+    int restored = -1; /* not checked (an outside server) */
     if (pid > 0) {
-        /* A clean shutdown too (under ASan: no leak at exit). */
-        int st = 0;
         if (alive) {
-            kill(pid, SIGTERM);
+            rep = call_once(addr, lru_req, sizeof(lru_req) - 1, &rl);
+            lru_before = rep ? stat_field(rep, rl, "entries") : 0;
+            free(rep);
         }
-        if (waitpid(pid, &st, 0) == pid &&
-            (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
-            fprintf(stderr,
-                    "bench_service: soak: semcached exited with "
-                    "status %d\n",
-                    st);
+        /* A clean shutdown too (under ASan: no leak at exit). */
+        if (!alive || stop_server(pid) != 0) {
             ok = 0;
+        }
+        compactions = log_count(dir, "compacted:");
+        if (ok) {
+            pid = start_server(server, url, threads, dir);
+            if (wait_up(addr)) {
+                rep = call_once(addr, lru_req, sizeof(lru_req) - 1, &rl);
+                lru_after = rep ? stat_field(rep, rl, "entries") : 0;
+                free(rep);
+            }
+            restored = lru_after == lru_before && lru_before > 0;
+            if (stop_server(pid) != 0 || !restored) {
+                ok = 0;
+            }
         }
     }
     if (json) {
@@ -438,12 +510,16 @@ int bench_soak(const char *server, const char *addr, const char *url,
                "\"errors\":%llu,\"p50_us\":%.1f,\"p99_us\":%.1f,"
                "\"expirations\":%llu,\"evictions\":%llu,"
                "\"rss_start_kb\":%ld,\"rss_first_kb\":%ld,\"rss_max_kb\":%ld,"
-               "\"rss_end_kb\":%ld,\"server_alive\":%s,\"ok\":%s}\n",
+               "\"rss_end_kb\":%ld,\"server_alive\":%s,"
+               "\"compactions\":%u,\"lru_entries_at_stop\":%llu,"
+               "\"lru_entries_restored\":%llu,\"ok\":%s}\n",
                el, (unsigned long long)(lk + in), (unsigned long long)lk,
                (unsigned long long)in, (unsigned long long)hits,
                (unsigned long long)er, quantile(h, 0.5), quantile(h, 0.99),
                (unsigned long long)expired, (unsigned long long)evicted, rss0,
                rss_first, rss_max, rss1, alive ? "true" : "false",
+               compactions, (unsigned long long)lru_before,
+               (unsigned long long)(restored >= 0 ? lru_after : 0),
                ok ? "true" : "false");
     } else {
         printf("soak: %llu requests in %.1f s (%llu lookups, %llu hits, %llu "
@@ -458,6 +534,14 @@ int bench_soak(const char *server, const char *addr, const char *url,
                (double)rss_first / 1024, (double)rss_max / 1024,
                (double)rss1 / 1024,
                bounded ? "bounded" : "over 2x the first interval's");
+        if (restored >= 0) {
+            printf("soak: persisted with %u compactions during the run; "
+                   "after a restart soak_lru holds %llu entries, %llu at the "
+                   "stop (%s)\n",
+                   compactions, (unsigned long long)lru_after,
+                   (unsigned long long)lru_before,
+                   restored ? "all restored" : "MISMATCH");
+        }
         printf("soak: %s\n", ok ? "PASS" : "FAIL");
     }
     free(s);
@@ -465,8 +549,7 @@ int bench_soak(const char *server, const char *addr, const char *url,
         char logp[64];
         snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
         if (ok) {
-            unlink(logp);
-            rmdir(dir);
+            remove_dir(dir);
         } else {
             fprintf(stderr, "bench_service: soak: semcached's log: %s\n", logp);
         }

@@ -1145,11 +1145,26 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
         s->cfg = *cfg;
         s->had_vector = s->had_vector || had_vector;
         s->model_fixed = s->model_fixed || cfg->embed_model[0] != '\0';
-        ns_enforce_caps(c, s);
     }
     pthread_mutex_unlock(&s->mu);
     pthread_rwlock_unlock(&c->lock);
     return rc;
+}
+
+static void enforce_ns(sc_cache *c, ns *s, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&s->mu);
+    ns_enforce_caps(c, s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sc_cache_enforce_caps(sc_cache *c)
+{
+    pthread_rwlock_rdlock(&c->lock);
+    each_ns(c, enforce_ns, NULL);
+    global_enforce(c);
+    pthread_rwlock_unlock(&c->lock);
 }
 
 sc_err sc_cache_ns_state(sc_cache *c, const char *name, sc_ns_config *cfg,
@@ -1510,9 +1525,15 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         }
     }
     scope_unpin(s, sc);
-    ns_enforce_caps(c, s);
+    if (ro == NULL) {
+        /* A restore applies the caps once, at its end: midway it may hold
+         * entries that later records remove (sc_cache_enforce_caps). */
+        ns_enforce_caps(c, s);
+    }
     pthread_mutex_unlock(&s->mu);
-    global_enforce(c);
+    if (ro == NULL) {
+        global_enforce(c);
+    }
     pthread_rwlock_unlock(&c->lock);
     if (added != NULL) {
         *added = true;

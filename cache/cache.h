@@ -443,7 +443,8 @@ sc_err sc_cache_foreach_entry(sc_cache *c, const char *ns, sc_cache_entry_fn fn,
 /* ---- restore (cache/persist.c) -----------------------------------------*/
 
 /* Puts namespace name in the state cfg describes: created when missing
- * (max_namespaces still applies), else its config replaced as a whole;
+ * (max_namespaces still applies), else its config replaced as a whole (a
+ * lowered cap is applied by sc_cache_enforce_caps);
  * had_vector fixes cfg->dim and storage as a first vector would. Neither
  * journal nor ledger hears of it. Errors: as sc_cache_ns_create. */
 sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
@@ -451,7 +452,8 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
 
 /* Puts entry e back as it was, with its id, times, hit count and
  * quarantine, into namespace e->ns (which must exist): the same rules as
- * sc_cache_insert (the same text in the same scope replaces; caps evict),
+ * sc_cache_insert (the same text in the same scope replaces), except that
+ * caps are left to sc_cache_enforce_caps,
  * but its namespace's response cap is not applied and neither journal nor
  * ledger hears of it. An entry whose id is present already is left as it is
  * (*added false); one that expired by now_ms is not restored (*added false).
@@ -459,6 +461,11 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
  * Errors: as sc_cache_insert, and SC_EINVAL (id 0). */
 sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
                               uint64_t now_ms, bool *added);
+
+/* Evicts (LRU first) until every namespace's caps and the overall ones
+ * hold: restores do not evict as they go, since a snapshot replayed with
+ * its log holds, midway, entries that later records remove. */
+void sc_cache_enforce_caps(sc_cache *c);
 
 /* The namespace's config and whether its dim is fixed, for a snapshot.
  * Errors: SC_ENONS. */

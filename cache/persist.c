@@ -1274,6 +1274,8 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
         *st_out = st;
     }
     p->loaded = true;
+    /* Caps apply to the state as restored (what they evict is logged). */
+    sc_cache_enforce_caps(c);
     if (pthread_create(&p->thread, NULL, thread_main, p) != 0) {
         say(msg, cap, "cannot start the persistence thread");
         p->loaded = false;

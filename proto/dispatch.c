@@ -241,6 +241,27 @@ sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
     return SC_ACCESS_OK;
 }
 
+sc_dispatch_access sc_dispatch_check_admin(sc_dispatch *d, const char *key,
+                                           size_t n)
+{
+    if (d->nkeys == 0) {
+        return SC_ACCESS_OK;
+    }
+    const sc_key *k =
+        key != NULL && n <= UINT32_MAX
+            ? find_key(d, (const uint8_t *)key, (uint32_t)n)
+            : NULL;
+    if (k == NULL) {
+        __atomic_add_fetch(&d->counts.unauthorized, 1, __ATOMIC_RELAXED);
+        return SC_ACCESS_UNAUTHORIZED;
+    }
+    if (!k->admin) {
+        __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+        return SC_ACCESS_FORBIDDEN;
+    }
+    return SC_ACCESS_OK;
+}
+
 /* ---- decoding ------------------------------------------------------- */
 
 static int key_is(const char *k, uint32_t n, const char *want)
@@ -1432,6 +1453,14 @@ static int authorize(sc_dispatch *d, const char *op, const item *it,
                             strcmp(op, "flush") == 0
                         ? " of every namespace needs (name one with 'ns')"
                         : " needs");
+    }
+    if ((strcmp(op, "delete") == 0 || strcmp(op, "feedback") == 0) &&
+        ns != NULL && !ns_allowed(key, ns, false)) {
+        /* An entry of a namespace the key may not even read is, to it, no
+         * entry at all: "forbidden" would say that the id exists. */
+        __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+        return fail(e, "not_found", "no entry %llu",
+                    (unsigned long long)it->entry);
     }
     if ((need == READ || need == WRITE) && ns != NULL &&
         !ns_allowed(key, ns, need == WRITE)) {

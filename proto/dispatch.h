@@ -93,6 +93,12 @@ sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
                                          size_t n, const char *ns,
                                          bool write);
 
+/* The same for what only an admin key may see (the HTTP front's /report
+ * and /metrics pages, which span every namespace): SC_ACCESS_OK without
+ * configured keys or with an admin key. Refusals are counted. */
+sc_dispatch_access sc_dispatch_check_admin(sc_dispatch *d, const char *key,
+                                           size_t n);
+
 /* An sc_server_handler (server.h): arg is the sc_dispatch. Always writes
  * a reply (an error reply for bad input) and returns 0, except when out of
  * memory. *reply is malloc'd; the caller frees it. */

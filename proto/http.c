@@ -1036,6 +1036,31 @@ static sc_err write_metrics(sc_http *h, FILE *out)
 /* Runs write into an in-memory stream and replies with what it wrote. */
 static void reply_page(sc_http *h, nng_aio *aio, route_kind kind)
 {
+    /* Every namespace's figures: with access keys, an admin key's only,
+     * given as "Authorization: Bearer KEY" (Prometheus: authorization). */
+    const char *auth =
+        nng_http_req_get_header(nng_aio_get_input(aio, 0), "Authorization");
+    const char *key = NULL;
+    if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0) {
+        key = auth + 7;
+        while (*key == ' ') {
+            key++;
+        }
+    }
+    sc_dispatch_access acc =
+        sc_dispatch_check_admin(h->dispatch, key, key ? strlen(key) : 0);
+    if (acc != SC_ACCESS_OK) {
+        reply_error(aio, acc == SC_ACCESS_UNAUTHORIZED ? 401 : 403,
+                    acc == SC_ACCESS_UNAUTHORIZED ? "unauthorized"
+                                                  : "forbidden",
+                    acc == SC_ACCESS_UNAUTHORIZED
+                        ? "this server has access keys: send an admin key "
+                          "as Authorization: Bearer KEY"
+                        : "this page spans every namespace: it needs an "
+                          "admin key",
+                    false);
+        return;
+    }
     char *buf = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&buf, &len);

@@ -136,8 +136,10 @@ def run(port, hport, cli):
           "forbidden", "prefix 'team-a:*' does not cover 'team-a'")
     check(code_of(lambda: rw.lookup("faq", vec=V)) == "forbidden",
           "prefix key: faq forbidden")
-    check(code_of(lambda: rw.delete(e_b)) == "forbidden",
-          "prefix key: delete of team-b's entry forbidden")
+    check(code_of(lambda: rw.delete(e_b)) == "not_found",
+          "prefix key: team-b's entry, which it may not read, is not_found")
+    check(code_of(lambda: rw.feedback(e_b)) == "not_found",
+          "prefix key: feedback on team-b's entry: not_found")
     check(code_of(lambda: rw.feedback(ea)) is None,
           "prefix key: feedback on its own entry")
     check(code_of(lambda: rw.delete(ea2)) is None,
@@ -239,9 +241,17 @@ def run(port, hport, cli):
     check(st == 200, "HTTP: the key in the JSON body")
     st, _ = http(hport, "/healthz")
     check(st == 200, "HTTP /healthz needs no key")
-    st, _ = http(hport, "/report")
-    check(st == 200, "HTTP GET /report (the operator's page) still served")
-    st, text = http(hport, "/metrics")
+    st, j = http(hport, "/report")
+    check(st == 401 and j["error"]["code"] == "unauthorized",
+          f"HTTP GET /report without a key: {st}")
+    st, j = http(hport, "/report", key=RO)
+    check(st == 403 and j["error"]["code"] == "forbidden",
+          f"HTTP GET /report with a read key: {st}")
+    st, j = http(hport, "/metrics", key=RW_A)
+    check(st == 403, f"HTTP GET /metrics with a namespace key: {st}")
+    st, j = http(hport, "/report", key=ADMIN)
+    check(st == 200 and "total" in j, "HTTP GET /report with the admin key")
+    st, text = http(hport, "/metrics", key=ADMIN)
     una = [ln for ln in str(text).splitlines()
            if ln.startswith('semcache_requests_refused_total{reason="unauthorized"}')]
     forb = [ln for ln in str(text).splitlines()
