@@ -82,6 +82,7 @@ typedef struct opts {
     unsigned nnp;
     unsigned nlist; /* --nlist, 0 = about sqrt(N) */
     size_t flat_queries; /* ivf: --flat-queries, 0 = all of them */
+    int ivf_kinds;       /* ivf: --ivf-kinds bits, 1 = ivf-flat, 2 = sq8 */
 } opts;
 
 /* The data's shape: --centres and --noise change them. */
@@ -147,6 +148,7 @@ static void usage(FILE *f)
             "  --nlist N       ivf: inverted lists (default about sqrt(N))\n"
             "  --flat-queries N  ivf: queries flat is timed and scored on\n"
             "                  (default all; flat at 1M is slow)\n"
+            "  --ivf-kinds LIST  ivf: ivf-flat,ivf-sq8 (default both)\n"
             "  --centres N     synthetic data: cluster centres (default 1000)\n"
             "  --noise LO,HI   norm of a vector's noise around its centre\n"
             "                  (default 0.35,0.60; larger = clusters overlap)\n"
@@ -337,6 +339,7 @@ static int parse_args(int argc, char **argv, opts *o)
             strcmp(flag, "--backend") == 0 || strcmp(flag, "--nprobe") == 0 ||
             strcmp(flag, "--nlist") == 0 ||
             strcmp(flag, "--flat-queries") == 0 ||
+            strcmp(flag, "--ivf-kinds") == 0 ||
             strcmp(flag, "--centres") == 0 || strcmp(flag, "--noise") == 0 ||
             strcmp(flag, "--qnoise") == 0;
         if (takes && val == NULL) {
@@ -407,6 +410,22 @@ static int parse_args(int argc, char **argv, opts *o)
                 return bad_arg(flag, val, "want 0..1M");
             }
             o->flat_queries = (size_t)x;
+        } else if (strcmp(flag, "--ivf-kinds") == 0) {
+            char items[MAX_LIST][32];
+            unsigned k;
+            if (split_list(flag, val, items, &k) != 0) {
+                return -1;
+            }
+            o->ivf_kinds = 0;
+            for (unsigned j = 0; j < k; j++) {
+                if (strcmp(items[j], "ivf-flat") == 0) {
+                    o->ivf_kinds |= 1;
+                } else if (strcmp(items[j], "ivf-sq8") == 0) {
+                    o->ivf_kinds |= 2;
+                } else {
+                    return bad_arg(flag, items[j], "want ivf-flat or ivf-sq8");
+                }
+            }
         } else if (strcmp(flag, "--centres") == 0) {
             unsigned long long x;
             if (sc_bench_parse_count(val, &x) != 0 || x < 1 || x > 1000000) {
@@ -1689,6 +1708,9 @@ typedef struct ivf_row {
     size_t n;
     unsigned d, nlist, nprobe;
     double recall, qps, vs_flat, build_s;
+    unsigned batch;
+    double bqps, bvs_flat; /* batch calls: q/s, over flat's batch q/s */
+    double bsame; /* queries whose batch answer equals the single one */
 } ivf_row;
 
 /* Single-query throughput over the query set (k = 1, threshold -1), cycling
@@ -1713,6 +1735,44 @@ static double ivf_time(const opts *o, sc_index *ix, const float *qs,
         el = sc_bench_now() - t0;
     }
     return (double)done / el;
+}
+
+/* Batch throughput: calls of bsz queries (k = 1, threshold -1), call j
+ * starting at query j*bsz mod nq (qs holds nq + bsz rows), for about
+ * o->seconds and at least one pass; the first pass gives each query's
+ * top-1. hits and nh hold bsz entries. */
+static double ivf_time_batch(const opts *o, sc_index *ix, const float *qs,
+                             size_t nq, unsigned d, unsigned bsz, sc_hit *hits,
+                             unsigned *nh, uint64_t *ids, float *sims)
+{
+    size_t done = 0;
+    double t0 = sc_bench_now(), el = 0.0;
+    while (done < nq || (el < o->seconds && done < 200000)) {
+        size_t start = done % nq;
+        if (sc_index_search_batch(ix, qs + start * d, bsz, 1, -1.0f, hits,
+                                  nh) != SC_OK) {
+            return -1.0;
+        }
+        for (size_t i = 0; done < nq && i < bsz && start + i < nq; i++) {
+            ids[start + i] = nh[i] ? hits[i].id : NO_ID;
+            sims[start + i] = nh[i] ? hits[i].similarity : NAN;
+        }
+        done += bsz;
+        el = sc_bench_now() - t0;
+    }
+    return (double)done / el;
+}
+
+/* Share of queries whose batch top-1 (id and similarity) is the single's. */
+static double same_share(const uint64_t *a, const float *as, const uint64_t *b,
+                         const float *bs, size_t nq)
+{
+    size_t same = 0;
+    for (size_t i = 0; i < nq; i++) {
+        same += a[i] == b[i] && (as[i] == bs[i] || (isnan(as[i]) &&
+                                                    isnan(bs[i])));
+    }
+    return (double)same / (double)nq;
 }
 
 static sc_index *ivf_build(const char *backend, const opts *o, const float *data,
@@ -1761,11 +1821,16 @@ static void ivf_print(const opts *o, const ivf_row *r)
         sc_bench_json_num(&j, "queries_per_s", r->qps);
         sc_bench_json_num(&j, "vs_flat", r->vs_flat);
         sc_bench_json_num(&j, "build_s", r->build_s);
+        sc_bench_json_int(&j, "batch", r->batch);
+        sc_bench_json_num(&j, "batch_queries_per_s", r->bqps);
+        sc_bench_json_num(&j, "batch_vs_flat_batch", r->bvs_flat);
+        sc_bench_json_num(&j, "batch_equals_single", r->bsame);
         sc_bench_json_end(&j, stdout);
     } else {
-        printf("| %zu | %u | %s | %u | %u | %.4f | %.0f | %.2f | %.1f |\n",
+        printf("| %zu | %u | %s | %u | %u | %.4f | %.0f | %.2f | %.0f | %.2f "
+               "| %.3f | %.1f |\n",
                r->n, r->d, r->backend, r->nlist, r->nprobe, r->recall, r->qps,
-               r->vs_flat, r->build_s);
+               r->vs_flat, r->bqps, r->bvs_flat, r->bsame, r->build_s);
     }
     fflush(stdout);
 }
@@ -1788,9 +1853,15 @@ static int ivf_main(const opts *o)
                "vector\n\n",
                g_centres, g_noise_min, g_noise_min + g_noise_span,
                100.0 * DUP_SHARE, g_qnoise_min, g_qnoise_min + g_qnoise_span);
+        printf("Single: one query a call; batch: %u queries a call "
+               "(sc_index_search_batch), batch vs_flat over flat's batch "
+               "q/s, batch=single the share of queries answered alike\n\n",
+               o->batch);
         printf("| N | d | backend | nlist | nprobe | recall@1 | queries/s | "
-               "vs_flat | build s |\n");
-        printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
+               "vs_flat | batch q/s | batch vs_flat | batch=single | "
+               "build s |\n");
+        printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+               "\n");
     }
     int failed = 0;
     for (unsigned di = 0; di < o->nd; di++) {
@@ -1799,7 +1870,12 @@ static int ivf_main(const opts *o)
             unsigned d = o->ds[di];
             size_t nq = o->quick ? 300 : 1000;
             float *data = malloc(n * d * sizeof(float));
-            float *qs = malloc((nq + 1) * d * sizeof(float));
+            unsigned bsz = o->batch;
+            float *qs = malloc((nq + bsz) * d * sizeof(float));
+            uint64_t *bids = malloc(nq * sizeof(uint64_t));
+            float *bsims = malloc(nq * sizeof(float));
+            sc_hit *bhits = malloc(bsz * sizeof(sc_hit));
+            unsigned *bnh = malloc(bsz * sizeof(unsigned));
             uint64_t *ref = malloc(nq * sizeof(uint64_t));
             double *refs = malloc(nq * sizeof(double));
             uint64_t *ids = malloc(nq * sizeof(uint64_t));
@@ -1807,13 +1883,14 @@ static int ivf_main(const opts *o)
             uint32_t *label = malloc(n * sizeof(uint32_t));
             size_t *base = malloc(nq * sizeof(size_t));
             if (!data || !qs || !ref || !refs || !ids || !sims || !label ||
-                !base || gen_data(d, n, data, label) != 0) {
+                !base || !bids || !bsims || !bhits || !bnh ||
+                gen_data(d, n, data, label) != 0) {
                 fprintf(stderr, "bench_index: no memory for N=%zu d=%u\n", n,
                         d);
                 failed = 1;
                 goto next;
             }
-            gen_queries(data, n, d, nq, 1, qs, base);
+            gen_queries(data, n, d, nq, bsz, qs, base);
             if (exact_top1(data, n, d, qs, nq, ref, refs) != 0) {
                 failed = 1;
                 goto next;
@@ -1843,12 +1920,20 @@ static int ivf_main(const opts *o)
                             ? o->flat_queries
                             : nq;
             flat_qps = ivf_time(o, ix, qs, fq, d, ids, sims);
+            double flat_bqps =
+                ivf_time_batch(o, ix, qs, fq, d, bsz, bhits, bnh, bids, bsims);
             sc_index_close(ix);
             score(data, d, qs, fq, ref, refs, ids, sims, &agree, &err);
-            ivf_row fr = {"flat", n, d, 0, 0, agree, flat_qps, 1.0, bs};
+            ivf_row fr = {"flat", n, d, 0, 0, agree, flat_qps, 1.0, bs, bsz,
+                          flat_bqps, 1.0,
+                          same_share(ids, sims, bids, bsims, fq)};
             ivf_print(o, &fr);
             static const char *const kinds[] = {"ivf-flat", "ivf-sq8"};
+            int kmask = o->ivf_kinds ? o->ivf_kinds : 3;
             for (int k = 0; k < 2; k++) {
+                if (!(kmask & (1 << k))) {
+                    continue;
+                }
                 ix = ivf_build(kinds[k], o, data, n, d, &bs);
                 if (ix == NULL) {
                     failed = 1;
@@ -1865,8 +1950,11 @@ static int ivf_main(const opts *o)
                     sc_index_set_nprobe(ix, nps[pi]);
                     double qps = ivf_time(o, ix, qs, nq, d, ids, sims);
                     score(data, d, qs, nq, ref, refs, ids, sims, &agree, &err);
+                    double bq = ivf_time_batch(o, ix, qs, nq, d, bsz, bhits,
+                                               bnh, bids, bsims);
                     ivf_row r = {"", n, d, nlist, nps[pi], agree, qps,
-                                 qps / flat_qps, bs};
+                                 qps / flat_qps, bs, bsz, bq, bq / flat_bqps,
+                                 same_share(ids, sims, bids, bsims, nq)};
                     snprintf(r.backend, sizeof(r.backend), "%s", kinds[k]);
                     ivf_print(o, &r);
                 }
@@ -1881,6 +1969,10 @@ static int ivf_main(const opts *o)
             free(sims);
             free(label);
             free(base);
+            free(bids);
+            free(bsims);
+            free(bhits);
+            free(bnh);
         }
     }
     return failed;

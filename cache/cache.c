@@ -1067,18 +1067,8 @@ out:
 
 sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out)
 {
-    if (c == NULL || name == NULL || out == NULL) {
-        return SC_EINVAL;
-    }
-    pthread_rwlock_rdlock(&c->lock);
-    ns *s = ns_find(c, name);
-    if (s != NULL) {
-        pthread_mutex_lock(&s->mu);
-        *out = s->cfg;
-        pthread_mutex_unlock(&s->mu);
-    }
-    pthread_rwlock_unlock(&c->lock);
-    return s != NULL ? SC_OK : SC_ENONS;
+    bool had_vector;
+    return sc_cache_ns_state(c, name, out, &had_vector);
 }
 
 sc_err sc_cache_ns_drop(sc_cache *c, const char *name)

@@ -768,69 +768,105 @@ static void emit(const ivf *v, const cand *c, unsigned n, float threshold,
     *nhits = out;
 }
 
-/* Caller holds sw for reading. */
-static sc_err search_one(ivf *v, const float *q, unsigned k, float threshold,
-                         sc_hit *hits, unsigned *nhits)
+/* The exact scan of the kept rows, before training. Caller holds sw. */
+static void scan_exact(const ivf *v, const float *q, unsigned k,
+                       float threshold, sc_hit *hits, unsigned *nhits)
 {
     cand top[SC_INDEX_MAX_K];
     unsigned nt = 0;
-    if (v->fx == NULL) {
-        float sc[256];
-        for (size_t b = 0; b < v->n; b += 256) {
-            size_t nb = v->n - b < 256 ? v->n - b : 256;
-            v->kern->dot_f32_rows(q, v->rows + b * v->stride, v->stride, nb,
-                                  v->dim, sc);
-            for (size_t i = 0; i < nb; i++) {
-                if (v->state[b + i] == S_LIVE && sc[i] >= threshold) {
-                    top_push(top, &nt, k, sc[i], (uint32_t)(b + i));
-                }
+    float sc[256];
+    for (size_t b = 0; b < v->n; b += 256) {
+        size_t nb = v->n - b < 256 ? v->n - b : 256;
+        v->kern->dot_f32_rows(q, v->rows + b * v->stride, v->stride, nb,
+                              v->dim, sc);
+        for (size_t i = 0; i < nb; i++) {
+            if (v->state[b + i] == S_LIVE && sc[i] >= threshold) {
+                top_push(top, &nt, k, sc[i], (uint32_t)(b + i));
             }
         }
-        emit(v, top, nt, threshold, hits, nhits);
-        return SC_OK;
     }
-    size_t total = (size_t)faiss_Index_ntotal(v->fx);
+    emit(v, top, nt, threshold, hits, nhits);
+}
+
+/* Candidates asked of FAISS first: rerank, at least k, at most what the
+ * index holds. */
+static size_t first_kc(const ivf *v, unsigned k, size_t total)
+{
     size_t kc = v->rerank > k ? v->rerank : k;
-    float dist[MAX_CAND];
-    idx_t lab[MAX_CAND];
-    for (;;) {
-        if (kc > total) {
-            kc = total;
-        }
-        if (kc == 0) {
+    return kc > total ? total : kc;
+}
+
+/* Re-scores FAISS's kc candidates lab[0..kc) of q exactly into top[0..*nt).
+ * Returns 1 when tombstones crowded the live ones out and more candidates
+ * should be asked for. */
+static int rescore(const ivf *v, const float *q, const idx_t *lab, size_t kc,
+                   size_t total, unsigned k, float threshold, cand *top,
+                   unsigned *nt)
+{
+    size_t dead = 0, got = 0;
+    *nt = 0;
+    for (size_t i = 0; i < kc; i++) {
+        if (lab[i] < 0) {
             break;
         }
+        got++;
+        uint32_t s = (uint32_t)lab[i];
+        if (v->state[s] != S_LIVE) {
+            dead++;
+            continue;
+        }
+        float e = exact(v, q, s);
+        if (e >= threshold) {
+            top_push(top, nt, k, e, s);
+        }
+    }
+    return !(dead == 0 || got - dead >= k || got < kc || kc >= total ||
+             kc >= MAX_CAND);
+}
+
+static size_t grow_kc(size_t kc, size_t total)
+{
+    kc = kc * 4 > MAX_CAND ? MAX_CAND : kc * 4;
+    return kc > total ? total : kc;
+}
+
+/* One trained query from kc candidates on, growing kc while tombstones
+ * crowd them out. Caller holds sw for reading; v->fx != NULL. */
+static sc_err search_from(ivf *v, const float *q, unsigned k, float threshold,
+                          size_t kc, sc_hit *hits, unsigned *nhits)
+{
+    size_t total = (size_t)faiss_Index_ntotal(v->fx);
+    cand top[SC_INDEX_MAX_K];
+    unsigned nt = 0;
+    /* On the stack: a query allocates nothing (48 KiB at MAX_CAND). */
+    float dist[MAX_CAND];
+    idx_t lab[MAX_CAND];
+    while (kc > 0) {
         if (faiss_Index_search(v->fx, 1, q, (idx_t)kc, dist, lab) != 0) {
             /* Search is const in FAISS; v->ferr is not written from here
              * (readers run concurrently), the message is dropped. */
             return SC_EBACKEND;
         }
-        size_t dead = 0, got = 0;
-        nt = 0;
-        for (size_t i = 0; i < kc; i++) {
-            if (lab[i] < 0) {
-                break;
-            }
-            got++;
-            uint32_t s = (uint32_t)lab[i];
-            if (v->state[s] != S_LIVE) {
-                dead++;
-                continue;
-            }
-            float e = exact(v, q, s);
-            if (e >= threshold) {
-                top_push(top, &nt, k, e, s);
-            }
-        }
-        /* Tombstones crowded the candidates out: ask again for more. */
-        if (dead == 0 || got - dead >= k || got < kc || kc >= total ||
-            kc >= MAX_CAND) {
+        if (!rescore(v, q, lab, kc, total, k, threshold, top, &nt)) {
             break;
         }
-        kc = kc * 4 > MAX_CAND ? MAX_CAND : kc * 4;
+        kc = grow_kc(kc, total);
     }
     emit(v, top, nt, threshold, hits, nhits);
     return SC_OK;
+}
+
+/* Caller holds sw for reading. */
+static sc_err search_one(ivf *v, const float *q, unsigned k, float threshold,
+                         sc_hit *hits, unsigned *nhits)
+{
+    if (v->fx == NULL) {
+        scan_exact(v, q, k, threshold, hits, nhits);
+        return SC_OK;
+    }
+    size_t total = (size_t)faiss_Index_ntotal(v->fx);
+    return search_from(v, q, k, threshold, first_kc(v, k, total), hits,
+                       nhits);
 }
 
 static sc_err ivf_search(void *state, const float *q, unsigned k,
@@ -843,6 +879,16 @@ static sc_err ivf_search(void *state, const float *q, unsigned k,
     return rc;
 }
 
+/* Most bytes of FAISS results one batched call asks for: queries go to FAISS
+ * in chunks of at most this many results' worth. */
+#define BATCH_RESULT_BYTES (4u << 20)
+
+/* A trained batch goes to FAISS as one search of many queries (the coarse
+ * quantizer becomes one matrix product, FAISS may spread the queries over
+ * its threads), then each query's candidates are re-scored exactly as a
+ * single search does, and a query whose candidates were crowded out by
+ * tombstones goes on alone exactly as it would have, so batch and single
+ * answers agree. */
 static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
                                unsigned k, float threshold, sc_hit *hits,
                                unsigned *nhits)
@@ -850,10 +896,61 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
     ivf *v = state;
     pthread_rwlock_rdlock(&v->sw);
     sc_err rc = SC_OK;
-    for (size_t i = 0; i < nq && rc == SC_OK; i++) {
-        rc = search_one(v, qs + i * v->dim, k, threshold, hits + i * k,
-                        nhits + i);
+    if (v->fx == NULL) {
+        for (size_t i = 0; i < nq; i++) {
+            scan_exact(v, qs + i * v->dim, k, threshold, hits + i * k,
+                       nhits + i);
+        }
+        goto out;
     }
+    size_t total = (size_t)faiss_Index_ntotal(v->fx);
+    size_t kc = first_kc(v, k, total);
+    size_t chunk = BATCH_RESULT_BYTES / (kc ? kc : 1) /
+                   (sizeof(float) + sizeof(idx_t));
+    if (chunk == 0) {
+        chunk = 1;
+    }
+    if (chunk > nq) {
+        chunk = nq;
+    }
+    float *dist = kc ? malloc(chunk * kc * sizeof(*dist)) : NULL;
+    idx_t *lab = kc ? malloc(chunk * kc * sizeof(*lab)) : NULL;
+    if (kc == 0 || dist == NULL || lab == NULL) {
+        /* Empty index, or no memory for the batch: one query at a time
+         * gives the same answers. */
+        free(dist);
+        free(lab);
+        for (size_t i = 0; i < nq && rc == SC_OK; i++) {
+            rc = search_from(v, qs + i * v->dim, k, threshold, kc,
+                             hits + i * k, nhits + i);
+        }
+        goto out;
+    }
+    for (size_t b = 0; b < nq && rc == SC_OK; b += chunk) {
+        size_t nb = nq - b < chunk ? nq - b : chunk;
+        const float *bq = qs + b * v->dim;
+        if (faiss_Index_search(v->fx, (idx_t)nb, bq, (idx_t)kc, dist, lab) !=
+            0) {
+            rc = SC_EBACKEND;
+            break;
+        }
+        for (size_t i = 0; i < nb && rc == SC_OK; i++) {
+            const float *q = bq + i * v->dim;
+            cand top[SC_INDEX_MAX_K];
+            unsigned nt = 0;
+            if (rescore(v, q, lab + i * kc, kc, total, k, threshold, top,
+                        &nt)) {
+                rc = search_from(v, q, k, threshold, grow_kc(kc, total),
+                                 hits + (b + i) * k, nhits + b + i);
+            } else {
+                emit(v, top, nt, threshold, hits + (b + i) * k,
+                     nhits + b + i);
+            }
+        }
+    }
+    free(dist);
+    free(lab);
+out:
     pthread_rwlock_unlock(&v->sw);
     return rc;
 }

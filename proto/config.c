@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include "proto/config.h"
 
+#include "proto/proxy.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -41,6 +43,9 @@ void sc_config_fini(sc_config *cfg)
     free(cfg->prices);
     free(cfg->data_dir);
     free(cfg->embed_table);
+    for (unsigned i = 0; i < cfg->nproxy_args; i++) {
+        free(cfg->proxy_args[i]);
+    }
     free(cfg->ns);
     free(cfg->targets);
     for (size_t i = 0; i < cfg->nkeys; i++) {
@@ -122,6 +127,78 @@ static sc_err get_str(ctx *x, const char *key, json_t *v, size_t max,
     }
     return sc_config_set_str(slot, s) == SC_OK ? SC_OK
                                                : bad(x, key, "out of memory");
+}
+
+/* "proxy": {key: value} as the proxy's flags, each checked as the flag's
+ * value would be. */
+static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
+{
+    static const struct {
+        const char *key, *flag;
+        bool number;
+    } keys[SC_CONFIG_PROXY_KEYS] = {
+        {"upstream", "--upstream", false},
+        {"upstream_timeout", "--upstream-timeout", true},
+        {"ns", "--proxy-ns", false},
+        {"workers", "--proxy-workers", true},
+        {"history", "--proxy-history", false},
+        {"store", "--proxy-store", false},
+        {"embed_model", "--proxy-embed-model", false},
+    };
+    if (!json_is_object(v)) {
+        return bad(x, "proxy", "must be an object");
+    }
+    for (unsigned i = 0; i < cfg->nproxy_args; i++) {
+        free(cfg->proxy_args[i]);
+    }
+    cfg->nproxy_args = 0;
+    const char *k;
+    json_t *jv;
+    json_object_foreach(v, k, jv)
+    {
+        char full[64];
+        snprintf(full, sizeof(full), "proxy.%.50s", k);
+        unsigned i = 0;
+        while (i < SC_CONFIG_PROXY_KEYS && strcmp(keys[i].key, k) != 0) {
+            i++;
+        }
+        if (i == SC_CONFIG_PROXY_KEYS) {
+            return bad(x, full, "unknown key");
+        }
+        char num[32];
+        const char *val;
+        if (keys[i].number) {
+            if (!json_is_integer(jv) || json_integer_value(jv) < 0) {
+                return bad(x, full, "must be a non-negative integer");
+            }
+            snprintf(num, sizeof(num), "%lld",
+                     (long long)json_integer_value(jv));
+            val = num;
+        } else {
+            if (!json_is_string(jv) ||
+                strlen(json_string_value(jv)) != json_string_length(jv)) {
+                return bad(x, full, "must be a string with no NUL");
+            }
+            val = json_string_value(jv);
+        }
+        sc_proxy_config scratch;
+        sc_proxy_config_init(&scratch);
+        char why[256];
+        if (sc_proxy_parse_flag(&scratch, keys[i].flag, val, why,
+                                sizeof(why)) != 1) {
+            return bad(x, full, "%s", why);
+        }
+        if (cfg->nproxy_args + 2 > 2 * SC_CONFIG_PROXY_KEYS ||
+            (cfg->proxy_args[cfg->nproxy_args] = strdup(keys[i].flag)) ==
+                NULL ||
+            (cfg->proxy_args[cfg->nproxy_args + 1] = strdup(val)) == NULL) {
+            free(cfg->proxy_args[cfg->nproxy_args]);
+            cfg->proxy_args[cfg->nproxy_args] = NULL;
+            return bad(x, full, "out of memory");
+        }
+        cfg->nproxy_args += 2;
+    }
+    return SC_OK;
 }
 
 static sc_err parse_listen(ctx *x, sc_config *cfg, json_t *v)
@@ -589,6 +666,8 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                     rc = bad(&x, k,
                              "must be \"always\", \"everysec\" or \"no\"");
                 }
+            } else if (strcmp(k, "proxy") == 0) {
+                rc = parse_proxy(&x, cfg, v);
             } else if (strcmp(k, "compact_bytes") == 0) {
                 rc = get_int(&x, k, v, 1u << 20, 1ull << 50,
                              &cfg->compact_bytes);

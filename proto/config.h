@@ -17,6 +17,7 @@
 #define SC_CONFIG_DEFAULT_DATA_DIR "/var/lib/semcached"
 #define SC_CONFIG_EMBED_FILE       "embeddings.sctab" /* = SC_EMBED_DEFAULT_FILE */
 #define SC_CONFIG_STATE_DIR        "state" /* under data_dir */
+#define SC_CONFIG_PROXY_KEYS       7       /* keys of the "proxy" object */
 #define SC_CONFIG_MAX_NS           256 /* namespaces a file may declare */
 #define SC_CONFIG_PATH_MAX         4096
 #define SC_CONFIG_MAX_KEYS         1024 /* access keys */
@@ -45,6 +46,11 @@ typedef struct sc_config {
     sc_fsync fsync;         /* default everysec */
     bool repair;            /* flag only: --repair */
     uint64_t compact_bytes; /* 0 = SC_PERSIST_COMPACT_MIN_DEFAULT */
+    /* The "proxy" object (docs/PROXY.md) as semcached's proxy flags and
+     * their values, proxy_args[2i] the flag ("--upstream"), [2i + 1] the
+     * value, checked by sc_proxy_parse_flag at load; owned. */
+    char *proxy_args[2 * SC_CONFIG_PROXY_KEYS];
+    unsigned nproxy_args; /* strings in proxy_args */
     sc_cache_config cache;
     sc_config_ns *ns; /* ns[0..nns), owned */
     size_t nns;
@@ -75,6 +81,8 @@ void sc_config_fini(sc_config *cfg);
  *   persist       bool (default true): keep the cache in data_dir/state
  *   fsync         "always", "everysec" (default) or "no"
  *   compact_bytes log size that starts a compaction, 1 MiB..2^50
+ *   proxy         {upstream, upstream_timeout (ms), ns, workers, history,
+ *                  store, embed_model}: the OpenAI proxy's flags
  *   max_namespaces, max_bytes, max_entries   as the flags
  *   cost_targets  {"namespaces": {NAME: dollars}, "features": {TAG:
  *                  dollars}}: the most a request should cost

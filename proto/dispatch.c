@@ -220,18 +220,28 @@ static bool ns_allowed(const sc_key *key, const char *ns, bool write)
     return false;
 }
 
-sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
-                                         size_t n, const char *ns, bool write)
+/* The configured key key[0..n) is (d has keys), or NULL, counted as an
+ * unauthorized request. */
+static const sc_key *known_key(sc_dispatch *d, const char *key, size_t n)
 {
-    if (d->nkeys == 0) {
-        return SC_ACCESS_OK;
-    }
     const sc_key *k =
         key != NULL && n <= UINT32_MAX
             ? find_key(d, (const uint8_t *)key, (uint32_t)n)
             : NULL;
     if (k == NULL) {
         __atomic_add_fetch(&d->counts.unauthorized, 1, __ATOMIC_RELAXED);
+    }
+    return k;
+}
+
+sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
+                                         size_t n, const char *ns, bool write)
+{
+    if (d->nkeys == 0) {
+        return SC_ACCESS_OK;
+    }
+    const sc_key *k = known_key(d, key, n);
+    if (k == NULL) {
         return SC_ACCESS_UNAUTHORIZED;
     }
     if (!ns_allowed(k, ns, write)) {
@@ -247,12 +257,8 @@ sc_dispatch_access sc_dispatch_check_admin(sc_dispatch *d, const char *key,
     if (d->nkeys == 0) {
         return SC_ACCESS_OK;
     }
-    const sc_key *k =
-        key != NULL && n <= UINT32_MAX
-            ? find_key(d, (const uint8_t *)key, (uint32_t)n)
-            : NULL;
+    const sc_key *k = known_key(d, key, n);
     if (k == NULL) {
-        __atomic_add_fetch(&d->counts.unauthorized, 1, __ATOMIC_RELAXED);
         return SC_ACCESS_UNAUTHORIZED;
     }
     if (!k->admin) {

@@ -1030,28 +1030,45 @@ static void miss_header(const preq *pr, const char *why_not, char *xsc,
              why_not != NULL ? why_not : "");
 }
 
-/* A plain request upstream: the answer goes back unchanged, and is stored
- * when admitted. */
-static void forward_plain(preq *pr, CURL *c)
+/* The chat request upstream, its body going to write(arg): the call's code,
+ * HTTP status and content type (owned by c). false when its headers could
+ * not be made (answered 500 then). */
+static bool call_upstream(preq *pr, CURL *c, bool stream,
+                          curl_write_callback write, void *arg, CURLcode *cc,
+                          long *status, char **ctype)
 {
     sc_proxy *p = pr->p;
     struct curl_slist *h = upstream_headers(pr);
     if (h == NULL) {
         reply_error(pr, 500, "semcache_error", "internal", "out of memory",
                     NULL, false);
+        return false;
+    }
+    setup_call(c, p, p->chat_url, h, pr->body, pr->len, stream);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, arg);
+    count(p, &p->counts.upstream);
+    *cc = curl_easy_perform(c);
+    curl_slist_free_all(h);
+    *status = 0;
+    *ctype = NULL;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, ctype);
+    return true;
+}
+
+/* A plain request upstream: the answer goes back unchanged, and is stored
+ * when admitted. */
+static void forward_plain(preq *pr, CURL *c)
+{
+    sc_proxy *p = pr->p;
+    buf b = {.max = p->body_max};
+    CURLcode cc;
+    long status;
+    char *ctype;
+    if (!call_upstream(pr, c, false, collect_cb, &b, &cc, &status, &ctype)) {
         return;
     }
-    buf b = {.max = p->body_max};
-    setup_call(c, p, p->chat_url, h, pr->body, pr->len, false);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    count(p, &p->counts.upstream);
-    CURLcode cc = curl_easy_perform(c);
-    curl_slist_free_all(h);
-    long status = 0;
-    char *ctype = NULL;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
     char xsc[256], msg[300];
     if (cc != CURLE_OK || status < 100 || status > 599) {
         const char *code;
@@ -1204,25 +1221,15 @@ static size_t sse_cb(char *d, size_t sz, size_t nm, void *arg)
 static void forward_stream(preq *pr, CURL *c)
 {
     sc_proxy *p = pr->p;
-    struct curl_slist *h = upstream_headers(pr);
-    if (h == NULL) {
-        reply_error(pr, 500, "semcache_error", "internal", "out of memory",
-                    NULL, false);
-        return;
-    }
     sse s = {.pr = pr, .c = c};
     s.err.max = s.content.max = p->body_max;
     s.line.max = p->body_max;
-    setup_call(c, p, p->chat_url, h, pr->body, pr->len, true);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sse_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-    count(p, &p->counts.upstream);
-    CURLcode cc = curl_easy_perform(c);
-    curl_slist_free_all(h);
-    long status = 0;
-    char *ctype = NULL;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
+    CURLcode cc;
+    long status;
+    char *ctype;
+    if (!call_upstream(pr, c, true, sse_cb, &s, &cc, &status, &ctype)) {
+        return;
+    }
     char xsc[256], msg[300];
     if (!s.started && !s.failed) {
         /* Not a stream: an error answer (relayed), or a failed call. */

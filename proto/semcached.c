@@ -343,6 +343,16 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
                     argv[i + 1]);
         }
     }
+    /* The file's "proxy" settings, which the flags below override. */
+    for (unsigned i = 0; i + 1 < cfg->nproxy_args; i += 2) {
+        char msg[256];
+        if (sc_proxy_parse_flag(pcfg, cfg->proxy_args[i],
+                                cfg->proxy_args[i + 1], msg,
+                                sizeof(msg)) != 1) {
+            fprintf(stderr, "semcached: bad configuration: %s\n", msg);
+            return 2;
+        }
+    }
     bool listen_flag = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "proto/config.h"
+#include "proto/proxy.h"
 #include "tests/test_util.h"
 
 static char dir[] = "/tmp/sc_test_config_XXXXXX";
@@ -46,6 +47,8 @@ static void test_good(void)
         " \"data_dir\": \"/srv/sc\", \"max_namespaces\": 7,\n"
         " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
         "2097152,\n"
+        " \"proxy\": {\"upstream\": \"http://127.0.0.1:9\", \"workers\": 3,\n"
+        "   \"history\": \"single\", \"store\": \"stop,length\"},\n"
         " \"max_bytes\": 1000000, \"max_entries\": 500,\n"
         " \"namespaces\": {\"faq\": {\"dim\": 384, \"storage\": \"int8\",\n"
         "   \"threshold\": 0.85, \"margin\": 0.02, \"ttl\": 3600,\n"
@@ -68,6 +71,22 @@ static void test_good(void)
     CHECK(!cfg.persist);
     CHECK_EQ_INT(cfg.fsync, SC_FSYNC_ALWAYS);
     CHECK_EQ_INT(cfg.compact_bytes, 2097152);
+    CHECK_EQ_INT(cfg.nproxy_args, 8);
+    if (cfg.nproxy_args == 8) {
+        sc_proxy_config pc;
+        sc_proxy_config_init(&pc);
+        char why[128];
+        for (unsigned i = 0; i < 8; i += 2) {
+            CHECK(sc_proxy_parse_flag(&pc, cfg.proxy_args[i],
+                                      cfg.proxy_args[i + 1], why,
+                                      sizeof(why)) == 1);
+        }
+        CHECK(pc.upstream != NULL &&
+              strcmp(pc.upstream, "http://127.0.0.1:9") == 0);
+        CHECK_EQ_INT(pc.workers, 3);
+        CHECK_EQ_INT(pc.history, SC_PROXY_HISTORY_SINGLE);
+        CHECK(pc.store_truncated && !pc.store_tool_calls);
+    }
     char state[256];
     CHECK(sc_config_state_path(&cfg, state, sizeof(state)) == SC_OK &&
           strcmp(state, "/srv/sc/state") == 0);
@@ -187,6 +206,12 @@ static void test_bad(void)
         {"{\"fsync\": \"sometimes\"}", "'fsync'"},
         {"{\"fsync\": true}", "'fsync'"},
         {"{\"compact_bytes\": 1000}", "'compact_bytes'"},
+        {"{\"proxy\": []}", "'proxy'"},
+        {"{\"proxy\": {\"upstreams\": \"x\"}}", "'proxy.upstreams'"},
+        {"{\"proxy\": {\"history\": \"all\"}}", "'proxy.history'"},
+        {"{\"proxy\": {\"workers\": \"4\"}}", "'proxy.workers'"},
+        {"{\"proxy\": {\"upstream_timeout\": 0}}",
+         "'proxy.upstream_timeout'"},
         {"{\"max_bytes\": 0}", "'max_bytes'"},
         {"{\"namespaces\": []}", "'namespaces'"},
         {"{\"namespaces\": {\"a b\": {}}}", "namespaces.a b"},

@@ -1,7 +1,8 @@
 /* test_ivf.c - the FAISS IVF backends against flat on clustered data:
  * recall, exact re-scoring (threshold edges identical to flat), deletes never
- * served, re-insert, the automatic background switch under concurrent
- * readers and writers, and save/load. Exits 77 when built without FAISS. */
+ * served, re-insert, batch answers equal to single ones, the automatic
+ * background switch under concurrent readers and writers, and save/load.
+ * Exits 77 when built without FAISS. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
@@ -266,6 +267,60 @@ static void test_static(const char *backend, double min_recall)
     sc_index_close(flat);
 }
 
+/* ---- batch search: one FAISS call, the same answers as single calls ---- */
+
+/* Every query's batch answer equals its single answer: ids, order and
+ * similarities (both re-score with the same kernel). */
+static void check_batch(sc_index *ix, unsigned k, float threshold)
+{
+    static sc_hit bh[NQ * SC_INDEX_MAX_K];
+    static unsigned bn[NQ];
+    CHECK(sc_index_search_batch(ix, queries, NQ, k, threshold, bh, bn) ==
+          SC_OK);
+    int same = 1;
+    for (int q = 0; q < NQ; q++) {
+        sc_hit h[SC_INDEX_MAX_K];
+        unsigned nh = 0;
+        CHECK(sc_index_search(ix, queries + (size_t)q * D, k, threshold, h,
+                              &nh) == SC_OK);
+        same &= nh == bn[q];
+        for (unsigned i = 0; i < nh && i < bn[q]; i++) {
+            same &= h[i].id == bh[q * k + i].id &&
+                    h[i].similarity == bh[q * k + i].similarity;
+        }
+    }
+    CHECK(same);
+}
+
+static void test_batch(const char *backend)
+{
+    sc_index *ix = open_ix(backend, 128, 16, SC_INDEX_TRAIN_MANUAL);
+    for (size_t i = 0; i < N; i++) {
+        CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
+    }
+    check_batch(ix, 4, -1.0f); /* untrained: exact scans */
+    CHECK(sc_index_train(ix) == SC_OK);
+    check_batch(ix, 1, -1.0f);
+    check_batch(ix, 4, -1.0f);
+    check_batch(ix, SC_INDEX_MAX_K, 0.8f);
+    /* Tombstones that fill the first 32 candidates of some queries: those
+     * go on alone with more candidates, and still agree. */
+    for (int q = 0; q < 20; q++) {
+        for (int round = 0; round < 2; round++) {
+            sc_hit h[SC_INDEX_MAX_K];
+            unsigned nh = 0;
+            CHECK(sc_index_search(ix, queries + (size_t)q * D,
+                                  SC_INDEX_MAX_K, -1.0f, h, &nh) == SC_OK);
+            for (unsigned i = 0; i < nh; i++) {
+                CHECK(sc_index_remove(ix, h[i].id) == SC_OK);
+            }
+        }
+    }
+    check_batch(ix, SC_INDEX_MAX_K, -1.0f);
+    check_batch(ix, 1, 0.5f);
+    sc_index_close(ix);
+}
+
 /* ---- the automatic switch under concurrent readers and a writer -------- */
 
 #define CN 24000
@@ -385,6 +440,8 @@ int main(void)
     }
     test_static("ivf-flat", 0.95);
     test_static("ivf-sq8", 0.93);
+    test_batch("ivf-flat");
+    test_batch("ivf-sq8");
     test_auto();
     free(data);
     free(queries);

@@ -45,9 +45,11 @@ class Proxy:
         self.dir = tempfile.mkdtemp(prefix="semcache-proxy-")
         self.port = free_port()
         nport = free_port()
+        # upstream None: the configuration file (in extra) names it.
+        up = ["--upstream", upstream] if upstream is not None else []
         self.proc = subprocess.Popen(
             [server, "--listen", f"tcp://127.0.0.1:{nport}", "--http",
-             f"127.0.0.1:{self.port}", "--upstream", upstream,
+             f"127.0.0.1:{self.port}", *up,
              "--embed-table", table, "--data-dir", self.dir, *PERSIST,
              *extra],
             stderr=subprocess.PIPE, text=True)
@@ -485,6 +487,30 @@ def test_policy_single(server, table, fake):
     p.stop()
 
 
+def test_config_file(server, table, fake, tmp):
+    """The "proxy" object of --config turns the proxy on, as the flags do;
+    a flag overrides it."""
+    conf = os.path.join(tmp, "proxy.json")
+    with open(conf, "w") as f:
+        json.dump({"proxy": {"upstream": fake.url, "history": "single",
+                             "workers": 2}}, f)
+    msgs = [{"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Where is my parcel?"}]
+    p = Proxy(server, table, None, "--config", conf)
+    st, hs, _ = p.chat("", messages=msgs)
+    check(st == 200 and xsc(hs) == "bypass; reason=multi_turn",
+          f"config proxy.upstream and proxy.history single ({xsc(hs)})")
+    p.stop()
+    p = Proxy(server, table, None, "--config", conf, "--proxy-history",
+              "exact")
+    p.chat("", messages=msgs)
+    st, hs, _ = p.chat("", messages=msgs)
+    check(xsc(hs).startswith("hit"),
+          f"--proxy-history overrides the file's ({xsc(hs)})")
+    p.stop()
+
+
 def test_keys(server, table, fake, tmp):
     rw = "proxy-writer-key-0123456789"
     ro = "proxy-reader-key-0123456789"
@@ -574,6 +600,7 @@ def main():
     test_timeout(a.server, a.table, fake)
     test_policy_single(a.server, a.table, fake)
     test_keys(a.server, a.table, fake, tmp)
+    test_config_file(a.server, a.table, fake, tmp)
     test_upstream_embed(a.server, a.table, fake)
     fake.stop()
     p_, f_ = test_semcache.passed, test_semcache.failed
