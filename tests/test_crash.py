@@ -72,8 +72,10 @@ class Server:
     def __init__(self, exe, data, fsync, http=False):
         self.port = free_port()
         self.http_port = free_port() if http else None
+        # Compactions from 1 MiB of log: kills land in them too.
         args = [exe, "--listen", f"tcp://127.0.0.1:{self.port}",
-                "--data-dir", data, "--fsync", fsync, "--threads", "2"]
+                "--data-dir", data, "--fsync", fsync, "--threads", "2",
+                "--compact-bytes", "1048576"]
         if http:
             args += ["--http", f"127.0.0.1:{self.http_port}"]
         self.log = open(os.path.join(data, "server.log"), "ab")
@@ -239,6 +241,14 @@ def crash_rounds(exe, rounds, fsync, rng, poll=False):
         # Every acknowledged insert of every round, once more at the end.
         verify(srv.port, all_acked, [], f"{fsync} after {rounds} rounds")
         check(srv.stop() == 0, f"{fsync}: semcached exits 0 on SIGTERM")
+        with open(os.path.join(data, "server.log"), errors="replace") as f:
+            log = f.read()
+        compactions = log.count("compacted:")
+        torn = log.count("cut off a torn last record")
+        check(compactions > 0, f"{fsync}: compactions ran ({compactions})")
+        check("corrupt" not in log, f"{fsync}: no corrupt record at a start")
+        print(f"  {fsync}: {compactions} compactions, {torn} starts cut a "
+              "torn last record")
     finally:
         shutil.rmtree(data, ignore_errors=True)
     return len(all_acked), total_inflight, exposure

@@ -685,6 +685,55 @@ static void test_restore_caps(void)
     sc_cache_close(c);
 }
 
+/* A crash in the middle of a compaction: log.3 begun, snap.3 still a .tmp.
+ * The start deletes the .tmp, loads snap.2, replays log.2 then log.3. */
+static void test_crash_mid_compaction(void)
+{
+    char dir[512], path[600];
+    fresh_dir(dir, sizeof(dir), "midcompact");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    fill(w.c, 10, 800);
+    CHECK(sc_persist_compact(w.p) == SC_OK); /* snap.2, log.2 */
+    for (int i = 10; i < 15; i++) {
+        char t[64], r[64];
+        snprintf(t, sizeof(t), "question %d", i);
+        snprintf(r, sizeof(r), "answer %d", i);
+        CHECK(put(w.c, "default", t, r, true, 800 + (uint64_t)i, NULL) ==
+              SC_OK);
+    }
+    world_close(&w);
+    /* log.3: log.2's header with generation 3; a half-written snap.3.tmp. */
+    unsigned char hdr[16];
+    snprintf(path, sizeof(path), "%s/log.2", dir);
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL && fread(hdr, 1, 16, f) == 16);
+    if (f != NULL) {
+        fclose(f);
+    }
+    hdr[8] = 3;
+    snprintf(path, sizeof(path), "%s/log.3", dir);
+    f = fopen(path, "wb");
+    CHECK(f != NULL && fwrite(hdr, 1, 16, f) == 16);
+    if (f != NULL) {
+        fclose(f);
+    }
+    append_bytes(dir, "snap.3.tmp", "SCSNP", 5);
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK(w.st.snapshot && w.st.logs == 2);
+    CHECK_EQ_INT(w.st.generation, 3);
+    CHECK_EQ_INT(count_served(w.c, 15), 15);
+    CHECK(file_size(dir, "snap.3.tmp") < 0);
+    /* Writes go on in log.3, and survive the next start. */
+    CHECK(put(w.c, "default", "question 15", "answer 15", true, 815, NULL) ==
+          SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK_EQ_INT(count_served(w.c, 16), 16);
+    world_close(&w);
+}
+
 int main(void)
 {
     snprintf(root, sizeof(root), "/tmp/semcache-persist-test-%d",
@@ -699,6 +748,7 @@ int main(void)
     test_lock();
     test_write_failure();
     test_restore_caps();
+    test_crash_mid_compaction();
     test_replay_garbage();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
