@@ -868,7 +868,10 @@ static float word_sim(const sc_embed *e, const sc_embed_params *p,
     for (uint32_t d = 0; d < e->dim; d++) {
         dot += x[d] * y[d];
     }
-    return dot * e->inv_norm[a->idx] * e->inv_norm[b->idx];
+    /* A table of huge (finite) values can overflow the dot product: such
+     * a pair matches nothing rather than poisoning the score. */
+    float s = dot * e->inv_norm[a->idx] * e->inv_norm[b->idx];
+    return isfinite(s) ? (s > 1.0f ? 1.0f : s < -1.0f ? -1.0f : s) : 0.0f;
 }
 
 /* Of a against b: the unmatched content mass, the aligned mass (each word's
@@ -942,6 +945,9 @@ float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
         }
     }
     double r = base - pen;
+    if (!isfinite(r)) {
+        r = cosine; /* weights of a hostile table; the cosine stands */
+    }
     if (r < -1.0) {
         r = -1.0;
     } else if (r > 1.0) {
