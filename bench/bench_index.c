@@ -80,7 +80,7 @@ typedef struct opts {
     int ivf;                    /* --backend ivf */
     unsigned nprobes[MAX_LIST]; /* --nprobe */
     unsigned nnp;
-    unsigned nlist; /* --nlist, 0 = about sqrt(N) */
+    unsigned nlist;      /* --nlist, 0 = about sqrt(N) */
     size_t flat_queries; /* ivf: --flat-queries, 0 = all of them */
     int ivf_kinds;       /* ivf: --ivf-kinds bits, 1 = ivf-flat, 2 = sq8 */
 } opts;
@@ -438,7 +438,8 @@ static int parse_args(int argc, char **argv, opts *o)
             char tail;
             if (sscanf(val, "%lf,%lf%c", &lo, &hi, &tail) != 2 ||
                 !(lo >= 0.0 && hi >= lo && hi <= 10.0)) {
-                return bad_arg(flag, val, "want LO,HI with 0 <= LO <= HI <= 10");
+                return bad_arg(flag, val,
+                               "want LO,HI with 0 <= LO <= HI <= 10");
             }
             *(flag[2] == 'q' ? &g_qnoise_min : &g_noise_min) = lo;
             *(flag[2] == 'q' ? &g_qnoise_span : &g_noise_span) = hi - lo;
@@ -1715,8 +1716,8 @@ typedef struct ivf_row {
 
 /* Single-query throughput over the query set (k = 1, threshold -1), cycling
  * for about o->seconds; the first pass gives each query's top-1 id. */
-static double ivf_time(const opts *o, sc_index *ix, const float *qs,
-                       size_t nq, unsigned d, uint64_t *ids, float *sims)
+static double ivf_time(const opts *o, sc_index *ix, const float *qs, size_t nq,
+                       unsigned d, uint64_t *ids, float *sims)
 {
     size_t done = 0;
     double t0 = sc_bench_now(), el = 0.0;
@@ -1769,14 +1770,15 @@ static double same_share(const uint64_t *a, const float *as, const uint64_t *b,
 {
     size_t same = 0;
     for (size_t i = 0; i < nq; i++) {
-        same += a[i] == b[i] && (as[i] == bs[i] || (isnan(as[i]) &&
-                                                    isnan(bs[i])));
+        same +=
+            a[i] == b[i] && (as[i] == bs[i] || (isnan(as[i]) && isnan(bs[i])));
     }
     return (double)same / (double)nq;
 }
 
-static sc_index *ivf_build(const char *backend, const opts *o, const float *data,
-                           size_t n, unsigned d, double *build_s)
+static sc_index *ivf_build(const char *backend, const opts *o,
+                           const float *data, size_t n, unsigned d,
+                           double *build_s)
 {
     sc_index_params p;
     sc_index_params_init(&p);
@@ -1845,8 +1847,8 @@ static int ivf_main(const opts *o)
     if (!o->json) {
         printf("bench_index --backend ivf: FAISS IVF (via sc_index, exact "
                "re-scoring) against flat f32, one query thread, k=1\n");
-        printf("Machine: %s, %ld cores, %.0f GiB; run %s; tier %s\n",
-               m.cpu, m.cores, (double)m.mem_bytes / (1u << 30), m.date,
+        printf("Machine: %s, %ld cores, %.0f GiB; run %s; tier %s\n", m.cpu,
+               m.cores, (double)m.mem_bytes / (1u << 30), m.date,
                sc_simd_active()->name);
         printf("Data: %zu centres, noise norm %.2f..%.2f around them, %.0f%% "
                "near-duplicates; query noise %.2f..%.2f around a base "
@@ -1907,8 +1909,8 @@ static int ivf_main(const opts *o)
                         "bench_index: N=%zu d=%u: exact top-1 is not the "
                         "query's base vector for %.1f%% of %zu queries, of "
                         "another centre for %.1f%%\n",
-                       n, d, 100.0 * (double)not_base / (double)nq, nq,
-                       100.0 * (double)other_centre / (double)nq);
+                        n, d, 100.0 * (double)not_base / (double)nq, nq,
+                        100.0 * (double)other_centre / (double)nq);
             }
             double bs, agree, err, flat_qps;
             sc_index *ix = ivf_build("flat", o, data, n, d, &bs);
@@ -1916,16 +1918,25 @@ static int ivf_main(const opts *o)
                 failed = 1;
                 goto next;
             }
-            size_t fq = o->flat_queries && o->flat_queries < nq
-                            ? o->flat_queries
-                            : nq;
+            size_t fq =
+                o->flat_queries && o->flat_queries < nq ? o->flat_queries : nq;
             flat_qps = ivf_time(o, ix, qs, fq, d, ids, sims);
             double flat_bqps =
                 ivf_time_batch(o, ix, qs, fq, d, bsz, bhits, bnh, bids, bsims);
             sc_index_close(ix);
             score(data, d, qs, fq, ref, refs, ids, sims, &agree, &err);
-            ivf_row fr = {"flat", n, d, 0, 0, agree, flat_qps, 1.0, bs, bsz,
-                          flat_bqps, 1.0,
+            ivf_row fr = {"flat",
+                          n,
+                          d,
+                          0,
+                          0,
+                          agree,
+                          flat_qps,
+                          1.0,
+                          bs,
+                          bsz,
+                          flat_bqps,
+                          1.0,
                           same_share(ids, sims, bids, bsims, fq)};
             ivf_print(o, &fr);
             static const char *const kinds[] = {"ivf-flat", "ivf-sq8"};
@@ -1952,8 +1963,18 @@ static int ivf_main(const opts *o)
                     score(data, d, qs, nq, ref, refs, ids, sims, &agree, &err);
                     double bq = ivf_time_batch(o, ix, qs, nq, d, bsz, bhits,
                                                bnh, bids, bsims);
-                    ivf_row r = {"", n, d, nlist, nps[pi], agree, qps,
-                                 qps / flat_qps, bs, bsz, bq, bq / flat_bqps,
+                    ivf_row r = {"",
+                                 n,
+                                 d,
+                                 nlist,
+                                 nps[pi],
+                                 agree,
+                                 qps,
+                                 qps / flat_qps,
+                                 bs,
+                                 bsz,
+                                 bq,
+                                 bq / flat_bqps,
                                  same_share(ids, sims, bids, bsims, nq)};
                     snprintf(r.backend, sizeof(r.backend), "%s", kinds[k]);
                     ivf_print(o, &r);

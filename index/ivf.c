@@ -297,8 +297,8 @@ static sc_err flush_removals(ivf *v)
             return faiss_fail(v, "IDSelectorBatch_new");
         }
         size_t nrem = 0;
-        int frc = faiss_Index_remove_ids(v->fx, (const FaissIDSelector *)sel,
-                                         &nrem);
+        int frc =
+            faiss_Index_remove_ids(v->fx, (const FaissIDSelector *)sel, &nrem);
         sc_err rc = frc != 0 ? faiss_fail(v, "remove_ids") : SC_OK;
         faiss_IDSelector_free((FaissIDSelector *)sel);
         free(lab);
@@ -671,8 +671,7 @@ static sc_err ivf_get(void *state, uint64_t id, float *out)
     uint32_t slot;
     sc_err rc = SC_ENOTFOUND;
     if (sc_idmap_get(&v->map, id, &slot)) {
-        memcpy(out, v->rows + (size_t)slot * v->stride,
-               v->dim * sizeof(float));
+        memcpy(out, v->rows + (size_t)slot * v->stride, v->dim * sizeof(float));
         rc = SC_OK;
     }
     pthread_rwlock_unlock(&v->sw);
@@ -777,8 +776,8 @@ static void scan_exact(const ivf *v, const float *q, unsigned k,
     float sc[256];
     for (size_t b = 0; b < v->n; b += 256) {
         size_t nb = v->n - b < 256 ? v->n - b : 256;
-        v->kern->dot_f32_rows(q, v->rows + b * v->stride, v->stride, nb,
-                              v->dim, sc);
+        v->kern->dot_f32_rows(q, v->rows + b * v->stride, v->stride, nb, v->dim,
+                              sc);
         for (size_t i = 0; i < nb; i++) {
             if (v->state[b + i] == S_LIVE && sc[i] >= threshold) {
                 top_push(top, &nt, k, sc[i], (uint32_t)(b + i));
@@ -865,8 +864,7 @@ static sc_err search_one(ivf *v, const float *q, unsigned k, float threshold,
         return SC_OK;
     }
     size_t total = (size_t)faiss_Index_ntotal(v->fx);
-    return search_from(v, q, k, threshold, first_kc(v, k, total), hits,
-                       nhits);
+    return search_from(v, q, k, threshold, first_kc(v, k, total), hits, nhits);
 }
 
 static sc_err ivf_search(void *state, const float *q, unsigned k,
@@ -888,7 +886,9 @@ static sc_err ivf_search(void *state, const float *q, unsigned k,
  * its threads), then each query's candidates are re-scored exactly as a
  * single search does, and a query whose candidates were crowded out by
  * tombstones goes on alone exactly as it would have, so batch and single
- * answers agree. */
+ * answers agree. (FAISS scores the centroids of 20+ queries with BLAS, of
+ * one with direct dot products: a centroid tie within rounding at the
+ * nprobe-th list could make a batch probe another list.) */
 static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
                                unsigned k, float threshold, sc_hit *hits,
                                unsigned *nhits)
@@ -905,8 +905,8 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
     }
     size_t total = (size_t)faiss_Index_ntotal(v->fx);
     size_t kc = first_kc(v, k, total);
-    size_t chunk = BATCH_RESULT_BYTES / (kc ? kc : 1) /
-                   (sizeof(float) + sizeof(idx_t));
+    size_t chunk =
+        BATCH_RESULT_BYTES / (kc ? kc : 1) / (sizeof(float) + sizeof(idx_t));
     if (chunk == 0) {
         chunk = 1;
     }
@@ -921,8 +921,8 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
         free(dist);
         free(lab);
         for (size_t i = 0; i < nq && rc == SC_OK; i++) {
-            rc = search_from(v, qs + i * v->dim, k, threshold, kc,
-                             hits + i * k, nhits + i);
+            rc = search_from(v, qs + i * v->dim, k, threshold, kc, hits + i * k,
+                             nhits + i);
         }
         goto out;
     }
@@ -943,8 +943,7 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
                 rc = search_from(v, q, k, threshold, grow_kc(kc, total),
                                  hits + (b + i) * k, nhits + b + i);
             } else {
-                emit(v, top, nt, threshold, hits + (b + i) * k,
-                     nhits + b + i);
+                emit(v, top, nt, threshold, hits + (b + i) * k, nhits + b + i);
             }
         }
     }
@@ -1135,12 +1134,11 @@ static sc_err load_auto(const sc_index_params *p, const char *path, void **o)
 }
 
 #define IVF_OPS(open_fn, load_fn)                                              \
-    .open = open_fn, .close = ivf_close, .add = ivf_add,                       \
-    .remove = ivf_remove, .get = ivf_get, .search = ivf_search,                \
-    .search_batch = ivf_search_batch, .compact = ivf_compact,                  \
-    .count = ivf_count, .memory = ivf_memory, .train = ivf_train,              \
-    .trained = ivf_trained, .set_nprobe = ivf_set_nprobe, .save = ivf_save,    \
-    .load = load_fn
+    .open = open_fn, .close = ivf_close, .add = ivf_add, .remove = ivf_remove, \
+    .get = ivf_get, .search = ivf_search, .search_batch = ivf_search_batch,    \
+    .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
+    .train = ivf_train, .trained = ivf_trained, .set_nprobe = ivf_set_nprobe,  \
+    .save = ivf_save, .load = load_fn
 
 const sc_index_backend sc_index_ivf_flat_backend = {
     .name = "ivf-flat", .version = "1", IVF_OPS(open_flat, load_flat)};
@@ -1173,8 +1171,8 @@ static void nofaiss_close(void *state)
     (void)state;
 }
 
-#define NOFAISS_OPS .open = nofaiss_open, .close = nofaiss_close, \
-    .load = nofaiss_load
+#define NOFAISS_OPS                                                            \
+    .open = nofaiss_open, .close = nofaiss_close, .load = nofaiss_load
 
 const sc_index_backend sc_index_ivf_flat_backend = {
     .name = "ivf-flat", .version = "0 (built without FAISS)", NOFAISS_OPS};

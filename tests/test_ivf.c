@@ -19,16 +19,16 @@ static int failures;
 #define CHECK(cond)                                                            \
     do {                                                                       \
         if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,  \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,   \
                     #cond);                                                    \
             failures++;                                                        \
         }                                                                      \
     } while (0)
 
-#define D        64
-#define N        20000
-#define CENTRES  64
-#define NQ       300
+#define D       64
+#define N       20000
+#define CENTRES 64
+#define NQ      300
 
 static uint64_t rs = 0x1234567ULL;
 
@@ -243,8 +243,7 @@ static void test_static(const char *backend, double min_recall)
                                   &nb) == SC_OK);
             CHECK(na == nb);
             for (unsigned i = 0; i < na && i < nb; i++) {
-                CHECK(a[i].id == b[i].id &&
-                      a[i].similarity == b[i].similarity);
+                CHECK(a[i].id == b[i].id && a[i].similarity == b[i].similarity);
             }
         }
         sc_index_close(back);
@@ -310,8 +309,8 @@ static void test_batch(const char *backend)
         for (int round = 0; round < 2; round++) {
             sc_hit h[SC_INDEX_MAX_K];
             unsigned nh = 0;
-            CHECK(sc_index_search(ix, queries + (size_t)q * D,
-                                  SC_INDEX_MAX_K, -1.0f, h, &nh) == SC_OK);
+            CHECK(sc_index_search(ix, queries + (size_t)q * D, SC_INDEX_MAX_K,
+                                  -1.0f, h, &nh) == SC_OK);
             for (unsigned i = 0; i < nh; i++) {
                 CHECK(sc_index_remove(ix, h[i].id) == SC_OK);
             }
@@ -326,8 +325,8 @@ static void test_batch(const char *backend)
 
 #define CN 24000
 static sc_index *cix;
-static atomic_size_t added;    /* ids < added are in (unless removed) */
-static atomic_size_t removed;  /* multiples of 7 below this are gone */
+static atomic_size_t added;   /* ids < added are in (unless removed) */
+static atomic_size_t removed; /* multiples of 7 below this are gone */
 static atomic_int stop;
 static atomic_int bad;
 
