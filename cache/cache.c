@@ -1141,11 +1141,142 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
     return rc;
 }
 
+typedef struct scope_walk {
+    sc_cache_scope_index_fn fn;
+    void *arg;
+    sc_err rc;
+    size_t trained;
+} scope_walk;
+
+static void walk_scope(sc_hnode *n, void *arg)
+{
+    scope_walk *w = arg;
+    scope *sc = CONTAINER(n, scope, node);
+    if (w->rc == SC_OK && sc->ix != NULL && sc_index_trained(sc->ix)) {
+        w->trained++;
+        if (w->fn != NULL) {
+            w->rc = w->fn(w->arg, sc->name, sc->ix);
+        }
+    }
+}
+
+sc_err sc_cache_scope_indexes(sc_cache *c, const char *nsname,
+                              sc_cache_scope_index_fn fn, void *arg)
+{
+    if (c == NULL || nsname == NULL || fn == NULL) {
+        return SC_EINVAL;
+    }
+    scope_walk w = {fn, arg, SC_OK, 0};
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        sc_htab_each(&s->scopes, walk_scope, &w);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return s == NULL ? SC_ENONS : w.rc;
+}
+
+static void count_trained(sc_cache *c, ns *s, void *arg)
+{
+    (void)c;
+    scope_walk *w = arg;
+    pthread_mutex_lock(&s->mu);
+    sc_htab_each(&s->scopes, walk_scope, w);
+    pthread_mutex_unlock(&s->mu);
+}
+
+size_t sc_cache_trained_scopes(sc_cache *c, const char *nsname)
+{
+    scope_walk w = {NULL, NULL, SC_OK, 0};
+    pthread_rwlock_rdlock(&c->lock);
+    if (nsname == NULL) {
+        each_ns(c, count_trained, &w);
+    } else {
+        ns *s = ns_find(c, nsname);
+        if (s != NULL) {
+            count_trained(c, s, &w);
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return w.trained;
+}
+
+sc_err sc_cache_restore_training(sc_cache *c, const char *nsname,
+                                 const char *scope_name, const char *path)
+{
+    if (c == NULL || nsname == NULL || scope_name == NULL || path == NULL) {
+        return SC_EINVAL;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    sc_err rc = s == NULL ? SC_ENONS : SC_OK;
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        /* Before the scope's entries come back: its index is made here,
+         * as their first insert would make it. */
+        scope *sc = NULL;
+        size_t len = strnlen(scope_name, SC_CACHE_SCOPE_MAX + 1);
+        rc = len > SC_CACHE_SCOPE_MAX || s->cfg.dim == 0
+                 ? SC_EINVAL
+                 : scope_get(c, s, scope_name, len, &sc);
+        if (rc == SC_OK && sc->ix == NULL) {
+            sc_index_params p;
+            sc_index_params_init(&p);
+            p.dim = s->cfg.dim;
+            p.storage = s->cfg.storage;
+            p.backend = ns_backend(&s->cfg);
+            p.nlist = s->cfg.nlist;
+            p.nprobe = s->cfg.nprobe;
+            p.train_min = s->cfg.train_min;
+            rc = sc_index_open(&p, &sc->ix);
+        }
+        if (rc == SC_OK) {
+            rc = sc_index_load_training(sc->ix, path);
+        }
+        if (sc != NULL) {
+            /* Kept while empty: its entries follow. One that gets none
+             * (they all expired) goes in sc_cache_enforce_caps. */
+            sc->pins--;
+            if (rc != SC_OK) {
+                scope_maybe_free(s, sc);
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return rc;
+}
+
+typedef struct empty_scopes {
+    scope *a[64];
+    size_t n;
+} empty_scopes;
+
+static void find_empty(sc_hnode *n, void *arg)
+{
+    empty_scopes *e = arg;
+    scope *sc = CONTAINER(n, scope, node);
+    if (sc->entries == 0 && sc->pins == 0 && e->n < 64) {
+        e->a[e->n++] = sc;
+    }
+}
+
 static void enforce_ns(sc_cache *c, ns *s, void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&s->mu);
     ns_enforce_caps(c, s);
+    /* Scopes a restore made for entries that never came. */
+    empty_scopes e;
+    do {
+        e.n = 0;
+        sc_htab_each(&s->scopes, find_empty, &e);
+        for (size_t i = 0; i < e.n; i++) {
+            scope_maybe_free(s, e.a[i]);
+        }
+    } while (e.n == 64);
     pthread_mutex_unlock(&s->mu);
 }
 

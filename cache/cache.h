@@ -462,6 +462,25 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
 sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
                               uint64_t now_ms, bool *added);
 
+/* A namespace's scopes whose index is a trained IVF one, for a snapshot:
+ * fn is called for each with the namespace locked (it may call
+ * sc_index_save_training on ix, which is quick, and nothing of the cache).
+ * A non-OK return from fn stops the walk and is returned. Errors also:
+ * SC_ENONS. */
+typedef sc_err (*sc_cache_scope_index_fn)(void *arg, const char *scope,
+                                          sc_index *ix);
+sc_err sc_cache_scope_indexes(sc_cache *c, const char *ns,
+                              sc_cache_scope_index_fn fn, void *arg);
+
+/* Restore: the index of (ns, scope) takes the training saved at path
+ * (sc_index_load_training), so it need not train again. Errors: SC_ENONS,
+ * SC_ENOTFOUND (no such scope, or it has no index), and the index's. */
+sc_err sc_cache_restore_training(sc_cache *c, const char *ns,
+                                 const char *scope, const char *path);
+
+/* How many scopes of ns (NULL = all) have a trained IVF index now. */
+size_t sc_cache_trained_scopes(sc_cache *c, const char *ns);
+
 /* Evicts (LRU first) until every namespace's caps and the overall ones
  * hold: restores do not evict as they go, since a snapshot replayed with
  * its log holds, midway, entries that later records remove. */

@@ -48,7 +48,8 @@ enum rec_type {
     REC_FLUSH = 6,
     REC_LEDGER_ROW = 7,
     REC_LEDGER_HOUR = 8,
-    REC_SNAP_END = 9
+    REC_SNAP_END = 9,
+    REC_TRAINING = 10 /* snapshots: (ns, scope) trained as file .ivf.K */
 };
 
 /* ---- encoding -----------------------------------------------------------*/
@@ -500,6 +501,7 @@ typedef struct replay_ctx {
     sc_ledger *l;
     sc_persist_file kind;
     uint64_t now;
+    const char *snap_path;
     sc_persist_load_stats *st;
     entry_strs strs;
     bool ended; /* a snapshot's end record was read */
@@ -608,6 +610,33 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
         }
         return rc;
     }
+    case REC_TRAINING: {
+        char sname[SC_CACHE_SCOPE_MAX + 1];
+        rb_str(&r, name, SC_CACHE_NS_NAME_MAX);
+        rb_str(&r, sname, SC_CACHE_SCOPE_MAX);
+        uint64_t k = rb_u64(&r);
+        if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
+            k > UINT32_MAX) {
+            return SC_EBADFILE;
+        }
+        if (x->snap_path != NULL) {
+            char path[PATH_CAP + 32];
+            snprintf(path, sizeof(path), "%s.ivf.%llu", x->snap_path,
+                     (unsigned long long)k);
+            /* Not fatal: an index that cannot take its training trains
+             * again, as it did the first time. */
+            rc = sc_cache_restore_training(x->c, name, sname, path);
+            if (rc == SC_ENOMEM) {
+                return rc;
+            }
+            if (rc == SC_OK) {
+                x->st->trainings++;
+            } else {
+                x->st->trainings_failed++;
+            }
+        }
+        return SC_OK;
+    }
     case REC_SNAP_END: {
         uint64_t entries = rb_u64(&r);
         if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
@@ -644,8 +673,9 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
 
 sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
                          const uint8_t *d, size_t len, bool last, bool repair,
-                         uint64_t now_ms, sc_persist_load_stats *st,
-                         size_t *valid_len, char *msg, size_t cap)
+                         uint64_t now_ms, const char *snap_path,
+                         sc_persist_load_stats *st, size_t *valid_len,
+                         char *msg, size_t cap)
 {
     if (c == NULL || (d == NULL && len > 0) || st == NULL) {
         return SC_EINVAL;
@@ -682,6 +712,7 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     x->l = l;
     x->kind = kind;
     x->now = now_ms;
+    x->snap_path = snap_path;
     x->st = st;
     sc_err rc = SC_OK;
     size_t off = HDR_SIZE;
@@ -1081,8 +1112,9 @@ static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
     char why[512] = "";
     uint64_t torn = st->torn_bytes, bad = st->corrupt_records;
     rc = sc_persist_replay(p->cache, p->ledger, kind, d, len, last,
-                           p->cfg.repair, wall_ms(), st, valid, why,
-                           sizeof(why));
+                           p->cfg.repair, wall_ms(),
+                           kind == SC_PERSIST_SNAPSHOT ? path : NULL, st,
+                           valid, why, sizeof(why));
     if (d != NULL) {
         munmap((void *)d, len);
     }
@@ -1163,6 +1195,30 @@ static sc_err open_log(sc_persist *p, uint64_t gen, bool create, size_t valid,
 }
 
 static void *thread_main(void *arg);
+
+/* Removes the training files of every snapshot but generation keep's (a
+ * crash between writing them and the snapshot's rename leaves some). */
+static void remove_stale_trainings(sc_persist *p, uint64_t keep)
+{
+    DIR *dp = fdopendir(dup(p->dirfd));
+    if (dp == NULL) {
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(dp)) != NULL) {
+        const char *s = de->d_name;
+        char *end;
+        if (strncmp(s, "snap.", 5) != 0 || s[5] < '0' || s[5] > '9') {
+            continue;
+        }
+        errno = 0;
+        unsigned long long g = strtoull(s + 5, &end, 10);
+        if (errno == 0 && strncmp(end, ".ivf.", 5) == 0 && g != keep) {
+            unlinkat(p->dirfd, s, 0);
+        }
+    }
+    closedir(dp);
+}
 
 sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
                        sc_persist_load_stats *st_out, char *msg, size_t cap)
@@ -1254,6 +1310,7 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
         st.logs++;
     }
     if (rc == SC_OK) {
+        remove_stale_trainings(p, snap);
         /* Files older than the snapshot are covered by it. */
         for (size_t i = 0; i < first; i++) {
             file_path(p, path, "log", logs[i], "");
@@ -1284,11 +1341,14 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
     p->thread_on = true;
     plog(p,
          "state from %s: %s%llu log(s), %llu records, %llu entries restored "
-         "(%llu expired while down), fsync %s",
+         "(%llu expired while down), %llu IVF trainings kept (%llu to "
+         "retrain), fsync %s",
          p->dir, st.snapshot ? "a snapshot and " : "",
          (unsigned long long)st.logs, (unsigned long long)st.records,
          (unsigned long long)st.entries_restored,
          (unsigned long long)st.entries_expired,
+         (unsigned long long)st.trainings,
+         (unsigned long long)st.trainings_failed,
          sc_persist_fsync_name(p->cfg.fsync));
     return SC_OK;
 }
@@ -1301,7 +1361,68 @@ typedef struct snap_w {
     wbuf b;
     uint64_t entries, bytes;
     sc_err rc;
+    const char *final; /* the snapshot's path once renamed */
+    const char *ns;    /* the namespace being written */
+    uint64_t ntrain;   /* training files written: final.ivf.0.. */
 } snap_w;
+
+/* Under the namespace's lock: the scope's IVF training to a file beside
+ * the snapshot (small: centroids), and a record naming it. A training that
+ * cannot be saved is left out: that index trains again after a restart. */
+static sc_err snap_training(void *arg, const char *scope, sc_index *ix)
+{
+    snap_w *w = arg;
+    char path[PATH_CAP + 32];
+    snprintf(path, sizeof(path), "%s.ivf.%llu", w->final,
+             (unsigned long long)w->ntrain);
+    if (sc_index_save_training(ix, path) != SC_OK) {
+        unlink(path);
+        return SC_OK;
+    }
+    size_t at = rec_begin(&w->b, REC_TRAINING);
+    wb_str(&w->b, w->ns);
+    wb_str(&w->b, scope);
+    wb_u64(&w->b, w->ntrain);
+    rec_end(&w->b, at);
+    w->ntrain++;
+    return SC_OK;
+}
+
+/* fsyncs (sync) or removes the training files final.ivf.0..n-1. */
+static sc_err trainings_done(const char *final, uint64_t n, bool sync)
+{
+    sc_err rc = SC_OK;
+    for (uint64_t k = 0; k < n; k++) {
+        char path[PATH_CAP + 32];
+        snprintf(path, sizeof(path), "%s.ivf.%llu", final,
+                 (unsigned long long)k);
+        if (!sync) {
+            unlink(path);
+            continue;
+        }
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) != 0) {
+            rc = SC_EIO;
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    return rc;
+}
+
+/* Removes final.ivf.0, .1, ... while they exist. */
+static void trainings_remove(const char *final)
+{
+    for (uint64_t k = 0;; k++) {
+        char path[PATH_CAP + 32];
+        snprintf(path, sizeof(path), "%s.ivf.%llu", final,
+                 (unsigned long long)k);
+        if (unlink(path) != 0) {
+            return;
+        }
+    }
+}
 
 static int snap_entry(const sc_cache_entry_info *e, void *arg)
 {
@@ -1337,7 +1458,7 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
     char tmp[PATH_CAP], path[PATH_CAP];
     file_path(p, tmp, "snap", gen, ".tmp");
     file_path(p, path, "snap", gen, "");
-    snap_w w = {p, -1, {0}, 0, 0, SC_OK};
+    snap_w w = {p, -1, {0}, 0, 0, SC_OK, path, NULL, 0};
     w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (w.fd < 0) {
         plog(p, "cannot write %s: %s", tmp, strerror(errno));
@@ -1369,8 +1490,15 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
             continue; /* dropped meanwhile: the log says so */
         }
         enc_ns_put(&w.b, names[i], &cfg, had);
-        rc = sc_cache_scan_entries(p->cache, names[i], snap_entry, snap_drain,
-                                   &w);
+        /* The trainings before the entries: a restore then makes each
+         * scope's index trained and empty, and its vectors go straight
+         * into it (no training at restart, and none started meanwhile). */
+        w.ns = names[i];
+        rc = sc_cache_scope_indexes(p->cache, names[i], snap_training, &w);
+        if (rc == SC_OK) {
+            rc = sc_cache_scan_entries(p->cache, names[i], snap_entry,
+                                       snap_drain, &w);
+        }
         rc = rc == SC_ENONS ? SC_OK : rc;
         if (rc == SC_OK) {
             rc = snap_drain(&w);
@@ -1389,6 +1517,9 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
     if (close(w.fd) != 0 && rc == SC_OK) {
         rc = SC_EIO;
     }
+    if (rc == SC_OK) {
+        rc = trainings_done(path, w.ntrain, true);
+    }
     free(w.b.p);
     if (rc == SC_OK && rename(tmp, path) != 0) {
         rc = SC_EIO;
@@ -1400,6 +1531,7 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
         plog(p, "snapshot %s failed: %s (%s); the log is kept", path,
              sc_strerror(rc), strerror(errno));
         unlink(tmp);
+        (void)trainings_done(path, w.ntrain, false);
         return rc;
     }
     *bytes = w.bytes;
@@ -1442,6 +1574,7 @@ sc_err sc_persist_compact(sc_persist *p)
             file_path(p, path, "log", g, "");
             bool had_log = unlink(path) == 0;
             file_path(p, path, "snap", g, "");
+            trainings_remove(path);
             bool had_snap = unlink(path) == 0;
             if (!had_log && !had_snap) {
                 break;

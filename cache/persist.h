@@ -5,7 +5,9 @@
  * guarantees of each fsync policy.
  *
  * Files in the directory: LOCK (held while a server uses it), log.<G> and
- * snap.<G> for generations G. snap.G holds the state as it was when log.G
+ * snap.<G> for generations G, and snap.<G>.ivf.<K>: the trainings of the
+ * snapshot's IVF indexes (sc_index_save_training), so a restart need not
+ * train them again. snap.G holds the state as it was when log.G
  * was begun (taken while writes went on: replaying log.G over it gives the
  * state), so the state is the newest snapshot, then every log of its
  * generation and later, in order. Every record carries a checksum. */
@@ -77,6 +79,8 @@ typedef struct sc_persist_load_stats {
     uint64_t torn_bytes;       /* dropped from the last log's torn tail */
     uint64_t corrupt_records;  /* bad records skipped (only with repair) */
     uint64_t corrupt_bytes;    /* the bytes they held */
+    uint64_t trainings;        /* IVF trainings taken from the snapshot */
+    uint64_t trainings_failed; /* ones that could not be (retrained then) */
 } sc_persist_load_stats;
 
 /* Loads the newest snapshot and replays the logs into c and l (l may be
@@ -130,11 +134,13 @@ typedef enum sc_persist_file {
 
 /* Replays one file's bytes data[0..len) (header included) into c and l (l
  * may be NULL), as sc_persist_load does each file. last: a log whose torn
- * tail may be cut (*valid_len then says where the valid part ends). Adds to
- * *st. Errors as sc_persist_load's, with where in msg. */
+ * tail may be cut (*valid_len then says where the valid part ends).
+ * snap_path: a snapshot's own path, whose IVF trainings are the files
+ * snap_path.ivf.K beside it (NULL: their records are checked, not used).
+ * Adds to *st. Errors as sc_persist_load's, with where in msg. */
 sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
                          const uint8_t *data, size_t len, bool last,
-                         bool repair, uint64_t now_ms,
+                         bool repair, uint64_t now_ms, const char *snap_path,
                          sc_persist_load_stats *st, size_t *valid_len,
                          char *msg, size_t cap);
 

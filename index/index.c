@@ -143,6 +143,34 @@ sc_err sc_index_load(const sc_index_params *p, const char *path, sc_index **out)
     return index_open(p, path, out);
 }
 
+sc_err sc_index_save_training(sc_index *ix, const char *path)
+{
+    if (ix == NULL || path == NULL) {
+        return SC_EINVAL;
+    }
+    if (ix->be->save_training == NULL) {
+        return SC_ENOTSUP;
+    }
+    pthread_rwlock_rdlock(&ix->lock);
+    sc_err rc = ix->be->save_training(ix->state, path);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+sc_err sc_index_load_training(sc_index *ix, const char *path)
+{
+    if (ix == NULL || path == NULL) {
+        return SC_EINVAL;
+    }
+    if (ix->be->load_training == NULL) {
+        return SC_ENOTSUP;
+    }
+    pthread_rwlock_wrlock(&ix->lock);
+    sc_err rc = ix->be->load_training(ix->state, path);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
 sc_err sc_index_save(sc_index *ix, const char *path)
 {
     if (ix == NULL || path == NULL) {

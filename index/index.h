@@ -88,6 +88,9 @@ typedef struct sc_index_backend {
     sc_err (*set_nprobe)(void *state, uint32_t nprobe);
     sc_err (*save)(void *state, const char *path);
     sc_err (*load)(const sc_index_params *p, const char *path, void **state);
+    /* What training made, without the vectors (cache snapshots). */
+    sc_err (*save_training)(void *state, const char *path);
+    sc_err (*load_training)(void *state, const char *path);
 } sc_index_backend;
 
 /* Registered backends; NULL when the name is unknown. */
@@ -161,6 +164,20 @@ sc_err sc_index_save(sc_index *ix, const char *path);
  * SC_EBADFILE, SC_EDIM, SC_EBACKEND, SC_ENOMEM. */
 sc_err sc_index_load(const sc_index_params *p, const char *path,
                      sc_index **out);
+
+/* IVF backends: writes what the last training made, without the vectors
+ * (the centroids and, for SQ8, the quantiser's ranges: small), so that a
+ * restart need not train again. Searches go on meanwhile. Errors:
+ * SC_ENOTSUP (not an IVF index, or not trained by this process), SC_EIO,
+ * SC_EBACKEND. */
+sc_err sc_index_save_training(sc_index *ix, const char *path);
+
+/* Makes ix a trained index from a file sc_index_save_training wrote (same
+ * backend kind and dim): its vectors are added to that training, which
+ * replaces any ix had. For a restart: searches wait while it runs.
+ * Errors: SC_ENOTSUP, SC_EIO, SC_EBADFILE, SC_EDIM, SC_EBACKEND,
+ * SC_ENOMEM (ix is then as it was). */
+sc_err sc_index_load_training(sc_index *ix, const char *path);
 
 size_t sc_index_count(sc_index *ix);  /* live vectors */
 size_t sc_index_memory(sc_index *ix); /* bytes held for vectors and ids */

@@ -19,6 +19,7 @@
 #ifdef SEMCACHE_HAVE_FAISS
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/clone_index_c.h>
 #include <faiss/c_api/error_c.h>
 #include <faiss/c_api/impl/AuxIndexStructures_c.h>
 #include <faiss/c_api/index_factory_c.h>
@@ -72,6 +73,10 @@ typedef struct ivf {
     u32vec tlog;    /* slots added while a training runs */
     FaissIndex *fx; /* NULL until trained */
     size_t trained_n;
+    /* What the last training made, before any vector went in (a copy:
+     * centroids and, for SQ8, the quantiser's ranges): saved with
+     * snapshots, so a restart need not train again. NULL until trained. */
+    FaissIndex *tmpl;
 
     /* Training: tmu guards the thread handle and `training`. */
     pthread_mutex_t tmu;
@@ -208,6 +213,9 @@ static void ivf_close(void *state)
     if (v->fx != NULL) {
         faiss_Index_free(v->fx);
     }
+    if (v->tmpl != NULL) {
+        faiss_Index_free(v->tmpl);
+    }
     free(v->rows);
     free(v->ids);
     free(v->state);
@@ -327,7 +335,7 @@ static size_t remove_batch(const ivf *v)
 /* ---- training ----------------------------------------------------------- */
 
 static sc_err build_index(ivf *v, const float *x, const int64_t *lab, size_t n,
-                          uint32_t nlist, FaissIndex **out)
+                          uint32_t nlist, FaissIndex **out, FaissIndex **tmpl)
 {
     char desc[64];
     snprintf(desc, sizeof(desc), "IVF%u,%s", nlist,
@@ -364,11 +372,19 @@ static sc_err build_index(ivf *v, const float *x, const int64_t *lab, size_t n,
         faiss_Index_free(fx);
         return SC_EBACKEND;
     }
+    /* Trained and still empty: the copy costs the centroids only. */
+    if (faiss_clone_index(fx, tmpl) != 0) {
+        sc_err rc = faiss_fail(v, "clone_index");
+        faiss_Index_free(fx);
+        return rc;
+    }
     for (size_t i = 0; i < n; i += ADD_CHUNK) {
         size_t m = n - i < ADD_CHUNK ? n - i : ADD_CHUNK;
         sc_err rc = fx_add(v, fx, m, x + i * v->dim, lab + i);
         if (rc != SC_OK) {
             faiss_Index_free(fx);
+            faiss_Index_free(*tmpl);
+            *tmpl = NULL;
             return rc;
         }
     }
@@ -427,16 +443,21 @@ static sc_err swap_in(ivf *v, FaissIndex *fx)
 static void *train_main(void *arg)
 {
     ivf *v = arg;
-    FaissIndex *fx = NULL;
-    sc_err rc =
-        build_index(v, v->copy, v->copy_lab, v->ncopy, v->copy_nlist, &fx);
+    FaissIndex *fx = NULL, *tmpl = NULL;
+    sc_err rc = build_index(v, v->copy, v->copy_lab, v->ncopy, v->copy_nlist,
+                            &fx, &tmpl);
     pthread_rwlock_wrlock(&v->sw);
     if (rc == SC_OK) {
         rc = swap_in(v, fx);
         if (rc != SC_OK) {
             faiss_Index_free(fx);
+            faiss_Index_free(tmpl);
         } else {
             v->trained_n = v->ncopy;
+            if (v->tmpl != NULL) {
+                faiss_Index_free(v->tmpl);
+            }
+            v->tmpl = tmpl;
         }
     }
     if (rc != SC_OK) {
@@ -1133,12 +1154,133 @@ static sc_err load_auto(const sc_index_params *p, const char *path, void **o)
     return ivf_load_kind(p, K_FLAT, 1, path, o);
 }
 
+/* ---- the training alone (kept with cache snapshots) ---------------------
+ * File: magic "SCIVT001", u32 dim, u32 kind, u64 trained_n, then the
+ * trained, empty FAISS index (faiss_write_index). Host byte order. */
+
+#define TRAIN_MAGIC "SCIVT001"
+
+static sc_err ivf_save_training(void *state, const char *path)
+{
+    ivf *v = state;
+    pthread_rwlock_rdlock(&v->sw);
+    sc_err rc = SC_OK;
+    if (v->tmpl == NULL) {
+        rc = SC_ENOTSUP; /* not trained (or loaded from a whole save) */
+        goto out;
+    }
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) {
+        rc = SC_EIO;
+        goto out;
+    }
+    uint32_t hdr[2] = {v->dim, (uint32_t)v->kind};
+    uint64_t tn = v->trained_n;
+    if (fwrite(TRAIN_MAGIC, 8, 1, f) != 1 || fwrite(hdr, 8, 1, f) != 1 ||
+        fwrite(&tn, 8, 1, f) != 1) {
+        rc = SC_EIO;
+    } else if (faiss_write_index(v->tmpl, f) != 0) {
+        rc = faiss_fail(v, "write_index");
+    }
+    if (fclose(f) != 0 && rc == SC_OK) {
+        rc = SC_EIO;
+    }
+out:
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
+static sc_err ivf_load_training(void *state, const char *path)
+{
+    ivf *v = state;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return SC_EIO;
+    }
+    char magic[8];
+    uint32_t hdr[2];
+    uint64_t tn;
+    FaissIndex *t = NULL;
+    sc_err rc = SC_OK;
+    if (fread(magic, 8, 1, f) != 1 || memcmp(magic, TRAIN_MAGIC, 8) != 0 ||
+        fread(hdr, 8, 1, f) != 1 || fread(&tn, 8, 1, f) != 1) {
+        rc = SC_EBADFILE;
+    } else if (hdr[0] != v->dim) {
+        rc = SC_EDIM;
+    } else if (hdr[1] != (uint32_t)v->kind) {
+        rc = SC_EBADFILE;
+    } else if (faiss_read_index(f, 0, &t) != 0) {
+        rc = faiss_fail(v, "read_index");
+    }
+    fclose(f);
+    if (rc == SC_OK &&
+        (faiss_IndexIVF_cast(t) == NULL || faiss_Index_d(t) != (int)v->dim ||
+         faiss_Index_ntotal(t) != 0 || !faiss_Index_is_trained(t))) {
+        rc = SC_EBADFILE;
+    }
+    FaissIndex *fx = NULL;
+    if (rc == SC_OK && faiss_clone_index(t, &fx) != 0) {
+        rc = faiss_fail(v, "clone_index");
+    }
+    if (rc != SC_OK) {
+        if (t != NULL) {
+            faiss_Index_free(t);
+        }
+        return rc;
+    }
+    /* A training in flight would swap its own index in after ours. */
+    join_training(v);
+    pthread_rwlock_wrlock(&v->sw);
+    /* Every live row into the trained index, in chunks; tombstones are
+     * not carried over (the new index never held them). */
+    float *x = malloc((size_t)ADD_CHUNK * v->dim * sizeof(float));
+    int64_t *lab = malloc((size_t)ADD_CHUNK * sizeof(*lab));
+    rc = x == NULL || lab == NULL ? SC_ENOMEM : SC_OK;
+    size_t m = 0;
+    for (size_t s = 0; s < v->n && rc == SC_OK; s++) {
+        if (v->state[s] == S_LIVE) {
+            memcpy(x + m * v->dim, v->rows + s * v->stride,
+                   v->dim * sizeof(float));
+            lab[m++] = (int64_t)s;
+        }
+        if (m == ADD_CHUNK || (s + 1 == v->n && m > 0)) {
+            rc = fx_add(v, fx, m, x, lab);
+            m = 0;
+        }
+    }
+    free(x);
+    free(lab);
+    if (rc == SC_OK) {
+        for (size_t i = 0; i < v->pend.n; i++) {
+            v->state[v->pend.a[i]] = S_FREE;
+            (void)vec_push(&v->freel, v->pend.a[i]);
+        }
+        v->pend.n = 0;
+        if (v->fx != NULL) {
+            faiss_Index_free(v->fx);
+        }
+        faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(fx), v->nprobe);
+        v->fx = fx;
+        if (v->tmpl != NULL) {
+            faiss_Index_free(v->tmpl);
+        }
+        v->tmpl = t;
+        v->trained_n = tn > v->nlive ? v->nlive : (size_t)tn;
+    } else {
+        faiss_Index_free(fx);
+        faiss_Index_free(t);
+    }
+    pthread_rwlock_unlock(&v->sw);
+    return rc;
+}
+
 #define IVF_OPS(open_fn, load_fn)                                              \
     .open = open_fn, .close = ivf_close, .add = ivf_add, .remove = ivf_remove, \
     .get = ivf_get, .search = ivf_search, .search_batch = ivf_search_batch,    \
     .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
     .train = ivf_train, .trained = ivf_trained, .set_nprobe = ivf_set_nprobe,  \
-    .save = ivf_save, .load = load_fn
+    .save = ivf_save, .load = load_fn, .save_training = ivf_save_training,    \
+    .load_training = ivf_load_training
 
 const sc_index_backend sc_index_ivf_flat_backend = {
     .name = "ivf-flat", .version = "1", IVF_OPS(open_flat, load_flat)};

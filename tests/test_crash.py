@@ -258,7 +258,10 @@ def crash_rounds(exe, rounds, fsync, rng, poll=False):
         print(f"  {fsync}: {compactions} compactions, {torn} starts cut a "
               "torn last record")
     finally:
-        shutil.rmtree(data, ignore_errors=True)
+        if failed == 0:
+            shutil.rmtree(data, ignore_errors=True)
+        else:
+            print(f"  kept {data}", file=sys.stderr)
     return len(all_acked), total_inflight, exposure
 
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "index/index.h"
@@ -142,6 +143,70 @@ static double compare(sc_index *ix, sc_index *flat, int check_edges)
     return (double)agree / NQ;
 }
 
+/* The training alone (what cache snapshots keep): a fresh index of the
+ * same vectors takes it, is trained at once without training, and answers
+ * exactly as ix. */
+static void test_training_file(const char *backend, sc_index *ix,
+                               sc_index *flat)
+{
+    char tpath[] = "/tmp/test_ivf_tr_XXXXXX";
+    int tfd = mkstemp(tpath);
+    CHECK(tfd >= 0);
+    close(tfd);
+    sc_index *fresh = open_ix(backend, 128, 16, SC_INDEX_TRAIN_MANUAL);
+    CHECK(sc_index_save_training(fresh, tpath) == SC_ENOTSUP); /* untrained */
+    CHECK(sc_index_save_training(flat, tpath) == SC_ENOTSUP);
+    CHECK(sc_index_save_training(ix, tpath) == SC_OK);
+    struct stat sb;
+    CHECK(stat(tpath, &sb) == 0 && sb.st_size < (off_t)N * D); /* small */
+    for (size_t i = 0; i < N; i++) {
+        CHECK(sc_index_add(fresh, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_remove(fresh, 3) == SC_OK); /* a tombstone goes too */
+    CHECK(sc_index_add(fresh, 3, data + 3 * D) == SC_OK);
+    CHECK(!sc_index_trained(fresh));
+    CHECK(sc_index_load_training(fresh, tpath) == SC_OK);
+    CHECK(sc_index_trained(fresh));
+    CHECK(sc_index_count(fresh) == sc_index_count(ix));
+    for (int q = 0; q < NQ; q++) {
+        sc_hit a[4], b[4];
+        unsigned na = 0, nb = 0;
+        CHECK(sc_index_search(ix, queries + (size_t)q * D, 4, -1.0f, a, &na) ==
+              SC_OK);
+        CHECK(sc_index_search(fresh, queries + (size_t)q * D, 4, -1.0f, b,
+                              &nb) == SC_OK);
+        CHECK(na == nb);
+        for (unsigned i = 0; i < na && i < nb; i++) {
+            CHECK(a[i].id == b[i].id && a[i].similarity == b[i].similarity);
+        }
+    }
+    /* Saved again from the loaded training: the same file works. */
+    CHECK(sc_index_save_training(fresh, tpath) == SC_OK);
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = backend;
+    p.dim = D + 1;
+    sc_index *wrong = NULL;
+    CHECK(sc_index_open(&p, &wrong) == SC_OK);
+    CHECK(sc_index_load_training(wrong, tpath) == SC_EDIM);
+    CHECK(!sc_index_trained(wrong));
+    sc_index_close(wrong);
+    sc_index *other = open_ix(strcmp(backend, "ivf-sq8") == 0 ? "ivf-flat"
+                                                              : "ivf-sq8",
+                              128, 16, SC_INDEX_TRAIN_MANUAL);
+    CHECK(sc_index_load_training(other, tpath) == SC_EBADFILE);
+    sc_index_close(other);
+    FILE *f = fopen(tpath, "r+b");
+    if (f != NULL) {
+        fputs("garbage!", f);
+        fclose(f);
+    }
+    CHECK(sc_index_load_training(fresh, tpath) == SC_EBADFILE);
+    CHECK(sc_index_trained(fresh)); /* as it was */
+    sc_index_close(fresh);
+    unlink(tpath);
+}
+
 static void test_static(const char *backend, double min_recall)
 {
     sc_index *flat = open_ix("flat", 0, 0, 0);
@@ -160,6 +225,7 @@ static void test_static(const char *backend, double min_recall)
     double r = compare(ix, flat, 1);
     printf("%s: recall@1 %.3f (nlist 128, nprobe 16)\n", backend, r);
     CHECK(r >= min_recall);
+    test_training_file(backend, ix, flat);
     CHECK(sc_index_set_nprobe(ix, 128) == SC_OK);
     CHECK(compare(ix, flat, 0) == 1.0); /* every list: exact */
     CHECK(sc_index_set_nprobe(ix, 0) == SC_ERANGE);

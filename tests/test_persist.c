@@ -565,21 +565,21 @@ static void test_replay_garbage(void)
         junk[i] = (uint8_t)test_rand(&s);
     }
     CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, junk, sizeof(junk), true,
-                            false, 0, &st, NULL, msg,
+                            false, 0, NULL, &st, NULL, msg,
                             sizeof(msg)) == SC_EBADFILE);
     uint8_t hdr[16] = {'S', 'C', 'L', 'O', 'G', 0, 9, 0};
     CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), true,
-                            false, 0, &st, NULL, msg,
+                            false, 0, NULL, &st, NULL, msg,
                             sizeof(msg)) == SC_EBADVERSION);
     CHECK(strstr(msg, "version 9") != NULL);
     hdr[6] = 1;
     size_t valid = 0;
     CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), true,
-                            false, 0, &st, &valid, msg, sizeof(msg)) == SC_OK);
+                            false, 0, NULL, &st, &valid, msg, sizeof(msg)) == SC_OK);
     CHECK_EQ_INT(valid, sizeof(hdr));
     uint8_t snap[16] = {'S', 'C', 'S', 'N', 'P', 0, 1, 0};
     CHECK(sc_persist_replay(c, NULL, SC_PERSIST_SNAPSHOT, snap, sizeof(snap),
-                            false, false, 0, &st, NULL, msg,
+                            false, false, 0, NULL, &st, NULL, msg,
                             sizeof(msg)) == SC_EBADFILE);
     CHECK(strstr(msg, "no end record") != NULL);
     sc_cache_close(c);
@@ -734,6 +734,69 @@ static void test_crash_mid_compaction(void)
     world_close(&w);
 }
 
+/* An IVF namespace's training is kept with the snapshot (a small file
+ * beside it): after a restart its index is trained at once, without
+ * training again, and serves; the next compaction keeps it again. */
+static void test_ivf_training(void)
+{
+    if (!sc_index_backend_available("ivf-flat")) {
+        printf("test_persist: no FAISS in this build: IVF training skipped\n");
+        return;
+    }
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "ivf");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    snprintf(nc.backend, sizeof(nc.backend), "ivf-flat");
+    nc.nlist = 4;
+    nc.train_min = 200;
+    nc.threshold = 0.99f;
+    CHECK(sc_cache_ns_create(w.c, "big", &nc) == SC_OK);
+    for (int i = 0; i < 400; i++) {
+        char t[32];
+        snprintf(t, sizeof(t), "v%d", i);
+        CHECK(put(w.c, "big", t, "r", true, 5000 + (uint64_t)i, NULL) ==
+              SC_OK);
+    }
+    for (int i = 0; i < 400 && sc_cache_trained_scopes(w.c, "big") == 0;
+         i++) {
+        usleep(50000); /* the training runs in the background */
+    }
+    CHECK_EQ_INT(sc_cache_trained_scopes(w.c, "big"), 1);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    CHECK(file_size(dir, "snap.2.ivf.0") > 0);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK_EQ_INT(w.st.trainings, 1);
+    CHECK_EQ_INT(w.st.trainings_failed, 0);
+    /* Trained as soon as it is loaded: no training ran meanwhile. */
+    CHECK_EQ_INT(sc_cache_trained_scopes(w.c, "big"), 1);
+    int hits = 0;
+    for (int i = 0; i < 400; i += 7) {
+        uint64_t id = 0;
+        hits += served_vec(w.c, "big", 5000 + (uint64_t)i, &id);
+    }
+    CHECK_EQ_INT(hits, 58); /* every probed vector finds itself */
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    CHECK(file_size(dir, "snap.3.ivf.0") > 0);
+    CHECK(file_size(dir, "snap.2.ivf.0") < 0);
+    world_close(&w);
+    /* A damaged training file: the index trains again, nothing is lost. */
+    char path[600];
+    snprintf(path, sizeof(path), "%s/snap.3.ivf.0", dir);
+    FILE *f = fopen(path, "r+b");
+    if (f != NULL) {
+        fputs("garbage!", f);
+        fclose(f);
+    }
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK_EQ_INT(w.st.trainings_failed, 1);
+    CHECK_EQ_INT(entries_of(w.c, "big"), 400);
+    world_close(&w);
+}
+
 int main(void)
 {
     snprintf(root, sizeof(root), "/tmp/semcache-persist-test-%d",
@@ -749,6 +812,7 @@ int main(void)
     test_write_failure();
     test_restore_caps();
     test_crash_mid_compaction();
+    test_ivf_training();
     test_replay_garbage();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);

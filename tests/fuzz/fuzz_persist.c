@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sc_err rc = sc_persist_replay(
         c, ledger, (mode & 1) ? SC_PERSIST_SNAPSHOT : SC_PERSIST_LOG,
         data + 1, size - 1, (mode & 2) != 0, (mode & 4) != 0,
-        1700000000000ull, &st, &valid, msg, sizeof(msg));
+        1700000000000ull, NULL, &st, &valid, msg, sizeof(msg));
     if (rc != SC_OK && rc != SC_ENOMEM && msg[0] == '\0') {
         die("refused without a message");
     }
