@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,26 +38,12 @@ sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
 
 import semcache  # noqa: E402
 from semcache import Client  # noqa: E402
+# The Python client's test helpers (as test_proxy.py uses them).
+import test_semcache  # noqa: E402
+from test_semcache import check, free_port  # noqa: E402
 
 CLIENTS = 4
 DIM = 8
-
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {what}", file=sys.stderr)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def vec_of(key):
@@ -258,7 +243,7 @@ def crash_rounds(exe, rounds, fsync, rng, poll=False):
         print(f"  {fsync}: {compactions} compactions, {torn} starts cut a "
               "torn last record")
     finally:
-        if failed == 0:
+        if test_semcache.failed == 0:
             shutil.rmtree(data, ignore_errors=True)
         else:
             print(f"  kept {data}", file=sys.stderr)
@@ -293,6 +278,7 @@ def main():
         n, infl, _ = crash_rounds(exe, no, "no", rng)
         print(f"fsync=no: {no} kill -9 rounds, {n} acknowledged inserts, 0 "
               f"lost (checked), {infl} in flight, none half present")
+    passed, failed = test_semcache.passed, test_semcache.failed
     print(f"test_crash: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
