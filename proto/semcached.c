@@ -752,5 +752,11 @@ out_conf:
     sc_prices_free(prices);
     sc_embed_close(emb);
     sc_config_fini(&conf);
+    if (__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) > 0) {
+        /* Everything is written and closed; nng's exit handler would
+         * wait for the stuck socket close (server.c) for ever. */
+        fflush(NULL);
+        _exit(status);
+    }
     return status;
 }

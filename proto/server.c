@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DEFAULT_THREADS 16
 #define DEFAULT_QUEUE   SC_SERVER_MAX_BATCH
@@ -32,6 +33,8 @@ struct sc_server {
     uint64_t dropped;
     int closing; /* set (atomically) by sc_server_close */
 };
+
+unsigned sc_server_stuck_closes;
 
 static void count(uint64_t *n)
 {
@@ -212,6 +215,91 @@ fail_free:
     return rc;
 }
 
+/* nng 1.5.2 (Debian 12's) can hang in nng_close for ever: closing a TCP
+ * pipe whose REP receive is in flight may leave that receive on the
+ * transport's queue with nothing to finish it, and the socket waits for
+ * the pipe (nng's reaper thread stays stuck in xrep0_pipe_stop; reproduced
+ * by test_dispatch's close-under-load rounds; newer nng reworked that
+ * close). So the close runs on a thread of its own and the server waits
+ * for it at most SC_SERVER_CLOSE_WAIT_MS: the workers have left by then
+ * (the socket's queues are closed before the pipes are waited for), so
+ * the server can be freed; the stuck close keeps only the socket id. */
+typedef struct closer {
+    nng_socket sock;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int refs; /* the closer thread and the waiter */
+} closer;
+
+static void closer_rele(closer *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int last = --c->refs == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (last) {
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
+        free(c);
+    }
+}
+
+static void *closer_main(void *arg)
+{
+    closer *c = arg;
+    nng_close(c->sock);
+    pthread_mutex_lock(&c->mu);
+    c->done = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    closer_rele(c);
+    return NULL;
+}
+
+static void deadline_in(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* 1 when the socket closed in time, 0 when the close was left running. */
+static int close_socket_bounded(nng_socket sock, unsigned wait_ms)
+{
+    closer *c = calloc(1, sizeof(*c));
+    pthread_t t;
+    if (c == NULL) {
+        nng_close(sock); /* no memory for the bound: close unbounded */
+        return 1;
+    }
+    c->sock = sock;
+    c->refs = 2;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&t, NULL, closer_main, c) != 0) {
+        c->refs = 1;
+        closer_main(c);
+        return 1;
+    }
+    pthread_detach(t);
+    struct timespec until;
+    deadline_in(&until, wait_ms);
+    pthread_mutex_lock(&c->mu);
+    while (!c->done) {
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &until) != 0) {
+            break; /* ETIMEDOUT */
+        }
+    }
+    int done = c->done;
+    pthread_mutex_unlock(&c->mu);
+    closer_rele(c);
+    return done;
+}
+
 void sc_server_close(sc_server *s)
 {
     if (s == NULL) {
@@ -220,7 +308,14 @@ void sc_server_close(sc_server *s)
     /* Closing the socket fails every pending receive with NNG_ECLOSED;
      * workers finish the batch in hand (its sends fail) and leave. */
     __atomic_store_n(&s->closing, 1, __ATOMIC_RELEASE);
-    nng_close(s->sock);
+    if (!close_socket_bounded(s->sock, SC_SERVER_CLOSE_WAIT_MS)) {
+        fprintf(stderr,
+                "semcached: the nng socket did not close within %u ms (a "
+                "known hang of nng 1.5.2 when clients are mid-request); "
+                "going on without it\n",
+                SC_SERVER_CLOSE_WAIT_MS);
+        __atomic_add_fetch(&sc_server_stuck_closes, 1, __ATOMIC_RELAXED);
+    }
     for (unsigned i = 0; i < s->nworkers; i++) {
         pthread_join(s->tids[i], NULL);
     }

@@ -2,13 +2,17 @@
  * caches filled alike answer the same messages, one by one on one, as
  * batches on the other (the server's batch path, where single lookups of a
  * namespace share one index scan); every reply must match byte for byte.
- * Also: a server with the batch handler answers concurrent clients. */
+ * Also: a server with the batch handler answers concurrent clients, and
+ * sc_server_close returns while clients are mid-request (nng 1.5.2 hang). */
 #define _GNU_SOURCE
 #include <msgpack.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "proto/client.h"
@@ -16,6 +20,10 @@
 #include "proto/mp.h"
 #include "proto/server.h"
 #include "test_util.h"
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <time.h>
 
 #define DIM     16
 #define ENTRIES 40
@@ -318,9 +326,167 @@ static void test_server_batches(void)
     sc_cache_close(cache);
 }
 
-int main(void)
+
+/* ---- closing a server while requests are in flight ---------------------
+ * sc_server_close must return however the workers stand: idle in a
+ * receive, handling a batch, or between the two. Each round opens a
+ * server, lets raw REQ clients hammer it, and closes it mid-flight; a
+ * watchdog aborts the test (naming the round) if a close takes over 10 s,
+ * which is what a worker stuck in a receive on the closed socket did. */
+
+static int echo(void *arg, const uint8_t *req, size_t len, uint8_t **reply,
+                size_t *reply_len)
 {
+    (void)arg;
+    *reply = malloc(len ? len : 1);
+    if (*reply == NULL) {
+        return 1;
+    }
+    memcpy(*reply, req, len);
+    *reply_len = len;
+    return 0;
+}
+
+/* The clients run in a child process (this program with --hammer URL),
+ * as real clients do: nng_close waits for the socket's pipes to go, and
+ * REQ sockets of the same process blocked in a send would hold that up
+ * in nng 1.5.2 whatever the server did. */
+static void *hammer_main(void *arg)
+{
+    const char *url = arg;
+    nng_socket s;
+    if (nng_req0_open(&s) != 0) {
+        return NULL;
+    }
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 100);
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 100);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 1);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 5);
+    nng_dial(s, url, NULL, NNG_FLAG_NONBLOCK);
+    for (;;) {
+        char buf[32] = "ping";
+        if (nng_send(s, buf, sizeof(buf), 0) == 0) {
+            void *r = NULL;
+            size_t rl = 0;
+            if (nng_recv(s, &r, &rl, NNG_FLAG_ALLOC) == 0) {
+                nng_free(r, rl);
+            }
+        }
+    }
+    return NULL;
+}
+
+static int hammer_run(const char *url)
+{
+    enum { NH = 6 };
+    pthread_t t[NH];
+    for (int i = 0; i < NH; i++) {
+        pthread_create(&t[i], NULL, hammer_main, (void *)url);
+    }
+    pause();
+    return 0;
+}
+
+static int close_round = -1;
+static int close_done = 1;
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    int last = -2;
+    time_t since = time(NULL);
+    for (;;) {
+        usleep(100000);
+        int r = __atomic_load_n(&close_round, __ATOMIC_ACQUIRE);
+        if (r == -3) {
+            return NULL;
+        }
+        if (r != last || __atomic_load_n(&close_done, __ATOMIC_ACQUIRE)) {
+            last = r;
+            since = time(NULL);
+        } else if (time(NULL) - since > 10) {
+            fprintf(stderr, "dispatch: sc_server_close hangs in round %d\n", r);
+            abort();
+        }
+    }
+}
+
+static void test_close_under_load(const char *self)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d",
+             20000 + (int)getpid() % 20000);
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        execl(self, self, "--hammer", url, (char *)NULL);
+        _exit(127);
+    }
+    CHECK(child > 0);
+    if (child <= 0) {
+        return;
+    }
+    pthread_t wd;
+    pthread_create(&wd, NULL, watchdog_main, NULL);
+    enum { ROUNDS = 150 };
+    int served_rounds = 0, rounds = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        sc_server_config cfg;
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.listen[0] = url;
+        cfg.nlisten = 1;
+        cfg.threads = 1 + (unsigned)(round % 4);
+        cfg.handler = echo;
+        sc_server *srv = NULL;
+        CHECK(sc_server_open(&cfg, &srv) == SC_OK);
+        if (srv == NULL) {
+            break;
+        }
+        /* Wait for the clients to reconnect and be served, then close
+         * at a point that varies with the round. */
+        uint64_t served = 0, dropped;
+        for (int w = 0; w < 400 && served == 0; w++) {
+            usleep(1000);
+            sc_server_counts(srv, &served, &dropped);
+        }
+        usleep((useconds_t)((round % 7) * 300));
+        served_rounds += served > 0;
+        __atomic_store_n(&close_done, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&close_round, round, __ATOMIC_RELEASE);
+        sc_server_close(srv);
+        __atomic_store_n(&close_done, 1, __ATOMIC_RELEASE);
+        rounds++;
+        if (__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) > 0) {
+            /* nng's one reaper thread is stuck for good now: later
+             * closes in this process would all be left running too. */
+            break;
+        }
+    }
+    __atomic_store_n(&close_round, -3, __ATOMIC_RELEASE);
+    pthread_join(wd, NULL);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    /* The closes were under load: most rounds had served requests. */
+    CHECK(rounds > 0 && served_rounds > rounds / 2);
+    fprintf(stderr,
+            "dispatch: %d closes under load, %d served first, %u left nng's "
+            "close running (its 1.5.2 hang)\n",
+            rounds, served_rounds,
+            __atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
+        return hammer_run(argv[2]);
+    }
     test_same_replies();
     test_server_batches();
-    return test_summary("dispatch");
+    test_close_under_load(argv[0]);
+    int rc = test_summary("dispatch");
+    if (__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) > 0) {
+        fflush(NULL);
+        _exit(rc); /* nng's exit handler would wait on the stuck close */
+    }
+    return rc;
 }
