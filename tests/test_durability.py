@@ -1,0 +1,280 @@
+#!/usr/bin/python3
+"""test_durability.py - the daemon's durability flags, end to end.
+
+1. A full disk: semcached runs with a file-size limit (RLIMIT_FSIZE, as a
+   full disk answers: writes past it fail) and takes inserts of 8 KiB
+   answers until one is refused. That one and every later change come
+   back as wire code io_error (HTTP 503 on /v1/insert), lookups go on,
+   /metrics says semcache_persist_failed 1; after a restart without the
+   limit every acknowledged insert is served and no refused one is.
+2. --repair: a byte flipped in the middle of the log stops the start,
+   naming the file and the byte; --repair starts anyway, says how many
+   records it skipped, and serves every entry but the damaged ones.
+3. --compact-bytes: below 1 MiB is refused; 1 MiB makes the daemon compact while it
+   takes inserts (snapshots appear, the log shrinks) and a restart
+   restores everything.
+
+usage: test_durability.py --server build/semcached
+"""
+import glob
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
+
+import semcache  # noqa: E402
+from semcache import Client  # noqa: E402
+import test_semcache  # noqa: E402
+from test_semcache import check, free_port  # noqa: E402
+
+DIM = 8
+NS = "dur"
+
+
+def vec_of(i):
+    r = random.Random(i)
+    return [r.uniform(-1, 1) for _ in range(DIM)]
+
+
+def response_of(i):
+    return (f"answer {i}|" * 800).encode()  # about 8 KiB
+
+
+class Server:
+    def __init__(self, exe, data, extra=(), fsize=None, expect_start=True):
+        self.port = free_port()
+        self.http_port = free_port()
+        args = [exe, "--listen", f"tcp://127.0.0.1:{self.port}",
+                "--http", f"127.0.0.1:{self.http_port}",
+                "--data-dir", data, "--threads", "2", *extra]
+        self.log_path = os.path.join(data, "server.log")
+        self.log = open(self.log_path, "ab")
+
+        def limit():
+            if fsize is not None:
+                # Past the limit a write fails (EFBIG) instead of killing
+                # the process: SIGXFSZ ignored survives the exec.
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+        self.proc = subprocess.Popen(args, stderr=self.log, preexec_fn=limit)
+        if not expect_start:
+            return
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client("127.0.0.1", self.port, timeout=2) as c:
+                    c.ping()
+                break
+            except (OSError, semcache.ProtocolError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("semcached did not start; see "
+                                       + self.log_path)
+                time.sleep(0.05)
+
+    def wait_exit(self, timeout=30):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = None
+        self.log.close()
+        return rc
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit()
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        return self.wait_exit()
+
+    def log_text(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def metric(self, name):
+        url = f"http://127.0.0.1:{self.http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+        return None
+
+    def http_insert(self, i):
+        body = json.dumps({"ns": NS, "vec": vec_of(i),
+                           "response": response_of(i).decode()}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/v1/insert", data=body,
+            headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+
+def served(port, keys):
+    """How many of keys are served exactly with their own response."""
+    n = 0
+    with Client("127.0.0.1", port, timeout=10) as c:
+        for i in keys:
+            r = c.lookup(NS, vec=vec_of(i), threshold=0.999)
+            n += bool(r.get("hit")) and r.get("response") == response_of(i)
+    return n
+
+
+def test_disk_full(exe, root):
+    data = os.path.join(root, "full")
+    os.makedirs(data)
+    # The log fills 192 KiB: about twenty 8 KiB inserts fit.
+    srv = Server(exe, data, extra=("--fsync", "always"), fsize=192 << 10)
+    acked, refused = [], []
+    with Client("127.0.0.1", srv.port, timeout=10) as c:
+        for i in range(200):
+            try:
+                c.insert(NS, response_of(i), vec=vec_of(i))
+                acked.append(i)
+            except semcache.SemcacheError as e:
+                check(e.code == "io_error",
+                      f"disk full: insert {i} refused with {e.code}, "
+                      "not io_error")
+                refused.append(i)
+                if len(refused) >= 3:
+                    break
+        check(len(acked) > 5, f"disk full: only {len(acked)} inserts "
+              "acknowledged before the limit")
+        check(len(refused) == 3, "disk full: no insert was refused "
+              f"({len(acked)} acknowledged)")
+        # Once failed, every later change is refused, small ones too.
+        try:
+            c.insert(NS, b"tiny", vec=vec_of(9999))
+            check(False, "disk full: a small insert after the failure was "
+                  "acknowledged")
+        except semcache.SemcacheError as e:
+            check(e.code == "io_error", f"disk full: small insert got {e.code}")
+        # Lookups go on.
+        r = c.lookup(NS, vec=vec_of(acked[0]), threshold=0.999)
+        check(r.get("hit") and r.get("response") == response_of(acked[0]),
+              "disk full: an acknowledged entry is not served")
+    status, body = srv.http_insert(5000)
+    check(status == 503, f"disk full: HTTP insert answered {status}, not 503")
+    check(body.get("error", {}).get("code") == "io_error",
+          f"disk full: HTTP error body {body}")
+    check(srv.metric("semcache_persist_failed") == 1.0,
+          "disk full: /metrics does not say semcache_persist_failed 1")
+    srv.stop()
+    # A restart without the limit serves what was acknowledged, only that.
+    srv = Server(exe, data, extra=("--fsync", "always"))
+    check(served(srv.port, acked) == len(acked),
+          f"disk full: after restart {served(srv.port, acked)} of "
+          f"{len(acked)} acknowledged inserts served")
+    check(served(srv.port, refused + [5000, 9999]) == 0,
+          "disk full: a refused insert is there after the restart")
+    with Client("127.0.0.1", srv.port, timeout=5) as c:
+        n = c.stats(NS)["entries"]
+        check(n == len(acked), f"disk full: {n} entries after restart, "
+              f"{len(acked)} acknowledged")
+        c.insert(NS, response_of(7000), vec=vec_of(7000))  # writable again
+    srv.stop()
+    print(f"  disk full: {len(acked)} inserts acknowledged, then io_error "
+          "(wire and HTTP 503); all acknowledged restored, none refused")
+
+
+def test_repair(exe, root):
+    data = os.path.join(root, "repair")
+    os.makedirs(data)
+    srv = Server(exe, data, extra=("--fsync", "always"))
+    n = 60
+    with Client("127.0.0.1", srv.port, timeout=10) as c:
+        for i in range(n):
+            c.insert(NS, response_of(i), vec=vec_of(i))
+    srv.kill9()  # the log keeps every record (no snapshot at a clean stop)
+    logs = sorted(glob.glob(os.path.join(data, "state", "log.*")))
+    check(len(logs) == 1, f"repair: log files {logs}")
+    if len(logs) != 1:
+        return
+    size = os.path.getsize(logs[0])
+    with open(logs[0], "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x5A]))
+    srv = Server(exe, data, expect_start=False)
+    rc = srv.wait_exit(timeout=60)
+    text = srv.log_text()
+    check(rc not in (0, None), f"repair: a corrupt log started (rc {rc})")
+    check("corrupt record at byte" in text and "--repair" in text,
+          "repair: the refusal does not name the byte and --repair")
+    srv = Server(exe, data, extra=("--repair",))
+    text = srv.log_text()
+    check("--repair skipped" in text, "repair: no skipped-records line")
+    got = served(srv.port, range(n))
+    check(n - 3 <= got < n, f"repair: {got} of {n} entries served after "
+          "--repair (the damaged record's entry must go, the rest stay)")
+    srv.stop()
+    print(f"  repair: corrupt log refused, --repair served {got} of {n}")
+
+
+def test_compact(exe, root):
+    data = os.path.join(root, "compact")
+    os.makedirs(data)
+    # Below 1 MiB is refused at start, saying the range.
+    bad = Server(exe, data, extra=("--compact-bytes", "65536"),
+                 expect_start=False)
+    rc = bad.wait_exit(timeout=30)
+    check(rc not in (0, None) and "--compact-bytes must be" in bad.log_text(),
+          f"compact: --compact-bytes 65536 not refused (rc {rc})")
+    srv = Server(exe, data, extra=("--compact-bytes", "1048576"))
+    n = 400
+    with Client("127.0.0.1", srv.port, timeout=10) as c:
+        for i in range(n):
+            c.insert(NS, response_of(i), vec=vec_of(i))
+    deadline = time.monotonic() + 20
+    while "compacted" not in srv.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check("compacted" in srv.log_text(),
+          "compact: no compaction at --compact-bytes 1048576 after "
+          f"{n} inserts of 8 KiB")
+    snaps = glob.glob(os.path.join(data, "state", "snap.*"))
+    check(len(snaps) >= 1, "compact: no snapshot file")
+    srv.kill9()
+    srv = Server(exe, data)
+    got = served(srv.port, range(n))
+    check(got == n, f"compact: {got} of {n} entries after the restart")
+    srv.stop()
+    print(f"  compact: compacted at 1 MiB, {got} of {n} restored")
+
+
+def main():
+    exe = sys.argv[sys.argv.index("--server") + 1]
+    root = tempfile.mkdtemp(prefix="semcache-durability-")
+    try:
+        test_disk_full(exe, root)
+        test_repair(exe, root)
+        test_compact(exe, root)
+    finally:
+        if test_semcache.failed == 0:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"  data kept in {root}")
+    passed, failed = test_semcache.passed, test_semcache.failed
+    print(f"test_durability: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
