@@ -98,15 +98,17 @@ static double rate(const sc_embed *e, const sc_embed_params *par,
     return n / (t - t0);
 }
 
-static double rescore_rate(const sc_embed *e, const prompts *p, double secs,
-                           size_t *done)
+/* Pairs of neighbouring prompts; with df, weighted by its counts (what the
+ * cache does: df then holds every prompt, as one scope would). */
+static double rescore_rate(const sc_embed *e, const sc_embed_df *df,
+                           const prompts *p, double secs, size_t *done)
 {
     size_t n = 0;
     double t0 = sc_bench_now(), t;
     do {
         for (size_t i = 0; i + 1 < p->n; i++) {
-            sink += sc_embed_rescore(e, p->text[i], p->len[i], p->text[i + 1],
-                                     p->len[i + 1], 0.9f);
+            sink += sc_embed_rescore_df(e, df, p->text[i], p->len[i],
+                                        p->text[i + 1], p->len[i + 1], 0.9f);
         }
         n += p->n - 1;
         t = sc_bench_now();
@@ -162,7 +164,14 @@ int main(int argc, char **argv)
     rate(e, &ship, &p, 0.2, &n1);
     double r_plain = rate(e, &plain, &p, secs, &n1);
     double r_ship = rate(e, &ship, &p, secs, &n2);
-    double r_res = rescore_rate(e, &p, secs, &n3);
+    double r_res = rescore_rate(e, NULL, &p, secs, &n3);
+    sc_embed_df *df = sc_embed_df_new();
+    for (size_t i = 0; df != NULL && i < p.n; i++) {
+        sc_embed_df_count(df, e, p.text[i], p.len[i], 1);
+    }
+    size_t n4;
+    double r_df = rescore_rate(e, df, &p, secs, &n4);
+    sc_embed_df_free(df);
     double avg = (double)p.bytes / p.n;
     if (!json) {
         printf("bench_embed: %s, %s, 1 thread, %zu prompts (mean %.0f "
@@ -175,11 +184,14 @@ int main(int argc, char **argv)
                r_ship, r_ship / r_plain);
         printf("%-28s %12zu %14.0f %8.2f\n", "rescore (pairs)", n3, r_res,
                r_res / r_plain);
+        printf("%-28s %12zu %14.0f %8.2f\n", "rescore + scope idf (pairs)", n4,
+               r_df, r_df / r_plain);
     } else {
-        const char *names[3] = {"plain_average", "shipped", "rescore"};
-        double rates[3] = {r_plain, r_ship, r_res};
-        size_t ns[3] = {n1, n2, n3};
-        for (int i = 0; i < 3; i++) {
+        const char *names[4] = {"plain_average", "shipped", "rescore",
+                                "rescore_idf"};
+        double rates[4] = {r_plain, r_ship, r_res, r_df};
+        size_t ns[4] = {n1, n2, n3, n4};
+        for (int i = 0; i < 4; i++) {
             sc_bench_json j;
             sc_bench_json_begin(&j);
             sc_bench_json_str(&j, "bench", "embed");

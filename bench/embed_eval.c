@@ -97,6 +97,21 @@ static sc_vote_params V;    /* the cache's decision rule (cache/vote.h) */
 static int per_label = 0;   /* --dev: store only the first N of each label */
 static int kc = 8;          /* candidates the index hands over (the cache's) */
 static size_t stream_n = 0; /* --dev stream: only the first N of the order */
+static int use_idf = 0;     /* --idf 1: the alignment weighted by the stored
+                               texts' idf (sc_embed_df), as the cache does */
+static double idf_prior = SC_EMBED_DF_PRIOR; /* --idf-prior K */
+
+static sc_embed_df *df_build(const set *s, const unsigned char *ok)
+{
+    sc_embed_df *df = sc_embed_df_new();
+    sc_embed_df_set_prior(df, idf_prior);
+    for (size_t i = 0; i < s->n; i++) {
+        if (ok[i]) {
+            sc_embed_df_count(df, E, s->text[i], s->len[i], 1);
+        }
+    }
+    return df;
+}
 
 /* A response key per label, as the cache's hash and length; an
  * out-of-scope text (label NULL) has an answer of its own. */
@@ -133,9 +148,12 @@ typedef struct job {
     const unsigned char *qok, *cok;
     int loo;
     size_t from, to;
-    float *score;  /* best adjusted similarity per query */
-    long *best;    /* its candidate, -1 none */
-    float *cosine; /* its cosine */
+    sc_embed_params p; /* P, with this job's own df when --idf */
+    sc_embed_df *df;   /* the stored texts' (leave-one-out: the query's
+                          own text is counted out while it is judged) */
+    float *score;      /* best adjusted similarity per query */
+    long *best;        /* its candidate, -1 none */
+    float *cosine;     /* its cosine */
 } job;
 
 static void *search_range(void *arg)
@@ -174,15 +192,22 @@ static void *search_range(void *arg)
         }
         float adj[K];
         sc_vote_key key[K];
+        int self_out = j->df != NULL && j->loo && j->cok[q];
+        if (self_out) {
+            sc_embed_df_count(j->df, E, j->qs->text[q], j->qs->len[q], -1);
+        }
         for (int t = 0; t < nt; t++) {
             float a = ts[t];
             if (a >= rescore_floor) {
-                a = sc_embed_rescore_p(E, &P, j->qs->text[q], j->qs->len[q],
+                a = sc_embed_rescore_p(E, &j->p, j->qs->text[q], j->qs->len[q],
                                        j->cs->text[ti[t]], j->cs->len[ti[t]],
                                        ts[t]);
             }
             adj[t] = a;
             key[t] = label_key(j->cs->label[ti[t]], (size_t)ti[t]);
+        }
+        if (self_out) {
+            sc_embed_df_count(j->df, E, j->qs->text[q], j->qs->len[q], 1);
         }
         /* The cache's rule at threshold -inf: the served candidate's
          * similarity is then the score a threshold sweep compares. */
@@ -207,10 +232,18 @@ static void run_search(job *base)
         jobs[t] = *base;
         jobs[t].from = t * per < n ? t * per : n;
         jobs[t].to = (t + 1) * per < n ? (t + 1) * per : n;
+        jobs[t].p = P;
+        jobs[t].df = NULL;
+        if (use_idf) {
+            jobs[t].df = df_build(base->cs, base->cok);
+            jobs[t].p.idf = sc_embed_df_idf;
+            jobs[t].p.idf_ctx = jobs[t].df;
+        }
         pthread_create(&th[t], NULL, search_range, &jobs[t]);
     }
     for (int t = 0; t < threads; t++) {
         pthread_join(th[t], NULL);
+        sc_embed_df_free(jobs[t].df);
     }
 }
 
@@ -364,6 +397,8 @@ static void eval_intent(const char *dir, const char *name, int test,
              !test,
              0,
              n,
+             P,
+             NULL,
              malloc(n * 4),
              malloc(n * sizeof(long)),
              malloc(n * 4)};
@@ -391,10 +426,18 @@ static void eval_intent(const char *dir, const char *name, int test,
         }
     }
     report_intent(name, test ? "test" : "dev", r, n, nscope);
+
     /* Stream mode: queries in order; on a miss the query is inserted. */
     uint32_t dim = sc_embed_dim(E);
     for (int t = 0; t < nstream; t++) {
         size_t *ins = malloc(n * sizeof(size_t)), nins = 0, hits = 0, good = 0;
+        sc_embed_df *sdf = NULL; /* of the texts inserted so far */
+        if (use_idf) {
+            sdf = sc_embed_df_new();
+            sc_embed_df_set_prior(sdf, idf_prior);
+            P.idf = sc_embed_df_idf;
+            P.idf_ctx = sdf;
+        }
         size_t *order = stream_order(n, !test);
         size_t ns = stream_n > 0 && stream_n < n ? stream_n : n;
         for (size_t qi = 0; qi < ns; qi++) {
@@ -442,8 +485,13 @@ static void eval_intent(const char *dir, const char *name, int test,
                 good += label_eq(qs.label[q], qs.label[bi]);
             } else if (qok[q]) {
                 ins[nins++] = q;
+                if (sdf != NULL) {
+                    sc_embed_df_count(sdf, E, qs.text[q], qs.len[q], 1);
+                }
             }
         }
+        P.idf = NULL;
+        sc_embed_df_free(sdf);
         printf("%-14s %-5s stream @%.3f: hit %5.1f%% precision %5.1f%%\n", name,
                test ? "test" : "dev", stream_thr[t], 100.0 * hits / ns,
                hits ? 100.0 * good / hits : 100.0);
@@ -562,7 +610,8 @@ static void usage(void)
             "  knobs: --a SIF_A (0 = plain mean) --ncomp N --oov 0|1 "
             "--oov-scale X --punct 0|1 --unit 0|1\n"
             "         --lex W --pow P --lex-tau T --num P --neg P --floor F\n"
-            "         --qword P --align W --cap 0|1 --trigram D\n"
+            "         --qword P --align W --cap 0|1 --trigram D --align-base B "
+            "--idf 0|1 --idf-prior K\n"
             "  rule (cache/vote.h): --k N (candidates, 8) --tau T (0 = no "
             "vote) --rho R --margin M --window W\n"
             "  --per-label N: --dev with only N stored lines per label\n"
@@ -645,6 +694,12 @@ int main(int argc, char **argv)
             P.align_weight = strtof(v, NULL);
         } else if (KNOB("--cap")) {
             P.cap_cosine = atoi(v) != 0;
+        } else if (KNOB("--idf")) {
+            use_idf = atoi(v) != 0;
+        } else if (KNOB("--idf-prior")) {
+            idf_prior = strtod(v, NULL);
+        } else if (KNOB("--align-base")) {
+            P.align_base = strtof(v, NULL);
         } else if (KNOB("--trigram")) {
             P.trigram = strtof(v, NULL);
         } else if (KNOB("--neg")) {

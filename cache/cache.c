@@ -89,6 +89,7 @@ typedef struct scope {
     sc_index *ix;   /* NULL until the scope's first vector */
     size_t entries; /* entries in this scope, text-only ones included */
     size_t pins;    /* calls using the scope without holding ns->mu */
+    void *stats;    /* the embedder's statistics of its texts, or NULL */
     size_t name_len;
     char name[]; /* NUL-terminated */
 } scope;
@@ -129,6 +130,10 @@ typedef struct ns {
     sc_heap expiry;
     uint64_t entries, bytes, quarantined;
     sc_cache_stats st; /* counters; the "now" fields are filled on read */
+    /* The embedder, when it keeps statistics of each scope's texts (for
+     * its rescore: per scope, so that one tenant's texts never move
+     * another's similarities). */
+    const sc_cache_embedder *stats_em;
     char name[SC_CACHE_NS_NAME_MAX + 1];
 } ns;
 
@@ -452,6 +457,11 @@ static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
         if (sc == NULL) {
             return SC_ENOMEM;
         }
+        if (s->stats_em != NULL &&
+            (sc->stats = s->stats_em->stats_new(s->stats_em->arg)) == NULL) {
+            free(sc);
+            return SC_ENOMEM;
+        }
         memcpy(sc->name, name, len);
         sc->name[len] = '\0';
         sc->name_len = len;
@@ -471,6 +481,9 @@ static void scope_maybe_free(ns *s, scope *sc)
     }
     sc_htab_remove(&s->scopes, &sc->node);
     sc_index_close(sc->ix);
+    if (sc->stats != NULL) {
+        s->stats_em->stats_free(s->stats_em->arg, sc->stats);
+    }
     free(sc);
 }
 
@@ -604,12 +617,15 @@ static bool id_present(sc_cache *c, uint64_t id)
     return found;
 }
 
-
 /* ns->mu held (c->gmu not). Unlinks e from everything, counts why, frees it;
  * its scope goes too when that was its last entry and nobody pins it. */
 static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
 {
     scope *sc = e->sc;
+    if (sc->stats != NULL && e->has_text) {
+        s->stats_em->stats_count(s->stats_em->arg, sc->stats, e->text,
+                                 e->text_len, -1);
+    }
     entry_unmatchable(s, e);
     sc_htab_remove(&s->ids, &e->by_id);
     if (e->exp.slot != SC_HEAP_NONE) {
@@ -759,7 +775,9 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
          strnlen(em->model, SC_CACHE_TAG_MAX + 1) > SC_CACHE_TAG_MAX ||
          em->dim < 1 || em->dim > SC_INDEX_MAX_DIM ||
          !(em->threshold >= -1.0f && em->threshold <= 1.0f) ||
-         !(em->margin >= 0.0f && em->margin <= 2.0f))) {
+         !(em->margin >= 0.0f && em->margin <= 2.0f) ||
+         (em->stats_new == NULL) != (em->stats_free == NULL) ||
+         (em->stats_new == NULL) != (em->stats_count == NULL))) {
         return SC_EINVAL;
     }
     sc_err rc = SC_ENOMEM;
@@ -965,6 +983,9 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     }
     if (sc_htab_init(&s->scopes) != SC_OK) {
         goto fail_scopes;
+    }
+    if (c->cfg.embedder != NULL && c->cfg.embedder->stats_new != NULL) {
+        s->stats_em = c->cfg.embedder;
     }
     list_init(&s->lru);
     sc_heap_init(&s->expiry);
@@ -1435,10 +1456,9 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         vec = own_vec;
         dim = own_vec != NULL ? c->cfg.embedder->dim : 0;
     }
-    const char *model = ro != NULL ? (ro->embed_model != NULL ? ro->embed_model
-                                                              : "")
-                                   : vec_model(c, own_vec != NULL,
-                                               item->embed_model);
+    const char *model = ro != NULL
+                            ? (ro->embed_model != NULL ? ro->embed_model : "")
+                            : vec_model(c, own_vec != NULL, item->embed_model);
     size_t model_len;
     if ((rc = check_str(model, SC_CACHE_TAG_MAX, &model_len)) != SC_OK) {
         free(own_vec);
@@ -1532,8 +1552,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     } else if (e->ttl_ms != 0) {
         e->expires_ms = add_sat(now, e->ttl_ms);
     }
-    if (e->expires_ms != 0 &&
-        (rc = sc_heap_reserve(&s->expiry)) != SC_OK) {
+    if (e->expires_ms != 0 && (rc = sc_heap_reserve(&s->expiry)) != SC_OK) {
         goto fail_locked;
     }
     scope *sc;
@@ -1614,6 +1633,10 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     s->entries++;
     s->bytes += e->bytes;
     s->st.inserts++;
+    if (sc->stats != NULL && e->has_text) {
+        s->stats_em->stats_count(s->stats_em->arg, sc->stats, e->text,
+                                 e->text_len, 1);
+    }
     pthread_mutex_lock(&c->gmu);
     list_push_front(&c->lru, &e->glru);
     sc_htab_insert(&c->ids, &e->by_gid);
@@ -1774,7 +1797,8 @@ static sc_err delete_entry(sc_cache *c, uint64_t id, bool force)
     sc_err rc = e != NULL ? SC_OK : SC_ENOTFOUND;
     uint64_t seq = 0;
     if (e != NULL) {
-        sc_cache_change ch = {.kind = SC_CHANGE_REMOVE, .ns = s->name, .id = id};
+        sc_cache_change ch = {
+            .kind = SC_CHANGE_REMOVE, .ns = s->name, .id = id};
         rc = journal_append(c, &ch, &seq);
         if (rc == SC_OK || force) {
             entry_remove(c, s, e, GONE_DELETE);
@@ -2111,8 +2135,9 @@ static void rescore(const sc_cache *c, const ns *s, const pending *p,
     }
     for (unsigned i = 0; i < nc; i++) {
         if (cand[i]->has_text) {
-            float r = em->rescore(em->arg, p->q->text, p->q->text_len,
-                                  cand[i]->text, cand[i]->text_len, sim[i]);
+            float r = em->rescore(em->arg, p->sc != NULL ? p->sc->stats : NULL,
+                                  p->q->text, p->q->text_len, cand[i]->text,
+                                  cand[i]->text_len, sim[i]);
             sim[i] = isfinite(r) ? fmaxf(-1.0f, fminf(1.0f, r)) : sim[i];
         }
     }
@@ -2546,8 +2571,8 @@ static void foreach_ns(sc_cache *c, ns *s, void *arg)
     }
     pthread_mutex_lock(&s->mu);
     for (lnode *n = s->lru.next; n != &s->lru && !a->stop; n = n->next) {
-        a->stop = visit_entry(s, CONTAINER(n, entry, lru), a->vec, a->fn,
-                              a->arg);
+        a->stop =
+            visit_entry(s, CONTAINER(n, entry, lru), a->vec, a->fn, a->arg);
     }
     pthread_mutex_unlock(&s->mu);
 }

@@ -41,14 +41,27 @@ typedef struct sc_cache_embedder {
     sc_err (*embed)(void *arg, const char *text, size_t len, float *out);
     /* Optional (NULL = the cosine): the similarity a candidate is judged by
      * (threshold, margin, ranking), from the query's prompt text, the
-     * candidate's, and their cosine. Used only for namespaces of this
-     * model and entries that kept their text. Returns a value in [-1, 1]. */
-    float (*rescore)(void *arg, const char *qtext, size_t qlen,
-                     const char *ctext, size_t clen, float cosine);
-    void *arg; /* passed to embed and rescore */
+     * candidate's, and their cosine; stats is the scope's (below) or
+     * NULL. Used only for namespaces of this model and entries that kept
+     * their text. Returns a value in [-1, 1]. */
+    float (*rescore)(void *arg, const void *stats, const char *qtext,
+                     size_t qlen, const char *ctext, size_t clen, float cosine);
+    void *arg; /* passed to every function here */
     bool vote; /* judge this model's candidates by response vote
                   (cache/vote.h, its defaults; the margin still applies)
                   instead of the best candidate and the margin alone */
+    /* Optional, all three or none: statistics of each scope's stored texts
+     * for rescore (the built-in embedder's word document frequencies), per
+     * scope so that one scope's texts never move another's similarities.
+     * stats_new makes a scope's (NULL: out of memory, the insert that made
+     * the scope is refused); stats_count counts an entry's text in (delta
+     * +1, when it is stored or restored) or out (-1, however it goes),
+     * under the namespace's lock, as rescore is called; stats_free frees
+     * it with its scope. */
+    void *(*stats_new)(void *arg);
+    void (*stats_free)(void *arg, void *stats);
+    void (*stats_count)(void *arg, void *stats, const char *text, size_t len,
+                        int delta);
 } sc_cache_embedder;
 
 struct sc_cache_entry_info;

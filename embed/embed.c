@@ -618,6 +618,9 @@ void sc_embed_params_default(sc_embed_params *p)
     p->align_weight = 0.5f;
     p->cap_cosine = false;
     p->trigram = 0.0f; /* tried: 0.5 changed nothing on dev */
+    p->align_base = 0.0f;
+    p->idf = NULL;
+    p->idf_ctx = NULL;
 }
 
 static uint64_t splitmix(uint64_t *s)
@@ -792,6 +795,9 @@ static void content(const sc_embed *e, const sc_embed_params *p,
         k->h = XXH3_64bits(t.s, t.n);
         k->idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, k->h);
         k->w = word_weight(e, p, k->idx);
+        if (p->idf != NULL) {
+            k->w *= p->idf(p->idf_ctx, k->h);
+        }
         k->num = t.kind == TK_NUM;
         k->n = (uint8_t)t.n;
         memcpy(k->s, t.s, t.n);
@@ -807,6 +813,23 @@ static void content(const sc_embed *e, const sc_embed_params *p,
             c->n++;
         }
     }
+}
+
+size_t sc_embed_content_hashes(const sc_embed *e, const char *text, size_t len,
+                               uint64_t *out, size_t cap)
+{
+    if (e == NULL || (text == NULL && len > 0)) {
+        return 0;
+    }
+    sc_embed_params p;
+    sc_embed_params_default(&p);
+    ctext c;
+    content(e, &p, text, len, &c);
+    size_t n = c.n < cap ? c.n : cap;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = c.t[i].h;
+    }
+    return n;
 }
 
 /* Dice coefficient of the character trigrams of two words, with boundary
@@ -871,7 +894,15 @@ static float word_sim(const sc_embed *e, const sc_embed_params *p,
     /* A table of huge (finite) values can overflow the dot product: such
      * a pair matches nothing rather than poisoning the score. */
     float s = dot * e->inv_norm[a->idx] * e->inv_norm[b->idx];
-    return isfinite(s) ? (s > 1.0f ? 1.0f : s < -1.0f ? -1.0f : s) : 0.0f;
+    if (!isfinite(s)) {
+        return 0.0f;
+    }
+    s = s > 1.0f ? 1.0f : s < -1.0f ? -1.0f : s;
+    if (p->align_base > 0 && p->align_base < 1) {
+        s = (s - p->align_base) / (1.0f - p->align_base);
+        s = s < 0 ? 0 : s;
+    }
+    return s;
 }
 
 /* Of a against b: the unmatched content mass, the aligned mass (each word's
@@ -961,5 +992,200 @@ float sc_embed_rescore(const sc_embed *e, const char *qtext, size_t qlen,
 {
     sc_embed_params p;
     sc_embed_params_default(&p);
+    return sc_embed_rescore_p(e, &p, qtext, qlen, ctext, clen, cosine);
+}
+
+/* ---- document frequencies ------------------------------------------------
+ * Open addressing, linear probing, keys the tokens' XXH3 hashes (| 1, so
+ * 0 marks an empty slot); a removal shifts the run after it back, so there
+ * are no tombstones. Kept at most half full. */
+
+struct sc_embed_df {
+    uint64_t *key;
+    uint32_t *count;
+    size_t cap; /* a power of two, or 0 */
+    size_t used;
+    uint64_t docs;
+    double prior; /* SC_EMBED_DF_PRIOR, or the evaluation tool's */
+};
+
+sc_embed_df *sc_embed_df_new(void)
+{
+    sc_embed_df *df = calloc(1, sizeof(sc_embed_df));
+    if (df != NULL) {
+        df->prior = SC_EMBED_DF_PRIOR;
+    }
+    return df;
+}
+
+void sc_embed_df_set_prior(sc_embed_df *df, double prior)
+{
+    df->prior = prior;
+}
+
+void sc_embed_df_free(sc_embed_df *df)
+{
+    if (df != NULL) {
+        free(df->key);
+        free(df->count);
+        free(df);
+    }
+}
+
+static size_t df_home(const sc_embed_df *df, uint64_t k)
+{
+    return (size_t)((k * 0x9e3779b97f4a7c15ULL) >> 17) & (df->cap - 1);
+}
+
+/* The slot of k, or of the empty slot where it would go. */
+static size_t df_find(const sc_embed_df *df, uint64_t k)
+{
+    size_t i = df_home(df, k);
+    while (df->key[i] != 0 && df->key[i] != k) {
+        i = (i + 1) & (df->cap - 1);
+    }
+    return i;
+}
+
+static sc_err df_reserve(sc_embed_df *df, size_t more)
+{
+    size_t cap = df->cap ? df->cap : 64;
+    while ((df->used + more) * 2 > cap) {
+        if (cap > SIZE_MAX / 4 / sizeof(uint64_t)) {
+            return SC_ENOMEM;
+        }
+        cap *= 2;
+    }
+    if (cap == df->cap) {
+        return SC_OK;
+    }
+    uint64_t *key = calloc(cap, sizeof(uint64_t));
+    uint32_t *count = calloc(cap, sizeof(uint32_t));
+    if (key == NULL || count == NULL) {
+        free(key);
+        free(count);
+        return SC_ENOMEM;
+    }
+    sc_embed_df old = *df;
+    df->key = key;
+    df->count = count;
+    df->cap = cap;
+    for (size_t i = 0; i < old.cap; i++) {
+        if (old.key[i] != 0) {
+            size_t j = df_find(df, old.key[i]);
+            df->key[j] = old.key[i];
+            df->count[j] = old.count[i];
+        }
+    }
+    free(old.key);
+    free(old.count);
+    return SC_OK;
+}
+
+static void df_erase(sc_embed_df *df, size_t i)
+{
+    /* Backward shift: move up each later entry of the run whose home is
+     * not between the hole and it (cyclically). */
+    size_t hole = i, j = i;
+    for (;;) {
+        j = (j + 1) & (df->cap - 1);
+        if (df->key[j] == 0) {
+            break;
+        }
+        size_t h = df_home(df, df->key[j]);
+        if (((j - h) & (df->cap - 1)) >= ((j - hole) & (df->cap - 1))) {
+            df->key[hole] = df->key[j];
+            df->count[hole] = df->count[j];
+            hole = j;
+        }
+    }
+    df->key[hole] = 0;
+    df->count[hole] = 0;
+    df->used--;
+}
+
+sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
+                         size_t len, int delta)
+{
+    if (df == NULL || e == NULL || (text == NULL && len > 0)) {
+        return SC_EINVAL;
+    }
+    uint64_t h[SC_EMBED_RESCORE_TOKENS];
+    size_t n =
+        sc_embed_content_hashes(e, text, len, h, SC_EMBED_RESCORE_TOKENS);
+    if (delta > 0) {
+        if (df_reserve(df, n) != SC_OK) {
+            return SC_ENOMEM;
+        }
+        for (size_t t = 0; t < n; t++) {
+            size_t i = df_find(df, h[t] | 1);
+            if (df->key[i] == 0) {
+                df->key[i] = h[t] | 1;
+                df->used++;
+            }
+            if (df->count[i] < UINT32_MAX) {
+                df->count[i]++;
+            }
+        }
+        df->docs++;
+    } else if (delta < 0) {
+        for (size_t t = 0; t < n && df->cap > 0; t++) {
+            size_t i = df_find(df, h[t] | 1);
+            if (df->key[i] != 0 && --df->count[i] == 0) {
+                df_erase(df, i);
+            }
+        }
+        if (df->docs > 0) {
+            df->docs--;
+        }
+    }
+    return SC_OK;
+}
+
+uint64_t sc_embed_df_docs(const sc_embed_df *df)
+{
+    return df != NULL ? df->docs : 0;
+}
+
+static uint32_t df_of(const sc_embed_df *df, uint64_t h)
+{
+    if (df == NULL || df->cap == 0) {
+        return 0;
+    }
+    size_t i = df_find(df, h | 1);
+    return df->key[i] != 0 ? df->count[i] : 0;
+}
+
+uint32_t sc_embed_df_token(const sc_embed_df *df, const char *token, size_t len)
+{
+    return token != NULL || len == 0 ? df_of(df, XXH3_64bits(token, len)) : 0;
+}
+
+float sc_embed_df_idf(const void *ctx, uint64_t h)
+{
+    const sc_embed_df *df = ctx;
+    double n = (double)df->docs, d = (double)df_of(df, h);
+    if (d > n) {
+        d = n; /* counts of texts counted out more often than in */
+    }
+    /* BM25's idf over its largest value (an unseen word's), so 1 for the
+     * rarest; mixed with 1 (SIF alone) by n / (n + prior): a few texts
+     * say little about which words are common. */
+    double idf = log(1.0 + (n - d + 0.5) / (d + 0.5));
+    double top = log(1.0 + (n + 0.5) / 0.5);
+    double m = n / (n + df->prior);
+    return (float)((1.0 - m) + m * idf / top);
+}
+
+float sc_embed_rescore_df(const sc_embed *e, const sc_embed_df *df,
+                          const char *qtext, size_t qlen, const char *ctext,
+                          size_t clen, float cosine)
+{
+    sc_embed_params p;
+    sc_embed_params_default(&p);
+    if (df != NULL) {
+        p.idf = sc_embed_df_idf;
+        p.idf_ctx = df;
+    }
     return sc_embed_rescore_p(e, &p, qtext, qlen, ctext, clen, cosine);
 }

@@ -79,10 +79,47 @@ sc_err sc_embed_text(const sc_embed *e, const char *text, size_t len,
 /* The defaults a namespace of this embedder's model should use, chosen on
  * development data only: one threshold for every deployment, compared with
  * the rescored similarity, and the margin rule's margin. */
-#define SC_EMBED_THRESHOLD 0.90f
+#define SC_EMBED_THRESHOLD 0.89f
 #define SC_EMBED_MARGIN    0.03f
 float sc_embed_rescore(const sc_embed *e, const char *qtext, size_t qlen,
                        const char *ctext, size_t clen, float cosine);
+
+/* Document frequencies of content tokens over a set of stored texts (a
+ * namespace's entries), so that the alignment can weight each word by how
+ * rare it is among them as well as in English: words every entry of a
+ * namespace shares ("card" in a bank's FAQ) tell its entries apart less
+ * than the words that differ ("declined", "pending"). The weight is
+ * SIF x ((1 - m) + m idf / idf_max), with BM25's idf ln(1 + (N - df + 0.5)
+ * / (df + 0.5)) for N counted texts, idf_max an unseen word's, and
+ * m = N / (N + SC_EMBED_DF_PRIOR): with few texts counted the weights stay
+ * near SIF's (an empty df: SIF alone).
+ * Not thread-safe: the caller serialises every call on one df (the cache
+ * holds the namespace's lock). Memory: about 24 bytes per distinct token. */
+typedef struct sc_embed_df sc_embed_df;
+#define SC_EMBED_DF_PRIOR 16.0
+
+/* A new, empty df, or NULL when out of memory. */
+sc_embed_df *sc_embed_df_new(void);
+void sc_embed_df_free(sc_embed_df *df); /* NULL is a no-op */
+
+/* Counts text's distinct content tokens (as the rescore reads them) into df
+ * (delta > 0) or out of it (delta < 0: counts stop at zero, a token whose
+ * count reaches zero is forgotten). SC_ENOMEM (growing for an add) leaves
+ * df unchanged; SC_EINVAL for a NULL df or e. */
+sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
+                         size_t len, int delta);
+
+/* Texts counted in (adds minus removals), and the count of one token given
+ * in its normal form (lower case, as sc_embed tokenises). */
+uint64_t sc_embed_df_docs(const sc_embed_df *df);
+uint32_t sc_embed_df_token(const sc_embed_df *df, const char *token,
+                           size_t len);
+
+/* sc_embed_rescore with the alignment's weights multiplied by df's idf
+ * (same contract; df NULL = sc_embed_rescore). */
+float sc_embed_rescore_df(const sc_embed *e, const sc_embed_df *df,
+                          const char *qtext, size_t qlen, const char *ctext,
+                          size_t clen, float cosine);
 
 /* Converts a wink-style JSON file (an object with "dimensions", "words":
  * [strings, most frequent first] and "vectors": {word: [dim numbers, ...]})

@@ -6,6 +6,7 @@
 #define SC_EMBED_INTERNAL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "embed/embed.h"
 
@@ -35,6 +36,13 @@ typedef struct sc_embed_params {
     bool cap_cosine;     /* the result never exceeds the cosine */
     float trigram;       /* unknown words match by character-trigram Dice
                             when it is >= this; 0 = off (exact match only) */
+    float align_base;    /* two different words' cosine s counts as
+                            max(0, (s - b) / (1 - b)) in the alignment
+                            (BERTScore's baseline rescaling); 0 = raw s */
+    /* Optional corpus weighting of the alignment: each content token's
+     * weight is multiplied by idf(idf_ctx, token hash). NULL = none. */
+    float (*idf)(const void *idf_ctx, uint64_t token_hash);
+    const void *idf_ctx;
 } sc_embed_params;
 
 void sc_embed_params_default(sc_embed_params *p);
@@ -50,6 +58,16 @@ float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
  * are bare, OOV words are prefixed '~', numbers '#'. Returns the count. */
 size_t sc_embed_debug_tokens(const sc_embed *e, const char *text, size_t len,
                              char *buf, size_t cap);
+
+/* The distinct content-token hashes of text (as the rescore sees them:
+ * no punctuation, no negations), at most cap; returns the count. */
+size_t sc_embed_content_hashes(const sc_embed *e, const char *text, size_t len,
+                               uint64_t *out, size_t cap);
+
+/* The idf callback (params.idf) of a const sc_embed_df *, and its prior
+ * (SC_EMBED_DF_PRIOR by default), for the evaluation tool. */
+void sc_embed_df_set_prior(sc_embed_df *df, double prior);
+float sc_embed_df_idf(const void *df, uint64_t token_hash);
 
 /* The table index of word[0..len), or -1. */
 long sc_embed_lookup(const sc_embed *e, const char *word, size_t len);

@@ -92,10 +92,31 @@ static sc_err embed_fn(void *arg, const char *text, size_t len, float *out)
     return sc_embed_text(arg, text, len, out);
 }
 
-static float rescore_fn(void *arg, const char *q, size_t qn, const char *c,
-                        size_t cn, float cosine)
+static float rescore_fn(void *arg, const void *stats, const char *q, size_t qn,
+                        const char *c, size_t cn, float cosine)
 {
-    return sc_embed_rescore(arg, q, qn, c, cn, cosine);
+    return sc_embed_rescore_df(arg, stats, q, qn, c, cn, cosine);
+}
+
+/* Each namespace's word document frequencies (embed.h: sc_embed_df). */
+static void *stats_new_fn(void *arg)
+{
+    (void)arg;
+    return sc_embed_df_new();
+}
+
+static void stats_free_fn(void *arg, void *stats)
+{
+    (void)arg;
+    sc_embed_df_free(stats);
+}
+
+static void stats_count_fn(void *arg, void *stats, const char *text, size_t len,
+                           int delta)
+{
+    /* Out of memory for an add: that text's words count as unseen, which
+     * only weights them a little higher; nothing else depends on it. */
+    (void)sc_embed_df_count(stats, arg, text, len, delta);
 }
 
 /* Opens the embedder's table. A missing table is no error: text-only
@@ -523,6 +544,9 @@ int main(int argc, char **argv)
             .rescore = rescore_fn,
             .arg = emb,
             .vote = true,
+            .stats_new = stats_new_fn,
+            .stats_free = stats_free_fn,
+            .stats_count = stats_count_fn,
         };
         ccfg.embedder = &hook;
     }

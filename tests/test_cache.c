@@ -1344,13 +1344,177 @@ static bool has_word(const char *t, size_t n, const char *w)
     return false;
 }
 
-static float fake_rescore(void *arg, const char *q, size_t qn, const char *e,
-                          size_t en, float cosine)
+static float fake_rescore(void *arg, const void *stats, const char *q,
+                          size_t qn, const char *e, size_t en, float cosine)
 {
     (void)arg;
+    (void)stats;
     bool qc = has_word(q, qn, "cancel"), qt = has_word(q, qn, "track");
     bool ec = has_word(e, en, "cancel"), et = has_word(e, en, "track");
     return (qc && et) || (qt && ec) ? cosine - 0.5f : cosine;
+}
+
+/* ---- the embedder's per-namespace statistics ------------------------- */
+
+typedef struct fake_stats {
+    long docs;  /* texts counted in minus out */
+    long bytes; /* their lengths, likewise */
+} fake_stats;
+
+static int stats_live = 0;            /* made and not yet freed */
+static const void *stats_seen = NULL; /* what rescore was last given */
+
+static void *fake_stats_new(void *arg)
+{
+    (void)arg;
+    stats_live++;
+    return calloc(1, sizeof(fake_stats));
+}
+
+static void fake_stats_free(void *arg, void *st)
+{
+    (void)arg;
+    stats_live--;
+    free(st);
+}
+
+static void fake_stats_count(void *arg, void *st, const char *text, size_t len,
+                             int delta)
+{
+    (void)arg;
+    (void)text;
+    fake_stats *f = st;
+    f->docs += delta;
+    f->bytes += delta * (long)len;
+}
+
+static float stats_rescore(void *arg, const void *stats, const char *q,
+                           size_t qn, const char *e, size_t en, float cosine)
+{
+    (void)arg;
+    (void)q;
+    (void)qn;
+    (void)e;
+    (void)en;
+    stats_seen = stats;
+    return cosine;
+}
+
+static int restore_into(const sc_cache_entry_info *e, void *arg)
+{
+    bool added = false;
+    return sc_cache_restore_entry(arg, e, now_fake, &added) != SC_OK || !added;
+}
+
+/* The statistics follow a scope's texts however entries come and go:
+ * insert, replace, delete, expiry, eviction, flush, restore; each scope has
+ * its own (one tenant's texts never weigh in another's similarities), made
+ * with the scope and freed with it; rescore is handed the scope's. */
+static void test_embedder_stats(void)
+{
+    sc_cache_embedder em = {0};
+    em.model = "fake@1";
+    em.dim = D;
+    em.embed = fake_embed;
+    em.rescore = stats_rescore;
+    em.stats_new = fake_stats_new;
+    em.stats_free = fake_stats_free;
+    em.stats_count = fake_stats_count;
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.clock_arg = &now_fake;
+    sc_cache *c = NULL;
+
+    /* All three hooks or none. */
+    sc_cache_embedder half = em;
+    half.stats_free = NULL;
+    cfg.embedder = &half;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_EINVAL);
+
+    cfg.embedder = &em;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", NULL), SC_OK);
+    CHECK_EQ_INT(stats_live, 0);
+    uint64_t id1, id2, id3;
+    CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "1", 0, &id1), SC_OK);
+    CHECK_EQ_INT(put(c, "a", NULL, "banana split", NULL, "2", 0, &id2), SC_OK);
+    CHECK_EQ_INT(put(c, "a", NULL, "cherry tart", NULL, "3", 1000, &id3),
+                 SC_OK);
+    CHECK_EQ_INT(put(c, "b", NULL, "durian", NULL, "4", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "a", "t2", "elderberry wine", NULL, "8", 0, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(stats_live, 3);
+    /* The namespace's own statistics reach rescore. */
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "a", NULL, "apple pie!", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    const fake_stats *fa = stats_seen;
+    CHECK(fa != NULL);
+    if (fa == NULL) {
+        sc_cache_close(c);
+        return;
+    }
+    CHECK_EQ_INT(fa->docs, 3);
+    CHECK_EQ_INT(fa->bytes, 9 + 12 + 11);
+    CHECK_EQ_INT(get(c, "b", NULL, "durian fruit", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK(stats_seen != fa);
+    CHECK_EQ_INT(((const fake_stats *)stats_seen)->docs, 1);
+    /* Another scope of the same namespace: its own. */
+    CHECK_EQ_INT(get(c, "a", "t2", "elderberry", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK(stats_seen != fa);
+    CHECK_EQ_INT(((const fake_stats *)stats_seen)->docs, 1);
+    CHECK_EQ_INT(((const fake_stats *)stats_seen)->bytes, 15);
+    /* The same text again replaces: one out, one in. */
+    CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "1b", 0, &id1), SC_OK);
+    CHECK_EQ_INT(fa->docs, 3);
+    CHECK_EQ_INT(sc_cache_delete(c, id2), SC_OK);
+    CHECK_EQ_INT(fa->docs, 2);
+    now_fake += 2000;
+    CHECK_EQ_INT(sc_cache_expire(c, now_fake), 1);
+    CHECK_EQ_INT(fa->docs, 1);
+    CHECK_EQ_INT(fa->bytes, 9);
+    /* Eviction by the namespace's cap. */
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.max_entries = 2;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "a", &nc), SC_OK);
+    CHECK_EQ_INT(put(c, "a", NULL, "fig roll", NULL, "5", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "a", NULL, "grape jam", NULL, "6", 0, NULL), SC_OK);
+    CHECK_EQ_INT(fa->docs, 2);
+    CHECK_EQ_INT(fa->bytes, 8 + 9);
+    /* Restored entries are counted as inserted ones. */
+    sc_cache *c2 = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c2), SC_OK);
+    CHECK_EQ_INT(sc_cache_restore_ns(c2, "a", &nc, false), SC_OK);
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", restore_into, NULL, c2), SC_OK);
+    CHECK_EQ_INT(get(c2, "a", NULL, "grape jam please", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK(stats_seen != fa && stats_seen != NULL);
+    if (stats_seen != NULL) {
+        CHECK_EQ_INT(((const fake_stats *)stats_seen)->docs, 2);
+        CHECK_EQ_INT(((const fake_stats *)stats_seen)->bytes, 8 + 9);
+    }
+    /* c's scopes "" of a and b (the cap evicted t2's one entry, and its
+     * scope went with it), and c2's "". */
+    CHECK_EQ_INT(stats_live, 3);
+    sc_cache_close(c2);
+    CHECK_EQ_INT(stats_live, 2);
+    /* A scope's last entry gone, its statistics go with it. */
+    uint64_t id8;
+    CHECK_EQ_INT(put(c, "a", "t3", "fig", NULL, "9", 0, &id8), SC_OK);
+    CHECK_EQ_INT(stats_live, 3);
+    CHECK_EQ_INT(sc_cache_delete(c, id8), SC_OK);
+    CHECK_EQ_INT(stats_live, 2);
+    CHECK_EQ_INT(sc_cache_flush(c, "a"), SC_OK);
+    CHECK_EQ_INT(stats_live, 1);
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "b"), SC_OK);
+    CHECK_EQ_INT(stats_live, 0);
+    sc_cache_close(c);
+    CHECK_EQ_INT(stats_live, 0);
 }
 
 /* One case of the response vote (test_embedder): em's choice em_vote, the
@@ -1395,8 +1559,11 @@ static void vote_case(const sc_cache_config *cfg, sc_cache_embedder *em,
 
 static void test_embedder(void)
 {
-    sc_cache_embedder em = {"fake@1",   D,    0.6f, 0.0f,
-                            fake_embed, NULL, NULL, false};
+    sc_cache_embedder em = {0};
+    em.model = "fake@1";
+    em.dim = D;
+    em.threshold = 0.6f;
+    em.embed = fake_embed;
     int calls;
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
@@ -1876,6 +2043,7 @@ int main(void)
     test_delete_flush_drop();
     test_concurrency();
     test_embedder();
+    test_embedder_stats();
     test_backends();
     return test_summary("test_cache");
 }

@@ -888,6 +888,136 @@ static void test_rescore(void)
     CHECK(ok);
 }
 
+/* ---- document frequencies (sc_embed_df) ------------------------------- */
+
+static float rsd(const sc_embed_df *df, const char *a, const char *b,
+                 float cosine)
+{
+    return sc_embed_rescore_df(E, df, a, strlen(a), b, strlen(b), cosine);
+}
+
+static uint32_t dft(const sc_embed_df *df, const char *w)
+{
+    return sc_embed_df_token(df, w, strlen(w));
+}
+
+static void count(sc_embed_df *df, const char *t, int delta)
+{
+    CHECK_EQ_INT(sc_embed_df_count(df, E, t, strlen(t), delta), SC_OK);
+}
+
+static void test_df(void)
+{
+    CHECK_EQ_INT(sc_embed_df_count(NULL, E, "x", 1, 1), SC_EINVAL);
+    sc_embed_df *df = sc_embed_df_new();
+    CHECK(df != NULL);
+    if (df == NULL) {
+        return;
+    }
+    CHECK_EQ_INT(sc_embed_df_count(df, NULL, "x", 1, 1), SC_EINVAL);
+    CHECK_EQ_INT(sc_embed_df_docs(df), 0);
+    /* Content tokens as the rescore reads them: lower case, punctuation
+     * and negations left out, a token twice in one text counted once. */
+    count(df, "My card, my CARD was lost!", 1);
+    count(df, "my card is not blocked", 1);
+    CHECK_EQ_INT(sc_embed_df_docs(df), 2);
+    CHECK_EQ_INT(dft(df, "card"), 2);
+    CHECK_EQ_INT(dft(df, "my"), 2);
+    CHECK_EQ_INT(dft(df, "lost"), 1);
+    CHECK_EQ_INT(dft(df, "blocked"), 1);
+    CHECK_EQ_INT(dft(df, "not"), 0);
+    CHECK_EQ_INT(dft(df, ","), 0);
+    count(df, "my card was lost", -1);
+    CHECK_EQ_INT(sc_embed_df_docs(df), 1);
+    CHECK_EQ_INT(dft(df, "card"), 1);
+    CHECK_EQ_INT(dft(df, "lost"), 0);
+    CHECK_EQ_INT(dft(df, "was"), 0);
+    /* Counting out what was never in stops at zero. */
+    count(df, "zebra crossing", -1);
+    count(df, "zebra crossing", -1);
+    CHECK_EQ_INT(dft(df, "zebra"), 0);
+    CHECK_EQ_INT(sc_embed_df_docs(df), 0);
+    count(df, "my card is not blocked", -1);
+    CHECK_EQ_INT(dft(df, "card"), 0);
+    CHECK_EQ_INT(dft(df, "blocked"), 0);
+
+    /* Many tokens in and half of them out again: every count as counted
+     * by hand (the table grows, and removals shift runs back). */
+    enum { POOL = 3000, TEXTS = 2500, PER = 5 };
+    static char pool[POOL][8];
+    static int want[POOL];
+    static int pick[TEXTS][PER];
+    uint64_t st = 99;
+    for (int i = 0; i < POOL; i++) {
+        for (int k = 0; k < 6; k++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            pool[i][k] = (char)('a' + (st >> 33) % 26);
+        }
+        pool[i][6] = '\0';
+    }
+    for (int t = 0; t < TEXTS; t++) {
+        char text[PER * 8];
+        size_t n = 0;
+        for (int k = 0; k < PER; k++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            pick[t][k] = (int)((st >> 33) % (t % 2 ? 200 : POOL));
+            n += (size_t)snprintf(text + n, sizeof(text) - n, "%s ",
+                                  pool[pick[t][k]]);
+        }
+        count(df, text, 1);
+    }
+    /* Pool words can collide (equal strings): count by string. */
+    for (int t = 0; t < TEXTS; t += 2) {
+        char text[PER * 8];
+        size_t n = 0;
+        for (int k = 0; k < PER; k++) {
+            n += (size_t)snprintf(text + n, sizeof(text) - n, "%s ",
+                                  pool[pick[t][k]]);
+        }
+        count(df, text, -1);
+    }
+    int bad = 0;
+    for (int i = 0; i < POOL; i++) {
+        want[i] = 0;
+        for (int t = 1; t < TEXTS; t += 2) {
+            int in = 0;
+            for (int k = 0; k < PER && !in; k++) {
+                in = strcmp(pool[pick[t][k]], pool[i]) == 0;
+            }
+            want[i] += in;
+        }
+        bad += (int)dft(df, pool[i]) != want[i];
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(sc_embed_df_docs(df), TEXTS / 2);
+    sc_embed_df_free(df);
+
+    /* An empty df weights every word alike: the plain rescore. */
+    df = sc_embed_df_new();
+    const char *a = "how do i cancel my card", *b = "how do i track my order";
+    CHECK(near(rsd(df, a, b, 0.9f), rs(a, b, 0.9f)));
+    CHECK(rsd(NULL, a, b, 0.9f) == rs(a, b, 0.9f));
+    /* Words every stored text has weigh less, the rare ones more: two
+     * texts that share only the common words score lower than without
+     * the counts, two that share the rare word higher. */
+    for (int i = 0; i < 20; i++) {
+        char t[64];
+        snprintf(t, sizeof(t), "my card %s", i % 2 ? "please" : "account");
+        count(df, t, 1);
+    }
+    count(df, "lost", 1);
+    count(df, "stolen", 1);
+    float common = rsd(df, "my card lost", "my card stolen", 0.9f);
+    CHECK(common < rs("my card lost", "my card stolen", 0.9f));
+    float rare = rsd(df, "my card lost", "lost", 0.9f);
+    CHECK(rare > rs("my card lost", "lost", 0.9f));
+    /* Still symmetric and in range. */
+    CHECK(common == rsd(df, "my card stolen", "my card lost", 0.9f));
+    CHECK(common >= -1.0f && common <= 1.0f && rare >= -1.0f && rare <= 1.0f);
+    sc_embed_df_free(df);
+    sc_embed_df_free(NULL);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/test_embed.%ld", (long)getpid());
@@ -905,6 +1035,7 @@ int main(void)
     test_threads();
     test_corrupt();
     test_rescore();
+    test_df();
     sc_embed_close(E);
     unlink(json_path);
     unlink(table_path);

@@ -131,8 +131,9 @@ def ns_settings(c):
         ns = f"vote{int(vote)}"
         c._op("ns_create", ns=ns, vote=vote, margin=0.0, threshold=0.5)
         c.insert(ns, "W", text="how do I cancel my order please")
-        for t in ["how can I cancel my order", "I want to cancel my order",
-                  "how do I cancel an order"]:
+        for t in ["how do I cancel my order please now",
+                  "so how do I cancel my order please",
+                  "how do I cancel my order please today"]:
             c.insert(ns, "V", text=t)
         r = c.lookup(ns, text="cancel my order please")
         if vote:

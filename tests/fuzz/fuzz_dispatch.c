@@ -57,17 +57,22 @@ static sc_err fake_embed(void *arg, const char *text, size_t len, float *out)
     return SC_OK;
 }
 
-static float fake_rescore(void *arg, const char *q, size_t ql, const char *c,
-                          size_t cl, float cosine)
+static float fake_rescore(void *arg, const void *stats, const char *q,
+                          size_t ql, const char *c, size_t cl, float cosine)
 {
     (void)arg;
+    (void)stats;
     (void)q;
     (void)c;
     return ql == cl ? cosine : cosine * 0.99f;
 }
 
-static const sc_cache_embedder embedder = {
-    "fake@1", EDIM, 0.8f, 0.01f, fake_embed, fake_rescore, NULL, false};
+static const sc_cache_embedder embedder = {.model = "fake@1",
+                                           .dim = EDIM,
+                                           .threshold = 0.8f,
+                                           .margin = 0.01f,
+                                           .embed = fake_embed,
+                                           .rescore = fake_rescore};
 
 static void die(const char *what)
 {

@@ -24,9 +24,13 @@ static void die(const char *what)
     abort();
 }
 
-static const char *const texts[] = {
-    "how do i cancel my order?", "the", "", "  ,. !", "café 10th well-known",
-    "\xff\xfe\x00 bytes", "call my phone please"};
+static const char *const texts[] = {"how do i cancel my order?",
+                                    "the",
+                                    "",
+                                    "  ,. !",
+                                    "café 10th well-known",
+                                    "\xff\xfe\x00 bytes",
+                                    "call my phone please"};
 
 static void use_table(sc_embed *e)
 {
@@ -40,6 +44,7 @@ static void use_table(sc_embed *e)
         die("malloc");
     }
     size_t nt = sizeof(texts) / sizeof(texts[0]);
+    sc_embed_df *df = sc_embed_df_new(); /* NULL: the rescores go without */
     for (size_t i = 0; i < nt; i++) {
         size_t len = i == 5 ? 10 : strlen(texts[i]);
         sc_err rc = sc_embed_text(e, texts[i], len, a);
@@ -66,13 +71,31 @@ static void use_table(sc_embed *e)
             for (uint32_t d = 0; d < dim; d++) {
                 cos += (double)a[d] * b[d];
             }
-            float r = sc_embed_rescore(e, texts[i], len, texts[j], jl,
-                                       (float)cos);
+            float r =
+                sc_embed_rescore(e, texts[i], len, texts[j], jl, (float)cos);
             if (!(r >= -1.0f && r <= 1.0f)) {
                 die("rescore out of bounds");
             }
+            /* With a scope's counts, as the cache rescores. */
+            float rd = sc_embed_rescore_df(e, df, texts[i], len, texts[j], jl,
+                                           (float)cos);
+            if (!(rd >= -1.0f && rd <= 1.0f)) {
+                die("rescore with df out of bounds");
+            }
+        }
+        if (df != NULL && sc_embed_df_count(df, e, texts[i], len, 1) != SC_OK) {
+            die("df count failed");
         }
     }
+    /* Counted out again, every count is back to zero. */
+    for (size_t i = 0; df != NULL && i < nt; i++) {
+        size_t len = i == 5 ? 10 : strlen(texts[i]);
+        sc_embed_df_count(df, e, texts[i], len, -1);
+    }
+    if (sc_embed_df_docs(df) != 0) {
+        die("df docs not back to zero");
+    }
+    sc_embed_df_free(df);
     free(a);
     free(b);
 }
