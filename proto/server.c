@@ -20,11 +20,17 @@
 #define DEFAULT_THREADS 16
 #define DEFAULT_QUEUE   SC_SERVER_MAX_BATCH
 
+typedef struct worker {
+    struct sc_server *s;
+    nng_aio *aio; /* its receive: sc_server_close can cancel it */
+    pthread_t tid;
+} worker;
+
 struct sc_server {
     nng_socket sock;
     nng_listener lst[SC_SERVER_MAX_LISTEN];
     unsigned nlst;
-    pthread_t *tids;
+    worker *w;
     unsigned nworkers; /* started */
     sc_server_handler handler;
     sc_server_batch_handler handler_many;
@@ -43,11 +49,23 @@ static void count(uint64_t *n)
 
 static void *worker_main(void *arg)
 {
-    sc_server *s = arg;
+    worker *w = arg;
+    sc_server *s = w->s;
     nng_msg *batch[SC_SERVER_MAX_BATCH];
     sc_server_msg msgs[SC_SERVER_MAX_BATCH];
     for (;;) {
-        int rv = nng_recvmsg(s->sock, &batch[0], 0);
+        if (__atomic_load_n(&s->closing, __ATOMIC_ACQUIRE)) {
+            break;
+        }
+        /* The blocking receive, on an aio of our own: the close cancels it
+         * even when nng's socket close cannot finish (see below). */
+        nng_recv_aio(s->sock, w->aio);
+        nng_aio_wait(w->aio);
+        int rv = nng_aio_result(w->aio);
+        if (rv == 0) {
+            batch[0] = nng_aio_get_msg(w->aio);
+            nng_aio_set_msg(w->aio, NULL);
+        }
         /* A socket closed while this worker was busy is gone: nng answers
          * NNG_ENOENT then, not NNG_ECLOSED. Either way, leave. */
         if (rv == NNG_ECLOSED || rv == NNG_ENOENT ||
@@ -103,6 +121,8 @@ static void *worker_main(void *arg)
     }
     return NULL;
 }
+
+static void stop(sc_server *s);
 
 static int start_listener(sc_server *s, const char *url, const char *cert)
 {
@@ -188,12 +208,18 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
         }
     }
     rc = SC_ENOMEM;
-    s->tids = calloc(nthreads, sizeof(pthread_t));
-    if (s->tids == NULL) {
+    s->w = calloc(nthreads, sizeof(worker));
+    if (s->w == NULL) {
         goto fail_sock;
     }
     for (; s->nworkers < nthreads; s->nworkers++) {
-        if (pthread_create(&s->tids[s->nworkers], NULL, worker_main, s) != 0) {
+        worker *w = &s->w[s->nworkers];
+        w->s = s;
+        if (nng_aio_alloc(&w->aio, NULL, NULL) != 0) {
+            goto fail_workers;
+        }
+        if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
+            nng_aio_free(w->aio);
             goto fail_workers;
         }
     }
@@ -201,12 +227,7 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
     return SC_OK;
 
 fail_workers:
-    nng_close(s->sock);
-    for (unsigned i = 0; i < s->nworkers; i++) {
-        pthread_join(s->tids[i], NULL);
-    }
-    free(s->tids);
-    free(s);
+    stop(s);
     return rc;
 fail_sock:
     nng_close(s->sock);
@@ -300,14 +321,16 @@ static int close_socket_bounded(nng_socket sock, unsigned wait_ms)
     return done;
 }
 
-void sc_server_close(sc_server *s)
+/* Stops the workers, closes the socket and frees s. Each worker sees
+ * `closing` before its next receive; one waiting in a receive has it
+ * cancelled, again and again until it is joined (a worker that was just
+ * about to receive when cancelled is caught by the next round). */
+static void stop(sc_server *s)
 {
-    if (s == NULL) {
-        return;
-    }
-    /* Closing the socket fails every pending receive with NNG_ECLOSED;
-     * workers finish the batch in hand (its sends fail) and leave. */
     __atomic_store_n(&s->closing, 1, __ATOMIC_RELEASE);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        nng_aio_cancel(s->w[i].aio);
+    }
     if (!close_socket_bounded(s->sock, SC_SERVER_CLOSE_WAIT_MS)) {
         fprintf(stderr,
                 "semcached: the nng socket did not close within %u ms (a "
@@ -317,10 +340,25 @@ void sc_server_close(sc_server *s)
         __atomic_add_fetch(&sc_server_stuck_closes, 1, __ATOMIC_RELAXED);
     }
     for (unsigned i = 0; i < s->nworkers; i++) {
-        pthread_join(s->tids[i], NULL);
+        for (;;) {
+            struct timespec until;
+            deadline_in(&until, 50);
+            if (pthread_timedjoin_np(s->w[i].tid, NULL, &until) == 0) {
+                break;
+            }
+            nng_aio_cancel(s->w[i].aio);
+        }
+        nng_aio_free(s->w[i].aio);
     }
-    free(s->tids);
+    free(s->w);
     free(s);
+}
+
+void sc_server_close(sc_server *s)
+{
+    if (s != NULL) {
+        stop(s);
+    }
 }
 
 void sc_server_counts(sc_server *s, uint64_t *served, uint64_t *dropped)
