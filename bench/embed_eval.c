@@ -611,7 +611,7 @@ static void usage(void)
             "--oov-scale X --punct 0|1 --unit 0|1\n"
             "         --lex W --pow P --lex-tau T --num P --neg P --floor F\n"
             "         --qword P --align W --cap 0|1 --trigram D --align-base B "
-            "--idf 0|1 --idf-prior K\n"
+            "--idf 0|1 --idf-prior K --letter R --letter-vec R\n"
             "  rule (cache/vote.h): --k N (candidates, 8) --tau T (0 = no "
             "vote) --rho R --margin M --window W\n"
             "  --per-label N: --dev with only N stored lines per label\n"
@@ -696,6 +696,10 @@ int main(int argc, char **argv)
             P.cap_cosine = atoi(v) != 0;
         } else if (KNOB("--idf")) {
             use_idf = atoi(v) != 0;
+        } else if (KNOB("--letter")) {
+            P.letter_rank = (unsigned)atoi(v);
+        } else if (KNOB("--letter-vec")) {
+            P.letter_rank_vec = (unsigned)atoi(v);
         } else if (KNOB("--idf-prior")) {
             idf_prior = strtod(v, NULL);
         } else if (KNOB("--align-base")) {

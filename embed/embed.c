@@ -619,6 +619,8 @@ void sc_embed_params_default(sc_embed_params *p)
     p->cap_cosine = false;
     p->trigram = 0.0f; /* tried: 0.5 changed nothing on dev */
     p->align_base = 0.0f;
+    p->letter_rank = 0;
+    p->letter_rank_vec = 0;
     p->idf = NULL;
     p->idf_ctx = NULL;
 }
@@ -642,6 +644,18 @@ static void add_hashed(float *acc, uint32_t dim, uint64_t h, float w,
         int32_t r = (int32_t)(uint32_t)(splitmix(&s) >> 32);
         acc[d] += scale * (float)r;
     }
+}
+
+/* The table index whose probability a token weighs by: its own, or for a
+ * one-letter word missing from the table, that of rank `rank` (0: none). */
+static uint32_t weight_index(const sc_embed *e, uint32_t idx, const tok *t,
+                             unsigned rank)
+{
+    if (idx == NO_WORD && rank > 0 && rank < e->nwords && t->kind == TK_WORD &&
+        t->n == 1) {
+        return rank;
+    }
+    return idx;
 }
 
 static float word_weight(const sc_embed *e, const sc_embed_params *p,
@@ -673,7 +687,8 @@ sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
         }
         uint64_t h = XXH3_64bits(t.s, t.n);
         uint32_t idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, h);
-        float w = word_weight(e, p, idx);
+        float w =
+            word_weight(e, p, weight_index(e, idx, &t, p->letter_rank_vec));
         if (idx == NO_WORD) {
             if (!p->oov_hash || t.kind == TK_PUNCT) {
                 continue;
@@ -794,7 +809,7 @@ static void content(const sc_embed *e, const sc_embed_params *p,
         ctok *k = &c->t[c->n];
         k->h = XXH3_64bits(t.s, t.n);
         k->idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, k->h);
-        k->w = word_weight(e, p, k->idx);
+        k->w = word_weight(e, p, weight_index(e, k->idx, &t, p->letter_rank));
         if (p->idf != NULL) {
             k->w *= p->idf(p->idf_ctx, k->h);
         }

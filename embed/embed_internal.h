@@ -39,6 +39,10 @@ typedef struct sc_embed_params {
     float align_base;    /* two different words' cosine s counts as
                             max(0, (s - b) / (1 - b)) in the alignment
                             (BERTScore's baseline rescaling); 0 = raw s */
+    unsigned letter_rank;     /* a one-letter word the table lacks ("a",
+                                 "i") weighs as the word of this frequency
+                                 rank in the alignment; 0 = as the rarest */
+    unsigned letter_rank_vec; /* the same in the sentence vector */
     /* Optional corpus weighting of the alignment: each content token's
      * weight is multiplied by idf(idf_ctx, token hash). NULL = none. */
     float (*idf)(const void *idf_ctx, uint64_t token_hash);
