@@ -40,7 +40,7 @@ import semcache  # noqa: E402
 from semcache import Client  # noqa: E402
 # The Python client's test helpers (as test_proxy.py uses them).
 import test_semcache  # noqa: E402
-from test_semcache import check, free_port  # noqa: E402
+from test_semcache import check, free_port, wait_started  # noqa: E402
 
 CLIENTS = 4
 DIM = 8
@@ -68,19 +68,10 @@ class Server:
                 "--compact-bytes", "1048576"]
         if http:
             args += ["--http", f"127.0.0.1:{self.http_port}"]
-        self.log = open(os.path.join(data, "server.log"), "ab")
+        log_path = os.path.join(data, "server.log")
+        self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(args, stderr=self.log)
-        deadline = time.monotonic() + 60  # a replay under ASan and load
-        while True:
-            try:
-                with Client("127.0.0.1", self.port, timeout=2) as c:
-                    c.ping()
-                break
-            except (OSError, semcache.ProtocolError):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("semcached did not start; see "
-                                       + os.path.join(data, "server.log"))
-                time.sleep(0.05)
+        wait_started(self.proc, self.port, log_path)
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

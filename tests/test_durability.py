@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
 import semcache  # noqa: E402
 from semcache import Client  # noqa: E402
 import test_semcache  # noqa: E402
-from test_semcache import check, free_port  # noqa: E402
+from test_semcache import check, free_port, wait_started  # noqa: E402
 
 DIM = 8
 NS = "dur"
@@ -69,19 +69,8 @@ class Server:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
         self.proc = subprocess.Popen(args, stderr=self.log, preexec_fn=limit)
-        if not expect_start:
-            return
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client("127.0.0.1", self.port, timeout=2) as c:
-                    c.ping()
-                break
-            except (OSError, semcache.ProtocolError):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("semcached did not start; see "
-                                       + self.log_path)
-                time.sleep(0.05)
+        if expect_start:
+            wait_started(self.proc, self.port, self.log_path)
 
     def wait_exit(self, timeout=30):
         try:

@@ -57,6 +57,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_started(proc, port, log_path, timeout=60):
+    """Waits until the semcached of proc answers a ping on port; raises
+    RuntimeError naming log_path when it exits or the timeout passes (60 s
+    by default: a replay under ASan and load)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with Client("127.0.0.1", port, timeout=2) as c:
+                c.ping()
+            return
+        except (OSError, semcache.ProtocolError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("semcached did not start; see " + log_path)
+            time.sleep(0.05)
+
+
 def wait_client(port):
     for _ in range(100):
         try:
