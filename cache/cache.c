@@ -90,6 +90,7 @@ typedef struct scope {
     size_t entries; /* entries in this scope, text-only ones included */
     size_t pins;    /* calls using the scope without holding ns->mu */
     void *stats;    /* the embedder's statistics of its texts, or NULL */
+    uint64_t stats_bytes; /* their memory, as counted in the byte caps */
     size_t name_len;
     char name[]; /* NUL-terminated */
 } scope;
@@ -134,6 +135,7 @@ typedef struct ns {
      * its rescore: per scope, so that one tenant's texts never move
      * another's similarities). */
     const sc_cache_embedder *stats_em;
+    struct sc_cache *cache; /* the cache it is in (for its byte count) */
     char name[SC_CACHE_NS_NAME_MAX + 1];
 } ns;
 
@@ -443,6 +445,32 @@ static scope *scope_find(const ns *s, const char *name, size_t len)
     return NULL;
 }
 
+/* ns->mu held, c->gmu not. Counts the scope's statistics at their memory
+ * now (0: freed) in the namespace's and the cache's bytes, so that the
+ * byte caps see them. */
+static void stats_bytes_set(ns *s, scope *sc, uint64_t now)
+{
+    uint64_t old = sc->stats_bytes;
+    if (now == old) {
+        return;
+    }
+    sc->stats_bytes = now;
+    s->bytes = s->bytes - old + now;
+    pthread_mutex_lock(&s->cache->gmu);
+    s->cache->bytes = s->cache->bytes - old + now;
+    pthread_mutex_unlock(&s->cache->gmu);
+}
+
+/* ns->mu held. Counts text in (delta 1) or out (-1) of the scope's
+ * statistics, and their memory in the byte counts. */
+static void stats_count(ns *s, scope *sc, const char *text, size_t len,
+                        int delta)
+{
+    const sc_cache_embedder *em = s->stats_em;
+    em->stats_count(em->arg, sc->stats, text, len, delta);
+    stats_bytes_set(s, sc, em->stats_bytes(em->arg, sc->stats));
+}
+
 /* ns->mu held. Finds or makes the scope and pins it (*out); unpin with
  * scope_unpin. Errors: SC_ESCOPEFULL, SC_ENOMEM. */
 static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
@@ -461,6 +489,10 @@ static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
             (sc->stats = s->stats_em->stats_new(s->stats_em->arg)) == NULL) {
             free(sc);
             return SC_ENOMEM;
+        }
+        if (sc->stats != NULL) {
+            stats_bytes_set(
+                s, sc, s->stats_em->stats_bytes(s->stats_em->arg, sc->stats));
         }
         memcpy(sc->name, name, len);
         sc->name[len] = '\0';
@@ -483,6 +515,7 @@ static void scope_maybe_free(ns *s, scope *sc)
     sc_index_close(sc->ix);
     if (sc->stats != NULL) {
         s->stats_em->stats_free(s->stats_em->arg, sc->stats);
+        stats_bytes_set(s, sc, 0);
     }
     free(sc);
 }
@@ -623,8 +656,7 @@ static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
 {
     scope *sc = e->sc;
     if (sc->stats != NULL && e->has_text) {
-        s->stats_em->stats_count(s->stats_em->arg, sc->stats, e->text,
-                                 e->text_len, -1);
+        stats_count(s, sc, e->text, e->text_len, -1);
     }
     entry_unmatchable(s, e);
     sc_htab_remove(&s->ids, &e->by_id);
@@ -721,11 +753,40 @@ static void global_enforce(sc_cache *c)
     }
 }
 
+typedef struct empty_scopes {
+    scope *a[64];
+    size_t n;
+} empty_scopes;
+
+static void find_empty(sc_hnode *n, void *arg)
+{
+    empty_scopes *e = arg;
+    scope *sc = CONTAINER(n, scope, node);
+    if (sc->entries == 0 && sc->pins == 0 && e->n < 64) {
+        e->a[e->n++] = sc;
+    }
+}
+
+/* ns->mu held, or s unreachable. Frees the scopes with no entries and no
+ * pins (a restore's whose entries never came). */
+static void free_empty_scopes(ns *s)
+{
+    empty_scopes e;
+    do {
+        e.n = 0;
+        sc_htab_each(&s->scopes, find_empty, &e);
+        for (size_t i = 0; i < e.n; i++) {
+            scope_maybe_free(s, e.a[i]);
+        }
+    } while (e.n == 64);
+}
+
 static void ns_free(sc_cache *c, ns *s)
 {
     while (!list_empty(&s->lru)) {
         entry_remove(c, s, CONTAINER(s->lru.next, entry, lru), GONE_FLUSH);
     }
+    free_empty_scopes(s);
     sc_heap_fini(&s->expiry);
     sc_htab_fini(&s->scopes);
     sc_htab_fini(&s->exact);
@@ -777,7 +838,8 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
          !(em->threshold >= -1.0f && em->threshold <= 1.0f) ||
          !(em->margin >= 0.0f && em->margin <= 2.0f) ||
          (em->stats_new == NULL) != (em->stats_free == NULL) ||
-         (em->stats_new == NULL) != (em->stats_count == NULL))) {
+         (em->stats_new == NULL) != (em->stats_count == NULL) ||
+         (em->stats_new == NULL) != (em->stats_bytes == NULL))) {
         return SC_EINVAL;
     }
     sc_err rc = SC_ENOMEM;
@@ -987,6 +1049,7 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     if (c->cfg.embedder != NULL && c->cfg.embedder->stats_new != NULL) {
         s->stats_em = c->cfg.embedder;
     }
+    s->cache = c;
     list_init(&s->lru);
     sc_heap_init(&s->expiry);
     s->cfg = *cfg;
@@ -1270,34 +1333,13 @@ sc_err sc_cache_restore_training(sc_cache *c, const char *nsname,
     return rc;
 }
 
-typedef struct empty_scopes {
-    scope *a[64];
-    size_t n;
-} empty_scopes;
-
-static void find_empty(sc_hnode *n, void *arg)
-{
-    empty_scopes *e = arg;
-    scope *sc = CONTAINER(n, scope, node);
-    if (sc->entries == 0 && sc->pins == 0 && e->n < 64) {
-        e->a[e->n++] = sc;
-    }
-}
-
 static void enforce_ns(sc_cache *c, ns *s, void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&s->mu);
     ns_enforce_caps(c, s);
     /* Scopes a restore made for entries that never came. */
-    empty_scopes e;
-    do {
-        e.n = 0;
-        sc_htab_each(&s->scopes, find_empty, &e);
-        for (size_t i = 0; i < e.n; i++) {
-            scope_maybe_free(s, e.a[i]);
-        }
-    } while (e.n == 64);
+    free_empty_scopes(s);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1634,8 +1676,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     s->bytes += e->bytes;
     s->st.inserts++;
     if (sc->stats != NULL && e->has_text) {
-        s->stats_em->stats_count(s->stats_em->arg, sc->stats, e->text,
-                                 e->text_len, 1);
+        stats_count(s, sc, e->text, e->text_len, 1);
     }
     pthread_mutex_lock(&c->gmu);
     list_push_front(&c->lru, &e->glru);

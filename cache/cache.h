@@ -50,18 +50,20 @@ typedef struct sc_cache_embedder {
     bool vote; /* judge this model's candidates by response vote
                   (cache/vote.h, its defaults; the margin still applies)
                   instead of the best candidate and the margin alone */
-    /* Optional, all three or none: statistics of each scope's stored texts
+    /* Optional, all four or none: statistics of each scope's stored texts
      * for rescore (the built-in embedder's word document frequencies), per
      * scope so that one scope's texts never move another's similarities.
      * stats_new makes a scope's (NULL: out of memory, the insert that made
      * the scope is refused); stats_count counts an entry's text in (delta
      * +1, when it is stored or restored) or out (-1, however it goes),
      * under the namespace's lock, as rescore is called; stats_free frees
-     * it with its scope. */
+     * it with its scope. stats_bytes says the memory it holds now, which
+     * counts in the byte caps (max_bytes) and in the stats' bytes. */
     void *(*stats_new)(void *arg);
     void (*stats_free)(void *arg, void *stats);
     void (*stats_count)(void *arg, void *stats, const char *text, size_t len,
                         int delta);
+    size_t (*stats_bytes)(void *arg, const void *stats);
 } sc_cache_embedder;
 
 struct sc_cache_entry_info;
@@ -412,8 +414,9 @@ typedef struct sc_cache_stats {
  * entries and bytes are the cache's own totals, read at one instant; the
  * other fields are each namespace's, read one after another). bytes is
  * approximate: response, text, tags, the vector at its storage width plus 16
- * bytes, and the entry's bookkeeping (about 300 bytes); not scopes' indexes'
- * slack. Errors: SC_ENONS. */
+ * bytes, and the entry's bookkeeping (about 300 bytes); plus the scopes'
+ * text statistics (the embedder's stats_bytes); not scopes' indexes' slack.
+ * Errors: SC_ENONS. */
 sc_err sc_cache_stats_get(sc_cache *c, const char *ns, sc_cache_stats *out);
 
 /* ---- iteration (persistence, cost ledger) -------------------------------*/

@@ -1062,18 +1062,9 @@ static size_t df_find(const sc_embed_df *df, uint64_t k)
     return i;
 }
 
-static sc_err df_reserve(sc_embed_df *df, size_t more)
+/* Moves df's tokens to tables of cap slots (a power of two, > used). */
+static sc_err df_rehash(sc_embed_df *df, size_t cap)
 {
-    size_t cap = df->cap ? df->cap : 64;
-    while ((df->used + more) * 2 > cap) {
-        if (cap > SIZE_MAX / 4 / sizeof(uint64_t)) {
-            return SC_ENOMEM;
-        }
-        cap *= 2;
-    }
-    if (cap == df->cap) {
-        return SC_OK;
-    }
     uint64_t *key = calloc(cap, sizeof(uint64_t));
     uint32_t *count = calloc(cap, sizeof(uint32_t));
     if (key == NULL || count == NULL) {
@@ -1095,6 +1086,31 @@ static sc_err df_reserve(sc_embed_df *df, size_t more)
     free(old.key);
     free(old.count);
     return SC_OK;
+}
+
+static sc_err df_reserve(sc_embed_df *df, size_t more)
+{
+    size_t cap = df->cap ? df->cap : 64;
+    while ((df->used + more) * 2 > cap) {
+        if (cap > SIZE_MAX / 4 / sizeof(uint64_t)) {
+            return SC_ENOMEM;
+        }
+        cap *= 2;
+    }
+    return cap == df->cap ? SC_OK : df_rehash(df, cap);
+}
+
+/* After removals: a table under an eighth full halves (down to 64 slots),
+ * so that its memory follows the texts still counted. */
+static void df_shrink(sc_embed_df *df)
+{
+    size_t cap = df->cap;
+    while (cap > 64 && df->used * 8 < cap) {
+        cap /= 2;
+    }
+    if (cap != df->cap) {
+        (void)df_rehash(df, cap); /* out of memory: stays as big */
+    }
 }
 
 static void df_erase(sc_embed_df *df, size_t i)
@@ -1153,8 +1169,16 @@ sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
         if (df->docs > 0) {
             df->docs--;
         }
+        df_shrink(df);
     }
     return SC_OK;
+}
+
+size_t sc_embed_df_bytes(const sc_embed_df *df)
+{
+    return df == NULL ? 0
+                      : sizeof(*df) +
+                            df->cap * (sizeof(*df->key) + sizeof(*df->count));
 }
 
 uint64_t sc_embed_df_docs(const sc_embed_df *df)

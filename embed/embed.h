@@ -109,6 +109,9 @@ void sc_embed_df_free(sc_embed_df *df); /* NULL is a no-op */
 sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
                          size_t len, int delta);
 
+/* The memory df holds, in bytes (its tables and itself). */
+size_t sc_embed_df_bytes(const sc_embed_df *df);
+
 /* Texts counted in (adds minus removals), and the count of one token given
  * in its normal form (lower case, as sc_embed tokenises). */
 uint64_t sc_embed_df_docs(const sc_embed_df *df);

@@ -119,6 +119,12 @@ static void stats_count_fn(void *arg, void *stats, const char *text, size_t len,
     (void)sc_embed_df_count(stats, arg, text, len, delta);
 }
 
+static size_t stats_bytes_fn(void *arg, const void *stats)
+{
+    (void)arg;
+    return sc_embed_df_bytes(stats);
+}
+
 /* Opens the embedder's table. A missing table is no error: text-only
  * requests are then refused with a message saying how to make it, and
  * vector requests work. A table that is there but bad stops the start.
@@ -547,6 +553,7 @@ int main(int argc, char **argv)
             .stats_new = stats_new_fn,
             .stats_free = stats_free_fn,
             .stats_count = stats_count_fn,
+            .stats_bytes = stats_bytes_fn,
         };
         ccfg.embedder = &hook;
     }

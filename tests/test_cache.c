@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -1388,6 +1389,16 @@ static void fake_stats_count(void *arg, void *st, const char *text, size_t len,
     f->bytes += delta * (long)len;
 }
 
+/* The memory a fake statistics claims: a lot, so that it shows. */
+#define FAKE_STATS_BASE 10000
+#define FAKE_STATS_DOC  100
+static size_t fake_stats_bytes(void *arg, const void *st)
+{
+    (void)arg;
+    const fake_stats *f = st;
+    return FAKE_STATS_BASE + FAKE_STATS_DOC * (size_t)f->docs;
+}
+
 static float stats_rescore(void *arg, const void *stats, const char *q,
                            size_t qn, const char *e, size_t en, float cosine)
 {
@@ -1420,16 +1431,20 @@ static void test_embedder_stats(void)
     em.stats_new = fake_stats_new;
     em.stats_free = fake_stats_free;
     em.stats_count = fake_stats_count;
+    em.stats_bytes = fake_stats_bytes;
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
     cfg.clock = fake_clock;
     cfg.clock_arg = &now_fake;
     sc_cache *c = NULL;
 
-    /* All three hooks or none. */
+    /* All four hooks or none. */
     sc_cache_embedder half = em;
     half.stats_free = NULL;
     cfg.embedder = &half;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_EINVAL);
+    half = em;
+    half.stats_bytes = NULL;
     CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_EINVAL);
 
     cfg.embedder = &em;
@@ -1513,6 +1528,81 @@ static void test_embedder_stats(void)
     CHECK_EQ_INT(stats_live, 1);
     CHECK_EQ_INT(sc_cache_ns_drop(c, "b"), SC_OK);
     CHECK_EQ_INT(stats_live, 0);
+    sc_cache_close(c);
+    CHECK_EQ_INT(stats_live, 0);
+}
+
+/* The statistics' memory counts in the bytes and the byte caps: a scope's
+ * comes with it and goes with it, grows with its texts, and a cap evicts
+ * for it. */
+static void test_embedder_stats_bytes(void)
+{
+    sc_cache_embedder em = {0};
+    em.model = "fake@1";
+    em.dim = D;
+    em.embed = fake_embed;
+    em.rescore = stats_rescore;
+    em.stats_new = fake_stats_new;
+    em.stats_free = fake_stats_free;
+    em.stats_count = fake_stats_count;
+    em.stats_bytes = fake_stats_bytes;
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.clock_arg = &now_fake;
+    cfg.embedder = &em;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    uint64_t id1, id2;
+    CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "1", 0, &id1), SC_OK);
+    uint64_t b1 = stats(c, "a").bytes;
+    CHECK(b1 > FAKE_STATS_BASE + FAKE_STATS_DOC);
+    CHECK(b1 < FAKE_STATS_BASE + FAKE_STATS_DOC + 1000);
+    uint64_t entry = b1 - FAKE_STATS_BASE - FAKE_STATS_DOC;
+    /* Same length text and response: the same entry bytes, one doc more. */
+    CHECK_EQ_INT(put(c, "a", NULL, "apple tar", NULL, "2", 0, &id2), SC_OK);
+    CHECK_EQ_INT(stats(c, "a").bytes, b1 + entry + FAKE_STATS_DOC);
+    CHECK_EQ_INT(stats(c, NULL).bytes, b1 + entry + FAKE_STATS_DOC);
+    /* Another scope: its own statistics. */
+    CHECK_EQ_INT(put(c, "a", "t", "apple pic", NULL, "3", 0, NULL), SC_OK);
+    CHECK_EQ_INT(stats(c, "a").bytes, 2 * b1 + entry + FAKE_STATS_DOC);
+    /* Out again, and with the scope's last entry, the scope's share. */
+    CHECK_EQ_INT(sc_cache_delete(c, id2), SC_OK);
+    CHECK_EQ_INT(stats(c, "a").bytes, 2 * b1);
+    CHECK_EQ_INT(sc_cache_delete(c, id1), SC_OK);
+    CHECK_EQ_INT(stats(c, "a").bytes, b1);
+    CHECK_EQ_INT(stats(c, NULL).bytes, b1);
+    CHECK_EQ_INT(sc_cache_flush(c, "a"), SC_OK);
+    CHECK_EQ_INT(stats(c, "a").bytes, 0);
+    CHECK_EQ_INT(stats(c, NULL).bytes, 0);
+    CHECK_EQ_INT(stats_live, 0);
+    /* A namespace cap that one scope fits and two do not: the second
+     * scope's insert evicts the first's entry (and so its statistics). */
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.max_bytes = b1 + b1 / 2;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "a", &nc), SC_OK);
+    CHECK_EQ_INT(put(c, "a", "x", "apple pie", NULL, "1", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "a", "y", "apple pie", NULL, "1", 0, NULL), SC_OK);
+    sc_cache_stats st = stats(c, "a");
+    CHECK_EQ_INT(st.evictions, 1);
+    CHECK_EQ_INT(st.entries, 1);
+    CHECK_EQ_INT(st.scopes, 1);
+    CHECK_EQ_INT(st.bytes, b1);
+    CHECK_EQ_INT(stats_live, 1);
+    sc_cache_close(c);
+    CHECK_EQ_INT(stats_live, 0);
+    /* The overall cap likewise. */
+    cfg.max_bytes = b1 + b1 / 2;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "a", "x", "apple pie", NULL, "1", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "a", "y", "apple pie", NULL, "1", 0, NULL), SC_OK);
+    st = stats(c, NULL);
+    CHECK_EQ_INT(st.evictions, 1);
+    CHECK_EQ_INT(st.entries, 1);
+    CHECK_EQ_INT(st.bytes, b1);
     sc_cache_close(c);
     CHECK_EQ_INT(stats_live, 0);
 }
@@ -1850,6 +1940,12 @@ static void bresp(sc_cache *c, const char *ns, const float *q, char *out,
     sc_cache_result_fini(&r);
 }
 
+static sc_err save_first(void *arg, const char *scope, sc_index *ix)
+{
+    (void)scope;
+    return sc_index_save_training(ix, arg);
+}
+
 static void test_backends(void)
 {
     int faiss = sc_index_backend_available("ivf-flat");
@@ -2019,6 +2115,43 @@ static void test_backends(void)
     }
     CHECK_EQ_INT(gone_served, 0);
     CHECK_EQ_INT(wrong_sim, 0);
+    if (faiss) {
+        /* A restore's scope whose entries never come (closed first, or
+         * dropped, before sc_cache_enforce_caps): freed with its
+         * namespace, index and all (the ASan run's leak check). */
+        char tpath[] = "/tmp/test_cache_tr_XXXXXX";
+        int tfd = mkstemp(tpath);
+        CHECK(tfd >= 0);
+        close(tfd);
+        CHECK_EQ_INT(sc_cache_scope_indexes(c, ivf, save_first, tpath), SC_OK);
+        /* The fake embedder's statistics count the scopes made. */
+        sc_cache_embedder em = {0};
+        em.model = "fake@1";
+        em.dim = D;
+        em.embed = fake_embed;
+        em.stats_new = fake_stats_new;
+        em.stats_free = fake_stats_free;
+        em.stats_count = fake_stats_count;
+        em.stats_bytes = fake_stats_bytes;
+        sc_cache_config ccfg;
+        sc_cache_config_init(&ccfg);
+        ccfg.embedder = &em;
+        for (int round = 0; round < 2; round++) {
+            sc_cache *c2 = NULL;
+            CHECK_EQ_INT(sc_cache_open(&ccfg, &c2), SC_OK);
+            CHECK_EQ_INT(sc_cache_restore_ns(c2, ivf, &got, true), SC_OK);
+            CHECK_EQ_INT(sc_cache_restore_training(c2, ivf, "", tpath), SC_OK);
+            CHECK_EQ_INT(sc_cache_trained_scopes(c2, ivf), 1);
+            CHECK_EQ_INT(stats_live, 1);
+            if (round == 1) {
+                CHECK_EQ_INT(sc_cache_ns_drop(c2, ivf), SC_OK);
+                CHECK_EQ_INT(stats_live, 0);
+            }
+            sc_cache_close(c2);
+            CHECK_EQ_INT(stats_live, 0);
+        }
+        unlink(tpath);
+    }
     free(centres);
     free(vecs);
     free(ids);
@@ -2044,6 +2177,7 @@ int main(void)
     test_concurrency();
     test_embedder();
     test_embedder_stats();
+    test_embedder_stats_bytes();
     test_backends();
     return test_summary("test_cache");
 }

@@ -944,6 +944,8 @@ static void test_df(void)
     /* Many tokens in and half of them out again: every count as counted
      * by hand (the table grows, and removals shift runs back). */
     enum { POOL = 3000, TEXTS = 2500, PER = 5 };
+    size_t empty_bytes = sc_embed_df_bytes(df);
+    CHECK(empty_bytes > 0);
     static char pool[POOL][8];
     static int want[POOL];
     static int pick[TEXTS][PER];
@@ -990,6 +992,48 @@ static void test_df(void)
     }
     CHECK_EQ_INT(bad, 0);
     CHECK_EQ_INT(sc_embed_df_docs(df), TEXTS / 2);
+    /* Its memory as the byte caps count it: at least a slot (8-byte key,
+     * 4-byte count) per distinct token, and at most eight once removals
+     * have shrunk the table. */
+    size_t distinct = 0;
+    for (int i = 0; i < POOL; i++) {
+        int first = 1;
+        for (int j = 0; j < i && first; j++) {
+            first = strcmp(pool[i], pool[j]) != 0;
+        }
+        distinct += first && want[i] > 0;
+    }
+    size_t bytes = sc_embed_df_bytes(df);
+    CHECK(bytes >= empty_bytes + distinct * 12);
+    CHECK(bytes <= empty_bytes + 8 * distinct * 12 + 64 * 12);
+    CHECK_EQ_INT(sc_embed_df_bytes(NULL), 0);
+    /* All out: the smallest table, and the counts still right. */
+    for (int t = 1; t < TEXTS; t += 2) {
+        char text[PER * 8];
+        size_t n = 0;
+        for (int k = 0; k < PER; k++) {
+            n += (size_t)snprintf(text + n, sizeof(text) - n, "%s ",
+                                  pool[pick[t][k]]);
+        }
+        count(df, text, -1);
+        if (t == TEXTS / 2 + 1) {
+            bad = 0;
+            for (int i = 0; i < POOL; i++) {
+                int w = 0;
+                for (int u = t + 2; u < TEXTS; u += 2) {
+                    int in = 0;
+                    for (int k = 0; k < PER && !in; k++) {
+                        in = strcmp(pool[pick[u][k]], pool[i]) == 0;
+                    }
+                    w += in;
+                }
+                bad += (int)dft(df, pool[i]) != w;
+            }
+            CHECK_EQ_INT(bad, 0);
+        }
+    }
+    CHECK_EQ_INT(sc_embed_df_docs(df), 0);
+    CHECK(sc_embed_df_bytes(df) <= empty_bytes + 64 * 12);
     sc_embed_df_free(df);
 
     /* An empty df weights every word alike: the plain rescore. */
