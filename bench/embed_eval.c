@@ -602,6 +602,109 @@ static void eval_pairs(const char *dir, const char *name,
     free(dup);
 }
 
+/* All-but-the-top (Mu & Viswanath, ICLR 2018) word vectors for the
+ * alignment: minus the mean of the top n words, minus their top d
+ * principal directions, normalised. */
+static float *abtt_vectors(const sc_embed *e, int d, uint32_t n, int wmean)
+{
+    uint32_t dim, nw;
+    const float *v = sc_embed_vectors(e, &dim, &nw);
+    if (n == 0 || n > nw) {
+        n = nw;
+    }
+    double *mu = calloc(dim, sizeof(double));
+    double *c = calloc((size_t)dim * dim, sizeof(double));
+    float *out = malloc((size_t)nw * dim * sizeof(float));
+    float *u = calloc((size_t)(d > 0 ? d : 1) * dim, sizeof(float));
+    for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t k = 0; k < dim; k++) {
+            mu[k] += v[(size_t)i * dim + k];
+        }
+    }
+    for (uint32_t k = 0; k < dim; k++) {
+        mu[k] /= n;
+    }
+    double *x = malloc(dim * sizeof(double));
+    for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t k = 0; k < dim; k++) {
+            x[k] = v[(size_t)i * dim + k] - mu[k];
+        }
+        for (uint32_t a = 0; a < dim; a++) {
+            for (uint32_t b = a; b < dim; b++) {
+                c[(size_t)a * dim + b] += x[a] * x[b];
+            }
+        }
+    }
+    for (uint32_t a = 0; a < dim; a++) {
+        for (uint32_t b = 0; b < a; b++) {
+            c[(size_t)a * dim + b] = c[(size_t)b * dim + a];
+        }
+    }
+    /* Power iteration with deflation. */
+    double *y = malloc(dim * sizeof(double));
+    for (int k = 0; k < d; k++) {
+        for (uint32_t j = 0; j < dim; j++) {
+            x[j] = 1.0 + 0.01 * j;
+        }
+        double lam = 0;
+        for (int it = 0; it < 1000; it++) {
+            double s2 = 0;
+            for (uint32_t i = 0; i < dim; i++) {
+                double a = 0;
+                for (uint32_t j = 0; j < dim; j++) {
+                    a += c[(size_t)i * dim + j] * x[j];
+                }
+                y[i] = a;
+                s2 += a * a;
+            }
+            s2 = sqrt(s2);
+            lam = s2;
+            for (uint32_t j = 0; j < dim; j++) {
+                x[j] = y[j] / s2;
+            }
+        }
+        for (uint32_t j = 0; j < dim; j++) {
+            u[(size_t)k * dim + j] = (float)x[j];
+        }
+        for (uint32_t i = 0; i < dim; i++) {
+            for (uint32_t j = 0; j < dim; j++) {
+                c[(size_t)i * dim + j] -= lam * x[i] * x[j];
+            }
+        }
+        fprintf(stderr, "abtt: component %d, variance share %.4f\n", k,
+                lam / n);
+    }
+    for (uint32_t i = 0; i < nw; i++) {
+        float *o = out + (size_t)i * dim;
+        for (uint32_t k = 0; k < dim; k++) {
+            o[k] = v[(size_t)i * dim + k] - (wmean ? (float)mu[k] : 0.0f);
+        }
+        for (int q = 0; q < d; q++) {
+            float dot = 0;
+            for (uint32_t k = 0; k < dim; k++) {
+                dot += o[k] * u[(size_t)q * dim + k];
+            }
+            for (uint32_t k = 0; k < dim; k++) {
+                o[k] -= dot * u[(size_t)q * dim + k];
+            }
+        }
+        float nn = 0;
+        for (uint32_t k = 0; k < dim; k++) {
+            nn += o[k] * o[k];
+        }
+        nn = nn > 0 ? 1.0f / sqrtf(nn) : 0.0f;
+        for (uint32_t k = 0; k < dim; k++) {
+            o[k] *= nn;
+        }
+    }
+    free(mu);
+    free(c);
+    free(u);
+    free(x);
+    free(y);
+    return out;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -612,6 +715,7 @@ static void usage(void)
             "         --lex W --pow P --lex-tau T --num P --neg P --floor F\n"
             "         --qword P --align W --cap 0|1 --trigram D --align-base B "
             "--idf 0|1 --idf-prior K --letter R --letter-vec R\n"
+            "         --abtt D --abtt-n N --abtt-mean 0|1 --bigram W\n"
             "  rule (cache/vote.h): --k N (candidates, 8) --tau T (0 = no "
             "vote) --rho R --margin M --window W\n"
             "  --per-label N: --dev with only N stored lines per label\n"
@@ -622,6 +726,8 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     const char *table = NULL, *dir = "/work/shared/data", *only = NULL;
+    int abtt_d = -1, abtt_mean = 1;
+    uint32_t abtt_n = 0;
     int test = 0;
     float st[8];
     int nst = 0;
@@ -702,6 +808,14 @@ int main(int argc, char **argv)
             P.letter_rank_vec = (unsigned)atoi(v);
         } else if (KNOB("--idf-prior")) {
             idf_prior = strtod(v, NULL);
+        } else if (KNOB("--bigram")) {
+            P.bigram_weight = strtof(v, NULL);
+        } else if (KNOB("--abtt")) {
+            abtt_d = atoi(v);
+        } else if (KNOB("--abtt-n")) {
+            abtt_n = (uint32_t)atol(v);
+        } else if (KNOB("--abtt-mean")) {
+            abtt_mean = atoi(v);
         } else if (KNOB("--align-base")) {
             P.align_base = strtof(v, NULL);
         } else if (KNOB("--trigram")) {
@@ -725,6 +839,11 @@ int main(int argc, char **argv)
         return 1;
     }
     E = e;
+    float *abtt = NULL;
+    if (abtt_d >= 0) {
+        abtt = abtt_vectors(e, abtt_d, abtt_n, abtt_mean);
+        P.align_vecs = abtt;
+    }
     const char *intent[] = {"gptcache_mock", "banking77"};
     for (int s = 0; s < 2; s++) {
         if (only == NULL || strcmp(only, intent[s]) == 0) {
@@ -735,5 +854,6 @@ int main(int argc, char **argv)
         eval_pairs(dir, "qqp_meancache", st, nst);
     }
     sc_embed_close(e);
+    free(abtt);
     return 0;
 }

@@ -313,6 +313,14 @@ static uint32_t lookup(const sc_embed *e, const char *w, size_t n, uint64_t h)
     }
 }
 
+const float *sc_embed_vectors(const sc_embed *e, uint32_t *dim,
+                              uint32_t *nwords)
+{
+    *dim = e->dim;
+    *nwords = e->nwords;
+    return e->vecs;
+}
+
 long sc_embed_lookup(const sc_embed *e, const char *word, size_t len)
 {
     if (e == NULL || (word == NULL && len > 0)) {
@@ -621,6 +629,8 @@ void sc_embed_params_default(sc_embed_params *p)
     p->align_base = 0.0f;
     p->letter_rank = 0;
     p->letter_rank_vec = 0;
+    p->align_vecs = NULL;
+    p->bigram_weight = 0.0f;
     p->idf = NULL;
     p->idf_ctx = NULL;
 }
@@ -759,6 +769,8 @@ typedef struct ctext {
     unsigned n;
     unsigned neg;   /* negation words seen */
     unsigned qword; /* bit set of the question words seen (qwords[]) */
+    unsigned nseq;  /* content tokens in text order, repeats included */
+    uint8_t seq[SC_EMBED_RESCORE_TOKENS];
 } ctext;
 
 static int is_negation(const tok *t)
@@ -797,6 +809,7 @@ static void content(const sc_embed *e, const sc_embed_params *p,
     c->n = 0;
     c->neg = 0;
     c->qword = 0;
+    c->nseq = 0;
     while (c->n < SC_EMBED_RESCORE_TOKENS && tok_next(&it, &t)) {
         if (t.kind == TK_PUNCT) {
             continue;
@@ -817,14 +830,17 @@ static void content(const sc_embed *e, const sc_embed_params *p,
         k->n = (uint8_t)t.n;
         memcpy(k->s, t.s, t.n);
         /* The same word twice counts once. */
-        int dup = 0;
+        unsigned at = c->n;
         for (unsigned i = 0; i < c->n; i++) {
             if (c->t[i].h == k->h) {
-                dup = 1;
+                at = i;
                 break;
             }
         }
-        if (!dup) {
+        if (c->nseq < SC_EMBED_RESCORE_TOKENS) {
+            c->seq[c->nseq++] = (uint8_t)at;
+        }
+        if (at == c->n) {
             c->n++;
         }
     }
@@ -900,15 +916,18 @@ static float word_sim(const sc_embed *e, const sc_embed_params *p,
         }
         return 0.0f;
     }
-    const float *x = e->vecs + (size_t)a->idx * e->dim;
-    const float *y = e->vecs + (size_t)b->idx * e->dim;
+    const float *v = p->align_vecs != NULL ? p->align_vecs : e->vecs;
+    const float *x = v + (size_t)a->idx * e->dim;
+    const float *y = v + (size_t)b->idx * e->dim;
     float dot = 0;
     for (uint32_t d = 0; d < e->dim; d++) {
         dot += x[d] * y[d];
     }
     /* A table of huge (finite) values can overflow the dot product: such
      * a pair matches nothing rather than poisoning the score. */
-    float s = dot * e->inv_norm[a->idx] * e->inv_norm[b->idx];
+    float s = p->align_vecs != NULL
+                  ? dot
+                  : dot * e->inv_norm[a->idx] * e->inv_norm[b->idx];
     if (!isfinite(s)) {
         return 0.0f;
     }
@@ -921,26 +940,65 @@ static float word_sim(const sc_embed *e, const sc_embed_params *p,
 }
 
 /* Of a against b: the unmatched content mass, the aligned mass (each word's
- * best match on b's side, SIF-weighted) and a's total mass. */
-static void unmatched(const sc_embed *e, const sc_embed_params *p,
-                      const ctext *a, const ctext *b, double *miss,
-                      double *mass, double *aligned, int *num_miss)
+ * best match on b's side, SIF-weighted) and a's total mass; best[i] is a's
+ * token i's best match. */
+static void unmatched(const sc_embed_params *p, const ctext *a,
+                      const float *best, double *miss, double *mass,
+                      double *aligned, int *num_miss)
 {
     for (unsigned i = 0; i < a->n; i++) {
+        if (a->t[i].num && best[i] < 1.0f) {
+            *num_miss = 1;
+        }
+        float u =
+            best[i] >= p->lex_tau ? 0.0f : (p->lex_tau - best[i]) / p->lex_tau;
+        *miss += a->t[i].w * u;
+        *mass += a->t[i].w;
+        *aligned += a->t[i].w * best[i];
+    }
+}
+
+/* Each token's best match on the other side, both ways, from one pass over
+ * the word pairs (word_sim is symmetric). */
+static void best_matches(const sc_embed *e, const sc_embed_params *p,
+                         const ctext *a, const ctext *b, float *best_a,
+                         float *best_b)
+{
+    for (unsigned j = 0; j < b->n; j++) {
+        best_b[j] = 0;
+    }
+    for (unsigned i = 0; i < a->n; i++) {
         float best = 0;
-        for (unsigned j = 0; j < b->n && best < 1.0f; j++) {
+        for (unsigned j = 0; j < b->n; j++) {
+            if (best >= 1.0f && best_b[j] >= 1.0f) {
+                continue; /* neither can gain */
+            }
             float s = word_sim(e, p, &a->t[i], &b->t[j]);
             if (s > best) {
                 best = s;
             }
+            if (s > best_b[j]) {
+                best_b[j] = s;
+            }
         }
-        if (a->t[i].num && best < 1.0f) {
-            *num_miss = 1;
+        best_a[i] = best;
+    }
+}
+
+/* Of a's adjacent content-token pairs, the weight (the smaller of the two
+ * tokens') of those b has too, and of all. */
+static void bigrams(const ctext *a, const ctext *b, double *hit, double *all)
+{
+    for (unsigned i = 0; i + 1 < a->nseq; i++) {
+        const ctok *x = &a->t[a->seq[i]], *y = &a->t[a->seq[i + 1]];
+        double w = x->w < y->w ? x->w : y->w;
+        *all += w;
+        for (unsigned j = 0; j + 1 < b->nseq; j++) {
+            if (b->t[b->seq[j]].h == x->h && b->t[b->seq[j + 1]].h == y->h) {
+                *hit += w;
+                break;
+            }
         }
-        float u = best >= p->lex_tau ? 0.0f : (p->lex_tau - best) / p->lex_tau;
-        *miss += a->t[i].w * u;
-        *mass += a->t[i].w;
-        *aligned += a->t[i].w * best;
     }
 }
 
@@ -965,8 +1023,10 @@ float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
     content(e, p, ctext_, clen, &b);
     double miss = 0, mass = 0, al_a = 0, m_a = 0, al_b = 0, m_b = 0;
     int num_miss = 0;
-    unmatched(e, p, &a, &b, &miss, &m_a, &al_a, &num_miss);
-    unmatched(e, p, &b, &a, &miss, &m_b, &al_b, &num_miss);
+    float best_a[SC_EMBED_RESCORE_TOKENS], best_b[SC_EMBED_RESCORE_TOKENS];
+    best_matches(e, p, &a, &b, best_a, best_b);
+    unmatched(p, &a, best_a, &miss, &m_a, &al_a, &num_miss);
+    unmatched(p, &b, best_b, &miss, &m_b, &al_b, &num_miss);
     mass = m_a + m_b;
     double pen = mass > 0 && p->lex_weight > 0
                      ? p->lex_weight * pow(miss / mass, p->lex_pow)
@@ -986,6 +1046,14 @@ float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
         double ra = al_a / m_a, rb = al_b / m_b;
         double f = ra + rb > 0 ? 2 * ra * rb / (ra + rb) : 0;
         base = (1 - p->align_weight) * cosine + p->align_weight * f;
+        if (p->bigram_weight > 0) {
+            double ha = 0, wa = 0, hb = 0, wb = 0;
+            bigrams(&a, &b, &ha, &wa);
+            bigrams(&b, &a, &hb, &wb);
+            double pa = wa > 0 ? ha / wa : 1, pb = wb > 0 ? hb / wb : 1;
+            double g = pa + pb > 0 ? 2 * pa * pb / (pa + pb) : 0;
+            base = (1 - p->bigram_weight) * base + p->bigram_weight * g;
+        }
         if (p->cap_cosine && base > cosine) {
             base = cosine;
         }

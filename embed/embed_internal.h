@@ -43,6 +43,11 @@ typedef struct sc_embed_params {
                                  "i") weighs as the word of this frequency
                                  rank in the alignment; 0 = as the rarest */
     unsigned letter_rank_vec; /* the same in the sentence vector */
+    /* Word vectors for the alignment's word cosines (nwords x dim, rank
+     * order, each row unit or zero); NULL = the table's. */
+    const float *align_vecs;
+    float bigram_weight; /* similarity = (1 - b) similarity + b x the F1 of
+                            the adjacent content-word pairs both share */
     /* Optional corpus weighting of the alignment: each content token's
      * weight is multiplied by idf(idf_ctx, token hash). NULL = none. */
     float (*idf)(const void *idf_ctx, uint64_t token_hash);
@@ -72,6 +77,10 @@ size_t sc_embed_content_hashes(const sc_embed *e, const char *text, size_t len,
  * (SC_EMBED_DF_PRIOR by default), for the evaluation tool. */
 void sc_embed_df_set_prior(sc_embed_df *df, double prior);
 float sc_embed_df_idf(const void *df, uint64_t token_hash);
+
+/* The table's word vectors (rank order), dim and word count. */
+const float *sc_embed_vectors(const sc_embed *e, uint32_t *dim,
+                              uint32_t *nwords);
 
 /* The table index of word[0..len), or -1. */
 long sc_embed_lookup(const sc_embed *e, const char *word, size_t len);
