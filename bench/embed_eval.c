@@ -349,6 +349,94 @@ static size_t *stream_order(size_t n, int shuffle)
     return o;
 }
 
+/* --scope-pc N: the top N directions of the stored sentence vectors'
+ * second moment (SIF's own common components, from the set's texts
+ * instead of the word table) projected out of every vector, renormalised. */
+static int scope_pc = 0;
+static void scope_pc_remove(float *cv, const unsigned char *cok, size_t cn,
+                            float *qv, const unsigned char *qok, size_t qn)
+{
+    uint32_t dim = sc_embed_dim(E);
+    double *m = calloc((size_t)dim * dim, sizeof(double));
+    double *x = malloc(dim * sizeof(double)), *y = malloc(dim * sizeof(double));
+    float *u = calloc((size_t)scope_pc * dim, sizeof(float));
+    for (size_t i = 0; i < cn; i++) {
+        if (!cok[i]) {
+            continue;
+        }
+        const float *v = cv + i * dim;
+        for (uint32_t a = 0; a < dim; a++) {
+            for (uint32_t b = 0; b < dim; b++) {
+                m[(size_t)a * dim + b] += (double)v[a] * v[b];
+            }
+        }
+    }
+    for (int k = 0; k < scope_pc; k++) {
+        for (uint32_t d = 0; d < dim; d++) {
+            x[d] = 1.0 + 0.01 * d;
+        }
+        double lam = 0;
+        for (int it = 0; it < 1000; it++) {
+            double s2 = 0;
+            for (uint32_t i = 0; i < dim; i++) {
+                double acc = 0;
+                for (uint32_t j = 0; j < dim; j++) {
+                    acc += m[(size_t)i * dim + j] * x[j];
+                }
+                y[i] = acc;
+                s2 += acc * acc;
+            }
+            s2 = sqrt(s2);
+            lam = s2;
+            for (uint32_t d = 0; d < dim; d++) {
+                x[d] = y[d] / s2;
+            }
+        }
+        for (uint32_t d = 0; d < dim; d++) {
+            u[(size_t)k * dim + d] = (float)x[d];
+        }
+        for (uint32_t i = 0; i < dim; i++) {
+            for (uint32_t j = 0; j < dim; j++) {
+                m[(size_t)i * dim + j] -= lam * x[i] * x[j];
+            }
+        }
+        fprintf(stderr, "scope pc %d: mean squared projection %.4f\n", k,
+                lam / (double)cn);
+    }
+    float *sets[2] = {cv, qv};
+    const unsigned char *oks[2] = {cok, qok};
+    size_t ns[2] = {cn, qok != NULL ? qn : 0};
+    for (int t = 0; t < 2; t++) {
+        for (size_t i = 0; i < ns[t]; i++) {
+            if (!oks[t][i]) {
+                continue;
+            }
+            float *v = sets[t] + i * dim;
+            for (int k = 0; k < scope_pc; k++) {
+                float dot = 0;
+                for (uint32_t d = 0; d < dim; d++) {
+                    dot += v[d] * u[(size_t)k * dim + d];
+                }
+                for (uint32_t d = 0; d < dim; d++) {
+                    v[d] -= dot * u[(size_t)k * dim + d];
+                }
+            }
+            float nn = 0;
+            for (uint32_t d = 0; d < dim; d++) {
+                nn += v[d] * v[d];
+            }
+            nn = nn > 0 ? 1.0f / sqrtf(nn) : 0;
+            for (uint32_t d = 0; d < dim; d++) {
+                v[d] *= nn;
+            }
+        }
+    }
+    free(m);
+    free(x);
+    free(y);
+    free(u);
+}
+
 static void eval_intent(const char *dir, const char *name, int test,
                         const float *stream_thr, int nstream)
 {
@@ -371,6 +459,9 @@ static void eval_intent(const char *dir, const char *name, int test,
     unsigned char *cok, *qok;
     float *cv = embed_all(&cs, &cok);
     float *qv = test ? embed_all(&qs, &qok) : cv;
+    if (scope_pc > 0) {
+        scope_pc_remove(cv, cok, cs.n, qv, test ? qok : NULL, test ? qs.n : 0);
+    }
     if (!test) {
         /* Queries are every line; with --per-label the stored side is the
          * first N lines of each label (a sparse cache, like one answer per
@@ -808,6 +899,8 @@ int main(int argc, char **argv)
             P.letter_rank_vec = (unsigned)atoi(v);
         } else if (KNOB("--idf-prior")) {
             idf_prior = strtod(v, NULL);
+        } else if (KNOB("--scope-pc")) {
+            scope_pc = atoi(v);
         } else if (KNOB("--bigram")) {
             P.bigram_weight = strtof(v, NULL);
         } else if (KNOB("--abtt")) {

@@ -919,10 +919,21 @@ static float word_sim(const sc_embed *e, const sc_embed_params *p,
     const float *v = p->align_vecs != NULL ? p->align_vecs : e->vecs;
     const float *x = v + (size_t)a->idx * e->dim;
     const float *y = v + (size_t)b->idx * e->dim;
+    /* Eight partial sums, so that the compiler can keep them in one
+     * vector register (a single running sum is a serial chain). */
+    float acc[8] = {0};
+    uint32_t d = 0;
+    for (; d + 8 <= e->dim; d += 8) {
+        for (unsigned k = 0; k < 8; k++) {
+            acc[k] += x[d + k] * y[d + k];
+        }
+    }
     float dot = 0;
-    for (uint32_t d = 0; d < e->dim; d++) {
+    for (; d < e->dim; d++) {
         dot += x[d] * y[d];
     }
+    dot += ((acc[0] + acc[4]) + (acc[1] + acc[5])) +
+           ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     /* A table of huge (finite) values can overflow the dot product: such
      * a pair matches nothing rather than poisoning the score. */
     float s = p->align_vecs != NULL
