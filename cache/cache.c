@@ -1714,6 +1714,17 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         /* A restore applies the caps once, at its end: midway it may hold
          * entries that later records remove (sc_cache_enforce_caps). */
         ns_enforce_caps(c, s);
+        if (entry_find(s, id) == NULL) {
+            /* The entry fit the cap alone, but not with its scope's text
+             * statistics: the namespace's cap evicted it (and the rest).
+             * Said, not acknowledged; its eviction is journaled. */
+            pthread_mutex_unlock(&s->mu);
+            pthread_rwlock_unlock(&c->lock);
+            (void)journal_commit(c, seq);
+            free(own_vec);
+            free(norm);
+            return SC_ETOOBIG;
+        }
     }
     pthread_mutex_unlock(&s->mu);
     if (ro == NULL) {

@@ -1591,6 +1591,15 @@ static void test_embedder_stats_bytes(void)
     CHECK_EQ_INT(st.scopes, 1);
     CHECK_EQ_INT(st.bytes, b1);
     CHECK_EQ_INT(stats_live, 1);
+    /* A cap the entry fits alone but not with its scope's statistics:
+     * refused as too big (not acknowledged and then gone). */
+    nc.max_bytes = entry + FAKE_STATS_BASE / 2;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "a", &nc), SC_OK);
+    CHECK_EQ_INT(stats(c, "a").entries, 0); /* the cap took "y" */
+    CHECK_EQ_INT(put(c, "a", "z", "apple pie", NULL, "1", 0, NULL), SC_ETOOBIG);
+    CHECK_EQ_INT(stats(c, "a").entries, 0);
+    CHECK_EQ_INT(stats(c, "a").bytes, 0);
+    CHECK_EQ_INT(stats_live, 0);
     sc_cache_close(c);
     CHECK_EQ_INT(stats_live, 0);
     /* The overall cap likewise. */
