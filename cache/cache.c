@@ -723,16 +723,18 @@ static bool over_global(const sc_cache *c)
 }
 
 /* c->lock held, no ns->mu. Evicts the least recently used entries of the
- * whole cache while an overall cap is exceeded. The tail's namespace must be
+ * whole cache while an overall cap is exceeded; true when one of them was
+ * entry watch (0: none). The tail's namespace must be
  * locked before its entry is touched, so the tail is noted under c->gmu,
  * then re-checked under its namespace's mutex (where nothing can move it). */
-static void global_enforce(sc_cache *c)
+static bool global_enforce(sc_cache *c, uint64_t watch)
 {
+    bool took = false;
     for (unsigned tries = 0; tries < 1000000u; tries++) {
         pthread_mutex_lock(&c->gmu);
         if (!over_global(c) || list_empty(&c->lru)) {
             pthread_mutex_unlock(&c->gmu);
-            return;
+            return took;
         }
         entry *tail = CONTAINER(c->lru.prev, entry, glru);
         ns *s = tail->ns;
@@ -746,11 +748,13 @@ static void global_enforce(sc_cache *c)
             bool still = over_global(c) && c->lru.prev == &e->glru;
             pthread_mutex_unlock(&c->gmu);
             if (still) {
+                took |= id == watch;
                 entry_remove(c, s, e, GONE_EVICTED);
             }
         }
         pthread_mutex_unlock(&s->mu);
     }
+    return took;
 }
 
 typedef struct empty_scopes {
@@ -1347,7 +1351,7 @@ void sc_cache_enforce_caps(sc_cache *c)
 {
     pthread_rwlock_rdlock(&c->lock);
     each_ns(c, enforce_ns, NULL);
-    global_enforce(c);
+    (void)global_enforce(c, 0);
     pthread_rwlock_unlock(&c->lock);
 }
 
@@ -1727,8 +1731,13 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         }
     }
     pthread_mutex_unlock(&s->mu);
-    if (ro == NULL) {
-        global_enforce(c);
+    if (ro == NULL && global_enforce(c, id)) {
+        /* The same by the overall cap: everything else went first. */
+        pthread_rwlock_unlock(&c->lock);
+        (void)journal_commit(c, seq);
+        free(own_vec);
+        free(norm);
+        return SC_ETOOBIG;
     }
     pthread_rwlock_unlock(&c->lock);
     if (added != NULL) {

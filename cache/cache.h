@@ -257,9 +257,10 @@ typedef struct sc_cache_item {
  * is not the namespace's), SC_ENOEMBED, SC_ENONFINITE, SC_EZEROVEC,
  * SC_ETOOBIG (a string, the response or the whole entry over its cap),
  * SC_ESCOPEFULL, SC_ENOMEM. On error the cache is unchanged, except for
- * one SC_ETOOBIG: an entry that fits the namespace's max_bytes alone but
- * not with its scope's text statistics (the embedder's stats_bytes) is
- * evicted by that cap as it would evict any entry, and said so. */
+ * one SC_ETOOBIG: an entry that fits the namespace's or the cache's
+ * max_bytes alone but not with its scope's text statistics (the embedder's
+ * stats_bytes) is evicted by that cap as it would evict any entry (the
+ * others first), and said so. */
 sc_err sc_cache_insert(sc_cache *c, const char *ns, const sc_cache_item *item,
                        uint64_t *id);
 

@@ -1613,6 +1613,17 @@ static void test_embedder_stats_bytes(void)
     CHECK_EQ_INT(st.entries, 1);
     CHECK_EQ_INT(st.bytes, b1);
     sc_cache_close(c);
+    /* An overall cap the entry fits alone but not with its scope's
+     * statistics: too big, as for the namespace's cap. */
+    cfg.max_bytes = entry + FAKE_STATS_BASE / 2;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "a", "x", "apple pie", NULL, "1", 0, NULL), SC_ETOOBIG);
+    st = stats(c, NULL);
+    CHECK_EQ_INT(st.entries, 0);
+    CHECK_EQ_INT(st.bytes, 0);
+    CHECK_EQ_INT(stats_live, 0);
+    sc_cache_close(c);
     CHECK_EQ_INT(stats_live, 0);
 }
 
