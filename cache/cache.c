@@ -115,6 +115,7 @@ typedef struct entry {
     bool in_index, in_exact, quarantined, tokens_estimated;
     size_t text_len;
     bool has_text;
+    bool in_stats; /* its text is counted in its scope's statistics */
     char text[]; /* raw prompt text, text_len bytes */
 } entry;
 
@@ -462,13 +463,15 @@ static void stats_bytes_set(ns *s, scope *sc, uint64_t now)
 }
 
 /* ns->mu held. Counts text in (delta 1) or out (-1) of the scope's
- * statistics, and their memory in the byte counts. */
-static void stats_count(ns *s, scope *sc, const char *text, size_t len,
+ * statistics, and their memory in the byte counts; false when it could
+ * not be counted in. */
+static bool stats_count(ns *s, scope *sc, const char *text, size_t len,
                         int delta)
 {
     const sc_cache_embedder *em = s->stats_em;
-    em->stats_count(em->arg, sc->stats, text, len, delta);
+    bool ok = em->stats_count(em->arg, sc->stats, text, len, delta);
     stats_bytes_set(s, sc, em->stats_bytes(em->arg, sc->stats));
+    return ok;
 }
 
 /* ns->mu held. Finds or makes the scope and pins it (*out); unpin with
@@ -655,8 +658,8 @@ static bool id_present(sc_cache *c, uint64_t id)
 static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
 {
     scope *sc = e->sc;
-    if (sc->stats != NULL && e->has_text) {
-        stats_count(s, sc, e->text, e->text_len, -1);
+    if (sc->stats != NULL && e->in_stats) {
+        (void)stats_count(s, sc, e->text, e->text_len, -1);
     }
     entry_unmatchable(s, e);
     sc_htab_remove(&s->ids, &e->by_id);
@@ -1680,7 +1683,9 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     s->bytes += e->bytes;
     s->st.inserts++;
     if (sc->stats != NULL && e->has_text) {
-        stats_count(s, sc, e->text, e->text_len, 1);
+        /* Not counted in (out of memory): its words weigh as unseen ones,
+         * and it is never counted out, so the others' counts stay right. */
+        e->in_stats = stats_count(s, sc, e->text, e->text_len, 1);
     }
     pthread_mutex_lock(&c->gmu);
     list_push_front(&c->lru, &e->glru);

@@ -56,12 +56,14 @@ typedef struct sc_cache_embedder {
      * stats_new makes a scope's (NULL: out of memory, the insert that made
      * the scope is refused); stats_count counts an entry's text in (delta
      * +1, when it is stored or restored) or out (-1, however it goes),
-     * under the namespace's lock, as rescore is called; stats_free frees
+     * under the namespace's lock, as rescore is called, and returns false
+     * when it could not count a text in (out of memory; the entry is kept
+     * and its text never counted out); stats_free frees
      * it with its scope. stats_bytes says the memory it holds now, which
      * counts in the byte caps (max_bytes) and in the stats' bytes. */
     void *(*stats_new)(void *arg);
     void (*stats_free)(void *arg, void *stats);
-    void (*stats_count)(void *arg, void *stats, const char *text, size_t len,
+    bool (*stats_count)(void *arg, void *stats, const char *text, size_t len,
                         int delta);
     size_t (*stats_bytes)(void *arg, const void *stats);
 } sc_cache_embedder;

@@ -111,12 +111,13 @@ static void stats_free_fn(void *arg, void *stats)
     sc_embed_df_free(stats);
 }
 
-static void stats_count_fn(void *arg, void *stats, const char *text, size_t len,
+static bool stats_count_fn(void *arg, void *stats, const char *text, size_t len,
                            int delta)
 {
     /* Out of memory for an add: that text's words count as unseen, which
-     * only weights them a little higher; nothing else depends on it. */
-    (void)sc_embed_df_count(stats, arg, text, len, delta);
+     * only weights them a little higher (the cache then never counts it
+     * out); nothing else depends on it. */
+    return sc_embed_df_count(stats, arg, text, len, delta) == SC_OK;
 }
 
 static size_t stats_bytes_fn(void *arg, const void *stats)

@@ -1379,14 +1379,17 @@ static void fake_stats_free(void *arg, void *st)
     free(st);
 }
 
-static void fake_stats_count(void *arg, void *st, const char *text, size_t len,
+static bool fake_stats_count(void *arg, void *st, const char *text, size_t len,
                              int delta)
 {
     (void)arg;
-    (void)text;
     fake_stats *f = st;
+    if (delta > 0 && len >= 4 && memcmp(text, "oom ", 4) == 0) {
+        return false; /* as if out of memory: not counted */
+    }
     f->docs += delta;
     f->bytes += delta * (long)len;
+    return true;
 }
 
 /* The memory a fake statistics claims: a lot, so that it shows. */
@@ -1486,6 +1489,17 @@ static void test_embedder_stats(void)
     /* The same text again replaces: one out, one in. */
     CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "1b", 0, &id1), SC_OK);
     CHECK_EQ_INT(fa->docs, 3);
+    /* A text the statistics could not count in (out of memory) is stored
+     * and served, and never counted out: the others' counts stay right. */
+    uint64_t id_oom;
+    CHECK_EQ_INT(put(c, "a", NULL, "oom kiwi", NULL, "k", 0, &id_oom), SC_OK);
+    CHECK_EQ_INT(fa->docs, 3);
+    CHECK_EQ_INT(get(c, "a", NULL, "oom kiwi", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "k"));
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(sc_cache_delete(c, id_oom), SC_OK);
+    CHECK_EQ_INT(fa->docs, 3);
+    CHECK_EQ_INT(fa->bytes, 9 + 12 + 11);
     CHECK_EQ_INT(sc_cache_delete(c, id2), SC_OK);
     CHECK_EQ_INT(fa->docs, 2);
     now_fake += 2000;
