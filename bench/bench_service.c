@@ -352,6 +352,9 @@ static void usage(void)
         "--soak S: S seconds of 64 requests in flight, 80%% lookups / 20%%\n"
         "inserts, 2 s TTL and a small --max-bytes; a line every 10 s; exits\n"
         "non-zero on any error or unbounded memory (bench_soak.c).\n"
+        "--restart N: a persisted semcached filled with N entries (e.g.\n"
+        "1M), stopped and started again: restart time from the whole log\n"
+        "and from a snapshot, against the insert rate (bench_soak.c).\n"
         "--proxy [--table FILE] [--samples N]: hits through the OpenAI\n"
         "proxy at --entries (default 10000) against a direct call to an\n"
         "instant fake upstream (bench_proxy.c); FILE is the embedder table\n"
@@ -374,6 +377,7 @@ int main(int argc, char **argv)
     const char *threads = threads_def;
     const char *transport = "ipc";
     double soak = 0; /* --soak SECONDS: bench_soak.c instead of the table */
+    unsigned long long restart = 0; /* --restart N: likewise */
     int proxy = 0;   /* --proxy: bench_proxy.c instead of the table */
     const char *table = "build/data/embeddings.sctab";
     long samples = 2000;
@@ -403,6 +407,11 @@ int main(int argc, char **argv)
             threads = argv[++i];
         } else if (strcmp(argv[i], "--soak") == 0 && i + 1 < argc) {
             soak = atof(argv[++i]);
+        } else if (strcmp(argv[i], "--restart") == 0 && i + 1 < argc) {
+            if (sc_bench_parse_count(argv[++i], &restart) != 0) {
+                usage();
+                return 2;
+            }
         } else if (strcmp(argv[i], "--proxy") == 0) {
             proxy = 1;
         } else if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) {
@@ -437,6 +446,9 @@ int main(int argc, char **argv)
     }
     if (soak > 0) {
         return bench_soak(server, addr, url, threads, soak, json);
+    }
+    if (restart > 0) {
+        return bench_restart(server, url, threads, restart, fill, json);
     }
     /* The echo gets as many threads as semcached's workers. */
     pid_t echo_pid = echo_spawn(echo_url, atoi(threads));

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,12 +186,12 @@ static long rss_kb(pid_t pid)
 }
 
 /* One request; the reply is the caller's (NULL on a transport error). */
-static uint8_t *call_once(const char *url, const void *req, size_t len,
-                          size_t *rlen)
+static uint8_t *call_once_ms(const char *url, const void *req, size_t len,
+                             size_t *rlen, int timeout_ms)
 {
     sc_client *c;
     uint8_t *reply = NULL;
-    if (sc_client_open(url, 5000, &c) != SC_OK) {
+    if (sc_client_open(url, timeout_ms, &c) != SC_OK) {
         return NULL;
     }
     if (sc_client_call(c, req, len, &reply, rlen) != SC_OK) {
@@ -197,6 +199,12 @@ static uint8_t *call_once(const char *url, const void *req, size_t len,
     }
     sc_client_close(c);
     return reply;
+}
+
+static uint8_t *call_once(const char *url, const void *req, size_t len,
+                          size_t *rlen)
+{
+    return call_once_ms(url, req, len, rlen, 5000);
 }
 
 /* A uint field of a stats reply's result map (0 when absent). */
@@ -247,8 +255,9 @@ static int server_alive(pid_t pid)
  * so that compactions run all through the soak; its log (an "expired N
  * entries" line a second) is appended to dir/semcached.log, kept when the
  * soak fails. */
-static pid_t start_server(const char *server, const char *url,
-                          const char *threads, const char *dir)
+static pid_t start_server_with(const char *server, const char *url,
+                               const char *threads, const char *dir,
+                               const char *max_bytes, const char *compact)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -258,28 +267,43 @@ static pid_t start_server(const char *server, const char *url,
             _exit(126);
         }
         execl(server, server, "--listen", url, "--threads", threads,
-              "--max-bytes", SOAK_MAX_BYTES, "--data-dir", dir,
-              "--compact-bytes", SOAK_COMPACT_BYTES, (char *)NULL);
+              "--max-bytes", max_bytes, "--data-dir", dir, "--compact-bytes",
+              compact, "--recv-max", "67108864", (char *)NULL);
         perror("exec semcached");
         _exit(127);
     }
     return pid;
 }
 
-/* Waits up to 10 s for a ping's answer. */
-static int wait_up(const char *addr)
+static pid_t start_server(const char *server, const char *url,
+                          const char *threads, const char *dir)
+{
+    return start_server_with(server, url, threads, dir, SOAK_MAX_BYTES,
+                             SOAK_COMPACT_BYTES);
+}
+
+/* Waits up to ms milliseconds for a ping's answer: a new connection
+ * every 10 ms or so, each given 50 ms (a dialer left to retry would
+ * reconnect at its own pace, which would blur a timed restart). */
+static int wait_up_for(const char *addr, int ms)
 {
     static const uint8_t ping[] = "\x82\xa1v\x01\xa2op\xa4ping";
-    for (int i = 0; i < 100; i++) {
+    double end = sc_bench_now() + ms / 1000.0;
+    while (sc_bench_now() < end) {
         size_t rl;
-        uint8_t *rep = call_once(addr, ping, sizeof(ping) - 1, &rl);
+        uint8_t *rep = call_once_ms(addr, ping, sizeof(ping) - 1, &rl, 50);
         free(rep);
         if (rep != NULL) {
             return 1;
         }
-        usleep(100000);
+        usleep(10000);
     }
     return 0;
+}
+
+static int wait_up(const char *addr)
+{
+    return wait_up_for(addr, 10000);
 }
 
 /* SIGTERM, then the exit status (-1 when it did not exit 0). */
@@ -555,4 +579,153 @@ int bench_soak(const char *server, const char *addr, const char *url,
         }
     }
     return ok ? 0 : 1;
+}
+
+/* ---- bench_service --restart N ------------------------------------------
+ * "How long is a persisted semcached down when it restarts?" For each of
+ * two states, a server on a fresh directory is filled with n entries of
+ * d = 384 (one namespace), stopped with SIGTERM and started again on the
+ * same directory; the restart is timed from exec to the first answered
+ * ping (semcached listens once the state is loaded), and the restored
+ * namespace must hold all n. "log": no compaction (--compact-bytes past
+ * the data), so the start replays the whole log; "snapshot": the smallest
+ * --compact-bytes (1 MiB), so compactions run all through the fill (and
+ * one at least has ended before the stop), and the start loads the newest
+ * snapshot plus the log after it. Ratio: entries restored
+ * per second over entries inserted per second in the same run. */
+
+/* Bytes of dir/state's files whose names start with prefix. */
+static uint64_t state_bytes(const char *dir, const char *prefix)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/state", dir);
+    DIR *d = opendir(path);
+    uint64_t n = 0;
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        struct stat st;
+        char f[512];
+        snprintf(f, sizeof(f), "%s/%s", path, de->d_name);
+        if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 &&
+            stat(f, &st) == 0 && S_ISREG(st.st_mode)) {
+            n += (uint64_t)st.st_size;
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return n;
+}
+
+int bench_restart(const char *server, const char *url, const char *threads,
+                  uint64_t n, bench_fill_fn fill, int json)
+{
+    static const char *const modes[2] = {"log", "snapshot"};
+    static const char *const compact[2] = {"1099511627776", "1048576"};
+    static const uint8_t stats_req[] =
+        "\x83\xa1v\x01\xa2op\xa5stats\xa2ns\xa7restart";
+    int ok_all = 1;
+    if (!json) {
+        printf("restart: %llu entries of d = %d in one namespace, persisted "
+               "(fsync everysec), SIGTERM, start again on the same data\n",
+               (unsigned long long)n, SOAK_DIM);
+        printf("%-9s %9s %12s %8s %10s %12s %7s %9s %8s %6s %9s %9s %s\n",
+               "state", "entries", "inserts/s", "stop s", "restart s",
+               "restored/s", "ratio", "snap MiB", "log MiB", "compct",
+               "rss0 MiB", "rss1 MiB", "restored");
+    }
+    for (int m = 0; m < 2; m++) {
+        char dir[] = "/tmp/bench-restart-XXXXXX";
+        if (mkdtemp(dir) == NULL) {
+            perror("bench_service: mkdtemp");
+            return 1;
+        }
+        int ok = 0;
+        double fill_s = NAN, stop_s = NAN, start_s = NAN;
+        long rss0 = 0, rss1 = 0;
+        uint64_t restored = 0, snap = 0, logb = 0;
+        unsigned compactions = 0;
+        pid_t pid = start_server_with(server, url, threads, dir, "68719476736",
+                                      compact[m]);
+        if (wait_up_for(url, 60000)) {
+            double t0 = sc_bench_now();
+            int filled = fill(url, "restart", n) == 0;
+            fill_s = sc_bench_now() - t0;
+            /* Snapshot: at least one compaction done before the stop (they
+             * start from a once-a-second check). */
+            for (int w = 0; m == 1 && w < 1200; w++) {
+                if (log_count(dir, "compacted:") > 0) {
+                    break;
+                }
+                usleep(100000);
+            }
+            rss0 = rss_kb(pid);
+            t0 = sc_bench_now();
+            int stopped = stop_server(pid) == 0;
+            stop_s = sc_bench_now() - t0;
+            pid = -1;
+            snap = state_bytes(dir, "snap.");
+            logb = state_bytes(dir, "log.");
+            compactions = log_count(dir, "compacted:");
+            if (filled && stopped) {
+                t0 = sc_bench_now();
+                pid = start_server_with(server, url, threads, dir,
+                                        "68719476736", compact[m]);
+                int up = wait_up_for(url, 600000);
+                start_s = sc_bench_now() - t0;
+                if (up) {
+                    size_t rl;
+                    uint8_t *rep =
+                        call_once(url, stats_req, sizeof(stats_req) - 1, &rl);
+                    restored = rep ? stat_field(rep, rl, "entries") : 0;
+                    free(rep);
+                    rss1 = rss_kb(pid);
+                }
+                ok = up && restored == n && stop_server(pid) == 0;
+                pid = -1;
+            }
+        }
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        double ins = (double)n / fill_s, res = (double)n / start_s;
+        if (json) {
+            sc_bench_json j;
+            sc_bench_json_begin(&j);
+            sc_bench_json_str(&j, "bench", "restart");
+            sc_bench_json_str(&j, "state", modes[m]);
+            sc_bench_json_int(&j, "entries", (long long)n);
+            sc_bench_json_int(&j, "d", SOAK_DIM);
+            sc_bench_json_num(&j, "inserts_per_s", ins);
+            sc_bench_json_num(&j, "stop_s", stop_s);
+            sc_bench_json_num(&j, "restart_s", start_s);
+            sc_bench_json_num(&j, "restored_per_s", res);
+            sc_bench_json_num(&j, "restore_vs_insert", res / ins);
+            sc_bench_json_int(&j, "snapshot_bytes", (long long)snap);
+            sc_bench_json_int(&j, "log_bytes", (long long)logb);
+            sc_bench_json_int(&j, "compactions", compactions);
+            sc_bench_json_int(&j, "rss_kb_before", rss0);
+            sc_bench_json_int(&j, "rss_kb_after", rss1);
+            sc_bench_json_int(&j, "restored", (long long)restored);
+            sc_bench_json_bool(&j, "ok", ok);
+            sc_bench_json_end(&j, stdout);
+        } else {
+            printf("%-9s %9llu %12.0f %8.2f %10.2f %12.0f %7.2f %9.1f %8.1f "
+                   "%6u %9.1f %9.1f %s\n",
+                   modes[m], (unsigned long long)n, ins, stop_s, start_s, res,
+                   res / ins, (double)snap / 1048576.0,
+                   (double)logb / 1048576.0, compactions, (double)rss0 / 1024,
+                   (double)rss1 / 1024, ok ? "all" : "MISSING");
+            fflush(stdout);
+        }
+        if (ok) {
+            remove_dir(dir);
+        } else {
+            fprintf(stderr, "bench_service: restart: kept %s (semcached.log)\n",
+                    dir);
+            ok_all = 0;
+        }
+    }
+    return ok_all ? 0 : 1;
 }

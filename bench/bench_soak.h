@@ -10,4 +10,16 @@
 int bench_soak(const char *server, const char *addr, const char *url,
                const char *threads, double seconds, int json);
 
+#include <stdint.h>
+
+/* Fills namespace ns (made by the first insert) at url with n entries of
+ * d = 384; 0 or -1. */
+typedef int (*bench_fill_fn)(const char *url, const char *ns, uint64_t n);
+
+/* bench_service --restart N: the restart time of a persisted semcached
+ * holding n entries, from a whole log and from a snapshot (bench_soak.c).
+ * Returns 0 when every entry came back both times. */
+int bench_restart(const char *server, const char *url, const char *threads,
+                  uint64_t n, bench_fill_fn fill, int json);
+
 #endif
