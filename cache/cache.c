@@ -749,9 +749,12 @@ static bool global_enforce(sc_cache *c, uint64_t watch)
         if (e != NULL) {
             pthread_mutex_lock(&c->gmu);
             bool still = over_global(c) && c->lru.prev == &e->glru;
+            /* The watched entry counts only as the cache's last one: under
+             * concurrent inserts it may have aged to the tail. */
+            bool last = c->lru.next == &e->glru;
             pthread_mutex_unlock(&c->gmu);
             if (still) {
-                took |= id == watch;
+                took |= id == watch && last;
                 entry_remove(c, s, e, GONE_EVICTED);
             }
         }
