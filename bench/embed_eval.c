@@ -349,6 +349,28 @@ static size_t *stream_order(size_t n, int shuffle)
     return o;
 }
 
+/* v minus its projections on the k unit directions u (rows), normalised. */
+static void project_out(float *v, uint32_t dim, const float *u, int k)
+{
+    for (int q = 0; q < k; q++) {
+        float dot = 0;
+        for (uint32_t d = 0; d < dim; d++) {
+            dot += v[d] * u[(size_t)q * dim + d];
+        }
+        for (uint32_t d = 0; d < dim; d++) {
+            v[d] -= dot * u[(size_t)q * dim + d];
+        }
+    }
+    float nn = 0;
+    for (uint32_t d = 0; d < dim; d++) {
+        nn += v[d] * v[d];
+    }
+    nn = nn > 0 ? 1.0f / sqrtf(nn) : 0.0f;
+    for (uint32_t d = 0; d < dim; d++) {
+        v[d] *= nn;
+    }
+}
+
 /* --scope-pc N: the top N directions of the stored sentence vectors'
  * second moment (SIF's own common components, from the set's texts
  * instead of the word table) projected out of every vector, renormalised. */
@@ -358,7 +380,6 @@ static void scope_pc_remove(float *cv, const unsigned char *cok, size_t cn,
 {
     uint32_t dim = sc_embed_dim(E);
     double *m = calloc((size_t)dim * dim, sizeof(double));
-    double *x = malloc(dim * sizeof(double)), *y = malloc(dim * sizeof(double));
     float *u = calloc((size_t)scope_pc * dim, sizeof(float));
     for (size_t i = 0; i < cn; i++) {
         if (!cok[i]) {
@@ -371,38 +392,7 @@ static void scope_pc_remove(float *cv, const unsigned char *cok, size_t cn,
             }
         }
     }
-    for (int k = 0; k < scope_pc; k++) {
-        for (uint32_t d = 0; d < dim; d++) {
-            x[d] = 1.0 + 0.01 * d;
-        }
-        double lam = 0;
-        for (int it = 0; it < 1000; it++) {
-            double s2 = 0;
-            for (uint32_t i = 0; i < dim; i++) {
-                double acc = 0;
-                for (uint32_t j = 0; j < dim; j++) {
-                    acc += m[(size_t)i * dim + j] * x[j];
-                }
-                y[i] = acc;
-                s2 += acc * acc;
-            }
-            s2 = sqrt(s2);
-            lam = s2;
-            for (uint32_t d = 0; d < dim; d++) {
-                x[d] = y[d] / s2;
-            }
-        }
-        for (uint32_t d = 0; d < dim; d++) {
-            u[(size_t)k * dim + d] = (float)x[d];
-        }
-        for (uint32_t i = 0; i < dim; i++) {
-            for (uint32_t j = 0; j < dim; j++) {
-                m[(size_t)i * dim + j] -= lam * x[i] * x[j];
-            }
-        }
-        fprintf(stderr, "scope pc %d: mean squared projection %.4f\n", k,
-                lam / (double)cn);
-    }
+    sc_embed_top_eigen(m, dim, (uint32_t)scope_pc, u);
     float *sets[2] = {cv, qv};
     const unsigned char *oks[2] = {cok, qok};
     size_t ns[2] = {cn, qok != NULL ? qn : 0};
@@ -411,29 +401,10 @@ static void scope_pc_remove(float *cv, const unsigned char *cok, size_t cn,
             if (!oks[t][i]) {
                 continue;
             }
-            float *v = sets[t] + i * dim;
-            for (int k = 0; k < scope_pc; k++) {
-                float dot = 0;
-                for (uint32_t d = 0; d < dim; d++) {
-                    dot += v[d] * u[(size_t)k * dim + d];
-                }
-                for (uint32_t d = 0; d < dim; d++) {
-                    v[d] -= dot * u[(size_t)k * dim + d];
-                }
-            }
-            float nn = 0;
-            for (uint32_t d = 0; d < dim; d++) {
-                nn += v[d] * v[d];
-            }
-            nn = nn > 0 ? 1.0f / sqrtf(nn) : 0;
-            for (uint32_t d = 0; d < dim; d++) {
-                v[d] *= nn;
-            }
+            project_out(sets[t] + i * dim, dim, u, scope_pc);
         }
     }
     free(m);
-    free(x);
-    free(y);
     free(u);
 }
 
@@ -731,68 +702,20 @@ static float *abtt_vectors(const sc_embed *e, int d, uint32_t n, int wmean)
             c[(size_t)a * dim + b] = c[(size_t)b * dim + a];
         }
     }
-    /* Power iteration with deflation. */
-    double *y = malloc(dim * sizeof(double));
-    for (int k = 0; k < d; k++) {
-        for (uint32_t j = 0; j < dim; j++) {
-            x[j] = 1.0 + 0.01 * j;
-        }
-        double lam = 0;
-        for (int it = 0; it < 1000; it++) {
-            double s2 = 0;
-            for (uint32_t i = 0; i < dim; i++) {
-                double a = 0;
-                for (uint32_t j = 0; j < dim; j++) {
-                    a += c[(size_t)i * dim + j] * x[j];
-                }
-                y[i] = a;
-                s2 += a * a;
-            }
-            s2 = sqrt(s2);
-            lam = s2;
-            for (uint32_t j = 0; j < dim; j++) {
-                x[j] = y[j] / s2;
-            }
-        }
-        for (uint32_t j = 0; j < dim; j++) {
-            u[(size_t)k * dim + j] = (float)x[j];
-        }
-        for (uint32_t i = 0; i < dim; i++) {
-            for (uint32_t j = 0; j < dim; j++) {
-                c[(size_t)i * dim + j] -= lam * x[i] * x[j];
-            }
-        }
-        fprintf(stderr, "abtt: component %d, variance share %.4f\n", k,
-                lam / n);
+    if (d > 0) {
+        sc_embed_top_eigen(c, dim, (uint32_t)d, u);
     }
     for (uint32_t i = 0; i < nw; i++) {
         float *o = out + (size_t)i * dim;
         for (uint32_t k = 0; k < dim; k++) {
             o[k] = v[(size_t)i * dim + k] - (wmean ? (float)mu[k] : 0.0f);
         }
-        for (int q = 0; q < d; q++) {
-            float dot = 0;
-            for (uint32_t k = 0; k < dim; k++) {
-                dot += o[k] * u[(size_t)q * dim + k];
-            }
-            for (uint32_t k = 0; k < dim; k++) {
-                o[k] -= dot * u[(size_t)q * dim + k];
-            }
-        }
-        float nn = 0;
-        for (uint32_t k = 0; k < dim; k++) {
-            nn += o[k] * o[k];
-        }
-        nn = nn > 0 ? 1.0f / sqrtf(nn) : 0.0f;
-        for (uint32_t k = 0; k < dim; k++) {
-            o[k] *= nn;
-        }
+        project_out(o, dim, u, d);
     }
     free(mu);
     free(c);
     free(u);
     free(x);
-    free(y);
     return out;
 }
 

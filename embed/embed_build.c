@@ -584,8 +584,8 @@ static uint32_t probe(const uint64_t *b, uint32_t mask, uint64_t h,
 }
 
 /* Top ncomp eigenvectors of the symmetric dim x dim matrix m (power
- * iteration with deflation; deterministic start). */
-static void top_eigen(double *m, uint32_t dim, uint32_t ncomp, float *out)
+ * iteration with deflation; deterministic start); m is deflated. */
+void sc_embed_top_eigen(double *m, uint32_t dim, uint32_t ncomp, float *out)
 {
     double *x = malloc(dim * sizeof(double)), *y = malloc(dim * sizeof(double));
     if (x == NULL || y == NULL) {
@@ -811,7 +811,7 @@ static sc_err write_table(const vocab *v, const char *source,
             }
         }
         free(mu);
-        top_eigen(m, dim, ncomp, comp);
+        sc_embed_top_eigen(m, dim, ncomp, comp);
         for (uint32_t k = 0; k < ncomp; k++) {
             normalise_comp(comp + (size_t)k * dim, dim);
         }

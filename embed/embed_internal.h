@@ -78,6 +78,10 @@ size_t sc_embed_content_hashes(const sc_embed *e, const char *text, size_t len,
 void sc_embed_df_set_prior(sc_embed_df *df, double prior);
 float sc_embed_df_idf(const void *df, uint64_t token_hash);
 
+/* The top ncomp eigenvectors (unit, largest entry positive) of the
+ * symmetric dim x dim matrix m, row by row into out; m is deflated. */
+void sc_embed_top_eigen(double *m, uint32_t dim, uint32_t ncomp, float *out);
+
 /* The table's word vectors (rank order), dim and word count. */
 const float *sc_embed_vectors(const sc_embed *e, uint32_t *dim,
                               uint32_t *nwords);
