@@ -1414,6 +1414,21 @@ static float stats_rescore(void *arg, const void *stats, const char *q,
     return cosine;
 }
 
+/* The fake embedder with the fake statistics and stats_rescore. */
+static sc_cache_embedder stats_embedder(void)
+{
+    sc_cache_embedder em = {0};
+    em.model = "fake@1";
+    em.dim = D;
+    em.embed = fake_embed;
+    em.rescore = stats_rescore;
+    em.stats_new = fake_stats_new;
+    em.stats_free = fake_stats_free;
+    em.stats_count = fake_stats_count;
+    em.stats_bytes = fake_stats_bytes;
+    return em;
+}
+
 static int restore_into(const sc_cache_entry_info *e, void *arg)
 {
     bool added = false;
@@ -1426,15 +1441,7 @@ static int restore_into(const sc_cache_entry_info *e, void *arg)
  * with the scope and freed with it; rescore is handed the scope's. */
 static void test_embedder_stats(void)
 {
-    sc_cache_embedder em = {0};
-    em.model = "fake@1";
-    em.dim = D;
-    em.embed = fake_embed;
-    em.rescore = stats_rescore;
-    em.stats_new = fake_stats_new;
-    em.stats_free = fake_stats_free;
-    em.stats_count = fake_stats_count;
-    em.stats_bytes = fake_stats_bytes;
+    sc_cache_embedder em = stats_embedder();
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
     cfg.clock = fake_clock;
@@ -1551,15 +1558,7 @@ static void test_embedder_stats(void)
  * for it. */
 static void test_embedder_stats_bytes(void)
 {
-    sc_cache_embedder em = {0};
-    em.model = "fake@1";
-    em.dim = D;
-    em.embed = fake_embed;
-    em.rescore = stats_rescore;
-    em.stats_new = fake_stats_new;
-    em.stats_free = fake_stats_free;
-    em.stats_count = fake_stats_count;
-    em.stats_bytes = fake_stats_bytes;
+    sc_cache_embedder em = stats_embedder();
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
     cfg.clock = fake_clock;
@@ -2157,16 +2156,15 @@ static void test_backends(void)
         int tfd = mkstemp(tpath);
         CHECK(tfd >= 0);
         close(tfd);
+        /* The background training may still be running. */
+        for (int w = 0; w < 200 && sc_cache_trained_scopes(c, ivf) == 0; w++) {
+            struct timespec ms50 = {0, 50 * 1000 * 1000};
+            nanosleep(&ms50, NULL);
+        }
+        CHECK_EQ_INT(sc_cache_trained_scopes(c, ivf), 1);
         CHECK_EQ_INT(sc_cache_scope_indexes(c, ivf, save_first, tpath), SC_OK);
         /* The fake embedder's statistics count the scopes made. */
-        sc_cache_embedder em = {0};
-        em.model = "fake@1";
-        em.dim = D;
-        em.embed = fake_embed;
-        em.stats_new = fake_stats_new;
-        em.stats_free = fake_stats_free;
-        em.stats_count = fake_stats_count;
-        em.stats_bytes = fake_stats_bytes;
+        sc_cache_embedder em = stats_embedder();
         sc_cache_config ccfg;
         sc_cache_config_init(&ccfg);
         ccfg.embedder = &em;

@@ -906,6 +906,17 @@ static void count(sc_embed_df *df, const char *t, int delta)
     CHECK_EQ_INT(sc_embed_df_count(df, E, t, strlen(t), delta), SC_OK);
 }
 
+/* The words pool[pick[0..per)], each followed by a space, into text. */
+static void pool_text(char *text, size_t cap, char (*pool)[8], const int *pick,
+                      int per)
+{
+    size_t n = 0;
+    text[0] = '\0';
+    for (int k = 0; k < per && n < cap; k++) {
+        n += (size_t)snprintf(text + n, cap - n, "%s ", pool[pick[k]]);
+    }
+}
+
 static void test_df(void)
 {
     CHECK_EQ_INT(sc_embed_df_count(NULL, E, "x", 1, 1), SC_EINVAL);
@@ -959,23 +970,17 @@ static void test_df(void)
     }
     for (int t = 0; t < TEXTS; t++) {
         char text[PER * 8];
-        size_t n = 0;
         for (int k = 0; k < PER; k++) {
             st = st * 6364136223846793005ULL + 1442695040888963407ULL;
             pick[t][k] = (int)((st >> 33) % (t % 2 ? 200 : POOL));
-            n += (size_t)snprintf(text + n, sizeof(text) - n, "%s ",
-                                  pool[pick[t][k]]);
         }
+        pool_text(text, sizeof(text), pool, pick[t], PER);
         count(df, text, 1);
     }
     /* Pool words can collide (equal strings): count by string. */
     for (int t = 0; t < TEXTS; t += 2) {
         char text[PER * 8];
-        size_t n = 0;
-        for (int k = 0; k < PER; k++) {
-            n += (size_t)snprintf(text + n, sizeof(text) - n, "%s ",
-                                  pool[pick[t][k]]);
-        }
+        pool_text(text, sizeof(text), pool, pick[t], PER);
         count(df, text, -1);
     }
     int bad = 0;
@@ -1010,11 +1015,7 @@ static void test_df(void)
     /* All out: the smallest table, and the counts still right. */
     for (int t = 1; t < TEXTS; t += 2) {
         char text[PER * 8];
-        size_t n = 0;
-        for (int k = 0; k < PER; k++) {
-            n += (size_t)snprintf(text + n, sizeof(text) - n, "%s ",
-                                  pool[pick[t][k]]);
-        }
+        pool_text(text, sizeof(text), pool, pick[t], PER);
         count(df, text, -1);
         if (t == TEXTS / 2 + 1) {
             bad = 0;
