@@ -100,6 +100,24 @@ class Proxy:
         c.close()
         return out.decode()
 
+    def inserts(self):
+        """semcache_inserts_total summed over namespaces, from /metrics."""
+        n = 0
+        for line in self.get("/metrics").splitlines():
+            if line.startswith("semcache_inserts_total{"):
+                n += int(float(line.rsplit(" ", 1)[1]))
+        return n
+
+    def wait_inserts(self, want, seconds=10.0):
+        """Waits until at least want entries were inserted (a stream is
+        stored after its last byte was relayed); True when they were."""
+        end = time.time() + seconds
+        while self.inserts() < want:
+            if time.time() > end:
+                return False
+            time.sleep(0.02)
+        return True
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -313,6 +331,7 @@ def test_stream(p, fake):
             "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": q}]}
     n = fake.chat_calls()
+    k = p.inserts()
     st, hs, ev, done = read_stream(p.port, body)
     check(st == 200 and hs.get("content-type") == "text/event-stream",
           "a stream passes through as server-sent events")
@@ -320,7 +339,7 @@ def test_stream(p, fake):
           xsc(hs).startswith("miss"), f"the whole stream arrives ({xsc(hs)})")
     check(ev[0]["id"] == "chatcmpl-fake-stream", "stream events unchanged")
     check(fake.chat_calls() == n + 1, "the stream went upstream")
-    time.sleep(0.2)  # stored after the last byte was relayed
+    check(p.wait_inserts(k + 1), "a completed stream is stored")
     # The assembled answer serves a plain request...
     st, hs, j = p.chat(q)
     check(xsc(hs).startswith("hit") and content(j) == f"Answer to: {q}" and
