@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libopenblas-dev liblapack-dev libfaiss-dev libnng-dev libmsgpack-dev
       libjansson-dev libxxhash-dev libcurl4-openssl-dev dpkg-dev python3
-      python3-msgpack)
+      python3-msgpack libmbedtls-dev patch)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

