@@ -184,17 +184,36 @@ def test_ipc_dropped_handshakes(path):
             s.sendall(semcache.HANDSHAKE[:3])
         s.close()
         if i % 5 == 4:
-            t0 = time.monotonic()
-            try:
-                with Client(ipc_path=path, timeout=2) as c:
-                    ok = c.call({"v": 1, "op": "ping"})["ok"]
-            except (OSError, semcache.ProtocolError) as e:
-                print(f"  (ipc after {i + 1} dropped handshakes: {e!r})",
-                      file=sys.stderr)
-                ok = False
-            el = time.monotonic() - t0
-            check(ok and el <= 2.0, f"ipc:// served after {i + 1} connections "
-                  f"closed in the handshake ({el:.3f} s)")
+            ipc_served(path, f"after {i + 1} connections closed in the "
+                       "handshake")
+
+
+def ipc_served(path, what):
+    t0 = time.monotonic()
+    try:
+        with Client(ipc_path=path, timeout=2) as c:
+            ok = c.call({"v": 1, "op": "ping"})["ok"]
+    except (OSError, semcache.ProtocolError) as e:
+        print(f"  ({what}: {e!r})", file=sys.stderr)
+        ok = False
+    el = time.monotonic() - t0
+    check(ok and el <= 2.0, f"{what}: ipc:// served in {el:.3f} s")
+
+
+def test_second_server(server, path, tmp):
+    """A second semcached started on the same ipc:// path is refused (the
+    address is in use) and the first goes on serving there: nng's in-use
+    check connects and closes, which an unpatched nng 1.5.2 took for the
+    listener's close."""
+    other = os.path.join(tmp, "second")
+    os.mkdir(other)
+    r = subprocess.run([server, "--listen", f"ipc://{path}",
+                        "--data-dir", other], capture_output=True, text=True,
+                       timeout=30)
+    check(r.returncode != 0 and "in use" in r.stderr,
+          f"a second server on the same ipc:// path is refused "
+          f"(status {r.returncode})")
+    ipc_served(path, "after a second server tried the same ipc:// path")
 
 
 def test_namespace_flood(port):
@@ -380,6 +399,7 @@ def main():
                 time.sleep(0.05)
         idle, half_hs, t_open = test_silent_clients(port)
         test_ipc_dropped_handshakes(ipc)
+        test_second_server(server, ipc, tmp)
         test_namespace_flood(port)
         test_bad_requests(port)
         test_oversized(port)
