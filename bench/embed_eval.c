@@ -729,7 +729,7 @@ static void usage(void)
             "         --lex W --pow P --lex-tau T --num P --neg P --floor F\n"
             "         --qword P --align W --cap 0|1 --trigram D --align-base B "
             "--idf 0|1 --idf-prior K --letter R --letter-vec R\n"
-            "         --abtt D --abtt-n N --abtt-mean 0|1 --bigram W\n"
+            "         --abtt D --abtt-n N --abtt-mean 0|1\n"
             "  rule (cache/vote.h): --k N (candidates, 8) --tau T (0 = no "
             "vote) --rho R --margin M --window W\n"
             "  --per-label N: --dev with only N stored lines per label\n"
@@ -824,8 +824,6 @@ int main(int argc, char **argv)
             idf_prior = strtod(v, NULL);
         } else if (KNOB("--scope-pc")) {
             scope_pc = atoi(v);
-        } else if (KNOB("--bigram")) {
-            P.bigram_weight = strtof(v, NULL);
         } else if (KNOB("--abtt")) {
             abtt_d = atoi(v);
         } else if (KNOB("--abtt-n")) {

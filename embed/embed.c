@@ -630,7 +630,6 @@ void sc_embed_params_default(sc_embed_params *p)
     p->letter_rank = 0;
     p->letter_rank_vec = 0;
     p->align_vecs = NULL;
-    p->bigram_weight = 0.0f;
     p->idf = NULL;
     p->idf_ctx = NULL;
 }
@@ -769,8 +768,6 @@ typedef struct ctext {
     unsigned n;
     unsigned neg;   /* negation words seen */
     unsigned qword; /* bit set of the question words seen (qwords[]) */
-    unsigned nseq;  /* content tokens in text order, repeats included */
-    uint8_t seq[SC_EMBED_RESCORE_TOKENS];
 } ctext;
 
 static int is_negation(const tok *t)
@@ -809,7 +806,6 @@ static void content(const sc_embed *e, const sc_embed_params *p,
     c->n = 0;
     c->neg = 0;
     c->qword = 0;
-    c->nseq = 0;
     while (c->n < SC_EMBED_RESCORE_TOKENS && tok_next(&it, &t)) {
         if (t.kind == TK_PUNCT) {
             continue;
@@ -830,17 +826,14 @@ static void content(const sc_embed *e, const sc_embed_params *p,
         k->n = (uint8_t)t.n;
         memcpy(k->s, t.s, t.n);
         /* The same word twice counts once. */
-        unsigned at = c->n;
+        int dup = 0;
         for (unsigned i = 0; i < c->n; i++) {
             if (c->t[i].h == k->h) {
-                at = i;
+                dup = 1;
                 break;
             }
         }
-        if (c->nseq < SC_EMBED_RESCORE_TOKENS) {
-            c->seq[c->nseq++] = (uint8_t)at;
-        }
-        if (at == c->n) {
+        if (!dup) {
             c->n++;
         }
     }
@@ -996,23 +989,6 @@ static void best_matches(const sc_embed *e, const sc_embed_params *p,
     }
 }
 
-/* Of a's adjacent content-token pairs, the weight (the smaller of the two
- * tokens') of those b has too, and of all. */
-static void bigrams(const ctext *a, const ctext *b, double *hit, double *all)
-{
-    for (unsigned i = 0; i + 1 < a->nseq; i++) {
-        const ctok *x = &a->t[a->seq[i]], *y = &a->t[a->seq[i + 1]];
-        double w = x->w < y->w ? x->w : y->w;
-        *all += w;
-        for (unsigned j = 0; j + 1 < b->nseq; j++) {
-            if (b->t[b->seq[j]].h == x->h && b->t[b->seq[j + 1]].h == y->h) {
-                *hit += w;
-                break;
-            }
-        }
-    }
-}
-
 float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
                          const char *qtext, size_t qlen, const char *ctext_,
                          size_t clen, float cosine)
@@ -1057,14 +1033,6 @@ float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
         double ra = al_a / m_a, rb = al_b / m_b;
         double f = ra + rb > 0 ? 2 * ra * rb / (ra + rb) : 0;
         base = (1 - p->align_weight) * cosine + p->align_weight * f;
-        if (p->bigram_weight > 0) {
-            double ha = 0, wa = 0, hb = 0, wb = 0;
-            bigrams(&a, &b, &ha, &wa);
-            bigrams(&b, &a, &hb, &wb);
-            double pa = wa > 0 ? ha / wa : 1, pb = wb > 0 ? hb / wb : 1;
-            double g = pa + pb > 0 ? 2 * pa * pb / (pa + pb) : 0;
-            base = (1 - p->bigram_weight) * base + p->bigram_weight * g;
-        }
         if (p->cap_cosine && base > cosine) {
             base = cosine;
         }

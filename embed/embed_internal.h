@@ -46,8 +46,6 @@ typedef struct sc_embed_params {
     /* Word vectors for the alignment's word cosines (nwords x dim, rank
      * order, each row unit or zero); NULL = the table's. */
     const float *align_vecs;
-    float bigram_weight; /* similarity = (1 - b) similarity + b x the F1 of
-                            the adjacent content-word pairs both share */
     /* Optional corpus weighting of the alignment: each content token's
      * weight is multiplied by idf(idf_ctx, token hash). NULL = none. */
     float (*idf)(const void *idf_ctx, uint64_t token_hash);
