@@ -33,6 +33,8 @@
 #define SOAK_MAX_BYTES "16777216" /* the server's cap */
 #define SOAK_COMPACT_BYTES "1048576" /* compactions every few seconds */
 #define SOAK_NS_BYTES  1048576    /* soak_lru's cap: evicts past ~500 entries */
+#define SC_DEFAULT_RECV_MAX "4194304"  /* semcached's --recv-max default */
+#define RESTART_MAX_BYTES   "68719476736" /* --restart: no eviction */
 #define SOAK_KEYS      20000u /* distinct prompts: lookups hit now and then */
 #define HBUCKETS       512    /* latency histogram: 5% buckets from 1 us */
 
@@ -257,7 +259,8 @@ static int server_alive(pid_t pid)
  * soak fails. */
 static pid_t start_server_with(const char *server, const char *url,
                                const char *threads, const char *dir,
-                               const char *max_bytes, const char *compact)
+                               const char *max_bytes, const char *compact,
+                               const char *recv_max)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -268,7 +271,7 @@ static pid_t start_server_with(const char *server, const char *url,
         }
         execl(server, server, "--listen", url, "--threads", threads,
               "--max-bytes", max_bytes, "--data-dir", dir, "--compact-bytes",
-              compact, "--recv-max", "67108864", (char *)NULL);
+              compact, "--recv-max", recv_max, (char *)NULL);
         perror("exec semcached");
         _exit(127);
     }
@@ -279,7 +282,7 @@ static pid_t start_server(const char *server, const char *url,
                           const char *threads, const char *dir)
 {
     return start_server_with(server, url, threads, dir, SOAK_MAX_BYTES,
-                             SOAK_COMPACT_BYTES);
+                             SOAK_COMPACT_BYTES, SC_DEFAULT_RECV_MAX);
 }
 
 /* Waits up to ms milliseconds for a ping's answer: a new connection
@@ -307,7 +310,7 @@ static int wait_up_for(const char *addr, int ms)
 
 static int wait_up(const char *addr)
 {
-    return wait_up_for(addr, 10000);
+    return wait_up_for(addr, 30000);
 }
 
 /* SIGTERM, then the exit status (-1 when it did not exit 0). */
@@ -649,8 +652,9 @@ int bench_restart(const char *server, const char *url, const char *threads,
         long rss0 = 0, rss1 = 0;
         uint64_t restored = 0, snap = 0, logb = 0;
         unsigned compactions = 0;
-        pid_t pid = start_server_with(server, url, threads, dir, "68719476736",
-                                      compact[m]);
+        pid_t pid =
+            start_server_with(server, url, threads, dir, RESTART_MAX_BYTES,
+                              compact[m], SC_DEFAULT_RECV_MAX);
         if (wait_up_for(url, 60000)) {
             double t0 = sc_bench_now();
             int filled = fill(url, "restart", n) == 0;
@@ -674,7 +678,8 @@ int bench_restart(const char *server, const char *url, const char *threads,
             if (filled && stopped) {
                 t0 = sc_bench_now();
                 pid = start_server_with(server, url, threads, dir,
-                                        "68719476736", compact[m]);
+                                        RESTART_MAX_BYTES, compact[m],
+                                        SC_DEFAULT_RECV_MAX);
                 int up = wait_up_for(url, 600000);
                 start_s = sc_bench_now() - t0;
                 if (up) {
