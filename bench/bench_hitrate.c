@@ -195,9 +195,17 @@ static uint64_t insert_text(const char *ns, const char *scope, const char *text,
  * (the server's: rescored where it rescores) of the best candidate. */
 typedef struct look {
     bool hit, exact;
-    char label[256];
+    char *label; /* owned (look_free): the served response, NUL-terminated,
+                    NULL on a miss; compared whole, whatever its length */
+    size_t label_len;
     float sim;
 } look;
+
+static void look_free(look *l)
+{
+    free(l->label);
+    l->label = NULL;
+}
 
 static look lookup_text(const char *ns, const char *scope, const char *text,
                         bool has_thr, float thr)
@@ -216,12 +224,15 @@ static look lookup_text(const char *ns, const char *scope, const char *text,
             rc == SC_EREMOTE ? err.code : sc_strerror(rc),
             rc == SC_EREMOTE ? err.message : "");
     }
-    look l = {res.hit, strcmp(res.layer, "exact") == 0, "", res.best};
+    look l = {res.hit, strcmp(res.layer, "exact") == 0, NULL, 0, res.best};
     if (res.hit) {
-        size_t n = res.response_len < sizeof(l.label) - 1 ? res.response_len
-                                                          : sizeof(l.label) - 1;
-        memcpy(l.label, res.response, n);
-        l.label[n] = '\0';
+        l.label = malloc(res.response_len + 1);
+        if (l.label == NULL) {
+            die("out of memory");
+        }
+        memcpy(l.label, res.response, res.response_len);
+        l.label[res.response_len] = '\0';
+        l.label_len = res.response_len;
         l.sim = res.similarity;
     }
     free(res.response);
@@ -396,7 +407,8 @@ static void count(row *r, const rec *q, const look *l)
     r->exact += l->exact;
     if (q->label == NULL) {
         r->oos_hits++;
-    } else if (strcmp(q->label, l->label) == 0) {
+    } else if (strlen(q->label) == l->label_len &&
+               memcmp(q->label, l->label, l->label_len) == 0) {
         r->correct++;
     }
 }
@@ -443,6 +455,7 @@ static void run_preload(const char *name, const set *cache, const set *qs,
         look l = lookup_text(ns, NULL, qs->r[i].text, true,
                              (float)rows[mid].threshold);
         count(&chk, &qs->r[i], &l);
+        look_free(&l);
     }
     if (chk.hits != rows[mid].hits || chk.correct != rows[mid].correct) {
         die("preload sweep check failed at %.2f: %zu hits (%zu correct) for "
@@ -464,6 +477,10 @@ static void run_preload(const char *name, const set *cache, const set *qs,
             fprintf(decisions, "%s\t%zu\t%d\t%s\n", name, i, l.hit,
                     l.hit ? l.label : "");
         }
+        look_free(&l);
+    }
+    for (size_t i = 0; i < qs->n; i++) {
+        look_free(&all[i]);
     }
     free(all);
     drop_ns(ns);
@@ -487,7 +504,9 @@ static void run_stream_one(const char *name, const set *qs, bool has_thr,
     for (size_t i = 0; i < qs->n; i++) {
         look l = lookup_text(ns, NULL, qs->r[i].text, has_thr, thr);
         count(r, &qs->r[i], &l);
-        if (!l.hit) {
+        bool hit = l.hit;
+        look_free(&l);
+        if (!hit) {
             const char *label = qs->r[i].label;
             if (label == NULL) {
                 /* An out-of-scope question gets an answer of its own,
@@ -535,7 +554,10 @@ static void run_pairs(const char *name, const set *ps, const sweep *sw,
         uint64_t id = insert_text(ns, scope, ps->r[i].text, "a");
         look l = lookup_text(ns, scope, ps->r[i].b, true, -1.0f);
         sim[i] = l.hit ? l.sim : -2.0f;
-        dhit[i] = lookup_text(ns, scope, ps->r[i].b, false, 0).hit;
+        look_free(&l);
+        l = lookup_text(ns, scope, ps->r[i].b, false, 0);
+        dhit[i] = l.hit;
+        look_free(&l);
         sc_client_error err;
         if (sc_client_delete(cli, id, &err) != SC_OK) {
             die("delete %llu failed", (unsigned long long)id);

@@ -1,0 +1,235 @@
+#!/usr/bin/python3
+"""test_hitrate.py --bench PATH/TO/bench_hitrate --server PATH/TO/semcached
+                   --table PATH/TO/embeddings.sctab
+
+The hit-rate benchmark (issue 4) on small sets whose outcome is known
+whatever the embedder: exact repeats (the exact layer serves them at every
+threshold), a repeat filed under another label (a wrong hit), an
+out-of-scope query of unrelated words, a label longer than any fixed
+buffer, and pairs that are identical or unrelated. Checks the JSON rows'
+fields and counts, the default rows, stream mode, the plots, the table
+output, and that malformed files stop the run naming file and line.
+Prints "N passed, N failed" last; exits 1 on a failure."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {what}", file=sys.stderr)
+
+
+def write_jsonl(path, rows, extra=""):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+        f.write(extra)
+
+
+LONG = "answer-" + "x" * 400  # longer than any label buffer of 256 bytes
+PW = "How do I reset my password?"
+HOURS = "What are your opening hours?"
+PARCEL = "Where is my parcel right now?"
+NONSENSE = "zebra volcano quantum accordion"
+
+CACHE = [
+    {"text": PW, "label": "pw"},
+    {"text": HOURS, "label": "hours"},
+    {"text": PARCEL, "label": LONG},
+    {"text": "Do you ship to Canada?", "label": None},
+]
+QUERIES = [
+    {"text": PW, "label": "pw"},
+    {"text": "what are your OPENING hours?", "label": "hours"},  # exact layer
+    {"text": PARCEL, "label": LONG},
+    {"text": PW, "label": "other"},  # the same prompt, another answer
+    {"text": NONSENSE, "label": None},  # out of scope
+]
+PAIRS = [
+    {"a": PW, "b": PW, "duplicate": True},
+    {"a": "Where is my parcel?", "b": "where is my parcel", "duplicate": True},
+    {"a": HOURS, "b": HOURS, "duplicate": False},  # a noisy label
+    {"a": "What is the capital of France?", "b": NONSENSE,
+     "duplicate": False},
+    {"a": "Do you ship to Canada?", "b": "How do I bake sourdough bread?",
+     "duplicate": False},
+]
+FIELDS = ["bench", "set", "mode", "threshold", "hit_rate", "precision",
+          "oos_false_hit_rate", "queries", "default"]
+
+
+def run(bench, server, table, *args):
+    return subprocess.run([bench, "--server", server, "--table", table,
+                           *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def intent_rows(rows, mode):
+    return [r for r in rows if r.get("set") == "t" and r.get("mode") == mode]
+
+
+def check_intent(rows):
+    pre = intent_rows(rows, "preload")
+    stream = intent_rows(rows, "stream")
+    check(len(pre) == 4 and len(stream) == 4,
+          f"3 sweep rows and a default row per mode ({len(pre)}, "
+          f"{len(stream)})")
+    for r in pre + stream:
+        check(all(k in r for k in FIELDS), f"row has every field: {r}")
+        check(r["bench"] == "hitrate" and r["queries"] == 5
+              and r["oos_queries"] == 1, f"row counts the queries: {r}")
+    check([r["default"] for r in pre] == [False, False, False, True],
+          "the last preload row is the default one")
+    check([r["threshold"] for r in pre[:3]] == [0.9, 0.94, 0.98]
+          and pre[3]["threshold"] is None, "the sweep's thresholds")
+    # Preload: the four repeats hit through the exact layer at every
+    # threshold; three are right (the long label compares whole), one
+    # was filed under another answer; the unrelated words never hit.
+    for r in pre:
+        check(r["hits"] == 4 and r["exact_hits"] == 4
+              and r["correct_hits"] == 3, f"preload counts: {r}")
+        check(abs(r["hit_rate"] - 0.8) < 1e-9
+              and abs(r["precision"] - 0.75) < 1e-9
+              and r["oos_false_hit_rate"] == 0, f"preload ratios: {r}")
+    # Stream: only the repeat of PW (with another label) meets a stored
+    # prompt: one hit, wrong.
+    for r in stream:
+        check(r["hits"] == 1 and r["correct_hits"] == 0
+              and r["exact_hits"] == 1 and r["precision"] == 0
+              and abs(r["hit_rate"] - 0.2) < 1e-9, f"stream counts: {r}")
+    check(stream[3]["default"] is True, "the last stream row is the default")
+
+
+def check_pairs(rows):
+    pr = [r for r in rows if r.get("set") == "p" and r.get("mode") == "pairs"]
+    check(len(pr) == 4, f"3 sweep rows and a default row of pairs ({len(pr)})")
+    for r in pr:
+        check(all(k in r for k in ["threshold", "precision", "recall", "f1",
+                                   "pairs", "default"]), f"pair fields: {r}")
+        # Identical or exact-layer pairs are served, unrelated ones are
+        # not: 2 true and 1 false positive at every threshold here.
+        check(r["pairs"] == 5 and abs(r["precision"] - 2 / 3) < 1e-3
+              and r["recall"] == 1 and abs(r["f1"] - 0.8) < 1e-3,
+              f"pair counts: {r}")
+    check(pr[-1]["default"] is True and pr[-1]["threshold"] is None,
+          "the last pair row is the default one")
+
+
+def check_svg(path, curves):
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as e:
+        check(False, f"{path} parses as XML: {e}")
+        return
+    lines = [e for e in root.iter() if e.tag.endswith("polyline")]
+    check(len(lines) == curves, f"{path}: {curves} curves ({len(lines)})")
+    for pl in lines:
+        pts = pl.get("points", "").split()
+        check(len(pts) == 3, f"{path}: a point per threshold ({pts})")
+
+
+def check_bad_input(bench, server, table, tmp):
+    good_c = os.path.join(tmp, "t.cache.jsonl")
+    good_q = os.path.join(tmp, "t.queries.jsonl")
+    cases = [
+        ("not JSON", [{"text": PW, "label": "a"}], "{oops\n", ":2: not a "
+         "JSON object"),
+        ("an array", [], "[1, 2]\n", ":1: not a JSON object"),
+        ("no label", [{"text": PW}], "", ":1: \"label\" is missing"),
+        ("a number as text", [{"text": 7, "label": "a"}], "",
+         ":1: \"text\" must be a string"),
+        ("a number as label", [{"text": PW, "label": 3}], "",
+         ":1: \"label\" must be a string"),
+        ("no records", [], "\n  \n", "no records"),
+    ]
+    for what, rows, extra, want in cases:
+        bad = os.path.join(tmp, "bad.queries.jsonl")
+        write_jsonl(bad, rows, extra)
+        r = run(bench, server, table, "--cache", good_c, "--queries", bad)
+        check(r.returncode != 0 and want in r.stderr
+              and "bad.queries.jsonl" in r.stderr,
+              f"{what}: refused naming file and line ({r.returncode}, "
+              f"{r.stderr.strip()[-200:]!r})")
+    bad = os.path.join(tmp, "bad.pairs.jsonl")
+    write_jsonl(bad, [{"a": PW, "b": PW, "duplicate": "yes"}])
+    r = run(bench, server, table, "--pairs", bad)
+    check(r.returncode != 0 and ":1: \"duplicate\" must be true or false"
+          in r.stderr, f"a pair's duplicate must be a boolean ({r.stderr!r})")
+    r = run(bench, server, table, "--cache", os.path.join(tmp, "none.jsonl"),
+            "--queries", good_q)
+    check(r.returncode != 0 and "none.jsonl" in r.stderr
+          and "No such file" in r.stderr, f"a missing file ({r.stderr!r})")
+    r = run(bench, server, table, "--cache", good_c)
+    check(r.returncode == 2 and "usage" in r.stderr,
+          "--cache without --queries is a usage error")
+    r = run(bench, server, table, "--cache", good_c, "--queries", good_q,
+            "--sweep", "0.9:0.5:0.1")
+    check(r.returncode == 2, "a sweep running backwards is refused")
+    r = subprocess.run([bench, "--server", server, "--table",
+                        os.path.join(tmp, "no.sctab"), "--cache", good_c,
+                        "--queries", good_q], capture_output=True, text=True,
+                       timeout=60)
+    check(r.returncode != 0 and "fetch-embeddings.sh" in r.stderr,
+          f"no table: says how to make one ({r.stderr!r})")
+
+
+def main():
+    argv = sys.argv
+    bench = argv[argv.index("--bench") + 1]
+    server = argv[argv.index("--server") + 1]
+    table = argv[argv.index("--table") + 1]
+    if not os.path.exists(table):
+        print(f"test_hitrate: no table at {table}: make it with "
+              f"scripts/fetch-embeddings.sh {table}", file=sys.stderr)
+        print("test_hitrate: 0 passed, 1 failed")
+        return 1
+    tmp = tempfile.mkdtemp(prefix="semcache-hitrate-")
+    try:
+        cache = os.path.join(tmp, "t.cache.jsonl")
+        queries = os.path.join(tmp, "t.queries.jsonl")
+        pairs = os.path.join(tmp, "p.pairs.jsonl")
+        write_jsonl(cache, CACHE, "\n")  # a blank line is skipped
+        write_jsonl(queries, QUERIES)
+        write_jsonl(pairs, PAIRS)
+        r = run(bench, server, table, "--cache", cache, "--queries", queries,
+                "--pairs", pairs, "--sweep", "0.90:0.98:0.04", "--json",
+                "--svg", os.path.join(tmp, "plot-"))
+        check(r.returncode == 0, f"bench_hitrate --json runs ({r.stderr!r})")
+        rows = []
+        for line in r.stdout.splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                check(False, f"--json: every line is one object ({line!r})")
+        check(len(rows) == 12, f"12 rows ({len(rows)})")
+        check_intent(rows)
+        check_pairs(rows)
+        check_svg(os.path.join(tmp, "plot-t.svg"), 4)
+        check_svg(os.path.join(tmp, "plot-p.svg"), 3)
+
+        # The readable table, one mode.
+        r = run(bench, server, table, "--cache", cache, "--queries", queries,
+                "--mode", "preload", "--sweep", "0.90:0.98:0.04")
+        check(r.returncode == 0 and "| t | preload | default | 5 | 80.0% | "
+              "75.0% | 0.0% | 4 |" in r.stdout and "stream" not in r.stdout,
+              f"the table's default row ({r.stdout[-600:]!r})")
+        check_bad_input(bench, server, table, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"test_hitrate: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
