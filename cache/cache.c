@@ -2202,13 +2202,26 @@ static void rescore(const sc_cache *c, const ns *s, const pending *p,
         !ns_of_embedder(c, s)) {
         return;
     }
+    /* The candidates that kept their text, in one call. */
+    const char *texts[LOOKUP_K];
+    size_t lens[LOOKUP_K];
+    float cos[LOOKUP_K], r[LOOKUP_K];
+    unsigned at[LOOKUP_K], nt = 0;
     for (unsigned i = 0; i < nc; i++) {
         if (cand[i]->has_text) {
-            float r = em->rescore(em->arg, p->sc != NULL ? p->sc->stats : NULL,
-                                  p->q->text, p->q->text_len, cand[i]->text,
-                                  cand[i]->text_len, sim[i]);
-            sim[i] = isfinite(r) ? fmaxf(-1.0f, fminf(1.0f, r)) : sim[i];
+            texts[nt] = cand[i]->text;
+            lens[nt] = cand[i]->text_len;
+            cos[nt] = sim[i];
+            at[nt++] = i;
         }
+    }
+    if (nt > 0) {
+        em->rescore(em->arg, p->sc != NULL ? p->sc->stats : NULL, p->q->text,
+                    p->q->text_len, nt, texts, lens, cos, r);
+    }
+    for (unsigned k = 0; k < nt; k++) {
+        unsigned i = at[k];
+        sim[i] = isfinite(r[k]) ? fmaxf(-1.0f, fminf(1.0f, r[k])) : sim[i];
     }
     /* Insertion sort: nc <= LOOKUP_K; stable, so ties keep index order. */
     for (unsigned i = 1; i < nc; i++) {

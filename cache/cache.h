@@ -39,13 +39,17 @@ typedef struct sc_cache_embedder {
     float margin;      /* default margin of namespaces of this model */
     /* Writes the unit vector of text[0..len) to out (dim floats). */
     sc_err (*embed)(void *arg, const char *text, size_t len, float *out);
-    /* Optional (NULL = the cosine): the similarity a candidate is judged by
-     * (threshold, margin, ranking), from the query's prompt text, the
-     * candidate's, and their cosine; stats is the scope's (below) or
-     * NULL. Used only for namespaces of this model and entries that kept
-     * their text. Returns a value in [-1, 1]. */
-    float (*rescore)(void *arg, const void *stats, const char *qtext,
-                     size_t qlen, const char *ctext, size_t clen, float cosine);
+    /* Optional (NULL = the cosine): the similarity each candidate is
+     * judged by (threshold, margin, ranking), from the query's prompt text
+     * and, for each of n candidates, its text and its cosine with the
+     * query: out[i] for candidate i, in [-1, 1] (the cache takes a value
+     * that is not finite as the cosine). One call per lookup, so the query
+     * is read once. stats is the scope's (below) or NULL. Used only for
+     * namespaces of this model and entries that kept their text. Arrays
+     * hold n items and are borrowed for the call. */
+    void (*rescore)(void *arg, const void *stats, const char *qtext,
+                    size_t qlen, size_t n, const char *const *ctexts,
+                    const size_t *clens, const float *cosines, float *out);
     void *arg; /* passed to every function here */
     bool vote; /* judge this model's candidates by response vote
                   (cache/vote.h, its defaults; the margin still applies)

@@ -19,6 +19,7 @@
 
 #include "embed/embed_internal.h"
 #include "embed/table.h"
+#include "index/simd/simd.h"
 
 #define TOK_MAX 64u /* bytes of one token kept; longer ones are truncated */
 #define NO_WORD UINT32_MAX
@@ -36,6 +37,10 @@ struct sc_embed {
     float *inv_norm; /* owned: 1 / |v_i| (0 for a zero vector) */
     float mean_norm; /* mean |v_i| over the vocabulary */
     float p_min;     /* probability given to OOV words */
+    /* The word-vector dot product of the rescore: the SIMD tier's
+     * (index/simd), picked once as the flat index picks it. Symmetric in
+     * its arguments bit for bit, so the rescore stays symmetric. */
+    float (*dot)(const float *a, const float *b, size_t d);
     char model[96];
 };
 
@@ -253,6 +258,7 @@ sc_err sc_embed_open(const char *path, sc_embed **out)
         e->mean_norm = 1.0f;
     }
     e->p_min = p_min;
+    e->dot = sc_simd_active()->dot_f32;
     snprintf(e->model, sizeof(e->model), "%s@%s.%08x", SC_EMBED_METHOD_NAME,
              SC_EMBED_METHOD_VERSION, (unsigned)(h.checksum & 0xffffffffu));
     close(fd);
@@ -912,21 +918,7 @@ static float word_sim(const sc_embed *e, const sc_embed_params *p,
     const float *v = p->align_vecs != NULL ? p->align_vecs : e->vecs;
     const float *x = v + (size_t)a->idx * e->dim;
     const float *y = v + (size_t)b->idx * e->dim;
-    /* Eight partial sums, so that the compiler can keep them in one
-     * vector register (a single running sum is a serial chain). */
-    float acc[8] = {0};
-    uint32_t d = 0;
-    for (; d + 8 <= e->dim; d += 8) {
-        for (unsigned k = 0; k < 8; k++) {
-            acc[k] += x[d + k] * y[d + k];
-        }
-    }
-    float dot = 0;
-    for (; d < e->dim; d++) {
-        dot += x[d] * y[d];
-    }
-    dot += ((acc[0] + acc[4]) + (acc[1] + acc[5])) +
-           ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    float dot = e->dot(x, y, e->dim);
     /* A table of huge (finite) values can overflow the dot product: such
      * a pair matches nothing rather than poisoning the score. */
     float s = p->align_vecs != NULL
@@ -989,31 +981,16 @@ static void best_matches(const sc_embed *e, const sc_embed_params *p,
     }
 }
 
-float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
-                         const char *qtext, size_t qlen, const char *ctext_,
-                         size_t clen, float cosine)
+/* The rescore of two tokenised texts; cosine is finite and in [-1, 1]. */
+static float rescore_ctext(const sc_embed *e, const sc_embed_params *p,
+                           const ctext *a, const ctext *b, float cosine)
 {
-    if (isnan(cosine)) {
-        return cosine;
-    }
-    if (cosine > 1.0f) {
-        cosine = 1.0f;
-    } else if (cosine < -1.0f) {
-        cosine = -1.0f;
-    }
-    if (e == NULL || p == NULL || (qtext == NULL && qlen > 0) ||
-        (ctext_ == NULL && clen > 0)) {
-        return cosine;
-    }
-    ctext a, b;
-    content(e, p, qtext, qlen, &a);
-    content(e, p, ctext_, clen, &b);
     double miss = 0, mass = 0, al_a = 0, m_a = 0, al_b = 0, m_b = 0;
     int num_miss = 0;
     float best_a[SC_EMBED_RESCORE_TOKENS], best_b[SC_EMBED_RESCORE_TOKENS];
-    best_matches(e, p, &a, &b, best_a, best_b);
-    unmatched(p, &a, best_a, &miss, &m_a, &al_a, &num_miss);
-    unmatched(p, &b, best_b, &miss, &m_b, &al_b, &num_miss);
+    best_matches(e, p, a, b, best_a, best_b);
+    unmatched(p, a, best_a, &miss, &m_a, &al_a, &num_miss);
+    unmatched(p, b, best_b, &miss, &m_b, &al_b, &num_miss);
     mass = m_a + m_b;
     double pen = mass > 0 && p->lex_weight > 0
                      ? p->lex_weight * pow(miss / mass, p->lex_pow)
@@ -1021,10 +998,10 @@ float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
     if (num_miss) {
         pen += p->num_penalty;
     }
-    if ((a.neg > 0) != (b.neg > 0)) {
+    if ((a->neg > 0) != (b->neg > 0)) {
         pen += p->neg_penalty;
     }
-    if (a.qword != b.qword) {
+    if (a->qword != b->qword) {
         pen += p->qword_penalty;
     }
     double base = cosine;
@@ -1047,6 +1024,57 @@ float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
         r = 1.0;
     }
     return (float)r;
+}
+
+/* The cosine as the rescore takes it: NaN stays NaN, the rest is clamped
+ * to [-1, 1]. */
+static float clamp_cosine(float cosine)
+{
+    return cosine > 1.0f ? 1.0f : cosine < -1.0f ? -1.0f : cosine;
+}
+
+float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
+                         const char *qtext, size_t qlen, const char *ctext_,
+                         size_t clen, float cosine)
+{
+    if (isnan(cosine)) {
+        return cosine;
+    }
+    cosine = clamp_cosine(cosine);
+    if (e == NULL || p == NULL || (qtext == NULL && qlen > 0) ||
+        (ctext_ == NULL && clen > 0)) {
+        return cosine;
+    }
+    ctext a, b;
+    content(e, p, qtext, qlen, &a);
+    content(e, p, ctext_, clen, &b);
+    return rescore_ctext(e, p, &a, &b, cosine);
+}
+
+void sc_embed_rescore_many_p(const sc_embed *e, const sc_embed_params *p,
+                             const char *qtext, size_t qlen, size_t n,
+                             const char *const *ctexts, const size_t *clens,
+                             const float *cosines, float *out)
+{
+    bool q_ok = e != NULL && p != NULL && (qtext != NULL || qlen == 0);
+    ctext a, b;
+    if (q_ok) {
+        content(e, p, qtext, qlen, &a); /* once for every candidate */
+    }
+    for (size_t i = 0; i < n; i++) {
+        float cosine = cosines[i];
+        if (isnan(cosine)) {
+            out[i] = cosine;
+            continue;
+        }
+        cosine = clamp_cosine(cosine);
+        if (!q_ok || (ctexts[i] == NULL && clens[i] > 0)) {
+            out[i] = cosine;
+            continue;
+        }
+        content(e, p, ctexts[i], clens[i], &b);
+        out[i] = rescore_ctext(e, p, &a, &b, cosine);
+    }
 }
 
 float sc_embed_rescore(const sc_embed *e, const char *qtext, size_t qlen,
@@ -1274,4 +1302,18 @@ float sc_embed_rescore_df(const sc_embed *e, const sc_embed_df *df,
         p.idf_ctx = df;
     }
     return sc_embed_rescore_p(e, &p, qtext, qlen, ctext, clen, cosine);
+}
+
+void sc_embed_rescore_many(const sc_embed *e, const sc_embed_df *df,
+                           const char *qtext, size_t qlen, size_t n,
+                           const char *const *ctexts, const size_t *clens,
+                           const float *cosines, float *out)
+{
+    sc_embed_params p;
+    sc_embed_params_default(&p);
+    if (df != NULL) {
+        p.idf = sc_embed_df_idf;
+        p.idf_ctx = df;
+    }
+    sc_embed_rescore_many_p(e, &p, qtext, qlen, n, ctexts, clens, cosines, out);
 }

@@ -124,6 +124,16 @@ float sc_embed_rescore_df(const sc_embed *e, const sc_embed_df *df,
                           const char *qtext, size_t qlen, const char *ctext,
                           size_t clen, float cosine);
 
+/* One query against n candidates: out[i] = sc_embed_rescore_df(e, df,
+ * qtext, qlen, ctexts[i], clens[i], cosines[i]), bit for bit, with the
+ * query tokenised once (a cache judges up to its top-k candidates per
+ * lookup). Same contract per candidate; every array holds n items and is
+ * borrowed for the call only. */
+void sc_embed_rescore_many(const sc_embed *e, const sc_embed_df *df,
+                           const char *qtext, size_t qlen, size_t n,
+                           const char *const *ctexts, const size_t *clens,
+                           const float *cosines, float *out);
+
 /* Converts a wink-style JSON file (an object with "dimensions", "words":
  * [strings, most frequent first] and "vectors": {word: [dim numbers, ...]})
  * into a table at out_path: written to out_path.tmp.PID, flushed, then

@@ -59,6 +59,10 @@ sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
 float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
                          const char *qtext, size_t qlen, const char *ctext,
                          size_t clen, float cosine);
+void sc_embed_rescore_many_p(const sc_embed *e, const sc_embed_params *p,
+                             const char *qtext, size_t qlen, size_t n,
+                             const char *const *ctexts, const size_t *clens,
+                             const float *cosines, float *out);
 
 /* Writes the normalised tokens of text, each followed by one space, into
  * buf[0..cap) (NUL-terminated, truncated to fit); tokens found in the table

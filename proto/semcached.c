@@ -92,10 +92,11 @@ static sc_err embed_fn(void *arg, const char *text, size_t len, float *out)
     return sc_embed_text(arg, text, len, out);
 }
 
-static float rescore_fn(void *arg, const void *stats, const char *q, size_t qn,
-                        const char *c, size_t cn, float cosine)
+static void rescore_fn(void *arg, const void *stats, const char *q, size_t qn,
+                       size_t n, const char *const *c, const size_t *cn,
+                       const float *cosine, float *out)
 {
-    return sc_embed_rescore_df(arg, stats, q, qn, c, cn, cosine);
+    sc_embed_rescore_many(arg, stats, q, qn, n, c, cn, cosine, out);
 }
 
 /* Each namespace's word document frequencies (embed.h: sc_embed_df). */

@@ -1345,14 +1345,18 @@ static bool has_word(const char *t, size_t n, const char *w)
     return false;
 }
 
-static float fake_rescore(void *arg, const void *stats, const char *q,
-                          size_t qn, const char *e, size_t en, float cosine)
+static void fake_rescore(void *arg, const void *stats, const char *q, size_t qn,
+                         size_t n, const char *const *e, const size_t *en,
+                         const float *cosine, float *out)
 {
     (void)arg;
     (void)stats;
     bool qc = has_word(q, qn, "cancel"), qt = has_word(q, qn, "track");
-    bool ec = has_word(e, en, "cancel"), et = has_word(e, en, "track");
-    return (qc && et) || (qt && ec) ? cosine - 0.5f : cosine;
+    for (size_t i = 0; i < n; i++) {
+        bool ec = has_word(e[i], en[i], "cancel");
+        bool et = has_word(e[i], en[i], "track");
+        out[i] = (qc && et) || (qt && ec) ? cosine[i] - 0.5f : cosine[i];
+    }
 }
 
 /* ---- the embedder's per-namespace statistics ------------------------- */
@@ -1402,8 +1406,9 @@ static size_t fake_stats_bytes(void *arg, const void *st)
     return FAKE_STATS_BASE + FAKE_STATS_DOC * (size_t)f->docs;
 }
 
-static float stats_rescore(void *arg, const void *stats, const char *q,
-                           size_t qn, const char *e, size_t en, float cosine)
+static void stats_rescore(void *arg, const void *stats, const char *q,
+                          size_t qn, size_t n, const char *const *e,
+                          const size_t *en, const float *cosine, float *out)
 {
     (void)arg;
     (void)q;
@@ -1411,7 +1416,7 @@ static float stats_rescore(void *arg, const void *stats, const char *q,
     (void)e;
     (void)en;
     stats_seen = stats;
-    return cosine;
+    memcpy(out, cosine, n * sizeof(float));
 }
 
 /* The fake embedder with the fake statistics and stats_rescore. */

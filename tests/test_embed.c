@@ -1063,6 +1063,89 @@ static void test_df(void)
     sc_embed_df_free(NULL);
 }
 
+/* One query against many candidates: each result the pairwise rescore's,
+ * bit for bit, with and without a df, on real words and on garbage; NaN,
+ * out-of-range cosines and NULL texts as the pairwise call takes them. */
+static void test_rescore_many(void)
+{
+    enum { N = 9 };
+    sc_embed_df *df = sc_embed_df_new();
+    CHECK(df != NULL);
+    if (df == NULL) {
+        return;
+    }
+    count(df, "my card was lost", 1);
+    count(df, "how do i cancel my order", 1);
+    count(df, "track my order 5 please", 1);
+    const char *words[] = {"cancel", "track", "my",    "order", "card",
+                           "lost",   "call",  "phone", "not",   "5",
+                           "6",      "how",   "do",    "i",     "zyzzyva",
+                           "?",      "don't", "CARD",  "please"};
+    const size_t nw = sizeof(words) / sizeof(words[0]);
+    uint64_t s = 11;
+    int same = 1, rounds = 0;
+    char q[256], cbuf[N][256];
+    const char *ct[N];
+    size_t cl[N];
+    float cs[N], out[N];
+    for (int r = 0; r < 300; r++) {
+        /* Real words mostly; every fifth round raw bytes. */
+        size_t ql = 0;
+        for (int k = 0, nk = 1 + (int)(test_rand(&s) % 10); k < nk; k++) {
+            ql += (size_t)snprintf(q + ql, sizeof(q) - ql, "%s ",
+                                   words[test_rand(&s) % nw]);
+        }
+        for (int i = 0; i < N; i++) {
+            size_t l = 0;
+            if (r % 5 == 4) {
+                l = test_rand(&s) % 200;
+                for (size_t b = 0; b < l; b++) {
+                    cbuf[i][b] = (char)test_rand(&s);
+                }
+            } else {
+                for (int k = 0, nk = (int)(test_rand(&s) % 12); k < nk; k++) {
+                    l += (size_t)snprintf(cbuf[i] + l, sizeof(cbuf[i]) - l,
+                                          "%s ", words[test_rand(&s) % nw]);
+                }
+            }
+            ct[i] = cbuf[i];
+            cl[i] = l;
+            cs[i] = test_randf(&s) * 2.4f - 1.2f;
+        }
+        cs[r % N] = r % 3 == 0 ? NAN : cs[r % N];
+        if (r % 7 == 0) {
+            ct[(r + 1) % N] = NULL; /* NULL with a length: the cosine */
+        }
+        for (int d = 0; d < 2; d++) {
+            const sc_embed_df *use = d ? df : NULL;
+            sc_embed_rescore_many(E, use, q, ql, N, ct, cl, cs, out);
+            for (int i = 0; i < N; i++) {
+                float want =
+                    sc_embed_rescore_df(E, use, q, ql, ct[i], cl[i], cs[i]);
+                same &= isnan(want)
+                            ? isnan(out[i])
+                            : memcmp(&want, &out[i], sizeof(float)) == 0;
+            }
+            rounds++;
+        }
+    }
+    CHECK(same);
+    CHECK_EQ_INT(rounds, 600);
+    /* No embedder, or a NULL query with a length: the cosines, clamped. */
+    const char *two[2] = {"cancel my order", "track my order"};
+    size_t twol[2] = {15, 14};
+    float c2[2] = {1.5f, 0.25f}, o2[2] = {0, 0};
+    sc_embed_rescore_many(NULL, NULL, "x", 1, 2, two, twol, c2, o2);
+    CHECK(o2[0] == 1.0f && o2[1] == 0.25f);
+    sc_embed_rescore_many(E, df, NULL, 3, 2, two, twol, c2, o2);
+    CHECK(o2[0] == 1.0f && o2[1] == 0.25f);
+    /* n = 0 writes nothing. */
+    o2[0] = 7.0f;
+    sc_embed_rescore_many(E, df, "x", 1, 0, two, twol, c2, o2);
+    CHECK(o2[0] == 7.0f);
+    sc_embed_df_free(df);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/test_embed.%ld", (long)getpid());
@@ -1081,6 +1164,7 @@ int main(void)
     test_corrupt();
     test_rescore();
     test_df();
+    test_rescore_many();
     sc_embed_close(E);
     unlink(json_path);
     unlink(table_path);

@@ -57,14 +57,17 @@ static sc_err fake_embed(void *arg, const char *text, size_t len, float *out)
     return SC_OK;
 }
 
-static float fake_rescore(void *arg, const void *stats, const char *q,
-                          size_t ql, const char *c, size_t cl, float cosine)
+static void fake_rescore(void *arg, const void *stats, const char *q, size_t ql,
+                         size_t n, const char *const *c, const size_t *cl,
+                         const float *cosine, float *out)
 {
     (void)arg;
     (void)stats;
     (void)q;
     (void)c;
-    return ql == cl ? cosine : cosine * 0.99f;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = ql == cl[i] ? cosine[i] : cosine[i] * 0.99f;
+    }
 }
 
 static const sc_cache_embedder embedder = {.model = "fake@1",
