@@ -127,20 +127,20 @@ static double lookup_rate(const sc_embed *e, const sc_embed_df *df,
 {
     size_t n = 0;
     double t0 = sc_bench_now(), t;
-    const float cos[KC] = {0.9f,  0.89f, 0.88f, 0.87f,
-                           0.86f, 0.85f, 0.84f, 0.83f};
+    const float cosine[KC] = {0.9f,  0.89f, 0.88f, 0.87f,
+                              0.86f, 0.85f, 0.84f, 0.83f};
     float out[KC];
     do {
         for (size_t i = 0; i + KC < p->n; i++) {
             if (many) {
                 sc_embed_rescore_many(e, df, p->text[i], p->len[i], KC,
                                       (const char *const *)&p->text[i + 1],
-                                      &p->len[i + 1], cos, out);
+                                      &p->len[i + 1], cosine, out);
             } else {
                 for (size_t k = 0; k < KC; k++) {
                     out[k] = sc_embed_rescore_df(e, df, p->text[i], p->len[i],
                                                  p->text[i + 1 + k],
-                                                 p->len[i + 1 + k], cos[k]);
+                                                 p->len[i + 1 + k], cosine[k]);
                 }
             }
             sink += out[0] + out[KC - 1];

@@ -2205,19 +2205,19 @@ static void rescore(const sc_cache *c, const ns *s, const pending *p,
     /* The candidates that kept their text, in one call. */
     const char *texts[LOOKUP_K];
     size_t lens[LOOKUP_K];
-    float cos[LOOKUP_K], r[LOOKUP_K];
+    float cosine[LOOKUP_K], r[LOOKUP_K];
     unsigned at[LOOKUP_K], nt = 0;
     for (unsigned i = 0; i < nc; i++) {
         if (cand[i]->has_text) {
             texts[nt] = cand[i]->text;
             lens[nt] = cand[i]->text_len;
-            cos[nt] = sim[i];
+            cosine[nt] = sim[i];
             at[nt++] = i;
         }
     }
     if (nt > 0) {
         em->rescore(em->arg, p->sc != NULL ? p->sc->stats : NULL, p->q->text,
-                    p->q->text_len, nt, texts, lens, cos, r);
+                    p->q->text_len, nt, texts, lens, cosine, r);
     }
     for (unsigned k = 0; k < nt; k++) {
         unsigned i = at[k];
