@@ -18,16 +18,11 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {what}", file=sys.stderr)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
+from test_semcache import check  # noqa: E402
+import test_semcache  # noqa: E402
 
 
 def write_jsonl(path, rows, extra=""):
@@ -227,8 +222,9 @@ def main():
         check_bad_input(bench, server, table, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"test_hitrate: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    p, f = test_semcache.passed, test_semcache.failed
+    print(f"test_hitrate: {p} passed, {f} failed")
+    return 1 if f else 0
 
 
 if __name__ == "__main__":
