@@ -1033,24 +1033,6 @@ static float clamp_cosine(float cosine)
     return cosine > 1.0f ? 1.0f : cosine < -1.0f ? -1.0f : cosine;
 }
 
-float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
-                         const char *qtext, size_t qlen, const char *ctext_,
-                         size_t clen, float cosine)
-{
-    if (isnan(cosine)) {
-        return cosine;
-    }
-    cosine = clamp_cosine(cosine);
-    if (e == NULL || p == NULL || (qtext == NULL && qlen > 0) ||
-        (ctext_ == NULL && clen > 0)) {
-        return cosine;
-    }
-    ctext a, b;
-    content(e, p, qtext, qlen, &a);
-    content(e, p, ctext_, clen, &b);
-    return rescore_ctext(e, p, &a, &b, cosine);
-}
-
 void sc_embed_rescore_many_p(const sc_embed *e, const sc_embed_params *p,
                              const char *qtext, size_t qlen, size_t n,
                              const char *const *ctexts, const size_t *clens,
@@ -1075,6 +1057,15 @@ void sc_embed_rescore_many_p(const sc_embed *e, const sc_embed_params *p,
         content(e, p, ctexts[i], clens[i], &b);
         out[i] = rescore_ctext(e, p, &a, &b, cosine);
     }
+}
+
+float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
+                         const char *qtext, size_t qlen, const char *ctext_,
+                         size_t clen, float cosine)
+{
+    float r;
+    sc_embed_rescore_many_p(e, p, qtext, qlen, 1, &ctext_, &clen, &cosine, &r);
+    return r;
 }
 
 float sc_embed_rescore(const sc_embed *e, const char *qtext, size_t qlen,
@@ -1295,13 +1286,9 @@ float sc_embed_rescore_df(const sc_embed *e, const sc_embed_df *df,
                           const char *qtext, size_t qlen, const char *ctext,
                           size_t clen, float cosine)
 {
-    sc_embed_params p;
-    sc_embed_params_default(&p);
-    if (df != NULL) {
-        p.idf = sc_embed_df_idf;
-        p.idf_ctx = df;
-    }
-    return sc_embed_rescore_p(e, &p, qtext, qlen, ctext, clen, cosine);
+    float r;
+    sc_embed_rescore_many(e, df, qtext, qlen, 1, &ctext, &clen, &cosine, &r);
+    return r;
 }
 
 void sc_embed_rescore_many(const sc_embed *e, const sc_embed_df *df,
