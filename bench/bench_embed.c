@@ -1,7 +1,8 @@
 /* bench_embed.c - "how fast is the built-in embedder?": prompts embedded per
  * second on one core, over real short prompts (every text of the labelled
  * sets in the data directory), the shipped method side by side with a plain
- * unweighted average of word vectors in the same run, plus the rescore.
+ * unweighted average of word vectors in the same run, plus the rescore and
+ * the counting of a scope's document frequencies.
  *
  *   bench_embed [--table FILE] [--data DIR] [--seconds S] [--json] */
 #define _POSIX_C_SOURCE 200809L
@@ -152,6 +153,35 @@ static double lookup_rate(const sc_embed *e, const sc_embed_df *df,
     return n / (t - t0);
 }
 
+/* A scope's document frequencies as the cache keeps them: every prompt
+ * counted in as it is stored, then out as it is evicted. Texts (in and
+ * out once each) per second. */
+static double df_rate(const sc_embed *e, const prompts *p, double secs,
+                      size_t *done)
+{
+    size_t n = 0;
+    double t0 = sc_bench_now(), t;
+    do {
+        sc_embed_df *df = sc_embed_df_new();
+        if (df == NULL) {
+            fprintf(stderr, "bench_embed: out of memory\n");
+            exit(1);
+        }
+        for (size_t i = 0; i < p->n; i++) {
+            sc_embed_df_count(df, e, p->text[i], p->len[i], 1);
+        }
+        for (size_t i = 0; i < p->n; i++) {
+            sc_embed_df_count(df, e, p->text[i], p->len[i], -1);
+        }
+        sink += (float)sc_embed_df_bytes(df);
+        sc_embed_df_free(df);
+        n += p->n;
+        t = sc_bench_now();
+    } while (t - t0 < secs);
+    *done = n;
+    return n / (t - t0);
+}
+
 static double median3(const double *v)
 {
     double a = v[0], b = v[1], c = v[2];
@@ -210,7 +240,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; df != NULL && i < p.n; i++) {
         sc_embed_df_count(df, e, p.text[i], p.len[i], 1);
     }
-    size_t n4, n5, n6;
+    size_t n4, n5, n6, n7;
     double r_df = rescore_rate(e, df, &p, secs, &n4);
     /* The two ways of judging a lookup's candidates, alternately three
      * times each (so that neither gets the warmer caches or the quieter
@@ -226,6 +256,7 @@ int main(int argc, char **argv)
     }
     double r_one = median3(ro), r_many = median3(rm);
     sc_embed_df_free(df);
+    double r_count = df_rate(e, &p, secs, &n7);
     double avg = (double)p.bytes / p.n;
     if (!json) {
         printf("bench_embed: %s, %s, 1 thread, %zu prompts (mean %.0f "
@@ -245,13 +276,16 @@ int main(int argc, char **argv)
         printf("%-28s %12zu %14.0f %8.2f  (%.2fx 8 calls)\n",
                "8 candidates, rescore_many", n6, r_many, r_many / r_plain,
                r_many / r_one);
+        printf("%-28s %12zu %14.0f %8.2f\n", "df count, in + out (texts)", n7,
+               r_count, r_count / r_plain);
     } else {
-        const char *names[6] = {"plain_average", "shipped",
-                                "rescore",       "rescore_idf",
-                                "lookup8_calls", "lookup8_many"};
-        double rates[6] = {r_plain, r_ship, r_res, r_df, r_one, r_many};
-        size_t ns[6] = {n1, n2, n3, n4, n5, n6};
-        for (int i = 0; i < 6; i++) {
+        const char *names[7] = {
+            "plain_average", "shipped",      "rescore", "rescore_idf",
+            "lookup8_calls", "lookup8_many", "df_count"};
+        double rates[7] = {r_plain, r_ship, r_res,  r_df,
+                           r_one,   r_many, r_count};
+        size_t ns[7] = {n1, n2, n3, n4, n5, n6, n7};
+        for (int i = 0; i < 7; i++) {
             sc_bench_json j;
             sc_bench_json_begin(&j);
             sc_bench_json_str(&j, "bench", "embed");
