@@ -803,6 +803,8 @@ static unsigned qword_bit(const tok *t)
     return 0;
 }
 
+/* The content tokens of text into *c; with p NULL their hashes only (no
+ * table lookups, no weights: what counting a text's words needs). */
 static void content(const sc_embed *e, const sc_embed_params *p,
                     const char *text, size_t len, ctext *c)
 {
@@ -823,10 +825,13 @@ static void content(const sc_embed *e, const sc_embed_params *p,
         c->qword |= qword_bit(&t);
         ctok *k = &c->t[c->n];
         k->h = XXH3_64bits(t.s, t.n);
-        k->idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, k->h);
-        k->w = word_weight(e, p, weight_index(e, k->idx, &t, p->letter_rank));
-        if (p->idf != NULL) {
-            k->w *= p->idf(p->idf_ctx, k->h);
+        if (p != NULL) {
+            k->idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, k->h);
+            k->w =
+                word_weight(e, p, weight_index(e, k->idx, &t, p->letter_rank));
+            if (p->idf != NULL) {
+                k->w *= p->idf(p->idf_ctx, k->h);
+            }
         }
         k->num = t.kind == TK_NUM;
         k->n = (uint8_t)t.n;
@@ -851,10 +856,8 @@ size_t sc_embed_content_hashes(const sc_embed *e, const char *text, size_t len,
     if (e == NULL || (text == NULL && len > 0)) {
         return 0;
     }
-    sc_embed_params p;
-    sc_embed_params_default(&p);
     ctext c;
-    content(e, &p, text, len, &c);
+    content(e, NULL, text, len, &c);
     size_t n = c.n < cap ? c.n : cap;
     for (size_t i = 0; i < n; i++) {
         out[i] = c.t[i].h;
@@ -1088,13 +1091,24 @@ struct sc_embed_df {
     size_t used;
     uint64_t docs;
     double prior; /* SC_EMBED_DF_PRIOR, or the evaluation tool's */
+    /* Of docs and prior, kept by df_consts: BM25's largest idf (an unseen
+     * word's) and the share m = docs / (docs + prior) of the idf. */
+    double idf_top, mix;
 };
+
+static void df_consts(sc_embed_df *df)
+{
+    double n = (double)df->docs;
+    df->idf_top = log(1.0 + (n + 0.5) / 0.5);
+    df->mix = n > 0 ? n / (n + df->prior) : 0.0; /* no texts: SIF alone */
+}
 
 sc_embed_df *sc_embed_df_new(void)
 {
     sc_embed_df *df = calloc(1, sizeof(sc_embed_df));
     if (df != NULL) {
         df->prior = SC_EMBED_DF_PRIOR;
+        df_consts(df);
     }
     return df;
 }
@@ -1102,6 +1116,7 @@ sc_embed_df *sc_embed_df_new(void)
 void sc_embed_df_set_prior(sc_embed_df *df, double prior)
 {
     df->prior = prior;
+    df_consts(df);
 }
 
 void sc_embed_df_free(sc_embed_df *df)
@@ -1225,6 +1240,7 @@ sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
             }
         }
         df->docs++;
+        df_consts(df);
     } else if (delta < 0) {
         for (size_t t = 0; t < n && df->cap > 0; t++) {
             size_t i = df_find(df, h[t] | 1);
@@ -1234,6 +1250,7 @@ sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
         }
         if (df->docs > 0) {
             df->docs--;
+            df_consts(df);
         }
         df_shrink(df);
     }
@@ -1277,9 +1294,7 @@ float sc_embed_df_idf(const void *ctx, uint64_t h)
      * rarest; mixed with 1 (SIF alone) by n / (n + prior): a few texts
      * say little about which words are common. */
     double idf = log(1.0 + (n - d + 0.5) / (d + 0.5));
-    double top = log(1.0 + (n + 0.5) / 0.5);
-    double m = n / (n + df->prior);
-    return (float)((1.0 - m) + m * idf / top);
+    return (float)((1.0 - df->mix) + df->mix * idf / df->idf_top);
 }
 
 float sc_embed_rescore_df(const sc_embed *e, const sc_embed_df *df,
