@@ -1059,6 +1059,43 @@ static void test_df(void)
     /* Still symmetric and in range. */
     CHECK(common == rsd(df, "my card stolen", "my card lost", 0.9f));
     CHECK(common >= -1.0f && common <= 1.0f && rare >= -1.0f && rare <= 1.0f);
+    /* A df's weights follow its texts however it got there: counted in
+     * and out again, or only in, the same scores bit for bit (its idf
+     * constants are kept as texts come and go), and a new prior applies
+     * at once. */
+    sc_embed_df *fresh = sc_embed_df_new();
+    CHECK(fresh != NULL);
+    if (fresh != NULL) {
+        for (int i = 0; i < 20; i++) {
+            char t[64];
+            snprintf(t, sizeof(t), "my card %s", i % 2 ? "please" : "account");
+            count(fresh, t, 1);
+        }
+        count(fresh, "lost", 1);
+        count(df, "my card was stolen abroad", 1);
+        count(df, "stolen", -1);
+        count(df, "my card was stolen abroad", -1);
+        count(fresh, "my card was stolen abroad", 1);
+        count(fresh, "my card was stolen abroad", -1);
+        CHECK_EQ_INT(sc_embed_df_docs(df), 21);
+        CHECK_EQ_INT(sc_embed_df_docs(fresh), 21);
+        count(df, "lost", -1);
+        count(df, "lost", 1);
+        count(df, "stolen", 1);
+        count(df, "zebra crossing", 1);
+        count(df, "zebra crossing", -1); /* the last change a removal */
+        count(fresh, "stolen", 1);
+        CHECK_EQ_INT(sc_embed_df_docs(df), 22);
+        const char *x = "my card lost", *y = "card stolen abroad";
+        CHECK(rsd(df, x, y, 0.8f) == rsd(fresh, x, y, 0.8f));
+        CHECK(rsd(df, x, y, 0.8f) != rs(x, y, 0.8f));
+        sc_embed_df_set_prior(df, 1e9);
+        CHECK(rsd(df, x, y, 0.8f) != rsd(fresh, x, y, 0.8f));
+        CHECK(near(rsd(df, x, y, 0.8f), rs(x, y, 0.8f)));
+        sc_embed_df_set_prior(fresh, 1e9);
+        CHECK(rsd(df, x, y, 0.8f) == rsd(fresh, x, y, 0.8f));
+        sc_embed_df_free(fresh);
+    }
     sc_embed_df_free(df);
     sc_embed_df_free(NULL);
 }
