@@ -183,11 +183,8 @@ def main():
     argv = sys.argv
     bench = argv[argv.index("--bench") + 1]
     server = argv[argv.index("--server") + 1]
-    table = argv[argv.index("--table") + 1]
-    if not os.path.exists(table):
-        print(f"test_hitrate: no table at {table}: make it with "
-              f"scripts/fetch-embeddings.sh {table}", file=sys.stderr)
-        print("test_hitrate: 0 passed, 1 failed")
+    table = test_semcache.embed_table(argv, "test_hitrate")
+    if table is None:
         return 1
     tmp = tempfile.mkdtemp(prefix="semcache-hitrate-")
     try:

@@ -193,11 +193,8 @@ def without_table(c, table_path):
 def main():
     argv = sys.argv
     server = argv[argv.index("--server") + 1]
-    table = argv[argv.index("--table") + 1]
-    if not os.path.exists(table):
-        print(f"test_text: no table at {table}: make it with "
-              f"scripts/fetch-embeddings.sh {table}", file=sys.stderr)
-        print("test_text: 0 passed, 1 failed")
+    table = test_semcache.embed_table(argv, "test_text")
+    if table is None:
         return 1
     tmp = tempfile.mkdtemp(prefix="semcache-text-")
     try:

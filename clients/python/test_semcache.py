@@ -51,6 +51,18 @@ def raises(code, fn, *args, **kw):
     return False
 
 
+def embed_table(argv, prog):
+    """The path after --table when that file is there; else None, once
+    prog has said how to make it and counted itself failed."""
+    table = argv[argv.index("--table") + 1]
+    if os.path.exists(table):
+        return table
+    print(f"{prog}: no table at {table}: make it with "
+          f"scripts/fetch-embeddings.sh {table}", file=sys.stderr)
+    print(f"{prog}: 0 passed, 1 failed")
+    return None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
