@@ -1240,7 +1240,6 @@ sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
             }
         }
         df->docs++;
-        df_consts(df);
     } else if (delta < 0) {
         for (size_t t = 0; t < n && df->cap > 0; t++) {
             size_t i = df_find(df, h[t] | 1);
@@ -1250,10 +1249,10 @@ sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
         }
         if (df->docs > 0) {
             df->docs--;
-            df_consts(df);
         }
         df_shrink(df);
     }
+    df_consts(df);
     return SC_OK;
 }
 
