@@ -906,6 +906,16 @@ static void count(sc_embed_df *df, const char *t, int delta)
     CHECK_EQ_INT(sc_embed_df_count(df, E, t, strlen(t), delta), SC_OK);
 }
 
+/* Twenty texts that all say "my card" (a bank's FAQ's common words). */
+static void count_cards(sc_embed_df *df)
+{
+    for (int i = 0; i < 20; i++) {
+        char t[64];
+        snprintf(t, sizeof(t), "my card %s", i % 2 ? "please" : "account");
+        count(df, t, 1);
+    }
+}
+
 /* The words pool[pick[0..per)], each followed by a space, into text. */
 static void pool_text(char *text, size_t cap, char (*pool)[8], const int *pick,
                       int per)
@@ -1045,11 +1055,7 @@ static void test_df(void)
     /* Words every stored text has weigh less, the rare ones more: two
      * texts that share only the common words score lower than without
      * the counts, two that share the rare word higher. */
-    for (int i = 0; i < 20; i++) {
-        char t[64];
-        snprintf(t, sizeof(t), "my card %s", i % 2 ? "please" : "account");
-        count(df, t, 1);
-    }
+    count_cards(df);
     count(df, "lost", 1);
     count(df, "stolen", 1);
     float common = rsd(df, "my card lost", "my card stolen", 0.9f);
@@ -1066,11 +1072,7 @@ static void test_df(void)
     sc_embed_df *fresh = sc_embed_df_new();
     CHECK(fresh != NULL);
     if (fresh != NULL) {
-        for (int i = 0; i < 20; i++) {
-            char t[64];
-            snprintf(t, sizeof(t), "my card %s", i % 2 ? "please" : "account");
-            count(fresh, t, 1);
-        }
+        count_cards(fresh);
         count(fresh, "lost", 1);
         count(df, "my card was stolen abroad", 1);
         count(df, "stolen", -1);
