@@ -1,10 +1,11 @@
 # NngPatched.cmake - the nng semcached links: Debian's nng 1.5.2 source with
-# scripts/patches/ applied (a peer that disconnects during the handshake can
-# stop a listener for good in 1.5.2), built as a static library with TLS as
+# scripts/patches/ applied (in 1.5.2 a peer that disconnects during the
+# handshake can stop a listener for good, and nng_close can hang for ever
+# when a pipe closes mid-transfer), built as a static library with TLS as
 # Debian builds it, in a CMake run of its own (ExternalProject: none of our
 # warning or sanitizer flags reach it). Defines the imported target
 # semcache_nng. SEMCACHE_NNG_PATCHED=OFF (or a failed fetch under AUTO)
-# links the system's libnng instead, with the bug.
+# links the system's libnng instead, with the bugs.
 set(SEMCACHE_NNG_PATCHED AUTO CACHE STRING
     "Link nng built from Debian's source with scripts/patches: AUTO, ON or OFF")
 set_property(CACHE SEMCACHE_NNG_PATCHED PROPERTY STRINGS AUTO ON OFF)
@@ -17,7 +18,8 @@ function(nng_system why)
   endif()
   if(why)
     message(WARNING "nng: ${why}; linking the system's libnng 1.5.2, whose "
-                    "listeners a disconnect during the handshake can stop")
+                    "listeners a disconnect during the handshake can stop "
+                    "and whose close can hang")
   endif()
   find_library(NNG_SYSTEM_LIB nng REQUIRED)
   add_library(semcache_nng INTERFACE)
@@ -31,15 +33,18 @@ if(SEMCACHE_NNG_PATCHED STREQUAL "OFF")
   nng_system("")
   return()
 endif()
-if(NOT EXISTS ${NNG_SRC_DIR}/.semcache-patched)
-  message(STATUS "nng: fetching Debian's nng source and patching it")
-  execute_process(
-    COMMAND ${CMAKE_SOURCE_DIR}/scripts/fetch-nng-src.sh ${NNG_SRC_DIR}
-    RESULT_VARIABLE fetch_rc)
-  if(NOT fetch_rc EQUAL 0 OR NOT EXISTS ${NNG_SRC_DIR}/.semcache-patched)
-    nng_system("could not fetch and patch Debian's nng source")
-    return()
-  endif()
+# The script does nothing when NNG_SRC_DIR already holds the sources with
+# today's patches, and fetches afresh when one was added or changed; a
+# change to scripts/patches re-runs this configure step.
+file(GLOB nng_patches CONFIGURE_DEPENDS
+     ${CMAKE_SOURCE_DIR}/scripts/patches/nng-*.patch)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${nng_patches})
+execute_process(
+  COMMAND ${CMAKE_SOURCE_DIR}/scripts/fetch-nng-src.sh ${NNG_SRC_DIR}
+  RESULT_VARIABLE fetch_rc)
+if(NOT fetch_rc EQUAL 0 OR NOT EXISTS ${NNG_SRC_DIR}/.semcache-patched)
+  nng_system("could not fetch and patch Debian's nng source")
+  return()
 endif()
 find_library(MBEDTLS_LIB mbedtls)
 find_library(MBEDX509_LIB mbedx509)
@@ -65,6 +70,9 @@ ExternalProject_Add(nng_patched
              -DBUILD_SHARED_LIBS=OFF -DNNG_ENABLE_TLS=ON
              -DNNG_TESTS=OFF -DNNG_TOOLS=OFF -DNNG_ENABLE_NNGCAT=OFF
   BUILD_BYPRODUCTS ${nng_lib})
+# Sources fetched afresh (new patches) build afresh.
+ExternalProject_Add_StepDependencies(nng_patched configure
+  ${NNG_SRC_DIR}/.semcache-patched)
 file(MAKE_DIRECTORY ${nng_prefix}/include)
 add_library(semcache_nng STATIC IMPORTED GLOBAL)
 set_target_properties(semcache_nng PROPERTIES

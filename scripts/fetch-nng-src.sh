@@ -3,13 +3,16 @@
 # in DEST and apply scripts/patches/nng-1.5.2-*.patch, so that CMake can
 # build the nng that semcached links (cmake/NngPatched.cmake). Uses `apt-get
 # source nng` (scripts/debian-source.sh). Idempotent: does nothing if DEST
-# is complete.
+# holds the sources with the patches there are now (DEST/.semcache-patched
+# lists their SHA-256 sums); a patch added or changed fetches afresh.
 set -euo pipefail
 dest=${1:?usage: fetch-nng-src.sh DEST}
-if [ -f "$dest/.semcache-patched" ]; then
+here=$(cd "$(dirname "$0")" && pwd)
+want=$(cd "$here/patches" && sha256sum nng-*.patch)
+if [ -f "$dest/.semcache-patched" ] &&
+    [ "$(cat "$dest/.semcache-patched")" = "$want" ]; then
     exit 0
 fi
-here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -23,11 +26,11 @@ version=${src#./nng-}
 for p in "$here"/patches/nng-"$version"-*.patch; do
     [ -e "$p" ] || continue
     echo "fetch-nng-src: applying $(basename "$p")" >&2
-    patch -d "$src" -p1 --forward --batch < "$p" >&2
+    patch -d "$src" -p1 --forward --batch --no-backup-if-mismatch < "$p" >&2
 done
 mkdir -p "$(dirname "$dest")"
 rm -rf "$dest.tmp" "$dest"
 cp -r "$src" "$dest.tmp"
-touch "$dest.tmp/.semcache-patched"
+printf '%s\n' "$want" >"$dest.tmp/.semcache-patched"
 mv "$dest.tmp" "$dest"
 echo "fetch-nng-src: nng $version sources in $dest" >&2
