@@ -236,15 +236,18 @@ fail_free:
     return rc;
 }
 
-/* nng 1.5.2 (Debian 12's) can hang in nng_close for ever: closing a TCP
- * pipe whose REP receive is in flight may leave that receive on the
- * transport's queue with nothing to finish it, and the socket waits for
- * the pipe (nng's reaper thread stays stuck in xrep0_pipe_stop; reproduced
- * by test_dispatch's close-under-load rounds; newer nng reworked that
- * close). So the close runs on a thread of its own and the server waits
- * for it at most SC_SERVER_CLOSE_WAIT_MS: the workers have left by then
- * (the socket's queues are closed before the pipes are waited for), so
- * the server can be freed; the stuck close keeps only the socket id. */
+/* Debian 12's own nng 1.5.2 can hang in nng_close for ever: a pipe closed
+ * while one of its transfers completes can leave the protocol's receive on
+ * the transport's queue with nothing to finish it, and the socket waits
+ * for the pipe (nng's reaper thread stays stuck in xrep0_pipe_stop). The
+ * nng semcached links is patched for that and for a receive started while
+ * the socket closes, which parked on the closed queue and was later
+ * cancelled into freed memory (scripts/patches; test_dispatch's closes
+ * under load found both). On the system library the close still runs on a
+ * thread of its own and the server waits for it at most
+ * SC_SERVER_CLOSE_WAIT_MS: the workers have left by then (the socket's
+ * queues are closed before the pipes are waited for), so the server can be
+ * freed; the stuck close keeps only the socket id. */
 typedef struct closer {
     nng_socket sock;
     pthread_mutex_t mu;
@@ -334,8 +337,8 @@ static void stop(sc_server *s)
     if (!close_socket_bounded(s->sock, SC_SERVER_CLOSE_WAIT_MS)) {
         fprintf(stderr,
                 "semcached: the nng socket did not close within %u ms (a "
-                "known hang of nng 1.5.2 when clients are mid-request); "
-                "going on without it\n",
+                "known hang of Debian's unpatched nng 1.5.2 when clients "
+                "are mid-request); going on without it\n",
                 SC_SERVER_CLOSE_WAIT_MS);
         __atomic_add_fetch(&sc_server_stuck_closes, 1, __ATOMIC_RELAXED);
     }

@@ -64,8 +64,9 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out);
 
 /* Closes the socket, lets the workers finish their current request, joins
  * them and frees the server. The socket's close is waited for at most
- * SC_SERVER_CLOSE_WAIT_MS (nng 1.5.2 can hang there, see server.c); one
- * left running is said on stderr and counted in sc_server_stuck_closes. */
+ * SC_SERVER_CLOSE_WAIT_MS (Debian's unpatched nng 1.5.2 can hang there,
+ * see server.c); one left running is said on stderr and counted in
+ * sc_server_stuck_closes. */
 void sc_server_close(sc_server *s);
 
 #define SC_SERVER_CLOSE_WAIT_MS 2000u
