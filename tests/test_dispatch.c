@@ -24,6 +24,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <time.h>
 
 #define DIM     16
@@ -358,26 +359,67 @@ static int echo(void *arg, const uint8_t *req, size_t len, uint8_t **reply,
 /* The clients run in a child process (this program with --hammer URL),
  * as real clients do: nng_close waits for the socket's pipes to go, and
  * REQ sockets of the same process blocked in a send would hold that up
- * in nng 1.5.2 whatever the server did. */
+ * in nng 1.5.2 whatever the server did. Over tls+tcp:// the clients stall
+ * for good after some tens of rounds: every thread waits in nng_recv past
+ * its 100 ms timeout and no dialer reconnects (no connection at all to the
+ * listening server; gdb shows the threads in nni_task_wait), which looks
+ * like nng 1.5.x's timer expiry bug (nng issue 1486) on the client side;
+ * the server does not arm such timers. So the TLS rounds stop after five
+ * unserved rounds in a row and ask only that some were served: without
+ * scripts/patches/nng-1.5.2-pipe-close-race.patch's TLS part a close over
+ * TLS stuck within the first 35 rounds in 6 of 6 release runs. */
+/* One REQ socket dialing url (tls+tcp://: encrypted with the test's own
+ * certificate, not verified); 0 on success. */
+static int hammer_open(const char *url, nng_socket *s)
+{
+    if (nng_req0_open(s) != 0) {
+        return -1;
+    }
+    nng_socket_set_ms(*s, NNG_OPT_RECVTIMEO, 100);
+    nng_socket_set_ms(*s, NNG_OPT_SENDTIMEO, 100);
+    nng_socket_set_ms(*s, NNG_OPT_RECONNMINT, 1);
+    nng_socket_set_ms(*s, NNG_OPT_RECONNMAXT, 5);
+    nng_dialer d;
+    if (nng_dialer_create(&d, *s, url) != 0) {
+        return -1;
+    }
+    if (strncmp(url, "tls+", 4) == 0) {
+        nng_tls_config *tls = NULL;
+        if (nng_tls_config_alloc(&tls, NNG_TLS_MODE_CLIENT) != 0 ||
+            nng_tls_config_auth_mode(tls, NNG_TLS_AUTH_MODE_NONE) != 0 ||
+            nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls) != 0) {
+            return -1;
+        }
+        nng_tls_config_free(tls); /* the dialer holds its own ref */
+    }
+    return nng_dialer_start(d, NNG_FLAG_NONBLOCK) == 0 ? 0 : -1;
+}
+
+/* Each thread sends and waits for the reply, again and again. Over TLS,
+ * nng 1.5.2's dialer itself can stop reconnecting for good once servers
+ * close under it (the client's TLS layer, not the server's: seen as no
+ * connection at all to a listening server, the client alive), so a socket
+ * with no reply for about 300 ms is left for a new one; the old one is
+ * not closed (its close can wait on that dialer) and goes with the
+ * process. */
 static void *hammer_main(void *arg)
 {
     const char *url = arg;
-    nng_socket s;
-    if (nng_req0_open(&s) != 0) {
-        return NULL;
-    }
-    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 100);
-    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 100);
-    nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 1);
-    nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 5);
-    nng_dial(s, url, NULL, NNG_FLAG_NONBLOCK);
     for (;;) {
-        char buf[32] = "ping";
-        if (nng_send(s, buf, sizeof(buf), 0) == 0) {
+        nng_socket s;
+        if (hammer_open(url, &s) != 0) {
+            return NULL;
+        }
+        for (int fails = 0; fails < 3;) {
+            char buf[32] = "ping";
             void *r = NULL;
             size_t rl = 0;
-            if (nng_recv(s, &r, &rl, NNG_FLAG_ALLOC) == 0) {
+            if (nng_send(s, buf, sizeof(buf), 0) == 0 &&
+                nng_recv(s, &r, &rl, NNG_FLAG_ALLOC) == 0) {
                 nng_free(r, rl);
+                fails = 0;
+            } else {
+                fails++;
             }
         }
     }
@@ -419,15 +461,31 @@ static void *watchdog_main(void *arg)
     }
 }
 
-static void test_close_under_load(const char *self)
+/* A self-signed certificate and its key in one PEM file (as --tls-cert
+ * wants) at path, made with the openssl command; 0 without it. */
+static int make_cert(const char *path)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt "
+             "ec_paramgen_curve:prime256v1 -nodes -keyout %s.key -out %s.crt "
+             "-days 2 -subj /CN=127.0.0.1 >/dev/null 2>&1 && cat %s.crt "
+             "%s.key >%s && rm -f %s.crt %s.key",
+             path, path, path, path, path, path, path);
+    return system(cmd) == 0;
+}
+
+/* tls: over tls+tcp:// with cert, else over tcp://. */
+static void test_close_under_load(const char *self, const char *cert)
 {
     char url[64];
     /* The port is bound and released 150 times, so it must lie below
      * Linux's ephemeral range (32768 up): there the kernel hands the same
      * number to other tests' connections and free_port() calls, which
      * then hold it when a round re-opens. */
-    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d",
-             20000 + (int)getpid() % 12000);
+    snprintf(url, sizeof(url), "%s://127.0.0.1:%d",
+             cert != NULL ? "tls+tcp" : "tcp",
+             20000 + (int)getpid() % 12000 + (cert != NULL));
     pid_t child = fork();
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
@@ -438,15 +496,18 @@ static void test_close_under_load(const char *self)
     if (child <= 0) {
         return;
     }
+    __atomic_store_n(&close_round, -1, __ATOMIC_RELEASE);
+    __atomic_store_n(&close_done, 1, __ATOMIC_RELEASE);
     pthread_t wd;
     pthread_create(&wd, NULL, watchdog_main, NULL);
     enum { ROUNDS = 150 };
-    int served_rounds = 0, rounds = 0;
+    int served_rounds = 0, rounds = 0, unserved_run = 0;
     for (int round = 0; round < ROUNDS; round++) {
         sc_server_config cfg;
         memset(&cfg, 0, sizeof(cfg));
         cfg.listen[0] = url;
         cfg.nlisten = 1;
+        cfg.tls_cert = cert;
         cfg.threads = 1 + (unsigned)(round % 4);
         cfg.handler = echo;
         sc_server *srv = NULL;
@@ -468,6 +529,7 @@ static void test_close_under_load(const char *self)
         }
         usleep((useconds_t)((round % 7) * 300));
         served_rounds += served > 0;
+        unserved_run = served > 0 ? 0 : unserved_run + 1;
         __atomic_store_n(&close_done, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&close_round, round, __ATOMIC_RELEASE);
         sc_server_close(srv);
@@ -478,21 +540,32 @@ static void test_close_under_load(const char *self)
              * closes in this process would all be left running too. */
             break;
         }
+        if (cert != NULL && unserved_run == 5) {
+            /* The TLS clients have stalled (see hammer_main): the
+             * closes are no longer under load. */
+            break;
+        }
     }
     __atomic_store_n(&close_round, -3, __ATOMIC_RELEASE);
     pthread_join(wd, NULL);
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
-    /* The closes were under load: most rounds had served requests. */
-    CHECK(rounds > 0 && served_rounds > rounds / 2);
+    /* The closes were under load: most rounds had served requests (over
+     * TLS, at least one before the clients stalled: under the sanitizers
+     * they stall within the first ten rounds). */
+    if (cert == NULL) {
+        CHECK(rounds > 0 && served_rounds > rounds / 2);
+    } else {
+        CHECK(served_rounds >= 1);
+    }
 #ifdef SC_NNG_PATCHED
     CHECK(__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) == 0);
-    CHECK(rounds == ROUNDS);
+    CHECK(cert != NULL || rounds == ROUNDS);
 #endif
     fprintf(stderr,
-            "dispatch: %d closes under load, %d served first, %u left nng's "
-            "close running (nng 1.5.2's hang; the patched nng: none)\n",
-            rounds, served_rounds,
+            "dispatch: %s: %d closes under load, %d served first, %u left "
+            "nng's close running (nng 1.5.2's hang; the patched nng: none)\n",
+            url, rounds, served_rounds,
             __atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED));
 }
 
@@ -503,7 +576,20 @@ int main(int argc, char **argv)
     }
     test_same_replies();
     test_server_batches();
-    test_close_under_load(argv[0]);
+    test_close_under_load(argv[0], NULL);
+    /* The same over TLS, when the openssl command can make a certificate
+     * (test_tls.py skips alike without it). */
+    char cert[64];
+    snprintf(cert, sizeof(cert), "/tmp/test-dispatch-%d.pem", (int)getpid());
+    if (__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) > 0) {
+        fprintf(stderr, "dispatch: TLS rounds skipped (a close is stuck)\n");
+    } else if (make_cert(cert)) {
+        test_close_under_load(argv[0], cert);
+        unlink(cert);
+    } else {
+        fprintf(stderr, "dispatch: SKIP the TLS rounds: the openssl command "
+                        "cannot make a certificate\n");
+    }
     int rc = test_summary("dispatch");
     if (__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) > 0) {
         fflush(NULL);
