@@ -9,7 +9,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 scripts/deps.sh
 
 echo "== release build =="
-# SEMCACHE_NNG_PATCHED=ON: the nng with the handshake fix, or a failed build.
+# SEMCACHE_NNG_PATCHED=ON: the nng with scripts/patches, or a failed build.
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSEMCACHE_WERROR=ON \
     -DSEMCACHE_NNG_PATCHED=ON >/dev/null
 cmake --build build -j"$jobs"
