@@ -363,9 +363,10 @@ static int echo(void *arg, const uint8_t *req, size_t len, uint8_t **reply,
  * for good after some tens of rounds: every thread waits in nng_recv past
  * its 100 ms timeout and no dialer reconnects (no connection at all to the
  * listening server; gdb shows the threads in nni_task_wait), which looks
- * like nng 1.5.x's timer expiry bug (nng issue 1486) on the client side;
- * the server does not arm such timers. So the TLS rounds stop after five
- * unserved rounds in a row and ask only that some were served: without
+ * like nng 1.5.x's timer expiry bug (nng issue 1486) on the client side
+ * (the server's own nng timers, its handshake timeout and its listener's
+ * back-off, are checked by test_hostile.py). So the TLS rounds stop after
+ * five unserved rounds in a row and ask only that some were served: without
  * scripts/patches/nng-1.5.2-pipe-close-race.patch's TLS part a close over
  * TLS stuck within the first 35 rounds in 6 of 6 release runs. */
 /* One REQ socket dialing url (tls+tcp://: encrypted with the test's own
