@@ -65,6 +65,27 @@ def served(port, what, within=1.0):
     check(ok and el <= within, f"{what}: another client served in {el:.3f} s")
 
 
+def wait_ready(port):
+    """Waits (up to about 5 s) until a server started on port accepts."""
+    for _ in range(100):
+        try:
+            Client("127.0.0.1", port, timeout=5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def stop_server(proc):
+    """SIGTERM, then its exit status within 10 s; None if it had to be
+    killed."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return None
+
+
 def code_of(reply):
     return None if reply.get("ok") else reply.get("error", {}).get("code")
 
@@ -398,12 +419,7 @@ def test_fd_exhaustion(server, tmp):
                             preexec_fn=limit, stderr=subprocess.DEVNULL)
     conns = []
     try:
-        for _ in range(100):
-            try:
-                Client("127.0.0.1", port, timeout=5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_ready(port)
         served(port, "a server limited to 64 descriptors")
         for _ in range(120):
             conns.append(socket.create_connection(("127.0.0.1", port),
@@ -424,11 +440,7 @@ def test_fd_exhaustion(server, tmp):
     finally:
         for c in conns:
             c.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 def main():
@@ -444,12 +456,7 @@ def main():
     proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
     idle = []
     try:
-        for _ in range(100):
-            try:
-                Client("127.0.0.1", port, timeout=5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_ready(port)
         idle, half_hs, t_open = test_silent_clients(port)
         test_ipc_dropped_handshakes(ipc)
         test_second_server(server, ipc, tmp)
@@ -463,12 +470,9 @@ def main():
     finally:
         for s in idle:
             s.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            check(proc.wait(timeout=10) == 0, "semcached exits 0 on SIGTERM")
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            check(False, "semcached exits on SIGTERM")
+        rc = stop_server(proc)
+        check(rc == 0, f"semcached exits 0 on SIGTERM (status {rc}; None: "
+                       "killed after 10 s)")
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"test_hostile: {passed} passed, {failed} failed")
     return 1 if failed else 0
