@@ -1,7 +1,8 @@
 # NngPatched.cmake - the nng semcached links: Debian's nng 1.5.2 source with
 # scripts/patches/ applied (in 1.5.2 a peer that disconnects during the
-# handshake can stop a listener for good, and nng_close can hang for ever
-# when a pipe closes mid-transfer), built as a static library with TLS as
+# handshake can stop a listener for good, nng_close can hang for ever
+# when a pipe closes mid-transfer, and a TLS connection whose peer left or
+# stalled is never closed), built as a static library with TLS as
 # Debian builds it, in a CMake run of its own (ExternalProject: none of our
 # warning or sanitizer flags reach it). Defines the imported target
 # semcache_nng. SEMCACHE_NNG_PATCHED=OFF (or a failed fetch under AUTO)
@@ -18,8 +19,9 @@ function(nng_system why)
   endif()
   if(why)
     message(WARNING "nng: ${why}; linking the system's libnng 1.5.2, whose "
-                    "listeners a disconnect during the handshake can stop "
-                    "and whose close can hang")
+                    "listeners a disconnect during the handshake can stop, "
+                    "whose close can hang and whose TLS connections can "
+                    "outlive their peers")
   endif()
   find_library(NNG_SYSTEM_LIB nng REQUIRED)
   add_library(semcache_nng INTERFACE)
