@@ -559,16 +559,16 @@ static void test_close_under_load(const char *self, const char *cert)
             __atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED));
 }
 
-/* ---- TLS peers that leave while their request waits ------------------
- * A busy server (one slow worker, a queue of one) holds each TLS pipe's
- * last request until the worker takes it; the pipe asks for the next one
- * only then. Clients killed meanwhile must still have their pipes reaped:
- * each holds a descriptor and its TLS buffers. nng 1.5.2 never marked a
- * TLS connection whose TCP stream had failed as closed, so a receive
- * started after the failure waited for ever on the stopped TCP aio
- * (scripts/patches/nng-1.5.2-tls-conn-closed.patch). With the patched
- * nng, the descriptors the process holds must come back to what they were
- * before the clients. */
+/* ---- peers that leave while their request waits -----------------------
+ * A busy server (one slow worker, a queue of one) holds each pipe's last
+ * request until the worker takes it; the pipe asks for the next one only
+ * then. Clients killed meanwhile must still have their pipes reaped: each
+ * holds a descriptor (and over TLS its TLS buffers). nng 1.5.2 never
+ * marked a TLS connection whose TCP stream had failed as closed, so a
+ * receive started after the failure waited for ever on the stopped TCP
+ * aio (scripts/patches/nng-1.5.2-tls-conn-closed.patch); tcp:// and
+ * ipc:// are checked alike. With the patched nng, the descriptors the
+ * process holds must come back to what they were before the clients. */
 
 static int slow_echo(void *arg, const uint8_t *req, size_t len, uint8_t **reply,
                      size_t *reply_len)
@@ -591,11 +591,10 @@ static int open_fds(void)
     return n;
 }
 
-static void test_tls_peers_leave(const char *self, const char *cert)
+/* url: where to listen; cert: the PEM file for tls+tcp://, else NULL. */
+static void test_peers_leave(const char *self, const char *url,
+                             const char *cert)
 {
-    char url[64];
-    snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%d",
-             20000 + (int)getpid() % 12000 + 2);
     sc_server_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.listen[0] = url;
@@ -642,9 +641,9 @@ static void test_tls_peers_leave(const char *self, const char *cert)
         if (now > base) {
             left = now - base;
             fprintf(stderr,
-                    "dispatch: round %d: %d descriptors of dead "
-                    "TLS clients left open\n",
-                    round, left);
+                    "dispatch: %s round %d: %d descriptors of dead "
+                    "clients left open\n",
+                    url, round, left);
             break;
         }
     }
@@ -662,6 +661,13 @@ int main(int argc, char **argv)
     test_same_replies();
     test_server_batches();
     test_close_under_load(argv[0], NULL);
+    char leave_url[64];
+    snprintf(leave_url, sizeof(leave_url), "tcp://127.0.0.1:%d",
+             20000 + (int)getpid() % 12000 + 3);
+    test_peers_leave(argv[0], leave_url, NULL);
+    snprintf(leave_url, sizeof(leave_url),
+             "ipc:///tmp/test-dispatch-leave-%d.ipc", (int)getpid());
+    test_peers_leave(argv[0], leave_url, NULL);
     /* The same over TLS, when the openssl command can make a certificate
      * (test_tls.py skips alike without it). */
     char cert[64];
@@ -670,7 +676,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "dispatch: TLS rounds skipped (a close is stuck)\n");
     } else if (make_cert(cert)) {
         test_close_under_load(argv[0], cert);
-        test_tls_peers_leave(argv[0], cert);
+        char tls_url[64];
+        snprintf(tls_url, sizeof(tls_url), "tls+tcp://127.0.0.1:%d",
+                 20000 + (int)getpid() % 12000 + 2);
+        test_peers_leave(argv[0], tls_url, cert);
         unlink(cert);
     } else {
         fprintf(stderr, "dispatch: SKIP the TLS rounds: the openssl command "
