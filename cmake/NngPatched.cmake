@@ -20,8 +20,9 @@ function(nng_system why)
   if(why)
     message(WARNING "nng: ${why}; linking the system's libnng 1.5.2, whose "
                     "listeners a disconnect during the handshake can stop, "
-                    "whose close can hang and whose TLS connections can "
-                    "outlive their peers")
+                    "whose close can hang, whose TLS connections can "
+                    "outlive their peers and whose HTTP server has no read "
+                    "time-out")
   endif()
   find_library(NNG_SYSTEM_LIB nng REQUIRED)
   add_library(semcache_nng INTERFACE)

@@ -1243,6 +1243,15 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
         rc = SC_EIO;
         goto fail_hold;
     }
+#ifdef SC_NNG_PATCHED
+    /* Connections that never send a whole request (a client gone without a
+     * FIN, or one holding descriptors on purpose) are closed. */
+    unsigned read_ms = cfg->read_timeout_ms != 0
+                           ? cfg->read_timeout_ms
+                           : SC_HTTP_DEFAULT_READ_TIMEOUT_MS;
+    nng_http_server_set_read_timeout(
+        h->srv, read_ms > INT32_MAX ? INT32_MAX : (nng_duration)read_ms);
+#endif
     if ((rc = add_route(h, "/healthz", R_HEALTHZ, NULL)) != SC_OK ||
         (rc = add_route(h, "/metrics", R_METRICS, NULL)) != SC_OK ||
         (rc = add_route(h, "/report", R_REPORT, NULL)) != SC_OK) {

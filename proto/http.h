@@ -18,6 +18,10 @@
 #define SC_HTTP_DEFAULT_BODY_MAX (4u << 20)
 /* A request body must arrive within this long of its headers. */
 #define SC_HTTP_BODY_TIMEOUT_MS 10000
+/* A request's head must arrive within this long of the connection or of
+ * the previous response, or the connection is closed (with the patched
+ * nng only: Debian's own has no such limit; README). */
+#define SC_HTTP_DEFAULT_READ_TIMEOUT_MS 30000
 
 /* Writes text to out (an in-memory stream; what is written goes on the
  * page as it is). Called from nng's threads, possibly several at once. A
@@ -31,6 +35,9 @@ typedef struct sc_http_config {
     sc_dispatch *dispatch; /* borrowed; must outlive the sc_http */
     sc_cache *cache;       /* borrowed, the dispatcher's; must outlive it */
     size_t body_max;       /* largest POST body; 0 = SC_HTTP_DEFAULT_BODY_MAX */
+    /* How long a request's head may take, from the connection or the
+     * previous response; 0 = SC_HTTP_DEFAULT_READ_TIMEOUT_MS. */
+    unsigned read_timeout_ms;
     /* Where request latencies go (borrowed; must outlive the sc_http), so
      * that one recorder holds both fronts' and /metrics shows both. NULL =
      * the sc_http makes one of its own, reachable with sc_http_metrics. */
