@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
 
 from semcache import Client, SemcacheError, connect  # noqa: E402
 from test_semcache import check, free_port, make_cert  # noqa: E402
+from test_semcache import server_keepalive  # noqa: E402
 import test_semcache  # noqa: E402
 
 KEY = "tls-test-key-0123456789abcdef"
@@ -151,6 +152,11 @@ def run(port, tport, cert, pid):
     with connect(url, tls=ctx, key=KEY) as tc:
         check(tc.lookup("faq", vec=[0.1, 0.2, 0.3])["hit"],
               "TLS still served after the plain clients")
+        line = server_keepalive(tport, tc)
+        if line is not None:
+            check("timer:(keepalive" in line,
+                  "TLS: the server's end has TCP keep-alive on "
+                  f"({line[:120]!r})")
     check_silent_closed(silent, t_open, pid, base_fds)
 
 

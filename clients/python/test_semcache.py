@@ -245,6 +245,26 @@ def make_cert(tmp):
     return cert, both
 
 
+def server_keepalive(port, client):
+    """The `ss` line of the server's ends of connections to 127.0.0.1:port
+    once client (connected) has been answered, waiting up to 5 s for their
+    TCP timer to read "keepalive"; None without the ss command."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return None
+    client.ping()
+    line = ""
+    for _ in range(50):  # until the reply is acknowledged
+        out = subprocess.run([ss, "-tnoH", "state", "established",
+                              f"( sport = :{port} )"],
+                             capture_output=True, text=True).stdout
+        line = " ".join(out.split())
+        if "timer:(keepalive" in line:
+            break
+        time.sleep(0.1)
+    return line
+
+
 def test_tls(tls_port, cert):
     ctx = ssl.create_default_context(cafile=cert)
     with connect(f"tls+tcp://127.0.0.1:{tls_port}", tls=ctx) as tc:
