@@ -82,6 +82,9 @@ set_target_properties(semcache_nng PROPERTIES
   IMPORTED_LOCATION ${nng_lib}
   INTERFACE_INCLUDE_DIRECTORIES ${nng_prefix}/include
   INTERFACE_LINK_LIBRARIES
-    "${MBEDTLS_LIB};${MBEDX509_LIB};${MBEDCRYPTO_LIB};Threads::Threads")
+    "${MBEDTLS_LIB};${MBEDX509_LIB};${MBEDCRYPTO_LIB};Threads::Threads"
+  # Code built against this nng may call what only the patches add
+  # (nng_http_server_set_read_timeout) and tests may expect their fixes.
+  INTERFACE_COMPILE_DEFINITIONS SC_NNG_PATCHED=1)
 add_dependencies(semcache_nng nng_patched)
 message(STATUS "nng: Debian's nng source with scripts/patches, static (${nng_lib})")
