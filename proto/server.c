@@ -157,13 +157,11 @@ static int start_listener(sc_server *s, const char *url, const char *cert)
             return rv;
         }
     }
-    if (strncmp(url, "tcp", 3) == 0 || strncmp(url, "tls+tcp", 7) == 0) {
-        /* TCP keep-alive probes find a client whose host went away without
-         * closing (powered off, cut off): its pipe is closed then, rather
-         * than held for the life of the process. An error here leaves the
-         * listener as it was, so it is not fatal. */
-        (void)nng_listener_set_bool(l, NNG_OPT_TCP_KEEPALIVE, true);
-    }
+    /* TCP keep-alive probes find a client whose host went away without
+     * closing (powered off, cut off): its pipe is closed then, rather than
+     * held for the life of the process. A transport without TCP (ipc://)
+     * refuses the option, which leaves its listener as it was. */
+    (void)nng_listener_set_bool(l, NNG_OPT_TCP_KEEPALIVE, true);
     rv = nng_listener_start(l, 0);
     if (rv != 0) {
         fprintf(stderr, "semcached: cannot listen on %s: %s\n", url,
