@@ -63,9 +63,8 @@ def check_silent_closed(socks, t_open, pid, base_fds):
     """The server ends a handshake that stalls at its 10 s time-out
     (docs/PROTOCOL.md, 1.1) over TLS too: each connection is closed, and
     while the clients still hold their ends, the server holds no more
-    descriptors than before them (Debian's nng
-    1.5.2 kept them for ever: scripts/patches/
-    nng-1.5.2-tls-cancel-timeout.patch)."""
+    descriptors than before them (Debian's nng 1.5.2 kept them for ever:
+    scripts/patches/nng-1.5.2-tls-cancel-timeout.patch)."""
     closed = 0
     for s in socks:
         s.settimeout(max(0.1, t_open + 15 - time.monotonic()))
