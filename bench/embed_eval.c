@@ -724,8 +724,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: embed_eval --table FILE [--data DIR] [--dev|--test] "
             "[--set NAME] [--sweep] [--stream T,T...] [--threads N]\n"
-            "  knobs: --a SIF_A (0 = plain mean) --ncomp N --oov 0|1 "
-            "--oov-scale X --punct 0|1 --unit 0|1\n"
+            "  knobs: --a SIF_A (0 = plain mean) --align-a A --ncomp N "
+            "--oov 0|1 --oov-scale X --punct 0|1 --unit 0|1\n"
             "         --lex W --pow P --lex-tau T --num P --neg P --floor F\n"
             "         --qword P --align W --cap 0|1 --trigram D --align-base B "
             "--idf 0|1 --idf-prior K --letter R --letter-vec R\n"
@@ -788,6 +788,8 @@ int main(int argc, char **argv)
                 st[nst++] = strtof(t, NULL);
             }
             free(s);
+        } else if (KNOB("--align-a")) {
+            P.align_a = strtof(v, NULL);
         } else if (KNOB("--a")) {
             P.sif_a = strtof(v, NULL);
         } else if (KNOB("--ncomp")) {

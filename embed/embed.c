@@ -299,6 +299,14 @@ const char *sc_embed_model(const sc_embed *e)
     return e != NULL ? e->model : "";
 }
 
+bool sc_embed_model_superseded(const sc_embed *e, const char *model)
+{
+    static const char prefix[] = SC_EMBED_METHOD_NAME "@";
+    return e != NULL && model != NULL &&
+           strncmp(model, prefix, sizeof(prefix) - 1) == 0 &&
+           strcmp(model, e->model) != 0;
+}
+
 static uint32_t lookup(const sc_embed *e, const char *w, size_t n, uint64_t h)
 {
     uint32_t i = (uint32_t)h & e->mask;
@@ -617,7 +625,7 @@ void sc_embed_params_default(sc_embed_params *p)
 {
     /* Chosen on the cache files only (leave-one-out, bench/embed_eval.c
      * --dev); see the README's embedder section for the figures. */
-    p->sif_a = 1e-3f;
+    p->sif_a = 4e-4f; /* uSIF's a for this table (embed/README.md) */
     p->ncomp = 4;
     p->oov_hash = true;
     p->oov_scale = 0.25f;
@@ -630,6 +638,7 @@ void sc_embed_params_default(sc_embed_params *p)
     p->neg_penalty = 0.1f;
     p->qword_penalty = 0.0f; /* tried: 0.05 lost on both dev sets */
     p->align_weight = 0.5f;
+    p->align_a = 1e-3f;
     p->cap_cosine = false;
     p->trigram = 0.0f; /* tried: 0.5 changed nothing on dev */
     p->align_base = 0.0f;
@@ -673,14 +682,14 @@ static uint32_t weight_index(const sc_embed *e, uint32_t idx, const tok *t,
     return idx;
 }
 
-static float word_weight(const sc_embed *e, const sc_embed_params *p,
-                         uint32_t idx)
+/* SIF's weight a / (a + p(w)) of the word of rank idx; 1 when a is 0. */
+static float word_weight(const sc_embed *e, float a, uint32_t idx)
 {
-    if (p->sif_a <= 0) {
+    if (a <= 0) {
         return 1.0f;
     }
     float pw = idx == NO_WORD ? e->p_min : e->probs[idx];
-    return p->sif_a / (p->sif_a + pw);
+    return a / (a + pw);
 }
 
 sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
@@ -702,8 +711,8 @@ sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
         }
         uint64_t h = XXH3_64bits(t.s, t.n);
         uint32_t idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, h);
-        float w =
-            word_weight(e, p, weight_index(e, idx, &t, p->letter_rank_vec));
+        float w = word_weight(e, p->sif_a,
+                              weight_index(e, idx, &t, p->letter_rank_vec));
         if (idx == NO_WORD) {
             if (!p->oov_hash || t.kind == TK_PUNCT) {
                 continue;
@@ -828,7 +837,8 @@ static void content(const sc_embed *e, const sc_embed_params *p,
         if (p != NULL) {
             k->idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, k->h);
             k->w =
-                word_weight(e, p, weight_index(e, k->idx, &t, p->letter_rank));
+                word_weight(e, p->align_a,
+                            weight_index(e, k->idx, &t, p->letter_rank));
             if (p->idf != NULL) {
                 k->w *= p->idf(p->idf_ctx, k->h);
             }

@@ -9,6 +9,7 @@
 #ifndef SC_EMBED_H
 #define SC_EMBED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,11 @@ uint32_t sc_embed_words(const sc_embed *e);
  * valid until sc_embed_close. */
 const char *sc_embed_model(const sc_embed *e);
 
+/* Whether model names this embedder's method at another version or with
+ * another table than e's: the vectors of a namespace made before an upgrade
+ * (or with another table), which e's vectors cannot be compared with. */
+bool sc_embed_model_superseded(const sc_embed *e, const char *model);
+
 /* Embeds text[0..len) (any bytes: UTF-8 or not, NULs included) into out, a
  * caller-owned array of sc_embed_dim(e) floats, as a unit vector. Pure and
  * thread-safe: any number of threads may call it on one e at once. It
@@ -79,7 +85,7 @@ sc_err sc_embed_text(const sc_embed *e, const char *text, size_t len,
 /* The defaults a namespace of this embedder's model should use, chosen on
  * development data only: one threshold for every deployment, compared with
  * the rescored similarity, and the margin rule's margin. */
-#define SC_EMBED_THRESHOLD 0.89f
+#define SC_EMBED_THRESHOLD 0.88f
 #define SC_EMBED_MARGIN    0.03f
 float sc_embed_rescore(const sc_embed *e, const char *qtext, size_t qlen,
                        const char *ctext, size_t clen, float cosine);

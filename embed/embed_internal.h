@@ -11,11 +11,12 @@
 #include "embed/embed.h"
 
 #define SC_EMBED_METHOD_NAME    "wink-sg100d-sif"
-#define SC_EMBED_METHOD_VERSION "1"
+#define SC_EMBED_METHOD_VERSION "2"
 
 typedef struct sc_embed_params {
     /* Sentence vector. */
-    float sif_a;     /* weight a / (a + p(w)); 0 = plain unweighted average */
+    float sif_a;     /* weight a / (a + p(w)); 0 = plain unweighted average
+                        (version 1: 1e-3) */
     unsigned ncomp;  /* common components removed (<= the table's) */
     bool oov_hash;   /* OOV words and numbers get a hashed pseudo-random
                         vector; false = they are skipped */
@@ -23,6 +24,8 @@ typedef struct sc_embed_params {
     bool skip_punct; /* punctuation tokens add nothing */
     bool unit_words; /* word vectors normalised before weighting */
     /* Rescore. */
+    float align_a;       /* the alignment's word weight a / (a + p(w)); 0 =
+                            unweighted (version 1 shared sif_a) */
     float lex_weight;    /* penalty per unit of unmatched content mass */
     float lex_pow;       /* penalty = lex_weight * (unmatched / mass)^lex_pow */
     float lex_tau;       /* a word whose best match has cosine >= tau counts as

@@ -170,6 +170,37 @@ typedef struct front {
     sc_persist *persist; /* NULL = in memory only */
 } front;
 
+/* Says which restored namespaces hold the built-in embedder's vectors of
+ * an earlier version (or of another table): their text requests are no
+ * longer embedded, so they get exact hits only until refilled. */
+static void warn_superseded(sc_cache *cache, const sc_embed *emb)
+{
+    size_t n = 0;
+    if (emb == NULL || sc_cache_ns_list(cache, NULL, 0, &n) != SC_OK ||
+        n == 0) {
+        return;
+    }
+    char(*names)[SC_CACHE_NS_NAME_MAX + 1] = malloc(n * sizeof(*names));
+    if (names == NULL || sc_cache_ns_list(cache, names, n, &n) != SC_OK) {
+        free(names);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sc_ns_config cfg;
+        if (sc_cache_ns_get_config(cache, names[i], &cfg) == SC_OK &&
+            sc_embed_model_superseded(emb, cfg.embed_model)) {
+            fprintf(stderr,
+                    "semcached: warning: namespace %s holds vectors of the "
+                    "built-in embedder's model %s, not of the loaded %s: "
+                    "its text requests now get exact hits only. Drop it "
+                    "(ns_drop) and let it refill to give them semantic hits "
+                    "again (README, \"Upgrading\")\n",
+                    names[i], cfg.embed_model, sc_embed_model(emb));
+        }
+    }
+    free(names);
+}
+
 static int timed_handle(void *arg, const uint8_t *req, size_t len,
                         uint8_t **reply, size_t *reply_len)
 {
@@ -662,6 +693,7 @@ int main(int argc, char **argv)
                 "configuration\n",
                 conf.ns[i].name);
     }
+    warn_superseded(cache, emb);
     if ((rc = sc_dispatch_open(cache, &disp)) != SC_OK) {
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_cache;

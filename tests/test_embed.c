@@ -130,6 +130,16 @@ static void test_build(void)
     CHECK_EQ_INT(sc_embed_words(E), NV);
     CHECK(strncmp(sc_embed_model(E), SC_EMBED_METHOD_NAME "@",
                   strlen(SC_EMBED_METHOD_NAME) + 1) == 0);
+    /* Another version or table of this method is superseded; this model,
+     * another method's and a near-miss name are not. */
+    CHECK(!sc_embed_model_superseded(E, sc_embed_model(E)));
+    CHECK(sc_embed_model_superseded(E, SC_EMBED_METHOD_NAME "@1.00000000"));
+    CHECK(sc_embed_model_superseded(E, SC_EMBED_METHOD_NAME "@"));
+    CHECK(!sc_embed_model_superseded(E, SC_EMBED_METHOD_NAME));
+    CHECK(!sc_embed_model_superseded(E, "text-embedding-3-small"));
+    CHECK(!sc_embed_model_superseded(E, ""));
+    CHECK(!sc_embed_model_superseded(E, NULL));
+    CHECK(!sc_embed_model_superseded(NULL, SC_EMBED_METHOD_NAME "@1.0"));
     for (size_t i = 0; i < NV; i++) {
         CHECK_EQ_INT(sc_embed_lookup(E, vocab[i], strlen(vocab[i])), i);
     }
@@ -824,6 +834,14 @@ static void test_rescore(void)
     float syn = rs("call my card", "phone my card", 0.95f);
     float unrel = rs("call my card", "lost my card", 0.95f);
     CHECK(syn > unrel);
+    /* The alignment weighs its words with align_a; sif_a, the sentence
+     * vector's, does not enter the rescore (it is given the cosine). */
+    sc_embed_params sa = p;
+    sa.sif_a = p.sif_a * 3;
+    CHECK(rsp(&sa, "call my card", "phone my card", 0.95f) == syn);
+    sc_embed_params aa = p;
+    aa.align_a = 10.0f; /* about equal weights, not rank-proportional ones */
+    CHECK(!near(rsp(&aa, "call my card", "phone my card", 0.95f), syn));
     /* Numbers and negation: their penalties on top of the alignment. */
     float n5 = rs("cancel order 5", "cancel order 5", 0.98f);
     float n6 = rs("cancel order 5", "cancel order 6", 0.98f);

@@ -206,6 +206,27 @@ def main():
         err = stop(proc)
         check("embedder " in err, "the start-up log names the embedder")
 
+        # After an upgrade of the built-in embedder, a restored namespace
+        # of its earlier model is named in the start-up log; the current
+        # model's and a client model's namespaces are not.
+        proc, c = start(server, "--embed-table", table, "--data-dir", tmp)
+        if c is not None:
+            c.ns_create("old", dim=100,
+                        embed_model="wink-sg100d-sif@1.00000000")
+            c.close()
+        stop(proc)
+        proc, c = start(server, "--embed-table", table, "--data-dir", tmp)
+        if c is not None:
+            c.close()
+        err = stop(proc)
+        check("namespace old holds vectors of the built-in embedder's model "
+              "wink-sg100d-sif@1.00000000" in err,
+              f"the start-up log names a namespace of an earlier model "
+              f"({err[-2000:]!r})")
+        check("namespace faq holds" not in err and
+              "namespace client holds" not in err,
+              "namespaces of the current or a client model are not named")
+
         missing = os.path.join(tmp, "none", "embeddings.sctab")
         proc, c = start(server, "--data-dir", os.path.join(tmp, "none"))
         if c is not None:
