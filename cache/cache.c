@@ -125,6 +125,7 @@ typedef struct ns {
     sc_ns_config cfg; /* cfg.dim: as fixed so far */
     bool had_vector;  /* an index was made: dim and storage are fixed */
     bool model_fixed; /* cfg.embed_model is fixed (given, or a vector's) */
+    bool reembedded;  /* restored from a model the embedder supersedes */
     sc_htab ids;      /* id -> entry */
     sc_htab exact;    /* exact key -> entry */
     sc_htab scopes;   /* name -> scope */
@@ -149,6 +150,8 @@ struct sc_cache {
     lnode lru;
     uint64_t entries, bytes;
     atomic_uint_fast64_t next_id;
+    /* Restore's moves to the embedder's model (sc_cache_reembed_counts). */
+    atomic_uint_fast64_t re_ns, re_entries, re_dropped;
 };
 
 typedef enum gone {
@@ -883,6 +886,9 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
     }
     list_init(&c->lru);
     atomic_init(&c->next_id, 1);
+    atomic_init(&c->re_ns, 0);
+    atomic_init(&c->re_entries, 0);
+    atomic_init(&c->re_dropped, 0);
     *out = c;
     return SC_OK;
 
@@ -1188,11 +1194,31 @@ sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
     return rc == SC_OK ? journal_commit(c, seq) : rc;
 }
 
+/* Whether vectors of model (dim floats, 0 = not fixed yet) are to be
+ * re-embedded with the embedder on restore: an earlier version of it. */
+static bool superseded(const sc_cache *c, const char *model, uint32_t dim)
+{
+    const sc_cache_embedder *em = c->cfg.embedder;
+    return em != NULL && em->supersedes != NULL && model != NULL &&
+           model[0] != '\0' && strcmp(model, em->model) != 0 &&
+           (dim == 0 || dim == em->dim) && em->supersedes(em->arg, model);
+}
+
 sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
                            const sc_ns_config *cfg, bool had_vector)
 {
     if (c == NULL || name == NULL || cfg == NULL) {
         return SC_EINVAL;
+    }
+    /* A namespace of an earlier version of the embedder takes its model:
+     * its entries are re-embedded as they come back. */
+    sc_ns_config moved;
+    bool reembed = superseded(c, cfg->embed_model, cfg->dim) &&
+                   strlen(c->cfg.embedder->model) < sizeof(moved.embed_model);
+    if (reembed) {
+        moved = *cfg;
+        strcpy(moved.embed_model, c->cfg.embedder->model);
+        cfg = &moved;
     }
     sc_err rc = check_ns_config(cfg);
     if (rc != SC_OK) {
@@ -1229,6 +1255,10 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
         s->cfg = *cfg;
         s->had_vector = s->had_vector || had_vector;
         s->model_fixed = s->model_fixed || cfg->embed_model[0] != '\0';
+        if (reembed && !s->reembedded) {
+            s->reembedded = true;
+            atomic_fetch_add(&c->re_ns, 1);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     pthread_rwlock_unlock(&c->lock);
@@ -1309,10 +1339,13 @@ sc_err sc_cache_restore_training(sc_cache *c, const char *nsname,
     if (s != NULL) {
         pthread_mutex_lock(&s->mu);
         /* Before the scope's entries come back: its index is made here,
-         * as their first insert would make it. */
+         * as their first insert would make it. A training of an earlier
+         * model's vectors is not taken: the index trains again on the
+         * re-embedded ones. */
         scope *sc = NULL;
         size_t len = strnlen(scope_name, SC_CACHE_SCOPE_MAX + 1);
-        rc = len > SC_CACHE_SCOPE_MAX || s->cfg.dim == 0
+        rc = s->reembedded ? SC_EMODEL
+             : len > SC_CACHE_SCOPE_MAX || s->cfg.dim == 0
                  ? SC_EINVAL
                  : scope_get(c, s, scope_name, len, &sc);
         if (rc == SC_OK && sc->ix == NULL) {
@@ -1817,7 +1850,46 @@ sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
         .input_tokens = e->input_tokens,
         .output_tokens = e->output_tokens,
     };
-    return insert_entry(c, e->ns, &item, e, now_ms, added, NULL);
+    float *v = NULL;
+    if (e->vec != NULL && superseded(c, e->embed_model, e->dim)) {
+        /* An earlier version's vector: the text embedded again, or, with
+         * no text (or none the embedder takes), not restored at all. */
+        sc_err rc = e->text != NULL ? embed_text(c, e->text, e->text_len, &v)
+                                    : SC_EINVAL;
+        if (rc == SC_ENOMEM) {
+            return rc;
+        }
+        if (rc != SC_OK) {
+            atomic_fetch_add(&c->re_dropped, 1);
+            if (added != NULL) {
+                *added = false;
+            }
+            return SC_OK;
+        }
+        item.vec = v;
+        item.embed_model = c->cfg.embedder->model;
+    }
+    /* A restored entry's model is taken from its info: the moved one's. */
+    sc_cache_entry_info ro = *e;
+    ro.vec = item.vec;
+    ro.embed_model = item.embed_model;
+    bool in = false, moved = v != NULL;
+    sc_err rc = insert_entry(c, e->ns, &item, &ro, now_ms, &in, NULL);
+    free(v);
+    if (rc == SC_OK && in && moved) {
+        atomic_fetch_add(&c->re_entries, 1);
+    }
+    if (added != NULL) {
+        *added = in;
+    }
+    return rc;
+}
+
+void sc_cache_reembed_counts_get(sc_cache *c, sc_cache_reembed_counts *out)
+{
+    out->namespaces = c != NULL ? atomic_load(&c->re_ns) : 0;
+    out->entries = c != NULL ? atomic_load(&c->re_entries) : 0;
+    out->dropped = c != NULL ? atomic_load(&c->re_dropped) : 0;
 }
 
 /* ---- delete, feedback, flush, expire ------------------------------------*/

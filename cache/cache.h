@@ -70,6 +70,12 @@ typedef struct sc_cache_embedder {
     bool (*stats_count)(void *arg, void *stats, const char *text, size_t len,
                         int delta);
     size_t (*stats_bytes)(void *arg, const void *stats);
+    /* Optional: whether model names an earlier version of this embedder
+     * (same method, other version or table) whose namespaces are moved to
+     * this model on restore: each restored entry's text is embedded again
+     * with embed, and an entry without text is not restored (its vector
+     * cannot be compared with this model's). Only where dim matches. */
+    bool (*supersedes)(void *arg, const char *model);
 } sc_cache_embedder;
 
 struct sc_cache_entry_info;
@@ -472,7 +478,10 @@ sc_err sc_cache_foreach_entry(sc_cache *c, const char *ns, sc_cache_entry_fn fn,
  * (max_namespaces still applies), else its config replaced as a whole (a
  * lowered cap is applied by sc_cache_enforce_caps);
  * had_vector fixes cfg->dim and storage as a first vector would. Neither
- * journal nor ledger hears of it. Errors: as sc_cache_ns_create. */
+ * journal nor ledger hears of it. A namespace of a model the embedder
+ * supersedes (sc_cache_embedder) takes the embedder's model instead, and
+ * its saved IVF trainings are refused (SC_EMODEL: it trains again). Errors:
+ * as sc_cache_ns_create. */
 sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
                            const sc_ns_config *cfg, bool had_vector);
 
@@ -484,9 +493,22 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
  * ledger hears of it. An entry whose id is present already is left as it is
  * (*added false); one that expired by now_ms is not restored (*added false).
  * Later ids are allotted above every restored one. added may be NULL.
+ * An entry whose vector is of a model the embedder supersedes comes back
+ * with its text embedded again; without text, or with one the embedder
+ * refuses, it is left out (SC_OK, *added false) and counted (below).
  * Errors: as sc_cache_insert, and SC_EINVAL (id 0). */
 sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
                               uint64_t now_ms, bool *added);
+
+/* What restoring moved to the embedder's model (sc_cache_embedder's
+ * supersedes): namespaces and entries re-embedded, and entries left out
+ * for having no text. */
+typedef struct sc_cache_reembed_counts {
+    uint64_t namespaces;
+    uint64_t entries;
+    uint64_t dropped;
+} sc_cache_reembed_counts;
+void sc_cache_reembed_counts_get(sc_cache *c, sc_cache_reembed_counts *out);
 
 /* A namespace's scopes whose index is a trained IVF one, for a snapshot:
  * fn is called for each with the namespace locked (it may call
@@ -500,7 +522,8 @@ sc_err sc_cache_scope_indexes(sc_cache *c, const char *ns,
 
 /* Restore: the index of (ns, scope) takes the training saved at path
  * (sc_index_load_training), so it need not train again. Errors: SC_ENONS,
- * SC_ENOTFOUND (no such scope, or it has no index), and the index's. */
+ * SC_ENOTFOUND (no such scope, or it has no index), SC_EMODEL (the
+ * namespace was re-embedded: sc_cache_restore_ns), and the index's. */
 sc_err sc_cache_restore_training(sc_cache *c, const char *ns,
                                  const char *scope, const char *path);
 

@@ -92,6 +92,11 @@ static sc_err embed_fn(void *arg, const char *text, size_t len, float *out)
     return sc_embed_text(arg, text, len, out);
 }
 
+static bool supersedes_fn(void *arg, const char *model)
+{
+    return sc_embed_model_superseded(arg, model);
+}
+
 static void rescore_fn(void *arg, const void *stats, const char *q, size_t qn,
                        size_t n, const char *const *c, const size_t *cn,
                        const float *cosine, float *out)
@@ -170,9 +175,10 @@ typedef struct front {
     sc_persist *persist; /* NULL = in memory only */
 } front;
 
-/* Says which restored namespaces hold the built-in embedder's vectors of
- * an earlier version (or of another table): their text requests are no
- * longer embedded, so they get exact hits only until refilled. */
+/* Says which restored namespaces still hold the built-in embedder's
+ * vectors of an earlier version (or of another table): those restore could
+ * not move (another dimension). Their text requests are not embedded, so
+ * they get exact hits only until dropped and refilled. */
 static void warn_superseded(sc_cache *cache, const sc_embed *emb)
 {
     size_t n = 0;
@@ -191,10 +197,11 @@ static void warn_superseded(sc_cache *cache, const sc_embed *emb)
             sc_embed_model_superseded(emb, cfg.embed_model)) {
             fprintf(stderr,
                     "semcached: warning: namespace %s holds vectors of the "
-                    "built-in embedder's model %s, not of the loaded %s: "
-                    "its text requests now get exact hits only. Drop it "
-                    "(ns_drop) and let it refill to give them semantic hits "
-                    "again (README, \"Upgrading\")\n",
+                    "built-in embedder's model %s, which cannot be moved to "
+                    "the loaded %s (another dimension): its text requests "
+                    "get exact hits only. Drop it (ns_drop) and let it "
+                    "refill to give them semantic hits again (README, "
+                    "\"Upgrading\")\n",
                     names[i], cfg.embed_model, sc_embed_model(emb));
         }
     }
@@ -587,6 +594,7 @@ int main(int argc, char **argv)
             .stats_free = stats_free_fn,
             .stats_count = stats_count_fn,
             .stats_bytes = stats_bytes_fn,
+            .supersedes = supersedes_fn,
         };
         ccfg.embedder = &hook;
     }
@@ -664,6 +672,21 @@ int main(int argc, char **argv)
             fprintf(stderr, "semcached: cannot load the saved state: %s\n",
                     msg[0] ? msg : sc_strerror(rc));
             goto out_cache;
+        }
+        sc_cache_reembed_counts rc_re;
+        sc_cache_reembed_counts_get(cache, &rc_re);
+        if (rc_re.namespaces > 0) {
+            /* Saved at once, so the next start need not do it again. */
+            sc_err crc = sc_persist_compact(persist);
+            fprintf(stderr,
+                    "semcached: %llu namespaces of an earlier version of the "
+                    "built-in embedder moved to %s: %llu stored texts "
+                    "embedded again, %llu entries without text left out%s%s\n",
+                    (unsigned long long)rc_re.namespaces, sc_embed_model(emb),
+                    (unsigned long long)rc_re.entries,
+                    (unsigned long long)rc_re.dropped,
+                    crc == SC_OK ? "; saved" : "; not saved yet: ",
+                    crc == SC_OK ? "" : sc_strerror(crc));
         }
     }
     for (size_t i = 0; i < conf.nns; i++) {

@@ -1558,6 +1558,136 @@ static void test_embedder_stats(void)
     CHECK_EQ_INT(stats_live, 0);
 }
 
+static bool fake_supersedes(void *arg, const char *model)
+{
+    (void)arg;
+    return strncmp(model, "fake@", 5) == 0;
+}
+
+static sc_cache_entry_info saved_entry(uint64_t id, const char *ns,
+                                       const char *text, const float *vec,
+                                       const char *model, uint32_t dim)
+{
+    sc_cache_entry_info e;
+    memset(&e, 0, sizeof(e));
+    e.id = id;
+    e.ns = ns;
+    e.scope = "";
+    e.text = text;
+    e.text_len = text != NULL ? strlen(text) : 0;
+    e.vec = vec;
+    e.dim = dim;
+    e.embed_model = model;
+    e.response = "r";
+    e.response_len = 1;
+    e.model = e.feature = e.user = "";
+    e.created_ms = now_fake;
+    return e;
+}
+
+/* Restore moves a namespace of an earlier version of the embedder (its
+ * supersedes hook) to the embedder's model: its texts embedded again, an
+ * entry without text left out, a saved IVF training refused. Another
+ * method's namespace, or one of another dimension, stays as it was. */
+static void test_embedder_upgrade(void)
+{
+    sc_cache_embedder em = stats_embedder();
+    em.model = "fake@2";
+    em.supersedes = fake_supersedes;
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.clock_arg = &now_fake;
+    cfg.embedder = &em;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.dim = D;
+    strcpy(nc.embed_model, "fake@1");
+    CHECK_EQ_INT(sc_cache_restore_ns(c, "a", &nc, true), SC_OK);
+    CHECK_EQ_INT(sc_cache_restore_ns(c, "a", &nc, true), SC_OK); /* replay */
+    sc_ns_config other = nc;
+    strcpy(other.embed_model, "other@1");
+    CHECK_EQ_INT(sc_cache_restore_ns(c, "b", &other, true), SC_OK);
+    sc_ns_config wide = nc;
+    wide.dim = D + 1;
+    CHECK_EQ_INT(sc_cache_restore_ns(c, "c", &wide, true), SC_OK);
+
+    /* Saved vectors unlike what the embedder gives their texts. */
+    float w[D + 1] = {0};
+    w[D - 1] = 1.0f;
+    w[D] = 0.0f;
+    sc_cache_entry_info e1 = saved_entry(1, "a", "apple pie", w, "fake@1", D);
+    sc_cache_entry_info e2 = saved_entry(2, "a", NULL, w, "fake@1", D);
+    sc_cache_entry_info e3 = saved_entry(3, "b", "apple pie", w, "other@1", D);
+    sc_cache_entry_info e4 =
+        saved_entry(4, "c", "apple pie", w, "fake@1", D + 1);
+    bool added = false;
+    CHECK_EQ_INT(sc_cache_restore_entry(c, &e1, now_fake, &added), SC_OK);
+    CHECK(added);
+    CHECK_EQ_INT(sc_cache_restore_entry(c, &e2, now_fake, &added), SC_OK);
+    CHECK(!added);
+    CHECK_EQ_INT(sc_cache_restore_entry(c, &e3, now_fake, &added), SC_OK);
+    CHECK(added);
+    CHECK_EQ_INT(sc_cache_restore_entry(c, &e4, now_fake, &added), SC_OK);
+    CHECK(added);
+
+    sc_cache_reembed_counts rc;
+    sc_cache_reembed_counts_get(c, &rc);
+    CHECK_EQ_INT(rc.namespaces, 1);
+    CHECK_EQ_INT(rc.entries, 1);
+    CHECK_EQ_INT(rc.dropped, 1);
+    sc_ns_config got;
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "a", &got), SC_OK);
+    CHECK(strcmp(got.embed_model, "fake@2") == 0);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "b", &got), SC_OK);
+    CHECK(strcmp(got.embed_model, "other@1") == 0);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "c", &got), SC_OK);
+    CHECK(strcmp(got.embed_model, "fake@1") == 0);
+
+    /* "pie apple" embeds as "apple pie" does (word order is ignored), so
+     * a semantic hit at similarity 1 means the text was embedded again. */
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "a", NULL, "pie apple", NULL, &r), SC_OK);
+    CHECK(r.hit && r.layer == SC_LAYER_SEMANTIC && r.id == 1 &&
+          r.similarity > 0.999f);
+    sc_cache_result_fini(&r);
+    /* b kept its own vectors: text is not embedded there. */
+    CHECK_EQ_INT(get(c, "b", NULL, "pie apple", NULL, &r), SC_OK);
+    CHECK(!r.hit);
+    sc_cache_result_fini(&r);
+    /* An earlier model's vectors are refused now, as any other's. */
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.text = "fig";
+    it.text_len = 3;
+    it.vec = w;
+    it.dim = D;
+    it.embed_model = "fake@1";
+    it.response = "x";
+    it.response_len = 1;
+    CHECK_EQ_INT(sc_cache_insert(c, "a", &it, NULL), SC_EMODEL);
+    /* A saved training of the moved namespace is refused (trained anew). */
+    CHECK_EQ_INT(sc_cache_restore_training(c, "a", "", "/nonexistent"),
+                 SC_EMODEL);
+    CHECK(sc_cache_restore_training(c, "b", "", "/nonexistent") != SC_EMODEL);
+    sc_cache_close(c);
+
+    /* Without the hook nothing moves. */
+    em.supersedes = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_restore_ns(c, "a", &nc, true), SC_OK);
+    CHECK_EQ_INT(sc_cache_restore_entry(c, &e1, now_fake, &added), SC_OK);
+    CHECK(added);
+    sc_cache_reembed_counts_get(c, &rc);
+    CHECK_EQ_INT(rc.namespaces + rc.entries + rc.dropped, 0);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "a", &got), SC_OK);
+    CHECK(strcmp(got.embed_model, "fake@1") == 0);
+    sc_cache_close(c);
+}
+
 /* The statistics' memory counts in the bytes and the byte caps: a scope's
  * comes with it and goes with it, grows with its texts, and a cap evicts
  * for it. */
@@ -2214,6 +2344,7 @@ int main(void)
     test_concurrency();
     test_embedder();
     test_embedder_stats();
+    test_embedder_upgrade();
     test_embedder_stats_bytes();
     test_backends();
     return test_summary("test_cache");
