@@ -1201,7 +1201,9 @@ static bool superseded(const sc_cache *c, const char *model, uint32_t dim)
     const sc_cache_embedder *em = c->cfg.embedder;
     return em != NULL && em->supersedes != NULL && model != NULL &&
            model[0] != '\0' && strcmp(model, em->model) != 0 &&
-           (dim == 0 || dim == em->dim) && em->supersedes(em->arg, model);
+           (dim == 0 || dim == em->dim) &&
+           strlen(em->model) <= SC_CACHE_TAG_MAX &&
+           em->supersedes(em->arg, model);
 }
 
 sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
@@ -1213,8 +1215,7 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
     /* A namespace of an earlier version of the embedder takes its model:
      * its entries are re-embedded as they come back. */
     sc_ns_config moved;
-    bool reembed = superseded(c, cfg->embed_model, cfg->dim) &&
-                   strlen(c->cfg.embedder->model) < sizeof(moved.embed_model);
+    bool reembed = superseded(c, cfg->embed_model, cfg->dim);
     if (reembed) {
         moved = *cfg;
         strcpy(moved.embed_model, c->cfg.embedder->model);
