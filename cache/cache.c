@@ -1206,6 +1206,29 @@ static bool superseded(const sc_cache *c, const char *model, uint32_t dim)
            em->supersedes(em->arg, model);
 }
 
+/* Under s->mu: counts namespace s as moved to the embedder's model, once. */
+static void mark_moved(sc_cache *c, ns *s)
+{
+    if (!s->reembedded) {
+        s->reembedded = true;
+        atomic_fetch_add(&c->re_ns, 1);
+    }
+}
+
+/* The same for namespace name, whose model a restored entry fixed (a log
+ * holds its creation before its first vector). */
+static void mark_moved_name(sc_cache *c, const char *name)
+{
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, name);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        mark_moved(c, s);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_rwlock_unlock(&c->lock);
+}
+
 sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
                            const sc_ns_config *cfg, bool had_vector)
 {
@@ -1256,9 +1279,8 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
         s->cfg = *cfg;
         s->had_vector = s->had_vector || had_vector;
         s->model_fixed = s->model_fixed || cfg->embed_model[0] != '\0';
-        if (reembed && !s->reembedded) {
-            s->reembedded = true;
-            atomic_fetch_add(&c->re_ns, 1);
+        if (reembed) {
+            mark_moved(c, s);
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -1862,6 +1884,7 @@ sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
         }
         if (rc != SC_OK) {
             atomic_fetch_add(&c->re_dropped, 1);
+            mark_moved_name(c, e->ns);
             if (added != NULL) {
                 *added = false;
             }
@@ -1879,6 +1902,7 @@ sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
     free(v);
     if (rc == SC_OK && in && moved) {
         atomic_fetch_add(&c->re_entries, 1);
+        mark_moved_name(c, e->ns);
     }
     if (added != NULL) {
         *added = in;

@@ -44,6 +44,9 @@ static void quiet_log(void *arg, const char *line)
     (void)line;
 }
 
+/* The embedder the next world_open gives its cache (NULL = none). */
+static const sc_cache_embedder *world_em;
+
 /* Opens dir's state into w: persist, cache, load. Returns the load's code. */
 static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
 {
@@ -62,6 +65,7 @@ static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
     sc_cache_config_init(&cc);
     cc.ledger = w->ledger;
     cc.journal = sc_persist_journal(w->p);
+    cc.embedder = world_em;
     if ((rc = sc_cache_open(&cc, &w->c)) != SC_OK) {
         return rc;
     }
@@ -534,6 +538,112 @@ static void test_expired_while_down(void)
     world_close(&w);
 }
 
+/* A fake embedder "fz@2" of DIM floats that supersedes "fz@" models:
+ * each byte of the text adds to one bucket. */
+static sc_err fz_embed(void *arg, const char *text, size_t len, float *out)
+{
+    (void)arg;
+    memset(out, 0, DIM * sizeof(float));
+    double n = 0;
+    for (size_t i = 0; i < len; i++) {
+        out[(unsigned char)text[i] % DIM] += 1.0f;
+    }
+    for (int d = 0; d < DIM; d++) {
+        n += (double)out[d] * out[d];
+    }
+    if (n == 0) {
+        return SC_EZEROVEC;
+    }
+    for (int d = 0; d < DIM; d++) {
+        out[d] = (float)(out[d] / sqrt(n));
+    }
+    return SC_OK;
+}
+
+static bool fz_supersedes(void *arg, const char *model)
+{
+    (void)arg;
+    return strncmp(model, "fz@", 3) == 0;
+}
+
+static sc_err put_model(sc_cache *c, const char *ns, const char *text,
+                        uint32_t dim, uint64_t seed)
+{
+    float v[DIM + 1];
+    vec_of(seed, v);
+    v[DIM] = 0.5f;
+    sc_cache_item it = {.text = text,
+                        .text_len = text != NULL ? strlen(text) : 0,
+                        .vec = v,
+                        .dim = dim,
+                        .embed_model = "fz@1",
+                        .response = "r",
+                        .response_len = 1};
+    return sc_cache_insert(c, ns, &it, NULL);
+}
+
+/* State saved with vectors of "fz@1" comes back moved to "fz@2", from a
+ * log and from a snapshot: texts embedded again, the entry without text
+ * left out (a snapshot's entry count still checks), the namespace of
+ * another dimension as it was. */
+static void test_moved_model(bool compact_between)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), compact_between ? "mv-snap" : "mv-log");
+    world w;
+    world_em = NULL;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "m", NULL) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "w", NULL) == SC_OK);
+    CHECK(put_model(w.c, "m", "return policy", DIM, 1) == SC_OK);
+    CHECK(put_model(w.c, "m", "shipping cost", DIM, 2) == SC_OK);
+    CHECK(put_model(w.c, "m", NULL, DIM, 3) == SC_OK);
+    CHECK(put_model(w.c, "w", "wide one", DIM + 1, 4) == SC_OK);
+    if (compact_between) {
+        CHECK(sc_persist_compact(w.p) == SC_OK);
+    }
+    world_close(&w);
+    const char *seeds = getenv("SEMCACHE_PERSIST_SEEDS");
+    if (seeds != NULL) {
+        char to[600];
+        snprintf(to, sizeof(to), "%s/moved", seeds);
+        copy_seed(dir, compact_between ? "snap.2" : "log.1", to);
+    }
+
+    sc_cache_embedder em = {.model = "fz@2",
+                            .dim = DIM,
+                            .embed = fz_embed,
+                            .supersedes = fz_supersedes};
+    world_em = &em;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK_EQ_INT(w.st.snapshot, compact_between);
+    sc_cache_reembed_counts rc;
+    sc_cache_reembed_counts_get(w.c, &rc);
+    CHECK_EQ_INT(rc.namespaces, 1);
+    CHECK_EQ_INT(rc.entries, 2);
+    CHECK_EQ_INT(rc.dropped, 1);
+    CHECK_EQ_INT(entries_of(w.c, "m"), 2);
+    CHECK_EQ_INT(entries_of(w.c, "w"), 1);
+    sc_ns_config nc;
+    CHECK(sc_cache_ns_get_config(w.c, "m", &nc) == SC_OK);
+    CHECK(strcmp(nc.embed_model, "fz@2") == 0);
+    CHECK(sc_cache_ns_get_config(w.c, "w", &nc) == SC_OK);
+    CHECK(strcmp(nc.embed_model, "fz@1") == 0);
+    /* The text's own vector now: its bytes in another order match it. */
+    char buf[8];
+    CHECK(served_text(w.c, "m", "policy return", buf, sizeof(buf)));
+    /* A compaction writes the moved state; the next start moves nothing. */
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    sc_cache_reembed_counts_get(w.c, &rc);
+    CHECK_EQ_INT(rc.namespaces + rc.entries + rc.dropped, 0);
+    CHECK_EQ_INT(entries_of(w.c, "m"), 2);
+    CHECK(served_text(w.c, "m", "policy return", buf, sizeof(buf)));
+    world_close(&w);
+    world_em = NULL;
+}
+
 /* One directory, one server. */
 static void test_lock(void)
 {
@@ -808,6 +918,8 @@ int main(void)
     test_mid_corruption();
     test_compact_under_load();
     test_expired_while_down();
+    test_moved_model(false);
+    test_moved_model(true);
     test_lock();
     test_write_failure();
     test_restore_caps();

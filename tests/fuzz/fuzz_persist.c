@@ -3,7 +3,11 @@
  * replayed into a cache that stays whole (its entries can be listed, looked
  * up and the cache closed without a leak). The first byte picks how the
  * rest is read: bit 0 snapshot or log, bit 1 the last log (torn tail may
- * be cut), bit 2 repair. */
+ * be cut), bit 2 repair, bit 3 an embedder "fz@2" of 16 floats that
+ * supersedes "fz@" models (restore then moves their namespaces: seeds
+ * moved-*, from tests/test_persist.c). */
+#include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,13 +23,51 @@ static void die(const char *what)
     abort();
 }
 
+#define FZ_DIM 16
+
+static sc_err fz_embed(void *arg, const char *text, size_t len, float *out)
+{
+    (void)arg;
+    memset(out, 0, FZ_DIM * sizeof(float));
+    for (size_t i = 0; i < len; i++) {
+        out[(unsigned char)text[i] % FZ_DIM] += 1.0f;
+    }
+    float n = 0;
+    for (int d = 0; d < FZ_DIM; d++) {
+        n += out[d] * out[d];
+    }
+    if (n == 0) {
+        return SC_EZEROVEC;
+    }
+    for (int d = 0; d < FZ_DIM; d++) {
+        out[d] /= sqrtf(n);
+    }
+    return SC_OK;
+}
+
+static bool fz_supersedes(void *arg, const char *model)
+{
+    (void)arg;
+    return strncmp(model, "fz@", 3) == 0;
+}
+
+typedef struct seen {
+    size_t n;
+    bool moving;
+} seen;
+
 static int visit(const sc_cache_entry_info *e, void *arg)
 {
-    size_t *n = arg;
+    seen *v = arg;
     if (e->id == 0 || (e->vec != NULL && e->dim == 0)) {
         die("restored entry malformed");
     }
-    (*n)++;
+    if (v->moving && e->vec != NULL && e->dim == FZ_DIM &&
+        e->embed_model != NULL && strncmp(e->embed_model, "fz@", 3) == 0 &&
+        strcmp(e->embed_model, "fz@2") != 0) {
+        die("an entry of a superseded model was restored unmoved");
+    }
+    v->n++;
     return 0;
 }
 
@@ -47,6 +89,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         die("setup");
     }
     cc.ledger = ledger;
+    sc_cache_embedder em = {.model = "fz@2",
+                            .dim = FZ_DIM,
+                            .embed = fz_embed,
+                            .supersedes = fz_supersedes};
+    if (mode & 8) {
+        cc.embedder = &em;
+    }
     if (sc_cache_open(&cc, &c) != SC_OK) {
         die("cache open");
     }
@@ -65,12 +114,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (valid > size - 1) {
         die("valid length past the end");
     }
-    size_t n = 0;
-    if (sc_cache_foreach_entry(c, NULL, visit, &n) != SC_OK) {
+    seen v = {0, (mode & 8) != 0};
+    if (sc_cache_foreach_entry(c, NULL, visit, &v) != SC_OK) {
         die("foreach failed");
     }
     sc_cache_stats s;
-    if (sc_cache_stats_get(c, NULL, &s) != SC_OK || s.entries != n) {
+    if (sc_cache_stats_get(c, NULL, &s) != SC_OK || s.entries != v.n) {
         die("entry count differs from the entries listed");
     }
     sc_ledger_counts t;
