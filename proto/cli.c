@@ -38,7 +38,8 @@ static void usage(FILE *f)
         "  report [--ns NS] [--by feature|user] [--svg FILE]\n"
         "                          (what the cache saved and spent, in "
         "dollars)\n"
-        "  flush [--ns NS]\n");
+        "  flush [--ns NS]\n"
+        "  ns-drop --ns NS          (remove a namespace and its entries)\n");
 }
 
 /* Writes s as a JSON string. */
@@ -422,6 +423,11 @@ int main(int argc, char **argv)
         free(vec);
         return 2;
     }
+    if (strcmp(cmd, "ns-drop") == 0 && ns == NULL) {
+        fprintf(stderr, "semcache-cli: ns-drop needs --ns\n");
+        free(vec);
+        return 2;
+    }
     uint64_t entry = 0;
     if ((strcmp(cmd, "delete") == 0 || strcmp(cmd, "feedback") == 0) &&
         (positional == NULL || parse_uint(positional, &entry) != 0)) {
@@ -429,8 +435,9 @@ int main(int argc, char **argv)
         free(vec);
         return 2;
     }
-    const char *const known[] = {"ping",     "insert", "lookup", "delete",
-                                 "feedback", "flush",  "stats",  "report"};
+    const char *const known[] = {"ping",   "insert",   "lookup",
+                                 "delete", "feedback", "flush",
+                                 "stats",  "report",   "ns-drop"};
     int is_known = 0;
     for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
         is_known |= strcmp(cmd, known[k]) == 0;
@@ -529,6 +536,11 @@ int main(int argc, char **argv)
         if (rc == SC_OK) {
             printf(json ? "{\"ok\":true}\n" : "flushed %s\n",
                    ns ? ns : "every namespace");
+        }
+    } else if (strcmp(cmd, "ns-drop") == 0) {
+        rc = sc_client_ns_drop(c, ns, &err);
+        if (rc == SC_OK) {
+            printf(json ? "{\"ok\":true}\n" : "dropped %s\n", ns);
         }
     } else if (strcmp(cmd, "report") == 0) {
         rc = run_report(c, ns, by, svg, json, &err);

@@ -442,6 +442,14 @@ sc_err sc_client_flush(sc_client *c, const char *ns, sc_client_error *err)
     return simple(c, "flush", ns, NULL, err);
 }
 
+sc_err sc_client_ns_drop(sc_client *c, const char *ns, sc_client_error *err)
+{
+    if (ns == NULL) {
+        return SC_EINVAL;
+    }
+    return simple(c, "ns_drop", ns, NULL, err);
+}
+
 sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
                        size_t *reply_len, sc_client_error *err)
 {

@@ -78,6 +78,8 @@ sc_err sc_client_delete(sc_client *c, uint64_t entry, sc_client_error *err);
 sc_err sc_client_feedback(sc_client *c, uint64_t entry, sc_client_error *err);
 /* ns NULL = every namespace. */
 sc_err sc_client_flush(sc_client *c, const char *ns, sc_client_error *err);
+/* Removes namespace ns and its entries (an admin operation). */
+sc_err sc_client_ns_drop(sc_client *c, const char *ns, sc_client_error *err);
 
 /* stats: the raw reply (msgpack, malloc'd) for callers that print it. */
 sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,

@@ -199,8 +199,8 @@ static void warn_superseded(sc_cache *cache, const sc_embed *emb)
                     "semcached: warning: namespace %s holds vectors of the "
                     "built-in embedder's model %s, which cannot be moved to "
                     "the loaded %s (another dimension): its text requests "
-                    "get exact hits only. Drop it (ns_drop) and let it "
-                    "refill to give them semantic hits again (README, "
+                    "get exact hits only. Drop it (semcache-cli ns-drop) and "
+                    "let it refill to give them semantic hits again (README, "
                     "\"Upgrading\")\n",
                     names[i], cfg.embed_model, sc_embed_model(emb));
         }

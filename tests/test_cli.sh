@@ -53,6 +53,12 @@ expect 0 '^miss' -- lookup --ns faq --vec 0.9,0.1,0.2
 expect 0 'delete 1: done' -- delete 1
 expect 1 'not_found' -- delete 1
 expect 0 'flushed faq' -- flush --ns faq
+expect 0 '^dropped faq$' -- ns-drop --ns faq
+expect 0 '^miss \(no_namespace\)' -- lookup --ns faq --vec 0.9,0.1,0.2
+expect 1 'no_namespace' -- ns-drop --ns faq
+expect 0 '^stored as entry' -- insert --ns gone --vec 1,2,3 --response x
+expect 0 '^\{"ok":true\}$' -- --json ns-drop --ns gone
+expect 2 'ns-drop needs --ns' -- ns-drop
 expect 2 'needs --ns' -- insert --text hi --response x
 expect 1 'namespace names are' -- insert --ns 'bad name!' --vec 1,2 --response x
 expect 2 '--vec wants' -- lookup --ns faq --vec 1,,x
