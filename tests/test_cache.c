@@ -1419,6 +1419,15 @@ static void stats_rescore(void *arg, const void *stats, const char *q,
     memcpy(out, cosine, n * sizeof(float));
 }
 
+/* A cache configuration on the fake clock with embedder em. */
+static void embedder_config(sc_cache_config *cfg, const sc_cache_embedder *em)
+{
+    sc_cache_config_init(cfg);
+    cfg->clock = fake_clock;
+    cfg->clock_arg = &now_fake;
+    cfg->embedder = em;
+}
+
 /* The fake embedder with the fake statistics and stats_rescore. */
 static sc_cache_embedder stats_embedder(void)
 {
@@ -1448,9 +1457,7 @@ static void test_embedder_stats(void)
 {
     sc_cache_embedder em = stats_embedder();
     sc_cache_config cfg;
-    sc_cache_config_init(&cfg);
-    cfg.clock = fake_clock;
-    cfg.clock_arg = &now_fake;
+    embedder_config(&cfg, NULL);
     sc_cache *c = NULL;
 
     /* All four hooks or none. */
@@ -1595,10 +1602,7 @@ static void test_embedder_upgrade(void)
     em.model = "fake@2";
     em.supersedes = fake_supersedes;
     sc_cache_config cfg;
-    sc_cache_config_init(&cfg);
-    cfg.clock = fake_clock;
-    cfg.clock_arg = &now_fake;
-    cfg.embedder = &em;
+    embedder_config(&cfg, &em);
     sc_cache *c = NULL;
     CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
 
@@ -1695,10 +1699,7 @@ static void test_embedder_stats_bytes(void)
 {
     sc_cache_embedder em = stats_embedder();
     sc_cache_config cfg;
-    sc_cache_config_init(&cfg);
-    cfg.clock = fake_clock;
-    cfg.clock_arg = &now_fake;
-    cfg.embedder = &em;
+    embedder_config(&cfg, &em);
     sc_cache *c = NULL;
     CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
     CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
@@ -1824,10 +1825,7 @@ static void test_embedder(void)
     em.embed = fake_embed;
     int calls;
     sc_cache_config cfg;
-    sc_cache_config_init(&cfg);
-    cfg.clock = fake_clock;
-    cfg.clock_arg = &now_fake;
-    cfg.embedder = &em;
+    embedder_config(&cfg, &em);
     sc_cache *c = NULL;
 
     /* A bad embedder is refused at open. */
