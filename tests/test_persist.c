@@ -23,8 +23,9 @@
 #include "cache/ledger.h"
 #include "cache/persist.h"
 #include "test_util.h"
+#include "tests/fz_model.h"
 
-#define DIM 16
+#define DIM FZ_DIM
 
 static char root[256];
 
@@ -536,34 +537,6 @@ static void test_expired_while_down(void)
     CHECK(served_text(w.c, "default", "long lived", buf, sizeof(buf)));
     CHECK(!served_text(w.c, "default", "short lived", buf, sizeof(buf)));
     world_close(&w);
-}
-
-/* A fake embedder "fz@2" of DIM floats that supersedes "fz@" models:
- * each byte of the text adds to one bucket. */
-static sc_err fz_embed(void *arg, const char *text, size_t len, float *out)
-{
-    (void)arg;
-    memset(out, 0, DIM * sizeof(float));
-    double n = 0;
-    for (size_t i = 0; i < len; i++) {
-        out[(unsigned char)text[i] % DIM] += 1.0f;
-    }
-    for (int d = 0; d < DIM; d++) {
-        n += (double)out[d] * out[d];
-    }
-    if (n == 0) {
-        return SC_EZEROVEC;
-    }
-    for (int d = 0; d < DIM; d++) {
-        out[d] = (float)(out[d] / sqrt(n));
-    }
-    return SC_OK;
-}
-
-static bool fz_supersedes(void *arg, const char *model)
-{
-    (void)arg;
-    return strncmp(model, "fz@", 3) == 0;
 }
 
 static sc_err put_model(sc_cache *c, const char *ns, const char *text,

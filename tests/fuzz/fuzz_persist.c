@@ -16,39 +16,12 @@
 #include "cache/cache.h"
 #include "cache/ledger.h"
 #include "cache/persist.h"
+#include "tests/fz_model.h"
 
 static void die(const char *what)
 {
     fprintf(stderr, "fuzz_persist: %s\n", what);
     abort();
-}
-
-#define FZ_DIM 16
-
-static sc_err fz_embed(void *arg, const char *text, size_t len, float *out)
-{
-    (void)arg;
-    memset(out, 0, FZ_DIM * sizeof(float));
-    for (size_t i = 0; i < len; i++) {
-        out[(unsigned char)text[i] % FZ_DIM] += 1.0f;
-    }
-    float n = 0;
-    for (int d = 0; d < FZ_DIM; d++) {
-        n += out[d] * out[d];
-    }
-    if (n == 0) {
-        return SC_EZEROVEC;
-    }
-    for (int d = 0; d < FZ_DIM; d++) {
-        out[d] /= sqrtf(n);
-    }
-    return SC_OK;
-}
-
-static bool fz_supersedes(void *arg, const char *model)
-{
-    (void)arg;
-    return strncmp(model, "fz@", 3) == 0;
 }
 
 typedef struct seen {
