@@ -1,8 +1,9 @@
 # NngPatched.cmake - the nng semcached links: Debian's nng 1.5.2 source with
 # scripts/patches/ applied (in 1.5.2 a peer that disconnects during the
 # handshake can stop a listener for good, nng_close can hang for ever
-# when a pipe closes mid-transfer, and a TLS connection whose peer left or
-# stalled is never closed), built as a static library with TLS as
+# when a pipe closes mid-transfer, a TLS connection whose peer left or
+# stalled is never closed, and the HTTP server has no time-out, no cap on
+# connections and spins when out of descriptors), built as a static library with TLS as
 # Debian builds it, in a CMake run of its own (ExternalProject: none of our
 # warning or sanitizer flags reach it). Defines the imported target
 # semcache_nng. SEMCACHE_NNG_PATCHED=OFF (or a failed fetch under AUTO)
@@ -22,7 +23,8 @@ function(nng_system why)
                     "listeners a disconnect during the handshake can stop, "
                     "whose close can hang, whose TLS connections can "
                     "outlive their peers and whose HTTP server has no read "
-                    "time-out")
+                    "time-out, no cap on connections, and spins when out "
+                    "of descriptors")
   endif()
   find_library(NNG_SYSTEM_LIB nng REQUIRED)
   add_library(semcache_nng INTERFACE)

@@ -37,6 +37,7 @@ typedef struct sc_config {
     size_t recv_max;   /* 0 = the server's default */
     char *tls_cert;    /* NULL = none */
     char *http;        /* HTTP address HOST:PORT, NULL = none */
+    unsigned http_max_conns; /* 0 = SC_HTTP_DEFAULT_MAX_CONNS */
     char *prices;      /* price table file, NULL = the one compiled in */
     char *data_dir;    /* never NULL after sc_config_init */
     char *embed_table; /* NULL = data_dir/SC_CONFIG_EMBED_FILE */
@@ -75,6 +76,7 @@ void sc_config_fini(sc_config *cfg);
  *   recv_max      bytes, 1024..2^30
  *   tls_cert      path
  *   http          HOST:PORT of the HTTP front (docs/HTTP.md)
+ *   http_max_conns  1..2^20: HTTP connections held open at once
  *   prices        path of a price table (data/prices.json shows the form)
  *   data_dir      path
  *   embed_table   path

@@ -1251,6 +1251,11 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
                            : SC_HTTP_DEFAULT_READ_TIMEOUT_MS;
     nng_http_server_set_read_timeout(
         h->srv, read_ms > INT32_MAX ? INT32_MAX : (nng_duration)read_ms);
+    /* And HTTP clients alone cannot take every descriptor. */
+    unsigned max_conns =
+        cfg->max_conns != 0 ? cfg->max_conns : SC_HTTP_DEFAULT_MAX_CONNS;
+    nng_http_server_set_max_conns(
+        h->srv, max_conns > INT32_MAX ? INT32_MAX : (int)max_conns);
 #endif
     if ((rc = add_route(h, "/healthz", R_HEALTHZ, NULL)) != SC_OK ||
         (rc = add_route(h, "/metrics", R_METRICS, NULL)) != SC_OK ||

@@ -22,6 +22,9 @@
  * the previous response, or the connection is closed (with the patched
  * nng only: Debian's own has no such limit; README). */
 #define SC_HTTP_DEFAULT_READ_TIMEOUT_MS 30000
+/* At most this many HTTP connections are held open at once; one past it is
+ * closed as soon as it is accepted (patched nng only). */
+#define SC_HTTP_DEFAULT_MAX_CONNS 1024
 
 /* Writes text to out (an in-memory stream; what is written goes on the
  * page as it is). Called from nng's threads, possibly several at once. A
@@ -38,6 +41,9 @@ typedef struct sc_http_config {
     /* How long a request's head may take, from the connection or the
      * previous response; 0 = SC_HTTP_DEFAULT_READ_TIMEOUT_MS. */
     unsigned read_timeout_ms;
+    /* Connections held open at once, those of the proxy on the same
+     * address included; 0 = SC_HTTP_DEFAULT_MAX_CONNS. */
+    unsigned max_conns;
     /* Where request latencies go (borrowed; must outlive the sc_http), so
      * that one recorder holds both fronts' and /metrics shows both. NULL =
      * the sc_http makes one of its own, reachable with sc_http_metrics. */

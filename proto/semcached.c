@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,12 +24,48 @@
 #include "proto/metrics.h"
 #include "proto/server.h"
 
+/* Raises the soft limit on open descriptors to the hard one (at most
+ * 2^20): each client holds one, and only select() needs the usual 1024,
+ * which neither nng nor semcached uses. Returns the limit in force, 0 when
+ * unknown. */
+static unsigned long raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return 0;
+    }
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1u << 20)
+                      ? (rlim_t)(1u << 20)
+                      : rl.rlim_max;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        struct rlimit nl = {want, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &nl) == 0) {
+            rl.rlim_cur = want;
+        }
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? 1ul << 20
+                                        : (unsigned long)rl.rlim_cur;
+}
+
+/* The HTTP front's cap on connections open at once: the configured one,
+ * but never above half the descriptor limit, so that HTTP clients alone
+ * leave descriptors to the nng clients and the state files. */
+static unsigned http_conn_cap(unsigned configured, unsigned long nofile)
+{
+    unsigned cap = configured != 0 ? configured : SC_HTTP_DEFAULT_MAX_CONNS;
+    if (nofile != 0 && cap > nofile / 2) {
+        cap = nofile / 2 < 1 ? 1 : (unsigned)(nofile / 2);
+    }
+    return cap;
+}
+
 static void usage(FILE *f)
 {
     fprintf(
         f,
         "usage: semcached [--config FILE] [--listen URL]... [--threads N]\n"
-        "                 [--http HOST:PORT] [--prices FILE]\n"
+        "                 [--http HOST:PORT] [--http-max-conns N]\n"
+        "                 [--prices FILE]\n"
         "                 [--data-dir DIR] [--embed-table FILE]\n"
         "                 [--recv-max BYTES] [--tls-cert FILE]\n"
         "                 [--max-namespaces N] [--max-bytes BYTES]\n"
@@ -43,6 +80,8 @@ static void usage(FILE *f)
         "  --threads N         worker threads (default one per CPU)\n"
         "  --http HOST:PORT    also serve HTTP: JSON ops, /metrics, /report,\n"
         "                      /healthz (docs/HTTP.md)\n"
+        "  --http-max-conns N  HTTP connections held open at once (default\n"
+        "                      %u, at most half the descriptor limit)\n"
         "  --prices FILE       price table for the cost ledger (default: the\n"
         "                      dated table compiled in, data/prices.json)\n"
         "  --data-dir DIR      where semcached keeps its files (default %s)\n"
@@ -69,7 +108,8 @@ static void usage(FILE *f)
         "                      --proxy-workers N, --proxy-history exact|single|\n"
         "                      ignore, --proxy-store stop[,tool_calls][,length],\n"
         "                      --proxy-embed-model MODEL (docs/PROXY.md)\n",
-        SC_SERVER_DEFAULT_URL, SC_CONFIG_DEFAULT_DATA_DIR, SC_CONFIG_EMBED_FILE,
+        SC_SERVER_DEFAULT_URL, SC_HTTP_DEFAULT_MAX_CONNS,
+        SC_CONFIG_DEFAULT_DATA_DIR, SC_CONFIG_EMBED_FILE,
         SC_SERVER_DEFAULT_RECVMAX);
 }
 
@@ -475,6 +515,13 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
             rc = sc_config_set_str(&cfg->prices, v);
         } else if (strcmp(a, "--http") == 0) {
             rc = sc_config_set_str(&cfg->http, v);
+        } else if (strcmp(a, "--http-max-conns") == 0) {
+            if (parse_u64(v, 1u << 20, &n) != 0 || n == 0) {
+                fprintf(stderr,
+                        "semcached: --http-max-conns must be 1..2^20\n");
+                return 2;
+            }
+            cfg->http_max_conns = (unsigned)n;
         } else if (strcmp(a, "--data-dir") == 0) {
             rc = sc_config_set_str(&cfg->data_dir, v);
         } else if (strcmp(a, "--embed-table") == 0) {
@@ -561,6 +608,7 @@ int main(int argc, char **argv)
     }
     scfg.recv_max = conf.recv_max;
     scfg.tls_cert = conf.tls_cert;
+    unsigned long nofile = raise_nofile();
     sc_cache_config ccfg = conf.cache;
     char embed_path[SC_CONFIG_PATH_MAX + 64];
     int status = 1;
@@ -758,6 +806,7 @@ int main(int argc, char **argv)
             .dispatch = disp,
             .cache = cache,
             .body_max = conf.recv_max,
+            .max_conns = http_conn_cap(conf.http_max_conns, nofile),
             .metrics = metrics,
             .metrics_hook = http_metrics,
             .report_hook = http_report,
@@ -768,7 +817,17 @@ int main(int argc, char **argv)
                     conf.http, sc_strerror(rc));
             goto out_server;
         }
-        fprintf(stderr, "semcached: HTTP on %s\n", conf.http);
+#ifdef SC_NNG_PATCHED
+        fprintf(stderr,
+                "semcached: HTTP on %s (at most %u connections at once; "
+                "descriptor limit %lu)\n",
+                conf.http, hcfg.max_conns, nofile);
+#else
+        fprintf(stderr,
+                "semcached: HTTP on %s (no cap on connections: the system's "
+                "nng; descriptor limit %lu)\n",
+                conf.http, nofile);
+#endif
     }
     if (pcfg.upstream != NULL && conf.http == NULL) {
         fprintf(stderr, "semcached: --upstream needs --http HOST:PORT\n");

@@ -136,5 +136,65 @@ hexpect '^200 \{.*"total": *\{.*"requests": *4' /report
 kill -TERM $spid
 wait $spid
 
+# The HTTP front's cap on connections (patched nng): never above half the
+# descriptor limit. At a limit of 96 the cap is 48: 48 silent connections
+# are held, a 49th is closed unanswered while the nng listener still
+# serves, and once the 48 are gone HTTP is served again.
+addr="ipc:///tmp/semcache-cli-test-$$-3.ipc"
+hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+: >/tmp/semcache-cli-test-$$-3.log
+(ulimit -n 96 && exec "$server" --listen "$addr" --http "127.0.0.1:$hport" \
+    --http-max-conns 1000 --persist off \
+    --data-dir /tmp/semcache-cli-test-$$-3.d 2>/tmp/semcache-cli-test-$$-3.log) &
+spid=$!
+for _ in $(seq 50); do
+    "$cli" -a "$addr" --timeout 200 ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+if grep -q "no cap on connections" /tmp/semcache-cli-test-$$-3.log; then
+    echo "test_cli: the system's nng: no HTTP connection cap to check"
+elif grep -q "at most 48 connections at once; descriptor limit 96" \
+        /tmp/semcache-cli-test-$$-3.log; then
+    pass=$((pass + 1))
+    out=$(python3 - "$hport" "$cli" "$addr" <<'PY'
+import socket, subprocess, sys, time
+port, cli, addr = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def healthz(s):
+    s.settimeout(5)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(48)]
+served = healthz(held[0])
+over = socket.create_connection(("127.0.0.1", port))
+over_served = healthz(over)
+ping = subprocess.run([cli, "-a", addr, "ping"], capture_output=True).returncode
+for s in held + [over]:
+    s.close()
+again = False
+for _ in range(50):
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        again = healthz(s)
+    if again:
+        break
+    time.sleep(0.1)
+print(f"first {served} over {over_served} ping {ping} again {again}")
+PY
+)
+    if [ "$out" = "first True over False ping 0 again True" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: HTTP connection cap: $out" >&2
+    fi
+else
+    fail=$((fail + 1))
+    echo "FAIL: no HTTP cap line: $(cat /tmp/semcache-cli-test-$$-3.log)" >&2
+fi
+kill -TERM $spid
+wait $spid
+rm -rf /tmp/semcache-cli-test-$$-3.d /tmp/semcache-cli-test-$$-3.log
+
 echo "test_cli: $pass passed, $fail failed"
 [ $fail = 0 ]

@@ -45,6 +45,7 @@ static void test_good(void)
         "{\"listen\": [\"tcp://127.0.0.1:7711\", \"ipc:///tmp/x.sock\"],\n"
         " \"threads\": 4, \"recv_max\": 65536, \"tls_cert\": \"/c.pem\",\n"
         " \"data_dir\": \"/srv/sc\", \"max_namespaces\": 7,\n"
+        " \"http_max_conns\": 300,\n"
         " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
         "2097152,\n"
         " \"proxy\": {\"upstream\": \"http://127.0.0.1:9\", \"workers\": 3,\n"
@@ -66,6 +67,7 @@ static void test_good(void)
     CHECK(cfg.nlisten == 2 && strcmp(cfg.listen[1], "ipc:///tmp/x.sock") == 0);
     CHECK_EQ_INT(cfg.threads, 4);
     CHECK_EQ_INT(cfg.recv_max, 65536);
+    CHECK_EQ_INT(cfg.http_max_conns, 300);
     CHECK(cfg.tls_cert != NULL && strcmp(cfg.tls_cert, "/c.pem") == 0);
     CHECK(strcmp(cfg.data_dir, "/srv/sc") == 0);
     CHECK(!cfg.persist);
@@ -194,6 +196,8 @@ static void test_bad(void)
         {"{\"threads\": \"4\"}", "'threads'"},
         {"{\"threads\": -1}", "'threads'"},
         {"{\"recv_max\": 10}", "'recv_max'"},
+        {"{\"http_max_conns\": 0}", "'http_max_conns'"},
+        {"{\"http_max_conns\": 2000000}", "'http_max_conns'"},
         {"{\"threads\": 4, \"threads\": 5}", "duplicate"},
         {"{\"listen\": []}", "'listen'"},
         {"{\"listen\": [1]}", "'listen'"},

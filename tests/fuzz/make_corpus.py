@@ -156,7 +156,8 @@ def main():
            "threads": 16, "data_dir": "/var/lib/semcached",
            "embed_table": "/var/lib/semcached/embeddings.sctab",
            "recv_max": 4194304, "tls_cert": "/etc/semcached/server.pem",
-           "http": "127.0.0.1:8080", "prices": "/etc/semcached/prices.json",
+           "http": "127.0.0.1:8080", "http_max_conns": 1024,
+           "prices": "/etc/semcached/prices.json",
            "max_namespaces": 1024, "max_bytes": 1073741824, "max_entries": 0,
            "namespaces": {
                "faq": {"threshold": 0.85, "margin": 0.02, "ttl": 86400},
