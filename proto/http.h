@@ -22,8 +22,9 @@
  * the previous response, or the connection is closed (with the patched
  * nng only: Debian's own has no such limit; README). */
 #define SC_HTTP_DEFAULT_READ_TIMEOUT_MS 30000
-/* At most this many HTTP connections are held open at once; one past it is
- * closed as soon as it is accepted (patched nng only). */
+/* At most this many HTTP connections are held open at once: one accepted
+ * at the cap closes the one that has waited longest for a request head, or
+ * itself when all are busy with a request (patched nng only). */
 #define SC_HTTP_DEFAULT_MAX_CONNS 1024
 
 /* Writes text to out (an in-memory stream; what is written goes on the

@@ -1020,11 +1020,13 @@ static void test_read_timeout(sc_cache *cache, sc_dispatch *d)
 }
 
 /* ---- the front's limits on connections (patched nng) ------------------
- * At most max_conns are held open: one more is closed as soon as it is
- * accepted, and served again once the others have gone. And when accept
- * fails for want of descriptors, with the connection still queued, nng
- * 1.5.2 accepted again at once and spun a thread at full CPU (measured:
- * about 107% in top); the patched server pauses first. */
+ * At most max_conns are held open. One more makes room: the connection
+ * that has waited longest for a request head is closed (clients trickling
+ * their heads in cannot keep everyone out); when every one is busy with a
+ * request, the new one is closed instead. And when accept fails for want
+ * of descriptors, with the connection still queued, nng 1.5.2 accepted
+ * again at once and spun a thread at full CPU (measured: about 107% in
+ * top); the patched server pauses first. */
 
 /* 1 when a GET /healthz on fd is answered 200, 0 when the connection is
  * closed without an answer. */
@@ -1051,6 +1053,24 @@ static double cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* Served again within 5 s: the connections closed are reaped in the
+ * background. */
+static int served_again(int p)
+{
+    for (int tries = 0; tries < 50; tries++) {
+        int fd = connect_to(p);
+        int ok = fd >= 0 && healthz_on(fd);
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (ok) {
+            return 1;
+        }
+        usleep(100000);
+    }
+    return 0;
+}
+
 static void test_conn_cap(sc_cache *cache, sc_dispatch *d)
 {
     int p = free_port();
@@ -1066,39 +1086,65 @@ static void test_conn_cap(sc_cache *cache, sc_dispatch *d)
     if (h == NULL) {
         return;
     }
+    /* Four connections, each served once, in order: each then waits for
+     * its next head, the first the longest (a tie goes to the first
+     * accepted, the first too). */
     int held[4];
     for (int i = 0; i < 4; i++) {
         held[i] = connect_to(p);
-        CHECK(held[i] >= 0);
+        CHECK(held[i] >= 0 && healthz_on(held[i]));
     }
-    CHECK(healthz_on(held[0]));
-    /* The listen queue is taken in order: the fifth comes after the four. */
     int over = connect_to(p);
     CHECK(over >= 0);
-    int served_over = healthz_on(over);
+    int served_over = over >= 0 && healthz_on(over);
+    double first_closed = closed_after(held[0], now_s());
+    int others = 0;
+    for (int i = 1; i < 4; i++) {
+        others += healthz_on(held[i]);
+    }
     for (int i = 0; i < 4; i++) {
         close(held[i]);
     }
     close(over);
-    /* Served again once the four are gone (reaped in the background). */
-    int again = 0;
-    for (int tries = 0; tries < 50 && !again; tries++) {
-        int fd = connect_to(p);
-        again = fd >= 0 && healthz_on(fd);
-        if (fd >= 0) {
-            close(fd);
-        }
-        if (!again) {
-            usleep(100000);
+    CHECK(served_again(p));
+    usleep(200000); /* the connection that served_again used, reaped */
+    /* Four busy connections, each with a body half sent (the front reads
+     * bodies for 10 s): a fifth is closed unanswered. */
+    const char *half = "POST /v1/lookup HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Length: 100\r\n\r\n{\"ns\":";
+    int busy[4];
+    for (int i = 0; i < 4; i++) {
+        busy[i] = connect_to(p);
+        CHECK(busy[i] >= 0);
+        if (busy[i] >= 0) {
+            send_all(busy[i], half, strlen(half));
         }
     }
+    usleep(500000); /* their heads read */
+    over = connect_to(p);
+    int served_busy = over >= 0 && healthz_on(over);
+    if (over >= 0) {
+        close(over);
+    }
+    for (int i = 0; i < 4; i++) {
+        if (busy[i] >= 0) {
+            close(busy[i]);
+        }
+    }
+    int again = served_again(p);
     fprintf(stderr,
-            "http: cap 4: a fifth connection %s; after the four "
-            "closed, %s\n",
+            "http: cap 4, four waiting: a fifth %s, the longest waiting "
+            "%s, %d of the other 3 served; four busy: a fifth %s; after "
+            "they closed, %s\n",
             served_over ? "served" : "closed unserved",
+            first_closed >= 0 ? "closed" : "open", others,
+            served_busy ? "served" : "closed unserved",
             again ? "served" : "not served");
 #ifdef SC_NNG_PATCHED
-    CHECK(!served_over);
+    CHECK(served_over);
+    CHECK(first_closed >= 0);
+    CHECK_EQ_INT(others, 3);
+    CHECK(!served_busy);
 #endif
     CHECK(again);
     sc_http_close(h);
