@@ -649,6 +649,10 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->prices);
             } else if (strcmp(k, "http") == 0) {
                 rc = get_str(&x, k, v, 1024, &cfg->http);
+            } else if (strcmp(k, "max_clients") == 0) {
+                if ((rc = get_int(&x, k, v, 1, 1u << 20, &u)) == SC_OK) {
+                    cfg->max_clients = (unsigned)u;
+                }
             } else if (strcmp(k, "http_max_conns") == 0) {
                 if ((rc = get_int(&x, k, v, 1, 1u << 20, &u)) == SC_OK) {
                     cfg->http_max_conns = (unsigned)u;

@@ -34,6 +34,7 @@ typedef struct sc_config {
     char *listen[SC_SERVER_MAX_LISTEN];
     unsigned nlisten;
     unsigned threads;  /* 0 = the server's default */
+    unsigned max_clients; /* 0 = SC_SERVER_DEFAULT_MAX_CLIENTS */
     size_t recv_max;   /* 0 = the server's default */
     char *tls_cert;    /* NULL = none */
     char *http;        /* HTTP address HOST:PORT, NULL = none */
@@ -73,6 +74,7 @@ void sc_config_fini(sc_config *cfg);
 /* Reads the JSON file at path on top of cfg. Keys (all optional):
  *   listen        string or array of strings (replaces the listeners)
  *   threads       1..1024
+ *   max_clients   1..2^20: nng clients connected at once
  *   recv_max      bytes, 1024..2^30
  *   tls_cert      path
  *   http          HOST:PORT of the HTTP front (docs/HTTP.md)

@@ -47,16 +47,30 @@ static unsigned long raise_nofile(void)
                                         : (unsigned long)rl.rlim_cur;
 }
 
-/* The HTTP front's cap on connections open at once: the configured one,
- * but never above half the descriptor limit, so that HTTP clients alone
- * leave descriptors to the nng clients and the state files. */
-static unsigned http_conn_cap(unsigned configured, unsigned long nofile)
+/* Descriptors the caps below leave for the state files, the embedder's
+ * table, nng's own and the proxy's upstream connections. */
+#define FD_RESERVE 64
+
+/* The caps on connections: HTTP's the configured one but at most half of
+ * the descriptors past FD_RESERVE, nng clients' the configured one but at
+ * most what HTTP leaves of those; so clients of both kinds at their caps
+ * still leave FD_RESERVE descriptors. nofile 0 (unknown) caps nothing
+ * further. */
+static void conn_caps(unsigned http_conf, unsigned nng_conf, bool http_on,
+                      unsigned long nofile, unsigned *http_cap,
+                      unsigned *nng_cap)
 {
-    unsigned cap = configured != 0 ? configured : SC_HTTP_DEFAULT_MAX_CONNS;
-    if (nofile != 0 && cap > nofile / 2) {
-        cap = nofile / 2 < 1 ? 1 : (unsigned)(nofile / 2);
+    unsigned long room = nofile > FD_RESERVE + 2 ? nofile - FD_RESERVE : 2;
+    unsigned long h = http_conf != 0 ? http_conf : SC_HTTP_DEFAULT_MAX_CONNS;
+    unsigned long n = nng_conf != 0 ? nng_conf : SC_SERVER_DEFAULT_MAX_CLIENTS;
+    if (nofile != 0 && h > room / 2) {
+        h = room / 2;
     }
-    return cap;
+    if (nofile != 0 && n > room - (http_on ? h : 0)) {
+        n = room - (http_on ? h : 0);
+    }
+    *http_cap = (unsigned)h;
+    *nng_cap = (unsigned)n;
 }
 
 static void usage(FILE *f)
@@ -64,6 +78,7 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: semcached [--config FILE] [--listen URL]... [--threads N]\n"
+        "                 [--max-clients N]\n"
         "                 [--http HOST:PORT] [--http-max-conns N]\n"
         "                 [--prices FILE]\n"
         "                 [--data-dir DIR] [--embed-table FILE]\n"
@@ -78,10 +93,13 @@ static void usage(FILE *f)
         "tls+tcp://HOST:PORT\n"
         "                      (repeatable; default %s)\n"
         "  --threads N         worker threads (default one per CPU)\n"
+        "  --max-clients N     nng clients connected at once (default %u,\n"
+        "                      at most what the descriptor limit leaves)\n"
         "  --http HOST:PORT    also serve HTTP: JSON ops, /metrics, /report,\n"
         "                      /healthz (docs/HTTP.md)\n"
         "  --http-max-conns N  HTTP connections held open at once (default\n"
-        "                      %u, at most half the descriptor limit)\n"
+        "                      %u, at most half what the descriptor limit\n"
+        "                      leaves)\n"
         "  --prices FILE       price table for the cost ledger (default: the\n"
         "                      dated table compiled in, data/prices.json)\n"
         "  --data-dir DIR      where semcached keeps its files (default %s)\n"
@@ -102,15 +120,18 @@ static void usage(FILE *f)
         "  --max-namespaces N  cap on namespaces (default 1024)\n"
         "  --max-bytes BYTES   cap on the whole cache (default 1 GiB; LRU "
         "beyond)\n"
-        "  --upstream URL      with --http: serve POST /v1/chat/completions as\n"
+        "  --upstream URL      with --http: serve POST /v1/chat/completions "
+        "as\n"
         "                      an OpenAI-compatible caching proxy of URL; its\n"
         "                      flags --upstream-timeout MS, --proxy-ns NS,\n"
-        "                      --proxy-workers N, --proxy-history exact|single|\n"
-        "                      ignore, --proxy-store stop[,tool_calls][,length],\n"
+        "                      --proxy-workers N, --proxy-history "
+        "exact|single|\n"
+        "                      ignore, --proxy-store "
+        "stop[,tool_calls][,length],\n"
         "                      --proxy-embed-model MODEL (docs/PROXY.md)\n",
-        SC_SERVER_DEFAULT_URL, SC_HTTP_DEFAULT_MAX_CONNS,
-        SC_CONFIG_DEFAULT_DATA_DIR, SC_CONFIG_EMBED_FILE,
-        SC_SERVER_DEFAULT_RECVMAX);
+        SC_SERVER_DEFAULT_URL, SC_SERVER_DEFAULT_MAX_CLIENTS,
+        SC_HTTP_DEFAULT_MAX_CONNS, SC_CONFIG_DEFAULT_DATA_DIR,
+        SC_CONFIG_EMBED_FILE, SC_SERVER_DEFAULT_RECVMAX);
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -213,6 +234,7 @@ typedef struct front {
     sc_metrics *metrics;
     sc_ledger *ledger;
     sc_persist *persist; /* NULL = in memory only */
+    sc_server *srv;      /* set once it is open, before the HTTP front */
 } front;
 
 /* Says which restored namespaces still hold the built-in embedder's
@@ -419,6 +441,17 @@ static sc_err http_metrics(void *arg, FILE *out)
             "semcache_requests_refused_total{reason=\"forbidden\"} %llu\n",
             (unsigned long long)dc.unauthorized,
             (unsigned long long)dc.forbidden);
+    uint64_t connected, refused;
+    sc_server_clients(f->srv, &connected, &refused);
+    fprintf(out,
+            "# HELP semcache_nng_clients nng clients connected now\n"
+            "# TYPE semcache_nng_clients gauge\n"
+            "semcache_nng_clients %llu\n"
+            "# HELP semcache_nng_clients_refused_total nng clients "
+            "disconnected for being past --max-clients\n"
+            "# TYPE semcache_nng_clients_refused_total counter\n"
+            "semcache_nng_clients_refused_total %llu\n",
+            (unsigned long long)connected, (unsigned long long)refused);
     return SC_OK;
 }
 
@@ -515,6 +548,12 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
             rc = sc_config_set_str(&cfg->prices, v);
         } else if (strcmp(a, "--http") == 0) {
             rc = sc_config_set_str(&cfg->http, v);
+        } else if (strcmp(a, "--max-clients") == 0) {
+            if (parse_u64(v, 1u << 20, &n) != 0 || n == 0) {
+                fprintf(stderr, "semcached: --max-clients must be 1..2^20\n");
+                return 2;
+            }
+            cfg->max_clients = (unsigned)n;
         } else if (strcmp(a, "--http-max-conns") == 0) {
             if (parse_u64(v, 1u << 20, &n) != 0 || n == 0) {
                 fprintf(stderr,
@@ -609,6 +648,10 @@ int main(int argc, char **argv)
     scfg.recv_max = conf.recv_max;
     scfg.tls_cert = conf.tls_cert;
     unsigned long nofile = raise_nofile();
+    unsigned http_cap, nng_cap;
+    conn_caps(conf.http_max_conns, conf.max_clients, conf.http != NULL, nofile,
+              &http_cap, &nng_cap);
+    scfg.max_clients = nng_cap;
     sc_cache_config ccfg = conf.cache;
     char embed_path[SC_CONFIG_PATH_MAX + 64];
     int status = 1;
@@ -791,7 +834,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_disp;
     }
-    fr = (front){disp, metrics, ledger, persist};
+    fr = (front){disp, metrics, ledger, persist, NULL};
     scfg.handler = timed_handle;
     scfg.handler_many = timed_handle_many;
     scfg.handler_arg = &fr;
@@ -800,13 +843,14 @@ int main(int argc, char **argv)
                 sc_strerror(rc));
         goto out_metrics;
     }
+    fr.srv = srv;
     if (conf.http != NULL) {
         sc_http_config hcfg = {
             .addr = conf.http,
             .dispatch = disp,
             .cache = cache,
             .body_max = conf.recv_max,
-            .max_conns = http_conn_cap(conf.http_max_conns, nofile),
+            .max_conns = http_cap,
             .metrics = metrics,
             .metrics_hook = http_metrics,
             .report_hook = http_report,
@@ -846,8 +890,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcached: OpenAI-compatible proxy on %s%s\n",
                 conf.http, "/v1/chat/completions");
     }
-    fprintf(stderr, "semcached: ready (%s, simd %s, %u workers)\n",
-            SC_SERVER_NAME, sc_simd_active()->name, scfg.threads);
+    fprintf(stderr,
+            "semcached: ready (%s, simd %s, %u workers, at most %u nng "
+            "clients at once; descriptor limit %lu)\n",
+            SC_SERVER_NAME, sc_simd_active()->name, scfg.threads, nng_cap,
+            nofile);
 
     int sig = 0;
     while (sig == 0) {

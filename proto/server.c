@@ -20,6 +20,15 @@
 #define DEFAULT_THREADS 16
 #define DEFAULT_QUEUE   SC_SERVER_MAX_BATCH
 
+/* The client count, apart from the server: nng calls pipe_event from its
+ * own threads until the socket is closed, and a close left running (see
+ * stop) may call it after the server is freed, so then this is kept. */
+typedef struct clients {
+    uint64_t connected; /* atomically */
+    uint64_t refused;   /* atomically */
+    uint64_t max;
+} clients;
+
 typedef struct worker {
     struct sc_server *s;
     nng_aio *aio; /* its receive: sc_server_close can cancel it */
@@ -37,6 +46,7 @@ struct sc_server {
     void *handler_arg;
     uint64_t served;
     uint64_t dropped;
+    clients *cl;
     int closing; /* set (atomically) by sc_server_close */
 };
 
@@ -45,6 +55,35 @@ unsigned sc_server_stuck_closes;
 static void count(uint64_t *n)
 {
     __atomic_add_fetch(n, 1, __ATOMIC_RELAXED);
+}
+
+/* A pipe is counted when its handshake is done (before the socket uses
+ * it) and uncounted when it goes; nng 1.5.2 reports the removal of every
+ * pipe it reported added, the refused ones too. Past the cap, the new pipe
+ * is closed before it carries a request. */
+static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    clients *cl = arg;
+    if (ev == NNG_PIPE_EV_REM_POST) {
+        __atomic_sub_fetch(&cl->connected, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    uint64_t n = __atomic_add_fetch(&cl->connected, 1, __ATOMIC_RELAXED);
+    if (n > cl->max) {
+        nng_pipe_close(p);
+        uint64_t r = __atomic_add_fetch(&cl->refused, 1, __ATOMIC_RELAXED);
+        /* Said at the 1st, 10th, 100th... refusal, not once per client. */
+        uint64_t at = 1;
+        while (at < r && at <= UINT64_MAX / 10) {
+            at *= 10;
+        }
+        if (at == r) {
+            fprintf(stderr,
+                    "semcached: an nng client refused (%llu so far): %llu "
+                    "clients at once is the cap (--max-clients)\n",
+                    (unsigned long long)r, (unsigned long long)cl->max);
+        }
+    }
 }
 
 static void *worker_main(void *arg)
@@ -194,9 +233,21 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
     int qlen = cfg->queue == 0     ? DEFAULT_QUEUE
                : cfg->queue > 8192 ? 8192
                                    : (int)cfg->queue;
-    sc_err rc = SC_EIO;
+    sc_err rc = SC_ENOMEM;
+    s->cl = calloc(1, sizeof(*s->cl));
+    if (s->cl == NULL) {
+        goto fail_free;
+    }
+    s->cl->max =
+        cfg->max_clients ? cfg->max_clients : SC_SERVER_DEFAULT_MAX_CLIENTS;
+    rc = SC_EIO;
     if (nng_rep0_open_raw(&s->sock) != 0) {
         goto fail_free;
+    }
+    if (nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_PRE, pipe_event, s->cl) != 0 ||
+        nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, pipe_event, s->cl) !=
+            0) {
+        goto fail_sock;
     }
     /* Debian's nng 1.5.2 accepts messages of any size unless told: a client
      * could otherwise make the server allocate whatever it claims. */
@@ -237,6 +288,7 @@ fail_workers:
 fail_sock:
     nng_close(s->sock);
 fail_free:
+    free(s->cl);
     free(s);
     return rc;
 }
@@ -339,7 +391,11 @@ static void stop(sc_server *s)
     for (unsigned i = 0; i < s->nworkers; i++) {
         nng_aio_cancel(s->w[i].aio);
     }
-    if (!close_socket_bounded(s->sock, SC_SERVER_CLOSE_WAIT_MS)) {
+    int closed = close_socket_bounded(s->sock, SC_SERVER_CLOSE_WAIT_MS);
+    if (closed) {
+        free(s->cl);
+    } else {
+        /* s->cl stays: the close left running may still report pipes. */
         fprintf(stderr,
                 "semcached: the nng socket did not close within %u ms (a "
                 "known hang of Debian's unpatched nng 1.5.2 when clients "
@@ -373,4 +429,10 @@ void sc_server_counts(sc_server *s, uint64_t *served, uint64_t *dropped)
 {
     *served = __atomic_load_n(&s->served, __ATOMIC_RELAXED);
     *dropped = __atomic_load_n(&s->dropped, __ATOMIC_RELAXED);
+}
+
+void sc_server_clients(sc_server *s, uint64_t *connected, uint64_t *refused)
+{
+    *connected = __atomic_load_n(&s->cl->connected, __ATOMIC_RELAXED);
+    *refused = __atomic_load_n(&s->cl->refused, __ATOMIC_RELAXED);
 }

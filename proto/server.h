@@ -13,6 +13,10 @@
 #define SC_SERVER_MAX_LISTEN      8
 #define SC_SERVER_DEFAULT_URL     "tcp://127.0.0.1:7700"
 #define SC_SERVER_DEFAULT_RECVMAX (4u << 20)
+/* nng clients connected at once (over every listener): each holds a
+ * descriptor. One past it is disconnected as soon as its handshake is
+ * done, and its nng dialer tries again later. */
+#define SC_SERVER_DEFAULT_MAX_CLIENTS 10000u
 
 /* Writes the reply to `req` (len bytes, borrowed for the call) into *reply,
  * a malloc'd buffer the server frees; *reply_len its size. Returns 0, or
@@ -50,6 +54,7 @@ typedef struct sc_server_config {
                              0 = SC_SERVER_MAX_BATCH */
     size_t recv_max;      /* bytes; 0 = SC_SERVER_DEFAULT_RECVMAX */
     const char *tls_cert; /* PEM file with certificate and key, for tls+tcp */
+    unsigned max_clients; /* 0 = SC_SERVER_DEFAULT_MAX_CLIENTS */
     sc_server_handler handler;
     sc_server_batch_handler handler_many; /* NULL = handler, one by one */
     void *handler_arg;
@@ -74,5 +79,9 @@ extern unsigned sc_server_stuck_closes; /* read atomically */
 
 /* Requests served and dropped since open. */
 void sc_server_counts(sc_server *s, uint64_t *served, uint64_t *dropped);
+
+/* nng clients connected now (refused ones included until they are gone),
+ * and those refused since open for being past max_clients. */
+void sc_server_clients(sc_server *s, uint64_t *connected, uint64_t *refused);
 
 #endif

@@ -591,6 +591,89 @@ static int open_fds(void)
     return n;
 }
 
+/* ---- the cap on clients (max_clients) -------------------------------
+ * Past it, a client is disconnected as soon as its handshake is done and
+ * counted as refused; its dialer tries again and gets in once another
+ * client has gone. The clients are in this process: each is idle when a
+ * socket closes. */
+
+/* One echo round trip on s within ms; 0 on success. */
+static int roundtrip(nng_socket s, int ms)
+{
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, ms);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, ms);
+    char buf[8] = "ping";
+    void *r = NULL;
+    size_t rl = 0;
+    if (nng_send(s, buf, sizeof(buf), 0) != 0 ||
+        nng_recv(s, &r, &rl, NNG_FLAG_ALLOC) != 0) {
+        return -1;
+    }
+    int ok = rl == sizeof(buf) && memcmp(r, buf, rl) == 0;
+    nng_free(r, rl);
+    return ok ? 0 : -1;
+}
+
+static void test_max_clients(void)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "ipc:///tmp/test-dispatch-cap-%d.ipc",
+             (int)getpid());
+    sc_server_config cfg = {.listen = {url},
+                            .nlisten = 1,
+                            .threads = 1,
+                            .max_clients = 2,
+                            .handler = echo};
+    sc_server *srv = NULL;
+    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
+    if (srv == NULL) {
+        return;
+    }
+    nng_socket c[3];
+    for (int i = 0; i < 3; i++) {
+        CHECK(nng_req0_open(&c[i]) == 0);
+        nng_socket_set_ms(c[i], NNG_OPT_RECONNMINT, 20);
+        nng_socket_set_ms(c[i], NNG_OPT_RECONNMAXT, 50);
+        if (i < 2) {
+            CHECK(nng_dial(c[i], url, NULL, 0) == 0);
+            CHECK(roundtrip(c[i], 2000) == 0);
+        } else {
+            CHECK(nng_dial(c[i], url, NULL, NNG_FLAG_NONBLOCK) == 0);
+        }
+    }
+    uint64_t connected = 0, refused = 0;
+    for (int t = 0; t < 100 && refused == 0; t++) {
+        usleep(20000);
+        sc_server_clients(srv, &connected, &refused);
+    }
+    int third = roundtrip(c[2], 300);
+    int first = roundtrip(c[0], 2000);
+    sc_server_clients(srv, &connected, &refused);
+    fprintf(stderr,
+            "dispatch: cap of 2 clients: the third %s, %llu refusals, %llu "
+            "connected\n",
+            third == 0 ? "served" : "not served", (unsigned long long)refused,
+            (unsigned long long)connected);
+    CHECK(third != 0);
+    CHECK(first == 0);
+    CHECK(refused >= 1);
+    CHECK(connected <= 3); /* a refused one counts until it is gone */
+    /* One goes: the third gets in on its dialer's next try. */
+    nng_close(c[1]);
+    CHECK(roundtrip(c[2], 3000) == 0);
+    CHECK(roundtrip(c[0], 2000) == 0);
+    sc_server_clients(srv, &connected, &refused);
+    CHECK_EQ_INT(connected, 2);
+    nng_close(c[0]);
+    nng_close(c[2]);
+    for (int t = 0; t < 100 && connected != 0; t++) {
+        usleep(20000);
+        sc_server_clients(srv, &connected, &refused);
+    }
+    CHECK_EQ_INT(connected, 0);
+    sc_server_close(srv);
+}
+
 /* url: where to listen; cert: the PEM file for tls+tcp://, else NULL. */
 static void test_peers_leave(const char *self, const char *url,
                              const char *cert)
@@ -660,6 +743,7 @@ int main(int argc, char **argv)
     }
     test_same_replies();
     test_server_batches();
+    test_max_clients();
     test_close_under_load(argv[0], NULL);
     char leave_url[64];
     snprintf(leave_url, sizeof(leave_url), "tcp://127.0.0.1:%d",

@@ -157,6 +157,7 @@ def main():
            "embed_table": "/var/lib/semcached/embeddings.sctab",
            "recv_max": 4194304, "tls_cert": "/etc/semcached/server.pem",
            "http": "127.0.0.1:8080", "http_max_conns": 1024,
+           "max_clients": 10000,
            "prices": "/etc/semcached/prices.json",
            "max_namespaces": 1024, "max_bytes": 1073741824, "max_entries": 0,
            "namespaces": {
