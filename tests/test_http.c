@@ -1086,14 +1086,19 @@ static void test_conn_cap(sc_cache *cache, sc_dispatch *d)
     if (h == NULL) {
         return;
     }
-    /* Four connections, each served once, in order: each then waits for
-     * its next head, the first the longest (a tie goes to the first
-     * accepted, the first too). */
+    /* Four connections, each served once: each then waits for its next
+     * head, the first the longest. The server notes the wait when its
+     * answer has gone out, which may be just after the client read it:
+     * the pauses keep the order plain. */
     int held[4];
     for (int i = 0; i < 4; i++) {
         held[i] = connect_to(p);
         CHECK(held[i] >= 0 && healthz_on(held[i]));
+        if (i == 0) {
+            usleep(200000);
+        }
     }
+    usleep(200000);
     int over = connect_to(p);
     CHECK(over >= 0);
     int served_over = over >= 0 && healthz_on(over);
