@@ -2,8 +2,9 @@
 # scripts/patches/ applied (in 1.5.2 a peer that disconnects during the
 # handshake can stop a listener for good, nng_close can hang for ever
 # when a pipe closes mid-transfer, a TLS connection whose peer left or
-# stalled is never closed, and the HTTP server has no time-out, no cap on
-# connections and spins when out of descriptors), built as a static library with TLS as
+# stalled is never closed, the HTTP server has no time-out, no cap on
+# connections and spins when out of descriptors, and connections in their
+# SP handshake are held with no limit on how many), built as a static library with TLS as
 # Debian builds it, in a CMake run of its own (ExternalProject: none of our
 # warning or sanitizer flags reach it). Defines the imported target
 # semcache_nng. SEMCACHE_NNG_PATCHED=OFF (or a failed fetch under AUTO)

@@ -4,7 +4,8 @@ a flood of new namespaces past --max-namespaces, clients that connect and
 never send (or stop half-way through the handshake or a frame), unknown
 operations, deep nesting, wrong types, NaN and Inf, wrong dimensions,
 oversized and truncated messages, more connections than the server has
-file descriptors. Each gets its error code, a dropped connection or a
+file descriptors, and a flood of connections that never start the
+handshake. Each gets its error code, a dropped connection or a
 timeout, and the server keeps serving everyone else: after every case a
 fresh client must be answered within 1 s (5 s once the descriptors are
 back). On its ipc:// listener too: connections that close during the
@@ -444,6 +445,66 @@ def test_fd_exhaustion(server, tmp):
         stop_server(proc)
 
 
+def eof_within(s, timeout):
+    """True when the peer closes s within timeout s (what it sent before,
+    its 8 handshake bytes, is read past)."""
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            s.settimeout(left)
+            if not s.recv(64):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_handshake_flood(server, tmp):
+    """300 connections that never start the SP handshake, on a server of
+    its own: each would hold a descriptor for the handshake's 10 s, and a
+    steady stream of them every descriptor. At most 128 connections of a
+    listener may be in their handshake (patched nng): the first ones are
+    closed as the later ones come, the server's descriptors grow by 128 at
+    most, and a client that does its handshake is served meanwhile."""
+    port = free_port()
+    data = os.path.join(tmp, "handshake-flood")
+    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                             "--threads", "2", "--data-dir", data,
+                             "--persist", "off"],
+                            stderr=subprocess.DEVNULL)
+    conns = []
+    try:
+        wait_ready(port)
+        fds = lambda: len(os.listdir(f"/proc/{proc.pid}/fd"))  # noqa: E731
+        time.sleep(0.2)  # wait_ready's client gone
+        before = fds()
+        for _ in range(300):
+            conns.append(socket.create_connection(("127.0.0.1", port),
+                                                  timeout=5))
+        served(port, "300 connections in their handshake")
+        time.sleep(0.5)
+        grew = fds() - before
+        first_closed = eof_within(conns[0], 2.0)
+        last_open = not eof_within(conns[-1], 0.2)
+        print(f"  handshake flood: the server's descriptors grew by {grew}; "
+              f"the first closed: {first_closed}, the last open: "
+              f"{last_open}")
+        check(grew <= 128 + 8, f"300 connections in their handshake: the "
+                               f"server's descriptors grew by {grew}")
+        check(first_closed, "the first connection in its handshake is closed "
+                            "to let the later ones in")
+        check(last_open, "the latest connection in its handshake is kept")
+        check(proc.poll() is None, "the flooded semcached is still running")
+    finally:
+        for c in conns:
+            c.close()
+        stop_server(proc)
+
+
 def test_keepalive(port):
     """The server's end of a tcp:// connection has TCP keep-alive on, so a
     client whose host went away without closing is found and its pipe
@@ -481,6 +542,7 @@ def main():
         test_oversized(port)
         test_keepalive(port)
         test_fd_exhaustion(server, tmp)
+        test_handshake_flood(server, tmp)
         test_handshake_timeout(half_hs, t_open)
         served(port, "after the silent clients timed out")
         check(proc.poll() is None, "semcached is still running")

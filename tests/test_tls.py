@@ -157,6 +157,44 @@ def run(port, tport, cert, pid):
                   "TLS: the server's end has TCP keep-alive on "
                   f"({line[:120]!r})")
     check_silent_closed(silent, t_open, pid, base_fds)
+    handshake_flood(url, ctx, tport, pid)
+
+
+def handshake_flood(url, ctx, tport, pid):
+    """300 connections that never start the TLS handshake: at most 128 of
+    a listener's may be in their handshake (patched nng), so the first are
+    closed as the later ones come, the server's descriptors grow by 128 at
+    most, and a TLS client is served meanwhile."""
+    before = open_fds(pid)
+    socks = [socket.create_connection(("127.0.0.1", tport), timeout=3)
+             for _ in range(300)]
+    try:
+        try:
+            with connect(url, tls=ctx, key=KEY) as tc:
+                ok = tc.lookup("faq", vec=[0.1, 0.2, 0.3])["hit"]
+        except (OSError, SemcacheError) as e:
+            print(f"  (TLS client during the flood: {e!r})", file=sys.stderr)
+            ok = False
+        check(ok, "TLS: a client served beside 300 connections in their "
+                  "handshake")
+        time.sleep(0.5)
+        grew = open_fds(pid) - before
+        socks[0].settimeout(2)
+        try:
+            first_closed = socks[0].recv(64) == b""
+        except ConnectionResetError:
+            first_closed = True
+        except socket.timeout:
+            first_closed = False
+        print(f"  TLS handshake flood: the server's descriptors grew by "
+              f"{grew}; the first closed: {first_closed}")
+        check(grew <= 128 + 8, f"TLS: 300 connections in their handshake: "
+                               f"the server's descriptors grew by {grew}")
+        check(first_closed, "TLS: the first connection in its handshake is "
+                            "closed to let the later ones in")
+    finally:
+        for s in socks:
+            s.close()
 
 
 def main(argv):
