@@ -967,15 +967,27 @@ static double closed_after(int fd, double t0)
     return -1;
 }
 
-static void test_read_timeout(sc_cache *cache, sc_dispatch *d)
+/* A front of its own for one test: cfg's limits, on a free port of
+ * 127.0.0.1 (*port). NULL when it does not open (a failed check). */
+static sc_http *front_open(sc_http_config cfg, sc_cache *cache, sc_dispatch *d,
+                           int *port)
 {
-    int p = free_port();
     char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", p);
-    sc_http_config cfg = {
-        .addr = addr, .dispatch = d, .cache = cache, .read_timeout_ms = 1500};
+    *port = free_port();
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", *port);
+    cfg.addr = addr;
+    cfg.dispatch = d;
+    cfg.cache = cache;
     sc_http *h = NULL;
     CHECK(sc_http_open(&cfg, &h) == SC_OK);
+    return h;
+}
+
+static void test_read_timeout(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h =
+        front_open((sc_http_config){.read_timeout_ms = 1500}, cache, d, &p);
     if (h == NULL) {
         return;
     }
@@ -1073,16 +1085,10 @@ static int served_again(int p)
 
 static void test_conn_cap(sc_cache *cache, sc_dispatch *d)
 {
-    int p = free_port();
-    char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", p);
-    sc_http_config cfg = {.addr = addr,
-                          .dispatch = d,
-                          .cache = cache,
-                          .read_timeout_ms = 20000,
-                          .max_conns = 4};
-    sc_http *h = NULL;
-    CHECK(sc_http_open(&cfg, &h) == SC_OK);
+    int p;
+    sc_http *h =
+        front_open((sc_http_config){.read_timeout_ms = 20000, .max_conns = 4},
+                   cache, d, &p);
     if (h == NULL) {
         return;
     }
@@ -1157,12 +1163,8 @@ static void test_conn_cap(sc_cache *cache, sc_dispatch *d)
 
 static void test_out_of_descriptors(sc_cache *cache, sc_dispatch *d)
 {
-    int p = free_port();
-    char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", p);
-    sc_http_config cfg = {.addr = addr, .dispatch = d, .cache = cache};
-    sc_http *h = NULL;
-    CHECK(sc_http_open(&cfg, &h) == SC_OK);
+    int p;
+    sc_http *h = front_open((sc_http_config){0}, cache, d, &p);
     if (h == NULL) {
         return;
     }
