@@ -81,6 +81,21 @@ static sc_err put(sc_cache *c, const char *ns, const char *scope,
     return sc_cache_insert(c, ns, &it, id);
 }
 
+/* Inserts vec (D floats, and text when not NULL) as embedded by model,
+ * response "x". */
+static sc_err put_model(sc_cache *c, const char *ns, const char *text,
+                        const float *vec, const char *model)
+{
+    sc_cache_item it = {.text = text,
+                        .text_len = text != NULL ? strlen(text) : 0,
+                        .vec = vec,
+                        .dim = D,
+                        .embed_model = model,
+                        .response = "x",
+                        .response_len = 1};
+    return sc_cache_insert(c, ns, &it, NULL);
+}
+
 static sc_err get_thr(sc_cache *c, const char *ns, const char *scope,
                       const char *text, const float *vec, float thr,
                       sc_cache_result *r)
@@ -1663,16 +1678,7 @@ static void test_embedder_upgrade(void)
     CHECK(!r.hit);
     sc_cache_result_fini(&r);
     /* An earlier model's vectors are refused now, as any other's. */
-    sc_cache_item it;
-    memset(&it, 0, sizeof(it));
-    it.text = "fig";
-    it.text_len = 3;
-    it.vec = w;
-    it.dim = D;
-    it.embed_model = "fake@1";
-    it.response = "x";
-    it.response_len = 1;
-    CHECK_EQ_INT(sc_cache_insert(c, "a", &it, NULL), SC_EMODEL);
+    CHECK_EQ_INT(put_model(c, "a", "fig", w, "fake@1"), SC_EMODEL);
     /* A saved training of the moved namespace is refused (trained anew). */
     CHECK_EQ_INT(sc_cache_restore_training(c, "a", "", "/nonexistent"),
                  SC_EMODEL);
@@ -1891,16 +1897,9 @@ static void test_embedder(void)
     float v[D];
     basis(v, 0);
     CHECK_EQ_INT(put(c, "t", NULL, NULL, v, "x", 0, NULL), SC_EMODEL);
-    sc_cache_item it;
-    memset(&it, 0, sizeof(it));
-    it.vec = v;
-    it.dim = D;
-    it.embed_model = "other@2";
-    it.response = "x";
-    it.response_len = 1;
-    CHECK_EQ_INT(sc_cache_insert(c, "t", &it, NULL), SC_EMODEL);
-    it.embed_model = "fake@1"; /* a client naming the same model is let in */
-    CHECK_EQ_INT(sc_cache_insert(c, "t", &it, NULL), SC_OK);
+    CHECK_EQ_INT(put_model(c, "t", NULL, v, "other@2"), SC_EMODEL);
+    /* A client naming the same model is let in. */
+    CHECK_EQ_INT(put_model(c, "t", NULL, v, "fake@1"), SC_OK);
     CHECK_EQ_INT(get(c, "t", NULL, NULL, v, &r), SC_EMODEL);
     CHECK(!r.hit);
 
@@ -1908,8 +1907,7 @@ static void test_embedder(void)
      * meets the exact layer only; the namespace keeps serving its own
      * vectors. */
     CHECK_EQ_INT(sc_cache_ns_create(c, "client", NULL), SC_OK);
-    it.embed_model = "openai-3-small";
-    CHECK_EQ_INT(sc_cache_insert(c, "client", &it, NULL), SC_OK);
+    CHECK_EQ_INT(put_model(c, "client", NULL, v, "openai-3-small"), SC_OK);
     calls = fake_embed_calls;
     CHECK_EQ_INT(put(c, "client", NULL, "apple", NULL, "y", 0, NULL), SC_OK);
     CHECK_EQ_INT(get(c, "client", NULL, "apple", NULL, &r), SC_OK);
@@ -1964,10 +1962,7 @@ static void test_embedder(void)
     /* A vector sent with text is used as given: no embedding. */
     calls = fake_embed_calls;
     basis(v, 3);
-    it.text = "apple";
-    it.text_len = 5;
-    it.embed_model = "fake@1";
-    CHECK_EQ_INT(sc_cache_insert(c, "t", &it, NULL), SC_OK);
+    CHECK_EQ_INT(put_model(c, "t", "apple", v, "fake@1"), SC_OK);
     CHECK_EQ_INT(fake_embed_calls, calls);
     sc_cache_close(c);
 
