@@ -9,6 +9,7 @@ out-of-scope query of unrelated words, a label longer than any fixed
 buffer, and pairs that are identical or unrelated. Checks the JSON rows'
 fields and counts, the default rows, stream mode, the plots, the table
 output, and that malformed files stop the run naming file and line.
+Also bench/twins.py's counts and bounds on a set made for it.
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import json
 import os
@@ -179,6 +180,50 @@ def check_bad_input(bench, server, table, tmp):
           f"no table: says how to make one ({r.stderr!r})")
 
 
+def check_twins(tmp):
+    """bench/twins.py on 10 labels: "a" and "b" are twins (their lines'
+    word sets differ only by case and punctuation), "d" is 2 words from
+    "c" and 1 from "e", "c" 3 from "e"; 20 queries, 4 of a and b, 2 of c
+    and d, none of e."""
+    lines = [("Flask is a web framework.", "a"), ("flask IS a `web` framework", "b"),
+             ("Numpy adds arrays to Python", "c"), ("Numpy adds matrices to Python", "d"),
+             ("Numpy adds sparse matrices to Python", "e")]
+    lines += [(f"alpha{i} beta{i} gamma{i}", f"x{i}") for i in range(5)]
+    cache = os.path.join(tmp, "tw.cache.jsonl")
+    queries = os.path.join(tmp, "tw.queries.jsonl")
+    write_jsonl(cache, [{"text": t, "label": lab} for t, lab in lines])
+    qs = ["a", "a", "b", "b", "c", "d"] + [f"x{i % 5}" for i in range(14)]
+    write_jsonl(queries, [{"text": f"query {i}", "label": lab}
+                          for i, lab in enumerate(qs)])
+    dump = os.path.join(tmp, "tw.dump")
+    with open(dump, "w") as f:  # embed_eval --dump's lines: 3 served
+        for i, ok in ((0, "ok "), (2, "BAD"), (6, "ok ")):
+            f.write(f"  [{ok}] cos 0.9 adj 0.9  Q: query {i}\n      C: x\n")
+    tw = os.path.join(HERE, "..", "bench", "twins.py")
+
+    def twins(*args):
+        return subprocess.run([sys.executable, tw, cache, queries, *args],
+                               capture_output=True, text=True, timeout=60)
+
+    r = twins("--words", "0")
+    check(r.returncode == 0 and "twin pairs (<= 0 words apart): 1, labels 2"
+          in r.stdout and "queries of those labels: 4 of 20" in r.stdout
+          and "none of these served: 80.0% hits" in r.stdout,
+          f"twins.py: one pair of lines alike but for case ({r.stdout!r})")
+    # 16 right + x served, x / 2 wrong: x = 1 keeps 97% and 95%
+    # (16.5 / 17 = 97.06%), x = 2 neither (17 / 18 = 94.4%): 17 hits.
+    check("at precision >= 97%: 85.0% hits" in r.stdout
+          and "at precision >= 95%: 85.0% hits" in r.stdout,
+          f"twins.py: the coin-flip bounds ({r.stdout!r})")
+    r = twins("--dump", dump)
+    check(r.returncode == 0 and "twin pairs (<= 2 words apart): 3, labels 5"
+          in r.stdout
+          and "queries of those labels: 6 of 20" in r.stdout
+          and "twins' served right 1, served wrong 1, refused 4" in r.stdout
+          and "others served right 1, served wrong 0, refused 13" in r.stdout,
+          f"twins.py: two words apart, and a dump split ({r.stdout!r})")
+
+
 def main():
     argv = sys.argv
     bench = argv[argv.index("--bench") + 1]
@@ -217,6 +262,7 @@ def main():
               "75.0% | 0.0% | 4 |" in r.stdout and "stream" not in r.stdout,
               f"the table's default row ({r.stdout[-600:]!r})")
         check_bad_input(bench, server, table, tmp)
+        check_twins(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     p, f = test_semcache.passed, test_semcache.failed

@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""twins.py CACHE.jsonl QUERIES.jsonl [--words K] [--dump FILE]
+
+How much of an intent set's hit rate is out of any embedder's reach at a
+precision floor, measured on the data alone.
+
+Twins: two cache lines under different labels whose lower-cased word sets
+differ by at most K words (--words, default 2; 0 = the same words, only
+case, punctuation or backticks differ). A query of a twin's label may be
+a paraphrase that scores about the same against both lines, so an
+embedder can be right on it only about half the time. The script prints
+how many queries belong to such labels and two bounds for an embedder
+that is right on every other query and flips a coin on these:
+  - serving none of them: the hit rate of the others alone, at 100%
+    precision;
+  - the most hits at precision >= 97% / 95%: serving x of them costs
+    about x / 2 wrong hits.
+
+With --dump FILE (the output of `build/embed_eval --test --set NAME
+--dump 100000 ...`, which prints every served query with its best
+candidate), it also splits the queries into twins' and others' and each
+into served right, served wrong and refused, to show where a measured
+rule loses its hits.
+"""
+import argparse
+import collections
+import itertools
+import json
+import re
+
+WORD = re.compile(r"[a-z0-9]+")
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def twin_labels(cache, k):
+    """Labels that have a twin line, and the number of twin pairs."""
+    rows = [(frozenset(WORD.findall(c["text"].lower())), c["label"])
+            for c in cache]
+    labels, pairs = set(), 0
+    for (a, la), (b, lb) in itertools.combinations(rows, 2):
+        if la != lb and len(a ^ b) <= k:
+            labels.update((la, lb))
+            pairs += 1
+    return labels, pairs
+
+
+def bound(n, others, twins, floor):
+    """Most hits at precision >= floor, right on the others, coin flips on
+    the twins' queries."""
+    best = 0
+    for x in range(twins + 1):
+        hits = others + x
+        if hits and (hits - x / 2) / hits >= floor:
+            best = hits
+    return best
+
+
+def served(dump_path):
+    """Query text -> list of right/wrong flags, one per served query."""
+    with open(dump_path, encoding="utf-8") as f:
+        text = f.read()
+    out = collections.defaultdict(list)
+    for ok, q in re.findall(r"  \[(ok |BAD)\] cos \S+ adj \S+  Q: (.*?)\n"
+                            r"      C: ", text, re.S):
+        out[q].append(ok == "ok ")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cache")
+    ap.add_argument("queries")
+    ap.add_argument("--words", type=int, default=2)
+    ap.add_argument("--dump")
+    a = ap.parse_args()
+    cache, queries = load(a.cache), load(a.queries)
+    labels, pairs = twin_labels(cache, a.words)
+    n = len(queries)
+    nt = sum(q["label"] in labels for q in queries)
+    no = n - nt
+    print(f"twin pairs (<= {a.words} words apart): {pairs}, labels {len(labels)}")
+    print(f"queries of those labels: {nt} of {n}")
+    print(f"right on the others, none of these served: {100 * no / n:.1f}% hits")
+    for floor in (0.97, 0.95):
+        b = bound(n, no, nt, floor)
+        print(f"with coin flips on these, best at precision >= "
+              f"{100 * floor:.0f}%: {100 * b / n:.1f}% hits")
+    if a.dump:
+        flags = served(a.dump)
+        count = collections.Counter()
+        for q in queries:
+            group = "twins'" if q["label"] in labels else "others"
+            got = flags.get(q["text"])
+            state = ("refused" if not got else
+                     "served right" if got.pop(0) else "served wrong")
+            count[(group, state)] += 1
+        for group in ("twins'", "others"):
+            print(group, ", ".join(f"{s} {count[(group, s)]}" for s in
+                                   ("served right", "served wrong",
+                                    "refused")))
+
+
+if __name__ == "__main__":
+    main()
