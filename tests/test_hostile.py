@@ -10,7 +10,7 @@ timeout, and the server keeps serving everyone else: after every case a
 fresh client must be answered within 1 s (5 s once the descriptors are
 back). On its ipc:// listener too: connections that close during the
 handshake must not stop it (nng 1.5.2's bug, patched in the nng semcached
-links: README).
+links: README), and a flood that never starts one is capped there too.
 
 usage: test_hostile.py --server build/semcached
 """
@@ -465,39 +465,68 @@ def eof_within(s, timeout):
 
 def test_handshake_flood(server, tmp):
     """300 connections that never start the SP handshake, on a server of
-    its own: each would hold a descriptor for the handshake's 10 s, and a
-    steady stream of them every descriptor. At most 128 connections of a
-    listener may be in their handshake (patched nng): the first ones are
-    closed as the later ones come, the server's descriptors grow by 128 at
-    most, and a client that does its handshake is served meanwhile."""
+    its own, to its tcp:// and then to its ipc:// listener: each would hold
+    a descriptor for the handshake's 10 s, and a steady stream of them
+    every descriptor. At most 128 connections of a listener may be in
+    their handshake (patched nng): the first ones are closed as the later
+    ones come, the server's descriptors grow by 128 at most, and a client
+    that does its handshake is served meanwhile."""
     port = free_port()
     data = os.path.join(tmp, "handshake-flood")
+    ipc = os.path.join(tmp, "handshake-flood.ipc")
     proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                             "--listen", f"ipc://{ipc}",
                              "--threads", "2", "--data-dir", data,
                              "--persist", "off"],
                             stderr=subprocess.DEVNULL)
+
+    def unix_conn():
+        # A full accept backlog answers EAGAIN at once on a Unix socket
+        # (TCP waits): try again until the listener takes it, 5 s at most.
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        end = time.monotonic() + 5
+        while True:
+            try:
+                s.connect(ipc)
+                return s
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    s.close()
+                    raise
+                time.sleep(0.001)
+
+    flood = [("tcp://", lambda: socket.create_connection(("127.0.0.1", port),
+                                                          timeout=5),
+              lambda what: served(port, what)),
+             ("ipc://", unix_conn, lambda what: ipc_served(ipc, what))]
     conns = []
     try:
         wait_ready(port)
         fds = lambda: len(os.listdir(f"/proc/{proc.pid}/fd"))  # noqa: E731
-        time.sleep(0.2)  # wait_ready's client gone
-        before = fds()
-        for _ in range(300):
-            conns.append(socket.create_connection(("127.0.0.1", port),
-                                                  timeout=5))
-        served(port, "300 connections in their handshake")
-        time.sleep(0.5)
-        grew = fds() - before
-        first_closed = eof_within(conns[0], 2.0)
-        last_open = not eof_within(conns[-1], 0.2)
-        print(f"  handshake flood: the server's descriptors grew by {grew}; "
-              f"the first closed: {first_closed}, the last open: "
-              f"{last_open}")
-        check(grew <= 128 + 8, f"300 connections in their handshake: the "
-                               f"server's descriptors grew by {grew}")
-        check(first_closed, "the first connection in its handshake is closed "
-                            "to let the later ones in")
-        check(last_open, "the latest connection in its handshake is kept")
+        for name, connect, serve in flood:
+            time.sleep(0.2)  # the last client gone
+            before = fds()
+            conns = [connect() for _ in range(300)]
+            serve(f"300 {name} connections in their handshake")
+            time.sleep(0.5)
+            grew = fds() - before
+            first_closed = eof_within(conns[0], 2.0)
+            last_open = not eof_within(conns[-1], 0.2)
+            print(f"  {name} handshake flood: the server's descriptors grew "
+                  f"by {grew}; the first closed: {first_closed}, the last "
+                  f"open: {last_open}")
+            check(grew <= 128 + 8, f"300 {name} connections in their "
+                                   f"handshake: the server's descriptors "
+                                   f"grew by {grew}")
+            check(first_closed, f"the first {name} connection in its "
+                                "handshake is closed to let the later ones "
+                                "in")
+            check(last_open, f"the latest {name} connection in its handshake "
+                             "is kept")
+            for c in conns:
+                c.close()
+            conns = []
         check(proc.poll() is None, "the flooded semcached is still running")
     finally:
         for c in conns:
