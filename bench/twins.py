@@ -16,6 +16,14 @@ that is right on every other query and flips a coin on these:
   - the most hits at precision >= 97% / 95%: serving x of them costs
     about x / 2 wrong hits.
 
+It also bounds stream mode (queries in order, each miss inserted under its
+label): a query can hit right only when its label came before, and one
+whose text came before (as the exact layer compares texts: ASCII case and
+runs of whitespace aside) is served that earlier query's label whatever
+the embedder. The most precision any embedder could have there counts
+every label repeat right and every such duplicate of another label (or
+of none: out of scope) wrong.
+
 With --dump FILE (the output of `build/embed_eval --test --set NAME
 --dump 100000 ...`, which prints every served query with its best
 candidate), it also splits the queries into twins' and others' and each
@@ -59,6 +67,38 @@ def bound(n, others, twins, floor):
     return best
 
 
+WS = re.compile(r"[ \t\n\r\v\f]+")
+UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                      "abcdefghijklmnopqrstuvwxyz")
+
+
+def exact_form(text):
+    """The exact layer's normal form (sc_cache_text_normalise)."""
+    return WS.sub(" ", text.strip(" \t\n\r\v\f")).translate(UPPER)
+
+
+def stream_bound(queries):
+    """(label repeats, exact duplicates, most right hits, least wrong hits)
+    in stream mode, for an embedder right on all else."""
+    labels, first = set(), {}
+    repeats = dups = right = wrong = 0
+    for q in queries:
+        text, label = exact_form(q["text"]), q["label"]
+        repeat = label is not None and label in labels
+        repeats += repeat
+        if text in first:
+            dups += 1
+            if label is None or first[text] != label:
+                wrong += 1  # out of scope: any hit is wrong
+            else:
+                right += 1
+        else:
+            first[text] = label
+            right += repeat
+        labels.add(label)
+    return repeats, dups, right, wrong
+
+
 def served(dump_path):
     """Query text -> list of right/wrong flags, one per served query."""
     with open(dump_path, encoding="utf-8") as f:
@@ -89,6 +129,11 @@ def main():
         b = bound(n, no, nt, floor)
         print(f"with coin flips on these, best at precision >= "
               f"{100 * floor:.0f}%: {100 * b / n:.1f}% hits")
+    rep, dups, right, wrong = stream_bound(queries)
+    print(f"stream: {rep} queries repeat a label; {dups} repeat an earlier "
+          f"text, {wrong} of them under another label or none; best "
+          f"precision {100 * right / max(1, right + wrong):.1f}% "
+          f"({right} right, {wrong} wrong)")
     if a.dump:
         flags = served(a.dump)
         count = collections.Counter()

@@ -215,6 +215,10 @@ def check_twins(tmp):
     check("at precision >= 97%: 85.0% hits" in r.stdout
           and "at precision >= 95%: 85.0% hits" in r.stdout,
           f"twins.py: the coin-flip bounds ({r.stdout!r})")
+    # a, b and x0-x4 come again 1 + 1 + 9 times, no text twice.
+    check("stream: 11 queries repeat a label; 0 repeat an earlier text"
+          in r.stdout and "100.0% (11 right, 0 wrong)" in r.stdout,
+          f"twins.py: a stream with no repeated text ({r.stdout!r})")
     r = twins("--dump", dump)
     check(r.returncode == 0 and "twin pairs (<= 2 words apart): 3, labels 5"
           in r.stdout
@@ -222,6 +226,16 @@ def check_twins(tmp):
           and "twins' served right 1, served wrong 1, refused 4" in r.stdout
           and "others served right 1, served wrong 0, refused 13" in r.stdout,
           f"twins.py: two words apart, and a dump split ({r.stdout!r})")
+    # Stream: "hi " repeats "Hi" (label a: right), "HI" too under b
+    # (wrong), "x" repeats "x" out of scope (wrong), "y" repeats label a.
+    write_jsonl(queries, [{"text": t, "label": lab} for t, lab in
+                          (("Hi", "a"), ("hi ", "a"), ("HI", "b"),
+                           ("x", None), ("x", None), ("y", "a"))])
+    r = twins()
+    check(r.returncode == 0 and "stream: 2 queries repeat a label; 3 repeat "
+          "an earlier text, 2 of them under another label or none; best "
+          "precision 50.0% (2 right, 2 wrong)" in r.stdout,
+          f"twins.py: the stream bound ({r.stdout!r})")
 
 
 def main():
