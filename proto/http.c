@@ -81,34 +81,49 @@ static void reply(nng_aio *aio, uint16_t status, const char *ctype,
     nng_aio_finish(aio, 0);
 }
 
-/* Replies with the JSON value j (consumed) and a newline. */
-static void reply_json(nng_aio *aio, uint16_t status, json_t *j, bool close)
+/* What a JSON reply sends: j (consumed) and a newline, malloc'd, or NULL
+ * when out of memory. */
+static char *json_text(json_t *j, size_t *len)
 {
     char *s = j != NULL ? json_dumps(j, DUMP_FLAGS) : NULL;
     json_decref(j);
     if (s == NULL) {
-        static const char oom[] = "{\"ok\":false,\"error\":{\"code\":"
-                                  "\"internal\",\"message\":\"out of "
-                                  "memory\"}}\n";
-        reply(aio, 500, JSON_CTYPE, oom, sizeof(oom) - 1, close);
-        return;
+        return NULL;
     }
     size_t n = strlen(s);
     char *t = realloc(s, n + 2);
-    if (t != NULL) {
-        s = t;
-        s[n++] = '\n';
-        s[n] = '\0';
+    if (t == NULL) {
+        free(s);
+        return NULL;
+    }
+    t[n++] = '\n';
+    t[n] = '\0';
+    *len = n;
+    return t;
+}
+
+static const char oom_reply[] = "{\"ok\":false,\"error\":{\"code\":"
+                                "\"internal\",\"message\":\"out of "
+                                "memory\"}}\n";
+
+/* Replies with the JSON value j (consumed) and a newline. */
+static void reply_json(nng_aio *aio, uint16_t status, json_t *j, bool close)
+{
+    size_t n = 0;
+    char *s = json_text(j, &n);
+    if (s == NULL) {
+        reply(aio, 500, JSON_CTYPE, oom_reply, sizeof(oom_reply) - 1, close);
+        return;
     }
     reply(aio, status, JSON_CTYPE, s, n, close);
     free(s);
 }
 
-/* {"ok": false, "error": {"code", "message"}}. The message may quote
- * client bytes (jansson's error text does): anything outside printable
- * ASCII becomes '?', so that it is always a valid JSON string. */
-static void reply_error(nng_aio *aio, uint16_t status, const char *code,
-                        const char *msg, bool close)
+/* {"ok": false, "error": {"code", "message"}}, or NULL when out of
+ * memory. The message may quote client bytes (jansson's error text does):
+ * anything outside printable ASCII becomes '?', so that it is always a
+ * valid JSON string. */
+static json_t *error_json(const char *code, const char *msg)
 {
     char clean[512];
     size_t i = 0;
@@ -117,10 +132,14 @@ static void reply_error(nng_aio *aio, uint16_t status, const char *code,
         clean[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
     }
     clean[i] = '\0';
-    reply_json(aio, status,
-               json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "code", code,
-                         "message", clean),
-               close);
+    return json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "code", code,
+                     "message", clean);
+}
+
+static void reply_error(nng_aio *aio, uint16_t status, const char *code,
+                        const char *msg, bool close)
+{
+    reply_json(aio, status, error_json(code, msg), close);
 }
 
 int sc_http_status_of(const char *code)
@@ -556,14 +575,17 @@ static json_t *mp_json(mp_reader *r, int depth)
 
 /* ---- POST /v1/<op> ----------------------------------------------------- */
 
-/* Runs body[0..n) as a request of op and replies. */
-static void run_op(sc_http *h, const char *op, nng_aio *aio, const char *body,
-                   size_t n)
+/* Runs body[0..n) as a JSON request of op (auth: the request's
+ * Authorization header, or NULL) through d. Returns the HTTP status and
+ * sets *out to the reply (NULL only when out of memory); *ran is set when
+ * the dispatcher answered, the latency then worth recording. */
+static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
+                     const char *auth, json_t **out, bool *ran)
 {
-    double t0 = sc_metrics_now();
     json_error_t jerr;
     json_t *root = NULL;
     size_t skip = 0;
+    *ran = false;
     while (skip < n && (body[skip] == ' ' || body[skip] == '\t' ||
                         body[skip] == '\r' || body[skip] == '\n')) {
         skip++;
@@ -574,23 +596,20 @@ static void run_op(sc_http *h, const char *op, nng_aio *aio, const char *body,
         char msg[320];
         snprintf(msg, sizeof(msg), "malformed JSON at line %d, column %d: %s",
                  jerr.line, jerr.column, jerr.text);
-        reply_error(aio, 400, "bad_request", msg, false);
-        return;
+        *out = error_json("bad_request", msg);
+        return 400;
     }
     if (root == NULL) {
-        reply_error(aio, 500, "internal", "out of memory", false);
-        return;
+        *out = error_json("internal", "out of memory");
+        return 500;
     }
     if (!json_is_object(root)) {
         json_decref(root);
-        reply_error(aio, 400, "bad_request", "the body must be a JSON object",
-                    false);
-        return;
+        *out = error_json("bad_request", "the body must be a JSON object");
+        return 400;
     }
     /* "Authorization: Bearer KEY" is the request's "key" field (a key in
      * the body wins). Not UTF-8: no key, so the dispatcher refuses it. */
-    const char *auth =
-        nng_http_req_get_header(nng_aio_get_input(aio, 0), "Authorization");
     if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0 &&
         json_object_get(root, "key") == NULL) {
         const char *t = auth + 7;
@@ -608,19 +627,18 @@ static void run_op(sc_http *h, const char *op, nng_aio *aio, const char *body,
     json_decref(root);
     if (trc != 0) {
         msgpack_sbuffer_destroy(&sb);
-        reply_error(aio, (uint16_t)sc_http_status_of(e.code), e.code, e.msg,
-                    false);
-        return;
+        *out = error_json(e.code, e.msg);
+        return sc_http_status_of(e.code);
     }
     uint8_t *rep = NULL;
     size_t rlen = 0;
-    int drc = sc_dispatch_handle(h->dispatch, (const uint8_t *)sb.data, sb.size,
-                                 &rep, &rlen);
+    int drc =
+        sc_dispatch_handle(d, (const uint8_t *)sb.data, sb.size, &rep, &rlen);
     msgpack_sbuffer_destroy(&sb);
     if (drc != 0 || rep == NULL) {
         free(rep);
-        reply_error(aio, 500, "internal", "out of memory", false);
-        return;
+        *out = error_json("internal", "out of memory");
+        return 500;
     }
     mp_reader r;
     mp_reader_init(&r, rep, rlen);
@@ -628,8 +646,8 @@ static void run_op(sc_http *h, const char *op, nng_aio *aio, const char *body,
     free(rep);
     if (j == NULL || !json_is_object(j)) {
         json_decref(j);
-        reply_error(aio, 500, "internal", "cannot translate the reply", false);
-        return;
+        *out = error_json("internal", "cannot translate the reply");
+        return 500;
     }
     int status = 200;
     if (!json_is_true(json_object_get(j, "ok"))) {
@@ -637,7 +655,43 @@ static void run_op(sc_http *h, const char *op, nng_aio *aio, const char *body,
         status =
             sc_http_status_of(json_string_value(json_object_get(err, "code")));
     }
-    sc_metrics_observe(h->metrics, SC_METRICS_HTTP, op, sc_metrics_now() - t0);
+    *ran = true;
+    *out = j;
+    return status;
+}
+
+int sc_http_exec(sc_dispatch *d, const char *op, const char *body, size_t n,
+                 const char *auth, char **out, size_t *out_len)
+{
+    json_t *j = NULL;
+    bool ran;
+    int status = exec_json(d, op, body, n, auth, &j, &ran);
+    *out = json_text(j, out_len);
+    if (*out == NULL) {
+        *out_len = sizeof(oom_reply) - 1;
+        *out = malloc(sizeof(oom_reply));
+        if (*out != NULL) {
+            memcpy(*out, oom_reply, sizeof(oom_reply));
+        }
+        status = 500;
+    }
+    return status;
+}
+
+/* Runs body[0..n) as a request of op and replies. */
+static void run_op(sc_http *h, const char *op, nng_aio *aio, const char *body,
+                   size_t n)
+{
+    double t0 = sc_metrics_now();
+    const char *auth =
+        nng_http_req_get_header(nng_aio_get_input(aio, 0), "Authorization");
+    json_t *j = NULL;
+    bool ran;
+    int status = exec_json(h->dispatch, op, body, n, auth, &j, &ran);
+    if (ran) {
+        sc_metrics_observe(h->metrics, SC_METRICS_HTTP, op,
+                           sc_metrics_now() - t0);
+    }
     reply_json(aio, (uint16_t)status, j, false);
 }
 

@@ -75,6 +75,15 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out);
  * running, then frees h. Afterwards the dispatcher and cache may go. */
 void sc_http_close(sc_http *h);
 
+/* Runs body[0..n) as POST /v1/<op> does, with no connection: the JSON
+ * request (auth: the value of its Authorization header, or NULL) through
+ * d, and the reply back. op must be one of docs/HTTP.md's ops (the URL
+ * routes only those). Returns the HTTP status and sets *out to the reply's
+ * bytes, malloc'd (*out_len of them: JSON and a newline), which the caller
+ * frees; *out is NULL only when out of memory (status 500). */
+int sc_http_exec(sc_dispatch *d, const char *op, const char *body, size_t n,
+                 const char *auth, char **out, size_t *out_len);
+
 /* The latency recorder h writes to (cfg->metrics, or its own); valid
  * until sc_http_close. */
 sc_metrics *sc_http_metrics(sc_http *h);

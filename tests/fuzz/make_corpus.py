@@ -3,7 +3,9 @@
 tests/fuzz/corpus/: a valid request of every operation of docs/PROTOCOL.md
 (the session of its section 6 included) and a few batches for fuzz_dispatch
 and fuzz_mp, a tiny embedder table (built by semcache-embed-build from a
-tiny JSON), data/prices.json and valid configuration files.
+tiny JSON), data/prices.json, valid configuration files, and for fuzz_http
+the same requests as JSON bodies (first byte: the op's index in its list,
+second: the Authorization header's) with a few malformed ones.
 
 usage: tests/fuzz/make_corpus.py [--embed-build build/semcache-embed-build]
 """
@@ -33,7 +35,7 @@ def deep(n):
     return x
 
 
-def requests():
+def requests(as_dicts=False):
     v4 = vec(1.0, 0.5, 0.0, 0.0)
     r = {
         # The session of docs/PROTOCOL.md section 6.
@@ -92,6 +94,8 @@ def requests():
                        "response": 3},
         "deep": {"v": 1, "op": "ping", "x": deep(18)},
     }
+    if as_dicts:
+        return r
     out = {k: msgpack.packb(v, use_bin_type=True) for k, v in r.items()}
     # Hand-made bytes: a truncated map, a map claiming 2^32 entries.
     out["truncated"] = out["insert_vec"][:-3]
@@ -102,6 +106,61 @@ def requests():
                                      out["lookup_vec"], out["session_lookup"]])
     out["batch_mixed"] = sep.join([out["insert_vec"], out["lookup_vec"],
                                    out["delete"], out["stats"]])
+    return out
+
+
+# fuzz_http.c's list: POST /v1/<op>'s ops, then one no route has.
+HTTP_OPS = ["ping", "insert", "lookup", "lookup_batch", "insert_batch",
+            "delete", "feedback", "ns_create", "ns_configure", "ns_drop",
+            "ns_list", "stats", "flush", "no_such_op"]
+
+
+def to_json(x, key=None):
+    """A msgpack request's value as the HTTP front's JSON takes it: "vec"
+    bins as arrays of numbers, other bins as strings."""
+    if isinstance(x, dict):
+        return {k: to_json(v, k) for k, v in x.items()}
+    if isinstance(x, list):
+        return [to_json(v) for v in x]
+    if isinstance(x, bytes):
+        if key == "vec":
+            return list(struct.unpack("<%df" % (len(x) // 4), x))
+        return x.decode("utf-8")
+    return x
+
+
+def http_requests():
+    out = {}
+    for name, r in requests(as_dicts=True).items():
+        op = r["op"] if r["op"] in HTTP_OPS else "no_such_op"
+        body = {k: v for k, v in to_json(r).items() if k not in ("v", "op")}
+        if r["v"] != 1:
+            body["v"] = r["v"]
+        text = json.dumps(body, allow_nan=True).replace("NaN", "1e39")
+        out[name] = bytes([HTTP_OPS.index(op), 0]) + text.encode()
+    insert = HTTP_OPS.index("insert")
+    extra = {
+        "empty": (HTTP_OPS.index("ns_list"), 0, b""),
+        "bearer": (HTTP_OPS.index("ping"), 1, b"{}"),
+        "bearer_blank": (HTTP_OPS.index("stats"), 2, b'{"ns": "v"}'),
+        "basic": (HTTP_OPS.index("ping"), 3, b'{"key": "k2"}'),
+        "malformed": (insert, 0, b'{"ns": "v", "vec": [1, 0,'),
+        "not_object": (insert, 0, b'[1, 2, 3]'),
+        "nul_inside": (insert, 0, b'{"ns": "t", "text": "a\\u0000b", '
+                                   b'"response": "x"}'),
+        "base64": (insert, 0, b'{"ns": "v", "vec": [0, 1, 1, 0], '
+                              b'"response_base64": "aGVsbG8="}'),
+        "base64_bad": (insert, 0, b'{"ns": "v", "vec": [0, 1, 1, 0], '
+                                  b'"response_base64": "aGVsbG8"}'),
+        "both_responses": (insert, 0, b'{"ns": "v", "vec": [1, 1, 0, 0], '
+                                      b'"response": "a", '
+                                      b'"response_base64": "YQ=="}'),
+        "op_mismatch": (insert, 0, b'{"op": "lookup", "ns": "v"}'),
+        "vec_not_numbers": (HTTP_OPS.index("lookup"), 0,
+                            b'{"ns": "v", "vec": [1, "a", null, true]}'),
+    }
+    for name, (op, auth, body) in extra.items():
+        out[name] = bytes([op, auth]) + body
     return out
 
 
@@ -132,12 +191,14 @@ def main():
     a = ap.parse_args()
     corpus = os.path.join(HERE, "corpus")
     for t in ("fuzz_dispatch", "fuzz_mp", "fuzz_embed_table", "fuzz_prices",
-              "fuzz_config"):
+              "fuzz_config", "fuzz_http"):
         shutil.rmtree(os.path.join(corpus, t), ignore_errors=True)
     for name, data in requests().items():
         write(os.path.join(corpus, "fuzz_dispatch"), name + ".mp", data)
         # fuzz_mp: the first byte picks the read kinds.
         write(os.path.join(corpus, "fuzz_mp"), name + ".mp", b"\x0b" + data)
+    for name, data in http_requests().items():
+        write(os.path.join(corpus, "fuzz_http"), name + ".req", data)
     with tempfile.TemporaryDirectory() as tmp:
         js = os.path.join(tmp, "tiny.json")
         tab = os.path.join(tmp, "tiny.sctab")
