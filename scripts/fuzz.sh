@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 jobs=$(nproc 2>/dev/null || echo 2)
-targets="fuzz_dispatch fuzz_mp fuzz_embed_table fuzz_prices fuzz_config fuzz_persist fuzz_http"
+targets="fuzz_dispatch fuzz_mp fuzz_embed_table fuzz_prices fuzz_config fuzz_persist fuzz_http fuzz_proxy"
 
 echo "== fuzz build (clang, libFuzzer + ASan + UBSan) =="
 mkdir -p build-fuzz

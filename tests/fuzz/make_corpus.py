@@ -5,7 +5,8 @@ tests/fuzz/corpus/: a valid request of every operation of docs/PROTOCOL.md
 and fuzz_mp, a tiny embedder table (built by semcache-embed-build from a
 tiny JSON), data/prices.json, valid configuration files, and for fuzz_http
 the same requests as JSON bodies (first byte: the op's index in its list,
-second: the Authorization header's) with a few malformed ones.
+second: the Authorization header's) with a few malformed ones, and chat
+completion requests for fuzz_proxy.
 
 usage: tests/fuzz/make_corpus.py [--embed-build build/semcache-embed-build]
 """
@@ -164,6 +165,37 @@ def http_requests():
     return out
 
 
+def chat_requests():
+    user = {"role": "user", "content": "How do I return a product?"}
+    sys_ = {"role": "system", "content": "You are a shop's assistant."}
+    return {
+        "single": {"model": "gpt-4o-mini", "messages": [user]},
+        "params": {"model": "gpt-4o", "messages": [sys_, user],
+                   "temperature": 0, "top_p": 1.0, "max_tokens": 50,
+                   "seed": 7, "stop": ["\n"], "stream": True,
+                   "stream_options": {"include_usage": True},
+                   "response_format": {"type": "json_object"},
+                   "tools": [{"type": "function", "function": {
+                       "name": "f", "parameters": {"type": "object"}}}]},
+        "multi_turn": {"model": "m", "messages": [
+            user, {"role": "assistant", "content": "Use the form."},
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "And"},
+                                         {"type": "text", "text": "then?"}]}]},
+        "image": {"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:,"}}]}]},
+        "last_assistant": {"model": "m", "messages": [
+            user, {"role": "assistant", "content": "x"}]},
+        "n2": {"model": "m", "n": 2, "messages": [user]},
+        "empty_text": {"model": "m", "messages": [
+            {"role": "user", "content": ""}]},
+        "no_model": {"messages": [user]},
+        "bad_role": {"model": "m", "messages": [{"role": 1}]},
+        "bad_stream": {"model": "m", "stream": "yes", "messages": [user]},
+        "long_model": {"model": "m" * 300, "messages": [user]},
+    }
+
+
 def tiny_table_json(path):
     words = ["the", "how", "do", "i", "return", "a", "product", "cancel",
              "my", "order", "track", "call", "phone", "please", "10th", "café"]
@@ -191,7 +223,7 @@ def main():
     a = ap.parse_args()
     corpus = os.path.join(HERE, "corpus")
     for t in ("fuzz_dispatch", "fuzz_mp", "fuzz_embed_table", "fuzz_prices",
-              "fuzz_config", "fuzz_http"):
+              "fuzz_config", "fuzz_http", "fuzz_proxy"):
         shutil.rmtree(os.path.join(corpus, t), ignore_errors=True)
     for name, data in requests().items():
         write(os.path.join(corpus, "fuzz_dispatch"), name + ".mp", data)
@@ -199,6 +231,12 @@ def main():
         write(os.path.join(corpus, "fuzz_mp"), name + ".mp", b"\x0b" + data)
     for name, data in http_requests().items():
         write(os.path.join(corpus, "fuzz_http"), name + ".req", data)
+    for name, body in chat_requests().items():
+        write(os.path.join(corpus, "fuzz_proxy"), name + ".json",
+              json.dumps(body).encode())
+    write(os.path.join(corpus, "fuzz_proxy"), "nul_role.json",
+          b'{"model": "m", "messages": [{"role": "user\\u0000x", '
+          b'"content": "a\\u0000b"}]}')
     with tempfile.TemporaryDirectory() as tmp:
         js = os.path.join(tmp, "tiny.json")
         tab = os.path.join(tmp, "tiny.sctab")

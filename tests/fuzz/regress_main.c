@@ -16,6 +16,7 @@ int fuzz_prices_one(const uint8_t *data, size_t size);
 int fuzz_config_one(const uint8_t *data, size_t size);
 int fuzz_persist_one(const uint8_t *data, size_t size);
 int fuzz_http_one(const uint8_t *data, size_t size);
+int fuzz_proxy_one(const uint8_t *data, size_t size);
 
 static const struct {
     const char *name;
@@ -26,7 +27,8 @@ static const struct {
                {"fuzz_prices", fuzz_prices_one},
                {"fuzz_config", fuzz_config_one},
                {"fuzz_persist", fuzz_persist_one},
-               {"fuzz_http", fuzz_http_one}};
+               {"fuzz_http", fuzz_http_one},
+               {"fuzz_proxy", fuzz_proxy_one}};
 
 static int replay_file(int (*fn)(const uint8_t *, size_t), const char *path)
 {
