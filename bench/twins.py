@@ -6,11 +6,14 @@ precision floor, measured on the data alone.
 
 Twins: two cache lines under different labels whose lower-cased word sets
 differ by at most K words (--words, default 2; 0 = the same words, only
-case, punctuation or backticks differ). A query of a twin's label may be
-a paraphrase that scores about the same against both lines, so an
-embedder can be right on it only about half the time. The script prints
-how many queries belong to such labels and two bounds for an embedder
-that is right on every other query and flips a coin on these:
+case, punctuation or backticks differ). A twinned label is one each of
+whose cache lines has such a twin (with one line per label, as in
+gptcache_mock, any label with a twin; a label with other, distinct lines
+can still be told apart by them). A query of a twinned label may be a
+paraphrase that scores about the same against its line and the twin, so
+an embedder can be right on it only about half the time. The script
+prints how many queries belong to such labels and two bounds for an
+embedder that is right on every other query and flips a coin on these:
   - serving none of them: the hit rate of the others alone, at 100%
     precision;
   - the most hits at precision >= 97% / 95%: serving x of them costs
@@ -32,7 +35,6 @@ rule loses its hits.
 """
 import argparse
 import collections
-import itertools
 import json
 import re
 
@@ -45,15 +47,35 @@ def load(path):
 
 
 def twin_labels(cache, k):
-    """Labels that have a twin line, and the number of twin pairs."""
+    """Labels each of whose lines has a twin, and the number of twin pairs.
+    At most k of a line's words are missing from a twin, so a twin holds
+    one of any k + 1 of them: a line of more than k words is compared only
+    with the later lines holding one of its k + 1 rarest, one of k words or
+    fewer (it may share none) with every later line."""
     rows = [(frozenset(WORD.findall(c["text"].lower())), c["label"])
             for c in cache]
-    labels, pairs = set(), 0
-    for (a, la), (b, lb) in itertools.combinations(rows, 2):
-        if la != lb and len(a ^ b) <= k:
-            labels.update((la, lb))
-            pairs += 1
-    return labels, pairs
+    freq = collections.Counter(w for ws, _ in rows for w in ws)
+    post = collections.defaultdict(list)
+    for i, (ws, _) in enumerate(rows):
+        for w in ws:
+            post[w].append(i)
+    twinned = [False] * len(rows)
+    pairs = 0
+    for i, (a, la) in enumerate(rows):
+        if len(a) <= k:
+            cand = range(i + 1, len(rows))
+        else:
+            rare = sorted(a, key=lambda w: (freq[w], w))[:k + 1]
+            cand = sorted({j for w in rare for j in post[w] if j > i})
+        for j in cand:
+            b, lb = rows[j]
+            if la != lb and len(a ^ b) <= k:
+                twinned[i] = twinned[j] = True
+                pairs += 1
+    labels = {}
+    for t, (_, la) in zip(twinned, rows):
+        labels[la] = labels.get(la, True) and t
+    return {la for la, t in labels.items() if t}, pairs
 
 
 def bound(n, others, twins, floor):

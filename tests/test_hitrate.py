@@ -181,14 +181,16 @@ def check_bad_input(bench, server, table, tmp):
 
 
 def check_twins(tmp):
-    """bench/twins.py on 10 labels: "a" and "b" are twins (their lines'
+    """bench/twins.py on 12 labels: "a" and "b" are twins (their lines'
     word sets differ only by case and punctuation), "d" is 2 words from
-    "c" and 1 from "e", "c" 3 from "e"; 20 queries, 4 of a and b, 2 of c
-    and d, none of e."""
+    "c" and 1 from "e", "c" 3 from "e", but c has a second line with no
+    twin, so c is not twinned; "y" and "z" (no word and one) are twins; 20
+    queries, 4 of a and b, 2 of c and d, none of e, y and z."""
     lines = [("Flask is a web framework.", "a"), ("flask IS a `web` framework", "b"),
              ("Numpy adds arrays to Python", "c"), ("Numpy adds matrices to Python", "d"),
              ("Numpy adds sparse matrices to Python", "e")]
     lines += [(f"alpha{i} beta{i} gamma{i}", f"x{i}") for i in range(5)]
+    lines += [("Numpy is fast", "c"), ("?? !!", "y"), ("ok", "z")]
     cache = os.path.join(tmp, "tw.cache.jsonl")
     queries = os.path.join(tmp, "tw.queries.jsonl")
     write_jsonl(cache, [{"text": t, "label": lab} for t, lab in lines])
@@ -220,11 +222,11 @@ def check_twins(tmp):
           in r.stdout and "100.0% (11 right, 0 wrong)" in r.stdout,
           f"twins.py: a stream with no repeated text ({r.stdout!r})")
     r = twins("--dump", dump)
-    check(r.returncode == 0 and "twin pairs (<= 2 words apart): 3, labels 5"
+    check(r.returncode == 0 and "twin pairs (<= 2 words apart): 4, labels 6"
           in r.stdout
-          and "queries of those labels: 6 of 20" in r.stdout
-          and "twins' served right 1, served wrong 1, refused 4" in r.stdout
-          and "others served right 1, served wrong 0, refused 13" in r.stdout,
+          and "queries of those labels: 5 of 20" in r.stdout
+          and "twins' served right 1, served wrong 1, refused 3" in r.stdout
+          and "others served right 1, served wrong 0, refused 14" in r.stdout,
           f"twins.py: two words apart, and a dump split ({r.stdout!r})")
     # Stream: "hi " repeats "Hi" (label a: right), "HI" too under b
     # (wrong), "x" repeats "x" out of scope (wrong), "y" repeats label a.
