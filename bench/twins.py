@@ -78,7 +78,7 @@ def twin_labels(cache, k):
     return {la for la, t in labels.items() if t}, pairs
 
 
-def bound(n, others, twins, floor):
+def bound(others, twins, floor):
     """Most hits at precision >= floor, right on the others, coin flips on
     the twins' queries."""
     best = 0
@@ -148,7 +148,7 @@ def main():
     print(f"queries of those labels: {nt} of {n}")
     print(f"right on the others, none of these served: {100 * no / n:.1f}% hits")
     for floor in (0.97, 0.95):
-        b = bound(n, no, nt, floor)
+        b = bound(no, nt, floor)
         print(f"with coin flips on these, best at precision >= "
               f"{100 * floor:.0f}%: {100 * b / n:.1f}% hits")
     rep, dups, right, wrong = stream_bound(queries)

@@ -48,10 +48,11 @@ typedef struct route {
 } route;
 
 /* The ops POST /v1/<op> serves: every op of docs/PROTOCOL.md. */
-static const char *const post_ops[] = {
+const char *const sc_http_ops[] = {
     "ping",    "insert",   "lookup",    "lookup_batch", "insert_batch",
     "delete",  "feedback", "ns_create", "ns_configure", "ns_drop",
     "ns_list", "stats",    "flush"};
+const size_t sc_http_nops = sizeof(sc_http_ops) / sizeof(sc_http_ops[0]);
 
 #define JSON_CTYPE "application/json"
 #define PROM_CTYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -1316,10 +1317,10 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
         (rc = add_route(h, "/report", R_REPORT, NULL)) != SC_OK) {
         goto fail_routes;
     }
-    for (size_t i = 0; i < sizeof(post_ops) / sizeof(post_ops[0]); i++) {
+    for (size_t i = 0; i < sc_http_nops; i++) {
         char path[64];
-        snprintf(path, sizeof(path), "/v1/%s", post_ops[i]);
-        if ((rc = add_route(h, path, R_OP, post_ops[i])) != SC_OK) {
+        snprintf(path, sizeof(path), "/v1/%s", sc_http_ops[i]);
+        if ((rc = add_route(h, path, R_OP, sc_http_ops[i])) != SC_OK) {
             goto fail_routes;
         }
     }

@@ -75,12 +75,17 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out);
  * running, then frees h. Afterwards the dispatcher and cache may go. */
 void sc_http_close(sc_http *h);
 
+/* The ops POST /v1/<op> serves (sc_http_nops of them), in a fixed order. */
+extern const char *const sc_http_ops[];
+extern const size_t sc_http_nops;
+
 /* Runs body[0..n) as POST /v1/<op> does, with no connection: the JSON
  * request (auth: the value of its Authorization header, or NULL) through
- * d, and the reply back. op must be one of docs/HTTP.md's ops (the URL
- * routes only those). Returns the HTTP status and sets *out to the reply's
- * bytes, malloc'd (*out_len of them: JSON and a newline), which the caller
- * frees; *out is NULL only when out of memory (status 500). */
+ * d, and the reply back. op is one of sc_http_ops (the URL routes only
+ * those; another gets the dispatcher's unknown_op). Returns the HTTP
+ * status and sets *out to the reply's bytes, malloc'd (*out_len of them:
+ * JSON and a newline), which the caller frees; *out is NULL only when out
+ * of memory (status 500). */
 int sc_http_exec(sc_dispatch *d, const char *op, const char *body, size_t n,
                  const char *auth, char **out, size_t *out_len);
 

@@ -15,12 +15,6 @@
 
 #include "proto/http.h"
 
-/* POST /v1/<op>'s ops (proto/http.c routes these only), and one more. */
-static const char *const ops[] = {
-    "ping",    "insert",   "lookup",    "lookup_batch", "insert_batch",
-    "delete",  "feedback", "ns_create", "ns_configure", "ns_drop",
-    "ns_list", "stats",    "flush",     "no_such_op"};
-
 static const char *const auths[] = {NULL, "Bearer k1", "bearer   ",
                                     "Basic a2V5"};
 
@@ -71,7 +65,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2) {
         return 0;
     }
-    const char *op = ops[data[0] % (sizeof(ops) / sizeof(ops[0]))];
+    /* POST /v1/<op>'s ops, and past them one no route has. */
+    size_t k = data[0] % (sc_http_nops + 1);
+    const char *op = k < sc_http_nops ? sc_http_ops[k] : "no_such_op";
     const char *auth = auths[data[1] % (sizeof(auths) / sizeof(auths[0]))];
     char *out = NULL;
     size_t len = 0;

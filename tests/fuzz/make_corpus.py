@@ -110,7 +110,8 @@ def requests(as_dicts=False):
     return out
 
 
-# fuzz_http.c's list: POST /v1/<op>'s ops, then one no route has.
+# sc_http_ops (proto/http.c) in its order, then the one fuzz_http.c takes
+# for an index past them, which no route has.
 HTTP_OPS = ["ping", "insert", "lookup", "lookup_batch", "insert_batch",
             "delete", "feedback", "ns_create", "ns_configure", "ns_drop",
             "ns_list", "stats", "flush", "no_such_op"]
