@@ -31,7 +31,11 @@ With --dump FILE (the output of `build/embed_eval --test --set NAME
 --dump 100000 ...`, which prints every served query with its best
 candidate), it also splits the queries into twins' and others' and each
 into served right, served wrong and refused, to show where a measured
-rule loses its hits.
+rule loses its hits, and gives the median word overlap (Jaccard of word
+sets) of the others' served and refused queries with their own label's
+closest line. A second --dump FILE (the same run under another rule, say
+with no margin) splits the queries the first refused by what the second
+did with them.
 """
 import argparse
 import collections
@@ -132,12 +136,24 @@ def served(dump_path):
     return out
 
 
+def jaccard(a, b):
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def median(xs):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("cache")
     ap.add_argument("queries")
     ap.add_argument("--words", type=int, default=2)
-    ap.add_argument("--dump")
+    ap.add_argument("--dump", action="append", default=[])
     a = ap.parse_args()
     cache, queries = load(a.cache), load(a.queries)
     labels, pairs = twin_labels(cache, a.words)
@@ -156,20 +172,39 @@ def main():
           f"text, {wrong} of them under another label or none; best "
           f"precision {100 * right / max(1, right + wrong):.1f}% "
           f"({right} right, {wrong} wrong)")
-    if a.dump:
-        flags = served(a.dump)
-        count = collections.Counter()
-        for q in queries:
-            group = "twins'" if q["label"] in labels else "others"
-            got = flags.get(q["text"])
-            state = ("refused" if not got else
-                     "served right" if got.pop(0) else "served wrong")
-            count[(group, state)] += 1
+    if not a.dump:
+        return
+    flags = [served(d) for d in a.dump[:2]]
+    lines = collections.defaultdict(list)
+    for c in cache:
+        lines[c["label"]].append(frozenset(WORD.findall(c["text"].lower())))
+    count, later = collections.Counter(), collections.Counter()
+    overlap = {"served": [], "refused": []}
+    for q in queries:
+        group = "twins'" if q["label"] in labels else "others"
+        state = []
+        for f in flags:
+            got = f.get(q["text"])
+            state.append("refused" if not got else
+                         "served right" if got.pop(0) else "served wrong")
+        count[(group, state[0])] += 1
+        if len(state) > 1 and state[0] == "refused":
+            later[(group, state[1])] += 1
+        if group == "others" and lines.get(q["label"]):
+            w = frozenset(WORD.findall(q["text"].lower()))
+            best = max(jaccard(w, ln) for ln in lines[q["label"]])
+            overlap["refused" if state[0] == "refused" else "served"].append(
+                best)
+    states = ("served right", "served wrong", "refused")
+    for group in ("twins'", "others"):
+        print(group, ", ".join(f"{s} {count[(group, s)]}" for s in states))
+    print(f"others' median word overlap with their own line: served "
+          f"{median(overlap['served']):.2f}, refused "
+          f"{median(overlap['refused']):.2f}")
+    if len(flags) > 1:
         for group in ("twins'", "others"):
-            print(group, ", ".join(f"{s} {count[(group, s)]}" for s in
-                                   ("served right", "served wrong",
-                                    "refused")))
-
+            print(f"{group} refused by the first dump, in the second: " +
+                  ", ".join(f"{s} {later[(group, s)]}" for s in states))
 
 if __name__ == "__main__":
     main()

@@ -195,12 +195,22 @@ def check_twins(tmp):
     queries = os.path.join(tmp, "tw.queries.jsonl")
     write_jsonl(cache, [{"text": t, "label": lab} for t, lab in lines])
     qs = ["a", "a", "b", "b", "c", "d"] + [f"x{i % 5}" for i in range(14)]
-    write_jsonl(queries, [{"text": f"query {i}", "label": lab}
-                          for i, lab in enumerate(qs)])
-    dump = os.path.join(tmp, "tw.dump")
-    with open(dump, "w") as f:  # embed_eval --dump's lines: 3 served
-        for i, ok in ((0, "ok "), (2, "BAD"), (6, "ok ")):
-            f.write(f"  [{ok}] cos 0.9 adj 0.9  Q: query {i}\n      C: x\n")
+    # An x query shares 2 of 4 words with its line, query 6 3 of 4.
+    texts = [f"query {i}" if lab[0] != "x" else
+             f"alpha{lab[1]} beta{lab[1]} q{i}" +
+             (f" gamma{lab[1]}" if i == 6 else "") for i, lab in enumerate(qs)]
+    write_jsonl(queries, [{"text": t, "label": lab}
+                          for t, lab in zip(texts, qs)])
+    dumps = [os.path.join(tmp, "tw.dump"), os.path.join(tmp, "tw2.dump")]
+    # embed_eval --dump's lines: 3 served, then 4 under another rule.
+    for path, rows in zip(dumps, (((0, "ok "), (2, "BAD"), (6, "ok ")),
+                                  ((1, "ok "), (3, "BAD"), (4, "ok "),
+                                   (7, "BAD")))):
+        with open(path, "w") as f:
+            for i, ok in rows:
+                f.write(f"  [{ok}] cos 0.9 adj 0.9  Q: {texts[i]}\n"
+                        f"      C: x\n")
+    dump = dumps[0]
     tw = os.path.join(HERE, "..", "bench", "twins.py")
 
     def twins(*args):
@@ -228,6 +238,17 @@ def check_twins(tmp):
           and "twins' served right 1, served wrong 1, refused 3" in r.stdout
           and "others served right 1, served wrong 0, refused 14" in r.stdout,
           f"twins.py: two words apart, and a dump split ({r.stdout!r})")
+    check("others' median word overlap with their own line: served 0.75, "
+          "refused 0.50" in r.stdout,
+          f"twins.py: the others' word overlap ({r.stdout!r})")
+    # Refused by the first: twins' 1 (a), 3 (b), 5 (d); others' 4 (c)
+    # and the x queries but 6, 7 among them.
+    r = twins("--dump", dumps[0], "--dump", dumps[1])
+    check(r.returncode == 0 and "twins' refused by the first dump, in the "
+          "second: served right 1, served wrong 1, refused 1" in r.stdout
+          and "others refused by the first dump, in the second: served "
+          "right 1, served wrong 1, refused 12" in r.stdout,
+          f"twins.py: a second dump ({r.stdout!r})")
     # Stream: "hi " repeats "Hi" (label a: right), "HI" too under b
     # (wrong), "x" repeats "x" out of scope (wrong), "y" repeats label a.
     write_jsonl(queries, [{"text": t, "label": lab} for t, lab in
