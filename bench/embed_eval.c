@@ -545,6 +545,13 @@ static void eval_intent(const char *dir, const char *name, int test,
             if (bi >= 0 && best >= stream_thr[t]) {
                 hits++;
                 good += label_eq(qs.label[q], qs.label[bi]);
+                if (dump > 0) {
+                    /* For bench/twins.py --stream-dump: line numbers
+                     * (from 0) of the query and of the earlier query that
+                     * served it, in the queries file (--test). */
+                    printf("  stream @%.3f hit: query %zu <- query %ld\n",
+                           stream_thr[t], q, bi);
+                }
             } else if (qok[q]) {
                 ins[nins++] = q;
                 if (sdf != NULL) {
@@ -733,7 +740,9 @@ static void usage(void)
             "  rule (cache/vote.h): --k N (candidates, 8) --tau T (0 = no "
             "vote) --rho R --margin M --window W\n"
             "  --per-label N: --dev with only N stored lines per label\n"
-            "  --stream-n N: stream only the first N queries of the order\n");
+            "  --stream-n N: stream only the first N queries of the order\n"
+            "  --dump N: print about N served queries with their candidate,\n"
+            "            and every stream hit (bench/twins.py reads both)\n");
     exit(2);
 }
 

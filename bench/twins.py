@@ -1,5 +1,6 @@
 #!/usr/bin/python3
 """twins.py CACHE.jsonl QUERIES.jsonl [--words K] [--dump FILE]
+          [--stream-dump FILE]
 
 How much of an intent set's hit rate is out of any embedder's reach at a
 precision floor, measured on the data alone.
@@ -36,6 +37,14 @@ sets) of the others' served and refused queries with their own label's
 closest line. A second --dump FILE (the same run under another rule, say
 with no margin) splits the queries the first refused by what the second
 did with them.
+
+With --stream-dump FILE (the output of `build/embed_eval --test --set
+NAME --stream T --dump 1`, which prints every stream hit as the line
+numbers of the query and of the earlier query that served it), it splits
+the hits at the first threshold into right, between twin labels (two
+labels with a twin pair of lines), between other labels and out of scope,
+and compares the word overlap of the two labels' closest lines in the
+wrong hits with a line's closest line of another label across the cache.
 """
 import argparse
 import collections
@@ -65,6 +74,7 @@ def twin_labels(cache, k):
             post[w].append(i)
     twinned = [False] * len(rows)
     pairs = 0
+    label_pairs = set()
     for i, (a, la) in enumerate(rows):
         if len(a) <= k:
             cand = range(i + 1, len(rows))
@@ -76,10 +86,11 @@ def twin_labels(cache, k):
             if la != lb and len(a ^ b) <= k:
                 twinned[i] = twinned[j] = True
                 pairs += 1
+                label_pairs.add(frozenset((la, lb)))
     labels = {}
     for t, (_, la) in zip(twinned, rows):
         labels[la] = labels.get(la, True) and t
-    return {la for la, t in labels.items() if t}, pairs
+    return {la for la, t in labels.items() if t}, pairs, label_pairs
 
 
 def bound(others, twins, floor):
@@ -148,15 +159,62 @@ def median(xs):
     return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
 
 
+def stream_split(cache, queries, label_pairs, path):
+    """Splits the stream hits of an embed_eval --dump run (its first
+    threshold's) into right, out of scope, between twin labels and the
+    rest, and compares how alike the two labels' lines are in the wrong
+    hits with how alike a line and its closest line of another label are
+    in the whole cache (at most 1,000 lines of it, evenly spaced)."""
+    hit = re.compile(r"  stream @(\S+) hit: query (\d+) <- query (\d+)$")
+    hits, thr = [], None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = hit.match(line.rstrip("\n"))
+            if m and thr in (None, m.group(1)):
+                thr = m.group(1)
+                hits.append((int(m.group(2)), int(m.group(3))))
+    lines = collections.defaultdict(list)
+    for c in cache:
+        lines[c["label"]].append(frozenset(WORD.findall(c["text"].lower())))
+    count = collections.Counter()
+    alike = []
+    for q, h in hits:
+        la, lb = queries[q]["label"], queries[h]["label"]
+        if la is not None and la == lb:
+            count["right"] += 1
+        elif la is None or lb is None:
+            count["out of scope"] += 1
+        elif frozenset((la, lb)) in label_pairs:
+            count["twin labels"] += 1
+        else:
+            count["other labels"] += 1
+        if la is not None and lb is not None and la != lb and \
+                lines.get(la) and lines.get(lb):
+            alike.append(max(jaccard(x, y) for x in lines[la]
+                             for y in lines[lb]))
+    print(f"stream hits at {thr}: {len(hits)}: " + ", ".join(
+        f"{s} {count[s]}" for s in ("right", "twin labels", "other labels",
+                                    "out of scope")))
+    rows = [(frozenset(WORD.findall(c["text"].lower())), c["label"])
+            for c in cache]
+    step = max(1, len(rows) // 1000)
+    near = [max((jaccard(w, x) for x, lb in rows if lb != la), default=0.0)
+            for w, la in rows[::step]]
+    print(f"word overlap of the two labels' closest lines in wrong hits: "
+          f"median {median(alike):.2f}; a line and its closest line of "
+          f"another label: median {median(near):.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("cache")
     ap.add_argument("queries")
     ap.add_argument("--words", type=int, default=2)
     ap.add_argument("--dump", action="append", default=[])
+    ap.add_argument("--stream-dump")
     a = ap.parse_args()
     cache, queries = load(a.cache), load(a.queries)
-    labels, pairs = twin_labels(cache, a.words)
+    labels, pairs, label_pairs = twin_labels(cache, a.words)
     n = len(queries)
     nt = sum(q["label"] in labels for q in queries)
     no = n - nt
@@ -172,6 +230,8 @@ def main():
           f"text, {wrong} of them under another label or none; best "
           f"precision {100 * right / max(1, right + wrong):.1f}% "
           f"({right} right, {wrong} wrong)")
+    if a.stream_dump:
+        stream_split(cache, queries, label_pairs, a.stream_dump)
     if not a.dump:
         return
     flags = [served(d) for d in a.dump[:2]]

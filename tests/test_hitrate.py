@@ -249,6 +249,29 @@ def check_twins(tmp):
           and "others refused by the first dump, in the second: served "
           "right 1, served wrong 1, refused 12" in r.stdout,
           f"twins.py: a second dump ({r.stdout!r})")
+    # Stream hits (embed_eval --dump's lines, line numbers of the queries
+    # file): 1 <- 0 right (a), 2 <- 0 twin labels (b, a), 5 <- 4 twin
+    # labels (d, c: their lines are twins though c is not twinned), 7 <- 6
+    # other labels (x2, x1), 20 <- 8 out of scope; the line at another
+    # threshold is not counted. Closest lines of the wrong hits' labels:
+    # a / b 1.0, c / d 4 of 6 words, x1 / x2 none: median 0.67; a line's
+    # closest of another label: 1, 1, 0.67, 0.83, 0.83, 0.14 and 7 zeros.
+    sq = os.path.join(tmp, "tw3.queries.jsonl")
+    write_jsonl(sq, [{"text": t, "label": lab}
+                     for t, lab in zip(texts, qs)] +
+                [{"text": "query 20", "label": None}])
+    sdump = os.path.join(tmp, "tw.sdump")
+    with open(sdump, "w") as f:
+        for q, h in ((1, 0), (2, 0), (5, 4), (7, 6), (20, 8)):
+            f.write(f"  stream @0.880 hit: query {q} <- query {h}\n")
+        f.write("  stream @0.900 hit: query 3 <- query 2\n")
+    r = subprocess.run([sys.executable, tw, cache, sq, "--stream-dump",
+                        sdump], capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and "stream hits at 0.880: 5: right 1, twin "
+          "labels 2, other labels 1, out of scope 1" in r.stdout
+          and "in wrong hits: median 0.67; a line and its closest line of "
+          "another label: median 0.00" in r.stdout,
+          f"twins.py: a stream dump's split ({r.stdout!r})")
     # Stream: "hi " repeats "Hi" (label a: right), "HI" too under b
     # (wrong), "x" repeats "x" out of scope (wrong), "y" repeats label a.
     write_jsonl(queries, [{"text": t, "label": lab} for t, lab in
