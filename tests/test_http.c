@@ -56,6 +56,28 @@ static int connect_to(int p)
     return fd;
 }
 
+/* connect_to from a source address of the loopback network (127.x.y.z),
+ * so that the server sees another client. */
+static int connect_from(const char *src, int p)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in b = {.sin_family = AF_INET};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(p)};
+    struct timeval tv = {.tv_sec = 10};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, src, &b.sin_addr) != 1 ||
+        bind(fd, (struct sockaddr *)&b, sizeof(b)) != 0) {
+        close(fd);
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static void send_all(int fd, const void *p, size_t n)
 {
     const char *c = p;
@@ -1161,6 +1183,68 @@ static void test_conn_cap(sc_cache *cache, sc_dispatch *d)
     sc_http_close(h);
 }
 
+/* One client opening connections faster than another, at the cap: the
+ * connections it closes to make room are its own, not the other's, even
+ * when the other's has waited longest. */
+static void test_conn_cap_fair(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h =
+        front_open((sc_http_config){.read_timeout_ms = 20000, .max_conns = 4},
+                   cache, d, &p);
+    if (h == NULL) {
+        return;
+    }
+    int kept = connect_from("127.0.0.2", p);
+    CHECK(kept >= 0 && healthz_on(kept));
+    usleep(200000); /* kept now waits longest for its next head */
+    /* 127.0.0.1 opens 10 silent connections, each waiting for a head. */
+    int flood[10];
+    for (int i = 0; i < 10; i++) {
+        flood[i] = connect_to(p);
+        CHECK(flood[i] >= 0);
+        usleep(20000);
+    }
+    usleep(200000);
+    int kept_served = kept >= 0 && healthz_on(kept);
+    /* The flood's first connection made room for its fourth. */
+    double first = flood[0] >= 0 ? closed_after(flood[0], now_s()) : -1;
+    int last_served = flood[9] >= 0 && healthz_on(flood[9]);
+    /* A third client is let in, and again it is the flood that pays. */
+    int third = connect_from("127.0.0.3", p);
+    int third_served = third >= 0 && healthz_on(third);
+    usleep(100000);
+    int kept_again = kept >= 0 && healthz_on(kept);
+    fprintf(stderr,
+            "http: cap 4, one connection of 127.0.0.2 waiting longest, then "
+            "10 of 127.0.0.1: 127.0.0.2's %s, 127.0.0.1's first %s, its "
+            "last %s; a connection of 127.0.0.3 %s, 127.0.0.2's then %s\n",
+            kept_served ? "served" : "closed", first >= 0 ? "closed" : "open",
+            last_served ? "served" : "not served",
+            third_served ? "served" : "not served",
+            kept_again ? "served" : "closed");
+    for (int i = 0; i < 10; i++) {
+        if (flood[i] >= 0) {
+            close(flood[i]);
+        }
+    }
+    if (kept >= 0) {
+        close(kept);
+    }
+    if (third >= 0) {
+        close(third);
+    }
+#ifdef SC_NNG_PATCHED
+    CHECK(kept_served);
+    CHECK(first >= 0);
+    CHECK(last_served);
+    CHECK(third_served);
+    CHECK(kept_again);
+#endif
+    CHECK(served_again(p));
+    sc_http_close(h);
+}
+
 static void test_out_of_descriptors(sc_cache *cache, sc_dispatch *d)
 {
     int p;
@@ -1435,6 +1519,7 @@ int main(void)
     test_hooks(cache, d);
     test_read_timeout(cache, d);
     test_conn_cap(cache, d);
+    test_conn_cap_fair(cache, d);
     test_out_of_descriptors(cache, d);
     test_healthz(); /* still serving after all of it */
 
