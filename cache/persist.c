@@ -893,6 +893,20 @@ static void fail(sc_persist *p, int err, const char *what)
     }
 }
 
+/* io_mu held: fails persistence when the log file has been removed from
+ * under the server (its state directory deleted, say): every write would
+ * go to a file no restart can read, and that loss would be silent. */
+static void check_log_linked(sc_persist *p)
+{
+    struct stat sb;
+    if (!atomic_load(&p->failed) && fstat(p->fd, &sb) == 0 &&
+        sb.st_nlink == 0) {
+        fail(p, ENOENT,
+             "the log file was removed (was the state "
+             "directory deleted?)");
+    }
+}
+
 /* io_mu held: writes every record appended so far; fsyncs when sync. */
 static sc_err flush_locked(sc_persist *p, bool sync)
 {
@@ -918,6 +932,12 @@ static sc_err flush_locked(sc_persist *p, bool sync)
             } else {
                 p->synced = upto;
                 p->fsyncs++;
+            }
+        }
+        if (sync) {
+            check_log_linked(p);
+            if (atomic_load(&p->failed)) {
+                rc = SC_EIO;
             }
         }
     }
@@ -1629,6 +1649,7 @@ static void *thread_main(void *arg)
         flush_ledger(p);
         pthread_mutex_lock(&p->io_mu);
         (void)flush_locked(p, p->cfg.fsync != SC_FSYNC_NO);
+        check_log_linked(p);
         uint64_t log_bytes = p->log_bytes;
         pthread_mutex_unlock(&p->io_mu);
         if (!atomic_load(&p->failed) &&

@@ -1222,6 +1222,11 @@ static void outcome_message(sc_dispatch *d, const item *it, outcome *o)
                      ? (it->embed_model[0] ? it->embed_model : "(unnamed)")
                      : "the built-in embedder",
                  it->has_vec ? " (name it with 'embed_model')" : "");
+    } else if (o->rc == SC_EIO) {
+        snprintf(o->msg, sizeof(o->msg),
+                 "not written to the state log, so not made: changes are "
+                 "refused until the server restarts (its log says why); "
+                 "lookups go on");
     } else {
         snprintf(o->msg, sizeof(o->msg), "%s", sc_strerror(o->rc));
     }

@@ -13,6 +13,9 @@
 3. --compact-bytes: below 1 MiB is refused; 1 MiB makes the daemon compact while it
    takes inserts (snapshots appear, the log shrinks) and a restart
    restores everything.
+4. The state directory deleted under a running server: persistence fails
+   within a tick (/metrics, the log), changes are refused as io_error,
+   lookups go on.
 
 usage: test_durability.py --server build/semcached
 """
@@ -248,6 +251,41 @@ def test_compact(exe, root):
     print(f"  compact: compacted at 1 MiB, {got} of {n} restored")
 
 
+def test_dir_deleted(exe, root):
+    """The state directory deleted under a running server (fsync
+    everysec): within a tick persistence fails, as on a full disk, rather
+    than writing on to a file no restart can read."""
+    data = os.path.join(root, "gone")
+    os.makedirs(data)
+    srv = Server(exe, data)
+    with Client("127.0.0.1", srv.port, timeout=10) as c:
+        c.insert(NS, response_of(1), vec=vec_of(1))
+        shutil.rmtree(os.path.join(data, "state"))
+        failed = None
+        for _ in range(50):
+            failed = srv.metric("semcache_persist_failed")
+            if failed == 1.0:
+                break
+            time.sleep(0.1)
+        check(failed == 1.0, "state directory deleted: /metrics says "
+              f"semcache_persist_failed {failed} after 5 s")
+        try:
+            c.insert(NS, response_of(2), vec=vec_of(2))
+            check(False, "state directory deleted: an insert was "
+                  "acknowledged after the failure")
+        except semcache.SemcacheError as e:
+            check(e.code == "io_error" and "restarts" in e.message,
+                  f"state directory deleted: insert refused with {e}")
+        r = c.lookup(NS, vec=vec_of(1), threshold=0.999)
+        check(r.get("hit") and r.get("response") == response_of(1),
+              "state directory deleted: lookups do not go on")
+    srv.stop()
+    check("the log file was removed" in srv.log_text(),
+          "state directory deleted: the server's log does not say so")
+    print("  state directory deleted: persistence failed within a tick, "
+          "changes refused (io_error), lookups served")
+
+
 def main():
     exe = sys.argv[sys.argv.index("--server") + 1]
     root = tempfile.mkdtemp(prefix="semcache-durability-")
@@ -255,6 +293,7 @@ def main():
         test_disk_full(exe, root)
         test_repair(exe, root)
         test_compact(exe, root)
+        test_dir_deleted(exe, root)
     finally:
         if test_semcache.failed == 0:
             shutil.rmtree(root, ignore_errors=True)

@@ -718,6 +718,39 @@ static void test_write_failure(void)
     world_close(&w);
 }
 
+/* The state directory deleted under a running cache: every later write
+ * would go to a file no restart can read. Persistence fails loudly
+ * instead (changes refused, as for a full disk), at once with fsync
+ * always, within a tick (1 s) otherwise; lookups go on. */
+static void test_dir_removed(sc_fsync fs)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir),
+              fs == SC_FSYNC_ALWAYS ? "gone-always" : "gone-everysec");
+    world w;
+    CHECK(world_open(&w, dir, fs, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    fill(w.c, 10, 300);
+    sc_persist_stats ps;
+    sc_persist_get_stats(w.p, &ps);
+    CHECK(!ps.failed);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    sc_err rc = put(w.c, "default", "after", "x", true, 1, NULL);
+    if (fs == SC_FSYNC_ALWAYS) {
+        CHECK(rc == SC_EIO);
+    }
+    for (int i = 0; i < 50 && !ps.failed; i++) {
+        usleep(100000);
+        sc_persist_get_stats(w.p, &ps);
+    }
+    CHECK(ps.failed);
+    CHECK(put(w.c, "default", "later", "x", true, 2, NULL) == SC_EIO);
+    CHECK_EQ_INT(count_served(w.c, 10), 10); /* lookups go on */
+    world_close(&w);
+}
+
 /* Restores do not evict midway: a snapshot replayed with its log may hold,
  * for a while, entries that later records remove (the soak found one
  * evicted that way). Caps apply once, at the end. */
@@ -895,6 +928,8 @@ int main(void)
     test_moved_model(true);
     test_lock();
     test_write_failure();
+    test_dir_removed(SC_FSYNC_ALWAYS);
+    test_dir_removed(SC_FSYNC_EVERYSEC);
     test_restore_caps();
     test_crash_mid_compaction();
     test_ivf_training();
