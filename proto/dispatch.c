@@ -6,6 +6,7 @@
 #include "proto/dispatch.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +21,10 @@ struct sc_dispatch {
     sc_ledger *ledger; /* NULL = no report */
     const sc_prices *prices;
     sc_dispatch_counts counts;
-    const sc_key *keys; /* keys[0..nkeys), borrowed; none = open */
-    size_t nkeys;
+    /* The access keys in force (NULL = none: open), and the lock that
+     * guards the pointer and every set's reference count. */
+    struct keyset *ks;
+    pthread_mutex_t ks_mu;
     char embed_hint[200]; /* how to get the embedder, for no_embedder */
 };
 
@@ -118,6 +121,7 @@ sc_err sc_dispatch_open(sc_cache *cache, sc_dispatch **out)
     if (d == NULL) {
         return SC_ENOMEM;
     }
+    pthread_mutex_init(&d->ks_mu, NULL);
     d->cache = cache;
     sc_dispatch_set_embed_hint(d, NULL);
     *out = d;
@@ -152,8 +156,15 @@ void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path)
     }
 }
 
+static void ks_release(sc_dispatch *d, struct keyset *ks);
+
 void sc_dispatch_close(sc_dispatch *d)
 {
+    if (d == NULL) {
+        return;
+    }
+    ks_release(d, d->ks); /* the dispatcher's own reference */
+    pthread_mutex_destroy(&d->ks_mu);
     free(d);
 }
 
@@ -170,24 +181,82 @@ void sc_dispatch_get_counts(sc_dispatch *d, sc_dispatch_counts *out)
 
 /* ---- access keys ---------------------------------------------------- */
 
-void sc_dispatch_set_keys(sc_dispatch *d, const sc_key *keys, size_t n)
+/* A set of keys in force. A request holds a reference for as long as it
+ * uses a key of the set (its grants), so that a set replaced meanwhile is
+ * released only when the last request using it is done. */
+typedef struct keyset {
+    const sc_key *keys; /* keys[0..n), n > 0 */
+    size_t n;
+    unsigned refs;              /* under ks_mu */
+    void (*release)(void *ctx); /* frees keys; NULL = borrowed */
+    void *ctx;
+} keyset;
+
+/* The keys in force, with a reference (NULL: none, every request is
+ * served). */
+static keyset *ks_acquire(sc_dispatch *d)
 {
-    d->keys = n > 0 ? keys : NULL;
-    d->nkeys = n;
+    pthread_mutex_lock(&d->ks_mu);
+    keyset *ks = d->ks;
+    if (ks != NULL) {
+        ks->refs++;
+    }
+    pthread_mutex_unlock(&d->ks_mu);
+    return ks;
 }
 
-/* The configured key equal to k[0..n), or NULL. Every key is compared over
- * all SC_KEY_MAX bytes, with no branch on the data and no early exit, so
- * the time taken depends on the number of keys only. */
-static const sc_key *find_key(const sc_dispatch *d, const uint8_t *k,
-                              uint32_t n)
+static void ks_release(sc_dispatch *d, keyset *ks)
+{
+    if (ks == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&d->ks_mu);
+    bool last = --ks->refs == 0;
+    pthread_mutex_unlock(&d->ks_mu);
+    if (last) {
+        if (ks->release != NULL) {
+            ks->release(ks->ctx);
+        }
+        free(ks);
+    }
+}
+
+sc_err sc_dispatch_replace_keys(sc_dispatch *d, const sc_key *keys, size_t n,
+                                void (*release)(void *ctx), void *ctx)
+{
+    keyset *ks = NULL;
+    if (n > 0) {
+        if ((ks = calloc(1, sizeof(*ks))) == NULL) {
+            return SC_ENOMEM;
+        }
+        *ks = (keyset){keys, n, 1, release, ctx};
+    } else if (release != NULL) {
+        release(ctx); /* nothing to keep */
+    }
+    pthread_mutex_lock(&d->ks_mu);
+    keyset *old = d->ks;
+    d->ks = ks;
+    pthread_mutex_unlock(&d->ks_mu);
+    ks_release(d, old); /* the dispatcher's reference to the old set */
+    return SC_OK;
+}
+
+sc_err sc_dispatch_set_keys(sc_dispatch *d, const sc_key *keys, size_t n)
+{
+    return sc_dispatch_replace_keys(d, keys, n, NULL, NULL);
+}
+
+/* The key of ks equal to k[0..n), or NULL. Every key is compared over all
+ * SC_KEY_MAX bytes, with no branch on the data and no early exit, so the
+ * time taken depends on the number of keys only. */
+static const sc_key *find_key(const keyset *ks, const uint8_t *k, uint32_t n)
 {
     uint8_t pad[SC_KEY_MAX];
     memset(pad, 0, sizeof(pad));
     memcpy(pad, k, n <= SC_KEY_MAX ? n : 0); /* too long: matches none */
     uintptr_t found = 0;
-    for (size_t i = 0; i < d->nkeys; i++) {
-        const sc_key *key = &d->keys[i];
+    for (size_t i = 0; i < ks->n; i++) {
+        const sc_key *key = &ks->keys[i];
         uint32_t acc = key->len ^ n;
         for (size_t j = 0; j < SC_KEY_MAX; j++) {
             acc |= (uint32_t)(key->secret[j] ^ pad[j]);
@@ -222,12 +291,12 @@ static bool ns_allowed(const sc_key *key, const char *ns, bool write)
 
 /* The configured key key[0..n) is (d has keys), or NULL, counted as an
  * unauthorized request. */
-static const sc_key *known_key(sc_dispatch *d, const char *key, size_t n)
+static const sc_key *known_key(sc_dispatch *d, const keyset *ks,
+                               const char *key, size_t n)
 {
-    const sc_key *k =
-        key != NULL && n <= UINT32_MAX
-            ? find_key(d, (const uint8_t *)key, (uint32_t)n)
-            : NULL;
+    const sc_key *k = key != NULL && n <= UINT32_MAX
+                          ? find_key(ks, (const uint8_t *)key, (uint32_t)n)
+                          : NULL;
     if (k == NULL) {
         __atomic_add_fetch(&d->counts.unauthorized, 1, __ATOMIC_RELAXED);
     }
@@ -237,35 +306,37 @@ static const sc_key *known_key(sc_dispatch *d, const char *key, size_t n)
 sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
                                          size_t n, const char *ns, bool write)
 {
-    if (d->nkeys == 0) {
-        return SC_ACCESS_OK;
+    keyset *ks = ks_acquire(d);
+    sc_dispatch_access a = SC_ACCESS_OK;
+    if (ks != NULL) {
+        const sc_key *k = known_key(d, ks, key, n);
+        if (k == NULL) {
+            a = SC_ACCESS_UNAUTHORIZED;
+        } else if (!ns_allowed(k, ns, write)) {
+            __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+            a = SC_ACCESS_FORBIDDEN;
+        }
     }
-    const sc_key *k = known_key(d, key, n);
-    if (k == NULL) {
-        return SC_ACCESS_UNAUTHORIZED;
-    }
-    if (!ns_allowed(k, ns, write)) {
-        __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
-        return SC_ACCESS_FORBIDDEN;
-    }
-    return SC_ACCESS_OK;
+    ks_release(d, ks);
+    return a;
 }
 
 sc_dispatch_access sc_dispatch_check_admin(sc_dispatch *d, const char *key,
                                            size_t n)
 {
-    if (d->nkeys == 0) {
-        return SC_ACCESS_OK;
+    keyset *ks = ks_acquire(d);
+    sc_dispatch_access a = SC_ACCESS_OK;
+    if (ks != NULL) {
+        const sc_key *k = known_key(d, ks, key, n);
+        if (k == NULL) {
+            a = SC_ACCESS_UNAUTHORIZED;
+        } else if (!k->admin) {
+            __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+            a = SC_ACCESS_FORBIDDEN;
+        }
     }
-    const sc_key *k = known_key(d, key, n);
-    if (k == NULL) {
-        return SC_ACCESS_UNAUTHORIZED;
-    }
-    if (!k->admin) {
-        __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
-        return SC_ACCESS_FORBIDDEN;
-    }
-    return SC_ACCESS_OK;
+    ks_release(d, ks);
+    return a;
 }
 
 /* ---- decoding ------------------------------------------------------- */
@@ -1417,15 +1488,15 @@ static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
  * (docs/PROTOCOL.md, "Access keys") and sets *out to the key (NULL when no
  * keys are configured). Batch items are checked one by one as they run.
  * Returns -1 with *e set, and counted, when the request is refused. */
-static int authorize(sc_dispatch *d, const char *op, const item *it,
-                     bool has_key, const uint8_t *k, uint32_t kn,
-                     const sc_key **out, err *e)
+static int authorize(sc_dispatch *d, const keyset *ks, const char *op,
+                     const item *it, bool has_key, const uint8_t *k,
+                     uint32_t kn, const sc_key **out, err *e)
 {
     *out = NULL;
-    if (d->nkeys == 0 || strcmp(op, "ping") == 0) {
+    if (ks == NULL || strcmp(op, "ping") == 0) {
         return 0;
     }
-    const sc_key *key = has_key ? find_key(d, k, kn) : NULL;
+    const sc_key *key = has_key ? find_key(ks, k, kn) : NULL;
     if (key == NULL) {
         __atomic_add_fetch(&d->counts.unauthorized, 1, __ATOMIC_RELAXED);
         return fail(e, "unauthorized",
@@ -1482,8 +1553,9 @@ static int authorize(sc_dispatch *d, const char *op, const item *it,
     return 0;
 }
 
-static int handle(sc_dispatch *d, const uint8_t *req, size_t len,
-                  uint8_t **reply, size_t *reply_len, bool trusted)
+static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
+                     size_t len, uint8_t **reply, size_t *reply_len,
+                     bool trusted)
 {
     __atomic_add_fetch(&d->counts.requests, 1, __ATOMIC_RELAXED);
     msgpack_sbuffer sb, tmp;
@@ -1591,7 +1663,7 @@ static int handle(sc_dispatch *d, const uint8_t *req, size_t len,
     const sc_key *key = NULL;
     bool refused = false; /* by the key check, counted there */
     if (e.code == NULL && !trusted &&
-        authorize(d, op, it, has_key, keyp, keyn, &key, &e) != 0) {
+        authorize(d, ks, op, it, has_key, keyp, keyn, &key, &e) != 0) {
         refused = true;
     }
 
@@ -1645,6 +1717,17 @@ static int handle(sc_dispatch *d, const uint8_t *req, size_t len,
     return 0;
 }
 
+/* A request holds the keys in force while it runs: a key it matched stays
+ * valid (with its grants) however the keys are replaced meanwhile. */
+static int handle(sc_dispatch *d, const uint8_t *req, size_t len,
+                  uint8_t **reply, size_t *reply_len, bool trusted)
+{
+    keyset *ks = trusted ? NULL : ks_acquire(d);
+    int rc = handle_ks(d, ks, req, len, reply, reply_len, trusted);
+    ks_release(d, ks);
+    return rc;
+}
+
 int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
                        uint8_t **reply, size_t *reply_len)
 {
@@ -1664,7 +1747,7 @@ int sc_dispatch_handle_trusted(sc_dispatch *d, const uint8_t *req, size_t len,
  * decodes and validates cleanly. Anything else returns -1 and goes through
  * sc_dispatch_handle, which answers it as it always has (errors included):
  * only the happy path is taken here, so both paths give the same reply. */
-static int plain_lookup(const sc_dispatch *d, const uint8_t *req, size_t len,
+static int plain_lookup(const keyset *ks, const uint8_t *req, size_t len,
                         item *it, sc_cache_query *q, uint64_t *id, bool *has_id)
 {
     mp_reader r;
@@ -1721,10 +1804,10 @@ static int plain_lookup(const sc_dispatch *d, const uint8_t *req, size_t len,
         !is_lookup || lookup_query(it, q, &o) != 0) {
         return -1;
     }
-    if (d->nkeys > 0) {
+    if (ks != NULL) {
         /* Refusals are answered (and counted) by sc_dispatch_handle. */
         const sc_key *k =
-            has_key ? find_key(d, (const uint8_t *)key, keyn) : NULL;
+            has_key ? find_key(ks, (const uint8_t *)key, keyn) : NULL;
         if (k == NULL || !ns_allowed(k, it->ns, false)) {
             return -1;
         }
@@ -1782,6 +1865,7 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
     bool has_ids[SC_SERVER_MAX_BATCH];
     size_t at[SC_SERVER_MAX_BATCH]; /* message of each collected lookup */
     size_t nl = 0;
+    keyset *ks = ks_acquire(d);
     for (size_t i = 0; i < n; i++) {
         if (its != NULL) {
             /* Everything but the vector, which is read for dim floats. */
@@ -1789,8 +1873,8 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
             memset(it, 0, offsetof(item, vec));
             memset((char *)it + offsetof(item, vec) + sizeof(it->vec), 0,
                    sizeof(item) - offsetof(item, vec) - sizeof(it->vec));
-            if (plain_lookup(d, msgs[i].req, msgs[i].len, it, &qs[nl], &ids[nl],
-                             &has_ids[nl]) == 0) {
+            if (plain_lookup(ks, msgs[i].req, msgs[i].len, it, &qs[nl],
+                             &ids[nl], &has_ids[nl]) == 0) {
                 at[nl++] = i;
                 continue;
             }
@@ -1798,6 +1882,7 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
         msgs[i].rc = sc_dispatch_handle(arg, msgs[i].req, msgs[i].len,
                                         &msgs[i].reply, &msgs[i].reply_len);
     }
+    ks_release(d, ks); /* the lookups collected passed its check */
     /* One sc_cache_lookup_many per namespace: the vectors of a scope are
      * searched as one batch. */
     bool done[SC_SERVER_MAX_BATCH] = {false};

@@ -74,9 +74,19 @@ typedef struct sc_key {
  * (n = 0: no keys, every request is served, as before). keys is borrowed
  * and must outlive the dispatcher. The request's key is compared with every
  * configured key over SC_KEY_MAX bytes, in constant time: neither which key
- * matched nor how long it is shows in the time taken. Not thread-safe
- * against requests in flight: call before serving. */
-void sc_dispatch_set_keys(sc_dispatch *d, const sc_key *keys, size_t n);
+ * matched nor how long it is shows in the time taken. Errors: SC_ENOMEM
+ * (the keys in force are unchanged). */
+sc_err sc_dispatch_set_keys(sc_dispatch *d, const sc_key *keys, size_t n);
+
+/* The same while serving (a SIGHUP's reload): keys[0..n) replace the keys
+ * in force at once for new requests; a request already running goes on
+ * with the set it started with. When no request uses the set any more it
+ * is released: release(ctx) is called (NULL: keys are borrowed and never
+ * released), from whichever thread let go of it last. With n = 0,
+ * release(ctx) is called at once and every request is served. Errors:
+ * SC_ENOMEM, with the keys in force unchanged and nothing released. */
+sc_err sc_dispatch_replace_keys(sc_dispatch *d, const sc_key *keys, size_t n,
+                                void (*release)(void *ctx), void *ctx);
 
 /* The access-key check for a front that calls the cache itself (the
  * OpenAI proxy, proxy.h): whether key[0..n) (NULL = none given) may read

@@ -1,6 +1,7 @@
 /* semcached.c - the daemon: parses its flags, opens the cache, serves the
- * protocol on every --listen URL, expires entries once a second, and shuts
- * down cleanly on SIGTERM or SIGINT. One log line per event on stderr. */
+ * protocol on every --listen URL, expires entries once a second, reloads
+ * its access keys on SIGHUP, and shuts down cleanly on SIGTERM or SIGINT.
+ * One log line per event on stderr. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -88,7 +89,8 @@ static void usage(FILE *f)
         "                 [--compact-bytes BYTES] [--repair]\n"
         "\n"
         "  --config FILE       JSON configuration (docs/CONFIG.md); flags "
-        "override it\n"
+        "override it;\n"
+        "                      SIGHUP reads it again for its access keys\n"
         "  --listen URL        tcp://HOST:PORT, ipc:///PATH or "
         "tls+tcp://HOST:PORT\n"
         "                      (repeatable; default %s)\n"
@@ -452,6 +454,85 @@ static sc_err http_metrics(void *arg, FILE *out)
     return SC_OK;
 }
 
+/* The --config files, in order, for a SIGHUP's reload of the keys. */
+#define MAX_CONFIGS 16
+static const char *config_paths[MAX_CONFIGS];
+static unsigned nconfig;
+
+/* Logs the keys' names (a secret is never written anywhere). */
+static void log_keys(const char *what, const sc_key *keys, size_t n)
+{
+    if (n == 0) {
+        fprintf(stderr,
+                "semcached: %sno access keys: every request is served "
+                "(listen on 127.0.0.1, or configure keys)\n",
+                what);
+        return;
+    }
+    fprintf(stderr, "semcached: %s%zu access keys:", what, n);
+    for (size_t i = 0; i < n; i++) {
+        fprintf(stderr, " %s%s", keys[i].name, keys[i].admin ? " (admin)" : "");
+    }
+    fprintf(stderr, "\n");
+}
+
+/* The start's keys stay in the start's configuration (freed at exit);
+ * once replaced and unused, their secrets are wiped. */
+static void config_wipe_keys(void *ctx)
+{
+    sc_config *cfg = ctx;
+    for (size_t i = 0; i < cfg->nkeys; i++) {
+        explicit_bzero(cfg->keys[i].secret, sizeof(cfg->keys[i].secret));
+    }
+}
+
+/* A configuration read again for its keys, owned by the dispatcher until
+ * no request uses them. */
+static void config_release(void *ctx)
+{
+    sc_config_fini(ctx); /* wipes the secrets */
+    free(ctx);
+}
+
+/* SIGHUP: the --config files are read again, in order, and their keys
+ * (keys, keys_file) replace the keys in force; any other setting that
+ * changed waits for a restart. A file that does not read or validate
+ * changes nothing. */
+static void reload_keys(sc_dispatch *disp)
+{
+    if (nconfig == 0) {
+        fprintf(stderr, "semcached: SIGHUP: no --config file, so no keys to "
+                        "reload\n");
+        return;
+    }
+    sc_config *cfg = malloc(sizeof(*cfg));
+    if (cfg == NULL || sc_config_init(cfg) != SC_OK) {
+        fprintf(stderr, "semcached: SIGHUP: out of memory: the keys in force "
+                        "stay\n");
+        free(cfg);
+        return;
+    }
+    for (unsigned i = 0; i < nconfig; i++) {
+        char msg[512];
+        if (sc_config_load(cfg, config_paths[i], msg, sizeof(msg)) != SC_OK) {
+            fprintf(stderr,
+                    "semcached: SIGHUP: bad configuration: %s: the keys in "
+                    "force stay\n",
+                    msg);
+            config_release(cfg);
+            return;
+        }
+    }
+    const sc_key *keys = cfg->keys;
+    size_t n = cfg->nkeys;
+    log_keys("SIGHUP: keys reloaded: ", keys, n);
+    if (sc_dispatch_replace_keys(disp, keys, n, config_release, cfg) != SC_OK) {
+        fprintf(stderr, "semcached: SIGHUP: out of memory: the keys in force "
+                        "stay\n");
+        config_release(cfg);
+    }
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -472,6 +553,12 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
         }
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             char msg[512];
+            if (nconfig == MAX_CONFIGS) {
+                fprintf(stderr, "semcached: at most %d --config files\n",
+                        MAX_CONFIGS);
+                return 2;
+            }
+            config_paths[nconfig++] = argv[i + 1];
             if (sc_config_load(cfg, argv[i + 1], msg, sizeof(msg)) != SC_OK) {
                 fprintf(stderr, "semcached: bad configuration: %s\n", msg);
                 return 2;
@@ -711,6 +798,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -814,19 +902,12 @@ int main(int argc, char **argv)
     }
     sc_dispatch_set_ledger(disp, ledger, prices);
     sc_dispatch_set_cost_targets(disp, conf.targets, conf.ntargets);
-    sc_dispatch_set_keys(disp, conf.keys, conf.nkeys);
-    if (conf.nkeys == 0) {
-        fprintf(stderr, "semcached: no access keys: every request is served "
-                        "(listen on 127.0.0.1, or configure keys)\n");
-    } else {
-        /* Names only: a secret is never written anywhere. */
-        fprintf(stderr, "semcached: %zu access keys:", conf.nkeys);
-        for (size_t i = 0; i < conf.nkeys; i++) {
-            fprintf(stderr, " %s%s", conf.keys[i].name,
-                    conf.keys[i].admin ? " (admin)" : "");
-        }
-        fprintf(stderr, "\n");
+    if ((rc = sc_dispatch_replace_keys(disp, conf.keys, conf.nkeys,
+                                       config_wipe_keys, &conf)) != SC_OK) {
+        fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
+        goto out_disp;
     }
+    log_keys("", conf.keys, conf.nkeys);
     if ((rc = sc_metrics_open(&metrics)) != SC_OK) {
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_disp;
@@ -900,6 +981,9 @@ int main(int argc, char **argv)
         if (s == SIGTERM || s == SIGINT) {
             sig = s;
             break;
+        }
+        if (s == SIGHUP) {
+            reload_keys(disp);
         }
         /* Once a second: entries past their TTL leave without a scan. */
         size_t gone = sc_cache_expire(cache, now_ms());

@@ -741,11 +741,72 @@ static void test_peers_leave(const char *self, const char *url,
     sc_server_close(srv);
 }
 
+/* ---- keys replaced while serving (SIGHUP) --------------------------- */
+
+static int released[4];
+
+static void release_cb(void *ctx)
+{
+    released[(int *)ctx - released]++;
+}
+
+static sc_key key_of(const char *secret, bool admin)
+{
+    sc_key k;
+    memset(&k, 0, sizeof(k));
+    k.len = (uint32_t)strlen(secret);
+    memcpy(k.secret, secret, k.len);
+    snprintf(k.name, sizeof(k.name), "k%.8s", secret);
+    k.admin = admin;
+    return k;
+}
+
+/* Each set of keys is released once, when replaced (no request holds it
+ * here) or at close; the keys in force answer at once. */
+static void test_replace_keys(void)
+{
+    sc_cache *c;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK);
+    sc_dispatch *d;
+    CHECK(sc_dispatch_open(c, &d) == SC_OK);
+    const char *A = "aaaaaaaaaaaaaaaaaaaa", *B = "bbbbbbbbbbbbbbbbbbbb",
+               *C = "cccccccccccccccccccc";
+    sc_key ka = key_of(A, true), kb = key_of(B, true), kc = key_of(C, true);
+    CHECK(sc_dispatch_check_admin(d, NULL, 0) == SC_ACCESS_OK); /* open */
+    CHECK(sc_dispatch_set_keys(d, &ka, 1) == SC_OK);
+    CHECK(sc_dispatch_check_admin(d, A, 20) == SC_ACCESS_OK);
+    CHECK(sc_dispatch_check_admin(d, B, 20) == SC_ACCESS_UNAUTHORIZED);
+    CHECK(sc_dispatch_replace_keys(d, &kb, 1, release_cb, &released[0]) ==
+          SC_OK);
+    CHECK(sc_dispatch_check_admin(d, A, 20) == SC_ACCESS_UNAUTHORIZED);
+    CHECK(sc_dispatch_check_key(d, B, 20, "faq", true) == SC_ACCESS_OK);
+    CHECK_EQ_INT(released[0], 0);
+    CHECK(sc_dispatch_replace_keys(d, &kc, 1, release_cb, &released[1]) ==
+          SC_OK);
+    CHECK_EQ_INT(released[0], 1);
+    CHECK(sc_dispatch_check_admin(d, B, 20) == SC_ACCESS_UNAUTHORIZED);
+    CHECK(sc_dispatch_check_admin(d, C, 20) == SC_ACCESS_OK);
+    /* No keys: open again; the empty set is released at once. */
+    CHECK(sc_dispatch_replace_keys(d, NULL, 0, release_cb, &released[2]) ==
+          SC_OK);
+    CHECK_EQ_INT(released[1], 1);
+    CHECK_EQ_INT(released[2], 1);
+    CHECK(sc_dispatch_check_admin(d, NULL, 0) == SC_ACCESS_OK);
+    CHECK(sc_dispatch_replace_keys(d, &kb, 1, release_cb, &released[3]) ==
+          SC_OK);
+    CHECK(sc_dispatch_check_admin(d, NULL, 0) == SC_ACCESS_UNAUTHORIZED);
+    sc_dispatch_close(d);
+    CHECK_EQ_INT(released[3], 1);
+    CHECK_EQ_INT(released[0] + released[1] + released[2], 3);
+    sc_cache_close(c);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
         return hammer_run(argv[2]);
     }
+    test_replace_keys();
     test_same_replies();
     test_server_batches();
     test_max_clients();

@@ -5,7 +5,8 @@ started with --config on a free 127.0.0.1 port: no key and a wrong key are
 batch with one forbidden item; delete and feedback checked against the
 entry's namespace; admin-only ops; the C client (semcache-cli, -k and
 SEMCACHE_KEY); the HTTP front (Authorization: Bearer, 401/403, the refusal
-counters on /metrics); and no secret anywhere in semcached's stderr.
+counters on /metrics); SIGHUP's reload of the keys (a rotated key, a bad
+file, reloads under load); and no secret anywhere in semcached's stderr.
 
 usage: test_keys.py --server build/semcached --cli build/semcache-cli
 """
@@ -30,7 +31,8 @@ import test_semcache  # noqa: E402
 ADMIN = "admin-secret-0123456789abcdef"
 RW_A = "team-a-writer-key-000000000001"
 RO = "reader-only-key-of-faq-000000002"
-SECRETS = [ADMIN, RW_A, RO]
+ROTATED = "reader-key-after-rotation-0000003"
+SECRETS = [ADMIN, RW_A, RO, ROTATED]
 
 
 
@@ -263,6 +265,88 @@ def run(port, hport, cli):
         c.close()
 
 
+def wait_log(log, want, after, timeout=10):
+    """Whether the log shows want past offset after, within timeout s."""
+    end = time.time() + timeout
+    while time.time() < end:
+        log.seek(after)
+        if want in log.read():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def reload(proc, port, hport, log, keyfile):
+    """SIGHUP reads the --config files again for their keys: a rotated key
+    is in and the old one out at once, a bad file changes nothing, and
+    requests running meanwhile are served throughout."""
+    V = [0.1, 0.2, 0.3]
+    with open(keyfile, "w") as f:
+        json.dump([{"key": ROTATED, "name": "faq-reader-2",
+                    "read": ["faq"]}], f)
+    at = log.seek(0, os.SEEK_END)
+    proc.send_signal(signal.SIGHUP)
+    check(wait_log(log, "SIGHUP: keys reloaded: 3 access keys", at),
+          "SIGHUP: the log says the keys were reloaded")
+    with Client("127.0.0.1", port, key=RO) as c:
+        check(code_of(lambda: c.lookup("faq", vec=V)) == "unauthorized",
+              "SIGHUP: the key taken out of the file is refused")
+    with Client("127.0.0.1", port, key=ROTATED) as c:
+        r = c.lookup("faq", vec=V)
+        check(r["hit"] and r["response"] == b"faq answer",
+              "SIGHUP: the key put in the file is served")
+        check(code_of(lambda: c.insert("faq", vec=V, response=b"x")) ==
+              "forbidden", "SIGHUP: with its grants (read only)")
+    status, _ = http(hport, "/metrics", key=ROTATED)
+    check(status == 403, f"SIGHUP: HTTP knows the new key ({status})")
+    # A file that does not validate: the keys in force stay.
+    with open(keyfile, "w") as f:
+        f.write("[{\"key\": \"short\"")
+    at = log.seek(0, os.SEEK_END)
+    proc.send_signal(signal.SIGHUP)
+    check(wait_log(log, "SIGHUP: bad configuration", at) and
+          wait_log(log, "the keys in force stay", at),
+          "SIGHUP: a bad keys file is reported")
+    with Client("127.0.0.1", port, key=ROTATED) as c:
+        check(c.lookup("faq", vec=V)["hit"],
+              "SIGHUP: after a bad file the keys in force still serve")
+    # Reloads while requests run: every lookup of the admin key (in every
+    # set) is served, and no set is freed under a request using it.
+    sets = ([{"key": ROTATED, "name": "faq-reader-2", "read": ["faq"]}],
+            [{"key": RO, "name": "faq-reader", "read": ["faq"]}])
+    errors, done = [], []
+
+    def hammer():
+        try:
+            with Client("127.0.0.1", port, key=ADMIN) as c:
+                for _ in range(1500):
+                    if not c.lookup("faq", vec=V)["hit"]:
+                        errors.append("miss")
+                    if c.lookup_batch("faq", [{"vec": V}] * 4) is None:
+                        errors.append("batch")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+        done.append(1)
+
+    import threading
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    n = 0
+    while len(done) < len(threads):
+        with open(keyfile, "w") as f:
+            json.dump(sets[n % 2], f)
+        proc.send_signal(signal.SIGHUP)
+        n += 1
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    check(not errors and n >= 5, f"SIGHUP: {n} reloads while 3 clients "
+          f"looked up: errors {errors[:3]}")
+    print(f"  SIGHUP: rotated key in, old out, bad file kept the keys; {n} "
+          "reloads under 3 clients' lookups, none failed")
+
+
 def main(argv):
     server = argv[argv.index("--server") + 1]
     cli = argv[argv.index("--cli") + 1]
@@ -295,7 +379,8 @@ def main(argv):
         check(p.returncode == 2 and "bad configuration" in p.stderr and
               RW_A not in p.stderr, f"config with {what} refused: "
               f"{p.stderr.strip().splitlines()[-1] if p.stderr else ''}")
-    log = open(os.path.join(tmp, "stderr"), "w+")
+    # Appending: the test reads it (seeking) while semcached writes to it.
+    log = open(os.path.join(tmp, "stderr"), "a+")
     proc = subprocess.Popen([server, "--config", conf, "--data-dir", tmp],
                             stderr=log)
     try:
@@ -304,6 +389,7 @@ def main(argv):
         if c is not None:
             c.close()
             run(port, hport, cli)
+            reload(proc, port, hport, log, keyfile)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
