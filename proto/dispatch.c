@@ -303,8 +303,10 @@ static const sc_key *known_key(sc_dispatch *d, const keyset *ks,
     return k;
 }
 
-sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
-                                         size_t n, const char *ns, bool write)
+/* What key[0..n) may do: read (or write) ns, or, with ns NULL, what only
+ * an admin key may. Refusals are counted. */
+static sc_dispatch_access check_access(sc_dispatch *d, const char *key,
+                                       size_t n, const char *ns, bool write)
 {
     keyset *ks = ks_acquire(d);
     sc_dispatch_access a = SC_ACCESS_OK;
@@ -312,7 +314,7 @@ sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
         const sc_key *k = known_key(d, ks, key, n);
         if (k == NULL) {
             a = SC_ACCESS_UNAUTHORIZED;
-        } else if (!ns_allowed(k, ns, write)) {
+        } else if (ns != NULL ? !ns_allowed(k, ns, write) : !k->admin) {
             __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
             a = SC_ACCESS_FORBIDDEN;
         }
@@ -321,22 +323,16 @@ sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
     return a;
 }
 
+sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
+                                         size_t n, const char *ns, bool write)
+{
+    return check_access(d, key, n, ns != NULL ? ns : "", write);
+}
+
 sc_dispatch_access sc_dispatch_check_admin(sc_dispatch *d, const char *key,
                                            size_t n)
 {
-    keyset *ks = ks_acquire(d);
-    sc_dispatch_access a = SC_ACCESS_OK;
-    if (ks != NULL) {
-        const sc_key *k = known_key(d, ks, key, n);
-        if (k == NULL) {
-            a = SC_ACCESS_UNAUTHORIZED;
-        } else if (!k->admin) {
-            __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
-            a = SC_ACCESS_FORBIDDEN;
-        }
-    }
-    ks_release(d, ks);
-    return a;
+    return check_access(d, key, n, NULL, false);
 }
 
 /* ---- decoding ------------------------------------------------------- */
