@@ -30,7 +30,8 @@ static void check_http(int status, const char *out, size_t len)
         die("reply does not end with a newline");
     }
     json_error_t jerr;
-    json_t *j = json_loadb(out, len - 1, 0, &jerr);
+    /* A stored NUL comes back as \u0000 (docs/HTTP.md): allowed. */
+    json_t *j = json_loadb(out, len - 1, JSON_ALLOW_NUL, &jerr);
     if (j == NULL || !json_is_object(j)) {
         die("reply is not one JSON object");
     }
