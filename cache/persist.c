@@ -1649,7 +1649,9 @@ static void *thread_main(void *arg)
         flush_ledger(p);
         pthread_mutex_lock(&p->io_mu);
         (void)flush_locked(p, p->cfg.fsync != SC_FSYNC_NO);
-        check_log_linked(p);
+        if (p->cfg.fsync == SC_FSYNC_NO) {
+            check_log_linked(p); /* a syncing flush has checked */
+        }
         uint64_t log_bytes = p->log_bytes;
         pthread_mutex_unlock(&p->io_mu);
         if (!atomic_load(&p->failed) &&

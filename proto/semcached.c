@@ -525,12 +525,15 @@ static void reload_keys(sc_dispatch *disp)
     }
     const sc_key *keys = cfg->keys;
     size_t n = cfg->nkeys;
-    log_keys("SIGHUP: keys reloaded: ", keys, n);
     if (sc_dispatch_replace_keys(disp, keys, n, config_release, cfg) != SC_OK) {
         fprintf(stderr, "semcached: SIGHUP: out of memory: the keys in force "
                         "stay\n");
         config_release(cfg);
+        return;
     }
+    /* With n > 0 the dispatcher holds cfg until the next reload, which only
+     * this thread makes; with n = 0 log_keys reads no key. */
+    log_keys("SIGHUP: keys reloaded: ", keys, n);
 }
 
 static uint64_t now_ms(void)
