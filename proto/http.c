@@ -51,7 +51,7 @@ typedef struct route {
 const char *const sc_http_ops[] = {
     "ping",    "insert",   "lookup",    "lookup_batch", "insert_batch",
     "delete",  "feedback", "ns_create", "ns_configure", "ns_drop",
-    "ns_list", "stats",    "flush"};
+    "ns_list", "stats",    "flush",     "report"};
 const size_t sc_http_nops = sizeof(sc_http_ops) / sizeof(sc_http_ops[0]);
 
 #define JSON_CTYPE "application/json"
@@ -149,12 +149,13 @@ int sc_http_status_of(const char *code)
         const char *code;
         int status;
     } map[] = {
-        {"bad_request", 400},  {"version", 400},     {"unknown_op", 400},
-        {"dim", 400},          {"nan", 400},         {"zero_vector", 400},
-        {"too_big", 400},      {"range", 400},       {"model_mismatch", 400},
-        {"no_namespace", 404}, {"not_found", 404},   {"namespace_exists", 409},
-        {"full", 507},         {"no_embedder", 503}, {"internal", 500},
-        {"unauthorized", 401}, {"forbidden", 403},   {"io_error", 503},
+        {"bad_request", 400},   {"version", 400},     {"unknown_op", 400},
+        {"dim", 400},           {"nan", 400},         {"zero_vector", 400},
+        {"too_big", 400},       {"range", 400},       {"model_mismatch", 400},
+        {"no_namespace", 404},  {"not_found", 404},   {"namespace_exists", 409},
+        {"full", 507},          {"no_embedder", 503}, {"internal", 500},
+        {"unauthorized", 401},  {"forbidden", 403},   {"io_error", 503},
+        {"not_supported", 501},
     };
     for (size_t i = 0; code != NULL && i < sizeof(map) / sizeof(map[0]); i++) {
         if (strcmp(map[i].code, code) == 0) {

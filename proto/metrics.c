@@ -20,7 +20,7 @@ static const double bounds[SC_METRICS_NBUCKETS] = {
 static const char *const ops[] = {
     "ping",         "insert",       "lookup",    "delete",       "feedback",
     "lookup_batch", "insert_batch", "ns_create", "ns_configure", "ns_drop",
-    "ns_list",      "stats",        "flush",     "other"};
+    "ns_list",      "stats",        "flush",     "report",       "other"};
 #define NOPS (sizeof(ops) / sizeof(ops[0]))
 
 static const char *const transports[] = {"nng", "http"};

@@ -1336,6 +1336,9 @@ static void test_metrics(sc_cache *cache, sc_http *h)
                                    'p',  0xa4, 'p', 'i',  'n',  'g'};
     sc_metrics_observe_request(m, SC_METRICS_NNG, ping, sizeof(ping), 1e-5);
     sc_metrics_observe_request(m, SC_METRICS_NNG, ping, 3, 1e-5); /* junk */
+    static const uint8_t report[] = {0x82, 0xa1, 'v', 0x01, 0xa2, 'o', 'p',
+                                     0xa6, 'r',  'e', 'p',  'o',  'r', 't'};
+    sc_metrics_observe_request(m, SC_METRICS_NNG, report, sizeof(report), 1e-4);
 
     resp r;
     CHECK(http("GET", "/metrics", NULL, &r) == 0);
@@ -1388,6 +1391,8 @@ static void test_metrics(sc_cache *cache, sc_http *h)
                    "op=\"ping\",transport=\"nng\"") == 1);
     CHECK(prom_get(&p, "semcache_request_duration_seconds_count",
                    "op=\"other\",transport=\"nng\"") == 1);
+    CHECK(prom_get(&p, "semcache_request_duration_seconds_count",
+                   "op=\"report\",transport=\"nng\"") == 1);
     /* The hook's escaped label reads back as it was. */
     CHECK(strcmp(p.unescaped, probe) == 0);
     free(p.s);
@@ -1431,6 +1436,19 @@ static void test_report(sc_cache *cache)
     CHECK(json_is_object(json_object_get(j, "total")));
     json_decref(j);
     resp_free(&r);
+
+    /* The op itself is routed: POST /v1/report reaches the dispatcher,
+     * which here keeps no ledger (test_keys checks a real server's). */
+    CHECK(http("POST", "/v1/report", "{}", &r) == 0);
+    CHECK_EQ_INT(r.status, 500);
+    j = json_loadb(r.body, r.len, 0, NULL);
+    json_t *err = json_object_get(j, "error");
+    CHECK(json_is_false(json_object_get(j, "ok")));
+    const char *msg = json_string_value(json_object_get(err, "message"));
+    CHECK(msg != NULL && strstr(msg, "ledger") != NULL);
+    json_decref(j);
+    resp_free(&r);
+    CHECK_EQ_INT(sc_http_status_of("not_supported"), 501);
 }
 
 /* A second front with hooks: /report from the hook, /metrics refused when

@@ -253,6 +253,13 @@ def run(port, hport, cli):
     check(st == 403, f"HTTP GET /metrics with a namespace key: {st}")
     st, j = http(hport, "/report", key=ADMIN)
     check(st == 200 and "total" in j, "HTTP GET /report with the admin key")
+    st, j = http(hport, "/v1/report", {}, key=RW_A)
+    check(st == 403 and j["error"]["code"] == "forbidden",
+          f"HTTP POST /v1/report of all with a namespace key: {st}")
+    st, j = http(hport, "/v1/report", {"ns": "team-a:docs"}, key=RW_A)
+    check(st == 200 and j["ok"] and
+          [r["key"] for r in j["result"]["rows"]] == ["team-a:docs"],
+          f"HTTP POST /v1/report of its namespace with a namespace key: {st}")
     st, text = http(hport, "/metrics", key=ADMIN)
     una = [ln for ln in str(text).splitlines()
            if ln.startswith('semcache_requests_refused_total{reason="unauthorized"}')]
