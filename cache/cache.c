@@ -138,6 +138,7 @@ typedef struct ns {
      * another's similarities). */
     const sc_cache_embedder *stats_em;
     struct sc_cache *cache; /* the cache it is in (for its byte count) */
+    uint64_t serial;        /* this namespace, not another of its name before */
     char name[SC_CACHE_NS_NAME_MAX + 1];
 } ns;
 
@@ -149,6 +150,7 @@ struct sc_cache {
     sc_htab ids;
     lnode lru;
     uint64_t entries, bytes;
+    uint64_t ns_serial; /* the last namespace's serial (lock held) */
     atomic_uint_fast64_t next_id;
     /* Restore's moves to the embedder's model (sc_cache_reembed_counts). */
     atomic_uint_fast64_t re_ns, re_entries, re_dropped;
@@ -642,6 +644,18 @@ static void ids_above(sc_cache *c, uint64_t id)
     }
 }
 
+uint64_t sc_cache_next_id(sc_cache *c)
+{
+    return atomic_load(&c->next_id);
+}
+
+void sc_cache_reserve_ids(sc_cache *c, uint64_t next)
+{
+    if (next > 1) {
+        ids_above(c, next - 1);
+    }
+}
+
 /* c->gmu not held: whether an entry with this id exists anywhere. */
 static bool id_present(sc_cache *c, uint64_t id)
 {
@@ -1087,6 +1101,7 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     if (journaled && (rc = journal_append(c, &ch, &seq)) != SC_OK) {
         goto fail_locked;
     }
+    s->serial = ++c->ns_serial;
     sc_htab_insert(&c->nss, &s->node);
     pthread_rwlock_unlock(&c->lock);
     return journal_commit(c, seq);
@@ -1168,7 +1183,7 @@ out:
 sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out)
 {
     bool had_vector;
-    return sc_cache_ns_state(c, name, out, &had_vector);
+    return sc_cache_ns_state(c, name, out, &had_vector, NULL);
 }
 
 sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
@@ -1307,7 +1322,15 @@ static void walk_scope(sc_hnode *n, void *arg)
     }
 }
 
-sc_err sc_cache_scope_indexes(sc_cache *c, const char *nsname,
+/* The namespace of that name, and of that serial unless it is 0; lock
+ * held. */
+static ns *ns_find_serial(sc_cache *c, const char *name, uint64_t serial)
+{
+    ns *s = ns_find(c, name);
+    return s != NULL && (serial == 0 || s->serial == serial) ? s : NULL;
+}
+
+sc_err sc_cache_scope_indexes(sc_cache *c, const char *nsname, uint64_t serial,
                               sc_cache_scope_index_fn fn, void *arg)
 {
     if (c == NULL || nsname == NULL || fn == NULL) {
@@ -1315,7 +1338,7 @@ sc_err sc_cache_scope_indexes(sc_cache *c, const char *nsname,
     }
     scope_walk w = {fn, arg, SC_OK, 0};
     pthread_rwlock_rdlock(&c->lock);
-    ns *s = ns_find(c, nsname);
+    ns *s = ns_find_serial(c, nsname, serial);
     if (s != NULL) {
         pthread_mutex_lock(&s->mu);
         sc_htab_each(&s->scopes, walk_scope, &w);
@@ -1418,7 +1441,7 @@ void sc_cache_enforce_caps(sc_cache *c)
 }
 
 sc_err sc_cache_ns_state(sc_cache *c, const char *name, sc_ns_config *cfg,
-                         bool *had_vector)
+                         bool *had_vector, uint64_t *serial)
 {
     if (c == NULL || name == NULL || cfg == NULL || had_vector == NULL) {
         return SC_EINVAL;
@@ -1430,6 +1453,9 @@ sc_err sc_cache_ns_state(sc_cache *c, const char *name, sc_ns_config *cfg,
         *cfg = s->cfg;
         *had_vector = s->had_vector;
         pthread_mutex_unlock(&s->mu);
+        if (serial != NULL) {
+            *serial = s->serial;
+        }
     }
     pthread_rwlock_unlock(&c->lock);
     return s != NULL ? SC_OK : SC_ENONS;
@@ -1497,7 +1523,8 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         return SC_EINVAL;
     }
     if (ro != NULL && ro->expires_ms != 0 && ro->expires_ms <= ro_now) {
-        return SC_OK; /* expired while the server was down */
+        ids_above(c, ro->id); /* its id stays used */
+        return SC_OK;         /* expired while the server was down */
     }
     size_t scope_len, ml, fl, ul;
     const char *scope_name = item->scope != NULL ? item->scope : "";
@@ -2809,7 +2836,7 @@ static void collect_id(sc_hnode *n, void *arg)
     }
 }
 
-sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname,
+sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname, uint64_t serial,
                              sc_cache_entry_fn fn, sc_err (*between)(void *),
                              void *arg)
 {
@@ -2824,7 +2851,7 @@ sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname,
      * chunk at a time, each looked up again: it may have gone meanwhile. */
     id_list l = {0};
     pthread_rwlock_rdlock(&c->lock);
-    ns *s = ns_find(c, nsname);
+    ns *s = ns_find_serial(c, nsname, serial);
     if (s != NULL) {
         pthread_mutex_lock(&s->mu);
         sc_htab_each(&s->ids, collect_id, &l);
@@ -2836,7 +2863,7 @@ sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname,
         pthread_rwlock_rdlock(&c->lock);
         /* Found by name again: a namespace dropped meanwhile is not the
          * one of these ids, and a new one of that name holds none of them. */
-        s = ns_find(c, nsname);
+        s = ns_find_serial(c, nsname, serial);
         if (s == NULL) {
             pthread_rwlock_unlock(&c->lock);
             break;

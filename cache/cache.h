@@ -513,11 +513,12 @@ void sc_cache_reembed_counts_get(sc_cache *c, sc_cache_reembed_counts *out);
 /* A namespace's scopes whose index is a trained IVF one, for a snapshot:
  * fn is called for each with the namespace locked (it may call
  * sc_index_save_training on ix, which is quick, and nothing of the cache).
- * A non-OK return from fn stops the walk and is returned. Errors also:
- * SC_ENONS. */
+ * serial: the namespace's from sc_cache_ns_state (one dropped and made
+ * again since is SC_ENONS), or 0 for whichever has the name now. A non-OK
+ * return from fn stops the walk and is returned. Errors also: SC_ENONS. */
 typedef sc_err (*sc_cache_scope_index_fn)(void *arg, const char *scope,
                                           sc_index *ix);
-sc_err sc_cache_scope_indexes(sc_cache *c, const char *ns,
+sc_err sc_cache_scope_indexes(sc_cache *c, const char *ns, uint64_t serial,
                               sc_cache_scope_index_fn fn, void *arg);
 
 /* Restore: the index of (ns, scope) takes the training saved at path
@@ -535,19 +536,30 @@ size_t sc_cache_trained_scopes(sc_cache *c, const char *ns);
  * its log holds, midway, entries that later records remove. */
 void sc_cache_enforce_caps(sc_cache *c);
 
-/* The namespace's config and whether its dim is fixed, for a snapshot.
- * Errors: SC_ENONS. */
+/* The id the next new entry gets, for a snapshot; and, on restore, ids
+ * below next taken as used (given out before, to entries gone since), so
+ * that no id is ever given out twice. */
+uint64_t sc_cache_next_id(sc_cache *c);
+void sc_cache_reserve_ids(sc_cache *c, uint64_t next);
+
+/* The namespace's config and whether its dim is fixed, for a snapshot, and
+ * (serial not NULL) its serial: a number no other namespace of this cache,
+ * of that name or another, has had or will have. Errors: SC_ENONS. */
 sc_err sc_cache_ns_state(sc_cache *c, const char *name, sc_ns_config *cfg,
-                         bool *had_vector);
+                         bool *had_vector, uint64_t *serial);
 
 /* Calls fn for every entry of namespace ns, in no set order, a chunk of
  * entries at a time with the namespace locked and the cache free in
  * between (after each chunk, between() runs with no lock held when not
  * NULL), so lookups and writes go on while a snapshot is written. An entry
- * that comes or goes meanwhile may or may not be seen. fn must not call
- * into the cache. Errors: SC_ENONS, SC_ENOMEM, or between()'s error. */
-sc_err sc_cache_scan_entries(sc_cache *c, const char *ns, sc_cache_entry_fn fn,
-                             sc_err (*between)(void *arg), void *arg);
+ * that comes or goes meanwhile may or may not be seen. serial: as for
+ * sc_cache_scope_indexes; the scan stops, with the entries so far, if that
+ * namespace is dropped midway (never giving one of another of its name).
+ * fn must not call into the cache. Errors: SC_ENONS, SC_ENOMEM, or
+ * between()'s error. */
+sc_err sc_cache_scan_entries(sc_cache *c, const char *ns, uint64_t serial,
+                             sc_cache_entry_fn fn, sc_err (*between)(void *arg),
+                             void *arg);
 
 /* ---- text ---------------------------------------------------------------*/
 

@@ -27,7 +27,11 @@
 
 #define HDR_SIZE      16u
 #define FRAME_SIZE    8u
-#define VERSION       1u
+/* Version 2: a snapshot's end record also holds the next entry id (so
+ * that ids of entries gone before it are not given out again). Version 1
+ * files are read as before. */
+#define VERSION       2u
+#define VERSION_MIN   1u
 #define CHECK_SEED    0x53434c47u /* "SCLG" */
 #define LOG_MAGIC     "SCLOG"     /* and a NUL: 6 bytes */
 #define SNAP_MAGIC    "SCSNP"
@@ -506,6 +510,7 @@ typedef struct replay_ctx {
     entry_strs strs;
     bool ended; /* a snapshot's end record was read */
     uint64_t snap_entries;
+    unsigned version; /* the file's format version */
 } replay_ctx;
 
 /* Applies one record's body. Returns SC_OK, SC_EBADFILE (a field is out
@@ -639,9 +644,13 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     }
     case REC_SNAP_END: {
         uint64_t entries = rb_u64(&r);
+        uint64_t next_id = x->version >= 2 ? rb_u64(&r) : 0;
         if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
-            entries != x->snap_entries) {
+            entries != x->snap_entries || next_id == UINT64_MAX) {
             return SC_EBADFILE;
+        }
+        if (next_id > 0) {
+            sc_cache_reserve_ids(x->c, next_id);
         }
         x->ended = true;
         return SC_OK;
@@ -686,7 +695,7 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     }
     if (len < HDR_SIZE || memcmp(d, magic, 6) != 0) {
         if (kind == SC_PERSIST_LOG && last && len < HDR_SIZE &&
-            memcmp(d, magic, len < 6 ? len : 6) == 0) {
+            (len == 0 || memcmp(d, magic, len < 6 ? len : 6) == 0)) {
             /* Cut while its header was written: nothing in it yet. */
             st->torn_bytes += len;
             if (valid_len != NULL) {
@@ -699,9 +708,9 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         return SC_EBADFILE;
     }
     unsigned version = (unsigned)d[6] | (unsigned)d[7] << 8;
-    if (version != VERSION) {
-        say(msg, cap, "format version %u, this build reads %u", version,
-            VERSION);
+    if (version < VERSION_MIN || version > VERSION) {
+        say(msg, cap, "format version %u, this build reads %u to %u", version,
+            VERSION_MIN, VERSION);
         return SC_EBADVERSION;
     }
     replay_ctx *x = calloc(1, sizeof(*x));
@@ -714,6 +723,7 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     x->now = now_ms;
     x->snap_path = snap_path;
     x->st = st;
+    x->version = version;
     sc_err rc = SC_OK;
     size_t off = HDR_SIZE;
     while (off < len) {
@@ -794,6 +804,9 @@ struct sc_persist {
     int fd;
     uint64_t gen;
     uint64_t written, synced, log_bytes, fsyncs;
+    /* The records a commit may acknowledge: written, and with fsync
+     * always synced too, before anything failed. */
+    uint64_t confirmed;
     wbuf spare;
 
     /* One compaction at a time. */
@@ -908,6 +921,17 @@ static void check_log_linked(sc_persist *p)
 }
 
 /* io_mu held: writes every record appended so far; fsyncs when sync. */
+/* io_mu held, persistence failed: cuts the log back to its last whole
+ * batch, so that the records of the batch that failed (refused to their
+ * writers) are not restored either. Where the truncate fails too (an I/O
+ * error rather than a full disk), a restart may still see some. */
+static void cut_back(sc_persist *p)
+{
+    if (ftruncate(p->fd, (off_t)p->log_bytes) == 0) {
+        (void)fdatasync(p->fd);
+    }
+}
+
 static sc_err flush_locked(sc_persist *p, bool sync)
 {
     if (atomic_load(&p->failed)) {
@@ -922,6 +946,7 @@ static sc_err flush_locked(sc_persist *p, bool sync)
     sc_err rc = write_all(p->fd, out.p, out.len);
     if (rc != SC_OK) {
         fail(p, errno, "writing the log");
+        cut_back(p);
     } else {
         p->log_bytes += out.len;
         p->written = upto;
@@ -939,6 +964,14 @@ static sc_err flush_locked(sc_persist *p, bool sync)
             if (atomic_load(&p->failed)) {
                 rc = SC_EIO;
             }
+        }
+        if (rc != SC_OK) {
+            /* Refused, so not to come back: this batch's records out of
+             * the log again, where the file still takes a truncate. */
+            p->log_bytes -= out.len;
+            cut_back(p);
+        } else if (p->cfg.fsync != SC_FSYNC_ALWAYS || p->synced >= upto) {
+            p->confirmed = upto;
         }
     }
     /* Keep the emptied buffer for the next swap, unless it grew large. */
@@ -1001,11 +1034,13 @@ static sc_err j_commit(void *arg, uint64_t seq)
     bool sync = p->cfg.fsync == SC_FSYNC_ALWAYS;
     pthread_mutex_lock(&p->io_mu);
     sc_err rc = SC_OK;
-    if ((sync ? p->synced : p->written) < seq) {
+    /* A record a flush confirmed before a later one failed (another
+     * writer's, in the same group) is on disk: its change stands. */
+    if (p->confirmed < seq) {
         rc = flush_locked(p, sync);
-    }
-    if (atomic_load(&p->failed)) {
-        rc = SC_EIO;
+        if (rc == SC_OK && p->confirmed < seq) {
+            rc = SC_EIO;
+        }
     }
     pthread_mutex_unlock(&p->io_mu);
     return rc;
@@ -1206,6 +1241,11 @@ static sc_err open_log(sc_persist *p, uint64_t gen, bool create, size_t valid,
     if (rc != SC_OK) {
         say(msg, cap, "cannot prepare %s: %s", path, strerror(errno));
         close(fd);
+        if (create) {
+            /* Left, it would be the last log and block the next one. */
+            unlink(path);
+            (void)fsync(p->dirfd);
+        }
         return rc;
     }
     p->fd = fd;
@@ -1216,11 +1256,23 @@ static sc_err open_log(sc_persist *p, uint64_t gen, bool create, size_t valid,
 
 static void *thread_main(void *arg);
 
+/* The state directory, listed from its start. Not fdopendir(dup(dirfd)):
+ * a dup shares its offset, so a second listing would see nothing. */
+static DIR *list_dir(sc_persist *p)
+{
+    int fd = openat(p->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+    if (dp == NULL && fd >= 0) {
+        close(fd);
+    }
+    return dp;
+}
+
 /* Removes the training files of every snapshot but generation keep's (a
  * crash between writing them and the snapshot's rename leaves some). */
 static void remove_stale_trainings(sc_persist *p, uint64_t keep)
 {
-    DIR *dp = fdopendir(dup(p->dirfd));
+    DIR *dp = list_dir(p);
     if (dp == NULL) {
         return;
     }
@@ -1250,7 +1302,7 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
     p->ledger = l;
     sc_persist_load_stats st;
     memset(&st, 0, sizeof(st));
-    DIR *dp = fdopendir(dup(p->dirfd));
+    DIR *dp = list_dir(p);
     if (dp == NULL) {
         say(msg, cap, "cannot list %s: %s", p->dir, strerror(errno));
         return SC_EIO;
@@ -1490,33 +1542,36 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
         sc_ledger_export(p->ledger, false, ledger_to, &w.b);
     }
     sc_err rc = snap_drain(&w);
-    size_t count = 0;
+    size_t count = 0, room = 0;
     char (*names)[SC_CACHE_NS_NAME_MAX + 1] = NULL;
-    if (rc == SC_OK) {
-        sc_cache_ns_list(p->cache, NULL, 0, &count);
-        names = calloc(count + 64, sizeof(*names));
-        rc = names == NULL ? SC_ENOMEM : SC_OK;
-    }
-    if (rc == SC_OK) {
-        /* Namespaces made since the count above are in the new log. */
-        size_t room = count + 64;
-        sc_cache_ns_list(p->cache, names, room, &count);
-        count = count < room ? count : room;
+    /* Every name, however many are made meanwhile: the list is sorted, so
+     * one cut short could leave out any old namespace, not only new ones. */
+    while (rc == SC_OK && (names == NULL || count > room)) {
+        room = count + 64;
+        free(names);
+        names = calloc(room, sizeof(*names));
+        rc = names == NULL ? SC_ENOMEM
+                           : sc_cache_ns_list(p->cache, names, room, &count);
     }
     for (size_t i = 0; i < count && rc == SC_OK; i++) {
         sc_ns_config cfg;
         bool had;
-        if (sc_cache_ns_state(p->cache, names[i], &cfg, &had) != SC_OK) {
+        uint64_t serial;
+        if (sc_cache_ns_state(p->cache, names[i], &cfg, &had, &serial) !=
+            SC_OK) {
             continue; /* dropped meanwhile: the log says so */
         }
         enc_ns_put(&w.b, names[i], &cfg, had);
         /* The trainings before the entries: a restore then makes each
          * scope's index trained and empty, and its vectors go straight
-         * into it (no training at restart, and none started meanwhile). */
+         * into it (no training at restart, and none started meanwhile).
+         * Both of this namespace only: one dropped and made again
+         * meanwhile (another dim, maybe) is in the new log. */
         w.ns = names[i];
-        rc = sc_cache_scope_indexes(p->cache, names[i], snap_training, &w);
+        rc = sc_cache_scope_indexes(p->cache, names[i], serial, snap_training,
+                                    &w);
         if (rc == SC_OK) {
-            rc = sc_cache_scan_entries(p->cache, names[i], snap_entry,
+            rc = sc_cache_scan_entries(p->cache, names[i], serial, snap_entry,
                                        snap_drain, &w);
         }
         rc = rc == SC_ENONS ? SC_OK : rc;
@@ -1528,6 +1583,7 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
     if (rc == SC_OK) {
         size_t at = rec_begin(&w.b, REC_SNAP_END);
         wb_u64(&w.b, w.entries);
+        wb_u64(&w.b, sc_cache_next_id(p->cache));
         rec_end(&w.b, at);
         rc = snap_drain(&w);
     }
@@ -1536,6 +1592,14 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
     }
     if (close(w.fd) != 0 && rc == SC_OK) {
         rc = SC_EIO;
+    }
+    if (rc == SC_OK) {
+        /* Every change the snapshot holds was appended before it was
+         * seen: made durable now, or the snapshot is not taken, so that
+         * it never holds a change its writer is told was refused. */
+        pthread_mutex_lock(&p->io_mu);
+        rc = flush_locked(p, true);
+        pthread_mutex_unlock(&p->io_mu);
     }
     if (rc == SC_OK) {
         rc = trainings_done(path, w.ntrain, true);

@@ -1464,6 +1464,63 @@ static int restore_into(const sc_cache_entry_info *e, void *arg)
     return sc_cache_restore_entry(arg, e, now_fake, &added) != SC_OK || !added;
 }
 
+static sc_err no_scope_fn(void *arg, const char *scope, sc_index *ix)
+{
+    (void)arg;
+    (void)scope;
+    (void)ix;
+    return SC_OK;
+}
+
+static int count_one(const sc_cache_entry_info *e, void *arg)
+{
+    (void)e;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* A snapshot reads a namespace's state, then its entries, by name: with
+ * its serial it never gets the entries of another namespace that took the
+ * name meanwhile (another dimension, maybe), nor its scopes. */
+static void test_ns_serial(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    float v[D];
+    tilt(v, 0, 1, 0.8f);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "x", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "x", NULL, "q1", v, "r1", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "x", NULL, "q2", v, "r2", 0, NULL), SC_OK);
+    sc_ns_config cfg;
+    bool had;
+    uint64_t s1 = 0, s2 = 0, s3 = 0;
+    CHECK_EQ_INT(sc_cache_ns_state(c, "x", &cfg, &had, &s1), SC_OK);
+    int n = 0;
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", s1, count_one, NULL, &n), SC_OK);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "x"), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "x", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "x", NULL, "q3", v, "r3", 0, NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_state(c, "x", &cfg, &had, &s2), SC_OK);
+    CHECK(s2 != s1 && s2 != 0);
+    n = 0;
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", s1, count_one, NULL, &n),
+                 SC_ENONS);
+    CHECK_EQ_INT(n, 0);
+    CHECK_EQ_INT(sc_cache_scope_indexes(c, "x", s1, no_scope_fn, NULL),
+                 SC_ENONS);
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", s2, count_one, NULL, &n), SC_OK);
+    CHECK_EQ_INT(n, 1);
+    n = 0;
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", 0, count_one, NULL, &n), SC_OK);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(sc_cache_scope_indexes(c, "x", s2, no_scope_fn, NULL), SC_OK);
+    /* Another name's serial is another number too. */
+    CHECK_EQ_INT(sc_cache_ns_create(c, "y", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_state(c, "y", &cfg, &had, &s3), SC_OK);
+    CHECK(s3 != s1 && s3 != s2 && s3 != 0);
+    sc_cache_close(c);
+}
+
 /* The statistics follow a scope's texts however entries come and go:
  * insert, replace, delete, expiry, eviction, flush, restore; each scope has
  * its own (one tenant's texts never weigh in another's similarities), made
@@ -1553,7 +1610,8 @@ static void test_embedder_stats(void)
     sc_cache *c2 = NULL;
     CHECK_EQ_INT(sc_cache_open(&cfg, &c2), SC_OK);
     CHECK_EQ_INT(sc_cache_restore_ns(c2, "a", &nc, false), SC_OK);
-    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", restore_into, NULL, c2), SC_OK);
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", 0, restore_into, NULL, c2),
+                 SC_OK);
     CHECK_EQ_INT(get(c2, "a", NULL, "grape jam please", NULL, &r), SC_OK);
     sc_cache_result_fini(&r);
     CHECK(stats_seen != fa && stats_seen != NULL);
@@ -2290,7 +2348,8 @@ static void test_backends(void)
             nanosleep(&ms50, NULL);
         }
         CHECK_EQ_INT(sc_cache_trained_scopes(c, ivf), 1);
-        CHECK_EQ_INT(sc_cache_scope_indexes(c, ivf, save_first, tpath), SC_OK);
+        CHECK_EQ_INT(sc_cache_scope_indexes(c, ivf, 0, save_first, tpath),
+                     SC_OK);
         /* The fake embedder's statistics count the scopes made. */
         sc_cache_embedder em = stats_embedder();
         sc_cache_config ccfg;
@@ -2337,6 +2396,7 @@ int main(void)
     test_concurrency();
     test_embedder();
     test_embedder_stats();
+    test_ns_serial();
     test_embedder_upgrade();
     test_embedder_stats_bytes();
     test_backends();

@@ -373,6 +373,36 @@ static void test_torn_tail(void)
     world_close(&w);
 }
 
+/* What a crash leaves in the directory, cleaned up at load: a last log
+ * made but empty (the crash came before its header: a compaction's new
+ * log), and the training files of a snapshot that was never renamed into
+ * place. */
+static void test_crash_leftovers(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "leftovers");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    fill(w.c, 5, 400);
+    world_close(&w);
+    append_bytes(dir, "log.2", "", 0);
+    append_bytes(dir, "snap.7.ivf.0", "stale", 5);
+    CHECK_EQ_INT(file_size(dir, "log.2"), 0);
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK_EQ_INT(w.st.logs, 2);
+    CHECK_EQ_INT(count_served(w.c, 5), 5);
+    CHECK_EQ_INT(file_size(dir, "snap.7.ivf.0"), -1);
+    uint64_t id;
+    CHECK(put(w.c, "default", "into log 2", "kept", true, 999, &id) == SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    char buf[64];
+    CHECK(served_text(w.c, "default", "into log 2", buf, sizeof(buf)));
+    CHECK_EQ_INT(count_served(w.c, 5), 5);
+    world_close(&w);
+}
+
 /* A record in the middle with a bad byte: refused, naming where; with
  * repair, skipped (one record) and everything after it kept. */
 static void test_mid_corruption(void)
@@ -521,13 +551,17 @@ static void test_expired_while_down(void)
     world w;
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
     CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
-    sc_cache_item it = {.text = "short lived", .text_len = 11,
-                        .response = "r", .response_len = 1, .ttl_ms = 50};
+    sc_cache_item it = {.text = "long lived",
+                        .text_len = 10,
+                        .response = "r",
+                        .response_len = 1,
+                        .ttl_ms = 3600000};
     CHECK(sc_cache_insert(w.c, "default", &it, NULL) == SC_OK);
-    it.text = "long lived";
-    it.text_len = 10;
-    it.ttl_ms = 3600000;
-    CHECK(sc_cache_insert(w.c, "default", &it, NULL) == SC_OK);
+    it.text = "short lived";
+    it.text_len = 11;
+    it.ttl_ms = 50;
+    uint64_t short_id = 0, next_id = 0;
+    CHECK(sc_cache_insert(w.c, "default", &it, &short_id) == SC_OK);
     world_close(&w);
     usleep(120000);
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
@@ -536,6 +570,26 @@ static void test_expired_while_down(void)
     char buf[16];
     CHECK(served_text(w.c, "default", "long lived", buf, sizeof(buf)));
     CHECK(!served_text(w.c, "default", "short lived", buf, sizeof(buf)));
+    /* The expired entry's id, the newest, is not given out again: a
+     * client holding it must not reach another entry with it. */
+    it.text = "new";
+    it.text_len = 3;
+    it.ttl_ms = 0;
+    CHECK(sc_cache_insert(w.c, "default", &it, &next_id) == SC_OK);
+    CHECK(next_id > short_id);
+    /* The same for the newest entry deleted, then a compaction: the
+     * snapshot holds no record of it, only the next id. */
+    CHECK(sc_cache_delete(w.c, next_id) == SC_OK);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(w.st.snapshot);
+    CHECK_EQ_INT(w.st.entries_restored, 1);
+    uint64_t after = 0;
+    it.text = "newer";
+    it.text_len = 5;
+    CHECK(sc_cache_insert(w.c, "default", &it, &after) == SC_OK);
+    CHECK(after > next_id);
     world_close(&w);
 }
 
@@ -668,6 +722,39 @@ static void test_replay_garbage(void)
     sc_cache_close(c);
 }
 
+/* Format version 1 (before a snapshot's end record held the next id) is
+ * still read: the fuzz seed tests/fuzz/corpus/fuzz_persist/snapshot is one
+ * such snapshot (after its control byte), written by an earlier build. */
+static void test_format_v1(void)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/fuzz_persist/snapshot",
+             SC_SOURCE_DIR);
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (f == NULL) {
+        return;
+    }
+    static uint8_t d[1 << 16];
+    size_t n = fread(d, 1, sizeof(d), f);
+    fclose(f);
+    CHECK(n > 17 && d[7] == 1 && d[8] == 0); /* version 1, little-endian */
+    sc_cache *c;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK);
+    sc_persist_load_stats st;
+    memset(&st, 0, sizeof(st));
+    char msg[256] = "";
+    sc_err rc =
+        sc_persist_replay(c, NULL, SC_PERSIST_SNAPSHOT, d + 1, n - 1, false,
+                          false, 0, NULL, &st, NULL, msg, sizeof(msg));
+    if (rc != SC_OK) {
+        fprintf(stderr, "version 1 snapshot: %s\n", msg);
+    }
+    CHECK_EQ_INT(rc, SC_OK);
+    CHECK(st.entries_restored > 0);
+    sc_cache_close(c);
+}
+
 /* A disk that fills up (RLIMIT_FSIZE makes write() fail): the insert that
  * met it is refused (io_error) and not served, later changes are refused at
  * once, lookups go on; every insert acknowledged before is there after a
@@ -716,6 +803,93 @@ static void test_write_failure(void)
     CHECK_EQ_INT(count_served(w.c, acked), acked);
     CHECK(!served_text(w.c, "default", "later", buf, sizeof(buf)));
     world_close(&w);
+}
+
+/* Writers that share the log's group commits when the disk fills up: a
+ * batch of several writers' records can fail part way, or after another
+ * writer's record in it was already made durable. Every insert
+ * acknowledged is there after a restart, and no refused one is, in each
+ * of several rounds. */
+#define FULL_WRITERS 4
+typedef struct full_writer {
+    sc_cache *c;
+    int t;
+    int n;          /* inserts tried */
+    int refused_at; /* its first refused one, -1 = none */
+    uint64_t acked[400];
+} full_writer;
+
+static void *full_write(void *arg)
+{
+    full_writer *fw = arg;
+    fw->refused_at = -1;
+    for (fw->n = 0; fw->n < 400; fw->n++) {
+        char t[64], r[64];
+        snprintf(t, sizeof(t), "writer %d question %d", fw->t, fw->n);
+        snprintf(r, sizeof(r), "answer %d/%d", fw->t, fw->n);
+        uint64_t id = 0;
+        sc_err rc = put(fw->c, "default", t, r, false, 0, &id);
+        if (rc != SC_OK) {
+            fw->refused_at = rc == SC_EIO ? fw->n : -2;
+            break;
+        }
+        fw->acked[fw->n] = id;
+    }
+    return NULL;
+}
+
+static void test_write_failure_shared(void)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    for (int round = 0; round < 6; round++) {
+        char dir[512], name[32];
+        snprintf(name, sizeof(name), "fullshared%d", round);
+        fresh_dir(dir, sizeof(dir), name);
+        world w;
+        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+        CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+        struct rlimit old, lim;
+        getrlimit(RLIMIT_FSIZE, &old);
+        lim = old;
+        lim.rlim_cur = (rlim_t)file_size(dir, "log.1") + 6000 + 997 * round;
+        CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+        full_writer fw[FULL_WRITERS];
+        pthread_t th[FULL_WRITERS];
+        for (int t = 0; t < FULL_WRITERS; t++) {
+            fw[t] = (full_writer){.c = w.c, .t = t};
+            pthread_create(&th[t], NULL, full_write, &fw[t]);
+        }
+        for (int t = 0; t < FULL_WRITERS; t++) {
+            pthread_join(th[t], NULL);
+        }
+        CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+        world_close(&w);
+        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+        int lost = 0, back = 0;
+        for (int t = 0; t < FULL_WRITERS; t++) {
+            CHECK(fw[t].refused_at >= 0);
+            for (int i = 0; i < fw[t].n; i++) {
+                char q[64], buf[64];
+                snprintf(q, sizeof(q), "writer %d question %d", t, i);
+                lost += !served_text(w.c, "default", q, buf, sizeof(buf));
+            }
+            if (fw[t].refused_at >= 0) {
+                char q[64], buf[64];
+                snprintf(q, sizeof(q), "writer %d question %d", t,
+                         fw[t].refused_at);
+                back += served_text(w.c, "default", q, buf, sizeof(buf));
+            }
+        }
+        if (lost != 0 || back != 0) {
+            fprintf(stderr,
+                    "round %d: %d acknowledged inserts lost, %d refused ones "
+                    "back\n",
+                    round, lost, back);
+        }
+        CHECK_EQ_INT(lost, 0);
+        CHECK_EQ_INT(back, 0);
+        world_close(&w);
+    }
 }
 
 /* The state directory deleted under a running cache: every later write
@@ -921,6 +1095,7 @@ int main(void)
     test_round_trip(false);
     test_round_trip(true);
     test_torn_tail();
+    test_crash_leftovers();
     test_mid_corruption();
     test_compact_under_load();
     test_expired_while_down();
@@ -928,12 +1103,14 @@ int main(void)
     test_moved_model(true);
     test_lock();
     test_write_failure();
+    test_write_failure_shared();
     test_dir_removed(SC_FSYNC_ALWAYS);
     test_dir_removed(SC_FSYNC_EVERYSEC);
     test_restore_caps();
     test_crash_mid_compaction();
     test_ivf_training();
     test_replay_garbage();
+    test_format_v1();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     if (system(cmd) != 0) {
