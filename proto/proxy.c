@@ -235,6 +235,12 @@ static sc_err derive_fail(sc_proxy_plan *out, char *msg, size_t cap,
     return SC_EINVAL;
 }
 
+static sc_err derive_oom(sc_proxy_plan *out, char *msg, size_t cap)
+{
+    (void)derive_fail(out, msg, cap, "out of memory");
+    return SC_ENOMEM;
+}
+
 static void not_cacheable(sc_proxy_plan *out, const char *why)
 {
     out->cacheable = false;
@@ -302,7 +308,7 @@ sc_err sc_proxy_derive(const json_t *req, sc_proxy_history h,
     int crc = content_text(json_object_get(last, "content"), &out->text,
                            &out->text_len);
     if (crc < 0) {
-        return derive_fail(out, msg, cap, "out of memory");
+        return derive_oom(out, msg, cap);
     }
     if (crc > 0) {
         not_cacheable(out, "non_text");
@@ -352,7 +358,7 @@ sc_err sc_proxy_derive(const json_t *req, sc_proxy_history h,
     XXH3_freeState(hh);
     json_decref(params);
     if (bad) {
-        return derive_fail(out, msg, cap, "out of memory");
+        return derive_oom(out, msg, cap);
     }
     if (turns > 0 && h == SC_PROXY_HISTORY_SINGLE) {
         not_cacheable(out, "multi_turn");
@@ -702,10 +708,10 @@ static bool serve_hit_stream(preq *pr, const sc_cache_result *r)
     }
     if (rv == 0) {
         json_t *c2 = json_deep_copy(base);
-        json_object_set_new(c2, "choices",
-                            json_pack("[{s:i,s:{},s:O}]", "index", 0, "delta",
-                                      "finish_reason",
-                                      fin != NULL ? fin : json_string("stop")));
+        json_object_set_new(
+            c2, "choices",
+            json_pack("[{s:i,s:{},s:o}]", "index", 0, "delta", "finish_reason",
+                      fin != NULL ? json_incref(fin) : json_string("stop")));
         rv = write_event(pr, c2);
     }
     if (rv == 0 && pr->plan.include_usage &&
@@ -995,9 +1001,10 @@ static int upstream_embed(preq *pr, CURL *c)
             const json_t *x = json_array_get(e, i);
             double d = json_number_value(x);
             if (!json_is_number(x) || !(fabs(d) <= 3.4e38)) {
-                rc = -1;
+                rc = -1; /* and no conversion: out of float's range */
+            } else {
+                pr->vec[i] = (float)d;
             }
-            pr->vec[i] = (float)d;
         }
         if (rc == 0) {
             pr->dim = (uint32_t)n;
@@ -1112,10 +1119,13 @@ typedef struct sse {
     bool failed;   /* a write to the client failed */
     buf err;       /* a non-stream (error) answer, collected */
     buf line;      /* the event line being read */
-    buf content;   /* the assembled message content */
+    buf text;      /* the assembled message content */
     json_t *first; /* the first chunk (id, model, created, ...) */
     char finish[32];
     bool done, tools, bad;
+    /* A content delta came; something came that the stored answer would
+     * not keep (a refusal, audio, logprobs, ...). */
+    bool content, other;
     uint64_t in_tok, out_tok;
 } sse;
 
@@ -1154,9 +1164,26 @@ static void sse_line(sse *s, const char *l, size_t n)
     const json_t *c0 = json_array_get(ch, 0);
     const json_t *d = json_object_get(c0, "delta");
     const json_t *ct = json_object_get(d, "content");
-    if (json_is_string(ct) &&
-        buf_add(&s->content, json_string_value(ct), json_string_length(ct))) {
-        s->bad = true;
+    if (json_is_string(ct)) {
+        s->content = true;
+        if (buf_add(&s->text, json_string_value(ct), json_string_length(ct))) {
+            s->bad = true;
+        }
+    }
+    /* The stored answer is rebuilt from the content alone: a stream that
+     * also carries anything else is relayed but not stored. */
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)d, k, v)
+    {
+        if (!json_is_null(v) && strcmp(k, "role") != 0 &&
+            strcmp(k, "content") != 0 && strcmp(k, "tool_calls") != 0) {
+            s->other = true;
+        }
+    }
+    const json_t *lp = json_object_get(c0, "logprobs");
+    if (lp != NULL && !json_is_null(lp)) {
+        s->other = true;
     }
     if (json_object_get(d, "tool_calls") != NULL &&
         !json_is_null(json_object_get(d, "tool_calls"))) {
@@ -1222,7 +1249,7 @@ static void forward_stream(preq *pr, CURL *c)
 {
     sc_proxy *p = pr->p;
     sse s = {.pr = pr, .c = c};
-    s.err.max = s.content.max = p->body_max;
+    s.err.max = s.text.max = p->body_max;
     s.line.max = p->body_max;
     CURLcode cc;
     long status;
@@ -1264,7 +1291,7 @@ static void forward_stream(preq *pr, CURL *c)
             s.first != NULL) {
             bool ok = strcmp(s.finish, "stop") == 0 ||
                       (strcmp(s.finish, "length") == 0 && p->store_truncated);
-            if (ok && !s.tools) {
+            if (ok && !s.tools && s.content && !s.other) {
                 json_t *m = json_object_get(s.first, "model");
                 json_t *id = json_object_get(s.first, "id");
                 json_t *cr = json_object_get(s.first, "created");
@@ -1275,8 +1302,8 @@ static void forward_stream(preq *pr, CURL *c)
                     cr != NULL ? json_incref(cr) : json_integer(0), "model",
                     m != NULL ? json_incref(m) : json_string(pr->plan.model),
                     "choices", "index", 0, "message", "role", "assistant",
-                    "content", s.content.p != NULL ? s.content.p : "",
-                    s.content.n, "finish_reason", s.finish);
+                    "content", s.text.p != NULL ? s.text.p : "", s.text.n,
+                    "finish_reason", s.finish);
                 if (a != NULL && (s.in_tok > 0 || s.out_tok > 0)) {
                     json_object_set_new(
                         a, "usage",
@@ -1300,7 +1327,7 @@ static void forward_stream(preq *pr, CURL *c)
     json_decref(s.first);
     free(s.err.p);
     free(s.line.p);
-    free(s.content.p);
+    free(s.text.p);
 }
 
 /* ---- the request's course ---------------------------------------------- */

@@ -16,6 +16,9 @@ answers by its current mode:
   slow       as ok after `delay` seconds
   cut        (streams) a few events, then the connection closes without
              [DONE]
+  refusal    (streams) the answer as delta.refusal pieces, content null,
+             finish_reason stop
+  logprobs   (streams) as ok, each event with choices[0].logprobs
 
 Run alone (python3 fake_upstream.py PORT) it serves in mode ok until
 killed."""
@@ -106,7 +109,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finish = {"truncated": "length", "tool": "tool_calls"}.get(mode,
                                                                    "stop")
         if body.get("stream"):
-            self.stream(body, text, finish, cut=(mode == "cut"))
+            self.stream(body, text, finish, cut=(mode == "cut"), mode=mode)
             return
         msg = {"role": "assistant", "content": text}
         if mode == "tool":
@@ -122,7 +125,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": 11, "completion_tokens": 7,
                       "total_tokens": 18}})
 
-    def stream(self, body, text, finish, cut):
+    def stream(self, body, text, finish, cut, mode="ok"):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
@@ -134,8 +137,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "role": "assistant", "content": ""}, "finish_reason": None}])]
         for i, w in enumerate(words):
             piece = w if i == 0 else " " + w
-            events.append(dict(base, choices=[{"index": 0, "delta": {
-                "content": piece}, "finish_reason": None}]))
+            delta = {"content": piece}
+            if mode == "refusal":
+                delta = {"content": None, "refusal": piece}
+            choice = {"index": 0, "delta": delta, "finish_reason": None}
+            if mode == "logprobs":
+                choice["logprobs"] = {"content": [
+                    {"token": piece, "logprob": -0.5, "bytes": None,
+                     "top_logprobs": []}]}
+            events.append(dict(base, choices=[choice]))
         events.append(dict(base, choices=[{"index": 0, "delta": {},
                                            "finish_reason": finish}]))
         if (body.get("stream_options") or {}).get("include_usage"):

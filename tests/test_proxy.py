@@ -383,6 +383,21 @@ def test_stream(p, fake):
     st, hs, j = p.chat(q3)
     check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
           "a stream that ended in finish_reason length was not stored")
+    # A stream the stored answer could not hold whole (a refusal, with no
+    # content at all; logprobs the request asked for) is relayed, not
+    # stored.
+    for mode, q4 in (("refusal", "Can you write my exam for me?"),
+                     ("logprobs", "How sure are you about the sizes?")):
+        fake.mode = mode
+        n = fake.chat_calls()
+        st, hs, ev, done = read_stream(p.port, dict(body, messages=[
+            {"role": "user", "content": q4}]))
+        check(st == 200 and done, f"a {mode} stream is relayed whole")
+        fake.mode = "ok"
+        time.sleep(0.2)
+        st, hs, j = p.chat(q4)
+        check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
+              f"a {mode} stream was not stored ({xsc(hs)})")
     # An upstream error to a streaming request is relayed, not a stream.
     fake.mode = "error"
     st, hs, ev, done = read_stream(p.port, dict(body, messages=[
