@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -454,6 +455,18 @@ static sc_err http_metrics(void *arg, FILE *out)
     return SC_OK;
 }
 
+/* A signal another thread took (see main); the main loop reads it within
+ * its 1 s tick. A SIGTERM or SIGINT is not overwritten by a later SIGHUP. */
+static atomic_int noted_signal;
+
+static void note_signal(int s)
+{
+    int cur = atomic_load(&noted_signal);
+    if (cur != SIGTERM && cur != SIGINT) {
+        atomic_store(&noted_signal, s);
+    }
+}
+
 /* The --config files, in order, for a SIGHUP's reload of the keys. */
 #define MAX_CONFIGS 16
 static const char *config_paths[MAX_CONFIGS];
@@ -796,7 +809,20 @@ int main(int argc, char **argv)
     ccfg.ledger = ledger;
 
     /* Signals are taken synchronously by the main thread (sigtimedwait);
-     * every thread started from here on inherits the blocked mask. */
+     * every thread started from here on inherits the blocked mask. Threads
+     * libraries started before main (OpenBLAS's pool) do not block them,
+     * and the kernel hands a signal the main thread blocks at that moment
+     * (it is not in sigtimedwait) to one of those: with the default action
+     * a second SIGHUP during a reload, or a SIGTERM during the expiry
+     * tick, killed the process. A handler there notes it for the main
+     * loop instead. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = note_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
@@ -981,6 +1007,9 @@ int main(int argc, char **argv)
     while (sig == 0) {
         struct timespec tick = {1, 0};
         int s = sigtimedwait(&sigs, NULL, &tick);
+        if (s <= 0) {
+            s = atomic_exchange(&noted_signal, 0);
+        }
         if (s == SIGTERM || s == SIGINT) {
             sig = s;
             break;
