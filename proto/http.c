@@ -165,6 +165,36 @@ int sc_http_status_of(const char *code)
     return 500;
 }
 
+int sc_http_content_length(const char *v, size_t max, size_t *len)
+{
+    *len = 0;
+    if (v == NULL) {
+        return 0;
+    }
+    while (*v == ' ' || *v == '\t') {
+        v++;
+    }
+    if (*v < '0' || *v > '9') {
+        return -1;
+    }
+    size_t n = 0;
+    for (; *v >= '0' && *v <= '9'; v++) {
+        if (n > max || n > (SIZE_MAX - 9) / 10) {
+            *len = SIZE_MAX; /* over the cap: stop before overflowing */
+            return 0;
+        }
+        n = n * 10 + (size_t)(*v - '0');
+    }
+    while (*v == ' ' || *v == '\t') {
+        v++;
+    }
+    if (*v != '\0') {
+        return -1;
+    }
+    *len = n > max ? SIZE_MAX : n;
+    return 0;
+}
+
 /* ---- base64 (RFC 4648, standard alphabet, padded) --------------------- */
 
 static const char b64[] =
@@ -220,6 +250,11 @@ static long b64_decode(const char *s, size_t n, uint8_t *out)
         }
         uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
                      (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        /* Strict: the bits padding leaves over are zero ("QR==" is not
+         * "QQ==" written another way). */
+        if ((pad == 2 && (w & 0xffff) != 0) || (pad == 1 && (w & 0xff) != 0)) {
+            return -1;
+        }
         out[o++] = (uint8_t)(w >> 16);
         if (pad < 2) {
             out[o++] = (uint8_t)(w >> 8);
@@ -758,32 +793,9 @@ static void handle_op(sc_http *h, const char *op, nng_aio *aio)
         return;
     }
     size_t len = 0;
-    if (cl != NULL) {
-        const char *p = cl;
-        while (*p == ' ' || *p == '\t') {
-            p++;
-        }
-        if (*p == '\0') {
-            reply_error(aio, 400, "bad_request", "bad Content-Length", true);
-            return;
-        }
-        for (; *p >= '0' && *p <= '9'; p++) {
-            if (len > h->body_max || len > (SIZE_MAX - 9) / 10) {
-                len = SIZE_MAX; /* over the cap: stop before overflowing */
-                break;
-            }
-            len = len * 10 + (size_t)(*p - '0');
-        }
-        if (len <= h->body_max) {
-            while (*p == ' ' || *p == '\t') {
-                p++;
-            }
-            if (*p != '\0') {
-                reply_error(aio, 400, "bad_request", "bad Content-Length",
-                            true);
-                return;
-            }
-        }
+    if (sc_http_content_length(cl, h->body_max, &len) != 0) {
+        reply_error(aio, 400, "bad_request", "bad Content-Length", true);
+        return;
     }
     if (len > h->body_max) {
         snprintf(msg, sizeof(msg), "the body is over the cap of %zu bytes",

@@ -97,4 +97,10 @@ sc_metrics *sc_http_metrics(sc_http *h);
  * docs/HTTP.md); an unknown code is 500. */
 int sc_http_status_of(const char *code);
 
+/* Reads a Content-Length header's value v (NULL: no header, a length of
+ * 0): digits, with spaces or tabs around them. Returns 0 with *len set
+ * (SIZE_MAX when it is over max, whatever follows the digits), or -1 when
+ * v is not such a number. Never overflows. */
+int sc_http_content_length(const char *v, size_t max, size_t *len);
+
 #endif

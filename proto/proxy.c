@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include "proto/proxy.h"
 
+#include "proto/http.h"
+
 #include <curl/curl.h>
 #include <math.h>
 #include <pthread.h>
@@ -1640,30 +1642,10 @@ static void on_request(nng_aio *aio)
     }
     const char *cl = nng_http_req_get_header(req, "Content-Length");
     size_t len = 0;
-    if (cl != NULL) {
-        const char *q = cl;
-        while (*q == ' ') {
-            q++;
-        }
-        if (*q < '0' || *q > '9') {
-            reply_error(pr, 400, "invalid_request_error", "bad_request",
-                        "bad Content-Length", NULL, true);
-            return;
-        }
-        for (; *q >= '0' && *q <= '9'; q++) {
-            if (len > p->body_max) {
-                break; /* over the cap: stop before overflowing */
-            }
-            len = len * 10 + (size_t)(*q - '0');
-        }
-        while (*q == ' ' && len <= p->body_max) {
-            q++;
-        }
-        if (*q != '\0' && len <= p->body_max) {
-            reply_error(pr, 400, "invalid_request_error", "bad_request",
-                        "bad Content-Length", NULL, true);
-            return;
-        }
+    if (sc_http_content_length(cl, p->body_max, &len) != 0) {
+        reply_error(pr, 400, "invalid_request_error", "bad_request",
+                    "bad Content-Length", NULL, true);
+        return;
     }
     if (len > p->body_max) {
         char msg[128];

@@ -730,6 +730,36 @@ static void test_binary_responses(void)
     expect_error("insert",
                  "{\"ns\":\"bin\",\"vec\":[1,1],\"response_base64\":\"eA=\"}",
                  400, "bad_request");
+    /* Strict: left-over bits must be zero. */
+    expect_error("insert",
+                 "{\"ns\":\"bin\",\"vec\":[1,1],\"response_base64\":\"QR==\"}",
+                 400, "bad_request");
+    expect_error("insert",
+                 "{\"ns\":\"bin\",\"vec\":[1,1],\"response_base64\":\"QUJ=\"}",
+                 400, "bad_request");
+}
+
+/* The one Content-Length reader, the front's and the proxy's. */
+static void test_content_length(void)
+{
+    size_t n = 7;
+    CHECK(sc_http_content_length(NULL, 100, &n) == 0 && n == 0);
+    CHECK(sc_http_content_length("12", 100, &n) == 0 && n == 12);
+    CHECK(sc_http_content_length(" \t12 \t", 100, &n) == 0 && n == 12);
+    CHECK(sc_http_content_length("100", 100, &n) == 0 && n == 100);
+    CHECK(sc_http_content_length("101", 100, &n) == 0 && n == SIZE_MAX);
+    CHECK(sc_http_content_length("99999999999999999999999999999", SIZE_MAX - 1,
+                                 &n) == 0 &&
+          n == SIZE_MAX);
+    CHECK(sc_http_content_length("123456789012345678901234 junk", 100, &n) ==
+              0 &&
+          n == SIZE_MAX);
+    CHECK(sc_http_content_length("", 100, &n) == -1);
+    CHECK(sc_http_content_length("  ", 100, &n) == -1);
+    CHECK(sc_http_content_length("1a", 100, &n) == -1);
+    CHECK(sc_http_content_length("-1", 100, &n) == -1);
+    CHECK(sc_http_content_length("+5", 100, &n) == -1);
+    CHECK(sc_http_content_length("1 2", 100, &n) == -1);
 }
 
 static void test_batches_and_ops(void)
@@ -1559,6 +1589,7 @@ int main(void)
     test_healthz();
     test_insert_lookup();
     test_binary_responses();
+    test_content_length();
     test_batches_and_ops();
     test_malformed();
     test_http_errors();
