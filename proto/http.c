@@ -165,6 +165,37 @@ int sc_http_status_of(const char *code)
     return 500;
 }
 
+typedef struct continue_write {
+    nng_aio *aio;
+    nng_iov iov;
+} continue_write;
+
+static void continue_done(void *arg)
+{
+    continue_write *cw = arg;
+    nng_aio_reap(cw->aio); /* freeing it from its own callback would wait */
+    free(cw);
+}
+
+void sc_http_continue(nng_http_req *req, nng_http_conn *conn)
+{
+    static char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    const char *e = nng_http_req_get_header(req, "Expect");
+    if (e == NULL || strcasecmp(e, "100-continue") != 0) {
+        return;
+    }
+    continue_write *cw = calloc(1, sizeof(*cw));
+    if (cw == NULL || nng_aio_alloc(&cw->aio, continue_done, cw) != 0) {
+        free(cw); /* the client sends its body anyway, a second later */
+        return;
+    }
+    cw->iov = (nng_iov){.iov_buf = line, .iov_len = sizeof(line) - 1};
+    nng_aio_set_iov(cw->aio, 1, &cw->iov);
+    nng_aio_set_timeout(cw->aio, SC_HTTP_BODY_TIMEOUT_MS);
+    /* Queued before the final response, which nng writes after it. */
+    nng_http_conn_write_all(conn, cw->aio);
+}
+
 int sc_http_content_length(const char *v, size_t max, size_t *len)
 {
     *len = 0;
@@ -824,6 +855,7 @@ static void handle_op(sc_http *h, const char *op, nng_aio *aio)
     nng_iov iov = {.iov_buf = br->buf, .iov_len = len};
     nng_aio_set_iov(br->aio, 1, &iov);
     nng_aio_set_timeout(br->aio, SC_HTTP_BODY_TIMEOUT_MS);
+    sc_http_continue(req, conn);
     nng_http_conn_read_all(conn, br->aio);
 }
 

@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include <nng/nng.h>
+#include <nng/supplemental/http/http.h>
+
 #include "cache/cache.h"
 #include "common/sc_error.h"
 #include "proto/dispatch.h"
@@ -96,6 +99,12 @@ sc_metrics *sc_http_metrics(sc_http *h);
 /* The HTTP status of a wire error code ("bad_request" -> 400, ...; see
  * docs/HTTP.md); an unknown code is 500. */
 int sc_http_status_of(const char *code);
+
+/* When req carries "Expect: 100-continue", sends the interim "100
+ * Continue" on conn, before the body is read: curl asks for it for bodies
+ * over 1 MiB, and otherwise waits a second before it sends the body. Call
+ * once the request is accepted (not for one refused before its body). */
+void sc_http_continue(nng_http_req *req, nng_http_conn *conn);
 
 /* Reads a Content-Length header's value v (NULL: no header, a length of
  * 0): digits, with spaces or tabs around them. Returns 0 with *len set

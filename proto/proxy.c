@@ -1673,6 +1673,7 @@ static void on_request(nng_aio *aio)
     nng_iov iov = {.iov_buf = pr->body, .iov_len = len};
     nng_aio_set_iov(pr->baio, 1, &iov);
     nng_aio_set_timeout(pr->baio, BODY_TIMEOUT);
+    sc_http_continue(req, pr->conn);
     nng_http_conn_read_all(pr->conn, pr->baio);
 }
 

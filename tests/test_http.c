@@ -739,6 +739,55 @@ static void test_binary_responses(void)
                  400, "bad_request");
 }
 
+/* "Expect: 100-continue" (curl sends it for bodies over 1 MiB, then waits
+ * a second for the interim answer before it sends the body): the front
+ * answers 100 Continue at once, then the final response once the body is
+ * in. A request refused from its head gets its final answer only. */
+static void test_expect_continue(void)
+{
+    const char *body = "{\"ns\":\"faq\",\"vec\":[0.6,0.8,0.0]}";
+    char head[256];
+    snprintf(head, sizeof(head),
+             "POST /v1/lookup HTTP/1.1\r\nHost: x\r\nExpect: "
+             "100-Continue\r\nContent-Length: %zu\r\n\r\n",
+             strlen(body));
+    int fd = connect_to(port);
+    CHECK(fd >= 0);
+    if (fd < 0) {
+        return;
+    }
+    struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    send_all(fd, head, strlen(head));
+    char *buf = NULL;
+    size_t have = 0;
+    resp r;
+    int got = read_resp(fd, &buf, &have, &r);
+    CHECK(got == 0 && r.status == 100);
+    if (got == 0) {
+        resp_free(&r);
+    }
+    send_all(fd, body, strlen(body));
+    got = read_resp(fd, &buf, &have, &r);
+    CHECK(got == 0 && r.status == 200);
+    if (got == 0) {
+        resp_free(&r);
+    }
+    /* Over the cap: 413 and no 100 first. */
+    snprintf(head, sizeof(head),
+             "POST /v1/lookup HTTP/1.1\r\nHost: x\r\nExpect: "
+             "100-continue\r\nContent-Length: %d\r\n\r\n",
+             (64 << 10) + 1);
+    send_all(fd, head, strlen(head));
+    got = read_resp(fd, &buf, &have, &r);
+    CHECK(got == 0 && r.status == 413);
+    if (got == 0) {
+        resp_free(&r);
+    }
+    free(buf);
+    close(fd);
+}
+
 /* The one Content-Length reader, the front's and the proxy's. */
 static void test_content_length(void)
 {
@@ -1590,6 +1639,7 @@ int main(void)
     test_insert_lookup();
     test_binary_responses();
     test_content_length();
+    test_expect_continue();
     test_batches_and_ops();
     test_malformed();
     test_http_errors();

@@ -478,6 +478,25 @@ def test_headers(p, fake):
         head = s.recv(4096).decode(errors="replace")
     check(head.startswith("HTTP/1.1 413") and "too_big" in head,
           f"a body over the cap is 413 ({head[:40]!r})")
+    # Expect: 100-continue (curl, for bodies over 1 MiB): the interim
+    # answer comes at once, the body after it, then the final answer.
+    body = json.dumps({"model": MODEL, "messages": [
+        {"role": "user", "content": q}]}).encode()
+    with socket.create_connection(("127.0.0.1", p.port), timeout=2) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Expect: 100-continue\r\nContent-Type: application/json"
+                  b"\r\nContent-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n")
+        try:
+            interim = s.recv(25).decode(errors="replace")
+        except socket.timeout:
+            interim = "(nothing in 2 s)"
+        s.sendall(body)
+        s.settimeout(10)
+        final = s.recv(4096).decode(errors="replace")
+    check(interim == "HTTP/1.1 100 Continue\r\n\r\n" and
+          final.startswith("HTTP/1.1 200"),
+          f"Expect: 100-continue answered ({interim!r}, {final[:20]!r})")
 
 
 def test_timeout(server, table, fake):
