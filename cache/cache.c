@@ -1291,7 +1291,16 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
             uint32_t np = cfg->nprobe ? cfg->nprobe : NPROBE_DEFAULT;
             sc_htab_each(&s->scopes, set_nprobe_node, &np);
         }
+        /* A model a restored vector fixed stays: a log replayed over its
+         * snapshot may hold the namespace's earlier record, made before
+         * its first vector, with no model. */
+        char model[sizeof(s->cfg.embed_model)];
+        bool keep_model = s->model_fixed && cfg->embed_model[0] == '\0';
+        memcpy(model, s->cfg.embed_model, sizeof(model));
         s->cfg = *cfg;
+        if (keep_model) {
+            memcpy(s->cfg.embed_model, model, sizeof(model));
+        }
         s->had_vector = s->had_vector || had_vector;
         s->model_fixed = s->model_fixed || cfg->embed_model[0] != '\0';
         if (reembed) {
@@ -1655,15 +1664,15 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         rc = SC_ETOOBIG;
         goto fail_locked;
     }
+    if (own_vec != NULL && model_check(s, model) != SC_OK) {
+        /* Another model's vector came first, since the peek: the text can
+         * only serve the exact layer now (whatever that model's dim). */
+        vec = NULL;
+        dim = 0;
+    }
     if (vec != NULL && s->cfg.dim != 0 && dim != s->cfg.dim) {
         rc = SC_EDIM;
         goto fail_locked;
-    }
-    if (own_vec != NULL && model_check(s, model) != SC_OK) {
-        /* Another model's vector came first, since the peek: the text can
-         * only serve the exact layer now. */
-        vec = NULL;
-        dim = 0;
     }
     if (vec != NULL && (rc = model_check(s, model)) != SC_OK) {
         goto fail_locked;
@@ -1703,8 +1712,13 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     /* For the ledger, read before the entry can go (caps may evict it). */
     uint64_t e_in = e->input_tokens, e_out = e->output_tokens;
     bool e_est = e->tokens_estimated;
+    /* What this insert fixes, kept to be put back if the journal refuses
+     * it. */
+    bool made_ix = false, had0 = s->had_vector, fixed0 = s->model_fixed;
+    uint32_t dim0 = s->cfg.dim;
+    char model0[sizeof(s->cfg.embed_model)];
+    memcpy(model0, s->cfg.embed_model, sizeof(model0));
     if (vec != NULL) {
-        bool made_ix = false;
         if (sc->ix == NULL) {
             sc_index_params p;
             sc_index_params_init(&p);
@@ -1738,13 +1752,13 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             memcpy(s->cfg.embed_model, model, model_len + 1);
         }
     }
-    /* From here on nothing fails. The same text in the same scope replaces
-     * the entry that had it. */
+    /* From here on nothing fails but the journal. The same text in the
+     * same scope replaces the entry that had it, once the journal took
+     * the insert (below); until then both are in the exact table, under
+     * s->mu, where nothing else looks. */
+    entry *replaced = NULL;
     if (keyed) {
-        entry *old = exact_find(s, sc, key, norm, norm_len);
-        if (old != NULL) {
-            entry_remove(c, s, old, GONE_REPLACED);
-        }
+        replaced = exact_find(s, sc, key, norm, norm_len);
         e->by_key.hash = key.lo;
         sc_htab_insert(&s->exact, &e->by_key);
         e->in_exact = true;
@@ -1792,10 +1806,20 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         sc_cache_change ch = {
             .kind = SC_CHANGE_INSERT, .ns = s->name, .entry = &info};
         if ((rc = journal_append(c, &ch, &seq)) != SC_OK) {
-            /* Not recorded, so not kept: as if it never came. */
+            /* Not recorded, so not kept: as if it never came. The entry
+             * it would have replaced stays, and so does what it would
+             * have fixed (the dim, the model, a first index). */
             entry_remove(c, s, e, GONE_DELETE);
             s->st.deletes--;
             s->st.inserts--;
+            if (made_ix && sc->ix != NULL) {
+                sc_index_close(sc->ix);
+                sc->ix = NULL;
+            }
+            s->had_vector = had0;
+            s->model_fixed = fixed0;
+            s->cfg.dim = dim0;
+            memcpy(s->cfg.embed_model, model0, sizeof(model0));
             scope_unpin(s, sc);
             pthread_mutex_unlock(&s->mu);
             pthread_rwlock_unlock(&c->lock);
@@ -1803,6 +1827,9 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             free(norm);
             return rc;
         }
+    }
+    if (replaced != NULL) {
+        entry_remove(c, s, replaced, GONE_REPLACED);
     }
     scope_unpin(s, sc);
     if (ro == NULL) {
@@ -2278,14 +2305,14 @@ static void lookup_prepare(const sc_cache *c, embed_policy pol, pending *p,
 static void lookup_open(sc_cache *c, ns *s, pending *p, uint64_t now)
 {
     const sc_cache_query *q = p->q;
-    if (p->vec != NULL && s->cfg.dim != 0 && p->dim != s->cfg.dim) {
-        p->rc = SC_EDIM;
-        return;
-    }
     if (p->own_vec != NULL && model_check(s, p->model) != SC_OK) {
         /* The namespace took another model's vectors since the peek. */
         p->vec = NULL;
         p->dim = 0;
+    }
+    if (p->vec != NULL && s->cfg.dim != 0 && p->dim != s->cfg.dim) {
+        p->rc = SC_EDIM;
+        return;
     }
     if (p->vec != NULL && (p->rc = model_check(s, p->model)) != SC_OK) {
         return;

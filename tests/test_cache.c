@@ -1479,6 +1479,180 @@ static int count_one(const sc_cache_entry_info *e, void *arg)
     return 0;
 }
 
+/* A journal that refuses every change while fail is set. */
+typedef struct fail_journal {
+    int fail;
+    uint64_t seq;
+} fail_journal;
+
+static sc_err fj_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
+{
+    (void)ch;
+    fail_journal *j = arg;
+    if (j->fail) {
+        return SC_EIO;
+    }
+    *seq = ++j->seq;
+    return SC_OK;
+}
+
+static sc_err fj_commit(void *arg, uint64_t seq)
+{
+    (void)arg;
+    (void)seq;
+    return SC_OK;
+}
+
+/* An insert the journal refuses leaves the cache as it was: the entry of
+ * the same text it would have replaced stays, and a namespace's first
+ * vector fixes neither its dimension nor its model. */
+static void test_journal_refusal(void)
+{
+    fail_journal fj = {0, 0};
+    sc_cache_journal jn = {.append = fj_append, .commit = fj_commit,
+                           .arg = &fj};
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.clock_arg = &now_fake;
+    cfg.journal = &jn;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    if (c == NULL) {
+        return;
+    }
+    float v[D];
+    tilt(v, 0, 1, 0.8f);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "j", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "j", NULL, "hello", v, "A", 0, NULL), SC_OK);
+    fj.fail = 1;
+    CHECK_EQ_INT(put(c, "j", NULL, "hello", v, "B", 0, NULL), SC_EIO);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "j", NULL, "hello", NULL, &r), SC_OK);
+    CHECK(r.hit && resp_is(&r, "A"));
+    sc_cache_result_fini(&r);
+    sc_cache_stats st;
+    CHECK_EQ_INT(sc_cache_stats_get(c, "j", &st), SC_OK);
+    CHECK_EQ_INT(st.entries, 1);
+    /* A first vector refused: the namespace stays open to any. */
+    fj.fail = 0;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "k", NULL), SC_OK);
+    fj.fail = 1;
+    float w[D + 1];
+    memset(w, 0, sizeof(w));
+    w[0] = 1.0f;
+    CHECK_EQ_INT(put_model(c, "k", "first", v, "m4"), SC_EIO);
+    sc_ns_config nc;
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "k", &nc), SC_OK);
+    CHECK_EQ_INT(nc.dim, 0);
+    CHECK(nc.embed_model[0] == '\0');
+    fj.fail = 0;
+    sc_cache_item it = {.text = "second",
+                        .text_len = 6,
+                        .vec = w,
+                        .dim = D + 1,
+                        .embed_model = "m5",
+                        .response = "x",
+                        .response_len = 1};
+    CHECK_EQ_INT(sc_cache_insert(c, "k", &it, NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "k", &nc), SC_OK);
+    CHECK_EQ_INT(nc.dim, D + 1);
+    CHECK(strcmp(nc.embed_model, "m5") == 0);
+    sc_cache_close(c);
+}
+
+/* An embedder that, while it embeds (no lock held), lets another client
+ * put a vector of another model and dimension into the namespace first. */
+typedef struct race_arg {
+    sc_cache *c;
+    int arm;
+} race_arg;
+
+static sc_err race_embed(void *arg, const char *text, size_t len, float *out)
+{
+    race_arg *ra = arg;
+    if (ra->arm) {
+        ra->arm = 0;
+        float w[D + 1];
+        memset(w, 0, sizeof(w));
+        w[1] = 1.0f;
+        sc_cache_item it = {.text = "theirs",
+                            .text_len = 6,
+                            .vec = w,
+                            .dim = D + 1,
+                            .embed_model = "other@1",
+                            .response = "o",
+                            .response_len = 1};
+        CHECK_EQ_INT(sc_cache_insert(ra->c, "race", &it, NULL), SC_OK);
+    }
+    return fake_embed(NULL, text, len, out);
+}
+
+/* Text the cache embeds, in a namespace that took another model's vectors
+ * (of another dimension) between the cache's look at it and the embedding:
+ * the text serves the exact layer, for inserts and lookups alike, rather
+ * than failing on the dimension. */
+static void test_embed_race(void)
+{
+    race_arg ra = {NULL, 0};
+    sc_cache_embedder em = {0};
+    em.model = "fake@1";
+    em.dim = D;
+    em.embed = race_embed;
+    em.arg = &ra;
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.clock_arg = &now_fake;
+    cfg.embedder = &em;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    if (c == NULL) {
+        return;
+    }
+    ra.c = c;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "race", NULL), SC_OK);
+    ra.arm = 1;
+    CHECK_EQ_INT(put(c, "race", NULL, "mine here", NULL, "m", 0, NULL),
+                 SC_OK);
+    sc_ns_config nc;
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "race", &nc), SC_OK);
+    CHECK(strcmp(nc.embed_model, "other@1") == 0 && nc.dim == D + 1);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "race", NULL, "mine here", NULL, &r), SC_OK);
+    CHECK(r.hit && r.layer == SC_LAYER_EXACT && resp_is(&r, "m"));
+    sc_cache_result_fini(&r);
+    /* The same race on a lookup, in a fresh namespace. */
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "race"), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "race", NULL), SC_OK);
+    ra.arm = 1;
+    CHECK_EQ_INT(get(c, "race", NULL, "theirs", NULL, &r), SC_OK);
+    CHECK(r.hit && r.layer == SC_LAYER_EXACT && resp_is(&r, "o"));
+    sc_cache_result_fini(&r);
+    sc_cache_close(c);
+}
+
+/* A restore replays a namespace's records over its snapshot, so an earlier
+ * one (made before its first vector, with no model) may come after a
+ * vector fixed the model: the model stays. */
+static void test_restore_keeps_model(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.dim = D;
+    CHECK_EQ_INT(sc_cache_restore_ns(c, "r", &nc, false), SC_OK);
+    float v[D];
+    tilt(v, 0, 1, 0.8f);
+    CHECK_EQ_INT(put_model(c, "r", "q", v, "mine@1"), SC_OK);
+    CHECK_EQ_INT(sc_cache_restore_ns(c, "r", &nc, false), SC_OK);
+    sc_ns_config got;
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "r", &got), SC_OK);
+    CHECK(strcmp(got.embed_model, "mine@1") == 0);
+    CHECK_EQ_INT(put_model(c, "r", "q2", v, "mine@1"), SC_OK);
+    sc_cache_close(c);
+}
+
 /* A snapshot reads a namespace's state, then its entries, by name: with
  * its serial it never gets the entries of another namespace that took the
  * name meanwhile (another dimension, maybe), nor its scopes. */
@@ -2397,6 +2571,9 @@ int main(void)
     test_embedder();
     test_embedder_stats();
     test_ns_serial();
+    test_journal_refusal();
+    test_restore_keeps_model();
+    test_embed_race();
     test_embedder_upgrade();
     test_embedder_stats_bytes();
     test_backends();
