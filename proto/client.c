@@ -7,6 +7,7 @@
 #include <math.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,7 +139,10 @@ sc_err sc_client_call(sc_client *c, const void *req, size_t len,
     if (nng_aio_alloc(&aio, NULL, NULL) != 0) {
         goto out_ctx;
     }
-    /* One deadline for the whole exchange, connecting included. */
+    /* One deadline for the whole exchange, connecting included: nng
+     * counts an aio's time-out from each operation's start, so the
+     * receive gets what the send left. */
+    nng_time deadline = nng_clock() + (nng_time)c->timeout_ms;
     nng_aio_set_timeout(aio, c->timeout_ms);
     if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, req, len) != 0) {
         goto out_aio;
@@ -152,6 +156,10 @@ sc_err sc_client_call(sc_client *c, const void *req, size_t len,
         rc = rv == NNG_ETIMEDOUT ? SC_ETIMEDOUT : SC_ECONN;
         goto out_aio;
     }
+    nng_time now = nng_clock();
+    /* At least 1 ms: a send that took all the time leaves the reply none. */
+    nng_aio_set_timeout(aio,
+                        now < deadline ? (nng_duration)(deadline - now) : 1);
     nng_ctx_recv(ctx, aio);
     nng_aio_wait(aio);
     rv = nng_aio_result(aio);

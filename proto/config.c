@@ -323,6 +323,9 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
         } else if (strcmp(k, "ttl") == 0) {
             if ((rc = get_real(x, full, v, 0, 1e10, &d)) == SC_OK) {
                 n->cfg.ttl_ms = (uint64_t)(d * 1000.0);
+                if (d > 0 && n->cfg.ttl_ms == 0) {
+                    n->cfg.ttl_ms = 1; /* under 1 ms is not "never" */
+                }
             }
         } else if (strcmp(k, "ttl_mode") == 0) {
             const char *s = json_is_string(v) ? json_string_value(v) : "";

@@ -887,6 +887,9 @@ static int apply_ns_config(const item *it, sc_ns_config *cfg, int create,
             return -1;
         }
         cfg->ttl_ms = (uint64_t)(it->ttl * 1000.0);
+        if (it->ttl > 0 && cfg->ttl_ms == 0) {
+            cfg->ttl_ms = 1; /* under a millisecond is not "never" */
+        }
     }
     if (it->has_ttl_mode) {
         if (strcmp(it->ttl_mode, "absolute") == 0) {
@@ -1114,7 +1117,10 @@ static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
         o->rc = SC_ENOMEM;
         return -1;
     }
-    size_t nh = sc_ledger_timeline(d->ledger, hours, 24 * 31);
+    /* The timeline is the whole server's (the ledger keeps no hours per
+     * namespace): a report of one namespace, which a key that may read
+     * only that one can ask for, must not show the others' traffic. */
+    size_t nh = ns == NULL ? sc_ledger_timeline(d->ledger, hours, 24 * 31) : 0;
     msgpack_pack_map(pk, 6);
     mp_put_key(pk, "prices_date");
     mp_put_str(pk, sc_prices_date(d->prices));
@@ -1549,6 +1555,32 @@ static int authorize(sc_dispatch *d, const keyset *ks, const char *op,
     return 0;
 }
 
+/* The request's "id", looked for in the whole top-level map (skipping
+ * every other value): whether there is one that is a uint. */
+static bool find_id(const uint8_t *req, size_t len, uint64_t *id)
+{
+    mp_reader r;
+    mp_reader_init(&r, req, len);
+    uint32_t n;
+    if (mp_read_map(&r, &n) != 0) {
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        uint32_t kn;
+        if (mp_read_str(&r, &k, &kn) != 0) {
+            return false;
+        }
+        if (key_is(k, kn, "id")) {
+            return mp_read_uint(&r, id) == 0;
+        }
+        if (mp_skip(&r) != 0) {
+            return false;
+        }
+    }
+    return false;
+}
+
 static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
                      size_t len, uint8_t **reply, size_t *reply_len,
                      bool trusted)
@@ -1596,8 +1628,9 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
             } else if (key_is(k, kn, "id")) {
                 if (mp_read_uint(&r, &id) != 0) {
                     fail(&e, "bad_request", "field 'id' must be an integer");
+                } else {
+                    has_id = true; /* one that is not a uint is not echoed */
                 }
-                has_id = true;
             } else if (key_is(k, kn, "op")) {
                 int rc = mp_read_cstr(&r, op, sizeof(op));
                 if (rc != 0) {
@@ -1654,6 +1687,12 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
             fail(&e, "bad_request", "field 'items' must hold 1..%d maps",
                  SC_PROTO_MAX_ITEMS);
         }
+    }
+
+    if (e.code != NULL && !has_id) {
+        /* The decoding stopped at a bad field: an id after it is still
+         * the request's, and its reply carries it. */
+        has_id = find_id(req, len, &id);
     }
 
     const sc_key *key = NULL;

@@ -124,6 +124,13 @@ static void test_good(void)
     CHECK_EQ_INT(sc_config_embed_path(&cfg, path, 5), SC_ETOOBIG);
     sc_config_fini(&cfg);
 
+    /* A TTL under a millisecond is 1 ms, not 0 ("never expires"). */
+    CHECK_EQ_INT(load("{\"namespaces\": {\"n\": {\"ttl\": 0.0004}}}", &cfg, msg,
+                      sizeof(msg)),
+                 SC_OK);
+    CHECK(cfg.nns == 1 && cfg.ns[0].cfg.ttl_ms == 1);
+    sc_config_fini(&cfg);
+
     /* Empty object: every default stays. */
     CHECK_EQ_INT(load("{}", &cfg, msg, sizeof(msg)), SC_OK);
     sc_cache_config cdef;

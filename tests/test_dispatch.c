@@ -801,12 +801,109 @@ static void test_replace_keys(void)
     sc_cache_close(c);
 }
 
+/* The reply's "id" and "ok": 1 with *id when it has an id, 0 when not,
+ * -1 when the reply is not a map with a bool ok. */
+static int reply_id(const uint8_t *rep, size_t n, uint64_t *id, bool *ok)
+{
+    mp_reader r;
+    mp_reader_init(&r, rep, n);
+    uint32_t nk;
+    int has = 0, has_ok = 0;
+    if (mp_read_map(&r, &nk) != 0) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < nk; i++) {
+        const char *k;
+        uint32_t kn;
+        if (mp_read_str(&r, &k, &kn) != 0) {
+            return -1;
+        }
+        if (kn == 2 && memcmp(k, "id", 2) == 0) {
+            has = mp_read_uint(&r, id) == 0 ? 1 : -1;
+        } else if (kn == 2 && memcmp(k, "ok", 2) == 0) {
+            has_ok = mp_read_bool(&r, ok) == 0;
+        } else if (mp_skip(&r) != 0) {
+            return -1;
+        }
+    }
+    return has_ok && has >= 0 ? has : -1;
+}
+
+/* A request refused for a bad field still gets its id back, wherever the
+ * id is in the map; an id that is not a uint is not echoed (as 0 or
+ * otherwise). */
+static void test_error_ids(void)
+{
+    sc_cache *c;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK);
+    sc_dispatch *d;
+    CHECK(sc_dispatch_open(c, &d) == SC_OK);
+    for (int form = 0; form < 3; form++) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 5);
+        mp_put_key(&pk, "v");
+        msgpack_pack_uint32(&pk, 1);
+        mp_put_key(&pk, "op");
+        mp_put_str(&pk, "lookup");
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, "a");
+        mp_put_key(&pk, "text");
+        if (form == 2) {
+            mp_put_str(&pk, "fine");
+        } else {
+            msgpack_pack_uint32(&pk, 5); /* not a string */
+        }
+        mp_put_key(&pk, "id");
+        if (form == 0) {
+            msgpack_pack_uint64(&pk, 7);
+        } else {
+            mp_put_str(&pk, "x");
+        }
+        uint8_t *rep = NULL;
+        size_t rl = 0;
+        CHECK(sc_dispatch_handle(d, (const uint8_t *)sb.data, sb.size, &rep,
+                                 &rl) == 0);
+        uint64_t id = 0;
+        bool ok = true;
+        int has = reply_id(rep, rl, &id, &ok);
+        if (form == 0) {
+            CHECK(has == 1 && id == 7 && !ok); /* after the bad text */
+        } else {
+            CHECK(has == 0 && !ok); /* "x" is no id */
+        }
+        free(rep);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    /* A namespace TTL under a millisecond is 1 ms, not 0 ("never"). */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    begin(&sb, &pk, "ns_create", 2, 0, 0);
+    mp_put_key(&pk, "ns");
+    mp_put_str(&pk, "short");
+    mp_put_key(&pk, "ttl");
+    msgpack_pack_double(&pk, 0.0004);
+    uint8_t *rep = NULL;
+    size_t rl = 0;
+    CHECK(sc_dispatch_handle(d, (const uint8_t *)sb.data, sb.size, &rep, &rl) ==
+          0);
+    free(rep);
+    msgpack_sbuffer_destroy(&sb);
+    sc_ns_config nc;
+    CHECK(sc_cache_ns_get_config(c, "short", &nc) == SC_OK && nc.ttl_ms == 1);
+    sc_dispatch_close(d);
+    sc_cache_close(c);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
         return hammer_run(argv[2]);
     }
     test_replace_keys();
+    test_error_ids();
     test_same_replies();
     test_server_batches();
     test_max_clients();

@@ -200,8 +200,13 @@ def run(port, hport, cli):
     check(admin.call({"v": 1, "op": "report"})["ok"], "admin: report of all")
     check(not rw.call({"v": 1, "op": "report"})["ok"],
           "prefix key: report of all needs admin")
-    check(rw.call({"v": 1, "op": "report", "ns": "team-a:docs"})["ok"],
-          "prefix key: report of its namespace")
+    r = rw.call({"v": 1, "op": "report", "ns": "team-a:docs"})
+    check(r["ok"], "prefix key: report of its namespace")
+    check(r["result"]["timeline"] == [],
+          "prefix key: its report has no timeline (the server's hours would "
+          "show the other namespaces' traffic)")
+    check(len(admin.call({"v": 1, "op": "report"})["result"]["timeline"]) > 0,
+          "admin: the report of all has the timeline")
     check(code_of(lambda: admin.ns_drop("team-a:new")) is None, "admin: ns_drop")
 
     # ---- the C client ----------------------------------------------------------
