@@ -1562,6 +1562,12 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     if (item->ttl_ms > 0 && (uint64_t)item->ttl_ms > TTL_MAX) {
         return SC_ERANGE;
     }
+    if (ro == NULL && (item->input_tokens > SC_CACHE_TOKENS_MAX ||
+                       item->output_tokens > SC_CACHE_TOKENS_MAX)) {
+        /* The ledger's sums stay far from wrapping. (A restore takes what
+         * an earlier build stored, rather than refuse to start.) */
+        return SC_ERANGE;
+    }
     if (item->vec != NULL && (rc = check_vec(item->vec, item->dim)) != SC_OK) {
         return rc;
     }

@@ -20,6 +20,10 @@
 #define SC_CACHE_TAG_MAX          256u        /* model, feature and user tags */
 #define SC_CACHE_RESPONSE_DEFAULT (1u << 20)  /* per-namespace default cap */
 #define SC_CACHE_RESPONSE_LIMIT   (64u << 20) /* the most a cap may be set to */
+/* The most tokens one call may say it took, in or out (SC_ERANGE beyond):
+ * far above any model's, and 2^32 hits of such calls before a ledger sum
+ * could wrap. */
+#define SC_CACHE_TOKENS_MAX       UINT64_C(4294967295)
 #define SC_CACHE_TTL_NEVER        (-1) /* sc_cache_item.ttl_ms: never expires */
 
 /* ---- the cache ----------------------------------------------------------*/

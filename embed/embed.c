@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -607,12 +609,14 @@ size_t sc_embed_debug_tokens(const sc_embed *e, const char *text, size_t len,
         } else if (!in_vocab(e, &t)) {
             pre = "~";
         }
-        int w = snprintf(buf + used, cap > used ? cap - used : 0, "%s%.*s ",
-                         pre, (int)t.n, t.s);
+        if (used >= cap) {
+            continue; /* full: counted only */
+        }
+        int w = snprintf(buf + used, cap - used, "%s%.*s ", pre, (int)t.n, t.s);
         if (w > 0 && used + (size_t)w < cap) {
             used += (size_t)w;
-        } else if (cap > 0) {
-            buf[used] = '\0';
+        } else {
+            buf[used] = '\0'; /* this token does not fit: cut before it */
             used = cap;
         }
     }
@@ -1097,7 +1101,9 @@ float sc_embed_rescore(const sc_embed *e, const char *qtext, size_t qlen,
 struct sc_embed_df {
     uint64_t *key;
     uint32_t *count;
-    size_t cap; /* a power of two, or 0 */
+    uint64_t seed; /* random: where a token's count lives is not known
+                      outside the process (df_home) */
+    size_t cap;    /* a power of two, or 0 */
     size_t used;
     uint64_t docs;
     double prior; /* SC_EMBED_DF_PRIOR, or the evaluation tool's */
@@ -1119,6 +1125,13 @@ sc_embed_df *sc_embed_df_new(void)
     if (df != NULL) {
         df->prior = SC_EMBED_DF_PRIOR;
         df_consts(df);
+        if (getrandom(&df->seed, sizeof(df->seed), GRND_NONBLOCK) !=
+            (ssize_t)sizeof(df->seed)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            df->seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
+                       (uint64_t)(uintptr_t)df;
+        }
     }
     return df;
 }
@@ -1138,9 +1151,31 @@ void sc_embed_df_free(sc_embed_df *df)
     }
 }
 
+/* A token's home slot: every bit of its hash, mixed with the table's
+ * secret seed (a 64-bit finaliser), decides it. A fixed multiply kept the
+ * low bits' order, so a client could search offline for words that all
+ * share one slot and make every count and idf a scan of one long run,
+ * under the namespace's lock. */
 static size_t df_home(const sc_embed_df *df, uint64_t k)
 {
-    return (size_t)((k * 0x9e3779b97f4a7c15ULL) >> 17) & (df->cap - 1);
+    k ^= df->seed;
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return (size_t)k & (df->cap - 1);
+}
+
+size_t sc_embed_df_longest_run(const sc_embed_df *df)
+{
+    size_t best = 0, run = 0;
+    /* Twice round, so that a run across the end counts whole. */
+    for (size_t i = 0; i < 2 * df->cap; i++) {
+        run = df->key[i & (df->cap - 1)] != 0 ? run + 1 : 0;
+        best = run > best ? run : best;
+    }
+    return best < df->cap ? best : df->cap;
 }
 
 /* The slot of k, or of the empty slot where it would go. */

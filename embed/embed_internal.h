@@ -81,6 +81,9 @@ size_t sc_embed_content_hashes(const sc_embed *e, const char *text, size_t len,
 /* The idf callback (params.idf) of a const sc_embed_df *, and its prior
  * (SC_EMBED_DF_PRIOR by default), for the evaluation tool. */
 void sc_embed_df_set_prior(sc_embed_df *df, double prior);
+/* The longest run of occupied slots in df's table, for the test of its
+ * hashing (a lookup scans at most that many). */
+size_t sc_embed_df_longest_run(const sc_embed_df *df);
 float sc_embed_df_idf(const void *df, uint64_t token_hash);
 
 /* The top ncomp eigenvectors (unit, largest entry positive) of the

@@ -63,6 +63,21 @@ expect 2 'needs --ns' -- insert --text hi --response x
 expect 1 'namespace names are' -- insert --ns 'bad name!' --vec 1,2 --response x
 expect 2 '--vec wants' -- lookup --ns faq --vec 1,,x
 expect 2 'unknown command' -- frobnicate
+# A tag that is not UTF-8 (tags are any bytes): --json stays JSON, the
+# byte written as U+FFFD.
+expect 0 '^stored as entry' -- insert --ns tags --vec 1,2,3 --response x \
+    --user "$(printf 'u\377x')"
+expect 0 '^hit' -- lookup --ns tags --vec 1,2,3
+out=$("$cli" -a "$addr" --json report --by user 2>&1)
+if printf '%s' "$out" | /usr/bin/python3 -c '
+import json, sys
+keys = [r["key"] for r in json.load(sys.stdin)["result"]["rows"]]
+sys.exit(0 if "u\ufffdx" in keys else 1)'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: --json report --by user with a non-UTF-8 tag: $out" >&2
+fi
 out=$("$cli" -a ipc:///tmp/semcache-no-such-server.ipc --timeout 300 ping 2>&1)
 if [ $? = 3 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unreachable server: $out" >&2; fi
 

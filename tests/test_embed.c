@@ -253,6 +253,17 @@ static void test_tokens(void)
     CHECK_EQ_INT(
         sc_embed_debug_tokens(E, longw, strlen(longw), buf, sizeof(buf)), 1);
     CHECK_EQ_INT(strlen(buf), 1 + 64 + 1);
+    /* A buffer that fills midway: cut at a token, never written past (the
+     * heap copy lets ASan see one byte over). */
+    char *small = malloc(8);
+    CHECK(small != NULL);
+    if (small != NULL) {
+        CHECK_EQ_INT(sc_embed_debug_tokens(E, "the cat the cat", 15, small, 8),
+                     4);
+        CHECK(strcmp(small, "the ") == 0);
+        CHECK(memchr(small, '\0', 8) != NULL);
+        free(small);
+    }
 }
 
 /* ---- sentence vectors ---------------------------------------------------*/
@@ -945,6 +956,49 @@ static void pool_text(char *text, size_t cap, char (*pool)[8], const int *pick,
     }
 }
 
+/* Words a client picked so that, under a fixed slot function (the hash
+ * times a constant, its top bits masked: what df_home was), all share one
+ * home slot at every table size up to 4096: with the table's secret seed
+ * they spread, and no lookup scans a long run. */
+static void test_df_flood(void)
+{
+    sc_embed_df *df = sc_embed_df_new();
+    CHECK(df != NULL);
+    if (df == NULL) {
+        return;
+    }
+    int found = 0;
+    uint64_t want = 0;
+    char w[16];
+    for (uint32_t i = 0; found < 300 && i < 50000000; i++) {
+        uint32_t x = i;
+        int n = 0;
+        w[n++] = 'q';
+        do {
+            w[n++] = (char)('a' + x % 26);
+            x /= 26;
+        } while (x > 0);
+        w[n] = '\0';
+        uint64_t k = XXH3_64bits(w, (size_t)n) | 1;
+        uint64_t home = ((k * 0x9e3779b97f4a7c15ULL) >> 17) & 4095;
+        if (found == 0) {
+            want = home;
+        }
+        if (home == want) {
+            CHECK_EQ_INT(sc_embed_df_count(df, E, w, (size_t)n, 1), SC_OK);
+            found++;
+        }
+    }
+    CHECK_EQ_INT(found, 300);
+    size_t run = sc_embed_df_longest_run(df);
+    fprintf(stderr,
+            "embed: 300 words of one fixed-function slot: longest "
+            "run %zu\n",
+            run);
+    CHECK(run < 40);
+    sc_embed_df_free(df);
+}
+
 static void test_df(void)
 {
     CHECK_EQ_INT(sc_embed_df_count(NULL, E, "x", 1, 1), SC_EINVAL);
@@ -1221,6 +1275,7 @@ int main(void)
     test_corrupt();
     test_rescore();
     test_df();
+    test_df_flood();
     test_rescore_many();
     sc_embed_close(E);
     unlink(json_path);

@@ -357,9 +357,89 @@ static void test_workload(void)
     sc_prices_free(p);
 }
 
+/* The timeline keeps the month before its newest hour: an hour from
+ * before a quiet spell of 40 days is left out (its slot is only cleared
+ * when a later hour lands on it). A tag's rows of several namespaces are
+ * one row by tag. Token counts past 2^32 - 1 are refused. */
+static void test_window_and_tags(void)
+{
+    char msg[256];
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    CHECK_EQ_INT(
+        sc_prices_parse(PRICES, strlen(PRICES), "t", &p, msg, sizeof(msg)),
+        SC_OK);
+    CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.ledger = l;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "faq", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "faq2", NULL), SC_OK);
+    float a[D] = {1, 0, 0, 0};
+    now_fake = 5000000;
+    CHECK_EQ_INT(
+        put(c, "return policy", a, "big", 10, 10, "support", "R", NULL), SC_OK);
+    sc_cache_result r;
+    CHECK_EQ_INT(look(c, "return policy", NULL, NULL, 0, NULL, &r), SC_OK);
+    now_fake += 40ull * 24 * 3600 * 1000;
+    CHECK_EQ_INT(look(c, "return policy", NULL, NULL, 0, NULL, &r), SC_OK);
+    sc_cache_item i2;
+    memset(&i2, 0, sizeof(i2));
+    i2.text = "anything";
+    i2.text_len = 8;
+    i2.user = "u1";
+    i2.response = "y";
+    i2.response_len = 1;
+    CHECK_EQ_INT(sc_cache_insert(c, "faq2", &i2, NULL), SC_OK);
+    CHECK_EQ_INT(look_in(c, "faq2", "anything", NULL, NULL, 0, NULL, &r),
+                 SC_OK);
+    sc_ledger_hour hours[8];
+    size_t nh = sc_ledger_timeline(l, hours, 8);
+    CHECK_EQ_INT(nh, 1);
+    CHECK(nh == 1 &&
+          hours[0].hour_ms == now_fake / (3600 * 1000) * (3600 * 1000) &&
+          hours[0].lookups == 2);
+    /* "u1" (every query's user here) in both namespaces: one row. */
+    sc_ledger_counts t;
+    rows rs = {0};
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_USER, &t, collect, &rs),
+                 SC_OK);
+    CHECK(rs.n >= 1);
+    int u1 = 0;
+    uint64_t u1_lookups = 0;
+    for (int i = 0; i < rs.n; i++) {
+        if (strcmp(rs.keys[i], "u1") == 0) {
+            u1++;
+            u1_lookups += rs.c[i].lookups;
+        }
+    }
+    CHECK_EQ_INT(u1, 1);
+    CHECK_EQ_INT(u1_lookups, 3); /* 2 in faq, 1 in faq2 */
+    for (int i = 1; i < rs.n; i++) {
+        CHECK(strcmp(rs.keys[i - 1], rs.keys[i]) < 0); /* sorted, once */
+    }
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.text = "huge";
+    it.text_len = 4;
+    it.response = "x";
+    it.response_len = 1;
+    it.input_tokens = SC_CACHE_TOKENS_MAX + 1;
+    CHECK_EQ_INT(sc_cache_insert(c, "faq", &it, NULL), SC_ERANGE);
+    it.input_tokens = SC_CACHE_TOKENS_MAX;
+    CHECK_EQ_INT(sc_cache_insert(c, "faq", &it, NULL), SC_OK);
+    sc_cache_close(c);
+    sc_ledger_close(l);
+    sc_prices_free(p);
+}
+
 int main(void)
 {
     test_prices();
     test_workload();
+    test_window_and_tags();
     return test_summary("ledger");
 }
