@@ -78,6 +78,16 @@ static sc_err grow(sc_idmap *m)
 
 sc_err sc_idmap_put(sc_idmap *m, uint64_t id, uint32_t slot)
 {
+    /* An id already there is only updated: no growth, so this cannot
+     * fail (a compaction moving rows relies on it). */
+    if (m->cap > 0) {
+        int found;
+        size_t i = find(m, id, &found);
+        if (found) {
+            m->vals[i] = slot;
+            return SC_OK;
+        }
+    }
     /* Keep the load under 1/2: linear probing degrades fast beyond that. */
     if ((m->count + 1) * 2 > m->cap) {
         sc_err rc = grow(m);

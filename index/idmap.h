@@ -23,7 +23,8 @@ typedef struct sc_idmap {
 void sc_idmap_init(sc_idmap *m);
 void sc_idmap_fini(sc_idmap *m);
 
-/* Inserts or overwrites id -> slot. Errors: SC_ENOMEM (map unchanged). */
+/* Inserts or overwrites id -> slot. Overwriting never fails; inserting
+ * may: SC_ENOMEM (map unchanged). */
 sc_err sc_idmap_put(sc_idmap *m, uint64_t id, uint32_t slot);
 
 /* Returns 1 and sets *slot when id is present, else 0. */
