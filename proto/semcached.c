@@ -50,7 +50,8 @@ static unsigned long raise_nofile(void)
 }
 
 /* Descriptors the caps below leave for the state files, the embedder's
- * table, nng's own and the proxy's upstream connections. */
+ * table and nng's own (the proxy's upstream connections, one a worker,
+ * are kept out besides). */
 #define FD_RESERVE 64
 
 /* The caps on connections: HTTP's the configured one but at most half of
@@ -139,8 +140,13 @@ static int parse_u64(const char *s, unsigned long long max,
 {
     char *end;
     errno = 0;
+    /* Digits only: strtoull would skip spaces and take a sign (" -1" is
+     * 2^64 - 1). */
+    if (s[0] < '0' || s[0] > '9') {
+        return -1;
+    }
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v > max || s[0] == '-') {
+    if (errno != 0 || end == s || *end != '\0' || v > max) {
         return -1;
     }
     *out = v;
@@ -360,9 +366,7 @@ static double metric_value(int which, const sc_ledger_counts *c)
 {
     return which == 0   ? c->usd_avoided
            : which == 1 ? c->usd_embed + c->usd_lookup
-           : which == 2 ? c->usd_false_hits
-           : which == 3 ? (double)c->tokens_in_avoided
-                        : (double)c->tokens_out_avoided;
+                        : c->usd_false_hits;
 }
 
 /* /metrics: the ledger's dollars and tokens, per namespace. */
@@ -393,7 +397,17 @@ static sc_err http_metrics(void *arg, FILE *out)
                 if (k >= 3) {
                     fprintf(out, ",kind=\"%s\"", k == 3 ? "input" : "output");
                 }
-                fprintf(out, "} %.9g\n", metric_value(k, &m.c[i]));
+                if (k >= 3) {
+                    /* Token counts exactly: %.9g moved a billion tokens
+                     * in steps of ten. */
+                    fprintf(
+                        out, "} %llu\n",
+                        (unsigned long long)(k == 3
+                                                 ? m.c[i].tokens_in_avoided
+                                                 : m.c[i].tokens_out_avoided));
+                } else {
+                    fprintf(out, "} %.15g\n", metric_value(k, &m.c[i]));
+                }
             }
         }
     }
@@ -462,8 +476,8 @@ static atomic_int noted_signal;
 static void note_signal(int s)
 {
     int cur = atomic_load(&noted_signal);
-    if (cur != SIGTERM && cur != SIGINT) {
-        atomic_store(&noted_signal, s);
+    while (cur != SIGTERM && cur != SIGINT &&
+           !atomic_compare_exchange_weak(&noted_signal, &cur, s)) {
     }
 }
 
@@ -692,7 +706,7 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
             }
             cfg->cache.max_namespaces = (uint32_t)n;
         } else if (strcmp(a, "--max-bytes") == 0) {
-            if (parse_u64(v, ~0ull, &n) != 0 || n == 0) {
+            if (parse_u64(v, UINT64_MAX >> 1, &n) != 0 || n == 0) {
                 fprintf(stderr, "semcached: --max-bytes must be a positive "
                                 "integer\n");
                 return 2;
@@ -732,6 +746,12 @@ int main(int argc, char **argv)
         sc_config_fini(&conf);
         return prc < 0 ? 0 : prc;
     }
+    if (pcfg.upstream != NULL && conf.http == NULL) {
+        /* A configuration error: said before anything is loaded. */
+        fprintf(stderr, "semcached: --upstream needs --http HOST:PORT\n");
+        sc_config_fini(&conf);
+        return 2;
+    }
     sc_server_config scfg;
     memset(&scfg, 0, sizeof(scfg));
     for (unsigned i = 0; i < conf.nlisten; i++) {
@@ -748,8 +768,16 @@ int main(int argc, char **argv)
     scfg.recv_max = conf.recv_max;
     scfg.tls_cert = conf.tls_cert;
     unsigned long nofile = raise_nofile();
+    /* Each proxy worker keeps one upstream connection open: kept out of
+     * the clients' share, beside FD_RESERVE. */
+    unsigned long upstream_fds = pcfg.upstream == NULL ? 0
+                                 : pcfg.workers != 0   ? pcfg.workers
+                                                     : SC_PROXY_DEFAULT_WORKERS;
     unsigned http_cap, nng_cap;
-    conn_caps(conf.http_max_conns, conf.max_clients, conf.http != NULL, nofile,
+    conn_caps(conf.http_max_conns, conf.max_clients, conf.http != NULL,
+              nofile == 0             ? 0
+              : nofile > upstream_fds ? nofile - upstream_fds
+                                      : 1,
               &http_cap, &nng_cap);
     scfg.max_clients = nng_cap;
     sc_cache_config ccfg = conf.cache;
@@ -979,10 +1007,6 @@ int main(int argc, char **argv)
                 "nng; descriptor limit %lu)\n",
                 conf.http, nofile);
 #endif
-    }
-    if (pcfg.upstream != NULL && conf.http == NULL) {
-        fprintf(stderr, "semcached: --upstream needs --http HOST:PORT\n");
-        goto out_server;
     }
     if (pcfg.upstream != NULL) {
         pcfg.addr = conf.http;

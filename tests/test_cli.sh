@@ -97,6 +97,18 @@ if [ $? = 2 ] && printf '%s' "$out" | grep -q "key 'threads'"; then
 else
     fail=$((fail + 1)); echo "FAIL: bad config: $out" >&2
 fi
+# Bad flags stop the start with status 2 before anything is loaded: a
+# signed number (strtoull would take " -1" as 2^64 - 1, no cap at all),
+# and --upstream without --http.
+for args in "--max-bytes| -1" "--max-bytes|+5" "--upstream|http://127.0.0.1:9"; do
+    out=$("$server" --data-dir /tmp/semcache-cli-test-$$-bad.d \
+        "${args%%|*}" "${args#*|}" 2>&1)
+    if [ $? = 2 ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: semcached ${args%%|*} '${args#*|}': $out" >&2
+    fi
+done
 addr="ipc:///tmp/semcache-cli-test-$$-2.ipc"
 printf '{"listen": "ipc:///tmp/unused-%s.ipc",\n "namespaces": {"strict": {"threshold": 0.999, "dim": 3}}}\n' $$ >"$cfg"
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -147,6 +159,12 @@ hexpect '^200 .*"response": *"via http"' /v1/lookup '{"ns": "strict", "vec": [0.
 hexpect 'semcache_lookups_total\{ns="strict"\} 4' /metrics
 hexpect 'semcache_request_duration_seconds_count\{op="lookup",transport="nng"\} 2' /metrics
 hexpect 'semcache_dollars_avoided_total\{ns="strict"\} ' /metrics
+# Token counters past a billion are exact on /metrics (here, after the
+# latency counts above, which these nng requests would move).
+expect 0 '^stored as entry' -- insert --ns big --vec 0.3,0.4,0.5 --response r \
+    --input-tokens 1234567891 --output-tokens 7
+expect 0 '^hit' -- lookup --ns big --vec 0.3,0.4,0.5
+hexpect 'semcache_tokens_avoided_total\{ns="big",kind="input"\} 1234567891$' /metrics
 hexpect '^200 \{.*"total": *\{.*"requests": *4' /report
 kill -TERM $spid
 wait $spid
