@@ -495,17 +495,21 @@ static int tok_next(tok_iter *it, tok *t)
         break;
     }
     if (is_digit(*p)) {
-        /* A number: digits with inner '.' or ',' between digits. */
+        /* A number: digits with inner '.' between digits, and ',' as a
+         * thousands separator only: three digits after it and no fourth
+         * ("1,000" is 1000; "1,2,3" and "2,5" stay apart, not 123 and 25:
+         * since model version 3). */
         const unsigned char *q = p;
         while (q < end) {
             if (is_digit(*q)) {
                 put(t, *q);
                 q++;
-            } else if ((*q == '.' || *q == ',') && q + 1 < end &&
-                       is_digit(q[1])) {
-                if (*q == '.') {
-                    put(t, '.');
-                }
+            } else if (*q == '.' && q + 1 < end && is_digit(q[1])) {
+                put(t, '.');
+                q++;
+            } else if (*q == ',' && end - q >= 4 && is_digit(q[1]) &&
+                       is_digit(q[2]) && is_digit(q[3]) &&
+                       (end - q == 4 || !is_digit(q[4]))) {
                 q++;
             } else {
                 break;

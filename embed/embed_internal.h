@@ -11,7 +11,7 @@
 #include "embed/embed.h"
 
 #define SC_EMBED_METHOD_NAME    "wink-sg100d-sif"
-#define SC_EMBED_METHOD_VERSION "2"
+#define SC_EMBED_METHOD_VERSION "3" /* 3: ',' only as thousands mark */
 
 typedef struct sc_embed_params {
     /* Sentence vector. */

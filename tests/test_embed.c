@@ -240,6 +240,10 @@ static void test_tokens(void)
     tokens_are("o'neill", "~o ' ~neill ");
     tokens_are("well-known foo-bar", "well-known ~foo - ~bar ");
     tokens_are("1,000 and 3.5, 42.", "#1000 ~and #3.5 , #42 . ");
+    /* ',' between digits is a thousands mark only before three digits
+     * and no fourth: a list or a decimal comma stays apart. */
+    tokens_are("1,2,3 and 2,5", "#1 , #2 , #3 ~and #2 , #5 ");
+    tokens_are("12,345.6 3,1415 1,000,000", "#12345.6 #3 , #1415 #1000000 ");
     tokens_are("the 10th card", "the 10th card ");
     tokens_are("CAF\xc3\xa9 CAF\xc3\x89", "caf\xc3\xa9 ~caf\xc3\x89 ");
     tokens_are("\xe2\x80\x9cquoted\xe2\x80\x9d", "\" ~quoted \" ");
