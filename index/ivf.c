@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1190,6 +1191,19 @@ out:
     return rc;
 }
 
+/* A training file is hostile like any file: FAISS reads its quantizer as
+ * given and trusts it when adding (a list number past nlist writes past
+ * the inverted lists). Its quantizer must have this dimension and exactly
+ * nlist centroids, nlist within ours. */
+static bool quantizer_ok(FaissIndexIVF *iv, uint32_t dim)
+{
+    size_t nlist = faiss_IndexIVF_nlist(iv);
+    FaissIndex *q = faiss_IndexIVF_quantizer(iv);
+    return q != NULL && nlist >= 1 && nlist <= MAX_NLIST &&
+           faiss_Index_d(q) == (int)dim &&
+           faiss_Index_ntotal(q) == (idx_t)nlist;
+}
+
 static sc_err ivf_load_training(void *state, const char *path)
 {
     ivf *v = state;
@@ -1215,7 +1229,8 @@ static sc_err ivf_load_training(void *state, const char *path)
     fclose(f);
     if (rc == SC_OK &&
         (faiss_IndexIVF_cast(t) == NULL || faiss_Index_d(t) != (int)v->dim ||
-         faiss_Index_ntotal(t) != 0 || !faiss_Index_is_trained(t))) {
+         faiss_Index_ntotal(t) != 0 || !faiss_Index_is_trained(t) ||
+         !quantizer_ok(faiss_IndexIVF_cast(t), v->dim))) {
         rc = SC_EBADFILE;
     }
     FaissIndex *fx = NULL;

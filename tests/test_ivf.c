@@ -146,6 +146,49 @@ static double compare(sc_index *ix, sc_index *flat, int check_edges)
 /* The training alone (what cache snapshots keep): a fresh index of the
  * same vectors takes it, is trained at once without training, and answers
  * exactly as ix. */
+#ifdef SEMCACHE_HAVE_FAISS
+#include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/index_io_c.h>
+
+/* Rewrites the training file at path with one centroid more in its
+ * quantizer than its nlist says (a hostile file: FAISS would put vectors
+ * in a list past the last). Returns 0 when done. */
+static int add_stray_centroid(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return -1;
+    }
+    unsigned char head[24];
+    FaissIndex *t = NULL;
+    int rc =
+        fread(head, sizeof(head), 1, f) == 1 && faiss_read_index(f, 0, &t) == 0
+            ? 0
+            : -1;
+    fclose(f);
+    FaissIndexIVF *iv = rc == 0 ? faiss_IndexIVF_cast(t) : NULL;
+    FaissIndex *q = iv != NULL ? faiss_IndexIVF_quantizer(iv) : NULL;
+    float c[D] = {1.0f};
+    if (q == NULL || faiss_Index_add(q, 1, c) != 0) {
+        rc = -1;
+    }
+    if (rc == 0 && (f = fopen(path, "wb")) != NULL) {
+        rc = fwrite(head, sizeof(head), 1, f) == 1 &&
+                     faiss_write_index(t, f) == 0
+                 ? 0
+                 : -1;
+        fclose(f);
+    } else {
+        rc = -1;
+    }
+    if (t != NULL) {
+        faiss_Index_free(t);
+    }
+    return rc;
+}
+#endif
+
 static void test_training_file(const char *backend, sc_index *ix,
                                sc_index *flat)
 {
@@ -196,6 +239,15 @@ static void test_training_file(const char *backend, sc_index *ix,
                               128, 16, SC_INDEX_TRAIN_MANUAL);
     CHECK(sc_index_load_training(other, tpath) == SC_EBADFILE);
     sc_index_close(other);
+#ifdef SEMCACHE_HAVE_FAISS
+    /* A quantizer with more centroids than nlist: refused, not loaded. */
+    sc_index *victim = open_ix(backend, 128, 16, SC_INDEX_TRAIN_MANUAL);
+    CHECK(add_stray_centroid(tpath) == 0);
+    CHECK(sc_index_load_training(victim, tpath) == SC_EBADFILE);
+    CHECK(!sc_index_trained(victim));
+    sc_index_close(victim);
+    CHECK(sc_index_save_training(fresh, tpath) == SC_OK);
+#endif
     FILE *f = fopen(tpath, "r+b");
     if (f != NULL) {
         fputs("garbage!", f);
