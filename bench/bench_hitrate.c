@@ -878,8 +878,8 @@ int main(int argc, char **argv)
             run_stream_one(name, &qs, false, 0, &sdef);
             print_row(&sdef);
             if (!json_out) {
-                printf("\nstream mode: at most %.1f%% of queries can hit (the "
-                       "first of each label cannot)\n",
+                printf("\nstream mode: at most %.1f%% of queries can hit "
+                       "right (the first of each label cannot)\n",
                        100 * stream_ceiling(&qs));
             }
         }
