@@ -920,7 +920,6 @@ static void check_log_linked(sc_persist *p)
     }
 }
 
-/* io_mu held: writes every record appended so far; fsyncs when sync. */
 /* io_mu held, persistence failed: cuts the log back to its last whole
  * batch, so that the records of the batch that failed (refused to their
  * writers) are not restored either. Where the truncate fails too (an I/O
@@ -932,6 +931,7 @@ static void cut_back(sc_persist *p)
     }
 }
 
+/* io_mu held: writes every record appended so far; fsyncs when sync. */
 static sc_err flush_locked(sc_persist *p, bool sync)
 {
     if (atomic_load(&p->failed)) {
