@@ -1479,6 +1479,40 @@ static int count_one(const sc_cache_entry_info *e, void *arg)
     return 0;
 }
 
+/* A cache on the fake clock with a journal or an embedder (each NULL =
+ * none); NULL when it cannot be opened (a check has failed). */
+static sc_cache *open_with(const sc_cache_journal *jn,
+                           const sc_cache_embedder *em)
+{
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.clock_arg = &now_fake;
+    cfg.journal = jn;
+    cfg.embedder = em;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    return c;
+}
+
+/* Inserts text with a vector of D + 1 floats (a model of another
+ * dimension than the fake embedder's) of model, response resp. */
+static sc_err put_wide(sc_cache *c, const char *ns, const char *text,
+                       const char *model, const char *resp)
+{
+    float w[D + 1];
+    memset(w, 0, sizeof(w));
+    w[1] = 1.0f;
+    sc_cache_item it = {.text = text,
+                        .text_len = strlen(text),
+                        .vec = w,
+                        .dim = D + 1,
+                        .embed_model = model,
+                        .response = resp,
+                        .response_len = strlen(resp)};
+    return sc_cache_insert(c, ns, &it, NULL);
+}
+
 /* A journal that refuses every change while fail is set. */
 typedef struct fail_journal {
     int fail;
@@ -1511,13 +1545,7 @@ static void test_journal_refusal(void)
     fail_journal fj = {0, 0};
     sc_cache_journal jn = {.append = fj_append, .commit = fj_commit,
                            .arg = &fj};
-    sc_cache_config cfg;
-    sc_cache_config_init(&cfg);
-    cfg.clock = fake_clock;
-    cfg.clock_arg = &now_fake;
-    cfg.journal = &jn;
-    sc_cache *c = NULL;
-    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    sc_cache *c = open_with(&jn, NULL);
     if (c == NULL) {
         return;
     }
@@ -1538,23 +1566,13 @@ static void test_journal_refusal(void)
     fj.fail = 0;
     CHECK_EQ_INT(sc_cache_ns_create(c, "k", NULL), SC_OK);
     fj.fail = 1;
-    float w[D + 1];
-    memset(w, 0, sizeof(w));
-    w[0] = 1.0f;
     CHECK_EQ_INT(put_model(c, "k", "first", v, "m4"), SC_EIO);
     sc_ns_config nc;
     CHECK_EQ_INT(sc_cache_ns_get_config(c, "k", &nc), SC_OK);
     CHECK_EQ_INT(nc.dim, 0);
     CHECK(nc.embed_model[0] == '\0');
     fj.fail = 0;
-    sc_cache_item it = {.text = "second",
-                        .text_len = 6,
-                        .vec = w,
-                        .dim = D + 1,
-                        .embed_model = "m5",
-                        .response = "x",
-                        .response_len = 1};
-    CHECK_EQ_INT(sc_cache_insert(c, "k", &it, NULL), SC_OK);
+    CHECK_EQ_INT(put_wide(c, "k", "second", "m5", "x"), SC_OK);
     CHECK_EQ_INT(sc_cache_ns_get_config(c, "k", &nc), SC_OK);
     CHECK_EQ_INT(nc.dim, D + 1);
     CHECK(strcmp(nc.embed_model, "m5") == 0);
@@ -1573,17 +1591,7 @@ static sc_err race_embed(void *arg, const char *text, size_t len, float *out)
     race_arg *ra = arg;
     if (ra->arm) {
         ra->arm = 0;
-        float w[D + 1];
-        memset(w, 0, sizeof(w));
-        w[1] = 1.0f;
-        sc_cache_item it = {.text = "theirs",
-                            .text_len = 6,
-                            .vec = w,
-                            .dim = D + 1,
-                            .embed_model = "other@1",
-                            .response = "o",
-                            .response_len = 1};
-        CHECK_EQ_INT(sc_cache_insert(ra->c, "race", &it, NULL), SC_OK);
+        CHECK_EQ_INT(put_wide(ra->c, "race", "theirs", "other@1", "o"), SC_OK);
     }
     return fake_embed(NULL, text, len, out);
 }
@@ -1600,13 +1608,7 @@ static void test_embed_race(void)
     em.dim = D;
     em.embed = race_embed;
     em.arg = &ra;
-    sc_cache_config cfg;
-    sc_cache_config_init(&cfg);
-    cfg.clock = fake_clock;
-    cfg.clock_arg = &now_fake;
-    cfg.embedder = &em;
-    sc_cache *c = NULL;
-    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    sc_cache *c = open_with(NULL, &em);
     if (c == NULL) {
         return;
     }

@@ -175,22 +175,30 @@ static void collect(void *arg, const char *key, const sc_ledger_counts *c)
     }
 }
 
-static void test_workload(void)
+/* The test prices, a ledger on them and a cache on the fake clock with
+ * that ledger and a namespace "faq". */
+static sc_cache *open_world(sc_prices **p, sc_ledger **l)
 {
     char msg[256];
-    sc_prices *p = NULL;
-    sc_ledger *l = NULL;
     CHECK_EQ_INT(
-        sc_prices_parse(PRICES, strlen(PRICES), "t", &p, msg, sizeof(msg)),
+        sc_prices_parse(PRICES, strlen(PRICES), "t", p, msg, sizeof(msg)),
         SC_OK);
-    CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
+    CHECK_EQ_INT(sc_ledger_open(*p, l), SC_OK);
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
     cfg.clock = fake_clock;
-    cfg.ledger = l;
+    cfg.ledger = *l;
     sc_cache *c = NULL;
     CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
     CHECK_EQ_INT(sc_cache_ns_create(c, "faq", NULL), SC_OK);
+    return c;
+}
+
+static void test_workload(void)
+{
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    sc_cache *c = open_world(&p, &l);
 
     float a[D] = {1, 0, 0, 0}, b[D] = {0, 1, 0, 0}, u[D] = {0, 0, 1, 0};
     float a2[D] = {0.99f, 0.1f, 0, 0}, far[D] = {0, 0, 0, 1};
@@ -363,20 +371,9 @@ static void test_workload(void)
  * one row by tag. Token counts past 2^32 - 1 are refused. */
 static void test_window_and_tags(void)
 {
-    char msg[256];
     sc_prices *p = NULL;
     sc_ledger *l = NULL;
-    CHECK_EQ_INT(
-        sc_prices_parse(PRICES, strlen(PRICES), "t", &p, msg, sizeof(msg)),
-        SC_OK);
-    CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
-    sc_cache_config cfg;
-    sc_cache_config_init(&cfg);
-    cfg.clock = fake_clock;
-    cfg.ledger = l;
-    sc_cache *c = NULL;
-    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
-    CHECK_EQ_INT(sc_cache_ns_create(c, "faq", NULL), SC_OK);
+    sc_cache *c = open_world(&p, &l);
     CHECK_EQ_INT(sc_cache_ns_create(c, "faq2", NULL), SC_OK);
     float a[D] = {1, 0, 0, 0};
     now_fake = 5000000;
