@@ -2043,7 +2043,11 @@ sc_err sc_cache_delete(sc_cache *c, uint64_t id)
     return delete_entry(c, id, false);
 }
 
-sc_err sc_cache_feedback(sc_cache *c, uint64_t id)
+/* ledger: charge the false hit (not when a log replays it: the ledger's
+ * own records hold it); feature, user: the lookup's tags, NULL = the
+ * entry's, as a hit is credited (ledger_lookup). */
+static sc_err feedback(sc_cache *c, uint64_t id, bool ledger,
+                       const char *feature, const char *user)
 {
     if (c == NULL) {
         return SC_EINVAL;
@@ -2064,9 +2068,11 @@ sc_err sc_cache_feedback(sc_cache *c, uint64_t id)
             e->quarantined = true;
             s->quarantined++;
             s->st.false_hits++;
-            if (c->cfg.ledger != NULL) {
+            if (ledger && c->cfg.ledger != NULL) {
                 const blob *b = e->payload;
-                sc_ledger_tags t = {s->name, b->feature, b->user};
+                sc_ledger_tags t = {s->name,
+                                    feature != NULL ? feature : b->feature,
+                                    user != NULL ? user : b->user};
                 sc_ledger_call call = {b->model, e->input_tokens,
                                        e->output_tokens, e->tokens_estimated};
                 sc_ledger_false_hit(c->cfg.ledger, &t, &call);
@@ -2076,6 +2082,22 @@ sc_err sc_cache_feedback(sc_cache *c, uint64_t id)
     }
     pthread_rwlock_unlock(&c->lock);
     return rc == SC_OK ? journal_commit(c, seq) : rc;
+}
+
+sc_err sc_cache_feedback(sc_cache *c, uint64_t id)
+{
+    return feedback(c, id, true, NULL, NULL);
+}
+
+sc_err sc_cache_feedback_tagged(sc_cache *c, uint64_t id, const char *feature,
+                                const char *user)
+{
+    return feedback(c, id, true, feature, user);
+}
+
+sc_err sc_cache_restore_quarantine(sc_cache *c, uint64_t id)
+{
+    return feedback(c, id, false, NULL, NULL);
 }
 
 typedef struct flush_arg {

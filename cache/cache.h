@@ -289,6 +289,12 @@ sc_err sc_cache_delete(sc_cache *c, uint64_t id);
  * counted. Idempotent: a second report of the same entry counts nothing.
  * Errors: SC_ENOTFOUND. */
 sc_err sc_cache_feedback(sc_cache *c, uint64_t id);
+/* The same, naming the tags of the lookup the wrong hit was served to, so
+ * that the cost ledger charges the false hit to the rows its hit was
+ * credited to: each tag given (non-NULL) replaces the entry's own, as the
+ * lookup's tags did when the hit was counted. */
+sc_err sc_cache_feedback_tagged(sc_cache *c, uint64_t id, const char *feature,
+                                const char *user);
 
 /* Deletes every entry of namespace ns (NULL = of every namespace); configs
  * and counters stay. Errors: SC_ENONS. */
@@ -503,6 +509,12 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
  * Errors: as sc_cache_insert, and SC_EINVAL (id 0). */
 sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
                               uint64_t now_ms, bool *added);
+
+/* A logged feedback replayed: entry id quarantined as sc_cache_feedback
+ * does, but the ledger does not hear of it (its own logged rows, which
+ * follow, hold the false hit; with no such row, the false hit is lost with
+ * the rest of the ledger's last second before a crash). */
+sc_err sc_cache_restore_quarantine(sc_cache *c, uint64_t id);
 
 /* What restoring moved to the embedder's model (sc_cache_embedder's
  * supersedes): namespaces and entries re-embedded, and entries left out

@@ -574,7 +574,7 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
             return SC_EBADFILE;
         }
         rc = type == REC_REMOVE ? sc_cache_delete(x->c, id)
-                                : sc_cache_feedback(x->c, id);
+                                : sc_cache_restore_quarantine(x->c, id);
         break;
     }
     case REC_LEDGER_ROW: {

@@ -28,12 +28,14 @@ static void usage(FILE *f)
         "[--user U]\n"
         "         [--input-tokens N] [--output-tokens N] [--embed-model E]\n"
         "  lookup --ns NS (--text T | --vec ...) [--scope S] [--threshold X]\n"
-        "         [--embed-model E]\n"
+        "         [--embed-model E] [--feature F] [--user U]\n"
         "  (--text alone is embedded by the server; --embed-model names the\n"
         "   model a --vec came from)\n"
         "  delete ENTRY\n"
-        "  feedback ENTRY          (report a wrong hit: quarantines the "
-        "entry)\n"
+        "  feedback ENTRY [--feature F] [--user U]\n"
+        "                          (report a wrong hit: quarantines the "
+        "entry;\n"
+        "                          the tags: those its lookup gave)\n"
         "  stats [--ns NS]\n"
         "  report [--ns NS] [--by feature|user] [--svg FILE]\n"
         "                          (what the cache saved and spent, in "
@@ -560,7 +562,8 @@ int main(int argc, char **argv)
         }
     } else if (strcmp(cmd, "delete") == 0 || strcmp(cmd, "feedback") == 0) {
         rc = cmd[0] == 'd' ? sc_client_delete(c, entry, &err)
-                           : sc_client_feedback(c, entry, &err);
+                           : sc_client_feedback_tagged(c, entry, it.feature,
+                                                       it.user, &err);
         if (rc == SC_OK) {
             printf(json ? "{\"ok\":true}\n" : "%s %llu: done\n", cmd,
                    (unsigned long long)entry);

@@ -203,15 +203,28 @@ static void begin(msgpack_packer *pk, const char *op, size_t extra)
 static size_t count_item_fields(const sc_client_item *it, int insert)
 {
     size_t n = (it->scope != NULL) + (it->text != NULL) + (it->vec != NULL) +
-               (it->vec != NULL && it->embed_model != NULL);
+               (it->vec != NULL && it->embed_model != NULL) +
+               (it->feature != NULL) + (it->user != NULL);
     if (insert) {
         n += 1 + (it->ttl_s != 0) + (it->model != NULL) +
-             (it->feature != NULL) + (it->user != NULL) +
              (it->input_tokens != 0) + (it->output_tokens != 0);
     } else {
         n += it->has_threshold;
     }
     return n;
+}
+
+/* The ledger's tags (NULL = not sent). */
+static void put_tags(msgpack_packer *pk, const char *feature, const char *user)
+{
+    if (feature != NULL) {
+        mp_put_key(pk, "feature");
+        mp_put_str(pk, feature);
+    }
+    if (user != NULL) {
+        mp_put_key(pk, "user");
+        mp_put_str(pk, user);
+    }
 }
 
 static void put_item_fields(msgpack_packer *pk, const sc_client_item *it,
@@ -233,6 +246,7 @@ static void put_item_fields(msgpack_packer *pk, const sc_client_item *it,
             mp_put_str(pk, it->embed_model);
         }
     }
+    put_tags(pk, it->feature, it->user);
     if (insert) {
         mp_put_key(pk, "response");
         mp_put_bin(pk, it->response, it->response_len);
@@ -240,13 +254,9 @@ static void put_item_fields(msgpack_packer *pk, const sc_client_item *it,
             mp_put_key(pk, "ttl");
             msgpack_pack_double(pk, it->ttl_s);
         }
-        const char *keys[3] = {"model", "feature", "user"};
-        const char *vals[3] = {it->model, it->feature, it->user};
-        for (int i = 0; i < 3; i++) {
-            if (vals[i] != NULL) {
-                mp_put_key(pk, keys[i]);
-                mp_put_str(pk, vals[i]);
-            }
+        if (it->model != NULL) {
+            mp_put_key(pk, "model");
+            mp_put_str(pk, it->model);
         }
         if (it->input_tokens != 0) {
             mp_put_key(pk, "input_tokens");
@@ -407,14 +417,17 @@ static sc_err roundtrip(sc_client *c, uint8_t *req, size_t len, uint8_t **raw,
     return SC_OK;
 }
 
-static sc_err simple(sc_client *c, const char *op, const char *ns,
-                     const uint64_t *entry, sc_client_error *err)
+/* A request of op with the fields given (NULL = not sent). */
+static sc_err simple_tagged(sc_client *c, const char *op, const char *ns,
+                            const uint64_t *entry, const char *feature,
+                            const char *user, sc_client_error *err)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin(&pk, op, (ns != NULL) + (entry != NULL));
+    begin(&pk, op,
+          (ns != NULL) + (entry != NULL) + (feature != NULL) + (user != NULL));
     if (ns != NULL) {
         mp_put_key(&pk, "ns");
         mp_put_str(&pk, ns);
@@ -423,6 +436,7 @@ static sc_err simple(sc_client *c, const char *op, const char *ns,
         mp_put_key(&pk, "entry");
         msgpack_pack_uint64(&pk, *entry);
     }
+    put_tags(&pk, feature, user);
     if (sb.data == NULL) {
         return SC_ENOMEM;
     }
@@ -435,6 +449,12 @@ static sc_err simple(sc_client *c, const char *op, const char *ns,
     return rc;
 }
 
+static sc_err simple(sc_client *c, const char *op, const char *ns,
+                     const uint64_t *entry, sc_client_error *err)
+{
+    return simple_tagged(c, op, ns, entry, NULL, NULL, err);
+}
+
 sc_err sc_client_delete(sc_client *c, uint64_t entry, sc_client_error *err)
 {
     return simple(c, "delete", NULL, &entry, err);
@@ -443,6 +463,13 @@ sc_err sc_client_delete(sc_client *c, uint64_t entry, sc_client_error *err)
 sc_err sc_client_feedback(sc_client *c, uint64_t entry, sc_client_error *err)
 {
     return simple(c, "feedback", NULL, &entry, err);
+}
+
+sc_err sc_client_feedback_tagged(sc_client *c, uint64_t entry,
+                                 const char *feature, const char *user,
+                                 sc_client_error *err)
+{
+    return simple_tagged(c, "feedback", NULL, &entry, feature, user, err);
 }
 
 sc_err sc_client_flush(sc_client *c, const char *ns, sc_client_error *err)

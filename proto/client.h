@@ -49,7 +49,11 @@ typedef struct sc_client_item {
     const void *response;    /* insert only */
     size_t response_len;
     double ttl_s; /* insert: 0 = namespace default, -1 = never */
-    const char *model, *feature, *user; /* insert, optional */
+    const char *model; /* insert, optional */
+    /* The ledger's tags, optional: an insert's are the entry's; a
+     * lookup's are the ones its hit or miss is counted under (a hit with
+     * none counts under the served entry's). */
+    const char *feature, *user;
     uint64_t input_tokens, output_tokens;
     bool has_threshold; /* lookup: override the namespace's threshold */
     float threshold;
@@ -76,6 +80,11 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
                         sc_client_result *res, sc_client_error *err);
 sc_err sc_client_delete(sc_client *c, uint64_t entry, sc_client_error *err);
 sc_err sc_client_feedback(sc_client *c, uint64_t entry, sc_client_error *err);
+/* feedback naming the tags the wrong hit's lookup gave (NULL = none), so
+ * that the ledger charges the false hit where the hit was counted. */
+sc_err sc_client_feedback_tagged(sc_client *c, uint64_t entry,
+                                 const char *feature, const char *user,
+                                 sc_client_error *err);
 /* ns NULL = every namespace. */
 sc_err sc_client_flush(sc_client *c, const char *ns, sc_client_error *err);
 /* Removes namespace ns and its entries (an admin operation). */

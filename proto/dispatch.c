@@ -1174,8 +1174,12 @@ static int run_op(sc_dispatch *d, const char *op, const item *it,
             snprintf(o->msg, sizeof(o->msg), "field 'entry' is required");
             return -1;
         }
-        o->rc = op[0] == 'd' ? sc_cache_delete(d->cache, it->entry)
-                             : sc_cache_feedback(d->cache, it->entry);
+        o->rc =
+            op[0] == 'd'
+                ? sc_cache_delete(d->cache, it->entry)
+                : sc_cache_feedback_tagged(d->cache, it->entry,
+                                           it->has_feature ? it->feature : NULL,
+                                           it->has_user ? it->user : NULL);
         if (o->rc != SC_OK) {
             return -1;
         }

@@ -63,6 +63,25 @@ expect 2 'needs --ns' -- insert --text hi --response x
 expect 1 'namespace names are' -- insert --ns 'bad name!' --vec 1,2 --response x
 expect 2 '--vec wants' -- lookup --ns faq --vec 1,,x
 expect 2 'unknown command' -- frobnicate
+# A lookup's own tag, and feedback naming it: the false hit is charged
+# where the hit was counted, not to the entry's tag.
+fbid=$("$cli" -a "$addr" insert --ns fbt --vec 1,0,0 --response x \
+    --feature store --model gpt-4o --input-tokens 10 --output-tokens 20 |
+    sed -n 's/^stored as entry //p')
+expect 0 '^hit' -- lookup --ns fbt --vec 1,0,0 --feature web
+expect 0 "feedback $fbid: done" -- feedback "$fbid" --feature web
+out=$("$cli" -a "$addr" --json report --ns fbt --by feature 2>&1)
+if printf '%s' "$out" | /usr/bin/python3 -c '
+import json, sys
+rows = {r["key"]: r for r in json.load(sys.stdin)["result"]["rows"]}
+ok = (rows["web"]["semantic_hits"] == 1 and rows["web"]["false_hits"] == 1
+      and rows["store"]["false_hits"] == 0)
+sys.exit(0 if ok else 1)'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: report by feature after a tagged lookup and feedback: $out" >&2
+fi
 # A tag that is not UTF-8 (tags are any bytes): --json stays JSON, the
 # byte written as U+FFFD.
 expect 0 '^stored as entry' -- insert --ns tags --vec 1,2,3 --response x \

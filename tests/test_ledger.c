@@ -433,10 +433,51 @@ static void test_window_and_tags(void)
     sc_prices_free(p);
 }
 
+/* feedback naming the lookup's tags charges the rows its hit was credited
+ * to: the named feature, and the entry's user (the lookup named none). */
+static void test_feedback_tags(void)
+{
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    sc_cache *c = open_world(&p, &l);
+    float a[D] = {1, 0, 0, 0};
+    uint64_t ea;
+    CHECK_EQ_INT(put(c, "reset pass!!", a, "small", 4, 8, "account", "R", &ea),
+                 SC_OK);
+    sc_cache_result r;
+    CHECK_EQ_INT(look(c, "x", a, "emb-1", 7, "web", &r), SC_OK);
+    CHECK_EQ_INT(sc_cache_feedback_tagged(c, ea, "web", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_feedback_tagged(c, ea, "other", "u2"), SC_OK);
+    double usd = (4 * 0.5 + 8 * 1.0) / 1e6;
+    sc_ledger_counts t;
+    rows rs = {0};
+    CHECK_EQ_INT(
+        sc_ledger_sum(l, "faq", SC_LEDGER_BY_FEATURE, &t, collect, &rs), SC_OK);
+    CHECK_EQ_INT(t.false_hits, 1); /* counted once */
+    CHECK_NEAR(t.usd_false_hits, usd);
+    CHECK_EQ_INT(rs.n, 2);
+    for (int i = 0; i < rs.n; i++) {
+        bool web = strcmp(rs.keys[i], "web") == 0;
+        CHECK(web || strcmp(rs.keys[i], "account") == 0);
+        CHECK_EQ_INT(rs.c[i].false_hits, web ? 1 : 0);
+        CHECK_EQ_INT(rs.c[i].semantic_hits, web ? 1 : 0);
+    }
+    rs.n = 0;
+    CHECK_EQ_INT(sc_ledger_sum(l, "faq", SC_LEDGER_BY_USER, &t, collect, &rs),
+                 SC_OK);
+    CHECK_EQ_INT(rs.n, 1);
+    CHECK(rs.n == 1 && strcmp(rs.keys[0], "u1") == 0 &&
+          rs.c[0].false_hits == 1);
+    sc_cache_close(c);
+    sc_ledger_close(l);
+    sc_prices_free(p);
+}
+
 int main(void)
 {
     test_prices();
     test_workload();
     test_window_and_tags();
+    test_feedback_tags();
     return test_summary("ledger");
 }

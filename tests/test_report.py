@@ -101,7 +101,8 @@ def main():
                       "estimated tokens are said so in the hit")
             if want == 0:
                 check(r["tokens_estimated"] is False, "given tokens")
-        c.feedback(ids[1])  # the opening-hours hit was wrong
+        # The opening-hours hit was wrong; its lookup was tagged "web".
+        c.feedback(ids[1], feature="web")
 
         rep = c._op("report")
         t = rep["total"]
@@ -148,8 +149,10 @@ def main():
               and near(rows["support"]["usd_avoided"], 3 * a)
               and rows["support"]["hits_unpriced"] == 1, "support row")
         check(near(rows["web"]["usd_avoided"], b), "a lookup's own tag")
-        check(rows["store"]["false_hits"] == 1,
-              "a false hit counts under its entry's tags")
+        check(rows["web"]["false_hits"] == 1
+              and near(rows["web"]["usd_false_hits"], b)
+              and rows["store"]["false_hits"] == 0,
+              "a false hit counts where feedback says its lookup counted")
         check(rows["support"]["over_target"] is True
               and rows["support"]["target_usd_per_request"] == 0.0,
               "a feature over its cost target is flagged")

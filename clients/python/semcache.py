@@ -319,9 +319,11 @@ class Client:
     def delete(self, entry):
         self._op("delete", entry=entry)
 
-    def feedback(self, entry):
-        """Reports a wrong hit: the entry is quarantined."""
-        self._op("feedback", entry=entry)
+    def feedback(self, entry, feature=None, user=None):
+        """Reports a wrong hit: the entry is quarantined. feature / user:
+        the tags the hit's lookup gave, so that the cost ledger charges the
+        false hit where the hit was counted (default: the entry's)."""
+        self._op("feedback", entry=entry, feature=feature, user=user)
 
     def lookup_batch(self, ns, items, scope=None):
         """items: dicts with text / vec / scope / threshold (and ns, to
