@@ -23,10 +23,10 @@
 
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
+#include <nng/supplemental/util/platform.h>
 
 #define CHAT_PATH      "/v1/chat/completions"
 #define BODY_TIMEOUT   10000 /* ms: a request body after its headers */
-#define WRITE_TIMEOUT  30000 /* ms: one write to a streaming client */
 #define DUMP_CANON     (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII)
 #define MAX_TEXT_PARTS 256
 
@@ -64,6 +64,12 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
             return -1;
         }
         cfg->timeout_ms = (uint32_t)n;
+    } else if (strcmp(flag, "--proxy-client-timeout") == 0) {
+        if (parse_uint(value, 3600000, &n) != 0 || n == 0) {
+            snprintf(msg, cap, "--proxy-client-timeout must be 1..3600000 ms");
+            return -1;
+        }
+        cfg->client_timeout_ms = (uint32_t)n;
     } else if (strcmp(flag, "--proxy-workers") == 0) {
         if (parse_uint(value, SC_PROXY_MAX_WORKERS, &n) != 0 || n == 0) {
             snprintf(msg, cap, "--proxy-workers must be 1..%u",
@@ -399,6 +405,7 @@ struct sc_proxy {
     char *chat_url, *embed_url;
     char embed_model[SC_CACHE_TAG_MAX + 1]; /* "" = the built-in embedder */
     uint32_t timeout_ms;
+    uint32_t client_timeout_ms;
     size_t body_max;
     sc_proxy_history history;
     bool store_tool_calls, store_truncated;
@@ -428,6 +435,7 @@ struct preq {
     bool hijacked;
     nng_aio *baio; /* reads the body */
     nng_aio *waio; /* writes a hijacked connection */
+    nng_duration waited; /* ms the writes to it have taken, in all */
     char *body;
     size_t len;
     json_t *root;
@@ -566,17 +574,26 @@ static void reply_error(preq *pr, uint16_t status, const char *type,
     free(s);
 }
 
-/* Writes buf[0..n) to a hijacked connection; 0, or an nng error. */
+/* Writes buf[0..n) to a hijacked connection; 0, or an nng error. The
+ * writes of one stream share the client time-out: a client that reads
+ * slowly, a little before each write would time out, still lets the
+ * worker go once it has kept it waiting that long in all. */
 static int conn_write(preq *pr, const void *buf, size_t n)
 {
+    nng_duration left = (nng_duration)pr->p->client_timeout_ms - pr->waited;
+    if (left <= 0) {
+        return NNG_ETIMEDOUT;
+    }
     if (pr->waio == NULL && nng_aio_alloc(&pr->waio, NULL, NULL) != 0) {
         return NNG_ENOMEM;
     }
     nng_iov iov = {.iov_buf = (void *)buf, .iov_len = n};
     nng_aio_set_iov(pr->waio, 1, &iov);
-    nng_aio_set_timeout(pr->waio, WRITE_TIMEOUT);
+    nng_aio_set_timeout(pr->waio, left);
+    nng_time t0 = nng_clock();
     nng_http_conn_write_all(pr->conn, pr->waio);
     nng_aio_wait(pr->waio);
+    pr->waited += (nng_duration)(nng_clock() - t0);
     return nng_aio_result(pr->waio);
 }
 
@@ -1755,6 +1772,9 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
              cfg->embed_model != NULL ? cfg->embed_model : "");
     p->timeout_ms =
         cfg->timeout_ms != 0 ? cfg->timeout_ms : SC_PROXY_DEFAULT_TIMEOUT_MS;
+    p->client_timeout_ms = cfg->client_timeout_ms != 0
+                               ? cfg->client_timeout_ms
+                               : SC_PROXY_DEFAULT_CLIENT_TIMEOUT_MS;
     p->body_max =
         cfg->body_max != 0 ? cfg->body_max : SC_PROXY_DEFAULT_BODY_MAX;
     p->history = cfg->history;

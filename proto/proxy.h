@@ -19,6 +19,9 @@
 
 #define SC_PROXY_DEFAULT_NS         "chat"
 #define SC_PROXY_DEFAULT_TIMEOUT_MS 60000u
+/* The longest a streaming client may keep its worker waiting to write, in
+ * all, over one stream (--proxy-client-timeout). */
+#define SC_PROXY_DEFAULT_CLIENT_TIMEOUT_MS 30000u
 #define SC_PROXY_DEFAULT_WORKERS    8u
 #define SC_PROXY_MAX_WORKERS        256u
 #define SC_PROXY_DEFAULT_BODY_MAX   (4u << 20)
@@ -51,6 +54,8 @@ typedef struct sc_proxy_config {
                               copied */
     uint32_t timeout_ms;   /* an upstream call's limit (for a stream: the
                               longest silence); 0 = the default */
+    uint32_t client_timeout_ms; /* a stream's client's writes, in all;
+                                   0 = the default */
     unsigned workers;      /* threads that call the upstream; 0 = default */
     size_t body_max;       /* largest request body and upstream answer;
                               0 = SC_PROXY_DEFAULT_BODY_MAX */
@@ -67,11 +72,12 @@ typedef struct sc_proxy_config {
 void sc_proxy_config_init(sc_proxy_config *cfg);
 
 /* Takes the proxy flags of semcached: --upstream URL, --upstream-timeout
- * MS, --proxy-ns NS, --proxy-workers N, --proxy-history exact|single|
- * ignore, --proxy-store stop[,tool_calls][,length], --proxy-embed-model
- * MODEL. Returns 1 when flag is one of them and value is good (value is
- * borrowed: it must outlive cfg), 0 when flag is not a proxy flag, -1 with
- * a message in msg (cap bytes) when value is bad. */
+ * MS, --proxy-client-timeout MS, --proxy-ns NS, --proxy-workers N,
+ * --proxy-history exact|single| ignore, --proxy-store
+ * stop[,tool_calls][,length], --proxy-embed-model MODEL. Returns 1 when flag is
+ * one of them and value is good (value is borrowed: it must outlive cfg), 0
+ * when flag is not a proxy flag, -1 with a message in msg (cap bytes) when
+ * value is bad. */
 int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
                         const char *value, char *msg, size_t cap);
 

@@ -19,6 +19,8 @@ answers by its current mode:
   refusal    (streams) the answer as delta.refusal pieces, content null,
              finish_reason stop
   logprobs   (streams) as ok, each event with choices[0].logprobs
+  big        (streams) as ok, then 48 MB more of content, as fast as the
+             proxy takes it
 
 Run alone (python3 fake_upstream.py PORT) it serves in mode ok until
 killed."""
@@ -133,6 +135,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         base = {"id": "chatcmpl-fake-stream", "object": "chat.completion.chunk",
                 "created": 1700000000, "model": body.get("model")}
         words = text.split(" ")
+        if mode == "big":
+            words += ["x" * 2000] * 24000
         events = [dict(base, choices=[{"index": 0, "delta": {
             "role": "assistant", "content": ""}, "finish_reason": None}])]
         for i, w in enumerate(words):
@@ -157,7 +161,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for e in events:
             self.wfile.write(b"data: " + json.dumps(e).encode() + b"\n\n")
             self.wfile.flush()
-            time.sleep(0.01)
+            if mode != "big":
+                time.sleep(0.01)
         if not cut:
             self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()

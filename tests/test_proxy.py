@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -524,6 +525,60 @@ def test_timeout(server, table, fake):
     p.stop()
 
 
+def test_slow_reader(server, table, fake):
+    """A streaming client that reads a little before each write would time
+    out keeps its worker only --proxy-client-timeout in all: with one
+    worker, a plain miss behind it is still answered."""
+    p = Proxy(server, table, fake.url, "--proxy-workers", "1",
+              "--proxy-client-timeout", "3000")
+    fake.mode = "big"
+    body = json.dumps({"model": MODEL, "stream": True, "messages": [
+        {"role": "user", "content": "Tell me everything."}]}).encode()
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 10)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: " +
+              str(len(body)).encode() + b"\r\n\r\n" + body)
+    stop = threading.Event()
+    got = [0]
+
+    def trickle():
+        # 1 MB/s: a blocked write of the proxy finds room again (a third
+        # of its socket's send buffer, at most 4 MB here) well within the
+        # time-out, so only a budget over the whole stream lets the worker
+        # go before the stream's end, 48 s away.
+        t0 = time.time()
+        try:
+            while not stop.is_set():
+                if got[0] > (time.time() - t0) * 1e6:
+                    time.sleep(0.01)
+                    continue
+                d = s.recv(65536)
+                if not d:
+                    break
+                got[0] += len(d)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    time.sleep(1.0)
+    fake.mode = "ok"
+    t0 = time.time()
+    try:
+        st, hs, j = p.chat("Is anyone else served?")
+    except OSError as e:
+        st, j = None, str(e)
+    dt = time.time() - t0
+    check(st == 200 and content(j) == "Answer to: Is anyone else served?"
+          and dt < 20, f"a miss behind a slow stream reader is served "
+          f"({st}, {dt:.1f} s, {got[0]} bytes read by the slow reader)")
+    stop.set()
+    s.close()
+    t.join(5)
+    p.stop()
+
+
 def test_policy_single(server, table, fake):
     p = Proxy(server, table, fake.url, "--proxy-history", "single")
     msgs = [{"role": "user", "content": "Hi"},
@@ -651,6 +706,7 @@ def main():
         err = p.stop()
     check("sk-upstream-1" not in err, "the upstream key is never logged")
     test_timeout(a.server, a.table, fake)
+    test_slow_reader(a.server, a.table, fake)
     test_policy_single(a.server, a.table, fake)
     test_keys(a.server, a.table, fake, tmp)
     test_config_file(a.server, a.table, fake, tmp)
