@@ -139,6 +139,12 @@ typedef struct ns {
     const sc_cache_embedder *stats_em;
     struct sc_cache *cache; /* the cache it is in (for its byte count) */
     uint64_t serial;        /* this namespace, not another of its name before */
+    /* Set by ns_drop: the indexes of the scopes freed, closed by it once
+     * the cache's lock is released (an IVF index's close waits for its
+     * training in flight: seconds, which every namespace would wait). */
+    bool defer_close;
+    sc_index **closing;
+    size_t nclosing, capclosing;
     char name[SC_CACHE_NS_NAME_MAX + 1];
 } ns;
 
@@ -514,13 +520,31 @@ static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
 }
 
 /* ns->mu held. A scope with no entries and no pins goes, index and all. */
+/* Keeps ix for ns_drop to close; false when it cannot (no memory). */
+static bool defer_close(ns *s, sc_index *ix)
+{
+    if (s->nclosing == s->capclosing) {
+        size_t cap = s->capclosing != 0 ? 2 * s->capclosing : 8;
+        sc_index **a = realloc(s->closing, cap * sizeof(*a));
+        if (a == NULL) {
+            return false;
+        }
+        s->closing = a;
+        s->capclosing = cap;
+    }
+    s->closing[s->nclosing++] = ix;
+    return true;
+}
+
 static void scope_maybe_free(ns *s, scope *sc)
 {
     if (sc->entries > 0 || sc->pins > 0) {
         return;
     }
     sc_htab_remove(&s->scopes, &sc->node);
-    sc_index_close(sc->ix);
+    if (!s->defer_close || !defer_close(s, sc->ix)) {
+        sc_index_close(sc->ix);
+    }
     if (sc->stats != NULL) {
         s->stats_em->stats_free(s->stats_em->arg, sc->stats);
         stats_bytes_set(s, sc, 0);
@@ -808,8 +832,11 @@ static void free_empty_scopes(ns *s)
     } while (e.n == 64);
 }
 
-static void ns_free(sc_cache *c, ns *s)
+/* Frees s. closing not NULL: its scopes' indexes are not closed but handed
+ * to the caller (*closing, *n: a malloc'd array), to close unlocked. */
+static void ns_free(sc_cache *c, ns *s, sc_index ***closing, size_t *n)
 {
+    s->defer_close = closing != NULL;
     while (!list_empty(&s->lru)) {
         entry_remove(c, s, CONTAINER(s->lru.next, entry, lru), GONE_FLUSH);
     }
@@ -819,6 +846,10 @@ static void ns_free(sc_cache *c, ns *s)
     sc_htab_fini(&s->exact);
     sc_htab_fini(&s->ids);
     pthread_mutex_destroy(&s->mu);
+    if (closing != NULL) {
+        *closing = s->closing;
+        *n = s->nclosing;
+    }
     free(s);
 }
 
@@ -923,7 +954,7 @@ static void drop_node(sc_hnode *n, void *arg)
     sc_cache *c = arg;
     ns *s = CONTAINER(n, ns, node);
     sc_htab_remove(&c->nss, n);
-    ns_free(c, s);
+    ns_free(c, s, NULL, NULL);
 }
 
 void sc_cache_close(sc_cache *c)
@@ -1201,11 +1232,18 @@ sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
         sc_cache_change ch = {.kind = SC_CHANGE_NS_DROP, .ns = s->name};
         rc = journal_append(c, &ch, &seq);
     }
+    sc_index **closing = NULL;
+    size_t nclosing = 0;
     if (rc == SC_OK) {
         sc_htab_remove(&c->nss, &s->node);
-        ns_free(c, s);
+        ns_free(c, s, &closing, &nclosing);
     }
     pthread_rwlock_unlock(&c->lock);
+    /* Nothing can reach these indexes any more. */
+    for (size_t i = 0; i < nclosing; i++) {
+        sc_index_close(closing[i]);
+    }
+    free(closing);
     return rc == SC_OK ? journal_commit(c, seq) : rc;
 }
 

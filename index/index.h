@@ -147,6 +147,11 @@ sc_err sc_index_compact(sc_index *ix);
  * index still serves by exact scan), SC_ENOMEM. */
 sc_err sc_index_train(sc_index *ix);
 
+/* Tests only: fn(arg) is called at the start of every background IVF
+ * training, on its thread, from now on (NULL = none). Without FAISS it is
+ * never called. */
+void sc_index_set_training_hook(void (*fn)(void *arg), void *arg);
+
 /* 1 when searches go through a trained IVF index, else 0 (exact scan). */
 int sc_index_trained(sc_index *ix);
 

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -441,9 +442,24 @@ static sc_err swap_in(ivf *v, FaissIndex *fx)
     return SC_OK;
 }
 
+static struct {
+    void (*_Atomic fn)(void *);
+    void *_Atomic arg;
+} training_hook;
+
+void sc_index_set_training_hook(void (*fn)(void *arg), void *arg)
+{
+    atomic_store(&training_hook.arg, arg);
+    atomic_store(&training_hook.fn, fn);
+}
+
 static void *train_main(void *arg)
 {
     ivf *v = arg;
+    void (*hook)(void *) = atomic_load(&training_hook.fn);
+    if (hook != NULL) {
+        hook(atomic_load(&training_hook.arg));
+    }
     FaissIndex *fx = NULL, *tmpl = NULL;
     sc_err rc = build_index(v, v->copy, v->copy_lab, v->ncopy, v->copy_nlist,
                             &fx, &tmpl);
@@ -1305,6 +1321,12 @@ const sc_index_backend sc_index_auto_backend = {
     .name = "auto", .version = "1", IVF_OPS(open_auto, load_auto)};
 
 #else /* !SEMCACHE_HAVE_FAISS: the backends link and say "not supported". */
+
+void sc_index_set_training_hook(void (*fn)(void *arg), void *arg)
+{
+    (void)fn;
+    (void)arg;
+}
 
 static sc_err nofaiss_open(const sc_index_params *p, void **state)
 {

@@ -2553,6 +2553,117 @@ static void test_backends(void)
     sc_cache_close(c);
 }
 
+/* Dropping a namespace whose IVF index is training: the drop's wait for
+ * the training (it cannot be stopped) must not hold the whole cache, so a
+ * lookup of another namespace is answered meanwhile. The training is held
+ * at its start by the index's test hook until the end. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, open, done;
+} gate;
+
+static void gate_hook(void *arg)
+{
+    gate *g = arg;
+    pthread_mutex_lock(&g->mu);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open) {
+        pthread_cond_wait(&g->cv, &g->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Waits (10 s at most) until *flag; returns it. */
+static bool gate_wait(gate *g, bool *flag)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&g->mu);
+    while (!*flag && pthread_cond_timedwait(&g->cv, &g->mu, &until) == 0) {
+    }
+    bool v = *flag;
+    pthread_mutex_unlock(&g->mu);
+    return v;
+}
+
+typedef struct drop_arg {
+    sc_cache *c;
+    gate *g;
+    sc_err rc;
+} drop_arg;
+
+static void *drop_main(void *arg)
+{
+    drop_arg *a = arg;
+    a->rc = sc_cache_ns_drop(a->c, "training");
+    return NULL;
+}
+
+static void *lookup_main(void *arg)
+{
+    drop_arg *a = arg;
+    float q[BD] = {1};
+    sc_cache_result r;
+    a->rc = bget(a->c, "other", q, &r);
+    if (a->rc == SC_OK) {
+        sc_cache_result_fini(&r);
+    }
+    pthread_mutex_lock(&a->g->mu);
+    a->g->done = true;
+    pthread_cond_broadcast(&a->g->cv);
+    pthread_mutex_unlock(&a->g->mu);
+    return NULL;
+}
+
+static void test_drop_while_training(void)
+{
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    sc_index_set_training_hook(gate_hook, &g);
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
+    cfg.nlist = BNLIST;
+    cfg.train_min = 400;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "training", &cfg), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "other", NULL), SC_OK);
+    uint64_t seed = 7;
+    float v[BD];
+    for (int i = 0; i < 500; i++) {
+        for (int j = 0; j < BD; j++) {
+            v[j] = brand(&seed);
+        }
+        bunit(v);
+        CHECK_EQ_INT(bput(c, "training", v, i, 0, NULL), SC_OK);
+    }
+    CHECK_EQ_INT(bput(c, "other", v, 0, 0, NULL), SC_OK);
+    CHECK(gate_wait(&g, &g.entered)); /* a training is in flight */
+    drop_arg da = {c, &g, SC_EINVAL}, la = {c, &g, SC_EINVAL};
+    pthread_t dt, lt;
+    CHECK(pthread_create(&dt, NULL, drop_main, &da) == 0);
+    usleep(200 * 1000); /* the drop is in, waiting for the training */
+    CHECK(pthread_create(&lt, NULL, lookup_main, &la) == 0);
+    CHECK(gate_wait(&g, &g.done)); /* answered while the drop waits */
+    pthread_mutex_lock(&g.mu);
+    g.open = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    pthread_join(lt, NULL);
+    pthread_join(dt, NULL);
+    CHECK_EQ_INT(la.rc, SC_OK);
+    CHECK_EQ_INT(da.rc, SC_OK);
+    sc_ns_config got;
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "training", &got), SC_ENONS);
+    sc_index_set_training_hook(NULL, NULL);
+    sc_cache_close(c);
+}
+
 int main(void)
 {
     test_namespaces();
@@ -2579,5 +2690,6 @@ int main(void)
     test_embedder_upgrade();
     test_embedder_stats_bytes();
     test_backends();
+    test_drop_while_training();
     return test_summary("test_cache");
 }
