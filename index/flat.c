@@ -93,7 +93,8 @@ static void *region_resize(void *p, size_t old_bytes, size_t new_bytes)
     } else {
         /* mremap moves pages instead of copying bytes: growing a 6 GB
          * index does not need 12 GB on the way. */
-        r = mremap(p, old_bytes, new_bytes, MREMAP_MAYMOVE);
+        /* A region of 0 bytes is mapped as 1 (above). */
+        r = mremap(p, old_bytes ? old_bytes : 1, new_bytes, MREMAP_MAYMOVE);
     }
     if (r == MAP_FAILED) {
         return NULL;

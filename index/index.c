@@ -194,12 +194,11 @@ sc_err sc_index_train(sc_index *ix)
     if (ix->be->train == NULL) {
         return SC_ENOTSUP;
     }
-    /* Only writers wait: the backend keeps serving searches while it
-     * trains, and takes its own lock for the swap. */
-    pthread_rwlock_rdlock(&ix->lock);
-    sc_err rc = ix->be->train(ix->state);
-    pthread_rwlock_unlock(&ix->lock);
-    return rc;
+    /* Not under ix->lock: the training takes long, and a writer queued
+     * behind a reader that waits for it would hold every search back (the
+     * lock prefers writers). The backend keeps its own locks for the
+     * training and the swap (ivf.c: tmu, sw). */
+    return ix->be->train(ix->state);
 }
 
 int sc_index_trained(sc_index *ix)

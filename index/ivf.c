@@ -27,6 +27,8 @@
 #include <faiss/c_api/index_factory_c.h>
 #include <faiss/c_api/index_io_c.h>
 #include <omp.h>
+#include <sys/stat.h>
+#include <xxhash.h>
 
 #define DEFAULT_NPROBE    16
 #define DEFAULT_RERANK    32
@@ -992,6 +994,36 @@ out:
     return rc;
 }
 
+/* A training file is hostile like any file: FAISS reads its quantizer as
+ * given and trusts it when adding (a list number past nlist writes past
+ * the inverted lists). Its quantizer must have this dimension and exactly
+ * nlist centroids, nlist within ours. */
+static bool quantizer_ok(FaissIndexIVF *iv, uint32_t dim)
+{
+    size_t nlist = faiss_IndexIVF_nlist(iv);
+    FaissIndex *q = faiss_IndexIVF_quantizer(iv);
+    return q != NULL && nlist >= 1 && nlist <= MAX_NLIST &&
+           faiss_Index_d(q) == (int)dim &&
+           faiss_Index_ntotal(q) == (idx_t)nlist;
+}
+
+/* The same for how vectors are encoded, which FAISS also takes from the
+ * file (faiss_check.cpp). */
+int sc_faiss_ivf_codes_ok(const void *index, int sq8, unsigned dim);
+
+static bool code_size_ok(FaissIndexIVF *iv, kind k, uint32_t dim)
+{
+    return sc_faiss_ivf_codes_ok(iv, k == K_SQ8, dim) == 1;
+}
+
+/* Caps a trained_n from a file, so that RETRAIN_GROWTH times it cannot
+ * wrap (a larger one only means "no retraining"). */
+static size_t trained_n_of(uint64_t tn)
+{
+    return tn > SIZE_MAX / RETRAIN_GROWTH ? SIZE_MAX / RETRAIN_GROWTH
+                                          : (size_t)tn;
+}
+
 /* ---- save / load ---------------------------------------------------------
  * File: magic "SCIVF001", u32 dim, u32 kind, u64 nslots, then per slot u8
  * state (free or live) and, when live, u64 id and dim f32; then u8 trained
@@ -1138,14 +1170,15 @@ static sc_err ivf_load_kind(const sc_index_params *p, kind k, int is_auto,
         }
         FaissIndexIVF *iv = faiss_IndexIVF_cast(fx);
         if (iv == NULL || faiss_Index_d(fx) != (int)v->dim ||
-            (uint64_t)faiss_Index_ntotal(fx) != v->nlive) {
+            (uint64_t)faiss_Index_ntotal(fx) != v->nlive ||
+            !quantizer_ok(iv, v->dim) || !code_size_ok(iv, k, v->dim)) {
             faiss_Index_free(fx);
             rc = SC_EBADFILE;
             goto fail;
         }
         faiss_IndexIVF_set_nprobe(iv, v->nprobe);
         v->fx = fx;
-        v->trained_n = tn;
+        v->trained_n = trained_n_of(tn);
     }
     fclose(f);
     *out = v;
@@ -1172,10 +1205,12 @@ static sc_err load_auto(const sc_index_params *p, const char *path, void **o)
 }
 
 /* ---- the training alone (kept with cache snapshots) ---------------------
- * File: magic "SCIVT001", u32 dim, u32 kind, u64 trained_n, then the
- * trained, empty FAISS index (faiss_write_index). Host byte order. */
+ * File: magic "SCIVT002", u32 dim, u32 kind, u64 trained_n, u64 length and
+ * u64 XXH3-64 of the FAISS part, then that part: the trained, empty FAISS
+ * index (faiss_write_index). Host byte order. Version 1 (no length and
+ * checksum) is refused: the cache then trains again. */
 
-#define TRAIN_MAGIC "SCIVT001"
+#define TRAIN_MAGIC "SCIVT002"
 
 static sc_err ivf_save_training(void *state, const char *path)
 {
@@ -1186,38 +1221,40 @@ static sc_err ivf_save_training(void *state, const char *path)
         rc = SC_ENOTSUP; /* not trained (or loaded from a whole save) */
         goto out;
     }
-    FILE *f = fopen(path, "wb");
-    if (f == NULL) {
-        rc = SC_EIO;
+    /* The FAISS part first, in memory, for its length and checksum. */
+    char *part = NULL;
+    size_t plen = 0;
+    FILE *m = open_memstream(&part, &plen);
+    if (m == NULL) {
+        rc = SC_ENOMEM;
         goto out;
     }
-    uint32_t hdr[2] = {v->dim, (uint32_t)v->kind};
-    uint64_t tn = v->trained_n;
-    if (fwrite(TRAIN_MAGIC, 8, 1, f) != 1 || fwrite(hdr, 8, 1, f) != 1 ||
-        fwrite(&tn, 8, 1, f) != 1) {
-        rc = SC_EIO;
-    } else if (faiss_write_index(v->tmpl, f) != 0) {
+    if (faiss_write_index(v->tmpl, m) != 0) {
         rc = faiss_fail(v, "write_index");
     }
-    if (fclose(f) != 0 && rc == SC_OK) {
+    if (fclose(m) != 0 && rc == SC_OK) {
+        rc = SC_ENOMEM;
+    }
+    FILE *f = rc == SC_OK ? fopen(path, "wb") : NULL;
+    if (rc == SC_OK && f == NULL) {
         rc = SC_EIO;
     }
+    if (f != NULL) {
+        uint32_t hdr[2] = {v->dim, (uint32_t)v->kind};
+        uint64_t tail[3] = {v->trained_n, plen, XXH3_64bits(part, plen)};
+        if (fwrite(TRAIN_MAGIC, 8, 1, f) != 1 || fwrite(hdr, 8, 1, f) != 1 ||
+            fwrite(tail, 8, 3, f) != 3 ||
+            (plen > 0 && fwrite(part, plen, 1, f) != 1)) {
+            rc = SC_EIO;
+        }
+        if (fclose(f) != 0 && rc == SC_OK) {
+            rc = SC_EIO;
+        }
+    }
+    free(part);
 out:
     pthread_rwlock_unlock(&v->sw);
     return rc;
-}
-
-/* A training file is hostile like any file: FAISS reads its quantizer as
- * given and trusts it when adding (a list number past nlist writes past
- * the inverted lists). Its quantizer must have this dimension and exactly
- * nlist centroids, nlist within ours. */
-static bool quantizer_ok(FaissIndexIVF *iv, uint32_t dim)
-{
-    size_t nlist = faiss_IndexIVF_nlist(iv);
-    FaissIndex *q = faiss_IndexIVF_quantizer(iv);
-    return q != NULL && nlist >= 1 && nlist <= MAX_NLIST &&
-           faiss_Index_d(q) == (int)dim &&
-           faiss_Index_ntotal(q) == (idx_t)nlist;
 }
 
 static sc_err ivf_load_training(void *state, const char *path)
@@ -1229,24 +1266,47 @@ static sc_err ivf_load_training(void *state, const char *path)
     }
     char magic[8];
     uint32_t hdr[2];
-    uint64_t tn;
+    uint64_t tail[3]; /* trained_n, the FAISS part's length and checksum */
     FaissIndex *t = NULL;
+    char *part = NULL;
     sc_err rc = SC_OK;
-    if (fread(magic, 8, 1, f) != 1 || memcmp(magic, TRAIN_MAGIC, 8) != 0 ||
-        fread(hdr, 8, 1, f) != 1 || fread(&tn, 8, 1, f) != 1) {
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0) {
+        rc = SC_EIO;
+    } else if (fread(magic, 8, 1, f) != 1 ||
+               memcmp(magic, TRAIN_MAGIC, 8) != 0 || fread(hdr, 8, 1, f) != 1 ||
+               fread(tail, 8, 3, f) != 3) {
         rc = SC_EBADFILE;
     } else if (hdr[0] != v->dim) {
         rc = SC_EDIM;
-    } else if (hdr[1] != (uint32_t)v->kind) {
+    } else if (hdr[1] != (uint32_t)v->kind || tail[1] == 0 ||
+               tail[1] != (uint64_t)sb.st_size - 40) {
         rc = SC_EBADFILE;
-    } else if (faiss_read_index(f, 0, &t) != 0) {
-        rc = faiss_fail(v, "read_index");
+    } else if ((part = malloc(tail[1])) == NULL) {
+        rc = SC_ENOMEM;
+    } else if (fread(part, tail[1], 1, f) != 1 ||
+               XXH3_64bits(part, tail[1]) != tail[2]) {
+        rc = SC_EBADFILE;
     }
     fclose(f);
+    uint64_t tn = tail[0];
+    if (rc == SC_OK) {
+        FILE *m = fmemopen(part, tail[1], "rb");
+        if (m == NULL) {
+            rc = SC_ENOMEM;
+        } else {
+            if (faiss_read_index(m, 0, &t) != 0) {
+                rc = faiss_fail(v, "read_index");
+            }
+            fclose(m);
+        }
+    }
+    free(part);
     if (rc == SC_OK &&
         (faiss_IndexIVF_cast(t) == NULL || faiss_Index_d(t) != (int)v->dim ||
          faiss_Index_ntotal(t) != 0 || !faiss_Index_is_trained(t) ||
-         !quantizer_ok(faiss_IndexIVF_cast(t), v->dim))) {
+         !quantizer_ok(faiss_IndexIVF_cast(t), v->dim) ||
+         !code_size_ok(faiss_IndexIVF_cast(t), v->kind, v->dim))) {
         rc = SC_EBADFILE;
     }
     FaissIndex *fx = NULL;
@@ -1296,7 +1356,9 @@ static sc_err ivf_load_training(void *state, const char *path)
             faiss_Index_free(v->tmpl);
         }
         v->tmpl = t;
-        v->trained_n = tn > v->nlive ? v->nlive : (size_t)tn;
+        /* Restores load a training into an empty index, then add: the
+         * training was made on tn vectors, however many are here yet. */
+        v->trained_n = trained_n_of(tn);
     } else {
         faiss_Index_free(fx);
         faiss_Index_free(t);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "index/index.h"
@@ -148,43 +149,131 @@ static double compare(sc_index *ix, sc_index *flat, int check_edges)
  * exactly as ix. */
 #ifdef SEMCACHE_HAVE_FAISS
 #include <faiss/c_api/IndexIVF_c.h>
+#include <xxhash.h>
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/index_io_c.h>
+
+/* A training file's 40-byte head and its FAISS part (malloc'd). */
+static int read_training(const char *path, unsigned char head[40],
+                         unsigned char **part, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return -1;
+    }
+    struct stat sb;
+    int rc = fstat(fileno(f), &sb) == 0 && sb.st_size > 40 &&
+                     fread(head, 40, 1, f) == 1
+                 ? 0
+                 : -1;
+    *len = rc == 0 ? (size_t)sb.st_size - 40 : 0;
+    *part = rc == 0 ? malloc(*len) : NULL;
+    if (rc == 0 && (*part == NULL || fread(*part, *len, 1, f) != 1)) {
+        rc = -1;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* Writes head and part to path, with part's length and checksum in the
+ * head as the index writes them: a file whose only fault is inside. */
+static int write_training(const char *path, unsigned char head[40],
+                          const void *part, size_t len)
+{
+    uint64_t l = len, h = XXH3_64bits(part, len);
+    memcpy(head + 24, &l, 8);
+    memcpy(head + 32, &h, 8);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) {
+        return -1;
+    }
+    int rc =
+        fwrite(head, 40, 1, f) == 1 && fwrite(part, len, 1, f) == 1 ? 0 : -1;
+    return fclose(f) == 0 ? rc : -1;
+}
 
 /* Rewrites the training file at path with one centroid more in its
  * quantizer than its nlist says (a hostile file: FAISS would put vectors
  * in a list past the last). Returns 0 when done. */
 static int add_stray_centroid(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return -1;
-    }
-    unsigned char head[24];
+    unsigned char head[40], *part = NULL;
+    size_t len;
     FaissIndex *t = NULL;
-    int rc =
-        fread(head, sizeof(head), 1, f) == 1 && faiss_read_index(f, 0, &t) == 0
-            ? 0
-            : -1;
-    fclose(f);
+    int rc = read_training(path, head, &part, &len);
+    FILE *m = rc == 0 ? fmemopen(part, len, "rb") : NULL;
+    rc = m != NULL && faiss_read_index(m, 0, &t) == 0 ? 0 : -1;
+    if (m != NULL) {
+        fclose(m);
+    }
     FaissIndexIVF *iv = rc == 0 ? faiss_IndexIVF_cast(t) : NULL;
     FaissIndex *q = iv != NULL ? faiss_IndexIVF_quantizer(iv) : NULL;
     float c[D] = {1.0f};
     if (q == NULL || faiss_Index_add(q, 1, c) != 0) {
         rc = -1;
     }
-    if (rc == 0 && (f = fopen(path, "wb")) != NULL) {
-        rc = fwrite(head, sizeof(head), 1, f) == 1 &&
-                     faiss_write_index(t, f) == 0
-                 ? 0
-                 : -1;
-        fclose(f);
-    } else {
+    char *out = NULL;
+    size_t olen = 0;
+    m = rc == 0 ? open_memstream(&out, &olen) : NULL;
+    if (m == NULL || faiss_write_index(t, m) != 0) {
         rc = -1;
     }
+    if (m != NULL && fclose(m) != 0) {
+        rc = -1;
+    }
+    if (rc == 0) {
+        rc = write_training(path, head, out, olen);
+    }
+    free(out);
+    free(part);
     if (t != NULL) {
         faiss_Index_free(t);
     }
+    return rc;
+}
+
+/* Finds the n bytes of pat in buf[0..len): the offset, or -1. */
+static long find_bytes(const unsigned char *buf, size_t len, const void *pat,
+                       size_t n)
+{
+    for (size_t i = 0; i + n <= len; i++) {
+        if (memcmp(buf + i, pat, n) == 0) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+/* Rewrites an SQ8 training file at path as FAISS would read a hostile
+ * one: what = 0, its vectors' codes said to be 1 byte (the IVF's and the
+ * inverted lists' code size), FAISS's own checks pass and each add writes
+ * D bytes into 1; what = 1, a scalar quantiser of dimension D + 8. The
+ * checksum is made right: only the index's own checks can refuse it. */
+static int corrupt_sq8(const char *path, int what)
+{
+    unsigned char head[40], *part = NULL;
+    size_t len;
+    if (read_training(path, head, &part, &len) != 0) {
+        free(part);
+        return -1;
+    }
+    /* The quantiser: u64 d, u64 code_size, u64 2d (trained values), then
+     * 2d floats, then the IVF's u64 code_size. */
+    uint64_t sq[3] = {D, D, 2 * D}, one = 1, bigger = D + 8;
+    long at = find_bytes(part, len, sq, sizeof(sq));
+    long il = find_bytes(part, len, "ilar", 4);
+    int rc = at >= 0 && il >= 0 ? 0 : -1;
+    if (rc == 0 && what == 0) {
+        size_t ivf_cs = (size_t)at + 24 + 2 * D * sizeof(float);
+        memcpy(part + ivf_cs, &one, 8);
+        memcpy(part + il + 12, &one, 8); /* "ilar", u64 nlist, code_size */
+    } else if (rc == 0) {
+        memcpy(part + at, &bigger, 8);
+    }
+    if (rc == 0) {
+        rc = write_training(path, head, part, len);
+    }
+    free(part);
     return rc;
 }
 #endif
@@ -245,6 +334,32 @@ static void test_training_file(const char *backend, sc_index *ix,
     CHECK(add_stray_centroid(tpath) == 0);
     CHECK(sc_index_load_training(victim, tpath) == SC_EBADFILE);
     CHECK(!sc_index_trained(victim));
+    CHECK(sc_index_save_training(fresh, tpath) == SC_OK);
+    /* Codes or a quantiser of the wrong size: refused. */
+    for (int what = 0; strcmp(backend, "ivf-sq8") == 0 && what < 2; what++) {
+        CHECK(corrupt_sq8(tpath, what) == 0);
+        CHECK(sc_index_load_training(victim, tpath) == SC_EBADFILE);
+        CHECK(!sc_index_trained(victim));
+        CHECK(sc_index_save_training(fresh, tpath) == SC_OK);
+    }
+    /* One byte of the FAISS part changed: the checksum refuses it. */
+    {
+        unsigned char head[40], *part = NULL;
+        size_t len;
+        CHECK(read_training(tpath, head, &part, &len) == 0);
+        if (part != NULL) {
+            part[len / 2] ^= 0x40;
+            FILE *f = fopen(tpath, "wb");
+            CHECK(f != NULL && fwrite(head, 40, 1, f) == 1 &&
+                  fwrite(part, len, 1, f) == 1);
+            if (f != NULL) {
+                fclose(f);
+            }
+        }
+        free(part);
+        CHECK(sc_index_load_training(victim, tpath) == SC_EBADFILE);
+        CHECK(!sc_index_trained(victim));
+    }
     sc_index_close(victim);
     CHECK(sc_index_save_training(fresh, tpath) == SC_OK);
 #endif
@@ -530,6 +645,133 @@ static void test_auto(void)
     sc_index_close(cix);
 }
 
+static atomic_int trainings_begun;
+
+static void count_training(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&trainings_begun, 1);
+}
+
+/* A restart: a training saved from N vectors is loaded into an empty index
+ * (of an automatic nlist), then the N vectors are added again. The index
+ * must keep that training, not train again from 39 vectors up. */
+static void test_restore_no_retrain(void)
+{
+    char tpath[] = "/tmp/test_ivf_rt_XXXXXX";
+    int tfd = mkstemp(tpath);
+    CHECK(tfd >= 0);
+    close(tfd);
+    sc_index *a = open_ix("ivf-flat", 0, 16, SC_INDEX_TRAIN_MANUAL);
+    for (size_t i = 0; i < N; i++) {
+        CHECK(sc_index_add(a, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_train(a) == SC_OK);
+    CHECK(sc_index_save_training(a, tpath) == SC_OK);
+    sc_index_close(a);
+    sc_index *b = open_ix("ivf-flat", 0, 16, 1000);
+    CHECK(sc_index_load_training(b, tpath) == SC_OK);
+    atomic_store(&trainings_begun, 0);
+    sc_index_set_training_hook(count_training, NULL);
+    for (size_t i = 0; i < N; i++) {
+        CHECK(sc_index_add(b, i, data + i * D) == SC_OK);
+    }
+    usleep(200 * 1000); /* a training begun by the last adds starts */
+    CHECK(atomic_load(&trainings_begun) == 0);
+    CHECK(sc_index_trained(b));
+    sc_index_set_training_hook(NULL, NULL);
+    sc_index_close(b);
+    unlink(tpath);
+}
+
+/* sc_index_train waits for its training; an add queued meanwhile must not
+ * hold searches back (the training is held at its start by the hook). */
+typedef struct held {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, open, searched;
+    sc_index *ix;
+} held;
+
+static void hold_training(void *arg)
+{
+    held *h = arg;
+    pthread_mutex_lock(&h->mu);
+    h->entered = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->open) {
+        pthread_cond_wait(&h->cv, &h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+static int held_wait(held *h, int *flag)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&h->mu);
+    while (!*flag && pthread_cond_timedwait(&h->cv, &h->mu, &until) == 0) {
+    }
+    int v = *flag;
+    pthread_mutex_unlock(&h->mu);
+    return v;
+}
+
+static void *train_main_t(void *arg)
+{
+    held *h = arg;
+    (void)sc_index_train(h->ix);
+    return NULL;
+}
+
+static void *add_main_t(void *arg)
+{
+    held *h = arg;
+    (void)sc_index_add(h->ix, N + 1, data);
+    return NULL;
+}
+
+static void *search_main_t(void *arg)
+{
+    held *h = arg;
+    sc_hit hit[1];
+    unsigned n = 0;
+    (void)sc_index_search(h->ix, queries, 1, -1.0f, hit, &n);
+    pthread_mutex_lock(&h->mu);
+    h->searched = 1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+static void test_train_serves(void)
+{
+    held h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    h.ix = open_ix("ivf-flat", 64, 16, SC_INDEX_TRAIN_MANUAL);
+    for (size_t i = 0; i < 5000; i++) {
+        CHECK(sc_index_add(h.ix, i, data + i * D) == SC_OK);
+    }
+    sc_index_set_training_hook(hold_training, &h);
+    pthread_t tt, at, st;
+    CHECK(pthread_create(&tt, NULL, train_main_t, &h) == 0);
+    CHECK(held_wait(&h, &h.entered));
+    CHECK(pthread_create(&at, NULL, add_main_t, &h) == 0);
+    usleep(100 * 1000); /* the add is in, or queued */
+    CHECK(pthread_create(&st, NULL, search_main_t, &h) == 0);
+    CHECK(held_wait(&h, &h.searched));
+    pthread_mutex_lock(&h.mu);
+    h.open = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    pthread_join(tt, NULL);
+    pthread_join(at, NULL);
+    pthread_join(st, NULL);
+    sc_index_set_training_hook(NULL, NULL);
+    CHECK(sc_index_trained(h.ix));
+    sc_index_close(h.ix);
+}
+
 int main(void)
 {
     sc_index_params p;
@@ -561,6 +803,8 @@ int main(void)
     test_batch("ivf-flat");
     test_batch("ivf-sq8");
     test_auto();
+    test_restore_no_retrain();
+    test_train_serves();
     free(data);
     free(queries);
     if (failures) {

@@ -1,0 +1,36 @@
+// faiss_check.cpp - the one thing of FAISS that index/ivf.c reads through
+// C++: FAISS's C API (1.7.3) does not say how an IVF index read from a file
+// encodes its vectors (its faiss_Index_sa_code_size even forgets to set its
+// result), and FAISS trusts those fields of the file when it adds: an SQ8
+// index said to have 1-byte codes, or a quantiser of another dimension,
+// writes past its buffers. See ivf.c's codes_ok.
+#include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
+#include <faiss/IndexScalarQuantizer.h>
+#include <faiss/invlists/InvertedLists.h>
+
+extern "C" int sc_faiss_ivf_codes_ok(const void* index, int sq8,
+                                     unsigned dim) {
+    try {
+        const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(
+                static_cast<const faiss::Index*>(index));
+        if (ivf == nullptr || ivf->d != (faiss::Index::idx_t)dim ||
+            ivf->invlists == nullptr || ivf->invlists->nlist != ivf->nlist) {
+            return 0;
+        }
+        size_t code = sq8 ? dim : dim * sizeof(float);
+        if (ivf->code_size != code || ivf->invlists->code_size != code) {
+            return 0;
+        }
+        if (!sq8) {
+            return dynamic_cast<const faiss::IndexIVFFlat*>(ivf) != nullptr;
+        }
+        const auto* s =
+                dynamic_cast<const faiss::IndexIVFScalarQuantizer*>(ivf);
+        return s != nullptr && s->sq.d == dim &&
+                s->sq.qtype == faiss::ScalarQuantizer::QT_8bit &&
+                s->sq.code_size == dim && s->sq.trained.size() == 2 * dim;
+    } catch (...) {
+        return 0;
+    }
+}
