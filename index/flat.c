@@ -687,7 +687,9 @@ static sc_err flat_search(void *state, const float *q, unsigned k,
 /* f32 and f16 batches: a tile of rows is scored against every query while
  * it sits in L2, by the SIMD tile kernel (f16 rows are widened to f32 once
  * per tile, not once per query), or by OpenBLAS sgemm on the scalar tier
- * (there sgemm is the faster of the two). */
+ * (there sgemm is 10-20x faster: bench/RESULTS.md). The SIMD tiles sum
+ * each row as the single scan does, so a batch's scores are the single
+ * search's bit for bit; sgemm sums in another order (within about 1e-7). */
 static sc_err batch_tiled(const flat *f, const float *qs, size_t nq,
                           collector *cs, const prepq *pqs)
 {

@@ -3,6 +3,7 @@
  * baseline x86-64; dispatch.c calls in here only when the CPU has all three
  * and the OS saves YMM state. */
 #include <immintrin.h>
+#include <string.h>
 
 #include "index/simd/simd.h"
 
@@ -173,9 +174,15 @@ static void dot_f32_tile(const float *qs, size_t qstride, size_t nq,
             o1[2] = hsum(b2);
             o1[3] = hsum(b3);
         }
+        /* The rows left over summed as the single-query scan sums them
+         * (dot_f32 adds in another order): a batch's scores are the
+         * single search's, bit for bit. */
+        const size_t body = d & ~(size_t)7;
+        const __m256i tm = tail_mask(d - body);
         for (; j < n; j++) {
-            out[i * ldo + j] = dot_f32(q0, base + j * stride, d);
-            out[(i + 1) * ldo + j] = dot_f32(q1, base + j * stride, d);
+            out[i * ldo + j] = row_f32(q0, base + j * stride, body, d, tm);
+            out[(i + 1) * ldo + j] =
+                row_f32(q1, base + j * stride, body, d, tm);
         }
     }
     for (; i < nq; i++) {
@@ -188,32 +195,68 @@ static __m256 load_h8(const uint16_t *p)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* The r < 8 halves of a row's tail at p widened, the rest of the lanes 0.
+ * AVX2 has no masked 16-bit load: when the 8 halves lie within the rows
+ * (before end, the last row's last half + 1) they are read whole and the
+ * lanes past r cleared (whatever they held, NaN included); else copied. */
+static __m256 tail_h8(const uint16_t *p, size_t r, const uint16_t *end,
+                      __m256i tm)
+{
+    if (p + 8 <= end) {
+        return _mm256_and_ps(load_h8(p), _mm256_castsi256_ps(tm));
+    }
+    uint16_t t[8] = {0};
+    memcpy(t, p, r * sizeof(*t));
+    return load_h8(t);
+}
+
+/* As f32: four rows per pass, one FMA chain per row summed in 8-lane steps
+ * and a masked tail, so that a row's score is what the batch path (rows
+ * widened to f32, then dot_f32_tile) gives, bit for bit. */
 static void dot_f16_rows(const float *q, const uint16_t *base, size_t stride,
                          size_t n, size_t d, float *out)
 {
-    for (size_t r = 0; r < n; r++) {
-        const uint16_t *row = base + r * stride;
-        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-        __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-        size_t i = 0;
-        for (; i + 32 <= d; i += 32) {
-            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(row + i), s0);
-            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8),
-                                 load_h8(row + i + 8), s1);
-            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16),
-                                 load_h8(row + i + 16), s2);
-            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24),
-                                 load_h8(row + i + 24), s3);
+    const size_t body = d & ~(size_t)7;
+    const __m256i tm = tail_mask(d - body);
+    const uint16_t *end = n > 0 ? base + (n - 1) * stride + d : base;
+    size_t r = 0;
+    for (; r + 4 <= n; r += 4) {
+        const uint16_t *x0 = base + r * stride;
+        const uint16_t *x1 = x0 + stride;
+        const uint16_t *x2 = x1 + stride;
+        const uint16_t *x3 = x2 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (size_t i = 0; i < body; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, load_h8(x0 + i), a0);
+            a1 = _mm256_fmadd_ps(qv, load_h8(x1 + i), a1);
+            a2 = _mm256_fmadd_ps(qv, load_h8(x2 + i), a2);
+            a3 = _mm256_fmadd_ps(qv, load_h8(x3 + i), a3);
         }
-        for (; i + 8 <= d; i += 8) {
-            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(row + i), s0);
+        if (body < d) {
+            __m256 qv = _mm256_maskload_ps(q + body, tm);
+            a0 = _mm256_fmadd_ps(qv, tail_h8(x0 + body, d - body, end, tm), a0);
+            a1 = _mm256_fmadd_ps(qv, tail_h8(x1 + body, d - body, end, tm), a1);
+            a2 = _mm256_fmadd_ps(qv, tail_h8(x2 + body, d - body, end, tm), a2);
+            a3 = _mm256_fmadd_ps(qv, tail_h8(x3 + body, d - body, end, tm), a3);
         }
-        float s =
-            hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-        for (; i < d; i++) {
-            s += q[i] * _cvtsh_ss(row[i]);
+        out[r] = hsum(a0);
+        out[r + 1] = hsum(a1);
+        out[r + 2] = hsum(a2);
+        out[r + 3] = hsum(a3);
+    }
+    for (; r < n; r++) {
+        const uint16_t *x = base + r * stride;
+        __m256 a = _mm256_setzero_ps();
+        for (size_t i = 0; i < body; i += 8) {
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(x + i), a);
         }
-        out[r] = s;
+        if (body < d) {
+            a = _mm256_fmadd_ps(_mm256_maskload_ps(q + body, tm),
+                                tail_h8(x + body, d - body, end, tm), a);
+        }
+        out[r] = hsum(a);
     }
 }
 

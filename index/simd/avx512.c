@@ -181,10 +181,15 @@ static void dot_f32_tile(const float *qs, size_t qstride, size_t nq,
                 }
             }
         }
+        /* The rows left over summed as the single-query scan sums them
+         * (dot_f32 adds in another order): a batch's scores are the
+         * single search's, bit for bit. */
+        const size_t body = d & ~(size_t)15;
+        const __mmask16 tm = mask16(d - body);
         for (; j < n; j++) {
             for (size_t qq = 0; qq < 4; qq++) {
-                out[(i + qq) * ldo + j] =
-                    dot_f32(qs + (i + qq) * qstride, base + j * stride, d);
+                out[(i + qq) * ldo + j] = row_f32(qs + (i + qq) * qstride,
+                                                  base + j * stride, body, tm);
             }
         }
     }
