@@ -2288,6 +2288,9 @@ static sc_err check_query(const sc_cache_query *q, size_t *scope_len)
     if (q->text == NULL && q->vec == NULL) {
         return SC_EINVAL;
     }
+    if (q->embed_tokens > SC_CACHE_TOKENS_MAX) {
+        return SC_ERANGE; /* as an insert's tokens: the sums cannot wrap */
+    }
     if (q->has_threshold && (!isfinite(q->threshold) || q->threshold < -1.0f ||
                              q->threshold > 1.0f)) {
         return SC_EINVAL;
@@ -2760,7 +2763,9 @@ sc_err sc_cache_lookup_many(sc_cache *c, const char *nsname,
     sc_err rc = lookup_run(c, nsname, p, n);
     double share = (mono_s() - t0) / (double)n;
     for (size_t i = 0; i < n; i++) {
-        rcs[i] = rc != SC_OK ? rc : p[i].rc;
+        /* As sc_cache_lookup: an item's own error (found as it was
+         * prepared) before the namespace's. */
+        rcs[i] = p[i].rc != SC_OK ? p[i].rc : rc;
         if (rcs[i] == SC_OK && c->cfg.ledger != NULL) {
             ledger_lookup(c, nsname, &p[i], &res[i], share + p[i].embed_s);
         }

@@ -315,7 +315,8 @@ typedef struct sc_cache_query {
     uint32_t dim;
     const char *embed_model; /* the model vec came from; NULL = "" */
     uint64_t embed_tokens;   /* the ledger: tokens the client paid to embed
-                                vec (0 = estimated from text, if any) */
+                                vec (0 = estimated from text, if any), at
+                                most SC_CACHE_TOKENS_MAX (SC_ERANGE) */
     const char *feature;     /* the ledger: tags the lookup is counted under;
                                 NULL = the served entry's ("" on a miss) */
     const char *user;

@@ -1569,20 +1569,24 @@ static bool find_id(const uint8_t *req, size_t len, uint64_t *id)
     if (mp_read_map(&r, &n) != 0) {
         return false;
     }
+    bool found = false;
     for (uint32_t i = 0; i < n; i++) {
         const char *k;
         uint32_t kn;
         if (mp_read_str(&r, &k, &kn) != 0) {
-            return false;
+            return found; /* what came before the damage */
         }
+        /* A repeated key's last value counts, as in decoding: an id that
+         * a later one that is not a uint replaces is not echoed. */
+        mp_reader at = r;
         if (key_is(k, kn, "id")) {
-            return mp_read_uint(&r, id) == 0;
+            found = mp_read_uint(&at, id) == 0;
         }
         if (mp_skip(&r) != 0) {
-            return false;
+            return found;
         }
     }
-    return false;
+    return found;
 }
 
 static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
@@ -1693,9 +1697,10 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
         }
     }
 
-    if (e.code != NULL && !has_id) {
+    if (e.code != NULL) {
         /* The decoding stopped at a bad field: an id after it is still
-         * the request's, and its reply carries it. */
+         * the request's, and its reply carries it (the last one, as for
+         * every key: none when that one is not a uint). */
         has_id = find_id(req, len, &id);
     }
 

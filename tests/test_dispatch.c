@@ -151,11 +151,12 @@ static sc_dispatch *open_filled(sc_cache **cache)
 /* The mix every batch is cut from: hits and misses in two namespaces and
  * scopes, repeated hits on one entry (hit_count), exact-layer hits, ids,
  * thresholds, a missing namespace, a wrong dimension, a bad threshold, a
- * lookup without ns, other ops and malformed messages. */
+ * lookup without ns, other ops and malformed messages, and per-item errors
+ * in a missing namespace. */
 static size_t make_mix(req *rs, size_t cap)
 {
     size_t n = 0;
-    for (unsigned k = 0; n + 12 <= cap; k++) {
+    for (unsigned k = 0; n + 14 <= cap; k++) {
         /* Entry 4 takes the exact-layer hits and no semantic ones: within
          * one sc_cache_lookup_many an exact hit is judged before the
          * semantic hits, so hits of both kinds on one entry would count
@@ -178,6 +179,12 @@ static size_t make_mix(req *rs, size_t cap)
                           "\x00\x00\x80\x3f",
                           24);
         rs[n++] = raw_req("\x82\xa1v\x01\xa2op\xa4ping", 12);
+        /* An item's own error and a missing namespace: the item's first,
+         * alone or with others (a zero vector; a bad threshold). */
+        rs[n++] = raw_req("\x84\xa1v\x01\xa2op\xa6lookup\xa2ns\xa2zz\xa3vec"
+                          "\xc4\x04\x00\x00\x00\x00",
+                          30);
+        rs[n++] = lookup_req("zz", NULL, 3, 0, 0, 0, DIM, 3.0, NULL);
         rs[n++] = raw_req("\x93\x01\x02", 3 - (k % 2));
     }
     return n;
@@ -873,6 +880,44 @@ static void test_error_ids(void)
             CHECK(has == 1 && id == 7 && !ok); /* after the bad text */
         } else {
             CHECK(has == 0 && !ok); /* "x" is no id */
+        }
+        free(rep);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    /* A repeated id: the last one counts, as for every key. */
+    for (int form = 0; form < 2; form++) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 4);
+        mp_put_key(&pk, "v");
+        msgpack_pack_uint32(&pk, 1);
+        mp_put_key(&pk, "op");
+        mp_put_str(&pk, "ping");
+        mp_put_key(&pk, "id");
+        if (form == 0) {
+            msgpack_pack_uint64(&pk, 5);
+        } else {
+            mp_put_str(&pk, "x");
+        }
+        mp_put_key(&pk, "id");
+        if (form == 0) {
+            mp_put_str(&pk, "x");
+        } else {
+            msgpack_pack_uint64(&pk, 5);
+        }
+        uint8_t *rep = NULL;
+        size_t rl = 0;
+        CHECK(sc_dispatch_handle(d, (const uint8_t *)sb.data, sb.size, &rep,
+                                 &rl) == 0);
+        uint64_t id = 0;
+        bool ok = true;
+        int has = reply_id(rep, rl, &id, &ok);
+        if (form == 0) {
+            CHECK(has == 0 && !ok); /* 5, then "x": no id */
+        } else {
+            CHECK(has == 1 && id == 5); /* "x", then 5 */
         }
         free(rep);
         msgpack_sbuffer_destroy(&sb);

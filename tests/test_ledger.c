@@ -428,6 +428,33 @@ static void test_window_and_tags(void)
     CHECK_EQ_INT(sc_cache_insert(c, "faq", &it, NULL), SC_ERANGE);
     it.input_tokens = SC_CACHE_TOKENS_MAX;
     CHECK_EQ_INT(sc_cache_insert(c, "faq", &it, NULL), SC_OK);
+    /* A lookup's embedding tokens too, alone and in a batch; nothing is
+     * counted for a refused one. */
+    sc_ledger_counts before, after;
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &before, NULL, NULL),
+                 SC_OK);
+    float v[D] = {1, 0, 0, 0};
+    CHECK_EQ_INT(look(c, NULL, v, "emb-1", SC_CACHE_TOKENS_MAX + 1, NULL, &r),
+                 SC_ERANGE);
+    sc_cache_query qs[2];
+    memset(qs, 0, sizeof(qs));
+    qs[0].vec = qs[1].vec = v;
+    qs[0].dim = qs[1].dim = D;
+    qs[0].embed_model = qs[1].embed_model = "emb-1";
+    qs[0].embed_tokens = UINT64_MAX;
+    qs[1].embed_tokens = SC_CACHE_TOKENS_MAX;
+    sc_cache_result rs2[2];
+    sc_err rcs[2];
+    CHECK_EQ_INT(sc_cache_lookup_many(c, "faq", qs, 2, rs2, rcs), SC_OK);
+    CHECK_EQ_INT(rcs[0], SC_ERANGE);
+    CHECK_EQ_INT(rcs[1], SC_OK);
+    if (rcs[1] == SC_OK) {
+        sc_cache_result_fini(&rs2[1]);
+    }
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &after, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(after.lookups, before.lookups + 1);
+    CHECK_EQ_INT(after.embed_tokens, before.embed_tokens + SC_CACHE_TOKENS_MAX);
     sc_cache_close(c);
     sc_ledger_close(l);
     sc_prices_free(p);
