@@ -1473,6 +1473,16 @@ static void enforce_ns(sc_cache *c, ns *s, void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&s->mu);
+    /* First the entries no cap can hold alone (caps lowered since they
+     * were saved): evicting by age would take every older entry first. */
+    for (lnode *n = s->lru.next, *next; n != &s->lru; n = next) {
+        next = n->next;
+        entry *e = CONTAINER(n, entry, lru);
+        if ((s->cfg.max_bytes != 0 && e->bytes > s->cfg.max_bytes) ||
+            (c->cfg.max_bytes != 0 && e->bytes > c->cfg.max_bytes)) {
+            entry_remove(c, s, e, GONE_EVICTED);
+        }
+    }
     ns_enforce_caps(c, s);
     /* Scopes a restore made for entries that never came. */
     free_empty_scopes(s);
@@ -1617,9 +1627,12 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         SC_OK) {
         return rc;
     }
-    /* Text that normalises to nothing gives no exact key. */
+    /* Text that normalises to nothing gives no exact key. A quarantined
+     * entry restored is in neither layer: a snapshot keeps it without its
+     * vector, and one stored with a vector and no text has nothing else. */
+    const bool quarantined = ro != NULL && ro->quarantined;
     bool keyed = norm_len > 0;
-    if (!keyed && item->vec == NULL) {
+    if (!keyed && item->vec == NULL && !quarantined) {
         free(norm);
         return SC_EINVAL;
     }
@@ -1726,8 +1739,12 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     if (vec != NULL) {
         e->bytes += (uint64_t)dim * storage_width(s->cfg.storage) + 16;
     }
-    if ((s->cfg.max_bytes != 0 && e->bytes > s->cfg.max_bytes) ||
-        (c->cfg.max_bytes != 0 && e->bytes > c->cfg.max_bytes)) {
+    /* Not on a restore: caps lowered since it was saved evict it then
+     * (sc_cache_enforce_caps), as the header says; a refusal here would
+     * make the whole snapshot unreadable. */
+    if (ro == NULL &&
+        ((s->cfg.max_bytes != 0 && e->bytes > s->cfg.max_bytes) ||
+         (c->cfg.max_bytes != 0 && e->bytes > c->cfg.max_bytes))) {
         rc = SC_ETOOBIG;
         goto fail_locked;
     }
@@ -1801,7 +1818,9 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
      * the insert (below); until then both are in the exact table, under
      * s->mu, where nothing else looks. */
     entry *replaced = NULL;
-    if (keyed) {
+    if (keyed && !quarantined) {
+        /* A quarantined entry left the exact layer when it was reported
+         * and replaced nothing since: a live entry of its text stays. */
         replaced = exact_find(s, sc, key, norm, norm_len);
         e->by_key.hash = key.lo;
         sc_htab_insert(&s->exact, &e->by_key);

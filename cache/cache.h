@@ -499,7 +499,8 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
 /* Puts entry e back as it was, with its id, times, hit count and
  * quarantine, into namespace e->ns (which must exist): the same rules as
  * sc_cache_insert (the same text in the same scope replaces), except that
- * caps are left to sc_cache_enforce_caps,
+ * caps are left to sc_cache_enforce_caps (an entry larger than a cap
+ * included) and a quarantined entry replaces nothing,
  * but its namespace's response cap is not applied and neither journal nor
  * ledger hears of it. An entry whose id is present already is left as it is
  * (*added false); one that expired by now_ms is not restored (*added false).

@@ -45,8 +45,10 @@ static void quiet_log(void *arg, const char *line)
     (void)line;
 }
 
-/* The embedder the next world_open gives its cache (NULL = none). */
+/* The embedder the next world_open gives its cache (NULL = none), and its
+ * overall byte cap (0 = the default). */
 static const sc_cache_embedder *world_em;
+static uint64_t world_max_bytes;
 
 /* Opens dir's state into w: persist, cache, load. Returns the load's code. */
 static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
@@ -67,6 +69,9 @@ static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
     cc.ledger = w->ledger;
     cc.journal = sc_persist_journal(w->p);
     cc.embedder = world_em;
+    if (world_max_bytes != 0) {
+        cc.max_bytes = world_max_bytes;
+    }
     if ((rc = sc_cache_open(&cc, &w->c)) != SC_OK) {
         return rc;
     }
@@ -355,6 +360,63 @@ static void test_feedback_tags(void)
           SC_OK);
     CHECK_EQ_INT(t.false_hits, 1);
     CHECK(!served_vec(w.c, "a", 1, &id)); /* still quarantined */
+    world_close(&w);
+}
+
+/* Snapshots of quarantined entries and of entries over a cap lowered
+ * since: the server starts, and nothing live is lost.
+ * - a quarantined entry stored with a vector and no text is saved with
+ *   neither (the quarantine took it out of the index);
+ * - a quarantined entry and a live one of the same text: the quarantined
+ *   one replaces nothing, in whatever order the snapshot holds them (16
+ *   pairs: the order is the id table's);
+ * - an entry larger than the overall cap the server now starts with. */
+static void test_restore_quarantined(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "quarantined");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    uint64_t vid;
+    CHECK(put(w.c, "a", NULL, "vector only", true, 1, &vid) == SC_OK);
+    CHECK(sc_cache_feedback(w.c, vid) == SC_OK);
+    char text[32];
+    for (int i = 0; i < 16; i++) {
+        snprintf(text, sizeof(text), "question %d", i);
+        uint64_t qa, qb;
+        CHECK(put(w.c, "a", text, "wrong", false, 0, &qa) == SC_OK);
+        CHECK(sc_cache_feedback(w.c, qa) == SC_OK);
+        CHECK(put(w.c, "a", text, "right", false, 0, &qb) == SC_OK);
+    }
+    char big[200000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.max_response_bytes = sizeof(big);
+    CHECK(sc_cache_ns_create(w.c, "big", &nc) == SC_OK);
+    CHECK(put(w.c, "big", "large", big, false, 0, NULL) == SC_OK);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+
+    world_max_bytes = 100000;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    world_max_bytes = 0;
+    CHECK(w.st.snapshot);
+    sc_cache_stats st;
+    CHECK(sc_cache_stats_get(w.c, "a", &st) == SC_OK);
+    CHECK_EQ_INT(st.entries, 33);
+    CHECK_EQ_INT(st.quarantined, 17);
+    int right = 0;
+    char buf[64];
+    for (int i = 0; i < 16; i++) {
+        snprintf(text, sizeof(text), "question %d", i);
+        right += served_text(w.c, "a", text, buf, sizeof(buf)) &&
+                 strcmp(buf, "right") == 0;
+    }
+    CHECK_EQ_INT(right, 16);
+    CHECK_EQ_INT(entries_of(w.c, "big"), 0); /* evicted by the lower cap */
     world_close(&w);
 }
 
@@ -1182,6 +1244,7 @@ int main(void)
     test_replay_garbage();
     test_format_v1();
     test_feedback_tags();
+    test_restore_quarantined();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     if (system(cmd) != 0) {
