@@ -486,13 +486,15 @@ static bool stats_count(ns *s, scope *sc, const char *text, size_t len,
 }
 
 /* ns->mu held. Finds or makes the scope and pins it (*out); unpin with
- * scope_unpin. Errors: SC_ESCOPEFULL, SC_ENOMEM. */
+ * scope_unpin. capped: max_scopes applies (not to a restore, which puts
+ * back what was saved under the cap of its day). Errors: SC_ESCOPEFULL,
+ * SC_ENOMEM. */
 static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
-                        scope **out)
+                        bool capped, scope **out)
 {
     scope *sc = scope_find(s, name, len);
     if (sc == NULL) {
-        if (s->scopes.count >= c->cfg.max_scopes) {
+        if (capped && s->scopes.count >= c->cfg.max_scopes) {
             return SC_ESCOPEFULL;
         }
         sc = calloc(1, sizeof(*sc) + len + 1);
@@ -1123,7 +1125,9 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
         rc = SC_ENSEXIST;
         goto fail_locked;
     }
-    if (c->nss.count >= c->cfg.max_namespaces) {
+    /* Not on a restore: a server restarted with a lower cap keeps every
+     * saved namespace (new ones are refused until it is below). */
+    if (journaled && c->nss.count >= c->cfg.max_namespaces) {
         rc = SC_ENSFULL;
         goto fail_locked;
     }
@@ -1440,7 +1444,7 @@ sc_err sc_cache_restore_training(sc_cache *c, const char *nsname,
         rc = s->reembedded ? SC_EMODEL
              : len > SC_CACHE_SCOPE_MAX || s->cfg.dim == 0
                  ? SC_EINVAL
-                 : scope_get(c, s, scope_name, len, &sc);
+                 : scope_get(c, s, scope_name, len, false, &sc);
         if (rc == SC_OK && sc->ix == NULL) {
             sc_index_params p;
             sc_index_params_init(&p);
@@ -1761,7 +1765,8 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         goto fail_locked;
     }
     scope *sc;
-    if ((rc = scope_get(c, s, scope_name, scope_len, &sc)) != SC_OK) {
+    if ((rc = scope_get(c, s, scope_name, scope_len, ro == NULL, &sc)) !=
+        SC_OK) {
         goto fail_locked;
     }
     if (ro != NULL) {

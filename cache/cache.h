@@ -122,7 +122,8 @@ typedef struct sc_cache_journal {
 
 typedef struct sc_cache_config {
     uint32_t max_namespaces; /* flood guard; default 1024 */
-    uint32_t max_scopes;     /* per namespace; default 4096 */
+    uint32_t max_scopes;     /* per namespace; default 4096 (restores
+                                are not capped: see sc_cache_restore_ns) */
     uint64_t max_entries;    /* over all namespaces; 0 = unlimited (default) */
     uint64_t max_bytes;      /* over all namespaces; 0 = unlimited; 1 GiB */
     sc_cache_clock_fn clock; /* NULL = CLOCK_REALTIME in milliseconds */
@@ -486,8 +487,9 @@ sc_err sc_cache_foreach_entry(sc_cache *c, const char *ns, sc_cache_entry_fn fn,
 /* ---- restore (cache/persist.c) -----------------------------------------*/
 
 /* Puts namespace name in the state cfg describes: created when missing
- * (max_namespaces still applies), else its config replaced as a whole (a
- * lowered cap is applied by sc_cache_enforce_caps);
+ * (max_namespaces does not apply: what was saved comes back, and new
+ * namespaces are refused until there are fewer than the cap), else its config
+ * replaced as a whole (a lowered cap is applied by sc_cache_enforce_caps);
  * had_vector fixes cfg->dim and storage as a first vector would. Neither
  * journal nor ledger hears of it. A namespace of a model the embedder
  * supersedes (sc_cache_embedder) takes the embedder's model instead, and

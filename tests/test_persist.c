@@ -49,6 +49,7 @@ static void quiet_log(void *arg, const char *line)
  * overall byte cap (0 = the default). */
 static const sc_cache_embedder *world_em;
 static uint64_t world_max_bytes;
+static uint32_t world_max_ns, world_max_scopes; /* 0 = the defaults */
 
 /* Opens dir's state into w: persist, cache, load. Returns the load's code. */
 static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
@@ -71,6 +72,12 @@ static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
     cc.embedder = world_em;
     if (world_max_bytes != 0) {
         cc.max_bytes = world_max_bytes;
+    }
+    if (world_max_ns != 0) {
+        cc.max_namespaces = world_max_ns;
+    }
+    if (world_max_scopes != 0) {
+        cc.max_scopes = world_max_scopes;
     }
     if ((rc = sc_cache_open(&cc, &w->c)) != SC_OK) {
         return rc;
@@ -417,6 +424,50 @@ static void test_restore_quarantined(void)
     }
     CHECK_EQ_INT(right, 16);
     CHECK_EQ_INT(entries_of(w.c, "big"), 0); /* evicted by the lower cap */
+    world_close(&w);
+}
+
+/* A restart with lower namespace and scope caps: every saved namespace and
+ * scope comes back (from the log, and from a snapshot), and new ones are
+ * refused until below the caps. */
+static void test_restore_lower_caps(bool compact)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), compact ? "caps-snap" : "caps-log");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    const char *names[3] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) {
+        CHECK(sc_cache_ns_create(w.c, names[i], NULL) == SC_OK);
+        CHECK(put(w.c, names[i], "shared text", names[i], true, 1 + i, NULL) ==
+              SC_OK);
+    }
+    sc_cache_item it = {.text = "in scope two",
+                        .text_len = 12,
+                        .scope = "two",
+                        .response = "s2",
+                        .response_len = 2};
+    CHECK(sc_cache_insert(w.c, "a", &it, NULL) == SC_OK);
+    if (compact) {
+        CHECK(sc_persist_compact(w.p) == SC_OK);
+    }
+    world_close(&w);
+    world_max_ns = 1;
+    world_max_scopes = 1;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    world_max_ns = world_max_scopes = 0;
+    char buf[64];
+    for (int i = 0; i < 3; i++) {
+        CHECK(served_text(w.c, names[i], "shared text", buf, sizeof(buf)) &&
+              strcmp(buf, names[i]) == 0);
+    }
+    sc_cache_query q = {.text = "in scope two", .text_len = 12, .scope = "two"};
+    sc_cache_result r;
+    CHECK(sc_cache_lookup(w.c, "a", &q, &r) == SC_OK && r.hit);
+    sc_cache_result_fini(&r);
+    CHECK(sc_cache_ns_create(w.c, "d", NULL) == SC_ENSFULL);
+    it.scope = "three";
+    CHECK(sc_cache_insert(w.c, "a", &it, NULL) == SC_ESCOPEFULL);
     world_close(&w);
 }
 
@@ -1245,6 +1296,8 @@ int main(void)
     test_format_v1();
     test_feedback_tags();
     test_restore_quarantined();
+    test_restore_lower_caps(false);
+    test_restore_lower_caps(true);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     if (system(cmd) != 0) {
