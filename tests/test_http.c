@@ -13,6 +13,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1610,6 +1611,61 @@ static void test_hooks(sc_cache *cache, sc_dispatch *d)
     CHECK(sc_http_open(&cfg, &h3) == SC_EINVAL);
 }
 
+/* Stopping the front under steady traffic: a request head read just as
+ * the server stops must not keep a route for good (nng 1.5.2 did, and
+ * sc_http_close then waited for it: its 10 s bound now, forever before;
+ * scripts/patches/nng-1.5.2-http-stop-handler-ref.patch). */
+static atomic_int load_stop;
+static int load_port;
+
+static void *steady_load(void *arg)
+{
+    (void)arg;
+    static const char req[] = "POST /v1/ping HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Length: 2\r\n\r\n{}";
+    while (!atomic_load(&load_stop)) {
+        int fd = connect_to(load_port);
+        if (fd < 0) {
+            usleep(1000);
+            continue;
+        }
+        for (int i = 0; i < 20 && !atomic_load(&load_stop); i++) {
+            if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0) {
+                break;
+            }
+            char buf[512];
+            if (recv(fd, buf, sizeof(buf), 0) <= 0) {
+                break;
+            }
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static void test_close_under_load(sc_cache *cache, sc_dispatch *d)
+{
+    int slow = 0;
+    for (int round = 0; round < 10; round++) {
+        sc_http_config cfg = {0};
+        sc_http *h = front_open(cfg, cache, d, &load_port);
+        atomic_store(&load_stop, 0);
+        pthread_t t[12];
+        for (int i = 0; i < 12; i++) {
+            CHECK(pthread_create(&t[i], NULL, steady_load, NULL) == 0);
+        }
+        usleep(150 * 1000);
+        double t0 = now_s();
+        sc_http_close(h);
+        slow += now_s() - t0 > 5.0;
+        atomic_store(&load_stop, 1);
+        for (int i = 0; i < 12; i++) {
+            pthread_join(t[i], NULL);
+        }
+    }
+    CHECK_EQ_INT(slow, 0);
+}
+
 int main(void)
 {
     sc_cache_config cc;
@@ -1652,6 +1708,7 @@ int main(void)
     test_conn_cap(cache, d);
     test_conn_cap_fair(cache, d);
     test_out_of_descriptors(cache, d);
+    test_close_under_load(cache, d);
     test_healthz(); /* still serving after all of it */
 
     /* Close with a body half sent: the read is dropped, close returns. */
