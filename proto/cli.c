@@ -1,7 +1,8 @@
 /* cli.c - semcache-cli: ping, insert, lookup, delete, feedback, stats and
  * flush against a running semcached, through libsemcache. Human output by
  * default, JSON with --json. Exit status 0 on success (a miss is a
- * success), 1 when the server refuses, 2 on bad usage, 3 on transport. */
+ * success), 1 when the server refuses, 2 on bad usage, 3 on transport, 4
+ * on a local failure (a file it cannot write, no memory). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -288,6 +289,19 @@ static int parse_uint(const char *s, uint64_t *out)
     return 0;
 }
 
+/* A finite number and nothing else ("0,9", "abc", "1h", "" refused). */
+static int parse_num(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !isfinite(v)) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 /* The reply's result map as a jansson tree, or NULL. */
 static json_t *result_of(const uint8_t *raw, size_t len)
 {
@@ -370,7 +384,13 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
-            timeout = atoi(argv[++i]);
+            uint64_t ms;
+            if (parse_uint(argv[++i], &ms) != 0 || ms < 1 || ms > 3600000) {
+                fprintf(stderr, "semcache-cli: --timeout wants 1..3600000 "
+                                "(ms)\n");
+                return 2;
+            }
+            timeout = (int)ms;
         } else if (strcmp(argv[i], "-h") == 0 ||
                    strcmp(argv[i], "--help") == 0) {
             usage(stdout);
@@ -396,8 +416,12 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = 1;
+        double num = 0;
         if (a[0] != '-') {
             positional = a;
+            takes = 0;
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1; /* after the command too, as the README writes it */
             takes = 0;
         } else if (v == NULL) {
             fprintf(stderr, "semcache-cli: %s needs a value\n", a);
@@ -417,11 +441,21 @@ int main(int argc, char **argv)
             response = v;
         } else if (strcmp(a, "--scope") == 0) {
             it.scope = v;
-        } else if (strcmp(a, "--ttl") == 0) {
-            it.ttl_s = strtod(v, NULL);
-        } else if (strcmp(a, "--threshold") == 0) {
-            it.has_threshold = true;
-            it.threshold = strtof(v, NULL);
+        } else if (strcmp(a, "--ttl") == 0 || strcmp(a, "--threshold") == 0) {
+            /* Strictly: "0,9" or "1h" read as 0 or 1 would look up or
+             * store with a value nobody asked for. */
+            if (parse_num(v, &num) != 0) {
+                fprintf(stderr, "semcache-cli: %s wants a number, not '%s'\n",
+                        a, v);
+                free(vec);
+                return 2;
+            }
+            if (a[2] == 't' && a[3] == 't') {
+                it.ttl_s = num;
+            } else {
+                it.has_threshold = true;
+                it.threshold = (float)num;
+            }
         } else if (strcmp(a, "--model") == 0) {
             it.model = v;
         } else if (strcmp(a, "--by") == 0) {
@@ -496,7 +530,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcache-cli: %s\n", sc_strerror(rc));
         sc_client_close(c);
         free(vec);
-        return 3;
+        return 4;
     }
     sc_client_error err;
     int status = 0;
@@ -581,6 +615,9 @@ int main(int argc, char **argv)
         }
     } else if (strcmp(cmd, "report") == 0) {
         rc = run_report(c, ns, by, svg, json, &err);
+        if (rc == SC_EIO) {
+            status = 4; /* the SVG could not be written (said) */
+        }
     } else if (strcmp(cmd, "stats") == 0) {
         uint8_t *raw = NULL;
         size_t raw_len = 0;

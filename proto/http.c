@@ -72,6 +72,8 @@ static void reply(nng_aio *aio, uint16_t status, const char *ctype,
         return;
     }
     if (nng_http_res_set_status(res, status) != 0 ||
+        (status == 413 && /* nng 1.5.2 has no text for it */
+         nng_http_res_set_reason(res, "Payload Too Large") != 0) ||
         nng_http_res_set_header(res, "Content-Type", ctype) != 0 ||
         (close && nng_http_res_set_header(res, "Connection", "close") != 0) ||
         nng_http_res_copy_data(res, body, len) != 0) {
@@ -1311,9 +1313,13 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
     }
     /* The port must be written out: nng would take 80 for none. */
     const char *hp = urlbuf + 7, *colon = strrchr(hp, ':');
-    if (colon == NULL || strchr(colon, ']') != NULL ||
-        strspn(colon + 1, "0123456789") == 0 ||
-        strspn(colon + 1, "0123456789") > 5) {
+    if (colon == NULL || strchr(colon, ']') != NULL) {
+        return SC_EINVAL;
+    }
+    size_t digits = strspn(colon + 1, "0123456789");
+    const char *after = colon + 1 + digits; /* nothing, or one "/" */
+    if (digits == 0 || digits > 5 ||
+        (after[0] != '\0' && strcmp(after, "/") != 0)) {
         return SC_EINVAL;
     }
     nng_url *url;

@@ -521,6 +521,9 @@ static void reply(preq *pr, uint16_t status, const char *ctype,
     int rv = nng_http_res_alloc(&res);
     if (rv == 0) {
         rv = nng_http_res_set_status(res, status);
+        if (rv == 0 && status == 413) { /* nng 1.5.2 has no text for it */
+            rv = nng_http_res_set_reason(res, "Payload Too Large");
+        }
         rv = rv ? rv : nng_http_res_set_header(res, "Content-Type", ctype);
         if (rv == 0 && xsc != NULL) {
             rv = nng_http_res_set_header(res, "x-semcache", xsc);

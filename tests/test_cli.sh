@@ -62,6 +62,16 @@ expect 2 'ns-drop needs --ns' -- ns-drop
 expect 2 'needs --ns' -- insert --text hi --response x
 expect 1 'namespace names are' -- insert --ns 'bad name!' --vec 1,2 --response x
 expect 2 '--vec wants' -- lookup --ns faq --vec 1,,x
+# Numbers are read strictly: a decimal comma or a unit is refused, not
+# taken as 0 or 1 (a lookup at threshold 0 would hit anything).
+expect 2 '--threshold wants a number' -- lookup --ns faq --vec 1,2,3 --threshold 0,9
+expect 2 '--threshold wants a number' -- lookup --ns faq --vec 1,2,3 --threshold abc
+expect 2 '--ttl wants a number' -- insert --ns faq --vec 1,2,3 --response x --ttl 1h
+expect 2 'timeout wants' -- --timeout 5s ping
+# --json after the command, as the README writes it.
+expect 0 '"ok":true,"server":"semcached' -- ping --json
+# A local failure: the report is printed, the SVG cannot be written.
+expect 4 'cannot write' -- report --svg /nonexistent-dir/x.svg
 expect 2 'unknown command' -- frobnicate
 # A lookup's own tag, and feedback naming it: the false hit is charged
 # where the hit was counted, not to the entry's tag.

@@ -94,6 +94,7 @@ static void send_all(int fd, const void *p, size_t n)
 
 typedef struct resp {
     int status;
+    char reason[64];
     char ctype[128];
     char conn[64];
     char *body; /* NUL-terminated */
@@ -116,7 +117,8 @@ static int read_resp(int fd, char **buf, size_t *have, resp *r)
             size_t hlen = (size_t)(end - *buf) + 4;
             size_t clen = 0;
             char *hdr = strndup(*buf, hlen);
-            if (sscanf(hdr, "HTTP/1.%*d %d", &r->status) != 1) {
+            if (sscanf(hdr, "HTTP/1.%*d %d %63[^\r]", &r->status, r->reason) <
+                1) {
                 free(hdr);
                 return -1;
             }
@@ -781,7 +783,8 @@ static void test_expect_continue(void)
              (64 << 10) + 1);
     send_all(fd, head, strlen(head));
     got = read_resp(fd, &buf, &have, &r);
-    CHECK(got == 0 && r.status == 413);
+    CHECK(got == 0 && r.status == 413 &&
+          strcmp(r.reason, "Payload Too Large") == 0);
     if (got == 0) {
         resp_free(&r);
     }
@@ -1605,6 +1608,10 @@ static void test_hooks(sc_cache *cache, sc_dispatch *d)
     cfg.addr = "127.0.0.1:0";
     CHECK(sc_http_open(&cfg, &h3) == SC_EINVAL);
     cfg.addr = "tcp://127.0.0.1:80";
+    CHECK(sc_http_open(&cfg, &h3) == SC_EINVAL);
+    cfg.addr = "127.0.0.1:21999x"; /* junk after the port */
+    CHECK(sc_http_open(&cfg, &h3) == SC_EINVAL);
+    cfg.addr = "[::1]:21999/x";
     CHECK(sc_http_open(&cfg, &h3) == SC_EINVAL);
     cfg.addr = addr;
     cfg.dispatch = NULL;
