@@ -8,20 +8,66 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proto/mp.h"
 
 #define PROTO_VERSION 1
-#define REPLY_MAX     (64u << 20)
+/* A hit can carry a 64 MiB response (SC_CACHE_RESPONSE_LIMIT) and a batch
+ * several: as the Python client, 1 GiB. */
+#define REPLY_MAX (1u << 30)
+/* Requests in flight on the connection at most: the server queues at most
+ * 64 replies per connection and drops the rest (PROTOCOL.md, 1.3), so
+ * callers past this wait for a slot (within their time-out). */
+#define MAX_IN_FLIGHT 32
 
 struct sc_client {
     nng_socket sock;
     int timeout_ms;
     char *key; /* sent as "key" with every request; NULL = none */
     size_t key_len;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a slot freed */
+    unsigned in_flight;
 };
+
+/* Takes a slot by deadline (nng_clock ms); false when none came by then. */
+static bool slot_take(sc_client *c, nng_time deadline)
+{
+    pthread_mutex_lock(&c->mu);
+    while (c->in_flight >= MAX_IN_FLIGHT) {
+        nng_time now = nng_clock();
+        if (now >= deadline) {
+            pthread_mutex_unlock(&c->mu);
+            return false;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        nng_time left = deadline - now;
+        until.tv_sec += (time_t)(left / 1000);
+        until.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        (void)pthread_cond_timedwait(&c->cv, &c->mu, &until);
+    }
+    c->in_flight++;
+    pthread_mutex_unlock(&c->mu);
+    return true;
+}
+
+static void slot_give(sc_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->in_flight--;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
 
 sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
 {
@@ -30,7 +76,15 @@ sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
         return SC_ENOMEM;
     }
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&c->mu, NULL);
     if (nng_req0_open(&c->sock) != 0) {
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
         free(c);
         return SC_ENOMEM;
     }
@@ -41,6 +95,8 @@ sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
                       NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         nng_close(c->sock);
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
         free(c);
         return rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP ? SC_EINVAL : SC_ECONN;
     }
@@ -53,6 +109,8 @@ void sc_client_close(sc_client *c)
     if (c != NULL) {
         nng_close(c->sock);
         sc_client_set_key(c, NULL);
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
         free(c);
     }
 }
@@ -132,18 +190,24 @@ sc_err sc_client_call(sc_client *c, const void *req, size_t len,
         req = keyed;
         len = klen;
     }
+    /* One deadline for the whole exchange, waiting for a slot and
+     * connecting included: nng counts an aio's time-out from each
+     * operation's start, so each gets what the one before left. */
+    nng_time deadline = nng_clock() + (nng_time)c->timeout_ms;
+    if (!slot_take(c, deadline)) {
+        rc = SC_ETIMEDOUT;
+        goto out_keyed;
+    }
     if (nng_ctx_open(&ctx, c->sock) != 0) {
         rc = SC_ENOMEM;
-        goto out_keyed;
+        goto out_slot;
     }
     if (nng_aio_alloc(&aio, NULL, NULL) != 0) {
         goto out_ctx;
     }
-    /* One deadline for the whole exchange, connecting included: nng
-     * counts an aio's time-out from each operation's start, so the
-     * receive gets what the send left. */
-    nng_time deadline = nng_clock() + (nng_time)c->timeout_ms;
-    nng_aio_set_timeout(aio, c->timeout_ms);
+    nng_time start = nng_clock();
+    nng_aio_set_timeout(aio, start < deadline ? (nng_duration)(deadline - start)
+                                              : 1);
     if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, req, len) != 0) {
         goto out_aio;
     }
@@ -181,6 +245,8 @@ out_aio:
     nng_aio_free(aio);
 out_ctx:
     nng_ctx_close(ctx);
+out_slot:
+    slot_give(c);
 out_keyed:
     if (keyed != NULL) {
         explicit_bzero(keyed, len);
@@ -637,6 +703,7 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
         free(raw);
         return SC_EPROTO;
     }
+    bool has_entry = false;
     for (uint32_t i = 0; i < n && rc == SC_OK; i++) {
         const char *k;
         uint32_t kn;
@@ -659,6 +726,7 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
             res->best = (float)v;
         } else if (key_is(k, kn, "entry")) {
             rc = mp_read_uint(&r, &res->entry) == 0 ? SC_OK : SC_EPROTO;
+            has_entry = rc == SC_OK;
         } else if (key_is(k, kn, "input_tokens")) {
             rc = mp_read_uint(&r, &res->input_tokens) == 0 ? SC_OK : SC_EPROTO;
         } else if (key_is(k, kn, "output_tokens")) {
@@ -668,8 +736,8 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
         } else if (key_is(k, kn, "response")) {
             const uint8_t *b;
             uint32_t bn;
-            if (mp_read_bytes(&r, &b, &bn) != 0) {
-                rc = SC_EPROTO;
+            if (mp_read_bytes(&r, &b, &bn) != 0 || res->response != NULL) {
+                rc = SC_EPROTO; /* not bytes, or a second one */
             } else {
                 res->response = malloc(bn ? bn : 1);
                 if (res->response == NULL) {
@@ -684,6 +752,9 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
         }
     }
     free(raw);
+    if (rc == SC_OK && res->hit && (res->response == NULL || !has_entry)) {
+        rc = SC_EPROTO; /* a hit names its entry and carries the response */
+    }
     if (rc != SC_OK) {
         free(res->response);
         res->response = NULL;

@@ -28,6 +28,7 @@ import ssl
 import struct
 import sys
 import threading
+import time
 
 import msgpack
 
@@ -36,6 +37,9 @@ REQ = 0x0030
 REP = 0x0031
 HANDSHAKE = b"\x00SP\x00" + struct.pack(">H", REQ) + b"\x00\x00"
 MAX_DIM = 4096
+# Requests in flight on one connection at most: the server queues at most
+# 64 replies per connection and drops the rest (docs/PROTOCOL.md, 1.3).
+WINDOW = 32
 
 __all__ = ["Client", "connect", "SemcacheError", "ProtocolError", "pack_vec",
            "unpack_vec"]
@@ -124,6 +128,7 @@ class Client:
         self._reply_max = reply_max
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._deadline = None
         self._sock = None
         self._connect()
 
@@ -176,14 +181,32 @@ class Client:
 
     # ---- transport ------------------------------------------------------
 
+    def _arm(self):
+        self._deadline = (None if self._timeout is None
+                          else time.monotonic() + self._timeout)
+
+    def _left(self):
+        """Sets the socket's time-out to what is left of the call's
+        deadline (the whole call shares one: a server that sends a byte
+        at a time cannot hold it longer)."""
+        deadline = getattr(self, "_deadline", None)
+        if deadline is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
+        self._sock.settimeout(left)
+
     def _send(self, data):
         if self._trace:
             self._trace("send", data)
+        self._left()
         self._sock.sendall(data)
 
     def _recv_exact(self, n):
         buf = bytearray()
         while len(buf) < n:
+            self._left()
             chunk = self._sock.recv(min(n - len(buf), 1 << 20))
             if not chunk:
                 raise ProtocolError("connection closed by the server")
@@ -215,7 +238,11 @@ class Client:
     @staticmethod
     def _decode(body):
         try:
-            reply = msgpack.unpackb(body, raw=False, strict_map_key=False)
+            # Strings are not checked for UTF-8 by the server (tags a C
+            # client stored, say): undecodable bytes come back as
+            # surrogates, not as an error for the whole reply.
+            reply = msgpack.unpackb(body, raw=False, strict_map_key=False,
+                                    unicode_errors="surrogateescape")
         except Exception as e:  # msgpack raises several types
             raise ProtocolError(f"reply is not msgpack: {e}") from None
         if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
@@ -223,23 +250,32 @@ class Client:
         return reply
 
     def call_many(self, requests):
-        """Sends request maps back to back on this connection (pipelined),
-        then reads every reply. The server may answer them in any order;
-        they are matched by request id. Returns the raw reply maps, in the
-        order of requests."""
+        """Sends request maps on this connection, pipelined (at most WINDOW
+        in flight), and reads every reply. The server may answer them in
+        any order; they are matched by request id. Returns the raw reply
+        maps, in the order of requests. The client's time-out is a
+        deadline for the connection's set-up and for each reply (with the
+        requests sent before it), however slowly the server sends."""
         with self._lock:
-            if self._sock is None:
-                self._connect()
             try:
+                if self._sock is None:
+                    self._arm()
+                    self._connect()
                 ids = [self._next_id() for _ in requests]
-                for rid, req in zip(ids, requests):
-                    if self._key is not None and "key" not in req:
-                        req = {**req, "key": self._key}
-                    body = msgpack.packb(req, use_bin_type=True)
-                    self._send(self._frame(struct.pack(">I", rid) + body))
-                pending = set(ids)
+                pending = set()
                 got = {}
-                while pending:
+                sent = 0
+                while sent < len(ids) or pending:
+                    self._arm()
+                    while sent < len(ids) and len(pending) < WINDOW:
+                        req = requests[sent]
+                        if self._key is not None and "key" not in req:
+                            req = {**req, "key": self._key}
+                        body = msgpack.packb(req, use_bin_type=True)
+                        self._send(self._frame(struct.pack(">I", ids[sent])
+                                               + body))
+                        pending.add(ids[sent])
+                        sent += 1
                     rid, body = self._read_frame()
                     if rid not in pending:
                         raise ProtocolError(f"reply id {rid:#x} was not asked for")
@@ -251,6 +287,8 @@ class Client:
                 # connection cannot be trusted after it.
                 self.close()
                 raise
+            finally:
+                self._deadline = None
 
     def call(self, request):
         """Sends one request map and returns the reply map, raw (ok or

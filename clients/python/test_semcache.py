@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -414,6 +415,65 @@ def run(c, port, ipc_path, tls_port, cert):
     reps = c.call_many(reqs)
     check([r["id"] for r in reps] == list(range(32)) and all(r["ok"] for r in reps),
           "32 pipelined requests, matched by request id")
+
+    # Many more than the server queues per connection (64): the client
+    # keeps WINDOW in flight, and every reply comes back (with all 3000 sent
+    # at once, 5-15% of them were dropped by the server).
+    c.insert("faq", b"x" * 2000, vec=[0.11, 0.5, 0.2])
+    reqs = [{"v": 1, "op": "lookup", "ns": "faq",
+             "vec": semcache.pack_vec([0.11, 0.5, 0.2]), "id": i}
+            for i in range(3000)]
+    reps = c.call_many(reqs)
+    check([r["id"] for r in reps] == list(range(3000))
+          and all(r["ok"] and r["result"]["hit"] for r in reps),
+          "3000 pipelined lookups, every reply")
+
+    # A tag that is not UTF-8 (a C client may store one): the reply is
+    # read, the byte kept as a surrogate.
+    body = msgpack.packb({"v": 1, "op": "insert", "ns": "faq",
+                          "vec": semcache.pack_vec([0.9, 0.05, 0.4]),
+                          "response": b"r", "model": "caf\udce9"},
+                         use_bin_type=True, unicode_errors="surrogateescape")
+    with c._lock:
+        c._send(c._frame(struct.pack(">I", 0x80000001) + body))
+        c._read_frame()
+    r = c.lookup("faq", vec=[0.9, 0.05, 0.4])
+    check(r["hit"] and r["model"] == "caf\udce9",
+          "a non-UTF-8 tag in a reply")
+
+    # A server that sends its reply a byte at a time: the time-out is a
+    # deadline for the reply, not for each byte.
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+
+    def drip():
+        s, _ = lst.accept()
+        s.recv(8)
+        s.sendall(b"\x00SP\x00\x00\x31\x00\x00")
+        s.recv(1 << 16)
+        try:
+            for _ in range(200):
+                s.sendall(b"\x00")
+                time.sleep(0.05)
+        except OSError:
+            pass
+        s.close()
+
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    slow = semcache.Client("127.0.0.1", lst.getsockname()[1], timeout=1.0)
+    t0 = time.monotonic()
+    try:
+        slow.ping()
+        timed_out = False
+    except (OSError, semcache.ProtocolError):
+        timed_out = True
+    dt = time.monotonic() - t0
+    check(timed_out and dt < 3.0, f"a dripping server times out ({dt:.1f} s)")
+    slow.close()
+    t.join(15)
+    lst.close()
 
     # A broken connection: the call raises, the next one reconnects.
     c._sock.shutdown(socket.SHUT_RDWR)
