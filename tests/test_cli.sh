@@ -195,6 +195,21 @@ expect 0 '^stored as entry' -- insert --ns big --vec 0.3,0.4,0.5 --response r \
 expect 0 '^hit' -- lookup --ns big --vec 0.3,0.4,0.5
 hexpect 'semcache_tokens_avoided_total\{ns="big",kind="input"\} 1234567891$' /metrics
 hexpect '^200 \{.*"total": *\{.*"requests": *4' /report
+# Written as the front's other JSON: 15 digits at most, a final newline.
+if python3 - "$hport" <<'PY'
+import re, sys, urllib.request
+raw = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/report",
+                             timeout=5).read().decode()
+nums = re.findall(r"\d+\.\d+", raw)
+long = [m for m in nums if len(m.replace(".", "").lstrip("0")) > 15]
+sys.exit(0 if raw.endswith("\n") and not long else 1)
+PY
+then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: GET /report: no final newline, or floats of 17 digits" >&2
+fi
 kill -TERM $spid
 wait $spid
 
