@@ -762,6 +762,20 @@ int main(int argc, char **argv)
         sc_config_fini(&conf);
         return 2;
     }
+    /* Settings that nothing will use: said, so that a typo in a listener
+     * or a forgotten --persist off does not pass in silence. */
+    bool tls_listener = false;
+    for (unsigned i = 0; i < conf.nlisten; i++) {
+        tls_listener |= strncmp(conf.listen[i], "tls+", 4) == 0;
+    }
+    if (conf.tls_cert != NULL && !tls_listener) {
+        fprintf(stderr, "semcached: --tls-cert is for tls+tcp:// listeners "
+                        "and none is given: ignored\n");
+    }
+    if (!conf.persist && (conf.repair || conf.compact_bytes != 0)) {
+        fprintf(stderr, "semcached: --repair and --compact-bytes act on the "
+                        "saved state, and persistence is off: ignored\n");
+    }
     sc_server_config scfg;
     memset(&scfg, 0, sizeof(scfg));
     for (unsigned i = 0; i < conf.nlisten; i++) {

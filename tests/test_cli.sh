@@ -73,6 +73,21 @@ expect 0 '"ok":true,"server":"semcached' -- ping --json
 # A local failure: the report is printed, the SVG cannot be written.
 expect 4 'cannot write' -- report --svg /nonexistent-dir/x.svg
 expect 2 'unknown command' -- frobnicate
+# Settings nothing will use are said at start-up.
+"$server" --listen "ipc:///tmp/semcache-cli-test-$$-b.ipc" --persist off \
+    --tls-cert /nonexistent.pem --repair 2>/tmp/semcache-cli-test-$$-b.log &
+bpid=$!
+sleep 1
+kill $bpid 2>/dev/null
+wait $bpid 2>/dev/null
+if grep -q 'tls-cert is for tls+tcp:// listeners' /tmp/semcache-cli-test-$$-b.log &&
+    grep -q 'persistence is off: ignored' /tmp/semcache-cli-test-$$-b.log; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: unused settings not said: $(cat /tmp/semcache-cli-test-$$-b.log)" >&2
+fi
+rm -f /tmp/semcache-cli-test-$$-b.log
 # A lookup's own tag, and feedback naming it: the false hit is charged
 # where the hit was counted, not to the entry's tag.
 fbid=$("$cli" -a "$addr" insert --ns fbt --vec 1,0,0 --response x \
