@@ -116,6 +116,10 @@ typedef struct entry {
     size_t text_len;
     bool has_text;
     bool in_stats; /* its text is counted in its scope's statistics */
+    /* Not in c->entries / c->bytes (c->gmu): an entry being replaced,
+     * taken out of the totals when its successor went in, so that the
+     * overall caps never count both (insert_entry). */
+    bool uncounted;
     char text[]; /* raw prompt text, text_len bytes */
 } entry;
 
@@ -713,8 +717,10 @@ static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
     pthread_mutex_lock(&c->gmu);
     list_unlink(&e->glru);
     sc_htab_remove(&c->ids, &e->by_gid);
-    c->entries--;
-    c->bytes -= e->bytes;
+    if (!e->uncounted) {
+        c->entries--;
+        c->bytes -= e->bytes;
+    }
     pthread_mutex_unlock(&c->gmu);
     s->entries--;
     s->bytes -= e->bytes;
@@ -1860,6 +1866,14 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     sc_htab_insert(&c->ids, &e->by_gid);
     c->entries++;
     c->bytes += e->bytes;
+    if (replaced != NULL) {
+        /* Counted once while both are here (the journal may take a
+         * while): an insert elsewhere meanwhile must not evict for an
+         * entry that is about to go. Under s->mu nothing else removes it. */
+        replaced->uncounted = true;
+        c->entries--;
+        c->bytes -= replaced->bytes;
+    }
     pthread_mutex_unlock(&c->gmu);
     uint64_t id = e->id, seq = 0;
     if (ro != NULL && ro->quarantined) {
@@ -1880,6 +1894,13 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             entry_remove(c, s, e, GONE_DELETE);
             s->st.deletes--;
             s->st.inserts--;
+            if (replaced != NULL) {
+                pthread_mutex_lock(&c->gmu);
+                replaced->uncounted = false;
+                c->entries++;
+                c->bytes += replaced->bytes;
+                pthread_mutex_unlock(&c->gmu);
+            }
             if (made_ix && sc->ix != NULL) {
                 sc_index_close(sc->ix);
                 sc->ix = NULL;

@@ -1537,6 +1537,98 @@ static sc_err fj_commit(void *arg, uint64_t seq)
     return SC_OK;
 }
 
+/* A text-only entry (the exact layer: no embedder here). */
+static sc_err put_text(sc_cache *c, const char *ns, const char *text,
+                       const char *resp)
+{
+    sc_cache_item it = {.text = text,
+                        .text_len = strlen(text),
+                        .response = resp,
+                        .response_len = strlen(resp)};
+    return sc_cache_insert(c, ns, &it, NULL);
+}
+
+/* A journal whose appends to namespace "a" wait until released: a
+ * replacing insert held between its new entry and the old one's removal. */
+typedef struct slow_journal {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int holding, release;
+    uint64_t seq;
+} slow_journal;
+
+static sc_err sj_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
+{
+    slow_journal *j = arg;
+    pthread_mutex_lock(&j->mu);
+    if (ch->kind == SC_CHANGE_INSERT && strcmp(ch->ns, "a") == 0 &&
+        !j->release) {
+        j->holding = 1;
+        pthread_cond_broadcast(&j->cv);
+        while (!j->release) {
+            pthread_cond_wait(&j->cv, &j->mu);
+        }
+    }
+    *seq = ++j->seq;
+    pthread_mutex_unlock(&j->mu);
+    return SC_OK;
+}
+
+typedef struct replace_arg {
+    sc_cache *c;
+    sc_err rc;
+} replace_arg;
+
+static void *replace_main(void *arg)
+{
+    replace_arg *a = arg;
+    a->rc = put_text(a->c, "a", "x", "x2");
+    return NULL;
+}
+
+/* At the overall entry cap (3), an entry of "a" replaced while an insert
+ * in "b" runs: the cap counts the replaced entry once, so "b"'s insert
+ * evicts one entry (the oldest), not two. */
+static void test_replace_at_global_cap(void)
+{
+    slow_journal sj = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .cv = PTHREAD_COND_INITIALIZER};
+    sc_cache_journal jr = {sj_append, fj_commit, &sj};
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.max_entries = 3;
+    cfg.journal = &jr;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", NULL), SC_OK);
+    CHECK_EQ_INT(put_text(c, "b", "y", "y"), SC_OK); /* the oldest */
+    CHECK_EQ_INT(put_text(c, "b", "z", "z"), SC_OK);
+    sj.release = 1; /* "a"'s first insert goes straight through */
+    CHECK_EQ_INT(put_text(c, "a", "x", "x1"), SC_OK);
+    sj.release = 0;
+    replace_arg ra = {c, SC_EINVAL};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, replace_main, &ra) == 0);
+    pthread_mutex_lock(&sj.mu);
+    while (!sj.holding) {
+        pthread_cond_wait(&sj.cv, &sj.mu);
+    }
+    pthread_mutex_unlock(&sj.mu);
+    CHECK_EQ_INT(put_text(c, "b", "w", "w"), SC_OK);
+    pthread_mutex_lock(&sj.mu);
+    sj.release = 1;
+    pthread_cond_broadcast(&sj.cv);
+    pthread_mutex_unlock(&sj.mu);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(ra.rc, SC_OK);
+    sc_cache_stats st;
+    CHECK_EQ_INT(sc_cache_stats_get(c, NULL, &st), SC_OK);
+    CHECK_EQ_INT(st.entries, 3); /* x2, z, w: only y evicted */
+    CHECK_EQ_INT(st.evictions, 1);
+    sc_cache_close(c);
+}
+
 /* An insert the journal refuses leaves the cache as it was: the entry of
  * the same text it would have replaced stays, and a namespace's first
  * vector fixes neither its dimension nor its model. */
@@ -2685,6 +2777,7 @@ int main(void)
     test_embedder_stats();
     test_ns_serial();
     test_journal_refusal();
+    test_replace_at_global_cap();
     test_restore_keeps_model();
     test_embed_race();
     test_embedder_upgrade();
