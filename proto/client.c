@@ -8,11 +8,9 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "proto/mp.h"
 
@@ -30,43 +28,45 @@ struct sc_client {
     int timeout_ms;
     char *key; /* sent as "key" with every request; NULL = none */
     size_t key_len;
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* a slot freed */
+    nng_mtx *mu;
+    nng_cv *cv; /* a slot freed */
     unsigned in_flight;
 };
 
-/* Takes a slot by deadline (nng_clock ms); false when none came by then. */
+/* Takes a slot by deadline (nng_clock ms, as the exchange's); false when
+ * none came by then. */
 static bool slot_take(sc_client *c, nng_time deadline)
 {
-    pthread_mutex_lock(&c->mu);
+    nng_mtx_lock(c->mu);
     while (c->in_flight >= MAX_IN_FLIGHT) {
-        nng_time now = nng_clock();
-        if (now >= deadline) {
-            pthread_mutex_unlock(&c->mu);
+        if (nng_cv_until(c->cv, deadline) == NNG_ETIMEDOUT &&
+            c->in_flight >= MAX_IN_FLIGHT) {
+            nng_mtx_unlock(c->mu);
             return false;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        nng_time left = deadline - now;
-        until.tv_sec += (time_t)(left / 1000);
-        until.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        (void)pthread_cond_timedwait(&c->cv, &c->mu, &until);
     }
     c->in_flight++;
-    pthread_mutex_unlock(&c->mu);
+    nng_mtx_unlock(c->mu);
     return true;
 }
 
 static void slot_give(sc_client *c)
 {
-    pthread_mutex_lock(&c->mu);
+    nng_mtx_lock(c->mu);
     c->in_flight--;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
+    nng_cv_wake1(c->cv);
+    nng_mtx_unlock(c->mu);
+}
+
+static void client_free(sc_client *c)
+{
+    if (c->cv != NULL) {
+        nng_cv_free(c->cv);
+    }
+    if (c->mu != NULL) {
+        nng_mtx_free(c->mu);
+    }
+    free(c);
 }
 
 sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
@@ -76,16 +76,9 @@ sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
         return SC_ENOMEM;
     }
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&c->mu, NULL);
-    if (nng_req0_open(&c->sock) != 0) {
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        free(c);
+    if (nng_mtx_alloc(&c->mu) != 0 || nng_cv_alloc(&c->cv, c->mu) != 0 ||
+        nng_req0_open(&c->sock) != 0) {
+        client_free(c);
         return SC_ENOMEM;
     }
     nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, REPLY_MAX);
@@ -95,9 +88,7 @@ sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
                       NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         nng_close(c->sock);
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        free(c);
+        client_free(c);
         return rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP ? SC_EINVAL : SC_ECONN;
     }
     *out = c;
@@ -109,9 +100,7 @@ void sc_client_close(sc_client *c)
     if (c != NULL) {
         nng_close(c->sock);
         sc_client_set_key(c, NULL);
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        free(c);
+        client_free(c);
     }
 }
 
