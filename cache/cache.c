@@ -525,7 +525,6 @@ static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
     return SC_OK;
 }
 
-/* ns->mu held. A scope with no entries and no pins goes, index and all. */
 /* Keeps ix for ns_drop to close; false when it cannot (no memory). */
 static bool defer_close(ns *s, sc_index *ix)
 {
@@ -542,6 +541,7 @@ static bool defer_close(ns *s, sc_index *ix)
     return true;
 }
 
+/* ns->mu held. A scope with no entries and no pins goes, index and all. */
 static void scope_maybe_free(ns *s, scope *sc)
 {
     if (sc->entries > 0 || sc->pins > 0) {
@@ -1876,7 +1876,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     }
     pthread_mutex_unlock(&c->gmu);
     uint64_t id = e->id, seq = 0;
-    if (ro != NULL && ro->quarantined) {
+    if (quarantined) {
         entry_unmatchable(s, e);
         e->quarantined = true;
         s->quarantined++;

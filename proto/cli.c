@@ -450,7 +450,7 @@ int main(int argc, char **argv)
                 free(vec);
                 return 2;
             }
-            if (a[2] == 't' && a[3] == 't') {
+            if (strcmp(a, "--ttl") == 0) {
                 it.ttl_s = num;
             } else {
                 it.has_threshold = true;

@@ -73,11 +73,11 @@ void sc_proxy_config_init(sc_proxy_config *cfg);
 
 /* Takes the proxy flags of semcached: --upstream URL, --upstream-timeout
  * MS, --proxy-client-timeout MS, --proxy-ns NS, --proxy-workers N,
- * --proxy-history exact|single| ignore, --proxy-store
- * stop[,tool_calls][,length], --proxy-embed-model MODEL. Returns 1 when flag is
- * one of them and value is good (value is borrowed: it must outlive cfg), 0
- * when flag is not a proxy flag, -1 with a message in msg (cap bytes) when
- * value is bad. */
+ * --proxy-history exact|single|ignore, --proxy-store
+ * stop[,tool_calls][,length], --proxy-embed-model MODEL. Returns 1 when
+ * flag is one of them and value is good (value is borrowed: it must
+ * outlive cfg), 0 when flag is not a proxy flag, -1 with a message in msg
+ * (cap bytes) when value is bad. */
 int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
                         const char *value, char *msg, size_t cap);
 

@@ -124,15 +124,13 @@ static void usage(FILE *f)
         "  --max-namespaces N  cap on namespaces (default 1024)\n"
         "  --max-bytes BYTES   cap on the whole cache (default 1 GiB; LRU "
         "beyond)\n"
-        "  --upstream URL      with --http: serve POST /v1/chat/completions "
-        "as\n"
-        "                      an OpenAI-compatible caching proxy of URL; its\n"
-        "                      flags --upstream-timeout MS,\n"
+        "  --upstream URL      with --http: serve POST /v1/chat/completions\n"
+        "                      as an OpenAI-compatible caching proxy of URL;\n"
+        "                      its flags --upstream-timeout MS,\n"
         "                      --proxy-client-timeout MS, --proxy-ns NS,\n"
-        "                      --proxy-workers N, --proxy-history "
-        "exact|single|\n"
-        "                      ignore, --proxy-store "
-        "stop[,tool_calls][,length],\n"
+        "                      --proxy-workers N,\n"
+        "                      --proxy-history exact|single|ignore,\n"
+        "                      --proxy-store stop[,tool_calls][,length],\n"
         "                      --proxy-embed-model MODEL (docs/PROXY.md)\n",
         SC_SERVER_DEFAULT_URL, SC_SERVER_DEFAULT_MAX_CLIENTS,
         SC_HTTP_DEFAULT_MAX_CONNS, SC_CONFIG_DEFAULT_DATA_DIR,
