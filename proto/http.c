@@ -59,6 +59,13 @@ const size_t sc_http_nops = sizeof(sc_http_ops) / sizeof(sc_http_ops[0]);
 #define PROM_CTYPE "text/plain; version=0.0.4; charset=utf-8"
 #define DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
+sc_err sc_http_write_json(FILE *out, const json_t *j)
+{
+    return json_dumpf(j, out, DUMP_FLAGS) == 0 && fputc('\n', out) != EOF
+               ? SC_OK
+               : SC_EIO;
+}
+
 /* ---- replies --------------------------------------------------------- */
 
 /* Finishes the handler's aio with a response. close: the request's body
@@ -1001,9 +1008,8 @@ static sc_err write_report(sc_http *h, FILE *out)
     if (root == NULL) {
         return SC_ENOMEM;
     }
-    rc = json_dumpf(root, out, DUMP_FLAGS) == 0 ? SC_OK : SC_EIO;
+    rc = sc_http_write_json(out, root);
     json_decref(root);
-    fputc('\n', out);
     return rc;
 }
 

@@ -35,6 +35,11 @@
  * return other than SC_OK makes the request answer 500. */
 typedef sc_err (*sc_http_write_fn)(void *arg, FILE *out);
 
+/* Writes j as every JSON body of the front is written (compact, 15
+ * significant digits, a final newline): for report_hook. SC_EIO. */
+struct json_t;
+sc_err sc_http_write_json(FILE *out, const struct json_t *j);
+
 typedef struct sc_http_config {
     /* "HOST:PORT" ("127.0.0.1:8080", "[::1]:8080") or "http://HOST:PORT";
      * borrowed for sc_http_open. Port 0 is refused. */

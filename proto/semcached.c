@@ -320,15 +320,9 @@ static sc_err http_report(void *arg, FILE *out)
     json_t *j = sc_cli_mp_to_json(&r, 0);
     free(reply);
     json_t *res = json_object_get(j, "result");
-    /* As the front's other JSON: 15 digits, a newline at the end. */
-    int rc = res != NULL ? json_dumpf(res, out,
-                                      JSON_COMPACT | JSON_REAL_PRECISION(15))
-                         : -1;
-    if (rc == 0 && fputc('\n', out) == EOF) {
-        rc = -1;
-    }
+    sc_err rc = res != NULL ? sc_http_write_json(out, res) : SC_ENOMEM;
     json_decref(j);
-    return rc == 0 ? SC_OK : SC_ENOMEM;
+    return rc;
 }
 
 /* The ledger's rows by namespace, copied out in one pass for /metrics. */
