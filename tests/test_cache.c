@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test_gate.h"
 #include "test_util.h"
 
 #define D 8
@@ -2649,41 +2650,9 @@ static void test_backends(void)
  * the training (it cannot be stopped) must not hold the whole cache, so a
  * lookup of another namespace is answered meanwhile. The training is held
  * at its start by the index's test hook until the end. */
-typedef struct gate {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool entered, open, done;
-} gate;
-
-static void gate_hook(void *arg)
-{
-    gate *g = arg;
-    pthread_mutex_lock(&g->mu);
-    g->entered = true;
-    pthread_cond_broadcast(&g->cv);
-    while (!g->open) {
-        pthread_cond_wait(&g->cv, &g->mu);
-    }
-    pthread_mutex_unlock(&g->mu);
-}
-
-/* Waits (10 s at most) until *flag; returns it. */
-static bool gate_wait(gate *g, bool *flag)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
-    pthread_mutex_lock(&g->mu);
-    while (!*flag && pthread_cond_timedwait(&g->cv, &g->mu, &until) == 0) {
-    }
-    bool v = *flag;
-    pthread_mutex_unlock(&g->mu);
-    return v;
-}
-
 typedef struct drop_arg {
     sc_cache *c;
-    gate *g;
+    test_gate *g;
     sc_err rc;
 } drop_arg;
 
@@ -2703,10 +2672,7 @@ static void *lookup_main(void *arg)
     if (a->rc == SC_OK) {
         sc_cache_result_fini(&r);
     }
-    pthread_mutex_lock(&a->g->mu);
-    a->g->done = true;
-    pthread_cond_broadcast(&a->g->cv);
-    pthread_mutex_unlock(&a->g->mu);
+    test_gate_set(a->g, &a->g->done);
     return NULL;
 }
 
@@ -2715,8 +2681,8 @@ static void test_drop_while_training(void)
     if (!sc_index_backend_available("ivf-flat")) {
         return;
     }
-    gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    sc_index_set_training_hook(gate_hook, &g);
+    test_gate g = TEST_GATE_INIT;
+    sc_index_set_training_hook(test_gate_hold, &g);
     sc_cache *c = open_cache(0, 0, 0, 0);
     sc_ns_config cfg;
     sc_cache_ns_config_init(&cfg);
@@ -2735,17 +2701,14 @@ static void test_drop_while_training(void)
         CHECK_EQ_INT(bput(c, "training", v, i, 0, NULL), SC_OK);
     }
     CHECK_EQ_INT(bput(c, "other", v, 0, 0, NULL), SC_OK);
-    CHECK(gate_wait(&g, &g.entered)); /* a training is in flight */
+    CHECK(test_gate_wait(&g, &g.entered)); /* a training is in flight */
     drop_arg da = {c, &g, SC_EINVAL}, la = {c, &g, SC_EINVAL};
     pthread_t dt, lt;
     CHECK(pthread_create(&dt, NULL, drop_main, &da) == 0);
     usleep(200 * 1000); /* the drop is in, waiting for the training */
     CHECK(pthread_create(&lt, NULL, lookup_main, &la) == 0);
-    CHECK(gate_wait(&g, &g.done)); /* answered while the drop waits */
-    pthread_mutex_lock(&g.mu);
-    g.open = true;
-    pthread_cond_broadcast(&g.cv);
-    pthread_mutex_unlock(&g.mu);
+    CHECK(test_gate_wait(&g, &g.done)); /* answered while the drop waits */
+    test_gate_set(&g, &g.open);
     pthread_join(lt, NULL);
     pthread_join(dt, NULL);
     CHECK_EQ_INT(la.rc, SC_OK);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "index/index.h"
+#include "test_gate.h"
 
 static int failures;
 
@@ -687,36 +688,9 @@ static void test_restore_no_retrain(void)
 /* sc_index_train waits for its training; an add queued meanwhile must not
  * hold searches back (the training is held at its start by the hook). */
 typedef struct held {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int entered, open, searched;
+    test_gate g; /* g.done: the search was answered */
     sc_index *ix;
 } held;
-
-static void hold_training(void *arg)
-{
-    held *h = arg;
-    pthread_mutex_lock(&h->mu);
-    h->entered = 1;
-    pthread_cond_broadcast(&h->cv);
-    while (!h->open) {
-        pthread_cond_wait(&h->cv, &h->mu);
-    }
-    pthread_mutex_unlock(&h->mu);
-}
-
-static int held_wait(held *h, int *flag)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
-    pthread_mutex_lock(&h->mu);
-    while (!*flag && pthread_cond_timedwait(&h->cv, &h->mu, &until) == 0) {
-    }
-    int v = *flag;
-    pthread_mutex_unlock(&h->mu);
-    return v;
-}
 
 static void *train_main_t(void *arg)
 {
@@ -738,32 +712,26 @@ static void *search_main_t(void *arg)
     sc_hit hit[1];
     unsigned n = 0;
     (void)sc_index_search(h->ix, queries, 1, -1.0f, hit, &n);
-    pthread_mutex_lock(&h->mu);
-    h->searched = 1;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
+    test_gate_set(&h->g, &h->g.done);
     return NULL;
 }
 
 static void test_train_serves(void)
 {
-    held h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    held h = {.g = TEST_GATE_INIT};
     h.ix = open_ix("ivf-flat", 64, 16, SC_INDEX_TRAIN_MANUAL);
     for (size_t i = 0; i < 5000; i++) {
         CHECK(sc_index_add(h.ix, i, data + i * D) == SC_OK);
     }
-    sc_index_set_training_hook(hold_training, &h);
+    sc_index_set_training_hook(test_gate_hold, &h.g);
     pthread_t tt, at, st;
     CHECK(pthread_create(&tt, NULL, train_main_t, &h) == 0);
-    CHECK(held_wait(&h, &h.entered));
+    CHECK(test_gate_wait(&h.g, &h.g.entered));
     CHECK(pthread_create(&at, NULL, add_main_t, &h) == 0);
     usleep(100 * 1000); /* the add is in, or queued */
     CHECK(pthread_create(&st, NULL, search_main_t, &h) == 0);
-    CHECK(held_wait(&h, &h.searched));
-    pthread_mutex_lock(&h.mu);
-    h.open = 1;
-    pthread_cond_broadcast(&h.cv);
-    pthread_mutex_unlock(&h.mu);
+    CHECK(test_gate_wait(&h.g, &h.g.done));
+    test_gate_set(&h.g, &h.g.open);
     pthread_join(tt, NULL);
     pthread_join(at, NULL);
     pthread_join(st, NULL);
