@@ -189,10 +189,9 @@ class Client:
         """Sets the socket's time-out to what is left of the call's
         deadline (the whole call shares one: a server that sends a byte
         at a time cannot hold it longer)."""
-        deadline = getattr(self, "_deadline", None)
-        if deadline is None:
+        if self._deadline is None:
             return
-        left = deadline - time.monotonic()
+        left = self._deadline - time.monotonic()
         if left <= 0:
             raise socket.timeout("timed out")
         self._sock.settimeout(left)
