@@ -631,17 +631,21 @@ static void sort_cands(cand *a, unsigned n)
 }
 
 /* Turns the candidates into sorted hits >= threshold. For int8 they are
- * first re-scored from the f16 copy, within 5e-4 of exact. */
+ * first re-scored from the f16 copy, within 5e-4 of exact; f32 rows near 1
+ * exactly (simd.h: a vector finds itself at 1). */
 static void finish(const flat *f, const float *q, collector *c, unsigned k,
                    float threshold, sc_hit *hits, unsigned *nhits)
 {
     heap *h = &c->cand;
-    if (f->storage == SC_STORAGE_I8) {
-        for (unsigned i = 0; i < h->n; i++) {
-            float s;
-            f->kern->dot_f16_rows(q, f->rr + (size_t)h->a[i].slot * f->rrstride,
-                                  f->rrstride, 1, f->dim, &s);
-            h->a[i].s = s;
+    const float one = sc_simd_near_one(f->dim);
+    for (unsigned i = 0; i < h->n; i++) {
+        size_t slot = h->a[i].slot;
+        if (f->storage == SC_STORAGE_I8) {
+            f->kern->dot_f16_rows(q, f->rr + slot * f->rrstride, f->rrstride, 1,
+                                  f->dim, &h->a[i].s);
+        } else if (f->storage == SC_STORAGE_F32 && h->a[i].s >= one) {
+            h->a[i].s = sc_simd_exact_cos(
+                q, (const float *)f->codes + slot * f->stride, f->dim);
         }
     }
     sort_cands(h->a, h->n);
@@ -658,9 +662,15 @@ static void finish(const flat *f, const float *q, collector *c, unsigned k,
     *nhits = out;
 }
 
+/* The lowest kernel score a scan admits. An f32 row just short of a
+ * threshold near 1 may still reach it once finish() re-scores it. */
 static float floor_for(const flat *f, float threshold)
 {
-    return f->storage == SC_STORAGE_I8 ? threshold - I8_MARGIN : threshold;
+    if (f->storage == SC_STORAGE_I8) {
+        return threshold - I8_MARGIN;
+    }
+    float one = sc_simd_near_one(f->dim);
+    return f->storage == SC_STORAGE_F32 && threshold > one ? one : threshold;
 }
 
 static sc_err flat_search(void *state, const float *q, unsigned k,

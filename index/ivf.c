@@ -783,13 +783,22 @@ static void top_push(cand *c, unsigned *n, unsigned k, float s, uint32_t slot)
     c[i] = x;
 }
 
+/* The score flat's f32 search gives the same row: the same kernel and row
+ * layout, and near 1 the same exact re-score (simd.h). */
+static float exact_from(const ivf *v, const float *q, uint32_t slot, float s)
+{
+    return s >= sc_simd_near_one(v->dim)
+               ? sc_simd_exact_cos(q, v->rows + (size_t)slot * v->stride,
+                                   v->dim)
+               : s;
+}
+
 static float exact(const ivf *v, const float *q, uint32_t slot)
 {
     float s;
-    /* The same kernel and row layout as flat's f32 scan: equal scores. */
     v->kern->dot_f32_rows(q, v->rows + (size_t)slot * v->stride, v->stride, 1,
                           v->dim, &s);
-    return s;
+    return exact_from(v, q, slot, s);
 }
 
 static void emit(const ivf *v, const cand *c, unsigned n, float threshold,
@@ -819,8 +828,12 @@ static void scan_exact(const ivf *v, const float *q, unsigned k,
         v->kern->dot_f32_rows(q, v->rows + b * v->stride, v->stride, nb, v->dim,
                               sc);
         for (size_t i = 0; i < nb; i++) {
-            if (v->state[b + i] == S_LIVE && sc[i] >= threshold) {
-                top_push(top, &nt, k, sc[i], (uint32_t)(b + i));
+            if (v->state[b + i] != S_LIVE) {
+                continue;
+            }
+            float s = exact_from(v, q, (uint32_t)(b + i), sc[i]);
+            if (s >= threshold) {
+                top_push(top, &nt, k, s, (uint32_t)(b + i));
             }
         }
     }

@@ -375,6 +375,21 @@ static void test_training_file(const char *backend, sc_index *ix,
     unlink(tpath);
 }
 
+/* Stored vectors searched for at threshold 1: each must come back with
+ * similarity exactly 1 (the kept rows are re-scored exactly; the f32
+ * kernels' sums can fall a few ulps short). Returns how many did not. */
+static int self_misses(sc_index *ix, size_t n)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        sc_hit h[1];
+        unsigned nh = 0;
+        CHECK(sc_index_search(ix, data + i * D, 1, 1.0f, h, &nh) == SC_OK);
+        bad += !(nh == 1 && h[0].id == i && h[0].similarity == 1.0f);
+    }
+    return bad;
+}
+
 static void test_static(const char *backend, double min_recall)
 {
     sc_index *flat = open_ix("flat", 0, 0, 0);
@@ -388,8 +403,10 @@ static void test_static(const char *backend, double min_recall)
     /* Untrained: an exact scan, identical to flat. */
     CHECK(!sc_index_trained(ix));
     CHECK(compare(ix, flat, 1) == 1.0);
+    CHECK(self_misses(ix, 200) == 0);
     CHECK(sc_index_train(ix) == SC_OK);
     CHECK(sc_index_trained(ix));
+    CHECK(self_misses(ix, 200) == 0);
     double r = compare(ix, flat, 1);
     printf("%s: recall@1 %.3f (nlist 128, nprobe 16)\n", backend, r);
     CHECK(r >= min_recall);

@@ -1,5 +1,6 @@
 /* scalar.c - the portable reference kernels. Every other tier is tested
  * against these; they are also the fallback on CPUs without AVX2. */
+#include <math.h>
 #include <string.h>
 
 #include "index/simd/simd.h"
@@ -145,6 +146,37 @@ static float sum_f32(const float *p, size_t n)
         s += p[i];
     }
     return s;
+}
+
+/* simd.h. Products of two floats are exact in double; the sums run in four
+ * lanes in a fixed order, so every tier and compiler gives the same bits. */
+float sc_simd_exact_cos(const float *a, const float *b, size_t d)
+{
+    double ab[4] = {0}, aa[4] = {0}, bb[4] = {0};
+    size_t i = 0;
+    for (; i + 4 <= d; i += 4) {
+        for (size_t j = 0; j < 4; j++) {
+            double x = a[i + j], y = b[i + j];
+            ab[j] += x * y;
+            aa[j] += x * x;
+            bb[j] += y * y;
+        }
+    }
+    for (size_t j = 0; i < d; i++, j++) {
+        double x = a[i], y = b[i];
+        ab[j] += x * y;
+        aa[j] += x * x;
+        bb[j] += y * y;
+    }
+    double sab = (ab[0] + ab[1]) + (ab[2] + ab[3]);
+    double saa = (aa[0] + aa[1]) + (aa[2] + aa[3]);
+    double sbb = (bb[0] + bb[1]) + (bb[2] + bb[3]);
+    if (!(saa > 0.0 && sbb > 0.0)) {
+        return 0.0f;
+    }
+    /* a == b: sab == saa == sbb, so c is within an ulp of double 1. */
+    double c = sab / (sqrt(saa) * sqrt(sbb));
+    return c > 1.0 ? 1.0f : c < -1.0 ? -1.0f : (float)c;
 }
 
 static const sc_simd_kernels scalar_kernels = {

@@ -51,6 +51,20 @@ typedef struct sc_simd_kernels {
     float (*sum_f32)(const float *p, size_t n);
 } sc_simd_kernels;
 
+/* Near 1, the f32 kernels' sums can miss a unit vector's cosine with itself
+ * by about d ulps (1 - 4e-5 was seen at d = 3718 on the scalar tier), so
+ * an exact match could fall short of a threshold of 1. Searches re-score a
+ * kept f32 row whose kernel score reaches sc_simd_near_one(d) with
+ * sc_simd_exact_cos: summed in double in a fixed order (the same bits on
+ * every tier), and exactly 1 for a vector with itself. It returns 0 when
+ * either vector is zero. */
+float sc_simd_exact_cos(const float *a, const float *b, size_t d);
+
+static inline float sc_simd_near_one(size_t d)
+{
+    return 1.0f - (float)(d + 16) * 0x1p-24f;
+}
+
 /* Kernel tables by tier. A tier the build left out, or that the running CPU
  * lacks, yields NULL. Tables are static: never freed. */
 const sc_simd_kernels *sc_simd_get(sc_simd_tier tier);
