@@ -678,6 +678,7 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                     rc = bad(&x, k,
                              "must be \"always\", \"everysec\" or \"no\"");
                 }
+                cfg->fsync_given = true;
             } else if (strcmp(k, "proxy") == 0) {
                 rc = parse_proxy(&x, cfg, v);
             } else if (strcmp(k, "compact_bytes") == 0) {

@@ -46,6 +46,7 @@ typedef struct sc_config {
      * data_dir/SC_CONFIG_STATE_DIR. */
     bool persist;
     sc_fsync fsync;         /* default everysec */
+    bool fsync_given;       /* set by --fsync or "fsync" */
     bool repair;            /* flag only: --repair */
     uint64_t compact_bytes; /* 0 = SC_PERSIST_COMPACT_MIN_DEFAULT */
     /* The "proxy" object (docs/PROXY.md) as semcached's proxy flags and

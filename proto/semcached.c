@@ -693,6 +693,7 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
                                 "or no\n");
                 return 2;
             }
+            cfg->fsync_given = true;
         } else if (strcmp(a, "--compact-bytes") == 0) {
             if (parse_u64(v, 1ull << 50, &n) != 0 || n < (1u << 20)) {
                 fprintf(stderr,
@@ -764,9 +765,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcached: --tls-cert is for tls+tcp:// listeners "
                         "and none is given: ignored\n");
     }
-    if (!conf.persist && (conf.repair || conf.compact_bytes != 0)) {
-        fprintf(stderr, "semcached: --repair and --compact-bytes act on the "
-                        "saved state, and persistence is off: ignored\n");
+    if (!conf.persist &&
+        (conf.repair || conf.compact_bytes != 0 || conf.fsync_given)) {
+        fprintf(stderr, "semcached: --repair, --compact-bytes and --fsync "
+                        "act on the saved state, and persistence is off: "
+                        "ignored\n");
     }
     sc_server_config scfg;
     memset(&scfg, 0, sizeof(scfg));

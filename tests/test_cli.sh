@@ -87,6 +87,26 @@ else
     fail=$((fail + 1))
     echo "FAIL: unused settings not said: $(cat /tmp/semcache-cli-test-$$-b.log)" >&2
 fi
+# --fsync alone is said too; --persist off alone is not.
+for args in "--fsync always" ""; do
+    # shellcheck disable=SC2086 # two words or none, on purpose
+    "$server" --listen "ipc:///tmp/semcache-cli-test-$$-b.ipc" --persist off \
+        $args 2>/tmp/semcache-cli-test-$$-b.log &
+    bpid=$!
+    sleep 1
+    kill $bpid 2>/dev/null
+    wait $bpid 2>/dev/null
+    said=no
+    grep -q 'fsync act on the saved state, and persistence is off: ignored' \
+        /tmp/semcache-cli-test-$$-b.log && said=yes
+    if [ "$said" = "$([ -n "$args" ] && echo yes || echo no)" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: '$args' with --persist off: said=$said:" \
+            "$(cat /tmp/semcache-cli-test-$$-b.log)" >&2
+    fi
+done
 rm -f /tmp/semcache-cli-test-$$-b.log
 # A lookup's own tag, and feedback naming it: the false hit is charged
 # where the hit was counted, not to the entry's tag.
