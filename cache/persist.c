@@ -40,6 +40,8 @@
 #define RECORD_MAX                                                             \
     ((uint64_t)SC_CACHE_RESPONSE_LIMIT + SC_CACHE_TEXT_MAX +                   \
      4ull * SC_INDEX_MAX_DIM + 65536u)
+/* The largest record of any type but an entry (names, tags, settings). */
+#define SMALL_RECORD_MAX 65536u
 #define DIR_CAP  4000u /* the directory's path */
 #define PATH_CAP 4096u /* a file's in it */
 
@@ -476,23 +478,39 @@ static void say(char *msg, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Whether a whole valid frame starts at off. */
-static bool frame_ok(const uint8_t *d, size_t len, size_t off)
+/* Whether a record's frame could start at off: a size within bounds for a
+ * known type (only entries are large). A cheap test, so that the search
+ * for the next record after a corrupt one hashes few offsets. */
+static bool frame_plausible(const uint8_t *d, size_t len, size_t off)
 {
-    if (len - off < FRAME_SIZE) {
+    if (len - off < FRAME_SIZE + 1) {
         return false;
     }
     uint32_t n = get_u32(d + off);
-    if (n == 0 || n > RECORD_MAX || len - off - FRAME_SIZE < n) {
+    uint8_t type = d[off + FRAME_SIZE];
+    if (n == 0 || n > RECORD_MAX || type < REC_NS_PUT || type > REC_TRAINING) {
+        return false;
+    }
+    return type == REC_ENTRY || n <= SMALL_RECORD_MAX;
+}
+
+/* Whether a whole valid frame starts at off. */
+static bool frame_ok(const uint8_t *d, size_t len, size_t off)
+{
+    if (!frame_plausible(d, len, off)) {
+        return false;
+    }
+    uint32_t n = get_u32(d + off);
+    if (len - off - FRAME_SIZE < n) {
         return false;
     }
     return XXH32(d + off + FRAME_SIZE, n, CHECK_SEED) == get_u32(d + off + 4);
 }
 
-/* The next offset after off where a valid frame starts, or len. */
-static size_t next_valid(const uint8_t *d, size_t len, size_t off)
+/* The next offset from `from` on where a valid frame starts, or len. */
+static size_t next_valid(const uint8_t *d, size_t len, size_t from)
 {
-    for (size_t o = off + 1; o + FRAME_SIZE <= len; o++) {
+    for (size_t o = from; o + FRAME_SIZE <= len; o++) {
         if (frame_ok(d, len, o)) {
             return o;
         }
@@ -741,7 +759,30 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
             /* A checksum that holds over fields that do not: corrupt all
              * the same (a bug's record, or a crafted file). */
         }
-        size_t next = next_valid(d, len, off);
+        /* Where to look for the next record. Responses are written into
+         * the file as they came, so a record's body may hold bytes that
+         * look like whole valid records (a client can put them there): a
+         * record whose size is plausible is never searched inside. */
+        size_t from = off + 1;
+        bool past_end = false;
+        if (frame_plausible(d, len, off)) {
+            uint32_t n = get_u32(d + off);
+            past_end = len - off - FRAME_SIZE < n;
+            if (!past_end) {
+                from = off + FRAME_SIZE + n;
+            }
+        }
+        if (past_end && kind == SC_PERSIST_LOG && last) {
+            /* The last log ends inside a record: the write the server was
+             * making when it stopped. Cut it off. */
+            st->torn_bytes += len - off;
+            if (valid_len != NULL) {
+                *valid_len = off;
+            }
+            rc = SC_OK;
+            break;
+        }
+        size_t next = next_valid(d, len, from);
         if (next == len && kind == SC_PERSIST_LOG && last && rc == SC_OK) {
             /* Nothing valid follows: the record being written when the
              * server stopped. Cut it off. */

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 #include <unistd.h>
 
 #include "cache/cache.h"
@@ -584,6 +585,80 @@ static void test_crash_leftovers(void)
     CHECK(served_text(w.c, "default", "into log 2", buf, sizeof(buf)));
     CHECK_EQ_INT(count_served(w.c, 5), 5);
     world_close(&w);
+}
+
+/* Responses go into the log as they came, so a client can put bytes in one
+ * that read as a whole valid record (here: drop namespace "victim"). When
+ * the record holding them is the one a crash tore, the load must cut it,
+ * not search inside it: the search found the planted record, refused to
+ * start, and with --repair applied it. */
+static void test_planted_record(void)
+{
+    uint8_t body[16] = {
+        2 /* NS_DROP */, 6, 0, 0, 0, 'v', 'i', 'c', 't', 'i', 'm'};
+    const size_t bn = 11;
+    uint8_t frame[32];
+    uint32_t ck = XXH32(body, bn, 0x53434c47u);
+    uint8_t hdr[8] = {(uint8_t)bn,
+                      0,
+                      0,
+                      0,
+                      (uint8_t)ck,
+                      (uint8_t)(ck >> 8),
+                      (uint8_t)(ck >> 16),
+                      (uint8_t)(ck >> 24)};
+    memcpy(frame, hdr, 8);
+    memcpy(frame + 8, body, bn);
+    const size_t fl = 8 + bn;
+    const size_t rl = 200000;
+    char *resp = malloc(rl + 1);
+    memset(resp, 'x', rl);
+    resp[rl] = '\0';
+    memcpy(resp + 16, frame, fl);
+    for (int round = 0; round < 2; round++) {
+        char dir[512];
+        fresh_dir(dir, sizeof(dir), "planted");
+        world w;
+        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+        CHECK(sc_cache_ns_create(w.c, "victim", NULL) == SC_OK);
+        CHECK(sc_cache_ns_create(w.c, "att", NULL) == SC_OK);
+        CHECK(put(w.c, "victim", "secret question", "victim answer", true, 1,
+                  NULL) == SC_OK);
+        long before = file_size(dir, "log.1"); /* written: fsync always */
+        sc_cache_item it = {.text = "attacker",
+                            .text_len = 8,
+                            .response = resp,
+                            .response_len = rl};
+        CHECK(sc_cache_insert(w.c, "att", &it, NULL) == SC_OK);
+        world_close(&w);
+        CHECK(file_size(dir, "log.1") > before + (long)rl);
+        char path[600];
+        snprintf(path, sizeof(path), "%s/log.1", dir);
+        if (round == 0) {
+            /* Torn: the file ends 4 KiB past the planted record. */
+            CHECK(truncate(path, before + 4096) == 0);
+        } else {
+            /* Whole, a byte of it changed (its checksum fails). */
+            flip_byte(dir, "log.1", before + 100000);
+        }
+        if (round == 0) {
+            CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+            CHECK(w.st.torn_bytes > 0 && w.st.corrupt_records == 0);
+        } else {
+            /* Records follow it (the ledger's): refused as corrupt, then
+             * skipped whole with --repair. */
+            CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_ECHECKSUM);
+            world_close(&w);
+            CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
+            CHECK_EQ_INT(w.st.corrupt_records, 1);
+        }
+        char buf[64];
+        CHECK(served_text(w.c, "victim", "secret question", buf, sizeof(buf)));
+        CHECK(strcmp(buf, "victim answer") == 0);
+        CHECK(entries_of(w.c, "att") == 0);
+        world_close(&w);
+    }
+    free(resp);
 }
 
 /* A record in the middle with a bad byte: refused, naming where; with
@@ -1278,6 +1353,7 @@ int main(void)
     test_round_trip(false);
     test_round_trip(true);
     test_torn_tail();
+    test_planted_record();
     test_crash_leftovers();
     test_mid_corruption();
     test_compact_under_load();
