@@ -124,32 +124,36 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
 
 /* ---- the derivation --------------------------------------------------- */
 
-/* Parameters that change the answer, and so belong to the scope. */
-static const char *const scope_params[] = {
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "response_format",
-    "tools",
-    "tool_choice",
-    "functions",
-    "function_call",
-    "parallel_tool_calls",
-    "stop",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "reasoning_effort",
-    "modalities",
-    "audio",
-    "prediction",
-    "verbosity",
-    "web_search_options",
+/* Top-level fields that do not change the answer, and so stay out of the
+ * scope; every other field is in it, known or not (an upstream's own
+ * parameters, say vLLM's top_k, change answers too). `model` and
+ * `messages` enter the scope their own way; `n` other than 1 is not
+ * cached. */
+static const char *const unscoped_fields[] = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "n",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
 };
+
+static bool is_unscoped(const char *k)
+{
+    for (size_t i = 0; i < sizeof(unscoped_fields) / sizeof(*unscoped_fields);
+         i++) {
+        if (strcmp(k, unscoped_fields[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Of those, the real-valued ones: 1 and 1.0 mean the same. */
 static const char *const real_params[] = {
     "temperature", "top_p", "presence_penalty", "frequency_penalty"};
@@ -336,18 +340,37 @@ sc_err sc_proxy_derive(const json_t *req, sc_proxy_history h,
         XXH3_64bits_reset(hs);
         XXH3_64bits_reset(hh);
     }
-    for (size_t k = 0; !bad && k < sizeof(scope_params) / sizeof(*scope_params);
-         k++) {
-        json_t *v = json_object_get(req, scope_params[k]);
-        if (v == NULL) {
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)req, key, v)
+    {
+        if (bad || is_unscoped(key)) {
             continue;
         }
-        json_t *c = json_is_integer(v) && is_real_param(scope_params[k])
+        json_t *c = json_is_integer(v) && is_real_param(key)
                         ? json_real((double)json_integer_value(v))
                         : json_incref(v);
-        bad = c == NULL || json_object_set_new(params, scope_params[k], c);
+        bad = c == NULL || json_object_set_new(params, key, c);
     }
     bad = bad || hash_json(hp, params) != 0;
+    /* The last message's fields beside its role and content (OpenAI's
+     * `name`: "what is my name?" asked by alice and by bob). */
+    if (!bad && json_object_size(last) > 2) {
+        json_t *rest = json_object();
+        bad = rest == NULL;
+        json_object_foreach((json_t *)last, key, v)
+        {
+            if (!bad && strcmp(key, "role") != 0 &&
+                strcmp(key, "content") != 0) {
+                bad = json_object_set(rest, key, v) != 0;
+            }
+        }
+        if (!bad) {
+            XXH3_64bits_update(hp, "last\n", 5);
+            bad = hash_json(hp, rest) != 0;
+        }
+        json_decref(rest);
+    }
     size_t turns = 0;
     for (i = 0; !bad && i + 1 < nmsg; i++) {
         m = json_array_get(msgs, i);

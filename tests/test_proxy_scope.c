@@ -92,6 +92,9 @@ int main(void)
         ",\"frequency_penalty\":0.5",
         ",\"logit_bias\":{\"50256\":-100}",
         ",\"reasoning_effort\":\"low\"",
+        /* Not named anywhere: an upstream's own parameters are scoped. */
+        ",\"top_k\":1",
+        ",\"chat_template_kwargs\":{\"enable_thinking\":true}",
     };
     char a[512];
     for (size_t i = 0; i < sizeof(diff) / sizeof(diff[0]); i++) {
@@ -107,6 +110,18 @@ int main(void)
               REQ(",\"tools\":[{\"function\":{\"name\":\"f\"}}]", U("q")),
               REQ(",\"tools\":[{\"function\":{\"name\":\"g\"}}]", U("q")), E),
           "tool sets apart");
+    /* The last message's other fields: alice's question is not bob's. */
+#define UN(n, t) "{\"role\":\"user\",\"name\":\"" n "\",\"content\":\"" t "\"}"
+    CHECK(!same_scope(REQ("", UN("alice", "what is my name?")),
+                      REQ("", UN("bob", "what is my name?")), E),
+          "users named apart");
+    CHECK(!same_scope(REQ("", UN("alice", "q")), REQ("", U("q")), E),
+          "a name vs none");
+    CHECK(same_scope(REQ("", UN("alice", "q")), REQ("", UN("alice", "r")), E),
+          "same name, same scope");
+    CHECK(same_scope(REQ(",\"service_tier\":\"flex\",\"store\":true", U("a")),
+                     REQ(",\"prompt_cache_key\":\"k\"", U("a")), E),
+          "service_tier, store and prompt_cache_key are not in the scope");
 #define SYS(t) "{\"role\":\"system\",\"content\":\"" t "\"}"
     CHECK(!same_scope(REQ("", SYS("be brief") "," U("q")),
                       REQ("", SYS("be long") "," U("q")), E),
