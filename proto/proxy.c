@@ -1203,10 +1203,14 @@ static void sse_line(sse *s, const char *l, size_t n)
         s->out_tok = usage_of(j, "completion_tokens");
     }
     const json_t *ch = json_object_get(j, "choices");
-    if (json_array_size(ch) > 1) {
+    const json_t *c0 = json_array_get(ch, 0);
+    const json_t *ix = json_object_get(c0, "index");
+    /* One choice is stored: a second, in the same chunk or in chunks of
+     * its own, would be merged into the first's text. */
+    if (json_array_size(ch) > 1 ||
+        (ix != NULL && !(json_is_integer(ix) && json_integer_value(ix) == 0))) {
         s->bad = true;
     }
-    const json_t *c0 = json_array_get(ch, 0);
     const json_t *d = json_object_get(c0, "delta");
     const json_t *ct = json_object_get(d, "content");
     if (json_is_string(ct)) {

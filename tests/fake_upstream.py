@@ -144,7 +144,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             delta = {"content": piece}
             if mode == "refusal":
                 delta = {"content": None, "refusal": piece}
-            choice = {"index": 0, "delta": delta, "finish_reason": None}
+            # choices2: every other piece comes as a second choice's, one
+            # choice per chunk (an upstream that ignored n = 1).
+            choice = {"index": i % 2 if mode == "choices2" else 0,
+                      "delta": delta, "finish_reason": None}
             if mode == "logprobs":
                 choice["logprobs"] = {"content": [
                     {"token": piece, "logprob": -0.5, "bytes": None,

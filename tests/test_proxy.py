@@ -385,10 +385,12 @@ def test_stream(p, fake):
     check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
           "a stream that ended in finish_reason length was not stored")
     # A stream the stored answer could not hold whole (a refusal, with no
-    # content at all; logprobs the request asked for) is relayed, not
-    # stored.
+    # content at all; logprobs the request asked for; a second choice, one
+    # per chunk, whose pieces would be merged into the first's) is
+    # relayed, not stored.
     for mode, q4 in (("refusal", "Can you write my exam for me?"),
-                     ("logprobs", "How sure are you about the sizes?")):
+                     ("logprobs", "How sure are you about the sizes?"),
+                     ("choices2", "Which two colours does it come in?")):
         fake.mode = mode
         n = fake.chat_calls()
         st, hs, ev, done = read_stream(p.port, dict(body, messages=[
