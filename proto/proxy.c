@@ -610,7 +610,17 @@ static int conn_write(preq *pr, const void *buf, size_t n)
     if (left <= 0) {
         return NNG_ETIMEDOUT;
     }
+    /* Started under p->mu, so that sc_proxy_close either aborts it or
+     * finds closing set here first: a client that stops reading does not
+     * hold a stop for its whole budget. */
+    sc_proxy *p = pr->p;
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return NNG_ECLOSED;
+    }
     if (pr->waio == NULL && nng_aio_alloc(&pr->waio, NULL, NULL) != 0) {
+        pthread_mutex_unlock(&p->mu);
         return NNG_ENOMEM;
     }
     nng_iov iov = {.iov_buf = (void *)buf, .iov_len = n};
@@ -618,6 +628,7 @@ static int conn_write(preq *pr, const void *buf, size_t n)
     nng_aio_set_timeout(pr->waio, left);
     nng_time t0 = nng_clock();
     nng_http_conn_write_all(pr->conn, pr->waio);
+    pthread_mutex_unlock(&p->mu);
     nng_aio_wait(pr->waio);
     pr->waited += (nng_duration)(nng_clock() - t0);
     return nng_aio_result(pr->waio);
@@ -1892,8 +1903,9 @@ void sc_proxy_close(sc_proxy *p)
     if (p == NULL) {
         return;
     }
-    /* No new requests reach us; queued ones are answered 503 and calls in
-     * flight are aborted by their progress callback. */
+    /* No new requests reach us; queued ones are answered 503, calls in
+     * flight are aborted by their progress callback, and streams are cut
+     * (their writes aborted). */
     nng_http_server_del_handler(p->srv, p->hd);
     nng_http_handler_free(p->hd);
     pthread_mutex_lock(&p->mu);
@@ -1902,6 +1914,9 @@ void sc_proxy_close(sc_proxy *p)
     for (preq *pr = p->live; pr != NULL; pr = pr->next) {
         if (pr->ph == PH_READING && pr->baio != NULL) {
             nng_aio_abort(pr->baio, NNG_ECLOSED);
+        }
+        if (pr->waio != NULL) {
+            nng_aio_abort(pr->waio, NNG_ECLOSED); /* a stream's write */
         }
     }
     pthread_mutex_unlock(&p->mu);

@@ -581,6 +581,28 @@ def test_slow_reader(server, table, fake):
     p.stop()
 
 
+def test_stop_stream(server, table, fake):
+    """SIGTERM while a stream's client has stopped reading: the stream is
+    cut, and semcached does not wait out the client's budget (120 s)."""
+    p = Proxy(server, table, fake.url, "--proxy-client-timeout", "120000")
+    fake.mode = "big"
+    body = json.dumps({"model": MODEL, "stream": True, "messages": [
+        {"role": "user", "content": "Tell me everything, slowly."}]}).encode()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", p.port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: " +
+              str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(1.5)  # the stream runs, its writes blocked: nothing is read
+    t0 = time.time()
+    p.stop()
+    dt = time.time() - t0
+    check(dt < 15, f"SIGTERM with a stalled stream client exits ({dt:.1f} s)")
+    s.close()
+    fake.mode = "ok"
+
+
 def test_policy_single(server, table, fake):
     p = Proxy(server, table, fake.url, "--proxy-history", "single")
     msgs = [{"role": "user", "content": "Hi"},
@@ -709,6 +731,7 @@ def main():
     check("sk-upstream-1" not in err, "the upstream key is never logged")
     test_timeout(a.server, a.table, fake)
     test_slow_reader(a.server, a.table, fake)
+    test_stop_stream(a.server, a.table, fake)
     test_policy_single(a.server, a.table, fake)
     test_keys(a.server, a.table, fake, tmp)
     test_config_file(a.server, a.table, fake, tmp)
