@@ -5,7 +5,10 @@
 #define _GNU_SOURCE
 #include "proto/cli_report.h"
 
+#include "cache/cache.h"
+
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -118,6 +121,49 @@ static const char *pct(double v, char *buf, size_t cap)
     return buf;
 }
 
+/* A tag as the terminal may show it: any client can name one (a lookup
+ * makes its row), so control bytes (C0, DEL, UTF-8's C1) and bytes that
+ * are not UTF-8 are written as \xNN, and a backslash as \\. out holds
+ * 4 bytes per byte of s, plus 1. */
+static const char *tag_text(const char *s, char *out, size_t cap)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t o = 0;
+    while (*p != '\0' && o + 5 <= cap) {
+        unsigned c = *p;
+        size_t n = c < 0x80             ? 1
+                   : (c & 0xe0) == 0xc0 ? 2
+                   : (c & 0xf0) == 0xe0 ? 3
+                   : (c & 0xf8) == 0xf0 ? 4
+                                        : 0;
+        size_t ok = n;
+        for (size_t i = 1; i < n && ok == n; i++) {
+            if ((p[i] & 0xc0) != 0x80) {
+                ok = 0;
+            }
+        }
+        bool control = c < 0x20 || c == 0x7f ||
+                       (n == 2 && c == 0xc2 && p[1] < 0xa0) ||
+                       (n == 2 && c < 0xc2);
+        if (c == '\\') {
+            memcpy(out + o, "\\\\", 2);
+            o += 2;
+            p++;
+            continue;
+        }
+        if (ok == 0 || control) {
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+            p++;
+            continue;
+        }
+        memcpy(out + o, p, n);
+        o += n;
+        p += n;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 static void print_totals(const json_t *t, FILE *f)
 {
     char a[32], b[32], c[32];
@@ -199,10 +245,11 @@ int sc_cli_print_report(const json_t *res, const char *ns, FILE *f)
     const json_t *r;
     json_array_foreach(rows, i, r)
     {
-        char a[32], b[32], c[32], d[32];
+        char a[32], b[32], c[32], d[32], k[4 * SC_CACHE_TAG_MAX + 8];
         const char *key = json_string_value(json_object_get(r, "key"));
         fprintf(f, "  %-24s %9llu %9s %12s %12s %12s",
-                key == NULL || key[0] == '\0' ? "(untagged)" : key,
+                key == NULL || key[0] == '\0' ? "(untagged)"
+                                              : tag_text(key, k, sizeof(k)),
                 cnt(r, "requests"), pct(num(r, "hit_rate"), a, sizeof(a)),
                 usd(num(r, "usd_avoided"), b, sizeof(b)),
                 usd(num(r, "usd_spent"), c, sizeof(c)),

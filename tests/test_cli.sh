@@ -142,6 +142,20 @@ else
     fail=$((fail + 1))
     echo "FAIL: --json report --by user with a non-UTF-8 tag: $out" >&2
 fi
+# A tag that would drive the terminal (any client can name one): the
+# human report writes its control bytes escaped, so neither the escape
+# nor a forged row line reaches the screen.
+expect 0 '^(hit|miss)' -- lookup --ns tags --vec 1,2,3 \
+    --feature "$(printf 'e\033[31mEVIL\nforged  1 99%%')"
+out=$("$cli" -a "$addr" report --ns tags --by feature 2>&1)
+if printf '%s' "$out" | grep -qF 'e\x1b[31mEVIL\x0aforged' &&
+    ! printf '%s' "$out" | grep -q "$(printf '\033')" &&
+    ! printf '%s' "$out" | grep -q '^forged'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: report --by feature with control bytes in a tag: $out" >&2
+fi
 out=$("$cli" -a ipc:///tmp/semcache-no-such-server.ipc --timeout 300 ping 2>&1)
 if [ $? = 3 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unreachable server: $out" >&2; fi
 
