@@ -299,12 +299,25 @@ class Client:
         req.update({k: v for k, v in fields.items() if v is not None})
         reply = self.call(req)
         if not reply["ok"]:
-            err = reply.get("error") or {}
-            raise SemcacheError(err.get("code", "?"), err.get("message", ""))
+            err = reply.get("error")
+            code = err.get("code") if isinstance(err, dict) else None
+            message = err.get("message", "") if isinstance(err, dict) else None
+            if not isinstance(code, str) or not isinstance(message, str):
+                raise ProtocolError("a refusal carries an 'error' map with "
+                                    "a string 'code' and 'message'")
+            raise SemcacheError(code, message)
         result = reply.get("result")
         if not isinstance(result, dict):
             raise ProtocolError("a successful reply carries a 'result' map")
         return result
+
+    @staticmethod
+    def _field(result, key, kind):
+        """result[key], which must be a kind; else ProtocolError."""
+        v = result.get(key)
+        if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+            raise ProtocolError(f"the result has no {kind.__name__} {key!r}")
+        return v
 
     # ---- operations -----------------------------------------------------
 
@@ -334,7 +347,7 @@ class Client:
                           input_tokens=input_tokens,
                           output_tokens=output_tokens,
                           embed_model=embed_model)
-        return self._op("insert", ns=ns, **item)["entry"]
+        return self._field(self._op("insert", ns=ns, **item), "entry", int)
 
     def lookup(self, ns, text=None, vec=None, scope=None, threshold=None,
                embed_model=None, embed_tokens=None, feature=None, user=None):
@@ -366,15 +379,19 @@ class Client:
         """items: dicts with text / vec / scope / threshold (and ns, to
         override the batch's). Returns one dict per item:
         {"ok": True, "result": {...}} or {"ok": False, "error": {...}}."""
-        return self._op("lookup_batch", ns=ns, scope=scope,
-                        items=[self._item(**it) for it in items])["results"]
+        return self._field(
+            self._op("lookup_batch", ns=ns, scope=scope,
+                     items=[self._item(**it) for it in items]),
+            "results", list)
 
     def insert_batch(self, ns, items, scope=None):
         """items: dicts with the keyword arguments of insert (response
         required). Returns one dict per item, as lookup_batch does; a
         successful item's result is {"entry": id}."""
-        return self._op("insert_batch", ns=ns, scope=scope,
-                        items=[self._item(**it) for it in items])["results"]
+        return self._field(
+            self._op("insert_batch", ns=ns, scope=scope,
+                     items=[self._item(**it) for it in items]),
+            "results", list)
 
     def ns_create(self, ns, **cfg):
         """cfg: dim, storage ("f32" | "f16" | "int8"), threshold, margin,
@@ -390,7 +407,7 @@ class Client:
         self._op("ns_drop", ns=ns)
 
     def ns_list(self):
-        return self._op("ns_list")["namespaces"]
+        return self._field(self._op("ns_list"), "namespaces", list)
 
     def stats(self, ns=None):
         """Counters of one namespace, or of all (ns=None)."""

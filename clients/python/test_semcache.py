@@ -266,6 +266,76 @@ def server_keepalive(port, client):
     return line
 
 
+def fake_server(replies):
+    """A listening socket and a thread that answers each request of one
+    client with the next of replies (objects to pack), echoing its id."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+
+    def serve():
+        s, _ = lst.accept()
+        try:
+            s.recv(8)
+            s.sendall(b"\x00SP\x00\x00\x31\x00\x00")
+            for rep in replies:
+                head = b""
+                while len(head) < 8:
+                    head += s.recv(8 - len(head))
+                (n,) = struct.unpack(">Q", head)
+                msg = b""
+                while len(msg) < n:
+                    msg += s.recv(n - len(msg))
+                body = msg[:4] + msgpack.packb(rep)
+                s.sendall(struct.pack(">Q", len(body)) + body)
+        except OSError:
+            pass
+        s.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return lst, t
+
+
+def test_broken_replies():
+    """Replies of the right frame with the wrong fields: ProtocolError, as
+    the README promises, not AttributeError or KeyError."""
+    cases = [
+        ("ping", (), {"ok": False, "error": "boom"}),
+        ("ping", (), {"ok": False}),
+        ("ping", (), {"ok": False, "error": {"code": 5, "message": "x"}}),
+        ("insert", ("ns", "r"), {"ok": True, "result": {}}),
+        ("insert", ("ns", "r"), {"ok": True, "result": {"entry": "7"}}),
+        ("ns_list", (), {"ok": True, "result": {}}),
+        ("lookup_batch", ("ns", [{"text": "q"}]),
+         {"ok": True, "result": {"results": 3}}),
+        ("insert_batch", ("ns", [{"text": "q", "response": "r"}]),
+         {"ok": True, "result": {}}),
+    ]
+    for op, args, rep in cases:
+        lst, t = fake_server([rep])
+        c = Client("127.0.0.1", lst.getsockname()[1], timeout=5.0)
+        try:
+            getattr(c, op)(*args)
+            got = "no exception"
+        except semcache.ProtocolError:
+            got = "ProtocolError"
+        except Exception as e:  # noqa: BLE001 - what is wrong is the type
+            got = type(e).__name__
+        check(got == "ProtocolError", f"{op} given {rep}: {got}")
+        c.close()
+        t.join(5)
+        lst.close()
+    # A well-formed refusal is still the server's error.
+    lst, t = fake_server([{"ok": False,
+                           "error": {"code": "range", "message": "m"}}])
+    c = Client("127.0.0.1", lst.getsockname()[1], timeout=5.0)
+    check(raises("range", c.ping), "a well-formed refusal is SemcacheError")
+    c.close()
+    t.join(5)
+    lst.close()
+
+
 def test_tls(tls_port, cert):
     ctx = ssl.create_default_context(cafile=cert)
     with connect(f"tls+tcp://127.0.0.1:{tls_port}", tls=ctx) as tc:
@@ -497,6 +567,7 @@ def run(c, port, ipc_path, tls_port, cert):
               file=sys.stderr)
 
     test_raw(port)
+    test_broken_replies()
     check(c.ping()["version"] == 1, "still serving after hostile peers")
 
 
