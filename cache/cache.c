@@ -2028,6 +2028,7 @@ sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
         if (rc != SC_OK) {
             atomic_fetch_add(&c->re_dropped, 1);
             mark_moved_name(c, e->ns);
+            ids_above(c, e->id); /* never given out again (PERSISTENCE.md) */
             if (added != NULL) {
                 *added = false;
             }
