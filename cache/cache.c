@@ -2962,9 +2962,8 @@ typedef struct id_list {
     int oom;
 } id_list;
 
-static void collect_id(sc_hnode *n, void *arg)
+static void push_id(id_list *l, uint64_t id)
 {
-    id_list *l = arg;
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 1024;
         uint64_t *nn = realloc(l->ids, cap * sizeof(*nn));
@@ -2976,7 +2975,7 @@ static void collect_id(sc_hnode *n, void *arg)
         l->cap = cap;
     }
     if (!l->oom) {
-        l->ids[l->n++] = CONTAINER(n, entry, by_id)->id;
+        l->ids[l->n++] = id;
     }
 }
 
@@ -2997,8 +2996,12 @@ sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname, uint64_t serial,
     pthread_rwlock_rdlock(&c->lock);
     ns *s = ns_find_serial(c, nsname, serial);
     if (s != NULL) {
+        /* Least recent first: a restore puts each entry it reads in front,
+         * so the LRU order comes back as it was (PERSISTENCE.md). */
         pthread_mutex_lock(&s->mu);
-        sc_htab_each(&s->ids, collect_id, &l);
+        for (lnode *n = s->lru.prev; n != &s->lru && !l.oom; n = n->prev) {
+            push_id(&l, CONTAINER(n, entry, lru)->id);
+        }
         pthread_mutex_unlock(&s->mu);
     }
     pthread_rwlock_unlock(&c->lock);
