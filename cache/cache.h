@@ -222,7 +222,8 @@ sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
  * Errors: SC_ENONS, SC_EINVAL. */
 sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out);
 
-/* Removes the namespace and all its entries and counters. Errors: SC_ENONS. */
+/* Removes the namespace and all its entries and counters (not its cost
+ * ledger rows: money spent stays spent). Errors: SC_ENONS. */
 sc_err sc_cache_ns_drop(sc_cache *c, const char *name);
 
 /* Copies up to cap namespace names, sorted, into names (caller's buffer) and
