@@ -287,7 +287,7 @@ uint64_t sc_ledger_estimate_tokens(size_t bytes)
 
 #define HOURS    (24u * 31u) /* the timeline: a month of hours */
 #define HOUR_MS  3600000ull
-#define MAX_ROWS (1u << 20) /* tags beyond this are counted as "(other)" */
+#define MAX_ROWS (1u << 20) /* new tags beyond this count as "(other)" */
 
 typedef struct row {
     uint64_t hash; /* 0 = empty slot */
@@ -302,6 +302,7 @@ struct sc_ledger {
     pthread_mutex_t mu;
     row *rows;
     size_t cap, used;
+    size_t max_rows; /* MAX_ROWS; tests lower it */
     sc_ledger_hour hours[HOURS];
     bool hour_dirty[HOURS];
 };
@@ -320,8 +321,16 @@ sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out)
         return SC_ENOMEM;
     }
     l->prices = prices;
+    l->max_rows = MAX_ROWS;
     *out = l;
     return SC_OK;
+}
+
+void sc_ledger_set_max_rows(sc_ledger *l, size_t n)
+{
+    pthread_mutex_lock(&l->mu);
+    l->max_rows = n;
+    pthread_mutex_unlock(&l->mu);
 }
 
 void sc_ledger_close(sc_ledger *l)
@@ -381,12 +390,12 @@ static void grow(sc_ledger *l)
 }
 
 /* Under l->mu: the row of (kind, ns, tag), made when new; NULL when out of
- * memory. */
-static row *row_get(sc_ledger *l, int kind, const char *ns, const char *tag)
+ * memory. Once max_rows rows exist, a feature or user tag with no row yet
+ * is counted in its namespace's "(other)" row (unless `exact`: a restore
+ * brings back the rows it saved); tags that have a row keep it. */
+static row *row_get_as(sc_ledger *l, int kind, const char *ns, const char *tag,
+                       bool exact)
 {
-    if (l->used >= MAX_ROWS && kind != SC_LEDGER_BY_NS) {
-        tag = "(other)";
-    }
     uint64_t h = row_hash(kind, ns, tag);
     size_t j = h & (l->cap - 1);
     while (l->rows[j].hash != 0) {
@@ -395,11 +404,15 @@ static row *row_get(sc_ledger *l, int kind, const char *ns, const char *tag)
         }
         j = (j + 1) & (l->cap - 1);
     }
+    if (!exact && l->used >= l->max_rows && kind != SC_LEDGER_BY_NS &&
+        strcmp(tag, "(other)") != 0) {
+        return row_get_as(l, kind, ns, "(other)", false);
+    }
     if ((l->used + 1) * 4 > l->cap * 3) {
         size_t cap0 = l->cap;
         grow(l);
         if (l->cap != cap0) {
-            return row_get(l, kind, ns, tag); /* the slots moved */
+            return row_get_as(l, kind, ns, tag, exact); /* slots moved */
         }
         /* No memory to grow: slot j is free still, up to a margin. */
         if ((l->used + 1) * 4 > l->cap * 3 + l->cap / 8) {
@@ -420,6 +433,11 @@ static row *row_get(sc_ledger *l, int kind, const char *ns, const char *tag)
     memset(&r->c, 0, sizeof(r->c));
     l->used++;
     return r;
+}
+
+static row *row_get(sc_ledger *l, int kind, const char *ns, const char *tag)
+{
+    return row_get_as(l, kind, ns, tag, false);
 }
 
 /* The three rows an event with tags t counts in. Making a row may grow
@@ -791,7 +809,7 @@ sc_err sc_ledger_import_row(sc_ledger *l, int kind, const char *ns,
         return SC_EINVAL;
     }
     pthread_mutex_lock(&l->mu);
-    row *r = row_get(l, kind, ns, tag);
+    row *r = row_get_as(l, kind, ns, tag, true);
     if (r != NULL) {
         r->c = *c;
     }

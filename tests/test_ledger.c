@@ -500,11 +500,60 @@ static void test_feedback_tags(void)
     sc_prices_free(p);
 }
 
+/* The row cap: past it a new tag counts as "(other)", a tag with a row
+ * keeps it (every tag went to "(other)" once the cap was reached), and an
+ * imported row comes back under its own tag. */
+static void test_row_cap(void)
+{
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    CHECK_EQ_INT(sc_prices_default(&p), SC_OK);
+    CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
+    sc_ledger_set_max_rows(l, 6);
+    sc_ledger_call call = {
+        .model = "gpt-4o", .input_tokens = 1, .output_tokens = 1};
+    const char *feats[] = {"f1", "f2", "f3", "f1", "f9", "f2"};
+    const char *users[] = {"u1", "u2", "u3", "u1", "u9", "u2"};
+    for (int i = 0; i < 6; i++) {
+        sc_ledger_tags t = {.ns = "a", .feature = feats[i], .user = users[i]};
+        sc_ledger_insert(l, &t, &call, 1000);
+    }
+    sc_ledger_counts c = {.inserts = 5};
+    CHECK_EQ_INT(sc_ledger_import_row(l, SC_LEDGER_BY_FEATURE, "a", "f10", &c),
+                 SC_OK);
+    sc_ledger_counts t;
+    rows rs = {0};
+    CHECK_EQ_INT(sc_ledger_sum(l, "a", SC_LEDGER_BY_FEATURE, &t, collect, &rs),
+                 SC_OK);
+    /* Name order: (other), f1, f10, f2, f3. */
+    const char *want[] = {"(other)", "f1", "f10", "f2", "f3"};
+    const uint64_t n[] = {1, 2, 5, 2, 1};
+    CHECK_EQ_INT(rs.n, 5);
+    for (int i = 0; i < rs.n && i < 5; i++) {
+        CHECK(strcmp(rs.keys[i], want[i]) == 0);
+        CHECK_EQ_INT(rs.c[i].inserts, n[i]);
+    }
+    rs.n = 0;
+    CHECK_EQ_INT(sc_ledger_sum(l, "a", SC_LEDGER_BY_USER, &t, collect, &rs),
+                 SC_OK);
+    /* u3 came when the cap was reached (ns row, f1..f3, u1, u2 = 6). */
+    const char *wantu[] = {"(other)", "u1", "u2"};
+    const uint64_t nu[] = {2, 2, 2};
+    CHECK_EQ_INT(rs.n, 3);
+    for (int i = 0; i < rs.n && i < 3; i++) {
+        CHECK(strcmp(rs.keys[i], wantu[i]) == 0);
+        CHECK_EQ_INT(rs.c[i].inserts, nu[i]);
+    }
+    sc_ledger_close(l);
+    sc_prices_free(p);
+}
+
 int main(void)
 {
     test_prices();
     test_workload();
     test_window_and_tags();
     test_feedback_tags();
+    test_row_cap();
     return test_summary("ledger");
 }
