@@ -136,13 +136,35 @@ static void free_set(set *s)
     free(s->r);
 }
 
-/* The set's name: the file's base name up to its first dot. */
+/* The set's name: the file's base name up to its first dot, as a part of
+ * a namespace name: bytes outside [A-Za-z0-9_:-] become '_', at most 64
+ * ("my set.queries.jsonl" is my_set). */
 static char *set_name(const char *path)
 {
     const char *b = strrchr(path, '/');
     b = b != NULL ? b + 1 : path;
     size_t n = strcspn(b, ".");
-    return strndup(b, n);
+    if (n > 64) {
+        n = 64;
+    }
+    char *out = strndup(b, n);
+    if (out == NULL) {
+        die("out of memory");
+    }
+    for (char *c = out; *c != '\0'; c++) {
+        bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '_' || *c == ':' ||
+                  *c == '-';
+        *c = ok ? *c : '_';
+    }
+    if (out[0] == '\0') {
+        free(out);
+        out = strdup("set");
+        if (out == NULL) {
+            die("out of memory");
+        }
+    }
+    return out;
 }
 
 /* ---- talking to the server ------------------------------------------ */
@@ -170,6 +192,11 @@ static void new_ns(char *out, size_t cap, const char *set, const char *mode)
     }
 }
 
+/* Records the server cannot take (an empty text, or only spaces): an
+ * insert of one stores nothing, a lookup of one is a miss. Said at the end. */
+static unsigned long long unusable;
+
+/* Returns the new entry's id, 0 when the text was not stored (unusable). */
 static uint64_t insert_text(const char *ns, const char *scope, const char *text,
                             const char *resp)
 {
@@ -182,7 +209,15 @@ static uint64_t insert_text(const char *ns, const char *scope, const char *text,
     it.model = model_opt; /* tokens: estimated by the server from bytes */
     sc_client_error err;
     uint64_t id = 0;
+    if (text[0] == '\0') {
+        unusable++; /* nothing to embed: never stored */
+        return 0;
+    }
     sc_err rc = sc_client_insert(cli, ns, &it, &id, &err);
+    if (rc == SC_EREMOTE && strcmp(err.code, "bad_request") == 0) {
+        unusable++; /* e.g. only spaces: the server stores nothing */
+        return 0;
+    }
     if (rc != SC_OK) {
         die("insert into %s refused: %s: %s", ns,
             rc == SC_EREMOTE ? err.code : sc_strerror(rc),
@@ -218,6 +253,11 @@ static look lookup_text(const char *ns, const char *scope, const char *text,
     it.threshold = thr;
     sc_client_result res;
     sc_client_error err;
+    if (text[0] == '\0') {
+        unusable++; /* no text, no lookup: the cache cannot answer it */
+        look miss = {false, false, NULL, 0, -2.0f};
+        return miss;
+    }
     sc_err rc = sc_client_lookup(cli, ns, &it, &res, &err);
     if (rc != SC_OK) {
         die("lookup in %s refused: %s: %s", ns,
@@ -559,7 +599,7 @@ static void run_pairs(const char *name, const set *ps, const sweep *sw,
         dhit[i] = l.hit;
         look_free(&l);
         sc_client_error err;
-        if (sc_client_delete(cli, id, &err) != SC_OK) {
+        if (id != 0 && sc_client_delete(cli, id, &err) != SC_OK) {
             die("delete %llu failed", (unsigned long long)id);
         }
     }
@@ -948,6 +988,12 @@ int main(int argc, char **argv)
                (double)(w1.tv_sec - w0.tv_sec) +
                    (double)(w1.tv_nsec - w0.tv_nsec) * 1e-9,
                (double)clock() / CLOCKS_PER_SEC - t0);
+    }
+    if (unusable > 0) {
+        fprintf(stderr,
+                "bench_hitrate: %llu inserts or lookups of an empty text (or "
+                "only spaces): not stored, counted as misses\n",
+                unusable);
     }
     if (decisions != NULL) {
         fclose(decisions);

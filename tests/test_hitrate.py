@@ -180,6 +180,36 @@ def check_bad_input(bench, server, table, tmp):
           f"no table: says how to make one ({r.stderr!r})")
 
 
+def check_odd_files(bench, server, table, tmp):
+    """Files of the documented formats that are odd but valid: a name that
+    is no namespace name (a space, '+'), and empty or blank texts. They run;
+    an empty text is never stored, and looked up it is a miss."""
+    cache = os.path.join(tmp, "my set+1.cache.jsonl")
+    queries = os.path.join(tmp, "my set+1.queries.jsonl")
+    pairs = os.path.join(tmp, "odd pairs.pairs.jsonl")
+    write_jsonl(cache, CACHE + [{"text": "", "label": "x"},
+                                {"text": "   ", "label": "y"}])
+    write_jsonl(queries, QUERIES + [{"text": "", "label": "x"}])
+    write_jsonl(pairs, PAIRS + [{"a": "", "b": "hello", "duplicate": False},
+                                {"a": "hi", "b": "", "duplicate": True}])
+    r = run(bench, server, table, "--cache", cache, "--queries", queries,
+            "--pairs", pairs, "--sweep", "0.90:0.98:0.04", "--json")
+    rows = []
+    for line in r.stdout.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
+    sets = sorted({x.get("set") for x in rows})
+    check(r.returncode == 0 and sets == ["my_set_1", "odd_pairs"] and
+          "empty text" in r.stderr,
+          f"odd file names and empty texts run ({sets}, {r.stderr[-800:]!r})")
+    pre = [x for x in rows if x.get("set") == "my_set_1"
+           and x.get("mode") == "preload" and x.get("default")]
+    check(len(pre) == 1 and pre[0].get("queries") == len(QUERIES) + 1,
+          f"the empty query counts as a query ({pre})")
+
+
 def check_twins(tmp):
     """bench/twins.py on 12 labels: "a" and "b" are twins (their lines'
     word sets differ only by case and punctuation), "d" is 2 words from
@@ -322,6 +352,7 @@ def main():
               "75.0% | 0.0% | 4 |" in r.stdout and "stream" not in r.stdout,
               f"the table's default row ({r.stdout[-600:]!r})")
         check_bad_input(bench, server, table, tmp)
+        check_odd_files(bench, server, table, tmp)
         check_twins(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
