@@ -1087,6 +1087,38 @@ static sc_err j_commit(void *arg, uint64_t seq)
     return rc;
 }
 
+sc_err sc_persist_sync_parent(const char *path)
+{
+    char parent[PATH_CAP];
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') {
+        n--; /* "a/b/" is a/b */
+    }
+    while (n > 0 && path[n - 1] != '/') {
+        n--;
+    }
+    while (n > 1 && path[n - 1] == '/') {
+        n--;
+    }
+    if (n >= sizeof(parent)) {
+        return SC_ERANGE;
+    }
+    if (n == 0) {
+        parent[0] = '.';
+        n = 1;
+    } else {
+        memcpy(parent, path, n);
+    }
+    parent[n] = '\0';
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return SC_EIO;
+    }
+    int rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? SC_OK : SC_EIO;
+}
+
 sc_err sc_persist_open(const sc_persist_config *cfg, sc_persist **out,
                        char *msg, size_t cap)
 {
@@ -1110,7 +1142,12 @@ sc_err sc_persist_open(const sc_persist_config *cfg, sc_persist **out,
     }
     snprintf(p->dir, sizeof(p->dir), "%s", cfg->dir);
     p->fd = p->dirfd = p->lockfd = -1;
-    if (mkdir(p->dir, 0750) != 0 && errno != EEXIST) {
+    if (mkdir(p->dir, 0750) == 0) {
+        /* A new directory's name is durable once its parent is synced:
+         * without it a crash could lose the directory, and with it writes
+         * acknowledged under fsync always. */
+        (void)sc_persist_sync_parent(p->dir);
+    } else if (errno != EEXIST) {
         say(msg, cap, "cannot make the state directory %s: %s", p->dir,
             strerror(errno));
         free(p);

@@ -60,6 +60,10 @@ typedef struct sc_persist sc_persist;
  * second server. Nothing is read yet. On failure *out is untouched and a
  * reason is in msg. Errors: SC_EINVAL, SC_EIO (cannot make, open or lock
  * it: the reason says which), SC_ENOMEM. */
+/* fsyncs the directory that holds path (after making path: a new
+ * directory's name is durable only then). SC_EIO, SC_ERANGE. */
+sc_err sc_persist_sync_parent(const char *path);
+
 sc_err sc_persist_open(const sc_persist_config *cfg, sc_persist **out,
                        char *msg, size_t cap);
 

@@ -885,7 +885,9 @@ int main(int argc, char **argv)
                             "long\n");
             goto out_conf;
         }
-        if (mkdir(conf.data_dir, 0750) != 0 && errno != EEXIST) {
+        if (mkdir(conf.data_dir, 0750) == 0) {
+            (void)sc_persist_sync_parent(conf.data_dir); /* durable name */
+        } else if (errno != EEXIST) {
             fprintf(stderr,
                     "semcached: cannot make the data directory %s: %s "
                     "(--data-dir DIR, or --persist off to keep the cache in "

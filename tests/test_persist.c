@@ -973,6 +973,23 @@ static void test_moved_model(bool compact_between)
     world_em = NULL;
 }
 
+/* The parent of a path, synced after a mkdir: the parent is found for
+ * each form of path (the durability itself needs a power cut to see). */
+static void test_sync_parent(void)
+{
+    char dir[512], sub[600];
+    fresh_dir(dir, sizeof(dir), "syncparent");
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(sub, sizeof(sub), "%s/made", dir);
+    CHECK(sc_persist_sync_parent(sub) == SC_OK);
+    snprintf(sub, sizeof(sub), "%s/made//", dir);
+    CHECK(sc_persist_sync_parent(sub) == SC_OK);
+    CHECK(sc_persist_sync_parent("relative") == SC_OK); /* "." */
+    CHECK(sc_persist_sync_parent("/") == SC_OK);
+    snprintf(sub, sizeof(sub), "%s/no-such-dir/made", dir);
+    CHECK(sc_persist_sync_parent(sub) == SC_EIO);
+}
+
 /* One directory, one server. */
 static void test_lock(void)
 {
@@ -1406,6 +1423,7 @@ int main(void)
     test_moved_model(false);
     test_moved_model(true);
     test_lock();
+    test_sync_parent();
     test_write_failure();
     test_write_failure_shared();
     test_dir_removed(SC_FSYNC_ALWAYS);
