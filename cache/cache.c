@@ -143,12 +143,6 @@ typedef struct ns {
     const sc_cache_embedder *stats_em;
     struct sc_cache *cache; /* the cache it is in (for its byte count) */
     uint64_t serial;        /* this namespace, not another of its name before */
-    /* Set by ns_drop: the indexes of the scopes freed, closed by it once
-     * the cache's lock is released (an IVF index's close waits for its
-     * training in flight: seconds, which every namespace would wait). */
-    bool defer_close;
-    sc_index **closing;
-    size_t nclosing, capclosing;
     char name[SC_CACHE_NS_NAME_MAX + 1];
 } ns;
 
@@ -164,6 +158,14 @@ struct sc_cache {
     atomic_uint_fast64_t next_id;
     /* Restore's moves to the embedder's model (sc_cache_reembed_counts). */
     atomic_uint_fast64_t re_ns, re_entries, re_dropped;
+    /* The indexes of freed scopes, closed once c->lock is released (by
+     * cache_unlock): an IVF index's close waits for its training in
+     * flight, seconds at a million vectors, and under the lock every
+     * namespace would wait (a writer queued on it stops new readers). */
+    pthread_mutex_t late_mu;
+    sc_index **late;
+    size_t nlate, caplate;
+    atomic_size_t late_n; /* nlate, read without late_mu */
 };
 
 typedef enum gone {
@@ -525,20 +527,51 @@ static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
     return SC_OK;
 }
 
-/* Keeps ix for ns_drop to close; false when it cannot (no memory). */
-static bool defer_close(ns *s, sc_index *ix)
+/* Under c->lock (and maybe more): ix is closed by the next cache_unlock,
+ * or at once when there is no memory to keep it. */
+static void close_later(sc_cache *c, sc_index *ix)
 {
-    if (s->nclosing == s->capclosing) {
-        size_t cap = s->capclosing != 0 ? 2 * s->capclosing : 8;
-        sc_index **a = realloc(s->closing, cap * sizeof(*a));
+    pthread_mutex_lock(&c->late_mu);
+    if (c->nlate == c->caplate) {
+        size_t cap = c->caplate != 0 ? 2 * c->caplate : 8;
+        sc_index **a = realloc(c->late, cap * sizeof(*a));
         if (a == NULL) {
-            return false;
+            pthread_mutex_unlock(&c->late_mu);
+            sc_index_close(ix);
+            return;
         }
-        s->closing = a;
-        s->capclosing = cap;
+        c->late = a;
+        c->caplate = cap;
     }
-    s->closing[s->nclosing++] = ix;
-    return true;
+    c->late[c->nlate++] = ix;
+    atomic_store(&c->late_n, c->nlate);
+    pthread_mutex_unlock(&c->late_mu);
+}
+
+/* With no cache lock held: closes the indexes close_later kept. */
+static void close_late(sc_cache *c)
+{
+    if (atomic_load(&c->late_n) == 0) {
+        return;
+    }
+    pthread_mutex_lock(&c->late_mu);
+    sc_index **a = c->late;
+    size_t n = c->nlate;
+    c->late = NULL;
+    c->nlate = c->caplate = 0;
+    atomic_store(&c->late_n, 0);
+    pthread_mutex_unlock(&c->late_mu);
+    for (size_t i = 0; i < n; i++) {
+        sc_index_close(a[i]);
+    }
+    free(a);
+}
+
+/* Releases c->lock, then closes what was freed under it. */
+static void cache_unlock(sc_cache *c)
+{
+    pthread_rwlock_unlock(&c->lock);
+    close_late(c);
 }
 
 /* ns->mu held. A scope with no entries and no pins goes, index and all. */
@@ -548,9 +581,7 @@ static void scope_maybe_free(ns *s, scope *sc)
         return;
     }
     sc_htab_remove(&s->scopes, &sc->node);
-    if (!s->defer_close || !defer_close(s, sc->ix)) {
-        sc_index_close(sc->ix);
-    }
+    close_later(s->cache, sc->ix);
     if (sc->stats != NULL) {
         s->stats_em->stats_free(s->stats_em->arg, sc->stats);
         stats_bytes_set(s, sc, 0);
@@ -840,11 +871,9 @@ static void free_empty_scopes(ns *s)
     } while (e.n == 64);
 }
 
-/* Frees s. closing not NULL: its scopes' indexes are not closed but handed
- * to the caller (*closing, *n: a malloc'd array), to close unlocked. */
-static void ns_free(sc_cache *c, ns *s, sc_index ***closing, size_t *n)
+/* Frees s; its scopes' indexes are closed by the next cache_unlock. */
+static void ns_free(sc_cache *c, ns *s)
 {
-    s->defer_close = closing != NULL;
     while (!list_empty(&s->lru)) {
         entry_remove(c, s, CONTAINER(s->lru.next, entry, lru), GONE_FLUSH);
     }
@@ -854,10 +883,6 @@ static void ns_free(sc_cache *c, ns *s, sc_index ***closing, size_t *n)
     sc_htab_fini(&s->exact);
     sc_htab_fini(&s->ids);
     pthread_mutex_destroy(&s->mu);
-    if (closing != NULL) {
-        *closing = s->closing;
-        *n = s->nclosing;
-    }
     free(s);
 }
 
@@ -931,6 +956,11 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
     if (pthread_mutex_init(&c->gmu, NULL) != 0) {
         goto fail_mutex;
     }
+    if (pthread_mutex_init(&c->late_mu, NULL) != 0) {
+        pthread_mutex_destroy(&c->gmu);
+        goto fail_mutex;
+    }
+    atomic_init(&c->late_n, 0);
     if ((rc = sc_htab_init(&c->nss)) != SC_OK) {
         goto fail_nss;
     }
@@ -948,6 +978,7 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
 fail_ids:
     sc_htab_fini(&c->nss);
 fail_nss:
+    pthread_mutex_destroy(&c->late_mu);
     pthread_mutex_destroy(&c->gmu);
 fail_mutex:
     pthread_rwlock_destroy(&c->lock);
@@ -962,7 +993,7 @@ static void drop_node(sc_hnode *n, void *arg)
     sc_cache *c = arg;
     ns *s = CONTAINER(n, ns, node);
     sc_htab_remove(&c->nss, n);
-    ns_free(c, s, NULL, NULL);
+    ns_free(c, s);
 }
 
 void sc_cache_close(sc_cache *c)
@@ -971,8 +1002,10 @@ void sc_cache_close(sc_cache *c)
         return;
     }
     sc_htab_each(&c->nss, drop_node, c);
+    close_late(c);
     sc_htab_fini(&c->ids);
     sc_htab_fini(&c->nss);
+    pthread_mutex_destroy(&c->late_mu);
     pthread_mutex_destroy(&c->gmu);
     pthread_rwlock_destroy(&c->lock);
     free(c);
@@ -1068,7 +1101,7 @@ static embed_policy peek_policy(sc_cache *c, const char *nsname)
         }
         pthread_mutex_unlock(&s->mu);
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return pol;
 }
 
@@ -1144,11 +1177,11 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     }
     s->serial = ++c->ns_serial;
     sc_htab_insert(&c->nss, &s->node);
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return journal_commit(c, seq);
 
 fail_locked:
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     sc_htab_fini(&s->scopes);
 fail_scopes:
     sc_htab_fini(&s->exact);
@@ -1174,7 +1207,7 @@ sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
     pthread_rwlock_rdlock(&c->lock);
     ns *s = ns_find(c, name);
     if (s == NULL) {
-        pthread_rwlock_unlock(&c->lock);
+        cache_unlock(c);
         return SC_ENONS;
     }
     pthread_mutex_lock(&s->mu);
@@ -1217,7 +1250,7 @@ sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
     ns_enforce_caps(c, s);
 out:
     pthread_mutex_unlock(&s->mu);
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return rc == SC_OK ? journal_commit(c, seq) : rc;
 }
 
@@ -1242,18 +1275,11 @@ sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
         sc_cache_change ch = {.kind = SC_CHANGE_NS_DROP, .ns = s->name};
         rc = journal_append(c, &ch, &seq);
     }
-    sc_index **closing = NULL;
-    size_t nclosing = 0;
     if (rc == SC_OK) {
         sc_htab_remove(&c->nss, &s->node);
-        ns_free(c, s, &closing, &nclosing);
+        ns_free(c, s);
     }
-    pthread_rwlock_unlock(&c->lock);
-    /* Nothing can reach these indexes any more. */
-    for (size_t i = 0; i < nclosing; i++) {
-        sc_index_close(closing[i]);
-    }
-    free(closing);
+    cache_unlock(c); /* closes its indexes: nothing can reach them now */
     return rc == SC_OK ? journal_commit(c, seq) : rc;
 }
 
@@ -1289,7 +1315,7 @@ static void mark_moved_name(sc_cache *c, const char *name)
         mark_moved(c, s);
         pthread_mutex_unlock(&s->mu);
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
 }
 
 sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
@@ -1317,14 +1343,14 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
     pthread_rwlock_rdlock(&c->lock);
     ns *s = ns_find(c, name);
     if (s == NULL) {
-        pthread_rwlock_unlock(&c->lock);
+        cache_unlock(c);
         if ((rc = ns_create(c, name, cfg, false)) != SC_OK) {
             return rc;
         }
         pthread_rwlock_rdlock(&c->lock);
         s = ns_find(c, name);
         if (s == NULL) {
-            pthread_rwlock_unlock(&c->lock);
+            cache_unlock(c);
             return SC_ENONS;
         }
     }
@@ -1356,7 +1382,7 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
         }
     }
     pthread_mutex_unlock(&s->mu);
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return rc;
 }
 
@@ -1401,7 +1427,7 @@ sc_err sc_cache_scope_indexes(sc_cache *c, const char *nsname, uint64_t serial,
         sc_htab_each(&s->scopes, walk_scope, &w);
         pthread_mutex_unlock(&s->mu);
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return s == NULL ? SC_ENONS : w.rc;
 }
 
@@ -1426,7 +1452,7 @@ size_t sc_cache_trained_scopes(sc_cache *c, const char *nsname)
             count_trained(c, s, &w);
         }
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return w.trained;
 }
 
@@ -1475,7 +1501,7 @@ sc_err sc_cache_restore_training(sc_cache *c, const char *nsname,
         }
         pthread_mutex_unlock(&s->mu);
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return rc;
 }
 
@@ -1504,7 +1530,7 @@ void sc_cache_enforce_caps(sc_cache *c)
     pthread_rwlock_rdlock(&c->lock);
     each_ns(c, enforce_ns, NULL);
     (void)global_enforce(c, 0);
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
 }
 
 sc_err sc_cache_ns_state(sc_cache *c, const char *name, sc_ns_config *cfg,
@@ -1524,7 +1550,7 @@ sc_err sc_cache_ns_state(sc_cache *c, const char *name, sc_ns_config *cfg,
             *serial = s->serial;
         }
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return s != NULL ? SC_OK : SC_ENONS;
 }
 
@@ -1555,7 +1581,7 @@ sc_err sc_cache_ns_list(sc_cache *c, char (*names)[SC_CACHE_NS_NAME_MAX + 1],
     size_t total = c->nss.count;
     name_list l = {malloc((total > 0 ? total : 1) * sizeof(char *)), 0};
     if (l.names == NULL) {
-        pthread_rwlock_unlock(&c->lock);
+        cache_unlock(c);
         return SC_ENOMEM;
     }
     each_ns(c, collect_name, &l);
@@ -1563,7 +1589,7 @@ sc_err sc_cache_ns_list(sc_cache *c, char (*names)[SC_CACHE_NS_NAME_MAX + 1],
     for (size_t i = 0; i < l.n && i < cap; i++) {
         strcpy(names[i], l.names[i]);
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     free(l.names);
     *count = total;
     return SC_OK;
@@ -1721,7 +1747,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     if (ro != NULL && id_present(c, ro->id)) {
         /* Restored already (a snapshot and the log both hold it). */
         pthread_mutex_unlock(&s->mu);
-        pthread_rwlock_unlock(&c->lock);
+        cache_unlock(c);
         free(e);
         blob_unref(b);
         free(norm);
@@ -1911,7 +1937,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             memcpy(s->cfg.embed_model, model0, sizeof(model0));
             scope_unpin(s, sc);
             pthread_mutex_unlock(&s->mu);
-            pthread_rwlock_unlock(&c->lock);
+            cache_unlock(c);
             free(own_vec);
             free(norm);
             return rc;
@@ -1930,7 +1956,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
              * statistics: the namespace's cap evicted it (and the rest).
              * Said, not acknowledged; its eviction is journaled. */
             pthread_mutex_unlock(&s->mu);
-            pthread_rwlock_unlock(&c->lock);
+            cache_unlock(c);
             (void)journal_commit(c, seq);
             free(own_vec);
             free(norm);
@@ -1940,13 +1966,13 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     pthread_mutex_unlock(&s->mu);
     if (ro == NULL && global_enforce(c, id)) {
         /* The same by the overall cap: everything else went first. */
-        pthread_rwlock_unlock(&c->lock);
+        cache_unlock(c);
         (void)journal_commit(c, seq);
         free(own_vec);
         free(norm);
         return SC_ETOOBIG;
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     if (added != NULL) {
         *added = true;
     }
@@ -1979,7 +2005,7 @@ fail_scope:
 fail_locked:
     pthread_mutex_unlock(&s->mu);
 fail_ns:
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     free(e);
 fail_entry:
     blob_unref(b);
@@ -2115,7 +2141,7 @@ static sc_err delete_entry(sc_cache *c, uint64_t id, bool force)
         }
         pthread_mutex_unlock(&s->mu);
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     if (rc == SC_OK) {
         rc = journal_commit(c, seq);
     }
@@ -2164,7 +2190,7 @@ static sc_err feedback(sc_cache *c, uint64_t id, bool ledger,
         }
         pthread_mutex_unlock(&s->mu);
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return rc == SC_OK ? journal_commit(c, seq) : rc;
 }
 
@@ -2225,7 +2251,7 @@ sc_err sc_cache_flush(sc_cache *c, const char *nsname)
             a.rc = SC_ENONS;
         }
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     sc_err rc = journal_commit(c, a.seq);
     return a.rc != SC_OK ? a.rc : rc;
 }
@@ -2255,7 +2281,7 @@ size_t sc_cache_expire(sc_cache *c, uint64_t now)
     expire_arg a = {now != 0 ? now : now_ms(c), 0};
     pthread_rwlock_rdlock(&c->lock);
     each_ns(c, expire_ns, &a);
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return a.n;
 }
 
@@ -2631,7 +2657,7 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
     pthread_rwlock_rdlock(&c->lock);
     ns *s = ns_find(c, nsname);
     if (s == NULL) {
-        pthread_rwlock_unlock(&c->lock);
+        cache_unlock(c);
         return SC_ENONS;
     }
     pthread_mutex_lock(&s->mu);
@@ -2716,7 +2742,7 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
         lookup_judge(c, s, &p[i], now);
     }
     pthread_mutex_unlock(&s->mu);
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return SC_OK;
 }
 
@@ -2889,7 +2915,7 @@ sc_err sc_cache_stats_get(sc_cache *c, const char *nsname, sc_cache_stats *out)
             rc = SC_ENONS;
         }
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return rc;
 }
 
@@ -2949,7 +2975,7 @@ sc_err sc_cache_foreach_entry(sc_cache *c, const char *nsname,
             rc = SC_ENONS;
         }
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     free(a.vec);
     return rc;
 }
@@ -3004,7 +3030,7 @@ sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname, uint64_t serial,
         }
         pthread_mutex_unlock(&s->mu);
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     sc_err rc = s == NULL ? SC_ENONS : l.oom ? SC_ENOMEM : SC_OK;
     for (size_t i = 0; i < l.n && rc == SC_OK; i += SCAN_CHUNK) {
         pthread_rwlock_rdlock(&c->lock);
@@ -3012,7 +3038,7 @@ sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname, uint64_t serial,
          * one of these ids, and a new one of that name holds none of them. */
         s = ns_find_serial(c, nsname, serial);
         if (s == NULL) {
-            pthread_rwlock_unlock(&c->lock);
+            cache_unlock(c);
             break;
         }
         pthread_mutex_lock(&s->mu);
@@ -3024,7 +3050,7 @@ sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname, uint64_t serial,
             }
         }
         pthread_mutex_unlock(&s->mu);
-        pthread_rwlock_unlock(&c->lock);
+        cache_unlock(c);
         if (stop) {
             break;
         }
@@ -3052,6 +3078,6 @@ sc_err sc_cache_entry_ns(sc_cache *c, uint64_t id,
         memcpy(out, s->name, strlen(s->name) + 1);
         pthread_mutex_unlock(&s->mu);
     }
-    pthread_rwlock_unlock(&c->lock);
+    cache_unlock(c);
     return e != NULL ? SC_OK : SC_ENOTFOUND;
 }

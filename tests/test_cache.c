@@ -2646,20 +2646,31 @@ static void test_backends(void)
     sc_cache_close(c);
 }
 
-/* Dropping a namespace whose IVF index is training: the drop's wait for
- * the training (it cannot be stopped) must not hold the whole cache, so a
- * lookup of another namespace is answered meanwhile. The training is held
- * at its start by the index's test hook until the end. */
+/* Dropping or flushing a namespace whose IVF index is training: the
+ * close's wait for the training (it cannot be stopped) must not hold the
+ * whole cache, so a lookup of another namespace is answered meanwhile,
+ * even with a namespace create queued for the cache's write lock (which
+ * stops new readers). The training is held at its start by the index's
+ * test hook until the end. */
 typedef struct drop_arg {
     sc_cache *c;
     test_gate *g;
     sc_err rc;
+    int flush; /* drop_main: flush, not drop */
 } drop_arg;
 
 static void *drop_main(void *arg)
 {
     drop_arg *a = arg;
-    a->rc = sc_cache_ns_drop(a->c, "training");
+    a->rc = a->flush ? sc_cache_flush(a->c, "training")
+                     : sc_cache_ns_drop(a->c, "training");
+    return NULL;
+}
+
+static void *create_main(void *arg)
+{
+    drop_arg *a = arg;
+    a->rc = sc_cache_ns_create(a->c, "third", NULL);
     return NULL;
 }
 
@@ -2676,7 +2687,7 @@ static void *lookup_main(void *arg)
     return NULL;
 }
 
-static void test_drop_while_training(void)
+static void test_drop_while_training(int flush)
 {
     if (!sc_index_backend_available("ivf-flat")) {
         return;
@@ -2702,19 +2713,25 @@ static void test_drop_while_training(void)
     }
     CHECK_EQ_INT(bput(c, "other", v, 0, 0, NULL), SC_OK);
     CHECK(test_gate_wait(&g, &g.entered)); /* a training is in flight */
-    drop_arg da = {c, &g, SC_EINVAL}, la = {c, &g, SC_EINVAL};
-    pthread_t dt, lt;
+    drop_arg da = {c, &g, SC_EINVAL, flush}, la = {c, &g, SC_EINVAL, 0},
+             ca = {c, &g, SC_EINVAL, 0};
+    pthread_t dt, lt, ct;
     CHECK(pthread_create(&dt, NULL, drop_main, &da) == 0);
     usleep(200 * 1000); /* the drop is in, waiting for the training */
+    CHECK(pthread_create(&ct, NULL, create_main, &ca) == 0);
+    usleep(200 * 1000); /* the create is in (or queued for the lock) */
     CHECK(pthread_create(&lt, NULL, lookup_main, &la) == 0);
     CHECK(test_gate_wait(&g, &g.done)); /* answered while the drop waits */
     test_gate_set(&g, &g.open);
     pthread_join(lt, NULL);
+    pthread_join(ct, NULL);
     pthread_join(dt, NULL);
     CHECK_EQ_INT(la.rc, SC_OK);
+    CHECK_EQ_INT(ca.rc, SC_OK);
     CHECK_EQ_INT(da.rc, SC_OK);
     sc_ns_config got;
-    CHECK_EQ_INT(sc_cache_ns_get_config(c, "training", &got), SC_ENONS);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "training", &got),
+                 flush ? SC_OK : SC_ENONS);
     sc_index_set_training_hook(NULL, NULL);
     sc_cache_close(c);
 }
@@ -2746,6 +2763,7 @@ int main(void)
     test_embedder_upgrade();
     test_embedder_stats_bytes();
     test_backends();
-    test_drop_while_training();
+    test_drop_while_training(0);
+    test_drop_while_training(1);
     return test_summary("test_cache");
 }
