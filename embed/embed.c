@@ -23,7 +23,9 @@
 #include "embed/table.h"
 #include "index/simd/simd.h"
 
-#define TOK_MAX 64u /* bytes of one token kept; longer ones are truncated */
+/* Bytes of one token kept; a longer one keeps a hash of the rest (tok.over),
+ * so two long tokens that share their first 64 bytes stay apart. */
+#define TOK_MAX 64u
 #define NO_WORD UINT32_MAX
 
 struct sc_embed {
@@ -353,8 +355,16 @@ enum tok_kind { TK_WORD, TK_NUM, TK_PUNCT };
 typedef struct tok {
     char s[TOK_MAX];
     size_t n;
+    uint64_t over; /* FNV-1a of the bytes past TOK_MAX; 0 = none */
     enum tok_kind kind;
 } tok;
+
+/* A token's hash: of its bytes, all of them (since model version 4). */
+static uint64_t tok_hash(const tok *t)
+{
+    return t->over == 0 ? XXH3_64bits(t->s, t->n)
+                        : XXH3_64bits_withSeed(t->s, t->n, t->over);
+}
 
 typedef struct tok_iter {
     const sc_embed *e;
@@ -425,8 +435,13 @@ static size_t word_char(const unsigned char *p, const unsigned char *end)
 
 static void put(tok *t, unsigned char c)
 {
+    c = (unsigned char)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
     if (t->n < TOK_MAX) {
-        t->s[t->n++] = (char)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
+        t->s[t->n++] = (char)c;
+    } else {
+        uint64_t h = t->over != 0 ? t->over : 0xcbf29ce484222325ull;
+        h = (h ^ c) * 0x100000001b3ull;
+        t->over = h != 0 ? h : 1;
     }
 }
 
@@ -462,7 +477,8 @@ static int eq(const tok *t, const char *s)
 
 static int in_vocab(const sc_embed *e, const tok *t)
 {
-    return lookup(e, t->s, t->n, XXH3_64bits(t->s, t->n)) != NO_WORD;
+    return t->over == 0 &&
+           lookup(e, t->s, t->n, XXH3_64bits(t->s, t->n)) != NO_WORD;
 }
 
 /* The next token into *t; 0 at the end. Lower case; "don't" -> "do" "not",
@@ -472,6 +488,7 @@ static int in_vocab(const sc_embed *e, const tok *t)
 static int tok_next(tok_iter *it, tok *t)
 {
     t->n = 0;
+    t->over = 0;
     if (it->pending != NULL) {
         size_t n = strlen(it->pending);
         memcpy(t->s, it->pending, n);
@@ -500,14 +517,16 @@ static int tok_next(tok_iter *it, tok *t)
          * ("1,000" is 1000; "1,2,3" and "2,5" stay apart, not 123 and 25:
          * since model version 3). */
         const unsigned char *q = p;
+        bool dot = false; /* no thousands mark after it: "0.5,100" is 2 */
         while (q < end) {
             if (is_digit(*q)) {
                 put(t, *q);
                 q++;
             } else if (*q == '.' && q + 1 < end && is_digit(q[1])) {
                 put(t, '.');
+                dot = true;
                 q++;
-            } else if (*q == ',' && end - q >= 4 && is_digit(q[1]) &&
+            } else if (*q == ',' && !dot && end - q >= 4 && is_digit(q[1]) &&
                        is_digit(q[2]) && is_digit(q[3]) &&
                        (end - q == 4 || !is_digit(q[4]))) {
                 q++;
@@ -522,6 +541,7 @@ static int tok_next(tok_iter *it, tok *t)
         }
         /* "10th", "3d", "100k": one word. */
         t->n = 0;
+        t->over = 0;
     }
     size_t adv = 0;
     int m = *p >= 0x80 ? utf8_punct(p, end, &adv) : 0;
@@ -540,11 +560,14 @@ static int tok_next(tok_iter *it, tok *t)
     }
     t->kind = TK_WORD;
     p = scan_word(p, end, t);
-    /* Hyphenated compound: keep it whole when the table knows it. */
-    if (p < end && *p == '-' && word_char(p + 1, end)) {
+    /* Hyphenated compound: keep it whole when the table knows it. The scan
+     * stops once the compound is longer than any word of the table can be,
+     * so a long chain ("a-a-a-...") costs a bounded scan per word, not the
+     * rest of the chain. */
+    if (p < end && *p == '-' && word_char(p + 1, end) && t->over == 0) {
         tok c = *t;
         const unsigned char *q = p;
-        while (q < end && *q == '-' && word_char(q + 1, end)) {
+        while (c.n < TOK_MAX && q < end && *q == '-' && word_char(q + 1, end)) {
             put(&c, '-');
             q = scan_word(q + 1, end, &c);
         }
@@ -717,8 +740,9 @@ sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
         if (t.kind == TK_PUNCT && p->skip_punct) {
             continue;
         }
-        uint64_t h = XXH3_64bits(t.s, t.n);
-        uint32_t idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, h);
+        uint64_t h = tok_hash(&t);
+        uint32_t idx =
+            t.kind == TK_NUM || t.over != 0 ? NO_WORD : lookup(e, t.s, t.n, h);
         float w = word_weight(e, p->sif_a,
                               weight_index(e, idx, &t, p->letter_rank_vec));
         if (idx == NO_WORD) {
@@ -841,9 +865,11 @@ static void content(const sc_embed *e, const sc_embed_params *p,
         }
         c->qword |= qword_bit(&t);
         ctok *k = &c->t[c->n];
-        k->h = XXH3_64bits(t.s, t.n);
+        k->h = tok_hash(&t);
         if (p != NULL) {
-            k->idx = t.kind == TK_NUM ? NO_WORD : lookup(e, t.s, t.n, k->h);
+            k->idx = t.kind == TK_NUM || t.over != 0
+                         ? NO_WORD
+                         : lookup(e, t.s, t.n, k->h);
             k->w =
                 word_weight(e, p->align_a,
                             weight_index(e, k->idx, &t, p->letter_rank));
@@ -944,7 +970,7 @@ static float word_sim(const sc_embed *e, const sc_embed_params *p,
      * a pair matches nothing rather than poisoning the score. */
     float s = p->align_vecs != NULL
                   ? dot
-                  : dot * e->inv_norm[a->idx] * e->inv_norm[b->idx];
+                  : dot * (e->inv_norm[a->idx] * e->inv_norm[b->idx]);
     if (!isfinite(s)) {
         return 0.0f;
     }

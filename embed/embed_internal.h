@@ -11,7 +11,9 @@
 #include "embed/embed.h"
 
 #define SC_EMBED_METHOD_NAME    "wink-sg100d-sif"
-#define SC_EMBED_METHOD_VERSION "3" /* 3: ',' only as thousands mark */
+/* 3: ',' only as thousands mark; 4: tokens hashed whole past 64 bytes, and
+ * no thousands mark after a decimal point */
+#define SC_EMBED_METHOD_VERSION "4"
 
 typedef struct sc_embed_params {
     /* Sentence vector. */

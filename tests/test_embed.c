@@ -244,6 +244,8 @@ static void test_tokens(void)
      * and no fourth: a list or a decimal comma stays apart. */
     tokens_are("1,2,3 and 2,5", "#1 , #2 , #3 ~and #2 , #5 ");
     tokens_are("12,345.6 3,1415 1,000,000", "#12345.6 #3 , #1415 #1000000 ");
+    /* Nor after a decimal point (version 4): "0.5,100" was 0.5100. */
+    tokens_are("0.5,100 3.141,592", "#0.5 , #100 #3.141 , #592 ");
     tokens_are("the 10th card", "the 10th card ");
     tokens_are("CAF\xc3\xa9 CAF\xc3\x89", "caf\xc3\xa9 ~caf\xc3\x89 ");
     tokens_are("\xe2\x80\x9cquoted\xe2\x80\x9d", "\" ~quoted \" ");
@@ -919,6 +921,61 @@ static void test_rescore(void)
         ok &= t >= -1.0f && t <= 1.0f && isfinite(t);
     }
     CHECK(ok);
+    /* Symmetric bit for bit on words of the table, whose norms are not
+     * powers of two (the two inverse norms were multiplied in the order of
+     * the arguments: 1 ulp apart). */
+    const char *words[] = {"cancel", "track",  "my",    "order", "card",
+                           "lost",   "call",   "phone", "how",   "do",
+                           "i",      "please", "the",   "cat"};
+    const size_t nw = sizeof(words) / sizeof(words[0]);
+    int asym = 0;
+    for (int r = 0; r < 3000; r++) {
+        a[0] = b[0] = '\0';
+        for (int k = 0; k < 1 + (int)(test_rand(&s) % 5); k++) {
+            strcat(a, words[test_rand(&s) % nw]);
+            strcat(a, " ");
+        }
+        for (int k = 0; k < 1 + (int)(test_rand(&s) % 5); k++) {
+            strcat(b, words[test_rand(&s) % nw]);
+            strcat(b, " ");
+        }
+        float cs = test_randf(&s) * 2.0f - 1.0f;
+        asym += rs(a, b, cs) != rs(b, a, cs);
+    }
+    CHECK_EQ_INT(asym, 0);
+    /* Tokens longer than 64 bytes that share their first 64 are two
+     * tokens (they were one, cut: two such prompts scored 1). */
+    char la[160], lb[160];
+    memset(la, 'q', 140);
+    la[140] = '\0';
+    memcpy(lb, la, sizeof(la));
+    lb[120] = 'z';
+    float va[SC_EMBED_MAX_DIM], vb[SC_EMBED_MAX_DIM];
+    CHECK_EQ_INT(sc_embed_text(E, la, strlen(la), va), SC_OK);
+    CHECK_EQ_INT(sc_embed_text(E, lb, strlen(lb), vb), SC_OK);
+    CHECK(cosf8(va, vb) < 0.99);
+    CHECK(rs(la, lb, (float)cosf8(va, vb)) < 0.99f);
+    CHECK(rs(la, la, 1.0f) == 1.0f);
+    /* A hyphen chain: each word's compound scan is bounded, so a 1 MiB
+     * chain is tokenised in linear time (it took about 500 s, and the
+     * rescore twice that, when each word scanned the rest of the chain). */
+    size_t nc = 1u << 20;
+    char *chain = malloc(nc + 1);
+    CHECK(chain != NULL);
+    if (chain != NULL) {
+        for (size_t i = 0; i < nc; i++) {
+            chain[i] = i % 2 ? '-' : 'a';
+        }
+        chain[nc] = '\0';
+        CHECK_EQ_INT(sc_embed_text(E, chain, nc, va), SC_OK);
+        float x = sc_embed_rescore(E, chain, nc, "a cat", 5, 0.5f);
+        CHECK(isfinite(x));
+        sc_embed_df *df = sc_embed_df_new();
+        CHECK(df != NULL);
+        CHECK_EQ_INT(sc_embed_df_count(df, E, chain, nc, 1), SC_OK);
+        sc_embed_df_free(df);
+        free(chain);
+    }
 }
 
 /* ---- document frequencies (sc_embed_df) ------------------------------- */
