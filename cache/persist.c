@@ -850,9 +850,13 @@ struct sc_persist {
     uint64_t confirmed;
     wbuf spare;
 
-    /* One compaction at a time. */
+    /* One compaction at a time. The two counts are written under it and
+     * read without it (stats, the thread's trigger). */
     pthread_mutex_t compact_mu;
-    uint64_t snapshot_bytes, compactions;
+    atomic_uint_fast64_t snapshot_bytes, compactions;
+    /* Monotonic ms of the last once-a-second flush: a snapshot written by
+     * the persister's own thread takes over the flushes meanwhile. */
+    atomic_uint_fast64_t last_tick_ms;
 
     pthread_t thread;
     bool thread_on;
@@ -1333,6 +1337,8 @@ static sc_err open_log(sc_persist *p, uint64_t gen, bool create, size_t valid,
 }
 
 static void *thread_main(void *arg);
+static uint64_t mono_ms(void);
+static uint64_t tick_flush(sc_persist *p);
 
 /* The state directory, listed from its start. Not fdopendir(dup(dirfd)):
  * a dup shares its offset, so a second listing would see nothing. */
@@ -1426,7 +1432,7 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
         st.snapshot = rc == SC_OK;
         struct stat sb;
         if (rc == SC_OK && stat(path, &sb) == 0) {
-            p->snapshot_bytes = (uint64_t)sb.st_size;
+            atomic_store(&p->snapshot_bytes, (uint64_t)sb.st_size);
         }
     }
     /* The logs of the snapshot's generation and later, which must follow
@@ -1602,6 +1608,40 @@ static void ledger_to(void *arg, const sc_ledger_row_state *row,
     enc_ledger(arg, row, hour);
 }
 
+static struct {
+    void (*_Atomic fn)(void *);
+    void *_Atomic arg;
+} snapshot_hook;
+
+/* Set in the persister's thread (thread_main). */
+static _Thread_local bool persister_thread;
+
+void sc_persist_set_snapshot_hook(void (*fn)(void *arg), void *arg)
+{
+    atomic_store(&snapshot_hook.arg, arg);
+    atomic_store(&snapshot_hook.fn, fn);
+}
+
+/* Between two chunks of a namespace's entries: written out, and when the
+ * persister's own thread is the writer (an automatic compaction) and a
+ * second has passed, its once-a-second flush done here, so that the log
+ * keeps being fsynced (everysec) however long the snapshot takes. */
+static sc_err snap_between(void *arg)
+{
+    snap_w *w = arg;
+    sc_err rc = snap_drain(w);
+    void (*hook)(void *) = atomic_load(&snapshot_hook.fn);
+    if (hook != NULL) {
+        hook(atomic_load(&snapshot_hook.arg));
+    }
+    sc_persist *p = w->p;
+    if (rc == SC_OK && persister_thread &&
+        mono_ms() - atomic_load(&p->last_tick_ms) >= 1000) {
+        (void)tick_flush(p);
+    }
+    return rc;
+}
+
 /* Writes the cache's state as snapshot gen. */
 static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
 {
@@ -1650,7 +1690,7 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
                                     &w);
         if (rc == SC_OK) {
             rc = sc_cache_scan_entries(p->cache, names[i], serial, snap_entry,
-                                       snap_drain, &w);
+                                       snap_between, &w);
         }
         rc = rc == SC_ENONS ? SC_OK : rc;
         if (rc == SC_OK) {
@@ -1743,8 +1783,8 @@ sc_err sc_persist_compact(sc_persist *p)
             }
         }
         fsync(p->dirfd);
-        p->snapshot_bytes = bytes;
-        p->compactions++;
+        atomic_store(&p->snapshot_bytes, bytes);
+        atomic_fetch_add(&p->compactions, 1);
         plog(p, "compacted: snap.%llu (%llu bytes), log.%llu begun",
              (unsigned long long)(old + 1), (unsigned long long)bytes,
              (unsigned long long)(old + 1));
@@ -1775,9 +1815,33 @@ static void flush_ledger(sc_persist *p)
     free(b.p);
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The once-a-second work: the ledger's changed rows logged, the log
+ * written (and with everysec fsynced). Returns the log's size. */
+static uint64_t tick_flush(sc_persist *p)
+{
+    atomic_store(&p->last_tick_ms, mono_ms());
+    flush_ledger(p);
+    pthread_mutex_lock(&p->io_mu);
+    (void)flush_locked(p, p->cfg.fsync != SC_FSYNC_NO);
+    if (p->cfg.fsync == SC_FSYNC_NO) {
+        check_log_linked(p); /* a syncing flush has checked */
+    }
+    uint64_t log_bytes = p->log_bytes;
+    pthread_mutex_unlock(&p->io_mu);
+    return log_bytes;
+}
+
 static void *thread_main(void *arg)
 {
     sc_persist *p = arg;
+    persister_thread = true;
     pthread_mutex_lock(&p->tick_mu);
     while (!p->stop) {
         struct timespec until;
@@ -1788,17 +1852,10 @@ static void *thread_main(void *arg)
             break;
         }
         pthread_mutex_unlock(&p->tick_mu);
-        flush_ledger(p);
-        pthread_mutex_lock(&p->io_mu);
-        (void)flush_locked(p, p->cfg.fsync != SC_FSYNC_NO);
-        if (p->cfg.fsync == SC_FSYNC_NO) {
-            check_log_linked(p); /* a syncing flush has checked */
-        }
-        uint64_t log_bytes = p->log_bytes;
-        pthread_mutex_unlock(&p->io_mu);
-        if (!atomic_load(&p->failed) &&
-            log_bytes > p->cfg.compact_min_bytes &&
-            log_bytes > p->snapshot_bytes / 100 * p->cfg.compact_growth_pct) {
+        uint64_t log_bytes = tick_flush(p);
+        if (!atomic_load(&p->failed) && log_bytes > p->cfg.compact_min_bytes &&
+            log_bytes > atomic_load(&p->snapshot_bytes) / 100 *
+                            p->cfg.compact_growth_pct) {
             (void)sc_persist_compact(p);
         }
         pthread_mutex_lock(&p->tick_mu);
@@ -1832,10 +1889,9 @@ void sc_persist_get_stats(sc_persist *p, sc_persist_stats *out)
     out->log_bytes = p->log_bytes;
     out->fsyncs = p->fsyncs;
     pthread_mutex_unlock(&p->io_mu);
-    pthread_mutex_lock(&p->compact_mu);
-    out->snapshot_bytes = p->snapshot_bytes;
-    out->compactions = p->compactions;
-    pthread_mutex_unlock(&p->compact_mu);
+    /* Not under compact_mu: a compaction holds it for seconds. */
+    out->snapshot_bytes = atomic_load(&p->snapshot_bytes);
+    out->compactions = atomic_load(&p->compactions);
     out->failed = atomic_load(&p->failed) != 0;
 }
 

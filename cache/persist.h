@@ -105,6 +105,10 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
  * (the old files are then kept), SC_ENOMEM, SC_EINVAL (not loaded). */
 sc_err sc_persist_compact(sc_persist *p);
 
+/* For tests: fn(arg) is called between two chunks of entries a snapshot
+ * writes (NULL: none). */
+void sc_persist_set_snapshot_hook(void (*fn)(void *arg), void *arg);
+
 /* Writes out and fsyncs every record appended so far, whatever the policy
  * (also done by sc_persist_close). Errors: SC_EIO. */
 sc_err sc_persist_sync(sc_persist *p);

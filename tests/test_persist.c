@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,7 @@ static void quiet_log(void *arg, const char *line)
 static const sc_cache_embedder *world_em;
 static uint64_t world_max_bytes;
 static uint32_t world_max_ns, world_max_scopes; /* 0 = the defaults */
+static uint64_t world_compact_min;              /* 0 = the default */
 
 /* Opens dir's state into w: persist, cache, load. Returns the load's code. */
 static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
@@ -60,8 +62,11 @@ static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
         sc_ledger_open(w->prices, &w->ledger) != SC_OK) {
         return SC_ENOMEM;
     }
-    sc_persist_config pc = {.dir = dir, .fsync = fs, .repair = repair,
-                            .log = quiet_log};
+    sc_persist_config pc = {.dir = dir,
+                            .fsync = fs,
+                            .repair = repair,
+                            .log = quiet_log,
+                            .compact_min_bytes = world_compact_min};
     sc_err rc = sc_persist_open(&pc, &w->p, w->msg, sizeof(w->msg));
     if (rc != SC_OK) {
         return rc;
@@ -990,6 +995,51 @@ static void test_sync_parent(void)
     CHECK(sc_persist_sync_parent(sub) == SC_EIO);
 }
 
+/* A compaction by the persister's own thread (the log grew) takes its
+ * place in the once-a-second flush: the log must still be fsynced
+ * (everysec) while the snapshot is written, and stats must not wait for
+ * the compaction. The snapshot is slowed by its test hook (1.2 s after
+ * each chunk of 256 entries; it holds at least 2). */
+static atomic_int snap_calls;
+
+static void slow_snapshot(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&snap_calls, 1);
+    usleep(1200 * 1000);
+}
+
+static void test_fsync_during_compaction(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "compactsync");
+    world_compact_min = 64 * 1024;
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    world_compact_min = 0;
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    atomic_store(&snap_calls, 0);
+    sc_persist_set_snapshot_hook(slow_snapshot, NULL);
+    fill(w.c, 1000, 3000); /* about 100 KB of log: the thread compacts */
+    for (int i = 0; i < 400 && atomic_load(&snap_calls) == 0; i++) {
+        usleep(10 * 1000);
+    }
+    CHECK(atomic_load(&snap_calls) > 0); /* the snapshot is being written */
+    uint64_t id;
+    CHECK(put(w.c, "default", "during the snapshot", "x", true, 1, &id) ==
+          SC_OK);
+    sc_persist_stats a, b;
+    sc_persist_get_stats(w.p, &a);
+    CHECK_EQ_INT(a.compactions, 0); /* stats answered while it runs */
+    usleep(1600 * 1000);
+    sc_persist_get_stats(w.p, &b);
+    CHECK_EQ_INT(b.compactions, 0); /* still running */
+    CHECK(b.fsyncs > a.fsyncs);
+    CHECK(b.synced >= a.appended);
+    sc_persist_set_snapshot_hook(NULL, NULL);
+    world_close(&w);
+}
+
 /* One directory, one server. */
 static void test_lock(void)
 {
@@ -1424,6 +1474,7 @@ int main(void)
     test_moved_model(true);
     test_lock();
     test_sync_parent();
+    test_fsync_during_compaction();
     test_write_failure();
     test_write_failure_shared();
     test_dir_removed(SC_FSYNC_ALWAYS);
