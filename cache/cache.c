@@ -1355,6 +1355,15 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
         }
     }
     pthread_mutex_lock(&s->mu);
+    sc_ns_config kept;
+    if (s->had_vector && !had_vector && cfg->dim == 0) {
+        /* A record made before the first vector, replayed after one that
+         * fixed the dimension (a snapshot saw the vector, its log holds an
+         * ns_configure made before it): a configure, the dimension kept. */
+        kept = *cfg;
+        kept.dim = s->cfg.dim;
+        cfg = &kept;
+    }
     if (s->had_vector &&
         ((cfg->dim != s->cfg.dim) || cfg->storage != s->cfg.storage ||
          strcmp(backend_name(cfg), backend_name(&s->cfg)) != 0)) {

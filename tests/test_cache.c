@@ -1745,6 +1745,21 @@ static void test_restore_keeps_model(void)
     CHECK_EQ_INT(sc_cache_ns_get_config(c, "r", &got), SC_OK);
     CHECK(strcmp(got.embed_model, "mine@1") == 0);
     CHECK_EQ_INT(put_model(c, "r", "q2", v, "mine@1"), SC_OK);
+    /* A configure made before the first vector (dim still 0 in its
+     * record), replayed after a snapshot that holds that vector: applied,
+     * the dimension kept (it was refused as another namespace, and the
+     * configure lost). */
+    sc_ns_config later;
+    sc_cache_ns_config_init(&later);
+    later.threshold = 0.5f;
+    later.max_entries = 777;
+    CHECK_EQ_INT(sc_cache_restore_ns(c, "r", &later, false), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "r", &got), SC_OK);
+    CHECK(got.threshold == 0.5f && got.max_entries == 777 && got.dim == D);
+    CHECK(strcmp(got.embed_model, "mine@1") == 0);
+    /* A record that had a vector of another dimension is still refused. */
+    later.dim = D + 1;
+    CHECK_EQ_INT(sc_cache_restore_ns(c, "r", &later, true), SC_EINVAL);
     sc_cache_close(c);
 }
 
