@@ -916,7 +916,7 @@ static void test_rescore(void)
         float cs = test_randf(&s) * 2.0f - 1.0f;
         float v = sc_embed_rescore(E, a, na, b, nb, cs);
         float u = sc_embed_rescore(E, b, nb, a, na, cs);
-        float t = rsp(&tg, a, b, cs);
+        float t = sc_embed_rescore_p(E, &tg, a, na, b, nb, cs);
         ok &= v >= -1.0f && v <= 1.0f && isfinite(v) && v == u;
         ok &= t >= -1.0f && t <= 1.0f && isfinite(t);
     }
