@@ -18,6 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
 #include "proto/client.h"
 #include "proto/mp.h"
 #include "test_util.h"
@@ -524,6 +527,124 @@ static void test_shared_client(sc_client *c)
     CHECK_EQ_INT(failures, 0);
 }
 
+/* ---- a hostile server: the client's checks of what comes back ---------- */
+
+typedef struct fake_reply {
+    const char *bytes; /* msgpack, hand-encoded */
+    size_t len;
+} fake_reply;
+
+typedef struct fake_srv {
+    nng_socket sock;
+    const fake_reply *replies;
+    size_t n;
+} fake_srv;
+
+/* Answers each request with the next reply, as given. */
+static void *fake_main(void *arg)
+{
+    fake_srv *f = arg;
+    for (size_t i = 0; i < f->n; i++) {
+        char *req = NULL;
+        size_t len = 0;
+        if (nng_recv(f->sock, &req, &len, NNG_FLAG_ALLOC) != 0) {
+            return NULL;
+        }
+        nng_free(req, len);
+        if (nng_send(f->sock, (void *)f->replies[i].bytes, f->replies[i].len,
+                     0) != 0) {
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+#define R(lit)                                                                 \
+    {                                                                          \
+        lit, sizeof(lit) - 1                                                   \
+    }
+
+/* Replies with the right frame and wrong contents: each call fails with
+ * SC_EPROTO (no crash, no leak under ASan); a well-formed refusal is the
+ * server's error, a well-formed hit is served. */
+static void test_fake_server(void)
+{
+    /* {"ok":true,"result":{...}} with the result's map given. */
+#define OKR(n, body) "\x82\xa2ok\xc3\xa6result" n body
+    static const fake_reply replies[] = {
+        /* lookups */
+        R(OKR("\x82", "\xa3hit\xc3\xa8response\xc4\x01x")), /* no entry */
+        R(OKR("\x82", "\xa3hit\xc3\xa5"
+                      "entry\x07")), /* no response */
+        R(OKR("\x84", "\xa3hit\xc3\xa5"
+                      "entry\x07\xa8response\xc4\x01x"
+                      "\xa8response\xc4\x01y")),  /* two responses */
+        R(OKR("\x81", "\xa3hit\xa3yes")),         /* hit not a bool */
+        R("\x82\xa2ok\xc3\xa6result\x05"),        /* result not a map */
+        R("\x82\xa2ok\xc3\xa6result\x81\xa3hit"), /* cut short */
+        R("\xc1\xc1\xc1"),                        /* not msgpack */
+        R("\x81\xa6result\x80"),                  /* no "ok" */
+        R("\x82\xa2ok\xc2\xa5"
+          "error\x82\xa4"
+          "code\xa5range\xa7message"
+          "\xa1m"), /* a refusal */
+        R(OKR("\x83", "\xa3hit\xc3\xa5"
+                      "entry\x07\xa8response\xc4\x02ok")),
+        /* inserts */
+        R(OKR("\x80", "")), /* no entry */
+        R(OKR("\x81", "\xa5"
+                      "entry\xa1"
+                      "7")), /* entry not a uint */
+    };
+    const sc_err want[] = {SC_EPROTO,  SC_EPROTO, SC_EPROTO, SC_EPROTO,
+                           SC_EPROTO,  SC_EPROTO, SC_EPROTO, SC_EPROTO,
+                           SC_EREMOTE, SC_OK,     SC_EPROTO, SC_EPROTO};
+    const size_t nlook = 10, n = sizeof(replies) / sizeof(replies[0]);
+    char url[128];
+    snprintf(url, sizeof(url), "ipc:///tmp/test_e2e_fake_%ld.ipc",
+             (long)getpid());
+    fake_srv f = {.replies = replies, .n = n};
+    CHECK_EQ_INT(nng_rep0_open(&f.sock), 0);
+    CHECK_EQ_INT(nng_listen(f.sock, url, NULL, 0), 0);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, fake_main, &f) == 0);
+    sc_client *c = NULL;
+    CHECK_EQ_INT(sc_client_open(url, 5000, &c), SC_OK);
+    float v[3] = {1, 0, 0};
+    sc_client_item it = {
+        .vec = v, .dim = 3, .response = "r", .response_len = 1};
+    for (size_t i = 0; i < n && c != NULL; i++) {
+        sc_client_error err;
+        memset(&err, 0, sizeof(err));
+        sc_err rc;
+        if (i < nlook) {
+            sc_client_result res;
+            rc = sc_client_lookup(c, "ns", &it, &res, &err);
+            if (rc == SC_OK) {
+                CHECK(res.hit && res.entry == 7 && res.response_len == 2 &&
+                      memcmp(res.response, "ok", 2) == 0);
+                free(res.response);
+            }
+        } else {
+            uint64_t id = 0;
+            rc = sc_client_insert(c, "ns", &it, &id, &err);
+        }
+        if (rc != want[i]) {
+            fprintf(stderr, "fake reply %zu: %s, not %s\n", i, sc_strerror(rc),
+                    sc_strerror(want[i]));
+        }
+        CHECK_EQ_INT(rc, want[i]);
+        if (want[i] == SC_EREMOTE) {
+            CHECK(strcmp(err.code, "range") == 0 &&
+                  strcmp(err.message, "m") == 0);
+        }
+    }
+    sc_client_close(c);
+    pthread_join(th, NULL);
+    nng_close(f.sock);
+#undef OKR
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -548,6 +669,8 @@ int main(int argc, char **argv)
         test_concurrent();
         fprintf(stderr, "test_e2e: one client, 160 threads\n");
         test_shared_client(c);
+        fprintf(stderr, "test_e2e: hostile replies from a fake server\n");
+        test_fake_server();
         fprintf(stderr, "test_e2e: shutdown\n");
         sc_client_close(c);
     }
