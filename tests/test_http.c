@@ -1188,6 +1188,70 @@ static int served_again(int p)
     return 0;
 }
 
+/* A client that asks for a big answer and stops reading: the answer must
+ * be written within read_timeout_ms too, else the connection (busy: never
+ * closed to make room) held its slot under max_conns and the answer's
+ * memory for ever, and two such clients kept a front capped at 2 from
+ * everyone. With the limit they are closed and a third is served. */
+static void test_write_timeout(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h =
+        front_open((sc_http_config){.read_timeout_ms = 1500, .max_conns = 2},
+                   cache, d, &p);
+    if (h == NULL) {
+        return;
+    }
+    size_t big = 900u << 10;
+    char *resp_text = malloc(big);
+    CHECK(resp_text != NULL);
+    if (resp_text == NULL) {
+        sc_http_close(h);
+        return;
+    }
+    memset(resp_text, 'z', big);
+    float v[3] = {0.2f, 0.3f, 0.9f};
+    sc_cache_item it = {
+        .vec = v, .dim = 3, .response = resp_text, .response_len = big};
+    CHECK_EQ_INT(sc_cache_ns_create(cache, "wbig", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_insert(cache, "wbig", &it, NULL), SC_OK);
+    free(resp_text);
+    /* 8 hits of 900 KiB, base64 in JSON: about 10 MB to write. */
+    char body[512] = "{\"ns\":\"wbig\",\"items\":[";
+    for (int i = 0; i < 8; i++) {
+        strcat(body,
+               i ? ",{\"vec\":[0.2,0.3,0.9]}" : "{\"vec\":[0.2,0.3,0.9]}");
+    }
+    strcat(body, "]}");
+    char req[1024];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/lookup_batch HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Type: application/json\r\nContent-Length: "
+                     "%zu\r\n\r\n%s",
+                     strlen(body), body);
+    int stalled[2];
+    for (int i = 0; i < 2; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int rcv = 4096;
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(p)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        CHECK(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+        send_all(fd, req, (size_t)n);
+        stalled[i] = fd; /* never read */
+    }
+    usleep(300000);
+    /* Within the limit a third is refused (both are busy writing) or
+     * served; past it (1.5 s) the stalled ones are closed: served. */
+    usleep(2500000);
+#ifdef SC_NNG_PATCHED
+    CHECK(served_again(p));
+#endif
+    close(stalled[0]);
+    close(stalled[1]);
+    sc_http_close(h);
+}
+
 static void test_conn_cap(sc_cache *cache, sc_dispatch *d)
 {
     int p;
@@ -1713,6 +1777,7 @@ int main(void)
     test_hooks(cache, d);
     test_read_timeout(cache, d);
     test_conn_cap(cache, d);
+    test_write_timeout(cache, d);
     test_conn_cap_fair(cache, d);
     test_out_of_descriptors(cache, d);
     test_close_under_load(cache, d);
