@@ -862,6 +862,12 @@ static int rescore(const ivf *v, const float *q, const idx_t *lab, size_t kc,
             break;
         }
         got++;
+        /* A label past the slots (a loaded FAISS index's ids are taken
+         * from the file) counts as a dead one, never read. */
+        if ((uint64_t)lab[i] >= v->n) {
+            dead++;
+            continue;
+        }
         uint32_t s = (uint32_t)lab[i];
         if (v->state[s] != S_LIVE) {
             dead++;

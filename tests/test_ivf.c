@@ -757,6 +757,66 @@ static void test_train_serves(void)
     sc_index_close(h.ix);
 }
 
+/* A saved index whose FAISS part labels its vectors with ids past its
+ * rows (a hostile or damaged file: the labels are read as they are):
+ * loaded, its searches skip those labels (they read past the slots, or,
+ * cut to 32 bits, served another row). */
+static void test_bad_labels(void)
+{
+#ifdef SEMCACHE_HAVE_FAISS
+    enum { M = 2000 };
+    sc_index *ix = open_ix("ivf-flat", 16, 4, SC_INDEX_TRAIN_MANUAL);
+    for (size_t i = 0; i < M; i++) {
+        CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_train(ix) == SC_OK);
+    char path[] = "/tmp/test_ivf_lab_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(sc_index_save(ix, path) == SC_OK);
+    sc_index_close(ix);
+    /* The FAISS part: after the 24-byte head, M live rows (flag, id,
+     * floats), the trained flag and the training's count. */
+    long off = 24 + (long)M * (1 + 8 + 4 * D) + 1 + 8;
+    FILE *f = fopen(path, "r+b");
+    FaissIndex *fx = NULL;
+    CHECK(f != NULL && fseek(f, off, SEEK_SET) == 0 &&
+          faiss_read_index(f, 0, &fx) == 0);
+    if (fx != NULL) {
+        static int64_t ids[M];
+        for (size_t i = 0; i < M; i++) {
+            /* Past the slots, and the slot itself in 32 bits: read as
+             * (uint32_t), as it was, each served another row. */
+            ids[i] = ((int64_t)1 << 32) + (int64_t)i;
+        }
+        CHECK(faiss_Index_reset(fx) == 0);
+        CHECK(faiss_Index_add_with_ids(fx, M, data, ids) == 0);
+        CHECK(fseek(f, off, SEEK_SET) == 0 && faiss_write_index(fx, f) == 0);
+        CHECK(ftruncate(fileno(f), ftell(f)) == 0);
+        faiss_Index_free(fx);
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = "ivf-flat";
+    p.dim = D;
+    p.nprobe = 4;
+    sc_index *back = NULL;
+    CHECK(sc_index_load(&p, path, &back) == SC_OK);
+    if (back != NULL) {
+        sc_hit h[4];
+        unsigned nh = 9;
+        CHECK(sc_index_search(back, data, 4, -1.0f, h, &nh) == SC_OK);
+        CHECK(nh == 0);
+        sc_index_close(back);
+    }
+    unlink(path);
+#endif
+}
+
 int main(void)
 {
     sc_index_params p;
@@ -790,6 +850,7 @@ int main(void)
     test_auto();
     test_restore_no_retrain();
     test_train_serves();
+    test_bad_labels();
     free(data);
     free(queries);
     if (failures) {
