@@ -158,14 +158,6 @@ struct sc_cache {
     atomic_uint_fast64_t next_id;
     /* Restore's moves to the embedder's model (sc_cache_reembed_counts). */
     atomic_uint_fast64_t re_ns, re_entries, re_dropped;
-    /* The indexes of freed scopes, closed once c->lock is released (by
-     * cache_unlock): an IVF index's close waits for its training in
-     * flight, seconds at a million vectors, and under the lock every
-     * namespace would wait (a writer queued on it stops new readers). */
-    pthread_mutex_t late_mu;
-    sc_index **late;
-    size_t nlate, caplate;
-    atomic_size_t late_n; /* nlate, read without late_mu */
 };
 
 typedef enum gone {
@@ -527,51 +519,53 @@ static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
     return SC_OK;
 }
 
-/* Under c->lock (and maybe more): ix is closed by the next cache_unlock,
- * or at once when there is no memory to keep it. */
-static void close_later(sc_cache *c, sc_index *ix)
+/* The indexes of the scopes this thread freed, closed once it releases
+ * c->lock (cache_unlock): an IVF index's close waits for its training in
+ * flight, seconds at a million vectors, and under the lock every
+ * namespace would wait (a writer queued on it stops new readers). Kept
+ * per thread, so that the request that freed a scope waits for its close,
+ * never another one that happens to release the lock next. */
+static _Thread_local struct {
+    sc_index **a;
+    size_t n, cap;
+} late;
+
+/* Under c->lock (and maybe more): ix is closed by this thread's next
+ * cache_unlock, or at once when there is no memory to keep it. */
+static void close_later(sc_index *ix)
 {
-    pthread_mutex_lock(&c->late_mu);
-    if (c->nlate == c->caplate) {
-        size_t cap = c->caplate != 0 ? 2 * c->caplate : 8;
-        sc_index **a = realloc(c->late, cap * sizeof(*a));
+    if (late.n == late.cap) {
+        size_t cap = late.cap != 0 ? 2 * late.cap : 8;
+        sc_index **a = realloc(late.a, cap * sizeof(*a));
         if (a == NULL) {
-            pthread_mutex_unlock(&c->late_mu);
             sc_index_close(ix);
             return;
         }
-        c->late = a;
-        c->caplate = cap;
+        late.a = a;
+        late.cap = cap;
     }
-    c->late[c->nlate++] = ix;
-    atomic_store(&c->late_n, c->nlate);
-    pthread_mutex_unlock(&c->late_mu);
+    late.a[late.n++] = ix;
 }
 
 /* With no cache lock held: closes the indexes close_later kept. */
-static void close_late(sc_cache *c)
+static void close_late(void)
 {
-    if (atomic_load(&c->late_n) == 0) {
-        return;
+    for (size_t i = 0; i < late.n; i++) {
+        sc_index_close(late.a[i]);
     }
-    pthread_mutex_lock(&c->late_mu);
-    sc_index **a = c->late;
-    size_t n = c->nlate;
-    c->late = NULL;
-    c->nlate = c->caplate = 0;
-    atomic_store(&c->late_n, 0);
-    pthread_mutex_unlock(&c->late_mu);
-    for (size_t i = 0; i < n; i++) {
-        sc_index_close(a[i]);
-    }
-    free(a);
+    late.n = 0;
+    free(late.a);
+    late.a = NULL;
+    late.cap = 0;
 }
 
 /* Releases c->lock, then closes what was freed under it. */
 static void cache_unlock(sc_cache *c)
 {
     pthread_rwlock_unlock(&c->lock);
-    close_late(c);
+    if (late.n > 0) {
+        close_late();
+    }
 }
 
 /* ns->mu held. A scope with no entries and no pins goes, index and all. */
@@ -581,7 +575,7 @@ static void scope_maybe_free(ns *s, scope *sc)
         return;
     }
     sc_htab_remove(&s->scopes, &sc->node);
-    close_later(s->cache, sc->ix);
+    close_later(sc->ix);
     if (sc->stats != NULL) {
         s->stats_em->stats_free(s->stats_em->arg, sc->stats);
         stats_bytes_set(s, sc, 0);
@@ -956,11 +950,7 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
     if (pthread_mutex_init(&c->gmu, NULL) != 0) {
         goto fail_mutex;
     }
-    if (pthread_mutex_init(&c->late_mu, NULL) != 0) {
-        pthread_mutex_destroy(&c->gmu);
-        goto fail_mutex;
-    }
-    atomic_init(&c->late_n, 0);
+
     if ((rc = sc_htab_init(&c->nss)) != SC_OK) {
         goto fail_nss;
     }
@@ -978,7 +968,6 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
 fail_ids:
     sc_htab_fini(&c->nss);
 fail_nss:
-    pthread_mutex_destroy(&c->late_mu);
     pthread_mutex_destroy(&c->gmu);
 fail_mutex:
     pthread_rwlock_destroy(&c->lock);
@@ -1002,10 +991,9 @@ void sc_cache_close(sc_cache *c)
         return;
     }
     sc_htab_each(&c->nss, drop_node, c);
-    close_late(c);
+    close_late();
     sc_htab_fini(&c->ids);
     sc_htab_fini(&c->nss);
-    pthread_mutex_destroy(&c->late_mu);
     pthread_mutex_destroy(&c->gmu);
     pthread_rwlock_destroy(&c->lock);
     free(c);

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -2751,6 +2752,97 @@ static void test_drop_while_training(int flush)
     sc_cache_close(c);
 }
 
+/* A flush that frees many scopes and one whose IVF index trains: the
+ * flush waits for that close itself. The indexes it freed were once kept
+ * in a list of the whole cache, closed by whichever call released the
+ * cache's lock next: often a lookup of another namespace, which then
+ * waited out the training. Two threads look up "other" throughout; both
+ * must keep being answered while the training is held. */
+typedef struct spin_arg {
+    sc_cache *c;
+    atomic_int stop;
+    atomic_long n;
+} spin_arg;
+
+static void *spin_main(void *arg)
+{
+    spin_arg *a = arg;
+    float q[BD] = {1};
+    while (!atomic_load(&a->stop)) {
+        sc_cache_result r;
+        if (bget(a->c, "other", q, &r) == SC_OK) {
+            sc_cache_result_fini(&r);
+        }
+        atomic_fetch_add(&a->n, 1);
+    }
+    return NULL;
+}
+
+static void test_flush_close_not_shared(void)
+{
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    test_gate g = TEST_GATE_INIT;
+    sc_index_set_training_hook(test_gate_hold, &g);
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
+    cfg.nlist = BNLIST;
+    cfg.train_min = 400;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "training", &cfg), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "other", NULL), SC_OK);
+    uint64_t seed = 9;
+    float v[BD];
+    for (int i = 0; i < 6000; i++) {
+        for (int j = 0; j < BD; j++) {
+            v[j] = brand(&seed);
+        }
+        bunit(v);
+        char sc[16];
+        snprintf(sc, sizeof(sc), "s%d", i % 2000);
+        sc_cache_item it;
+        memset(&it, 0, sizeof(it));
+        it.vec = v;
+        it.dim = BD;
+        it.scope = sc;
+        it.response = "x";
+        it.response_len = 1;
+        CHECK_EQ_INT(sc_cache_insert(c, "training", &it, NULL), SC_OK);
+    }
+    for (int i = 0; i < 500; i++) {
+        for (int j = 0; j < BD; j++) {
+            v[j] = brand(&seed);
+        }
+        bunit(v);
+        CHECK_EQ_INT(bput(c, "training", v, i, 0, NULL), SC_OK);
+    }
+    CHECK_EQ_INT(bput(c, "other", v, 0, 0, NULL), SC_OK);
+    CHECK(test_gate_wait(&g, &g.entered)); /* a training is in flight */
+    spin_arg sa = {.c = c}, sb = {.c = c};
+    pthread_t ta, tb, tf;
+    CHECK(pthread_create(&ta, NULL, spin_main, &sa) == 0);
+    CHECK(pthread_create(&tb, NULL, spin_main, &sb) == 0);
+    usleep(100 * 1000);
+    drop_arg da = {c, &g, SC_EINVAL, 1};
+    CHECK(pthread_create(&tf, NULL, drop_main, &da) == 0);
+    usleep(700 * 1000); /* the flush is done but for the held close */
+    long a0 = atomic_load(&sa.n), b0 = atomic_load(&sb.n);
+    usleep(300 * 1000);
+    long a1 = atomic_load(&sa.n), b1 = atomic_load(&sb.n);
+    CHECK(a1 > a0 && b1 > b0); /* neither lookup thread holds the close */
+    test_gate_set(&g, &g.open);
+    atomic_store(&sa.stop, 1);
+    atomic_store(&sb.stop, 1);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_join(tf, NULL);
+    CHECK_EQ_INT(da.rc, SC_OK);
+    sc_index_set_training_hook(NULL, NULL);
+    sc_cache_close(c);
+}
+
 int main(void)
 {
     test_namespaces();
@@ -2780,5 +2872,6 @@ int main(void)
     test_backends();
     test_drop_while_training(0);
     test_drop_while_training(1);
+    test_flush_close_not_shared();
     return test_summary("test_cache");
 }
