@@ -507,10 +507,27 @@ static bool frame_ok(const uint8_t *d, size_t len, size_t off)
     return XXH32(d + off + FRAME_SIZE, n, CHECK_SEED) == get_u32(d + off + 4);
 }
 
-/* The next offset from `from` on where a valid frame starts, or len. */
+/* Bytes one search for the next record may hash: a response's bytes can
+ * make many offsets look like big records (a hostile one, quadratic
+ * work), so the search gives up past this (about 0.2 s). */
+#define RESYNC_HASH_MAX (1ull << 30)
+
+/* The next offset from `from` on where a valid frame starts, or len; or
+ * SIZE_MAX when the search gave up (RESYNC_HASH_MAX) before finding one. */
 static size_t next_valid(const uint8_t *d, size_t len, size_t from)
 {
+    uint64_t hashed = 0;
     for (size_t o = from; o + FRAME_SIZE <= len; o++) {
+        if (!frame_plausible(d, len, o)) {
+            continue;
+        }
+        uint32_t n = get_u32(d + o);
+        if (len - o - FRAME_SIZE < n) {
+            continue;
+        }
+        if ((hashed += n) > RESYNC_HASH_MAX) {
+            return SIZE_MAX;
+        }
         if (frame_ok(d, len, o)) {
             return o;
         }
@@ -759,31 +776,10 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
             /* A checksum that holds over fields that do not: corrupt all
              * the same (a bug's record, or a crafted file). */
         }
-        /* Where to look for the next record. Responses are written into
-         * the file as they came, so a record's body may hold bytes that
-         * look like whole valid records (a client can put them there): a
-         * record whose size is plausible is never searched inside. */
-        size_t from = off + 1;
-        bool past_end = false;
-        if (frame_plausible(d, len, off)) {
-            uint32_t n = get_u32(d + off);
-            past_end = len - off - FRAME_SIZE < n;
-            if (!past_end) {
-                from = off + FRAME_SIZE + n;
-            }
-        }
-        if (past_end && kind == SC_PERSIST_LOG && last) {
-            /* The last log ends inside a record: the write the server was
-             * making when it stopped. Cut it off. */
-            st->torn_bytes += len - off;
-            if (valid_len != NULL) {
-                *valid_len = off;
-            }
-            rc = SC_OK;
-            break;
-        }
-        size_t next = next_valid(d, len, from);
-        if (next == len && kind == SC_PERSIST_LOG && last && rc == SC_OK) {
+        /* Whether anything valid follows, searched from the next byte: a
+         * damaged size must not hide the records after it. */
+        size_t any = next_valid(d, len, off + 1);
+        if (any == len && kind == SC_PERSIST_LOG && last && rc == SC_OK) {
             /* Nothing valid follows: the record being written when the
              * server stopped. Cut it off. */
             st->torn_bytes += len - off;
@@ -796,15 +792,29 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
             say(msg, cap,
                 "corrupt record at byte %zu of %zu (%s); %s; start with "
                 "--repair to skip it and everything up to the next valid "
-                "record",
+                "record after it",
                 off, len,
                 rc == SC_EBADFILE ? "fields out of bounds"
                                   : "checksum or size does not match",
-                next < len ? "valid records follow it"
-                           : "it is not the end of the last log");
+                any == SIZE_MAX ? "what follows it could not be searched "
+                                  "(too many record-like bytes)"
+                : any < len     ? "valid records follow it"
+                                : "it is not the end of the last log");
             rc = rc == SC_EBADFILE ? SC_EBADFILE : SC_ECHECKSUM;
             break;
         }
+        /* --repair: the next record is searched for after the bad one's
+         * extent when its size is plausible, never inside it: responses
+         * are written into the file as they came, so its body may hold
+         * bytes that read as whole valid records (a client can put them
+         * there: a planted "drop namespace" must not be applied). */
+        size_t from = off + 1;
+        if (frame_plausible(d, len, off)) {
+            uint32_t n = get_u32(d + off);
+            from = len - off - FRAME_SIZE < n ? len : off + FRAME_SIZE + n;
+        }
+        size_t next = from < len ? next_valid(d, len, from) : len;
+        next = next == SIZE_MAX ? len : next;
         st->corrupt_records++;
         st->corrupt_bytes += next - off;
         rc = SC_OK;

@@ -594,9 +594,8 @@ static void test_crash_leftovers(void)
 
 /* Responses go into the log as they came, so a client can put bytes in one
  * that read as a whole valid record (here: drop namespace "victim"). When
- * the record holding them is the one a crash tore, the load must cut it,
- * not search inside it: the search found the planted record, refused to
- * start, and with --repair applied it. */
+ * the record holding them is torn by a crash or damaged, --repair must
+ * drop it whole, not search inside it: it applied the planted record. */
 static void test_planted_record(void)
 {
     uint8_t body[16] = {
@@ -646,17 +645,15 @@ static void test_planted_record(void)
             /* Whole, a byte of it changed (its checksum fails). */
             flip_byte(dir, "log.1", before + 100000);
         }
-        if (round == 0) {
-            CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-            CHECK(w.st.torn_bytes > 0 && w.st.corrupt_records == 0);
-        } else {
-            /* Records follow it (the ledger's): refused as corrupt, then
-             * skipped whole with --repair. */
-            CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_ECHECKSUM);
-            world_close(&w);
-            CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
-            CHECK_EQ_INT(w.st.corrupt_records, 1);
-        }
+        /* A valid-looking record follows (the planted one, or in round 1
+         * the ledger's too): refused as corrupt, so that a damaged size
+         * never hides real records; then --repair drops the bad record
+         * whole, the planted one in it unapplied. */
+        CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_ECHECKSUM);
+        CHECK(strstr(w.msg, "valid records follow it") != NULL);
+        world_close(&w);
+        CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
+        CHECK_EQ_INT(w.st.corrupt_records, 1);
         char buf[64];
         CHECK(served_text(w.c, "victim", "secret question", buf, sizeof(buf)));
         CHECK(strcmp(buf, "victim answer") == 0);
@@ -664,6 +661,38 @@ static void test_planted_record(void)
         world_close(&w);
     }
     free(resp);
+}
+
+/* A record in the middle of the last log whose size is damaged to run
+ * past the end of the file, or to end inside the last record: the load is
+ * refused, not cut as a torn tail (that silently lost every acknowledged
+ * record after it). */
+static void test_damaged_size(void)
+{
+    for (int round = 0; round < 2; round++) {
+        char dir[512];
+        fresh_dir(dir, sizeof(dir), "badsize");
+        world w;
+        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+        CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+        fill(w.c, 5, 800);
+        long at = file_size(dir, "log.1"); /* the 6th entry's frame */
+        fill(w.c, 40, 800);
+        world_close(&w);
+        long size = file_size(dir, "log.1");
+        /* Its size field: past the end, or up to 3 bytes before it. */
+        uint32_t n = round == 0 ? (uint32_t)(size - at + 100)
+                                : (uint32_t)(size - at - 8 - 3);
+        char path[600];
+        snprintf(path, sizeof(path), "%s/log.1", dir);
+        int fd = open(path, O_RDWR);
+        CHECK(fd >= 0 && pwrite(fd, &n, 4, at) == 4);
+        close(fd);
+        CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_ECHECKSUM);
+        CHECK(strstr(w.msg, "valid records follow it") != NULL);
+        world_close(&w);
+        CHECK_EQ_INT(file_size(dir, "log.1"), size); /* nothing cut */
+    }
 }
 
 /* A snapshot keeps the LRU order: entries touched before it and the newest
@@ -1465,6 +1494,7 @@ int main(void)
     test_round_trip(true);
     test_torn_tail();
     test_planted_record();
+    test_damaged_size();
     test_lru_order();
     test_crash_leftovers();
     test_mid_corruption();
