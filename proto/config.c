@@ -431,6 +431,11 @@ static sc_err parse_targets(ctx *x, sc_config *cfg, json_t *o)
  * which may hold a secret. */
 static const char *quiet(json_error_t *je)
 {
+    /* A duplicate key's "near" text is the key itself, which the message
+     * must name (CONFIG.md); other errors' may be a secret's value. */
+    if (json_error_code(je) == json_error_duplicate_key) {
+        return je->text;
+    }
     char *near = strstr(je->text, " near '");
     if (near != NULL) {
         *near = '\0';

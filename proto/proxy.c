@@ -52,11 +52,23 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
     return 0;
 }
 
+static bool ns_name_ok(const char *s);
+
 int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
                         const char *value, char *msg, size_t cap)
 {
     unsigned long n;
     if (strcmp(flag, "--upstream") == 0) {
+        /* Checked here, as sc_proxy_open checks it, so that a bad URL is
+         * refused with the flag or key named before anything starts. */
+        if ((strncmp(value, "http://", 7) != 0 &&
+             strncmp(value, "https://", 8) != 0) ||
+            strpbrk(value, " \r\n\t") != NULL) {
+            snprintf(msg, cap,
+                     "--upstream must be an http:// or https:// URL "
+                     "without spaces");
+            return -1;
+        }
         cfg->upstream = value;
     } else if (strcmp(flag, "--upstream-timeout") == 0) {
         if (parse_uint(value, 3600000, &n) != 0 || n == 0) {
@@ -78,6 +90,13 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
         }
         cfg->workers = (unsigned)n;
     } else if (strcmp(flag, "--proxy-ns") == 0) {
+        if (!ns_name_ok(value)) {
+            snprintf(msg, cap,
+                     "--proxy-ns must be a namespace name (1..%u bytes of "
+                     "A-Z a-z 0-9 . _ : -)",
+                     SC_CACHE_NS_NAME_MAX);
+            return -1;
+        }
         cfg->ns = value;
     } else if (strcmp(flag, "--proxy-history") == 0) {
         if (strcmp(value, "exact") == 0) {

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # deps.sh - install the Debian packages semcached builds and tests with.
 # Idempotent and quick when everything is there; needs root otherwise.
+# iproute2 (ss) and openssl are for tests: the keep-alive checks count a
+# server's connections with ss, the TLS tests make certificates with
+# openssl; a minimal Debian 12 image has neither, and those checks would
+# be skipped, not failed.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libopenblas-dev liblapack-dev libfaiss-dev libnng-dev libmsgpack-dev
       libjansson-dev libxxhash-dev libcurl4-openssl-dev dpkg-dev python3
-      python3-msgpack libmbedtls-dev patch)
+      python3-msgpack libmbedtls-dev patch iproute2 openssl)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
