@@ -1182,8 +1182,9 @@ fail_mutex:
     return rc;
 }
 
-sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
-                             const sc_ns_config *cfg)
+/* apply false: only whether cfg would be taken (sc_cache_ns_check). */
+static sc_err ns_configure(sc_cache *c, const char *name,
+                           const sc_ns_config *cfg, bool apply)
 {
     if (c == NULL || name == NULL || cfg == NULL) {
         return SC_EINVAL;
@@ -1221,6 +1222,11 @@ sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
     } else {
         model_fixed = next.embed_model[0] != '\0';
     }
+    if (!apply) {
+        pthread_mutex_unlock(&s->mu);
+        cache_unlock(c);
+        return SC_OK;
+    }
     sc_cache_change ch = {.kind = SC_CHANGE_NS_PUT,
                           .ns = s->name,
                           .cfg = &next,
@@ -1240,6 +1246,17 @@ out:
     pthread_mutex_unlock(&s->mu);
     cache_unlock(c);
     return rc == SC_OK ? journal_commit(c, seq) : rc;
+}
+
+sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
+                             const sc_ns_config *cfg)
+{
+    return ns_configure(c, name, cfg, true);
+}
+
+sc_err sc_cache_ns_check(sc_cache *c, const char *name, const sc_ns_config *cfg)
+{
+    return ns_configure(c, name, cfg, false);
 }
 
 sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out)

@@ -218,6 +218,12 @@ sc_err sc_cache_ns_create(sc_cache *c, const char *name,
 sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
                              const sc_ns_config *cfg);
 
+/* Whether sc_cache_ns_configure would take cfg for the namespace, without
+ * changing anything (a start-up checks a whole configuration first).
+ * Errors: those of sc_cache_ns_configure but the journal's. */
+sc_err sc_cache_ns_check(sc_cache *c, const char *name,
+                         const sc_ns_config *cfg);
+
 /* Copies the namespace's current config (dim as fixed so far) into *out.
  * Errors: SC_ENONS, SC_EINVAL. */
 sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out);

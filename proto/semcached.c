@@ -943,6 +943,22 @@ int main(int argc, char **argv)
                     crc == SC_OK ? "" : sc_strerror(crc));
         }
     }
+    /* The configuration's namespaces: all of them checked against the
+     * restored ones before any is changed, so that a refused start leaves
+     * the saved state as it was (a lowered cap evicts, and is logged). */
+    for (size_t i = 0; i < conf.nns; i++) {
+        sc_ns_config have;
+        if (sc_cache_ns_get_config(cache, conf.ns[i].name, &have) == SC_OK &&
+            (rc = sc_cache_ns_check(cache, conf.ns[i].name, &conf.ns[i].cfg)) !=
+                SC_OK) {
+            fprintf(stderr,
+                    "semcached: namespace %s of the configuration does "
+                    "not fit the saved one (dim, storage, backend, nlist "
+                    "or train_min differ): %s; nothing was changed\n",
+                    conf.ns[i].name, sc_strerror(rc));
+            goto out_cache;
+        }
+    }
     for (size_t i = 0; i < conf.nns; i++) {
         sc_ns_config have;
         if (sc_cache_ns_get_config(cache, conf.ns[i].name, &have) == SC_OK) {
@@ -951,9 +967,8 @@ int main(int argc, char **argv)
                                        &conf.ns[i].cfg);
             if (rc != SC_OK) {
                 fprintf(stderr,
-                        "semcached: namespace %s of the configuration does "
-                        "not fit the saved one (dim, storage, backend, nlist "
-                        "or train_min differ): %s\n",
+                        "semcached: namespace %s of the configuration "
+                        "cannot be applied: %s\n",
                         conf.ns[i].name, sc_strerror(rc));
                 goto out_cache;
             }

@@ -261,6 +261,28 @@ else
 fi
 kill -TERM $spid
 wait $spid
+# A configuration one of whose namespaces does not fit the saved one stops
+# the start (status 1) and changes nothing: the other namespace's lowered
+# cap has not evicted (it did, and the eviction was saved).
+printf '{"namespaces": {"strict": {"max_entries": 1, "threshold": 0.999},\n "big": {"dim": 7}}}\n' >"$cfg"
+out=$("$server" --config "$cfg" --listen "$addr" \
+    --data-dir /tmp/semcache-cli-test-$$-2.d 2>&1)
+st=$?
+"$server" --listen "$addr" --data-dir /tmp/semcache-cli-test-$$-2.d \
+    2>>/tmp/semcache-cli-test-$$.log &
+spid=$!
+for _ in $(seq 50); do
+    "$cli" -a "$addr" --timeout 200 ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+if [ $st = 1 ] && printf '%s' "$out" | grep -q "nothing was changed"; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL: a config that does not fit: $st $out" >&2
+fi
+expect 0 '"entries":2' -- --json stats --ns strict
+kill -TERM $spid
+wait $spid
 
 # The caps on connections. At a descriptor limit of 96, 64 are kept for
 # files and the like: HTTP gets half of the other 32, nng clients the
