@@ -1518,11 +1518,16 @@ static int authorize(sc_dispatch *d, const keyset *ks, const char *op,
     } else if (strcmp(op, "insert") == 0) {
         need = WRITE;
     } else if (strcmp(op, "delete") == 0 || strcmp(op, "feedback") == 0) {
-        /* The entry's namespace; an unknown entry is the op's not_found. */
-        ns = it->has_entry &&
-                     sc_cache_entry_ns(d->cache, it->entry, ens) == SC_OK
-                 ? ens
-                 : NULL;
+        /* The entry's namespace. An id that is no entry now is answered
+         * here, not by the op: ids are given out in order, and an entry
+         * inserted meanwhile in a namespace the key may not touch would
+         * otherwise be deleted or quarantined by it unchecked. An id found
+         * stays in its namespace (ids are never given out again). */
+        if (it->has_entry &&
+            sc_cache_entry_ns(d->cache, it->entry, ens) != SC_OK) {
+            return fail(e, "not_found", "%s", sc_strerror(SC_ENOTFOUND));
+        }
+        ns = it->has_entry ? ens : NULL;
         need = WRITE;
     } else if (strcmp(op, "stats") == 0 || strcmp(op, "report") == 0) {
         need = ns != NULL ? READ : ADMIN;
@@ -1545,10 +1550,10 @@ static int authorize(sc_dispatch *d, const keyset *ks, const char *op,
     if ((strcmp(op, "delete") == 0 || strcmp(op, "feedback") == 0) &&
         ns != NULL && !ns_allowed(key, ns, false)) {
         /* An entry of a namespace the key may not even read is, to it, no
-         * entry at all: "forbidden" would say that the id exists. */
+         * entry at all: "forbidden", or another message than an unknown
+         * id's, would say that the id exists. */
         __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
-        return fail(e, "not_found", "no entry %llu",
-                    (unsigned long long)it->entry);
+        return fail(e, "not_found", "%s", sc_strerror(SC_ENOTFOUND));
     }
     if ((need == READ || need == WRITE) && ns != NULL &&
         !ns_allowed(key, ns, need == WRITE)) {

@@ -148,6 +148,21 @@ def run(port, hport, cli):
           "prefix key: delete of its own entry")
     check(code_of(lambda: rw.delete(999999)) == "not_found",
           "prefix key: delete of no entry: not_found")
+
+    def message_of(fn):
+        try:
+            fn()
+        except SemcacheError as e:
+            return e.message
+        return None
+
+    # The same words for an entry it may not read as for no entry at all:
+    # another message would tell it that the id exists.
+    hidden, none = message_of(lambda: rw.delete(e_b)), \
+        message_of(lambda: rw.delete(999999))
+    check(hidden is not None and hidden == none,
+          f"not_found says the same for a hidden entry ({hidden!r}) and "
+          f"no entry ({none!r})")
     check(code_of(lambda: rw.flush("team-a:new")) is None,
           "prefix key: flush of its namespace")
     check(code_of(lambda: rw.flush()) == "forbidden",
