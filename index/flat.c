@@ -484,6 +484,22 @@ static void collect(const flat *f, collector *c, const float *scores,
     }
 }
 
+/* f32 rows: a kernel score near 1 (simd.h) is replaced by the exact one
+ * before the row competes for the k places, so that a stored vector, at
+ * exactly 1, is never pushed out by a near-duplicate whose rounding scored
+ * it a hair higher. Rows first.. of scores; q unpadded. */
+static void exact_near_one(const flat *f, const float *q, float *scores,
+                           size_t first, size_t n)
+{
+    const float one = sc_simd_near_one(f->dim);
+    for (size_t i = 0; i < n; i++) {
+        if (scores[i] >= one) {
+            scores[i] = sc_simd_exact_cos(
+                q, (const float *)f->codes + (first + i) * f->stride, f->dim);
+        }
+    }
+}
+
 static void scan_range(const flat *f, const prepq *pq, size_t lo, size_t hi,
                        collector *c)
 {
@@ -498,6 +514,7 @@ static void scan_range(const flat *f, const prepq *pq, size_t lo, size_t hi,
         case SC_STORAGE_F32:
             k->dot_f32_rows(pq->q, (const float *)rows, f->stride, nb, d,
                             scores);
+            exact_near_one(f, pq->q, scores, b, nb);
             break;
         case SC_STORAGE_F16:
             k->dot_f16_rows(pq->q, (const uint16_t *)rows, f->stride, nb, d,
@@ -631,21 +648,16 @@ static void sort_cands(cand *a, unsigned n)
 }
 
 /* Turns the candidates into sorted hits >= threshold. For int8 they are
- * first re-scored from the f16 copy, within 5e-4 of exact; f32 rows near 1
- * exactly (simd.h: a vector finds itself at 1). */
+ * first re-scored from the f16 copy, within 5e-4 of exact. (f32 rows near
+ * 1 were scored exactly by the scan: exact_near_one.) */
 static void finish(const flat *f, const float *q, collector *c, unsigned k,
                    float threshold, sc_hit *hits, unsigned *nhits)
 {
     heap *h = &c->cand;
-    const float one = sc_simd_near_one(f->dim);
-    for (unsigned i = 0; i < h->n; i++) {
-        size_t slot = h->a[i].slot;
-        if (f->storage == SC_STORAGE_I8) {
-            f->kern->dot_f16_rows(q, f->rr + slot * f->rrstride, f->rrstride, 1,
-                                  f->dim, &h->a[i].s);
-        } else if (f->storage == SC_STORAGE_F32 && h->a[i].s >= one) {
-            h->a[i].s = sc_simd_exact_cos(
-                q, (const float *)f->codes + slot * f->stride, f->dim);
+    if (f->storage == SC_STORAGE_I8) {
+        for (unsigned i = 0; i < h->n; i++) {
+            f->kern->dot_f16_rows(q, f->rr + (size_t)h->a[i].slot * f->rrstride,
+                                  f->rrstride, 1, f->dim, &h->a[i].s);
         }
     }
     sort_cands(h->a, h->n);
@@ -663,7 +675,7 @@ static void finish(const flat *f, const float *q, collector *c, unsigned k,
 }
 
 /* The lowest kernel score a scan admits. An f32 row just short of a
- * threshold near 1 may still reach it once finish() re-scores it. */
+ * threshold near 1 may still reach it once exact_near_one re-scores it. */
 static float floor_for(const flat *f, float threshold)
 {
     if (f->storage == SC_STORAGE_I8) {
@@ -739,6 +751,9 @@ static sc_err batch_tiled(const flat *f, const float *qs, size_t nq,
             f->kern->dot_f32_tile(qp, d, nq, block, d, nb, d, s, nb);
         }
         for (size_t i = 0; i < nq; i++) {
+            if (!f16) {
+                exact_near_one(f, pqs[i].q, s + i * nb, b, nb);
+            }
             collect(f, &cs[i], s + i * nb, b, nb, pqs[i].floor);
         }
     }

@@ -218,6 +218,87 @@ static void test_self_at_one(void)
     }
 }
 
+/* The same with near-duplicates stored beside the vector, ones whose
+ * kernel score rounds above the vector's own (searched for with this
+ * tier's kernel): they pushed the vector out of the k places before any
+ * exact score was taken (a miss at threshold 1 with k = 8, and the
+ * near-duplicate served first). The vector must come first, at 1, single
+ * and batch. */
+static void unit_of(const float *a, float *u, size_t d)
+{
+    double ss = 0;
+    for (size_t i = 0; i < d; i++) {
+        ss += (double)a[i] * a[i];
+    }
+    double inv = 1.0 / sqrt(ss);
+    for (size_t i = 0; i < d; i++) {
+        u[i] = (float)(a[i] * inv);
+    }
+}
+
+static void test_self_among_near_duplicates(void)
+{
+    const sc_simd_kernels *kern = sc_simd_active();
+    const size_t dims[] = {384, 1536};
+    uint64_t seed = 12345;
+    for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+        size_t d = dims[di];
+        float *a = malloc(d * sizeof(float)), *ua = malloc(d * sizeof(float));
+        float *ub = malloc(d * sizeof(float));
+        float *near = malloc(8 * d * sizeof(float));
+        int found = 0;
+        for (int trial = 0; trial < 200 && found < 8; trial++) {
+            /* Components of sizes 1e-4..1: the sums round most. */
+            for (size_t i = 0; i < d; i++) {
+                a[i] = (test_randf(&seed) - 0.5f) *
+                       powf(10.0f, -4.0f * test_randf(&seed));
+            }
+            unit_of(a, ua, d);
+            float self;
+            kern->dot_f32_rows(ua, ua, d, 1, d, &self);
+            found = 0;
+            for (int t = 0; t < 5000 && found < 8; t++) {
+                float *b = near + (size_t)found * d;
+                memcpy(b, a, d * sizeof(float));
+                size_t i = (size_t)(test_randf(&seed) * (float)d) % d;
+                b[i] += (test_randf(&seed) - 0.5f) *
+                        powf(10.0f, -4.0f * test_randf(&seed)) * fabsf(a[i]);
+                unit_of(b, ub, d);
+                float ab;
+                kern->dot_f32_rows(ua, ub, d, 1, d, &ab);
+                found += ab > self && sc_simd_exact_cos(ua, ub, d) < 1.0f;
+            }
+        }
+        CHECK_EQ_INT(found, 8); /* the case exists on this tier */
+        sc_index *ix = open_ix((uint32_t)d, SC_STORAGE_F32, 1);
+        for (int j = 0; j < 8; j++) {
+            CHECK_EQ_INT(sc_index_add(ix, 100 + j, near + (size_t)j * d),
+                         SC_OK);
+        }
+        CHECK_EQ_INT(sc_index_add(ix, 1, a), SC_OK);
+        sc_hit h[16];
+        unsigned nh = 0;
+        CHECK_EQ_INT(sc_index_search(ix, a, 8, 1.0f, h, &nh), SC_OK);
+        CHECK(nh >= 1 && h[0].id == 1 && h[0].similarity == 1.0f);
+        CHECK_EQ_INT(sc_index_search(ix, a, 8, -2.0f, h, &nh), SC_OK);
+        CHECK(nh == 8 && h[0].id == 1 && h[0].similarity == 1.0f);
+        CHECK_EQ_INT(sc_index_search(ix, a, 1, 1.0f, h, &nh), SC_OK);
+        CHECK(nh == 1 && h[0].id == 1);
+        float *two = malloc(2 * d * sizeof(float));
+        memcpy(two, a, d * sizeof(float));
+        memcpy(two + d, a, d * sizeof(float));
+        unsigned nb[2] = {0, 0};
+        CHECK_EQ_INT(sc_index_search_batch(ix, two, 2, 8, 1.0f, h, nb), SC_OK);
+        CHECK(nb[0] >= 1 && h[0].id == 1 && h[0].similarity == 1.0f);
+        free(two);
+        sc_index_close(ix);
+        free(near);
+        free(ub);
+        free(ua);
+        free(a);
+    }
+}
+
 /* Every storage type against brute force on random data of awkward sizes. */
 static void test_against_bruteforce(sc_storage st, size_t n, size_t d,
                                     uint64_t seed)
@@ -544,6 +625,7 @@ int main(int argc, char **argv)
 
     test_validation();
     test_self_at_one();
+    test_self_among_near_duplicates();
     const sc_storage sts[] = {SC_STORAGE_F32, SC_STORAGE_F16, SC_STORAGE_I8};
     const size_t dims[] = {1, 2, 7, 8, 15, 17, 33, 100, 384};
     for (int s = 0; s < 3; s++) {
