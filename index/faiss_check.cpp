@@ -22,6 +22,16 @@ extern "C" int sc_faiss_ivf_codes_ok(const void* index, int sq8,
         if (ivf->code_size != code || ivf->invlists->code_size != code) {
             return 0;
         }
+        // The lists must hold what ntotal says: a file whose header says 0
+        // but whose lists hold entries brought phantom labels in with it
+        // (every live row found twice, once a slot of that label filled).
+        size_t held = 0;
+        for (size_t l = 0; l < ivf->nlist; l++) {
+            held += ivf->invlists->list_size(l);
+        }
+        if (held != (size_t)ivf->ntotal) {
+            return 0;
+        }
         if (!sq8) {
             return dynamic_cast<const faiss::IndexIVFFlat*>(ivf) != nullptr;
         }
