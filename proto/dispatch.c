@@ -1409,10 +1409,18 @@ static void batch_inserts(sc_dispatch *d, const sc_key *key, const item *top,
 /* Lookups go LOOKUP_CHUNK at a time to sc_cache_lookup_many, so that the
  * vectors of one scope are searched as one batch; memory stays bounded by
  * the chunk whatever the message claims. */
+/* The most a lookup_batch reply holds of hits: past it a hit is answered
+ * too_big (looked up again alone, or in a smaller batch, it is served). A
+ * request of 15 KB could otherwise ask for 1024 hits of a 1 MiB response,
+ * a 1 GiB reply built and queued in memory (PROTOCOL.md 1.4). The first
+ * hit of a batch is always served, whatever its size. */
+#define BATCH_REPLY_MAX ((size_t)64 << 20)
+
 static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
                           mp_reader *items, uint32_t n, msgpack_packer *pk,
                           msgpack_sbuffer *tmp)
 {
+    size_t served = 0; /* bytes of hits in the reply */
     item *its = malloc(LOOKUP_CHUNK * sizeof(item));
     sc_cache_query qs[LOOKUP_CHUNK];
     sc_cache_result res[LOOKUP_CHUNK];
@@ -1478,7 +1486,14 @@ static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
             }
             tmp->size = 0;
             pack_lookup(&tpk, rcs[i], &res[i]);
-            put_item_ok(pk, tmp);
+            if (served > 0 && served + tmp->size > BATCH_REPLY_MAX) {
+                put_item_error(pk, "too_big",
+                               "the batch's reply reached its 64 MiB of "
+                               "hits: look this item up again");
+            } else {
+                put_item_ok(pk, tmp);
+                served += tmp->size;
+            }
             if (rcs[i] == SC_OK) {
                 sc_cache_result_fini(&res[i]);
             }

@@ -336,6 +336,24 @@ def test_broken_replies():
     lst.close()
 
 
+def test_batch_reply_cap(port):
+    """A lookup_batch whose hits would make a huge reply (1024 hits of a
+    1 MiB response: 1 GiB from a 15 KB request) is answered up to 64 MiB
+    of hits; its other hits are too_big, each its own error, and the same
+    hit alone is served."""
+    with Client("127.0.0.1", port, timeout=60) as c:
+        c.insert("faq", b"z" * ((1 << 20) - 64), vec=[0.11, 0.7, 0.2])
+        res = c.lookup_batch("faq", [{"vec": [0.11, 0.7, 0.2]}] * 80)
+        ok = sum(1 for r in res if r.get("ok") and r["result"]["hit"])
+        big = sum(1 for r in res if not r.get("ok") and
+                  r.get("error", {}).get("code") == "too_big")
+        check(len(res) == 80 and 60 <= ok <= 64 and ok + big == 80,
+              f"a batch of 80 1 MiB hits: {ok} served, {big} too_big")
+        r = c.lookup("faq", vec=[0.11, 0.7, 0.2])
+        check(r["hit"] and len(r["response"]) == (1 << 20) - 64,
+              "alone, the same hit is served")
+
+
 def test_tls(tls_port, cert):
     ctx = ssl.create_default_context(cafile=cert)
     with connect(f"tls+tcp://127.0.0.1:{tls_port}", tls=ctx) as tc:
@@ -568,6 +586,7 @@ def run(c, port, ipc_path, tls_port, cert):
 
     test_raw(port)
     test_broken_replies()
+    test_batch_reply_cap(port)
     check(c.ping()["version"] == 1, "still serving after hostile peers")
 
 
