@@ -359,6 +359,24 @@ static int get_cstr(mp_reader *r, const char *key, char *out, size_t cap,
     return 0;
 }
 
+/* A field that takes one of a few words (storage, backend, ttl_mode, by):
+ * a string too long for any of them is a bad value, as a short wrong one
+ * is (bad_request), not a string over a cap. */
+static int get_word(mp_reader *r, const char *key, char *out, size_t cap,
+                    bool *has, err *e)
+{
+    int rc = mp_read_cstr(r, out, cap);
+    if (rc == -1) {
+        return fail(e, "bad_request", "field '%s' must be a string", key);
+    }
+    if (rc == -2) {
+        return fail(e, "bad_request", "field '%s' is not one of its values",
+                    key);
+    }
+    *has = true;
+    return 0;
+}
+
 static int get_uint(mp_reader *r, const char *key, uint64_t *out, bool *has,
                     err *e)
 {
@@ -416,14 +434,14 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
             }
             it->has_vote = true;
         } else if (key_is(k, kn, "by")) {
-            rc = get_cstr(r, "by", it->by, sizeof(it->by), &it->has_by, e);
+            rc = get_word(r, "by", it->by, sizeof(it->by), &it->has_by, e);
         } else if (key_is(k, kn, "embed_tokens")) {
             rc = get_uint(r, "embed_tokens", &it->embed_tokens, NULL, e);
         } else if (key_is(k, kn, "embed_model")) {
             rc = get_cstr(r, "embed_model", it->embed_model,
                           sizeof(it->embed_model), &it->has_embed_model, e);
         } else if (key_is(k, kn, "backend")) {
-            rc = get_cstr(r, "backend", it->backend, sizeof(it->backend),
+            rc = get_word(r, "backend", it->backend, sizeof(it->backend),
                           &it->has_backend, e);
         } else if (key_is(k, kn, "nlist")) {
             rc = get_uint(r, "nlist", &it->nlist, &it->has_nlist, e);
@@ -433,10 +451,10 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
             rc =
                 get_uint(r, "train_min", &it->train_min, &it->has_train_min, e);
         } else if (key_is(k, kn, "storage")) {
-            rc = get_cstr(r, "storage", it->storage, sizeof(it->storage),
+            rc = get_word(r, "storage", it->storage, sizeof(it->storage),
                           &it->has_storage, e);
         } else if (key_is(k, kn, "ttl_mode")) {
-            rc = get_cstr(r, "ttl_mode", it->ttl_mode, sizeof(it->ttl_mode),
+            rc = get_word(r, "ttl_mode", it->ttl_mode, sizeof(it->ttl_mode),
                           &it->has_ttl_mode, e);
         } else if (key_is(k, kn, "text")) {
             if (mp_read_str(r, &it->text, &it->text_len) != 0) {

@@ -295,6 +295,14 @@ def test_bad_requests(port):
         ("response a map", {"v": 1, "op": "insert", "ns": "keep", "vec": v3,
                             "response": {"a": 1}}, "bad_request"),
         ("entry a str", {"v": 1, "op": "delete", "entry": "1"}, "bad_request"),
+        # A word too long for any value is a bad value, not a string over
+        # a cap (too_big would say a shorter one could be taken).
+        ("storage of 20 bytes", {"v": 1, "op": "ns_create", "ns": "w20",
+                                 "storage": "x" * 20}, "bad_request"),
+        ("ttl_mode of 20 bytes", {"v": 1, "op": "ns_create", "ns": "w20",
+                                  "ttl_mode": "x" * 20}, "bad_request"),
+        ("by of 20 bytes", {"v": 1, "op": "report", "by": "x" * 20},
+         "bad_request"),
         ("threshold a str", {"v": 1, "op": "lookup", "ns": "keep", "vec": v3,
                              "threshold": "high"}, "bad_request"),
         ("items not an array", {"v": 1, "op": "lookup_batch", "ns": "keep",
