@@ -1265,7 +1265,7 @@ sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out)
     return sc_cache_ns_state(c, name, out, &had_vector, NULL);
 }
 
-sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
+static sc_err ns_drop(sc_cache *c, const char *name, bool only_empty)
 {
     if (c == NULL || name == NULL) {
         return SC_EINVAL;
@@ -1275,8 +1275,11 @@ sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
     pthread_rwlock_wrlock(&c->lock);
     ns *s = ns_find(c, name);
     sc_err rc = s != NULL ? SC_OK : SC_ENONS;
+    if (s != NULL && only_empty && s->entries > 0) {
+        rc = SC_EEXIST;
+    }
     uint64_t seq = 0;
-    if (s != NULL) {
+    if (rc == SC_OK) {
         sc_cache_change ch = {.kind = SC_CHANGE_NS_DROP, .ns = s->name};
         rc = journal_append(c, &ch, &seq);
     }
@@ -1286,6 +1289,16 @@ sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
     }
     cache_unlock(c); /* closes its indexes: nothing can reach them now */
     return rc == SC_OK ? journal_commit(c, seq) : rc;
+}
+
+sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
+{
+    return ns_drop(c, name, false);
+}
+
+sc_err sc_cache_ns_drop_if_empty(sc_cache *c, const char *name)
+{
+    return ns_drop(c, name, true);
 }
 
 /* Whether vectors of model (dim floats, 0 = not fixed yet) are to be

@@ -232,6 +232,11 @@ sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out);
  * ledger rows: money spent stays spent). Errors: SC_ENONS. */
 sc_err sc_cache_ns_drop(sc_cache *c, const char *name);
 
+/* The same, only while the namespace holds no entry (an insert that made
+ * it and then failed takes it back). Errors: SC_ENONS, SC_EEXIST (it holds
+ * entries: kept). */
+sc_err sc_cache_ns_drop_if_empty(sc_cache *c, const char *name);
+
 /* Copies up to cap namespace names, sorted, into names (caller's buffer) and
  * sets *count to how many exist (may exceed cap). */
 sc_err sc_cache_ns_list(sc_cache *c, char (*names)[SC_CACHE_NS_NAME_MAX + 1],

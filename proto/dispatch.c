@@ -674,6 +674,12 @@ static int do_insert(sc_dispatch *d, const item *it, msgpack_packer *pk,
             return -1;
         }
         o->rc = sc_cache_insert(d->cache, it->ns, &ci, &id);
+        if (o->rc != SC_OK && crc == SC_OK) {
+            /* A refused insert leaves nothing behind: the namespace it
+             * made goes again, unless another insert filled it meanwhile
+             * (it would otherwise hold one of --max-namespaces). */
+            (void)sc_cache_ns_drop_if_empty(d->cache, it->ns);
+        }
     }
     if (o->rc != SC_OK) {
         return -1;

@@ -352,6 +352,20 @@ def test_batch_reply_cap(port):
         r = c.lookup("faq", vec=[0.11, 0.7, 0.2])
         check(r["hit"] and len(r["response"]) == (1 << 20) - 64,
               "alone, the same hit is served")
+        # An insert refused after it made its namespace (a response over
+        # the default cap) leaves no namespace behind: the slot it took
+        # under --max-namespaces (8, all used here but one) is free again.
+        c.ns_drop("flood3")
+        try:
+            c.insert("made-and-refused", b"q" * (2 << 20), vec=[1, 2, 3])
+            code = None
+        except SemcacheError as e:
+            code = e.code
+        check(code == "too_big" and "made-and-refused" not in c.ns_list(),
+              f"a refused first insert leaves no namespace ({code}, "
+              f"{c.ns_list()})")
+        check(c.insert("after-refused", b"ok", vec=[1, 2, 3]) > 0,
+              "the namespace slot is free for the next one")
 
 
 def test_tls(tls_port, cert):
