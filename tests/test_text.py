@@ -238,6 +238,12 @@ def without_table(c, table_path):
         check(e.code == "no_embedder" and "fetch-embeddings.sh" in e.message
               and table_path in e.message,
               f"no_embedder says how to get the table ({e.message})")
+    # The refused insert left no namespace; with one, a lookup of text
+    # alone is refused too (in no namespace it is a plain miss).
+    try:
+        c._op("ns_create", ns="faq")
+    except SemcacheError as e:
+        check(e.code == "namespace_exists", f"ns_create faq ({e.code})")
     check(raises("no_embedder", c.lookup, "faq", text="hello"),
           "lookup of text alone is refused too")
     e = c.insert("vecs", "v", text="hello there", vec=[0.2, 0.9, 0.1])
