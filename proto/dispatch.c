@@ -342,36 +342,26 @@ static int key_is(const char *k, uint32_t n, const char *want)
     return strlen(want) == n && memcmp(k, want, n) == 0;
 }
 
+/* A string field that fits in out[cap]. A field that takes one of a few
+ * words (word: storage, backend, ttl_mode, by) calls a string too long
+ * for any of them a bad value, as a short wrong one is (bad_request), not
+ * a string over a cap (too_big). */
 static int get_cstr(mp_reader *r, const char *key, char *out, size_t cap,
-                    bool *has, err *e)
+                    bool *has, bool word, err *e)
 {
     int rc = mp_read_cstr(r, out, cap);
     if (rc == -1) {
         return fail(e, "bad_request", "field '%s' must be a string", key);
+    }
+    if (rc == -2 && word) {
+        return fail(e, "bad_request", "field '%s' is not one of its values",
+                    key);
     }
     if (rc == -2) {
         return fail(e, "too_big",
                     "field '%s' is longer than %zu bytes or "
                     "holds a NUL byte",
                     key, cap - 1);
-    }
-    *has = true;
-    return 0;
-}
-
-/* A field that takes one of a few words (storage, backend, ttl_mode, by):
- * a string too long for any of them is a bad value, as a short wrong one
- * is (bad_request), not a string over a cap. */
-static int get_word(mp_reader *r, const char *key, char *out, size_t cap,
-                    bool *has, err *e)
-{
-    int rc = mp_read_cstr(r, out, cap);
-    if (rc == -1) {
-        return fail(e, "bad_request", "field '%s' must be a string", key);
-    }
-    if (rc == -2) {
-        return fail(e, "bad_request", "field '%s' is not one of its values",
-                    key);
     }
     *has = true;
     return 0;
@@ -415,34 +405,38 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
         }
         int rc = 0;
         if (key_is(k, kn, "ns")) {
-            rc = get_cstr(r, "ns", it->ns, sizeof(it->ns), &it->has_ns, e);
+            rc = get_cstr(r, "ns", it->ns, sizeof(it->ns), &it->has_ns, false,
+                          e);
         } else if (key_is(k, kn, "scope")) {
             rc = get_cstr(r, "scope", it->scope, sizeof(it->scope),
-                          &it->has_scope, e);
+                          &it->has_scope, false, e);
         } else if (key_is(k, kn, "model")) {
             bool h;
-            rc = get_cstr(r, "model", it->model, sizeof(it->model), &h, e);
+            rc = get_cstr(r, "model", it->model, sizeof(it->model), &h, false,
+                          e);
         } else if (key_is(k, kn, "feature")) {
             rc = get_cstr(r, "feature", it->feature, sizeof(it->feature),
-                          &it->has_feature, e);
+                          &it->has_feature, false, e);
         } else if (key_is(k, kn, "user")) {
             rc = get_cstr(r, "user", it->user, sizeof(it->user), &it->has_user,
-                          e);
+                          false, e);
         } else if (key_is(k, kn, "vote")) {
             if (mp_read_bool(r, &it->vote) != 0) {
                 return fail(e, "bad_request", "field 'vote' must be a bool");
             }
             it->has_vote = true;
         } else if (key_is(k, kn, "by")) {
-            rc = get_word(r, "by", it->by, sizeof(it->by), &it->has_by, e);
+            rc =
+                get_cstr(r, "by", it->by, sizeof(it->by), &it->has_by, true, e);
         } else if (key_is(k, kn, "embed_tokens")) {
             rc = get_uint(r, "embed_tokens", &it->embed_tokens, NULL, e);
         } else if (key_is(k, kn, "embed_model")) {
             rc = get_cstr(r, "embed_model", it->embed_model,
-                          sizeof(it->embed_model), &it->has_embed_model, e);
+                          sizeof(it->embed_model), &it->has_embed_model, false,
+                          e);
         } else if (key_is(k, kn, "backend")) {
-            rc = get_word(r, "backend", it->backend, sizeof(it->backend),
-                          &it->has_backend, e);
+            rc = get_cstr(r, "backend", it->backend, sizeof(it->backend),
+                          &it->has_backend, true, e);
         } else if (key_is(k, kn, "nlist")) {
             rc = get_uint(r, "nlist", &it->nlist, &it->has_nlist, e);
         } else if (key_is(k, kn, "nprobe")) {
@@ -451,11 +445,11 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
             rc =
                 get_uint(r, "train_min", &it->train_min, &it->has_train_min, e);
         } else if (key_is(k, kn, "storage")) {
-            rc = get_word(r, "storage", it->storage, sizeof(it->storage),
-                          &it->has_storage, e);
+            rc = get_cstr(r, "storage", it->storage, sizeof(it->storage),
+                          &it->has_storage, true, e);
         } else if (key_is(k, kn, "ttl_mode")) {
-            rc = get_word(r, "ttl_mode", it->ttl_mode, sizeof(it->ttl_mode),
-                          &it->has_ttl_mode, e);
+            rc = get_cstr(r, "ttl_mode", it->ttl_mode, sizeof(it->ttl_mode),
+                          &it->has_ttl_mode, true, e);
         } else if (key_is(k, kn, "text")) {
             if (mp_read_str(r, &it->text, &it->text_len) != 0) {
                 return fail(e, "bad_request", "field 'text' must be a string");

@@ -2703,13 +2703,13 @@ static void *lookup_main(void *arg)
     return NULL;
 }
 
-static void test_drop_while_training(int flush)
+/* Opens a cache whose IVF namespace "training" has a training held at
+ * gate g, beside a flat namespace "other" with one entry. Before the 500
+ * entries that start the training, "training" gets `scoped` entries
+ * spread over 2000 scopes. The caller opens g and closes the cache. */
+static sc_cache *open_held_training(test_gate *g, uint64_t seed, int scoped)
 {
-    if (!sc_index_backend_available("ivf-flat")) {
-        return;
-    }
-    test_gate g = TEST_GATE_INIT;
-    sc_index_set_training_hook(test_gate_hold, &g);
+    sc_index_set_training_hook(test_gate_hold, g);
     sc_cache *c = open_cache(0, 0, 0, 0);
     sc_ns_config cfg;
     sc_cache_ns_config_init(&cfg);
@@ -2718,8 +2718,23 @@ static void test_drop_while_training(int flush)
     cfg.train_min = 400;
     CHECK_EQ_INT(sc_cache_ns_create(c, "training", &cfg), SC_OK);
     CHECK_EQ_INT(sc_cache_ns_create(c, "other", NULL), SC_OK);
-    uint64_t seed = 7;
     float v[BD];
+    for (int i = 0; i < scoped; i++) {
+        for (int j = 0; j < BD; j++) {
+            v[j] = brand(&seed);
+        }
+        bunit(v);
+        char sc[16];
+        snprintf(sc, sizeof(sc), "s%d", i % 2000);
+        sc_cache_item it;
+        memset(&it, 0, sizeof(it));
+        it.vec = v;
+        it.dim = BD;
+        it.scope = sc;
+        it.response = "x";
+        it.response_len = 1;
+        CHECK_EQ_INT(sc_cache_insert(c, "training", &it, NULL), SC_OK);
+    }
     for (int i = 0; i < 500; i++) {
         for (int j = 0; j < BD; j++) {
             v[j] = brand(&seed);
@@ -2728,7 +2743,17 @@ static void test_drop_while_training(int flush)
         CHECK_EQ_INT(bput(c, "training", v, i, 0, NULL), SC_OK);
     }
     CHECK_EQ_INT(bput(c, "other", v, 0, 0, NULL), SC_OK);
-    CHECK(test_gate_wait(&g, &g.entered)); /* a training is in flight */
+    CHECK(test_gate_wait(g, &g->entered)); /* a training is in flight */
+    return c;
+}
+
+static void test_drop_while_training(int flush)
+{
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    test_gate g = TEST_GATE_INIT;
+    sc_cache *c = open_held_training(&g, 7, 0);
     drop_arg da = {c, &g, SC_EINVAL, flush}, la = {c, &g, SC_EINVAL, 0},
              ca = {c, &g, SC_EINVAL, 0};
     pthread_t dt, lt, ct;
@@ -2784,42 +2809,7 @@ static void test_flush_close_not_shared(void)
         return;
     }
     test_gate g = TEST_GATE_INIT;
-    sc_index_set_training_hook(test_gate_hold, &g);
-    sc_cache *c = open_cache(0, 0, 0, 0);
-    sc_ns_config cfg;
-    sc_cache_ns_config_init(&cfg);
-    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
-    cfg.nlist = BNLIST;
-    cfg.train_min = 400;
-    CHECK_EQ_INT(sc_cache_ns_create(c, "training", &cfg), SC_OK);
-    CHECK_EQ_INT(sc_cache_ns_create(c, "other", NULL), SC_OK);
-    uint64_t seed = 9;
-    float v[BD];
-    for (int i = 0; i < 6000; i++) {
-        for (int j = 0; j < BD; j++) {
-            v[j] = brand(&seed);
-        }
-        bunit(v);
-        char sc[16];
-        snprintf(sc, sizeof(sc), "s%d", i % 2000);
-        sc_cache_item it;
-        memset(&it, 0, sizeof(it));
-        it.vec = v;
-        it.dim = BD;
-        it.scope = sc;
-        it.response = "x";
-        it.response_len = 1;
-        CHECK_EQ_INT(sc_cache_insert(c, "training", &it, NULL), SC_OK);
-    }
-    for (int i = 0; i < 500; i++) {
-        for (int j = 0; j < BD; j++) {
-            v[j] = brand(&seed);
-        }
-        bunit(v);
-        CHECK_EQ_INT(bput(c, "training", v, i, 0, NULL), SC_OK);
-    }
-    CHECK_EQ_INT(bput(c, "other", v, 0, 0, NULL), SC_OK);
-    CHECK(test_gate_wait(&g, &g.entered)); /* a training is in flight */
+    sc_cache *c = open_held_training(&g, 9, 6000);
     spin_arg sa = {.c = c}, sb = {.c = c};
     pthread_t ta, tb, tf;
     CHECK(pthread_create(&ta, NULL, spin_main, &sa) == 0);

@@ -193,10 +193,12 @@ static int write_training(const char *path, unsigned char head[40],
     return fclose(f) == 0 ? rc : -1;
 }
 
-/* Rewrites the training file at path with one centroid more in its
- * quantizer than its nlist says (a hostile file: FAISS would put vectors
- * in a list past the last). Returns 0 when done. */
-static int add_stray_centroid(const char *path)
+/* Reads the training file at path into a FAISS index, lets edit change
+ * it, writes it back out and lets patch change the bytes FAISS wrote
+ * (patch may be NULL), then rewrites the file with them. Returns 0 when
+ * all of it worked. */
+static int rewrite_training(const char *path, int (*edit)(FaissIndex *),
+                            int (*patch)(char *out, size_t olen))
 {
     unsigned char head[40], *part = NULL;
     size_t len;
@@ -207,10 +209,7 @@ static int add_stray_centroid(const char *path)
     if (m != NULL) {
         fclose(m);
     }
-    FaissIndexIVF *iv = rc == 0 ? faiss_IndexIVF_cast(t) : NULL;
-    FaissIndex *q = iv != NULL ? faiss_IndexIVF_quantizer(iv) : NULL;
-    float c[D] = {1.0f};
-    if (q == NULL || faiss_Index_add(q, 1, c) != 0) {
+    if (rc == 0 && edit(t) != 0) {
         rc = -1;
     }
     char *out = NULL;
@@ -220,6 +219,9 @@ static int add_stray_centroid(const char *path)
         rc = -1;
     }
     if (m != NULL && fclose(m) != 0) {
+        rc = -1;
+    }
+    if (rc == 0 && patch != NULL && patch(out, olen) != 0) {
         rc = -1;
     }
     if (rc == 0) {
@@ -233,51 +235,48 @@ static int add_stray_centroid(const char *path)
     return rc;
 }
 
-/* Rewrites the training file at path with 10 entries in its inverted
- * lists while its header says it holds none (ntotal patched to 0 in the
- * bytes FAISS writes: fourcc, i32 d, i64 ntotal): the entries' labels
- * would come into the live index as phantoms. Returns 0 when done. */
-static int add_phantoms(const char *path)
+/* One centroid more in the quantizer than its nlist says (a hostile file:
+ * FAISS would put vectors in a list past the last). */
+static int edit_stray_centroid(FaissIndex *t)
 {
-    unsigned char head[40], *part = NULL;
-    size_t len;
-    FaissIndex *t = NULL;
-    int rc = read_training(path, head, &part, &len);
-    FILE *m = rc == 0 ? fmemopen(part, len, "rb") : NULL;
-    rc = m != NULL && faiss_read_index(m, 0, &t) == 0 ? 0 : -1;
-    if (m != NULL) {
-        fclose(m);
-    }
+    FaissIndexIVF *iv = faiss_IndexIVF_cast(t);
+    FaissIndex *q = iv != NULL ? faiss_IndexIVF_quantizer(iv) : NULL;
+    float c[D] = {1.0f};
+    return q != NULL && faiss_Index_add(q, 1, c) == 0 ? 0 : -1;
+}
+
+static int add_stray_centroid(const char *path)
+{
+    return rewrite_training(path, edit_stray_centroid, NULL);
+}
+
+/* 10 entries in the inverted lists ... */
+static int edit_ten_entries(FaissIndex *t)
+{
     int64_t ids[10];
     for (int i = 0; i < 10; i++) {
         ids[i] = i;
     }
-    if (rc == 0 && faiss_Index_add_with_ids(t, 10, data, ids) != 0) {
-        rc = -1;
-    }
-    char *out = NULL;
-    size_t olen = 0;
-    m = rc == 0 ? open_memstream(&out, &olen) : NULL;
-    if (m == NULL || faiss_write_index(t, m) != 0) {
-        rc = -1;
-    }
-    if (m != NULL && fclose(m) != 0) {
-        rc = -1;
-    }
+    return faiss_Index_add_with_ids(t, 10, data, ids) == 0 ? 0 : -1;
+}
+
+/* ... while the header says it holds none (ntotal patched to 0 in the
+ * bytes FAISS writes: fourcc, i32 d, i64 ntotal). */
+static int patch_ntotal_zero(char *out, size_t olen)
+{
     int64_t zero = 0, ten = 10;
-    if (rc == 0 && (olen < 16 || memcmp(out + 8, &ten, 8) != 0)) {
-        rc = -1; /* not the layout this test knows */
+    if (olen < 16 || memcmp(out + 8, &ten, 8) != 0) {
+        return -1; /* not the layout this test knows */
     }
-    if (rc == 0) {
-        memcpy(out + 8, &zero, 8);
-        rc = write_training(path, head, out, olen);
-    }
-    free(out);
-    free(part);
-    if (t != NULL) {
-        faiss_Index_free(t);
-    }
-    return rc;
+    memcpy(out + 8, &zero, 8);
+    return 0;
+}
+
+/* A training file whose entries' labels would come into the live index
+ * as phantoms. */
+static int add_phantoms(const char *path)
+{
+    return rewrite_training(path, edit_ten_entries, patch_ntotal_zero);
 }
 
 /* Finds the n bytes of pat in buf[0..len): the offset, or -1. */
