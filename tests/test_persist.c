@@ -515,6 +515,17 @@ static void fill(sc_cache *c, int n, uint64_t seed0)
     }
 }
 
+/* A fresh directory `name` under root (its path in dir[cap]), a cache on
+ * it in w with namespace "default" holding fill's n entries. */
+static void fresh_filled(world *w, char *dir, size_t cap, const char *name,
+                         sc_fsync fs, int n, uint64_t seed0)
+{
+    fresh_dir(dir, cap, name);
+    CHECK(world_open(w, dir, fs, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w->c, "default", NULL) == SC_OK);
+    fill(w->c, n, seed0);
+}
+
 static int count_served(sc_cache *c, int n)
 {
     int k = 0;
@@ -533,11 +544,8 @@ static int count_served(sc_cache *c, int n)
 static void test_torn_tail(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "torn");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
-    fill(w.c, 20, 100);
+    fresh_filled(&w, dir, sizeof(dir), "torn", SC_FSYNC_ALWAYS, 20, 100);
     world_close(&w);
     long size = file_size(dir, "log.1");
     /* Half a record: a frame that claims 500 bytes, 37 of them there. */
@@ -569,11 +577,8 @@ static void test_torn_tail(void)
 static void test_crash_leftovers(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "leftovers");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
-    fill(w.c, 5, 400);
+    fresh_filled(&w, dir, sizeof(dir), "leftovers", SC_FSYNC_ALWAYS, 5, 400);
     world_close(&w);
     append_bytes(dir, "log.2", "", 0);
     append_bytes(dir, "snap.7.ivf.0", "stale", 5);
@@ -671,11 +676,8 @@ static void test_damaged_size(void)
 {
     for (int round = 0; round < 2; round++) {
         char dir[512];
-        fresh_dir(dir, sizeof(dir), "badsize");
         world w;
-        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
-        CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
-        fill(w.c, 5, 800);
+        fresh_filled(&w, dir, sizeof(dir), "badsize", SC_FSYNC_ALWAYS, 5, 800);
         long at = file_size(dir, "log.1"); /* the 6th entry's frame */
         fill(w.c, 40, 800);
         world_close(&w);
@@ -702,11 +704,8 @@ static void test_damaged_size(void)
 static void test_lru_order(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "lru");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
-    fill(w.c, 20, 900);
+    fresh_filled(&w, dir, sizeof(dir), "lru", SC_FSYNC_NO, 20, 900);
     char buf[64];
     for (int i = 0; i < 5; i++) {
         char t[64];
@@ -740,11 +739,8 @@ static void test_lru_order(void)
 static void test_mid_corruption(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "corrupt");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
-    fill(w.c, 40, 500);
+    fresh_filled(&w, dir, sizeof(dir), "corrupt", SC_FSYNC_NO, 40, 500);
     world_close(&w);
     long size = file_size(dir, "log.1");
     flip_byte(dir, "log.1", size / 2);
@@ -761,10 +757,7 @@ static void test_mid_corruption(void)
     world_close(&w);
 
     /* A bad snapshot is refused too. */
-    fresh_dir(dir, sizeof(dir), "badsnap");
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
-    fill(w.c, 10, 700);
+    fresh_filled(&w, dir, sizeof(dir), "badsnap", SC_FSYNC_NO, 10, 700);
     CHECK(sc_persist_compact(w.p) == SC_OK);
     world_close(&w);
     flip_byte(dir, "snap.2", file_size(dir, "snap.2") / 2);
@@ -1160,11 +1153,8 @@ static void test_format_v1(void)
 static void test_write_failure(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "full");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
-    fill(w.c, 10, 300);
+    fresh_filled(&w, dir, sizeof(dir), "full", SC_FSYNC_ALWAYS, 10, 300);
     struct rlimit old, lim;
     getrlimit(RLIMIT_FSIZE, &old);
     lim = old;
@@ -1378,11 +1368,8 @@ static void test_restore_caps(void)
 static void test_crash_mid_compaction(void)
 {
     char dir[512], path[600];
-    fresh_dir(dir, sizeof(dir), "midcompact");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
-    fill(w.c, 10, 800);
+    fresh_filled(&w, dir, sizeof(dir), "midcompact", SC_FSYNC_ALWAYS, 10, 800);
     CHECK(sc_persist_compact(w.p) == SC_OK); /* snap.2, log.2 */
     for (int i = 10; i < 15; i++) {
         char t[64], r[64];
