@@ -1026,6 +1026,15 @@ static bool ns_of_embedder(const sc_cache *c, const ns *s)
            strcmp(s->cfg.embed_model, c->cfg.embedder->model) == 0;
 }
 
+/* Under s->mu: whether s holds the vectors of the embedder the cache was
+ * opened without (its table missing): text there waits for it. */
+static bool ns_of_missing_embedder(const sc_cache *c, const ns *s)
+{
+    const char *p = c->cfg.embedder_prefix;
+    return c->cfg.embedder == NULL && p != NULL && s->model_fixed &&
+           strncmp(s->cfg.embed_model, p, strlen(p)) == 0;
+}
+
 /* Under s->mu: the threshold and margin in force in s. */
 static float ns_threshold(const sc_cache *c, const ns *s)
 {
@@ -1082,7 +1091,8 @@ static embed_policy peek_policy(sc_cache *c, const char *nsname)
     ns *s = ns_find(c, nsname);
     if (s != NULL) {
         pthread_mutex_lock(&s->mu);
-        if (s->model_fixed && !ns_of_embedder(c, s)) {
+        if (s->model_fixed && !ns_of_embedder(c, s) &&
+            !ns_of_missing_embedder(c, s)) {
             pol = EMBED_EXACT_ONLY;
         } else {
             pol = c->cfg.embedder != NULL ? EMBED_YES : EMBED_MISSING;

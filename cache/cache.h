@@ -136,6 +136,13 @@ typedef struct sc_cache_config {
     bool text_needs_embedder; /* with no embedder, text alone that would be
                                  embedded is refused (SC_ENOEMBED) rather
                                  than kept to the exact layer */
+    const char *embedder_prefix;     /* NULL = none: the start of every model id
+                                        the embedder may have ("name@"). With no
+                                        embedder, a namespace whose model starts
+                                        so is the missing embedder's: text alone
+                                        would be embedded there, not kept to the
+                                        exact layer as in another model's.
+                                        Borrowed, must outlive the cache */
     const sc_cache_journal *journal; /* NULL = none; borrowed, must outlive
                                         the cache */
 } sc_cache_config;

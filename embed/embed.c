@@ -303,11 +303,16 @@ const char *sc_embed_model(const sc_embed *e)
     return e != NULL ? e->model : "";
 }
 
+const char *sc_embed_model_prefix(void)
+{
+    return SC_EMBED_METHOD_NAME "@";
+}
+
 bool sc_embed_model_superseded(const sc_embed *e, const char *model)
 {
-    static const char prefix[] = SC_EMBED_METHOD_NAME "@";
+    const char *prefix = sc_embed_model_prefix();
     return e != NULL && model != NULL &&
-           strncmp(model, prefix, sizeof(prefix) - 1) == 0 &&
+           strncmp(model, prefix, strlen(prefix)) == 0 &&
            strcmp(model, e->model) != 0;
 }
 

@@ -49,6 +49,10 @@ uint32_t sc_embed_words(const sc_embed *e);
  * valid until sc_embed_close. */
 const char *sc_embed_model(const sc_embed *e);
 
+/* "name@": how every model id of this method starts, whatever its
+ * version or table (a static string). */
+const char *sc_embed_model_prefix(void);
+
 /* Whether model names this embedder's method at another version or with
  * another table than e's: the vectors of a namespace made before an upgrade
  * (or with another table), which e's vectors cannot be compared with. */

@@ -837,6 +837,7 @@ int main(int argc, char **argv)
         ccfg.embedder = &hook;
     }
     ccfg.text_needs_embedder = true;
+    ccfg.embedder_prefix = sc_embed_model_prefix();
     char pmsg[512];
     rc = conf.prices != NULL
              ? sc_prices_load(conf.prices, &prices, pmsg, sizeof(pmsg))

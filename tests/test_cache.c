@@ -2325,6 +2325,22 @@ static void test_embedder(void)
     CHECK(resp_is(&r, "y") && r.layer == SC_LAYER_EXACT);
     sc_cache_result_fini(&r);
     sc_cache_close(c);
+    /* A namespace of the missing embedder's model (its table gone since)
+     * refuses text alone too; it was once taken for another model's, and
+     * the text stored with no vector, never to be embedded. */
+    plain.embedder_prefix = "fake@";
+    CHECK_EQ_INT(sc_cache_open(&plain, &c), SC_OK);
+    sc_ns_config mc;
+    sc_cache_ns_config_init(&mc);
+    snprintf(mc.embed_model, sizeof(mc.embed_model), "fake@0");
+    CHECK_EQ_INT(sc_cache_ns_create(c, "m", &mc), SC_OK);
+    CHECK_EQ_INT(put(c, "m", NULL, "apple", NULL, "y", 0, NULL), SC_ENOEMBED);
+    CHECK_EQ_INT(get(c, "m", NULL, "apple", NULL, &r), SC_ENOEMBED);
+    snprintf(mc.embed_model, sizeof(mc.embed_model), "fakeother@1");
+    CHECK_EQ_INT(sc_cache_ns_create(c, "o", &mc), SC_OK);
+    CHECK_EQ_INT(put(c, "o", NULL, "apple", NULL, "y", 0, NULL), SC_OK);
+    CHECK_EQ_INT(stats(c, "m").entries, 0);
+    sc_cache_close(c);
 
     /* Rescore: "cancel my order" is near "track my order" by the vector
      * (same buckets but one), but the rescore pushes it below the
