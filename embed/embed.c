@@ -191,7 +191,8 @@ sc_err sc_embed_open(const char *path, sc_embed **out)
         return SC_EINVAL;
     }
     sc_err err;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Not blocking: a FIFO (or the like) is refused below, not waited on. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         return SC_EIO;
     }

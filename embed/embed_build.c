@@ -101,6 +101,9 @@ typedef struct bytes {
 
 static int bytes_put(bytes *b, const void *src, size_t n)
 {
+    if (n == 0) {
+        return 1; /* b->p may still be NULL: no memcpy to it */
+    }
     if (b->cap - b->n < n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap - b->n < n) {
@@ -338,7 +341,7 @@ typedef struct vocab {
     bytes vkoff;  /* uint32 offsets */
     bytes vecs;   /* float[dim] per "vectors" entry */
     uint32_t dim; /* from "dimensions", or the first vector's length */
-    int have_dim;
+    int have_dim; /* 0 none yet, 1 from "dimensions", 2 from a vector */
     int have_words;
 } vocab;
 
@@ -422,9 +425,16 @@ static int read_vector(reader *r, vocab *v, float *tmp)
             return 0;
         }
         v->dim = (uint32_t)k;
-        v->have_dim = 1;
+        v->have_dim = 2;
     }
-    /* wink appends the norm and the word index after the dim values. */
+    /* wink appends the norm and the word index after the dim values: its
+     * "dimensions" says where they start. Without it they would be read as
+     * dimensions, so the vectors must then be of one length. */
+    if (v->have_dim == 2 && k != v->dim) {
+        fail(r, "vectors of %u and %zu values and no \"dimensions\"", v->dim,
+             k);
+        return 0;
+    }
     if (k < v->dim) {
         fail(r, "vector shorter than %u", v->dim);
         return 0;

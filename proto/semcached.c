@@ -213,7 +213,16 @@ static int open_embedder(const sc_config *conf, char *path, size_t cap,
         fprintf(stderr, "semcached: the embedder table's path is too long\n");
         return -1;
     }
-    if (access(path, F_OK) != 0) {
+    /* Only a table that is not there is no error: one that cannot be
+     * reached (a directory not searchable, a loop) stops the start, as a
+     * damaged one does, rather than leave text unserved in silence. */
+    struct stat st;
+    if (stat(path, &st) != 0 && errno != ENOENT) {
+        fprintf(stderr, "semcached: cannot reach the embedder table %s: %s\n",
+                path, strerror(errno));
+        return -1;
+    }
+    if (stat(path, &st) != 0) {
         fprintf(stderr,
                 "semcached: no embedder table at %s: requests with text and "
                 "no vector will be refused (no_embedder); make it with "

@@ -181,6 +181,8 @@ static void test_build(void)
         "{\"dimensions\":2,\"vectors\":{\"a\":[1,1e999]}}",
         "{\"dimensions\":0,\"vectors\":{\"a\":[1]}}",
         "{\"vectors\":{\"a\":[1,2]}} x",
+        "{\"vectors\":{\"a\":[1,2,3,0.5,7],\"b\":[1,2,3,0.5,7,1,8]}}",
+        "{\"vectors\":{\"a\":[1,2,3,4],\"b\":[1,2,3]}}",
         "{\"vectors\":{\"a\":[1,2],}}",
         "{\"vectors\":{\"a\\ud800\":[1,2]}}",
         "{\"vectors\":{\"a\":[1,2]},\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
@@ -195,6 +197,13 @@ static void test_build(void)
             fprintf(stderr, "  doc %zu: %s\n", i, sc_errname(rc));
         }
     }
+    /* An empty word first: nothing copied into a buffer not made yet
+     * (memcpy to NULL, caught by UBSan). A table of it, or a refusal. */
+    const char *empty = "{\"dimensions\":2,\"vectors\":{\"\":[1,2]}}";
+    spit(bad, empty, strlen(empty));
+    sc_err erc = sc_embed_build(bad, again, NULL, err, sizeof(err));
+    CHECK(erc == SC_OK || erc == SC_EBADFILE);
+    unlink(again);
     /* A minimal good one: no "words", rank = file order; escapes decoded. */
     const char *ok = "{\"vectors\":{\"\\u00e9t\\u00e9\":[1,2],\"b\":[0,1]}}";
     spit(bad, ok, strlen(ok));

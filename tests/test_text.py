@@ -291,6 +291,26 @@ def main():
                            stderr=subprocess.PIPE, text=True, timeout=30)
         check(r.returncode == 1 and "cannot use the embedder table" in
               r.stderr, f"a damaged table stops the start ({r.stderr!r})")
+
+        # A table that cannot be reached (here a link loop; a directory
+        # not searchable is alike) stops the start too: it was once taken
+        # for a missing one and text went unserved. A FIFO is refused, not
+        # waited on for ever.
+        loop = os.path.join(tmp, "loop.sctab")
+        os.symlink(loop, loop)
+        fifo = os.path.join(tmp, "fifo.sctab")
+        os.mkfifo(fifo)
+        for path, says in ((loop, "cannot reach the embedder table"),
+                           (fifo, "cannot use the embedder table")):
+            try:
+                r = subprocess.run([server, "--embed-table", path, "--listen",
+                                    f"tcp://127.0.0.1:{free_port()}"],
+                                   stderr=subprocess.PIPE, text=True,
+                                   timeout=30)
+                check(r.returncode == 1 and says in r.stderr,
+                      f"{path} stops the start ({r.stderr!r})")
+            except subprocess.TimeoutExpired:
+                check(False, f"{path} stops the start (it hung)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     p, f = test_semcache.passed, test_semcache.failed
