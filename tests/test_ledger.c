@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache/cache.h"
 #include "cache/ledger.h"
@@ -548,6 +549,77 @@ static void test_row_cap(void)
     sc_prices_free(p);
 }
 
+/* An embedder that takes 20 ms a text (busy, as real embedding is). */
+static sc_err slow_embed(void *arg, const char *text, size_t len, float *out)
+{
+    (void)arg;
+    (void)text;
+    (void)len;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    } while ((b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6 <
+             20.0);
+    for (int i = 0; i < D; i++) {
+        out[i] = i == 0 ? 1.0f : 0.0f;
+    }
+    return SC_OK;
+}
+
+/* A batch of text lookups charges the embedder's time once. Its lookups'
+ * own time was once the batch's whole time (embeddings included) split
+ * between them, so the embedding was paid for twice: lookup_cpu_s came
+ * out at least embed_cpu_s, where the search takes microseconds. */
+static void test_batch_embed_once(void)
+{
+    char msg[256];
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    CHECK_EQ_INT(
+        sc_prices_parse(PRICES, strlen(PRICES), "t", &p, msg, sizeof(msg)),
+        SC_OK);
+    CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
+    sc_cache_embedder em = {
+        .model = "slow@1", .dim = D, .threshold = 0.5f, .embed = slow_embed};
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.ledger = l;
+    cfg.embedder = &em;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", NULL), SC_OK);
+    sc_cache_query qs[4];
+    memset(qs, 0, sizeof(qs));
+    const char *texts[4] = {"one", "two", "three", "four"};
+    for (int i = 0; i < 4; i++) {
+        qs[i].text = texts[i];
+        qs[i].text_len = strlen(texts[i]);
+    }
+    sc_cache_result rs[4];
+    sc_err rcs[4];
+    CHECK_EQ_INT(sc_cache_lookup_many(c, "b", qs, 4, rs, rcs), SC_OK);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ_INT(rcs[i], SC_OK);
+        if (rcs[i] == SC_OK) {
+            sc_cache_result_fini(&rs[i]);
+        }
+    }
+    sc_ledger_counts t;
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &t, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(t.lookups, 4);
+    CHECK(t.embed_cpu_s >= 0.079);
+    CHECK(t.lookup_cpu_s < t.embed_cpu_s / 2);
+    if (!(t.lookup_cpu_s < t.embed_cpu_s / 2)) {
+        fprintf(stderr, "  embed %.4f s, lookup %.4f s\n", t.embed_cpu_s,
+                t.lookup_cpu_s);
+    }
+    sc_cache_close(c);
+    sc_ledger_close(l);
+    sc_prices_free(p);
+}
+
 int main(void)
 {
     test_prices();
@@ -555,5 +627,6 @@ int main(void)
     test_window_and_tags();
     test_feedback_tags();
     test_row_cap();
+    test_batch_embed_once();
     return test_summary("ledger");
 }
