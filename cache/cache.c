@@ -1091,8 +1091,12 @@ static embed_policy peek_policy(sc_cache *c, const char *nsname)
     ns *s = ns_find(c, nsname);
     if (s != NULL) {
         pthread_mutex_lock(&s->mu);
-        if (s->model_fixed && !ns_of_embedder(c, s) &&
-            !ns_of_missing_embedder(c, s)) {
+        if ((s->model_fixed && !ns_of_embedder(c, s) &&
+             !ns_of_missing_embedder(c, s)) ||
+            (c->cfg.embedder != NULL && s->cfg.dim != 0 &&
+             s->cfg.dim != c->cfg.embedder->dim)) {
+            /* Another model's, or made for vectors of another dimension
+             * than the embedder's (no model fixed yet). */
             pol = EMBED_EXACT_ONLY;
         } else {
             pol = c->cfg.embedder != NULL ? EMBED_YES : EMBED_MISSING;
@@ -1772,7 +1776,6 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     e->exp.slot = SC_HEAP_NONE;
     list_init(&e->lru);
     list_init(&e->glru);
-    uint64_t now = now_ms(c);
 
     pthread_rwlock_rdlock(&c->lock);
     ns *s = ns_find(c, nsname);
@@ -1781,6 +1784,9 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         goto fail_ns;
     }
     pthread_mutex_lock(&s->mu);
+    /* The time once the locks are held: a wait for them (a drop of a big
+     * namespace, say) is not taken off the entry's TTL. */
+    const uint64_t now = now_ms(c);
     if (ro != NULL && id_present(c, ro->id)) {
         /* Restored already (a snapshot and the log both hold it). */
         pthread_mutex_unlock(&s->mu);
@@ -1794,9 +1800,11 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         rc = SC_ETOOBIG;
         goto fail_locked;
     }
-    if (own_vec != NULL && model_check(s, model) != SC_OK) {
-        /* Another model's vector came first, since the peek: the text can
-         * only serve the exact layer now (whatever that model's dim). */
+    if (own_vec != NULL && (model_check(s, model) != SC_OK ||
+                            (s->cfg.dim != 0 && dim != s->cfg.dim))) {
+        /* Another model's vector came first, since the peek, or the
+         * namespace is of another dimension: the text can only serve the
+         * exact layer (whatever that model's dim). */
         vec = NULL;
         dim = 0;
     }
@@ -2298,15 +2306,24 @@ typedef struct expire_arg {
     size_t n;
 } expire_arg;
 
+/* Under s->mu: removes s's entries whose TTL has run out by now; returns
+ * how many. */
+static size_t reap_expired(sc_cache *c, ns *s, uint64_t now)
+{
+    size_t n = 0;
+    sc_heap_node *top;
+    while ((top = sc_heap_top(&s->expiry)) != NULL && top->key <= now) {
+        entry_remove(c, s, CONTAINER(top, entry, exp), GONE_EXPIRED);
+        n++;
+    }
+    return n;
+}
+
 static void expire_ns(sc_cache *c, ns *s, void *arg)
 {
     expire_arg *a = arg;
     pthread_mutex_lock(&s->mu);
-    sc_heap_node *top;
-    while ((top = sc_heap_top(&s->expiry)) != NULL && top->key <= a->now) {
-        entry_remove(c, s, CONTAINER(top, entry, exp), GONE_EXPIRED);
-        a->n++;
-    }
+    a->n += reap_expired(c, s, a->now);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -2369,8 +2386,11 @@ static void entry_touch(sc_cache *c, ns *s, entry *e, uint64_t now)
     e->hit_count++;
     list_unlink(&e->lru);
     list_push_front(&s->lru, &e->lru);
+    /* Never earlier: a hit that read the clock before a later one's may
+     * be judged after it. */
     if (s->cfg.ttl_mode == SC_TTL_SLIDING && e->ttl_ms != 0 &&
-        e->exp.slot != SC_HEAP_NONE) {
+        e->exp.slot != SC_HEAP_NONE &&
+        add_sat(now, e->ttl_ms) > e->expires_ms) {
         e->expires_ms = add_sat(now, e->ttl_ms);
         e->exp.key = e->expires_ms;
         sc_heap_fix(&s->expiry, &e->exp);
@@ -2690,7 +2710,6 @@ out:
  * of lookups that share a scope go to the index as one batch. */
 static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
 {
-    uint64_t now = now_ms(c);
     pthread_rwlock_rdlock(&c->lock);
     ns *s = ns_find(c, nsname);
     if (s == NULL) {
@@ -2698,6 +2717,12 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
         return SC_ENONS;
     }
     pthread_mutex_lock(&s->mu);
+    /* The time once the locks are held (a wait for them must not serve an
+     * entry that expired meanwhile), and the expired entries gone before
+     * the search: not yet reaped, they took the search's k places from
+     * live candidates (a false miss, or a margin's rival pushed out). */
+    uint64_t now = now_ms(c);
+    reap_expired(c, s, now);
     size_t nsearch = 0;
     for (size_t i = 0; i < n; i++) {
         if (p[i].rc == SC_OK) {
@@ -2769,6 +2794,7 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
     }
 
     pthread_mutex_lock(&s->mu);
+    now = now_ms(c); /* the scan took time: judge by the time now */
     for (size_t i = 0; i < n; i++) {
         if (!p[i].search) {
             continue;

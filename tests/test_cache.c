@@ -653,6 +653,42 @@ static void test_ttl_sliding(void)
     sc_cache_close(c);
 }
 
+/* Entries past their TTL that no reaper has removed yet must not take the
+ * search's places from live ones: 8 expired lines nearer the query than
+ * the live one once made a lookup miss (no_candidate), and in a namespace
+ * with a margin pushed out the rival that should have refused a hit. */
+static void test_expired_crowd(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "x", 0.5f, 0.0f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    CHECK_EQ_INT(mkns(c, "m", 0.5f, 0.05f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    now_fake = 1000;
+    float q[D], v[D];
+    basis(q, 0);
+    for (int i = 0; i < 8; i++) {
+        basis(v, 0);
+        v[1] = 0.01f * (float)i; /* nearer q than the live lines */
+        CHECK_EQ_INT(put(c, "x", NULL, NULL, v, "old", 100, NULL), SC_OK);
+        CHECK_EQ_INT(put(c, "m", NULL, NULL, v, "old", 100, NULL), SC_OK);
+    }
+    basis(v, 0);
+    v[1] = 0.3f;
+    CHECK_EQ_INT(put(c, "x", NULL, NULL, v, "live", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "m", NULL, NULL, v, "live", 0, NULL), SC_OK);
+    v[1] = 0.32f; /* within the margin of "live", another response */
+    CHECK_EQ_INT(put(c, "m", NULL, NULL, v, "rival", 0, NULL), SC_OK);
+    now_fake = 1200; /* the 8 have expired; nothing has reaped them */
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "x", NULL, NULL, q, &r), SC_OK);
+    CHECK(resp_is(&r, "live"));
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(get(c, "m", NULL, NULL, q, &r), SC_OK);
+    CHECK(!r.hit && r.reason == SC_MISS_AMBIGUOUS);
+    CHECK_EQ_INT(stats(c, "x").expirations, 8);
+    CHECK_EQ_INT(stats(c, "m").entries, 2);
+    sc_cache_close(c);
+}
+
 static void test_expire_heap(void)
 {
     sc_cache *c = open_cache(0, 0, 0, 0);
@@ -2325,6 +2361,21 @@ static void test_embedder(void)
     CHECK(resp_is(&r, "y") && r.layer == SC_LAYER_EXACT);
     sc_cache_result_fini(&r);
     sc_cache_close(c);
+    /* A namespace made for vectors of another dimension than the
+     * embedder's, no model fixed yet: text alone goes to the exact layer
+     * as in another model's namespace, not refused as dim_mismatch. */
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    sc_ns_config dc;
+    sc_cache_ns_config_init(&dc);
+    dc.dim = D + 4;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "d", &dc), SC_OK);
+    CHECK_EQ_INT(put(c, "d", NULL, "apple pie", NULL, "p", 0, NULL), SC_OK);
+    CHECK_EQ_INT(get(c, "d", NULL, "Apple  pie", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "p") && r.layer == SC_LAYER_EXACT);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(get(c, "d", NULL, "pie apple", NULL, &r), SC_OK);
+    CHECK(!r.hit);
+    sc_cache_close(c);
     /* A namespace of the missing embedder's model (its table gone since)
      * refuses text alone too; it was once taken for another model's, and
      * the text stored with no vector, never to be embedded. */
@@ -2860,6 +2911,7 @@ int main(void)
     test_ttl_absolute();
     test_ttl_sliding();
     test_expire_heap();
+    test_expired_crowd();
     test_lru();
     test_bytes();
     test_quarantine();
