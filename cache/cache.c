@@ -2263,6 +2263,9 @@ typedef struct flush_arg {
 static void flush_ns(sc_cache *c, ns *s, void *arg)
 {
     flush_arg *a = arg;
+    if (a->rc != SC_OK) {
+        return; /* a flush of all stops at the first refusal (cache.h) */
+    }
     pthread_mutex_lock(&s->mu);
     sc_cache_change ch = {.kind = SC_CHANGE_FLUSH, .ns = s->name};
     uint64_t seq;

@@ -317,7 +317,10 @@ sc_err sc_cache_feedback_tagged(sc_cache *c, uint64_t id, const char *feature,
                                 const char *user);
 
 /* Deletes every entry of namespace ns (NULL = of every namespace); configs
- * and counters stay. Errors: SC_ENONS. */
+ * and counters stay. Errors: SC_ENONS; the journal's, when it refuses a
+ * namespace's flush: that namespace keeps its entries, and with ns NULL
+ * so do those after it, while those before it stay flushed (each
+ * namespace's flush is durable on its own). */
 sc_err sc_cache_flush(sc_cache *c, const char *ns);
 
 /* Removes every entry whose expiry time is <= now_ms (0 = the cache's clock)

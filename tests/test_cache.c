@@ -1555,13 +1555,15 @@ static sc_err put_wide(sc_cache *c, const char *ns, const char *text,
 typedef struct fail_journal {
     int fail;
     uint64_t seq;
+    uint64_t fail_once_at; /* refuses the append that would get this seq */
 } fail_journal;
 
 static sc_err fj_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
 {
     (void)ch;
     fail_journal *j = arg;
-    if (j->fail) {
+    if (j->fail || (j->fail_once_at != 0 && j->seq + 1 == j->fail_once_at)) {
+        j->fail_once_at = 0;
         return SC_EIO;
     }
     *seq = ++j->seq;
@@ -1672,7 +1674,7 @@ static void test_replace_at_global_cap(void)
  * vector fixes neither its dimension nor its model. */
 static void test_journal_refusal(void)
 {
-    fail_journal fj = {0, 0};
+    fail_journal fj = {0, 0, 0};
     sc_cache_journal jn = {.append = fj_append, .commit = fj_commit,
                            .arg = &fj};
     sc_cache *c = open_with(&jn, NULL);
@@ -1706,6 +1708,22 @@ static void test_journal_refusal(void)
     CHECK_EQ_INT(sc_cache_ns_get_config(c, "k", &nc), SC_OK);
     CHECK_EQ_INT(nc.dim, D + 1);
     CHECK(strcmp(nc.embed_model, "m5") == 0);
+    /* A flush of all whose second namespace's record is refused stops
+     * there (cache.h): the first stays flushed, the other two keep their
+     * entries (the third was once flushed past the refusal). */
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "k"), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "l", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "l", NULL, "hello", v, "A", 0, NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "m", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "m", NULL, "hello", v, "A", 0, NULL), SC_OK);
+    fj.fail_once_at = fj.seq + 2;
+    CHECK_EQ_INT(sc_cache_flush(c, NULL), SC_EIO);
+    const char *names[3] = {"j", "l", "m"};
+    int kept = 0;
+    for (int i = 0; i < 3; i++) {
+        kept += stats(c, names[i]).entries == 1;
+    }
+    CHECK_EQ_INT(kept, 2);
     sc_cache_close(c);
 }
 
