@@ -58,10 +58,13 @@ typedef struct sc_ledger sc_ledger;
 sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out);
 void sc_ledger_close(sc_ledger *l);
 
-/* The ledger's rows are capped at 2^20 (about 300 bytes each): past it, a
- * feature or user tag that has no row yet is counted in its namespace's
- * "(other)" row, while tags that have a row keep counting in it, and a
- * restore brings every saved row back. Tests lower the cap with this. */
+/* The ledger's rows are capped at 2^20, about 500 bytes each with their
+ * hash table and outside --max-bytes (measured 2026-12-04 at the cap: 514
+ * MiB resident; a report or a /metrics scrape briefly needs 200 bytes a
+ * row more). Past the cap, a feature or user tag that has no row yet is
+ * counted in its namespace's "(other)" row, while tags that have a row
+ * keep counting in it, and a restore brings every saved row back. Tests
+ * lower the cap with this. */
 void sc_ledger_set_max_rows(sc_ledger *l, size_t n);
 
 /* The LLM call behind an entry. */
