@@ -583,8 +583,9 @@ static uint32_t probe(const uint64_t *b, uint32_t mask, uint64_t h,
         }
         if ((b[i] >> 32) == (h >> 32)) {
             uint32_t idx = (uint32_t)(b[i] & 0xffffffffu) - 1;
+            /* n == 0: strs may be NULL (only empty words were kept). */
             if (so[idx + 1] - so[idx] == n &&
-                memcmp(strs + so[idx], w, n) == 0) {
+                (n == 0 || memcmp(strs + so[idx], w, n) == 0)) {
                 *found = 1;
                 return i;
             }
