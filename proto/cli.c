@@ -410,7 +410,7 @@ int main(int argc, char **argv)
     memset(&it, 0, sizeof(it));
     float *vec = NULL;
     const char *response = NULL;
-    const char *positional = NULL;
+    const char *positional = NULL, *extra = NULL; /* the first two words */
     const char *by = NULL, *svg = NULL;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -418,7 +418,11 @@ int main(int argc, char **argv)
         int takes = 1;
         double num = 0;
         if (a[0] != '-') {
-            positional = a;
+            if (positional == NULL) {
+                positional = a;
+            } else if (extra == NULL) {
+                extra = a;
+            }
             takes = 0;
         } else if (strcmp(a, "--json") == 0) {
             json = 1; /* after the command too, as the README writes it */
@@ -484,6 +488,41 @@ int main(int argc, char **argv)
     }
 
     /* Usage is checked before any connection is made. */
+    const char *const known[] = {"ping",   "insert",   "lookup",
+                                 "delete", "feedback", "flush",
+                                 "stats",  "report",   "ns-drop"};
+    int is_known = 0;
+    for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
+        is_known |= strcmp(cmd, known[k]) == 0;
+    }
+    if (!is_known) {
+        fprintf(stderr, "semcache-cli: unknown command %s\n", cmd);
+        usage(stderr);
+        free(vec);
+        return 2;
+    }
+    /* A word is an entry id (delete, feedback) and nothing else: "flush
+     * other" must not flush every namespace, nor "stats other" show the
+     * totals, nor "delete 1 2" delete 2 alone. */
+    int takes_id = strcmp(cmd, "delete") == 0 || strcmp(cmd, "feedback") == 0;
+    const char *stray = takes_id ? extra : positional;
+    if (stray != NULL) {
+        if (takes_id) {
+            fprintf(stderr,
+                    "semcache-cli: %s takes one entry id; '%s' is a second\n",
+                    cmd, stray);
+        } else if (strcmp(cmd, "ping") == 0) {
+            fprintf(stderr, "semcache-cli: ping takes no argument '%s'\n",
+                    stray);
+        } else {
+            fprintf(stderr,
+                    "semcache-cli: %s takes no argument '%s' (for a "
+                    "namespace: --ns %s)\n",
+                    cmd, stray, stray);
+        }
+        free(vec);
+        return 2;
+    }
     int ins = strcmp(cmd, "insert") == 0;
     if ((ins || strcmp(cmd, "lookup") == 0) &&
         (ns == NULL || (it.text == NULL && it.vec == NULL) ||
@@ -502,19 +541,6 @@ int main(int argc, char **argv)
     if ((strcmp(cmd, "delete") == 0 || strcmp(cmd, "feedback") == 0) &&
         (positional == NULL || parse_uint(positional, &entry) != 0)) {
         fprintf(stderr, "semcache-cli: %s needs an entry id\n", cmd);
-        free(vec);
-        return 2;
-    }
-    const char *const known[] = {"ping",   "insert",   "lookup",
-                                 "delete", "feedback", "flush",
-                                 "stats",  "report",   "ns-drop"};
-    int is_known = 0;
-    for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
-        is_known |= strcmp(cmd, known[k]) == 0;
-    }
-    if (!is_known) {
-        fprintf(stderr, "semcache-cli: unknown command %s\n", cmd);
-        usage(stderr);
         free(vec);
         return 2;
     }

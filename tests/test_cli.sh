@@ -73,6 +73,18 @@ expect 0 '"ok":true,"server":"semcached' -- ping --json
 # A local failure: the report is printed, the SVG cannot be written.
 expect 4 'cannot write' -- report --svg /nonexistent-dir/x.svg
 expect 2 'unknown command' -- frobnicate
+# A word where a command takes none is refused, not ignored: "flush
+# other" flushed every namespace, "stats other" showed the totals, and
+# "delete 1 2" deleted 2 alone.
+expect 0 '^stored as entry' -- insert --ns keep --vec 1,2,3 --response x
+expect 2 "flush takes no argument 'other' \\(for a namespace: --ns other\\)" -- flush other
+expect 2 "stats takes no argument 'keep'" -- stats keep
+expect 2 "report takes no argument 'keep'" -- report keep --by feature
+expect 2 "lookup takes no argument 'x'" -- lookup --ns keep --vec 1,2,3 x
+expect 2 "ping takes no argument 'x'" -- ping x
+expect 2 "delete takes one entry id; '2' is a second" -- delete 1 2
+expect 2 "feedback takes one entry id; '9' is a second" -- feedback 1 9
+expect 0 '^hit' -- lookup --ns keep --vec 1,2,3
 # Settings nothing will use are said at start-up.
 "$server" --listen "ipc:///tmp/semcache-cli-test-$$-b.ipc" --persist off \
     --tls-cert /nonexistent.pem --repair 2>/tmp/semcache-cli-test-$$-b.log &
