@@ -354,6 +354,25 @@ static sc_err run_report(sc_client *c, const char *ns, const char *by,
     return rc;
 }
 
+/* The exit status of a failure (the header's list): the server refused
+ * (1), bad usage (2), the server unreachable, silent or garbled (3), a
+ * local failure (4: no memory, a file not written, anything else). */
+static int exit_status(sc_err rc)
+{
+    switch (rc) {
+    case SC_EREMOTE:
+        return 1;
+    case SC_EINVAL:
+        return 2;
+    case SC_ECONN:
+    case SC_ETIMEDOUT:
+    case SC_EPROTO:
+        return 3;
+    default:
+        return 4;
+    }
+}
+
 static int report(sc_err rc, const sc_client_error *err, int json)
 {
     if (rc == SC_EREMOTE) {
@@ -368,7 +387,7 @@ static int report(sc_err rc, const sc_client_error *err, int json)
         return 1;
     }
     fprintf(stderr, "semcache-cli: %s\n", sc_strerror(rc));
-    return rc == SC_EINVAL ? 2 : 3;
+    return exit_status(rc);
 }
 
 int main(int argc, char **argv)
@@ -549,14 +568,14 @@ int main(int argc, char **argv)
     if (rc != SC_OK) {
         fprintf(stderr, "semcache-cli: %s: %s\n", addr, sc_strerror(rc));
         free(vec);
-        return rc == SC_EINVAL ? 2 : 3;
+        return exit_status(rc);
     }
     if (key != NULL && key[0] != '\0' &&
         (rc = sc_client_set_key(c, key)) != SC_OK) {
         fprintf(stderr, "semcache-cli: %s\n", sc_strerror(rc));
         sc_client_close(c);
         free(vec);
-        return 4;
+        return exit_status(rc);
     }
     sc_client_error err;
     int status = 0;

@@ -2,7 +2,7 @@
 # test_cli.sh SEMCACHED SEMCACHE_CLI - semcache-cli against a real semcached:
 # every command, human and --json output, and the exit statuses (0 on
 # success and on a miss, 1 when the server refuses, 2 on bad usage, 3 when
-# the server cannot be reached).
+# the server cannot be reached or answers garbage, 4 on a local failure).
 set -u
 server=$1
 cli=$2
@@ -167,6 +167,96 @@ if printf '%s' "$out" | grep -qF 'e\x1b[31mEVIL\x0aforged' &&
 else
     fail=$((fail + 1))
     echo "FAIL: report --by feature with control bytes in a tag: $out" >&2
+fi
+# fake_cli REPLY [MEM] -- ARGS...: semcache-cli ARGS against a fake server
+# on 127.0.0.1 that answers every request with REPLY (a Python expression,
+# packed with msgpack); prints the CLI's exit status, then its output.
+# With MEM, the CLI's address space is capped at what a first run with a
+# small reply used (once its request came) plus MEM bytes; "skip" when the
+# CLI reserves terabytes (AddressSanitizer's shadow), where no cap works.
+fake_cli() {
+    local reply=$1 mem=$2
+    shift 3
+    /usr/bin/python3 - "$cli" "$reply" "$mem" "$@" <<'PY'
+import os, resource, socket, struct, subprocess, sys, threading
+import msgpack
+cli, reply, mem, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+def exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise OSError("closed")
+        buf += chunk
+    return buf
+def run(body, cap=None):
+    """The CLI's status, output and VmSize (kB) when its request came."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4)
+    seen = []
+    def serve():
+        try:
+            s, _ = lst.accept()
+            exact(s, 8)
+            s.sendall(b"\x00SP\x00\x00\x31\x00\x00")
+            while True:
+                (n,) = struct.unpack(">Q", exact(s, 8))
+                rid = exact(s, n)[:4]
+                with open(f"/proc/{proc.pid}/status") as f:
+                    seen.extend(int(l.split()[1]) for l in f
+                                if l.startswith("VmSize:"))
+                s.sendall(struct.pack(">Q", 4 + len(body)) + rid)
+                s.sendall(body)
+        except OSError:
+            pass
+    def limit():
+        if cap is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    env = dict(os.environ, MALLOC_ARENA_MAX="1")
+    proc = subprocess.Popen([cli, "-a", f"tcp://127.0.0.1:{lst.getsockname()[1]}",
+                             "--timeout", "20000"] + args, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=limit)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    out = proc.communicate(timeout=50)[0].decode(errors="replace")
+    lst.close()
+    return proc.returncode, out, seen[0] if seen else None
+body = msgpack.packb(eval(reply), use_bin_type=True)
+if mem == "":
+    status, out, _ = run(body)
+else:
+    _, _, base = run(msgpack.packb({"ok": True, "result": {"server": "x"}}))
+    if base is None or base > 1 << 30:  # kB: over 1 TiB
+        print("skip")
+        sys.exit(0)
+    status, out, _ = run(body, base * 1024 + int(mem))
+print(status)
+print(out[:2000], end="")  # a hit of 256 MiB is not shown whole
+PY
+}
+# A local failure is 4, not 3 (transport): a 256 MiB reply with room for
+# nng's copy of it and not for the client's.
+out=$(fake_cli '{"ok": True, "result": {"hit": True, "entry": 7, "response": b"x" * (256 << 20)}}' \
+    $((384 << 20)) -- lookup --ns n --vec 1,2,3 2>&1)
+if [ "$out" = skip ]; then
+    echo "test_cli: address space reserved (ASan?): out of memory not tested"
+elif printf '%s' "$out" | head -1 | grep -qx 4 &&
+    printf '%s' "$out" | grep -q 'out of memory'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: lookup out of memory: want status 4: $out" >&2
+fi
+# A malformed reply is the transport's failure: 3.
+out=$(fake_cli '{"ok": True}' "" -- ping 2>&1)
+if printf '%s' "$out" | head -1 | grep -qx 3 &&
+    printf '%s' "$out" | grep -q 'malformed reply'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: ping given a reply with no result: want status 3: $out" >&2
 fi
 out=$("$cli" -a ipc:///tmp/semcache-no-such-server.ipc --timeout 300 ping 2>&1)
 if [ $? = 3 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unreachable server: $out" >&2; fi
