@@ -277,12 +277,18 @@ static int parse_vec(const char *s, float **out, uint32_t *dim)
     return 0;
 }
 
+/* Decimal digits and nothing else: strtoull alone skips leading spaces
+ * and takes a sign, so " -1" would be 2^64 - 1 and
+ * " -18446744073709551613" would be 3. */
 static int parse_uint(const char *s, uint64_t *out)
 {
     char *end;
+    if (s[0] < '0' || s[0] > '9') {
+        return -1;
+    }
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
+    if (errno != 0 || end == s || *end != '\0') {
         return -1;
     }
     *out = v;

@@ -68,6 +68,14 @@ expect 2 '--threshold wants a number' -- lookup --ns faq --vec 1,2,3 --threshold
 expect 2 '--threshold wants a number' -- lookup --ns faq --vec 1,2,3 --threshold abc
 expect 2 '--ttl wants a number' -- insert --ns faq --vec 1,2,3 --response x --ttl 1h
 expect 2 'timeout wants' -- --timeout 5s ping
+# Integers are digits only: strtoull skips spaces and takes a sign, so
+# " -1" was entry 2^64 - 1 and " -18446744073709551613" was 3.
+expect 2 'needs an entry id' -- delete ' -1'
+expect 2 'needs an entry id' -- feedback ' -18446744073709551613'
+expect 2 'needs an entry id' -- delete +3
+expect 2 '--input-tokens wants an integer' -- insert --ns faq --vec 1,2,3 \
+    --response x --input-tokens ' -18446744073709551613'
+expect 2 'timeout wants' -- --timeout ' 200' ping
 # --json after the command, as the README writes it.
 expect 0 '"ok":true,"server":"semcached' -- ping --json
 # A local failure: the report is printed, the SVG cannot be written.
