@@ -341,6 +341,10 @@ static sc_err run_report(sc_client *c, const char *ns, const char *by,
     if (res == NULL) {
         return SC_EPROTO;
     }
+    if (!json_is_string(json_object_get(res, "prices_date"))) {
+        /* Not "(null)" in the heading. */
+        json_object_set_new(res, "prices_date", json_string("an unknown date"));
+    }
     if (!json && sc_cli_print_report(res, ns, stdout) != 0) {
         rc = SC_EPROTO;
     }
@@ -381,6 +385,12 @@ static int exit_status(sc_err rc)
 
 static int report(sc_err rc, const sc_client_error *err, int json)
 {
+    if (rc == SC_EREMOTE && err->code[0] == '\0') {
+        /* "ok": false without an error map or a string code. */
+        fprintf(stderr, "semcache-cli: malformed error reply from the "
+                        "server\n");
+        return exit_status(SC_EPROTO);
+    }
     if (rc == SC_EREMOTE) {
         if (json) {
             printf("{\"ok\":false,\"error\":{\"code\":");
@@ -389,7 +399,8 @@ static int report(sc_err rc, const sc_client_error *err, int json)
             json_str(err->message, strlen(err->message));
             printf("}}\n");
         }
-        fprintf(stderr, "semcache-cli: %s: %s\n", err->code, err->message);
+        fprintf(stderr, "semcache-cli: %s%s%s\n", err->code,
+                err->message[0] != '\0' ? ": " : "", err->message);
         return 1;
     }
     fprintf(stderr, "semcache-cli: %s\n", sc_strerror(rc));
@@ -611,9 +622,11 @@ int main(int argc, char **argv)
             sc_client_result res;
             rc = sc_client_lookup(c, ns, &it, &res, &err);
             if (rc == SC_OK && json) {
-                printf("{\"ok\":true,\"hit\":%s,\"layer\":\"%s\","
-                       "\"similarity\":%.6f,\"best\":",
-                       res.hit ? "true" : "false", res.layer,
+                /* layer and reason are the server's words: escaped. */
+                printf("{\"ok\":true,\"hit\":%s,\"layer\":",
+                       res.hit ? "true" : "false");
+                json_str(res.layer, strlen(res.layer));
+                printf(",\"similarity\":%.6f,\"best\":",
                        (double)res.similarity);
                 if (isnan(res.best)) {
                     printf("null");
@@ -625,7 +638,8 @@ int main(int argc, char **argv)
                            (unsigned long long)res.entry);
                     json_str((const char *)res.response, res.response_len);
                 } else {
-                    printf(",\"reason\":\"%s\"", res.reason);
+                    printf(",\"reason\":");
+                    json_str(res.reason, strlen(res.reason));
                 }
                 printf("}\n");
             } else if (rc == SC_OK && res.hit) {

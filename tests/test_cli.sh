@@ -266,6 +266,45 @@ else
     fail=$((fail + 1))
     echo "FAIL: ping given a reply with no result: want status 3: $out" >&2
 fi
+# The server's words in --json lookup output are escaped: a quote in the
+# layer or the reason left the line no JSON.
+out=$(fake_cli '{"ok": True, "result": {"hit": False, "layer": "no\"ne\\", "reason": "a\"b\nc", "similarity": 0.5, "best": None}}' \
+    "" -- --json lookup --ns n --vec 1,2,3 2>&1)
+if printf '%s' "$out" | /usr/bin/python3 -c '
+import json, sys
+lines = sys.stdin.read().split("\n", 1)
+r = json.loads(lines[1])
+sys.exit(0 if lines[0] == "0" and r["layer"] == "no\"ne\\"
+         and r["reason"] == "a\"b\nc" else 1)'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: --json lookup with quotes in layer and reason: $out" >&2
+fi
+# A refusal without an error map, or with a code that is not a string:
+# said as malformed (3), not as "semcache-cli: : ".
+for rep in '{"ok": False}' '{"ok": False, "error": {"code": 5, "message": "x"}}'; do
+    out=$(fake_cli "$rep" "" -- flush --ns n 2>&1)
+    if [ "$(printf '%s' "$out" | head -1)" = 3 ] &&
+        printf '%s' "$out" | grep -q 'malformed error reply' &&
+        ! printf '%s' "$out" | grep -q 'semcache-cli: :'; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: flush given $rep: $out" >&2
+    fi
+done
+# A report without prices_date: no "(null)" in the heading.
+out=$(fake_cli '{"ok": True, "result": {"by": "ns", "total": {}, "rows": [], "cpu_hour": 0.04}}' \
+    "" -- report 2>&1)
+if [ "$(printf '%s' "$out" | head -1)" = 0 ] &&
+    printf '%s' "$out" | grep -q 'prices of an unknown date' &&
+    ! printf '%s' "$out" | grep -q '(null)'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: report without prices_date: $out" >&2
+fi
 out=$("$cli" -a ipc:///tmp/semcache-no-such-server.ipc --timeout 300 ping 2>&1)
 if [ $? = 3 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unreachable server: $out" >&2; fi
 
