@@ -744,9 +744,13 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
     if (rc == SC_OK && res->hit && (res->response == NULL || !has_entry)) {
         rc = SC_EPROTO; /* a hit names its entry and carries the response */
     }
+    if (rc == SC_OK && !res->hit && res->response != NULL) {
+        rc = SC_EPROTO; /* a miss has none (client.h: NULL on a miss) */
+    }
     if (rc != SC_OK) {
         free(res->response);
         res->response = NULL;
+        res->response_len = 0;
     }
     return rc;
 }

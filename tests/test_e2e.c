@@ -578,8 +578,10 @@ static void test_fake_server(void)
                       "entry\x07")), /* no response */
         R(OKR("\x84", "\xa3hit\xc3\xa5"
                       "entry\x07\xa8response\xc4\x01x"
-                      "\xa8response\xc4\x01y")),  /* two responses */
-        R(OKR("\x81", "\xa3hit\xa3yes")),         /* hit not a bool */
+                      "\xa8response\xc4\x01y")), /* two responses */
+        R(OKR("\x81", "\xa3hit\xa3yes")),        /* hit not a bool */
+        /* a miss, and a response all the same */
+        R(OKR("\x82", "\xa8response\xc4\x01x\xa3hit\xc2")),
         R("\x82\xa2ok\xc3\xa6result\x05"),        /* result not a map */
         R("\x82\xa2ok\xc3\xa6result\x81\xa3hit"), /* cut short */
         R("\xc1\xc1\xc1"),                        /* not msgpack */
@@ -596,10 +598,11 @@ static void test_fake_server(void)
                       "entry\xa1"
                       "7")), /* entry not a uint */
     };
-    const sc_err want[] = {SC_EPROTO,  SC_EPROTO, SC_EPROTO, SC_EPROTO,
-                           SC_EPROTO,  SC_EPROTO, SC_EPROTO, SC_EPROTO,
-                           SC_EREMOTE, SC_OK,     SC_EPROTO, SC_EPROTO};
-    const size_t nlook = 10, n = sizeof(replies) / sizeof(replies[0]);
+    const sc_err want[] = {SC_EPROTO, SC_EPROTO,  SC_EPROTO, SC_EPROTO,
+                           SC_EPROTO, SC_EPROTO,  SC_EPROTO, SC_EPROTO,
+                           SC_EPROTO, SC_EREMOTE, SC_OK,     SC_EPROTO,
+                           SC_EPROTO};
+    const size_t nlook = 11, n = sizeof(replies) / sizeof(replies[0]);
     char url[128];
     snprintf(url, sizeof(url), "ipc:///tmp/test_e2e_fake_%ld.ipc",
              (long)getpid());
@@ -620,7 +623,9 @@ static void test_fake_server(void)
         if (i < nlook) {
             sc_client_result res;
             rc = sc_client_lookup(c, "ns", &it, &res, &err);
-            if (rc == SC_OK) {
+            if (rc != SC_OK) {
+                CHECK(res.response == NULL); /* nothing for the caller */
+            } else {
                 CHECK(res.hit && res.entry == 7 && res.response_len == 2 &&
                       memcmp(res.response, "ok", 2) == 0);
                 free(res.response);
