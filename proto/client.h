@@ -106,8 +106,11 @@ sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
                         uint8_t **reply, size_t *reply_len,
                         sc_client_error *err);
 
-/* Request builders, shared with tests and benchmarks: append one request
- * (a msgpack map) to *buf (malloc'd, grown; the caller frees). */
+/* Request builders, shared with tests and benchmarks: encode one request
+ * (a msgpack map) into a new malloc'd buffer, *buf and *len on success (the
+ * caller frees). *buf is overwritten, never read, grown or freed: a buffer
+ * it held is the caller's still. On failure (SC_EINVAL: ns NULL, neither
+ * text nor vec; SC_ENOMEM) *buf and *len are untouched. */
 sc_err sc_client_build_insert(const char *ns, const sc_client_item *it,
                               uint8_t **buf, size_t *len);
 sc_err sc_client_build_lookup(const char *ns, const sc_client_item *it,

@@ -306,9 +306,19 @@ static void test_hostile(sc_client *c)
     it.dim = 4;
     it.response = "r";
     it.response_len = 1;
-    uint8_t *req;
-    size_t len;
+    /* The builders write a new buffer (client.h): one *buf held before is
+     * neither appended to nor freed, and a failure leaves *buf alone. */
+    uint8_t *req = malloc(8);
+    CHECK(req != NULL);
+    uint8_t *before = req;
+    size_t len = 8;
+    it.vec = NULL;
+    CHECK_EQ_INT(sc_client_build_insert("trunc", &it, &req, &len), SC_EINVAL);
+    CHECK(req == before && len == 8);
+    it.vec = v;
     CHECK_EQ_INT(sc_client_build_insert("trunc", &it, &req, &len), SC_OK);
+    CHECK(req != before && len > 8 && (req[0] & 0xf0) == 0x80);
+    free(before);
     int bad = 0;
     for (size_t cut = 0; cut < len; cut++) {
         bad += raw_ok(c, req, cut, NULL, 0) != 0;
