@@ -130,7 +130,14 @@ class Client:
         self._lock = threading.Lock()
         self._deadline = None
         self._sock = None
-        self._connect()
+        # One deadline for the whole set-up, as call_many's reconnect has:
+        # a server sending its handshake a byte at a time cannot hold it
+        # longer than timeout.
+        self._arm()
+        try:
+            self._connect()
+        finally:
+            self._deadline = None
 
     # ---- connection -----------------------------------------------------
 

@@ -336,6 +336,39 @@ def test_broken_replies():
     lst.close()
 
 
+def test_slow_handshake():
+    """A server that sends its 8-byte handshake a byte every 0.9 s: the
+    client's time-out (1 s) is a deadline for the whole connect, not for
+    each byte (7 s in all, every byte within 1 s of the one before)."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+
+    def trickle():
+        s, _ = lst.accept()
+        try:
+            for b in b"\x00SP\x00\x00\x31\x00\x00":
+                s.sendall(bytes([b]))
+                time.sleep(0.9)
+        except OSError:
+            pass
+        s.close()
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    try:
+        Client("127.0.0.1", lst.getsockname()[1], timeout=1.0).close()
+        timed_out = False
+    except (OSError, semcache.ProtocolError):
+        timed_out = True
+    dt = time.monotonic() - t0
+    check(timed_out and dt < 3.0,
+          f"a trickled handshake times out at connect ({dt:.1f} s)")
+    t.join(15)
+    lst.close()
+
+
 def test_batch_reply_cap(port):
     """A lookup_batch whose hits would make a huge reply (1024 hits of a
     1 MiB response: 1 GiB from a 15 KB request) is answered up to 64 MiB
@@ -600,6 +633,7 @@ def run(c, port, ipc_path, tls_port, cert):
 
     test_raw(port)
     test_broken_replies()
+    test_slow_handshake()
     test_batch_reply_cap(port)
     check(c.ping()["version"] == 1, "still serving after hostile peers")
 
