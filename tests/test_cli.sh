@@ -81,6 +81,14 @@ expect 0 '"ok":true,"server":"semcached' -- ping --json
 # A local failure: the report is printed, the SVG cannot be written.
 expect 4 'cannot write' -- report --svg /nonexistent-dir/x.svg
 expect 2 'unknown command' -- frobnicate
+# The README's synopsis is --help's first line.
+synopsis=$("$cli" --help | head -1 | sed 's/^usage: //')
+if grep -qF "\`$synopsis\`" "$(dirname "$0")/../README.md"; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: README.md lacks the synopsis \`$synopsis\`" >&2
+fi
 # A word where a command takes none is refused, not ignored: "flush
 # other" flushed every namespace, "stats other" showed the totals, and
 # "delete 1 2" deleted 2 alone.

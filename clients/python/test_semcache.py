@@ -146,6 +146,16 @@ def check_doc(doc_path, text):
         print(text, file=sys.stderr)
 
 
+def test_readme_methods():
+    """The README names every public method of Client (close aside)."""
+    with open(os.path.join(HERE, "README.md")) as f:
+        readme = f.read()
+    missing = [m for m in dir(Client) if not m.startswith("_")
+               and m != "close" and callable(getattr(Client, m))
+               and f"`{m}`" not in readme and f"`{m}(" not in readme]
+    check(not missing, f"README.md names every method (missing: {missing})")
+
+
 # ---- raw SP over a plain socket ---------------------------------------
 
 def raw_conn(port):
@@ -634,6 +644,7 @@ def run(c, port, ipc_path, tls_port, cert):
     test_raw(port)
     test_broken_replies()
     test_slow_handshake()
+    test_readme_methods()
     test_batch_reply_cap(port)
     check(c.ping()["version"] == 1, "still serving after hostile peers")
 
