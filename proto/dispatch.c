@@ -290,32 +290,35 @@ static bool ns_allowed(const sc_key *key, const char *ns, bool write)
 }
 
 /* The configured key key[0..n) is (d has keys), or NULL, counted as an
- * unauthorized request. */
+ * unauthorized request when count. */
 static const sc_key *known_key(sc_dispatch *d, const keyset *ks,
-                               const char *key, size_t n)
+                               const char *key, size_t n, bool count)
 {
     const sc_key *k = key != NULL && n <= UINT32_MAX
                           ? find_key(ks, (const uint8_t *)key, (uint32_t)n)
                           : NULL;
-    if (k == NULL) {
+    if (k == NULL && count) {
         __atomic_add_fetch(&d->counts.unauthorized, 1, __ATOMIC_RELAXED);
     }
     return k;
 }
 
 /* What key[0..n) may do: read (or write) ns, or, with ns NULL, what only
- * an admin key may. Refusals are counted. */
+ * an admin key may. Refusals are counted when count. */
 static sc_dispatch_access check_access(sc_dispatch *d, const char *key,
-                                       size_t n, const char *ns, bool write)
+                                       size_t n, const char *ns, bool write,
+                                       bool count)
 {
     keyset *ks = ks_acquire(d);
     sc_dispatch_access a = SC_ACCESS_OK;
     if (ks != NULL) {
-        const sc_key *k = known_key(d, ks, key, n);
+        const sc_key *k = known_key(d, ks, key, n, count);
         if (k == NULL) {
             a = SC_ACCESS_UNAUTHORIZED;
         } else if (ns != NULL ? !ns_allowed(k, ns, write) : !k->admin) {
-            __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+            if (count) {
+                __atomic_add_fetch(&d->counts.forbidden, 1, __ATOMIC_RELAXED);
+            }
             a = SC_ACCESS_FORBIDDEN;
         }
     }
@@ -326,13 +329,20 @@ static sc_dispatch_access check_access(sc_dispatch *d, const char *key,
 sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
                                          size_t n, const char *ns, bool write)
 {
-    return check_access(d, key, n, ns != NULL ? ns : "", write);
+    return check_access(d, key, n, ns != NULL ? ns : "", write, true);
+}
+
+bool sc_dispatch_may_write(sc_dispatch *d, const char *key, size_t n,
+                           const char *ns)
+{
+    return check_access(d, key, n, ns != NULL ? ns : "", true, false) ==
+           SC_ACCESS_OK;
 }
 
 sc_dispatch_access sc_dispatch_check_admin(sc_dispatch *d, const char *key,
                                            size_t n)
 {
-    return check_access(d, key, n, NULL, false);
+    return check_access(d, key, n, NULL, false, true);
 }
 
 /* ---- decoding ------------------------------------------------------- */

@@ -103,6 +103,13 @@ sc_dispatch_access sc_dispatch_check_key(sc_dispatch *d, const char *key,
                                          size_t n, const char *ns,
                                          bool write);
 
+/* Whether key[0..n) may write namespace ns, by the same rules, counting
+ * nothing: for a front that asks before it knows whether it will write,
+ * and that refuses no request for the want of it (the proxy, which serves
+ * a read-only key and only leaves its answers unstored). */
+bool sc_dispatch_may_write(sc_dispatch *d, const char *key, size_t n,
+                           const char *ns);
+
 /* The same for what only an admin key may see (the HTTP front's /report
  * and /metrics pages, which span every namespace): SC_ACCESS_OK without
  * configured keys or with an admin key. Refusals are counted. */

@@ -1654,8 +1654,9 @@ static void process(preq *pr)
                         false);
             return;
         }
-        pr->can_write = sc_dispatch_check_key(p->dispatch, key, kn, pr->ns,
-                                              true) == SC_ACCESS_OK;
+        /* Not a refusal: the request is served, its answer not stored
+         * (stored=no; reason=forbidden), and nothing is counted. */
+        pr->can_write = sc_dispatch_may_write(p->dispatch, key, kn, pr->ns);
     } else {
         pr->can_write = true;
     }

@@ -646,11 +646,25 @@ def test_config_file(server, table, fake, tmp):
 def test_keys(server, table, fake, tmp):
     rw = "proxy-writer-key-0123456789"
     ro = "proxy-reader-key-0123456789"
+    adm = "proxy-admin-key-0123456789"
     conf = os.path.join(tmp, "keys.json")
     with open(conf, "w") as f:
         json.dump({"keys": [{"key": rw, "name": "writer", "write": ["chat"]},
-                            {"key": ro, "name": "reader", "read": ["chat"]}]},
+                            {"key": ro, "name": "reader", "read": ["chat"]},
+                            {"key": adm, "name": "ops", "admin": True}]},
                   f)
+
+    def forbidden():
+        c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=30)
+        c.request("GET", "/metrics", headers={"Authorization": f"Bearer {adm}"})
+        out = c.getresponse().read().decode()
+        c.close()
+        for line in out.splitlines():
+            if line.startswith('semcache_requests_refused_total'
+                               '{reason="forbidden"} '):
+                return int(line.rsplit(" ", 1)[1])
+        return None
+
     p = Proxy(server, table, fake.url, "--config", conf)
     n = fake.chat_calls()
     st, hs, j = p.chat("Keyed question one?")
@@ -677,9 +691,27 @@ def test_keys(server, table, fake, tmp):
           "the semcache key stays here; the upstream key goes on")
     st, hs, j = p.chat("Keyed question one?", headers={"x-semcache-key": ro})
     check(xsc(hs).startswith("hit"), "a read key reads")
+    # A read-only key's requests are served, not refused: its hits, and a
+    # miss it may not store, count no "forbidden" refusal (the one above,
+    # the 403, is the only one).
+    f0 = forbidden()
+    for _ in range(3):
+        st, hs, j = p.chat("Keyed question one?",
+                           headers={"x-semcache-key": ro})
+        check(xsc(hs).startswith("hit"), f"a read key hits ({xsc(hs)})")
+    st, hs, j = p.chat("Which countries do you deliver parcels to?",
+                       headers={"x-semcache-key": ro})
+    check(xsc(hs).endswith("stored=no; reason=forbidden"),
+          f"a read key's miss is not stored ({xsc(hs)})")
+    f1 = forbidden()
+    check(f0 == 1 and f1 == 1, f"a read key's hits and misses are no "
+          f"forbidden refusals (metrics: {f0}, then {f1})")
     err = p.stop()
-    check(rw not in err and ro not in err and "sk-up" not in err,
-          "no key appears in the log")
+    check(rw not in err and ro not in err and "sk-up" not in err and
+          adm not in err, "no key appears in the log")
+    check("2 unauthorized, 1 forbidden)" in err,
+          f"the shutdown log counts the refusals alone "
+          f"({err.strip().splitlines()[-1] if err.strip() else ''})")
 
 
 def test_upstream_embed(server, table, fake):
