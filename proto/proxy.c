@@ -1452,12 +1452,17 @@ static void run_job(preq *pr, CURL *c)
                     "semcached is shutting down", NULL, false);
         return;
     }
-    if (pr->plan.cacheable && !pr->skip && !pr->looked_up) {
-        if (p->embed_model[0] == '\0' || upstream_embed(pr, c) == 0) {
-            if (try_lookup(pr)) {
-                return;
-            }
-        }
+    /* With upstream embeddings the vector serves the lookup and the
+     * store: a skipped lookup is embedded all the same when its answer
+     * may be stored (x-semcache-skip skips the lookup alone). */
+    bool may_store = pr->plan.cacheable && !pr->no_store && pr->can_write;
+    bool lookup = pr->plan.cacheable && !pr->skip && !pr->looked_up;
+    bool embedded = p->embed_model[0] == '\0';
+    if (!embedded && c != NULL && (lookup || may_store)) {
+        embedded = upstream_embed(pr, c) == 0;
+    }
+    if (lookup && embedded && try_lookup(pr)) {
+        return;
     }
     if (c == NULL) {
         reply_error(pr, 500, "semcache_error", "internal", "no upstream handle",

@@ -735,6 +735,25 @@ def test_upstream_embed(server, table, fake):
           abs(tot.get("usd_embed", 0) - 15 * 0.02e-6) < 1e-12,
           f"the embedding spend is in the ledger ({tot.get('embed_tokens')}, "
           f"{tot.get('usd_embed')})")
+    # x-semcache-skip skips the lookup, not the store: the answer is
+    # embedded all the same, stored, and then served.
+    q2 = "Can I pay for my order with a gift card?"
+    c0, e0 = fake.chat_calls(), fake.embed_calls()
+    st, hs, _ = p.chat(q2, headers={"x-semcache-skip": "1"})
+    check(st == 200 and xsc(hs) == "miss; lookup=skipped; stored=yes" and
+          fake.embed_calls() == e0 + 1,
+          f"upstream embeddings: a skipped lookup is still stored ({xsc(hs)})")
+    st, hs, _ = p.chat(q2)
+    check(xsc(hs).startswith("hit; layer=exact") and
+          fake.chat_calls() == c0 + 1,
+          f"upstream embeddings: and then served ({xsc(hs)})")
+    # Skipped and not to be stored: no embedding call at all.
+    e0 = fake.embed_calls()
+    st, hs, _ = p.chat(q2, headers={"x-semcache-skip": "1",
+                                    "x-semcache-no-store": "1"})
+    check(xsc(hs) == "miss; lookup=skipped; stored=no; reason=no_store" and
+          fake.embed_calls() == e0,
+          f"upstream embeddings: skip and no-store embed nothing ({xsc(hs)})")
     p.stop()
 
 
