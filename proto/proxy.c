@@ -1195,7 +1195,10 @@ typedef struct sse {
     buf err;       /* a non-stream (error) answer, collected */
     buf line;      /* the event line being read */
     buf text;      /* the assembled message content */
-    json_t *first; /* the first chunk (id, model, created, ...) */
+    bool chunks;   /* a chunk came */
+    /* Each from the first chunk that has it: Azure OpenAI opens a stream
+     * with a prompt-filter chunk whose id and model are "", created 0. */
+    json_t *id, *model, *created;
     char finish[32];
     bool done, tools, bad;
     /* A content delta came; something came that the stored answer would
@@ -1224,8 +1227,18 @@ static void sse_line(sse *s, const char *l, size_t n)
         json_decref(j);
         return;
     }
-    if (s->first == NULL) {
-        s->first = json_incref(j);
+    s->chunks = true;
+    json_t *f = json_object_get(j, "id");
+    if (s->id == NULL && json_is_string(f) && json_string_length(f) > 0) {
+        s->id = json_incref(f);
+    }
+    f = json_object_get(j, "model");
+    if (s->model == NULL && json_is_string(f) && json_string_length(f) > 0) {
+        s->model = json_incref(f);
+    }
+    f = json_object_get(j, "created");
+    if (s->created == NULL && json_is_integer(f) && json_integer_value(f) > 0) {
+        s->created = json_incref(f);
     }
     const json_t *u = json_object_get(j, "usage");
     if (json_is_object(u)) {
@@ -1366,14 +1379,11 @@ static void forward_stream(preq *pr, CURL *c)
         if (s.line.n > 0) {
             sse_line(&s, s.line.p, s.line.n); /* a last line with no \n */
         }
-        if (cc == CURLE_OK && s.done && !s.bad && !s.failed &&
-            s.first != NULL) {
+        if (cc == CURLE_OK && s.done && !s.bad && !s.failed && s.chunks) {
             bool ok = strcmp(s.finish, "stop") == 0 ||
                       (strcmp(s.finish, "length") == 0 && p->store_truncated);
             if (ok && !s.tools && s.content && !s.other) {
-                json_t *m = json_object_get(s.first, "model");
-                json_t *id = json_object_get(s.first, "id");
-                json_t *cr = json_object_get(s.first, "created");
+                json_t *m = s.model, *id = s.id, *cr = s.created;
                 json_t *a = json_pack(
                     "{s:o,s:s,s:o,s:o,s:[{s:i,s:{s:s,s:s%},s:s}]}", "id",
                     id != NULL ? json_incref(id) : json_null(), "object",
@@ -1403,7 +1413,9 @@ static void forward_stream(preq *pr, CURL *c)
         }
         preq_done(pr); /* closes the connection: the stream's end */
     }
-    json_decref(s.first);
+    json_decref(s.id);
+    json_decref(s.model);
+    json_decref(s.created);
     free(s.err.p);
     free(s.line.p);
     free(s.text.p);

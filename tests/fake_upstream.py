@@ -21,6 +21,9 @@ answers by its current mode:
   logprobs   (streams) as ok, each event with choices[0].logprobs
   big        (streams) as ok, then 48 MB more of content, as fast as the
              proxy takes it
+  azure      (streams) as ok, opened as Azure OpenAI opens it: a
+             prompt-filter chunk with no choices, id "", model "" and
+             created 0
 
 Run alone (python3 fake_upstream.py PORT) it serves in mode ok until
 killed."""
@@ -155,6 +158,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             events.append(dict(base, choices=[choice]))
         events.append(dict(base, choices=[{"index": 0, "delta": {},
                                            "finish_reason": finish}]))
+        if mode == "azure":
+            events.insert(0, {"choices": [], "created": 0, "id": "",
+                              "model": "", "object": "",
+                              "prompt_filter_results": [{
+                                  "prompt_index": 0,
+                                  "content_filter_results": {}}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(dict(base, choices=[], usage={
                 "prompt_tokens": 11, "completion_tokens": 7,

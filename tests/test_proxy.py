@@ -401,6 +401,25 @@ def test_stream(p, fake):
         st, hs, j = p.chat(q4)
         check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
               f"a {mode} stream was not stored ({xsc(hs)})")
+    # A stream opened with Azure OpenAI's prompt-filter chunk (no choices,
+    # id and model "", created 0): the stored answer takes its model from
+    # the chunks that have one.
+    fake.mode = "azure"
+    q5 = "Do you price match other shops?"
+    k = p.inserts()
+    st, hs, ev, done = read_stream(p.port, dict(body, messages=[
+        {"role": "user", "content": q5}]))
+    check(st == 200 and done and ev[0].get("prompt_filter_results") and
+          stream_text(ev) == f"Answer to: {q5}", "an Azure stream is relayed")
+    fake.mode = "ok"
+    check(p.wait_inserts(k + 1), "an Azure stream is stored")
+    st, hs, j = p.chat(q5)
+    check(xsc(hs).startswith("hit") and j["model"] == MODEL,
+          f"a stored Azure stream keeps its model ({j.get('model')!r})")
+    st, hs, ev, done = read_stream(p.port, dict(body, messages=[
+        {"role": "user", "content": q5}]))
+    check(done and ev and all(e.get("model") == MODEL for e in ev),
+          "and serves it as a stream with its model")
     # An upstream error to a streaming request is relayed, not a stream.
     fake.mode = "error"
     st, hs, ev, done = read_stream(p.port, dict(body, messages=[
