@@ -1221,6 +1221,12 @@ static void sse_line(sse *s, const char *l, size_t n)
         s->done = true;
         return;
     }
+    if (s->done) {
+        /* Clients stop reading at [DONE]: a hit must not serve more than
+         * they saw. */
+        s->bad = true;
+        return;
+    }
     json_t *j = json_loadb(l, n, 0, NULL);
     if (!json_is_object(j) || json_object_get(j, "error") != NULL) {
         s->bad = true;

@@ -21,6 +21,8 @@ answers by its current mode:
   logprobs   (streams) as ok, each event with choices[0].logprobs
   big        (streams) as ok, then 48 MB more of content, as fast as the
              proxy takes it
+  afterdone  (streams) as ok, then one more content chunk after
+             data: [DONE]
   azure      (streams) as ok, opened as Azure OpenAI opens it: a
              prompt-filter chunk with no choices, id "", model "" and
              created 0
@@ -177,6 +179,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 time.sleep(0.01)
         if not cut:
             self.wfile.write(b"data: [DONE]\n\n")
+        if mode == "afterdone":
+            late = dict(base, choices=[{"index": 0, "delta": {
+                "content": " (after DONE)"}, "finish_reason": None}])
+            self.wfile.write(b"data: " + json.dumps(late).encode() + b"\n\n")
         self.wfile.flush()
         self.close_connection = True
 

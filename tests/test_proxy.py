@@ -401,6 +401,21 @@ def test_stream(p, fake):
         st, hs, j = p.chat(q4)
         check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
               f"a {mode} stream was not stored ({xsc(hs)})")
+    # Events after data: [DONE] (which clients do not read): relayed, the
+    # stream not stored (it would serve more than the client saw).
+    fake.mode = "afterdone"
+    q6 = "Can I collect my order from a store?"
+    n = fake.chat_calls()
+    st, hs, ev, done = read_stream(p.port, dict(body, messages=[
+        {"role": "user", "content": q6}]))
+    check(st == 200 and done and "(after DONE)" in stream_text(ev),
+          "a stream with events after [DONE] is relayed whole")
+    fake.mode = "ok"
+    time.sleep(0.2)
+    st, hs, j = p.chat(q6)
+    check(xsc(hs).startswith("miss") and fake.chat_calls() == n + 2,
+          f"a stream with events after [DONE] was not stored ({xsc(hs)}, "
+          f"{content(j)!r})")
     # A stream opened with Azure OpenAI's prompt-filter chunk (no choices,
     # id and model "", created 0): the stored answer takes its model from
     # the chunks that have one.
