@@ -10,6 +10,7 @@ answers by its current mode:
              stream: true, with usage when stream_options asks for it)
   error      500 with an OpenAI error body
   rate       429 with an OpenAI error body
+  status     `status` (502 by default) with an OpenAI error body
   truncated  200, finish_reason length
   tool       200, a tool call (finish_reason tool_calls)
   garbage    200, a body that is not JSON
@@ -104,8 +105,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode == "slow":
             time.sleep(fake.delay)
             mode = "ok"
-        if mode in ("error", "rate"):
-            self.send_json(500 if mode == "error" else 429, {
+        if mode in ("error", "rate", "status"):
+            code = {"error": 500, "rate": 429}.get(mode, fake.status)
+            self.send_json(code, {
                 "error": {"message": f"fake {mode}", "type": "server_error",
                           "param": None, "code": mode}})
             return
@@ -200,6 +202,7 @@ class FakeUpstream:
         self.calls = []
         self.mode = "ok"
         self.delay = 3.0
+        self.status = 502
         self.httpd = Server(("127.0.0.1", port), Handler)
         self.httpd.fake = self
         self.port = self.httpd.server_address[1]

@@ -181,6 +181,23 @@ def stream_text(events):
     return out
 
 
+def status_line(port, text):
+    """The status line of the answer to a chat request, read raw."""
+    body = json.dumps({"model": MODEL, "messages": [
+        {"role": "user", "content": text}]}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: " +
+                  str(len(body)).encode() + b"\r\n\r\n" + body)
+        got = b""
+        while b"\r\n" not in got:
+            d = s.recv(4096)
+            if not d:
+                break
+            got += d
+    return got.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
 def test_basics(p, fake):
     fake.mode = "ok"
     q = "How do I send a product back?"
@@ -316,6 +333,13 @@ def test_admission(p, fake):
               f"{mode}: a good answer afterwards is fetched and stored")
         st, hs, _ = p.chat(q)
         check(xsc(hs).startswith("hit"), f"{mode}: and then served")
+    # Relayed statuses nng 1.5.2 has no right reason phrase for.
+    for code, reason in ((502, "Bad Gateway"), (422, "Unprocessable Entity")):
+        fake.mode, fake.status = "status", code
+        line = status_line(p.port, f"Relayed status {code} question?")
+        check(line == f"HTTP/1.1 {code} {reason}",
+              f"a relayed {code} reads {reason!r} ({line!r})")
+    fake.mode = "ok"
     # The error body is relayed unchanged.
     fake.mode = "error"
     st, hs, j = p.chat("One more question about errors?")
@@ -558,6 +582,9 @@ def test_timeout(server, table, fake):
     st, hs, j = p.chat("Anyone there?")
     check(st == 502 and j["error"]["code"] == "upstream_unreachable" and
           "failed" in j["error"]["message"], "an unreachable upstream is 502")
+    line = status_line(p.port, "Anyone there at all?")
+    check(line == "HTTP/1.1 502 Bad Gateway",
+          f"the proxy's 502 reads 'Bad Gateway' ({line!r})")
     p.stop()
 
 
