@@ -124,16 +124,15 @@ typedef struct sc_proxy_plan {
 } sc_proxy_plan;
 
 /* Derives the plan of chat completion request req (borrowed for the call)
- * under history policy h. The scope is "oai1|MODEL|pHASH|sHASH|hHASH": an
- * xxh64 of the canonical JSON (sorted keys, integers of real-valued
- * parameters as reals) of the answer-changing parameters (temperature,
- * top_p, max_tokens, max_completion_tokens, response_format, tools,
- * tool_choice, functions, function_call, parallel_tool_calls, stop, seed,
- * presence_penalty, frequency_penalty, logit_bias, logprobs, top_logprobs,
- * reasoning_effort, modalities, audio, prediction, verbosity,
- * web_search_options), of the system and developer messages, and of the
- * earlier turns (EXACT; 0 under IGNORE or when there are none). On success
- * *out is filled (sc_proxy_plan_fini frees its text). Errors: SC_EINVAL
+ * under history policy h. The scope is "oai1|MODEL|pHASH|sHASH|hHASH",
+ * each HASH a 64-bit XXH3 (XXH3_64bits) of canonical JSON (sorted keys,
+ * integers of real-valued parameters as reals): of every top-level field
+ * but those that do not change the answer (model, messages, stream,
+ * stream_options, n, user, metadata, store, service_tier,
+ * prompt_cache_key, safety_identifier), then of the last message's fields
+ * other than role and content; of the system and developer messages; and
+ * of the earlier turns (EXACT; 0 under IGNORE or when there are none). On
+ * success *out is filled (sc_proxy_plan_fini frees its text). Errors: SC_EINVAL
  * with a reason in msg (cap bytes) when req is not a chat completion
  * request (no model string, no non-empty messages array, a message that is
  * not an object with a string role), SC_ENOMEM; *out is then zeroed. */

@@ -526,7 +526,18 @@ def test_headers(p, fake):
                       (b'{"model": "m"}', "no messages"),
                       (b'{"messages": [{"role": "user", "content": "x"}]}',
                        "no model"),
-                      (b'{"model": "m", "messages": [1]}', "a bad message")):
+                      (b'{"model": "m", "messages": [1]}', "a bad message"),
+                      # What the JSON parser refuses (docs/PROXY.md, 6).
+                      (b'{"model": "m", "messages": [{"role": "user", '
+                       b'"content": "a\\u0000b"}]}', "\\u0000 in a string"),
+                      (b'{"model": "m", "messages": [{"role": "user", '
+                       b'"content": "\\ud800"}]}', "a lone surrogate"),
+                      (b'{"model": "m", "seed": 9223372036854775808, '
+                       b'"messages": [{"role": "user", "content": "x"}]}',
+                       "an integer over 2^63 - 1"),
+                      (b'{"model": "m", "temperature": 1e400, '
+                       b'"messages": [{"role": "user", "content": "x"}]}',
+                       "a real that overflows")):
         n = fake.chat_calls()
         st, hs, out = p.post(None, raw=raw)
         j = json.loads(out)
