@@ -96,8 +96,33 @@ static void json_str(const char *s, size_t n)
     putchar('"');
 }
 
-/* Prints one msgpack value as JSON (bin as a string when it is printable
- * text, else as an array of bytes). Returns -1 on malformed input. */
+/* Writes bytes (a response: any bytes) as JSON: a string when they are
+ * text (well-formed UTF-8, no control bytes but newline and tab), else an
+ * array of the byte values, so that nothing is lost. */
+static void json_bytes(const uint8_t *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (b[i] >= 0x20 || b[i] == '\n' || b[i] == '\t') &&
+           b[i] != 0x7f) {
+        size_t len = b[i] < 0x80 ? 1 : utf8_len(b + i, n - i);
+        if (len == 0) {
+            break;
+        }
+        i += len;
+    }
+    if (i == n) {
+        json_str((const char *)b, n);
+        return;
+    }
+    putchar('[');
+    for (size_t j = 0; j < n; j++) {
+        printf(j ? ",%u" : "%u", b[j]);
+    }
+    putchar(']');
+}
+
+/* Prints one msgpack value as JSON (bin as json_bytes does). Returns -1 on
+ * malformed input. */
 static int json_value(mp_reader *r, int depth)
 {
     if (depth > MP_MAX_DEPTH) {
@@ -147,7 +172,7 @@ static int json_value(mp_reader *r, int depth)
         if (mp_read_bin(r, &b, &n) != 0) {
             return -1;
         }
-        json_str((const char *)b, n);
+        json_bytes(b, n);
         return 0;
     case MP_ARRAY:
         if (mp_read_array(r, &n) != 0) {
@@ -636,7 +661,7 @@ int main(int argc, char **argv)
                 if (res.hit) {
                     printf(",\"entry\":%llu,\"response\":",
                            (unsigned long long)res.entry);
-                    json_str((const char *)res.response, res.response_len);
+                    json_bytes(res.response, res.response_len);
                 } else {
                     printf(",\"reason\":");
                     json_str(res.reason, strlen(res.reason));

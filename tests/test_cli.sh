@@ -313,6 +313,25 @@ else
     fail=$((fail + 1))
     echo "FAIL: report without prices_date: $out" >&2
 fi
+# A response that is not text comes out in --json as its bytes, every one
+# (it was once a string with U+FFFD for each bad byte); text as a string.
+out=$(fake_cli '{"ok": True, "result": {"hit": True, "entry": 7, "response": b"\xff\x00a"}}' \
+    "" -- --json lookup --ns n --vec 1,2,3 2>&1)
+if printf '%s' "$out" | head -1 | grep -qx 0 &&
+    printf '%s' "$out" | grep -q '"response":\[255,0,97\]'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: --json lookup of a binary response: $out" >&2
+fi
+out=$(fake_cli '{"ok": True, "result": {"hit": True, "entry": 7, "response": "caf\u00e9\n".encode()}}' \
+    "" -- --json lookup --ns n --vec 1,2,3 2>&1)
+if printf '%s' "$out" | grep -q '"response":"café\\u000a"'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: --json lookup of a text response held as bin: $out" >&2
+fi
 out=$("$cli" -a ipc:///tmp/semcache-no-such-server.ipc --timeout 300 ping 2>&1)
 if [ $? = 3 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unreachable server: $out" >&2; fi
 
