@@ -2506,8 +2506,10 @@ static void lookup_prepare(const sc_cache *c, embed_policy pol, pending *p,
 static void lookup_open(sc_cache *c, ns *s, pending *p, uint64_t now)
 {
     const sc_cache_query *q = p->q;
-    if (p->own_vec != NULL && model_check(s, p->model) != SC_OK) {
-        /* The namespace took another model's vectors since the peek. */
+    if (p->own_vec != NULL && (model_check(s, p->model) != SC_OK ||
+                               (s->cfg.dim != 0 && p->dim != s->cfg.dim))) {
+        /* The namespace took another model's vectors, or another
+         * dimension, since the peek: the exact layer only, as an insert. */
         p->vec = NULL;
         p->dim = 0;
     }

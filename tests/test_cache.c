@@ -1737,7 +1737,14 @@ typedef struct race_arg {
 static sc_err race_embed(void *arg, const char *text, size_t len, float *out)
 {
     race_arg *ra = arg;
-    if (ra->arm) {
+    if (ra->arm == 2) {
+        /* The namespace given another dimension, no vector yet. */
+        ra->arm = 0;
+        sc_ns_config nc;
+        CHECK_EQ_INT(sc_cache_ns_get_config(ra->c, "race", &nc), SC_OK);
+        nc.dim = D + 4;
+        CHECK_EQ_INT(sc_cache_ns_configure(ra->c, "race", &nc), SC_OK);
+    } else if (ra->arm) {
         ra->arm = 0;
         CHECK_EQ_INT(put_wide(ra->c, "race", "theirs", "other@1", "o"), SC_OK);
     }
@@ -1779,6 +1786,13 @@ static void test_embed_race(void)
     CHECK_EQ_INT(get(c, "race", NULL, "theirs", NULL, &r), SC_OK);
     CHECK(r.hit && r.layer == SC_LAYER_EXACT && resp_is(&r, "o"));
     sc_cache_result_fini(&r);
+    /* And a dimension set meanwhile: the exact layer, not dim_mismatch
+     * (the insert went there; the lookup was refused). */
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "race"), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "race", NULL), SC_OK);
+    ra.arm = 2;
+    CHECK_EQ_INT(get(c, "race", NULL, "whatever", NULL, &r), SC_OK);
+    CHECK(!r.hit);
     sc_cache_close(c);
 }
 
