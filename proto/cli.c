@@ -490,12 +490,15 @@ int main(int argc, char **argv)
             takes = 0;
         } else if (v == NULL) {
             fprintf(stderr, "semcache-cli: %s needs a value\n", a);
+            free(vec);
             return 2;
         } else if (strcmp(a, "--ns") == 0) {
             ns = v;
         } else if (strcmp(a, "--text") == 0) {
             it.text = v;
         } else if (strcmp(a, "--vec") == 0) {
+            free(vec); /* the last --vec given wins */
+            vec = NULL;
             if (parse_vec(v, &vec, &it.dim) != 0) {
                 fprintf(stderr, "semcache-cli: --vec wants 1..4096 finite "
                                 "numbers separated by commas\n");
@@ -538,11 +541,13 @@ int main(int argc, char **argv)
             uint64_t n;
             if (parse_uint(v, &n) != 0) {
                 fprintf(stderr, "semcache-cli: %s wants an integer\n", a);
+                free(vec);
                 return 2;
             }
             *(a[2] == 'i' ? &it.input_tokens : &it.output_tokens) = n;
         } else {
             fprintf(stderr, "semcache-cli: unknown option %s\n", a);
+            free(vec);
             return 2;
         }
         i += takes;
