@@ -588,7 +588,10 @@ static int tok_next(tok_iter *it, tok *t)
         const unsigned char *q = scan_word(p + ap, end, &suf);
         const char *second = NULL;
         int known = 1;
-        if (eq(&suf, "t") && t->n >= 2 && t->s[t->n - 1] == 'n') {
+        /* Not on a token cut at TOK_MAX: its last kept byte is not its
+         * last (since model version 5). */
+        if (eq(&suf, "t") && t->over == 0 && t->n >= 2 &&
+            t->s[t->n - 1] == 'n') {
             t->n--; /* "don't" -> "do" + "not" */
             if (eq(t, "ca")) {
                 t->s[t->n++] = 'n';
@@ -819,8 +822,13 @@ typedef struct ctok {
 typedef struct ctext {
     ctok t[SC_EMBED_RESCORE_TOKENS];
     unsigned n;
-    unsigned neg;   /* negation words seen */
+    unsigned neg;   /* negation words seen, in the whole text */
     unsigned qword; /* bit set of the question words seen (qwords[]) */
+    bool cut;       /* content words past the first SC_EMBED_RESCORE_TOKENS */
+    /* The numbers past those (distinct; tnum_over: more than fit). */
+    uint64_t tnum[SC_EMBED_RESCORE_TOKENS];
+    unsigned ntnum;
+    bool tnum_over;
 } ctext;
 
 static int is_negation(const tok *t)
@@ -850,8 +858,53 @@ static unsigned qword_bit(const tok *t)
     return 0;
 }
 
+/* Whether h is among c's first content tokens. */
+static bool has_hash(const ctext *c, uint64_t h)
+{
+    for (unsigned i = 0; i < c->n; i++) {
+        if (c->t[i].h == h) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A number to the rescore: a number token, or a word that starts with a
+ * digit ("3kg", "5s", "10th": since model version 5, when "3.5kg" and
+ * "7.5kg" had no number penalty). */
+static bool is_number(const tok *t)
+{
+    return t->kind == TK_NUM || (t->n > 0 && t->s[0] >= '0' && t->s[0] <= '9');
+}
+
+/* Past the first SC_EMBED_RESCORE_TOKENS content tokens: notes that the
+ * text goes on, and its numbers, so that what follows still counts. */
+static void content_tail(ctext *c, const tok *t)
+{
+    uint64_t h = tok_hash(t);
+    if (has_hash(c, h)) {
+        return;
+    }
+    c->cut = true;
+    if (!is_number(t)) {
+        return;
+    }
+    for (unsigned i = 0; i < c->ntnum; i++) {
+        if (c->tnum[i] == h) {
+            return;
+        }
+    }
+    if (c->ntnum < SC_EMBED_RESCORE_TOKENS) {
+        c->tnum[c->ntnum++] = h;
+    } else {
+        c->tnum_over = true;
+    }
+}
+
 /* The content tokens of text into *c; with p NULL their hashes only (no
- * table lookups, no weights: what counting a text's words needs). */
+ * table lookups, no weights: what counting a text's words needs). With p,
+ * the whole text is read for negations and for numbers and words past
+ * the first tokens (content_tail). */
 static void content(const sc_embed *e, const sc_embed_params *p,
                     const char *text, size_t len, ctext *c)
 {
@@ -861,12 +914,19 @@ static void content(const sc_embed *e, const sc_embed_params *p,
     c->n = 0;
     c->neg = 0;
     c->qword = 0;
-    while (c->n < SC_EMBED_RESCORE_TOKENS && tok_next(&it, &t)) {
+    c->cut = false;
+    c->ntnum = 0;
+    c->tnum_over = false;
+    while ((c->n < SC_EMBED_RESCORE_TOKENS || p != NULL) && tok_next(&it, &t)) {
         if (t.kind == TK_PUNCT) {
             continue;
         }
         if (is_negation(&t)) {
             c->neg++;
+            continue;
+        }
+        if (c->n == SC_EMBED_RESCORE_TOKENS) {
+            content_tail(c, &t);
             continue;
         }
         c->qword |= qword_bit(&t);
@@ -883,18 +943,11 @@ static void content(const sc_embed *e, const sc_embed_params *p,
                 k->w *= p->idf(p->idf_ctx, k->h);
             }
         }
-        k->num = t.kind == TK_NUM;
+        k->num = is_number(&t);
         k->n = (uint8_t)t.n;
         memcpy(k->s, t.s, t.n);
         /* The same word twice counts once. */
-        int dup = 0;
-        for (unsigned i = 0; i < c->n; i++) {
-            if (c->t[i].h == k->h) {
-                dup = 1;
-                break;
-            }
-        }
-        if (!dup) {
+        if (!has_hash(c, k->h)) {
             c->n++;
         }
     }
@@ -1034,6 +1087,25 @@ static void best_matches(const sc_embed *e, const sc_embed_params *p,
     }
 }
 
+/* Whether a has a number past its first tokens that b lacks (in its
+ * first tokens or past them); a number past a full list counts as one. */
+static bool tail_numbers_differ(const ctext *a, const ctext *b)
+{
+    if (a->tnum_over) {
+        return true;
+    }
+    for (unsigned i = 0; i < a->ntnum; i++) {
+        bool found = has_hash(b, a->tnum[i]);
+        for (unsigned j = 0; !found && j < b->ntnum; j++) {
+            found = b->tnum[j] == a->tnum[i];
+        }
+        if (!found) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The rescore of two tokenised texts; cosine is finite and in [-1, 1]. */
 static float rescore_ctext(const sc_embed *e, const sc_embed_params *p,
                            const ctext *a, const ctext *b, float cosine)
@@ -1048,6 +1120,9 @@ static float rescore_ctext(const sc_embed *e, const sc_embed_params *p,
     double pen = mass > 0 && p->lex_weight > 0
                      ? p->lex_weight * pow(miss / mass, p->lex_pow)
                      : 0.0;
+    if (!num_miss && (a->cut || b->cut)) {
+        num_miss = tail_numbers_differ(a, b) || tail_numbers_differ(b, a);
+    }
     if (num_miss) {
         pen += p->num_penalty;
     }
@@ -1063,7 +1138,11 @@ static float rescore_ctext(const sc_embed *e, const sc_embed_params *p,
         double ra = al_a / m_a, rb = al_b / m_b;
         double f = ra + rb > 0 ? 2 * ra * rb / (ra + rb) : 0;
         base = (1 - p->align_weight) * cosine + p->align_weight * f;
-        if (p->cap_cosine && base > cosine) {
+        /* A text cut at the first tokens: the alignment saw only them, so
+         * it may lower the cosine but never raise it (since model version
+         * 5: two prompts sharing a long instruction aligned fully, 1.0,
+         * whatever followed it). */
+        if ((p->cap_cosine || a->cut || b->cut) && base > cosine) {
             base = cosine;
         }
     }

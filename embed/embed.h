@@ -76,11 +76,14 @@ sc_err sc_embed_text(const sc_embed *e, const char *text, size_t len,
  * and the other lacks ("cancel order 5" vs "cancel order 6"). Contract:
  *   - the result is finite and in [-1, 1]; it may exceed the cosine (a
  *     paraphrase whose words all align), so a cache rescores every
- *     candidate it judges, not only those above the threshold;
+ *     candidate it judges, not only those above the threshold; never when
+ *     either text has content tokens past its first
+ *     SC_EMBED_RESCORE_TOKENS, which the alignment does not see;
  *   - it is symmetric in the two texts and pure (same inputs, same result);
- *   - thread-safe, allocation-free; it reads at most SC_EMBED_RESCORE_TOKENS
- *     content tokens of each text; cost about two sc_embed_text calls plus
- *     one 100-float dot product per pair of content tokens.
+ *   - thread-safe, allocation-free; it aligns at most
+ *     SC_EMBED_RESCORE_TOKENS content tokens of each text and reads the
+ *     rest for negations and numbers; cost about two sc_embed_text calls
+ *     plus one 100-float dot product per pair of aligned tokens.
  * Texts are borrowed for the call only; NULL with length 0 is an empty
  * text. A NaN cosine returns NaN; e NULL returns cosine unchanged (clamped
  * to [-1, 1]). */

@@ -13,7 +13,7 @@
 #define SC_EMBED_METHOD_NAME    "wink-sg100d-sif"
 /* 3: ',' only as thousands mark; 4: tokens hashed whole past 64 bytes, and
  * no thousands mark after a decimal point */
-#define SC_EMBED_METHOD_VERSION "4"
+#define SC_EMBED_METHOD_VERSION "5"
 
 typedef struct sc_embed_params {
     /* Sentence vector. */

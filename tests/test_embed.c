@@ -268,6 +268,13 @@ static void test_tokens(void)
     CHECK_EQ_INT(
         sc_embed_debug_tokens(E, longw, strlen(longw), buf, sizeof(buf)), 1);
     CHECK_EQ_INT(strlen(buf), 1 + 64 + 1);
+    /* "n't" is read off a whole token only: a token cut at 64 bytes whose
+     * 64th byte is 'n' gained a "not" (since model version 5). */
+    char cutn[128];
+    memset(cutn, 'a', 63);
+    strcpy(cutn + 63, "nb't go");
+    CHECK(sc_embed_debug_tokens(E, cutn, strlen(cutn), buf, sizeof(buf)) > 0);
+    CHECK(strstr(buf, "not") == NULL);
     /* A buffer that fills midway: cut at a token, never written past (the
      * heap copy lets ASan see one byte over). */
     char *small = malloc(8);
@@ -902,6 +909,37 @@ static void test_rescore(void)
     cap.cap_cosine = true;
     CHECK(rsp(&cap, q, q, 0.9f) == 0.9f);
     CHECK(rsp(&cap, q, "how do i track my order", 0.9f) < 0.9f);
+    /* A number with a unit is a number ("3.5kg" is 3 . 5kg: both
+     * digit-led): its penalty applies (since model version 5). */
+    CHECK(near(rsp(&nonum, "send 3.5kg parcel", "send 7.5kg parcel", 0.98f),
+               rs("send 3.5kg parcel", "send 7.5kg parcel", 0.98f) +
+                   p.num_penalty));
+    CHECK(near(rsp(&nonum, "timeout 1s", "timeout 2s", 0.98f),
+               rs("timeout 1s", "timeout 2s", 0.98f) + p.num_penalty));
+    /* Past the first SC_EMBED_RESCORE_TOKENS content words (a long shared
+     * instruction, then the text it is about): the alignment saw the
+     * instruction only, so it must not lift the cosine, and negations and
+     * numbers after it still count (since model version 5; they scored
+     * 0.5 cosine + 0.5 whatever followed). */
+    char head[600] = "";
+    for (int i = 0; i < 40; i++) {
+        char wd[16];
+        snprintf(wd, sizeof(wd), "zq%dx ", i);
+        strcat(head, wd);
+    }
+    char ta[800], tb[800];
+    snprintf(ta, sizeof(ta), "%s our new factory opened", head);
+    snprintf(tb, sizeof(tb), "%s customer churn fell", head);
+    CHECK(rs(ta, tb, 0.87f) <= 0.87f);
+    CHECK(rs(ta, ta, 0.9f) <= 0.9f);
+    snprintf(ta, sizeof(ta), "%s the merger was approved", head);
+    snprintf(tb, sizeof(tb), "%s the merger was not approved", head);
+    CHECK(near(rs(ta, tb, 0.99f), rs(ta, ta, 0.99f) - p.neg_penalty));
+    snprintf(ta, sizeof(ta), "%s revenue grew 4 percent", head);
+    snprintf(tb, sizeof(tb), "%s revenue grew 40 percent", head);
+    CHECK(near(rsp(&nonum, ta, tb, 0.99f), rs(ta, tb, 0.99f) + p.num_penalty));
+    CHECK(near(rs(ta, ta, 0.99f), rsp(&nonum, ta, ta, 0.99f)));
+    CHECK(rs(ta, tb, 0.99f) == rs(tb, ta, 0.99f));
     /* Range, NaN, NULL. */
     CHECK(rs("zyzzyva", "qwerty", -0.99f) >= -1.0f);
     CHECK(rs("a", "b", 1.5f) <= 1.0f);

@@ -156,13 +156,13 @@ def upgrade(server, table, data):
             c.insert("old", "x", vec=one_hot, embed_model=old)
             check(False, "the earlier model's vectors are refused now")
         except SemcacheError as e:
-            check(e.code == "model_mismatch" and "wink-sg100d-sif@4." in
+            check(e.code == "model_mismatch" and "wink-sg100d-sif@5." in
                   e.message, f"the namespace is of the loaded model now "
                   f"({e.code}: {e.message})")
         c.close()
     err = stop(proc)
     check("1 namespaces of an earlier version of the built-in embedder "
-          "moved to wink-sg100d-sif@4." in err and
+          "moved to wink-sg100d-sif@5." in err and
           "1 stored texts embedded again, 1 entries without text left out; "
           "saved" in err, f"the start-up log says what moved ({err[-2000:]!r})")
     check("namespace old50 holds vectors of the built-in embedder's model "
