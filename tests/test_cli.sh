@@ -252,28 +252,30 @@ print(status)
 print(out[:2000], end="")  # a hit of 256 MiB is not shown whole
 PY
 }
+# fexpect STATUS TEXT WHAT [ABSENT]: checks fake_cli's output in $out: its
+# status line, TEXT (a fixed string) in it and, given, ABSENT not in it.
+fexpect() {
+    if [ "$(printf '%s' "$out" | head -1)" = "$1" ] &&
+        printf '%s' "$out" | grep -qF -- "$2" &&
+        { [ -z "${4:-}" ] || ! printf '%s' "$out" | grep -qF -- "$4"; }; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $3: $out" >&2
+    fi
+}
 # A local failure is 4, not 3 (transport): a 256 MiB reply with room for
 # nng's copy of it and not for the client's.
 out=$(fake_cli '{"ok": True, "result": {"hit": True, "entry": 7, "response": b"x" * (256 << 20)}}' \
     $((384 << 20)) -- lookup --ns n --vec 1,2,3 2>&1)
 if [ "$out" = skip ]; then
     echo "test_cli: address space reserved (ASan?): out of memory not tested"
-elif printf '%s' "$out" | head -1 | grep -qx 4 &&
-    printf '%s' "$out" | grep -q 'out of memory'; then
-    pass=$((pass + 1))
 else
-    fail=$((fail + 1))
-    echo "FAIL: lookup out of memory: want status 4: $out" >&2
+    fexpect 4 'out of memory' "lookup out of memory: want status 4"
 fi
 # A malformed reply is the transport's failure: 3.
 out=$(fake_cli '{"ok": True}' "" -- ping 2>&1)
-if printf '%s' "$out" | head -1 | grep -qx 3 &&
-    printf '%s' "$out" | grep -q 'malformed reply'; then
-    pass=$((pass + 1))
-else
-    fail=$((fail + 1))
-    echo "FAIL: ping given a reply with no result: want status 3: $out" >&2
-fi
+fexpect 3 'malformed reply' "ping given a reply with no result: want status 3"
 # The server's words in --json lookup output are escaped: a quote in the
 # layer or the reason left the line no JSON.
 out=$(fake_cli '{"ok": True, "result": {"hit": False, "layer": "no\"ne\\", "reason": "a\"b\nc", "similarity": 0.5, "best": None}}' \
@@ -293,45 +295,20 @@ fi
 # said as malformed (3), not as "semcache-cli: : ".
 for rep in '{"ok": False}' '{"ok": False, "error": {"code": 5, "message": "x"}}'; do
     out=$(fake_cli "$rep" "" -- flush --ns n 2>&1)
-    if [ "$(printf '%s' "$out" | head -1)" = 3 ] &&
-        printf '%s' "$out" | grep -q 'malformed error reply' &&
-        ! printf '%s' "$out" | grep -q 'semcache-cli: :'; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: flush given $rep: $out" >&2
-    fi
+    fexpect 3 'malformed error reply' "flush given $rep" 'semcache-cli: :'
 done
 # A report without prices_date: no "(null)" in the heading.
 out=$(fake_cli '{"ok": True, "result": {"by": "ns", "total": {}, "rows": [], "cpu_hour": 0.04}}' \
     "" -- report 2>&1)
-if [ "$(printf '%s' "$out" | head -1)" = 0 ] &&
-    printf '%s' "$out" | grep -q 'prices of an unknown date' &&
-    ! printf '%s' "$out" | grep -q '(null)'; then
-    pass=$((pass + 1))
-else
-    fail=$((fail + 1))
-    echo "FAIL: report without prices_date: $out" >&2
-fi
+fexpect 0 'prices of an unknown date' "report without prices_date" '(null)'
 # A response that is not text comes out in --json as its bytes, every one
 # (it was once a string with U+FFFD for each bad byte); text as a string.
 out=$(fake_cli '{"ok": True, "result": {"hit": True, "entry": 7, "response": b"\xff\x00a"}}' \
     "" -- --json lookup --ns n --vec 1,2,3 2>&1)
-if printf '%s' "$out" | head -1 | grep -qx 0 &&
-    printf '%s' "$out" | grep -q '"response":\[255,0,97\]'; then
-    pass=$((pass + 1))
-else
-    fail=$((fail + 1))
-    echo "FAIL: --json lookup of a binary response: $out" >&2
-fi
+fexpect 0 '"response":[255,0,97]' "--json lookup of a binary response"
 out=$(fake_cli '{"ok": True, "result": {"hit": True, "entry": 7, "response": "caf\u00e9\n".encode()}}' \
     "" -- --json lookup --ns n --vec 1,2,3 2>&1)
-if printf '%s' "$out" | grep -q '"response":"café\\u000a"'; then
-    pass=$((pass + 1))
-else
-    fail=$((fail + 1))
-    echo "FAIL: --json lookup of a text response held as bin: $out" >&2
-fi
+fexpect 0 '"response":"café\u000a"' "--json lookup of a text response held as bin"
 out=$("$cli" -a ipc:///tmp/semcache-no-such-server.ipc --timeout 300 ping 2>&1)
 if [ $? = 3 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unreachable server: $out" >&2; fi
 
