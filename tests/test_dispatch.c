@@ -478,6 +478,13 @@ static int make_cert(const char *path)
     return system(cmd) == 0;
 }
 
+/* The k-th (0..3) of this process's own TCP ports: 4 a process, so two
+ * test_dispatch runs at once (pids next to each other) never share one. */
+static int test_port(int k)
+{
+    return 20000 + ((int)getpid() % 3000) * 4 + k;
+}
+
 /* Over tls+tcp:// with cert (a PEM file), over tcp:// when NULL. */
 static void test_close_under_load(const char *self, const char *cert)
 {
@@ -488,7 +495,7 @@ static void test_close_under_load(const char *self, const char *cert)
      * then hold it when a round re-opens. */
     snprintf(url, sizeof(url), "%s://127.0.0.1:%d",
              cert != NULL ? "tls+tcp" : "tcp",
-             20000 + (int)getpid() % 12000 + (cert != NULL));
+             test_port(cert != NULL));
     pid_t child = fork();
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
@@ -964,7 +971,7 @@ int main(int argc, char **argv)
     test_close_under_load(argv[0], NULL);
     char leave_url[64];
     snprintf(leave_url, sizeof(leave_url), "tcp://127.0.0.1:%d",
-             20000 + (int)getpid() % 12000 + 3);
+             test_port(3));
     test_peers_leave(argv[0], leave_url, NULL);
     snprintf(leave_url, sizeof(leave_url),
              "ipc:///tmp/test-dispatch-leave-%d.ipc", (int)getpid());
@@ -979,7 +986,7 @@ int main(int argc, char **argv)
         test_close_under_load(argv[0], cert);
         char tls_url[64];
         snprintf(tls_url, sizeof(tls_url), "tls+tcp://127.0.0.1:%d",
-                 20000 + (int)getpid() % 12000 + 2);
+                 test_port(2));
         test_peers_leave(argv[0], tls_url, cert);
         unlink(cert);
     } else {
