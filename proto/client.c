@@ -123,6 +123,47 @@ sc_err sc_client_set_key(sc_client *c, const char *key)
     return SC_OK;
 }
 
+/* A request being packed: its buffer, and whether a write into it failed
+ * (no memory). msgpack_sbuffer_write keeps what it had when it cannot
+ * grow, and a later smaller write may then succeed, so a request missing
+ * bytes would go out whole-looking: the first failure is remembered. */
+typedef struct packbuf {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    bool failed;
+} packbuf;
+
+static int pb_write(void *data, const char *buf, size_t len)
+{
+    packbuf *pb = data;
+    if (pb->failed || msgpack_sbuffer_write(&pb->sb, buf, len) != 0) {
+        pb->failed = true;
+        return -1;
+    }
+    return 0;
+}
+
+/* pb must stay where it is until pb_take: its packer points at it. */
+static void pb_init(packbuf *pb)
+{
+    msgpack_sbuffer_init(&pb->sb);
+    pb->failed = false;
+    msgpack_packer_init(&pb->pk, pb, pb_write);
+}
+
+/* The packed request into *out (malloc'd, the caller frees); SC_ENOMEM,
+ * nothing kept and *out untouched, when a write failed. */
+static sc_err pb_take(packbuf *pb, uint8_t **out, size_t *len)
+{
+    if (pb->failed || pb->sb.data == NULL) {
+        msgpack_sbuffer_destroy(&pb->sb);
+        return SC_ENOMEM;
+    }
+    *out = (uint8_t *)pb->sb.data;
+    *len = pb->sb.size;
+    return SC_OK;
+}
+
 /* req[0..len) with "key" added to its top-level map, in *out (malloc'd,
  * *out_len bytes). Returns SC_EINVAL when req does not start with a map. */
 static sc_err with_key(const sc_client *c, const uint8_t *req, size_t len,
@@ -146,21 +187,15 @@ static sc_err with_key(const sc_client *c, const uint8_t *req, size_t len,
     if (n == UINT32_MAX) {
         return SC_EINVAL;
     }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, n + 1);
-    mp_put_key(&pk, "key");
-    msgpack_pack_str(&pk, c->key_len);
-    msgpack_pack_str_body(&pk, c->key, c->key_len);
-    msgpack_pack_str_body(&pk, req + hdr, len - hdr); /* raw append */
-    if (sb.data == NULL) {
-        return SC_ENOMEM;
-    }
-    *out = (uint8_t *)sb.data;
-    *out_len = sb.size;
-    return SC_OK;
+    packbuf pb;
+    pb_init(&pb);
+    msgpack_packer *pk = &pb.pk;
+    msgpack_pack_map(pk, n + 1);
+    mp_put_key(pk, "key");
+    msgpack_pack_str(pk, c->key_len);
+    msgpack_pack_str_body(pk, c->key, c->key_len);
+    msgpack_pack_str_body(pk, req + hdr, len - hdr); /* raw append */
+    return pb_take(&pb, out, out_len);
 }
 
 sc_err sc_client_call(sc_client *c, const void *req, size_t len,
@@ -334,20 +369,14 @@ static sc_err build_item(const char *op, const char *ns,
     if (ns == NULL || it == NULL || (it->text == NULL && it->vec == NULL)) {
         return SC_EINVAL;
     }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin(&pk, op, 1 + count_item_fields(it, insert));
-    mp_put_key(&pk, "ns");
-    mp_put_str(&pk, ns);
-    put_item_fields(&pk, it, insert);
-    if (sb.data == NULL) {
-        return SC_ENOMEM;
-    }
-    *buf = (uint8_t *)sb.data;
-    *len = sb.size;
-    return SC_OK;
+    packbuf pb;
+    pb_init(&pb);
+    msgpack_packer *pk = &pb.pk;
+    begin(pk, op, 1 + count_item_fields(it, insert));
+    mp_put_key(pk, "ns");
+    mp_put_str(pk, ns);
+    put_item_fields(pk, it, insert);
+    return pb_take(&pb, buf, len);
 }
 
 sc_err sc_client_build_insert(const char *ns, const sc_client_item *it,
@@ -477,29 +506,29 @@ static sc_err simple_tagged(sc_client *c, const char *op, const char *ns,
                             const uint64_t *entry, const char *feature,
                             const char *user, sc_client_error *err)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin(&pk, op,
+    packbuf pb;
+    pb_init(&pb);
+    msgpack_packer *pk = &pb.pk;
+    begin(pk, op,
           (ns != NULL) + (entry != NULL) + (feature != NULL) + (user != NULL));
     if (ns != NULL) {
-        mp_put_key(&pk, "ns");
-        mp_put_str(&pk, ns);
+        mp_put_key(pk, "ns");
+        mp_put_str(pk, ns);
     }
     if (entry != NULL) {
-        mp_put_key(&pk, "entry");
-        msgpack_pack_uint64(&pk, *entry);
+        mp_put_key(pk, "entry");
+        msgpack_pack_uint64(pk, *entry);
     }
-    put_tags(&pk, feature, user);
-    if (sb.data == NULL) {
+    put_tags(pk, feature, user);
+    uint8_t *req;
+    size_t req_len;
+    if (pb_take(&pb, &req, &req_len) != SC_OK) {
         return SC_ENOMEM;
     }
     uint8_t *raw;
     size_t raw_len;
     mp_reader res;
-    sc_err rc =
-        roundtrip(c, (uint8_t *)sb.data, sb.size, &raw, &raw_len, &res, err);
+    sc_err rc = roundtrip(c, req, req_len, &raw, &raw_len, &res, err);
     free(rc == SC_OK ? raw : NULL);
     return rc;
 }
@@ -543,46 +572,46 @@ sc_err sc_client_ns_drop(sc_client *c, const char *ns, sc_client_error *err)
 sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
                        size_t *reply_len, sc_client_error *err)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin(&pk, "stats", ns != NULL);
+    packbuf pb;
+    pb_init(&pb);
+    msgpack_packer *pk = &pb.pk;
+    begin(pk, "stats", ns != NULL);
     if (ns != NULL) {
-        mp_put_key(&pk, "ns");
-        mp_put_str(&pk, ns);
+        mp_put_key(pk, "ns");
+        mp_put_str(pk, ns);
     }
-    if (sb.data == NULL) {
+    uint8_t *req;
+    size_t req_len;
+    if (pb_take(&pb, &req, &req_len) != SC_OK) {
         return SC_ENOMEM;
     }
     mp_reader res;
-    return roundtrip(c, (uint8_t *)sb.data, sb.size, reply, reply_len, &res,
-                     err);
+    return roundtrip(c, req, req_len, reply, reply_len, &res, err);
 }
 
 sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
                         uint8_t **reply, size_t *reply_len,
                         sc_client_error *err)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin(&pk, "report", (ns != NULL) + (by != NULL));
+    packbuf pb;
+    pb_init(&pb);
+    msgpack_packer *pk = &pb.pk;
+    begin(pk, "report", (ns != NULL) + (by != NULL));
     if (ns != NULL) {
-        mp_put_key(&pk, "ns");
-        mp_put_str(&pk, ns);
+        mp_put_key(pk, "ns");
+        mp_put_str(pk, ns);
     }
     if (by != NULL) {
-        mp_put_key(&pk, "by");
-        mp_put_str(&pk, by);
+        mp_put_key(pk, "by");
+        mp_put_str(pk, by);
     }
-    if (sb.data == NULL) {
+    uint8_t *req;
+    size_t req_len;
+    if (pb_take(&pb, &req, &req_len) != SC_OK) {
         return SC_ENOMEM;
     }
     mp_reader res;
-    return roundtrip(c, (uint8_t *)sb.data, sb.size, reply, reply_len, &res,
-                     err);
+    return roundtrip(c, req, req_len, reply, reply_len, &res, err);
 }
 
 /* Positions r (at a result map) on the value of key. Returns 0, 1 when
@@ -612,19 +641,19 @@ static int find_key(mp_reader *r, const char *key)
 sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
                       sc_client_error *err)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin(&pk, "ping", 0);
-    if (sb.data == NULL) {
+    packbuf pb;
+    pb_init(&pb);
+    msgpack_packer *pk = &pb.pk;
+    begin(pk, "ping", 0);
+    uint8_t *req;
+    size_t req_len;
+    if (pb_take(&pb, &req, &req_len) != SC_OK) {
         return SC_ENOMEM;
     }
     uint8_t *raw;
     size_t raw_len;
     mp_reader r;
-    sc_err rc =
-        roundtrip(c, (uint8_t *)sb.data, sb.size, &raw, &raw_len, &r, err);
+    sc_err rc = roundtrip(c, req, req_len, &raw, &raw_len, &r, err);
     if (rc != SC_OK) {
         return rc;
     }
