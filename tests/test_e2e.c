@@ -661,6 +661,7 @@ static void test_fake_server(void)
 #undef OKR
 }
 
+#if !defined(__SANITIZE_ADDRESS__)
 /* The process's virtual size in bytes (VmSize), 0 if unknown. */
 static size_t vm_size(void)
 {
@@ -677,6 +678,7 @@ static size_t vm_size(void)
     }
     return kb * 1024;
 }
+#endif
 
 /* A request that runs out of memory midway is SC_ENOMEM, not a request
  * with bytes missing. msgpack's buffer keeps what it had when it cannot
