@@ -1669,6 +1669,92 @@ static void test_replace_at_global_cap(void)
     sc_cache_close(c);
 }
 
+/* A lookup reads the clock once it holds the locks: one that waited for
+ * them (here behind a namespace drop, held in its journal append under
+ * the cache's write lock) while its entry expired must not serve it.
+ * The clock was once read before the wait. */
+static sc_err hold_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
+{
+    slow_journal *j = arg;
+    pthread_mutex_lock(&j->mu);
+    if (ch->kind == SC_CHANGE_NS_DROP && strcmp(ch->ns, "hold") == 0) {
+        j->holding = 1;
+        pthread_cond_broadcast(&j->cv);
+        while (!j->release) {
+            pthread_cond_wait(&j->cv, &j->mu);
+        }
+    }
+    *seq = ++j->seq;
+    pthread_mutex_unlock(&j->mu);
+    return SC_OK;
+}
+
+typedef struct wait_arg {
+    sc_cache *c;
+    sc_err rc;
+    bool hit;
+} wait_arg;
+
+static void *drop_hold_main(void *arg)
+{
+    wait_arg *a = arg;
+    a->rc = sc_cache_ns_drop(a->c, "hold");
+    return NULL;
+}
+
+static void *late_lookup_main(void *arg)
+{
+    wait_arg *a = arg;
+    float v[D];
+    basis(v, 0);
+    sc_cache_result r;
+    a->rc = get(a->c, "t", NULL, NULL, v, &r);
+    a->hit = a->rc == SC_OK && r.hit;
+    if (a->hit) {
+        sc_cache_result_fini(&r);
+    }
+    return NULL;
+}
+
+static void test_clock_after_wait(void)
+{
+    slow_journal sj = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .cv = PTHREAD_COND_INITIALIZER};
+    sc_cache_journal jr = {hold_append, fj_commit, &sj};
+    sc_cache *c = open_with(&jr, NULL);
+    if (c == NULL) {
+        return;
+    }
+    now_fake = 1000;
+    CHECK_EQ_INT(mkns(c, "t", 0.9f, 0.0f, 100, SC_TTL_ABSOLUTE), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "hold", NULL), SC_OK);
+    float v[D];
+    basis(v, 0);
+    CHECK_EQ_INT(put(c, "t", NULL, NULL, v, "r", 0, NULL), SC_OK);
+    now_fake = 1050; /* alive until 1100 */
+    wait_arg da = {c, SC_EINVAL, false}, la = {c, SC_EINVAL, false};
+    pthread_t dt, lt;
+    CHECK(pthread_create(&dt, NULL, drop_hold_main, &da) == 0);
+    pthread_mutex_lock(&sj.mu);
+    while (!sj.holding) {
+        pthread_cond_wait(&sj.cv, &sj.mu);
+    }
+    pthread_mutex_unlock(&sj.mu);
+    CHECK(pthread_create(&lt, NULL, late_lookup_main, &la) == 0);
+    usleep(200 * 1000); /* the lookup waits for the drop's write lock */
+    __atomic_store_n(&now_fake, 1200, __ATOMIC_SEQ_CST); /* expired */
+    pthread_mutex_lock(&sj.mu);
+    sj.release = 1;
+    pthread_cond_broadcast(&sj.cv);
+    pthread_mutex_unlock(&sj.mu);
+    pthread_join(dt, NULL);
+    pthread_join(lt, NULL);
+    CHECK_EQ_INT(da.rc, SC_OK);
+    CHECK_EQ_INT(la.rc, SC_OK);
+    CHECK(!la.hit);
+    sc_cache_close(c);
+}
+
 /* An insert the journal refuses leaves the cache as it was: the entry of
  * the same text it would have replaced stays, and a namespace's first
  * vector fixes neither its dimension nor its model. */
@@ -2955,6 +3041,7 @@ int main(void)
     test_ns_serial();
     test_journal_refusal();
     test_replace_at_global_cap();
+    test_clock_after_wait();
     test_restore_keeps_model();
     test_embed_race();
     test_embedder_upgrade();
