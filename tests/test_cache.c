@@ -1590,18 +1590,22 @@ static sc_err put_text(sc_cache *c, const char *ns, const char *text,
 
 /* A journal whose appends to namespace "a" wait until released: a
  * replacing insert held between its new entry and the old one's removal. */
+/* A journal that holds the first append of kind hold_kind in namespace
+ * hold_ns (its caller's locks with it) until release is set. */
 typedef struct slow_journal {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int holding, release;
     uint64_t seq;
+    sc_cache_change_kind hold_kind;
+    const char *hold_ns;
 } slow_journal;
 
 static sc_err sj_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
 {
     slow_journal *j = arg;
     pthread_mutex_lock(&j->mu);
-    if (ch->kind == SC_CHANGE_INSERT && strcmp(ch->ns, "a") == 0 &&
+    if (ch->kind == j->hold_kind && strcmp(ch->ns, j->hold_ns) == 0 &&
         !j->release) {
         j->holding = 1;
         pthread_cond_broadcast(&j->cv);
@@ -1612,6 +1616,25 @@ static sc_err sj_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
     *seq = ++j->seq;
     pthread_mutex_unlock(&j->mu);
     return SC_OK;
+}
+
+/* Waits until j holds an append. */
+static void sj_wait_holding(slow_journal *j)
+{
+    pthread_mutex_lock(&j->mu);
+    while (!j->holding) {
+        pthread_cond_wait(&j->cv, &j->mu);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* Lets the held append (and every later one) through. */
+static void sj_release(slow_journal *j)
+{
+    pthread_mutex_lock(&j->mu);
+    j->release = 1;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
 }
 
 typedef struct replace_arg {
@@ -1632,7 +1655,9 @@ static void *replace_main(void *arg)
 static void test_replace_at_global_cap(void)
 {
     slow_journal sj = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                       .cv = PTHREAD_COND_INITIALIZER};
+                       .cv = PTHREAD_COND_INITIALIZER,
+                       .hold_kind = SC_CHANGE_INSERT,
+                       .hold_ns = "a"};
     sc_cache_journal jr = {sj_append, fj_commit, &sj};
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
@@ -1650,16 +1675,9 @@ static void test_replace_at_global_cap(void)
     replace_arg ra = {c, SC_EINVAL};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, replace_main, &ra) == 0);
-    pthread_mutex_lock(&sj.mu);
-    while (!sj.holding) {
-        pthread_cond_wait(&sj.cv, &sj.mu);
-    }
-    pthread_mutex_unlock(&sj.mu);
+    sj_wait_holding(&sj);
     CHECK_EQ_INT(put_text(c, "b", "w", "w"), SC_OK);
-    pthread_mutex_lock(&sj.mu);
-    sj.release = 1;
-    pthread_cond_broadcast(&sj.cv);
-    pthread_mutex_unlock(&sj.mu);
+    sj_release(&sj);
     pthread_join(t, NULL);
     CHECK_EQ_INT(ra.rc, SC_OK);
     sc_cache_stats st;
@@ -1673,22 +1691,6 @@ static void test_replace_at_global_cap(void)
  * them (here behind a namespace drop, held in its journal append under
  * the cache's write lock) while its entry expired must not serve it.
  * The clock was once read before the wait. */
-static sc_err hold_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
-{
-    slow_journal *j = arg;
-    pthread_mutex_lock(&j->mu);
-    if (ch->kind == SC_CHANGE_NS_DROP && strcmp(ch->ns, "hold") == 0) {
-        j->holding = 1;
-        pthread_cond_broadcast(&j->cv);
-        while (!j->release) {
-            pthread_cond_wait(&j->cv, &j->mu);
-        }
-    }
-    *seq = ++j->seq;
-    pthread_mutex_unlock(&j->mu);
-    return SC_OK;
-}
-
 typedef struct wait_arg {
     sc_cache *c;
     sc_err rc;
@@ -1719,8 +1721,10 @@ static void *late_lookup_main(void *arg)
 static void test_clock_after_wait(void)
 {
     slow_journal sj = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                       .cv = PTHREAD_COND_INITIALIZER};
-    sc_cache_journal jr = {hold_append, fj_commit, &sj};
+                       .cv = PTHREAD_COND_INITIALIZER,
+                       .hold_kind = SC_CHANGE_NS_DROP,
+                       .hold_ns = "hold"};
+    sc_cache_journal jr = {sj_append, fj_commit, &sj};
     sc_cache *c = open_with(&jr, NULL);
     if (c == NULL) {
         return;
@@ -1735,18 +1739,11 @@ static void test_clock_after_wait(void)
     wait_arg da = {c, SC_EINVAL, false}, la = {c, SC_EINVAL, false};
     pthread_t dt, lt;
     CHECK(pthread_create(&dt, NULL, drop_hold_main, &da) == 0);
-    pthread_mutex_lock(&sj.mu);
-    while (!sj.holding) {
-        pthread_cond_wait(&sj.cv, &sj.mu);
-    }
-    pthread_mutex_unlock(&sj.mu);
+    sj_wait_holding(&sj);
     CHECK(pthread_create(&lt, NULL, late_lookup_main, &la) == 0);
     usleep(200 * 1000); /* the lookup waits for the drop's write lock */
     __atomic_store_n(&now_fake, 1200, __ATOMIC_SEQ_CST); /* expired */
-    pthread_mutex_lock(&sj.mu);
-    sj.release = 1;
-    pthread_cond_broadcast(&sj.cv);
-    pthread_mutex_unlock(&sj.mu);
+    sj_release(&sj);
     pthread_join(dt, NULL);
     pthread_join(lt, NULL);
     CHECK_EQ_INT(da.rc, SC_OK);
