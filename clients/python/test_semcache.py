@@ -276,35 +276,44 @@ def server_keepalive(port, client):
     return line
 
 
-def fake_server(replies):
-    """A listening socket and a thread that answers each request of one
-    client with the next of replies (objects to pack), echoing its id."""
+def serve_one(handle):
+    """A listening socket on 127.0.0.1 and a thread that accepts one
+    client, runs handle(sock) on it (an OSError ends it) and closes it."""
     lst = socket.socket()
     lst.bind(("127.0.0.1", 0))
     lst.listen(1)
 
-    def serve():
+    def run():
         s, _ = lst.accept()
         try:
-            s.recv(8)
-            s.sendall(b"\x00SP\x00\x00\x31\x00\x00")
-            for rep in replies:
-                head = b""
-                while len(head) < 8:
-                    head += s.recv(8 - len(head))
-                (n,) = struct.unpack(">Q", head)
-                msg = b""
-                while len(msg) < n:
-                    msg += s.recv(n - len(msg))
-                body = msg[:4] + msgpack.packb(rep)
-                s.sendall(struct.pack(">Q", len(body)) + body)
+            handle(s)
         except OSError:
             pass
         s.close()
 
-    t = threading.Thread(target=serve, daemon=True)
+    t = threading.Thread(target=run, daemon=True)
     t.start()
     return lst, t
+
+
+def fake_server(replies):
+    """A listening socket and a thread that answers each request of one
+    client with the next of replies (objects to pack), echoing its id."""
+    def serve(s):
+        s.recv(8)
+        s.sendall(b"\x00SP\x00\x00\x31\x00\x00")
+        for rep in replies:
+            head = b""
+            while len(head) < 8:
+                head += s.recv(8 - len(head))
+            (n,) = struct.unpack(">Q", head)
+            msg = b""
+            while len(msg) < n:
+                msg += s.recv(n - len(msg))
+            body = msg[:4] + msgpack.packb(rep)
+            s.sendall(struct.pack(">Q", len(body)) + body)
+
+    return serve_one(serve)
 
 
 def test_broken_replies():
@@ -350,22 +359,12 @@ def test_slow_handshake():
     """A server that sends its 8-byte handshake a byte every 0.9 s: the
     client's time-out (1 s) is a deadline for the whole connect, not for
     each byte (7 s in all, every byte within 1 s of the one before)."""
-    lst = socket.socket()
-    lst.bind(("127.0.0.1", 0))
-    lst.listen(1)
+    def trickle(s):
+        for b in b"\x00SP\x00\x00\x31\x00\x00":
+            s.sendall(bytes([b]))
+            time.sleep(0.9)
 
-    def trickle():
-        s, _ = lst.accept()
-        try:
-            for b in b"\x00SP\x00\x00\x31\x00\x00":
-                s.sendall(bytes([b]))
-                time.sleep(0.9)
-        except OSError:
-            pass
-        s.close()
-
-    t = threading.Thread(target=trickle, daemon=True)
-    t.start()
+    lst, t = serve_one(trickle)
     t0 = time.monotonic()
     try:
         Client("127.0.0.1", lst.getsockname()[1], timeout=1.0).close()
@@ -588,25 +587,15 @@ def run(c, port, ipc_path, tls_port, cert):
 
     # A server that sends its reply a byte at a time: the time-out is a
     # deadline for the reply, not for each byte.
-    lst = socket.socket()
-    lst.bind(("127.0.0.1", 0))
-    lst.listen(1)
-
-    def drip():
-        s, _ = lst.accept()
+    def drip(s):
         s.recv(8)
         s.sendall(b"\x00SP\x00\x00\x31\x00\x00")
         s.recv(1 << 16)
-        try:
-            for _ in range(200):
-                s.sendall(b"\x00")
-                time.sleep(0.05)
-        except OSError:
-            pass
-        s.close()
+        for _ in range(200):
+            s.sendall(b"\x00")
+            time.sleep(0.05)
 
-    t = threading.Thread(target=drip, daemon=True)
-    t.start()
+    lst, t = serve_one(drip)
     slow = semcache.Client("127.0.0.1", lst.getsockname()[1], timeout=1.0)
     t0 = time.monotonic()
     try:
