@@ -217,12 +217,13 @@ static int open_embedder(const sc_config *conf, char *path, size_t cap,
      * reached (a directory not searchable, a loop) stops the start, as a
      * damaged one does, rather than leave text unserved in silence. */
     struct stat st;
-    if (stat(path, &st) != 0 && errno != ENOENT) {
+    int missing = stat(path, &st) != 0 ? errno : 0;
+    if (missing != 0 && missing != ENOENT) {
         fprintf(stderr, "semcached: cannot reach the embedder table %s: %s\n",
-                path, strerror(errno));
+                path, strerror(missing));
         return -1;
     }
-    if (stat(path, &st) != 0) {
+    if (missing == ENOENT) {
         fprintf(stderr,
                 "semcached: no embedder table at %s: requests with text and "
                 "no vector will be refused (no_embedder); make it with "
