@@ -68,6 +68,20 @@ sc_err sc_http_write_json(FILE *out, const json_t *j)
 
 /* ---- replies --------------------------------------------------------- */
 
+const char *sc_http_reason(uint16_t status)
+{
+    switch (status) {
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Entity";
+    case 502:
+        return "Bad Gateway";
+    default:
+        return NULL;
+    }
+}
+
 /* Finishes the handler's aio with a response. close: the request's body
  * was not read, so the connection cannot carry another request. */
 static void reply(nng_aio *aio, uint16_t status, const char *ctype,
@@ -79,8 +93,8 @@ static void reply(nng_aio *aio, uint16_t status, const char *ctype,
         return;
     }
     if (nng_http_res_set_status(res, status) != 0 ||
-        (status == 413 && /* nng 1.5.2 has no text for it */
-         nng_http_res_set_reason(res, "Payload Too Large") != 0) ||
+        (sc_http_reason(status) != NULL &&
+         nng_http_res_set_reason(res, sc_http_reason(status)) != 0) ||
         nng_http_res_set_header(res, "Content-Type", ctype) != 0 ||
         (close && nng_http_res_set_header(res, "Connection", "close") != 0) ||
         nng_http_res_copy_data(res, body, len) != 0) {

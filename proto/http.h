@@ -105,6 +105,11 @@ sc_metrics *sc_http_metrics(sc_http *h);
  * docs/HTTP.md); an unknown code is 500. */
 int sc_http_status_of(const char *code);
 
+/* The reason phrase of an HTTP status that nng 1.5.2 lacks (413, 422) or
+ * gets wrong (its entry for 502 is keyed 400: "Unknown HTTP Status"), to
+ * set on a response; NULL = nng's own is right. */
+const char *sc_http_reason(uint16_t status);
+
 /* When req carries "Expect: 100-continue", sends the interim "100
  * Continue" on conn, before the body is read: curl asks for it for bodies
  * over 1 MiB, and otherwise waits a second before it sends the body. Call

@@ -553,24 +553,6 @@ static void preq_done(preq *pr)
 
 /* ---- replies ---------------------------------------------------------- */
 
-/* The reason phrases nng 1.5.2 lacks (413, 422) or gets wrong (its entry
- * for 502 is keyed 400, so a 502 reads "Unknown HTTP Status"); NULL =
- * nng's own. The proxy answers 413 and 502 itself and relays any status
- * of the upstream's. */
-static const char *status_reason(uint16_t status)
-{
-    switch (status) {
-    case 413:
-        return "Payload Too Large";
-    case 422:
-        return "Unprocessable Entity";
-    case 502:
-        return "Bad Gateway";
-    default:
-        return NULL;
-    }
-}
-
 /* Answers pr with a whole response and frees pr. xsc: the x-semcache
  * header (NULL = none); close: the body was not read. */
 static void reply(preq *pr, uint16_t status, const char *ctype,
@@ -581,8 +563,8 @@ static void reply(preq *pr, uint16_t status, const char *ctype,
     int rv = nng_http_res_alloc(&res);
     if (rv == 0) {
         rv = nng_http_res_set_status(res, status);
-        if (rv == 0 && status_reason(status) != NULL) {
-            rv = nng_http_res_set_reason(res, status_reason(status));
+        if (rv == 0 && sc_http_reason(status) != NULL) {
+            rv = nng_http_res_set_reason(res, sc_http_reason(status));
         }
         rv = rv ? rv : nng_http_res_set_header(res, "Content-Type", ctype);
         if (rv == 0 && xsc != NULL) {
