@@ -1019,6 +1019,16 @@ static sc_err model_check(const ns *s, const char *model)
     return SC_OK;
 }
 
+/* Under s->mu: whether a vector the cache embedded (of model, dim floats)
+ * may still enter or query s. Not when s took another model's vectors, or
+ * a dimension, after the caller's peek (peek_policy): the text then meets
+ * the exact layer only, for inserts and lookups alike. */
+static bool embedded_fits(const ns *s, const char *model, uint32_t dim)
+{
+    return model_check(s, model) == SC_OK &&
+           (s->cfg.dim == 0 || dim == s->cfg.dim);
+}
+
 /* Under s->mu: whether s holds the embedder's vectors. */
 static bool ns_of_embedder(const sc_cache *c, const ns *s)
 {
@@ -1800,8 +1810,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         rc = SC_ETOOBIG;
         goto fail_locked;
     }
-    if (own_vec != NULL && (model_check(s, model) != SC_OK ||
-                            (s->cfg.dim != 0 && dim != s->cfg.dim))) {
+    if (own_vec != NULL && !embedded_fits(s, model, dim)) {
         /* Another model's vector came first, since the peek, or the
          * namespace is of another dimension: the text can only serve the
          * exact layer (whatever that model's dim). */
@@ -2506,8 +2515,7 @@ static void lookup_prepare(const sc_cache *c, embed_policy pol, pending *p,
 static void lookup_open(sc_cache *c, ns *s, pending *p, uint64_t now)
 {
     const sc_cache_query *q = p->q;
-    if (p->own_vec != NULL && (model_check(s, p->model) != SC_OK ||
-                               (s->cfg.dim != 0 && p->dim != s->cfg.dim))) {
+    if (p->own_vec != NULL && !embedded_fits(s, p->model, p->dim)) {
         /* The namespace took another model's vectors, or another
          * dimension, since the peek: the exact layer only, as an insert. */
         p->vec = NULL;
