@@ -869,12 +869,23 @@ static bool has_hash(const ctext *c, uint64_t h)
     return false;
 }
 
+/* Whether h is among the numbers past c's first content tokens. */
+static bool has_tail_number(const ctext *c, uint64_t h)
+{
+    for (unsigned i = 0; i < c->ntnum; i++) {
+        if (c->tnum[i] == h) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* A number to the rescore: a number token, or a word that starts with a
  * digit ("3kg", "5s", "10th": since model version 5, when "3.5kg" and
  * "7.5kg" had no number penalty). */
 static bool is_number(const tok *t)
 {
-    return t->kind == TK_NUM || (t->n > 0 && t->s[0] >= '0' && t->s[0] <= '9');
+    return t->kind == TK_NUM || (t->n > 0 && is_digit((unsigned char)t->s[0]));
 }
 
 /* Past the first SC_EMBED_RESCORE_TOKENS content tokens: notes that the
@@ -889,10 +900,8 @@ static void content_tail(ctext *c, const tok *t)
     if (!is_number(t)) {
         return;
     }
-    for (unsigned i = 0; i < c->ntnum; i++) {
-        if (c->tnum[i] == h) {
-            return;
-        }
+    if (has_tail_number(c, h)) {
+        return;
     }
     if (c->ntnum < SC_EMBED_RESCORE_TOKENS) {
         c->tnum[c->ntnum++] = h;
@@ -1095,11 +1104,7 @@ static bool tail_numbers_differ(const ctext *a, const ctext *b)
         return true;
     }
     for (unsigned i = 0; i < a->ntnum; i++) {
-        bool found = has_hash(b, a->tnum[i]);
-        for (unsigned j = 0; !found && j < b->ntnum; j++) {
-            found = b->tnum[j] == a->tnum[i];
-        }
-        if (!found) {
+        if (!has_hash(b, a->tnum[i]) && !has_tail_number(b, a->tnum[i])) {
             return true;
         }
     }
