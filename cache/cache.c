@@ -116,6 +116,7 @@ typedef struct entry {
     size_t text_len;
     bool has_text;
     bool in_stats; /* its text is counted in its scope's statistics */
+    void *prep;    /* its text prepared by the embedder (prep_new), or NULL */
     /* Not in c->entries / c->bytes (c->gmu): an entry being replaced,
      * taken out of the totals when its successor went in, so that the
      * overall caps never count both (insert_entry). */
@@ -474,11 +475,11 @@ static void stats_bytes_set(ns *s, scope *sc, uint64_t now)
 /* ns->mu held. Counts text in (delta 1) or out (-1) of the scope's
  * statistics, and their memory in the byte counts; false when it could
  * not be counted in. */
-static bool stats_count(ns *s, scope *sc, const char *text, size_t len,
-                        int delta)
+static bool stats_count(ns *s, scope *sc, const entry *e, int delta)
 {
     const sc_cache_embedder *em = s->stats_em;
-    bool ok = em->stats_count(em->arg, sc->stats, text, len, delta);
+    bool ok = em->stats_count(em->arg, sc->stats, e->text, e->text_len, e->prep,
+                              delta);
     stats_bytes_set(s, sc, em->stats_bytes(em->arg, sc->stats));
     return ok;
 }
@@ -725,13 +726,57 @@ static bool id_present(sc_cache *c, uint64_t id)
     return found;
 }
 
+/* Whether texts sent with vectors of model are prepared for the
+ * embedder's rescore (sc_cache_embedder.prep_new). */
+static bool wants_prep(const sc_cache *c, const char *model)
+{
+    const sc_cache_embedder *em = c->cfg.embedder;
+    return em != NULL && em->prep_new != NULL && em->rescore != NULL &&
+           model != NULL && strcmp(model, em->model) == 0;
+}
+
+/* text prepared by the embedder; NULL: out of memory. */
+static void *prep_text(const sc_cache *c, const char *text, size_t len)
+{
+    const sc_cache_embedder *em = c->cfg.embedder;
+    return em->prep_new(em->arg, text, len);
+}
+
+static void prep_free(const sc_cache *c, void *prep)
+{
+    if (prep != NULL) {
+        c->cfg.embedder->prep_free(c->cfg.embedder->arg, prep);
+    }
+}
+
+static size_t prep_bytes(const sc_cache *c, const void *prep)
+{
+    return prep != NULL
+               ? c->cfg.embedder->prep_bytes(c->cfg.embedder->arg, prep)
+               : 0;
+}
+
+/* e's prepared text freed (before e is counted anywhere). */
+static void prep_drop(const sc_cache *c, entry *e)
+{
+    prep_free(c, e->prep);
+    e->prep = NULL;
+}
+
+/* Frees e, unlinked from everything. */
+static void entry_free(const sc_cache *c, entry *e)
+{
+    prep_free(c, e->prep);
+    free(e);
+}
+
 /* ns->mu held (c->gmu not). Unlinks e from everything, counts why, frees it;
  * its scope goes too when that was its last entry and nobody pins it. */
 static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
 {
     scope *sc = e->sc;
     if (sc->stats != NULL && e->in_stats) {
-        (void)stats_count(s, sc, e->text, e->text_len, -1);
+        (void)stats_count(s, sc, e, -1);
     }
     entry_unmatchable(s, e);
     sc_htab_remove(&s->ids, &e->by_id);
@@ -772,7 +817,7 @@ static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
         break;
     }
     blob_unref(e->payload);
-    free(e);
+    entry_free(c, e);
     sc->entries--;
     scope_maybe_free(s, sc);
 }
@@ -924,7 +969,9 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
          !(em->margin >= 0.0f && em->margin <= 2.0f) ||
          (em->stats_new == NULL) != (em->stats_free == NULL) ||
          (em->stats_new == NULL) != (em->stats_count == NULL) ||
-         (em->stats_new == NULL) != (em->stats_bytes == NULL))) {
+         (em->stats_new == NULL) != (em->stats_bytes == NULL) ||
+         (em->prep_new == NULL) != (em->prep_free == NULL) ||
+         (em->prep_new == NULL) != (em->prep_bytes == NULL))) {
         return SC_EINVAL;
     }
     sc_err rc = SC_ENOMEM;
@@ -1758,6 +1805,11 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         key = sc_cache_text_key(scope_name, scope_len, norm, norm_len);
     }
     rc = SC_ENOMEM;
+    void *prep = NULL;
+    if (item->text != NULL && wants_prep(c, model) &&
+        (prep = prep_text(c, item->text, item->text_len)) == NULL) {
+        goto fail_prep;
+    }
     blob *b = blob_new(item->response, item->response_len, item->model, ml,
                        item->feature, fl, item->user, ul);
     if (b == NULL) {
@@ -1772,6 +1824,8 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     }
     e->text_len = item->text_len;
     e->has_text = item->text != NULL;
+    e->prep = prep;
+    prep = NULL; /* e's now */
     e->payload = b;
     e->key = key;
     e->input_tokens = item->input_tokens;
@@ -1801,7 +1855,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         /* Restored already (a snapshot and the log both hold it). */
         pthread_mutex_unlock(&s->mu);
         cache_unlock(c);
-        free(e);
+        entry_free(c, e);
         blob_unref(b);
         free(norm);
         return SC_OK;
@@ -1813,9 +1867,11 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     if (own_vec != NULL && !embedded_fits(s, model, dim)) {
         /* Another model's vector came first, since the peek, or the
          * namespace is of another dimension: the text can only serve the
-         * exact layer (whatever that model's dim). */
+         * exact layer (whatever that model's dim), and is never
+         * rescored. */
         vec = NULL;
         dim = 0;
+        prep_drop(c, e);
     }
     if (vec != NULL && s->cfg.dim != 0 && dim != s->cfg.dim) {
         rc = SC_EDIM;
@@ -1825,7 +1881,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         goto fail_locked;
     }
     e->bytes = sizeof(*e) + sizeof(*b) + 32 + item->text_len +
-               item->response_len + ml + fl + ul + 3;
+               item->response_len + ml + fl + ul + 3 + prep_bytes(c, e->prep);
     if (vec != NULL) {
         e->bytes += (uint64_t)dim * storage_width(s->cfg.storage) + 16;
     }
@@ -1936,10 +1992,12 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     s->entries++;
     s->bytes += e->bytes;
     s->st.inserts++;
-    if (sc->stats != NULL && e->has_text) {
+    if (sc->stats != NULL && e->has_text &&
+        (e->prep != NULL || s->stats_em->prep_new == NULL)) {
         /* Not counted in (out of memory): its words weigh as unseen ones,
-         * and it is never counted out, so the others' counts stay right. */
-        e->in_stats = stats_count(s, sc, e->text, e->text_len, 1);
+         * and it is never counted out, so the others' counts stay right.
+         * With prepared texts, only those the rescore reads count. */
+        e->in_stats = stats_count(s, sc, e, 1);
     }
     pthread_mutex_lock(&c->gmu);
     list_push_front(&c->lru, &e->glru);
@@ -2060,10 +2118,12 @@ fail_locked:
     pthread_mutex_unlock(&s->mu);
 fail_ns:
     cache_unlock(c);
-    free(e);
+    entry_free(c, e);
 fail_entry:
     blob_unref(b);
 fail_blob:
+    prep_free(c, prep);
+fail_prep:
     free(own_vec);
     free(norm);
     return rc;
@@ -2457,7 +2517,8 @@ typedef struct pending {
     const float *vec; /* q->vec, or own_vec: the query's text embedded */
     uint32_t dim;
     float *own_vec;
-    double embed_s;    /* time spent embedding the query's text */
+    void *prep;        /* the query's text prepared (prep_new), or NULL */
+    double embed_s;    /* time spent embedding and preparing the query's text */
     const char *model; /* of vec */
     scope *sc;
     entry *served;
@@ -2509,6 +2570,25 @@ static void lookup_prepare(const sc_cache *c, embed_policy pol, pending *p,
         strnlen(p->model, SC_CACHE_TAG_MAX + 1) > SC_CACHE_TAG_MAX) {
         p->rc = SC_ETOOBIG;
     }
+    if (p->rc == SC_OK && p->vec != NULL && q->text != NULL &&
+        wants_prep(c, p->model)) {
+        /* Here, without locks: the rescore under the namespace's lock
+         * then reads no text (sc_cache_embedder.prep_new). */
+        double t0 = mono_s();
+        p->prep = prep_text(c, q->text, q->text_len);
+        p->embed_s += mono_s() - t0;
+        if (p->prep == NULL) {
+            p->rc = SC_ENOMEM;
+        }
+    }
+}
+
+/* What lookup_prepare made, freed. */
+static void lookup_release(const sc_cache *c, pending *p)
+{
+    free(p->norm);
+    free(p->own_vec);
+    prep_free(c, p->prep);
 }
 
 /* Under s->mu: the exact layer, and whether the semantic layer must run. */
@@ -2567,19 +2647,21 @@ static void rescore(const sc_cache *c, const ns *s, const pending *p,
     /* The candidates that kept their text, in one call. */
     const char *texts[LOOKUP_K];
     size_t lens[LOOKUP_K];
+    const void *preps[LOOKUP_K];
     float cosine[LOOKUP_K], r[LOOKUP_K];
     unsigned at[LOOKUP_K], nt = 0;
     for (unsigned i = 0; i < nc; i++) {
         if (cand[i]->has_text) {
             texts[nt] = cand[i]->text;
             lens[nt] = cand[i]->text_len;
+            preps[nt] = cand[i]->prep;
             cosine[nt] = sim[i];
             at[nt++] = i;
         }
     }
     if (nt > 0) {
         em->rescore(em->arg, p->sc != NULL ? p->sc->stats : NULL, p->q->text,
-                    p->q->text_len, nt, texts, lens, cosine, r);
+                    p->q->text_len, p->prep, nt, texts, lens, preps, cosine, r);
     }
     for (unsigned k = 0; k < nt; k++) {
         unsigned i = at[k];
@@ -2877,8 +2959,7 @@ sc_err sc_cache_lookup(sc_cache *c, const char *nsname, const sc_cache_query *q,
     if (rc == SC_OK && c->cfg.ledger != NULL) {
         ledger_lookup(c, nsname, &p, res, mono_s() - t0);
     }
-    free(p.norm);
-    free(p.own_vec);
+    lookup_release(c, &p);
     if (rc != SC_OK) {
         memset(res, 0, sizeof(*res));
     }
@@ -2926,8 +3007,7 @@ sc_err sc_cache_lookup_many(sc_cache *c, const char *nsname,
         if (rcs[i] != SC_OK) {
             memset(&res[i], 0, sizeof(res[i]));
         }
-        free(p[i].norm);
-        free(p[i].own_vec);
+        lookup_release(c, &p[i]);
     }
     free(p);
     return SC_OK;

@@ -52,8 +52,10 @@ typedef struct sc_cache_embedder {
      * namespaces of this model and entries that kept their text. Arrays
      * hold n items and are borrowed for the call. */
     void (*rescore)(void *arg, const void *stats, const char *qtext,
-                    size_t qlen, size_t n, const char *const *ctexts,
-                    const size_t *clens, const float *cosines, float *out);
+                    size_t qlen, const void *qprep, size_t n,
+                    const char *const *ctexts, const size_t *clens,
+                    const void *const *cpreps, const float *cosines,
+                    float *out);
     void *arg; /* passed to every function here */
     bool vote; /* judge this model's candidates by response vote
                   (cache/vote.h, its defaults; the margin still applies)
@@ -72,7 +74,7 @@ typedef struct sc_cache_embedder {
     void *(*stats_new)(void *arg);
     void (*stats_free)(void *arg, void *stats);
     bool (*stats_count)(void *arg, void *stats, const char *text, size_t len,
-                        int delta);
+                        const void *prep, int delta);
     size_t (*stats_bytes)(void *arg, const void *stats);
     /* Optional: whether model names an earlier version of this embedder
      * (same method, other version or table) whose namespaces are moved to
@@ -80,6 +82,21 @@ typedef struct sc_cache_embedder {
      * with embed, and an entry without text is not restored (its vector
      * cannot be compared with this model's). Only where dim matches. */
     bool (*supersedes)(void *arg, const char *model);
+    /* Optional, all three or none (used with rescore): a text prepared
+     * once for rescore and stats_count (the built-in embedder's signature,
+     * embed.h sc_embed_sig), so that what runs under a namespace's lock
+     * never reads a whole text, however long. The cache prepares, outside
+     * its locks, the text of each entry stored with a vector of this
+     * model (kept with the entry, prep_bytes counted in its bytes and the
+     * byte caps) and of each lookup with such a vector; rescore and
+     * stats_count get those as qprep, cpreps[i] and prep (NULL where a
+     * text was not prepared: use the text), and then only entries with a
+     * prepared text are counted in the scope's statistics. prep_new
+     * returns NULL when out of memory: that insert or lookup fails with
+     * SC_ENOMEM. */
+    void *(*prep_new)(void *arg, const char *text, size_t len);
+    void (*prep_free)(void *arg, void *prep);
+    size_t (*prep_bytes)(void *arg, const void *prep);
 } sc_cache_embedder;
 
 struct sc_cache_entry_info;

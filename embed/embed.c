@@ -1381,15 +1381,11 @@ static void df_erase(sc_embed_df *df, size_t i)
     df->used--;
 }
 
-sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
-                         size_t len, int delta)
+/* Counts the n distinct content-token hashes h[] of one text in or out
+ * of df (sc_embed_df_count). */
+static sc_err df_count_hashes(sc_embed_df *df, const uint64_t *h, size_t n,
+                              int delta)
 {
-    if (df == NULL || e == NULL || (text == NULL && len > 0)) {
-        return SC_EINVAL;
-    }
-    uint64_t h[SC_EMBED_RESCORE_TOKENS];
-    size_t n =
-        sc_embed_content_hashes(e, text, len, h, SC_EMBED_RESCORE_TOKENS);
     if (delta > 0) {
         if (df_reserve(df, n) != SC_OK) {
             return SC_ENOMEM;
@@ -1419,6 +1415,18 @@ sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
     }
     df_consts(df);
     return SC_OK;
+}
+
+sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
+                         size_t len, int delta)
+{
+    if (df == NULL || e == NULL || (text == NULL && len > 0)) {
+        return SC_EINVAL;
+    }
+    uint64_t h[SC_EMBED_RESCORE_TOKENS];
+    size_t n =
+        sc_embed_content_hashes(e, text, len, h, SC_EMBED_RESCORE_TOKENS);
+    return df_count_hashes(df, h, n, delta);
 }
 
 size_t sc_embed_df_bytes(const sc_embed_df *df)
@@ -1482,4 +1490,138 @@ void sc_embed_rescore_many(const sc_embed *e, const sc_embed_df *df,
         p.idf_ctx = df;
     }
     sc_embed_rescore_many_p(e, &p, qtext, qlen, n, ctexts, clens, cosines, out);
+}
+
+/* ---- signatures ----------------------------------------------------------
+ * A text's ctext without what a df or the tokens' spellings add: t[0..n)
+ * the content tokens (hash, table index with SIG_NUM for a number, SIF
+ * weight before any idf), t[n..n + ntnum) the numbers past them (hash
+ * only). */
+#define SIG_NUM     0x80000000u /* in idx: a number */
+#define SIG_NO_WORD 0x7fffffffu /* in idx: NO_WORD (table indexes < 2^24) */
+
+typedef struct sig_tok {
+    uint64_t h;
+    uint32_t idx;
+    float w;
+} sig_tok;
+
+struct sc_embed_sig {
+    uint32_t n, ntnum, neg, qword;
+    bool cut, tnum_over;
+    sig_tok t[];
+};
+
+sc_err sc_embed_sig_new(const sc_embed *e, const char *text, size_t len,
+                        sc_embed_sig **out)
+{
+    if (e == NULL || out == NULL || (text == NULL && len > 0)) {
+        return SC_EINVAL;
+    }
+    sc_embed_params p;
+    sc_embed_params_default(&p);
+    ctext c;
+    content(e, &p, text, len, &c);
+    size_t n = (size_t)c.n + c.ntnum;
+    sc_embed_sig *s = malloc(sizeof(*s) + n * sizeof(sig_tok));
+    if (s == NULL) {
+        return SC_ENOMEM;
+    }
+    s->n = c.n;
+    s->ntnum = c.ntnum;
+    s->neg = c.neg;
+    s->qword = c.qword;
+    s->cut = c.cut;
+    s->tnum_over = c.tnum_over;
+    for (unsigned i = 0; i < c.n; i++) {
+        uint32_t idx = c.t[i].idx == NO_WORD ? SIG_NO_WORD : c.t[i].idx;
+        s->t[i] =
+            (sig_tok){c.t[i].h, idx | (c.t[i].num ? SIG_NUM : 0), c.t[i].w};
+    }
+    for (unsigned i = 0; i < c.ntnum; i++) {
+        s->t[c.n + i] = (sig_tok){c.tnum[i], SIG_NO_WORD, 0.0f};
+    }
+    *out = s;
+    return SC_OK;
+}
+
+void sc_embed_sig_free(sc_embed_sig *s)
+{
+    free(s);
+}
+
+size_t sc_embed_sig_bytes(const sc_embed_sig *s)
+{
+    return s == NULL ? 0
+                     : sizeof(*s) + ((size_t)s->n + s->ntnum) * sizeof(sig_tok);
+}
+
+/* The ctext a signature was made from, with p's idf applied as content()
+ * applies it (the same float operations, so the same weights). */
+static void sig_ctext(const sc_embed_sig *s, const sc_embed_params *p, ctext *c)
+{
+    c->n = s->n;
+    c->neg = s->neg;
+    c->qword = s->qword;
+    c->cut = s->cut;
+    c->ntnum = s->ntnum;
+    c->tnum_over = s->tnum_over;
+    for (unsigned i = 0; i < s->n; i++) {
+        ctok *k = &c->t[i];
+        k->h = s->t[i].h;
+        uint32_t idx = s->t[i].idx & ~SIG_NUM;
+        k->num = (s->t[i].idx & SIG_NUM) != 0;
+        k->idx = idx == SIG_NO_WORD ? NO_WORD : idx;
+        k->w = s->t[i].w;
+        if (p->idf != NULL) {
+            k->w *= p->idf(p->idf_ctx, k->h);
+        }
+        k->n = 0; /* spellings are not kept: no trigram match */
+    }
+    for (unsigned i = 0; i < s->ntnum; i++) {
+        c->tnum[i] = s->t[s->n + i].h;
+    }
+}
+
+void sc_embed_rescore_sigs(const sc_embed *e, const sc_embed_df *df,
+                           const sc_embed_sig *q, size_t n,
+                           const sc_embed_sig *const *cs, const float *cosines,
+                           float *out)
+{
+    sc_embed_params p;
+    sc_embed_params_default(&p);
+    if (df != NULL) {
+        p.idf = sc_embed_df_idf;
+        p.idf_ctx = df;
+    }
+    ctext a, b;
+    if (e != NULL && q != NULL) {
+        sig_ctext(q, &p, &a);
+    }
+    for (size_t i = 0; i < n; i++) {
+        float cosine = cosines[i];
+        if (isnan(cosine)) {
+            out[i] = cosine;
+            continue;
+        }
+        cosine = clamp_cosine(cosine);
+        if (e == NULL || q == NULL || cs[i] == NULL) {
+            out[i] = cosine;
+            continue;
+        }
+        sig_ctext(cs[i], &p, &b);
+        out[i] = rescore_ctext(e, &p, &a, &b, cosine);
+    }
+}
+
+sc_err sc_embed_df_count_sig(sc_embed_df *df, const sc_embed_sig *s, int delta)
+{
+    if (df == NULL || s == NULL) {
+        return SC_EINVAL;
+    }
+    uint64_t h[SC_EMBED_RESCORE_TOKENS];
+    for (unsigned i = 0; i < s->n; i++) {
+        h[i] = s->t[i].h;
+    }
+    return df_count_hashes(df, h, s->n, delta);
 }

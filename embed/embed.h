@@ -147,6 +147,40 @@ void sc_embed_rescore_many(const sc_embed *e, const sc_embed_df *df,
                            const char *const *ctexts, const size_t *clens,
                            const float *cosines, float *out);
 
+/* A text's signature: its tokens as the rescore reads them (the content
+ * tokens it aligns, with their table indexes and weights, its negations,
+ * and the numbers past them), made once so that rescoring the text again
+ * costs no reading of it. A cache makes one for each stored text at
+ * insert and one for each query, outside its locks; what it does under
+ * its namespace's lock is then bounded whatever the texts' lengths (about
+ * 32 x 32 word pairs per candidate). Memory: sc_embed_sig_bytes, about 16
+ * bytes per distinct content token (at most SC_EMBED_RESCORE_TOKENS) and
+ * per distinct number past them (at most as many), plus 24. A signature
+ * belongs to the e that made it; it is immutable, so any number of threads
+ * may read one. */
+typedef struct sc_embed_sig sc_embed_sig;
+
+/* Makes text[0..len)'s signature (*out, freed with sc_embed_sig_free); the
+ * cost is about one sc_embed_text. Errors: SC_EINVAL (e or out NULL, or
+ * text NULL with len > 0), SC_ENOMEM. */
+sc_err sc_embed_sig_new(const sc_embed *e, const char *text, size_t len,
+                        sc_embed_sig **out);
+void sc_embed_sig_free(sc_embed_sig *s);          /* NULL is a no-op */
+size_t sc_embed_sig_bytes(const sc_embed_sig *s); /* 0 for NULL */
+
+/* sc_embed_rescore_many on signatures: out[i] is, bit for bit, what
+ * sc_embed_rescore_many gives for the texts q and cs[i] were made of, with
+ * the same df. A NULL q or cs[i] gives the cosine (clamped; NaN stays NaN),
+ * as a NULL e does. */
+void sc_embed_rescore_sigs(const sc_embed *e, const sc_embed_df *df,
+                           const sc_embed_sig *q, size_t n,
+                           const sc_embed_sig *const *cs, const float *cosines,
+                           float *out);
+
+/* sc_embed_df_count with the text's signature instead of the text (the
+ * same counts). Errors: SC_EINVAL (NULL), SC_ENOMEM as there. */
+sc_err sc_embed_df_count_sig(sc_embed_df *df, const sc_embed_sig *s, int delta);
+
 /* Converts a wink-style JSON file (an object with "dimensions", "words":
  * [strings, most frequent first] and "vectors": {word: [dim numbers, ...]})
  * into a table at out_path: written to out_path.tmp.PID, flushed, then

@@ -166,11 +166,42 @@ static bool supersedes_fn(void *arg, const char *model)
     return sc_embed_model_superseded(arg, model);
 }
 
+/* With the texts' signatures, made outside the cache's locks (prep_fn):
+ * the cache always has them for this model's entries and lookups. A text
+ * without one (none is expected) is read as it is. */
 static void rescore_fn(void *arg, const void *stats, const char *q, size_t qn,
-                       size_t n, const char *const *c, const size_t *cn,
+                       const void *qsig, size_t n, const char *const *c,
+                       const size_t *cn, const void *const *csigs,
                        const float *cosine, float *out)
 {
+    bool all = qsig != NULL;
+    for (size_t i = 0; i < n && all; i++) {
+        all = csigs[i] != NULL;
+    }
+    if (all) {
+        sc_embed_rescore_sigs(arg, stats, qsig, n,
+                              (const sc_embed_sig *const *)csigs, cosine, out);
+        return;
+    }
     sc_embed_rescore_many(arg, stats, q, qn, n, c, cn, cosine, out);
+}
+
+static void *prep_fn(void *arg, const char *text, size_t len)
+{
+    sc_embed_sig *s = NULL;
+    return sc_embed_sig_new(arg, text, len, &s) == SC_OK ? s : NULL;
+}
+
+static void prep_free_fn(void *arg, void *prep)
+{
+    (void)arg;
+    sc_embed_sig_free(prep);
+}
+
+static size_t prep_bytes_fn(void *arg, const void *prep)
+{
+    (void)arg;
+    return sc_embed_sig_bytes(prep);
 }
 
 /* Each namespace's word document frequencies (embed.h: sc_embed_df). */
@@ -187,12 +218,14 @@ static void stats_free_fn(void *arg, void *stats)
 }
 
 static bool stats_count_fn(void *arg, void *stats, const char *text, size_t len,
-                           int delta)
+                           const void *sig, int delta)
 {
     /* Out of memory for an add: that text's words count as unseen, which
      * only weights them a little higher (the cache then never counts it
      * out); nothing else depends on it. */
-    return sc_embed_df_count(stats, arg, text, len, delta) == SC_OK;
+    return (sig != NULL
+                ? sc_embed_df_count_sig(stats, sig, delta)
+                : sc_embed_df_count(stats, arg, text, len, delta)) == SC_OK;
 }
 
 static size_t stats_bytes_fn(void *arg, const void *stats)
@@ -843,6 +876,9 @@ int main(int argc, char **argv)
             .stats_count = stats_count_fn,
             .stats_bytes = stats_bytes_fn,
             .supersedes = supersedes_fn,
+            .prep_new = prep_fn,
+            .prep_free = prep_free_fn,
+            .prep_bytes = prep_bytes_fn,
         };
         ccfg.embedder = &hook;
     }

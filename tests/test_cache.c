@@ -1399,11 +1399,14 @@ static bool has_word(const char *t, size_t n, const char *w)
 }
 
 static void fake_rescore(void *arg, const void *stats, const char *q, size_t qn,
-                         size_t n, const char *const *e, const size_t *en,
+                         const void *qprep, size_t n, const char *const *e,
+                         const size_t *en, const void *const *eprep,
                          const float *cosine, float *out)
 {
     (void)arg;
     (void)stats;
+    (void)qprep;
+    (void)eprep;
     bool qc = has_word(q, qn, "cancel"), qt = has_word(q, qn, "track");
     for (size_t i = 0; i < n; i++) {
         bool ec = has_word(e[i], en[i], "cancel");
@@ -1437,9 +1440,10 @@ static void fake_stats_free(void *arg, void *st)
 }
 
 static bool fake_stats_count(void *arg, void *st, const char *text, size_t len,
-                             int delta)
+                             const void *prep, int delta)
 {
     (void)arg;
+    (void)prep;
     fake_stats *f = st;
     if (delta > 0 && len >= 4 && memcmp(text, "oom ", 4) == 0) {
         return false; /* as if out of memory: not counted */
@@ -1460,14 +1464,18 @@ static size_t fake_stats_bytes(void *arg, const void *st)
 }
 
 static void stats_rescore(void *arg, const void *stats, const char *q,
-                          size_t qn, size_t n, const char *const *e,
-                          const size_t *en, const float *cosine, float *out)
+                          size_t qn, const void *qprep, size_t n,
+                          const char *const *e, const size_t *en,
+                          const void *const *eprep, const float *cosine,
+                          float *out)
 {
     (void)arg;
     (void)q;
     (void)qn;
+    (void)qprep;
     (void)e;
     (void)en;
+    (void)eprep;
     stats_seen = stats;
     memcpy(out, cosine, n * sizeof(float));
 }
@@ -2276,6 +2284,189 @@ static void test_embedder_stats_bytes(void)
     CHECK_EQ_INT(stats_live, 0);
 }
 
+/* ---- texts prepared by the embedder (prep_new) -------------------------
+ * A prepared text is a copy of it; "nomem ..." cannot be prepared. The
+ * hooks count a prepared text that is missing or not their text's. */
+typedef struct fake_prep {
+    size_t len;
+    char text[];
+} fake_prep;
+
+#define FAKE_PREP_BYTES 5000
+static int prep_live = 0;     /* made and not yet freed */
+static int prep_bad = 0;      /* a hook given a wrong or missing one */
+static int prep_rescored = 0; /* candidates rescored with theirs */
+static int prep_counted = 0;  /* stats counts given theirs */
+
+static void *fake_prep_new(void *arg, const char *text, size_t len)
+{
+    (void)arg;
+    if (len >= 6 && memcmp(text, "nomem ", 6) == 0) {
+        return NULL;
+    }
+    fake_prep *p = malloc(sizeof(*p) + len);
+    if (p != NULL) {
+        p->len = len;
+        memcpy(p->text, text, len);
+        prep_live++;
+    }
+    return p;
+}
+
+static void fake_prep_free(void *arg, void *p)
+{
+    (void)arg;
+    prep_live--;
+    free(p);
+}
+
+static size_t fake_prep_bytes(void *arg, const void *p)
+{
+    (void)arg;
+    (void)p;
+    return FAKE_PREP_BYTES;
+}
+
+static bool prep_is(const void *p, const char *text, size_t len)
+{
+    const fake_prep *f = p;
+    return f != NULL && f->len == len && memcmp(f->text, text, len) == 0;
+}
+
+static void prep_rescore(void *arg, const void *stats, const char *q, size_t qn,
+                         const void *qprep, size_t n, const char *const *e,
+                         const size_t *en, const void *const *eprep,
+                         const float *cosine, float *out)
+{
+    (void)arg;
+    (void)stats;
+    prep_bad += !prep_is(qprep, q, qn);
+    for (size_t i = 0; i < n; i++) {
+        bool ok = prep_is(eprep[i], e[i], en[i]);
+        prep_bad += !ok;
+        prep_rescored += ok;
+    }
+    memcpy(out, cosine, n * sizeof(float));
+}
+
+static bool prep_stats_count(void *arg, void *st, const char *text, size_t len,
+                             const void *prep, int delta)
+{
+    bool ok = prep_is(prep, text, len);
+    prep_bad += !ok;
+    prep_counted += ok;
+    return fake_stats_count(arg, st, text, len, prep, delta);
+}
+
+/* Texts the embedder prepares: made outside the locks for the entries and
+ * lookups of its model, handed to rescore and stats_count, counted in the
+ * bytes, freed with their entry or lookup; out of memory refuses. */
+static void test_embedder_prep(void)
+{
+    sc_cache_embedder em = stats_embedder();
+    em.rescore = prep_rescore;
+    em.stats_count = prep_stats_count;
+    em.prep_new = fake_prep_new;
+    em.prep_free = fake_prep_free;
+    em.prep_bytes = fake_prep_bytes;
+    sc_cache_config cfg;
+    embedder_config(&cfg, NULL);
+    sc_cache *c = NULL;
+    /* All three hooks or none. */
+    sc_cache_embedder half = em;
+    half.prep_bytes = NULL;
+    cfg.embedder = &half;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_EINVAL);
+    half = em;
+    half.prep_free = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_EINVAL);
+
+    /* The same entry without the hooks: the prepared text's bytes are
+     * what it adds. */
+    sc_cache_embedder plain = stats_embedder();
+    cfg.embedder = &plain;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "1", 0, NULL), SC_OK);
+    uint64_t plain_bytes = stats(c, "a").bytes;
+    sc_cache_close(c);
+
+    cfg.embedder = &em;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    uint64_t id1, id2;
+    CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "1", 0, &id1), SC_OK);
+    CHECK_EQ_INT(prep_live, 1);
+    CHECK_EQ_INT(stats(c, "a").bytes, plain_bytes + FAKE_PREP_BYTES);
+    CHECK_EQ_INT(stats(c, NULL).bytes, plain_bytes + FAKE_PREP_BYTES);
+    CHECK_EQ_INT(put(c, "a", NULL, "apple tart", NULL, "2", 0, &id2), SC_OK);
+    CHECK_EQ_INT(prep_live, 2);
+    CHECK_EQ_INT(prep_counted, 2);
+    /* A lookup's text is prepared for it and freed after it; every
+     * candidate comes with its own. */
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "a", NULL, "apple pie!", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK(prep_rescored >= 1);
+    CHECK_EQ_INT(prep_live, 2);
+    int before = prep_rescored;
+    sc_cache_query qs[2] = {
+        {.text = "apple tart!", .text_len = 11},
+        {.text = "apple pie?", .text_len = 10},
+    };
+    sc_cache_result rs[2];
+    sc_err rcs[2];
+    CHECK_EQ_INT(sc_cache_lookup_many(c, "a", qs, 2, rs, rcs), SC_OK);
+    CHECK_EQ_INT(rcs[0], SC_OK);
+    CHECK_EQ_INT(rcs[1], SC_OK);
+    sc_cache_result_fini(&rs[0]);
+    sc_cache_result_fini(&rs[1]);
+    CHECK(prep_rescored >= before + 2);
+    CHECK_EQ_INT(prep_live, 2);
+    /* Out of memory preparing: refused, nothing stored or left. */
+    uint64_t bytes = stats(c, "a").bytes;
+    CHECK_EQ_INT(put(c, "a", NULL, "nomem apple", NULL, "3", 0, NULL),
+                 SC_ENOMEM);
+    CHECK_EQ_INT(stats(c, "a").entries, 2);
+    CHECK_EQ_INT(stats(c, "a").bytes, bytes);
+    CHECK_EQ_INT(get(c, "a", NULL, "nomem apple", NULL, &r), SC_ENOMEM);
+    CHECK_EQ_INT(prep_live, 2);
+    /* Replaced, deleted: freed, and counted out with it. */
+    CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "1b", 0, &id1), SC_OK);
+    CHECK_EQ_INT(prep_live, 2);
+    CHECK_EQ_INT(sc_cache_delete(c, id2), SC_OK);
+    CHECK_EQ_INT(prep_live, 1);
+    /* (Its response one byte longer.) */
+    CHECK_EQ_INT(stats(c, "a").bytes, plain_bytes + 1 + FAKE_PREP_BYTES);
+    /* Restored entries are prepared as inserted ones. */
+    sc_cache *c2 = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c2), SC_OK);
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.dim = D;
+    strcpy(nc.embed_model, "fake@1");
+    CHECK_EQ_INT(sc_cache_restore_ns(c2, "a", &nc, true), SC_OK);
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", 0, restore_into, NULL, c2),
+                 SC_OK);
+    CHECK_EQ_INT(prep_live, 2);
+    before = prep_rescored;
+    CHECK_EQ_INT(get(c2, "a", NULL, "apple pie!", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(prep_rescored, before + 1);
+    sc_cache_close(c2);
+    CHECK_EQ_INT(prep_live, 1);
+    /* Another model's vectors: never rescored, so not prepared. */
+    CHECK_EQ_INT(sc_cache_ns_create(c, "w", NULL), SC_OK);
+    CHECK_EQ_INT(put_wide(c, "w", "apple pie", "other@1", "o"), SC_OK);
+    CHECK_EQ_INT(prep_live, 1);
+    CHECK_EQ_INT(get(c, "w", NULL, "apple pie", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(prep_live, 1);
+    CHECK_EQ_INT(prep_bad, 0);
+    sc_cache_close(c);
+    CHECK_EQ_INT(prep_live, 0);
+}
+
 /* One case of the response vote (test_embedder): em's choice em_vote, the
  * namespace's ns_vote (-1 = the embedder's), and whether the lookup must be
  * refused as ambiguous (else W is served). */
@@ -3043,6 +3234,7 @@ int main(void)
     test_embed_race();
     test_embedder_upgrade();
     test_embedder_stats_bytes();
+    test_embedder_prep();
     test_backends();
     test_drop_while_training(0);
     test_drop_while_training(1);

@@ -1365,6 +1365,162 @@ static void test_rescore_many(void)
     sc_embed_df_free(df);
 }
 
+/* A random text of nk tokens into buf: words of the table and not, numbers
+ * with and without units, negations, punctuation; many distinct, so that
+ * long ones run past SC_EMBED_RESCORE_TOKENS content tokens. */
+static size_t sig_text(uint64_t *s, char *buf, size_t cap, int nk)
+{
+    static const char *words[] = {"cancel", "track", "my",  "order", "card",
+                                  "lost",   "not",   "how", "don't", "CARD",
+                                  "never",  "?",     ",",   "please"};
+    size_t l = 0;
+    for (int k = 0; k < nk && l + 32 < cap; k++) {
+        unsigned v = (unsigned)(test_rand(s) % 60);
+        switch (test_rand(s) % 4) {
+        case 0:
+            l += (size_t)snprintf(buf + l, cap - l, "%u ", v);
+            break;
+        case 1:
+            l += (size_t)snprintf(buf + l, cap - l, "%ukg ", v);
+            break;
+        case 2:
+            l += (size_t)snprintf(buf + l, cap - l, "w%u ", v);
+            break;
+        default:
+            l += (size_t)snprintf(
+                buf + l, cap - l, "%s ",
+                words[test_rand(s) % (sizeof(words) / sizeof(words[0]))]);
+        }
+    }
+    return l;
+}
+
+/* Signatures: rescoring them gives, bit for bit, what rescoring the texts
+ * gives, with and without a df, short texts and long ones (numbers and
+ * words past the first 32 content tokens, more distinct numbers than are
+ * kept); counting them in a df counts what the texts count; their memory
+ * stays bounded however long the text. */
+static void test_sigs(void)
+{
+    enum { N = 8 };
+    sc_embed_df *df = sc_embed_df_new(), *df_sig = sc_embed_df_new();
+    CHECK(df != NULL && df_sig != NULL);
+    if (df == NULL || df_sig == NULL) {
+        sc_embed_df_free(df);
+        sc_embed_df_free(df_sig);
+        return;
+    }
+    uint64_t s = 29;
+    char q[4096], cbuf[N][4096];
+    const char *ct[N];
+    size_t cl[N];
+    float cs[N], want[N], got[N];
+    sc_embed_sig *qs = NULL, *sigs[N] = {NULL};
+    int same = 1, rounds = 0, cut = 0;
+    for (int r = 0; r < 400; r++) {
+        int longer = r % 3 == 0 ? 150 : 12;
+        size_t ql =
+            sig_text(&s, q, sizeof(q), 1 + (int)(test_rand(&s) % longer));
+        CHECK_EQ_INT(sc_embed_sig_new(E, q, ql, &qs), SC_OK);
+        for (int i = 0; i < N; i++) {
+            int nk = (int)(test_rand(&s) % (size_t)(i % 2 ? 150 : 12));
+            cl[i] = sig_text(&s, cbuf[i], sizeof(cbuf[i]), nk);
+            ct[i] = cbuf[i];
+            cs[i] = test_randf(&s) * 1.2f;
+            CHECK_EQ_INT(sc_embed_sig_new(E, ct[i], cl[i], &sigs[i]), SC_OK);
+            cut +=
+                sc_embed_sig_bytes(sigs[i]) > 24 + 16 * SC_EMBED_RESCORE_TOKENS;
+            if (r % 4 == 0) {
+                /* The df, from the texts and from their signatures. */
+                CHECK_EQ_INT(sc_embed_df_count(df, E, ct[i], cl[i], 1), SC_OK);
+                CHECK_EQ_INT(sc_embed_df_count_sig(df_sig, sigs[i], 1), SC_OK);
+            }
+        }
+        cs[r % N] = r % 5 == 0 ? NAN : cs[r % N];
+        for (int d = 0; d < 2; d++) {
+            sc_embed_rescore_many(E, d ? df : NULL, q, ql, N, ct, cl, cs, want);
+            sc_embed_rescore_sigs(E, d ? df_sig : NULL, qs, N,
+                                  (const sc_embed_sig *const *)sigs, cs, got);
+            for (int i = 0; i < N; i++) {
+                same &= isnan(want[i])
+                            ? isnan(got[i])
+                            : memcmp(&want[i], &got[i], sizeof(float)) == 0;
+            }
+            rounds++;
+        }
+        sc_embed_sig_free(qs);
+        for (int i = 0; i < N; i++) {
+            sc_embed_sig_free(sigs[i]);
+        }
+    }
+    CHECK(same);
+    CHECK_EQ_INT(rounds, 800);
+    CHECK(cut > 0); /* some carried numbers past their first tokens */
+    CHECK_EQ_INT(sc_embed_df_docs(df_sig), sc_embed_df_docs(df));
+    CHECK(sc_embed_df_bytes(df_sig) == sc_embed_df_bytes(df));
+    const char *probe[] = {"cancel", "card", "5", "5kg", "w7", "w59", "how"};
+    for (size_t i = 0; i < sizeof(probe) / sizeof(probe[0]); i++) {
+        CHECK_EQ_INT(sc_embed_df_token(df_sig, probe[i], strlen(probe[i])),
+                     sc_embed_df_token(df, probe[i], strlen(probe[i])));
+    }
+    /* Counted out by signature as by text. */
+    sc_embed_sig *one = NULL;
+    CHECK_EQ_INT(sc_embed_sig_new(E, "cancel my card 5", 16, &one), SC_OK);
+    uint32_t c0 = sc_embed_df_token(df_sig, "cancel", 6);
+    CHECK_EQ_INT(sc_embed_df_count_sig(df_sig, one, 1), SC_OK);
+    CHECK_EQ_INT(sc_embed_df_token(df_sig, "cancel", 6), c0 + 1);
+    CHECK_EQ_INT(sc_embed_df_count_sig(df_sig, one, -1), SC_OK);
+    CHECK_EQ_INT(sc_embed_df_token(df_sig, "cancel", 6), c0);
+
+    /* A long hostile text: its signature stays small, and rescoring it
+     * against itself gives what its text gives. */
+    size_t big = 1u << 20;
+    char *h = malloc(big);
+    CHECK(h != NULL);
+    if (h != NULL) {
+        size_t l = 0;
+        for (unsigned k = 0; l + 16 < big; k++) {
+            l += (size_t)snprintf(h + l, big - l, "%u w%u-", k, k % 97);
+        }
+        sc_embed_sig *hs = NULL;
+        CHECK_EQ_INT(sc_embed_sig_new(E, h, l, &hs), SC_OK);
+        CHECK(sc_embed_sig_bytes(hs) <= 24 + 16 * 2 * SC_EMBED_RESCORE_TOKENS);
+        const char *hp = h;
+        float c1 = 0.9f, w1, g1;
+        const sc_embed_sig *hsc = hs;
+        sc_embed_rescore_many(E, NULL, h, l, 1, &hp, &l, &c1, &w1);
+        sc_embed_rescore_sigs(E, NULL, hs, 1, &hsc, &c1, &g1);
+        CHECK(memcmp(&w1, &g1, sizeof(float)) == 0);
+        sc_embed_sig_free(hs);
+        free(h);
+    }
+
+    /* NULL signatures, or no embedder: the cosine, clamped. */
+    float c2[2] = {1.5f, 0.25f}, o2[2] = {0, 0};
+    const sc_embed_sig *two[2] = {one, NULL};
+    sc_embed_rescore_sigs(E, NULL, NULL, 2, two, c2, o2);
+    CHECK(o2[0] == 1.0f && o2[1] == 0.25f);
+    sc_embed_rescore_sigs(E, NULL, one, 2, two, c2, o2);
+    CHECK(o2[1] == 0.25f);
+    sc_embed_rescore_sigs(NULL, NULL, one, 2, two, c2, o2);
+    CHECK(o2[0] == 1.0f && o2[1] == 0.25f);
+    /* Errors. */
+    sc_embed_sig *x = NULL;
+    CHECK_EQ_INT(sc_embed_sig_new(NULL, "a", 1, &x), SC_EINVAL);
+    CHECK_EQ_INT(sc_embed_sig_new(E, NULL, 1, &x), SC_EINVAL);
+    CHECK_EQ_INT(sc_embed_sig_new(E, "a", 1, NULL), SC_EINVAL);
+    CHECK(x == NULL);
+    CHECK_EQ_INT(sc_embed_sig_new(E, NULL, 0, &x), SC_OK); /* empty text */
+    CHECK_EQ_INT(sc_embed_sig_bytes(NULL), 0);
+    CHECK_EQ_INT(sc_embed_df_count_sig(NULL, x, 1), SC_EINVAL);
+    CHECK_EQ_INT(sc_embed_df_count_sig(df_sig, NULL, 1), SC_EINVAL);
+    sc_embed_sig_free(x);
+    sc_embed_sig_free(NULL);
+    sc_embed_sig_free(one);
+    sc_embed_df_free(df);
+    sc_embed_df_free(df_sig);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/test_embed.%ld", (long)getpid());
@@ -1385,6 +1541,7 @@ int main(void)
     test_df();
     test_df_flood();
     test_rescore_many();
+    test_sigs();
     sc_embed_close(E);
     unlink(json_path);
     unlink(table_path);

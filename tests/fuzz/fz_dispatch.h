@@ -61,13 +61,16 @@ static sc_err fake_embed(void *arg, const char *text, size_t len, float *out)
 }
 
 static void fake_rescore(void *arg, const void *stats, const char *q, size_t ql,
-                         size_t n, const char *const *c, const size_t *cl,
+                         const void *qprep, size_t n, const char *const *c,
+                         const size_t *cl, const void *const *cprep,
                          const float *cosine, float *out)
 {
     (void)arg;
     (void)stats;
     (void)q;
+    (void)qprep;
     (void)c;
+    (void)cprep;
     for (size_t i = 0; i < n; i++) {
         out[i] = ql == cl[i] ? cosine[i] : cosine[i] * 0.99f;
     }
