@@ -113,6 +113,10 @@ typedef struct entry {
     uint64_t input_tokens, output_tokens;
     uint64_t bytes;
     bool in_index, in_exact, quarantined, tokens_estimated;
+    /* Came back from saved state: hit_count may miss hits served since it
+     * was saved (hits are not logged), so a hit_count of 0 does not say it
+     * was never served (feedback). */
+    bool restored;
     size_t text_len;
     bool has_text;
     bool in_stats; /* its text is counted in its scope's statistics */
@@ -1979,6 +1983,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     if (ro != NULL) {
         e->last_hit_ms = ro->last_hit_ms;
         e->hit_count = ro->hit_count;
+        e->restored = true;
     }
     e->by_id.hash = sc_htab_mix64(e->id);
     e->by_gid.hash = e->by_id.hash;
@@ -2269,7 +2274,9 @@ sc_err sc_cache_delete(sc_cache *c, uint64_t id)
 
 /* ledger: charge the false hit (not when a log replays it: the ledger's
  * own records hold it); feature, user: the lookup's tags, NULL = the
- * entry's, as a hit is credited (ledger_lookup). */
+ * entry's, as a hit is credited (ledger_lookup). An entry known never to
+ * have been served is quarantined but charged nothing: no hit of it was
+ * credited, so there are no avoided dollars to take back. */
 static sc_err feedback(sc_cache *c, uint64_t id, bool ledger,
                        const char *feature, const char *user)
 {
@@ -2292,7 +2299,8 @@ static sc_err feedback(sc_cache *c, uint64_t id, bool ledger,
             e->quarantined = true;
             s->quarantined++;
             s->st.false_hits++;
-            if (ledger && c->cfg.ledger != NULL) {
+            bool served = e->hit_count > 0 || e->restored;
+            if (ledger && served && c->cfg.ledger != NULL) {
                 const blob *b = e->payload;
                 sc_ledger_tags t = {s->name,
                                     feature != NULL ? feature : b->feature,

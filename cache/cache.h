@@ -323,8 +323,12 @@ sc_err sc_cache_delete(sc_cache *c, uint64_t id);
 /* Reports that a hit served from entry id was wrong: the entry is
  * quarantined (leaves both layers at once, never served again; the record
  * stays, counted, until deleted, expired or evicted) and a false hit is
- * counted. Idempotent: a second report of the same entry counts nothing.
- * Errors: SC_ENOTFOUND. */
+ * counted (sc_cache_stats.false_hits). The ledger charges the false hit
+ * (the entry's call, once, however often it was served) only when the
+ * entry may have been served: one never served since it was inserted has
+ * had no hit credited, so nothing is taken back. A restored entry counts
+ * as served (hits are not logged: its hit count may miss some). Idempotent:
+ * a second report of the same entry counts nothing. Errors: SC_ENOTFOUND. */
 sc_err sc_cache_feedback(sc_cache *c, uint64_t id);
 /* The same, naming the tags of the lookup the wrong hit was served to, so
  * that the cost ledger charges the false hit to the rows its hit was

@@ -501,6 +501,93 @@ static void test_feedback_tags(void)
     sc_prices_free(p);
 }
 
+/* feedback on an entry no lookup was ever served charges no false hit:
+ * no hit was credited, so there are no avoided dollars to take back (it
+ * once charged the entry's call as a false hit all the same, and the
+ * report's net went below what the cache did). The entry is still
+ * quarantined. A served entry is charged once, however often it was
+ * served; a restored one whose hits since it was saved are not known (hits
+ * are not logged) is charged as a served one. */
+static void test_feedback_unserved(void)
+{
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    sc_cache *c = open_world(&p, &l);
+    float a[D] = {1, 0, 0, 0}, b[D] = {0, 1, 0, 0}, u[D] = {0, 0, 1, 0};
+    uint64_t ea, eb;
+    CHECK_EQ_INT(
+        put(c, "never asked", a, "big", 1000, 200, "support", "A", &ea), SC_OK);
+    CHECK_EQ_INT(put(c, "asked twice", b, "small", 4, 8, "account", "B", &eb),
+                 SC_OK);
+    sc_cache_result r;
+    CHECK_EQ_INT(sc_cache_feedback(c, ea), SC_OK);
+    sc_ledger_counts t;
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &t, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(t.false_hits, 0);
+    CHECK_EQ_INT(t.false_hits_unpriced, 0);
+    CHECK_NEAR(t.usd_false_hits, 0.0);
+    sc_ledger_report rep;
+    sc_ledger_derive(&t, &rep);
+    CHECK_NEAR(rep.usd_net, -rep.usd_spent); /* nothing avoided, none lost */
+    /* Quarantined all the same: never served, though it matches exactly. */
+    sc_cache_query q;
+    memset(&q, 0, sizeof(q));
+    q.text = "never asked";
+    q.text_len = strlen(q.text);
+    q.vec = a;
+    q.dim = D;
+    q.embed_model = "emb-1";
+    CHECK_EQ_INT(sc_cache_lookup(c, "faq", &q, &r), SC_OK);
+    CHECK(!r.hit);
+    sc_cache_result_fini(&r);
+
+    /* Served twice, reported twice: one false hit of its call. */
+    CHECK_EQ_INT(look(c, "asked twice", NULL, NULL, 0, NULL, &r), SC_OK);
+    CHECK_EQ_INT(look(c, NULL, b, "emb-1", 3, NULL, &r), SC_OK);
+    CHECK_EQ_INT(sc_cache_feedback(c, eb), SC_OK);
+    CHECK_EQ_INT(sc_cache_feedback(c, eb), SC_OK);
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &t, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(t.exact_hits + t.semantic_hits, 2);
+    CHECK_EQ_INT(t.false_hits, 1);
+    CHECK_NEAR(t.usd_false_hits, (4 * 0.5 + 8 * 1.0) / 1e6);
+
+    /* Restored with no hits counted: it may have been served after its
+     * state was saved, so it is charged. */
+    sc_cache_entry_info ei;
+    memset(&ei, 0, sizeof(ei));
+    ei.id = eb + 100;
+    ei.ns = "faq";
+    ei.scope = "";
+    ei.vec = u;
+    ei.dim = D;
+    ei.embed_model = "emb-1";
+    ei.response = (const uint8_t *)"U";
+    ei.response_len = 1;
+    ei.model = "big";
+    ei.feature = "support";
+    ei.user = "u1";
+    ei.input_tokens = 10;
+    ei.output_tokens = 20;
+    ei.created_ms = now_fake;
+    bool added = false;
+    CHECK_EQ_INT(sc_cache_restore_entry(c, &ei, now_fake, &added), SC_OK);
+    CHECK(added);
+    CHECK_EQ_INT(sc_cache_feedback(c, ei.id), SC_OK);
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &t, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(t.false_hits, 2);
+    CHECK_NEAR(t.usd_false_hits,
+               (4 * 0.5 + 8 * 1.0) / 1e6 + (10 * 2.0 + 20 * 8.0) / 1e6);
+    sc_cache_stats st;
+    CHECK_EQ_INT(sc_cache_stats_get(c, "faq", &st), SC_OK);
+    CHECK_EQ_INT(st.quarantined, 3);
+    sc_cache_close(c);
+    sc_ledger_close(l);
+    sc_prices_free(p);
+}
+
 /* The row cap: past it a new tag counts as "(other)", a tag with a row
  * keeps it (every tag went to "(other)" once the cap was reached), and an
  * imported row comes back under its own tag. */
@@ -626,6 +713,7 @@ int main(void)
     test_workload();
     test_window_and_tags();
     test_feedback_tags();
+    test_feedback_unserved();
     test_row_cap();
     test_batch_embed_once();
     return test_summary("ledger");

@@ -376,6 +376,41 @@ static void test_feedback_tags(void)
     world_close(&w);
 }
 
+/* feedback charges a false hit only for an entry that may have been
+ * served, and restarts keep that straight. Hits are not logged, so an
+ * entry served and then restored from the log has a hit count of 0: its
+ * feedback after the restart still takes back the hit the ledger credited.
+ * An entry reported without ever being served is charged nothing, before
+ * the restart or by the replay, and stays quarantined. */
+static void test_feedback_unserved(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "fb-unserved");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    uint64_t never, served, got = 0;
+    CHECK(put(w.c, "a", "never asked", "n", true, 1, &never) == SC_OK);
+    CHECK(put(w.c, "a", "asked once", "s", true, 2, &served) == SC_OK);
+    CHECK(served_vec(w.c, "a", 2, &got) && got == served);
+    CHECK(sc_cache_feedback(w.c, never) == SC_OK);
+    CHECK_EQ_INT(feature_false_hits(w.ledger, "faq"), 0);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(!w.st.snapshot);
+    CHECK_EQ_INT(feature_false_hits(w.ledger, "faq"), 0);
+    CHECK(!served_vec(w.c, "a", 1, &got) || got != never);
+    CHECK(sc_cache_feedback(w.c, served) == SC_OK);
+    sc_ledger_counts t;
+    CHECK(sc_ledger_sum(w.ledger, "a", SC_LEDGER_BY_NS, &t, NULL, NULL) ==
+          SC_OK);
+    CHECK_EQ_INT(t.semantic_hits, 1);
+    CHECK_EQ_INT(t.false_hits, 1);
+    CHECK(t.usd_false_hits > 0 &&
+          fabs(t.usd_false_hits - t.usd_avoided) < 1e-12);
+    world_close(&w);
+}
+
 /* Snapshots of quarantined entries and of entries over a cap lowered
  * since: the server starts, and nothing live is lost.
  * - a quarantined entry stored with a vector and no text is saved with
@@ -1502,6 +1537,7 @@ int main(void)
     test_replay_garbage();
     test_format_v1();
     test_feedback_tags();
+    test_feedback_unserved();
     test_restore_quarantined();
     test_restore_lower_caps(false);
     test_restore_lower_caps(true);
