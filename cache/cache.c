@@ -1809,8 +1809,11 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         key = sc_cache_text_key(scope_name, scope_len, norm, norm_len);
     }
     rc = SC_ENOMEM;
+    /* Text that met the exact layer only is never rescored: not prepared
+     * (a quarantined entry is restored without its vector). */
     void *prep = NULL;
-    if (item->text != NULL && wants_prep(c, model) &&
+    if (item->text != NULL && (vec != NULL || quarantined) &&
+        wants_prep(c, model) &&
         (prep = prep_text(c, item->text, item->text_len)) == NULL) {
         goto fail_prep;
     }

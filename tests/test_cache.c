@@ -2438,6 +2438,13 @@ static void test_embedder_prep(void)
     CHECK_EQ_INT(prep_live, 1);
     /* (Its response one byte longer.) */
     CHECK_EQ_INT(stats(c, "a").bytes, plain_bytes + 1 + FAKE_PREP_BYTES);
+    /* Text with no usable word meets the exact layer only: never
+     * rescored, so not prepared (nor after a restore). */
+    CHECK_EQ_INT(put(c, "a", NULL, "zz 42", NULL, "z", 0, NULL), SC_OK);
+    CHECK_EQ_INT(prep_live, 1);
+    CHECK_EQ_INT(get(c, "a", NULL, "zz 42", NULL, &r), SC_OK);
+    CHECK(r.hit && r.layer == SC_LAYER_EXACT);
+    sc_cache_result_fini(&r);
     /* Restored entries are prepared as inserted ones. */
     sc_cache *c2 = NULL;
     CHECK_EQ_INT(sc_cache_open(&cfg, &c2), SC_OK);
