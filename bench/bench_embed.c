@@ -153,6 +153,101 @@ static double lookup_rate(const sc_embed *e, const sc_embed_df *df,
     return n / (t - t0);
 }
 
+/* The same lookups as lookup_rate from signatures made beforehand (what
+ * the cache does under its lock since signatures: sigs[i] is prompt i's).
+ * Pairs per second. */
+static double lookup_sig_rate(const sc_embed *e, const sc_embed_df *df,
+                              const prompts *p, sc_embed_sig *const *sigs,
+                              double secs, size_t *done)
+{
+    size_t n = 0;
+    double t0 = sc_bench_now(), t;
+    const float cosine[KC] = {0.9f,  0.89f, 0.88f, 0.87f,
+                              0.86f, 0.85f, 0.84f, 0.83f};
+    float out[KC];
+    do {
+        for (size_t i = 0; i + KC < p->n; i++) {
+            sc_embed_rescore_sigs(e, df, sigs[i], KC,
+                                  (const sc_embed_sig *const *)&sigs[i + 1],
+                                  cosine, out);
+            sink += out[0] + out[KC - 1];
+        }
+        n += (p->n - KC) * KC;
+        t = sc_bench_now();
+    } while (t - t0 < secs);
+    *done = n;
+    return n / (t - t0);
+}
+
+/* Signatures made (and freed) per second: what an insert or a lookup of
+ * the built-in model's namespaces adds outside the locks. */
+static double sig_rate(const sc_embed *e, const prompts *p, double secs,
+                       size_t *done)
+{
+    size_t n = 0;
+    double t0 = sc_bench_now(), t;
+    do {
+        for (size_t i = 0; i < p->n; i++) {
+            sc_embed_sig *g = NULL;
+            if (sc_embed_sig_new(e, p->text[i], p->len[i], &g) == SC_OK) {
+                sink += (float)sc_embed_sig_bytes(g);
+                sc_embed_sig_free(g);
+            }
+        }
+        n += p->n;
+        t = sc_bench_now();
+    } while (t - t0 < secs);
+    *done = n;
+    return n / (t - t0);
+}
+
+/* One lookup's rescore of a 1 MiB stored text (the prompts joined) against
+ * a short query: from the texts, as before signatures, and from their
+ * signatures; seconds per call of each into *by_text and *by_sig. */
+static void long_text(const sc_embed *e, const prompts *p, double *by_text,
+                      double *by_sig)
+{
+    size_t cap = (size_t)1 << 20, len = 0;
+    char *big = malloc(cap);
+    if (big == NULL) {
+        fprintf(stderr, "bench_embed: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; len < cap; i = (i + 1) % p->n) {
+        size_t k = p->len[i] + 1 < cap - len ? p->len[i] : cap - len - 1;
+        memcpy(big + len, p->text[i], k);
+        len += k;
+        big[len++] = ' ';
+    }
+    sc_embed_sig *q = NULL, *c = NULL;
+    if (sc_embed_sig_new(e, p->text[0], p->len[0], &q) != SC_OK ||
+        sc_embed_sig_new(e, big, len, &c) != SC_OK) {
+        fprintf(stderr, "bench_embed: out of memory\n");
+        exit(1);
+    }
+    const char *bp = big;
+    const sc_embed_sig *cc = c;
+    float cosine = 0.9f, out;
+    int reps = 20;
+    double t0 = sc_bench_now();
+    for (int r = 0; r < reps; r++) {
+        sc_embed_rescore_many(e, NULL, p->text[0], p->len[0], 1, &bp, &len,
+                              &cosine, &out);
+        sink += out;
+    }
+    double t1 = sc_bench_now();
+    for (int r = 0; r < reps * 1000; r++) {
+        sc_embed_rescore_sigs(e, NULL, q, 1, &cc, &cosine, &out);
+        sink += out;
+    }
+    double t2 = sc_bench_now();
+    *by_text = (t1 - t0) / reps;
+    *by_sig = (t2 - t1) / (reps * 1000);
+    sc_embed_sig_free(q);
+    sc_embed_sig_free(c);
+    free(big);
+}
+
 /* A scope's document frequencies as the cache keeps them: every prompt
  * counted in as it is stored, then out as it is evicted. Texts (in and
  * out once each) per second. */
@@ -255,6 +350,24 @@ int main(int argc, char **argv)
         n6 += k6;
     }
     double r_one = median3(ro), r_many = median3(rm);
+    /* From signatures, as the cache rescores since they came. */
+    sc_embed_sig **sigs = calloc(p.n, sizeof(*sigs));
+    for (size_t i = 0; i < p.n; i++) {
+        if (sigs == NULL ||
+            sc_embed_sig_new(e, p.text[i], p.len[i], &sigs[i]) != SC_OK) {
+            fprintf(stderr, "bench_embed: out of memory\n");
+            return 1;
+        }
+    }
+    size_t n8, n9;
+    double r_sig = lookup_sig_rate(e, df, &p, sigs, secs, &n8);
+    for (size_t i = 0; i < p.n; i++) {
+        sc_embed_sig_free(sigs[i]);
+    }
+    free(sigs);
+    double r_signew = sig_rate(e, &p, secs, &n9);
+    double long_text_s, long_sig_s;
+    long_text(e, &p, &long_text_s, &long_sig_s);
     sc_embed_df_free(df);
     double r_count = df_rate(e, &p, secs, &n7);
     double avg = (double)p.bytes / p.n;
@@ -278,14 +391,23 @@ int main(int argc, char **argv)
                r_many / r_one);
         printf("%-28s %12zu %14.0f %8.2f\n", "df count, in + out (texts)", n7,
                r_count, r_count / r_plain);
+        printf("%-28s %12zu %14.0f %8.2f  (%.2fx rescore_many)\n",
+               "8 candidates, signatures", n8, r_sig, r_sig / r_plain,
+               r_sig / r_many);
+        printf("%-28s %12zu %14.0f %8.2f\n", "signature made (texts)", n9,
+               r_signew, r_signew / r_plain);
+        printf("1 MiB stored text, one rescore: %.3f ms from the text, "
+               "%.4f ms from signatures (%.0fx)\n",
+               long_text_s * 1e3, long_sig_s * 1e3, long_text_s / long_sig_s);
     } else {
-        const char *names[7] = {
-            "plain_average", "shipped",      "rescore", "rescore_idf",
-            "lookup8_calls", "lookup8_many", "df_count"};
-        double rates[7] = {r_plain, r_ship, r_res,  r_df,
-                           r_one,   r_many, r_count};
-        size_t ns[7] = {n1, n2, n3, n4, n5, n6, n7};
-        for (int i = 0; i < 7; i++) {
+        const char *names[9] = {
+            "plain_average", "shipped",       "rescore",
+            "rescore_idf",   "lookup8_calls", "lookup8_many",
+            "df_count",      "lookup8_sigs",  "sig_new"};
+        double rates[9] = {r_plain, r_ship,  r_res, r_df,    r_one,
+                           r_many,  r_count, r_sig, r_signew};
+        size_t ns[9] = {n1, n2, n3, n4, n5, n6, n7, n8, n9};
+        for (int i = 0; i < 9; i++) {
             sc_bench_json j;
             sc_bench_json_begin(&j);
             sc_bench_json_str(&j, "bench", "embed");
@@ -299,6 +421,15 @@ int main(int argc, char **argv)
             sc_bench_json_num(&j, "mean_prompt_bytes", avg);
             sc_bench_json_end(&j, stdout);
         }
+        sc_bench_json j;
+        sc_bench_json_begin(&j);
+        sc_bench_json_str(&j, "bench", "embed");
+        sc_bench_json_str(&j, "method", "rescore_1mib_text");
+        sc_bench_json_str(&j, "cpu", m.cpu);
+        sc_bench_json_num(&j, "ms_from_text", long_text_s * 1e3);
+        sc_bench_json_num(&j, "ms_from_signatures", long_sig_s * 1e3);
+        sc_bench_json_num(&j, "ratio", long_text_s / long_sig_s);
+        sc_bench_json_end(&j, stdout);
     }
     for (size_t i = 0; i < p.n; i++) {
         free(p.text[i]);
