@@ -767,6 +767,30 @@ static void prep_drop(const sc_cache *c, entry *e)
     e->prep = NULL;
 }
 
+/* ns->mu held, c->gmu not: e is never rescored again (reported wrong),
+ * so its text leaves its scope's statistics and its prepared text is
+ * freed, with its bytes: as a restore, which prepares no quarantined
+ * entry, would have it. */
+static void prep_release(sc_cache *c, ns *s, entry *e)
+{
+    if (e->prep == NULL) {
+        return;
+    }
+    if (e->in_stats) {
+        (void)stats_count(s, e->sc, e, -1);
+        e->in_stats = false;
+    }
+    uint64_t b = prep_bytes(c, e->prep);
+    prep_drop(c, e);
+    e->bytes -= b;
+    s->bytes -= b;
+    pthread_mutex_lock(&c->gmu);
+    if (!e->uncounted) {
+        c->bytes -= b;
+    }
+    pthread_mutex_unlock(&c->gmu);
+}
+
 /* Frees e, unlinked from everything. */
 static void entry_free(const sc_cache *c, entry *e)
 {
@@ -1809,10 +1833,10 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         key = sc_cache_text_key(scope_name, scope_len, norm, norm_len);
     }
     rc = SC_ENOMEM;
-    /* Text that met the exact layer only is never rescored: not prepared
-     * (a quarantined entry is restored without its vector). */
+    /* Text that met the exact layer only, or was reported wrong, is never
+     * rescored: not prepared (feedback frees a live entry's). */
     void *prep = NULL;
-    if (item->text != NULL && (vec != NULL || quarantined) &&
+    if (item->text != NULL && vec != NULL && !quarantined &&
         wants_prep(c, model) &&
         (prep = prep_text(c, item->text, item->text_len)) == NULL) {
         goto fail_prep;
@@ -2299,6 +2323,7 @@ static sc_err feedback(sc_cache *c, uint64_t id, bool ledger,
     if (e != NULL) {
         if (!e->quarantined && rc == SC_OK) {
             entry_unmatchable(s, e);
+            prep_release(c, s, e);
             e->quarantined = true;
             s->quarantined++;
             s->st.false_hits++;

@@ -88,7 +88,8 @@ typedef struct sc_cache_embedder {
      * never reads a whole text, however long. The cache prepares, outside
      * its locks, the text of each entry stored with a vector of this
      * model (kept with the entry, prep_bytes counted in its bytes and the
-     * byte caps) and of each lookup with such a vector; rescore and
+     * byte caps, until it goes or is reported wrong: feedback) and of
+     * each lookup with such a vector; rescore and
      * stats_count get those as qprep, cpreps[i] and prep (NULL where a
      * text was not prepared: use the text), and then only entries with a
      * prepared text are counted in the scope's statistics. prep_new

@@ -2339,7 +2339,7 @@ static void prep_rescore(void *arg, const void *stats, const char *q, size_t qn,
                          const float *cosine, float *out)
 {
     (void)arg;
-    (void)stats;
+    stats_seen = stats;
     prep_bad += !prep_is(qprep, q, qn);
     for (size_t i = 0; i < n; i++) {
         bool ok = prep_is(eprep[i], e[i], en[i]);
@@ -2462,6 +2462,38 @@ static void test_embedder_prep(void)
     CHECK_EQ_INT(prep_rescored, before + 1);
     sc_cache_close(c2);
     CHECK_EQ_INT(prep_live, 1);
+    /* Reported wrong: never rescored again, so out of the statistics and
+     * its prepared text freed with its bytes, as a restore (which keeps no
+     * vector for it) has it. */
+    uint64_t id3;
+    CHECK_EQ_INT(put(c, "a", NULL, "cherry tart", NULL, "3", 0, &id3), SC_OK);
+    CHECK_EQ_INT(prep_live, 2);
+    bytes = stats(c, "a").bytes;
+    uint64_t all = stats(c, NULL).bytes;
+    CHECK_EQ_INT(sc_cache_feedback(c, id3), SC_OK);
+    CHECK_EQ_INT(prep_live, 1);
+    CHECK_EQ_INT(stats(c, "a").bytes, bytes - FAKE_PREP_BYTES - FAKE_STATS_DOC);
+    CHECK_EQ_INT(stats(c, NULL).bytes, all - FAKE_PREP_BYTES - FAKE_STATS_DOC);
+    CHECK_EQ_INT(get(c, "a", NULL, "apple pie!", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    long docs =
+        stats_seen != NULL ? ((const fake_stats *)stats_seen)->docs : -1;
+    CHECK_EQ_INT(docs, 1);
+    c2 = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c2), SC_OK);
+    CHECK_EQ_INT(sc_cache_restore_ns(c2, "a", &nc, true), SC_OK);
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", 0, restore_into, NULL, c2),
+                 SC_OK);
+    CHECK_EQ_INT(prep_live, 2);
+    CHECK_EQ_INT(get(c2, "a", NULL, "apple pie!", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK(stats_seen != NULL && ((const fake_stats *)stats_seen)->docs == docs);
+    sc_cache_close(c2);
+    /* Deleted: not counted out a second time. */
+    CHECK_EQ_INT(sc_cache_delete(c, id3), SC_OK);
+    CHECK_EQ_INT(get(c, "a", NULL, "apple pie!", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK(stats_seen != NULL && ((const fake_stats *)stats_seen)->docs == docs);
     /* Another model's vectors: never rescored, so not prepared. */
     CHECK_EQ_INT(sc_cache_ns_create(c, "w", NULL), SC_OK);
     CHECK_EQ_INT(put_wide(c, "w", "apple pie", "other@1", "o"), SC_OK);
