@@ -865,6 +865,78 @@ static void ns_enforce_caps(sc_cache *c, ns *s)
     }
 }
 
+/* ns->mu held; e just stored in its scope (its text counted in), not yet
+ * journaled; spare: the entry of its text it replaces, or NULL. Whether
+ * the byte caps can keep e: everything else may go first (e is the most
+ * recent), its scope's text statistics stay with it. Looked into only
+ * where e and the statistics as they are exceed a cap: first with new
+ * statistics of its text alone (no larger than its scope's once the rest
+ * went: over the cap, refused at once, without a walk of the namespace),
+ * then by counting the scope's other texts out of its statistics
+ * (spare's first, then from the least recent) until e fits with what is
+ * left, and back in. Nothing changes: an insert refused here leaves the
+ * cache as it was. */
+static bool fits_with_stats(const sc_cache *c, ns *s, entry *e, entry *spare)
+{
+    scope *sc = e->sc;
+    uint64_t cap = s->cfg.max_bytes;
+    if (c->cfg.max_bytes != 0 && (cap == 0 || c->cfg.max_bytes < cap)) {
+        cap = c->cfg.max_bytes;
+    }
+    if (cap == 0 || sc->stats == NULL || e->bytes + sc->stats_bytes <= cap) {
+        return true;
+    }
+    const sc_cache_embedder *em = s->stats_em;
+    void *alone = em->stats_new(em->arg);
+    if (alone != NULL) {
+        /* (Not counted in, out of memory: the walk below tells.) */
+        bool over =
+            (!e->in_stats || em->stats_count(em->arg, alone, e->text,
+                                             e->text_len, e->prep, 1)) &&
+            e->bytes + em->stats_bytes(em->arg, alone) > cap;
+        em->stats_free(em->arg, alone);
+        if (over) {
+            return false;
+        }
+    }
+    bool fits = false, spare_out = spare != NULL && spare->in_stats;
+    if (spare_out) {
+        (void)em->stats_count(em->arg, sc->stats, spare->text, spare->text_len,
+                              spare->prep, -1);
+        fits = e->bytes + em->stats_bytes(em->arg, sc->stats) <= cap;
+    }
+    /* The texts counted out: from the tail up to last. */
+    lnode *last = &s->lru;
+    for (lnode *n = s->lru.prev; !fits && n != &s->lru; n = n->prev) {
+        entry *m = CONTAINER(n, entry, lru);
+        if (m->sc == sc && m != e && m != spare && m->in_stats) {
+            (void)em->stats_count(em->arg, sc->stats, m->text, m->text_len,
+                                  m->prep, -1);
+            fits = e->bytes + em->stats_bytes(em->arg, sc->stats) <= cap;
+            last = n;
+        }
+    }
+    if (last != &s->lru) {
+        for (lnode *n = s->lru.prev;; n = n->prev) {
+            entry *m = CONTAINER(n, entry, lru);
+            if (m->sc == sc && m != e && m != spare && m->in_stats) {
+                /* Out of memory: uncounted from now on, as at its insert. */
+                m->in_stats = em->stats_count(em->arg, sc->stats, m->text,
+                                              m->text_len, m->prep, 1);
+            }
+            if (n == last) {
+                break;
+            }
+        }
+    }
+    if (spare_out) {
+        spare->in_stats = em->stats_count(em->arg, sc->stats, spare->text,
+                                          spare->text_len, spare->prep, 1);
+    }
+    stats_bytes_set(s, sc, em->stats_bytes(em->arg, sc->stats));
+    return fits;
+}
+
 /* c->gmu held. */
 static bool over_global(const sc_cache *c)
 {
@@ -1991,10 +2063,10 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             memcpy(s->cfg.embed_model, model, model_len + 1);
         }
     }
-    /* From here on nothing fails but the journal. The same text in the
-     * same scope replaces the entry that had it, once the journal took
-     * the insert (below); until then both are in the exact table, under
-     * s->mu, where nothing else looks. */
+    /* From here on nothing fails but the caps' check and the journal.
+     * The same text in the same scope replaces the entry that had it,
+     * once both took the insert (below); until then both are in the exact
+     * table, under s->mu, where nothing else looks. */
     entry *replaced = NULL;
     if (keyed && !quarantined) {
         /* A quarantined entry left the exact layer when it was reported
@@ -2057,10 +2129,13 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         info.dim = vec != NULL ? dim : 0;
         sc_cache_change ch = {
             .kind = SC_CHANGE_INSERT, .ns = s->name, .entry = &info};
-        if ((rc = journal_append(c, &ch, &seq)) != SC_OK) {
-            /* Not recorded, so not kept: as if it never came. The entry
-             * it would have replaced stays, and so does what it would
-             * have fixed (the dim, the model, a first index). */
+        rc = fits_with_stats(c, s, e, replaced) ? journal_append(c, &ch, &seq)
+                                                : SC_ETOOBIG;
+        if (rc != SC_OK) {
+            /* Too big for a byte cap with its scope's statistics, or not
+             * recorded: not kept, as if it never came. The entry it
+             * would have replaced stays, and so does what it would have
+             * fixed (the dim, the model, a first index). */
             entry_remove(c, s, e, GONE_DELETE);
             s->st.deletes--;
             s->st.inserts--;
@@ -2096,9 +2171,10 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
          * entries that later records remove (sc_cache_enforce_caps). */
         ns_enforce_caps(c, s);
         if (entry_find(s, id) == NULL) {
-            /* The entry fit the cap alone, but not with its scope's text
-             * statistics: the namespace's cap evicted it (and the rest).
-             * Said, not acknowledged; its eviction is journaled. */
+            /* Evicted at once all the same (fits_with_stats): another
+             * scope's statistics outlived its entries, kept by a lookup
+             * in flight. Said, not acknowledged; its eviction is
+             * journaled (what it replaced is gone). */
             pthread_mutex_unlock(&s->mu);
             cache_unlock(c);
             (void)journal_commit(c, seq);

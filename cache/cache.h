@@ -309,12 +309,14 @@ typedef struct sc_cache_item {
  * Errors: SC_ENONS, SC_EINVAL (neither text nor vector, NULL with a length,
  * ttl_ms < -1), SC_ERANGE (ttl_ms), SC_EDIM, SC_EMODEL (the vector's model
  * is not the namespace's), SC_ENOEMBED, SC_ENONFINITE, SC_EZEROVEC,
- * SC_ETOOBIG (a string, the response or the whole entry over its cap),
- * SC_ESCOPEFULL, SC_ENOMEM. On error the cache is unchanged, except for
- * one SC_ETOOBIG: an entry that fits the namespace's or the cache's
- * max_bytes alone but not with its scope's text statistics (the embedder's
- * stats_bytes) is evicted by that cap as it would evict any entry (the
- * others first), and said so. */
+ * SC_ETOOBIG (a string, the response or the whole entry over its cap; or
+ * an entry that fits the namespace's or the cache's max_bytes alone but
+ * not with its scope's text statistics, the embedder's stats_bytes, even
+ * were every other entry evicted), SC_ESCOPEFULL, SC_ENOMEM. On error the
+ * cache is unchanged (an entry the insert would replace stays), except
+ * in a race: an entry that the caps still evict at once (everything else
+ * first; another scope's statistics kept by a lookup in flight) is said
+ * to be SC_ETOOBIG, and what it replaced is gone. */
 sc_err sc_cache_insert(sc_cache *c, const char *ns, const sc_cache_item *item,
                        uint64_t *id);
 

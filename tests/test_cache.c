@@ -1425,9 +1425,14 @@ typedef struct fake_stats {
 static int stats_live = 0;            /* made and not yet freed */
 static const void *stats_seen = NULL; /* what rescore was last given */
 
+static int stats_new_fail = 0; /* stats_new returns NULL (out of memory) */
+
 static void *fake_stats_new(void *arg)
 {
     (void)arg;
+    if (stats_new_fail) {
+        return NULL;
+    }
     stats_live++;
     return calloc(1, sizeof(fake_stats));
 }
@@ -2506,6 +2511,164 @@ static void test_embedder_prep(void)
     CHECK_EQ_INT(prep_live, 0);
 }
 
+/* A response of n bytes of 'n' (n < 16384). */
+static const char *long_response(size_t n)
+{
+    static char buf[16384];
+    memset(buf, 'n', n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* One round of test_replace_too_big: namespace "a" of c, capped by the
+ * namespace's max_bytes (ns_cap) or the cache's (c opened with it), at
+ * base + slack, where base is an entry of "apple pie" with response "1"
+ * and its scope's statistics. */
+static void replace_too_big_round(sc_cache *c, fail_journal *fj, bool ns_cap,
+                                  uint64_t base, uint64_t entry)
+{
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    if (ns_cap) {
+        sc_ns_config nc;
+        sc_cache_ns_config_init(&nc);
+        nc.max_bytes = base + 50;
+        CHECK_EQ_INT(sc_cache_ns_configure(c, "a", &nc), SC_OK);
+    }
+    uint64_t id1;
+    CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "1", 0, &id1), SC_OK);
+    CHECK_EQ_INT(stats(c, "a").bytes, base);
+    /* 2000 bytes more: under the cap alone, over it with the statistics
+     * (even those of its text alone). Refused before anything changed:
+     * the entry it would replace stays, and nothing is journaled. */
+    uint64_t seq = fj->seq;
+    int live = stats_live, prep = prep_live;
+    CHECK(entry + 1999 <= base + 50);
+    CHECK_EQ_INT(
+        put(c, "a", NULL, "apple pie", NULL, long_response(2000), 0, NULL),
+        SC_ETOOBIG);
+    CHECK_EQ_INT(fj->seq, seq);
+    sc_cache_result r;
+    CHECK_EQ_INT(get(c, "a", NULL, "apple pie", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "1"));
+    CHECK_EQ_INT(r.id, id1);
+    sc_cache_result_fini(&r);
+    sc_cache_stats st = stats(c, "a");
+    CHECK_EQ_INT(st.entries, 1);
+    CHECK_EQ_INT(st.inserts, 1);
+    CHECK_EQ_INT(st.replaced, 0);
+    CHECK_EQ_INT(st.evictions, 0);
+    CHECK_EQ_INT(st.bytes, base);
+    CHECK_EQ_INT(stats(c, NULL).bytes, base);
+    CHECK_EQ_INT(stats_live, live);
+    CHECK_EQ_INT(prep_live, prep);
+    /* The same where the statistics of its text alone cannot be made:
+     * told by counting the old text out and back in. */
+    stats_new_fail = 1;
+    CHECK_EQ_INT(
+        put(c, "a", NULL, "apple pie", NULL, long_response(2000), 0, NULL),
+        SC_ETOOBIG);
+    stats_new_fail = 0;
+    CHECK_EQ_INT(fj->seq, seq);
+    st = stats(c, "a");
+    CHECK_EQ_INT(st.entries, 1);
+    CHECK_EQ_INT(st.replaced, 0);
+    CHECK_EQ_INT(st.bytes, base);
+    /* Its text still counted once in the statistics: a replacement that
+     * fits takes its place as before. */
+    CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "2", 0, NULL), SC_OK);
+    CHECK_EQ_INT(get(c, "a", NULL, "apple pie", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "2"));
+    sc_cache_result_fini(&r);
+    st = stats(c, "a");
+    CHECK_EQ_INT(st.entries, 1);
+    CHECK_EQ_INT(st.replaced, 1);
+    CHECK_EQ_INT(st.bytes, base);
+    /* A text new to its scope likewise: refused, nothing evicted (both
+     * ways of telling; the second counts "apple pie" out and back in). */
+    for (int i = 0; i < 2; i++) {
+        stats_new_fail = i;
+        CHECK_EQ_INT(
+            put(c, "a", NULL, "apple tart", NULL, long_response(2000), 0, NULL),
+            SC_ETOOBIG);
+        stats_new_fail = 0;
+        st = stats(c, "a");
+        CHECK_EQ_INT(st.entries, 1);
+        CHECK_EQ_INT(st.evictions, 0);
+        CHECK_EQ_INT(st.bytes, base);
+    }
+    CHECK_EQ_INT(get(c, "a", NULL, "apple pie", NULL, &r), SC_OK);
+    CHECK(resp_is(&r, "2"));
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "a"), SC_OK);
+}
+
+/* An insert that a byte cap cannot hold with its scope's statistics is
+ * refused before anything changes: the entry of its text it would have
+ * replaced stays, served and journaled as it was. Once it was stored,
+ * replaced, evicted by the cap and then refused: the old answer was gone. */
+static void test_replace_too_big(void)
+{
+    fail_journal fj = {0, 0, 0};
+    sc_cache_journal jn = {
+        .append = fj_append, .commit = fj_commit, .arg = &fj};
+    sc_cache_embedder plain = stats_embedder();
+    sc_cache_embedder prep = stats_embedder();
+    prep.rescore = prep_rescore;
+    prep.stats_count = prep_stats_count;
+    prep.prep_new = fake_prep_new;
+    prep.prep_free = fake_prep_free;
+    prep.prep_bytes = fake_prep_bytes;
+    const sc_cache_embedder *ems[2] = {&plain, &prep};
+    for (int i = 0; i < 2; i++) {
+        sc_cache_config cfg;
+        embedder_config(&cfg, ems[i]);
+        cfg.journal = &jn;
+        sc_cache *c = NULL;
+        CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+        CHECK_EQ_INT(sc_cache_ns_create(c, "m", NULL), SC_OK);
+        CHECK_EQ_INT(put(c, "m", NULL, "apple pie", NULL, "1", 0, NULL), SC_OK);
+        uint64_t base = stats(c, "m").bytes;
+        uint64_t entry = base - FAKE_STATS_BASE - FAKE_STATS_DOC;
+        CHECK_EQ_INT(sc_cache_ns_drop(c, "m"), SC_OK);
+        replace_too_big_round(c, &fj, true, base, entry);
+        sc_cache_close(c);
+        cfg.max_bytes = base + 50;
+        CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+        replace_too_big_round(c, &fj, false, base, entry);
+        sc_cache_close(c);
+        /* An entry that fits once the rest of its scope is gone: stored,
+         * what it needs evicted (its scope's older entry), what it
+         * replaced gone. */
+        cfg.max_bytes = 0;
+        CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+        CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+        CHECK_EQ_INT(put(c, "a", NULL, "apple tar", NULL, "1", 0, NULL), SC_OK);
+        CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL, "1", 0, NULL), SC_OK);
+        sc_ns_config nc;
+        sc_cache_ns_config_init(&nc);
+        nc.max_bytes = stats(c, "a").bytes; /* 2 entries, 2 docs */
+        CHECK_EQ_INT(sc_cache_ns_configure(c, "a", &nc), SC_OK);
+        /* Over the cap with "apple tar"'s count, under it without. */
+        CHECK_EQ_INT(put(c, "a", NULL, "apple pie", NULL,
+                         long_response(entry + 51), 0, NULL),
+                     SC_OK);
+        sc_cache_stats st = stats(c, "a");
+        CHECK_EQ_INT(st.entries, 1);
+        CHECK_EQ_INT(st.evictions, 1);
+        CHECK_EQ_INT(st.replaced, 1);
+        CHECK_EQ_INT(st.bytes,
+                     2 * entry + 50 + FAKE_STATS_BASE + FAKE_STATS_DOC);
+        sc_cache_result r;
+        CHECK_EQ_INT(get(c, "a", NULL, "apple pie", NULL, &r), SC_OK);
+        CHECK(r.hit && r.response_len == entry + 51);
+        sc_cache_result_fini(&r);
+        sc_cache_close(c);
+        CHECK_EQ_INT(stats_live, 0);
+        CHECK_EQ_INT(prep_live, 0);
+    }
+    CHECK_EQ_INT(prep_bad, 0);
+}
+
 /* One case of the response vote (test_embedder): em's choice em_vote, the
  * namespace's ns_vote (-1 = the embedder's), and whether the lookup must be
  * refused as ambiguous (else W is served). */
@@ -3274,6 +3437,7 @@ int main(void)
     test_embedder_upgrade();
     test_embedder_stats_bytes();
     test_embedder_prep();
+    test_replace_too_big();
     test_backends();
     test_drop_while_training(0);
     test_drop_while_training(1);
