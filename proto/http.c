@@ -38,6 +38,16 @@ struct sc_http {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned live;
+    /* The pool that runs requests off nng's threads (those serve the nng
+     * socket too): jobs waiting, under mu. */
+    pthread_cond_t qcv; /* a job queued, or closing */
+    pthread_t *tids;
+    unsigned nworkers;
+    unsigned queue_max;
+    struct job *qhead, *qtail;
+    unsigned queued, running;
+    uint64_t refused;
+    bool closing;
 };
 
 typedef enum route_kind { R_HEALTHZ, R_METRICS, R_REPORT, R_OP } route_kind;
@@ -47,6 +57,16 @@ typedef struct route {
     route_kind kind;
     const char *op; /* R_OP: the wire op (static) */
 } route;
+
+/* A request whose head (and body) is in, for a worker of the pool. */
+typedef struct job {
+    struct job *next;
+    route_kind kind; /* R_OP or R_REPORT */
+    const char *op;  /* R_OP: the wire op (static) */
+    nng_aio *aio;    /* the handler's, finished by whoever runs the job */
+    char *body;      /* owned; NULL when there is none */
+    size_t len;
+} job;
 
 /* The ops POST /v1/<op> serves: every op of docs/PROTOCOL.md. */
 const char *const sc_http_ops[] = {
@@ -179,7 +199,7 @@ int sc_http_status_of(const char *code)
         {"no_namespace", 404},  {"not_found", 404},   {"namespace_exists", 409},
         {"full", 507},          {"no_embedder", 503}, {"internal", 500},
         {"unauthorized", 401},  {"forbidden", 403},   {"io_error", 503},
-        {"not_supported", 501},
+        {"not_supported", 501}, {"busy", 503},        {"shutting_down", 503},
     };
     for (size_t i = 0; code != NULL && i < sizeof(map) / sizeof(map[0]); i++) {
         if (strcmp(map[i].code, code) == 0) {
@@ -770,7 +790,10 @@ int sc_http_exec(sc_dispatch *d, const char *op, const char *body, size_t n,
     return status;
 }
 
-/* Runs body[0..n) as a request of op and replies. */
+static void submit(sc_http *h, route_kind kind, const char *op, nng_aio *aio,
+                   char *body, size_t len);
+
+/* Runs body[0..n) as a request of op and replies. On a worker. */
 static void run_op(sc_http *h, const char *op, nng_aio *aio, const char *body,
                    size_t n)
 {
@@ -801,7 +824,8 @@ static void body_done(void *arg)
     body_read *br = arg;
     int rv = nng_aio_result(br->aio);
     if (rv == 0 && nng_aio_count(br->aio) == br->len) {
-        run_op(br->h, br->op, br->haio, br->buf, br->len);
+        submit(br->h, R_OP, br->op, br->haio, br->buf, br->len);
+        br->buf = NULL; /* the job's now */
     } else {
         /* Timed out or closed: drop the connection, no reply. */
         nng_aio_finish(br->haio, rv != 0 ? rv : NNG_ECLOSED);
@@ -859,7 +883,7 @@ static void handle_op(sc_http *h, const char *op, nng_aio *aio)
         return;
     }
     if (len == 0) {
-        run_op(h, op, aio, "", 0);
+        submit(h, R_OP, op, aio, NULL, 0);
         return;
     }
     body_read *br = calloc(1, sizeof(*br));
@@ -1156,7 +1180,8 @@ static sc_err write_metrics(sc_http *h, FILE *out)
     return rc;
 }
 
-/* Runs write into an in-memory stream and replies with what it wrote. */
+/* Runs write into an in-memory stream and replies with what it wrote.
+ * /metrics on nng's thread (it reads counters), /report on a worker. */
 static void reply_page(sc_http *h, nng_aio *aio, route_kind kind)
 {
     /* Every namespace's figures: with access keys, an admin key's only,
@@ -1215,6 +1240,142 @@ static void reply_page(sc_http *h, nng_aio *aio, route_kind kind)
     free(buf);
 }
 
+/* ---- the pool ---------------------------------------------------------- */
+
+/* nng calls handlers on its few system threads (two per CPU, at most 16),
+ * which also carry every completion of the nng socket's I/O: a request run
+ * there (a big batch to embed takes 100 ms and more) would stall every
+ * nng client while semcached's workers sit idle. So a request whose body
+ * is in is queued to threads of our own, which finish the handler's aio
+ * (nng keeps the connection and its request until then). */
+
+/* Queues the job of aio (body: malloc'd or NULL, owned from now on), or
+ * answers 503 when the queue is full or the front is closing. */
+static void submit(sc_http *h, route_kind kind, const char *op, nng_aio *aio,
+                   char *body, size_t len)
+{
+    job *jb = malloc(sizeof(*jb));
+    if (jb == NULL) {
+        free(body);
+        reply_error(aio, 500, "internal", "out of memory", false);
+        return;
+    }
+    *jb = (job){NULL, kind, op, aio, body, len};
+    pthread_mutex_lock(&h->mu);
+    /* Full when queue_max wait with every worker busy: jobs not yet taken
+     * by an idle worker do not count against the cap. */
+    bool closing = h->closing,
+         full =
+             !closing && h->queued + h->running >= h->nworkers + h->queue_max;
+    if (full) {
+        h->refused++;
+    } else if (!closing) {
+        if (h->qtail != NULL) {
+            h->qtail->next = jb;
+        } else {
+            h->qhead = jb;
+        }
+        h->qtail = jb;
+        h->queued++;
+        pthread_cond_signal(&h->qcv);
+    }
+    unsigned qmax = h->queue_max;
+    pthread_mutex_unlock(&h->mu);
+    if (closing || full) {
+        free(jb->body);
+        free(jb);
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "the HTTP front has %u requests waiting already: try again",
+                 qmax);
+        reply_error(aio, 503, closing ? "shutting_down" : "busy",
+                    closing ? "semcached is shutting down" : msg, closing);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    sc_http *h = arg;
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        while (h->qhead == NULL && !h->closing) {
+            pthread_cond_wait(&h->qcv, &h->mu);
+        }
+        job *jb = h->qhead;
+        if (jb == NULL) {
+            break; /* closing; pool_stop answers what is left */
+        }
+        h->qhead = jb->next;
+        if (h->qhead == NULL) {
+            h->qtail = NULL;
+        }
+        h->queued--;
+        h->running++;
+        pthread_mutex_unlock(&h->mu);
+        if (jb->kind == R_OP) {
+            run_op(h, jb->op, jb->aio, jb->body != NULL ? jb->body : "",
+                   jb->len);
+        } else {
+            reply_page(h, jb->aio, jb->kind);
+        }
+        free(jb->body);
+        free(jb);
+        pthread_mutex_lock(&h->mu);
+        h->running--;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+/* Starts nworkers threads; false (none left running) when one fails. */
+static bool pool_start(sc_http *h, unsigned nworkers)
+{
+    if ((h->tids = calloc(nworkers, sizeof(*h->tids))) == NULL) {
+        return false;
+    }
+    for (; h->nworkers < nworkers; h->nworkers++) {
+        if (pthread_create(&h->tids[h->nworkers], NULL, worker_main, h) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Refuses new jobs, answers those still queued 503 and joins the workers,
+ * once each has finished the job it runs. Handlers may run meanwhile. */
+static void pool_stop(sc_http *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->closing = true;
+    job *jb = h->qhead;
+    h->qhead = h->qtail = NULL;
+    h->queued = 0;
+    pthread_cond_broadcast(&h->qcv);
+    pthread_mutex_unlock(&h->mu);
+    while (jb != NULL) {
+        job *next = jb->next;
+        reply_error(jb->aio, 503, "shutting_down", "semcached is shutting down",
+                    true);
+        free(jb->body);
+        free(jb);
+        jb = next;
+    }
+    for (unsigned i = 0; i < h->nworkers; i++) {
+        pthread_join(h->tids[i], NULL);
+    }
+    h->nworkers = 0;
+}
+
+void sc_http_pool_counts(sc_http *h, unsigned *queued, unsigned *running,
+                         uint64_t *refused)
+{
+    pthread_mutex_lock(&h->mu);
+    *queued = h->queued;
+    *running = h->running;
+    *refused = h->refused;
+    pthread_mutex_unlock(&h->mu);
+}
+
 /* ---- the server ------------------------------------------------------- */
 
 static void on_request(nng_aio *aio)
@@ -1226,8 +1387,10 @@ static void on_request(nng_aio *aio)
         handle_healthz(rt->h, aio);
         break;
     case R_METRICS:
-    case R_REPORT:
         reply_page(rt->h, aio, rt->kind);
+        break;
+    case R_REPORT:
+        submit(rt->h, R_REPORT, NULL, aio, NULL, 0);
         break;
     case R_OP:
         handle_op(rt->h, rt->op, aio);
@@ -1312,6 +1475,8 @@ static void http_free(sc_http *h)
     if (h->own_metrics) {
         sc_metrics_close(h->metrics);
     }
+    free(h->tids);
+    pthread_cond_destroy(&h->qcv);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h);
@@ -1320,7 +1485,9 @@ static void http_free(sc_http *h)
 sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
 {
     if (cfg == NULL || out == NULL || cfg->addr == NULL ||
-        cfg->dispatch == NULL || cfg->cache == NULL) {
+        cfg->dispatch == NULL || cfg->cache == NULL ||
+        cfg->workers > SC_HTTP_MAX_WORKERS ||
+        cfg->queue_max > SC_HTTP_MAX_QUEUE) {
         return SC_EINVAL;
     }
     char urlbuf[512];
@@ -1364,9 +1531,16 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
     h->metrics_hook = cfg->metrics_hook;
     h->report_hook = cfg->report_hook;
     h->hook_arg = cfg->hook_arg;
+    h->queue_max = cfg->queue_max != 0 ? cfg->queue_max : SC_HTTP_DEFAULT_QUEUE;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
+    pthread_cond_init(&h->qcv, NULL);
     sc_err rc = SC_OK;
+    if (!pool_start(h, cfg->workers != 0 ? cfg->workers
+                                         : SC_HTTP_DEFAULT_WORKERS)) {
+        rc = SC_ENOMEM;
+        goto fail_pool;
+    }
     if (cfg->metrics != NULL) {
         h->metrics = cfg->metrics;
     } else if ((rc = sc_metrics_open(&h->metrics)) != SC_OK) {
@@ -1424,7 +1598,11 @@ fail_hold:
         h->own_metrics = false;
     }
 fail_metrics:
+fail_pool:        /* the pool may be partly started */
+    pool_stop(h); /* no route left: nothing was queued */
+    free(h->tids);
     nng_url_free(url);
+    pthread_cond_destroy(&h->qcv);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h);
@@ -1436,6 +1614,9 @@ void sc_http_close(sc_http *h)
     if (h == NULL) {
         return;
     }
+    /* First, so that nng's stop (which waits for every connection, and so
+     * for each handler's aio) finds no job queued behind a running one. */
+    pool_stop(h);
     nng_http_server_stop(h->srv);
     nng_http_server_release(h->srv);
     if (!wait_routes(h, 10)) {

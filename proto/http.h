@@ -8,6 +8,7 @@
 #define SC_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <nng/nng.h>
@@ -29,9 +30,18 @@
  * at the cap closes the one that has waited longest for a request head, or
  * itself when all are busy with a request (patched nng only). */
 #define SC_HTTP_DEFAULT_MAX_CONNS 1024
+/* Requests (POST /v1/<op>, GET /report) run on the front's own threads,
+ * not on nng's, which the nng socket's clients need (docs/HTTP.md
+ * section 5); at most SC_HTTP_DEFAULT_QUEUE wait for one, and one more is
+ * answered 503 busy. */
+#define SC_HTTP_DEFAULT_WORKERS 4
+#define SC_HTTP_MAX_WORKERS     1024
+#define SC_HTTP_DEFAULT_QUEUE   256
+#define SC_HTTP_MAX_QUEUE       65536
 
 /* Writes text to out (an in-memory stream; what is written goes on the
- * page as it is). Called from nng's threads, possibly several at once. A
+ * page as it is). Called from nng's threads (/metrics) or the front's
+ * workers (/report), possibly several at once. A
  * return other than SC_OK makes the request answer 500. */
 typedef sc_err (*sc_http_write_fn)(void *arg, FILE *out);
 
@@ -53,6 +63,12 @@ typedef struct sc_http_config {
     /* Connections held open at once, those of the proxy on the same
      * address included; 0 = SC_HTTP_DEFAULT_MAX_CONNS. */
     unsigned max_conns;
+    /* Threads that run requests; 0 = SC_HTTP_DEFAULT_WORKERS, at most
+     * SC_HTTP_MAX_WORKERS. */
+    unsigned workers;
+    /* Requests that may wait for one of them (each holds its body); 0 =
+     * SC_HTTP_DEFAULT_QUEUE, at most SC_HTTP_MAX_QUEUE. */
+    unsigned queue_max;
     /* Where request latencies go (borrowed; must outlive the sc_http), so
      * that one recorder holds both fronts' and /metrics shows both. NULL =
      * the sc_http makes one of its own, reachable with sc_http_metrics. */
@@ -73,15 +89,24 @@ typedef struct sc_http sc_http;
 
 /* Listens on cfg->addr and starts serving (cfg is copied). On success *out
  * is the caller's, closed with sc_http_close; on failure *out is untouched
- * and nothing is left listening. Errors: SC_EINVAL (no dispatcher or
- * cache, a bad address), SC_EIO (listen failed: the port is taken, or
+ * and nothing is left listening or running. Errors: SC_EINVAL (no
+ * dispatcher or cache, a bad address, workers or queue_max over the cap),
+ * SC_EIO (listen failed: the port is taken, or
  * another sc_http of this process serves it),
  * SC_ENOMEM. */
 sc_err sc_http_open(const sc_http_config *cfg, sc_http **out);
 
-/* Stops listening, drops every connection, waits until no handler is
- * running, then frees h. Afterwards the dispatcher and cache may go. */
+/* Answers the requests still waiting for a worker 503 shutting_down,
+ * waits for the workers to finish the ones they run (whose answers the
+ * stop may then cut), stops listening, drops every connection, waits until
+ * no handler is running, then frees h. Afterwards the dispatcher and cache
+ * may go. */
 void sc_http_close(sc_http *h);
+
+/* Requests waiting for a worker now, being run now, and answered 503 busy
+ * (the queue full) since open. */
+void sc_http_pool_counts(sc_http *h, unsigned *queued, unsigned *running,
+                         uint64_t *refused);
 
 /* The ops POST /v1/<op> serves (sc_http_nops of them), in a fixed order. */
 extern const char *const sc_http_ops[];

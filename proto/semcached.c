@@ -1069,6 +1069,9 @@ int main(int argc, char **argv)
             .cache = cache,
             .body_max = conf.recv_max,
             .max_conns = http_cap,
+            /* As many as the nng socket's: HTTP requests run on these, off
+             * the nng threads that socket's I/O needs (docs/HTTP.md 5). */
+            .workers = scfg.threads,
             .metrics = metrics,
             .metrics_hook = http_metrics,
             .report_hook = http_report,

@@ -4,7 +4,8 @@
  * responses, batches), malformed and hostile bodies, size caps, routing
  * errors, keep-alive and pipelining, a body that trickles in, /report, and
  * /metrics read by a strict checker of the Prometheus text format whose
- * numbers must match the cache's own statistics. */
+ * numbers must match the cache's own statistics; requests run on the
+ * front's own threads, never holding the nng socket's up. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,7 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/client.h"
 #include "proto/http.h"
+#include "proto/server.h"
 #include "test_util.h"
 
 static int port;
@@ -1737,6 +1740,260 @@ static void test_close_under_load(sc_cache *cache, sc_dispatch *d)
     CHECK_EQ_INT(slow, 0);
 }
 
+/* The front's pool. A fake embedder holds every text it is given until
+ * the test opens it, so that requests sit in the front's workers as long
+ * as the test likes; each one that enters is counted. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned entered;
+    bool open;
+} held = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false};
+
+static sc_err held_embed(void *arg, const char *text, size_t len, float *out)
+{
+    (void)arg;
+    (void)text;
+    (void)len;
+    pthread_mutex_lock(&held.mu);
+    held.entered++;
+    pthread_cond_broadcast(&held.cv);
+    while (!held.open) {
+        pthread_cond_wait(&held.cv, &held.mu);
+    }
+    pthread_mutex_unlock(&held.mu);
+    out[0] = 1.0f;
+    out[1] = out[2] = out[3] = 0.0f;
+    return SC_OK;
+}
+
+static void held_set(bool open)
+{
+    pthread_mutex_lock(&held.mu);
+    held.open = open;
+    held.entered = open ? held.entered : 0;
+    pthread_cond_broadcast(&held.cv);
+    pthread_mutex_unlock(&held.mu);
+}
+
+/* Waits, 10 s at most (a deadlock detector, not a timing), until n have
+ * entered; whether they did. */
+static bool held_wait(unsigned n)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&held.mu);
+    int rv = 0;
+    while (held.entered < n && rv == 0) {
+        rv = pthread_cond_timedwait(&held.cv, &held.mu, &until);
+    }
+    bool ok = held.entered >= n;
+    pthread_mutex_unlock(&held.mu);
+    return ok;
+}
+
+typedef struct held_call {
+    pthread_t t;
+    int port;
+    int status;
+    char code[32];
+} held_call;
+
+static void *held_lookup(void *arg)
+{
+    held_call *c = arg;
+    static const char body[] = "{\"ns\":\"held\",\"text\":\"a question\"}";
+    resp r;
+    c->status = -1;
+    if (http_to(c->port, "POST", "/v1/lookup", NULL, body, sizeof(body) - 1,
+                &r) == 0) {
+        c->status = r.status;
+        json_t *j = json_loadb(r.body, r.len, 0, NULL);
+        const char *code = err_code(j);
+        snprintf(c->code, sizeof(c->code), "%s", code != NULL ? code : "");
+        json_decref(j);
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+/* Polls (10 s at most) until the front holds n requests queued. */
+static bool queued_wait(sc_http *h, unsigned n)
+{
+    for (int i = 0; i < 10000; i++) {
+        unsigned q, run;
+        uint64_t refused;
+        sc_http_pool_counts(h, &q, &run, &refused);
+        if (q == n) {
+            return true;
+        }
+        usleep(1000);
+    }
+    return false;
+}
+
+typedef struct nng_ping {
+    sc_client *c;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    sc_err rc;
+} nng_ping;
+
+static void *ping_main(void *arg)
+{
+    nng_ping *p = arg;
+    char server[64];
+    sc_client_error e;
+    sc_err rc = sc_client_ping(p->c, server, sizeof(server), &e);
+    pthread_mutex_lock(&p->mu);
+    p->rc = rc;
+    p->done = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void *close_main(void *arg)
+{
+    sc_http_close(arg);
+    return NULL;
+}
+
+/* HTTP requests run on the front's own threads: with as many of them held
+ * in the dispatcher (embedding) as nng has threads for everyone (two per
+ * CPU, at most 16), a ping on the nng socket is still answered. They ran
+ * on nng's threads once, and then the ping waited until they were done.
+ * Past the queue's cap a request is answered 503 busy; sc_http_close
+ * answers those queued 503 shutting_down and lets the running finish. */
+static void test_pool(void)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned nthreads = ncpu < 1 ? 2 : ncpu > 8 ? 16 : (unsigned)ncpu * 2;
+    sc_cache_embedder emb = {
+        .model = "held@1", .dim = 4, .threshold = 0.9f, .embed = held_embed};
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.embedder = &emb;
+    sc_cache *cache = NULL;
+    sc_dispatch *d = NULL;
+    CHECK(sc_cache_open(&cc, &cache) == SC_OK);
+    CHECK(sc_dispatch_open(cache, &d) == SC_OK);
+    int hport;
+    sc_http_config hc = {.workers = nthreads, .queue_max = 2};
+    sc_http *h = front_open(hc, cache, d, &hport);
+    char url[64];
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_port());
+    sc_server_config sc = {.listen = {url},
+                           .nlisten = 1,
+                           .threads = 2,
+                           .handler = sc_dispatch_handle,
+                           .handler_arg = d};
+    sc_server *srv = NULL;
+    CHECK(sc_server_open(&sc, &srv) == SC_OK);
+    nng_ping ping = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                     .cv = PTHREAD_COND_INITIALIZER};
+    CHECK(sc_client_open(url, 30000, &ping.c) == SC_OK);
+    char server[64];
+    sc_client_error e;
+    CHECK(sc_client_ping(ping.c, server, sizeof(server), &e) == SC_OK);
+    resp r;
+    CHECK(http_to(hport, "POST", "/v1/ns_create", NULL, "{\"ns\":\"held\"}", 13,
+                  &r) == 0 &&
+          r.status == 200);
+    resp_free(&r);
+
+    /* Every worker held, and as many requests as nng has threads. */
+    held_set(false);
+    held_call calls[16 + 3];
+    unsigned ncalls = nthreads + 3;
+    for (unsigned i = 0; i < nthreads; i++) {
+        calls[i] = (held_call){.port = hport};
+        CHECK(pthread_create(&calls[i].t, NULL, held_lookup, &calls[i]) == 0);
+    }
+    CHECK(held_wait(nthreads));
+    pthread_t pt;
+    CHECK(pthread_create(&pt, NULL, ping_main, &ping) == 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&ping.mu);
+    while (!ping.done &&
+           pthread_cond_timedwait(&ping.cv, &ping.mu, &until) == 0) {
+    }
+    bool pinged = ping.done && ping.rc == SC_OK;
+    pthread_mutex_unlock(&ping.mu);
+    CHECK(pinged); /* while every worker is held */
+    if (!pinged) {
+        /* nng's threads are held too: let them go and stop here. */
+        held_set(true);
+        pthread_join(pt, NULL);
+        for (unsigned i = 0; i < nthreads; i++) {
+            pthread_join(calls[i].t, NULL);
+        }
+        sc_http_close(h);
+        goto out;
+    }
+    /* The pages that need no worker answer meanwhile. */
+    CHECK(http_to(hport, "GET", "/healthz", NULL, NULL, 0, &r) == 0 &&
+          r.status == 200);
+    resp_free(&r);
+    /* Two wait for a worker; the third is one too many. */
+    for (unsigned i = nthreads; i < nthreads + 2; i++) {
+        calls[i] = (held_call){.port = hport};
+        CHECK(pthread_create(&calls[i].t, NULL, held_lookup, &calls[i]) == 0);
+    }
+    CHECK(queued_wait(h, 2));
+    calls[nthreads + 2] = (held_call){.port = hport};
+    held_lookup(&calls[nthreads + 2]);
+    CHECK_EQ_INT(calls[nthreads + 2].status, 503);
+    CHECK(strcmp(calls[nthreads + 2].code, "busy") == 0);
+    unsigned q, run;
+    uint64_t refused;
+    sc_http_pool_counts(h, &q, &run, &refused);
+    CHECK_EQ_INT(q, 2);
+    CHECK_EQ_INT(run, nthreads);
+    CHECK_EQ_INT(refused, 1);
+    held_set(true);
+    pthread_join(pt, NULL);
+    for (unsigned i = 0; i < ncalls - 1; i++) {
+        pthread_join(calls[i].t, NULL);
+        CHECK_EQ_INT(calls[i].status, 200);
+    }
+
+    /* Closing with requests held and queued: the queued are answered at
+     * once, and close waits for the held to be let go. */
+    held_set(false);
+    for (unsigned i = 0; i < nthreads + 2; i++) {
+        calls[i] = (held_call){.port = hport};
+        CHECK(pthread_create(&calls[i].t, NULL, held_lookup, &calls[i]) == 0);
+        if (i + 1 == nthreads) {
+            CHECK(held_wait(nthreads));
+        }
+    }
+    CHECK(queued_wait(h, 2));
+    pthread_t ct;
+    CHECK(pthread_create(&ct, NULL, close_main, h) == 0);
+    for (unsigned i = nthreads; i < nthreads + 2; i++) {
+        pthread_join(calls[i].t, NULL);
+        CHECK_EQ_INT(calls[i].status, 503);
+        CHECK(strcmp(calls[i].code, "shutting_down") == 0);
+    }
+    held_set(true);
+    pthread_join(ct, NULL);
+    for (unsigned i = 0; i < nthreads; i++) {
+        /* Answered, or cut by the stop that follows (a hard one). */
+        pthread_join(calls[i].t, NULL);
+        CHECK(calls[i].status == 200 || calls[i].status == -1);
+    }
+out:
+    sc_client_close(ping.c);
+    sc_server_close(srv);
+    sc_dispatch_close(d);
+    sc_cache_close(cache);
+}
+
 int main(void)
 {
     sc_cache_config cc;
@@ -1781,6 +2038,7 @@ int main(void)
     test_conn_cap_fair(cache, d);
     test_out_of_descriptors(cache, d);
     test_close_under_load(cache, d);
+    test_pool();
     test_healthz(); /* still serving after all of it */
 
     /* Close with a body half sent: the read is dropped, close returns. */
