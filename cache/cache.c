@@ -1353,14 +1353,17 @@ fail_mutex:
     return rc;
 }
 
-/* apply false: only whether cfg would be taken (sc_cache_ns_check). */
+/* Sets the namespace's config to cfg, or (cfg NULL) to its current one as
+ * edit(arg) changes it, read and written under s->mu. apply false: only
+ * whether cfg would be taken (sc_cache_ns_check). */
 static sc_err ns_configure(sc_cache *c, const char *name,
-                           const sc_ns_config *cfg, bool apply)
+                           const sc_ns_config *cfg, sc_cache_ns_edit_fn edit,
+                           void *arg, bool apply)
 {
-    if (c == NULL || name == NULL || cfg == NULL) {
+    if (c == NULL || name == NULL || (cfg == NULL && edit == NULL)) {
         return SC_EINVAL;
     }
-    sc_err rc = check_ns_config(cfg);
+    sc_err rc = cfg != NULL ? check_ns_config(cfg) : SC_OK;
     if (rc != SC_OK) {
         return rc;
     }
@@ -1371,6 +1374,16 @@ static sc_err ns_configure(sc_cache *c, const char *name,
         return SC_ENONS;
     }
     pthread_mutex_lock(&s->mu);
+    uint64_t seq = 0;
+    sc_ns_config edited;
+    if (cfg == NULL) {
+        edited = s->cfg;
+        if ((rc = edit(&edited, arg)) != SC_OK ||
+            (rc = check_ns_config(&edited)) != SC_OK) {
+            goto out;
+        }
+        cfg = &edited;
+    }
     sc_ns_config next = *cfg;
     bool model_fixed = s->model_fixed;
     if (s->had_vector) {
@@ -1402,7 +1415,6 @@ static sc_err ns_configure(sc_cache *c, const char *name,
                           .ns = s->name,
                           .cfg = &next,
                           .had_vector = s->had_vector};
-    uint64_t seq = 0;
     if ((rc = journal_append(c, &ch, &seq)) != SC_OK) {
         goto out;
     }
@@ -1422,12 +1434,19 @@ out:
 sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
                              const sc_ns_config *cfg)
 {
-    return ns_configure(c, name, cfg, true);
+    return ns_configure(c, name, cfg, NULL, NULL, true);
+}
+
+sc_err sc_cache_ns_update(sc_cache *c, const char *name,
+                          sc_cache_ns_edit_fn edit, void *arg)
+{
+    return edit != NULL ? ns_configure(c, name, NULL, edit, arg, true)
+                        : SC_EINVAL;
 }
 
 sc_err sc_cache_ns_check(sc_cache *c, const char *name, const sc_ns_config *cfg)
 {
-    return ns_configure(c, name, cfg, false);
+    return ns_configure(c, name, cfg, NULL, NULL, false);
 }
 
 sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out)

@@ -243,6 +243,20 @@ sc_err sc_cache_ns_create(sc_cache *c, const char *name,
 sc_err sc_cache_ns_configure(sc_cache *c, const char *name,
                              const sc_ns_config *cfg);
 
+/* Changes cfg's fields that an update means to change; returns SC_OK, or
+ * an error that sc_cache_ns_update returns with nothing changed. */
+typedef sc_err (*sc_cache_ns_edit_fn)(sc_ns_config *cfg, void *arg);
+
+/* sc_cache_ns_configure with the namespace's current config (dim as fixed
+ * so far) as edit(cfg, arg) changes it: read, edited and written under the
+ * namespace's lock, so concurrent updates of different fields all take
+ * (a get_config, then a configure, would write back the values it read
+ * over another's change). edit runs with the cache's locks held: it must
+ * not call into the cache, nor block. Errors: SC_EINVAL (edit NULL), edit's,
+ * those of sc_cache_ns_configure. On error nothing changes. */
+sc_err sc_cache_ns_update(sc_cache *c, const char *name,
+                          sc_cache_ns_edit_fn edit, void *arg);
+
 /* Whether sc_cache_ns_configure would take cfg for the namespace, without
  * changing anything (a start-up checks a whole configuration first).
  * Errors: those of sc_cache_ns_configure but the journal's. */

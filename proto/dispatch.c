@@ -943,6 +943,25 @@ static int apply_ns_config(const item *it, sc_ns_config *cfg, int create,
     return 0;
 }
 
+/* ns_configure's request, for edit_ns_config. */
+typedef struct configure_edit {
+    const item *it;
+    outcome *o;
+    bool refused; /* apply_ns_config refused it: o says why */
+} configure_edit;
+
+/* sc_cache_ns_edit_fn: applies an ns_configure's fields to the namespace's
+ * config (under its lock; apply_ns_config only checks and copies). */
+static sc_err edit_ns_config(sc_ns_config *cfg, void *arg)
+{
+    configure_edit *ce = arg;
+    if (apply_ns_config(ce->it, cfg, 0, ce->o) != 0) {
+        ce->refused = true;
+        return SC_EINVAL;
+    }
+    return SC_OK;
+}
+
 static void pack_stats(msgpack_packer *pk, const sc_cache_stats *s)
 {
     msgpack_pack_map(pk, 18);
@@ -1219,18 +1238,23 @@ static int run_op(sc_dispatch *d, const char *op, const item *it,
         if (need_ns(it, o) != 0) {
             return -1;
         }
-        sc_ns_config cfg;
         if (create) {
+            sc_ns_config cfg;
             sc_cache_ns_config_init(&cfg);
-        } else if ((o->rc = sc_cache_ns_get_config(d->cache, it->ns, &cfg)) !=
-                   SC_OK) {
-            return -1;
+            if (apply_ns_config(it, &cfg, 1, o) != 0) {
+                return -1;
+            }
+            o->rc = sc_cache_ns_create(d->cache, it->ns, &cfg);
+        } else {
+            /* The fields not given keep their values, also against a
+             * concurrent ns_configure of others: applied under the
+             * namespace's lock, not read, edited and written back. */
+            configure_edit ce = {.it = it, .o = o};
+            o->rc = sc_cache_ns_update(d->cache, it->ns, edit_ns_config, &ce);
+            if (ce.refused) {
+                return -1; /* o says why */
+            }
         }
-        if (apply_ns_config(it, &cfg, create, o) != 0) {
-            return -1;
-        }
-        o->rc = create ? sc_cache_ns_create(d->cache, it->ns, &cfg)
-                       : sc_cache_ns_configure(d->cache, it->ns, &cfg);
         if (o->rc != SC_OK) {
             return -1;
         }

@@ -1970,6 +1970,97 @@ static void test_ns_serial(void)
     sc_cache_close(c);
 }
 
+/* For test_ns_update: the edits of two updates of one namespace, the
+ * second started while the first is inside its edit. */
+typedef struct update_race {
+    sc_cache *c;
+    pthread_t second;
+    int started;     /* the second thread runs */
+    sc_err rc2;      /* the second update's result */
+    uint64_t seen;   /* max_entries as the second edit found it */
+    int first_calls; /* edits of the first update */
+} update_race;
+
+static sc_err edit_response_cap(sc_ns_config *cfg, void *arg)
+{
+    update_race *u = arg;
+    u->seen = cfg->max_entries;
+    cfg->max_response_bytes = 5000;
+    return SC_OK;
+}
+
+static void *second_update(void *arg)
+{
+    update_race *u = arg;
+    u->rc2 = sc_cache_ns_update(u->c, "u", edit_response_cap, u);
+    return NULL;
+}
+
+static sc_err edit_max_entries(sc_ns_config *cfg, void *arg)
+{
+    update_race *u = arg;
+    u->first_calls++;
+    cfg->max_entries = 7;
+    if (u->started == 0) {
+        /* Another update now: it cannot read the config before this one
+         * wrote it, however the threads run. */
+        u->started = pthread_create(&u->second, NULL, second_update, u) == 0;
+        usleep(20000);
+    }
+    return SC_OK;
+}
+
+static sc_err edit_refused(sc_ns_config *cfg, void *arg)
+{
+    cfg->max_entries = 1;
+    return *(sc_err *)arg;
+}
+
+static sc_err edit_out_of_range(sc_ns_config *cfg, void *arg)
+{
+    (void)arg;
+    cfg->max_entries = 2;
+    cfg->threshold = 1.5f;
+    return SC_OK;
+}
+
+/* sc_cache_ns_update edits the current config under the namespace's lock:
+ * two updates of different fields both take, whatever their order (a
+ * get_config, then a configure, wrote back the field another changed
+ * meanwhile); a refused edit or config changes nothing. */
+static void test_ns_update(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "u", NULL), SC_OK);
+    update_race u = {.c = c};
+    CHECK_EQ_INT(sc_cache_ns_update(c, "u", edit_max_entries, &u), SC_OK);
+    CHECK(u.started == 1);
+    if (u.started == 1) {
+        pthread_join(u.second, NULL);
+    }
+    CHECK_EQ_INT(u.rc2, SC_OK);
+    CHECK_EQ_INT(u.first_calls, 1);
+    CHECK(u.seen == 7);
+    sc_ns_config cfg;
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "u", &cfg), SC_OK);
+    CHECK(cfg.max_entries == 7 && cfg.max_response_bytes == 5000);
+    /* The other fields keep their values. */
+    sc_ns_config def;
+    sc_cache_ns_config_init(&def);
+    CHECK(cfg.threshold == def.threshold && cfg.ttl_ms == def.ttl_ms &&
+          cfg.max_bytes == def.max_bytes);
+    /* Refused by the edit, or by the config it made: nothing changes. */
+    sc_err why = SC_ERANGE;
+    CHECK_EQ_INT(sc_cache_ns_update(c, "u", edit_refused, &why), SC_ERANGE);
+    CHECK_EQ_INT(sc_cache_ns_update(c, "u", edit_out_of_range, NULL),
+                 SC_ERANGE);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "u", &cfg), SC_OK);
+    CHECK(cfg.max_entries == 7 && cfg.threshold == def.threshold);
+    CHECK_EQ_INT(sc_cache_ns_update(c, "none", edit_refused, &why), SC_ENONS);
+    CHECK_EQ_INT(sc_cache_ns_update(c, "u", NULL, NULL), SC_EINVAL);
+    sc_cache_close(c);
+}
+
 /* The statistics follow a scope's texts however entries come and go:
  * insert, replace, delete, expiry, eviction, flush, restore; each scope has
  * its own (one tenant's texts never weigh in another's similarities), made
@@ -3429,6 +3520,7 @@ int main(void)
     test_embedder();
     test_embedder_stats();
     test_ns_serial();
+    test_ns_update();
     test_journal_refusal();
     test_replace_at_global_cap();
     test_clock_after_wait();

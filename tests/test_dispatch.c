@@ -958,6 +958,105 @@ static void test_error_ids(void)
     sc_cache_close(c);
 }
 
+/* Sends r (freed) to d; whether the reply is ok. (No CHECK: threads call
+ * it.) */
+static int send_ok(sc_dispatch *d, req r)
+{
+    uint8_t *rep = NULL;
+    size_t rl = 0;
+    int ok = sc_dispatch_handle(d, r.data, r.len, &rep, &rl) == 0 &&
+             rep != NULL && memmem(rep, rl, "\xa2ok\xc3", 4) != NULL;
+    free(rep);
+    free(r.data);
+    return ok;
+}
+
+/* An ns_configure of ns setting one uint field. */
+static req configure_req(const char *ns, const char *field, uint64_t v)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    begin(&sb, &pk, "ns_configure", 2, 0, 0);
+    mp_put_key(&pk, "ns");
+    mp_put_str(&pk, ns);
+    mp_put_key(&pk, field);
+    msgpack_pack_uint64(&pk, v);
+    return finish(&sb);
+}
+
+typedef struct configurer {
+    sc_dispatch *d;
+    sc_cache *c;
+    const char *field; /* max_entries or max_response_bytes */
+    int rounds;
+    int lost; /* own value found lower than last written: overwritten */
+    pthread_barrier_t *start;
+} configurer;
+
+static void *configurer_main(void *arg)
+{
+    configurer *cf = arg;
+    bool entries = strcmp(cf->field, "max_entries") == 0;
+    pthread_barrier_wait(cf->start);
+    for (int i = 1; i <= cf->rounds; i++) {
+        uint64_t v = (uint64_t)i + (entries ? 0 : 1000);
+        if (!send_ok(cf->d, configure_req("cfg", cf->field, v))) {
+            cf->lost = -1;
+            return NULL;
+        }
+        sc_ns_config nc;
+        if (sc_cache_ns_get_config(cf->c, "cfg", &nc) != SC_OK) {
+            cf->lost = -1;
+            return NULL;
+        }
+        /* Only this thread writes its field, each time higher. */
+        cf->lost += (entries ? nc.max_entries : nc.max_response_bytes) < v;
+    }
+    return NULL;
+}
+
+/* Two ns_configure requests of one namespace at once, each of its own
+ * field: both changes take. (The dispatcher read the whole config, set
+ * the request's fields and wrote it all back, so one could put back the
+ * other's field as it had read it: a change answered ok, lost, and
+ * journaled so.) A race, so a stress test: each thread raises its field
+ * ROUNDS times and reads it back after each ok. */
+#define ROUNDS 200000
+static void test_configure_race(void)
+{
+    sc_cache *c;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK);
+    sc_dispatch *d;
+    CHECK(sc_dispatch_open(c, &d) == SC_OK);
+    CHECK(sc_cache_ns_create(c, "cfg", NULL) == SC_OK);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 2);
+    configurer cf[2] = {{d, c, "max_entries", ROUNDS, 0, &start},
+                        {d, c, "max_response_bytes", ROUNDS, 0, &start}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_create(&t[i], NULL, configurer_main, &cf[i]) == 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    pthread_barrier_destroy(&start);
+    CHECK_EQ_INT(cf[0].lost, 0);
+    CHECK_EQ_INT(cf[1].lost, 0);
+    sc_ns_config nc;
+    CHECK(sc_cache_ns_get_config(c, "cfg", &nc) == SC_OK);
+    CHECK(nc.max_entries == ROUNDS && nc.max_response_bytes == ROUNDS + 1000);
+    /* A field that may not change is refused as before, the namespace as
+     * it was; a missing namespace is no_namespace. */
+    CHECK(!send_ok(d, configure_req("cfg", "dim", 4)));
+    CHECK(!send_ok(d, configure_req("cfg", "max_response_bytes", 0)));
+    CHECK(!send_ok(d, configure_req("nope", "max_entries", 3)));
+    CHECK(sc_cache_ns_get_config(c, "cfg", &nc) == SC_OK);
+    CHECK(nc.max_entries == ROUNDS && nc.max_response_bytes == ROUNDS + 1000);
+    sc_dispatch_close(d);
+    sc_cache_close(c);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
@@ -965,6 +1064,7 @@ int main(int argc, char **argv)
     }
     test_replace_keys();
     test_error_ids();
+    test_configure_race();
     test_same_replies();
     test_server_batches();
     test_max_clients();
