@@ -148,6 +148,7 @@ typedef struct ns {
     const sc_cache_embedder *stats_em;
     struct sc_cache *cache; /* the cache it is in (for its byte count) */
     uint64_t serial;        /* this namespace, not another of its name before */
+    bool configured;        /* a configure took since it was made */
     char name[SC_CACHE_NS_NAME_MAX + 1];
 } ns;
 
@@ -444,6 +445,14 @@ static ns *ns_find(const sc_cache *c, const char *name)
         }
     }
     return NULL;
+}
+
+/* The namespace of that name, and of that serial unless it is 0; lock
+ * held. */
+static ns *ns_find_serial(sc_cache *c, const char *name, uint64_t serial)
+{
+    ns *s = ns_find(c, name);
+    return s != NULL && (serial == 0 || s->serial == serial) ? s : NULL;
 }
 
 /* ns->mu held. */
@@ -1267,16 +1276,23 @@ static embed_policy peek_policy(sc_cache *c, const char *nsname)
 /* ---- namespace calls ----------------------------------------------------*/
 
 static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
-                        bool journaled);
+                        bool journaled, uint64_t *serial);
 
 sc_err sc_cache_ns_create(sc_cache *c, const char *name,
                           const sc_ns_config *cfg)
 {
-    return ns_create(c, name, cfg, true);
+    return ns_create(c, name, cfg, true, NULL);
 }
 
+sc_err sc_cache_ns_create_for_insert(sc_cache *c, const char *name,
+                                     const sc_ns_config *cfg, uint64_t *serial)
+{
+    return serial != NULL ? ns_create(c, name, cfg, true, serial) : SC_EINVAL;
+}
+
+/* serial: not NULL = set to the new namespace's on success. */
 static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
-                        bool journaled)
+                        bool journaled, uint64_t *serial)
 {
     if (c == NULL || !valid_ns_name(name)) {
         return SC_EINVAL;
@@ -1335,6 +1351,9 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
         goto fail_locked;
     }
     s->serial = ++c->ns_serial;
+    if (serial != NULL) {
+        *serial = s->serial;
+    }
     sc_htab_insert(&c->nss, &s->node);
     cache_unlock(c);
     return journal_commit(c, seq);
@@ -1424,6 +1443,7 @@ static sc_err ns_configure(sc_cache *c, const char *name,
     }
     s->cfg = next;
     s->model_fixed = model_fixed;
+    s->configured = true;
     ns_enforce_caps(c, s);
 out:
     pthread_mutex_unlock(&s->mu);
@@ -1455,17 +1475,21 @@ sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out)
     return sc_cache_ns_state(c, name, out, &had_vector, NULL);
 }
 
-static sc_err ns_drop(sc_cache *c, const char *name, bool only_empty)
+/* serial: 0 = drop the namespace whatever it holds; else only that one,
+ * and only while unused since it was made (sc_cache_ns_drop_unused). */
+static sc_err ns_drop(sc_cache *c, const char *name, uint64_t serial)
 {
     if (c == NULL || name == NULL) {
         return SC_EINVAL;
     }
     /* The write lock waits out every call in flight, lookups' unlocked
-     * searches included, so nothing can still point into the namespace. */
+     * searches included, so nothing can still point into the namespace;
+     * it also orders this drop after any configure or insert of it. */
     pthread_rwlock_wrlock(&c->lock);
-    ns *s = ns_find(c, name);
+    ns *s = ns_find_serial(c, name, serial);
     sc_err rc = s != NULL ? SC_OK : SC_ENONS;
-    if (s != NULL && only_empty && s->entries > 0) {
+    if (s != NULL && serial != 0 &&
+        (s->entries > 0 || s->st.inserts > 0 || s->configured)) {
         rc = SC_EEXIST;
     }
     uint64_t seq = 0;
@@ -1483,12 +1507,12 @@ static sc_err ns_drop(sc_cache *c, const char *name, bool only_empty)
 
 sc_err sc_cache_ns_drop(sc_cache *c, const char *name)
 {
-    return ns_drop(c, name, false);
+    return ns_drop(c, name, 0);
 }
 
-sc_err sc_cache_ns_drop_if_empty(sc_cache *c, const char *name)
+sc_err sc_cache_ns_drop_unused(sc_cache *c, const char *name, uint64_t serial)
 {
-    return ns_drop(c, name, true);
+    return serial != 0 ? ns_drop(c, name, serial) : SC_EINVAL;
 }
 
 /* Whether vectors of model (dim floats, 0 = not fixed yet) are to be
@@ -1552,7 +1576,7 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
     ns *s = ns_find(c, name);
     if (s == NULL) {
         cache_unlock(c);
-        if ((rc = ns_create(c, name, cfg, false)) != SC_OK) {
+        if ((rc = ns_create(c, name, cfg, false, NULL)) != SC_OK) {
             return rc;
         }
         pthread_rwlock_rdlock(&c->lock);
@@ -1620,14 +1644,6 @@ static void walk_scope(sc_hnode *n, void *arg)
             w->rc = w->fn(w->arg, sc->name, sc->ix);
         }
     }
-}
-
-/* The namespace of that name, and of that serial unless it is 0; lock
- * held. */
-static ns *ns_find_serial(sc_cache *c, const char *name, uint64_t serial)
-{
-    ns *s = ns_find(c, name);
-    return s != NULL && (serial == 0 || s->serial == serial) ? s : NULL;
 }
 
 sc_err sc_cache_scope_indexes(sc_cache *c, const char *nsname, uint64_t serial,

@@ -232,6 +232,13 @@ void sc_cache_ns_config_init(sc_ns_config *cfg);
 sc_err sc_cache_ns_create(sc_cache *c, const char *name,
                           const sc_ns_config *cfg);
 
+/* The same, for an insert into a namespace that did not exist: *serial is
+ * set to the new namespace's, for sc_cache_ns_drop_unused should the
+ * insert fail. Errors: those of sc_cache_ns_create; SC_EINVAL (serial
+ * NULL). */
+sc_err sc_cache_ns_create_for_insert(sc_cache *c, const char *name,
+                                     const sc_ns_config *cfg, uint64_t *serial);
+
 /* Replaces the namespace's threshold, margin, TTL, mode and caps with cfg's
  * (copied). dim, storage, backend, nlist and train_min may change only while
  * the namespace has never held a vector; otherwise cfg's must be 0 / equal
@@ -271,10 +278,13 @@ sc_err sc_cache_ns_get_config(sc_cache *c, const char *name, sc_ns_config *out);
  * ledger rows: money spent stays spent). Errors: SC_ENONS. */
 sc_err sc_cache_ns_drop(sc_cache *c, const char *name);
 
-/* The same, only while the namespace holds no entry (an insert that made
- * it and then failed takes it back). Errors: SC_ENONS, SC_EEXIST (it holds
- * entries: kept). */
-sc_err sc_cache_ns_drop_if_empty(sc_cache *c, const char *name);
+/* The same, for an insert that made the namespace (serial, from
+ * sc_cache_ns_create_for_insert) and then failed: only while that
+ * namespace is unused since, that is, no insert into it took and no
+ * configure changed it (one answered ok keeps it). Errors: SC_EINVAL
+ * (serial 0), SC_ENONS (gone, or another of its name since), SC_EEXIST
+ * (used: kept). */
+sc_err sc_cache_ns_drop_unused(sc_cache *c, const char *name, uint64_t serial);
 
 /* Copies up to cap namespace names, sorted, into names (caller's buffer) and
  * sets *count to how many exist (may exceed cap). */

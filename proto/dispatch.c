@@ -665,7 +665,9 @@ static int do_insert(sc_dispatch *d, const item *it, msgpack_packer *pk,
          * (dimension fixed by this first vector). */
         sc_ns_config cfg;
         sc_cache_ns_config_init(&cfg);
-        sc_err crc = sc_cache_ns_create(d->cache, it->ns, &cfg);
+        uint64_t serial = 0;
+        sc_err crc =
+            sc_cache_ns_create_for_insert(d->cache, it->ns, &cfg, &serial);
         if (crc == SC_EINVAL) {
             o->code = "bad_request";
             snprintf(o->msg, sizeof(o->msg),
@@ -680,9 +682,10 @@ static int do_insert(sc_dispatch *d, const item *it, msgpack_packer *pk,
         o->rc = sc_cache_insert(d->cache, it->ns, &ci, &id);
         if (o->rc != SC_OK && crc == SC_OK) {
             /* A refused insert leaves nothing behind: the namespace it
-             * made goes again, unless another insert filled it meanwhile
-             * (it would otherwise hold one of --max-namespaces). */
-            (void)sc_cache_ns_drop_if_empty(d->cache, it->ns);
+             * made goes again (it would otherwise hold one of
+             * --max-namespaces), unless another insert or an ns_configure
+             * took meanwhile (whose ok would otherwise be undone). */
+            (void)sc_cache_ns_drop_unused(d->cache, it->ns, serial);
         }
     }
     if (o->rc != SC_OK) {

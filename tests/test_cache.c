@@ -2061,6 +2061,49 @@ static void test_ns_update(void)
     sc_cache_close(c);
 }
 
+/* A namespace an insert made, then taken back because the insert failed
+ * (sc_cache_ns_drop_unused), goes only while nobody used it since: a
+ * configure (its caller told ok) or an insert that took keeps it, and so
+ * does another namespace of its name made since. */
+static void test_ns_drop_unused(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    float v[D];
+    tilt(v, 0, 1, 0.8f);
+    uint64_t s1 = 0, s2 = 0;
+    sc_ns_config cfg;
+    CHECK_EQ_INT(sc_cache_ns_create_for_insert(c, "a", NULL, NULL), SC_EINVAL);
+    /* Untouched: dropped. */
+    CHECK_EQ_INT(sc_cache_ns_create_for_insert(c, "a", NULL, &s1), SC_OK);
+    CHECK(s1 != 0);
+    CHECK_EQ_INT(sc_cache_ns_drop_unused(c, "a", 0), SC_EINVAL);
+    CHECK_EQ_INT(sc_cache_ns_drop_unused(c, "a", s1), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "a", &cfg), SC_ENONS);
+    CHECK_EQ_INT(sc_cache_ns_drop_unused(c, "a", s1), SC_ENONS);
+    /* Configured meanwhile: kept, with its setting. */
+    CHECK_EQ_INT(sc_cache_ns_create_for_insert(c, "a", NULL, &s1), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "a", &cfg), SC_OK);
+    cfg.max_entries = 5;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "a", &cfg), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_drop_unused(c, "a", s1), SC_EEXIST);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "a", &cfg), SC_OK);
+    CHECK(cfg.max_entries == 5);
+    /* An insert took, even one deleted since: kept. */
+    CHECK_EQ_INT(sc_cache_ns_create_for_insert(c, "b", NULL, &s2), SC_OK);
+    uint64_t id = 0;
+    CHECK_EQ_INT(put(c, "b", NULL, "q", v, "r", 0, &id), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_drop_unused(c, "b", s2), SC_EEXIST);
+    CHECK_EQ_INT(sc_cache_delete(c, id), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_drop_unused(c, "b", s2), SC_EEXIST);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "b", &cfg), SC_OK);
+    /* Dropped and made again by someone else: not the one to take back. */
+    CHECK_EQ_INT(sc_cache_ns_drop(c, "b"), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_drop_unused(c, "b", s2), SC_ENONS);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "b", &cfg), SC_OK);
+    sc_cache_close(c);
+}
+
 /* The statistics follow a scope's texts however entries come and go:
  * insert, replace, delete, expiry, eviction, flush, restore; each scope has
  * its own (one tenant's texts never weigh in another's similarities), made
@@ -3521,6 +3564,7 @@ int main(void)
     test_embedder_stats();
     test_ns_serial();
     test_ns_update();
+    test_ns_drop_unused();
     test_journal_refusal();
     test_replace_at_global_cap();
     test_clock_after_wait();

@@ -1057,6 +1057,82 @@ static void test_configure_race(void)
     sc_cache_close(c);
 }
 
+/* The admin's ns_configure that embed_configuring sends from inside an
+ * insert's embedding (after the insert made its namespace, before the
+ * insert fails): armed while hook_d is set. */
+static sc_dispatch *hook_d;
+static int hook_ok;
+
+static sc_err embed_configuring(void *arg, const char *text, size_t len,
+                                float *out)
+{
+    (void)arg;
+    (void)text;
+    (void)len;
+    for (int j = 0; j < 4; j++) {
+        out[j] = j == 0 ? 1.0f : 0.0f;
+    }
+    if (hook_d != NULL) {
+        hook_ok = send_ok(hook_d, configure_req("fresh", "max_entries", 5));
+    }
+    return SC_OK;
+}
+
+/* An insert into a new namespace, too big for its default response cap:
+ * the namespace it made goes again, unless an ns_configure of it was
+ * answered ok meanwhile (that one is kept, with its setting). */
+static void test_failed_insert_keeps_configured(void)
+{
+    sc_cache_embedder em = {.model = "fake@1",
+                            .dim = 4,
+                            .threshold = 0.9f,
+                            .embed = embed_configuring};
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.embedder = &em;
+    sc_cache *c;
+    CHECK(sc_cache_open(&cc, &c) == SC_OK);
+    sc_dispatch *d;
+    CHECK(sc_dispatch_open(c, &d) == SC_OK);
+    size_t big = ((size_t)1 << 20) + 1; /* over the default 1 MiB cap */
+    char *resp = calloc(1, big);
+    CHECK(resp != NULL);
+    for (int round = 0; round < 2; round++) {
+        const char *ns = round == 0 ? "lone" : "fresh";
+        hook_d = round == 0 ? NULL : d;
+        hook_ok = 0;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        begin(&sb, &pk, "insert", 3, 0, 0);
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, ns);
+        mp_put_key(&pk, "text");
+        mp_put_str(&pk, "what is the capital of france");
+        mp_put_key(&pk, "response");
+        mp_put_bin(&pk, resp, big);
+        uint8_t *rep = NULL;
+        size_t rl = 0;
+        CHECK(sc_dispatch_handle(d, (const uint8_t *)sb.data, sb.size, &rep,
+                                 &rl) == 0);
+        CHECK(rep != NULL && memmem(rep, rl, "too_big", 7) != NULL);
+        free(rep);
+        msgpack_sbuffer_destroy(&sb);
+        hook_d = NULL;
+        sc_ns_config nc;
+        if (round == 0) {
+            /* Nobody touched it: taken back. */
+            CHECK(sc_cache_ns_get_config(c, ns, &nc) == SC_ENONS);
+        } else {
+            CHECK(hook_ok);
+            CHECK(sc_cache_ns_get_config(c, ns, &nc) == SC_OK &&
+                  nc.max_entries == 5);
+        }
+    }
+    free(resp);
+    sc_dispatch_close(d);
+    sc_cache_close(c);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
@@ -1065,6 +1141,7 @@ int main(int argc, char **argv)
     test_replace_keys();
     test_error_ids();
     test_configure_race();
+    test_failed_insert_keeps_configured();
     test_same_replies();
     test_server_batches();
     test_max_clients();
