@@ -881,11 +881,13 @@ static void ns_enforce_caps(sc_cache *c, ns *s)
  * where e and the statistics as they are exceed a cap: first with new
  * statistics of its text alone (no larger than its scope's once the rest
  * went: over the cap, refused at once, without a walk of the namespace),
- * then by counting the scope's other texts out of its statistics
- * (spare's first, then from the least recent) until e fits with what is
- * left, and back in. Nothing changes: an insert refused here leaves the
- * cache as it was. */
-static bool fits_with_stats(const sc_cache *c, ns *s, entry *e, entry *spare)
+ * then (with the embedder's stats_clone) by counting the scope's other
+ * texts out of a copy of its statistics (spare's first, then from the
+ * least recent) until e fits with what is left. The live statistics are
+ * never touched: counting texts back in could grow their tables past
+ * what they were, so a refused insert would have changed the bytes.
+ * SC_OK (keep it), SC_ETOOBIG, SC_ENOMEM (no copy could be made). */
+static sc_err fits_with_stats(const sc_cache *c, ns *s, entry *e, entry *spare)
 {
     scope *sc = e->sc;
     uint64_t cap = s->cfg.max_bytes;
@@ -893,57 +895,44 @@ static bool fits_with_stats(const sc_cache *c, ns *s, entry *e, entry *spare)
         cap = c->cfg.max_bytes;
     }
     if (cap == 0 || sc->stats == NULL || e->bytes + sc->stats_bytes <= cap) {
-        return true;
+        return SC_OK;
     }
     const sc_cache_embedder *em = s->stats_em;
     void *alone = em->stats_new(em->arg);
     if (alone != NULL) {
-        /* (Not counted in, out of memory: the walk below tells.) */
+        /* (Not counted in, out of memory: the copy below tells.) */
         bool over =
             (!e->in_stats || em->stats_count(em->arg, alone, e->text,
                                              e->text_len, e->prep, 1)) &&
             e->bytes + em->stats_bytes(em->arg, alone) > cap;
         em->stats_free(em->arg, alone);
         if (over) {
-            return false;
+            return SC_ETOOBIG;
         }
     }
-    bool fits = false, spare_out = spare != NULL && spare->in_stats;
-    if (spare_out) {
-        (void)em->stats_count(em->arg, sc->stats, spare->text, spare->text_len,
-                              spare->prep, -1);
-        fits = e->bytes + em->stats_bytes(em->arg, sc->stats) <= cap;
+    if (em->stats_clone == NULL) {
+        return SC_OK; /* the caps after the append tell (cache.h) */
     }
-    /* The texts counted out: from the tail up to last. */
-    lnode *last = &s->lru;
+    void *copy = em->stats_clone(em->arg, sc->stats);
+    if (copy == NULL) {
+        return SC_ENOMEM;
+    }
+    bool fits = false;
+    if (spare != NULL && spare->in_stats) {
+        (void)em->stats_count(em->arg, copy, spare->text, spare->text_len,
+                              spare->prep, -1);
+        fits = e->bytes + em->stats_bytes(em->arg, copy) <= cap;
+    }
     for (lnode *n = s->lru.prev; !fits && n != &s->lru; n = n->prev) {
         entry *m = CONTAINER(n, entry, lru);
         if (m->sc == sc && m != e && m != spare && m->in_stats) {
-            (void)em->stats_count(em->arg, sc->stats, m->text, m->text_len,
-                                  m->prep, -1);
-            fits = e->bytes + em->stats_bytes(em->arg, sc->stats) <= cap;
-            last = n;
+            (void)em->stats_count(em->arg, copy, m->text, m->text_len, m->prep,
+                                  -1);
+            fits = e->bytes + em->stats_bytes(em->arg, copy) <= cap;
         }
     }
-    if (last != &s->lru) {
-        for (lnode *n = s->lru.prev;; n = n->prev) {
-            entry *m = CONTAINER(n, entry, lru);
-            if (m->sc == sc && m != e && m != spare && m->in_stats) {
-                /* Out of memory: uncounted from now on, as at its insert. */
-                m->in_stats = em->stats_count(em->arg, sc->stats, m->text,
-                                              m->text_len, m->prep, 1);
-            }
-            if (n == last) {
-                break;
-            }
-        }
-    }
-    if (spare_out) {
-        spare->in_stats = em->stats_count(em->arg, sc->stats, spare->text,
-                                          spare->text_len, spare->prep, 1);
-    }
-    stats_bytes_set(s, sc, em->stats_bytes(em->arg, sc->stats));
-    return fits;
+    em->stats_free(em->arg, copy);
+    return fits ? SC_OK : SC_ETOOBIG;
 }
 
 /* c->gmu held. */
@@ -1079,6 +1068,7 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
          (em->stats_new == NULL) != (em->stats_free == NULL) ||
          (em->stats_new == NULL) != (em->stats_count == NULL) ||
          (em->stats_new == NULL) != (em->stats_bytes == NULL) ||
+         (em->stats_new == NULL && em->stats_clone != NULL) ||
          (em->prep_new == NULL) != (em->prep_free == NULL) ||
          (em->prep_new == NULL) != (em->prep_bytes == NULL))) {
         return SC_EINVAL;
@@ -2164,8 +2154,10 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         info.dim = vec != NULL ? dim : 0;
         sc_cache_change ch = {
             .kind = SC_CHANGE_INSERT, .ns = s->name, .entry = &info};
-        rc = fits_with_stats(c, s, e, replaced) ? journal_append(c, &ch, &seq)
-                                                : SC_ETOOBIG;
+        rc = fits_with_stats(c, s, e, replaced);
+        if (rc == SC_OK) {
+            rc = journal_append(c, &ch, &seq);
+        }
         if (rc != SC_OK) {
             /* Too big for a byte cap with its scope's statistics, or not
              * recorded: not kept, as if it never came. The entry it

@@ -76,6 +76,14 @@ typedef struct sc_cache_embedder {
     bool (*stats_count)(void *arg, void *stats, const char *text, size_t len,
                         const void *prep, int delta);
     size_t (*stats_bytes)(void *arg, const void *stats);
+    /* Optional (with the four above): a copy of stats (NULL: out of
+     * memory), freed with stats_free. An insert that a byte cap cannot
+     * hold with its scope's statistics as they are counts texts out of a
+     * copy to tell whether evicting the rest would make room, and is
+     * refused (too_big) before anything changes when it would not. Without
+     * it such an insert is stored, and the cap may then evict it at once
+     * (after what it replaced: that answer is gone). */
+    void *(*stats_clone)(void *arg, const void *stats);
     /* Optional: whether model names an earlier version of this embedder
      * (same method, other version or table) whose namespaces are moved to
      * this model on restore: each restored entry's text is embedded again

@@ -1429,6 +1429,31 @@ sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
     return df_count_hashes(df, h, n, delta);
 }
 
+sc_embed_df *sc_embed_df_clone(const sc_embed_df *df)
+{
+    if (df == NULL) {
+        return NULL;
+    }
+    sc_embed_df *d = malloc(sizeof(*d));
+    if (d == NULL) {
+        return NULL;
+    }
+    *d = *df;
+    d->key = NULL;
+    d->count = NULL;
+    if (df->cap > 0) {
+        d->key = malloc(df->cap * sizeof(*d->key));
+        d->count = malloc(df->cap * sizeof(*d->count));
+        if (d->key == NULL || d->count == NULL) {
+            sc_embed_df_free(d);
+            return NULL;
+        }
+        memcpy(d->key, df->key, df->cap * sizeof(*d->key));
+        memcpy(d->count, df->count, df->cap * sizeof(*d->count));
+    }
+    return d;
+}
+
 size_t sc_embed_df_bytes(const sc_embed_df *df)
 {
     return df == NULL ? 0

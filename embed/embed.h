@@ -122,6 +122,10 @@ void sc_embed_df_free(sc_embed_df *df); /* NULL is a no-op */
 sc_err sc_embed_df_count(sc_embed_df *df, const sc_embed *e, const char *text,
                          size_t len, int delta);
 
+/* A copy of df (its own tables; the same counts and layout, so the same
+ * idfs and bytes), or NULL when out of memory or df is NULL. */
+sc_embed_df *sc_embed_df_clone(const sc_embed_df *df);
+
 /* The memory df holds, in bytes (its tables and itself). */
 size_t sc_embed_df_bytes(const sc_embed_df *df);
 

@@ -228,6 +228,12 @@ static bool stats_count_fn(void *arg, void *stats, const char *text, size_t len,
                 : sc_embed_df_count(stats, arg, text, len, delta)) == SC_OK;
 }
 
+static void *stats_clone_fn(void *arg, const void *stats)
+{
+    (void)arg;
+    return sc_embed_df_clone(stats);
+}
+
 static size_t stats_bytes_fn(void *arg, const void *stats)
 {
     (void)arg;
@@ -875,6 +881,7 @@ int main(int argc, char **argv)
             .stats_free = stats_free_fn,
             .stats_count = stats_count_fn,
             .stats_bytes = stats_bytes_fn,
+            .stats_clone = stats_clone_fn,
             .supersedes = supersedes_fn,
             .prep_new = prep_fn,
             .prep_free = prep_free_fn,

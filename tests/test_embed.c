@@ -1463,6 +1463,30 @@ static void test_sigs(void)
         CHECK_EQ_INT(sc_embed_df_token(df_sig, probe[i], strlen(probe[i])),
                      sc_embed_df_token(df, probe[i], strlen(probe[i])));
     }
+    /* A copy: the same counts, idfs and bytes, and its own tables. */
+    sc_embed_df *cp = sc_embed_df_clone(df_sig);
+    CHECK(cp != NULL);
+    if (cp != NULL) {
+        CHECK_EQ_INT(sc_embed_df_docs(cp), sc_embed_df_docs(df_sig));
+        CHECK(sc_embed_df_bytes(cp) == sc_embed_df_bytes(df_sig));
+        const char *q1 = "cancel my card 5 w7", *c1 = "track my card 6 w59";
+        float a1 = sc_embed_rescore_df(E, df_sig, q1, strlen(q1), c1,
+                                       strlen(c1), 0.8f);
+        float a2 =
+            sc_embed_rescore_df(E, cp, q1, strlen(q1), c1, strlen(c1), 0.8f);
+        CHECK(memcmp(&a1, &a2, sizeof(float)) == 0);
+        uint32_t before = sc_embed_df_token(df_sig, "card", 4);
+        CHECK_EQ_INT(sc_embed_df_count(cp, E, "card card", 9, -1), SC_OK);
+        CHECK_EQ_INT(sc_embed_df_token(df_sig, "card", 4), before);
+        CHECK_EQ_INT(sc_embed_df_token(cp, "card", 4),
+                     before > 0 ? before - 1 : 0);
+        sc_embed_df_free(cp);
+    }
+    CHECK(sc_embed_df_clone(NULL) == NULL);
+    sc_embed_df *empty = sc_embed_df_new(), *ecp = sc_embed_df_clone(empty);
+    CHECK(ecp != NULL && sc_embed_df_docs(ecp) == 0);
+    sc_embed_df_free(ecp);
+    sc_embed_df_free(empty);
     /* Counted out by signature as by text. */
     sc_embed_sig *one = NULL;
     CHECK_EQ_INT(sc_embed_sig_new(E, "cancel my card 5", 16, &one), SC_OK);
