@@ -3,8 +3,10 @@
 # handshake can stop a listener for good, nng_close can hang for ever
 # when a pipe closes mid-transfer, a TLS connection whose peer left or
 # stalled is never closed, the HTTP server has no time-out, no cap on
-# connections and spins when out of descriptors, and connections in their
-# SP handshake are held with no limit on how many), built as a static library with TLS as
+# connections and spins when out of descriptors, connections in their
+# SP handshake are held with no limit on how many, and a REP socket keeps
+# up to 64 replies of any size for a client that does not read them, with
+# no time limit), built as a static library with TLS as
 # Debian builds it, in a CMake run of its own (ExternalProject: none of our
 # warning or sanitizer flags reach it). Defines the imported target
 # semcache_nng. SEMCACHE_NNG_PATCHED=OFF (or a failed fetch under AUTO)
@@ -25,7 +27,8 @@ function(nng_system why)
                     "whose close can hang, whose TLS connections can "
                     "outlive their peers and whose HTTP server has no read "
                     "time-out, no cap on connections, and spins when out "
-                    "of descriptors")
+                    "of descriptors, and which holds replies a client "
+                    "does not read without a cap or time limit")
   endif()
   find_library(NNG_SYSTEM_LIB nng REQUIRED)
   add_library(semcache_nng INTERFACE)

@@ -652,6 +652,11 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 if ((rc = get_int(&x, k, v, 1024, 1u << 30, &u)) == SC_OK) {
                     cfg->recv_max = (size_t)u;
                 }
+            } else if (strcmp(k, "reply_queue_max") == 0) {
+                if ((rc = get_int(&x, k, v, 1u << 20, 1ull << 40, &u)) ==
+                    SC_OK) {
+                    cfg->reply_queue_max = (size_t)u;
+                }
             } else if (strcmp(k, "tls_cert") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->tls_cert);
             } else if (strcmp(k, "prices") == 0) {

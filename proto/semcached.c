@@ -110,6 +110,8 @@ static void usage(FILE *f)
         "  --embed-table FILE  the built-in embedder's table (default\n"
         "                      DIR/%s)\n"
         "  --recv-max BYTES    largest request accepted (default %u)\n"
+        "  --reply-queue-max BYTES  replies an nng client may leave unread\n"
+        "                      before it is disconnected (default 128 MiB)\n"
         "  --tls-cert FILE     PEM certificate and key for tls+tcp:// "
         "listeners\n"
         "  --persist on|off    keep the cache in DIR/" SC_CONFIG_STATE_DIR
@@ -517,6 +519,15 @@ static sc_err http_metrics(void *arg, FILE *out)
             "# TYPE semcache_nng_clients_refused_total counter\n"
             "semcache_nng_clients_refused_total %llu\n",
             (unsigned long long)connected, (unsigned long long)refused);
+    uint64_t over, stalled;
+    sc_server_slow_clients(f->srv, &over, &stalled);
+    fprintf(out,
+            "# HELP semcache_nng_clients_slow_total nng clients disconnected "
+            "for leaving their replies unread\n"
+            "# TYPE semcache_nng_clients_slow_total counter\n"
+            "semcache_nng_clients_slow_total{reason=\"queue\"} %llu\n"
+            "semcache_nng_clients_slow_total{reason=\"timeout\"} %llu\n",
+            (unsigned long long)over, (unsigned long long)stalled);
     return SC_OK;
 }
 
@@ -707,6 +718,13 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
                 return 2;
             }
             cfg->recv_max = (size_t)n;
+        } else if (strcmp(a, "--reply-queue-max") == 0) {
+            if (parse_u64(v, 1ull << 40, &n) != 0 || n < (1u << 20)) {
+                fprintf(stderr,
+                        "semcached: --reply-queue-max must be 1 MiB..2^40\n");
+                return 2;
+            }
+            cfg->reply_queue_max = (size_t)n;
         } else if (strcmp(a, "--tls-cert") == 0) {
             rc = sc_config_set_str(&cfg->tls_cert, v);
         } else if (strcmp(a, "--prices") == 0) {
@@ -834,6 +852,7 @@ int main(int argc, char **argv)
         scfg.threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (unsigned)ncpu;
     }
     scfg.recv_max = conf.recv_max;
+    scfg.reply_queue_max = conf.reply_queue_max;
     scfg.tls_cert = conf.tls_cert;
     unsigned long nofile = raise_nofile();
     /* Each proxy worker keeps one upstream connection open: kept out of

@@ -27,6 +27,8 @@ typedef struct clients {
     uint64_t connected; /* atomically */
     uint64_t refused;   /* atomically */
     uint64_t max;
+    uint64_t slow; /* slow_clients() when last logged, atomically */
+    unsigned reply_timeout_ms;
 } clients;
 
 typedef struct worker {
@@ -57,6 +59,59 @@ static void count(uint64_t *n)
     __atomic_add_fetch(n, 1, __ATOMIC_RELAXED);
 }
 
+/* True when n is 1, 10, 100...: a cause of disconnects is logged at those
+ * counts, not once per client. */
+static int power_of_ten(uint64_t n)
+{
+    uint64_t at = 1;
+    while (at < n && at <= UINT64_MAX / 10) {
+        at *= 10;
+    }
+    return at == n;
+}
+
+/* Clients nng closed for not reading their replies (the patched nng's
+ * counts; see sc_server_slow_clients). */
+static void slow_clients(nng_socket sock, uint64_t *over, uint64_t *stalled)
+{
+    *over = *stalled = 0;
+#ifdef SC_NNG_PATCHED
+    (void)nng_socket_get_uint64(sock, NNG_OPT_REP0_SENDQ_CLOSED, over);
+    (void)nng_socket_get_uint64(sock, NNG_OPT_REP0_SEND_TIMEDOUT, stalled);
+#else
+    (void)sock;
+#endif
+}
+
+/* A pipe is gone: was it one nng closed for leaving its replies unread?
+ * Said at the 1st, 10th, 100th... such client. */
+static void note_slow_clients(nng_socket sock, clients *cl)
+{
+    uint64_t over, stalled;
+    slow_clients(sock, &over, &stalled);
+    uint64_t n = over + stalled;
+    uint64_t prev = __atomic_load_n(&cl->slow, __ATOMIC_RELAXED);
+    while (n > prev &&
+           !__atomic_compare_exchange_n(&cl->slow, &prev, n, 0,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    if (n <= prev) {
+        return;
+    }
+    for (uint64_t i = prev + 1; i <= n; i++) {
+        if (power_of_ten(i)) {
+            fprintf(stderr,
+                    "semcached: an nng client disconnected for leaving its "
+                    "replies unread (%llu so far: %llu past "
+                    "--reply-queue-max, %llu with a reply not written "
+                    "within %g s)\n",
+                    (unsigned long long)n, (unsigned long long)over,
+                    (unsigned long long)stalled, cl->reply_timeout_ms / 1000.0);
+            break;
+        }
+    }
+}
+
 /* A pipe is counted when its handshake is done (before the socket uses
  * it) and uncounted when it goes; nng 1.5.2 reports the removal of every
  * pipe it reported added, the refused ones too. Past the cap, the new pipe
@@ -66,6 +121,7 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     clients *cl = arg;
     if (ev == NNG_PIPE_EV_REM_POST) {
         __atomic_sub_fetch(&cl->connected, 1, __ATOMIC_RELAXED);
+        note_slow_clients(nng_pipe_socket(p), cl);
         return;
     }
     uint64_t n = __atomic_add_fetch(&cl->connected, 1, __ATOMIC_RELAXED);
@@ -73,11 +129,7 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
         nng_pipe_close(p);
         uint64_t r = __atomic_add_fetch(&cl->refused, 1, __ATOMIC_RELAXED);
         /* Said at the 1st, 10th, 100th... refusal, not once per client. */
-        uint64_t at = 1;
-        while (at < r && at <= UINT64_MAX / 10) {
-            at *= 10;
-        }
-        if (at == r) {
+        if (power_of_ten(r)) {
             fprintf(stderr,
                     "semcached: an nng client refused (%llu so far): %llu "
                     "clients at once is the cap (--max-clients)\n",
@@ -240,6 +292,9 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
     }
     s->cl->max =
         cfg->max_clients ? cfg->max_clients : SC_SERVER_DEFAULT_MAX_CLIENTS;
+    s->cl->reply_timeout_ms = cfg->reply_timeout_ms
+                                  ? cfg->reply_timeout_ms
+                                  : SC_SERVER_REPLY_TIMEOUT_MS;
     rc = SC_EIO;
     if (nng_rep0_open_raw(&s->sock) != 0) {
         goto fail_free;
@@ -256,6 +311,20 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
         nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, qlen) != 0) {
         goto fail_sock;
     }
+#ifdef SC_NNG_PATCHED
+    /* nng keeps up to 64 replies for a client while it writes them, with
+     * no time limit: one that sends requests and reads nothing would hold
+     * 64 of the largest replies (4 GiB) for as long as it stays
+     * connected. The patched nng disconnects it past either bound. */
+    if (nng_socket_set_size(s->sock, NNG_OPT_REP0_SENDQ_MAX,
+                            cfg->reply_queue_max
+                                ? cfg->reply_queue_max
+                                : SC_SERVER_DEFAULT_REPLY_QUEUE_MAX) != 0 ||
+        nng_socket_set_ms(s->sock, NNG_OPT_REP0_SEND_TIMEOUT,
+                          (nng_duration)s->cl->reply_timeout_ms) != 0) {
+        goto fail_sock;
+    }
+#endif
     unsigned n = cfg->nlisten;
     for (unsigned i = 0; i < (n ? n : 1); i++) {
         const char *url = n ? cfg->listen[i] : SC_SERVER_DEFAULT_URL;
@@ -435,4 +504,9 @@ void sc_server_clients(sc_server *s, uint64_t *connected, uint64_t *refused)
 {
     *connected = __atomic_load_n(&s->cl->connected, __ATOMIC_RELAXED);
     *refused = __atomic_load_n(&s->cl->refused, __ATOMIC_RELAXED);
+}
+
+void sc_server_slow_clients(sc_server *s, uint64_t *over, uint64_t *stalled)
+{
+    slow_clients(s->sock, over, stalled);
 }

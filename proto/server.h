@@ -17,6 +17,15 @@
  * descriptor. One past it is disconnected as soon as its handshake is
  * done, and its nng dialer tries again later. */
 #define SC_SERVER_DEFAULT_MAX_CLIENTS 10000u
+/* Bytes of replies one nng client may leave unread (queued, or being
+ * written into its socket): a reply past it disconnects the client. Twice
+ * the largest reply (a 64 MiB response, or a lookup_batch's 64 MiB of
+ * hits), so that a client reading as it should is never cut off by one big
+ * reply; a reply is always taken when the client holds none. */
+#define SC_SERVER_DEFAULT_REPLY_QUEUE_MAX ((size_t)128 << 20)
+/* The longest the write of one reply may take (from its start); past it
+ * the client is disconnected. As the HTTP front's write time-out. */
+#define SC_SERVER_REPLY_TIMEOUT_MS 30000u
 
 /* Writes the reply to `req` (len bytes, borrowed for the call) into *reply,
  * a malloc'd buffer the server frees; *reply_len its size. Returns 0, or
@@ -55,6 +64,10 @@ typedef struct sc_server_config {
     size_t recv_max;      /* bytes; 0 = SC_SERVER_DEFAULT_RECVMAX */
     const char *tls_cert; /* PEM file with certificate and key, for tls+tcp */
     unsigned max_clients; /* 0 = SC_SERVER_DEFAULT_MAX_CLIENTS */
+    /* Both need the patched nng (SC_NNG_PATCHED); the system's keeps up
+     * to 64 replies a client, however large, with no time limit. */
+    size_t reply_queue_max;    /* 0 = SC_SERVER_DEFAULT_REPLY_QUEUE_MAX */
+    unsigned reply_timeout_ms; /* 0 = SC_SERVER_REPLY_TIMEOUT_MS */
     sc_server_handler handler;
     sc_server_batch_handler handler_many; /* NULL = handler, one by one */
     void *handler_arg;
@@ -83,5 +96,11 @@ void sc_server_counts(sc_server *s, uint64_t *served, uint64_t *dropped);
 /* nng clients connected now (refused ones included until they are gone),
  * and those refused since open for being past max_clients. */
 void sc_server_clients(sc_server *s, uint64_t *connected, uint64_t *refused);
+
+/* nng clients disconnected since open for leaving their replies unread:
+ * past reply_queue_max (*over), or a reply not written within the reply
+ * time-out (*stalled). Both 0 on the system's nng, which has no such
+ * bound. */
+void sc_server_slow_clients(sc_server *s, uint64_t *over, uint64_t *stalled);
 
 #endif

@@ -46,6 +46,7 @@ static void test_good(void)
         " \"threads\": 4, \"recv_max\": 65536, \"tls_cert\": \"/c.pem\",\n"
         " \"data_dir\": \"/srv/sc\", \"max_namespaces\": 7,\n"
         " \"http_max_conns\": 300, \"max_clients\": 5000,\n"
+        " \"reply_queue_max\": 268435456,\n"
         " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
         "2097152,\n"
         " \"proxy\": {\"upstream\": \"http://127.0.0.1:9\", \"workers\": 3,\n"
@@ -69,6 +70,7 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.recv_max, 65536);
     CHECK_EQ_INT(cfg.http_max_conns, 300);
     CHECK_EQ_INT(cfg.max_clients, 5000);
+    CHECK_EQ_INT(cfg.reply_queue_max, 268435456);
     CHECK(cfg.tls_cert != NULL && strcmp(cfg.tls_cert, "/c.pem") == 0);
     CHECK(strcmp(cfg.data_dir, "/srv/sc") == 0);
     CHECK(!cfg.persist);
@@ -204,6 +206,7 @@ static void test_bad(void)
         {"{\"threads\": \"4\"}", "'threads'"},
         {"{\"threads\": -1}", "'threads'"},
         {"{\"recv_max\": 10}", "'recv_max'"},
+        {"{\"reply_queue_max\": 1000}", "'reply_queue_max'"},
         {"{\"http_max_conns\": 0}", "'http_max_conns'"},
         {"{\"max_clients\": 0}", "'max_clients'"},
         {"{\"max_clients\": \"10\"}", "'max_clients'"},

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1133,6 +1135,77 @@ static void test_failed_insert_keeps_configured(void)
     sc_cache_close(c);
 }
 
+/* ---- a client that does not read its replies ----------------------
+ * nng writes a reply with no time limit: a client that sends a request
+ * and reads nothing held its reply, and up to 63 more queued behind it,
+ * for as long as it stayed connected. The patched nng closes it once a
+ * reply has not been written within reply_timeout_ms, and counts it. */
+
+#define BIG_REPLY ((size_t)32 << 20)
+
+static int big_reply(void *arg, const uint8_t *req, size_t len, uint8_t **reply,
+                     size_t *reply_len)
+{
+    (void)arg;
+    (void)req;
+    (void)len;
+    *reply = calloc(1, BIG_REPLY);
+    *reply_len = BIG_REPLY;
+    return *reply == NULL;
+}
+
+static void test_unread_reply(void)
+{
+    char path[64], url[80];
+    snprintf(path, sizeof(path), "/tmp/test-dispatch-unread-%d.ipc",
+             (int)getpid());
+    snprintf(url, sizeof(url), "ipc://%s", path);
+    sc_server_config cfg = {.listen = {url},
+                            .nlisten = 1,
+                            .threads = 1,
+                            .reply_timeout_ms = 300,
+                            .handler = big_reply};
+    sc_server *srv = NULL;
+    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
+    if (srv == NULL) {
+        return;
+    }
+    /* A raw SP peer over the Unix socket: the handshake, then one request
+     * (type 1, its length, request id 1), and nothing read after. */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    const uint8_t hs[8] = {0, 'S', 'P', 0, 0, 0x30, 0, 0};
+    uint8_t got[8];
+    CHECK(write(fd, hs, sizeof(hs)) == (ssize_t)sizeof(hs));
+    CHECK(read(fd, got, sizeof(got)) == (ssize_t)sizeof(got));
+    const uint8_t req[] = {1,    0, 0, 0, 0,   0,   0,   0,  8,
+                           0x80, 0, 0, 1, 'p', 'i', 'n', 'g'};
+    CHECK(write(fd, req, sizeof(req)) == (ssize_t)sizeof(req));
+    uint64_t over = 0, stalled = 0;
+    for (int t = 0; t < 150 && stalled == 0; t++) {
+        usleep(20000);
+        sc_server_slow_clients(srv, &over, &stalled);
+    }
+    uint64_t connected = 1, refused = 0;
+    for (int t = 0; t < 100 && connected != 0; t++) {
+        usleep(20000);
+        sc_server_clients(srv, &connected, &refused);
+    }
+    fprintf(stderr,
+            "dispatch: a client that reads none of its 32 MiB reply: %llu "
+            "closed for the reply time-out, %llu connected\n",
+            (unsigned long long)stalled, (unsigned long long)connected);
+#ifdef SC_NNG_PATCHED
+    CHECK_EQ_INT(stalled, 1);
+    CHECK_EQ_INT(over, 0);
+    CHECK_EQ_INT(connected, 0);
+#endif
+    close(fd);
+    sc_server_close(srv);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
@@ -1145,6 +1218,7 @@ int main(int argc, char **argv)
     test_same_replies();
     test_server_batches();
     test_max_clients();
+    test_unread_reply();
     test_close_under_load(argv[0], NULL);
     char leave_url[64];
     snprintf(leave_url, sizeof(leave_url), "tcp://127.0.0.1:%d",

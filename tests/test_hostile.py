@@ -4,8 +4,9 @@ a flood of new namespaces past --max-namespaces, clients that connect and
 never send (or stop half-way through the handshake or a frame), unknown
 operations, deep nesting, wrong types, NaN and Inf, wrong dimensions,
 oversized and truncated messages, more connections than the server has
-file descriptors, and a flood of connections that never start the
-handshake. Each gets its error code, a dropped connection or a
+file descriptors, a flood of connections that never start the
+handshake, and a client that pipelines big-reply requests and never
+reads. Each gets its error code, a dropped connection or a
 timeout, and the server keeps serving everyone else: after every case a
 fresh client must be answered within 1 s (5 s once the descriptors are
 back). On its ipc:// listener too: connections that close during the
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
@@ -542,6 +544,74 @@ def test_handshake_flood(server, tmp):
         stop_server(proc)
 
 
+def metric(http_port, name):
+    """The value of one line of /metrics (name with its labels), or None."""
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def test_unread_replies(server, tmp):
+    """A client that pipelines requests for 1 MiB replies and never reads
+    them, on a server of its own with --reply-queue-max 4 MiB: nng kept up
+    to 64 replies for it (64 MiB here; 4 GiB of lookup_batch replies), for
+    as long as it stayed connected. Past the cap the patched nng closes
+    it: the connection is closed, counted in /metrics and said in the log,
+    and others are served."""
+    port, http_port = free_port(), free_port()
+    data = os.path.join(tmp, "unread-replies")
+    log = os.path.join(tmp, "unread-replies.log")
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                                 "--http", f"127.0.0.1:{http_port}",
+                                 "--reply-queue-max", str(4 << 20),
+                                 "--threads", "2", "--data-dir", data,
+                                 "--persist", "off"], stderr=err)
+    s = None
+    try:
+        wait_ready(port)
+        with Client("127.0.0.1", port, timeout=5) as c:
+            c.ns_create("big", dim=3)
+            c.insert("big", b"R" * (1 << 20), vec=[1.0, 0.0, 0.0])
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        s.sendall(semcache.HANDSHAKE)
+        recv_exact(s, 8)
+        body = msgpack.packb({"v": 1, "op": "lookup", "ns": "big",
+                              "vec": pack_vec([1.0, 0.0, 0.0])},
+                             use_bin_type=True)
+        for k in range(32):  # 32 MiB of replies, half the 64 nng kept
+            s.sendall(struct.pack(">QI", 4 + len(body), 0x80000000 | k) +
+                      body)
+        time.sleep(1.0)  # the replies are made and queued; none is read
+        n = None
+        for _ in range(50):
+            n = metric(http_port,
+                       'semcache_nng_clients_slow_total{reason="queue"}')
+            if n:
+                break
+            time.sleep(0.1)
+        check(n == 1, f"/metrics counts the client that left its replies "
+                      f"unread past --reply-queue-max ({n})")
+        check(eof_within(s, 5.0), "the client that left 32 MiB of replies "
+                                  "unread is disconnected")
+        served(port, "beside a client leaving its replies unread")
+        check(proc.poll() is None, "semcached is still running")
+    finally:
+        if s is not None:
+            s.close()
+        stop_server(proc)
+    with open(log, errors="replace") as f:
+        said = "leaving its replies unread" in f.read()
+    check(said, "the log says a client was disconnected for leaving its "
+                "replies unread")
+
+
 def test_keepalive(port):
     """The server's end of a tcp:// connection has TCP keep-alive on, so a
     client whose host went away without closing is found and its pipe
@@ -580,6 +650,7 @@ def main():
         test_keepalive(port)
         test_fd_exhaustion(server, tmp)
         test_handshake_flood(server, tmp)
+        test_unread_replies(server, tmp)
         test_handshake_timeout(half_hs, t_open)
         served(port, "after the silent clients timed out")
         check(proc.poll() is None, "semcached is still running")
