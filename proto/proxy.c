@@ -1,11 +1,14 @@
 /* proxy.c - the OpenAI-compatible caching proxy (proxy.h, docs/PROXY.md).
- * nng's HTTP server calls on_request on its own few threads: there we read
- * the body, derive the scope and, for a plain request with the built-in
- * embedder, look it up and answer a hit at once. Everything that waits on
- * the network (upstream calls, upstream embeddings, streams) is queued to
- * our worker threads, each with its own libcurl handle (so connections to
- * the upstream are reused). A stream takes the connection over
- * (nng_http_hijack) and writes the server-sent events itself. */
+ * nng's HTTP server calls on_request on its own few threads, which also
+ * carry every completion of the nng socket's I/O: there we only start
+ * reading the body. Once it is in, the request is queued to our lookup
+ * threads, which parse it, derive the scope and, for a plain request with
+ * the built-in embedder, look it up and answer a hit at once. Everything
+ * that waits on the network (upstream calls, upstream embeddings, streams)
+ * is queued from there to our worker threads, each with its own libcurl
+ * handle (so connections to the upstream are reused). A stream takes the
+ * connection over (nng_http_hijack) and writes the server-sent events
+ * itself. */
 #define _GNU_SOURCE
 #include "proto/proxy.h"
 
@@ -434,7 +437,15 @@ void sc_proxy_plan_fini(sc_proxy_plan *p)
 
 /* ---- the proxy -------------------------------------------------------- */
 
-typedef enum phase { PH_READING, PH_QUEUED, PH_RUNNING } phase;
+/* READING its body, PENDING for a lookup thread, LOOKING on one, QUEUED
+ * for a worker, RUNNING on one. */
+typedef enum phase {
+    PH_READING,
+    PH_PENDING,
+    PH_LOOKING,
+    PH_QUEUED,
+    PH_RUNNING
+} phase;
 
 typedef struct preq preq;
 
@@ -453,10 +464,15 @@ struct sc_proxy {
     bool store_tool_calls, store_truncated;
     unsigned nworkers;
     pthread_t *tids;
+    unsigned nlookers; /* lookup threads */
+    pthread_t *ltids;
     pthread_mutex_t mu;
     pthread_cond_t qcv;    /* the queue, and closing */
+    pthread_cond_t lcv;    /* the lookup queue, and closing */
     pthread_cond_t donecv; /* nlive, route_live */
     preq *qhead, *qtail;   /* jobs for the workers */
+    preq *lhead, *ltail;   /* requests for the lookup threads */
+    unsigned lqueued, lrunning;
     preq *live;            /* every request not yet answered */
     unsigned nlive;
     bool route_live; /* nng still holds our handler's data */
@@ -469,7 +485,7 @@ struct sc_proxy {
 struct preq {
     sc_proxy *p;
     preq *prev, *next; /* p->live */
-    preq *qnext;       /* p->qhead */
+    preq *qnext;       /* p->qhead or p->lhead */
     phase ph;
     nng_aio *haio;       /* the handler's */
     nng_http_req *req;   /* nng's until hijacked, then ours */
@@ -1627,11 +1643,16 @@ static int read_headers(preq *pr, char *msg, size_t cap)
     return 0;
 }
 
-/* The body is in: parse, check, answer a hit or queue the rest. On nng's
- * thread. */
+/* The body is in: parse, check, answer a hit or queue the rest. On a
+ * lookup thread: a big body takes a while to parse and to embed. */
 static void process(preq *pr)
 {
     sc_proxy *p = pr->p;
+    if (__atomic_load_n(&p->closing, __ATOMIC_RELAXED)) {
+        reply_error(pr, 503, "semcache_error", "shutting_down",
+                    "semcached is shutting down", NULL, false);
+        return;
+    }
     char msg[320];
     json_error_t jerr;
     pr->root = json_loadb(pr->body != NULL ? pr->body : "", pr->len, 0, &jerr);
@@ -1692,6 +1713,102 @@ static void process(preq *pr)
     enqueue(pr);
 }
 
+/* ---- the lookup threads ------------------------------------------------ */
+
+/* nng calls on_request and body_done on its few system threads (two per
+ * CPU, at most 16), which also carry every completion of the nng socket:
+ * a request parsed and embedded there (100 ms and more for a big body)
+ * would stall every nng client. So a request whose body is in is queued
+ * to threads of our own, which finish the handler's aio. */
+
+/* Queues pr for a lookup thread, or answers 503 when the proxy closes.
+ * Not bounded here: what waits is bounded by --http-max-conns, as the
+ * requests whose body is being read are. */
+static void submit(preq *pr)
+{
+    sc_proxy *p = pr->p;
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        /* The lookup threads may be gone already. */
+        pthread_mutex_unlock(&p->mu);
+        reply_error(pr, 503, "semcache_error", "shutting_down",
+                    "semcached is shutting down", NULL, false);
+        return;
+    }
+    pr->ph = PH_PENDING;
+    pr->qnext = NULL;
+    if (p->ltail != NULL) {
+        p->ltail->qnext = pr;
+    } else {
+        p->lhead = pr;
+    }
+    p->ltail = pr;
+    p->lqueued++;
+    pthread_cond_signal(&p->lcv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void *looker_main(void *arg)
+{
+    sc_proxy *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->lhead == NULL && !p->closing) {
+            pthread_cond_wait(&p->lcv, &p->mu);
+        }
+        preq *pr = p->lhead;
+        if (pr == NULL) {
+            break; /* closing; stop_lookers answers what is left */
+        }
+        p->lhead = pr->qnext;
+        if (p->lhead == NULL) {
+            p->ltail = NULL;
+        }
+        p->lqueued--;
+        p->lrunning++;
+        pr->ph = PH_LOOKING;
+        pthread_mutex_unlock(&p->mu);
+        process(pr);
+        pthread_mutex_lock(&p->mu);
+        p->lrunning--;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Sets closing, answers the requests waiting for a lookup thread 503 and
+ * joins the lookup threads once each has finished the request it runs. */
+static void stop_lookers(sc_proxy *p)
+{
+    pthread_mutex_lock(&p->mu);
+    __atomic_store_n(&p->closing, true, __ATOMIC_RELAXED);
+    preq *pr = p->lhead;
+    p->lhead = p->ltail = NULL;
+    p->lqueued = 0;
+    pthread_cond_broadcast(&p->lcv);
+    pthread_mutex_unlock(&p->mu);
+    while (pr != NULL) {
+        preq *next = pr->qnext;
+        reply_error(pr, 503, "semcache_error", "shutting_down",
+                    "semcached is shutting down", NULL, false);
+        pr = next;
+    }
+    for (unsigned i = 0; i < p->nlookers; i++) {
+        pthread_join(p->ltids[i], NULL);
+    }
+    p->nlookers = 0;
+}
+
+void sc_proxy_pool_counts(sc_proxy *p, unsigned *queued, unsigned *running)
+{
+    pthread_mutex_lock(&p->mu);
+    *queued = p->lqueued;
+    *running = p->lrunning;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- nng's handler ------------------------------------------------------ */
+
 static void body_done(void *arg)
 {
     preq *pr = arg;
@@ -1702,7 +1819,7 @@ static void body_done(void *arg)
         preq_done(pr);
         return;
     }
-    process(pr);
+    submit(pr);
 }
 
 static void on_request(nng_aio *aio)
@@ -1761,7 +1878,7 @@ static void on_request(nng_aio *aio)
     pr->org = dup_header(req, "OpenAI-Organization");
     pr->project = dup_header(req, "OpenAI-Project");
     if (len == 0) {
-        process(pr);
+        submit(pr);
         return;
     }
     if ((pr->body = malloc(len)) == NULL ||
@@ -1808,9 +1925,11 @@ static char *upstream_url(const char *base, const char *path)
 static void proxy_free(sc_proxy *p)
 {
     free(p->tids);
+    free(p->ltids);
     free(p->chat_url);
     free(p->embed_url);
     pthread_cond_destroy(&p->qcv);
+    pthread_cond_destroy(&p->lcv);
     pthread_cond_destroy(&p->donecv);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -1826,7 +1945,8 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
         (cfg->ns != NULL && !ns_name_ok(cfg->ns)) ||
         (cfg->embed_model != NULL &&
          strlen(cfg->embed_model) > SC_CACHE_TAG_MAX) ||
-        cfg->workers > SC_PROXY_MAX_WORKERS || cfg->history > 2) {
+        cfg->workers > SC_PROXY_MAX_WORKERS ||
+        cfg->lookup_workers > SC_PROXY_MAX_LOOKUP_WORKERS || cfg->history > 2) {
         return SC_EINVAL;
     }
     char urlbuf[512];
@@ -1847,6 +1967,7 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->qcv, NULL);
+    pthread_cond_init(&p->lcv, NULL);
     pthread_cond_init(&p->donecv, NULL);
     p->cache = cfg->cache;
     p->dispatch = cfg->dispatch;
@@ -1865,12 +1986,17 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
     p->store_tool_calls = cfg->store_tool_calls;
     p->store_truncated = cfg->store_truncated;
     p->nworkers = cfg->workers != 0 ? cfg->workers : SC_PROXY_DEFAULT_WORKERS;
+    unsigned nlookers = cfg->lookup_workers != 0
+                            ? cfg->lookup_workers
+                            : SC_PROXY_DEFAULT_LOOKUP_WORKERS;
     sc_err rc = SC_ENOMEM;
     int rv;
     p->chat_url = upstream_url(cfg->upstream, "chat/completions");
     p->embed_url = upstream_url(cfg->upstream, "embeddings");
     p->tids = calloc(p->nworkers, sizeof(*p->tids));
-    if (p->chat_url == NULL || p->embed_url == NULL || p->tids == NULL) {
+    p->ltids = calloc(nlookers, sizeof(*p->ltids));
+    if (p->chat_url == NULL || p->embed_url == NULL || p->tids == NULL ||
+        p->ltids == NULL) {
         goto fail_alloc;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
@@ -1912,9 +2038,17 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
             break;
         }
     }
-    if (started < p->nworkers) {
+    if (started == p->nworkers) {
+        for (; p->nlookers < nlookers; p->nlookers++) {
+            if (pthread_create(&p->ltids[p->nlookers], NULL, looker_main, p) !=
+                0) {
+                break;
+            }
+        }
+    }
+    if (started < p->nworkers || p->nlookers < nlookers) {
+        stop_lookers(p); /* sets closing */
         pthread_mutex_lock(&p->mu);
-        p->closing = true;
         pthread_cond_broadcast(&p->qcv);
         pthread_mutex_unlock(&p->mu);
         for (unsigned i = 0; i < started; i++) {
@@ -1946,14 +2080,15 @@ void sc_proxy_close(sc_proxy *p)
     if (p == NULL) {
         return;
     }
-    /* No new requests reach us; queued ones are answered 503, calls in
-     * flight are aborted by their progress callback, and streams are cut
-     * (their writes aborted). */
+    /* No new requests reach us; queued ones are answered 503 (those for a
+     * lookup thread at once), calls in flight are aborted by their
+     * progress callback, and streams are cut (their writes aborted). */
     nng_http_server_del_handler(p->srv, p->hd);
     nng_http_handler_free(p->hd);
     pthread_mutex_lock(&p->mu);
     __atomic_store_n(&p->closing, true, __ATOMIC_RELAXED);
     pthread_cond_broadcast(&p->qcv);
+    pthread_cond_broadcast(&p->lcv);
     for (preq *pr = p->live; pr != NULL; pr = pr->next) {
         if (pr->ph == PH_READING && pr->baio != NULL) {
             nng_aio_abort(pr->baio, NNG_ECLOSED);
@@ -1963,6 +2098,9 @@ void sc_proxy_close(sc_proxy *p)
         }
     }
     pthread_mutex_unlock(&p->mu);
+    /* The lookup threads first: what they finish may still be queued to
+     * a worker (enqueue answers it 503 once closing is set). */
+    stop_lookers(p);
     for (unsigned i = 0; i < p->nworkers; i++) {
         pthread_join(p->tids[i], NULL);
     }

@@ -3,8 +3,10 @@
  * (model, answer-changing parameters, system prompt, tools, earlier turns
  * by policy) and text (the last user message) are derived here; a hit is
  * answered from the cache at once, a miss goes to the upstream API (libcurl,
- * on a pool of worker threads, never on nng's) and a complete answer is
- * stored with the token counts of its usage field. */
+ * on a pool of worker threads) and a complete answer is stored with the
+ * token counts of its usage field. No request's work runs on nng's threads
+ * (they carry the nng socket's I/O too): the derivation, the embedding and
+ * the lookup run on a pool of lookup threads of the proxy's own. */
 #ifndef SC_PROXY_H
 #define SC_PROXY_H
 
@@ -25,6 +27,9 @@
 #define SC_PROXY_DEFAULT_WORKERS    8u
 #define SC_PROXY_MAX_WORKERS        256u
 #define SC_PROXY_DEFAULT_BODY_MAX   (4u << 20)
+/* Threads that parse, embed and look requests up (semcached: --threads). */
+#define SC_PROXY_DEFAULT_LOOKUP_WORKERS 4u
+#define SC_PROXY_MAX_LOOKUP_WORKERS     1024u
 
 /* How earlier turns (messages before the last user message, other than
  * system and developer messages) enter the scope. */
@@ -57,6 +62,11 @@ typedef struct sc_proxy_config {
     uint32_t client_timeout_ms; /* a stream's client's writes, in all;
                                    0 = the default */
     unsigned workers;      /* threads that call the upstream; 0 = default */
+    /* Threads that parse a request whose body is in, derive its plan,
+     * embed it (the built-in embedder) and look it up, answering hits
+     * there and queuing the rest to the workers; 0 =
+     * SC_PROXY_DEFAULT_LOOKUP_WORKERS, at most SC_PROXY_MAX_LOOKUP_WORKERS. */
+    unsigned lookup_workers;
     size_t body_max;       /* largest request body and upstream answer;
                               0 = SC_PROXY_DEFAULT_BODY_MAX */
     sc_proxy_history history;
@@ -91,9 +101,11 @@ typedef struct sc_proxy sc_proxy;
  * serves addr), SC_ENOMEM. */
 sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out);
 
-/* Removes the route, answers queued requests 503, aborts upstream calls in
- * flight (their clients get 502, streams are cut), waits until no request
- * is running, then frees p. NULL is a no-op. */
+/* Removes the route, answers queued requests 503 (those waiting for a
+ * lookup thread at once, those waiting for a worker as the workers take
+ * them), aborts upstream calls in flight (their clients get 502, streams
+ * are cut), waits until no request is running (a lookup in progress
+ * finishes first), then frees p. NULL is a no-op. */
 void sc_proxy_close(sc_proxy *p);
 
 /* Counters since open, for tests and logs. */
@@ -106,6 +118,10 @@ typedef struct sc_proxy_counts {
     uint64_t embedding; /* /v1/embeddings calls made upstream */
 } sc_proxy_counts;
 void sc_proxy_get_counts(sc_proxy *p, sc_proxy_counts *out);
+
+/* The lookup threads' queue now: requests whose body is in waiting for
+ * one, and requests one runs (for tests). */
+void sc_proxy_pool_counts(sc_proxy *p, unsigned *queued, unsigned *running);
 
 /* ---- the derivation (exposed for tests) -------------------------------*/
 

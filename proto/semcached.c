@@ -1125,6 +1125,9 @@ int main(int argc, char **argv)
         pcfg.cache = cache;
         pcfg.dispatch = disp;
         pcfg.body_max = conf.recv_max;
+        /* As many as the HTTP front's: requests are parsed, embedded and
+         * looked up on these, off nng's threads (docs/PROXY.md 8). */
+        pcfg.lookup_workers = scfg.threads;
         if ((rc = sc_proxy_open(&pcfg, &proxy)) != SC_OK) {
             fprintf(stderr, "semcached: cannot start the proxy of %s: %s\n",
                     pcfg.upstream, sc_strerror(rc));

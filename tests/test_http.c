@@ -5,7 +5,8 @@
  * errors, keep-alive and pipelining, a body that trickles in, /report, and
  * /metrics read by a strict checker of the Prometheus text format whose
  * numbers must match the cache's own statistics; requests run on the
- * front's own threads, never holding the nng socket's up. */
+ * front's own threads, never holding the nng socket's up, and so do the
+ * OpenAI proxy's lookups (proto/proxy.h) on the same address. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,6 +27,7 @@
 
 #include "proto/client.h"
 #include "proto/http.h"
+#include "proto/proxy.h"
 #include "proto/server.h"
 #include "test_util.h"
 
@@ -1994,6 +1996,185 @@ out:
     sc_cache_close(cache);
 }
 
+typedef struct chat_call {
+    pthread_t t;
+    int port;
+    int status;
+    char code[32];
+} chat_call;
+
+static void *chat_main(void *arg)
+{
+    chat_call *c = arg;
+    static const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":"
+                               "\"user\",\"content\":\"a question\"}]}";
+    resp r;
+    c->status = -1;
+    if (http_to(c->port, "POST", "/v1/chat/completions", NULL, body,
+                sizeof(body) - 1, &r) == 0) {
+        c->status = r.status;
+        json_t *j = json_loadb(r.body, r.len, 0, NULL);
+        const char *code = err_code(j);
+        snprintf(c->code, sizeof(c->code), "%s", code != NULL ? code : "");
+        json_decref(j);
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+/* Polls (10 s at most) until the proxy holds n requests waiting for a
+ * lookup thread. */
+static bool proxy_queued_wait(sc_proxy *px, unsigned n)
+{
+    for (int i = 0; i < 10000; i++) {
+        unsigned q, run;
+        sc_proxy_pool_counts(px, &q, &run);
+        if (q == n) {
+            return true;
+        }
+        usleep(1000);
+    }
+    return false;
+}
+
+static void *proxy_close_main(void *arg)
+{
+    sc_proxy_close(arg);
+    return NULL;
+}
+
+/* The OpenAI proxy's requests are parsed, embedded and looked up on its
+ * own lookup threads too: with as many chat requests held in the embedder
+ * as nng has threads, a ping on the nng socket and /healthz are still
+ * answered. They ran on nng's threads once (on_request -> body_done ->
+ * process -> try_lookup), and then the ping waited until they were done.
+ * sc_proxy_close answers those waiting for a lookup thread 503
+ * shutting_down at once, and lets the held finish (a miss, then 503: the
+ * proxy is closing). */
+static void test_proxy_pool(void)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned nthreads = ncpu < 1 ? 2 : ncpu > 8 ? 16 : (unsigned)ncpu * 2;
+    sc_cache_embedder emb = {
+        .model = "held@1", .dim = 4, .threshold = 0.9f, .embed = held_embed};
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.embedder = &emb;
+    sc_cache *cache = NULL;
+    sc_dispatch *d = NULL;
+    CHECK(sc_cache_open(&cc, &cache) == SC_OK);
+    CHECK(sc_dispatch_open(cache, &d) == SC_OK);
+    int hport;
+    sc_http_config hc = {.workers = 2};
+    sc_http *h = front_open(hc, cache, d, &hport);
+    char url[64];
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_port());
+    sc_server_config sc = {.listen = {url},
+                           .nlisten = 1,
+                           .threads = 2,
+                           .handler = sc_dispatch_handle,
+                           .handler_arg = d};
+    sc_server *srv = NULL;
+    CHECK(sc_server_open(&sc, &srv) == SC_OK);
+    nng_ping ping = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                     .cv = PTHREAD_COND_INITIALIZER};
+    CHECK(sc_client_open(url, 30000, &ping.c) == SC_OK);
+    char server[64];
+    sc_client_error e;
+    CHECK(sc_client_ping(ping.c, server, sizeof(server), &e) == SC_OK);
+    /* An upstream that refuses connections: a miss is answered 502. */
+    char addr[64], upstream[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", hport);
+    snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", free_port());
+    sc_proxy_config pc;
+    sc_proxy_config_init(&pc);
+    pc.addr = addr;
+    pc.upstream = upstream;
+    pc.cache = cache;
+    pc.dispatch = d;
+    pc.workers = 2;
+    pc.lookup_workers = nthreads;
+    sc_proxy *px = NULL;
+    CHECK(sc_proxy_open(&pc, &px) == SC_OK);
+    if (px == NULL) {
+        goto out;
+    }
+
+    /* As many held as nng has threads (and the proxy lookup threads). */
+    held_set(false);
+    chat_call calls[16 + 2];
+    for (unsigned i = 0; i < nthreads; i++) {
+        calls[i] = (chat_call){.port = hport};
+        CHECK(pthread_create(&calls[i].t, NULL, chat_main, &calls[i]) == 0);
+    }
+    CHECK(held_wait(nthreads));
+    pthread_t pt;
+    CHECK(pthread_create(&pt, NULL, ping_main, &ping) == 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&ping.mu);
+    while (!ping.done &&
+           pthread_cond_timedwait(&ping.cv, &ping.mu, &until) == 0) {
+    }
+    bool pinged = ping.done && ping.rc == SC_OK;
+    pthread_mutex_unlock(&ping.mu);
+    CHECK(pinged); /* while every lookup thread is held */
+    if (!pinged) {
+        /* nng's threads are held too: let them go and stop here. */
+        held_set(true);
+        pthread_join(pt, NULL);
+        for (unsigned i = 0; i < nthreads; i++) {
+            pthread_join(calls[i].t, NULL);
+        }
+        sc_proxy_close(px);
+        goto out;
+    }
+    pthread_join(pt, NULL);
+    resp r;
+    CHECK(http_to(hport, "GET", "/healthz", NULL, NULL, 0, &r) == 0 &&
+          r.status == 200);
+    resp_free(&r);
+    /* Let go: each a miss, sent to an upstream that is not there. */
+    held_set(true);
+    for (unsigned i = 0; i < nthreads; i++) {
+        pthread_join(calls[i].t, NULL);
+        CHECK_EQ_INT(calls[i].status, 502);
+    }
+
+    /* Closing with requests held and two waiting for a lookup thread: the
+     * waiting are answered at once, and close waits for the held. */
+    held_set(false);
+    for (unsigned i = 0; i < nthreads + 2; i++) {
+        calls[i] = (chat_call){.port = hport};
+        CHECK(pthread_create(&calls[i].t, NULL, chat_main, &calls[i]) == 0);
+        if (i + 1 == nthreads) {
+            CHECK(held_wait(nthreads));
+        }
+    }
+    CHECK(proxy_queued_wait(px, 2));
+    pthread_t ct;
+    CHECK(pthread_create(&ct, NULL, proxy_close_main, px) == 0);
+    for (unsigned i = nthreads; i < nthreads + 2; i++) {
+        pthread_join(calls[i].t, NULL);
+        CHECK_EQ_INT(calls[i].status, 503);
+        CHECK(strcmp(calls[i].code, "shutting_down") == 0);
+    }
+    held_set(true);
+    pthread_join(ct, NULL);
+    for (unsigned i = 0; i < nthreads; i++) {
+        pthread_join(calls[i].t, NULL);
+        CHECK_EQ_INT(calls[i].status, 503);
+        CHECK(strcmp(calls[i].code, "shutting_down") == 0);
+    }
+out:
+    sc_http_close(h);
+    sc_client_close(ping.c);
+    sc_server_close(srv);
+    sc_dispatch_close(d);
+    sc_cache_close(cache);
+}
+
 int main(void)
 {
     sc_cache_config cc;
@@ -2039,6 +2220,7 @@ int main(void)
     test_out_of_descriptors(cache, d);
     test_close_under_load(cache, d);
     test_pool();
+    test_proxy_pool();
     test_healthz(); /* still serving after all of it */
 
     /* Close with a body half sent: the read is dropped, close returns. */
