@@ -54,6 +54,9 @@ def response_of(i):
     return (f"answer {i}|" * 800).encode()  # about 8 KiB
 
 
+STARTED = []  # every Server, so that none outlives a test that raised
+
+
 class Server:
     def __init__(self, exe, data, extra=(), fsize=None, expect_start=True):
         self.port = free_port()
@@ -72,6 +75,7 @@ class Server:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
         self.proc = subprocess.Popen(args, stderr=self.log, preexec_fn=limit)
+        STARTED.append(self)
         if expect_start:
             wait_started(self.proc, self.port, self.log_path)
 
@@ -100,7 +104,8 @@ class Server:
 
     def metric(self, name):
         url = f"http://127.0.0.1:{self.http_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as r:
+        # Generous: a shared machine under load answered late once.
+        with urllib.request.urlopen(url, timeout=30) as r:
             for line in r.read().decode().splitlines():
                 if line.startswith(name + " "):
                     return float(line.split()[-1])
@@ -294,7 +299,13 @@ def main():
         test_repair(exe, root)
         test_compact(exe, root)
         test_dir_deleted(exe, root)
+    except Exception as e:  # a failure, said, and its data kept
+        check(False, f"raised {type(e).__name__}: {e}")
     finally:
+        for srv in STARTED:
+            if srv.proc.poll() is None:
+                srv.proc.kill()
+                srv.proc.wait()
         if test_semcache.failed == 0:
             shutil.rmtree(root, ignore_errors=True)
         else:
