@@ -376,7 +376,16 @@ typedef struct tok_iter {
     const sc_embed *e;
     const unsigned char *p, *end;
     const char *pending; /* the second half of a contraction */
+    /* The last hyphen chain ("a-b-c") a word was found in: its first word
+     * and its end, so each word of a long chain does not scan it again. */
+    const unsigned char *chain_lo, *chain_end;
 } tok_iter;
+
+static tok_iter tok_start(const sc_embed *e, const char *text, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    return (tok_iter){.e = e, .p = p, .end = p + (text ? len : 0)};
+}
 
 static int is_alpha(unsigned c)
 {
@@ -565,21 +574,37 @@ static int tok_next(tok_iter *it, tok *t)
         return 1;
     }
     t->kind = TK_WORD;
+    const unsigned char *w = p; /* the word's first byte */
     p = scan_word(p, end, t);
-    /* Hyphenated compound: keep it whole when the table knows it. The scan
-     * stops once the compound is longer than any word of the table can be,
-     * so a long chain ("a-a-a-...") costs a bounded scan per word, not the
-     * rest of the chain. */
+    /* Hyphenated compound: keep it whole when the table knows it, so only
+     * when the rest of the chain from this word fits a token (each byte is
+     * a token byte). A chain's end is found once for all its words, so a
+     * long chain ("a-a-a-...") costs linear time, and only its last few
+     * words scan for a compound. */
     if (p < end && *p == '-' && word_char(p + 1, end) && t->over == 0) {
-        tok c = *t;
-        const unsigned char *q = p;
-        while (c.n < TOK_MAX && q < end && *q == '-' && word_char(q + 1, end)) {
-            put(&c, '-');
-            q = scan_word(q + 1, end, &c);
+        if (it->chain_end == NULL || w < it->chain_lo || w >= it->chain_end) {
+            const unsigned char *q = p;
+            size_t k;
+            while (q < end && *q == '-' && word_char(q + 1, end)) {
+                q++;
+                while ((k = word_char(q, end)) != 0) {
+                    q += k;
+                }
+            }
+            it->chain_lo = w;
+            it->chain_end = q;
         }
-        if (c.n < TOK_MAX && in_vocab(it->e, &c)) {
-            *t = c;
-            p = q;
+        if ((size_t)(it->chain_end - w) < TOK_MAX) {
+            tok c = *t;
+            const unsigned char *q = p;
+            while (q < end && *q == '-' && word_char(q + 1, end)) {
+                put(&c, '-');
+                q = scan_word(q + 1, end, &c);
+            }
+            if (in_vocab(it->e, &c)) {
+                *t = c;
+                p = q;
+            }
         }
     }
     size_t ap = apostrophe(p, end);
@@ -630,8 +655,7 @@ static int tok_next(tok_iter *it, tok *t)
 size_t sc_embed_debug_tokens(const sc_embed *e, const char *text, size_t len,
                              char *buf, size_t cap)
 {
-    tok_iter it = {e, (const unsigned char *)text,
-                   (const unsigned char *)text + (text ? len : 0), NULL};
+    tok_iter it = tok_start(e, text, len);
     tok t;
     size_t count = 0, used = 0;
     if (cap > 0) {
@@ -741,8 +765,7 @@ sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
     float acc[SC_EMBED_MAX_DIM];
     uint32_t dim = e->dim;
     memset(acc, 0, dim * sizeof(float));
-    tok_iter it = {e, (const unsigned char *)text,
-                   (const unsigned char *)text + (text ? len : 0), NULL};
+    tok_iter it = tok_start(e, text, len);
     tok t;
     size_t used = 0;
     while (tok_next(&it, &t)) {
@@ -917,8 +940,7 @@ static void content_tail(ctext *c, const tok *t)
 static void content(const sc_embed *e, const sc_embed_params *p,
                     const char *text, size_t len, ctext *c)
 {
-    tok_iter it = {e, (const unsigned char *)text,
-                   (const unsigned char *)text + (text ? len : 0), NULL};
+    tok_iter it = tok_start(e, text, len);
     tok t;
     c->n = 0;
     c->neg = 0;

@@ -1003,7 +1003,7 @@ static void test_rescore(void)
     CHECK(cosf8(va, vb) < 0.99);
     CHECK(rs(la, lb, (float)cosf8(va, vb)) < 0.99f);
     CHECK(rs(la, la, 1.0f) == 1.0f);
-    /* A hyphen chain: each word's compound scan is bounded, so a 1 MiB
+    /* A hyphen chain: its end is found once for all its words, so a 1 MiB
      * chain is tokenised in linear time (it took about 500 s, and the
      * rescore twice that, when each word scanned the rest of the chain). */
     size_t nc = 1u << 20;
