@@ -1863,6 +1863,85 @@ static void *close_main(void *arg)
     return NULL;
 }
 
+/* How many threads nng has for everyone: two per CPU, at most 16. */
+static unsigned nng_threads(void)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    return ncpu < 1 ? 2 : ncpu > 8 ? 16 : (unsigned)ncpu * 2;
+}
+
+/* What the pool tests stand on: a cache whose embedder is held_embed, its
+ * dispatcher, a front of its own (h, on hport) and an nng server on tcp://
+ * with a client (ping.c) that has pinged it once. */
+typedef struct pool_fixture {
+    sc_cache_embedder emb; /* the cache borrows it */
+    sc_cache *cache;
+    sc_dispatch *d;
+    sc_http *h; /* NULL once the test has closed it */
+    int hport;
+    sc_server *srv;
+    nng_ping ping;
+} pool_fixture;
+
+/* Opens all of f, the front with hc's limits; each step a check. */
+static void pool_open(pool_fixture *f, sc_http_config hc)
+{
+    *f = (pool_fixture){.emb = {.model = "held@1",
+                                .dim = 4,
+                                .threshold = 0.9f,
+                                .embed = held_embed}};
+    pthread_mutex_init(&f->ping.mu, NULL);
+    pthread_cond_init(&f->ping.cv, NULL);
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.embedder = &f->emb;
+    CHECK(sc_cache_open(&cc, &f->cache) == SC_OK);
+    CHECK(sc_dispatch_open(f->cache, &f->d) == SC_OK);
+    f->h = front_open(hc, f->cache, f->d, &f->hport);
+    char url[64];
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_port());
+    sc_server_config sc = {.listen = {url},
+                           .nlisten = 1,
+                           .threads = 2,
+                           .handler = sc_dispatch_handle,
+                           .handler_arg = f->d};
+    CHECK(sc_server_open(&sc, &f->srv) == SC_OK);
+    CHECK(sc_client_open(url, 30000, &f->ping.c) == SC_OK);
+    char server[64];
+    sc_client_error e;
+    CHECK(sc_client_ping(f->ping.c, server, sizeof(server), &e) == SC_OK);
+}
+
+static void pool_close(pool_fixture *f)
+{
+    if (f->h != NULL) {
+        sc_http_close(f->h);
+    }
+    sc_client_close(f->ping.c);
+    sc_server_close(f->srv);
+    sc_dispatch_close(f->d);
+    sc_cache_close(f->cache);
+    pthread_cond_destroy(&f->ping.cv);
+    pthread_mutex_destroy(&f->ping.mu);
+}
+
+/* Pings on the nng socket from a thread of its own (*pt, for the caller
+ * to join) and waits, 10 s at most (a deadlock detector, not a timing),
+ * for the answer; whether it came, SC_OK. */
+static bool ping_answered(nng_ping *p, pthread_t *pt)
+{
+    CHECK(pthread_create(pt, NULL, ping_main, p) == 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&p->mu);
+    while (!p->done && pthread_cond_timedwait(&p->cv, &p->mu, &until) == 0) {
+    }
+    bool pinged = p->done && p->rc == SC_OK;
+    pthread_mutex_unlock(&p->mu);
+    return pinged;
+}
+
 /* HTTP requests run on the front's own threads: with as many of them held
  * in the dispatcher (embedding) as nng has threads for everyone (two per
  * CPU, at most 16), a ping on the nng socket is still answered. They ran
@@ -1871,38 +1950,12 @@ static void *close_main(void *arg)
  * answers those queued 503 shutting_down and lets the running finish. */
 static void test_pool(void)
 {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned nthreads = ncpu < 1 ? 2 : ncpu > 8 ? 16 : (unsigned)ncpu * 2;
-    sc_cache_embedder emb = {
-        .model = "held@1", .dim = 4, .threshold = 0.9f, .embed = held_embed};
-    sc_cache_config cc;
-    sc_cache_config_init(&cc);
-    cc.embedder = &emb;
-    sc_cache *cache = NULL;
-    sc_dispatch *d = NULL;
-    CHECK(sc_cache_open(&cc, &cache) == SC_OK);
-    CHECK(sc_dispatch_open(cache, &d) == SC_OK);
-    int hport;
-    sc_http_config hc = {.workers = nthreads, .queue_max = 2};
-    sc_http *h = front_open(hc, cache, d, &hport);
-    char url[64];
-    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_port());
-    sc_server_config sc = {.listen = {url},
-                           .nlisten = 1,
-                           .threads = 2,
-                           .handler = sc_dispatch_handle,
-                           .handler_arg = d};
-    sc_server *srv = NULL;
-    CHECK(sc_server_open(&sc, &srv) == SC_OK);
-    nng_ping ping = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                     .cv = PTHREAD_COND_INITIALIZER};
-    CHECK(sc_client_open(url, 30000, &ping.c) == SC_OK);
-    char server[64];
-    sc_client_error e;
-    CHECK(sc_client_ping(ping.c, server, sizeof(server), &e) == SC_OK);
+    unsigned nthreads = nng_threads();
+    pool_fixture f;
+    pool_open(&f, (sc_http_config){.workers = nthreads, .queue_max = 2});
     resp r;
-    CHECK(http_to(hport, "POST", "/v1/ns_create", NULL, "{\"ns\":\"held\"}", 13,
-                  &r) == 0 &&
+    CHECK(http_to(f.hport, "POST", "/v1/ns_create", NULL, "{\"ns\":\"held\"}",
+                  13, &r) == 0 &&
           r.status == 200);
     resp_free(&r);
 
@@ -1911,21 +1964,12 @@ static void test_pool(void)
     held_call calls[16 + 3];
     unsigned ncalls = nthreads + 3;
     for (unsigned i = 0; i < nthreads; i++) {
-        calls[i] = (held_call){.port = hport};
+        calls[i] = (held_call){.port = f.hport};
         CHECK(pthread_create(&calls[i].t, NULL, held_lookup, &calls[i]) == 0);
     }
     CHECK(held_wait(nthreads));
     pthread_t pt;
-    CHECK(pthread_create(&pt, NULL, ping_main, &ping) == 0);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
-    pthread_mutex_lock(&ping.mu);
-    while (!ping.done &&
-           pthread_cond_timedwait(&ping.cv, &ping.mu, &until) == 0) {
-    }
-    bool pinged = ping.done && ping.rc == SC_OK;
-    pthread_mutex_unlock(&ping.mu);
+    bool pinged = ping_answered(&f.ping, &pt);
     CHECK(pinged); /* while every worker is held */
     if (!pinged) {
         /* nng's threads are held too: let them go and stop here. */
@@ -1934,26 +1978,25 @@ static void test_pool(void)
         for (unsigned i = 0; i < nthreads; i++) {
             pthread_join(calls[i].t, NULL);
         }
-        sc_http_close(h);
         goto out;
     }
     /* The pages that need no worker answer meanwhile. */
-    CHECK(http_to(hport, "GET", "/healthz", NULL, NULL, 0, &r) == 0 &&
+    CHECK(http_to(f.hport, "GET", "/healthz", NULL, NULL, 0, &r) == 0 &&
           r.status == 200);
     resp_free(&r);
     /* Two wait for a worker; the third is one too many. */
     for (unsigned i = nthreads; i < nthreads + 2; i++) {
-        calls[i] = (held_call){.port = hport};
+        calls[i] = (held_call){.port = f.hport};
         CHECK(pthread_create(&calls[i].t, NULL, held_lookup, &calls[i]) == 0);
     }
-    CHECK(queued_wait(h, 2));
-    calls[nthreads + 2] = (held_call){.port = hport};
+    CHECK(queued_wait(f.h, 2));
+    calls[nthreads + 2] = (held_call){.port = f.hport};
     held_lookup(&calls[nthreads + 2]);
     CHECK_EQ_INT(calls[nthreads + 2].status, 503);
     CHECK(strcmp(calls[nthreads + 2].code, "busy") == 0);
     unsigned q, run;
     uint64_t refused;
-    sc_http_pool_counts(h, &q, &run, &refused);
+    sc_http_pool_counts(f.h, &q, &run, &refused);
     CHECK_EQ_INT(q, 2);
     CHECK_EQ_INT(run, nthreads);
     CHECK_EQ_INT(refused, 1);
@@ -1968,15 +2011,15 @@ static void test_pool(void)
      * once, and close waits for the held to be let go. */
     held_set(false);
     for (unsigned i = 0; i < nthreads + 2; i++) {
-        calls[i] = (held_call){.port = hport};
+        calls[i] = (held_call){.port = f.hport};
         CHECK(pthread_create(&calls[i].t, NULL, held_lookup, &calls[i]) == 0);
         if (i + 1 == nthreads) {
             CHECK(held_wait(nthreads));
         }
     }
-    CHECK(queued_wait(h, 2));
+    CHECK(queued_wait(f.h, 2));
     pthread_t ct;
-    CHECK(pthread_create(&ct, NULL, close_main, h) == 0);
+    CHECK(pthread_create(&ct, NULL, close_main, f.h) == 0);
     for (unsigned i = nthreads; i < nthreads + 2; i++) {
         pthread_join(calls[i].t, NULL);
         CHECK_EQ_INT(calls[i].status, 503);
@@ -1984,16 +2027,14 @@ static void test_pool(void)
     }
     held_set(true);
     pthread_join(ct, NULL);
+    f.h = NULL;
     for (unsigned i = 0; i < nthreads; i++) {
         /* Answered, or cut by the stop that follows (a hard one). */
         pthread_join(calls[i].t, NULL);
         CHECK(calls[i].status == 200 || calls[i].status == -1);
     }
 out:
-    sc_client_close(ping.c);
-    sc_server_close(srv);
-    sc_dispatch_close(d);
-    sc_cache_close(cache);
+    pool_close(&f);
 }
 
 typedef struct chat_call {
@@ -2053,45 +2094,19 @@ static void *proxy_close_main(void *arg)
  * proxy is closing). */
 static void test_proxy_pool(void)
 {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned nthreads = ncpu < 1 ? 2 : ncpu > 8 ? 16 : (unsigned)ncpu * 2;
-    sc_cache_embedder emb = {
-        .model = "held@1", .dim = 4, .threshold = 0.9f, .embed = held_embed};
-    sc_cache_config cc;
-    sc_cache_config_init(&cc);
-    cc.embedder = &emb;
-    sc_cache *cache = NULL;
-    sc_dispatch *d = NULL;
-    CHECK(sc_cache_open(&cc, &cache) == SC_OK);
-    CHECK(sc_dispatch_open(cache, &d) == SC_OK);
-    int hport;
-    sc_http_config hc = {.workers = 2};
-    sc_http *h = front_open(hc, cache, d, &hport);
-    char url[64];
-    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_port());
-    sc_server_config sc = {.listen = {url},
-                           .nlisten = 1,
-                           .threads = 2,
-                           .handler = sc_dispatch_handle,
-                           .handler_arg = d};
-    sc_server *srv = NULL;
-    CHECK(sc_server_open(&sc, &srv) == SC_OK);
-    nng_ping ping = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                     .cv = PTHREAD_COND_INITIALIZER};
-    CHECK(sc_client_open(url, 30000, &ping.c) == SC_OK);
-    char server[64];
-    sc_client_error e;
-    CHECK(sc_client_ping(ping.c, server, sizeof(server), &e) == SC_OK);
+    unsigned nthreads = nng_threads();
+    pool_fixture f;
+    pool_open(&f, (sc_http_config){.workers = 2});
     /* An upstream that refuses connections: a miss is answered 502. */
     char addr[64], upstream[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", hport);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", f.hport);
     snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", free_port());
     sc_proxy_config pc;
     sc_proxy_config_init(&pc);
     pc.addr = addr;
     pc.upstream = upstream;
-    pc.cache = cache;
-    pc.dispatch = d;
+    pc.cache = f.cache;
+    pc.dispatch = f.d;
     pc.workers = 2;
     pc.lookup_workers = nthreads;
     sc_proxy *px = NULL;
@@ -2104,21 +2119,12 @@ static void test_proxy_pool(void)
     held_set(false);
     chat_call calls[16 + 2];
     for (unsigned i = 0; i < nthreads; i++) {
-        calls[i] = (chat_call){.port = hport};
+        calls[i] = (chat_call){.port = f.hport};
         CHECK(pthread_create(&calls[i].t, NULL, chat_main, &calls[i]) == 0);
     }
     CHECK(held_wait(nthreads));
     pthread_t pt;
-    CHECK(pthread_create(&pt, NULL, ping_main, &ping) == 0);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
-    pthread_mutex_lock(&ping.mu);
-    while (!ping.done &&
-           pthread_cond_timedwait(&ping.cv, &ping.mu, &until) == 0) {
-    }
-    bool pinged = ping.done && ping.rc == SC_OK;
-    pthread_mutex_unlock(&ping.mu);
+    bool pinged = ping_answered(&f.ping, &pt);
     CHECK(pinged); /* while every lookup thread is held */
     if (!pinged) {
         /* nng's threads are held too: let them go and stop here. */
@@ -2132,7 +2138,7 @@ static void test_proxy_pool(void)
     }
     pthread_join(pt, NULL);
     resp r;
-    CHECK(http_to(hport, "GET", "/healthz", NULL, NULL, 0, &r) == 0 &&
+    CHECK(http_to(f.hport, "GET", "/healthz", NULL, NULL, 0, &r) == 0 &&
           r.status == 200);
     resp_free(&r);
     /* Let go: each a miss, sent to an upstream that is not there. */
@@ -2146,7 +2152,7 @@ static void test_proxy_pool(void)
      * waiting are answered at once, and close waits for the held. */
     held_set(false);
     for (unsigned i = 0; i < nthreads + 2; i++) {
-        calls[i] = (chat_call){.port = hport};
+        calls[i] = (chat_call){.port = f.hport};
         CHECK(pthread_create(&calls[i].t, NULL, chat_main, &calls[i]) == 0);
         if (i + 1 == nthreads) {
             CHECK(held_wait(nthreads));
@@ -2168,11 +2174,7 @@ static void test_proxy_pool(void)
         CHECK(strcmp(calls[i].code, "shutting_down") == 0);
     }
 out:
-    sc_http_close(h);
-    sc_client_close(ping.c);
-    sc_server_close(srv);
-    sc_dispatch_close(d);
-    sc_cache_close(cache);
+    pool_close(&f);
 }
 
 int main(void)
