@@ -1795,21 +1795,24 @@ static bool held_wait(unsigned n)
     return ok;
 }
 
+/* One POST of body to path on port, on a thread of its own while the
+ * embedder holds it: status is -1 when no response came, code the error's
+ * code ("" for none). */
 typedef struct held_call {
     pthread_t t;
     int port;
+    const char *path, *body;
     int status;
     char code[32];
 } held_call;
 
-static void *held_lookup(void *arg)
+static void *held_post(void *arg)
 {
     held_call *c = arg;
-    static const char body[] = "{\"ns\":\"held\",\"text\":\"a question\"}";
     resp r;
     c->status = -1;
-    if (http_to(c->port, "POST", "/v1/lookup", NULL, body, sizeof(body) - 1,
-                &r) == 0) {
+    if (http_to(c->port, "POST", c->path, NULL, c->body, strlen(c->body), &r) ==
+        0) {
         c->status = r.status;
         json_t *j = json_loadb(r.body, r.len, 0, NULL);
         const char *code = err_code(j);
@@ -1818,6 +1821,16 @@ static void *held_lookup(void *arg)
         resp_free(&r);
     }
     return NULL;
+}
+
+/* Starts calls[from] to calls[to - 1], each a copy of call. */
+static void held_start(held_call *calls, unsigned from, unsigned to,
+                       held_call call)
+{
+    for (unsigned i = from; i < to; i++) {
+        calls[i] = call;
+        CHECK(pthread_create(&calls[i].t, NULL, held_post, &calls[i]) == 0);
+    }
 }
 
 /* Polls (10 s at most) until the front holds n requests queued. */
@@ -1960,13 +1973,13 @@ static void test_pool(void)
     resp_free(&r);
 
     /* Every worker held, and as many requests as nng has threads. */
+    held_call lookup = {.port = f.hport,
+                        .path = "/v1/lookup",
+                        .body = "{\"ns\":\"held\",\"text\":\"a question\"}"};
     held_set(false);
     held_call calls[16 + 3];
     unsigned ncalls = nthreads + 3;
-    for (unsigned i = 0; i < nthreads; i++) {
-        calls[i] = (held_call){.port = f.hport};
-        CHECK(pthread_create(&calls[i].t, NULL, held_lookup, &calls[i]) == 0);
-    }
+    held_start(calls, 0, nthreads, lookup);
     CHECK(held_wait(nthreads));
     pthread_t pt;
     bool pinged = ping_answered(&f.ping, &pt);
@@ -1985,13 +1998,10 @@ static void test_pool(void)
           r.status == 200);
     resp_free(&r);
     /* Two wait for a worker; the third is one too many. */
-    for (unsigned i = nthreads; i < nthreads + 2; i++) {
-        calls[i] = (held_call){.port = f.hport};
-        CHECK(pthread_create(&calls[i].t, NULL, held_lookup, &calls[i]) == 0);
-    }
+    held_start(calls, nthreads, nthreads + 2, lookup);
     CHECK(queued_wait(f.h, 2));
-    calls[nthreads + 2] = (held_call){.port = f.hport};
-    held_lookup(&calls[nthreads + 2]);
+    calls[nthreads + 2] = lookup;
+    held_post(&calls[nthreads + 2]);
     CHECK_EQ_INT(calls[nthreads + 2].status, 503);
     CHECK(strcmp(calls[nthreads + 2].code, "busy") == 0);
     unsigned q, run;
@@ -2010,13 +2020,9 @@ static void test_pool(void)
     /* Closing with requests held and queued: the queued are answered at
      * once, and close waits for the held to be let go. */
     held_set(false);
-    for (unsigned i = 0; i < nthreads + 2; i++) {
-        calls[i] = (held_call){.port = f.hport};
-        CHECK(pthread_create(&calls[i].t, NULL, held_lookup, &calls[i]) == 0);
-        if (i + 1 == nthreads) {
-            CHECK(held_wait(nthreads));
-        }
-    }
+    held_start(calls, 0, nthreads, lookup);
+    CHECK(held_wait(nthreads));
+    held_start(calls, nthreads, nthreads + 2, lookup);
     CHECK(queued_wait(f.h, 2));
     pthread_t ct;
     CHECK(pthread_create(&ct, NULL, close_main, f.h) == 0);
@@ -2035,32 +2041,6 @@ static void test_pool(void)
     }
 out:
     pool_close(&f);
-}
-
-typedef struct chat_call {
-    pthread_t t;
-    int port;
-    int status;
-    char code[32];
-} chat_call;
-
-static void *chat_main(void *arg)
-{
-    chat_call *c = arg;
-    static const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":"
-                               "\"user\",\"content\":\"a question\"}]}";
-    resp r;
-    c->status = -1;
-    if (http_to(c->port, "POST", "/v1/chat/completions", NULL, body,
-                sizeof(body) - 1, &r) == 0) {
-        c->status = r.status;
-        json_t *j = json_loadb(r.body, r.len, 0, NULL);
-        const char *code = err_code(j);
-        snprintf(c->code, sizeof(c->code), "%s", code != NULL ? code : "");
-        json_decref(j);
-        resp_free(&r);
-    }
-    return NULL;
 }
 
 /* Polls (10 s at most) until the proxy holds n requests waiting for a
@@ -2116,12 +2096,13 @@ static void test_proxy_pool(void)
     }
 
     /* As many held as nng has threads (and the proxy lookup threads). */
+    held_call chat = {.port = f.hport,
+                      .path = "/v1/chat/completions",
+                      .body = "{\"model\":\"m\",\"messages\":[{\"role\":"
+                              "\"user\",\"content\":\"a question\"}]}"};
     held_set(false);
-    chat_call calls[16 + 2];
-    for (unsigned i = 0; i < nthreads; i++) {
-        calls[i] = (chat_call){.port = f.hport};
-        CHECK(pthread_create(&calls[i].t, NULL, chat_main, &calls[i]) == 0);
-    }
+    held_call calls[16 + 2];
+    held_start(calls, 0, nthreads, chat);
     CHECK(held_wait(nthreads));
     pthread_t pt;
     bool pinged = ping_answered(&f.ping, &pt);
@@ -2151,13 +2132,9 @@ static void test_proxy_pool(void)
     /* Closing with requests held and two waiting for a lookup thread: the
      * waiting are answered at once, and close waits for the held. */
     held_set(false);
-    for (unsigned i = 0; i < nthreads + 2; i++) {
-        calls[i] = (chat_call){.port = f.hport};
-        CHECK(pthread_create(&calls[i].t, NULL, chat_main, &calls[i]) == 0);
-        if (i + 1 == nthreads) {
-            CHECK(held_wait(nthreads));
-        }
-    }
+    held_start(calls, 0, nthreads, chat);
+    CHECK(held_wait(nthreads));
+    held_start(calls, nthreads, nthreads + 2, chat);
     CHECK(proxy_queued_wait(px, 2));
     pthread_t ct;
     CHECK(pthread_create(&ct, NULL, proxy_close_main, px) == 0);
