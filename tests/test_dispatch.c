@@ -854,6 +854,21 @@ static int reply_id(const uint8_t *rep, size_t n, uint64_t *id, bool *ok)
     return has_ok && has >= 0 ? has : -1;
 }
 
+/* Sends the request in sb (destroyed) to d, checking that it is answered;
+ * reply_id of the answer. */
+static int send_for_id(sc_dispatch *d, msgpack_sbuffer *sb, uint64_t *id,
+                       bool *ok)
+{
+    uint8_t *rep = NULL;
+    size_t rl = 0;
+    CHECK(sc_dispatch_handle(d, (const uint8_t *)sb->data, sb->size, &rep,
+                             &rl) == 0);
+    int has = reply_id(rep, rl, id, ok);
+    free(rep);
+    msgpack_sbuffer_destroy(sb);
+    return has;
+}
+
 /* A request refused for a bad field still gets its id back, wherever the
  * id is in the map; an id that is not a uint is not echoed (as 0 or
  * otherwise). */
@@ -866,13 +881,7 @@ static void test_error_ids(void)
     for (int form = 0; form < 3; form++) {
         msgpack_sbuffer sb;
         msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 5);
-        mp_put_key(&pk, "v");
-        msgpack_pack_uint32(&pk, 1);
-        mp_put_key(&pk, "op");
-        mp_put_str(&pk, "lookup");
+        begin(&sb, &pk, "lookup", 3, 0, 0);
         mp_put_key(&pk, "ns");
         mp_put_str(&pk, "a");
         mp_put_key(&pk, "text");
@@ -887,32 +896,20 @@ static void test_error_ids(void)
         } else {
             mp_put_str(&pk, "x");
         }
-        uint8_t *rep = NULL;
-        size_t rl = 0;
-        CHECK(sc_dispatch_handle(d, (const uint8_t *)sb.data, sb.size, &rep,
-                                 &rl) == 0);
         uint64_t id = 0;
         bool ok = true;
-        int has = reply_id(rep, rl, &id, &ok);
+        int has = send_for_id(d, &sb, &id, &ok);
         if (form == 0) {
             CHECK(has == 1 && id == 7 && !ok); /* after the bad text */
         } else {
             CHECK(has == 0 && !ok); /* "x" is no id */
         }
-        free(rep);
-        msgpack_sbuffer_destroy(&sb);
     }
     /* A repeated id: the last one counts, as for every key. */
     for (int form = 0; form < 2; form++) {
         msgpack_sbuffer sb;
         msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 4);
-        mp_put_key(&pk, "v");
-        msgpack_pack_uint32(&pk, 1);
-        mp_put_key(&pk, "op");
-        mp_put_str(&pk, "ping");
+        begin(&sb, &pk, "ping", 2, 0, 0);
         mp_put_key(&pk, "id");
         if (form == 0) {
             msgpack_pack_uint64(&pk, 5);
@@ -925,20 +922,14 @@ static void test_error_ids(void)
         } else {
             msgpack_pack_uint64(&pk, 5);
         }
-        uint8_t *rep = NULL;
-        size_t rl = 0;
-        CHECK(sc_dispatch_handle(d, (const uint8_t *)sb.data, sb.size, &rep,
-                                 &rl) == 0);
         uint64_t id = 0;
         bool ok = true;
-        int has = reply_id(rep, rl, &id, &ok);
+        int has = send_for_id(d, &sb, &id, &ok);
         if (form == 0) {
             CHECK(has == 0 && !ok); /* 5, then "x": no id */
         } else {
             CHECK(has == 1 && id == 5); /* "x", then 5 */
         }
-        free(rep);
-        msgpack_sbuffer_destroy(&sb);
     }
     /* A namespace TTL under a millisecond is 1 ms, not 0 ("never"). */
     msgpack_sbuffer sb;
