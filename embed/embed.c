@@ -1192,30 +1192,60 @@ static float clamp_cosine(float cosine)
     return cosine > 1.0f ? 1.0f : cosine < -1.0f ? -1.0f : cosine;
 }
 
+/* Fills *c with candidate i's tokens; false where it has none (its cosine
+ * then stands as it is). */
+typedef bool (*cand_fn)(const void *arg, const sc_embed_params *p, size_t i,
+                        ctext *c);
+
+/* The rescore of n candidates against the query's tokens a (NULL where
+ * there is nothing to compare: every cosine stands): a NaN cosine stays
+ * NaN, the rest is clamped to [-1, 1] and, where cand gives the
+ * candidate's tokens, rescored. The one loop of the rescores from texts
+ * and from signatures, so that the two agree bit for bit. */
+static void rescore_cands(const sc_embed *e, const sc_embed_params *p,
+                          const ctext *a, size_t n, cand_fn cand,
+                          const void *arg, const float *cosines, float *out)
+{
+    ctext b;
+    for (size_t i = 0; i < n; i++) {
+        float cosine = clamp_cosine(cosines[i]); /* NaN stays NaN */
+        if (!isnan(cosine) && a != NULL && cand(arg, p, i, &b)) {
+            cosine = rescore_ctext(e, p, a, &b, cosine);
+        }
+        out[i] = cosine;
+    }
+}
+
+typedef struct cand_texts {
+    const sc_embed *e;
+    const char *const *texts;
+    const size_t *lens;
+} cand_texts;
+
+static bool text_cand(const void *arg, const sc_embed_params *p, size_t i,
+                      ctext *c)
+{
+    const cand_texts *t = arg;
+    if (t->texts[i] == NULL && t->lens[i] > 0) {
+        return false;
+    }
+    content(t->e, p, t->texts[i], t->lens[i], c);
+    return true;
+}
+
 void sc_embed_rescore_many_p(const sc_embed *e, const sc_embed_params *p,
                              const char *qtext, size_t qlen, size_t n,
                              const char *const *ctexts, const size_t *clens,
                              const float *cosines, float *out)
 {
-    bool q_ok = e != NULL && p != NULL && (qtext != NULL || qlen == 0);
-    ctext a, b;
-    if (q_ok) {
+    ctext a;
+    const ctext *qa = NULL; /* none: every cosine stands */
+    if (e != NULL && p != NULL && (qtext != NULL || qlen == 0)) {
         content(e, p, qtext, qlen, &a); /* once for every candidate */
+        qa = &a;
     }
-    for (size_t i = 0; i < n; i++) {
-        float cosine = cosines[i];
-        if (isnan(cosine)) {
-            out[i] = cosine;
-            continue;
-        }
-        cosine = clamp_cosine(cosine);
-        if (!q_ok || (ctexts[i] == NULL && clens[i] > 0)) {
-            out[i] = cosine;
-            continue;
-        }
-        content(e, p, ctexts[i], clens[i], &b);
-        out[i] = rescore_ctext(e, p, &a, &b, cosine);
-    }
+    cand_texts t = {e, ctexts, clens};
+    rescore_cands(e, p, qa, n, text_cand, &t, cosines, out);
 }
 
 float sc_embed_rescore_p(const sc_embed *e, const sc_embed_params *p,
@@ -1516,6 +1546,17 @@ float sc_embed_df_idf(const void *ctx, uint64_t h)
     return (float)((1.0 - df->mix) + df->mix * idf / df->idf_top);
 }
 
+/* The default parameters, with the alignment weighted by df's idf (df
+ * NULL: unweighted). */
+static void df_params(const sc_embed_df *df, sc_embed_params *p)
+{
+    sc_embed_params_default(p);
+    if (df != NULL) {
+        p->idf = sc_embed_df_idf;
+        p->idf_ctx = df;
+    }
+}
+
 float sc_embed_rescore_df(const sc_embed *e, const sc_embed_df *df,
                           const char *qtext, size_t qlen, const char *ctext,
                           size_t clen, float cosine)
@@ -1531,11 +1572,7 @@ void sc_embed_rescore_many(const sc_embed *e, const sc_embed_df *df,
                            const float *cosines, float *out)
 {
     sc_embed_params p;
-    sc_embed_params_default(&p);
-    if (df != NULL) {
-        p.idf = sc_embed_df_idf;
-        p.idf_ctx = df;
-    }
+    df_params(df, &p);
     sc_embed_rescore_many_p(e, &p, qtext, qlen, n, ctexts, clens, cosines, out);
 }
 
@@ -1630,35 +1667,31 @@ static void sig_ctext(const sc_embed_sig *s, const sc_embed_params *p, ctext *c)
     }
 }
 
+static bool sig_cand(const void *arg, const sc_embed_params *p, size_t i,
+                     ctext *c)
+{
+    const sc_embed_sig *const *cs = arg;
+    if (cs[i] == NULL) {
+        return false;
+    }
+    sig_ctext(cs[i], p, c);
+    return true;
+}
+
 void sc_embed_rescore_sigs(const sc_embed *e, const sc_embed_df *df,
                            const sc_embed_sig *q, size_t n,
                            const sc_embed_sig *const *cs, const float *cosines,
                            float *out)
 {
     sc_embed_params p;
-    sc_embed_params_default(&p);
-    if (df != NULL) {
-        p.idf = sc_embed_df_idf;
-        p.idf_ctx = df;
-    }
-    ctext a, b;
+    df_params(df, &p);
+    ctext a;
+    const ctext *qa = NULL; /* none: every cosine stands */
     if (e != NULL && q != NULL) {
         sig_ctext(q, &p, &a);
+        qa = &a;
     }
-    for (size_t i = 0; i < n; i++) {
-        float cosine = cosines[i];
-        if (isnan(cosine)) {
-            out[i] = cosine;
-            continue;
-        }
-        cosine = clamp_cosine(cosine);
-        if (e == NULL || q == NULL || cs[i] == NULL) {
-            out[i] = cosine;
-            continue;
-        }
-        sig_ctext(cs[i], &p, &b);
-        out[i] = rescore_ctext(e, &p, &a, &b, cosine);
-    }
+    rescore_cands(e, &p, qa, n, sig_cand, cs, cosines, out);
 }
 
 sc_err sc_embed_df_count_sig(sc_embed_df *df, const sc_embed_sig *s, int delta)
