@@ -119,12 +119,18 @@ static double rescore_rate(const sc_embed *e, const sc_embed_df *df,
 }
 
 /* A lookup's candidates: prompt i against the KC prompts after it, with
- * df, the way the cache judges them: one call per candidate, or one
- * sc_embed_rescore_many call per lookup (the query tokenised once). Pairs
- * (query, candidate) per second. */
+ * df, the way the cache judges them: one call per candidate (BY_CALLS),
+ * one sc_embed_rescore_many call per lookup, the query tokenised once
+ * (BY_MANY), or one sc_embed_rescore_sigs call from signatures made
+ * beforehand, what the cache does under its lock since signatures
+ * (BY_SIGS: sigs[i] is prompt i's; NULL for the others). Pairs (query,
+ * candidate) per second. */
 #define KC 8
+enum lookup_way { BY_CALLS, BY_MANY, BY_SIGS };
+
 static double lookup_rate(const sc_embed *e, const sc_embed_df *df,
-                          const prompts *p, double secs, int many, size_t *done)
+                          const prompts *p, enum lookup_way way,
+                          sc_embed_sig *const *sigs, double secs, size_t *done)
 {
     size_t n = 0;
     double t0 = sc_bench_now(), t;
@@ -133,7 +139,11 @@ static double lookup_rate(const sc_embed *e, const sc_embed_df *df,
     float out[KC];
     do {
         for (size_t i = 0; i + KC < p->n; i++) {
-            if (many) {
+            if (way == BY_SIGS) {
+                sc_embed_rescore_sigs(e, df, sigs[i], KC,
+                                      (const sc_embed_sig *const *)&sigs[i + 1],
+                                      cosine, out);
+            } else if (way == BY_MANY) {
                 sc_embed_rescore_many(e, df, p->text[i], p->len[i], KC,
                                       (const char *const *)&p->text[i + 1],
                                       &p->len[i + 1], cosine, out);
@@ -144,32 +154,6 @@ static double lookup_rate(const sc_embed *e, const sc_embed_df *df,
                                                  p->len[i + 1 + k], cosine[k]);
                 }
             }
-            sink += out[0] + out[KC - 1];
-        }
-        n += (p->n - KC) * KC;
-        t = sc_bench_now();
-    } while (t - t0 < secs);
-    *done = n;
-    return n / (t - t0);
-}
-
-/* The same lookups as lookup_rate from signatures made beforehand (what
- * the cache does under its lock since signatures: sigs[i] is prompt i's).
- * Pairs per second. */
-static double lookup_sig_rate(const sc_embed *e, const sc_embed_df *df,
-                              const prompts *p, sc_embed_sig *const *sigs,
-                              double secs, size_t *done)
-{
-    size_t n = 0;
-    double t0 = sc_bench_now(), t;
-    const float cosine[KC] = {0.9f,  0.89f, 0.88f, 0.87f,
-                              0.86f, 0.85f, 0.84f, 0.83f};
-    float out[KC];
-    do {
-        for (size_t i = 0; i + KC < p->n; i++) {
-            sc_embed_rescore_sigs(e, df, sigs[i], KC,
-                                  (const sc_embed_sig *const *)&sigs[i + 1],
-                                  cosine, out);
             sink += out[0] + out[KC - 1];
         }
         n += (p->n - KC) * KC;
@@ -344,8 +328,8 @@ int main(int argc, char **argv)
     size_t k5, k6;
     n5 = n6 = 0;
     for (int r = 0; r < 3; r++) {
-        ro[r] = lookup_rate(e, df, &p, secs / 3, 0, &k5);
-        rm[r] = lookup_rate(e, df, &p, secs / 3, 1, &k6);
+        ro[r] = lookup_rate(e, df, &p, BY_CALLS, NULL, secs / 3, &k5);
+        rm[r] = lookup_rate(e, df, &p, BY_MANY, NULL, secs / 3, &k6);
         n5 += k5;
         n6 += k6;
     }
@@ -360,7 +344,7 @@ int main(int argc, char **argv)
         }
     }
     size_t n8, n9;
-    double r_sig = lookup_sig_rate(e, df, &p, sigs, secs, &n8);
+    double r_sig = lookup_rate(e, df, &p, BY_SIGS, sigs, secs, &n8);
     for (size_t i = 0; i < p.n; i++) {
         sc_embed_sig_free(sigs[i]);
     }
