@@ -142,6 +142,52 @@ static float *embed_all(const set *s, unsigned char **ok)
     return v;
 }
 
+static float dot(const float *x, const float *y, uint32_t dim)
+{
+    float d = 0;
+    for (uint32_t k = 0; k < dim; k++) {
+        d += x[k] * y[k];
+    }
+    return d;
+}
+
+/* Adds candidate id of cosine d to the top kc: ts (descending) and ti,
+ * *nt of them so far. */
+static void top_add(float *ts, long *ti, int *nt, float d, long id)
+{
+    if (*nt < kc || d > ts[*nt - 1]) {
+        int p = *nt < kc ? (*nt)++ : kc - 1;
+        while (p > 0 && ts[p - 1] < d) {
+            ts[p] = ts[p - 1];
+            ti[p] = ti[p - 1];
+            p--;
+        }
+        ts[p] = d;
+        ti[p] = id;
+    }
+}
+
+/* Query q of qs against its nt candidates of cs (ti, cosines ts): each
+ * rescored with p where its cosine is at least min_cosine, into adj,
+ * then the cache's rule at threshold -inf. The candidate served (an index
+ * into ti and adj), -1 none. */
+static int judge(const sc_embed_params *p, const set *qs, size_t q,
+                 const set *cs, const long *ti, const float *ts, int nt,
+                 float min_cosine, float *adj)
+{
+    sc_vote_key key[K];
+    for (int t = 0; t < nt; t++) {
+        float a = ts[t];
+        if (a >= min_cosine) {
+            a = sc_embed_rescore_p(E, p, qs->text[q], qs->len[q],
+                                   cs->text[ti[t]], cs->len[ti[t]], ts[t]);
+        }
+        adj[t] = a;
+        key[t] = label_key(cs->label[ti[t]], (size_t)ti[t]);
+    }
+    return sc_vote_pick(adj, key, (unsigned)nt, -INFINITY, &V, NULL);
+}
+
 typedef struct job {
     const set *qs, *cs;
     const float *qv, *cv;
@@ -174,44 +220,19 @@ static void *search_range(void *arg)
             if ((j->loo && c == q) || !j->cok[c]) {
                 continue;
             }
-            const float *y = j->cv + c * dim;
-            float d = 0;
-            for (uint32_t k = 0; k < dim; k++) {
-                d += x[k] * y[k];
-            }
-            if (nt < kc || d > ts[nt - 1]) {
-                int p = nt < kc ? nt++ : kc - 1;
-                while (p > 0 && ts[p - 1] < d) {
-                    ts[p] = ts[p - 1];
-                    ti[p] = ti[p - 1];
-                    p--;
-                }
-                ts[p] = d;
-                ti[p] = (long)c;
-            }
+            top_add(ts, ti, &nt, dot(x, j->cv + c * dim, dim), (long)c);
         }
         float adj[K];
-        sc_vote_key key[K];
         int self_out = j->df != NULL && j->loo && j->cok[q];
         if (self_out) {
             sc_embed_df_count(j->df, E, j->qs->text[q], j->qs->len[q], -1);
         }
-        for (int t = 0; t < nt; t++) {
-            float a = ts[t];
-            if (a >= rescore_floor) {
-                a = sc_embed_rescore_p(E, &j->p, j->qs->text[q], j->qs->len[q],
-                                       j->cs->text[ti[t]], j->cs->len[ti[t]],
-                                       ts[t]);
-            }
-            adj[t] = a;
-            key[t] = label_key(j->cs->label[ti[t]], (size_t)ti[t]);
-        }
+        /* The cache's rule at threshold -inf: the served candidate's
+         * similarity is then the score a threshold sweep compares. */
+        int w = judge(&j->p, j->qs, q, j->cs, ti, ts, nt, rescore_floor, adj);
         if (self_out) {
             sc_embed_df_count(j->df, E, j->qs->text[q], j->qs->len[q], 1);
         }
-        /* The cache's rule at threshold -inf: the served candidate's
-         * similarity is then the score a threshold sweep compares. */
-        int w = sc_vote_pick(adj, key, (unsigned)nt, -INFINITY, &V, NULL);
         if (w >= 0) {
             j->score[q] = adj[w];
             j->best[q] = ti[w];
@@ -511,32 +532,13 @@ static void eval_intent(const char *dir, const char *name, int test,
                 long ti[K];
                 int nt = 0;
                 for (size_t m = 0; m < nins; m++) {
-                    const float *x = qv + q * dim, *y = qv + ins[m] * dim;
-                    float d = 0;
-                    for (uint32_t k = 0; k < dim; k++) {
-                        d += x[k] * y[k];
-                    }
-                    if (nt < kc || d > ts[nt - 1]) {
-                        int p = nt < kc ? nt++ : kc - 1;
-                        while (p > 0 && ts[p - 1] < d) {
-                            ts[p] = ts[p - 1];
-                            ti[p] = ti[p - 1];
-                            p--;
-                        }
-                        ts[p] = d;
-                        ti[p] = (long)ins[m];
-                    }
+                    top_add(ts, ti, &nt,
+                            dot(qv + q * dim, qv + ins[m] * dim, dim),
+                            (long)ins[m]);
                 }
+                /* Every candidate rescored, whatever --floor says. */
                 float adj[K];
-                sc_vote_key key[K];
-                for (int c = 0; c < nt; c++) {
-                    adj[c] = sc_embed_rescore_p(E, &P, qs.text[q], qs.len[q],
-                                                qs.text[ti[c]], qs.len[ti[c]],
-                                                ts[c]);
-                    key[c] = label_key(qs.label[ti[c]], (size_t)ti[c]);
-                }
-                int w =
-                    sc_vote_pick(adj, key, (unsigned)nt, -INFINITY, &V, NULL);
+                int w = judge(&P, &qs, q, &qs, ti, ts, nt, -INFINITY, adj);
                 if (w >= 0) {
                     best = adj[w];
                     bi = ti[w];
@@ -613,12 +615,9 @@ static void eval_pairs(const char *dir, const char *name,
     for (size_t i = 0; i < n; i++) {
         float d = -1;
         if (aok[i] && bok[i]) {
-            d = 0;
-            for (uint32_t k = 0; k < dim; k++) {
-                d += av[i * dim + k] * bv[i * dim + k];
-            }
             d = sc_embed_rescore_p(E, &P, a.text[i], a.len[i], b.text[i],
-                                   b.len[i], d);
+                                   b.len[i],
+                                   dot(av + i * dim, bv + i * dim, dim));
         }
         r[i].s = d;
         r[i].good = dup[i];
