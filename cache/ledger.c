@@ -19,36 +19,36 @@
 
 typedef struct named_price {
     char *name;
-    sc_price p;
+    sc_price p; /* an embedding model's: p.input alone */
 } named_price;
 
-typedef struct named_emb {
-    char *name;
-    double per_mtok;
-} named_emb;
+/* The priced models of one kind: v[0..n). */
+typedef struct price_list {
+    named_price *v;
+    size_t n;
+} price_list;
 
 struct sc_prices {
     char *date;
     double cpu_hour;
-    named_price *llm;
-    size_t nllm;
-    named_emb *emb;
-    size_t nemb;
+    price_list llm, emb;
 };
+
+static void list_free(price_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].name);
+    }
+    free(l->v);
+}
 
 void sc_prices_free(sc_prices *p)
 {
     if (p == NULL) {
         return;
     }
-    for (size_t i = 0; i < p->nllm; i++) {
-        free(p->llm[i].name);
-    }
-    for (size_t i = 0; i < p->nemb; i++) {
-        free(p->emb[i].name);
-    }
-    free(p->llm);
-    free(p->emb);
+    list_free(&p->llm);
+    list_free(&p->emb);
     free(p->date);
     free(p);
 }
@@ -64,6 +64,76 @@ static bool price_ok(json_t *v, double *out)
     }
     *out = d;
     return true;
+}
+
+/* Reads model mk's price from v into *pr; false, with the reason in msg,
+ * where it is malformed. */
+typedef bool (*price_fn)(json_t *v, const char *mk, sc_price *pr,
+                         const char *name, char *msg, size_t cap);
+
+static bool llm_price(json_t *v, const char *mk, sc_price *pr, const char *name,
+                      char *msg, size_t cap)
+{
+    if (!json_is_object(v) ||
+        !price_ok(json_object_get(v, "input"), &pr->input) ||
+        !price_ok(json_object_get(v, "output"), &pr->output)) {
+        snprintf(msg, cap,
+                 "%s: models.%.64s needs input and output dollars >= 0", name,
+                 mk);
+        return false;
+    }
+    json_t *ci = json_object_get(v, "cached_input");
+    pr->cached_input = pr->input;
+    if (ci != NULL && !price_ok(ci, &pr->cached_input)) {
+        snprintf(msg, cap, "%s: models.%.64s.cached_input must be >= 0", name,
+                 mk);
+        return false;
+    }
+    if (json_object_size(v) > 2u + (ci != NULL)) {
+        snprintf(msg, cap,
+                 "%s: models.%.64s: only input, output and cached_input", name,
+                 mk);
+        return false;
+    }
+    return true;
+}
+
+static bool embedding_price(json_t *v, const char *mk, sc_price *pr,
+                            const char *name, char *msg, size_t cap)
+{
+    if (!price_ok(v, &pr->input)) {
+        snprintf(msg, cap, "%s: embedding_models.%.64s must be dollars >= 0",
+                 name, mk);
+        return false;
+    }
+    return true;
+}
+
+/* Fills l (empty) from the JSON object models, each model's price read by
+ * read: SC_EINVAL with the reason in msg, SC_ENOMEM. On failure the
+ * models read so far stay in l, for list_free. */
+static sc_err list_parse(json_t *models, price_fn read, price_list *l,
+                         const char *name, char *msg, size_t cap)
+{
+    size_t n = json_object_size(models);
+    l->v = calloc(n ? n : 1, sizeof(*l->v));
+    if (l->v == NULL) {
+        return SC_ENOMEM;
+    }
+    const char *mk;
+    json_t *mv;
+    json_object_foreach(models, mk, mv)
+    {
+        named_price *np = &l->v[l->n];
+        if (!read(mv, mk, &np->p, name, msg, cap)) {
+            return SC_EINVAL;
+        }
+        if ((np->name = strdup(mk)) == NULL) {
+            return SC_ENOMEM;
+        }
+        l->n++;
+    }
+    return SC_OK;
 }
 
 sc_err sc_prices_parse(const char *json, size_t len, const char *name,
@@ -111,71 +181,17 @@ sc_err sc_prices_parse(const char *json, size_t len, const char *name,
                 goto out;
             }
         } else if (strcmp(k, "models") == 0 && json_is_object(v)) {
-            size_t n = json_object_size(v);
-            p->llm = calloc(n ? n : 1, sizeof(*p->llm));
-            if (p->llm == NULL) {
-                rc = SC_ENOMEM;
+            sc_err lrc = list_parse(v, llm_price, &p->llm, name, msg, cap);
+            if (lrc != SC_OK) {
+                rc = lrc;
                 goto out;
-            }
-            const char *mk;
-            json_t *mv;
-            json_object_foreach(v, mk, mv)
-            {
-                named_price *np = &p->llm[p->nllm];
-                if (!json_is_object(mv) ||
-                    !price_ok(json_object_get(mv, "input"), &np->p.input) ||
-                    !price_ok(json_object_get(mv, "output"), &np->p.output)) {
-                    snprintf(msg, cap,
-                             "%s: models.%.64s needs input and output "
-                             "dollars >= 0",
-                             name, mk);
-                    goto out;
-                }
-                json_t *ci = json_object_get(mv, "cached_input");
-                np->p.cached_input = np->p.input;
-                if (ci != NULL && !price_ok(ci, &np->p.cached_input)) {
-                    snprintf(msg, cap,
-                             "%s: models.%.64s.cached_input must be >= 0", name,
-                             mk);
-                    goto out;
-                }
-                if (json_object_size(mv) > 2u + (ci != NULL)) {
-                    snprintf(msg, cap,
-                             "%s: models.%.64s: only input, output and "
-                             "cached_input",
-                             name, mk);
-                    goto out;
-                }
-                if ((np->name = strdup(mk)) == NULL) {
-                    rc = SC_ENOMEM;
-                    goto out;
-                }
-                p->nllm++;
             }
         } else if (strcmp(k, "embedding_models") == 0 && json_is_object(v)) {
-            size_t n = json_object_size(v);
-            p->emb = calloc(n ? n : 1, sizeof(*p->emb));
-            if (p->emb == NULL) {
-                rc = SC_ENOMEM;
+            sc_err lrc =
+                list_parse(v, embedding_price, &p->emb, name, msg, cap);
+            if (lrc != SC_OK) {
+                rc = lrc;
                 goto out;
-            }
-            const char *mk;
-            json_t *mv;
-            json_object_foreach(v, mk, mv)
-            {
-                named_emb *ne = &p->emb[p->nemb];
-                if (!price_ok(mv, &ne->per_mtok)) {
-                    snprintf(msg, cap,
-                             "%s: embedding_models.%.64s must be dollars "
-                             ">= 0",
-                             name, mk);
-                    goto out;
-                }
-                if ((ne->name = strdup(mk)) == NULL) {
-                    rc = SC_ENOMEM;
-                    goto out;
-                }
-                p->nemb++;
             }
         } else {
             snprintf(msg, cap, "%s: unknown or malformed key '%.64s'", name, k);
@@ -238,34 +254,32 @@ sc_err sc_prices_default(sc_prices **out)
                            "data/prices.json", out, msg, sizeof(msg));
 }
 
-bool sc_prices_llm(const sc_prices *p, const char *model, sc_price *out)
+/* Model's entry in l; NULL when it has none. */
+static const named_price *list_find(const price_list *l, const char *model)
 {
-    memset(out, 0, sizeof(*out));
-    if (p == NULL || model == NULL || model[0] == '\0') {
-        return false;
+    if (model == NULL || model[0] == '\0') {
+        return NULL;
     }
-    for (size_t i = 0; i < p->nllm; i++) {
-        if (strcmp(p->llm[i].name, model) == 0) {
-            *out = p->llm[i].p;
-            return true;
+    for (size_t i = 0; i < l->n; i++) {
+        if (strcmp(l->v[i].name, model) == 0) {
+            return &l->v[i];
         }
     }
-    return false;
+    return NULL;
+}
+
+bool sc_prices_llm(const sc_prices *p, const char *model, sc_price *out)
+{
+    const named_price *np = p != NULL ? list_find(&p->llm, model) : NULL;
+    *out = np != NULL ? np->p : (sc_price){0};
+    return np != NULL;
 }
 
 bool sc_prices_embedding(const sc_prices *p, const char *model, double *out)
 {
-    *out = 0;
-    if (p == NULL || model == NULL || model[0] == '\0') {
-        return false;
-    }
-    for (size_t i = 0; i < p->nemb; i++) {
-        if (strcmp(p->emb[i].name, model) == 0) {
-            *out = p->emb[i].per_mtok;
-            return true;
-        }
-    }
-    return false;
+    const named_price *np = p != NULL ? list_find(&p->emb, model) : NULL;
+    *out = np != NULL ? np->p.input : 0;
+    return np != NULL;
 }
 
 double sc_prices_cpu_hour(const sc_prices *p)
