@@ -22,6 +22,7 @@
 #include <nng/supplemental/http/http.h>
 
 #include "proto/mp.h"
+#include "proto/pool.h"
 
 struct sc_http {
     nng_http_server *srv;
@@ -39,15 +40,9 @@ struct sc_http {
     pthread_cond_t cv;
     unsigned live;
     /* The pool that runs requests off nng's threads (those serve the nng
-     * socket too): jobs waiting, under mu. */
-    pthread_cond_t qcv; /* a job queued, or closing */
-    pthread_t *tids;
-    unsigned nworkers;
+     * socket too). */
+    sc_pool *pool;
     unsigned queue_max;
-    struct job *qhead, *qtail;
-    unsigned queued, running;
-    uint64_t refused;
-    bool closing;
 };
 
 typedef enum route_kind { R_HEALTHZ, R_METRICS, R_REPORT, R_OP } route_kind;
@@ -60,7 +55,7 @@ typedef struct route {
 
 /* A request whose head (and body) is in, for a worker of the pool. */
 typedef struct job {
-    struct job *next;
+    sc_pool_job link;
     route_kind kind; /* R_OP or R_REPORT */
     const char *op;  /* R_OP: the wire op (static) */
     nng_aio *aio;    /* the handler's, finished by whoever runs the job */
@@ -1260,120 +1255,50 @@ static void submit(sc_http *h, route_kind kind, const char *op, nng_aio *aio,
         reply_error(aio, 500, "internal", "out of memory", false);
         return;
     }
-    *jb = (job){NULL, kind, op, aio, body, len};
-    pthread_mutex_lock(&h->mu);
-    /* Full when queue_max wait with every worker busy: jobs not yet taken
-     * by an idle worker do not count against the cap. */
-    bool closing = h->closing,
-         full =
-             !closing && h->queued + h->running >= h->nworkers + h->queue_max;
-    if (full) {
-        h->refused++;
-    } else if (!closing) {
-        if (h->qtail != NULL) {
-            h->qtail->next = jb;
-        } else {
-            h->qhead = jb;
-        }
-        h->qtail = jb;
-        h->queued++;
-        pthread_cond_signal(&h->qcv);
-    }
-    unsigned qmax = h->queue_max;
-    pthread_mutex_unlock(&h->mu);
-    if (closing || full) {
+    *jb = (job){{NULL}, kind, op, aio, body, len};
+    sc_pool_verdict v = sc_pool_submit(h->pool, &jb->link);
+    if (v != SC_POOL_QUEUED) {
+        bool closing = v == SC_POOL_STOPPED;
         free(jb->body);
         free(jb);
         char msg[160];
         snprintf(msg, sizeof(msg),
                  "the HTTP front has %u requests waiting already: try again",
-                 qmax);
+                 h->queue_max);
         reply_error(aio, 503, closing ? "shutting_down" : "busy",
                     closing ? "semcached is shutting down" : msg, closing);
     }
 }
 
-static void *worker_main(void *arg)
+static void run_job(void *arg, void *local, sc_pool_job *link)
 {
     sc_http *h = arg;
-    pthread_mutex_lock(&h->mu);
-    for (;;) {
-        while (h->qhead == NULL && !h->closing) {
-            pthread_cond_wait(&h->qcv, &h->mu);
-        }
-        job *jb = h->qhead;
-        if (jb == NULL) {
-            break; /* closing; pool_stop answers what is left */
-        }
-        h->qhead = jb->next;
-        if (h->qhead == NULL) {
-            h->qtail = NULL;
-        }
-        h->queued--;
-        h->running++;
-        pthread_mutex_unlock(&h->mu);
-        if (jb->kind == R_OP) {
-            run_op(h, jb->op, jb->aio, jb->body != NULL ? jb->body : "",
-                   jb->len);
-        } else {
-            reply_page(h, jb->aio, jb->kind);
-        }
-        free(jb->body);
-        free(jb);
-        pthread_mutex_lock(&h->mu);
-        h->running--;
+    job *jb = SC_POOL_ENTRY(link, job, link);
+    (void)local;
+    if (jb->kind == R_OP) {
+        run_op(h, jb->op, jb->aio, jb->body != NULL ? jb->body : "", jb->len);
+    } else {
+        reply_page(h, jb->aio, jb->kind);
     }
-    pthread_mutex_unlock(&h->mu);
-    return NULL;
+    free(jb->body);
+    free(jb);
 }
 
-/* Starts nworkers threads; false (none left running) when one fails. */
-static bool pool_start(sc_http *h, unsigned nworkers)
+/* A job still queued when the front closes. */
+static void refuse_job(void *arg, sc_pool_job *link)
 {
-    if ((h->tids = calloc(nworkers, sizeof(*h->tids))) == NULL) {
-        return false;
-    }
-    for (; h->nworkers < nworkers; h->nworkers++) {
-        if (pthread_create(&h->tids[h->nworkers], NULL, worker_main, h) != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Refuses new jobs, answers those still queued 503 and joins the workers,
- * once each has finished the job it runs. Handlers may run meanwhile. */
-static void pool_stop(sc_http *h)
-{
-    pthread_mutex_lock(&h->mu);
-    h->closing = true;
-    job *jb = h->qhead;
-    h->qhead = h->qtail = NULL;
-    h->queued = 0;
-    pthread_cond_broadcast(&h->qcv);
-    pthread_mutex_unlock(&h->mu);
-    while (jb != NULL) {
-        job *next = jb->next;
-        reply_error(jb->aio, 503, "shutting_down", "semcached is shutting down",
-                    true);
-        free(jb->body);
-        free(jb);
-        jb = next;
-    }
-    for (unsigned i = 0; i < h->nworkers; i++) {
-        pthread_join(h->tids[i], NULL);
-    }
-    h->nworkers = 0;
+    job *jb = SC_POOL_ENTRY(link, job, link);
+    (void)arg;
+    reply_error(jb->aio, 503, "shutting_down", "semcached is shutting down",
+                true);
+    free(jb->body);
+    free(jb);
 }
 
 void sc_http_pool_counts(sc_http *h, unsigned *queued, unsigned *running,
                          uint64_t *refused)
 {
-    pthread_mutex_lock(&h->mu);
-    *queued = h->queued;
-    *running = h->running;
-    *refused = h->refused;
-    pthread_mutex_unlock(&h->mu);
+    sc_pool_counts(h->pool, queued, running, refused);
 }
 
 /* ---- the server ------------------------------------------------------- */
@@ -1475,8 +1400,7 @@ static void http_free(sc_http *h)
     if (h->own_metrics) {
         sc_metrics_close(h->metrics);
     }
-    free(h->tids);
-    pthread_cond_destroy(&h->qcv);
+    sc_pool_close(h->pool);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h);
@@ -1534,11 +1458,15 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
     h->queue_max = cfg->queue_max != 0 ? cfg->queue_max : SC_HTTP_DEFAULT_QUEUE;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
-    pthread_cond_init(&h->qcv, NULL);
-    sc_err rc = SC_OK;
-    if (!pool_start(h, cfg->workers != 0 ? cfg->workers
-                                         : SC_HTTP_DEFAULT_WORKERS)) {
-        rc = SC_ENOMEM;
+    sc_pool_config pc = {
+        .threads = cfg->workers != 0 ? cfg->workers : SC_HTTP_DEFAULT_WORKERS,
+        .queue_max = h->queue_max,
+        .run = run_job,
+        .refuse = refuse_job,
+        .arg = h,
+    };
+    sc_err rc = sc_pool_open(&pc, &h->pool);
+    if (rc != SC_OK) {
         goto fail_pool;
     }
     if (cfg->metrics != NULL) {
@@ -1598,11 +1526,9 @@ fail_hold:
         h->own_metrics = false;
     }
 fail_metrics:
-fail_pool:        /* the pool may be partly started */
-    pool_stop(h); /* no route left: nothing was queued */
-    free(h->tids);
+    sc_pool_close(h->pool); /* no route left: nothing was queued */
+fail_pool:
     nng_url_free(url);
-    pthread_cond_destroy(&h->qcv);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h);
@@ -1616,7 +1542,7 @@ void sc_http_close(sc_http *h)
     }
     /* First, so that nng's stop (which waits for every connection, and so
      * for each handler's aio) finds no job queued behind a running one. */
-    pool_stop(h);
+    sc_pool_stop(h->pool);
     nng_http_server_stop(h->srv);
     nng_http_server_release(h->srv);
     if (!wait_routes(h, 10)) {
