@@ -13,6 +13,7 @@
 #include "proto/proxy.h"
 
 #include "proto/http.h"
+#include "proto/pool.h"
 
 #include <curl/curl.h>
 #include <math.h>
@@ -437,16 +438,6 @@ void sc_proxy_plan_fini(sc_proxy_plan *p)
 
 /* ---- the proxy -------------------------------------------------------- */
 
-/* READING its body, PENDING for a lookup thread, LOOKING on one, QUEUED
- * for a worker, RUNNING on one. */
-typedef enum phase {
-    PH_READING,
-    PH_PENDING,
-    PH_LOOKING,
-    PH_QUEUED,
-    PH_RUNNING
-} phase;
-
 typedef struct preq preq;
 
 struct sc_proxy {
@@ -462,17 +453,10 @@ struct sc_proxy {
     size_t body_max;
     sc_proxy_history history;
     bool store_tool_calls, store_truncated;
-    unsigned nworkers;
-    pthread_t *tids;
-    unsigned nlookers; /* lookup threads */
-    pthread_t *ltids;
+    sc_pool *workers; /* each with its own libcurl handle */
+    sc_pool *lookers; /* the lookup threads */
     pthread_mutex_t mu;
-    pthread_cond_t qcv;    /* the queue, and closing */
-    pthread_cond_t lcv;    /* the lookup queue, and closing */
     pthread_cond_t donecv; /* nlive, route_live */
-    preq *qhead, *qtail;   /* jobs for the workers */
-    preq *lhead, *ltail;   /* requests for the lookup threads */
-    unsigned lqueued, lrunning;
     preq *live;            /* every request not yet answered */
     unsigned nlive;
     bool route_live; /* nng still holds our handler's data */
@@ -485,8 +469,8 @@ struct sc_proxy {
 struct preq {
     sc_proxy *p;
     preq *prev, *next; /* p->live */
-    preq *qnext;       /* p->qhead or p->lhead */
-    phase ph;
+    sc_pool_job job;   /* in p->lookers, then p->workers */
+    bool body_in;      /* under p->mu: the body is read, or none was */
     nng_aio *haio;       /* the handler's */
     nng_http_req *req;   /* nng's until hijacked, then ours */
     nng_http_conn *conn; /* nng's until hijacked, then ours */
@@ -1508,53 +1492,40 @@ static void run_job(preq *pr, CURL *c)
     }
 }
 
-static void *worker_main(void *arg)
+/* Answers a request queued to a pool that stops. */
+static void refuse(void *arg, sc_pool_job *job)
 {
-    sc_proxy *p = arg;
-    CURL *c = curl_easy_init();
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (p->qhead == NULL && !p->closing) {
-            pthread_cond_wait(&p->qcv, &p->mu);
-        }
-        preq *pr = p->qhead;
-        if (pr == NULL) {
-            pthread_mutex_unlock(&p->mu);
-            break;
-        }
-        p->qhead = pr->qnext;
-        if (p->qhead == NULL) {
-            p->qtail = NULL;
-        }
-        pr->ph = PH_RUNNING;
-        pthread_mutex_unlock(&p->mu);
-        run_job(pr, c);
-    }
-    curl_easy_cleanup(c);
-    return NULL;
+    preq *pr = SC_POOL_ENTRY(job, preq, job);
+    (void)arg;
+    reply_error(pr, 503, "semcache_error", "shutting_down",
+                "semcached is shutting down", NULL, false);
 }
 
-static void enqueue(preq *pr)
+/* Queues pr to pool (p->lookers or p->workers), or answers 503 once the
+ * pool stops, as the proxy closes. Not bounded here: what waits is bounded by
+ * --http-max-conns, as the requests whose body is being read are. */
+static void submit(sc_pool *pool, preq *pr)
 {
-    sc_proxy *p = pr->p;
-    pthread_mutex_lock(&p->mu);
-    if (p->closing) {
-        /* The workers may be gone already. */
-        pthread_mutex_unlock(&p->mu);
-        reply_error(pr, 503, "semcache_error", "shutting_down",
-                    "semcached is shutting down", NULL, false);
-        return;
+    if (sc_pool_submit(pool, &pr->job) != SC_POOL_QUEUED) {
+        refuse(NULL, &pr->job);
     }
-    pr->ph = PH_QUEUED;
-    pr->qnext = NULL;
-    if (p->qtail != NULL) {
-        p->qtail->qnext = pr;
-    } else {
-        p->qhead = pr;
-    }
-    p->qtail = pr;
-    pthread_cond_signal(&p->qcv);
-    pthread_mutex_unlock(&p->mu);
+}
+
+static void *worker_start(void *arg)
+{
+    (void)arg;
+    return curl_easy_init();
+}
+
+static void worker_stop(void *local)
+{
+    curl_easy_cleanup(local);
+}
+
+static void worker_run(void *arg, void *local, sc_pool_job *job)
+{
+    (void)arg;
+    run_job(SC_POOL_ENTRY(job, preq, job), local);
 }
 
 static char *dup_header(nng_http_req *req, const char *name)
@@ -1710,7 +1681,7 @@ static void process(preq *pr)
             return;
         }
     }
-    enqueue(pr);
+    submit(p->workers, pr);
 }
 
 /* ---- the lookup threads ------------------------------------------------ */
@@ -1721,90 +1692,17 @@ static void process(preq *pr)
  * would stall every nng client. So a request whose body is in is queued
  * to threads of our own, which finish the handler's aio. */
 
-/* Queues pr for a lookup thread, or answers 503 when the proxy closes.
- * Not bounded here: what waits is bounded by --http-max-conns, as the
- * requests whose body is being read are. */
-static void submit(preq *pr)
+static void looker_run(void *arg, void *local, sc_pool_job *job)
 {
-    sc_proxy *p = pr->p;
-    pthread_mutex_lock(&p->mu);
-    if (p->closing) {
-        /* The lookup threads may be gone already. */
-        pthread_mutex_unlock(&p->mu);
-        reply_error(pr, 503, "semcache_error", "shutting_down",
-                    "semcached is shutting down", NULL, false);
-        return;
-    }
-    pr->ph = PH_PENDING;
-    pr->qnext = NULL;
-    if (p->ltail != NULL) {
-        p->ltail->qnext = pr;
-    } else {
-        p->lhead = pr;
-    }
-    p->ltail = pr;
-    p->lqueued++;
-    pthread_cond_signal(&p->lcv);
-    pthread_mutex_unlock(&p->mu);
-}
-
-static void *looker_main(void *arg)
-{
-    sc_proxy *p = arg;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (p->lhead == NULL && !p->closing) {
-            pthread_cond_wait(&p->lcv, &p->mu);
-        }
-        preq *pr = p->lhead;
-        if (pr == NULL) {
-            break; /* closing; stop_lookers answers what is left */
-        }
-        p->lhead = pr->qnext;
-        if (p->lhead == NULL) {
-            p->ltail = NULL;
-        }
-        p->lqueued--;
-        p->lrunning++;
-        pr->ph = PH_LOOKING;
-        pthread_mutex_unlock(&p->mu);
-        process(pr);
-        pthread_mutex_lock(&p->mu);
-        p->lrunning--;
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
-}
-
-/* Sets closing, answers the requests waiting for a lookup thread 503 and
- * joins the lookup threads once each has finished the request it runs. */
-static void stop_lookers(sc_proxy *p)
-{
-    pthread_mutex_lock(&p->mu);
-    __atomic_store_n(&p->closing, true, __ATOMIC_RELAXED);
-    preq *pr = p->lhead;
-    p->lhead = p->ltail = NULL;
-    p->lqueued = 0;
-    pthread_cond_broadcast(&p->lcv);
-    pthread_mutex_unlock(&p->mu);
-    while (pr != NULL) {
-        preq *next = pr->qnext;
-        reply_error(pr, 503, "semcache_error", "shutting_down",
-                    "semcached is shutting down", NULL, false);
-        pr = next;
-    }
-    for (unsigned i = 0; i < p->nlookers; i++) {
-        pthread_join(p->ltids[i], NULL);
-    }
-    p->nlookers = 0;
+    (void)arg;
+    (void)local;
+    process(SC_POOL_ENTRY(job, preq, job));
 }
 
 void sc_proxy_pool_counts(sc_proxy *p, unsigned *queued, unsigned *running)
 {
-    pthread_mutex_lock(&p->mu);
-    *queued = p->lqueued;
-    *running = p->lrunning;
-    pthread_mutex_unlock(&p->mu);
+    uint64_t refused;
+    sc_pool_counts(p->lookers, queued, running, &refused);
 }
 
 /* ---- nng's handler ------------------------------------------------------ */
@@ -1819,7 +1717,11 @@ static void body_done(void *arg)
         preq_done(pr);
         return;
     }
-    submit(pr);
+    sc_proxy *p = pr->p;
+    pthread_mutex_lock(&p->mu);
+    pr->body_in = true; /* sc_proxy_close aborts the read no more */
+    pthread_mutex_unlock(&p->mu);
+    submit(p->lookers, pr);
 }
 
 static void on_request(nng_aio *aio)
@@ -1878,7 +1780,7 @@ static void on_request(nng_aio *aio)
     pr->org = dup_header(req, "OpenAI-Organization");
     pr->project = dup_header(req, "OpenAI-Project");
     if (len == 0) {
-        submit(pr);
+        submit(p->lookers, pr);
         return;
     }
     if ((pr->body = malloc(len)) == NULL ||
@@ -1924,12 +1826,8 @@ static char *upstream_url(const char *base, const char *path)
 
 static void proxy_free(sc_proxy *p)
 {
-    free(p->tids);
-    free(p->ltids);
     free(p->chat_url);
     free(p->embed_url);
-    pthread_cond_destroy(&p->qcv);
-    pthread_cond_destroy(&p->lcv);
     pthread_cond_destroy(&p->donecv);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -1966,8 +1864,6 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
         return SC_ENOMEM;
     }
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->qcv, NULL);
-    pthread_cond_init(&p->lcv, NULL);
     pthread_cond_init(&p->donecv, NULL);
     p->cache = cfg->cache;
     p->dispatch = cfg->dispatch;
@@ -1985,26 +1881,38 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
     p->history = cfg->history;
     p->store_tool_calls = cfg->store_tool_calls;
     p->store_truncated = cfg->store_truncated;
-    p->nworkers = cfg->workers != 0 ? cfg->workers : SC_PROXY_DEFAULT_WORKERS;
-    unsigned nlookers = cfg->lookup_workers != 0
-                            ? cfg->lookup_workers
-                            : SC_PROXY_DEFAULT_LOOKUP_WORKERS;
+    sc_pool_config wc = {
+        .threads = cfg->workers != 0 ? cfg->workers : SC_PROXY_DEFAULT_WORKERS,
+        .run = worker_run,
+        .refuse = refuse,
+        .thread_start = worker_start,
+        .thread_stop = worker_stop,
+    };
+    sc_pool_config lc = {
+        .threads = cfg->lookup_workers != 0 ? cfg->lookup_workers
+                                            : SC_PROXY_DEFAULT_LOOKUP_WORKERS,
+        .run = looker_run,
+        .refuse = refuse,
+    };
     sc_err rc = SC_ENOMEM;
     int rv;
     p->chat_url = upstream_url(cfg->upstream, "chat/completions");
     p->embed_url = upstream_url(cfg->upstream, "embeddings");
-    p->tids = calloc(p->nworkers, sizeof(*p->tids));
-    p->ltids = calloc(nlookers, sizeof(*p->ltids));
-    if (p->chat_url == NULL || p->embed_url == NULL || p->tids == NULL ||
-        p->ltids == NULL) {
+    if (p->chat_url == NULL || p->embed_url == NULL) {
         goto fail_alloc;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
         goto fail_alloc;
     }
+    /* Before the handler is added: the server may be the HTTP front's,
+     * listening already, and a request queued at once. */
+    if (sc_pool_open(&wc, &p->workers) != SC_OK ||
+        sc_pool_open(&lc, &p->lookers) != SC_OK) {
+        goto fail_pools;
+    }
     if (nng_http_server_hold(&p->srv, url) != 0) {
         rc = SC_EIO;
-        goto fail_curl;
+        goto fail_pools;
     }
     if (nng_http_handler_alloc(&p->hd, CHAT_PATH, on_request) != 0) {
         goto fail_hold;
@@ -2032,31 +1940,6 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
         rc = SC_EIO;
         goto fail_route;
     }
-    unsigned started = 0;
-    for (; started < p->nworkers; started++) {
-        if (pthread_create(&p->tids[started], NULL, worker_main, p) != 0) {
-            break;
-        }
-    }
-    if (started == p->nworkers) {
-        for (; p->nlookers < nlookers; p->nlookers++) {
-            if (pthread_create(&p->ltids[p->nlookers], NULL, looker_main, p) !=
-                0) {
-                break;
-            }
-        }
-    }
-    if (started < p->nworkers || p->nlookers < nlookers) {
-        stop_lookers(p); /* sets closing */
-        pthread_mutex_lock(&p->mu);
-        pthread_cond_broadcast(&p->qcv);
-        pthread_mutex_unlock(&p->mu);
-        for (unsigned i = 0; i < started; i++) {
-            pthread_join(p->tids[i], NULL);
-        }
-        nng_http_server_stop(p->srv);
-        goto fail_route;
-    }
     nng_url_free(url);
     *out = p;
     return SC_OK;
@@ -2067,7 +1950,9 @@ fail_handler:
     nng_http_handler_free(p->hd); /* runs route_free */
 fail_hold:
     nng_http_server_release(p->srv);
-fail_curl:
+fail_pools:
+    sc_pool_close(p->lookers); /* before their libcurl goes */
+    sc_pool_close(p->workers);
     curl_global_cleanup();
 fail_alloc:
     nng_url_free(url);
@@ -2080,17 +1965,15 @@ void sc_proxy_close(sc_proxy *p)
     if (p == NULL) {
         return;
     }
-    /* No new requests reach us; queued ones are answered 503 (those for a
-     * lookup thread at once), calls in flight are aborted by their
-     * progress callback, and streams are cut (their writes aborted). */
+    /* No new requests reach us; queued ones are answered 503, calls in
+     * flight are aborted by their progress callback, and streams are cut
+     * (their writes aborted). */
     nng_http_server_del_handler(p->srv, p->hd);
     nng_http_handler_free(p->hd);
     pthread_mutex_lock(&p->mu);
     __atomic_store_n(&p->closing, true, __ATOMIC_RELAXED);
-    pthread_cond_broadcast(&p->qcv);
-    pthread_cond_broadcast(&p->lcv);
     for (preq *pr = p->live; pr != NULL; pr = pr->next) {
-        if (pr->ph == PH_READING && pr->baio != NULL) {
+        if (!pr->body_in && pr->baio != NULL) {
             nng_aio_abort(pr->baio, NNG_ECLOSED);
         }
         if (pr->waio != NULL) {
@@ -2099,11 +1982,9 @@ void sc_proxy_close(sc_proxy *p)
     }
     pthread_mutex_unlock(&p->mu);
     /* The lookup threads first: what they finish may still be queued to
-     * a worker (enqueue answers it 503 once closing is set). */
-    stop_lookers(p);
-    for (unsigned i = 0; i < p->nworkers; i++) {
-        pthread_join(p->tids[i], NULL);
-    }
+     * a worker (run_job answers it 503 once closing is set). */
+    sc_pool_stop(p->lookers);
+    sc_pool_stop(p->workers);
     pthread_mutex_lock(&p->mu);
     while (p->nlive > 0 || p->route_live) {
         pthread_cond_wait(&p->donecv, &p->mu);
@@ -2111,6 +1992,9 @@ void sc_proxy_close(sc_proxy *p)
     pthread_mutex_unlock(&p->mu);
     nng_http_server_stop(p->srv);
     nng_http_server_release(p->srv);
+    /* Only now: a body read to its end as we closed is still submitted. */
+    sc_pool_close(p->lookers);
+    sc_pool_close(p->workers);
     curl_global_cleanup();
     proxy_free(p);
 }
