@@ -501,6 +501,19 @@ static sc_err roundtrip(sc_client *c, uint8_t *req, size_t len, uint8_t **raw,
     return SC_OK;
 }
 
+/* roundtrip for the request packed in pb. */
+static sc_err send_packed(sc_client *c, packbuf *pb, uint8_t **raw,
+                          size_t *raw_len, mp_reader *result,
+                          sc_client_error *err)
+{
+    uint8_t *req;
+    size_t len;
+    if (pb_take(pb, &req, &len) != SC_OK) {
+        return SC_ENOMEM;
+    }
+    return roundtrip(c, req, len, raw, raw_len, result, err);
+}
+
 /* A request of op with the fields given (NULL = not sent). */
 static sc_err simple_tagged(sc_client *c, const char *op, const char *ns,
                             const uint64_t *entry, const char *feature,
@@ -520,15 +533,10 @@ static sc_err simple_tagged(sc_client *c, const char *op, const char *ns,
         msgpack_pack_uint64(pk, *entry);
     }
     put_tags(pk, feature, user);
-    uint8_t *req;
-    size_t req_len;
-    if (pb_take(&pb, &req, &req_len) != SC_OK) {
-        return SC_ENOMEM;
-    }
     uint8_t *raw;
     size_t raw_len;
     mp_reader res;
-    sc_err rc = roundtrip(c, req, req_len, &raw, &raw_len, &res, err);
+    sc_err rc = send_packed(c, &pb, &raw, &raw_len, &res, err);
     free(rc == SC_OK ? raw : NULL);
     return rc;
 }
@@ -580,13 +588,8 @@ sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
         mp_put_key(pk, "ns");
         mp_put_str(pk, ns);
     }
-    uint8_t *req;
-    size_t req_len;
-    if (pb_take(&pb, &req, &req_len) != SC_OK) {
-        return SC_ENOMEM;
-    }
     mp_reader res;
-    return roundtrip(c, req, req_len, reply, reply_len, &res, err);
+    return send_packed(c, &pb, reply, reply_len, &res, err);
 }
 
 sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
@@ -605,13 +608,8 @@ sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
         mp_put_key(pk, "by");
         mp_put_str(pk, by);
     }
-    uint8_t *req;
-    size_t req_len;
-    if (pb_take(&pb, &req, &req_len) != SC_OK) {
-        return SC_ENOMEM;
-    }
     mp_reader res;
-    return roundtrip(c, req, req_len, reply, reply_len, &res, err);
+    return send_packed(c, &pb, reply, reply_len, &res, err);
 }
 
 /* Positions r (at a result map) on the value of key. Returns 0, 1 when
@@ -645,15 +643,10 @@ sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
     pb_init(&pb);
     msgpack_packer *pk = &pb.pk;
     begin(pk, "ping", 0);
-    uint8_t *req;
-    size_t req_len;
-    if (pb_take(&pb, &req, &req_len) != SC_OK) {
-        return SC_ENOMEM;
-    }
     uint8_t *raw;
     size_t raw_len;
     mp_reader r;
-    sc_err rc = roundtrip(c, req, req_len, &raw, &raw_len, &r, err);
+    sc_err rc = send_packed(c, &pb, &raw, &raw_len, &r, err);
     if (rc != SC_OK) {
         return rc;
     }
@@ -670,19 +663,27 @@ sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
     return rc;
 }
 
-sc_err sc_client_insert(sc_client *c, const char *ns, const sc_client_item *it,
-                        uint64_t *entry, sc_client_error *err)
+/* Sends the item request of op and opens its reply: on SC_OK, r reads
+ * *raw, which the caller frees. */
+static sc_err item_call(sc_client *c, const char *op, const char *ns,
+                        const sc_client_item *it, int insert, uint8_t **raw,
+                        mp_reader *r, sc_client_error *err)
 {
     uint8_t *req;
-    size_t len;
-    sc_err rc = sc_client_build_insert(ns, it, &req, &len);
+    size_t len, raw_len;
+    sc_err rc = build_item(op, ns, it, insert, &req, &len);
     if (rc != SC_OK) {
         return rc;
     }
+    return roundtrip(c, req, len, raw, &raw_len, r, err);
+}
+
+sc_err sc_client_insert(sc_client *c, const char *ns, const sc_client_item *it,
+                        uint64_t *entry, sc_client_error *err)
+{
     uint8_t *raw;
-    size_t raw_len;
     mp_reader r;
-    rc = roundtrip(c, req, len, &raw, &raw_len, &r, err);
+    sc_err rc = item_call(c, "insert", ns, it, 1, &raw, &r, err);
     if (rc != SC_OK) {
         return rc;
     }
@@ -703,16 +704,9 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
 {
     memset(res, 0, sizeof(*res));
     res->best = NAN;
-    uint8_t *req;
-    size_t len;
-    sc_err rc = sc_client_build_lookup(ns, it, &req, &len);
-    if (rc != SC_OK) {
-        return rc;
-    }
     uint8_t *raw;
-    size_t raw_len;
     mp_reader r;
-    rc = roundtrip(c, req, len, &raw, &raw_len, &r, err);
+    sc_err rc = item_call(c, "lookup", ns, it, 0, &raw, &r, err);
     if (rc != SC_OK) {
         return rc;
     }
