@@ -1914,6 +1914,16 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
         rc = SC_EIO;
         goto fail_pools;
     }
+    /* The default namespace exists from the start, so that every lookup
+     * in it is counted in the ledger (a lookup of a namespace that does
+     * not exist is not), the first one and its embedding spend included.
+     * Made before the handler is added: once it is, a request may be
+     * reading its body, and no failure may free what it points to. */
+    rv = sc_cache_ns_create(p->cache, p->ns, NULL);
+    if (rv != SC_OK && rv != SC_ENSEXIST) {
+        rc = (sc_err)rv;
+        goto fail_hold;
+    }
     if (nng_http_handler_alloc(&p->hd, CHAT_PATH, on_request) != 0) {
         goto fail_hold;
     }
@@ -1927,15 +1937,9 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
         rc = rv == NNG_EADDRINUSE ? SC_EIO : SC_ENOMEM;
         goto fail_handler;
     }
-    /* The default namespace exists from the start, so that every lookup
-     * in it is counted in the ledger (a lookup of a namespace that does
-     * not exist is not), the first one and its embedding spend included. */
-    rv = sc_cache_ns_create(p->cache, p->ns, NULL);
-    if (rv != SC_OK && rv != SC_ENSEXIST) {
-        rc = (sc_err)rv;
-        goto fail_route;
-    }
-    /* Counted by nng: the sc_http's start already listens. */
+    /* Counted by nng: the sc_http's start already listens, and then this
+     * cannot fail. It fails only for a server of our own, not listening
+     * yet, so no request can have reached the handler. */
     if ((rv = nng_http_server_start(p->srv)) != 0) {
         rc = SC_EIO;
         goto fail_route;

@@ -2154,6 +2154,60 @@ out:
     pool_close(&f);
 }
 
+/* A proxy that cannot make its namespace fails to open before its handler
+ * is added to the front (a request reading its body would point at what
+ * the failure frees), and leaves the front serving and the path free. */
+static void test_proxy_open_fails(void)
+{
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.max_namespaces = 1;
+    sc_cache *cache = NULL;
+    sc_dispatch *d = NULL;
+    sc_http *h = NULL;
+    CHECK(sc_cache_open(&cc, &cache) == SC_OK &&
+          sc_dispatch_open(cache, &d) == SC_OK);
+    CHECK(sc_cache_ns_create(cache, "other", NULL) == SC_OK);
+    int hp = free_port();
+    char addr[64], upstream[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", hp);
+    snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", free_port());
+    sc_http_config hc = {.addr = addr, .dispatch = d, .cache = cache};
+    CHECK(sc_http_open(&hc, &h) == SC_OK);
+    sc_proxy_config pc;
+    sc_proxy_config_init(&pc);
+    pc.addr = addr;
+    pc.upstream = upstream;
+    pc.cache = cache;
+    pc.dispatch = d;
+    sc_proxy *px = NULL;
+    CHECK_EQ_INT(sc_proxy_open(&pc, &px), SC_ENSFULL);
+    CHECK(px == NULL);
+    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":"
+                       "\"user\",\"content\":\"a question\"}]}";
+    resp r;
+    CHECK(http_to(hp, "POST", "/v1/chat/completions",
+                  "Content-Type: application/json\r\n", chat, strlen(chat),
+                  &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    resp_free(&r);
+    CHECK(http_to(hp, "GET", "/healthz", NULL, NULL, 0, &r) == 0 &&
+          r.status == 200);
+    resp_free(&r);
+    /* The path is free again: with room for its namespace, it opens. */
+    CHECK(sc_cache_ns_drop(cache, "other") == SC_OK);
+    CHECK_EQ_INT(sc_proxy_open(&pc, &px), SC_OK);
+    CHECK(http_to(hp, "POST", "/v1/chat/completions",
+                  "Content-Type: application/json\r\n", chat, strlen(chat),
+                  &r) == 0);
+    CHECK_EQ_INT(r.status, 502); /* a miss, and no upstream */
+    resp_free(&r);
+    sc_proxy_close(px);
+    sc_http_close(h);
+    sc_dispatch_close(d);
+    sc_cache_close(cache);
+}
+
 int main(void)
 {
     sc_cache_config cc;
@@ -2200,6 +2254,7 @@ int main(void)
     test_close_under_load(cache, d);
     test_pool();
     test_proxy_pool();
+    test_proxy_open_fails();
     test_healthz(); /* still serving after all of it */
 
     /* Close with a body half sent: the read is dropped, close returns. */
