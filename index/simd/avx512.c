@@ -62,59 +62,85 @@ static float dot_f32(const float *a, const float *b, size_t d)
         _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
+static __m512 load_h16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+/* The f32 and f16 scans below are one loop; they differ only in how 16
+ * elements of a row are loaded and widened to f32. esize (4 for f32, 2 for
+ * f16) is a constant at every call, so the choice folds away. */
+static inline __m512 load_row(const void *x, size_t i, size_t esize)
+{
+    return esize == 4 ? _mm512_loadu_ps((const float *)x + i)
+                      : load_h16((const uint16_t *)x + i);
+}
+
+static inline __m512 maskz_load_row(__mmask16 m, const void *x, size_t i,
+                                    size_t esize)
+{
+    return esize == 4 ? _mm512_maskz_loadu_ps(m, (const float *)x + i)
+                      : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                            m, (const uint16_t *)x + i));
+}
+
 /* One row summed exactly as a lane of the four-row pass below sums it, so
  * that a row's score does not depend on where it sits in the scan. */
-static float row_f32(const float *q, const float *x, size_t body, __mmask16 tm)
+static inline __attribute__((always_inline)) float
+row_dot(const float *q, const void *x, size_t esize, size_t body, __mmask16 tm)
 {
     __m512 a = _mm512_setzero_ps();
     for (size_t i = 0; i < body; i += 16) {
-        a = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(x + i), a);
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_row(x, i, esize), a);
     }
     if (tm != 0) {
         a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, q + body),
-                            _mm512_maskz_loadu_ps(tm, x + body), a);
+                            maskz_load_row(tm, x, body, esize), a);
     }
     return _mm512_reduce_add_ps(a);
 }
 
 /* Four rows per pass share each load of q and keep four independent FMA
  * chains and four load streams in flight; the d % 16 tail of all four rows
- * is one masked step. The prefetch runs two passes ahead so that a scan
- * from L3 or DRAM does not stall at the start of each row. */
-static void dot_f32_rows(const float *q, const float *base, size_t stride,
-                         size_t n, size_t d, float *out)
+ * is one masked step. The prefetch runs two passes ahead, once per 64-byte
+ * line, so that a scan from L3 or DRAM does not stall at the start of each
+ * row. Rows are esize bytes an element, stride elements apart. */
+static inline __attribute__((always_inline)) void
+dot_rows(const float *q, const void *base, size_t esize, size_t stride,
+         size_t n, size_t d, float *out)
 {
     const size_t body = d & ~(size_t)15;
     const __mmask16 tm = mask16(d - body);
+    const size_t rb = stride * esize; /* bytes from one row to the next */
     size_t r = 0;
     for (; r + 4 <= n; r += 4) {
-        const float *x0 = base + r * stride;
-        const float *x1 = x0 + stride;
-        const float *x2 = x1 + stride;
-        const float *x3 = x2 + stride;
-        const char *pf = (const char *)(x0 + 8 * stride);
+        const char *x0 = (const char *)base + r * rb;
+        const char *x1 = x0 + rb;
+        const char *x2 = x1 + rb;
+        const char *x3 = x2 + rb;
+        const char *pf = x0 + 8 * rb;
         const int ahead = r + 12 <= n;
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
         __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         for (size_t i = 0; i < body; i += 16) {
             __m512 qv = _mm512_loadu_ps(q + i);
-            if (ahead) {
-                _mm_prefetch(pf + i * 4, _MM_HINT_T0);
-                _mm_prefetch(pf + (stride + i) * 4, _MM_HINT_T0);
-                _mm_prefetch(pf + (2 * stride + i) * 4, _MM_HINT_T0);
-                _mm_prefetch(pf + (3 * stride + i) * 4, _MM_HINT_T0);
+            if (ahead && (i * esize) % 64 == 0) {
+                _mm_prefetch(pf + i * esize, _MM_HINT_T0);
+                _mm_prefetch(pf + rb + i * esize, _MM_HINT_T0);
+                _mm_prefetch(pf + 2 * rb + i * esize, _MM_HINT_T0);
+                _mm_prefetch(pf + 3 * rb + i * esize, _MM_HINT_T0);
             }
-            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x0 + i), a0);
-            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x1 + i), a1);
-            a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x2 + i), a2);
-            a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(x3 + i), a3);
+            a0 = _mm512_fmadd_ps(qv, load_row(x0, i, esize), a0);
+            a1 = _mm512_fmadd_ps(qv, load_row(x1, i, esize), a1);
+            a2 = _mm512_fmadd_ps(qv, load_row(x2, i, esize), a2);
+            a3 = _mm512_fmadd_ps(qv, load_row(x3, i, esize), a3);
         }
         if (tm != 0) {
             __m512 qv = _mm512_maskz_loadu_ps(tm, q + body);
-            a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tm, x0 + body), a0);
-            a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tm, x1 + body), a1);
-            a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tm, x2 + body), a2);
-            a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tm, x3 + body), a3);
+            a0 = _mm512_fmadd_ps(qv, maskz_load_row(tm, x0, body, esize), a0);
+            a1 = _mm512_fmadd_ps(qv, maskz_load_row(tm, x1, body, esize), a1);
+            a2 = _mm512_fmadd_ps(qv, maskz_load_row(tm, x2, body, esize), a2);
+            a3 = _mm512_fmadd_ps(qv, maskz_load_row(tm, x3, body, esize), a3);
         }
         out[r] = _mm512_reduce_add_ps(a0);
         out[r + 1] = _mm512_reduce_add_ps(a1);
@@ -122,8 +148,20 @@ static void dot_f32_rows(const float *q, const float *base, size_t stride,
         out[r + 3] = _mm512_reduce_add_ps(a3);
     }
     for (; r < n; r++) {
-        out[r] = row_f32(q, base + r * stride, body, tm);
+        out[r] = row_dot(q, (const char *)base + r * rb, esize, body, tm);
     }
+}
+
+static void dot_f32_rows(const float *q, const float *base, size_t stride,
+                         size_t n, size_t d, float *out)
+{
+    dot_rows(q, base, sizeof(*base), stride, n, d, out);
+}
+
+static void dot_f16_rows(const float *q, const uint16_t *base, size_t stride,
+                         size_t n, size_t d, float *out)
+{
+    dot_rows(q, base, sizeof(*base), stride, n, d, out);
 }
 
 /* 4 queries x 4 rows per pass: 16 accumulators, and every load feeds four
@@ -188,85 +226,14 @@ static void dot_f32_tile(const float *qs, size_t qstride, size_t nq,
         const __mmask16 tm = mask16(d - body);
         for (; j < n; j++) {
             for (size_t qq = 0; qq < 4; qq++) {
-                out[(i + qq) * ldo + j] = row_f32(qs + (i + qq) * qstride,
-                                                  base + j * stride, body, tm);
+                out[(i + qq) * ldo + j] =
+                    row_dot(qs + (i + qq) * qstride, base + j * stride,
+                            sizeof(*base), body, tm);
             }
         }
     }
     for (; i < nq; i++) {
         dot_f32_rows(qs + i * qstride, base, stride, n, d, out + i * ldo);
-    }
-}
-
-static __m512 load_h16(const uint16_t *p)
-{
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-}
-
-static __m512 maskz_load_h16(__mmask16 m, const uint16_t *p)
-{
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
-}
-
-/* As row_f32: one row, in the order of a lane of the four-row pass. */
-static float row_f16(const float *q, const uint16_t *x, size_t body,
-                     __mmask16 tm)
-{
-    __m512 a = _mm512_setzero_ps();
-    for (size_t i = 0; i < body; i += 16) {
-        a = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_h16(x + i), a);
-    }
-    if (tm != 0) {
-        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, q + body),
-                            maskz_load_h16(tm, x + body), a);
-    }
-    return _mm512_reduce_add_ps(a);
-}
-
-static void dot_f16_rows(const float *q, const uint16_t *base, size_t stride,
-                         size_t n, size_t d, float *out)
-{
-    const size_t body = d & ~(size_t)15;
-    const __mmask16 tm = mask16(d - body);
-    size_t r = 0;
-    /* As for f32: four rows per pass, prefetching ahead (a 64-byte line
-     * holds 32 halves, so every other step). */
-    for (; r + 4 <= n; r += 4) {
-        const uint16_t *x0 = base + r * stride;
-        const uint16_t *x1 = x0 + stride;
-        const uint16_t *x2 = x1 + stride;
-        const uint16_t *x3 = x2 + stride;
-        const char *pf = (const char *)(x0 + 8 * stride);
-        const int ahead = r + 12 <= n;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-        __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-        for (size_t i = 0; i < body; i += 16) {
-            __m512 qv = _mm512_loadu_ps(q + i);
-            if (ahead && (i & 31) == 0) {
-                _mm_prefetch(pf + i * 2, _MM_HINT_T0);
-                _mm_prefetch(pf + (stride + i) * 2, _MM_HINT_T0);
-                _mm_prefetch(pf + (2 * stride + i) * 2, _MM_HINT_T0);
-                _mm_prefetch(pf + (3 * stride + i) * 2, _MM_HINT_T0);
-            }
-            a0 = _mm512_fmadd_ps(qv, load_h16(x0 + i), a0);
-            a1 = _mm512_fmadd_ps(qv, load_h16(x1 + i), a1);
-            a2 = _mm512_fmadd_ps(qv, load_h16(x2 + i), a2);
-            a3 = _mm512_fmadd_ps(qv, load_h16(x3 + i), a3);
-        }
-        if (tm != 0) {
-            __m512 qv = _mm512_maskz_loadu_ps(tm, q + body);
-            a0 = _mm512_fmadd_ps(qv, maskz_load_h16(tm, x0 + body), a0);
-            a1 = _mm512_fmadd_ps(qv, maskz_load_h16(tm, x1 + body), a1);
-            a2 = _mm512_fmadd_ps(qv, maskz_load_h16(tm, x2 + body), a2);
-            a3 = _mm512_fmadd_ps(qv, maskz_load_h16(tm, x3 + body), a3);
-        }
-        out[r] = _mm512_reduce_add_ps(a0);
-        out[r + 1] = _mm512_reduce_add_ps(a1);
-        out[r + 2] = _mm512_reduce_add_ps(a2);
-        out[r + 3] = _mm512_reduce_add_ps(a3);
-    }
-    for (; r < n; r++) {
-        out[r] = row_f16(q, base + r * stride, body, tm);
     }
 }
 
