@@ -72,50 +72,96 @@ static float dot_f32(const float *a, const float *b, size_t d)
     return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
+static __m256 load_h8(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* The r < 8 halves of a row's tail at p widened, the rest of the lanes 0.
+ * AVX2 has no masked 16-bit load: when the 8 halves lie within the rows
+ * (before end, the last row's last half + 1) they are read whole and the
+ * lanes past r cleared (whatever they held, NaN included); else copied. */
+static __m256 tail_h8(const uint16_t *p, size_t r, const uint16_t *end,
+                      __m256i tm)
+{
+    if (p + 8 <= end) {
+        return _mm256_and_ps(load_h8(p), _mm256_castsi256_ps(tm));
+    }
+    uint16_t t[8] = {0};
+    memcpy(t, p, r * sizeof(*t));
+    return load_h8(t);
+}
+
+/* The f32 and f16 scans below are one loop; they differ only in how 8
+ * elements of a row are loaded and widened to f32. esize (4 for f32, 2 for
+ * f16) is a constant at every call, so the choice folds away. */
+static inline __m256 load_row(const void *x, size_t i, size_t esize)
+{
+    return esize == 4 ? _mm256_loadu_ps((const float *)x + i)
+                      : load_h8((const uint16_t *)x + i);
+}
+
+/* The d - body < 8 elements of a row's tail, the other lanes 0. end bounds
+ * the f16 rows (tail_h8); f32 tails are masked loads and ignore it. */
+static inline __m256 tail_row(const void *x, size_t body, size_t d,
+                              const void *end, __m256i tm, size_t esize)
+{
+    return esize == 4 ? _mm256_maskload_ps((const float *)x + body, tm)
+                      : tail_h8((const uint16_t *)x + body, d - body, end, tm);
+}
+
 /* One row summed exactly as a lane of the four-row pass below sums it, so
  * that a row's score does not depend on where it sits in the scan. */
-static float row_f32(const float *q, const float *x, size_t body, size_t d,
-                     __m256i tm)
+static inline __attribute__((always_inline)) float
+row_dot(const float *q, const void *x, size_t esize, size_t body, size_t d,
+        const void *end, __m256i tm)
 {
     __m256 a = _mm256_setzero_ps();
     for (size_t i = 0; i < body; i += 8) {
-        a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(x + i), a);
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_row(x, i, esize), a);
     }
     if (body < d) {
         a = _mm256_fmadd_ps(_mm256_maskload_ps(q + body, tm),
-                            _mm256_maskload_ps(x + body, tm), a);
+                            tail_row(x, body, d, end, tm, esize), a);
     }
     return hsum(a);
 }
 
 /* Four rows per pass share each load of q and keep four independent FMA
- * chains in flight; the d % 8 tail of all four rows is one masked step. */
-static void dot_f32_rows(const float *q, const float *base, size_t stride,
-                         size_t n, size_t d, float *out)
+ * chains in flight; the d % 8 tail of all four rows is one masked step.
+ * Rows are esize bytes an element, stride elements apart. A row's score is
+ * what the batch path (f16 rows widened to f32, then dot_f32_tile) gives,
+ * bit for bit. */
+static inline __attribute__((always_inline)) void
+dot_rows(const float *q, const void *base, size_t esize, size_t stride,
+         size_t n, size_t d, float *out)
 {
     const size_t body = d & ~(size_t)7;
     const __m256i tm = tail_mask(d - body);
+    const size_t rb = stride * esize; /* bytes from one row to the next */
+    const char *end =
+        n > 0 ? (const char *)base + (n - 1) * rb + d * esize : base;
     size_t r = 0;
     for (; r + 4 <= n; r += 4) {
-        const float *x0 = base + r * stride;
-        const float *x1 = x0 + stride;
-        const float *x2 = x1 + stride;
-        const float *x3 = x2 + stride;
+        const char *x0 = (const char *)base + r * rb;
+        const char *x1 = x0 + rb;
+        const char *x2 = x1 + rb;
+        const char *x3 = x2 + rb;
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         for (size_t i = 0; i < body; i += 8) {
             __m256 qv = _mm256_loadu_ps(q + i);
-            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x0 + i), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x1 + i), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x2 + i), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x3 + i), a3);
+            a0 = _mm256_fmadd_ps(qv, load_row(x0, i, esize), a0);
+            a1 = _mm256_fmadd_ps(qv, load_row(x1, i, esize), a1);
+            a2 = _mm256_fmadd_ps(qv, load_row(x2, i, esize), a2);
+            a3 = _mm256_fmadd_ps(qv, load_row(x3, i, esize), a3);
         }
         if (body < d) {
             __m256 qv = _mm256_maskload_ps(q + body, tm);
-            a0 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x0 + body, tm), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x1 + body, tm), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x2 + body, tm), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x3 + body, tm), a3);
+            a0 = _mm256_fmadd_ps(qv, tail_row(x0, body, d, end, tm, esize), a0);
+            a1 = _mm256_fmadd_ps(qv, tail_row(x1, body, d, end, tm, esize), a1);
+            a2 = _mm256_fmadd_ps(qv, tail_row(x2, body, d, end, tm, esize), a2);
+            a3 = _mm256_fmadd_ps(qv, tail_row(x3, body, d, end, tm, esize), a3);
         }
         out[r] = hsum(a0);
         out[r + 1] = hsum(a1);
@@ -123,8 +169,21 @@ static void dot_f32_rows(const float *q, const float *base, size_t stride,
         out[r + 3] = hsum(a3);
     }
     for (; r < n; r++) {
-        out[r] = row_f32(q, base + r * stride, body, d, tm);
+        out[r] =
+            row_dot(q, (const char *)base + r * rb, esize, body, d, end, tm);
     }
+}
+
+static void dot_f32_rows(const float *q, const float *base, size_t stride,
+                         size_t n, size_t d, float *out)
+{
+    dot_rows(q, base, sizeof(*base), stride, n, d, out);
+}
+
+static void dot_f16_rows(const float *q, const uint16_t *base, size_t stride,
+                         size_t n, size_t d, float *out)
+{
+    dot_rows(q, base, sizeof(*base), stride, n, d, out);
 }
 
 /* 2 queries x 4 rows per pass: 8 accumulators plus 6 loads fit in the 16
@@ -180,83 +239,14 @@ static void dot_f32_tile(const float *qs, size_t qstride, size_t nq,
         const size_t body = d & ~(size_t)7;
         const __m256i tm = tail_mask(d - body);
         for (; j < n; j++) {
-            out[i * ldo + j] = row_f32(q0, base + j * stride, body, d, tm);
+            const float *x = base + j * stride;
+            out[i * ldo + j] = row_dot(q0, x, sizeof(*x), body, d, NULL, tm);
             out[(i + 1) * ldo + j] =
-                row_f32(q1, base + j * stride, body, d, tm);
+                row_dot(q1, x, sizeof(*x), body, d, NULL, tm);
         }
     }
     for (; i < nq; i++) {
         dot_f32_rows(qs + i * qstride, base, stride, n, d, out + i * ldo);
-    }
-}
-
-static __m256 load_h8(const uint16_t *p)
-{
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-/* The r < 8 halves of a row's tail at p widened, the rest of the lanes 0.
- * AVX2 has no masked 16-bit load: when the 8 halves lie within the rows
- * (before end, the last row's last half + 1) they are read whole and the
- * lanes past r cleared (whatever they held, NaN included); else copied. */
-static __m256 tail_h8(const uint16_t *p, size_t r, const uint16_t *end,
-                      __m256i tm)
-{
-    if (p + 8 <= end) {
-        return _mm256_and_ps(load_h8(p), _mm256_castsi256_ps(tm));
-    }
-    uint16_t t[8] = {0};
-    memcpy(t, p, r * sizeof(*t));
-    return load_h8(t);
-}
-
-/* As f32: four rows per pass, one FMA chain per row summed in 8-lane steps
- * and a masked tail, so that a row's score is what the batch path (rows
- * widened to f32, then dot_f32_tile) gives, bit for bit. */
-static void dot_f16_rows(const float *q, const uint16_t *base, size_t stride,
-                         size_t n, size_t d, float *out)
-{
-    const size_t body = d & ~(size_t)7;
-    const __m256i tm = tail_mask(d - body);
-    const uint16_t *end = n > 0 ? base + (n - 1) * stride + d : base;
-    size_t r = 0;
-    for (; r + 4 <= n; r += 4) {
-        const uint16_t *x0 = base + r * stride;
-        const uint16_t *x1 = x0 + stride;
-        const uint16_t *x2 = x1 + stride;
-        const uint16_t *x3 = x2 + stride;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        for (size_t i = 0; i < body; i += 8) {
-            __m256 qv = _mm256_loadu_ps(q + i);
-            a0 = _mm256_fmadd_ps(qv, load_h8(x0 + i), a0);
-            a1 = _mm256_fmadd_ps(qv, load_h8(x1 + i), a1);
-            a2 = _mm256_fmadd_ps(qv, load_h8(x2 + i), a2);
-            a3 = _mm256_fmadd_ps(qv, load_h8(x3 + i), a3);
-        }
-        if (body < d) {
-            __m256 qv = _mm256_maskload_ps(q + body, tm);
-            a0 = _mm256_fmadd_ps(qv, tail_h8(x0 + body, d - body, end, tm), a0);
-            a1 = _mm256_fmadd_ps(qv, tail_h8(x1 + body, d - body, end, tm), a1);
-            a2 = _mm256_fmadd_ps(qv, tail_h8(x2 + body, d - body, end, tm), a2);
-            a3 = _mm256_fmadd_ps(qv, tail_h8(x3 + body, d - body, end, tm), a3);
-        }
-        out[r] = hsum(a0);
-        out[r + 1] = hsum(a1);
-        out[r + 2] = hsum(a2);
-        out[r + 3] = hsum(a3);
-    }
-    for (; r < n; r++) {
-        const uint16_t *x = base + r * stride;
-        __m256 a = _mm256_setzero_ps();
-        for (size_t i = 0; i < body; i += 8) {
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(x + i), a);
-        }
-        if (body < d) {
-            a = _mm256_fmadd_ps(_mm256_maskload_ps(q + body, tm),
-                                tail_h8(x + body, d - body, end, tm), a);
-        }
-        out[r] = hsum(a);
     }
 }
 
