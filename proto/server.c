@@ -313,9 +313,10 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
     }
 #ifdef SC_NNG_PATCHED
     /* nng keeps up to 64 replies for a client while it writes them, with
-     * no time limit: one that sends requests and reads nothing would hold
-     * 64 of the largest replies (4 GiB) for as long as it stays
-     * connected. The patched nng disconnects it past either bound. */
+     * no time limit, and drops more: one that sends requests and reads
+     * nothing would hold 64 of the largest replies (4 GiB) for as long as
+     * it stays connected. The patched nng disconnects it past either
+     * bound, or past 64 replies waiting. */
     if (nng_socket_set_size(s->sock, NNG_OPT_REP0_SENDQ_MAX,
                             cfg->reply_queue_max
                                 ? cfg->reply_queue_max

@@ -612,6 +612,57 @@ def test_unread_replies(server, tmp):
                 "replies unread")
 
 
+def test_unread_replies_count(server, tmp):
+    """The same with small replies, under the default --reply-queue-max:
+    nng keeps 64 replies for a connection, and dropped the ones past them
+    with the connection left open, so a client that pipelined more than
+    it read waited for them for ever. Now that connection is closed and
+    counted as the one past the byte cap is."""
+    port, http_port = free_port(), free_port()
+    data = os.path.join(tmp, "unread-count")
+    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                             "--http", f"127.0.0.1:{http_port}",
+                             "--threads", "2", "--data-dir", data,
+                             "--persist", "off"], stderr=subprocess.DEVNULL)
+    s = None
+    try:
+        wait_ready(port)
+        with Client("127.0.0.1", port, timeout=5) as c:
+            c.ns_create("mid", dim=3)
+            c.insert("mid", b"R" * (64 << 10), vec=[1.0, 0.0, 0.0])
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        s.sendall(semcache.HANDSHAKE)
+        recv_exact(s, 8)
+        body = msgpack.packb({"v": 1, "op": "lookup", "ns": "mid",
+                              "vec": pack_vec([1.0, 0.0, 0.0])},
+                             use_bin_type=True)
+        # 400 replies of 64 KiB: 25 MiB, far below the 128 MiB cap, and
+        # far more than the socket's buffers and nng's 64 hold.
+        for k in range(400):
+            s.sendall(struct.pack(">QI", 4 + len(body), 0x80000000 | k) +
+                      body)
+        n = None
+        for _ in range(100):
+            n = metric(http_port,
+                       'semcache_nng_clients_slow_total{reason="queue"}')
+            if n:
+                break
+            time.sleep(0.1)
+        check(n == 1, f"/metrics counts the client past nng's 64 queued "
+                      f"replies ({n})")
+        check(eof_within(s, 5.0), "the client past nng's 64 queued replies "
+                                  "is disconnected, not left waiting")
+        served(port, "beside a client past nng's 64 queued replies")
+        check(proc.poll() is None, "semcached is still running")
+    finally:
+        if s is not None:
+            s.close()
+        stop_server(proc)
+
+
 def test_keepalive(port):
     """The server's end of a tcp:// connection has TCP keep-alive on, so a
     client whose host went away without closing is found and its pipe
@@ -651,6 +702,7 @@ def main():
         test_fd_exhaustion(server, tmp)
         test_handshake_flood(server, tmp)
         test_unread_replies(server, tmp)
+        test_unread_replies_count(server, tmp)
         test_handshake_timeout(half_hs, t_open)
         served(port, "after the silent clients timed out")
         check(proc.poll() is None, "semcached is still running")
