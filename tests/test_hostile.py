@@ -554,113 +554,83 @@ def metric(http_port, name):
     return None
 
 
-def test_unread_replies(server, tmp):
-    """A client that pipelines requests for 1 MiB replies and never reads
-    them, on a server of its own with --reply-queue-max 4 MiB: nng kept up
-    to 64 replies for it (64 MiB here; 4 GiB of lookup_batch replies), for
-    as long as it stayed connected. Past the cap the patched nng closes
-    it: the connection is closed, counted in /metrics and said in the log,
-    and others are served."""
+def unread_replies(server, tmp, name, reply_bytes, count, extra, what):
+    """Runs a semcached of its own (extra: its added flags), stores one
+    answer of reply_bytes, and pipelines count lookups of it on a
+    connection with a 4 KiB receive buffer that reads nothing. Checks that
+    the connection is counted in /metrics as slow (reason "queue") and
+    closed, and that others are served; returns the server's log."""
     port, http_port = free_port(), free_port()
-    data = os.path.join(tmp, "unread-replies")
-    log = os.path.join(tmp, "unread-replies.log")
+    data = os.path.join(tmp, name)
+    log = os.path.join(tmp, name + ".log")
     with open(log, "wb") as err:
         proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
                                  "--http", f"127.0.0.1:{http_port}",
-                                 "--reply-queue-max", str(4 << 20),
                                  "--threads", "2", "--data-dir", data,
-                                 "--persist", "off"], stderr=err)
+                                 "--persist", "off"] + extra, stderr=err)
     s = None
     try:
         wait_ready(port)
         with Client("127.0.0.1", port, timeout=5) as c:
-            c.ns_create("big", dim=3)
-            c.insert("big", b"R" * (1 << 20), vec=[1.0, 0.0, 0.0])
+            c.ns_create("unread", dim=3)
+            c.insert("unread", b"R" * reply_bytes, vec=[1.0, 0.0, 0.0])
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.settimeout(5)
         s.connect(("127.0.0.1", port))
         s.sendall(semcache.HANDSHAKE)
         recv_exact(s, 8)
-        body = msgpack.packb({"v": 1, "op": "lookup", "ns": "big",
+        body = msgpack.packb({"v": 1, "op": "lookup", "ns": "unread",
                               "vec": pack_vec([1.0, 0.0, 0.0])},
                              use_bin_type=True)
-        for k in range(32):  # 32 MiB of replies, half the 64 nng kept
+        for k in range(count):
             s.sendall(struct.pack(">QI", 4 + len(body), 0x80000000 | k) +
                       body)
-        time.sleep(1.0)  # the replies are made and queued; none is read
         n = None
-        for _ in range(50):
+        for _ in range(100):  # the replies are made and queued; none read
             n = metric(http_port,
                        'semcache_nng_clients_slow_total{reason="queue"}')
             if n:
                 break
             time.sleep(0.1)
-        check(n == 1, f"/metrics counts the client that left its replies "
-                      f"unread past --reply-queue-max ({n})")
-        check(eof_within(s, 5.0), "the client that left 32 MiB of replies "
-                                  "unread is disconnected")
-        served(port, "beside a client leaving its replies unread")
+        check(n == 1, f"/metrics counts the client {what} ({n})")
+        check(eof_within(s, 5.0), f"the client {what} is disconnected, not "
+                                  f"left waiting")
+        served(port, f"beside a client {what}")
         check(proc.poll() is None, "semcached is still running")
     finally:
         if s is not None:
             s.close()
         stop_server(proc)
     with open(log, errors="replace") as f:
-        said = "leaving its replies unread" in f.read()
-    check(said, "the log says a client was disconnected for leaving its "
-                "replies unread")
+        return f.read()
+
+
+def test_unread_replies(server, tmp):
+    """A client that pipelines 32 requests for 1 MiB replies and never
+    reads them, on a server with --reply-queue-max 4 MiB: nng kept up to
+    64 replies for it (32 MiB here; 4 GiB of lookup_batch replies), for as
+    long as it stayed connected. Past the cap the patched nng closes it:
+    the connection is closed, counted in /metrics and said in the log, and
+    others are served."""
+    log = unread_replies(server, tmp, "unread-replies", 1 << 20, 32,
+                         ["--reply-queue-max", str(4 << 20)],
+                         "past --reply-queue-max")
+    check("leaving its replies unread" in log,
+          "the log says a client was disconnected for leaving its replies "
+          "unread")
 
 
 def test_unread_replies_count(server, tmp):
     """The same with small replies, under the default --reply-queue-max:
     nng keeps 64 replies for a connection, and dropped the ones past them
     with the connection left open, so a client that pipelined more than
-    it read waited for them for ever. Now that connection is closed and
-    counted as the one past the byte cap is."""
-    port, http_port = free_port(), free_port()
-    data = os.path.join(tmp, "unread-count")
-    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
-                             "--http", f"127.0.0.1:{http_port}",
-                             "--threads", "2", "--data-dir", data,
-                             "--persist", "off"], stderr=subprocess.DEVNULL)
-    s = None
-    try:
-        wait_ready(port)
-        with Client("127.0.0.1", port, timeout=5) as c:
-            c.ns_create("mid", dim=3)
-            c.insert("mid", b"R" * (64 << 10), vec=[1.0, 0.0, 0.0])
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(5)
-        s.connect(("127.0.0.1", port))
-        s.sendall(semcache.HANDSHAKE)
-        recv_exact(s, 8)
-        body = msgpack.packb({"v": 1, "op": "lookup", "ns": "mid",
-                              "vec": pack_vec([1.0, 0.0, 0.0])},
-                             use_bin_type=True)
-        # 400 replies of 64 KiB: 25 MiB, far below the 128 MiB cap, and
-        # far more than the socket's buffers and nng's 64 hold.
-        for k in range(400):
-            s.sendall(struct.pack(">QI", 4 + len(body), 0x80000000 | k) +
-                      body)
-        n = None
-        for _ in range(100):
-            n = metric(http_port,
-                       'semcache_nng_clients_slow_total{reason="queue"}')
-            if n:
-                break
-            time.sleep(0.1)
-        check(n == 1, f"/metrics counts the client past nng's 64 queued "
-                      f"replies ({n})")
-        check(eof_within(s, 5.0), "the client past nng's 64 queued replies "
-                                  "is disconnected, not left waiting")
-        served(port, "beside a client past nng's 64 queued replies")
-        check(proc.poll() is None, "semcached is still running")
-    finally:
-        if s is not None:
-            s.close()
-        stop_server(proc)
+    it read waited for them for ever. 400 replies of 64 KiB: 25 MiB, far
+    below the 128 MiB cap, and far more than the socket's buffers and
+    nng's 64 hold. Now that connection is closed and counted as the one
+    past the byte cap is."""
+    unread_replies(server, tmp, "unread-count", 64 << 10, 400, [],
+                   "past nng's 64 queued replies")
 
 
 def test_keepalive(port):

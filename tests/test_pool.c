@@ -125,19 +125,28 @@ static void test_config(void)
     state_fini(&st);
 }
 
+/* A pool of run, refuse and the thread hooks over st; NULL (a failed
+ * check) when it does not open. */
+static sc_pool *open_pool(state *st, unsigned threads, unsigned queue_max)
+{
+    sc_pool_config cfg = {.threads = threads,
+                          .queue_max = queue_max,
+                          .run = run,
+                          .refuse = refuse,
+                          .thread_start = thread_start,
+                          .thread_stop = thread_stop,
+                          .arg = st};
+    sc_pool *pool = NULL;
+    CHECK_EQ_INT(sc_pool_open(&cfg, &pool), SC_OK);
+    return pool;
+}
+
 /* One thread, no cap: 200 jobs run once each, in the order submitted. */
 static void test_order(void)
 {
     state st;
     state_init(&st, true);
-    sc_pool_config cfg = {.threads = 1,
-                          .run = run,
-                          .refuse = refuse,
-                          .thread_start = thread_start,
-                          .thread_stop = thread_stop,
-                          .arg = &st};
-    sc_pool *pool = NULL;
-    CHECK_EQ_INT(sc_pool_open(&cfg, &pool), SC_OK);
+    sc_pool *pool = open_pool(&st, 1, 0);
     if (pool == NULL) {
         return;
     }
@@ -179,15 +188,7 @@ static void test_cap_and_stop(void)
 {
     state st;
     state_init(&st, false);
-    sc_pool_config cfg = {.threads = 2,
-                          .queue_max = 1,
-                          .run = run,
-                          .refuse = refuse,
-                          .thread_start = thread_start,
-                          .thread_stop = thread_stop,
-                          .arg = &st};
-    sc_pool *pool = NULL;
-    CHECK_EQ_INT(sc_pool_open(&cfg, &pool), SC_OK);
+    sc_pool *pool = open_pool(&st, 2, 1);
     if (pool == NULL) {
         return;
     }
