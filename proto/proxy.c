@@ -1794,7 +1794,19 @@ static void on_request(nng_aio *aio)
     nng_aio_set_iov(pr->baio, 1, &iov);
     nng_aio_set_timeout(pr->baio, BODY_TIMEOUT);
     sc_http_continue(req, pr->conn);
-    nng_http_conn_read_all(pr->conn, pr->baio);
+    /* Started under p->mu: a close that began since the check above would
+     * find pr->baio not yet reading, abort nothing, and wait out the
+     * read's time-out. The read completes on another thread. */
+    pthread_mutex_lock(&p->mu);
+    closing = p->closing;
+    if (!closing) {
+        nng_http_conn_read_all(pr->conn, pr->baio);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (closing) {
+        reply_error(pr, 503, "semcache_error", "shutting_down",
+                    "semcached is shutting down", NULL, true);
+    }
 }
 
 static void route_free(void *arg)
