@@ -1822,6 +1822,52 @@ sc_err sc_cache_ns_list(sc_cache *c, char (*names)[SC_CACHE_NS_NAME_MAX + 1],
 
 static sc_err delete_entry(sc_cache *c, uint64_t id, bool force);
 
+/* A restore of an entry that has expired by now (ro; item its fields):
+ * not put back, but when it was inserted it replaced the live entry of
+ * its text in its scope, whose replacement is not logged (the insert is
+ * the record of it). That entry goes here too, as it did then, or a
+ * replaced answer would come back after the one that replaced it
+ * expired. Nothing is done when the entry itself is present (a snapshot
+ * holds it with a later expiry: a sliding refresh). */
+static sc_err restore_expired_replace(sc_cache *c, const char *nsname,
+                                      const sc_cache_item *item,
+                                      const sc_cache_entry_info *ro)
+{
+    if (ro->quarantined || item->text == NULL || item->text_len == 0 ||
+        item->text_len > SC_CACHE_TEXT_MAX) {
+        return SC_OK; /* it replaced nothing */
+    }
+    const char *scope_name = item->scope != NULL ? item->scope : "";
+    size_t scope_len;
+    if (check_str(scope_name, SC_CACHE_SCOPE_MAX, &scope_len) != SC_OK) {
+        return SC_OK;
+    }
+    char *norm = NULL;
+    size_t norm_len = 0;
+    sc_err rc = normalise_copy(item->text, item->text_len, &norm, &norm_len);
+    if (rc != SC_OK || norm_len == 0) {
+        free(norm);
+        return rc;
+    }
+    sc_text_key key = sc_cache_text_key(scope_name, scope_len, norm, norm_len);
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        scope *sc = scope_find(s, scope_name, scope_len);
+        entry *old = sc != NULL && !id_present(c, ro->id)
+                         ? exact_find(s, sc, key, norm, norm_len)
+                         : NULL;
+        if (old != NULL) {
+            entry_remove(c, s, old, GONE_REPLACED);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    cache_unlock(c);
+    free(norm);
+    return SC_OK;
+}
+
 /* sc_cache_insert, and (ro != NULL) sc_cache_restore_entry: ro then gives
  * the id, times, tokens and state the entry had. */
 static sc_err insert_entry(sc_cache *c, const char *nsname,
@@ -1840,7 +1886,9 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     }
     if (ro != NULL && ro->expires_ms != 0 && ro->expires_ms <= ro_now) {
         ids_above(c, ro->id); /* its id stays used */
-        return SC_OK;         /* expired while the server was down */
+        /* Expired while the server was down (or since: its removal is
+         * logged after it), but what it replaced went all the same. */
+        return restore_expired_replace(c, nsname, item, ro);
     }
     size_t scope_len, ml, fl, ul;
     const char *scope_name = item->scope != NULL ? item->scope : "";

@@ -583,7 +583,9 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
  * included) and a quarantined entry replaces nothing,
  * but its namespace's response cap is not applied and neither journal nor
  * ledger hears of it. An entry whose id is present already is left as it is
- * (*added false); one that expired by now_ms is not restored (*added false).
+ * (*added false); one that expired by now_ms is not restored (*added false),
+ * but the live entry of its text in its scope goes all the same, as its
+ * insert replaced it (a replaced answer never comes back).
  * Later ids are allotted above every restored one. added may be NULL.
  * An entry whose vector is of a model the embedder supersedes comes back
  * with its text embedded again; without text, or with one the embedder

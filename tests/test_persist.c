@@ -953,6 +953,60 @@ static void test_expired_while_down(void)
     world_close(&w);
 }
 
+/* An entry replaced by one with a TTL: once the replacer has expired
+ * (here while the server runs, and again while it is down), a restart
+ * does not bring the replaced answer back, whether the replaced entry is
+ * in the log or in a snapshot. */
+static void test_expired_replacer(bool compact_between)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), compact_between ? "ttlrep-snap" : "ttlrep-log");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    const char *t = "what is the refund policy";
+    sc_cache_item it = {.text = t,
+                        .text_len = strlen(t),
+                        .response = "old answer",
+                        .response_len = 10,
+                        .ttl_ms = SC_CACHE_TTL_NEVER};
+    CHECK(sc_cache_insert(w.c, "default", &it, NULL) == SC_OK);
+    /* A second text kept by both, so that the namespace is not empty. */
+    sc_cache_item keep = it;
+    keep.text = "opening hours";
+    keep.text_len = 13;
+    CHECK(sc_cache_insert(w.c, "default", &keep, NULL) == SC_OK);
+    if (compact_between) {
+        CHECK(sc_persist_compact(w.p) == SC_OK);
+    }
+    it.response = "new answer";
+    it.ttl_ms = 50;
+    CHECK(sc_cache_insert(w.c, "default", &it, NULL) == SC_OK);
+    CHECK_EQ_INT(entries_of(w.c, "default"), 2);
+    usleep(120000);
+    CHECK_EQ_INT(sc_cache_expire(w.c, 0), 1); /* expired while running */
+    char buf[32];
+    CHECK(!served_text(w.c, "default", t, buf, sizeof(buf)));
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(!served_text(w.c, "default", t, buf, sizeof(buf)));
+    CHECK_EQ_INT(entries_of(w.c, "default"), 1);
+    CHECK(served_text(w.c, "default", "opening hours", buf, sizeof(buf)));
+    /* The same with the replacer expiring while the server is down. */
+    it.response = "third answer";
+    it.ttl_ms = SC_CACHE_TTL_NEVER;
+    CHECK(sc_cache_insert(w.c, "default", &it, NULL) == SC_OK);
+    it.response = "fourth answer";
+    it.ttl_ms = 50;
+    CHECK(sc_cache_insert(w.c, "default", &it, NULL) == SC_OK);
+    world_close(&w);
+    usleep(120000);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(!served_text(w.c, "default", t, buf, sizeof(buf)));
+    CHECK_EQ_INT(entries_of(w.c, "default"), 1);
+    world_close(&w);
+}
+
 static sc_err put_model(sc_cache *c, const char *ns, const char *text,
                         uint32_t dim, uint64_t seed)
 {
@@ -1609,6 +1663,8 @@ int main(void)
     test_mid_corruption();
     test_compact_under_load();
     test_expired_while_down();
+    test_expired_replacer(false);
+    test_expired_replacer(true);
     test_moved_model(false);
     test_moved_model(true);
     test_lock();
