@@ -693,7 +693,11 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     default:
         return SC_EBADFILE;
     }
-    if (rc == SC_ENOMEM) {
+    if (rc == SC_ENOMEM || rc == SC_ENOTSUP) {
+        /* ENOTSUP: a namespace of an index backend this build lacks (one
+         * with FAISS wrote it). Never superseded: in a log, taking it as
+         * such would drop the namespace and every entry of it without a
+         * word. */
         return rc;
     }
     if (rc != SC_OK) {
@@ -705,8 +709,8 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
                            rc == SC_EMODEL || rc == SC_EINVAL ||
                            rc == SC_ERANGE || rc == SC_ETOOBIG ||
                            rc == SC_ENONFINITE || rc == SC_EZEROVEC ||
-                           rc == SC_ENOTSUP || rc == SC_ENSFULL ||
-                           rc == SC_ESCOPEFULL || rc == SC_ENSEXIST
+                           rc == SC_ENSFULL || rc == SC_ESCOPEFULL ||
+                           rc == SC_ENSEXIST
                        ? SC_EBADFILE
                        : rc;
         }
@@ -766,6 +770,15 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
             uint32_t n = get_u32(d + off);
             rc = apply(x, d + off + FRAME_SIZE, n);
             if (rc == SC_ENOMEM) {
+                break;
+            }
+            if (rc == SC_ENOTSUP && !repair) {
+                say(msg, cap,
+                    "record at byte %zu of %zu needs an index backend this "
+                    "build lacks (ivf-flat, ivf-sq8: a build with FAISS "
+                    "wrote it); start that build, or --repair to drop the "
+                    "namespace and its entries",
+                    off, len);
                 break;
             }
             if (rc == SC_OK) {

@@ -24,6 +24,7 @@
 #include "cache/cache.h"
 #include "cache/ledger.h"
 #include "cache/persist.h"
+#include "index/index.h"
 #include "test_util.h"
 #include "tests/fz_model.h"
 
@@ -1289,6 +1290,89 @@ static void test_replay_garbage(void)
     sc_cache_close(c);
 }
 
+static void le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+/* A log whose namespace has an IVF backend (a build with FAISS wrote it):
+ * a build without FAISS refuses the start, saying so, rather than drop
+ * the namespace (and, in a real log, every entry of it) in silence;
+ * repair drops it and counts it. A build with FAISS restores it. */
+static void test_backend_lacking(void)
+{
+    uint8_t d[256];
+    size_t n = 0;
+    memcpy(d, "SCLOG\0\2\0\1\0\0\0\0\0\0\0", 16);
+    n = 16;
+    size_t at = n;
+    n += 8;
+    uint8_t *b = d + n;
+    size_t k = 0;
+    b[k++] = 1; /* REC_NS_PUT */
+    le32(b + k, 4);
+    memcpy(b + k + 4, "vecs", 4);
+    k += 8;
+    b[k++] = 0;     /* had_vector */
+    le32(b + k, 0); /* dim */
+    k += 4;
+    b[k++] = 0; /* f32 */
+    le32(b + k, 8);
+    memcpy(b + k + 4, "ivf-flat", 8);
+    k += 12;
+    memset(b + k, 0, 12); /* nlist, nprobe, train_min */
+    k += 12;
+    float th = 0.9f, mg = 0.0f;
+    memcpy(b + k, &th, 4);
+    memcpy(b + k + 4, &mg, 4);
+    k += 8;
+    b[k++] = 1;     /* auto_threshold */
+    b[k++] = 1;     /* auto_margin */
+    b[k++] = 0xff;  /* vote -1 */
+    le32(b + k, 0); /* embed_model "" */
+    k += 4;
+    memset(b + k, 0, 8); /* ttl_ms */
+    k += 8;
+    b[k++] = 0;           /* absolute */
+    memset(b + k, 0, 16); /* max_entries, max_bytes */
+    k += 16;
+    memset(b + k, 0, 8);
+    b[k + 2] = 0x10; /* max_response_bytes 1 MiB */
+    k += 8;
+    le32(d + at, (uint32_t)k);
+    le32(d + at + 4, XXH32(b, k, 0x53434c47u));
+    n += k;
+    bool have = sc_index_backend_available("ivf-flat") != 0;
+    for (int repair = 0; repair < 2; repair++) {
+        sc_cache *c;
+        CHECK(sc_cache_open(NULL, &c) == SC_OK);
+        sc_persist_load_stats st;
+        memset(&st, 0, sizeof(st));
+        char msg[512] = "";
+        size_t valid = 0;
+        sc_err rc =
+            sc_persist_replay(c, NULL, SC_PERSIST_LOG, d, n, true, repair, 0,
+                              NULL, &st, &valid, msg, sizeof(msg));
+        sc_ns_config cfg;
+        bool there = sc_cache_ns_get_config(c, "vecs", &cfg) == SC_OK;
+        if (have) {
+            CHECK_EQ_INT(rc, SC_OK);
+            CHECK(there);
+        } else if (!repair) {
+            CHECK_EQ_INT(rc, SC_ENOTSUP);
+            CHECK(strstr(msg, "FAISS") != NULL);
+            CHECK(strstr(msg, "byte 16") != NULL);
+        } else {
+            CHECK_EQ_INT(rc, SC_OK);
+            CHECK(!there);
+            CHECK_EQ_INT(st.corrupt_records, 1);
+        }
+        sc_cache_close(c);
+    }
+}
+
 /* Format version 1 (before a snapshot's end record held the next id) is
  * still read: the fuzz seed tests/fuzz/corpus/fuzz_persist/snapshot is one
  * such snapshot (after its control byte), written by an earlier build. */
@@ -1679,6 +1763,7 @@ int main(void)
     test_ivf_training();
     test_replay_garbage();
     test_format_v1();
+    test_backend_lacking();
     test_feedback_tags();
     test_feedback_unserved();
     test_restore_quarantined();
