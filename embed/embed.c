@@ -379,6 +379,11 @@ typedef struct tok_iter {
     /* The last hyphen chain ("a-b-c") a word was found in: its first word
      * and its end, so each word of a long chain does not scan it again. */
     const unsigned char *chain_lo, *chain_end;
+    /* The last number run that ran into a word byte ("1.1.1x"): its first
+     * byte and that word byte. A number starting inside it runs to the
+     * same byte (no '.' or ',' it took is refused from a later start), so
+     * it is a word at once, without scanning the run again. */
+    const unsigned char *num_lo, *num_end;
 } tok_iter;
 
 static tok_iter tok_start(const sc_embed *e, const char *text, size_t len)
@@ -526,7 +531,8 @@ static int tok_next(tok_iter *it, tok *t)
         }
         break;
     }
-    if (is_digit(*p)) {
+    if (is_digit(*p) &&
+        (it->num_end == NULL || p < it->num_lo || p >= it->num_end)) {
         /* A number: digits with inner '.' between digits, and ',' as a
          * thousands separator only: three digits after it and no fourth
          * ("1,000" is 1000; "1,2,3" and "2,5" stay apart, not 123 and 25:
@@ -557,6 +563,8 @@ static int tok_next(tok_iter *it, tok *t)
         /* "10th", "3d", "100k": one word. */
         t->n = 0;
         t->over = 0;
+        it->num_lo = p;
+        it->num_end = q;
     }
     size_t adv = 0;
     int m = *p >= 0x80 ? utf8_punct(p, end, &adv) : 0;
