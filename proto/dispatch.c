@@ -25,7 +25,7 @@ struct sc_dispatch {
      * guards the pointer and every set's reference count. */
     struct keyset *ks;
     pthread_mutex_t ks_mu;
-    char embed_hint[200]; /* how to get the embedder, for no_embedder */
+    char embed_hint[256]; /* how to get the embedder, for no_embedder */
 };
 
 /* One request's (or one batch item's) fields. */
@@ -148,11 +148,17 @@ void sc_dispatch_set_embed_hint(sc_dispatch *d, const char *path)
         snprintf(d->embed_hint, sizeof(d->embed_hint),
                  "no embedder is loaded: send 'vec', or make the embedder's "
                  "table with scripts/fetch-embeddings.sh (README)");
-    } else {
+    } else if (snprintf(d->embed_hint, sizeof(d->embed_hint),
+                        "no embedder is loaded: send 'vec', or make its "
+                        "table with scripts/fetch-embeddings.sh %s and "
+                        "restart",
+                        path) >= (int)sizeof(d->embed_hint)) {
+        /* Never a path cut short: a command that makes the table where
+         * the server does not look for it. */
         snprintf(d->embed_hint, sizeof(d->embed_hint),
                  "no embedder is loaded: send 'vec', or make its table with "
-                 "scripts/fetch-embeddings.sh %.80s and restart",
-                 path);
+                 "scripts/fetch-embeddings.sh at the path the server's "
+                 "start-up log names, and restart");
     }
 }
 
