@@ -260,7 +260,7 @@ static int server_alive(pid_t pid)
 static pid_t start_server_with(const char *server, const char *url,
                                const char *threads, const char *dir,
                                const char *max_bytes, const char *compact,
-                               const char *recv_max)
+                               const char *recv_max, const char *stop_snap)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -271,7 +271,8 @@ static pid_t start_server_with(const char *server, const char *url,
         }
         execl(server, server, "--listen", url, "--threads", threads,
               "--max-bytes", max_bytes, "--data-dir", dir, "--compact-bytes",
-              compact, "--recv-max", recv_max, (char *)NULL);
+              compact, "--recv-max", recv_max, "--snapshot-at-stop", stop_snap,
+              (char *)NULL);
         perror("exec semcached");
         _exit(127);
     }
@@ -282,7 +283,7 @@ static pid_t start_server(const char *server, const char *url,
                           const char *threads, const char *dir)
 {
     return start_server_with(server, url, threads, dir, SOAK_MAX_BYTES,
-                             SOAK_COMPACT_BYTES, SC_DEFAULT_RECV_MAX);
+                             SOAK_COMPACT_BYTES, SC_DEFAULT_RECV_MAX, "on");
 }
 
 /* Waits up to ms milliseconds for a ping's answer: a new connection
@@ -590,7 +591,7 @@ int bench_soak(const char *server, const char *addr, const char *url,
 
 /* ---- bench_service --restart N ------------------------------------------
  * "How long is a persisted semcached down when it restarts?" For each of
- * two states, a server on a fresh directory is filled with n entries of
+ * three states, a server on a fresh directory is filled with n entries of
  * d = 384 (one namespace), stopped with SIGTERM and started again on the
  * same directory; the restart is timed from exec to the first answered
  * ping (semcached listens once the state is loaded), and the restored
@@ -598,7 +599,10 @@ int bench_soak(const char *server, const char *addr, const char *url,
  * the data), so the start replays the whole log; "snapshot": the smallest
  * --compact-bytes (1 MiB), so compactions run all through the fill (and
  * one at least has ended before the stop), and the start loads the newest
- * snapshot plus the log after it. Ratio: entries restored
+ * snapshot plus the log after it; both with --snapshot-at-stop off.
+ * "stop": no compaction, and the snapshot semcached writes as it stops
+ * (the default), so the stop takes longer and the start loads it alone.
+ * Ratio: entries restored
  * per second over entries inserted per second in the same run. */
 
 /* Bytes of dir/state's files whose names start with prefix. */
@@ -627,8 +631,10 @@ static uint64_t state_bytes(const char *dir, const char *prefix)
 int bench_restart(const char *server, const char *url, const char *threads,
                   uint64_t n, bench_fill_fn fill, int json)
 {
-    static const char *const modes[2] = {"log", "snapshot"};
-    static const char *const compact[2] = {"1099511627776", "1048576"};
+    static const char *const modes[3] = {"log", "snapshot", "stop"};
+    static const char *const compact[3] = {"1099511627776", "1048576",
+                                           "1099511627776"};
+    static const char *const stop_snap[3] = {"off", "off", "on"};
     static const uint8_t stats_req[] =
         "\x83\xa1v\x01\xa2op\xa5stats\xa2ns\xa7restart";
     int ok_all = 1;
@@ -641,7 +647,7 @@ int bench_restart(const char *server, const char *url, const char *threads,
                "restored/s", "ratio", "snap MiB", "log MiB", "compct",
                "rss0 MiB", "rss1 MiB", "restored");
     }
-    for (int m = 0; m < 2; m++) {
+    for (int m = 0; m < 3; m++) {
         char dir[] = "/tmp/bench-restart-XXXXXX";
         if (mkdtemp(dir) == NULL) {
             perror("bench_service: mkdtemp");
@@ -654,7 +660,7 @@ int bench_restart(const char *server, const char *url, const char *threads,
         unsigned compactions = 0;
         pid_t pid =
             start_server_with(server, url, threads, dir, RESTART_MAX_BYTES,
-                              compact[m], SC_DEFAULT_RECV_MAX);
+                              compact[m], SC_DEFAULT_RECV_MAX, stop_snap[m]);
         if (wait_up_for(url, 60000)) {
             double t0 = sc_bench_now();
             int filled = fill(url, "restart", n) == 0;
@@ -679,7 +685,7 @@ int bench_restart(const char *server, const char *url, const char *threads,
                 t0 = sc_bench_now();
                 pid = start_server_with(server, url, threads, dir,
                                         RESTART_MAX_BYTES, compact[m],
-                                        SC_DEFAULT_RECV_MAX);
+                                        SC_DEFAULT_RECV_MAX, stop_snap[m]);
                 int up = wait_up_for(url, 600000);
                 start_s = sc_bench_now() - t0;
                 if (up) {

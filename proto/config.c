@@ -29,6 +29,7 @@ sc_err sc_config_init(sc_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     sc_cache_config_init(&cfg->cache);
     cfg->persist = true;
+    cfg->snapshot_at_stop = true;
     cfg->fsync = SC_FSYNC_EVERYSEC;
     return sc_config_set_str(&cfg->data_dir, SC_CONFIG_DEFAULT_DATA_DIR);
 }
@@ -680,6 +681,12 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                     rc = bad(&x, k, "must be true or false");
                 } else {
                     cfg->persist = json_is_true(v);
+                }
+            } else if (strcmp(k, "snapshot_at_stop") == 0) {
+                if (!json_is_boolean(v)) {
+                    rc = bad(&x, k, "must be true or false");
+                } else {
+                    cfg->snapshot_at_stop = json_is_true(v);
                 }
             } else if (strcmp(k, "fsync") == 0) {
                 if (!json_is_string(v) ||

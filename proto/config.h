@@ -49,6 +49,7 @@ typedef struct sc_config {
     sc_fsync fsync;         /* default everysec */
     bool fsync_given;       /* set by --fsync or "fsync" */
     bool repair;            /* flag only: --repair */
+    bool snapshot_at_stop;  /* default true: a snapshot as it stops */
     uint64_t compact_bytes; /* 0 = SC_PERSIST_COMPACT_MIN_DEFAULT */
     /* The "proxy" object (docs/PROXY.md) as semcached's proxy flags and
      * their values, proxy_args[2i] the flag ("--upstream"), [2i + 1] the

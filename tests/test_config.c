@@ -49,6 +49,7 @@ static void test_good(void)
         " \"reply_queue_max\": 268435456,\n"
         " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
         "2097152,\n"
+        " \"snapshot_at_stop\": false,\n"
         " \"proxy\": {\"upstream\": \"http://127.0.0.1:9\", \"workers\": 3,\n"
         "   \"history\": \"single\", \"store\": \"stop,length\"},\n"
         " \"max_bytes\": 1000000, \"max_entries\": 500,\n"
@@ -74,6 +75,7 @@ static void test_good(void)
     CHECK(cfg.tls_cert != NULL && strcmp(cfg.tls_cert, "/c.pem") == 0);
     CHECK(strcmp(cfg.data_dir, "/srv/sc") == 0);
     CHECK(!cfg.persist);
+    CHECK(!cfg.snapshot_at_stop);
     CHECK_EQ_INT(cfg.fsync, SC_FSYNC_ALWAYS);
     CHECK_EQ_INT(cfg.compact_bytes, 2097152);
     CHECK_EQ_INT(cfg.nproxy_args, 8);
@@ -141,7 +143,7 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.threads, 0);
     CHECK(strcmp(cfg.data_dir, SC_CONFIG_DEFAULT_DATA_DIR) == 0);
     CHECK(cfg.persist && cfg.fsync == SC_FSYNC_EVERYSEC && !cfg.repair &&
-          cfg.compact_bytes == 0);
+          cfg.compact_bytes == 0 && cfg.snapshot_at_stop);
     CHECK_EQ_INT(cfg.cache.max_bytes, cdef.max_bytes);
     CHECK_EQ_INT(cfg.cache.max_namespaces, cdef.max_namespaces);
     sc_config_fini(&cfg);
@@ -223,6 +225,7 @@ static void test_bad(void)
         {"{\"listen\": \"\"}", "'listen'"},
         {"{\"data_dir\": null}", "'data_dir'"},
         {"{\"persist\": 1}", "'persist'"},
+        {"{\"snapshot_at_stop\": \"no\"}", "'snapshot_at_stop'"},
         {"{\"fsync\": \"sometimes\"}", "'fsync'"},
         {"{\"fsync\": true}", "'fsync'"},
         {"{\"compact_bytes\": 1000}", "'compact_bytes'"},
