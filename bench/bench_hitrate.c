@@ -66,8 +66,10 @@ static char *dup_str(json_t *v, const char *path, size_t line, const char *key)
 }
 
 /* Reads a JSONL file: intent records ({"text", "label"}) or, when pairs,
- * pair records ({"a", "b", "duplicate"}). Any file of those formats works;
- * a malformed line stops the run with its line number. */
+ * pair records ({"a", "b", "duplicate"}). Any file of those formats works
+ * (blank lines, CRLF line ends, a UTF-8 byte-order mark, as some editors
+ * save, before the first line); a malformed line stops the run with its
+ * line number. */
 static void read_jsonl(const char *path, bool pairs, set *out)
 {
     FILE *f = fopen(path, "r");
@@ -80,11 +82,16 @@ static void read_jsonl(const char *path, bool pairs, set *out)
     memset(out, 0, sizeof(*out));
     while ((got = getline(&line, &cap, f)) >= 0) {
         lineno++;
-        if (got == 0 || strspn(line, " \t\r\n") == (size_t)got) {
+        const char *text = line;
+        if (lineno == 1 && got >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0) {
+            text += 3;
+            got -= 3;
+        }
+        if (got == 0 || strspn(text, " \t\r\n") == (size_t)got) {
             continue;
         }
         json_error_t je;
-        json_t *o = json_loadb(line, (size_t)got, 0, &je);
+        json_t *o = json_loadb(text, (size_t)got, 0, &je);
         if (o == NULL || !json_is_object(o)) {
             die("%s:%zu: not a JSON object (%s)", path, lineno,
                 o == NULL ? je.text : "wrong type");

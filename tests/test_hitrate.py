@@ -26,8 +26,9 @@ from test_semcache import check  # noqa: E402
 import test_semcache  # noqa: E402
 
 
-def write_jsonl(path, rows, extra=""):
+def write_jsonl(path, rows, extra="", first=""):
     with open(path, "w") as f:
+        f.write(first)
         for r in rows:
             f.write(json.dumps(r) + "\n")
         f.write(extra)
@@ -327,7 +328,8 @@ def main():
         queries = os.path.join(tmp, "t.queries.jsonl")
         pairs = os.path.join(tmp, "p.pairs.jsonl")
         write_jsonl(cache, CACHE, "\n")  # a blank line is skipped
-        write_jsonl(queries, QUERIES)
+        # A UTF-8 byte-order mark first, as some editors save: read past.
+        write_jsonl(queries, QUERIES, first="\ufeff")
         write_jsonl(pairs, PAIRS)
         r = run(bench, server, table, "--cache", cache, "--queries", queries,
                 "--pairs", pairs, "--sweep", "0.90:0.98:0.04", "--json",
