@@ -259,12 +259,15 @@ static void big_text(const sc_embed *e, const char *text, size_t len,
 
 /* 1 MiB texts a client may send: the prompts joined, and the repeats a
  * hostile one would pick (a hyphen chain of one-letter unknown words, a
- * chain of known words, one unknown word again and again). */
-#define N_BIG 4
-static const char *const big_name[N_BIG] = {
-    "prompts", "a-a-a-...", "state-of-the-art-...", "zqx zqx ..."};
+ * chain of known words, one unknown word again and again, and one run of
+ * numbers that a letter ends: the last byte of each is put in last). */
+#define N_BIG 5
+static const char *const big_name[N_BIG] = {"prompts", "a-a-a-...",
+                                            "state-of-the-art-...",
+                                            "zqx zqx ...", "1.1.1...1x"};
 static const char *const big_unit[N_BIG] = {NULL, "a-", "state-of-the-art-",
-                                            "zqx "};
+                                            "zqx ", "1."};
+static const char big_last[N_BIG] = {0, 0, 0, 0, 'x'};
 
 static void big_texts(const sc_embed *e, const prompts *p, double *embed_s,
                       double *sig_s)
@@ -289,6 +292,9 @@ static void big_texts(const sc_embed *e, const prompts *p, double *embed_s,
             size_t ul = strlen(big_unit[k]);
             for (; len < cap; len++) {
                 big[len] = big_unit[k][len % ul];
+            }
+            if (big_last[k] != 0) {
+                big[len - 1] = big_last[k];
             }
         }
         big_text(e, big, len, &embed_s[k], &sig_s[k]);
