@@ -19,9 +19,8 @@
  * several: as the Python client, 1 GiB. */
 #define REPLY_MAX (1u << 30)
 /* Requests in flight on the connection at most: the server queues at most
- * 64 replies per connection and closes it past them (the system's nng drops
- * the rest: PROTOCOL.md, 1.3), so callers past this wait for a slot (within
- * their time-out). */
+ * 64 replies per connection and drops the rest (PROTOCOL.md, 1.3), so
+ * callers past this wait for a slot (within their time-out). */
 #define MAX_IN_FLIGHT 32
 
 struct sc_client {

@@ -530,8 +530,13 @@ static sc_err http_metrics(void *arg, FILE *out)
             "for leaving their replies unread\n"
             "# TYPE semcache_nng_clients_slow_total counter\n"
             "semcache_nng_clients_slow_total{reason=\"queue\"} %llu\n"
-            "semcache_nng_clients_slow_total{reason=\"timeout\"} %llu\n",
-            (unsigned long long)over, (unsigned long long)stalled);
+            "semcache_nng_clients_slow_total{reason=\"timeout\"} %llu\n"
+            "# HELP semcache_nng_replies_dropped_total replies dropped for a "
+            "client that already had 64 waiting to be written\n"
+            "# TYPE semcache_nng_replies_dropped_total counter\n"
+            "semcache_nng_replies_dropped_total %llu\n",
+            (unsigned long long)over, (unsigned long long)stalled,
+            (unsigned long long)sc_server_replies_dropped(f->srv));
     return SC_OK;
 }
 

@@ -316,7 +316,7 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
      * no time limit, and drops more: one that sends requests and reads
      * nothing would hold 64 of the largest replies (4 GiB) for as long as
      * it stays connected. The patched nng disconnects it past either
-     * bound, or past 64 replies waiting. */
+     * bound, and counts the replies dropped past 64. */
     if (nng_socket_set_size(s->sock, NNG_OPT_REP0_SENDQ_MAX,
                             cfg->reply_queue_max
                                 ? cfg->reply_queue_max
@@ -510,4 +510,15 @@ void sc_server_clients(sc_server *s, uint64_t *connected, uint64_t *refused)
 void sc_server_slow_clients(sc_server *s, uint64_t *over, uint64_t *stalled)
 {
     slow_clients(s->sock, over, stalled);
+}
+
+uint64_t sc_server_replies_dropped(sc_server *s)
+{
+    uint64_t n = 0;
+#ifdef SC_NNG_PATCHED
+    (void)nng_socket_get_uint64(s->sock, NNG_OPT_REP0_SENDQ_DROPPED, &n);
+#else
+    (void)s;
+#endif
+    return n;
 }

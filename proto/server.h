@@ -103,4 +103,10 @@ void sc_server_clients(sc_server *s, uint64_t *connected, uint64_t *refused);
  * bound. */
 void sc_server_slow_clients(sc_server *s, uint64_t *over, uint64_t *stalled);
 
+/* Replies nng dropped since open because their connection already had 64
+ * waiting to be written (the client sent more than it read, or a stall
+ * ended in a burst). The connection stays open; the client's calls for
+ * them time out. 0 on the system's nng, which drops them uncounted. */
+uint64_t sc_server_replies_dropped(sc_server *s);
+
 #endif
