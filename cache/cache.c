@@ -3355,8 +3355,8 @@ static void push_id(id_list *l, uint64_t id)
 }
 
 sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname, uint64_t serial,
-                             sc_cache_entry_fn fn, sc_err (*between)(void *),
-                             void *arg)
+                             sc_err (*start)(void *), sc_cache_entry_fn fn,
+                             sc_err (*between)(void *), void *arg)
 {
     if (c == NULL || nsname == NULL || fn == NULL) {
         return SC_EINVAL;
@@ -3381,6 +3381,9 @@ sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname, uint64_t serial,
     }
     cache_unlock(c);
     sc_err rc = s == NULL ? SC_ENONS : l.oom ? SC_ENOMEM : SC_OK;
+    if (rc == SC_OK && start != NULL) {
+        rc = start(arg);
+    }
     for (size_t i = 0; i < l.n && rc == SC_OK; i += SCAN_CHUNK) {
         pthread_rwlock_rdlock(&c->lock);
         /* Found by name again: a namespace dropped meanwhile is not the

@@ -652,14 +652,18 @@ sc_err sc_cache_ns_state(sc_cache *c, const char *name, sc_ns_config *cfg,
  * entries at a time with the namespace locked and the cache free in
  * between (after each chunk, between() runs with no lock held when not
  * NULL), so lookups and writes go on while a snapshot is written. An entry
- * that comes or goes meanwhile may or may not be seen. serial: as for
- * sc_cache_scope_indexes; the scan stops, with the entries so far, if that
- * namespace is dropped midway (never giving one of another of its name).
- * fn must not call into the cache. Errors: SC_ENONS, SC_ENOMEM, or
- * between()'s error. */
+ * that comes or goes meanwhile may or may not be seen, but none is given
+ * that came after start() began: start() (when not NULL) runs once, with no
+ * lock held, once the entries to visit are chosen and before the first, so
+ * the namespace's state read there (sc_cache_ns_state) holds every entry
+ * given: the dim, storage and backend of its vectors, which the first
+ * vector fixed. serial: as for sc_cache_scope_indexes; the scan stops, with
+ * the entries so far, if that namespace is dropped midway (never giving
+ * one of another of its name). fn must not call into the cache. Errors:
+ * SC_ENONS, SC_ENOMEM, or start()'s or between()'s error. */
 sc_err sc_cache_scan_entries(sc_cache *c, const char *ns, uint64_t serial,
-                             sc_cache_entry_fn fn, sc_err (*between)(void *arg),
-                             void *arg);
+                             sc_err (*start)(void *arg), sc_cache_entry_fn fn,
+                             sc_err (*between)(void *arg), void *arg);
 
 /* ---- text ---------------------------------------------------------------*/
 

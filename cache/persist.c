@@ -1542,6 +1542,7 @@ typedef struct snap_w {
     sc_err rc;
     const char *final; /* the snapshot's path once renamed */
     const char *ns;    /* the namespace being written */
+    uint64_t serial;   /* and its serial (sc_cache_ns_state) */
     uint64_t ntrain;   /* training files written: final.ivf.0.. */
 } snap_w;
 
@@ -1632,35 +1633,77 @@ static void ledger_to(void *arg, const sc_ledger_row_state *row,
 }
 
 static struct {
-    void (*_Atomic fn)(void *);
+    void (*_Atomic fn)(void *, const char *);
     void *_Atomic arg;
 } snapshot_hook;
 
 /* Set in the persister's thread (thread_main). */
 static _Thread_local bool persister_thread;
 
-void sc_persist_set_snapshot_hook(void (*fn)(void *arg), void *arg)
+void sc_persist_set_snapshot_hook(void (*fn)(void *arg, const char *ns),
+                                  void *arg)
 {
     atomic_store(&snapshot_hook.arg, arg);
     atomic_store(&snapshot_hook.fn, fn);
 }
 
-/* Between two chunks of a namespace's entries: written out, and when the
- * persister's own thread is the writer (an automatic compaction) and a
- * second has passed, its once-a-second flush done here, so that the log
- * keeps being fsynced (everysec) however long the snapshot takes. */
+/* With nothing locked, the snapshot written out so far: the test hook, and
+ * when the persister's own thread is the writer (an automatic compaction)
+ * and a second has passed, its once-a-second flush done here, so that the
+ * log keeps being fsynced (everysec) however long the snapshot takes. */
+static void snap_pause(snap_w *w)
+{
+    void (*hook)(void *, const char *) = atomic_load(&snapshot_hook.fn);
+    if (hook != NULL) {
+        hook(atomic_load(&snapshot_hook.arg), w->ns);
+    }
+    sc_persist *p = w->p;
+    if (persister_thread && mono_ms() - atomic_load(&p->last_tick_ms) >= 1000) {
+        (void)tick_flush(p);
+    }
+}
+
+/* A namespace's record and IVF trainings, once the entries the snapshot
+ * holds of it are chosen (sc_cache_scan_entries' start). Its config read
+ * here, not before, is the one those entries were stored in: one read
+ * before them could predate a configure made before the namespace's first
+ * vector, and a vector of the snapshot then fixes the old storage (or
+ * another dim) in the restore, so that the configure, in the new log, no
+ * longer applies (its replay refused as superseded; another dim made the
+ * snapshot unloadable). The trainings before the entries: a restore then
+ * makes each scope's index trained and empty, and its vectors go straight
+ * into it (no training at restart, and none started meanwhile). Both of
+ * this namespace only: one dropped and made again meanwhile (another dim,
+ * maybe) is in the new log. */
+static sc_err snap_ns(void *arg)
+{
+    snap_w *w = arg;
+    sc_ns_config cfg;
+    bool had;
+    uint64_t serial;
+    if (sc_cache_ns_state(w->p->cache, w->ns, &cfg, &had, &serial) != SC_OK ||
+        serial != w->serial) {
+        return SC_ENONS; /* dropped meanwhile: the log says so */
+    }
+    enc_ns_put(&w->b, w->ns, &cfg, had);
+    sc_err rc =
+        sc_cache_scope_indexes(w->p->cache, w->ns, serial, snap_training, w);
+    if (rc == SC_OK) {
+        rc = snap_drain(w);
+    }
+    if (rc == SC_OK) {
+        snap_pause(w);
+    }
+    return rc;
+}
+
+/* Between two chunks of a namespace's entries. */
 static sc_err snap_between(void *arg)
 {
     snap_w *w = arg;
     sc_err rc = snap_drain(w);
-    void (*hook)(void *) = atomic_load(&snapshot_hook.fn);
-    if (hook != NULL) {
-        hook(atomic_load(&snapshot_hook.arg));
-    }
-    sc_persist *p = w->p;
-    if (rc == SC_OK && persister_thread &&
-        mono_ms() - atomic_load(&p->last_tick_ms) >= 1000) {
-        (void)tick_flush(p);
+    if (rc == SC_OK) {
+        snap_pause(w);
     }
     return rc;
 }
@@ -1671,7 +1714,7 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
     char tmp[PATH_CAP], path[PATH_CAP];
     file_path(p, tmp, "snap", gen, ".tmp");
     file_path(p, path, "snap", gen, "");
-    snap_w w = {p, -1, {0}, 0, 0, SC_OK, path, NULL, 0};
+    snap_w w = {p, -1, {0}, 0, 0, SC_OK, path, NULL, 0, 0};
     w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (w.fd < 0) {
         plog(p, "cannot write %s: %s", tmp, strerror(errno));
@@ -1697,24 +1740,14 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
     for (size_t i = 0; i < count && rc == SC_OK; i++) {
         sc_ns_config cfg;
         bool had;
-        uint64_t serial;
-        if (sc_cache_ns_state(p->cache, names[i], &cfg, &had, &serial) !=
+        if (sc_cache_ns_state(p->cache, names[i], &cfg, &had, &w.serial) !=
             SC_OK) {
             continue; /* dropped meanwhile: the log says so */
         }
-        enc_ns_put(&w.b, names[i], &cfg, had);
-        /* The trainings before the entries: a restore then makes each
-         * scope's index trained and empty, and its vectors go straight
-         * into it (no training at restart, and none started meanwhile).
-         * Both of this namespace only: one dropped and made again
-         * meanwhile (another dim, maybe) is in the new log. */
+        /* Its record and trainings first (snap_ns), then its entries. */
         w.ns = names[i];
-        rc = sc_cache_scope_indexes(p->cache, names[i], serial, snap_training,
-                                    &w);
-        if (rc == SC_OK) {
-            rc = sc_cache_scan_entries(p->cache, names[i], serial, snap_entry,
-                                       snap_between, &w);
-        }
+        rc = sc_cache_scan_entries(p->cache, names[i], w.serial, snap_ns,
+                                   snap_entry, snap_between, &w);
         rc = rc == SC_ENONS ? SC_OK : rc;
         if (rc == SC_OK) {
             rc = snap_drain(&w);

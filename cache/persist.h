@@ -107,9 +107,12 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
  * (the old files are then kept), SC_ENOMEM, SC_EINVAL (not loaded). */
 sc_err sc_persist_compact(sc_persist *p);
 
-/* For tests: fn(arg) is called between two chunks of entries a snapshot
- * writes (NULL: none). */
-void sc_persist_set_snapshot_hook(void (*fn)(void *arg), void *arg);
+/* For tests: fn(arg, ns) is called, with nothing locked, while a snapshot
+ * writes namespace ns: once its record and IVF trainings are written,
+ * before its entries, and then between two chunks of its entries and after
+ * the last (NULL: none). */
+void sc_persist_set_snapshot_hook(void (*fn)(void *arg, const char *ns),
+                                  void *arg);
 
 /* Writes out and fsyncs every record appended so far, whatever the policy
  * (also done by sc_persist_close). Errors: SC_EIO. */

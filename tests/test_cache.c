@@ -1959,7 +1959,8 @@ static void test_ns_serial(void)
     uint64_t s1 = 0, s2 = 0, s3 = 0;
     CHECK_EQ_INT(sc_cache_ns_state(c, "x", &cfg, &had, &s1), SC_OK);
     int n = 0;
-    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", s1, count_one, NULL, &n), SC_OK);
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", s1, NULL, count_one, NULL, &n),
+                 SC_OK);
     CHECK_EQ_INT(n, 2);
     CHECK_EQ_INT(sc_cache_ns_drop(c, "x"), SC_OK);
     CHECK_EQ_INT(sc_cache_ns_create(c, "x", NULL), SC_OK);
@@ -1967,15 +1968,17 @@ static void test_ns_serial(void)
     CHECK_EQ_INT(sc_cache_ns_state(c, "x", &cfg, &had, &s2), SC_OK);
     CHECK(s2 != s1 && s2 != 0);
     n = 0;
-    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", s1, count_one, NULL, &n),
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", s1, NULL, count_one, NULL, &n),
                  SC_ENONS);
     CHECK_EQ_INT(n, 0);
     CHECK_EQ_INT(sc_cache_scope_indexes(c, "x", s1, no_scope_fn, NULL),
                  SC_ENONS);
-    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", s2, count_one, NULL, &n), SC_OK);
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", s2, NULL, count_one, NULL, &n),
+                 SC_OK);
     CHECK_EQ_INT(n, 1);
     n = 0;
-    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", 0, count_one, NULL, &n), SC_OK);
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "x", 0, NULL, count_one, NULL, &n),
+                 SC_OK);
     CHECK_EQ_INT(n, 1);
     CHECK_EQ_INT(sc_cache_scope_indexes(c, "x", s2, no_scope_fn, NULL), SC_OK);
     /* Another name's serial is another number too. */
@@ -2208,7 +2211,7 @@ static void test_embedder_stats(void)
     sc_cache *c2 = NULL;
     CHECK_EQ_INT(sc_cache_open(&cfg, &c2), SC_OK);
     CHECK_EQ_INT(sc_cache_restore_ns(c2, "a", &nc, false), SC_OK);
-    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", 0, restore_into, NULL, c2),
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", 0, NULL, restore_into, NULL, c2),
                  SC_OK);
     CHECK_EQ_INT(get(c2, "a", NULL, "grape jam please", NULL, &r), SC_OK);
     sc_cache_result_fini(&r);
@@ -2607,7 +2610,7 @@ static void test_embedder_prep(void)
     nc.dim = D;
     strcpy(nc.embed_model, "fake@1");
     CHECK_EQ_INT(sc_cache_restore_ns(c2, "a", &nc, true), SC_OK);
-    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", 0, restore_into, NULL, c2),
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", 0, NULL, restore_into, NULL, c2),
                  SC_OK);
     CHECK_EQ_INT(prep_live, 2);
     before = prep_rescored;
@@ -2636,7 +2639,7 @@ static void test_embedder_prep(void)
     c2 = NULL;
     CHECK_EQ_INT(sc_cache_open(&cfg, &c2), SC_OK);
     CHECK_EQ_INT(sc_cache_restore_ns(c2, "a", &nc, true), SC_OK);
-    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", 0, restore_into, NULL, c2),
+    CHECK_EQ_INT(sc_cache_scan_entries(c, "a", 0, NULL, restore_into, NULL, c2),
                  SC_OK);
     CHECK_EQ_INT(prep_live, 2);
     CHECK_EQ_INT(get(c2, "a", NULL, "apple pie!", NULL, &r), SC_OK);

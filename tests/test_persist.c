@@ -1197,13 +1197,15 @@ static void test_sync_parent(void)
 /* A compaction by the persister's own thread (the log grew) takes its
  * place in the once-a-second flush: the log must still be fsynced
  * (everysec) while the snapshot is written, and stats must not wait for
- * the compaction. The snapshot is slowed by its test hook (1.2 s after
- * each chunk of 256 entries; it holds at least 2). */
+ * the compaction. The snapshot is slowed by its test hook (1.2 s before
+ * the namespace's entries and after each chunk of 256; it holds at least
+ * 2). */
 static atomic_int snap_calls;
 
-static void slow_snapshot(void *arg)
+static void slow_snapshot(void *arg, const char *ns)
 {
     (void)arg;
+    (void)ns;
     atomic_fetch_add(&snap_calls, 1);
     usleep(1200 * 1000);
 }
@@ -1573,6 +1575,177 @@ static void test_dir_removed(sc_fsync fs)
     world_close(&w);
 }
 
+/* Changes made while a snapshot is written, between a namespace's record
+ * and its entries (the snapshot's test hook runs there): each comes back
+ * after a restart, with the config it was made in. A namespace configured
+ * before its first vector (storage, threshold, TTL, cap; a dimension in
+ * round dim) must not have its configure replayed over a snapshot that
+ * holds its old config with the new vector: its storage is then fixed, so
+ * the configure was refused (counted as superseded) and every later one
+ * with it, and a dimension changed made the snapshot unloadable. Also a
+ * namespace dropped and made again (with another dimension and storage)
+ * before and while the snapshot reaches it, and entries deleted, given
+ * feedback and inserted meanwhile. */
+static sc_cache *meanwhile_c;
+static char meanwhile_done[8][SC_CACHE_NS_NAME_MAX + 1];
+static int meanwhile_ndone;
+static uint64_t meanwhile_ids[2]; /* "a": to delete, to quarantine */
+
+static sc_err put_dim(sc_cache *c, const char *ns, const char *text,
+                      uint32_t dim, uint64_t seed)
+{
+    float v[DIM];
+    vec_of(seed, v);
+    sc_cache_item it = {.text = text,
+                        .text_len = strlen(text),
+                        .vec = v,
+                        .dim = dim,
+                        .response = text,
+                        .response_len = strlen(text)};
+    return sc_cache_insert(c, ns, &it, NULL);
+}
+
+/* Drops ns and makes it again, 8 floats and i8, with one entry "new". */
+static void remake(sc_cache *c, const char *ns)
+{
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.dim = 8;
+    nc.storage = SC_STORAGE_I8;
+    CHECK(sc_cache_ns_drop(c, ns) == SC_OK);
+    CHECK(sc_cache_ns_create(c, ns, &nc) == SC_OK);
+    CHECK(put_dim(c, ns, "new", 8, 40) == SC_OK);
+}
+
+static void meanwhile_hook(void *arg, const char *ns)
+{
+    (void)arg;
+    sc_cache *c = meanwhile_c;
+    for (int i = 0; i < meanwhile_ndone; i++) {
+        if (strcmp(meanwhile_done[i], ns) == 0) {
+            return; /* only before its entries */
+        }
+    }
+    if (meanwhile_ndone < 8) {
+        snprintf(meanwhile_done[meanwhile_ndone++], SC_CACHE_NS_NAME_MAX + 1,
+                 "%s", ns);
+    }
+    sc_ns_config nc;
+    if (strcmp(ns, "a") == 0) {
+        CHECK(sc_cache_delete(c, meanwhile_ids[0]) == SC_OK);
+        CHECK(sc_cache_feedback(c, meanwhile_ids[1]) == SC_OK);
+        CHECK(put_dim(c, "a", "a4", DIM, 14) == SC_OK);
+        remake(c, "e"); /* before the snapshot reaches it */
+    } else if (strcmp(ns, "b") == 0 || strcmp(ns, "c") == 0) {
+        CHECK(sc_cache_ns_get_config(c, ns, &nc) == SC_OK);
+        nc.dim = DIM;
+        nc.storage = SC_STORAGE_F16;
+        nc.threshold = 0.75f;
+        nc.auto_threshold = false;
+        nc.ttl_ms = 3600 * 1000;
+        nc.max_entries = 50;
+        CHECK(sc_cache_ns_configure(c, ns, &nc) == SC_OK);
+        CHECK(put_dim(c, ns, "first", DIM, 20) == SC_OK);
+        nc.threshold = 0.8f; /* a configure after the first vector */
+        CHECK(sc_cache_ns_configure(c, ns, &nc) == SC_OK);
+    } else if (strcmp(ns, "d") == 0) {
+        remake(c, "d"); /* its record written, its entries not */
+    }
+}
+
+static void same_config(sc_cache *c, const char *ns, const sc_ns_config *want)
+{
+    sc_ns_config got;
+    CHECK(sc_cache_ns_get_config(c, ns, &got) == SC_OK);
+    CHECK_EQ_INT(got.dim, want->dim);
+    CHECK_EQ_INT(got.storage, want->storage);
+    CHECK(got.threshold == want->threshold);
+    CHECK(got.auto_threshold == want->auto_threshold);
+    CHECK_EQ_INT(got.ttl_ms, want->ttl_ms);
+    CHECK_EQ_INT(got.max_entries, want->max_entries);
+}
+
+static void test_snapshot_meanwhile(bool dim)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), dim ? "meanwhile-dim" : "meanwhile");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    CHECK(put(w.c, "a", "a1", "a1", true, 11, &meanwhile_ids[0]) == SC_OK);
+    CHECK(put(w.c, "a", "a2", "a2", true, 12, &meanwhile_ids[1]) == SC_OK);
+    CHECK(put(w.c, "a", "a3", "a3", true, 13, NULL) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "b", NULL) == SC_OK); /* no vector yet */
+    if (dim) {
+        sc_ns_config nc;
+        sc_cache_ns_config_init(&nc);
+        nc.dim = 8; /* the configure makes it DIM */
+        CHECK(sc_cache_ns_create(w.c, "c", &nc) == SC_OK);
+    }
+    for (int i = 0; i < 2; i++) {
+        const char *ns = i == 0 ? "d" : "e";
+        CHECK(sc_cache_ns_create(w.c, ns, NULL) == SC_OK);
+        CHECK(put(w.c, ns, "old", "old", true, 30, NULL) == SC_OK);
+    }
+    meanwhile_c = w.c;
+    meanwhile_ndone = 0;
+    sc_persist_set_snapshot_hook(meanwhile_hook, NULL);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    sc_persist_set_snapshot_hook(NULL, NULL);
+    CHECK_EQ_INT(meanwhile_ndone, dim ? 5 : 4);
+    const char *names[] = {"a", "b", "c", "d", "e"};
+    sc_ns_config want[5];
+    for (int i = 0; i < 5; i++) {
+        if (i != 2 || dim) {
+            CHECK(sc_cache_ns_get_config(w.c, names[i], &want[i]) == SC_OK);
+        }
+    }
+    CHECK(want[1].storage == SC_STORAGE_F16 && want[1].threshold == 0.8f);
+    world_close(&w);
+
+    sc_err rc = world_open(&w, dir, SC_FSYNC_EVERYSEC, false);
+    CHECK_EQ_INT(rc, SC_OK);
+    if (rc != SC_OK) {
+        fprintf(stderr, "  %s\n", w.msg);
+        world_close(&w);
+        return;
+    }
+    CHECK(w.st.snapshot);
+    char buf[64];
+    for (int i = 0; i < 5; i++) {
+        if (i != 2 || dim) {
+            same_config(w.c, names[i], &want[i]);
+        }
+    }
+    CHECK(!served_text(w.c, "a", "a1", buf, sizeof(buf))); /* deleted */
+    CHECK(!served_text(w.c, "a", "a2", buf, sizeof(buf))); /* quarantined */
+    CHECK(served_text(w.c, "a", "a3", buf, sizeof(buf)));
+    CHECK(served_text(w.c, "a", "a4", buf, sizeof(buf)));
+    sc_cache_stats st;
+    CHECK(sc_cache_stats_get(w.c, "a", &st) == SC_OK);
+    CHECK_EQ_INT(st.entries, 3);
+    CHECK_EQ_INT(st.quarantined, 1);
+    for (int i = 1; i < 5; i++) {
+        if (i == 2 && !dim) {
+            continue;
+        }
+        bool remade = i >= 3;
+        CHECK_EQ_INT(entries_of(w.c, names[i]), 1);
+        CHECK(served_text(w.c, names[i], remade ? "new" : "first", buf,
+                          sizeof(buf)));
+        CHECK(!served_text(w.c, names[i], "old", buf, sizeof(buf)));
+        /* Its vector, of the namespace's dimension, is served. */
+        float v[DIM];
+        vec_of(remade ? 40 : 20, v);
+        sc_cache_query q = {.vec = v, .dim = remade ? 8 : DIM};
+        sc_cache_result r;
+        CHECK(sc_cache_lookup(w.c, names[i], &q, &r) == SC_OK);
+        CHECK(r.hit && r.layer == SC_LAYER_SEMANTIC);
+        sc_cache_result_fini(&r);
+    }
+    world_close(&w);
+}
+
 /* Restores do not evict midway: a snapshot replayed with its log may hold,
  * for a while, entries that later records remove (the soak found one
  * evicted that way). Caps apply once, at the end. */
@@ -1771,6 +1944,8 @@ int main(void)
     test_restore_lower_caps(true);
     test_refused_replace(false);
     test_refused_replace(true);
+    test_snapshot_meanwhile(false);
+    test_snapshot_meanwhile(true);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     if (system(cmd) != 0) {
