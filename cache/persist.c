@@ -924,10 +924,13 @@ const char *sc_persist_fsync_name(sc_fsync f)
                                   : "everysec";
 }
 
+/* The generation of a state file's name, prefix then a number as
+ * file_path writes it (no sign, no leading zero): "log.01" or a copy named
+ * so is not generation 1 a second time. */
 static int name_gen(const char *name, const char *prefix, uint64_t *gen)
 {
     size_t pl = strlen(prefix);
-    if (strncmp(name, prefix, pl) != 0 || name[pl] < '0' || name[pl] > '9') {
+    if (strncmp(name, prefix, pl) != 0 || name[pl] < '1' || name[pl] > '9') {
         return 0;
     }
     char *end;
