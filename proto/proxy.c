@@ -619,6 +619,13 @@ static void reply_error(preq *pr, uint16_t status, const char *type,
     free(s);
 }
 
+/* 503 shutting_down: the proxy closes (close: the connection too). */
+static void reply_shutting_down(preq *pr, bool close)
+{
+    reply_error(pr, 503, "semcache_error", "shutting_down",
+                "semcached is shutting down", NULL, close);
+}
+
 /* Writes buf[0..n) to a hijacked connection; 0, or an nng error. The
  * writes of one stream share the client time-out: a client that reads
  * slowly, a little before each write would time out, still lets the
@@ -1466,8 +1473,7 @@ static void run_job(preq *pr, CURL *c)
 {
     sc_proxy *p = pr->p;
     if (__atomic_load_n(&p->closing, __ATOMIC_RELAXED)) {
-        reply_error(pr, 503, "semcache_error", "shutting_down",
-                    "semcached is shutting down", NULL, false);
+        reply_shutting_down(pr, false);
         return;
     }
     /* With upstream embeddings the vector serves the lookup and the
@@ -1497,8 +1503,7 @@ static void refuse(void *arg, sc_pool_job *job)
 {
     preq *pr = SC_POOL_ENTRY(job, preq, job);
     (void)arg;
-    reply_error(pr, 503, "semcache_error", "shutting_down",
-                "semcached is shutting down", NULL, false);
+    reply_shutting_down(pr, false);
 }
 
 /* Queues pr to pool (p->lookers or p->workers), or answers 503 once the
@@ -1620,8 +1625,7 @@ static void process(preq *pr)
 {
     sc_proxy *p = pr->p;
     if (__atomic_load_n(&p->closing, __ATOMIC_RELAXED)) {
-        reply_error(pr, 503, "semcache_error", "shutting_down",
-                    "semcached is shutting down", NULL, false);
+        reply_shutting_down(pr, false);
         return;
     }
     char msg[320];
@@ -1749,8 +1753,7 @@ static void on_request(nng_aio *aio)
     pthread_mutex_unlock(&p->mu);
     count(p, &p->counts.requests);
     if (closing) {
-        reply_error(pr, 503, "semcache_error", "shutting_down",
-                    "semcached is shutting down", NULL, true);
+        reply_shutting_down(pr, true);
         return;
     }
     nng_http_req *req = pr->req;
@@ -1804,8 +1807,7 @@ static void on_request(nng_aio *aio)
     }
     pthread_mutex_unlock(&p->mu);
     if (closing) {
-        reply_error(pr, 503, "semcache_error", "shutting_down",
-                    "semcached is shutting down", NULL, true);
+        reply_shutting_down(pr, true);
     }
 }
 
