@@ -115,6 +115,15 @@ static sc_err get_real(ctx *x, const char *key, json_t *v, double lo, double hi,
     return SC_OK;
 }
 
+static sc_err get_bool(ctx *x, const char *key, json_t *v, bool *out)
+{
+    if (!json_is_boolean(v)) {
+        return bad(x, key, "must be true or false");
+    }
+    *out = json_is_true(v);
+    return SC_OK;
+}
+
 static sc_err get_str(ctx *x, const char *key, json_t *v, size_t max,
                       char **slot)
 {
@@ -339,10 +348,9 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
                 rc = bad(x, full, "must be \"absolute\" or \"sliding\"");
             }
         } else if (strcmp(k, "vote") == 0) {
-            if (!json_is_boolean(v)) {
-                rc = bad(x, full, "must be true or false");
-            } else {
-                n->cfg.vote = json_is_true(v) ? 1 : 0;
+            bool vote = false;
+            if ((rc = get_bool(x, full, v, &vote)) == SC_OK) {
+                n->cfg.vote = vote ? 1 : 0;
             }
         } else if (strcmp(k, "embed_model") == 0) {
             char *m = NULL;
@@ -546,11 +554,7 @@ static sc_err parse_key(ctx *x, sc_config *cfg, size_t i, json_t *o)
         } else if (strcmp(f, "read") == 0 || strcmp(f, "write") == 0) {
             rc = parse_grants(x, full, k, v, f[0] == 'w');
         } else if (strcmp(f, "admin") == 0) {
-            if (!json_is_boolean(v)) {
-                rc = bad(x, full, "must be true or false");
-            } else {
-                k->admin = json_is_true(v);
-            }
+            rc = get_bool(x, full, v, &k->admin);
         } else {
             rc = bad(x, full, "unknown key");
         }
@@ -677,17 +681,9 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
             } else if (strcmp(k, "embed_table") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->embed_table);
             } else if (strcmp(k, "persist") == 0) {
-                if (!json_is_boolean(v)) {
-                    rc = bad(&x, k, "must be true or false");
-                } else {
-                    cfg->persist = json_is_true(v);
-                }
+                rc = get_bool(&x, k, v, &cfg->persist);
             } else if (strcmp(k, "snapshot_at_stop") == 0) {
-                if (!json_is_boolean(v)) {
-                    rc = bad(&x, k, "must be true or false");
-                } else {
-                    cfg->snapshot_at_stop = json_is_true(v);
-                }
+                rc = get_bool(&x, k, v, &cfg->snapshot_at_stop);
             } else if (strcmp(k, "fsync") == 0) {
                 if (!json_is_string(v) ||
                     !sc_persist_fsync_parse(json_string_value(v),

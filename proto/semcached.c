@@ -644,6 +644,17 @@ static uint64_t now_ms(void)
 /* Applies the command line to cfg: the --config file first, wherever it
  * stands, then every other flag in order, so that flags override the file.
  * Returns -1 to exit 0 (--help), 0 to go on, or the exit status (2). */
+/* flag's value v, "on" or "off", into *out; -1 (said) for anything else. */
+static int on_off(const char *flag, const char *v, bool *out)
+{
+    if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
+        fprintf(stderr, "semcached: %s must be on or off\n", flag);
+        return -1;
+    }
+    *out = strcmp(v, "on") == 0;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, sc_config *cfg,
                       sc_proxy_config *pcfg)
 {
@@ -758,18 +769,13 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
         } else if (strcmp(a, "--embed-table") == 0) {
             rc = sc_config_set_str(&cfg->embed_table, v);
         } else if (strcmp(a, "--persist") == 0) {
-            if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
-                fprintf(stderr, "semcached: --persist must be on or off\n");
+            if (on_off(a, v, &cfg->persist) != 0) {
                 return 2;
             }
-            cfg->persist = strcmp(v, "on") == 0;
         } else if (strcmp(a, "--snapshot-at-stop") == 0) {
-            if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
-                fprintf(stderr,
-                        "semcached: --snapshot-at-stop must be on or off\n");
+            if (on_off(a, v, &cfg->snapshot_at_stop) != 0) {
                 return 2;
             }
-            cfg->snapshot_at_stop = strcmp(v, "on") == 0;
         } else if (strcmp(a, "--fsync") == 0) {
             if (!sc_persist_fsync_parse(v, &cfg->fsync)) {
                 fprintf(stderr, "semcached: --fsync must be always, everysec "
