@@ -186,24 +186,33 @@ static double sig_rate(const sc_embed *e, const prompts *p, double secs,
     return n / (t - t0);
 }
 
-/* One lookup's rescore of a 1 MiB stored text (the prompts joined) against
- * a short query: from the texts, as before signatures, and from their
- * signatures; seconds per call of each into *by_text and *by_sig. */
-static void long_text(const sc_embed *e, const prompts *p, double *by_text,
-                      double *by_sig)
+/* The prompts joined by spaces, again and again, to fill big[0..cap);
+ * its length. */
+static size_t join_prompts(const prompts *p, char *big, size_t cap)
 {
-    size_t cap = (size_t)1 << 20, len = 0;
-    char *big = malloc(cap);
-    if (big == NULL) {
-        fprintf(stderr, "bench_embed: out of memory\n");
-        exit(1);
-    }
+    size_t len = 0;
     for (size_t i = 0; len < cap; i = (i + 1) % p->n) {
         size_t k = p->len[i] + 1 < cap - len ? p->len[i] : cap - len - 1;
         memcpy(big + len, p->text[i], k);
         len += k;
         big[len++] = ' ';
     }
+    return len;
+}
+
+/* One lookup's rescore of a 1 MiB stored text (the prompts joined) against
+ * a short query: from the texts, as before signatures, and from their
+ * signatures; seconds per call of each into *by_text and *by_sig. */
+static void long_text(const sc_embed *e, const prompts *p, double *by_text,
+                      double *by_sig)
+{
+    size_t cap = (size_t)1 << 20;
+    char *big = malloc(cap);
+    if (big == NULL) {
+        fprintf(stderr, "bench_embed: out of memory\n");
+        exit(1);
+    }
+    size_t len = join_prompts(p, big, cap);
     sc_embed_sig *q = NULL, *c = NULL;
     if (sc_embed_sig_new(e, p->text[0], p->len[0], &q) != SC_OK ||
         sc_embed_sig_new(e, big, len, &c) != SC_OK) {
@@ -281,13 +290,7 @@ static void big_texts(const sc_embed *e, const prompts *p, double *embed_s,
     for (int k = 0; k < N_BIG; k++) {
         size_t len = 0;
         if (big_unit[k] == NULL) {
-            for (size_t i = 0; len < cap; i = (i + 1) % p->n) {
-                size_t n =
-                    p->len[i] + 1 < cap - len ? p->len[i] : cap - len - 1;
-                memcpy(big + len, p->text[i], n);
-                len += n;
-                big[len++] = ' ';
-            }
+            len = join_prompts(p, big, cap);
         } else {
             size_t ul = strlen(big_unit[k]);
             for (; len < cap; len++) {
