@@ -324,6 +324,23 @@ def test_clean_stop(exe, root):
     check(r.get("hit_count", 0) >= 3,
           f"clean stop: its hit count came back ({r.get('hit_count')})")
     srv.stop()
+    # --snapshot-at-stop off: the fast stop, no snapshot (the log has all).
+    quick = os.path.join(root, "clean-stop-off")
+    os.makedirs(quick)
+    srv = Server(exe, quick, extra=("--snapshot-at-stop", "off"))
+    with Client("127.0.0.1", srv.port, timeout=10) as c:
+        c.ns_create("slide", dim=DIM)
+        c.insert("slide", response_of(1), vec=vec_of(1))
+    check(srv.stop() == 0, "clean stop, off: semcached exited 0")
+    snaps = glob.glob(os.path.join(quick, "state", "snap.*"))
+    check(not snaps and "snapshot written at stop" not in srv.log_text(),
+          f"clean stop, off: no snapshot written ({snaps})")
+    srv = Server(exe, quick)
+    with Client("127.0.0.1", srv.port, timeout=10) as c:
+        r2 = c.lookup("slide", vec=vec_of(1), threshold=0.999)
+    check(bool(r2.get("hit")), "clean stop, off: the entry comes back from "
+                               "the log")
+    srv.stop()
     print(f"  clean stop: sliding entry served {bool(r.get('hit'))}, hit "
           f"count {r.get('hit_count')}")
 
