@@ -877,6 +877,7 @@ struct sc_persist {
      * read without it (stats, the thread's trigger). */
     pthread_mutex_t compact_mu;
     atomic_uint_fast64_t snapshot_bytes, compactions;
+    atomic_bool cancel; /* sc_persist_cancel_compactions */
     /* Monotonic ms of the last once-a-second flush: a snapshot written by
      * the persister's own thread takes over the flushes meanwhile. */
     atomic_uint_fast64_t last_tick_ms;
@@ -1621,6 +1622,9 @@ static sc_err snap_drain(void *arg)
     if (w->b.oom) {
         return SC_ENOMEM;
     }
+    if (atomic_load(&w->p->cancel)) {
+        return SC_ECANCELED;
+    }
     if (write_all(w->fd, w->b.p, w->b.len) != SC_OK) {
         return SC_EIO;
     }
@@ -1799,12 +1803,42 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
     return SC_OK;
 }
 
+/* compact_mu held, a compaction failed: appends go on to log old again,
+ * and the new one it began goes, when nothing has been written to it
+ * yet (left, each failed compaction would add a generation to read at
+ * every start). Where anything has, or old cannot be opened, both stay. */
+static void resume_log(sc_persist *p, uint64_t old, uint64_t old_bytes)
+{
+    pthread_mutex_lock(&p->io_mu);
+    int newfd = p->fd;
+    uint64_t gen = p->gen;
+    char why[512];
+    /* Records appended and not yet written go to old's end, in order. */
+    if (gen == old + 1 && p->log_bytes == HDR_SIZE &&
+        !atomic_load(&p->failed) &&
+        open_log(p, old, false, old_bytes, why, sizeof(why)) == SC_OK) {
+        close(newfd);
+        char path[PATH_CAP];
+        file_path(p, path, "log", gen, "");
+        if (unlink(path) == 0) {
+            (void)fsync(p->dirfd);
+        }
+        plog(p, "log.%llu goes on (log.%llu removed)", (unsigned long long)old,
+             (unsigned long long)gen);
+    }
+    pthread_mutex_unlock(&p->io_mu);
+}
+
 sc_err sc_persist_compact(sc_persist *p)
 {
     if (p == NULL || !p->loaded) {
         return SC_EINVAL;
     }
     pthread_mutex_lock(&p->compact_mu);
+    if (atomic_load(&p->cancel)) {
+        pthread_mutex_unlock(&p->compact_mu);
+        return SC_ECANCELED;
+    }
     /* Start the next log: every record before it is written and fsynced
      * to the old one, every change from here on goes to the new one, and
      * the snapshot taken next holds at least every change before. */
@@ -1812,6 +1846,7 @@ sc_err sc_persist_compact(sc_persist *p)
     uint64_t old = p->gen;
     int oldfd = p->fd;
     sc_err rc = flush_locked(p, true);
+    uint64_t old_bytes = p->log_bytes;
     char why[512] = "";
     if (rc == SC_OK) {
         rc = open_log(p, old + 1, true, 0, why, sizeof(why));
@@ -1847,9 +1882,18 @@ sc_err sc_persist_compact(sc_persist *p)
         plog(p, "compacted: snap.%llu (%llu bytes), log.%llu begun",
              (unsigned long long)(old + 1), (unsigned long long)bytes,
              (unsigned long long)(old + 1));
+    } else {
+        resume_log(p, old, old_bytes);
     }
     pthread_mutex_unlock(&p->compact_mu);
     return rc;
+}
+
+void sc_persist_cancel_compactions(sc_persist *p)
+{
+    if (p != NULL) {
+        atomic_store(&p->cancel, true);
+    }
 }
 
 static void flush_ledger(sc_persist *p)
@@ -1901,6 +1945,11 @@ static void *thread_main(void *arg)
 {
     sc_persist *p = arg;
     persister_thread = true;
+    /* The log's size after a compaction failed: the next waits until the
+     * log has grown as much again as a first would (one a second would
+     * rewrite the snapshot to a full disk over and over, now that a failed
+     * one goes on with the old log). */
+    uint64_t failed_at = 0;
     pthread_mutex_lock(&p->tick_mu);
     while (!p->stop) {
         struct timespec until;
@@ -1912,10 +1961,16 @@ static void *thread_main(void *arg)
         }
         pthread_mutex_unlock(&p->tick_mu);
         uint64_t log_bytes = tick_flush(p);
-        if (!atomic_load(&p->failed) && log_bytes > p->cfg.compact_min_bytes &&
-            log_bytes > atomic_load(&p->snapshot_bytes) / 100 *
-                            p->cfg.compact_growth_pct) {
-            (void)sc_persist_compact(p);
+        uint64_t grown = log_bytes > failed_at ? log_bytes - failed_at : 0;
+        if (!atomic_load(&p->failed) && grown > p->cfg.compact_min_bytes &&
+            grown > atomic_load(&p->snapshot_bytes) / 100 *
+                        p->cfg.compact_growth_pct) {
+            failed_at = 0;
+            if (sc_persist_compact(p) != SC_OK) {
+                sc_persist_stats st;
+                sc_persist_get_stats(p, &st);
+                failed_at = st.log_bytes;
+            }
         }
         pthread_mutex_lock(&p->tick_mu);
     }

@@ -104,8 +104,18 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
 /* Writes a snapshot now and starts a new log (what the background thread
  * does when the log has grown). Lookups and writes go on meanwhile; one
  * compaction runs at a time (a second call waits for it). Errors: SC_EIO
- * (the old files are then kept), SC_ENOMEM, SC_EINVAL (not loaded). */
+ * (the old files are then kept), SC_ENOMEM, SC_EINVAL (not loaded),
+ * SC_ECANCELED (sc_persist_cancel_compactions). A compaction that fails
+ * keeps the old files and the log they go on in: the new log it began
+ * is removed again when nothing has been written to it yet, so that
+ * failing compactions (a full disk) do not leave a generation each. */
 sc_err sc_persist_compact(sc_persist *p);
+
+/* Cuts short the compaction running now, at its next chunk of about
+ * 256 entries, and refuses any later one (SC_ECANCELED): for a stop that
+ * must not wait for its snapshot. The log keeps every change. Safe from
+ * any thread; there is no undoing it. */
+void sc_persist_cancel_compactions(sc_persist *p);
 
 /* For tests: fn(arg, ns) is called, with nothing locked, while a snapshot
  * writes namespace ns: once its record and IVF trainings are written,

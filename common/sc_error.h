@@ -33,7 +33,8 @@
     X(SC_ENOEMBED, "no embedder is loaded to turn text into a vector")         \
     X(SC_EBADFILE, "file is malformed, truncated or of another kind")          \
     X(SC_EBADVERSION, "file was written by an unsupported format version")     \
-    X(SC_ECHECKSUM, "file contents do not match their checksum")
+    X(SC_ECHECKSUM, "file contents do not match their checksum")               \
+    X(SC_ECANCELED, "cancelled")
 
 typedef enum sc_err {
 #define SC_ERR_ENUM(code, msg) code,

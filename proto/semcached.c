@@ -4,6 +4,7 @@
  * One log line per event on stderr. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
@@ -550,6 +551,52 @@ static void note_signal(int s)
     while (cur != SIGTERM && cur != SIGINT &&
            !atomic_compare_exchange_weak(&noted_signal, &cur, s)) {
     }
+}
+
+typedef struct stop_snap {
+    sc_persist *persist;
+    sc_err rc;
+    atomic_bool done;
+} stop_snap;
+
+static void *stop_snap_main(void *arg)
+{
+    stop_snap *s = arg;
+    s->rc = sc_persist_compact(s->persist);
+    atomic_store(&s->done, true);
+    return NULL;
+}
+
+/* The snapshot of a clean stop, which a million entries make last
+ * seconds: a second SIGTERM or SIGINT meanwhile cuts it short (the log
+ * has every change), for an operator or a supervisor that will not wait. */
+static sc_err snapshot_at_stop(sc_persist *persist, const sigset_t *sigs)
+{
+    stop_snap s = {persist, SC_OK, false};
+    pthread_t t;
+    if (pthread_create(&t, NULL, stop_snap_main, &s) != 0) {
+        return sc_persist_compact(persist);
+    }
+    fprintf(stderr, "semcached: writing a snapshot at stop (a second "
+                    "SIGTERM or SIGINT cancels it)\n");
+    bool cancelled = false;
+    while (!atomic_load(&s.done)) {
+        struct timespec tick = {0, 50 * 1000 * 1000};
+        int sig = sigtimedwait(sigs, NULL, &tick);
+        if (sig <= 0) {
+            sig = atomic_exchange(&noted_signal, 0);
+        }
+        if (!cancelled && (sig == SIGTERM || sig == SIGINT)) {
+            fprintf(stderr,
+                    "semcached: %s received again: cancelling the "
+                    "snapshot\n",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            sc_persist_cancel_compactions(persist);
+            cancelled = true;
+        }
+    }
+    pthread_join(t, NULL);
+    return s.rc;
 }
 
 /* The --config files, in order, for a SIGHUP's reload of the keys. */
@@ -1208,10 +1255,15 @@ int main(int argc, char **argv)
          * now keeps them across a clean restart. The log holds every
          * change whatever happens here. */
         double t0 = (double)now_ms();
-        sc_err crc = sc_persist_compact(persist);
+        sc_err crc = snapshot_at_stop(persist, &sigs);
         if (crc == SC_OK) {
             fprintf(stderr, "semcached: snapshot written at stop (%.1f s)\n",
                     ((double)now_ms() - t0) / 1000.0);
+        } else if (crc == SC_ECANCELED) {
+            fprintf(stderr,
+                    "semcached: snapshot at stop cancelled: every change is "
+                    "in the log, but hit counts, the LRU order and "
+                    "sliding-TTL refreshes since the last one are lost\n");
         } else {
             fprintf(stderr,
                     "semcached: no snapshot at stop (%s): every change is in "

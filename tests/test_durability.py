@@ -18,6 +18,8 @@
    lookups go on.
 5. A clean stop writes a snapshot: a sliding-TTL entry refreshed past its
    insert's TTL, and its hit count, come back after the restart.
+6. A second SIGTERM during that snapshot cancels it: semcached exits 0,
+   only log.1 is left, and a restart restores every entry.
 
 usage: test_durability.py --server build/semcached
 """
@@ -345,6 +347,65 @@ def test_clean_stop(exe, root):
           f"count {r.get('hit_count')}")
 
 
+def wait_log(srv, text, timeout=30):
+    deadline = time.monotonic() + timeout
+    while text not in srv.log_text():
+        if time.monotonic() > deadline or srv.proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_stop_cancelled(exe, root):
+    """A second SIGTERM during the stop's snapshot (a million entries take
+    seconds) cuts it short: semcached exits at once, the log keeps every
+    change, and no log generation is left behind. The snapshot is held
+    still, not timed: its file is a FIFO, so its open waits for a reader,
+    which the test opens only once the second signal was taken."""
+    data = os.path.join(root, "stop-cancelled")
+    os.makedirs(data)
+    srv = Server(exe, data)
+    with Client("127.0.0.1", srv.port, timeout=10) as c:
+        c.ns_create(NS, dim=DIM)
+        for i in range(3):
+            c.insert(NS, response_of(i), vec=vec_of(i))
+    state = os.path.join(data, "state")
+    fifo = os.path.join(state, "snap.2.tmp")
+    os.mkfifo(fifo)
+    srv.proc.send_signal(signal.SIGTERM)
+    check(wait_log(srv, "writing a snapshot at stop"),
+          "stop cancelled: the log says the stop's snapshot began")
+    srv.proc.send_signal(signal.SIGTERM)
+    check(wait_log(srv, "received again"),
+          "stop cancelled: the second SIGTERM is taken")
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    deadline = time.monotonic() + 30
+    try:
+        while srv.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if not os.read(fd, 1 << 16):
+                    time.sleep(0.01)
+            except BlockingIOError:
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
+    rc = srv.wait_exit()
+    check(rc == 0, f"stop cancelled: semcached exited {rc}")
+    check("snapshot at stop cancelled" in srv.log_text(),
+          "stop cancelled: the log says the snapshot was cancelled")
+    left = sorted(os.path.basename(f)
+                  for f in glob.glob(os.path.join(state, "*.*")))
+    check(left == ["log.1"], f"stop cancelled: only log.1 is left ({left})")
+    srv = Server(exe, data)
+    with Client("127.0.0.1", srv.port, timeout=10) as c:
+        served = sum(c.lookup(NS, vec=vec_of(i), threshold=0.999)
+                     .get("response") == response_of(i) for i in range(3))
+    check(served == 3, f"stop cancelled: {served} of 3 entries restored")
+    srv.stop()
+    print(f"  stop cancelled: exit {rc}, files left {left}, {served} of 3 "
+          f"entries restored")
+
+
 def main():
     exe = sys.argv[sys.argv.index("--server") + 1]
     root = tempfile.mkdtemp(prefix="semcache-durability-")
@@ -354,6 +415,7 @@ def main():
         test_compact(exe, root)
         test_dir_deleted(exe, root)
         test_clean_stop(exe, root)
+        test_stop_cancelled(exe, root)
     except Exception as e:  # a failure, said, and its data kept
         check(False, f"raised {type(e).__name__}: {e}")
     finally:

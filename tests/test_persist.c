@@ -1934,6 +1934,71 @@ static void test_noncanonical_names(void)
     world_close(&w);
 }
 
+/* A cancelled compaction (a second SIGTERM during the stop's snapshot)
+ * stops at its next chunk and keeps the old files. The log it began goes
+ * again when nothing was written to it: before, each failed compaction
+ * left one more log generation. One that was written to stays, and
+ * holds its change. Later compactions are refused at once. */
+static world *cancel_w;
+static bool cancel_insert;
+
+static void cancel_hook(void *arg, const char *ns)
+{
+    (void)arg;
+    (void)ns;
+    if (cancel_insert) {
+        CHECK(put(cancel_w->c, "default", "meanwhile", "meanwhile", true, 77,
+                  NULL) == SC_OK);
+        CHECK(sc_persist_sync(cancel_w->p) == SC_OK); /* into log.2 */
+    }
+    sc_persist_cancel_compactions(cancel_w->p);
+}
+
+static void test_compact_cancelled(bool insert)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), insert ? "cancel-insert" : "cancel");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "default", NULL) == SC_OK);
+    fill(w.c, 600, 1000); /* three chunks of entries */
+    long before = file_size(dir, "log.1");
+    cancel_w = &w;
+    cancel_insert = insert;
+    sc_persist_set_snapshot_hook(cancel_hook, NULL);
+    CHECK_EQ_INT(sc_persist_compact(w.p), SC_ECANCELED);
+    sc_persist_set_snapshot_hook(NULL, NULL);
+    CHECK(file_size(dir, "snap.2") < 0 && file_size(dir, "snap.2.tmp") < 0);
+    sc_persist_stats st;
+    sc_persist_get_stats(w.p, &st);
+    CHECK_EQ_INT(st.compactions, 0);
+    if (insert) {
+        CHECK_EQ_INT(st.generation, 2); /* it holds "meanwhile" */
+        CHECK(file_size(dir, "log.2") > 16);
+    } else {
+        CHECK_EQ_INT(st.generation, 1);
+        CHECK(file_size(dir, "log.2") < 0);
+    }
+    CHECK_EQ_INT(sc_persist_compact(w.p), SC_ECANCELED); /* refused at once */
+    sc_persist_get_stats(w.p, &st);
+    CHECK_EQ_INT(st.generation, insert ? 2 : 1);
+    uint64_t id;
+    CHECK(put(w.c, "default", "after", "after", true, 78, &id) == SC_OK);
+    CHECK(sc_persist_sync(w.p) == SC_OK);
+    if (!insert) {
+        CHECK(file_size(dir, "log.1") > before); /* log.1 goes on */
+    }
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK_EQ_INT(entries_of(w.c, "default"), 600 + 1 + (insert ? 1 : 0));
+    char out[64];
+    CHECK(served_text(w.c, "default", "after", out, sizeof(out)));
+    CHECK(!insert ||
+          served_text(w.c, "default", "meanwhile", out, sizeof(out)));
+    CHECK(sc_persist_compact(w.p) == SC_OK); /* a new server compacts */
+    world_close(&w);
+}
+
 int main(void)
 {
     snprintf(root, sizeof(root), "/tmp/semcache-persist-test-%d",
@@ -1976,6 +2041,8 @@ int main(void)
     test_snapshot_meanwhile(false);
     test_snapshot_meanwhile(true);
     test_noncanonical_names();
+    test_compact_cancelled(false);
+    test_compact_cancelled(true);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     if (system(cmd) != 0) {
