@@ -306,7 +306,7 @@ uint64_t sc_ledger_estimate_tokens(size_t bytes)
 typedef struct row {
     uint64_t hash; /* 0 = empty slot */
     int kind;      /* sc_ledger_by */
-    bool dirty;    /* changed since the last changed-only export */
+    uint64_t changed; /* the export epoch of its last change, 0 = none */
     char *ns, *tag;
     sc_ledger_counts c;
 } row;
@@ -318,7 +318,11 @@ struct sc_ledger {
     size_t cap, used;
     size_t max_rows; /* MAX_ROWS; tests lower it */
     sc_ledger_hour hours[HOURS];
-    bool hour_dirty[HOURS];
+    uint64_t hour_changed[HOURS]; /* as row.changed */
+    /* Changes are stamped with epoch; a changed-only export takes the rows
+     * changed after saved and starts the next epoch, and saved moves up to
+     * an export's epoch only when its caller says it was stored. */
+    uint64_t epoch, saved;
 };
 
 sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out)
@@ -336,6 +340,7 @@ sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out)
     }
     l->prices = prices;
     l->max_rows = MAX_ROWS;
+    l->epoch = 1;
     *out = l;
     return SC_OK;
 }
@@ -467,7 +472,7 @@ static size_t rows_of(sc_ledger *l, const sc_ledger_tags *t, row **out)
         n = rows_of_once(l, t, out);
     }
     for (size_t i = 0; i < n; i++) {
-        out[i]->dirty = true; /* every caller counts something in them */
+        out[i]->changed = l->epoch; /* every caller counts something */
     }
     return n;
 }
@@ -519,7 +524,7 @@ static sc_ledger_hour *hour_of(sc_ledger *l, uint64_t now)
         memset(b, 0, sizeof(*b));
         b->hour_ms = h * HOUR_MS;
     }
-    l->hour_dirty[h % HOURS] = true;
+    l->hour_changed[h % HOURS] = l->epoch;
     return b;
 }
 
@@ -787,29 +792,36 @@ void sc_ledger_derive(const sc_ledger_counts *c, sc_ledger_report *r)
 
 /* ---- persistence ----------------------------------------------------- */
 
-void sc_ledger_export(sc_ledger *l, bool changed_only, sc_ledger_state_fn fn,
-                      void *arg)
+uint64_t sc_ledger_export(sc_ledger *l, bool changed_only,
+                          sc_ledger_state_fn fn, void *arg)
 {
     pthread_mutex_lock(&l->mu);
     for (size_t i = 0; i < l->cap; i++) {
         row *r = &l->rows[i];
-        if (r->hash == 0 || (changed_only && !r->dirty)) {
+        if (r->hash == 0 || (changed_only && r->changed <= l->saved)) {
             continue;
         }
         sc_ledger_row_state st = {r->kind, r->ns, r->tag, r->c};
         fn(arg, &st, NULL);
-        if (changed_only) {
-            r->dirty = false;
-        }
     }
     for (size_t i = 0; i < HOURS; i++) {
-        if (l->hours[i].hour_ms == 0 || (changed_only && !l->hour_dirty[i])) {
+        if (l->hours[i].hour_ms == 0 ||
+            (changed_only && l->hour_changed[i] <= l->saved)) {
             continue;
         }
         fn(arg, NULL, &l->hours[i]);
-        if (changed_only) {
-            l->hour_dirty[i] = false;
-        }
+    }
+    /* Changes from here on are of the next export. */
+    uint64_t mark = changed_only ? l->epoch++ : 0;
+    pthread_mutex_unlock(&l->mu);
+    return mark;
+}
+
+void sc_ledger_export_saved(sc_ledger *l, uint64_t mark)
+{
+    pthread_mutex_lock(&l->mu);
+    if (mark < l->epoch && mark > l->saved) {
+        l->saved = mark;
     }
     pthread_mutex_unlock(&l->mu);
 }

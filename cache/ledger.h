@@ -157,10 +157,17 @@ typedef void (*sc_ledger_state_fn)(void *arg, const sc_ledger_row_state *row,
                                    const sc_ledger_hour *hour);
 
 /* Calls fn for every row and timeline hour, or with changed_only for those
- * changed since the last changed_only export (which it then marks as seen),
- * under the ledger's lock: fn must not call the ledger. */
-void sc_ledger_export(sc_ledger *l, bool changed_only, sc_ledger_state_fn fn,
-                      void *arg);
+ * changed since the last changed-only export its caller confirmed with
+ * sc_ledger_export_saved, under the ledger's lock: fn must not call the
+ * ledger. Returns the export's mark (0 without changed_only). An export
+ * not confirmed (its records could not be stored: out of memory, say)
+ * leaves its rows to the next one, which takes them again. */
+uint64_t sc_ledger_export(sc_ledger *l, bool changed_only,
+                          sc_ledger_state_fn fn, void *arg);
+
+/* The changed-only export of mark (and every one before it) is stored:
+ * the rows it took are not taken again unless they change. */
+void sc_ledger_export_saved(sc_ledger *l, uint64_t mark);
 
 /* Sets the row (kind, ns, tag) to *c, made when new (a restore: the last
  * state written wins). Errors: SC_EINVAL (kind), SC_ENOMEM. */

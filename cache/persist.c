@@ -66,9 +66,28 @@ typedef struct wbuf {
     int oom;
 } wbuf;
 
+static struct {
+    bool (*_Atomic fn)(void *, size_t);
+    void *_Atomic arg;
+} alloc_hook;
+
+void sc_persist_set_alloc_hook(bool (*fail)(void *arg, size_t more), void *arg)
+{
+    atomic_store(&alloc_hook.arg, arg);
+    atomic_store(&alloc_hook.fn, fail);
+}
+
 static void wb_reserve(wbuf *b, size_t more)
 {
-    if (b->oom || b->cap - b->len >= more) {
+    if (b->oom) {
+        return;
+    }
+    bool (*fail)(void *, size_t) = atomic_load(&alloc_hook.fn);
+    if (fail != NULL && fail(atomic_load(&alloc_hook.arg), more)) {
+        b->oom = 1;
+        return;
+    }
+    if (b->cap - b->len >= more) {
         return;
     }
     size_t cap = b->cap ? b->cap : 4096;
@@ -1904,7 +1923,8 @@ static void flush_ledger(sc_persist *p)
     /* Into a buffer of its own, then appended as one run: the ledger's
      * lock is never held while waiting for buf_mu's holders. */
     wbuf b = {0};
-    sc_ledger_export(p->ledger, true, ledger_to, &b);
+    uint64_t mark = sc_ledger_export(p->ledger, true, ledger_to, &b);
+    bool stored = b.len == 0 && !b.oom;
     if (b.len > 0 && !b.oom) {
         pthread_mutex_lock(&p->buf_mu);
         wb_bytes(&p->buf, b.p, b.len);
@@ -1912,10 +1932,15 @@ static void flush_ledger(sc_persist *p)
             p->buf.oom = 0;
         } else {
             p->appended++;
+            stored = true;
         }
         pthread_mutex_unlock(&p->buf_mu);
     }
     free(b.p);
+    /* Out of memory: the rows stay changed, for the next tick to log. */
+    if (stored) {
+        sc_ledger_export_saved(p->ledger, mark);
+    }
 }
 
 static uint64_t mono_ms(void)

@@ -124,6 +124,11 @@ void sc_persist_cancel_compactions(sc_persist *p);
 void sc_persist_set_snapshot_hook(void (*fn)(void *arg, const char *ns),
                                   void *arg);
 
+/* For tests: fail(arg, more) is asked, from any thread, each time a record
+ * is about to take `more` bytes of a buffer of the log's or a snapshot's;
+ * true makes that one step fail as out of memory (NULL: none). */
+void sc_persist_set_alloc_hook(bool (*fail)(void *arg, size_t more), void *arg);
+
 /* Writes out and fsyncs every record appended so far, whatever the policy
  * (also done by sc_persist_close). Errors: SC_EIO. */
 sc_err sc_persist_sync(sc_persist *p);

@@ -355,7 +355,8 @@ static void test_feedback_tags(void)
     /* Rows marked as logged, as the once-a-second tick leaves them (its
      * records would repeat what the snapshot holds): the close then logs
      * only the rows the lookup and the feedback change. */
-    sc_ledger_export(w.ledger, true, ignore_row, NULL);
+    sc_ledger_export_saved(w.ledger,
+                           sc_ledger_export(w.ledger, true, ignore_row, NULL));
     float v[DIM];
     vec_of(1, v);
     sc_cache_query q = {.vec = v, .dim = DIM, .feature = "web"};
@@ -374,6 +375,64 @@ static void test_feedback_tags(void)
           SC_OK);
     CHECK_EQ_INT(t.false_hits, 1);
     CHECK(!served_vec(w.c, "a", 1, &id)); /* still quarantined */
+    world_close(&w);
+}
+
+/* The ledger's rows whose records could not be logged for want of memory
+ * stay to be logged: a once-a-second tick that fails (its own buffer, or
+ * the log's when it appends them: min_bytes 0 fails both, 100 only the
+ * append of the run) must not leave them as saved, or the restart brings
+ * back the sums from before the lookups. */
+static atomic_int oom_fails;
+
+static bool fail_alloc(void *arg, size_t more)
+{
+    if (more < *(const size_t *)arg) {
+        return false;
+    }
+    atomic_fetch_add(&oom_fails, 1);
+    return true;
+}
+
+static void test_ledger_oom(size_t min_bytes)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), min_bytes == 0 ? "ledger-oom" : "ledger-oom2");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    uint64_t id, got;
+    CHECK(put(w.c, "a", "return policy", "30 days", true, 1, &id) == SC_OK);
+    /* Lookups log nothing but the ledger's rows: only the tick's fail. */
+    sc_persist_set_alloc_hook(fail_alloc, &min_bytes);
+    for (int i = 0; i < 3; i++) {
+        CHECK(served_vec(w.c, "a", 1, &got) && got == id);
+    }
+    /* Two failed ticks: the second began after the last lookup. */
+    atomic_store(&oom_fails, 0);
+    for (int i = 0; i < 500 && atomic_load(&oom_fails) < 2; i++) {
+        usleep(10 * 1000);
+    }
+    CHECK(atomic_load(&oom_fails) >= 2);
+    sc_persist_set_alloc_hook(NULL, NULL);
+    sc_ledger_counts t0, t1;
+    CHECK(sc_ledger_sum(w.ledger, NULL, SC_LEDGER_BY_NS, &t0, NULL, NULL) ==
+          SC_OK);
+    CHECK_EQ_INT(t0.semantic_hits, 3);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(sc_ledger_sum(w.ledger, NULL, SC_LEDGER_BY_NS, &t1, NULL, NULL) ==
+          SC_OK);
+    CHECK_EQ_INT(t1.lookups, t0.lookups);
+    CHECK_EQ_INT(t1.semantic_hits, 3);
+    CHECK(t1.usd_avoided > 0 && t1.usd_avoided == t0.usd_avoided);
+    sc_ledger_hour h[4]; /* the lookups' hour, or two across its end */
+    size_t nh = sc_ledger_timeline(w.ledger, h, 4);
+    uint64_t hits = 0;
+    for (size_t i = 0; i < nh; i++) {
+        hits += h[i].hits;
+    }
+    CHECK_EQ_INT(hits, 3);
     world_close(&w);
 }
 
@@ -2032,6 +2091,8 @@ int main(void)
     test_format_v1();
     test_backend_lacking();
     test_feedback_tags();
+    test_ledger_oom(0);
+    test_ledger_oom(100);
     test_feedback_unserved();
     test_restore_quarantined();
     test_restore_lower_caps(false);
