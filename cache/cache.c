@@ -2870,6 +2870,20 @@ static void rescore(const sc_cache *c, const ns *s, const pending *p,
 
 /* Under s->mu: judges the search's candidates, counts, fills the result,
  * unpins the scope. */
+/* Whether a hit on b fits in the budget (the first always does); if so,
+ * takes its bytes. */
+static bool budget_take(sc_cache_budget *bu, const blob *b)
+{
+    size_t need = b->response_len + strlen(b->model) + strlen(b->feature) +
+                  strlen(b->user) + SC_CACHE_HIT_OVERHEAD;
+    if (bu->served && need > bu->left) {
+        return false;
+    }
+    bu->served = true;
+    bu->left = need < bu->left ? bu->left - need : 0;
+    return true;
+}
+
 static void lookup_judge(sc_cache *c, ns *s, pending *p, uint64_t now)
 {
     sc_cache_result *res = p->res;
@@ -2945,6 +2959,11 @@ static void lookup_judge(sc_cache *c, ns *s, pending *p, uint64_t now)
         }
     }
 
+    if (p->served != NULL && p->q->budget != NULL &&
+        !budget_take(p->q->budget, p->served->payload)) {
+        p->rc = SC_ETOOBIG; /* not served: nothing is counted */
+        goto out;
+    }
     s->st.lookups++;
     s->st.hist[sc_cache_hist_bin(p->best)]++;
     res->best_similarity = p->best;

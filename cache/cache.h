@@ -386,6 +386,17 @@ size_t sc_cache_expire(sc_cache *c, uint64_t now_ms);
 
 /* ---- lookup -------------------------------------------------------------*/
 
+/* Reply bytes that the hits of several lookups share (a lookup_batch's
+ * reply): once one hit is served, a hit whose response, tags and
+ * SC_CACHE_HIT_OVERHEAD no longer fit in left is not served, nor counted
+ * anywhere (stats, its entry, the ledger): its lookup fails SC_ETOOBIG, and
+ * made again later it is served. Used by one thread at a time. */
+#define SC_CACHE_HIT_OVERHEAD 512u
+typedef struct sc_cache_budget {
+    size_t left;
+    bool served;
+} sc_cache_budget;
+
 typedef struct sc_cache_query {
     const char *scope; /* as in sc_cache_item */
     const char *text;  /* for the exact layer, or NULL */
@@ -401,6 +412,7 @@ typedef struct sc_cache_query {
     const char *user;
     bool has_threshold; /* use threshold below instead of the namespace's */
     float threshold;    /* finite, in [-1, 1] */
+    sc_cache_budget *budget; /* NULL = none */
 } sc_cache_query;
 
 typedef enum sc_layer {

@@ -1474,14 +1474,17 @@ static void batch_inserts(sc_dispatch *d, const sc_key *key, const item *top,
  * too_big (looked up again alone, or in a smaller batch, it is served). A
  * request of 15 KB could otherwise ask for 1024 hits of a 1 MiB response,
  * a 1 GiB reply built and queued in memory (PROTOCOL.md 1.4). The first
- * hit of a batch is always served, whatever its size. */
+ * hit of a batch is always served, whatever its size. The cache keeps the
+ * count (sc_cache_budget), so that a hit not served is not counted either:
+ * judged here after the lookup, it had been, in the stats, its entry's
+ * hit count and the ledger's savings, and again when looked up again. */
 #define BATCH_REPLY_MAX ((size_t)64 << 20)
 
 static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
                           mp_reader *items, uint32_t n, msgpack_packer *pk,
                           msgpack_sbuffer *tmp)
 {
-    size_t served = 0; /* bytes of hits in the reply */
+    sc_cache_budget budget = {BATCH_REPLY_MAX, false};
     item *its = malloc(LOOKUP_CHUNK * sizeof(item));
     sc_cache_query qs[LOOKUP_CHUNK];
     sc_cache_result res[LOOKUP_CHUNK];
@@ -1512,6 +1515,7 @@ static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
             valid[got] =
                 item_forbidden(d, key, &its[got], false, &os[got]) == 0 &&
                 lookup_query(&its[got], &qs[got], &os[got]) == 0;
+            qs[got].budget = &budget;
         }
         /* Run runs of consecutive valid items that share a namespace. */
         for (uint32_t i = 0; i < got;) {
@@ -1538,6 +1542,12 @@ static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
                 put_item_error(pk, os[i].code, os[i].msg);
                 continue;
             }
+            if (rcs[i] == SC_ETOOBIG) {
+                put_item_error(pk, "too_big",
+                               "the batch's reply reached its 64 MiB of "
+                               "hits: look this item up again");
+                continue;
+            }
             if (rcs[i] != SC_OK && rcs[i] != SC_ENONS) {
                 __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
                 outcome o = {rcs[i], NULL, ""};
@@ -1547,14 +1557,7 @@ static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
             }
             tmp->size = 0;
             pack_lookup(&tpk, rcs[i], &res[i]);
-            if (served > 0 && served + tmp->size > BATCH_REPLY_MAX) {
-                put_item_error(pk, "too_big",
-                               "the batch's reply reached its 64 MiB of "
-                               "hits: look this item up again");
-            } else {
-                put_item_ok(pk, tmp);
-                served += tmp->size;
-            }
+            put_item_ok(pk, tmp);
             if (rcs[i] == SC_OK) {
                 sc_cache_result_fini(&res[i]);
             }

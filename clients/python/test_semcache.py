@@ -385,15 +385,27 @@ def test_batch_reply_cap(port):
     hit alone is served."""
     with Client("127.0.0.1", port, timeout=60) as c:
         c.insert("faq", b"z" * ((1 << 20) - 64), vec=[0.11, 0.7, 0.2])
+        s0 = c.stats("faq")
         res = c.lookup_batch("faq", [{"vec": [0.11, 0.7, 0.2]}] * 80)
         ok = sum(1 for r in res if r.get("ok") and r["result"]["hit"])
         big = sum(1 for r in res if not r.get("ok") and
                   r.get("error", {}).get("code") == "too_big")
         check(len(res) == 80 and 60 <= ok <= 64 and ok + big == 80,
               f"a batch of 80 1 MiB hits: {ok} served, {big} too_big")
+        # Only the hits served are counted (before, all 80 were: stats,
+        # the entry's hit count and the ledger's savings).
+        s1 = c.stats("faq")
+        counted = s1["semantic_hits"] - s0["semantic_hits"]
+        looked = s1["lookups"] - s0["lookups"]
+        check(counted == ok and looked == ok,
+              f"a batch of 80 1 MiB hits: {counted} hits and {looked} "
+              f"lookups counted for {ok} served")
         r = c.lookup("faq", vec=[0.11, 0.7, 0.2])
         check(r["hit"] and len(r["response"]) == (1 << 20) - 64,
               "alone, the same hit is served")
+        check(r["hit_count"] == ok + 1,
+              f"the entry's hit count is {r['hit_count']} after {ok} + 1 "
+              f"served")
         # An insert refused after it made its namespace (a response over
         # the default cap) leaves no namespace behind: the slot it took
         # under --max-namespaces (8, all used here but one) is free again.
