@@ -4,7 +4,9 @@
  * once trained, FAISS proposes candidates and they are re-scored exactly from
  * the rows, so thresholds mean what they mean for flat. Training runs in a
  * background thread on a copy; the swap is atomic and replays what happened
- * meanwhile. Deletes are tombstones, removed from FAISS in batches. */
+ * meanwhile. Deletes are tombstones, removed from FAISS in batches; a
+ * search asks FAISS for as many more candidates as it takes to get past
+ * them (cand_limit). */
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
@@ -848,11 +850,22 @@ static size_t first_kc(const ivf *v, unsigned k, size_t total)
     return kc > total ? total : kc;
 }
 
+/* The most candidates one query may ask of FAISS: enough to get past
+ * every tombstone FAISS still holds (all are in pend: removals reach FAISS
+ * in batches, and none while a training runs), so that tombstones never
+ * hide a live vector the probed lists hold; at least MAX_CAND, at most what
+ * the index holds. */
+static size_t cand_limit(const ivf *v, unsigned k, size_t total)
+{
+    size_t lim = v->pend.n + k > MAX_CAND ? v->pend.n + k : MAX_CAND;
+    return lim > total ? total : lim;
+}
+
 /* Re-scores FAISS's kc candidates lab[0..kc) of q exactly into top[0..*nt).
  * Returns 1 when tombstones crowded the live ones out and more candidates
- * should be asked for. */
+ * (up to lim, cand_limit) should be asked for. */
 static int rescore(const ivf *v, const float *q, const idx_t *lab, size_t kc,
-                   size_t total, unsigned k, float threshold, cand *top,
+                   size_t lim, unsigned k, float threshold, cand *top,
                    unsigned *nt)
 {
     size_t dead = 0, got = 0;
@@ -878,14 +891,12 @@ static int rescore(const ivf *v, const float *q, const idx_t *lab, size_t kc,
             top_push(top, nt, k, e, s);
         }
     }
-    return !(dead == 0 || got - dead >= k || got < kc || kc >= total ||
-             kc >= MAX_CAND);
+    return !(dead == 0 || got - dead >= k || got < kc || kc >= lim);
 }
 
-static size_t grow_kc(size_t kc, size_t total)
+static size_t grow_kc(size_t kc, size_t lim)
 {
-    kc = kc * 4 > MAX_CAND ? MAX_CAND : kc * 4;
-    return kc > total ? total : kc;
+    return kc * 4 > lim ? lim : kc * 4;
 }
 
 /* One trained query from kc candidates on, growing kc while tombstones
@@ -893,25 +904,44 @@ static size_t grow_kc(size_t kc, size_t total)
 static sc_err search_from(ivf *v, const float *q, unsigned k, float threshold,
                           size_t kc, sc_hit *hits, unsigned *nhits)
 {
-    size_t total = (size_t)faiss_Index_ntotal(v->fx);
+    size_t lim = cand_limit(v, k, (size_t)faiss_Index_ntotal(v->fx));
     cand top[SC_INDEX_MAX_K];
     unsigned nt = 0;
-    /* On the stack: a query allocates nothing (48 KiB at MAX_CAND). */
-    float dist[MAX_CAND];
-    idx_t lab[MAX_CAND];
+    /* On the stack: a query allocates nothing (48 KiB at MAX_CAND), unless
+     * more tombstones than that stand in its way. */
+    float sdist[MAX_CAND];
+    idx_t slab[MAX_CAND];
+    float *dist = sdist;
+    idx_t *lab = slab;
+    sc_err rc = SC_OK;
     while (kc > 0) {
+        if (kc > MAX_CAND && dist == sdist) {
+            dist = malloc(lim * sizeof(*dist));
+            lab = malloc(lim * sizeof(*lab));
+            if (dist == NULL || lab == NULL) {
+                rc = SC_ENOMEM;
+                break;
+            }
+        }
         if (faiss_Index_search(v->fx, 1, q, (idx_t)kc, dist, lab) != 0) {
             /* Search is const in FAISS; v->ferr is not written from here
              * (readers run concurrently), the message is dropped. */
-            return SC_EBACKEND;
-        }
-        if (!rescore(v, q, lab, kc, total, k, threshold, top, &nt)) {
+            rc = SC_EBACKEND;
             break;
         }
-        kc = grow_kc(kc, total);
+        if (!rescore(v, q, lab, kc, lim, k, threshold, top, &nt)) {
+            break;
+        }
+        kc = grow_kc(kc, lim);
     }
-    emit(v, top, nt, threshold, hits, nhits);
-    return SC_OK;
+    if (dist != sdist) {
+        free(dist);
+        free(lab);
+    }
+    if (rc == SC_OK) {
+        emit(v, top, nt, threshold, hits, nhits);
+    }
+    return rc;
 }
 
 /* Caller holds sw for reading. */
@@ -964,6 +994,7 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
     }
     size_t total = (size_t)faiss_Index_ntotal(v->fx);
     size_t kc = first_kc(v, k, total);
+    size_t lim = cand_limit(v, k, total);
     size_t chunk =
         BATCH_RESULT_BYTES / (kc ? kc : 1) / (sizeof(float) + sizeof(idx_t));
     if (chunk == 0) {
@@ -997,9 +1028,8 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
             const float *q = bq + i * v->dim;
             cand top[SC_INDEX_MAX_K];
             unsigned nt = 0;
-            if (rescore(v, q, lab + i * kc, kc, total, k, threshold, top,
-                        &nt)) {
-                rc = search_from(v, q, k, threshold, grow_kc(kc, total),
+            if (rescore(v, q, lab + i * kc, kc, lim, k, threshold, top, &nt)) {
+                rc = search_from(v, q, k, threshold, grow_kc(kc, lim),
                                  hits + (b + i) * k, nhits + b + i);
             } else {
                 emit(v, top, nt, threshold, hits + (b + i) * k, nhits + b + i);

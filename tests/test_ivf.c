@@ -808,6 +808,67 @@ static void test_train_serves(void)
     sc_index_close(h.ix);
 }
 
+/* Tombstones crowding out the live vectors: a retraining in flight (held
+ * by the hook) lets no removal reach FAISS, so the 5000 vectors nearest a
+ * query, deleted meanwhile, are still FAISS's best 5000 candidates. With
+ * every list probed, IVF-Flat must still answer as flat does over the live
+ * ones: during the training and after its swap (which keeps the copied
+ * tombstones), not nothing. */
+static int by_score_desc(const void *a, const void *b)
+{
+    const double *x = a, *y = b;
+    return x[0] > y[0] ? -1 : x[0] < y[0] ? 1 : 0;
+}
+
+static void check_past_dead(sc_index *ix, const float *q, const double *order,
+                            size_t ndead)
+{
+    sc_hit h[8];
+    unsigned nh = 0;
+    CHECK(sc_index_search(ix, q, 8, -1.0f, h, &nh) == SC_OK);
+    CHECK(nh == 8);
+    for (unsigned i = 0; i < nh; i++) {
+        CHECK(h[i].id == (uint64_t)order[2 * (ndead + i) + 1]);
+    }
+}
+
+static void test_crowded_by_tombstones(void)
+{
+    enum { DEAD = 5000 };
+    held h = {.g = TEST_GATE_INIT};
+    h.ix = open_ix("ivf-flat", 16, 16, SC_INDEX_TRAIN_MANUAL);
+    for (size_t i = 0; i < N; i++) {
+        CHECK(sc_index_add(h.ix, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_train(h.ix) == SC_OK);
+    const float *q = queries;
+    double *order = malloc((size_t)N * 2 * sizeof(double));
+    for (size_t i = 0; i < N; i++) {
+        double s = 0;
+        for (int j = 0; j < D; j++) {
+            s += (double)q[j] * data[i * D + j];
+        }
+        order[2 * i] = s;
+        order[2 * i + 1] = (double)i;
+    }
+    qsort(order, N, 2 * sizeof(double), by_score_desc);
+    sc_index_set_training_hook(test_gate_hold, &h.g);
+    pthread_t tt;
+    CHECK(pthread_create(&tt, NULL, train_main_t, &h) == 0);
+    CHECK(test_gate_wait(&h.g, &h.g.entered));
+    for (size_t i = 0; i < DEAD; i++) {
+        CHECK(sc_index_remove(h.ix, (uint64_t)order[2 * i + 1]) == SC_OK);
+    }
+    check_past_dead(h.ix, q, order, DEAD);
+    test_gate_set(&h.g, &h.g.open);
+    pthread_join(tt, NULL);
+    sc_index_set_training_hook(NULL, NULL);
+    CHECK(sc_index_trained(h.ix));
+    check_past_dead(h.ix, q, order, DEAD);
+    free(order);
+    sc_index_close(h.ix);
+}
+
 /* A saved index whose FAISS part labels its vectors with ids past its
  * rows (a hostile or damaged file: the labels are read as they are):
  * loaded, its searches skip those labels (they read past the slots, or,
@@ -901,6 +962,7 @@ int main(void)
     test_auto();
     test_restore_no_retrain();
     test_train_serves();
+    test_crowded_by_tombstones();
     test_bad_labels();
     free(data);
     free(queries);
