@@ -204,12 +204,13 @@ sc_err sc_client_call(sc_client *c, const void *req, size_t len,
     nng_ctx ctx;
     nng_aio *aio = NULL;
     nng_msg *msg = NULL;
-    sc_err rc = SC_ENOMEM;
+    sc_err rc = SC_ENOMEM; /* what the allocations below fail with */
     uint8_t *keyed = NULL;
     if (c->key != NULL) {
         size_t klen;
-        if ((rc = with_key(c, req, len, &keyed, &klen)) != SC_OK) {
-            return rc;
+        sc_err krc = with_key(c, req, len, &keyed, &klen);
+        if (krc != SC_OK) {
+            return krc;
         }
         req = keyed;
         len = klen;
@@ -232,7 +233,11 @@ sc_err sc_client_call(sc_client *c, const void *req, size_t len,
     nng_time start = nng_clock();
     nng_aio_set_timeout(aio, start < deadline ? (nng_duration)(deadline - start)
                                               : 1);
-    if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, req, len) != 0) {
+    if (nng_msg_alloc(&msg, 0) != 0) {
+        goto out_aio;
+    }
+    if (nng_msg_append(msg, req, len) != 0) {
+        nng_msg_free(msg);
         goto out_aio;
     }
     nng_aio_set_msg(aio, msg);

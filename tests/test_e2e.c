@@ -727,8 +727,86 @@ static void test_build_oom(void)
 #endif
 }
 
+/* The child of test_call_oom, a fresh process (exec'd: nng is not
+ * fork-safe): a keyed call whose reply arrives but cannot be copied out.
+ * Exit 0 for SC_ENOMEM; 1 for SC_OK (the call once said so, *reply NULL,
+ * since the key's copy had set its result: a ping then read a NULL
+ * reply); 2 another error; 3 the set-up failed. */
+static int call_oom_child(const char *fake_url)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    (void)fake_url;
+    return 3;
+#else
+    static const char ping[] = "\x82\xa1v\x01\xa2op\xa4ping";
+    sc_client *c = NULL;
+    uint8_t *reply = NULL;
+    size_t len = 0;
+    if (sc_client_open(fake_url, 10000, &c) != SC_OK ||
+        sc_client_set_key(c, "k") != SC_OK ||
+        sc_client_call(c, ping, sizeof(ping) - 1, &reply, &len) != SC_OK) {
+        return 3; /* a small reply first: nng's threads are up */
+    }
+    free(reply);
+    /* Room for nng's 64 MiB message and not for its copy. */
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = vm_size() + (96u << 20);
+    if (vm_size() == 0 || setrlimit(RLIMIT_AS, &rl) != 0) {
+        return 3;
+    }
+    sc_err rc = sc_client_call(c, ping, sizeof(ping) - 1, &reply, &len);
+    return rc == SC_ENOMEM ? 0 : rc == SC_OK ? 1 : 2;
+#endif
+}
+
+/* A call out of memory for its reply's copy is SC_ENOMEM, with a key set
+ * as without one. In a child (call_oom_child) capped by RLIMIT_AS, this
+ * process the fake server sending a 64 MiB reply. Not under ASan (see
+ * test_build_oom). */
+static void test_call_oom(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    fprintf(stderr, "test_e2e: out-of-memory call skipped (ASan)\n");
+#else
+    size_t big_len = 64u << 20;
+    char *big = calloc(1, big_len);
+    CHECK(big != NULL);
+    if (big == NULL) {
+        return;
+    }
+    fake_reply replies[] = {R("\x82\xa2ok\xc3\xa6result\x80"), {big, big_len}};
+    char fake_url[128];
+    snprintf(fake_url, sizeof(fake_url), "ipc:///tmp/test_e2e_oom_%ld.ipc",
+             (long)getpid());
+    fake_srv f = {.replies = replies, .n = 2};
+    CHECK_EQ_INT(nng_rep0_open(&f.sock), 0);
+    CHECK_EQ_INT(nng_listen(f.sock, fake_url, NULL, 0), 0);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, fake_main, &f) == 0);
+    char *args[] = {"test_e2e", "--call-oom", fake_url, NULL};
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        execv("/proc/self/exe", args);
+        _exit(4);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "  out-of-memory call: child status %d\n", status);
+    }
+    nng_close(f.sock); /* ends fake_main if the child left early */
+    pthread_join(th, NULL);
+    free(big);
+#endif
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--call-oom") == 0) {
+        _exit(call_oom_child(argv[2]));
+    }
     if (argc < 2) {
         fprintf(stderr, "usage: test_e2e PATH/TO/semcached\n");
         return 2;
@@ -754,6 +832,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "test_e2e: hostile replies from a fake server\n");
         test_fake_server();
         test_build_oom();
+        test_call_oom();
         fprintf(stderr, "test_e2e: shutdown\n");
         sc_client_close(c);
     }
