@@ -113,7 +113,10 @@ class Client:
     defaults to host). key: the access key (str) sent as "key" with every
     request, for a server configured with keys (docs/CONFIG.md). trace, if given, is called as trace(direction, data) with direction
     "send" or "recv" and the exact bytes of each handshake and each framed
-    message, as they cross the socket."""
+    message, as they cross the socket. Strings travel as UTF-8; the server
+    does not check it, so a string of a reply that is not UTF-8 comes back
+    with its undecodable bytes as surrogates ("\\udce9"), and a str holding
+    them (a lookup's tags, given back to feedback) is sent as those bytes."""
 
     def __init__(self, host="127.0.0.1", port=7700, timeout=5.0, *,
                  ipc_path=None, tls=None, server_hostname=None, trace=None,
@@ -246,7 +249,8 @@ class Client:
         try:
             # Strings are not checked for UTF-8 by the server (tags a C
             # client stored, say): undecodable bytes come back as
-            # surrogates, not as an error for the whole reply.
+            # surrogates, not as an error for the whole reply, and are
+            # sent back as the same bytes (call_many).
             reply = msgpack.unpackb(body, raw=False, strict_map_key=False,
                                     unicode_errors="surrogateescape")
         except Exception as e:  # msgpack raises several types
@@ -277,7 +281,11 @@ class Client:
                         req = requests[sent]
                         if self._key is not None and "key" not in req:
                             req = {**req, "key": self._key}
-                        body = msgpack.packb(req, use_bin_type=True)
+                        # A str holding surrogates (undecodable bytes of
+                        # a reply: _decode) goes back as those bytes.
+                        body = msgpack.packb(
+                            req, use_bin_type=True,
+                            unicode_errors="surrogateescape")
                         self._send(self._frame(struct.pack(">I", ids[sent])
                                                + body))
                         pending.add(ids[sent])

@@ -596,6 +596,18 @@ def run(c, port, ipc_path, tls_port, cert):
     r = c.lookup("faq", vec=[0.9, 0.05, 0.4])
     check(r["hit"] and r["model"] == "caf\udce9",
           "a non-UTF-8 tag in a reply")
+    # Sent back as it came (feedback's tags are the ones the lookup gave):
+    # the same bytes, not UnicodeEncodeError and a closed connection.
+    try:
+        e = c.insert("faq", b"r2", vec=[0.05, 0.1, 0.99], model=r["model"],
+                     feature=r["model"])
+        r2 = c.lookup("faq", vec=[0.05, 0.1, 0.99], feature=r["model"])
+        c.feedback(r2["entry"], feature=r["model"])
+        got = (r2["entry"] == e and r2["model"] == "caf\udce9"
+               and r2["feature"] == "caf\udce9")
+    except Exception as ex:  # noqa: BLE001 - the test reports it
+        got = repr(ex)
+    check(got is True, f"a non-UTF-8 tag sent back: {got}")
 
     # A server that sends its reply a byte at a time: the time-out is a
     # deadline for the reply, not for each byte.
