@@ -415,6 +415,19 @@ static sc_err parse_targets(ctx *x, sc_config *cfg, json_t *o)
             if (strlen(name) == 0 || strlen(name) > SC_CACHE_TAG_MAX) {
                 return bad(x, full, "names are 1..%u bytes", SC_CACHE_TAG_MAX);
             }
+            /* A later --config file's target replaces an earlier one's,
+             * as every other setting does: appended, it would never be
+             * read (the dispatcher takes the first match). */
+            size_t j = 0;
+            while (j < cfg->ntargets &&
+                   (cfg->targets[j].kind != kind ||
+                    strcmp(cfg->targets[j].name, name) != 0)) {
+                j++;
+            }
+            if (j < cfg->ntargets) {
+                cfg->targets[j].usd_per_request = dv;
+                continue;
+            }
             if (cfg->ntargets >= SC_CONFIG_MAX_NS * 4) {
                 return bad(x, full, "too many cost targets");
             }

@@ -178,6 +178,26 @@ static void test_good(void)
         CHECK(cfg.targets[1 - f].kind == SC_COST_TARGET_NS &&
               strcmp(cfg.targets[1 - f].name, "faq") == 0);
     }
+    /* A second --config file (semcached's base.json, then local.json):
+     * its target for faq replaces the first file's, which the dispatcher
+     * would otherwise match first and keep. */
+    CHECK_EQ_INT(
+        sc_config_load(&cfg,
+                       write_file("local.json", "{\"cost_targets\": "
+                                                "{\"namespaces\": {\"faq\": "
+                                                "1e-9, \"docs\": 0.5}}}"),
+                       msg, sizeof(msg)),
+        SC_OK);
+    CHECK_EQ_INT(cfg.ntargets, 3);
+    int faq_targets = 0;
+    for (size_t i = 0; i < cfg.ntargets; i++) {
+        if (cfg.targets[i].kind == SC_COST_TARGET_NS &&
+            strcmp(cfg.targets[i].name, "faq") == 0) {
+            faq_targets++;
+            CHECK(cfg.targets[i].usd_per_request == 1e-9);
+        }
+    }
+    CHECK_EQ_INT(faq_targets, 1);
     sc_config_fini(&cfg);
 
     /* A single listen string, and embed_table overriding the data dir. */
