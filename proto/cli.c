@@ -121,6 +121,26 @@ static void json_bytes(const uint8_t *b, size_t n)
     putchar(']');
 }
 
+/* Writes a number as JSON: the fewest digits that read back as the same
+ * double (or float, for single), so that --json gives the reply's figures
+ * (%.9g cut 0.000449999399266663 to 0.000449999399); null when it is not
+ * finite, which JSON cannot write. */
+static void json_num(double v, bool single)
+{
+    if (!isfinite(v)) {
+        printf("null");
+        return;
+    }
+    char buf[40];
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, sizeof(buf), "%.*g", digits, v);
+        if (single ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v) {
+            break;
+        }
+    }
+    fputs(buf, stdout);
+}
+
 /* Prints one msgpack value as JSON (bin as json_bytes does). Returns -1 on
  * malformed input. */
 static int json_value(mp_reader *r, int depth)
@@ -151,17 +171,22 @@ static int json_value(mp_reader *r, int depth)
         printf("%llu", (unsigned long long)u);
         return 0;
     }
-    case MP_INT:
-    case MP_FLOAT:
+    case MP_INT: {
+        int64_t i; /* exact, not through a double */
+        if (mp_read_int(r, &i) != 0) {
+            return -1;
+        }
+        printf("%lld", (long long)i);
+        return 0;
+    }
+    case MP_FLOAT: {
+        bool single = r->p[0] == 0xca; /* msgpack's float 32 */
         if (mp_read_number(r, &v) != 0) {
             return -1;
         }
-        if (isfinite(v)) {
-            printf("%.9g", v);
-        } else {
-            printf("null");
-        }
+        json_num(v, single);
         return 0;
+    }
     case MP_STR:
         if (mp_read_str(r, &s, &n) != 0) {
             return -1;

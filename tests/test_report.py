@@ -161,6 +161,21 @@ def main():
         one = c._op("report", ns="faq")["total"]
         check(one["requests"] == 8 and one["over_target"] is True,
               "report of one namespace, flagged against its target")
+        # --json gives the reply's figures as they are: every number reads
+        # back as the same double (the CLI wrote 9 digits, so that
+        # 0.000449999399266663 came out as 0.000449999399).
+        out = subprocess.run([cli, "-a", f"tcp://127.0.0.1:{port}", "--json",
+                              "report", "--by", "feature"],
+                             capture_output=True, text=True, timeout=30)
+        jt = json.loads(out.stdout)["result"]["total"] \
+            if out.returncode == 0 else {}
+        t2 = c._op("report")["total"]
+        for k in ("usd_avoided", "usd_false_hits", "usd_per_call",
+                  "usd_embed", "embed_cpu_s", "lookup_cpu_s", "usd_spent",
+                  "usd_net", "return_on_spend", "break_even_hit_rate",
+                  "requests", "tokens_in_avoided"):
+            check(jt.get(k) == t2[k],
+                  f"--json report {k}: {jt.get(k)!r} vs {t2[k]!r}")
         # The human report.
         out = subprocess.run([cli, "-a", f"tcp://127.0.0.1:{port}", "report",
                               "--by", "feature", "--svg",
