@@ -289,6 +289,29 @@ static const char *ns_backend(const sc_ns_config *cfg)
     return sc_index_backend_available(b) ? b : "flat";
 }
 
+/* The parameters s's scopes open their indexes with, for vectors of dim. */
+static void index_params(const ns *s, uint32_t dim, sc_index_params *p)
+{
+    sc_index_params_init(p);
+    p->dim = dim;
+    p->storage = s->cfg.storage;
+    p->backend = ns_backend(&s->cfg);
+    p->nlist = s->cfg.nlist;
+    p->nprobe = s->cfg.nprobe;
+    p->train_min = s->cfg.train_min;
+}
+
+/* What a vector of dim costs s's index (sc_index_vector_bytes): not the
+ * storage width alone, as int8 keeps an f16 copy too and IVF a FAISS one. */
+static uint64_t vector_bytes(const ns *s, uint32_t dim)
+{
+    sc_index_params p;
+    index_params(s, dim, &p);
+    size_t b = sc_index_vector_bytes(&p);
+    /* 0 only for a dim no index takes: the add fails then. */
+    return b != 0 ? b : (uint64_t)dim * sizeof(float);
+}
+
 static void set_nprobe_node(sc_hnode *n, void *arg)
 {
     scope *sc = CONTAINER(n, scope, node);
@@ -368,11 +391,6 @@ static sc_err normalise_copy(const char *text, size_t len, char **out,
     *out_len = sc_cache_text_normalise(text, len, buf);
     *out = buf;
     return SC_OK;
-}
-
-static size_t storage_width(sc_storage s)
-{
-    return s == SC_STORAGE_F32 ? 4 : s == SC_STORAGE_F16 ? 2 : 1;
 }
 
 static uint64_t add_sat(uint64_t a, uint64_t b)
@@ -1702,13 +1720,7 @@ sc_err sc_cache_restore_training(sc_cache *c, const char *nsname,
                  : scope_get(c, s, scope_name, len, false, &sc);
         if (rc == SC_OK && sc->ix == NULL) {
             sc_index_params p;
-            sc_index_params_init(&p);
-            p.dim = s->cfg.dim;
-            p.storage = s->cfg.storage;
-            p.backend = ns_backend(&s->cfg);
-            p.nlist = s->cfg.nlist;
-            p.nprobe = s->cfg.nprobe;
-            p.train_min = s->cfg.train_min;
+            index_params(s, s->cfg.dim, &p);
             rc = sc_index_open(&p, &sc->ix);
         }
         if (rc == SC_OK) {
@@ -2059,7 +2071,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     e->bytes = sizeof(*e) + sizeof(*b) + 32 + item->text_len +
                item->response_len + ml + fl + ul + 3 + prep_bytes(c, e->prep);
     if (vec != NULL) {
-        e->bytes += (uint64_t)dim * storage_width(s->cfg.storage) + 16;
+        e->bytes += vector_bytes(s, dim);
     }
     /* Not on a restore: caps lowered since it was saved evict it then
      * (sc_cache_enforce_caps), as the header says; a refusal here would
@@ -2105,13 +2117,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     if (vec != NULL) {
         if (sc->ix == NULL) {
             sc_index_params p;
-            sc_index_params_init(&p);
-            p.dim = dim;
-            p.storage = s->cfg.storage;
-            p.backend = ns_backend(&s->cfg);
-            p.nlist = s->cfg.nlist;
-            p.nprobe = s->cfg.nprobe;
-            p.train_min = s->cfg.train_min;
+            index_params(s, dim, &p);
             if ((rc = sc_index_open(&p, &sc->ix)) != SC_OK) {
                 goto fail_scope;
             }

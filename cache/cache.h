@@ -531,9 +531,11 @@ typedef struct sc_cache_stats {
 /* Fills *out for namespace ns, or summed over all when ns is NULL (then
  * entries and bytes are the cache's own totals, read at one instant; the
  * other fields are each namespace's, read one after another). bytes is
- * approximate: response, text, tags, the vector at its storage width plus 16
- * bytes, and the entry's bookkeeping (about 300 bytes); plus the scopes'
- * text statistics (the embedder's stats_bytes); not scopes' indexes' slack.
+ * approximate: response, text, tags, the vector as the scope's index holds
+ * it (sc_index_vector_bytes: an int8 vector also has an f16 copy, an IVF
+ * one FAISS's copy), and the entry's bookkeeping (about 300 bytes); plus
+ * the scopes' text statistics (the embedder's stats_bytes); not scopes'
+ * indexes' slack.
  * Errors: SC_ENONS. */
 sc_err sc_cache_stats_get(sc_cache *c, const char *ns, sc_cache_stats *out);
 

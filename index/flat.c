@@ -208,6 +208,33 @@ static void blas_one_thread(void)
     openblas_set_num_threads(1);
 }
 
+/* The row layout for p: element size, row stride (elements, padded to 64
+ * bytes) and, for int8, the stride of the f16 re-rank rows. */
+static void layout(const sc_index_params *p, size_t *esize, size_t *stride,
+                   size_t *rrstride)
+{
+    *esize = p->storage == SC_STORAGE_F32   ? 4
+             : p->storage == SC_STORAGE_F16 ? 2
+                                            : 1;
+    *stride = round_up(p->dim, 64 / *esize);
+    *rrstride = round_up(p->dim, 32);
+}
+
+/* What one live vector costs, as flat_memory counts it with every slot and
+ * the id map full: the row, for int8 also its f16 re-rank row and scale,
+ * the id, the tombstone flag and the id map's slots. */
+static size_t flat_vector_bytes(const sc_index_params *p)
+{
+    size_t esize, stride, rrstride;
+    layout(p, &esize, &stride, &rrstride);
+    size_t b = stride * esize + sizeof(uint64_t) + 1 +
+               SC_IDMAP_SLOTS_PER_ID * SC_IDMAP_SLOT_BYTES;
+    if (p->storage == SC_STORAGE_I8) {
+        b += rrstride * sizeof(uint16_t) + sizeof(float);
+    }
+    return b;
+}
+
 static sc_err flat_open(const sc_index_params *p, void **state)
 {
     static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
@@ -224,11 +251,7 @@ static sc_err flat_open(const sc_index_params *p, void **state)
     }
     f->threads = p->threads ? p->threads : 1;
     f->kern = sc_simd_active();
-    f->esize = p->storage == SC_STORAGE_F32   ? 4
-               : p->storage == SC_STORAGE_F16 ? 2
-                                              : 1;
-    f->stride = round_up(p->dim, 64 / f->esize);
-    f->rrstride = round_up(p->dim, 32);
+    layout(p, &f->esize, &f->stride, &f->rrstride);
     sc_idmap_init(&f->map);
     *state = f;
     return SC_OK;
@@ -446,7 +469,7 @@ static size_t flat_memory(const void *state)
     if (f->storage == SC_STORAGE_I8) {
         b += f->cap * sizeof(float);
     }
-    b += f->map.cap * (sizeof(uint64_t) + sizeof(uint32_t) + 1);
+    b += f->map.cap * SC_IDMAP_SLOT_BYTES;
     return b;
 }
 
@@ -830,4 +853,5 @@ const sc_index_backend sc_index_flat_backend = {
     .compact = flat_compact,
     .count = flat_count,
     .memory = flat_memory,
+    .vector_bytes = flat_vector_bytes,
 };

@@ -89,7 +89,7 @@ sc_err sc_idmap_put(sc_idmap *m, uint64_t id, uint32_t slot)
         }
     }
     /* Keep the load under 1/2: linear probing degrades fast beyond that. */
-    if ((m->count + 1) * 2 > m->cap) {
+    if ((m->count + 1) * SC_IDMAP_SLOTS_PER_ID > m->cap) {
         sc_err rc = grow(m);
         if (rc != SC_OK) {
             return rc;

@@ -20,6 +20,12 @@ typedef struct sc_idmap {
     size_t count;
 } sc_idmap;
 
+/* Bytes one slot takes (key, value, used flag). The load is kept at or below
+ * 1/2, so a full table holds SC_IDMAP_SLOTS_PER_ID slots for each id (up to
+ * twice that just after it doubled). */
+#define SC_IDMAP_SLOT_BYTES   (sizeof(uint64_t) + sizeof(uint32_t) + 1)
+#define SC_IDMAP_SLOTS_PER_ID 2
+
 void sc_idmap_init(sc_idmap *m);
 void sc_idmap_fini(sc_idmap *m);
 

@@ -390,6 +390,21 @@ size_t sc_index_memory(sc_index *ix)
     return n;
 }
 
+size_t sc_index_vector_bytes(const sc_index_params *p)
+{
+    if (p == NULL || p->dim < 1 || p->dim > SC_INDEX_MAX_DIM ||
+        (p->storage != SC_STORAGE_F32 && p->storage != SC_STORAGE_F16 &&
+         p->storage != SC_STORAGE_I8)) {
+        return 0;
+    }
+    const sc_index_backend *be = sc_index_backend_find(p->backend);
+    if (be == NULL || be->vector_bytes == NULL ||
+        !sc_index_backend_available(p->backend)) {
+        return 0;
+    }
+    return be->vector_bytes(p);
+}
+
 uint32_t sc_index_dim(const sc_index *ix)
 {
     return ix->dim;

@@ -82,6 +82,9 @@ typedef struct sc_index_backend {
     sc_err (*compact)(void *state);
     size_t (*count)(const void *state);
     size_t (*memory)(const void *state);
+    /* What one live vector costs in an index opened with p (validated),
+     * counted as memory counts it; NULL in a backend that is not built. */
+    size_t (*vector_bytes)(const sc_index_params *p);
     /* Optional (NULL: the wrappers answer SC_ENOTSUP, or "not trained"). */
     sc_err (*train)(void *state);
     int (*trained)(const void *state);
@@ -186,6 +189,18 @@ sc_err sc_index_load_training(sc_index *ix, const char *path);
 
 size_t sc_index_count(sc_index *ix);  /* live vectors */
 size_t sc_index_memory(sc_index *ix); /* bytes held for vectors and ids */
+
+/* Bytes one live vector takes in an index opened with p: what
+ * sc_index_memory counts for it once every slot is used. Flat: the row at
+ * its storage width, padded to 64 bytes (int8 adds an f16 copy for the
+ * re-rank and a float scale), its id, a tombstone flag and the id map's
+ * slots (26 bytes). IVF: an f32 row padded to 16 floats, its id, two flags,
+ * the id map's slots, and FAISS's own copy once trained (4 bytes a
+ * dimension for IVF-Flat and "auto", 1 for SQ8, plus an 8-byte label),
+ * counted from the first vector. Not counted: arrays grown ahead of use
+ * (they double), searches' scratch, a training's transient copy. 0 when p
+ * is invalid or its backend is not built. */
+size_t sc_index_vector_bytes(const sc_index_params *p);
 uint32_t sc_index_dim(const sc_index *ix);
 sc_storage sc_index_storage(const sc_index *ix);
 const char *sc_index_backend_name(const sc_index *ix);

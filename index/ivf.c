@@ -139,6 +139,12 @@ static uint32_t nlist_for(const ivf *v, size_t n)
 
 /* ---- open / close ------------------------------------------------------ */
 
+/* Floats per row: padded like flat's f32 rows. */
+static size_t stride_for(uint32_t dim)
+{
+    return (dim + 15u) / 16u * 16u;
+}
+
 static sc_err ivf_open_kind(const sc_index_params *p, kind k, int is_auto,
                             void **out)
 {
@@ -151,7 +157,7 @@ static sc_err ivf_open_kind(const sc_index_params *p, kind k, int is_auto,
         return SC_ENOMEM;
     }
     v->dim = p->dim;
-    v->stride = (p->dim + 15) / 16 * 16;
+    v->stride = stride_for(p->dim);
     v->kind = k;
     v->auto_nlist = p->nlist == 0;
     v->nlist_cfg = p->nlist;
@@ -738,19 +744,52 @@ static size_t ivf_count(const void *state)
     return n;
 }
 
+/* Our part of a slot: the f32 row, the id, the state and inc flags. */
+static size_t slot_bytes(size_t stride)
+{
+    return stride * sizeof(float) + sizeof(uint64_t) + 2;
+}
+
+/* FAISS's part of a vector once trained: its code in an inverted list (an
+ * f32 copy for IVF-Flat, a byte a dimension for SQ8) and its label. */
+static size_t faiss_bytes(kind k, uint32_t dim)
+{
+    return (k == K_SQ8 ? dim : dim * sizeof(float)) + sizeof(int64_t);
+}
+
 static size_t ivf_memory(const void *state)
 {
     ivf *v = (ivf *)state;
     pthread_rwlock_rdlock(&v->sw);
-    size_t b = v->cap * (v->stride * sizeof(float) + sizeof(uint64_t) + 2) +
-               v->map.cap * (sizeof(uint64_t) + sizeof(uint32_t) + 1);
+    size_t b =
+        v->cap * slot_bytes(v->stride) + v->map.cap * SC_IDMAP_SLOT_BYTES;
     if (v->fx != NULL) {
-        /* Codes plus labels per vector in the inverted lists. */
-        size_t code = v->kind == K_SQ8 ? v->dim : v->dim * sizeof(float);
-        b += (size_t)faiss_Index_ntotal(v->fx) * (code + sizeof(int64_t));
+        b += (size_t)faiss_Index_ntotal(v->fx) * faiss_bytes(v->kind, v->dim);
     }
     pthread_rwlock_unlock(&v->sw);
     return b;
+}
+
+/* One live vector as ivf_memory counts it with every slot and the id map
+ * full, trained: our slot, the id map's slots and FAISS's copy. "auto"
+ * counts as trained from the start, since it trains as it grows. */
+static size_t vector_bytes_kind(const sc_index_params *p, kind k)
+{
+    if (p->storage != SC_STORAGE_F32) {
+        return 0; /* ivf_open_kind refuses it */
+    }
+    return slot_bytes(stride_for(p->dim)) +
+           SC_IDMAP_SLOTS_PER_ID * SC_IDMAP_SLOT_BYTES + faiss_bytes(k, p->dim);
+}
+
+static size_t vector_bytes_flat(const sc_index_params *p)
+{
+    return vector_bytes_kind(p, K_FLAT);
+}
+
+static size_t vector_bytes_sq8(const sc_index_params *p)
+{
+    return vector_bytes_kind(p, K_SQ8);
 }
 
 /* ---- search ------------------------------------------------------------- */
@@ -1416,20 +1455,27 @@ static sc_err ivf_load_training(void *state, const char *path)
     return rc;
 }
 
-#define IVF_OPS(open_fn, load_fn)                                              \
-    .open = open_fn, .close = ivf_close, .add = ivf_add, .remove = ivf_remove, \
-    .get = ivf_get, .search = ivf_search, .search_batch = ivf_search_batch,    \
+#define IVF_OPS(open_fn, load_fn, bytes_fn)                                    \
+    .vector_bytes = bytes_fn, .open = open_fn, .close = ivf_close,             \
+    .add = ivf_add, .remove = ivf_remove, .get = ivf_get,                      \
+    .search = ivf_search, .search_batch = ivf_search_batch,                    \
     .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
     .train = ivf_train, .trained = ivf_trained, .set_nprobe = ivf_set_nprobe,  \
-    .save = ivf_save, .load = load_fn, .save_training = ivf_save_training,    \
+    .save = ivf_save, .load = load_fn, .save_training = ivf_save_training,     \
     .load_training = ivf_load_training
 
 const sc_index_backend sc_index_ivf_flat_backend = {
-    .name = "ivf-flat", .version = "1", IVF_OPS(open_flat, load_flat)};
+    .name = "ivf-flat",
+    .version = "1",
+    IVF_OPS(open_flat, load_flat, vector_bytes_flat)};
 const sc_index_backend sc_index_ivf_sq8_backend = {
-    .name = "ivf-sq8", .version = "1", IVF_OPS(open_sq8, load_sq8)};
+    .name = "ivf-sq8",
+    .version = "1",
+    IVF_OPS(open_sq8, load_sq8, vector_bytes_sq8)};
 const sc_index_backend sc_index_auto_backend = {
-    .name = "auto", .version = "1", IVF_OPS(open_auto, load_auto)};
+    .name = "auto",
+    .version = "1",
+    IVF_OPS(open_auto, load_auto, vector_bytes_flat)};
 
 #else /* !SEMCACHE_HAVE_FAISS: the backends link and say "not supported". */
 

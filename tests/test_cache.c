@@ -884,6 +884,89 @@ static void test_bytes(void)
     sc_cache_close(c);
 }
 
+/* Inserts text with a dim-long vector (NULL: none) and a 1-byte response. */
+static sc_err put_dim(sc_cache *c, const char *ns, const char *text,
+                      const float *vec, uint32_t dim)
+{
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.text = text;
+    it.text_len = strlen(text);
+    it.vec = vec;
+    it.dim = vec != NULL ? dim : 0;
+    it.response = "r";
+    it.response_len = 1;
+    return sc_cache_insert(c, ns, &it, NULL);
+}
+
+/* A vector counts in the bytes as what the namespace's index holds for it
+ * (sc_index_vector_bytes), not dim x the storage width: int8 also keeps an
+ * f16 copy and a scale (3 x dim + 4 rather than dim), IVF-Flat FAISS's copy
+ * beside our rows. So a byte cap bounds the index's memory: an int8
+ * namespace capped at 64 of its vectors holds no more. */
+static void test_bytes_vector(void)
+{
+    enum { VD = 384 };
+    static float v[VD];
+    const struct {
+        sc_storage st;
+        const char *backend;
+    } kinds[] = {{SC_STORAGE_F32, ""},        {SC_STORAGE_F16, ""},
+                 {SC_STORAGE_I8, ""},         {SC_STORAGE_F32, "ivf-flat"},
+                 {SC_STORAGE_F32, "ivf-sq8"}, {SC_STORAGE_F32, "auto"}};
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        if (kinds[k].backend[0] != '\0' &&
+            !sc_index_backend_available(kinds[k].backend)) {
+            continue; /* built without FAISS */
+        }
+        sc_cache *c = open_cache(0, 0, 0, 0);
+        sc_ns_config cfg;
+        sc_cache_ns_config_init(&cfg);
+        cfg.storage = kinds[k].st;
+        snprintf(cfg.backend, sizeof(cfg.backend), "%s", kinds[k].backend);
+        CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+        CHECK_EQ_INT(sc_cache_ns_create(c, "t", &cfg), SC_OK);
+        for (int i = 0; i < VD; i++) {
+            v[i] = (float)((i * 7) % 13) - 6.0f;
+        }
+        /* The same entry with and without its vector. */
+        CHECK_EQ_INT(put_dim(c, "v", "a", v, VD), SC_OK);
+        CHECK_EQ_INT(put_dim(c, "t", "a", NULL, VD), SC_OK);
+        sc_index_params p;
+        sc_index_params_init(&p);
+        p.dim = VD;
+        p.storage = kinds[k].st;
+        p.backend = kinds[k].backend[0] != '\0' ? kinds[k].backend : "flat";
+        uint64_t vb = sc_index_vector_bytes(&p);
+        CHECK(vb != 0);
+        CHECK_EQ_INT(stats(c, "v").bytes - stats(c, "t").bytes, vb);
+        if (kinds[k].st == SC_STORAGE_I8) {
+            CHECK(vb >= 3 * VD + 4);
+        }
+        if (strcmp(kinds[k].backend, "ivf-flat") == 0) {
+            CHECK(vb >= 2 * VD * 4);
+        }
+        uint64_t entry = stats(c, "v").bytes;
+        sc_cache_close(c);
+
+        /* Capped at 64 entries' worth: never more vectors than that. */
+        c = open_cache(0, 0, 0, 0);
+        cfg.max_bytes = 64 * entry;
+        CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+        for (int i = 0; i < 200; i++) {
+            char text[8];
+            snprintf(text, sizeof(text), "%03d", i);
+            v[i % VD] += 1.0f;
+            CHECK_EQ_INT(put_dim(c, "v", text, v, VD), SC_OK);
+        }
+        sc_cache_stats st = stats(c, "v");
+        CHECK(st.entries <= 64);
+        CHECK(st.entries * vb <= cfg.max_bytes);
+        CHECK_EQ_INT(st.entries + st.evictions, 200);
+        sc_cache_close(c);
+    }
+}
+
 static void test_quarantine(void)
 {
     sc_cache *c = open_cache(0, 0, 0, 0);
@@ -3584,6 +3667,7 @@ int main(void)
     test_expired_crowd();
     test_lru();
     test_bytes();
+    test_bytes_vector();
     test_quarantine();
     test_dims_and_validation();
     test_delete_flush_drop();

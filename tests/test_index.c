@@ -600,6 +600,39 @@ static void test_concurrent(sc_storage st)
     free(base);
 }
 
+/* sc_index_vector_bytes is what sc_index_memory counts a vector: exactly,
+ * with every slot in use (64 vectors fill the first allocation, and the id
+ * map is then at its fullest load); int8 counts its f16 re-rank copy and
+ * scale too. The cache's byte caps count this. */
+static void test_vector_bytes(sc_storage st, uint32_t dim)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.dim = dim;
+    p.storage = st;
+    size_t vb = sc_index_vector_bytes(&p);
+    size_t width = st == SC_STORAGE_F32 ? 4 : st == SC_STORAGE_F16 ? 2 : 1;
+    CHECK(vb >= dim * width + sizeof(uint64_t));
+    if (st == SC_STORAGE_I8) {
+        CHECK(vb >= 3 * (size_t)dim + sizeof(float)); /* codes + f16 copy */
+    }
+    sc_index *ix = open_ix(dim, st, 1);
+    float *v = random_vectors(64, dim, 31 + dim);
+    for (size_t i = 0; i < 64; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, i, v + i * dim), SC_OK);
+    }
+    CHECK_EQ_INT(sc_index_memory(ix), 64 * vb);
+    sc_index_close(ix);
+    free(v);
+    /* Nothing to count for what no index opens. */
+    p.dim = 0;
+    CHECK_EQ_INT(sc_index_vector_bytes(&p), 0);
+    p.dim = dim;
+    p.backend = "nope";
+    CHECK_EQ_INT(sc_index_vector_bytes(&p), 0);
+    CHECK_EQ_INT(sc_index_vector_bytes(NULL), 0);
+}
+
 int main(int argc, char **argv)
 {
     const char *want = NULL;
@@ -646,6 +679,9 @@ int main(int argc, char **argv)
         test_batch(sts[s], 8, 1027, 384);
         test_split(sts[s]);
         test_concurrent(sts[s]);
+        test_vector_bytes(sts[s], 1);
+        test_vector_bytes(sts[s], 384);
+        test_vector_bytes(sts[s], 1000);
     }
     return test_summary("test_index");
 }

@@ -929,6 +929,31 @@ static void test_bad_labels(void)
 #endif
 }
 
+/* sc_index_vector_bytes counts FAISS's copy beside our rows: once trained,
+ * sc_index_memory is exactly that a vector with every slot in use (2048
+ * fill two allocations, and the id map is then at its fullest load);
+ * untrained, it is less by FAISS's part. */
+static void test_vector_bytes(const char *backend)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = backend;
+    p.dim = D;
+    size_t vb = sc_index_vector_bytes(&p);
+    size_t faiss = (strcmp(backend, "ivf-sq8") == 0 ? D : D * 4) + 8;
+    CHECK(vb >= D * 4 + faiss);
+    sc_index *ix = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
+    for (size_t i = 0; i < 2048; i++) {
+        CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_memory(ix) == 2048 * (vb - faiss));
+    CHECK(sc_index_train(ix) == SC_OK);
+    CHECK(sc_index_memory(ix) == 2048 * vb);
+    sc_index_close(ix);
+    p.storage = SC_STORAGE_I8; /* IVF takes f32 only */
+    CHECK(sc_index_vector_bytes(&p) == 0);
+}
+
 int main(void)
 {
     sc_index_params p;
@@ -964,6 +989,9 @@ int main(void)
     test_train_serves();
     test_crowded_by_tombstones();
     test_bad_labels();
+    test_vector_bytes("ivf-flat");
+    test_vector_bytes("ivf-sq8");
+    test_vector_bytes("auto");
     free(data);
     free(queries);
     if (failures) {
