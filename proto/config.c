@@ -159,10 +159,8 @@ static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
     if (!json_is_object(v)) {
         return bad(x, "proxy", "must be an object");
     }
-    for (unsigned i = 0; i < cfg->nproxy_args; i++) {
-        free(cfg->proxy_args[i]);
-    }
-    cfg->nproxy_args = 0;
+    /* Key by key: a later --config file's proxy keys replace an earlier
+     * one's and keep the others (its upstream, say). */
     const char *k;
     json_t *jv;
     json_object_foreach(v, k, jv)
@@ -199,12 +197,25 @@ static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
                                 sizeof(why)) != 1) {
             return bad(x, full, "%s", why);
         }
-        if (cfg->nproxy_args + 2 > 2 * SC_CONFIG_PROXY_KEYS ||
-            (cfg->proxy_args[cfg->nproxy_args] = strdup(keys[i].flag)) ==
-                NULL ||
-            (cfg->proxy_args[cfg->nproxy_args + 1] = strdup(val)) == NULL) {
-            free(cfg->proxy_args[cfg->nproxy_args]);
-            cfg->proxy_args[cfg->nproxy_args] = NULL;
+        unsigned at = 0;
+        while (at < cfg->nproxy_args &&
+               strcmp(cfg->proxy_args[at], keys[i].flag) != 0) {
+            at += 2;
+        }
+        if (at < cfg->nproxy_args) {
+            char *dup = strdup(val);
+            if (dup == NULL) {
+                return bad(x, full, "out of memory");
+            }
+            free(cfg->proxy_args[at + 1]);
+            cfg->proxy_args[at + 1] = dup;
+            continue;
+        }
+        /* At most one pair per key: the array holds them all. */
+        if ((cfg->proxy_args[at] = strdup(keys[i].flag)) == NULL ||
+            (cfg->proxy_args[at + 1] = strdup(val)) == NULL) {
+            free(cfg->proxy_args[at]);
+            cfg->proxy_args[at] = NULL;
             return bad(x, full, "out of memory");
         }
         cfg->nproxy_args += 2;

@@ -91,7 +91,8 @@ void sc_config_fini(sc_config *cfg);
  *   compact_bytes log size that starts a compaction, 1 MiB..2^50
  *   proxy         {upstream, upstream_timeout (ms), ns, workers, history,
  *                  store, embed_model}: the OpenAI proxy's flags
- *   max_namespaces, max_bytes, max_entries   as the flags
+ *   max_namespaces, max_bytes   as the flags; max_entries (no flag): the
+ *                  cache's cap on entries
  *   cost_targets  {"namespaces": {NAME: dollars}, "features": {TAG:
  *                  dollars}}: the most a request should cost
  *   namespaces    {"NAME": {dim, storage, threshold, margin, ttl (seconds),

@@ -167,7 +167,9 @@ static void test_good(void)
 
     /* Cost targets. */
     CHECK_EQ_INT(load("{\"cost_targets\": {\"features\": {\"chat\": 0.002},"
-                      " \"namespaces\": {\"faq\": 0.001}}}",
+                      " \"namespaces\": {\"faq\": 0.001}},"
+                      " \"proxy\": {\"upstream\": \"http://127.0.0.1:9\","
+                      " \"history\": \"single\", \"workers\": 3}}",
                       &cfg, msg, sizeof(msg)),
                  SC_OK);
     CHECK_EQ_INT(cfg.ntargets, 2);
@@ -181,13 +183,14 @@ static void test_good(void)
     /* A second --config file (semcached's base.json, then local.json):
      * its target for faq replaces the first file's, which the dispatcher
      * would otherwise match first and keep. */
-    CHECK_EQ_INT(
-        sc_config_load(&cfg,
-                       write_file("local.json", "{\"cost_targets\": "
-                                                "{\"namespaces\": {\"faq\": "
-                                                "1e-9, \"docs\": 0.5}}}"),
-                       msg, sizeof(msg)),
-        SC_OK);
+    CHECK_EQ_INT(sc_config_load(&cfg,
+                                write_file("local.json",
+                                           "{\"cost_targets\": "
+                                           "{\"namespaces\": {\"faq\": "
+                                           "1e-9, \"docs\": 0.5}},\n"
+                                           " \"proxy\": {\"workers\": 5}}"),
+                                msg, sizeof(msg)),
+                 SC_OK);
     CHECK_EQ_INT(cfg.ntargets, 3);
     int faq_targets = 0;
     for (size_t i = 0; i < cfg.ntargets; i++) {
@@ -198,6 +201,23 @@ static void test_good(void)
         }
     }
     CHECK_EQ_INT(faq_targets, 1);
+    /* Its proxy keys replace the first file's of the same name; the
+     * others (the upstream) stay. */
+    CHECK_EQ_INT(cfg.nproxy_args, 6);
+    if (cfg.nproxy_args == 6) {
+        sc_proxy_config pc;
+        sc_proxy_config_init(&pc);
+        char why[128];
+        for (unsigned i = 0; i < 6; i += 2) {
+            CHECK(sc_proxy_parse_flag(&pc, cfg.proxy_args[i],
+                                      cfg.proxy_args[i + 1], why,
+                                      sizeof(why)) == 1);
+        }
+        CHECK(pc.upstream != NULL &&
+              strcmp(pc.upstream, "http://127.0.0.1:9") == 0);
+        CHECK_EQ_INT(pc.workers, 5);
+        CHECK_EQ_INT(pc.history, SC_PROXY_HISTORY_SINGLE);
+    }
     sc_config_fini(&cfg);
 
     /* A single listen string, and embed_table overriding the data dir. */
