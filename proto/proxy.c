@@ -692,14 +692,21 @@ static void hit_header(const sc_cache_result *r, char *xsc, size_t cap,
 }
 
 /* The stored chat.completion with a fresh id and created time; NULL when
- * the bytes are not one (then the hit is not served). */
-static json_t *hit_answer(sc_proxy *p, const sc_cache_result *r)
+ * the bytes are not one (*bad set: the hit is not served) or out of
+ * memory (*bad left alone). */
+static json_t *hit_answer(sc_proxy *p, const sc_cache_result *r, bool *bad)
 {
-    json_t *j = json_loadb(r->response, r->response_len, 0, NULL);
+    json_error_t err;
+    json_t *j = json_loadb(r->response, r->response_len, 0, &err);
+    if (j == NULL) {
+        *bad = json_error_code(&err) != json_error_out_of_memory;
+        return NULL;
+    }
     if (!json_is_object(j) || !json_is_array(json_object_get(j, "choices")) ||
         !json_is_object(json_object_get(
             json_array_get(json_object_get(j, "choices"), 0), "message"))) {
         json_decref(j);
+        *bad = true;
         return NULL;
     }
     uint64_t seq = __atomic_add_fetch(&p->seq, 1, __ATOMIC_RELAXED);
@@ -711,11 +718,11 @@ static json_t *hit_answer(sc_proxy *p, const sc_cache_result *r)
     return j;
 }
 
-/* Answers a plain request from hit r; false when r's bytes are not an
- * answer (pr is then still the caller's). */
-static bool serve_hit(preq *pr, const sc_cache_result *r)
+/* Answers a plain request from hit r; false when it could not, *bad set
+ * when r's bytes are not an answer (pr is then still the caller's). */
+static bool serve_hit(preq *pr, const sc_cache_result *r, bool *bad)
 {
-    json_t *j = hit_answer(pr->p, r);
+    json_t *j = hit_answer(pr->p, r, bad);
     char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (s == NULL) {
@@ -753,10 +760,11 @@ static int write_event(preq *pr, json_t *chunk)
 
 /* Answers a streaming request from hit r as a stream: one chunk with the
  * whole message, one with the finish reason, the usage when asked, then
- * [DONE]. false when r's bytes are not an answer. */
-static bool serve_hit_stream(preq *pr, const sc_cache_result *r)
+ * [DONE]. false when r's bytes are not an answer (*bad set) or out of
+ * memory. */
+static bool serve_hit_stream(preq *pr, const sc_cache_result *r, bool *bad)
 {
-    json_t *j = hit_answer(pr->p, r);
+    json_t *j = hit_answer(pr->p, r, bad);
     if (j == NULL) {
         return false;
     }
@@ -1461,11 +1469,23 @@ static bool try_lookup(preq *pr)
         return false; /* no namespace yet, no embedder, ...: a miss */
     }
     pr->best = r.best_similarity;
-    bool served = false;
+    bool served = false, bad = false;
     if (r.hit) {
-        served = pr->plan.stream ? serve_hit_stream(pr, &r) : serve_hit(pr, &r);
+        served = pr->plan.stream ? serve_hit_stream(pr, &r, &bad)
+                                 : serve_hit(pr, &r, &bad);
     }
+    uint64_t id = r.id;
     sc_cache_result_fini(&r);
+    if (bad) {
+        /* Bytes that are no chat.completion (an insert by another client
+         * under the proxy's scope): the request goes upstream, so the hit
+         * the lookup counted, and the dollars it said were avoided, are
+         * taken back as a false hit's are, under the lookup's tags; the
+         * entry is quarantined, never to be hit again. */
+        sc_cache_feedback_tagged(p->cache, id,
+                                 pr->has_feature ? pr->feature : NULL,
+                                 pr->has_user ? pr->user : NULL);
+    }
     return served;
 }
 

@@ -558,6 +558,56 @@ def test_headers(p, fake):
           f"Expect: 100-continue answered ({interim!r}, {final[:20]!r})")
 
 
+# The scope of a lone user question with no other field but model and
+# messages (docs/PROXY.md, 1: XXH3 of "{}\n", of nothing, and H 0);
+# tests/test_proxy_scope.c checks that sc_proxy_derive makes it.
+LONE_SCOPE = f"oai1|{MODEL}|pdaa13e4f205dc5ba|s2d06800538d394c2|h{0:016x}"
+
+
+def test_junk_entry(p, fake):
+    """An entry of the proxy's scope and text whose bytes are no
+    chat.completion (another client's insert) is not served: the request
+    goes upstream, and the ledger takes back the hit its lookup counted,
+    as a false hit's; the entry is quarantined, not hit again."""
+    fake.mode = "ok"
+    ns = "junk"
+    q, q2 = "Which carriers do you ship with?", "Do you ship to Norway?"
+    for t in (q, q2):
+        p.client.insert(ns, b"not a chat.completion", text=t,
+                        scope=LONE_SCOPE, model=MODEL, input_tokens=1000,
+                        output_tokens=1000)
+    h = {"x-semcache-namespace": ns, "x-semcache-no-store": "1",
+         "x-semcache-feature": "junk-bot"}
+    n = fake.chat_calls()
+    st, hs, j = p.chat(q, headers=h)
+    check(st == 200 and content(j) == f"Answer to: {q}" and
+          xsc(hs).startswith("miss") and fake.chat_calls() == n + 1,
+          f"junk bytes are not served: the request goes upstream ({xsc(hs)})")
+    st, hs, j = p.chat(q, headers=h)
+    check(st == 200 and xsc(hs).startswith("miss") and
+          fake.chat_calls() == n + 2,
+          f"a second ask goes upstream too ({xsc(hs)})")
+    body = {"model": MODEL, "stream": True,
+            "messages": [{"role": "user", "content": q2}]}
+    st, hs, ev, done = read_stream(p.port, body, h)
+    check(st == 200 and done and stream_text(ev) == f"Answer to: {q2}" and
+          fake.chat_calls() == n + 3,
+          f"nor served to a stream ({xsc(hs)})")
+    tot = p.client.report(ns=ns).get("total", {})
+    hits = tot.get("exact_hits", 0) + tot.get("semantic_hits", 0)
+    avoided, taken = tot.get("usd_avoided", 0), tot.get("usd_false_hits", 0)
+    check(hits == 2 and tot.get("false_hits") == 2 and avoided > 0 and
+          abs(avoided - taken) < 1e-12,
+          f"the ledger takes back what junk hits claimed (hits {hits}, "
+          f"false {tot.get('false_hits')}, ${avoided} - ${taken})")
+    rows = {r.get("key"): r for r in
+            p.client.report(ns=ns, by="feature").get("rows", [])}
+    check(rows.get("junk-bot", {}).get("false_hits") == 2,
+          "under the lookup's tags")
+    st = p.client.stats(ns)
+    check(st.get("quarantined") == 2, f"both quarantined ({st})")
+
+
 def test_timeout(server, table, fake):
     p = Proxy(server, table, fake.url, "--upstream-timeout", "500")
     fake.mode = "slow"
@@ -834,7 +884,7 @@ def main():
     p = Proxy(a.server, a.table, fake.url)
     try:
         for t in (test_basics, test_scope, test_multi_turn, test_admission,
-                  test_stream, test_headers):
+                  test_stream, test_headers, test_junk_entry):
             t(p, fake)
     finally:
         err = p.stop()

@@ -64,6 +64,10 @@ int main(void)
     CHECK(strncmp(p.scope, "oai1|gpt-4o-mini|p", 18) == 0, "scope names model");
     CHECK(strlen(p.scope) < SC_CACHE_SCOPE_MAX, "scope under the cap");
     CHECK(!p.stream && !p.include_usage, "not a stream");
+    /* tests/test_proxy.py (LONE_SCOPE) relies on this one. */
+    CHECK(strcmp(p.scope, "oai1|gpt-4o-mini|pdaa13e4f205dc5ba|"
+                          "s2d06800538d394c2|h0000000000000000") == 0,
+          "the scope of a lone question");
     sc_proxy_plan_fini(&p);
 
     /* Same scope: another question; key order; 1 vs 1.0 for temperature;
