@@ -865,9 +865,18 @@ static const char *store(preq *pr, const char *answer, size_t n,
     };
     sc_err rc = sc_cache_insert(p->cache, pr->ns, &it, NULL);
     if (rc == SC_ENONS) {
-        rc = sc_cache_ns_create(p->cache, pr->ns, NULL);
-        if (rc == SC_OK || rc == SC_ENSEXIST) {
+        uint64_t serial = 0;
+        sc_err crc =
+            sc_cache_ns_create_for_insert(p->cache, pr->ns, NULL, &serial);
+        rc = crc;
+        if (crc == SC_OK || crc == SC_ENSEXIST) {
             rc = sc_cache_insert(p->cache, pr->ns, &it, NULL);
+        }
+        if (rc != SC_OK && crc == SC_OK) {
+            /* A refused answer leaves no namespace behind (it would hold
+             * one of --max-namespaces), as a refused wire insert does,
+             * unless another insert or a configure took in it meanwhile. */
+            (void)sc_cache_ns_drop_unused(p->cache, pr->ns, serial);
         }
     }
     if (rc != SC_OK) {

@@ -608,6 +608,23 @@ def test_junk_entry(p, fake):
     check(st.get("quarantined") == 2, f"both quarantined ({st})")
 
 
+def test_refused_store(p, fake):
+    """An answer the cache refuses in a namespace its store would have
+    made leaves no namespace behind (one of --max-namespaces), as a
+    refused wire insert does not."""
+    fake.mode = "ok"
+    # Text just under the 1 MiB text cap: the answer echoes it, and is
+    # over the namespace's 1 MiB response cap.
+    q = "Why? " * ((1 << 20) // 5 - 10)
+    st, hs, j = p.chat(q, headers={"x-semcache-namespace": "refused"})
+    check(st == 200 and content(j) == f"Answer to: {q}" and
+          xsc(hs).endswith("stored=no; reason=too_big"),
+          f"an answer over the response cap is not stored ({xsc(hs)[:60]})")
+    names = p.client.ns_list()
+    check("refused" not in names,
+          f"and leaves no namespace behind ({names})")
+
+
 def test_timeout(server, table, fake):
     p = Proxy(server, table, fake.url, "--upstream-timeout", "500")
     fake.mode = "slow"
@@ -884,7 +901,8 @@ def main():
     p = Proxy(a.server, a.table, fake.url)
     try:
         for t in (test_basics, test_scope, test_multi_turn, test_admission,
-                  test_stream, test_headers, test_junk_entry):
+                  test_stream, test_headers, test_junk_entry,
+                  test_refused_store):
             t(p, fake)
     finally:
         err = p.stop()
