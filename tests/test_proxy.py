@@ -911,8 +911,11 @@ def main():
     test_slow_reader(a.server, a.table, fake)
     test_stop_stream(a.server, a.table, fake)
     test_policy_single(a.server, a.table, fake)
-    test_keys(a.server, a.table, fake, tmp)
-    test_config_file(a.server, a.table, fake, tmp)
+    try:
+        test_keys(a.server, a.table, fake, tmp)
+        test_config_file(a.server, a.table, fake, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # it holds a test key file
     test_upstream_embed(a.server, a.table, fake)
     fake.stop()
     p_, f_ = test_semcache.passed, test_semcache.failed
