@@ -71,6 +71,7 @@ static void client_free(sc_client *c)
 
 sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
 {
+    *out = NULL;
     sc_client *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         return SC_ENOMEM;
@@ -206,6 +207,8 @@ sc_err sc_client_call(sc_client *c, const void *req, size_t len,
     nng_msg *msg = NULL;
     sc_err rc = SC_ENOMEM; /* what the allocations below fail with */
     uint8_t *keyed = NULL;
+    *reply = NULL;
+    *reply_len = 0;
     if (c->key != NULL) {
         size_t klen;
         sc_err krc = with_key(c, req, len, &keyed, &klen);
@@ -478,16 +481,23 @@ static sc_err open_reply(const uint8_t *buf, size_t len, mp_reader *result,
     return have_result ? SC_OK : SC_EPROTO;
 }
 
-/* Sends req and opens the reply; *raw (if given) keeps the reply bytes. */
+/* Clears a call's *err (optional) before anything can fail: client.h
+ * promises it defined on every return. */
+static void err_clear(sc_client_error *err)
+{
+    if (err != NULL) {
+        err->code[0] = err->message[0] = '\0';
+    }
+}
+
+/* Sends req (freed) and opens the reply; *raw (if given) keeps the reply
+ * bytes, NULL and *raw_len 0 on any error. */
 static sc_err roundtrip(sc_client *c, uint8_t *req, size_t len, uint8_t **raw,
                         size_t *raw_len, mp_reader *result,
                         sc_client_error *err)
 {
     uint8_t *reply = NULL;
     size_t reply_len = 0;
-    if (err != NULL) {
-        err->code[0] = err->message[0] = '\0';
-    }
     sc_err rc = sc_client_call(c, req, len, &reply, &reply_len);
     free(req);
     if (rc != SC_OK) {
@@ -496,9 +506,6 @@ static sc_err roundtrip(sc_client *c, uint8_t *req, size_t len, uint8_t **raw,
     rc = open_reply(reply, reply_len, result, err);
     if (rc != SC_OK || raw == NULL) {
         free(reply);
-        if (raw != NULL) {
-            *raw = NULL;
-        }
         return rc;
     }
     *raw = reply;
@@ -511,6 +518,11 @@ static sc_err send_packed(sc_client *c, packbuf *pb, uint8_t **raw,
                           size_t *raw_len, mp_reader *result,
                           sc_client_error *err)
 {
+    if (raw != NULL) {
+        *raw = NULL;
+        *raw_len = 0;
+    }
+    err_clear(err);
     uint8_t *req;
     size_t len;
     if (pb_take(pb, &req, &len) != SC_OK) {
@@ -542,7 +554,7 @@ static sc_err simple_tagged(sc_client *c, const char *op, const char *ns,
     size_t raw_len;
     mp_reader res;
     sc_err rc = send_packed(c, &pb, &raw, &raw_len, &res, err);
-    free(rc == SC_OK ? raw : NULL);
+    free(raw);
     return rc;
 }
 
@@ -576,6 +588,7 @@ sc_err sc_client_flush(sc_client *c, const char *ns, sc_client_error *err)
 
 sc_err sc_client_ns_drop(sc_client *c, const char *ns, sc_client_error *err)
 {
+    err_clear(err);
     if (ns == NULL) {
         return SC_EINVAL;
     }
@@ -648,15 +661,15 @@ sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
     pb_init(&pb);
     msgpack_packer *pk = &pb.pk;
     begin(pk, "ping", 0);
+    if (server != NULL && cap > 0) {
+        server[0] = '\0';
+    }
     uint8_t *raw;
     size_t raw_len;
     mp_reader r;
     sc_err rc = send_packed(c, &pb, &raw, &raw_len, &r, err);
     if (rc != SC_OK) {
         return rc;
-    }
-    if (server != NULL && cap > 0) {
-        server[0] = '\0';
     }
     int found = find_key(&r, "server");
     if (found < 0) {
@@ -676,6 +689,8 @@ static sc_err item_call(sc_client *c, const char *op, const char *ns,
 {
     uint8_t *req;
     size_t len, raw_len;
+    err_clear(err);
+    *raw = NULL;
     sc_err rc = build_item(op, ns, it, insert, &req, &len);
     if (rc != SC_OK) {
         return rc;
@@ -686,6 +701,9 @@ static sc_err item_call(sc_client *c, const char *op, const char *ns,
 sc_err sc_client_insert(sc_client *c, const char *ns, const sc_client_item *it,
                         uint64_t *entry, sc_client_error *err)
 {
+    if (entry != NULL) {
+        *entry = 0;
+    }
     uint8_t *raw;
     mp_reader r;
     sc_err rc = item_call(c, "insert", ns, it, 1, &raw, &r, err);
@@ -775,10 +793,10 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
     if (rc == SC_OK && !res->hit && res->response != NULL) {
         rc = SC_EPROTO; /* a miss has none (client.h: NULL on a miss) */
     }
-    if (rc != SC_OK) {
+    if (rc != SC_OK) { /* nothing half-read for the caller */
         free(res->response);
-        res->response = NULL;
-        res->response_len = 0;
+        memset(res, 0, sizeof(*res));
+        res->best = NAN;
     }
     return rc;
 }

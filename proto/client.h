@@ -1,7 +1,13 @@
 /* client.h - libsemcache, the C client of semcached: synchronous and
  * thread-safe (each call uses its own nng context on one shared socket).
  * Every call returns an sc_err; when the server refused a request the code
- * is SC_EREMOTE and *err (optional) holds the server's code and message. */
+ * is SC_EREMOTE and *err (optional) holds the server's code and message.
+ *
+ * Out-parameters are written on every return, whatever the error (the
+ * request builders excepted, see below): on failure a pointer is NULL, a
+ * length or id 0, a string "", *err's code and message "" unless the code
+ * is SC_EREMOTE, and an sc_client_result all zero with best NAN. A caller
+ * may free what a call hands back without looking at the code first. */
 #ifndef SC_CLIENT_H
 #define SC_CLIENT_H
 
@@ -25,7 +31,7 @@ typedef struct sc_client_error {
  * connection: PROTOCOL.md 1.3; for more parallel calls, open more
  * clients). Replies up to 1 GiB. The connection is made
  * in the background and re-made if it drops. Errors: SC_EINVAL (bad URL),
- * SC_ECONN, SC_ENOMEM. */
+ * SC_ECONN, SC_ENOMEM (*out NULL). */
 sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out);
 void sc_client_close(sc_client *c);
 
@@ -36,8 +42,9 @@ void sc_client_close(sc_client *c);
 sc_err sc_client_set_key(sc_client *c, const char *key);
 
 /* Sends one raw msgpack request and returns the raw reply in *reply
- * (malloc'd, the caller frees). SC_ETIMEDOUT, SC_ECONN on transport
- * failure; SC_EINVAL when a key is set and req is not a msgpack map. */
+ * (malloc'd, the caller frees; NULL and *reply_len 0 on any error).
+ * SC_ETIMEDOUT, SC_ECONN on transport failure; SC_EINVAL when a key is
+ * set and req is not a msgpack map. */
 sc_err sc_client_call(sc_client *c, const void *req, size_t len,
                       uint8_t **reply, size_t *reply_len);
 
@@ -96,7 +103,9 @@ sc_err sc_client_flush(sc_client *c, const char *ns, sc_client_error *err);
 /* Removes namespace ns and its entries (an admin operation). */
 sc_err sc_client_ns_drop(sc_client *c, const char *ns, sc_client_error *err);
 
-/* stats: the raw reply (msgpack, malloc'd) for callers that print it. */
+/* stats: the raw reply (msgpack, malloc'd, the caller frees) for callers
+ * that print it; *reply NULL and *reply_len 0 on any error, SC_EREMOTE
+ * included. */
 sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
                        size_t *reply_len, sc_client_error *err);
 

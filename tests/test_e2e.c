@@ -539,6 +539,70 @@ static void test_shared_client(sc_client *c)
     CHECK_EQ_INT(failures, 0);
 }
 
+/* ---- out-parameters on failure ----------------------------------------- */
+
+/* Every call's out-parameters are defined on every error (client.h): a
+ * caller that frees *reply whatever the code must not free garbage.
+ * stats and report once set *reply only when a reply came, so a time-out
+ * left the caller's uninitialised pointer there; insert left *entry, ping
+ * the server string, and a call refused before sending (SC_EINVAL) the
+ * caller's *err. Each out-parameter starts as garbage here, on a client
+ * whose server never answers (nothing listens at its URL). */
+static void test_outs_on_error(void)
+{
+    sc_client *c = (sc_client *)&c; /* garbage */
+    CHECK_EQ_INT(sc_client_open("bogus://x", 100, &c), SC_EINVAL);
+    CHECK(c == NULL);
+    char url[128];
+    snprintf(url, sizeof(url), "ipc:///tmp/test_e2e_nobody_%ld.ipc",
+             (long)getpid());
+    CHECK_EQ_INT(sc_client_open(url, 100, &c), SC_OK);
+    if (c == NULL) {
+        return;
+    }
+    static uint8_t junk[1];
+    uint8_t *reply = junk;
+    size_t len = 77;
+    sc_client_error err;
+    memset(&err, 'x', sizeof(err));
+    CHECK_EQ_INT(sc_client_stats(c, NULL, &reply, &len, &err), SC_ETIMEDOUT);
+    CHECK(reply == NULL && len == 0 && err.code[0] == '\0' &&
+          err.message[0] == '\0');
+    reply = junk;
+    len = 77;
+    CHECK_EQ_INT(sc_client_report(c, NULL, "user", &reply, &len, NULL),
+                 SC_ETIMEDOUT);
+    CHECK(reply == NULL && len == 0);
+    reply = junk;
+    len = 77;
+    CHECK_EQ_INT(sc_client_call(c, "\x80", 1, &reply, &len), SC_ETIMEDOUT);
+    CHECK(reply == NULL && len == 0);
+    char server[16];
+    memset(server, 'x', sizeof(server));
+    CHECK_EQ_INT(sc_client_ping(c, server, sizeof(server), NULL), SC_ETIMEDOUT);
+    CHECK(server[0] == '\0');
+    float v[3] = {1, 0, 0};
+    sc_client_item it = {
+        .vec = v, .dim = 3, .response = "r", .response_len = 1};
+    uint64_t id = 77;
+    CHECK_EQ_INT(sc_client_insert(c, "ns", &it, &id, NULL), SC_ETIMEDOUT);
+    CHECK(id == 0);
+    /* Refused before anything is sent: *err is still cleared. */
+    id = 77;
+    memset(&err, 'x', sizeof(err));
+    CHECK_EQ_INT(sc_client_insert(c, NULL, &it, &id, &err), SC_EINVAL);
+    CHECK(id == 0 && err.code[0] == '\0' && err.message[0] == '\0');
+    memset(&err, 'x', sizeof(err));
+    CHECK_EQ_INT(sc_client_ns_drop(c, NULL, &err), SC_EINVAL);
+    CHECK(err.code[0] == '\0' && err.message[0] == '\0');
+    sc_client_result res;
+    memset(&res, 'x', sizeof(res));
+    CHECK_EQ_INT(sc_client_lookup(c, "ns", &it, &res, NULL), SC_ETIMEDOUT);
+    CHECK(res.response == NULL && !res.hit && res.entry == 0 &&
+          isnan(res.best));
+    sc_client_close(c);
+}
+
 /* ---- a hostile server: the client's checks of what comes back ---------- */
 
 typedef struct fake_reply {
@@ -837,6 +901,8 @@ int main(int argc, char **argv)
         test_concurrent();
         fprintf(stderr, "test_e2e: one client, 160 threads\n");
         test_shared_client(c);
+        fprintf(stderr, "test_e2e: out-parameters on failure\n");
+        test_outs_on_error();
         fprintf(stderr, "test_e2e: hostile replies from a fake server\n");
         test_fake_server();
         test_build_oom();
