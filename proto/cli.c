@@ -436,7 +436,8 @@ static int exit_status(sc_err rc)
 static int report(sc_err rc, const sc_client_error *err, int json)
 {
     if (rc == SC_EREMOTE && err->code[0] == '\0') {
-        /* "ok": false without an error map or a string code. */
+        /* An empty code (libsemcache said SC_EPROTO for a refusal
+         * without an error map or a str code). */
         fprintf(stderr, "semcache-cli: malformed error reply from the "
                         "server\n");
         return exit_status(SC_EPROTO);

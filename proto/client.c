@@ -421,7 +421,8 @@ static void copy_str(mp_reader *r, char *out, size_t cap)
 }
 
 /* Checks {"ok": ..., "result"| "error"}; leaves *result positioned at the
- * result map. */
+ * result map. A refusal without an "error" map holding a str "code" (and
+ * a str "message", if any) is SC_EPROTO, not SC_EREMOTE with no code. */
 static sc_err open_reply(const uint8_t *buf, size_t len, mp_reader *result,
                          sc_client_error *err)
 {
@@ -431,7 +432,7 @@ static sc_err open_reply(const uint8_t *buf, size_t len, mp_reader *result,
     if (mp_read_map(&r, &n) != 0) {
         return SC_EPROTO;
     }
-    bool ok = false, have_ok = false, have_result = false;
+    bool ok = false, have_ok = false, have_result = false, have_code = false;
     for (uint32_t i = 0; i < n; i++) {
         const char *k;
         uint32_t kn;
@@ -460,10 +461,23 @@ static sc_err open_reply(const uint8_t *buf, size_t len, mp_reader *result,
                 if (mp_read_str(&r, &ek, &ekn) != 0) {
                     return SC_EPROTO;
                 }
-                if (err != NULL && key_is(ek, ekn, "code")) {
-                    copy_str(&r, err->code, sizeof(err->code));
-                } else if (err != NULL && key_is(ek, ekn, "message")) {
-                    copy_str(&r, err->message, sizeof(err->message));
+                bool is_code = key_is(ek, ekn, "code");
+                if (is_code || key_is(ek, ekn, "message")) {
+                    if (mp_peek(&r) != MP_STR) {
+                        return SC_EPROTO;
+                    }
+                    mp_reader whole = r;
+                    if (mp_skip(&whole) != 0) {
+                        return SC_EPROTO; /* cut short */
+                    }
+                    have_code |= is_code;
+                    if (err == NULL) {
+                        r = whole;
+                    } else if (is_code) {
+                        copy_str(&r, err->code, sizeof(err->code));
+                    } else {
+                        copy_str(&r, err->message, sizeof(err->message));
+                    }
                 } else if (mp_skip(&r) != 0) {
                     return SC_EPROTO;
                 }
@@ -476,7 +490,9 @@ static sc_err open_reply(const uint8_t *buf, size_t len, mp_reader *result,
         return SC_EPROTO;
     }
     if (!ok) {
-        return SC_EREMOTE;
+        /* PROTOCOL.md 2.3: a refusal carries {"code": str, "message": str};
+         * as the Python client, the message may be missing, not the code. */
+        return have_code ? SC_EREMOTE : SC_EPROTO;
     }
     return have_result ? SC_OK : SC_EPROTO;
 }

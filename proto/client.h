@@ -1,7 +1,9 @@
 /* client.h - libsemcache, the C client of semcached: synchronous and
  * thread-safe (each call uses its own nng context on one shared socket).
  * Every call returns an sc_err; when the server refused a request the code
- * is SC_EREMOTE and *err (optional) holds the server's code and message.
+ * is SC_EREMOTE and *err (optional) holds the server's code and message
+ * (a refusal without a str code, or with a message not a str, is
+ * SC_EPROTO: docs/PROTOCOL.md 2.3).
  *
  * Out-parameters are written on every return, whatever the error (the
  * request builders excepted, see below): on failure a pointer is NULL, a

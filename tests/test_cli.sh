@@ -291,11 +291,13 @@ else
     fail=$((fail + 1))
     echo "FAIL: --json lookup with quotes in layer and reason: $out" >&2
 fi
-# A refusal without an error map, or with a code that is not a string:
-# said as malformed (3), not as "semcache-cli: : ".
-for rep in '{"ok": False}' '{"ok": False, "error": {"code": 5, "message": "x"}}'; do
+# A refusal without an error map, or with a code that is not a string
+# (libsemcache's SC_EPROTO), or with an empty code: said as malformed
+# (3), not as "semcache-cli: : ".
+for rep in '{"ok": False}' '{"ok": False, "error": {"code": 5, "message": "x"}}' \
+           '{"ok": False, "error": {"code": "", "message": ""}}'; do
     out=$(fake_cli "$rep" "" -- flush --ns n 2>&1)
-    fexpect 3 'malformed error reply' "flush given $rep" 'semcache-cli: :'
+    fexpect 3 'malformed' "flush given $rep" 'semcache-cli: :'
 done
 # A report without prices_date: no "(null)" in the heading.
 out=$(fake_cli '{"ok": True, "result": {"by": "ns", "total": {}, "rows": [], "cpu_hour": 0.04}}' \

@@ -666,6 +666,23 @@ static void test_fake_server(void)
           "error\x82\xa4"
           "code\xa5range\xa7message"
           "\xa1m"), /* a refusal */
+        /* refusals without their error: {"ok": false}, a code that is
+         * not a str, no code, a message that is not a str (each was
+         * SC_EREMOTE with an empty code: PROTOCOL.md 2.3 says a refusal
+         * carries both, and the Python client said ProtocolError); a
+         * code alone is the server's error, as in Python. */
+        R("\x81\xa2ok\xc2"),
+        R("\x82\xa2ok\xc2\xa5"
+          "error\x82\xa4"
+          "code\x05\xa7message\xa1m"),
+        R("\x82\xa2ok\xc2\xa5"
+          "error\x81\xa7message\xa1m"),
+        R("\x82\xa2ok\xc2\xa5"
+          "error\x82\xa4"
+          "code\xa5range\xa7message\x07"),
+        R("\x82\xa2ok\xc2\xa5"
+          "error\x81\xa4"
+          "code\xa5range"),
         R(OKR("\x83", "\xa3hit\xc3\xa5"
                       "entry\x07\xa8response\xc4\x02ok")),
         /* inserts */
@@ -674,11 +691,11 @@ static void test_fake_server(void)
                       "entry\xa1"
                       "7")), /* entry not a uint */
     };
-    const sc_err want[] = {SC_EPROTO, SC_EPROTO,  SC_EPROTO, SC_EPROTO,
-                           SC_EPROTO, SC_EPROTO,  SC_EPROTO, SC_EPROTO,
-                           SC_EPROTO, SC_EREMOTE, SC_OK,     SC_EPROTO,
-                           SC_EPROTO};
-    const size_t nlook = 11, n = sizeof(replies) / sizeof(replies[0]);
+    const sc_err want[] = {
+        SC_EPROTO, SC_EPROTO, SC_EPROTO,  SC_EPROTO,  SC_EPROTO, SC_EPROTO,
+        SC_EPROTO, SC_EPROTO, SC_EPROTO,  SC_EREMOTE, SC_EPROTO, SC_EPROTO,
+        SC_EPROTO, SC_EPROTO, SC_EREMOTE, SC_OK,      SC_EPROTO, SC_EPROTO};
+    const size_t nlook = 16, n = sizeof(replies) / sizeof(replies[0]);
     char url[128];
     snprintf(url, sizeof(url), "ipc:///tmp/test_e2e_fake_%ld.ipc",
              (long)getpid());
@@ -715,9 +732,11 @@ static void test_fake_server(void)
                     sc_strerror(want[i]));
         }
         CHECK_EQ_INT(rc, want[i]);
-        if (want[i] == SC_EREMOTE) {
+        if (i == 9) {
             CHECK(strcmp(err.code, "range") == 0 &&
                   strcmp(err.message, "m") == 0);
+        } else if (want[i] == SC_EREMOTE) {
+            CHECK(strcmp(err.code, "range") == 0 && err.message[0] == '\0');
         }
     }
     sc_client_close(c);

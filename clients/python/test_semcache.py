@@ -323,6 +323,9 @@ def test_broken_replies():
         ("ping", (), {"ok": False, "error": "boom"}),
         ("ping", (), {"ok": False}),
         ("ping", (), {"ok": False, "error": {"code": 5, "message": "x"}}),
+        # As libsemcache (test_e2e.c, test_fake_server): SC_EPROTO.
+        ("ping", (), {"ok": False, "error": {"message": "x"}}),
+        ("ping", (), {"ok": False, "error": {"code": "range", "message": 7}}),
         ("insert", ("ns", "r"), {"ok": True, "result": {}}),
         ("insert", ("ns", "r"), {"ok": True, "result": {"entry": "7"}}),
         ("ns_list", (), {"ok": True, "result": {}}),
@@ -350,6 +353,13 @@ def test_broken_replies():
                            "error": {"code": "range", "message": "m"}}])
     c = Client("127.0.0.1", lst.getsockname()[1], timeout=5.0)
     check(raises("range", c.ping), "a well-formed refusal is SemcacheError")
+    c.close()
+    t.join(5)
+    lst.close()
+    # A code without a message is the server's error too, as in C.
+    lst, t = fake_server([{"ok": False, "error": {"code": "range"}}])
+    c = Client("127.0.0.1", lst.getsockname()[1], timeout=5.0)
+    check(raises("range", c.ping), "a refusal without a message")
     c.close()
     t.join(5)
     lst.close()
