@@ -754,7 +754,7 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
         free(raw);
         return SC_EPROTO;
     }
-    bool has_entry = false;
+    bool has_entry = false, has_hit = false;
     for (uint32_t i = 0; i < n && rc == SC_OK; i++) {
         const char *k;
         uint32_t kn;
@@ -763,6 +763,7 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
             rc = SC_EPROTO;
         } else if (key_is(k, kn, "hit")) {
             rc = mp_read_bool(&r, &res->hit) == 0 ? SC_OK : SC_EPROTO;
+            has_hit = true;
         } else if (key_is(k, kn, "layer")) {
             copy_str(&r, res->layer, sizeof(res->layer));
         } else if (key_is(k, kn, "reason") && mp_peek(&r) == MP_STR) {
@@ -787,8 +788,8 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
         } else if (key_is(k, kn, "response")) {
             const uint8_t *b;
             uint32_t bn;
-            if (mp_read_bytes(&r, &b, &bn) != 0 || res->response != NULL) {
-                rc = SC_EPROTO; /* not bytes, or a second one */
+            if (mp_read_bin(&r, &b, &bn) != 0 || res->response != NULL) {
+                rc = SC_EPROTO; /* not bin, or a second one */
             } else {
                 res->response = malloc(bn ? bn : 1);
                 if (res->response == NULL) {
@@ -803,6 +804,9 @@ sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
         }
     }
     free(raw);
+    if (rc == SC_OK && !has_hit) {
+        rc = SC_EPROTO; /* PROTOCOL.md: every result says hit or miss */
+    }
     if (rc == SC_OK && res->hit && (res->response == NULL || !has_entry)) {
         rc = SC_EPROTO; /* a hit names its entry and carries the response */
     }

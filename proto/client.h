@@ -89,8 +89,9 @@ sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
 sc_err sc_client_insert(sc_client *c, const char *ns, const sc_client_item *it,
                         uint64_t *entry, sc_client_error *err);
 /* *res is filled; res->response is the caller's to free on SC_OK (NULL on
- * a miss) and NULL on any error. A reply breaking that (a hit without
- * its entry or response, a miss with a response) is SC_EPROTO. */
+ * a miss) and NULL on any error. A reply breaking that (no bool "hit", a
+ * hit without its entry or bin response, a miss with a response) is
+ * SC_EPROTO, as the Python client's ProtocolError. */
 sc_err sc_client_lookup(sc_client *c, const char *ns, const sc_client_item *it,
                         sc_client_result *res, sc_client_error *err);
 sc_err sc_client_delete(sc_client *c, uint64_t entry, sc_client_error *err);

@@ -370,11 +370,42 @@ class Client:
         and on a hit "entry", "response" (bytes), tags and token counts.
         For the cost ledger: embed_tokens (what embedding vec cost), and
         feature / user tags to count the lookup under."""
-        return self._op("lookup", ns=ns,
-                        **self._item(text, vec, scope, threshold=threshold,
-                                     embed_model=embed_model,
-                                     embed_tokens=embed_tokens,
-                                     feature=feature, user=user))
+        return self._check_lookup(
+            self._op("lookup", ns=ns,
+                     **self._item(text, vec, scope, threshold=threshold,
+                                  embed_model=embed_model,
+                                  embed_tokens=embed_tokens,
+                                  feature=feature, user=user)))
+
+    @staticmethod
+    def _check_lookup(r):
+        """A lookup result as libsemcache checks it (sc_client_lookup):
+        a bool "hit"; numbers and ids of their types; a hit with its
+        "entry" and its bin "response", a miss with no response.
+        Else ProtocolError."""
+        def bad(what):
+            raise ProtocolError(f"lookup result: {what}: {r!r:.200}")
+
+        def num(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        if not isinstance(r.get("hit"), bool):
+            bad("no bool 'hit'")
+        if "similarity" in r and not num(r["similarity"]):
+            bad("'similarity' not a number")
+        if "best" in r and r["best"] is not None and not num(r["best"]):
+            bad("'best' not a number or nil")
+        for k in ("entry", "input_tokens", "output_tokens", "hit_count"):
+            v = r.get(k, 0)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                bad(f"{k!r} not a uint")
+        if "response" in r and not isinstance(r["response"], bytes):
+            bad("'response' not bin")
+        if r["hit"] and ("entry" not in r or "response" not in r):
+            bad("a hit without its 'entry' or 'response'")
+        if not r["hit"] and "response" in r:
+            bad("a miss with a 'response'")
+        return r
 
     def report(self, ns=None, by=None):
         """The cost report: {"total": {...}, "rows": [...], "timeline":

@@ -326,6 +326,24 @@ def test_broken_replies():
         # As libsemcache (test_e2e.c, test_fake_server): SC_EPROTO.
         ("ping", (), {"ok": False, "error": {"message": "x"}}),
         ("ping", (), {"ok": False, "error": {"code": "range", "message": 7}}),
+        # A lookup result is checked as libsemcache checks it
+        # (test_e2e.c, test_fake_server): these once came back as dicts.
+        ("lookup", ("ns", "q"), {"ok": True, "result": {
+            "hit": True, "response": b"x"}}),
+        ("lookup", ("ns", "q"), {"ok": True, "result": {
+            "hit": True, "entry": 7}}),
+        ("lookup", ("ns", "q"), {"ok": True, "result": {
+            "hit": True, "entry": 7, "response": "a str"}}),
+        ("lookup", ("ns", "q"), {"ok": True, "result": {
+            "hit": "yes", "entry": 7, "response": b"x"}}),
+        ("lookup", ("ns", "q"), {"ok": True, "result": {
+            "hit": False, "response": b"x"}}),
+        ("lookup", ("ns", "q"), {"ok": True, "result": {
+            "layer": "none"}}),
+        ("lookup", ("ns", "q"), {"ok": True, "result": {
+            "hit": True, "entry": -1, "response": b"x"}}),
+        ("lookup", ("ns", "q"), {"ok": True, "result": {
+            "hit": False, "similarity": "0.5"}}),
         ("insert", ("ns", "r"), {"ok": True, "result": {}}),
         ("insert", ("ns", "r"), {"ok": True, "result": {"entry": "7"}}),
         ("ns_list", (), {"ok": True, "result": {}}),
