@@ -145,25 +145,28 @@ class Client:
     # ---- connection -----------------------------------------------------
 
     def _connect(self):
+        # Each step (connect, TLS handshake, SP handshake) gets what is
+        # left of the one deadline (_arm), not a time-out of its own.
         if self._ipc is not None:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self._timeout)
             try:
+                s.settimeout(self._remaining())
                 s.connect(self._ipc)
             except OSError:
                 s.close()
                 raise
         else:
-            s = socket.create_connection(self._addr, timeout=self._timeout)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.settimeout(self._timeout)
-            if self._tls is not None:
-                try:
+            s = socket.create_connection(self._addr,
+                                         timeout=self._remaining())
+            try:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self._tls is not None:
+                    s.settimeout(self._remaining())
                     s = self._tls.wrap_socket(
                         s, server_hostname=self._tls_name)
-                except BaseException:
-                    s.close()
-                    raise
+            except BaseException:
+                s.close()
+                raise
         self._sock = s
         try:
             self._send(HANDSHAKE)
@@ -195,16 +198,22 @@ class Client:
         self._deadline = (None if self._timeout is None
                           else time.monotonic() + self._timeout)
 
+    def _remaining(self):
+        """Seconds left of the call's deadline (None: no time-out);
+        socket.timeout when none are."""
+        if self._deadline is None:
+            return None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
+        return left
+
     def _left(self):
         """Sets the socket's time-out to what is left of the call's
         deadline (the whole call shares one: a server that sends a byte
         at a time cannot hold it longer)."""
-        if self._deadline is None:
-            return
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("timed out")
-        self._sock.settimeout(left)
+        if self._deadline is not None:
+            self._sock.settimeout(self._remaining())
 
     def _send(self, data):
         if self._trace:

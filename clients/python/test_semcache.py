@@ -406,6 +406,37 @@ def test_slow_handshake():
     lst.close()
 
 
+def test_tls_connect_deadline():
+    """A tls+tcp:// connect whose TCP connect is slow (0.9 s: a SYN
+    retransmitted, here a delay in socket.create_connection) to a peer
+    that then never does its TLS handshake: the time-out (1 s) is one
+    deadline for the TCP connect and the handshake, not 1 s for each
+    (1.9 s before)."""
+    lst, t = serve_one(lambda s: (s.recv(1 << 16), time.sleep(3)))
+    real = socket.create_connection
+
+    def slow_connect(*args, **kw):
+        time.sleep(0.9)
+        return real(*args, **kw)
+
+    socket.create_connection = slow_connect
+    t0 = time.monotonic()
+    try:
+        connect(f"tls+tcp://127.0.0.1:{lst.getsockname()[1]}", timeout=1.0,
+                tls=ssl.create_default_context()).close()
+        timed_out = False
+    except (OSError, semcache.ProtocolError):
+        timed_out = True
+    finally:
+        socket.create_connection = real
+    dt = time.monotonic() - t0
+    check(timed_out and dt < 1.45,
+          f"a slow TCP connect and a stalled TLS handshake time out in "
+          f"one time-out ({dt:.2f} s)")
+    lst.close()
+    t.join(5)
+
+
 def test_batch_reply_cap(port):
     """A lookup_batch whose hits would make a huge reply (1024 hits of a
     1 MiB response: 1 GiB from a 15 KB request) is answered up to 64 MiB
@@ -685,6 +716,7 @@ def run(c, port, ipc_path, tls_port, cert):
     test_raw(port)
     test_broken_replies()
     test_slow_handshake()
+    test_tls_connect_deadline()
     test_readme_methods()
     test_batch_reply_cap(port)
     check(c.ping()["version"] == 1, "still serving after hostile peers")
