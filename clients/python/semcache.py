@@ -182,9 +182,24 @@ class Client:
             raise
 
     def close(self):
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        """Closes the connection. From another thread, a call in progress
+        then raises OSError or ProtocolError at once (shutdown wakes a
+        blocked read); the next call connects afresh."""
+        s, self._sock = self._sock, None
+        if s is not None:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # never connected, or the peer is gone already
+            s.close()
+
+    def _live(self):
+        """The socket, or ConnectionAbortedError (an OSError) once
+        close() ran, from another thread say, in the middle of a call."""
+        s = self._sock
+        if s is None:
+            raise ConnectionAbortedError("the client was closed")
+        return s
 
     def __enter__(self):
         return self
@@ -212,20 +227,20 @@ class Client:
         """Sets the socket's time-out to what is left of the call's
         deadline (the whole call shares one: a server that sends a byte
         at a time cannot hold it longer)."""
+        s = self._live()
         if self._deadline is not None:
-            self._sock.settimeout(self._remaining())
+            s.settimeout(self._remaining())
+        return s
 
     def _send(self, data):
         if self._trace:
             self._trace("send", data)
-        self._left()
-        self._sock.sendall(data)
+        self._left().sendall(data)
 
     def _recv_exact(self, n):
         buf = bytearray()
         while len(buf) < n:
-            self._left()
-            chunk = self._sock.recv(min(n - len(buf), 1 << 20))
+            chunk = self._left().recv(min(n - len(buf), 1 << 20))
             if not chunk:
                 raise ProtocolError("connection closed by the server")
             buf += chunk

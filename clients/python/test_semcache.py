@@ -437,6 +437,62 @@ def test_tls_connect_deadline():
     t.join(5)
 
 
+def test_close_mid_call():
+    """close() from another thread in the middle of a call: the call
+    raises OSError or ProtocolError, not AttributeError (the call once
+    found self._sock None at its next step), and a call blocked on a
+    reply that never comes is woken at once, not at its time-out."""
+    def close_from_another_thread(c):
+        th = threading.Thread(target=c.close)
+        th.start()
+        th.join()
+
+    lst, t = fake_server([{"ok": True, "result": {}}])
+    sends = []
+
+    def trace(direction, data):
+        if direction == "send":
+            sends.append(data)
+            if len(sends) == 2:  # the request, after the SP handshake
+                close_from_another_thread(c)
+
+    c = Client("127.0.0.1", lst.getsockname()[1], timeout=5.0, trace=trace)
+    try:
+        c.ping()
+        got = "no exception"
+    except (OSError, semcache.ProtocolError):
+        got = "OSError/ProtocolError"
+    except Exception as e:  # noqa: BLE001 - what is wrong is the type
+        got = type(e).__name__
+    check(got == "OSError/ProtocolError",
+          f"close() from another thread before the request is sent: {got}")
+    c.close()
+    lst.close()
+    t.join(5)
+
+    lst, t = serve_one(lambda s: (s.recv(8),
+                                  s.sendall(b"\x00SP\x00\x00\x31\x00\x00"),
+                                  s.recv(1 << 16), time.sleep(6)))
+    c = Client("127.0.0.1", lst.getsockname()[1], timeout=5.0)
+    timer = threading.Timer(0.3, c.close)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        c.ping()
+        got = "no exception"
+    except (OSError, semcache.ProtocolError):
+        got = "OSError/ProtocolError"
+    except Exception as e:  # noqa: BLE001
+        got = type(e).__name__
+    dt = time.monotonic() - t0
+    timer.join()
+    check(got == "OSError/ProtocolError" and dt < 2.0,
+          f"close() from another thread wakes a waiting call: {got} after "
+          f"{dt:.1f} s")
+    lst.close()
+    t.join(7)
+
+
 def test_batch_reply_cap(port):
     """A lookup_batch whose hits would make a huge reply (1024 hits of a
     1 MiB response: 1 GiB from a 15 KB request) is answered up to 64 MiB
@@ -717,6 +773,7 @@ def run(c, port, ipc_path, tls_port, cert):
     test_broken_replies()
     test_slow_handshake()
     test_tls_connect_deadline()
+    test_close_mid_call()
     test_readme_methods()
     test_batch_reply_cap(port)
     check(c.ping()["version"] == 1, "still serving after hostile peers")
