@@ -460,7 +460,8 @@ static void count(row *r, const rec *q, const look *l)
     }
 }
 
-/* Preload: the cache file goes in once; every query is looked up once
+/* Preload: the cache file goes in once (each line with its label as the
+ * answer); every query is looked up once
  * with threshold -1, which serves the best candidate unless the margin
  * rule refuses it, and for a threshold t the server would serve the same
  * candidate exactly when its similarity is >= t: so the sweep is read off
@@ -469,11 +470,19 @@ static void count(row *r, const rec *q, const look *l)
 static void run_preload(const char *name, const set *cache, const set *qs,
                         const sweep *sw, row *rows, row *def)
 {
-    char ns[160];
+    char ns[160], oos_label[64];
     new_ns(ns, sizeof(ns), name, "preload");
     for (size_t i = 0; i < cache->n; i++) {
-        insert_text(ns, NULL, cache->r[i].text,
-                    cache->r[i].label != NULL ? cache->r[i].label : "");
+        const char *label = cache->r[i].label;
+        if (label == NULL) {
+            /* A cache line labelled null gets an answer of its own, as an
+             * out-of-scope query does in stream mode: no query's label
+             * matches it (not even ""), and two such lines are two
+             * answers to the server's response vote, not one. */
+            snprintf(oos_label, sizeof(oos_label), "\x01oos-cache-%zu", i);
+            label = oos_label;
+        }
+        insert_text(ns, NULL, cache->r[i].text, label);
     }
     if (settle_opt > 0) {
         /* Let a background index build (--backend auto) finish. */

@@ -9,6 +9,7 @@ out-of-scope query of unrelated words, a label longer than any fixed
 buffer, and pairs that are identical or unrelated. Checks the JSON rows'
 fields and counts, the default rows, stream mode, the plots, the table
 output, and that malformed files stop the run naming file and line.
+A cache line labelled null is an answer no query's label matches.
 Also bench/twins.py's counts and bounds on a set made for it.
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import json
@@ -211,6 +212,27 @@ def check_odd_files(bench, server, table, tmp):
           f"the empty query counts as a query ({pre})")
 
 
+def check_null_cache_label(bench, server, table, tmp):
+    """A cache line labelled null is an answer of its own: a query served
+    it is never right, not even one labelled "" (it was stored as the
+    response "" and counted right)."""
+    cache = os.path.join(tmp, "nl.cache.jsonl")
+    queries = os.path.join(tmp, "nl.queries.jsonl")
+    write_jsonl(cache, [{"text": PW, "label": None},
+                        {"text": HOURS, "label": "h"}])
+    write_jsonl(queries, [{"text": PW, "label": ""},
+                          {"text": HOURS, "label": "h"}])
+    r = run(bench, server, table, "--cache", cache, "--queries", queries,
+            "--mode", "preload", "--sweep", "0.90:0.98:0.04", "--json")
+    rows = [json.loads(x) for x in r.stdout.splitlines()
+            if x.startswith("{")]
+    check(r.returncode == 0 and len(rows) == 4, f"it runs ({r.stderr!r})")
+    for x in rows:
+        check(x["hits"] == 2 and x["exact_hits"] == 2
+              and x["correct_hits"] == 1 and x["precision"] == 0.5,
+              f"a hit on a null-labelled cache line is wrong: {x}")
+
+
 def check_twins(tmp):
     """bench/twins.py on 12 labels: "a" and "b" are twins (their lines'
     word sets differ only by case and punctuation), "d" is 2 words from
@@ -355,6 +377,7 @@ def main():
               f"the table's default row ({r.stdout[-600:]!r})")
         check_bad_input(bench, server, table, tmp)
         check_odd_files(bench, server, table, tmp)
+        check_null_cache_label(bench, server, table, tmp)
         check_twins(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
