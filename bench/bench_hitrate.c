@@ -680,6 +680,10 @@ static void write_svg(const char *path, const char *name, const sweep *sw,
                   : "hit rate, "
                     "precision");
     double x0 = sw->lo, x1 = sweep_at(sw, sw->n - 1);
+    if (x1 - x0 < 1e-9) { /* one threshold: a point in the middle */
+        x0 -= 0.05;
+        x1 += 0.05;
+    }
 #define PX(x) (L + ((x)-x0) / (x1 - x0) * (W - L - R))
 #define PY(y) (H - B - (y) * (H - T - B))
     for (int g = 0; g <= 10; g++) {

@@ -124,7 +124,7 @@ def check_pairs(rows):
           "the last pair row is the default one")
 
 
-def check_svg(path, curves):
+def check_svg(path, curves, points=3):
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as e:
@@ -134,7 +134,11 @@ def check_svg(path, curves):
     check(len(lines) == curves, f"{path}: {curves} curves ({len(lines)})")
     for pl in lines:
         pts = pl.get("points", "").split()
-        check(len(pts) == 3, f"{path}: a point per threshold ({pts})")
+        check(len(pts) == points, f"{path}: a point per threshold ({pts})")
+    with open(path) as f:
+        text = f.read().lower()
+    check("nan" not in text and "inf" not in text,
+          f"{path}: every coordinate is a number")
 
 
 def check_bad_input(bench, server, table, tmp):
@@ -368,6 +372,12 @@ def main():
         check_pairs(rows)
         check_svg(os.path.join(tmp, "plot-t.svg"), 4)
         check_svg(os.path.join(tmp, "plot-p.svg"), 3)
+        # One threshold (a step wider than the range): a plot still.
+        r = run(bench, server, table, "--cache", cache, "--queries", queries,
+                "--mode", "preload", "--sweep", "0.90:0.91:0.5", "--svg",
+                os.path.join(tmp, "one-"))
+        check(r.returncode == 0, f"a sweep of one threshold ({r.stderr!r})")
+        check_svg(os.path.join(tmp, "one-t.svg"), 2, points=1)
 
         # The readable table, one mode.
         r = run(bench, server, table, "--cache", cache, "--queries", queries,
