@@ -37,6 +37,24 @@ static sc_err load(const char *text, sc_config *cfg, char *msg, size_t cap)
     return sc_config_load(cfg, write_file("c.json", text), msg, cap);
 }
 
+/* The proxy flags cfg holds (n of them, flags and values), parsed into
+ * *pc as semcached parses them; false (and a failed check) if not n. */
+static bool proxy_of(const sc_config *cfg, unsigned n, sc_proxy_config *pc)
+{
+    CHECK_EQ_INT(cfg->nproxy_args, n);
+    if (cfg->nproxy_args != n) {
+        return false;
+    }
+    sc_proxy_config_init(pc);
+    char why[128];
+    for (unsigned i = 0; i < n; i += 2) {
+        CHECK(sc_proxy_parse_flag(pc, cfg->proxy_args[i],
+                                  cfg->proxy_args[i + 1], why,
+                                  sizeof(why)) == 1);
+    }
+    return true;
+}
+
 static void test_good(void)
 {
     sc_config cfg;
@@ -78,16 +96,8 @@ static void test_good(void)
     CHECK(!cfg.snapshot_at_stop);
     CHECK_EQ_INT(cfg.fsync, SC_FSYNC_ALWAYS);
     CHECK_EQ_INT(cfg.compact_bytes, 2097152);
-    CHECK_EQ_INT(cfg.nproxy_args, 8);
-    if (cfg.nproxy_args == 8) {
-        sc_proxy_config pc;
-        sc_proxy_config_init(&pc);
-        char why[128];
-        for (unsigned i = 0; i < 8; i += 2) {
-            CHECK(sc_proxy_parse_flag(&pc, cfg.proxy_args[i],
-                                      cfg.proxy_args[i + 1], why,
-                                      sizeof(why)) == 1);
-        }
+    sc_proxy_config pc;
+    if (proxy_of(&cfg, 8, &pc)) {
         CHECK(pc.upstream != NULL &&
               strcmp(pc.upstream, "http://127.0.0.1:9") == 0);
         CHECK_EQ_INT(pc.workers, 3);
@@ -203,16 +213,7 @@ static void test_good(void)
     CHECK_EQ_INT(faq_targets, 1);
     /* Its proxy keys replace the first file's of the same name; the
      * others (the upstream) stay. */
-    CHECK_EQ_INT(cfg.nproxy_args, 6);
-    if (cfg.nproxy_args == 6) {
-        sc_proxy_config pc;
-        sc_proxy_config_init(&pc);
-        char why[128];
-        for (unsigned i = 0; i < 6; i += 2) {
-            CHECK(sc_proxy_parse_flag(&pc, cfg.proxy_args[i],
-                                      cfg.proxy_args[i + 1], why,
-                                      sizeof(why)) == 1);
-        }
+    if (proxy_of(&cfg, 6, &pc)) {
         CHECK(pc.upstream != NULL &&
               strcmp(pc.upstream, "http://127.0.0.1:9") == 0);
         CHECK_EQ_INT(pc.workers, 5);
