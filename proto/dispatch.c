@@ -1663,8 +1663,18 @@ static bool find_id(const uint8_t *req, size_t len, uint64_t *id)
         /* A repeated key's last value counts, as in decoding: an id that
          * a later one that is not a uint replaces is not echoed. */
         mp_reader at = r;
+        uint32_t nitems;
         if (key_is(k, kn, "id")) {
             found = mp_read_uint(&at, id) == 0;
+        } else if (key_is(k, kn, "items") && mp_read_array(&at, &nitems) == 0) {
+            /* Its items as handle_ks skips them (mp_skip_item). */
+            for (uint32_t j = 0; j < nitems; j++) {
+                if (mp_skip_item(&at) != 0) {
+                    return found;
+                }
+            }
+            r = at;
+            continue;
         }
         if (mp_skip(&r) != 0) {
             return found;
@@ -1745,7 +1755,7 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
                     has_items = true;
                     /* Skip the items now; they are decoded when run. */
                     for (uint32_t j = 0; j < nitems && e.code == NULL; j++) {
-                        if (mp_skip(&r) != 0) {
+                        if (mp_skip_item(&r) != 0) {
                             fail(&e, "bad_request", "malformed batch item %u",
                                  j);
                         }

@@ -482,8 +482,12 @@ static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
             mp_put_bin(pk, b, (size_t)bn);
             free(b);
         } else {
+            /* A batch item's fields are at the depth of the request's
+             * own (mp_skip_item). */
+            bool items =
+                op != NULL && key_is(k, kn, "items") && json_is_array(v);
             mp_put_strn(pk, k, kn);
-            if (pack_value(pk, v, depth + 1, e) != 0) {
+            if (pack_value(pk, v, items ? depth - 1 : depth + 1, e) != 0) {
                 return -1;
             }
         }
@@ -730,7 +734,11 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
     tr_err e = {NULL, {0}};
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    int trc = pack_object(&pk, root, op, 1, &e);
+    /* Depths count as the dispatcher's skip of a field it does not know
+     * counts them on the wire: a top-level field's value is at depth 0,
+     * so a body is refused for its nesting exactly when the same request
+     * in msgpack would be. */
+    int trc = pack_object(&pk, root, op, -1, &e);
     json_decref(root);
     if (trc != 0) {
         msgpack_sbuffer_destroy(&sb);

@@ -368,14 +368,24 @@ static int skip(mp_reader *r, int depth)
     }
 }
 
-int mp_skip(mp_reader *r)
+static int skip_from(mp_reader *r, int depth)
 {
     mp_reader save = *r;
-    if (skip(r, 0) != 0) {
+    if (skip(r, depth) != 0) {
         *r = save;
         return -1;
     }
     return 0;
+}
+
+int mp_skip(mp_reader *r)
+{
+    return skip_from(r, 0);
+}
+
+int mp_skip_item(mp_reader *r)
+{
+    return skip_from(r, -1); /* the item's map: its values at depth 0 */
 }
 
 int mp_read_cstr(mp_reader *r, char *out, size_t cap)

@@ -58,6 +58,10 @@ int mp_read_map(mp_reader *r, uint32_t *n);
 
 /* Skips one value of any type, nested at most MP_MAX_DEPTH deep. */
 int mp_skip(mp_reader *r);
+/* Skips one batch item: a map (or any value) whose field values may each
+ * be nested as deep as mp_skip allows a request's field value, so a field
+ * is taken or refused for its depth alike in a batch item and alone. */
+int mp_skip_item(mp_reader *r);
 
 /* Copies a str value into out (cap bytes incl. the NUL). Returns 0, -1 on
  * a type or bounds error, -2 when the string is longer than cap - 1 or

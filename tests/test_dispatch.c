@@ -869,6 +869,57 @@ static int send_for_id(sc_dispatch *d, msgpack_sbuffer *sb, uint64_t *id,
     return has;
 }
 
+/* A field nobody reads may hold a value nested 16 levels deep, not 17
+ * (docs/PROTOCOL.md section 4), alike in a request and in a batch item;
+ * a field of the wrong type after such items still has its id echoed. */
+static void test_nesting(void)
+{
+    sc_cache *c;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK);
+    sc_dispatch *d;
+    CHECK(sc_dispatch_open(c, &d) == SC_OK);
+    for (int batch = 0; batch < 2; batch++) {
+        for (int levels = 16; levels <= 17; levels++) {
+            for (int bad = 0; bad < 2; bad++) {
+                msgpack_sbuffer sb;
+                msgpack_packer pk;
+                begin(&sb, &pk, batch ? "lookup_batch" : "lookup",
+                      (batch ? 3 : 4) + (size_t)bad, 0, 0);
+                mp_put_key(&pk, "ns");
+                mp_put_str(&pk, "a");
+                if (batch) {
+                    mp_put_key(&pk, "items");
+                    msgpack_pack_array(&pk, 1);
+                    msgpack_pack_map(&pk, 2);
+                }
+                mp_put_key(&pk, "text");
+                mp_put_str(&pk, "hi");
+                mp_put_key(&pk, "x");
+                for (int i = 0; i < levels; i++) {
+                    msgpack_pack_array(&pk, 1);
+                }
+                msgpack_pack_nil(&pk);
+                if (bad) {
+                    mp_put_key(&pk, "scope");
+                    msgpack_pack_uint32(&pk, 5); /* not a string */
+                }
+                mp_put_key(&pk, "id");
+                msgpack_pack_uint64(&pk, 9);
+                uint64_t id = 0;
+                bool ok = true;
+                int has = send_for_id(d, &sb, &id, &ok);
+                if (levels == 16) {
+                    CHECK(has == 1 && id == 9 && ok == !bad);
+                } else {
+                    CHECK(!ok);
+                }
+            }
+        }
+    }
+    sc_dispatch_close(d);
+    sc_cache_close(c);
+}
+
 /* A request refused for a bad field still gets its id back, wherever the
  * id is in the map; an id that is not a uint is not echoed (as 0 or
  * otherwise). */
@@ -1204,6 +1255,7 @@ int main(int argc, char **argv)
     }
     test_replace_keys();
     test_error_ids();
+    test_nesting();
     test_configure_race();
     test_failed_insert_keeps_configured();
     test_same_replies();

@@ -942,6 +942,31 @@ static void test_malformed(void)
     deep[n] = '\0';
     expect_error("lookup", deep, 400, "bad_request");
 
+    /* The wire's limit exactly (docs/PROTOCOL.md section 4): a value 16
+     * levels deep inside a field nobody reads is taken, in the request or
+     * in a batch item, one level more is not. */
+    const char *pre[2] = {"{\"ns\":\"faq\",\"vec\":[1,0,0],\"x\":",
+                          "{\"ns\":\"faq\",\"items\":[{\"vec\":[1,0,0],"
+                          "\"x\":"};
+    const char *post_[2] = {"}", "}]}"};
+    const char *ops[2] = {"lookup", "lookup_batch"};
+    for (int w = 0; w < 2; w++) {
+        for (int levels = 16; levels <= 17; levels++) {
+            n = (size_t)snprintf(deep, sizeof(deep), "%s", pre[w]);
+            for (int i = 0; i < levels; i++) {
+                deep[n++] = '[';
+            }
+            deep[n++] = '1';
+            for (int i = 0; i < levels; i++) {
+                deep[n++] = ']';
+            }
+            snprintf(deep + n, sizeof(deep) - n, "%s", post_[w]);
+            j = post(ops[w], deep, &st);
+            CHECK_EQ_INT(st, levels == 16 ? 200 : 400);
+            json_decref(j);
+        }
+    }
+
     /* A vector of 5000 numbers: over the dimension cap. */
     size_t cap = 5000 * 2 + 64;
     char *big = malloc(cap);
