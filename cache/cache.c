@@ -2718,6 +2718,7 @@ typedef struct pending {
     float best;
     float threshold;
     bool search;
+    bool again; /* an exact hit found again after the searches (lookup_run) */
     unsigned nh;
     sc_hit hits[LOOKUP_K];
 } pending;
@@ -3013,8 +3014,34 @@ out:
     }
 }
 
+/* Under s->mu, the exact hit lookup_open found for p when the mutex was
+ * held before: found again (it may have gone meanwhile: a miss then, as
+ * for a lookup a moment after its removal). */
+static void exact_again(sc_cache *c, ns *s, pending *p, uint64_t now)
+{
+    p->again = false;
+    entry *e = p->sc != NULL
+                   ? exact_find(s, p->sc, p->key, p->norm, p->norm_len)
+                   : NULL;
+    if (e != NULL && expired(e, now)) {
+        entry_remove(c, s, e, GONE_EXPIRED);
+        e = NULL;
+    }
+    if (e != NULL) {
+        p->served = e;
+        return;
+    }
+    p->best = NAN;
+    p->res->layer = SC_LAYER_NONE;
+    p->res->similarity = 0.0f;
+    p->res->reason = SC_MISS_NO_CANDIDATE;
+}
+
 /* Runs prepared lookups p[0..n) in namespace nsname. The semantic searches
- * of lookups that share a scope go to the index as one batch. */
+ * of lookups that share a scope go to the index as one batch. Lookups that
+ * share a reply budget are judged in their order, so that the budget goes
+ * to the first hits: an exact hit after a semantic search is found again
+ * once the searches are done, not judged before the search's. */
 static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
 {
     pthread_rwlock_rdlock(&c->lock);
@@ -3031,11 +3058,21 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
     uint64_t now = now_ms(c);
     reap_expired(c, s, now);
     size_t nsearch = 0;
+    bool budget_searched = false; /* a search with a budget came before */
     for (size_t i = 0; i < n; i++) {
         if (p[i].rc == SC_OK) {
             lookup_open(c, s, &p[i], now);
             nsearch += p[i].search;
-            if (!p[i].search) {
+            if (p[i].search) {
+                budget_searched |= p[i].q->budget != NULL;
+            } else if (p[i].served != NULL && p[i].q->budget != NULL &&
+                       budget_searched) {
+                /* Its budget after the earlier searches' hits: it is
+                 * found again then (its entry may go once the mutex is
+                 * let go, so it is not kept). */
+                p[i].served = NULL;
+                p[i].again = true;
+            } else {
                 /* Judge now: an exact hit's entry may go as soon as the
                  * mutex is let go. */
                 lookup_judge(c, s, &p[i], now);
@@ -3103,6 +3140,11 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
     pthread_mutex_lock(&s->mu);
     now = now_ms(c); /* the scan took time: judge by the time now */
     for (size_t i = 0; i < n; i++) {
+        if (p[i].again) {
+            exact_again(c, s, &p[i], now);
+            lookup_judge(c, s, &p[i], now);
+            continue;
+        }
         if (!p[i].search) {
             continue;
         }

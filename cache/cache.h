@@ -387,10 +387,12 @@ size_t sc_cache_expire(sc_cache *c, uint64_t now_ms);
 /* ---- lookup -------------------------------------------------------------*/
 
 /* Reply bytes that the hits of several lookups share (a lookup_batch's
- * reply): once one hit is served, a hit whose response, tags and
- * SC_CACHE_HIT_OVERHEAD no longer fit in left is not served, nor counted
- * anywhere (stats, its entry, the ledger): its lookup fails SC_ETOOBIG, and
- * made again later it is served. Used by one thread at a time. */
+ * reply), taken by the hits in the queries' order (an exact hit after a
+ * semantic search is judged after it, its entry found again): once one hit
+ * is served, a hit whose response, tags and SC_CACHE_HIT_OVERHEAD no
+ * longer fit in left is not served, nor counted anywhere (stats, its
+ * entry, the ledger): its lookup fails SC_ETOOBIG, and made again later it
+ * is served. Used by one thread at a time. */
 #define SC_CACHE_HIT_OVERHEAD 512u
 typedef struct sc_cache_budget {
     size_t left;

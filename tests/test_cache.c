@@ -967,6 +967,77 @@ static void test_bytes_vector(void)
     }
 }
 
+/* A reply budget shared by a batch's lookups goes to its first hits in
+ * the batch's order: an exact hit after a semantic one does not take the
+ * budget from it (exact hits are found before the searches run). */
+static void test_budget_order(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "n", 0.9f, 0.0f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    static char ra[601], rb[601];
+    memset(ra, 'a', 600);
+    memset(rb, 'b', 600);
+    float v[D], far[D];
+    basis(v, 0);
+    basis(far, 3);
+    CHECK_EQ_INT(put(c, "n", "", "alpha", v, ra, 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "n", "", "beta", far, rb, 0, NULL), SC_OK);
+    /* Room for one of the two hits. */
+    sc_cache_budget bu = {1500, false};
+    sc_cache_query qs[2];
+    memset(qs, 0, sizeof(qs));
+    qs[0].scope = "";
+    qs[0].text = "something else"; /* semantic: alpha's vector */
+    qs[0].text_len = strlen(qs[0].text);
+    qs[0].vec = v;
+    qs[0].dim = D;
+    qs[0].budget = &bu;
+    qs[1].scope = "";
+    qs[1].text = "beta"; /* exact */
+    qs[1].text_len = strlen(qs[1].text);
+    qs[1].vec = far;
+    qs[1].dim = D;
+    qs[1].budget = &bu;
+    sc_cache_result res[2];
+    sc_err rcs[2];
+    CHECK_EQ_INT(sc_cache_lookup_many(c, "n", qs, 2, res, rcs), SC_OK);
+    CHECK_EQ_INT(rcs[0], SC_OK);
+    CHECK(rcs[0] == SC_OK && resp_is(&res[0], ra));
+    CHECK_EQ_INT(res[0].layer, SC_LAYER_SEMANTIC);
+    CHECK_EQ_INT(rcs[1], SC_ETOOBIG);
+    CHECK(!res[1].hit);
+    for (int i = 0; i < 2; i++) {
+        if (rcs[i] == SC_OK) {
+            sc_cache_result_fini(&res[i]);
+        }
+    }
+    sc_cache_stats st = stats(c, "n");
+    CHECK_EQ_INT(st.lookups, 1);
+    CHECK_EQ_INT(st.semantic_hits, 1);
+    CHECK_EQ_INT(st.exact_hits, 0);
+    check_books(&st);
+
+    /* In the other order, the exact hit comes first and is served. */
+    bu = (sc_cache_budget){1500, false};
+    qs[0].text = "beta";
+    qs[0].text_len = 4;
+    qs[0].vec = far;
+    qs[1].text = "alpha";
+    qs[1].text_len = 5;
+    qs[1].vec = v;
+    CHECK_EQ_INT(sc_cache_lookup_many(c, "n", qs, 2, res, rcs), SC_OK);
+    CHECK_EQ_INT(rcs[0], SC_OK);
+    CHECK(rcs[0] == SC_OK && resp_is(&res[0], rb));
+    CHECK_EQ_INT(res[0].layer, SC_LAYER_EXACT);
+    CHECK_EQ_INT(rcs[1], SC_ETOOBIG);
+    for (int i = 0; i < 2; i++) {
+        if (rcs[i] == SC_OK) {
+            sc_cache_result_fini(&res[i]);
+        }
+    }
+    sc_cache_close(c);
+}
+
 static void test_quarantine(void)
 {
     sc_cache *c = open_cache(0, 0, 0, 0);
@@ -3668,6 +3739,7 @@ int main(void)
     test_lru();
     test_bytes();
     test_bytes_vector();
+    test_budget_order();
     test_quarantine();
     test_dims_and_validation();
     test_delete_flush_drop();
