@@ -1832,9 +1832,14 @@ static void resume_log(sc_persist *p, uint64_t old, uint64_t old_bytes)
     int newfd = p->fd;
     uint64_t gen = p->gen;
     char why[512];
-    /* Records appended and not yet written go to old's end, in order. */
-    if (gen == old + 1 && p->log_bytes == HDR_SIZE &&
-        !atomic_load(&p->failed) &&
+    /* Records appended and not yet written go to old's end, in order.
+     * Not when snap.G+1 took its name before the failure (the directory's
+     * fsync after the rename failed): a start loads it with log.G+1, and
+     * refuses it without. */
+    char snap[PATH_CAP];
+    file_path(p, snap, "snap", gen, "");
+    if (gen == old + 1 && p->log_bytes == HDR_SIZE && access(snap, F_OK) != 0 &&
+        errno == ENOENT && !atomic_load(&p->failed) &&
         open_log(p, old, false, old_bytes, why, sizeof(why)) == SC_OK) {
         close(newfd);
         char path[PATH_CAP];
