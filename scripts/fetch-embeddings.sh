@@ -30,7 +30,14 @@ if ! command -v npm >/dev/null 2>&1; then
     # machine with NodeSource's nodejs has npm already (Debian's would clash).
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "fetch-embeddings: installing Debian's npm" >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm >&2
+        export DEBIAN_FRONTEND=noninteractive
+        # scripts/deps.sh refreshes the package lists only when it installs
+        # something: an image with its packages there and its lists removed
+        # (as Docker images ship) knows no npm until apt-get update.
+        if ! apt-get install -y -q --no-install-recommends npm >&2; then
+            apt-get update -q >&2
+            apt-get install -y -q --no-install-recommends npm >&2
+        fi
     else
         echo "fetch-embeddings: npm is missing: apt-get install npm (as root)" >&2
         exit 1
