@@ -5,8 +5,11 @@
 # only); refreshes the package lists once if the first try fails.
 set -euo pipefail
 pkg=${1:?usage: debian-source.sh PKG}
+# Only the files apt reads: sources.list.d also holds *.save, *.dpkg-old or
+# disabled copies, whose deb-src lines apt ignores.
 have_src() {
-    grep -rqsE '^(deb-src|Types:.*deb-src)' /etc/apt/sources.list /etc/apt/sources.list.d/
+    grep -rqsE --include='*.list' --include='*.sources' \
+        '^(deb-src|Types:.*deb-src)' /etc/apt/sources.list /etc/apt/sources.list.d/
 }
 if ! have_src; then
     if [ "$(id -u)" != 0 ]; then
