@@ -2512,6 +2512,23 @@ sc_err sc_cache_feedback_tagged(sc_cache *c, uint64_t id, const char *feature,
     return feedback(c, id, true, feature, user);
 }
 
+sc_err sc_cache_hit_undone(sc_cache *c, const char *ns,
+                           const sc_cache_result *r, const char *feature,
+                           const char *user, bool quarantine)
+{
+    if (c == NULL || ns == NULL || r == NULL || !r->hit) {
+        return SC_EINVAL;
+    }
+    if (c->cfg.ledger != NULL) {
+        sc_ledger_tags t = {ns, feature != NULL ? feature : r->feature,
+                            user != NULL ? user : r->user};
+        sc_ledger_call call = {r->model, r->input_tokens, r->output_tokens,
+                               r->tokens_estimated};
+        sc_ledger_false_hit(c->cfg.ledger, &t, &call);
+    }
+    return quarantine ? feedback(c, r->id, false, NULL, NULL) : SC_OK;
+}
+
 sc_err sc_cache_restore_quarantine(sc_cache *c, uint64_t id)
 {
     return feedback(c, id, false, NULL, NULL);

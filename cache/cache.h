@@ -482,6 +482,19 @@ sc_err sc_cache_lookup(sc_cache *c, const char *ns, const sc_cache_query *q,
 /* Drops the reference a lookup result holds; res becomes a miss. */
 void sc_cache_result_fini(sc_cache_result *res);
 
+/* Hit r of a lookup in namespace ns was not delivered (its bytes are no
+ * answer, or serving it ran out of memory; r not yet finished): the
+ * ledger takes back that one hit's avoided dollars, as a false hit's, under
+ * the lookup's tags (each non-NULL one replaces r's, as they did when the
+ * hit was counted). Charged once per call, not per entry, so each of two
+ * lookups that met the same entry is taken back. With quarantine the
+ * entry is also quarantined, as by sc_cache_feedback but charged nothing
+ * more; without, the entry is left alone. Errors: SC_EINVAL (r no hit);
+ * with quarantine, SC_ENOTFOUND and the journal's (the charge stands). */
+sc_err sc_cache_hit_undone(sc_cache *c, const char *ns,
+                           const sc_cache_result *r, const char *feature,
+                           const char *user, bool quarantine);
+
 /* n lookups in namespace ns at once: as n calls of sc_cache_lookup, but the
  * semantic searches of queries that share a scope run as one batched index
  * search. res[i] and rcs[i] receive query i's result and code (fini every

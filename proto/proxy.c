@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -691,11 +692,26 @@ static void hit_header(const sc_cache_result *r, char *xsc, size_t cap,
     snprintf(entry, ecap, "%llu", (unsigned long long)r->id);
 }
 
+static struct {
+    bool (*_Atomic fn)(void *);
+    void *_Atomic arg;
+} hit_oom_hook;
+
+void sc_proxy_set_hit_oom_hook(bool (*fail)(void *arg), void *arg)
+{
+    atomic_store(&hit_oom_hook.arg, arg);
+    atomic_store(&hit_oom_hook.fn, fail);
+}
+
 /* The stored chat.completion with a fresh id and created time; NULL when
  * the bytes are not one (*bad set: the hit is not served) or out of
  * memory (*bad left alone). */
 static json_t *hit_answer(sc_proxy *p, const sc_cache_result *r, bool *bad)
 {
+    bool (*fail)(void *) = atomic_load(&hit_oom_hook.fn);
+    if (fail != NULL && fail(atomic_load(&hit_oom_hook.arg))) {
+        return NULL;
+    }
     json_error_t err;
     json_t *j = json_loadb(r->response, r->response_len, 0, &err);
     if (j == NULL) {
@@ -760,8 +776,8 @@ static int write_event(preq *pr, json_t *chunk)
 
 /* Answers a streaming request from hit r as a stream: one chunk with the
  * whole message, one with the finish reason, the usage when asked, then
- * [DONE]. false when r's bytes are not an answer (*bad set) or out of
- * memory. */
+ * [DONE]. false when r's bytes are not an answer (*bad set) or memory ran
+ * out before the stream began (pr is then still the caller's). */
 static bool serve_hit_stream(preq *pr, const sc_cache_result *r, bool *bad)
 {
     json_t *j = hit_answer(pr->p, r, bad);
@@ -818,10 +834,7 @@ static bool serve_hit_stream(preq *pr, const sc_cache_result *r, bool *bad)
     json_decref(base);
     json_decref(j);
     if (!pr->hijacked) {
-        /* Out of memory before the stream started. */
-        reply_error(pr, 500, "semcache_error", "internal", "out of memory",
-                    NULL, false);
-        return true;
+        return false; /* out of memory before the stream started */
     }
     count(pr->p, &pr->p->counts.hits);
     preq_done(pr);
@@ -1483,18 +1496,20 @@ static bool try_lookup(preq *pr)
         served = pr->plan.stream ? serve_hit_stream(pr, &r, &bad)
                                  : serve_hit(pr, &r, &bad);
     }
-    uint64_t id = r.id;
-    sc_cache_result_fini(&r);
-    if (bad) {
-        /* Bytes that are no chat.completion (an insert by another client
-         * under the proxy's scope): the request goes upstream, so the hit
-         * the lookup counted, and the dollars it said were avoided, are
-         * taken back as a false hit's are, under the lookup's tags; the
-         * entry is quarantined, never to be hit again. */
-        sc_cache_feedback_tagged(p->cache, id,
-                                 pr->has_feature ? pr->feature : NULL,
-                                 pr->has_user ? pr->user : NULL);
+    if (r.hit && !served) {
+        /* A hit not delivered: bytes that are no chat.completion (an
+         * insert by another client under the proxy's scope; *bad), or out
+         * of memory before anything was sent. The request goes upstream,
+         * so the hit the lookup counted, and the dollars it said were
+         * avoided, are taken back as a false hit's are, under the lookup's
+         * tags, once for this lookup (two lookups that met the same entry
+         * at once are both taken back). Junk is quarantined, never to be
+         * hit again; a good entry is left alone. */
+        sc_cache_hit_undone(p->cache, pr->ns, &r,
+                            pr->has_feature ? pr->feature : NULL,
+                            pr->has_user ? pr->user : NULL, bad);
     }
+    sc_cache_result_fini(&r);
     return served;
 }
 

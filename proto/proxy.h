@@ -123,6 +123,11 @@ void sc_proxy_get_counts(sc_proxy *p, sc_proxy_counts *out);
  * one, and requests one runs (for tests). */
 void sc_proxy_pool_counts(sc_proxy *p, unsigned *queued, unsigned *running);
 
+/* For tests: fail(arg) is asked, from any thread, each time a hit is about
+ * to be turned into its answer; true makes that step run out of memory
+ * (NULL: none). */
+void sc_proxy_set_hit_oom_hook(bool (*fail)(void *arg), void *arg);
+
 /* ---- the derivation (exposed for tests) -------------------------------*/
 
 /* What a request means to the cache. */

@@ -2233,6 +2233,131 @@ static void test_proxy_open_fails(void)
     sc_cache_close(cache);
 }
 
+static void feature_row(void *arg, const char *key, const sc_ledger_counts *c)
+{
+    if (strcmp(key, "f1") == 0) {
+        *(sc_ledger_counts *)arg = *c;
+    }
+}
+
+static bool hit_oom(void *arg)
+{
+    return atomic_load((atomic_bool *)arg);
+}
+
+/* A good cached hit that runs out of memory before anything is sent goes
+ * upstream as a miss, plain or streamed, and the ledger takes back the
+ * dollars its lookup counted as avoided, under the lookup's tags; the
+ * entry is left alone and served once memory is back. Both went upstream
+ * with their hits' dollars still counted once. */
+static void test_proxy_hit_oom(void)
+{
+    const char *prices = "{\"date\": \"2026-01-01\", \"cpu_hour\": 0,"
+                         " \"models\": {\"m\": {\"input\": 2.0, "
+                         "\"output\": 8.0}}}";
+    char msg[256];
+    sc_prices *pz = NULL;
+    sc_ledger *lg = NULL;
+    CHECK(sc_prices_parse(prices, strlen(prices), "t", &pz, msg, sizeof(msg)) ==
+              SC_OK &&
+          sc_ledger_open(pz, &lg) == SC_OK);
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.ledger = lg;
+    sc_cache *cache = NULL;
+    sc_dispatch *d = NULL;
+    sc_http *h = NULL;
+    CHECK(sc_cache_open(&cc, &cache) == SC_OK &&
+          sc_dispatch_open(cache, &d) == SC_OK);
+    int hp = free_port();
+    char addr[64], upstream[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", hp);
+    snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", free_port());
+    sc_http_config hc = {.addr = addr, .dispatch = d, .cache = cache};
+    CHECK(sc_http_open(&hc, &h) == SC_OK);
+    sc_proxy_config pc;
+    sc_proxy_config_init(&pc);
+    pc.addr = addr;
+    pc.upstream = upstream; /* not there: a miss is answered 502 */
+    pc.cache = cache;
+    pc.dispatch = d;
+    sc_proxy *px = NULL;
+    CHECK_EQ_INT(sc_proxy_open(&pc, &px), SC_OK);
+    if (px == NULL) {
+        goto out;
+    }
+    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":"
+                       "\"user\",\"content\":\"a question\"}]}";
+    const char *stream = "{\"model\":\"m\",\"stream\":true,\"messages\":[{"
+                         "\"role\":\"user\",\"content\":\"a question\"}]}";
+    json_error_t e;
+    json_t *req = json_loads(chat, 0, &e);
+    sc_proxy_plan plan;
+    CHECK(sc_proxy_derive(req, SC_PROXY_HISTORY_EXACT, &plan, msg,
+                          sizeof(msg)) == SC_OK);
+    json_decref(req);
+    const char *answer = "{\"object\":\"chat.completion\",\"model\":\"m\","
+                         "\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                         "\"assistant\",\"content\":\"an answer\"},"
+                         "\"finish_reason\":\"stop\"}]}";
+    sc_cache_item it = {.scope = plan.scope,
+                        .text = plan.text,
+                        .text_len = plan.text_len,
+                        .response = answer,
+                        .response_len = strlen(answer),
+                        .model = "m",
+                        .input_tokens = 1000,
+                        .output_tokens = 1000};
+    CHECK(sc_cache_insert(cache, "chat", &it, NULL) == SC_OK);
+    sc_proxy_plan_fini(&plan);
+    const double usd = (1000 * 2.0 + 1000 * 8.0) / 1e6;
+
+    atomic_bool fail = true;
+    sc_proxy_set_hit_oom_hook(hit_oom, &fail);
+    const char *tags = "Content-Type: application/json\r\n"
+                       "x-semcache-feature: f1\r\n";
+    resp r;
+    CHECK(http_to(hp, "POST", "/v1/chat/completions", tags, chat, strlen(chat),
+                  &r) == 0);
+    CHECK_EQ_INT(r.status, 502); /* upstream, as a miss */
+    resp_free(&r);
+    sc_ledger_counts t, f;
+    CHECK(sc_ledger_sum(lg, "chat", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
+    CHECK(t.exact_hits == 1 && t.false_hits == 1 &&
+          fabs(t.usd_avoided - usd) < 1e-12 &&
+          fabs(t.usd_false_hits - usd) < 1e-12);
+    CHECK(http_to(hp, "POST", "/v1/chat/completions", tags, stream,
+                  strlen(stream), &r) == 0);
+    CHECK_EQ_INT(r.status, 502); /* upstream too, not 500 */
+    resp_free(&r);
+    memset(&f, 0, sizeof(f));
+    CHECK(sc_ledger_sum(lg, "chat", SC_LEDGER_BY_FEATURE, &t, feature_row,
+                        &f) == SC_OK);
+    CHECK(t.exact_hits == 2 && t.false_hits == 2 &&
+          fabs(t.usd_avoided - t.usd_false_hits) < 1e-12);
+    /* Under the lookup's tags: the feature's row. */
+    CHECK(f.exact_hits == 2 && f.false_hits == 2 &&
+          fabs(f.usd_false_hits - 2 * usd) < 1e-12);
+
+    /* Memory back: the entry, not quarantined, is served. */
+    atomic_store(&fail, false);
+    CHECK(http_to(hp, "POST", "/v1/chat/completions", tags, chat, strlen(chat),
+                  &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    CHECK(sc_ledger_sum(lg, "chat", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
+    CHECK(t.exact_hits == 3 && t.false_hits == 2 &&
+          fabs(t.usd_avoided - t.usd_false_hits - usd) < 1e-12);
+    sc_proxy_set_hit_oom_hook(NULL, NULL);
+    sc_proxy_close(px);
+out:
+    sc_http_close(h);
+    sc_dispatch_close(d);
+    sc_cache_close(cache);
+    sc_ledger_close(lg);
+    sc_prices_free(pz);
+}
+
 int main(void)
 {
     sc_cache_config cc;
@@ -2280,6 +2405,7 @@ int main(void)
     test_pool();
     test_proxy_pool();
     test_proxy_open_fails();
+    test_proxy_hit_oom();
     test_healthz(); /* still serving after all of it */
 
     /* Close with a body half sent: the read is dropped, close returns. */
