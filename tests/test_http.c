@@ -2179,6 +2179,34 @@ out:
     pool_close(&f);
 }
 
+/* An HTTP front on a free port over cache (its dispatcher with it), and
+ * in pc a proxy's config for it whose upstream is a port where nothing
+ * listens. pc points into f: f must outlive the proxy. */
+typedef struct proxy_front {
+    sc_dispatch *d;
+    sc_http *h;
+    int port;
+    char addr[64], upstream[64];
+    sc_proxy_config pc;
+} proxy_front;
+
+static void proxy_front_open(proxy_front *f, sc_cache *cache)
+{
+    memset(f, 0, sizeof(*f));
+    CHECK(sc_dispatch_open(cache, &f->d) == SC_OK);
+    f->port = free_port();
+    snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%d", f->port);
+    snprintf(f->upstream, sizeof(f->upstream), "http://127.0.0.1:%d",
+             free_port());
+    sc_http_config hc = {.addr = f->addr, .dispatch = f->d, .cache = cache};
+    CHECK(sc_http_open(&hc, &f->h) == SC_OK);
+    sc_proxy_config_init(&f->pc);
+    f->pc.addr = f->addr;
+    f->pc.upstream = f->upstream;
+    f->pc.cache = cache;
+    f->pc.dispatch = f->d;
+}
+
 /* A proxy that cannot make its namespace fails to open before its handler
  * is added to the front (a request reading its body would point at what
  * the failure frees), and leaves the front serving and the path free. */
@@ -2188,23 +2216,14 @@ static void test_proxy_open_fails(void)
     sc_cache_config_init(&cc);
     cc.max_namespaces = 1;
     sc_cache *cache = NULL;
-    sc_dispatch *d = NULL;
-    sc_http *h = NULL;
-    CHECK(sc_cache_open(&cc, &cache) == SC_OK &&
-          sc_dispatch_open(cache, &d) == SC_OK);
+    CHECK(sc_cache_open(&cc, &cache) == SC_OK);
     CHECK(sc_cache_ns_create(cache, "other", NULL) == SC_OK);
-    int hp = free_port();
-    char addr[64], upstream[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", hp);
-    snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", free_port());
-    sc_http_config hc = {.addr = addr, .dispatch = d, .cache = cache};
-    CHECK(sc_http_open(&hc, &h) == SC_OK);
-    sc_proxy_config pc;
-    sc_proxy_config_init(&pc);
-    pc.addr = addr;
-    pc.upstream = upstream;
-    pc.cache = cache;
-    pc.dispatch = d;
+    proxy_front f;
+    proxy_front_open(&f, cache);
+    sc_dispatch *d = f.d;
+    sc_http *h = f.h;
+    int hp = f.port;
+    sc_proxy_config pc = f.pc;
     sc_proxy *px = NULL;
     CHECK_EQ_INT(sc_proxy_open(&pc, &px), SC_ENSFULL);
     CHECK(px == NULL);
@@ -2265,22 +2284,13 @@ static void test_proxy_hit_oom(void)
     sc_cache_config_init(&cc);
     cc.ledger = lg;
     sc_cache *cache = NULL;
-    sc_dispatch *d = NULL;
-    sc_http *h = NULL;
-    CHECK(sc_cache_open(&cc, &cache) == SC_OK &&
-          sc_dispatch_open(cache, &d) == SC_OK);
-    int hp = free_port();
-    char addr[64], upstream[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", hp);
-    snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", free_port());
-    sc_http_config hc = {.addr = addr, .dispatch = d, .cache = cache};
-    CHECK(sc_http_open(&hc, &h) == SC_OK);
-    sc_proxy_config pc;
-    sc_proxy_config_init(&pc);
-    pc.addr = addr;
-    pc.upstream = upstream; /* not there: a miss is answered 502 */
-    pc.cache = cache;
-    pc.dispatch = d;
+    CHECK(sc_cache_open(&cc, &cache) == SC_OK);
+    proxy_front fr; /* its upstream not there: a miss is answered 502 */
+    proxy_front_open(&fr, cache);
+    sc_dispatch *d = fr.d;
+    sc_http *h = fr.h;
+    int hp = fr.port;
+    sc_proxy_config pc = fr.pc;
     sc_proxy *px = NULL;
     CHECK_EQ_INT(sc_proxy_open(&pc, &px), SC_OK);
     if (px == NULL) {
