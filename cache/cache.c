@@ -2803,6 +2803,23 @@ static void lookup_release(const sc_cache *c, pending *p)
 }
 
 /* Under s->mu: the exact layer, and whether the semantic layer must run. */
+/* Under s->mu, p's scope pinned: p's text in the exact layer. A live
+ * entry of it is served (p->served, the result an exact hit's); an expired
+ * one goes, and the result stays as it was. */
+static void exact_layer(sc_cache *c, ns *s, pending *p, uint64_t now)
+{
+    entry *e = exact_find(s, p->sc, p->key, p->norm, p->norm_len);
+    if (e != NULL && expired(e, now)) {
+        entry_remove(c, s, e, GONE_EXPIRED);
+    } else if (e != NULL) {
+        p->served = e;
+        p->best = 1.0f;
+        p->res->layer = SC_LAYER_EXACT;
+        p->res->similarity = 1.0f;
+        p->res->reason = SC_MISS_NONE;
+    }
+}
+
 static void lookup_open(sc_cache *c, ns *s, pending *p, uint64_t now)
 {
     const sc_cache_query *q = p->q;
@@ -2829,16 +2846,7 @@ static void lookup_open(sc_cache *c, ns *s, pending *p, uint64_t now)
     }
     p->sc->pins++;
     if (p->norm_len > 0) {
-        entry *e = exact_find(s, p->sc, p->key, p->norm, p->norm_len);
-        if (e != NULL && expired(e, now)) {
-            entry_remove(c, s, e, GONE_EXPIRED);
-        } else if (e != NULL) {
-            p->served = e;
-            p->best = 1.0f;
-            p->res->layer = SC_LAYER_EXACT;
-            p->res->similarity = 1.0f;
-            p->res->reason = SC_MISS_NONE;
-        }
+        exact_layer(c, s, p, now);
     }
     p->search = p->served == NULL && p->sc->ix != NULL && p->vec != NULL;
 }
@@ -2892,8 +2900,6 @@ static void rescore(const sc_cache *c, const ns *s, const pending *p,
     }
 }
 
-/* Under s->mu: judges the search's candidates, counts, fills the result,
- * unpins the scope. */
 /* Whether a hit on b fits in the budget (the first always does); if so,
  * takes its bytes. */
 static bool budget_take(sc_cache_budget *bu, const blob *b)
@@ -2908,6 +2914,8 @@ static bool budget_take(sc_cache_budget *bu, const blob *b)
     return true;
 }
 
+/* Under s->mu: judges the search's candidates, counts, fills the result,
+ * unpins the scope. */
 static void lookup_judge(sc_cache *c, ns *s, pending *p, uint64_t now)
 {
     sc_cache_result *res = p->res;
@@ -3037,21 +3045,11 @@ out:
 static void exact_again(sc_cache *c, ns *s, pending *p, uint64_t now)
 {
     p->again = false;
-    entry *e = p->sc != NULL
-                   ? exact_find(s, p->sc, p->key, p->norm, p->norm_len)
-                   : NULL;
-    if (e != NULL && expired(e, now)) {
-        entry_remove(c, s, e, GONE_EXPIRED);
-        e = NULL;
-    }
-    if (e != NULL) {
-        p->served = e;
-        return;
-    }
-    p->best = NAN;
+    p->best = NAN; /* a miss, as lookup_open begins, unless found again */
     p->res->layer = SC_LAYER_NONE;
     p->res->similarity = 0.0f;
     p->res->reason = SC_MISS_NO_CANDIDATE;
+    exact_layer(c, s, p, now); /* its scope is pinned since lookup_open */
 }
 
 /* Runs prepared lookups p[0..n) in namespace nsname. The semantic searches
