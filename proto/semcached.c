@@ -554,6 +554,15 @@ static void note_signal(int s)
     }
 }
 
+/* The next signal of sigs within ms, taken by this thread or noted by
+ * another (note_signal); 0 when none came. */
+static int next_signal(const sigset_t *sigs, long ms)
+{
+    struct timespec tick = {ms / 1000, ms % 1000 * 1000 * 1000};
+    int s = sigtimedwait(sigs, NULL, &tick);
+    return s > 0 ? s : atomic_exchange(&noted_signal, 0);
+}
+
 typedef struct stop_snap {
     sc_persist *persist;
     sc_err rc;
@@ -582,11 +591,7 @@ static sc_err snapshot_at_stop(sc_persist *persist, const sigset_t *sigs)
                     "SIGTERM or SIGINT cancels it)\n");
     bool cancelled = false;
     while (!atomic_load(&s.done)) {
-        struct timespec tick = {0, 50 * 1000 * 1000};
-        int sig = sigtimedwait(sigs, NULL, &tick);
-        if (sig <= 0) {
-            sig = atomic_exchange(&noted_signal, 0);
-        }
+        int sig = next_signal(sigs, 50);
         if (!cancelled && (sig == SIGTERM || sig == SIGINT)) {
             fprintf(stderr,
                     "semcached: %s received again: cancelling the "
@@ -1214,11 +1219,7 @@ int main(int argc, char **argv)
 
     int sig = 0;
     while (sig == 0) {
-        struct timespec tick = {1, 0};
-        int s = sigtimedwait(&sigs, NULL, &tick);
-        if (s <= 0) {
-            s = atomic_exchange(&noted_signal, 0);
-        }
+        int s = next_signal(&sigs, 1000);
         if (s == SIGTERM || s == SIGINT) {
             sig = s;
             break;
@@ -1260,17 +1261,17 @@ int main(int argc, char **argv)
         if (crc == SC_OK) {
             fprintf(stderr, "semcached: snapshot written at stop (%.1f s)\n",
                     ((double)now_ms() - t0) / 1000.0);
-        } else if (crc == SC_ECANCELED) {
-            fprintf(stderr,
-                    "semcached: snapshot at stop cancelled: every change is "
-                    "in the log, but hit counts, the LRU order and "
-                    "sliding-TTL refreshes since the last one are lost\n");
         } else {
+            char why[128] = "snapshot at stop cancelled";
+            if (crc != SC_ECANCELED) {
+                snprintf(why, sizeof(why), "no snapshot at stop (%s)",
+                         sc_strerror(crc));
+            }
             fprintf(stderr,
-                    "semcached: no snapshot at stop (%s): every change is in "
-                    "the log, but hit counts, the LRU order and sliding-TTL "
-                    "refreshes since the last one are lost\n",
-                    sc_strerror(crc));
+                    "semcached: %s: every change is in the log, but hit "
+                    "counts, the LRU order and sliding-TTL refreshes since "
+                    "the last one are lost\n",
+                    why);
         }
     }
     status = 0;
