@@ -343,7 +343,7 @@ static double median3(const double *v)
 int main(int argc, char **argv)
 {
     const char *table = "build/data/" SC_EMBED_DEFAULT_FILE;
-    const char *dir = "/work/shared/data";
+    const char *dir = "../shared/data";
     double secs = 2.0;
     int json = 0;
     for (int i = 1; i < argc; i++) {

@@ -1,5 +1,5 @@
 /* embed_eval.c - offline evaluation of the built-in embedder, in-process:
- * embeds the labelled sets of /work/shared/data (format: its README.md),
+ * embeds the labelled sets of ../shared/data (format: its README.md),
  * does a brute-force top-16 search, applies sc_embed_rescore to the
  * candidates and sweeps the threshold.
  *
@@ -747,7 +747,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    const char *table = NULL, *dir = "/work/shared/data", *only = NULL;
+    const char *table = NULL, *dir = "../shared/data", *only = NULL;
     int abtt_d = -1, abtt_mean = 1;
     uint32_t abtt_n = 0;
     int test = 0;
