@@ -1644,7 +1644,8 @@ static int authorize(sc_dispatch *d, const keyset *ks, const char *op,
 }
 
 /* The request's "id", looked for in the whole top-level map (skipping
- * every other value): whether there is one that is a uint. */
+ * every other value, at any depth, so a field refused for its nesting
+ * still has the id after it echoed): whether there is one that is a uint. */
 static bool find_id(const uint8_t *req, size_t len, uint64_t *id)
 {
     mp_reader r;
@@ -1662,21 +1663,11 @@ static bool find_id(const uint8_t *req, size_t len, uint64_t *id)
         }
         /* A repeated key's last value counts, as in decoding: an id that
          * a later one that is not a uint replaces is not echoed. */
-        mp_reader at = r;
-        uint32_t nitems;
         if (key_is(k, kn, "id")) {
+            mp_reader at = r;
             found = mp_read_uint(&at, id) == 0;
-        } else if (key_is(k, kn, "items") && mp_read_array(&at, &nitems) == 0) {
-            /* Its items as handle_ks skips them (mp_skip_item). */
-            for (uint32_t j = 0; j < nitems; j++) {
-                if (mp_skip_item(&at) != 0) {
-                    return found;
-                }
-            }
-            r = at;
-            continue;
         }
-        if (mp_skip(&r) != 0) {
+        if (mp_skip_any(&r) != 0) {
             return found;
         }
     }

@@ -739,12 +739,20 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
      * so a body is refused for its nesting exactly when the same request
      * in msgpack would be. */
     int trc = pack_object(&pk, root, op, -1, &e);
-    json_decref(root);
     if (trc != 0) {
         msgpack_sbuffer_destroy(&sb);
         *out = error_json(e.code, e.msg);
+        /* The id is echoed as the dispatcher would echo it: a uint one
+         * only, whatever field the body was refused for. */
+        json_t *id = json_object_get(root, "id");
+        if (*out != NULL && json_is_integer(id) &&
+            json_integer_value(id) >= 0) {
+            json_object_set(*out, "id", id);
+        }
+        json_decref(root);
         return sc_http_status_of(e.code);
     }
+    json_decref(root);
     uint8_t *rep = NULL;
     size_t rlen = 0;
     int drc =

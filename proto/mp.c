@@ -388,6 +388,38 @@ int mp_skip_item(mp_reader *r)
     return skip_from(r, -1); /* the item's map: its values at depth 0 */
 }
 
+int mp_skip_any(mp_reader *r)
+{
+    mp_reader save = *r;
+    /* Values still to pass: a container's header adds its own, so no
+     * recursion and no depth; each takes a byte at least, so the count is
+     * bounded by the bytes left and cannot overflow. */
+    uint64_t todo = 1;
+    while (todo > 0) {
+        todo--;
+        uint32_t n;
+        int rc;
+        switch (mp_peek(r)) {
+        case MP_ARRAY:
+            rc = mp_read_array(r, &n);
+            todo += n;
+            break;
+        case MP_MAP:
+            rc = mp_read_map(r, &n);
+            todo += 2 * (uint64_t)n;
+            break;
+        default:
+            rc = skip(r, 0); /* a scalar */
+            break;
+        }
+        if (rc != 0 || todo > left(r)) {
+            *r = save;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int mp_read_cstr(mp_reader *r, char *out, size_t cap)
 {
     mp_reader save = *r;

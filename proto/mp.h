@@ -62,6 +62,9 @@ int mp_skip(mp_reader *r);
  * be nested as deep as mp_skip allows a request's field value, so a field
  * is taken or refused for its depth alike in a batch item and alone. */
 int mp_skip_item(mp_reader *r);
+/* Skips one value nested to any depth, without recursion: for reading
+ * past a value that a request is refused for, not for taking one. */
+int mp_skip_any(mp_reader *r);
 
 /* Copies a str value into out (cap bytes incl. the NUL). Returns 0, -1 on
  * a type or bounds error, -2 when the string is longer than cap - 1 or

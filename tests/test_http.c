@@ -944,11 +944,12 @@ static void test_malformed(void)
 
     /* The wire's limit exactly (docs/PROTOCOL.md section 4): a value 16
      * levels deep inside a field nobody reads is taken, in the request or
-     * in a batch item, one level more is not. */
+     * in a batch item, one level more is not, and the id after it is
+     * echoed either way. */
     const char *pre[2] = {"{\"ns\":\"faq\",\"vec\":[1,0,0],\"x\":",
                           "{\"ns\":\"faq\",\"items\":[{\"vec\":[1,0,0],"
                           "\"x\":"};
-    const char *post_[2] = {"}", "}]}"};
+    const char *post_[2] = {",\"id\":5}", "}],\"id\":5}"};
     const char *ops[2] = {"lookup", "lookup_batch"};
     for (int w = 0; w < 2; w++) {
         for (int levels = 16; levels <= 17; levels++) {
@@ -963,6 +964,8 @@ static void test_malformed(void)
             snprintf(deep + n, sizeof(deep) - n, "%s", post_[w]);
             j = post(ops[w], deep, &st);
             CHECK_EQ_INT(st, levels == 16 ? 200 : 400);
+            /* The id after it is echoed either way. */
+            CHECK_EQ_INT(json_integer_value(json_object_get(j, "id")), 5);
             json_decref(j);
         }
     }

@@ -1,7 +1,8 @@
 /* test_mp.c - the bounded msgpack reader of proto/mp.h against msgpack-c's
  * packer (every type and length form), against hostile bytes (truncation at
  * every offset, lengths beyond the buffer, depth beyond the cap, the
- * reserved byte), and vectors' little-endian round trip. */
+ * reserved byte, skipping past any depth), and vectors' little-endian round
+ * trip. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,31 @@ static void test_hostile(void)
         deep[depth] = 0xc0;
         mp_reader_init(&r, deep, (size_t)depth + 1);
         CHECK_EQ_INT(mp_skip(&r), depth <= MP_MAX_DEPTH ? 0 : -1);
+    }
+
+    /* mp_skip_any: any depth, no recursion (a million levels pass), a
+     * map's values too; a truncated or hostile value is refused with
+     * nothing consumed. */
+    size_t levels = 1000000;
+    uint8_t *big = malloc(levels + 8);
+    CHECK(big != NULL);
+    memset(big, 0x91, levels);
+    big[levels] = 0x81; /* {nil: true} at the bottom */
+    big[levels + 1] = 0xc0;
+    big[levels + 2] = 0xc3;
+    big[levels + 3] = 0xc2; /* the next value */
+    mp_reader_init(&r, big, levels + 4);
+    CHECK_EQ_INT(mp_skip_any(&r), 0);
+    CHECK(r.p == big + levels + 3);
+    CHECK_EQ_INT(mp_skip(&r), 0);
+    mp_reader_init(&r, big, levels + 2); /* the map's value cut off */
+    CHECK_EQ_INT(mp_skip_any(&r), -1);
+    CHECK(r.p == big);
+    free(big);
+    for (int i = 0; i < 6; i++) {
+        mp_reader_init(&r, cases[i], sizes[i]);
+        CHECK_EQ_INT(mp_skip_any(&r), -1);
+        CHECK(r.p == cases[i]);
     }
 
     /* C strings: too long, or with a NUL inside, are refused. */

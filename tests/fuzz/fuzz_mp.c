@@ -1,5 +1,6 @@
 /* fuzz_mp.c - libFuzzer target over the bounded msgpack reader: the input
- * is walked with mp_skip, and with every mp_read_* chosen by its bytes.
+ * is walked with mp_skip (and mp_skip_any, which must agree with it), and
+ * with every mp_read_* chosen by its bytes.
  * Every pointer a reader returns must lie inside the input, a failed read
  * must consume nothing, and a read must never move backwards. */
 #include <stdint.h>
@@ -109,6 +110,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mp_reader r;
     mp_reader_init(&r, data, size);
     while (r.p < r.end && mp_skip(&r) == 0) {
+    }
+    /* Pass 1b: mp_skip_any takes every value mp_skip takes, ending at the
+     * same byte, and consumes nothing when it fails. */
+    mp_reader a;
+    mp_reader_init(&r, data, size);
+    mp_reader_init(&a, data, size);
+    while (r.p < r.end) {
+        const uint8_t *at = a.p;
+        int any = mp_skip_any(&a);
+        if (any != 0 && a.p != at) {
+            abort();
+        }
+        if (mp_skip(&r) != 0) {
+            break;
+        }
+        if (any != 0 || a.p != r.p) {
+            abort();
+        }
     }
     /* Pass 2: the first byte picks a stride through the read kinds; on a
      * failure skip one value (or stop). */
