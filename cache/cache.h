@@ -483,7 +483,8 @@ sc_err sc_cache_lookup(sc_cache *c, const char *ns, const sc_cache_query *q,
 void sc_cache_result_fini(sc_cache_result *res);
 
 /* Hit r of a lookup in namespace ns was not delivered (its bytes are no
- * answer, or serving it ran out of memory; r not yet finished): the
+ * answer, serving it ran out of memory, or its reply could not be sent;
+ * r not yet finished): the
  * ledger takes back that one hit's avoided dollars, as a false hit's, under
  * the lookup's tags (each non-NULL one replaces r's, as they did when the
  * hit was counted). Charged once per call, not per entry, so each of two

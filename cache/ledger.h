@@ -97,8 +97,9 @@ typedef struct sc_ledger_lookup {
 void sc_ledger_lookup_done(sc_ledger *l, const sc_ledger_tags *t,
                            const sc_ledger_lookup *ev, uint64_t now_ms);
 
-/* A hit reported wrong, or one the proxy could not deliver
- * (sc_cache_hit_undone): its avoided cost was never really avoided. */
+/* A hit reported wrong, or one the proxy or the nng server could not
+ * deliver (sc_cache_hit_undone): its avoided cost was never really
+ * avoided. */
 void sc_ledger_false_hit(sc_ledger *l, const sc_ledger_tags *t,
                          const sc_ledger_call *call);
 

@@ -788,8 +788,84 @@ static void pack_lookup(msgpack_packer *pk, sc_err rc,
     }
 }
 
+/* The hits a reply carries (an sc_server_undo): the cache counted each,
+ * and the dollars it avoided, at its lookup; a reply that is not sent
+ * takes them back (sc_cache_hit_undone, under the lookup's tags). Each
+ * result keeps its reference until then. */
+typedef struct undo_hit {
+    char ns[SC_CACHE_NS_NAME_MAX + 1];
+    char feature[SC_CACHE_TAG_MAX + 1];
+    char user[SC_CACHE_TAG_MAX + 1];
+    bool has_feature, has_user;
+    sc_cache_result r;
+} undo_hit;
+
+typedef struct hits {
+    sc_server_undo base; /* first: the server's handle */
+    sc_cache *cache;
+    size_t n, cap;
+    undo_hit *h;
+} hits;
+
+static void hits_done(sc_server_undo *u, bool sent)
+{
+    hits *hs = (hits *)u;
+    for (size_t i = 0; i < hs->n; i++) {
+        undo_hit *h = &hs->h[i];
+        if (!sent) {
+            sc_cache_hit_undone(hs->cache, h->ns, &h->r,
+                                h->has_feature ? h->feature : NULL,
+                                h->has_user ? h->user : NULL, false);
+        }
+        sc_cache_result_fini(&h->r);
+    }
+    free(hs->h);
+    free(hs);
+}
+
+/* Keeps hit *r of item it's lookup in *hp (made on the first), or, with
+ * hp NULL (a caller that sends its reply itself) or out of memory, drops
+ * it: such a hit stays counted whatever becomes of the reply. *r is
+ * taken either way. */
+static void keep_hit(sc_cache *c, hits **hp, const item *it, sc_cache_result *r)
+{
+    if (!r->hit) {
+        return; /* a miss holds nothing */
+    }
+    hits *hs = hp != NULL ? *hp : NULL;
+    if (hp != NULL && hs == NULL && (hs = calloc(1, sizeof(*hs))) != NULL) {
+        hs->base.done = hits_done;
+        hs->cache = c;
+        *hp = hs;
+    }
+    if (hs != NULL && hs->n == hs->cap) {
+        size_t cap = hs->cap ? 2 * hs->cap : 1;
+        undo_hit *h = realloc(hs->h, cap * sizeof(*h));
+        if (h != NULL) {
+            hs->h = h;
+            hs->cap = cap;
+        }
+    }
+    if (hs == NULL || hs->n == hs->cap) {
+        sc_cache_result_fini(r);
+        return;
+    }
+    undo_hit *h = &hs->h[hs->n++];
+    memcpy(h->ns, it->ns, sizeof(h->ns));
+    h->has_feature = it->has_feature;
+    h->has_user = it->has_user;
+    if (it->has_feature) {
+        memcpy(h->feature, it->feature, sizeof(h->feature));
+    }
+    if (it->has_user) {
+        memcpy(h->user, it->user, sizeof(h->user));
+    }
+    h->r = *r;
+    memset(r, 0, sizeof(*r));
+}
+
 static int do_lookup(sc_dispatch *d, const item *it, msgpack_packer *pk,
-                     outcome *o)
+                     outcome *o, hits **hp)
 {
     sc_cache_query q;
     if (lookup_query(it, &q, o) != 0) {
@@ -802,7 +878,7 @@ static int do_lookup(sc_dispatch *d, const item *it, msgpack_packer *pk,
     }
     pack_lookup(pk, o->rc, &res);
     if (o->rc == SC_OK) {
-        sc_cache_result_fini(&res);
+        keep_hit(d->cache, hp, it, &res);
     }
     o->rc = SC_OK;
     return 0;
@@ -1209,7 +1285,7 @@ static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
 
 /* Runs a single (non-batch) op. Packs the result map on success. */
 static int run_op(sc_dispatch *d, const char *op, const item *it,
-                  msgpack_packer *pk, outcome *o)
+                  msgpack_packer *pk, outcome *o, hits **hp)
 {
     if (strcmp(op, "ping") == 0) {
         msgpack_pack_map(pk, 2);
@@ -1222,7 +1298,7 @@ static int run_op(sc_dispatch *d, const char *op, const item *it,
         return do_insert(d, it, pk, o);
     }
     if (strcmp(op, "lookup") == 0) {
-        return do_lookup(d, it, pk, o);
+        return do_lookup(d, it, pk, o, hp);
     }
     if (strcmp(op, "delete") == 0 || strcmp(op, "feedback") == 0) {
         if (!it->has_entry) {
@@ -1482,7 +1558,7 @@ static void batch_inserts(sc_dispatch *d, const sc_key *key, const item *top,
 
 static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
                           mp_reader *items, uint32_t n, msgpack_packer *pk,
-                          msgpack_sbuffer *tmp)
+                          msgpack_sbuffer *tmp, hits **hp)
 {
     sc_cache_budget budget = {BATCH_REPLY_MAX, false};
     item *its = malloc(LOOKUP_CHUNK * sizeof(item));
@@ -1559,7 +1635,7 @@ static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
             pack_lookup(&tpk, rcs[i], &res[i]);
             put_item_ok(pk, tmp);
             if (rcs[i] == SC_OK) {
-                sc_cache_result_fini(&res[i]);
+                keep_hit(d->cache, hp, &its[i], &res[i]);
             }
         }
         if (broken) {
@@ -1676,7 +1752,7 @@ static bool find_id(const uint8_t *req, size_t len, uint64_t *id)
 
 static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
                      size_t len, uint8_t **reply, size_t *reply_len,
-                     bool trusted)
+                     bool trusted, hits **hp)
 {
     __atomic_add_fetch(&d->counts.requests, 1, __ATOMIC_RELAXED);
     msgpack_sbuffer sb, tmp;
@@ -1816,14 +1892,14 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
         if (op[0] == 'i') {
             batch_inserts(d, key, it, &items, nitems, &pk, &tmp);
         } else {
-            batch_lookups(d, key, it, &items, nitems, &pk, &tmp);
+            batch_lookups(d, key, it, &items, nitems, &pk, &tmp, hp);
         }
     } else {
         /* The result is packed aside: an op may fail after starting it. */
         msgpack_packer tpk;
         msgpack_packer_init(&tpk, &tmp, msgpack_sbuffer_write);
         outcome o = {SC_OK, NULL, ""};
-        if (run_op(d, op, it, &tpk, &o) == 0) {
+        if (run_op(d, op, it, &tpk, &o, hp) == 0) {
             msgpack_pack_true(&pk);
             mp_put_key(&pk, "result");
             msgpack_pack_str_body(&pk, tmp.data, tmp.size);
@@ -1847,12 +1923,13 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
 }
 
 /* A request holds the keys in force while it runs: a key it matched stays
- * valid (with its grants) however the keys are replaced meanwhile. */
+ * valid (with its grants) however the keys are replaced meanwhile. The
+ * hits its reply carries go to *hp (hp NULL: nowhere). */
 static int handle(sc_dispatch *d, const uint8_t *req, size_t len,
-                  uint8_t **reply, size_t *reply_len, bool trusted)
+                  uint8_t **reply, size_t *reply_len, bool trusted, hits **hp)
 {
     keyset *ks = trusted ? NULL : ks_acquire(d);
-    int rc = handle_ks(d, ks, req, len, reply, reply_len, trusted);
+    int rc = handle_ks(d, ks, req, len, reply, reply_len, trusted, hp);
     ks_release(d, ks);
     return rc;
 }
@@ -1860,13 +1937,13 @@ static int handle(sc_dispatch *d, const uint8_t *req, size_t len,
 int sc_dispatch_handle(void *arg, const uint8_t *req, size_t len,
                        uint8_t **reply, size_t *reply_len)
 {
-    return handle(arg, req, len, reply, reply_len, false);
+    return handle(arg, req, len, reply, reply_len, false, NULL);
 }
 
 int sc_dispatch_handle_trusted(sc_dispatch *d, const uint8_t *req, size_t len,
                                uint8_t **reply, size_t *reply_len)
 {
-    return handle(d, req, len, reply, reply_len, true);
+    return handle(d, req, len, reply, reply_len, true, NULL);
 }
 
 /* ---- many requests at once ------------------------------------------ */
@@ -1996,6 +2073,7 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
     size_t nl = 0;
     keyset *ks = ks_acquire(d);
     for (size_t i = 0; i < n; i++) {
+        msgs[i].undo = NULL;
         if (its != NULL) {
             /* Everything but the vector, which is read for dim floats. */
             item *it = &its[nl];
@@ -2008,8 +2086,10 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
                 continue;
             }
         }
-        msgs[i].rc = sc_dispatch_handle(arg, msgs[i].req, msgs[i].len,
-                                        &msgs[i].reply, &msgs[i].reply_len);
+        hits *hs = NULL;
+        msgs[i].rc = handle(d, msgs[i].req, msgs[i].len, &msgs[i].reply,
+                            &msgs[i].reply_len, false, &hs);
+        msgs[i].undo = hs != NULL ? &hs->base : NULL;
     }
     ks_release(d, ks); /* the lookups collected passed its check */
     /* One sc_cache_lookup_many per namespace: the vectors of a scope are
@@ -2045,7 +2125,9 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
         m->rc = pack_lookup_reply(d, &its[i], has_ids[i], ids[i], rcs[i],
                                   &res[i], m);
         if (rcs[i] == SC_OK) {
-            sc_cache_result_fini(&res[i]);
+            hits *hs = NULL;
+            keep_hit(d->cache, &hs, &its[i], &res[i]);
+            m->undo = hs != NULL ? &hs->base : NULL;
         }
     }
     free(its);

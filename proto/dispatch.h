@@ -131,7 +131,10 @@ int sc_dispatch_handle_trusted(sc_dispatch *d, const uint8_t *req, size_t len,
  * sc_dispatch_handle would, but the single lookups among them that name
  * the same namespace run as one sc_cache_lookup_many, so that the vectors
  * of one scope share one index scan. Requests of a batch are concurrent:
- * the others run first, then the lookups. */
+ * the others run first, then the lookups. msgs[i].undo is set for a reply
+ * that carries hits (lookup, lookup_batch), else NULL: the caller calls
+ * its done once the reply is sent (true) or dropped (false), and a dropped
+ * reply's hits are taken back from the ledger (sc_cache_hit_undone). */
 void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n);
 
 /* Requests that got an error reply, by cause, since open. */

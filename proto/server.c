@@ -12,6 +12,7 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/tls/tls.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,6 +139,23 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     }
 }
 
+static struct {
+    bool (*_Atomic fn)(void *);
+    void *_Atomic arg;
+} send_hook;
+
+void sc_server_set_send_hook(bool (*fail)(void *arg), void *arg)
+{
+    atomic_store(&send_hook.arg, arg);
+    atomic_store(&send_hook.fn, fail);
+}
+
+static bool send_fails(void)
+{
+    bool (*fail)(void *) = atomic_load(&send_hook.fn);
+    return fail != NULL && fail(atomic_load(&send_hook.arg));
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -180,7 +198,11 @@ static void *worker_main(void *arg)
         }
         for (size_t i = 0; i < n; i++) {
             msgs[i] = (sc_server_msg){nng_msg_body(batch[i]),
-                                      nng_msg_len(batch[i]), NULL, 0, 0};
+                                      nng_msg_len(batch[i]),
+                                      NULL,
+                                      0,
+                                      0,
+                                      NULL};
         }
         if (s->handler_many != NULL) {
             s->handler_many(s->handler_arg, msgs, n);
@@ -193,21 +215,27 @@ static void *worker_main(void *arg)
         }
         for (size_t i = 0; i < n; i++) {
             nng_msg *m = batch[i];
+            bool sent = false;
             /* Reuse the request message: its header holds the routing
              * back (the socket is raw, so the header is ours to keep). */
-            if (msgs[i].rc == 0 && msgs[i].reply != NULL) {
+            if (msgs[i].rc == 0 && msgs[i].reply != NULL && !send_fails()) {
                 nng_msg_clear(m);
                 if (nng_msg_append(m, msgs[i].reply, msgs[i].reply_len) == 0 &&
                     nng_sendmsg(s->sock, m, 0) == 0) {
-                    m = NULL;
+                    sent = true;
                     count(&s->served);
                 }
             }
-            if (m != NULL) {
+            if (!sent) {
                 nng_msg_free(m);
                 count(&s->dropped);
             }
             free(msgs[i].reply);
+            /* A reply dropped here takes back what it carried (a lookup's
+             * hits in the ledger): the client never gets it. */
+            if (msgs[i].undo != NULL) {
+                msgs[i].undo->done(msgs[i].undo, sent);
+            }
         }
     }
     return NULL;

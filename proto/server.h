@@ -5,6 +5,7 @@
 #ifndef SC_SERVER_H
 #define SC_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,14 +34,28 @@
 typedef int (*sc_server_handler)(void *arg, const uint8_t *req, size_t len,
                                  uint8_t **reply, size_t *reply_len);
 
+/* What a reply carries that its handler counted as served before the
+ * reply went out (a lookup's hits, in the cost ledger), to be taken back
+ * if it does not go out. The handler's, embedded first in a struct of its
+ * own. done(u, sent) is called once, and frees u: sent when the reply was
+ * handed to nng, false when it was dropped (no reply, or nng could not take
+ * it: out of memory, the socket closing). Handed to nng is not delivered:
+ * nng still drops a reply whose connection is gone or over its bounds, and
+ * nothing says so per reply (docs/PROTOCOL.md 1.3). */
+typedef struct sc_server_undo {
+    void (*done)(struct sc_server_undo *u, bool sent);
+} sc_server_undo;
+
 /* One request of a batch: req/len in (borrowed for the call), reply,
- * reply_len and rc out, as for sc_server_handler. */
+ * reply_len and rc out, as for sc_server_handler; undo out (NULL: none),
+ * finished by whoever sends the reply (the server: after the send). */
 typedef struct sc_server_msg {
     const uint8_t *req;
     size_t len;
     uint8_t *reply;
     size_t reply_len;
     int rc;
+    sc_server_undo *undo;
 } sc_server_msg;
 
 /* Optional: handles the n requests a worker found waiting, at once (so that
@@ -108,5 +123,10 @@ void sc_server_slow_clients(sc_server *s, uint64_t *over, uint64_t *stalled);
  * ended in a burst). The connection stays open; the client's calls for
  * them time out. 0 on the system's nng, which drops them uncounted. */
 uint64_t sc_server_replies_dropped(sc_server *s);
+
+/* For tests: fail(arg) is asked, from any worker, before each reply is
+ * handed to nng; true drops the reply as nng's out of memory would (NULL:
+ * none). */
+void sc_server_set_send_hook(bool (*fail)(void *arg), void *arg);
 
 #endif

@@ -7,6 +7,7 @@
  * patched nng no close is left running (nng 1.5.2's hang). */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <math.h>
 #include <msgpack.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -228,6 +229,9 @@ static void test_same_replies(void)
             }
             free(rep);
             free(msgs[i].reply);
+            if (msgs[i].undo != NULL) {
+                msgs[i].undo->done(msgs[i].undo, true);
+            }
         }
         free(msgs);
         at += m;
@@ -1248,6 +1252,191 @@ static void test_unread_reply(void)
     sc_server_close(srv);
 }
 
+/* ---- hits whose reply is not sent -------------------------------------
+ * A lookup counts its hit, and the dollars it avoided, in the ledger as
+ * the cache serves it; a reply the server then drops (nng_msg_append or
+ * nng_sendmsg failed) never reaches the client, so the ledger takes those
+ * dollars back as a false hit's, under the lookup's tags. */
+
+static const char *const undo_prices =
+    "{\"date\": \"2026-01-01\", \"cpu_hour\": 0, \"models\": {\"m\": "
+    "{\"input\": 2.0, \"output\": 8.0}}}";
+
+/* Entry i (as insert_req) of model m with 1000 tokens in and out. */
+static req priced_insert(const char *ns, unsigned i)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    begin(&sb, &pk, "insert", 6, 0, 0);
+    mp_put_key(&pk, "ns");
+    mp_put_str(&pk, ns);
+    float v[DIM];
+    vec_of(i, v);
+    mp_put_key(&pk, "vec");
+    mp_put_vec(&pk, v, DIM);
+    mp_put_key(&pk, "response");
+    mp_put_bin(&pk, "an answer", 9);
+    mp_put_key(&pk, "model");
+    mp_put_str(&pk, "m");
+    mp_put_key(&pk, "input_tokens");
+    msgpack_pack_uint64(&pk, 1000);
+    mp_put_key(&pk, "output_tokens");
+    msgpack_pack_uint64(&pk, 1000);
+    return finish(&sb);
+}
+
+/* A lookup_batch of entries 0 and 1 of ns, the first item tagged f1. */
+static req batch_of_two(const char *ns)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    begin(&sb, &pk, "lookup_batch", 2, 0, 0);
+    mp_put_key(&pk, "ns");
+    mp_put_str(&pk, ns);
+    mp_put_key(&pk, "items");
+    msgpack_pack_array(&pk, 2);
+    for (unsigned i = 0; i < 2; i++) {
+        float v[DIM];
+        vec_of(i, v);
+        v[0] += 0.01f;
+        msgpack_pack_map(&pk, i == 0 ? 2 : 1);
+        mp_put_key(&pk, "vec");
+        mp_put_vec(&pk, v, DIM);
+        if (i == 0) {
+            mp_put_key(&pk, "feature");
+            mp_put_str(&pk, "f1");
+        }
+    }
+    return finish(&sb);
+}
+
+static void f1_row(void *arg, const char *key, const sc_ledger_counts *c)
+{
+    if (strcmp(key, "f1") == 0) {
+        *(sc_ledger_counts *)arg = *c;
+    }
+}
+
+static bool send_fails_now(void *arg)
+{
+    return __atomic_load_n((bool *)arg, __ATOMIC_ACQUIRE);
+}
+
+static void test_undelivered_hits(void)
+{
+    char msg[256];
+    sc_prices *pz = NULL;
+    sc_ledger *lg = NULL;
+    CHECK(sc_prices_parse(undo_prices, strlen(undo_prices), "t", &pz, msg,
+                          sizeof(msg)) == SC_OK &&
+          sc_ledger_open(pz, &lg) == SC_OK);
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.ledger = lg;
+    sc_cache *cache = NULL;
+    sc_dispatch *d = NULL;
+    CHECK(sc_cache_open(&cc, &cache) == SC_OK &&
+          sc_dispatch_open(cache, &d) == SC_OK);
+    for (unsigned i = 0; i < 2; i++) {
+        req r = priced_insert("u", i);
+        uint8_t *rep = NULL;
+        size_t rl = 0;
+        CHECK(sc_dispatch_handle(d, r.data, r.len, &rep, &rl) == 0);
+        free(rep);
+        free(r.data);
+    }
+    const double usd = (1000 * 2.0 + 1000 * 8.0) / 1e6;
+
+    /* The batch handler: two plain lookups (one index scan) and a
+     * lookup_batch of two hits; the first and the last replies dropped. */
+    req rs[3] = {lookup_req("u", NULL, 0, 0, 1, 1, DIM, -9, NULL),
+                 lookup_req("u", NULL, 1, 0, 1, 2, DIM, -9, NULL),
+                 batch_of_two("u")};
+    sc_server_msg msgs[3];
+    memset(msgs, 0, sizeof(msgs));
+    for (int i = 0; i < 3; i++) {
+        msgs[i].req = rs[i].data;
+        msgs[i].len = rs[i].len;
+    }
+    sc_dispatch_handle_many(d, msgs, 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK(msgs[i].rc == 0 && msgs[i].undo != NULL);
+        if (msgs[i].undo != NULL) {
+            msgs[i].undo->done(msgs[i].undo, i == 1);
+        }
+        free(msgs[i].reply);
+        free(rs[i].data);
+    }
+    sc_ledger_counts t, f;
+    CHECK(sc_ledger_sum(lg, "u", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
+    CHECK_EQ_INT(t.semantic_hits, 4);
+    CHECK_EQ_INT(t.false_hits, 3);
+    CHECK(fabs(t.usd_avoided - 4 * usd) < 1e-12 &&
+          fabs(t.usd_false_hits - 3 * usd) < 1e-12);
+    /* Under the lookup's tags: the batch's first item is f1's. */
+    memset(&f, 0, sizeof(f));
+    CHECK(sc_ledger_sum(lg, "u", SC_LEDGER_BY_FEATURE, &t, f1_row, &f) ==
+          SC_OK);
+    CHECK(f.semantic_hits == 1 && f.false_hits == 1 &&
+          fabs(f.usd_false_hits - usd) < 1e-12);
+
+    /* Through the server: a reply it cannot hand to nng. */
+    char url[80];
+    snprintf(url, sizeof(url), "ipc:///tmp/test-dispatch-undo-%d.ipc",
+             (int)getpid());
+    sc_server_config cfg = {.listen = {url},
+                            .nlisten = 1,
+                            .threads = 1,
+                            .handler = sc_dispatch_handle,
+                            .handler_many = sc_dispatch_handle_many,
+                            .handler_arg = d};
+    sc_server *srv = NULL;
+    nng_socket s = NNG_SOCKET_INITIALIZER;
+    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
+    CHECK(nng_req0_open(&s) == 0 && nng_dial(s, url, NULL, 0) == 0);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 300);
+    bool fail = true;
+    sc_server_set_send_hook(send_fails_now, &fail);
+    for (int round = 0; round < 2 && srv != NULL; round++) {
+        req r = round == 0 ? lookup_req("u", NULL, 0, 0, 0, 0, DIM, -9, NULL)
+                           : batch_of_two("u");
+        void *rep = NULL;
+        size_t rl = 0;
+        CHECK(nng_send(s, r.data, r.len, 0) == 0);
+        CHECK_EQ_INT(nng_recv(s, &rep, &rl, NNG_FLAG_ALLOC), NNG_ETIMEDOUT);
+        free(r.data);
+    }
+    uint64_t served = 0, dropped = 0;
+    for (int i = 0; i < 100 && srv != NULL && dropped < 2; i++) {
+        sc_server_counts(srv, &served, &dropped);
+        usleep(10000);
+    }
+    CHECK_EQ_INT(dropped, 2);
+    CHECK(sc_ledger_sum(lg, "u", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
+    CHECK_EQ_INT(t.semantic_hits, 7);
+    CHECK_EQ_INT(t.false_hits, 6);
+    CHECK(fabs(t.usd_false_hits - 6 * usd) < 1e-12);
+    /* Sent again: served, and its hit stays counted. */
+    __atomic_store_n(&fail, false, __ATOMIC_RELEASE);
+    req r = lookup_req("u", NULL, 1, 0, 0, 0, DIM, -9, NULL);
+    void *rep = NULL;
+    size_t rl = 0;
+    CHECK(nng_send(s, r.data, r.len, 0) == 0);
+    CHECK(nng_recv(s, &rep, &rl, NNG_FLAG_ALLOC) == 0);
+    nng_free(rep, rl);
+    free(r.data);
+    CHECK(sc_ledger_sum(lg, "u", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
+    CHECK_EQ_INT(t.semantic_hits, 8);
+    CHECK_EQ_INT(t.false_hits, 6);
+    sc_server_set_send_hook(NULL, NULL);
+    nng_close(s);
+    sc_server_close(srv);
+    sc_dispatch_close(d);
+    sc_cache_close(cache);
+    sc_ledger_close(lg);
+    sc_prices_free(pz);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
@@ -1262,6 +1451,7 @@ int main(int argc, char **argv)
     test_server_batches();
     test_max_clients();
     test_unread_reply();
+    test_undelivered_hits();
     test_close_under_load(argv[0], NULL);
     char leave_url[64];
     snprintf(leave_url, sizeof(leave_url), "tcp://127.0.0.1:%d",

@@ -73,13 +73,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = 0, start = 0;
     for (size_t i = 0; i + 1 < size && n + 1 < SC_SERVER_MAX_BATCH; i++) {
         if (data[i] == 0xff && data[i + 1] == 0x00) {
-            msgs[n++] = (sc_server_msg){data + start, i - start, NULL, 0, 0};
+            msgs[n++] =
+                (sc_server_msg){data + start, i - start, NULL, 0, 0, NULL};
             start = i + 2;
             i++;
         }
     }
     if (n > 0) {
-        msgs[n++] = (sc_server_msg){data + start, size - start, NULL, 0, 0};
+        msgs[n++] =
+            (sc_server_msg){data + start, size - start, NULL, 0, 0, NULL};
         sc_dispatch_handle_many(disp, msgs, n);
         for (size_t i = 0; i < n; i++) {
             if (msgs[i].rc != 0) {
@@ -87,6 +89,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             check_reply(msgs[i].reply, msgs[i].reply_len);
             free(msgs[i].reply);
+            if (msgs[i].undo != NULL) {
+                msgs[i].undo->done(msgs[i].undo, true);
+            }
         }
     }
     check_cache();
