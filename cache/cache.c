@@ -149,6 +149,11 @@ typedef struct ns {
     struct sc_cache *cache; /* the cache it is in (for its byte count) */
     uint64_t serial;        /* this namespace, not another of its name before */
     bool configured;        /* a configure took since it was made */
+    /* Restores: the highest id of the entries restored into it so far,
+     * and, once a snapshot is read to its end, that id then (0: none, or
+     * a flush since): entries of ids up to it that are not present were
+     * gone when the snapshot read the namespace (restore_passed). */
+    uint64_t restore_top, snap_top;
     char name[SC_CACHE_NS_NAME_MAX + 1];
 } ns;
 
@@ -2324,11 +2329,66 @@ sc_err sc_cache_insert(sc_cache *c, const char *nsname,
     return insert_entry(c, nsname, item, NULL, 0, NULL, id_out);
 }
 
+static void seal_ns(sc_cache *c, ns *s, void *arg)
+{
+    (void)c;
+    (void)arg;
+    pthread_mutex_lock(&s->mu);
+    s->snap_top = s->restore_top;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sc_cache_restore_snapshot_end(sc_cache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    pthread_rwlock_rdlock(&c->lock);
+    each_ns(c, seal_ns, NULL);
+    cache_unlock(c);
+}
+
+/* A restore's first step, for entry id of namespace nsname: true when it
+ * is to be passed over. A snapshot is taken while writes go on, so the
+ * log replayed over it holds inserts made before the snapshot read a
+ * namespace; one of an entry it does not hold (gone by then: deleted,
+ * expired, evicted, or replaced by one it holds, which may since have
+ * been quarantined) must not come back, nor take the entry of its text,
+ * as its insert did then: the snapshot holds the state after that. Ids
+ * are given out in the order of their namespace's inserts, so those are
+ * the ids up to the highest the snapshot holds of the namespace. */
+static bool restore_passed(sc_cache *c, const char *nsname, uint64_t id)
+{
+    bool pass = false;
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        if (id <= s->snap_top) {
+            pass = !id_present(c, id);
+        } else if (id > s->restore_top) {
+            s->restore_top = id;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    cache_unlock(c);
+    if (pass) {
+        ids_above(c, id);
+    }
+    return pass;
+}
+
 sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
                               uint64_t now_ms, bool *added)
 {
     if (c == NULL || e == NULL || e->ns == NULL) {
         return SC_EINVAL;
+    }
+    if (e->id != 0 && e->id != UINT64_MAX && restore_passed(c, e->ns, e->id)) {
+        if (added != NULL) {
+            *added = false;
+        }
+        return SC_OK;
     }
     sc_cache_item item = {
         .scope = e->scope,
@@ -2555,6 +2615,9 @@ static void flush_ns(sc_cache *c, ns *s, void *arg)
         return;
     }
     a->seq = seq > a->seq ? seq : a->seq;
+    /* A flush replayed over a snapshot takes the entries it restored:
+     * their inserts logged after it are restored again (restore_passed). */
+    s->snap_top = 0;
     while (!list_empty(&s->lru)) {
         entry_remove(c, s, CONTAINER(s->lru.next, entry, lru), GONE_FLUSH);
     }

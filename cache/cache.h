@@ -613,16 +613,25 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
  * included) and a quarantined entry replaces nothing,
  * but its namespace's response cap is not applied and neither journal nor
  * ledger hears of it. An entry whose id is present already is left as it is
- * (*added false); one that expired by now_ms is not restored (*added false),
- * but the live entry of its text in its scope goes all the same, as its
- * insert replaced it (a replaced answer never comes back).
- * Later ids are allotted above every restored one. added may be NULL.
- * An entry whose vector is of a model the embedder supersedes comes back
- * with its text embedded again; without text, or with one the embedder
- * refuses, it is left out (SC_OK, *added false) and counted (below).
- * Errors: as sc_cache_insert, and SC_EINVAL (id 0). */
+ * (*added false), and so is one gone before a restored snapshot was taken
+ * (sc_cache_restore_snapshot_end); one that expired by now_ms is not restored
+ * (*added false), but the live entry of its text in its scope goes all the
+ * same, as its insert replaced it (a replaced answer never comes back). Later
+ * ids are allotted above every restored one. added may be NULL. An entry whose
+ * vector is of a model the embedder supersedes comes back with its text
+ * embedded again; without text, or with one the embedder refuses, it is left
+ * out (SC_OK, *added false) and counted (below). Errors: as sc_cache_insert,
+ * and SC_EINVAL (id 0). */
 sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
                               uint64_t now_ms, bool *added);
+
+/* A snapshot's entries are all restored (its end record read): from now
+ * on an entry restored (from the logs replayed over it) whose id is at most
+ * the highest of its namespace's entries in the snapshot, and that is not
+ * present, is passed over (SC_OK, *added false): it was gone when the
+ * snapshot read its namespace, and so was what it replaced. A flush, or a
+ * drop, of the namespace ends this for it. */
+void sc_cache_restore_snapshot_end(sc_cache *c);
 
 /* A logged feedback replayed: entry id quarantined as sc_cache_feedback
  * does, but the ledger does not hear of it (its own logged rows, which

@@ -706,6 +706,7 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
         if (next_id > 0) {
             sc_cache_reserve_ids(x->c, next_id);
         }
+        sc_cache_restore_snapshot_end(x->c);
         x->ended = true;
         return SC_OK;
     }
