@@ -114,7 +114,7 @@ static const char *nsname[MODEL_NNS] = {"a", "b"};
 static void mismatch(const char *fmt, ...)
 {
     w.fails++;
-    test_failed++;
+    CHECK_COUNT(test_failed);
     if (printed++ >= PRINT_CAP) {
         return;
     }
@@ -784,7 +784,7 @@ static void run_seed(uint64_t seed)
         }
         check_all();
         if (w.fails == before) {
-            test_passed++; /* one step whose every result agreed */
+            CHECK_COUNT(test_passed); /* one step whose every result agreed */
         }
         if (w.fails >= SEED_FAIL_CAP) {
             fprintf(stderr, "seed %llu: stopped at op %ld\n",

@@ -315,11 +315,11 @@ static void test_bad(void)
         sc_err rc = load(cases[i].text, &cfg, msg, sizeof(msg));
         CHECK(rc == SC_EINVAL);
         if (strstr(msg, cases[i].says) == NULL) {
-            test_failed++;
+            CHECK_COUNT(test_failed);
             fprintf(stderr, "case %zu (%s): message '%s' lacks '%s'\n", i,
                     cases[i].text, msg, cases[i].says);
         } else {
-            test_passed++;
+            CHECK_COUNT(test_passed);
         }
         sc_config_fini(&cfg);
     }

@@ -40,9 +40,9 @@ static bool near(double a, double b)
     do {                                                                       \
         double x_ = (a), y_ = (b);                                             \
         if (near(x_, y_)) {                                                    \
-            test_passed++;                                                     \
+            CHECK_COUNT(test_passed);                                          \
         } else {                                                               \
-            test_failed++;                                                     \
+            CHECK_COUNT(test_failed);                                          \
             fprintf(stderr, "%s:%d: %s = %.12g, want %.12g\n", __FILE__,       \
                     __LINE__, #a, x_, y_);                                     \
         }                                                                      \

@@ -1,21 +1,26 @@
 /* test_util.h - the few helpers every test program shares: CHECK counts a
  * pass or a failure (and says where), test_summary prints the closing
- * "N passed, N failed" line and gives main its exit code. */
+ * "N passed, N failed" line and gives main its exit code. CHECK may run on
+ * several threads at once: the counts are atomic. */
 #ifndef SC_TEST_UTIL_H
 #define SC_TEST_UTIL_H
 
 #include <stdint.h>
 #include <stdio.h>
 
-static int test_passed;
-static int test_failed;
+static int test_passed; /* atomically: CHECK_COUNT */
+static int test_failed; /* atomically: CHECK_COUNT */
+
+/* One more pass or failure, from any thread: a plain ++ from two threads
+ * can lose one, and a failure lost is a test that passes when it failed. */
+#define CHECK_COUNT(n) __atomic_add_fetch(&(n), 1, __ATOMIC_RELAXED)
 
 #define CHECK(cond)                                                            \
     do {                                                                       \
         if (cond) {                                                            \
-            test_passed++;                                                     \
+            CHECK_COUNT(test_passed);                                          \
         } else {                                                               \
-            test_failed++;                                                     \
+            CHECK_COUNT(test_failed);                                          \
             fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,   \
                     #cond);                                                    \
         }                                                                      \
@@ -25,9 +30,9 @@ static int test_failed;
     do {                                                                       \
         long long va_ = (long long)(a), vb_ = (long long)(b);                  \
         if (va_ == vb_) {                                                      \
-            test_passed++;                                                     \
+            CHECK_COUNT(test_passed);                                          \
         } else {                                                               \
-            test_failed++;                                                     \
+            CHECK_COUNT(test_failed);                                          \
             fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n",  \
                     __FILE__, __LINE__, #a, #b, va_, vb_);                     \
         }                                                                      \
