@@ -897,14 +897,14 @@ static void *writer(void *arg)
 
 typedef struct reader_arg {
     sc_cache *c;
-    volatile int *stop;
+    atomic_int *stop; /* the main thread sets it once the writers are done */
     long lookups;
 } reader_arg;
 
 static void *reader(void *arg)
 {
     reader_arg *a = arg;
-    while (!*a->stop) {
+    while (!atomic_load_explicit(a->stop, memory_order_relaxed)) {
         char buf[64];
         (void)served_text(a->c, "default", "question 3", buf, sizeof(buf));
         a->lookups++;
@@ -925,7 +925,7 @@ static void test_compact_under_load(void)
     enum { WRITERS = 3, PER = 400 };
     writer_arg wa[WRITERS];
     pthread_t wt[WRITERS], rt;
-    volatile int stop = 0;
+    atomic_int stop = 0;
     reader_arg ra = {w.c, &stop, 0};
     pthread_create(&rt, NULL, reader, &ra);
     for (int i = 0; i < WRITERS; i++) {
@@ -940,7 +940,7 @@ static void test_compact_under_load(void)
     for (int i = 0; i < WRITERS; i++) {
         pthread_join(wt[i], NULL);
     }
-    stop = 1;
+    atomic_store_explicit(&stop, 1, memory_order_relaxed);
     pthread_join(rt, NULL);
     CHECK_EQ_INT(compactions, 5);
     CHECK(ra.lookups > 0);
