@@ -8,6 +8,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,9 +70,21 @@ static void client_free(sc_client *c)
     free(c);
 }
 
+/* nng 1.5.2 sets itself up on its first call, with a flag read outside
+ * its lock (posix_thread.c, nni_plat_init): threads that open their first
+ * clients at once race on it (ThreadSanitizer reports it). Its first call
+ * is made once here, so every later one is ordered after the set-up. */
+static pthread_once_t nng_once = PTHREAD_ONCE_INIT;
+
+static void nng_first_call(void)
+{
+    (void)nng_clock();
+}
+
 sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
 {
     *out = NULL;
+    pthread_once(&nng_once, nng_first_call);
     sc_client *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         return SC_ENOMEM;

@@ -28,6 +28,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
 #include <nng/supplemental/tls/tls.h>
 #include <time.h>
 
@@ -439,6 +440,9 @@ static int hammer_run(const char *url)
 {
     enum { NH = 6 };
     pthread_t t[NH];
+    /* nng sets itself up on its first call, with a flag read outside its
+     * lock: made here, before the threads, as sc_client_open does. */
+    (void)nng_clock();
     for (int i = 0; i < NH; i++) {
         pthread_create(&t[i], NULL, hammer_main, (void *)url);
     }
