@@ -2,8 +2,8 @@
  * SIMD kernels of index/simd, f32, f16 or int8 rows. Quantised int8 scans
  * pick candidates that are then re-scored from an f16 copy, so answers match
  * exact f32 search in practice. Deletes leave tombstones; compaction moves
- * rows down later and never changes ids. Batches of f32 queries go through
- * OpenBLAS sgemm. */
+ * rows down later, never changes ids, and gives memory back to the OS once
+ * few rows are left. Batches of f32 queries go through OpenBLAS sgemm. */
 #define _GNU_SOURCE
 #include <cblas.h>
 #include <math.h>
@@ -25,6 +25,7 @@
 #define SPLIT_BYTES    (8u << 20) /* scans smaller than this stay on one thread \
                                    */
 #define SPLIT_MIN_ROWS 4096
+#define MIN_CAP        64 /* slots of the first allocation, and the fewest */
 
 typedef struct flat {
     uint32_t dim;
@@ -43,6 +44,8 @@ typedef struct flat {
 
     unsigned char *codes; /* cap * stride * esize bytes, page aligned */
     uint16_t *rr;         /* int8: f16 copy of each row for re-ranking */
+    size_t codes_len;     /* bytes mapped at codes: at least its cap rows */
+    size_t rr_len;        /* bytes mapped at rr (0: none) */
     float *scales;        /* int8: per-row dequantisation factor */
     uint64_t *ids;        /* slot -> id */
     uint8_t *dead;        /* slot -> tombstone flag */
@@ -192,8 +195,8 @@ static int cand_cmp(const void *x, const void *y)
 
 static void flat_free(flat *f)
 {
-    region_free(f->codes, codes_bytes(f, f->cap));
-    region_free(f->rr, rr_bytes(f, f->cap));
+    region_free(f->codes, f->codes_len);
+    region_free(f->rr, f->rr_len);
     free(f->scales);
     free(f->ids);
     free(f->dead);
@@ -268,7 +271,7 @@ static void flat_close(void *state)
 
 static sc_err grow(flat *f)
 {
-    size_t ncap = f->cap ? f->cap * 2 : 64;
+    size_t ncap = f->cap ? f->cap * 2 : MIN_CAP;
     if (ncap > UINT32_MAX) {
         return SC_EFULL;
     }
@@ -288,30 +291,77 @@ static sc_err grow(flat *f)
             return SC_ENOMEM;
         }
         f->scales = sc;
-        uint16_t *rr =
-            region_resize(f->rr, rr_bytes(f, f->cap), rr_bytes(f, ncap));
+        uint16_t *rr = region_resize(f->rr, f->rr_len, rr_bytes(f, ncap));
         if (rr == NULL) {
             return SC_ENOMEM;
         }
         f->rr = rr;
+        f->rr_len = rr_bytes(f, ncap);
     }
     /* codes last: cap only changes once every array has room. */
     unsigned char *codes =
-        region_resize(f->codes, codes_bytes(f, f->cap), codes_bytes(f, ncap));
+        region_resize(f->codes, f->codes_len, codes_bytes(f, ncap));
     if (codes == NULL) {
         if (f->storage == SC_STORAGE_I8) {
-            /* Shrink rr back so that its size matches cap again. */
-            uint16_t *rr =
-                region_resize(f->rr, rr_bytes(f, ncap), rr_bytes(f, f->cap));
+            /* Give rr's new half back (kept, when that fails: rr_len
+             * says its size, so the next grow or close still fits it). */
+            size_t want = rr_bytes(f, f->cap);
+            uint16_t *rr = region_resize(f->rr, f->rr_len, want);
             if (rr != NULL) {
                 f->rr = rr;
+                f->rr_len = want;
             }
         }
         return SC_ENOMEM;
     }
     f->codes = codes;
+    f->codes_len = codes_bytes(f, ncap);
     f->cap = ncap;
     return SC_OK;
+}
+
+/* Just compacted (n rows, all live): once they fill a quarter of the slots
+ * or less, cap falls to the smallest power of two (MIN_CAP at least) that
+ * leaves room for 2n. Rows can then double before grow() runs again, and
+ * must halve before the next shrink, so a count that moves about one
+ * boundary does not resize at each step. The regions' tails are unmapped
+ * (mremap), so their pages go back to the OS at once. A region or array
+ * that cannot shrink stays larger than cap needs, never smaller. */
+static void shrink(flat *f)
+{
+    if (f->cap <= MIN_CAP || f->n * 4 > f->cap) {
+        return;
+    }
+    size_t ncap = MIN_CAP;
+    while (ncap < 2 * f->n) {
+        ncap *= 2;
+    }
+    unsigned char *codes =
+        region_resize(f->codes, f->codes_len, codes_bytes(f, ncap));
+    if (codes != NULL) {
+        f->codes = codes;
+        f->codes_len = codes_bytes(f, ncap);
+    }
+    if (f->storage == SC_STORAGE_I8) {
+        uint16_t *rr = region_resize(f->rr, f->rr_len, rr_bytes(f, ncap));
+        if (rr != NULL) {
+            f->rr = rr;
+            f->rr_len = rr_bytes(f, ncap);
+        }
+        float *sc = realloc(f->scales, ncap * sizeof(*sc));
+        if (sc != NULL) {
+            f->scales = sc;
+        }
+    }
+    uint64_t *ids = realloc(f->ids, ncap * sizeof(*ids));
+    if (ids != NULL) {
+        f->ids = ids;
+    }
+    uint8_t *dead = realloc(f->dead, ncap);
+    if (dead != NULL) {
+        f->dead = dead;
+    }
+    f->cap = ncap;
 }
 
 /* Scale so that the largest magnitude maps to 127; -128 is never used.
@@ -384,12 +434,9 @@ static sc_err flat_add(void *state, uint64_t id, const float *unit)
     return SC_OK;
 }
 
-static sc_err flat_compact(void *state)
+/* Moves every live row down over the tombstones before it. */
+static void compact_rows(flat *f)
 {
-    flat *f = state;
-    if (f->ndead == 0) {
-        return SC_OK;
-    }
     size_t rowb = f->stride * f->esize;
     size_t w = 0;
     for (size_t r = 0; r < f->n; r++) {
@@ -412,6 +459,18 @@ static sc_err flat_compact(void *state)
     }
     f->n = w;
     f->ndead = 0;
+}
+
+/* Moves live rows over the tombstones, then gives back what the rows left
+ * no longer need: slots (shrink) and id map slots (sc_idmap_shrink). */
+static sc_err flat_compact(void *state)
+{
+    flat *f = state;
+    if (f->ndead > 0) {
+        compact_rows(f);
+    }
+    shrink(f);
+    sc_idmap_shrink(&f->map);
     return SC_OK;
 }
 
@@ -464,7 +523,7 @@ static size_t flat_count(const void *state)
 static size_t flat_memory(const void *state)
 {
     const flat *f = state;
-    size_t b = codes_bytes(f, f->cap) + rr_bytes(f, f->cap);
+    size_t b = f->codes_len + f->rr_len;
     b += f->cap * (sizeof(uint64_t) + 1);
     if (f->storage == SC_STORAGE_I8) {
         b += f->cap * sizeof(float);

@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#define MIN_CAP 64 /* slots of the first table, and the fewest */
+
 static uint64_t mix(uint64_t x)
 {
     /* splitmix64's finaliser: ids are often sequential, so spread them. */
@@ -46,9 +48,10 @@ static size_t find(const sc_idmap *m, uint64_t id, int *found)
     return i;
 }
 
-static sc_err grow(sc_idmap *m)
+/* Moves every id into a new table of ncap slots (a power of two that keeps
+ * the load at or below 1/2). SC_ENOMEM leaves m as it was. */
+static sc_err rehash(sc_idmap *m, size_t ncap)
 {
-    size_t ncap = m->cap ? m->cap * 2 : 64;
     sc_idmap n;
     n.keys = malloc(ncap * sizeof(*n.keys));
     n.vals = malloc(ncap * sizeof(*n.vals));
@@ -74,6 +77,25 @@ static sc_err grow(sc_idmap *m)
     sc_idmap_fini(m);
     *m = n;
     return SC_OK;
+}
+
+static sc_err grow(sc_idmap *m)
+{
+    return rehash(m, m->cap ? m->cap * 2 : MIN_CAP);
+}
+
+void sc_idmap_shrink(sc_idmap *m)
+{
+    /* A put doubles the table past a load of 1/2 (to about 1/4); only a
+     * load of 1/8 shrinks it, back to at most 1/4. */
+    if (m->cap <= MIN_CAP || m->count * 8 > m->cap) {
+        return;
+    }
+    size_t ncap = MIN_CAP;
+    while (ncap < m->count * 4) {
+        ncap *= 2;
+    }
+    (void)rehash(m, ncap); /* out of memory: still right, only larger */
 }
 
 sc_err sc_idmap_put(sc_idmap *m, uint64_t id, uint32_t slot)

@@ -36,7 +36,16 @@ sc_err sc_idmap_put(sc_idmap *m, uint64_t id, uint32_t slot);
 /* Returns 1 and sets *slot when id is present, else 0. */
 int sc_idmap_get(const sc_idmap *m, uint64_t id, uint32_t *slot);
 
-/* Removes id; returns 1 when it was present. */
+/* Removes id; returns 1 when it was present. The table never shrinks by
+ * itself: see sc_idmap_shrink. */
 int sc_idmap_del(sc_idmap *m, uint64_t id);
+
+/* Gives memory back once ids have gone: when the load has fallen to 1/8 or
+ * less, moves the ids into the smallest table (a power of two, 64 slots at
+ * least) that holds them at a load of 1/4 or less, so that the count must
+ * double before a put grows it again. Ids keep their slot numbers (the
+ * values); the table's own positions change. Out of memory leaves the map
+ * as it was, larger than needed but correct. */
+void sc_idmap_shrink(sc_idmap *m);
 
 #endif

@@ -119,7 +119,7 @@ void sc_index_close(sc_index *ix);
 sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec);
 
 /* Tombstones id; the slot is reclaimed by a later compaction, which never
- * changes ids. Errors: SC_ENOTFOUND. */
+ * changes ids (sc_index_compact). Errors: SC_ENOTFOUND. */
 sc_err sc_index_remove(sc_index *ix, uint64_t id);
 
 /* Copies the stored (normalised, possibly quantised) vector of id into out
@@ -140,7 +140,11 @@ sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
                              unsigned k, float threshold, sc_hit *hits,
                              unsigned *nhits);
 
-/* Reclaims tombstoned slots now (it also happens by itself as they pile up). */
+/* Reclaims tombstoned slots now (it also happens by itself as they pile up).
+ * Flat: when the live vectors then fill a quarter of the slots or fewer,
+ * slots and id map shrink to twice what they need (a power of two, 64 slots
+ * at least) and the freed pages go back to the OS; sc_index_memory falls
+ * with them. Ids never change. */
 sc_err sc_index_compact(sc_index *ix);
 
 /* IVF backends: trains now on the live vectors (waiting for a background

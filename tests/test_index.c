@@ -1,8 +1,8 @@
 /* test_index.c - the cosine index against a double-precision brute force:
  * validation, every storage type, threshold edges, delete and re-insert,
- * compaction, batch against single, split scans, and concurrent search with
- * writers. Run once per SIMD tier (ctest sets SEMCACHE_SIMD); exits 77 when
- * the CPU lacks the tier asked for. */
+ * compaction (and the memory it gives back), batch against single, split
+ * scans, and concurrent search with writers. Run once per SIMD tier (ctest
+ * sets SEMCACHE_SIMD); exits 77 when the CPU lacks the tier asked for. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -633,6 +633,124 @@ static void test_vector_bytes(sc_storage st, uint32_t dim)
     CHECK_EQ_INT(sc_index_vector_bytes(NULL), 0);
 }
 
+/* Resident memory of this process in KiB (VmRSS), 0 when unknown. */
+static long rss_kb(void)
+{
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    long kb = 0;
+    if (f == NULL) {
+        return 0;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = atol(line + 6);
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* id of base row i in test_shrink: the rows kept, 0, 200, 400..., keep
+ * theirs; the others come back under new ids when the index grows again. */
+static uint64_t shrink_id(size_t i, int again)
+{
+    return i % 200 == 0 || !again ? i + 1 : i + 1000001;
+}
+
+/* Every kept row (and, when again, every 97th row) is found by its own
+ * vector under its id and get() gives it back; every 7th removed id is
+ * gone from both. (Sampled: the scalar tier under ASan is slow.) */
+static void shrink_check(sc_index *ix, const float *base, size_t n, size_t d,
+                         int again)
+{
+    int lost = 0, wrong = 0, ghosts = 0;
+    float *out = malloc(d * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        int live = (again && i % 97 == 0) || i % 200 == 0;
+        if (!live && (again || i % 7 != 0)) {
+            continue;
+        }
+        sc_hit hits[1];
+        unsigned nh = 0;
+        CHECK_EQ_INT(sc_index_search(ix, base + i * d, 1, 0.99f, hits, &nh),
+                     SC_OK);
+        if (live) {
+            lost += !(nh == 1 && hits[0].id == shrink_id(i, again));
+            wrong += sc_index_get(ix, shrink_id(i, again), out) != SC_OK ||
+                     cosd(out, base + i * d, d) < 0.999;
+        } else {
+            ghosts += nh != 0 ||
+                      sc_index_get(ix, shrink_id(i, 0), out) != SC_ENOTFOUND;
+        }
+    }
+    CHECK_EQ_INT(lost, 0);
+    CHECK_EQ_INT(wrong, 0);
+    CHECK_EQ_INT(ghosts, 0);
+    free(out);
+}
+
+/* An index that grew to n rows and fell to n / 200 gives its memory back
+ * on compaction: slots and id map shrink to what 2x the live rows need
+ * (a power of two, at least 64), the pages go back to the OS (VmRSS
+ * falls), every kept id still answers, and the index grows again as
+ * before. A second compaction at once changes nothing (no thrash). */
+static void test_shrink(sc_storage st)
+{
+    const size_t n = 20000, d = 384;
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.dim = d;
+    p.storage = st;
+    const size_t vb = sc_index_vector_bytes(&p);
+    float *base = random_vectors(n, d, 41);
+    sc_index *ix = open_ix(d, st, 1);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, shrink_id(i, 0), base + i * d), SC_OK);
+    }
+    const size_t full = sc_index_memory(ix);
+    CHECK(full >= n * vb);
+    const long rss_full = rss_kb();
+    for (size_t i = 0; i < n; i++) {
+        if (i % 200 != 0) {
+            CHECK_EQ_INT(sc_index_remove(ix, shrink_id(i, 0)), SC_OK);
+        }
+    }
+    CHECK_EQ_INT(sc_index_compact(ix), SC_OK);
+    CHECK_EQ_INT(sc_index_count(ix), n / 200);
+    /* 100 live rows: 256 slots and an id map of 512, i.e. full at 256. */
+    CHECK_EQ_INT(sc_index_memory(ix), 256 * vb);
+    const long rss_small = rss_kb();
+    /* The rows alone were n * d bytes or more at every storage width. */
+    CHECK(rss_full == 0 || rss_full - rss_small >= (long)(n * d / 2 / 1024));
+    printf("test_shrink %s: memory %zu -> %zu bytes, VmRSS %ld -> %ld KiB\n",
+           sc_storage_name(st), full, sc_index_memory(ix), rss_full, rss_small);
+    CHECK_EQ_INT(sc_index_compact(ix), SC_OK);
+    CHECK_EQ_INT(sc_index_memory(ix), 256 * vb);
+    shrink_check(ix, base, n, d, 0);
+
+    /* Grow again: the removed rows come back under new ids. */
+    for (size_t i = 0; i < n; i++) {
+        if (i % 200 != 0) {
+            CHECK_EQ_INT(sc_index_add(ix, shrink_id(i, 1), base + i * d),
+                         SC_OK);
+        }
+    }
+    CHECK_EQ_INT(sc_index_count(ix), n);
+    CHECK(sc_index_memory(ix) >= n * vb);
+    shrink_check(ix, base, n, d, 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i % 200 != 0) {
+            CHECK_EQ_INT(sc_index_remove(ix, shrink_id(i, 1)), SC_OK);
+        }
+    }
+    CHECK_EQ_INT(sc_index_compact(ix), SC_OK);
+    CHECK_EQ_INT(sc_index_memory(ix), 256 * vb);
+    shrink_check(ix, base, n, d, 0);
+    sc_index_close(ix);
+    free(base);
+}
+
 int main(int argc, char **argv)
 {
     const char *want = NULL;
@@ -682,6 +800,7 @@ int main(int argc, char **argv)
         test_vector_bytes(sts[s], 1);
         test_vector_bytes(sts[s], 384);
         test_vector_bytes(sts[s], 1000);
+        test_shrink(sts[s]);
     }
     return test_summary("test_index");
 }
