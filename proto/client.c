@@ -137,45 +137,11 @@ sc_err sc_client_set_key(sc_client *c, const char *key)
     return SC_OK;
 }
 
-/* A request being packed: its buffer, and whether a write into it failed
- * (no memory). msgpack_sbuffer_write keeps what it had when it cannot
- * grow, and a later smaller write may then succeed, so a request missing
- * bytes would go out whole-looking: the first failure is remembered. */
-typedef struct packbuf {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    bool failed;
-} packbuf;
-
-static int pb_write(void *data, const char *buf, size_t len)
-{
-    packbuf *pb = data;
-    if (pb->failed || msgpack_sbuffer_write(&pb->sb, buf, len) != 0) {
-        pb->failed = true;
-        return -1;
-    }
-    return 0;
-}
-
-/* pb must stay where it is until pb_take: its packer points at it. */
-static void pb_init(packbuf *pb)
-{
-    msgpack_sbuffer_init(&pb->sb);
-    pb->failed = false;
-    msgpack_packer_init(&pb->pk, pb, pb_write);
-}
-
 /* The packed request into *out (malloc'd, the caller frees); SC_ENOMEM,
- * nothing kept and *out untouched, when a write failed. */
-static sc_err pb_take(packbuf *pb, uint8_t **out, size_t *len)
+ * nothing kept and *out untouched, when a write failed (mp.h). */
+static sc_err pb_take(mp_buf *pb, uint8_t **out, size_t *len)
 {
-    if (pb->failed || pb->sb.data == NULL) {
-        msgpack_sbuffer_destroy(&pb->sb);
-        return SC_ENOMEM;
-    }
-    *out = (uint8_t *)pb->sb.data;
-    *len = pb->sb.size;
-    return SC_OK;
+    return mp_buf_take(pb, out, len) == 0 ? SC_OK : SC_ENOMEM;
 }
 
 /* req[0..len) with "key" added to its top-level map, in *out (malloc'd,
@@ -201,8 +167,8 @@ static sc_err with_key(const sc_client *c, const uint8_t *req, size_t len,
     if (n == UINT32_MAX) {
         return SC_EINVAL;
     }
-    packbuf pb;
-    pb_init(&pb);
+    mp_buf pb;
+    mp_buf_init(&pb);
     msgpack_packer *pk = &pb.pk;
     msgpack_pack_map(pk, n + 1);
     mp_put_key(pk, "key");
@@ -390,8 +356,8 @@ static sc_err build_item(const char *op, const char *ns,
     if (ns == NULL || it == NULL || (it->text == NULL && it->vec == NULL)) {
         return SC_EINVAL;
     }
-    packbuf pb;
-    pb_init(&pb);
+    mp_buf pb;
+    mp_buf_init(&pb);
     msgpack_packer *pk = &pb.pk;
     begin(pk, op, 1 + count_item_fields(it, insert));
     mp_put_key(pk, "ns");
@@ -543,7 +509,7 @@ static sc_err roundtrip(sc_client *c, uint8_t *req, size_t len, uint8_t **raw,
 }
 
 /* roundtrip for the request packed in pb. */
-static sc_err send_packed(sc_client *c, packbuf *pb, uint8_t **raw,
+static sc_err send_packed(sc_client *c, mp_buf *pb, uint8_t **raw,
                           size_t *raw_len, mp_reader *result,
                           sc_client_error *err)
 {
@@ -565,8 +531,8 @@ static sc_err simple_tagged(sc_client *c, const char *op, const char *ns,
                             const uint64_t *entry, const char *feature,
                             const char *user, sc_client_error *err)
 {
-    packbuf pb;
-    pb_init(&pb);
+    mp_buf pb;
+    mp_buf_init(&pb);
     msgpack_packer *pk = &pb.pk;
     begin(pk, op,
           (ns != NULL) + (entry != NULL) + (feature != NULL) + (user != NULL));
@@ -627,8 +593,8 @@ sc_err sc_client_ns_drop(sc_client *c, const char *ns, sc_client_error *err)
 sc_err sc_client_stats(sc_client *c, const char *ns, uint8_t **reply,
                        size_t *reply_len, sc_client_error *err)
 {
-    packbuf pb;
-    pb_init(&pb);
+    mp_buf pb;
+    mp_buf_init(&pb);
     msgpack_packer *pk = &pb.pk;
     begin(pk, "stats", ns != NULL);
     if (ns != NULL) {
@@ -643,8 +609,8 @@ sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
                         uint8_t **reply, size_t *reply_len,
                         sc_client_error *err)
 {
-    packbuf pb;
-    pb_init(&pb);
+    mp_buf pb;
+    mp_buf_init(&pb);
     msgpack_packer *pk = &pb.pk;
     begin(pk, "report", (ns != NULL) + (by != NULL));
     if (ns != NULL) {
@@ -686,8 +652,8 @@ static int find_key(mp_reader *r, const char *key)
 sc_err sc_client_ping(sc_client *c, char *server, size_t cap,
                       sc_client_error *err)
 {
-    packbuf pb;
-    pb_init(&pb);
+    mp_buf pb;
+    mp_buf_init(&pb);
     msgpack_packer *pk = &pb.pk;
     begin(pk, "ping", 0);
     if (server != NULL && cap > 0) {

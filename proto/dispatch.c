@@ -1233,19 +1233,17 @@ static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
     }
     const char *ns = it->has_ns ? it->ns : NULL;
     sc_ledger_counts total;
-    msgpack_sbuffer rows;
-    msgpack_sbuffer_init(&rows);
-    msgpack_packer rpk;
-    msgpack_packer_init(&rpk, &rows, msgpack_sbuffer_write);
-    report_rows rr = {&rpk, 0, d, (int)by};
+    mp_buf rows;
+    mp_buf_init(&rows);
+    report_rows rr = {&rows.pk, 0, d, (int)by};
     if ((o->rc = sc_ledger_sum(d->ledger, ns, by, &total, pack_row, &rr)) !=
         SC_OK) {
-        msgpack_sbuffer_destroy(&rows);
+        mp_buf_fini(&rows);
         return -1;
     }
     sc_ledger_hour *hours = malloc(24 * 31 * sizeof(*hours));
     if (hours == NULL) {
-        msgpack_sbuffer_destroy(&rows);
+        mp_buf_fini(&rows);
         o->rc = SC_ENOMEM;
         return -1;
     }
@@ -1265,10 +1263,8 @@ static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
     pack_report_row(pk, NULL, &total, target_of(d, SC_COST_TARGET_NS, ns));
     mp_put_key(pk, "rows");
     msgpack_pack_array(pk, rr.n);
-    if (rows.size > 0) {
-        msgpack_pack_str_body(pk, rows.data, rows.size); /* raw append */
-    }
-    msgpack_sbuffer_destroy(&rows);
+    mp_put_part(pk, &rows);
+    mp_buf_fini(&rows);
     mp_put_key(pk, "timeline");
     msgpack_pack_array(pk, nh);
     for (size_t i = 0; i < nh; i++) {
@@ -1448,13 +1444,13 @@ static void outcome_message(sc_dispatch *d, const item *it, outcome *o)
 
 #define LOOKUP_CHUNK 64 /* batch lookups decoded and run together */
 
-static void put_item_ok(msgpack_packer *pk, const msgpack_sbuffer *result)
+static void put_item_ok(msgpack_packer *pk, const mp_buf *result)
 {
     msgpack_pack_map(pk, 2);
     mp_put_key(pk, "ok");
     msgpack_pack_true(pk);
     mp_put_key(pk, "result");
-    msgpack_pack_str_body(pk, result->data, result->size); /* raw append */
+    mp_put_part(pk, result);
 }
 
 /* Reads one batch item into it, applying the top-level ns and scope.
@@ -1513,11 +1509,9 @@ static int item_forbidden(sc_dispatch *d, const sc_key *key, const item *it,
 
 static void batch_inserts(sc_dispatch *d, const sc_key *key, const item *top,
                           mp_reader *items, uint32_t n, msgpack_packer *pk,
-                          msgpack_sbuffer *tmp)
+                          mp_buf *tmp)
 {
     item *it = malloc(sizeof(*it));
-    msgpack_packer tpk;
-    msgpack_packer_init(&tpk, tmp, msgpack_sbuffer_write);
     for (uint32_t i = 0; i < n; i++) {
         if (it == NULL) {
             put_item_error(pk, "internal", "out of memory");
@@ -1529,10 +1523,10 @@ static void batch_inserts(sc_dispatch *d, const sc_key *key, const item *top,
             break;
         }
         outcome o = {SC_OK, NULL, ""};
-        tmp->size = 0;
+        mp_buf_clear(tmp);
         if (item_forbidden(d, key, it, true, &o) != 0) {
             put_item_error(pk, o.code, o.msg);
-        } else if (do_insert(d, it, &tpk, &o) == 0) {
+        } else if (do_insert(d, it, &tmp->pk, &o) == 0) {
             put_item_ok(pk, tmp);
         } else {
             __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
@@ -1558,7 +1552,7 @@ static void batch_inserts(sc_dispatch *d, const sc_key *key, const item *top,
 
 static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
                           mp_reader *items, uint32_t n, msgpack_packer *pk,
-                          msgpack_sbuffer *tmp, hits **hp)
+                          mp_buf *tmp, hits **hp)
 {
     sc_cache_budget budget = {BATCH_REPLY_MAX, false};
     item *its = malloc(LOOKUP_CHUNK * sizeof(item));
@@ -1566,8 +1560,6 @@ static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
     sc_cache_result res[LOOKUP_CHUNK];
     sc_err rcs[LOOKUP_CHUNK];
     outcome os[LOOKUP_CHUNK];
-    msgpack_packer tpk;
-    msgpack_packer_init(&tpk, tmp, msgpack_sbuffer_write);
     if (its == NULL) {
         for (uint32_t i = 0; i < n; i++) {
             put_item_error(pk, "internal", "out of memory");
@@ -1631,8 +1623,8 @@ static void batch_lookups(sc_dispatch *d, const sc_key *key, const item *top,
                 put_item_error(pk, o.code, o.msg);
                 continue;
             }
-            tmp->size = 0;
-            pack_lookup(&tpk, rcs[i], &res[i]);
+            mp_buf_clear(tmp);
+            pack_lookup(&tmp->pk, rcs[i], &res[i]);
             put_item_ok(pk, tmp);
             if (rcs[i] == SC_OK) {
                 keep_hit(d->cache, hp, &its[i], &res[i]);
@@ -1755,11 +1747,12 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
                      bool trusted, hits **hp)
 {
     __atomic_add_fetch(&d->counts.requests, 1, __ATOMIC_RELAXED);
-    msgpack_sbuffer sb, tmp;
-    msgpack_sbuffer_init(&sb);
-    msgpack_sbuffer_init(&tmp);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    /* A reply whose packing failed (no memory) is none: rc -1, and a
+     * lookup's hits are taken back by whoever drops it (sc_server_undo). */
+    mp_buf sb, tmp;
+    mp_buf_init(&sb);
+    mp_buf_init(&tmp);
+    msgpack_packer *pk = &sb.pk;
 
     item *it = calloc(1, sizeof(*it));
     err e = {NULL, ""};
@@ -1872,54 +1865,47 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
         refused = true;
     }
 
-    msgpack_pack_map(&pk, has_id ? 3 : 2);
+    msgpack_pack_map(pk, has_id ? 3 : 2);
     if (has_id) {
-        put_uint_kv(&pk, "id", id);
+        put_uint_kv(pk, "id", id);
     }
-    mp_put_key(&pk, "ok");
+    mp_put_key(pk, "ok");
     if (e.code != NULL) {
         if (!refused) {
             __atomic_add_fetch(&d->counts.bad_requests, 1, __ATOMIC_RELAXED);
         }
-        msgpack_pack_false(&pk);
-        put_error(&pk, e.code, e.msg);
+        msgpack_pack_false(pk);
+        put_error(pk, e.code, e.msg);
     } else if (is_batch) {
-        msgpack_pack_true(&pk);
-        mp_put_key(&pk, "result");
-        msgpack_pack_map(&pk, 1);
-        mp_put_key(&pk, "results");
-        msgpack_pack_array(&pk, nitems);
+        msgpack_pack_true(pk);
+        mp_put_key(pk, "result");
+        msgpack_pack_map(pk, 1);
+        mp_put_key(pk, "results");
+        msgpack_pack_array(pk, nitems);
         if (op[0] == 'i') {
-            batch_inserts(d, key, it, &items, nitems, &pk, &tmp);
+            batch_inserts(d, key, it, &items, nitems, pk, &tmp);
         } else {
-            batch_lookups(d, key, it, &items, nitems, &pk, &tmp, hp);
+            batch_lookups(d, key, it, &items, nitems, pk, &tmp, hp);
         }
     } else {
         /* The result is packed aside: an op may fail after starting it. */
-        msgpack_packer tpk;
-        msgpack_packer_init(&tpk, &tmp, msgpack_sbuffer_write);
         outcome o = {SC_OK, NULL, ""};
-        if (run_op(d, op, it, &tpk, &o, hp) == 0) {
-            msgpack_pack_true(&pk);
-            mp_put_key(&pk, "result");
-            msgpack_pack_str_body(&pk, tmp.data, tmp.size);
+        if (run_op(d, op, it, &tmp.pk, &o, hp) == 0) {
+            msgpack_pack_true(pk);
+            mp_put_key(pk, "result");
+            mp_put_part(pk, &tmp);
         } else {
             __atomic_add_fetch(o.code ? &d->counts.bad_requests
                                       : &d->counts.errors,
                                1, __ATOMIC_RELAXED);
             outcome_message(d, it, &o);
-            msgpack_pack_false(&pk);
-            put_error(&pk, o.code, o.msg);
+            msgpack_pack_false(pk);
+            put_error(pk, o.code, o.msg);
         }
     }
     free(it);
-    msgpack_sbuffer_destroy(&tmp);
-    if (sb.data == NULL) {
-        return -1;
-    }
-    *reply = (uint8_t *)sb.data;
-    *reply_len = sb.size;
-    return 0;
+    mp_buf_fini(&tmp);
+    return mp_buf_take(&sb, reply, reply_len);
 }
 
 /* A request holds the keys in force while it runs: a key it matched stays
@@ -2026,32 +2012,26 @@ static int pack_lookup_reply(sc_dispatch *d, const item *it, bool has_id,
                              uint64_t id, sc_err rc, const sc_cache_result *res,
                              sc_server_msg *m)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, has_id ? 3 : 2);
+    mp_buf sb;
+    mp_buf_init(&sb);
+    msgpack_packer *pk = &sb.pk;
+    msgpack_pack_map(pk, has_id ? 3 : 2);
     if (has_id) {
-        put_uint_kv(&pk, "id", id);
+        put_uint_kv(pk, "id", id);
     }
-    mp_put_key(&pk, "ok");
+    mp_put_key(pk, "ok");
     if (rc == SC_OK || rc == SC_ENONS) {
-        msgpack_pack_true(&pk);
-        mp_put_key(&pk, "result");
-        pack_lookup(&pk, rc, res);
+        msgpack_pack_true(pk);
+        mp_put_key(pk, "result");
+        pack_lookup(pk, rc, res);
     } else {
         __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
         outcome o = {rc, NULL, ""};
         outcome_message(d, it, &o);
-        msgpack_pack_false(&pk);
-        put_error(&pk, o.code, o.msg);
+        msgpack_pack_false(pk);
+        put_error(pk, o.code, o.msg);
     }
-    if (sb.data == NULL) {
-        return -1;
-    }
-    m->reply = (uint8_t *)sb.data;
-    m->reply_len = sb.size;
-    return 0;
+    return mp_buf_take(&sb, &m->reply, &m->reply_len);
 }
 
 void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)

@@ -729,18 +729,16 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
         }
         json_object_set_new(root, "key", json_string(t));
     }
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
+    mp_buf sb;
     tr_err e = {NULL, {0}};
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    mp_buf_init(&sb);
     /* Depths count as the dispatcher's skip of a field it does not know
      * counts them on the wire: a top-level field's value is at depth 0,
      * so a body is refused for its nesting exactly when the same request
      * in msgpack would be. */
-    int trc = pack_object(&pk, root, op, -1, &e);
+    int trc = pack_object(&sb.pk, root, op, -1, &e);
     if (trc != 0) {
-        msgpack_sbuffer_destroy(&sb);
+        mp_buf_fini(&sb);
         *out = error_json(e.code, e.msg);
         /* The id is echoed as the dispatcher would echo it: a uint one
          * only, whatever field the body was refused for. */
@@ -753,11 +751,13 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
         return sc_http_status_of(e.code);
     }
     json_decref(root);
-    uint8_t *rep = NULL;
-    size_t rlen = 0;
-    int drc =
-        sc_dispatch_handle(d, (const uint8_t *)sb.data, sb.size, &rep, &rlen);
-    msgpack_sbuffer_destroy(&sb);
+    uint8_t *req = NULL, *rep = NULL;
+    size_t qlen = 0, rlen = 0;
+    int drc = -1;
+    if (mp_buf_take(&sb, &req, &qlen) == 0) {
+        drc = sc_dispatch_handle(d, req, qlen, &rep, &rlen);
+        free(req);
+    }
     if (drc != 0 || rep == NULL) {
         free(rep);
         *out = error_json("internal", "out of memory");

@@ -1,6 +1,7 @@
 /* mp.c - bounded msgpack reading and writing helpers (see mp.h). */
 #include "proto/mp.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 void mp_reader_init(mp_reader *r, const void *buf, size_t len)
@@ -435,6 +436,69 @@ int mp_read_cstr(mp_reader *r, char *out, size_t cap)
     memcpy(out, s, n);
     out[n] = '\0';
     return 0;
+}
+
+static struct {
+    bool (*_Atomic fn)(void *, size_t);
+    void *_Atomic arg;
+} alloc_hook;
+
+void mp_set_alloc_hook(bool (*fail)(void *arg, size_t len), void *arg)
+{
+    atomic_store(&alloc_hook.arg, arg);
+    atomic_store(&alloc_hook.fn, fail);
+}
+
+static int buf_write(void *data, const char *p, size_t len)
+{
+    mp_buf *b = data;
+    bool (*fail)(void *, size_t) = atomic_load(&alloc_hook.fn);
+    if (!b->failed && fail != NULL && fail(atomic_load(&alloc_hook.arg), len)) {
+        b->failed = true;
+    }
+    if (b->failed || msgpack_sbuffer_write(&b->sb, p, len) != 0) {
+        b->failed = true;
+        return -1;
+    }
+    return 0;
+}
+
+void mp_buf_init(mp_buf *b)
+{
+    msgpack_sbuffer_init(&b->sb);
+    b->failed = false;
+    msgpack_packer_init(&b->pk, b, buf_write);
+}
+
+void mp_buf_clear(mp_buf *b)
+{
+    b->sb.size = 0;
+}
+
+int mp_buf_take(mp_buf *b, uint8_t **out, size_t *len)
+{
+    if (b->failed || b->sb.data == NULL) {
+        mp_buf_fini(b);
+        return -1;
+    }
+    *out = (uint8_t *)b->sb.data;
+    *len = b->sb.size;
+    return 0;
+}
+
+void mp_buf_fini(mp_buf *b)
+{
+    msgpack_sbuffer_destroy(&b->sb);
+    msgpack_sbuffer_init(&b->sb);
+}
+
+void mp_put_part(msgpack_packer *pk, const mp_buf *part)
+{
+    if (part->failed) {
+        ((mp_buf *)pk->data)->failed = true;
+    } else if (part->sb.size > 0) {
+        msgpack_pack_str_body(pk, part->sb.data, part->sb.size);
+    }
 }
 
 void mp_put_strn(msgpack_packer *pk, const char *s, size_t n)

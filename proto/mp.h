@@ -71,6 +71,40 @@ int mp_skip_any(mp_reader *r);
  * holds a NUL byte. */
 int mp_read_cstr(mp_reader *r, char *out, size_t cap);
 
+/* A message being packed: msgpack-c's sbuffer and a packer writing into
+ * it, and whether a write failed (no memory). msgpack_sbuffer_write keeps
+ * what it had when it cannot grow, and a later smaller write may then
+ * succeed, so a message missing bytes in its middle would look whole (a
+ * response's bytes gone, the fields after them read in its place). The
+ * first failure is kept and every later write refused: what mp_buf_take
+ * hands out is the whole message. Every request and reply is packed in
+ * one. */
+typedef struct mp_buf {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    bool failed;
+} mp_buf;
+
+/* b must stay where it is until mp_buf_take or mp_buf_fini: its packer
+ * points at it. */
+void mp_buf_init(mp_buf *b);
+/* Empties b for the next message; a failure stays (b's messages are parts
+ * of one whole, which a failure in any spoils). */
+void mp_buf_clear(mp_buf *b);
+/* The packed message into *out (malloc'd, the caller frees) and *len;
+ * returns 0. Returns -1, b freed and *out untouched, when a write failed
+ * or nothing was written. */
+int mp_buf_take(mp_buf *b, uint8_t **out, size_t *len);
+void mp_buf_fini(mp_buf *b);
+/* Appends part's message, a value packed aside, to pk's as it is; pk must
+ * be an mp_buf's packer. A part whose packing failed fails pk's message. */
+void mp_put_part(msgpack_packer *pk, const mp_buf *part);
+
+/* For tests: fail(arg, len) is asked before each write of len bytes into
+ * an mp_buf; true fails it as msgpack_sbuffer_write's out of memory would
+ * (NULL: none). */
+void mp_set_alloc_hook(bool (*fail)(void *arg, size_t len), void *arg);
+
 /* Writing: thin helpers over msgpack_packer. */
 void mp_put_str(msgpack_packer *pk, const char *s);
 void mp_put_strn(msgpack_packer *pk, const char *s, size_t n);

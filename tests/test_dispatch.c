@@ -1266,8 +1266,10 @@ static const char *const undo_prices =
     "{\"date\": \"2026-01-01\", \"cpu_hour\": 0, \"models\": {\"m\": "
     "{\"input\": 2.0, \"output\": 8.0}}}";
 
-/* Entry i (as insert_req) of model m with 1000 tokens in and out. */
-static req priced_insert(const char *ns, unsigned i)
+/* Entry i (as insert_req) of model m with 1000 tokens in and out, its
+ * response resp[0..rn). */
+static req priced_insert_of(const char *ns, unsigned i, const char *resp,
+                            size_t rn)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -1279,7 +1281,7 @@ static req priced_insert(const char *ns, unsigned i)
     mp_put_key(&pk, "vec");
     mp_put_vec(&pk, v, DIM);
     mp_put_key(&pk, "response");
-    mp_put_bin(&pk, "an answer", 9);
+    mp_put_bin(&pk, resp, rn);
     mp_put_key(&pk, "model");
     mp_put_str(&pk, "m");
     mp_put_key(&pk, "input_tokens");
@@ -1287,6 +1289,11 @@ static req priced_insert(const char *ns, unsigned i)
     mp_put_key(&pk, "output_tokens");
     msgpack_pack_uint64(&pk, 1000);
     return finish(&sb);
+}
+
+static req priced_insert(const char *ns, unsigned i)
+{
+    return priced_insert_of(ns, i, "an answer", 9);
 }
 
 /* A lookup_batch of entries 0 and 1 of ns, the first item tagged f1. */
@@ -1441,6 +1448,91 @@ static void test_undelivered_hits(void)
     sc_prices_free(pz);
 }
 
+/* ---- replies that run out of memory while packed ---------------------
+ * msgpack's sbuffer keeps what it had when it cannot grow, and a later,
+ * smaller write may succeed: a reply whose copy of a response failed went
+ * out without those bytes (rc 0; the fields after them read as the
+ * response), its hits counted as served. Such a reply is none (rc -1),
+ * and the server's drop takes its hits back. */
+
+static bool big_write_fails(void *arg, size_t len)
+{
+    return len >= *(const size_t *)arg;
+}
+
+static void test_reply_oom(void)
+{
+    char msg[256];
+    sc_prices *pz = NULL;
+    sc_ledger *lg = NULL;
+    CHECK(sc_prices_parse(undo_prices, strlen(undo_prices), "t", &pz, msg,
+                          sizeof(msg)) == SC_OK &&
+          sc_ledger_open(pz, &lg) == SC_OK);
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.ledger = lg;
+    sc_cache *cache = NULL;
+    sc_dispatch *d = NULL;
+    CHECK(sc_cache_open(&cc, &cache) == SC_OK &&
+          sc_dispatch_open(cache, &d) == SC_OK);
+    static char big[4096];
+    memset(big, 'r', sizeof(big));
+    for (unsigned i = 0; i < 2; i++) {
+        req r = priced_insert_of("u", i, big, sizeof(big));
+        uint8_t *rep = NULL;
+        size_t rl = 0;
+        CHECK(sc_dispatch_handle(d, r.data, r.len, &rep, &rl) == 0);
+        free(rep);
+        free(r.data);
+    }
+    size_t min = sizeof(big) / 2; /* the response's copies fail */
+    mp_set_alloc_hook(big_write_fails, &min);
+    /* One by one: no reply (the server counts it dropped). */
+    req r = lookup_req("u", NULL, 0, 0, 1, 1, DIM, -9, NULL);
+    uint8_t *rep = NULL;
+    size_t rl = 0;
+    CHECK(sc_dispatch_handle(d, r.data, r.len, &rep, &rl) != 0);
+    CHECK(rep == NULL);
+    free(rep);
+    free(r.data);
+    /* The batch handler: a plain lookup and a lookup_batch of two hits,
+     * dropped as the server drops a reply it did not get. */
+    req rs[2] = {lookup_req("u", NULL, 1, 0, 1, 2, DIM, -9, NULL),
+                 batch_of_two("u")};
+    sc_server_msg msgs[2];
+    memset(msgs, 0, sizeof(msgs));
+    for (int i = 0; i < 2; i++) {
+        msgs[i].req = rs[i].data;
+        msgs[i].len = rs[i].len;
+    }
+    sc_dispatch_handle_many(d, msgs, 2);
+    for (int i = 0; i < 2; i++) {
+        CHECK(msgs[i].rc != 0 && msgs[i].reply == NULL);
+        CHECK(msgs[i].undo != NULL);
+        if (msgs[i].undo != NULL) {
+            msgs[i].undo->done(msgs[i].undo, msgs[i].rc == 0);
+        }
+        free(msgs[i].reply);
+        free(rs[i].data);
+    }
+    mp_set_alloc_hook(NULL, NULL);
+    sc_ledger_counts t;
+    CHECK(sc_ledger_sum(lg, "u", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
+    CHECK_EQ_INT(t.semantic_hits, 4);
+    CHECK_EQ_INT(t.false_hits, 3);
+    /* With memory again: the whole response. */
+    r = lookup_req("u", NULL, 0, 0, 0, 0, DIM, -9, NULL);
+    CHECK(sc_dispatch_handle(d, r.data, r.len, &rep, &rl) == 0);
+    CHECK(rep != NULL && rl > sizeof(big) &&
+          memmem(rep, rl, big, sizeof(big)) != NULL);
+    free(rep);
+    free(r.data);
+    sc_dispatch_close(d);
+    sc_cache_close(cache);
+    sc_ledger_close(lg);
+    sc_prices_free(pz);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
@@ -1456,6 +1548,7 @@ int main(int argc, char **argv)
     test_max_clients();
     test_unread_reply();
     test_undelivered_hits();
+    test_reply_oom();
     test_close_under_load(argv[0], NULL);
     char leave_url[64];
     snprintf(leave_url, sizeof(leave_url), "tcp://127.0.0.1:%d",

@@ -27,6 +27,7 @@
 
 #include "proto/client.h"
 #include "proto/http.h"
+#include "proto/mp.h"
 #include "proto/proxy.h"
 #include "proto/server.h"
 #include "test_util.h"
@@ -2371,6 +2372,40 @@ out:
     sc_prices_free(pz);
 }
 
+/* A request whose msgpack runs out of memory midway is a 500, not a
+ * request missing the bytes that did not fit: msgpack's sbuffer keeps
+ * what it had, and the writes after the response's succeeded, so the
+ * dispatcher got a short insert and refused it as malformed (400). */
+static bool big_write_fails(void *arg, size_t len)
+{
+    return len >= *(const size_t *)arg;
+}
+
+static void test_exec_oom(sc_dispatch *d)
+{
+    static char body[8192];
+    int n = snprintf(body, sizeof(body),
+                     "{\"ns\": \"oom\", \"text\": \"hello\", "
+                     "\"vec\": [1, 0, 0], \"response\": \"");
+    memset(body + n, 'r', 4096);
+    snprintf(body + n + 4096, sizeof(body) - (size_t)n - 4096,
+             "\", \"ttl\": 60}");
+    size_t min = 2048;
+    mp_set_alloc_hook(big_write_fails, &min);
+    char *out = NULL;
+    size_t out_len = 0;
+    int status =
+        sc_http_exec(d, "insert", body, strlen(body), NULL, &out, &out_len);
+    mp_set_alloc_hook(NULL, NULL);
+    CHECK_EQ_INT(status, 500);
+    CHECK(out != NULL && strstr(out, "\"internal\"") != NULL);
+    if (status != 500) {
+        fprintf(stderr, "  out-of-memory request: %d %.*s", status,
+                (int)out_len, out != NULL ? out : "");
+    }
+    free(out);
+}
+
 int main(void)
 {
     sc_cache_config cc;
@@ -2419,6 +2454,7 @@ int main(void)
     test_proxy_pool();
     test_proxy_open_fails();
     test_proxy_hit_oom();
+    test_exec_oom(d);
     test_healthz(); /* still serving after all of it */
 
     /* Close with a body half sent: the read is dropped, close returns. */
