@@ -823,6 +823,27 @@ static void prep_release(sc_cache *c, ns *s, entry *e)
     pthread_mutex_unlock(&c->gmu);
 }
 
+/* ns->mu held. Takes e out of both layers as a report that it is wrong
+ * does: its prepared text and its vector go (the index drops the row), and
+ * their bytes with them, so it counts as a snapshot restores it (without
+ * its vector). */
+static void quarantine(sc_cache *c, ns *s, entry *e)
+{
+    uint64_t vb = e->in_index ? vector_bytes(s, s->cfg.dim) : 0;
+    entry_unmatchable(s, e);
+    prep_release(c, s, e);
+    vb = vb < e->bytes ? vb : 0; /* never below what it counted */
+    e->bytes -= vb;
+    s->bytes -= vb;
+    pthread_mutex_lock(&c->gmu);
+    if (!e->uncounted) {
+        c->bytes -= vb;
+    }
+    pthread_mutex_unlock(&c->gmu);
+    e->quarantined = true;
+    s->quarantined++;
+}
+
 /* Frees e, unlinked from everything. */
 static void entry_free(const sc_cache *c, entry *e)
 {
@@ -2203,9 +2224,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     pthread_mutex_unlock(&c->gmu);
     uint64_t id = e->id, seq = 0;
     if (quarantined) {
-        entry_unmatchable(s, e);
-        e->quarantined = true;
-        s->quarantined++;
+        quarantine(c, s, e);
     }
     if (ro == NULL) {
         sc_cache_entry_info info;
@@ -2539,10 +2558,7 @@ static sc_err feedback(sc_cache *c, uint64_t id, bool ledger,
     }
     if (e != NULL) {
         if (!e->quarantined && rc == SC_OK) {
-            entry_unmatchable(s, e);
-            prep_release(c, s, e);
-            e->quarantined = true;
-            s->quarantined++;
+            quarantine(c, s, e);
             s->st.false_hits++;
             bool served = e->hit_count > 0 || e->restored;
             if (ledger && served && c->cfg.ledger != NULL) {

@@ -947,6 +947,27 @@ static void test_bytes_vector(void)
             CHECK(vb >= 2 * VD * 4);
         }
         uint64_t entry = stats(c, "v").bytes;
+        /* Reported wrong, the entry leaves its index, and its vector's
+         * bytes go with it, as a snapshot restores it. */
+        CHECK_EQ_INT(sc_cache_ns_create(c, "q", &cfg), SC_OK);
+        sc_cache_item it;
+        memset(&it, 0, sizeof(it));
+        it.text = "a";
+        it.text_len = 1;
+        it.vec = v;
+        it.dim = VD;
+        it.response = "r";
+        it.response_len = 1;
+        uint64_t qid = 0;
+        CHECK_EQ_INT(sc_cache_insert(c, "q", &it, &qid), SC_OK);
+        CHECK_EQ_INT(stats(c, "q").bytes, entry);
+        sc_cache_stats all0;
+        CHECK_EQ_INT(sc_cache_stats_get(c, NULL, &all0), SC_OK);
+        CHECK_EQ_INT(sc_cache_feedback(c, qid), SC_OK);
+        CHECK_EQ_INT(stats(c, "q").bytes, entry - vb);
+        sc_cache_stats all1;
+        CHECK_EQ_INT(sc_cache_stats_get(c, NULL, &all1), SC_OK);
+        CHECK_EQ_INT(all0.bytes - all1.bytes, vb);
         sc_cache_close(c);
 
         /* Capped at 64 entries' worth: never more vectors than that. */
@@ -2773,9 +2794,9 @@ static void test_embedder_prep(void)
     CHECK_EQ_INT(prep_rescored, before + 1);
     sc_cache_close(c2);
     CHECK_EQ_INT(prep_live, 1);
-    /* Reported wrong: never rescored again, so out of the statistics and
-     * its prepared text freed with its bytes, as a restore (which keeps no
-     * vector for it) has it. */
+    /* Reported wrong: never rescored again, so out of the statistics, its
+     * prepared text freed and its vector out of the index, with their
+     * bytes, as a restore (which keeps no vector for it) has it. */
     uint64_t id3;
     CHECK_EQ_INT(put(c, "a", NULL, "cherry tart", NULL, "3", 0, &id3), SC_OK);
     CHECK_EQ_INT(prep_live, 2);
@@ -2783,8 +2804,13 @@ static void test_embedder_prep(void)
     uint64_t all = stats(c, NULL).bytes;
     CHECK_EQ_INT(sc_cache_feedback(c, id3), SC_OK);
     CHECK_EQ_INT(prep_live, 1);
-    CHECK_EQ_INT(stats(c, "a").bytes, bytes - FAKE_PREP_BYTES - FAKE_STATS_DOC);
-    CHECK_EQ_INT(stats(c, NULL).bytes, all - FAKE_PREP_BYTES - FAKE_STATS_DOC);
+    sc_index_params ip;
+    sc_index_params_init(&ip);
+    ip.dim = D; /* f32, flat: its vector's bytes go too */
+    uint64_t gone =
+        FAKE_PREP_BYTES + FAKE_STATS_DOC + sc_index_vector_bytes(&ip);
+    CHECK_EQ_INT(stats(c, "a").bytes, bytes - gone);
+    CHECK_EQ_INT(stats(c, NULL).bytes, all - gone);
     CHECK_EQ_INT(get(c, "a", NULL, "apple pie!", NULL, &r), SC_OK);
     sc_cache_result_fini(&r);
     long docs =

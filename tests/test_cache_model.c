@@ -563,6 +563,10 @@ static void do_feedback(void)
         }
         if (!e->quar) {
             e->quar = true;
+            if (e->vec >= 0) { /* its vector leaves the index */
+                e->bytes -= k_vec - k_novec;
+                w.NS[e->ns].bytes -= k_vec - k_novec;
+            }
             w.NS[e->ns].quarantined++;
             w.NS[e->ns].false_hits++;
         }
