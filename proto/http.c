@@ -74,11 +74,67 @@ const size_t sc_http_nops = sizeof(sc_http_ops) / sizeof(sc_http_ops[0]);
 #define PROM_CTYPE "text/plain; version=0.0.4; charset=utf-8"
 #define DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
+/* The text sc_http_json_dumps is making; the first failure is kept and
+ * every later write refused. */
+typedef struct dump_buf {
+    char *p;
+    size_t n, cap;
+    bool failed;
+} dump_buf;
+
+static int dump_write(const char *s, size_t n, void *arg)
+{
+    dump_buf *b = arg;
+    if (!b->failed && b->n + n + 1 > b->cap) {
+        json_malloc_t jmalloc;
+        json_free_t jfree;
+        json_get_alloc_funcs(&jmalloc, &jfree);
+        size_t cap = b->cap > 0 ? b->cap : 256;
+        while (cap < b->n + n + 1) {
+            cap *= 2;
+        }
+        char *q = jmalloc(cap);
+        if (q == NULL) {
+            b->failed = true;
+        } else {
+            if (b->n > 0) {
+                memcpy(q, b->p, b->n);
+            }
+            jfree(b->p);
+            b->p = q;
+            b->cap = cap;
+        }
+    }
+    if (b->failed) {
+        return -1;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+    return 0;
+}
+
+char *sc_http_json_dumps(const json_t *j, size_t flags)
+{
+    dump_buf b = {NULL, 0, 0, false};
+    if (j == NULL || json_dump_callback(j, dump_write, &b, flags) != 0 ||
+        b.failed || b.p == NULL) {
+        json_free_t jfree;
+        json_get_alloc_funcs(NULL, &jfree);
+        jfree(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
 sc_err sc_http_write_json(FILE *out, const json_t *j)
 {
-    return json_dumpf(j, out, DUMP_FLAGS) == 0 && fputc('\n', out) != EOF
-               ? SC_OK
-               : SC_EIO;
+    char *s = sc_http_json_dumps(j, DUMP_FLAGS);
+    sc_err rc = s != NULL && fputs(s, out) != EOF && fputc('\n', out) != EOF
+                    ? SC_OK
+                    : SC_EIO;
+    free(s);
+    return rc;
 }
 
 /* ---- replies --------------------------------------------------------- */
@@ -125,7 +181,7 @@ static void reply(nng_aio *aio, uint16_t status, const char *ctype,
  * when out of memory. */
 static char *json_text(json_t *j, size_t *len)
 {
-    char *s = j != NULL ? json_dumps(j, DUMP_FLAGS) : NULL;
+    char *s = sc_http_json_dumps(j, DUMP_FLAGS);
     json_decref(j);
     if (s == NULL) {
         return NULL;

@@ -50,6 +50,15 @@ typedef sc_err (*sc_http_write_fn)(void *arg, FILE *out);
 struct json_t;
 sc_err sc_http_write_json(FILE *out, const struct json_t *j);
 
+/* json_dumps(j, flags) that is whole or nothing: the text (malloc'd by
+ * jansson's allocator, the caller frees it with free()), or NULL when j is
+ * NULL or any part of the text ran out of memory. jansson's own writers go
+ * on past an object's key they could not write (its return is not
+ * checked), so that json_dumps can hand out a text missing a key, the
+ * writes after it having fit. Every JSON text semcached sends, hashes or
+ * stores is made by this. */
+char *sc_http_json_dumps(const struct json_t *j, size_t flags);
+
 typedef struct sc_http_config {
     /* "HOST:PORT" ("127.0.0.1:8080", "[::1]:8080") or "http://HOST:PORT";
      * borrowed for sc_http_open. Port 0 is refused. */

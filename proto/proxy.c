@@ -195,7 +195,7 @@ static bool is_real_param(const char *k)
 /* Feeds the canonical JSON of v into st; -1 when out of memory. */
 static int hash_json(XXH3_state_t *st, const json_t *v)
 {
-    char *s = json_dumps(v, DUMP_CANON | JSON_ENCODE_ANY);
+    char *s = sc_http_json_dumps(v, DUMP_CANON | JSON_ENCODE_ANY);
     if (s == NULL) {
         return -1;
     }
@@ -606,7 +606,7 @@ static void reply_error(preq *pr, uint16_t status, const char *type,
     clean[i] = '\0';
     json_t *j = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", clean,
                           "type", type, "param", "code", code);
-    char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *s = sc_http_json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (s == NULL) {
         static const char oom[] = "{\"error\":{\"message\":\"out of memory\","
@@ -739,7 +739,7 @@ static json_t *hit_answer(sc_proxy *p, const sc_cache_result *r, bool *bad)
 static bool serve_hit(preq *pr, const sc_cache_result *r, bool *bad)
 {
     json_t *j = hit_answer(pr->p, r, bad);
-    char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *s = sc_http_json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (s == NULL) {
         return false;
@@ -754,7 +754,7 @@ static bool serve_hit(preq *pr, const sc_cache_result *r, bool *bad)
 
 static int write_event(preq *pr, json_t *chunk)
 {
-    char *s = chunk != NULL ? json_dumps(chunk, JSON_COMPACT) : NULL;
+    char *s = sc_http_json_dumps(chunk, JSON_COMPACT);
     json_decref(chunk);
     if (s == NULL) {
         return NNG_ENOMEM;
@@ -1083,7 +1083,7 @@ static int upstream_embed(preq *pr, CURL *c)
     sc_proxy *p = pr->p;
     json_t *rq = json_pack("{s:s,s:s%}", "model", p->embed_model, "input",
                            pr->plan.text, pr->plan.text_len);
-    char *body = rq != NULL ? json_dumps(rq, JSON_COMPACT) : NULL;
+    char *body = sc_http_json_dumps(rq, JSON_COMPACT);
     json_decref(rq);
     struct curl_slist *h = body != NULL ? upstream_headers(pr) : NULL;
     if (h == NULL) {
@@ -1444,7 +1444,7 @@ static void forward_stream(preq *pr, CURL *c)
                                   (json_int_t)s.out_tok, "total_tokens",
                                   (json_int_t)(s.in_tok + s.out_tok)));
                 }
-                char *enc = a != NULL ? json_dumps(a, JSON_COMPACT) : NULL;
+                char *enc = sc_http_json_dumps(a, JSON_COMPACT);
                 if (enc != NULL) {
                     store(pr, enc, strlen(enc), s.in_tok, s.out_tok);
                 }

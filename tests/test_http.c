@@ -2406,6 +2406,83 @@ static void test_exec_oom(sc_dispatch *d)
     free(out);
 }
 
+/* jansson's allocations, for the tests: json_fail_nth(k) fails the k-th
+ * one from now (on any thread), once; json_fail_none() fails none. The
+ * functions are jansson's from json_oom_begin to json_oom_end (set while
+ * nothing else uses jansson: the two pointers are plain globals). */
+static atomic_long json_countdown;
+static atomic_bool json_failed;
+
+static void *json_malloc(size_t n)
+{
+    if (atomic_load(&json_countdown) > 0 &&
+        atomic_fetch_sub(&json_countdown, 1) == 1) {
+        atomic_store(&json_failed, true);
+        return NULL;
+    }
+    return malloc(n);
+}
+
+static void json_oom_begin(void)
+{
+    atomic_store(&json_countdown, 0);
+    json_set_alloc_funcs(json_malloc, free);
+}
+
+static void json_oom_end(void)
+{
+    atomic_store(&json_countdown, 0);
+    json_set_alloc_funcs(malloc, free);
+}
+
+static void json_fail_nth(long k)
+{
+    atomic_store(&json_failed, false);
+    atomic_store(&json_countdown, k);
+}
+
+/* Whether the failure json_fail_nth asked for happened; fails none more. */
+static bool json_fail_none(void)
+{
+    atomic_store(&json_countdown, 0);
+    return atomic_load(&json_failed);
+}
+
+/* A JSON text that runs out of memory while written is none, never one
+ * missing what did not fit: jansson's json_dumps went on past a key it
+ * could not write, and handed out {"":1,...} with the key gone. */
+static void test_json_dumps_oom(void)
+{
+    json_t *j =
+        json_pack("{s:i,s:s,s:[i,i],s:{s:s}}",
+                  "a key long enough to need the buffer to grow", 1,
+                  "another rather long key for the second member", "value", "k",
+                  1, 2, "nested object key of some size", "x", "y");
+    char *want = sc_http_json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    CHECK(want != NULL);
+    unsigned none = 0, bad = 0;
+    json_oom_begin();
+    for (long k = 1; k < 1000; k++) {
+        json_fail_nth(k);
+        char *s = sc_http_json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        bool failed = json_fail_none();
+        none += s == NULL;
+        if (s != NULL && want != NULL && strcmp(s, want) != 0) {
+            bad++;
+            fprintf(stderr, "  allocation %ld failed: %s\n", k, s);
+        }
+        free(s);
+        if (!failed) {
+            break;
+        }
+    }
+    json_oom_end();
+    CHECK_EQ_INT(bad, 0);
+    CHECK(none > 0);
+    free(want);
+    json_decref(j);
+}
+
 int main(void)
 {
     sc_cache_config cc;
@@ -2455,6 +2532,7 @@ int main(void)
     test_proxy_open_fails();
     test_proxy_hit_oom();
     test_exec_oom(d);
+    test_json_dumps_oom();
     test_healthz(); /* still serving after all of it */
 
     /* Close with a body half sent: the read is dropped, close returns. */
