@@ -127,6 +127,16 @@ char *sc_http_json_dumps(const json_t *j, size_t flags)
     return b.p;
 }
 
+bool sc_http_json_set(json_t *o, const char *key, json_t *v, bool *failed)
+{
+    if (*failed) {
+        json_decref(v);
+    } else if (json_object_set_new(o, key, v) != 0) {
+        *failed = true;
+    }
+    return !*failed;
+}
+
 sc_err sc_http_write_json(FILE *out, const json_t *j)
 {
     char *s = sc_http_json_dumps(j, DUMP_FLAGS);
@@ -783,7 +793,13 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
         while (*t == ' ') {
             t++;
         }
-        json_object_set_new(root, "key", json_string(t));
+        bool failed = false;
+        if (!sc_http_json_set(root, "key", json_string(t), &failed)) {
+            /* Not sent without it: the dispatcher would refuse it 401. */
+            json_decref(root);
+            *out = error_json("internal", "out of memory");
+            return 500;
+        }
     }
     mp_buf sb;
     tr_err e = {NULL, {0}};
@@ -799,11 +815,17 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
         /* The id is echoed as the dispatcher would echo it: a uint one
          * only, whatever field the body was refused for. */
         json_t *id = json_object_get(root, "id");
+        bool failed = false;
         if (*out != NULL && json_is_integer(id) &&
             json_integer_value(id) >= 0) {
-            json_object_set(*out, "id", id);
+            sc_http_json_set(*out, "id", json_incref(id), &failed);
         }
         json_decref(root);
+        if (failed) {
+            json_decref(*out);
+            *out = error_json("internal", "out of memory");
+            return 500;
+        }
         return sc_http_status_of(e.code);
     }
     json_decref(root);

@@ -7,6 +7,7 @@
 #ifndef SC_HTTP_H
 #define SC_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,6 +59,15 @@ sc_err sc_http_write_json(FILE *out, const struct json_t *j);
  * writes after it having fit. Every JSON text semcached sends, hashes or
  * stores is made by this. */
 char *sc_http_json_dumps(const struct json_t *j, size_t flags);
+
+/* json_object_set_new(o, key, v) for a JSON value built in steps: v is
+ * o's, or freed, in every case. The first failure (o or v NULL, out of
+ * memory) sets *failed, and every set after it is refused (v freed), so
+ * the builder checks *failed once, at the end, and takes its out-of-memory
+ * path: a value missing a member is never used as if whole. Returns
+ * !*failed. */
+bool sc_http_json_set(struct json_t *o, const char *key, struct json_t *v,
+                      bool *failed);
 
 typedef struct sc_http_config {
     /* "HOST:PORT" ("127.0.0.1:8080", "[::1]:8080") or "http://HOST:PORT";

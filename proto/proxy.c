@@ -681,6 +681,37 @@ static int start_stream(preq *pr, const char *xsc, const char *entry)
     return conn_write(pr, head, (size_t)n);
 }
 
+/* Bytes gathered: an upstream body, a stream's text, a hit's events. */
+typedef struct buf {
+    char *p;
+    size_t n, cap, max;
+    bool over;
+} buf;
+
+static int buf_add(buf *b, const void *d, size_t n)
+{
+    if (b->n + n > b->max) {
+        b->over = true;
+        return -1;
+    }
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n + 1) {
+            cap *= 2;
+        }
+        char *q = realloc(b->p, cap);
+        if (q == NULL) {
+            return -1;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+    return 0;
+}
+
 /* ---- serving a hit ---------------------------------------------------- */
 
 static void hit_header(const sc_cache_result *r, char *xsc, size_t cap,
@@ -729,8 +760,14 @@ static json_t *hit_answer(sc_proxy *p, const sc_cache_result *r, bool *bad)
     char id[96];
     snprintf(id, sizeof(id), "chatcmpl-semcache-%llu-%llu",
              (unsigned long long)r->id, (unsigned long long)seq);
-    json_object_set_new(j, "id", json_string(id));
-    json_object_set_new(j, "created", json_integer((json_int_t)time(NULL)));
+    bool failed = false;
+    sc_http_json_set(j, "id", json_string(id), &failed);
+    sc_http_json_set(j, "created", json_integer((json_int_t)time(NULL)),
+                     &failed);
+    if (failed) {
+        json_decref(j); /* not served with the upstream's id and time */
+        return NULL;
+    }
     return j;
 }
 
@@ -752,38 +789,45 @@ static bool serve_hit(preq *pr, const sc_cache_result *r, bool *bad)
     return true;
 }
 
-static int write_event(preq *pr, json_t *chunk)
+/* Appends chunk (consumed) to *ev as one event; false, *failed set, when
+ * out of memory (or already). */
+static bool add_event(buf *ev, json_t *chunk, bool *failed)
 {
-    char *s = sc_http_json_dumps(chunk, JSON_COMPACT);
+    char *s = *failed ? NULL : sc_http_json_dumps(chunk, JSON_COMPACT);
     json_decref(chunk);
-    if (s == NULL) {
-        return NNG_ENOMEM;
-    }
-    size_t n = strlen(s);
-    char *ev = malloc(n + 9);
-    if (ev == NULL) {
-        free(s);
-        return NNG_ENOMEM;
-    }
-    memcpy(ev, "data: ", 6);
-    memcpy(ev + 6, s, n);
-    memcpy(ev + 6 + n, "\n\n", 3);
+    *failed = s == NULL || buf_add(ev, "data: ", 6) != 0 ||
+              buf_add(ev, s, strlen(s)) != 0 || buf_add(ev, "\n\n", 2) != 0;
     free(s);
-    int rv = conn_write(pr, ev, n + 8);
-    free(ev);
-    return rv;
+    return !*failed;
+}
+
+/* A chunk: base's members and choices (consumed); NULL when out of memory
+ * (or already). */
+static json_t *chunk_of(const json_t *base, json_t *choices, bool *failed)
+{
+    json_t *c = *failed ? NULL : json_deep_copy(base);
+    sc_http_json_set(c, "choices", choices, failed);
+    if (*failed) {
+        json_decref(c);
+        return NULL;
+    }
+    return c;
 }
 
 /* Answers a streaming request from hit r as a stream: one chunk with the
  * whole message, one with the finish reason, the usage when asked, then
- * [DONE]. false when r's bytes are not an answer (*bad set) or memory ran
- * out before the stream began (pr is then still the caller's). */
+ * [DONE]. Every event is made before the head is sent, so that running
+ * out of memory for any of them is a hit not served, never a stream that
+ * ends with [DONE] missing a part. false when r's bytes are not an answer
+ * (*bad set) or memory ran out before the stream began (pr is then still
+ * the caller's). */
 static bool serve_hit_stream(preq *pr, const sc_cache_result *r, bool *bad)
 {
     json_t *j = hit_answer(pr->p, r, bad);
     if (j == NULL) {
         return false;
     }
+    bool failed = false;
     json_t *choice = json_array_get(json_object_get(j, "choices"), 0);
     json_t *msg = json_object_get(choice, "message");
     json_t *fin = json_object_get(choice, "finish_reason");
@@ -793,7 +837,7 @@ static bool serve_hit_stream(preq *pr, const sc_cache_result *r, bool *bad)
     json_t *tc;
     json_array_foreach(calls, i, tc)
     {
-        json_object_set_new(tc, "index", json_integer((json_int_t)i));
+        sc_http_json_set(tc, "index", json_integer((json_int_t)i), &failed);
     }
     json_t *model = json_object_get(j, "model");
     json_t *base = json_pack(
@@ -801,40 +845,42 @@ static bool serve_hit_stream(preq *pr, const sc_cache_result *r, bool *bad)
         "chat.completion.chunk", "created", json_object_get(j, "created"),
         "model",
         model != NULL ? json_incref(model) : json_string(pr->plan.model));
-    char xsc[128], entry[32];
-    hit_header(r, xsc, sizeof(xsc), entry, sizeof(entry));
-    int rv = base != NULL && delta != NULL ? start_stream(pr, xsc, entry)
-                                           : NNG_ENOMEM;
-    if (rv == 0) {
-        json_t *c1 = json_deep_copy(base);
-        json_object_set_new(c1, "choices",
-                            json_pack("[{s:i,s:O,s:n}]", "index", 0, "delta",
-                                      delta, "finish_reason"));
-        rv = write_event(pr, c1);
-    }
-    if (rv == 0) {
-        json_t *c2 = json_deep_copy(base);
-        json_object_set_new(
-            c2, "choices",
+    failed |= base == NULL || delta == NULL;
+    buf ev = {.max = SIZE_MAX};
+    add_event(&ev,
+              chunk_of(base,
+                       json_pack("[{s:i,s:O,s:n}]", "index", 0, "delta", delta,
+                                 "finish_reason"),
+                       &failed),
+              &failed);
+    add_event(
+        &ev,
+        chunk_of(
+            base,
             json_pack("[{s:i,s:{},s:o}]", "index", 0, "delta", "finish_reason",
-                      fin != NULL ? json_incref(fin) : json_string("stop")));
-        rv = write_event(pr, c2);
+                      fin != NULL ? json_incref(fin) : json_string("stop")),
+            &failed),
+        &failed);
+    json_t *usage = json_object_get(j, "usage");
+    if (pr->plan.include_usage && usage != NULL) {
+        json_t *c3 = chunk_of(base, json_array(), &failed);
+        sc_http_json_set(c3, "usage", json_incref(usage), &failed);
+        add_event(&ev, c3, &failed);
     }
-    if (rv == 0 && pr->plan.include_usage &&
-        json_object_get(j, "usage") != NULL) {
-        json_t *c3 = json_deep_copy(base);
-        json_object_set_new(c3, "choices", json_array());
-        json_object_set(c3, "usage", json_object_get(j, "usage"));
-        rv = write_event(pr, c3);
-    }
-    if (rv == 0) {
-        conn_write(pr, "data: [DONE]\n\n", 14);
-    }
+    failed |= buf_add(&ev, "data: [DONE]\n\n", 14) != 0;
     json_decref(delta);
     json_decref(base);
     json_decref(j);
-    if (!pr->hijacked) {
-        return false; /* out of memory before the stream started */
+    char xsc[128], entry[32];
+    hit_header(r, xsc, sizeof(xsc), entry, sizeof(entry));
+    if (failed || start_stream(pr, xsc, entry) != 0) {
+        free(ev.p);
+        if (!pr->hijacked) {
+            return false; /* out of memory before the stream started */
+        }
+    } else {
+        conn_write(pr, ev.p, ev.n);
+        free(ev.p);
     }
     count(pr->p, &pr->p->counts.hits);
     preq_done(pr);
@@ -948,36 +994,6 @@ static uint64_t usage_of(const json_t *a, const char *k)
 }
 
 /* ---- the upstream ----------------------------------------------------- */
-
-typedef struct buf {
-    char *p;
-    size_t n, cap, max;
-    bool over;
-} buf;
-
-static int buf_add(buf *b, const void *d, size_t n)
-{
-    if (b->n + n > b->max) {
-        b->over = true;
-        return -1;
-    }
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) {
-            cap *= 2;
-        }
-        char *q = realloc(b->p, cap);
-        if (q == NULL) {
-            return -1;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return 0;
-}
 
 static size_t collect_cb(char *d, size_t sz, size_t nm, void *arg)
 {
@@ -1436,15 +1452,18 @@ static void forward_stream(preq *pr, CURL *c)
                     "choices", "index", 0, "message", "role", "assistant",
                     "content", s.text.p != NULL ? s.text.p : "", s.text.n,
                     "finish_reason", s.finish);
-                if (a != NULL && (s.in_tok > 0 || s.out_tok > 0)) {
-                    json_object_set_new(
+                bool failed = a == NULL;
+                if (s.in_tok > 0 || s.out_tok > 0) {
+                    /* Not stored without it: its hits would lack usage. */
+                    sc_http_json_set(
                         a, "usage",
                         json_pack("{s:I,s:I,s:I}", "prompt_tokens",
                                   (json_int_t)s.in_tok, "completion_tokens",
                                   (json_int_t)s.out_tok, "total_tokens",
-                                  (json_int_t)(s.in_tok + s.out_tok)));
+                                  (json_int_t)(s.in_tok + s.out_tok)),
+                        &failed);
                 }
-                char *enc = sc_http_json_dumps(a, JSON_COMPACT);
+                char *enc = failed ? NULL : sc_http_json_dumps(a, JSON_COMPACT);
                 if (enc != NULL) {
                     store(pr, enc, strlen(enc), s.in_tok, s.out_tok);
                 }

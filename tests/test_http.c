@@ -2413,8 +2413,11 @@ static void test_exec_oom(sc_dispatch *d)
 static atomic_long json_countdown;
 static atomic_bool json_failed;
 
+static atomic_long json_allocs; /* by json_malloc, in all */
+
 static void *json_malloc(size_t n)
 {
+    atomic_fetch_add(&json_allocs, 1);
     if (atomic_load(&json_countdown) > 0 &&
         atomic_fetch_sub(&json_countdown, 1) == 1) {
         atomic_store(&json_failed, true);
@@ -2483,6 +2486,291 @@ static void test_json_dumps_oom(void)
     json_decref(j);
 }
 
+/* One request on a fresh connection, its whole answer read until the
+ * server closes (a stream has no Content-Length): the status, and the
+ * body in *body (malloc'd, NUL-terminated). -1 when no answer. */
+static int http_whole(int p, const char *extra, const char *body, char **out)
+{
+    *out = NULL;
+    int fd = connect_to(p);
+    if (fd < 0) {
+        return -1;
+    }
+    char head[1024];
+    int hn = snprintf(head, sizeof(head),
+                      "POST /v1/chat/completions HTTP/1.1\r\nHost: "
+                      "127.0.0.1\r\nConnection: close\r\n%sContent-Length: "
+                      "%zu\r\n\r\n",
+                      extra, strlen(body));
+    send_all(fd, head, (size_t)hn);
+    send_all(fd, body, strlen(body));
+    char *buf = NULL;
+    size_t have = 0;
+    for (;;) {
+        char tmp[65536];
+        ssize_t k = recv(fd, tmp, sizeof(tmp), 0);
+        if (k <= 0) {
+            break;
+        }
+        buf = realloc(buf, have + (size_t)k + 1);
+        memcpy(buf + have, tmp, (size_t)k);
+        have += (size_t)k;
+        buf[have] = '\0';
+    }
+    close(fd);
+    int status = -1;
+    char *end = buf != NULL ? strstr(buf, "\r\n\r\n") : NULL;
+    if (end == NULL || sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
+        free(buf);
+        return -1;
+    }
+    *out = strdup(end + 4);
+    free(buf);
+    return status;
+}
+
+/* A plain hit's answer, whole: the stored message under a fresh id and
+ * created time. */
+static bool whole_answer(const char *body)
+{
+    json_error_t e;
+    json_t *j = json_loads(body, 0, &e);
+    const char *id = json_string_value(json_object_get(j, "id"));
+    json_t *cr = json_object_get(j, "created");
+    const char *content = json_string_value(json_object_get(
+        json_object_get(json_array_get(json_object_get(j, "choices"), 0),
+                        "message"),
+        "content"));
+    bool ok = id != NULL && strncmp(id, "chatcmpl-semcache-", 18) == 0 &&
+              json_is_integer(cr) && json_integer_value(cr) > 1 &&
+              content != NULL && strcmp(content, "an answer") == 0;
+    json_decref(j);
+    return ok;
+}
+
+/* A hit's stream, whole: every event a chunk with choices, the message's
+ * content in one, the finish reason in another, then [DONE]. */
+static bool whole_stream(const char *body)
+{
+    bool content = false, fin = false, done = false, ok = true;
+    for (const char *ev = body; ok && *ev != '\0';) {
+        const char *end = strstr(ev, "\n\n");
+        if (strncmp(ev, "data: ", 6) != 0 || end == NULL || done) {
+            return false;
+        }
+        if (strncmp(ev, "data: [DONE]\n\n", 14) == 0) {
+            done = true;
+        } else {
+            json_error_t e;
+            json_t *c = json_loadb(ev + 6, (size_t)(end - ev - 6), 0, &e);
+            json_t *c0 = json_array_get(json_object_get(c, "choices"), 0);
+            const char *t = json_string_value(
+                json_object_get(json_object_get(c0, "delta"), "content"));
+            const char *id = json_string_value(json_object_get(c, "id"));
+            ok = c0 != NULL && id != NULL &&
+                 strncmp(id, "chatcmpl-semcache-", 18) == 0;
+            content |= t != NULL && strcmp(t, "an answer") == 0;
+            fin |= json_is_string(json_object_get(c0, "finish_reason"));
+            json_decref(c);
+        }
+        ev = end + 2;
+    }
+    return ok && content && fin && done;
+}
+
+/* Arms json_fail_nth(*arg) as a hit starts to be made into its answer. */
+static bool arm_json_oom(void *arg)
+{
+    json_fail_nth(*(const long *)arg);
+    return false;
+}
+
+/* A hit whose answer runs out of memory anywhere in its making, plain or
+ * streamed, is served whole or goes upstream as a miss (502 here) with
+ * its hit taken back from the ledger: never an answer missing what did
+ * not fit. Each of jansson's allocations after the stored answer's parse
+ * fails in turn (the parse's own are left alone: jansson reports some of
+ * its out of memory as malformed JSON). Before: a plain answer with the
+ * stored id and created time (their sets failed), and a stream whose
+ * message chunk had no choices, ended by [DONE] as if whole. */
+static void test_proxy_json_oom(void)
+{
+    sc_cache *cache = NULL;
+    sc_prices *pz = NULL;
+    sc_ledger *lg = NULL;
+    const char *prices = "{\"date\": \"2026-01-01\", \"cpu_hour\": 0,"
+                         " \"models\": {\"m\": {\"input\": 2.0, "
+                         "\"output\": 8.0}}}";
+    char msg[256];
+    CHECK(sc_prices_parse(prices, strlen(prices), "t", &pz, msg, sizeof(msg)) ==
+              SC_OK &&
+          sc_ledger_open(pz, &lg) == SC_OK);
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.ledger = lg;
+    CHECK(sc_cache_open(&cc, &cache) == SC_OK);
+    proxy_front fr; /* its upstream not there: a miss is answered 502 */
+    proxy_front_open(&fr, cache);
+    sc_proxy *px = NULL;
+    CHECK_EQ_INT(sc_proxy_open(&fr.pc, &px), SC_OK);
+    if (px == NULL) {
+        goto out;
+    }
+    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":"
+                       "\"user\",\"content\":\"a question\"}]}";
+    const char *stream = "{\"model\":\"m\",\"stream\":true,\"messages\":[{"
+                         "\"role\":\"user\",\"content\":\"a question\"}]}";
+    json_error_t e;
+    json_t *req = json_loads(chat, 0, &e);
+    sc_proxy_plan plan;
+    CHECK(sc_proxy_derive(req, SC_PROXY_HISTORY_EXACT, &plan, msg,
+                          sizeof(msg)) == SC_OK);
+    json_decref(req);
+    const char *answer = "{\"id\":\"chatcmpl-orig\",\"created\":1,"
+                         "\"object\":\"chat.completion\",\"model\":\"m\","
+                         "\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                         "\"assistant\",\"content\":\"an answer\"},"
+                         "\"finish_reason\":\"stop\"}]}";
+    sc_cache_item it = {.scope = plan.scope,
+                        .text = plan.text,
+                        .text_len = plan.text_len,
+                        .response = answer,
+                        .response_len = strlen(answer),
+                        .model = "m",
+                        .input_tokens = 1000,
+                        .output_tokens = 1000};
+    CHECK(sc_cache_insert(cache, "chat", &it, NULL) == SC_OK);
+    sc_proxy_plan_fini(&plan);
+
+    const char *ct = "Content-Type: application/json\r\n";
+    unsigned served = 0, upstream = 0, refused = 0, bad = 0;
+    json_oom_begin();
+    long parse = atomic_load(&json_allocs), nth;
+    json_decref(json_loads(answer, 0, &e));
+    parse = atomic_load(&json_allocs) - parse;
+    sc_proxy_set_hit_oom_hook(arm_json_oom, &nth);
+    for (int s = 0; s < 2; s++) {
+        for (long k = 1; k < 5000; k++) {
+            char *body = NULL;
+            nth = parse + k;
+            int status = http_whole(fr.port, ct, s ? stream : chat, &body);
+            bool failed = json_fail_none();
+            bool whole = status == 200 && body != NULL &&
+                         (s ? whole_stream(body) : whole_answer(body));
+            served += whole;
+            upstream += status == 502;
+            refused += status == 500;
+            if (!whole && status != 502 && status != 500) {
+                bad++;
+                fprintf(stderr, "  %s, allocation %ld failed: %d %s\n",
+                        s ? "stream" : "plain", k, status,
+                        body != NULL ? body : "");
+            }
+            free(body);
+            if (!failed) {
+                break; /* all of it made with no failure */
+            }
+        }
+    }
+    sc_proxy_set_hit_oom_hook(NULL, NULL);
+    json_oom_end();
+    CHECK_EQ_INT(bad, 0);
+    CHECK(served >= 2 && upstream > 0);
+    /* Every hit not served is taken back. */
+    sc_ledger_counts t;
+    CHECK(sc_ledger_sum(lg, "chat", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
+    CHECK_EQ_INT(t.exact_hits - t.false_hits, served);
+    fprintf(stderr, "  json oom: %u served, %u upstream, %u refused\n", served,
+            upstream, refused);
+    sc_proxy_close(px);
+out:
+    sc_http_close(fr.h);
+    sc_dispatch_close(fr.d);
+    sc_cache_close(cache);
+    sc_ledger_close(lg);
+    sc_prices_free(pz);
+}
+
+/* A JSON request whose translation runs out of memory is a 500, never
+ * the request without what did not fit: the Authorization header's key
+ * set into the body, or the id echoed in a refusal. Each of jansson's
+ * allocations after the body's parse fails in turn (the parse's own are
+ * left alone: jansson reports some of its out of memory as malformed
+ * JSON). Before: 401 unauthorized (the key's set failed and the request
+ * went on without it), and a 400 without its id. */
+static void test_exec_json_oom(void)
+{
+    sc_cache *c = NULL;
+    sc_dispatch *d = NULL;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK && sc_dispatch_open(c, &d) == SC_OK);
+    const char *secret = "aaaaaaaaaaaaaaaaaaaa";
+    sc_key key;
+    memset(&key, 0, sizeof(key));
+    key.len = (uint32_t)strlen(secret);
+    memcpy(key.secret, secret, key.len);
+    snprintf(key.name, sizeof(key.name), "admin");
+    key.admin = true;
+    CHECK(sc_dispatch_set_keys(d, &key, 1) == SC_OK);
+    static char deep[256];
+    int n = snprintf(deep, sizeof(deep),
+                     "{\"ns\":\"faq\",\"vec\":[1,0,0],"
+                     "\"key\":\"%s\",\"x\":",
+                     secret);
+    for (int i = 0; i < 17; i++) {
+        deep[n++] = '[';
+    }
+    deep[n++] = '1';
+    for (int i = 0; i < 17; i++) {
+        deep[n++] = ']';
+    }
+    snprintf(deep + n, sizeof(deep) - (size_t)n, ",\"id\":5}");
+    const char *ops[2] = {"ns_list", "lookup"};
+    const char *bodies[2] = {"", deep};
+    const int wants[2] = {200, 400};
+    unsigned bad = 0, whole = 0;
+    json_oom_begin();
+    for (int w = 0; w < 2; w++) {
+        json_error_t e;
+        long parse = atomic_load(&json_allocs);
+        json_decref(w == 0
+                        ? json_object()
+                        : json_loadb(deep, strlen(deep), JSON_ALLOW_NUL, &e));
+        parse = atomic_load(&json_allocs) - parse;
+        for (long k = 1; k < 1000; k++) {
+            char *out = NULL;
+            size_t out_len = 0;
+            json_fail_nth(parse + k);
+            int status =
+                sc_http_exec(d, ops[w], bodies[w], strlen(bodies[w]),
+                             "Bearer aaaaaaaaaaaaaaaaaaaa", &out, &out_len);
+            bool failed = json_fail_none();
+            json_t *j = status == wants[w] && out != NULL
+                            ? json_loadb(out, out_len, 0, &e)
+                            : NULL;
+            bool ok =
+                j != NULL &&
+                (w == 0 || json_integer_value(json_object_get(j, "id")) == 5);
+            whole += ok;
+            if (!ok && status != 500) {
+                bad++;
+                fprintf(stderr, "  %s, allocation %ld failed: %d %.*s", ops[w],
+                        parse + k, status, (int)out_len,
+                        out != NULL ? out : "");
+            }
+            json_decref(j);
+            free(out);
+            if (!failed) {
+                break;
+            }
+        }
+    }
+    json_oom_end();
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(whole, 2);
+    sc_dispatch_close(d);
+    sc_cache_close(c);
+}
+
 int main(void)
 {
     sc_cache_config cc;
@@ -2533,6 +2821,8 @@ int main(void)
     test_proxy_hit_oom();
     test_exec_oom(d);
     test_json_dumps_oom();
+    test_proxy_json_oom();
+    test_exec_json_oom();
     test_healthz(); /* still serving after all of it */
 
     /* Close with a body half sent: the read is dropped, close returns. */
