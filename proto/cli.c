@@ -391,10 +391,6 @@ static sc_err run_report(sc_client *c, const char *ns, const char *by,
     if (res == NULL) {
         return SC_EPROTO;
     }
-    if (!json_is_string(json_object_get(res, "prices_date"))) {
-        /* Not "(null)" in the heading. */
-        json_object_set_new(res, "prices_date", json_string("an unknown date"));
-    }
     if (!json && sc_cli_print_report(res, ns, stdout) != 0) {
         rc = SC_EPROTO;
     }

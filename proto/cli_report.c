@@ -233,11 +233,12 @@ int sc_cli_print_report(const json_t *res, const char *ns, FILE *f)
     if (!json_is_object(total) || !json_is_array(rows) || by == NULL) {
         return -1;
     }
+    /* A reply without the date says so, not "(null)". */
+    const char *date = json_string_value(json_object_get(res, "prices_date"));
     fprintf(f,
             "semcached cost report: %s (prices of %s, CPU at $%.3f/hour)\n\n",
             ns != NULL ? ns : "all namespaces",
-            json_string_value(json_object_get(res, "prices_date")),
-            num(res, "cpu_hour"));
+            date != NULL ? date : "an unknown date", num(res, "cpu_hour"));
     print_totals(total, f);
     fprintf(f, "\nby %s:\n  %-24s %9s %9s %12s %12s %12s\n", by, by, "requests",
             "hit rate", "avoided", "spent", "net");
