@@ -1266,6 +1266,36 @@ static const char *const undo_prices =
     "{\"date\": \"2026-01-01\", \"cpu_hour\": 0, \"models\": {\"m\": "
     "{\"input\": 2.0, \"output\": 8.0}}}";
 
+/* A cache with a ledger of undo_prices, and its dispatcher. */
+typedef struct priced {
+    sc_prices *pz;
+    sc_ledger *lg;
+    sc_cache *cache;
+    sc_dispatch *d;
+} priced;
+
+static void priced_open(priced *p)
+{
+    char msg[256];
+    memset(p, 0, sizeof(*p));
+    CHECK(sc_prices_parse(undo_prices, strlen(undo_prices), "t", &p->pz, msg,
+                          sizeof(msg)) == SC_OK &&
+          sc_ledger_open(p->pz, &p->lg) == SC_OK);
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.ledger = p->lg;
+    CHECK(sc_cache_open(&cc, &p->cache) == SC_OK &&
+          sc_dispatch_open(p->cache, &p->d) == SC_OK);
+}
+
+static void priced_close(priced *p)
+{
+    sc_dispatch_close(p->d);
+    sc_cache_close(p->cache);
+    sc_ledger_close(p->lg);
+    sc_prices_free(p->pz);
+}
+
 /* Entry i (as insert_req) of model m with 1000 tokens in and out, its
  * response resp[0..rn). */
 static req priced_insert_of(const char *ns, unsigned i, const char *resp,
@@ -1335,19 +1365,10 @@ static bool send_fails_now(void *arg)
 
 static void test_undelivered_hits(void)
 {
-    char msg[256];
-    sc_prices *pz = NULL;
-    sc_ledger *lg = NULL;
-    CHECK(sc_prices_parse(undo_prices, strlen(undo_prices), "t", &pz, msg,
-                          sizeof(msg)) == SC_OK &&
-          sc_ledger_open(pz, &lg) == SC_OK);
-    sc_cache_config cc;
-    sc_cache_config_init(&cc);
-    cc.ledger = lg;
-    sc_cache *cache = NULL;
-    sc_dispatch *d = NULL;
-    CHECK(sc_cache_open(&cc, &cache) == SC_OK &&
-          sc_dispatch_open(cache, &d) == SC_OK);
+    priced pr;
+    priced_open(&pr);
+    sc_dispatch *d = pr.d;
+    sc_ledger *lg = pr.lg;
     for (unsigned i = 0; i < 2; i++) {
         req r = priced_insert("u", i);
         uint8_t *rep = NULL;
@@ -1442,10 +1463,7 @@ static void test_undelivered_hits(void)
     sc_server_set_send_hook(NULL, NULL);
     nng_close(s);
     sc_server_close(srv);
-    sc_dispatch_close(d);
-    sc_cache_close(cache);
-    sc_ledger_close(lg);
-    sc_prices_free(pz);
+    priced_close(&pr);
 }
 
 /* ---- replies that run out of memory while packed ---------------------
@@ -1462,19 +1480,10 @@ static bool big_write_fails(void *arg, size_t len)
 
 static void test_reply_oom(void)
 {
-    char msg[256];
-    sc_prices *pz = NULL;
-    sc_ledger *lg = NULL;
-    CHECK(sc_prices_parse(undo_prices, strlen(undo_prices), "t", &pz, msg,
-                          sizeof(msg)) == SC_OK &&
-          sc_ledger_open(pz, &lg) == SC_OK);
-    sc_cache_config cc;
-    sc_cache_config_init(&cc);
-    cc.ledger = lg;
-    sc_cache *cache = NULL;
-    sc_dispatch *d = NULL;
-    CHECK(sc_cache_open(&cc, &cache) == SC_OK &&
-          sc_dispatch_open(cache, &d) == SC_OK);
+    priced pr;
+    priced_open(&pr);
+    sc_dispatch *d = pr.d;
+    sc_ledger *lg = pr.lg;
     static char big[4096];
     memset(big, 'r', sizeof(big));
     for (unsigned i = 0; i < 2; i++) {
@@ -1527,10 +1536,7 @@ static void test_reply_oom(void)
           memmem(rep, rl, big, sizeof(big)) != NULL);
     free(rep);
     free(r.data);
-    sc_dispatch_close(d);
-    sc_cache_close(cache);
-    sc_ledger_close(lg);
-    sc_prices_free(pz);
+    priced_close(&pr);
 }
 
 int main(int argc, char **argv)
