@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,6 +74,74 @@ const size_t sc_http_nops = sizeof(sc_http_ops) / sizeof(sc_http_ops[0]);
 #define JSON_CTYPE "application/json"
 #define PROM_CTYPE "text/plain; version=0.0.4; charset=utf-8"
 #define DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+
+/* ---- jansson's allocator ---------------------------------------------- */
+
+/* Every allocation of jansson's goes through json_alloc (installed once,
+ * before the front's or the proxy's threads use jansson): a failure sets
+ * the calling thread's json_oom, which sc_http_json_loadb clears before a
+ * parse and reads after it. jansson reports some of a parse's out of
+ * memory as bad input (its lexer's: "invalid token near ...", or line -1
+ * with no text), so its error code alone cannot tell them apart. */
+static _Thread_local bool json_oom;
+
+static struct {
+    bool (*_Atomic fn)(void *, size_t);
+    void *_Atomic arg;
+} json_alloc_hook;
+
+static void *json_alloc(size_t n)
+{
+    bool (*fail)(void *, size_t) = atomic_load(&json_alloc_hook.fn);
+    void *p = fail != NULL && fail(atomic_load(&json_alloc_hook.arg), n)
+                  ? NULL
+                  : malloc(n);
+    if (p == NULL) {
+        json_oom = true;
+    }
+    return p;
+}
+
+static pthread_once_t json_alloc_once = PTHREAD_ONCE_INIT;
+
+static void json_alloc_install(void)
+{
+    json_set_alloc_funcs(json_alloc, free);
+}
+
+void sc_http_json_init(void)
+{
+    pthread_once(&json_alloc_once, json_alloc_install);
+}
+
+void sc_http_set_json_alloc_hook(bool (*fail)(void *arg, size_t len), void *arg)
+{
+    sc_http_json_init();
+    atomic_store(&json_alloc_hook.arg, arg);
+    atomic_store(&json_alloc_hook.fn, fail);
+}
+
+json_t *sc_http_json_loadb(const char *buf, size_t n, size_t flags,
+                           json_error_t *err, bool *oom)
+{
+    json_error_t e;
+    if (err == NULL) {
+        err = &e;
+    }
+    sc_http_json_init();
+    json_oom = false;
+    json_t *j = json_loadb(buf, n, flags, err);
+    *oom = json_oom ||
+           (j == NULL && json_error_code(err) == json_error_out_of_memory);
+    if (*oom && j != NULL) {
+        /* Parsed, but not whole: jansson's lexer does not check its
+         * token buffer's growth (lex_save), so a token that needed it
+         * comes out one byte short. */
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
+}
 
 /* The text sc_http_json_dumps is making; the first failure is kept and
  * every later write refused. */
@@ -761,6 +830,7 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
 {
     json_error_t jerr;
     json_t *root = NULL;
+    bool oom = false;
     size_t skip = 0;
     *ran = false;
     while (skip < n && (body[skip] == ' ' || body[skip] == '\t' ||
@@ -769,7 +839,9 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
     }
     if (skip == n) {
         root = json_object(); /* no body: no fields (ping, ns_list, ...) */
-    } else if ((root = json_loadb(body, n, JSON_ALLOW_NUL, &jerr)) == NULL) {
+    } else if ((root = sc_http_json_loadb(body, n, JSON_ALLOW_NUL, &jerr,
+                                          &oom)) == NULL &&
+               !oom) {
         char msg[320];
         snprintf(msg, sizeof(msg), "malformed JSON at line %d, column %d: %s",
                  jerr.line, jerr.column, jerr.text);
@@ -1508,6 +1580,7 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
         cfg->queue_max > SC_HTTP_MAX_QUEUE) {
         return SC_EINVAL;
     }
+    sc_http_json_init();
     char urlbuf[512];
     const char *a = cfg->addr;
     int un = strncmp(a, "http://", 7) == 0

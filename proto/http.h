@@ -60,6 +60,32 @@ sc_err sc_http_write_json(FILE *out, const struct json_t *j);
  * stores is made by this. */
 char *sc_http_json_dumps(const struct json_t *j, size_t flags);
 
+/* Installs, once, the allocator jansson uses in the process (malloc and
+ * free, each failure noted for sc_http_json_loadb). sc_http_open and
+ * sc_proxy_open call it, before their threads start; nothing else may set
+ * jansson's allocator (json_set_alloc_funcs) after it. */
+void sc_http_json_init(void);
+
+/* json_loadb(buf, n, flags, err) that tells running out of memory from bad
+ * input: the value (the caller's), or NULL with *oom set when any of
+ * jansson's allocations failed in the parse or jansson said so, else NULL
+ * with *oom false: the text is not JSON (err, when not NULL, says where).
+ * jansson reports some of a parse's out of memory as malformed JSON
+ * ("invalid token near ...", line -1), and a token whose buffer could not
+ * grow comes out a byte short of a successful parse (its lexer does not
+ * check the growth): both are out of memory here, never bad input or a
+ * value. Every JSON text semcached reads off the network or the cache is
+ * parsed by this. */
+struct json_error_t;
+struct json_t *sc_http_json_loadb(const char *buf, size_t n, size_t flags,
+                                  struct json_error_t *err, bool *oom);
+
+/* For tests: fail(arg, len) is asked before each of jansson's allocations
+ * (of len bytes), on any thread; true fails it as malloc's out of memory
+ * would, noted as one (NULL: none). */
+void sc_http_set_json_alloc_hook(bool (*fail)(void *arg, size_t len),
+                                 void *arg);
+
 /* json_object_set_new(o, key, v) for a JSON value built in steps: v is
  * o's, or freed, in every case. The first failure (o or v NULL, out of
  * memory) sets *failed, and every set after it is refused (v freed), so

@@ -743,10 +743,10 @@ static json_t *hit_answer(sc_proxy *p, const sc_cache_result *r, bool *bad)
     if (fail != NULL && fail(atomic_load(&hit_oom_hook.arg))) {
         return NULL;
     }
-    json_error_t err;
-    json_t *j = json_loadb(r->response, r->response_len, 0, &err);
+    bool oom;
+    json_t *j = sc_http_json_loadb(r->response, r->response_len, 0, NULL, &oom);
     if (j == NULL) {
-        *bad = json_error_code(&err) != json_error_out_of_memory;
+        *bad = !oom; /* a good entry is not junk for want of memory */
         return NULL;
     }
     if (!json_is_object(j) || !json_is_array(json_object_get(j, "choices")) ||
@@ -1117,8 +1117,9 @@ static int upstream_embed(preq *pr, CURL *c)
     curl_slist_free_all(h);
     free(body);
     int rc = -1;
+    bool oom; /* either way no vector: not stored */
     json_t *a = cc == CURLE_OK && status == 200 && b.p != NULL
-                    ? json_loadb(b.p, b.n, 0, NULL)
+                    ? sc_http_json_loadb(b.p, b.n, 0, NULL, &oom)
                     : NULL;
     const json_t *e = json_object_get(
         json_array_get(json_object_get(a, "data"), 0), "embedding");
@@ -1218,8 +1219,11 @@ static void forward_plain(preq *pr, CURL *c)
     if (status != 200) {
         why = "status";
     } else {
-        json_t *a = json_loadb(b.p != NULL ? b.p : "", b.n, 0, NULL);
-        why = a == NULL ? "not_json" : admit(p, a);
+        bool oom;
+        json_t *a =
+            sc_http_json_loadb(b.p != NULL ? b.p : "", b.n, 0, NULL, &oom);
+        why = a == NULL ? (oom ? sc_dispatch_errcode(SC_ENOMEM) : "not_json")
+                        : admit(p, a);
         if (why == NULL) {
             why = store(pr, b.p, b.n, usage_of(a, "prompt_tokens"),
                         usage_of(a, "completion_tokens"));
@@ -1280,7 +1284,8 @@ static void sse_line(sse *s, const char *l, size_t n)
         s->bad = true;
         return;
     }
-    json_t *j = json_loadb(l, n, 0, NULL);
+    bool oom; /* either way the answer is not stored */
+    json_t *j = sc_http_json_loadb(l, n, 0, NULL, &oom);
     if (!json_is_object(j) || json_object_get(j, "error") != NULL) {
         s->bad = true;
         json_decref(j);
@@ -1693,7 +1698,14 @@ static void process(preq *pr)
     }
     char msg[320];
     json_error_t jerr;
-    pr->root = json_loadb(pr->body != NULL ? pr->body : "", pr->len, 0, &jerr);
+    bool oom;
+    pr->root = sc_http_json_loadb(pr->body != NULL ? pr->body : "", pr->len, 0,
+                                  &jerr, &oom);
+    if (pr->root == NULL && oom) {
+        reply_error(pr, 500, "semcache_error", "internal", "out of memory",
+                    NULL, false);
+        return;
+    }
     if (pr->root == NULL) {
         snprintf(msg, sizeof(msg), "malformed JSON at line %d, column %d: %s",
                  jerr.line, jerr.column, jerr.text);
@@ -1924,6 +1936,7 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
         cfg->lookup_workers > SC_PROXY_MAX_LOOKUP_WORKERS || cfg->history > 2) {
         return SC_EINVAL;
     }
+    sc_http_json_init();
     char urlbuf[512];
     int un = strncmp(cfg->addr, "http://", 7) == 0
                  ? snprintf(urlbuf, sizeof(urlbuf), "%s", cfg->addr)

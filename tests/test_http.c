@@ -2408,34 +2408,34 @@ static void test_exec_oom(sc_dispatch *d)
 
 /* jansson's allocations, for the tests: json_fail_nth(k) fails the k-th
  * one from now (on any thread), once; json_fail_none() fails none. The
- * functions are jansson's from json_oom_begin to json_oom_end (set while
- * nothing else uses jansson: the two pointers are plain globals). */
+ * hook is asked by the allocator proto/http.c gives jansson, from
+ * json_oom_begin to json_oom_end, so a failure is one that allocator
+ * notes as out of memory. */
 static atomic_long json_countdown;
 static atomic_bool json_failed;
 
-static atomic_long json_allocs; /* by json_malloc, in all */
-
-static void *json_malloc(size_t n)
+static bool json_fail(void *arg, size_t n)
 {
-    atomic_fetch_add(&json_allocs, 1);
+    (void)arg;
+    (void)n;
     if (atomic_load(&json_countdown) > 0 &&
         atomic_fetch_sub(&json_countdown, 1) == 1) {
         atomic_store(&json_failed, true);
-        return NULL;
+        return true;
     }
-    return malloc(n);
+    return false;
 }
 
 static void json_oom_begin(void)
 {
     atomic_store(&json_countdown, 0);
-    json_set_alloc_funcs(json_malloc, free);
+    sc_http_set_json_alloc_hook(json_fail, NULL);
 }
 
 static void json_oom_end(void)
 {
     atomic_store(&json_countdown, 0);
-    json_set_alloc_funcs(malloc, free);
+    sc_http_set_json_alloc_hook(NULL, NULL);
 }
 
 static void json_fail_nth(long k)
@@ -2448,7 +2448,7 @@ static void json_fail_nth(long k)
 static bool json_fail_none(void)
 {
     atomic_store(&json_countdown, 0);
-    return atomic_load(&json_failed);
+    return atomic_exchange(&json_failed, false);
 }
 
 /* A JSON text that runs out of memory while written is none, never one
@@ -2535,6 +2535,11 @@ static bool whole_answer(const char *body)
 {
     json_error_t e;
     json_t *j = json_loads(body, 0, &e);
+    const char *obj = json_string_value(json_object_get(j, "object"));
+    if (obj == NULL || strcmp(obj, "chat.completion") != 0) {
+        json_decref(j);
+        return false;
+    }
     const char *id = json_string_value(json_object_get(j, "id"));
     json_t *cr = json_object_get(j, "created");
     const char *content = json_string_value(json_object_get(
@@ -2588,11 +2593,14 @@ static bool arm_json_oom(void *arg)
 /* A hit whose answer runs out of memory anywhere in its making, plain or
  * streamed, is served whole or goes upstream as a miss (502 here) with
  * its hit taken back from the ledger: never an answer missing what did
- * not fit. Each of jansson's allocations after the stored answer's parse
- * fails in turn (the parse's own are left alone: jansson reports some of
- * its out of memory as malformed JSON). Before: a plain answer with the
- * stored id and created time (their sets failed), and a stream whose
- * message chunk had no choices, ended by [DONE] as if whole. */
+ * not fit, and the entry is never quarantined for it. Each of jansson's
+ * allocations fails in turn, from the stored answer's parse on. Before:
+ * a plain answer with the stored id and created time (their sets failed),
+ * and a stream whose message chunk had no choices, ended by [DONE] as if
+ * whole; a parse that failed at its first allocation (jansson: line -1,
+ * no text) took the good entry for junk and quarantined it, every hit
+ * after a miss (0 served, and 502 with memory back); and one that failed
+ * as "chat.completion" grew the lexer's buffer served "chat.completio". */
 static void test_proxy_json_oom(void)
 {
     sc_cache *cache = NULL;
@@ -2645,14 +2653,22 @@ static void test_proxy_json_oom(void)
     const char *ct = "Content-Type: application/json\r\n";
     unsigned served = 0, upstream = 0, refused = 0, bad = 0;
     json_oom_begin();
-    long parse = atomic_load(&json_allocs), nth;
-    json_decref(json_loads(answer, 0, &e));
-    parse = atomic_load(&json_allocs) - parse;
+    /* The request's own parse out of memory: 500, not 400 malformed. */
+    for (long k = 1; k < 3; k++) {
+        char *body = NULL;
+        json_fail_nth(k);
+        int status = http_whole(fr.port, ct, chat, &body);
+        CHECK(json_fail_none());
+        CHECK_EQ_INT(status, 500);
+        CHECK(body != NULL && strstr(body, "\"internal\"") != NULL);
+        free(body);
+    }
+    long nth;
     sc_proxy_set_hit_oom_hook(arm_json_oom, &nth);
     for (int s = 0; s < 2; s++) {
         for (long k = 1; k < 5000; k++) {
             char *body = NULL;
-            nth = parse + k;
+            nth = k;
             int status = http_whole(fr.port, ct, s ? stream : chat, &body);
             bool failed = json_fail_none();
             bool whole = status == 200 && body != NULL &&
@@ -2676,6 +2692,14 @@ static void test_proxy_json_oom(void)
     json_oom_end();
     CHECK_EQ_INT(bad, 0);
     CHECK(served >= 2 && upstream > 0);
+    /* Memory back: the entry, never quarantined, is served. */
+    char *body = NULL;
+    int status = http_whole(fr.port, ct, chat, &body);
+    CHECK_EQ_INT(status, 200);
+    if (status == 200 && body != NULL && whole_answer(body)) {
+        served++;
+    }
+    free(body);
     /* Every hit not served is taken back. */
     sc_ledger_counts t;
     CHECK(sc_ledger_sum(lg, "chat", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
@@ -2691,13 +2715,15 @@ out:
     sc_prices_free(pz);
 }
 
-/* A JSON request whose translation runs out of memory is a 500, never
- * the request without what did not fit: the Authorization header's key
- * set into the body, or the id echoed in a refusal. Each of jansson's
- * allocations after the body's parse fails in turn (the parse's own are
- * left alone: jansson reports some of its out of memory as malformed
- * JSON). Before: 401 unauthorized (the key's set failed and the request
- * went on without it), and a 400 without its id. */
+/* A JSON request whose parse or translation runs out of memory is a 500,
+ * never the request without what did not fit: the Authorization header's
+ * key set into the body, or the id echoed in a refusal. Each of jansson's
+ * allocations fails in turn, from the body's parse on. Before: 401
+ * unauthorized (the key's set failed and the request went on without
+ * it), and a 400 without its id; a parse that ran out of memory was
+ * "400 malformed JSON at line -1" (or "string or '}' expected near
+ * '"id"'"), and one that failed as the 20-byte key grew the lexer's
+ * buffer parsed, the key a byte short, and was answered as if whole. */
 static void test_exec_json_oom(void)
 {
     sc_cache *c = NULL;
@@ -2731,15 +2757,10 @@ static void test_exec_json_oom(void)
     json_oom_begin();
     for (int w = 0; w < 2; w++) {
         json_error_t e;
-        long parse = atomic_load(&json_allocs);
-        json_decref(w == 0
-                        ? json_object()
-                        : json_loadb(deep, strlen(deep), JSON_ALLOW_NUL, &e));
-        parse = atomic_load(&json_allocs) - parse;
         for (long k = 1; k < 1000; k++) {
             char *out = NULL;
             size_t out_len = 0;
-            json_fail_nth(parse + k);
+            json_fail_nth(k);
             int status =
                 sc_http_exec(d, ops[w], bodies[w], strlen(bodies[w]),
                              "Bearer aaaaaaaaaaaaaaaaaaaa", &out, &out_len);
@@ -2754,8 +2775,7 @@ static void test_exec_json_oom(void)
             if (!ok && status != 500) {
                 bad++;
                 fprintf(stderr, "  %s, allocation %ld failed: %d %.*s", ops[w],
-                        parse + k, status, (int)out_len,
-                        out != NULL ? out : "");
+                        k, status, (int)out_len, out != NULL ? out : "");
             }
             json_decref(j);
             free(out);
