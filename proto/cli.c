@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sc_utf8.h"
 #include "proto/cli_report.h"
 #include "proto/client.h"
 #include "proto/mp.h"
@@ -45,31 +46,6 @@ static void usage(FILE *f)
         "  ns-drop --ns NS          (remove a namespace and its entries)\n");
 }
 
-/* The length of the well-formed UTF-8 sequence at s[0..n) (n > 0, s[0]
- * >= 0x80), or 0: no overlong forms, no surrogates, nothing past
- * U+10FFFF. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len = c >= 0xc2 && c <= 0xdf   ? 2
-                 : c >= 0xe0 && c <= 0xef ? 3
-                 : c >= 0xf0 && c <= 0xf4 ? 4
-                                          : 0;
-    if (len == 0 || len > n) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-    }
-    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) ||
-        (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f)) {
-        return 0;
-    }
-    return len;
-}
-
 /* Writes s as a JSON string: a byte that is not part of well-formed UTF-8
  * (tags and names are any bytes) as U+FFFD, so the output stays JSON. */
 static void json_str(const char *s, size_t n)
@@ -84,7 +60,7 @@ static void json_str(const char *s, size_t n)
         } else if (ch < 0x80) {
             putchar(ch);
         } else {
-            size_t len = utf8_len((const unsigned char *)s + i, n - i);
+            size_t len = sc_utf8_len((const unsigned char *)s + i, n - i);
             if (len == 0) {
                 fputs("\\ufffd", stdout);
             } else {
@@ -104,7 +80,7 @@ static void json_bytes(const uint8_t *b, size_t n)
     size_t i = 0;
     while (i < n && (b[i] >= 0x20 || b[i] == '\n' || b[i] == '\t') &&
            b[i] != 0x7f) {
-        size_t len = b[i] < 0x80 ? 1 : utf8_len(b + i, n - i);
+        size_t len = b[i] < 0x80 ? 1 : sc_utf8_len(b + i, n - i);
         if (len == 0) {
             break;
         }

@@ -22,6 +22,7 @@
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
 
+#include "common/sc_utf8.h"
 #include "proto/mp.h"
 #include "proto/pool.h"
 
@@ -690,11 +691,21 @@ static double short_float(double d)
     return d;
 }
 
-/* A str or bin value: a JSON string when it is valid UTF-8, else NULL
- * (the caller then writes base64). */
-static json_t *bytes_json(const uint8_t *b, uint32_t n)
+/* A str or bin value: a JSON string when it is valid UTF-8, else its
+ * base64 (*encoded set: the caller's key gets "_base64"); NULL when out of
+ * memory. Checked here, not by json_stringn's NULL, which is out of memory
+ * too: a valid string is never sent as base64 for want of memory. */
+static json_t *bytes_json(const uint8_t *b, uint32_t n, bool *encoded)
 {
-    return json_stringn((const char *)b, n);
+    *encoded = !sc_utf8_valid(b, n);
+    if (!*encoded) {
+        /* jansson's check is sc_utf8's (RFC 3629): done once. */
+        return json_stringn_nocheck((const char *)b, n);
+    }
+    char *enc = b64_encode(b, n);
+    json_t *s = enc != NULL ? json_string_nocheck(enc) : NULL;
+    free(enc);
+    return s;
 }
 
 static json_t *mp_json(mp_reader *r, int depth);
@@ -722,14 +733,16 @@ static json_t *mp_json_map(mp_reader *r, int depth)
                 json_decref(o);
                 return NULL;
             }
-            if ((v = bytes_json(b, bn)) == NULL) {
+            bool encoded;
+            if ((v = bytes_json(b, bn, &encoded)) == NULL) {
+                json_decref(o);
+                return NULL;
+            }
+            if (encoded) {
                 /* Not UTF-8: "<key>_base64" carries the bytes instead. */
                 char key[256];
-                char *enc = b64_encode(b, bn);
                 snprintf(key, sizeof(key), "%.*s_base64", (int)kn, k);
-                v = enc != NULL ? json_string(enc) : NULL;
-                free(enc);
-                if (v == NULL || json_object_set_new(o, key, v) != 0) {
+                if (json_object_set_new(o, key, v) != 0) {
                     json_decref(o);
                     return NULL;
                 }
@@ -789,13 +802,8 @@ static json_t *mp_json(mp_reader *r, int depth)
         if (mp_read_bytes(r, &b, &n) != 0) {
             return NULL;
         }
-        json_t *s = bytes_json(b, n);
-        if (s == NULL) {
-            char *enc = b64_encode(b, n);
-            s = enc != NULL ? json_string(enc) : NULL;
-            free(enc);
-        }
-        return s;
+        bool encoded; /* in an array: the base64 in the bytes' place */
+        return bytes_json(b, n, &encoded);
     }
     case MP_ARRAY: {
         uint32_t n;

@@ -2791,6 +2791,69 @@ static void test_exec_json_oom(void)
     sc_cache_close(c);
 }
 
+/* A reply's string that cannot be made for want of memory is a 500,
+ * never the string sent as base64 under another key: jansson's
+ * json_stringn fails for bytes that are not UTF-8 and for out of memory
+ * alike, and both went out as "<key>_base64". Each of jansson's
+ * allocations fails in turn while a lookup's reply is made. Before: 200
+ * with "response_base64":"YSB2YWxpZCBhbnN3ZXI=" (and "layer_base64",
+ * "model_base64", ...) for the allocation of that string. */
+static void test_exec_bytes_oom(void)
+{
+    sc_cache *c = NULL;
+    sc_dispatch *d = NULL;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK && sc_dispatch_open(c, &d) == SC_OK);
+    const char *ins = "{\"ns\":\"b64\",\"vec\":[1,0,0],"
+                      "\"response\":\"a valid answer\",\"ttl\":60}";
+    const char *bin = "{\"ns\":\"b64\",\"vec\":[0,1,0],"
+                      "\"response_base64\":\"//4AAQ==\",\"ttl\":60}";
+    const char *look = "{\"ns\":\"b64\",\"vec\":[1,0,0]}";
+    char *out = NULL;
+    size_t out_len = 0;
+    CHECK_EQ_INT(
+        sc_http_exec(d, "insert", ins, strlen(ins), NULL, &out, &out_len), 200);
+    free(out);
+    CHECK_EQ_INT(
+        sc_http_exec(d, "insert", bin, strlen(bin), NULL, &out, &out_len), 200);
+    free(out);
+    /* Bytes that are not UTF-8 still go out as base64. */
+    const char *lbin = "{\"ns\":\"b64\",\"vec\":[0,1,0]}";
+    CHECK_EQ_INT(
+        sc_http_exec(d, "lookup", lbin, strlen(lbin), NULL, &out, &out_len),
+        200);
+    CHECK(out != NULL &&
+          strstr(out, "\"response_base64\":\"//4AAQ==\"") != NULL);
+    free(out);
+    unsigned bad = 0, whole = 0;
+    json_oom_begin();
+    for (long k = 1; k < 1000; k++) {
+        out = NULL;
+        out_len = 0;
+        json_fail_nth(k);
+        int status =
+            sc_http_exec(d, "lookup", look, strlen(look), NULL, &out, &out_len);
+        bool failed = json_fail_none();
+        bool ok = status == 200 && out != NULL &&
+                  strstr(out, "\"response\":\"a valid answer\"") != NULL &&
+                  strstr(out, "_base64") == NULL;
+        whole += ok;
+        if (!ok && status != 500) {
+            bad++;
+            fprintf(stderr, "  lookup, allocation %ld failed: %d %.*s", k,
+                    status, (int)out_len, out != NULL ? out : "");
+        }
+        free(out);
+        if (!failed) {
+            break;
+        }
+    }
+    json_oom_end();
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(whole, 1);
+    sc_dispatch_close(d);
+    sc_cache_close(c);
+}
+
 int main(void)
 {
     sc_cache_config cc;
@@ -2843,6 +2906,7 @@ int main(void)
     test_json_dumps_oom();
     test_proxy_json_oom();
     test_exec_json_oom();
+    test_exec_bytes_oom();
     test_healthz(); /* still serving after all of it */
 
     /* Close with a body half sent: the read is dropped, close returns. */
