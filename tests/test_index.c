@@ -1,8 +1,9 @@
 /* test_index.c - the cosine index against a double-precision brute force:
  * validation, every storage type, threshold edges, delete and re-insert,
  * compaction (and the memory it gives back), batch against single, split
- * scans, and concurrent search with writers. Run once per SIMD tier (ctest
- * sets SEMCACHE_SIMD); exits 77 when the CPU lacks the tier asked for. */
+ * scans, and concurrent search with writers and with compactions that
+ * shrink the index. Run once per SIMD tier (ctest sets SEMCACHE_SIMD);
+ * exits 77 when the CPU lacks the tier asked for. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -751,6 +752,110 @@ static void test_shrink(sc_storage st)
     free(base);
 }
 
+/* Searches while deletes compact and shrink the index under them: a
+ * writer fills the index with transient rows (the f32 scan is then large
+ * enough to split across threads), deletes them all, so that automatic
+ * compactions move rows and shrink() mremaps the regions smaller, and does
+ * it again. Searchers (single, batch) and get() run throughout; the stable
+ * rows must answer every time, and nothing may race (the TSan and ASan
+ * builds run this): compaction holds the index's write lock, searches its
+ * read lock, so no scan runs on a region being moved or unmapped. */
+typedef struct shrinker {
+    sc_index *ix;
+    const float *base;
+    size_t d, nstable;
+    int failures;
+    int stop;      /* atomically */
+    long searches; /* atomically: done while the writer ran */
+} shrinker;
+
+static void *shrink_searcher(void *arg)
+{
+    shrinker *c = arg;
+    int fails = 0;
+    float *out = malloc(c->d * sizeof(float));
+    for (size_t it = 0; !__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE); it++) {
+        size_t i = (it * 131) % c->nstable;
+        const float *q = c->base + i * c->d;
+        sc_hit h[16];
+        unsigned nh[4] = {0};
+        if (it % 8 == 7) {
+            /* A batch of 4 stable rows: each finds itself. */
+            size_t i0 = i > c->nstable - 4 ? c->nstable - 4 : i;
+            if (sc_index_search_batch(c->ix, c->base + i0 * c->d, 4, 4, 0.999f,
+                                      h, nh) != SC_OK) {
+                fails++;
+                continue;
+            }
+            for (unsigned b = 0; b < 4; b++) {
+                fails += nh[b] < 1 || h[b * 4].id != i0 + b;
+            }
+        } else if (sc_index_search(c->ix, q, 4, 0.999f, h, nh) != SC_OK ||
+                   nh[0] < 1 || h[0].id != i) {
+            fails++;
+        }
+        if (it % 3 == 0) {
+            fails += sc_index_get(c->ix, i, out) != SC_OK ||
+                     cosd(out, q, c->d) < 0.999;
+        }
+        __atomic_add_fetch(&c->searches, 1, __ATOMIC_RELAXED);
+    }
+    free(out);
+    __atomic_add_fetch(&c->failures, fails, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+static void test_concurrent_shrink(sc_storage st)
+{
+    const size_t nstable = 512, ntrans = 24000, d = 128;
+    float *base = random_vectors(nstable, d, 4321);
+    float *trans = random_vectors(1024, d, 8765);
+    sc_index *ix = open_ix((uint32_t)d, st, 4);
+    for (size_t i = 0; i < nstable; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, i, base + i * d), SC_OK);
+    }
+    const size_t small = sc_index_memory(ix);
+    shrinker c = {ix, base, d, nstable, 0, 0, 0};
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(pthread_create(&t[i], NULL, shrink_searcher, &c), 0);
+    }
+    int wfails = 0;
+    size_t peak = 0;
+    for (uint64_t round = 0; round < 2; round++) {
+        uint64_t id0 = 1000000 + round * 100000;
+        for (size_t j = 0; j < ntrans; j++) {
+            wfails +=
+                sc_index_add(ix, id0 + j, trans + (j % 1024) * d) != SC_OK;
+        }
+        size_t m = sc_index_memory(ix);
+        peak = m > peak ? m : peak;
+        /* A delete compacts once a quarter of the slots are dead; several
+         * of those compactions also shrink the regions (the live rows
+         * then fill a quarter of the slots or less). */
+        for (size_t j = 0; j < ntrans; j++) {
+            wfails += sc_index_remove(ix, id0 + j) != SC_OK;
+        }
+    }
+    CHECK_EQ_INT(sc_index_compact(ix), SC_OK);
+    __atomic_store_n(&c.stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+    }
+    CHECK_EQ_INT(wfails, 0);
+    CHECK_EQ_INT(c.failures, 0);
+    CHECK(c.searches > 0);
+    CHECK_EQ_INT(sc_index_count(ix), nstable);
+    /* Shrunk back: the peak was many times what is left. */
+    CHECK(peak >= ntrans * sc_index_memory(ix) / nstable / 4);
+    CHECK(sc_index_memory(ix) <= 2 * small);
+    printf("test_concurrent_shrink %s: %ld searches, memory %zu -> %zu\n",
+           sc_storage_name(st), c.searches, peak, sc_index_memory(ix));
+    sc_index_close(ix);
+    free(trans);
+    free(base);
+}
+
 int main(int argc, char **argv)
 {
     const char *want = NULL;
@@ -801,6 +906,7 @@ int main(int argc, char **argv)
         test_vector_bytes(sts[s], 384);
         test_vector_bytes(sts[s], 1000);
         test_shrink(sts[s]);
+        test_concurrent_shrink(sts[s]);
     }
     return test_summary("test_index");
 }
