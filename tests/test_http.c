@@ -2268,52 +2268,49 @@ static bool hit_oom(void *arg)
     return atomic_load((atomic_bool *)arg);
 }
 
-/* A good cached hit that runs out of memory before anything is sent goes
- * upstream as a miss, plain or streamed, and the ledger takes back the
- * dollars its lookup counted as avoided, under the lookup's tags; the
- * entry is left alone and served once memory is back. Both went upstream
- * with their hits' dollars still counted once. */
-static void test_proxy_hit_oom(void)
+/* A proxy front whose cache has a ledger priced for model m, and answer
+ * stored for priced_chat's question (1000 tokens in and out). */
+typedef struct priced_proxy {
+    sc_prices *pz;
+    sc_ledger *lg;
+    sc_cache *cache;
+    proxy_front fr; /* its upstream not there: a miss is answered 502 */
+    sc_proxy *px;
+} priced_proxy;
+
+static const char *const priced_chat =
+    "{\"model\":\"m\",\"messages\":[{\"role\":"
+    "\"user\",\"content\":\"a question\"}]}";
+static const char *const priced_stream =
+    "{\"model\":\"m\",\"stream\":true,\"messages\":[{"
+    "\"role\":\"user\",\"content\":\"a question\"}]}";
+
+/* The ledger, or NULL when the proxy did not open. */
+static sc_ledger *priced_proxy_open(priced_proxy *x, const char *answer)
 {
     const char *prices = "{\"date\": \"2026-01-01\", \"cpu_hour\": 0,"
                          " \"models\": {\"m\": {\"input\": 2.0, "
                          "\"output\": 8.0}}}";
     char msg[256];
-    sc_prices *pz = NULL;
-    sc_ledger *lg = NULL;
-    CHECK(sc_prices_parse(prices, strlen(prices), "t", &pz, msg, sizeof(msg)) ==
-              SC_OK &&
-          sc_ledger_open(pz, &lg) == SC_OK);
+    memset(x, 0, sizeof(*x));
+    CHECK(sc_prices_parse(prices, strlen(prices), "t", &x->pz, msg,
+                          sizeof(msg)) == SC_OK &&
+          sc_ledger_open(x->pz, &x->lg) == SC_OK);
     sc_cache_config cc;
     sc_cache_config_init(&cc);
-    cc.ledger = lg;
-    sc_cache *cache = NULL;
-    CHECK(sc_cache_open(&cc, &cache) == SC_OK);
-    proxy_front fr; /* its upstream not there: a miss is answered 502 */
-    proxy_front_open(&fr, cache);
-    sc_dispatch *d = fr.d;
-    sc_http *h = fr.h;
-    int hp = fr.port;
-    sc_proxy_config pc = fr.pc;
-    sc_proxy *px = NULL;
-    CHECK_EQ_INT(sc_proxy_open(&pc, &px), SC_OK);
-    if (px == NULL) {
-        goto out;
+    cc.ledger = x->lg;
+    CHECK(sc_cache_open(&cc, &x->cache) == SC_OK);
+    proxy_front_open(&x->fr, x->cache);
+    CHECK_EQ_INT(sc_proxy_open(&x->fr.pc, &x->px), SC_OK);
+    if (x->px == NULL) {
+        return NULL;
     }
-    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":"
-                       "\"user\",\"content\":\"a question\"}]}";
-    const char *stream = "{\"model\":\"m\",\"stream\":true,\"messages\":[{"
-                         "\"role\":\"user\",\"content\":\"a question\"}]}";
     json_error_t e;
-    json_t *req = json_loads(chat, 0, &e);
+    json_t *req = json_loads(priced_chat, 0, &e);
     sc_proxy_plan plan;
     CHECK(sc_proxy_derive(req, SC_PROXY_HISTORY_EXACT, &plan, msg,
                           sizeof(msg)) == SC_OK);
     json_decref(req);
-    const char *answer = "{\"object\":\"chat.completion\",\"model\":\"m\","
-                         "\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                         "\"assistant\",\"content\":\"an answer\"},"
-                         "\"finish_reason\":\"stop\"}]}";
     sc_cache_item it = {.scope = plan.scope,
                         .text = plan.text,
                         .text_len = plan.text_len,
@@ -2322,8 +2319,41 @@ static void test_proxy_hit_oom(void)
                         .model = "m",
                         .input_tokens = 1000,
                         .output_tokens = 1000};
-    CHECK(sc_cache_insert(cache, "chat", &it, NULL) == SC_OK);
+    CHECK(sc_cache_insert(x->cache, "chat", &it, NULL) == SC_OK);
     sc_proxy_plan_fini(&plan);
+    return x->lg;
+}
+
+static void priced_proxy_close(priced_proxy *x)
+{
+    if (x->px != NULL) {
+        sc_proxy_close(x->px);
+    }
+    sc_http_close(x->fr.h);
+    sc_dispatch_close(x->fr.d);
+    sc_cache_close(x->cache);
+    sc_ledger_close(x->lg);
+    sc_prices_free(x->pz);
+}
+
+/* A good cached hit that runs out of memory before anything is sent goes
+ * upstream as a miss, plain or streamed, and the ledger takes back the
+ * dollars its lookup counted as avoided, under the lookup's tags; the
+ * entry is left alone and served once memory is back. Both went upstream
+ * with their hits' dollars still counted once. */
+static void test_proxy_hit_oom(void)
+{
+    const char *answer = "{\"object\":\"chat.completion\",\"model\":\"m\","
+                         "\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                         "\"assistant\",\"content\":\"an answer\"},"
+                         "\"finish_reason\":\"stop\"}]}";
+    priced_proxy x;
+    sc_ledger *lg = priced_proxy_open(&x, answer);
+    int hp = x.fr.port;
+    const char *chat = priced_chat, *stream = priced_stream;
+    if (lg == NULL) {
+        goto out;
+    }
     const double usd = (1000 * 2.0 + 1000 * 8.0) / 1e6;
 
     atomic_bool fail = true;
@@ -2363,13 +2393,8 @@ static void test_proxy_hit_oom(void)
     CHECK(t.exact_hits == 3 && t.false_hits == 2 &&
           fabs(t.usd_avoided - t.usd_false_hits - usd) < 1e-12);
     sc_proxy_set_hit_oom_hook(NULL, NULL);
-    sc_proxy_close(px);
 out:
-    sc_http_close(h);
-    sc_dispatch_close(d);
-    sc_cache_close(cache);
-    sc_ledger_close(lg);
-    sc_prices_free(pz);
+    priced_proxy_close(&x);
 }
 
 /* A request whose msgpack runs out of memory midway is a 500, not a
@@ -2603,52 +2628,18 @@ static bool arm_json_oom(void *arg)
  * as "chat.completion" grew the lexer's buffer served "chat.completio". */
 static void test_proxy_json_oom(void)
 {
-    sc_cache *cache = NULL;
-    sc_prices *pz = NULL;
-    sc_ledger *lg = NULL;
-    const char *prices = "{\"date\": \"2026-01-01\", \"cpu_hour\": 0,"
-                         " \"models\": {\"m\": {\"input\": 2.0, "
-                         "\"output\": 8.0}}}";
-    char msg[256];
-    CHECK(sc_prices_parse(prices, strlen(prices), "t", &pz, msg, sizeof(msg)) ==
-              SC_OK &&
-          sc_ledger_open(pz, &lg) == SC_OK);
-    sc_cache_config cc;
-    sc_cache_config_init(&cc);
-    cc.ledger = lg;
-    CHECK(sc_cache_open(&cc, &cache) == SC_OK);
-    proxy_front fr; /* its upstream not there: a miss is answered 502 */
-    proxy_front_open(&fr, cache);
-    sc_proxy *px = NULL;
-    CHECK_EQ_INT(sc_proxy_open(&fr.pc, &px), SC_OK);
-    if (px == NULL) {
-        goto out;
-    }
-    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":"
-                       "\"user\",\"content\":\"a question\"}]}";
-    const char *stream = "{\"model\":\"m\",\"stream\":true,\"messages\":[{"
-                         "\"role\":\"user\",\"content\":\"a question\"}]}";
-    json_error_t e;
-    json_t *req = json_loads(chat, 0, &e);
-    sc_proxy_plan plan;
-    CHECK(sc_proxy_derive(req, SC_PROXY_HISTORY_EXACT, &plan, msg,
-                          sizeof(msg)) == SC_OK);
-    json_decref(req);
     const char *answer = "{\"id\":\"chatcmpl-orig\",\"created\":1,"
                          "\"object\":\"chat.completion\",\"model\":\"m\","
                          "\"choices\":[{\"index\":0,\"message\":{\"role\":"
                          "\"assistant\",\"content\":\"an answer\"},"
                          "\"finish_reason\":\"stop\"}]}";
-    sc_cache_item it = {.scope = plan.scope,
-                        .text = plan.text,
-                        .text_len = plan.text_len,
-                        .response = answer,
-                        .response_len = strlen(answer),
-                        .model = "m",
-                        .input_tokens = 1000,
-                        .output_tokens = 1000};
-    CHECK(sc_cache_insert(cache, "chat", &it, NULL) == SC_OK);
-    sc_proxy_plan_fini(&plan);
+    priced_proxy x;
+    sc_ledger *lg = priced_proxy_open(&x, answer);
+    proxy_front fr = x.fr;
+    const char *chat = priced_chat, *stream = priced_stream;
+    if (lg == NULL) {
+        goto out;
+    }
 
     const char *ct = "Content-Type: application/json\r\n";
     unsigned served = 0, upstream = 0, refused = 0, bad = 0;
@@ -2706,13 +2697,8 @@ static void test_proxy_json_oom(void)
     CHECK_EQ_INT(t.exact_hits - t.false_hits, served);
     fprintf(stderr, "  json oom: %u served, %u upstream, %u refused\n", served,
             upstream, refused);
-    sc_proxy_close(px);
 out:
-    sc_http_close(fr.h);
-    sc_dispatch_close(fr.d);
-    sc_cache_close(cache);
-    sc_ledger_close(lg);
-    sc_prices_free(pz);
+    priced_proxy_close(&x);
 }
 
 /* A JSON request whose parse or translation runs out of memory is a 500,
