@@ -706,7 +706,11 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
         if (next_id > 0) {
             sc_cache_reserve_ids(x->c, next_id);
         }
-        sc_cache_restore_snapshot_end(x->c);
+        /* Version 1 gave the ids of entries expired while down out again,
+         * so a logged insert at or below its highest id may be new. */
+        if (x->version >= 2) {
+            sc_cache_restore_snapshot_end(x->c);
+        }
         x->ended = true;
         return SC_OK;
     }
