@@ -851,6 +851,10 @@ static void keep_hit(sc_cache *c, hits **hp, const item *it, sc_cache_result *r)
         return;
     }
     undo_hit *h = &hs->h[hs->n++];
+    _Static_assert(sizeof(h->ns) == sizeof(it->ns) &&
+                       sizeof(h->feature) == sizeof(it->feature) &&
+                       sizeof(h->user) == sizeof(it->user),
+                   "an undo_hit copies an item's names whole");
     memcpy(h->ns, it->ns, sizeof(h->ns));
     h->has_feature = it->has_feature;
     h->has_user = it->has_user;

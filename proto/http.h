@@ -51,8 +51,9 @@ typedef sc_err (*sc_http_write_fn)(void *arg, FILE *out);
 struct json_t;
 sc_err sc_http_write_json(FILE *out, const struct json_t *j);
 
-/* json_dumps(j, flags) that is whole or nothing: the text (malloc'd by
- * jansson's allocator, the caller frees it with free()), or NULL when j is
+/* json_dumps(j, flags) that is whole or nothing: the text (made by
+ * jansson's allocator, which is semcached's malloc and free: the caller
+ * frees it with free()), or NULL when j is
  * NULL or any part of the text ran out of memory. jansson's own writers go
  * on past an object's key they could not write (its return is not
  * checked), so that json_dumps can hand out a text missing a key, the

@@ -197,12 +197,8 @@ static void *worker_main(void *arg)
             n++;
         }
         for (size_t i = 0; i < n; i++) {
-            msgs[i] = (sc_server_msg){nng_msg_body(batch[i]),
-                                      nng_msg_len(batch[i]),
-                                      NULL,
-                                      0,
-                                      0,
-                                      NULL};
+            msgs[i] = (sc_server_msg){.req = nng_msg_body(batch[i]),
+                                      .len = nng_msg_len(batch[i])};
         }
         if (s->handler_many != NULL) {
             s->handler_many(s->handler_arg, msgs, n);
