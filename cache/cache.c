@@ -827,7 +827,7 @@ static void prep_release(sc_cache *c, ns *s, entry *e)
  * does: its prepared text and its vector go (the index drops the row), and
  * their bytes with them, so it counts as a snapshot restores it (without
  * its vector). */
-static void quarantine(sc_cache *c, ns *s, entry *e)
+static void quarantine_entry(sc_cache *c, ns *s, entry *e)
 {
     uint64_t vb = e->in_index ? vector_bytes(s, s->cfg.dim) : 0;
     entry_unmatchable(s, e);
@@ -2224,7 +2224,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     pthread_mutex_unlock(&c->gmu);
     uint64_t id = e->id, seq = 0;
     if (quarantined) {
-        quarantine(c, s, e);
+        quarantine_entry(c, s, e);
     }
     if (ro == NULL) {
         sc_cache_entry_info info;
@@ -2558,7 +2558,7 @@ static sc_err feedback(sc_cache *c, uint64_t id, bool ledger,
     }
     if (e != NULL) {
         if (!e->quarantined && rc == SC_OK) {
-            quarantine(c, s, e);
+            quarantine_entry(c, s, e);
             s->st.false_hits++;
             bool served = e->hit_count > 0 || e->restored;
             if (ledger && served && c->cfg.ledger != NULL) {
