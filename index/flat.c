@@ -21,6 +21,7 @@
 #define TILE_ROWS      256  /* rows per SIMD tile block: stays in L2 */
 #define DEFAULT_RERANK 64   /* int8 candidates re-scored per query */
 #define MAX_RERANK     1024
+#define COMPACT_DEAD_MIN 64         /* fewest dead rows a delete compacts */
 #define I8_MARGIN      0.05f      /* int8 score error allowed below threshold */
 #define SPLIT_BYTES    (8u << 20) /* scans smaller than this stay on one thread \
                                    */
@@ -485,8 +486,11 @@ static sc_err flat_remove(void *state, uint64_t id)
     f->dead[slot] = 1;
     f->ndead++;
     /* Compact once a quarter of the slots are dead: each row is then moved
-     * at most a bounded number of times per delete, amortised. */
-    if (f->ndead >= 1024 && f->ndead * 4 >= f->n) {
+     * at most a bounded number of times per delete, amortised. The floor
+     * only spares a tiny index compactions of a handful of rows; it is
+     * small so that many small scopes do not each keep dead rows (their
+     * bytes are no longer counted against any cap) and their peak slots. */
+    if (f->ndead >= COMPACT_DEAD_MIN && f->ndead * 4 >= f->n) {
         return flat_compact(f);
     }
     return SC_OK;

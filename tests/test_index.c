@@ -768,6 +768,41 @@ static void test_shrink(sc_storage st)
     free(base);
 }
 
+/* A small index compacts by itself too: one that grew to 1000 rows and fell
+ * to 100 by deletes alone (no sc_index_compact) holds 256 slots, not its
+ * peak 1024 with 900 dead rows whose bytes no cap counts. */
+static void test_small_autocompact(sc_storage st)
+{
+    const size_t n = 1000, d = 64;
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.dim = d;
+    p.storage = st;
+    const size_t vb = sc_index_vector_bytes(&p);
+    float *base = random_vectors(n, d, 43);
+    sc_index *ix = open_ix(d, st, 1);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, shrink_id(i, 0), base + i * d), SC_OK);
+    }
+    CHECK_EQ_INT(sc_index_memory(ix), 1024 * vb);
+    for (size_t i = 0; i < n; i++) {
+        if (i % 10 != 0) {
+            CHECK_EQ_INT(sc_index_remove(ix, shrink_id(i, 0)), SC_OK);
+        }
+    }
+    CHECK_EQ_INT(sc_index_count(ix), n / 10);
+    CHECK_EQ_INT(sc_index_memory(ix), 256 * vb);
+    float *out = malloc(d * sizeof(float));
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i += 10) {
+        kept += sc_index_get(ix, shrink_id(i, 0), out) == SC_OK;
+    }
+    CHECK_EQ_INT(kept, n / 10);
+    free(out);
+    sc_index_close(ix);
+    free(base);
+}
+
 /* Searches while deletes compact and shrink the index under them: a
  * writer fills the index with transient rows (the f32 scan is then large
  * enough to split across threads), deletes them all, so that automatic
@@ -922,6 +957,7 @@ int main(int argc, char **argv)
         test_vector_bytes(sts[s], 384);
         test_vector_bytes(sts[s], 1000);
         test_shrink(sts[s]);
+        test_small_autocompact(sts[s]);
         test_concurrent_shrink(sts[s]);
     }
     return test_summary("test_index");
