@@ -655,7 +655,7 @@ static int do_insert(sc_dispatch *d, const item *it, msgpack_packer *pk,
         } else if (it->ttl < 0 || it->ttl > 1e10) {
             o->code = "range";
             snprintf(o->msg, sizeof(o->msg),
-                     "field 'ttl' must be seconds >= 0, or -1 for never");
+                     "field 'ttl' must be 0..1e10 seconds, or -1 for never");
             return -1;
         } else {
             ci.ttl_ms = (int64_t)(it->ttl * 1000.0);
@@ -1000,7 +1000,7 @@ static int apply_ns_config(const item *it, sc_ns_config *cfg, int create,
         if (it->ttl < 0 || it->ttl > 1e10) {
             o->code = "range";
             snprintf(o->msg, sizeof(o->msg),
-                     "field 'ttl' must be seconds >= 0");
+                     "field 'ttl' must be 0..1e10 seconds");
             return -1;
         }
         cfg->ttl_ms = (uint64_t)(it->ttl * 1000.0);

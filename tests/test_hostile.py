@@ -339,6 +339,12 @@ def test_bad_requests(port):
                             "scope": "s" * 2000, "response": b"x"}, "too_big"),
         ("ttl negative", {"v": 1, "op": "insert", "ns": "keep", "vec": v3,
                           "response": b"x", "ttl": -5}, "range"),
+        # docs/PROTOCOL.md 2.4: at most 1e10 seconds, on an entry and on
+        # a namespace alike.
+        ("ttl over 1e10", {"v": 1, "op": "insert", "ns": "keep", "vec": v3,
+                           "response": b"x", "ttl": 1e30}, "range"),
+        ("ns ttl over 1e10", {"v": 1, "op": "ns_create", "ns": "ttlcap",
+                              "ttl": 1e10 * 1.5}, "range"),
         ("unknown entry", {"v": 1, "op": "delete", "entry": 1 << 60},
          "not_found"),
     ]
