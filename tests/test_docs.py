@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""test_docs.py --server SEMCACHED --src DIR: the daemon's flags and
+configuration keys against what the pages a user reads say of them.
+
+- `semcached --help` lists the same flags as docs/CONFIG.md's table of keys
+  (`--proxy-*` there stands for every proxy flag) and README's synopsis
+  ("The service"; `[proxy flags]` there stands for those after --upstream);
+  docs/PERSISTENCE.md's settings table names only real flags and keys, and
+  every flag of the persistence settings.
+- Every flag those pages name is one the daemon takes (it says "unknown
+  flag" for any other), and every key of CONFIG.md's table one its
+  configuration file takes; every key proto/config.c reads at the top level
+  is in that table.
+
+Nothing here starts a server: each probe stops at a flag or a file the
+daemon refuses before it opens anything."""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+failures = 0
+
+
+def check(ok, what):
+    global failures
+    if not ok:
+        failures += 1
+        print("FAIL:", what, file=sys.stderr)
+
+
+def read(src, rel):
+    with open(os.path.join(src, rel), encoding="utf-8") as f:
+        return f.read()
+
+
+def flags_in(text):
+    return set(re.findall(r"--[a-z][a-z-]*[a-z]", text))
+
+
+def first_table(text, header_start):
+    """The rows of the first markdown table whose header line starts with
+    header_start, as lists of cells."""
+    rows = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(header_start):
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                # An escaped bar (on\|off) is not a cell boundary.
+                cells = re.split(r"(?<!\\)\|", row)[1:-1]
+                rows.append([c.strip() for c in cells])
+            return rows
+    return rows
+
+
+def run(server, args, cwd):
+    p = subprocess.run([server] + args, cwd=cwd, capture_output=True,
+                       text=True, timeout=20)
+    return p.returncode, p.stdout + p.stderr
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--src", required=True)
+    a = ap.parse_args()
+    server = os.path.abspath(a.server)
+
+    rc, helptext = run(server, ["--help"], a.src)
+    check(rc == 0, f"--help exits 0 (got {rc})")
+    help_flags = flags_in(helptext) - {"--help"}
+    proxy_flags = {f for f in help_flags if f.startswith("--proxy-")}
+    upstream_flags = proxy_flags | {"--upstream-timeout"}
+    check(len(help_flags) > 20, f"--help lists the flags ({len(help_flags)})")
+
+    # CONFIG.md: the table of keys, and its "flag" column.
+    config = read(a.src, "docs/CONFIG.md")
+    rows = first_table(config, "| key | type | flag |")
+    check(len(rows) > 20, f"CONFIG.md's table of keys is found ({len(rows)})")
+    cfg_flags = set()
+    cfg_keys = set()
+    for cells in rows:
+        if len(cells) != 5:
+            check(False, f"CONFIG.md row of 5 cells: {cells}")
+            continue
+        m = re.fullmatch(r"`([a-z_]+)`", cells[0])
+        if m:
+            cfg_keys.add(m.group(1))
+        col = cells[2]
+        if "`--proxy-*`" in col:
+            cfg_flags |= proxy_flags
+        cfg_flags |= flags_in(col.replace("`--proxy-*`", ""))
+    # --config is the file itself, which the page's opening describes.
+    if "`semcached --config FILE`" in config:
+        cfg_flags.add("--config")
+    check(cfg_flags == help_flags,
+          f"CONFIG.md's flags are --help's: only in CONFIG.md "
+          f"{sorted(cfg_flags - help_flags)}, only in --help "
+          f"{sorted(help_flags - cfg_flags)}")
+
+    # README's synopsis of the daemon.
+    readme = read(a.src, "README.md")
+    m = re.search(r"^`semcached \[--config FILE\].*?` serves", readme,
+                  re.S | re.M)
+    check(m is not None, "README's synopsis of semcached is found")
+    if m:
+        syn = flags_in(m.group(0))
+        if "[proxy flags]" in m.group(0):
+            syn |= upstream_flags
+        check(syn == help_flags,
+              f"README's synopsis has --help's flags: only in README "
+              f"{sorted(syn - help_flags)}, only in --help "
+              f"{sorted(help_flags - syn)}")
+
+    # PERSISTENCE.md's settings: real flags and keys, and all of them.
+    pers = read(a.src, "docs/PERSISTENCE.md")
+    prow = first_table(pers, "| flag | config key |")
+    check(len(prow) > 3, "PERSISTENCE.md's settings table is found")
+    p_flags = set()
+    for cells in prow:
+        p_flags |= flags_in(cells[0])
+        k = re.fullmatch(r"`([a-z_]+)`", cells[1])
+        if k:
+            check(k.group(1) in cfg_keys,
+                  f"PERSISTENCE.md's key {k.group(1)} is in CONFIG.md")
+    check(p_flags <= help_flags,
+          f"PERSISTENCE.md's flags are real: {sorted(p_flags - help_flags)}")
+    persist_flags = {"--persist", "--data-dir", "--fsync", "--compact-bytes",
+                     "--repair", "--snapshot-at-stop"}
+    check(persist_flags <= p_flags,
+          f"PERSISTENCE.md's table has every persistence flag: missing "
+          f"{sorted(persist_flags - p_flags)}")
+
+    with tempfile.TemporaryDirectory(prefix="semcache-docs-") as tmp:
+        # Each flag the pages name is taken: the parse reaches the
+        # sentinel after it, which it then refuses (exit 2, nothing
+        # started). --config's value is a file that does not exist.
+        named = help_flags | cfg_flags | p_flags
+        for flag in sorted(named):
+            args = [flag] if flag == "--repair" else [flag, "1"]
+            if flag == "--config":
+                args = [flag, os.path.join(tmp, "none.json")]
+            rc, out = run(server, args + ["--no-such-flag-x"], tmp)
+            check(rc == 2 and f"unknown flag {flag}" not in out,
+                  f"{flag} is a flag semcached takes (exit {rc}: "
+                  f"{out.strip()[:200]})")
+        rc, out = run(server, ["--no-such-flag-y", "1"], tmp)
+        check(rc == 2 and "unknown flag --no-such-flag-y" in out,
+              f"an unknown flag is said (exit {rc})")
+
+        # Each key of the table is one the file takes: a value no key
+        # accepts ([[]]) is refused for its type, never as unknown.
+        path = os.path.join(tmp, "c.json")
+        for key in sorted(cfg_keys | {"no_such_key"}):
+            with open(path, "w") as f:
+                f.write('{"%s": [[]]}' % key)
+            rc, out = run(server, ["--config", path], tmp)
+            unknown = f"key '{key}': unknown key" in out
+            if key == "no_such_key":
+                check(rc == 2 and unknown, f"an unknown key is said ({out})")
+            else:
+                check(rc == 2 and not unknown,
+                      f"CONFIG.md's key {key} is one semcached reads "
+                      f"(exit {rc}: {out.strip()[:200]})")
+
+    # Every top-level key proto/config.c reads is in CONFIG.md's table.
+    src = read(a.src, "proto/config.c")
+    body = src[src.index("sc_err sc_config_load("):]
+    body = body[:body.index("\n}\n")]
+    code_keys = set(re.findall(r'strcmp\(k, "([a-z_]+)"\) == 0', body))
+    check(len(code_keys) > 20, f"config.c's keys are found ({len(code_keys)})")
+    check(code_keys <= cfg_keys,
+          f"every key config.c reads is in CONFIG.md's table: missing "
+          f"{sorted(code_keys - cfg_keys)}")
+
+    if failures:
+        print(f"test_docs: {failures} failed", file=sys.stderr)
+        return 1
+    print(f"test_docs: ok ({len(help_flags)} flags, {len(cfg_keys)} keys)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
