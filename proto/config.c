@@ -273,7 +273,12 @@ static sc_err parse_ns(ctx *x, sc_config *cfg, const char *name, json_t *o)
         return bad(x, key, "must be an object");
     }
     if (cfg->nns == SC_CONFIG_MAX_NS) {
-        return bad(x, key, "at most %d namespaces in a file", SC_CONFIG_MAX_NS);
+        /* The cap is on every --config file's together: say so, or a
+         * second file of 200 reads as if it held too many itself. */
+        return bad(x, key,
+                   "at most %d namespaces in all the configuration files "
+                   "together",
+                   SC_CONFIG_MAX_NS);
     }
     for (size_t i = 0; i < cfg->nns; i++) {
         if (strcmp(cfg->ns[i].name, name) == 0) {

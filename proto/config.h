@@ -18,7 +18,7 @@
 #define SC_CONFIG_EMBED_FILE       "embeddings.sctab" /* = SC_EMBED_DEFAULT_FILE */
 #define SC_CONFIG_STATE_DIR        "state" /* under data_dir */
 #define SC_CONFIG_PROXY_KEYS       8       /* keys of the "proxy" object */
-#define SC_CONFIG_MAX_NS           256 /* namespaces a file may declare */
+#define SC_CONFIG_MAX_NS           256 /* namespaces the files may declare */
 #define SC_CONFIG_PATH_MAX         4096
 #define SC_CONFIG_MAX_KEYS         1024 /* access keys */
 #define SC_CONFIG_MAX_GRANTS       256  /* namespace patterns per key */

@@ -346,6 +346,28 @@ static void test_bad(void)
     CHECK_EQ_INT(load(big, &cfg, msg, sizeof(msg)), SC_EINVAL);
     CHECK(strstr(msg, "at most") != NULL);
     sc_config_fini(&cfg);
+
+    /* The cap is on all the files together (docs/CONFIG.md), and the
+     * message says so: a second file of fewer than the cap, refused, is
+     * not itself over it. */
+    int half = SC_CONFIG_MAX_NS / 2 + 8;
+    char paths[2][512];
+    for (int f = 0; f < 2; f++) {
+        n = (size_t)snprintf(big, cap, "{\"namespaces\": {");
+        for (int i = 0; i < half; i++) {
+            n += (size_t)snprintf(big + n, cap - n, "%s\"f%dn%d\": {}",
+                                  i ? ", " : "", f, i);
+        }
+        snprintf(big + n, cap - n, "}}");
+        snprintf(paths[f], sizeof(paths[f]), "%s",
+                 write_file(f == 0 ? "half0.json" : "half1.json", big));
+    }
+    sc_config_init(&cfg);
+    CHECK_EQ_INT(sc_config_load(&cfg, paths[0], msg, sizeof(msg)), SC_OK);
+    CHECK_EQ_INT(sc_config_load(&cfg, paths[1], msg, sizeof(msg)), SC_EINVAL);
+    CHECK(strstr(msg, "half1.json") != NULL);
+    CHECK(strstr(msg, "together") != NULL);
+    sc_config_fini(&cfg);
     free(big);
 }
 
