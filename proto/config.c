@@ -691,6 +691,15 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                     SC_OK) {
                     cfg->reply_queue_max = (size_t)u;
                 }
+            } else if (strcmp(k, "reply_total_max") == 0) {
+                if ((rc = get_int(&x, k, v, 1u << 20, 1ull << 40, &u)) ==
+                    SC_OK) {
+                    cfg->reply_total_max = (size_t)u;
+                }
+            } else if (strcmp(k, "reply_timeout") == 0) {
+                if ((rc = get_int(&x, k, v, 100, 3600000, &u)) == SC_OK) {
+                    cfg->reply_timeout_ms = (unsigned)u;
+                }
             } else if (strcmp(k, "tls_cert") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->tls_cert);
             } else if (strcmp(k, "prices") == 0) {

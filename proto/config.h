@@ -37,6 +37,8 @@ typedef struct sc_config {
     unsigned max_clients; /* 0 = SC_SERVER_DEFAULT_MAX_CLIENTS */
     size_t recv_max;   /* 0 = the server's default */
     size_t reply_queue_max; /* 0 = SC_SERVER_DEFAULT_REPLY_QUEUE_MAX */
+    size_t reply_total_max; /* 0 = SC_SERVER_DEFAULT_REPLY_TOTAL_MAX */
+    unsigned reply_timeout_ms; /* 0 = SC_SERVER_REPLY_TIMEOUT_MS */
     char *tls_cert;    /* NULL = none */
     char *http;        /* HTTP address HOST:PORT, NULL = none */
     unsigned http_max_conns; /* 0 = SC_HTTP_DEFAULT_MAX_CONNS */
@@ -80,6 +82,8 @@ void sc_config_fini(sc_config *cfg);
  *   max_clients   1..2^20: nng clients connected at once
  *   recv_max      bytes, 1024..2^30
  *   reply_queue_max  bytes, 1 MiB..2^40: replies a client may leave unread
+ *   reply_total_max  bytes, 1 MiB..2^40: replies held for all clients
+ *   reply_timeout  ms, 100..3600000: the write of one reply
  *   tls_cert      path
  *   http          HOST:PORT of the HTTP front (docs/HTTP.md)
  *   http_max_conns  1..2^20: HTTP connections held open at once

@@ -2116,3 +2116,26 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
     }
     free(its);
 }
+
+int sc_dispatch_busy_reply(void *arg, const uint8_t *refused, size_t len,
+                           uint8_t **reply, size_t *reply_len)
+{
+    sc_dispatch *d = arg;
+    uint64_t id = 0;
+    /* The refused reply is one of ours: its "id" is the request's. */
+    bool has_id = find_id(refused, len, &id);
+    __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
+    mp_buf sb;
+    mp_buf_init(&sb);
+    msgpack_packer *pk = &sb.pk;
+    msgpack_pack_map(pk, has_id ? 3 : 2);
+    if (has_id) {
+        put_uint_kv(pk, "id", id);
+    }
+    mp_put_key(pk, "ok");
+    msgpack_pack_false(pk);
+    put_error(pk, "busy",
+              "the server holds too many unread replies "
+              "(--reply-total-max); try again later");
+    return mp_buf_take(&sb, reply, reply_len);
+}

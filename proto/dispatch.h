@@ -137,6 +137,14 @@ int sc_dispatch_handle_trusted(sc_dispatch *d, const uint8_t *req, size_t len,
  * reply's hits are taken back from the ledger (sc_cache_hit_undone). */
 void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n);
 
+/* An sc_server_handler for sc_server_config's handler_busy: from a reply
+ * the server refused (refused/len, one of this dispatch's replies), writes
+ * {"id"?, "ok": false, "error": {"code": "busy", ...}} into *reply
+ * (malloc'd; the caller frees it), echoing the refused reply's id. Returns
+ * 0, or -1 out of memory. */
+int sc_dispatch_busy_reply(void *arg, const uint8_t *refused, size_t len,
+                           uint8_t **reply, size_t *reply_len);
+
 /* Requests that got an error reply, by cause, since open. */
 typedef struct sc_dispatch_counts {
     uint64_t requests;

@@ -87,6 +87,7 @@ static void usage(FILE *f)
         "                 [--prices FILE]\n"
         "                 [--data-dir DIR] [--embed-table FILE]\n"
         "                 [--recv-max BYTES] [--reply-queue-max BYTES]\n"
+        "                 [--reply-total-max BYTES] [--reply-timeout MS]\n"
         "                 [--tls-cert FILE]\n"
         "                 [--max-namespaces N] [--max-bytes BYTES]\n"
         "                 [--persist on|off] [--fsync always|everysec|no]\n"
@@ -116,6 +117,12 @@ static void usage(FILE *f)
         "  --recv-max BYTES    largest request accepted (default %u)\n"
         "  --reply-queue-max BYTES  replies an nng client may leave unread\n"
         "                      before it is disconnected (default 128 MiB)\n"
+        "  --reply-total-max BYTES  replies held for all nng clients together;\n"
+        "                      past it a reply is refused with a short \"busy\"\n"
+        "                      error (default 256 MiB)\n"
+        "  --reply-timeout MS  the longest the write of one reply may take\n"
+        "                      before its client is disconnected (default\n"
+        "                      30000)\n"
         "  --tls-cert FILE     PEM certificate and key for tls+tcp:// "
         "listeners\n"
         "  --persist on|off    keep the cache in DIR/" SC_CONFIG_STATE_DIR
@@ -347,6 +354,13 @@ static int timed_handle(void *arg, const uint8_t *req, size_t len,
     return rc;
 }
 
+static int busy_reply(void *arg, const uint8_t *refused, size_t len,
+                      uint8_t **reply, size_t *reply_len)
+{
+    front *f = arg;
+    return sc_dispatch_busy_reply(f->disp, refused, len, reply, reply_len);
+}
+
 static void timed_handle_many(void *arg, sc_server_msg *msgs, size_t n)
 {
     front *f = arg;
@@ -540,6 +554,21 @@ static sc_err http_metrics(void *arg, FILE *out)
             "semcache_nng_replies_dropped_total %llu\n",
             (unsigned long long)over, (unsigned long long)stalled,
             (unsigned long long)sc_server_replies_dropped(f->srv));
+    uint64_t answered, refused_dropped, held;
+    sc_server_busy(f->srv, &answered, &refused_dropped, &held);
+    fprintf(out,
+            "# HELP semcache_nng_replies_refused_total replies refused for "
+            "being past --reply-total-max, answered with a busy error or "
+            "not at all\n"
+            "# TYPE semcache_nng_replies_refused_total counter\n"
+            "semcache_nng_replies_refused_total{answer=\"busy\"} %llu\n"
+            "semcache_nng_replies_refused_total{answer=\"none\"} %llu\n"
+            "# HELP semcache_nng_reply_bytes bytes of replies held for nng "
+            "clients, not yet written\n"
+            "# TYPE semcache_nng_reply_bytes gauge\n"
+            "semcache_nng_reply_bytes %llu\n",
+            (unsigned long long)answered, (unsigned long long)refused_dropped,
+            (unsigned long long)held);
     return SC_OK;
 }
 
@@ -799,6 +828,20 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
                 return 2;
             }
             cfg->reply_queue_max = (size_t)n;
+        } else if (strcmp(a, "--reply-total-max") == 0) {
+            if (parse_u64(v, 1ull << 40, &n) != 0 || n < (1u << 20)) {
+                fprintf(stderr,
+                        "semcached: --reply-total-max must be 1 MiB..2^40\n");
+                return 2;
+            }
+            cfg->reply_total_max = (size_t)n;
+        } else if (strcmp(a, "--reply-timeout") == 0) {
+            if (parse_u64(v, 3600000, &n) != 0 || n < 100) {
+                fprintf(stderr,
+                        "semcached: --reply-timeout must be 100..3600000 ms\n");
+                return 2;
+            }
+            cfg->reply_timeout_ms = (unsigned)n;
         } else if (strcmp(a, "--tls-cert") == 0) {
             rc = sc_config_set_str(&cfg->tls_cert, v);
         } else if (strcmp(a, "--prices") == 0) {
@@ -929,6 +972,8 @@ int main(int argc, char **argv)
     }
     scfg.recv_max = conf.recv_max;
     scfg.reply_queue_max = conf.reply_queue_max;
+    scfg.reply_total_max = conf.reply_total_max;
+    scfg.reply_timeout_ms = conf.reply_timeout_ms;
     scfg.tls_cert = conf.tls_cert;
     unsigned long nofile = raise_nofile();
     /* Each proxy worker keeps one upstream connection open: kept out of
@@ -1157,6 +1202,7 @@ int main(int argc, char **argv)
     fr = (front){disp, metrics, ledger, persist, NULL};
     scfg.handler = timed_handle;
     scfg.handler_many = timed_handle_many;
+    scfg.handler_busy = busy_reply;
     scfg.handler_arg = &fr;
     if ((rc = sc_server_open(&scfg, &srv)) != SC_OK) {
         fprintf(stderr, "semcached: cannot start the server: %s\n",

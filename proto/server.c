@@ -46,9 +46,12 @@ struct sc_server {
     unsigned nworkers; /* started */
     sc_server_handler handler;
     sc_server_batch_handler handler_many;
+    sc_server_handler handler_busy;
     void *handler_arg;
     uint64_t served;
     uint64_t dropped;
+    uint64_t busy_answered; /* refused past reply_total_max, answered */
+    uint64_t busy_dropped;  /* ... and not answered */
     clients *cl;
     int closing; /* set (atomically) by sc_server_close */
 };
@@ -156,6 +159,32 @@ static bool send_fails(void)
     return fail != NULL && fail(atomic_load(&send_hook.arg));
 }
 
+/* Hands m, holding len bytes of body, to nng as reply: 0, NNG_ENOSPC when
+ * the replies held for every client are at reply_total_max (the patched
+ * nng refuses it; m is still ours), or another nng error. */
+static int send_reply(sc_server *s, nng_msg *m, const uint8_t *body,
+                      size_t len)
+{
+    nng_msg_clear(m);
+    int rv = nng_msg_append(m, body, len);
+    return rv != 0 ? rv : nng_sendmsg(s->sock, m, 0);
+}
+
+/* A reply refused past reply_total_max: the short error reply instead, if
+ * the handler makes one and it fits. True when m went to nng. */
+static bool send_busy(sc_server *s, nng_msg *m, const sc_server_msg *msg)
+{
+    uint8_t *b = NULL;
+    size_t blen = 0;
+    bool sent = s->handler_busy != NULL &&
+                s->handler_busy(s->handler_arg, msg->reply, msg->reply_len,
+                                &b, &blen) == 0 &&
+                b != NULL && send_reply(s, m, b, blen) == 0;
+    free(b);
+    count(sent ? &s->busy_answered : &s->busy_dropped);
+    return sent;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -211,24 +240,26 @@ static void *worker_main(void *arg)
         }
         for (size_t i = 0; i < n; i++) {
             nng_msg *m = batch[i];
-            bool sent = false;
+            bool sent = false, busy = false;
             /* Reuse the request message: its header holds the routing
              * back (the socket is raw, so the header is ours to keep). */
             if (msgs[i].rc == 0 && msgs[i].reply != NULL && !send_fails()) {
-                nng_msg_clear(m);
-                if (nng_msg_append(m, msgs[i].reply, msgs[i].reply_len) == 0 &&
-                    nng_sendmsg(s->sock, m, 0) == 0) {
+                int rv = send_reply(s, m, msgs[i].reply, msgs[i].reply_len);
+                if (rv == 0) {
                     sent = true;
                     count(&s->served);
+                } else if (rv == NNG_ENOSPC) {
+                    busy = send_busy(s, m, &msgs[i]);
                 }
             }
-            if (!sent) {
+            if (!sent && !busy) {
                 nng_msg_free(m);
                 count(&s->dropped);
             }
             free(msgs[i].reply);
-            /* A reply dropped here takes back what it carried (a lookup's
-             * hits in the ledger): the client never gets it. */
+            /* A reply dropped here, or refused for a short one, takes back
+             * what it carried (a lookup's hits in the ledger): the client
+             * never gets it. */
             if (msgs[i].undo != NULL) {
                 msgs[i].undo->done(msgs[i].undo, sent);
             }
@@ -301,6 +332,7 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
     }
     s->handler = cfg->handler;
     s->handler_many = cfg->handler_many;
+    s->handler_busy = cfg->handler_busy;
     s->handler_arg = cfg->handler_arg;
     unsigned nthreads = cfg->threads ? cfg->threads : DEFAULT_THREADS;
     size_t recv_max = cfg->recv_max ? cfg->recv_max : SC_SERVER_DEFAULT_RECVMAX;
@@ -340,13 +372,19 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
      * no time limit, and drops more: one that sends requests and reads
      * nothing would hold 64 of the largest replies (4 GiB) for as long as
      * it stays connected. The patched nng disconnects it past either
-     * bound, and counts the replies dropped past 64. */
+     * bound, and counts the replies dropped past 64. Many such clients
+     * together are bounded by the replies held for all of them: past
+     * reply_total_max nng refuses a new one (see worker_main). */
     if (nng_socket_set_size(s->sock, NNG_OPT_REP0_SENDQ_MAX,
                             cfg->reply_queue_max
                                 ? cfg->reply_queue_max
                                 : SC_SERVER_DEFAULT_REPLY_QUEUE_MAX) != 0 ||
         nng_socket_set_ms(s->sock, NNG_OPT_REP0_SEND_TIMEOUT,
-                          (nng_duration)s->cl->reply_timeout_ms) != 0) {
+                          (nng_duration)s->cl->reply_timeout_ms) != 0 ||
+        nng_socket_set_size(s->sock, NNG_OPT_REP0_SEND_TOTAL_MAX,
+                            cfg->reply_total_max
+                                ? cfg->reply_total_max
+                                : SC_SERVER_DEFAULT_REPLY_TOTAL_MAX) != 0) {
         goto fail_sock;
     }
 #endif
@@ -545,4 +583,15 @@ uint64_t sc_server_replies_dropped(sc_server *s)
     (void)s;
 #endif
     return n;
+}
+
+void sc_server_busy(sc_server *s, uint64_t *answered, uint64_t *dropped,
+                    uint64_t *held)
+{
+    *answered = __atomic_load_n(&s->busy_answered, __ATOMIC_RELAXED);
+    *dropped = __atomic_load_n(&s->busy_dropped, __ATOMIC_RELAXED);
+    *held = 0;
+#ifdef SC_NNG_PATCHED
+    (void)nng_socket_get_uint64(s->sock, NNG_OPT_REP0_SEND_TOTAL, held);
+#endif
 }

@@ -24,6 +24,13 @@
  * hits), so that a client reading as it should is never cut off by one big
  * reply; a reply is always taken when the client holds none. */
 #define SC_SERVER_DEFAULT_REPLY_QUEUE_MAX ((size_t)128 << 20)
+/* Bytes of replies the server may hold for all nng clients together
+ * (handed to nng and not yet written): a reply past it is refused, the
+ * request answered with a short error reply if that fits (handler_busy),
+ * else dropped. Twice reply_queue_max's default: a few slow readers cannot
+ * make the server hold more, whatever their number. A reply is always
+ * taken when none is held. */
+#define SC_SERVER_DEFAULT_REPLY_TOTAL_MAX ((size_t)256 << 20)
 /* The longest the write of one reply may take (from its start); past it
  * the client is disconnected. As the HTTP front's write time-out. */
 #define SC_SERVER_REPLY_TIMEOUT_MS 30000u
@@ -83,8 +90,15 @@ typedef struct sc_server_config {
      * to 64 replies a client, however large, with no time limit. */
     size_t reply_queue_max;    /* 0 = SC_SERVER_DEFAULT_REPLY_QUEUE_MAX */
     unsigned reply_timeout_ms; /* 0 = SC_SERVER_REPLY_TIMEOUT_MS */
+    size_t reply_total_max;    /* 0 = SC_SERVER_DEFAULT_REPLY_TOTAL_MAX */
     sc_server_handler handler;
     sc_server_batch_handler handler_many; /* NULL = handler, one by one */
+    /* Optional: a reply refused for reply_total_max is passed as req (its
+     * bytes, borrowed for the call), and the short reply written into
+     * *reply (malloc'd, the server frees it) goes in its place, if it fits
+     * under the bound; non-zero, or NULL here: the request goes unanswered.
+     * Either way the refused reply's undo is done with sent false. */
+    sc_server_handler handler_busy;
     void *handler_arg;
 } sc_server_config;
 
@@ -123,6 +137,14 @@ void sc_server_slow_clients(sc_server *s, uint64_t *over, uint64_t *stalled);
  * ended in a burst). The connection stays open; the client's calls for
  * them time out. 0 on the system's nng, which drops them uncounted. */
 uint64_t sc_server_replies_dropped(sc_server *s);
+
+/* Replies refused since open for reply_total_max: answered with
+ * handler_busy's short reply (*answered) or not at all (*dropped, counted
+ * in sc_server_counts' dropped too); and the bytes of replies nng holds
+ * now, over every client (*held). All 0 on the system's nng, which has no
+ * such bound. */
+void sc_server_busy(sc_server *s, uint64_t *answered, uint64_t *dropped,
+                    uint64_t *held);
 
 /* For tests: fail(arg) is asked, from any worker, before each reply is
  * handed to nng; true drops the reply as nng's out of memory would (NULL:
