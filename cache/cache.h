@@ -549,9 +549,9 @@ typedef struct sc_cache_stats {
  * other fields are each namespace's, read one after another). bytes is
  * approximate: response, text, tags, the vector as the scope's index holds
  * it (sc_index_vector_bytes: an int8 vector also has an f16 copy, an IVF
- * one FAISS's copy), and the entry's bookkeeping (about 300 bytes); plus
- * the scopes' text statistics (the embedder's stats_bytes); not scopes'
- * indexes' slack.
+ * one FAISS's copy at its lists' capacity bound, twice its size), and
+ * the entry's bookkeeping (about 300 bytes); plus the scopes' text
+ * statistics (the embedder's stats_bytes); not scopes' indexes' slack.
  * Errors: SC_ENONS. */
 sc_err sc_cache_stats_get(sc_cache *c, const char *ns, sc_cache_stats *out);
 
