@@ -65,6 +65,7 @@ static void test_good(void)
         " \"data_dir\": \"/srv/sc\", \"max_namespaces\": 7,\n"
         " \"http_max_conns\": 300, \"max_clients\": 5000,\n"
         " \"reply_queue_max\": 268435456,\n"
+        " \"reply_total_max\": 536870912, \"reply_timeout\": 5000,\n"
         " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
         "2097152,\n"
         " \"snapshot_at_stop\": false,\n"
@@ -90,6 +91,8 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.http_max_conns, 300);
     CHECK_EQ_INT(cfg.max_clients, 5000);
     CHECK_EQ_INT(cfg.reply_queue_max, 268435456);
+    CHECK_EQ_INT(cfg.reply_total_max, 536870912);
+    CHECK_EQ_INT(cfg.reply_timeout_ms, 5000);
     CHECK(cfg.tls_cert != NULL && strcmp(cfg.tls_cert, "/c.pem") == 0);
     CHECK(strcmp(cfg.data_dir, "/srv/sc") == 0);
     CHECK(!cfg.persist);
@@ -250,6 +253,9 @@ static void test_bad(void)
         {"{\"threads\": -1}", "'threads'"},
         {"{\"recv_max\": 10}", "'recv_max'"},
         {"{\"reply_queue_max\": 1000}", "'reply_queue_max'"},
+        {"{\"reply_total_max\": 1000}", "'reply_total_max'"},
+        {"{\"reply_timeout\": 99}", "'reply_timeout'"},
+        {"{\"reply_timeout\": 3600001}", "'reply_timeout'"},
         {"{\"http_max_conns\": 0}", "'http_max_conns'"},
         {"{\"max_clients\": 0}", "'max_clients'"},
         {"{\"max_clients\": \"10\"}", "'max_clients'"},
