@@ -9,6 +9,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,32 @@ struct sc_client {
     nng_mtx *mu;
     nng_cv *cv; /* a slot freed */
     unsigned in_flight;
+    /* Connections up now: an exchange that timed out with none is
+     * SC_ECONN (nothing reached), not a silent server. Counted from
+     * ADD_PRE, the event nng pairs with every REM_POST (a pipe refused
+     * before ADD_POST gets the REM_POST too). */
+    atomic_uint pipes;
 };
+
+static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p;
+    sc_client *c = arg;
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
+        atomic_fetch_add(&c->pipes, 1);
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        atomic_fetch_sub(&c->pipes, 1);
+    }
+}
+
+/* nng's result for a failed exchange as ours. */
+static sc_err exchange_error(const sc_client *c, int rv)
+{
+    if (rv != NNG_ETIMEDOUT) {
+        return SC_ECONN;
+    }
+    return atomic_load(&c->pipes) == 0 ? SC_ECONN : SC_ETIMEDOUT;
+}
 
 /* Takes a slot by deadline (nng_clock ms, as the exchange's); false when
  * none came by then. */
@@ -98,6 +124,12 @@ sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out)
     nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, REPLY_MAX);
     /* A request is not resent on a slow reply: the timeout decides. */
     nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    if (nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_PRE, pipe_event, c) != 0 ||
+        nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, pipe_event, c) != 0) {
+        nng_close(c->sock);
+        client_free(c);
+        return SC_ENOMEM;
+    }
     int rv = nng_dial(c->sock, url ? url : "tcp://127.0.0.1:7700", NULL,
                       NNG_FLAG_NONBLOCK);
     if (rv != 0) {
@@ -228,7 +260,7 @@ sc_err sc_client_call(sc_client *c, const void *req, size_t len,
     int rv = nng_aio_result(aio);
     if (rv != 0) {
         nng_msg_free(msg);
-        rc = rv == NNG_ETIMEDOUT ? SC_ETIMEDOUT : SC_ECONN;
+        rc = exchange_error(c, rv);
         goto out_aio;
     }
     nng_time now = nng_clock();
@@ -239,7 +271,7 @@ sc_err sc_client_call(sc_client *c, const void *req, size_t len,
     nng_aio_wait(aio);
     rv = nng_aio_result(aio);
     if (rv != 0) {
-        rc = rv == NNG_ETIMEDOUT ? SC_ETIMEDOUT : SC_ECONN;
+        rc = exchange_error(c, rv);
         goto out_aio;
     }
     msg = nng_aio_get_msg(aio);

@@ -45,7 +45,9 @@ sc_err sc_client_set_key(sc_client *c, const char *key);
 
 /* Sends one raw msgpack request and returns the raw reply in *reply
  * (malloc'd, the caller frees; NULL and *reply_len 0 on any error).
- * SC_ETIMEDOUT, SC_ECONN on transport failure; SC_EINVAL when a key is
+ * SC_ECONN when no connection to the server was up by the time-out (or
+ * another transport failure), SC_ETIMEDOUT when one was and no reply came
+ * (or no slot freed); SC_EINVAL when a key is
  * set and req is not a msgpack map. */
 sc_err sc_client_call(sc_client *c, const void *req, size_t len,
                       uint8_t **reply, size_t *reply_len);

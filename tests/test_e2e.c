@@ -547,7 +547,7 @@ static void test_shared_client(sc_client *c)
  * left the caller's uninitialised pointer there; insert left *entry, ping
  * the server string, and a call refused before sending (SC_EINVAL) the
  * caller's *err. Each out-parameter starts as garbage here, on a client
- * whose server never answers (nothing listens at its URL). */
+ * that reaches no server (nothing listens at its URL). */
 static void test_outs_on_error(void)
 {
     sc_client *c = (sc_client *)&c; /* garbage */
@@ -565,27 +565,27 @@ static void test_outs_on_error(void)
     size_t len = 77;
     sc_client_error err;
     memset(&err, 'x', sizeof(err));
-    CHECK_EQ_INT(sc_client_stats(c, NULL, &reply, &len, &err), SC_ETIMEDOUT);
+    CHECK_EQ_INT(sc_client_stats(c, NULL, &reply, &len, &err), SC_ECONN);
     CHECK(reply == NULL && len == 0 && err.code[0] == '\0' &&
           err.message[0] == '\0');
     reply = junk;
     len = 77;
     CHECK_EQ_INT(sc_client_report(c, NULL, "user", &reply, &len, NULL),
-                 SC_ETIMEDOUT);
+                 SC_ECONN);
     CHECK(reply == NULL && len == 0);
     reply = junk;
     len = 77;
-    CHECK_EQ_INT(sc_client_call(c, "\x80", 1, &reply, &len), SC_ETIMEDOUT);
+    CHECK_EQ_INT(sc_client_call(c, "\x80", 1, &reply, &len), SC_ECONN);
     CHECK(reply == NULL && len == 0);
     char server[16];
     memset(server, 'x', sizeof(server));
-    CHECK_EQ_INT(sc_client_ping(c, server, sizeof(server), NULL), SC_ETIMEDOUT);
+    CHECK_EQ_INT(sc_client_ping(c, server, sizeof(server), NULL), SC_ECONN);
     CHECK(server[0] == '\0');
     float v[3] = {1, 0, 0};
     sc_client_item it = {
         .vec = v, .dim = 3, .response = "r", .response_len = 1};
     uint64_t id = 77;
-    CHECK_EQ_INT(sc_client_insert(c, "ns", &it, &id, NULL), SC_ETIMEDOUT);
+    CHECK_EQ_INT(sc_client_insert(c, "ns", &it, &id, NULL), SC_ECONN);
     CHECK(id == 0);
     /* Refused before anything is sent: *err is still cleared. */
     id = 77;
@@ -597,9 +597,42 @@ static void test_outs_on_error(void)
     CHECK(err.code[0] == '\0' && err.message[0] == '\0');
     sc_client_result res;
     memset(&res, 'x', sizeof(res));
-    CHECK_EQ_INT(sc_client_lookup(c, "ns", &it, &res, NULL), SC_ETIMEDOUT);
+    CHECK_EQ_INT(sc_client_lookup(c, "ns", &it, &res, NULL), SC_ECONN);
     CHECK(res.response == NULL && !res.hit && res.entry == 0 &&
           isnan(res.best));
+    sc_client_close(c);
+}
+
+/* A time-out says which it was: with no connection up (nothing listens,
+ * or the server went away) SC_ECONN, "cannot reach the server"; with one
+ * up and no reply, SC_ETIMEDOUT, "the server did not answer in time". */
+static void test_silent_or_gone(void)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "ipc:///tmp/test_e2e_silent_%ld.ipc",
+             (long)getpid());
+    nng_socket rep;
+    CHECK_EQ_INT(nng_rep0_open(&rep), 0);
+    CHECK_EQ_INT(nng_listen(rep, url, NULL, 0), 0);
+    sc_client *c = NULL;
+    CHECK_EQ_INT(sc_client_open(url, 300, &c), SC_OK);
+    if (c == NULL) {
+        nng_close(rep);
+        return;
+    }
+    uint8_t *reply = NULL;
+    size_t len = 0;
+    /* The request arrives (the connection is up) and is never answered. */
+    CHECK_EQ_INT(sc_client_call(c, "\x80", 1, &reply, &len), SC_ETIMEDOUT);
+    nng_msg *m = NULL;
+    CHECK_EQ_INT(nng_recvmsg(rep, &m, NNG_FLAG_NONBLOCK), 0);
+    if (m != NULL) {
+        nng_msg_free(m);
+    }
+    /* The server goes away: nothing to wait for any more. */
+    nng_close(rep);
+    CHECK_EQ_INT(sc_client_call(c, "\x80", 1, &reply, &len), SC_ECONN);
+    CHECK(reply == NULL && len == 0);
     sc_client_close(c);
 }
 
@@ -929,6 +962,7 @@ int main(int argc, char **argv)
         test_shared_client(c);
         fprintf(stderr, "test_e2e: out-parameters on failure\n");
         test_outs_on_error();
+        test_silent_or_gone();
         fprintf(stderr, "test_e2e: hostile replies from a fake server\n");
         test_fake_server();
         test_build_oom();
