@@ -19,8 +19,20 @@ machine itself could have lost then.
 semcached alone loses nothing in any mode: records are written before the
 reply).
 
+--mix R then runs R rounds with --fsync always of every kind of change
+from 4 clients at once: inserts, replacements (the same text with a new
+response), deletes, feedback (quarantine), namespace drops and re-creates
+(another dimension at times), entries with 1 or 3 s TTLs, with compactions
+from 1 MiB of log (--compact-bytes' least) landing during the rounds. After
+each restart every key is checked against what its client was told: a
+deleted, replaced, quarantined, dropped or expired answer is never served
+again, an acknowledged one is served whole under the id it was given, and
+the change in flight at the kill is wholly applied or absent (a drop takes
+the namespace with every entry, or nothing). A TTL'd entry is held to
+either only within 0.3 s of the end of its TTL.
+
 usage: test_crash.py --server build/semcached [--rounds N] [--everysec R]
-                     [--no R]
+                     [--no R] [--mix R]
 """
 import os
 import random
@@ -241,6 +253,348 @@ def crash_rounds(exe, rounds, fsync, rng, poll=False):
     return len(all_acked), total_inflight, exposure
 
 
+# ---- mixed changes (--mix R) ------------------------------------------------
+#
+# Each client owns its keys (MIX_KEYS of them in the shared namespace "mix"
+# and as many in its own namespace "mixd<k>", which it drops and makes again,
+# with another dimension at times), so that what it was told settles each
+# key's state; the clients still run at once, sharing the log, its group
+# commits and the compactions. A client's one change in flight at the kill
+# may have been applied or not, wholly.
+
+MIX_KEYS = 24
+MIX_MARGIN = 0.3  # seconds of clock slack around a TTL's end
+
+
+def mix_vec(ns, key, dim):
+    r = random.Random("%s|%s|%d" % (ns, key, dim))
+    return [r.uniform(-1, 1) for _ in range(dim)]
+
+
+def mix_response(ns, key, ver):
+    # 1-12 KB, every version of every key its own bytes.
+    head = "%s|%s|v%d|" % (ns, key, ver)
+    r = random.Random(head)
+    return (head * (r.randint(1000, 12000) // len(head) + 1)).encode()
+
+
+class Key:
+    """What a client knows of one key: "absent", "present" (ver, entry id,
+    expiry window or None) or "quar" (reported wrong, entry id kept)."""
+    __slots__ = ("state", "ver", "entry", "exp")
+
+    def __init__(self, state="absent", ver=0, entry=None, exp=None):
+        self.state, self.ver, self.entry, self.exp = state, ver, entry, exp
+
+    def copy(self):
+        return Key(self.state, self.ver, self.entry, self.exp)
+
+    def served_now(self, t0, t1):
+        """(may miss, version that may be served or None) for a lookup made
+        between t0 and t1."""
+        if self.state != "present":
+            return True, None
+        if self.exp is None:
+            return False, self.ver
+        lo, hi = self.exp
+        if t1 < lo - MIX_MARGIN:
+            return False, self.ver
+        if t0 > hi + MIX_MARGIN:
+            return True, None
+        return True, self.ver
+
+
+class MixClient:
+    """One client's keys and namespace, and its change in flight."""
+
+    def __init__(self, k):
+        self.k = k
+        self.own = f"mixd{k}"
+        self.keys = {("mix", j): Key() for j in range(MIX_KEYS)}
+        self.keys.update({(self.own, j): Key() for j in range(MIX_KEYS)})
+        self.own_dim = None  # None: the namespace does not exist
+        self.nextver = 0
+        self.pending = None  # (kind, ns, j, Key after) or ("drop"|"create")
+        self.counts = {}
+        self.errors = []
+
+    def text(self, ns, j):
+        return f"{ns} client {self.k} key {j}"
+
+    def dim(self, ns):
+        return DIM if ns == "mix" else self.own_dim
+
+    def step(self, c, rng):
+        ns = "mix" if rng.random() < 0.7 else self.own
+        if ns == self.own and self.own_dim is None:
+            dim = rng.choice((DIM, DIM + 4))
+            self.pending = ("create", dim)
+            c.ns_create(self.own, dim=dim)
+            self.own_dim = dim
+            self.pending = None
+            self.counts["create"] = self.counts.get("create", 0) + 1
+            return
+        if ns == self.own and rng.random() < 0.04:
+            self.pending = ("drop",)
+            c.ns_drop(self.own)
+            self.own_dim = None
+            for (n, j), key in self.keys.items():
+                if n == self.own:
+                    key.state = "absent"
+            self.pending = None
+            self.counts["drop"] = self.counts.get("drop", 0) + 1
+            return
+        j = rng.randrange(MIX_KEYS)
+        key = self.keys[(ns, j)]
+        op = rng.random()
+        if key.state != "absent" and op < 0.2:
+            self.pending = ("delete", ns, j, Key())
+            self.remove(c, key, c.delete, "delete")
+        elif key.state != "absent" and op < 0.4:
+            self.pending = ("feedback", ns, j,
+                            Key("quar", key.ver, key.entry, key.exp))
+            self.remove(c, key, c.feedback, "feedback")
+        else:
+            self.nextver += 1
+            ver = self.nextver
+            ttl = rng.choice((1.0, 3.0)) if rng.random() < 0.25 else -1
+            after = Key("present", ver)
+            self.pending = ("insert", ns, j, after)
+            t0 = time.time()
+            entry = c.insert(ns, mix_response(ns, self.text(ns, j), ver),
+                             text=self.text(ns, j),
+                             vec=mix_vec(ns, self.text(ns, j), self.dim(ns)),
+                             ttl=ttl)
+            t1 = time.time()
+            after.entry = entry
+            after.exp = None if ttl < 0 else (t0 + ttl, t1 + ttl)
+            kind = "replace" if key.state == "present" else "insert"
+            if ttl > 0:
+                kind += "_ttl"
+            self.keys[(ns, j)] = after
+            self.pending = None
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def remove(self, c, key, fn, kind):
+        """A delete or feedback of key's entry, which must be there unless
+        its TTL may have run out."""
+        (_, ns, j, after) = self.pending
+        try:
+            fn(key.entry)
+        except semcache.SemcacheError as e:
+            if e.code != "not_found":
+                raise
+            if key.exp is None or time.time() < key.exp[0] - MIX_MARGIN:
+                self.errors.append(f"{kind} of {ns} key {j} (entry "
+                                   f"{key.entry}, {key.state} v{key.ver}): "
+                                   "not_found")
+            after = Key()
+        self.keys[(ns, j)] = after
+        self.pending = None
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+
+def mix_writer(port, mc, seed, stop):
+    rng = random.Random(seed)
+    try:
+        c = Client("127.0.0.1", port, timeout=5)
+    except OSError:
+        return
+    try:
+        while not stop.is_set():
+            mc.step(c, rng)
+    except (OSError, semcache.ProtocolError):
+        pass  # killed under us: mc.pending stays in flight
+    except semcache.SemcacheError as e:
+        mc.errors.append(f"client {mc.k}: {mc.pending}: {e}")
+        mc.pending = None
+    finally:
+        try:
+            c.close()
+        except OSError:
+            pass
+
+
+def mix_verify(port, clients, what):
+    """Checks every key of every client against what it was told (and its
+    change in flight), then settles each key's state from what is served.
+    Returns the number of keys checked."""
+    bad = []
+    n = 0
+    with Client("127.0.0.1", port, timeout=10) as c:
+        names = set(c.ns_list())
+        for mc in clients:
+            bad += mc.errors
+            mc.errors = []
+            p = mc.pending
+            kind = p[0] if p else None
+            exists = mc.own in names
+            if kind == "drop":
+                # Wholly: the namespace with every key as it was, or none.
+                if not exists:
+                    mc.own_dim = None
+                    for (ns, j), key in mc.keys.items():
+                        if ns == mc.own:
+                            key.state = "absent"
+            elif kind == "create":
+                if exists:
+                    mc.own_dim = p[1]
+            elif exists and mc.own_dim is None:
+                bad.append(f"namespace {mc.own}: back after an acknowledged "
+                           "drop")
+                c.ns_drop(mc.own)
+                exists = False
+            elif not exists and mc.own_dim is not None:
+                bad.append(f"namespace {mc.own}: gone after an acknowledged "
+                           "create")
+                mc.own_dim = None
+            for (ns, j), key in sorted(mc.keys.items()):
+                if ns == mc.own and not exists:
+                    if key.state != "absent" and kind != "drop":
+                        bad.append(f"{ns} key {j} gone with its namespace")
+                    key.state = "absent"
+                    continue
+                n += 1
+                text = mc.text(ns, j)
+                alts = [key]
+                if p and kind in ("insert", "delete", "feedback") and \
+                        (p[1], p[2]) == (ns, j):
+                    alts.append(p[3])
+                t0 = time.time()
+                # With its vector: a namespace with none yet has no model,
+                # and text alone would need the embedder. An entry whose
+                # text left the exact layer but not the index would be
+                # served by the semantic layer: any hit naming this key
+                # counts as served.
+                try:
+                    r = c.lookup(ns, text=text,
+                                 vec=mix_vec(ns, text, mc.dim(ns)))
+                except semcache.SemcacheError as e:
+                    # dim: the namespace is not the one last made.
+                    bad.append(f"{ns} key {j}: lookup: {e}")
+                    mc.keys[(ns, j)] = Key()
+                    continue
+                t1 = time.time()
+                may_miss = False
+                vers = set()
+                for a in alts:
+                    m, v = a.served_now(t0, t1)
+                    may_miss |= m
+                    if v is not None:
+                        vers.add(v)
+                why = "/".join(a.state + ("" if a.state != "present" else
+                               f" v{a.ver}" + (" ttl" if a.exp else ""))
+                               for a in alts)
+                resp = r.get("response", b"") if r.get("hit") else b""
+                head = resp.split(b"|")[:3]
+                try:
+                    ver = int(head[2][1:].decode())
+                    whole = resp == mix_response(head[0].decode(),
+                                                 head[1].decode(), ver)
+                    mine = (head[0].decode(), head[1].decode()) == (ns, text)
+                except (IndexError, ValueError, UnicodeDecodeError):
+                    ver, whole, mine = None, False, False
+                if r.get("hit") and not whole:
+                    bad.append(f"{ns} key {j} ({why}): a response not whole "
+                               f"({resp[:40]!r}, {len(resp)} bytes)")
+                    continue
+                if not mine:
+                    if not may_miss:
+                        bad.append(f"{text} ({why}, entry {key.entry}): "
+                                   "missing")
+                    # A miss settles it; an entry reported wrong keeps its
+                    # id (a later delete must find it) unless it may be
+                    # gone otherwise.
+                    settled = [a for a in alts if a.state == "quar" and
+                               a.exp is None]
+                    mc.keys[(ns, j)] = settled[0].copy() if \
+                        len(settled) == len(alts) else Key()
+                    continue
+                if ver not in vers:
+                    bad.append(f"{ns} key {j} ({why}): served v{ver} "
+                               f"({r.get('layer')}), an answer deleted, "
+                               "replaced, reported wrong, dropped or "
+                               "expired")
+                    mc.keys[(ns, j)] = Key()
+                else:
+                    a = [a for a in alts if a.state == "present" and
+                         a.ver == ver][0]
+                    if a.entry is not None and a.entry != r.get("entry"):
+                        bad.append(f"{ns} key {j}: entry {r.get('entry')},"
+                                   f" acknowledged as {a.entry}")
+                    mc.keys[(ns, j)] = Key("present", ver, r.get("entry"),
+                                           a.exp)
+            mc.pending = None
+    for b in bad[:20]:
+        print(f"  {what}: {b}", file=sys.stderr)
+    check(not bad, f"{what}: {len(bad)} keys not as acknowledged")
+    return n
+
+
+def mix_rounds(exe, rounds, fsync, rng):
+    data = tempfile.mkdtemp(prefix=f"semcache-crash-mix-{fsync}-")
+    clients = [MixClient(k) for k in range(CLIENTS)]
+    checked = 0
+    srv = None
+    try:
+        srv = Server(exe, data, fsync)
+        with Client("127.0.0.1", srv.port) as c:
+            c.ns_create("mix", dim=DIM)
+        for rnd in range(rounds):
+            stop = threading.Event()
+            threads = [threading.Thread(target=mix_writer,
+                                        args=(srv.port, mc,
+                                              rng.randrange(1 << 30), stop))
+                       for mc in clients]
+            for t in threads:
+                t.start()
+            # Longer than the insert rounds: the background thread looks
+            # for a compaction to start once a second.
+            time.sleep(rng.uniform(0.3, 2.5))
+            srv.kill9()
+            stop.set()
+            for t in threads:
+                t.join()
+            inflight = sum(mc.pending is not None for mc in clients)
+            srv = Server(exe, data, fsync)
+            what = f"mix {fsync} round {rnd + 1}"
+            failed = test_semcache.failed
+            checked += mix_verify(srv.port, clients, what)
+            print(f"  {what}: {inflight} changes in flight, every key "
+                  "checked")
+            if test_semcache.failed > failed:
+                # Kept as it is (no stop's snapshot, no more rounds): a
+                # start on the kept directory shows the same state again.
+                srv.kill9()
+                srv = None
+                return checked, rnd + 1
+        check(srv.stop() == 0, f"mix {fsync}: semcached exits 0 on SIGTERM")
+        srv = Server(exe, data, fsync)
+        mix_verify(srv.port, clients, f"mix {fsync} after a clean stop")
+        check(srv.stop() == 0, f"mix {fsync}: semcached exits 0 on SIGTERM")
+        with open(os.path.join(data, "server.log"), errors="replace") as f:
+            log = f.read()
+        check("corrupt" not in log, f"mix {fsync}: no corrupt record at a "
+              "start")
+        counts = {}
+        for mc in clients:
+            for k, v in mc.counts.items():
+                counts[k] = counts.get(k, 0) + v
+        print(f"  mix {fsync}: {log.count('compacted:')} compactions, "
+              f"{log.count('cut off a torn last record')} starts cut a torn "
+              f"last record; acknowledged: " +
+              ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    finally:
+        if srv is not None and srv.proc.poll() is None:
+            srv.proc.kill()  # an exception above: no server left behind
+            srv.proc.wait()
+        if test_semcache.failed == 0:
+            shutil.rmtree(data, ignore_errors=True)
+        else:
+            print(f"  kept {data}", file=sys.stderr)
+    return checked, rounds
+
+
 def main():
     argv = sys.argv
     exe = argv[argv.index("--server") + 1]
@@ -249,6 +603,7 @@ def main():
     everysec = int(argv[argv.index("--everysec") + 1]) \
         if "--everysec" in argv else 0
     no = int(argv[argv.index("--no") + 1]) if "--no" in argv else 0
+    mix = int(argv[argv.index("--mix") + 1]) if "--mix" in argv else 0
     rng = random.Random(int(os.environ.get("SEMCACHE_CRASH_SEED", "6")))
     n, infl, _ = crash_rounds(exe, rounds, "always", rng)
     print(f"fsync=always: {rounds} kill -9 rounds, {n} acknowledged inserts, "
@@ -269,6 +624,10 @@ def main():
         n, infl, _ = crash_rounds(exe, no, "no", rng)
         print(f"fsync=no: {no} kill -9 rounds, {n} acknowledged inserts, 0 "
               f"lost (checked), {infl} in flight, none half present")
+    if mix > 0:
+        n, done = mix_rounds(exe, mix, "always", rng)
+        print(f"mix: {done} kill -9 rounds of inserts, replacements, deletes, "
+              f"feedback, TTLs and namespace drops, {n} key states checked")
     passed, failed = test_semcache.passed, test_semcache.failed
     print(f"test_crash: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
