@@ -326,8 +326,7 @@ static void set_nprobe_node(sc_hnode *n, void *arg)
     }
 }
 
-/* 1..128 bytes of [A-Za-z0-9._:-]. */
-static bool valid_ns_name(const char *s)
+bool sc_cache_ns_name_ok(const char *s)
 {
     if (s == NULL) {
         return false;
@@ -1328,7 +1327,7 @@ sc_err sc_cache_ns_create_for_insert(sc_cache *c, const char *name,
 static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
                         bool journaled, uint64_t *serial)
 {
-    if (c == NULL || !valid_ns_name(name)) {
+    if (c == NULL || !sc_cache_ns_name_ok(name)) {
         return SC_EINVAL;
     }
     sc_ns_config def;
@@ -1365,7 +1364,7 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     sc_heap_init(&s->expiry);
     s->cfg = *cfg;
     s->model_fixed = cfg->embed_model[0] != '\0';
-    strcpy(s->name, name); /* valid_ns_name bounded it */
+    strcpy(s->name, name); /* sc_cache_ns_name_ok bounded it */
     s->node.hash = sc_cache_hash64(name, strlen(name));
 
     pthread_rwlock_wrlock(&c->lock);

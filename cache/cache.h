@@ -232,6 +232,10 @@ typedef struct sc_ns_config {
  * 1 MiB. */
 void sc_cache_ns_config_init(sc_ns_config *cfg);
 
+/* Whether s is a namespace name: 1..SC_CACHE_NS_NAME_MAX bytes of
+ * A-Z a-z 0-9 . _ : - */
+bool sc_cache_ns_name_ok(const char *s);
+
 /* Creates namespace name with cfg (both copied; cfg NULL = defaults). Errors:
  * SC_EINVAL (bad name or config: unknown backend, an IVF backend with other
  * storage than f32), SC_ERANGE (dim, threshold, margin, response cap, nlist,

@@ -598,6 +598,16 @@ static int need_ns(const item *it, outcome *o)
     return 0;
 }
 
+/* A namespace name refused: say what a name may be. */
+static int bad_ns_name(outcome *o)
+{
+    o->code = "bad_request";
+    snprintf(o->msg, sizeof(o->msg),
+             "namespace names are 1..%u bytes of A-Z a-z 0-9 . _ : -",
+             SC_CACHE_NS_NAME_MAX);
+    return -1;
+}
+
 static int need_text_or_vec(const item *it, outcome *o)
 {
     if (!it->has_text && !it->has_vec) {
@@ -675,11 +685,7 @@ static int do_insert(sc_dispatch *d, const item *it, msgpack_packer *pk,
         sc_err crc =
             sc_cache_ns_create_for_insert(d->cache, it->ns, &cfg, &serial);
         if (crc == SC_EINVAL) {
-            o->code = "bad_request";
-            snprintf(o->msg, sizeof(o->msg),
-                     "namespace names are 1..%u bytes of A-Z a-z 0-9 . _ : -",
-                     SC_CACHE_NS_NAME_MAX);
-            return -1;
+            return bad_ns_name(o);
         }
         if (crc != SC_OK && crc != SC_ENSEXIST) {
             o->rc = crc;
@@ -1322,6 +1328,9 @@ static int run_op(sc_dispatch *d, const char *op, const item *it,
         int create = op[3] == 'c' && op[4] == 'r';
         if (need_ns(it, o) != 0) {
             return -1;
+        }
+        if (create && !sc_cache_ns_name_ok(it->ns)) {
+            return bad_ns_name(o);
         }
         if (create) {
             sc_ns_config cfg;

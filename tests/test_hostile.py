@@ -356,6 +356,14 @@ def test_bad_requests(port):
                                f"({r.get('error', {}).get('message')})")
             check(isinstance(r.get("error", {}).get("message"), str),
                   f"{what}: the error has a message")
+        # A bad name says what a name may be, from ns_create as from the
+        # insert that would make the namespace.
+        for op, extra in (("ns_create", {}),
+                          ("insert", {"vec": v3, "response": b"x"})):
+            r = c.call({"v": 1, "op": op, "ns": "a b/c", **extra})
+            msg = r.get("error", {}).get("message", "")
+            check("namespace names are" in msg,
+                  f"{op} with a bad ns name says what a name is: {msg!r}")
         # A batch: one refused item does not spoil the others. (A NaN is
         # caught while the item is decoded, so it ends decoding like a wrong
         # type: every later item gets bad_request. It goes last here.)
