@@ -2143,8 +2143,12 @@ int sc_dispatch_busy_reply(void *arg, const uint8_t *refused, size_t len,
     }
     mp_put_key(pk, "ok");
     msgpack_pack_false(pk);
+    /* The request was carried out: only its reply is withheld. Said, so
+     * that a client does not repeat a change that was made (an
+     * insert_batch's entries stored again). */
     put_error(pk, "busy",
               "the server holds too many unread replies "
-              "(--reply-total-max); try again later");
+              "(--reply-total-max): the request was carried out, its reply "
+              "withheld; repeat a read, not a change");
     return mp_buf_take(&sb, reply, reply_len);
 }

@@ -139,7 +139,8 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n);
 
 /* An sc_server_handler for sc_server_config's handler_busy: from a reply
  * the server refused (refused/len, one of this dispatch's replies), writes
- * {"id"?, "ok": false, "error": {"code": "busy", ...}} into *reply
+ * {"id"?, "ok": false, "error": {"code": "busy", ...}} into *reply, whose
+ * message says the request was carried out (its changes made)
  * (malloc'd; the caller frees it), echoing the refused reply's id. Returns
  * 0, or -1 out of memory. */
 int sc_dispatch_busy_reply(void *arg, const uint8_t *refused, size_t len,

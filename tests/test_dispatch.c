@@ -1595,6 +1595,44 @@ static void test_reply_total(void)
     }
     CHECK_EQ_INT(t.semantic_hits + t.exact_hits, 2 * TOTAL_SLOW + 1);
     CHECK_EQ_INT(t.false_hits, 2 * TOTAL_SLOW + 1 - 4);
+    /* A change refused its reply is made all the same: an insert_batch
+     * whose reply (24 entries, and 1000 items of the wrong dimension, each
+     * with its error) no longer fits is answered busy, and the busy reply
+     * says that the request was carried out, not to try it again. */
+    sc_cache_stats st0, st1;
+    CHECK(sc_cache_stats_get(pr.cache, "t", &st0) == SC_OK);
+    msgpack_sbuffer bsb;
+    msgpack_packer bpk;
+    begin(&bsb, &bpk, "insert_batch", 2, 1, 42);
+    mp_put_key(&bpk, "ns");
+    mp_put_str(&bpk, "t");
+    mp_put_key(&bpk, "items");
+    msgpack_pack_array(&bpk, 1024);
+    for (unsigned i = 0; i < 1024; i++) {
+        float v[DIM];
+        vec_of(1000 + i, v);
+        msgpack_pack_map(&bpk, 2);
+        mp_put_key(&bpk, "vec");
+        mp_put_vec(&bpk, v, i < 24 ? DIM : 3);
+        mp_put_key(&bpk, "response");
+        mp_put_bin(&bpk, "b", 1);
+    }
+    req bt = finish(&bsb);
+    nng_socket s2 = NNG_SOCKET_INITIALIZER;
+    CHECK(nng_req0_open(&s2) == 0 && nng_dial(s2, url, NULL, 0) == 0);
+    nng_socket_set_ms(s2, NNG_OPT_RECVTIMEO, 2000);
+    rep = NULL;
+    rl = 0;
+    CHECK(nng_send(s2, bt.data, bt.len, 0) == 0);
+    CHECK(nng_recv(s2, &rep, &rl, NNG_FLAG_ALLOC) == 0);
+    CHECK(rep != NULL && memmem(rep, rl, "busy", 4) != NULL &&
+          memmem(rep, rl, "\xa2id\x2a", 4) != NULL);
+    CHECK(rep != NULL && memmem(rep, rl, "carried out", 11) != NULL);
+    nng_free(rep, rl);
+    free(bt.data);
+    nng_close(s2);
+    CHECK(sc_cache_stats_get(pr.cache, "t", &st1) == SC_OK);
+    CHECK_EQ_INT(st1.inserts - st0.inserts, 24);
 #endif
     /* The slow readers gone, what they held is no longer counted. */
     for (int i = 0; i < TOTAL_SLOW; i++) {
