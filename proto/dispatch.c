@@ -2129,11 +2129,12 @@ void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n)
 int sc_dispatch_busy_reply(void *arg, const uint8_t *refused, size_t len,
                            uint8_t **reply, size_t *reply_len)
 {
-    sc_dispatch *d = arg;
+    (void)arg;
     uint64_t id = 0;
     /* The refused reply is one of ours: its "id" is the request's. */
     bool has_id = find_id(refused, len, &id);
-    __atomic_add_fetch(&d->counts.errors, 1, __ATOMIC_RELAXED);
+    /* Not an error of the cache's (counts.errors): the request was
+     * counted when it ran; the refusal is the server's count. */
     mp_buf sb;
     mp_buf_init(&sb);
     msgpack_packer *pk = &sb.pk;
