@@ -1329,10 +1329,10 @@ static int run_op(sc_dispatch *d, const char *op, const item *it,
         if (need_ns(it, o) != 0) {
             return -1;
         }
-        if (create && !sc_cache_ns_name_ok(it->ns)) {
-            return bad_ns_name(o);
-        }
         if (create) {
+            if (!sc_cache_ns_name_ok(it->ns)) {
+                return bad_ns_name(o);
+            }
             sc_ns_config cfg;
             sc_cache_ns_config_init(&cfg);
             if (apply_ns_config(it, &cfg, 1, o) != 0) {
