@@ -1755,6 +1755,17 @@ static bool find_id(const uint8_t *req, size_t len, uint64_t *id)
     return found;
 }
 
+/* A reply's map head: the request's id when it had one, and the "ok"
+ * key, whose value the caller packs next (then "result" or "error"). */
+static void put_reply_head(msgpack_packer *pk, bool has_id, uint64_t id)
+{
+    msgpack_pack_map(pk, has_id ? 3 : 2);
+    if (has_id) {
+        put_uint_kv(pk, "id", id);
+    }
+    mp_put_key(pk, "ok");
+}
+
 static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
                      size_t len, uint8_t **reply, size_t *reply_len,
                      bool trusted, hits **hp)
@@ -1878,11 +1889,7 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
         refused = true;
     }
 
-    msgpack_pack_map(pk, has_id ? 3 : 2);
-    if (has_id) {
-        put_uint_kv(pk, "id", id);
-    }
-    mp_put_key(pk, "ok");
+    put_reply_head(pk, has_id, id);
     if (e.code != NULL) {
         if (!refused) {
             __atomic_add_fetch(&d->counts.bad_requests, 1, __ATOMIC_RELAXED);
@@ -2028,11 +2035,7 @@ static int pack_lookup_reply(sc_dispatch *d, const item *it, bool has_id,
     mp_buf sb;
     mp_buf_init(&sb);
     msgpack_packer *pk = &sb.pk;
-    msgpack_pack_map(pk, has_id ? 3 : 2);
-    if (has_id) {
-        put_uint_kv(pk, "id", id);
-    }
-    mp_put_key(pk, "ok");
+    put_reply_head(pk, has_id, id);
     if (rc == SC_OK || rc == SC_ENONS) {
         msgpack_pack_true(pk);
         mp_put_key(pk, "result");
@@ -2138,11 +2141,7 @@ int sc_dispatch_busy_reply(void *arg, const uint8_t *refused, size_t len,
     mp_buf sb;
     mp_buf_init(&sb);
     msgpack_packer *pk = &sb.pk;
-    msgpack_pack_map(pk, has_id ? 3 : 2);
-    if (has_id) {
-        put_uint_kv(pk, "id", id);
-    }
-    mp_put_key(pk, "ok");
+    put_reply_head(pk, has_id, id);
     msgpack_pack_false(pk);
     /* The request was carried out: only its reply is withheld. Said, so
      * that a client does not repeat a change that was made (an

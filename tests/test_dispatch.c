@@ -1204,6 +1204,21 @@ static int big_reply(void *arg, const uint8_t *req, size_t len, uint8_t **reply,
     return *reply == NULL;
 }
 
+/* A raw SP REQ peer connected to the Unix socket at path, its handshake
+ * done: the caller writes frames (type 1, length, request id, body). */
+static int raw_req_peer(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    const uint8_t hs[8] = {0, 'S', 'P', 0, 0, 0x30, 0, 0};
+    uint8_t got[8];
+    CHECK(write(fd, hs, sizeof(hs)) == (ssize_t)sizeof(hs));
+    CHECK(read(fd, got, sizeof(got)) == (ssize_t)sizeof(got));
+    return fd;
+}
+
 static void test_unread_reply(void)
 {
     char path[64], url[80];
@@ -1222,14 +1237,7 @@ static void test_unread_reply(void)
     }
     /* A raw SP peer over the Unix socket: the handshake, then one request
      * (type 1, its length, request id 1), and nothing read after. */
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-    const uint8_t hs[8] = {0, 'S', 'P', 0, 0, 0x30, 0, 0};
-    uint8_t got[8];
-    CHECK(write(fd, hs, sizeof(hs)) == (ssize_t)sizeof(hs));
-    CHECK(read(fd, got, sizeof(got)) == (ssize_t)sizeof(got));
+    int fd = raw_req_peer(path);
     const uint8_t req[] = {1,    0, 0, 0, 0,   0,   0,   0,  8,
                            0x80, 0, 0, 1, 'p', 'i', 'n', 'g'};
     CHECK(write(fd, req, sizeof(req)) == (ssize_t)sizeof(req));
@@ -1521,14 +1529,7 @@ static void test_reply_total(void)
     }
     memcpy(frame + 13, lk.data, lk.len);
     for (int i = 0; i < TOTAL_SLOW; i++) {
-        fds[i] = socket(AF_UNIX, SOCK_STREAM, 0);
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-        CHECK(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) == 0);
-        const uint8_t hs[8] = {0, 'S', 'P', 0, 0, 0x30, 0, 0};
-        uint8_t got[8];
-        CHECK(write(fds[i], hs, sizeof(hs)) == (ssize_t)sizeof(hs));
-        CHECK(read(fds[i], got, sizeof(got)) == (ssize_t)sizeof(got));
+        fds[i] = raw_req_peer(path);
         for (uint32_t k = 0; k < 2; k++) {
             uint32_t rid = 0x80000000u | (uint32_t)(i * 2 + k + 1);
             frame[9] = (uint8_t)(rid >> 24);
