@@ -707,6 +707,25 @@ static void shrink_check(sc_index *ix, const float *base, size_t n, size_t d,
     free(out);
 }
 
+/* An index of storage st holding n random rows of dimension d (seed),
+ * ids shrink_id(i, 0): the rows in *base (the caller frees them), a
+ * vector's bytes as sc_index_vector_bytes counts them in *vb. */
+static sc_index *filled_ix(sc_storage st, size_t n, size_t d, uint64_t seed,
+                           float **base, size_t *vb)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.dim = (uint32_t)d;
+    p.storage = st;
+    *vb = sc_index_vector_bytes(&p);
+    *base = random_vectors(n, d, seed);
+    sc_index *ix = open_ix((uint32_t)d, st, 1);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, shrink_id(i, 0), *base + i * d), SC_OK);
+    }
+    return ix;
+}
+
 /* An index that grew to n rows and fell to n / 200 gives its memory back
  * on compaction: slots and id map shrink to what 2x the live rows need
  * (a power of two, at least 64), the pages go back to the OS (VmRSS
@@ -715,16 +734,9 @@ static void shrink_check(sc_index *ix, const float *base, size_t n, size_t d,
 static void test_shrink(sc_storage st)
 {
     const size_t n = 20000, d = 384;
-    sc_index_params p;
-    sc_index_params_init(&p);
-    p.dim = d;
-    p.storage = st;
-    const size_t vb = sc_index_vector_bytes(&p);
-    float *base = random_vectors(n, d, 41);
-    sc_index *ix = open_ix(d, st, 1);
-    for (size_t i = 0; i < n; i++) {
-        CHECK_EQ_INT(sc_index_add(ix, shrink_id(i, 0), base + i * d), SC_OK);
-    }
+    size_t vb;
+    float *base;
+    sc_index *ix = filled_ix(st, n, d, 41, &base, &vb);
     const size_t full = sc_index_memory(ix);
     CHECK(full >= n * vb);
     const long rss_full = rss_kb();
@@ -774,16 +786,9 @@ static void test_shrink(sc_storage st)
 static void test_small_autocompact(sc_storage st)
 {
     const size_t n = 1000, d = 64;
-    sc_index_params p;
-    sc_index_params_init(&p);
-    p.dim = d;
-    p.storage = st;
-    const size_t vb = sc_index_vector_bytes(&p);
-    float *base = random_vectors(n, d, 43);
-    sc_index *ix = open_ix(d, st, 1);
-    for (size_t i = 0; i < n; i++) {
-        CHECK_EQ_INT(sc_index_add(ix, shrink_id(i, 0), base + i * d), SC_OK);
-    }
+    size_t vb;
+    float *base;
+    sc_index *ix = filled_ix(st, n, d, 43, &base, &vb);
     CHECK_EQ_INT(sc_index_memory(ix), 1024 * vb);
     for (size_t i = 0; i < n; i++) {
         if (i % 10 != 0) {
