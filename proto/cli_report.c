@@ -6,6 +6,7 @@
 #include "proto/cli_report.h"
 
 #include "cache/cache.h"
+#include "common/sc_utf8.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -128,30 +129,20 @@ static const char *pct(double v, char *buf, size_t cap)
 static const char *tag_text(const char *s, char *out, size_t cap)
 {
     const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *end = p + strlen(s);
     size_t o = 0;
-    while (*p != '\0' && o + 5 <= cap) {
+    while (p < end && o + 5 <= cap) {
         unsigned c = *p;
-        size_t n = c < 0x80             ? 1
-                   : (c & 0xe0) == 0xc0 ? 2
-                   : (c & 0xf0) == 0xe0 ? 3
-                   : (c & 0xf8) == 0xf0 ? 4
-                                        : 0;
-        size_t ok = n;
-        for (size_t i = 1; i < n && ok == n; i++) {
-            if ((p[i] & 0xc0) != 0x80) {
-                ok = 0;
-            }
-        }
-        bool control = c < 0x20 || c == 0x7f ||
-                       (n == 2 && c == 0xc2 && p[1] < 0xa0) ||
-                       (n == 2 && c < 0xc2);
+        size_t n = c < 0x80 ? 1 : sc_utf8_len(p, (size_t)(end - p));
+        bool control =
+            c < 0x20 || c == 0x7f || (n == 2 && c == 0xc2 && p[1] < 0xa0);
         if (c == '\\') {
             memcpy(out + o, "\\\\", 2);
             o += 2;
             p++;
             continue;
         }
-        if (ok == 0 || control) {
+        if (n == 0 || control) {
             o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
             p++;
             continue;

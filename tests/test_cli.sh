@@ -184,6 +184,17 @@ else
     fail=$((fail + 1))
     echo "FAIL: report --by feature with control bytes in a tag: $out" >&2
 fi
+# Bytes that only look like UTF-8 (an encoded surrogate, an overlong
+# '/') are not UTF-8: written as \xNN too, never passed to the terminal.
+expect 0 '^(hit|miss)' -- lookup --ns tags --vec 1,2,3 \
+    --feature "$(printf 's\355\240\200o\340\200\257x')"
+out=$("$cli" -a "$addr" report --ns tags --by feature 2>&1)
+if printf '%s' "$out" | grep -qF 's\xed\xa0\x80o\xe0\x80\xafx'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: report --by feature with a surrogate and an overlong form: $out" >&2
+fi
 # fake_cli REPLY [MEM] -- ARGS...: semcache-cli ARGS against a fake server
 # on 127.0.0.1 that answers every request with REPLY (a Python expression,
 # packed with msgpack); prints the CLI's exit status, then its output.
