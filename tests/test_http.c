@@ -169,9 +169,10 @@ static int read_resp(int fd, char **buf, size_t *have, resp *r)
     }
 }
 
-/* One request on a fresh connection; extra: more header lines. */
-static int http_to(int p, const char *method, const char *path,
-                   const char *extra, const char *body, size_t blen, resp *r)
+/* Sends one request on a fresh connection (extra: more header lines,
+ * "Connection: close" among them): the connection, or -1. */
+static int http_send(int p, const char *method, const char *path,
+                     const char *extra, const char *body, size_t blen)
 {
     int fd = connect_to(p);
     if (fd < 0) {
@@ -190,6 +191,17 @@ static int http_to(int p, const char *method, const char *path,
     send_all(fd, head, (size_t)hn);
     if (body != NULL) {
         send_all(fd, body, blen);
+    }
+    return fd;
+}
+
+/* One request on a fresh connection; extra: more header lines. */
+static int http_to(int p, const char *method, const char *path,
+                   const char *extra, const char *body, size_t blen, resp *r)
+{
+    int fd = http_send(p, method, path, extra, body, blen);
+    if (fd < 0) {
+        return -1;
     }
     char *buf = NULL;
     size_t have = 0;
@@ -2517,18 +2529,11 @@ static void test_json_dumps_oom(void)
 static int http_whole(int p, const char *extra, const char *body, char **out)
 {
     *out = NULL;
-    int fd = connect_to(p);
+    int fd =
+        http_send(p, "POST", "/v1/chat/completions", extra, body, strlen(body));
     if (fd < 0) {
         return -1;
     }
-    char head[1024];
-    int hn = snprintf(head, sizeof(head),
-                      "POST /v1/chat/completions HTTP/1.1\r\nHost: "
-                      "127.0.0.1\r\nConnection: close\r\n%sContent-Length: "
-                      "%zu\r\n\r\n",
-                      extra, strlen(body));
-    send_all(fd, head, (size_t)hn);
-    send_all(fd, body, strlen(body));
     char *buf = NULL;
     size_t have = 0;
     for (;;) {
