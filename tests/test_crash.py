@@ -234,23 +234,34 @@ def crash_rounds(exe, rounds, fsync, rng, poll=False):
         # Every acknowledged insert of every round, once more at the end.
         verify(srv.port, all_acked, [], f"{fsync} after {rounds} rounds")
         check(srv.stop() == 0, f"{fsync}: semcached exits 0 on SIGTERM")
-        with open(os.path.join(data, "server.log"), errors="replace") as f:
-            log = f.read()
-        compactions = log.count("compacted:")
-        torn = log.count("cut off a torn last record")
         # Informational: the background thread looks once a second and a
         # round lives 0.15-0.9 s plus the check, so how many compactions
         # land depends on the machine's speed (test_persist covers a crash
         # mid-compaction deterministically).
-        check("corrupt" not in log, f"{fsync}: no corrupt record at a start")
-        print(f"  {fsync}: {compactions} compactions, {torn} starts cut a "
-              "torn last record")
+        print(f"  {fsync}: {log_summary(data, fsync)}")
     finally:
-        if test_semcache.failed == 0:
-            shutil.rmtree(data, ignore_errors=True)
-        else:
-            print(f"  kept {data}", file=sys.stderr)
+        drop_or_keep(data)
     return len(all_acked), total_inflight, exposure
+
+
+def log_summary(data, what):
+    """Checks that no start met a corrupt record, and says how many
+    compactions ran and how many starts cut a torn last record."""
+    with open(os.path.join(data, "server.log"), errors="replace") as f:
+        log = f.read()
+    check("corrupt" not in log, f"{what}: no corrupt record at a start")
+    return (f"{log.count('compacted:')} compactions, "
+            f"{log.count('cut off a torn last record')} starts cut a torn "
+            "last record")
+
+
+def drop_or_keep(data):
+    """Removes the data directory, or keeps it (and says where) after a
+    failure."""
+    if test_semcache.failed == 0:
+        shutil.rmtree(data, ignore_errors=True)
+    else:
+        print(f"  kept {data}", file=sys.stderr)
 
 
 # ---- mixed changes (--mix R) ------------------------------------------------
@@ -572,26 +583,18 @@ def mix_rounds(exe, rounds, fsync, rng):
         srv = Server(exe, data, fsync)
         mix_verify(srv.port, clients, f"mix {fsync} after a clean stop")
         check(srv.stop() == 0, f"mix {fsync}: semcached exits 0 on SIGTERM")
-        with open(os.path.join(data, "server.log"), errors="replace") as f:
-            log = f.read()
-        check("corrupt" not in log, f"mix {fsync}: no corrupt record at a "
-              "start")
+        summary = log_summary(data, f"mix {fsync}")
         counts = {}
         for mc in clients:
             for k, v in mc.counts.items():
                 counts[k] = counts.get(k, 0) + v
-        print(f"  mix {fsync}: {log.count('compacted:')} compactions, "
-              f"{log.count('cut off a torn last record')} starts cut a torn "
-              f"last record; acknowledged: " +
+        print(f"  mix {fsync}: {summary}; acknowledged: " +
               ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     finally:
         if srv is not None and srv.proc.poll() is None:
             srv.proc.kill()  # an exception above: no server left behind
             srv.proc.wait()
-        if test_semcache.failed == 0:
-            shutil.rmtree(data, ignore_errors=True)
-        else:
-            print(f"  kept {data}", file=sys.stderr)
+        drop_or_keep(data)
     return checked, rounds
 
 
