@@ -312,16 +312,27 @@ static void enc_header(wbuf *b, const char *magic, uint64_t gen)
 
 /* ---- decoding -----------------------------------------------------------*/
 
+/* A record's body: len bytes by its size, of which the first have are in
+ * the file (have < len only while a torn record is walked, torn_walk).
+ * bad: a field was malformed or ran out; out: it ran out of bytes (the
+ * file ended) within the record's size. */
 typedef struct rbuf {
     const uint8_t *p;
     size_t len, at;
     int bad;
+    size_t have;
+    bool out;
 } rbuf;
 
 static const uint8_t *rb_take(rbuf *r, size_t n)
 {
     if (r->bad || r->len - r->at < n) {
         r->bad = 1;
+        return NULL;
+    }
+    if (r->have - r->at < n) {
+        r->bad = 1;
+        r->out = true;
         return NULL;
     }
     const uint8_t *p = r->p + r->at;
@@ -481,6 +492,40 @@ static void dec_entry(rbuf *r, entry_strs *s, sc_cache_entry_info *e)
     e->user = s->user;
 }
 
+static void dec_ns_put(rbuf *r, char *name, bool *had_vector, sc_ns_config *cfg)
+{
+    rb_str(r, name, SC_CACHE_NS_NAME_MAX);
+    *had_vector = rb_u8(r) != 0;
+    dec_ns_cfg(r, cfg);
+}
+
+/* A ledger row's tag: room for a tag and its kind's prefix. */
+#define ROW_TAG_CAP (SC_CACHE_TAG_MAX + 16)
+
+static void dec_ledger_row(rbuf *r, uint8_t *kind, char *name, char *tag,
+                           sc_ledger_counts *cnt)
+{
+    memset(cnt, 0, sizeof(*cnt));
+    *kind = rb_u8(r);
+    rb_str(r, name, SC_CACHE_NS_NAME_MAX);
+    rb_str(r, tag, ROW_TAG_CAP - 1);
+#define X(f) cnt->f = rb_u64(r);
+    COUNT_U64S(X)
+#undef X
+#define X(f) cnt->f = rb_f64(r);
+    COUNT_F64S(X)
+#undef X
+}
+
+static void dec_ledger_hour(rbuf *r, sc_ledger_hour *h)
+{
+    h->hour_ms = rb_u64(r);
+    h->lookups = rb_u64(r);
+    h->hits = rb_u64(r);
+    h->usd_avoided = rb_f64(r);
+    h->usd_spent = rb_f64(r);
+}
+
 /* ---- replay -------------------------------------------------------------*/
 
 static void say(char *msg, size_t cap, const char *fmt, ...)
@@ -575,7 +620,7 @@ typedef struct replay_ctx {
  * undid. */
 static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
 {
-    rbuf r = {body, n, 0, 0};
+    rbuf r = {body, n, 0, 0, n, false};
     uint8_t type = rb_u8(&r);
     sc_err rc = SC_OK;
     char name[SC_CACHE_NS_NAME_MAX + 1];
@@ -585,9 +630,8 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     switch (type) {
     case REC_NS_PUT: {
         sc_ns_config cfg;
-        rb_str(&r, name, SC_CACHE_NS_NAME_MAX);
-        bool had_vector = rb_u8(&r) != 0;
-        dec_ns_cfg(&r, &cfg);
+        bool had_vector;
+        dec_ns_put(&r, name, &had_vector, &cfg);
         if (r.bad || r.at != n) {
             return SC_EBADFILE;
         }
@@ -633,17 +677,9 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     }
     case REC_LEDGER_ROW: {
         sc_ledger_counts cnt;
-        char tag[SC_CACHE_TAG_MAX + 16];
-        memset(&cnt, 0, sizeof(cnt));
-        uint8_t kind = rb_u8(&r);
-        rb_str(&r, name, SC_CACHE_NS_NAME_MAX);
-        rb_str(&r, tag, sizeof(tag) - 1);
-#define X(f) cnt.f = rb_u64(&r);
-        COUNT_U64S(X)
-#undef X
-#define X(f) cnt.f = rb_f64(&r);
-        COUNT_F64S(X)
-#undef X
+        char tag[ROW_TAG_CAP];
+        uint8_t kind;
+        dec_ledger_row(&r, &kind, name, tag, &cnt);
         if (r.bad || r.at != n) {
             return SC_EBADFILE;
         }
@@ -655,11 +691,7 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     }
     case REC_LEDGER_HOUR: {
         sc_ledger_hour h;
-        h.hour_ms = rb_u64(&r);
-        h.lookups = rb_u64(&r);
-        h.hits = rb_u64(&r);
-        h.usd_avoided = rb_f64(&r);
-        h.usd_spent = rb_f64(&r);
+        dec_ledger_hour(&r, &h);
         if (r.bad || r.at != n) {
             return SC_EBADFILE;
         }
@@ -743,6 +775,65 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     return SC_OK;
 }
 
+/* How a torn_walk ended. */
+typedef enum walk_end {
+    WALK_OUT,   /* a field runs past the end of the file */
+    WALK_WHOLE, /* the fields end inside the file (*end: where) */
+    WALK_BAD    /* a field is malformed, or the type is none of a log's */
+} walk_end;
+
+/* Walks the fields of a log record whose size (n) runs past the end of
+ * the file, over the `have` bytes of its body that are there, as apply()
+ * reads them, applying nothing. The server writes every length field and
+ * every fixed field; a client's bytes are only ever inside a run, which
+ * the walk steps over by its length without reading it. So a record the
+ * server wrote whole ends where its fields do, whatever a response
+ * holds, and the walk runs out of bytes only where the file really ends
+ * inside it. */
+static walk_end torn_walk(replay_ctx *x, const uint8_t *body, size_t n,
+                          size_t have, size_t *end)
+{
+    rbuf r = {body, n, 0, 0, have, false};
+    char name[SC_CACHE_NS_NAME_MAX + 1];
+    switch (rb_u8(&r)) {
+    case REC_NS_PUT: {
+        sc_ns_config cfg;
+        bool had_vector;
+        dec_ns_put(&r, name, &had_vector, &cfg);
+        break;
+    }
+    case REC_NS_DROP:
+    case REC_FLUSH:
+        rb_str(&r, name, SC_CACHE_NS_NAME_MAX);
+        break;
+    case REC_ENTRY: {
+        sc_cache_entry_info e;
+        dec_entry(&r, &x->strs, &e);
+        break;
+    }
+    case REC_REMOVE:
+    case REC_QUARANTINE:
+        (void)rb_u64(&r);
+        break;
+    case REC_LEDGER_ROW: {
+        sc_ledger_counts cnt;
+        char tag[ROW_TAG_CAP];
+        uint8_t kind;
+        dec_ledger_row(&r, &kind, name, tag, &cnt);
+        break;
+    }
+    case REC_LEDGER_HOUR: {
+        sc_ledger_hour h;
+        dec_ledger_hour(&r, &h);
+        break;
+    }
+    default:
+        return WALK_BAD; /* a snapshot's record types, or none */
+    }
+    *end = r.at;
+    return r.out ? WALK_OUT : r.bad ? WALK_BAD : WALK_WHOLE;
+}
+
 sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
                          const uint8_t *d, size_t len, bool last, bool repair,
                          uint64_t now_ms, const char *snap_path,
@@ -789,6 +880,10 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     x->version = version;
     sc_err rc = SC_OK;
     size_t off = HDR_SIZE;
+    /* Whether off was found by a search (--repair) rather than by stepping
+     * over valid records from the header: then the frame at off may be a
+     * client's bytes, whose fields are no evidence of a tear. */
+    bool searched = false;
     while (off < len) {
         if (frame_ok(d, len, off)) {
             uint32_t n = get_u32(d + off);
@@ -813,12 +908,31 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
             /* A checksum that holds over fields that do not: corrupt all
              * the same (a bug's record, or a crafted file). */
         }
-        /* Whether anything valid follows, searched from the next byte: a
-         * damaged size must not hide the records after it. */
-        size_t any = next_valid(d, len, off + 1);
-        if (any == len && kind == SC_PERSIST_LOG && last && rc == SC_OK) {
-            /* Nothing valid follows: the record being written when the
-             * server stopped. Cut it off. */
+        /* The last log ending inside the extent of a record of plausible
+         * size: its fields are walked as far as the file goes. A field
+         * that runs past its end (torn_walk: a client cannot forge that)
+         * is the record being written when the server stopped, and
+         * whatever follows lies inside it (a response's bytes may read as
+         * whole valid records). Fields that end where the file does are a
+         * whole record whose size alone was damaged: refused, although
+         * nothing follows it (a tear never ends them before its size:
+         * the server writes the size they add up to). */
+        walk_end w = WALK_BAD;
+        size_t wend = 0;
+        if (kind == SC_PERSIST_LOG && last && rc == SC_OK && !searched &&
+            frame_plausible(d, len, off) &&
+            len - off - FRAME_SIZE < get_u32(d + off)) {
+            w = torn_walk(x, d + off + FRAME_SIZE, get_u32(d + off),
+                          len - off - FRAME_SIZE, &wend);
+        }
+        bool damaged = w == WALK_WHOLE && wend == len - off - FRAME_SIZE;
+        /* Else whether anything valid follows, searched from the next
+         * byte: a damaged size must not hide the records after it. */
+        size_t any = w == WALK_OUT ? len : next_valid(d, len, off + 1);
+        if (w == WALK_OUT || (any == len && kind == SC_PERSIST_LOG && last &&
+                              rc == SC_OK && !damaged)) {
+            /* Torn, or nothing valid follows: the record being written
+             * when the server stopped. Cut it off. */
             st->torn_bytes += len - off;
             if (valid_len != NULL) {
                 *valid_len = off;
@@ -833,10 +947,12 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
                 off, len,
                 rc == SC_EBADFILE ? "fields out of bounds"
                                   : "checksum or size does not match",
-                any == SIZE_MAX ? "what follows it could not be searched "
-                                  "(too many record-like bytes)"
-                : any < len     ? "valid records follow it"
-                                : "it is not the end of the last log");
+                damaged           ? "its fields end with the file, before its "
+                                    "size says (a damaged size)"
+                : any == SIZE_MAX ? "what follows it could not be searched "
+                                    "(too many record-like bytes)"
+                : any < len       ? "valid records follow it"
+                                  : "it is not the end of the last log");
             rc = rc == SC_EBADFILE ? SC_EBADFILE : SC_ECHECKSUM;
             break;
         }
@@ -856,6 +972,7 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         st->corrupt_bytes += next - off;
         rc = SC_OK;
         off = next;
+        searched = true;
     }
     if (rc == SC_OK && kind == SC_PERSIST_SNAPSHOT && !x->ended) {
         if (!repair) {

@@ -692,28 +692,35 @@ static void test_crash_leftovers(void)
     world_close(&w);
 }
 
+/* A frame of a whole valid record "drop namespace ns" into out (room for
+ * 8 + 5 + 128 bytes); returns its length. */
+static size_t planted_drop(uint8_t *out, const char *ns)
+{
+    size_t nl = strlen(ns), bn = 1 + 4 + nl;
+    uint8_t *body = out + 8;
+    body[0] = 2; /* NS_DROP */
+    body[1] = (uint8_t)nl;
+    body[2] = body[3] = body[4] = 0;
+    memcpy(body + 5, ns, nl);
+    uint32_t ck = XXH32(body, bn, 0x53434c47u);
+    for (int i = 0; i < 4; i++) {
+        out[i] = (uint8_t)(bn >> (8 * i));
+        out[4 + i] = (uint8_t)(ck >> (8 * i));
+    }
+    return 8 + bn;
+}
+
 /* Responses go into the log as they came, so a client can put bytes in one
  * that read as a whole valid record (here: drop namespace "victim"). When
- * the record holding them is torn by a crash or damaged, --repair must
- * drop it whole, not search inside it: it applied the planted record. */
+ * the record holding them is torn by a crash, it is cut at start-up (a
+ * field of it runs past the end of the file: the record being written),
+ * without --repair and without searching inside it; when it is whole but
+ * damaged, the start is refused and --repair drops it whole. Searching
+ * inside it applied the planted record. */
 static void test_planted_record(void)
 {
-    uint8_t body[16] = {
-        2 /* NS_DROP */, 6, 0, 0, 0, 'v', 'i', 'c', 't', 'i', 'm'};
-    const size_t bn = 11;
-    uint8_t frame[32];
-    uint32_t ck = XXH32(body, bn, 0x53434c47u);
-    uint8_t hdr[8] = {(uint8_t)bn,
-                      0,
-                      0,
-                      0,
-                      (uint8_t)ck,
-                      (uint8_t)(ck >> 8),
-                      (uint8_t)(ck >> 16),
-                      (uint8_t)(ck >> 24)};
-    memcpy(frame, hdr, 8);
-    memcpy(frame + 8, body, bn);
-    const size_t fl = 8 + bn;
+    uint8_t frame[160];
+    const size_t fl = planted_drop(frame, "victim");
     const size_t rl = 200000;
     char *resp = malloc(rl + 1);
     memset(resp, 'x', rl);
@@ -738,29 +745,182 @@ static void test_planted_record(void)
         CHECK(file_size(dir, "log.1") > before + (long)rl);
         char path[600];
         snprintf(path, sizeof(path), "%s/log.1", dir);
+        char buf[64];
         if (round == 0) {
-            /* Torn: the file ends 4 KiB past the planted record. */
+            /* Torn: the file ends 4 KiB past the planted record. The
+             * start goes on without --repair, the torn record cut (it
+             * begins at `before`, or a ledger flush's rows later), the
+             * planted drop inside it not applied. */
             CHECK(truncate(path, before + 4096) == 0);
-        } else {
-            /* Whole, a byte of it changed (its checksum fails). */
-            flip_byte(dir, "log.1", before + 100000);
+            CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+            CHECK(w.st.torn_bytes > 4096 - 1024 && w.st.torn_bytes <= 4096);
+            CHECK_EQ_INT(w.st.corrupt_records, 0);
+            CHECK_EQ_INT(file_size(dir, "log.1"),
+                         before + 4096 - (long)w.st.torn_bytes);
+            CHECK(served_text(w.c, "victim", "secret question", buf,
+                              sizeof(buf)));
+            CHECK(strcmp(buf, "victim answer") == 0);
+            CHECK(entries_of(w.c, "att") == 0);
+            /* The log goes on from the cut. */
+            CHECK(put(w.c, "victim", "after the cut", "kept", true, 2, NULL) ==
+                  SC_OK);
+            world_close(&w);
+            CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+            CHECK_EQ_INT(w.st.torn_bytes, 0);
+            CHECK(
+                served_text(w.c, "victim", "after the cut", buf, sizeof(buf)));
+            CHECK(served_text(w.c, "victim", "secret question", buf,
+                              sizeof(buf)));
+            world_close(&w);
+            continue;
         }
-        /* A valid-looking record follows (the planted one, or in round 1
-         * the ledger's too): refused as corrupt, so that a damaged size
-         * never hides real records; then --repair drops the bad record
-         * whole, the planted one in it unapplied. */
+        /* Whole, a byte of it changed (its checksum fails): valid-looking
+         * records follow (the planted one, the ledger's): refused as
+         * corrupt, so that a damaged record never hides real ones; then
+         * --repair drops the bad record whole, the planted one in it
+         * unapplied. */
+        flip_byte(dir, "log.1", before + 100000);
         CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_ECHECKSUM);
         CHECK(strstr(w.msg, "valid records follow it") != NULL);
         world_close(&w);
         CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
         CHECK_EQ_INT(w.st.corrupt_records, 1);
-        char buf[64];
         CHECK(served_text(w.c, "victim", "secret question", buf, sizeof(buf)));
         CHECK(strcmp(buf, "victim answer") == 0);
         CHECK(entries_of(w.c, "att") == 0);
         world_close(&w);
     }
     free(resp);
+}
+
+/* dir/name's bytes (malloc'd; NULL if unreadable), *len their count. */
+static uint8_t *read_all(const char *dir, const char *name, size_t *len)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *d = malloc(n > 0 ? (size_t)n : 1);
+    *len = d != NULL ? fread(d, 1, (size_t)n, f) : 0;
+    fclose(f);
+    return d;
+}
+
+/* The offsets of a log's records (at most cap of them, stepped by their
+ * sizes from the header on); returns how many. */
+static size_t record_offsets(const uint8_t *d, size_t len, size_t *at,
+                             size_t cap)
+{
+    size_t k = 0;
+    for (size_t o = 16; o + 9 <= len && k < cap; k++) {
+        at[k] = o;
+        o += 8 + ((uint32_t)d[o] | (uint32_t)d[o + 1] << 8 |
+                  (uint32_t)d[o + 2] << 16 | (uint32_t)d[o + 3] << 24);
+    }
+    return k;
+}
+
+/* A record of every type a log holds, torn at each of its bytes (the last
+ * of the last log), an entry's response holding a planted valid record:
+ * cut without --repair, nothing from its start on applied. The same
+ * record whole as the last but for its size, damaged to run past the end
+ * of the file: refused (its fields end with the file: not a tear), and
+ * nothing cut. */
+static void test_torn_every_type(void)
+{
+    char dir[512];
+    world w;
+    fresh_dir(dir, sizeof(dir), "tornall");
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "victim", NULL) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "gone", NULL) == SC_OK);
+    CHECK(put(w.c, "victim", "secret question", "victim answer", true, 1,
+              NULL) == SC_OK);
+    uint8_t resp[200];
+    memset(resp, 'x', sizeof(resp));
+    planted_drop(resp + 8, "victim");
+    float v[DIM];
+    vec_of(3, v);
+    sc_cache_item it = {.text = "attacker",
+                        .text_len = 8,
+                        .vec = v,
+                        .dim = DIM,
+                        .response = resp,
+                        .response_len = sizeof(resp),
+                        .model = "m",
+                        .feature = "f",
+                        .user = "u"};
+    CHECK(sc_cache_insert(w.c, "victim", &it, NULL) == SC_OK);
+    uint64_t id;
+    CHECK(put(w.c, "victim", "q2", "a2", true, 2, &id) == SC_OK);
+    CHECK(sc_cache_feedback(w.c, id) == SC_OK);
+    CHECK(sc_cache_delete(w.c, id) == SC_OK);
+    CHECK(sc_cache_flush(w.c, "gone") == SC_OK);
+    CHECK(sc_cache_ns_drop(w.c, "gone") == SC_OK);
+    char got[64];
+    CHECK(served_text(w.c, "victim", "secret question", got, sizeof(got)));
+    world_close(&w); /* the ledger's rows and hours */
+    size_t len = 0;
+    uint8_t *d = read_all(dir, "log.1", &len);
+    CHECK(d != NULL);
+    if (d == NULL) {
+        return;
+    }
+    size_t at[64];
+    size_t nrec = record_offsets(d, len, at, 64);
+    unsigned seen = 0;
+    uint8_t *buf = malloc(len);
+    char msg[512];
+    for (size_t i = 0; i < nrec; i++) {
+        size_t end = i + 1 < nrec ? at[i + 1] : len;
+        seen |= 1u << d[at[i] + 8];
+        for (size_t cut = at[i] + 1; cut < end; cut++) {
+            sc_cache *c;
+            CHECK(sc_cache_open(NULL, &c) == SC_OK);
+            sc_persist_load_stats st;
+            memset(&st, 0, sizeof(st));
+            size_t valid = 0;
+            sc_err rc =
+                sc_persist_replay(c, NULL, SC_PERSIST_LOG, d, cut, true, false,
+                                  0, NULL, &st, &valid, msg, sizeof(msg));
+            if (rc != SC_OK || valid != at[i] || st.records != i ||
+                st.torn_bytes != cut - at[i]) {
+                fprintf(stderr, "record %zu (type %u) cut at %zu: %s (%s)\n", i,
+                        d[at[i] + 8], cut - at[i], sc_strerror(rc),
+                        rc != SC_OK ? msg : "");
+                CHECK(false);
+            }
+            sc_cache_close(c);
+        }
+        /* Whole, but its size runs 100 bytes past the end of the file. */
+        memcpy(buf, d, end);
+        uint32_t bad = (uint32_t)(end - at[i] - 8 + 100);
+        for (int b = 0; b < 4; b++) {
+            buf[at[i] + b] = (uint8_t)(bad >> (8 * b));
+        }
+        sc_cache *c;
+        CHECK(sc_cache_open(NULL, &c) == SC_OK);
+        sc_persist_load_stats st;
+        memset(&st, 0, sizeof(st));
+        size_t valid = 0;
+        CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, buf, end, true, false,
+                                0, NULL, &st, &valid, msg,
+                                sizeof(msg)) == SC_ECHECKSUM);
+        CHECK(strstr(msg, "damaged size") != NULL);
+        CHECK_EQ_INT(valid, end);
+        CHECK_EQ_INT(st.torn_bytes, 0);
+        sc_cache_close(c);
+    }
+    /* NS_PUT, NS_DROP, ENTRY, REMOVE, QUARANTINE, FLUSH, LEDGER_ROW and
+     * LEDGER_HOUR: every type a log holds. */
+    CHECK_EQ_INT(seen, 0x1feu);
+    free(buf);
+    free(d);
 }
 
 /* A record in the middle of the last log whose size is damaged to run
@@ -790,6 +950,36 @@ static void test_damaged_size(void)
         world_close(&w);
         CHECK_EQ_INT(file_size(dir, "log.1"), size); /* nothing cut */
     }
+    /* The last record of the last log, its size damaged to run past the
+     * end of the file: nothing valid follows it, but its fields end with
+     * the file, so it is whole (a record being written has a field that
+     * runs past the end): refused, not cut as a torn tail. */
+    char dir[512];
+    world w;
+    fresh_filled(&w, dir, sizeof(dir), "badsize", SC_FSYNC_ALWAYS, 5, 800);
+    world_close(&w);
+    size_t len = 0;
+    uint8_t *d = read_all(dir, "log.1", &len);
+    size_t at[64];
+    size_t nrec = d != NULL ? record_offsets(d, len, at, 64) : 0;
+    CHECK(nrec > 5);
+    if (nrec > 5) {
+        uint32_t n = (uint32_t)(len - at[nrec - 1] - 8 + 100);
+        char path[600];
+        snprintf(path, sizeof(path), "%s/log.1", dir);
+        int fd = open(path, O_RDWR);
+        CHECK(fd >= 0 && pwrite(fd, &n, 4, (off_t)at[nrec - 1]) == 4);
+        close(fd);
+        CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_ECHECKSUM);
+        CHECK(strstr(w.msg, "damaged size") != NULL);
+        world_close(&w);
+        CHECK_EQ_INT(file_size(dir, "log.1"), (long)len); /* nothing cut */
+        CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
+        CHECK_EQ_INT(w.st.corrupt_records, 1);
+        CHECK_EQ_INT(count_served(w.c, 5), 5);
+        world_close(&w);
+    }
+    free(d);
 }
 
 /* A snapshot keeps the LRU order: entries touched before it and the newest
@@ -2229,6 +2419,7 @@ int main(void)
     test_torn_tail();
     test_planted_record();
     test_damaged_size();
+    test_torn_every_type();
     test_lru_order();
     test_crash_leftovers();
     test_mid_corruption();
