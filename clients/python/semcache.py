@@ -338,17 +338,23 @@ class Client:
         req.update({k: v for k, v in fields.items() if v is not None})
         reply = self.call(req)
         if not reply["ok"]:
-            err = reply.get("error")
-            code = err.get("code") if isinstance(err, dict) else None
-            message = err.get("message", "") if isinstance(err, dict) else None
-            if not isinstance(code, str) or not isinstance(message, str):
-                raise ProtocolError("a refusal carries an 'error' map with "
-                                    "a string 'code' and 'message'")
-            raise SemcacheError(code, message)
+            raise SemcacheError(*self._refusal(reply))
         result = reply.get("result")
         if not isinstance(result, dict):
             raise ProtocolError("a successful reply carries a 'result' map")
         return result
+
+    @staticmethod
+    def _refusal(reply):
+        """(code, message) of a refusal: its "error" map with a str
+        "code" and a str "message" ("" when absent); else ProtocolError."""
+        err = reply.get("error")
+        code = err.get("code") if isinstance(err, dict) else None
+        message = err.get("message", "") if isinstance(err, dict) else None
+        if not isinstance(code, str) or not isinstance(message, str):
+            raise ProtocolError("a refusal carries an 'error' map with "
+                                "a string 'code' and 'message'")
+        return code, message
 
     @staticmethod
     def _field(result, key, kind):
@@ -386,7 +392,7 @@ class Client:
                           input_tokens=input_tokens,
                           output_tokens=output_tokens,
                           embed_model=embed_model)
-        return self._field(self._op("insert", ns=ns, **item), "entry", int)
+        return self._check_insert(self._op("insert", ns=ns, **item))["entry"]
 
     def lookup(self, ns, text=None, vec=None, scope=None, threshold=None,
                embed_model=None, embed_tokens=None, feature=None, user=None):
@@ -400,6 +406,15 @@ class Client:
                                   embed_model=embed_model,
                                   embed_tokens=embed_tokens,
                                   feature=feature, user=user)))
+
+    @staticmethod
+    def _check_insert(r):
+        """An insert result: a uint "entry" (as sc_client_insert reads
+        it). Else ProtocolError."""
+        v = r.get("entry")
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ProtocolError(f"insert result: no uint 'entry': {r!r:.200}")
+        return r
 
     @staticmethod
     def _check_lookup(r):
@@ -449,19 +464,41 @@ class Client:
         """items: dicts with text / vec / scope / threshold (and ns, to
         override the batch's). Returns one dict per item:
         {"ok": True, "result": {...}} or {"ok": False, "error": {...}}."""
-        return self._field(
-            self._op("lookup_batch", ns=ns, scope=scope,
-                     items=[self._item(**it) for it in items]),
-            "results", list)
+        items = [self._item(**it) for it in items]  # any iterable
+        return self._check_batch(
+            self._op("lookup_batch", ns=ns, scope=scope, items=items),
+            len(items), self._check_lookup)
 
     def insert_batch(self, ns, items, scope=None):
         """items: dicts with the keyword arguments of insert (response
         required). Returns one dict per item, as lookup_batch does; a
         successful item's result is {"entry": id}."""
-        return self._field(
-            self._op("insert_batch", ns=ns, scope=scope,
-                     items=[self._item(**it) for it in items]),
-            "results", list)
+        items = [self._item(**it) for it in items]  # any iterable
+        return self._check_batch(
+            self._op("insert_batch", ns=ns, scope=scope, items=items),
+            len(items), self._check_insert)
+
+    @classmethod
+    def _check_batch(cls, result, n, check):
+        """A batch's "results": one per item of the n sent, each a map
+        with a bool "ok" and either a "result" map that check (the single
+        op's) accepts or an "error" map as _refusal wants it. Else
+        ProtocolError: a short list, or a malformed item, would hand the
+        caller answers that are not the server's for its items."""
+        results = cls._field(result, "results", list)
+        if len(results) != n:
+            raise ProtocolError(f"{len(results)} batch results for {n} items")
+        for i, it in enumerate(results):
+            if not isinstance(it, dict) or not isinstance(it.get("ok"), bool):
+                raise ProtocolError(f"batch result {i}: not a map with a "
+                                    f"bool 'ok': {it!r:.200}")
+            if not it["ok"]:
+                cls._refusal(it)
+            elif isinstance(it.get("result"), dict):
+                check(it["result"])
+            else:
+                raise ProtocolError(f"batch result {i}: no 'result' map")
+        return results
 
     def ns_create(self, ns, **cfg):
         """cfg: dim, storage ("f32" | "f16" | "int8"), threshold, margin,

@@ -351,6 +351,29 @@ def test_broken_replies():
          {"ok": True, "result": {"results": 3}}),
         ("insert_batch", ("ns", [{"text": "q", "response": "r"}]),
          {"ok": True, "result": {}}),
+        ("insert", ("ns", "r"), {"ok": True, "result": {"entry": -1}}),
+        # A batch's items are checked as the single op's reply is (they
+        # once came back as they were: a hit without its response, a str
+        # response, a list shorter than the items sent).
+        ("lookup_batch", ("ns", [{"text": "q"}]),
+         {"ok": True, "result": {"results": [{"ok": True, "result": {
+             "hit": True, "entry": 7}}]}}),
+        ("lookup_batch", ("ns", [{"text": "q"}]),
+         {"ok": True, "result": {"results": [{"ok": True, "result": {
+             "hit": True, "entry": 7, "response": "a str"}}]}}),
+        ("lookup_batch", ("ns", [{"text": "q"}, {"text": "p"}]),
+         {"ok": True, "result": {"results": [{"ok": True, "result": {
+             "hit": False}}]}}),
+        ("lookup_batch", ("ns", [{"text": "q"}]),
+         {"ok": True, "result": {"results": [5]}}),
+        ("lookup_batch", ("ns", [{"text": "q"}]),
+         {"ok": True, "result": {"results": [{"ok": True}]}}),
+        ("lookup_batch", ("ns", [{"text": "q"}]),
+         {"ok": True, "result": {"results": [{"ok": False,
+                                              "error": "boom"}]}}),
+        ("insert_batch", ("ns", [{"text": "q", "response": "r"}]),
+         {"ok": True, "result": {"results": [{"ok": True, "result": {
+             "entry": "7"}}]}}),
     ]
     for op, args, rep in cases:
         lst, t = fake_server([rep])
@@ -371,6 +394,16 @@ def test_broken_replies():
                            "error": {"code": "range", "message": "m"}}])
     c = Client("127.0.0.1", lst.getsockname()[1], timeout=5.0)
     check(raises("range", c.ping), "a well-formed refusal is SemcacheError")
+    c.close()
+    t.join(5)
+    lst.close()
+    # Well-formed batch items, a refusal among them, are handed back.
+    good = [{"ok": True, "result": {"hit": False, "layer": "none"}},
+            {"ok": False, "error": {"code": "dim", "message": "m"}}]
+    lst, t = fake_server([{"ok": True, "result": {"results": good}}])
+    c = Client("127.0.0.1", lst.getsockname()[1], timeout=5.0)
+    check(c.lookup_batch("ns", [{"text": "q"}, {"text": "p"}]) == good,
+          "well-formed batch results are returned as they came")
     c.close()
     t.join(5)
     lst.close()
@@ -610,7 +643,8 @@ def run(c, port, ipc_path, tls_port, cert):
           "lookup_batch per-item error")
     check(not res[11]["ok"] and res[11]["error"]["code"] == "dim",
           "lookup_batch item overrides ns")
-    res = c.lookup_batch("batch", [{"vec": [1.0, 1.0, 0.5]}], scope="s2")
+    res = c.lookup_batch("batch", iter([{"vec": [1.0, 1.0, 0.5]}]),
+                         scope="s2")  # items: any iterable
     check(res[0]["ok"] and not res[0]["result"]["hit"], "batch-level scope")
     check(raises("bad_request", c.lookup_batch, "batch", []), "empty batch")
 
