@@ -290,6 +290,10 @@ class Client:
         maps, in the order of requests. The client's time-out is a
         deadline for the connection's set-up and for each reply (with the
         requests sent before it), however slowly the server sends."""
+        # Every request is packed before the first is sent: one that
+        # cannot be (a set in it, say) raises with nothing sent, not once
+        # the requests before it were carried out, their replies unread.
+        bodies = [self._pack(req) for req in requests]
         with self._lock:
             try:
                 if self._sock is None:
@@ -302,16 +306,8 @@ class Client:
                 while sent < len(ids) or pending:
                     self._arm()
                     while sent < len(ids) and len(pending) < WINDOW:
-                        req = requests[sent]
-                        if self._key is not None and "key" not in req:
-                            req = {**req, "key": self._key}
-                        # A str holding surrogates (undecodable bytes of
-                        # a reply: _decode) goes back as those bytes.
-                        body = msgpack.packb(
-                            req, use_bin_type=True,
-                            unicode_errors="surrogateescape")
                         self._send(self._frame(struct.pack(">I", ids[sent])
-                                               + body))
+                                               + bodies[sent]))
                         pending.add(ids[sent])
                         sent += 1
                     rid, body = self._read_frame()
@@ -327,6 +323,15 @@ class Client:
                 raise
             finally:
                 self._deadline = None
+
+    def _pack(self, req):
+        """The msgpack body of request map req, with the client's key."""
+        if self._key is not None and "key" not in req:
+            req = {**req, "key": self._key}
+        # A str holding surrogates (undecodable bytes of a reply: _decode)
+        # goes back as those bytes.
+        return msgpack.packb(req, use_bin_type=True,
+                             unicode_errors="surrogateescape")
 
     def call(self, request):
         """Sends one request map and returns the reply map, raw (ok or

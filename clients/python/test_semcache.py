@@ -715,6 +715,28 @@ def run(c, port, ipc_path, tls_port, cert):
     check(c.call({"v": 1, "op": "ping", "future": [1, {"x": 2}]})["ok"],
           "unknown keys ignored")
 
+    # A request that cannot be packed raises before any is sent: the
+    # insert before it once ran while call_many raised TypeError.
+    pv = [0.31, -0.77, 0.12]
+    try:
+        c.call_many([{"v": 1, "op": "insert", "ns": "faq",
+                      "response": b"packed-first",
+                      "vec": semcache.pack_vec(pv)},
+                     {"v": 1, "op": "ping", "x": {1, 2}}])
+        got = "no exception"
+    except TypeError:
+        got = "TypeError"
+    stored = False
+    for _ in range(20):  # the insert, if sent, races this lookup
+        r = c.lookup("faq", vec=pv)
+        stored = r["hit"] and r["response"] == b"packed-first"
+        if stored:
+            break
+        time.sleep(0.05)
+    check(got == "TypeError" and not stored,
+          f"an unpackable request: {got}, the insert before it "
+          f"{'ran' if stored else 'not sent'}")
+
     # Pipelining: many requests in flight on one connection.
     reqs = [{"v": 1, "op": "ping", "id": i} for i in range(32)]
     reps = c.call_many(reqs)
