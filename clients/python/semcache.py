@@ -19,6 +19,8 @@ A Client is one connection. Calls from several threads are serialised by a
 lock; give each thread its own Client for parallel requests. After a
 time-out or a broken connection the call raises and the socket is closed;
 the next call connects afresh (a request is never re-sent by the client).
+A connection the server closed between calls (a restart) is found before
+a request is sent on it, and that call connects afresh.
 """
 import array
 import itertools
@@ -246,6 +248,24 @@ class Client:
             buf += chunk
         return bytes(buf)
 
+    def _idle_ok(self):
+        """Whether the connection, idle between calls, can take a request:
+        False when the server closed it meanwhile (a restart, say) or sent
+        something nobody asked for. One non-blocking read."""
+        s = self._sock
+        if s is None:
+            return False  # close() from another thread just now
+        try:
+            s.settimeout(0)
+            s.recv(1)
+            return False  # b"": closed; a byte: not a reply to anything
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return True  # nothing to read: open and quiet
+        except OSError:
+            return False  # reset, or TLS broken
+        finally:
+            s.settimeout(None)  # _left sets the call's deadline
+
     def _frame(self, payload):
         head = struct.pack(">Q", len(payload))
         return (b"\x01" + head if self._ipc is not None else head) + payload
@@ -296,6 +316,8 @@ class Client:
         bodies = [self._pack(req) for req in requests]
         with self._lock:
             try:
+                if self._sock is not None and not self._idle_ok():
+                    self.close()  # nothing was sent on it in this call
                 if self._sock is None:
                     self._arm()
                     self._connect()

@@ -584,6 +584,47 @@ def test_tls(tls_port, cert):
     check(refused, "tls+tcp:// verifies the server's certificate")
 
 
+def test_restart(server, tmp):
+    """A server restarted between two calls: the next call finds its
+    connection closed before sending and connects afresh (it once raised
+    ProtocolError, for a request that never left). A healthy connection
+    is kept: one handshake for two calls."""
+    port = free_port()
+    data = os.path.join(tmp, "restart")
+    os.mkdir(data)
+    args = [server, "--listen", f"tcp://127.0.0.1:{port}", "--data-dir", data]
+    log = os.path.join(tmp, "restart.log")
+    handshakes = []
+    procs = []
+    try:
+        for _ in range(2):
+            with open(log, "a") as f:
+                procs.append(subprocess.Popen(args, stderr=f))
+            wait_started(procs[-1], port, log)
+            if len(procs) == 1:
+                c = Client("127.0.0.1", port, timeout=5, trace=lambda d, b:
+                           handshakes.append(b) if b == semcache.HANDSHAKE
+                           else None)
+                c.ping()
+                c.ping()
+                check(len(handshakes) == 1,
+                      f"two calls, {len(handshakes)} handshakes")
+                procs[-1].send_signal(signal.SIGTERM)
+                procs[-1].wait(timeout=10)
+        try:
+            got = c.ping()["version"] == 1
+        except (OSError, semcache.ProtocolError) as e:
+            got = repr(e)
+        check(got is True and len(handshakes) == 2,
+              f"the first call after a server restart: {got}")
+        c.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def run(c, port, ipc_path, tls_port, cert):
     check(c.ping()["server"].startswith("semcached"), "ping")
     check(c.ping()["version"] == 1, "ping version")
@@ -804,14 +845,22 @@ def run(c, port, ipc_path, tls_port, cert):
     t.join(15)
     lst.close()
 
-    # A broken connection: the call raises, the next one reconnects.
-    c._sock.shutdown(socket.SHUT_RDWR)
+    # A connection broken during a call (the server closes one whose
+    # request is over --recv-max, 4 MiB): the call raises, the next one
+    # reconnects.
     try:
-        c.ping()
+        c.call({"v": 1, "op": "ping", "pad": b"p" * (5 << 20)})
         broke = False
     except (OSError, semcache.ProtocolError):
         broke = True
     check(broke and c.ping()["version"] == 1, "reconnect after a broken connection")
+    # One broken between calls is found before a request is sent on it.
+    c._sock.shutdown(socket.SHUT_RDWR)
+    try:
+        got = c.ping()["version"] == 1
+    except (OSError, semcache.ProtocolError) as e:
+        got = repr(e)
+    check(got is True, f"a connection broken while idle: {got}")
 
     # ipc://: the same protocol with a 0x01 byte before each length.
     with connect(f"ipc://{ipc_path}") as ic:
@@ -867,6 +916,7 @@ def main():
             c = Client("127.0.0.1", port, timeout=5)
             run(c, port, ipc_path, tls_port, tls and tls[0])
             c.close()
+            test_restart(server, tmp)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
