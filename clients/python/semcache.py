@@ -39,6 +39,9 @@ REQ = 0x0030
 REP = 0x0031
 HANDSHAKE = b"\x00SP\x00" + struct.pack(">H", REQ) + b"\x00\x00"
 MAX_DIM = 4096
+# semcached's default --recv-max: it closes, without a reply, a connection
+# sent a longer message (docs/PROTOCOL.md, 1.4).
+RECV_MAX = 4 << 20
 # Requests in flight on one connection at most: the server queues at most
 # 64 replies per connection and drops the rest (docs/PROTOCOL.md, 1.3).
 WINDOW = 32
@@ -244,7 +247,9 @@ class Client:
         while len(buf) < n:
             chunk = self._left().recv(min(n - len(buf), 1 << 20))
             if not chunk:
-                raise ProtocolError("connection closed by the server")
+                e = ProtocolError("connection closed by the server")
+                e.peer_closed = True  # call_many: say why, when it can
+                raise e
             buf += chunk
         return bytes(buf)
 
@@ -315,6 +320,7 @@ class Client:
         # the requests before it were carried out, their replies unread.
         bodies = [self._pack(req) for req in requests]
         with self._lock:
+            sent = 0
             try:
                 if self._sock is not None and not self._idle_ok():
                     self.close()  # nothing was sent on it in this call
@@ -324,24 +330,32 @@ class Client:
                 ids = [self._next_id() for _ in requests]
                 pending = set()
                 got = {}
-                sent = 0
                 while sent < len(ids) or pending:
                     self._arm()
                     while sent < len(ids) and len(pending) < WINDOW:
-                        self._send(self._frame(struct.pack(">I", ids[sent])
-                                               + bodies[sent]))
-                        pending.add(ids[sent])
-                        sent += 1
+                        i, sent = sent, sent + 1  # counted once tried
+                        self._send(self._frame(struct.pack(">I", ids[i])
+                                               + bodies[i]))
+                        pending.add(ids[i])
                     rid, body = self._read_frame()
                     if rid not in pending:
                         raise ProtocolError(f"reply id {rid:#x} was not asked for")
                     pending.discard(rid)
                     got[rid] = self._decode(body)
                 return [got[rid] for rid in ids]
-            except BaseException:
+            except BaseException as e:
                 # A time-out may leave half a frame in the socket: the
                 # connection cannot be trusted after it.
                 self.close()
+                big = max((len(b) + 4 for b in bodies[:sent]), default=0)
+                if big > RECV_MAX and (
+                        getattr(e, "peer_closed", False)
+                        or isinstance(e, (ConnectionError, ssl.SSLError))):
+                    raise ProtocolError(
+                        f"the server closed the connection after a request "
+                        f"of {big} bytes: it closes one sent a message over "
+                        f"its --recv-max ({RECV_MAX} bytes by default)"
+                    ) from e
                 raise
             finally:
                 self._deadline = None
