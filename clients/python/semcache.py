@@ -94,7 +94,8 @@ def unpack_vec(b):
 def connect(url="tcp://127.0.0.1:7700", timeout=5.0, **kw):
     """A Client for a tcp://HOST:PORT, tls+tcp://HOST:PORT or ipc:///PATH
     URL. For tls+tcp:// pass tls=ssl.SSLContext (say, one made with
-    ssl.create_default_context(cafile="server.pem")); the default verifies
+    ssl.create_default_context(cafile="cert.pem"), the server's
+    certificate without its key); the default verifies
     against the system's CAs."""
     for scheme in ("tcp://", "tls+tcp://"):
         if url.startswith(scheme):
