@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "cache/prices_default.h"
@@ -316,6 +318,8 @@ struct sc_ledger {
     pthread_mutex_t mu;
     row *rows;
     size_t cap, used;
+    uint64_t seed;   /* random: where a row lives is not known outside the
+                        process (row_hash) */
     size_t max_rows; /* MAX_ROWS; tests lower it */
     sc_ledger_hour hours[HOURS];
     uint64_t hour_changed[HOURS]; /* as row.changed */
@@ -338,6 +342,13 @@ sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out)
         free(l);
         return SC_ENOMEM;
     }
+    if (getrandom(&l->seed, sizeof(l->seed), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(l->seed)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        l->seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
+                  (uint64_t)(uintptr_t)l;
+    }
     l->prices = prices;
     l->max_rows = MAX_ROWS;
     l->epoch = 1;
@@ -350,6 +361,19 @@ void sc_ledger_set_max_rows(sc_ledger *l, size_t n)
     pthread_mutex_lock(&l->mu);
     l->max_rows = n;
     pthread_mutex_unlock(&l->mu);
+}
+
+size_t sc_ledger_longest_run(sc_ledger *l)
+{
+    pthread_mutex_lock(&l->mu);
+    size_t best = 0, run = 0;
+    /* Twice round, so that a run across the end counts whole. */
+    for (size_t i = 0; i < 2 * l->cap; i++) {
+        run = l->rows[i & (l->cap - 1)].hash != 0 ? run + 1 : 0;
+        best = run > best ? run : best;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return best < l->cap ? best : l->cap;
 }
 
 void sc_ledger_close(sc_ledger *l)
@@ -366,7 +390,13 @@ void sc_ledger_close(sc_ledger *l)
     free(l);
 }
 
-static uint64_t row_hash(int kind, const char *ns, const char *tag)
+/* A row's hash, seeded with the ledger's secret: its low bits pick the
+ * row's home slot. Unseeded, a client could search offline for user or
+ * feature tags that all share one home slot at every table size, and make
+ * each new tag's row_get a scan of one run of thousands of rows, under
+ * l->mu, which every lookup and insert of the server takes. */
+static uint64_t row_hash(const sc_ledger *l, int kind, const char *ns,
+                         const char *tag)
 {
     /* Names are capped (namespace 128 bytes, tags 256) by the cache; longer
      * ones hash by their first bytes, and row_is compares them whole. */
@@ -376,7 +406,7 @@ static uint64_t row_hash(int kind, const char *ns, const char *tag)
     memcpy(buf + 1, ns, nl);
     buf[1 + nl] = '\0';
     memcpy(buf + 2 + nl, tag, tl);
-    uint64_t h = XXH3_64bits(buf, 2 + nl + tl);
+    uint64_t h = XXH3_64bits_withSeed(buf, 2 + nl + tl, l->seed);
     return h != 0 ? h : 1;
 }
 
@@ -415,7 +445,7 @@ static void grow(sc_ledger *l)
 static row *row_get_as(sc_ledger *l, int kind, const char *ns, const char *tag,
                        bool exact)
 {
-    uint64_t h = row_hash(kind, ns, tag);
+    uint64_t h = row_hash(l, kind, ns, tag);
     size_t j = h & (l->cap - 1);
     while (l->rows[j].hash != 0) {
         if (row_is(&l->rows[j], h, kind, ns, tag)) {

@@ -67,6 +67,10 @@ void sc_ledger_close(sc_ledger *l);
  * lower the cap with this. */
 void sc_ledger_set_max_rows(sc_ledger *l, size_t n);
 
+/* The longest run of occupied slots in the ledger's row table (a row's
+ * lookup scans at most its run): for tests. */
+size_t sc_ledger_longest_run(sc_ledger *l);
+
 /* The LLM call behind an entry. */
 typedef struct sc_ledger_call {
     const char *model; /* "" or NULL = unknown: its cost is unknown */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "cache/cache.h"
 #include "cache/ledger.h"
@@ -636,6 +637,50 @@ static void test_row_cap(void)
     sc_prices_free(p);
 }
 
+/* User tags a client picked so that, under an unseeded row hash (XXH3 of
+ * the kind, the namespace, a NUL and the tag: what row_hash was), all
+ * share one home slot at every table size up to 4096: each new one's row
+ * was then found by a scan of all the others (a cluster of 20,000 such
+ * tags made a lookup_batch of 1,024 new ones 30 times slower than of
+ * random ones, and the scans grow with the cluster). With the ledger's
+ * secret seed they spread. */
+static void test_row_flood(void)
+{
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    CHECK_EQ_INT(sc_prices_default(&p), SC_OK);
+    CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
+    sc_ledger_call call = {
+        .model = "gpt-4o", .input_tokens = 1, .output_tokens = 1};
+    int found = 0;
+    uint64_t want = 0;
+    char buf[64], tag[16];
+    for (uint32_t i = 0; found < 300 && i < 50000000; i++) {
+        int tl = snprintf(tag, sizeof(tag), "u%x", (unsigned)i);
+        buf[0] = (char)SC_LEDGER_BY_USER;
+        memcpy(buf + 1, "a", 2); /* the namespace and its NUL */
+        memcpy(buf + 3, tag, (size_t)tl);
+        uint64_t home = XXH3_64bits(buf, 3 + (size_t)tl) & 4095;
+        if (found == 0) {
+            want = home;
+        }
+        if (home == want) {
+            sc_ledger_tags t = {.ns = "a", .feature = "f", .user = tag};
+            sc_ledger_insert(l, &t, &call, 1000);
+            found++;
+        }
+    }
+    CHECK_EQ_INT(found, 300);
+    size_t run = sc_ledger_longest_run(l);
+    fprintf(stderr,
+            "ledger: 300 user tags of one unseeded slot: longest "
+            "run %zu\n",
+            run);
+    CHECK(run < 100); /* random: about 20, at most 44 in 300 runs */
+    sc_ledger_close(l);
+    sc_prices_free(p);
+}
+
 /* An embedder that takes 20 ms a text (busy, as real embedding is). */
 static sc_err slow_embed(void *arg, const char *text, size_t len, float *out)
 {
@@ -715,6 +760,7 @@ int main(void)
     test_feedback_tags();
     test_feedback_unserved();
     test_row_cap();
+    test_row_flood();
     test_batch_embed_once();
     return test_summary("ledger");
 }
