@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "cache/heap.h"
@@ -167,6 +168,7 @@ struct sc_cache {
     uint64_t entries, bytes;
     uint64_t ns_serial; /* the last namespace's serial (lock held) */
     atomic_uint_fast64_t next_id;
+    uint64_t exact_seed; /* random: the exact tables' secret (exact_hash) */
     /* Restore's moves to the embedder's model (sc_cache_reembed_counts). */
     atomic_uint_fast64_t re_ns, re_entries, re_dropped;
 };
@@ -640,11 +642,25 @@ static entry *entry_find(const ns *s, uint64_t id)
 }
 
 /* ns->mu held. The entry of (scope, normal-form text), or NULL. */
+/* A text key's hash in a namespace's exact table: its low bits pick the
+ * chain. The key is a fixed function of the scope and the text, so a
+ * client could search offline for texts whose keys share their low bits:
+ * one chain at every table size, walked by each insert and exact lookup
+ * of the namespace and by each removal of one of them (a mass expiry is
+ * then quadratic), under the namespace's lock. Mixed with the cache's
+ * secret seed, the chain a key lands on is not known outside the
+ * process. */
+static uint64_t exact_hash(const sc_cache *c, sc_text_key key)
+{
+    return sc_htab_mix64(key.lo ^ c->exact_seed);
+}
+
 static entry *exact_find(const ns *s, const scope *sc, sc_text_key key,
                          const char *norm, size_t norm_len)
 {
-    for (sc_hnode *n = sc_htab_first(&s->exact, key.lo); n != NULL;
-         n = sc_htab_next(n, key.lo)) {
+    uint64_t h = exact_hash(s->cache, key);
+    for (sc_hnode *n = sc_htab_first(&s->exact, h); n != NULL;
+         n = sc_htab_next(n, h)) {
         entry *e = CONTAINER(n, entry, by_key);
         if (e->key.hi == key.hi && e->sc == sc &&
             sc_cache_text_norm_equal(e->text, e->text_len, norm, norm_len)) {
@@ -1147,6 +1163,13 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
         goto fail_ids;
     }
     list_init(&c->lru);
+    if (getrandom(&c->exact_seed, sizeof(c->exact_seed), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(c->exact_seed)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        c->exact_seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
+                        (uint64_t)(uintptr_t)c;
+    }
     atomic_init(&c->next_id, 1);
     atomic_init(&c->re_ns, 0);
     atomic_init(&c->re_entries, 0);
@@ -1722,6 +1745,20 @@ size_t sc_cache_trained_scopes(sc_cache *c, const char *nsname)
     return w.trained;
 }
 
+size_t sc_cache_exact_longest_chain(sc_cache *c, const char *nsname)
+{
+    size_t n = 0;
+    pthread_rwlock_rdlock(&c->lock);
+    ns *s = ns_find(c, nsname);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->mu);
+        n = sc_htab_longest_chain(&s->exact);
+        pthread_mutex_unlock(&s->mu);
+    }
+    cache_unlock(c);
+    return n;
+}
+
 sc_err sc_cache_restore_training(sc_cache *c, const char *nsname,
                                  const char *scope_name, const char *path)
 {
@@ -2176,7 +2213,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         /* A quarantined entry left the exact layer when it was reported
          * and replaced nothing since: a live entry of its text stays. */
         replaced = exact_find(s, sc, key, norm, norm_len);
-        e->by_key.hash = key.lo;
+        e->by_key.hash = exact_hash(c, key);
         sc_htab_insert(&s->exact, &e->by_key);
         e->in_exact = true;
     }

@@ -674,6 +674,10 @@ sc_err sc_cache_restore_training(sc_cache *c, const char *ns,
 /* How many scopes of ns (NULL = all) have a trained IVF index now. */
 size_t sc_cache_trained_scopes(sc_cache *c, const char *ns);
 
+/* The longest chain of ns's exact-layer table (0 when ns does not exist):
+ * for tests. */
+size_t sc_cache_exact_longest_chain(sc_cache *c, const char *ns);
+
 /* Evicts (LRU first) until every namespace's caps and the overall ones
  * hold: restores do not evict as they go, since a snapshot replayed with
  * its log holds, midway, entries that later records remove. */

@@ -94,6 +94,19 @@ sc_hnode *sc_htab_next(sc_hnode *n, uint64_t hash)
     return n;
 }
 
+size_t sc_htab_longest_chain(const sc_htab *t)
+{
+    size_t best = 0;
+    for (size_t i = 0; i <= t->mask && t->buckets != NULL; i++) {
+        size_t n = 0;
+        for (const sc_hnode *x = t->buckets[i]; x != NULL; x = x->next) {
+            n++;
+        }
+        best = n > best ? n : best;
+    }
+    return best;
+}
+
 void sc_htab_each(sc_htab *t, void (*fn)(sc_hnode *n, void *arg), void *arg)
 {
     for (size_t i = 0; i <= t->mask && t->buckets != NULL; i++) {

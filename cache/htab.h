@@ -48,6 +48,9 @@ static inline uint64_t sc_htab_mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* The most nodes one chain holds (a lookup walks at most one chain). */
+size_t sc_htab_longest_chain(const sc_htab *t);
+
 /* Calls fn(node, arg) on every node; fn may unlink the node it is given. */
 void sc_htab_each(sc_htab *t, void (*fn)(sc_hnode *n, void *arg), void *arg);
 

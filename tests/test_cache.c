@@ -4,6 +4,7 @@
  * namespaces and scopes, accounting, and 8 threads mixing every call. */
 #define _GNU_SOURCE
 #include "cache/cache.h"
+#include "cache/text.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -301,6 +302,41 @@ static void test_flood(void)
     CHECK_EQ_INT(get(c, "ns1", big, NULL, v, &r), SC_OK);
     CHECK(resp_is(&r, "r"));
     sc_cache_result_fini(&r);
+    sc_cache_close(c);
+}
+
+/* Texts a client picked so that their exact-layer keys (a fixed function
+ * of scope and text, sc_cache_text_key) share their low 12 bits: under a
+ * table homed by those bits (what the exact layer was) they all share one
+ * chain at every table size up to 4096, which each insert, exact lookup
+ * and removal of the namespace walked (a mass expiry of such entries was
+ * quadratic). Mixed with the cache's secret seed they spread. */
+static void test_exact_flood(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    CHECK_EQ_INT(mkns(c, "n", 0.9f, 0.0f, 0, SC_TTL_ABSOLUTE), SC_OK);
+    float v[D];
+    basis(v, 0);
+    int found = 0;
+    uint64_t want = 0;
+    char t[16];
+    for (uint32_t i = 0; found < 300 && i < 50000000; i++) {
+        int n = snprintf(t, sizeof(t), "q%x", (unsigned)i);
+        sc_text_key k = sc_cache_text_key("", 0, t, (size_t)n);
+        if (found == 0) {
+            want = k.lo & 4095;
+        }
+        if ((k.lo & 4095) == want) {
+            uint64_t id;
+            CHECK_EQ_INT(put(c, "n", "", t, v, "r", 0, &id), SC_OK);
+            found++;
+        }
+    }
+    CHECK_EQ_INT(found, 300);
+    size_t chain = sc_cache_exact_longest_chain(c, "n");
+    fprintf(stderr, "cache: 300 texts of one unseeded chain: longest %zu\n",
+            chain);
+    CHECK(chain < 30); /* random: 300 keys in 512 chains, 5 or 6 */
     sc_cache_close(c);
 }
 
@@ -3765,6 +3801,7 @@ int main(void)
 {
     test_namespaces();
     test_flood();
+    test_exact_flood();
     test_scope_isolation();
     test_exact_layer();
     test_threshold();
