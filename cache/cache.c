@@ -641,7 +641,6 @@ static entry *entry_find(const ns *s, uint64_t id)
     return NULL;
 }
 
-/* ns->mu held. The entry of (scope, normal-form text), or NULL. */
 /* A text key's hash in a namespace's exact table: its low bits pick the
  * chain. The key is a fixed function of the scope and the text, so a
  * client could search offline for texts whose keys share their low bits:
@@ -655,6 +654,7 @@ static uint64_t exact_hash(const sc_cache *c, sc_text_key key)
     return sc_htab_mix64(key.lo ^ c->exact_seed);
 }
 
+/* ns->mu held. The entry of (scope, normal-form text), or NULL. */
 static entry *exact_find(const ns *s, const scope *sc, sc_text_key key,
                          const char *norm, size_t norm_len)
 {
