@@ -577,7 +577,13 @@ static void reply(preq *pr, uint16_t status, const char *ctype,
         if (rv == 0 && close) {
             rv = nng_http_res_set_header(res, "Connection", "close");
         }
-        rv = rv ? rv : nng_http_res_copy_data(res, body, len);
+        /* An empty body (an upstream's 204, or its 503 with none) is set,
+         * not copied: nng allocates no zero bytes, and its copy of none
+         * fails as if out of memory, which drops the connection. */
+        if (rv == 0) {
+            rv = len > 0 ? nng_http_res_copy_data(res, body, len)
+                         : nng_http_res_set_data(res, NULL, 0);
+        }
         if (rv != 0) {
             nng_http_res_free(res);
         }

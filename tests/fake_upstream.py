@@ -14,6 +14,7 @@ answers by its current mode:
   truncated  200, finish_reason length
   tool       200, a tool call (finish_reason tool_calls)
   garbage    200, a body that is not JSON
+  empty      `status` with no body at all (Content-Length: 0; streams too)
   slow       as ok after `delay` seconds
   cut        (streams) a few events, then the connection closes without
              [DONE]
@@ -110,6 +111,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_json(code, {
                 "error": {"message": f"fake {mode}", "type": "server_error",
                           "param": None, "code": mode}})
+            return
+        if mode == "empty":
+            self.send_response(fake.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         if mode == "garbage":
             self.send_json(200, None, raw=b"<html>not json</html>")

@@ -349,6 +349,38 @@ def test_admission(p, fake):
     fake.mode = "ok"
 
 
+def test_empty_body(p, fake):
+    """An upstream answer with no body (a 503 from a load balancer, a 204)
+    is relayed with its status and an empty body on a connection that
+    stays usable, not dropped, and is never stored."""
+    for code, stream in ((503, False), (200, False), (204, False),
+                         (503, True), (200, True)):
+        fake.mode, fake.status = "empty", code
+        q = f"Empty body question {code} {stream}?"
+        body = json.dumps({"model": MODEL, "stream": stream, "messages": [
+            {"role": "user", "content": q}]}).encode()
+        c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=30)
+        got = []
+        try:
+            for _ in range(2):  # twice on one connection: it stays usable
+                c.request("POST", "/v1/chat/completions", body=body,
+                          headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                got.append((r.status, r.getheader("x-semcache", ""),
+                            r.read()))
+        except (OSError, http.client.HTTPException) as e:
+            got.append(("error", repr(e), b""))
+        c.close()
+        why = "status" if code != 200 else (
+            "not_a_stream" if stream else "not_json")
+        check(len(got) == 2 and all(
+            g[0] == code and g[2] == b"" and g[1].startswith("miss") and
+            g[1].endswith(f"; stored=no; reason={why}") for g in got),
+            f"an empty {code} (stream {stream}) is relayed, twice on one "
+            f"connection, not stored ({got})")
+    fake.mode, fake.status = "ok", 502
+
+
 def test_stream(p, fake):
     fake.mode = "ok"
     q = "What is the refund window for shoes?"
@@ -901,7 +933,7 @@ def main():
     p = Proxy(a.server, a.table, fake.url)
     try:
         for t in (test_basics, test_scope, test_multi_turn, test_admission,
-                  test_stream, test_headers, test_junk_entry,
+                  test_empty_body, test_stream, test_headers, test_junk_entry,
                   test_refused_store):
             t(p, fake)
     finally:
