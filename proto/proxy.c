@@ -1257,6 +1257,10 @@ typedef struct sse {
     bool failed;   /* a write to the client failed */
     buf err;       /* a non-stream (error) answer, collected */
     buf line;      /* the event line being read */
+    /* The event being read: its data lines, joined by '\n' as clients
+     * join them, and whether it named a type other than "message". */
+    buf data;
+    bool has_data, typed;
     buf text;      /* the assembled message content */
     bool chunks;   /* a chunk came */
     /* Each from the first chunk that has it: Azure OpenAI opens a stream
@@ -1270,16 +1274,9 @@ typedef struct sse {
     uint64_t in_tok, out_tok;
 } sse;
 
-static void sse_line(sse *s, const char *l, size_t n)
+/* One event's data, l[0..n), as a client gets it. */
+static void sse_event(sse *s, const char *l, size_t n)
 {
-    if (n < 5 || strncmp(l, "data:", 5) != 0) {
-        return; /* comments, event: and id: lines, blank separators */
-    }
-    l += 5;
-    n -= 5;
-    while (n > 0 && *l == ' ') {
-        l++, n--;
-    }
     if (n == 6 && strncmp(l, "[DONE]", 6) == 0) {
         s->done = true;
         return;
@@ -1358,6 +1355,48 @@ static void sse_line(sse *s, const char *l, size_t n)
     json_decref(j);
 }
 
+/* One line of the stream. Events are read as clients read them (the
+ * WHATWG event-stream rules): the data lines of an event are joined and
+ * parsed at the blank line that ends it, so an event whose lines are no
+ * JSON together (two chunks in one event) is one a client could not
+ * parse; an event of another type than "message" ("event: error") is not
+ * a chunk; and an event the stream ends before dispatching (no blank line
+ * after it) was never seen. */
+static void sse_line(sse *s, const char *l, size_t n)
+{
+    if (n == 0) {
+        if (s->has_data) {
+            if (s->typed) {
+                s->bad = true;
+            } else {
+                sse_event(s, s->data.p != NULL ? s->data.p : "", s->data.n);
+            }
+        }
+        s->data.n = 0;
+        s->has_data = s->typed = false;
+        return;
+    }
+    size_t f = 0;
+    while (f < n && l[f] != ':') {
+        f++;
+    }
+    const char *v = f < n ? l + f + 1 : l + n;
+    size_t vn = f < n ? n - f - 1 : 0;
+    if (vn > 0 && *v == ' ') {
+        v++, vn--;
+    }
+    if (f == 4 && strncmp(l, "data", 4) == 0) {
+        if ((s->has_data && buf_add(&s->data, "\n", 1) != 0) ||
+            buf_add(&s->data, v, vn) != 0) {
+            s->bad = true;
+        }
+        s->has_data = true;
+    } else if (f == 5 && strncmp(l, "event", 5) == 0) {
+        s->typed = !(vn == 7 && strncmp(v, "message", 7) == 0);
+    }
+    /* Comments (":..."), id: and retry: lines change no answer. */
+}
+
 static size_t sse_cb(char *d, size_t sz, size_t nm, void *arg)
 {
     sse *s = arg;
@@ -1412,7 +1451,7 @@ static void forward_stream(preq *pr, CURL *c)
     sc_proxy *p = pr->p;
     sse s = {.pr = pr, .c = c};
     s.err.max = s.text.max = p->body_max;
-    s.line.max = p->body_max;
+    s.line.max = s.data.max = p->body_max;
     CURLcode cc;
     long status;
     char *ctype;
@@ -1446,9 +1485,8 @@ static void forward_stream(preq *pr, CURL *c)
         }
         preq_done(pr);
     } else {
-        if (s.line.n > 0) {
-            sse_line(&s, s.line.p, s.line.n); /* a last line with no \n */
-        }
+        /* An event not ended by a blank line, [DONE] included, was not
+         * dispatched to the client: a stream that ends so is not stored. */
         if (cc == CURLE_OK && s.done && !s.bad && !s.failed && s.chunks) {
             bool ok = strcmp(s.finish, "stop") == 0 ||
                       (strcmp(s.finish, "length") == 0 && p->store_truncated);
@@ -1491,6 +1529,7 @@ static void forward_stream(preq *pr, CURL *c)
     json_decref(s.created);
     free(s.err.p);
     free(s.line.p);
+    free(s.data.p);
     free(s.text.p);
 }
 

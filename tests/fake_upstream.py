@@ -25,6 +25,11 @@ answers by its current mode:
              proxy takes it
   afterdone  (streams) as ok, then one more content chunk after
              data: [DONE]
+  joined     (streams) as ok, but the first two content chunks in one
+             event (two data lines): a client joins them and cannot parse
+             the event
+  errevent   (streams) as ok, with an "event: error" event before
+             data: [DONE]
   azure      (streams) as ok, opened as Azure OpenAI opens it: a
              prompt-filter chunk with no choices, id "", model "" and
              created 0
@@ -180,11 +185,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "total_tokens": 18}))
         if cut:
             events = events[:3]
-        for e in events:
-            self.wfile.write(b"data: " + json.dumps(e).encode() + b"\n\n")
+        for i, e in enumerate(events):
+            # joined: events 1 and 2 as one event of two data lines.
+            end = b"\n" if mode == "joined" and i == 1 else b"\n\n"
+            self.wfile.write(b"data: " + json.dumps(e).encode() + end)
             self.wfile.flush()
             if mode != "big":
                 time.sleep(0.01)
+        if mode == "errevent":
+            self.wfile.write(b'event: error\ndata: {"message": "overloaded"}'
+                             b"\n\n")
         if not cut:
             self.wfile.write(b"data: [DONE]\n\n")
         if mode == "afterdone":

@@ -444,11 +444,15 @@ def test_stream(p, fake):
     # content at all; logprobs the request asked for; a second choice, one
     # per chunk, whose pieces would be merged into the first's; events
     # after data: [DONE], which clients do not read, so it would serve more
-    # than the client saw) is relayed, not stored.
+    # than the client saw; two chunks in one event, which a client joins
+    # into data it cannot parse; an "event: error" event) is relayed, not
+    # stored.
     for mode, q4 in (("refusal", "Can you write my exam for me?"),
                      ("logprobs", "How sure are you about the sizes?"),
                      ("choices2", "Which two colours does it come in?"),
-                     ("afterdone", "Can I collect my order from a store?")):
+                     ("afterdone", "Can I collect my order from a store?"),
+                     ("joined", "Do you ship parcels to Iceland?"),
+                     ("errevent", "Is the blue kettle back in stock?")):
         fake.mode = mode
         n = fake.chat_calls()
         st, hs, ev, done = read_stream(p.port, dict(body, messages=[
