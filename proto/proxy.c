@@ -1076,9 +1076,10 @@ static void setup_call(CURL *c, sc_proxy *p, const char *url,
     }
 }
 
-/* The message of a failed upstream call. */
-static void upstream_error(preq *pr, CURLcode cc, const buf *b, char *msg,
-                           size_t cap, const char **code)
+/* The message of a failed upstream call: cc, or an answer whose status
+ * is outside 100-599, which is none to relay. */
+static void upstream_error(preq *pr, CURLcode cc, long status, const buf *b,
+                           char *msg, size_t cap, const char **code)
 {
     if (__atomic_load_n(&pr->p->closing, __ATOMIC_RELAXED)) {
         *code = "shutting_down";
@@ -1091,6 +1092,10 @@ static void upstream_error(preq *pr, CURLcode cc, const buf *b, char *msg,
         *code = "upstream_too_big";
         snprintf(msg, cap, "the upstream's answer is over the cap of %zu bytes",
                  pr->p->body_max);
+    } else if (cc == CURLE_OK) {
+        *code = "upstream_bad_status";
+        snprintf(msg, cap, "the upstream answered status %ld, not 100-599",
+                 status);
     } else {
         *code = "upstream_unreachable";
         snprintf(msg, cap, "the upstream call failed: %s",
@@ -1214,7 +1219,7 @@ static void forward_plain(preq *pr, CURL *c)
     char xsc[256], msg[300];
     if (cc != CURLE_OK || status < 100 || status > 599) {
         const char *code;
-        upstream_error(pr, cc, &b, msg, sizeof(msg), &code);
+        upstream_error(pr, cc, status, &b, msg, sizeof(msg), &code);
         count(p, &p->counts.errors);
         miss_header(pr, "upstream_failed", xsc, sizeof(xsc));
         free(b.p);
@@ -1463,7 +1468,7 @@ static void forward_stream(preq *pr, CURL *c)
         /* Not a stream: an error answer (relayed), or a failed call. */
         if (cc != CURLE_OK || status < 100 || status > 599) {
             const char *code;
-            upstream_error(pr, cc, &s.err, msg, sizeof(msg), &code);
+            upstream_error(pr, cc, status, &s.err, msg, sizeof(msg), &code);
             count(p, &p->counts.errors);
             miss_header(pr, "upstream_failed", xsc, sizeof(xsc));
             reply_error(pr, 502, "upstream_error", code, msg, xsc, false);

@@ -339,6 +339,19 @@ def test_admission(p, fake):
         line = status_line(p.port, f"Relayed status {code} question?")
         check(line == f"HTTP/1.1 {code} {reason}",
               f"a relayed {code} reads {reason!r} ({line!r})")
+    # A status outside 100-599 is none to relay: a 502 that says so (not
+    # "upstream_unreachable: No error"), plain or streamed.
+    fake.mode, fake.status = "status", 999
+    for stream in (False, True):
+        q = f"Status 999 question, streamed {stream}?"
+        st, hs, j = p.chat(q, stream=stream)
+        err = (j or {}).get("error") or {}
+        check(st == 502 and err.get("code") == "upstream_bad_status" and
+              "999" in err.get("message", "") and
+              xsc(hs).endswith("stored=no; reason=upstream_failed"),
+              f"a status 999 (stream {stream}) is 502 upstream_bad_status "
+              f"({st}, {err})")
+    fake.status = 502
     fake.mode = "ok"
     # The error body is relayed unchanged.
     fake.mode = "error"
