@@ -1152,6 +1152,11 @@ static int upstream_embed(preq *pr, CURL *c)
             if (pr->embed_tokens == 0) {
                 pr->embed_tokens = usage_of(a, "total_tokens");
             }
+            if (pr->embed_tokens > SC_CACHE_TOKENS_MAX) {
+                /* No count the ledger takes (the lookup would be refused,
+                 * a silent miss every time): estimated, as with none. */
+                pr->embed_tokens = 0;
+            }
         }
     }
     json_decref(a);

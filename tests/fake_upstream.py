@@ -103,7 +103,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "data": [{"object": "embedding", "index": 0,
                           "embedding": fake_embedding(text)}],
                 "model": body["model"],
-                "usage": {"prompt_tokens": 5, "total_tokens": 5}})
+                "usage": {"prompt_tokens": fake.embed_tokens,
+                          "total_tokens": fake.embed_tokens}})
             return
         if self.path != "/v1/chat/completions" or body is None:
             self.send_json(404, {"error": {"message": "no such path"}})
@@ -219,6 +220,7 @@ class FakeUpstream:
         self.mode = "ok"
         self.delay = 3.0
         self.status = 502
+        self.embed_tokens = 5  # the usage /v1/embeddings reports
         self.httpd = Server(("127.0.0.1", port), Handler)
         self.httpd.fake = self
         self.port = self.httpd.server_address[1]

@@ -922,6 +922,21 @@ def test_upstream_embed(server, table, fake):
     check(xsc(hs).startswith("hit; layer=exact") and
           fake.chat_calls() == c0 + 1,
           f"upstream embeddings: and then served ({xsc(hs)})")
+    # An embedding's usage past what the ledger takes (over 2^32 - 1
+    # tokens) is no count: estimated, and the lookup still made, so the
+    # same question again is a hit (it was a silent miss every time).
+    fake.embed_tokens = 5_000_000_000
+    q3 = "Which bank cards do you take?"
+    c0 = fake.chat_calls()
+    st, hs, _ = p.chat(q3)
+    check(st == 200 and xsc(hs).startswith("miss") and
+          xsc(hs).endswith("; stored=yes"),
+          f"upstream embeddings: a bogus usage is stored ({xsc(hs)})")
+    st, hs, _ = p.chat(q3)
+    check(xsc(hs).startswith("hit; layer=exact") and
+          fake.chat_calls() == c0 + 1,
+          f"upstream embeddings: a bogus usage is still looked up ({xsc(hs)})")
+    fake.embed_tokens = 5
     # Skipped and not to be stored: no embedding call at all.
     e0 = fake.embed_calls()
     st, hs, _ = p.chat(q2, headers={"x-semcache-skip": "1",
