@@ -356,12 +356,33 @@ def wait_log(srv, text, timeout=30):
     return True
 
 
+def wait_fifo_open(pid, timeout=30):
+    """Whether a thread of pid is blocked opening a FIFO (waiting for its
+    reader) within timeout: wchan wait_for_partner, or, where the kernel
+    hides wchan, the openat system call (257 on x86-64) in progress."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for task in glob.glob(f"/proc/{pid}/task/*"):
+            try:
+                with open(os.path.join(task, "wchan")) as f:
+                    wchan = f.read().strip()
+                with open(os.path.join(task, "syscall")) as f:
+                    call = f.read().split(" ", 1)[0]
+            except OSError:
+                continue
+            if wchan in ("wait_for_partner", "fifo_open") or call == "257":
+                return True
+        time.sleep(0.01)
+    return False
+
+
 def test_stop_cancelled(exe, root):
     """A second SIGTERM during the stop's snapshot (a million entries take
     seconds) cuts it short: semcached exits at once, the log keeps every
     change, and no log generation is left behind. The snapshot is held
     still, not timed: its file is a FIFO, so its open waits for a reader,
-    which the test opens only once the second signal was taken."""
+    which the test opens only once the second signal was taken (sent
+    once the open waits)."""
     data = os.path.join(root, "stop-cancelled")
     os.makedirs(data)
     srv = Server(exe, data)
@@ -375,6 +396,11 @@ def test_stop_cancelled(exe, root):
     srv.proc.send_signal(signal.SIGTERM)
     check(wait_log(srv, "writing a snapshot at stop"),
           "stop cancelled: the log says the stop's snapshot began")
+    # The second signal only once the snapshot waits in the FIFO's open:
+    # sent before, it cancels the compaction before its file is opened,
+    # and the FIFO the test made is left (the server made no file).
+    check(wait_fifo_open(srv.proc.pid),
+          "stop cancelled: the snapshot waits to open its file")
     srv.proc.send_signal(signal.SIGTERM)
     check(wait_log(srv, "received again"),
           "stop cancelled: the second SIGTERM is taken")
