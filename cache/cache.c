@@ -2185,7 +2185,13 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             }
             made_ix = true;
         }
-        if ((rc = sc_index_add(sc->ix, e->id, vec)) != SC_OK) {
+        /* A snapshot's vector is the unit vector the index gave out:
+         * taken as it is, so that the restart leaves it bit for bit as it
+         * was. A logged insert's is the client's, normalised as then. */
+        rc = ro != NULL && ro->vec_unit
+                 ? sc_index_add_stored(sc->ix, e->id, vec)
+                 : sc_index_add(sc->ix, e->id, vec);
+        if (rc != SC_OK) {
             /* An index made for this vector goes with it: while no vector
              * has fixed the dimension, no index may outlive its insert. */
             if (made_ix) {
@@ -2484,6 +2490,7 @@ sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
     /* A restored entry's model is taken from its info: the moved one's. */
     sc_cache_entry_info ro = *e;
     ro.vec = item.vec;
+    ro.vec_unit = e->vec_unit && v == NULL; /* not the embedder's output */
     ro.embed_model = item.embed_model;
     bool in = false, moved = v != NULL;
     sc_err rc = insert_entry(c, e->ns, &item, &ro, now_ms, &in, NULL);

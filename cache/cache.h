@@ -585,6 +585,13 @@ typedef struct sc_cache_entry_info {
     uint64_t hit_count;
     uint64_t expires_ms; /* 0 = never */
     bool quarantined;
+    /* Restore only: vec is the index's own (a snapshot's, as
+     * sc_cache_foreach_entry gave it), a unit vector already, taken as it
+     * is rather than normalised again (which would move it by a rounding,
+     * an f16 one by a step of f16), unless it is not one within rounding.
+     * false: vec as a client gave it (a logged insert), normalised as an
+     * insert does. */
+    bool vec_unit;
 } sc_cache_entry_info;
 
 /* Returns non-zero to stop the iteration. */

@@ -653,6 +653,8 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
         if (r.bad || r.at != n) {
             return SC_EBADFILE;
         }
+        /* A snapshot holds the index's vectors, a log the clients'. */
+        e.vec_unit = x->kind == SC_PERSIST_SNAPSHOT;
         bool added = false;
         rc = sc_cache_restore_entry(x->c, &e, x->now, &added);
         if (rc == SC_OK) {

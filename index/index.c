@@ -287,6 +287,29 @@ sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec)
     return rc;
 }
 
+/* How far a stored vector's squared norm may be from 1 and still be taken
+ * as it is: an f16 vector read back is within about 1e-3 of it. */
+#define STORED_NORM_SLACK 1e-2
+
+sc_err sc_index_add_stored(sc_index *ix, uint64_t id, const float *vec)
+{
+    if (ix == NULL || vec == NULL) {
+        return SC_EINVAL;
+    }
+    double ss = 0.0;
+    for (uint32_t i = 0; i < ix->dim; i++) {
+        ss += (double)vec[i] * (double)vec[i];
+    }
+    /* A NaN or infinite component fails the test, and normalise says so. */
+    if (!(fabs(ss - 1.0) <= STORED_NORM_SLACK)) {
+        return sc_index_add(ix, id, vec);
+    }
+    pthread_rwlock_wrlock(&ix->lock);
+    sc_err rc = ix->be->add(ix->state, id, vec);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
 sc_err sc_index_remove(sc_index *ix, uint64_t id)
 {
     if (ix == NULL) {

@@ -118,6 +118,14 @@ void sc_index_close(sc_index *ix);
  * failure the index is unchanged. */
 sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec);
 
+/* The same, for a vector sc_index_get gave back (a restore): one already a
+ * unit vector within rounding is stored as it is, not normalised again, so
+ * that it comes back bit for bit (normalising again moves an f32 vector by
+ * a rounding and an f16 one by a step of f16, and with it every similarity
+ * to it); any other is normalised as sc_index_add does. Errors: as
+ * sc_index_add's. */
+sc_err sc_index_add_stored(sc_index *ix, uint64_t id, const float *vec);
+
 /* Tombstones id; the slot is reclaimed by a later compaction, which never
  * changes ids (sc_index_compact). Errors: SC_ENOTFOUND. */
 sc_err sc_index_remove(sc_index *ix, uint64_t id);

@@ -2409,6 +2409,137 @@ static void test_compact_failed_named(void)
     unlink(snap);
 }
 
+/* A restored vector is the one the live cache held, bit for bit, and so is
+ * every similarity to it: restoring normalised the stored unit vector
+ * again, moving an f32 component by a rounding and an f16 one by a step of
+ * f16 (a similarity by about 1e-4), at every restart, from a log and from
+ * a snapshot alike. */
+typedef struct vec_bit {
+    uint64_t id;
+    float v[DIM];
+} vec_bit;
+
+typedef struct vec_bits {
+    vec_bit e[40];
+    int n;
+} vec_bits;
+
+static int keep_vec(const sc_cache_entry_info *e, void *arg)
+{
+    vec_bits *b = arg;
+    if (b->n < 40 && e->vec != NULL && e->dim == DIM) {
+        b->e[b->n].id = e->id;
+        memcpy(b->e[b->n++].v, e->vec, sizeof(float) * DIM);
+    }
+    return 0;
+}
+
+static int by_vec_id(const void *a, const void *b)
+{
+    uint64_t x = ((const vec_bit *)a)->id, y = ((const vec_bit *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* ns's vectors as the cache holds them, by id. */
+static void vec_bits_of(sc_cache *c, const char *ns, vec_bits *b)
+{
+    memset(b, 0, sizeof(*b));
+    CHECK(sc_cache_foreach_entry(c, ns, keep_vec, b) == SC_OK);
+    qsort(b->e, (size_t)b->n, sizeof(vec_bit), by_vec_id);
+}
+
+/* Vectors whose components are mostly equal: rounding them to f16 moves
+ * their norm by as much as it moves each (the errors add up rather than
+ * cancel), so normalising them again moves them by a step of f16. */
+static sc_err put_flat(sc_cache *c, const char *ns, int i)
+{
+    float v[DIM];
+    for (int d = 0; d < DIM; d++) {
+        v[d] = (float)((d * 7 + i * 3) % 5) - 2.0f + 0.05f * (float)(i % 3);
+    }
+    v[i % DIM] += 3.0f;
+    if (i % 5 == 0) {
+        /* a client's vector of a norm near 1, not 1: the log holds it as
+         * the client sent it, to be normalised again after a restart */
+        double ss = 0;
+        for (int d = 0; d < DIM; d++) {
+            ss += (double)v[d] * v[d];
+        }
+        for (int d = 0; d < DIM; d++) {
+            v[d] = (float)(v[d] * sqrt(0.995 / ss));
+        }
+    }
+    sc_cache_item it = {
+        .vec = v, .dim = DIM, .response = "r", .response_len = 1};
+    return sc_cache_insert(c, ns, &it, NULL);
+}
+
+static float best_sim(sc_cache *c, const char *ns, uint64_t seed)
+{
+    float q[DIM];
+    vec_of(seed, q);
+    sc_cache_query qu = {.vec = q, .dim = DIM};
+    sc_cache_result r;
+    CHECK(sc_cache_lookup(c, ns, &qu, &r) == SC_OK);
+    float s = r.best_similarity;
+    sc_cache_result_fini(&r);
+    return s;
+}
+
+static void test_vector_bits(bool compact_between)
+{
+    static const sc_storage st[3] = {SC_STORAGE_F32, SC_STORAGE_F16,
+                                     SC_STORAGE_I8};
+    static const char *ns[3] = {"f32", "f16", "i8"};
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), compact_between ? "bits-snap" : "bits-log");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    for (int k = 0; k < 3; k++) {
+        sc_ns_config nc;
+        sc_cache_ns_config_init(&nc);
+        nc.dim = DIM;
+        nc.storage = st[k];
+        CHECK(sc_cache_ns_create(w.c, ns[k], &nc) == SC_OK);
+        for (int i = 0; i < 40; i++) {
+            CHECK(put_flat(w.c, ns[k], i) == SC_OK);
+        }
+    }
+    if (compact_between) {
+        CHECK(sc_persist_compact(w.p) == SC_OK);
+    }
+    static vec_bits live[3], back[3];
+    float sim[3][20];
+    for (int k = 0; k < 3; k++) {
+        vec_bits_of(w.c, ns[k], &live[k]);
+        for (int q = 0; q < 20; q++) {
+            sim[k][q] = best_sim(w.c, ns[k], 5000 + (uint64_t)q);
+        }
+    }
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    for (int k = 0; k < 3; k++) {
+        vec_bits_of(w.c, ns[k], &back[k]);
+        CHECK_EQ_INT(back[k].n, 40);
+        int moved = 0, sims = 0;
+        for (int i = 0; i < 40 && i < back[k].n; i++) {
+            moved += back[k].e[i].id != live[k].e[i].id ||
+                     memcmp(back[k].e[i].v, live[k].e[i].v,
+                            sizeof(float) * DIM) != 0;
+        }
+        for (int q = 0; q < 20; q++) {
+            sims += best_sim(w.c, ns[k], 5000 + (uint64_t)q) != sim[k][q];
+        }
+        if (moved != 0 || sims != 0) {
+            fprintf(stderr, "%s (%s): %d vectors and %d similarities moved\n",
+                    ns[k], compact_between ? "snapshot" : "log", moved, sims);
+        }
+        CHECK_EQ_INT(moved, 0);
+        CHECK_EQ_INT(sims, 0);
+    }
+    world_close(&w);
+}
+
 int main(void)
 {
     snprintf(root, sizeof(root), "/tmp/semcache-persist-test-%d",
@@ -2458,6 +2589,8 @@ int main(void)
     test_compact_cancelled(false);
     test_compact_cancelled(true);
     test_compact_failed_named();
+    test_vector_bits(false);
+    test_vector_bits(true);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     if (system(cmd) != 0) {
