@@ -3057,8 +3057,18 @@ static void lookup_judge(sc_cache *c, ns *s, pending *p, uint64_t now)
                 entry_remove(c, s, e, GONE_EXPIRED);
                 continue;
             }
-            cand[nc] = e;
-            sim[nc] = p->hits[i].similarity;
+            /* Equal similarities by id, the older first: the index ranks
+             * them by its slots, whose order neither removals nor a
+             * restart (a snapshot writes entries least recent first)
+             * keep, and the answer served must not change with it. */
+            unsigned j = nc;
+            for (float v = p->hits[i].similarity;
+                 j > 0 && sim[j - 1] == v && cand[j - 1]->id > e->id; j--) {
+                cand[j] = cand[j - 1];
+                sim[j] = sim[j - 1];
+            }
+            cand[j] = e;
+            sim[j] = p->hits[i].similarity;
             nc++;
         }
         rescore(c, s, p, cand, sim, nc);

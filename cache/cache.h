@@ -464,7 +464,9 @@ typedef struct sc_cache_result {
  * similarity is the cosine, or
  * in a namespace of the embedder's model with a rescore function, the
  * rescored cosine of each candidate that kept its text (candidates are
- * ranked by it). The threshold and margin are the query's or the
+ * ranked by it; of equal similarities the older entry, the lower id,
+ * ranks first, so the same one is served after a restart). The
+ * threshold and margin are the query's or the
  * namespace's; a namespace of the embedder's model with auto_threshold
  * (auto_margin) uses the embedder's. Margin rule: when the namespace's margin
  * m > 0, a semantic hit with similarity s is refused (an ambiguous miss) if

@@ -2540,6 +2540,44 @@ static void test_vector_bits(bool compact_between)
     world_close(&w);
 }
 
+/* Two entries of the same vector with different answers (a client that
+ * sends vectors only, inserting the same prompt twice): a lookup is
+ * served the same one after a restart as before it. The index ranks
+ * equal similarities by its slot order, and a snapshot writes entries
+ * least recent first, so the restart put them in another order and the
+ * other answer was served. */
+static void test_tie_after_restart(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "tie");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.dim = DIM;
+    CHECK(sc_cache_ns_create(w.c, "tie", &nc) == SC_OK);
+    uint64_t first = 0, second = 0;
+    CHECK(put(w.c, "tie", NULL, "first", true, 77, &first) == SC_OK);
+    CHECK(put(w.c, "tie", NULL, "second", true, 77, &second) == SC_OK);
+    float q[DIM];
+    vec_of(77, q);
+    sc_cache_query qu = {.vec = q, .dim = DIM};
+    sc_cache_result r;
+    uint64_t before = 0, after = 0;
+    CHECK(sc_cache_lookup(w.c, "tie", &qu, &r) == SC_OK && r.hit);
+    before = r.id;
+    sc_cache_result_fini(&r);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_lookup(w.c, "tie", &qu, &r) == SC_OK && r.hit);
+    after = r.id;
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(after, before);
+    CHECK_EQ_INT(before, first); /* the older of equals */
+    world_close(&w);
+}
+
 int main(void)
 {
     snprintf(root, sizeof(root), "/tmp/semcache-persist-test-%d",
@@ -2591,6 +2629,7 @@ int main(void)
     test_compact_failed_named();
     test_vector_bits(false);
     test_vector_bits(true);
+    test_tie_after_restart();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     if (system(cmd) != 0) {

@@ -67,7 +67,7 @@ static int printed;
 /* What the seeds made happen, all together: each must have happened, or
  * the generator no longer reaches what the comparison checks. */
 static struct {
-    uint64_t compared, hit, quar, slid, hook_ops, lapsed, probes_hit, ties;
+    uint64_t compared, hit, quar, slid, hook_ops, lapsed, probes_hit;
 } seen;
 
 static void bad(const char *fmt, ...)
@@ -827,12 +827,9 @@ static void compare_ledger(sc_ledger *a, sc_ledger *b)
     }
 }
 
-static bool tied[NNS];
-
 /* The same probes on both: the same id served, the same miss reason. */
 static void compare_lookups(sc_cache *r)
 {
-    memset(tied, 0, sizeof(tied));
     for (int k = 0; k < 60; k++) {
         int ns = k % NNS;
         uint64_t pick = w.seed * 1000 + (uint64_t)k;
@@ -860,16 +857,6 @@ static void compare_lookups(sc_cache *r)
         sc_cache_result ra, rb;
         sc_err ea = sc_cache_lookup(w.c, nsname[ns], &q, &ra);
         sc_err eb = sc_cache_lookup(r, nsname[ns], &q, &rb);
-        /* Candidates of equal similarity are served in the index's order,
-         * which a restore does not keep (a snapshot writes them least
-         * recent first): either may be served. The probes' hits then
-         * part the LRU orders, which are not compared there. */
-        if (ea == SC_OK && eb == SC_OK && ra.hit && rb.hit && ra.id != rb.id &&
-            ra.similarity == rb.similarity && ra.layer == SC_LAYER_SEMANTIC) {
-            seen.ties++;
-            tied[ns] = true;
-            rb.id = ra.id;
-        }
         if (!lapsed_ns[ns] &&
             (ea != eb ||
              (ea == SC_OK &&
@@ -905,7 +892,7 @@ static void compare_lru(sc_cache *r)
     for (int i = 0; i < NNS; i++) {
         sc_ns_config a, b;
         sc_cache_stats st;
-        if (tied[i] || sc_cache_ns_get_config(w.c, nsname[i], &a) != SC_OK ||
+        if (sc_cache_ns_get_config(w.c, nsname[i], &a) != SC_OK ||
             sc_cache_ns_get_config(r, nsname[i], &b) != SC_OK ||
             sc_cache_stats_get(w.c, nsname[i], &st) != SC_OK) {
             continue;
@@ -1043,14 +1030,15 @@ int main(int argc, char **argv)
     sc_persist_set_snapshot_hook(NULL, NULL);
     sc_prices_free(w.prices);
     printf("compared %llu entries (%llu hit, %llu quarantined, %llu slid), "
-           "%llu lapsed, %llu changes during snapshots, %llu probes hit "
-           "(%llu ties)\n",
+           "%llu lapsed, %llu changes during snapshots, %llu probes hit\n",
            (unsigned long long)seen.compared, (unsigned long long)seen.hit,
            (unsigned long long)seen.quar, (unsigned long long)seen.slid,
            (unsigned long long)seen.lapsed, (unsigned long long)seen.hook_ops,
-           (unsigned long long)seen.probes_hit, (unsigned long long)seen.ties);
-    CHECK(seen.compared > 0 && seen.hit > 0 && seen.quar > 0 && seen.slid > 0 &&
-          seen.hook_ops > 0 && seen.probes_hit > 0);
+           (unsigned long long)seen.probes_hit);
+    /* (a seed or two alone, to look at one, need not reach them all) */
+    CHECK(seeds < 10 ||
+          (seen.compared > 0 && seen.hit > 0 && seen.quar > 0 &&
+           seen.slid > 0 && seen.hook_ops > 0 && seen.probes_hit > 0));
     if (test_failed == 0) {
         rmdir(root);
     }
