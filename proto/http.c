@@ -829,6 +829,32 @@ static json_t *mp_json(mp_reader *r, int depth)
 
 /* ---- POST /v1/<op> ----------------------------------------------------- */
 
+/* Whether body[0..n) opens more than SC_HTTP_MAX_CONTAINERS objects and
+ * arrays, counting the brackets outside strings, so that the cost of a
+ * parse stays near that of its numbers and strings (jansson's tree takes
+ * 20 to 30 times the text of those; docs/HTTP.md section 1.1). Text that
+ * is not JSON is counted as it comes: jansson refuses it after. */
+static bool too_many_containers(const char *b, size_t n)
+{
+    size_t count = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = b[i];
+        if (in_str) {
+            if (c == '\\') {
+                i++; /* the escaped byte, a quote among them */
+            } else if (c == '"') {
+                in_str = false;
+            }
+        } else if (c == '"') {
+            in_str = true;
+        } else if ((c == '{' || c == '[') && ++count > SC_HTTP_MAX_CONTAINERS) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Runs body[0..n) as a JSON request of op (auth: the request's
  * Authorization header, or NULL) through d. Returns the HTTP status and
  * sets *out to the reply (NULL only when out of memory); *ran is set when
@@ -847,6 +873,14 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
     }
     if (skip == n) {
         root = json_object(); /* no body: no fields (ping, ns_list, ...) */
+    } else if (too_many_containers(body + skip, n - skip)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "the body holds more than %u JSON objects and arrays "
+                 "(together); a request needs 2 plus 2 per batch item",
+                 SC_HTTP_MAX_CONTAINERS);
+        *out = error_json("too_big", msg);
+        return 413;
     } else if ((root = sc_http_json_loadb(body, n, JSON_ALLOW_NUL, &jerr,
                                           &oom)) == NULL &&
                !oom) {

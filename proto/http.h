@@ -21,6 +21,14 @@
 #include "proto/metrics.h"
 
 #define SC_HTTP_DEFAULT_BODY_MAX (4u << 20)
+/* The most JSON objects and arrays, together, a request body may hold;
+ * one more is 413 too_big, refused before the body is parsed. A valid
+ * request holds 2 plus 2 per batch item (the item and its "vec"), at
+ * most 2050; this leaves room for fields the server ignores. jansson
+ * spends about 200 bytes on each object and 100 on each array, 70 and 40
+ * times their text ("{},"): without the cap a 4 MiB body of them held
+ * 300 MB for its parse, on each worker at once (docs/HTTP.md 1.1). */
+#define SC_HTTP_MAX_CONTAINERS 16384u
 /* A request body must arrive within this long of its headers. */
 #define SC_HTTP_BODY_TIMEOUT_MS 10000
 /* A request's head must arrive within this long of the connection or of

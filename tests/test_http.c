@@ -995,6 +995,82 @@ static void test_malformed(void)
     free(big);
 }
 
+/* A body of n copies of unit after pre and before post, malloc'd. */
+static char *repeat_body(const char *pre, const char *unit, size_t n,
+                         const char *post_)
+{
+    size_t pn = strlen(pre), un = strlen(unit), qn = strlen(post_);
+    char *b = malloc(pn + un * n + qn + 1);
+    memcpy(b, pre, pn);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(b + pn + i * un, unit, un);
+    }
+    memcpy(b + pn + un * n, post_, qn + 1);
+    return b;
+}
+
+/* Objects and arrays past SC_HTTP_MAX_CONTAINERS are refused before the
+ * parse (each costs jansson 40 to 70 times its text); the largest batch
+ * still goes, and brackets inside strings are not counted. */
+static void test_container_cap(void)
+{
+    size_t cap = SC_HTTP_MAX_CONTAINERS;
+    /* One over: the top object, then cap of them ("{}," or "[],"). */
+    const char *units[2] = {"{},", "[],"};
+    for (int u = 0; u < 2; u++) {
+        char *b = repeat_body("{\"ns\":\"faq\",\"vec\":[1,0,0],\"x\":[",
+                              units[u], cap - 2, "1]}");
+        int st;
+        json_t *j = post("lookup", b, &st);
+        CHECK_EQ_INT(st, 413);
+        const char *c = j != NULL ? err_code(j) : NULL;
+        CHECK(c != NULL && strcmp(c, "too_big") == 0);
+        const char *m = json_string_value(
+            json_object_get(json_object_get(j, "error"), "message"));
+        CHECK(m != NULL && strstr(m, "16384") != NULL);
+        json_decref(j);
+        free(b);
+        /* Exactly at the cap: parsed, and the lookup runs (the field is
+         * one the server ignores). */
+        b = repeat_body("{\"ns\":\"faq\",\"vec\":[1,0,0],\"x\":[", units[u],
+                        cap - 3, "1]}");
+        j = post("lookup", b, &st);
+        CHECK_EQ_INT(st, 200);
+        CHECK(json_is_true(json_object_get(j, "ok")));
+        json_decref(j);
+        free(b);
+    }
+    /* A batch at the item cap, each item with an object of its own
+     * besides its vector (4 per item): taken whole. */
+    char *b = repeat_body(
+        "{\"ns\":\"faq\",\"items\":[", "{\"vec\":[1,0,0],\"m\":{\"a\":[1]}},",
+        SC_PROTO_MAX_ITEMS - 1, "{\"vec\":[1,0,0],\"m\":{\"a\":[1]}}]}");
+    int st;
+    json_t *j = post("lookup_batch", b, &st);
+    CHECK_EQ_INT(st, 200);
+    CHECK_EQ_INT(json_array_size(
+                     json_object_get(json_object_get(j, "result"), "results")),
+                 SC_PROTO_MAX_ITEMS);
+    json_decref(j);
+    free(b);
+    /* Brackets in strings, escaped quotes among them, are text. */
+    b = repeat_body("{\"ns\":\"faq\",\"vec\":[1,0,0],\"x\":\"", "\\\"{[",
+                    cap / 2 + 1, "\"}");
+    j = post("lookup", b, &st);
+    CHECK_EQ_INT(st, 200);
+    json_decref(j);
+    free(b);
+    /* Nothing of a refusal is left over: the same request twice, then a
+     * plain one. */
+    b = repeat_body("{\"x\":[", "{},", cap, "1]}");
+    expect_error("lookup", b, 413, "too_big");
+    expect_error("lookup", b, 413, "too_big");
+    free(b);
+    j = post("lookup", "{\"ns\":\"faq\",\"vec\":[1,0,0]}", &st);
+    CHECK_EQ_INT(st, 200);
+    json_decref(j);
+}
+
 static void test_http_errors(void)
 {
     resp r;
@@ -2877,6 +2953,7 @@ int main(void)
     test_expect_continue();
     test_batches_and_ops();
     test_malformed();
+    test_container_cap();
     test_http_errors();
     test_keepalive();
     test_concurrent();
