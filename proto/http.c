@@ -829,12 +829,7 @@ static json_t *mp_json(mp_reader *r, int depth)
 
 /* ---- POST /v1/<op> ----------------------------------------------------- */
 
-/* Whether body[0..n) opens more than SC_HTTP_MAX_CONTAINERS objects and
- * arrays, counting the brackets outside strings, so that the cost of a
- * parse stays near that of its numbers and strings (jansson's tree takes
- * 20 to 30 times the text of those; docs/HTTP.md section 1.1). Text that
- * is not JSON is counted as it comes: jansson refuses it after. */
-static bool too_many_containers(const char *b, size_t n)
+bool sc_http_json_containers_over(const char *b, size_t n, size_t cap)
 {
     size_t count = 0;
     bool in_str = false;
@@ -848,7 +843,7 @@ static bool too_many_containers(const char *b, size_t n)
             }
         } else if (c == '"') {
             in_str = true;
-        } else if ((c == '{' || c == '[') && ++count > SC_HTTP_MAX_CONTAINERS) {
+        } else if ((c == '{' || c == '[') && ++count > cap) {
             return true;
         }
     }
@@ -873,7 +868,8 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
     }
     if (skip == n) {
         root = json_object(); /* no body: no fields (ping, ns_list, ...) */
-    } else if (too_many_containers(body + skip, n - skip)) {
+    } else if (sc_http_json_containers_over(body + skip, n - skip,
+                                            SC_HTTP_MAX_CONTAINERS)) {
         char msg[160];
         snprintf(msg, sizeof(msg),
                  "the body holds more than %u JSON objects and arrays "

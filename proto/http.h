@@ -75,6 +75,15 @@ char *sc_http_json_dumps(const struct json_t *j, size_t flags);
  * jansson's allocator (json_set_alloc_funcs) after it. */
 void sc_http_json_init(void);
 
+/* Whether the JSON text b[0..n) opens more than cap objects and arrays,
+ * counting the brackets outside strings (escapes honoured), so that a
+ * parse's cost stays near that of its numbers and strings: jansson takes
+ * about 200 bytes for each object and 100 for each array, 70 and 40
+ * times their text ("{},"). Text that is not JSON is counted as it comes
+ * (the parse refuses it after). The HTTP front caps its bodies at
+ * SC_HTTP_MAX_CONTAINERS, the proxy's by their size (docs/PROXY.md). */
+bool sc_http_json_containers_over(const char *b, size_t n, size_t cap);
+
 /* json_loadb(buf, n, flags, err) that tells running out of memory from bad
  * input: the value (the caller's), or NULL with *oom set when any of
  * jansson's allocations failed in the parse or jansson said so, else NULL

@@ -34,6 +34,12 @@
 #define BODY_TIMEOUT   10000 /* ms: a request body after its headers */
 #define DUMP_CANON     (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII)
 #define MAX_TEXT_PARTS 256
+/* A chat body may open one JSON object or array for each CONTAINER_BYTES
+ * of its size (SC_HTTP_MAX_CONTAINERS at least) before it is parsed: a
+ * real one spends more than that on each (a message's role and content,
+ * a tool schema's keys), while a body of "{}," three bytes apiece made a
+ * 4 MiB parse hold 300 MB (sc_http_json_containers_over). */
+#define CONTAINER_BYTES 16
 
 /* ---- configuration ---------------------------------------------------- */
 
@@ -1754,6 +1760,18 @@ static void process(preq *pr)
     char msg[320];
     json_error_t jerr;
     bool oom;
+    size_t cap = pr->len / CONTAINER_BYTES;
+    cap = cap > SC_HTTP_MAX_CONTAINERS ? cap : SC_HTTP_MAX_CONTAINERS;
+    if (pr->body != NULL &&
+        sc_http_json_containers_over(pr->body, pr->len, cap)) {
+        snprintf(msg, sizeof(msg),
+                 "the body holds more than %zu JSON objects and arrays "
+                 "(together): one per %u bytes of the body, %u at least",
+                 cap, CONTAINER_BYTES, SC_HTTP_MAX_CONTAINERS);
+        reply_error(pr, 413, "invalid_request_error", "too_big", msg, NULL,
+                    false);
+        return;
+    }
     pr->root = sc_http_json_loadb(pr->body != NULL ? pr->body : "", pr->len, 0,
                                   &jerr, &oom);
     if (pr->root == NULL && oom) {

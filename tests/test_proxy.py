@@ -394,6 +394,33 @@ def test_empty_body(p, fake):
     fake.mode, fake.status = "ok", 502
 
 
+def test_containers(p, fake):
+    """A body that opens more JSON objects and arrays than one per 16 bytes
+    of it (16384 at least) is refused 413 too_big before its parse (a body
+    of "{}," held 300 MB in jansson's tree); a long real conversation, more
+    objects than 16384 but each of more bytes, is served."""
+    n = fake.chat_calls()
+    body = {"model": MODEL, "x": [{}] * 100000,
+            "messages": [{"role": "user", "content": "Containers?"}]}
+    st, _, out = p.post(body)
+    try:
+        err = json.loads(out)["error"]
+    except (ValueError, KeyError, TypeError):
+        err = {}
+    check(st == 413 and err.get("code") == "too_big" and
+          "JSON objects and arrays" in err.get("message", "") and
+          fake.chat_calls() == n,
+          f"100000 empty objects: 413 too_big, nothing upstream ({st}, {err})")
+    turns = [{"role": "user" if i % 2 == 0 else "assistant",
+              "content": f"turn {i} of a long conversation"}
+             for i in range(20000)]
+    turns.append({"role": "user", "content": "And the last question?"})
+    n = fake.chat_calls()
+    st, _, out = p.post({"model": MODEL, "messages": turns})
+    check(st == 200 and fake.chat_calls() == n + 1,
+          f"20001 messages, each its own object: served ({st})")
+
+
 def test_stream(p, fake):
     fake.mode = "ok"
     q = "What is the refund window for shoes?"
@@ -965,8 +992,8 @@ def main():
     p = Proxy(a.server, a.table, fake.url)
     try:
         for t in (test_basics, test_scope, test_multi_turn, test_admission,
-                  test_empty_body, test_stream, test_headers, test_junk_entry,
-                  test_refused_store):
+                  test_empty_body, test_containers, test_stream, test_headers,
+                  test_junk_entry, test_refused_store):
             t(p, fake)
     finally:
         err = p.stop()
