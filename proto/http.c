@@ -541,18 +541,64 @@ static int pack_vec(msgpack_packer *pk, const json_t *v, tr_err *e)
     return 0;
 }
 
+/* Where an object is: the request, a batch item (its fields translated as
+ * the request's), or anything else (the value of a field the server does
+ * not know, passed through as it is: the dispatcher skips it). */
+typedef enum { OBJ_TOP, OBJ_ITEM, OBJ_OTHER } obj_kind;
+
+/* "response": a string -> bin; "response_base64": padded base64 -> bin. */
+static int pack_response(msgpack_packer *pk, const json_t *v, bool b64,
+                         tr_err *e)
+{
+    if (!b64) {
+        if (!json_is_string(v)) {
+            return tr_fail(e, "bad_request",
+                           "field 'response' must be a string (binary "
+                           "answers: 'response_base64')",
+                           NULL);
+        }
+        mp_put_bin(pk, json_string_value(v), json_string_length(v));
+        return 0;
+    }
+    size_t sn = json_is_string(v) ? json_string_length(v) : 0;
+    uint8_t *b = malloc(sn / 4 * 3 + 1);
+    long bn = -1;
+    if (b == NULL) {
+        return tr_fail(e, "internal", "out of memory", NULL);
+    }
+    if (json_is_string(v)) {
+        bn = b64_decode(json_string_value(v), sn, b);
+    }
+    if (bn < 0) {
+        free(b);
+        return tr_fail(e, "bad_request",
+                       "field 'response_base64' must be a string of "
+                       "padded base64",
+                       NULL);
+    }
+    mp_put_bin(pk, b, (size_t)bn);
+    free(b);
+    return 0;
+}
+
 /* An object's members; at the top level (op != NULL) "v" (unless given)
- * and "op" (from the path) come first and a body "op" must agree. */
+ * and "op" (from the path) come first and a body "op" must agree. The
+ * request's and each batch item's "vec", "response" and
+ * "response_base64" are translated; a value the translation refuses ends
+ * the request, except in a batch item, where nil takes its place: the
+ * dispatcher then refuses that item as malformed, and not decoded the
+ * items after it, as it would the item on the wire. */
 static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
-                       int depth, tr_err *e)
+                       obj_kind kind, int depth, tr_err *e)
 {
     const char *k;
     size_t kn;
     json_t *v;
     size_t n = json_object_size(o);
-    bool has_resp = json_object_get(o, "response") != NULL;
-    bool has_b64 = json_object_get(o, "response_base64") != NULL;
-    if (has_resp && has_b64) {
+    bool fields = kind != OBJ_OTHER;
+    bool both = fields && json_object_get(o, "response") != NULL &&
+                json_object_get(o, "response_base64") != NULL;
+    if (both && kind == OBJ_TOP) {
         return tr_fail(e, "bad_request",
                        "give 'response' or 'response_base64', not both", NULL);
     }
@@ -583,47 +629,43 @@ static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
         if (op != NULL && key_is(k, kn, "op")) {
             continue;
         }
-        if (key_is(k, kn, "vec")) {
-            mp_put_key(pk, "vec");
-            if (pack_vec(pk, v, e) != 0) {
-                return -1;
+        bool vec = fields && key_is(k, kn, "vec");
+        bool resp = fields && key_is(k, kn, "response");
+        bool b64 = fields && key_is(k, kn, "response_base64");
+        if (vec || resp || b64) {
+            /* Both refuse a value before they write any of it. */
+            mp_put_key(pk, vec ? "vec" : "response");
+            int rc = both  ? tr_fail(e, "bad_request",
+                                     "give 'response' or 'response_base64', "
+                                      "not both",
+                                     NULL)
+                     : vec ? pack_vec(pk, v, e)
+                           : pack_response(pk, v, b64, e);
+            if (rc != 0) {
+                if (kind == OBJ_TOP || strcmp(e->code, "internal") == 0) {
+                    return -1;
+                }
+                msgpack_pack_nil(pk);
             }
-        } else if (key_is(k, kn, "response")) {
-            if (!json_is_string(v)) {
-                return tr_fail(e, "bad_request",
-                               "field 'response' must be a string (binary "
-                               "answers: 'response_base64')",
-                               NULL);
-            }
-            mp_put_key(pk, "response");
-            mp_put_bin(pk, json_string_value(v), json_string_length(v));
-        } else if (key_is(k, kn, "response_base64")) {
-            size_t sn = json_is_string(v) ? json_string_length(v) : 0;
-            uint8_t *b = malloc(sn / 4 * 3 + 1);
-            long bn = -1;
-            if (b == NULL) {
-                return tr_fail(e, "internal", "out of memory", NULL);
-            }
-            if (json_is_string(v)) {
-                bn = b64_decode(json_string_value(v), sn, b);
-            }
-            if (bn < 0) {
-                free(b);
-                return tr_fail(e, "bad_request",
-                               "field 'response_base64' must be a string of "
-                               "padded base64",
-                               NULL);
-            }
-            mp_put_key(pk, "response");
-            mp_put_bin(pk, b, (size_t)bn);
-            free(b);
-        } else {
+        } else if (kind == OBJ_TOP && key_is(k, kn, "items") &&
+                   json_is_array(v)) {
             /* A batch item's fields are at the depth of the request's
              * own (mp_skip_item). */
-            bool items =
-                op != NULL && key_is(k, kn, "items") && json_is_array(v);
+            size_t ni = json_array_size(v);
             mp_put_strn(pk, k, kn);
-            if (pack_value(pk, v, items ? depth - 1 : depth + 1, e) != 0) {
+            msgpack_pack_array(pk, ni);
+            for (size_t i = 0; i < ni; i++) {
+                const json_t *x = json_array_get(v, i);
+                int rc = json_is_object(x)
+                             ? pack_object(pk, x, NULL, OBJ_ITEM, depth, e)
+                             : pack_value(pk, x, depth, e);
+                if (rc != 0) {
+                    return -1;
+                }
+            }
+        } else {
+            mp_put_strn(pk, k, kn);
+            if (pack_value(pk, v, depth + 1, e) != 0) {
                 return -1;
             }
         }
@@ -641,7 +683,7 @@ static int pack_value(msgpack_packer *pk, const json_t *v, int depth, tr_err *e)
     }
     switch (json_typeof(v)) {
     case JSON_OBJECT:
-        return pack_object(pk, v, NULL, depth, e);
+        return pack_object(pk, v, NULL, OBJ_OTHER, depth, e);
     case JSON_ARRAY: {
         size_t n = json_array_size(v);
         msgpack_pack_array(pk, n);
@@ -918,7 +960,7 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
      * counts them on the wire: a top-level field's value is at depth 0,
      * so a body is refused for its nesting exactly when the same request
      * in msgpack would be. */
-    int trc = pack_object(&sb.pk, root, op, -1, &e);
+    int trc = pack_object(&sb.pk, root, op, OBJ_TOP, -1, &e);
     if (trc != 0) {
         mp_buf_fini(&sb);
         *out = error_json(e.code, e.msg);
