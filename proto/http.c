@@ -477,6 +477,10 @@ static long b64_decode(const char *s, size_t n, uint8_t *out)
 typedef struct tr_err {
     const char *code;
     char msg[256];
+    /* The request's first "vec" or "response" that did not translate
+     * ("vec" or "response"; NULL: none), sent as nil: its refusal is code
+     * and msg when the dispatcher refuses that field (exec_json). */
+    const char *field;
 } tr_err;
 
 static int tr_fail(tr_err *e, const char *code, const char *msg,
@@ -584,10 +588,11 @@ static int pack_response(msgpack_packer *pk, const json_t *v, bool b64,
 /* An object's members; at the top level (op != NULL) "v" (unless given)
  * and "op" (from the path) come first and a body "op" must agree. The
  * request's and each batch item's "vec", "response" and
- * "response_base64" are translated; a value the translation refuses ends
- * the request, except in a batch item, where nil takes its place: the
- * dispatcher then refuses that item as malformed, and not decoded the
- * items after it, as it would the item on the wire. */
+ * "response_base64" are translated; nil takes the place of a value the
+ * translation refuses, so that the dispatcher refuses the request (or
+ * the batch item, and does not decode the items after it) where it
+ * would on the wire: at its first malformed field, in the body's order.
+ * The request's first such field is noted in e (exec_json). */
 static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
                        obj_kind kind, int depth, tr_err *e)
 {
@@ -598,10 +603,6 @@ static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
     bool fields = kind != OBJ_OTHER;
     bool both = fields && json_object_get(o, "response") != NULL &&
                 json_object_get(o, "response_base64") != NULL;
-    if (both && kind == OBJ_TOP) {
-        return tr_fail(e, "bad_request",
-                       "give 'response' or 'response_base64', not both", NULL);
-    }
     if (op != NULL) {
         const json_t *bop = json_object_get(o, "op");
         bool has_v = json_object_get(o, "v") != NULL;
@@ -635,15 +636,21 @@ static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
         if (vec || resp || b64) {
             /* Both refuse a value before they write any of it. */
             mp_put_key(pk, vec ? "vec" : "response");
-            int rc = both  ? tr_fail(e, "bad_request",
+            tr_err one = {NULL, {0}, NULL};
+            int rc = both  ? tr_fail(&one, "bad_request",
                                      "give 'response' or 'response_base64', "
                                       "not both",
                                      NULL)
-                     : vec ? pack_vec(pk, v, e)
-                           : pack_response(pk, v, b64, e);
+                     : vec ? pack_vec(pk, v, &one)
+                           : pack_response(pk, v, b64, &one);
             if (rc != 0) {
-                if (kind == OBJ_TOP || strcmp(e->code, "internal") == 0) {
+                if (strcmp(one.code, "internal") == 0) {
+                    *e = one;
                     return -1;
+                }
+                if (kind == OBJ_TOP && e->field == NULL) {
+                    *e = one;
+                    e->field = vec ? "vec" : "response";
                 }
                 msgpack_pack_nil(pk);
             }
@@ -954,7 +961,7 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
         }
     }
     mp_buf sb;
-    tr_err e = {NULL, {0}};
+    tr_err e = {NULL, {0}, NULL};
     mp_buf_init(&sb);
     /* Depths count as the dispatcher's skip of a field it does not know
      * counts them on the wire: a top-level field's value is at depth 0,
@@ -1004,9 +1011,30 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
     }
     int status = 200;
     if (!json_is_true(json_object_get(j, "ok"))) {
-        const json_t *err = json_object_get(j, "error");
-        status =
-            sc_http_status_of(json_string_value(json_object_get(err, "code")));
+        json_t *err = json_object_get(j, "error");
+        const char *code = json_string_value(json_object_get(err, "code"));
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        char want[32];
+        snprintf(want, sizeof(want), "field '%s'", e.field ? e.field : "");
+        /* Refused at the nil that stands for a field the translation
+         * refused (no other field has its name in the message): the
+         * translation's error, which says what was wrong in JSON's
+         * terms ("range" for an element past float32, say). */
+        if (e.field != NULL && code != NULL && msg != NULL &&
+            strcmp(code, "bad_request") == 0 &&
+            strncmp(msg, want, strlen(want)) == 0) {
+            json_t *ne = error_json(e.code, e.msg);
+            json_t *ie = json_object_get(ne, "error");
+            if (ie == NULL || json_object_set(j, "error", ie) != 0) {
+                json_decref(ne);
+                json_decref(j);
+                *out = error_json("internal", "out of memory");
+                return 500;
+            }
+            json_decref(ne);
+            code = e.code;
+        }
+        status = sc_http_status_of(code);
     }
     *ran = true;
     *out = j;

@@ -376,6 +376,16 @@ def edge_cases():
             item({"vec": v3, "response": None},
                  {"vec": v3, "response_base64": "not base64"}),
             {"vec": v3, "response": Bin(b"x")}]}),
+        # The first field that fails to decode, in the body's order, is
+        # the one refused.
+        ("lookup", {"ns": LONG_NS + "x", "vec": "abc"}),
+        ("lookup", {"vec": "abc", "ns": LONG_NS + "x"}),
+        ("insert", {"ns": "e", "scope": "s" * 1025, "vec": v3,
+                    "response": 5}),
+        ("insert", {"ns": "e", "vec": v3, "response": 5, "text": 7}),
+        ("lookup", {"ns": "e", "embed_tokens": 2 ** 64 - 1, "vec": []}),
+        ("lookup_batch", {"ns": "e", "items": [
+            {"ns": LONG_NS + "x", "vec": "abc"}, {"vec": v3}]}),
         # "vec" and "response" inside a field the server does not know are
         # skipped, as on the wire.
         ("lookup", {"ns": "e", "vec": v3, "meta": {"vec": "abc"}}),
