@@ -148,20 +148,22 @@ def norm(v):
 
 
 class Pair:
-    def __init__(self, server, table, tmp):
+    def __init__(self, server, table, tmp, *args):
         self.procs = []
         self.nng = None
         self.http = None
         for side in ("nng", "http"):
             port, hport = free_port(), free_port()
-            data = os.path.join(tmp, side)
+            data = os.path.join(tmp, side + str(len(args)))
             os.mkdir(data)
+            log = open(data + ".log", "w")
             proc = subprocess.Popen(
                 [server, "--listen", f"tcp://127.0.0.1:{port}", "--http",
                  f"127.0.0.1:{hport}", "--embed-table", table, "--data-dir",
-                 data, "--threads", "2"],
-                stderr=subprocess.DEVNULL)
-            self.procs.append(proc)
+                 data, "--threads", "2", *args],
+                stderr=log)
+            log.close()
+            self.procs.append((proc, data + ".log"))
             c = wait_client(port)
             if c is None:
                 raise RuntimeError("semcached does not answer")
@@ -176,10 +178,12 @@ class Pair:
         req.update(to_nng(fields))
         return norm_nng(self.nng.call(req))
 
-    def call_http(self, op, fields, raw=None):
-        body = raw if raw is not None else json.dumps(to_json(fields)).encode()
+    def call_http(self, op, fields, auth=None):
+        body = json.dumps(to_json(fields)).encode()
         rq = urllib.request.Request(f"{self.http}/v1/{op}", data=body,
                                     method="POST")
+        if auth is not None:
+            rq.add_header("Authorization", f"Bearer {auth}")
         try:
             with urllib.request.urlopen(rq, timeout=10) as r:
                 status, text = r.status, r.read()
@@ -189,14 +193,19 @@ class Pair:
 
     def stop(self):
         self.nng.close()
-        for p in self.procs:
+        for p, _ in self.procs:
             p.send_signal(signal.SIGTERM)
-        for p in self.procs:
+        for p, log in self.procs:
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=30)  # a sanitizer build's leak check
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+            check(p.returncode == 0,
+                  f"semcached exits 0 on SIGTERM (status {p.returncode})")
+            if p.returncode != 0:
+                with open(log) as f:
+                    print(f.read()[-4000:], file=sys.stderr)
 
 
 # The ledger's figures that count each server's own CPU time.
@@ -235,10 +244,12 @@ def diff(a, b, path=""):
     return None
 
 
-def run(pair, op, fields, what=None):
-    """Sends op with fields both ways and checks the replies agree."""
-    a = pair.call_nng(op, fields)
-    status, b = pair.call_http(op, fields)
+def run(pair, op, fields, what=None, auth=None):
+    """Sends op with fields both ways and checks the replies agree; auth:
+    a key sent in the "key" field over nng, as "Authorization: Bearer"
+    over HTTP."""
+    a = pair.call_nng(op, fields if auth is None else {"key": auth, **fields})
+    status, b = pair.call_http(op, fields, auth)
     what = what or f"{op} {json.dumps(to_json(fields))[:200]}"
     d = diff(a, b)
     check(d is None, f"{what}: {d}")
@@ -260,6 +271,13 @@ def unit(rng, dim):
 
 
 LONG_NS = "n" * 128
+
+
+def deep(d, inner=1):
+    """inner inside d arrays."""
+    for _ in range(d):
+        inner = [inner]
+    return inner
 
 
 def item(nng, http):
@@ -394,6 +412,15 @@ def edge_cases():
                     "meta": {"response": 5, "response_base64": "!"}}),
         ("lookup_batch", {"ns": "e", "items": [
             {"vec": v3, "meta": {"vec": {}}}]}),
+        # Nesting inside an ignored field: refused past 16 levels, at the
+        # same depth in the request and in a batch item.
+        *[("lookup", {"ns": "e", "vec": v3, "meta": deep(d)})
+          for d in (15, 16, 17, 18)],
+        *[("lookup", {"ns": "e", "vec": v3, "meta": deep(d, {"x": 1})})
+          for d in (14, 15, 16, 17)],
+        *[("lookup_batch", {"ns": "e", "items": [
+            {"vec": v3}, {"vec": v3, "meta": deep(d)}, {"vec": v3}]})
+          for d in (15, 16, 17, 18)],
         ("delete", {"entry": 1}),
         ("delete", {"entry": 1}),
         ("delete", {"entry": -1}),
@@ -442,6 +469,59 @@ def edge_cases():
         ("ns_list", {}),
     ]
     return cases
+
+
+ADMIN, WRITER, READER = "a" * 32, "w" * 32, "r" * 32
+KEYS = {"keys": [{"key": ADMIN, "name": "admin", "admin": True},
+                 {"key": WRITER, "name": "writer", "write": ["w:*"]},
+                 {"key": READER, "name": "reader", "read": ["w:*", "r"]}]}
+
+
+def keyed_cases():
+    """(op, fields, auth) against a server with access keys (section 2.5
+    of docs/PROTOCOL.md)."""
+    v3 = Vec([0.6, 0.8, 0.0])
+    ins = {"ns": "w:a", "vec": v3, "response": Bin(b"r"), "text": "q"}
+    return [
+        ("ping", {}, None),
+        ("lookup", {"ns": "w:a", "vec": v3}, None),
+        ("lookup", {"ns": "w:a", "vec": v3, "key": "x" * 32}, None),
+        ("lookup", {"ns": "w:a", "vec": v3, "key": 5}, None),
+        ("lookup", {"ns": "w:a", "vec": "abc"}, None),
+        ("lookup", {"ns": "w:a", "vec": v3, "threshold": 9}, None),
+        ("insert", ins, READER),
+        ("insert", ins, WRITER),
+        ("insert", {**ins, "key": WRITER}, None),
+        ("insert", {**ins, "key": "bogus"}, WRITER),
+        ("insert", {**ins, "ns": "r"}, WRITER),
+        ("insert", {**ins, "response": 5}, None),
+        ("insert", {**ins, "response": None}, READER),
+        ("lookup", {"ns": "w:a", "text": "q"}, READER),
+        ("lookup", {"ns": "r", "text": "q"}, READER),
+        ("lookup", {"ns": "other", "text": "q"}, READER),
+        ("lookup_batch", {"ns": "w:a", "items": [
+            {"vec": v3}, {"ns": "x", "vec": v3}, {"vec": v3, "key": ADMIN}]},
+         READER),
+        ("insert_batch", {"ns": "w:b", "items": [
+            {"vec": v3, "response": Bin(b"1")},
+            {"ns": "r", "vec": v3, "response": Bin(b"2")}]}, WRITER),
+        ("delete", {"entry": 1}, READER),
+        ("feedback", {"entry": 1}, READER),
+        ("delete", {"entry": 1}, WRITER),
+        ("delete", {"entry": 2}, None),
+        ("stats", {}, READER),
+        ("stats", {"ns": "w:a"}, READER),
+        ("stats", {"ns": "w:a"}, None),
+        ("flush", {"ns": "w:a"}, READER),
+        ("ns_create", {"ns": "w:c"}, WRITER),
+        ("ns_create", {"ns": "w:c"}, ADMIN),
+        ("ns_list", {}, READER),
+        ("ns_list", {}, ADMIN),
+        ("ns_drop", {"ns": "w:c"}, ADMIN),
+        ("report", {"ns": "w:a"}, READER),
+        ("report", {}, READER),
+        ("stats", {}, ADMIN),
+    ]
 
 
 def random_case(rng, i):
@@ -576,6 +656,17 @@ def main(argv):
                            {k: y.get(k) for k in keys}) is None,
                       f"report rows agree: {x.get('key')}")
             check(len(a["rows"]) == len(b["rows"]), "report: as many rows")
+        finally:
+            pair.stop()
+        cfg = os.path.join(tmp, "keys.json")
+        with open(cfg, "w") as f:
+            json.dump(KEYS, f)
+        pair = Pair(server, table, tmp, "--config", cfg)
+        try:
+            for op, fields, auth in keyed_cases():
+                run(pair, op, fields, f"keyed {op} "
+                    f"{json.dumps(to_json(fields))[:120]} auth "
+                    f"{(auth or '-')[:1]}", auth)
         finally:
             pair.stop()
     print(f"{passed} passed, {failed} failed")
