@@ -524,6 +524,67 @@ def keyed_cases():
     ]
 
 
+def documented(pair):
+    """The differences docs/HTTP.md documents: each is checked to be as
+    it says (nng reply code, HTTP status and code). Last: an insert may
+    take on one side only."""
+    v3 = Vec([0.6, 0.8, 0.0])
+    inf = struct.pack("<3f", 3.4e38, math.inf, 0)
+    cases = [
+        # A vec element past float32: "range" in JSON; on the wire the
+        # float32 it rounds to is Inf, "nan".
+        ("lookup", {"ns": "e", "vec": inf}, "nan",
+         '{"ns": "e", "vec": [3.4e38, 1e39, 0]}', 400, "range"),
+        # NaN and Infinity cannot be written in JSON.
+        ("lookup", {"ns": "e", "vec": v3, "threshold": math.nan}, "nan",
+         '{"ns": "e", "vec": [1, 0, 0], "threshold": NaN}', 400,
+         "bad_request"),
+        # JSON integers are signed 64-bit ones.
+        ("delete", {"entry": 2 ** 63}, "not_found",
+         '{"entry": 9223372036854775808}', 400, "bad_request"),
+        ("insert", {"ns": "e", "vec": v3, "response": b"r",
+                    "input_tokens": 2 ** 64 - 1}, "range",
+         '{"ns": "e", "vec": [1, 0, 0], "response": "r", '
+         '"input_tokens": 18446744073709551615}', 400, "bad_request"),
+        # Strings need not be UTF-8 on the wire; JSON's must be.
+        ("lookup", {"ns": "e", "vec": v3,
+                    "scope": b"\xff".decode("utf-8", "surrogateescape")},
+         None, b'{"ns": "e", "vec": [1, 0, 0], "scope": "\xff"}', 400,
+         "bad_request"),
+        # A msgpack array is not a vec; a JSON one is.
+        ("lookup", {"ns": "e", "vec": [0.6, 0.8, 0.0]}, "bad_request",
+         '{"ns": "e", "vec": [0.6, 0.8, 0.0]}', 200, None),
+        # response_base64 is the HTTP front's; the wire ignores it.
+        ("insert", {"ns": "e", "vec": v3, "response_base64": "eA=="},
+         "bad_request", '{"ns": "e", "vec": [1, 0, 0], '
+         '"response_base64": "eA=="}', 200, None),
+        # The op comes from the path; v defaults to 1 over HTTP.
+        ("ping", {"v": None}, "version", '{}', 200, None),
+    ]
+    for op, nreq, ncode, body, status, hcode in cases:
+        req = {"v": 1, "op": op, **to_nng(nreq)}
+        if req["v"] is None:
+            del req["v"]
+        a = norm_nng(pair.nng.call(req))
+        got = None if a["ok"] else a["error"]["code"]
+        check(got == ncode, f"documented: nng {op} {nreq!r:.80}: {got}, "
+              f"want {ncode}")
+        if isinstance(body, str):
+            body = body.encode()
+        rq = urllib.request.Request(f"{pair.http}/v1/{op}", data=body,
+                                    method="POST")
+        try:
+            with urllib.request.urlopen(rq, timeout=10) as r:
+                hs, text = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            hs, text = e.code, e.read()
+        b = json.loads(text)
+        got = None if b["ok"] else b["error"]["code"]
+        check(hs == status and got == hcode,
+              f"documented: http {op} {body[:80]!r}: {hs} {got}, want "
+              f"{status} {hcode}")
+
+
 def random_case(rng, i):
     nss = ["r1", "r2", "rt", "e", LONG_NS, "bad/ns", ""]
     ns = rng.choice(nss[:3] * 4 + nss)
@@ -656,6 +717,7 @@ def main(argv):
                            {k: y.get(k) for k in keys}) is None,
                       f"report rows agree: {x.get('key')}")
             check(len(a["rows"]) == len(b["rows"]), "report: as many rows")
+            documented(pair)  # last: the two caches differ after it
         finally:
             pair.stop()
         cfg = os.path.join(tmp, "keys.json")
