@@ -683,10 +683,11 @@ static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
 static int pack_value(msgpack_packer *pk, const json_t *v, int depth, tr_err *e)
 {
     if (depth > MP_MAX_DEPTH) {
-        e->code = "bad_request";
-        snprintf(e->msg, sizeof(e->msg), "JSON nested deeper than %d levels",
-                 MP_MAX_DEPTH);
-        return -1;
+        /* Too deep: the dispatcher refuses any value here (mp_skip), a
+         * nil as the rest, so the request (or its batch) is refused where
+         * the wire would refuse it, after any field before it. */
+        msgpack_pack_nil(pk);
+        return 0;
     }
     switch (json_typeof(v)) {
     case JSON_OBJECT:

@@ -421,6 +421,15 @@ def edge_cases():
         *[("lookup_batch", {"ns": "e", "items": [
             {"vec": v3}, {"vec": v3, "meta": deep(d)}, {"vec": v3}]})
           for d in (15, 16, 17, 18)],
+        # ... where the wire would: after an earlier bad field, that one.
+        ("lookup", {"ns": LONG_NS + "x", "vec": v3, "meta": deep(17)}),
+        ("lookup", {"meta": deep(17), "ns": LONG_NS + "x", "vec": v3}),
+        ("insert", {"ns": "e", "ttl": 1e11,
+                    "vec": v3, "response": Bin(b"r"), "meta": deep(20)}),
+        ("lookup_batch", {"scope": "s" * 1025, "items": [
+            {"vec": v3, "meta": deep(17)}]}),
+        ("lookup_batch", {"ns": "e", "items": [
+            {"vec": v3, "scope": "s" * 1025, "meta": deep(17)}]}),
         ("delete", {"entry": 1}),
         ("delete", {"entry": 1}),
         ("delete", {"entry": -1}),
@@ -528,35 +537,36 @@ def documented(pair):
     """The differences docs/HTTP.md documents: each is checked to be as
     it says (nng reply code, HTTP status and code). Last: an insert may
     take on one side only."""
+    run(pair, "ns_create", {"ns": "doc", "dim": 3})
     v3 = Vec([0.6, 0.8, 0.0])
     inf = struct.pack("<3f", 3.4e38, math.inf, 0)
     cases = [
         # A vec element past float32: "range" in JSON; on the wire the
         # float32 it rounds to is Inf, "nan".
-        ("lookup", {"ns": "e", "vec": inf}, "nan",
-         '{"ns": "e", "vec": [3.4e38, 1e39, 0]}', 400, "range"),
+        ("lookup", {"ns": "doc", "vec": inf}, "nan",
+         '{"ns": "doc", "vec": [3.4e38, 1e39, 0]}', 400, "range"),
         # NaN and Infinity cannot be written in JSON.
-        ("lookup", {"ns": "e", "vec": v3, "threshold": math.nan}, "nan",
-         '{"ns": "e", "vec": [1, 0, 0], "threshold": NaN}', 400,
+        ("lookup", {"ns": "doc", "vec": v3, "threshold": math.nan}, "nan",
+         '{"ns": "doc", "vec": [1, 0, 0], "threshold": NaN}', 400,
          "bad_request"),
         # JSON integers are signed 64-bit ones.
         ("delete", {"entry": 2 ** 63}, "not_found",
          '{"entry": 9223372036854775808}', 400, "bad_request"),
-        ("insert", {"ns": "e", "vec": v3, "response": b"r",
+        ("insert", {"ns": "doc", "vec": v3, "response": b"r",
                     "input_tokens": 2 ** 64 - 1}, "range",
-         '{"ns": "e", "vec": [1, 0, 0], "response": "r", '
+         '{"ns": "doc", "vec": [1, 0, 0], "response": "r", '
          '"input_tokens": 18446744073709551615}', 400, "bad_request"),
         # Strings need not be UTF-8 on the wire; JSON's must be.
-        ("lookup", {"ns": "e", "vec": v3,
+        ("lookup", {"ns": "doc", "vec": v3,
                     "scope": b"\xff".decode("utf-8", "surrogateescape")},
-         None, b'{"ns": "e", "vec": [1, 0, 0], "scope": "\xff"}', 400,
+         None, b'{"ns": "doc", "vec": [1, 0, 0], "scope": "\xff"}', 400,
          "bad_request"),
         # A msgpack array is not a vec; a JSON one is.
-        ("lookup", {"ns": "e", "vec": [0.6, 0.8, 0.0]}, "bad_request",
-         '{"ns": "e", "vec": [0.6, 0.8, 0.0]}', 200, None),
+        ("lookup", {"ns": "doc", "vec": [0.6, 0.8, 0.0]}, "bad_request",
+         '{"ns": "doc", "vec": [0.6, 0.8, 0.0]}', 200, None),
         # response_base64 is the HTTP front's; the wire ignores it.
-        ("insert", {"ns": "e", "vec": v3, "response_base64": "eA=="},
-         "bad_request", '{"ns": "e", "vec": [1, 0, 0], '
+        ("insert", {"ns": "doc", "vec": v3, "response_base64": "eA=="},
+         "bad_request", '{"ns": "doc", "vec": [1, 0, 0], '
          '"response_base64": "eA=="}', 200, None),
         # The op comes from the path; v defaults to 1 over HTTP.
         ("ping", {"v": None}, "version", '{}', 200, None),
@@ -616,7 +626,8 @@ def random_case(rng, i):
 
     op = rng.choice(["lookup"] * 4 + ["insert"] * 4 + [
         "lookup_batch", "insert_batch", "delete", "feedback", "stats",
-        "ns_create", "ns_configure", "ns_drop", "flush", "ns_list"])
+        "ns_create", "ns_configure", "ns_drop", "flush", "ns_list",
+        "report"])
     f = {"ns": ns}
     if op in ("lookup", "insert"):
         if ns == "rt" or rng.random() < 0.2:
@@ -668,12 +679,28 @@ def random_case(rng, i):
         maybe(f, ("margin", lambda: rng.choice([0, 0.02, -1])))
         maybe(f, ("dim", lambda: rng.choice([0, 4, 5000])))
         maybe(f, ("max_entries", lambda: rng.choice([0, 3, 20])))
+        maybe(f, ("storage", lambda: rng.choice(["f32", "f16", "int8", "x"])))
+        maybe(f, ("backend", lambda: rng.choice(["flat", "auto", "ivf-sq8",
+                                                 7])), 0.1)
+        maybe(f, ("ttl", lambda: rng.choice([0, 3600, -1, 1e11])), 0.2)
+        maybe(f, ("vote", lambda: rng.choice([True, False, 0])), 0.2)
+        maybe(f, ("max_response_bytes", lambda: rng.choice(
+            [1, 4, 1 << 20, 1 << 27])), 0.2)
+        maybe(f, ("embed_model", lambda: rng.choice(["", "m1"])), 0.1)
     elif op == "ns_configure":
         maybe(f, ("threshold", lambda: rng.choice([0.5, 0.9, 1.0, 7])), 0.6)
         maybe(f, ("margin", lambda: rng.choice([0, 0.05])))
         maybe(f, ("max_entries", lambda: rng.choice([0, 5, 50])))
         maybe(f, ("ttl_mode", lambda: rng.choice(["absolute", "sliding",
                                                   "other"])))
+        maybe(f, ("max_response_bytes", lambda: rng.choice([0, 2, 64])),
+              0.1)
+        maybe(f, ("vote", lambda: rng.choice([True, False])), 0.1)
+        maybe(f, ("nprobe", lambda: rng.choice([0, 8, 1 << 20])), 0.1)
+        maybe(f, ("storage", lambda: "f16"), 0.05)
+    elif op == "report":
+        f = rng.choice([{}, f, {"by": rng.choice(["ns", "feature", "user",
+                                                  "x"])}])
     elif op == "ns_list":
         f = {}
     elif op in ("stats", "flush") and rng.random() < 0.3:
