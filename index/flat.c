@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "index/idmap.h"
 #include "index/index.h"
@@ -26,7 +27,11 @@
 #define SPLIT_BYTES    (8u << 20) /* scans smaller than this stay on one thread \
                                    */
 #define SPLIT_MIN_ROWS 4096
-#define MIN_CAP        64 /* slots of the first allocation, and the fewest */
+#define MIN_CAP        1 /* slots of the first allocation, and the fewest */
+/* Row arrays (codes, rr) smaller than this are malloc'd, 64-byte aligned;
+ * from it on they are page-aligned regions that grow by mremap. A small
+ * index (a scope of a few entries) then takes no whole page per array. */
+#define REGION_MIN (16u << 10)
 
 typedef struct flat {
     uint32_t dim;
@@ -43,10 +48,10 @@ typedef struct flat {
     size_t cap;   /* slots allocated */
     size_t ndead; /* tombstoned slots */
 
-    unsigned char *codes; /* cap * stride * esize bytes, page aligned */
+    unsigned char *codes; /* cap * stride * esize bytes (rows_resize) */
     uint16_t *rr;         /* int8: f16 copy of each row for re-ranking */
-    size_t codes_len;     /* bytes mapped at codes: at least its cap rows */
-    size_t rr_len;        /* bytes mapped at rr (0: none) */
+    size_t codes_len;     /* bytes held at codes: at least its cap rows */
+    size_t rr_len;        /* bytes held at rr (0: none) */
     float *scales;        /* int8: per-row dequantisation factor */
     uint64_t *ids;        /* slot -> id */
     uint8_t *dead;        /* slot -> tombstone flag */
@@ -123,6 +128,55 @@ static size_t round_up(size_t x, size_t m)
     return (x + m - 1) / m * m;
 }
 
+/* Row arrays: malloc'd below REGION_MIN bytes, regions from there. The
+ * kind follows from the size alone, so the length held says how to resize
+ * or free one. Contents up to the smaller size are kept; NULL: out of
+ * memory, p unchanged. */
+static void *rows_resize(void *p, size_t old_bytes, size_t new_bytes)
+{
+    int was_region = p != NULL && old_bytes >= REGION_MIN;
+    int is_region = new_bytes >= REGION_MIN;
+    if (was_region && is_region) {
+        return region_resize(p, old_bytes, new_bytes);
+    }
+    void *r = is_region ? region_resize(NULL, 0, new_bytes)
+                        : aligned_alloc(64, round_up(new_bytes, 64));
+    if (r == NULL) {
+        return NULL;
+    }
+    if (p != NULL) {
+        memcpy(r, p, old_bytes < new_bytes ? old_bytes : new_bytes);
+        if (was_region) {
+            region_free(p, old_bytes);
+        } else {
+            free(p);
+        }
+    }
+    return r;
+}
+
+static void rows_free(void *p, size_t bytes)
+{
+    if (bytes >= REGION_MIN) {
+        region_free(p, bytes);
+    } else {
+        free(p);
+    }
+}
+
+/* What a row array of bytes takes: a malloc chunk (aligned_alloc may
+ * leave up to 64 bytes in front), or whole pages. */
+static size_t rows_held(size_t bytes)
+{
+    if (bytes == 0) {
+        return 0;
+    }
+    if (bytes >= REGION_MIN) {
+        return round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
+    }
+    return sc_index_heap_bytes(round_up(bytes, 64) + 64);
+}
+
 static size_t codes_bytes(const flat *f, size_t rows)
 {
     return rows * f->stride * f->esize;
@@ -196,8 +250,8 @@ static int cand_cmp(const void *x, const void *y)
 
 static void flat_free(flat *f)
 {
-    region_free(f->codes, f->codes_len);
-    region_free(f->rr, f->rr_len);
+    rows_free(f->codes, f->codes_len);
+    rows_free(f->rr, f->rr_len);
     free(f->scales);
     free(f->ids);
     free(f->dead);
@@ -292,7 +346,7 @@ static sc_err grow(flat *f)
             return SC_ENOMEM;
         }
         f->scales = sc;
-        uint16_t *rr = region_resize(f->rr, f->rr_len, rr_bytes(f, ncap));
+        uint16_t *rr = rows_resize(f->rr, f->rr_len, rr_bytes(f, ncap));
         if (rr == NULL) {
             return SC_ENOMEM;
         }
@@ -301,13 +355,13 @@ static sc_err grow(flat *f)
     }
     /* codes last: cap only changes once every array has room. */
     unsigned char *codes =
-        region_resize(f->codes, f->codes_len, codes_bytes(f, ncap));
+        rows_resize(f->codes, f->codes_len, codes_bytes(f, ncap));
     if (codes == NULL) {
         if (f->storage == SC_STORAGE_I8) {
             /* Give rr's new half back (kept, when that fails: rr_len
              * says its size, so the next grow or close still fits it). */
             size_t want = rr_bytes(f, f->cap);
-            uint16_t *rr = region_resize(f->rr, f->rr_len, want);
+            uint16_t *rr = rows_resize(f->rr, f->rr_len, want);
             if (rr != NULL) {
                 f->rr = rr;
                 f->rr_len = want;
@@ -338,13 +392,13 @@ static void shrink(flat *f)
         ncap *= 2;
     }
     unsigned char *codes =
-        region_resize(f->codes, f->codes_len, codes_bytes(f, ncap));
+        rows_resize(f->codes, f->codes_len, codes_bytes(f, ncap));
     if (codes != NULL) {
         f->codes = codes;
         f->codes_len = codes_bytes(f, ncap);
     }
     if (f->storage == SC_STORAGE_I8) {
-        uint16_t *rr = region_resize(f->rr, f->rr_len, rr_bytes(f, ncap));
+        uint16_t *rr = rows_resize(f->rr, f->rr_len, rr_bytes(f, ncap));
         if (rr != NULL) {
             f->rr = rr;
             f->rr_len = rr_bytes(f, ncap);
@@ -534,6 +588,27 @@ static size_t flat_memory(const void *state)
     }
     b += f->map.cap * SC_IDMAP_SLOT_BYTES;
     return b;
+}
+
+/* What a flat index of one vector takes from the allocator beyond
+ * flat_vector_bytes: its struct, and its arrays rounded up to malloc
+ * chunks (the row 64-byte aligned), the id map at its first 4 slots. The
+ * arrays' rounding stays about this as the index grows (a region's last
+ * page is at most a quarter of its rows). */
+static size_t flat_fixed_bytes(const sc_index_params *p)
+{
+    size_t esize, stride, rrstride;
+    layout(p, &esize, &stride, &rrstride);
+    size_t b = sc_index_heap_bytes(sizeof(flat)) + rows_held(stride * esize) +
+               sc_index_heap_bytes(sizeof(uint64_t)) + sc_index_heap_bytes(1);
+    if (p->storage == SC_STORAGE_I8) {
+        b += rows_held(rrstride * sizeof(uint16_t)) +
+             sc_index_heap_bytes(sizeof(float));
+    }
+    sc_idmap m = {.cap = 4};
+    b += sc_idmap_footprint(&m);
+    size_t vb = flat_vector_bytes(p);
+    return b > vb ? b - vb : 0;
 }
 
 /* ---- search --------------------------------------------------------- */
@@ -916,5 +991,6 @@ const sc_index_backend sc_index_flat_backend = {
     .compact = flat_compact,
     .count = flat_count,
     .memory = flat_memory,
+    .fixed_bytes = flat_fixed_bytes,
     .vector_bytes = flat_vector_bytes,
 };

@@ -3,7 +3,11 @@
 
 #include <stdlib.h>
 
-#define MIN_CAP 64 /* slots of the first table, and the fewest */
+#include "index/index.h"
+
+/* Slots of the first table, and the fewest: two ids. Small, as each small
+ * scope of the cache has an index, and a table of its own. */
+#define MIN_CAP 4
 
 static uint64_t mix(uint64_t x)
 {
@@ -174,4 +178,14 @@ int sc_idmap_del(sc_idmap *m, uint64_t id)
     m->used[hole] = 0;
     m->count--;
     return 1;
+}
+
+size_t sc_idmap_footprint(const sc_idmap *m)
+{
+    if (m->cap == 0) {
+        return 0;
+    }
+    return sc_index_heap_bytes(m->cap * sizeof(*m->keys)) +
+           sc_index_heap_bytes(m->cap * sizeof(*m->vals)) +
+           sc_index_heap_bytes(m->cap);
 }

@@ -41,11 +41,14 @@ int sc_idmap_get(const sc_idmap *m, uint64_t id, uint32_t *slot);
 int sc_idmap_del(sc_idmap *m, uint64_t id);
 
 /* Gives memory back once ids have gone: when the load has fallen to 1/8 or
- * less, moves the ids into the smallest table (a power of two, 64 slots at
+ * less, moves the ids into the smallest table (a power of two, 4 slots at
  * least) that holds them at a load of 1/4 or less, so that the count must
  * double before a put grows it again. Ids keep their slot numbers (the
  * values); the table's own positions change. Out of memory leaves the map
  * as it was, larger than needed but correct. */
 void sc_idmap_shrink(sc_idmap *m);
+
+/* Bytes the table takes from malloc, chunk overheads included. */
+size_t sc_idmap_footprint(const sc_idmap *m);
 
 #endif

@@ -413,6 +413,25 @@ size_t sc_index_memory(sc_index *ix)
     return n;
 }
 
+size_t sc_index_heap_bytes(size_t n)
+{
+    if (n == 0) {
+        return 0;
+    }
+    size_t b = (n + 8 + 15) / 16 * 16;
+    return b < 32 ? 32 : b;
+}
+
+size_t sc_index_fixed_bytes(const sc_index_params *p)
+{
+    if (sc_index_vector_bytes(p) == 0) {
+        return 0;
+    }
+    const sc_index_backend *be = sc_index_backend_find(p->backend);
+    return sc_index_heap_bytes(sizeof(struct sc_index)) +
+           (be->fixed_bytes != NULL ? be->fixed_bytes(p) : 0);
+}
+
 size_t sc_index_vector_bytes(const sc_index_params *p)
 {
     if (p == NULL || p->dim < 1 || p->dim > SC_INDEX_MAX_DIM ||

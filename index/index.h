@@ -82,6 +82,8 @@ typedef struct sc_index_backend {
     sc_err (*compact)(void *state);
     size_t (*count)(const void *state);
     size_t (*memory)(const void *state);
+    /* Optional (NULL: 0): sc_index_fixed_bytes less the wrapper's own. */
+    size_t (*fixed_bytes)(const sc_index_params *p);
     /* What one live vector costs in an index opened with p (validated),
      * counted as memory counts it; NULL in a backend that is not built. */
     size_t (*vector_bytes)(const sc_index_params *p);
@@ -150,9 +152,9 @@ sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
 
 /* Reclaims tombstoned slots now (it also happens by itself as they pile up).
  * Flat: when the live vectors then fill a quarter of the slots or fewer,
- * slots and id map shrink to twice what they need (a power of two, 64 slots
- * at least) and the freed pages go back to the OS; sc_index_memory falls
- * with them. Ids never change. */
+ * slots and id map shrink to twice what they need (a power of two) and the
+ * freed pages go back to the OS; sc_index_memory falls with them. Ids never
+ * change. */
 sc_err sc_index_compact(sc_index *ix);
 
 /* IVF backends: trains now on the live vectors (waiting for a background
@@ -201,6 +203,18 @@ sc_err sc_index_load_training(sc_index *ix, const char *path);
 
 size_t sc_index_count(sc_index *ix);  /* live vectors */
 size_t sc_index_memory(sc_index *ix); /* bytes held for vectors and ids */
+
+/* What an index opened with p takes beyond what sc_index_vector_bytes
+ * counts for its vectors, while it is small: its structures and, for flat,
+ * its arrays rounded up to malloc chunks at one vector. Some hundreds of
+ * bytes, more than a small vector: many indexes of a few vectors each take
+ * mostly this. The cache counts it once for each scope's index. 0 for
+ * invalid p. */
+size_t sc_index_fixed_bytes(const sc_index_params *p);
+
+/* What malloc(n) takes from the heap, as glibc counts it: n and an 8-byte
+ * header rounded up to 16, at least 32 (0 for n = 0). */
+size_t sc_index_heap_bytes(size_t n);
 
 /* Bytes one live vector takes in an index opened with p: what
  * sc_index_memory counts for it once every slot is used. Flat: the row at

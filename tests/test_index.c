@@ -4,6 +4,7 @@
  * scans, and concurrent search with writers and with compactions that
  * shrink the index. Run once per SIMD tier (ctest sets SEMCACHE_SIMD);
  * exits 77 when the CPU lacks the tier asked for. */
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -726,6 +727,63 @@ static sc_index *filled_ix(sc_storage st, size_t n, size_t d, uint64_t seed,
     return ix;
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define HEAP_MEASURED 0 /* a sanitizer's allocator: mallinfo2 says nothing */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define HEAP_MEASURED 0
+#endif
+#endif
+#ifndef HEAP_MEASURED
+#define HEAP_MEASURED 1
+#endif
+
+/* Many indexes of one vector each (the cache's small scopes) cost what
+ * sc_index_vector_bytes and sc_index_fixed_bytes count for them, under
+ * 1 KiB more than the vector, not a first allocation of 64 slots and a
+ * page each: the heap they take (malloc, and mmap: VmRSS) within 1.25
+ * times that, each. */
+static void test_small_many(sc_storage st, uint32_t d)
+{
+#if HEAP_MEASURED
+    enum { N = 4000 };
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.dim = d;
+    p.storage = st;
+    const size_t each = sc_index_vector_bytes(&p) + sc_index_fixed_bytes(&p);
+    /* Its structures: some hundreds of bytes, not a page. */
+    CHECK(sc_index_fixed_bytes(&p) > sc_index_heap_bytes(sizeof(void *)));
+    CHECK(sc_index_fixed_bytes(&p) <= 1024);
+    float *v = random_vectors(1, d, 51 + d);
+    sc_index **ix = malloc(N * sizeof(*ix));
+    struct mallinfo2 m0 = mallinfo2();
+    const long rss0 = rss_kb();
+    for (size_t i = 0; i < N; i++) {
+        ix[i] = open_ix(d, st, 1);
+        CHECK_EQ_INT(sc_index_add(ix[i], i, v), SC_OK);
+    }
+    struct mallinfo2 m1 = mallinfo2();
+    const long rss1 = rss_kb();
+    double heap =
+               (double)(m1.uordblks + m1.hblkhd - m0.uordblks - m0.hblkhd) / N,
+           rss = (double)(rss1 - rss0) * 1024 / N;
+    printf("test_small_many %s dim %u: counted %zu, heap %.0f, VmRSS %.0f "
+           "bytes an index\n",
+           sc_storage_name(st), d, each, heap, rss);
+    CHECK(heap <= 1.25 * (double)each);
+    CHECK(rss0 == 0 || rss <= 1.25 * (double)each);
+    for (size_t i = 0; i < N; i++) {
+        sc_index_close(ix[i]);
+    }
+    free(ix);
+    free(v);
+#else
+    (void)st;
+    (void)d;
+#endif
+}
+
 /* An index that grew to n rows and fell to n / 200 gives its memory back
  * on compaction: slots and id map shrink to what 2x the live rows need
  * (a power of two, at least 64), the pages go back to the OS (VmRSS
@@ -935,6 +993,13 @@ int main(int argc, char **argv)
     }
     printf("test_index: kernels %s\n", k->name);
 
+    /* First: the heap has not yet grown, so VmRSS shows what they take. */
+    const sc_storage all[] = {SC_STORAGE_F32, SC_STORAGE_F16, SC_STORAGE_I8};
+    for (int s = 0; s < 3; s++) {
+        test_small_many(all[s], 16);
+        test_small_many(all[s], 100);
+        test_small_many(all[s], 384);
+    }
     test_validation();
     test_self_at_one();
     test_self_among_near_duplicates();
