@@ -92,6 +92,9 @@ typedef struct scope {
     size_t pins;    /* calls using the scope without holding ns->mu */
     void *stats;    /* the embedder's statistics of its texts, or NULL */
     uint64_t stats_bytes; /* their memory, as counted in the byte caps */
+    /* The scope itself and what its index takes beyond the vectors its
+     * entries count (sc_index_overhead), as counted in the byte caps. */
+    uint64_t own_bytes;
     size_t name_len;
     char name[]; /* NUL-terminated */
 } scope;
@@ -493,20 +496,43 @@ static scope *scope_find(const ns *s, const char *name, size_t len)
     return NULL;
 }
 
-/* ns->mu held, c->gmu not. Counts the scope's statistics at their memory
- * now (0: freed) in the namespace's and the cache's bytes, so that the
- * byte caps see them. */
-static void stats_bytes_set(ns *s, scope *sc, uint64_t now)
+/* ns->mu held, c->gmu not. Sets a count of the scope's (*field) to now,
+ * in the namespace's and the cache's bytes too, so that the byte caps see
+ * it. */
+static void scope_count_set(ns *s, uint64_t *field, uint64_t now)
 {
-    uint64_t old = sc->stats_bytes;
+    uint64_t old = *field;
     if (now == old) {
         return;
     }
-    sc->stats_bytes = now;
+    *field = now;
     s->bytes = s->bytes - old + now;
     pthread_mutex_lock(&s->cache->gmu);
     s->cache->bytes = s->cache->bytes - old + now;
     pthread_mutex_unlock(&s->cache->gmu);
+}
+
+/* ns->mu held, c->gmu not. Counts the scope's statistics at their memory
+ * now (0: freed). */
+static void stats_bytes_set(ns *s, scope *sc, uint64_t now)
+{
+    scope_count_set(s, &sc->stats_bytes, now);
+}
+
+/* ns->mu held, c->gmu not. Counts the scope's own memory, once it is
+ * made and whenever its index is made or closed: its struct and name, and
+ * its index's beyond the vectors its entries count (sc_index_fixed_bytes:
+ * structures, malloc chunks). With many small scopes that is most of
+ * what they take: some hundreds of bytes each, more than a small vector. */
+static void own_bytes_sync(ns *s, scope *sc)
+{
+    uint64_t b = sc_index_heap_bytes(sizeof(*sc) + sc->name_len + 1);
+    if (sc->ix != NULL) {
+        sc_index_params p;
+        index_params(s, sc_index_dim(sc->ix), &p);
+        b += sc_index_fixed_bytes(&p);
+    }
+    scope_count_set(s, &sc->own_bytes, b);
 }
 
 /* ns->mu held. Counts text in (delta 1) or out (-1) of the scope's
@@ -551,6 +577,7 @@ static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
         sc->name_len = len;
         sc->node.hash = sc_cache_hash64(name, len);
         sc_htab_insert(&s->scopes, &sc->node);
+        own_bytes_sync(s, sc);
     }
     sc->pins++;
     *out = sc;
@@ -618,6 +645,7 @@ static void scope_maybe_free(ns *s, scope *sc)
         s->stats_em->stats_free(s->stats_em->arg, sc->stats);
         stats_bytes_set(s, sc, 0);
     }
+    scope_count_set(s, &sc->own_bytes, 0);
     free(sc);
 }
 
@@ -936,7 +964,8 @@ static void ns_enforce_caps(sc_cache *c, ns *s)
 /* ns->mu held; e just stored in its scope (its text counted in), not yet
  * journaled; spare: the entry of its text it replaces, or NULL. Whether
  * the byte caps can keep e: everything else may go first (e is the most
- * recent), its scope's text statistics stay with it. Looked into only
+ * recent), its scope (own_bytes: over a cap with e, refused at once) and
+ * its text statistics stay with it. Looked into only
  * where e and the statistics as they are exceed a cap: first with new
  * statistics of its text alone (no larger than its scope's once the rest
  * went: over the cap, refused at once, without a walk of the namespace),
@@ -953,7 +982,12 @@ static sc_err fits_with_stats(const sc_cache *c, ns *s, entry *e, entry *spare)
     if (c->cfg.max_bytes != 0 && (cap == 0 || c->cfg.max_bytes < cap)) {
         cap = c->cfg.max_bytes;
     }
-    if (cap == 0 || sc->stats == NULL || e->bytes + sc->stats_bytes <= cap) {
+    /* e alone keeps its scope, and the scope's index once made. */
+    uint64_t own = e->bytes + sc->own_bytes;
+    if (cap != 0 && own > cap) {
+        return SC_ETOOBIG;
+    }
+    if (cap == 0 || sc->stats == NULL || own + sc->stats_bytes <= cap) {
         return SC_OK;
     }
     const sc_cache_embedder *em = s->stats_em;
@@ -963,7 +997,7 @@ static sc_err fits_with_stats(const sc_cache *c, ns *s, entry *e, entry *spare)
         bool over =
             (!e->in_stats || em->stats_count(em->arg, alone, e->text,
                                              e->text_len, e->prep, 1)) &&
-            e->bytes + em->stats_bytes(em->arg, alone) > cap;
+            own + em->stats_bytes(em->arg, alone) > cap;
         em->stats_free(em->arg, alone);
         if (over) {
             return SC_ETOOBIG;
@@ -980,14 +1014,14 @@ static sc_err fits_with_stats(const sc_cache *c, ns *s, entry *e, entry *spare)
     if (spare != NULL && spare->in_stats) {
         (void)em->stats_count(em->arg, copy, spare->text, spare->text_len,
                               spare->prep, -1);
-        fits = e->bytes + em->stats_bytes(em->arg, copy) <= cap;
+        fits = own + em->stats_bytes(em->arg, copy) <= cap;
     }
     for (lnode *n = s->lru.prev; !fits && n != &s->lru; n = n->prev) {
         entry *m = CONTAINER(n, entry, lru);
         if (m->sc == sc && m != e && m != spare && m->in_stats) {
             (void)em->stats_count(em->arg, copy, m->text, m->text_len, m->prep,
                                   -1);
-            fits = e->bytes + em->stats_bytes(em->arg, copy) <= cap;
+            fits = own + em->stats_bytes(em->arg, copy) <= cap;
         }
     }
     em->stats_free(em->arg, copy);
@@ -1789,6 +1823,7 @@ sc_err sc_cache_restore_training(sc_cache *c, const char *nsname,
             rc = sc_index_load_training(sc->ix, path);
         }
         if (sc != NULL) {
+            own_bytes_sync(s, sc);
             /* Kept while empty: its entries follow. One that gets none
              * (they all expired) goes in sc_cache_enforce_caps. */
             sc->pins--;
@@ -2201,6 +2236,9 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             goto fail_scope;
         }
         e->in_index = true;
+        if (made_ix) {
+            own_bytes_sync(s, sc);
+        }
         if (!s->had_vector) {
             s->had_vector = true;
             s->cfg.dim = dim;
@@ -2296,6 +2334,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             if (made_ix && sc->ix != NULL) {
                 sc_index_close(sc->ix);
                 sc->ix = NULL;
+                own_bytes_sync(s, sc);
             }
             s->had_vector = had0;
             s->model_fixed = fixed0;

@@ -40,8 +40,10 @@
 #define MT_MAXID   (MT_THREADS * MT_OPS + 16)
 
 /* Bytes an entry is charged: K + text_len + response_len, where K depends
- * on whether it has a vector (calibrate() measures both). */
-static uint64_t k_novec, k_vec;
+ * on whether it has a vector; and a scope (of a 1-byte name) while it has
+ * entries: k_scope, and k_ix more once a vector made its index (calibrate()
+ * measures them all). */
+static uint64_t k_novec, k_vec, k_scope, k_ix;
 
 static uint64_t fake_clock(void *arg)
 {
@@ -94,6 +96,7 @@ static struct {
     ment M[MODEL_MAXE];
     int nm;
     mns NS[MODEL_NNS];
+    bool ix[MODEL_NNS][2]; /* the scope's index was made (while it lives) */
     uint64_t gmax_entries, gmax_bytes, seqc;
     uint64_t seed;
     long op;
@@ -143,6 +146,32 @@ static void mremove(ment *e, uint64_t *counter)
     (*counter)++;
 }
 
+/* The live entries of (ns, scope); a scope that has none is gone, with its
+ * index. */
+static int scope_live(int ns, int scope)
+{
+    int n = 0;
+    for (int i = 0; i < w.nm; i++) {
+        n += w.M[i].live && w.M[i].ns == ns && w.M[i].scope == scope;
+    }
+    if (n == 0) {
+        w.ix[ns][scope] = false;
+    }
+    return n;
+}
+
+/* What the namespace counts: its entries and its live scopes. */
+static uint64_t ns_bytes(int ns)
+{
+    uint64_t b = w.NS[ns].bytes;
+    for (int sc = 0; sc < 2; sc++) {
+        if (scope_live(ns, sc) > 0) {
+            b += k_scope + (w.ix[ns][sc] ? k_ix : 0);
+        }
+    }
+    return b;
+}
+
 static uint64_t gentries(void)
 {
     uint64_t n = 0;
@@ -156,7 +185,7 @@ static uint64_t gbytes(void)
 {
     uint64_t n = 0;
     for (int i = 0; i < MODEL_NNS; i++) {
-        n += w.NS[i].bytes;
+        n += ns_bytes(i);
     }
     return n;
 }
@@ -179,7 +208,7 @@ static void m_ns_caps(int ns)
 {
     mns *s = &w.NS[ns];
     while ((s->max_entries != 0 && s->entries > s->max_entries) ||
-           (s->max_bytes != 0 && s->bytes > s->max_bytes)) {
+           (s->max_bytes != 0 && ns_bytes(ns) > s->max_bytes)) {
         ment *t = lru_tail(ns);
         if (t == NULL) {
             break;
@@ -289,8 +318,11 @@ static void do_insert(void)
     }
     uint64_t b = (vec >= 0 ? k_vec : k_novec) + it.text_len + it.response_len;
     mns *s = &w.NS[ns];
-    if ((s->max_bytes != 0 && b > s->max_bytes) ||
-        (w.gmax_bytes != 0 && b > w.gmax_bytes)) {
+    /* Alone it keeps its scope, and the scope's index once made. */
+    bool ix = vec >= 0 || (scope_live(ns, scope) > 0 && w.ix[ns][scope]);
+    uint64_t alone = b + k_scope + (ix ? k_ix : 0);
+    if ((s->max_bytes != 0 && alone > s->max_bytes) ||
+        (w.gmax_bytes != 0 && alone > w.gmax_bytes)) {
         if (rc != SC_ETOOBIG) {
             mismatch("insert over a byte cap: rc %d", rc);
         }
@@ -323,6 +355,7 @@ static void do_insert(void)
     s->entries++;
     s->bytes += b;
     s->inserts++;
+    w.ix[ns][scope] = ix;
     if (keyed) {
         /* the same text in the same scope replaces the older entry */
         for (int i = 0; i < w.nm - 1; i++) {
@@ -698,7 +731,7 @@ static void check_all(void)
         se += st.entries;
         sb += st.bytes;
         EQ(entries, s->entries);
-        EQ(bytes, s->bytes);
+        EQ(bytes, ns_bytes(ns));
         EQ(quarantined, s->quarantined);
         EQ(lookups, s->lookups);
         EQ(exact_hits, s->exact);
@@ -814,23 +847,35 @@ static void calibrate(void)
     CHECK_EQ_INT(sc_cache_ns_create(t, "a", &nc), SC_OK);
     sc_cache_item it;
     memset(&it, 0, sizeof(it));
+    /* Two entries of 5 bytes (text and response) in a scope "y": the
+     * second costs its K, the first its scope's bytes too. */
+    it.scope = "y";
     it.text = "abc";
     it.text_len = 3;
     it.response = "r0";
     it.response_len = 2;
-    CHECK_EQ_INT(sc_cache_insert(t, "a", &it, NULL), SC_OK);
     sc_cache_stats st;
-    sc_cache_stats_get(t, "a", &st);
-    k_novec = st.bytes - 5;
+    uint64_t b[5] = {0};
+    const char *texts[4] = {"abc", "abd", "abe", "abf"};
     float v[D];
     basis(v, 0);
-    it.vec = v;
-    it.dim = D;
-    it.scope = "z";
-    CHECK_EQ_INT(sc_cache_insert(t, "a", &it, NULL), SC_OK);
-    sc_cache_stats_get(t, "a", &st);
-    k_vec = st.bytes - 10 - k_novec;
+    for (int i = 0; i < 4; i++) {
+        if (i == 2) { /* then two with a vector in a scope "z" */
+            it.vec = v;
+            it.dim = D;
+            it.scope = "z";
+        }
+        it.text = texts[i];
+        CHECK_EQ_INT(sc_cache_insert(t, "a", &it, NULL), SC_OK);
+        sc_cache_stats_get(t, "a", &st);
+        b[i + 1] = st.bytes;
+    }
+    k_novec = b[2] - b[1] - 5;
+    k_scope = b[1] - k_novec - 5;
+    k_vec = b[4] - b[3] - 5;
+    k_ix = b[3] - b[2] - k_vec - 5 - k_scope;
     CHECK(k_vec > k_novec);
+    CHECK(k_scope > 0 && k_ix > 0);
     sc_cache_close(t);
 }
 
@@ -953,6 +998,7 @@ static void *mt_worker(void *p)
 
 typedef struct mt_count {
     uint64_t n[MT_NNS], b[MT_NNS];
+    bool scope[MT_NNS][3]; /* has an entry: counts its scope's bytes */
     int unknown;
 } mt_count;
 
@@ -965,6 +1011,11 @@ static int mt_visit(const sc_cache_entry_info *e, void *arg)
         return 0;
     }
     x->n[ns]++;
+    if (e->scope != NULL && e->scope[0] >= 'x' && e->scope[0] <= 'z') {
+        x->scope[ns][e->scope[0] - 'x'] = true;
+    } else {
+        x->unknown++;
+    }
     x->b[ns] +=
         (mt.kind[e->id] == 1 ? k_vec : k_novec) + e->text_len + e->response_len;
     return 0;
@@ -1025,7 +1076,14 @@ static void run_threads(uint64_t seed, bool drop)
         te += st.entries;
         tb += st.bytes;
         CHECK_EQ_INT(st.entries, x.n[i]);
-        CHECK_EQ_INT(st.bytes, x.b[i]);
+        /* Each live scope: k_scope, and k_ix once a vector made its index
+         * (which one did is not known here). */
+        uint64_t sb = 0;
+        for (int k = 0; k < 3; k++) {
+            sb += x.scope[i][k] ? k_scope : 0;
+        }
+        CHECK(st.bytes >= x.b[i] + sb);
+        CHECK(st.bytes <= x.b[i] + sb + (sb / k_scope) * k_ix);
         CHECK_EQ_INT(st.entries, st.inserts - st.replaced - st.deletes -
                                      st.expirations - st.evictions -
                                      st.flushed);
