@@ -1085,9 +1085,9 @@ static long rss_kb_now(void)
  * entry's, so the bytes bound what they take. Exactly: a vector entry in
  * a scope of its own counts the scope's and the index's fixed bytes more
  * than in a scope that has them. And measured: filling a namespace capped
- * at 1 MiB with such scopes, the heap (malloc's and mmap'd pages: VmRSS)
- * grows by at most 1.25 times the cap (once 4 KiB and 64 slots a scope,
- * counted as one). */
+ * at 1 MiB with such scopes, the heap grows by at most 1.25 times the
+ * cap, VmRSS by 2 times (once 4 KiB and 64 slots a scope, counted as
+ * one). */
 static void test_bytes_small_scopes(void)
 {
     const uint32_t dims[] = {16, 100, 384};
@@ -1162,7 +1162,10 @@ static void test_bytes_small_scopes(void)
                d, (unsigned long long)st.entries, (unsigned long long)st.bytes,
                heap, rss);
         CHECK(heap <= 1.25 * (double)st.bytes);
-        CHECK(rss0 == 0 || rss <= 1.25 * (double)st.bytes);
+        /* VmRSS also holds what eviction's churn freed and malloc kept
+         * (1.5x seen at dim 16 after the other tests): a looser bound than
+         * the heap's; uncounted scopes took 3 to 15 times the count. */
+        CHECK(rss0 == 0 || rss <= 2 * (double)st.bytes);
         sc_cache_close(c);
 #endif
         free(v);

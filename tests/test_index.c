@@ -741,8 +741,8 @@ static sc_index *filled_ix(sc_storage st, size_t n, size_t d, uint64_t seed,
 /* Many indexes of one vector each (the cache's small scopes) cost what
  * sc_index_vector_bytes and sc_index_fixed_bytes count for them, under
  * 1 KiB more than the vector, not a first allocation of 64 slots and a
- * page each: the heap they take (malloc, and mmap: VmRSS) within 1.25
- * times that, each. */
+ * page each: the heap they take within 1.25 times that, each (VmRSS
+ * within 2 times). */
 static void test_small_many(sc_storage st, uint32_t d)
 {
 #if HEAP_MEASURED
@@ -772,7 +772,10 @@ static void test_small_many(sc_storage st, uint32_t d)
            "bytes an index\n",
            sc_storage_name(st), d, each, heap, rss);
     CHECK(heap <= 1.25 * (double)each);
-    CHECK(rss0 == 0 || rss <= 1.25 * (double)each);
+    /* Pages also hold what earlier tests freed and malloc kept: VmRSS
+     * gets a looser bound than the heap (the old first allocations took
+     * 7 to 14 times the count). */
+    CHECK(rss0 == 0 || rss <= 2 * (double)each);
     for (size_t i = 0; i < N; i++) {
         sc_index_close(ix[i]);
     }
