@@ -633,10 +633,21 @@ static void cache_unlock(sc_cache *c)
     }
 }
 
-/* ns->mu held. A scope with no entries and no pins goes, index and all. */
+/* ns->mu held. A scope with no entries and no pins goes, index and all;
+ * one whose entries hold no vector (quarantined ones, texts alone) loses
+ * its index, as a restart would not make one for it: its memory and count
+ * are then the same after a restart as before. */
 static void scope_maybe_free(ns *s, scope *sc)
 {
-    if (sc->entries > 0 || sc->pins > 0) {
+    if (sc->pins > 0) {
+        return;
+    }
+    if (sc->entries > 0) {
+        if (sc->ix != NULL && sc_index_count(sc->ix) == 0) {
+            close_later(sc->ix);
+            sc->ix = NULL;
+            own_bytes_sync(s, sc);
+        }
         return;
     }
     sc_htab_remove(&s->scopes, &sc->node);
@@ -885,6 +896,7 @@ static void quarantine_entry(sc_cache *c, ns *s, entry *e)
     pthread_mutex_unlock(&c->gmu);
     e->quarantined = true;
     s->quarantined++;
+    scope_maybe_free(s, e->sc);
 }
 
 /* Frees e, unlinked from everything. */

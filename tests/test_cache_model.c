@@ -41,8 +41,8 @@
 
 /* Bytes an entry is charged: K + text_len + response_len, where K depends
  * on whether it has a vector; and a scope (of a 1-byte name) while it has
- * entries: k_scope, and k_ix more once a vector made its index (calibrate()
- * measures them all). */
+ * entries: k_scope, and k_ix more while an entry's vector is in its index
+ * (calibrate() measures them all). */
 static uint64_t k_novec, k_vec, k_scope, k_ix;
 
 static uint64_t fake_clock(void *arg)
@@ -96,7 +96,6 @@ static struct {
     ment M[MODEL_MAXE];
     int nm;
     mns NS[MODEL_NNS];
-    bool ix[MODEL_NNS][2]; /* the scope's index was made (while it lives) */
     uint64_t gmax_entries, gmax_bytes, seqc;
     uint64_t seed;
     long op;
@@ -154,10 +153,21 @@ static int scope_live(int ns, int scope)
     for (int i = 0; i < w.nm; i++) {
         n += w.M[i].live && w.M[i].ns == ns && w.M[i].scope == scope;
     }
-    if (n == 0) {
-        w.ix[ns][scope] = false;
-    }
     return n;
+}
+
+/* Whether (ns, scope) has an index: while a live entry's vector is in it
+ * (a quarantined entry's is not); the last one to go takes it along. */
+static bool scope_ix(int ns, int scope)
+{
+    for (int i = 0; i < w.nm; i++) {
+        const ment *e = &w.M[i];
+        if (e->live && !e->quar && e->vec >= 0 && e->ns == ns &&
+            e->scope == scope) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* What the namespace counts: its entries and its live scopes. */
@@ -166,7 +176,7 @@ static uint64_t ns_bytes(int ns)
     uint64_t b = w.NS[ns].bytes;
     for (int sc = 0; sc < 2; sc++) {
         if (scope_live(ns, sc) > 0) {
-            b += k_scope + (w.ix[ns][sc] ? k_ix : 0);
+            b += k_scope + (scope_ix(ns, sc) ? k_ix : 0);
         }
     }
     return b;
@@ -318,8 +328,8 @@ static void do_insert(void)
     }
     uint64_t b = (vec >= 0 ? k_vec : k_novec) + it.text_len + it.response_len;
     mns *s = &w.NS[ns];
-    /* Alone it keeps its scope, and the scope's index once made. */
-    bool ix = vec >= 0 || (scope_live(ns, scope) > 0 && w.ix[ns][scope]);
+    /* Alone it keeps its scope, and the scope's index as it is now. */
+    bool ix = vec >= 0 || scope_ix(ns, scope);
     uint64_t alone = b + k_scope + (ix ? k_ix : 0);
     if ((s->max_bytes != 0 && alone > s->max_bytes) ||
         (w.gmax_bytes != 0 && alone > w.gmax_bytes)) {
@@ -355,7 +365,6 @@ static void do_insert(void)
     s->entries++;
     s->bytes += b;
     s->inserts++;
-    w.ix[ns][scope] = ix;
     if (keyed) {
         /* the same text in the same scope replaces the older entry */
         for (int i = 0; i < w.nm - 1; i++) {
