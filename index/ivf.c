@@ -898,6 +898,12 @@ static size_t first_kc(const ivf *v, unsigned k, size_t total)
     return kc > total ? total : kc;
 }
 
+/* Live candidates re-scored exactly: rerank, at least k. */
+static size_t rerank_n(const ivf *v, unsigned k)
+{
+    return v->rerank > k ? v->rerank : k;
+}
+
 /* The most candidates one query may ask of FAISS: enough to get past
  * every tombstone FAISS still holds (all are in pend: removals reach FAISS
  * in batches, and none while a training runs), so that tombstones never
@@ -905,20 +911,23 @@ static size_t first_kc(const ivf *v, unsigned k, size_t total)
  * the index holds. */
 static size_t cand_limit(const ivf *v, unsigned k, size_t total)
 {
-    size_t lim = v->pend.n + k > MAX_CAND ? v->pend.n + k : MAX_CAND;
+    size_t want = rerank_n(v, k);
+    size_t lim = v->pend.n + want > MAX_CAND ? v->pend.n + want : MAX_CAND;
     return lim > total ? total : lim;
 }
 
-/* Re-scores FAISS's kc candidates lab[0..kc) of q exactly into top[0..*nt).
- * Returns 1 when tombstones crowded the live ones out and more candidates
- * (up to lim, cand_limit) should be asked for. */
+/* Re-scores exactly into top[0..*nt) the first rerank_n live candidates of
+ * FAISS's kc, lab[0..kc) (best first), as if the tombstones among them were
+ * not there: a deleted vector changes no answer (nor does a restart, which
+ * leaves them behind). Returns 1 when tombstones left fewer live ones than
+ * that and more candidates (up to lim, cand_limit) should be asked for. */
 static int rescore(const ivf *v, const float *q, const idx_t *lab, size_t kc,
                    size_t lim, unsigned k, float threshold, cand *top,
                    unsigned *nt)
 {
-    size_t dead = 0, got = 0;
+    size_t dead = 0, got = 0, want = rerank_n(v, k);
     *nt = 0;
-    for (size_t i = 0; i < kc; i++) {
+    for (size_t i = 0; i < kc && got - dead < want; i++) {
         if (lab[i] < 0) {
             break;
         }
@@ -939,7 +948,7 @@ static int rescore(const ivf *v, const float *q, const idx_t *lab, size_t kc,
             top_push(top, nt, k, e, s);
         }
     }
-    return !(dead == 0 || got - dead >= k || got < kc || kc >= lim);
+    return !(dead == 0 || got - dead >= want || got < kc || kc >= lim);
 }
 
 static size_t grow_kc(size_t kc, size_t lim)
