@@ -9,10 +9,19 @@
  * (docs/PERSISTENCE.md, "What is kept"): every entry and its fields, each
  * namespace's settings, the next id, the stats kept, the ledger (clean
  * stop), the same answer to probe lookups and the same LRU order.
- * Fixed seeds; more with test_restore_model SEEDS [FIRST]. */
+ * Built with FAISS, a quarter as many seeds again with "v" ivf-flat and
+ * "w" ivf-sq8 (small train_min: trained, retrained, trained after drops,
+ * caps and deletes, before and after compactions, snap.G.ivf.K kept),
+ * compared as compare_trained and compare_lookups say.
+ * Fixed seeds; more with test_restore_model SEEDS [FIRST] [ivf] (ivf: the
+ * IVF seeds only); RESTORE_TRACE=1 each change, RESTORE_LOG=1 the
+ * persister's lines, on stderr. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +32,7 @@
 #include "cache/cache.h"
 #include "cache/ledger.h"
 #include "cache/persist.h"
+#include "index/index.h"
 #include "test_util.h"
 #include "tests/fz_model.h"
 
@@ -58,6 +68,7 @@ static struct {
     int nids;
     bool trace; /* RESTORE_TRACE=1: each change on stderr */
     bool gcaps; /* this seed's caches have overall caps */
+    bool ivf;   /* "v" and "w" are ivf-flat and ivf-sq8 (FAISS builds) */
     int hook_ops;
     int fails;
 } w;
@@ -68,7 +79,64 @@ static int printed;
  * the generator no longer reaches what the comparison checks. */
 static struct {
     uint64_t compared, hit, quar, slid, hook_ops, lapsed, probes_hit;
+    /* IVF seeds: trainings started (first ones and retrainings, live and
+     * at restarts), live ones of a scope trained already, scopes trained
+     * at a stop, IVF probes compared */
+    uint64_t trainings, retrained, trained, ivf_probes;
 } seen;
+
+/* The training hook's count. */
+static atomic_uint trainings;
+
+#ifdef SEMCACHE_HAVE_FAISS
+static void count_training(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&trainings, 1);
+}
+#endif
+
+/* The threads the cache's code started (linked with --wrap=pthread_create,
+ * tests/CMakeLists.txt) that have not returned yet: the persister's, and
+ * an IVF training's from its start (before its hook runs) to its end. */
+static atomic_int threads_running;
+
+int __real_pthread_create(pthread_t *th, const pthread_attr_t *attr,
+                          void *(*fn)(void *), void *arg);
+int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr,
+                          void *(*fn)(void *), void *arg);
+
+typedef struct tramp {
+    void *(*fn)(void *);
+    void *arg;
+} tramp;
+
+static void *tramp_main(void *p)
+{
+    tramp t = *(tramp *)p;
+    free(p);
+    void *r = t.fn(t.arg);
+    atomic_fetch_sub(&threads_running, 1);
+    return r;
+}
+
+int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr,
+                          void *(*fn)(void *), void *arg)
+{
+    tramp *t = malloc(sizeof(*t));
+    if (t == NULL) {
+        return EAGAIN;
+    }
+    t->fn = fn;
+    t->arg = arg;
+    atomic_fetch_add(&threads_running, 1);
+    int rc = __real_pthread_create(th, attr, tramp_main, t);
+    if (rc != 0) {
+        atomic_fetch_sub(&threads_running, 1);
+        free(t);
+    }
+    return rc;
+}
 
 static void bad(const char *fmt, ...)
 {
@@ -106,7 +174,9 @@ static uint64_t fake_clock(void *arg)
 static void quiet(void *arg, const char *line)
 {
     (void)arg;
-    (void)line;
+    if (getenv("RESTORE_LOG") != NULL) {
+        fprintf(stderr, "  log: %s\n", line);
+    }
 }
 
 /* The live cache's journal: the persister's until the stop, then none, so
@@ -149,8 +219,8 @@ static sc_err open_world(const char *dir, sc_cache **c, sc_persist **p,
     if (w.gcaps) {
         /* overall caps, which evict across namespaces (not persisted:
          * both caches are given them) */
-        cc.max_entries = 12;
-        cc.max_bytes = 9000;
+        cc.max_entries = w.ivf ? 300 : 12;
+        cc.max_bytes = w.ivf ? 300000 : 9000;
     }
     CHECK(sc_cache_open(&cc, c) == SC_OK);
     sc_err rc = sc_persist_load(*p, *c, *l, NULL, msg, sizeof(msg));
@@ -181,13 +251,36 @@ static uint32_t ns_dim(int ns)
     return cfg.dim;
 }
 
+/* An IVF seed's "v" (ivf-flat) or "w" (ivf-sq8): f32, small training
+ * thresholds so that trainings and retrainings (auto nlist: at 4x the
+ * vectors of the last one) happen within a seed. */
+static void ivf_cfg(int ns, sc_ns_config *cfg)
+{
+    cfg->dim = rn(4) == 0 ? 0 : 8;
+    cfg->storage = SC_STORAGE_F32;
+    snprintf(cfg->backend, sizeof(cfg->backend), "%s",
+             ns == 1 ? "ivf-flat" : "ivf-sq8");
+    cfg->nlist = rn(3) == 0 ? 1 + rn(2) : 0;
+    cfg->train_min = 39 + rn(30);
+}
+
+static bool ivf_ns(int ns)
+{
+    return w.ivf && ns != 0;
+}
+
 static void do_insert(int ns)
 {
     float v[FZ_DIM];
     sc_cache_item it;
     memset(&it, 0, sizeof(it));
     it.scope = scopes[rn(3)];
-    bool text = rn(4) != 0;
+    if (ivf_ns(ns) && rn(6) != 0) {
+        it.scope = ""; /* one big index per namespace, to train */
+    }
+    /* (the same text in the same scope replaces: IVF seeds add vectors
+     * without text mostly, so that the index grows) */
+    bool text = ivf_ns(ns) ? rn(6) == 0 : rn(4) != 0;
     if (text) {
         it.text = texts[rn(8)];
         it.text_len = strlen(it.text);
@@ -200,10 +293,10 @@ static void do_insert(int ns)
             it.dim = FZ_DIM;
             it.embed_model = "fz@2";
         }
-    } else if (ns == 1 || rn(2) == 0) {
+    } else if (ns == 1 || ivf_ns(ns) || rn(2) == 0) {
         uint32_t d = ns_dim(ns);
         if (d == 0) {
-            d = 4 + 4 * rn(2);
+            d = ivf_ns(ns) ? 8 : 4 + 4 * rn(2);
         }
         if (!text || rn(3) != 0) {
             rvec(v, d);
@@ -222,7 +315,7 @@ static void do_insert(int ns)
         it.input_tokens = rn(100);
         it.output_tokens = rn(100);
     }
-    switch (rn(4)) {
+    switch (ivf_ns(ns) && rn(3) != 0 ? 2 : rn(4)) {
     case 0:
         it.ttl_ms = 1000 + rn(20000);
         break;
@@ -234,6 +327,17 @@ static void do_insert(int ns)
     }
     uint64_t id = 0;
     sc_err rc = sc_cache_insert(w.c, nsname[ns], &it, &id);
+    if (rc == SC_ENONS && ivf_ns(ns)) {
+        sc_ns_config cfg;
+        sc_cache_ns_config_init(&cfg);
+        ivf_cfg(ns, &cfg);
+        rc = sc_cache_ns_create(w.c, nsname[ns], &cfg);
+        TRACE("(made %s %s dim %u nlist %u train_min %u: %s)\n", nsname[ns],
+              cfg.backend, cfg.dim, cfg.nlist, cfg.train_min, sc_strerror(rc));
+        if (rc == SC_OK) {
+            rc = sc_cache_insert(w.c, nsname[ns], &it, &id);
+        }
+    }
     if (rc == SC_ENONS) {
         /* as the server does: made for the insert, dropped if it fails */
         uint64_t serial = 0;
@@ -325,16 +429,20 @@ static void do_configure(int ns)
         cfg.vote = (int)rn(3) - 1;
         break;
     case 5:
-        cfg.ttl_ms = rn(2) ? 0 : 1000 + rn(20000);
+        cfg.ttl_ms = rn(ivf_ns(ns) ? 4 : 2) ? 0 : 1000 + rn(20000);
         break;
     case 6:
         cfg.ttl_mode = (sc_ttl_mode)rn(2);
         break;
     case 7:
-        cfg.max_entries = rn(2) ? 0 : 4 + rn(30);
+        cfg.max_entries = rn(ivf_ns(ns) ? 4 : 2) ? 0
+                          : ivf_ns(ns)           ? 20 + rn(100)
+                                                 : 4 + rn(30);
         break;
     case 8:
-        cfg.max_bytes = rn(2) ? 0 : 4000 + rn(20000);
+        cfg.max_bytes = rn(ivf_ns(ns) ? 4 : 2) ? 0
+                        : ivf_ns(ns)           ? 10000 + rn(60000)
+                                               : 4000 + rn(20000);
         break;
     default:
         cfg.max_response_bytes = 8 + rn(64);
@@ -351,6 +459,9 @@ static void do_configure(int ns)
                  cfg.storage == SC_STORAGE_F32 && rn(2) ? "auto" : "flat");
         cfg.nlist = rn(8);
         cfg.train_min = rn(2) ? 0 : 100 + rn(100);
+        if (ivf_ns(ns)) {
+            ivf_cfg(ns, &cfg);
+        }
     }
     sc_err rc = sc_cache_ns_configure(w.c, nsname[ns], &cfg);
     TRACE("configure %s thr %g margin %g auto %d/%d vote %d ttl %llu mode %d "
@@ -373,13 +484,15 @@ static void do_remake(int ns)
     }
     sc_ns_config cfg;
     sc_cache_ns_config_init(&cfg);
-    if (ns != 0) {
+    if (ivf_ns(ns)) {
+        ivf_cfg(ns, &cfg);
+    } else if (ns != 0) {
         cfg.dim = rn(3) == 0 ? 0 : 4 + 4 * rn(2);
         cfg.storage = (sc_storage)rn(3);
     }
     cfg.ttl_ms = rn(2) ? 0 : 1000 + rn(20000);
     cfg.ttl_mode = (sc_ttl_mode)rn(2);
-    cfg.max_entries = rn(2) ? 0 : 4 + rn(30);
+    cfg.max_entries = rn(2) ? 0 : ivf_ns(ns) ? 20 + rn(100) : 4 + rn(30);
     cfg.threshold = 0.6f + (float)rn(30) / 100.0f;
     rc = sc_cache_ns_create(w.c, nsname[ns], &cfg);
     TRACE("remake %s dim %u storage %d ttl %llu mode %d maxe %llu thr %g: "
@@ -390,6 +503,35 @@ static void do_remake(int ns)
 }
 
 static void random_op(bool may_compact);
+
+/* IVF trainings run on a thread of their own: one started is waited for
+ * before the next change (every thread but the persister's returned), so
+ * that what a snapshot holds does not depend on the machine's speed. */
+static unsigned settled;
+static size_t trained_was; /* the live cache's trained scopes, last time */
+
+static void settle(bool live)
+{
+    for (int i = 0; atomic_load(&threads_running) > 1; i++) {
+        if (i == 100000) {
+            bad("a training still running after 10 s");
+            break;
+        }
+        usleep(100);
+    }
+    unsigned t = atomic_load(&trainings);
+    size_t now = live ? sc_cache_trained_scopes(w.c, NULL) : 0;
+    if (live && t != settled && now <= trained_was) {
+        seen.retrained++; /* (no drop between two changes) */
+    }
+    trained_was = now;
+    if (t != settled) {
+        settled = t;
+        TRACE("(%u trainings started; trained scopes: v %zu w %zu)\n", t,
+              sc_cache_trained_scopes(w.c, "v"),
+              sc_cache_trained_scopes(w.c, "w"));
+    }
+}
 
 static void snap_hook(void *arg, const char *ns)
 {
@@ -407,8 +549,12 @@ static void snap_hook(void *arg, const char *ns)
 
 static void random_op(bool may_compact)
 {
-    int ns = (int)rn(NNS);
+    /* IVF seeds: "v" and "w" three times as often, to train */
+    int ns = w.ivf ? (int)(rn(7) + 2) / 3 : (int)rn(NNS);
     unsigned k = rn(100);
+    if (w.ivf && rn(3) == 0) {
+        k = 0; /* more inserts: past 4x the last training's vectors */
+    }
     if (k < 35) {
         do_insert(ns);
     } else if (k < 60) {
@@ -428,7 +574,7 @@ static void random_op(bool may_compact)
                   sc_strerror(rc));
         }
     } else if (k < 72) {
-        if (rn(3) == 0) {
+        if (rn(w.ivf ? 12 : 3) == 0) {
             const char *f = rn(4) ? nsname[ns] : NULL;
             sc_err rc = sc_cache_flush(w.c, f);
             TRACE("flush %s: %s\n", f != NULL ? f : "(all)", sc_strerror(rc));
@@ -436,7 +582,7 @@ static void random_op(bool may_compact)
     } else if (k < 82) {
         do_configure(ns);
     } else if (k < 84) {
-        if (rn(2) == 0) {
+        if (rn(w.ivf ? 8 : 2) == 0) {
             do_remake(ns);
         }
     } else if (k < 94) {
@@ -743,6 +889,25 @@ static void compare_ns(sc_cache *r)
     }
 }
 
+/* IVF: a snapshot keeps each trained index's training, and a restore from
+ * it takes it (docs/PERSISTENCE.md, "IVF indexes"): after a stop with a
+ * snapshot (no training in flight), the same scopes are trained, and none
+ * trains at the restart (run_seed). After a replay of the log past the
+ * last snapshot, the restored cache trains where it reaches the thresholds
+ * again, maybe not yet. */
+static void compare_trained(sc_cache *r, bool snap_stop)
+{
+    for (int i = 1; i < NNS; i++) {
+        size_t a = sc_cache_trained_scopes(w.c, nsname[i]);
+        size_t b = sc_cache_trained_scopes(r, nsname[i]);
+        seen.trained += a;
+        if (snap_stop && a != b) {
+            bad("ns %s: %zu scopes trained live, %zu restored", nsname[i], a,
+                b);
+        }
+    }
+}
+
 /* The ledger as text, its rows sorted. */
 typedef struct lines {
     char *v[512];
@@ -827,9 +992,35 @@ static void compare_ledger(sc_ledger *a, sc_ledger *b)
     }
 }
 
-/* The same probes on both: the same id served, the same miss reason. */
-static void compare_lookups(sc_cache *r)
+/* Whether an IVF namespace's searches are exact over FAISS's candidates
+ * whatever its training: ivf-flat (FAISS's scores are the exact ones)
+ * probing every list (nlist 0 is about sqrt(N), at most 16 below the 663
+ * vectors a scope these seeds never reach; nprobe 0 is 16). */
+static bool ivf_exact(int ns)
 {
+    sc_ns_config cfg;
+    if (sc_cache_ns_get_config(w.c, nsname[ns], &cfg) != SC_OK) {
+        return true;
+    }
+    uint32_t nprobe = cfg.nprobe != 0 ? cfg.nprobe : 16;
+    uint32_t nlist = cfg.nlist != 0 ? cfg.nlist : 16;
+    return strcmp(cfg.backend, "ivf-flat") == 0 && nprobe >= nlist;
+}
+
+/* The same probes on both: the same id served, the same miss reason. IVF
+ * namespaces: after a stop with a snapshot, the restored index has the
+ * live one's training and live vectors, so the same answers (deleted
+ * vectors the live FAISS index still holds change none); after a replay
+ * past the last snapshot, its training may have been made at another
+ * point, on another sample (docs/PERSISTENCE.md, "IVF indexes": trained
+ * again as the first time), and approximate answers may rightly differ:
+ * compared there only where the search is exact (ivf_exact). */
+static void compare_lookups(sc_cache *r, bool snap_stop)
+{
+    bool skip[NNS];
+    for (int i = 0; i < NNS; i++) {
+        skip[i] = lapsed_ns[i] || (ivf_ns(i) && !snap_stop && !ivf_exact(i));
+    }
     for (int k = 0; k < 60; k++) {
         int ns = k % NNS;
         uint64_t pick = w.seed * 1000 + (uint64_t)k;
@@ -857,7 +1048,7 @@ static void compare_lookups(sc_cache *r)
         sc_cache_result ra, rb;
         sc_err ea = sc_cache_lookup(w.c, nsname[ns], &q, &ra);
         sc_err eb = sc_cache_lookup(r, nsname[ns], &q, &rb);
-        if (!lapsed_ns[ns] &&
+        if (!skip[ns] &&
             (ea != eb ||
              (ea == SC_OK &&
               (ra.hit != rb.hit || ra.id != rb.id || ra.reason != rb.reason ||
@@ -876,6 +1067,7 @@ static void compare_lookups(sc_cache *r)
                 eb == SC_OK ? rb.best_similarity : 0.0f);
         }
         seen.probes_hit += ea == SC_OK && ra.hit;
+        seen.ivf_probes += ivf_ns(ns) && !skip[ns];
         if (ea == SC_OK) {
             sc_cache_result_fini(&ra);
         }
@@ -948,8 +1140,14 @@ static void run_seed(uint64_t seed, const char *root)
         return;
     }
     bool snap_stop = seed % 2 == 0;
-    int ops = OPS / 2 + (int)rn(OPS);
+    int ops = w.ivf ? 4 * OPS + (int)rn(OPS) : OPS / 2 + (int)rn(OPS);
+    unsigned t0 = atomic_load(&trainings);
+    settled = t0;
+    trained_was = 0;
     for (w.op = 0; w.op < ops; w.op++) {
+        if (w.ivf) {
+            settle(true);
+        }
         if (rn(100) < 4 && !snap_stop) {
             collect(w.c, &pre);
             w.hook_ops = 1 + (int)rn(6);
@@ -960,6 +1158,10 @@ static void run_seed(uint64_t seed, const char *root)
         } else {
             random_op(snap_stop);
         }
+    }
+    if (w.ivf) {
+        settle(true);
+        seen.trainings += atomic_load(&trainings) - t0;
     }
     if (snap_stop) {
         CHECK(sc_persist_compact(w.p) == SC_OK);
@@ -973,7 +1175,17 @@ static void run_seed(uint64_t seed, const char *root)
     sc_cache *r;
     sc_persist *rp;
     sc_ledger *rl;
+    unsigned before_load = atomic_load(&trainings);
     if (open_world(dir, &r, &rp, &rl, false) == SC_OK) {
+        if (w.ivf) {
+            settle(false); /* a replay may train again */
+            compare_trained(r, snap_stop);
+            /* a snapshot's trainings are taken: none at restart */
+            if (snap_stop && atomic_load(&trainings) != before_load) {
+                bad("%u trainings at a restart from a snapshot",
+                    atomic_load(&trainings) - before_load);
+            }
+        }
         collect(r, &rest_s);
         compare_entries(snap_stop);
         compare_ns(r);
@@ -988,7 +1200,7 @@ static void run_seed(uint64_t seed, const char *root)
             bad("next id live %llu restored %llu",
                 (unsigned long long)live_next, (unsigned long long)rn_);
         }
-        compare_lookups(r);
+        compare_lookups(r, snap_stop);
         if (snap_stop) {
             compare_lru(r);
         }
@@ -1016,6 +1228,8 @@ int main(int argc, char **argv)
     if (argc > 2) {
         first = strtoull(argv[2], NULL, 10);
     }
+    /* test_restore_model SEEDS FIRST ivf: the IVF seeds only */
+    bool ivf_only = argc > 3 && strcmp(argv[3], "ivf") == 0;
     char root[] = "/tmp/sc_restore_model.XXXXXX";
     if (mkdtemp(root) == NULL) {
         perror("mkdtemp");
@@ -1024,9 +1238,23 @@ int main(int argc, char **argv)
     w.trace = getenv("RESTORE_TRACE") != NULL;
     CHECK(sc_prices_default(&w.prices) == SC_OK);
     sc_persist_set_snapshot_hook(snap_hook, NULL);
-    for (uint64_t s = first; s < first + seeds; s++) {
+    for (uint64_t s = first; s < first + seeds && !ivf_only; s++) {
         run_seed(s, root);
     }
+#ifdef SEMCACHE_HAVE_FAISS
+    /* The same with "v" ivf-flat and "w" ivf-sq8, trained and retrained
+     * along the way (a quarter as many seeds: each runs longer). */
+    sc_index_set_training_hook(count_training, NULL);
+    w.ivf = true;
+    uint64_t iseeds = ivf_only ? seeds : (seeds + 3) / 4;
+    for (uint64_t s = first; s < first + iseeds; s++) {
+        run_seed(s, root);
+    }
+    w.ivf = false;
+    sc_index_set_training_hook(NULL, NULL);
+    CHECK(iseeds < 10 || (seen.trainings > 0 && seen.retrained > 0 &&
+                          seen.trained > 0 && seen.ivf_probes > 0));
+#endif
     sc_persist_set_snapshot_hook(NULL, NULL);
     sc_prices_free(w.prices);
     printf("compared %llu entries (%llu hit, %llu quarantined, %llu slid), "
@@ -1035,6 +1263,13 @@ int main(int argc, char **argv)
            (unsigned long long)seen.quar, (unsigned long long)seen.slid,
            (unsigned long long)seen.lapsed, (unsigned long long)seen.hook_ops,
            (unsigned long long)seen.probes_hit);
+#ifdef SEMCACHE_HAVE_FAISS
+    printf("IVF: %llu trainings (%llu of a trained scope), %llu scopes "
+           "trained at the stops, %llu IVF probes compared\n",
+           (unsigned long long)seen.trainings,
+           (unsigned long long)seen.retrained, (unsigned long long)seen.trained,
+           (unsigned long long)seen.ivf_probes);
+#endif
     /* (a seed or two alone, to look at one, need not reach them all) */
     CHECK(seeds < 10 ||
           (seen.compared > 0 && seen.hit > 0 && seen.quar > 0 &&
