@@ -636,14 +636,17 @@ static void cache_unlock(sc_cache *c)
 /* ns->mu held. A scope with no entries and no pins goes, index and all;
  * one whose entries hold no vector (quarantined ones, texts alone) loses
  * its index, as a restart would not make one for it: its memory and count
- * are then the same after a restart as before. */
+ * are then the same after a restart as before. Not a trained IVF index:
+ * a snapshot keeps its training, and a restart makes it from that before
+ * the scope's entries come back. */
 static void scope_maybe_free(ns *s, scope *sc)
 {
     if (sc->pins > 0) {
         return;
     }
     if (sc->entries > 0) {
-        if (sc->ix != NULL && sc_index_count(sc->ix) == 0) {
+        if (sc->ix != NULL && sc_index_count(sc->ix) == 0 &&
+            !sc_index_trained(sc->ix)) {
             close_later(sc->ix);
             sc->ix = NULL;
             own_bytes_sync(s, sc);
