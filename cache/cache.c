@@ -9,9 +9,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
+#include "common/sc_seed.h"
 #include "cache/heap.h"
 #include "cache/htab.h"
 #include "cache/text.h"
@@ -1212,13 +1212,7 @@ sc_err sc_cache_open(const sc_cache_config *cfg, sc_cache **out)
         goto fail_ids;
     }
     list_init(&c->lru);
-    if (getrandom(&c->exact_seed, sizeof(c->exact_seed), GRND_NONBLOCK) !=
-        (ssize_t)sizeof(c->exact_seed)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        c->exact_seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
-                        (uint64_t)(uintptr_t)c;
-    }
+    c->exact_seed = sc_seed_secret(c);
     atomic_init(&c->next_id, 1);
     atomic_init(&c->re_ns, 0);
     atomic_init(&c->re_entries, 0);

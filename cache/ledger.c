@@ -11,11 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <xxhash.h>
 
 #include "cache/prices_default.h"
+#include "common/sc_seed.h"
 
 /* ---- prices ---------------------------------------------------------- */
 
@@ -342,13 +342,7 @@ sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out)
         free(l);
         return SC_ENOMEM;
     }
-    if (getrandom(&l->seed, sizeof(l->seed), GRND_NONBLOCK) !=
-        (ssize_t)sizeof(l->seed)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        l->seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
-                  (uint64_t)(uintptr_t)l;
-    }
+    l->seed = sc_seed_secret(l);
     l->prices = prices;
     l->max_rows = MAX_ROWS;
     l->epoch = 1;

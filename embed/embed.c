@@ -12,13 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <xxhash.h>
 
+#include "common/sc_seed.h"
 #include "embed/embed_internal.h"
 #include "embed/table.h"
 #include "index/simd/simd.h"
@@ -1305,13 +1305,7 @@ sc_embed_df *sc_embed_df_new(void)
     if (df != NULL) {
         df->prior = SC_EMBED_DF_PRIOR;
         df_consts(df);
-        if (getrandom(&df->seed, sizeof(df->seed), GRND_NONBLOCK) !=
-            (ssize_t)sizeof(df->seed)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            df->seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
-                       (uint64_t)(uintptr_t)df;
-        }
+        df->seed = sc_seed_secret(df);
     }
     return df;
 }
