@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "test_gate.h"
+#include "test_mem.h"
 #include "test_util.h"
 
 #define D 8
@@ -1050,37 +1051,6 @@ static void test_bytes_vector(void)
     }
 }
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define HEAP_MEASURED 0 /* a sanitizer's allocator: mallinfo2 says nothing */
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define HEAP_MEASURED 0
-#endif
-#endif
-#ifndef HEAP_MEASURED
-#define HEAP_MEASURED 1
-#endif
-
-#if HEAP_MEASURED
-/* VmRSS in KiB, 0 when unknown. */
-static long rss_kb_now(void)
-{
-    char line[256];
-    long kb = 0;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f == NULL) {
-        return 0;
-    }
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            kb = atol(line + 6);
-        }
-    }
-    fclose(f);
-    return kb;
-}
-#endif
-
 /* Many scopes of one vector each (a tenant a scope): each scope counts its
  * own bytes and its index's fixed bytes (sc_index_fixed_bytes) beside its
  * entry's, so the bytes bound what they take. Exactly: a vector entry in
@@ -1137,7 +1107,7 @@ static void test_bytes_small_scopes(void)
         cfg.max_bytes = cap;
         CHECK_EQ_INT(sc_cache_ns_create(c, "n", &cfg), SC_OK);
         struct mallinfo2 m0 = mallinfo2();
-        long rss0 = rss_kb_now();
+        long rss0 = rss_kb();
         /* Twice what the cap holds: eviction takes the rest. */
         size_t n = 2 * cap / entry;
         for (size_t i = 0; i < n; i++) {
@@ -1154,7 +1124,7 @@ static void test_bytes_small_scopes(void)
         sc_cache_stats st = stats(c, "n");
         CHECK(st.bytes <= cap && st.evictions > 0);
         struct mallinfo2 m1 = mallinfo2();
-        long rss1 = rss_kb_now();
+        long rss1 = rss_kb();
         double heap = (double)(m1.uordblks + m1.hblkhd) -
                       (double)(m0.uordblks + m0.hblkhd);
         double rss = (double)(rss1 - rss0) * 1024;

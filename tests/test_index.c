@@ -12,6 +12,7 @@
 
 #include "index/index.h"
 #include "index/simd/simd.h"
+#include "test_mem.h"
 #include "test_util.h"
 
 /* Exact cosine in double of unnormalised a and b. */
@@ -635,40 +636,6 @@ static void test_vector_bytes(sc_storage st, uint32_t dim)
     CHECK_EQ_INT(sc_index_vector_bytes(NULL), 0);
 }
 
-/* ThreadSanitizer keeps shadow memory for every page written, and its
- * runtime (GCC 12's libtsan) does not intercept mremap: the shadow of the
- * pages a shrink gives back stays resident, so VmRSS cannot show them
- * going. */
-#if defined(__SANITIZE_THREAD__)
-#define RSS_UNKNOWN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RSS_UNKNOWN 1
-#endif
-#endif
-
-/* Resident memory of this process in KiB (VmRSS), 0 when unknown (or not
- * to be trusted: TSan, above). */
-static long rss_kb(void)
-{
-#ifdef RSS_UNKNOWN
-    return 0;
-#endif
-    char line[256];
-    FILE *f = fopen("/proc/self/status", "r");
-    long kb = 0;
-    if (f == NULL) {
-        return 0;
-    }
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            kb = atol(line + 6);
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
 /* id of base row i in test_shrink: the rows kept, 0, 200, 400..., keep
  * theirs; the others come back under new ids when the index grows again. */
 static uint64_t shrink_id(size_t i, int again)
@@ -726,17 +693,6 @@ static sc_index *filled_ix(sc_storage st, size_t n, size_t d, uint64_t seed,
     }
     return ix;
 }
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define HEAP_MEASURED 0 /* a sanitizer's allocator: mallinfo2 says nothing */
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define HEAP_MEASURED 0
-#endif
-#endif
-#ifndef HEAP_MEASURED
-#define HEAP_MEASURED 1
-#endif
 
 /* Many indexes of one vector each (the cache's small scopes) cost what
  * sc_index_vector_bytes and sc_index_fixed_bytes count for them, under

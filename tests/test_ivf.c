@@ -18,6 +18,7 @@
 
 #include "index/index.h"
 #include "test_gate.h"
+#include "test_mem.h"
 
 static int failures;
 
@@ -1030,17 +1031,6 @@ static void test_vector_bytes(const char *backend)
     p.storage = SC_STORAGE_I8; /* IVF takes f32 only */
     CHECK(sc_index_vector_bytes(&p) == 0);
 }
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define HEAP_MEASURED 0 /* a sanitizer's allocator: mallinfo2 says nothing */
-#else
-#define HEAP_MEASURED 1
-static size_t heap_in_use(void)
-{
-    struct mallinfo2 m = mallinfo2();
-    return m.uordblks + m.hblkhd;
-}
-#endif
 
 /* What the heap really gives a trained index stays under what
  * sc_index_vector_bytes counts, FAISS's lists grown by doubling included:
