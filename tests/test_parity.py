@@ -28,9 +28,10 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
-from test_semcache import embed_table, free_port, wait_client  # noqa: E402
+from test_semcache import (check, embed_table, free_port,  # noqa: E402
+                           wait_client)
+import test_semcache  # noqa: E402
 
-passed = failed = 0
 VERBOSE = "--verbose" in sys.argv
 
 # docs/HTTP.md, section 1.1: the status of a reply by its error code.
@@ -40,15 +41,6 @@ STATUS = {"bad_request": 400, "version": 400, "unknown_op": 400, "dim": 400,
           "no_namespace": 404, "not_found": 404, "namespace_exists": 409,
           "no_embedder": 503, "io_error": 503, "busy": 503,
           "shutting_down": 503, "not_supported": 501, "full": 507}
-
-
-def check(ok, what):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {what}", file=sys.stderr)
 
 
 class Bin:
@@ -758,8 +750,9 @@ def main(argv):
                     f"{(auth or '-')[:1]}", auth)
         finally:
             pair.stop()
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    p_, f_ = test_semcache.passed, test_semcache.failed
+    print(f"{p_} passed, {f_} failed")
+    return 1 if f_ else 0
 
 
 if __name__ == "__main__":
