@@ -360,6 +360,25 @@ static void do_insert(int ns)
     }
 }
 
+/* A probe's vector for ns into v (FZ_DIM floats), drawn from *s without
+ * moving the sequence's generator, set on q; false while ns has no
+ * dimension yet. */
+static bool probe_vec(sc_cache_query *q, int ns, uint64_t *s, float *v)
+{
+    uint32_t d = ns == 0 ? FZ_DIM : ns_dim(ns);
+    if (d == 0) {
+        return false;
+    }
+    uint64_t save = w.rs;
+    w.rs = test_rand(s);
+    rvec(v, d);
+    w.rs = save;
+    q->vec = v;
+    q->dim = d;
+    q->embed_model = ns == 0 ? "fz@2" : "m@1";
+    return true;
+}
+
 static void do_lookup(sc_cache *c, int ns, uint64_t pick)
 {
     uint64_t s = pick;
@@ -373,16 +392,7 @@ static void do_lookup(sc_cache *c, int ns, uint64_t pick)
         q.text_len = strlen(q.text);
     }
     if (k != 0) {
-        uint32_t d = ns == 0 ? FZ_DIM : ns_dim(ns);
-        if (d != 0) {
-            uint64_t save = w.rs;
-            w.rs = test_rand(&s);
-            rvec(v, d);
-            w.rs = save;
-            q.vec = v;
-            q.dim = d;
-            q.embed_model = ns == 0 ? "fz@2" : "m@1";
-        }
+        (void)probe_vec(&q, ns, &s, v);
     }
     if (q.text == NULL && q.vec == NULL) {
         q.text = "alpha";
@@ -1037,17 +1047,9 @@ static void compare_lookups(sc_cache *r, bool snap_stop)
             q.text = texts[test_rand(&s) % 8];
             q.text_len = strlen(q.text);
         } else {
-            uint32_t d = ns == 0 ? FZ_DIM : ns_dim(ns);
-            if (d == 0) {
+            if (!probe_vec(&q, ns, &s, v)) {
                 continue;
             }
-            uint64_t save = w.rs;
-            w.rs = test_rand(&s);
-            rvec(v, d);
-            w.rs = save;
-            q.vec = v;
-            q.dim = d;
-            q.embed_model = ns == 0 ? "fz@2" : "m@1";
         }
         sc_cache_result ra, rb;
         sc_err ea = sc_cache_lookup(w.c, nsname[ns], &q, &ra);
