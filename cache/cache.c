@@ -73,6 +73,14 @@ static void list_push_front(lnode *h, lnode *n)
     h->next = n;
 }
 
+static void list_push_back(lnode *h, lnode *n)
+{
+    n->prev = h->prev;
+    n->next = h;
+    h->prev->next = n;
+    h->prev = n;
+}
+
 /* ---- objects ------------------------------------------------------------*/
 
 /* A response and its tags, immutable once built, shared by the entry and by
@@ -900,6 +908,24 @@ static void quarantine_entry(sc_cache *c, ns *s, entry *e)
     e->quarantined = true;
     s->quarantined++;
     scope_maybe_free(s, e->sc);
+}
+
+/* ns->mu held, c->gmu not: e, quarantined, goes to the least recent end
+ * of the cache's LRU order (and of its namespace's, with own_list): it is
+ * never served again, so the caps take it before any live entry, however
+ * recently it was served (a report comes just after a hit). A restore
+ * keeps a namespace's order as its snapshot wrote it (quarantined entries
+ * least recent already), so moves it in the cache's order only. */
+static void lru_to_tail(sc_cache *c, ns *s, entry *e, bool own_list)
+{
+    if (own_list) {
+        list_unlink(&e->lru);
+        list_push_back(&s->lru, &e->lru);
+    }
+    pthread_mutex_lock(&c->gmu);
+    list_unlink(&e->glru);
+    list_push_back(&c->lru, &e->glru);
+    pthread_mutex_unlock(&c->gmu);
 }
 
 /* Frees e, unlinked from everything. */
@@ -2314,6 +2340,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     uint64_t id = e->id, seq = 0;
     if (quarantined) {
         quarantine_entry(c, s, e);
+        lru_to_tail(c, s, e, false);
     }
     if (ro == NULL) {
         sc_cache_entry_info info;
@@ -2650,6 +2677,7 @@ static sc_err feedback(sc_cache *c, uint64_t id, bool ledger,
     if (e != NULL) {
         if (!e->quarantined && rc == SC_OK) {
             quarantine_entry(c, s, e);
+            lru_to_tail(c, s, e, true);
             s->st.false_hits++;
             bool served = e->hit_count > 0 || e->restored;
             if (ledger && served && c->cfg.ledger != NULL) {

@@ -361,7 +361,9 @@ sc_err sc_cache_delete(sc_cache *c, uint64_t id);
 
 /* Reports that a hit served from entry id was wrong: the entry is
  * quarantined (leaves both layers at once, never served again; the record
- * stays, counted, until deleted, expired or evicted) and a false hit is
+ * stays, counted, until deleted, expired or evicted, and goes to the least
+ * recent end of the LRU order: the caps evict quarantined entries before
+ * any live one, the last reported first) and a false hit is
  * counted (sc_cache_stats.false_hits). The ledger charges the false hit
  * (the entry's call, once, however often it was served) only when the
  * entry may have been served: one never served since it was inserted has

@@ -1260,6 +1260,88 @@ static void test_quarantine(void)
     sc_cache_close(c);
 }
 
+/* A quarantined entry is never served again, so the caps take it before
+ * any live entry, however recently it was served: report-then-replace
+ * (the same text inserted again after its answer was reported) must not
+ * push the live entries out. Per namespace (entries and bytes) and
+ * overall, where another namespace's live entries are older. */
+static void test_quarantine_evicted_first(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    cfg.max_entries = 6;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "n", &cfg), SC_OK);
+    uint64_t good[4];
+    char t[32];
+    for (int i = 0; i < 4; i++) {
+        snprintf(t, sizeof(t), "good %d", i);
+        CHECK_EQ_INT(put(c, "n", NULL, t, NULL, "good", 0, &good[i]), SC_OK);
+    }
+    sc_cache_result r;
+    for (int round = 0; round < 3; round++) {
+        for (int j = 0; j < 2; j++) {
+            snprintf(t, sizeof(t), "bad %d", j);
+            CHECK_EQ_INT(put(c, "n", NULL, t, NULL, "wrong", 0, NULL), SC_OK);
+            CHECK_EQ_INT(get(c, "n", NULL, t, NULL, &r), SC_OK);
+            CHECK(resp_is(&r, "wrong"));
+            CHECK_EQ_INT(sc_cache_feedback(c, r.id), SC_OK);
+            sc_cache_result_fini(&r);
+            CHECK_EQ_INT(put(c, "n", NULL, t, NULL, "wrong", 0, NULL), SC_OK);
+        }
+    }
+    /* 4 good + 2 live bad: every quarantined one went first. */
+    sc_cache_stats st = stats(c, "n");
+    CHECK_EQ_INT(st.entries, 6);
+    CHECK_EQ_INT(st.quarantined, 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(t, sizeof(t), "good %d", i);
+        CHECK_EQ_INT(get(c, "n", NULL, t, NULL, &r), SC_OK);
+        CHECK(resp_is(&r, "good"));
+        sc_cache_result_fini(&r);
+    }
+    /* Byte cap: room for about 4 entries; one reported after its hit
+     * goes before the older live ones. */
+    uint64_t one = st.bytes / 6;
+    cfg.max_entries = 0;
+    cfg.max_bytes = one * 4 + one / 2;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", &cfg), SC_OK);
+    uint64_t b[4];
+    for (int i = 0; i < 3; i++) {
+        snprintf(t, sizeof(t), "good %d", i);
+        CHECK_EQ_INT(put(c, "b", NULL, t, NULL, "good", 0, &b[i]), SC_OK);
+    }
+    CHECK_EQ_INT(put(c, "b", NULL, "bad", NULL, "wrong", 0, &b[3]), SC_OK);
+    CHECK_EQ_INT(get(c, "b", NULL, "bad", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(sc_cache_feedback(c, b[3]), SC_OK);
+    CHECK_EQ_INT(put(c, "b", NULL, "good 3", NULL, "good", 0, NULL), SC_OK);
+    CHECK_EQ_INT(stats(c, "b").evictions, 1);
+    CHECK_EQ_INT(sc_cache_delete(c, b[3]), SC_ENOTFOUND);
+    CHECK_EQ_INT(sc_cache_delete(c, b[0]), SC_OK);
+    sc_cache_close(c);
+
+    /* Overall: 4 entries over two namespaces, one LRU order. x's live
+     * entry is the oldest; y's reported one, served last, goes first. */
+    c = open_cache(0, 0, 4, 0);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "x", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "y", NULL), SC_OK);
+    uint64_t a, q;
+    CHECK_EQ_INT(put(c, "x", NULL, "a", NULL, "a", 0, &a), SC_OK);
+    CHECK_EQ_INT(put(c, "y", NULL, "b", NULL, "b", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "y", NULL, "q", NULL, "q", 0, &q), SC_OK);
+    CHECK_EQ_INT(get(c, "y", NULL, "q", NULL, &r), SC_OK);
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(sc_cache_feedback(c, q), SC_OK);
+    CHECK_EQ_INT(put(c, "y", NULL, "c", NULL, "c", 0, NULL), SC_OK);
+    CHECK_EQ_INT(put(c, "x", NULL, "d", NULL, "d", 0, NULL), SC_OK);
+    CHECK_EQ_INT(stats(c, "y").evictions, 1);
+    CHECK_EQ_INT(stats(c, "x").evictions, 0);
+    CHECK_EQ_INT(sc_cache_delete(c, q), SC_ENOTFOUND);
+    CHECK_EQ_INT(sc_cache_delete(c, a), SC_OK);
+    sc_cache_close(c);
+}
+
 static void test_dims_and_validation(void)
 {
     sc_cache *c = open_cache(0, 0, 0, 0);
@@ -3926,6 +4008,7 @@ int main(void)
     test_bytes_small_scopes();
     test_budget_order();
     test_quarantine();
+    test_quarantine_evicted_first();
     test_dims_and_validation();
     test_delete_flush_drop();
     test_concurrency();

@@ -74,6 +74,7 @@ typedef struct ment {
     size_t resp_len;
     uint64_t expires, ttl, seq, hits; /* seq: LRU order, larger is newer */
     bool quar;
+    uint64_t qseq; /* when it was quarantined, larger is later */
     uint64_t bytes;
 } ment;
 
@@ -200,14 +201,25 @@ static uint64_t gbytes(void)
     return n;
 }
 
-/* The least recently used live entry of namespace ns (-1: of all). */
+/* Whether the caps take a before b: a quarantined entry went to the
+ * least recent end when it was reported, so quarantined ones go first,
+ * the last reported first; then the least recently used. */
+static bool evicted_before(const ment *a, const ment *b)
+{
+    if (a->quar != b->quar) {
+        return a->quar;
+    }
+    return a->quar ? a->qseq > b->qseq : a->seq < b->seq;
+}
+
+/* The live entry of namespace ns (-1: of all) the caps take next. */
 static ment *lru_tail(int ns)
 {
     ment *t = NULL;
     for (int i = 0; i < w.nm; i++) {
         ment *e = &w.M[i];
         if (e->live && (ns < 0 || e->ns == ns) &&
-            (t == NULL || e->seq < t->seq)) {
+            (t == NULL || evicted_before(e, t))) {
             t = e;
         }
     }
@@ -605,6 +617,7 @@ static void do_feedback(void)
         }
         if (!e->quar) {
             e->quar = true;
+            e->qseq = ++w.seqc;
             if (e->vec >= 0) { /* its vector leaves the index */
                 e->bytes -= k_vec - k_novec;
                 w.NS[e->ns].bytes -= k_vec - k_novec;

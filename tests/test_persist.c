@@ -51,7 +51,7 @@ static void quiet_log(void *arg, const char *line)
 /* The embedder the next world_open gives its cache (NULL = none), and its
  * overall byte cap (0 = the default). */
 static const sc_cache_embedder *world_em;
-static uint64_t world_max_bytes;
+static uint64_t world_max_bytes, world_max_entries;
 static uint32_t world_max_ns, world_max_scopes; /* 0 = the defaults */
 static uint64_t world_compact_min;              /* 0 = the default */
 
@@ -80,6 +80,7 @@ static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
     if (world_max_bytes != 0) {
         cc.max_bytes = world_max_bytes;
     }
+    cc.max_entries = world_max_entries;
     if (world_max_ns != 0) {
         cc.max_namespaces = world_max_ns;
     }
@@ -525,6 +526,69 @@ static void test_restore_quarantined(void)
     }
     CHECK_EQ_INT(right, 16);
     CHECK_EQ_INT(entries_of(w.c, "big"), 0); /* evicted by the lower cap */
+    world_close(&w);
+}
+
+/* A quarantined entry stays the first the caps take after a restart,
+ * from the log (its feedback replayed) and from a snapshot (written
+ * least recent first), in its namespace and in the cache's order: the
+ * entry reported after its hit goes, not the older live ones. */
+static void test_quarantined_evicted_first(bool compact)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), compact ? "qfirst-snap" : "qfirst-log");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    char name[8], buf[64];
+    for (int k = 0; k < 4; k++) {
+        snprintf(name, sizeof(name), "x%d", k);
+        CHECK(sc_cache_ns_create(w.c, name, NULL) == SC_OK);
+        CHECK(put(w.c, name, "good", "right", false, 0, NULL) == SC_OK);
+    }
+    CHECK(sc_cache_ns_create(w.c, "y", NULL) == SC_OK);
+    uint64_t q;
+    CHECK(put(w.c, "y", "older", "right", false, 0, NULL) == SC_OK);
+    CHECK(put(w.c, "y", "bad", "wrong", false, 0, &q) == SC_OK);
+    CHECK(served_text(w.c, "y", "bad", buf, sizeof(buf)));
+    CHECK(sc_cache_feedback(w.c, q) == SC_OK);
+    CHECK(put(w.c, "y", "newer", "right", false, 0, NULL) == SC_OK);
+    if (compact) {
+        CHECK(sc_persist_compact(w.p) == SC_OK);
+    }
+    world_close(&w);
+
+    /* Overall: the cap holds what was saved; one more insert, into the
+     * namespace of the oldest live entries, takes the quarantined one. */
+    world_max_entries = 7;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    world_max_entries = 0;
+    CHECK(w.st.snapshot == compact);
+    CHECK_EQ_INT(entries_of(w.c, "y"), 3);
+    CHECK(put(w.c, "x0", "more", "right", false, 0, NULL) == SC_OK);
+    CHECK(sc_cache_delete(w.c, q) == SC_ENOTFOUND);
+    for (int k = 0; k < 4; k++) {
+        snprintf(name, sizeof(name), "x%d", k);
+        CHECK(served_text(w.c, name, "good", buf, sizeof(buf)));
+    }
+    world_close(&w);
+
+    /* The namespace's own cap, lowered: the quarantined one goes first. */
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(put(w.c, "y", "bad", "wrong again", false, 0, &q) == SC_OK);
+    CHECK(served_text(w.c, "y", "bad", buf, sizeof(buf)));
+    CHECK(sc_cache_feedback(w.c, q) == SC_OK);
+    if (compact) {
+        CHECK(sc_persist_compact(w.p) == SC_OK);
+    }
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    sc_ns_config nc;
+    CHECK(sc_cache_ns_get_config(w.c, "y", &nc) == SC_OK);
+    nc.max_entries = 2;
+    CHECK(sc_cache_ns_configure(w.c, "y", &nc) == SC_OK);
+    CHECK(sc_cache_delete(w.c, q) == SC_ENOTFOUND);
+    CHECK(served_text(w.c, "y", "older", buf, sizeof(buf)));
+    CHECK(served_text(w.c, "y", "newer", buf, sizeof(buf)));
     world_close(&w);
 }
 
@@ -2616,6 +2680,8 @@ int main(void)
     test_ledger_oom(100);
     test_feedback_unserved();
     test_restore_quarantined();
+    test_quarantined_evicted_first(false);
+    test_quarantined_evicted_first(true);
     test_restore_lower_caps(false);
     test_restore_lower_caps(true);
     test_refused_replace(false);
