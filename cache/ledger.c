@@ -692,7 +692,18 @@ static int cmp_picked(const void *a, const void *b)
 sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
                      sc_ledger_counts *total, sc_ledger_row_fn fn, void *arg)
 {
+    return sc_ledger_sum_page(l, ns, by, NULL, 0, total, fn, arg, NULL);
+}
+
+sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
+                          const char *after, size_t limit,
+                          sc_ledger_counts *total, sc_ledger_row_fn fn,
+                          void *arg, size_t *more)
+{
     memset(total, 0, sizeof(*total));
+    if (more != NULL) {
+        *more = 0;
+    }
     pthread_mutex_lock(&l->mu);
     picked *rows = malloc((l->used + 1) * sizeof(picked));
     char **keys = calloc(l->used + 1, sizeof(char *));
@@ -715,6 +726,11 @@ sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
          * which took seconds for 40,000 users with every insert and lookup
          * waiting). */
         const char *key = by == SC_LEDGER_BY_NS ? r->ns : r->tag;
+        /* Rows of earlier pages are left out before the sort: every row
+         * of one tag is in or out together, so the merge below is whole. */
+        if (after != NULL && strcmp(key, after) <= 0) {
+            continue;
+        }
         if ((keys[n] = strdup(key)) == NULL) {
             rc = SC_ENOMEM;
             break;
@@ -734,8 +750,12 @@ sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
                 rows[m++] = rows[i];
             }
         }
-        for (size_t i = 0; i < m; i++) {
+        size_t page = limit != 0 && limit < m ? limit : m;
+        for (size_t i = 0; i < page; i++) {
             fn(arg, rows[i].key, &rows[i].c);
+        }
+        if (more != NULL) {
+            *more = m - page;
         }
     }
     for (size_t i = 0; keys != NULL && i < n; i++) {

@@ -140,6 +140,17 @@ typedef void (*sc_ledger_row_fn)(void *arg, const char *key,
 sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
                      sc_ledger_counts *total, sc_ledger_row_fn fn, void *arg);
 
+/* sc_ledger_sum for one page of the breakdown: fn is called for the rows
+ * whose key is above after in name order (strcmp; NULL = from the first),
+ * at most limit of them (0 = all), and *more (when not NULL) gets how many
+ * rows come after the page. *total is still over every row. A page costs
+ * a sort of the rows above after: reading 2^20 rows in pages of 10,000
+ * takes some seconds in all. */
+sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
+                          const char *after, size_t limit,
+                          sc_ledger_counts *total, sc_ledger_row_fn fn,
+                          void *arg, size_t *more);
+
 /* The hourly timeline over everything: up to cap hours, oldest first. */
 typedef struct sc_ledger_hour {
     uint64_t hour_ms; /* start of the hour */

@@ -39,9 +39,13 @@ static void usage(FILE *f)
         "entry;\n"
         "                          the tags: those its lookup gave)\n"
         "  stats [--ns NS]\n"
-        "  report [--ns NS] [--by feature|user] [--svg FILE]\n"
-        "                          (what the cache saved and spent, in "
-        "dollars)\n"
+        "  report [--ns NS] [--by feature|user] [--limit N] [--after KEY]\n"
+        "         [--svg FILE]     (what the cache saved and spent, in "
+        "dollars;\n"
+        "                          rows in name order, N a page: default "
+        "1000,\n"
+        "                          at most 10000; --after the page's "
+        "start)\n"
         "  flush [--ns NS]\n"
         "  ns-drop --ns NS          (remove a namespace and its entries)\n");
 }
@@ -348,11 +352,13 @@ static json_t *result_of(const uint8_t *raw, size_t len)
 /* semcache-cli report: asks for the report (and, for --svg, the stats'
  * histogram) and prints it. */
 static sc_err run_report(sc_client *c, const char *ns, const char *by,
-                         const char *svg, int json, sc_client_error *err)
+                         const char *after, uint64_t limit, const char *svg,
+                         int json, sc_client_error *err)
 {
     uint8_t *raw = NULL;
     size_t raw_len = 0;
-    sc_err rc = sc_client_report(c, ns, by, &raw, &raw_len, err);
+    sc_err rc =
+        sc_client_report_page(c, ns, by, after, limit, &raw, &raw_len, err);
     if (rc != SC_OK) {
         return rc;
     }
@@ -470,7 +476,8 @@ int main(int argc, char **argv)
     float *vec = NULL;
     const char *response = NULL;
     const char *positional = NULL, *extra = NULL; /* the first two words */
-    const char *by = NULL, *svg = NULL;
+    const char *by = NULL, *svg = NULL, *after = NULL;
+    uint64_t limit = 0;
     for (; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -528,6 +535,15 @@ int main(int argc, char **argv)
             by = v;
         } else if (strcmp(a, "--svg") == 0) {
             svg = v;
+        } else if (strcmp(a, "--after") == 0) {
+            after = v;
+        } else if (strcmp(a, "--limit") == 0) {
+            if (parse_uint(v, &limit) != 0 || limit == 0) {
+                fprintf(stderr, "semcache-cli: --limit wants an integer of "
+                                "1 or more\n");
+                free(vec);
+                return 2;
+            }
         } else if (strcmp(a, "--embed-model") == 0) {
             it.embed_model = v;
         } else if (strcmp(a, "--feature") == 0) {
@@ -707,7 +723,7 @@ int main(int argc, char **argv)
             printf(json ? "{\"ok\":true}\n" : "dropped %s\n", ns);
         }
     } else if (strcmp(cmd, "report") == 0) {
-        rc = run_report(c, ns, by, svg, json, &err);
+        rc = run_report(c, ns, by, after, limit, svg, json, &err);
         if (rc == SC_EIO) {
             status = 4; /* the SVG could not be written (said) */
         }

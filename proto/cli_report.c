@@ -253,6 +253,15 @@ int sc_cli_print_report(const json_t *res, const char *ns, FILE *f)
         }
         fputc('\n', f);
     }
+    /* A page of the rows: how many were left out, and how to go on. */
+    const char *next = json_string_value(json_object_get(res, "next"));
+    if (cnt(res, "more") > 0 && next != NULL) {
+        char k[4 * SC_CACHE_TAG_MAX + 8];
+        fprintf(f,
+                "  ... %llu more rows after these: the next page with "
+                "--after '%s'\n",
+                cnt(res, "more"), tag_text(next, k, sizeof(k)));
+    }
     return 0;
 }
 

@@ -641,10 +641,18 @@ sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
                         uint8_t **reply, size_t *reply_len,
                         sc_client_error *err)
 {
+    return sc_client_report_page(c, ns, by, NULL, 0, reply, reply_len, err);
+}
+
+sc_err sc_client_report_page(sc_client *c, const char *ns, const char *by,
+                             const char *after, uint64_t limit, uint8_t **reply,
+                             size_t *reply_len, sc_client_error *err)
+{
     mp_buf pb;
     mp_buf_init(&pb);
     msgpack_packer *pk = &pb.pk;
-    begin(pk, "report", (ns != NULL) + (by != NULL));
+    begin(pk, "report",
+          (ns != NULL) + (by != NULL) + (after != NULL) + (limit != 0));
     if (ns != NULL) {
         mp_put_key(pk, "ns");
         mp_put_str(pk, ns);
@@ -652,6 +660,14 @@ sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
     if (by != NULL) {
         mp_put_key(pk, "by");
         mp_put_str(pk, by);
+    }
+    if (after != NULL) {
+        mp_put_key(pk, "after");
+        mp_put_str(pk, after);
+    }
+    if (limit != 0) {
+        mp_put_key(pk, "limit");
+        msgpack_pack_uint64(pk, limit);
     }
     mp_reader res;
     return send_packed(c, &pb, reply, reply_len, &res, err);

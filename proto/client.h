@@ -120,6 +120,14 @@ sc_err sc_client_report(sc_client *c, const char *ns, const char *by,
                         uint8_t **reply, size_t *reply_len,
                         sc_client_error *err);
 
+/* report, one page of its rows: those whose key is above after (NULL =
+ * from the first), at most limit of them (0 = the server's default, 1000;
+ * at most 10000). The result's "more" counts the rows after the page and
+ * its "next" (nil on the last page) is the after of the next one. */
+sc_err sc_client_report_page(sc_client *c, const char *ns, const char *by,
+                             const char *after, uint64_t limit, uint8_t **reply,
+                             size_t *reply_len, sc_client_error *err);
+
 /* Request builders, shared with tests and benchmarks: encode one request
  * (a msgpack map) into a new malloc'd buffer, *buf and *len on success (the
  * caller frees). *buf is overwritten, never read, grown or freed: a buffer

@@ -44,8 +44,11 @@ typedef struct item {
     bool has_ns, has_scope, has_text, has_vec, has_response, has_ttl,
         has_threshold, has_entry, has_dim, has_storage, has_margin,
         has_ttl_mode, has_max_entries, has_max_bytes, has_max_response,
-        has_embed_model, has_feature, has_user, has_by, has_vote, vote;
+        has_embed_model, has_feature, has_user, has_by, has_vote, vote,
+        has_after, has_limit;
     char by[16];
+    char after[SC_CACHE_TAG_MAX + 1]; /* report: the page's start */
+    uint64_t limit;                   /* report: rows in the page */
     const char *text;
     uint32_t text_len;
     float vec[SC_INDEX_MAX_DIM];
@@ -444,6 +447,11 @@ static int parse_fields(mp_reader *r, uint32_t nkeys, item *it, err *e)
         } else if (key_is(k, kn, "by")) {
             rc =
                 get_cstr(r, "by", it->by, sizeof(it->by), &it->has_by, true, e);
+        } else if (key_is(k, kn, "after")) {
+            rc = get_cstr(r, "after", it->after, sizeof(it->after),
+                          &it->has_after, false, e);
+        } else if (key_is(k, kn, "limit")) {
+            rc = get_uint(r, "limit", &it->limit, &it->has_limit, e);
         } else if (key_is(k, kn, "embed_tokens")) {
             rc = get_uint(r, "embed_tokens", &it->embed_tokens, NULL, e);
         } else if (key_is(k, kn, "embed_model")) {
@@ -1200,7 +1208,9 @@ typedef struct report_rows {
     msgpack_packer *pk;
     size_t n;
     const sc_dispatch *d;
-    int kind; /* the rows' sc_ledger_by */
+    int kind;   /* the rows' sc_ledger_by */
+    char *last; /* the last row's key (malloc'd), NULL = none */
+    bool oom;   /* last could not be copied */
 } report_rows;
 
 /* Packs each row aside, counting them: the array's length comes first. */
@@ -1216,6 +1226,10 @@ static void pack_row(void *arg, const char *key, const sc_ledger_counts *c)
                                         : SC_COST_TARGET_FEATURE,
                                     key));
     rr->n++;
+    free(rr->last);
+    if ((rr->last = strdup(key)) == NULL) {
+        rr->oom = true;
+    }
 }
 
 /* The report: the total, the rows by namespace, feature or user, and the
@@ -1241,18 +1255,33 @@ static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
             return -1;
         }
     }
+    /* The rows come a page at a time: all 2^20 rows the ledger may hold
+     * in one reply, some 900 MiB, would be past --reply-total-max and
+     * every client's receive cap. */
+    uint64_t limit = it->has_limit ? it->limit : SC_DISPATCH_REPORT_ROWS;
+    if (limit == 0 || limit > SC_DISPATCH_REPORT_ROWS_MAX) {
+        o->code = "bad_request";
+        snprintf(o->msg, sizeof(o->msg), "field 'limit' must be 1..%u",
+                 SC_DISPATCH_REPORT_ROWS_MAX);
+        return -1;
+    }
     const char *ns = it->has_ns ? it->ns : NULL;
     sc_ledger_counts total;
     mp_buf rows;
     mp_buf_init(&rows);
-    report_rows rr = {&rows.pk, 0, d, (int)by};
-    if ((o->rc = sc_ledger_sum(d->ledger, ns, by, &total, pack_row, &rr)) !=
-        SC_OK) {
+    report_rows rr = {&rows.pk, 0, d, (int)by, NULL, false};
+    size_t more = 0;
+    if ((o->rc = sc_ledger_sum_page(
+             d->ledger, ns, by, it->has_after ? it->after : NULL, (size_t)limit,
+             &total, pack_row, &rr, &more)) != SC_OK ||
+        (rr.oom && (o->rc = SC_ENOMEM) != SC_OK)) {
+        free(rr.last);
         mp_buf_fini(&rows);
         return -1;
     }
     sc_ledger_hour *hours = malloc(24 * 31 * sizeof(*hours));
     if (hours == NULL) {
+        free(rr.last);
         mp_buf_fini(&rows);
         o->rc = SC_ENOMEM;
         return -1;
@@ -1261,7 +1290,7 @@ static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
      * namespace): a report of one namespace, which a key that may read
      * only that one can ask for, must not show the others' traffic. */
     size_t nh = ns == NULL ? sc_ledger_timeline(d->ledger, hours, 24 * 31) : 0;
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 8);
     mp_put_key(pk, "prices_date");
     mp_put_str(pk, sc_prices_date(d->prices));
     put_num_kv(pk, "cpu_hour", sc_prices_cpu_hour(d->prices));
@@ -1275,6 +1304,16 @@ static int do_report(sc_dispatch *d, const item *it, msgpack_packer *pk,
     msgpack_pack_array(pk, rr.n);
     mp_put_part(pk, &rows);
     mp_buf_fini(&rows);
+    /* The rows after this page, and the key to send as 'after' for the
+     * next one (nil on the last page). */
+    put_uint_kv(pk, "more", more);
+    mp_put_key(pk, "next");
+    if (more > 0) {
+        mp_put_str(pk, rr.last);
+    } else {
+        msgpack_pack_nil(pk);
+    }
+    free(rr.last);
     mp_put_key(pk, "timeline");
     msgpack_pack_array(pk, nh);
     for (size_t i = 0; i < nh; i++) {

@@ -14,6 +14,10 @@
 #define SC_PROTO_VERSION   1
 #define SC_PROTO_MAX_ITEMS 1024
 #define SC_SERVER_NAME     "semcached 0.1.0"
+/* report: rows in a page when the request gives no 'limit', and the most
+ * it may ask for (a row is about 800 bytes of msgpack, 1.2 KB of JSON). */
+#define SC_DISPATCH_REPORT_ROWS     1000u
+#define SC_DISPATCH_REPORT_ROWS_MAX 10000u
 
 typedef struct sc_dispatch sc_dispatch;
 

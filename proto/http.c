@@ -34,7 +34,7 @@ struct sc_http {
     sc_metrics *metrics;
     bool own_metrics;
     sc_http_write_fn metrics_hook;
-    sc_http_write_fn report_hook;
+    sc_http_report_fn report_hook;
     void *hook_arg;
     /* Handlers whose data (a route) nng still holds: close waits for 0,
      * since a handler may run until nng lets go of it. */
@@ -1450,6 +1450,52 @@ static sc_err write_metrics(sc_http *h, FILE *out)
     return rc;
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+int sc_http_query_get(const char *query, const char *name, char *out,
+                      size_t cap)
+{
+    size_t nl = strlen(name);
+    for (const char *p = query; p != NULL && *p != '\0';) {
+        const char *end = strchr(p, '&');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (n > nl && p[nl] == '=' && memcmp(p, name, nl) == 0) {
+            size_t o = 0;
+            for (size_t i = nl + 1; i < n; i++) {
+                int c = (unsigned char)p[i];
+                if (c == '+') {
+                    c = ' ';
+                } else if (c == '%') {
+                    int hi = i + 2 < n ? hex_digit(p[i + 1]) : -1;
+                    int lo = hi >= 0 ? hex_digit(p[i + 2]) : -1;
+                    if (lo < 0 || (hi == 0 && lo == 0)) {
+                        return -1;
+                    }
+                    c = hi * 16 + lo;
+                    i += 2;
+                }
+                if (o + 1 >= cap) {
+                    return -1;
+                }
+                out[o++] = (char)c;
+            }
+            if (cap == 0) {
+                return -1;
+            }
+            out[o] = '\0';
+            return 1;
+        }
+        p = end != NULL ? end + 1 : NULL;
+    }
+    return 0;
+}
+
 /* Runs write into an in-memory stream and replies with what it wrote.
  * /metrics on nng's thread (it reads counters), /report on a worker. */
 static void reply_page(sc_http *h, nng_aio *aio, route_kind kind)
@@ -1490,7 +1536,9 @@ static void reply_page(sc_http *h, nng_aio *aio, route_kind kind)
     if (kind == R_METRICS) {
         rc = write_metrics(h, out);
     } else if (h->report_hook != NULL) {
-        rc = h->report_hook(h->hook_arg, out);
+        const char *uri = nng_http_req_get_uri(nng_aio_get_input(aio, 0));
+        const char *q = uri != NULL ? strchr(uri, '?') : NULL;
+        rc = h->report_hook(h->hook_arg, q != NULL ? q + 1 : "", out);
     } else {
         rc = write_report(h, out);
     }
@@ -1500,13 +1548,14 @@ static void reply_page(sc_http *h, nng_aio *aio, route_kind kind)
     if (fclose(out) != 0 && rc == SC_OK) {
         rc = SC_ENOMEM;
     }
-    if (rc != SC_OK) {
+    if (rc != SC_OK && !(rc == SC_EINVAL && kind == R_REPORT)) {
         free(buf);
         reply_error(aio, 500, "internal", sc_strerror(rc), false);
         return;
     }
-    reply(aio, 200, kind == R_METRICS ? PROM_CTYPE : JSON_CTYPE, buf, len,
-          false);
+    /* SC_EINVAL: the report hook refused the query and wrote why. */
+    reply(aio, rc == SC_OK ? 200 : 400,
+          kind == R_METRICS ? PROM_CTYPE : JSON_CTYPE, buf, len, false);
     free(buf);
 }
 

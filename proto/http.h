@@ -54,6 +54,19 @@
  * return other than SC_OK makes the request answer 500. */
 typedef sc_err (*sc_http_write_fn)(void *arg, FILE *out);
 
+/* Writes the body of GET /report; query is the URL's query string, as
+ * sent ("" = none: sc_http_query_get reads it). SC_OK answers 200 with
+ * what was written; SC_EINVAL answers 400 with it (the hook writes the
+ * error's JSON); any other code answers 500. */
+typedef sc_err (*sc_http_report_fn)(void *arg, const char *query, FILE *out);
+
+/* The value of parameter name in query ("a=1&b=x%20y"), percent-decoded
+ * ('+' is a space) into out[cap]. Returns 1 when found, 0 when absent, -1
+ * when its value is not valid percent-encoding, holds a NUL byte or does
+ * not fit in cap. The first of a repeated name wins. */
+int sc_http_query_get(const char *query, const char *name, char *out,
+                      size_t cap);
+
 /* Writes j as every JSON body of the front is written (compact, 15
  * significant digits, a final newline): for report_hook. SC_EIO. */
 struct json_t;
@@ -144,7 +157,7 @@ typedef struct sc_http_config {
     sc_http_write_fn metrics_hook;
     /* Optional: writes the whole body of GET /report, one JSON object.
      * NULL = the cache's statistics: {"server", "total", "namespaces"}. */
-    sc_http_write_fn report_hook;
+    sc_http_report_fn report_hook;
     void *hook_arg; /* passed to both hooks; borrowed */
 } sc_http_config;
 

@@ -374,17 +374,66 @@ static void timed_handle_many(void *arg, sc_server_msg *msgs, size_t n)
     }
 }
 
-/* GET /report: the "report" op through the dispatcher, as JSON. */
-static sc_err http_report(void *arg, FILE *out)
+/* GET /report: the "report" op through the dispatcher, as JSON; the query
+ * parameters ns, by, after and limit are its fields (docs/HTTP.md 3). */
+static sc_err http_report(void *arg, const char *query, FILE *out)
 {
     front *f = arg;
-    static const uint8_t req[] = {0x82, 0xa1, 'v', 0x01, 0xa2, 'o', 'p',
-                                  0xa6, 'r',  'e', 'p',  'o',  'r', 't'};
-    uint8_t *reply = NULL;
-    size_t len = 0;
+    static const char *const names[4] = {"ns", "by", "after", "limit"};
+    char vals[4][SC_CACHE_TAG_MAX + 1];
+    int has[4];
+    const char *bad = NULL;
+    uint64_t limit = 0;
+    for (int i = 0; i < 4; i++) {
+        has[i] = sc_http_query_get(query, names[i], vals[i], sizeof(vals[i]));
+        if (has[i] < 0 && bad == NULL) {
+            bad = names[i];
+        }
+    }
+    if (bad == NULL && has[3] == 1) {
+        char *end = NULL;
+        errno = 0;
+        limit = strtoull(vals[3], &end, 10);
+        if (vals[3][0] < '0' || vals[3][0] > '9' || *end != '\0' ||
+            errno != 0) {
+            bad = "limit";
+        }
+    }
+    if (bad != NULL) {
+        json_t *e =
+            json_pack("{s:b,s:{s:s,s:s+}}", "ok", 0, "error", "code",
+                      "bad_request", "message", "query parameter ", bad);
+        sc_err rc = e != NULL ? sc_http_write_json(out, e) : SC_ENOMEM;
+        json_decref(e);
+        return rc == SC_OK ? SC_EINVAL : rc;
+    }
+    mp_buf b;
+    mp_buf_init(&b);
+    msgpack_pack_map(&b.pk, 2 + (has[0] == 1) + (has[1] == 1) + (has[2] == 1) +
+                                (has[3] == 1));
+    mp_put_key(&b.pk, "v");
+    msgpack_pack_uint32(&b.pk, SC_PROTO_VERSION);
+    mp_put_key(&b.pk, "op");
+    mp_put_str(&b.pk, "report");
+    for (int i = 0; i < 3; i++) {
+        if (has[i] == 1) {
+            mp_put_key(&b.pk, names[i]);
+            mp_put_str(&b.pk, vals[i]);
+        }
+    }
+    if (has[3] == 1) {
+        mp_put_key(&b.pk, "limit");
+        msgpack_pack_uint64(&b.pk, limit);
+    }
+    uint8_t *req = NULL, *reply = NULL;
+    size_t req_len = 0, len = 0;
+    if (mp_buf_take(&b, &req, &req_len) != 0) {
+        return SC_ENOMEM;
+    }
     /* The operator's page, made in-process: no client key to check. */
-    if (sc_dispatch_handle_trusted(f->disp, req, sizeof(req), &reply, &len) !=
-        0) {
+    int hrc = sc_dispatch_handle_trusted(f->disp, req, req_len, &reply, &len);
+    free(req);
+    if (hrc != 0) {
         return SC_ENOMEM;
     }
     mp_reader r;
@@ -392,7 +441,13 @@ static sc_err http_report(void *arg, FILE *out)
     json_t *j = sc_cli_mp_to_json(&r, 0);
     free(reply);
     json_t *res = json_object_get(j, "result");
-    sc_err rc = res != NULL ? sc_http_write_json(out, res) : SC_ENOMEM;
+    /* Refused (a bad by or limit, an unknown ns): the error, answered 400. */
+    sc_err rc = res != NULL ? sc_http_write_json(out, res)
+                : j != NULL ? sc_http_write_json(out, j)
+                            : SC_ENOMEM;
+    if (rc == SC_OK && res == NULL) {
+        rc = SC_EINVAL;
+    }
     json_decref(j);
     return rc;
 }

@@ -1726,6 +1726,167 @@ static void test_reply_oom(void)
     priced_close(&pr);
 }
 
+/* ---- the report's rows come a page at a time -------------------------
+ * The ledger holds up to 2^20 rows; a report of them all in one reply was
+ * some 600 MiB, past --reply-total-max and every client's receive cap. */
+
+/* The value of key in the map o, or NULL. */
+static const msgpack_object *map_get(const msgpack_object *o, const char *key)
+{
+    if (o == NULL || o->type != MSGPACK_OBJECT_MAP) {
+        return NULL;
+    }
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR &&
+            kv->key.via.str.size == strlen(key) &&
+            memcmp(kv->key.via.str.ptr, key, strlen(key)) == 0) {
+            return &kv->val;
+        }
+    }
+    return NULL;
+}
+
+/* Sends report (by user; after and limit when given) and unpacks the
+ * reply into *up, whose strings point into the reply: it stays in
+ * page_raw until the next call. The reply's "ok" in *ok. */
+static uint8_t *page_raw;
+
+static const msgpack_object *report_page(sc_dispatch *d, const char *after,
+                                         int64_t limit, msgpack_unpacked *up,
+                                         bool *ok)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    begin(&sb, &pk, "report", 1 + (after != NULL) + (limit >= 0), 0, 0);
+    mp_put_key(&pk, "by");
+    mp_put_str(&pk, "user");
+    if (after != NULL) {
+        mp_put_key(&pk, "after");
+        mp_put_str(&pk, after);
+    }
+    if (limit >= 0) {
+        mp_put_key(&pk, "limit");
+        msgpack_pack_uint64(&pk, (uint64_t)limit);
+    }
+    uint8_t *rep = NULL;
+    size_t rl = 0;
+    CHECK(sc_dispatch_handle(d, (uint8_t *)sb.data, sb.size, &rep, &rl) == 0);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_unpacked_init(up);
+    CHECK(msgpack_unpack_next(up, (const char *)rep, rl, NULL) ==
+          MSGPACK_UNPACK_SUCCESS);
+    free(page_raw);
+    page_raw = rep;
+    const msgpack_object *o = map_get(&up->data, "ok");
+    *ok = o != NULL && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
+    return map_get(&up->data, "result");
+}
+
+static uint64_t obj_uint(const msgpack_object *o)
+{
+    return o != NULL && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64
+                                                                   : UINT64_MAX;
+}
+
+static void test_report_pages(void)
+{
+    priced pr;
+    priced_open(&pr);
+    sc_dispatch_set_ledger(pr.d, pr.lg, pr.pz);
+    /* 2,500 users in namespace a, every tenth also in b: their rows of
+     * both namespaces are one row of the report. */
+    enum { USERS = 2500 };
+    for (unsigned i = 0; i < USERS; i++) {
+        char u[32];
+        snprintf(u, sizeof(u), "user-%05u", i);
+        sc_ledger_lookup ev = {0};
+        sc_ledger_tags t = {"a", NULL, u};
+        sc_ledger_lookup_done(pr.lg, &t, &ev, 1000 + i);
+        if (i % 10 == 0) {
+            t.ns = "b";
+            sc_ledger_lookup_done(pr.lg, &t, &ev, 1000 + i);
+        }
+    }
+    const uint64_t lookups = USERS + USERS / 10;
+
+    /* No limit: the default page, the total still over every row. */
+    msgpack_unpacked up;
+    bool ok;
+    const msgpack_object *res = report_page(pr.d, NULL, -1, &up, &ok);
+    const msgpack_object *rows = map_get(res, "rows");
+    CHECK(ok && rows != NULL && rows->type == MSGPACK_OBJECT_ARRAY);
+    CHECK_EQ_INT(rows != NULL ? rows->via.array.size : 0,
+                 SC_DISPATCH_REPORT_ROWS);
+    CHECK_EQ_INT(obj_uint(map_get(res, "more")),
+                 USERS - SC_DISPATCH_REPORT_ROWS);
+    CHECK_EQ_INT(obj_uint(map_get(map_get(res, "total"), "requests")), lookups);
+    const msgpack_object *next = map_get(res, "next");
+    CHECK(next != NULL && next->type == MSGPACK_OBJECT_STR &&
+          next->via.str.size == 10 &&
+          memcmp(next->via.str.ptr, "user-00999", 10) == 0);
+    msgpack_unpacked_destroy(&up);
+
+    /* Pages of 700, each after the last: every row once, in name order,
+     * the last page with no next. */
+    char after[64] = "";
+    unsigned seen = 0, pages = 0;
+    uint64_t requests = 0;
+    for (bool last = false; !last && pages < 10; pages++) {
+        res = report_page(pr.d, pages ? after : NULL, 700, &up, &ok);
+        rows = map_get(res, "rows");
+        CHECK(ok && rows != NULL && rows->type == MSGPACK_OBJECT_ARRAY);
+        for (uint32_t i = 0; rows != NULL && i < rows->via.array.size; i++) {
+            const msgpack_object *k = map_get(&rows->via.array.ptr[i], "key");
+            char want[32];
+            snprintf(want, sizeof(want), "user-%05u", seen);
+            CHECK(k != NULL && k->type == MSGPACK_OBJECT_STR &&
+                  k->via.str.size == strlen(want) &&
+                  memcmp(k->via.str.ptr, want, strlen(want)) == 0);
+            uint64_t n = obj_uint(map_get(&rows->via.array.ptr[i], "requests"));
+            CHECK_EQ_INT(n, seen % 10 == 0 ? 2 : 1);
+            requests += n;
+            seen++;
+        }
+        uint64_t more = obj_uint(map_get(res, "more"));
+        CHECK_EQ_INT(more, USERS - seen);
+        next = map_get(res, "next");
+        last = more == 0;
+        if (last) {
+            CHECK(next != NULL && next->type == MSGPACK_OBJECT_NIL);
+        } else if (next != NULL && next->type == MSGPACK_OBJECT_STR &&
+                   next->via.str.size < sizeof(after)) {
+            memcpy(after, next->via.str.ptr, next->via.str.size);
+            after[next->via.str.size] = '\0';
+        } else {
+            CHECK(!"a page with more rows names its next");
+            last = true;
+        }
+        msgpack_unpacked_destroy(&up);
+    }
+    CHECK_EQ_INT(seen, USERS);
+    CHECK_EQ_INT(pages, 4);
+    CHECK_EQ_INT(requests, lookups);
+
+    /* A limit of 0 or over the most is refused. */
+    res = report_page(pr.d, NULL, 0, &up, &ok);
+    CHECK(!ok);
+    msgpack_unpacked_destroy(&up);
+    res = report_page(pr.d, NULL, SC_DISPATCH_REPORT_ROWS_MAX + 1, &up, &ok);
+    CHECK(!ok);
+    msgpack_unpacked_destroy(&up);
+    /* After the last key: no rows, the total still whole. */
+    res = report_page(pr.d, "user-99999", 5, &up, &ok);
+    rows = map_get(res, "rows");
+    CHECK(ok && rows != NULL && rows->via.array.size == 0 &&
+          obj_uint(map_get(res, "more")) == 0);
+    CHECK_EQ_INT(obj_uint(map_get(map_get(res, "total"), "requests")), lookups);
+    msgpack_unpacked_destroy(&up);
+    free(page_raw);
+    page_raw = NULL;
+    priced_close(&pr);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
@@ -1741,6 +1902,7 @@ int main(int argc, char **argv)
     test_max_clients();
     test_unread_reply();
     test_undelivered_hits();
+    test_report_pages();
     test_reply_total();
     test_reply_oom();
     test_close_under_load(argv[0], NULL);

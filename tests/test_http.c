@@ -629,9 +629,10 @@ static sc_err failing_hook(void *arg, FILE *out)
     return SC_EIO;
 }
 
-static sc_err report_hook(void *arg, FILE *out)
+static sc_err report_hook(void *arg, const char *query, FILE *out)
 {
     (void)arg;
+    (void)query;
     fputs("{\"dollars_saved\": 1.5}\n", out);
     return SC_OK;
 }

@@ -467,6 +467,13 @@ def edge_cases():
         ("ns_drop", {}),
         ("report", {"by": "feature"}),
         ("report", {"by": "nothing"}),
+        ("report", {"by": "user", "limit": 1}),
+        ("report", {"by": "feature", "after": "", "limit": 2}),
+        ("report", {"after": "zzz"}),
+        ("report", {"limit": 0}),
+        ("report", {"limit": 10001}),
+        ("report", {"limit": "5"}),
+        ("report", {"after": 5}),
         ("ns_list", {}),
     ]
     return cases
@@ -693,6 +700,8 @@ def random_case(rng, i):
     elif op == "report":
         f = rng.choice([{}, f, {"by": rng.choice(["ns", "feature", "user",
                                                   "x"])}])
+        maybe(f, ("limit", lambda: rng.choice([0, 1, 2, 1000, 10001])), 0.3)
+        maybe(f, ("after", lambda: rng.choice(["", "a", "f1", "zz"])), 0.3)
     elif op == "ns_list":
         f = {}
     elif op in ("stats", "flush") and rng.random() < 0.3:

@@ -5,7 +5,9 @@ The cost ledger end to end: a scripted FAQ workload against a real
 semcached with a price table made here, then the "report" op, whose figures
 this test recomputes on its own from the workload and the prices; the
 human report of semcache-cli; an unknown model's cost stays unknown; a bad
-price table stops the start. Prints "N passed, N failed" last."""
+price table stops the start. The rows come a page at a time (a ledger of
+2^20 rows in one reply was some 600 MiB, past every cap): over nng, the
+CLI, GET /report and POST /v1/report alike. Prints "N passed, N failed" last."""
 import json
 import math
 import os
@@ -14,6 +16,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
@@ -39,6 +43,86 @@ def usd(model, tin, tout):
     return (tin * p["input"] + tout * p["output"]) / 1e6
 
 
+def http_get(hport, path):
+    """(status, parsed JSON body) of GET path."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{hport}{path}",
+                                    timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def pages(c, cli, port, hport):
+    """1,001 users more: the rows by user come in pages."""
+    users = [f"u{i:04d}" for i in range(1001)]
+    for u in users:
+        c.lookup("faq", vec=[0.3, 0.3, 0.3, 0.9], user=u,
+                 embed_model="emb")
+    keys = [""] + users  # the earlier lookups are untagged
+    rep = c.report(by="user")
+    check(len(rep["rows"]) == 1000 and rep["more"] == len(keys) - 1000
+          and rep["next"] == keys[999],
+          f"the default page: {len(rep['rows'])} rows, more "
+          f"{rep.get('more')}, next {rep.get('next')!r}")
+    check(rep["total"]["requests"] == 8 + len(users),
+          "the total is over every row")
+    got = [r["key"] for r in c.report_rows(by="user", limit=300)]
+    check(got == keys, f"report_rows reads every row once, in name order "
+          f"({len(got)} of {len(keys)})")
+    last = c.report(by="user", after=keys[-2], limit=5)
+    check([r["key"] for r in last["rows"]] == keys[-1:]
+          and last["more"] == 0 and last["next"] is None, "the last page")
+    for bad in (0, 10001, -1, "5"):
+        try:
+            c.report(by="user", limit=bad)
+            check(False, f"limit {bad!r} refused")
+        except Exception as ex:  # noqa: BLE001 - SemcacheError expected
+            check("bad_request" in str(ex) or "limit" in str(ex),
+                  f"limit {bad!r} refused: {ex}")
+    # The CLI: a page, and how many rows it left out.
+    addr = f"tcp://127.0.0.1:{port}"
+    out = subprocess.run([cli, "-a", addr, "report", "--by", "user",
+                          "--limit", "5", "--after", "u0100"],
+                         capture_output=True, text=True, timeout=30)
+    check(out.returncode == 0 and "u0105" in out.stdout
+          and "u0106" not in out.stdout and "u0100" not in out.stdout
+          and "895 more rows" in out.stdout
+          and "--after 'u0105'" in out.stdout,
+          f"semcache-cli report --limit 5 --after: {out.stdout}{out.stderr}")
+    out = subprocess.run([cli, "-a", addr, "report", "--by", "user",
+                          "--limit", "0"],
+                         capture_output=True, text=True, timeout=30)
+    check(out.returncode == 2, "semcache-cli report --limit 0 is bad usage")
+    # HTTP: GET /report takes the fields as query parameters, POST
+    # /v1/report in its body; both answer as nng does.
+    st, body = http_get(hport, "/report?by=user&limit=2&after=u0500")
+    want = c.report(by="user", limit=2, after="u0500")
+    check(st == 200 and [r["key"] for r in body["rows"]] == ["u0501", "u0502"]
+          and body["more"] == want["more"] and body["next"] == "u0502",
+          f"GET /report?by=user&limit=2&after=u0500: {st} "
+          f"{str(body)[:200]}")
+    st, body = http_get(hport, "/report")
+    check(st == 200 and body["by"] == "ns" and len(body["rows"]) == 1
+          and body["more"] == 0 and body["next"] is None,
+          f"GET /report as before: {st}")
+    st, body = http_get(hport, "/report?by=user&after=u%30999")
+    check(st == 200 and [r["key"] for r in body["rows"]] == ["u1000"],
+          "GET /report decodes its parameters")
+    for q in ("limit=x", "limit=0", "by=nobody", "after=%zz"):
+        st, body = http_get(hport, "/report?" + q)
+        check(st == 400 and body["ok"] is False
+              and body["error"]["code"] == "bad_request",
+              f"GET /report?{q}: {st} {body}")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{hport}/v1/report", method="POST",
+        data=json.dumps({"by": "user", "limit": 3}).encode())
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = json.loads(r.read())["result"]
+    check([r["key"] for r in body["rows"]] == keys[:3]
+          and body["more"] == len(keys) - 3, "POST /v1/report pages")
+
+
 def main():
     argv = sys.argv
     server = argv[argv.index("--server") + 1]
@@ -48,6 +132,7 @@ def main():
     with open(prices, "w") as f:
         json.dump(PRICES, f)
     port = free_port()
+    hport = free_port()
     conf = os.path.join(tmp, "semcached.json")
     with open(conf, "w") as f:
         # Cost targets: "store" is cheap to serve (its one call is cheap),
@@ -57,7 +142,8 @@ def main():
                                     "namespaces": {"faq": 1e-12}}}, f)
     proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
                              "--prices", prices, "--data-dir", tmp,
-                             "--config", conf],
+                             "--config", conf,
+                             "--http", f"127.0.0.1:{hport}"],
                             stderr=subprocess.PIPE, text=True)
     try:
         c = wait_client(port)
@@ -191,6 +277,7 @@ def main():
             svg = f.read()
         check(svg.startswith("<svg") and "polyline" in svg
               and svg.rstrip().endswith("</svg>"), "report --svg")
+        pages(c, cli, port, hport)
         c.close()
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -488,10 +488,24 @@ class Client:
             bad("a miss with a 'response'")
         return r
 
-    def report(self, ns=None, by=None):
-        """The cost report: {"total": {...}, "rows": [...], "timeline":
-        [...], "prices_date", "cpu_hour", "by"} (docs/PROTOCOL.md)."""
-        return self._op("report", ns=ns, by=by)
+    def report(self, ns=None, by=None, limit=None, after=None):
+        """The cost report: {"total": {...}, "rows": [...], "more", "next",
+        "timeline": [...], "prices_date", "cpu_hour", "by"}
+        (docs/PROTOCOL.md). "rows" is one page in name order: at most
+        limit rows (server default 1000, at most 10000) whose key is
+        above after; "more" rows follow it, and "next" (None on the last
+        page) is the after of the next page. report_rows reads them all."""
+        return self._op("report", ns=ns, by=by, limit=limit, after=after)
+
+    def report_rows(self, ns=None, by=None, limit=10000):
+        """Every row of the report, page by page, in name order."""
+        after = None
+        while True:
+            page = self.report(ns=ns, by=by, limit=limit, after=after)
+            yield from page["rows"]
+            after = page.get("next")
+            if after is None:
+                return
 
     def delete(self, entry):
         self._op("delete", entry=entry)
