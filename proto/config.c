@@ -149,6 +149,7 @@ static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
     } keys[SC_CONFIG_PROXY_KEYS] = {
         {"upstream", "--upstream", false},
         {"upstream_timeout", "--upstream-timeout", true},
+        {"upstream_max_duration", "--upstream-max-duration", true},
         {"client_timeout", "--proxy-client-timeout", true},
         {"ns", "--proxy-ns", false},
         {"workers", "--proxy-workers", true},

@@ -17,7 +17,7 @@
 #define SC_CONFIG_DEFAULT_DATA_DIR "/var/lib/semcached"
 #define SC_CONFIG_EMBED_FILE       "embeddings.sctab" /* = SC_EMBED_DEFAULT_FILE */
 #define SC_CONFIG_STATE_DIR        "state" /* under data_dir */
-#define SC_CONFIG_PROXY_KEYS       8       /* keys of the "proxy" object */
+#define SC_CONFIG_PROXY_KEYS       9       /* keys of the "proxy" object */
 #define SC_CONFIG_MAX_NS           256 /* namespaces the files may declare */
 #define SC_CONFIG_PATH_MAX         4096
 #define SC_CONFIG_MAX_KEYS         1024 /* access keys */
@@ -93,7 +93,8 @@ void sc_config_fini(sc_config *cfg);
  *   persist       bool (default true): keep the cache in data_dir/state
  *   fsync         "always", "everysec" (default) or "no"
  *   compact_bytes log size that starts a compaction, 1 MiB..2^50
- *   proxy         {upstream, upstream_timeout (ms), ns, workers, history,
+ *   proxy         {upstream, upstream_timeout (ms),
+ *                  upstream_max_duration (ms), ns, workers, history,
  *                  store, embed_model}: the OpenAI proxy's flags
  *   max_namespaces, max_bytes   as the flags; max_entries (no flag): the
  *                  cache's cap on entries

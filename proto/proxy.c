@@ -87,6 +87,14 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
             return -1;
         }
         cfg->timeout_ms = (uint32_t)n;
+    } else if (strcmp(flag, "--upstream-max-duration") == 0) {
+        if (parse_uint(value, SC_PROXY_MAX_MAX_DURATION_MS, &n) != 0 ||
+            n == 0) {
+            snprintf(msg, cap, "--upstream-max-duration must be 1..%u ms",
+                     SC_PROXY_MAX_MAX_DURATION_MS);
+            return -1;
+        }
+        cfg->max_duration_ms = (uint32_t)n;
     } else if (strcmp(flag, "--proxy-client-timeout") == 0) {
         if (parse_uint(value, 3600000, &n) != 0 || n == 0) {
             snprintf(msg, cap, "--proxy-client-timeout must be 1..3600000 ms");
@@ -456,6 +464,7 @@ struct sc_proxy {
     char *chat_url, *embed_url;
     char embed_model[SC_CACHE_TAG_MAX + 1]; /* "" = the built-in embedder */
     uint32_t timeout_ms;
+    uint32_t max_duration_ms;
     uint32_t client_timeout_ms;
     size_t body_max;
     sc_proxy_history history;
@@ -1056,6 +1065,13 @@ oom:
     return NULL;
 }
 
+/* A plain call's limit: --upstream-timeout, within the whole call's. */
+static uint32_t plain_limit(const sc_proxy *p)
+{
+    return p->timeout_ms < p->max_duration_ms ? p->timeout_ms
+                                              : p->max_duration_ms;
+}
+
 static void setup_call(CURL *c, sc_proxy *p, const char *url,
                        struct curl_slist *hdrs, const char *body, size_t n,
                        bool stream)
@@ -1073,27 +1089,38 @@ static void setup_call(CURL *c, sc_proxy *p, const char *url,
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, p);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)p->timeout_ms);
     if (stream) {
-        /* A stream may last: the limit is on silence, in whole seconds. */
+        /* A stream may last: the limit is on silence, in whole seconds
+         * (an SSE comment is no silence: upstreams send ": ping" to keep
+         * a slow model's stream open), and on the whole call, so that an
+         * upstream trickling bytes for ever cannot hold a worker longer. */
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
                          (long)((p->timeout_ms + 999) / 1000));
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)p->max_duration_ms);
     } else {
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)p->timeout_ms);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)plain_limit(p));
     }
 }
 
-/* The message of a failed upstream call: cc, or an answer whose status
- * is outside 100-599, which is none to relay. */
+/* The message of a failed upstream call (a stream's when stream): cc, or
+ * an answer whose status is outside 100-599, which is none to relay. */
 static void upstream_error(preq *pr, CURLcode cc, long status, const buf *b,
-                           char *msg, size_t cap, const char **code)
+                           bool stream, char *msg, size_t cap,
+                           const char **code)
 {
     if (__atomic_load_n(&pr->p->closing, __ATOMIC_RELAXED)) {
         *code = "shutting_down";
         snprintf(msg, cap, "semcached is shutting down");
+    } else if (cc == CURLE_OPERATION_TIMEDOUT && stream) {
+        *code = "upstream_timeout";
+        snprintf(msg, cap,
+                 "the upstream was silent for %u s, or its answer took "
+                 "over %u ms in all",
+                 (pr->p->timeout_ms + 999) / 1000, pr->p->max_duration_ms);
     } else if (cc == CURLE_OPERATION_TIMEDOUT) {
         *code = "upstream_timeout";
         snprintf(msg, cap, "the upstream did not answer within %u ms",
-                 pr->p->timeout_ms);
+                 plain_limit(pr->p));
     } else if (b != NULL && b->over) {
         *code = "upstream_too_big";
         snprintf(msg, cap, "the upstream's answer is over the cap of %zu bytes",
@@ -1230,7 +1257,7 @@ static void forward_plain(preq *pr, CURL *c)
     char xsc[256], msg[300];
     if (cc != CURLE_OK || status < 100 || status > 599) {
         const char *code;
-        upstream_error(pr, cc, status, &b, msg, sizeof(msg), &code);
+        upstream_error(pr, cc, status, &b, false, msg, sizeof(msg), &code);
         count(p, &p->counts.errors);
         miss_header(pr, "upstream_failed", xsc, sizeof(xsc));
         free(b.p);
@@ -1479,7 +1506,8 @@ static void forward_stream(preq *pr, CURL *c)
         /* Not a stream: an error answer (relayed), or a failed call. */
         if (cc != CURLE_OK || status < 100 || status > 599) {
             const char *code;
-            upstream_error(pr, cc, status, &s.err, msg, sizeof(msg), &code);
+            upstream_error(pr, cc, status, &s.err, true, msg, sizeof(msg),
+                           &code);
             count(p, &p->counts.errors);
             miss_header(pr, "upstream_failed", xsc, sizeof(xsc));
             reply_error(pr, 502, "upstream_error", code, msg, xsc, false);
@@ -2036,6 +2064,9 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
              cfg->embed_model != NULL ? cfg->embed_model : "");
     p->timeout_ms =
         cfg->timeout_ms != 0 ? cfg->timeout_ms : SC_PROXY_DEFAULT_TIMEOUT_MS;
+    p->max_duration_ms = cfg->max_duration_ms != 0
+                             ? cfg->max_duration_ms
+                             : SC_PROXY_DEFAULT_MAX_DURATION_MS;
     p->client_timeout_ms = cfg->client_timeout_ms != 0
                                ? cfg->client_timeout_ms
                                : SC_PROXY_DEFAULT_CLIENT_TIMEOUT_MS;

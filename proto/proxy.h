@@ -24,6 +24,11 @@
 /* The longest a streaming client may keep its worker waiting to write, in
  * all, over one stream (--proxy-client-timeout). */
 #define SC_PROXY_DEFAULT_CLIENT_TIMEOUT_MS 30000u
+/* The longest one upstream call may last, however steadily the upstream
+ * sends (--upstream-max-duration): 10 minutes, which a long stream of a
+ * slow model fits. */
+#define SC_PROXY_DEFAULT_MAX_DURATION_MS 600000u
+#define SC_PROXY_MAX_MAX_DURATION_MS     86400000u
 #define SC_PROXY_DEFAULT_WORKERS    8u
 #define SC_PROXY_MAX_WORKERS        256u
 #define SC_PROXY_DEFAULT_BODY_MAX   (4u << 20)
@@ -61,6 +66,8 @@ typedef struct sc_proxy_config {
                               longest silence); 0 = the default */
     uint32_t client_timeout_ms; /* a stream's client's writes, in all;
                                    0 = the default */
+    uint32_t max_duration_ms;   /* an upstream call's whole length, a
+                                   stream's included; 0 = the default */
     unsigned workers;      /* threads that call the upstream; 0 = default */
     /* Threads that parse a request whose body is in, derive its plan,
      * embed it (the built-in embedder) and look it up, answering hits
@@ -82,7 +89,8 @@ typedef struct sc_proxy_config {
 void sc_proxy_config_init(sc_proxy_config *cfg);
 
 /* Takes the proxy flags of semcached: --upstream URL, --upstream-timeout
- * MS, --proxy-client-timeout MS, --proxy-ns NS, --proxy-workers N,
+ * MS, --upstream-max-duration MS, --proxy-client-timeout MS, --proxy-ns
+ * NS, --proxy-workers N,
  * --proxy-history exact|single|ignore, --proxy-store
  * stop[,tool_calls][,length], --proxy-embed-model MODEL. Returns 1 when
  * flag is one of them and value is good (value is borrowed: it must

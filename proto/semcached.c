@@ -143,6 +143,7 @@ static void usage(FILE *f)
         "  --upstream URL      with --http: serve POST /v1/chat/completions\n"
         "                      as an OpenAI-compatible caching proxy of URL;\n"
         "                      its flags --upstream-timeout MS,\n"
+        "                      --upstream-max-duration MS,\n"
         "                      --proxy-client-timeout MS, --proxy-ns NS,\n"
         "                      --proxy-workers N,\n"
         "                      --proxy-history exact|single|ignore,\n"

@@ -33,6 +33,10 @@ answers by its current mode:
   azure      (streams) as ok, opened as Azure OpenAI opens it: a
              prompt-filter chunk with no choices, id "", model "" and
              created 0
+  trickle    (streams) the head, then an SSE comment ": ping" every
+             `delay` seconds, `pings` times (None: for as long as the
+             connection lasts), then the answer as ok; (plain) a 200 head
+             whose body comes one byte every `delay` seconds
 
 Run alone (python3 fake_upstream.py PORT) it serves in mode ok until
 killed."""
@@ -126,6 +130,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode == "garbage":
             self.send_json(200, None, raw=b"<html>not json</html>")
             return
+        if mode == "trickle" and not body.get("stream"):
+            data = json.dumps({"object": "chat.completion"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(fake.delay)
+            return
         text = answer_text(body)
         finish = {"truncated": "length", "tool": "tool_calls"}.get(mode,
                                                                    "stop")
@@ -151,6 +166,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
+        if mode == "trickle":
+            fake = self.server.fake
+            n = 0
+            while fake.pings is None or n < fake.pings:
+                self.wfile.write(b": ping\n\n")
+                self.wfile.flush()
+                n += 1
+                time.sleep(fake.delay)
         base = {"id": "chatcmpl-fake-stream", "object": "chat.completion.chunk",
                 "created": 1700000000, "model": body.get("model")}
         words = text.split(" ")
@@ -220,6 +243,7 @@ class FakeUpstream:
         self.mode = "ok"
         self.delay = 3.0
         self.status = 502
+        self.pings = None  # trickle: comments before the answer; None: ever
         self.embed_tokens = 5  # the usage /v1/embeddings reports
         self.httpd = Server(("127.0.0.1", port), Handler)
         self.httpd.fake = self

@@ -281,6 +281,8 @@ static void test_bad(void)
         {"{\"proxy\": {\"history\": \"all\"}}", "'proxy.history'"},
         {"{\"proxy\": {\"workers\": \"4\"}}", "'proxy.workers'"},
         {"{\"proxy\": {\"upstream_timeout\": 0}}", "'proxy.upstream_timeout'"},
+        {"{\"proxy\": {\"upstream_max_duration\": 0}}",
+         "'proxy.upstream_max_duration'"},
         {"{\"max_bytes\": 0}", "'max_bytes'"},
         {"{\"namespaces\": []}", "'namespaces'"},
         {"{\"namespaces\": {\"a b\": {}}}", "namespaces.a b"},

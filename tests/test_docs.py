@@ -74,7 +74,8 @@ def main():
     check(rc == 0, f"--help exits 0 (got {rc})")
     help_flags = flags_in(helptext) - {"--help"}
     proxy_flags = {f for f in help_flags if f.startswith("--proxy-")}
-    upstream_flags = proxy_flags | {"--upstream-timeout"}
+    upstream_flags = proxy_flags | {"--upstream-timeout",
+                                    "--upstream-max-duration"}
     check(len(help_flags) > 20, f"--help lists the flags ({len(help_flags)})")
 
     # CONFIG.md: the table of keys, and its "flag" column.

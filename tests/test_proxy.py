@@ -729,6 +729,92 @@ def test_timeout(server, table, fake):
     p.stop()
 
 
+def test_trickle(server, table, fake):
+    """An upstream that trickles a stream (an SSE comment every 0.3 s, for
+    ever) holds its worker only --upstream-max-duration: with both workers
+    held by such streams, a plain miss behind them is still answered; the
+    streams are ended as a cut stream is (no [DONE]) and are not stored.
+    Comments are no silence: a stream that pings for longer than
+    --upstream-timeout before its answer is relayed whole and stored."""
+    p = Proxy(server, table, fake.url, "--proxy-workers", "2",
+              "--upstream-timeout", "1000", "--upstream-max-duration", "3000")
+    fake.mode, fake.delay, fake.pings = "trickle", 0.3, None
+    n0 = fake.chat_calls()
+    got = {}
+
+    def ask(i):
+        t0 = time.time()
+        try:
+            st, hs, ev, done = read_stream(p.port, {
+                "model": MODEL, "stream": True, "messages": [
+                    {"role": "user", "content": f"Trickle {i}?"}]})
+            got[i] = (st, done, time.time() - t0)
+        except OSError as e:
+            got[i] = (str(e), None, time.time() - t0)
+
+    ts = [threading.Thread(target=ask, args=(i,), daemon=True)
+          for i in range(2)]
+    for t in ts:
+        t.start()
+    end = time.time() + 10
+    while fake.chat_calls() < n0 + 2 and time.time() < end:
+        time.sleep(0.02)
+    fake.mode = "ok"
+    t0 = time.time()
+    try:
+        st, hs, j = p.chat("Is anyone served behind trickles?")
+    except OSError as e:
+        st, j = None, str(e)
+    dt = time.time() - t0
+    check(st == 200 and dt < 8 and
+          content(j) == "Answer to: Is anyone served behind trickles?",
+          f"a miss behind two trickling streams is served ({st}, {dt:.1f} s)")
+    if st != 200:
+        p.stop()  # its workers are still held: the rest cannot run
+        return
+    for t in ts:
+        t.join(10)
+    for i in range(2):
+        st, done, dt = got.get(i, (None, None, 0.0))
+        check(st == 200 and done is False and 2.5 < dt < 8,
+              f"a trickling stream is ended at --upstream-max-duration "
+              f"without [DONE] ({st}, {done}, {dt:.1f} s)")
+    n = fake.chat_calls()
+    st, hs, ev, done = read_stream(p.port, {
+        "model": MODEL, "stream": True, "messages": [
+            {"role": "user", "content": "Trickle 0?"}]})
+    check(done and fake.chat_calls() == n + 1 and
+          xsc(hs).startswith("miss"),
+          f"a stream ended at --upstream-max-duration was not stored "
+          f"({xsc(hs)})")
+    # Pings for 1.8 s, over --upstream-timeout's 1 s, then the answer.
+    fake.mode, fake.pings = "trickle", 6
+    q = "Is a pinging stream kept?"
+    st, hs, ev, done = read_stream(p.port, {
+        "model": MODEL, "stream": True, "messages": [
+            {"role": "user", "content": q}]})
+    check(st == 200 and done and stream_text(ev) == f"Answer to: {q}",
+          "SSE comments keep a stream past --upstream-timeout")
+    fake.mode, fake.pings = "ok", None
+    n = fake.chat_calls()
+    p.wait_inserts(1)
+    st, hs, j = p.chat(q, stream=False)
+    check(st == 200 and xsc(hs).startswith("hit") and fake.chat_calls() == n,
+          f"and it is stored ({xsc(hs)})")
+    # A plain call is bounded by the smaller of the two.
+    p.stop()
+    p = Proxy(server, table, fake.url, "--upstream-max-duration", "1000")
+    fake.mode, fake.delay = "trickle", 0.2
+    t0 = time.time()
+    st, hs, j = p.chat("Is a trickling plain answer cut?")
+    dt = time.time() - t0
+    check(st == 502 and j["error"]["code"] == "upstream_timeout" and dt < 4,
+          f"a trickling plain answer is 502 upstream_timeout at "
+          f"--upstream-max-duration ({st}, {dt:.1f} s)")
+    fake.mode = "ok"
+    p.stop()
+
+
 def test_slow_reader(server, table, fake):
     """A streaming client that reads a little before each write would time
     out keeps its worker only --proxy-client-timeout in all: with one
@@ -1000,6 +1086,7 @@ def main():
     check("sk-upstream-1" not in err, "the upstream key is never logged")
     test_timeout(a.server, a.table, fake)
     test_slow_reader(a.server, a.table, fake)
+    test_trickle(a.server, a.table, fake)
     test_stop_stream(a.server, a.table, fake)
     test_policy_single(a.server, a.table, fake)
     try:

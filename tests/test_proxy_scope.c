@@ -220,6 +220,14 @@ int main(void)
     CHECK(sc_proxy_parse_flag(&cfg, "--upstream-timeout", "0", msg,
                               sizeof(msg)) == -1,
           "--upstream-timeout 0");
+    CHECK(sc_proxy_parse_flag(&cfg, "--upstream-max-duration", "86400001", msg,
+                              sizeof(msg)) == -1 &&
+              strstr(msg, "--upstream-max-duration") != NULL,
+          "--upstream-max-duration over a day");
+    CHECK(sc_proxy_parse_flag(&cfg, "--upstream-max-duration", "600000", msg,
+                              sizeof(msg)) == 1 &&
+              cfg.max_duration_ms == 600000,
+          "--upstream-max-duration");
     CHECK(sc_proxy_parse_flag(&cfg, "--listen", "x", msg, sizeof(msg)) == 0,
           "not a proxy flag");
 
