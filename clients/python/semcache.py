@@ -18,9 +18,12 @@ and reply. Bodies are msgpack (Debian's python3-msgpack).
 A Client is one connection. Calls from several threads are serialised by a
 lock; give each thread its own Client for parallel requests. After a
 time-out or a broken connection the call raises and the socket is closed;
-the next call connects afresh (a request is never re-sent by the client).
-A connection the server closed between calls (a restart) is found before
-a request is sent on it, and that call connects afresh.
+the next call connects afresh (a request is never re-sent by the client,
+but for retries=N after ServerBusy). A connection the server closed
+between calls (a restart) is found before a request is sent on it, and
+that call connects afresh. A connection the server closes before any
+reply (at its --max-clients cap it closes a new one right after the
+handshake) raises ServerBusy, a ProtocolError.
 """
 import array
 import itertools
@@ -46,8 +49,12 @@ RECV_MAX = 4 << 20
 # 64 replies per connection and drops the rest (docs/PROTOCOL.md, 1.3).
 WINDOW = 32
 
-__all__ = ["Client", "connect", "SemcacheError", "ProtocolError", "pack_vec",
-           "unpack_vec"]
+__all__ = ["Client", "connect", "SemcacheError", "ProtocolError",
+           "ServerBusy", "pack_vec", "unpack_vec"]
+# Client(retries=N): the first wait after ServerBusy, doubled for each
+# retry up to the last.
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
 
 
 class SemcacheError(Exception):
@@ -62,6 +69,15 @@ class SemcacheError(Exception):
 
 class ProtocolError(Exception):
     """The peer broke the SP framing or sent a malformed reply."""
+
+
+class ServerBusy(ProtocolError):
+    """The server closed the connection before any reply came on it. At
+    its --max-clients cap semcached closes a new connection right after
+    the handshake, before it reads a request (docs/PROTOCOL.md, 1.1): the
+    likely cause. A server stopping, or dying, between the handshake and
+    its first reply looks the same, so the request may have been carried
+    out then. Client(..., retries=N) connects again and re-sends."""
 
 
 def pack_vec(vec):
@@ -117,7 +133,10 @@ class Client:
     tls: None for plain TCP; an ssl.SSLContext, or True for
     ssl.create_default_context(), for a tls+tcp:// listener (server_hostname
     defaults to host). key: the access key (str) sent as "key" with every
-    request, for a server configured with keys (docs/CONFIG.md). trace, if given, is called as trace(direction, data) with direction
+    request, for a server configured with keys (docs/CONFIG.md). retries:
+    how many times a call that raised ServerBusy connects again and
+    re-sends its requests, after 0.05 s, then twice as long each time (at
+    most 1 s); 0 (the default) never re-sends. trace, if given, is called as trace(direction, data) with direction
     "send" or "recv" and the exact bytes of each handshake and each framed
     message, as they cross the socket. Strings travel as UTF-8; the server
     does not check it, so a string of a reply that is not UTF-8 comes back
@@ -126,7 +145,7 @@ class Client:
 
     def __init__(self, host="127.0.0.1", port=7700, timeout=5.0, *,
                  ipc_path=None, tls=None, server_hostname=None, trace=None,
-                 reply_max=1 << 30, key=None):
+                 reply_max=1 << 30, key=None, retries=0):
         self._addr = (host, port)
         self._key = key
         self._tls = ssl.create_default_context() if tls is True else tls
@@ -135,6 +154,10 @@ class Client:
         self._timeout = timeout
         self._trace = trace
         self._reply_max = reply_max
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError("retries is an int >= 0")
+        self._retries = retries
+        self._replied = False  # a reply came on this connection
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._deadline = None
@@ -174,6 +197,7 @@ class Client:
                 s.close()
                 raise
         self._sock = s
+        self._replied = False
         try:
             self._send(HANDSHAKE)
             peer = self._recv_exact(8)
@@ -321,45 +345,68 @@ class Client:
         # the requests before it were carried out, their replies unread.
         bodies = [self._pack(req) for req in requests]
         with self._lock:
-            sent = 0
-            try:
-                if self._sock is not None and not self._idle_ok():
-                    self.close()  # nothing was sent on it in this call
-                if self._sock is None:
-                    self._arm()
-                    self._connect()
-                ids = [self._next_id() for _ in requests]
-                pending = set()
-                got = {}
-                while sent < len(ids) or pending:
-                    self._arm()
-                    while sent < len(ids) and len(pending) < WINDOW:
-                        i, sent = sent, sent + 1  # counted once tried
-                        self._send(self._frame(struct.pack(">I", ids[i])
-                                               + bodies[i]))
-                        pending.add(ids[i])
-                    rid, body = self._read_frame()
-                    if rid not in pending:
-                        raise ProtocolError(f"reply id {rid:#x} was not asked for")
-                    pending.discard(rid)
-                    got[rid] = self._decode(body)
-                return [got[rid] for rid in ids]
-            except BaseException as e:
-                # A time-out may leave half a frame in the socket: the
-                # connection cannot be trusted after it.
-                self.close()
-                big = max((len(b) + 4 for b in bodies[:sent]), default=0)
-                if big > RECV_MAX and (
-                        getattr(e, "peer_closed", False)
-                        or isinstance(e, (ConnectionError, ssl.SSLError))):
-                    raise ProtocolError(
-                        f"the server closed the connection after a request "
-                        f"of {big} bytes: it closes one sent a message over "
-                        f"its --recv-max ({RECV_MAX} bytes by default)"
-                    ) from e
-                raise
-            finally:
-                self._deadline = None
+            wait = RETRY_FIRST
+            for attempt in range(self._retries + 1):
+                try:
+                    return self._call_many(bodies)
+                except ServerBusy:
+                    if attempt == self._retries:
+                        raise
+                time.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX)
+
+    def _call_many(self, bodies):
+        """call_many's one try, under the lock: the reply maps."""
+        sent = 0
+        try:
+            if self._sock is not None and not self._idle_ok():
+                self.close()  # nothing was sent on it in this call
+            if self._sock is None:
+                self._arm()
+                self._connect()
+            ids = [self._next_id() for _ in bodies]
+            pending = set()
+            got = {}
+            while sent < len(ids) or pending:
+                self._arm()
+                while sent < len(ids) and len(pending) < WINDOW:
+                    i, sent = sent, sent + 1  # counted once tried
+                    self._send(self._frame(struct.pack(">I", ids[i])
+                                           + bodies[i]))
+                    pending.add(ids[i])
+                rid, body = self._read_frame()
+                if rid not in pending:
+                    raise ProtocolError(f"reply id {rid:#x} was not asked for")
+                pending.discard(rid)
+                self._replied = True
+                got[rid] = self._decode(body)
+            return [got[rid] for rid in ids]
+        except BaseException as e:
+            # A time-out may leave half a frame in the socket: the
+            # connection cannot be trusted after it.
+            # No reply on this connection yet, and not closed by close()
+            # from another thread.
+            unanswered = self._sock is not None and not self._replied
+            self.close()
+            big = max((len(b) + 4 for b in bodies[:sent]), default=0)
+            closed = (getattr(e, "peer_closed", False)
+                      or isinstance(e, (ConnectionError, ssl.SSLError)))
+            if big > RECV_MAX and closed:
+                raise ProtocolError(
+                    f"the server closed the connection after a request "
+                    f"of {big} bytes: it closes one sent a message over "
+                    f"its --recv-max ({RECV_MAX} bytes by default)"
+                ) from e
+            if closed and unanswered and sent > 0:
+                raise ServerBusy(
+                    "the server closed the connection before any reply "
+                    "on it: most likely it is at its --max-clients cap "
+                    "(it closes a new connection right after the "
+                    "handshake), or it is stopping; connect again "
+                    "later (Client(..., retries=N) does)") from e
+            raise
+        finally:
+            self._deadline = None
 
     def _pack(self, req):
         """The msgpack body of request map req, with the client's key."""

@@ -625,6 +625,80 @@ def test_restart(server, tmp):
                 p.wait()
 
 
+def test_max_clients(server, tmp):
+    """A server at its --max-clients cap closes a new connection right
+    after the handshake: the call raises ServerBusy (a ProtocolError)
+    naming the cap, and with retries=N it connects again, with backoff,
+    until a place is free (it once raised "connection closed by the
+    server", with no retry)."""
+    port = free_port()
+    data = os.path.join(tmp, "maxclients")
+    os.mkdir(data)
+    log = os.path.join(tmp, "maxclients.log")
+    with open(log, "a") as f:
+        proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                                 "--data-dir", data, "--max-clients", "1"],
+                                stderr=f)
+    try:
+        wait_started(proc, port, log)
+        # retries: the connection before it may not be counted out yet.
+        first = Client("127.0.0.1", port, timeout=5, retries=20)
+        first.ping()
+        c = Client("127.0.0.1", port, timeout=5)
+        try:
+            c.ping()
+            got = "answered"
+        except semcache.ServerBusy as e:
+            got = str(e)
+        except (OSError, semcache.ProtocolError) as e:
+            got = repr(e)
+        check("--max-clients" in got,
+              f"a client past --max-clients raises ServerBusy ({got})")
+        c.close()
+        c = Client("127.0.0.1", port, timeout=5, retries=8)
+        t = threading.Timer(0.3, first.close)
+        t.start()
+        t0 = time.monotonic()
+        try:
+            got = c.ping()["version"] == 1
+        except (OSError, semcache.ProtocolError) as e:
+            got = repr(e)
+        dt = time.monotonic() - t0
+        t.join()
+        check(got is True and 0.25 < dt < 5,
+              f"retries=8 connects again once a place is free "
+              f"({got}, {dt:.2f} s)")
+        c.close()
+        # retries: the connection before it may not be counted out yet.
+        first = Client("127.0.0.1", port, timeout=5, retries=20)
+        first.ping()
+        c = Client("127.0.0.1", port, timeout=5, retries=2)
+        t0 = time.monotonic()
+        try:
+            c.ping()
+            got = "answered"
+        except semcache.ServerBusy as e:
+            got = "ServerBusy"
+        dt = time.monotonic() - t0
+        check(got == "ServerBusy" and 0.1 < dt < 2,
+              f"retries are bounded: ServerBusy after 2 ({got}, {dt:.2f} s)")
+        c.close()
+        first.close()
+        try:
+            Client("127.0.0.1", port, timeout=5, retries=-1)
+            got = "taken"
+        except ValueError:
+            got = "ValueError"
+        check(got == "ValueError", f"retries=-1 is refused ({got})")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run(c, port, ipc_path, tls_port, cert):
     check(c.ping()["server"].startswith("semcached"), "ping")
     check(c.ping()["version"] == 1, "ping version")
@@ -921,6 +995,7 @@ def main():
             run(c, port, ipc_path, tls_port, tls and tls[0])
             c.close()
             test_restart(server, tmp)
+            test_max_clients(server, tmp)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
