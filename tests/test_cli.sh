@@ -6,12 +6,17 @@
 set -u
 server=$1
 cli=$2
-addr="ipc:///tmp/semcache-cli-test-$$.ipc"
+# Every file and data directory of this run lives in its own fresh
+# directory: a data directory named by the PID alone, left by a run that
+# was killed, came back to life when the PID was reused and restored that
+# run's entries and ledger into this one.
+t=$(mktemp -d /tmp/semcache-cli-test.XXXXXX) || exit 1
+addr="ipc://$t/t.ipc"
 pass=0
 fail=0
-"$server" --listen "$addr" --data-dir /tmp/semcache-cli-test-$$.d 2>/tmp/semcache-cli-test-$$.log &
+"$server" --listen "$addr" --data-dir $t/t.d 2>$t/t.log &
 spid=$!
-trap 'kill $spid 2>/dev/null; rm -f /tmp/semcache-cli-test-$$.log' EXIT
+trap 'kill $spid 2>/dev/null; wait $spid 2>/dev/null; rm -rf "$t"' EXIT
 
 # expect STATUS PATTERN -- COMMAND...: runs the CLI, checks status and output.
 expect() {
@@ -102,40 +107,40 @@ expect 2 "delete takes one entry id; '2' is a second" -- delete 1 2
 expect 2 "feedback takes one entry id; '9' is a second" -- feedback 1 9
 expect 0 '^hit' -- lookup --ns keep --vec 1,2,3
 # Settings nothing will use are said at start-up.
-"$server" --listen "ipc:///tmp/semcache-cli-test-$$-b.ipc" --persist off \
-    --tls-cert /nonexistent.pem --repair 2>/tmp/semcache-cli-test-$$-b.log &
+"$server" --listen "ipc://$t/t-b.ipc" --persist off \
+    --tls-cert /nonexistent.pem --repair 2>$t/t-b.log &
 bpid=$!
 sleep 1
 kill $bpid 2>/dev/null
 wait $bpid 2>/dev/null
-if grep -q 'tls-cert is for tls+tcp:// listeners' /tmp/semcache-cli-test-$$-b.log &&
-    grep -q 'persistence is off: ignored' /tmp/semcache-cli-test-$$-b.log; then
+if grep -q 'tls-cert is for tls+tcp:// listeners' $t/t-b.log &&
+    grep -q 'persistence is off: ignored' $t/t-b.log; then
     pass=$((pass + 1))
 else
     fail=$((fail + 1))
-    echo "FAIL: unused settings not said: $(cat /tmp/semcache-cli-test-$$-b.log)" >&2
+    echo "FAIL: unused settings not said: $(cat $t/t-b.log)" >&2
 fi
 # --fsync alone is said too; --persist off alone is not.
 for args in "--fsync always" ""; do
     # shellcheck disable=SC2086 # two words or none, on purpose
-    "$server" --listen "ipc:///tmp/semcache-cli-test-$$-b.ipc" --persist off \
-        $args 2>/tmp/semcache-cli-test-$$-b.log &
+    "$server" --listen "ipc://$t/t-b.ipc" --persist off \
+        $args 2>$t/t-b.log &
     bpid=$!
     sleep 1
     kill $bpid 2>/dev/null
     wait $bpid 2>/dev/null
     said=no
     grep -q 'fsync act on the saved state, and persistence is off: ignored' \
-        /tmp/semcache-cli-test-$$-b.log && said=yes
+        $t/t-b.log && said=yes
     if [ "$said" = "$([ -n "$args" ] && echo yes || echo no)" ]; then
         pass=$((pass + 1))
     else
         fail=$((fail + 1))
         echo "FAIL: '$args' with --persist off: said=$said:" \
-            "$(cat /tmp/semcache-cli-test-$$-b.log)" >&2
+            "$(cat $t/t-b.log)" >&2
     fi
 done
-rm -f /tmp/semcache-cli-test-$$-b.log
+rm -f $t/t-b.log
 # A lookup's own tag, and feedback naming it: the false hit is charged
 # where the hit was counted, not to the entry's tag.
 fbid=$("$cli" -a "$addr" insert --ns fbt --vec 1,0,0 --response x \
@@ -332,8 +337,8 @@ if [ $status = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL
 
 # --config: a bad file stops the start (status 2, the key named); a good one
 # sets the listener and creates its namespaces; flags override the file.
-cfg=/tmp/semcache-cli-test-$$.json
-trap 'kill $spid 2>/dev/null; rm -f /tmp/semcache-cli-test-$$.log "$cfg"; rm -rf /tmp/semcache-cli-test-$$.d /tmp/semcache-cli-test-$$-2.d' EXIT
+cfg=$t/t.json
+trap 'kill $spid 2>/dev/null; wait $spid 2>/dev/null; rm -rf "$t"' EXIT
 echo '{"threads": 0}' >"$cfg"
 out=$("$server" --config "$cfg" 2>&1)
 if [ $? = 2 ] && printf '%s' "$out" | grep -q "key 'threads'"; then
@@ -345,7 +350,7 @@ fi
 # signed number (strtoull would take " -1" as 2^64 - 1, no cap at all),
 # and --upstream without --http.
 for args in "--max-bytes| -1" "--max-bytes|+5" "--upstream|http://127.0.0.1:9"; do
-    out=$("$server" --data-dir /tmp/semcache-cli-test-$$-bad.d \
+    out=$("$server" --data-dir $t/t-bad.d \
         "${args%%|*}" "${args#*|}" 2>&1)
     if [ $? = 2 ]; then
         pass=$((pass + 1))
@@ -353,11 +358,11 @@ for args in "--max-bytes| -1" "--max-bytes|+5" "--upstream|http://127.0.0.1:9"; 
         fail=$((fail + 1)); echo "FAIL: semcached ${args%%|*} '${args#*|}': $out" >&2
     fi
 done
-addr="ipc:///tmp/semcache-cli-test-$$-2.ipc"
+addr="ipc://$t/t-2.ipc"
 printf '{"listen": "ipc:///tmp/unused-%s.ipc",\n "namespaces": {"strict": {"threshold": 0.999, "dim": 3}}}\n' $$ >"$cfg"
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$server" --config "$cfg" --listen "$addr" --http "127.0.0.1:$hport" \
-    --data-dir /tmp/semcache-cli-test-$$-2.d 2>>/tmp/semcache-cli-test-$$.log &
+    --data-dir $t/t-2.d 2>>$t/t.log &
 spid=$!
 for _ in $(seq 50); do
     "$cli" -a "$addr" --timeout 200 ping >/dev/null 2>&1 && break
@@ -432,10 +437,10 @@ wait $spid
 # cap has not evicted (it did, and the eviction was saved).
 printf '{"namespaces": {"strict": {"max_entries": 1, "threshold": 0.999},\n "big": {"dim": 7}}}\n' >"$cfg"
 out=$("$server" --config "$cfg" --listen "$addr" \
-    --data-dir /tmp/semcache-cli-test-$$-2.d 2>&1)
+    --data-dir $t/t-2.d 2>&1)
 st=$?
-"$server" --listen "$addr" --data-dir /tmp/semcache-cli-test-$$-2.d \
-    2>>/tmp/semcache-cli-test-$$.log &
+"$server" --listen "$addr" --data-dir $t/t-2.d \
+    2>>$t/t.log &
 spid=$!
 for _ in $(seq 50); do
     "$cli" -a "$addr" --timeout 200 ping >/dev/null 2>&1 && break
@@ -455,23 +460,23 @@ wait $spid
 # rest. HTTP's (patched nng): with 16 connections held silent, a 17th is
 # served, the one that waited longest is closed and the others are not,
 # the nng listener still serves; once they are gone HTTP serves.
-addr="ipc:///tmp/semcache-cli-test-$$-3.ipc"
+addr="ipc://$t/t-3.ipc"
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-: >/tmp/semcache-cli-test-$$-3.log
+: >$t/t-3.log
 (ulimit -n 96 && exec "$server" --listen "$addr" --http "127.0.0.1:$hport" \
     --http-max-conns 1000 --max-clients 1000 --persist off \
-    --data-dir /tmp/semcache-cli-test-$$-3.d 2>/tmp/semcache-cli-test-$$-3.log) &
+    --data-dir $t/t-3.d 2>$t/t-3.log) &
 spid=$!
 for _ in $(seq 50); do
     "$cli" -a "$addr" --timeout 200 ping >/dev/null 2>&1 && break
     sleep 0.1
 done
-if grep -q "no cap on connections" /tmp/semcache-cli-test-$$-3.log; then
+if grep -q "no cap on connections" $t/t-3.log; then
     echo "test_cli: the system's nng: no HTTP connection cap to check"
 elif grep -q "at most 16 connections at once; descriptor limit 96" \
-        /tmp/semcache-cli-test-$$-3.log &&
+        $t/t-3.log &&
     grep -q "at most 16 nng clients at once; descriptor limit 96" \
-        /tmp/semcache-cli-test-$$-3.log; then
+        $t/t-3.log; then
     pass=$((pass + 1))
     out=$(python3 - "$hport" "$cli" "$addr" <<'PY'
 import select, socket, subprocess, sys, time
@@ -516,11 +521,11 @@ PY
     fi
 else
     fail=$((fail + 1))
-    echo "FAIL: no HTTP cap line: $(cat /tmp/semcache-cli-test-$$-3.log)" >&2
+    echo "FAIL: no HTTP cap line: $(cat $t/t-3.log)" >&2
 fi
 kill -TERM $spid
 wait $spid
-rm -rf /tmp/semcache-cli-test-$$-3.d /tmp/semcache-cli-test-$$-3.log
+rm -rf $t/t-3.d $t/t-3.log
 
 echo "test_cli: $pass passed, $fail failed"
 [ $fail = 0 ]
