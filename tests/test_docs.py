@@ -11,6 +11,9 @@ configuration keys against what the pages a user reads say of them.
   flag" for any other), and every key of CONFIG.md's table one its
   configuration file takes; every key proto/config.c reads at the top level
   is in that table.
+- docs/HTTP.md's /metrics tables name every metric family the daemon
+  writes (proto/http.c, metrics.c, semcached.c), with its type, and no
+  other.
 
 Nothing here starts a server: each probe stops at a flag or a file the
 daemon refuses before it opens anything."""
@@ -135,6 +138,42 @@ def main():
     check(persist_flags <= p_flags,
           f"PERSISTENCE.md's table has every persistence flag: missing "
           f"{sorted(persist_flags - p_flags)}")
+
+    # HTTP.md's metric tables (section 2) against the metrics the daemon
+    # writes: every family the code names, of the type it declares, and
+    # no other.
+    http = read(a.src, "docs/HTTP.md")
+    sec = http[http.index("## 2. GET /metrics"):http.index("## 3. GET /report")]
+    doc_metrics = {}
+    for row in sec.splitlines():
+        cells = re.split(r"(?<!\\)\|", row)[1:-1]
+        if len(cells) != 3:
+            continue
+        for name in re.findall(r"`(semcache_[a-z_]+)", cells[0]):
+            doc_metrics[name] = cells[1].strip()
+    code_metrics = {}
+    for rel in ("proto/http.c", "proto/metrics.c", "proto/semcached.c"):
+        text = read(a.src, rel)
+        for name in re.findall(r'"(?:# HELP )?(semcache_[a-z_]+)', text):
+            code_metrics.setdefault(name, None)
+        for name, kind in re.findall(r"# TYPE (semcache_[a-z_]+) ([a-z]+)",
+                                     text):
+            code_metrics[name] = kind
+        # Families written through a helper: F("name", "type", ...).
+        for name, kind in re.findall(r'F\("(semcache_[a-z_]+)", "([a-z]+)"',
+                                     text):
+            code_metrics[name] = kind
+    check(len(code_metrics) > 20,
+          f"the code's metric families are found ({len(code_metrics)})")
+    check(set(code_metrics) == set(doc_metrics),
+          f"HTTP.md's metric tables name the code's metrics: only in the "
+          f"code {sorted(set(code_metrics) - set(doc_metrics))}, only in "
+          f"HTTP.md {sorted(set(doc_metrics) - set(code_metrics))}")
+    for name, kind in sorted(code_metrics.items()):
+        if kind is not None and name in doc_metrics:
+            check(doc_metrics[name] == kind,
+                  f"HTTP.md gives {name} the type {doc_metrics[name]}, "
+                  f"the code {kind}")
 
     with tempfile.TemporaryDirectory(prefix="semcache-docs-") as tmp:
         # Each flag the pages name is taken: the parse reaches the
