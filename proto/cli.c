@@ -411,7 +411,10 @@ static int exit_status(sc_err rc)
     }
 }
 
-static int report(sc_err rc, const sc_client_error *err, int json)
+/* Says what failed on stderr and returns the exit status. A transport
+ * error names addr, the server the user may not know was dialed. */
+static int report(sc_err rc, const sc_client_error *err, int json,
+                  const char *addr)
 {
     if (rc == SC_EREMOTE && err->code[0] == '\0') {
         /* An empty code (libsemcache said SC_EPROTO for a refusal
@@ -432,7 +435,18 @@ static int report(sc_err rc, const sc_client_error *err, int json)
                 err->message[0] != '\0' ? ": " : "", err->message);
         return 1;
     }
-    fprintf(stderr, "semcache-cli: %s\n", sc_strerror(rc));
+    if (rc == SC_ECONN) {
+        fprintf(stderr,
+                "semcache-cli: %s: %s (is semcached running there? -a ADDR "
+                "names another)\n",
+                addr, sc_strerror(rc));
+    } else if (rc == SC_ETIMEDOUT) {
+        fprintf(stderr,
+                "semcache-cli: %s: %s (--timeout MS allows it longer)\n", addr,
+                sc_strerror(rc));
+    } else {
+        fprintf(stderr, "semcache-cli: %s\n", sc_strerror(rc));
+    }
     return exit_status(rc);
 }
 
@@ -743,7 +757,7 @@ int main(int argc, char **argv)
         }
     }
     if (status == 0 && rc != SC_OK) {
-        status = report(rc, &err, json);
+        status = report(rc, &err, json, addr);
     }
     sc_client_close(c);
     free(vec);
