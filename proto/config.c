@@ -482,6 +482,18 @@ static const char *quiet(json_error_t *je)
     return je->text;
 }
 
+/* Writes "FILE:LINE:COLUMN" for a parse error, or "FILE" alone where
+ * jansson has no position (-1:-1: the file could not be opened or
+ * read). */
+static void at(char *out, size_t cap, const char *file, const json_error_t *je)
+{
+    if (je->line > 0) {
+        snprintf(out, cap, "%s:%d:%d", file, je->line, je->column);
+    } else {
+        snprintf(out, cap, "%s", file);
+    }
+}
+
 /* Appends the patterns of array v (read or write) to k's grants. */
 static sc_err parse_grants(ctx *x, const char *key, sc_key *k, json_t *v,
                            bool write)
@@ -643,8 +655,10 @@ static sc_err parse_keys_file(ctx *x, sc_config *cfg, json_t *v)
     json_t *root = json_load_file(file, JSON_REJECT_DUPLICATES, &je);
     if (root == NULL) {
         /* jansson's text names a position, never the file's content. */
-        snprintf(x->msg, x->cap, "%s: key 'keys_file': %s:%d:%d: %s", x->path,
-                 file, je.line, je.column, quiet(&je));
+        char where[SC_CONFIG_PATH_MAX + 32];
+        at(where, sizeof(where), file, &je);
+        snprintf(x->msg, x->cap, "%s: key 'keys_file': %s: %s", x->path, where,
+                 quiet(&je));
         free(file);
         return SC_EINVAL;
     }
@@ -662,8 +676,9 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
     /* Duplicate keys are an error: which one wins would be a guess. */
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (root == NULL) {
-        snprintf(msg, cap, "%s:%d:%d: %s", path, je.line, je.column,
-                 quiet(&je));
+        char where[SC_CONFIG_PATH_MAX + 32];
+        at(where, sizeof(where), path, &je);
+        snprintf(msg, cap, "%s: %s", where, quiet(&je));
         return je.line <= 0 && je.position == 0 ? SC_EIO : SC_EINVAL;
     }
     sc_err rc = SC_OK;

@@ -340,7 +340,28 @@ static void test_bad(void)
     snprintf(path, sizeof(path), "%s/missing.json", dir);
     CHECK_EQ_INT(sc_config_load(&cfg, path, msg, sizeof(msg)), SC_EIO);
     CHECK(strstr(msg, "missing.json") != NULL);
+    /* No position where there is none: jansson's -1:-1 for a file it
+     * could not open read as a line and column. */
+    CHECK(strstr(msg, "-1") == NULL);
+    CHECK(strstr(msg, "No such file") != NULL);
     sc_config_fini(&cfg);
+
+    /* A keys_file that is not there: the same, under its key. */
+    sc_config_init(&cfg);
+    char kpath[512];
+    snprintf(kpath, sizeof(kpath), "%s/kf.json", dir);
+    FILE *kf = fopen(kpath, "w");
+    CHECK(kf != NULL);
+    if (kf != NULL) {
+        fprintf(kf, "{\"keys_file\": \"%s/missing-keys.json\"}", dir);
+        fclose(kf);
+    }
+    CHECK_EQ_INT(sc_config_load(&cfg, kpath, msg, sizeof(msg)), SC_EINVAL);
+    CHECK(strstr(msg, "key 'keys_file'") != NULL);
+    CHECK(strstr(msg, "missing-keys.json: ") != NULL);
+    CHECK(strstr(msg, "-1") == NULL);
+    sc_config_fini(&cfg);
+    unlink(kpath);
 
     /* More namespaces than a file may declare. */
     size_t cap = 64 + SC_CONFIG_MAX_NS * 16;
