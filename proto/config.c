@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "proto/config.h"
 
+#include "proto/http.h"
 #include "proto/proxy.h"
 
 #include <jansson.h>
@@ -722,6 +723,9 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->prices);
             } else if (strcmp(k, "http") == 0) {
                 rc = get_str(&x, k, v, 1024, &cfg->http);
+                if (rc == SC_OK && sc_http_addr_check(cfg->http) != SC_OK) {
+                    rc = bad(&x, k, SC_HTTP_ADDR_FORM);
+                }
             } else if (strcmp(k, "max_clients") == 0) {
                 if ((rc = get_int(&x, k, v, 1, 1u << 20, &u)) == SC_OK) {
                     cfg->max_clients = (unsigned)u;

@@ -1730,6 +1730,53 @@ static void http_free(sc_http *h)
     free(h);
 }
 
+/* Parses "HOST:PORT" or "http://HOST:PORT" (a "/" after the port
+ * allowed) into *url, the caller's (nng_url_free), writing the URL into
+ * urlbuf (512 bytes). SC_EINVAL for any other form, a port left out (nng
+ * would take 80), 0 or over 65535. */
+static sc_err parse_addr(const char *a, char urlbuf[512], nng_url **url)
+{
+    int un = strncmp(a, "http://", 7) == 0
+                 ? snprintf(urlbuf, 512, "%s", a)
+                 : snprintf(urlbuf, 512, "http://%s", a);
+    if (un < 0 || un >= 512) {
+        return SC_EINVAL;
+    }
+    /* The port must be written out: nng would take 80 for none. */
+    const char *hp = urlbuf + 7, *colon = strrchr(hp, ':');
+    if (colon == NULL || strchr(colon, ']') != NULL) {
+        return SC_EINVAL;
+    }
+    size_t digits = strspn(colon + 1, "0123456789");
+    const char *after = colon + 1 + digits; /* nothing, or one "/" */
+    if (digits == 0 || digits > 5 || atoi(colon + 1) > 65535 ||
+        (after[0] != '\0' && strcmp(after, "/") != 0)) {
+        return SC_EINVAL;
+    }
+    if (nng_url_parse(url, urlbuf) != 0) {
+        return SC_EINVAL;
+    }
+    if ((*url)->u_hostname == NULL || (*url)->u_hostname[0] == '\0' ||
+        (*url)->u_port == NULL || atoi((*url)->u_port) <= 0 ||
+        ((*url)->u_path != NULL && (*url)->u_path[0] != '\0' &&
+         strcmp((*url)->u_path, "/") != 0)) {
+        nng_url_free(*url);
+        return SC_EINVAL;
+    }
+    return SC_OK;
+}
+
+sc_err sc_http_addr_check(const char *addr)
+{
+    char urlbuf[512];
+    nng_url *url;
+    if (addr == NULL || parse_addr(addr, urlbuf, &url) != SC_OK) {
+        return SC_EINVAL;
+    }
+    nng_url_free(url);
+    return SC_OK;
+}
+
 sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
 {
     if (cfg == NULL || out == NULL || cfg->addr == NULL ||
@@ -1740,33 +1787,8 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
     }
     sc_http_json_init();
     char urlbuf[512];
-    const char *a = cfg->addr;
-    int un = strncmp(a, "http://", 7) == 0
-                 ? snprintf(urlbuf, sizeof(urlbuf), "%s", a)
-                 : snprintf(urlbuf, sizeof(urlbuf), "http://%s", a);
-    if (un < 0 || (size_t)un >= sizeof(urlbuf)) {
-        return SC_EINVAL;
-    }
-    /* The port must be written out: nng would take 80 for none. */
-    const char *hp = urlbuf + 7, *colon = strrchr(hp, ':');
-    if (colon == NULL || strchr(colon, ']') != NULL) {
-        return SC_EINVAL;
-    }
-    size_t digits = strspn(colon + 1, "0123456789");
-    const char *after = colon + 1 + digits; /* nothing, or one "/" */
-    if (digits == 0 || digits > 5 ||
-        (after[0] != '\0' && strcmp(after, "/") != 0)) {
-        return SC_EINVAL;
-    }
     nng_url *url;
-    if (nng_url_parse(&url, urlbuf) != 0) {
-        return SC_EINVAL;
-    }
-    if (url->u_hostname == NULL || url->u_hostname[0] == '\0' ||
-        url->u_port == NULL || atoi(url->u_port) <= 0 ||
-        (url->u_path != NULL && url->u_path[0] != '\0' &&
-         strcmp(url->u_path, "/") != 0)) {
-        nng_url_free(url);
+    if (parse_addr(cfg->addr, urlbuf, &url) != SC_OK) {
         return SC_EINVAL;
     }
     sc_http *h = calloc(1, sizeof(*h));

@@ -163,6 +163,17 @@ typedef struct sc_http_config {
 
 typedef struct sc_http sc_http;
 
+/* SC_OK when addr is an address sc_http_open takes: "HOST:PORT"
+ * ("127.0.0.1:8080", "[::1]:8080") or "http://HOST:PORT", with a port
+ * 1..65535 written out; SC_EINVAL otherwise. Opens nothing: for checking
+ * a configuration before anything starts. */
+sc_err sc_http_addr_check(const char *addr);
+
+/* What an address refused by sc_http_addr_check should have been, for
+ * messages. */
+#define SC_HTTP_ADDR_FORM                                                      \
+    "must be HOST:PORT with a port 1..65535 (127.0.0.1:8080, [::1]:8080)"
+
 /* Listens on cfg->addr and starts serving (cfg is copied). On success *out
  * is the caller's, closed with sc_http_close; on failure *out is untouched
  * and nothing is left listening or running. Errors: SC_EINVAL (no

@@ -903,6 +903,10 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
         } else if (strcmp(a, "--prices") == 0) {
             rc = sc_config_set_str(&cfg->prices, v);
         } else if (strcmp(a, "--http") == 0) {
+            if (sc_http_addr_check(v) != SC_OK) {
+                fprintf(stderr, "semcached: --http " SC_HTTP_ADDR_FORM "\n");
+                return 2;
+            }
             rc = sc_config_set_str(&cfg->http, v);
         } else if (strcmp(a, "--max-clients") == 0) {
             if (parse_u64(v, 1u << 20, &n) != 0 || n == 0) {

@@ -358,8 +358,10 @@ else
 fi
 # Bad flags stop the start with status 2 before anything is loaded: a
 # signed number (strtoull would take " -1" as 2^64 - 1, no cap at all),
-# and --upstream without --http.
-for args in "--max-bytes| -1" "--max-bytes|+5" "--upstream|http://127.0.0.1:9"; do
+# --upstream without --http, and an --http that is no HOST:PORT (once
+# refused only after the nng listeners had started, with status 1).
+for args in "--max-bytes| -1" "--max-bytes|+5" "--upstream|http://127.0.0.1:9" \
+    "--http|nope" "--http|127.0.0.1:99999"; do
     out=$("$server" --data-dir $t/t-bad.d \
         "${args%%|*}" "${args#*|}" 2>&1)
     if [ $? = 2 ]; then

@@ -310,6 +310,12 @@ static void test_bad(void)
          "namespaces.n.train_min"},
         {"{\"prices\": 3}", "'prices'"},
         {"{\"http\": \"\"}", "'http'"},
+        /* Not an address the HTTP front takes: refused here, naming the
+         * key, not after the nng listeners started. */
+        {"{\"http\": \"nope\"}", "'http': must be HOST:PORT"},
+        {"{\"http\": \"127.0.0.1\"}", "'http': must be HOST:PORT"},
+        {"{\"http\": \"127.0.0.1:0\"}", "'http': must be HOST:PORT"},
+        {"{\"http\": \"127.0.0.1:99999\"}", "'http': must be HOST:PORT"},
         {"{\"cost_targets\": {\"features\": {\"f\": -1}}}",
          "cost_targets.features.f"},
         {"{\"namespaces\": {\"n\": {\"embed_model\": 3}}}",
