@@ -1729,13 +1729,15 @@ static int read_headers(preq *pr, char *msg, size_t cap)
     int b;
     if ((b = header_bool(nng_http_req_get_header(req, "x-semcache-skip"))) <
         0) {
-        snprintf(msg, cap, "x-semcache-skip must be 1 or 0");
+        snprintf(msg, cap,
+                 "x-semcache-skip must be 1, 0, true, false, yes or no");
         return -1;
     }
     pr->skip = b;
     if ((b = header_bool(nng_http_req_get_header(req, "x-semcache-no-store"))) <
         0) {
-        snprintf(msg, cap, "x-semcache-no-store must be 1 or 0");
+        snprintf(msg, cap,
+                 "x-semcache-no-store must be 1, 0, true, false, yes or no");
         return -1;
     }
     pr->no_store = b;

@@ -584,6 +584,17 @@ def test_headers(p, fake):
         st, hs, j = p.chat(q, headers={h: v})
         check(st == 400 and j["error"]["type"] == "invalid_request_error",
               f"{h}: {v} is 400")
+    # A yes/no header's refusal lists what it takes (docs/PROXY.md, 4),
+    # and each of those is taken.
+    for h in ("x-semcache-skip", "x-semcache-no-store"):
+        st, hs, j = p.chat(q, headers={h: "maybe"})
+        check(st == 400 and j["error"]["message"] ==
+              f"{h} must be 1, 0, true, false, yes or no",
+              f"{h}: maybe says what it takes ({j})")
+        for v in ("1", "0", "true", "FALSE", "yes", "No"):
+            st, hs, j = p.chat(q, headers={h: v, "x-semcache-no-store": "1"}
+                               if h == "x-semcache-skip" else {h: v})
+            check(st == 200, f"{h}: {v} is taken ({st})")
     for raw, what in ((b"{not json", "malformed JSON"),
                       (b"[1,2]", "not an object"),
                       (b'{"model": "m"}', "no messages"),
