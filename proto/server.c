@@ -275,8 +275,14 @@ static int start_listener(sc_server *s, const char *url, const char *cert)
     nng_listener l;
     int rv = nng_listener_create(&l, s->sock, url);
     if (rv != 0) {
-        fprintf(stderr, "semcached: cannot listen on %s: %s\n", url,
-                nng_strerror(rv));
+        /* A scheme nng lacks, or a URL it cannot read: say the forms. */
+        bool form =
+            rv == NNG_ENOTSUP || rv == NNG_EADDRINVAL || rv == NNG_EINVAL;
+        fprintf(stderr, "semcached: cannot listen on %s: %s%s\n", url,
+                nng_strerror(rv),
+                form ? " (a URL is tcp://HOST:PORT, ipc:///PATH or "
+                       "tls+tcp://HOST:PORT)"
+                     : "");
         return rv;
     }
     if (strncmp(url, "tls+", 4) == 0) {

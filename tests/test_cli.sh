@@ -370,6 +370,15 @@ for args in "--max-bytes| -1" "--max-bytes|+5" "--upstream|http://127.0.0.1:9" \
         fail=$((fail + 1)); echo "FAIL: semcached ${args%%|*} '${args#*|}': $out" >&2
     fi
 done
+# A --listen URL nng cannot take stops the start saying the forms it
+# wants (it once said only "Not supported").
+out=$("$server" --persist off --listen foo://127.0.0.1:1 2>&1)
+status=$?
+if [ $status = 1 ] && printf '%s' "$out" | grep -q 'cannot listen on foo://127.0.0.1:1: .*(a URL is tcp://HOST:PORT, ipc:///PATH or tls+tcp://HOST:PORT)'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL: semcached --listen foo://: status $status: $out" >&2
+fi
 addr="ipc://$t/t-2.ipc"
 printf '{"listen": "ipc:///tmp/unused-%s.ipc",\n "namespaces": {"strict": {"threshold": 0.999, "dim": 3}}}\n' $$ >"$cfg"
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
