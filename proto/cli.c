@@ -412,9 +412,11 @@ static int exit_status(sc_err rc)
 }
 
 /* Says what failed on stderr and returns the exit status. A transport
- * error names addr, the server the user may not know was dialed. */
+ * error names addr, the server the user may not know was dialed; a
+ * refusal for want of a key (none given: keyed false) says how to give
+ * one, which the server's message, written for every client, cannot. */
 static int report(sc_err rc, const sc_client_error *err, int json,
-                  const char *addr)
+                  const char *addr, bool keyed)
 {
     if (rc == SC_EREMOTE && err->code[0] == '\0') {
         /* An empty code (libsemcache said SC_EPROTO for a refusal
@@ -433,6 +435,11 @@ static int report(sc_err rc, const sc_client_error *err, int json,
         }
         fprintf(stderr, "semcache-cli: %s%s%s\n", err->code,
                 err->message[0] != '\0' ? ": " : "", err->message);
+        if (!keyed && strcmp(err->code, "unauthorized") == 0) {
+            fprintf(stderr, "semcache-cli: the server wants an access key: "
+                            "SEMCACHE_KEY=KEY in the environment, or -k "
+                            "KEY\n");
+        }
         return 1;
     }
     if (rc == SC_ECONN) {
@@ -757,7 +764,7 @@ int main(int argc, char **argv)
         }
     }
     if (status == 0 && rc != SC_OK) {
-        status = report(rc, &err, json, addr);
+        status = report(rc, &err, json, addr, key != NULL && key[0] != '\0');
     }
     sc_client_close(c);
     free(vec);

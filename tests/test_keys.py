@@ -232,6 +232,10 @@ def run(port, hport, cli):
                        text=True, env=env)
     check(p.returncode == 1 and "unauthorized" in p.stderr,
           "semcache-cli without a key: unauthorized")
+    # ... and told how to give one (the server's message names the wire
+    # field, which a CLI user does not write).
+    check("SEMCACHE_KEY=KEY in the environment, or -k KEY" in p.stderr,
+          f"semcache-cli without a key says how to give one ({p.stderr})")
     p = subprocess.run([cli, "-a", addr, "-k", RO, "--json", "lookup", "--ns",
                         "faq", "--vec", "0.1,0.2,0.3"], capture_output=True,
                        text=True, env=env)
