@@ -1665,6 +1665,17 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
         return SC_ENOMEM;
     }
     p->thread_on = true;
+    if (st.corrupt_records > 0 && st.superseded > 0) {
+        /* Valid records that depended on a skipped one (an entry of a
+         * namespace whose creation was skipped) are lost with it: said,
+         * never dropped in silence. Replays count records a later state
+         * overrides here too, so the count is an upper bound. */
+        plog(p,
+             "--repair: %llu valid records did not apply (their namespace "
+             "or entry was in a skipped record, or a later state overrides "
+             "them)",
+             (unsigned long long)st.superseded);
+    }
     plog(p,
          "state from %s: %s%llu log(s), %llu records, %llu entries restored "
          "(%llu expired while down), %llu IVF trainings kept (%llu to "
