@@ -94,6 +94,13 @@ else
     fail=$((fail + 1))
     echo "FAIL: README.md lacks the synopsis \`$synopsis\`" >&2
 fi
+# --help says --text and --vec go together (the first insert above sends
+# both), not that they exclude each other.
+if "$cli" --help | grep -qF 'insert --ns NS (--text T and/or --vec'; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL: --help has --text and --vec as exclusive" >&2
+fi
 # A word where a command takes none is refused, not ignored: "flush
 # other" flushed every namespace, "stats other" showed the totals, and
 # "delete 1 2" deleted 2 alone.
