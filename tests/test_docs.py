@@ -14,6 +14,8 @@ configuration keys against what the pages a user reads say of them.
 - docs/HTTP.md's /metrics tables name every metric family the daemon
   writes (proto/http.c, metrics.c, semcached.c), with its type, and no
   other.
+- Every SEMCACHE_* environment variable scripts/*.sh or the C sources
+  read is named on a page (README, docs/, the Python client's README).
 
 Nothing here starts a server: each probe stops at a flag or a file the
 daemon refuses before it opens anything."""
@@ -216,6 +218,30 @@ def main():
     check(code_keys <= cfg_keys,
           f"every key config.c reads is in CONFIG.md's table: missing "
           f"{sorted(code_keys - cfg_keys)}")
+
+    # Every SEMCACHE_* environment variable the scripts or the programs
+    # read is one a page tells the user of.
+    pages = "".join(read(a.src, rel) for rel in
+                    ("README.md", "docs/CONFIG.md", "docs/HTTP.md",
+                     "docs/PERSISTENCE.md", "docs/PROTOCOL.md",
+                     "docs/PROXY.md", "clients/python/README.md"))
+    env_read = set()
+    for d in ("scripts",):
+        for name in sorted(os.listdir(os.path.join(a.src, d))):
+            if name.endswith(".sh"):
+                env_read |= set(re.findall(r"\$\{?(SEMCACHE_[A-Z_]+)",
+                                           read(a.src, os.path.join(d, name))))
+    for d in ("proto", "cache", "embed", "index", "index/simd", "common"):
+        for name in sorted(os.listdir(os.path.join(a.src, d))):
+            if name.endswith(".c"):
+                env_read |= set(re.findall(
+                    r'getenv\("(SEMCACHE_[A-Z_]+)"\)',
+                    read(a.src, os.path.join(d, name))))
+    check(len(env_read) >= 5,
+          f"the environment variables read are found ({sorted(env_read)})")
+    check(all(v in pages for v in env_read),
+          f"every SEMCACHE_* variable read is documented: missing "
+          f"{sorted(v for v in env_read if v not in pages)}")
 
     if failures:
         print(f"test_docs: {failures} failed", file=sys.stderr)
