@@ -555,6 +555,16 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--model") == 0) {
             it.model = v;
         } else if (strcmp(a, "--by") == 0) {
+            if (strcmp(v, "ns") != 0 && strcmp(v, "feature") != 0 &&
+                strcmp(v, "user") != 0) {
+                /* Bad usage (2), found before a server is asked. */
+                fprintf(stderr,
+                        "semcache-cli: --by wants feature, user or ns, not "
+                        "'%s'\n",
+                        v);
+                free(vec);
+                return 2;
+            }
             by = v;
         } else if (strcmp(a, "--svg") == 0) {
             svg = v;

@@ -86,6 +86,11 @@ expect 0 '"ok":true,"server":"semcached' -- ping --json
 # A local failure: the report is printed, the SVG cannot be written.
 expect 4 'cannot write' -- report --svg /nonexistent-dir/x.svg
 expect 2 'unknown command' -- frobnicate
+# A --by the report does not know is bad usage (2), said before any
+# server is asked, as for every other option; it was the server's
+# refusal (1).
+expect 2 "--by wants feature, user or ns, not 'model'" -- report --by model
+expect 0 'by feature' -- report --by feature
 # The README's synopsis is --help's first line.
 synopsis=$("$cli" --help | head -1 | sed 's/^usage: //')
 if grep -qF "\`$synopsis\`" "$(dirname "$0")/../README.md"; then
