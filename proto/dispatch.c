@@ -1483,7 +1483,10 @@ static void outcome_message(sc_dispatch *d, const item *it, outcome *o)
                  it->has_vec
                      ? (it->embed_model[0] ? it->embed_model : "(unnamed)")
                      : "the built-in embedder",
-                 it->has_vec ? " (name it with 'embed_model')" : "");
+                 /* Naming helps only a vector that has no name. */
+                 it->has_vec && it->embed_model[0] == '\0'
+                     ? " (name it with 'embed_model')"
+                     : "");
     } else if (o->rc == SC_EIO) {
         snprintf(o->msg, sizeof(o->msg),
                  "not written to the state log, so not made: changes are "

@@ -118,6 +118,16 @@ def with_table(c):
     check(r["hit"] and r["layer"] == "semantic", "client namespace: vectors")
     check(raises("model_mismatch", c.lookup, "client", vec=[1.0, 0.0, 0.0]),
           "client namespace: an unnamed vector is refused")
+    # The refusal's hint fits the request: an unnamed vector is told to
+    # name its model; a named one (of another model) is not.
+    for em, hint in ((None, True), ("other@2", False)):
+        try:
+            c.lookup("client", vec=[1.0, 0.0, 0.0], embed_model=em)
+            check(False, f"a vector of model {em} is refused")
+        except SemcacheError as e:
+            check(e.code == "model_mismatch" and
+                  ("name it with 'embed_model'" in e.message) == hint,
+                  f"model_mismatch's hint for model {em}: {e.message}")
     check(raises("bad_request", c._op, "ns_configure", ns="client",
                  embed_model="other"), "embed_model cannot be reconfigured")
 
