@@ -1103,36 +1103,56 @@ static void setup_call(CURL *c, sc_proxy *p, const char *url,
 }
 
 /* The message of a failed upstream call (a stream's when stream): cc, or
- * an answer whose status is outside 100-599, which is none to relay. */
-static void upstream_error(preq *pr, CURLcode cc, long status, const buf *b,
-                           bool stream, char *msg, size_t cap,
-                           const char **code)
+ * an answer whose status is outside 100-599, which is none to relay. Returns
+ * the code's slot in sc_proxy_counts.fails. */
+static sc_proxy_fail upstream_error(preq *pr, CURLcode cc, long status,
+                                    const buf *b, bool stream, char *msg,
+                                    size_t cap, const char **code)
 {
     if (__atomic_load_n(&pr->p->closing, __ATOMIC_RELAXED)) {
         *code = "shutting_down";
         snprintf(msg, cap, "semcached is shutting down");
-    } else if (cc == CURLE_OPERATION_TIMEDOUT && stream) {
+        return SC_PROXY_FAIL_SHUTTING_DOWN;
+    }
+    if (cc == CURLE_OPERATION_TIMEDOUT && stream) {
         *code = "upstream_timeout";
         snprintf(msg, cap,
                  "the upstream was silent for %u s, or its answer took "
                  "over %u ms in all",
                  (pr->p->timeout_ms + 999) / 1000, pr->p->max_duration_ms);
-    } else if (cc == CURLE_OPERATION_TIMEDOUT) {
+        return SC_PROXY_FAIL_TIMEOUT;
+    }
+    if (cc == CURLE_OPERATION_TIMEDOUT) {
         *code = "upstream_timeout";
         snprintf(msg, cap, "the upstream did not answer within %u ms",
                  plain_limit(pr->p));
-    } else if (b != NULL && b->over) {
+        return SC_PROXY_FAIL_TIMEOUT;
+    }
+    if (b != NULL && b->over) {
         *code = "upstream_too_big";
         snprintf(msg, cap, "the upstream's answer is over the cap of %zu bytes",
                  pr->p->body_max);
-    } else if (cc == CURLE_OK) {
+        return SC_PROXY_FAIL_TOO_BIG;
+    }
+    if (cc == CURLE_OK) {
         *code = "upstream_bad_status";
         snprintf(msg, cap, "the upstream answered status %ld, not 100-599",
                  status);
-    } else {
-        *code = "upstream_unreachable";
-        snprintf(msg, cap, "the upstream call failed: %s",
-                 curl_easy_strerror(cc));
+        return SC_PROXY_FAIL_BAD_STATUS;
+    }
+    *code = "upstream_unreachable";
+    snprintf(msg, cap, "the upstream call failed: %s", curl_easy_strerror(cc));
+    return SC_PROXY_FAIL_UNREACHABLE;
+}
+
+/* Counts a failed upstream call under its code f; cut: a stream cut after
+ * its head was relayed. */
+static void count_fail(sc_proxy *p, sc_proxy_fail f, bool cut)
+{
+    count(p, &p->counts.errors);
+    count(p, &p->counts.fails[f]);
+    if (cut) {
+        count(p, &p->counts.streams_cut);
     }
 }
 
@@ -1257,8 +1277,9 @@ static void forward_plain(preq *pr, CURL *c)
     char xsc[256], msg[300];
     if (cc != CURLE_OK || status < 100 || status > 599) {
         const char *code;
-        upstream_error(pr, cc, status, &b, false, msg, sizeof(msg), &code);
-        count(p, &p->counts.errors);
+        sc_proxy_fail f =
+            upstream_error(pr, cc, status, &b, false, msg, sizeof(msg), &code);
+        count_fail(p, f, false);
         miss_header(pr, "upstream_failed", xsc, sizeof(xsc));
         free(b.p);
         reply_error(pr, 502, "upstream_error", code, msg, xsc, false);
@@ -1506,9 +1527,9 @@ static void forward_stream(preq *pr, CURL *c)
         /* Not a stream: an error answer (relayed), or a failed call. */
         if (cc != CURLE_OK || status < 100 || status > 599) {
             const char *code;
-            upstream_error(pr, cc, status, &s.err, true, msg, sizeof(msg),
-                           &code);
-            count(p, &p->counts.errors);
+            sc_proxy_fail f = upstream_error(pr, cc, status, &s.err, true, msg,
+                                             sizeof(msg), &code);
+            count_fail(p, f, false);
             miss_header(pr, "upstream_failed", xsc, sizeof(xsc));
             reply_error(pr, 502, "upstream_error", code, msg, xsc, false);
         } else {
@@ -1564,7 +1585,11 @@ static void forward_stream(preq *pr, CURL *c)
                 json_decref(a);
             }
         } else if (cc != CURLE_OK && !s.failed) {
-            count(p, &p->counts.errors);
+            const char *code;
+            count_fail(p,
+                       upstream_error(pr, cc, status, NULL, true, msg,
+                                      sizeof(msg), &code),
+                       true);
         }
         preq_done(pr); /* closes the connection: the stream's end */
     }
@@ -1885,6 +1910,59 @@ void sc_proxy_pool_counts(sc_proxy *p, unsigned *queued, unsigned *running)
 {
     uint64_t refused;
     sc_pool_counts(p->lookers, queued, running, &refused);
+}
+
+sc_err sc_proxy_write_metrics(sc_proxy *p, FILE *out)
+{
+    static const char *const one[][2] = {
+        {"requests", "chat completion requests the proxy received"},
+        {"hits", "chat completion requests answered from the cache"},
+        {"upstream_calls", "chat completion calls made upstream"},
+        {"stored", "upstream answers the proxy stored"},
+        {"embedding_calls", "/v1/embeddings calls made upstream"},
+        {"streams_cut", "streams cut by an upstream failure after their head "
+                        "was relayed (also in "
+                        "semcache_proxy_upstream_failures_total)"}};
+    static const char *const codes[SC_PROXY_FAIL_N] = {
+        "upstream_timeout", "upstream_unreachable", "upstream_too_big",
+        "upstream_bad_status", "shutting_down"};
+    sc_proxy_counts c;
+    sc_proxy_get_counts(p, &c);
+    const uint64_t v[] = {c.requests, c.hits,      c.upstream,
+                          c.stored,   c.embedding, c.streams_cut};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        fprintf(out,
+                "# HELP semcache_proxy_%s_total %s\n"
+                "# TYPE semcache_proxy_%s_total counter\n"
+                "semcache_proxy_%s_total %llu\n",
+                one[i][0], one[i][1], one[i][0], one[i][0],
+                (unsigned long long)v[i]);
+    }
+    fputs("# HELP semcache_proxy_upstream_failures_total upstream calls "
+          "that failed (a 502, or a stream cut), by code\n"
+          "# TYPE semcache_proxy_upstream_failures_total counter\n",
+          out);
+    for (size_t i = 0; i < SC_PROXY_FAIL_N; i++) {
+        fprintf(out,
+                "semcache_proxy_upstream_failures_total{code=\"%s\"} %llu\n",
+                codes[i], (unsigned long long)c.fails[i]);
+    }
+    unsigned lq, lr, wq, wr;
+    uint64_t refused;
+    sc_pool_counts(p->lookers, &lq, &lr, &refused);
+    sc_pool_counts(p->workers, &wq, &wr, &refused);
+    fprintf(out,
+            "# HELP semcache_proxy_queued requests waiting now for a proxy "
+            "thread: a lookup thread, or an upstream worker\n"
+            "# TYPE semcache_proxy_queued gauge\n"
+            "semcache_proxy_queued{stage=\"lookup\"} %u\n"
+            "semcache_proxy_queued{stage=\"upstream\"} %u\n"
+            "# HELP semcache_proxy_busy proxy threads running a request now\n"
+            "# TYPE semcache_proxy_busy gauge\n"
+            "semcache_proxy_busy{stage=\"lookup\"} %u\n"
+            "semcache_proxy_busy{stage=\"upstream\"} %u\n",
+            lq, wq, lr, wr);
+    return ferror(out) ? SC_EIO : SC_OK;
 }
 
 /* ---- nng's handler ------------------------------------------------------ */

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cache/cache.h"
 #include "common/sc_error.h"
@@ -116,16 +117,37 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out);
  * finishes first), then frees p. NULL is a no-op. */
 void sc_proxy_close(sc_proxy *p);
 
-/* Counters since open, for tests and logs. */
+/* The codes of a failed upstream call (docs/PROXY.md): the 502's error
+ * code, or the cause of a stream cut after its head was relayed. */
+typedef enum sc_proxy_fail {
+    SC_PROXY_FAIL_TIMEOUT = 0,       /* upstream_timeout */
+    SC_PROXY_FAIL_UNREACHABLE = 1,   /* upstream_unreachable */
+    SC_PROXY_FAIL_TOO_BIG = 2,       /* upstream_too_big */
+    SC_PROXY_FAIL_BAD_STATUS = 3,    /* upstream_bad_status */
+    SC_PROXY_FAIL_SHUTTING_DOWN = 4, /* shutting_down */
+    SC_PROXY_FAIL_N = 5
+} sc_proxy_fail;
+
+/* Counters since open, for tests, logs and /metrics. */
 typedef struct sc_proxy_counts {
     uint64_t requests;  /* chat completion requests received */
     uint64_t hits;      /* answered from the cache */
     uint64_t upstream;  /* chat completion calls made upstream */
     uint64_t stored;    /* answers stored */
-    uint64_t errors;    /* upstream failures answered 502 */
+    uint64_t errors;    /* upstream failures: answered 502, or a stream cut
+                           after its head was relayed */
     uint64_t embedding; /* /v1/embeddings calls made upstream */
+    uint64_t fails[SC_PROXY_FAIL_N]; /* errors by code; they sum to it */
+    uint64_t streams_cut; /* of errors: streams cut after their head */
 } sc_proxy_counts;
 void sc_proxy_get_counts(sc_proxy *p, sc_proxy_counts *out);
+
+/* Writes the proxy's families of GET /metrics (docs/HTTP.md): its
+ * counters, and its two thread pools' queued and running requests, with
+ * their # HELP and # TYPE lines, to out. Reads relaxed atomics and takes
+ * each pool's lock for a moment: never waits for a request. Errors: SC_EIO
+ * (a write to out failed). */
+sc_err sc_proxy_write_metrics(sc_proxy *p, FILE *out);
 
 /* The lookup threads' queue now: requests whose body is in waiting for
  * one, and requests one runs (for tests). */

@@ -309,7 +309,18 @@ typedef struct front {
     sc_ledger *ledger;
     sc_persist *persist; /* NULL = in memory only */
     sc_server *srv;      /* set once it is open, before the HTTP front */
+    /* The proxy, for /metrics: set once it is open, and NULL again before
+     * it closes, under proxy_mu, which a scrape holds while it reads it. */
+    pthread_mutex_t proxy_mu;
+    sc_proxy *proxy;
 } front;
+
+static void front_set_proxy(front *f, sc_proxy *p)
+{
+    pthread_mutex_lock(&f->proxy_mu);
+    f->proxy = p;
+    pthread_mutex_unlock(&f->proxy_mu);
+}
 
 /* Says which restored namespaces still hold the built-in embedder's
  * vectors of an earlier version (or of another table): those restore could
@@ -625,7 +636,13 @@ static sc_err http_metrics(void *arg, FILE *out)
             "semcache_nng_reply_bytes %llu\n",
             (unsigned long long)answered, (unsigned long long)refused_dropped,
             (unsigned long long)held);
-    return SC_OK;
+    sc_err prc = SC_OK;
+    pthread_mutex_lock(&f->proxy_mu);
+    if (f->proxy != NULL) {
+        prc = sc_proxy_write_metrics(f->proxy, out);
+    }
+    pthread_mutex_unlock(&f->proxy_mu);
+    return prc;
 }
 
 /* A signal another thread took (see main); the main loop reads it within
@@ -1259,7 +1276,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcached: %s\n", sc_strerror(rc));
         goto out_disp;
     }
-    fr = (front){disp, metrics, ledger, persist, NULL};
+    fr = (front){
+        disp, metrics, ledger, persist, NULL, PTHREAD_MUTEX_INITIALIZER, NULL};
     scfg.handler = timed_handle;
     scfg.handler_many = timed_handle_many;
     scfg.handler_busy = busy_reply;
@@ -1315,6 +1333,7 @@ int main(int argc, char **argv)
                     pcfg.upstream, sc_strerror(rc));
             goto out_server;
         }
+        front_set_proxy(&fr, proxy);
         fprintf(stderr, "semcached: OpenAI-compatible proxy on %s%s\n",
                 conf.http, "/v1/chat/completions");
     }
@@ -1344,6 +1363,7 @@ int main(int argc, char **argv)
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     uint64_t served, dropped;
     sc_server_counts(srv, &served, &dropped);
+    front_set_proxy(&fr, NULL);
     sc_proxy_close(proxy);
     proxy = NULL;
     sc_http_close(http);
@@ -1383,6 +1403,7 @@ int main(int argc, char **argv)
     }
     status = 0;
 out_server:
+    front_set_proxy(&fr, NULL);
     sc_proxy_close(proxy);
     sc_http_close(http);
     sc_server_close(srv);

@@ -22,7 +22,7 @@ answers by its current mode:
              finish_reason stop
   logprobs   (streams) as ok, each event with choices[0].logprobs
   big        (streams) as ok, then 48 MB more of content, as fast as the
-             proxy takes it
+             proxy takes it; (plain) 200 with 1 MB of content
   afterdone  (streams) as ok, then one more content chunk after
              data: [DONE]
   joined     (streams) as ok, but the first two content chunks in one
@@ -148,6 +148,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.stream(body, text, finish, cut=(mode == "cut"), mode=mode)
             return
         msg = {"role": "assistant", "content": text}
+        if mode == "big":
+            msg["content"] = text + " " + "x" * (1 << 20)
         if mode == "tool":
             msg = {"role": "assistant", "content": None, "tool_calls": [{
                 "id": "call_1", "type": "function",

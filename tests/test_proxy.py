@@ -740,6 +740,145 @@ def test_timeout(server, table, fake):
     p.stop()
 
 
+def scrape(p):
+    """The proxy's lines of /metrics: {'name{labels}': value}."""
+    out = {}
+    for line in p.get("/metrics").splitlines():
+        if line.startswith("semcache_proxy_"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = int(float(v))
+    return out
+
+
+FAIL_CODES = ("upstream_timeout", "upstream_unreachable", "upstream_too_big",
+              "upstream_bad_status", "shutting_down")
+
+
+def deltas(before, after):
+    """The series that changed, and by how much (0s left out)."""
+    return {k: after[k] - before.get(k, 0) for k in after
+            if after[k] != before.get(k, 0)}
+
+
+def test_metrics(server, table, fake):
+    """The proxy's counters and queues in GET /metrics (docs/HTTP.md), by
+    exact deltas over a miss, a hit, and each upstream failure the fake
+    upstream makes: a timeout (plain, and a stream cut at
+    --upstream-max-duration), an answer over --recv-max, a status outside
+    100-599, and a closed port."""
+    p = Proxy(server, table, fake.url, "--upstream-timeout", "500",
+              "--upstream-max-duration", "1500", "--recv-max", "262144")
+    fake.mode = "ok"
+    m = scrape(p)
+    want = ["semcache_proxy_" + n + "_total" for n in (
+        "requests", "hits", "upstream_calls", "stored", "embedding_calls",
+        "streams_cut")]
+    want += [f'semcache_proxy_upstream_failures_total{{code="{c}"}}'
+             for c in FAIL_CODES]
+    want += [f'semcache_proxy_{g}{{stage="{s}"}}' for g in ("queued", "busy")
+             for s in ("lookup", "upstream")]
+    # One request: Proxy's probe for the route (a 400 to "{}").
+    check(sorted(m) == sorted(want) and
+          m["semcache_proxy_requests_total"] == 1 and
+          sum(m.values()) == 1,
+          f"/metrics has the proxy's series, 0 at start but the probe ({m})")
+
+    def step(what, expect, act):
+        before = scrape(p)
+        act()
+        # A worker may count its job done just after its answer is out.
+        end = time.time() + 5
+        while True:
+            d = deltas(before, scrape(p))
+            if d == expect or time.time() > end:
+                break
+            time.sleep(0.02)
+        check(d == expect, f"metrics: {what} ({d})")
+
+    R, H, U, S = ("semcache_proxy_requests_total", "semcache_proxy_hits_total",
+                  "semcache_proxy_upstream_calls_total",
+                  "semcache_proxy_stored_total")
+
+    def F(code):
+        return f'semcache_proxy_upstream_failures_total{{code="{code}"}}'
+    q = "How are the proxy's metrics counted?"
+    step("a miss is a request, an upstream call and a store",
+         {R: 1, U: 1, S: 1}, lambda: p.chat(q))
+    step("a hit is a request and a hit", {R: 1, H: 1}, lambda: p.chat(q))
+
+    def slow():
+        fake.mode, fake.delay = "slow", 1.5
+        st, hs, j = p.chat("Is a slow answer counted?")
+        fake.mode = "ok"
+        check(st == 502 and j["error"]["code"] == "upstream_timeout",
+              f"metrics: the slow call is 502 upstream_timeout ({st})")
+    step("a timeout", {R: 1, U: 1, F("upstream_timeout"): 1}, slow)
+    time.sleep(1.2)  # the fake's slow answer is over before the next
+
+    def big():
+        fake.mode = "big"
+        st, hs, j = p.chat("Is a big answer counted?")
+        fake.mode = "ok"
+        check(st == 502 and j["error"]["code"] == "upstream_too_big",
+              f"metrics: the big answer is 502 upstream_too_big ({st})")
+    step("an answer over the cap", {R: 1, U: 1, F("upstream_too_big"): 1},
+         big)
+
+    def bad_status():
+        fake.mode, fake.status = "status", 999
+        st, hs, j = p.chat("Is a bad status counted?")
+        fake.mode, fake.status = "ok", 502
+        check(st == 502 and j["error"]["code"] == "upstream_bad_status",
+              f"metrics: status 999 is 502 upstream_bad_status ({st})")
+    step("a status outside 100-599",
+         {R: 1, U: 1, F("upstream_bad_status"): 1}, bad_status)
+
+    def cut():
+        fake.mode, fake.delay, fake.pings = "trickle", 0.3, None
+        st, hs, ev, done = read_stream(p.port, {
+            "model": MODEL, "stream": True, "messages": [
+                {"role": "user", "content": "Is a cut stream counted?"}]})
+        fake.mode, fake.pings = "ok", None
+        check(st == 200 and done is False,
+              f"metrics: the trickling stream is cut ({st}, {done})")
+    step("a stream cut at --upstream-max-duration",
+         {R: 1, U: 1, F("upstream_timeout"): 1,
+          "semcache_proxy_streams_cut_total": 1}, cut)
+
+    # The queues: a call in flight holds one upstream worker.
+    fake.mode, fake.delay = "slow", 0.4
+    t = threading.Thread(target=p.chat, args=("Who holds a worker?",),
+                         daemon=True)
+    before = scrape(p)
+    t.start()
+    seen = {}
+    end = time.time() + 5
+    while time.time() < end:
+        seen = scrape(p)
+        if seen.get('semcache_proxy_busy{stage="upstream"}') == 1:
+            break
+        time.sleep(0.01)
+    t.join(10)
+    fake.mode = "ok"
+    check(seen.get('semcache_proxy_busy{stage="upstream"}') == 1 and
+          before.get('semcache_proxy_busy{stage="upstream"}') == 0,
+          "metrics: a call in flight is one busy upstream worker")
+    end = time.time() + 5
+    while time.time() < end:
+        seen = scrape(p)
+        if not any(seen[k] for k in seen if "_total" not in k) and seen:
+            break
+        time.sleep(0.02)
+    check(not any(seen[k] for k in seen if "_total" not in k),
+          "metrics: and none once it is answered")
+    p.stop()
+    p = Proxy(server, table, f"http://127.0.0.1:{free_port()}/v1")
+    step("an unreachable upstream",
+         {R: 1, U: 1, F("upstream_unreachable"): 1},
+         lambda: p.chat("Is a closed port counted?"))
+    p.stop()
+
+
 def test_trickle(server, table, fake):
     """An upstream that trickles a stream (an SSE comment every 0.3 s, for
     ever) holds its worker only --upstream-max-duration: with both workers
@@ -1098,6 +1237,7 @@ def main():
     test_timeout(a.server, a.table, fake)
     test_slow_reader(a.server, a.table, fake)
     test_trickle(a.server, a.table, fake)
+    test_metrics(a.server, a.table, fake)
     test_stop_stream(a.server, a.table, fake)
     test_policy_single(a.server, a.table, fake)
     try:
