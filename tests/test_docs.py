@@ -12,7 +12,7 @@ configuration keys against what the pages a user reads say of them.
   configuration file takes; every key proto/config.c reads at the top level
   is in that table.
 - docs/HTTP.md's /metrics tables name every metric family the daemon
-  writes (proto/http.c, metrics.c, semcached.c), with its type, and no
+  writes (proto/http.c, metrics.c, semcached.c, proxy.c), with its type, and no
   other.
 - Every SEMCACHE_* environment variable scripts/*.sh or the C sources
   read is named on a page (README, docs/, the Python client's README).
@@ -154,10 +154,21 @@ def main():
         for name in re.findall(r"`(semcache_[a-z_]+)", cells[0]):
             doc_metrics[name] = cells[1].strip()
     code_metrics = {}
-    for rel in ("proto/http.c", "proto/metrics.c", "proto/semcached.c"):
+    for rel in ("proto/http.c", "proto/metrics.c", "proto/semcached.c",
+                "proto/proxy.c"):
         text = read(a.src, rel)
+        if rel == "proto/proxy.c":
+            # Only its metrics writer (other strings there are error
+            # types); its counters come from a table of {"name", "help"}
+            # written as semcache_proxy_<name>_total.
+            text = text[text.index("sc_proxy_write_metrics(sc_proxy"):]
+            text = text[:text.index("\n}\n")]
+            table = text[text.index("one[][2] = {"):text.index("};")]
+            for name in re.findall(r'\{"([a-z_]+)",', table):
+                code_metrics[f"semcache_proxy_{name}_total"] = "counter"
         for name in re.findall(r'"(?:# HELP )?(semcache_[a-z_]+)', text):
-            code_metrics.setdefault(name, None)
+            if not name.endswith("_"):  # semcache_proxy_%s_total
+                code_metrics.setdefault(name, None)
         for name, kind in re.findall(r"# TYPE (semcache_[a-z_]+) ([a-z]+)",
                                      text):
             code_metrics[name] = kind
