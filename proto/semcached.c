@@ -307,6 +307,7 @@ typedef struct front {
     sc_dispatch *disp;
     sc_metrics *metrics;
     sc_ledger *ledger;
+    sc_cache *cache;     /* which namespaces live, for /metrics */
     sc_persist *persist; /* NULL = in memory only */
     sc_server *srv;      /* set once it is open, before the HTTP front */
     /* The proxy, for /metrics: set once it is open, and NULL again before
@@ -527,6 +528,44 @@ static sc_err http_metrics(void *arg, FILE *out)
     sc_err rc =
         sc_ledger_sum(f->ledger, NULL, SC_LEDGER_BY_NS, &total, metric_row, &m);
     rc = rc == SC_OK && m.oom ? SC_ENOMEM : rc;
+    /* The ledger keeps the rows of dropped namespaces (their money stays
+     * in the report), but a series per namespace ever seen grew the page
+     * without bound under churn: those rows are summed into one series,
+     * ns="(dropped)" (no namespace can take that name). The namespaces
+     * are looked up after the sum, so one made since has no series yet
+     * rather than counting as dropped. */
+    sc_ledger_counts gone = {0};
+    size_t live = 0, ngone = 0;
+    for (size_t i = 0; i < m.n && rc == SC_OK; i++) {
+        sc_ns_config cfg;
+        if (sc_cache_ns_get_config(f->cache, m.ns[i], &cfg) == SC_OK) {
+            m.c[live] = m.c[i];
+            char *keep = m.ns[i];
+            m.ns[i] = m.ns[live];
+            m.ns[live++] = keep;
+            continue;
+        }
+        gone.usd_avoided += m.c[i].usd_avoided;
+        gone.usd_embed += m.c[i].usd_embed;
+        gone.usd_lookup += m.c[i].usd_lookup;
+        gone.usd_false_hits += m.c[i].usd_false_hits;
+        gone.tokens_in_avoided += m.c[i].tokens_in_avoided;
+        gone.tokens_out_avoided += m.c[i].tokens_out_avoided;
+        ngone++;
+    }
+    size_t nrows = m.n; /* every name, to free */
+    if (rc == SC_OK && ngone > 0) {
+        /* The first gone name's slot (at live) now holds "(dropped)". */
+        char *name = strdup("(dropped)");
+        if (name == NULL) {
+            rc = SC_ENOMEM;
+        } else {
+            free(m.ns[live]);
+            m.ns[live] = name;
+            m.c[live++] = gone;
+        }
+    }
+    m.n = rc == SC_OK ? live : m.n;
     for (int w = 0; w < 4 && rc == SC_OK; w++) {
         fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", help[w][0],
                 help[w][1], help[w][0]);
@@ -552,7 +591,7 @@ static sc_err http_metrics(void *arg, FILE *out)
             }
         }
     }
-    for (size_t i = 0; i < m.n; i++) {
+    for (size_t i = 0; i < nrows; i++) {
         free(m.ns[i]);
     }
     free(m.ns);
@@ -1277,7 +1316,8 @@ int main(int argc, char **argv)
         goto out_disp;
     }
     fr = (front){
-        disp, metrics, ledger, persist, NULL, PTHREAD_MUTEX_INITIALIZER, NULL};
+        disp, metrics, ledger, cache, persist, NULL, PTHREAD_MUTEX_INITIALIZER,
+        NULL};
     scfg.handler = timed_handle;
     scfg.handler_many = timed_handle_many;
     scfg.handler_busy = busy_reply;

@@ -7,7 +7,9 @@ this test recomputes on its own from the workload and the prices; the
 human report of semcache-cli; an unknown model's cost stays unknown; a bad
 price table stops the start. The rows come a page at a time (a ledger of
 2^20 rows in one reply was some 600 MiB, past every cap): over nng, the
-CLI, GET /report and POST /v1/report alike. Prints "N passed, N failed" last."""
+CLI, GET /report and POST /v1/report alike. /metrics has dollar series for
+live namespaces only, the dropped ones' summed in ns="(dropped)". Prints
+"N passed, N failed" last."""
 import json
 import math
 import os
@@ -121,6 +123,72 @@ def pages(c, cli, port, hport):
         body = json.loads(r.read())["result"]
     check([r["key"] for r in body["rows"]] == keys[:3]
           and body["more"] == len(keys) - 3, "POST /v1/report pages")
+
+
+def metric_series(hport, name):
+    """{ns: value} of the series of name on GET /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{hport}/metrics",
+                                timeout=30) as r:
+        page = r.read().decode()
+    out = {}
+    for line in page.splitlines():
+        if line.startswith(name + '{ns="'):
+            ns = line[len(name) + 5:].split('"', 1)[0]
+            out[ns] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def dropped_series(c, port, hport):
+    """/metrics has dollar series for live namespaces only: those of
+    dropped ones are summed into ns="(dropped)", so churn of namespaces
+    does not grow the page, while report keeps every row."""
+    name = "semcache_dollars_avoided_total"
+    before = metric_series(hport, name)
+    made = [f"churn{i:02d}" for i in range(40)]
+    for ns in made:
+        c.ns_create(ns, dim=4)
+        c.insert(ns, "R", vec=[1, 0, 0, 0], model="llm-a",
+                 input_tokens=1000, output_tokens=100)
+        c.lookup(ns, vec=[1, 0, 0, 0])
+    one = usd("llm-a", 1000, 100)
+    live = metric_series(hport, name)
+    check(all(near(live.get(ns), one) for ns in made),
+          "a live namespace's dollars have their own series")
+    for ns in made[1:]:
+        c.ns_drop(ns)
+    after = metric_series(hport, name)
+    check(set(after) == set(before) | {made[0], "(dropped)"},
+          f"series after the drops: {sorted(after)}")
+    check(near(after.get("(dropped)"), 39 * one),
+          f"the dropped ones' dollars in one series: {after.get('(dropped)')}")
+    tot = c._op("report")["total"]["usd_avoided"]
+    check(near(sum(after.values()), tot),
+          f"the series still add up to the report: {sum(after.values())} "
+          f"vs {tot}")
+    keys = {r["key"] for r in c._op("report", limit=10000)["rows"]}
+    check(set(made) <= keys, "report keeps the dropped namespaces' rows")
+    tok = metric_series(hport, "semcache_tokens_avoided_total")
+    check(tok.get("(dropped)") is not None, "tokens are folded alike")
+    # The page stays the same size however many come and go.
+    with urllib.request.urlopen(f"http://127.0.0.1:{hport}/metrics",
+                                timeout=30) as r:
+        size = len(r.read())
+    for i in range(40):
+        ns = f"again{i:02d}"
+        c.ns_create(ns, dim=4)
+        c.insert(ns, "R", vec=[1, 0, 0, 0], model="llm-a",
+                 input_tokens=1000, output_tokens=100)
+        c.lookup(ns, vec=[1, 0, 0, 0])
+        c.ns_drop(ns)
+    with urllib.request.urlopen(f"http://127.0.0.1:{hport}/metrics",
+                                timeout=30) as r:
+        size2 = len(r.read())
+    check(abs(size2 - size) < 200,
+          f"churn leaves the page's size: {size} then {size2} bytes")
+    after2 = metric_series(hport, name)
+    check(near(after2.get("(dropped)"), 79 * one),
+          "the (dropped) series only grows")
+    c.ns_drop(made[0])
 
 
 def main():
@@ -278,6 +346,7 @@ def main():
         check(svg.startswith("<svg") and "polyline" in svg
               and svg.rstrip().endswith("</svg>"), "report --svg")
         pages(c, cli, port, hport)
+        dropped_series(c, port, hport)
         c.close()
     finally:
         proc.send_signal(signal.SIGTERM)
