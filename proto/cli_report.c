@@ -155,6 +155,53 @@ static const char *tag_text(const char *s, char *out, size_t cap)
     return out;
 }
 
+/* Writes s as one shell word that gives s back when pasted: '...' with a
+ * quote as '\'' when s is printable text, else bash's $'...' with
+ * \xHH for control bytes and bytes that are not UTF-8 (which are not
+ * written to the terminal as they are). */
+static void put_shell_word(FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *end = p + strlen(s);
+    bool plain = true;
+    for (const unsigned char *q = p; q < end && plain;) {
+        size_t n = *q < 0x80 ? 1 : sc_utf8_len(q, (size_t)(end - q));
+        plain = n != 0 && *q >= 0x20 && *q != 0x7f &&
+                !(n == 2 && *q == 0xc2 && q[1] < 0xa0);
+        q += n != 0 ? n : 1;
+    }
+    if (plain) {
+        fputc('\'', f);
+        for (; p < end; p++) {
+            if (*p == '\'') {
+                fputs("'\\''", f);
+            } else {
+                fputc(*p, f);
+            }
+        }
+        fputc('\'', f);
+        return;
+    }
+    fputs("$'", f);
+    while (p < end) {
+        unsigned c = *p;
+        size_t n = c < 0x80 ? 1 : sc_utf8_len(p, (size_t)(end - p));
+        bool control =
+            c < 0x20 || c == 0x7f || (n == 2 && c == 0xc2 && p[1] < 0xa0);
+        if (c == '\\' || c == '\'') {
+            fprintf(f, "\\%c", (int)c);
+            p++;
+        } else if (n == 0 || control) {
+            fprintf(f, "\\x%02x", c);
+            p++;
+        } else {
+            fwrite(p, 1, n, f);
+            p += n;
+        }
+    }
+    fputc('\'', f);
+}
+
 static void print_totals(const json_t *t, FILE *f)
 {
     char a[32], b[32], c[32];
@@ -256,11 +303,12 @@ int sc_cli_print_report(const json_t *res, const char *ns, FILE *f)
     /* A page of the rows: how many were left out, and how to go on. */
     const char *next = json_string_value(json_object_get(res, "next"));
     if (cnt(res, "more") > 0 && next != NULL) {
-        char k[4 * SC_CACHE_TAG_MAX + 8];
         fprintf(f,
                 "  ... %llu more rows after these: the next page with "
-                "--after '%s'\n",
-                cnt(res, "more"), tag_text(next, k, sizeof(k)));
+                "--after ",
+                cnt(res, "more"));
+        put_shell_word(f, next);
+        fputc('\n', f);
     }
     return 0;
 }

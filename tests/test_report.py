@@ -123,6 +123,24 @@ def pages(c, cli, port, hport):
         body = json.loads(r.read())["result"]
     check([r["key"] for r in body["rows"]] == keys[:3]
           and body["more"] == len(keys) - 3, "POST /v1/report pages")
+    # The CLI's hint for the next page is one shell word that gives the
+    # key back, whatever it holds: a quote, a backslash, a tab (bash's
+    # $'...' for the tab: no POSIX quoting writes it printably).
+    for u in ("v'a\\b", "v'c\tz", "w"):
+        c.lookup("faq", vec=[0.3, 0.3, 0.3, 0.9], user=u, embed_model="emb")
+    for after, want, sh in (("u1000", "v'a\\b", "/bin/sh"),
+                            ("v'a\\b", "v'c\tz", "/bin/bash")):
+        out = subprocess.run([cli, "-a", addr, "report", "--by", "user",
+                              "--limit", "1", "--after", after],
+                             capture_output=True, text=True, timeout=30)
+        hint = [ln for ln in out.stdout.splitlines() if "more rows" in ln]
+        word = hint[0].split(" --after ", 1)[1] if hint else ""
+        got = subprocess.run([sh, "-c", "printf %s " + word],
+                             capture_output=True, text=True, timeout=30)
+        check(out.returncode == 0 and got.returncode == 0
+              and got.stdout == want,
+              f"the --after hint {word!r} is a shell word for {want!r}: "
+              f"{got.stdout!r} {got.stderr!r}")
 
 
 def metric_series(hport, name):
