@@ -84,6 +84,12 @@ def requests(as_dicts=False):
         "stats_all": {"v": 1, "op": "stats"},
         "report": {"v": 1, "op": "report", "by": "feature"},
         "report_ns": {"v": 1, "op": "report", "ns": "t", "by": "user"},
+        "report_page": {"v": 1, "op": "report", "by": "user", "limit": 2,
+                        "after": "u"},
+        "report_after_ns": {"v": 1, "op": "report", "ns": "v",
+                            "after": "", "limit": 10000},
+        "report_limit_bad": {"v": 1, "op": "report", "by": "feature",
+                             "limit": 10001, "after": "f" * 300},
         "flush": {"v": 1, "op": "flush", "ns": "t"},
         # Refusals: each should reach its error path.
         "unknown_op": {"v": 1, "op": "frobnicate"},
@@ -114,7 +120,7 @@ def requests(as_dicts=False):
 # for an index past them, which no route has.
 HTTP_OPS = ["ping", "insert", "lookup", "lookup_batch", "insert_batch",
             "delete", "feedback", "ns_create", "ns_configure", "ns_drop",
-            "ns_list", "stats", "flush", "no_such_op"]
+            "ns_list", "stats", "flush", "report", "no_such_op"]
 
 
 def to_json(x, key=None):
