@@ -145,11 +145,19 @@ sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
  * at most limit of them (0 = all), and *more (when not NULL) gets how many
  * rows come after the page. *total is still over every row. A page costs
  * a sort of the rows above after: reading 2^20 rows in pages of 10,000
- * takes some seconds in all. */
+ * takes some seconds in all. The sort is done without the lock, which is
+ * held twice briefly (picking the rows, then summing the page's), so the
+ * page's rows and the total are as of the second hold, more as of the
+ * first. */
 sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
                           const char *after, size_t limit,
                           sc_ledger_counts *total, sc_ledger_row_fn fn,
                           void *arg, size_t *more);
+
+/* For tests: fn(arg) runs in every sc_ledger_sum_page between its two
+ * holds of the lock (the rows are picked, not yet summed); it may call
+ * the ledger. NULL = none. */
+void sc_ledger_set_page_hook(sc_ledger *l, void (*fn)(void *), void *arg);
 
 /* The hourly timeline over everything: up to cap hours, oldest first. */
 typedef struct sc_ledger_hour {

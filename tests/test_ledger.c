@@ -637,6 +637,87 @@ static void test_row_cap(void)
     sc_prices_free(p);
 }
 
+/* What the page hook does between sc_ledger_sum_page's two holds. */
+typedef struct between {
+    sc_ledger *l;
+    int flood; /* new rows to make (enough to grow the table) */
+} between;
+
+static void page_between(void *arg)
+{
+    between *b = arg;
+    sc_ledger_call call = {
+        .model = "gpt-4o", .input_tokens = 1, .output_tokens = 1};
+    /* One more insert in rows the page holds (u1 of namespace a), and
+     * rows made after the page was picked: u0, before every key, in a new
+     * namespace, and a flood of users. */
+    sc_ledger_tags t = {.ns = "a", .feature = "f", .user = "u1"};
+    sc_ledger_insert(b->l, &t, &call, 1000);
+    sc_ledger_tags t0 = {.ns = "new", .feature = "f", .user = "u0"};
+    sc_ledger_insert(b->l, &t0, &call, 1000);
+    for (int i = 0; i < b->flood; i++) {
+        char u[16];
+        snprintf(u, sizeof(u), "x%05d", i);
+        sc_ledger_tags tf = {.ns = "new", .feature = "f", .user = u};
+        sc_ledger_insert(b->l, &tf, &call, 1000);
+    }
+}
+
+/* A page is picked under the lock and summed under it again, with the
+ * sort in between unlocked: rows of one tag merged over namespaces, more
+ * as of the pick, the sums as of the second hold, the total and the rows
+ * alike, whether or not the table grew (its rows moved) in between. */
+static void test_page_between(void)
+{
+    for (int flood = 0; flood <= 5000; flood += 5000) {
+        sc_prices *p = NULL;
+        sc_ledger *l = NULL;
+        CHECK_EQ_INT(sc_prices_default(&p), SC_OK);
+        CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
+        sc_ledger_call call = {
+            .model = "gpt-4o", .input_tokens = 1, .output_tokens = 1};
+        /* u1..u4 in namespace a, u1 and u3 in b as well. */
+        const char *users[] = {"u1", "u2", "u3", "u4"};
+        for (int i = 0; i < 4; i++) {
+            sc_ledger_tags t = {.ns = "a", .feature = "f", .user = users[i]};
+            sc_ledger_insert(l, &t, &call, 1000);
+            if (i % 2 == 0) {
+                t.ns = "b";
+                sc_ledger_insert(l, &t, &call, 1000);
+            }
+        }
+        between b = {l, flood};
+        sc_ledger_set_page_hook(l, page_between, &b);
+        sc_ledger_counts t;
+        rows rs = {0};
+        size_t more = 99;
+        CHECK_EQ_INT(sc_ledger_sum_page(l, NULL, SC_LEDGER_BY_USER, NULL, 2, &t,
+                                        collect, &rs, &more),
+                     SC_OK);
+        CHECK_EQ_INT(rs.n, 2);
+        CHECK(strcmp(rs.keys[0], "u1") == 0 && strcmp(rs.keys[1], "u2") == 0);
+        /* u1: a, b, and the insert in between. */
+        CHECK_EQ_INT(rs.c[0].inserts, 3);
+        CHECK_EQ_INT(rs.c[1].inserts, 1);
+        CHECK_EQ_INT(more, 2); /* u3, u4: not the rows made since */
+        /* The total: a and b as of the second hold (6 + 1), not the
+         * namespace made in between; when the table grew (the flood), the
+         * total is found by a scan, as of the second hold. */
+        CHECK_EQ_INT(t.inserts, flood == 0 ? 7 : 8 + flood);
+        sc_ledger_set_page_hook(l, NULL, NULL);
+        rs.n = 0;
+        CHECK_EQ_INT(sc_ledger_sum_page(l, NULL, SC_LEDGER_BY_USER, "u2", 8, &t,
+                                        collect, &rs, &more),
+                     SC_OK);
+        CHECK_EQ_INT(rs.n, flood > 0 ? 8 : 2);
+        CHECK(strcmp(rs.keys[0], "u3") == 0 && rs.c[0].inserts == 2);
+        CHECK_EQ_INT(more, flood > 0 ? flood + 2 - 8 : 0);
+        CHECK_EQ_INT(t.inserts, 8 + flood);
+        sc_ledger_close(l);
+        sc_prices_free(p);
+    }
+}
+
 /* User tags a client picked so that, under an unseeded row hash (XXH3 of
  * the kind, the namespace, a NUL and the tag: what row_hash was), all
  * share one home slot at every table size up to 4096: each new one's row
@@ -761,6 +842,7 @@ int main(void)
     test_feedback_unserved();
     test_row_cap();
     test_row_flood();
+    test_page_between();
     test_batch_embed_once();
     return test_summary("ledger");
 }
