@@ -94,6 +94,7 @@ typedef struct ivf {
     size_t failed_at;  /* live count when training last failed */
     float *copy;       /* the thread's rows, ncopy * dim */
     int64_t *copy_lab; /* their slots */
+    uint64_t *copy_id; /* their ids: the k-means sample is taken in id order */
     size_t ncopy;
     uint32_t copy_nlist;
 } ivf;
@@ -346,8 +347,28 @@ static size_t remove_batch(const ivf *v)
 
 /* ---- training ----------------------------------------------------------- */
 
-static sc_err build_index(ivf *v, const float *x, const int64_t *lab, size_t n,
-                          uint32_t nlist, FaissIndex **out, FaissIndex **tmpl)
+typedef struct by_id {
+    uint64_t id;
+    size_t i;
+} by_id;
+
+static int by_id_cmp(const void *x, const void *y)
+{
+    const by_id *a = x;
+    const by_id *b = y;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+/* Trains an index on x[0..n) (ids[i] the id of row i, lab[i] its slot) and
+ * adds them. The k-means sample is drawn, and handed to FAISS, in id order:
+ * FAISS's k-means (its initial centroids are points picked by position)
+ * makes other centroids from the same points in another order, and the
+ * rows' slot order is not what a restart keeps (a restored index takes its
+ * vectors in the snapshot's order), so a training at the same point after
+ * a restart would otherwise give other answers. */
+static sc_err build_index(ivf *v, const float *x, const int64_t *lab,
+                          const uint64_t *ids, size_t n, uint32_t nlist,
+                          FaissIndex **out, FaissIndex **tmpl)
 {
     char desc[64];
     snprintf(desc, sizeof(desc), "IVF%u,%s", nlist,
@@ -364,14 +385,23 @@ static sc_err build_index(ivf *v, const float *x, const int64_t *lab, size_t n,
         ns = n;
     }
     float *sample = malloc(ns * v->dim * sizeof(float));
-    if (sample == NULL) {
+    by_id *ord = malloc(n * sizeof(*ord));
+    if (sample == NULL || ord == NULL) {
+        free(sample);
+        free(ord);
         faiss_Index_free(fx);
         return SC_ENOMEM;
     }
+    for (size_t i = 0; i < n; i++) {
+        ord[i].id = ids[i];
+        ord[i].i = i;
+    }
+    qsort(ord, n, sizeof(*ord), by_id_cmp);
     for (size_t i = 0; i < ns; i++) {
-        size_t j = (size_t)((double)i * (double)n / (double)ns);
+        size_t j = ord[(size_t)((double)i * (double)n / (double)ns)].i;
         memcpy(sample + i * v->dim, x + j * v->dim, v->dim * sizeof(float));
     }
+    free(ord);
     int frc = faiss_Index_train(fx, (idx_t)ns, sample);
     free(sample);
     if (frc != 0) {
@@ -471,8 +501,8 @@ static void *train_main(void *arg)
         hook(atomic_load(&training_hook.arg));
     }
     FaissIndex *fx = NULL, *tmpl = NULL;
-    sc_err rc = build_index(v, v->copy, v->copy_lab, v->ncopy, v->copy_nlist,
-                            &fx, &tmpl);
+    sc_err rc = build_index(v, v->copy, v->copy_lab, v->copy_id, v->ncopy,
+                            v->copy_nlist, &fx, &tmpl);
     pthread_rwlock_wrlock(&v->sw);
     if (rc == SC_OK) {
         rc = swap_in(v, fx);
@@ -494,8 +524,10 @@ static void *train_main(void *arg)
     v->tlog.n = 0;
     free(v->copy);
     free(v->copy_lab);
+    free(v->copy_id);
     v->copy = NULL;
     v->copy_lab = NULL;
+    v->copy_id = NULL;
     v->train_rc = rc;
     v->training = 0;
     pthread_rwlock_unlock(&v->sw);
@@ -512,9 +544,11 @@ static sc_err start_training(ivf *v)
     }
     float *copy = malloc(v->nlive * v->dim * sizeof(float));
     int64_t *lab = malloc(v->nlive * sizeof(*lab));
-    if (copy == NULL || lab == NULL) {
+    uint64_t *ids = malloc(v->nlive * sizeof(*ids));
+    if (copy == NULL || lab == NULL || ids == NULL) {
         free(copy);
         free(lab);
+        free(ids);
         return SC_ENOMEM;
     }
     size_t m = 0;
@@ -522,12 +556,14 @@ static sc_err start_training(ivf *v)
         if (v->state[s] == S_LIVE) {
             memcpy(copy + m * v->dim, v->rows + s * v->stride,
                    v->dim * sizeof(float));
+            ids[m] = v->ids[s];
             lab[m++] = (int64_t)s;
             v->inc[s] = 1;
         }
     }
     v->copy = copy;
     v->copy_lab = lab;
+    v->copy_id = ids;
     v->ncopy = m;
     v->copy_nlist = nlist;
     v->tlog.n = 0;
@@ -541,8 +577,10 @@ static sc_err start_training(ivf *v)
         memset(v->inc, 0, v->cap);
         free(copy);
         free(lab);
+        free(ids);
         v->copy = NULL;
         v->copy_lab = NULL;
+        v->copy_id = NULL;
         v->training = 0;
         return SC_ENOMEM;
     }

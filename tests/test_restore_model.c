@@ -1024,11 +1024,10 @@ static bool ivf_exact(int ns)
  * past the last snapshot, its training may have been made at another
  * point, on another sample (docs/PERSISTENCE.md, "IVF indexes": trained
  * again as the first time), and approximate answers may rightly differ:
- * compared there only where the search is exact (ivf_exact). Known
- * exception, left: ivf-sq8 candidates whose codes tie at the re-rank
- * cutoff are taken in their lists' order, which a restart changes (seeds
- * 136 and 144 of `test_restore_model 60 100 ivf` serve another entry
- * after a snapshot stop); the default seeds do not meet it. */
+ * compared there only where the search is exact (ivf_exact). A training
+ * made after the restart (go_on) is the live one's: the k-means sample is
+ * taken in id order, not slot order (seeds 136 and 144 of
+ * `test_restore_model 60 100 ivf` served another entry when it was not). */
 static void compare_lookups(sc_cache *r, bool snap_stop)
 {
     bool skip[NNS];
