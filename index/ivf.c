@@ -6,7 +6,8 @@
  * background thread on a copy; the swap is atomic and replays what happened
  * meanwhile. Deletes are tombstones, removed from FAISS in batches; a
  * search asks FAISS for as many more candidates as it takes to get past
- * them (cand_limit). */
+ * them, and past a run of FAISS scores tied at the re-score cutoff
+ * (cand_limit). */
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
@@ -928,11 +929,12 @@ static void scan_exact(const ivf *v, const float *q, unsigned k,
     emit(v, top, nt, threshold, hits, nhits);
 }
 
-/* Candidates asked of FAISS first: rerank, at least k, at most what the
- * index holds. */
+/* Candidates asked of FAISS first: rerank (at least k) and one more, which
+ * tells whether the last of them ties with what FAISS did not return
+ * (rescore), at most what the index holds. */
 static size_t first_kc(const ivf *v, unsigned k, size_t total)
 {
-    size_t kc = v->rerank > k ? v->rerank : k;
+    size_t kc = (v->rerank > k ? v->rerank : k) + 1;
     return kc > total ? total : kc;
 }
 
@@ -949,24 +951,32 @@ static size_t rerank_n(const ivf *v, unsigned k)
  * the index holds. */
 static size_t cand_limit(const ivf *v, unsigned k, size_t total)
 {
-    size_t want = rerank_n(v, k);
+    size_t want = rerank_n(v, k) + 1; /* first_kc's one more */
     size_t lim = v->pend.n + want > MAX_CAND ? v->pend.n + want : MAX_CAND;
     return lim > total ? total : lim;
 }
 
 /* Re-scores exactly into top[0..*nt) the first rerank_n live candidates of
- * FAISS's kc, lab[0..kc) (best first), as if the tombstones among them were
- * not there: a deleted vector changes no answer (nor does a restart, which
- * leaves them behind). Returns 1 when tombstones left fewer live ones than
- * that and more candidates (up to lim, cand_limit) should be asked for. */
-static int rescore(const ivf *v, const float *q, const idx_t *lab, size_t kc,
-                   size_t lim, unsigned k, float threshold, cand *top,
-                   unsigned *nt)
+ * FAISS's kc, lab[0..kc) (best first, FAISS's scores dist[0..kc)), as if
+ * the tombstones among them were not there: a deleted vector changes no
+ * answer (nor does a restart, which leaves them behind); and after them
+ * every one whose FAISS score equals the last one's. Which of a run of
+ * equal scores (ivf-sq8: vectors with the same codes) FAISS returns
+ * depends on the order they went in, which a restart changes: the whole
+ * run is taken, so the answer does not, up to lim candidates (at least
+ * MAX_CAND). Returns 1 when more candidates (up to lim, cand_limit) should
+ * be asked for: tombstones left fewer live ones than that, or the run of
+ * ties may go on past kc. */
+static int rescore(const ivf *v, const float *q, const float *dist,
+                   const idx_t *lab, size_t kc, size_t lim, unsigned k,
+                   float threshold, cand *top, unsigned *nt)
 {
     size_t dead = 0, got = 0, want = rerank_n(v, k);
+    float cut = 0.0f; /* FAISS's score of the want-th live candidate */
+    size_t i = 0;
     *nt = 0;
-    for (size_t i = 0; i < kc && got - dead < want; i++) {
-        if (lab[i] < 0) {
+    for (; i < kc && lab[i] >= 0; i++) {
+        if (got - dead >= want && dist[i] != cut) {
             break;
         }
         got++;
@@ -981,12 +991,20 @@ static int rescore(const ivf *v, const float *q, const idx_t *lab, size_t kc,
             dead++;
             continue;
         }
+        if (got - dead == want) {
+            cut = dist[i];
+        }
         float e = exact(v, q, s);
         if (e >= threshold) {
             top_push(top, nt, k, e, s);
         }
     }
-    return !(dead == 0 || got - dead >= want || got < kc || kc >= lim);
+    /* Every candidate read: with enough live ones, the last ties the
+     * cut (or is the cut), and the run may go on past kc. */
+    if (i < kc || kc >= lim) {
+        return 0;
+    }
+    return got - dead >= want || dead > 0;
 }
 
 static size_t grow_kc(size_t kc, size_t lim)
@@ -1024,7 +1042,7 @@ static sc_err search_from(ivf *v, const float *q, unsigned k, float threshold,
             rc = SC_EBACKEND;
             break;
         }
-        if (!rescore(v, q, lab, kc, lim, k, threshold, top, &nt)) {
+        if (!rescore(v, q, dist, lab, kc, lim, k, threshold, top, &nt)) {
             break;
         }
         kc = grow_kc(kc, lim);
@@ -1123,7 +1141,8 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
             const float *q = bq + i * v->dim;
             cand top[SC_INDEX_MAX_K];
             unsigned nt = 0;
-            if (rescore(v, q, lab + i * kc, kc, lim, k, threshold, top, &nt)) {
+            if (rescore(v, q, dist + i * kc, lab + i * kc, kc, lim, k,
+                        threshold, top, &nt)) {
                 rc = search_from(v, q, k, threshold, grow_kc(kc, lim),
                                  hits + (b + i) * k, nhits + b + i);
             } else {
