@@ -1099,6 +1099,8 @@ static void test_train_order(const char *backend)
     CHECK(sc_index_train(b) == SC_OK);
     CHECK(sc_index_save_training(a, pa) == SC_OK);
     CHECK(sc_index_save_training(b, pb) == SC_OK);
+    /* read_training is FAISS's (without it main skips every test). */
+#ifdef SEMCACHE_HAVE_FAISS
     unsigned char ha[40], hb[40], *ta = NULL, *tb = NULL;
     size_t la = 0, lb = 0;
     CHECK(read_training(pa, ha, &ta, &la) == 0);
@@ -1110,6 +1112,9 @@ static void test_train_order(const char *backend)
                 backend);
     }
     CHECK(same_training);
+    free(ta);
+    free(tb);
+#endif
     int differ = 0;
     for (int q = 0; q < NQ; q++) {
         sc_hit x[8], y[8];
@@ -1129,8 +1134,6 @@ static void test_train_order(const char *backend)
                 backend, differ, NQ);
     }
     CHECK(differ == 0);
-    free(ta);
-    free(tb);
     sc_index_close(a);
     sc_index_close(b);
     unlink(pa);
