@@ -836,9 +836,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Applies the command line to cfg: the --config file first, wherever it
- * stands, then every other flag in order, so that flags override the file.
- * Returns -1 to exit 0 (--help), 0 to go on, or the exit status (2). */
 /* flag's value v, "on" or "off", into *out; -1 (said) for anything else. */
 static int on_off(const char *flag, const char *v, bool *out)
 {
@@ -850,6 +847,9 @@ static int on_off(const char *flag, const char *v, bool *out)
     return 0;
 }
 
+/* Applies the command line to cfg: the --config file first, wherever it
+ * stands, then every other flag in order, so that flags override the file.
+ * Returns -1 to exit 0 (--help), 0 to go on, or the exit status (2). */
 static int parse_args(int argc, char **argv, sc_config *cfg,
                       sc_proxy_config *pcfg)
 {
