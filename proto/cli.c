@@ -1,8 +1,9 @@
-/* cli.c - semcache-cli: ping, insert, lookup, delete, feedback, stats and
- * flush against a running semcached, through libsemcache. Human output by
- * default, JSON with --json. Exit status 0 on success (a miss is a
- * success), 1 when the server refuses, 2 on bad usage, 3 on transport, 4
- * on a local failure (a file it cannot write, no memory). */
+/* cli.c - semcache-cli: ping, insert, lookup, delete, feedback, stats,
+ * report, flush and ns-drop against a running semcached, through
+ * libsemcache. Human output by default, JSON with --json. Exit status 0 on
+ * success (a miss is a success), 1 when the server refuses, 2 on bad
+ * usage, 3 on transport, 4 on a local failure (a file it cannot write, no
+ * memory). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>

@@ -16,6 +16,7 @@ configuration keys against what the pages a user reads say of them.
   other.
 - Every SEMCACHE_* environment variable scripts/*.sh or the C sources
   read is named on a page (README, docs/, the Python client's README).
+- proto/cli.c's header comment names the commands semcache-cli takes.
 
 Nothing here starts a server: each probe stops at a flag or a file the
 daemon refuses before it opens anything."""
@@ -253,6 +254,19 @@ def main():
     check(all(v in pages for v in env_read),
           f"every SEMCACHE_* variable read is documented: missing "
           f"{sorted(v for v in env_read if v not in pages)}")
+
+    # proto/cli.c's header comment names every command the CLI takes (its
+    # `known` list) and no other.
+    cli = read(a.src, "proto/cli.c")
+    m = re.search(r"known\[\] = \{([^}]*)\}", cli)
+    known = set(re.findall(r'"([a-z-]+)"', m.group(1))) if m else set()
+    head = cli[:cli.index("*/")]
+    head = head[:head.index(" against ")] if " against " in head else ""
+    said = set(re.findall(r"[a-z][a-z-]*[a-z]", head.split(":", 1)[-1])) - {
+        "and"}
+    check(len(known) > 5 and said == known,
+          f"cli.c's header names the commands the CLI takes: missing "
+          f"{sorted(known - said)}, not taken {sorted(said - known)}")
 
     if failures:
         print(f"test_docs: {failures} failed", file=sys.stderr)
