@@ -1850,12 +1850,14 @@ static int handle_ks(sc_dispatch *d, const keyset *ks, const uint8_t *req,
                 fail(&e, "bad_request", "map keys must be strings");
             } else if (key_is(k, kn, "v")) {
                 if (mp_read_uint(&r, &version) != 0) {
-                    fail(&e, "bad_request", "field 'v' must be an integer");
+                    fail(&e, "bad_request",
+                         "field 'v' must be an integer 0..2^64-1");
                 }
                 has_version = true;
             } else if (key_is(k, kn, "id")) {
                 if (mp_read_uint(&r, &id) != 0) {
-                    fail(&e, "bad_request", "field 'id' must be an integer");
+                    fail(&e, "bad_request",
+                         "field 'id' must be an integer 0..2^64-1");
                 } else {
                     has_id = true; /* one that is not a uint is not echoed */
                 }

@@ -762,7 +762,8 @@ static void log_keys(const char *what, const sc_key *keys, size_t n)
                 what);
         return;
     }
-    fprintf(stderr, "semcached: %s%zu access keys:", what, n);
+    fprintf(stderr, "semcached: %s%zu access key%s:", what, n,
+            n == 1 ? "" : "s");
     for (size_t i = 0; i < n; i++) {
         fprintf(stderr, " %s%s", keys[i].name, keys[i].admin ? " (admin)" : "");
     }
@@ -1396,7 +1397,8 @@ int main(int argc, char **argv)
         /* Once a second: entries past their TTL leave without a scan. */
         size_t gone = sc_cache_expire(cache, now_ms());
         if (gone > 0) {
-            fprintf(stderr, "semcached: expired %zu entries\n", gone);
+            fprintf(stderr, "semcached: expired %zu entr%s\n", gone,
+                    gone == 1 ? "y" : "ies");
         }
     }
     fprintf(stderr, "semcached: %s received, shutting down\n",

@@ -394,6 +394,12 @@ def test_bad_requests(port):
         except (EOFError, OSError) as e:
             check(False, f"{what}: connection dropped ({e!r})")
             s = raw_conn(port)
+    # A negative 'v' or 'id' is refused with the range the field takes.
+    for req in ({"v": -1, "op": "ping"}, {"v": 1, "op": "ping", "id": -1}):
+        r = raw_call(s, msgpack.packb(req))
+        msg = r.get("error", {}).get("message", "")
+        check(code_of(r) == "bad_request" and "0..2^64-1" in msg,
+              f"{req}: bad_request naming the range ({code_of(r)}, {msg!r})")
     s.close()
     served(port, "after the bad requests")
 

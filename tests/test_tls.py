@@ -246,6 +246,8 @@ def main(argv):
             text = log.read()
             log.close()
             check(KEY not in text, "the key is not in the log")
+            check("semcached: 1 access key: tls-test" in text,
+                  "the log counts one key as 1 access key")
             if test_semcache.failed:
                 print(text)
     finally:
