@@ -16,6 +16,8 @@ configuration keys against what the pages a user reads say of them.
   other.
 - Every SEMCACHE_* environment variable scripts/*.sh or the C sources
   read is named on a page (README, docs/, the Python client's README).
+- Every JSON example in docs/CONFIG.md is a configuration semcached
+  takes as written.
 - proto/cli.c's header comment names the commands semcache-cli takes.
 
 Nothing here starts a server: each probe stops at a flag or a file the
@@ -254,6 +256,23 @@ def main():
     check(all(v in pages for v in env_read),
           f"every SEMCACHE_* variable read is documented: missing "
           f"{sorted(v for v in env_read if v not in pages)}")
+
+    # Every JSON example of CONFIG.md is a configuration semcached takes
+    # as written: read with --config, then stopped by an unknown flag
+    # (the files are read before any other flag, and nothing is opened).
+    examples = re.findall(r"```json\n(.*?)```", config, re.S)
+    check(len(examples) >= 2,
+          f"CONFIG.md's JSON examples are found ({len(examples)})")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate(examples):
+            path = os.path.join(tmp, f"example{i}.json")
+            with open(path, "w") as f:
+                f.write(text)
+            rc, out = run(server, ["--config", path, "--not-a-flag"], tmp)
+            check(f"configuration read from {path}" in out and
+                  "bad configuration" not in out,
+                  f"CONFIG.md's example {i + 1} is a valid configuration: "
+                  f"{out.splitlines()[0] if out else rc}")
 
     # proto/cli.c's header comment names every command the CLI takes (its
     # `known` list) and no other.
