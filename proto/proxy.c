@@ -494,6 +494,7 @@ struct preq {
     nng_aio *baio; /* reads the body */
     nng_aio *waio; /* writes a hijacked connection */
     nng_duration waited; /* ms the writes to it have taken, in all */
+    bool dropped;        /* a write to it failed (counted once) */
     char *body;
     size_t len;
     json_t *root;
@@ -612,12 +613,26 @@ static void reply(preq *pr, uint16_t status, const char *ctype,
     preq_done(pr);
 }
 
+/* The statuses of sc_proxy_counts.own, in its order. */
+static const uint16_t own_status[SC_PROXY_OWN_N] = {400, 411, 413, 500, 503};
+
+/* Counts an error answer of the proxy's own (none for 401, 403, 502). */
+static void count_own(sc_proxy *p, uint16_t status)
+{
+    for (size_t i = 0; i < SC_PROXY_OWN_N; i++) {
+        if (own_status[i] == status) {
+            count(p, &p->counts.own[i]);
+        }
+    }
+}
+
 /* An OpenAI-style error: {"error": {"message", "type", "param", "code"}}.
  * The message may quote client bytes: non-printable ones become '?'. */
 static void reply_error(preq *pr, uint16_t status, const char *type,
                         const char *code, const char *msg, const char *xsc,
                         bool close)
 {
+    sc_proxy *p = pr->p;
     char clean[512];
     size_t i = 0;
     for (; msg[i] != '\0' && i + 1 < sizeof(clean); i++) {
@@ -633,10 +648,12 @@ static void reply_error(preq *pr, uint16_t status, const char *type,
         static const char oom[] = "{\"error\":{\"message\":\"out of memory\","
                                   "\"type\":\"semcache_error\",\"param\":null,"
                                   "\"code\":\"internal\"}}";
+        count_own(p, 500);
         reply(pr, 500, "application/json", oom, sizeof(oom) - 1, xsc, NULL,
               close);
         return;
     }
+    count_own(p, status);
     reply(pr, status, "application/json", s, strlen(s), xsc, NULL, close);
     free(s);
 }
@@ -648,6 +665,21 @@ static void reply_shutting_down(preq *pr, bool close)
                 "semcached is shutting down", NULL, close);
 }
 
+/* Counts pr's stream as cut on the client's side by the failed write rv,
+ * once: past the client time-out, or the connection failed (the client
+ * left). Not a stop's cut, nor a write we could not start for memory. */
+static void count_drop(preq *pr, int rv)
+{
+    sc_proxy *p = pr->p;
+    if (pr->dropped || rv == NNG_ENOMEM ||
+        __atomic_load_n(&p->closing, __ATOMIC_RELAXED)) {
+        return;
+    }
+    pr->dropped = true;
+    count(p, &p->counts.dropped[rv == NNG_ETIMEDOUT ? SC_PROXY_DROP_TIMEOUT
+                                                    : SC_PROXY_DROP_GONE]);
+}
+
 /* Writes buf[0..n) to a hijacked connection; 0, or an nng error. The
  * writes of one stream share the client time-out: a client that reads
  * slowly, a little before each write would time out, still lets the
@@ -656,6 +688,7 @@ static int conn_write(preq *pr, const void *buf, size_t n)
 {
     nng_duration left = (nng_duration)pr->p->client_timeout_ms - pr->waited;
     if (left <= 0) {
+        count_drop(pr, NNG_ETIMEDOUT);
         return NNG_ETIMEDOUT;
     }
     /* Started under p->mu, so that sc_proxy_close either aborts it or
@@ -679,7 +712,11 @@ static int conn_write(preq *pr, const void *buf, size_t n)
     pthread_mutex_unlock(&p->mu);
     nng_aio_wait(pr->waio);
     pr->waited += (nng_duration)(nng_clock() - t0);
-    return nng_aio_result(pr->waio);
+    int rv = nng_aio_result(pr->waio);
+    if (rv != 0) {
+        count_drop(pr, rv);
+    }
+    return rv;
 }
 
 /* Takes the connection over and writes the head of an event stream. The
@@ -1947,6 +1984,27 @@ sc_err sc_proxy_write_metrics(sc_proxy *p, FILE *out)
                 "semcache_proxy_upstream_failures_total{code=\"%s\"} %llu\n",
                 codes[i], (unsigned long long)c.fails[i]);
     }
+    fputs("# HELP semcache_proxy_error_answers_total error answers of the "
+          "proxy's own, by status (401 and 403 are in "
+          "semcache_requests_refused_total, 502 in "
+          "semcache_proxy_upstream_failures_total)\n"
+          "# TYPE semcache_proxy_error_answers_total counter\n",
+          out);
+    for (size_t i = 0; i < SC_PROXY_OWN_N; i++) {
+        fprintf(out, "semcache_proxy_error_answers_total{status=\"%u\"} %llu\n",
+                (unsigned)own_status[i], (unsigned long long)c.own[i]);
+    }
+    fprintf(out,
+            "# HELP semcache_proxy_streams_dropped_total streams cut on the "
+            "client's side: it left, or a write to it passed "
+            "--proxy-client-timeout\n"
+            "# TYPE semcache_proxy_streams_dropped_total counter\n"
+            "semcache_proxy_streams_dropped_total{reason=\"client_gone\"} "
+            "%llu\n"
+            "semcache_proxy_streams_dropped_total{reason=\"client_timeout\"} "
+            "%llu\n",
+            (unsigned long long)c.dropped[SC_PROXY_DROP_GONE],
+            (unsigned long long)c.dropped[SC_PROXY_DROP_TIMEOUT]);
     unsigned lq, lr, wq, wr;
     uint64_t refused;
     sc_pool_counts(p->lookers, &lq, &lr, &refused);

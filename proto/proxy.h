@@ -128,6 +128,18 @@ typedef enum sc_proxy_fail {
     SC_PROXY_FAIL_N = 5
 } sc_proxy_fail;
 
+/* The proxy's own error answers, by status (docs/HTTP.md): 400 and 411
+ * bad_request, 413 too_big, 500 internal, 503 shutting_down. Its 401 and
+ * 403 are counted by the dispatcher, its 502s in fails. */
+enum { SC_PROXY_OWN_N = 5 };
+
+/* Why a stream (a hit's, or one relayed) was cut on the client's side. */
+typedef enum sc_proxy_drop {
+    SC_PROXY_DROP_GONE = 0,    /* client_gone: its connection failed */
+    SC_PROXY_DROP_TIMEOUT = 1, /* client_timeout: --proxy-client-timeout */
+    SC_PROXY_DROP_N = 2
+} sc_proxy_drop;
+
 /* Counters since open, for tests, logs and /metrics. */
 typedef struct sc_proxy_counts {
     uint64_t requests;  /* chat completion requests received */
@@ -139,6 +151,8 @@ typedef struct sc_proxy_counts {
     uint64_t embedding; /* /v1/embeddings calls made upstream */
     uint64_t fails[SC_PROXY_FAIL_N]; /* errors by code; they sum to it */
     uint64_t streams_cut; /* of errors: streams cut after their head */
+    uint64_t own[SC_PROXY_OWN_N];      /* error answers of its own */
+    uint64_t dropped[SC_PROXY_DROP_N]; /* streams the client's side cut */
 } sc_proxy_counts;
 void sc_proxy_get_counts(sc_proxy *p, sc_proxy_counts *out);
 

@@ -752,6 +752,38 @@ def scrape(p):
 
 FAIL_CODES = ("upstream_timeout", "upstream_unreachable", "upstream_too_big",
               "upstream_bad_status", "shutting_down")
+OWN_STATUSES = ("400", "411", "413", "500", "503")
+
+
+def raw_status(port, head):
+    """The status of the answer to the raw request head (no body sent)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(head)
+        got = b""
+        while b"\r\n" not in got:
+            d = s.recv(4096)
+            if not d:
+                break
+            got += d
+        return int(got.split(b" ", 2)[1]) if got else None
+    finally:
+        s.close()
+
+
+def stream_conn(port, text):
+    """A socket with a streamed chat request sent, its receive buffer
+    small: what it does not read holds the proxy's writes."""
+    body = json.dumps({"model": MODEL, "stream": True, "messages": [
+        {"role": "user", "content": text}]}).encode()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: " +
+              str(len(body)).encode() + b"\r\n\r\n" + body)
+    return s
 
 
 def deltas(before, after):
@@ -767,7 +799,8 @@ def test_metrics(server, table, fake):
     --upstream-max-duration), an answer over --recv-max, a status outside
     100-599, and a closed port."""
     p = Proxy(server, table, fake.url, "--upstream-timeout", "500",
-              "--upstream-max-duration", "1500", "--recv-max", "262144")
+              "--upstream-max-duration", "1500", "--recv-max", "262144",
+              "--proxy-client-timeout", "1000")
     fake.mode = "ok"
     m = scrape(p)
     want = ["semcache_proxy_" + n + "_total" for n in (
@@ -775,12 +808,17 @@ def test_metrics(server, table, fake):
         "streams_cut")]
     want += [f'semcache_proxy_upstream_failures_total{{code="{c}"}}'
              for c in FAIL_CODES]
+    want += [f'semcache_proxy_error_answers_total{{status="{c}"}}'
+             for c in OWN_STATUSES]
+    want += [f'semcache_proxy_streams_dropped_total{{reason="{r}"}}'
+             for r in ("client_gone", "client_timeout")]
     want += [f'semcache_proxy_{g}{{stage="{s}"}}' for g in ("queued", "busy")
              for s in ("lookup", "upstream")]
     # One request: Proxy's probe for the route (a 400 to "{}").
     check(sorted(m) == sorted(want) and
           m["semcache_proxy_requests_total"] == 1 and
-          sum(m.values()) == 1,
+          m['semcache_proxy_error_answers_total{status="400"}'] == 1 and
+          sum(m.values()) == 2,
           f"/metrics has the proxy's series, 0 at start but the probe ({m})")
 
     def step(what, expect, act):
@@ -871,6 +909,48 @@ def test_metrics(server, table, fake):
         time.sleep(0.02)
     check(not any(seen[k] for k in seen if "_total" not in k),
           "metrics: and none once it is answered")
+
+    # The proxy's own error answers, by status.
+    def E(status):
+        return f'semcache_proxy_error_answers_total{{status="{status}"}}'
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+    step("a body that is not JSON is a 400", {R: 1, E(400): 1},
+         lambda: check(p.post(None, raw=b"{not json")[0] == 400,
+                       "metrics: a body that is not JSON is answered 400"))
+    step("a chunked body is a 411", {R: 1, E(411): 1},
+         lambda: check(raw_status(p.port, head + b"Transfer-Encoding: "
+                                  b"chunked\r\n\r\n0\r\n\r\n") == 411,
+                       "metrics: a chunked body is answered 411"))
+    step("a body over --recv-max is a 413", {R: 1, E(413): 1},
+         lambda: check(raw_status(p.port, head + b"Content-Length: "
+                                  b"300000\r\n\r\n") == 413,
+                       "metrics: a body over the cap is answered 413"))
+
+    # Streams the client's side cuts: it leaves, or stops reading past
+    # --proxy-client-timeout (1 s). Neither is an upstream failure.
+    def D(reason):
+        return f'semcache_proxy_streams_dropped_total{{reason="{reason}"}}'
+
+    def gone():
+        fake.mode = "big"
+        s = stream_conn(p.port, "Does a client that leaves count?")
+        check(s.recv(4096).startswith(b"HTTP/1.1 200"),
+              "metrics: the big stream starts")
+        s.close()
+        time.sleep(0.5)
+        fake.mode = "ok"
+    step("a stream whose client leaves", {R: 1, U: 1, D("client_gone"): 1},
+         gone)
+
+    def stalled():
+        fake.mode = "big"
+        s = stream_conn(p.port, "Does a client that stops reading count?")
+        time.sleep(2.5)  # nothing read: a write waits past 1 s
+        s.close()
+        fake.mode = "ok"
+    step("a stream whose client stops reading",
+         {R: 1, U: 1, D("client_timeout"): 1}, stalled)
+
     p.stop()
     p = Proxy(server, table, f"http://127.0.0.1:{free_port()}/v1")
     step("an unreachable upstream",
