@@ -371,7 +371,11 @@ int main(int argc, char **argv)
     prompts p = {0};
     load_dir(dir, &p);
     if (p.n == 0) {
-        fprintf(stderr, "bench_embed: no prompts under %s\n", dir);
+        fprintf(stderr,
+                "bench_embed: no prompts under %s (the labelled sets are "
+                "not in the repository: README.md, \"Benchmarks\", says "
+                "where to get them)\n",
+                dir);
         return 1;
     }
     sc_bench_machine m;

@@ -73,6 +73,11 @@ static char *dup_str(json_t *v, const char *path, size_t line, const char *key)
 static void read_jsonl(const char *path, bool pairs, set *out)
 {
     FILE *f = fopen(path, "r");
+    if (f == NULL && errno == ENOENT) {
+        die("%s: %s (the labelled sets are not in the repository: README.md, "
+            "\"Benchmarks\", says where to get them)",
+            path, strerror(errno));
+    }
     if (f == NULL) {
         die("%s: %s", path, strerror(errno));
     }

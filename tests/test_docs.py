@@ -18,6 +18,8 @@ configuration keys against what the pages a user reads say of them.
   read is named on a page (README, docs/, the Python client's README).
 - Every JSON example in docs/CONFIG.md is a configuration semcached
   takes as written.
+- README says where to get each labelled set its benchmark commands
+  read from ../shared/data, which a clone does not have.
 - proto/cli.c's header comment names the commands semcache-cli takes.
 
 Nothing here starts a server: each probe stops at a flag or a file the
@@ -273,6 +275,15 @@ def main():
                   "bad configuration" not in out,
                   f"CONFIG.md's example {i + 1} is a valid configuration: "
                   f"{out.splitlines()[0] if out else rc}")
+
+    # The labelled sets README's benchmark commands read (../shared/data,
+    # not in the repository) each have a row saying where to get them.
+    readme = read(a.src, "README.md")
+    used = set(re.findall(r"\.\./shared/data/([a-z0-9_]+)\.", readme))
+    rows = {r[0] for r in first_table(readme, "| set | files | source")}
+    check(len(used) >= 1 and used <= rows,
+          f"README says where to get the sets its commands use: missing "
+          f"{sorted(used - rows)}")
 
     # proto/cli.c's header comment names every command the CLI takes (its
     # `known` list) and no other.
