@@ -23,7 +23,9 @@ but for retries=N after ServerBusy). A connection the server closed
 between calls (a restart) is found before a request is sent on it, and
 that call connects afresh. A connection the server closes before any
 reply (at its --max-clients cap it closes a new one right after the
-handshake) raises ServerBusy, a ProtocolError.
+handshake) raises ServerBusy, a ProtocolError, when the call sent one
+request (a call_many that sent several raises a plain ProtocolError: the
+first ones may have been carried out before a later one closed it).
 """
 import array
 import itertools
@@ -397,6 +399,18 @@ class Client:
                     f"of {big} bytes: it closes one sent a message over "
                     f"its --recv-max ({RECV_MAX} bytes by default)"
                 ) from e
+            if closed and unanswered and sent > 1:
+                # Not ServerBusy, which is re-sent: semcached carries out
+                # the requests it reads, so it may have run the first of
+                # these before one after them closed the connection (over
+                # its --recv-max, say), their replies not yet sent.
+                raise ProtocolError(
+                    f"the server closed the connection before any reply "
+                    f"to {sent} pipelined requests: it may be at its "
+                    f"--max-clients cap, or one of them closed it (one "
+                    f"over its --recv-max) after the ones before it were "
+                    f"carried out; they may have been, so they are not "
+                    f"re-sent") from e
             if closed and unanswered and sent > 0:
                 raise ServerBusy(
                     "the server closed the connection before any reply "

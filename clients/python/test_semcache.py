@@ -625,6 +625,58 @@ def test_restart(server, tmp):
                 p.wait()
 
 
+def test_busy_pipelined():
+    """retries=N re-sends a call only when it sent one request. A
+    pipelined call closed before any reply may have had its first
+    requests carried out: semcached reads and runs them, then closes the
+    connection at a later one over its --recv-max (an insert of 2 MB
+    after a small one, --recv-max 1 MiB, did so in 3 runs of 12). Its
+    retry once re-ran them: the small insert was made up to 3 times."""
+    got = []
+
+    def serve():
+        for _ in range(4):
+            try:
+                s, _ = lst.accept()
+            except OSError:
+                return
+            try:
+                s.recv(8)
+                s.sendall(b"\x00SP\x00\x00\x31\x00\x00")
+                n = struct.unpack(">Q", s.recv(8, socket.MSG_WAITALL))[0]
+                got.append(s.recv(n, socket.MSG_WAITALL))
+                # The next request is "over --recv-max": closed unread,
+                # the first one's reply not sent yet.
+            except OSError:
+                pass
+            s.close()
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = Client("127.0.0.1", lst.getsockname()[1], timeout=5, retries=3)
+    try:
+        c.call_many([{"v": 1, "op": "insert", "ns": "faq", "text": "a",
+                      "response": "r"},
+                     {"v": 1, "op": "insert", "ns": "faq", "text": "b",
+                      "response": "x" * 100000}])
+        err = "answered"
+    except semcache.ServerBusy as e:
+        err = str(e)
+    except (OSError, semcache.ProtocolError) as e:
+        err = repr(e)
+    c.close()
+    lst.close()
+    t.join(10)
+    check(len(got) == 1,
+          f"a pipelined call is not re-sent: the peer read {len(got)} "
+          f"first requests ({err})")
+    check("ServerBusy" not in err and "may have" in err,
+          f"its error says some may have run: {err}")
+
+
 def test_max_clients(server, tmp):
     """A server at its --max-clients cap closes a new connection right
     after the handshake: the call raises ServerBusy (a ProtocolError)
@@ -959,6 +1011,7 @@ def run(c, port, ipc_path, tls_port, cert):
     test_close_mid_call()
     test_readme_methods()
     test_batch_reply_cap(port)
+    test_busy_pipelined()
     check(c.ping()["version"] == 1, "still serving after hostile peers")
 
 
