@@ -877,6 +877,13 @@ static json_t *mp_json(mp_reader *r, int depth)
     }
 }
 
+json_t *sc_http_msgpack_json(const uint8_t *buf, size_t len)
+{
+    mp_reader r;
+    mp_reader_init(&r, buf, len);
+    return mp_json(&r, 0);
+}
+
 /* ---- POST /v1/<op> ----------------------------------------------------- */
 
 bool sc_http_json_containers_over(const char *b, size_t n, size_t cap)

@@ -72,6 +72,12 @@ int sc_http_query_get(const char *query, const char *name, char *out,
 struct json_t;
 sc_err sc_http_write_json(FILE *out, const struct json_t *j);
 
+/* The msgpack value buf[0..len) (a reply) as the front answers it in
+ * JSON: a str or bin value that is not UTF-8 is a map's "<key>_base64"
+ * (base64 of its bytes), or in an array the base64 in its place. NULL
+ * when malformed or out of memory: for report_hook. */
+struct json_t *sc_http_msgpack_json(const uint8_t *buf, size_t len);
+
 /* json_dumps(j, flags) that is whole or nothing: the text (made by
  * jansson's allocator, which is semcached's malloc and free: the caller
  * frees it with free()), or NULL when j is

@@ -141,6 +141,28 @@ def pages(c, cli, port, hport):
               and got.stdout == want,
               f"the --after hint {word!r} is a shell word for {want!r}: "
               f"{got.stdout!r} {got.stderr!r}")
+    # A tag that is not UTF-8 (the server does not check it): GET /report
+    # gives its row as POST /v1/report does, its key in "key_base64"
+    # (the page once answered 500 "input/output error": no JSON string
+    # holds it).
+    pack = c._pack
+    c._pack = lambda req: pack(req).replace(b"wZZ", b"w\xff\xfe")
+    try:
+        c.lookup("faq", vec=[0.3, 0.3, 0.3, 0.9], user="wZZ",
+                 embed_model="emb")
+    finally:
+        c._pack = pack
+    st, body = http_get(hport, "/report?by=user&after=w")
+    check(st == 200 and body["rows"][0].get("key_base64") == "d//+"
+          and "key" not in body["rows"][0],
+          f"GET /report with a tag that is not UTF-8: {st} "
+          f"{str(body)[:200]}")
+    st, body = http_get(hport, "/report?by=user&after=v%27c%09z&limit=1")
+    check(st == 200 and body["next"] == "w" and body["more"] == 1,
+          f"the page before it: {st} {str(body)[:200]}")
+    st, body = http_get(hport, "/report?by=user&after=w%FF%FE")
+    check(st == 200 and body["rows"] == [] and body["next"] is None,
+          f"GET /report after it, percent-encoded: {st} {str(body)[:200]}")
 
 
 def metric_series(hport, name):
