@@ -413,9 +413,12 @@ static sc_err http_report(void *arg, const char *query, FILE *out)
         }
     }
     if (bad != NULL) {
-        json_t *e =
-            json_pack("{s:b,s:{s:s,s:s+}}", "ok", 0, "error", "code",
-                      "bad_request", "message", "query parameter ", bad);
+        json_t *e = json_pack("{s:b,s:{s:s,s:s++}}", "ok", 0, "error", "code",
+                              "bad_request", "message", "query parameter ", bad,
+                              strcmp(bad, "limit") == 0
+                                  ? ": not a decimal number"
+                                  : ": bad percent-encoding, a %00, or over "
+                                    "256 bytes decoded");
         sc_err rc = e != NULL ? sc_http_write_json(out, e) : SC_ENOMEM;
         json_decref(e);
         return rc == SC_OK ? SC_EINVAL : rc;

@@ -116,6 +116,17 @@ def pages(c, cli, port, hport):
         check(st == 400 and body["ok"] is False
               and body["error"]["code"] == "bad_request",
               f"GET /report?{q}: {st} {body}")
+    # A parameter the front cannot decode is named, with what is wrong.
+    for q, said in (("limit=x", "query parameter limit: not a decimal"),
+                    ("after=%zz", "query parameter after: bad percent"),
+                    ("ns=" + "a" * 300, "query parameter ns: bad percent")):
+        st, body = http_get(hport, "/report?" + q)
+        check(st == 400 and body["error"]["message"].startswith(said),
+              f"GET /report?{q[:20]} says why: {body}")
+    # An ns the op refuses: the op's own error, as over nng.
+    st, body = http_get(hport, "/report?ns=" + "a" * 200)
+    check(st == 400 and body["error"]["code"] == "too_big",
+          f"GET /report?ns=<200 bytes>: the op's too_big: {st} {body}")
     req = urllib.request.Request(
         f"http://127.0.0.1:{hport}/v1/report", method="POST",
         data=json.dumps({"by": "user", "limit": 3}).encode())
