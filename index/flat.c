@@ -58,7 +58,10 @@ typedef struct flat {
     sc_idmap map;         /* id -> slot */
 } flat;
 
-/* A bounded min-heap of (score, slot): keeps the best `cap` seen. */
+/* A bounded min-heap of (score, slot): keeps the best `cap` seen. Of equal
+ * scores the smaller id is the better (ids[slot]), so which rows of a run of
+ * ties make the cut does not depend on their slots, which a restart
+ * changes. */
 typedef struct cand {
     float s;
     uint32_t slot;
@@ -68,6 +71,7 @@ typedef struct heap {
     cand *a;
     unsigned n;
     unsigned cap;
+    const uint64_t *ids; /* slot -> id, for ties */
 } heap;
 
 /* Where a scan puts what it finds. For int8, `top` follows the k best
@@ -189,6 +193,13 @@ static size_t rr_bytes(const flat *f, size_t rows)
 
 /* ---- heap ----------------------------------------------------------- */
 
+/* Whether (s, slot) ranks below c: a lower score, or the same score and a
+ * larger id. The ids are read only at equal scores. */
+static int worse(const heap *h, float s, uint32_t slot, const cand *c)
+{
+    return s < c->s || (s == c->s && h->ids[slot] > h->ids[c->slot]);
+}
+
 static void heap_push(heap *h, float s, uint32_t slot)
 {
     cand c = {s, slot};
@@ -196,7 +207,7 @@ static void heap_push(heap *h, float s, uint32_t slot)
         unsigned i = h->n++;
         while (i > 0) {
             unsigned p = (i - 1) / 2;
-            if (h->a[p].s <= s) {
+            if (!worse(h, s, slot, &h->a[p])) {
                 break;
             }
             h->a[i] = h->a[p];
@@ -205,7 +216,7 @@ static void heap_push(heap *h, float s, uint32_t slot)
         h->a[i] = c;
         return;
     }
-    if (s <= h->a[0].s) {
+    if (!worse(h, h->a[0].s, h->a[0].slot, &c)) {
         return;
     }
     unsigned i = 0;
@@ -215,10 +226,11 @@ static void heap_push(heap *h, float s, uint32_t slot)
             break;
         }
         unsigned m = l;
-        if (l + 1 < h->n && h->a[l + 1].s < h->a[l].s) {
+        if (l + 1 < h->n &&
+            worse(h, h->a[l + 1].s, h->a[l + 1].slot, &h->a[l])) {
             m = l + 1;
         }
-        if (h->a[m].s >= s) {
+        if (!worse(h, h->a[m].s, h->a[m].slot, &c)) {
             break;
         }
         h->a[i] = h->a[m];
@@ -236,14 +248,17 @@ static float heap_bar(const heap *h, float floor)
     return h->a[0].s > floor ? h->a[0].s : floor;
 }
 
-static int cand_cmp(const void *x, const void *y)
+/* Best first: higher scores, then smaller ids (ids: slot -> id). */
+static int cand_cmp(const void *x, const void *y, void *ids)
 {
     const cand *a = x;
     const cand *b = y;
     if (a->s != b->s) {
         return a->s > b->s ? -1 : 1;
     }
-    return (a->slot > b->slot) - (a->slot < b->slot);
+    uint64_t ia = ((const uint64_t *)ids)[a->slot];
+    uint64_t ib = ((const uint64_t *)ids)[b->slot];
+    return (ia > ib) - (ia < ib);
 }
 
 /* ---- open / close --------------------------------------------------- */
@@ -701,10 +716,12 @@ static void coll_init(collector *c, const flat *f, cand *buf, unsigned cap,
     c->cand.a = buf;
     c->cand.n = 0;
     c->cand.cap = cap;
+    c->cand.ids = f->ids;
     c->near = f->storage == SC_STORAGE_I8;
     c->top.a = buf + cap;
     c->top.n = 0;
     c->top.cap = k;
+    c->top.ids = f->ids;
 }
 
 static unsigned cand_cap(const flat *f, unsigned k)
@@ -790,17 +807,18 @@ static sc_err scan_all(const flat *f, const prepq *pq, unsigned k, collector *c)
     return SC_OK;
 }
 
-static void sort_cands(cand *a, unsigned n)
+static void sort_cands(cand *a, unsigned n, const uint64_t *ids)
 {
+    void *arg = (void *)(uintptr_t)ids;
     if (n > 32) {
-        qsort(a, n, sizeof(cand), cand_cmp);
+        qsort_r(a, n, sizeof(cand), cand_cmp, arg);
         return;
     }
     /* Insertion sort: the usual case is a handful of candidates. */
     for (unsigned i = 1; i < n; i++) {
         cand x = a[i];
         unsigned j = i;
-        while (j > 0 && cand_cmp(&a[j - 1], &x) > 0) {
+        while (j > 0 && cand_cmp(&a[j - 1], &x, arg) > 0) {
             a[j] = a[j - 1];
             j--;
         }
@@ -821,7 +839,7 @@ static void finish(const flat *f, const float *q, collector *c, unsigned k,
                                   f->rrstride, 1, f->dim, &h->a[i].s);
         }
     }
-    sort_cands(h->a, h->n);
+    sort_cands(h->a, h->n, f->ids);
     unsigned out = 0;
     for (unsigned i = 0; i < h->n && out < k; i++) {
         if (h->a[i].s >= threshold) {

@@ -379,6 +379,85 @@ static void test_all_equal(sc_storage st)
     sc_index_close(ix);
 }
 
+/* Equal scores rank by id, the smaller first, on every path: which of a
+ * run of ties make the k must not depend on the slots, which the order of
+ * the adds sets (a restart adds in another order). ndup copies of one
+ * vector, ids 1..ndup, among nfill random rows (ids from 1000000 on), are
+ * added in ascending and in descending order into two indexes: single,
+ * batched (one query, and tiles of three) and, with threads > 1, split
+ * searches must all answer ids 1..8 in order. */
+static void ties_add(sc_index *ix, const float *dup, const float *fill,
+                     size_t ndup, size_t nfill, size_t d, int down)
+{
+    size_t n = ndup + nfill;
+    for (size_t j = 0; j < n; j++) {
+        size_t i = down ? n - 1 - j : j;
+        /* Copies spread among the fillers: every few rows one. */
+        size_t every = n / ndup;
+        if (i % every == 0 && i / every < ndup) {
+            CHECK_EQ_INT(sc_index_add(ix, 1 + i / every, dup), SC_OK);
+        } else {
+            CHECK_EQ_INT(sc_index_add(ix, 1000000 + i, fill + i * d), SC_OK);
+        }
+    }
+}
+
+static int ties_ok(const sc_hit *h, unsigned n, unsigned k)
+{
+    int bad = n != k;
+    for (unsigned i = 0; i < n && i < k; i++) {
+        bad += h[i].id != i + 1 || h[i].similarity < 0.999f;
+    }
+    return bad == 0;
+}
+
+static void test_ties_by_id(sc_storage st, size_t ndup, size_t nfill, size_t d,
+                            uint32_t threads)
+{
+    float *dup = random_vectors(1, d, 4242);
+    float *fill = random_vectors(ndup + nfill, d, 4343);
+    sc_index *up = open_ix((uint32_t)d, st, threads);
+    sc_index *down = open_ix((uint32_t)d, st, threads);
+    ties_add(up, dup, fill, ndup, nfill, d, 0);
+    ties_add(down, dup, fill, ndup, nfill, d, 1);
+    const unsigned k = 8;
+    float *qs = malloc(3 * d * sizeof(float));
+    for (size_t i = 0; i < 3; i++) {
+        memcpy(qs + i * d, dup, d * sizeof(float));
+    }
+    sc_index *both[2] = {up, down};
+    int failed = 0;
+    for (int x = 0; x < 2; x++) {
+        sc_hit h[3 * SC_INDEX_MAX_K];
+        unsigned n[3];
+        CHECK_EQ_INT(sc_index_search(both[x], dup, k, 0.5f, h, n), SC_OK);
+        failed += !ties_ok(h, n[0], k);
+        CHECK_EQ_INT(sc_index_search_batch(both[x], qs, 1, k, 0.5f, h, n),
+                     SC_OK);
+        failed += !ties_ok(h, n[0], k);
+        /* The scalar tier's f16 batches go through sgemm, whose sums may
+         * differ in the last bit from row to row: no exact ties there. */
+        if (st == SC_STORAGE_F16 && sc_simd_active()->tier == SC_TIER_SCALAR) {
+            continue;
+        }
+        CHECK_EQ_INT(sc_index_search_batch(both[x], qs, 3, k, 0.5f, h, n),
+                     SC_OK);
+        for (size_t i = 0; i < 3; i++) {
+            failed += !ties_ok(h + i * k, n[i], k);
+        }
+    }
+    if (failed) {
+        fprintf(stderr, "ties: storage %d ndup %zu nfill %zu d %zu: %d wrong\n",
+                (int)st, ndup, nfill, d, failed);
+    }
+    CHECK_EQ_INT(failed, 0);
+    free(qs);
+    sc_index_close(up);
+    sc_index_close(down);
+    free(dup);
+    free(fill);
+}
+
 /* Deleted ids are never served, re-insert works, and compaction (automatic
  * past a quarter dead, and explicit) keeps every id on its own vector. */
 static void test_delete(sc_storage st)
@@ -967,6 +1046,10 @@ int main(int argc, char **argv)
     for (int s = 0; s < 3; s++) {
         test_threshold(sts[s]);
         test_all_equal(sts[s]);
+        test_ties_by_id(sts[s], 20, 0, 17, 1);
+        test_ties_by_id(sts[s], 20, 300, 64, 1);
+        test_ties_by_id(sts[s], 100, 5000, 33, 1);   /* past int8's rerank */
+        test_ties_by_id(sts[s], 200, 24000, 384, 4); /* split scans */
         for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
             test_against_bruteforce(sts[s], 0, dims[di], 1);
             test_against_bruteforce(sts[s], 1, dims[di], 2);

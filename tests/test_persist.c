@@ -2642,6 +2642,51 @@ static void test_tie_after_restart(void)
     world_close(&w);
 }
 
+/* More equals than the index hands the cache (8): 20 entries of one vector,
+ * each with its own answer. The lookup serves the oldest, which makes it
+ * the most recent, so the snapshot writes it last and a restart puts it in
+ * the last slot. The index ranked ties by slot and handed over the 8 in the
+ * first slots, without the oldest: after the restart the second was
+ * served. Equal scores now rank by id in the index too. */
+static void test_many_ties_after_restart(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "ties");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.dim = DIM;
+    CHECK(sc_cache_ns_create(w.c, "ties", &nc) == SC_OK);
+    uint64_t first = 0;
+    for (int i = 0; i < 20; i++) {
+        char resp[16];
+        snprintf(resp, sizeof(resp), "answer %d", i);
+        uint64_t id = 0;
+        CHECK(put(w.c, "ties", NULL, resp, true, 78, &id) == SC_OK);
+        if (i == 0) {
+            first = id;
+        }
+    }
+    float q[DIM];
+    vec_of(78, q);
+    sc_cache_query qu = {.vec = q, .dim = DIM};
+    sc_cache_result r;
+    uint64_t before = 0, after = 0;
+    CHECK(sc_cache_lookup(w.c, "ties", &qu, &r) == SC_OK && r.hit);
+    before = r.id;
+    sc_cache_result_fini(&r);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_lookup(w.c, "ties", &qu, &r) == SC_OK && r.hit);
+    after = r.id;
+    sc_cache_result_fini(&r);
+    CHECK_EQ_INT(before, first); /* the oldest of equals */
+    CHECK_EQ_INT(after, before);
+    world_close(&w);
+}
+
 int main(void)
 {
     snprintf(root, sizeof(root), "/tmp/semcache-persist-test-%d",
@@ -2696,6 +2741,7 @@ int main(void)
     test_vector_bits(false);
     test_vector_bits(true);
     test_tie_after_restart();
+    test_many_ties_after_restart();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     if (system(cmd) != 0) {
