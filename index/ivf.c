@@ -847,25 +847,29 @@ typedef struct cand {
     uint32_t slot;
 } cand;
 
-static int cand_cmp(const void *x, const void *y)
+/* Best first: higher scores, then smaller ids, so which of a run of equal
+ * scores make the k does not depend on their slots, which a restart
+ * changes. The ids are read only at equal scores. */
+static int cand_cmp(const ivf *v, const cand *a, const cand *b)
 {
-    const cand *a = x;
-    const cand *b = y;
     if (a->s != b->s) {
         return a->s > b->s ? -1 : 1;
     }
-    return (a->slot > b->slot) - (a->slot < b->slot);
+    uint64_t ia = v->ids[a->slot];
+    uint64_t ib = v->ids[b->slot];
+    return (ia > ib) - (ia < ib);
 }
 
 /* Keeps the best k of c[0..*n) after adding (s, slot): c stays sorted. */
-static void top_push(cand *c, unsigned *n, unsigned k, float s, uint32_t slot)
+static void top_push(const ivf *v, cand *c, unsigned *n, unsigned k, float s,
+                     uint32_t slot)
 {
     cand x = {s, slot};
-    if (*n == k && cand_cmp(&x, &c[k - 1]) >= 0) {
+    if (*n == k && cand_cmp(v, &x, &c[k - 1]) >= 0) {
         return;
     }
     unsigned i = *n < k ? (*n)++ : k - 1;
-    while (i > 0 && cand_cmp(&x, &c[i - 1]) < 0) {
+    while (i > 0 && cand_cmp(v, &x, &c[i - 1]) < 0) {
         c[i] = c[i - 1];
         i--;
     }
@@ -922,7 +926,7 @@ static void scan_exact(const ivf *v, const float *q, unsigned k,
             }
             float s = exact_from(v, q, (uint32_t)(b + i), sc[i]);
             if (s >= threshold) {
-                top_push(top, &nt, k, s, (uint32_t)(b + i));
+                top_push(v, top, &nt, k, s, (uint32_t)(b + i));
             }
         }
     }
@@ -996,7 +1000,7 @@ static int rescore(const ivf *v, const float *q, const float *dist,
         }
         float e = exact(v, q, s);
         if (e >= threshold) {
-            top_push(top, nt, k, e, s);
+            top_push(v, top, nt, k, e, s);
         }
     }
     /* Every candidate read: with enough live ones, the last ties the

@@ -1226,6 +1226,82 @@ static void test_cutoff_ties(const char *backend)
     sc_index_close(m);
 }
 
+/* Equal exact scores rank by id, the smaller first, untrained (the exact
+ * scan) and trained (the re-score), single and batched: 20 copies of one
+ * vector, ids TN+1..TN+20, go into two indexes, one in id order, one the
+ * other way round (a restart adds in another order); both must answer
+ * TN+1..TN+8 in that order. Slots ranked them before, so the second index
+ * answered TN+20..TN+13. */
+static bool ids_from(const sc_hit *h, unsigned n, uint64_t first)
+{
+    bool ok = n == 8;
+    for (unsigned i = 0; ok && i < n; i++) {
+        ok = h[i].id == first + i;
+    }
+    return ok;
+}
+
+static void check_equal_ties(sc_index *a, sc_index *b, const float *x,
+                             uint64_t first, const char *what)
+{
+    float qs[2 * D];
+    memcpy(qs, x, D * sizeof(float));
+    memcpy(qs + D, x, D * sizeof(float));
+    sc_index *both[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        sc_hit h[16];
+        unsigned n[2] = {0, 0};
+        CHECK(sc_index_search(both[i], x, 8, 0.5f, h, n) == SC_OK);
+        bool ok = ids_from(h, n[0], first);
+        CHECK(sc_index_search_batch(both[i], qs, 2, 8, 0.5f, h, n) == SC_OK);
+        ok = ok && ids_from(h, n[0], first) && ids_from(h + 8, n[1], first);
+        if (!ok) {
+            fprintf(stderr, "%s, %s order: first hit %llu, want %llu\n", what,
+                    i ? "reverse" : "id", (unsigned long long)h[0].id,
+                    (unsigned long long)first);
+        }
+        CHECK(ok);
+    }
+}
+
+static void test_equal_ties(const char *backend)
+{
+    enum { TN = 2000, DUP = 20 };
+    float x[D];
+    for (int j = 0; j < D; j++) {
+        x[j] = grand();
+    }
+    unit(x);
+    sc_index *a = open_ix(backend, 4, 4, SC_INDEX_TRAIN_MANUAL);
+    sc_index *b = open_ix(backend, 4, 4, SC_INDEX_TRAIN_MANUAL);
+    for (uint64_t d = 0; d < DUP; d++) {
+        CHECK(sc_index_add(a, TN + 1 + d, x) == SC_OK);
+        CHECK(sc_index_add(b, TN + DUP - d, x) == SC_OK);
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "%s untrained", backend);
+    check_equal_ties(a, b, x, TN + 1, what);
+    sc_index_close(a);
+    sc_index_close(b);
+
+    a = open_ix(backend, 4, 4, SC_INDEX_TRAIN_MANUAL);
+    b = open_ix(backend, 4, 4, SC_INDEX_TRAIN_MANUAL);
+    for (size_t i = 0; i < TN; i++) {
+        CHECK(sc_index_add(a, i, data + i * D) == SC_OK);
+        CHECK(sc_index_add(b, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_train(a) == SC_OK);
+    CHECK(sc_index_train(b) == SC_OK);
+    for (uint64_t d = 0; d < DUP; d++) {
+        CHECK(sc_index_add(a, TN + 1 + d, x) == SC_OK);
+        CHECK(sc_index_add(b, TN + DUP - d, x) == SC_OK);
+    }
+    snprintf(what, sizeof(what), "%s trained", backend);
+    check_equal_ties(a, b, x, TN + 1, what);
+    sc_index_close(a);
+    sc_index_close(b);
+}
+
 int main(void)
 {
 #if HEAP_MEASURED
@@ -1270,6 +1346,8 @@ int main(void)
     test_train_order("ivf-sq8");
     test_cutoff_ties("ivf-flat");
     test_cutoff_ties("ivf-sq8");
+    test_equal_ties("ivf-flat");
+    test_equal_ties("ivf-sq8");
     test_vector_bytes("ivf-flat");
     test_vector_bytes("ivf-sq8");
     test_vector_bytes("auto");
