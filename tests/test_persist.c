@@ -2604,82 +2604,52 @@ static void test_vector_bits(bool compact_between)
     world_close(&w);
 }
 
-/* Two entries of the same vector with different answers (a client that
- * sends vectors only, inserting the same prompt twice): a lookup is
- * served the same one after a restart as before it. The index ranks
- * equal similarities by its slot order, and a snapshot writes entries
- * least recent first, so the restart put them in another order and the
- * other answer was served. */
-static void test_tie_after_restart(void)
+/* copies entries of one vector (seed), each with its own answer: a lookup
+ * is served the same one, the oldest, after a restart as before it.
+ *
+ * Two copies (a client that sends vectors only, inserting the same prompt
+ * twice): the index ranked equal similarities by slot, and a snapshot
+ * writes entries least recent first, so the restart put them in another
+ * order and the other answer was served; candidates are now ranked by id.
+ *
+ * More copies than the index hands the cache (8), e.g. 20: the lookup
+ * serves the oldest, which makes it the most recent, so the snapshot
+ * writes it last and a restart puts it in the last slot. The index ranked
+ * ties by slot and handed over the 8 in the first slots, without the
+ * oldest: after the restart the second was served. Equal scores now rank
+ * by id in the index too. */
+static void test_ties_after_restart(const char *ns, int copies, int seed)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "tie");
+    fresh_dir(dir, sizeof(dir), ns);
     world w;
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
     sc_ns_config nc;
     sc_cache_ns_config_init(&nc);
     nc.dim = DIM;
-    CHECK(sc_cache_ns_create(w.c, "tie", &nc) == SC_OK);
-    uint64_t first = 0, second = 0;
-    CHECK(put(w.c, "tie", NULL, "first", true, 77, &first) == SC_OK);
-    CHECK(put(w.c, "tie", NULL, "second", true, 77, &second) == SC_OK);
-    float q[DIM];
-    vec_of(77, q);
-    sc_cache_query qu = {.vec = q, .dim = DIM};
-    sc_cache_result r;
-    uint64_t before = 0, after = 0;
-    CHECK(sc_cache_lookup(w.c, "tie", &qu, &r) == SC_OK && r.hit);
-    before = r.id;
-    sc_cache_result_fini(&r);
-    CHECK(sc_persist_compact(w.p) == SC_OK);
-    world_close(&w);
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_lookup(w.c, "tie", &qu, &r) == SC_OK && r.hit);
-    after = r.id;
-    sc_cache_result_fini(&r);
-    CHECK_EQ_INT(after, before);
-    CHECK_EQ_INT(before, first); /* the older of equals */
-    world_close(&w);
-}
-
-/* More equals than the index hands the cache (8): 20 entries of one vector,
- * each with its own answer. The lookup serves the oldest, which makes it
- * the most recent, so the snapshot writes it last and a restart puts it in
- * the last slot. The index ranked ties by slot and handed over the 8 in the
- * first slots, without the oldest: after the restart the second was
- * served. Equal scores now rank by id in the index too. */
-static void test_many_ties_after_restart(void)
-{
-    char dir[512];
-    fresh_dir(dir, sizeof(dir), "ties");
-    world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    sc_ns_config nc;
-    sc_cache_ns_config_init(&nc);
-    nc.dim = DIM;
-    CHECK(sc_cache_ns_create(w.c, "ties", &nc) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, ns, &nc) == SC_OK);
     uint64_t first = 0;
-    for (int i = 0; i < 20; i++) {
+    for (int i = 0; i < copies; i++) {
         char resp[16];
         snprintf(resp, sizeof(resp), "answer %d", i);
         uint64_t id = 0;
-        CHECK(put(w.c, "ties", NULL, resp, true, 78, &id) == SC_OK);
+        CHECK(put(w.c, ns, NULL, resp, true, seed, &id) == SC_OK);
         if (i == 0) {
             first = id;
         }
     }
     float q[DIM];
-    vec_of(78, q);
+    vec_of(seed, q);
     sc_cache_query qu = {.vec = q, .dim = DIM};
     sc_cache_result r;
     uint64_t before = 0, after = 0;
-    CHECK(sc_cache_lookup(w.c, "ties", &qu, &r) == SC_OK && r.hit);
+    CHECK(sc_cache_lookup(w.c, ns, &qu, &r) == SC_OK && r.hit);
     before = r.id;
     sc_cache_result_fini(&r);
     CHECK(sc_persist_compact(w.p) == SC_OK);
     world_close(&w);
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_lookup(w.c, "ties", &qu, &r) == SC_OK && r.hit);
+    CHECK(sc_cache_lookup(w.c, ns, &qu, &r) == SC_OK && r.hit);
     after = r.id;
     sc_cache_result_fini(&r);
     CHECK_EQ_INT(before, first); /* the oldest of equals */
@@ -2740,8 +2710,8 @@ int main(void)
     test_compact_failed_named();
     test_vector_bits(false);
     test_vector_bits(true);
-    test_tie_after_restart();
-    test_many_ties_after_restart();
+    test_ties_after_restart("tie", 2, 77);
+    test_ties_after_restart("ties", 20, 78);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     if (system(cmd) != 0) {
