@@ -1324,8 +1324,11 @@ int main(int argc, char **argv)
            (unsigned long long)seen.ivf_probes,
            (unsigned long long)seen.went_on);
 #endif
-    /* (a seed or two alone, to look at one, need not reach them all) */
-    CHECK(seeds < 10 ||
+    /* (a seed or two alone, to look at one, need not reach them all; nor
+     * the IVF seeds alone, whose ops are mostly inserts: 30 of them from
+     * 2000 had no sliding entry that slid, and their IVF side is checked
+     * above) */
+    CHECK(seeds < 10 || ivf_only ||
           (seen.compared > 0 && seen.hit > 0 && seen.quar > 0 &&
            seen.slid > 0 && seen.hook_ops > 0 && seen.probes_hit > 0));
     if (test_failed == 0) {
