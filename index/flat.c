@@ -676,6 +676,52 @@ static void exact_near_one(const flat *f, const float *q, float *scores,
     }
 }
 
+/* Row slot's score against unit query q as scan_range gives it (f32 and
+ * f16 rows). */
+static float single_score(const flat *f, const float *q, size_t slot)
+{
+    float s;
+    const unsigned char *row = f->codes + slot * f->stride * f->esize;
+    if (f->storage == SC_STORAGE_F16) {
+        f->kern->dot_f16_rows(q, (const uint16_t *)row, f->stride, 1, f->dim,
+                              &s);
+    } else {
+        f->kern->dot_f32_rows(q, (const float *)row, f->stride, 1, f->dim, &s);
+        exact_near_one(f, q, &s, slot, 1);
+    }
+    return s;
+}
+
+/* sgemm's sums (the scalar tier's batches) differ from the kernel's, and
+ * from row to row by where a row falls in its block: equal rows may score
+ * a few ulps apart, which would rank them by slot, not id. A row sgemm
+ * scores within this of the bar is scored again as the single scan scores
+ * it (the kernel, then exact_near_one), and competes with that score:
+ * both sums are within d ulps of the true one (|q| = |row| = 1). */
+static float gemm_slack(const flat *f)
+{
+    return 2.0f * (float)(f->dim + 16) * 0x1p-23f;
+}
+
+/* collect() for sgemm's scores: rows near the bar are pushed with the
+ * score the single scan gives them. */
+static void collect_gemm(const flat *f, collector *c, const float *q,
+                         const float *scores, size_t first, size_t n,
+                         float floor)
+{
+    const float slack = gemm_slack(f);
+    float bar = coll_bar(c, floor);
+    for (size_t i = 0; i < n; i++) {
+        if (scores[i] >= bar - slack && !f->dead[first + i]) {
+            float s = single_score(f, q, first + i);
+            if (s >= bar) {
+                coll_push(c, s, (uint32_t)(first + i));
+                bar = coll_bar(c, floor);
+            }
+        }
+    }
+}
+
 static void scan_range(const flat *f, const prepq *pq, size_t lo, size_t hi,
                        collector *c)
 {
@@ -890,7 +936,8 @@ static sc_err flat_search(void *state, const float *q, unsigned k,
  * per tile, not once per query), or by OpenBLAS sgemm on the scalar tier
  * (there sgemm is 10-20x faster: bench/RESULTS.md). The SIMD tiles sum
  * each row as the single scan does, so a batch's scores are the single
- * search's bit for bit; sgemm sums in another order (within about 1e-7). */
+ * search's bit for bit; sgemm sums in another order, so the rows it puts
+ * near the bar are scored again as the single scan does (collect_gemm). */
 static sc_err batch_tiled(const flat *f, const float *qs, size_t nq,
                           collector *cs, const prepq *pqs)
 {
@@ -930,6 +977,11 @@ static sc_err batch_tiled(const flat *f, const float *qs, size_t nq,
             f->kern->dot_f32_tile(qp, d, nq, block, d, nb, d, s, nb);
         }
         for (size_t i = 0; i < nq; i++) {
+            if (use_gemm) {
+                collect_gemm(f, &cs[i], pqs[i].q, s + i * nb, b, nb,
+                             pqs[i].floor);
+                continue;
+            }
             if (!f16) {
                 exact_near_one(f, pqs[i].q, s + i * nb, b, nb);
             }
