@@ -396,6 +396,8 @@ static sc_err http_report(void *arg, const char *query, FILE *out)
     char vals[4][SC_CACHE_TAG_MAX + 1];
     int has[4];
     const char *bad = NULL;
+    const char *why = ": bad percent-encoding, a %00, or over 256 bytes "
+                      "decoded";
     uint64_t limit = 0;
     for (int i = 0; i < 4; i++) {
         has[i] = sc_http_query_get(query, names[i], vals[i], sizeof(vals[i]));
@@ -407,18 +409,19 @@ static sc_err http_report(void *arg, const char *query, FILE *out)
         char *end = NULL;
         errno = 0;
         limit = strtoull(vals[3], &end, 10);
-        if (vals[3][0] < '0' || vals[3][0] > '9' || *end != '\0' ||
-            errno != 0) {
+        if (vals[3][0] < '0' || vals[3][0] > '9' || *end != '\0') {
             bad = "limit";
+            why = ": not a decimal number";
+        } else if (errno == ERANGE) {
+            /* A decimal number past 2^64-1: the op refuses it with its
+             * range, as it does any other over its cap. */
+            limit = UINT64_MAX;
         }
     }
     if (bad != NULL) {
-        json_t *e = json_pack("{s:b,s:{s:s,s:s++}}", "ok", 0, "error", "code",
-                              "bad_request", "message", "query parameter ", bad,
-                              strcmp(bad, "limit") == 0
-                                  ? ": not a decimal number"
-                                  : ": bad percent-encoding, a %00, or over "
-                                    "256 bytes decoded");
+        json_t *e =
+            json_pack("{s:b,s:{s:s,s:s++}}", "ok", 0, "error", "code",
+                      "bad_request", "message", "query parameter ", bad, why);
         sc_err rc = e != NULL ? sc_http_write_json(out, e) : SC_ENOMEM;
         json_decref(e);
         return rc == SC_OK ? SC_EINVAL : rc;

@@ -119,6 +119,8 @@ def pages(c, cli, port, hport):
     # A parameter the front cannot decode is named, with what is wrong.
     for q, said in (("limit=x", "query parameter limit: not a decimal"),
                     ("after=%zz", "query parameter after: bad percent"),
+                    ("limit=%zz", "query parameter limit: bad percent"),
+                    ("limit=" + "9" * 30, "field 'limit' must be 1.."),
                     ("ns=" + "a" * 300, "query parameter ns: bad percent")):
         st, body = http_get(hport, "/report?" + q)
         check(st == 400 and body["error"]["message"].startswith(said),
