@@ -142,6 +142,18 @@ def content(j):
         return None
 
 
+def timed_chat(p, text):
+    """p.chat(text) as another client behind held workers sees it: the
+    status (None when the connection failed), the body (or the error) and
+    the seconds it took."""
+    t0 = time.time()
+    try:
+        st, _, j = p.chat(text)
+    except OSError as e:
+        st, j = None, str(e)
+    return st, j, time.time() - t0
+
+
 def xsc(hs):
     return hs.get("x-semcache", "")
 
@@ -990,12 +1002,7 @@ def test_trickle(server, table, fake):
     while fake.chat_calls() < n0 + 2 and time.time() < end:
         time.sleep(0.02)
     fake.mode = "ok"
-    t0 = time.time()
-    try:
-        st, hs, j = p.chat("Is anyone served behind trickles?")
-    except OSError as e:
-        st, j = None, str(e)
-    dt = time.time() - t0
+    st, j, dt = timed_chat(p, "Is anyone served behind trickles?")
     check(st == 200 and dt < 8 and
           content(j) == "Answer to: Is anyone served behind trickles?",
           f"a miss behind two trickling streams is served ({st}, {dt:.1f} s)")
@@ -1084,12 +1091,7 @@ def test_slow_reader(server, table, fake):
     t.start()
     time.sleep(1.0)
     fake.mode = "ok"
-    t0 = time.time()
-    try:
-        st, hs, j = p.chat("Is anyone else served?")
-    except OSError as e:
-        st, j = None, str(e)
-    dt = time.time() - t0
+    st, j, dt = timed_chat(p, "Is anyone else served?")
     check(st == 200 and content(j) == "Answer to: Is anyone else served?"
           and dt < 20, f"a miss behind a slow stream reader is served "
           f"({st}, {dt:.1f} s, {got[0]} bytes read by the slow reader)")
