@@ -589,6 +589,17 @@ static void test_feedback_unserved(void)
     sc_prices_free(p);
 }
 
+/* The call the tests below count: one token each way of a priced model. */
+static const sc_ledger_call one_call = {
+    .model = "gpt-4o", .input_tokens = 1, .output_tokens = 1};
+
+/* A ledger over the default price table (both the caller's to free). */
+static void open_default(sc_prices **p, sc_ledger **l)
+{
+    CHECK_EQ_INT(sc_prices_default(p), SC_OK);
+    CHECK_EQ_INT(sc_ledger_open(*p, l), SC_OK);
+}
+
 /* The row cap: past it a new tag counts as "(other)", a tag with a row
  * keeps it (every tag went to "(other)" once the cap was reached), and an
  * imported row comes back under its own tag. */
@@ -596,16 +607,13 @@ static void test_row_cap(void)
 {
     sc_prices *p = NULL;
     sc_ledger *l = NULL;
-    CHECK_EQ_INT(sc_prices_default(&p), SC_OK);
-    CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
+    open_default(&p, &l);
     sc_ledger_set_max_rows(l, 6);
-    sc_ledger_call call = {
-        .model = "gpt-4o", .input_tokens = 1, .output_tokens = 1};
     const char *feats[] = {"f1", "f2", "f3", "f1", "f9", "f2"};
     const char *users[] = {"u1", "u2", "u3", "u1", "u9", "u2"};
     for (int i = 0; i < 6; i++) {
         sc_ledger_tags t = {.ns = "a", .feature = feats[i], .user = users[i]};
-        sc_ledger_insert(l, &t, &call, 1000);
+        sc_ledger_insert(l, &t, &one_call, 1000);
     }
     sc_ledger_counts c = {.inserts = 5};
     CHECK_EQ_INT(sc_ledger_import_row(l, SC_LEDGER_BY_FEATURE, "a", "f10", &c),
@@ -646,20 +654,18 @@ typedef struct between {
 static void page_between(void *arg)
 {
     between *b = arg;
-    sc_ledger_call call = {
-        .model = "gpt-4o", .input_tokens = 1, .output_tokens = 1};
     /* One more insert in rows the page holds (u1 of namespace a), and
      * rows made after the page was picked: u0, before every key, in a new
      * namespace, and a flood of users. */
     sc_ledger_tags t = {.ns = "a", .feature = "f", .user = "u1"};
-    sc_ledger_insert(b->l, &t, &call, 1000);
+    sc_ledger_insert(b->l, &t, &one_call, 1000);
     sc_ledger_tags t0 = {.ns = "new", .feature = "f", .user = "u0"};
-    sc_ledger_insert(b->l, &t0, &call, 1000);
+    sc_ledger_insert(b->l, &t0, &one_call, 1000);
     for (int i = 0; i < b->flood; i++) {
         char u[16];
         snprintf(u, sizeof(u), "x%05d", i);
         sc_ledger_tags tf = {.ns = "new", .feature = "f", .user = u};
-        sc_ledger_insert(b->l, &tf, &call, 1000);
+        sc_ledger_insert(b->l, &tf, &one_call, 1000);
     }
 }
 
@@ -672,18 +678,15 @@ static void test_page_between(void)
     for (int flood = 0; flood <= 5000; flood += 5000) {
         sc_prices *p = NULL;
         sc_ledger *l = NULL;
-        CHECK_EQ_INT(sc_prices_default(&p), SC_OK);
-        CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
-        sc_ledger_call call = {
-            .model = "gpt-4o", .input_tokens = 1, .output_tokens = 1};
+        open_default(&p, &l);
         /* u1..u4 in namespace a, u1 and u3 in b as well. */
         const char *users[] = {"u1", "u2", "u3", "u4"};
         for (int i = 0; i < 4; i++) {
             sc_ledger_tags t = {.ns = "a", .feature = "f", .user = users[i]};
-            sc_ledger_insert(l, &t, &call, 1000);
+            sc_ledger_insert(l, &t, &one_call, 1000);
             if (i % 2 == 0) {
                 t.ns = "b";
-                sc_ledger_insert(l, &t, &call, 1000);
+                sc_ledger_insert(l, &t, &one_call, 1000);
             }
         }
         between b = {l, flood};
@@ -729,10 +732,7 @@ static void test_row_flood(void)
 {
     sc_prices *p = NULL;
     sc_ledger *l = NULL;
-    CHECK_EQ_INT(sc_prices_default(&p), SC_OK);
-    CHECK_EQ_INT(sc_ledger_open(p, &l), SC_OK);
-    sc_ledger_call call = {
-        .model = "gpt-4o", .input_tokens = 1, .output_tokens = 1};
+    open_default(&p, &l);
     int found = 0;
     uint64_t want = 0;
     char buf[64], tag[16];
@@ -747,7 +747,7 @@ static void test_row_flood(void)
         }
         if (home == want) {
             sc_ledger_tags t = {.ns = "a", .feature = "f", .user = tag};
-            sc_ledger_insert(l, &t, &call, 1000);
+            sc_ledger_insert(l, &t, &one_call, 1000);
             found++;
         }
     }
