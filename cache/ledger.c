@@ -699,6 +699,13 @@ static int cmp_key(const void *k, const void *p)
     return strcmp((const char *)k, ((const picked *)p)->key);
 }
 
+/* Whether r is a used row of namespace ns (of any, NULL): the rows a page
+ * and its total read, in its first pass and in its re-scan alike. */
+static bool row_in(const row *r, const char *ns)
+{
+    return r->hash != 0 && (ns == NULL || strcmp(r->ns, ns) == 0);
+}
+
 sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
                      sc_ledger_counts *total, sc_ledger_row_fn fn, void *arg)
 {
@@ -739,7 +746,7 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
     sc_err rc = rows != NULL && nss != NULL ? SC_OK : SC_ENOMEM;
     for (size_t i = 0; i < l->cap && rc == SC_OK; i++) {
         const row *r = &l->rows[i];
-        if (r->hash == 0 || (ns != NULL && strcmp(r->ns, ns) != 0)) {
+        if (!row_in(r, ns)) {
             continue;
         }
         if (r->kind == SC_LEDGER_BY_NS) {
@@ -825,7 +832,7 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
          * and the total found by a scan, as of now. */
         for (size_t i = 0; i < l->cap; i++) {
             const row *r = &l->rows[i];
-            if (r->hash == 0 || (ns != NULL && strcmp(r->ns, ns) != 0)) {
+            if (!row_in(r, ns)) {
                 continue;
             }
             if (r->kind == SC_LEDGER_BY_NS) {
