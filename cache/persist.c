@@ -1,10 +1,13 @@
 /* persist.c - the log, the snapshots, loading and compaction (persist.h).
  *
- * A file is a 16-byte header (6 bytes of magic, a 16-bit format version,
- * the 64-bit generation) and then records. A record is
- *     u32 size, u32 checksum, size bytes: a type byte, then its fields
- * with the checksum XXH32 of those size bytes. Numbers are little-endian;
- * a string or byte run is a u32 length and its bytes. */
+ * A file is a 24-byte header (6 bytes of magic, a 16-bit format version,
+ * the 64-bit generation, a random 64-bit nonce) and then records. A record
+ * is
+ *     u32 size, u32 check, size bytes: a type byte, then its fields
+ * with the check XXH32 of those size bytes XOR the file's key (XXH32 of
+ * its header), so that a record verifies only in the file it was written
+ * to. Numbers are little-endian; a string or byte run is a u32 length and
+ * its bytes. */
 #define _GNU_SOURCE
 #include "cache/persist.h"
 
@@ -20,17 +23,24 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
-#define HDR_SIZE      16u
+#define HDR_SIZE      24u
+#define HDR_SIZE_V2   16u /* versions 1 and 2: no nonce */
 #define FRAME_SIZE    8u
-/* Version 2: a snapshot's end record also holds the next entry id (so
- * that ids of entries gone before it are not given out again). Version 1
- * files are read as before. */
-#define VERSION       2u
+/* Version 3: the header holds a random nonce, and every record's check is
+ * bound to its file by the header's key (rec_end), so that the bytes of
+ * another file (an older log or snapshot whose blocks power loss exposed
+ * at the end of this one, a copy) never read as valid records here.
+ * Version 2: a snapshot's end record also holds the next entry id (so
+ * that ids of entries gone before it are not given out again). Versions 1
+ * and 2 (key 0: the plain XXH32) are read as before, and a last log of
+ * one is appended to in its format until the next compaction. */
+#define VERSION       3u
 #define VERSION_MIN   1u
 #define CHECK_SEED    0x53434c47u /* "SCLG" */
 #define LOG_MAGIC     "SCLOG"     /* and a NUL: 6 bytes */
@@ -64,6 +74,7 @@ typedef struct wbuf {
     uint8_t *p;
     size_t len, cap;
     int oom;
+    uint32_t key; /* of the file its records go to (0: sealed later) */
 } wbuf;
 
 static struct {
@@ -186,7 +197,21 @@ static void rec_end(wbuf *b, size_t at)
     size_t n = b->len - at - FRAME_SIZE;
     put_u32_at(b->p + at, (uint32_t)n);
     put_u32_at(b->p + at + 4,
-               XXH32(b->p + at + FRAME_SIZE, n, CHECK_SEED));
+               XXH32(b->p + at + FRAME_SIZE, n, CHECK_SEED) ^ b->key);
+}
+
+static uint32_t get_u32(const uint8_t *p);
+
+/* Binds the whole records p[0..len) to a file of key: the log's records
+ * are encoded before it is known which log they go to (a compaction may
+ * begin the next one, or fail and go back, in between), so they are
+ * sealed as they are written. */
+static void seal(uint8_t *p, size_t len, uint32_t key)
+{
+    for (size_t o = 0; o + FRAME_SIZE <= len;
+         o += FRAME_SIZE + get_u32(p + o)) {
+        put_u32_at(p + o + 4, get_u32(p + o + 4) ^ key);
+    }
 }
 
 static void enc_ns_cfg(wbuf *b, const sc_ns_config *c)
@@ -302,12 +327,51 @@ static void enc_ledger(void *arg, const sc_ledger_row_state *row,
     }
 }
 
-static void enc_header(wbuf *b, const char *magic, uint64_t gen)
+/* The key of a file of format version 3 from its header h[0..HDR_SIZE). */
+static uint32_t hdr_key(const uint8_t *h)
 {
-    wb_bytes(b, magic, 6); /* five letters and the NUL */
-    uint8_t v[2] = {VERSION & 0xff, VERSION >> 8};
-    wb_bytes(b, v, 2);
-    wb_u64(b, gen);
+    return XXH32(h, HDR_SIZE, CHECK_SEED);
+}
+
+/* 64 random bits: the kernel's, or where it has none to give (early at
+ * boot, an old kernel) the clocks, the pid and a count, hashed. */
+static uint64_t nonce64(void)
+{
+    uint64_t n;
+    if (getrandom(&n, sizeof(n), GRND_NONBLOCK) == (ssize_t)sizeof(n)) {
+        return n;
+    }
+    static atomic_uint_fast64_t count;
+    struct timespec rt, mt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    clock_gettime(CLOCK_MONOTONIC, &mt);
+    uint64_t mix[6] = {(uint64_t)rt.tv_sec, (uint64_t)rt.tv_nsec,
+                       (uint64_t)mt.tv_sec, (uint64_t)mt.tv_nsec,
+                       (uint64_t)getpid(),  atomic_fetch_add(&count, 1)};
+    return XXH64(mix, sizeof(mix), CHECK_SEED);
+}
+
+/* A new file's header, with a nonce of its own; returns the file's key
+ * (never 0, the key of versions 1 and 2, whose records would verify). */
+static uint32_t enc_header(wbuf *b, const char *magic, uint64_t gen)
+{
+    uint8_t h[HDR_SIZE];
+    uint32_t key = 0;
+    memcpy(h, magic, 6); /* five letters and the NUL */
+    h[6] = VERSION & 0xff;
+    h[7] = VERSION >> 8;
+    for (int i = 0; i < 8; i++) {
+        h[8 + i] = (uint8_t)(gen >> (8 * i));
+    }
+    while (key == 0) {
+        uint64_t nonce = nonce64();
+        for (int i = 0; i < 8; i++) {
+            h[16 + i] = (uint8_t)(nonce >> (8 * i));
+        }
+        key = hdr_key(h);
+    }
+    wb_bytes(b, h, HDR_SIZE);
+    return key;
 }
 
 /* ---- decoding -----------------------------------------------------------*/
@@ -558,8 +622,8 @@ static bool frame_plausible(const uint8_t *d, size_t len, size_t off)
     return type == REC_ENTRY || n <= SMALL_RECORD_MAX;
 }
 
-/* Whether a whole valid frame starts at off. */
-static bool frame_ok(const uint8_t *d, size_t len, size_t off)
+/* Whether a whole valid frame of a file of key starts at off. */
+static bool frame_ok(const uint8_t *d, size_t len, size_t off, uint32_t key)
 {
     if (!frame_plausible(d, len, off)) {
         return false;
@@ -568,7 +632,8 @@ static bool frame_ok(const uint8_t *d, size_t len, size_t off)
     if (len - off - FRAME_SIZE < n) {
         return false;
     }
-    return XXH32(d + off + FRAME_SIZE, n, CHECK_SEED) == get_u32(d + off + 4);
+    return (XXH32(d + off + FRAME_SIZE, n, CHECK_SEED) ^ key) ==
+           get_u32(d + off + 4);
 }
 
 /* Bytes one search for the next record may hash: a response's bytes can
@@ -578,7 +643,8 @@ static bool frame_ok(const uint8_t *d, size_t len, size_t off)
 
 /* The next offset from `from` on where a valid frame starts, or len; or
  * SIZE_MAX when the search gave up (RESYNC_HASH_MAX) before finding one. */
-static size_t next_valid(const uint8_t *d, size_t len, size_t from)
+static size_t next_valid(const uint8_t *d, size_t len, size_t from,
+                         uint32_t key)
 {
     uint64_t hashed = 0;
     for (size_t o = from; o + FRAME_SIZE <= len; o++) {
@@ -592,7 +658,7 @@ static size_t next_valid(const uint8_t *d, size_t len, size_t from)
         if ((hashed += n) > RESYNC_HASH_MAX) {
             return SIZE_MAX;
         }
-        if (frame_ok(d, len, o)) {
+        if (frame_ok(d, len, o, key)) {
             return o;
         }
     }
@@ -849,9 +915,17 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     if (valid_len != NULL) {
         *valid_len = len;
     }
-    if (len < HDR_SIZE || memcmp(d, magic, 6) != 0) {
-        if (kind == SC_PERSIST_LOG && last && len < HDR_SIZE &&
-            (len == 0 || memcmp(d, magic, len < 6 ? len : 6) == 0)) {
+    bool magic_ok = len == 0 || memcmp(d, magic, len < 6 ? len : 6) == 0;
+    unsigned version =
+        len >= 8 ? (unsigned)d[6] | (unsigned)d[7] << 8 : VERSION;
+    if (magic_ok && (version < VERSION_MIN || version > VERSION)) {
+        say(msg, cap, "format version %u, this build reads %u to %u", version,
+            VERSION_MIN, VERSION);
+        return SC_EBADVERSION;
+    }
+    size_t hdr = version < 3 ? HDR_SIZE_V2 : HDR_SIZE;
+    if (len < hdr || !magic_ok) {
+        if (kind == SC_PERSIST_LOG && last && magic_ok) {
             /* Cut while its header was written: nothing in it yet. */
             st->torn_bytes += len;
             if (valid_len != NULL) {
@@ -862,12 +936,6 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         say(msg, cap, "not a semcached %s (bad header)",
             kind == SC_PERSIST_SNAPSHOT ? "snapshot" : "log");
         return SC_EBADFILE;
-    }
-    unsigned version = (unsigned)d[6] | (unsigned)d[7] << 8;
-    if (version < VERSION_MIN || version > VERSION) {
-        say(msg, cap, "format version %u, this build reads %u to %u", version,
-            VERSION_MIN, VERSION);
-        return SC_EBADVERSION;
     }
     replay_ctx *x = calloc(1, sizeof(*x));
     if (x == NULL) {
@@ -880,14 +948,16 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     x->snap_path = snap_path;
     x->st = st;
     x->version = version;
+    /* Versions 1 and 2 checked records with the plain XXH32 (key 0). */
+    const uint32_t key = version >= 3 ? hdr_key(d) : 0;
     sc_err rc = SC_OK;
-    size_t off = HDR_SIZE;
+    size_t off = hdr;
     /* Whether off was found by a search (--repair) rather than by stepping
      * over valid records from the header: then the frame at off may be a
      * client's bytes, whose fields are no evidence of a tear. */
     bool searched = false;
     while (off < len) {
-        if (frame_ok(d, len, off)) {
+        if (frame_ok(d, len, off, key)) {
             uint32_t n = get_u32(d + off);
             rc = apply(x, d + off + FRAME_SIZE, n);
             if (rc == SC_ENOMEM) {
@@ -930,7 +1000,7 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         bool damaged = w == WALK_WHOLE && wend == len - off - FRAME_SIZE;
         /* Else whether anything valid follows, searched from the next
          * byte: a damaged size must not hide the records after it. */
-        size_t any = w == WALK_OUT ? len : next_valid(d, len, off + 1);
+        size_t any = w == WALK_OUT ? len : next_valid(d, len, off + 1, key);
         if (w == WALK_OUT || (any == len && kind == SC_PERSIST_LOG && last &&
                               rc == SC_OK && !damaged)) {
             /* Torn, or nothing valid follows: the record being written
@@ -968,7 +1038,7 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
             uint32_t n = get_u32(d + off);
             from = len - off - FRAME_SIZE < n ? len : off + FRAME_SIZE + n;
         }
-        size_t next = from < len ? next_valid(d, len, from) : len;
+        size_t next = from < len ? next_valid(d, len, from, key) : len;
         next = next == SIZE_MAX ? len : next;
         st->corrupt_records++;
         st->corrupt_bytes += next - off;
@@ -1010,6 +1080,7 @@ struct sc_persist {
     pthread_mutex_t io_mu;
     int fd;
     uint64_t gen;
+    uint32_t key; /* the log's: its records are sealed with it */
     uint64_t written, synced, log_bytes, fsyncs;
     /* The records a commit may acknowledge: written, and with fsync
      * always synced too, before anything failed. */
@@ -1158,6 +1229,7 @@ static sc_err flush_locked(sc_persist *p, bool sync)
     p->buf.len = 0;
     uint64_t upto = p->appended;
     pthread_mutex_unlock(&p->buf_mu);
+    seal(out.p, out.len, p->key);
     sc_err rc = write_all(p->fd, out.p, out.len);
     if (rc != SC_OK) {
         fail(p, errno, "writing the log");
@@ -1447,39 +1519,57 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* Opens log gen for appending at valid (making it with a header when
- * new); io_mu held or not yet shared. */
+ * new, or when a crash cut it inside its header); io_mu held or not yet
+ * shared. The records then go on in the log's own format: a log of
+ * version 1 or 2 keeps the plain checksum (key 0) until the next
+ * compaction begins a log of this version. */
 static sc_err open_log(sc_persist *p, uint64_t gen, bool create, size_t valid,
                        char *msg, size_t cap)
 {
     char path[PATH_CAP];
     file_path(p, path, "log", gen, "");
-    int fd = open(path, O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0),
-                  0640);
+    int fd =
+        open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0640);
     if (fd < 0) {
         say(msg, cap, "cannot open %s: %s", path, strerror(errno));
         return SC_EIO;
     }
     sc_err rc = SC_OK;
-    if (create) {
-        wbuf h = {0};
-        enc_header(&h, LOG_MAGIC, gen);
-        rc = h.oom ? SC_ENOMEM : write_all(fd, h.p, h.len);
-        free(h.p);
+    uint32_t key = 0;
+    uint8_t h[HDR_SIZE];
+    size_t hdr = HDR_SIZE;
+    if (!create) {
+        /* Its header as the load read it (valid covers it, or is 0). */
+        ssize_t got = pread(fd, h, sizeof(h), 0);
+        if (got >= 8 && (h[6] | h[7] << 8) < 3) {
+            hdr = HDR_SIZE_V2;
+        }
+        if (valid >= hdr && (got < 0 || (size_t)got < hdr)) {
+            rc = SC_EIO;
+        } else if (valid >= hdr) {
+            key = hdr == HDR_SIZE ? hdr_key(h) : 0;
+        }
+    }
+    if (rc == SC_OK && create) {
+        wbuf b = {0};
+        key = enc_header(&b, LOG_MAGIC, gen);
+        rc = b.oom ? SC_ENOMEM : write_all(fd, b.p, b.len);
+        free(b.p);
         valid = HDR_SIZE;
         if (rc == SC_OK && (fsync(fd) != 0 || fsync(p->dirfd) != 0)) {
             rc = SC_EIO;
         }
-    } else if (valid < HDR_SIZE) {
-        /* Torn inside its header: write the header again. */
-        wbuf h = {0};
-        enc_header(&h, LOG_MAGIC, gen);
-        if (ftruncate(fd, 0) != 0 || h.oom ||
-            write_all(fd, h.p, h.len) != SC_OK || fsync(fd) != 0) {
+    } else if (rc == SC_OK && valid < hdr) {
+        /* Torn inside its header: a header of this version again. */
+        wbuf b = {0};
+        key = enc_header(&b, LOG_MAGIC, gen);
+        if (ftruncate(fd, 0) != 0 || b.oom ||
+            write_all(fd, b.p, b.len) != SC_OK || fsync(fd) != 0) {
             rc = SC_EIO;
         }
-        free(h.p);
+        free(b.p);
         valid = HDR_SIZE;
-    } else {
+    } else if (rc == SC_OK) {
         struct stat sb;
         if (fstat(fd, &sb) != 0 ||
             ((size_t)sb.st_size != valid &&
@@ -1502,6 +1592,7 @@ static sc_err open_log(sc_persist *p, uint64_t gen, bool create, size_t valid,
     }
     p->fd = fd;
     p->gen = gen;
+    p->key = key;
     p->log_bytes = valid;
     return SC_OK;
 }
@@ -1881,7 +1972,8 @@ static sc_err write_snapshot(sc_persist *p, uint64_t gen, uint64_t *bytes)
         plog(p, "cannot write %s: %s", tmp, strerror(errno));
         return SC_EIO;
     }
-    enc_header(&w.b, SNAP_MAGIC, gen);
+    /* Its records carry its key from the start (rec_end). */
+    w.b.key = enc_header(&w.b, SNAP_MAGIC, gen);
     /* The ledger first: the log's later sums then override it. */
     if (p->ledger != NULL) {
         sc_ledger_export(p->ledger, false, ledger_to, &w.b);

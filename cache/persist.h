@@ -10,7 +10,9 @@
  * train them again. snap.G holds the state as it was when log.G
  * was begun (taken while writes went on: replaying log.G over it gives the
  * state), so the state is the newest snapshot, then every log of its
- * generation and later, in order. Every record carries a checksum. */
+ * generation and later, in order. Every record carries a checksum bound
+ * to its file (by a random nonce in the file's header), so that the
+ * records of another file never verify in it. */
 #ifndef SC_PERSIST_H
 #define SC_PERSIST_H
 

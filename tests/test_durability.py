@@ -244,9 +244,13 @@ def test_repair(exe, root):
     srv.kill9()
     logs = sorted(glob.glob(os.path.join(data, "state", "log.*")))
     with open(logs[0], "r+b") as f:
-        f.seek(16 + 8 + 1)  # the header, the first record's frame, its type
+        # The header (24 bytes from format version 3, 16 before), the
+        # first record's frame, its type.
+        version = int.from_bytes(f.read(8)[6:8], "little")
+        at = (24 if version >= 3 else 16) + 8 + 1
+        f.seek(at)
         b = f.read(1)
-        f.seek(16 + 8 + 1)
+        f.seek(at)
         f.write(bytes([b[0] ^ 0x5A]))
     srv = Server(exe, data, extra=("--repair",))
     text = srv.log_text()

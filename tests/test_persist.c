@@ -1,6 +1,8 @@
 /* test_persist.c - cache/persist: every kind of change survives a restart
  * (log replay, snapshot + log, ids going on above the restored ones, the
- * ledger's sums); a torn last record is cut and measured; a corrupt record
+ * ledger's sums); a torn last record is cut and measured, and so is a
+ * tail of another log's records (stale blocks after power loss), never
+ * applied; files of format versions 1 and 2 still load; a corrupt record
  * in the middle is refused, and skipped with repair; compaction while
  * writers and readers run loses nothing; fsync=always has synced every
  * acknowledged record; a second server cannot take the directory.
@@ -29,6 +31,21 @@
 #include "tests/fz_model.h"
 
 #define DIM FZ_DIM
+/* A file's header in format version 3 (with its nonce); 16 before. */
+#define HDR 24
+
+/* The header's length of the file d (at least 8 bytes of it). */
+static size_t hdr_len(const uint8_t *d)
+{
+    return (d[6] | d[7] << 8) < 3 ? 16 : HDR;
+}
+
+/* The key a file's records are checked with: XXH32 of its header from
+ * version 3 on, 0 before (cache/persist.c). */
+static uint32_t file_key(const uint8_t *d)
+{
+    return hdr_len(d) == HDR ? XXH32(d, HDR, 0x53434c47u) : 0;
+}
 
 static char root[256];
 
@@ -756,9 +773,26 @@ static void test_crash_leftovers(void)
     world_close(&w);
 }
 
-/* A frame of a whole valid record "drop namespace ns" into out (room for
- * 8 + 5 + 128 bytes); returns its length. */
-static size_t planted_drop(uint8_t *out, const char *ns)
+/* The key of dir/log.1 (its header read). */
+static uint32_t log_key(const char *dir)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/log.1", dir);
+    uint8_t h[HDR];
+    FILE *f = fopen(path, "rb");
+    size_t n = f != NULL ? fread(h, 1, sizeof(h), f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    CHECK(n >= 16 && n >= hdr_len(h));
+    return n >= 16 && n >= hdr_len(h) ? file_key(h) : 0;
+}
+
+/* A frame of a whole valid record "drop namespace ns", in a file of key,
+ * into out (room for 8 + 5 + 128 bytes); returns its length. A client does
+ * not know a file's key (random), but the tests plant records that would
+ * verify, the worst case. */
+static size_t planted_drop(uint8_t *out, const char *ns, uint32_t key)
 {
     size_t nl = strlen(ns), bn = 1 + 4 + nl;
     uint8_t *body = out + 8;
@@ -766,7 +800,7 @@ static size_t planted_drop(uint8_t *out, const char *ns)
     body[1] = (uint8_t)nl;
     body[2] = body[3] = body[4] = 0;
     memcpy(body + 5, ns, nl);
-    uint32_t ck = XXH32(body, bn, 0x53434c47u);
+    uint32_t ck = XXH32(body, bn, 0x53434c47u) ^ key;
     for (int i = 0; i < 4; i++) {
         out[i] = (uint8_t)(bn >> (8 * i));
         out[4 + i] = (uint8_t)(ck >> (8 * i));
@@ -784,17 +818,16 @@ static size_t planted_drop(uint8_t *out, const char *ns)
 static void test_planted_record(void)
 {
     uint8_t frame[160];
-    const size_t fl = planted_drop(frame, "victim");
     const size_t rl = 200000;
     char *resp = malloc(rl + 1);
     memset(resp, 'x', rl);
     resp[rl] = '\0';
-    memcpy(resp + 16, frame, fl);
     for (int round = 0; round < 2; round++) {
         char dir[512];
         fresh_dir(dir, sizeof(dir), "planted");
         world w;
         CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+        memcpy(resp + 16, frame, planted_drop(frame, "victim", log_key(dir)));
         CHECK(sc_cache_ns_create(w.c, "victim", NULL) == SC_OK);
         CHECK(sc_cache_ns_create(w.c, "att", NULL) == SC_OK);
         CHECK(put(w.c, "victim", "secret question", "victim answer", true, 1,
@@ -875,13 +908,227 @@ static uint8_t *read_all(const char *dir, const char *name, size_t *len)
     return d;
 }
 
+/* dir/name made to hold a's n bytes and then b's m. */
+static void write_two(const char *dir, const char *name, const uint8_t *a,
+                      size_t n, const uint8_t *b, size_t m)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        CHECK(fwrite(a, 1, n, f) == n && (m == 0 || fwrite(b, 1, m, f) == m));
+        fclose(f);
+    }
+}
+
+/* Whether ns exists in c. */
+static bool ns_there(sc_cache *c, const char *ns)
+{
+    sc_ns_config nc;
+    return sc_cache_ns_get_config(c, ns, &nc) == SC_OK;
+}
+
+/* Stale bytes at the end of the last log, as power loss can leave them
+ * (the file's size grew, its data never came, and the blocks it was given
+ * still hold an older file's): here whole valid records of log.1, the log
+ * of this same server before a compaction (namespace "ghost" made with an
+ * entry, then dropped), copied after log.2's records, from a record's
+ * start or from 3 bytes before it (mid-record, as a block would). They
+ * belong to another file: cut as a torn tail, with and without --repair,
+ * and never applied. In a log that is not the last they are corrupt:
+ * refused, and --repair drops them unapplied. Before the records were
+ * bound to their file, they read as valid: applied with no word (from a
+ * record's start), or refused and then applied by --repair. */
+static void test_stale_tail(void)
+{
+    char dir[512];
+    world w;
+    fresh_filled(&w, dir, sizeof(dir), "stale", SC_FSYNC_ALWAYS, 5, 1100);
+    long a = file_size(dir, "log.1");
+    CHECK(sc_cache_ns_create(w.c, "ghost", NULL) == SC_OK);
+    CHECK(put(w.c, "ghost", "ghost question", "ghost answer", true, 1200,
+              NULL) == SC_OK);
+    long b = file_size(dir, "log.1"); /* written: fsync always */
+    CHECK(sc_cache_ns_drop(w.c, "ghost") == SC_OK);
+    world_close(&w);
+    size_t oldlen = 0;
+    uint8_t *old = read_all(dir, "log.1", &oldlen);
+    CHECK(old != NULL && a > 16 && b > a && (size_t)b <= oldlen);
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK(sc_persist_compact(w.p) == SC_OK); /* snap.2, log.2 */
+    for (int i = 5; i < 8; i++) {
+        char t[64], r[64];
+        snprintf(t, sizeof(t), "question %d", i);
+        snprintf(r, sizeof(r), "answer %d", i);
+        CHECK(put(w.c, "default", t, r, true, 1100 + (uint64_t)i, NULL) ==
+              SC_OK);
+    }
+    world_close(&w);
+    CHECK(file_size(dir, "log.1") < 0);
+    size_t len2 = 0, snaplen = 0;
+    uint8_t *log2 = read_all(dir, "log.2", &len2);
+    uint8_t *snap = read_all(dir, "snap.2", &snaplen);
+    CHECK(log2 != NULL && snap != NULL);
+    if (old == NULL || log2 == NULL || snap == NULL || b <= a || a < 16) {
+        free(old);
+        free(log2);
+        free(snap);
+        return;
+    }
+    char msg[512];
+    for (int from = 0; from < 2; from++) {
+        const uint8_t *stale = old + a - (from ? 3 : 0);
+        size_t sl = (size_t)(b - a) + (from ? 3 : 0);
+        for (int repair = 0; repair < 2; repair++) {
+            write_two(dir, "log.2", log2, len2, stale, sl);
+            const char *seeds = getenv("SEMCACHE_PERSIST_SEEDS");
+            if (seeds != NULL && from == 1 && repair == 0) {
+                char to[600];
+                snprintf(to, sizeof(to), "%s/stale", seeds);
+                copy_seed(dir, "log.2", to);
+            }
+            sc_err rc = world_open(&w, dir, SC_FSYNC_ALWAYS, repair);
+            if (rc != SC_OK || w.st.torn_bytes != sl ||
+                ns_there(w.c, "ghost")) {
+                fprintf(stderr,
+                        "stale tail (from %d, repair %d): %s (%s), torn %llu "
+                        "of %zu, ghost %s\n",
+                        from, repair, sc_strerror(rc), w.msg,
+                        (unsigned long long)w.st.torn_bytes, sl,
+                        ns_there(w.c, "ghost") ? "applied" : "not applied");
+            }
+            CHECK_EQ_INT(rc, SC_OK);
+            CHECK_EQ_INT(file_size(dir, "log.2"), (long)len2); /* cut */
+            CHECK_EQ_INT(w.st.torn_bytes, sl);
+            CHECK_EQ_INT(w.st.corrupt_records, 0);
+            CHECK(!ns_there(w.c, "ghost"));
+            CHECK_EQ_INT(count_served(w.c, 8), 8);
+            world_close(&w);
+        }
+        /* Not the last log: corrupt; --repair drops it, unapplied. */
+        uint8_t *d = malloc(len2 + sl);
+        memcpy(d, log2, len2);
+        memcpy(d + len2, stale, sl);
+        for (int repair = 0; repair < 2; repair++) {
+            sc_cache *c;
+            CHECK(sc_cache_open(NULL, &c) == SC_OK);
+            sc_persist_load_stats st;
+            memset(&st, 0, sizeof(st));
+            CHECK_EQ_INT(sc_persist_replay(c, NULL, SC_PERSIST_SNAPSHOT, snap,
+                                           snaplen, false, false, 0, NULL, &st,
+                                           NULL, msg, sizeof(msg)),
+                         SC_OK);
+            sc_err rc =
+                sc_persist_replay(c, NULL, SC_PERSIST_LOG, d, len2 + sl, false,
+                                  repair, 0, NULL, &st, NULL, msg, sizeof(msg));
+            if (repair) {
+                CHECK_EQ_INT(rc, SC_OK);
+                CHECK_EQ_INT(st.corrupt_records, 1);
+                CHECK_EQ_INT(st.corrupt_bytes, sl);
+            } else {
+                CHECK_EQ_INT(rc, SC_ECHECKSUM);
+                CHECK(strstr(msg, "not the end of the last log") != NULL);
+            }
+            CHECK(!ns_there(c, "ghost"));
+            sc_cache_close(c);
+        }
+        free(d);
+    }
+    free(old);
+    free(log2);
+    free(snap);
+}
+
+/* The seed tests/fuzz/corpus/fuzz_persist/name after its control byte
+ * (malloc'd; NULL if unreadable), *len its length. */
+static uint8_t *read_seed(const char *name, size_t *len)
+{
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/tests/fuzz/corpus/fuzz_persist",
+             SC_SOURCE_DIR);
+    size_t n = 0;
+    uint8_t *d = read_all(dir, name, &n);
+    CHECK(d != NULL && n > 17);
+    if (d == NULL || n <= 17) {
+        free(d);
+        return NULL;
+    }
+    memmove(d, d + 1, n - 1);
+    *len = n - 1;
+    return d;
+}
+
+/* The format version of dir/name (0: unreadable). */
+static unsigned file_version(const char *dir, const char *name)
+{
+    size_t n = 0;
+    uint8_t *d = read_all(dir, name, &n);
+    unsigned v = d != NULL && n >= 8 ? (unsigned)(d[6] | d[7] << 8) : 0;
+    free(d);
+    return v;
+}
+
+/* Files an earlier build wrote (the fuzz seeds snapshot-v2, a version 2
+ * snapshot, and log-after-snapshot, a version 1 log, both of
+ * test_round_trip with a compaction) load; the log goes on in its own
+ * format (the plain checksum) and loads again with what was added; the
+ * next compaction writes both files in this version, with their nonce. */
+static void test_old_format_goes_on(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "oldformat");
+    CHECK(mkdir(dir, 0700) == 0);
+    size_t sn = 0, ln = 0;
+    uint8_t *snap = read_seed("snapshot-v2", &sn);
+    uint8_t *log = read_seed("log-after-snapshot", &ln);
+    if (snap == NULL || log == NULL) {
+        free(snap);
+        free(log);
+        return;
+    }
+    CHECK(snap[6] == 2 && log[6] == 1 && snap[8] == 2 && log[8] == 2);
+    write_two(dir, "snap.2", snap, sn, NULL, 0);
+    write_two(dir, "log.2", log, ln, NULL, 0);
+    world w;
+    char buf[64];
+    CHECK_EQ_INT(world_open(&w, dir, SC_FSYNC_ALWAYS, false), SC_OK);
+    /* The log's records all verified (none cut or corrupt); they are of
+     * another run than the snapshot's, so their entries are passed over. */
+    CHECK(w.st.snapshot && w.st.logs == 1 && w.st.torn_bytes == 0 &&
+          w.st.corrupt_records == 0);
+    CHECK(served_text(w.c, "a", "return policy", buf, sizeof(buf)));
+    CHECK(strcmp(buf, "30 days, v2") == 0);
+    CHECK(put(w.c, "a", "added to version 1", "kept", true, 21, NULL) == SC_OK);
+    world_close(&w);
+    CHECK_EQ_INT(file_version(dir, "log.2"), 1);
+    CHECK(file_size(dir, "log.2") > (long)ln);
+    CHECK_EQ_INT(world_open(&w, dir, SC_FSYNC_ALWAYS, false), SC_OK);
+    CHECK(w.st.torn_bytes == 0 && w.st.corrupt_records == 0);
+    CHECK(served_text(w.c, "a", "added to version 1", buf, sizeof(buf)));
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    CHECK(put(w.c, "a", "added to version 3", "kept", true, 22, NULL) == SC_OK);
+    world_close(&w);
+    CHECK_EQ_INT(file_version(dir, "snap.3"), 3);
+    CHECK_EQ_INT(file_version(dir, "log.3"), 3);
+    CHECK(file_size(dir, "log.2") < 0 && file_size(dir, "snap.2") < 0);
+    CHECK_EQ_INT(world_open(&w, dir, SC_FSYNC_ALWAYS, false), SC_OK);
+    CHECK(w.st.torn_bytes == 0 && w.st.corrupt_records == 0);
+    CHECK(served_text(w.c, "a", "added to version 1", buf, sizeof(buf)));
+    CHECK(served_text(w.c, "a", "added to version 3", buf, sizeof(buf)));
+    CHECK(served_text(w.c, "a", "return policy", buf, sizeof(buf)));
+    world_close(&w);
+    free(snap);
+    free(log);
+}
+
 /* The offsets of a log's records (at most cap of them, stepped by their
  * sizes from the header on); returns how many. */
 static size_t record_offsets(const uint8_t *d, size_t len, size_t *at,
                              size_t cap)
 {
     size_t k = 0;
-    for (size_t o = 16; o + 9 <= len && k < cap; k++) {
+    for (size_t o = hdr_len(d); o + 9 <= len && k < cap; k++) {
         at[k] = o;
         o += 8 + ((uint32_t)d[o] | (uint32_t)d[o + 1] << 8 |
                   (uint32_t)d[o + 2] << 16 | (uint32_t)d[o + 3] << 24);
@@ -907,7 +1154,7 @@ static void test_torn_every_type(void)
               NULL) == SC_OK);
     uint8_t resp[200];
     memset(resp, 'x', sizeof(resp));
-    planted_drop(resp + 8, "victim");
+    planted_drop(resp + 8, "victim", log_key(dir));
     float v[DIM];
     vec_of(3, v);
     sc_cache_item it = {.text = "attacker",
@@ -1597,6 +1844,18 @@ static void test_replay_garbage(void)
     CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), true,
                             false, 0, NULL, &st, &valid, msg, sizeof(msg)) == SC_OK);
     CHECK_EQ_INT(valid, sizeof(hdr));
+    /* A version 3 header cut before its nonce's end: torn in the last log
+     * (nothing in it yet), bad anywhere else; version 1's whole 16 bytes
+     * are not (above). */
+    hdr[6] = 3;
+    memset(&st, 0, sizeof(st));
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), true,
+                            false, 0, NULL, &st, &valid, msg,
+                            sizeof(msg)) == SC_OK);
+    CHECK(valid == 0 && st.torn_bytes == sizeof(hdr));
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), false,
+                            false, 0, NULL, &st, &valid, msg,
+                            sizeof(msg)) == SC_EBADFILE);
     uint8_t snap[16] = {'S', 'C', 'S', 'N', 'P', 0, 1, 0};
     CHECK(sc_persist_replay(c, NULL, SC_PERSIST_SNAPSHOT, snap, sizeof(snap),
                             false, false, 0, NULL, &st, NULL, msg,
@@ -2257,17 +2516,17 @@ static void test_crash_mid_compaction(void)
     }
     world_close(&w);
     /* log.3: log.2's header with generation 3; a half-written snap.3.tmp. */
-    unsigned char hdr[16];
+    unsigned char hdr[HDR];
     snprintf(path, sizeof(path), "%s/log.2", dir);
     FILE *f = fopen(path, "rb");
-    CHECK(f != NULL && fread(hdr, 1, 16, f) == 16);
+    CHECK(f != NULL && fread(hdr, 1, HDR, f) == HDR);
     if (f != NULL) {
         fclose(f);
     }
     hdr[8] = 3;
     snprintf(path, sizeof(path), "%s/log.3", dir);
     f = fopen(path, "wb");
-    CHECK(f != NULL && fwrite(hdr, 1, 16, f) == 16);
+    CHECK(f != NULL && fwrite(hdr, 1, HDR, f) == HDR);
     if (f != NULL) {
         fclose(f);
     }
@@ -2275,6 +2534,7 @@ static void test_crash_mid_compaction(void)
     CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
     CHECK(w.st.snapshot && w.st.logs == 2);
     CHECK_EQ_INT(w.st.generation, 3);
+    CHECK_EQ_INT(w.st.torn_bytes, 0);
     CHECK_EQ_INT(count_served(w.c, 15), 15);
     CHECK(file_size(dir, "snap.3.tmp") < 0);
     /* Writes go on in log.3, and survive the next start. */
@@ -2426,7 +2686,7 @@ static void test_compact_cancelled(bool insert)
     CHECK_EQ_INT(st.compactions, 0);
     if (insert) {
         CHECK_EQ_INT(st.generation, 2); /* it holds "meanwhile" */
-        CHECK(file_size(dir, "log.2") > 16);
+        CHECK(file_size(dir, "log.2") > HDR);
     } else {
         CHECK_EQ_INT(st.generation, 1);
         CHECK(file_size(dir, "log.2") < 0);
@@ -2468,7 +2728,7 @@ static void test_compact_failed_named(void)
     sc_persist_stats st;
     sc_persist_get_stats(w.p, &st);
     CHECK_EQ_INT(st.generation, 2); /* log.2 kept beside snap.2 */
-    CHECK(file_size(dir, "log.2") == 16);
+    CHECK(file_size(dir, "log.2") == HDR);
     world_close(&w);
     unlink(snap);
 }
@@ -2666,6 +2926,8 @@ int main(void)
     test_round_trip(true);
     test_torn_tail();
     test_planted_record();
+    test_stale_tail();
+    test_old_format_goes_on();
     test_damaged_size();
     test_torn_every_type();
     test_lru_order();

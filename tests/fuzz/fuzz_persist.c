@@ -5,7 +5,11 @@
  * rest is read: bit 0 snapshot or log, bit 1 the last log (torn tail may
  * be cut), bit 2 repair, bit 3 an embedder "fz@2" of 16 floats that
  * supersedes "fz@" models (restore then moves their namespaces: seeds
- * moved-*, from tests/test_persist.c). */
+ * moved-*, from tests/test_persist.c). Seeds v3-* are files of format
+ * version 3 (SEMCACHE_PERSIST_SEEDS=DIR build/test_persist leaves them in
+ * DIR; a control byte put before each), v3-log-stale-* one whose last log
+ * ends in another log's records; the others, of versions 1 and 2, were
+ * written by earlier builds and stay as old-format inputs. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
