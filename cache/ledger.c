@@ -308,6 +308,8 @@ uint64_t sc_ledger_estimate_tokens(size_t bytes)
 typedef struct row {
     uint64_t hash; /* 0 = empty slot */
     int kind;      /* sc_ledger_by */
+    uint32_t born; /* l->used when it was made: rows made after a report
+                      page began are not in it (sc_ledger_sum_page) */
     uint64_t changed; /* the export epoch of its last change, 0 = none */
     char *ns, *tag;
     sc_ledger_counts c;
@@ -475,6 +477,7 @@ static row *row_get_as(sc_ledger *l, int kind, const char *ns, const char *tag,
     }
     r->hash = h;
     r->kind = kind;
+    r->born = (uint32_t)l->used;
     memset(&r->c, 0, sizeof(r->c));
     l->used++;
     return r;
@@ -699,11 +702,13 @@ static int cmp_key(const void *k, const void *p)
     return strcmp((const char *)k, ((const picked *)p)->key);
 }
 
-/* Whether r is a used row of namespace ns (of any, NULL): the rows a page
- * and its total read, in its first pass and in its re-scan alike. */
-static bool row_in(const row *r, const char *ns)
+/* Whether r is a row of namespace ns (of any, NULL) that was made before
+ * the page began (used0 rows then): the rows a page and its total read, in
+ * its first pass and in its re-scan alike. */
+static bool row_in(const row *r, const char *ns, size_t used0)
 {
-    return r->hash != 0 && (ns == NULL || strcmp(r->ns, ns) == 0);
+    return r->hash != 0 && r->born < used0 &&
+           (ns == NULL || strcmp(r->ns, ns) == 0);
 }
 
 sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
@@ -722,13 +727,14 @@ sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
  * 2. after sorting and merging the keys without the lock: the sums of the
  *    page's rows and of the total, read from those slots.
  *
- * A row made between the two is in neither the page nor the total (its
- * namespace's events counted in existing rows are in both), so the page
- * is what the ledger held at 1 with the sums of 2; more is exact as of 1.
- * Slots move only when the table grows; if it did in between, the second
- * hold finds the page's keys by a scan instead, and the total is over
- * every namespace row as of 2. Either way a row's sums are never more
- * than the total's. */
+ * A row made after 1 began is in neither the page, more nor the total
+ * (events counted in existing rows are in all three), so the page is
+ * what the ledger held at 1 with the sums of 2. Slots move only when the
+ * table grows; if it did in between, the second hold finds the page's
+ * keys and the total's namespaces by a scan instead, of the rows made
+ * before 1 alone (row.born), so that a new namespace is left out of the
+ * total whether or not the table grew. Either way a row's sums are never
+ * more than the total's. */
 sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
                           const char *after, size_t limit,
                           sc_ledger_counts *total, sc_ledger_row_fn fn,
@@ -739,14 +745,14 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
         *more = 0;
     }
     pthread_mutex_lock(&l->mu);
-    size_t cap0 = l->cap;
+    size_t cap0 = l->cap, used0 = l->used;
     picked *rows = malloc((l->used + 1) * sizeof(picked));
     size_t *nss = malloc((l->used + 1) * sizeof(size_t));
     size_t n = 0, nn = 0;
     sc_err rc = rows != NULL && nss != NULL ? SC_OK : SC_ENOMEM;
     for (size_t i = 0; i < l->cap && rc == SC_OK; i++) {
         const row *r = &l->rows[i];
-        if (!row_in(r, ns)) {
+        if (!row_in(r, ns, used0)) {
             continue;
         }
         if (r->kind == SC_LEDGER_BY_NS) {
@@ -832,7 +838,7 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
          * and the total found by a scan, as of now. */
         for (size_t i = 0; i < l->cap; i++) {
             const row *r = &l->rows[i];
-            if (!row_in(r, ns)) {
+            if (!row_in(r, ns, used0)) {
                 continue;
             }
             if (r->kind == SC_LEDGER_BY_NS) {

@@ -146,9 +146,10 @@ sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
  * rows come after the page. *total is still over every row. A page costs
  * a sort of the rows above after: reading 2^20 rows in pages of 10,000
  * takes some seconds in all. The sort is done without the lock, which is
- * held twice briefly (picking the rows, then summing the page's), so the
- * page's rows and the total are as of the second hold, more as of the
- * first. */
+ * held twice briefly (picking the rows, then summing the page's). The
+ * page, *more and *total are over the rows that existed when the call
+ * began (a row made during it, a new namespace's or tag's, is in none of
+ * them: the next call has it), with their sums as of the second hold. */
 sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
                           const char *after, size_t limit,
                           sc_ledger_counts *total, sc_ledger_row_fn fn,
