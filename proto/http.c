@@ -477,8 +477,8 @@ static long b64_decode(const char *s, size_t n, uint8_t *out)
 typedef struct tr_err {
     const char *code;
     char msg[256];
-    /* The request's first "vec" or "response" that did not translate
-     * ("vec" or "response"; NULL: none), sent as nil: its refusal is code
+    /* The request's first "vec", "response" or "after" that did not
+     * translate (its wire name; NULL: none), sent as nil: its refusal is code
      * and msg when the dispatcher refuses that field (exec_json). */
     const char *field;
 } tr_err;
@@ -550,6 +550,35 @@ static int pack_vec(msgpack_packer *pk, const json_t *v, tr_err *e)
  * not know, passed through as it is: the dispatcher skips it). */
 typedef enum { OBJ_TOP, OBJ_ITEM, OBJ_OTHER } obj_kind;
 
+/* The bytes of field (a string of padded base64, v) packed as a bin, or
+ * as a str (which holds any bytes on the wire, JSON's strings only
+ * UTF-8). */
+static int pack_b64(msgpack_packer *pk, const json_t *v, bool bin,
+                    const char *field, tr_err *e)
+{
+    size_t sn = json_is_string(v) ? json_string_length(v) : 0;
+    uint8_t *b = malloc(sn / 4 * 3 + 1);
+    long bn = -1;
+    if (b == NULL) {
+        return tr_fail(e, "internal", "out of memory", NULL);
+    }
+    if (json_is_string(v)) {
+        bn = b64_decode(json_string_value(v), sn, b);
+    }
+    if (bn < 0) {
+        free(b);
+        return tr_fail(e, "bad_request",
+                       "field '%s' must be a string of padded base64", field);
+    }
+    if (bin) {
+        mp_put_bin(pk, b, (size_t)bn);
+    } else {
+        mp_put_strn(pk, (const char *)b, (size_t)bn);
+    }
+    free(b);
+    return 0;
+}
+
 /* "response": a string -> bin; "response_base64": padded base64 -> bin. */
 static int pack_response(msgpack_packer *pk, const json_t *v, bool b64,
                          tr_err *e)
@@ -564,32 +593,16 @@ static int pack_response(msgpack_packer *pk, const json_t *v, bool b64,
         mp_put_bin(pk, json_string_value(v), json_string_length(v));
         return 0;
     }
-    size_t sn = json_is_string(v) ? json_string_length(v) : 0;
-    uint8_t *b = malloc(sn / 4 * 3 + 1);
-    long bn = -1;
-    if (b == NULL) {
-        return tr_fail(e, "internal", "out of memory", NULL);
-    }
-    if (json_is_string(v)) {
-        bn = b64_decode(json_string_value(v), sn, b);
-    }
-    if (bn < 0) {
-        free(b);
-        return tr_fail(e, "bad_request",
-                       "field 'response_base64' must be a string of "
-                       "padded base64",
-                       NULL);
-    }
-    mp_put_bin(pk, b, (size_t)bn);
-    free(b);
-    return 0;
+    return pack_b64(pk, v, true, "response_base64", e);
 }
 
 /* An object's members; at the top level (op != NULL) "v" (unless given)
  * and "op" (from the path) come first and a body "op" must agree. The
  * request's and each batch item's "vec", "response" and
- * "response_base64" are translated; nil takes the place of a value the
- * translation refuses, so that the dispatcher refuses the request (or
+ * "response_base64", and the request's "after_base64" (a report page's
+ * after that is not UTF-8, as a reply's "next_base64" gives it: the
+ * wire's "after" str of its bytes) are translated; nil takes the place of a
+ * value the translation refuses, so that the dispatcher refuses the request (or
  * the batch item, and does not decode the items after it) where it
  * would on the wire: at its first malformed field, in the body's order.
  * The request's first such field is noted in e (exec_json). */
@@ -603,6 +616,8 @@ static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
     bool fields = kind != OBJ_OTHER;
     bool both = fields && json_object_get(o, "response") != NULL &&
                 json_object_get(o, "response_base64") != NULL;
+    bool both_after = kind == OBJ_TOP && json_object_get(o, "after") != NULL &&
+                      json_object_get(o, "after_base64") != NULL;
     if (op != NULL) {
         const json_t *bop = json_object_get(o, "op");
         bool has_v = json_object_get(o, "v") != NULL;
@@ -633,7 +648,27 @@ static int pack_object(msgpack_packer *pk, const json_t *o, const char *op,
         bool vec = fields && key_is(k, kn, "vec");
         bool resp = fields && key_is(k, kn, "response");
         bool b64 = fields && key_is(k, kn, "response_base64");
-        if (vec || resp || b64) {
+        bool after64 = kind == OBJ_TOP && key_is(k, kn, "after_base64");
+        if (after64) {
+            mp_put_key(pk, "after");
+            tr_err one = {NULL, {0}, NULL};
+            int rc =
+                both_after
+                    ? tr_fail(&one, "bad_request",
+                              "give 'after' or 'after_base64', not both", NULL)
+                    : pack_b64(pk, v, false, "after_base64", &one);
+            if (rc != 0) {
+                if (strcmp(one.code, "internal") == 0) {
+                    *e = one;
+                    return -1;
+                }
+                if (e->field == NULL) {
+                    *e = one;
+                    e->field = "after";
+                }
+                msgpack_pack_nil(pk);
+            }
+        } else if (vec || resp || b64) {
             /* Both refuse a value before they write any of it. */
             mp_put_key(pk, vec ? "vec" : "response");
             tr_err one = {NULL, {0}, NULL};

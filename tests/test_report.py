@@ -10,6 +10,7 @@ price table stops the start. The rows come a page at a time (a ledger of
 CLI, GET /report and POST /v1/report alike. /metrics has dollar series for
 live namespaces only, the dropped ones' summed in ns="(dropped)". Prints
 "N passed, N failed" last."""
+import base64
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -176,6 +178,117 @@ def pages(c, cli, port, hport):
     st, body = http_get(hport, "/report?by=user&after=w%FF%FE")
     check(st == 200 and body["rows"] == [] and body["next"] is None,
           f"GET /report after it, percent-encoded: {st} {str(body)[:200]}")
+
+
+def post_report(hport, body):
+    """POST /v1/report: (status, reply object)."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{hport}/v1/report", method="POST",
+        data=json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def walk(page_of, limit):
+    """Every key of the rows by user as bytes, following each page's next
+    (next_base64 for a key that is not UTF-8); None when a page fails or
+    the walk does not end."""
+    keys, after = [], None
+    for _ in range(100):
+        res = page_of(after, limit)
+        if res is None:
+            return None
+        for r in res["rows"]:
+            keys.append(r["key"].encode() if "key" in r
+                        else base64.b64decode(r["key_base64"]))
+        if res.get("next") is not None:
+            after = res["next"].encode()
+        elif res.get("next_base64") is not None:
+            after = base64.b64decode(res["next_base64"])
+        else:
+            return keys
+    return None
+
+
+def pages_not_utf8(c, cli, port, hport):
+    """Every client walks every page of a ledger with a tag that is not
+    UTF-8 (w\xff\xfe, made in pages) and a tag after it: over nng (the
+    Python client), the CLI's --after hint, GET /report and POST
+    /v1/report (its after_base64)."""
+    c.lookup("faq", vec=[0.3, 0.3, 0.3, 0.9], user="x", embed_model="emb")
+    want = sorted(r["key"].encode("utf-8", "surrogateescape")
+                  for r in c.report(by="user", limit=10000)["rows"])
+    check(len(want) > 1000 and want[-2:] == [b"w\xff\xfe", b"x"],
+          f"the rows by user end with the tag: {want[-3:]}")
+    # Pages that end at the tag: the next page's after is its bytes.
+    lim = want.index(b"w\xff\xfe") + 1
+    got = [k.encode("utf-8", "surrogateescape")
+           for k in (r["key"] for r in c.report_rows(by="user", limit=lim))]
+    check(got == want, f"report_rows over nng reads past it ({len(got)} of "
+          f"{len(want)})")
+
+    def get_page(after, limit):
+        q = f"by=user&limit={limit}"
+        if after is not None:
+            q += "&after=" + urllib.parse.quote_from_bytes(after, safe="")
+        st, body = http_get(hport, "/report?" + q)
+        return body if st == 200 else None
+
+    def post_page(after, limit):
+        body = {"by": "user", "limit": limit}
+        if after is not None:
+            try:
+                body["after"] = after.decode()
+            except UnicodeDecodeError:
+                body["after_base64"] = base64.b64encode(after).decode()
+        st, rep = post_report(hport, body)
+        return rep["result"] if st == 200 else None
+
+    got = walk(get_page, lim)
+    check(got == want, f"GET /report pages past it ({len(got or [])} of "
+          f"{len(want)})")
+    # POST: a JSON string holds no such key; "after_base64" carries it,
+    # as "next_base64" and "key_base64" do in replies. The walk once began
+    # again at the first row for ever: the field was not known.
+    got = walk(post_page, lim)
+    check(got == want, f"POST /v1/report pages past it with after_base64 "
+          f"({len(got or [])} of {len(want)})")
+    st, rep = post_report(hport, {"by": "user", "limit": 1,
+                                  "after_base64": "dw=="})  # "w"
+    check(st == 200 and rep["result"]["rows"][0].get("key_base64") == "d//+"
+          and rep["result"]["next_base64"] == "d//+"
+          and rep["result"]["more"] == 1, f"after_base64 'w': {st} {rep}")
+    for body, said in (({"after_base64": "d//"},
+                        "field 'after_base64' must be a string of padded"),
+                       ({"after_base64": 5},
+                        "field 'after_base64' must be a string of padded"),
+                       ({"after": "w", "after_base64": "dw=="},
+                        "give 'after' or 'after_base64', not both")):
+        st, rep = post_report(hport, body)
+        check(st == 400 and rep["error"]["code"] == "bad_request"
+              and rep["error"]["message"].startswith(said),
+              f"POST /v1/report {body}: {st} {rep}")
+    # The CLI: its hint for the next page is a shell word of the bytes,
+    # and --after with them reads on.
+    addr = f"tcp://127.0.0.1:{port}"
+    out = subprocess.run([cli, "-a", addr, "report", "--by", "user",
+                          "--limit", "1", "--after", "w"],
+                         capture_output=True, timeout=30)
+    hint = [ln for ln in out.stdout.splitlines() if b"more rows" in ln]
+    word = hint[0].split(b" --after ", 1)[1] if hint else b""
+    got = subprocess.run([b"/bin/bash", b"-c", b"printf %s " + word],
+                         capture_output=True, timeout=30)
+    check(out.returncode == 0 and got.stdout == b"w\xff\xfe",
+          f"the CLI's --after hint {word!r} gives the bytes: {got.stdout!r}")
+    out = subprocess.run([cli.encode(), b"-a", addr.encode(), b"report",
+                          b"--by", b"user", b"--after", got.stdout],
+                         capture_output=True, timeout=30)
+    check(out.returncode == 0 and b"  x " in out.stdout
+          and b"\\xff" not in out.stdout,
+          f"semcache-cli report --after it: {out.stdout[-300:]!r}")
 
 
 def metric_series(hport, name):
@@ -399,6 +512,7 @@ def main():
         check(svg.startswith("<svg") and "polyline" in svg
               and svg.rstrip().endswith("</svg>"), "report --svg")
         pages(c, cli, port, hport)
+        pages_not_utf8(c, cli, port, hport)
         dropped_series(c, port, hport)
         c.close()
     finally:
