@@ -304,6 +304,10 @@ uint64_t sc_ledger_estimate_tokens(size_t bytes)
 #define HOURS    (24u * 31u) /* the timeline: a month of hours */
 #define HOUR_MS  3600000ull
 #define MAX_ROWS (1u << 20) /* new tags beyond this count as "(other)" */
+/* The slots a report page's pick reads in one hold of the lock: about
+ * 0.5 ms to 1 ms of a lookup's wait (a whole table at the cap, 2^21
+ * slots, took 50 ms to 120 ms). */
+#define PAGE_CHUNK 16384u
 
 typedef struct row {
     uint64_t hash; /* 0 = empty slot */
@@ -329,7 +333,9 @@ struct sc_ledger {
      * changed after saved and starts the next epoch, and saved moves up to
      * an export's epoch only when its caller says it was stored. */
     uint64_t epoch, saved;
-    void (*page_hook)(void *); /* sc_ledger_set_page_hook */
+    uint64_t grows;                  /* times the table grew (its rows moved) */
+    size_t page_chunk;               /* slots a report page reads in one hold */
+    void (*page_hook)(void *, bool); /* sc_ledger_set_page_hook */
     void *page_hook_arg;
 };
 
@@ -349,6 +355,7 @@ sc_err sc_ledger_open(const sc_prices *prices, sc_ledger **out)
     l->seed = sc_seed_secret(l);
     l->prices = prices;
     l->max_rows = MAX_ROWS;
+    l->page_chunk = PAGE_CHUNK;
     l->epoch = 1;
     *out = l;
     return SC_OK;
@@ -434,6 +441,7 @@ static void grow(sc_ledger *l)
     free(l->rows);
     l->rows = nr;
     l->cap = ncap;
+    l->grows++;
 }
 
 /* Under l->mu: the row of (kind, ns, tag), made when new; NULL when out of
@@ -684,27 +692,46 @@ static void add_counts(sc_ledger_counts *a, const sc_ledger_counts *b)
     }
 }
 
-/* A row of the breakdown as the first pass takes it: its key (the row's
- * own string: rows are never removed and their strings live as long as
- * the ledger, so it stays valid after the lock) and its slot. */
+/* A row of the breakdown as the pick takes it: its namespace and tag (the
+ * row's own strings: rows are never removed and their strings live as
+ * long as the ledger, so they stay valid after the lock), and its slot
+ * while the table does not grow. Its key is the namespace by namespace,
+ * else the tag. */
 typedef struct picked {
-    const char *key;
+    const char *ns, *tag;
     size_t slot;
 } picked;
 
-static int cmp_picked(const void *a, const void *b)
+static int cmp_by_ns(const void *a, const void *b)
 {
-    return strcmp(((const picked *)a)->key, ((const picked *)b)->key);
+    return strcmp(((const picked *)a)->ns, ((const picked *)b)->ns);
 }
 
-static int cmp_key(const void *k, const void *p)
+static int cmp_by_tag(const void *a, const void *b)
 {
-    return strcmp((const char *)k, ((const picked *)p)->key);
+    return strcmp(((const picked *)a)->tag, ((const picked *)b)->tag);
+}
+
+static const char *picked_key(const picked *p, sc_ledger_by by)
+{
+    return by == SC_LEDGER_BY_NS ? p->ns : p->tag;
+}
+
+/* Under l->mu: the row of (kind, ns, tag), or NULL; never makes one. */
+static row *row_find(sc_ledger *l, int kind, const char *ns, const char *tag)
+{
+    uint64_t h = row_hash(l, kind, ns, tag);
+    for (size_t j = h & (l->cap - 1); l->rows[j].hash != 0;
+         j = (j + 1) & (l->cap - 1)) {
+        if (row_is(&l->rows[j], h, kind, ns, tag)) {
+            return &l->rows[j];
+        }
+    }
+    return NULL;
 }
 
 /* Whether r is a row of namespace ns (of any, NULL) that was made before
- * the page began (used0 rows then): the rows a page and its total read, in
- * its first pass and in its re-scan alike. */
+ * the page began (used0 rows then): the rows a page and its total read. */
 static bool row_in(const row *r, const char *ns, size_t used0)
 {
     return r->hash != 0 && r->born < used0 &&
@@ -717,24 +744,27 @@ sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
     return sc_ledger_sum_page(l, ns, by, NULL, 0, total, fn, arg, NULL);
 }
 
-/* The page is taken in two short holds of the lock, so that every insert
- * and lookup, which counts in the ledger, waits for neither a sort nor a
- * copy of every row's sums (one hold with a strdup of every key took
- * about 0.4 s to 0.9 s for 2^20 rows):
+/* The page is taken in short holds of the lock, so that every insert and
+ * lookup, which counts in the ledger, waits for neither a scan of the
+ * whole table (2^21 slots at the cap: 50 ms to 120 ms in one hold), nor a
+ * sort, nor a copy of every row's sums:
  *
- * 1. the rows above after (keys and slots, 16 bytes a row) and the slots
- *    of the namespace rows the total sums;
+ * 1. the pick: the rows above after (their namespace, tag and slot, 24
+ *    bytes a row) and the namespace rows the total sums, l->page_chunk
+ *    slots a hold;
  * 2. after sorting and merging the keys without the lock: the sums of the
- *    page's rows and of the total, read from those slots.
+ *    page's rows and of the total, read at their slots, or each found by
+ *    its hash when the table grew since the pick.
  *
- * A row made after 1 began is in neither the page, more nor the total
- * (events counted in existing rows are in all three), so the page is
- * what the ledger held at 1 with the sums of 2. Slots move only when the
- * table grows; if it did in between, the second hold finds the page's
- * keys and the total's namespaces by a scan instead, of the rows made
- * before 1 alone (row.born), so that a new namespace is left out of the
- * total whether or not the table grew. Either way a row's sums are never
- * more than the total's. */
+ * Only rows made before the page began are read (row.born < used0), so
+ * the page, more and the total are over one set of rows, the ledger as
+ * the page began, whatever is made while it is read, with the sums of 2.
+ * A row made between two chunks could land in a slot already read or one
+ * still to read: the filter keeps it out either way. When the table grows
+ * between two chunks its rows move, some into slots already read, so the
+ * pick starts over: the table only doubles, about 15 times in a ledger's
+ * life from 64 slots to the cap's 2^21, so a page starts over at most as
+ * often. A row's sums are never more than the total's. */
 sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
                           const char *after, size_t limit,
                           sc_ledger_counts *total, sc_ledger_row_fn fn,
@@ -745,49 +775,67 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
         *more = 0;
     }
     pthread_mutex_lock(&l->mu);
-    size_t cap0 = l->cap, used0 = l->used;
-    picked *rows = malloc((l->used + 1) * sizeof(picked));
-    size_t *nss = malloc((l->used + 1) * sizeof(size_t));
-    size_t n = 0, nn = 0;
-    sc_err rc = rows != NULL && nss != NULL ? SC_OK : SC_ENOMEM;
-    for (size_t i = 0; i < l->cap && rc == SC_OK; i++) {
-        const row *r = &l->rows[i];
-        if (!row_in(r, ns, used0)) {
-            continue;
-        }
-        if (r->kind == SC_LEDGER_BY_NS) {
-            nss[nn++] = i;
-        }
-        if ((int)by != r->kind) {
-            continue;
-        }
-        /* By namespace: the name; by tag within all namespaces, the tag
-         * (summed over namespaces below: a tag's rows of many namespaces
-         * are merged by sorting, not by a search for each, which took
-         * seconds for 40,000 users with every insert and lookup waiting). */
-        const char *key = by == SC_LEDGER_BY_NS ? r->ns : r->tag;
-        /* Rows of earlier pages are left out before the sort: every row
-         * of one tag is in or out together, so the merge below is whole. */
-        if (after != NULL && strcmp(key, after) <= 0) {
-            continue;
-        }
-        rows[n].key = key;
-        rows[n].slot = i;
-        n++;
-    }
+    size_t used0 = l->used, chunk = l->page_chunk;
+    uint64_t grows = l->grows;
+    void (*hook)(void *, bool) = l->page_hook;
+    void *hook_arg = l->page_hook_arg;
     pthread_mutex_unlock(&l->mu);
-    if (rc != SC_OK) {
+    /* At most used0 rows are read, whatever is made meanwhile. */
+    picked *rows = malloc((used0 + 1) * sizeof(picked));
+    picked *nss = malloc((used0 + 1) * sizeof(picked));
+    if (rows == NULL || nss == NULL) {
         free(nss);
         free(rows);
-        return rc;
+        return SC_ENOMEM;
+    }
+    size_t n = 0, nn = 0;
+    for (size_t i = 0;;) {
+        pthread_mutex_lock(&l->mu);
+        if (l->grows != grows) {
+            grows = l->grows; /* its rows moved: start over */
+            i = n = nn = 0;
+        }
+        size_t end = l->cap - i > chunk ? i + chunk : l->cap;
+        for (; i < end; i++) {
+            const row *r = &l->rows[i];
+            if (!row_in(r, ns, used0)) {
+                continue;
+            }
+            if (r->kind == SC_LEDGER_BY_NS) {
+                nss[nn++] = (picked){r->ns, r->tag, i};
+            }
+            if ((int)by != r->kind) {
+                continue;
+            }
+            /* By tag within all namespaces, a tag's rows are summed over
+             * namespaces below: merged by sorting, not by a search for
+             * each, which took seconds for 40,000 users with every insert
+             * and lookup waiting. Rows of earlier pages are left out
+             * before the sort: every row of one tag is in or out
+             * together, so the merge below is whole. */
+            const char *key = by == SC_LEDGER_BY_NS ? r->ns : r->tag;
+            if (after != NULL && strcmp(key, after) <= 0) {
+                continue;
+            }
+            rows[n++] = (picked){r->ns, r->tag, i};
+        }
+        bool done = i == l->cap;
+        pthread_mutex_unlock(&l->mu);
+        if (done) {
+            break;
+        }
+        if (hook != NULL) {
+            hook(hook_arg, false);
+        }
     }
     /* The page: its first `page` keys, whose rows are rows[0..np). */
     size_t np = 0, page = 0, keys = 0;
-    sc_ledger_counts *sums = NULL;
     if (fn != NULL) {
-        qsort(rows, n, sizeof(picked), cmp_picked);
+        qsort(rows, n, sizeof(picked),
+              by == SC_LEDGER_BY_NS ? cmp_by_ns : cmp_by_tag);
         for (size_t i = 0; i < n; i++) {
-            if (i == 0 || strcmp(rows[i - 1].key, rows[i].key) != 0) {
+            if (i == 0 || strcmp(picked_key(&rows[i - 1], by),
+                                 picked_key(&rows[i], by)) != 0) {
                 if (limit == 0 || keys < limit) {
                     page++;
                 }
@@ -797,82 +845,78 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
                 np = i + 1;
             }
         }
-        sums = calloc(page + 1, sizeof(*sums));
-        if (sums == NULL) {
-            free(nss);
-            free(rows);
-            return SC_ENOMEM;
-        }
     }
-    /* The page's distinct keys in place: rows[k].key for k < page, and
-     * where each row of rows[0..np) goes. */
-    size_t *dest = fn != NULL ? malloc((np + 1) * sizeof(size_t)) : NULL;
-    if (fn != NULL && dest == NULL) {
+    /* The page's distinct keys, their sums, and which key each row of
+     * rows[0..np) is summed in. */
+    const char **pkeys = malloc((page + 1) * sizeof(*pkeys));
+    sc_ledger_counts *sums = calloc(page + 1, sizeof(*sums));
+    size_t *dest = malloc((np + 1) * sizeof(size_t));
+    if (pkeys == NULL || sums == NULL || dest == NULL) {
+        free(dest);
         free(sums);
+        free(pkeys);
         free(nss);
         free(rows);
         return SC_ENOMEM;
     }
     size_t k = 0;
     for (size_t i = 0; i < np; i++) {
-        if (i > 0 && strcmp(rows[k - 1].key, rows[i].key) == 0) {
-            dest[i] = k - 1;
-        } else {
-            rows[k].key = rows[i].key; /* rows[k].slot stays row k's */
-            dest[i] = k++;
+        const char *key = picked_key(&rows[i], by);
+        if (k == 0 || strcmp(pkeys[k - 1], key) != 0) {
+            pkeys[k++] = key;
         }
+        dest[i] = k - 1;
     }
-    if (l->page_hook != NULL) {
-        l->page_hook(l->page_hook_arg);
+    if (hook != NULL) {
+        hook(hook_arg, true);
     }
     pthread_mutex_lock(&l->mu);
-    if (l->cap == cap0) {
-        for (size_t i = 0; i < nn; i++) {
-            add_counts(total, &l->rows[nss[i]].c);
+    /* The rows are where the pick found them unless the table grew since
+     * (a lookup of each: about three times as long, for 10,000 rows some
+     * milliseconds). */
+    bool moved = l->grows != grows;
+    for (size_t i = 0; i < nn; i++) {
+        const row *r = moved
+                           ? row_find(l, SC_LEDGER_BY_NS, nss[i].ns, nss[i].tag)
+                           : &l->rows[nss[i].slot];
+        if (r != NULL) {
+            add_counts(total, &r->c);
         }
-        for (size_t i = 0; i < np; i++) {
-            add_counts(&sums[dest[i]], &l->rows[rows[i].slot].c);
-        }
-    } else {
-        /* The table grew in between and its rows moved: the page's keys
-         * and the total found by a scan, as of now. */
-        for (size_t i = 0; i < l->cap; i++) {
-            const row *r = &l->rows[i];
-            if (!row_in(r, ns, used0)) {
-                continue;
-            }
-            if (r->kind == SC_LEDGER_BY_NS) {
-                add_counts(total, &r->c);
-            }
-            const char *key = by == SC_LEDGER_BY_NS ? r->ns : r->tag;
-            const picked *at =
-                (int)by == r->kind && page > 0
-                    ? bsearch(key, rows, page, sizeof(picked), cmp_key)
-                    : NULL;
-            if (at != NULL) {
-                add_counts(&sums[at - rows], &r->c);
-            }
+    }
+    for (size_t i = 0; i < np; i++) {
+        const row *r = moved ? row_find(l, (int)by, rows[i].ns, rows[i].tag)
+                             : &l->rows[rows[i].slot];
+        if (r != NULL) {
+            add_counts(&sums[dest[i]], &r->c);
         }
     }
     pthread_mutex_unlock(&l->mu);
     for (size_t i = 0; i < page; i++) {
-        fn(arg, rows[i].key, &sums[i]);
+        fn(arg, pkeys[i], &sums[i]);
     }
     if (more != NULL) {
         *more = keys - page;
     }
     free(dest);
     free(sums);
+    free(pkeys);
     free(nss);
     free(rows);
     return SC_OK;
 }
 
-void sc_ledger_set_page_hook(sc_ledger *l, void (*fn)(void *), void *arg)
+void sc_ledger_set_page_hook(sc_ledger *l, void (*fn)(void *, bool), void *arg)
 {
     pthread_mutex_lock(&l->mu);
     l->page_hook = fn;
     l->page_hook_arg = arg;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void sc_ledger_set_page_chunk(sc_ledger *l, size_t slots)
+{
+    pthread_mutex_lock(&l->mu);
+    l->page_chunk = slots != 0 ? slots : PAGE_CHUNK;
     pthread_mutex_unlock(&l->mu);
 }
 

@@ -162,16 +162,17 @@ static sc_err look_in(sc_cache *c, const char *ns, const char *text,
     return rc;
 }
 
+#define ROWS_MAX 256
 typedef struct rows {
     int n;
-    char keys[8][32];
-    sc_ledger_counts c[8];
+    char keys[ROWS_MAX][32];
+    sc_ledger_counts c[ROWS_MAX];
 } rows;
 
 static void collect(void *arg, const char *key, const sc_ledger_counts *c)
 {
     rows *r = arg;
-    if (r->n < 8) {
+    if (r->n < ROWS_MAX) {
         snprintf(r->keys[r->n], sizeof(r->keys[0]), "%s", key);
         r->c[r->n++] = *c;
     }
@@ -651,9 +652,12 @@ typedef struct between {
     int flood; /* new rows to make (enough to grow the table) */
 } between;
 
-static void page_between(void *arg)
+static void page_between(void *arg, bool picked)
 {
     between *b = arg;
+    if (!picked) {
+        return;
+    }
     /* One more insert in rows the page holds (u1 of namespace a), and
      * rows made after the page was picked: u0, before every key, in a new
      * namespace, and a flood of users. */
@@ -719,6 +723,85 @@ static void test_page_between(void)
         CHECK(strcmp(rs.keys[0], "u3") == 0 && rs.c[0].inserts == 2);
         CHECK_EQ_INT(more, flood > 0 ? flood + 2 - 8 : 0);
         CHECK_EQ_INT(t.inserts, 8 + flood);
+        sc_ledger_close(l);
+        sc_prices_free(p);
+    }
+}
+
+/* What the page hook does between two holds of a page's pick. */
+typedef struct mid_pick {
+    sc_ledger *l;
+    int calls; /* holds of the pick after the first */
+    int flood; /* users of a new namespace made at the first: the table
+                  grows (its rows move) while the pick is half done */
+} mid_pick;
+
+static void page_mid_pick(void *arg, bool picked)
+{
+    mid_pick *m = arg;
+    if (picked || m->calls++ != 0) {
+        return;
+    }
+    /* One more insert in a row the pick may have read already (u005 of
+     * namespace a), and new rows, some landing in slots read already. */
+    sc_ledger_tags t = {.ns = "a", .feature = "f", .user = "u005"};
+    sc_ledger_insert(m->l, &t, &one_call, 1000);
+    for (int i = 0; i < m->flood; i++) {
+        char u[16];
+        snprintf(u, sizeof(u), "v%03d", i);
+        sc_ledger_tags tf = {.ns = "new", .feature = "f", .user = u};
+        sc_ledger_insert(m->l, &tf, &one_call, 1000);
+    }
+}
+
+/* A page's pick reads the row table a few slots a hold, so that a lookup
+ * never waits for a scan of the whole table; rows made and moved between
+ * two of its holds (the table grew) change neither which rows the page
+ * has nor how often it counts them: every row made before the page once,
+ * none made since, with the sums of the last hold. */
+static void test_page_chunks(void)
+{
+    for (int run = 0; run < 4; run++) {
+        int flood = run % 2 == 0 ? 0 : 200;
+        size_t limit = run < 2 ? 0 : 10;
+        sc_prices *p = NULL;
+        sc_ledger *l = NULL;
+        open_default(&p, &l);
+        for (int i = 0; i < 40; i++) {
+            char u[16];
+            snprintf(u, sizeof(u), "u%03d", i);
+            sc_ledger_tags t = {.ns = "a", .feature = "f", .user = u};
+            sc_ledger_insert(l, &t, &one_call, 1000);
+        }
+        sc_ledger_set_page_chunk(l, 8);
+        mid_pick m = {l, 0, flood};
+        sc_ledger_set_page_hook(l, page_mid_pick, &m);
+        sc_ledger_counts t;
+        rows rs = {0};
+        size_t more = 99;
+        CHECK_EQ_INT(sc_ledger_sum_page(l, NULL, SC_LEDGER_BY_USER, NULL, limit,
+                                        &t, collect, &rs, &more),
+                     SC_OK);
+        sc_ledger_set_page_hook(l, NULL, NULL);
+        CHECK(m.calls > 1); /* the pick took several holds */
+        int want = limit == 0 ? 40 : (int)limit;
+        CHECK_EQ_INT(rs.n, want);
+        for (int i = 0; i < rs.n && i < want; i++) {
+            char u[16];
+            snprintf(u, sizeof(u), "u%03d", i);
+            uint64_t ins = i == 5 ? 2 : 1;
+            CHECK(strcmp(rs.keys[i], u) == 0);
+            CHECK_EQ_INT(rs.c[i].inserts, ins);
+        }
+        CHECK_EQ_INT(more, 40 - want);
+        CHECK_EQ_INT(t.inserts, 41); /* namespace a's; not "new"'s */
+        /* The next page, with nothing in between, has the new rows. */
+        rs.n = 0;
+        CHECK_EQ_INT(sc_ledger_sum_page(l, NULL, SC_LEDGER_BY_USER, "u039", 0,
+                                        &t, collect, &rs, &more),
+                     SC_OK);
+        CHECK_EQ_INT(rs.n, flood);
+        CHECK_EQ_INT(t.inserts, 41 + flood);
         sc_ledger_close(l);
         sc_prices_free(p);
     }
@@ -846,6 +929,7 @@ int main(void)
     test_row_cap();
     test_row_flood();
     test_page_between();
+    test_page_chunks();
     test_batch_embed_once();
     return test_summary("ledger");
 }
