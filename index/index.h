@@ -169,6 +169,13 @@ sc_err sc_index_train(sc_index *ix);
  * never called. */
 void sc_index_set_training_hook(void (*fn)(void *arg), void *arg);
 
+/* Tests only: fn(arg) is called on a background IVF training's thread after
+ * each step of its copy of the live vectors and of its replay of the ones
+ * added meanwhile (up to 1,024 rows each, taken under a read hold of
+ * the index's lock), with no lock held, from now on (NULL = none). Without
+ * FAISS it is never called. */
+void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg);
+
 /* 1 when searches go through a trained IVF index, else 0 (exact scan). */
 int sc_index_trained(sc_index *ix);
 

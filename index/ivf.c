@@ -3,11 +3,11 @@
  * which is its FAISS label: until trained, searches scan those rows exactly;
  * once trained, FAISS proposes candidates and they are re-scored exactly from
  * the rows, so thresholds mean what they mean for flat. Training runs in a
- * background thread on a copy; the swap is atomic and replays what happened
- * meanwhile. Deletes are tombstones, removed from FAISS in batches; a
- * search asks FAISS for as many more candidates as it takes to get past
- * them, and past a run of FAISS scores tied at the re-score cutoff
- * (cand_limit). */
+ * background thread on a copy it takes in steps under the read lock; the
+ * swap is atomic and replays what happened meanwhile. Deletes are tombstones,
+ * removed from FAISS in batches; a search asks FAISS for as many more
+ * candidates as it takes to get past them, and past a run of FAISS scores tied
+ * at the re-score cutoff (cand_limit). */
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
@@ -43,9 +43,25 @@
 #define RETRAIN_GROWTH    4 /* auto nlist: retrain when N grew this much */
 #define REMOVE_BATCH_MIN  256
 #define ADD_CHUNK         65536
+/* Slots a training copies (or rows it replays) under one hold of the read
+ * lock, whatever the index's size: 1.5 MiB of rows at dim 384. */
+#define COPY_STEP 1024
+/* Rows added during a training that the swap itself adds, under the write
+ * lock, on one thread: the rest go into the new index before, under read
+ * holds. Below FAISS's threshold for BLAS (20 queries). */
+#define SWAP_TAIL 16
+/* Read-held replay rounds before the swap takes all the rest (adds
+ * outpacing the replay). */
+#define MAX_CATCHUP       64
 #define FILE_MAGIC        "SCIVF001"
 
 enum { S_FREE = 0, S_LIVE = 1, S_DEAD = 2 };
+
+/* A slot's inc while a training runs: not in its copy (yet), in the new
+ * index (copied, or replayed from tlog), or added after the training began
+ * (in tlog, replayed into the new index before or at the swap; never
+ * copied, so the copy holds at most the vectors live when it began). */
+enum { I_OUT = 0, I_NEW = 1, I_LOGGED = 2 };
 
 typedef enum kind { K_FLAT, K_SQ8 } kind;
 
@@ -66,14 +82,17 @@ typedef struct ivf {
     const sc_simd_kernels *kern;
 
     /* Under sw: searches read-lock it; add, remove, compact and the swap at
-     * the end of a training write-lock it. */
+     * the end of a training write-lock it. A training's copy steps read-lock
+     * it and write inc[], which only the training thread touches under a
+     * read lock (searches never read it; everyone else writes it under the
+     * write lock). */
     pthread_rwlock_t sw;
     size_t n, cap; /* slots used / allocated */
     size_t nlive;
     float *rows;    /* cap * stride */
     uint64_t *ids;  /* slot -> id */
     uint8_t *state; /* slot -> S_* */
-    uint8_t *inc;   /* slot -> in the copy a training works on */
+    uint8_t *inc;   /* slot -> I_*: where a training has it */
     sc_idmap map;   /* id -> slot */
     u32vec freel;   /* S_FREE slots below n */
     u32vec pend;    /* S_DEAD slots: tombstones, maybe still in FAISS */
@@ -97,6 +116,8 @@ typedef struct ivf {
     int64_t *copy_lab; /* their slots */
     uint64_t *copy_id; /* their ids: the k-means sample is taken in id order */
     size_t ncopy;
+    size_t copy_cap; /* rows the copy has room for: nlive when it began */
+    size_t copy_end; /* slots the copy walks: n when it began */
     uint32_t copy_nlist;
 } ivf;
 
@@ -282,18 +303,25 @@ static sc_err fx_add(ivf *v, FaissIndex *fx, size_t n, const float *x,
     return SC_OK;
 }
 
-/* Adds one stored row to a FAISS index (rows are padded: copy dim floats).
- * FAISS opens an OpenMP team for every add, which for one row costs far more
- * than the add (and stalls on busy cores): one thread here. The setting is
- * the calling thread's own and is put back. */
+/* fx_add on one thread, for a few rows under the write lock. FAISS opens an
+ * OpenMP team for every add, which for a row or a few costs far more than
+ * the add (and stalls on busy cores). The setting is the calling thread's
+ * own and is put back. */
+static sc_err fx_add_serial(ivf *v, FaissIndex *fx, size_t n, const float *x,
+                            const int64_t *lab)
+{
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    sc_err rc = fx_add(v, fx, n, x, lab);
+    omp_set_num_threads(nt);
+    return rc;
+}
+
+/* Adds one stored row to a FAISS index (rows are padded: copy dim floats). */
 static sc_err fx_add_slot(ivf *v, FaissIndex *fx, uint32_t slot)
 {
     int64_t lab = slot;
-    int nt = omp_get_max_threads();
-    omp_set_num_threads(1);
-    sc_err rc = fx_add(v, fx, 1, v->rows + (size_t)slot * v->stride, &lab);
-    omp_set_num_threads(nt);
-    return rc;
+    return fx_add_serial(v, fx, 1, v->rows + (size_t)slot * v->stride, &lab);
 }
 
 /* Removes every pending tombstone from FAISS in one pass over the lists
@@ -435,29 +463,162 @@ static sc_err build_index(ivf *v, const float *x, const int64_t *lab,
     return SC_OK;
 }
 
-/* Swaps a freshly trained index in, under sw for writing: adds the rows
- * inserted while it trained, keeps as tombstones the copied rows deleted
- * meanwhile, frees the other tombstones (the new index never held them). */
-static sc_err swap_in(ivf *v, FaissIndex *fx)
+static struct {
+    void (*_Atomic fn)(void *);
+    void *_Atomic arg;
+} training_hook, step_hook;
+
+void sc_index_set_training_hook(void (*fn)(void *arg), void *arg)
 {
-    /* One add for the whole replay: searches wait while it runs. */
+    atomic_store(&training_hook.arg, arg);
+    atomic_store(&training_hook.fn, fn);
+}
+
+void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg)
+{
+    atomic_store(&step_hook.arg, arg);
+    atomic_store(&step_hook.fn, fn);
+}
+
+static void call_hook(void (*_Atomic *fn)(void *), void *_Atomic *arg)
+{
+    void (*f)(void *) = atomic_load(fn);
+    if (f != NULL) {
+        f(atomic_load(arg));
+    }
+}
+
+#define STEP_HOOK() call_hook(&step_hook.fn, &step_hook.arg)
+
+/* Copies the rows live when the training began into v->copy, COPY_STEP
+ * slots a read hold of sw, so that no hold grows with the index: between
+ * steps adds, removes and searches go on. Each copied slot becomes I_NEW.
+ * A row deleted before its step is left out (the swap frees its
+ * tombstone); one deleted after stays in the copy and becomes a tombstone
+ * the swap keeps; one added meanwhile is I_LOGGED, never copied, and
+ * replayed from tlog (catch_up, swap_in). Training thread only. */
+static sc_err copy_live(ivf *v)
+{
+    size_t cap = v->copy_cap;
+    v->copy = malloc(cap * v->dim * sizeof(float));
+    v->copy_lab = malloc(cap * sizeof(*v->copy_lab));
+    v->copy_id = malloc(cap * sizeof(*v->copy_id));
+    if (v->copy == NULL || v->copy_lab == NULL || v->copy_id == NULL) {
+        return SC_ENOMEM;
+    }
     size_t m = 0;
-    float *x = malloc((v->tlog.n + 1) * v->dim * sizeof(float));
-    int64_t *lab = malloc((v->tlog.n + 1) * sizeof(*lab));
+    sc_err rc = SC_OK;
+    for (size_t b = 0; b < v->copy_end && rc == SC_OK; b += COPY_STEP) {
+        size_t e = v->copy_end - b < COPY_STEP ? v->copy_end : b + COPY_STEP;
+        /* The step's part of the copy touched first, without the lock: its
+         * page faults (a fresh mapping) took longer than the copy. */
+        size_t room = cap - m < COPY_STEP ? cap - m : COPY_STEP;
+        memset(v->copy + m * v->dim, 0, room * v->dim * sizeof(float));
+        pthread_rwlock_rdlock(&v->sw);
+        for (size_t s = b; s < e; s++) {
+            if (v->state[s] != S_LIVE || v->inc[s] != I_OUT) {
+                continue;
+            }
+            /* A live I_OUT slot was live when the training began (an add
+             * since makes it I_LOGGED): never more than cap of them. */
+            if (m == cap) {
+                rc = SC_EFULL;
+                break;
+            }
+            memcpy(v->copy + m * v->dim, v->rows + s * v->stride,
+                   v->dim * sizeof(float));
+            v->copy_id[m] = v->ids[s];
+            v->copy_lab[m++] = (int64_t)s;
+            v->inc[s] = I_NEW;
+        }
+        pthread_rwlock_unlock(&v->sw);
+        STEP_HOOK();
+    }
+    v->ncopy = m;
+    return rc;
+}
+
+static void free_copy(ivf *v)
+{
+    free(v->copy);
+    free(v->copy_lab);
+    free(v->copy_id);
+    v->copy = NULL;
+    v->copy_lab = NULL;
+    v->copy_id = NULL;
+}
+
+/* Adds to fx the rows of tlog[*done..) still live and I_LOGGED, up to
+ * COPY_STEP of them gathered under one read hold of sw (the add itself
+ * runs without the lock: fx is the training thread's), until SWAP_TAIL or
+ * fewer are left for the swap, or MAX_CATCHUP rounds ran (adds outpacing
+ * it: the swap then takes the rest). Each one gathered becomes I_NEW: a
+ * delete after that leaves a tombstone the swap keeps. */
+static sc_err catch_up(ivf *v, FaissIndex *fx, size_t *done)
+{
+    float *x = malloc((size_t)COPY_STEP * v->dim * sizeof(float));
+    int64_t *lab = malloc((size_t)COPY_STEP * sizeof(*lab));
+    sc_err rc = x == NULL || lab == NULL ? SC_ENOMEM : SC_OK;
+    for (int r = 0; r < MAX_CATCHUP && rc == SC_OK; r++) {
+        pthread_rwlock_rdlock(&v->sw);
+        size_t end = v->tlog.n;
+        if (end - *done <= SWAP_TAIL) {
+            pthread_rwlock_unlock(&v->sw);
+            break;
+        }
+        if (end - *done > COPY_STEP) {
+            end = *done + COPY_STEP;
+        }
+        size_t m = 0;
+        for (size_t i = *done; i < end; i++) {
+            uint32_t s = v->tlog.a[i];
+            if (v->state[s] == S_LIVE && v->inc[s] == I_LOGGED) {
+                memcpy(x + m * v->dim, v->rows + (size_t)s * v->stride,
+                       v->dim * sizeof(float));
+                lab[m++] = s;
+                v->inc[s] = I_NEW;
+            }
+        }
+        *done = end;
+        pthread_rwlock_unlock(&v->sw);
+        rc = m ? fx_add(v, fx, m, x, lab) : SC_OK;
+        STEP_HOOK();
+    }
+    free(x);
+    free(lab);
+    return rc;
+}
+
+/* Swaps a freshly trained index in, under sw for writing: adds the rows of
+ * tlog[done..) (added while it trained, past catch_up) still live, keeps
+ * as tombstones the rows the new index holds (I_NEW) deleted meanwhile,
+ * frees the other tombstones (the new index never held them). What it
+ * does grows with the changes made during the training's last step, not
+ * with the index; the old index comes back in *old, for the caller to free
+ * once the lock is let go. */
+static sc_err swap_in(ivf *v, FaissIndex *fx, size_t done, FaissIndex **old)
+{
+    size_t m = 0;
+    size_t nt = v->tlog.n - done;
+    float *x = malloc((nt + 1) * v->dim * sizeof(float));
+    int64_t *lab = malloc((nt + 1) * sizeof(*lab));
     if (x == NULL || lab == NULL) {
         free(x);
         free(lab);
         return SC_ENOMEM;
     }
-    for (size_t i = 0; i < v->tlog.n; i++) {
+    for (size_t i = done; i < v->tlog.n; i++) {
         uint32_t s = v->tlog.a[i];
-        if (v->state[s] == S_LIVE && !v->inc[s]) {
+        if (v->state[s] == S_LIVE && v->inc[s] == I_LOGGED) {
             memcpy(x + m * v->dim, v->rows + (size_t)s * v->stride,
                    v->dim * sizeof(float));
             lab[m++] = s;
         }
     }
-    sc_err rc = m ? fx_add(v, fx, m, x, lab) : SC_OK;
+    /* SWAP_TAIL rows at most, unless adds outpaced catch_up. */
+    sc_err rc = m == 0           ? SC_OK
+                : m <= SWAP_TAIL ? fx_add_serial(v, fx, m, x, lab)
+                                 : fx_add(v, fx, m, x, lab);
     free(x);
     free(lab);
     if (rc != SC_OK) {
@@ -466,7 +627,7 @@ static sc_err swap_in(ivf *v, FaissIndex *fx)
     size_t keep = 0;
     for (size_t i = 0; i < v->pend.n; i++) {
         uint32_t s = v->pend.a[i];
-        if (v->inc[s]) {
+        if (v->inc[s] == I_NEW) {
             v->pend.a[keep++] = s;
         } else {
             v->state[s] = S_FREE;
@@ -474,98 +635,71 @@ static sc_err swap_in(ivf *v, FaissIndex *fx)
         }
     }
     v->pend.n = keep;
-    if (v->fx != NULL) {
-        faiss_Index_free(v->fx);
-    }
     /* nprobe may have changed while it trained: set it here, under sw. */
     faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(fx), v->nprobe);
+    *old = v->fx;
     v->fx = fx;
     return SC_OK;
-}
-
-static struct {
-    void (*_Atomic fn)(void *);
-    void *_Atomic arg;
-} training_hook;
-
-void sc_index_set_training_hook(void (*fn)(void *arg), void *arg)
-{
-    atomic_store(&training_hook.arg, arg);
-    atomic_store(&training_hook.fn, fn);
 }
 
 static void *train_main(void *arg)
 {
     ivf *v = arg;
-    void (*hook)(void *) = atomic_load(&training_hook.fn);
-    if (hook != NULL) {
-        hook(atomic_load(&training_hook.arg));
-    }
+    call_hook(&training_hook.fn, &training_hook.arg);
     FaissIndex *fx = NULL, *tmpl = NULL;
-    sc_err rc = build_index(v, v->copy, v->copy_lab, v->copy_id, v->ncopy,
-                            v->copy_nlist, &fx, &tmpl);
+    sc_err rc = copy_live(v);
+    if (rc == SC_OK) {
+        rc = build_index(v, v->copy, v->copy_lab, v->copy_id, v->ncopy,
+                         v->copy_nlist, &fx, &tmpl);
+    }
+    size_t ncopy = v->ncopy;
+    free_copy(v);
+    size_t done = 0;
+    if (rc == SC_OK) {
+        rc = catch_up(v, fx, &done);
+    }
+    /* Under the lock only what the last steps changed: whatever grows with
+     * the index (the old one, a failed new one) is freed after it. */
+    FaissIndex *old = NULL, *old_tmpl = NULL;
     pthread_rwlock_wrlock(&v->sw);
     if (rc == SC_OK) {
-        rc = swap_in(v, fx);
-        if (rc != SC_OK) {
-            faiss_Index_free(fx);
-            faiss_Index_free(tmpl);
-        } else {
-            v->trained_n = v->ncopy;
-            if (v->tmpl != NULL) {
-                faiss_Index_free(v->tmpl);
-            }
-            v->tmpl = tmpl;
-        }
+        rc = swap_in(v, fx, done, &old);
     }
-    if (rc != SC_OK) {
+    if (rc == SC_OK) {
+        v->trained_n = ncopy;
+        old_tmpl = v->tmpl;
+        v->tmpl = tmpl;
+    } else {
+        old = fx;
+        old_tmpl = tmpl;
         v->failed_at = v->nlive;
     }
-    memset(v->inc, 0, v->cap);
+    /* Every slot I_OUT again: a byte a slot. */
+    memset(v->inc, I_OUT, v->cap);
     v->tlog.n = 0;
-    free(v->copy);
-    free(v->copy_lab);
-    free(v->copy_id);
-    v->copy = NULL;
-    v->copy_lab = NULL;
-    v->copy_id = NULL;
     v->train_rc = rc;
     v->training = 0;
     pthread_rwlock_unlock(&v->sw);
+    if (old != NULL) {
+        faiss_Index_free(old);
+    }
+    if (old_tmpl != NULL) {
+        faiss_Index_free(old_tmpl);
+    }
     return NULL;
 }
 
-/* Starts a background training on a copy of the live rows. Caller holds sw
- * for writing and tmu. */
+/* Starts a background training, which copies the live rows itself
+ * (copy_live). Caller holds sw for writing and tmu. */
 static sc_err start_training(ivf *v)
 {
     uint32_t nlist = nlist_for(v, v->nlive);
     if (v->nlive < (size_t)nlist * MIN_PER_LIST || v->nlive == 0) {
         return SC_ERANGE;
     }
-    float *copy = malloc(v->nlive * v->dim * sizeof(float));
-    int64_t *lab = malloc(v->nlive * sizeof(*lab));
-    uint64_t *ids = malloc(v->nlive * sizeof(*ids));
-    if (copy == NULL || lab == NULL || ids == NULL) {
-        free(copy);
-        free(lab);
-        free(ids);
-        return SC_ENOMEM;
-    }
-    size_t m = 0;
-    for (size_t s = 0; s < v->n; s++) {
-        if (v->state[s] == S_LIVE) {
-            memcpy(copy + m * v->dim, v->rows + s * v->stride,
-                   v->dim * sizeof(float));
-            ids[m] = v->ids[s];
-            lab[m++] = (int64_t)s;
-            v->inc[s] = 1;
-        }
-    }
-    v->copy = copy;
-    v->copy_lab = lab;
-    v->copy_id = ids;
-    v->ncopy = m;
+    v->copy_cap = v->nlive;
+    v->copy_end = v->n;
+    v->ncopy = 0;
     v->copy_nlist = nlist;
     v->tlog.n = 0;
     v->training = 1;
@@ -575,13 +709,6 @@ static sc_err start_training(ivf *v)
         v->th_joinable = 0;
     }
     if (pthread_create(&v->th, NULL, train_main, v) != 0) {
-        memset(v->inc, 0, v->cap);
-        free(copy);
-        free(lab);
-        free(ids);
-        v->copy = NULL;
-        v->copy_lab = NULL;
-        v->copy_id = NULL;
         v->training = 0;
         return SC_ENOMEM;
     }
@@ -710,7 +837,8 @@ static sc_err ivf_add(void *state, uint64_t id, const float *unit)
     }
     v->ids[slot] = id;
     v->state[slot] = S_LIVE;
-    v->inc[slot] = 0;
+    /* During a training: replayed into its index, never copied. */
+    v->inc[slot] = v->training ? I_LOGGED : I_OUT;
     v->nlive++;
     maybe_train(v);
 out:
@@ -1559,6 +1687,12 @@ const sc_index_backend sc_index_auto_backend = {
 #else /* !SEMCACHE_HAVE_FAISS: the backends link and say "not supported". */
 
 void sc_index_set_training_hook(void (*fn)(void *arg), void *arg)
+{
+    (void)fn;
+    (void)arg;
+}
+
+void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg)
 {
     (void)fn;
     (void)arg;

@@ -811,12 +811,154 @@ static void test_train_serves(void)
     sc_index_close(h.ix);
 }
 
+/* Changes made while a retraining copies the live vectors, in steps under
+ * a read hold, and replays the rows added meanwhile: at every step the
+ * hook (on the training's thread, no lock held) adds rows (the first into
+ * slots freed before the training, below the copy's cursor), deletes rows
+ * it has copied, rows it has not reached yet and rows added during it
+ * (some already replayed into the new index), and re-adds a copied id with
+ * another vector; the same changes go to a flat index. After the swap,
+ * with every list probed, IVF-Flat must answer as flat does (a lost add
+ * or a deleted row served changes an answer), again after compaction and
+ * more adds, and once saved and loaded back: a load refuses a FAISS part
+ * holding other than the live rows, as one would after a slot was freed
+ * while the new index held it. */
+enum { IL_BASE = 12000, IL_FREED = 1000, IL_ADDS = 200, IL_FEW = 5 };
+
+typedef struct interleave {
+    sc_index *ix, *flat;
+    int step;
+    uint64_t next;       /* next new id; its row is data[next] */
+    uint64_t last_first; /* the first id the last step added */
+    uint64_t low, high;  /* next copied / not yet copied id to delete */
+} interleave;
+
+static void both_add(interleave *t, uint64_t id, const float *x)
+{
+    CHECK(sc_index_add(t->ix, id, x) == SC_OK);
+    CHECK(sc_index_add(t->flat, id, x) == SC_OK);
+}
+
+static void both_remove(interleave *t, uint64_t id)
+{
+    CHECK(sc_index_remove(t->ix, id) == SC_OK);
+    CHECK(sc_index_remove(t->flat, id) == SC_OK);
+}
+
+static void interleave_step(void *arg)
+{
+    interleave *t = arg;
+    t->step++;
+    uint64_t first = t->next;
+    /* IL_ADDS a step through the copy (12 steps) and the first replay
+     * steps, then IL_FEW: the replay then ends, with a few rows left to the
+     * swap. */
+    int adds = t->step <= 14 ? IL_ADDS : IL_FEW;
+    for (int i = 0; i < adds && t->next < N; i++, t->next++) {
+        both_add(t, t->next, data + t->next * D);
+    }
+    for (int i = 0; i < 20; i++) {
+        both_remove(t, t->low++);
+        both_remove(t, t->high--);
+    }
+    /* Added during this training: in this step, and in the last one (once
+     * the copy is done, replayed into the new index already). */
+    for (uint64_t id = first; id < t->next; id += 10) {
+        both_remove(t, id);
+    }
+    for (uint64_t id = t->last_first + 5; t->step > 1 && id < first; id += 10) {
+        both_remove(t, id);
+    }
+    t->last_first = first;
+    /* An update of a copied row: the same id, another vector. */
+    uint64_t id = t->low++;
+    both_remove(t, id);
+    both_add(t, id, data + (N - 1 - (size_t)t->step) * D);
+}
+
+/* Asks both the queries and the rows data[IL_BASE..to), added during the
+ * training and after. */
+static void check_as_flat(interleave *t, size_t to, const char *when)
+{
+    CHECK(sc_index_count(t->ix) == sc_index_count(t->flat));
+    int differ = 0;
+    for (size_t q = 0; q < NQ + to - IL_BASE; q++) {
+        const float *x =
+            q < NQ ? queries + q * D : data + (IL_BASE + q - NQ) * D;
+        sc_hit a[8], b[8];
+        unsigned na = 0, nb = 0;
+        CHECK(sc_index_search(t->ix, x, 8, -1.0f, a, &na) == SC_OK);
+        CHECK(sc_index_search(t->flat, x, 8, -1.0f, b, &nb) == SC_OK);
+        bool same = na == nb;
+        for (unsigned i = 0; same && i < na; i++) {
+            same = a[i].id == b[i].id && a[i].similarity == b[i].similarity;
+        }
+        differ += !same;
+    }
+    if (differ != 0) {
+        fprintf(stderr, "interleaved training, %s: %d answers differ\n", when,
+                differ);
+    }
+    CHECK(differ == 0);
+}
+
+static void test_train_interleaved(void)
+{
+    interleave t = {.next = IL_BASE, .low = IL_FREED, .high = IL_BASE - 1};
+    t.ix = open_ix("ivf-flat", 16, 16, SC_INDEX_TRAIN_MANUAL);
+    t.flat = open_ix("flat", 0, 0, 0);
+    for (uint64_t i = 0; i < IL_BASE; i++) {
+        both_add(&t, i, data + i * D);
+    }
+    CHECK(sc_index_train(t.ix) == SC_OK);
+    for (uint64_t i = 0; i < IL_FREED; i++) {
+        both_remove(&t, i);
+    }
+    CHECK(sc_index_compact(t.ix) == SC_OK); /* slots 0..999 free */
+    sc_index_set_training_step_hook(interleave_step, &t);
+    CHECK(sc_index_train(t.ix) == SC_OK);
+    sc_index_set_training_step_hook(NULL, NULL);
+    /* 12 steps of copy (12,000 slots), then of replay. */
+    CHECK(t.step > 14);
+    CHECK(sc_index_trained(t.ix));
+    check_as_flat(&t, t.next, "after the swap");
+    CHECK(sc_index_compact(t.ix) == SC_OK);
+    for (uint64_t i = 0; i < 500 && t.next < N - 100; i++, t.next++) {
+        both_add(&t, t.next, data + t.next * D);
+    }
+    check_as_flat(&t, t.next, "after compaction and more adds");
+    /* Compacted, FAISS holds exactly the live rows: a save loads back (its
+     * load refuses a FAISS part of another count: a slot freed while the
+     * new index held it stays there for good) and answers the same. */
+    CHECK(sc_index_compact(t.ix) == SC_OK);
+    char path[] = "/tmp/test_ivf_il_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(sc_index_save(t.ix, path) == SC_OK);
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = "ivf-flat";
+    p.dim = D;
+    p.nprobe = 16;
+    sc_index *back = NULL;
+    CHECK(sc_index_load(&p, path, &back) == SC_OK);
+    unlink(path);
+    if (back != NULL) {
+        sc_index_close(t.ix);
+        t.ix = back;
+        check_as_flat(&t, t.next, "saved and loaded");
+    }
+    sc_index_close(t.ix);
+    sc_index_close(t.flat);
+}
+
 /* Tombstones crowding out the live vectors: a retraining in flight (held
- * by the hook) lets no removal reach FAISS, so the 5000 vectors nearest a
- * query, deleted meanwhile, are still FAISS's best 5000 candidates. With
- * every list probed, IVF-Flat must still answer as flat does over the live
- * ones: during the training and after its swap (which keeps the copied
- * tombstones), not nothing. */
+ * by the hook, before its copy) lets no removal reach FAISS, so the 5000
+ * vectors nearest a query, deleted meanwhile, are still FAISS's best 5000
+ * candidates. With every list probed, IVF-Flat must still answer as flat
+ * does over the live ones: during the training and after its swap, not
+ * nothing. */
 static int by_score_desc(const void *a, const void *b)
 {
     const double *x = a, *y = b;
@@ -1339,6 +1481,7 @@ int main(void)
     test_restore_no_retrain();
     test_train_serves();
     test_crowded_by_tombstones();
+    test_train_interleaved();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
     test_tombstones_change_nothing("ivf-sq8");
