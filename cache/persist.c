@@ -29,6 +29,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/sc_plural.h"
+
 #define HDR_SIZE      24u
 #define HDR_SIZE_V2   16u /* versions 1 and 2: no nonce */
 #define FRAME_SIZE    8u
@@ -1501,12 +1503,14 @@ static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
         say(msg, cap, "%s: %s", path, why[0] ? why : sc_strerror(rc));
     } else {
         if (st->torn_bytes > torn) {
-            plog(p, "%s: cut off a torn last record: %llu bytes dropped",
-                 path, (unsigned long long)(st->torn_bytes - torn));
+            plog(p, "%s: cut off a torn last record: %llu %s dropped", path,
+                 (unsigned long long)(st->torn_bytes - torn),
+                 sc_plural(st->torn_bytes - torn, "byte", "bytes"));
         }
         if (st->corrupt_records > bad) {
-            plog(p, "%s: --repair skipped %llu corrupt records", path,
-                 (unsigned long long)(st->corrupt_records - bad));
+            plog(p, "%s: --repair skipped %llu corrupt %s", path,
+                 (unsigned long long)(st->corrupt_records - bad),
+                 sc_plural(st->corrupt_records - bad, "record", "records"));
         }
     }
     return rc;
@@ -1762,20 +1766,25 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
          * never dropped in silence. Replays count records a later state
          * overrides here too, so the count is an upper bound. */
         plog(p,
-             "--repair: %llu valid records did not apply (their namespace "
+             "--repair: %llu valid %s did not apply (their namespace "
              "or entry was in a skipped record, or a later state overrides "
              "them)",
-             (unsigned long long)st.superseded);
+             (unsigned long long)st.superseded,
+             sc_plural(st.superseded, "record", "records"));
     }
     plog(p,
-         "state from %s: %s%llu log(s), %llu records, %llu entries restored "
-         "(%llu expired while down), %llu IVF trainings kept (%llu to "
+         "state from %s: %s%llu %s, %llu %s, %llu %s restored "
+         "(%llu expired while down), %llu IVF %s kept (%llu to "
          "retrain), fsync %s",
          p->dir, st.snapshot ? "a snapshot and " : "",
-         (unsigned long long)st.logs, (unsigned long long)st.records,
+         (unsigned long long)st.logs, sc_plural(st.logs, "log", "logs"),
+         (unsigned long long)st.records,
+         sc_plural(st.records, "record", "records"),
          (unsigned long long)st.entries_restored,
+         sc_plural(st.entries_restored, "entry", "entries"),
          (unsigned long long)st.entries_expired,
          (unsigned long long)st.trainings,
+         sc_plural(st.trainings, "training", "trainings"),
          (unsigned long long)st.trainings_failed,
          sc_persist_fsync_name(p->cfg.fsync));
     return SC_OK;
@@ -2130,9 +2139,9 @@ sc_err sc_persist_compact(sc_persist *p)
         fsync(p->dirfd);
         atomic_store(&p->snapshot_bytes, bytes);
         atomic_fetch_add(&p->compactions, 1);
-        plog(p, "compacted: snap.%llu (%llu bytes), log.%llu begun",
+        plog(p, "compacted: snap.%llu (%llu %s), log.%llu begun",
              (unsigned long long)(old + 1), (unsigned long long)bytes,
-             (unsigned long long)(old + 1));
+             sc_plural(bytes, "byte", "bytes"), (unsigned long long)(old + 1));
     } else {
         resume_log(p, old, old_bytes);
     }

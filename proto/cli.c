@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sc_plural.h"
 #include "common/sc_utf8.h"
 #include "proto/cli_report.h"
 #include "proto/client.h"
@@ -255,8 +256,8 @@ static sc_err print_stats(mp_reader *r)
             if (mp_read_uint(r, &u) == 0) {
                 printf("%-18.*s %llu\n", (int)kn, k, (unsigned long long)u);
             } else if (mp_read_array(r, &hn) == 0) {
-                printf("%-18.*s %u non-empty bins (--json lists them)\n",
-                       (int)kn, k, hn);
+                printf("%-18.*s %u non-empty %s (--json lists them)\n", (int)kn,
+                       k, hn, sc_plural(hn, "bin", "bins"));
                 for (uint32_t b = 0; b < hn; b++) {
                     if (mp_skip(r) != 0) {
                         return SC_EPROTO;

@@ -6,6 +6,7 @@
 #include "proto/cli_report.h"
 
 #include "cache/cache.h"
+#include "common/sc_plural.h"
 #include "common/sc_utf8.h"
 
 #include <math.h>
@@ -213,22 +214,25 @@ static void print_totals(const json_t *t, FILE *f)
     fprintf(f, "tokens avoided        %llu in, %llu out",
             cnt(t, "tokens_in_avoided"), cnt(t, "tokens_out_avoided"));
     if (cnt(t, "hits_estimated") > 0) {
-        fprintf(f, " (%llu hits' tokens estimated from bytes)",
-                cnt(t, "hits_estimated"));
+        fprintf(f, " (%llu %s tokens estimated from bytes)",
+                cnt(t, "hits_estimated"),
+                sc_plural(cnt(t, "hits_estimated"), "hit's", "hits'"));
     }
     fprintf(f, "\ndollars avoided       %s",
             usd(num(t, "usd_avoided"), a, sizeof(a)));
     if (cnt(t, "hits_unpriced") > 0) {
-        fprintf(f, " + %llu hits of models with no price: cost unknown",
-                cnt(t, "hits_unpriced"));
+        fprintf(f, " + %llu %s with no price: cost unknown",
+                cnt(t, "hits_unpriced"),
+                sc_plural(cnt(t, "hits_unpriced"), "hit of a model",
+                          "hits of models"));
     }
     fprintf(f, "\ndollars spent         %s (embeddings %s, lookups %s)",
             usd(num(t, "usd_spent"), a, sizeof(a)),
             usd(num(t, "usd_embed"), b, sizeof(b)),
             usd(num(t, "usd_lookup"), c, sizeof(c)));
     if (cnt(t, "embed_unpriced") > 0) {
-        fprintf(f, " + %llu embeddings of unknown price",
-                cnt(t, "embed_unpriced"));
+        fprintf(f, " + %llu %s of unknown price", cnt(t, "embed_unpriced"),
+                sc_plural(cnt(t, "embed_unpriced"), "embedding", "embeddings"));
     }
     fprintf(f, "\nnet saved             %s\n",
             usd(num(t, "usd_net"), a, sizeof(a)));
@@ -304,9 +308,9 @@ int sc_cli_print_report(const json_t *res, const char *ns, FILE *f)
     const char *next = json_string_value(json_object_get(res, "next"));
     if (cnt(res, "more") > 0 && next != NULL) {
         fprintf(f,
-                "  ... %llu more rows after these: the next page with "
+                "  ... %llu more %s after these: the next page with "
                 "--after ",
-                cnt(res, "more"));
+                cnt(res, "more"), sc_plural(cnt(res, "more"), "row", "rows"));
         put_shell_word(f, next);
         fputc('\n', f);
     }
@@ -360,9 +364,9 @@ int sc_cli_report_svg(const json_t *res, const json_t *stats, const char *path)
         fprintf(f, "\"/>\n");
     }
     fprintf(f,
-            "<text x=\"%.0f\" y=\"%.0f\">%zu hour(s); avoided $%.4g, spent "
+            "<text x=\"%.0f\" y=\"%.0f\">%zu %s; avoided $%.4g, spent "
             "$%.4g</text>\n",
-            L, H - 12, n, avoided, spent);
+            L, H - 12, n, sc_plural(n, "hour", "hours"), avoided, spent);
     /* Panel 2: the best-similarity histogram of every lookup. */
     const json_t *hist = json_object_get(stats, "histogram");
     double mx = 1;

@@ -22,6 +22,7 @@
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
 
+#include "common/sc_plural.h"
 #include "common/sc_utf8.h"
 #include "proto/mp.h"
 #include "proto/pool.h"
@@ -1629,8 +1630,8 @@ static void submit(sc_http *h, route_kind kind, const char *op, nng_aio *aio,
         free(jb);
         char msg[160];
         snprintf(msg, sizeof(msg),
-                 "the HTTP front has %u requests waiting already: try again",
-                 h->queue_max);
+                 "the HTTP front has %u %s waiting already: try again",
+                 h->queue_max, sc_plural(h->queue_max, "request", "requests"));
         reply_error(aio, 503, closing ? "shutting_down" : "busy",
                     closing ? "semcached is shutting down" : msg, closing);
     }

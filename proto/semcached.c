@@ -17,6 +17,7 @@
 
 #include "cache/cache.h"
 #include "cache/persist.h"
+#include "common/sc_plural.h"
 #include "embed/embed.h"
 #include "index/simd/simd.h"
 #include "proto/cli_report.h"
@@ -1251,12 +1252,15 @@ int main(int argc, char **argv)
             /* Saved at once, so the next start need not do it again. */
             sc_err crc = sc_persist_compact(persist);
             fprintf(stderr,
-                    "semcached: %llu namespaces of an earlier version of the "
-                    "built-in embedder moved to %s: %llu stored texts "
-                    "embedded again, %llu entries without text left out%s%s\n",
-                    (unsigned long long)rc_re.namespaces, sc_embed_model(emb),
-                    (unsigned long long)rc_re.entries,
+                    "semcached: %llu %s of an earlier version of the "
+                    "built-in embedder moved to %s: %llu stored %s "
+                    "embedded again, %llu %s without text left out%s%s\n",
+                    (unsigned long long)rc_re.namespaces,
+                    sc_plural(rc_re.namespaces, "namespace", "namespaces"),
+                    sc_embed_model(emb), (unsigned long long)rc_re.entries,
+                    sc_plural(rc_re.entries, "text", "texts"),
                     (unsigned long long)rc_re.dropped,
+                    sc_plural(rc_re.dropped, "entry", "entries"),
                     crc == SC_OK ? "; saved" : "; not saved yet: ",
                     crc == SC_OK ? "" : sc_strerror(crc));
         }
@@ -1358,9 +1362,10 @@ int main(int argc, char **argv)
         }
 #ifdef SC_NNG_PATCHED
         fprintf(stderr,
-                "semcached: HTTP on %s (at most %u connections at once; "
+                "semcached: HTTP on %s (at most %u %s at once; "
                 "descriptor limit %lu)\n",
-                conf.http, hcfg.max_conns, nofile);
+                conf.http, hcfg.max_conns,
+                sc_plural(hcfg.max_conns, "connection", "connections"), nofile);
 #else
         fprintf(stderr,
                 "semcached: HTTP on %s (no cap on connections: the system's "
@@ -1386,10 +1391,11 @@ int main(int argc, char **argv)
                 conf.http, "/v1/chat/completions");
     }
     fprintf(stderr,
-            "semcached: ready (%s, simd %s, %u workers, at most %u nng "
-            "clients at once; descriptor limit %lu)\n",
-            SC_SERVER_NAME, sc_simd_active()->name, scfg.threads, nng_cap,
-            nofile);
+            "semcached: ready (%s, simd %s, %u %s, at most %u nng "
+            "%s at once; descriptor limit %lu)\n",
+            SC_SERVER_NAME, sc_simd_active()->name, scfg.threads,
+            sc_plural(scfg.threads, "worker", "workers"), nng_cap,
+            sc_plural(nng_cap, "client", "clients"), nofile);
 
     int sig = 0;
     while (sig == 0) {
@@ -1404,8 +1410,8 @@ int main(int argc, char **argv)
         /* Once a second: entries past their TTL leave without a scan. */
         size_t gone = sc_cache_expire(cache, now_ms());
         if (gone > 0) {
-            fprintf(stderr, "semcached: expired %zu entr%s\n", gone,
-                    gone == 1 ? "y" : "ies");
+            fprintf(stderr, "semcached: expired %zu %s\n", gone,
+                    sc_plural(gone, "entry", "entries"));
         }
     }
     fprintf(stderr, "semcached: %s received, shutting down\n",
@@ -1422,10 +1428,12 @@ int main(int argc, char **argv)
     sc_dispatch_counts dc;
     sc_dispatch_get_counts(disp, &dc);
     fprintf(stderr,
-            "semcached: served %llu requests (%llu bad, %llu refused, "
+            "semcached: served %llu %s (%llu bad, %llu refused, "
             "%llu unauthorized, %llu forbidden), dropped %llu\n",
-            (unsigned long long)served, (unsigned long long)dc.bad_requests,
-            (unsigned long long)dc.errors, (unsigned long long)dc.unauthorized,
+            (unsigned long long)served,
+            sc_plural(served, "request", "requests"),
+            (unsigned long long)dc.bad_requests, (unsigned long long)dc.errors,
+            (unsigned long long)dc.unauthorized,
             (unsigned long long)dc.forbidden, (unsigned long long)dropped);
     if (persist != NULL && conf.snapshot_at_stop) {
         /* Hit counts, the LRU order and sliding-TTL refreshes are kept by

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/sc_plural.h"
+
 #define DEFAULT_THREADS 16
 #define DEFAULT_QUEUE   SC_SERVER_MAX_BATCH
 
@@ -136,8 +138,9 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
         if (power_of_ten(r)) {
             fprintf(stderr,
                     "semcached: an nng client refused (%llu so far): %llu "
-                    "clients at once is the cap (--max-clients)\n",
-                    (unsigned long long)r, (unsigned long long)cl->max);
+                    "%s at once is the cap (--max-clients)\n",
+                    (unsigned long long)r, (unsigned long long)cl->max,
+                    sc_plural(cl->max, "client", "clients"));
         }
     }
 }

@@ -233,7 +233,7 @@ def test_repair(exe, root):
     # The damaged record is the namespace's creation: every entry after it
     # is valid but has no namespace to go to. --repair may drop them, but
     # must say so (docs/PERSISTENCE.md: nothing is dropped silently), not
-    # only "skipped 1 corrupt records".
+    # only "skipped 1 corrupt record".
     data = os.path.join(root, "repair-ns")
     os.makedirs(data)
     srv = Server(exe, data, extra=("--fsync", "always"))
@@ -254,11 +254,13 @@ def test_repair(exe, root):
         f.write(bytes([b[0] ^ 0x5A]))
     srv = Server(exe, data, extra=("--repair",))
     text = srv.log_text()
-    m = re.search(r"--repair: (\d+) valid records did not apply", text)
-    check("--repair skipped 1 corrupt" in text and m is not None and
+    m = re.search(r"--repair: (\d+) valid records? did not apply", text)
+    check("--repair skipped 1 corrupt record" in text and m is not None and
           int(m.group(1)) >= n,
           f"repair: entries of a skipped namespace dropped without a word "
           f"({text.strip()[-400:]})")
+    check("1 corrupt records" not in text,
+          "repair: one skipped record is \"1 corrupt record\"")
     srv.stop()
 
 

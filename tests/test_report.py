@@ -148,8 +148,12 @@ def pages(c, cli, port, hport):
         out = subprocess.run([cli, "-a", addr, "report", "--by", "user",
                               "--limit", "1", "--after", after],
                              capture_output=True, text=True, timeout=30)
-        hint = [ln for ln in out.stdout.splitlines() if "more rows" in ln]
+        hint = [ln for ln in out.stdout.splitlines()
+                if "after these: the next page" in ln]
         word = hint[0].split(" --after ", 1)[1] if hint else ""
+        if after == "v'a\\b":  # one row after this page: "1 more row"
+            check(hint and "... 1 more row after these" in hint[0],
+                  f"one row more is said in the singular: {hint}")
         got = subprocess.run([sh, "-c", "printf %s " + word],
                              capture_output=True, text=True, timeout=30)
         check(out.returncode == 0 and got.returncode == 0
@@ -277,7 +281,7 @@ def pages_not_utf8(c, cli, port, hport):
     out = subprocess.run([cli, "-a", addr, "report", "--by", "user",
                           "--limit", "1", "--after", "w"],
                          capture_output=True, timeout=30)
-    hint = [ln for ln in out.stdout.splitlines() if b"more rows" in ln]
+    hint = [ln for ln in out.stdout.splitlines() if b"more row" in ln]
     word = hint[0].split(b" --after ", 1)[1] if hint else b""
     got = subprocess.run([b"/bin/bash", b"-c", b"printf %s " + word],
                          capture_output=True, timeout=30)

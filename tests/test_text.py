@@ -171,9 +171,9 @@ def upgrade(server, table, data):
                   f"({e.code}: {e.message})")
         c.close()
     err = stop(proc)
-    check("1 namespaces of an earlier version of the built-in embedder "
+    check("1 namespace of an earlier version of the built-in embedder "
           "moved to wink-sg100d-sif@5." in err and
-          "1 stored texts embedded again, 1 entries without text left out; "
+          "1 stored text embedded again, 1 entry without text left out; "
           "saved" in err, f"the start-up log says what moved ({err[-2000:]!r})")
     check("namespace old50 holds vectors of the built-in embedder's model "
           + old in err and "namespace old holds" not in err,

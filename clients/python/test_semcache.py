@@ -11,6 +11,7 @@ live server exactly. Prints "N passed, N failed" last; exits 1 on a failure.
 --transcript prints that session from the live server instead of testing
 (paste it into PROTOCOL.md when the wire format changes on purpose)."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -749,6 +750,41 @@ def test_max_clients(server, tmp):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    with open(log) as f:
+        text = f.read()
+    check("1 client at once is the cap (--max-clients)" in text,
+          f"the refusal's log line counts in the singular: {text[-600:]!r}")
+
+
+def test_stop_log(server, tmp):
+    """The line semcached logs at its stop counts in the singular when
+    one request was served (it said "served 1 requests")."""
+    port = free_port()
+    data = os.path.join(tmp, "stoplog")
+    os.mkdir(data)
+    log = os.path.join(tmp, "stoplog.log")
+    with open(log, "a") as f:
+        proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                                 "--data-dir", data, "--threads", "1"],
+                                stderr=f)
+    try:
+        wait_started(proc, port, log)  # one ping answered
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    with open(log) as f:
+        text = f.read()
+    # The stop line reads the count as SIGTERM comes: the ping's reply
+    # may be counted just after (then "served 0 requests").
+    m = re.search(r"semcached: served (\d+) (requests?) \(", text)
+    check(m is not None and (m.group(2) == "request") == (m.group(1) == "1")
+          and "1 worker," in text,
+          f"one request served, one worker thread, in the singular: "
+          f"{text[-600:]!r}")
 
 
 def run(c, port, ipc_path, tls_port, cert):
@@ -1049,6 +1085,7 @@ def main():
             c.close()
             test_restart(server, tmp)
             test_max_clients(server, tmp)
+            test_stop_log(server, tmp)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
