@@ -47,6 +47,9 @@ MAX_DIM = 4096
 # semcached's default --recv-max: it closes, without a reply, a connection
 # sent a longer message (docs/PROTOCOL.md, 1.4).
 RECV_MAX = 4 << 20
+# The lowest --recv-max semcached takes: a message no longer than this is
+# under every server's cap.
+RECV_MAX_MIN = 1024
 # Requests in flight on one connection at most: the server queues at most
 # 64 replies per connection and drops the rest (docs/PROTOCOL.md, 1.3).
 WINDOW = 32
@@ -79,7 +82,10 @@ class ServerBusy(ProtocolError):
     the handshake, before it reads a request (docs/PROTOCOL.md, 1.1): the
     likely cause. A server stopping, or dying, between the handshake and
     its first reply looks the same, so the request may have been carried
-    out then. Client(..., retries=N) connects again and re-sends."""
+    out then. So does a request over a --recv-max set lower than the
+    default 4 MiB: for a request over 1024 bytes (the lowest cap) the
+    message names that cause too, with the request's size. Client(...,
+    retries=N) connects again and re-sends."""
 
 
 def pack_vec(vec):
@@ -411,6 +417,19 @@ class Client:
                     f"over its --recv-max) after the ones before it were "
                     f"carried out; they may have been, so they are not "
                     f"re-sent") from e
+            if closed and unanswered and sent > 0 and big > RECV_MAX_MIN:
+                # The same close answers a request over a --recv-max set
+                # lower than RECV_MAX: which one it was, the client cannot
+                # tell, so the error names both.
+                raise ServerBusy(
+                    f"the server closed the connection before any reply "
+                    f"to a request of {big} bytes: either that is over "
+                    f"its --recv-max (4 MiB by default, may be set as low "
+                    f"as {RECV_MAX_MIN} bytes; then no retry helps), or "
+                    f"it is at its --max-clients cap (it closes a new "
+                    f"connection right after the handshake) or stopping; "
+                    f"connect again later (Client(..., retries=N) "
+                    f"does)") from e
             if closed and unanswered and sent > 0:
                 raise ServerBusy(
                     "the server closed the connection before any reply "

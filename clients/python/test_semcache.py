@@ -705,7 +705,7 @@ def test_max_clients(server, tmp):
             got = str(e)
         except (OSError, semcache.ProtocolError) as e:
             got = repr(e)
-        check("--max-clients" in got,
+        check("--max-clients" in got and "--recv-max" not in got,
               f"a client past --max-clients raises ServerBusy ({got})")
         c.close()
         c = Client("127.0.0.1", port, timeout=5, retries=8)
@@ -754,6 +754,43 @@ def test_max_clients(server, tmp):
         text = f.read()
     check("1 client at once is the cap (--max-clients)" in text,
           f"the refusal's log line counts in the singular: {text[-600:]!r}")
+
+
+def test_recv_max_lowered(server, tmp):
+    """A server started with --recv-max below the client's 4 MiB closes
+    the connection of a larger request with no reply, as one at its
+    --max-clients cap does: the ServerBusy raised gives the request's
+    size and names --recv-max (it named only --max-clients)."""
+    port = free_port()
+    data = os.path.join(tmp, "recvmax")
+    os.mkdir(data)
+    log = os.path.join(tmp, "recvmax.log")
+    with open(log, "a") as f:
+        proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                                 "--data-dir", data, "--recv-max", "65536"],
+                                stderr=f)
+    try:
+        wait_started(proc, port, log)
+        c = Client("127.0.0.1", port, timeout=5)
+        try:
+            c.insert("big", "x" * 100000, vec=[1.0, 0.0])
+            got = "answered"
+        except semcache.ServerBusy as e:
+            got = str(e)
+        except (OSError, semcache.ProtocolError) as e:
+            got = repr(e)
+        check("--recv-max" in got and "--max-clients" in got
+              and re.search(r"a request of 1000\d\d bytes", got),
+              f"a request over a lowered --recv-max is named so ({got})")
+        check(c.ping()["version"] == 1, "the next call connects again")
+        c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_stop_log(server, tmp):
@@ -1086,6 +1123,7 @@ def main():
             test_restart(server, tmp)
             test_max_clients(server, tmp)
             test_stop_log(server, tmp)
+            test_recv_max_lowered(server, tmp)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
