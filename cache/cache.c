@@ -1479,6 +1479,13 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     if (serial != NULL) {
         *serial = s->serial;
     }
+    if (journaled && c->cfg.ledger != NULL) {
+        /* A new namespace, not a restore (whose base the ledger restores
+         * itself): what its name holds so far is of namespaces dropped
+         * before. Before it can be found, so that no event of its own
+         * counts in that base. */
+        sc_ledger_ns_made(c->cfg.ledger, name);
+    }
     sc_htab_insert(&c->nss, &s->node);
     cache_unlock(c);
     return journal_commit(c, seq);

@@ -236,7 +236,8 @@ void sc_cache_ns_config_init(sc_ns_config *cfg);
  * A-Z a-z 0-9 . _ : - */
 bool sc_cache_ns_name_ok(const char *s);
 
-/* Creates namespace name with cfg (both copied; cfg NULL = defaults). Errors:
+/* Creates namespace name with cfg (both copied; cfg NULL = defaults); the
+ * cache's ledger, when it has one, is told (sc_ledger_ns_made). Errors:
  * SC_EINVAL (bad name or config: unknown backend, an IVF backend with other
  * storage than f32), SC_ERANGE (dim, threshold, margin, response cap, nlist,
  * nprobe), SC_ENOTSUP (an IVF backend this build lacks), SC_ENSEXIST,

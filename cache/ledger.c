@@ -528,6 +528,47 @@ static size_t rows_of_once(sc_ledger *l, const sc_ledger_tags *t, row **out)
     return n;
 }
 
+/* Under l->mu: the row of (kind, ns, tag), or NULL when there is none;
+ * never makes one. */
+static row *row_find(sc_ledger *l, int kind, const char *ns, const char *tag)
+{
+    uint64_t h = row_hash(l, kind, ns, tag);
+    for (size_t j = h & (l->cap - 1); l->rows[j].hash != 0;
+         j = (j + 1) & (l->cap - 1)) {
+        if (row_is(&l->rows[j], h, kind, ns, tag)) {
+            return &l->rows[j];
+        }
+    }
+    return NULL;
+}
+
+void sc_ledger_ns_made(sc_ledger *l, const char *ns)
+{
+    pthread_mutex_lock(&l->mu);
+    if (row_find(l, SC_LEDGER_BY_NS, ns, "") != NULL) {
+        /* Made first: making it may grow the table and move the rows. */
+        row *b = row_get_as(l, SC_LEDGER_KIND_BASE, ns, "", true);
+        const row *r = row_find(l, SC_LEDGER_BY_NS, ns, "");
+        if (b != NULL && r != NULL) {
+            b->c = r->c;
+            b->changed = l->epoch;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void sc_ledger_ns_base(sc_ledger *l, const char *ns, sc_ledger_counts *out)
+{
+    pthread_mutex_lock(&l->mu);
+    const row *b = row_find(l, SC_LEDGER_KIND_BASE, ns, "");
+    if (b != NULL) {
+        *out = b->c;
+    } else {
+        memset(out, 0, sizeof(*out));
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
 static void stamp(sc_ledger_counts *c, uint64_t now)
 {
     if (c->first_ms == 0 || now < c->first_ms) {
@@ -715,19 +756,6 @@ static int cmp_by_tag(const void *a, const void *b)
 static const char *picked_key(const picked *p, sc_ledger_by by)
 {
     return by == SC_LEDGER_BY_NS ? p->ns : p->tag;
-}
-
-/* Under l->mu: the row of (kind, ns, tag), or NULL; never makes one. */
-static row *row_find(sc_ledger *l, int kind, const char *ns, const char *tag)
-{
-    uint64_t h = row_hash(l, kind, ns, tag);
-    for (size_t j = h & (l->cap - 1); l->rows[j].hash != 0;
-         j = (j + 1) & (l->cap - 1)) {
-        if (row_is(&l->rows[j], h, kind, ns, tag)) {
-            return &l->rows[j];
-        }
-    }
-    return NULL;
 }
 
 /* Whether r is a row of namespace ns (of any, NULL) that was made before
@@ -1029,7 +1057,7 @@ sc_err sc_ledger_import_row(sc_ledger *l, int kind, const char *ns,
 {
     if (l == NULL || ns == NULL || tag == NULL || c == NULL ||
         (kind != SC_LEDGER_BY_NS && kind != SC_LEDGER_BY_FEATURE &&
-         kind != SC_LEDGER_BY_USER)) {
+         kind != SC_LEDGER_BY_USER && kind != SC_LEDGER_KIND_BASE)) {
         return SC_EINVAL;
     }
     pthread_mutex_lock(&l->mu);

@@ -125,11 +125,28 @@ typedef struct sc_ledger_counts {
     uint64_t first_ms, last_ms; /* first and last event, 0 = none */
 } sc_ledger_counts;
 
+/* A namespace was made (sc_cache_ns_create said SC_OK; not a restore):
+ * its row's sums so far, those of earlier namespaces of its name made and
+ * dropped, become its base, which a reader such as /metrics subtracts so
+ * that the new namespace's counters start at zero while the sums of the
+ * dropped ones stay where they were. The rows themselves go on, so report
+ * keeps a name's sums over all its namespaces. A name with no row yet
+ * gets no base. The base is a row of its own, SC_LEDGER_KIND_BASE,
+ * exported and restored with the others; out of memory it is not made. */
+void sc_ledger_ns_made(sc_ledger *l, const char *ns);
+
+/* Copies the base of namespace ns into *out: zeros when it has none. */
+void sc_ledger_ns_base(sc_ledger *l, const char *ns, sc_ledger_counts *out);
+
 typedef enum sc_ledger_by {
     SC_LEDGER_BY_NS = 0, /* one row per namespace */
     SC_LEDGER_BY_FEATURE = 1,
     SC_LEDGER_BY_USER = 2
 } sc_ledger_by;
+
+/* The kind of a namespace's base row (sc_ledger_ns_made) in an export:
+ * never a breakdown's row nor in a total. */
+#define SC_LEDGER_KIND_BASE 3
 
 /* Sums over everything (ns NULL) or one namespace into *total, and calls
  * fn for each row of the breakdown by (namespace, feature or user; within
@@ -178,7 +195,7 @@ size_t sc_ledger_timeline(sc_ledger *l, sc_ledger_hour *out, size_t cap);
 
 /* One row of the ledger as it stands: (kind, namespace, tag) and its sums. */
 typedef struct sc_ledger_row_state {
-    int kind; /* sc_ledger_by */
+    int kind; /* sc_ledger_by, or SC_LEDGER_KIND_BASE */
     const char *ns, *tag;
     sc_ledger_counts c;
 } sc_ledger_row_state;
@@ -202,7 +219,8 @@ uint64_t sc_ledger_export(sc_ledger *l, bool changed_only,
 void sc_ledger_export_saved(sc_ledger *l, uint64_t mark);
 
 /* Sets the row (kind, ns, tag) to *c, made when new (a restore: the last
- * state written wins). Errors: SC_EINVAL (kind), SC_ENOMEM. */
+ * state written wins); kind is an sc_ledger_by or SC_LEDGER_KIND_BASE.
+ * Errors: SC_EINVAL (kind), SC_ENOMEM. */
 sc_err sc_ledger_import_row(sc_ledger *l, int kind, const char *ns,
                             const char *tag, const sc_ledger_counts *c);
 

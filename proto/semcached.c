@@ -519,6 +519,37 @@ static double metric_value(int which, const sc_ledger_counts *c)
                         : c->usd_false_hits;
 }
 
+/* The six sums /metrics shows of a ledger row, split at the namespace's
+ * base (sc_ledger_ns_made): *before gets what namespaces of its name made
+ * and dropped before held (at most the row's), *mine the rest. */
+static void split_at_base(const sc_ledger_counts *row,
+                          const sc_ledger_counts *base, sc_ledger_counts *mine,
+                          sc_ledger_counts *before)
+{
+    memset(mine, 0, sizeof(*mine));
+    memset(before, 0, sizeof(*before));
+#define SPLIT(f)                                                               \
+    before->f = base->f < row->f ? base->f : row->f;                           \
+    mine->f = row->f - before->f;
+    SPLIT(usd_avoided)
+    SPLIT(usd_embed)
+    SPLIT(usd_lookup)
+    SPLIT(usd_false_hits)
+    SPLIT(tokens_in_avoided)
+    SPLIT(tokens_out_avoided)
+#undef SPLIT
+}
+
+static void add_shown(sc_ledger_counts *a, const sc_ledger_counts *b)
+{
+    a->usd_avoided += b->usd_avoided;
+    a->usd_embed += b->usd_embed;
+    a->usd_lookup += b->usd_lookup;
+    a->usd_false_hits += b->usd_false_hits;
+    a->tokens_in_avoided += b->tokens_in_avoided;
+    a->tokens_out_avoided += b->tokens_out_avoided;
+}
+
 /* /metrics: the ledger's dollars and tokens, per namespace. */
 static sc_err http_metrics(void *arg, FILE *out)
 {
@@ -541,25 +572,38 @@ static sc_err http_metrics(void *arg, FILE *out)
      * without bound under churn: those rows are summed into one series,
      * ns="(dropped)" (no namespace can take that name). The namespaces
      * are looked up after the sum, so one made since has no series yet
-     * rather than counting as dropped. */
+     * rather than counting as dropped. A namespace made again under a
+     * dropped one's name shows only its own sums: the ledger's row of the
+     * name goes on, and what it held when the namespace was made (its
+     * base) stays in (dropped), which took it back out and so went down
+     * (a reset to Prometheus' rate()). Summed in name order (the rows
+     * come so), (dropped) never goes down: a drop raises a name's term
+     * from its base to its row, a making again keeps it (the base is the
+     * row then), and floating-point addition is monotonic in each term. */
     sc_ledger_counts gone = {0};
-    size_t live = 0, ngone = 0;
+    size_t live = 0, ngone = 0, nbased = 0;
     for (size_t i = 0; i < m.n && rc == SC_OK; i++) {
         sc_ns_config cfg;
         if (sc_cache_ns_get_config(f->cache, m.ns[i], &cfg) == SC_OK) {
-            m.c[live] = m.c[i];
+            sc_ledger_counts base, before, row = m.c[i];
+            sc_ledger_ns_base(f->ledger, m.ns[i], &base);
+            split_at_base(&row, &base, &m.c[live], &before);
+            add_shown(&gone, &before);
+            nbased += base.last_ms != 0;
             char *keep = m.ns[i];
             m.ns[i] = m.ns[live];
             m.ns[live++] = keep;
             continue;
         }
-        gone.usd_avoided += m.c[i].usd_avoided;
-        gone.usd_embed += m.c[i].usd_embed;
-        gone.usd_lookup += m.c[i].usd_lookup;
-        gone.usd_false_hits += m.c[i].usd_false_hits;
-        gone.tokens_in_avoided += m.c[i].tokens_in_avoided;
-        gone.tokens_out_avoided += m.c[i].tokens_out_avoided;
+        add_shown(&gone, &m.c[i]);
         ngone++;
+    }
+    if (rc == SC_OK && ngone == 0 && nbased > 0) {
+        /* Every dropped name is made again: (dropped) holds their bases,
+         * in a slot of its own. */
+        metric_row(&m, "(dropped)", &gone);
+        rc = m.oom ? SC_ENOMEM : SC_OK;
+        live = m.n;
     }
     size_t nrows = m.n; /* every name, to free */
     if (rc == SC_OK && ngone > 0) {

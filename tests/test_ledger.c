@@ -919,6 +919,57 @@ static void test_batch_embed_once(void)
     sc_prices_free(p);
 }
 
+/* Collects the base rows of an export into another ledger. */
+static void copy_row(void *arg, const sc_ledger_row_state *row,
+                     const sc_ledger_hour *hour)
+{
+    (void)hour;
+    if (row != NULL) {
+        CHECK_EQ_INT(
+            sc_ledger_import_row(arg, row->kind, row->ns, row->tag, &row->c),
+            SC_OK);
+    }
+}
+
+/* A namespace made again under a dropped one's name: its base is what
+ * the name held then; report's rows and total are as they were, and the
+ * base goes through an export and a restore. */
+static void test_ns_base(void)
+{
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    open_default(&p, &l);
+    sc_ledger_tags t = {.ns = "a"};
+    sc_ledger_counts b, tot;
+    sc_ledger_ns_made(l, "a"); /* no row yet: no base */
+    sc_ledger_ns_base(l, "a", &b);
+    CHECK_EQ_INT(b.inserts, 0);
+    sc_ledger_insert(l, &t, &one_call, 1000);
+    sc_ledger_insert(l, &t, &one_call, 2000);
+    sc_ledger_ns_made(l, "a"); /* dropped and made again */
+    sc_ledger_insert(l, &t, &one_call, 3000);
+    sc_ledger_ns_base(l, "a", &b);
+    CHECK_EQ_INT(b.inserts, 2);
+    CHECK(b.usd_inserted > 0);
+    rows rs = {0};
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &tot, collect, &rs),
+                 SC_OK);
+    CHECK_EQ_INT(rs.n, 1); /* the base is no row of the report */
+    CHECK_EQ_INT(rs.n > 0 ? rs.c[0].inserts : 0, 3);
+    CHECK_EQ_INT(tot.inserts, 3);
+    sc_ledger *l2 = NULL;
+    CHECK_EQ_INT(sc_ledger_open(p, &l2), SC_OK);
+    sc_ledger_export(l, false, copy_row, l2);
+    sc_ledger_ns_base(l2, "a", &b);
+    CHECK_EQ_INT(b.inserts, 2);
+    sc_ledger_ns_base(l2, "b", &b);
+    CHECK_EQ_INT(b.inserts, 0);
+    CHECK_EQ_INT(sc_ledger_import_row(l2, 4, "a", "", &b), SC_EINVAL);
+    sc_ledger_close(l2);
+    sc_ledger_close(l);
+    sc_prices_free(p);
+}
+
 int main(void)
 {
     test_prices();
@@ -931,5 +982,6 @@ int main(void)
     test_page_between();
     test_page_chunks();
     test_batch_embed_once();
+    test_ns_base();
     return test_summary("ledger");
 }

@@ -361,6 +361,71 @@ def dropped_series(c, port, hport):
     c.ns_drop(made[0])
 
 
+def ledger_series(hport):
+    """{series line's name and labels: value} of the four ledger families
+    on GET /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{hport}/metrics",
+                                timeout=30) as r:
+        page = r.read().decode()
+    fams = ("semcache_dollars_avoided_total", "semcache_dollars_spent_total",
+            "semcache_dollars_false_hits_total", "semcache_tokens_avoided_total")
+    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+            for ln in page.splitlines() if ln.startswith(fams)}
+
+
+def remade_series(c, hport):
+    """A namespace made again under a dropped one's name: no counter of
+    /metrics goes down (the (dropped) series did, when the name's row
+    left it), the new namespace's series start at zero, and report keeps
+    the name's sums over both."""
+    one = usd("llm-a", 1000, 100)
+    avoided = 'semcache_dollars_avoided_total{ns="%s"}'
+    steps = []
+
+    def use(ns):
+        c.insert(ns, "R", vec=[1, 0, 0, 0], model="llm-a",
+                 input_tokens=1000, output_tokens=100, embed_model="emb")
+        c.lookup(ns, vec=[1, 0, 0, 0], embed_model="emb", embed_tokens=10)
+
+    def scrape(what):
+        steps.append((what, ledger_series(hport)))
+
+    c.ns_create("remade", dim=4)
+    use("remade")
+    scrape("made, used")
+    c.ns_drop("remade")
+    scrape("dropped")
+    c.ns_create("remade", dim=4)
+    scrape("made again")
+    check(steps[-1][1].get(avoided % "remade") == 0.0,
+          f"made again, its series start at zero: "
+          f"{steps[-1][1].get(avoided % 'remade')}")
+    use("remade")
+    scrape("used again")
+    check(near(steps[-1][1].get(avoided % "remade"), one),
+          "then count its own hits only")
+    c.ns_drop("remade")
+    scrape("dropped again")
+    c.ns_create("remade", dim=4)
+    scrape("made a third time")
+    for (w0, s0), (w1, s1) in zip(steps, steps[1:]):
+        down = {k: (v, s1[k]) for k, v in s0.items()
+                if k in s1 and s1[k] < v}
+        gone = [k for k in s0 if k not in s1
+                and '{ns="remade"' not in k]  # its own go with a drop
+        check(not down and not gone,
+              f"no counter goes down from {w0} to {w1}: {down} {gone}")
+    d = [s[avoided % "(dropped)"] for _, s in steps]
+    check(near(d[-1] - d[0], 2 * one),
+          f"(dropped) took both dropped namespaces' dollars: {d}")
+    rows = {r["key"]: r for r in c._op("report", limit=10000)["rows"]}
+    check(near(rows["remade"]["usd_avoided"], 2 * one)
+          and rows["remade"]["requests"] == 2,
+          f"report keeps the name's sums over its namespaces: "
+          f"{rows.get('remade')}")
+    c.ns_drop("remade")
+
+
 def main():
     argv = sys.argv
     server = argv[argv.index("--server") + 1]
@@ -518,6 +583,7 @@ def main():
         pages(c, cli, port, hport)
         pages_not_utf8(c, cli, port, hport)
         dropped_series(c, port, hport)
+        remade_series(c, hport)
         c.close()
     finally:
         proc.send_signal(signal.SIGTERM)
