@@ -9,6 +9,7 @@
 
 #include <float.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -84,13 +85,31 @@ const size_t sc_http_nops = sizeof(sc_http_ops) / sizeof(sc_http_ops[0]);
  * the calling thread's json_oom, which sc_http_json_loadb clears before a
  * parse and reads after it. jansson reports some of a parse's out of
  * memory as bad input (its lexer's: "invalid token near ...", or line -1
- * with no text), so its error code alone cannot tell them apart. */
+ * with no text), so its error code alone cannot tell them apart. A parse
+ * with a budget (json_budget, 0 = none) counts what it holds
+ * (json_held of what it allocates, less what it frees) in json_used, and
+ * an allocation past the budget fails as json_over, never as out of
+ * memory. */
 static _Thread_local bool json_oom;
+static _Thread_local bool json_over;
+static _Thread_local size_t json_budget;
+static _Thread_local size_t json_used;
 
 static struct {
     bool (*_Atomic fn)(void *, size_t);
     void *_Atomic arg;
 } json_alloc_hook;
+
+/* What p holds as glibc's malloc counts it (malloc_usable_size: at least
+ * 24, 8 short of a multiple of 16), whichever malloc gave it: a
+ * sanitizer's answers the size asked for, which would let its builds take
+ * bodies that glibc's refuse. Idempotent on glibc's own sizes. */
+static size_t json_held(void *p)
+{
+    size_t u = malloc_usable_size(p);
+    u = ((u + 8 + 15) & ~(size_t)15) - 8;
+    return u < 24 ? 24 : u;
+}
 
 static void *json_alloc(size_t n)
 {
@@ -100,15 +119,34 @@ static void *json_alloc(size_t n)
                   : malloc(n);
     if (p == NULL) {
         json_oom = true;
+    } else if (json_budget != 0) {
+        size_t u = json_held(p);
+        if (u > json_budget - json_used) {
+            free(p);
+            json_over = true;
+            return NULL;
+        }
+        json_used += u;
     }
     return p;
+}
+
+static void json_free(void *p)
+{
+    if (p != NULL && json_budget != 0) {
+        /* Something allocated before the parse and freed in it (none of
+         * jansson's parser's) must not wrap the count. */
+        size_t u = json_held(p);
+        json_used = json_used > u ? json_used - u : 0;
+    }
+    free(p);
 }
 
 static pthread_once_t json_alloc_once = PTHREAD_ONCE_INIT;
 
 static void json_alloc_install(void)
 {
-    json_set_alloc_funcs(json_alloc, free);
+    json_set_alloc_funcs(json_alloc, json_free);
 }
 
 void sc_http_json_init(void)
@@ -123,8 +161,9 @@ void sc_http_set_json_alloc_hook(bool (*fail)(void *arg, size_t len), void *arg)
     atomic_store(&json_alloc_hook.fn, fail);
 }
 
-json_t *sc_http_json_loadb(const char *buf, size_t n, size_t flags,
-                           json_error_t *err, bool *oom)
+json_t *sc_http_json_loadb_max(const char *buf, size_t n, size_t flags,
+                               size_t budget, json_error_t *err, bool *oom,
+                               bool *over)
 {
     json_error_t e;
     if (err == NULL) {
@@ -132,10 +171,16 @@ json_t *sc_http_json_loadb(const char *buf, size_t n, size_t flags,
     }
     sc_http_json_init();
     json_oom = false;
+    json_over = false;
+    json_used = 0;
+    json_budget = budget;
     json_t *j = json_loadb(buf, n, flags, err);
-    *oom = json_oom ||
-           (j == NULL && json_error_code(err) == json_error_out_of_memory);
-    if (*oom && j != NULL) {
+    json_budget = 0;
+    *over = json_over;
+    *oom = !json_over &&
+           (json_oom ||
+            (j == NULL && json_error_code(err) == json_error_out_of_memory));
+    if ((*oom || *over) && j != NULL) {
         /* Parsed, but not whole: jansson's lexer does not check its
          * token buffer's growth (lex_save), so a token that needed it
          * comes out one byte short. */
@@ -143,6 +188,13 @@ json_t *sc_http_json_loadb(const char *buf, size_t n, size_t flags,
         j = NULL;
     }
     return j;
+}
+
+json_t *sc_http_json_loadb(const char *buf, size_t n, size_t flags,
+                           json_error_t *err, bool *oom)
+{
+    bool over;
+    return sc_http_json_loadb_max(buf, n, flags, 0, err, oom, &over);
 }
 
 /* The text sc_http_json_dumps is making; the first failure is kept and
@@ -952,7 +1004,7 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
 {
     json_error_t jerr;
     json_t *root = NULL;
-    bool oom = false;
+    bool oom = false, over = false;
     size_t skip = 0;
     *ran = false;
     while (skip < n && (body[skip] == ' ' || body[skip] == '\t' ||
@@ -970,9 +1022,22 @@ static int exec_json(sc_dispatch *d, const char *op, const char *body, size_t n,
                  SC_HTTP_MAX_CONTAINERS);
         *out = error_json("too_big", msg);
         return 413;
-    } else if ((root = sc_http_json_loadb(body, n, JSON_ALLOW_NUL, &jerr,
-                                          &oom)) == NULL &&
-               !oom) {
+    } else if ((root = sc_http_json_loadb_max(body, n, JSON_ALLOW_NUL,
+                                              SC_HTTP_PARSE_BUDGET(n), &jerr,
+                                              &oom, &over)) == NULL &&
+               over) {
+        char msg[320];
+        snprintf(msg, sizeof(msg),
+                 "parsing the body needs more than %zu bytes (%u times its "
+                 "size plus %zu MiB): it holds too many small JSON values "
+                 "(an empty string costs 25 times its text, a one-digit "
+                 "number 16); send vector elements as real numbers, or the "
+                 "batch in parts",
+                 SC_HTTP_PARSE_BUDGET(n), SC_HTTP_PARSE_FACTOR,
+                 SC_HTTP_PARSE_FLOOR >> 20);
+        *out = error_json("too_big", msg);
+        return 413;
+    } else if (root == NULL && !oom) {
         char msg[320];
         snprintf(msg, sizeof(msg), "malformed JSON at line %d, column %d: %s",
                  jerr.line, jerr.column, jerr.text);

@@ -29,6 +29,18 @@
  * times their text ("{},"): without the cap a 4 MiB body of them held
  * 300 MB for its parse, on each worker at once (docs/HTTP.md 1.1). */
 #define SC_HTTP_MAX_CONTAINERS 16384u
+/* What jansson may hold while it parses a request body of n bytes; one
+ * allocation more is 413 too_big ("parsing the body needs more than
+ * ..."), never out of memory. A value costs jansson its 16 to 24 bytes
+ * and a slot in its array or object: real numbers ("0.0123") and words
+ * 1.5 to 8 times their text, a one-digit number 16 times, an empty
+ * string 25 times, so that a 4 MiB body of "", held 106 MB for its parse,
+ * on each worker at once (docs/HTTP.md 1.1). The 4 MiB cover what the
+ * container cap lets through (16384 objects of about 200 bytes). */
+#define SC_HTTP_PARSE_FACTOR 8u
+#define SC_HTTP_PARSE_FLOOR  ((size_t)4 << 20)
+#define SC_HTTP_PARSE_BUDGET(n)                                                \
+    ((size_t)SC_HTTP_PARSE_FACTOR * (n) + SC_HTTP_PARSE_FLOOR)
 /* A request body must arrive within this long of its headers. */
 #define SC_HTTP_BODY_TIMEOUT_MS 10000
 /* A request's head must arrive within this long of the connection or of
@@ -116,6 +128,15 @@ bool sc_http_json_containers_over(const char *b, size_t n, size_t cap);
 struct json_error_t;
 struct json_t *sc_http_json_loadb(const char *buf, size_t n, size_t flags,
                                   struct json_error_t *err, bool *oom);
+
+/* sc_http_json_loadb whose parse may hold at most budget bytes of
+ * jansson's allocations at once (malloc_usable_size of each as glibc's
+ * malloc gives it, less what the parse freed; 0 = no limit): past it, NULL with
+ * *over set and *oom not, whatever jansson said. *over is false otherwise. The
+ * budget is the calling thread's, for this call only. */
+struct json_t *sc_http_json_loadb_max(const char *buf, size_t n, size_t flags,
+                                      size_t budget, struct json_error_t *err,
+                                      bool *oom, bool *over);
 
 /* For tests: fail(arg, len) is asked before each of jansson's allocations
  * (of len bytes), on any thread; true fails it as malloc's out of memory

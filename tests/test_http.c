@@ -2520,6 +2520,69 @@ static void test_exec_oom(sc_dispatch *d)
     free(out);
 }
 
+/* Fails every one of jansson's allocations of at least *(size_t *)arg
+ * bytes. */
+static bool json_big_fails(void *arg, size_t n)
+{
+    return n >= *(size_t *)arg;
+}
+
+/* A body of tiny values is refused once its parse holds more than
+ * SC_HTTP_PARSE_BUDGET: 413 too_big naming the budget, never 500 (a
+ * 1.2 MB body of "", held some 30 MB); real numbers of the same size go
+ * through, and so do one-digit numbers within the budget's 4 MiB. Out of
+ * memory in such a parse is still 500 internal. */
+static void test_parse_budget(sc_dispatch *d)
+{
+    const size_t n = 400000;
+    char *out = NULL;
+    size_t out_len = 0;
+    char *b = repeat_body("{\"ns\":\"faq\",\"vec\":[1,0,0],\"x\":[", "\"\",", n,
+                          "1]}");
+    int st = sc_http_exec(d, "lookup", b, strlen(b), NULL, &out, &out_len);
+    CHECK_EQ_INT(st, 413);
+    char want[64];
+    snprintf(want, sizeof(want), "more than %zu bytes",
+             SC_HTTP_PARSE_BUDGET(strlen(b)));
+    CHECK(out != NULL && strstr(out, "\"too_big\"") != NULL &&
+          strstr(out, want) != NULL);
+    if (st != 413) {
+        fprintf(stderr, "  a body of \"\": %d %.200s\n", st,
+                out != NULL ? out : "");
+    }
+    free(out);
+    /* Out of memory before the budget is reached (the array's table at
+     * 2 MiB, some 7 MB in): 500, not too_big. */
+    size_t min = 1u << 20;
+    sc_http_set_json_alloc_hook(json_big_fails, &min);
+    st = sc_http_exec(d, "lookup", b, strlen(b), NULL, &out, &out_len);
+    sc_http_set_json_alloc_hook(NULL, NULL);
+    CHECK_EQ_INT(st, 500);
+    CHECK(out != NULL && strstr(out, "\"internal\"") != NULL);
+    free(out);
+    free(b);
+    const char *units[2] = {"0.0,", "0.5,"};
+    for (int u = 0; u < 2; u++) {
+        b = repeat_body("{\"ns\":\"faq\",\"vec\":[1,0,0],\"x\":[", units[u], n,
+                        "1]}");
+        st = sc_http_exec(d, "lookup", b, strlen(b), NULL, &out, &out_len);
+        CHECK_EQ_INT(st, 200);
+        free(out);
+        free(b);
+    }
+    b = repeat_body("{\"ns\":\"faq\",\"vec\":[1,0,0],\"x\":[", "0,", 100000,
+                    "1]}");
+    st = sc_http_exec(d, "lookup", b, strlen(b), NULL, &out, &out_len);
+    CHECK_EQ_INT(st, 200);
+    free(out);
+    free(b);
+    /* Nothing of the budget stays with the thread. */
+    const char *plain = "{\"ns\":\"faq\",\"vec\":[1,0,0]}";
+    st = sc_http_exec(d, "lookup", plain, strlen(plain), NULL, &out, &out_len);
+    CHECK_EQ_INT(st, 200);
+    free(out);
+}
+
 /* jansson's allocations, for the tests: json_fail_nth(k) fails the k-th
  * one from now (on any thread), once; json_fail_none() fails none. The
  * hook is asked by the allocator proto/http.c gives jansson, from
@@ -2972,6 +3035,7 @@ int main(void)
     test_proxy_open_fails();
     test_proxy_hit_oom();
     test_exec_oom(d);
+    test_parse_budget(d);
     test_json_dumps_oom();
     test_proxy_json_oom();
     test_exec_json_oom();
