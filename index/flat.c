@@ -28,6 +28,13 @@
                                    */
 #define SPLIT_MIN_ROWS 4096
 #define MIN_CAP        1 /* slots of the first allocation, and the fewest */
+/* Multiply-adds of a batch search between two pauses (sc_index_yield), at
+ * least one block of rows: half a millisecond of AVX-512 tiles, so that a
+ * writer waits about that long for a batch, not the whole of it. */
+#define YIELD_WORK ((size_t)1 << 24)
+/* Compactions one batch search starts over for (they move rows); past
+ * them it holds the lock to its end, so that it always ends. */
+#define YIELD_RESTARTS 2
 /* Row arrays (codes, rr) smaller than this are malloc'd, 64-byte aligned;
  * from it on they are page-aligned regions that grow by mremap. A small
  * index (a scope of a few entries) then takes no whole page per array. */
@@ -47,6 +54,7 @@ typedef struct flat {
     size_t n;     /* slots in use, live or dead */
     size_t cap;   /* slots allocated */
     size_t ndead; /* tombstoned slots */
+    uint64_t moves; /* compactions so far: rows moved to other slots */
 
     unsigned char *codes; /* cap * stride * esize bytes (rows_resize) */
     uint16_t *rr;         /* int8: f16 copy of each row for re-ranking */
@@ -529,6 +537,7 @@ static void compact_rows(flat *f)
     }
     f->n = w;
     f->ndead = 0;
+    f->moves++;
 }
 
 /* Moves live rows over the tombstones, then gives back what the rows left
@@ -888,7 +897,9 @@ static void finish(const flat *f, const float *q, collector *c, unsigned k,
     sort_cands(h->a, h->n, f->ids);
     unsigned out = 0;
     for (unsigned i = 0; i < h->n && out < k; i++) {
-        if (h->a[i].s >= threshold) {
+        /* A row a batch search collected may have been removed while it
+         * let its lock go (flat_search_batch). */
+        if (h->a[i].s >= threshold && !f->dead[h->a[i].slot]) {
             float s = h->a[i].s;
             /* Rounding can push a self-match a hair past 1. */
             hits[out].similarity = s > 1.0f ? 1.0f : (s < -1.0f ? -1.0f : s);
@@ -937,66 +948,86 @@ static sc_err flat_search(void *state, const float *q, unsigned k,
  * (there sgemm is 10-20x faster: bench/RESULTS.md). The SIMD tiles sum
  * each row as the single scan does, so a batch's scores are the single
  * search's bit for bit; sgemm sums in another order, so the rows it puts
- * near the bar are scored again as the single scan does (collect_gemm). */
-static sc_err batch_tiled(const flat *f, const float *qs, size_t nq,
-                          collector *cs, const prepq *pqs)
+ * near the bar are scored again as the single scan does (collect_gemm).
+ * A tiled holds a batch's buffers, made once for all its blocks. */
+typedef struct tiled {
+    int use_gemm;
+    size_t rows; /* rows per tile (or sgemm block) */
+    size_t d;    /* padded: the tile kernel wants d % 16 == 0 */
+    int f16;
+    float *s;    /* nq * rows scores */
+    float *qp;   /* the queries, padded to d */
+    float *wide; /* f16: one tile widened */
+} tiled;
+
+static void tiled_fini(tiled *t)
 {
-    const int use_gemm = f->kern->tier == SC_TIER_SCALAR;
-    const size_t rows = use_gemm ? GEMM_ROWS : TILE_ROWS;
-    const size_t d = f->stride; /* padded: the tile kernel wants d % 16 == 0 */
-    const int f16 = f->storage == SC_STORAGE_F16;
-    float *s = malloc(nq * rows * sizeof(float));
-    float *qp = malloc(nq * d * sizeof(float));
-    float *wide = f16 ? malloc(rows * d * sizeof(float)) : NULL;
-    if (s == NULL || qp == NULL || (f16 && wide == NULL)) {
-        free(s);
-        free(qp);
-        free(wide);
+    free(t->wide);
+    free(t->qp);
+    free(t->s);
+}
+
+static sc_err tiled_init(tiled *t, const flat *f, const float *qs, size_t nq)
+{
+    t->use_gemm = f->kern->tier == SC_TIER_SCALAR;
+    t->rows = t->use_gemm ? GEMM_ROWS : TILE_ROWS;
+    t->d = f->stride;
+    t->f16 = f->storage == SC_STORAGE_F16;
+    t->s = malloc(nq * t->rows * sizeof(float));
+    t->qp = malloc(nq * t->d * sizeof(float));
+    t->wide = t->f16 ? malloc(t->rows * t->d * sizeof(float)) : NULL;
+    if (t->s == NULL || t->qp == NULL || (t->f16 && t->wide == NULL)) {
+        tiled_fini(t);
         return SC_ENOMEM;
     }
     for (size_t i = 0; i < nq; i++) {
-        memcpy(qp + i * d, qs + i * f->dim, f->dim * sizeof(float));
-        memset(qp + i * d + f->dim, 0, (d - f->dim) * sizeof(float));
+        memcpy(t->qp + i * t->d, qs + i * f->dim, f->dim * sizeof(float));
+        memset(t->qp + i * t->d + f->dim, 0, (t->d - f->dim) * sizeof(float));
     }
-    for (size_t b = 0; b < f->n; b += rows) {
-        size_t nb = f->n - b < rows ? f->n - b : rows;
+    return SC_OK;
+}
+
+/* Scores rows lo..hi (lo a multiple of t->rows) against every query. */
+static void tiled_scan(const flat *f, const tiled *t, size_t nq, collector *cs,
+                       const prepq *pqs, size_t lo, size_t hi)
+{
+    const size_t d = t->d;
+    float *s = t->s;
+    for (size_t b = lo; b < hi; b += t->rows) {
+        size_t nb = hi - b < t->rows ? hi - b : t->rows;
         const float *block;
-        if (f16) {
+        if (t->f16) {
             /* f16 rows are padded with zeros to their stride, as are these. */
-            f->kern->f16_to_f32((const uint16_t *)f->codes + b * d, wide,
+            f->kern->f16_to_f32((const uint16_t *)f->codes + b * d, t->wide,
                                 nb * d);
-            block = wide;
+            block = t->wide;
         } else {
             block = (const float *)f->codes + b * d;
         }
-        if (use_gemm) {
+        if (t->use_gemm) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq,
-                        (int)nb, (int)d, 1.0f, qp, (int)d, block, (int)d, 0.0f,
-                        s, (int)nb);
+                        (int)nb, (int)d, 1.0f, t->qp, (int)d, block, (int)d,
+                        0.0f, s, (int)nb);
         } else {
-            f->kern->dot_f32_tile(qp, d, nq, block, d, nb, d, s, nb);
+            f->kern->dot_f32_tile(t->qp, d, nq, block, d, nb, d, s, nb);
         }
         for (size_t i = 0; i < nq; i++) {
-            if (use_gemm) {
+            if (t->use_gemm) {
                 collect_gemm(f, &cs[i], pqs[i].q, s + i * nb, b, nb,
                              pqs[i].floor);
                 continue;
             }
-            if (!f16) {
+            if (!t->f16) {
                 exact_near_one(f, pqs[i].q, s + i * nb, b, nb);
             }
             collect(f, &cs[i], s + i * nb, b, nb, pqs[i].floor);
         }
     }
-    free(wide);
-    free(qp);
-    free(s);
-    return SC_OK;
 }
 
 static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
                                 unsigned k, float threshold, sc_hit *hits,
-                                unsigned *nhits)
+                                unsigned *nhits, const sc_index_yield *y)
 {
     flat *f = state;
     unsigned cc = cand_cap(f, k);
@@ -1022,20 +1053,56 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
             pqs[i].qscale = quantise(pqs[i].q, f->dim, pqs[i].q8);
         }
     }
-    if (f->storage != SC_STORAGE_I8 && nq >= 2) {
-        rc = batch_tiled(f, qs, nq, cs, pqs);
-    } else {
-        /* Cache blocking: each block of rows is read from memory once and
-         * scored against every query while it sits in L1/L2. */
-        for (size_t b = 0; b < f->n; b += BLOCK) {
-            size_t e = f->n - b < BLOCK ? f->n : b + BLOCK;
-            for (size_t i = 0; i < nq; i++) {
-                scan_range(f, &pqs[i], b, e, &cs[i]);
+    const int tiles = f->storage != SC_STORAGE_I8 && nq >= 2;
+    tiled t = {0};
+    if (tiles && (rc = tiled_init(&t, f, qs, nq)) != SC_OK) {
+        goto out;
+    }
+    /* Rows lo..hi at a time, the lock let go between them (y): a writer
+     * waits for one such block, not for the batch. Blocks start where a
+     * scan without pauses starts its own, so the scores are the same. A
+     * compaction met in a pause moves rows: the scan starts over. */
+    const size_t unit = tiles ? t.rows : BLOCK;
+    size_t per = YIELD_WORK / (nq * f->dim);
+    per = per < unit ? unit : per / unit * unit;
+    size_t end = f->n;
+    uint64_t moves = f->moves;
+    unsigned restarts = 0;
+    for (size_t lo = 0; lo < end;) {
+        size_t hi = end - lo < per ? end : lo + per;
+        if (tiles) {
+            tiled_scan(f, &t, nq, cs, pqs, lo, hi);
+        } else {
+            /* Cache blocking: each block of rows is read from memory once
+             * and scored against every query while it sits in L1/L2. */
+            for (size_t b = lo; b < hi; b += BLOCK) {
+                size_t e = hi - b < BLOCK ? hi : b + BLOCK;
+                for (size_t i = 0; i < nq; i++) {
+                    scan_range(f, &pqs[i], b, e, &cs[i]);
+                }
             }
         }
+        lo = hi;
+        if (lo == end || y == NULL || restarts == YIELD_RESTARTS) {
+            continue;
+        }
+        y->fn(y->arg);
+        for (size_t i = 0; i < nq; i++) {
+            if (f->moves != moves) {
+                coll_init(&cs[i], f, cbuf + i * (cc + k), cc, k);
+            } else {
+                cs[i].cand.ids = cs[i].top.ids = f->ids; /* maybe moved */
+            }
+        }
+        if (f->moves != moves) {
+            moves = f->moves;
+            restarts++;
+            end = f->n;
+            lo = 0;
+        }
     }
-    if (rc != SC_OK) {
-        goto out;
+    if (tiles) {
+        tiled_fini(&t);
     }
     for (size_t i = 0; i < nq; i++) {
         finish(f, pqs[i].q, &cs[i], k, threshold, hits + i * k, &nhits[i]);

@@ -62,6 +62,16 @@ typedef struct sc_hit {
 
 typedef struct sc_index sc_index;
 
+/* What a long search_batch calls between blocks of rows: fn(arg) lets the
+ * index's read lock go and takes it again, so that a writer waiting for it
+ * gets in. When fn returns, the backend's state may have changed in any
+ * way a writer changes it (rows added, removed, moved by a compaction,
+ * arrays reallocated). */
+typedef struct sc_index_yield {
+    void (*fn)(void *arg);
+    void *arg;
+} sc_index_yield;
+
 /* The operations a backend provides. Wrappers have already validated the
  * arguments, normalised every vector, and hold the right lock. Each search
  * writes hits sorted by similarity, best first, only those >= threshold. */
@@ -75,10 +85,14 @@ typedef struct sc_index_backend {
     sc_err (*get)(void *state, uint64_t id, float *out);
     sc_err (*search)(void *state, const float *unit_q, unsigned k,
                      float threshold, sc_hit *hits, unsigned *nhits);
-    /* qs: nq unit queries back to back; hits: nq * k slots; nhits: nq. */
+    /* qs: nq unit queries back to back; hits: nq * k slots; nhits: nq.
+     * y (NULL: none) may be called between blocks of rows, never inside
+     * one; each query's answer is then that of a scan that saw every row
+     * live at its start and still live at its end (rows added meanwhile
+     * may be missed, rows removed meanwhile are never answered). */
     sc_err (*search_batch)(void *state, const float *unit_qs, size_t nq,
                            unsigned k, float threshold, sc_hit *hits,
-                           unsigned *nhits);
+                           unsigned *nhits, const sc_index_yield *y);
     sc_err (*compact)(void *state);
     size_t (*count)(const void *state);
     size_t (*memory)(const void *state);
@@ -145,10 +159,19 @@ sc_err sc_index_search(sc_index *ix, const float *q, unsigned k,
 
 /* nq queries (dim floats each, back to back) in one call. Query i's hits go
  * to hits[i * k ..] and their count to nhits[i]. Same errors as search;
- * on error no result is meaningful. */
+ * on error no result is meaningful. A flat index lets its lock go between
+ * blocks of rows (about 2^24 multiply-adds of the batch each), so that a
+ * writer waits for one block, not the batch: an answer may then miss rows
+ * added during the call, and never holds a row removed during it. */
 sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
                              unsigned k, float threshold, sc_hit *hits,
                              unsigned *nhits);
+
+/* For tests: fn(arg) runs each time a batch search has let its index's
+ * lock go between blocks of rows, on the searching thread, before it takes
+ * the lock again (it may change the index: add, remove, compact). NULL:
+ * none. */
+void sc_index_set_yield_hook(void (*fn)(void *arg), void *arg);
 
 /* Reclaims tombstoned slots now (it also happens by itself as they pile up).
  * Flat: when the live vectors then fill a quarter of the slots or fewer,

@@ -1225,8 +1225,9 @@ static sc_err ivf_search(void *state, const float *q, unsigned k,
  * nprobe-th list could make a batch probe another list.) */
 static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
                                unsigned k, float threshold, sc_hit *hits,
-                               unsigned *nhits)
+                               unsigned *nhits, const sc_index_yield *y)
 {
+    (void)y; /* a probe scans a few lists: never long enough to pause */
     ivf *v = state;
     pthread_rwlock_rdlock(&v->sw);
     sc_err rc = SC_OK;

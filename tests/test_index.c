@@ -1,9 +1,11 @@
 /* test_index.c - the cosine index against a double-precision brute force:
  * validation, every storage type, threshold edges, delete and re-insert,
  * compaction (and the memory it gives back), batch against single, split
- * scans, and concurrent search with writers and with compactions that
- * shrink the index. Run once per SIMD tier (ctest sets SEMCACHE_SIMD);
- * exits 77 when the CPU lacks the tier asked for. */
+ * scans, a batch that lets its lock go between blocks of rows (rows
+ * removed, added and compacted in its pauses), and concurrent search with
+ * writers and with compactions that shrink the index. Run once per SIMD tier
+ * (ctest sets SEMCACHE_SIMD); exits 77 when the CPU lacks the tier asked for.
+ */
 #include <malloc.h>
 #include <math.h>
 #include <pthread.h>
@@ -611,6 +613,110 @@ static void test_batch(sc_storage st, size_t nq, size_t n, size_t d)
     free(qs);
 }
 
+/* What the yield hook does in test_batch_pauses, on the searching thread
+ * while the batch has let the index's lock go. */
+typedef struct pause_plan {
+    sc_index *ix;
+    const float *copy;   /* a vector to add copies of (or NULL) */
+    uint64_t remove_one; /* at the first pause (UINT64_MAX: none) */
+    int compact;         /* at the second pause: enough removals to compact */
+    size_t d;
+    unsigned calls;
+} pause_plan;
+
+static void pause_hook(void *arg)
+{
+    pause_plan *pp = arg;
+    pp->calls++;
+    if (pp->calls == 1 && pp->remove_one != UINT64_MAX) {
+        CHECK_EQ_INT(sc_index_remove(pp->ix, pp->remove_one), SC_OK);
+    }
+    if (pp->calls == 1 && pp->copy != NULL) {
+        for (uint64_t i = 0; i < 100; i++) {
+            CHECK_EQ_INT(sc_index_add(pp->ix, 1000000 + i, pp->copy), SC_OK);
+        }
+    }
+    if (pp->calls == 2 && pp->compact) {
+        /* A quarter of the rows dead: the last removal compacts, moving
+         * every row after the first one removed. */
+        for (uint64_t id = 8192; id < 8192 + 4200; id++) {
+            CHECK_EQ_INT(sc_index_remove(pp->ix, id), SC_OK);
+        }
+    }
+}
+
+/* Query i's batch hits are the single search's, on the index as it is
+ * now, and none is id gone. Query q0 (SIZE_MAX: none) lost a hit it had
+ * collected to a removal: its hits are the single search's first ones,
+ * one fewer at most. */
+static int pause_mismatches(sc_index *ix, const float *qs, size_t nq, size_t d,
+                            unsigned k, const sc_hit *bh, const unsigned *bn,
+                            uint64_t gone, size_t q0)
+{
+    int mismatch = 0;
+    for (size_t i = 0; i < nq; i++) {
+        sc_hit sh[SC_INDEX_MAX_K];
+        unsigned sn;
+        CHECK_EQ_INT(sc_index_search(ix, qs + i * d, k, 0.1f, sh, &sn), SC_OK);
+        mismatch += i == q0 ? bn[i] > sn || bn[i] + 1 < sn : bn[i] != sn;
+        for (unsigned j = 0; j < sn && j < bn[i]; j++) {
+            mismatch += sh[j].id != bh[i * k + j].id ||
+                        memcmp(&sh[j].similarity, &bh[i * k + j].similarity,
+                               sizeof(float)) != 0 ||
+                        bh[i * k + j].id == gone;
+        }
+    }
+    return mismatch;
+}
+
+/* A batch lets the index's lock go between blocks of rows, so a writer
+ * waits for a block, not the batch (a batch of 64 at 120,000 x 1000 held
+ * it 200 ms). Changes made in the pauses: a row removed after the scan
+ * collected it is not answered; rows added and a compaction (the scan
+ * starts over) leave the batch answering as single searches do after. */
+static void test_batch_pauses(sc_storage st)
+{
+    const size_t n = 16384, d = 256, nq = 64;
+    const unsigned k = 8;
+    float *base = random_vectors(n, d, 21);
+    float *qs = malloc(nq * d * sizeof(float));
+    for (size_t i = 0; i < nq; i++) {
+        memcpy(qs + i * d, base + (i * 37 % 8192) * d, d * sizeof(float));
+    }
+    sc_index *ix = open_ix((uint32_t)d, st, 1);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, i, base + i * d), SC_OK);
+    }
+    sc_hit *bh = malloc(nq * k * sizeof(sc_hit));
+    unsigned *bn = malloc(nq * sizeof(unsigned));
+    /* Query 0 is row 0, in the first block: scored, then removed. */
+    pause_plan pp = {ix, NULL, 0, 0, d, 0};
+    sc_index_set_yield_hook(pause_hook, &pp);
+    CHECK_EQ_INT(sc_index_search_batch(ix, qs, nq, k, 0.1f, bh, bn), SC_OK);
+    sc_index_set_yield_hook(NULL, NULL);
+    CHECK(pp.calls >= 2);
+    CHECK(bn[0] >= 1 && bh[0].id != 0);
+    CHECK_EQ_INT(pause_mismatches(ix, qs, nq, d, k, bh, bn, 0, 0), 0);
+    /* 100 copies of query 1 added, then a compaction: the batch starts
+     * over and finds the copies, after row 37 (query 1) itself, of the
+     * smaller id. */
+    pause_plan pc = {ix, qs + d, UINT64_MAX, 1, d, 0};
+    sc_index_set_yield_hook(pause_hook, &pc);
+    CHECK_EQ_INT(sc_index_search_batch(ix, qs, nq, k, 0.1f, bh, bn), SC_OK);
+    sc_index_set_yield_hook(NULL, NULL);
+    CHECK(pc.calls >= 2);
+    CHECK(sc_index_count(ix) == n - 1 + 100 - 4200);
+    CHECK(bn[1] == k && bh[k].id == 37 && bh[k + 1].id >= 1000000 &&
+          bh[k + 1].similarity >= 0.999f);
+    CHECK_EQ_INT(
+        pause_mismatches(ix, qs, nq, d, k, bh, bn, UINT64_MAX, SIZE_MAX), 0);
+    free(bh);
+    free(bn);
+    sc_index_close(ix);
+    free(base);
+    free(qs);
+}
+
 /* A scan split across threads finds what one thread finds. */
 static void test_split(sc_storage st)
 {
@@ -1095,6 +1201,7 @@ int main(int argc, char **argv)
         test_batch(sts[s], 5, 3003, 100);
         test_batch(sts[s], 7, 1001, 17);
         test_batch(sts[s], 8, 1027, 384);
+        test_batch_pauses(sts[s]);
         test_split(sts[s]);
         test_concurrent(sts[s]);
         test_vector_bytes(sts[s], 1);
