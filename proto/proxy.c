@@ -40,6 +40,12 @@
  * a tool schema's keys), while a body of "{}," three bytes apiece made a
  * 4 MiB parse hold 300 MB (sc_http_json_containers_over). */
 #define CONTAINER_BYTES 16
+/* What jansson may hold while it parses a chat body of n bytes: 16n plus
+ * 4 MiB (sc_http_json_loadb_max), one allocation more is 413 too_big. A
+ * conversation of one-word messages costs 16 times its text, an empty
+ * string 25 times: a 4 MiB body of "", held 106 MB for its parse. */
+#define PARSE_FACTOR    16u
+#define PARSE_BUDGET(n) ((size_t)PARSE_FACTOR * (n) + SC_HTTP_PARSE_FLOOR)
 
 /* ---- configuration ---------------------------------------------------- */
 
@@ -1851,7 +1857,7 @@ static void process(preq *pr)
     }
     char msg[320];
     json_error_t jerr;
-    bool oom;
+    bool oom, over;
     size_t cap = pr->len / CONTAINER_BYTES;
     cap = cap > SC_HTTP_MAX_CONTAINERS ? cap : SC_HTTP_MAX_CONTAINERS;
     if (pr->body != NULL &&
@@ -1864,8 +1870,20 @@ static void process(preq *pr)
                     false);
         return;
     }
-    pr->root = sc_http_json_loadb(pr->body != NULL ? pr->body : "", pr->len, 0,
-                                  &jerr, &oom);
+    pr->root =
+        sc_http_json_loadb_max(pr->body != NULL ? pr->body : "", pr->len, 0,
+                               PARSE_BUDGET(pr->len), &jerr, &oom, &over);
+    if (over) {
+        snprintf(msg, sizeof(msg),
+                 "parsing the body needs more than %zu bytes (%u times its "
+                 "size plus %zu MiB): it holds too many small JSON values "
+                 "(an empty string costs 25 times its text)",
+                 PARSE_BUDGET(pr->len), PARSE_FACTOR,
+                 SC_HTTP_PARSE_FLOOR >> 20);
+        reply_error(pr, 413, "invalid_request_error", "too_big", msg, NULL,
+                    false);
+        return;
+    }
     if (pr->root == NULL && oom) {
         reply_error(pr, 500, "semcache_error", "internal", "out of memory",
                     NULL, false);

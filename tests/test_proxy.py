@@ -410,7 +410,9 @@ def test_containers(p, fake):
     """A body that opens more JSON objects and arrays than one per 16 bytes
     of it (16384 at least) is refused 413 too_big before its parse (a body
     of "{}," held 300 MB in jansson's tree); a long real conversation, more
-    objects than 16384 but each of more bytes, is served."""
+    objects than 16384 but each of more bytes, is served. A body of tiny
+    values whose parse needs more than 16 times its size plus 4 MiB is
+    413 too_big; as many real numbers are served."""
     n = fake.chat_calls()
     body = {"model": MODEL, "x": [{}] * 100000,
             "messages": [{"role": "user", "content": "Containers?"}]}
@@ -431,6 +433,25 @@ def test_containers(p, fake):
     st, _, out = p.post({"model": MODEL, "messages": turns})
     check(st == 200 and fake.chat_calls() == n + 1,
           f"20001 messages, each its own object: served ({st})")
+    # Tiny values: their parse is capped at 16 times the body plus 4 MiB
+    # (400000 empty strings, 1.2 MB written compactly, cost jansson some
+    # 30 MB, 24 times their text).
+    n = fake.chat_calls()
+    tiny = {"model": MODEL, "x": [""] * 400000,
+            "messages": [{"role": "user", "content": "Tiny?"}]}
+    st, _, out = p.post(None, raw=json.dumps(tiny, separators=(",", ":"))
+                        .encode())
+    try:
+        err = json.loads(out)["error"]
+    except (ValueError, KeyError, TypeError):
+        err = {}
+    check(st == 413 and err.get("code") == "too_big" and
+          "parsing the body needs more than" in err.get("message", "") and
+          fake.chat_calls() == n,
+          f"400000 empty strings: 413 too_big, nothing upstream ({st}, {err})")
+    st, _, out = p.post({"model": MODEL, "x": [0.5] * 200000,
+                         "messages": [{"role": "user", "content": "Reals?"}]})
+    check(st == 200, f"200000 real numbers: served ({st})")
 
 
 def test_stream(p, fake):
