@@ -88,7 +88,8 @@ class Server:
         log_path = os.path.join(data, "server.log")
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(args, stderr=self.log)
-        wait_started(self.proc, self.port, log_path)
+        wait_started(self.proc, self.port, log_path,
+                     http_port=self.http_port)
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

@@ -82,7 +82,8 @@ class Server:
         self.proc = subprocess.Popen(args, stderr=self.log, preexec_fn=limit)
         STARTED.append(self)
         if expect_start:
-            wait_started(self.proc, self.port, self.log_path)
+            wait_started(self.proc, self.port, self.log_path,
+                         http_port=self.http_port)
 
     def wait_exit(self, timeout=30):
         try:

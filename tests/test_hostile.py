@@ -33,7 +33,7 @@ import msgpack  # noqa: E402
 
 import semcache  # noqa: E402
 from semcache import Client, pack_vec  # noqa: E402
-from test_semcache import server_keepalive  # noqa: E402
+from test_semcache import server_keepalive, wait_http  # noqa: E402
 
 MAX_NS = 8
 RECV_MAX = 65536
@@ -594,6 +594,7 @@ def unread_replies(server, tmp, name, reply_bytes, count, extra, closed,
     s = None
     try:
         wait_ready(port)
+        check(wait_http(http_port, proc=proc), "the HTTP front listens")
         with Client("127.0.0.1", port, timeout=5) as c:
             c.ns_create("unread", dim=3)
             c.insert("unread", b"R" * reply_bytes, vec=[1.0, 0.0, 0.0])

@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
 from test_semcache import (check, embed_table, free_port,  # noqa: E402
-                           wait_client)
+                           wait_client, wait_http)
 import test_semcache  # noqa: E402
 
 VERBOSE = "--verbose" in sys.argv
@@ -157,7 +157,7 @@ class Pair:
             log.close()
             self.procs.append((proc, data + ".log"))
             c = wait_client(port)
-            if c is None:
+            if c is None or not wait_http(hport, proc=proc):
                 raise RuntimeError("semcached does not answer")
             if side == "nng":
                 self.nng = c

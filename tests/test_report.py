@@ -26,7 +26,8 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
-from test_semcache import check, free_port, wait_client  # noqa: E402
+from test_semcache import (check, free_port, wait_client,  # noqa: E402
+                           wait_http)
 import test_semcache  # noqa: E402
 
 PRICES = {
@@ -450,7 +451,7 @@ def main():
                             stderr=subprocess.PIPE, text=True)
     try:
         c = wait_client(port)
-        check(c is not None, "connect")
+        check(c is not None and wait_http(hport, proc=proc), "connect")
         # The workload. Entries: (text, vector, model, in, out, feature).
         faq = [("return policy", [1, 0, 0, 0], "llm-a", 800, 300, "support"),
                ("opening hours", [0, 1, 0, 0], "llm-b", 100, 50, "store"),

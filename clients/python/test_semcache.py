@@ -71,19 +71,42 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_started(proc, port, log_path, timeout=60):
-    """Waits until the semcached of proc answers a ping on port; raises
-    RuntimeError naming log_path when it exits or the timeout passes (60 s
-    by default: a replay under ASan and load)."""
+def wait_started(proc, port, log_path, timeout=60, http_port=None):
+    """Waits until the semcached of proc answers a ping on port, and when
+    http_port is given until its HTTP front listens too (semcached serves
+    nng before it opens HTTP); raises RuntimeError naming log_path when it
+    exits or the timeout passes (60 s by default: a replay under ASan and
+    load)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with Client("127.0.0.1", port, timeout=2) as c:
                 c.ping()
-            return
+            break
         except (OSError, semcache.ProtocolError):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("semcached did not start; see " + log_path)
+            time.sleep(0.05)
+    if http_port is not None and not wait_http(
+            http_port, deadline - time.monotonic(), proc):
+        raise RuntimeError("semcached's HTTP front did not start; see " +
+                           log_path)
+
+
+def wait_http(hport, timeout=60, proc=None):
+    """Whether something accepts a connection on 127.0.0.1:hport within
+    timeout seconds (False at once when proc, given, has exited).
+    semcached answers nng before its HTTP front listens: a test that
+    waited on nng alone could meet a refused HTTP connection."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", hport), timeout=2).close()
+            return True
+        except OSError:
+            if (proc is not None and proc.poll() is not None) or \
+                    time.monotonic() > deadline:
+                return False
             time.sleep(0.05)
 
 
