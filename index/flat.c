@@ -8,6 +8,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -32,8 +33,9 @@
  * least one block of rows: half a millisecond of AVX-512 tiles, so that a
  * writer waits about that long for a batch, not the whole of it. */
 #define YIELD_WORK ((size_t)1 << 24)
-/* Compactions one batch search starts over for (they move rows); past
- * them it holds the lock to its end, so that it always ends. */
+/* Times one batch search starts over (for a compaction, which moves rows,
+ * or a removal of a row it had collected); past them it holds the lock to
+ * its end, so that it always ends. */
 #define YIELD_RESTARTS 2
 /* Row arrays (codes, rr) smaller than this are malloc'd, 64-byte aligned;
  * from it on they are page-aligned regions that grow by mremap. A small
@@ -898,7 +900,7 @@ static void finish(const flat *f, const float *q, collector *c, unsigned k,
     unsigned out = 0;
     for (unsigned i = 0; i < h->n && out < k; i++) {
         /* A row a batch search collected may have been removed while it
-         * let its lock go (flat_search_batch). */
+         * let its lock go (flat_search_batch then starts over: a guard). */
         if (h->a[i].s >= threshold && !f->dead[h->a[i].slot]) {
             float s = h->a[i].s;
             /* Rounding can push a self-match a hair past 1. */
@@ -1025,6 +1027,25 @@ static void tiled_scan(const flat *f, const tiled *t, size_t nq, collector *cs,
     }
 }
 
+/* Whether a heap of cs[0..nq) holds a row removed since it was pushed
+ * (no compaction since: the slots are those of the scan). */
+static bool removed_cands(const flat *f, const collector *cs, size_t nq)
+{
+    for (size_t i = 0; i < nq; i++) {
+        for (unsigned j = 0; j < cs[i].cand.n; j++) {
+            if (f->dead[cs[i].cand.a[j].slot]) {
+                return true;
+            }
+        }
+        for (unsigned j = 0; j < cs[i].top.n; j++) {
+            if (f->dead[cs[i].top.a[j].slot]) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
                                 unsigned k, float threshold, sc_hit *hits,
                                 unsigned *nhits, const sc_index_yield *y)
@@ -1061,7 +1082,8 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
     /* Rows lo..hi at a time, the lock let go between them (y): a writer
      * waits for one such block, not for the batch. Blocks start where a
      * scan without pauses starts its own, so the scores are the same. A
-     * compaction met in a pause moves rows: the scan starts over. */
+     * compaction met in a pause moves rows, and a removal of a row a heap
+     * holds takes a place from a live one: the scan starts over. */
     const size_t unit = tiles ? t.rows : BLOCK;
     size_t per = YIELD_WORK / (nq * f->dim);
     per = per < unit ? unit : per / unit * unit;
@@ -1087,14 +1109,21 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
             continue;
         }
         y->fn(y->arg);
+        /* A compaction moved rows; a candidate removed meanwhile keeps a
+         * place in its heap (and, int8, a rank in top that sets the
+         * margin) that a live row of the rows scanned would have had:
+         * dropped only by finish(), the answer came out short. Either
+         * way the scan starts over. (Without a compaction no slot is
+         * reused or lost: adds go past end.) */
+        bool over = f->moves != moves || removed_cands(f, cs, nq);
         for (size_t i = 0; i < nq; i++) {
-            if (f->moves != moves) {
+            if (over) {
                 coll_init(&cs[i], f, cbuf + i * (cc + k), cc, k);
             } else {
                 cs[i].cand.ids = cs[i].top.ids = f->ids; /* maybe moved */
             }
         }
-        if (f->moves != moves) {
+        if (over) {
             moves = f->moves;
             restarts++;
             end = f->n;
