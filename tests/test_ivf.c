@@ -878,6 +878,17 @@ static void interleave_step(void *arg)
 
 /* Asks both the queries and the rows data[IL_BASE..to), added during the
  * training and after. */
+/* Whether two answers are the same hits: ids and similarities, in order. */
+static bool same_hits(const sc_hit *a, unsigned na, const sc_hit *b,
+                      unsigned nb)
+{
+    bool same = na == nb;
+    for (unsigned i = 0; same && i < na; i++) {
+        same = a[i].id == b[i].id && a[i].similarity == b[i].similarity;
+    }
+    return same;
+}
+
 static void check_as_flat(interleave *t, size_t to, const char *when)
 {
     CHECK(sc_index_count(t->ix) == sc_index_count(t->flat));
@@ -889,11 +900,7 @@ static void check_as_flat(interleave *t, size_t to, const char *when)
         unsigned na = 0, nb = 0;
         CHECK(sc_index_search(t->ix, x, 8, -1.0f, a, &na) == SC_OK);
         CHECK(sc_index_search(t->flat, x, 8, -1.0f, b, &nb) == SC_OK);
-        bool same = na == nb;
-        for (unsigned i = 0; same && i < na; i++) {
-            same = a[i].id == b[i].id && a[i].similarity == b[i].similarity;
-        }
-        differ += !same;
+        differ += !same_hits(a, na, b, nb);
     }
     if (differ != 0) {
         fprintf(stderr, "interleaved training, %s: %d answers differ\n", when,
@@ -1073,11 +1080,7 @@ static void test_tombstones_change_nothing(const char *backend)
         CHECK(sc_index_search(ix, q, 16, -1.0f, a, &na) == SC_OK);
         CHECK(sc_index_compact(ix) == SC_OK);
         CHECK(sc_index_search(ix, q, 16, -1.0f, b, &nb) == SC_OK);
-        bool same = na == nb;
-        for (unsigned i = 0; same && i < na; i++) {
-            same = a[i].id == b[i].id && a[i].similarity == b[i].similarity;
-        }
-        differ += !same;
+        differ += !same_hits(a, na, b, nb);
     }
     if (differ != 0) {
         fprintf(stderr, "%s: %d of %d answers changed by tombstones\n", backend,

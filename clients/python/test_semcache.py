@@ -10,6 +10,7 @@ live server exactly. Prints "N passed, N failed" last; exits 1 on a failure.
 
 --transcript prints that session from the live server instead of testing
 (paste it into PROTOCOL.md when the wire format changes on purpose)."""
+import contextlib
 import os
 import re
 import shutil
@@ -701,22 +702,38 @@ def test_busy_pipelined():
           f"its error says some may have run: {err}")
 
 
+@contextlib.contextmanager
+def own_server(server, tmp, name, *args):
+    """A semcached of one test's own: a free port, data in tmp/name, its
+    log in tmp/name.log; yields (proc, port, log) once it answers, and
+    stops it with SIGTERM (killed past 10 s) when the block ends."""
+    port = free_port()
+    data = os.path.join(tmp, name)
+    os.mkdir(data)
+    log = os.path.join(tmp, name + ".log")
+    with open(log, "a") as f:
+        proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                                 "--data-dir", data, *args], stderr=f)
+    try:
+        wait_started(proc, port, log)
+        yield proc, port, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def test_max_clients(server, tmp):
     """A server at its --max-clients cap closes a new connection right
     after the handshake: the call raises ServerBusy (a ProtocolError)
     naming the cap, and with retries=N it connects again, with backoff,
     until a place is free (it once raised "connection closed by the
     server", with no retry)."""
-    port = free_port()
-    data = os.path.join(tmp, "maxclients")
-    os.mkdir(data)
-    log = os.path.join(tmp, "maxclients.log")
-    with open(log, "a") as f:
-        proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
-                                 "--data-dir", data, "--max-clients", "1"],
-                                stderr=f)
-    try:
-        wait_started(proc, port, log)
+    with own_server(server, tmp, "maxclients",
+                    "--max-clients", "1") as (_, port, log):
         # retries: the connection before it may not be counted out yet.
         first = Client("127.0.0.1", port, timeout=5, retries=20)
         first.ping()
@@ -766,13 +783,6 @@ def test_max_clients(server, tmp):
         except ValueError:
             got = "ValueError"
         check(got == "ValueError", f"retries=-1 is refused ({got})")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     with open(log) as f:
         text = f.read()
     check("1 client at once is the cap (--max-clients)" in text,
@@ -784,16 +794,8 @@ def test_recv_max_lowered(server, tmp):
     the connection of a larger request with no reply, as one at its
     --max-clients cap does: the ServerBusy raised gives the request's
     size and names --recv-max (it named only --max-clients)."""
-    port = free_port()
-    data = os.path.join(tmp, "recvmax")
-    os.mkdir(data)
-    log = os.path.join(tmp, "recvmax.log")
-    with open(log, "a") as f:
-        proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
-                                 "--data-dir", data, "--recv-max", "65536"],
-                                stderr=f)
-    try:
-        wait_started(proc, port, log)
+    with own_server(server, tmp, "recvmax",
+                    "--recv-max", "65536") as (_, port, log):
         c = Client("127.0.0.1", port, timeout=5)
         try:
             c.insert("big", "x" * 100000, vec=[1.0, 0.0])
@@ -807,35 +809,14 @@ def test_recv_max_lowered(server, tmp):
               f"a request over a lowered --recv-max is named so ({got})")
         check(c.ping()["version"] == 1, "the next call connects again")
         c.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_stop_log(server, tmp):
     """The line semcached logs at its stop counts in the singular when
     one request was served (it said "served 1 requests")."""
-    port = free_port()
-    data = os.path.join(tmp, "stoplog")
-    os.mkdir(data)
-    log = os.path.join(tmp, "stoplog.log")
-    with open(log, "a") as f:
-        proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
-                                 "--data-dir", data, "--threads", "1"],
-                                stderr=f)
-    try:
-        wait_started(proc, port, log)  # one ping answered
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with own_server(server, tmp, "stoplog",
+                    "--threads", "1") as (_, port, log):
+        pass  # one ping answered
     with open(log) as f:
         text = f.read()
     # The stop line reads the count as SIGTERM comes: the ping's reply
