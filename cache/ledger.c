@@ -701,7 +701,7 @@ void sc_ledger_false_hit(sc_ledger *l, const sc_ledger_tags *t,
     pthread_mutex_unlock(&l->mu);
 }
 
-static void add_counts(sc_ledger_counts *a, const sc_ledger_counts *b)
+void sc_ledger_counts_add(sc_ledger_counts *a, const sc_ledger_counts *b)
 {
     a->lookups += b->lookups;
     a->exact_hits += b->exact_hits;
@@ -908,14 +908,14 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
                            ? row_find(l, SC_LEDGER_BY_NS, nss[i].ns, nss[i].tag)
                            : &l->rows[nss[i].slot];
         if (r != NULL) {
-            add_counts(total, &r->c);
+            sc_ledger_counts_add(total, &r->c);
         }
     }
     for (size_t i = 0; i < np; i++) {
         const row *r = moved ? row_find(l, (int)by, rows[i].ns, rows[i].tag)
                              : &l->rows[rows[i].slot];
         if (r != NULL) {
-            add_counts(&sums[dest[i]], &r->c);
+            sc_ledger_counts_add(&sums[dest[i]], &r->c);
         }
     }
     pthread_mutex_unlock(&l->mu);

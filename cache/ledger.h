@@ -125,6 +125,9 @@ typedef struct sc_ledger_counts {
     uint64_t first_ms, last_ms; /* first and last event, 0 = none */
 } sc_ledger_counts;
 
+/* Adds every sum of *b to *a (first_ms and last_ms widen to cover both). */
+void sc_ledger_counts_add(sc_ledger_counts *a, const sc_ledger_counts *b);
+
 /* A namespace was made (sc_cache_ns_create said SC_OK; not a restore):
  * its row's sums so far, those of earlier namespaces of its name made and
  * dropped, become its base, which a reader such as /metrics subtracts so

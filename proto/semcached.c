@@ -540,16 +540,6 @@ static void split_at_base(const sc_ledger_counts *row,
 #undef SPLIT
 }
 
-static void add_shown(sc_ledger_counts *a, const sc_ledger_counts *b)
-{
-    a->usd_avoided += b->usd_avoided;
-    a->usd_embed += b->usd_embed;
-    a->usd_lookup += b->usd_lookup;
-    a->usd_false_hits += b->usd_false_hits;
-    a->tokens_in_avoided += b->tokens_in_avoided;
-    a->tokens_out_avoided += b->tokens_out_avoided;
-}
-
 /* /metrics: the ledger's dollars and tokens, per namespace. */
 static sc_err http_metrics(void *arg, FILE *out)
 {
@@ -588,14 +578,14 @@ static sc_err http_metrics(void *arg, FILE *out)
             sc_ledger_counts base, before, row = m.c[i];
             sc_ledger_ns_base(f->ledger, m.ns[i], &base);
             split_at_base(&row, &base, &m.c[live], &before);
-            add_shown(&gone, &before);
+            sc_ledger_counts_add(&gone, &before);
             nbased += base.last_ms != 0;
             char *keep = m.ns[i];
             m.ns[i] = m.ns[live];
             m.ns[live++] = keep;
             continue;
         }
-        add_shown(&gone, &m.c[i]);
+        sc_ledger_counts_add(&gone, &m.c[i]);
         ngone++;
     }
     if (rc == SC_OK && ngone == 0 && nbased > 0) {

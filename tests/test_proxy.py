@@ -406,6 +406,14 @@ def test_empty_body(p, fake):
     fake.mode, fake.status = "ok", 502
 
 
+def error_of(out):
+    """The "error" object of an OpenAI-style error body, or {}."""
+    try:
+        return json.loads(out)["error"]
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
 def test_containers(p, fake):
     """A body that opens more JSON objects and arrays than one per 16 bytes
     of it (16384 at least) is refused 413 too_big before its parse (a body
@@ -417,10 +425,7 @@ def test_containers(p, fake):
     body = {"model": MODEL, "x": [{}] * 100000,
             "messages": [{"role": "user", "content": "Containers?"}]}
     st, _, out = p.post(body)
-    try:
-        err = json.loads(out)["error"]
-    except (ValueError, KeyError, TypeError):
-        err = {}
+    err = error_of(out)
     check(st == 413 and err.get("code") == "too_big" and
           "JSON objects and arrays" in err.get("message", "") and
           fake.chat_calls() == n,
@@ -441,10 +446,7 @@ def test_containers(p, fake):
             "messages": [{"role": "user", "content": "Tiny?"}]}
     st, _, out = p.post(None, raw=json.dumps(tiny, separators=(",", ":"))
                         .encode())
-    try:
-        err = json.loads(out)["error"]
-    except (ValueError, KeyError, TypeError):
-        err = {}
+    err = error_of(out)
     check(st == 413 and err.get("code") == "too_big" and
           "parsing the body needs more than" in err.get("message", "") and
           fake.chat_calls() == n,
