@@ -29,13 +29,18 @@
                                    */
 #define SPLIT_MIN_ROWS 4096
 #define MIN_CAP        1 /* slots of the first allocation, and the fewest */
-/* Multiply-adds of a batch search between two pauses (sc_index_yield), at
+/* Multiply-adds of a search between two pauses (sc_index_yield), at
  * least one block of rows: half a millisecond of AVX-512 tiles, so that a
  * writer waits about that long for a batch, not the whole of it. */
 #define YIELD_WORK ((size_t)1 << 24)
-/* Times one batch search starts over (for a compaction, which moves rows,
- * or a removal of a row it had collected); past them it holds the lock to
- * its end, so that it always ends. */
+/* Bytes of rows a search reads between two pauses, at least one block: a
+ * single query does one multiply-add per element read, so its scan is
+ * bound by memory, and 2^24 of them (64 MiB of f32 rows) would hold the
+ * lock for milliseconds. 4 MiB is about 0.4 ms at 10 GB/s. */
+#define YIELD_BYTES ((size_t)4 << 20)
+/* Times one search starts over (for a compaction, which moves rows, or a
+ * removal of a row it had collected); past them it holds the lock to its
+ * end, so that it always ends. */
 #define YIELD_RESTARTS 2
 /* Row arrays (codes, rr) smaller than this are malloc'd, 64-byte aligned;
  * from it on they are page-aligned regions that grow by mremap. A small
@@ -789,79 +794,179 @@ static unsigned cand_cap(const flat *f, unsigned k)
     return k;
 }
 
+/* Whether a heap of cs[0..nc) holds a row removed since it was pushed
+ * (no compaction since: the slots are those of the scan). */
+static bool removed_cands(const flat *f, const collector *cs, size_t nc)
+{
+    for (size_t i = 0; i < nc; i++) {
+        for (unsigned j = 0; j < cs[i].cand.n; j++) {
+            if (f->dead[cs[i].cand.a[j].slot]) {
+                return true;
+            }
+        }
+        for (unsigned j = 0; j < cs[i].top.n; j++) {
+            if (f->dead[cs[i].top.a[j].slot]) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* ---- a scan in holds of the lock -------------------------------------
+ * A search, single or batched, reads the rows in holds of the index's read
+ * lock and lets it go between them (sc_index_yield), so that a writer
+ * waits for one hold, not for the whole scan. A pass is one search's scan:
+ * its progress runs over rows 0..end (of each share, when split across
+ * threads), and its collectors are what a pause checks. */
+typedef struct pass pass;
+struct pass {
+    const flat *f;
+    collector *cs; /* the collectors a pause checks: ncs of them */
+    size_t ncs;
+    /* Empties the collectors and returns where progress ends: at the
+     * start, and at each start over (rows may have come and gone). */
+    size_t (*begin)(pass *p);
+    /* Scans rows of progress [lo, hi) into the collectors. */
+    void (*scan)(pass *p, size_t lo, size_t hi);
+};
+
+/* Rows of progress per hold for nq queries: at most YIELD_WORK
+ * multiply-adds and YIELD_BYTES of rows, a multiple of unit and at least
+ * one. */
+static size_t hold_rows(const flat *f, size_t nq, size_t unit)
+{
+    size_t per = YIELD_WORK / (nq * f->dim);
+    size_t by_bytes = YIELD_BYTES / (f->stride * f->esize);
+    per = per < by_bytes ? per : by_bytes;
+    return per < unit ? unit : per / unit * unit;
+}
+
+/* Runs p in holds of per rows of progress, calling y (NULL: none) between
+ * them. Holds start where a scan without pauses starts its blocks (per is
+ * a multiple of them), so the scores are the same. A compaction met in a
+ * pause moves rows; a candidate removed meanwhile keeps a place in its
+ * heap (and, int8, a rank in top that sets the margin) that a live row of
+ * the rows scanned would have had: dropped only by finish(), the answer
+ * came out short. Either way the pass starts over, at most YIELD_RESTARTS
+ * times; past them it holds the lock to its end. Without a compaction no
+ * slot is reused or lost: rows added go past end, and are not seen unless
+ * the pass starts over. A scan of one hold or less never pauses. */
+static void pass_run(pass *p, size_t per, const sc_index_yield *y)
+{
+    const flat *f = p->f;
+    size_t end = p->begin(p);
+    uint64_t moves = f->moves;
+    unsigned restarts = 0;
+    for (size_t lo = 0; lo < end;) {
+        size_t hi = end - lo < per ? end : lo + per;
+        p->scan(p, lo, hi);
+        lo = hi;
+        if (lo == end || y == NULL || restarts == YIELD_RESTARTS) {
+            continue;
+        }
+        y->fn(y->arg);
+        if (f->moves != moves || removed_cands(f, p->cs, p->ncs)) {
+            moves = f->moves;
+            restarts++;
+            end = p->begin(p);
+            lo = 0;
+            continue;
+        }
+        for (size_t i = 0; i < p->ncs; i++) {
+            p->cs[i].cand.ids = p->cs[i].top.ids = f->ids; /* maybe moved */
+        }
+    }
+}
+
+/* Threads one query's scan of f's rows is split across (1: not split):
+ * only a scan large enough to pay for them. */
+static unsigned split_threads(const flat *f)
+{
+    unsigned nt = f->threads;
+    if (nt > f->n / SPLIT_MIN_ROWS) {
+        nt = (unsigned)(f->n / SPLIT_MIN_ROWS);
+    }
+    if (nt <= 1 || codes_bytes(f, f->n) < SPLIT_BYTES) {
+        return 1;
+    }
+    return nt;
+}
+
 typedef struct split_job {
     const flat *f;
     const prepq *pq;
     size_t lo, hi;
-    collector c;
+    collector *c;
 } split_job;
 
 static void *split_main(void *arg)
 {
     split_job *j = arg;
-    scan_range(j->f, j->pq, j->lo, j->hi, &j->c);
+    scan_range(j->f, j->pq, j->lo, j->hi, j->c);
     return NULL;
 }
 
-/* Scans all rows into c, across threads when the scan is large enough. */
-static sc_err scan_all(const flat *f, const prepq *pq, unsigned k, collector *c)
+/* One query's pass. Split, the rows are nt shares of `share` rows (the
+ * last one shorter), share t with collector cs[t]: each hold scans rows
+ * t * share + lo..hi of every share, one thread a share, and the shares'
+ * heaps are merged in share order at the end. */
+typedef struct one_pass {
+    pass p;
+    const prepq *pq;
+    cand *bufs; /* maxt * (cc + k) candidates, for cs */
+    unsigned cc, k;
+    unsigned maxt;   /* collectors at p.cs */
+    split_job *jobs; /* maxt > 1: maxt of them */
+    pthread_t *tids;
+    size_t share;
+} one_pass;
+
+static size_t one_begin(pass *p)
 {
-    size_t live_bytes = codes_bytes(f, f->n);
-    unsigned nt = f->threads;
-    if (nt > f->n / SPLIT_MIN_ROWS) {
-        nt = (unsigned)(f->n / SPLIT_MIN_ROWS);
-    }
-    if (nt <= 1 || live_bytes < SPLIT_BYTES) {
-        scan_range(f, pq, 0, f->n, c);
-        return SC_OK;
-    }
-    unsigned per_job = c->cand.cap + k;
-    split_job *jobs = calloc(nt, sizeof(*jobs));
-    pthread_t *tids = calloc(nt, sizeof(*tids));
-    cand *bufs = calloc((size_t)nt * per_job, sizeof(cand));
-    uint8_t *started = calloc(nt, 1);
-    if (jobs == NULL || tids == NULL || bufs == NULL || started == NULL) {
-        free(jobs);
-        free(tids);
-        free(bufs);
-        free(started);
-        return SC_ENOMEM;
-    }
-    size_t per = (f->n + nt - 1) / nt;
+    one_pass *o = (one_pass *)p;
+    unsigned nt = split_threads(p->f);
+    nt = nt < o->maxt ? nt : o->maxt;
     for (unsigned t = 0; t < nt; t++) {
-        jobs[t].f = f;
-        jobs[t].pq = pq;
-        jobs[t].lo = t * per;
-        jobs[t].hi = (t + 1) * per < f->n ? (t + 1) * per : f->n;
-        coll_init(&jobs[t].c, f, bufs + (size_t)t * per_job, c->cand.cap, k);
+        coll_init(&p->cs[t], p->f, o->bufs + (size_t)t * (o->cc + o->k), o->cc,
+                  o->k);
+    }
+    p->ncs = nt;
+    o->share = (p->f->n + nt - 1) / nt;
+    return o->share;
+}
+
+static void one_scan(pass *p, size_t lo, size_t hi)
+{
+    one_pass *o = (one_pass *)p;
+    const flat *f = p->f;
+    if (p->ncs == 1) {
+        scan_range(f, o->pq, lo, hi, &p->cs[0]);
+        return;
+    }
+    for (size_t t = 0; t < p->ncs; t++) {
+        size_t base = t * o->share;
+        split_job *j = &o->jobs[t];
+        j->f = f;
+        j->pq = o->pq;
+        j->lo = base + lo < f->n ? base + lo : f->n;
+        j->hi = base + hi < f->n ? base + hi : f->n;
+        j->c = &p->cs[t];
     }
     /* Share 0 runs on the caller's thread; a share whose thread cannot be
      * started runs there too, so the answer is complete either way. */
-    for (unsigned t = 1; t < nt; t++) {
-        if (pthread_create(&tids[t], NULL, split_main, &jobs[t]) == 0) {
-            started[t] = 1;
+    for (size_t t = 1; t < p->ncs; t++) {
+        if (pthread_create(&o->tids[t], NULL, split_main, &o->jobs[t]) != 0) {
+            split_main(&o->jobs[t]);
+            o->jobs[t].f = NULL;
         }
     }
-    split_main(&jobs[0]);
-    for (unsigned t = 1; t < nt; t++) {
-        if (started[t]) {
-            pthread_join(tids[t], NULL);
-        } else {
-            split_main(&jobs[t]);
+    split_main(&o->jobs[0]);
+    for (size_t t = 1; t < p->ncs; t++) {
+        if (o->jobs[t].f != NULL) {
+            pthread_join(o->tids[t], NULL);
         }
     }
-    /* Merge in share order: the result does not depend on thread timing. */
-    for (unsigned t = 0; t < nt; t++) {
-        const heap *h = &jobs[t].c.cand;
-        for (unsigned i = 0; i < h->n; i++) {
-            coll_push(c, h->a[i].s, h->a[i].slot);
-        }
-    }
-    free(jobs);
-    free(tids);
-    free(bufs);
-    free(started);
-    return SC_OK;
 }
 
 static void sort_cands(cand *a, unsigned n, const uint64_t *ids)
@@ -899,8 +1004,8 @@ static void finish(const flat *f, const float *q, collector *c, unsigned k,
     sort_cands(h->a, h->n, f->ids);
     unsigned out = 0;
     for (unsigned i = 0; i < h->n && out < k; i++) {
-        /* A row a batch search collected may have been removed while it
-         * let its lock go (flat_search_batch then starts over: a guard). */
+        /* A row a search collected may have been removed while it let
+         * its lock go (pass_run then starts over: a guard). */
         if (h->a[i].s >= threshold && !f->dead[h->a[i].slot]) {
             float s = h->a[i].s;
             /* Rounding can push a self-match a hair past 1. */
@@ -924,21 +1029,58 @@ static float floor_for(const flat *f, float threshold)
 }
 
 static sc_err flat_search(void *state, const float *q, unsigned k,
-                          float threshold, sc_hit *hits, unsigned *nhits)
+                          float threshold, sc_hit *hits, unsigned *nhits,
+                          const sc_index_yield *y)
 {
     flat *f = state;
     cand buf[MAX_RERANK + SC_INDEX_MAX_K];
     collector c;
-    coll_init(&c, f, buf, cand_cap(f, k), k);
+    const unsigned cc = cand_cap(f, k);
     int8_t q8[SC_INDEX_MAX_DIM];
     prepq pq = {q, NULL, 0.0f, floor_for(f, threshold)};
     if (f->storage == SC_STORAGE_I8) {
         pq.q8 = q8;
         pq.qscale = quantise(q, f->dim, q8);
     }
-    sc_err rc = scan_all(f, &pq, k, &c);
-    if (rc != SC_OK) {
-        return rc;
+    /* Not split: the pass collects into c itself. */
+    one_pass o = {.p = {f, &c, 1, one_begin, one_scan},
+                  .pq = &pq,
+                  .bufs = buf,
+                  .cc = cc,
+                  .k = k,
+                  .maxt = 1};
+    collector *cs = NULL;
+    unsigned maxt = split_threads(f);
+    if (maxt > 1) {
+        cs = calloc(maxt, sizeof(*cs));
+        o.bufs = calloc((size_t)maxt * (cc + k), sizeof(cand));
+        o.jobs = calloc(maxt, sizeof(*o.jobs));
+        o.tids = calloc(maxt, sizeof(*o.tids));
+        if (cs == NULL || o.bufs == NULL || o.jobs == NULL || o.tids == NULL) {
+            free(o.tids);
+            free(o.jobs);
+            free(o.bufs);
+            free(cs);
+            return SC_ENOMEM;
+        }
+        o.p.cs = cs;
+        o.maxt = maxt;
+    }
+    pass_run(&o.p, hold_rows(f, 1, BLOCK), y);
+    if (maxt > 1) {
+        /* Merge in share order: the result does not depend on thread
+         * timing. */
+        coll_init(&c, f, buf, cc, k);
+        for (size_t t = 0; t < o.p.ncs; t++) {
+            const heap *h = &cs[t].cand;
+            for (unsigned i = 0; i < h->n; i++) {
+                coll_push(&c, h->a[i].s, h->a[i].slot);
+            }
+        }
+        free(o.tids);
+        free(o.jobs);
+        free(o.bufs);
+        free(cs);
     }
     finish(f, q, &c, k, threshold, hits, nhits);
     return SC_OK;
@@ -1027,23 +1169,40 @@ static void tiled_scan(const flat *f, const tiled *t, size_t nq, collector *cs,
     }
 }
 
-/* Whether a heap of cs[0..nq) holds a row removed since it was pushed
- * (no compaction since: the slots are those of the scan). */
-static bool removed_cands(const flat *f, const collector *cs, size_t nq)
+/* A batch's pass: every query's collector, over all rows at once. */
+typedef struct batch_pass {
+    pass p;
+    const tiled *t; /* f32 and f16 tiles, or NULL */
+    const prepq *pqs;
+    cand *cbuf; /* nq * (cc + k) candidates, for p.cs */
+    unsigned cc, k;
+} batch_pass;
+
+static size_t batch_begin(pass *p)
 {
-    for (size_t i = 0; i < nq; i++) {
-        for (unsigned j = 0; j < cs[i].cand.n; j++) {
-            if (f->dead[cs[i].cand.a[j].slot]) {
-                return true;
-            }
-        }
-        for (unsigned j = 0; j < cs[i].top.n; j++) {
-            if (f->dead[cs[i].top.a[j].slot]) {
-                return true;
-            }
+    batch_pass *bp = (batch_pass *)p;
+    for (size_t i = 0; i < p->ncs; i++) {
+        coll_init(&p->cs[i], p->f, bp->cbuf + i * (bp->cc + bp->k), bp->cc,
+                  bp->k);
+    }
+    return p->f->n;
+}
+
+static void batch_scan(pass *p, size_t lo, size_t hi)
+{
+    batch_pass *bp = (batch_pass *)p;
+    if (bp->t != NULL) {
+        tiled_scan(p->f, bp->t, p->ncs, p->cs, bp->pqs, lo, hi);
+        return;
+    }
+    /* Cache blocking: each block of rows is read from memory once and
+     * scored against every query while it sits in L1/L2. */
+    for (size_t b = lo; b < hi; b += BLOCK) {
+        size_t e = hi - b < BLOCK ? hi : b + BLOCK;
+        for (size_t i = 0; i < p->ncs; i++) {
+            scan_range(p->f, &bp->pqs[i], b, e, &p->cs[i]);
         }
     }
-    return false;
 }
 
 static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
@@ -1066,7 +1225,6 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
         goto out;
     }
     for (size_t i = 0; i < nq; i++) {
-        coll_init(&cs[i], f, cbuf + i * (cc + k), cc, k);
         pqs[i].q = qs + i * f->dim;
         pqs[i].floor = floor_for(f, threshold);
         if (q8 != NULL) {
@@ -1079,57 +1237,14 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
     if (tiles && (rc = tiled_init(&t, f, qs, nq)) != SC_OK) {
         goto out;
     }
-    /* Rows lo..hi at a time, the lock let go between them (y): a writer
-     * waits for one such block, not for the batch. Blocks start where a
-     * scan without pauses starts its own, so the scores are the same. A
-     * compaction met in a pause moves rows, and a removal of a row a heap
-     * holds takes a place from a live one: the scan starts over. */
-    const size_t unit = tiles ? t.rows : BLOCK;
-    size_t per = YIELD_WORK / (nq * f->dim);
-    per = per < unit ? unit : per / unit * unit;
-    size_t end = f->n;
-    uint64_t moves = f->moves;
-    unsigned restarts = 0;
-    for (size_t lo = 0; lo < end;) {
-        size_t hi = end - lo < per ? end : lo + per;
-        if (tiles) {
-            tiled_scan(f, &t, nq, cs, pqs, lo, hi);
-        } else {
-            /* Cache blocking: each block of rows is read from memory once
-             * and scored against every query while it sits in L1/L2. */
-            for (size_t b = lo; b < hi; b += BLOCK) {
-                size_t e = hi - b < BLOCK ? hi : b + BLOCK;
-                for (size_t i = 0; i < nq; i++) {
-                    scan_range(f, &pqs[i], b, e, &cs[i]);
-                }
-            }
-        }
-        lo = hi;
-        if (lo == end || y == NULL || restarts == YIELD_RESTARTS) {
-            continue;
-        }
-        y->fn(y->arg);
-        /* A compaction moved rows; a candidate removed meanwhile keeps a
-         * place in its heap (and, int8, a rank in top that sets the
-         * margin) that a live row of the rows scanned would have had:
-         * dropped only by finish(), the answer came out short. Either
-         * way the scan starts over. (Without a compaction no slot is
-         * reused or lost: adds go past end.) */
-        bool over = f->moves != moves || removed_cands(f, cs, nq);
-        for (size_t i = 0; i < nq; i++) {
-            if (over) {
-                coll_init(&cs[i], f, cbuf + i * (cc + k), cc, k);
-            } else {
-                cs[i].cand.ids = cs[i].top.ids = f->ids; /* maybe moved */
-            }
-        }
-        if (over) {
-            moves = f->moves;
-            restarts++;
-            end = f->n;
-            lo = 0;
-        }
-    }
+    /* A writer waits for one hold of rows, not for the batch (pass_run). */
+    batch_pass bp = {{f, cs, nq, batch_begin, batch_scan},
+                     tiles ? &t : NULL,
+                     pqs,
+                     cbuf,
+                     cc,
+                     k};
+    pass_run(&bp.p, hold_rows(f, nq, tiles ? t.rows : BLOCK), y);
     if (tiles) {
         tiled_fini(&t);
     }

@@ -62,7 +62,7 @@ typedef struct sc_hit {
 
 typedef struct sc_index sc_index;
 
-/* What a long search_batch calls between blocks of rows: fn(arg) lets the
+/* What a long search calls between blocks of rows: fn(arg) lets the
  * index's read lock go and takes it again, so that a writer waiting for it
  * gets in. When fn returns, the backend's state may have changed in any
  * way a writer changes it (rows added, removed, moved by a compaction,
@@ -83,13 +83,15 @@ typedef struct sc_index_backend {
     sc_err (*add)(void *state, uint64_t id, const float *unit);
     sc_err (*remove)(void *state, uint64_t id);
     sc_err (*get)(void *state, uint64_t id, float *out);
+    /* y (NULL: none) may be called between blocks of rows, never inside
+     * one; the answer is then that of a scan that saw every row live at
+     * its start and still live at its end (rows added meanwhile may be
+     * missed, rows removed meanwhile are never answered). */
     sc_err (*search)(void *state, const float *unit_q, unsigned k,
-                     float threshold, sc_hit *hits, unsigned *nhits);
+                     float threshold, sc_hit *hits, unsigned *nhits,
+                     const sc_index_yield *y);
     /* qs: nq unit queries back to back; hits: nq * k slots; nhits: nq.
-     * y (NULL: none) may be called between blocks of rows, never inside
-     * one; each query's answer is then that of a scan that saw every row
-     * live at its start and still live at its end (rows added meanwhile
-     * may be missed, rows removed meanwhile are never answered). */
+     * y: as search's, for each query. */
     sc_err (*search_batch)(void *state, const float *unit_qs, size_t nq,
                            unsigned k, float threshold, sc_hit *hits,
                            unsigned *nhits, const sc_index_yield *y);
@@ -152,6 +154,10 @@ sc_err sc_index_get(sc_index *ix, uint64_t id, float *out);
 
 /* Top-k (1..SC_INDEX_MAX_K) stored vectors whose cosine with q is >=
  * threshold, best first, into hits[0..*nhits). q need not be normalised.
+ * A flat index lets its lock go between blocks of rows (4 MiB of rows
+ * each, at most 2^24 multiply-adds), so that a writer waits for one
+ * block, not the scan: the answer may then miss rows added during the
+ * call, and never holds a row removed during it (as search_batch's).
  * Errors: SC_ERANGE (k), SC_EINVAL (NaN threshold), SC_ENONFINITE,
  * SC_EZEROVEC. */
 sc_err sc_index_search(sc_index *ix, const float *q, unsigned k,
@@ -160,17 +166,19 @@ sc_err sc_index_search(sc_index *ix, const float *q, unsigned k,
 /* nq queries (dim floats each, back to back) in one call. Query i's hits go
  * to hits[i * k ..] and their count to nhits[i]. Same errors as search;
  * on error no result is meaningful. A flat index lets its lock go between
- * blocks of rows (about 2^24 multiply-adds of the batch each), so that a
- * writer waits for one block, not the batch: an answer may then miss rows
- * added during the call, and never holds a row removed during it. */
+ * blocks of rows (about 2^24 multiply-adds of the batch each, 4 MiB of
+ * rows at most), so that a writer waits for one block, not the batch: an
+ * answer may then miss rows added during the call, and never holds a row
+ * removed during it. An IVF index ("auto" too) does not: before training
+ * its exact scan holds the lock to the end. */
 sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
                              unsigned k, float threshold, sc_hit *hits,
                              unsigned *nhits);
 
-/* For tests: fn(arg) runs each time a batch search has let its index's
- * lock go between blocks of rows, on the searching thread, before it takes
- * the lock again (it may change the index: add, remove, compact). NULL:
- * none. */
+/* For tests: fn(arg) runs each time a search, single or batched, has let
+ * its index's lock go between blocks of rows, on the searching thread, before
+ * it takes the lock again (it may change the index: add, remove, compact).
+ * NULL: none. */
 void sc_index_set_yield_hook(void (*fn)(void *arg), void *arg);
 
 /* Reclaims tombstoned slots now (it also happens by itself as they pile up).

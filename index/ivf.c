@@ -1202,8 +1202,14 @@ static sc_err search_one(ivf *v, const float *q, unsigned k, float threshold,
 }
 
 static sc_err ivf_search(void *state, const float *q, unsigned k,
-                         float threshold, sc_hit *hits, unsigned *nhits)
+                         float threshold, sc_hit *hits, unsigned *nhits,
+                         const sc_index_yield *y)
 {
+    /* A probe scans a few lists. Before training the exact scan of the
+     * kept rows (scan_exact) does not pause either: its rows are this
+     * backend's own, under its own lock (sw), and a training starts at
+     * train_min rows (docs/CONFIG.md). */
+    (void)y;
     ivf *v = state;
     pthread_rwlock_rdlock(&v->sw);
     sc_err rc = search_one(v, q, k, threshold, hits, nhits);

@@ -1,10 +1,11 @@
 /* test_index.c - the cosine index against a double-precision brute force:
  * validation, every storage type, threshold edges, delete and re-insert,
  * compaction (and the memory it gives back), batch against single, split
- * scans, a batch that lets its lock go between blocks of rows (rows
- * removed, added and compacted in its pauses), and concurrent search with
- * writers and with compactions that shrink the index. Run once per SIMD tier
- * (ctest sets SEMCACHE_SIMD); exits 77 when the CPU lacks the tier asked for.
+ * scans, a batch and a single search that let the lock go between blocks
+ * of rows (rows removed, added and compacted in their pauses), and
+ * concurrent search with writers and with compactions that shrink the
+ * index. Run once per SIMD tier (ctest sets SEMCACHE_SIMD); exits 77 when
+ * the CPU lacks the tier asked for.
  */
 #include <malloc.h>
 #include <math.h>
@@ -718,6 +719,63 @@ static void test_batch_pauses(sc_storage st)
     free(qs);
 }
 
+/* A single search lets the lock go between blocks of rows too (one at
+ * 120,000 x 1000 held it 50 ms): blocks of 4 MiB of rows, 16 of them here
+ * at f32, 4 at int8. The same changes in its pauses as test_batch_pauses
+ * makes, on one thread's scan and on one split across 4 (each pause then
+ * comes after a block of each share's rows): a row removed after the scan
+ * collected it is not answered and the next live row takes its place;
+ * rows added and a compaction (the scan starts over, and sees the rows
+ * added) leave it answering as a search does after; rows added without a
+ * start over are not seen. */
+static void test_single_pauses(sc_storage st, uint32_t threads)
+{
+    const size_t n = 16384, d = 1024;
+    const unsigned k = 8;
+    float *base = random_vectors(n, d, 23);
+    sc_index *ix = open_ix((uint32_t)d, st, threads);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(sc_index_add(ix, i, base + i * d), SC_OK);
+    }
+    sc_hit h[SC_INDEX_MAX_K];
+    unsigned nh = 0;
+    /* Row 0 is in the first block: scored, then removed. */
+    pause_plan pp = {ix, NULL, 0, 0, d, 0};
+    sc_index_set_yield_hook(pause_hook, &pp);
+    CHECK_EQ_INT(sc_index_search(ix, base, k, 0.1f, h, &nh), SC_OK);
+    sc_index_set_yield_hook(NULL, NULL);
+    CHECK(pp.calls >= 3);
+    CHECK(nh == k && h[0].id != 0);
+    CHECK_EQ_INT(pause_mismatches(ix, base, 1, d, k, h, &nh, 0), 0);
+    /* 100 copies of row 37 added in the first pause: not seen. */
+    const float *q = base + 37 * d;
+    pause_plan pa = {ix, q, UINT64_MAX, 0, d, 0};
+    sc_index_set_yield_hook(pause_hook, &pa);
+    CHECK_EQ_INT(sc_index_search(ix, q, k, 0.1f, h, &nh), SC_OK);
+    sc_index_set_yield_hook(NULL, NULL);
+    CHECK(pa.calls >= 3);
+    CHECK(nh >= 1 && h[0].id == 37);
+    for (unsigned j = 0; j < nh; j++) {
+        CHECK(h[j].id < 1000000);
+    }
+    for (uint64_t i = 0; i < 100 && pa.calls > 0; i++) {
+        CHECK_EQ_INT(sc_index_remove(ix, 1000000 + i), SC_OK);
+    }
+    /* Added again in the first pause, then a compaction in the second:
+     * the scan starts over and finds the copies, after row 37 itself. */
+    pause_plan pc = {ix, q, UINT64_MAX, 1, d, 0};
+    sc_index_set_yield_hook(pause_hook, &pc);
+    CHECK_EQ_INT(sc_index_search(ix, q, k, 0.1f, h, &nh), SC_OK);
+    sc_index_set_yield_hook(NULL, NULL);
+    CHECK(pc.calls >= 3);
+    CHECK(sc_index_count(ix) == n - 1 + 100 - 4200);
+    CHECK(nh == k && h[0].id == 37 && h[1].id >= 1000000 &&
+          h[1].similarity >= 0.999f);
+    CHECK_EQ_INT(pause_mismatches(ix, q, 1, d, k, h, &nh, UINT64_MAX), 0);
+    sc_index_close(ix);
+    free(base);
+}
+
 /* A scan split across threads finds what one thread finds. */
 static void test_split(sc_storage st)
 {
@@ -1203,6 +1261,7 @@ int main(int argc, char **argv)
         test_batch(sts[s], 7, 1001, 17);
         test_batch(sts[s], 8, 1027, 384);
         test_batch_pauses(sts[s]);
+        test_single_pauses(sts[s], 1);
         test_split(sts[s]);
         test_concurrent(sts[s]);
         test_vector_bytes(sts[s], 1);
@@ -1212,5 +1271,7 @@ int main(int argc, char **argv)
         test_small_autocompact(sts[s]);
         test_concurrent_shrink(sts[s]);
     }
+    /* Split: a block is 4 MiB of every share's rows (f32: 4 per share). */
+    test_single_pauses(SC_STORAGE_F32, 4);
     return test_summary("test_index");
 }
