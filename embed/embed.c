@@ -691,6 +691,37 @@ size_t sc_embed_debug_tokens(const sc_embed *e, const char *text, size_t len,
     return count;
 }
 
+void sc_embed_debug_each_token(const sc_embed *e, const char *text, size_t len,
+                               void (*fn)(void *ctx,
+                                          const sc_embed_tok_info *t),
+                               void *ctx)
+{
+    tok_iter it = tok_start(e, text, len);
+    tok t;
+    while (tok_next(&it, &t)) {
+        sc_embed_tok_info ti = {
+            .hash = tok_hash(&t),
+            .s = t.s,
+            .n = t.n,
+            .cut = t.over != 0,
+            .kind = t.kind == TK_WORD  ? SC_EMBED_TOK_WORD
+                    : t.kind == TK_NUM ? SC_EMBED_TOK_NUM
+                                       : SC_EMBED_TOK_PUNCT,
+        };
+        fn(ctx, &ti);
+    }
+}
+
+void sc_embed_debug_consts(const sc_embed *e, sc_embed_consts *out)
+{
+    *out = (sc_embed_consts){.probs = e->probs,
+                             .comp = e->comp,
+                             .ncomp = e->ncomp,
+                             .inv_norm = e->inv_norm,
+                             .mean_norm = e->mean_norm,
+                             .p_min = e->p_min};
+}
+
 /* ---- sentence vectors ---------------------------------------------------*/
 
 void sc_embed_params_default(sc_embed_params *p)
@@ -721,24 +752,74 @@ void sc_embed_params_default(sc_embed_params *p)
     p->idf_ctx = NULL;
 }
 
-static uint64_t splitmix(uint64_t *s)
+/* The pseudo-random vector of OOV token hash h, unscaled, into v: entry d
+ * is the top half, as a signed integer, of splitmix64's (d + 1)-th output
+ * from state h. The state after d + 1 steps is h + (d + 1) golden, so the
+ * entries are independent of one another (the same numbers as stepping). */
+static void make_hashed(float *v, uint32_t dim, uint64_t h)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    for (uint32_t d = 0; d < dim; d++) {
+        uint64_t z = h + (uint64_t)(d + 1) * 0x9e3779b97f4a7c15ULL;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        v[d] = (float)(int32_t)(uint32_t)(z >> 32);
+    }
 }
 
-/* acc += w * (the pseudo-random vector of OOV token hash h), a vector with
- * entries uniform in [-sqrt3, sqrt3) scaled so its expected norm is norm. */
-static void add_hashed(float *acc, uint32_t dim, uint64_t h, float w,
-                       float norm)
+/* The hashed vectors of the OOV tokens one sc_embed_text call has met,
+ * direct-mapped by token hash: a text that repeats an unknown word ("zqx
+ * zqx ...", "a-a-a-...") makes its vector once, where making one costs dim
+ * splitmix steps and adding it dim multiply-adds. A vector is a function
+ * of the hash alone, so the hash is the whole key. On the stack (the call
+ * allocates nothing): at most OOV_MEMO_FLOATS floats, so fewer slots for a
+ * wider table (4 at SC_EMBED_MAX_DIM). */
+#define OOV_MEMO_FLOATS 4096u
+#define OOV_MEMO_SLOTS  64u
+
+typedef struct oov_memo {
+    uint64_t key[OOV_MEMO_SLOTS];
+    uint8_t full[OOV_MEMO_SLOTS];
+    uint32_t mask; /* slots - 1 */
+    float v[OOV_MEMO_FLOATS];
+} oov_memo;
+
+static void oov_memo_init(oov_memo *m, uint32_t dim)
 {
-    uint64_t s = h;
-    float scale = w * norm * 1.7320508f / sqrtf((float)dim) / 2147483648.0f;
+    uint32_t slots = OOV_MEMO_SLOTS;
+    while (slots > 1 && slots * dim > OOV_MEMO_FLOATS) {
+        slots /= 2;
+    }
+    m->mask = slots - 1;
+    memset(m->full, 0, slots);
+}
+
+static const float *oov_vector(oov_memo *m, uint32_t dim, uint64_t h)
+{
+    uint32_t i = (uint32_t)(h ^ (h >> 32)) & m->mask;
+    float *v = m->v + (size_t)i * dim;
+    if (!m->full[i] || m->key[i] != h) {
+        make_hashed(v, dim, h);
+        m->key[i] = h;
+        m->full[i] = 1;
+    }
+    return v;
+}
+
+/* The factor of an OOV token of weight w: its hashed vector's entries are
+ * uniform in [-sqrt3, sqrt3) once scaled, so its expected norm is norm. */
+static float oov_scale(uint32_t dim, float w, float norm)
+{
+    return w * norm * 1.7320508f / sqrtf((float)dim) / 2147483648.0f;
+}
+
+/* acc += scale * v: each token still adds its products in its turn, so
+ * the sum is the one that made every vector afresh, bit for bit. */
+static void add_scaled(float *restrict acc, const float *restrict v,
+                       uint32_t dim, float scale)
+{
     for (uint32_t d = 0; d < dim; d++) {
-        int32_t r = (int32_t)(uint32_t)(splitmix(&s) >> 32);
-        acc[d] += scale * (float)r;
+        acc[d] += scale * v[d];
     }
 }
 
@@ -773,6 +854,8 @@ sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
     float acc[SC_EMBED_MAX_DIM];
     uint32_t dim = e->dim;
     memset(acc, 0, dim * sizeof(float));
+    oov_memo memo;
+    oov_memo_init(&memo, dim);
     tok_iter it = tok_start(e, text, len);
     tok t;
     size_t used = 0;
@@ -789,8 +872,10 @@ sc_err sc_embed_text_p(const sc_embed *e, const sc_embed_params *p,
             if (!p->oov_hash || t.kind == TK_PUNCT) {
                 continue;
             }
-            add_hashed(acc, dim, h, w,
-                       p->oov_scale * (p->unit_words ? 1.0f : e->mean_norm));
+            add_scaled(acc, oov_vector(&memo, dim, h), dim,
+                       oov_scale(dim, w,
+                                 p->oov_scale *
+                                     (p->unit_words ? 1.0f : e->mean_norm)));
         } else {
             const float *v = e->vecs + (size_t)idx * dim;
             if (p->unit_words) {

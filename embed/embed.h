@@ -61,9 +61,10 @@ bool sc_embed_model_superseded(const sc_embed *e, const char *model);
 /* Embeds text[0..len) (any bytes: UTF-8 or not, NULs included) into out, a
  * caller-owned array of sc_embed_dim(e) floats, as a unit vector. Pure and
  * thread-safe: any number of threads may call it on one e at once. It
- * allocates nothing; the cost is linear in len. Errors: SC_EINVAL (e or out
- * NULL, or text NULL with len > 0), SC_EZEROVEC (no usable token: empty,
- * only spaces or punctuation); on error out is left unchanged. */
+ * allocates nothing (it uses about 21 KiB of stack); the cost is linear in
+ * len. Errors: SC_EINVAL (e or out NULL, or text NULL with len > 0),
+ * SC_EZEROVEC (no usable token: empty, only spaces or punctuation); on
+ * error out is left unchanged. */
 sc_err sc_embed_text(const sc_embed *e, const char *text, size_t len,
                      float *out);
 

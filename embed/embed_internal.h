@@ -75,6 +75,35 @@ void sc_embed_rescore_many_p(const sc_embed *e, const sc_embed_params *p,
 size_t sc_embed_debug_tokens(const sc_embed *e, const char *text, size_t len,
                              char *buf, size_t cap);
 
+/* One token as sc_embed_text reads it, for the test's reference copy of
+ * the sentence vector. */
+typedef struct sc_embed_tok_info {
+    uint64_t hash; /* of all its bytes, as sc_embed_text hashes it */
+    const char *s; /* its first n bytes, normalised (valid during fn) */
+    size_t n;      /* bytes kept, at most 64 */
+    bool cut;      /* longer than 64 bytes (never looked up in the table) */
+    int kind;      /* SC_EMBED_TOK_* */
+} sc_embed_tok_info;
+enum { SC_EMBED_TOK_WORD, SC_EMBED_TOK_NUM, SC_EMBED_TOK_PUNCT };
+
+/* Calls fn(ctx, t) for each token of text[0..len), in order. */
+void sc_embed_debug_each_token(const sc_embed *e, const char *text, size_t len,
+                               void (*fn)(void *ctx,
+                                          const sc_embed_tok_info *t),
+                               void *ctx);
+
+/* What sc_embed_open derives from the table and sc_embed_text reads:
+ * borrowed from e, valid until sc_embed_close. */
+typedef struct sc_embed_consts {
+    const float *probs; /* nwords word probabilities */
+    const float *comp;  /* ncomp x dim common components */
+    uint32_t ncomp;
+    const float *inv_norm; /* nwords: 1 / |v_i| (0 for a zero vector) */
+    float mean_norm;       /* mean |v_i| */
+    float p_min;           /* the probability OOV words get */
+} sc_embed_consts;
+void sc_embed_debug_consts(const sc_embed *e, sc_embed_consts *out);
+
 /* The distinct content-token hashes of text (as the rescore sees them:
  * no punctuation, no negations), at most cap; returns the count. */
 size_t sc_embed_content_hashes(const sc_embed *e, const char *text, size_t len,

@@ -1,7 +1,9 @@
 /* test_embed.c - the built-in embedder on a tiny table built here from a
  * tiny JSON (no download): the converter, tokenisation, known-answer
  * vectors computed independently, unit norm, OOV words and numbers, hostile
- * text, threads, every kind of corrupt table, and the rescore. */
+ * text, threads, every kind of corrupt table, and the rescore; with
+ * --table PATH, sentence vectors against a reference copy on that table
+ * too (ctest passes the real one). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <pthread.h>
@@ -1573,8 +1575,328 @@ static void test_sigs(void)
     sc_embed_df_free(df_sig);
 }
 
-int main(void)
+/* ---- the sentence vector against its reference --------------------------*/
+
+/* A copy of sc_embed_text_p as it was before OOV vectors were memoised
+ * (model version 5): each OOV token's vector made afresh, 100 splitmix
+ * steps a word, on the library's tokens and constants. The library must
+ * give the same floats, bit for bit, and the same return code. */
+static uint64_t ref_splitmix(uint64_t *s)
 {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void ref_add_hashed(float *acc, uint32_t dim, uint64_t h, float w,
+                           float norm)
+{
+    uint64_t s = h;
+    float scale = w * norm * 1.7320508f / sqrtf((float)dim) / 2147483648.0f;
+    for (uint32_t d = 0; d < dim; d++) {
+        int32_t r = (int32_t)(uint32_t)(ref_splitmix(&s) >> 32);
+        acc[d] += scale * (float)r;
+    }
+}
+
+typedef struct ref_ctx {
+    const sc_embed *e;
+    const sc_embed_params *p;
+    sc_embed_consts c;
+    const float *vecs;
+    uint32_t dim, nwords;
+    float acc[SC_EMBED_MAX_DIM];
+    size_t used;
+} ref_ctx;
+
+static float ref_weight(const ref_ctx *r, float a, long idx)
+{
+    if (a <= 0) {
+        return 1.0f;
+    }
+    float pw = idx < 0 ? r->c.p_min : r->c.probs[idx];
+    return a / (a + pw);
+}
+
+static void ref_tok(void *ctx, const sc_embed_tok_info *t)
+{
+    ref_ctx *r = ctx;
+    const sc_embed_params *p = r->p;
+    if (t->kind == SC_EMBED_TOK_PUNCT && p->skip_punct) {
+        return;
+    }
+    long idx = t->kind == SC_EMBED_TOK_NUM || t->cut
+                   ? -1
+                   : sc_embed_lookup(r->e, t->s, t->n);
+    long widx = idx;
+    if (idx < 0 && p->letter_rank_vec > 0 && p->letter_rank_vec < r->nwords &&
+        t->kind == SC_EMBED_TOK_WORD && t->n == 1) {
+        widx = (long)p->letter_rank_vec;
+    }
+    float w = ref_weight(r, p->sif_a, widx);
+    if (idx < 0) {
+        if (!p->oov_hash || t->kind == SC_EMBED_TOK_PUNCT) {
+            return;
+        }
+        ref_add_hashed(r->acc, r->dim, t->hash, w,
+                       p->oov_scale * (p->unit_words ? 1.0f : r->c.mean_norm));
+    } else {
+        const float *v = r->vecs + (size_t)idx * r->dim;
+        if (p->unit_words) {
+            w *= r->c.inv_norm[idx];
+        }
+        for (uint32_t d = 0; d < r->dim; d++) {
+            r->acc[d] += w * v[d];
+        }
+    }
+    r->used += t->kind != SC_EMBED_TOK_PUNCT;
+}
+
+static sc_err ref_embed(const sc_embed *e, const sc_embed_params *p,
+                        const char *text, size_t len, float *out)
+{
+    static ref_ctx r; /* 4 KiB of acc: off the stack */
+    memset(&r, 0, sizeof(r));
+    r.e = e;
+    r.p = p;
+    sc_embed_debug_consts(e, &r.c);
+    r.vecs = sc_embed_vectors(e, &r.dim, &r.nwords);
+    sc_embed_debug_each_token(e, text, len, ref_tok, &r);
+    if (r.used == 0) {
+        return SC_EZEROVEC;
+    }
+    uint32_t dim = r.dim;
+    float *acc = r.acc;
+    unsigned nc = p->ncomp < r.c.ncomp ? p->ncomp : r.c.ncomp;
+    for (unsigned k = 0; k < nc; k++) {
+        const float *u = r.c.comp + (size_t)k * dim;
+        float dot = 0;
+        for (uint32_t d = 0; d < dim; d++) {
+            dot += acc[d] * u[d];
+        }
+        for (uint32_t d = 0; d < dim; d++) {
+            acc[d] -= dot * u[d];
+        }
+    }
+    double s = 0;
+    for (uint32_t d = 0; d < dim; d++) {
+        s += (double)acc[d] * acc[d];
+    }
+    if (!(s > 1e-30) || !isfinite(s)) {
+        return SC_EZEROVEC;
+    }
+    float inv = (float)(1.0 / sqrt(s));
+    for (uint32_t d = 0; d < dim; d++) {
+        out[d] = acc[d] * inv;
+    }
+    return SC_OK;
+}
+
+/* Words for random texts: known ones (of the tiny table, or common English
+ * for the real one), and unknown ones, a few of them one letter. */
+static const char *const known_words[] = {"the",
+                                          "cancel",
+                                          "my",
+                                          "order",
+                                          "card",
+                                          "how",
+                                          "do",
+                                          "i",
+                                          "not",
+                                          "phone",
+                                          "call",
+                                          "new",
+                                          "well-known",
+                                          "account",
+                                          "café",
+                                          "10th",
+                                          "state-of-the-art",
+                                          "bank",
+                                          "money",
+                                          "transfer",
+                                          "why",
+                                          "is"};
+static const char *const oov_words[] = {
+    "zqx",   "zyzzyva", "qwxv", "a",     "b",    "x",      "ñandú",
+    "flurb", "kj",      "zzz",  "blorp", "quux", "wibble", "q"};
+
+/* A random word into w (at most 90 bytes); returns its length. */
+static size_t rand_word(uint64_t *s, char *w)
+{
+    uint64_t r = test_rand(s);
+    size_t n;
+    switch (r % 8) {
+    case 0:
+    case 1:
+    case 2: {
+        const char *k = known_words[(r >> 8) % (sizeof(known_words) /
+                                                sizeof(known_words[0]))];
+        n = strlen(k);
+        memcpy(w, k, n);
+        break;
+    }
+    case 3:
+    case 4: {
+        const char *k =
+            oov_words[(r >> 8) % (sizeof(oov_words) / sizeof(oov_words[0]))];
+        n = strlen(k);
+        memcpy(w, k, n);
+        break;
+    }
+    case 5: { /* a fresh unknown word, now and then over 64 bytes */
+        n = 1 + (r >> 8) % ((r >> 20) % 16 == 0 ? 90 : 9);
+        for (size_t i = 0; i < n; i++) {
+            w[i] = (char)('a' + test_rand(s) % 26);
+        }
+        break;
+    }
+    case 6: { /* a number: thousands marks, decimals, "10th" */
+        static const char *const nums[] = {"1,000", "3.14",    "42",
+                                           "10th",  "0.5,100", "1.1.1x",
+                                           "2,5",   "100k",    "7"};
+        const char *k = nums[(r >> 8) % (sizeof(nums) / sizeof(nums[0]))];
+        n = strlen(k);
+        memcpy(w, k, n);
+        break;
+    }
+    default: { /* bytes: Unicode, punctuation, NULs, invalid UTF-8 */
+        static const char *const odd[] = {"\xe2\x80\x99",
+                                          "\xe2\x80\x9c",
+                                          "\xe2\x80\x94",
+                                          "\xc2\xa0",
+                                          "\xff\xfe",
+                                          "\xc3\xa9t\xc3\xa9",
+                                          "don't",
+                                          "we're",
+                                          "o'neill",
+                                          "?",
+                                          "!",
+                                          ",",
+                                          "\"",
+                                          "\0",
+                                          "\xe6\x97\xa5\xe6\x9c\xac",
+                                          "CANCEL",
+                                          "Zqx"};
+        size_t k = (r >> 8) % (sizeof(odd) / sizeof(odd[0]));
+        n = k == 13 ? 1 : strlen(odd[k]);
+        memcpy(w, odd[k], n);
+        break;
+    }
+    }
+    return n;
+}
+
+/* Up to 40 random words, each followed by a separator, into buf[0..cap);
+ * returns the length. */
+static size_t rand_text(uint64_t *s, char *buf, size_t cap)
+{
+    size_t words = test_rand(s) % 40, len = 0;
+    char w[128];
+    for (size_t i = 0; i < words; i++) {
+        size_t n = rand_word(s, w);
+        if (len + n + 1 > cap) {
+            break;
+        }
+        memcpy(buf + len, w, n);
+        len += n;
+        static const char seps[] = {' ', ' ', ' ', '-', '-', ',', '.', '\''};
+        buf[len++] = seps[test_rand(s) % sizeof(seps)];
+    }
+    if (len > 0 && test_rand(s) % 2) {
+        len--; /* no separator at the end, half the time */
+    }
+    return len;
+}
+
+/* Embeds text with p, by the library and by the reference: the same code,
+ * and the same floats, bit for bit. */
+static int same_as_ref(const sc_embed *e, const sc_embed_params *p,
+                       const char *text, size_t len)
+{
+    float a[SC_EMBED_MAX_DIM], b[SC_EMBED_MAX_DIM];
+    uint32_t dim = sc_embed_dim(e);
+    for (uint32_t d = 0; d < dim; d++) {
+        a[d] = b[d] = 7.0f;
+    }
+    sc_err ra = sc_embed_text_p(e, p, text, len, a);
+    sc_err rb = ref_embed(e, p, text, len, b);
+    return ra == rb && memcmp(a, b, dim * sizeof(float)) == 0;
+}
+
+/* big[0..cap): unit again and again, its last byte last when not 0. */
+static void fill_big(char *big, size_t cap, const char *unit, char last)
+{
+    size_t ul = strlen(unit);
+    for (size_t i = 0; i < cap; i++) {
+        big[i] = unit[i % ul];
+    }
+    if (last != 0) {
+        big[cap - 1] = last;
+    }
+}
+
+static void test_vs_ref(const sc_embed *e, unsigned texts)
+{
+    sc_embed_params ps[6];
+    for (int i = 0; i < 6; i++) {
+        sc_embed_params_default(&ps[i]);
+    }
+    ps[1].unit_words = true;
+    ps[2].letter_rank_vec = 3;
+    ps[3].sif_a = 0;
+    ps[3].ncomp = 0;
+    ps[4].oov_scale = 1.0f;
+    ps[4].skip_punct = false;
+    ps[5].oov_hash = false;
+    uint64_t s = 0x5eed;
+    char buf[4096];
+    unsigned bad = 0;
+    for (unsigned i = 0; i < texts; i++) {
+        size_t len = rand_text(&s, buf, sizeof(buf));
+        bad += !same_as_ref(e, &ps[i % 6], buf, len);
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(same_as_ref(e, &ps[0], "", 0));
+    CHECK(same_as_ref(e, &ps[0], NULL, 0));
+    CHECK(same_as_ref(e, &ps[0], "zqx", 3));
+
+    /* Many distinct unknown words, over and over: more than any memo holds,
+     * so vectors are made, kept, replaced and made again. */
+    size_t cap = 1u << 20;
+    char *big = malloc(cap);
+    CHECK(big != NULL);
+    if (big == NULL) {
+        return;
+    }
+    size_t len = 0;
+    while (len + 12 < cap) {
+        unsigned k = (unsigned)(test_rand(&s) % 300);
+        int n = snprintf(big + len, 12, "zq%u ", k);
+        len += (size_t)n;
+    }
+    CHECK(same_as_ref(e, &ps[0], big, len));
+    CHECK(same_as_ref(e, &ps[2], big, len));
+    /* The hostile repeats of bench_embed, 1 MiB each. */
+    static const char *const units[] = {"a-", "zqx ", "zqx a zqx b ",
+                                        "state-of-the-art-", "1."};
+    for (size_t k = 0; k < sizeof(units) / sizeof(units[0]); k++) {
+        fill_big(big, cap, units[k], k == 4 ? 'x' : 0);
+        CHECK(same_as_ref(e, &ps[k % 3], big, cap));
+    }
+    free(big);
+}
+
+int main(int argc, char **argv)
+{
+    /* --table PATH: the real table too, for the reference comparison. */
+    const char *real = NULL;
+    if (argc == 3 && strcmp(argv[1], "--table") == 0) {
+        real = argv[2];
+    } else if (argc != 1) {
+        fprintf(stderr, "usage: test_embed [--table PATH]\n");
+        return 2;
+    }
     snprintf(dir, sizeof(dir), "/tmp/test_embed.%ld", (long)getpid());
     mkdir(dir, 0700);
     snprintf(json_path, sizeof(json_path), "%s/tiny.json", dir);
@@ -1594,7 +1916,16 @@ int main(void)
     test_df_flood();
     test_rescore_many();
     test_sigs();
+    test_vs_ref(E, 20000);
     sc_embed_close(E);
+    if (real != NULL) {
+        sc_embed *R = NULL;
+        CHECK_EQ_INT(sc_embed_open(real, &R), SC_OK);
+        if (R != NULL) {
+            test_vs_ref(R, 5000);
+            sc_embed_close(R);
+        }
+    }
     unlink(json_path);
     unlink(table_path);
     rmdir(dir);
