@@ -920,6 +920,21 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     bool magic_ok = len == 0 || memcmp(d, magic, len < 6 ? len : 6) == 0;
     unsigned version =
         len >= 8 ? (unsigned)d[6] | (unsigned)d[7] << 8 : VERSION;
+    bool old_hdr =
+        magic_ok && len >= HDR_SIZE_V2 && version >= VERSION_MIN && version < 3;
+    if (kind == SC_PERSIST_LOG && last && len < HDR_SIZE && !old_hdr) {
+        /* The newest log, shorter than a header of this format and not a
+         * whole header of version 1 or 2: a crash cut it while its header
+         * was written (open_log writes the header before any record), and
+         * what bytes it has may be zeros or garbage where the header's
+         * never came, the version's too. No record fits in it, so cutting
+         * it loses nothing; open_log writes the header again. */
+        st->torn_bytes += len;
+        if (valid_len != NULL) {
+            *valid_len = 0;
+        }
+        return SC_OK;
+    }
     if (magic_ok && (version < VERSION_MIN || version > VERSION)) {
         say(msg, cap, "format version %u, this build reads %u to %u", version,
             VERSION_MIN, VERSION);
@@ -927,14 +942,6 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     }
     size_t hdr = version < 3 ? HDR_SIZE_V2 : HDR_SIZE;
     if (len < hdr || !magic_ok) {
-        if (kind == SC_PERSIST_LOG && last && magic_ok) {
-            /* Cut while its header was written: nothing in it yet. */
-            st->torn_bytes += len;
-            if (valid_len != NULL) {
-                *valid_len = 0;
-            }
-            return SC_OK;
-        }
         say(msg, cap, "not a semcached %s (bad header)",
             kind == SC_PERSIST_SNAPSHOT ? "snapshot" : "log");
         return SC_EBADFILE;

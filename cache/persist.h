@@ -94,12 +94,14 @@ typedef struct sc_persist_load_stats {
  * last log from here on, and starts the background thread (fsync once a
  * second in everysec, the ledger's sums once a second, compaction). A torn
  * last record of the last log (a crash while writing it: nothing valid
- * follows) is cut off and its size said. A corrupt record anywhere else, a
- * bad snapshot, or a missing log is refused (SC_ECHECKSUM, SC_EBADFILE,
- * SC_EBADVERSION) with where it is in msg, unless cfg.repair; so is a
- * namespace of an index backend this build lacks (SC_ENOTSUP: a build with
- * FAISS wrote it), which repair drops with its entries. Errors also:
- * SC_EIO, SC_ENOMEM. st may be NULL. Call once. */
+ * follows) is cut off and its size said; so is a last log shorter than a
+ * whole header (a crash while its header was written: whatever its bytes,
+ * no record fits in it), which is begun again. A corrupt record anywhere
+ * else, a bad snapshot, or a missing log is refused (SC_ECHECKSUM,
+ * SC_EBADFILE, SC_EBADVERSION) with where it is in msg, unless
+ * cfg.repair; so is a namespace of an index backend this build lacks
+ * (SC_ENOTSUP: a build with FAISS wrote it), which repair drops with its
+ * entries. Errors also: SC_EIO, SC_ENOMEM. st may be NULL. Call once. */
 sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
                        sc_persist_load_stats *st, char *msg, size_t cap);
 

@@ -773,6 +773,80 @@ static void test_crash_leftovers(void)
     world_close(&w);
 }
 
+/* A last log cut by a crash while its header was written, 8 to 23 bytes
+ * whose version bytes are garbage (zeros where the data never came, or
+ * what the blocks held; its magic too): no record fits in it, so it is cut and
+ * begun again, its bytes counted as torn, not refused as a bad version. A whole
+ * header with a bad version is still refused, naming the file: in a log
+ * that is not the last, and in the last one (a later build's log). */
+static void test_torn_header(void)
+{
+    static const struct {
+        size_t len;
+        uint8_t v0, v1;
+        uint8_t fill;
+        bool magic; /* false: zeros there too */
+    } cuts[] = {
+        {8, 0xff, 0xff, 0, true},     {12, 0, 0, 0, true},
+        {16, 0x37, 0x9a, 0xee, true}, {16, 9, 0, 0, true},
+        {20, 0, 0, 0x11, true},       {23, 0xbe, 0xef, 0xab, true},
+        {18, 0, 0, 0, false},
+    };
+    for (size_t k = 0; k < sizeof(cuts) / sizeof(cuts[0]); k++) {
+        char dir[512], name[32];
+        snprintf(name, sizeof(name), "tornhdr%zu", k);
+        world w;
+        fresh_filled(&w, dir, sizeof(dir), name, SC_FSYNC_ALWAYS, 5, 400);
+        world_close(&w);
+        uint8_t h[HDR];
+        memset(h, cuts[k].fill, sizeof(h));
+        if (cuts[k].magic) {
+            memcpy(h, "SCLOG", 6);
+        }
+        h[6] = cuts[k].v0;
+        h[7] = cuts[k].v1;
+        append_bytes(dir, "log.2", h, cuts[k].len);
+        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+        if (w.load_rc != SC_OK) {
+            fprintf(stderr, "  cut %zu: %s\n", k, w.msg);
+        }
+        CHECK_EQ_INT(w.st.torn_bytes, cuts[k].len);
+        CHECK_EQ_INT(w.st.logs, 2);
+        CHECK_EQ_INT(count_served(w.c, 5), 5);
+        /* Begun again: a whole header of this version, appended to. */
+        CHECK_EQ_INT(file_size(dir, "log.2"), HDR);
+        uint64_t id;
+        CHECK(put(w.c, "default", "into log 2", "kept", true, 999, &id) ==
+              SC_OK);
+        world_close(&w);
+        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+        CHECK_EQ_INT(w.st.torn_bytes, 0);
+        char buf[64];
+        CHECK(served_text(w.c, "default", "into log 2", buf, sizeof(buf)));
+        CHECK_EQ_INT(count_served(w.c, 5), 5);
+        world_close(&w);
+        if (k == 0) {
+            /* log.1's whole header with a bad version, log.2 after it. */
+            flip_byte(dir, "log.1", 7);
+            CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) ==
+                  SC_EBADVERSION);
+            CHECK(strstr(w.msg, "/log.1: format version") != NULL);
+            world_close(&w);
+            flip_byte(dir, "log.1", 7);
+            /* The last log's whole header with a bad version. */
+            flip_byte(dir, "log.2", 7);
+            CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) ==
+                  SC_EBADVERSION);
+            CHECK(strstr(w.msg, "/log.2: format version") != NULL);
+            world_close(&w);
+            flip_byte(dir, "log.2", 7);
+            CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+            CHECK(served_text(w.c, "default", "into log 2", buf, sizeof(buf)));
+            world_close(&w);
+        }
+    }
+}
+
 /* The key of dir/log.1 (its header read). */
 static uint32_t log_key(const char *dir)
 {
@@ -1834,11 +1908,27 @@ static void test_replay_garbage(void)
     CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, junk, sizeof(junk), true,
                             false, 0, NULL, &st, NULL, msg,
                             sizeof(msg)) == SC_EBADFILE);
+    /* A bad version: refused in a log that is not the last, and in the
+     * last one with a whole header; in the last one shorter than a whole
+     * header, torn (test_torn_header). */
     uint8_t hdr[16] = {'S', 'C', 'L', 'O', 'G', 0, 9, 0};
-    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), true,
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), false,
                             false, 0, NULL, &st, NULL, msg,
                             sizeof(msg)) == SC_EBADVERSION);
     CHECK(strstr(msg, "version 9") != NULL);
+    uint8_t hdr9[HDR + 4] = {'S', 'C', 'L', 'O', 'G', 0, 9, 0};
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr9, HDR, true, false, 0,
+                            NULL, &st, NULL, msg,
+                            sizeof(msg)) == SC_EBADVERSION);
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr9, sizeof(hdr9), true,
+                            false, 0, NULL, &st, NULL, msg,
+                            sizeof(msg)) == SC_EBADVERSION);
+    CHECK(strstr(msg, "version 9") != NULL);
+    memset(&st, 0, sizeof(st));
+    size_t cut = 99;
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr9, HDR - 1, true, false,
+                            0, NULL, &st, &cut, msg, sizeof(msg)) == SC_OK);
+    CHECK(cut == 0 && st.torn_bytes == HDR - 1);
     hdr[6] = 1;
     size_t valid = 0;
     CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, hdr, sizeof(hdr), true,
@@ -2932,6 +3022,7 @@ int main(void)
     test_torn_every_type();
     test_lru_order();
     test_crash_leftovers();
+    test_torn_header();
     test_mid_corruption();
     test_compact_under_load();
     test_expired_while_down();
