@@ -1479,12 +1479,21 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     if (serial != NULL) {
         *serial = s->serial;
     }
-    if (journaled && c->cfg.ledger != NULL) {
+    if (journaled && c->cfg.ledger != NULL &&
+        sc_ledger_ns_made(c->cfg.ledger, name)) {
         /* A new namespace, not a restore (whose base the ledger restores
          * itself): what its name holds so far is of namespaces dropped
          * before. Before it can be found, so that no event of its own
-         * counts in that base. */
-        sc_ledger_ns_made(c->cfg.ledger, name);
+         * counts in that base. The base (and the name's row) is committed
+         * with the namespace: left to the ledger's next save, a crash
+         * within that second lost it, and /metrics' (dropped) went down
+         * after the restart. Where the journal cannot take it now (out of
+         * memory), that save logs it still. */
+        sc_cache_change lc = {.kind = SC_CHANGE_LEDGER, .ns = name};
+        uint64_t lseq = 0;
+        if (journal_append(c, &lc, &lseq) == SC_OK && lseq > seq) {
+            seq = lseq;
+        }
     }
     sc_htab_insert(&c->nss, &s->node);
     cache_unlock(c);

@@ -119,7 +119,13 @@ typedef enum sc_cache_change_kind {
     SC_CHANGE_INSERT,     /* entry stored (entry; replaces the same text) */
     SC_CHANGE_REMOVE,     /* entry id deleted, expired or evicted */
     SC_CHANGE_QUARANTINE, /* entry id reported wrong */
-    SC_CHANGE_FLUSH       /* every entry of ns gone */
+    SC_CHANGE_FLUSH,      /* every entry of ns gone */
+    /* The cache's ledger wrote the base of namespace ns as it was made
+     * (sc_ledger_ns_made), after that namespace's NS_PUT: the journal
+     * logs that base and the name's row now (sc_ledger_export_ns), so
+     * that they are as durable as the namespace once the later of the
+     * two seqs is committed, not only with the ledger's next save. */
+    SC_CHANGE_LEDGER
 } sc_cache_change_kind;
 
 typedef struct sc_cache_change {

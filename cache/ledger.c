@@ -542,8 +542,9 @@ static row *row_find(sc_ledger *l, int kind, const char *ns, const char *tag)
     return NULL;
 }
 
-void sc_ledger_ns_made(sc_ledger *l, const char *ns)
+bool sc_ledger_ns_made(sc_ledger *l, const char *ns)
 {
+    bool made = false;
     pthread_mutex_lock(&l->mu);
     if (row_find(l, SC_LEDGER_BY_NS, ns, "") != NULL) {
         /* Made first: making it may grow the table and move the rows. */
@@ -552,9 +553,11 @@ void sc_ledger_ns_made(sc_ledger *l, const char *ns)
         if (b != NULL && r != NULL) {
             b->c = r->c;
             b->changed = l->epoch;
+            made = true;
         }
     }
     pthread_mutex_unlock(&l->mu);
+    return made;
 }
 
 void sc_ledger_ns_base(sc_ledger *l, const char *ns, sc_ledger_counts *out)
@@ -1041,6 +1044,24 @@ uint64_t sc_ledger_export(sc_ledger *l, bool changed_only,
     uint64_t mark = changed_only ? l->epoch++ : 0;
     pthread_mutex_unlock(&l->mu);
     return mark;
+}
+
+size_t sc_ledger_export_ns(sc_ledger *l, const char *ns, sc_ledger_state_fn fn,
+                           void *arg)
+{
+    static const int kinds[2] = {SC_LEDGER_BY_NS, SC_LEDGER_KIND_BASE};
+    size_t n = 0;
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < 2; i++) {
+        const row *r = row_find(l, kinds[i], ns, "");
+        if (r != NULL) {
+            sc_ledger_row_state st = {r->kind, r->ns, r->tag, r->c};
+            fn(arg, &st, NULL);
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    return n;
 }
 
 void sc_ledger_export_saved(sc_ledger *l, uint64_t mark)

@@ -1083,6 +1083,13 @@ struct sc_persist {
     pthread_mutex_t buf_mu;
     wbuf buf;
     uint64_t appended;
+    /* ledger_mu: one export of ledger rows into the log at a time, held
+     * until its run is appended and marked saved (flush_ledger), so that
+     * runs come in the log in the order of their exports: an older run
+     * appended after a newer one would be what a replay keeps. Taken
+     * before the ledger's lock and buf_mu, and with the cache's locks
+     * held (SC_CHANGE_LEDGER). */
+    pthread_mutex_t ledger_mu;
     atomic_int failed; /* errno of the write that failed, 0 = none */
 
     /* io_mu: the log file, and what of it is written and synced. */
@@ -1280,6 +1287,8 @@ static sc_err flush_locked(sc_persist *p, bool sync)
     return rc;
 }
 
+static sc_err flush_ledger(sc_persist *p, const char *ns, uint64_t *seq);
+
 static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
 {
     sc_persist *p = arg;
@@ -1289,6 +1298,11 @@ static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
     }
     if (atomic_load(&p->failed)) {
         return SC_EIO;
+    }
+    if (ch->kind == SC_CHANGE_LEDGER) {
+        /* A namespace's base: logged now, not at the next tick (not
+         * under buf_mu: the export takes the ledger's lock first). */
+        return flush_ledger(p, ch->ns, seq);
     }
     pthread_mutex_lock(&p->buf_mu);
     size_t before = p->buf.len;
@@ -1311,6 +1325,8 @@ static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
     case SC_CHANGE_QUARANTINE:
         enc_id(&p->buf, REC_QUARANTINE, ch->id);
         break;
+    case SC_CHANGE_LEDGER:
+        break; /* above */
     }
     sc_err rc = SC_OK;
     if (p->buf.oom) {
@@ -1426,6 +1442,7 @@ sc_err sc_persist_open(const sc_persist_config *cfg, sc_persist **out,
         goto fail;
     }
     pthread_mutex_init(&p->buf_mu, NULL);
+    pthread_mutex_init(&p->ledger_mu, NULL);
     pthread_mutex_init(&p->io_mu, NULL);
     pthread_mutex_init(&p->compact_mu, NULL);
     pthread_mutex_init(&p->tick_mu, NULL);
@@ -2163,18 +2180,33 @@ void sc_persist_cancel_compactions(sc_persist *p)
     }
 }
 
-static void flush_ledger(sc_persist *p)
+/* Appends, as one record run, the ledger's rows changed since the last
+ * export, or (ns not NULL) namespace ns's row and base alone, which stay
+ * changed for the next tick. *seq (when not NULL) gets a number that
+ * covers the run, and every run appended before it, for j_commit.
+ * SC_ENOMEM: the rows stay changed, for the next tick to log; SC_EIO:
+ * persistence failed. */
+static sc_err flush_ledger(sc_persist *p, const char *ns, uint64_t *seq)
 {
-    if (p->ledger == NULL || atomic_load(&p->failed)) {
-        return;
+    if (p->ledger == NULL) {
+        return SC_OK;
     }
+    if (atomic_load(&p->failed)) {
+        return SC_EIO;
+    }
+    pthread_mutex_lock(&p->ledger_mu);
     /* Into a buffer of its own, then appended as one run: the ledger's
      * lock is never held while waiting for buf_mu's holders. */
     wbuf b = {0};
-    uint64_t mark = sc_ledger_export(p->ledger, true, ledger_to, &b);
+    uint64_t mark = 0;
+    if (ns != NULL) {
+        (void)sc_ledger_export_ns(p->ledger, ns, ledger_to, &b);
+    } else {
+        mark = sc_ledger_export(p->ledger, true, ledger_to, &b);
+    }
     bool stored = b.len == 0 && !b.oom;
+    pthread_mutex_lock(&p->buf_mu);
     if (b.len > 0 && !b.oom) {
-        pthread_mutex_lock(&p->buf_mu);
         wb_bytes(&p->buf, b.p, b.len);
         if (p->buf.oom) {
             p->buf.oom = 0;
@@ -2182,13 +2214,17 @@ static void flush_ledger(sc_persist *p)
             p->appended++;
             stored = true;
         }
-        pthread_mutex_unlock(&p->buf_mu);
     }
+    if (seq != NULL) {
+        *seq = p->appended;
+    }
+    pthread_mutex_unlock(&p->buf_mu);
     free(b.p);
-    /* Out of memory: the rows stay changed, for the next tick to log. */
-    if (stored) {
+    if (stored && ns == NULL) {
         sc_ledger_export_saved(p->ledger, mark);
     }
+    pthread_mutex_unlock(&p->ledger_mu);
+    return stored ? SC_OK : SC_ENOMEM;
 }
 
 static uint64_t mono_ms(void)
@@ -2203,7 +2239,7 @@ static uint64_t mono_ms(void)
 static uint64_t tick_flush(sc_persist *p)
 {
     atomic_store(&p->last_tick_ms, mono_ms());
-    flush_ledger(p);
+    (void)flush_ledger(p, NULL, NULL);
     pthread_mutex_lock(&p->io_mu);
     (void)flush_locked(p, p->cfg.fsync != SC_FSYNC_NO);
     if (p->cfg.fsync == SC_FSYNC_NO) {
@@ -2295,7 +2331,7 @@ void sc_persist_close(sc_persist *p)
         pthread_join(p->thread, NULL);
     }
     if (p->loaded) {
-        flush_ledger(p);
+        (void)flush_ledger(p, NULL, NULL);
         if (sc_persist_sync(p) != SC_OK) {
             plog(p, "the last records could not be written: %s",
                  strerror(atomic_load(&p->failed)));
@@ -2310,6 +2346,7 @@ void sc_persist_close(sc_persist *p)
     pthread_mutex_destroy(&p->tick_mu);
     pthread_mutex_destroy(&p->compact_mu);
     pthread_mutex_destroy(&p->io_mu);
+    pthread_mutex_destroy(&p->ledger_mu);
     pthread_mutex_destroy(&p->buf_mu);
     close(p->lockfd); /* and with it the lock */
     close(p->dirfd);
