@@ -168,11 +168,12 @@ sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
  * rows come after the page. *total is still over every row. A page costs
  * a sort of the rows above after: reading 2^20 rows in pages of 10,000
  * takes some seconds in all. The lock is never held long: the rows are
- * picked a bounded number of slots a hold, sorted without it, and the
- * page's summed in one more hold. The page, *more and *total are over the
- * rows that existed when the call began (a row made during it, a new
- * namespace's or tag's, is in none of them: the next call has it), with
- * their sums as of the last hold. */
+ * picked a bounded number of slots a hold, sorted without it, and summed
+ * a bounded number of rows a hold, the page's before the total's. The
+ * page, *more and *total are over the rows that existed when the call
+ * began (a row made during it, a new namespace's or tag's, is in none of
+ * them: the next call has it), each row with its sums as of the hold
+ * that read it; a row's sums are never more than the total's. */
 sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
                           const char *after, size_t limit,
                           sc_ledger_counts *total, sc_ledger_row_fn fn,
@@ -181,11 +182,13 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
 /* For tests: fn(arg, picked) runs in every sc_ledger_sum_page between two
  * holds of the lock: with picked false between two holds of the pick,
  * with picked true once the rows are picked and sorted, before they are
- * summed; it may call the ledger. NULL = none. */
+ * summed, and between two holds of the sums; it may call the ledger.
+ * NULL = none. */
 void sc_ledger_set_page_hook(sc_ledger *l, void (*fn)(void *, bool), void *arg);
 
 /* For tests: the slots of the row table a page's pick reads in one hold
- * of the lock (0 = the default, 16,384). */
+ * of the lock (0 = the default, 16,384); its sums read a quarter as many
+ * rows a hold (at least 1). */
 void sc_ledger_set_page_chunk(sc_ledger *l, size_t slots);
 
 /* The hourly timeline over everything: up to cap hours, oldest first. */
