@@ -1450,14 +1450,15 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "semcached: %s received, shutting down\n",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    uint64_t served, dropped;
-    sc_server_counts(srv, &served, &dropped);
     front_set_proxy(&fr, NULL);
     sc_proxy_close(proxy);
     proxy = NULL;
     sc_http_close(http);
     http = NULL;
-    sc_server_close(srv);
+    /* Read once the workers are joined: a request taken before the signal
+     * and answered during the stop is in the line too. */
+    uint64_t served, dropped;
+    sc_server_close_counts(srv, &served, &dropped);
     srv = NULL;
     sc_dispatch_counts dc;
     sc_dispatch_get_counts(disp, &dc);

@@ -247,12 +247,19 @@ static void *worker_main(void *arg)
             /* Reuse the request message: its header holds the routing
              * back (the socket is raw, so the header is ours to keep). */
             if (msgs[i].rc == 0 && msgs[i].reply != NULL && !send_fails()) {
+                /* Counted before the send, taken back if it fails: once
+                 * nng has it, the client may read it before this thread
+                 * runs again, and a count read then (the stop line's)
+                 * must have it. */
+                count(&s->served);
                 int rv = send_reply(s, m, msgs[i].reply, msgs[i].reply_len);
                 if (rv == 0) {
                     sent = true;
-                    count(&s->served);
-                } else if (rv == NNG_ENOSPC) {
-                    busy = send_busy(s, m, &msgs[i]);
+                } else {
+                    __atomic_sub_fetch(&s->served, 1, __ATOMIC_RELAXED);
+                    if (rv == NNG_ENOSPC) {
+                        busy = send_busy(s, m, &msgs[i]);
+                    }
                 }
             }
             if (!sent && !busy) {
@@ -271,7 +278,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static void stop(sc_server *s);
+static void stop(sc_server *s, uint64_t *served, uint64_t *dropped);
 
 static int start_listener(sc_server *s, const char *url, const char *cert)
 {
@@ -424,7 +431,7 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
     return SC_OK;
 
 fail_workers:
-    stop(s);
+    stop(s, NULL, NULL);
     return rc;
 fail_sock:
     nng_close(s->sock);
@@ -522,11 +529,13 @@ static int close_socket_bounded(nng_socket sock, unsigned wait_ms)
     return done;
 }
 
-/* Stops the workers, closes the socket and frees s. Each worker sees
- * `closing` before its next receive; one waiting in a receive has it
- * cancelled, again and again until it is joined (a worker that was just
- * about to receive when cancelled is caught by the next round). */
-static void stop(sc_server *s)
+/* Stops the workers, closes the socket and frees s; served and dropped
+ * (either may be NULL) get the final counts, read once every worker is
+ * joined. Each worker sees `closing` before its next receive; one waiting
+ * in a receive has it cancelled, again and again until it is joined (a
+ * worker that was just about to receive when cancelled is caught by the
+ * next round). */
+static void stop(sc_server *s, uint64_t *served, uint64_t *dropped)
 {
     __atomic_store_n(&s->closing, 1, __ATOMIC_RELEASE);
     for (unsigned i = 0; i < s->nworkers; i++) {
@@ -555,6 +564,12 @@ static void stop(sc_server *s)
         }
         nng_aio_free(s->w[i].aio);
     }
+    if (served != NULL) {
+        *served = __atomic_load_n(&s->served, __ATOMIC_RELAXED);
+    }
+    if (dropped != NULL) {
+        *dropped = __atomic_load_n(&s->dropped, __ATOMIC_RELAXED);
+    }
     free(s->w);
     free(s);
 }
@@ -562,8 +577,17 @@ static void stop(sc_server *s)
 void sc_server_close(sc_server *s)
 {
     if (s != NULL) {
-        stop(s);
+        stop(s, NULL, NULL);
     }
+}
+
+void sc_server_close_counts(sc_server *s, uint64_t *served, uint64_t *dropped)
+{
+    *served = *dropped = 0;
+    if (s == NULL) {
+        return;
+    }
+    stop(s, served, dropped);
 }
 
 void sc_server_counts(sc_server *s, uint64_t *served, uint64_t *dropped)

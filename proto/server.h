@@ -116,10 +116,17 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out);
  * sc_server_stuck_closes. */
 void sc_server_close(sc_server *s);
 
+/* sc_server_close, then the final counts (as sc_server_counts): those of
+ * every request a worker took before the close, its reply sent or
+ * dropped. A NULL s is a no-op that sets both to 0. */
+void sc_server_close_counts(sc_server *s, uint64_t *served, uint64_t *dropped);
+
 #define SC_SERVER_CLOSE_WAIT_MS 2000u
 extern unsigned sc_server_stuck_closes; /* read atomically */
 
-/* Requests served and dropped since open. */
+/* Requests served and dropped since open. A reply is counted served
+ * before it is handed to nng (and taken back if nng refuses it), so a
+ * reply a client has read is always in the count. */
 void sc_server_counts(sc_server *s, uint64_t *served, uint64_t *dropped);
 
 /* nng clients connected now (refused ones included until they are gone),
