@@ -1368,6 +1368,11 @@ int main(int argc, char **argv)
     scfg.handler_many = timed_handle_many;
     scfg.handler_busy = busy_reply;
     scfg.handler_arg = &fr;
+    /* nng listens from here, but answers only once the HTTP front and the
+     * proxy are open too (sc_server_start below): a client that saw an
+     * nng reply finds HTTP listening, and one that saw /healthz answered
+     * finds nng listening. /metrics needs srv, so it is made first. */
+    scfg.start_later = true;
     if ((rc = sc_server_open(&scfg, &srv)) != SC_OK) {
         fprintf(stderr, "semcached: cannot start the server: %s\n",
                 sc_strerror(rc));
@@ -1424,6 +1429,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "semcached: OpenAI-compatible proxy on %s%s\n",
                 conf.http, "/v1/chat/completions");
     }
+    if ((rc = sc_server_start(srv)) != SC_OK) {
+        fprintf(stderr, "semcached: cannot start the server's workers: %s\n",
+                sc_strerror(rc));
+        goto out_server;
+    }
+    /* Every listener accepts by now, and nng answers. */
     fprintf(stderr,
             "semcached: ready (%s, simd %s, %u %s, at most %u nng "
             "%s at once; descriptor limit %lu)\n",

@@ -44,7 +44,8 @@ struct sc_server {
     nng_socket sock;
     nng_listener lst[SC_SERVER_MAX_LISTEN];
     unsigned nlst;
-    worker *w;
+    worker *w;         /* wanted of them */
+    unsigned wanted;   /* workers to run */
     unsigned nworkers; /* started */
     sc_server_handler handler;
     sc_server_batch_handler handler_many;
@@ -416,23 +417,14 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
     if (s->w == NULL) {
         goto fail_sock;
     }
-    for (; s->nworkers < nthreads; s->nworkers++) {
-        worker *w = &s->w[s->nworkers];
-        w->s = s;
-        if (nng_aio_alloc(&w->aio, NULL, NULL) != 0) {
-            goto fail_workers;
-        }
-        if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
-            nng_aio_free(w->aio);
-            goto fail_workers;
-        }
+    s->wanted = nthreads;
+    if (!cfg->start_later && (rc = sc_server_start(s)) != SC_OK) {
+        stop(s, NULL, NULL);
+        return rc;
     }
     *out = s;
     return SC_OK;
 
-fail_workers:
-    stop(s, NULL, NULL);
-    return rc;
 fail_sock:
     nng_close(s->sock);
 fail_free:
@@ -572,6 +564,22 @@ static void stop(sc_server *s, uint64_t *served, uint64_t *dropped)
     }
     free(s->w);
     free(s);
+}
+
+sc_err sc_server_start(sc_server *s)
+{
+    for (; s->nworkers < s->wanted; s->nworkers++) {
+        worker *w = &s->w[s->nworkers];
+        w->s = s;
+        if (nng_aio_alloc(&w->aio, NULL, NULL) != 0) {
+            return SC_ENOMEM;
+        }
+        if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
+            nng_aio_free(w->aio);
+            return SC_ENOMEM;
+        }
+    }
+    return SC_OK;
 }
 
 void sc_server_close(sc_server *s)

@@ -100,14 +100,27 @@ typedef struct sc_server_config {
      * Either way the refused reply's undo is done with sent false. */
     sc_server_handler handler_busy;
     void *handler_arg;
+    /* true: sc_server_open listens but starts no worker, and nothing is
+     * answered until sc_server_start: clients connect, and their requests
+     * wait in nng, meanwhile. So a caller with other fronts to open (the
+     * HTTP one) opens them in between, and a client that saw an nng reply
+     * finds every front open. false: sc_server_open starts them. */
+    bool start_later;
 } sc_server_config;
 
 typedef struct sc_server sc_server;
 
-/* Opens the socket, listens on every URL and starts the workers. Errors:
- * SC_EINVAL (bad URL or config), SC_EIO (listen failed: the message went to
- * stderr), SC_ENOMEM. On failure nothing is left running. */
+/* Opens the socket, listens on every URL and starts the workers (with
+ * cfg->start_later, not yet: sc_server_start does). Errors: SC_EINVAL (bad
+ * URL or config), SC_EIO (listen failed: the message went to stderr),
+ * SC_ENOMEM. On failure nothing is left running. */
 sc_err sc_server_open(const sc_server_config *cfg, sc_server **out);
+
+/* Starts the workers of a server opened with start_later: from here on
+ * requests are answered, those that waited first. A no-op once started.
+ * SC_ENOMEM when a thread cannot start (those started serve; the caller
+ * closes the server). */
+sc_err sc_server_start(sc_server *s);
 
 /* Closes the socket, lets the workers finish their current request, joins
  * them and frees the server. The socket's close is waited for at most

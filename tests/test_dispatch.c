@@ -396,6 +396,53 @@ static void test_served_counted(void)
     rmdir(dir);
 }
 
+/* A server opened with start_later listens (a client connects) but runs
+ * no worker until sc_server_start; then the ping sent before it is
+ * answered. A close without a start leaves nothing running. */
+static void test_start_later(void)
+{
+    char dir[] = "/tmp/test-dispatch-later-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        CHECK(false);
+        return;
+    }
+    char url[96], path[80];
+    snprintf(path, sizeof(path), "%s/s.ipc", dir);
+    snprintf(url, sizeof(url), "ipc://%s", path);
+    sc_cache *cache;
+    sc_dispatch *d = open_filled(&cache);
+    sc_server_config cfg = {.listen = {url},
+                            .nlisten = 1,
+                            .threads = 2,
+                            .handler = sc_dispatch_handle,
+                            .handler_arg = d,
+                            .start_later = true};
+    /* Opened and closed unstarted. */
+    sc_server *srv = NULL;
+    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
+    uint64_t served = 1, dropped = 1;
+    sc_server_close_counts(srv, &served, &dropped);
+    CHECK_EQ_INT(served, 0);
+    CHECK_EQ_INT(dropped, 0);
+    unlink(path);
+    /* Opened, a client in, then started: its ping is answered. */
+    srv = NULL;
+    sc_client *k = NULL;
+    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
+    CHECK(srv != NULL && sc_client_open(url, 10000, &k) == SC_OK);
+    CHECK(srv != NULL && sc_server_start(srv) == SC_OK);
+    CHECK(srv != NULL && sc_server_start(srv) == SC_OK); /* a no-op */
+    char name[64];
+    CHECK(k != NULL && sc_client_ping(k, name, sizeof(name), NULL) == SC_OK);
+    sc_client_close(k);
+    sc_server_close_counts(srv, &served, &dropped);
+    CHECK_EQ_INT(served, 1);
+    sc_dispatch_close(d);
+    sc_cache_close(cache);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* ---- closing a server while requests are in flight ---------------------
  * sc_server_close must return however the workers stand: idle in a
  * receive, handling a batch, or between the two. Each round opens a
@@ -1943,6 +1990,7 @@ int main(int argc, char **argv)
     test_same_replies();
     test_server_batches();
     test_served_counted();
+    test_start_later();
     test_max_clients();
     test_unread_reply();
     test_undelivered_hits();

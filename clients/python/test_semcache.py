@@ -74,10 +74,11 @@ def free_port():
 
 def wait_started(proc, port, log_path, timeout=60, http_port=None):
     """Waits until the semcached of proc answers a ping on port, and when
-    http_port is given until its HTTP front listens too (semcached serves
-    nng before it opens HTTP); raises RuntimeError naming log_path when it
-    exits or the timeout passes (60 s by default: a replay under ASan and
-    load)."""
+    http_port is given until its HTTP front accepts a connection too
+    (semcached answers nng only once HTTP listens, test_startstop checks
+    it: this second wait costs one connect, and a test that needs HTTP
+    says so here); raises RuntimeError naming log_path when it exits or
+    the timeout passes (60 s by default: a replay under ASan and load)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -97,8 +98,10 @@ def wait_started(proc, port, log_path, timeout=60, http_port=None):
 def wait_http(hport, timeout=60, proc=None):
     """Whether something accepts a connection on 127.0.0.1:hport within
     timeout seconds (False at once when proc, given, has exited).
-    semcached answers nng before its HTTP front listens: a test that
-    waited on nng alone could meet a refused HTTP connection."""
+    semcached answers nng only once its HTTP front listens (it once
+    answered a moment before, and a test that waited on nng alone met a
+    refused HTTP connection); kept where tests use HTTP, at the cost of
+    one connect."""
     deadline = time.monotonic() + timeout
     while True:
         try:
