@@ -47,6 +47,8 @@ struct sc_http {
      * socket too). */
     sc_pool *pool;
     unsigned queue_max;
+    bool started;     /* sc_http_start counted a start of srv */
+    char urlbuf[512]; /* the address, for messages */
 };
 
 typedef enum route_kind { R_HEALTHZ, R_METRICS, R_REPORT, R_OP } route_kind;
@@ -1961,11 +1963,8 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
             goto fail_routes;
         }
     }
-    int rv = nng_http_server_start(h->srv);
-    if (rv != 0) {
-        fprintf(stderr, "semcached: cannot listen on %s: %s\n", urlbuf,
-                nng_strerror(rv));
-        rc = SC_EIO;
+    snprintf(h->urlbuf, sizeof(h->urlbuf), "%s", urlbuf);
+    if (!cfg->start_later && (rc = sc_http_start(h)) != SC_OK) {
         goto fail_routes;
     }
     nng_url_free(url);
@@ -1990,6 +1989,21 @@ fail_pool:
     return rc;
 }
 
+sc_err sc_http_start(sc_http *h)
+{
+    if (h->started) {
+        return SC_OK;
+    }
+    int rv = nng_http_server_start(h->srv);
+    if (rv != 0) {
+        fprintf(stderr, "semcached: cannot listen on %s: %s\n", h->urlbuf,
+                nng_strerror(rv));
+        return SC_EIO;
+    }
+    h->started = true;
+    return SC_OK;
+}
+
 void sc_http_close(sc_http *h)
 {
     if (h == NULL) {
@@ -1998,7 +2012,10 @@ void sc_http_close(sc_http *h)
     /* First, so that nng's stop (which waits for every connection, and so
      * for each handler's aio) finds no job queued behind a running one. */
     sc_pool_stop(h->pool);
-    nng_http_server_stop(h->srv);
+    if (h->started) {
+        /* nng counts starts: one not made must not be stopped. */
+        nng_http_server_stop(h->srv);
+    }
     nng_http_server_release(h->srv);
     if (!wait_routes(h, 10)) {
         /* nng 1.5.2 unpatched can keep a route for good when a request

@@ -186,6 +186,11 @@ typedef struct sc_http_config {
      * NULL = the cache's statistics: {"server", "total", "namespaces"}. */
     sc_http_report_fn report_hook;
     void *hook_arg; /* passed to both hooks; borrowed */
+    /* true: sc_http_open sets up every route but does not listen;
+     * sc_http_start does (or the start of a proxy on the same address,
+     * sc_proxy_open, which then listens with its route in too). So that
+     * a client that sees /healthz answered finds every route. */
+    bool start_later;
 } sc_http_config;
 
 typedef struct sc_http sc_http;
@@ -201,7 +206,8 @@ sc_err sc_http_addr_check(const char *addr);
 #define SC_HTTP_ADDR_FORM                                                      \
     "must be HOST:PORT with a port 1..65535 (127.0.0.1:8080, [::1]:8080)"
 
-/* Listens on cfg->addr and starts serving (cfg is copied). On success *out
+/* Listens on cfg->addr and starts serving (cfg is copied; with
+ * cfg->start_later, not yet: see sc_http_start). On success *out
  * is the caller's, closed with sc_http_close; on failure *out is untouched
  * and nothing is left listening or running. Errors: SC_EINVAL (no
  * dispatcher or cache, a bad address, workers or queue_max over the cap),
@@ -209,6 +215,12 @@ sc_err sc_http_addr_check(const char *addr);
  * another sc_http of this process serves it),
  * SC_ENOMEM. */
 sc_err sc_http_open(const sc_http_config *cfg, sc_http **out);
+
+/* Listens on the address of an sc_http opened with start_later (a no-op
+ * once done; if a proxy on the address listens already, counted only).
+ * SC_EIO when the address cannot be listened on (the message went to
+ * stderr); the caller then closes h. */
+sc_err sc_http_start(sc_http *h);
 
 /* Answers the requests still waiting for a worker 503 shutting_down,
  * waits for the workers to finish the ones they run (whose answers the

@@ -2287,10 +2287,13 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
         rc = rv == NNG_EADDRINUSE ? SC_EIO : SC_ENOMEM;
         goto fail_handler;
     }
-    /* Counted by nng: the sc_http's start already listens, and then this
-     * cannot fail. It fails only for a server of our own, not listening
-     * yet, so no request can have reached the handler. */
+    /* Counted by nng: when the sc_http's start already listens, this
+     * cannot fail. When it is the first (a server of our own, or an
+     * sc_http opened with start_later), it listens, and may fail: then
+     * nothing listened, so no request can have reached the handler. */
     if ((rv = nng_http_server_start(p->srv)) != 0) {
+        fprintf(stderr, "semcached: cannot listen on %s: %s\n", cfg->addr,
+                nng_strerror(rv));
         rc = SC_EIO;
         goto fail_route;
     }

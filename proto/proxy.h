@@ -103,11 +103,12 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
 typedef struct sc_proxy sc_proxy;
 
 /* Adds POST /v1/chat/completions to the HTTP server at cfg->addr and starts
- * the workers. cfg is copied. On success *out is the caller's, closed with
- * sc_proxy_close before the sc_http of the same address; on failure *out is
- * untouched. Errors: SC_EINVAL (a missing or bad field, an upstream URL
- * that is not http:// or https://), SC_EIO (the route is taken, or nothing
- * serves addr), SC_ENOMEM. */
+ * the workers; the server listens from here on, if it did not already. cfg is
+ * copied. On success *out is the caller's, closed with sc_proxy_close before
+ * the sc_http of the same address; on failure *out is untouched. Errors:
+ * SC_EINVAL (a missing or bad field, an upstream URL that is not http:// or
+ * https://), SC_EIO (the route is taken, nothing serves addr, or addr cannot
+ * be listened on: the message went to stderr), SC_ENOMEM. */
 sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out);
 
 /* Removes the route, answers queued requests 503 (those waiting for a

@@ -1393,6 +1393,9 @@ int main(int argc, char **argv)
             .metrics_hook = http_metrics,
             .report_hook = http_report,
             .hook_arg = &fr,
+            /* Listening once the proxy's route is in too (below): a
+             * client that saw /healthz answered finds every route. */
+            .start_later = true,
         };
         if ((rc = sc_http_open(&hcfg, &http)) != SC_OK) {
             fprintf(stderr, "semcached: cannot serve HTTP on %s: %s\n",
@@ -1428,6 +1431,11 @@ int main(int argc, char **argv)
         front_set_proxy(&fr, proxy);
         fprintf(stderr, "semcached: OpenAI-compatible proxy on %s%s\n",
                 conf.http, "/v1/chat/completions");
+    }
+    if (http != NULL && (rc = sc_http_start(http)) != SC_OK) {
+        fprintf(stderr, "semcached: cannot serve HTTP on %s: %s\n", conf.http,
+                sc_strerror(rc));
+        goto out_server;
     }
     if ((rc = sc_server_start(srv)) != SC_OK) {
         fprintf(stderr, "semcached: cannot start the server's workers: %s\n",

@@ -1780,6 +1780,27 @@ static void test_hooks(sc_cache *cache, sc_dispatch *d)
     CHECK(h3 == NULL);
     sc_http_close(h2);
 
+    /* start_later: every route in, nothing listening until sc_http_start;
+     * closed unstarted, nothing is left. */
+    cfg.start_later = true;
+    h2 = NULL;
+    CHECK(sc_http_open(&cfg, &h2) == SC_OK);
+    int cfd = connect_to(p2);
+    CHECK(cfd < 0);
+    if (cfd >= 0) {
+        close(cfd);
+    }
+    CHECK(h2 != NULL && sc_http_start(h2) == SC_OK);
+    CHECK(h2 != NULL && sc_http_start(h2) == SC_OK); /* a no-op */
+    CHECK(http_to(p2, "GET", "/report", NULL, NULL, 0, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    sc_http_close(h2);
+    h2 = NULL;
+    CHECK(sc_http_open(&cfg, &h2) == SC_OK);
+    sc_http_close(h2);
+    cfg.start_later = false;
+
     /* A port some other socket holds. */
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(p2)};

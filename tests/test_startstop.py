@@ -3,9 +3,10 @@
 once nng answers a ping, the HTTP front accepts at once (it once began to
 listen a moment after nng answered, and a client that waited for nng met
 "connection refused"); once the `ready` line is on stderr, both answer;
-once /healthz answers, an nng ping does too; and the stop line counts a
-reply the client read just before SIGTERM ("served 1 request", once
-"served 0"). No wait_http here: each start is probed the way a client
+once /healthz answers, an nng ping does too, and so does the proxy's
+route (it once answered 404 a moment after /healthz did); and the stop
+line counts a reply the client read just before SIGTERM ("served 1
+request", once "served 0"). No wait_http here: each start is probed the way a client
 would, with no wait between the probe and the use.
 
 usage: test_startstop.py --server build/semcached [--starts N]
@@ -15,6 +16,7 @@ picks, for runs beside other servers.)
 """
 import http.client
 import itertools
+import json
 import os
 import re
 import signal
@@ -164,6 +166,38 @@ def test_nng_once_http_answers(server, tmp, starts):
           f"of {starts} starts not: {bad[:5]}")
 
 
+def test_proxy_once_healthz(server, tmp, starts):
+    """With the proxy on (its upstream a port where nothing listens):
+    polls /healthz until 200, then at once POST /v1/chat/completions: the
+    proxy answers it (502 upstream_unreachable), never 404 (the HTTP front
+    once listened before the proxy's route was in: 404 in 15 to 17 of 20
+    starts)."""
+    got = []
+    body = json.dumps({"model": "m",
+                       "messages": [{"role": "user", "content": "hi"}]})
+    for i in range(starts):
+        d = Daemon(server, tmp, f"proxy-{i}", "--upstream",
+                   f"http://127.0.0.1:{next_port()}/v1")
+        try:
+            if not until(d, lambda: healthz(d.hport) == 200):
+                got.append("no /healthz")
+                continue
+            c = http.client.HTTPConnection("127.0.0.1", d.hport, timeout=10)
+            try:
+                c.request("POST", "/v1/chat/completions", body=body,
+                          headers={"Content-Type": "application/json"})
+                got.append(c.getresponse().status)
+            except OSError as e:
+                got.append(type(e).__name__)
+            finally:
+                c.close()
+        finally:
+            d.stop()
+    bad = [g for g in got if g != 502]
+    check(not bad, f"the proxy's route is in once /healthz answers: "
+          f"{len(bad)} of {starts} starts not: {bad[:5]}")
+
+
 def test_stop_counts_last_reply(server, tmp, starts):
     """One ping, its reply read, SIGTERM at once: the stop line says
     "served 1 request" (once "served 0" now and then: the count came
@@ -199,6 +233,7 @@ def main():
         test_http_once_nng_answers(server, tmp, starts)
         test_both_once_ready(server, tmp, starts // 2)
         test_nng_once_http_answers(server, tmp, starts // 2)
+        test_proxy_once_healthz(server, tmp, starts // 2)
         test_stop_counts_last_reply(server, tmp, starts)
     print(f"startstop: {test_semcache.passed} passed, "
           f"{test_semcache.failed} failed")
