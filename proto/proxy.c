@@ -501,6 +501,7 @@ struct preq {
     nng_aio *waio; /* writes a hijacked connection */
     nng_duration waited; /* ms the writes to it have taken, in all */
     bool dropped;        /* a write to it failed (counted once) */
+    bool stop_cut;       /* the stop cut its stream (counted once) */
     char *body;
     size_t len;
     json_t *root;
@@ -671,14 +672,30 @@ static void reply_shutting_down(preq *pr, bool close)
                 "semcached is shutting down", NULL, close);
 }
 
+/* Counts pr's stream as cut by the stop, once (counts.stop_cut). */
+static void count_stop_cut(preq *pr)
+{
+    if (!pr->stop_cut && !pr->dropped) {
+        pr->stop_cut = true;
+        count(pr->p, &pr->p->counts.stop_cut);
+    }
+}
+
 /* Counts pr's stream as cut on the client's side by the failed write rv,
  * once: past the client time-out, or the connection failed (the client
- * left). Not a stop's cut, nor a write we could not start for memory. */
+ * left). A write failed during a stop is the stop's cut (stop_cut); one
+ * we could not start for memory is neither. */
 static void count_drop(preq *pr, int rv)
 {
     sc_proxy *p = pr->p;
-    if (pr->dropped || rv == NNG_ENOMEM ||
-        __atomic_load_n(&p->closing, __ATOMIC_RELAXED)) {
+    if (rv == NNG_ENOMEM) {
+        return;
+    }
+    if (__atomic_load_n(&p->closing, __ATOMIC_RELAXED)) {
+        count_stop_cut(pr);
+        return;
+    }
+    if (pr->dropped) {
         return;
     }
     pr->dropped = true;
@@ -704,6 +721,7 @@ static int conn_write(preq *pr, const void *buf, size_t n)
     pthread_mutex_lock(&p->mu);
     if (p->closing) {
         pthread_mutex_unlock(&p->mu);
+        count_stop_cut(pr);
         return NNG_ECLOSED;
     }
     if (pr->waio == NULL && nng_aio_alloc(&pr->waio, NULL, NULL) != 0) {
@@ -1629,10 +1647,15 @@ static void forward_stream(preq *pr, CURL *c)
             }
         } else if (cc != CURLE_OK && !s.failed) {
             const char *code;
-            count_fail(p,
-                       upstream_error(pr, cc, status, NULL, true, msg,
-                                      sizeof(msg), &code),
-                       true);
+            sc_proxy_fail f = upstream_error(pr, cc, status, NULL, true, msg,
+                                             sizeof(msg), &code);
+            /* Cut by the stop: one count, whichever abort came first (the
+             * call's, here, or the client write's, in conn_write). */
+            if (f == SC_PROXY_FAIL_SHUTTING_DOWN) {
+                count_stop_cut(pr);
+            } else {
+                count_fail(p, f, true);
+            }
         }
         preq_done(pr); /* closes the connection: the stream's end */
     }
@@ -2317,7 +2340,8 @@ fail_alloc:
     return rc;
 }
 
-void sc_proxy_close(sc_proxy *p)
+/* sc_proxy_close; final (NULL: none) gets the counts at the end. */
+static void close_proxy(sc_proxy *p, sc_proxy_counts *final)
 {
     if (p == NULL) {
         return;
@@ -2353,5 +2377,19 @@ void sc_proxy_close(sc_proxy *p)
     sc_pool_close(p->lookers);
     sc_pool_close(p->workers);
     curl_global_cleanup();
+    if (final != NULL) {
+        sc_proxy_get_counts(p, final);
+    }
     proxy_free(p);
+}
+
+void sc_proxy_close(sc_proxy *p)
+{
+    close_proxy(p, NULL);
+}
+
+void sc_proxy_close_counts(sc_proxy *p, sc_proxy_counts *out)
+{
+    memset(out, 0, sizeof(*out));
+    close_proxy(p, out);
 }

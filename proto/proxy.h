@@ -154,8 +154,21 @@ typedef struct sc_proxy_counts {
     uint64_t streams_cut; /* of errors: streams cut after their head */
     uint64_t own[SC_PROXY_OWN_N];      /* error answers of its own */
     uint64_t dropped[SC_PROXY_DROP_N]; /* streams the client's side cut */
+    /* Streams (a hit's, or one relayed) cut by sc_proxy_close after their
+     * head: a write to the client aborted or refused by the stop, or the
+     * upstream call of a relayed one aborted, whichever came first; each
+     * counted once, here only (not in errors, fails or streams_cut, so
+     * that fails[shutting_down] counts 502 answers alone). Never in
+     * /metrics, which the stop leaves first: for the stop line. */
+    uint64_t stop_cut;
 } sc_proxy_counts;
 void sc_proxy_get_counts(sc_proxy *p, sc_proxy_counts *out);
+
+/* sc_proxy_close, then *out = the final counts, those of what the close
+ * cut included (stop_cut; the 502s of fails[SC_PROXY_FAIL_SHUTTING_DOWN]
+ * and the 503s in own, answered shutting_down). A NULL p is a no-op that
+ * zeroes *out. */
+void sc_proxy_close_counts(sc_proxy *p, sc_proxy_counts *out);
 
 /* Writes the proxy's families of GET /metrics (docs/HTTP.md): its
  * counters, and its two thread pools' queued and running requests, with

@@ -1470,7 +1470,9 @@ int main(int argc, char **argv)
     fprintf(stderr, "semcached: %s received, shutting down\n",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     front_set_proxy(&fr, NULL);
-    sc_proxy_close(proxy);
+    bool had_proxy = proxy != NULL;
+    sc_proxy_counts pc;
+    sc_proxy_close_counts(proxy, &pc);
     proxy = NULL;
     sc_http_close(http);
     http = NULL;
@@ -1489,6 +1491,22 @@ int main(int argc, char **argv)
             (unsigned long long)dc.bad_requests, (unsigned long long)dc.errors,
             (unsigned long long)dc.unauthorized,
             (unsigned long long)dc.forbidden, (unsigned long long)dropped);
+    if (had_proxy) {
+        /* What the stop cut, which no scrape shows: /metrics leaves the
+         * proxy out before the stop aborts anything (docs/HTTP.md). */
+        uint64_t aborted = pc.fails[SC_PROXY_FAIL_SHUTTING_DOWN];
+        uint64_t refused = pc.own[4]; /* 400, 411, 413, 500, 503 */
+        fprintf(stderr,
+                "semcached: the stop cut %llu proxy %s; answered %llu "
+                "upstream %s aborted 502 and %llu %s 503 "
+                "shutting_down\n",
+                (unsigned long long)pc.stop_cut,
+                sc_plural(pc.stop_cut, "stream", "streams"),
+                (unsigned long long)aborted,
+                sc_plural(aborted, "call", "calls"),
+                (unsigned long long)refused,
+                sc_plural(refused, "request", "requests"));
+    }
     if (persist != NULL && conf.snapshot_at_stop) {
         /* Hit counts, the LRU order and sliding-TTL refreshes are kept by
          * snapshots only (the log has every change but these): one written

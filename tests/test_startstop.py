@@ -6,7 +6,8 @@ listen a moment after nng answered, and a client that waited for nng met
 once /healthz answers, an nng ping does too, and so does the proxy's
 route (it once answered 404 a moment after /healthz did); and the stop
 line counts a reply the client read just before SIGTERM ("served 1
-request", once "served 0"). No wait_http here: each start is probed the way a client
+request", once "served 0"), and with the proxy on what the stop cut there
+(a stream, a call in flight). No wait_http here: each start is probed the way a client
 would, with no wait between the probe and the use.
 
 usage: test_startstop.py --server build/semcached [--starts N]
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,8 @@ import semcache  # noqa: E402
 from semcache import Client  # noqa: E402
 from test_semcache import check, free_port  # noqa: E402
 import test_semcache  # noqa: E402
+sys.path.insert(0, HERE)
+from fake_upstream import FakeUpstream  # noqa: E402
 
 
 PORTS = None  # an iterator over --ports, or None: free_port()
@@ -220,6 +224,93 @@ def test_stop_counts_last_reply(server, tmp, starts):
           f"{len(bad)} of {starts} not: {bad[:5]}")
 
 
+STOP_LINE = re.compile(r"semcached: the stop cut (\d+) proxy streams?; "
+                       r"answered (\d+) upstream calls? aborted 502 and "
+                       r"(\d+) requests? 503 shutting_down")
+
+
+def cut_by_stop(server, tmp, name, fake, stream):
+    """Starts semcached with fake as its upstream, sends one chat request
+    (a stream when stream) and, once the upstream has it (and for a
+    stream once the client has read its head), sends SIGTERM. Returns
+    (the client's status line, the stop line's three counts or None)."""
+    d = Daemon(server, tmp, name, "--upstream", fake.url + "/v1")
+    body = json.dumps({"model": "m", "stream": stream,
+                       "messages": [{"role": "user", "content": name}]})
+    got = b""
+    s = None
+    try:
+        calls = fake.chat_calls()
+        if until(d, lambda: ready_logged(d)):
+            s = socket.create_connection(("127.0.0.1", d.hport), timeout=10)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" %
+                      (len(body), body.encode()))
+            if stream:
+                while b"\r\n\r\n" not in got:
+                    b = s.recv(4096)
+                    if not b:
+                        break
+                    got += b
+            else:
+                until(d, lambda: fake.chat_calls() > calls)
+    except OSError:
+        pass
+    finally:
+        if d.alive():
+            d.proc.send_signal(signal.SIGTERM)
+        if s is not None and not stream:
+            try:
+                while b"\r\n" not in got:
+                    b = s.recv(4096)
+                    if not b:
+                        break
+                    got += b
+            except OSError:
+                pass
+        log = d.stop()
+        if s is not None:
+            s.close()
+    m = STOP_LINE.search(log)
+    return (got.split(b"\r\n")[0].decode(errors="replace"),
+            m.groups() if m else None)
+
+
+def test_stop_line_proxy(server, tmp, rounds):
+    """What a stop cuts in the proxy, which no scrape shows (/metrics
+    leaves the proxy out before the stop aborts anything), is on the stop
+    line: a relayed stream whose head the client read, its upstream
+    trickling SSE comments, is "cut 1 proxy stream" (its client had 200
+    and then the end of the connection); a plain request whose upstream
+    call is in flight is "answered 1 upstream call aborted 502". No proxy,
+    no line."""
+    fake = FakeUpstream(next_port())
+    fake.delay, fake.pings = 0.2, None
+    got = []
+    try:
+        for i in range(rounds):
+            fake.mode = "trickle"
+            got.append(("stream",) + cut_by_stop(server, tmp, f"cut-{i}",
+                                                  fake, True))
+            fake.mode, fake.delay = "slow", 30
+            got.append(("plain",) + cut_by_stop(server, tmp, f"abort-{i}",
+                                                 fake, False))
+            fake.delay = 0.2
+    finally:
+        fake.stop()
+    want = {"stream": ("HTTP/1.1 200 OK", ("1", "0", "0")),
+            "plain": ("HTTP/1.1 502 Bad Gateway", ("0", "1", "0"))}
+    bad = [g for g in got if g[1:] != want[g[0]]]
+    check(not bad, f"the stop line counts what the stop cut: {len(bad)} of "
+          f"{len(got)} not: {bad[:4]}")
+    d = Daemon(server, tmp, "cut-none")
+    until(d, lambda: ready_logged(d))
+    log = d.stop()
+    check("semcached: served" in log and "proxy stream" not in log,
+          "no proxy, no proxy line at stop")
+
+
 def main():
     global PORTS
     argv = sys.argv[1:]
@@ -235,6 +326,7 @@ def main():
         test_nng_once_http_answers(server, tmp, starts // 2)
         test_proxy_once_healthz(server, tmp, starts // 2)
         test_stop_counts_last_reply(server, tmp, starts)
+        test_stop_line_proxy(server, tmp, 3)
     print(f"startstop: {test_semcache.passed} passed, "
           f"{test_semcache.failed} failed")
     return 1 if test_semcache.failed else 0
