@@ -51,7 +51,10 @@ class Daemon:
     the log."""
 
     def __init__(self, server, tmp, name, *extra):
-        self.port, self.hport = next_port(), next_port()
+        # Two free ports can be the same number (each is free when drawn).
+        self.port = self.hport = next_port()
+        while self.hport == self.port:
+            self.hport = next_port()
         self.log = os.path.join(tmp, name + ".log")
         with open(self.log, "wb") as f:
             self.proc = subprocess.Popen(
@@ -97,13 +100,14 @@ def nng_ping(port, timeout=2):
 
 
 def healthz(hport):
-    """The status of GET /healthz, or the OSError's name (a refused
-    connection: "ConnectionRefusedError")."""
+    """The status of GET /healthz, or the error's name (a refused
+    connection: "ConnectionRefusedError"; something else than HTTP there:
+    "BadStatusLine")."""
     c = http.client.HTTPConnection("127.0.0.1", hport, timeout=5)
     try:
         c.request("GET", "/healthz")
         return c.getresponse().status
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:
         return type(e).__name__
     finally:
         c.close()
