@@ -191,8 +191,11 @@ sc_err sc_index_compact(sc_index *ix);
 /* IVF backends: trains now on the live vectors (waiting for a background
  * training in flight) and swaps the trained index in; searches keep being
  * served meanwhile. Errors: SC_ENOTSUP (backend cannot train), SC_ERANGE
- * (fewer than 39 * nlist live vectors), SC_EBACKEND (FAISS failed; the
- * index still serves by exact scan), SC_ENOMEM. */
+ * (fewer than 39 * nlist live vectors, at its start or, deletes made
+ * meanwhile, in its copy of them: it is then abandoned, and the index
+ * keeps the training it had; nlist 0 takes about sqrt(N) of the rows
+ * copied), SC_EBACKEND (FAISS failed; the index still serves by exact
+ * scan), SC_ENOMEM. */
 sc_err sc_index_train(sc_index *ix);
 
 /* Tests only: fn(arg) is called at the start of every background IVF

@@ -642,12 +642,36 @@ static sc_err swap_in(ivf *v, FaissIndex *fx, size_t done, FaissIndex **old)
     return SC_OK;
 }
 
+/* What the copy ended with is what the training has: the rows live at
+ * its start, less those deleted before their step. An automatic nlist is
+ * taken from the rows copied; a fixed one needs MIN_PER_LIST of them a
+ * list (fewer, and FAISS warns, or fails below one a list). Too few: the
+ * training is abandoned (SC_ERANGE), the index keeps what it had, and the
+ * next trigger tries again. Training thread only. */
+static sc_err check_copied(ivf *v)
+{
+    uint32_t nlist = v->auto_nlist ? nlist_for(v, v->ncopy) : v->copy_nlist;
+    if (v->ncopy == 0 || v->ncopy < (size_t)nlist * MIN_PER_LIST) {
+        fprintf(stderr,
+                "semcache: ivf training abandoned: %zu vectors left live at "
+                "its copy, %zu needed for %u lists; the index keeps its "
+                "training\n",
+                v->ncopy, (size_t)nlist * MIN_PER_LIST, nlist);
+        return SC_ERANGE;
+    }
+    v->copy_nlist = nlist;
+    return SC_OK;
+}
+
 static void *train_main(void *arg)
 {
     ivf *v = arg;
     call_hook(&training_hook.fn, &training_hook.arg);
     FaissIndex *fx = NULL, *tmpl = NULL;
     sc_err rc = copy_live(v);
+    if (rc == SC_OK) {
+        rc = check_copied(v);
+    }
     if (rc == SC_OK) {
         rc = build_index(v, v->copy, v->copy_lab, v->copy_id, v->ncopy,
                          v->copy_nlist, &fx, &tmpl);
@@ -672,7 +696,11 @@ static void *train_main(void *arg)
     } else {
         old = fx;
         old_tmpl = tmpl;
-        v->failed_at = v->nlive;
+        /* Abandoned (too few rows copied) is not a failure: the next
+         * trigger, on the rows live then, tries again. */
+        if (rc != SC_ERANGE) {
+            v->failed_at = v->nlive;
+        }
     }
     /* Every slot I_OUT again: a byte a slot. */
     memset(v->inc, I_OUT, v->cap);
