@@ -594,7 +594,8 @@ static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
 
 /* The indexes of the scopes this thread freed, closed once it releases
  * c->lock (cache_unlock): an IVF index's close waits for its training in
- * flight, seconds at a million vectors, and under the lock every
+ * flight to stop at its next step (a k-means iteration, a block of adds:
+ * up to some 0.3 s at 200,000 x 384), and under the lock every
  * namespace would wait (a writer queued on it stops new readers). Kept
  * per thread, so that the request that freed a scope waits for its close,
  * never another one that happens to release the lock next. */

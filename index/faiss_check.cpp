@@ -44,3 +44,40 @@ extern "C" int sc_faiss_ivf_codes_ok(const void* index, int sq8,
         return 0;
     }
 }
+
+// A training's k-means and adds stop at FAISS's next check of its interrupt
+// callback (after each k-means iteration, between blocks of a brute-force
+// search) when the thread's stop function says so: a closing index cancels
+// its training (ivf.c). FAISS has one callback for the process; it asks a
+// function set per thread, so that no other thread's work stops.
+#include <faiss/impl/AuxIndexStructures.h>
+
+#include <mutex>
+
+namespace
+{
+thread_local int (*stop_fn)(void *) = nullptr;
+thread_local void *stop_arg = nullptr;
+
+struct ThreadStop : faiss::InterruptCallback {
+    bool want_interrupt() override
+    {
+        return stop_fn != nullptr && stop_fn(stop_arg) != 0;
+    }
+};
+} // namespace
+
+extern "C" int sc_faiss_stop_when(int (*fn)(void *), void *arg)
+{
+    static std::once_flag once;
+    try {
+        std::call_once(once, [] {
+            faiss::InterruptCallback::instance.reset(new ThreadStop);
+        });
+    } catch (...) {
+        return -1;
+    }
+    stop_fn = fn;
+    stop_arg = arg;
+    return 0;
+}

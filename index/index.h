@@ -129,6 +129,10 @@ extern const sc_index_backend sc_index_auto_backend;     /* "auto" */
  * with sc_index_close; on failure *out is untouched. Errors: SC_EINVAL
  * (unknown backend or storage), SC_ERANGE (dim), SC_ENOMEM. */
 sc_err sc_index_open(const sc_index_params *p, sc_index **out);
+
+/* Frees ix. An IVF training in flight is cancelled (it stops at its next
+ * step: a copy or replay step, a k-means iteration, a block of adds) and
+ * waited for. */
 void sc_index_close(sc_index *ix);
 
 /* Copies vec (dim floats), normalised, under id. Errors: SC_ENONFINITE,

@@ -42,7 +42,10 @@
 #define MAX_NLIST         65536
 #define RETRAIN_GROWTH    4 /* auto nlist: retrain when N grew this much */
 #define REMOVE_BATCH_MIN  256
-#define ADD_CHUNK         65536
+/* Rows a FAISS add takes at once (a training's, a load's): a close
+ * cancels a training between two (and FAISS checks inside one). Chunks
+ * keep each list's rows in order: the index is the same. */
+#define ADD_CHUNK 16384
 /* Slots a training copies (or rows it replays) under one hold of the read
  * lock, whatever the index's size: 1.5 MiB of rows at dim 384. */
 #define COPY_STEP 1024
@@ -109,6 +112,7 @@ typedef struct ivf {
     pthread_t th;
     int th_joinable;
     int training;      /* also read under sw */
+    atomic_int cancel; /* set by close: the training stops at its next step */
     sc_err train_rc;   /* result of the last training */
     char ferr[256];    /* last FAISS message, copied at once */
     size_t failed_at;  /* live count when training last failed */
@@ -244,6 +248,9 @@ static void join_training(ivf *v)
 static void ivf_close(void *state)
 {
     ivf *v = state;
+    /* A training in flight stops at its next step (cancelled): its work
+     * would be thrown away. */
+    atomic_store(&v->cancel, 1);
     join_training(v);
     if (v->fx != NULL) {
         faiss_Index_free(v->fx);
@@ -376,6 +383,21 @@ static size_t remove_batch(const ivf *v)
 
 /* ---- training ----------------------------------------------------------- */
 
+/* For the training thread: has close asked it to stop? */
+static bool cancelled(ivf *v)
+{
+    return atomic_load_explicit(&v->cancel, memory_order_relaxed) != 0;
+}
+
+static int stop_asked(void *arg)
+{
+    return cancelled(arg);
+}
+
+/* faiss_check.cpp: FAISS's k-means and adds on this thread stop (fail
+ * with "computation interrupted") once fn(arg) returns non-zero. */
+int sc_faiss_stop_when(int (*fn)(void *), void *arg);
+
 typedef struct by_id {
     uint64_t id;
     size_t i;
@@ -434,7 +456,7 @@ static sc_err build_index(ivf *v, const float *x, const int64_t *lab,
     int frc = faiss_Index_train(fx, (idx_t)ns, sample);
     free(sample);
     if (frc != 0) {
-        sc_err rc = faiss_fail(v, "train");
+        sc_err rc = cancelled(v) ? SC_ECANCELED : faiss_fail(v, "train");
         faiss_Index_free(fx);
         return rc;
     }
@@ -451,7 +473,11 @@ static sc_err build_index(ivf *v, const float *x, const int64_t *lab,
     }
     for (size_t i = 0; i < n; i += ADD_CHUNK) {
         size_t m = n - i < ADD_CHUNK ? n - i : ADD_CHUNK;
-        sc_err rc = fx_add(v, fx, m, x + i * v->dim, lab + i);
+        sc_err rc = cancelled(v) ? SC_ECANCELED
+                                 : fx_add(v, fx, m, x + i * v->dim, lab + i);
+        if (rc != SC_OK && cancelled(v)) {
+            rc = SC_ECANCELED;
+        }
         if (rc != SC_OK) {
             faiss_Index_free(fx);
             faiss_Index_free(*tmpl);
@@ -509,6 +535,10 @@ static sc_err copy_live(ivf *v)
     size_t m = 0;
     sc_err rc = SC_OK;
     for (size_t b = 0; b < v->copy_end && rc == SC_OK; b += COPY_STEP) {
+        if (cancelled(v)) {
+            rc = SC_ECANCELED;
+            break;
+        }
         size_t e = v->copy_end - b < COPY_STEP ? v->copy_end : b + COPY_STEP;
         /* The step's part of the copy touched first, without the lock: its
          * page faults (a fresh mapping) took longer than the copy. */
@@ -560,6 +590,10 @@ static sc_err catch_up(ivf *v, FaissIndex *fx, size_t *done)
     int64_t *lab = malloc((size_t)COPY_STEP * sizeof(*lab));
     sc_err rc = x == NULL || lab == NULL ? SC_ENOMEM : SC_OK;
     for (int r = 0; r < MAX_CATCHUP && rc == SC_OK; r++) {
+        if (cancelled(v)) {
+            rc = SC_ECANCELED;
+            break;
+        }
         pthread_rwlock_rdlock(&v->sw);
         size_t end = v->tlog.n;
         if (end - *done <= SWAP_TAIL) {
@@ -668,6 +702,8 @@ static void *train_main(void *arg)
     ivf *v = arg;
     call_hook(&training_hook.fn, &training_hook.arg);
     FaissIndex *fx = NULL, *tmpl = NULL;
+    /* Without it a close waits for the k-means and the adds to end. */
+    (void)sc_faiss_stop_when(stop_asked, v);
     sc_err rc = copy_live(v);
     if (rc == SC_OK) {
         rc = check_copied(v);

@@ -3819,7 +3819,7 @@ static void test_backends(void)
 }
 
 /* Dropping or flushing a namespace whose IVF index is training: the
- * close's wait for the training (it cannot be stopped) must not hold the
+ * close's wait for the training (until its next step) must not hold the
  * whole cache, so a lookup of another namespace is answered meanwhile,
  * even with a namespace create queued for the cache's write lock (which
  * stops new readers). The training is held at its start by the index's

@@ -1093,6 +1093,55 @@ static void test_train_thinned(void)
     sc_index_close(a.ix);
 }
 
+/* Closing an index cancels its training in flight rather than waiting for
+ * it: the automatic training (train_min reached by the last add) copies
+ * 20,000 slots in 20 steps; at the first step the hook has another thread
+ * close the index, and sleeps 50 ms a step from then on (the close has a
+ * second to say so). The training must stop before its copy ends; before,
+ * it went on through every step, the k-means and the adds. */
+typedef struct closing {
+    sc_index *ix;
+    pthread_t th;
+    atomic_int steps;
+} closing;
+
+static void *close_main(void *arg)
+{
+    closing *c = arg;
+    sc_index_close(c->ix);
+    return NULL;
+}
+
+static void close_step(void *arg)
+{
+    closing *c = arg;
+    if (atomic_fetch_add(&c->steps, 1) == 0) {
+        CHECK(pthread_create(&c->th, NULL, close_main, c) == 0);
+    }
+    usleep(50 * 1000);
+}
+
+static void test_close_cancels(void)
+{
+    closing c = {0};
+    c.ix = open_ix("ivf-flat", 16, 16, N);
+    sc_index_set_training_step_hook(close_step, &c);
+    for (size_t i = 0; i < N; i++) {
+        CHECK(sc_index_add(c.ix, i, data + i * D) == SC_OK);
+    }
+    /* The last add began the training; the hook closes the index. */
+    while (atomic_load(&c.steps) == 0) {
+        usleep(1000);
+    }
+    pthread_join(c.th, NULL);
+    sc_index_set_training_step_hook(NULL, NULL);
+    int steps = atomic_load(&c.steps);
+    if (steps >= 20) {
+        fprintf(stderr, "close: the training went on for %d steps\n", steps);
+    }
+    CHECK(steps < 20);
+}
+
 /* Tombstones crowding out the live vectors: a retraining in flight (held
  * by the hook, before its copy) lets no removal reach FAISS, so the 5000
  * vectors nearest a query, deleted meanwhile, are still FAISS's best 5000
@@ -1619,6 +1668,7 @@ int main(void)
     test_crowded_by_tombstones();
     test_train_interleaved();
     test_train_thinned();
+    test_close_cancels();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
     test_tombstones_change_nothing("ivf-sq8");
