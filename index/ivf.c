@@ -53,9 +53,8 @@
  * lock, on one thread: the rest go into the new index before, under read
  * holds. Below FAISS's threshold for BLAS (20 queries). */
 #define SWAP_TAIL 16
-/* Read-held replay rounds; past them (adds outpacing the replay) each
- * round holds the write lock through its add, so that the swap never
- * takes more than SWAP_TAIL rows, however many came in meanwhile. */
+/* Read-held replay rounds before the swap takes all the rest (adds
+ * outpacing the replay). */
 #define MAX_CATCHUP       64
 #define FILE_MAGIC        "SCIVF001"
 
@@ -582,28 +581,20 @@ static void free_copy(ivf *v)
 /* Adds to fx the rows of tlog[*done..) still live and I_LOGGED, up to
  * COPY_STEP of them gathered under one read hold of sw (the add itself
  * runs without the lock: fx is the training thread's), until SWAP_TAIL or
- * fewer are left for the swap. After MAX_CATCHUP rounds (adds outpacing
- * it) a round holds sw for writing through its add too: no add comes in
- * during one, only between two, so it catches up, and no hold of the
- * write lock is longer than one round's add (up to COPY_STEP rows),
- * whatever the backlog. Each one gathered becomes I_NEW: a delete after
- * that leaves a tombstone the swap keeps. */
+ * fewer are left for the swap, or MAX_CATCHUP rounds ran (adds outpacing
+ * it: the swap then takes the rest). Each one gathered becomes I_NEW: a
+ * delete after that leaves a tombstone the swap keeps. */
 static sc_err catch_up(ivf *v, FaissIndex *fx, size_t *done)
 {
     float *x = malloc((size_t)COPY_STEP * v->dim * sizeof(float));
     int64_t *lab = malloc((size_t)COPY_STEP * sizeof(*lab));
     sc_err rc = x == NULL || lab == NULL ? SC_ENOMEM : SC_OK;
-    for (int r = 0; rc == SC_OK; r++) {
+    for (int r = 0; r < MAX_CATCHUP && rc == SC_OK; r++) {
         if (cancelled(v)) {
             rc = SC_ECANCELED;
             break;
         }
-        bool held = r >= MAX_CATCHUP;
-        if (held) {
-            pthread_rwlock_wrlock(&v->sw);
-        } else {
-            pthread_rwlock_rdlock(&v->sw);
-        }
+        pthread_rwlock_rdlock(&v->sw);
         size_t end = v->tlog.n;
         if (end - *done <= SWAP_TAIL) {
             pthread_rwlock_unlock(&v->sw);
@@ -623,13 +614,8 @@ static sc_err catch_up(ivf *v, FaissIndex *fx, size_t *done)
             }
         }
         *done = end;
-        if (!held) {
-            pthread_rwlock_unlock(&v->sw);
-        }
+        pthread_rwlock_unlock(&v->sw);
         rc = m ? fx_add(v, fx, m, x, lab) : SC_OK;
-        if (held) {
-            pthread_rwlock_unlock(&v->sw);
-        }
         STEP_HOOK();
     }
     free(x);
@@ -663,8 +649,7 @@ static sc_err swap_in(ivf *v, FaissIndex *fx, size_t done, FaissIndex **old)
             lab[m++] = s;
         }
     }
-    /* SWAP_TAIL rows at most, but for those added between catch_up's
-     * last look and this lock (one a writer queued). */
+    /* SWAP_TAIL rows at most, unless adds outpaced catch_up. */
     sc_err rc = m == 0           ? SC_OK
                 : m <= SWAP_TAIL ? fx_add_serial(v, fx, m, x, lab)
                                  : fx_add(v, fx, m, x, lab);

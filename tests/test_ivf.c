@@ -1142,60 +1142,6 @@ static void test_close_cancels(void)
     CHECK(steps < 20);
 }
 
-/* Adds outpacing a retraining's replay: each of the hook's first 74 calls
- * (4 copy steps, then replay rounds of up to 1,024 rows) adds 1,030 rows,
- * 76,220 in all. The replay must take every one of them but the swap's
- * few (16), so it runs at least (76,220 - 16) / 1,024 rounds, 75: before,
- * it stopped after 64 and the swap, under the write lock, added the
- * 4,000 and more left. Answers as flat's after. */
-enum { OP_BASE = 4096, OP_CALLS = 74, OP_ADDS = 1030 };
-
-typedef struct outpaced {
-    sc_index *ix, *flat;
-    int calls;
-    uint64_t next;
-} outpaced;
-
-static void outpace_step(void *arg)
-{
-    outpaced *o = arg;
-    if (o->calls++ >= OP_CALLS) {
-        return;
-    }
-    for (int i = 0; i < OP_ADDS; i++, o->next++) {
-        float x[D];
-        memcpy(x, data + (o->next % N) * D, sizeof(x));
-        x[o->next % D] += 0.05f * (float)(1 + o->next / N);
-        CHECK(sc_index_add(o->ix, o->next, x) == SC_OK);
-        CHECK(sc_index_add(o->flat, o->next, x) == SC_OK);
-    }
-}
-
-static void test_train_outpaced(void)
-{
-    outpaced o = {.next = OP_BASE};
-    o.ix = open_ix("ivf-flat", 16, 16, SC_INDEX_TRAIN_MANUAL);
-    o.flat = open_ix("flat", 0, 0, 0);
-    for (uint64_t i = 0; i < OP_BASE; i++) {
-        CHECK(sc_index_add(o.ix, i, data + i * D) == SC_OK);
-        CHECK(sc_index_add(o.flat, i, data + i * D) == SC_OK);
-    }
-    CHECK(sc_index_train(o.ix) == SC_OK);
-    sc_index_set_training_step_hook(outpace_step, &o);
-    CHECK(sc_index_train(o.ix) == SC_OK);
-    sc_index_set_training_step_hook(NULL, NULL);
-    size_t added = (size_t)OP_CALLS * OP_ADDS;
-    int rounds = o.calls - OP_BASE / 1024;
-    if ((size_t)rounds < (added - 16 + 1023) / 1024) {
-        fprintf(stderr, "outpaced: %d replay rounds for %zu rows\n", rounds,
-                added);
-    }
-    CHECK((size_t)rounds >= (added - 16 + 1023) / 1024);
-    check_same(o.ix, o.flat, "adds outpacing the replay");
-    sc_index_close(o.ix);
-    sc_index_close(o.flat);
-}
-
 /* Tombstones crowding out the live vectors: a retraining in flight (held
  * by the hook, before its copy) lets no removal reach FAISS, so the 5000
  * vectors nearest a query, deleted meanwhile, are still FAISS's best 5000
@@ -1722,7 +1668,6 @@ int main(void)
     test_crowded_by_tombstones();
     test_train_interleaved();
     test_train_thinned();
-    test_train_outpaced();
     test_close_cancels();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
