@@ -52,8 +52,6 @@ extern "C" int sc_faiss_ivf_codes_ok(const void* index, int sq8,
 // function set per thread, so that no other thread's work stops.
 #include <faiss/impl/AuxIndexStructures.h>
 
-#include <mutex>
-
 namespace
 {
 thread_local int (*stop_fn)(void *) = nullptr;
@@ -65,18 +63,29 @@ struct ThreadStop : faiss::InterruptCallback {
         return stop_fn != nullptr && stop_fn(stop_arg) != 0;
     }
 };
+
+// Installed before main, while no thread can be searching: FAISS reads
+// its callback pointer without a lock, so setting it later (at the first
+// training) would race with other namespaces' searches.
+struct InstallStop {
+    InstallStop()
+    {
+        try {
+            faiss::InterruptCallback::instance.reset(new ThreadStop);
+            installed = true;
+        } catch (...) {
+            installed = false;
+        }
+    }
+    bool installed;
+};
+const InstallStop install_stop;
 } // namespace
 
 extern "C" int sc_faiss_stop_when(int (*fn)(void *), void *arg)
 {
-    static std::once_flag once;
-    try {
-        std::call_once(once, [] {
-            faiss::InterruptCallback::instance.reset(new ThreadStop);
-        });
-    } catch (...) {
+    if (!install_stop.installed)
         return -1;
-    }
     stop_fn = fn;
     stop_arg = arg;
     return 0;

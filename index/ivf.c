@@ -43,9 +43,11 @@
 #define RETRAIN_GROWTH    4 /* auto nlist: retrain when N grew this much */
 #define REMOVE_BATCH_MIN  256
 /* Rows a FAISS add takes at once (a training's, a load's): a close
- * cancels a training between two (and FAISS checks inside one). Chunks
- * keep each list's rows in order: the index is the same. */
-#define ADD_CHUNK 16384
+ * cancels a training between two, and FAISS's interrupt callback inside
+ * one. Not smaller: FAISS assigns an add of fewer than 20 rows without
+ * BLAS, whose scores can differ in the last bit, so the chunk bounds are
+ * part of what index a training makes, the same since this was 65,536. */
+#define ADD_CHUNK 65536
 /* Slots a training copies (or rows it replays) under one hold of the read
  * lock, whatever the index's size: 1.5 MiB of rows at dim 384. */
 #define COPY_STEP 1024
