@@ -910,7 +910,9 @@ static void *split_main(void *arg)
 /* One query's pass. Split, the rows are nt shares of `share` rows (the
  * last one shorter), share t with collector cs[t]: each hold scans rows
  * t * share + lo..hi of every share, one thread a share, and the shares'
- * heaps are merged in share order at the end. */
+ * heaps are merged in share order at the end. The shares end at n, the
+ * rows there were when the pass began (or began over): nt * share may
+ * pass it, and rows added in a pause must not be read. */
 typedef struct one_pass {
     pass p;
     const prepq *pq;
@@ -920,6 +922,7 @@ typedef struct one_pass {
     split_job *jobs; /* maxt > 1: maxt of them */
     pthread_t *tids;
     size_t share;
+    size_t n; /* rows at the pass's (re)start */
 } one_pass;
 
 static size_t one_begin(pass *p)
@@ -932,7 +935,8 @@ static size_t one_begin(pass *p)
                   o->k);
     }
     p->ncs = nt;
-    o->share = (p->f->n + nt - 1) / nt;
+    o->n = p->f->n;
+    o->share = (o->n + nt - 1) / nt;
     return o->share;
 }
 
@@ -949,8 +953,8 @@ static void one_scan(pass *p, size_t lo, size_t hi)
         split_job *j = &o->jobs[t];
         j->f = f;
         j->pq = o->pq;
-        j->lo = base + lo < f->n ? base + lo : f->n;
-        j->hi = base + hi < f->n ? base + hi : f->n;
+        j->lo = base + lo < o->n ? base + lo : o->n;
+        j->hi = base + hi < o->n ? base + hi : o->n;
         j->c = &p->cs[t];
     }
     /* Share 0 runs on the caller's thread; a share whose thread cannot be

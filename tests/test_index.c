@@ -728,9 +728,9 @@ static void test_batch_pauses(sc_storage st)
  * rows added and a compaction (the scan starts over, and sees the rows
  * added) leave it answering as a search does after; rows added without a
  * start over are not seen. */
-static void test_single_pauses(sc_storage st, uint32_t threads)
+static void test_single_pauses(sc_storage st, uint32_t threads, size_t n)
 {
-    const size_t n = 16384, d = 1024;
+    const size_t d = 1024;
     const unsigned k = 8;
     float *base = random_vectors(n, d, 23);
     sc_index *ix = open_ix((uint32_t)d, st, threads);
@@ -1261,7 +1261,7 @@ int main(int argc, char **argv)
         test_batch(sts[s], 7, 1001, 17);
         test_batch(sts[s], 8, 1027, 384);
         test_batch_pauses(sts[s]);
-        test_single_pauses(sts[s], 1);
+        test_single_pauses(sts[s], 1, 16384);
         test_split(sts[s]);
         test_concurrent(sts[s]);
         test_vector_bytes(sts[s], 1);
@@ -1271,7 +1271,10 @@ int main(int argc, char **argv)
         test_small_autocompact(sts[s]);
         test_concurrent_shrink(sts[s]);
     }
-    /* Split: a block is 4 MiB of every share's rows (f32: 4 per share). */
-    test_single_pauses(SC_STORAGE_F32, 4);
+    /* Split: a block is 4 MiB of every share's rows (f32: 4 per share).
+     * 16385 rows are 4 shares of 4097, the last 4094 long: its last hold
+     * ends 3 rows past the rows there were, where the copies go. */
+    test_single_pauses(SC_STORAGE_F32, 4, 16384);
+    test_single_pauses(SC_STORAGE_F32, 4, 16385);
     return test_summary("test_index");
 }
