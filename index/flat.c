@@ -893,27 +893,25 @@ static unsigned split_threads(const flat *f)
     return nt;
 }
 
+typedef struct one_pass one_pass;
+
 typedef struct split_job {
     const flat *f;
     const prepq *pq;
     size_t lo, hi;
     collector *c;
+    one_pass *o; /* its worker's pass (share t > 0) */
 } split_job;
-
-static void *split_main(void *arg)
-{
-    split_job *j = arg;
-    scan_range(j->f, j->pq, j->lo, j->hi, j->c);
-    return NULL;
-}
 
 /* One query's pass. Split, the rows are nt shares of `share` rows (the
  * last one shorter), share t with collector cs[t]: each hold scans rows
  * t * share + lo..hi of every share, one thread a share, and the shares'
  * heaps are merged in share order at the end. The shares end at n, the
  * rows there were when the pass began (or began over): nt * share may
- * pass it, and rows added in a pause must not be read. */
-typedef struct one_pass {
+ * pass it, and rows added in a pause must not be read. The threads of
+ * shares 1.. are started once for the pass and wait between holds (a
+ * thread started and joined per hold cost more than the split saved). */
+struct one_pass {
     pass p;
     const prepq *pq;
     cand *bufs; /* maxt * (cc + k) candidates, for cs */
@@ -923,7 +921,76 @@ typedef struct one_pass {
     pthread_t *tids;
     size_t share;
     size_t n; /* rows at the pass's (re)start */
-} one_pass;
+    /* The workers: nw threads, for shares 1..nw (a share past them, or
+     * past p.ncs, runs on the caller's thread, or not at all). A hold
+     * bumps gen; each worker scans its job and counts left down. */
+    unsigned nw;
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    unsigned long gen;
+    unsigned left;
+    bool quit;
+};
+
+static void *split_main(void *arg)
+{
+    split_job *j = arg;
+    one_pass *o = j->o;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&o->mu);
+    for (;;) {
+        while (o->gen == seen && !o->quit) {
+            pthread_cond_wait(&o->go, &o->mu);
+        }
+        if (o->quit) {
+            break;
+        }
+        seen = o->gen;
+        pthread_mutex_unlock(&o->mu);
+        if (j->c != NULL) {
+            scan_range(j->f, j->pq, j->lo, j->hi, j->c);
+        }
+        pthread_mutex_lock(&o->mu);
+        if (--o->left == 0) {
+            pthread_cond_signal(&o->done);
+        }
+    }
+    pthread_mutex_unlock(&o->mu);
+    return NULL;
+}
+
+/* Starts the workers of a split pass (as many as start: nw). */
+static void workers_start(one_pass *o)
+{
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->go, NULL);
+    pthread_cond_init(&o->done, NULL);
+    o->gen = 0;
+    o->quit = false;
+    o->nw = 0;
+    for (unsigned t = 1; t < o->maxt; t++) {
+        o->jobs[t].o = o;
+        o->jobs[t].c = NULL;
+        if (pthread_create(&o->tids[t], NULL, split_main, &o->jobs[t]) != 0) {
+            break;
+        }
+        o->nw++;
+    }
+}
+
+static void workers_stop(one_pass *o)
+{
+    pthread_mutex_lock(&o->mu);
+    o->quit = true;
+    pthread_cond_broadcast(&o->go);
+    pthread_mutex_unlock(&o->mu);
+    for (unsigned t = 1; t <= o->nw; t++) {
+        pthread_join(o->tids[t], NULL);
+    }
+    pthread_cond_destroy(&o->done);
+    pthread_cond_destroy(&o->go);
+    pthread_mutex_destroy(&o->mu);
+}
 
 static size_t one_begin(pass *p)
 {
@@ -948,28 +1015,35 @@ static void one_scan(pass *p, size_t lo, size_t hi)
         scan_range(f, o->pq, lo, hi, &p->cs[0]);
         return;
     }
-    for (size_t t = 0; t < p->ncs; t++) {
+    for (size_t t = 0; t < o->maxt; t++) {
         size_t base = t * o->share;
         split_job *j = &o->jobs[t];
         j->f = f;
         j->pq = o->pq;
         j->lo = base + lo < o->n ? base + lo : o->n;
         j->hi = base + hi < o->n ? base + hi : o->n;
-        j->c = &p->cs[t];
+        j->c = t < p->ncs ? &p->cs[t] : NULL;
     }
-    /* Share 0 runs on the caller's thread; a share whose thread cannot be
-     * started runs there too, so the answer is complete either way. */
-    for (size_t t = 1; t < p->ncs; t++) {
-        if (pthread_create(&o->tids[t], NULL, split_main, &o->jobs[t]) != 0) {
-            split_main(&o->jobs[t]);
-            o->jobs[t].f = NULL;
-        }
+    if (o->nw > 0) {
+        pthread_mutex_lock(&o->mu);
+        o->left = o->nw;
+        o->gen++;
+        pthread_cond_broadcast(&o->go);
+        pthread_mutex_unlock(&o->mu);
     }
-    split_main(&o->jobs[0]);
-    for (size_t t = 1; t < p->ncs; t++) {
-        if (o->jobs[t].f != NULL) {
-            pthread_join(o->tids[t], NULL);
+    /* Share 0 runs on the caller's thread, and so does a share whose
+     * thread could not be started: the answer is complete either way. */
+    scan_range(f, o->pq, o->jobs[0].lo, o->jobs[0].hi, o->jobs[0].c);
+    for (size_t t = o->nw + 1; t < p->ncs; t++) {
+        const split_job *j = &o->jobs[t];
+        scan_range(f, o->pq, j->lo, j->hi, j->c);
+    }
+    if (o->nw > 0) {
+        pthread_mutex_lock(&o->mu);
+        while (o->left > 0) {
+            pthread_cond_wait(&o->done, &o->mu);
         }
+        pthread_mutex_unlock(&o->mu);
     }
 }
 
@@ -1069,9 +1143,11 @@ static sc_err flat_search(void *state, const float *q, unsigned k,
         }
         o.p.cs = cs;
         o.maxt = maxt;
+        workers_start(&o);
     }
     pass_run(&o.p, hold_rows(f, 1, BLOCK), y);
     if (maxt > 1) {
+        workers_stop(&o);
         /* Merge in share order: the result does not depend on thread
          * timing. */
         coll_init(&c, f, buf, cc, k);
