@@ -159,9 +159,11 @@ sc_err sc_index_get(sc_index *ix, uint64_t id, float *out);
 /* Top-k (1..SC_INDEX_MAX_K) stored vectors whose cosine with q is >=
  * threshold, best first, into hits[0..*nhits). q need not be normalised.
  * A flat index lets its lock go between blocks of rows (4 MiB of rows
- * each, at most 2^24 multiply-adds), so that a writer waits for one
- * block, not the scan: the answer may then miss rows added during the
- * call, and never holds a row removed during it (as search_batch's).
+ * each, at most 2^24 multiply-adds, at least 256 rows; a scan split
+ * across nt threads reads 4 MiB of each thread's share a block, nt x 4
+ * MiB in all), so that a writer waits for one block, not the scan: the
+ * answer may then miss rows added during the call, and never holds a row
+ * removed during it (as search_batch's).
  * Errors: SC_ERANGE (k), SC_EINVAL (NaN threshold), SC_ENONFINITE,
  * SC_EZEROVEC. */
 sc_err sc_index_search(sc_index *ix, const float *q, unsigned k,
@@ -170,10 +172,12 @@ sc_err sc_index_search(sc_index *ix, const float *q, unsigned k,
 /* nq queries (dim floats each, back to back) in one call. Query i's hits go
  * to hits[i * k ..] and their count to nhits[i]. Same errors as search;
  * on error no result is meaningful. A flat index lets its lock go between
- * blocks of rows (about 2^24 multiply-adds of the batch each, 4 MiB of
- * rows at most), so that a writer waits for one block, not the batch: an
- * answer may then miss rows added during the call, and never holds a row
- * removed during it. An IVF index ("auto" too) does not: before training
+ * blocks of rows (about 2^24 multiply-adds of the batch each and 4 MiB
+ * of rows at most, or one kernel block where that is more: 256 rows of
+ * SIMD tiles, or on the scalar tier 4,096 rows of sgemm, 16 MiB of f32
+ * rows at dim 1024), so that a writer waits for one block, not the
+ * batch: an answer may then miss rows added during the call, and never
+ * holds a row removed during it. An IVF index ("auto" too) does not: before training
  * its exact scan holds the lock to the end. */
 sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
                              unsigned k, float threshold, sc_hit *hits,
