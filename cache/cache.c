@@ -1471,7 +1471,24 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
         rc = SC_ENSFULL;
         goto fail_locked;
     }
-    sc_cache_change ch = {.kind = SC_CHANGE_NS_PUT, .ns = name, .cfg = &s->cfg};
+    /* A new namespace, not a restore (whose base the ledger restores
+     * itself): what its name holds so far is of namespaces dropped before.
+     * Before it can be found, so that no event of its own counts in that
+     * base, and before its record, which the journal logs the base (and
+     * the name's row) with: left to the ledger's next save, a crash within
+     * that second lost it, and /metrics' (dropped) went down after the
+     * restart; journaled after the record, a write of the log between the
+     * two (the tick's, another writer's commit) could leave the namespace
+     * on disk without it. Where the journal cannot take the rows (out of
+     * memory), the next save logs them. Where the making fails after all,
+     * the base stays unread (only a namespace of its name reads it) until
+     * the next making writes it again. */
+    bool base = journaled && c->cfg.ledger != NULL &&
+                sc_ledger_ns_made(c->cfg.ledger, name);
+    sc_cache_change ch = {.kind = SC_CHANGE_NS_PUT,
+                          .ns = name,
+                          .cfg = &s->cfg,
+                          .ledger_base = base};
     uint64_t seq = 0;
     if (journaled && (rc = journal_append(c, &ch, &seq)) != SC_OK) {
         goto fail_locked;
@@ -1479,22 +1496,6 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     s->serial = ++c->ns_serial;
     if (serial != NULL) {
         *serial = s->serial;
-    }
-    if (journaled && c->cfg.ledger != NULL &&
-        sc_ledger_ns_made(c->cfg.ledger, name)) {
-        /* A new namespace, not a restore (whose base the ledger restores
-         * itself): what its name holds so far is of namespaces dropped
-         * before. Before it can be found, so that no event of its own
-         * counts in that base. The base (and the name's row) is committed
-         * with the namespace: left to the ledger's next save, a crash
-         * within that second lost it, and /metrics' (dropped) went down
-         * after the restart. Where the journal cannot take it now (out of
-         * memory), that save logs it still. */
-        sc_cache_change lc = {.kind = SC_CHANGE_LEDGER, .ns = name};
-        uint64_t lseq = 0;
-        if (journal_append(c, &lc, &lseq) == SC_OK && lseq > seq) {
-            seq = lseq;
-        }
     }
     sc_htab_insert(&c->nss, &s->node);
     cache_unlock(c);

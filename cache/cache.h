@@ -119,13 +119,7 @@ typedef enum sc_cache_change_kind {
     SC_CHANGE_INSERT,     /* entry stored (entry; replaces the same text) */
     SC_CHANGE_REMOVE,     /* entry id deleted, expired or evicted */
     SC_CHANGE_QUARANTINE, /* entry id reported wrong */
-    SC_CHANGE_FLUSH,      /* every entry of ns gone */
-    /* The cache's ledger wrote the base of namespace ns as it was made
-     * (sc_ledger_ns_made), after that namespace's NS_PUT: the journal
-     * logs that base and the name's row now (sc_ledger_export_ns), so
-     * that they are as durable as the namespace once the later of the
-     * two seqs is committed, not only with the ledger's next save. */
-    SC_CHANGE_LEDGER
+    SC_CHANGE_FLUSH       /* every entry of ns gone */
 } sc_cache_change_kind;
 
 typedef struct sc_cache_change {
@@ -133,6 +127,13 @@ typedef struct sc_cache_change {
     const char *ns;
     const struct sc_ns_config *cfg;          /* NS_PUT */
     bool had_vector;                         /* NS_PUT: dim is fixed */
+    /* NS_PUT of a making for which the cache's ledger wrote a base
+     * (sc_ledger_ns_made): the journal logs that base and the name's row
+     * (sc_ledger_export_ns) with the namespace's record, as one run that
+     * no write of the log splits, so that they are as durable as the
+     * namespace once its seq is committed, not only with the ledger's
+     * next save. */
+    bool ledger_base;
     const struct sc_cache_entry_info *entry; /* INSERT */
     uint64_t id;                             /* REMOVE, QUARANTINE */
 } sc_cache_change;

@@ -137,7 +137,8 @@ void sc_ledger_counts_add(sc_ledger_counts *a, const sc_ledger_counts *b);
  * gets no base. The base is a row of its own, SC_LEDGER_KIND_BASE,
  * exported and restored with the others; out of memory it is not made.
  * Returns whether a base was written (a journal then logs it, and the
- * name's row, with the namespace: sc_cache_change_kind). */
+ * name's row, with the namespace's record: sc_cache_change's
+ * ledger_base). */
 bool sc_ledger_ns_made(sc_ledger *l, const char *ns);
 
 /* Copies the base of namespace ns into *out: zeros when it has none. */

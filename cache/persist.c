@@ -90,6 +90,25 @@ void sc_persist_set_alloc_hook(bool (*fail)(void *arg, size_t more), void *arg)
     atomic_store(&alloc_hook.fn, fail);
 }
 
+static struct {
+    void (*_Atomic fn)(void *, int);
+    void *_Atomic arg;
+} append_hook;
+
+void sc_persist_set_append_hook(void (*fn)(void *arg, int kind), void *arg)
+{
+    atomic_store(&append_hook.arg, arg);
+    atomic_store(&append_hook.fn, fn);
+}
+
+static void appended_hook(int kind)
+{
+    void (*fn)(void *, int) = atomic_load(&append_hook.fn);
+    if (fn != NULL) {
+        fn(atomic_load(&append_hook.arg), kind);
+    }
+}
+
 static void wb_reserve(wbuf *b, size_t more)
 {
     if (b->oom) {
@@ -1088,7 +1107,7 @@ struct sc_persist {
      * runs come in the log in the order of their exports: an older run
      * appended after a newer one would be what a replay keeps. Taken
      * before the ledger's lock and buf_mu, and with the cache's locks
-     * held (SC_CHANGE_LEDGER). */
+     * held (a making's NS_PUT, ledger_base). */
     pthread_mutex_t ledger_mu;
     atomic_int failed; /* errno of the write that failed, 0 = none */
 
@@ -1287,7 +1306,8 @@ static sc_err flush_locked(sc_persist *p, bool sync)
     return rc;
 }
 
-static sc_err flush_ledger(sc_persist *p, const char *ns, uint64_t *seq);
+static void ledger_to(void *arg, const sc_ledger_row_state *row,
+                      const sc_ledger_hour *hour);
 
 static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
 {
@@ -1299,10 +1319,20 @@ static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
     if (atomic_load(&p->failed)) {
         return SC_EIO;
     }
-    if (ch->kind == SC_CHANGE_LEDGER) {
-        /* A namespace's base: logged now, not at the next tick (not
-         * under buf_mu: the export takes the ledger's lock first). */
-        return flush_ledger(p, ch->ns, seq);
+    /* A making's base and its name's row: exported first, into a buffer
+     * of their own (the export takes the ledger's lock, never held while
+     * waiting for buf_mu's holders), then appended right after the
+     * namespace's record under the same hold of buf_mu, so that no write
+     * of the log has the one without the other. Under ledger_mu, as the
+     * tick's exports are: runs come in the log in the order of their
+     * exports. The rows stay changed for the tick, which logs them also
+     * where they cannot be appended here (out of memory). */
+    bool base =
+        ch->kind == SC_CHANGE_NS_PUT && ch->ledger_base && p->ledger != NULL;
+    wbuf rows = {0};
+    if (base) {
+        pthread_mutex_lock(&p->ledger_mu);
+        (void)sc_ledger_export_ns(p->ledger, ch->ns, ledger_to, &rows);
     }
     pthread_mutex_lock(&p->buf_mu);
     size_t before = p->buf.len;
@@ -1325,8 +1355,6 @@ static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
     case SC_CHANGE_QUARANTINE:
         enc_id(&p->buf, REC_QUARANTINE, ch->id);
         break;
-    case SC_CHANGE_LEDGER:
-        break; /* above */
     }
     sc_err rc = SC_OK;
     if (p->buf.oom) {
@@ -1334,9 +1362,24 @@ static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
         p->buf.len = before;
         rc = SC_ENOMEM;
     } else {
+        if (rows.len > 0 && !rows.oom) {
+            size_t rec_end = p->buf.len;
+            wb_bytes(&p->buf, rows.p, rows.len);
+            if (p->buf.oom) {
+                p->buf.oom = 0;
+                p->buf.len = rec_end; /* the record alone */
+            }
+        }
         *seq = ++p->appended;
     }
     pthread_mutex_unlock(&p->buf_mu);
+    if (base) {
+        pthread_mutex_unlock(&p->ledger_mu);
+        free(rows.p);
+    }
+    if (rc == SC_OK) {
+        appended_hook(ch->kind);
+    }
     return rc;
 }
 
@@ -2181,12 +2224,9 @@ void sc_persist_cancel_compactions(sc_persist *p)
 }
 
 /* Appends, as one record run, the ledger's rows changed since the last
- * export, or (ns not NULL) namespace ns's row and base alone, which stay
- * changed for the next tick. *seq (when not NULL) gets a number that
- * covers the run, and every run appended before it, for j_commit.
- * SC_ENOMEM: the rows stay changed, for the next tick to log; SC_EIO:
- * persistence failed. */
-static sc_err flush_ledger(sc_persist *p, const char *ns, uint64_t *seq)
+ * export. SC_ENOMEM: the rows stay changed, for the next tick to log;
+ * SC_EIO: persistence failed. */
+static sc_err flush_ledger(sc_persist *p)
 {
     if (p->ledger == NULL) {
         return SC_OK;
@@ -2198,12 +2238,7 @@ static sc_err flush_ledger(sc_persist *p, const char *ns, uint64_t *seq)
     /* Into a buffer of its own, then appended as one run: the ledger's
      * lock is never held while waiting for buf_mu's holders. */
     wbuf b = {0};
-    uint64_t mark = 0;
-    if (ns != NULL) {
-        (void)sc_ledger_export_ns(p->ledger, ns, ledger_to, &b);
-    } else {
-        mark = sc_ledger_export(p->ledger, true, ledger_to, &b);
-    }
+    uint64_t mark = sc_ledger_export(p->ledger, true, ledger_to, &b);
     bool stored = b.len == 0 && !b.oom;
     pthread_mutex_lock(&p->buf_mu);
     if (b.len > 0 && !b.oom) {
@@ -2215,12 +2250,9 @@ static sc_err flush_ledger(sc_persist *p, const char *ns, uint64_t *seq)
             stored = true;
         }
     }
-    if (seq != NULL) {
-        *seq = p->appended;
-    }
     pthread_mutex_unlock(&p->buf_mu);
     free(b.p);
-    if (stored && ns == NULL) {
+    if (stored) {
         sc_ledger_export_saved(p->ledger, mark);
     }
     pthread_mutex_unlock(&p->ledger_mu);
@@ -2239,7 +2271,7 @@ static uint64_t mono_ms(void)
 static uint64_t tick_flush(sc_persist *p)
 {
     atomic_store(&p->last_tick_ms, mono_ms());
-    (void)flush_ledger(p, NULL, NULL);
+    (void)flush_ledger(p);
     pthread_mutex_lock(&p->io_mu);
     (void)flush_locked(p, p->cfg.fsync != SC_FSYNC_NO);
     if (p->cfg.fsync == SC_FSYNC_NO) {
@@ -2331,7 +2363,7 @@ void sc_persist_close(sc_persist *p)
         pthread_join(p->thread, NULL);
     }
     if (p->loaded) {
-        (void)flush_ledger(p, NULL, NULL);
+        (void)flush_ledger(p);
         if (sc_persist_sync(p) != SC_OK) {
             plog(p, "the last records could not be written: %s",
                  strerror(atomic_load(&p->failed)));

@@ -133,6 +133,12 @@ void sc_persist_set_snapshot_hook(void (*fn)(void *arg, const char *ns),
  * true makes that one step fail as out of memory (NULL: none). */
 void sc_persist_set_alloc_hook(bool (*fail)(void *arg, size_t more), void *arg);
 
+/* For tests: fn(arg, kind) is called each time the journal has appended
+ * a change of kind (an sc_cache_change_kind) to the log's buffer, after
+ * it has, with the appender's cache locks held and none of the
+ * persister's (NULL: none). */
+void sc_persist_set_append_hook(void (*fn)(void *arg, int kind), void *arg);
+
 /* Writes out and fsyncs every record appended so far, whatever the policy
  * (also done by sc_persist_close). Errors: SC_EIO. */
 sc_err sc_persist_sync(sc_persist *p);

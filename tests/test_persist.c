@@ -1003,6 +1003,71 @@ static bool ns_there(sc_cache *c, const char *ns)
     return sc_cache_ns_get_config(c, ns, &nc) == SC_OK;
 }
 
+/* A crash the moment a making's namespace record is written (append_hook
+ * flushes the log then and copies it, as a kill -9 there would leave it):
+ * the name's base went in the log only after its record, a flush between
+ * the two (the tick's, another writer's commit) wrote the namespace without
+ * its base, and after the restart the name's sums of the dropped namespace
+ * counted as the new one's ((dropped) went down). The two are one run. */
+typedef struct crash_copy {
+    sc_persist *p;
+    const char *dir, *to;
+    int copies;
+} crash_copy;
+
+static void copy_at_ns_put(void *arg, int kind)
+{
+    crash_copy *cc = arg;
+    if (kind != SC_CHANGE_NS_PUT || cc->copies > 0) {
+        return;
+    }
+    cc->copies++;
+    CHECK(sc_persist_sync(cc->p) == SC_OK);
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp '%s'/log.* '%s'/", cc->to,
+             cc->dir, cc->to);
+    CHECK(system(cmd) == 0);
+}
+
+static void test_made_with_base(void)
+{
+    char dir[512], crash[512];
+    fresh_dir(dir, sizeof(dir), "made-base");
+    fresh_dir(crash, sizeof(crash), "made-base-crash");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    uint64_t id;
+    CHECK(put(w.c, "a", "return policy", "30 days", true, 1, &id) == SC_OK);
+    float v[DIM];
+    vec_of(1, v);
+    sc_cache_query q = {.vec = v, .dim = DIM};
+    sc_cache_result r;
+    CHECK(sc_cache_lookup(w.c, "a", &q, &r) == SC_OK && r.hit);
+    sc_cache_result_fini(&r);
+    CHECK(sc_cache_ns_drop(w.c, "a") == SC_OK);
+    sc_ledger_counts row;
+    CHECK(sc_ledger_sum(w.ledger, "a", SC_LEDGER_BY_NS, &row, NULL, NULL) ==
+          SC_OK);
+    CHECK(row.lookups == 1 && row.last_ms != 0);
+    crash_copy cc = {.p = w.p, .dir = dir, .to = crash};
+    sc_persist_set_append_hook(copy_at_ns_put, &cc);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    sc_persist_set_append_hook(NULL, NULL);
+    CHECK_EQ_INT(cc.copies, 1);
+    sc_ledger_counts base;
+    sc_ledger_ns_base(w.ledger, "a", &base);
+    CHECK(base.lookups == 1 && base.last_ms == row.last_ms);
+    world_close(&w);
+    /* The restart from the log as the crash left it. */
+    CHECK(world_open(&w, crash, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(ns_there(w.c, "a"));
+    sc_ledger_ns_base(w.ledger, "a", &base);
+    CHECK_EQ_INT(base.lookups, 1);
+    CHECK(base.last_ms == row.last_ms);
+    world_close(&w);
+}
+
 /* Stale bytes at the end of the last log, as power loss can leave them
  * (the file's size grew, its data never came, and the blocks it was given
  * still hold an older file's): here whole valid records of log.1, the log
@@ -3047,6 +3112,7 @@ int main(void)
     test_ledger_oom(0);
     test_ledger_oom(100);
     test_feedback_unserved();
+    test_made_with_base();
     test_restore_quarantined();
     test_quarantined_evicted_first(false);
     test_quarantined_evicted_first(true);
