@@ -941,13 +941,17 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         len >= 8 ? (unsigned)d[6] | (unsigned)d[7] << 8 : VERSION;
     bool old_hdr =
         magic_ok && len >= HDR_SIZE_V2 && version >= VERSION_MIN && version < 3;
-    if (kind == SC_PERSIST_LOG && last && len < HDR_SIZE && !old_hdr) {
+    bool zeros = len > 0 && d[0] == 0 && memcmp(d, d + 1, len - 1) == 0;
+    if (kind == SC_PERSIST_LOG && last &&
+        ((len < HDR_SIZE && !old_hdr) || zeros)) {
         /* The newest log, shorter than a header of this format and not a
          * whole header of version 1 or 2: a crash cut it while its header
          * was written (open_log writes the header before any record), and
          * what bytes it has may be zeros or garbage where the header's
          * never came, the version's too. No record fits in it, so cutting
-         * it loses nothing; open_log writes the header again. */
+         * it loses nothing; open_log writes the header again. So too one
+         * of any length that is all zeros: a crash left the file extended
+         * where its header never landed, and nothing in it can be read. */
         st->torn_bytes += len;
         if (valid_len != NULL) {
             *valid_len = 0;

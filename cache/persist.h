@@ -96,7 +96,8 @@ typedef struct sc_persist_load_stats {
  * last record of the last log (a crash while writing it: nothing valid
  * follows) is cut off and its size said; so is a last log shorter than a
  * whole header (a crash while its header was written: whatever its bytes,
- * no record fits in it), which is begun again. A corrupt record anywhere
+ * no record fits in it), or all zeros whatever its length (extended by a
+ * crash where no byte landed), which is begun again. A corrupt record anywhere
  * else, a bad snapshot, or a missing log is refused (SC_ECHECKSUM,
  * SC_EBADFILE, SC_EBADVERSION) with where it is in msg, unless
  * cfg.repair; so is a namespace of an index backend this build lacks

@@ -996,6 +996,60 @@ static void write_two(const char *dir, const char *name, const uint8_t *a,
     }
 }
 
+/* A last log of a whole header's length or more that is all zeros: a
+ * crash left the file extended where its header (and records) never came.
+ * Nothing in it is readable, so it is torn like a shorter one: cut, begun
+ * again with a header, appended to. An all-zero log that is not the last,
+ * and a last one of 24 bytes of garbage, are still refused. */
+static void test_zeroed_log(void)
+{
+    static const size_t lens[] = {HDR, 4096};
+    static uint8_t zeros[4096];
+    for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+        char dir[512], name[32];
+        snprintf(name, sizeof(name), "zeroed%zu", k);
+        world w;
+        fresh_filled(&w, dir, sizeof(dir), name, SC_FSYNC_ALWAYS, 5, 400);
+        world_close(&w);
+        append_bytes(dir, "log.2", zeros, lens[k]);
+        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+        if (w.load_rc != SC_OK) {
+            fprintf(stderr, "  %zu zeros: %s\n", lens[k], w.msg);
+        }
+        CHECK_EQ_INT(w.st.torn_bytes, lens[k]);
+        CHECK_EQ_INT(w.st.logs, 2);
+        CHECK_EQ_INT(count_served(w.c, 5), 5);
+        CHECK_EQ_INT(file_size(dir, "log.2"), HDR);
+        uint64_t id;
+        CHECK(put(w.c, "default", "into log 2", "kept", true, 999, &id) ==
+              SC_OK);
+        world_close(&w);
+        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+        CHECK_EQ_INT(w.st.torn_bytes, 0);
+        char buf[64];
+        CHECK(served_text(w.c, "default", "into log 2", buf, sizeof(buf)));
+        CHECK_EQ_INT(count_served(w.c, 5), 5);
+        world_close(&w);
+        if (k == 0) {
+            /* All zeros in a log before the last: refused. */
+            long n1 = file_size(dir, "log.1");
+            CHECK(n1 > 0 && (size_t)n1 <= sizeof(zeros));
+            write_two(dir, "log.1", zeros, (size_t)n1, NULL, 0);
+            CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_EBADFILE);
+            CHECK(strstr(w.msg, "/log.1: not a semcached log") != NULL);
+            world_close(&w);
+        } else {
+            /* The last log's 24 bytes of garbage: refused. */
+            uint8_t junk[HDR];
+            memset(junk, 0x11, sizeof(junk));
+            append_bytes(dir, "log.3", junk, sizeof(junk));
+            CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_EBADFILE);
+            CHECK(strstr(w.msg, "/log.3: not a semcached log") != NULL);
+            world_close(&w);
+        }
+    }
+}
+
 /* Whether ns exists in c. */
 static bool ns_there(sc_cache *c, const char *ns)
 {
@@ -3088,6 +3142,7 @@ int main(void)
     test_lru_order();
     test_crash_leftovers();
     test_torn_header();
+    test_zeroed_log();
     test_mid_corruption();
     test_compact_under_load();
     test_expired_while_down();
