@@ -397,8 +397,10 @@ static void test_served_counted(void)
 }
 
 /* A server opened with start_later listens (a client connects) but runs
- * no worker until sc_server_start; then the ping sent before it is
- * answered. A close without a start leaves nothing running. */
+ * no worker until sc_server_start: a request sent before it is not
+ * answered (polled without blocking for a while), and is once the server
+ * starts; so is a ping sent then. A close without a start leaves nothing
+ * running. */
 static void test_start_later(void)
 {
     char dir[] = "/tmp/test-dispatch-later-XXXXXX";
@@ -430,13 +432,48 @@ static void test_start_later(void)
     sc_client *k = NULL;
     CHECK(sc_server_open(&cfg, &srv) == SC_OK);
     CHECK(srv != NULL && sc_client_open(url, 10000, &k) == SC_OK);
+    /* A raw request sent before the start: not answered until then (any
+     * reply, an error one included, would be an answer). */
+    nng_socket raw;
+    bool raw_ok = nng_req0_open(&raw) == 0;
+    CHECK(raw_ok);
+    if (raw_ok) {
+        nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 10000);
+        nng_socket_set_ms(raw, NNG_OPT_RECVTIMEO, 10000);
+        char buf[8] = "early";
+        CHECK(nng_dial(raw, url, NULL, 0) == 0);
+        CHECK(nng_send(raw, buf, sizeof(buf), 0) == 0);
+        int early = 0;
+        for (int i = 0; i < 50 && !early; i++) {
+            void *r = NULL;
+            size_t rl = 0;
+            int rv = nng_recv(raw, &r, &rl, NNG_FLAG_ALLOC | NNG_FLAG_NONBLOCK);
+            if (rv == 0) {
+                nng_free(r, rl);
+                early = 1;
+            } else {
+                CHECK(rv == NNG_EAGAIN);
+                nng_msleep(10);
+            }
+        }
+        CHECK(early == 0); /* not answered before the start */
+    }
     CHECK(srv != NULL && sc_server_start(srv) == SC_OK);
     CHECK(srv != NULL && sc_server_start(srv) == SC_OK); /* a no-op */
+    if (raw_ok) {
+        void *r = NULL;
+        size_t rl = 0;
+        CHECK(nng_recv(raw, &r, &rl, NNG_FLAG_ALLOC) == 0); /* answered now */
+        if (r != NULL) {
+            nng_free(r, rl);
+        }
+        nng_close(raw);
+    }
     char name[64];
     CHECK(k != NULL && sc_client_ping(k, name, sizeof(name), NULL) == SC_OK);
     sc_client_close(k);
     sc_server_close_counts(srv, &served, &dropped);
-    CHECK_EQ_INT(served, 1);
+    CHECK_EQ_INT(served, raw_ok ? 2 : 1); /* the raw one's error answer */
     sc_dispatch_close(d);
     sc_cache_close(cache);
     unlink(path);
