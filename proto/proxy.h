@@ -154,9 +154,11 @@ typedef struct sc_proxy_counts {
     uint64_t streams_cut; /* of errors: streams cut after their head */
     uint64_t own[SC_PROXY_OWN_N];      /* error answers of its own */
     uint64_t dropped[SC_PROXY_DROP_N]; /* streams the client's side cut */
-    /* Streams (a hit's, or one relayed) cut by sc_proxy_close after their
-     * head: a write to the client aborted or refused by the stop, or the
-     * upstream call of a relayed one aborted, whichever came first; each
+    /* Streams (a hit's, or one relayed) cut by sc_proxy_close once begun,
+     * their head sent or not (a head's write that finds the stop begun is
+     * refused, and the client gets the connection's end alone): a write to
+     * the client aborted or refused by the stop, or the upstream call of a
+     * relayed one aborted, whichever came first; each
      * counted once, here only (not in errors, fails or streams_cut, so
      * that fails[shutting_down] counts 502 answers alone). Never in
      * /metrics, which the stop leaves first: for the stop line. */
