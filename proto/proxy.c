@@ -2283,8 +2283,10 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
         sc_pool_open(&lc, &p->lookers) != SC_OK) {
         goto fail_pools;
     }
-    if (nng_http_server_hold(&p->srv, url) != 0) {
-        rc = SC_EIO;
+    if ((rv = nng_http_server_hold(&p->srv, url)) != 0) {
+        fprintf(stderr, "semcached: cannot serve HTTP on %s: %s\n", cfg->addr,
+                nng_strerror(rv));
+        rc = rv == NNG_ENOMEM ? SC_ENOMEM : SC_EIO;
         goto fail_pools;
     }
     /* The default namespace exists from the start, so that every lookup
@@ -2308,6 +2310,10 @@ sc_err sc_proxy_open(const sc_proxy_config *cfg, sc_proxy **out)
     }
     if ((rv = nng_http_server_add_handler(p->srv, p->hd)) != 0) {
         rc = rv == NNG_EADDRINUSE ? SC_EIO : SC_ENOMEM;
+        if (rc == SC_EIO) {
+            fprintf(stderr, "semcached: the route %s on %s is taken\n",
+                    CHAT_PATH, cfg->addr);
+        }
         goto fail_handler;
     }
     /* Counted by nng: when the sc_http's start already listens, this

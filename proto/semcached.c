@@ -1402,18 +1402,6 @@ int main(int argc, char **argv)
                     conf.http, sc_strerror(rc));
             goto out_server;
         }
-#ifdef SC_NNG_PATCHED
-        fprintf(stderr,
-                "semcached: HTTP on %s (at most %u %s at once; "
-                "descriptor limit %lu)\n",
-                conf.http, hcfg.max_conns,
-                sc_plural(hcfg.max_conns, "connection", "connections"), nofile);
-#else
-        fprintf(stderr,
-                "semcached: HTTP on %s (no cap on connections: the system's "
-                "nng; descriptor limit %lu)\n",
-                conf.http, nofile);
-#endif
     }
     if (pcfg.upstream != NULL) {
         pcfg.addr = conf.http;
@@ -1423,19 +1411,50 @@ int main(int argc, char **argv)
         /* As many as the HTTP front's: requests are parsed, embedded and
          * looked up on these, off nng's threads (docs/PROXY.md 8). */
         pcfg.lookup_workers = scfg.threads;
+        /* With the sc_http opened to start later, the proxy's open is
+         * what listens: its SC_EIO (the address taken, ...) comes with a
+         * line naming the address and the cause. */
         if ((rc = sc_proxy_open(&pcfg, &proxy)) != SC_OK) {
-            fprintf(stderr, "semcached: cannot start the proxy of %s: %s\n",
-                    pcfg.upstream, sc_strerror(rc));
+            if (rc == SC_EIO) {
+                fprintf(stderr,
+                        "semcached: cannot serve HTTP on %s (with "
+                        "the proxy): the line above says why\n",
+                        conf.http);
+            } else {
+                fprintf(stderr, "semcached: cannot start the proxy of %s: %s\n",
+                        pcfg.upstream, sc_strerror(rc));
+            }
             goto out_server;
         }
         front_set_proxy(&fr, proxy);
-        fprintf(stderr, "semcached: OpenAI-compatible proxy on %s%s\n",
-                conf.http, "/v1/chat/completions");
     }
     if (http != NULL && (rc = sc_http_start(http)) != SC_OK) {
-        fprintf(stderr, "semcached: cannot serve HTTP on %s: %s\n", conf.http,
-                sc_strerror(rc));
+        /* SC_EIO alone: sc_http_start said which address and why. */
+        fprintf(stderr,
+                "semcached: cannot serve HTTP on %s: the line above "
+                "says why\n",
+                conf.http);
         goto out_server;
+    }
+    /* Said once it listens (an address taken stops before, with a line
+     * naming it and the cause). */
+    if (http != NULL) {
+#ifdef SC_NNG_PATCHED
+        fprintf(stderr,
+                "semcached: HTTP on %s (at most %u %s at once; "
+                "descriptor limit %lu)\n",
+                conf.http, http_cap,
+                sc_plural(http_cap, "connection", "connections"), nofile);
+#else
+        fprintf(stderr,
+                "semcached: HTTP on %s (no cap on connections: the system's "
+                "nng; descriptor limit %lu)\n",
+                conf.http, nofile);
+#endif
+    }
+    if (proxy != NULL) {
+        fprintf(stderr, "semcached: OpenAI-compatible proxy on %s%s\n",
+                conf.http, "/v1/chat/completions");
     }
     if ((rc = sc_server_start(srv)) != SC_OK) {
         fprintf(stderr, "semcached: cannot start the server's workers: %s\n",

@@ -391,6 +391,33 @@ if [ $status = 1 ] && printf '%s' "$out" | grep -q 'cannot listen on foo://127.0
 else
     fail=$((fail + 1)); echo "FAIL: semcached --listen foo://: status $status: $out" >&2
 fi
+# An HTTP port taken, the proxy on: the start stops naming the address
+# and the cause, with no "HTTP on" line before (it was printed before the
+# listen) and no "input/output error" (the proxy's open once said only
+# that, naming the upstream).
+/usr/bin/python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(60)' "$t/t-taken.port" &
+taker=$!
+for _ in $(seq 300); do [ -f "$t/t-taken.port" ] && break; sleep 0.1; done
+hp=$(cat "$t/t-taken.port" 2>/dev/null)
+out=$("$server" --persist off --data-dir "$t/t-taken.d" \
+    --listen "ipc://$t/t-taken.ipc" --http "127.0.0.1:$hp" \
+    --upstream http://127.0.0.1:9/v1 2>&1)
+status=$?
+kill $taker 2>/dev/null; wait $taker 2>/dev/null
+if [ -n "$hp" ] && [ $status = 1 ] &&
+    printf '%s' "$out" | grep -q "cannot listen on 127.0.0.1:$hp: Address in use" &&
+    ! printf '%s' "$out" | grep -q "semcached: HTTP on \|input/output error"; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL: semcached --http on a taken port, proxy on: status $status: $out" >&2
+fi
 addr="ipc://$t/t-2.ipc"
 printf '{"listen": "ipc:///tmp/unused-%s.ipc",\n "namespaces": {"strict": {"threshold": 0.999, "dim": 3}}}\n' $$ >"$cfg"
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
