@@ -11,9 +11,13 @@ request", once "served 0"), and with the proxy on what the stop cut there
 would, with no wait between the probe and the use.
 
 usage: test_startstop.py --server build/semcached [--starts N]
-                         [--ports LO-HI]
-(--ports: take the ports from LO..HI in turn, not free ones the kernel
-picks, for runs beside other servers.)
+                         [--rounds N] [--ports LO-HI]
+(--starts: rounds of the start races, 12 by default, half that for three
+of them; --rounds: rounds of the proxy's stop line, 2 by default; each
+start is a race repeated, more catch more: --starts 40 for a hunt.
+--ports: take the ports from LO..HI in turn, not free ones the kernel
+picks, for runs beside other servers. A failed check prints the log of
+each semcached it counts against to stderr.)
 """
 import http.client
 import itertools
@@ -70,12 +74,23 @@ class Daemon:
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            with open(self.log, "a") as f:
+                f.write("test_startstop: no exit 60 s after SIGTERM, "
+                        "killed\n")
         with open(self.log, errors="replace") as f:
-            return f.read()
+            log = f.read()
+        return log + f"test_startstop: exit status {self.proc.returncode}\n"
+
+
+def show_logs(bad_logs):
+    """Prints the logs of the starts a check failed on to stderr (the
+    temporary directory goes with the test)."""
+    for name, log in bad_logs[:4]:
+        sys.stderr.write(f"---- {name}.log ----\n{log}---- end ----\n")
 
 
 def until(daemon, probe, timeout=60):
@@ -121,7 +136,7 @@ def ready_logged(daemon):
 def test_http_once_nng_answers(server, tmp, starts):
     """Polls nng until a ping is answered, then at once GET /healthz: 200
     every time (before: refused in 6 of 20 starts of a release build)."""
-    got = []
+    got, logs = [], []
     for i in range(starts):
         d = Daemon(server, tmp, f"nng-first-{i}")
         try:
@@ -130,8 +145,11 @@ def test_http_once_nng_answers(server, tmp, starts):
             else:
                 got.append("no nng")
         finally:
-            d.stop()
+            log = d.stop()
+        if got[-1] != 200:
+            logs.append((f"nng-first-{i}", log))
     bad = [g for g in got if g != 200]
+    show_logs(logs)
     check(not bad, f"HTTP answers at once once nng does: {len(bad)} of "
           f"{starts} starts not: {bad[:5]}")
 
@@ -139,19 +157,23 @@ def test_http_once_nng_answers(server, tmp, starts):
 def test_both_once_ready(server, tmp, starts):
     """Waits for the ready line, then at once both fronts: HTTP 200 and an
     nng ping answered, every time."""
-    bad = []
+    bad, logs = [], []
     for i in range(starts):
         d = Daemon(server, tmp, f"ready-{i}")
+        nbad = len(bad)
         try:
             if not until(d, lambda: ready_logged(d)):
                 bad.append("no ready line")
-                continue
-            h = healthz(d.hport)
-            p = nng_ping(d.port, timeout=5)
-            if h != 200 or not p:
-                bad.append((h, p))
+            else:
+                h = healthz(d.hport)
+                p = nng_ping(d.port, timeout=5)
+                if h != 200 or not p:
+                    bad.append((h, p))
         finally:
-            d.stop()
+            log = d.stop()
+        if len(bad) > nbad:
+            logs.append((f"ready-{i}", log))
+    show_logs(logs)
     check(not bad, f"the ready line comes once both fronts answer: "
           f"{len(bad)} of {starts} starts not: {bad[:5]}")
 
@@ -160,16 +182,20 @@ def test_nng_once_http_answers(server, tmp, starts):
     """Polls /healthz until 200, then at once an nng ping: answered every
     time (nng listens before HTTP does, and answers once every front is
     open)."""
-    bad = []
+    bad, logs = [], []
     for i in range(starts):
         d = Daemon(server, tmp, f"http-first-{i}")
+        nbad = len(bad)
         try:
             if not until(d, lambda: healthz(d.hport) == 200):
                 bad.append("no /healthz")
             elif not nng_ping(d.port, timeout=5):
                 bad.append("ping not answered")
         finally:
-            d.stop()
+            log = d.stop()
+        if len(bad) > nbad:
+            logs.append((f"http-first-{i}", log))
+    show_logs(logs)
     check(not bad, f"nng answers at once once /healthz does: {len(bad)} "
           f"of {starts} starts not: {bad[:5]}")
 
@@ -180,7 +206,7 @@ def test_proxy_once_healthz(server, tmp, starts):
     proxy answers it (502 upstream_unreachable), never 404 (the HTTP front
     once listened before the proxy's route was in: 404 in 15 to 17 of 20
     starts)."""
-    got = []
+    got, logs = [], []
     body = json.dumps({"model": "m",
                        "messages": [{"role": "user", "content": "hi"}]})
     for i in range(starts):
@@ -189,19 +215,23 @@ def test_proxy_once_healthz(server, tmp, starts):
         try:
             if not until(d, lambda: healthz(d.hport) == 200):
                 got.append("no /healthz")
-                continue
-            c = http.client.HTTPConnection("127.0.0.1", d.hport, timeout=10)
-            try:
-                c.request("POST", "/v1/chat/completions", body=body,
-                          headers={"Content-Type": "application/json"})
-                got.append(c.getresponse().status)
-            except OSError as e:
-                got.append(type(e).__name__)
-            finally:
-                c.close()
+            else:
+                c = http.client.HTTPConnection("127.0.0.1", d.hport,
+                                               timeout=10)
+                try:
+                    c.request("POST", "/v1/chat/completions", body=body,
+                              headers={"Content-Type": "application/json"})
+                    got.append(c.getresponse().status)
+                except OSError as e:
+                    got.append(type(e).__name__)
+                finally:
+                    c.close()
         finally:
-            d.stop()
+            log = d.stop()
+        if got[-1] != 502:
+            logs.append((f"proxy-{i}", log))
     bad = [g for g in got if g != 502]
+    show_logs(logs)
     check(not bad, f"the proxy's route is in once /healthz answers: "
           f"{len(bad)} of {starts} starts not: {bad[:5]}")
 
@@ -210,7 +240,7 @@ def test_stop_counts_last_reply(server, tmp, starts):
     """One ping, its reply read, SIGTERM at once: the stop line says
     "served 1 request" (once "served 0" now and then: the count came
     after the send)."""
-    lines = []
+    lines, logs = [], []
     for i in range(starts):
         d = Daemon(server, tmp, f"stop-{i}")
         try:
@@ -223,7 +253,10 @@ def test_stop_counts_last_reply(server, tmp, starts):
             log = d.stop()
         m = re.search(r"semcached: served (\d+ requests?)", log)
         lines.append(m.group(1) if ok and m else "no line")
+        if lines[-1] != "1 request":
+            logs.append((f"stop-{i}", log))
     bad = [x for x in lines if x != "1 request"]
+    show_logs(logs)
     check(not bad, f"the stop line counts the reply read before SIGTERM: "
           f"{len(bad)} of {starts} not: {bad[:5]}")
 
@@ -237,7 +270,8 @@ def cut_by_stop(server, tmp, name, fake, stream):
     """Starts semcached with fake as its upstream, sends one chat request
     (a stream when stream) and, once the upstream has it (and for a
     stream once the client has read its head), sends SIGTERM. Returns
-    (the client's status line, the stop line's three counts or None)."""
+    (the client's status line, the stop line's three counts or None,
+    semcached's log)."""
     d = Daemon(server, tmp, name, "--upstream", fake.url + "/v1")
     body = json.dumps({"model": "m", "stream": stream,
                        "messages": [{"role": "user", "content": name}]})
@@ -278,7 +312,7 @@ def cut_by_stop(server, tmp, name, fake, stream):
             s.close()
     m = STOP_LINE.search(log)
     return (got.split(b"\r\n")[0].decode(errors="replace"),
-            m.groups() if m else None)
+            m.groups() if m else None, log)
 
 
 def test_stop_line_proxy(server, tmp, rounds):
@@ -295,17 +329,18 @@ def test_stop_line_proxy(server, tmp, rounds):
     try:
         for i in range(rounds):
             fake.mode = "trickle"
-            got.append(("stream",) + cut_by_stop(server, tmp, f"cut-{i}",
-                                                  fake, True))
+            got.append(("stream", f"cut-{i}") +
+                       cut_by_stop(server, tmp, f"cut-{i}", fake, True))
             fake.mode, fake.delay = "slow", 30
-            got.append(("plain",) + cut_by_stop(server, tmp, f"abort-{i}",
-                                                 fake, False))
+            got.append(("plain", f"abort-{i}") +
+                       cut_by_stop(server, tmp, f"abort-{i}", fake, False))
             fake.delay = 0.2
     finally:
         fake.stop()
     want = {"stream": ("HTTP/1.1 200 OK", ("1", "0", "0")),
             "plain": ("HTTP/1.1 502 Bad Gateway", ("0", "1", "0"))}
-    bad = [g for g in got if g[1:] != want[g[0]]]
+    bad = [(g[0],) + g[2:4] for g in got if g[2:4] != want[g[0]]]
+    show_logs([(g[1], g[4]) for g in got if g[2:4] != want[g[0]]])
     check(not bad, f"the stop line counts what the stop cut: {len(bad)} of "
           f"{len(got)} not: {bad[:4]}")
     d = Daemon(server, tmp, "cut-none")
@@ -323,14 +358,16 @@ def main():
         PORTS = itertools.cycle(range(lo, hi + 1))
     server = argv[argv.index("--server") + 1]
     starts = int(argv[argv.index("--starts") + 1]) if "--starts" in argv \
-        else 20
+        else 12
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv \
+        else 2
     with tempfile.TemporaryDirectory() as tmp:
         test_http_once_nng_answers(server, tmp, starts)
         test_both_once_ready(server, tmp, starts // 2)
         test_nng_once_http_answers(server, tmp, starts // 2)
         test_proxy_once_healthz(server, tmp, starts // 2)
         test_stop_counts_last_reply(server, tmp, starts)
-        test_stop_line_proxy(server, tmp, 3)
+        test_stop_line_proxy(server, tmp, rounds)
     print(f"startstop: {test_semcache.passed} passed, "
           f"{test_semcache.failed} failed")
     return 1 if test_semcache.failed else 0
