@@ -133,71 +133,70 @@ def ready_logged(daemon):
         return "semcached: ready (" in f.read()
 
 
+def check_starts(server, tmp, starts, name, what, probe, judge,
+                 args=lambda: ()):
+    """Starts semcached `starts` times (with the flags args() gives, drawn
+    for each start), calls probe(d) on each run and stops it; judge(outcome,
+    log) returns None for a good start, else what went wrong. The check
+    fails on any bad start, with the logs of the first few shown."""
+    bad, logs = [], []
+    for i in range(starts):
+        d = Daemon(server, tmp, f"{name}-{i}", *args())
+        try:
+            outcome = probe(d)
+        finally:
+            log = d.stop()
+        wrong = judge(outcome, log)
+        if wrong is not None:
+            bad.append(wrong)
+            logs.append((f"{name}-{i}", log))
+    show_logs(logs)
+    check(not bad, f"{what}: {len(bad)} of {starts} starts not: {bad[:5]}")
+
+
 def test_http_once_nng_answers(server, tmp, starts):
     """Polls nng until a ping is answered, then at once GET /healthz: 200
     every time (before: refused in 6 of 20 starts of a release build)."""
-    got, logs = [], []
-    for i in range(starts):
-        d = Daemon(server, tmp, f"nng-first-{i}")
-        try:
-            if until(d, lambda: nng_ping(d.port)):
-                got.append(healthz(d.hport))
-            else:
-                got.append("no nng")
-        finally:
-            log = d.stop()
-        if got[-1] != 200:
-            logs.append((f"nng-first-{i}", log))
-    bad = [g for g in got if g != 200]
-    show_logs(logs)
-    check(not bad, f"HTTP answers at once once nng does: {len(bad)} of "
-          f"{starts} starts not: {bad[:5]}")
+
+    def probe(d):
+        if until(d, lambda: nng_ping(d.port)):
+            return healthz(d.hport)
+        return "no nng"
+
+    check_starts(server, tmp, starts, "nng-first",
+                 "HTTP answers at once once nng does", probe,
+                 lambda got, log: None if got == 200 else got)
 
 
 def test_both_once_ready(server, tmp, starts):
     """Waits for the ready line, then at once both fronts: HTTP 200 and an
     nng ping answered, every time."""
-    bad, logs = [], []
-    for i in range(starts):
-        d = Daemon(server, tmp, f"ready-{i}")
-        nbad = len(bad)
-        try:
-            if not until(d, lambda: ready_logged(d)):
-                bad.append("no ready line")
-            else:
-                h = healthz(d.hport)
-                p = nng_ping(d.port, timeout=5)
-                if h != 200 or not p:
-                    bad.append((h, p))
-        finally:
-            log = d.stop()
-        if len(bad) > nbad:
-            logs.append((f"ready-{i}", log))
-    show_logs(logs)
-    check(not bad, f"the ready line comes once both fronts answer: "
-          f"{len(bad)} of {starts} starts not: {bad[:5]}")
+
+    def probe(d):
+        if not until(d, lambda: ready_logged(d)):
+            return "no ready line"
+        return (healthz(d.hport), nng_ping(d.port, timeout=5))
+
+    check_starts(server, tmp, starts, "ready",
+                 "the ready line comes once both fronts answer", probe,
+                 lambda got, log: None if got == (200, True) else got)
 
 
 def test_nng_once_http_answers(server, tmp, starts):
     """Polls /healthz until 200, then at once an nng ping: answered every
     time (nng listens before HTTP does, and answers once every front is
     open)."""
-    bad, logs = [], []
-    for i in range(starts):
-        d = Daemon(server, tmp, f"http-first-{i}")
-        nbad = len(bad)
-        try:
-            if not until(d, lambda: healthz(d.hport) == 200):
-                bad.append("no /healthz")
-            elif not nng_ping(d.port, timeout=5):
-                bad.append("ping not answered")
-        finally:
-            log = d.stop()
-        if len(bad) > nbad:
-            logs.append((f"http-first-{i}", log))
-    show_logs(logs)
-    check(not bad, f"nng answers at once once /healthz does: {len(bad)} "
-          f"of {starts} starts not: {bad[:5]}")
+
+    def probe(d):
+        if not until(d, lambda: healthz(d.hport) == 200):
+            return "no /healthz"
+        if not nng_ping(d.port, timeout=5):
+            return "ping not answered"
+        return None
+
+    check_starts(server, tmp, starts, "http-first",
+                 "nng answers at once once /healthz does", probe,
+                 lambda got, log: got)
 
 
 def test_proxy_once_healthz(server, tmp, starts):
@@ -206,59 +205,50 @@ def test_proxy_once_healthz(server, tmp, starts):
     proxy answers it (502 upstream_unreachable), never 404 (the HTTP front
     once listened before the proxy's route was in: 404 in 15 to 17 of 20
     starts)."""
-    got, logs = [], []
     body = json.dumps({"model": "m",
                        "messages": [{"role": "user", "content": "hi"}]})
-    for i in range(starts):
-        d = Daemon(server, tmp, f"proxy-{i}", "--upstream",
-                   f"http://127.0.0.1:{next_port()}/v1")
+
+    def probe(d):
+        if not until(d, lambda: healthz(d.hport) == 200):
+            return "no /healthz"
+        c = http.client.HTTPConnection("127.0.0.1", d.hport, timeout=10)
         try:
-            if not until(d, lambda: healthz(d.hport) == 200):
-                got.append("no /healthz")
-            else:
-                c = http.client.HTTPConnection("127.0.0.1", d.hport,
-                                               timeout=10)
-                try:
-                    c.request("POST", "/v1/chat/completions", body=body,
-                              headers={"Content-Type": "application/json"})
-                    got.append(c.getresponse().status)
-                except OSError as e:
-                    got.append(type(e).__name__)
-                finally:
-                    c.close()
+            c.request("POST", "/v1/chat/completions", body=body,
+                      headers={"Content-Type": "application/json"})
+            return c.getresponse().status
+        except OSError as e:
+            return type(e).__name__
         finally:
-            log = d.stop()
-        if got[-1] != 502:
-            logs.append((f"proxy-{i}", log))
-    bad = [g for g in got if g != 502]
-    show_logs(logs)
-    check(not bad, f"the proxy's route is in once /healthz answers: "
-          f"{len(bad)} of {starts} starts not: {bad[:5]}")
+            c.close()
+
+    check_starts(server, tmp, starts, "proxy",
+                 "the proxy's route is in once /healthz answers", probe,
+                 lambda got, log: None if got == 502 else got,
+                 lambda: ("--upstream", f"http://127.0.0.1:{next_port()}/v1"))
 
 
 def test_stop_counts_last_reply(server, tmp, starts):
     """One ping, its reply read, SIGTERM at once: the stop line says
     "served 1 request" (once "served 0" now and then: the count came
     after the send)."""
-    lines, logs = [], []
-    for i in range(starts):
-        d = Daemon(server, tmp, f"stop-{i}")
+
+    def probe(d):
         try:
             ok = until(d, lambda: ready_logged(d))
             with Client("127.0.0.1", d.port, timeout=5) as c:
                 c.ping()
+            return ok
         except (OSError, semcache.ProtocolError):
-            ok = False
-        finally:
-            log = d.stop()
+            return False
+
+    def judge(ok, log):
         m = re.search(r"semcached: served (\d+ requests?)", log)
-        lines.append(m.group(1) if ok and m else "no line")
-        if lines[-1] != "1 request":
-            logs.append((f"stop-{i}", log))
-    bad = [x for x in lines if x != "1 request"]
-    show_logs(logs)
-    check(not bad, f"the stop line counts the reply read before SIGTERM: "
-          f"{len(bad)} of {starts} not: {bad[:5]}")
+        line = m.group(1) if ok and m else "no line"
+        return None if line == "1 request" else line
+
+    check_starts(server, tmp, starts, "stop",
+                 "the stop line counts the reply read before SIGTERM",
+                 probe, judge)
 
 
 STOP_LINE = re.compile(r"semcached: the stop cut (\d+) proxy streams?; "
