@@ -773,6 +773,32 @@ static void test_crash_leftovers(void)
     world_close(&w);
 }
 
+/* dir holds 5 entries in log.1 and a torn log.2 of len bytes after it:
+ * the start cuts log.2 (its bytes counted as torn), begins it again with
+ * a whole header of this version and appends to it, and the next start
+ * serves what was appended, with nothing torn. */
+static void check_torn_log2(const char *dir, size_t len)
+{
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    if (w.load_rc != SC_OK) {
+        fprintf(stderr, "  log.2 of %zu bytes: %s\n", len, w.msg);
+    }
+    CHECK_EQ_INT(w.st.torn_bytes, len);
+    CHECK_EQ_INT(w.st.logs, 2);
+    CHECK_EQ_INT(count_served(w.c, 5), 5);
+    CHECK_EQ_INT(file_size(dir, "log.2"), HDR);
+    uint64_t id;
+    CHECK(put(w.c, "default", "into log 2", "kept", true, 999, &id) == SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+    CHECK_EQ_INT(w.st.torn_bytes, 0);
+    char buf[64];
+    CHECK(served_text(w.c, "default", "into log 2", buf, sizeof(buf)));
+    CHECK_EQ_INT(count_served(w.c, 5), 5);
+    world_close(&w);
+}
+
 /* A last log cut by a crash while its header was written, 8 to 23 bytes
  * whose version bytes are garbage (zeros where the data never came, or
  * what the blocks held; its magic too): no record fits in it, so it is cut and
@@ -806,25 +832,7 @@ static void test_torn_header(void)
         h[6] = cuts[k].v0;
         h[7] = cuts[k].v1;
         append_bytes(dir, "log.2", h, cuts[k].len);
-        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
-        if (w.load_rc != SC_OK) {
-            fprintf(stderr, "  cut %zu: %s\n", k, w.msg);
-        }
-        CHECK_EQ_INT(w.st.torn_bytes, cuts[k].len);
-        CHECK_EQ_INT(w.st.logs, 2);
-        CHECK_EQ_INT(count_served(w.c, 5), 5);
-        /* Begun again: a whole header of this version, appended to. */
-        CHECK_EQ_INT(file_size(dir, "log.2"), HDR);
-        uint64_t id;
-        CHECK(put(w.c, "default", "into log 2", "kept", true, 999, &id) ==
-              SC_OK);
-        world_close(&w);
-        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
-        CHECK_EQ_INT(w.st.torn_bytes, 0);
-        char buf[64];
-        CHECK(served_text(w.c, "default", "into log 2", buf, sizeof(buf)));
-        CHECK_EQ_INT(count_served(w.c, 5), 5);
-        world_close(&w);
+        check_torn_log2(dir, cuts[k].len);
         if (k == 0) {
             /* log.1's whole header with a bad version, log.2 after it. */
             flip_byte(dir, "log.1", 7);
@@ -841,6 +849,7 @@ static void test_torn_header(void)
             world_close(&w);
             flip_byte(dir, "log.2", 7);
             CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
+            char buf[64];
             CHECK(served_text(w.c, "default", "into log 2", buf, sizeof(buf)));
             world_close(&w);
         }
@@ -1012,24 +1021,7 @@ static void test_zeroed_log(void)
         fresh_filled(&w, dir, sizeof(dir), name, SC_FSYNC_ALWAYS, 5, 400);
         world_close(&w);
         append_bytes(dir, "log.2", zeros, lens[k]);
-        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
-        if (w.load_rc != SC_OK) {
-            fprintf(stderr, "  %zu zeros: %s\n", lens[k], w.msg);
-        }
-        CHECK_EQ_INT(w.st.torn_bytes, lens[k]);
-        CHECK_EQ_INT(w.st.logs, 2);
-        CHECK_EQ_INT(count_served(w.c, 5), 5);
-        CHECK_EQ_INT(file_size(dir, "log.2"), HDR);
-        uint64_t id;
-        CHECK(put(w.c, "default", "into log 2", "kept", true, 999, &id) ==
-              SC_OK);
-        world_close(&w);
-        CHECK(world_open(&w, dir, SC_FSYNC_ALWAYS, false) == SC_OK);
-        CHECK_EQ_INT(w.st.torn_bytes, 0);
-        char buf[64];
-        CHECK(served_text(w.c, "default", "into log 2", buf, sizeof(buf)));
-        CHECK_EQ_INT(count_served(w.c, 5), 5);
-        world_close(&w);
+        check_torn_log2(dir, lens[k]);
         if (k == 0) {
             /* All zeros in a log before the last: refused. */
             long n1 = file_size(dir, "log.1");
