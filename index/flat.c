@@ -16,6 +16,7 @@
 
 #include "index/idmap.h"
 #include "index/index.h"
+#include "index/pass.h"
 #include "index/simd/simd.h"
 
 #define BLOCK          256  /* rows scored per kernel call */
@@ -29,19 +30,6 @@
                                    */
 #define SPLIT_MIN_ROWS 4096
 #define MIN_CAP        1 /* slots of the first allocation, and the fewest */
-/* Multiply-adds of a search between two pauses (sc_index_yield), at
- * least one block of rows: half a millisecond of AVX-512 tiles, so that a
- * writer waits about that long for a batch, not the whole of it. */
-#define YIELD_WORK ((size_t)1 << 24)
-/* Bytes of rows a search reads between two pauses, at least one block: a
- * single query does one multiply-add per element read, so its scan is
- * bound by memory, and 2^24 of them (64 MiB of f32 rows) would hold the
- * lock for milliseconds. 4 MiB is about 0.4 ms at 10 GB/s. */
-#define YIELD_BYTES ((size_t)4 << 20)
-/* Times one search starts over (for a compaction, which moves rows, or a
- * removal of a row it had collected); past them it holds the lock to its
- * end, so that it always ends. */
-#define YIELD_RESTARTS 2
 /* Row arrays (codes, rr) smaller than this are malloc'd, 64-byte aligned;
  * from it on they are page-aligned regions that grow by mremap. A small
  * index (a scope of a few entries) then takes no whole page per array. */
@@ -815,68 +803,41 @@ static bool removed_cands(const flat *f, const collector *cs, size_t nc)
 
 /* ---- a scan in holds of the lock -------------------------------------
  * A search, single or batched, reads the rows in holds of the index's read
- * lock and lets it go between them (sc_index_yield), so that a writer
- * waits for one hold, not for the whole scan. A pass is one search's scan:
- * its progress runs over rows 0..end (of each share, when split across
+ * lock and lets it go between them (sc_pass_run), so that a writer waits
+ * for one hold, not for the whole scan. A pass is one search's scan: its
+ * progress runs over rows 0..end (of each share, when split across
  * threads), and its collectors are what a pause checks. */
-typedef struct pass pass;
-struct pass {
+typedef struct pass {
+    sc_pass sp; /* first: what sc_pass_run sees */
     const flat *f;
     collector *cs; /* the collectors a pause checks: ncs of them */
     size_t ncs;
-    /* Empties the collectors and returns where progress ends: at the
-     * start, and at each start over (rows may have come and gone). */
-    size_t (*begin)(pass *p);
-    /* Scans rows of progress [lo, hi) into the collectors. */
-    void (*scan)(pass *p, size_t lo, size_t hi);
-};
+    uint64_t moves; /* f->moves when the pass began (or began over) */
+} pass;
 
-/* Rows of progress per hold for nq queries: at most YIELD_WORK
- * multiply-adds and YIELD_BYTES of rows, a multiple of unit and at least
- * one. */
+/* Rows of progress per hold for nq queries, a multiple of unit. */
 static size_t hold_rows(const flat *f, size_t nq, size_t unit)
 {
-    size_t per = YIELD_WORK / (nq * f->dim);
-    size_t by_bytes = YIELD_BYTES / (f->stride * f->esize);
-    per = per < by_bytes ? per : by_bytes;
-    return per < unit ? unit : per / unit * unit;
+    return sc_pass_hold_rows(nq, f->dim, f->stride * f->esize, unit);
 }
 
-/* Runs p in holds of per rows of progress, calling y (NULL: none) between
- * them. Holds start where a scan without pauses starts its blocks (per is
- * a multiple of them), so the scores are the same. A compaction met in a
- * pause moves rows; a candidate removed meanwhile keeps a place in its
- * heap (and, int8, a rank in top that sets the margin) that a live row of
- * the rows scanned would have had: dropped only by finish(), the answer
- * came out short. Either way the pass starts over, at most YIELD_RESTARTS
- * times; past them it holds the lock to its end. Without a compaction no
- * slot is reused or lost: rows added go past end, and are not seen unless
- * the pass starts over. A scan of one hold or less never pauses. */
-static void pass_run(pass *p, size_t per, const sc_index_yield *y)
+/* After a pause. A compaction met in it moved rows; a candidate removed
+ * meanwhile keeps a place in its heap (and, int8, a rank in top that sets
+ * the margin) that a live row of the rows scanned would have had: dropped
+ * only by finish(), the answer came out short. Either way the pass starts
+ * over. Without a compaction no slot is reused or lost: rows added go past
+ * end, and are not seen unless the pass starts over. */
+static bool flat_resumed(sc_pass *sp)
 {
+    pass *p = (pass *)sp;
     const flat *f = p->f;
-    size_t end = p->begin(p);
-    uint64_t moves = f->moves;
-    unsigned restarts = 0;
-    for (size_t lo = 0; lo < end;) {
-        size_t hi = end - lo < per ? end : lo + per;
-        p->scan(p, lo, hi);
-        lo = hi;
-        if (lo == end || y == NULL || restarts == YIELD_RESTARTS) {
-            continue;
-        }
-        y->fn(y->arg);
-        if (f->moves != moves || removed_cands(f, p->cs, p->ncs)) {
-            moves = f->moves;
-            restarts++;
-            end = p->begin(p);
-            lo = 0;
-            continue;
-        }
-        for (size_t i = 0; i < p->ncs; i++) {
-            p->cs[i].cand.ids = p->cs[i].top.ids = f->ids; /* maybe moved */
-        }
+    if (f->moves != p->moves || removed_cands(f, p->cs, p->ncs)) {
+        return false;
     }
+    for (size_t i = 0; i < p->ncs; i++) {
+        p->cs[i].cand.ids = p->cs[i].top.ids = f->ids; /* maybe moved */
+    }
+    return true;
 }
 
 /* Threads one query's scan of f's rows is split across (1: not split):
@@ -992,9 +953,11 @@ static void workers_stop(one_pass *o)
     pthread_mutex_destroy(&o->mu);
 }
 
-static size_t one_begin(pass *p)
+static size_t one_begin(sc_pass *sp)
 {
-    one_pass *o = (one_pass *)p;
+    one_pass *o = (one_pass *)sp;
+    pass *p = &o->p;
+    p->moves = p->f->moves;
     unsigned nt = split_threads(p->f);
     nt = nt < o->maxt ? nt : o->maxt;
     for (unsigned t = 0; t < nt; t++) {
@@ -1007,9 +970,10 @@ static size_t one_begin(pass *p)
     return o->share;
 }
 
-static void one_scan(pass *p, size_t lo, size_t hi)
+static void one_scan(sc_pass *sp, size_t lo, size_t hi)
 {
-    one_pass *o = (one_pass *)p;
+    one_pass *o = (one_pass *)sp;
+    pass *p = &o->p;
     const flat *f = p->f;
     if (p->ncs == 1) {
         scan_range(f, o->pq, lo, hi, &p->cs[0]);
@@ -1083,7 +1047,7 @@ static void finish(const flat *f, const float *q, collector *c, unsigned k,
     unsigned out = 0;
     for (unsigned i = 0; i < h->n && out < k; i++) {
         /* A row a search collected may have been removed while it let
-         * its lock go (pass_run then starts over: a guard). */
+         * its lock go (sc_pass_run then starts over: a guard). */
         if (h->a[i].s >= threshold && !f->dead[h->a[i].slot]) {
             float s = h->a[i].s;
             /* Rounding can push a self-match a hair past 1. */
@@ -1121,7 +1085,7 @@ static sc_err flat_search(void *state, const float *q, unsigned k,
         pq.qscale = quantise(q, f->dim, q8);
     }
     /* Not split: the pass collects into c itself. */
-    one_pass o = {.p = {f, &c, 1, one_begin, one_scan},
+    one_pass o = {.p = {{one_begin, one_scan, flat_resumed}, f, &c, 1, 0},
                   .pq = &pq,
                   .bufs = buf,
                   .cc = cc,
@@ -1145,7 +1109,7 @@ static sc_err flat_search(void *state, const float *q, unsigned k,
         o.maxt = maxt;
         workers_start(&o);
     }
-    pass_run(&o.p, hold_rows(f, 1, BLOCK), y);
+    sc_pass_run(&o.p.sp, hold_rows(f, 1, BLOCK), y);
     if (maxt > 1) {
         workers_stop(&o);
         /* Merge in share order: the result does not depend on thread
@@ -1258,9 +1222,11 @@ typedef struct batch_pass {
     unsigned cc, k;
 } batch_pass;
 
-static size_t batch_begin(pass *p)
+static size_t batch_begin(sc_pass *sp)
 {
-    batch_pass *bp = (batch_pass *)p;
+    batch_pass *bp = (batch_pass *)sp;
+    pass *p = &bp->p;
+    p->moves = p->f->moves;
     for (size_t i = 0; i < p->ncs; i++) {
         coll_init(&p->cs[i], p->f, bp->cbuf + i * (bp->cc + bp->k), bp->cc,
                   bp->k);
@@ -1268,9 +1234,10 @@ static size_t batch_begin(pass *p)
     return p->f->n;
 }
 
-static void batch_scan(pass *p, size_t lo, size_t hi)
+static void batch_scan(sc_pass *sp, size_t lo, size_t hi)
 {
-    batch_pass *bp = (batch_pass *)p;
+    batch_pass *bp = (batch_pass *)sp;
+    pass *p = &bp->p;
     if (bp->t != NULL) {
         tiled_scan(p->f, bp->t, p->ncs, p->cs, bp->pqs, lo, hi);
         return;
@@ -1317,14 +1284,14 @@ static sc_err flat_search_batch(void *state, const float *qs, size_t nq,
     if (tiles && (rc = tiled_init(&t, f, qs, nq)) != SC_OK) {
         goto out;
     }
-    /* A writer waits for one hold of rows, not for the batch (pass_run). */
-    batch_pass bp = {{f, cs, nq, batch_begin, batch_scan},
+    /* A writer waits for one hold of rows, not for the batch (sc_pass_run). */
+    batch_pass bp = {{{batch_begin, batch_scan, flat_resumed}, f, cs, nq, 0},
                      tiles ? &t : NULL,
                      pqs,
                      cbuf,
                      cc,
                      k};
-    pass_run(&bp.p, hold_rows(f, nq, tiles ? t.rows : BLOCK), y);
+    sc_pass_run(&bp.p.sp, hold_rows(f, nq, tiles ? t.rows : BLOCK), y);
     if (tiles) {
         tiled_fini(&t);
     }

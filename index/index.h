@@ -163,7 +163,10 @@ sc_err sc_index_get(sc_index *ix, uint64_t id, float *out);
  * across nt threads reads 4 MiB of each thread's share a block, nt x 4
  * MiB in all), so that a writer waits for one block, not the scan: the
  * answer may then miss rows added during the call, and never holds a row
- * removed during it (as search_batch's).
+ * removed during it (as search_batch's). So does an IVF index ("auto"
+ * too) before its first training, whose exact scan lets go its own lock
+ * and then the index's between blocks of 4 MiB of rows; once trained, a
+ * search probes a few lists and holds them to its end.
  * Errors: SC_ERANGE (k), SC_EINVAL (NaN threshold), SC_ENONFINITE,
  * SC_EZEROVEC. */
 sc_err sc_index_search(sc_index *ix, const float *q, unsigned k,
@@ -177,8 +180,9 @@ sc_err sc_index_search(sc_index *ix, const float *q, unsigned k,
  * SIMD tiles, or on the scalar tier 4,096 rows of sgemm, 16 MiB of f32
  * rows at dim 1024), so that a writer waits for one block, not the
  * batch: an answer may then miss rows added during the call, and never
- * holds a row removed during it. An IVF index ("auto" too) does not: before training
- * its exact scan holds the lock to the end. */
+ * holds a row removed during it. An IVF index ("auto" too) does the same
+ * before its first training (its exact scan reads each block of rows for
+ * all the queries); once trained, a batch holds the lock to its end. */
 sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
                              unsigned k, float threshold, sc_hit *hits,
                              unsigned *nhits);

@@ -1,8 +1,9 @@
 /* test_ivf.c - the FAISS IVF backends against flat on clustered data:
  * recall, exact re-scoring (threshold edges identical to flat), deletes never
  * served, re-insert, batch answers equal to single ones, the automatic
- * background switch under concurrent readers and writers, save/load, and
- * what a vector counts against the heap a trained index really takes.
+ * background switch under concurrent readers and writers, save/load,
+ * what a vector counts against the heap a trained index really takes, and
+ * an untrained index's exact scan that lets its locks go between holds.
  * Exits 77 when built without FAISS. */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -1629,6 +1630,170 @@ static void test_equal_ties(const char *backend)
     sc_index_close(b);
 }
 
+/* ---- an untrained index's exact scan pauses ------------------------------ */
+
+enum { PD = 1024, PN = 4096, PK = 8, PNQ = 8 };
+
+/* What the yield hook does while an untrained index's search has let its
+ * locks go, to the index and to a flat index kept the same. */
+typedef struct pause_plan {
+    sc_index *ix, *flat;
+    const float *copy;   /* first pause: 100 rows of it added (or NULL) */
+    uint64_t remove_one; /* first pause (UINT64_MAX: none) */
+    /* Second pause (0: none): ids reclaim.. (300 of them) removed, which
+     * frees the tombstones, and 50 rows added into freed slots. */
+    uint64_t reclaim;
+    unsigned calls;
+} pause_plan;
+
+static void pause_both(pause_plan *pp, int add, uint64_t id, const float *x)
+{
+    if (add) {
+        CHECK(sc_index_add(pp->ix, id, x) == SC_OK);
+        CHECK(sc_index_add(pp->flat, id, x) == SC_OK);
+    } else {
+        CHECK(sc_index_remove(pp->ix, id) == SC_OK);
+        CHECK(sc_index_remove(pp->flat, id) == SC_OK);
+    }
+}
+
+static void pause_hook(void *arg)
+{
+    pause_plan *pp = arg;
+    pp->calls++;
+    if (pp->calls == 1 && pp->remove_one != UINT64_MAX) {
+        pause_both(pp, 0, pp->remove_one, NULL);
+    }
+    if (pp->calls == 1 && pp->copy != NULL) {
+        for (uint64_t i = 0; i < 100; i++) {
+            pause_both(pp, 1, 1000000 + i, pp->copy);
+        }
+    }
+    if (pp->calls == 2 && pp->reclaim) {
+        /* More than a batch of removals (256): the tombstones are freed
+         * for reuse, and slots reused. */
+        for (uint64_t id = pp->reclaim; id < pp->reclaim + 300; id++) {
+            pause_both(pp, 0, id, NULL);
+        }
+        float x[PD];
+        for (uint64_t i = 0; i < 50; i++) {
+            for (int j = 0; j < PD; j++) {
+                x[j] = grand();
+            }
+            pause_both(pp, 1, 2000000 + pp->reclaim + i, x);
+        }
+    }
+}
+
+/* Runs nq queries (1: sc_index_search, more: search_batch) on pp->ix with
+ * the hook set, and checks each answer is flat's on the rows as they are
+ * after, bit for bit, and that none is id gone. Returns the hook's calls. */
+static unsigned paused_search(pause_plan *pp, const float *qs, size_t nq,
+                              uint64_t gone, sc_hit *h, unsigned *nh)
+{
+    pp->calls = 0;
+    sc_index_set_yield_hook(pause_hook, pp);
+    if (nq == 1) {
+        CHECK(sc_index_search(pp->ix, qs, PK, 0.0f, h, nh) == SC_OK);
+    } else {
+        CHECK(sc_index_search_batch(pp->ix, qs, nq, PK, 0.0f, h, nh) == SC_OK);
+    }
+    sc_index_set_yield_hook(NULL, NULL);
+    for (size_t i = 0; i < nq; i++) {
+        sc_hit fh[PK];
+        unsigned fn = 0;
+        CHECK(sc_index_search(pp->flat, qs + i * PD, PK, 0.0f, fh, &fn) ==
+              SC_OK);
+        CHECK(same_hits(h + i * PK, nh[i], fh, fn));
+        CHECK(nh[i] == PK);
+        for (unsigned j = 0; j < nh[i]; j++) {
+            CHECK(h[i * PK + j].id != gone);
+        }
+    }
+    return pp->calls;
+}
+
+/* Before its first training an IVF index answers by an exact scan of its
+ * rows, and that scan lets its locks go between holds of 4 MiB of rows
+ * (1,024 rows at dim 1024: 4 holds here), single and batched, as flat's
+ * does (a batch of 64 at 20,000 x 1000 held them 535 ms). Changes made in
+ * its pauses: a row removed after the scan collected it is not answered,
+ * and the next live row takes its place (the scan starts over); rows added
+ * are not seen unless it starts over; tombstones freed and their slots
+ * reused (the scan starts over) leave it answering as flat does after.
+ * Every answer is flat's f32 answer bit for bit. */
+static void test_untrained_pauses(const char *backend)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = backend;
+    p.dim = PD;
+    p.train_min = SC_INDEX_TRAIN_MANUAL;
+    sc_index *ix = NULL, *flat = NULL;
+    CHECK(sc_index_open(&p, &ix) == SC_OK);
+    p.backend = "flat";
+    CHECK(sc_index_open(&p, &flat) == SC_OK);
+    float *base = malloc((size_t)PN * PD * sizeof(float));
+    for (size_t i = 0; i < (size_t)PN * PD; i++) {
+        base[i] = grand();
+    }
+    for (size_t i = 0; i < PN; i++) {
+        CHECK(sc_index_add(ix, i, base + i * PD) == SC_OK);
+        CHECK(sc_index_add(flat, i, base + i * PD) == SC_OK);
+    }
+    sc_hit h[PNQ * PK];
+    unsigned nh[PNQ];
+    pause_plan none = {ix, flat, NULL, UINT64_MAX, 0, 0};
+    CHECK(paused_search(&none, base, 1, UINT64_MAX, h, nh) == 3);
+    CHECK(h[0].id == 0);
+    /* Row 0 is in the first hold: collected, then removed. */
+    pause_plan rm = {ix, flat, NULL, 0, 0, 0};
+    CHECK(paused_search(&rm, base, 1, 0, h, nh) >= 3);
+    /* 100 copies of row 37 added in the first pause: not seen. */
+    const float *q = base + 37 * PD;
+    pause_plan add = {ix, flat, q, UINT64_MAX, 0, 0};
+    sc_index_set_yield_hook(pause_hook, &add);
+    CHECK(sc_index_search(ix, q, PK, 0.0f, h, nh) == SC_OK);
+    sc_index_set_yield_hook(NULL, NULL);
+    CHECK(add.calls >= 3 && nh[0] == PK && h[0].id == 37);
+    for (unsigned j = 0; j < nh[0]; j++) {
+        CHECK(h[j].id < 1000000);
+    }
+    for (uint64_t i = 0; i < 100; i++) {
+        pause_both(&add, 0, 1000000 + i, NULL);
+    }
+    /* Added again in the first pause, tombstones freed and their slots
+     * reused in the second: the scan starts over and finds the copies,
+     * after row 37 itself (the smaller id). */
+    pause_plan rc = {ix, flat, q, UINT64_MAX, 2000, 0};
+    CHECK(paused_search(&rc, q, 1, UINT64_MAX, h, nh) >= 3);
+    CHECK(h[0].id == 37 && h[1].id >= 1000000 && h[1].similarity >= 0.999f);
+    /* A batch: queries 0..7 are rows 100..107 (row 100 in the first hold,
+     * removed in the first pause); then query 0 is row 37, with its copies
+     * added again and tombstones freed. */
+    float *qs = malloc((size_t)PNQ * PD * sizeof(float));
+    for (size_t i = 0; i < PNQ; i++) {
+        memcpy(qs + i * PD, base + (100 + i) * PD, PD * sizeof(float));
+    }
+    pause_plan none_b = {ix, flat, NULL, UINT64_MAX, 0, 0};
+    CHECK(paused_search(&none_b, qs, PNQ, UINT64_MAX, h, nh) >= 3);
+    CHECK(h[0].id == 100);
+    pause_plan rm_b = {ix, flat, NULL, 100, 0, 0};
+    CHECK(paused_search(&rm_b, qs, PNQ, 100, h, nh) >= 3);
+    for (uint64_t i = 0; i < 100; i++) {
+        pause_both(&add, 0, 1000000 + i, NULL);
+    }
+    memcpy(qs, q, PD * sizeof(float));
+    pause_plan rc_b = {ix, flat, q, UINT64_MAX, 2400, 0};
+    CHECK(paused_search(&rc_b, qs, PNQ, UINT64_MAX, h, nh) >= 3);
+    CHECK(h[0].id == 37 && h[1].id >= 1000000);
+    CHECK(sc_index_trained(ix) == 0);
+    free(qs);
+    free(base);
+    sc_index_close(flat);
+    sc_index_close(ix);
+}
+
 int main(void)
 {
 #if HEAP_MEASURED
@@ -1683,6 +1848,8 @@ int main(void)
     test_vector_bytes("auto");
     test_heap_bound("ivf-flat");
     test_heap_bound("ivf-sq8");
+    test_untrained_pauses("auto");
+    test_untrained_pauses("ivf-flat");
     free(data);
     free(queries);
     if (failures) {
