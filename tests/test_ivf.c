@@ -642,24 +642,48 @@ static void *reader(void *arg)
     size_t qi = 0;
     while (!atomic_load(&stop)) {
         size_t rm = atomic_load(&removed);
-        const float *q = queries + (qi++ % NQ) * D;
-        sc_hit h[8];
-        unsigned nh = 0;
-        if (sc_index_search(cix, q, 8, -1.0f, h, &nh) != SC_OK) {
+        /* Single searches and, every other time, a batch of 4. */
+        size_t nq = qi % 2 ? 4 : 1;
+        const float *q = queries + (qi++ % (NQ - 4)) * D;
+        sc_hit h[4 * 8];
+        unsigned nh[4] = {0};
+        sc_err rc = nq == 1
+                        ? sc_index_search(cix, q, 8, -1.0f, h, nh)
+                        : sc_index_search_batch(cix, q, nq, 8, -1.0f, h, nh);
+        if (rc != SC_OK) {
             atomic_fetch_add(&bad, 1);
         }
-        for (unsigned i = 0; i < nh; i++) {
-            if (h[i].id % 7 == 0 && h[i].id < rm) {
-                atomic_fetch_add(&bad, 1); /* a deleted id served */
+        for (size_t j = 0; j < nq; j++) {
+            for (unsigned i = 0; i < nh[j]; i++) {
+                uint64_t id = h[j * 8 + i].id;
+                if (id % 7 == 0 && id < rm) {
+                    atomic_fetch_add(&bad, 1); /* a deleted id served */
+                }
             }
         }
     }
     return NULL;
 }
 
-static void test_auto(void)
+static atomic_int pauses;
+
+static void count_pause(void *arg)
 {
-    cix = open_ix("auto", 0, 16, 5000);
+    (void)arg;
+    atomic_fetch_add(&pauses, 1);
+}
+
+/* train_min 20000: before the switch an exact scan of up to 23,000 rows
+ * of dim 64 takes two holds (16,384 rows each) and lets its locks go
+ * between them, beside the adds, removes, the training's copy and swap. */
+static void test_auto(uint32_t train_min)
+{
+    atomic_store(&stop, 0);
+    atomic_store(&added, 0);
+    atomic_store(&removed, 0);
+    atomic_store(&pauses, 0);
+    cix = open_ix("auto", 0, 16, train_min);
+    sc_index_set_yield_hook(count_pause, NULL);
     pthread_t th[2];
     for (int i = 0; i < 2; i++) {
         pthread_create(&th[i], NULL, reader, NULL);
@@ -688,10 +712,14 @@ static void test_auto(void)
     for (int i = 0; i < 2; i++) {
         pthread_join(th[i], NULL);
     }
+    sc_index_set_yield_hook(NULL, NULL);
     CHECK(atomic_load(&bad) == 0);
+    /* 5000: no scan longer than a hold; 20000: scans that paused. */
+    CHECK(train_min < 20000 || atomic_load(&pauses) > 0);
     CHECK(sc_index_train(cix) == SC_OK);
     CHECK(sc_index_trained(cix));
-    printf("auto: switched by itself: %s\n", switched_during ? "yes" : "no");
+    printf("auto (train_min %u): switched by itself: %s, %d pauses\n",
+           train_min, switched_during ? "yes" : "no", atomic_load(&pauses));
     /* Every live id is there (inserts made during training not lost), every
      * deleted one is not. */
     size_t live = 0;
@@ -1827,7 +1855,8 @@ int main(void)
     test_static("ivf-sq8", 0.93);
     test_batch("ivf-flat");
     test_batch("ivf-sq8");
-    test_auto();
+    test_auto(5000);
+    test_auto(20000);
     test_restore_no_retrain();
     test_train_serves();
     test_crowded_by_tombstones();
