@@ -126,7 +126,10 @@ sc_err sc_server_start(sc_server *s);
  * them and frees the server. The socket's close is waited for at most
  * SC_SERVER_CLOSE_WAIT_MS (Debian's unpatched nng 1.5.2 can hang there,
  * see server.c); one left running is said on stderr and counted in
- * sc_server_stuck_closes. */
+ * sc_server_stuck_closes, and once it finishes, in sc_server_late_closes
+ * too. With the patched nng every close finishes, but on a busy machine
+ * it can take longer than the wait: its work is done by several of nng's
+ * threads in turn, each of which may wait for a CPU. */
 void sc_server_close(sc_server *s);
 
 /* sc_server_close, then the final counts (as sc_server_counts): those of
@@ -134,8 +137,11 @@ void sc_server_close(sc_server *s);
  * dropped. A NULL s is a no-op that sets both to 0. */
 void sc_server_close_counts(sc_server *s, uint64_t *served, uint64_t *dropped);
 
+#ifndef SC_SERVER_CLOSE_WAIT_MS
 #define SC_SERVER_CLOSE_WAIT_MS 2000u
-extern unsigned sc_server_stuck_closes; /* read atomically */
+#endif
+extern unsigned sc_server_stuck_closes; /* left running; read atomically */
+extern unsigned sc_server_late_closes;  /* of those, finished since; ditto */
 
 /* Requests served and dropped since open. A reply is counted served
  * before it is handed to nng (and taken back if nng refuses it), so a

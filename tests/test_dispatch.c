@@ -483,16 +483,30 @@ static void test_start_later(void)
 /* ---- closing a server while requests are in flight ---------------------
  * sc_server_close must return however the workers stand: idle in a
  * receive, handling a batch, or between the two. Each round opens a
- * server, lets raw REQ clients hammer it, and closes it mid-flight; a
- * watchdog aborts the test (naming the round) if a close takes over 10 s,
- * which is what a worker stuck in a receive on the closed socket did.
- * Built with the patched nng (SC_NNG_PATCHED), no close may be left
- * running either: nng 1.5.2's own close stuck for good within the first
- * 20 rounds of every run (scripts/patches/nng-1.5.2-pipe-close-race.patch
- * has the cause), which the server's bounded close only works around. With
- * every round closed, the process exits normally, so the sanitizer build
- * checks these closes for use after free (nng-1.5.2-msgq-closed.patch)
- * and leaks (nng-1.5.2-reap-on-close.patch) too. */
+ * server, lets raw REQ clients hammer it, and closes it mid-flight. A
+ * close that never returns (a worker stuck in a receive on the closed
+ * socket did that) holds the test until ctest's time-out fails it; a
+ * watchdog names the round on stderr once a close has taken over 10 s.
+ * Built with the patched nng (SC_NNG_PATCHED), every nng close must
+ * finish too: nng 1.5.2's own close stuck for good within the first 20
+ * rounds of every run (scripts/patches/nng-1.5.2-pipe-close-race.patch
+ * has the cause), which the server's bounded close only works around. A
+ * close the server left running past SC_SERVER_CLOSE_WAIT_MS is waited
+ * for before the next round, with no time limit of its own: on a busy
+ * machine a close that finishes can take longer than any bound (under
+ * AddressSanitizer, with the load at 9, one in 150 took over 2 s and
+ * failed the test when it wanted none left running), while one that
+ * never finishes still ends in the time-out. With every close finished,
+ * the process exits normally, so the sanitizer build checks these closes
+ * for use after free (nng-1.5.2-msgq-closed.patch) and leaks
+ * (nng-1.5.2-reap-on-close.patch) too. */
+
+/* nng closes sc_server_close left running that have not finished yet. */
+static unsigned closes_running(void)
+{
+    return __atomic_load_n(&sc_server_stuck_closes, __ATOMIC_ACQUIRE) -
+           __atomic_load_n(&sc_server_late_closes, __ATOMIC_ACQUIRE);
+}
 
 static int echo(void *arg, const uint8_t *req, size_t len, uint8_t **reply,
                 size_t *reply_len)
@@ -580,10 +594,12 @@ static int hammer_run(const char *url)
 static int close_round = -1;
 static int close_done = 1;
 
+/* Says (once a round) which round's close has run for over 10 s: the
+ * test then waits on, and ctest's time-out fails a close that never ends. */
 static void *watchdog_main(void *arg)
 {
     (void)arg;
-    int last = -2;
+    int last = -2, said = 0;
     time_t since = time(NULL);
     for (;;) {
         usleep(100000);
@@ -593,10 +609,14 @@ static void *watchdog_main(void *arg)
         }
         if (r != last || __atomic_load_n(&close_done, __ATOMIC_ACQUIRE)) {
             last = r;
+            said = 0;
             since = time(NULL);
-        } else if (time(NULL) - since > 10) {
-            fprintf(stderr, "dispatch: sc_server_close hangs in round %d\n", r);
-            abort();
+        } else if (!said && time(NULL) - since > 10) {
+            fprintf(stderr,
+                    "dispatch: the close of round %d has run for over 10 s "
+                    "(%u nng closes left running)\n",
+                    r, closes_running());
+            said = 1;
         }
     }
 }
@@ -680,14 +700,21 @@ static void test_close_under_load(const char *self, const char *cert)
         __atomic_store_n(&close_done, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&close_round, round, __ATOMIC_RELEASE);
         sc_server_close(srv);
+#ifdef SC_NNG_PATCHED
+        /* A close left running (a busy machine) must still finish; the
+         * next round waits for it, as its listener may hold the port. */
+        while (closes_running() > 0) {
+            usleep(1000);
+        }
+#endif
         __atomic_store_n(&close_done, 1, __ATOMIC_RELEASE);
         rounds++;
-        if (__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) > 0) {
+#ifndef SC_NNG_PATCHED
+        if (closes_running() > 0) {
             /* nng's one reaper thread is stuck for good now: later
              * closes in this process would all be left running too. */
             break;
         }
-#ifndef SC_NNG_PATCHED
         if (cert != NULL && unserved_run == 5) {
             /* The TLS clients have stalled (see hammer_main): the
              * closes are no longer under load. */
@@ -704,7 +731,6 @@ static void test_close_under_load(const char *self, const char *cert)
      * stalled). */
 #ifdef SC_NNG_PATCHED
     CHECK(rounds == ROUNDS && served_rounds > rounds / 2);
-    CHECK(__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) == 0);
 #else
     if (cert == NULL) {
         CHECK(rounds > 0 && served_rounds > rounds / 2);
@@ -714,9 +740,11 @@ static void test_close_under_load(const char *self, const char *cert)
 #endif
     fprintf(stderr,
             "dispatch: %s: %d closes under load, %d served first, %u left "
-            "nng's close running (nng 1.5.2's hang; the patched nng: none)\n",
+            "nng's close running past %u ms, %u of them still running "
+            "(nng 1.5.2's hang; the patched nng: none)\n",
             url, rounds, served_rounds,
-            __atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED));
+            __atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED),
+            SC_SERVER_CLOSE_WAIT_MS, closes_running());
 }
 
 /* ---- peers that leave while their request waits -----------------------
@@ -2046,7 +2074,7 @@ int main(int argc, char **argv)
      * (test_tls.py skips alike without it). */
     char cert[64];
     snprintf(cert, sizeof(cert), "/tmp/test-dispatch-%d.pem", (int)getpid());
-    if (__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) > 0) {
+    if (closes_running() > 0) {
         fprintf(stderr, "dispatch: TLS rounds skipped (a close is stuck)\n");
     } else if (make_cert(cert)) {
         test_close_under_load(argv[0], cert);
@@ -2060,7 +2088,7 @@ int main(int argc, char **argv)
                         "cannot make a certificate\n");
     }
     int rc = test_summary("dispatch");
-    if (__atomic_load_n(&sc_server_stuck_closes, __ATOMIC_RELAXED) > 0) {
+    if (closes_running() > 0) {
         fflush(NULL);
         _exit(rc); /* nng's exit handler would wait on the stuck close */
     }
