@@ -344,6 +344,50 @@ static void test_server_batches(void)
     sc_cache_close(cache);
 }
 
+/* A server with the one-by-one handler on the dispatcher of a filled
+ * cache, listening on ipc:// in a directory of its own. */
+typedef struct ipc_server {
+    char dir[64], path[96], url[112];
+    sc_cache *cache;
+    sc_dispatch *d;
+    sc_server_config cfg; /* its listen names url: the struct stays put */
+    sc_server *srv;       /* NULL when the open failed */
+} ipc_server;
+
+/* Makes the directory (/tmp/test-dispatch-NAME-XXXXXX) and opens the
+ * server with threads workers, started unless start_later; false, with a
+ * failed check, when the directory cannot be made (nothing to undo). */
+static bool ipc_server_open(ipc_server *h, const char *name, unsigned threads,
+                            bool start_later)
+{
+    snprintf(h->dir, sizeof(h->dir), "/tmp/test-dispatch-%s-XXXXXX", name);
+    if (mkdtemp(h->dir) == NULL) {
+        CHECK(false);
+        return false;
+    }
+    snprintf(h->path, sizeof(h->path), "%s/s.ipc", h->dir);
+    snprintf(h->url, sizeof(h->url), "ipc://%s", h->path);
+    h->d = open_filled(&h->cache);
+    h->cfg = (sc_server_config){.listen = {h->url},
+                                .nlisten = 1,
+                                .threads = threads,
+                                .handler = sc_dispatch_handle,
+                                .handler_arg = h->d,
+                                .start_later = start_later};
+    h->srv = NULL;
+    CHECK(sc_server_open(&h->cfg, &h->srv) == SC_OK);
+    return true;
+}
+
+/* The rest, once the caller has closed the server. */
+static void ipc_server_fini(ipc_server *h)
+{
+    sc_dispatch_close(h->d);
+    sc_cache_close(h->cache);
+    unlink(h->path);
+    rmdir(h->dir);
+}
+
 /* A reply the client has read is in sc_server_counts at once, and in the
  * final counts of sc_server_close_counts. The count once came after the
  * send, so a client could read its reply before the count had it:
@@ -352,25 +396,13 @@ static void test_server_batches(void)
  * arrives. */
 static void test_served_counted(void)
 {
-    char dir[] = "/tmp/test-dispatch-served-XXXXXX";
-    if (mkdtemp(dir) == NULL) {
-        CHECK(false);
+    ipc_server h;
+    if (!ipc_server_open(&h, "served", 1, false)) {
         return;
     }
-    char url[96], path[80];
-    snprintf(path, sizeof(path), "%s/s.ipc", dir);
-    snprintf(url, sizeof(url), "ipc://%s", path);
-    sc_cache *cache;
-    sc_dispatch *d = open_filled(&cache);
-    sc_server_config cfg = {.listen = {url},
-                            .nlisten = 1,
-                            .threads = 1,
-                            .handler = sc_dispatch_handle,
-                            .handler_arg = d};
-    sc_server *srv = NULL;
+    sc_server *srv = h.srv;
     sc_client *k = NULL;
-    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
-    CHECK(srv != NULL && sc_client_open(url, 5000, &k) == SC_OK);
+    CHECK(srv != NULL && sc_client_open(h.url, 5000, &k) == SC_OK);
     enum { N = 20000 };
     int answered = 0, behind = 0;
     for (int i = 0; k != NULL && i < N; i++) {
@@ -390,10 +422,7 @@ static void test_served_counted(void)
     sc_server_close_counts(srv, &served, &dropped);
     CHECK_EQ_INT(served, N);
     CHECK_EQ_INT(dropped, 0);
-    sc_dispatch_close(d);
-    sc_cache_close(cache);
-    unlink(path);
-    rmdir(dir);
+    ipc_server_fini(&h);
 }
 
 /* A server opened with start_later listens (a client connects) but runs
@@ -403,35 +432,22 @@ static void test_served_counted(void)
  * running. */
 static void test_start_later(void)
 {
-    char dir[] = "/tmp/test-dispatch-later-XXXXXX";
-    if (mkdtemp(dir) == NULL) {
-        CHECK(false);
+    /* Opened and closed unstarted. */
+    ipc_server h;
+    if (!ipc_server_open(&h, "later", 2, true)) {
         return;
     }
-    char url[96], path[80];
-    snprintf(path, sizeof(path), "%s/s.ipc", dir);
-    snprintf(url, sizeof(url), "ipc://%s", path);
-    sc_cache *cache;
-    sc_dispatch *d = open_filled(&cache);
-    sc_server_config cfg = {.listen = {url},
-                            .nlisten = 1,
-                            .threads = 2,
-                            .handler = sc_dispatch_handle,
-                            .handler_arg = d,
-                            .start_later = true};
-    /* Opened and closed unstarted. */
-    sc_server *srv = NULL;
-    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
+    sc_server *srv = h.srv;
     uint64_t served = 1, dropped = 1;
     sc_server_close_counts(srv, &served, &dropped);
     CHECK_EQ_INT(served, 0);
     CHECK_EQ_INT(dropped, 0);
-    unlink(path);
+    unlink(h.path);
     /* Opened, a client in, then started: its ping is answered. */
     srv = NULL;
     sc_client *k = NULL;
-    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
-    CHECK(srv != NULL && sc_client_open(url, 10000, &k) == SC_OK);
+    CHECK(sc_server_open(&h.cfg, &srv) == SC_OK);
+    CHECK(srv != NULL && sc_client_open(h.url, 10000, &k) == SC_OK);
     /* A raw request sent before the start: not answered until then (any
      * reply, an error one included, would be an answer). */
     nng_socket raw;
@@ -441,7 +457,7 @@ static void test_start_later(void)
         nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 10000);
         nng_socket_set_ms(raw, NNG_OPT_RECVTIMEO, 10000);
         char buf[8] = "early";
-        CHECK(nng_dial(raw, url, NULL, 0) == 0);
+        CHECK(nng_dial(raw, h.url, NULL, 0) == 0);
         CHECK(nng_send(raw, buf, sizeof(buf), 0) == 0);
         int early = 0;
         for (int i = 0; i < 50 && !early; i++) {
@@ -474,10 +490,7 @@ static void test_start_later(void)
     sc_client_close(k);
     sc_server_close_counts(srv, &served, &dropped);
     CHECK_EQ_INT(served, raw_ok ? 2 : 1); /* the raw one's error answer */
-    sc_dispatch_close(d);
-    sc_cache_close(cache);
-    unlink(path);
-    rmdir(dir);
+    ipc_server_fini(&h);
 }
 
 /* ---- closing a server while requests are in flight ---------------------
