@@ -170,11 +170,13 @@ sc_err sc_ledger_sum(sc_ledger *l, const char *ns, sc_ledger_by by,
  * a sort of the rows above after: reading 2^20 rows in pages of 10,000
  * takes some seconds in all. The lock is never held long: the rows are
  * picked a bounded number of slots a hold, sorted without it, and summed
- * a bounded number of rows a hold, the page's before the total's. The
- * page, *more and *total are over the rows that existed when the call
- * began (a row made during it, a new namespace's or tag's, is in none of
- * them: the next call has it), each row with its sums as of the hold
- * that read it; a row's sums are never more than the total's. */
+ * a bounded number of rows a hold, the page's before the total's, and
+ * an insert or lookup that waits for one of these holds has the lock
+ * before the next (sc_ledger_lock_stats). The page, *more and *total are over
+ * the rows that existed when the call began (a row made during it, a new
+ * namespace's or tag's, is in none of them: the next call has it), each row
+ * with its sums as of the hold that read it; a row's sums are never more than
+ * the total's. */
 sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
                           const char *after, size_t limit,
                           sc_ledger_counts *total, sc_ledger_row_fn fn,
@@ -186,6 +188,25 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
  * summed, and between two holds of the sums; it may call the ledger.
  * NULL = none. */
 void sc_ledger_set_page_hook(sc_ledger *l, void (*fn)(void *, bool), void *arg);
+
+/* For tests: fn(arg) runs under the lock at the start of every hold of a
+ * bulk read (sc_ledger_sum_page, sc_ledger_export) after its first, once
+ * the locks that waited when its last hold ended have had their turn; it
+ * must not call the ledger. NULL = none. */
+void sc_ledger_set_hold_hook(sc_ledger *l, void (*fn)(void *), void *arg);
+
+/* How many locks of the ledger found it taken and waited (contended), how
+ * many of them have had it since (served), and how many bulk reads wait
+ * for their turn now: a bulk read's next hold waits until every lock that
+ * waited when its last hold ended is served. Reads no lock: a hook may
+ * call it. */
+void sc_ledger_lock_stats(sc_ledger *l, uint64_t *contended, uint64_t *served,
+                          unsigned *bulk_waiting);
+
+/* For tests: fn(arg) runs in every lock of the ledger that finds it
+ * taken, once counted in contended and before it waits; it must not call
+ * the ledger. NULL = none. */
+void sc_ledger_set_lock_hook(sc_ledger *l, void (*fn)(void *), void *arg);
 
 /* For tests: the slots of the row table a page's pick reads in one hold
  * of the lock (0 = the default, 16,384); its sums read a quarter as many
