@@ -213,6 +213,18 @@ int sc_index_trained(sc_index *ix)
     return t;
 }
 
+sc_err sc_index_get_train_stats(sc_index *ix, sc_index_train_stats *out)
+{
+    if (ix == NULL || out == NULL) {
+        return SC_EINVAL;
+    }
+    if (ix->be->train_stats == NULL) {
+        return SC_ENOTSUP;
+    }
+    /* The backend's own lock only: like sc_index_train, not ix->lock. */
+    return ix->be->train_stats(ix->state, out);
+}
+
 sc_err sc_index_set_nprobe(sc_index *ix, uint32_t nprobe)
 {
     if (ix == NULL) {

@@ -72,6 +72,18 @@ typedef struct sc_index_yield {
     void *arg;
 } sc_index_yield;
 
+/* How an IVF index's trainings went, since it was opened. */
+typedef struct sc_index_train_stats {
+    /* Rows the FAISS index holds now, tombstones not yet removed from it
+     * included (0 untrained). */
+    uint64_t faiss_rows;
+    /* The last training's replay of the rows added during it: rounds
+     * under the write lock (each of up to 256 rows: the backlog that 64
+     * read-held rounds left), and rows its swap added under that lock. */
+    uint64_t last_held_rounds;
+    uint64_t last_swap_rows;
+} sc_index_train_stats;
+
 /* The operations a backend provides. Wrappers have already validated the
  * arguments, normalised every vector, and hold the right lock. Each search
  * writes hits sorted by similarity, best first, only those >= threshold. */
@@ -106,6 +118,7 @@ typedef struct sc_index_backend {
     /* Optional (NULL: the wrappers answer SC_ENOTSUP, or "not trained"). */
     sc_err (*train)(void *state);
     int (*trained)(const void *state);
+    sc_err (*train_stats)(void *state, sc_index_train_stats *out);
     sc_err (*set_nprobe)(void *state, uint32_t nprobe);
     sc_err (*save)(void *state, const char *path);
     sc_err (*load)(const sc_index_params *p, const char *path, void **state);
@@ -218,12 +231,17 @@ void sc_index_set_training_hook(void (*fn)(void *arg), void *arg);
 /* Tests only: fn(arg) is called on a background IVF training's thread after
  * each step of its copy of the live vectors and of its replay of the ones
  * added meanwhile (up to 1,024 rows each, taken under a read hold of
- * the index's lock), with no lock held, from now on (NULL = none). Without
+ * the index's lock, or 256 under a write hold once adds outpace it), with
+ * no lock held, from now on (NULL = none). Without
  * FAISS it is never called. */
 void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg);
 
 /* 1 when searches go through a trained IVF index, else 0 (exact scan). */
 int sc_index_trained(sc_index *ix);
+
+/* Fills *out. Errors: SC_EINVAL, SC_ENOTSUP (not an IVF index, or a build
+ * without FAISS). */
+sc_err sc_index_get_train_stats(sc_index *ix, sc_index_train_stats *out);
 
 /* Lists visited per IVF query (1..65536). Errors: SC_ENOTSUP, SC_ERANGE. */
 sc_err sc_index_set_nprobe(sc_index *ix, uint32_t nprobe);

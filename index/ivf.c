@@ -56,9 +56,15 @@
  * lock, on one thread: the rest go into the new index before, under read
  * holds. Below FAISS's threshold for BLAS (20 queries). */
 #define SWAP_TAIL 16
-/* Read-held replay rounds before the swap takes all the rest (adds
- * outpacing the replay). */
+/* Read-held replay rounds; adds still outpacing the replay after them
+ * go into the new index as they come, and the backlog left is replayed
+ * under write holds of HELD_STEP rows (catch_up_held). */
 #define MAX_CATCHUP       64
+/* Rows a replay round under the write lock adds, on one thread: FAISS's
+ * OpenMP team for an add of 1,024, on busy cores, stalled such a hold for
+ * up to 2.5 s (searches waited that long); 256 on one thread, 1.1 s at
+ * most beside a load of 18, as long as the waits during the copy. */
+#define HELD_STEP         256
 #define FILE_MAGIC        "SCIVF001"
 
 enum { S_FREE = 0, S_LIVE = 1, S_DEAD = 2 };
@@ -130,6 +136,14 @@ typedef struct ivf {
     size_t copy_cap; /* rows the copy has room for: nlive when it began */
     size_t copy_end; /* slots the copy walks: n when it began */
     uint32_t copy_nlist;
+    /* The training's new index once its replay holds the write lock
+     * (catch_up_held): an add goes into it as well, under sw for
+     * writing, instead of into tlog. NULL otherwise. nfx_rc: such an add
+     * failed (the training then fails with it). */
+    FaissIndex *nfx;
+    sc_err nfx_rc;
+    size_t swap_rows;   /* rows the last swap added under the write lock */
+    size_t held_rounds; /* replay rounds the last training held it through */
 } ivf;
 
 static sc_err vec_push(u32vec *v, uint32_t x)
@@ -586,17 +600,86 @@ static void free_copy(ivf *v)
     v->copy_id = NULL;
 }
 
+/* Gathers into x and lab the rows of tlog[*done..end) still live and
+ * I_LOGGED, each then I_NEW (a delete after that leaves a tombstone the
+ * swap keeps), and moves *done to end. Caller holds sw. */
+static size_t gather_logged(ivf *v, size_t *done, size_t end, float *x,
+                            int64_t *lab)
+{
+    size_t m = 0;
+    for (size_t i = *done; i < end; i++) {
+        uint32_t s = v->tlog.a[i];
+        if (v->state[s] == S_LIVE && v->inc[s] == I_LOGGED) {
+            memcpy(x + m * v->dim, v->rows + (size_t)s * v->stride,
+                   v->dim * sizeof(float));
+            lab[m++] = s;
+            v->inc[s] = I_NEW;
+        }
+    }
+    *done = end;
+    return m;
+}
+
+/* The replay of a backlog that read-held rounds did not shorten (adds
+ * outpacing them), bounded:
+ *  - the first hold of sw for writing sets v->nfx = fx and notes
+ *    end0 = tlog.n; from then on an add goes into fx as it comes (ivf_add,
+ *    under the same lock) and not into tlog, so the backlog is
+ *    tlog[*done..end0) and never grows;
+ *  - each round, under one write hold, gathers and adds HELD_STEP rows of
+ *    it at most (on this thread alone), then lets the lock go:
+ *    ceil((end0 - *done) / HELD_STEP) rounds in all, no write hold longer
+ *    than one add of HELD_STEP rows, and between two of them the lock is
+ *    free for those queued on it (inserts first: it prefers writers);
+ *  - the swap adds none of the backlog: tlog past end0 holds only adds
+ *    made after one's own add into fx failed (nfx_rc), and the training
+ *    then fails (swap_in) rather than swap in an index that lacks it.
+ * Between rounds fx is touched only under the write lock, by this thread
+ * or an add, never by both at once. */
+static sc_err catch_up_held(ivf *v, FaissIndex *fx, size_t *done, float *x,
+                            int64_t *lab)
+{
+    pthread_rwlock_wrlock(&v->sw);
+    v->nfx = fx;
+    v->nfx_rc = SC_OK;
+    size_t end0 = v->tlog.n;
+    sc_err rc = SC_OK;
+    for (;;) {
+        if (v->nfx_rc != SC_OK) {
+            rc = v->nfx_rc;
+            pthread_rwlock_unlock(&v->sw);
+            break;
+        }
+        size_t end = end0 - *done > HELD_STEP ? *done + HELD_STEP : end0;
+        size_t m = gather_logged(v, done, end, x, lab);
+        rc = m ? fx_add_serial(v, fx, m, x, lab) : SC_OK;
+        v->held_rounds++;
+        pthread_rwlock_unlock(&v->sw);
+        STEP_HOOK();
+        if (rc != SC_OK || *done == end0) {
+            break;
+        }
+        if (cancelled(v)) {
+            rc = SC_ECANCELED;
+            break;
+        }
+        pthread_rwlock_wrlock(&v->sw);
+    }
+    return rc;
+}
+
 /* Adds to fx the rows of tlog[*done..) still live and I_LOGGED, up to
  * COPY_STEP of them gathered under one read hold of sw (the add itself
  * runs without the lock: fx is the training thread's), until SWAP_TAIL or
- * fewer are left for the swap, or MAX_CATCHUP rounds ran (adds outpacing
- * it: the swap then takes the rest). Each one gathered becomes I_NEW: a
- * delete after that leaves a tombstone the swap keeps. */
+ * fewer are left for the swap. After MAX_CATCHUP rounds (adds outpacing
+ * them) the rest goes in under write holds (catch_up_held), so that the
+ * swap never adds the backlog under its own. */
 static sc_err catch_up(ivf *v, FaissIndex *fx, size_t *done)
 {
     float *x = malloc((size_t)COPY_STEP * v->dim * sizeof(float));
     int64_t *lab = malloc((size_t)COPY_STEP * sizeof(*lab));
     sc_err rc = x == NULL || lab == NULL ? SC_ENOMEM : SC_OK;
+    bool caught = false;
     for (int r = 0; r < MAX_CATCHUP && rc == SC_OK; r++) {
         if (cancelled(v)) {
             rc = SC_ECANCELED;
@@ -606,25 +689,19 @@ static sc_err catch_up(ivf *v, FaissIndex *fx, size_t *done)
         size_t end = v->tlog.n;
         if (end - *done <= SWAP_TAIL) {
             pthread_rwlock_unlock(&v->sw);
+            caught = true;
             break;
         }
         if (end - *done > COPY_STEP) {
             end = *done + COPY_STEP;
         }
-        size_t m = 0;
-        for (size_t i = *done; i < end; i++) {
-            uint32_t s = v->tlog.a[i];
-            if (v->state[s] == S_LIVE && v->inc[s] == I_LOGGED) {
-                memcpy(x + m * v->dim, v->rows + (size_t)s * v->stride,
-                       v->dim * sizeof(float));
-                lab[m++] = s;
-                v->inc[s] = I_NEW;
-            }
-        }
-        *done = end;
+        size_t m = gather_logged(v, done, end, x, lab);
         pthread_rwlock_unlock(&v->sw);
         rc = m ? fx_add(v, fx, m, x, lab) : SC_OK;
         STEP_HOOK();
+    }
+    if (rc == SC_OK && !caught) {
+        rc = catch_up_held(v, fx, done, x, lab);
     }
     free(x);
     free(lab);
@@ -640,6 +717,9 @@ static sc_err catch_up(ivf *v, FaissIndex *fx, size_t *done)
  * once the lock is let go. */
 static sc_err swap_in(ivf *v, FaissIndex *fx, size_t done, FaissIndex **old)
 {
+    if (v->nfx_rc != SC_OK) {
+        return v->nfx_rc; /* an add into fx failed: fx lacks its row */
+    }
     size_t m = 0;
     size_t nt = v->tlog.n - done;
     float *x = malloc((nt + 1) * v->dim * sizeof(float));
@@ -657,7 +737,9 @@ static sc_err swap_in(ivf *v, FaissIndex *fx, size_t done, FaissIndex **old)
             lab[m++] = s;
         }
     }
-    /* SWAP_TAIL rows at most, unless adds outpaced catch_up. */
+    /* SWAP_TAIL rows at most, and those of the adds queued on the lock
+     * meanwhile; none after catch_up_held (adds went into fx). */
+    v->swap_rows = m;
     sc_err rc = m == 0           ? SC_OK
                 : m <= SWAP_TAIL ? fx_add_serial(v, fx, m, x, lab)
                                  : fx_add(v, fx, m, x, lab);
@@ -724,6 +806,8 @@ static void *train_main(void *arg)
     size_t ncopy = v->ncopy;
     free_copy(v);
     size_t done = 0;
+    v->held_rounds = 0;
+    v->swap_rows = 0;
     if (rc == SC_OK) {
         rc = catch_up(v, fx, &done);
     }
@@ -747,6 +831,8 @@ static void *train_main(void *arg)
             v->failed_at = v->nlive;
         }
     }
+    v->nfx = NULL;
+    v->nfx_rc = SC_OK;
     /* Every slot I_OUT again: a byte a slot. */
     memset(v->inc, I_OUT, v->cap);
     v->tlog.n = 0;
@@ -844,6 +930,18 @@ static int ivf_trained(const void *state)
     return t;
 }
 
+static sc_err ivf_train_stats(void *state, sc_index_train_stats *out)
+{
+    ivf *v = state;
+    pthread_rwlock_rdlock(&v->sw);
+    memset(out, 0, sizeof(*out));
+    out->faiss_rows = v->fx ? (uint64_t)faiss_Index_ntotal(v->fx) : 0;
+    out->last_held_rounds = v->held_rounds;
+    out->last_swap_rows = v->swap_rows;
+    pthread_rwlock_unlock(&v->sw);
+    return SC_OK;
+}
+
 static sc_err ivf_set_nprobe(void *state, uint32_t nprobe)
 {
     ivf *v = state;
@@ -881,11 +979,15 @@ static sc_err ivf_add(void *state, uint64_t id, const float *unit)
         }
         slot = (uint32_t)v->n;
     }
-    if (v->training && (rc = vec_push(&v->tlog, UINT32_MAX)) != SC_OK) {
+    /* During a training: replayed into its index from tlog, or, once its
+     * replay holds the write lock (catch_up_held), added into it here. */
+    bool direct = v->training && v->nfx != NULL;
+    bool logged = v->training && !direct;
+    if (logged && (rc = vec_push(&v->tlog, UINT32_MAX)) != SC_OK) {
         goto out;
     }
     if ((rc = sc_idmap_put(&v->map, id, slot)) != SC_OK) {
-        if (v->training) {
+        if (logged) {
             v->tlog.n--;
         }
         goto out;
@@ -895,13 +997,19 @@ static sc_err ivf_add(void *state, uint64_t id, const float *unit)
     memset(row + v->dim, 0, (v->stride - v->dim) * sizeof(float));
     if (v->fx != NULL && (rc = fx_add_slot(v, v->fx, slot)) != SC_OK) {
         sc_idmap_del(&v->map, id);
-        if (v->training) {
+        if (logged) {
             v->tlog.n--;
         }
         goto out;
     }
-    if (v->training) {
+    if (logged) {
         v->tlog.a[v->tlog.n - 1] = slot;
+    }
+    /* After the live index's add, so that a failure here leaves it whole:
+     * the add stands, the training fails (swap_in). */
+    if (direct && (v->nfx_rc = fx_add_slot(v, v->nfx, slot)) != SC_OK) {
+        v->nfx = NULL;
+        direct = false;
     }
     if (reuse) {
         v->freel.n--;
@@ -910,8 +1018,9 @@ static sc_err ivf_add(void *state, uint64_t id, const float *unit)
     }
     v->ids[slot] = id;
     v->state[slot] = S_LIVE;
-    /* During a training: replayed into its index, never copied. */
-    v->inc[slot] = v->training ? I_LOGGED : I_OUT;
+    /* During a training: in its index or replayed into it, never copied
+     * (I_OUT after a failed direct add: the training fails). */
+    v->inc[slot] = logged ? I_LOGGED : direct ? I_NEW : I_OUT;
     v->nlive++;
     maybe_train(v);
 out:
@@ -1858,7 +1967,8 @@ static sc_err ivf_load_training(void *state, const char *path)
     .add = ivf_add, .remove = ivf_remove, .get = ivf_get,                      \
     .search = ivf_search, .search_batch = ivf_search_batch,                    \
     .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
-    .train = ivf_train, .trained = ivf_trained, .set_nprobe = ivf_set_nprobe,  \
+    .train = ivf_train, .trained = ivf_trained,                                \
+    .train_stats = ivf_train_stats, .set_nprobe = ivf_set_nprobe,              \
     .save = ivf_save, .load = load_fn, .save_training = ivf_save_training,     \
     .load_training = ivf_load_training
 

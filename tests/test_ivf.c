@@ -1122,6 +1122,68 @@ static void test_train_thinned(void)
     sc_index_close(a.ix);
 }
 
+/* Adds outpacing a retraining's replay: the step hook adds 1,100 rows at
+ * every call (the copy's 4 steps, then each replay round of up to 1,024
+ * rows), so read-held rounds never catch up. The replay must still end,
+ * by itself (the hook stops adding only after OP_CAP calls, a guard), its
+ * swap adding no backlog under the write lock (SWAP_TAIL, 16, at most:
+ * before, the swap added the 9,000 and more left after 64 rounds), and
+ * lose no row nor hold one twice: FAISS holds exactly the live rows, and
+ * answers as flat. */
+enum { OP_BASE = 4096, OP_ADDS = 1100, OP_CAP = 400 };
+
+typedef struct outpaced {
+    sc_index *ix, *flat;
+    int calls;
+    uint64_t next;
+} outpaced;
+
+static void outpace_step(void *arg)
+{
+    outpaced *o = arg;
+    if (o->calls++ >= OP_CAP) {
+        return;
+    }
+    for (int i = 0; i < OP_ADDS; i++, o->next++) {
+        float x[D];
+        memcpy(x, data + (o->next % N) * D, sizeof(x));
+        x[o->next % D] += 0.05f * (float)(1 + o->next / N);
+        CHECK(sc_index_add(o->ix, o->next, x) == SC_OK);
+        CHECK(sc_index_add(o->flat, o->next, x) == SC_OK);
+    }
+}
+
+static void test_train_outpaced(void)
+{
+    outpaced o = {.next = OP_BASE};
+    o.ix = open_ix("ivf-flat", 16, 16, SC_INDEX_TRAIN_MANUAL);
+    o.flat = open_ix("flat", 0, 0, 0);
+    for (uint64_t i = 0; i < OP_BASE; i++) {
+        CHECK(sc_index_add(o.ix, i, data + i * D) == SC_OK);
+        CHECK(sc_index_add(o.flat, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_train(o.ix) == SC_OK);
+    sc_index_set_training_step_hook(outpace_step, &o);
+    CHECK(sc_index_train(o.ix) == SC_OK);
+    sc_index_set_training_step_hook(NULL, NULL);
+    sc_index_train_stats st;
+    CHECK(sc_index_get_train_stats(o.ix, &st) == SC_OK);
+    fprintf(stderr,
+            "outpaced: %d steps, %llu rows added, %llu held rounds, %llu "
+            "rows in the swap\n",
+            o.calls, (unsigned long long)(o.next - OP_BASE),
+            (unsigned long long)st.last_held_rounds,
+            (unsigned long long)st.last_swap_rows);
+    CHECK(o.calls < OP_CAP);
+    CHECK(st.last_held_rounds > 0);
+    CHECK(st.last_swap_rows <= 16);
+    CHECK(sc_index_count(o.ix) == o.next);
+    CHECK(st.faiss_rows == o.next);
+    check_same(o.ix, o.flat, "adds outpacing the replay");
+    sc_index_close(o.ix);
+    sc_index_close(o.flat);
+}
+
 /* Closing an index cancels its training in flight rather than waiting for
  * it: the automatic training (train_min reached by the last add) copies
  * 20,000 slots in 20 steps; at the first step the hook has another thread
@@ -1862,6 +1924,7 @@ int main(void)
     test_crowded_by_tombstones();
     test_train_interleaved();
     test_train_thinned();
+    test_train_outpaced();
     test_close_cancels();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
