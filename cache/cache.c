@@ -642,6 +642,16 @@ static void cache_unlock(sc_cache *c)
     }
 }
 
+/* ns->mu held: what ix's trainings came to stays in the namespace's
+ * counters once ix goes (IVF only: other backends have none). */
+static void keep_train_stats(ns *s, sc_index *ix)
+{
+    sc_index_train_stats ts;
+    if (ix != NULL && sc_index_get_train_stats(ix, &ts) == SC_OK) {
+        s->st.ivf_abandoned += ts.abandoned;
+    }
+}
+
 /* ns->mu held. A scope with no entries and no pins goes, index and all;
  * one whose entries hold no vector (quarantined ones, texts alone) loses
  * its index, as a restart would not make one for it: its memory and count
@@ -656,6 +666,7 @@ static void scope_maybe_free(ns *s, scope *sc)
     if (sc->entries > 0) {
         if (sc->ix != NULL && sc_index_count(sc->ix) == 0 &&
             !sc_index_trained(sc->ix)) {
+            keep_train_stats(s, sc->ix);
             close_later(sc->ix);
             sc->ix = NULL;
             own_bytes_sync(s, sc);
@@ -663,6 +674,7 @@ static void scope_maybe_free(ns *s, scope *sc)
         return;
     }
     sc_htab_remove(&s->scopes, &sc->node);
+    keep_train_stats(s, sc->ix);
     close_later(sc->ix);
     if (sc->stats != NULL) {
         s->stats_em->stats_free(s->stats_em->arg, sc->stats);
@@ -3519,11 +3531,23 @@ void sc_cache_result_fini(sc_cache_result *res)
 
 /* ---- stats, iteration ---------------------------------------------------*/
 
+static void add_train_stats(sc_hnode *n, void *arg)
+{
+    scope *sc = CONTAINER(n, scope, node);
+    sc_index_train_stats ts;
+    if (sc->ix != NULL && sc_index_get_train_stats(sc->ix, &ts) == SC_OK) {
+        ((sc_cache_stats *)arg)->ivf_abandoned += ts.abandoned;
+    }
+}
+
 static void add_stats(sc_cache *c, ns *s, void *arg)
 {
     (void)c;
     sc_cache_stats *o = arg;
     pthread_mutex_lock(&s->mu);
+    /* The scopes' indexes open now; keep_train_stats has the others. */
+    sc_htab_each(&s->scopes, add_train_stats, o);
+    o->ivf_abandoned += s->st.ivf_abandoned;
     const sc_cache_stats *t = &s->st;
     o->namespaces++;
     o->lookups += t->lookups;

@@ -557,6 +557,10 @@ typedef struct sc_cache_stats {
                              evictions - flushed */
     uint64_t bytes;       /* now, see below */
     uint64_t scopes;      /* now */
+    /* IVF trainings abandoned (too few live vectors at their copy; the
+     * next trigger tries again): sc_index_get_train_stats's abandoned,
+     * of the scopes' indexes open now and of those closed before. */
+    uint64_t ivf_abandoned;
     uint64_t hist[SC_CACHE_HIST_BINS];
 } sc_cache_stats;
 

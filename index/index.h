@@ -74,6 +74,14 @@ typedef struct sc_index_yield {
 
 /* How an IVF index's trainings went, since it was opened. */
 typedef struct sc_index_train_stats {
+    /* Trainings ended since the index was opened: swapped in; abandoned
+     * (their copy found fewer than 39 live vectors a list, SC_ERANGE: the
+     * index keeps what it had, and the next trigger tries again); failed
+     * (FAISS or memory: automatic ones then wait for the live count to
+     * double). A training cancelled by the index's close is none. */
+    uint64_t trainings;
+    uint64_t abandoned;
+    uint64_t failed;
     /* Rows the FAISS index holds now, tombstones not yet removed from it
      * included (0 untrained). */
     uint64_t faiss_rows;

@@ -144,6 +144,8 @@ typedef struct ivf {
     sc_err nfx_rc;
     size_t swap_rows;   /* rows the last swap added under the write lock */
     size_t held_rounds; /* replay rounds the last training held it through */
+    /* Trainings ended: swapped in, abandoned (SC_ERANGE), failed. */
+    uint64_t n_trained, n_abandoned, n_failed;
 } ivf;
 
 static sc_err vec_push(u32vec *v, uint32_t x)
@@ -819,6 +821,7 @@ static void *train_main(void *arg)
         rc = swap_in(v, fx, done, &old);
     }
     if (rc == SC_OK) {
+        v->n_trained++;
         v->trained_n = ncopy;
         old_tmpl = v->tmpl;
         v->tmpl = tmpl;
@@ -827,7 +830,10 @@ static void *train_main(void *arg)
         old_tmpl = tmpl;
         /* Abandoned (too few rows copied) is not a failure: the next
          * trigger, on the rows live then, tries again. */
-        if (rc != SC_ERANGE) {
+        if (rc == SC_ERANGE) {
+            v->n_abandoned++;
+        } else {
+            v->n_failed += rc != SC_ECANCELED;
             v->failed_at = v->nlive;
         }
     }
@@ -935,6 +941,9 @@ static sc_err ivf_train_stats(void *state, sc_index_train_stats *out)
     ivf *v = state;
     pthread_rwlock_rdlock(&v->sw);
     memset(out, 0, sizeof(*out));
+    out->trainings = v->n_trained;
+    out->abandoned = v->n_abandoned;
+    out->failed = v->n_failed;
     out->faiss_rows = v->fx ? (uint64_t)faiss_Index_ntotal(v->fx) : 0;
     out->last_held_rounds = v->held_rounds;
     out->last_swap_rows = v->swap_rows;

@@ -1540,6 +1540,9 @@ static sc_err write_metrics(sc_http *h, FILE *out)
       "Entries held now, quarantined included.");
     F("semcache_bytes", "gauge", bytes, "Approximate bytes the entries use.");
     F("semcache_scopes", "gauge", scopes, "Scopes now.");
+    F("semcache_ivf_trainings_abandoned_total", "counter", ivf_abandoned,
+      "IVF trainings abandoned: too few live vectors at their copy (the "
+      "next trigger tries again).");
 #undef F
     fprintf(out, "# HELP semcache_no_candidate_lookups_total Lookups that "
                  "found no candidate at all.\n"

@@ -3606,6 +3606,86 @@ static sc_err save_first(void *arg, const char *scope, sc_index *ix)
     return sc_index_save_training(ix, arg);
 }
 
+/* An IVF scope's automatic training abandoned (its hook deletes 400 of
+ * the 700 entries that began it: 300 left, under 39 x 16) is counted in
+ * the namespace's ivf_abandoned (semcache_ivf_trainings_abandoned_total),
+ * and stays counted once the scope, and its index, are gone. */
+typedef struct thin_arg {
+    sc_cache *c;
+    const uint64_t *ids;
+    int from, to;
+} thin_arg;
+
+static void thin_entries(void *arg)
+{
+    thin_arg *t = arg;
+    for (int i = t->from; i < t->to; i++) {
+        CHECK_EQ_INT(sc_cache_delete(t->c, t->ids[i]), SC_OK);
+    }
+}
+
+static uint64_t abandoned_of(sc_cache *c, const char *ns)
+{
+    sc_cache_stats st;
+    CHECK_EQ_INT(sc_cache_stats_get(c, ns, &st), SC_OK);
+    return st.ivf_abandoned;
+}
+
+static void test_ivf_abandoned_counted(void)
+{
+    enum { TM = 700 };
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
+    cfg.nlist = 16;
+    cfg.nprobe = 16;
+    cfg.train_min = TM;
+    cfg.threshold = 0.80f;
+    cfg.auto_threshold = false;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "w", &cfg), SC_OK);
+    uint64_t seed = 7;
+    float *centres = malloc(30 * BD * sizeof(float));
+    float *vec = malloc(BD * sizeof(float));
+    uint64_t ids[TM];
+    for (int k = 0; k < 30; k++) {
+        for (int j = 0; j < BD; j++) {
+            centres[k * BD + j] = brand(&seed);
+        }
+        bunit(centres + k * BD);
+    }
+    thin_arg t = {c, ids, 300, TM};
+    sc_index_set_training_hook(thin_entries, &t);
+    for (int i = 0; i < TM; i++) {
+        bvec(centres, i, &seed, vec);
+        CHECK_EQ_INT(bput(c, "v", vec, i, 0, &ids[i]), SC_OK);
+    }
+    for (int w = 0; w < 2000 && abandoned_of(c, "v") == 0; w++) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    sc_index_set_training_hook(NULL, NULL);
+    CHECK_EQ_INT(abandoned_of(c, "v"), 1);
+    CHECK_EQ_INT(abandoned_of(c, "w"), 0);
+    CHECK_EQ_INT(abandoned_of(c, NULL), 1);
+    CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 0);
+    /* The last 300 deleted: the scope goes, index and all. */
+    for (int i = 0; i < 300; i++) {
+        CHECK_EQ_INT(sc_cache_delete(c, ids[i]), SC_OK);
+    }
+    sc_cache_stats st;
+    CHECK_EQ_INT(sc_cache_stats_get(c, "v", &st), SC_OK);
+    CHECK_EQ_INT(st.scopes, 0);
+    CHECK_EQ_INT(st.ivf_abandoned, 1);
+    free(centres);
+    free(vec);
+    sc_cache_close(c);
+}
+
 static void test_backends(void)
 {
     int faiss = sc_index_backend_available("ivf-flat");
@@ -4027,6 +4107,7 @@ int main(void)
     test_embedder_prep();
     test_replace_too_big();
     test_backends();
+    test_ivf_abandoned_counted();
     test_drop_while_training(0);
     test_drop_while_training(1);
     test_flush_close_not_shared();

@@ -1184,6 +1184,59 @@ static void test_train_outpaced(void)
     sc_index_close(o.flat);
 }
 
+/* Waits (10 s at most) for ix's trainings to reach n ended in all. */
+static sc_index_train_stats wait_trainings(sc_index *ix, uint64_t n)
+{
+    sc_index_train_stats st = {0};
+    for (int i = 0; i < 2000; i++) {
+        CHECK(sc_index_get_train_stats(ix, &st) == SC_OK);
+        if (st.trainings + st.abandoned + st.failed >= n) {
+            break;
+        }
+        usleep(5000);
+    }
+    return st;
+}
+
+/* An automatic training abandoned (its copy finds 300 of the 1,000 rows
+ * that began it: under 39 x 16) is counted as such, and the next trigger
+ * (the add that brings the live count back to train_min) trains again,
+ * by itself; the explicit sc_index_train retry is test_train_thinned's. */
+static void test_auto_retry_abandoned(void)
+{
+    enum { TM = 1000 };
+    thin t = {.from = 300, .to = TM};
+    t.ix = open_ix("ivf-flat", 16, 16, TM);
+    t.flat = open_ix("flat", 0, 0, 0);
+    sc_index_set_training_hook(thin_out, &t);
+    for (uint64_t i = 0; i < TM; i++) {
+        CHECK(sc_index_add(t.ix, i, data + i * D) == SC_OK);
+        CHECK(sc_index_add(t.flat, i, data + i * D) == SC_OK);
+    }
+    sc_index_train_stats st = wait_trainings(t.ix, 1);
+    sc_index_set_training_hook(NULL, NULL);
+    CHECK(st.abandoned == 1 && st.trainings == 0 && st.failed == 0);
+    CHECK(!sc_index_trained(t.ix));
+    CHECK(sc_index_count(t.ix) == 300);
+    check_same(t.ix, t.flat, "an automatic training abandoned");
+    /* Back to train_min: the last add is the next trigger. */
+    for (uint64_t i = 300; i < TM - 1; i++) {
+        CHECK(sc_index_add(t.ix, i, data + i * D) == SC_OK);
+        CHECK(sc_index_add(t.flat, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_get_train_stats(t.ix, &st) == SC_OK);
+    CHECK(st.trainings + st.abandoned == 1);
+    CHECK(sc_index_add(t.ix, TM - 1, data + (TM - 1) * D) == SC_OK);
+    CHECK(sc_index_add(t.flat, TM - 1, data + (TM - 1) * D) == SC_OK);
+    st = wait_trainings(t.ix, 2);
+    CHECK(st.trainings == 1 && st.abandoned == 1 && st.failed == 0);
+    CHECK(sc_index_trained(t.ix));
+    CHECK(st.faiss_rows == TM);
+    check_same(t.ix, t.flat, "trained again by the next trigger");
+    sc_index_close(t.ix);
+    sc_index_close(t.flat);
+}
+
 /* Closing an index cancels its training in flight rather than waiting for
  * it: the automatic training (train_min reached by the last add) copies
  * 20,000 slots in 20 steps; at the first step the hook has another thread
@@ -1925,6 +1978,7 @@ int main(void)
     test_train_interleaved();
     test_train_thinned();
     test_train_outpaced();
+    test_auto_retry_abandoned();
     test_close_cancels();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
