@@ -962,7 +962,17 @@ def test_metrics(server, table, fake):
                        "metrics: a body over the cap is answered 413"))
 
     # Streams the client's side cuts: it leaves, or stops reading past
-    # --proxy-client-timeout (1 s). Neither is an upstream failure.
+    # --proxy-client-timeout (1 s). Neither is an upstream failure. A
+    # proxy of its own, whose upstream limits are far past the client's:
+    # with the 500 ms and 1.5 s above, a loaded machine (a Python fake
+    # late with its next chunk, buffers slow to fill) let the upstream's
+    # limit fire first (upstream_timeout instead of client_timeout, once
+    # in a ctest run at a load of 20).
+    p.stop()
+    p = Proxy(server, table, fake.url, "--upstream-timeout", "10000",
+              "--upstream-max-duration", "30000", "--recv-max", "262144",
+              "--proxy-client-timeout", "1000")
+
     def D(reason):
         return f'semcache_proxy_streams_dropped_total{{reason="{reason}"}}'
 
