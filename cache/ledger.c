@@ -341,8 +341,6 @@ struct sc_ledger {
     size_t page_chunk;               /* slots a report page reads in one hold */
     void (*page_hook)(void *, bool); /* sc_ledger_set_page_hook */
     void *page_hook_arg;
-    void (*export_hook)(void *); /* sc_ledger_set_export_hook */
-    void *export_hook_arg;
     void (*hold_hook)(void *); /* sc_ledger_set_hold_hook */
     void *hold_hook_arg;
     /* Turns for the bulk reads (a report page, /metrics' sum, an export),
@@ -1043,14 +1041,6 @@ void sc_ledger_set_page_hook(sc_ledger *l, void (*fn)(void *, bool), void *arg)
     pthread_mutex_unlock(&l->mu);
 }
 
-void sc_ledger_set_export_hook(sc_ledger *l, void (*fn)(void *), void *arg)
-{
-    ledger_lock(l);
-    l->export_hook = fn;
-    l->export_hook_arg = arg;
-    pthread_mutex_unlock(&l->mu);
-}
-
 void sc_ledger_set_hold_hook(sc_ledger *l, void (*fn)(void *), void *arg)
 {
     ledger_lock(l);
@@ -1136,29 +1126,18 @@ void sc_ledger_derive(const sc_ledger_counts *c, sc_ledger_report *r)
 
 /* ---- persistence ----------------------------------------------------- */
 
-/* The rows an export gives fn a batch at a time, without the lock: a
- * hold ends once it has read l->page_chunk slots or taken this many. */
-#define EXPORT_BATCH 512u
-
-/* The export reads the table a bounded number of slots a hold, as a
- * report page does: in one hold, a changed-only export of 10^6
- * namespaces held the lock 72 ms to 84 ms every second, with every insert
- * and lookup waiting. Its rows go to fn between holds (their strings
- * live as long as the ledger), each with its sums as of the hold that
- * read it. A changed-only export begins the next epoch in its first
- * hold, so a row changed after that is stamped for the next export,
- * whether or not this one read it before or after the change: every
- * count is in the export that reads its row after it, or in the next.
- * Rows are states, not deltas (a restore keeps the last), so a row
- * taken twice counts once. When the table grows between two holds its
- * rows move, some into slots already read: the export reads it again
- * from the start, giving some rows twice (the table only doubles, some
- * 15 times in a ledger's life). The timeline's hours are given in the
- * first hold (744 of them at most). */
 uint64_t sc_ledger_export(sc_ledger *l, bool changed_only,
                           sc_ledger_state_fn fn, void *arg)
 {
     ledger_lock(l);
+    for (size_t i = 0; i < l->cap; i++) {
+        row *r = &l->rows[i];
+        if (r->hash == 0 || (changed_only && r->changed <= l->saved)) {
+            continue;
+        }
+        sc_ledger_row_state st = {r->kind, r->ns, r->tag, r->c};
+        fn(arg, &st, NULL);
+    }
     for (size_t i = 0; i < HOURS; i++) {
         if (l->hours[i].hour_ms == 0 ||
             (changed_only && l->hour_changed[i] <= l->saved)) {
@@ -1166,55 +1145,9 @@ uint64_t sc_ledger_export(sc_ledger *l, bool changed_only,
         }
         fn(arg, NULL, &l->hours[i]);
     }
-    uint64_t saved = l->saved, grows = l->grows;
     /* Changes from here on are of the next export. */
     uint64_t mark = changed_only ? l->epoch++ : 0;
-    size_t chunk = l->page_chunk;
-    void (*hook)(void *) = l->export_hook;
-    void *hook_arg = l->export_hook_arg;
-    sc_ledger_row_state *batch = malloc(EXPORT_BATCH * sizeof(*batch));
-    if (batch == NULL) {
-        /* No room to take rows out of the lock: the whole table in this
-         * hold, as it was read before. */
-        for (size_t i = 0; i < l->cap; i++) {
-            const row *r = &l->rows[i];
-            if (r->hash != 0 && (!changed_only || r->changed > saved)) {
-                sc_ledger_row_state st = {r->kind, r->ns, r->tag, r->c};
-                fn(arg, &st, NULL);
-            }
-        }
-        pthread_mutex_unlock(&l->mu);
-        return mark;
-    }
-    uint64_t turn = 0;
-    for (size_t i = 0;;) {
-        size_t n = 0;
-        size_t end = l->cap - i > chunk ? i + chunk : l->cap;
-        for (; i < end && n < EXPORT_BATCH; i++) {
-            const row *r = &l->rows[i];
-            if (r->hash != 0 && (!changed_only || r->changed > saved)) {
-                batch[n++] =
-                    (sc_ledger_row_state){r->kind, r->ns, r->tag, r->c};
-            }
-        }
-        bool done = i == l->cap;
-        turn = bulk_unlock(l);
-        for (size_t k = 0; k < n; k++) {
-            fn(arg, &batch[k], NULL);
-        }
-        if (done) {
-            break;
-        }
-        if (hook != NULL) {
-            hook(hook_arg);
-        }
-        bulk_lock(l, turn);
-        if (l->grows != grows) {
-            grows = l->grows; /* its rows moved: read it again */
-            i = 0;
-        }
-    }
-    free(batch);
+    pthread_mutex_unlock(&l->mu);
     return mark;
 }
 

@@ -208,15 +208,9 @@ void sc_ledger_lock_stats(sc_ledger *l, uint64_t *contended, uint64_t *served,
  * the ledger. NULL = none. */
 void sc_ledger_set_lock_hook(sc_ledger *l, void (*fn)(void *), void *arg);
 
-/* For tests: fn(arg) runs in every sc_ledger_export between two holds of
- * the lock, once the rows of the last hold are given; it may call the
- * ledger. NULL = none. */
-void sc_ledger_set_export_hook(sc_ledger *l, void (*fn)(void *), void *arg);
-
-/* For tests: the slots of the row table a page's pick, or an export,
- * reads in one hold of the lock (0 = the default, 16,384); a page's sums
- * read a quarter as many rows a hold (at least 1), an export gives at most
- * 512 rows a hold. */
+/* For tests: the slots of the row table a page's pick reads in one hold
+ * of the lock (0 = the default, 16,384); its sums read a quarter as many
+ * rows a hold (at least 1). */
 void sc_ledger_set_page_chunk(sc_ledger *l, size_t slots);
 
 /* The hourly timeline over everything: up to cap hours, oldest first. */
@@ -243,27 +237,18 @@ typedef void (*sc_ledger_state_fn)(void *arg, const sc_ledger_row_state *row,
 
 /* Calls fn for every row and timeline hour, or with changed_only for those
  * changed since the last changed-only export its caller confirmed with
- * sc_ledger_export_saved; fn must not call the ledger. Returns the
- * export's mark (0 without changed_only). An export not confirmed (its
- * records could not be stored: out of memory, say) leaves its rows to the
- * next one, which takes them again. The lock is never held long: the
- * table is read a bounded number of slots a hold (as a report page's
- * pick: sc_ledger_set_page_chunk), the rows given to fn between holds,
- * the hours in the first hold. Each row comes with its sums as of the
- * hold that read it, not all as of one instant; a changed-only export
- * begins the next export's changes in its first hold, so a count made
- * while it runs is in this export (its row read after it) or in the
- * next, which takes its row again: none is lost, and none counts twice
- * (rows are states: a restore keeps the last one written). A row may
- * come twice in one export (the table grew meanwhile: it is read again). */
+ * sc_ledger_export_saved, under the ledger's lock: fn must not call the
+ * ledger. Returns the export's mark (0 without changed_only). An export
+ * not confirmed (its records could not be stored: out of memory, say)
+ * leaves its rows to the next one, which takes them again. */
 uint64_t sc_ledger_export(sc_ledger *l, bool changed_only,
                           sc_ledger_state_fn fn, void *arg);
 
 /* Calls fn for namespace ns's own row and its base (those it has) as
  * they are now, under the lock that orders changes, without a scan of
- * the table (a changed-only export reads every slot: 72 ms to 84 ms at
- * 10^6 namespaces, in holds of 16,384) and without marking them saved: the next
- * changed-only export takes them again. Returns how many rows it gave. */
+ * the table (a changed-only export reads every slot: 80 ms at 10^6
+ * namespaces) and without marking them saved: the next changed-only
+ * export takes them again. Returns how many rows it gave. */
 size_t sc_ledger_export_ns(sc_ledger *l, const char *ns, sc_ledger_state_fn fn,
                            void *arg);
 

@@ -1031,127 +1031,6 @@ static void test_page_sum_slices(void)
     }
 }
 
-static void count_rows(void *arg, const sc_ledger_row_state *row,
-                       const sc_ledger_hour *hour)
-{
-    (void)hour;
-    *(size_t *)arg += row != NULL;
-}
-
-/* What the export hook does between the holds of an export. */
-typedef struct mid_export {
-    sc_ledger *to; /* where the rows go: a restore */
-    sc_ledger *l;
-    int calls, flood;
-    size_t given;
-    int stale; /* namespace rows whose sums are not those of their hold */
-} mid_export;
-
-static void ns_insert(sc_ledger *l, const char *prefix, int i)
-{
-    char ns[16], user[16];
-    snprintf(ns, sizeof(ns), "%s%03d", prefix, i);
-    snprintf(user, sizeof(user), "u%d", i % 7);
-    sc_ledger_tags t = {.ns = ns, .feature = "f", .user = user};
-    sc_ledger_insert(l, &t, &one_call, 1000);
-}
-
-static void export_between(void *arg)
-{
-    mid_export *m = arg;
-    if (m->calls++ != 3) {
-        return;
-    }
-    /* After four holds: one more insert in every namespace (rows given
-     * and rows still to read), and new namespaces, which grow the table
-     * (every row moves: the export reads it again). */
-    for (int i = 0; i < 100; i++) {
-        ns_insert(m->l, "n", i);
-    }
-    for (int i = 0; i < m->flood; i++) {
-        ns_insert(m->l, "z", i);
-    }
-}
-
-static void export_copy(void *arg, const sc_ledger_row_state *row,
-                        const sc_ledger_hour *hour)
-{
-    mid_export *m = arg;
-    copy_row(m->to, row, hour);
-    if (row != NULL) {
-        m->given++;
-        if (row->kind == SC_LEDGER_BY_NS && row->ns[0] == 'n') {
-            m->stale += row->c.inserts != (m->calls > 3 ? 3u : 2u);
-        }
-    }
-}
-
-/* The once-a-second save (a changed-only export) reads the table a few
- * slots a hold of the lock (in one hold it held the lock 72 ms to 84 ms
- * at 10^6 namespaces), each row as of the hold that read it; a count made
- * meanwhile, in a row read before it or after it, is in this save or the
- * next, never lost, whether or not the table grew (its rows moved) in
- * between: the saves replayed into another ledger (a restore) equal the
- * ledger. */
-static void test_export_slices(void)
-{
-    for (int flood = 0; flood <= 150; flood += 150) {
-        sc_prices *p = NULL;
-        sc_ledger *l = NULL, *l2 = NULL;
-        open_default(&p, &l);
-        CHECK_EQ_INT(sc_ledger_open(p, &l2), SC_OK);
-        for (int i = 0; i < 100; i++) {
-            ns_insert(l, "n", i);
-        }
-        /* Saved, then every row changed again. */
-        mid_export m = {.to = l2, .l = l, .flood = flood};
-        sc_ledger_export_saved(l, sc_ledger_export(l, true, export_copy, &m));
-        for (int i = 0; i < 100; i++) {
-            ns_insert(l, "n", i);
-        }
-        size_t rows0 = m.given; /* each namespace's own, feature, user row */
-        CHECK_EQ_INT(rows0, 100 + 100 + 100);
-        sc_ledger_set_page_chunk(l, 8);
-        sc_ledger_set_export_hook(l, export_between, &m);
-        m.given = 0;
-        m.stale = 0;
-        uint64_t mark = sc_ledger_export(l, true, export_copy, &m);
-        sc_ledger_set_export_hook(l, NULL, NULL);
-        sc_ledger_export_saved(l, mark);
-        /* 300 rows in 512 slots, 8 a hold: 64 holds and more (the table
-         * read again after it grew). */
-        CHECK(m.calls >= 63);
-        CHECK(m.given >= rows0);
-        CHECK_EQ_INT(m.stale, 0);
-        /* The next save takes every row counted in during this one, and
-         * the one after nothing. */
-        m.given = 0;
-        m.calls = 0;
-        sc_ledger_export_saved(l, sc_ledger_export(l, true, export_copy, &m));
-        CHECK_EQ_INT(m.given, rows0 + 3 * (size_t)flood);
-        m.given = 0;
-        sc_ledger_export_saved(l, sc_ledger_export(l, true, export_copy, &m));
-        CHECK_EQ_INT(m.given, 0);
-        for (int by = SC_LEDGER_BY_NS; by <= SC_LEDGER_BY_USER; by++) {
-            sc_ledger_counts t, t2;
-            rows rs = {0}, rs2 = {0};
-            CHECK_EQ_INT(sc_ledger_sum(l, NULL, by, &t, collect, &rs), SC_OK);
-            CHECK_EQ_INT(sc_ledger_sum(l2, NULL, by, &t2, collect, &rs2),
-                         SC_OK);
-            CHECK_EQ_INT(t2.inserts, t.inserts);
-            CHECK_EQ_INT(t.inserts, 300 + (uint64_t)flood);
-            CHECK_EQ_INT(rs2.n, rs.n);
-            for (int i = 0; i < rs.n && i < rs2.n; i++) {
-                CHECK(strcmp(rs.keys[i], rs2.keys[i]) == 0);
-                CHECK_EQ_INT(rs2.c[i].inserts, rs.c[i].inserts);
-            }
-        }
-        sc_ledger_close(l2);
-        sc_ledger_close(l);
-        sc_prices_free(p);
-    }
-}
-
 /* A writer let in, round by round, to lock the ledger while a bulk read
  * holds it (the hold hook runs under the read's lock). */
 typedef struct turns {
@@ -1226,56 +1105,54 @@ static void turns_hold(void *arg)
     }
 }
 
-/* An insert that waits for a hold of a bulk read (/metrics' sum, or the
- * save's export) has the lock before the read's next hold: glibc's mutex is not
- * fair, and a sum that unlocked and locked again at once mostly got it back, so
- * an insert waited 0.75 s to 3.7 s during a /metrics sum at 10^6 namespaces.
- * Twenty rounds, each an insert made to wait under a hold and looked for at the
+/* An insert that waits for a hold of a bulk read (/metrics' sum) has the
+ * lock before the read's next hold: glibc's mutex is not fair, and a sum
+ * that unlocked and locked again at once mostly got it back, so an insert
+ * waited 0.75 s to 3.7 s during a /metrics sum at 10^6 namespaces. Twenty
+ * rounds, each an insert made to wait under a hold and looked for at the
  * start of the next. */
 static void test_bulk_turns(void)
 {
-    /* /metrics' sum, then an export (the save). */
-    for (int ex = 0; ex < 2; ex++) {
-        sc_prices *p = NULL;
-        sc_ledger *l = NULL;
-        open_default(&p, &l);
-        for (int i = 0; i < 100; i++) {
-            char ns[16];
-            snprintf(ns, sizeof(ns), "n%03d", i);
-            sc_ledger_tags t = {.ns = ns};
-            sc_ledger_insert(l, &t, &one_call, 1000);
-        }
-        sc_ledger_set_page_chunk(l, 8); /* some 100 holds */
-        turns tw = {.l = l, .rounds = 20};
-        pthread_t th;
-        CHECK(pthread_create(&th, NULL, turns_writer, &tw) == 0);
-        sc_ledger_set_hold_hook(l, turns_hold, &tw);
-        sc_ledger_set_lock_hook(l, turns_lock, &tw);
-        sc_ledger_counts t;
-        rows rs = {0};
-        if (ex == 0) {
-            CHECK_EQ_INT(
-                sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &t, collect, &rs),
-                SC_OK);
-        } else {
-            size_t n = 0;
-            (void)sc_ledger_export(l, false, count_rows, &n);
-            CHECK(n >= 300);
-        }
-        sc_ledger_set_hold_hook(l, NULL, NULL);
-        atomic_store(&tw.let_in, 1);
-        atomic_store(&tw.go, tw.rounds); /* should the read end early */
-        pthread_join(th, NULL);
-        sc_ledger_set_lock_hook(l, NULL, NULL);
-        CHECK(tw.calls > tw.rounds);
-        CHECK_EQ_INT(tw.had_turn, tw.rounds);
-        CHECK_EQ_INT(tw.missed, 0);
-        CHECK_EQ_INT(sc_ledger_sum(l, "n000", SC_LEDGER_BY_NS, &t, NULL, NULL),
-                     SC_OK);
-        CHECK_EQ_INT(t.inserts, 1 + (uint64_t)tw.rounds);
-        sc_ledger_close(l);
-        sc_prices_free(p);
+    sc_prices *p = NULL;
+    sc_ledger *l = NULL;
+    open_default(&p, &l);
+    for (int i = 0; i < 100; i++) {
+        char ns[16];
+        snprintf(ns, sizeof(ns), "n%03d", i);
+        sc_ledger_tags t = {.ns = ns};
+        sc_ledger_insert(l, &t, &one_call, 1000);
     }
+    sc_ledger_set_page_chunk(l, 8); /* some 100 holds */
+    turns tw = {.l = l, .rounds = 20};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, turns_writer, &tw) == 0);
+    sc_ledger_set_hold_hook(l, turns_hold, &tw);
+    sc_ledger_set_lock_hook(l, turns_lock, &tw);
+    sc_ledger_counts t;
+    rows rs = {0};
+    CHECK_EQ_INT(sc_ledger_sum(l, NULL, SC_LEDGER_BY_NS, &t, collect, &rs),
+                 SC_OK);
+    sc_ledger_set_hold_hook(l, NULL, NULL);
+    atomic_store(&tw.let_in, 1);
+    atomic_store(&tw.go, tw.rounds); /* should the sum have ended early */
+    pthread_join(th, NULL);
+    sc_ledger_set_lock_hook(l, NULL, NULL);
+    CHECK(tw.calls > tw.rounds);
+    CHECK_EQ_INT(tw.had_turn, tw.rounds);
+    CHECK_EQ_INT(tw.missed, 0);
+    rs.n = 0;
+    CHECK_EQ_INT(sc_ledger_sum(l, "n000", SC_LEDGER_BY_NS, &t, NULL, NULL),
+                 SC_OK);
+    CHECK_EQ_INT(t.inserts, 1 + (uint64_t)tw.rounds);
+    sc_ledger_close(l);
+    sc_prices_free(p);
+}
+
+static void count_rows(void *arg, const sc_ledger_row_state *row,
+                       const sc_ledger_hour *hour)
+{
+    (void)hour;
+    *(size_t *)arg += row != NULL;
 }
 
 /* A namespace made again under a dropped one's name: its base is what
@@ -1345,7 +1222,6 @@ int main(void)
     test_page_chunks();
     test_page_sum_slices();
     test_bulk_turns();
-    test_export_slices();
     test_batch_embed_once();
     test_ns_base();
     return test_summary("ledger");
