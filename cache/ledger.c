@@ -343,7 +343,7 @@ struct sc_ledger {
     void *page_hook_arg;
     void (*hold_hook)(void *); /* sc_ledger_set_hold_hook */
     void *hold_hook_arg;
-    /* Turns for the bulk reads (a report page, /metrics' sum, an export),
+    /* Turns for the bulk reads (a report page, /metrics' sum),
      * which take the lock hold after hold: glibc's mutex is not fair, and
      * one that unlocks and locks again at once mostly gets it back, so an
      * insert waited out nearly whole /metrics sums (0.75 s to 3.7 s at
@@ -395,8 +395,12 @@ static void ledger_lock(sc_ledger *l)
         return;
     }
     atomic_fetch_add(&l->contended, 1);
-    if (l->lock_hook != NULL) {
-        l->lock_hook(l->lock_hook_arg);
+    /* Read without the mutex (this lock waits for it): a test sets the
+     * hook while other threads lock, so the pointer is atomic, its arg
+     * stored before it. */
+    void (*hook)(void *) = __atomic_load_n(&l->lock_hook, __ATOMIC_ACQUIRE);
+    if (hook != NULL) {
+        hook(__atomic_load_n(&l->lock_hook_arg, __ATOMIC_RELAXED));
     }
     pthread_mutex_lock(&l->mu);
     atomic_fetch_add(&l->served, 1);
@@ -414,9 +418,13 @@ static uint64_t bulk_unlock(sc_ledger *l)
     return turn;
 }
 
-/* Begins the next hold of a bulk read once the locks that waited when its
- * last hold ended (turn, bulk_unlock) have had the mutex: each waits out
- * one hold at most, not the whole read. */
+/* Begins the next hold of a bulk read once as many locks as were waiting
+ * when its last hold ended (turn, bulk_unlock) have had the mutex. served
+ * counts locks, not which: a lock that came later and found the mutex
+ * taken can use up the turn of one that waited before it, which may then
+ * wait out another hold; but the read no longer takes the mutex straight
+ * back hold after hold, and, waiting for no lock that came later, it
+ * cannot be starved. */
 static void bulk_lock(sc_ledger *l, uint64_t turn)
 {
     pthread_mutex_lock(&l->mu);
@@ -441,8 +449,8 @@ void sc_ledger_lock_stats(sc_ledger *l, uint64_t *contended, uint64_t *served,
 void sc_ledger_set_lock_hook(sc_ledger *l, void (*fn)(void *), void *arg)
 {
     ledger_lock(l);
-    l->lock_hook = fn;
-    l->lock_hook_arg = arg;
+    __atomic_store_n(&l->lock_hook_arg, arg, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->lock_hook, fn, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&l->mu);
 }
 

@@ -190,16 +190,16 @@ sc_err sc_ledger_sum_page(sc_ledger *l, const char *ns, sc_ledger_by by,
 void sc_ledger_set_page_hook(sc_ledger *l, void (*fn)(void *, bool), void *arg);
 
 /* For tests: fn(arg) runs under the lock at the start of every hold of a
- * bulk read (sc_ledger_sum_page, sc_ledger_export) after its first, once
- * the locks that waited when its last hold ended have had their turn; it
- * must not call the ledger. NULL = none. */
+ * bulk read (sc_ledger_sum_page) after its first, once as many locks as
+ * waited when its last hold ended have had their turn; it must not call
+ * the ledger. NULL = none. */
 void sc_ledger_set_hold_hook(sc_ledger *l, void (*fn)(void *), void *arg);
 
 /* How many locks of the ledger found it taken and waited (contended), how
  * many of them have had it since (served), and how many bulk reads wait
- * for their turn now: a bulk read's next hold waits until every lock that
- * waited when its last hold ended is served. Reads no lock: a hook may
- * call it. */
+ * for their turn now: a bulk read's next hold waits until as many locks
+ * as waited when its last hold ended are served. Reads no lock: a hook
+ * may call it. */
 void sc_ledger_lock_stats(sc_ledger *l, uint64_t *contended, uint64_t *served,
                           unsigned *bulk_waiting);
 
