@@ -61,6 +61,7 @@ struct sc_server {
 
 unsigned sc_server_stuck_closes;
 unsigned sc_server_late_closes;
+unsigned sc_server_late_frees;
 
 static void count(uint64_t *n)
 {
@@ -459,6 +460,8 @@ typedef struct closer {
     int left; /* the waiter gave up on it */
     int refs; /* the closer thread and the waiter */
     struct timespec began;
+    void *own; /* the server's clients table: freed here once nng_close
+                * returns, if left (its pipe_event may run until then) */
 } closer;
 
 static void closer_rele(closer *c)
@@ -491,6 +494,10 @@ static void *closer_main(void *arg)
                 "semcached: the nng socket left running closed after all, "
                 "%lld ms after its close began\n",
                 ms);
+        if (c->own != NULL) {
+            free(c->own);
+            __atomic_add_fetch(&sc_server_late_frees, 1, __ATOMIC_RELEASE);
+        }
         __atomic_add_fetch(&sc_server_late_closes, 1, __ATOMIC_RELEASE);
     }
     closer_rele(c);
@@ -508,8 +515,11 @@ static void deadline_in(struct timespec *ts, unsigned ms)
     }
 }
 
-/* 1 when the socket closed in time, 0 when the close was left running. */
-static int close_socket_bounded(nng_socket sock, unsigned wait_ms)
+/* 1 when the socket closed in time, 0 when the close was left running.
+ * own (may be NULL) is what nng's callbacks may use until nng_close
+ * returns: the caller frees it on 1; on 0 the close left running owns it
+ * and frees it when nng_close returns. */
+static int close_socket_bounded(nng_socket sock, unsigned wait_ms, void *own)
 {
     closer *c = calloc(1, sizeof(*c));
     pthread_t t;
@@ -518,6 +528,7 @@ static int close_socket_bounded(nng_socket sock, unsigned wait_ms)
         return 1;
     }
     c->sock = sock;
+    c->own = own;
     c->refs = 2;
     clock_gettime(CLOCK_MONOTONIC, &c->began);
     pthread_mutex_init(&c->mu, NULL);
@@ -555,11 +566,12 @@ static void stop(sc_server *s, uint64_t *served, uint64_t *dropped)
     for (unsigned i = 0; i < s->nworkers; i++) {
         nng_aio_cancel(s->w[i].aio);
     }
-    int closed = close_socket_bounded(s->sock, SC_SERVER_CLOSE_WAIT_MS);
+    int closed = close_socket_bounded(s->sock, SC_SERVER_CLOSE_WAIT_MS, s->cl);
     if (closed) {
         free(s->cl);
     } else {
-        /* s->cl stays: the close left running may still report pipes. */
+        /* s->cl is the close's now: it may still report pipes, and frees
+         * it once nng_close returns. */
 #ifdef SC_NNG_PATCHED
         fprintf(stderr,
                 "semcached: the nng socket did not close within %u ms (on "

@@ -127,7 +127,8 @@ sc_err sc_server_start(sc_server *s);
  * SC_SERVER_CLOSE_WAIT_MS (Debian's unpatched nng 1.5.2 can hang there,
  * see server.c); one left running is said on stderr and counted in
  * sc_server_stuck_closes, and once it finishes, in sc_server_late_closes
- * too. With the patched nng every close finishes, but on a busy machine
+ * too (and in sc_server_late_frees once it has freed what the server left
+ * to it). With the patched nng every close finishes, but on a busy machine
  * it can take longer than the wait: its work is done by several of nng's
  * threads in turn, each of which may wait for a CPU. */
 void sc_server_close(sc_server *s);
@@ -142,6 +143,9 @@ void sc_server_close_counts(sc_server *s, uint64_t *served, uint64_t *dropped);
 #endif
 extern unsigned sc_server_stuck_closes; /* left running; read atomically */
 extern unsigned sc_server_late_closes;  /* of those, finished since; ditto */
+/* Of those, the ones that freed the server's clients table when they
+ * finished (the closed server leaves it to them); ditto. */
+extern unsigned sc_server_late_frees;
 
 /* Requests served and dropped since open. A reply is counted served
  * before it is handed to nng (and taken back if nng refuses it), so a
