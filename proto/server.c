@@ -549,6 +549,11 @@ static int close_socket_bounded(nng_socket sock, unsigned wait_ms, void *own)
     }
     int done = c->done;
     c->left = !done;
+    if (!done) {
+        /* Counted before the closer can see left and count it late:
+         * a reader of late, then stuck, never finds late ahead. */
+        __atomic_add_fetch(&sc_server_stuck_closes, 1, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&c->mu);
     closer_rele(c);
     return done;
@@ -585,7 +590,6 @@ static void stop(sc_server *s, uint64_t *served, uint64_t *dropped)
                 "are mid-request); going on without it\n",
                 SC_SERVER_CLOSE_WAIT_MS);
 #endif
-        __atomic_add_fetch(&sc_server_stuck_closes, 1, __ATOMIC_RELAXED);
     }
     for (unsigned i = 0; i < s->nworkers; i++) {
         for (;;) {

@@ -141,6 +141,8 @@ void sc_server_close_counts(sc_server *s, uint64_t *served, uint64_t *dropped);
 #ifndef SC_SERVER_CLOSE_WAIT_MS
 #define SC_SERVER_CLOSE_WAIT_MS 2000u
 #endif
+/* A close is counted stuck before it can be counted late: read late
+ * first, then stuck, and stuck is never the smaller. */
 extern unsigned sc_server_stuck_closes; /* left running; read atomically */
 extern unsigned sc_server_late_closes;  /* of those, finished since; ditto */
 /* Of those, the ones that freed the server's clients table when they
