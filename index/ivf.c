@@ -142,11 +142,30 @@ typedef struct ivf {
      * failed (the training then fails with it). */
     FaissIndex *nfx;
     sc_err nfx_rc;
-    size_t swap_rows;   /* rows the last swap added under the write lock */
-    size_t held_rounds; /* replay rounds the last training held it through */
-    /* Trainings ended: swapped in, abandoned (SC_ERANGE), failed. */
-    uint64_t n_trained, n_abandoned, n_failed;
+    /* The counters ivf_train_stats reports, atomics read and written
+     * relaxed, so that a stats read takes no lock (it would wait out a
+     * held round or a swap, and the cache calls it under ns->mu):
+     * rows the last swap added under the write lock; replay rounds the
+     * last training held it through; rows in fx (note_fx_rows, under sw
+     * for writing); trainings ended: swapped in, abandoned (SC_ERANGE),
+     * failed. Each is true on its own, not all at one instant. */
+    atomic_size_t swap_rows;
+    atomic_size_t held_rounds;
+    _Atomic uint64_t fx_rows;
+    _Atomic uint64_t n_trained, n_abandoned, n_failed;
 } ivf;
+
+/* Relaxed atomics: counters only, ordering nothing else. */
+#define CNT_ADD(p, d) atomic_fetch_add_explicit((p), (d), memory_order_relaxed)
+#define CNT_SET(p, x) atomic_store_explicit((p), (x), memory_order_relaxed)
+#define CNT_GET(p)    atomic_load_explicit((p), memory_order_relaxed)
+
+/* After fx changed, under sw for writing: what ivf_train_stats reports. */
+static void note_fx_rows(ivf *v)
+{
+    CNT_SET(&v->fx_rows,
+            v->fx != NULL ? (uint64_t)faiss_Index_ntotal(v->fx) : 0);
+}
 
 static sc_err vec_push(u32vec *v, uint32_t x)
 {
@@ -382,6 +401,7 @@ static sc_err flush_removals(ivf *v)
         sc_err rc = frc != 0 ? faiss_fail(v, "remove_ids") : SC_OK;
         faiss_IDSelector_free((FaissIDSelector *)sel);
         free(lab);
+        note_fx_rows(v);
         if (rc != SC_OK) {
             return rc;
         }
@@ -655,7 +675,7 @@ static sc_err catch_up_held(ivf *v, FaissIndex *fx, size_t *done, float *x,
         size_t end = end0 - *done > HELD_STEP ? *done + HELD_STEP : end0;
         size_t m = gather_logged(v, done, end, x, lab);
         rc = m ? fx_add_serial(v, fx, m, x, lab) : SC_OK;
-        v->held_rounds++;
+        CNT_ADD(&v->held_rounds, 1);
         pthread_rwlock_unlock(&v->sw);
         STEP_HOOK();
         if (rc != SC_OK || *done == end0) {
@@ -741,7 +761,7 @@ static sc_err swap_in(ivf *v, FaissIndex *fx, size_t done, FaissIndex **old)
     }
     /* SWAP_TAIL rows at most, and those of the adds queued on the lock
      * meanwhile; none after catch_up_held (adds went into fx). */
-    v->swap_rows = m;
+    CNT_SET(&v->swap_rows, m);
     sc_err rc = m == 0           ? SC_OK
                 : m <= SWAP_TAIL ? fx_add_serial(v, fx, m, x, lab)
                                  : fx_add(v, fx, m, x, lab);
@@ -808,8 +828,8 @@ static void *train_main(void *arg)
     size_t ncopy = v->ncopy;
     free_copy(v);
     size_t done = 0;
-    v->held_rounds = 0;
-    v->swap_rows = 0;
+    CNT_SET(&v->held_rounds, 0);
+    CNT_SET(&v->swap_rows, 0);
     if (rc == SC_OK) {
         rc = catch_up(v, fx, &done);
     }
@@ -821,7 +841,8 @@ static void *train_main(void *arg)
         rc = swap_in(v, fx, done, &old);
     }
     if (rc == SC_OK) {
-        v->n_trained++;
+        CNT_ADD(&v->n_trained, 1);
+        note_fx_rows(v);
         v->trained_n = ncopy;
         old_tmpl = v->tmpl;
         v->tmpl = tmpl;
@@ -831,9 +852,9 @@ static void *train_main(void *arg)
         /* Abandoned (too few rows copied) is not a failure: the next
          * trigger, on the rows live then, tries again. */
         if (rc == SC_ERANGE) {
-            v->n_abandoned++;
+            CNT_ADD(&v->n_abandoned, 1);
         } else {
-            v->n_failed += rc != SC_ECANCELED;
+            CNT_ADD(&v->n_failed, (uint64_t)(rc != SC_ECANCELED));
             v->failed_at = v->nlive;
         }
     }
@@ -939,15 +960,14 @@ static int ivf_trained(const void *state)
 static sc_err ivf_train_stats(void *state, sc_index_train_stats *out)
 {
     ivf *v = state;
-    pthread_rwlock_rdlock(&v->sw);
+    /* No lock: the counters are atomics (see their field). */
     memset(out, 0, sizeof(*out));
-    out->trainings = v->n_trained;
-    out->abandoned = v->n_abandoned;
-    out->failed = v->n_failed;
-    out->faiss_rows = v->fx ? (uint64_t)faiss_Index_ntotal(v->fx) : 0;
-    out->last_held_rounds = v->held_rounds;
-    out->last_swap_rows = v->swap_rows;
-    pthread_rwlock_unlock(&v->sw);
+    out->trainings = CNT_GET(&v->n_trained);
+    out->abandoned = CNT_GET(&v->n_abandoned);
+    out->failed = CNT_GET(&v->n_failed);
+    out->faiss_rows = CNT_GET(&v->fx_rows);
+    out->last_held_rounds = CNT_GET(&v->held_rounds);
+    out->last_swap_rows = CNT_GET(&v->swap_rows);
     return SC_OK;
 }
 
@@ -1010,6 +1030,9 @@ static sc_err ivf_add(void *state, uint64_t id, const float *unit)
             v->tlog.n--;
         }
         goto out;
+    }
+    if (v->fx != NULL) {
+        note_fx_rows(v);
     }
     if (logged) {
         v->tlog.a[v->tlog.n - 1] = slot;
@@ -1781,6 +1804,7 @@ static sc_err ivf_load_kind(const sc_index_params *p, kind k, int is_auto,
         }
         faiss_IndexIVF_set_nprobe(iv, v->nprobe);
         v->fx = fx;
+        note_fx_rows(v);
         v->trained_n = trained_n_of(tn);
     }
     fclose(f);
@@ -1956,6 +1980,7 @@ static sc_err ivf_load_training(void *state, const char *path)
         }
         faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(fx), v->nprobe);
         v->fx = fx;
+        note_fx_rows(v);
         if (v->tmpl != NULL) {
             faiss_Index_free(v->tmpl);
         }
