@@ -853,8 +853,11 @@ static void *train_main(void *arg)
          * trigger, on the rows live then, tries again. */
         if (rc == SC_ERANGE) {
             CNT_ADD(&v->n_abandoned, 1);
-        } else {
-            CNT_ADD(&v->n_failed, (uint64_t)(rc != SC_ECANCELED));
+        } else if (rc != SC_ECANCELED && !cancelled(v)) {
+            /* A close's cancel counts as none, whatever the step it
+             * stopped came back with: a FAISS add it interrupted says
+             * SC_EBACKEND. */
+            CNT_ADD(&v->n_failed, 1);
             v->failed_at = v->nlive;
         }
     }
