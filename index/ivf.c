@@ -651,8 +651,12 @@ static size_t gather_logged(ivf *v, size_t *done, size_t end, float *x,
  *  - each round, under one write hold, gathers and adds HELD_STEP rows of
  *    it at most (on this thread alone), then lets the lock go:
  *    ceil((end0 - *done) / HELD_STEP) rounds in all, no write hold longer
- *    than one add of HELD_STEP rows, and between two of them the lock is
- *    free for those queued on it (inserts first: it prefers writers);
+ *    than one add of HELD_STEP rows, and between two of them this
+ *    thread takes a read hold and lets it go before its next write
+ *    hold: the inserts queued get in first (sw prefers writers), then,
+ *    once no writer holds or waits, the searches queued with that read
+ *    hold, before the next round (under a steady stream of inserts
+ *    searches and this thread wait alike);
  *  - the swap adds none of the backlog: tlog past end0 holds only adds
  *    made after one's own add into fx failed (nfx_rc), and the training
  *    then fails (swap_in) rather than swap in an index that lacks it.
@@ -685,6 +689,14 @@ static sc_err catch_up_held(ivf *v, FaissIndex *fx, size_t *done, float *x,
             rc = SC_ECANCELED;
             break;
         }
+        /* A read hold first: sw prefers writers, and glibc hands it from
+         * a writer that lets it go to one waiting (an insert, then this
+         * thread again), so searches could wait out every round. A read
+         * hold is granted once no writer holds sw or waits for it, along
+         * with every search queued then; the next write hold waits for
+         * them to end. */
+        pthread_rwlock_rdlock(&v->sw);
+        pthread_rwlock_unlock(&v->sw);
         pthread_rwlock_wrlock(&v->sw);
     }
     return rc;
