@@ -1184,6 +1184,148 @@ static void test_train_outpaced(void)
     sc_index_close(o.flat);
 }
 
+/* Churn during the replay, for a first training (the live index untrained)
+ * and a retraining: the step hook, at each call, adds OP_ADDS rows
+ * (outpacing the read-held rounds, as above, so the replay goes on under
+ * write holds), deletes every other row its last call added (copied,
+ * replayed, added straight into the new index in a held round or still
+ * waiting in tlog), deletes one row in 11 of those it just added,
+ * re-adding every other one under the same id with another vector, and
+ * deletes 5 of the base rows; it stops once CHURN_HELD held rounds are
+ * done (the rest of the backlog, some 40 rounds, adds nothing to what is
+ * tested but time), having churned in held rounds (asserted). Flat takes
+ * the same changes. After the swap the index must answer as flat; after
+ * sc_index_compact FAISS holds exactly the live rows; saved and loaded, it
+ * still answers as flat. A stats reader polls meanwhile (the counters are
+ * read with no lock). Freeing at the swap the tombstone of a row added
+ * straight into the new index (held rounds) fails it: FAISS then holds
+ * more rows than the live count after compaction, and the saved index is
+ * refused on load. */
+enum { CHURN_HELD = 8 };
+
+typedef struct churn {
+    sc_index *ix, *flat;
+    int calls, held_calls;
+    uint64_t next, prev_first, base_del;
+} churn;
+
+static void churn_both(churn *o, uint64_t id, const float *x)
+{
+    if (x == NULL) {
+        CHECK(sc_index_remove(o->ix, id) == SC_OK);
+        CHECK(sc_index_remove(o->flat, id) == SC_OK);
+    } else {
+        CHECK(sc_index_add(o->ix, id, x) == SC_OK);
+        CHECK(sc_index_add(o->flat, id, x) == SC_OK);
+    }
+}
+
+static void churn_step(void *arg)
+{
+    churn *o = arg;
+    sc_index_train_stats st;
+    CHECK(sc_index_get_train_stats(o->ix, &st) == SC_OK);
+    if (o->calls++ >= OP_CAP || st.last_held_rounds >= CHURN_HELD) {
+        return;
+    }
+    o->held_calls += st.last_held_rounds > 0;
+    uint64_t first = o->next;
+    for (int i = 0; i < OP_ADDS; i++, o->next++) {
+        float x[D];
+        memcpy(x, data + (o->next % N) * D, sizeof(x));
+        x[o->next % D] += 0.05f * (float)(1 + o->next / N);
+        churn_both(o, o->next, x);
+    }
+    /* The last call's rows, one in 2, but those it deleted itself. */
+    for (uint64_t id = o->prev_first; o->calls > 1 && id < first; id += 2) {
+        if ((id - o->prev_first) % 11 != 3) {
+            churn_both(o, id, NULL);
+        }
+    }
+    for (uint64_t id = first + 3; id < o->next; id += 11) {
+        churn_both(o, id, NULL);
+        if (id % 2) {
+            churn_both(o, id, data + ((id * 31) % N) * D);
+        }
+    }
+    for (int i = 0; i < 5; i++, o->base_del++) {
+        churn_both(o, o->base_del, NULL);
+    }
+    o->prev_first = first;
+}
+
+static atomic_int poll_stop, poll_bad;
+
+static void *stats_poller(void *arg)
+{
+    sc_index *ix = arg;
+    while (!atomic_load(&poll_stop)) {
+        sc_index_train_stats st;
+        if (sc_index_get_train_stats(ix, &st) != SC_OK) {
+            atomic_fetch_add(&poll_bad, 1);
+        }
+        usleep(100);
+    }
+    return NULL;
+}
+
+static void test_churn_outpaced(int first_training)
+{
+    churn o = {.next = OP_BASE};
+    o.ix = open_ix("ivf-flat", 16, 16, SC_INDEX_TRAIN_MANUAL);
+    o.flat = open_ix("flat", 0, 0, 0);
+    for (uint64_t i = 0; i < OP_BASE; i++) {
+        churn_both(&o, i, data + i * D);
+    }
+    if (!first_training) {
+        CHECK(sc_index_train(o.ix) == SC_OK);
+    }
+    sc_index_set_training_step_hook(churn_step, &o);
+    pthread_t pth;
+    atomic_store(&poll_stop, 0);
+    atomic_store(&poll_bad, 0);
+    CHECK(pthread_create(&pth, NULL, stats_poller, o.ix) == 0);
+    CHECK(sc_index_train(o.ix) == SC_OK);
+    atomic_store(&poll_stop, 1);
+    pthread_join(pth, NULL);
+    sc_index_set_training_step_hook(NULL, NULL);
+    CHECK(atomic_load(&poll_bad) == 0);
+    sc_index_train_stats st;
+    CHECK(sc_index_get_train_stats(o.ix, &st) == SC_OK);
+    fprintf(stderr,
+            "churn (%s): %d steps, %d of them churning in held rounds, "
+            "%llu held rounds, %llu rows in the swap, %zu live\n",
+            first_training ? "first training" : "retraining", o.calls,
+            o.held_calls, (unsigned long long)st.last_held_rounds,
+            (unsigned long long)st.last_swap_rows, sc_index_count(o.ix));
+    CHECK(o.calls < OP_CAP);
+    CHECK(o.held_calls > 0);
+    check_same(o.ix, o.flat, "churn, after the swap");
+    CHECK(sc_index_compact(o.ix) == SC_OK);
+    CHECK(sc_index_get_train_stats(o.ix, &st) == SC_OK);
+    CHECK(st.faiss_rows == sc_index_count(o.ix));
+    check_same(o.ix, o.flat, "churn, compacted");
+    char path[] = "/tmp/test_ivf_churn_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(sc_index_save(o.ix, path) == SC_OK);
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = "ivf-flat";
+    p.dim = D;
+    p.nprobe = 16;
+    sc_index *back = NULL;
+    CHECK(sc_index_load(&p, path, &back) == SC_OK);
+    unlink(path);
+    if (back != NULL) {
+        check_same(back, o.flat, "churn, saved and loaded");
+        sc_index_close(back);
+    }
+    sc_index_close(o.ix);
+    sc_index_close(o.flat);
+}
+
 /* Waits (10 s at most) for ix's trainings to reach n ended in all. */
 static sc_index_train_stats wait_trainings(sc_index *ix, uint64_t n)
 {
@@ -1978,6 +2120,8 @@ int main(void)
     test_train_interleaved();
     test_train_thinned();
     test_train_outpaced();
+    test_churn_outpaced(1);
+    test_churn_outpaced(0);
     test_auto_retry_abandoned();
     test_close_cancels();
     test_bad_labels();
