@@ -918,6 +918,26 @@ static bool same_hits(const sc_hit *a, unsigned na, const sc_hit *b,
     return same;
 }
 
+/* ix saved to a file and loaded back as an ivf-flat index (nprobe 16),
+ * the file removed; NULL (a failed check) when either step fails. */
+static sc_index *saved_and_loaded(sc_index *ix)
+{
+    char path[] = "/tmp/test_ivf_sl_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(sc_index_save(ix, path) == SC_OK);
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = "ivf-flat";
+    p.dim = D;
+    p.nprobe = 16;
+    sc_index *back = NULL;
+    CHECK(sc_index_load(&p, path, &back) == SC_OK);
+    unlink(path);
+    return back;
+}
+
 static void check_as_flat(interleave *t, size_t to, const char *when)
 {
     CHECK(sc_index_count(t->ix) == sc_index_count(t->flat));
@@ -967,19 +987,7 @@ static void test_train_interleaved(void)
      * load refuses a FAISS part of another count: a slot freed while the
      * new index held it stays there for good) and answers the same. */
     CHECK(sc_index_compact(t.ix) == SC_OK);
-    char path[] = "/tmp/test_ivf_il_XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    close(fd);
-    CHECK(sc_index_save(t.ix, path) == SC_OK);
-    sc_index_params p;
-    sc_index_params_init(&p);
-    p.backend = "ivf-flat";
-    p.dim = D;
-    p.nprobe = 16;
-    sc_index *back = NULL;
-    CHECK(sc_index_load(&p, path, &back) == SC_OK);
-    unlink(path);
+    sc_index *back = saved_and_loaded(t.ix);
     if (back != NULL) {
         sc_index_close(t.ix);
         t.ix = back;
@@ -1305,19 +1313,7 @@ static void test_churn_outpaced(int first_training)
     CHECK(sc_index_get_train_stats(o.ix, &st) == SC_OK);
     CHECK(st.faiss_rows == sc_index_count(o.ix));
     check_same(o.ix, o.flat, "churn, compacted");
-    char path[] = "/tmp/test_ivf_churn_XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    close(fd);
-    CHECK(sc_index_save(o.ix, path) == SC_OK);
-    sc_index_params p;
-    sc_index_params_init(&p);
-    p.backend = "ivf-flat";
-    p.dim = D;
-    p.nprobe = 16;
-    sc_index *back = NULL;
-    CHECK(sc_index_load(&p, path, &back) == SC_OK);
-    unlink(path);
+    sc_index *back = saved_and_loaded(o.ix);
     if (back != NULL) {
         check_same(back, o.flat, "churn, saved and loaded");
         sc_index_close(back);
