@@ -1347,9 +1347,11 @@ static void test_auto_retry_abandoned(void)
     t.ix = open_ix("ivf-flat", 16, 16, TM);
     t.flat = open_ix("flat", 0, 0, 0);
     sc_index_set_training_hook(thin_out, &t);
+    /* flat first: ix's TM-th add starts the training, whose hook removes
+     * ids up to TM - 1 from both at once, on its own thread. */
     for (uint64_t i = 0; i < TM; i++) {
-        CHECK(sc_index_add(t.ix, i, data + i * D) == SC_OK);
         CHECK(sc_index_add(t.flat, i, data + i * D) == SC_OK);
+        CHECK(sc_index_add(t.ix, i, data + i * D) == SC_OK);
     }
     sc_index_train_stats st = wait_trainings(t.ix, 1);
     sc_index_set_training_hook(NULL, NULL);
