@@ -107,6 +107,17 @@ static sc_index *open_ix(const char *backend, uint32_t nlist, uint32_t nprobe,
 
 static float *data, *queries;
 
+/* Rows [from, to) of data added to flat and then to ix, so that a
+ * training an add to ix starts (its hook may remove rows from both) finds
+ * each row in flat already. */
+static void add_both(sc_index *flat, sc_index *ix, uint64_t from, uint64_t to)
+{
+    for (uint64_t i = from; i < to; i++) {
+        CHECK(sc_index_add(flat, i, data + i * D) == SC_OK);
+        CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
+    }
+}
+
 /* Compares ix with flat over the queries: returns top-1 recall, and checks
  * that every similarity ix reports equals flat's exact one for that id. */
 static double compare(sc_index *ix, sc_index *flat, int check_edges)
@@ -1075,10 +1086,7 @@ static void test_train_thinned(void)
     thin t = {0};
     t.ix = open_ix("ivf-flat", 16, 16, SC_INDEX_TRAIN_MANUAL);
     t.flat = open_ix("flat", 0, 0, 0);
-    for (uint64_t i = 0; i < TB; i++) {
-        CHECK(sc_index_add(t.ix, i, data + i * D) == SC_OK);
-        CHECK(sc_index_add(t.flat, i, data + i * D) == SC_OK);
-    }
+    add_both(t.flat, t.ix, 0, TB);
     CHECK(sc_index_train(t.ix) == SC_OK);
     sc_index_set_training_hook(thin_out, &t);
     /* 300 left: under 39 x 16 (FAISS warned, and trained on them). */
@@ -1166,10 +1174,7 @@ static void test_train_outpaced(void)
     outpaced o = {.next = OP_BASE};
     o.ix = open_ix("ivf-flat", 16, 16, SC_INDEX_TRAIN_MANUAL);
     o.flat = open_ix("flat", 0, 0, 0);
-    for (uint64_t i = 0; i < OP_BASE; i++) {
-        CHECK(sc_index_add(o.ix, i, data + i * D) == SC_OK);
-        CHECK(sc_index_add(o.flat, i, data + i * D) == SC_OK);
-    }
+    add_both(o.flat, o.ix, 0, OP_BASE);
     CHECK(sc_index_train(o.ix) == SC_OK);
     sc_index_set_training_step_hook(outpace_step, &o);
     CHECK(sc_index_train(o.ix) == SC_OK);
@@ -1347,12 +1352,9 @@ static void test_auto_retry_abandoned(void)
     t.ix = open_ix("ivf-flat", 16, 16, TM);
     t.flat = open_ix("flat", 0, 0, 0);
     sc_index_set_training_hook(thin_out, &t);
-    /* flat first: ix's TM-th add starts the training, whose hook removes
-     * ids up to TM - 1 from both at once, on its own thread. */
-    for (uint64_t i = 0; i < TM; i++) {
-        CHECK(sc_index_add(t.flat, i, data + i * D) == SC_OK);
-        CHECK(sc_index_add(t.ix, i, data + i * D) == SC_OK);
-    }
+    /* ix's TM-th add starts the training, whose hook removes ids up to
+     * TM - 1 from both at once, on its own thread. */
+    add_both(t.flat, t.ix, 0, TM);
     sc_index_train_stats st = wait_trainings(t.ix, 1);
     sc_index_set_training_hook(NULL, NULL);
     CHECK(st.abandoned == 1 && st.trainings == 0 && st.failed == 0);
@@ -1360,10 +1362,7 @@ static void test_auto_retry_abandoned(void)
     CHECK(sc_index_count(t.ix) == 300);
     check_same(t.ix, t.flat, "an automatic training abandoned");
     /* Back to train_min: the last add is the next trigger. */
-    for (uint64_t i = 300; i < TM - 1; i++) {
-        CHECK(sc_index_add(t.ix, i, data + i * D) == SC_OK);
-        CHECK(sc_index_add(t.flat, i, data + i * D) == SC_OK);
-    }
+    add_both(t.flat, t.ix, 300, TM - 1);
     CHECK(sc_index_get_train_stats(t.ix, &st) == SC_OK);
     CHECK(st.trainings + st.abandoned == 1);
     CHECK(sc_index_add(t.ix, TM - 1, data + (TM - 1) * D) == SC_OK);
