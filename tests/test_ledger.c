@@ -604,6 +604,17 @@ static void open_default(sc_prices **p, sc_ledger **l)
     CHECK_EQ_INT(sc_ledger_open(*p, l), SC_OK);
 }
 
+/* One call at 1000 in each of the namespaces n000, n001, ... n<count-1>. */
+static void insert_numbered(sc_ledger *l, int count)
+{
+    for (int i = 0; i < count; i++) {
+        char ns[16];
+        snprintf(ns, sizeof(ns), "n%03d", i);
+        sc_ledger_tags t = {.ns = ns};
+        sc_ledger_insert(l, &t, &one_call, 1000);
+    }
+}
+
 /* The row cap: past it a new tag counts as "(other)", a tag with a row
  * keeps it (every tag went to "(other)" once the cap was reached), and an
  * imported row comes back under its own tag. */
@@ -950,12 +961,7 @@ static void page_mid_sum(void *arg, bool picked)
     /* After two holds of the sums (rows n000..n003 read, 2 a hold): one
      * more insert in every namespace, and new ones, which grow the table
      * (every row moves) and are in no part of this page. */
-    for (int i = 0; i < 100; i++) {
-        char ns[16];
-        snprintf(ns, sizeof(ns), "n%03d", i);
-        sc_ledger_tags t = {.ns = ns};
-        sc_ledger_insert(m->l, &t, &one_call, 1000);
-    }
+    insert_numbered(m->l, 100);
     for (int i = 0; i < m->flood; i++) {
         char ns[16];
         snprintf(ns, sizeof(ns), "z%04d", i);
@@ -976,12 +982,7 @@ static void test_page_sum_slices(void)
         sc_prices *p = NULL;
         sc_ledger *l = NULL;
         open_default(&p, &l);
-        for (int i = 0; i < 100; i++) {
-            char ns[16];
-            snprintf(ns, sizeof(ns), "n%03d", i);
-            sc_ledger_tags t = {.ns = ns};
-            sc_ledger_insert(l, &t, &one_call, 1000);
-        }
+        insert_numbered(l, 100);
         sc_ledger_set_page_chunk(l, 8); /* the sums: 2 rows a hold */
         mid_sum m = {l, 0, flood};
         sc_ledger_set_page_hook(l, page_mid_sum, &m);
@@ -1116,12 +1117,7 @@ static void test_bulk_turns(void)
     sc_prices *p = NULL;
     sc_ledger *l = NULL;
     open_default(&p, &l);
-    for (int i = 0; i < 100; i++) {
-        char ns[16];
-        snprintf(ns, sizeof(ns), "n%03d", i);
-        sc_ledger_tags t = {.ns = ns};
-        sc_ledger_insert(l, &t, &one_call, 1000);
-    }
+    insert_numbered(l, 100);
     sc_ledger_set_page_chunk(l, 8); /* some 100 holds */
     turns tw = {.l = l, .rounds = 20};
     pthread_t th;
