@@ -3,7 +3,8 @@
 # handshake can stop a listener for good, nng_close can hang for ever
 # when a pipe closes mid-transfer, a TLS connection whose peer left or
 # stalled is never closed, the HTTP server has no time-out, no cap on
-# connections and spins when out of descriptors, connections in their
+# connections, spins when out of descriptors and its stop cuts answers
+# not yet written, connections in their
 # SP handshake are held with no limit on how many, and a REP socket keeps
 # up to 64 replies of any size for a client that does not read them, with
 # no time limit), built as a static library with TLS as
@@ -26,8 +27,9 @@ function(nng_system why)
                     "listeners a disconnect during the handshake can stop, "
                     "whose close can hang, whose TLS connections can "
                     "outlive their peers and whose HTTP server has no read "
-                    "time-out, no cap on connections, and spins when out "
-                    "of descriptors, and which holds replies a client "
+                    "time-out, no cap on connections, spins when out "
+                    "of descriptors and cuts unwritten answers as it "
+                    "stops, and which holds replies a client "
                     "does not read without a cap or time limit")
   endif()
   find_library(NNG_SYSTEM_LIB nng REQUIRED)

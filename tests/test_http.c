@@ -1311,6 +1311,57 @@ static int served_again(int p)
     return 0;
 }
 
+/* The request of a big answer, in req (cap bytes; its length returned):
+ * 8 hits of a 900 KiB entry of namespace "wbig" (made on first use), base64
+ * in JSON: about 7 MB to write, more than the sockets' buffers hold. */
+static int big_answer_req(sc_cache *cache, char *req, size_t cap)
+{
+    static bool made;
+    if (!made) {
+        size_t big = 900u << 10;
+        char *resp_text = malloc(big);
+        CHECK(resp_text != NULL);
+        if (resp_text == NULL) {
+            return 0;
+        }
+        memset(resp_text, 'z', big);
+        float v[3] = {0.2f, 0.3f, 0.9f};
+        sc_cache_item it = {
+            .vec = v, .dim = 3, .response = resp_text, .response_len = big};
+        CHECK_EQ_INT(sc_cache_ns_create(cache, "wbig", NULL), SC_OK);
+        CHECK_EQ_INT(sc_cache_insert(cache, "wbig", &it, NULL), SC_OK);
+        free(resp_text);
+        made = true;
+    }
+    char body[512] = "{\"ns\":\"wbig\",\"items\":[";
+    for (int i = 0; i < 8; i++) {
+        strcat(body,
+               i ? ",{\"vec\":[0.2,0.3,0.9]}" : "{\"vec\":[0.2,0.3,0.9]}");
+    }
+    strcat(body, "]}");
+    return snprintf(req, cap,
+                    "POST /v1/lookup_batch HTTP/1.1\r\nHost: x\r\n"
+                    "Content-Type: application/json\r\nContent-Length: "
+                    "%zu\r\n\r\n%s",
+                    strlen(body), body);
+}
+
+/* A connection to port p with a small receive buffer that has sent req[0..n)
+ * (-1 when it cannot connect: a failed check). */
+static int stalled_client(int p, const char *req, int n)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int rcv = 4096;
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(p)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+    send_all(fd, req, (size_t)n);
+    return fd;
+}
+
 /* A client that asks for a big answer and stops reading: the answer must
  * be written within read_timeout_ms too, else the connection (busy: never
  * closed to make room) held its slot under max_conns and the answer's
@@ -1325,43 +1376,11 @@ static void test_write_timeout(sc_cache *cache, sc_dispatch *d)
     if (h == NULL) {
         return;
     }
-    size_t big = 900u << 10;
-    char *resp_text = malloc(big);
-    CHECK(resp_text != NULL);
-    if (resp_text == NULL) {
-        sc_http_close(h);
-        return;
-    }
-    memset(resp_text, 'z', big);
-    float v[3] = {0.2f, 0.3f, 0.9f};
-    sc_cache_item it = {
-        .vec = v, .dim = 3, .response = resp_text, .response_len = big};
-    CHECK_EQ_INT(sc_cache_ns_create(cache, "wbig", NULL), SC_OK);
-    CHECK_EQ_INT(sc_cache_insert(cache, "wbig", &it, NULL), SC_OK);
-    free(resp_text);
-    /* 8 hits of 900 KiB, base64 in JSON: about 10 MB to write. */
-    char body[512] = "{\"ns\":\"wbig\",\"items\":[";
-    for (int i = 0; i < 8; i++) {
-        strcat(body,
-               i ? ",{\"vec\":[0.2,0.3,0.9]}" : "{\"vec\":[0.2,0.3,0.9]}");
-    }
-    strcat(body, "]}");
     char req[1024];
-    int n = snprintf(req, sizeof(req),
-                     "POST /v1/lookup_batch HTTP/1.1\r\nHost: x\r\n"
-                     "Content-Type: application/json\r\nContent-Length: "
-                     "%zu\r\n\r\n%s",
-                     strlen(body), body);
+    int n = big_answer_req(cache, req, sizeof(req));
     int stalled[2];
     for (int i = 0; i < 2; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        int rcv = 4096;
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(p)};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        CHECK(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-        send_all(fd, req, (size_t)n);
-        stalled[i] = fd; /* never read */
+        stalled[i] = stalled_client(p, req, n); /* never read */
     }
     usleep(300000);
     /* Within the limit a third is refused (both are busy writing) or
@@ -1373,6 +1392,137 @@ static void test_write_timeout(sc_cache *cache, sc_dispatch *d)
     close(stalled[0]);
     close(stalled[1]);
     sc_http_close(h);
+}
+
+/* ---- a stop lets the answers under way out (patched nng) -------------
+ * nng 1.5.2's server stop closed every connection, one whose answer nng
+ * had been handed but had not yet written included: its client read the
+ * end of the connection (the proxy's 502 shutting_down, counted on the
+ * stop line, was lost in 1 of 4 starts of a CI run). The patched stop
+ * writes such an answer, within the write time-out, then closes. */
+
+static void *close_main(void *arg)
+{
+    sc_http_close(arg);
+    return NULL;
+}
+
+/* Reads a response's head off fd: its Content-Length in *clen, and in
+ * *got the body bytes read with it. 0, or -1 when the connection ends or
+ * the head is not whole in 8 KiB. */
+static int read_head(int fd, size_t *clen, size_t *got)
+{
+    char b[8192];
+    size_t n = 0;
+    while (n < sizeof(b) - 1) {
+        ssize_t k = read(fd, b + n, sizeof(b) - 1 - n);
+        if (k <= 0) {
+            return -1;
+        }
+        n += (size_t)k;
+        b[n] = '\0';
+        char *end = strstr(b, "\r\n\r\n");
+        if (end != NULL) {
+            const char *cl = strcasestr(b, "\r\nContent-Length:");
+            if (cl == NULL || cl > end) {
+                return -1;
+            }
+            *clen = strtoull(cl + strlen("\r\nContent-Length:"), NULL, 10);
+            *got = n - (size_t)(end + 4 - b);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The bytes read off fd until the connection ends (or 10 s pass with
+ * none: the socket's SO_RCVTIMEO). */
+static size_t read_rest(int fd)
+{
+    static char b[1 << 16];
+    size_t n = 0;
+    ssize_t k;
+    while ((k = read(fd, b, sizeof(b))) > 0) {
+        n += (size_t)k;
+    }
+    return n;
+}
+
+/* A big answer whose write is under way (its head read, the rest more than
+ * the sockets' buffers hold) when the front stops: read whole after the
+ * stop has closed an idle connection opened after it (the stop closes
+ * connections in the order they came; unpatched, this answer's was closed
+ * first and its client read 2.8 to 3.0 MB of 7.4), and the stop returns
+ * once it is written. */
+static void test_stop_writes(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h =
+        front_open((sc_http_config){.read_timeout_ms = 20000}, cache, d, &p);
+    if (h == NULL) {
+        return;
+    }
+    char req[1024];
+    int n = big_answer_req(cache, req, sizeof(req));
+    int fd = stalled_client(p, req, n);
+    size_t clen = 0, got = 0;
+    CHECK(read_head(fd, &clen, &got) == 0);
+    int idle = connect_to(p);
+    CHECK(idle >= 0 && healthz_on(idle)); /* then idle, kept alive */
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, close_main, h) == 0);
+    double after = closed_after(idle, now_s());
+    size_t rest = read_rest(fd);
+    pthread_join(t, NULL);
+    fprintf(stderr,
+            "http: stop: an idle connection closed after %.2f s; the answer "
+            "under way read %zu of %zu bytes\n",
+            after, got + rest, clen);
+    CHECK(after >= 0);
+    CHECK(clen > (6u << 20)); /* past a send buffer's 4 MiB at most */
+#ifdef SC_NNG_PATCHED
+    CHECK_EQ_INT(got + rest, clen);
+#endif
+    close(idle);
+    close(fd);
+}
+
+/* And a client that never reads its answer cannot hold the stop for ever:
+ * the write time-out (1 s here) closes it, and the stop returns. Waited
+ * for 60 s at most, so that a stop that hangs fails the check. */
+static void test_stop_bounded(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h =
+        front_open((sc_http_config){.read_timeout_ms = 1000}, cache, d, &p);
+    if (h == NULL) {
+        return;
+    }
+    char req[1024];
+    int n = big_answer_req(cache, req, sizeof(req));
+    int fd = stalled_client(p, req, n);
+    size_t clen = 0, got = 0;
+    CHECK(read_head(fd, &clen, &got) == 0); /* then never read */
+    double t0 = now_s();
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, close_main, h) == 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    int rc = pthread_timedjoin_np(t, NULL, &until);
+    double took = now_s() - t0;
+    size_t rest = read_rest(fd);
+    fprintf(stderr,
+            "http: stop with a client that does not read: returned after "
+            "%.2f s (write time-out 1 s); it had %zu of %zu bytes\n",
+            took, got + rest, clen);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(got + rest < clen);
+    if (rc != 0) {
+        fprintf(stderr, "http: the stop hangs; giving up\n");
+        exit(1);
+    }
+    close(fd);
 }
 
 static void test_conn_cap(sc_cache *cache, sc_dispatch *d)
@@ -2006,12 +2156,6 @@ static void *ping_main(void *arg)
     p->done = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    return NULL;
-}
-
-static void *close_main(void *arg)
-{
-    sc_http_close(arg);
     return NULL;
 }
 
@@ -3048,6 +3192,8 @@ int main(void)
     test_read_timeout(cache, d);
     test_conn_cap(cache, d);
     test_write_timeout(cache, d);
+    test_stop_writes(cache, d);
+    test_stop_bounded(cache, d);
     test_conn_cap_fair(cache, d);
     test_out_of_descriptors(cache, d);
     test_close_under_load(cache, d);
