@@ -43,10 +43,20 @@ from fake_upstream import FakeUpstream  # noqa: E402
 
 
 PORTS = None  # an iterator over --ports, or None: free_port()
+HELD = set()  # ports the test itself listens on (its fake upstream)
 
 
 def next_port():
-    return next(PORTS) if PORTS is not None else free_port()
+    """The next port of --ports, past those the test holds (the range
+    comes round again after some 24 rounds of the proxy's stop line, and
+    a semcached given the fake upstream's port failed to start), or a
+    free one."""
+    if PORTS is None:
+        return free_port()
+    while True:
+        p = next(PORTS)
+        if p not in HELD:
+            return p
 
 
 class Daemon:
@@ -314,6 +324,7 @@ def test_stop_line_proxy(server, tmp, rounds):
     call is in flight is "answered 1 upstream call aborted 502". No proxy,
     no line."""
     fake = FakeUpstream(next_port())
+    HELD.add(fake.port)
     fake.delay, fake.pings = 0.2, None
     got = []
     try:
@@ -327,6 +338,7 @@ def test_stop_line_proxy(server, tmp, rounds):
             fake.delay = 0.2
     finally:
         fake.stop()
+        HELD.discard(fake.port)
     want = {"stream": ("HTTP/1.1 200 OK", ("1", "0", "0")),
             "plain": ("HTTP/1.1 502 Bad Gateway", ("0", "1", "0"))}
     bad = [(g[0],) + g[2:4] for g in got if g[2:4] != want[g[0]]]
