@@ -15,7 +15,8 @@ answers by its current mode:
   tool       200, a tool call (finish_reason tool_calls)
   garbage    200, a body that is not JSON
   empty      `status` with no body at all (Content-Length: 0; streams too)
-  slow       as ok after `delay` seconds
+  slow       as ok after `delay` seconds, or nothing when the caller
+             closes the connection first (counted in `cuts`)
   cut        (streams) a few events, then the connection closes without
              [DONE]
   refusal    (streams) the answer as delta.refusal pieces, content null,
@@ -36,7 +37,15 @@ answers by its current mode:
   trickle    (streams) the head, then an SSE comment ": ping" every
              `delay` seconds, `pings` times (None: for as long as the
              connection lasts), then the answer as ok; (plain) a 200 head
-             whose body comes one byte every `delay` seconds
+             whose body comes one byte every `delay` seconds, padded with
+             spaces to last `hold` seconds
+
+A call whose caller closes the connection before the answer is all out
+(a slow call waited for, a write that fails) is counted in `cuts`: the
+caller gave up, not the fake. `delay` (slow) and `hold` (trickle) are
+the longest a call is held; a test of a caller's time-out sets them far
+above it, as a guard only: a caller that never gives up then fails its
+test instead of hanging.
 
 Run alone (python3 fake_upstream.py PORT) it serves in mode ok until
 killed."""
@@ -44,6 +53,8 @@ import hashlib
 import http.server
 import json
 import math
+import select
+import socket
 import socketserver
 import sys
 import threading
@@ -87,7 +98,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             self.answer()
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the proxy gave up (a timeout test): nothing to say
+            # The proxy gave up (a timeout test): nothing to say.
+            self.server.fake.count_cut()
+            self.close_connection = True
+
+    def closed_within(self, seconds):
+        """Waits up to seconds for the caller to close the connection:
+        True when it did (it gave up on the call), False when it is still
+        open then."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            r, _, _ = select.select([self.connection], [], [], left)
+            if not r:
+                continue
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            time.sleep(0.05)  # bytes of a next request: not a close
 
     def answer(self):
         fake = self.server.fake
@@ -114,7 +146,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_json(404, {"error": {"message": "no such path"}})
             return
         if mode == "slow":
-            time.sleep(fake.delay)
+            if self.closed_within(fake.delay):
+                fake.count_cut()
+                self.close_connection = True
+                return
             mode = "ok"
         if mode in ("error", "rate", "status"):
             code = {"error": 500, "rate": 429}.get(mode, fake.status)
@@ -132,6 +167,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if mode == "trickle" and not body.get("stream"):
             data = json.dumps({"object": "chat.completion"}).encode()
+            data += b" " * max(0, int(fake.hold / fake.delay) - len(data))
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -242,8 +278,10 @@ class FakeUpstream:
     def __init__(self, port=0):
         self.lock = threading.Lock()
         self.calls = []
+        self.cuts = 0  # calls whose caller closed before the answer was out
         self.mode = "ok"
         self.delay = 3.0
+        self.hold = 3.0  # trickle (plain): the body lasts this long
         self.status = 502
         self.pings = None  # trickle: comments before the answer; None: ever
         self.embed_tokens = 5  # the usage /v1/embeddings reports
@@ -259,6 +297,14 @@ class FakeUpstream:
         with self.lock:
             return sum(1 for c in self.calls
                        if c[0] == "/v1/chat/completions")
+
+    def count_cut(self):
+        with self.lock:
+            self.cuts += 1
+
+    def cut_calls(self):
+        with self.lock:
+            return self.cuts
 
     def embed_calls(self):
         with self.lock:

@@ -158,6 +158,22 @@ def xsc(hs):
     return hs.get("x-semcache", "")
 
 
+# How long the fake holds a call that a test's time-out should cut (0.5 to
+# 3 s here): a guard only, far past any time-out it checks, so that a
+# proxy that never cuts fails the check (the fake answers then) instead of
+# hanging. It stays under the 30 s its HTTP clients wait for an answer.
+HOLD = 20.0
+
+
+def cut_seen(fake, want):
+    """Waits (a guard of 10 s) until the fake has counted want calls cut
+    by their caller (fake_upstream.py's `cuts`); True when it has."""
+    end = time.monotonic() + 10
+    while fake.cut_calls() < want and time.monotonic() < end:
+        time.sleep(0.02)
+    return fake.cut_calls() >= want
+
+
 def read_stream(port, body, headers=None):
     """(status, headers, list of parsed events, saw [DONE])."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -748,17 +764,21 @@ def test_refused_store(p, fake):
 
 
 def test_timeout(server, table, fake):
+    """A slow upstream is cut at --upstream-timeout: the fake holds the
+    call until the proxy closes it (HOLD, a guard only, else), so the 502
+    can only come from the proxy giving up, whatever the machine's speed."""
     p = Proxy(server, table, fake.url, "--upstream-timeout", "500")
-    fake.mode = "slow"
-    fake.delay = 2.0
+    fake.mode, fake.delay = "slow", HOLD
     q = "Why is my parcel so slow?"
-    t0 = time.time()
+    cuts = fake.cut_calls()
     st, hs, j = p.chat(q)
-    dt = time.time() - t0
-    check(st == 502 and j["error"]["code"] == "upstream_timeout" and
-          dt < 1.8, f"a slow upstream is 502 upstream_timeout ({st}, {dt:.2f} s)")
-    fake.mode = "ok"
-    time.sleep(2.0)
+    err = j.get("error") or {} if isinstance(j, dict) else {}
+    check(st == 502 and err.get("code") == "upstream_timeout" and
+          "within 500 ms" in err.get("message", ""),
+          f"a slow upstream is 502 upstream_timeout ({st}, {err})")
+    check(cut_seen(fake, cuts + 1),
+          "the proxy closed the slow call before the upstream answered")
+    fake.mode, fake.delay = "ok", 3.0
     n = fake.chat_calls()
     st, hs, j = p.chat(q)
     check(xsc(hs).endswith("stored=yes") and fake.chat_calls() == n + 1,
@@ -1071,17 +1091,23 @@ def test_trickle(server, table, fake):
     st, hs, j = p.chat(q, stream=False)
     check(st == 200 and xsc(hs).startswith("hit") and fake.chat_calls() == n,
           f"and it is stored ({xsc(hs)})")
-    # A plain call is bounded by the smaller of the two.
+    # A plain call is bounded by the smaller of the two: its body trickles
+    # for HOLD s (a guard only), within --upstream-timeout but far past
+    # --upstream-max-duration, so only the latter can cut it.
     p.stop()
-    p = Proxy(server, table, fake.url, "--upstream-max-duration", "1000")
-    fake.mode, fake.delay = "trickle", 0.2
-    t0 = time.time()
+    p = Proxy(server, table, fake.url, "--upstream-timeout", "600000",
+              "--upstream-max-duration", "1000")
+    fake.mode, fake.delay, fake.hold = "trickle", 0.2, HOLD
+    cuts = fake.cut_calls()
     st, hs, j = p.chat("Is a trickling plain answer cut?")
-    dt = time.time() - t0
-    check(st == 502 and j["error"]["code"] == "upstream_timeout" and dt < 4,
+    err = j.get("error") or {} if isinstance(j, dict) else {}
+    check(st == 502 and err.get("code") == "upstream_timeout" and
+          "within 1000 ms" in err.get("message", ""),
           f"a trickling plain answer is 502 upstream_timeout at "
-          f"--upstream-max-duration ({st}, {dt:.1f} s)")
-    fake.mode = "ok"
+          f"--upstream-max-duration ({st}, {err})")
+    check(cut_seen(fake, cuts + 1),
+          "the proxy closed the trickling answer before its end")
+    fake.mode, fake.hold = "ok", 3.0
     p.stop()
 
 
