@@ -7,6 +7,7 @@
  * patched nng every nng close finishes (nng 1.5.2's hang), within 25 s,
  * those the server left running past its wait included. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <math.h>
 #include <msgpack.h>
@@ -17,6 +18,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -691,21 +693,111 @@ static int make_cert(const char *path)
     return system(cmd) == 0;
 }
 
-/* The k-th (0..3) of this process's own TCP ports: 4 a process, so two
- * test_dispatch runs at once (pids next to each other) never share one. */
+/* This process's 4 TCP ports (pick_ports() fills them), each bound and
+ * released over and over by one test (test_close_under_load: 150 times).
+ * They must lie below Linux's ephemeral range (ip_local_port_range,
+ * 32768 up by default): there the kernel hands a released number to
+ * other tests' connections and free_port() calls, which then hold it when
+ * a round re-opens. */
+static int ports[4];
+
+/* The k-th (0..3) of this process's ports. */
 static int test_port(int k)
 {
-    return 20000 + ((int)getpid() % 3000) * 4 + k;
+    return ports[k];
+}
+
+/* The first port of the kernel's ephemeral range (32768 if unknown). */
+static int ephemeral_low(void)
+{
+    int lo = 0, hi = 0;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%d %d", &lo, &hi) != 2) {
+            lo = 0;
+        }
+        fclose(f);
+    }
+    return lo > 1024 ? lo : 32768;
+}
+
+/* Whether a listener could bind 127.0.0.1:port now: the kernel's answer,
+ * as free_port() asks it in the other tests, with SO_REUSEADDR as nng's
+ * listeners set it (so a port a closed round left in TIME_WAIT is free). */
+static bool port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return false;
+    }
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Fills ports[] with 4 free ports of SEMCACHE_TEST_PORTS ("LO-HI", to
+ * hold parallel runs to ranges of their own), by default of 20000 up to
+ * the ephemeral range: the first that bind from a slot of 4 picked by the
+ * pid, so two runs at once start apart and skip what another test's
+ * listener holds. False, said on stderr, when the range is malformed,
+ * reaches the ephemeral range or has fewer than 4 free ports. */
+static bool pick_ports(void)
+{
+    int eph = ephemeral_low();
+    int lo = eph > 24000 ? 20000 : 1024, hi = eph - 1;
+    const char *env = getenv("SEMCACHE_TEST_PORTS");
+    if (env != NULL && *env != '\0') {
+        char end = 0;
+        if (sscanf(env, "%d-%d%c", &lo, &hi, &end) != 2 || lo < 1024 ||
+            hi < lo + 3 || hi > 65535) {
+            fprintf(stderr,
+                    "dispatch: SEMCACHE_TEST_PORTS=%s: want LO-HI, 4 ports "
+                    "or more of 1024-65535\n",
+                    env);
+            return false;
+        }
+        if (hi >= eph) {
+            fprintf(stderr,
+                    "dispatch: SEMCACHE_TEST_PORTS=%s reaches the kernel's "
+                    "ephemeral ports (%d up): the tests' ports must lie "
+                    "below them\n",
+                    env, eph);
+            return false;
+        }
+    }
+    if (hi < lo + 3) {
+        fprintf(stderr, "dispatch: no 4 ports below the ephemeral ones (%d)\n",
+                eph);
+        return false;
+    }
+    int n = hi - lo + 1, got = 0;
+    int first = ((int)getpid() % (n / 4)) * 4;
+    for (int i = 0; i < n && got < 4; i++) {
+        int port = lo + (first + i) % n;
+        if (port_free(port)) {
+            ports[got++] = port;
+        }
+    }
+    if (got < 4) {
+        fprintf(stderr, "dispatch: only %d free ports in %d-%d, 4 needed\n",
+                got, lo, hi);
+        return false;
+    }
+    fprintf(stderr, "dispatch: TCP ports %d, %d, %d, %d (of %d-%d)\n", ports[0],
+            ports[1], ports[2], ports[3], lo, hi);
+    return true;
 }
 
 /* Over tls+tcp:// with cert (a PEM file), over tcp:// when NULL. */
 static void test_close_under_load(const char *self, const char *cert)
 {
     char url[64];
-    /* The port is bound and released 150 times, so it must lie below
-     * Linux's ephemeral range (32768 up): there the kernel hands the same
-     * number to other tests' connections and free_port() calls, which
-     * then hold it when a round re-opens. */
+    /* The port is bound and released 150 times (see ports[]). */
     snprintf(url, sizeof(url), "%s://127.0.0.1:%d",
              cert != NULL ? "tls+tcp" : "tcp",
              test_port(cert != NULL));
@@ -2133,6 +2225,9 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
         return hammer_run(argv[2]);
+    }
+    if (!pick_ports()) {
+        return 1;
     }
     test_replace_keys();
     test_error_ids();
