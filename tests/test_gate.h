@@ -42,7 +42,8 @@ static inline void test_gate_hold(void *arg)
     pthread_mutex_unlock(&g->mu);
 }
 
-/* Waits (10 s at most) until *flag (a field of g); returns it. */
+/* Waits (10 s at most: a hang guard, not a timing) until *flag (a field
+ * of g); returns it. */
 static inline bool test_gate_wait(test_gate *g, bool *flag)
 {
     struct timespec until;

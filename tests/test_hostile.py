@@ -56,8 +56,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def served(port, what, within=1.0):
-    """A fresh client connects and gets a ping answered within `within` s."""
+def served(port, what, within=5.0):
+    """A fresh client connects and gets a ping answered. `within`, the
+    client's time-out, is a hang guard, not a timing (a ping takes
+    milliseconds): it stays under the 10 s after which the server drops a
+    half-done handshake, the soonest a server held up by one would serve
+    again."""
     t0 = time.monotonic()
     try:
         with Client("127.0.0.1", port, timeout=within) as c:
@@ -66,7 +70,7 @@ def served(port, what, within=1.0):
         print(f"  ({what}: {e!r})", file=sys.stderr)
         ok = False
     el = time.monotonic() - t0
-    check(ok and el <= within, f"{what}: another client served in {el:.3f} s")
+    check(ok, f"{what}: another client served ({el:.3f} s)")
 
 
 def wait_ready(port):
@@ -216,15 +220,16 @@ def test_ipc_dropped_handshakes(path):
 
 
 def ipc_served(path, what):
+    """served() over ipc:// (its 5 s time-out a hang guard alike)."""
     t0 = time.monotonic()
     try:
-        with Client(ipc_path=path, timeout=2) as c:
+        with Client(ipc_path=path, timeout=5) as c:
             ok = c.call({"v": 1, "op": "ping"})["ok"]
     except (OSError, semcache.ProtocolError) as e:
         print(f"  ({what}: {e!r})", file=sys.stderr)
         ok = False
     el = time.monotonic() - t0
-    check(ok and el <= 2.0, f"{what}: ipc:// served in {el:.3f} s")
+    check(ok, f"{what}: ipc:// served ({el:.3f} s)")
 
 
 def test_second_server(server, path, tmp):

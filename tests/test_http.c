@@ -1179,7 +1179,9 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Seconds until the server closes fd (EOF or reset), or -1 after 8 s. */
+/* Seconds until the server closes fd (EOF or reset), or -1 after 8 s: a
+ * hang guard, not a timing, far under the front's 30 s default
+ * read_timeout_ms that a limit the front ignored would leave. */
 static double closed_after(int fd, double t0)
 {
     struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
@@ -1248,10 +1250,12 @@ static void test_read_timeout(sc_cache *cache, sc_dispatch *d)
             "head), %.2f s (idle after a response); limit 1.5 s\n",
             a, b, c);
 #ifdef SC_NNG_PATCHED
-    /* The first two are read once the kept requests are done (1.8 s). */
-    CHECK(a >= 0 && a < 6);
-    CHECK(b >= 0 && b < 6);
-    CHECK(c >= 1.3 && c < 6);
+    /* The first two are read once the kept requests are done (1.8 s).
+     * No upper bound on a machine's speed but closed_after's guard; 1.3 s,
+     * a lower one, is the idle connection's own limit. */
+    CHECK(a >= 0);
+    CHECK(b >= 0);
+    CHECK(c >= 1.3);
 #endif
     close(silent);
     close(half);
@@ -2022,6 +2026,8 @@ static void test_close_under_load(sc_cache *cache, sc_dispatch *d)
         usleep(150 * 1000);
         double t0 = now_s();
         sc_http_close(h);
+        /* 5 s, a hang guard (a close takes milliseconds): a close that
+         * waited out a connection's 30 s read time-out counts. */
         slow += now_s() - t0 > 5.0;
         atomic_store(&load_stop, 1);
         for (int i = 0; i < 12; i++) {

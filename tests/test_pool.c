@@ -87,7 +87,8 @@ static void gate(state *st, bool open)
     pthread_mutex_unlock(&st->mu);
 }
 
-/* Waits (10 s at most) until n jobs have begun to run. */
+/* Waits (10 s at most: a hang guard, not a timing) until n jobs have
+ * begun to run. */
 static bool wait_running(state *st, int n)
 {
     struct timespec until;

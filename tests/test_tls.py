@@ -136,6 +136,7 @@ def run(port, tport, cert, pid):
             pc.ping()
     except Exception as err:  # a reset, EOF or time-out: any is clean
         why = type(err).__name__
+    # 5 s: a hang guard (the client's own 2 s time-outs end it sooner).
     check(why is not None and time.monotonic() - t0 < 5,
           f"a plain-TCP client on the TLS port fails promptly ({why})")
     served(port, "while a plain client hit the TLS port")
