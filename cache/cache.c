@@ -154,6 +154,9 @@ typedef struct ns {
     sc_heap expiry;
     uint64_t entries, bytes, quarantined;
     sc_cache_stats st; /* counters; the "now" fields are filled on read */
+    /* What its scopes' closed indexes counted (ivf_abandoned), shared
+     * with their closes, which may end after the namespace is gone. */
+    struct ix_tally *gone_ix;
     /* The embedder, when it keeps statistics of each scope's texts (for
      * its rescore: per scope, so that one tenant's texts never move
      * another's similarities). */
@@ -592,40 +595,97 @@ static sc_err scope_get(const sc_cache *c, ns *s, const char *name, size_t len,
     return SC_OK;
 }
 
+/* What a namespace's closed indexes counted: IVF trainings abandoned.
+ * An index's count is read as its scope goes and again once its close
+ * has waited for its training in flight, which may still be abandoned
+ * meanwhile; the namespace may be dropped by then, so the count lives
+ * here, freed by the last of the namespace and its indexes' closes. */
+typedef struct ix_tally {
+    _Atomic uint64_t abandoned;
+    atomic_uint refs;
+} ix_tally;
+
+static ix_tally *tally_new(void)
+{
+    ix_tally *t = malloc(sizeof(*t));
+    if (t != NULL) {
+        atomic_init(&t->abandoned, 0);
+        atomic_init(&t->refs, 1);
+    }
+    return t;
+}
+
+static void tally_unref(ix_tally *t)
+{
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
+        free(t);
+    }
+}
+
+/* Adds to t what ix counted beyond the `counted` read before, as ix's
+ * close leaves it (a training past its last step when the close came ends
+ * and counts), and frees ix. */
+static void close_counted(sc_index *ix, ix_tally *t, uint64_t counted)
+{
+    sc_index_train_stats ts;
+    if (sc_index_close_stats(ix, &ts) == SC_OK && ts.abandoned > counted) {
+        atomic_fetch_add_explicit(&t->abandoned, ts.abandoned - counted,
+                                  memory_order_relaxed);
+    }
+}
+
 /* The indexes of the scopes this thread freed, closed once it releases
  * c->lock (cache_unlock): an IVF index's close waits for its training in
  * flight to stop at its next step (a k-means iteration, a block of adds:
  * up to some 0.3 s at 200,000 x 384), and under the lock every
  * namespace would wait (a writer queued on it stops new readers). Kept
  * per thread, so that the request that freed a scope waits for its close,
- * never another one that happens to release the lock next. */
+ * never another one that happens to release the lock next. Each with its
+ * namespace's tally (a reference) and what the tally has of it. */
+typedef struct late_ix {
+    sc_index *ix;
+    ix_tally *tally;
+    uint64_t counted;
+} late_ix;
+
 static _Thread_local struct {
-    sc_index **a;
+    late_ix *a;
     size_t n, cap;
 } late;
 
-/* Under c->lock (and maybe more): ix is closed by this thread's next
- * cache_unlock, or at once when there is no memory to keep it. */
-static void close_later(sc_index *ix)
+/* ns->mu held, under c->lock: ix (not NULL) leaves s. What its trainings
+ * came to counts in s's tally now, and what they come to by its close
+ * (this thread's next cache_unlock, or at once when there is no memory to
+ * keep it) then. */
+static void close_later(ns *s, sc_index *ix)
 {
+    sc_index_train_stats ts;
+    uint64_t counted = 0;
+    if (sc_index_get_train_stats(ix, &ts) == SC_OK) {
+        counted = ts.abandoned;
+        atomic_fetch_add_explicit(&s->gone_ix->abandoned, counted,
+                                  memory_order_relaxed);
+    }
     if (late.n == late.cap) {
         size_t cap = late.cap != 0 ? 2 * late.cap : 8;
-        sc_index **a = realloc(late.a, cap * sizeof(*a));
+        late_ix *a = realloc(late.a, cap * sizeof(*a));
         if (a == NULL) {
-            sc_index_close(ix);
+            close_counted(ix, s->gone_ix, counted);
             return;
         }
         late.a = a;
         late.cap = cap;
     }
-    late.a[late.n++] = ix;
+    atomic_fetch_add_explicit(&s->gone_ix->refs, 1, memory_order_relaxed);
+    late.a[late.n++] = (late_ix){ix, s->gone_ix, counted};
 }
 
 /* With no cache lock held: closes the indexes close_later kept. */
 static void close_late(void)
 {
     for (size_t i = 0; i < late.n; i++) {
-        sc_index_close(late.a[i]);
+        close_counted(late.a[i].ix, late.a[i].tally, late.a[i].counted);
+        tally_unref(late.a[i].tally);
     }
     late.n = 0;
     free(late.a);
@@ -639,16 +699,6 @@ static void cache_unlock(sc_cache *c)
     pthread_rwlock_unlock(&c->lock);
     if (late.n > 0) {
         close_late();
-    }
-}
-
-/* ns->mu held: what ix's trainings came to stays in the namespace's
- * counters once ix goes (IVF only: other backends have none). */
-static void keep_train_stats(ns *s, sc_index *ix)
-{
-    sc_index_train_stats ts;
-    if (ix != NULL && sc_index_get_train_stats(ix, &ts) == SC_OK) {
-        s->st.ivf_abandoned += ts.abandoned;
     }
 }
 
@@ -666,16 +716,16 @@ static void scope_maybe_free(ns *s, scope *sc)
     if (sc->entries > 0) {
         if (sc->ix != NULL && sc_index_count(sc->ix) == 0 &&
             !sc_index_trained(sc->ix)) {
-            keep_train_stats(s, sc->ix);
-            close_later(sc->ix);
+            close_later(s, sc->ix);
             sc->ix = NULL;
             own_bytes_sync(s, sc);
         }
         return;
     }
     sc_htab_remove(&s->scopes, &sc->node);
-    keep_train_stats(s, sc->ix);
-    close_later(sc->ix);
+    if (sc->ix != NULL) {
+        close_later(s, sc->ix);
+    }
     if (sc->stats != NULL) {
         s->stats_em->stats_free(s->stats_em->arg, sc->stats);
         stats_bytes_set(s, sc, 0);
@@ -1166,6 +1216,7 @@ static void ns_free(sc_cache *c, ns *s)
     sc_htab_fini(&s->scopes);
     sc_htab_fini(&s->exact);
     sc_htab_fini(&s->ids);
+    tally_unref(s->gone_ix);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -1461,6 +1512,9 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     if (sc_htab_init(&s->scopes) != SC_OK) {
         goto fail_scopes;
     }
+    if ((s->gone_ix = tally_new()) == NULL) {
+        goto fail_tally;
+    }
     if (c->cfg.embedder != NULL && c->cfg.embedder->stats_new != NULL) {
         s->stats_em = c->cfg.embedder;
     }
@@ -1515,6 +1569,8 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
 
 fail_locked:
     cache_unlock(c);
+    tally_unref(s->gone_ix);
+fail_tally:
     sc_htab_fini(&s->scopes);
 fail_scopes:
     sc_htab_fini(&s->exact);
@@ -3545,9 +3601,10 @@ static void add_stats(sc_cache *c, ns *s, void *arg)
     (void)c;
     sc_cache_stats *o = arg;
     pthread_mutex_lock(&s->mu);
-    /* The scopes' indexes open now; keep_train_stats has the others. */
+    /* The scopes' indexes open now; the tally has the others. */
     sc_htab_each(&s->scopes, add_train_stats, o);
-    o->ivf_abandoned += s->st.ivf_abandoned;
+    o->ivf_abandoned +=
+        atomic_load_explicit(&s->gone_ix->abandoned, memory_order_relaxed);
     const sc_cache_stats *t = &s->st;
     o->namespaces++;
     o->lookups += t->lookups;

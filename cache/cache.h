@@ -559,7 +559,9 @@ typedef struct sc_cache_stats {
     uint64_t scopes;      /* now */
     /* IVF trainings abandoned (too few live vectors at their copy; the
      * next trigger tries again): sc_index_get_train_stats's abandoned,
-     * of the scopes' indexes open now and of those closed before. */
+     * of the scopes' indexes open now and of those closed before (one
+     * abandoned while its index's close waited for it included, counted
+     * once that close returns). */
     uint64_t ivf_abandoned;
     uint64_t hist[SC_CACHE_HIST_BINS];
 } sc_cache_stats;

@@ -252,6 +252,21 @@ void sc_index_close(sc_index *ix)
     free(ix);
 }
 
+sc_err sc_index_close_stats(sc_index *ix, sc_index_train_stats *out)
+{
+    if (ix == NULL || out == NULL) {
+        sc_index_close(ix);
+        return SC_EINVAL;
+    }
+    memset(out, 0, sizeof(*out));
+    if (ix->be->stop != NULL) {
+        ix->be->stop(ix->state);
+    }
+    sc_err rc = sc_index_get_train_stats(ix, out);
+    sc_index_close(ix);
+    return rc;
+}
+
 /* Checks v and writes v / |v| to out. The norm is summed in double so that
  * large or tiny components neither overflow nor lose the result. */
 static sc_err normalise(const float *v, uint32_t dim, float *out)

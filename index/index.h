@@ -127,6 +127,9 @@ typedef struct sc_index_backend {
     sc_err (*train)(void *state);
     int (*trained)(const void *state);
     sc_err (*train_stats)(void *state, sc_index_train_stats *out);
+    /* Optional (NULL: nothing to stop): cancels a training in flight and
+     * waits for it to end, before close; the state is then only closed. */
+    void (*stop)(void *state);
     sc_err (*set_nprobe)(void *state, uint32_t nprobe);
     sc_err (*save)(void *state, const char *path);
     sc_err (*load)(const sc_index_params *p, const char *path, void **state);
@@ -155,6 +158,15 @@ sc_err sc_index_open(const sc_index_params *p, sc_index **out);
  * step: a copy or replay step, a k-means iteration, a block of adds) and
  * waited for. */
 void sc_index_close(sc_index *ix);
+
+/* Frees ix as sc_index_close does, and fills *out (not NULL) with its
+ * train stats as they stand once a training in flight has ended: one that
+ * the close cancelled, or one that came to its end before it could (an
+ * abandonment counted after an earlier sc_index_get_train_stats, which a
+ * caller keeping counts past the index would miss otherwise). Returns
+ * what sc_index_get_train_stats would (SC_ENOTSUP: *out zeroed); ix is
+ * freed whatever it returns. */
+sc_err sc_index_close_stats(sc_index *ix, sc_index_train_stats *out);
 
 /* Copies vec (dim floats), normalised, under id. Errors: SC_ENONFINITE,
  * SC_EZEROVEC, SC_EEXIST (id present: remove it first), SC_ENOMEM. On

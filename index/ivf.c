@@ -287,13 +287,20 @@ static void join_training(ivf *v)
     pthread_mutex_unlock(&v->tmu);
 }
 
+/* A training in flight stops at its next step (cancelled): its work would
+ * be thrown away. One past its last step ends as it would have (trained,
+ * abandoned or failed), and is counted. */
+static void ivf_stop(void *state)
+{
+    ivf *v = state;
+    atomic_store(&v->cancel, 1);
+    join_training(v);
+}
+
 static void ivf_close(void *state)
 {
     ivf *v = state;
-    /* A training in flight stops at its next step (cancelled): its work
-     * would be thrown away. */
-    atomic_store(&v->cancel, 1);
-    join_training(v);
+    ivf_stop(v);
     if (v->fx != NULL) {
         faiss_Index_free(v->fx);
     }
@@ -2017,9 +2024,9 @@ static sc_err ivf_load_training(void *state, const char *path)
     .search = ivf_search, .search_batch = ivf_search_batch,                    \
     .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
     .train = ivf_train, .trained = ivf_trained,                                \
-    .train_stats = ivf_train_stats, .set_nprobe = ivf_set_nprobe,              \
-    .save = ivf_save, .load = load_fn, .save_training = ivf_save_training,     \
-    .load_training = ivf_load_training
+    .train_stats = ivf_train_stats, .stop = ivf_stop,                          \
+    .set_nprobe = ivf_set_nprobe, .save = ivf_save, .load = load_fn,           \
+    .save_training = ivf_save_training, .load_training = ivf_load_training
 
 const sc_index_backend sc_index_ivf_flat_backend = {
     .name = "ivf-flat",

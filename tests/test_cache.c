@@ -3686,6 +3686,106 @@ static void test_ivf_abandoned_counted(void)
     sc_cache_close(c);
 }
 
+/* A training abandoned between the read of its index's counts, as its
+ * scope goes, and the index's close, which a request makes once it has let
+ * the cache's lock go: counted all the same. The training hook deletes
+ * all but one of the 700 entries that began it; the step hook, after its
+ * copy (1 row: abandoned at its end), tells the test thread, which deletes
+ * the last one (the scope goes, and its close waits for the training),
+ * and lets the copy end only once the scope is gone. drop: the test
+ * thread drops the namespace instead; the close then counts into what
+ * the namespace left (no leak, no use after free under ASan), and a new
+ * namespace of its name starts from 0. */
+typedef struct late_arg {
+    sc_cache *c;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int copied;
+} late_arg;
+
+/* Scopes of ns; 0 once it is gone. */
+static uint64_t scopes_of(sc_cache *c, const char *ns)
+{
+    sc_cache_stats st;
+    return sc_cache_stats_get(c, ns, &st) == SC_OK ? st.scopes : 0;
+}
+
+static void hold_copy_end(void *arg)
+{
+    late_arg *l = arg;
+    pthread_mutex_lock(&l->mu);
+    l->copied = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    for (int w = 0; w < 20000 && scopes_of(l->c, "v") != 0; w++) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void test_ivf_abandoned_at_close(int drop)
+{
+    enum { TM = 700 };
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    sc_cache_ns_config_init(&cfg);
+    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
+    cfg.nlist = 16;
+    cfg.nprobe = 16;
+    cfg.train_min = TM;
+    cfg.threshold = 0.80f;
+    cfg.auto_threshold = false;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    uint64_t seed = 11;
+    float *centres = malloc(30 * BD * sizeof(float));
+    float *vec = malloc(BD * sizeof(float));
+    uint64_t ids[TM];
+    for (int k = 0; k < 30; k++) {
+        for (int j = 0; j < BD; j++) {
+            centres[k * BD + j] = brand(&seed);
+        }
+        bunit(centres + k * BD);
+    }
+    late_arg l = {.c = c, .copied = 0};
+    pthread_mutex_init(&l.mu, NULL);
+    pthread_cond_init(&l.cv, NULL);
+    thin_arg t = {c, ids, 1, TM};
+    sc_index_set_training_hook(thin_entries, &t);
+    sc_index_set_training_step_hook(hold_copy_end, &l);
+    for (int i = 0; i < TM; i++) {
+        bvec(centres, i, &seed, vec);
+        CHECK_EQ_INT(bput(c, "v", vec, i, 0, &ids[i]), SC_OK);
+    }
+    pthread_mutex_lock(&l.mu);
+    while (!l.copied) {
+        pthread_cond_wait(&l.cv, &l.mu);
+    }
+    pthread_mutex_unlock(&l.mu);
+    CHECK_EQ_INT(abandoned_of(c, "v"), 0);
+    /* The last entry, or the namespace: the scope goes, and its index's
+     * close waits for the training, which the step hook lets go once the
+     * scope is gone. */
+    if (drop) {
+        CHECK_EQ_INT(sc_cache_ns_drop(c, "v"), SC_OK);
+        CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    } else {
+        CHECK_EQ_INT(sc_cache_delete(c, ids[0]), SC_OK);
+    }
+    sc_index_set_training_step_hook(NULL, NULL);
+    sc_index_set_training_hook(NULL, NULL);
+    CHECK_EQ_INT(scopes_of(c, "v"), 0);
+    CHECK_EQ_INT(abandoned_of(c, "v"), drop ? 0 : 1);
+    CHECK_EQ_INT(abandoned_of(c, NULL), drop ? 0 : 1);
+    pthread_cond_destroy(&l.cv);
+    pthread_mutex_destroy(&l.mu);
+    free(centres);
+    free(vec);
+    sc_cache_close(c);
+}
+
 static void test_backends(void)
 {
     int faiss = sc_index_backend_available("ivf-flat");
@@ -4108,6 +4208,8 @@ int main(void)
     test_replace_too_big();
     test_backends();
     test_ivf_abandoned_counted();
+    test_ivf_abandoned_at_close(0);
+    test_ivf_abandoned_at_close(1);
     test_drop_while_training(0);
     test_drop_while_training(1);
     test_flush_close_not_shared();

@@ -1372,8 +1372,13 @@ static void test_auto_retry_abandoned(void)
     CHECK(sc_index_trained(t.ix));
     CHECK(st.faiss_rows == TM);
     check_same(t.ix, t.flat, "trained again by the next trigger");
-    sc_index_close(t.ix);
-    sc_index_close(t.flat);
+    /* The close hands over the counts as they end; flat has none. */
+    memset(&st, 0xff, sizeof(st));
+    CHECK(sc_index_close_stats(t.ix, &st) == SC_OK);
+    CHECK(st.trainings == 1 && st.abandoned == 1 && st.failed == 0);
+    memset(&st, 0xff, sizeof(st));
+    CHECK(sc_index_close_stats(t.flat, &st) == SC_ENOTSUP);
+    CHECK(st.trainings == 0 && st.abandoned == 0 && st.faiss_rows == 0);
 }
 
 /* Closing an index cancels its training in flight rather than waiting for
