@@ -1067,7 +1067,7 @@ static sc_err edit_ns_config(sc_ns_config *cfg, void *arg)
 
 static void pack_stats(msgpack_packer *pk, const sc_cache_stats *s)
 {
-    msgpack_pack_map(pk, 18);
+    msgpack_pack_map(pk, 19);
     put_uint_kv(pk, "namespaces", s->namespaces);
     put_uint_kv(pk, "lookups", s->lookups);
     put_uint_kv(pk, "exact_hits", s->exact_hits);
@@ -1085,6 +1085,8 @@ static void pack_stats(msgpack_packer *pk, const sc_cache_stats *s)
     put_uint_kv(pk, "entries", s->entries);
     put_uint_kv(pk, "bytes", s->bytes);
     put_uint_kv(pk, "scopes", s->scopes);
+    /* As /metrics' semcache_ivf_trainings_abandoned_total. */
+    put_uint_kv(pk, "ivf_trainings_abandoned", s->ivf_abandoned);
     /* Only the bins that saw a lookup: [lo, hi, count]; bin 0 (no
      * candidate) has lo = hi = NaN, sent as nil. */
     mp_put_key(pk, "histogram");

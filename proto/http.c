@@ -1359,7 +1359,7 @@ static json_t *stats_json(const sc_cache_stats *s)
 {
     json_t *o = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
-        "s:I}",
+        "s:I,s:I}",
         "namespaces", (json_int_t)s->namespaces, "lookups",
         (json_int_t)s->lookups, "exact_hits", (json_int_t)s->exact_hits,
         "semantic_hits", (json_int_t)s->semantic_hits, "misses",
@@ -1370,7 +1370,8 @@ static json_t *stats_json(const sc_cache_stats *s)
         (json_int_t)s->evictions, "flushed", (json_int_t)s->flushed,
         "false_hits", (json_int_t)s->false_hits, "quarantined",
         (json_int_t)s->quarantined, "entries", (json_int_t)s->entries, "bytes",
-        (json_int_t)s->bytes, "scopes", (json_int_t)s->scopes);
+        (json_int_t)s->bytes, "scopes", (json_int_t)s->scopes,
+        "ivf_trainings_abandoned", (json_int_t)s->ivf_abandoned);
     json_t *hist = json_array();
     for (unsigned b = 0; o != NULL && hist != NULL && b < SC_CACHE_HIST_BINS;
          b++) {

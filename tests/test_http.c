@@ -1907,6 +1907,180 @@ static void test_report(sc_cache *cache)
     CHECK_EQ_INT(sc_http_status_of("not_supported"), 501);
 }
 
+/* The IVF trainings a namespace abandoned, in every stats reply: the nng
+ * op's msgpack (sc_dispatch_handle), POST /v1/stats's JSON, /report's and
+ * /metrics, for the namespace and in all, as sc_cache_stats_get counts
+ * them: 1 with FAISS (an automatic training of 700 entries, nlist 16,
+ * whose hook deletes 400 of them before its copy: 300 left, under 39 x
+ * 16), the field 0 without FAISS. */
+typedef struct thin_arg {
+    sc_cache *c;
+    const uint64_t *ids;
+    int from, to;
+} thin_arg;
+
+static void thin_entries(void *arg)
+{
+    thin_arg *t = arg;
+    for (int i = t->from; i < t->to; i++) {
+        CHECK_EQ_INT(sc_cache_delete(t->c, t->ids[i]), SC_OK);
+    }
+}
+
+/* The uint result[key] of d's reply to the nng stats op of ns (NULL: all),
+ * or -1 when the reply holds none. */
+static long long nng_stats_field(sc_dispatch *d, const char *ns,
+                                 const char *key)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, ns != NULL ? 3 : 2);
+    mp_put_key(&pk, "v");
+    msgpack_pack_uint32(&pk, 1);
+    mp_put_key(&pk, "op");
+    mp_put_str(&pk, "stats");
+    if (ns != NULL) {
+        mp_put_key(&pk, "ns");
+        mp_put_str(&pk, ns);
+    }
+    uint8_t *rep = NULL;
+    size_t rl = 0;
+    CHECK(sc_dispatch_handle(d, (const uint8_t *)sb.data, sb.size, &rep, &rl) ==
+          0);
+    msgpack_sbuffer_destroy(&sb);
+    long long got = -1;
+    mp_reader r;
+    mp_reader_init(&r, rep, rl);
+    uint32_t n, m, kn;
+    const char *k;
+    if (rep != NULL && mp_read_map(&r, &n) == 0) {
+        for (uint32_t i = 0; i < n && mp_read_str(&r, &k, &kn) == 0; i++) {
+            if (kn != 6 || memcmp(k, "result", 6) != 0) {
+                if (mp_skip(&r) != 0) {
+                    break;
+                }
+                continue;
+            }
+            if (mp_read_map(&r, &m) != 0) {
+                break;
+            }
+            for (uint32_t j = 0; j < m && mp_read_str(&r, &k, &kn) == 0; j++) {
+                uint64_t u;
+                if (kn == strlen(key) && memcmp(k, key, kn) == 0 &&
+                    mp_read_uint(&r, &u) == 0) {
+                    got = (long long)u;
+                    break;
+                }
+                if (mp_skip(&r) != 0) {
+                    break;
+                }
+            }
+            break;
+        }
+    }
+    free(rep);
+    return got;
+}
+
+/* result[key] of POST /v1/stats for ns (NULL: all), or -1 when absent. */
+static long long http_stats_field(const char *ns, const char *key)
+{
+    char body[160];
+    if (ns != NULL) {
+        snprintf(body, sizeof(body), "{\"ns\":\"%s\"}", ns);
+    } else {
+        snprintf(body, sizeof(body), "{}");
+    }
+    int status;
+    json_t *j = post("stats", body, &status);
+    CHECK_EQ_INT(status, 200);
+    json_t *v = json_object_get(json_object_get(j, "result"), key);
+    long long got = json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+    json_decref(j);
+    return got;
+}
+
+static void test_stats_ivf_abandoned(sc_cache *cache, sc_dispatch *d)
+{
+    enum { TM = 700, VD = 16 };
+    static const char key[] = "ivf_trainings_abandoned";
+    const char *ns = "faq";
+    int faiss = sc_index_backend_available("ivf-flat");
+    if (faiss) {
+        ns = "ivfab";
+        sc_ns_config cfg;
+        sc_cache_ns_config_init(&cfg);
+        snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
+        cfg.nlist = 16;
+        cfg.train_min = TM;
+        CHECK_EQ_INT(sc_cache_ns_create(cache, ns, &cfg), SC_OK);
+        uint64_t ids[TM];
+        uint64_t seed = 5;
+        thin_arg t = {cache, ids, 300, TM};
+        sc_index_set_training_hook(thin_entries, &t);
+        for (int i = 0; i < TM; i++) {
+            float v[VD];
+            for (int j = 0; j < VD; j++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                v[j] = (float)((double)(seed >> 11) / 9007199254740992.0 - 0.5);
+            }
+            char resp[16];
+            snprintf(resp, sizeof(resp), "r%d", i);
+            sc_cache_item it;
+            memset(&it, 0, sizeof(it));
+            it.vec = v;
+            it.dim = VD;
+            it.response = resp;
+            it.response_len = strlen(resp);
+            CHECK_EQ_INT(sc_cache_insert(cache, ns, &it, &ids[i]), SC_OK);
+        }
+        sc_cache_stats st = {0};
+        for (int w = 0; w < 2000 && st.ivf_abandoned == 0; w++) {
+            struct timespec ts = {0, 5 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            CHECK_EQ_INT(sc_cache_stats_get(cache, ns, &st), SC_OK);
+        }
+        sc_index_set_training_hook(NULL, NULL);
+    }
+    sc_cache_stats one, all;
+    CHECK_EQ_INT(sc_cache_stats_get(cache, ns, &one), SC_OK);
+    CHECK_EQ_INT(sc_cache_stats_get(cache, NULL, &all), SC_OK);
+    CHECK_EQ_INT(one.ivf_abandoned, faiss ? 1 : 0);
+    CHECK_EQ_INT(all.ivf_abandoned, one.ivf_abandoned);
+    CHECK_EQ_INT(nng_stats_field(d, ns, key), (long long)one.ivf_abandoned);
+    CHECK_EQ_INT(nng_stats_field(d, NULL, key), (long long)all.ivf_abandoned);
+    CHECK_EQ_INT(http_stats_field(ns, key), (long long)one.ivf_abandoned);
+    CHECK_EQ_INT(http_stats_field(NULL, key), (long long)all.ivf_abandoned);
+
+    resp r;
+    CHECK(http("GET", "/report", NULL, &r) == 0);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    json_t *o = json_object_get(json_object_get(j, "namespaces"), ns);
+    json_t *v = json_object_get(o, key);
+    CHECK(json_is_integer(v) &&
+          json_integer_value(v) == (json_int_t)one.ivf_abandoned);
+    v = json_object_get(json_object_get(j, "total"), key);
+    CHECK(json_is_integer(v) &&
+          json_integer_value(v) == (json_int_t)all.ivf_abandoned);
+    json_decref(j);
+    resp_free(&r);
+
+    char label[64];
+    snprintf(label, sizeof(label), "ns=\"%s\"", ns);
+    CHECK(http("GET", "/metrics", NULL, &r) == 0);
+    prom p;
+    CHECK_EQ_INT(prom_check(r.body, &p), 0);
+    CHECK(prom_get(&p, "semcache_ivf_trainings_abandoned_total", label) ==
+          (double)one.ivf_abandoned);
+    free(p.s);
+    resp_free(&r);
+    if (faiss) {
+        CHECK_EQ_INT(sc_cache_ns_drop(cache, ns), SC_OK);
+    }
+}
+
 /* A second front with hooks: /report from the hook, /metrics refused when
  * the hook fails; and a second open of a taken address fails cleanly. */
 static void test_hooks(sc_cache *cache, sc_dispatch *d)
@@ -3194,6 +3368,7 @@ int main(void)
     test_concurrent();
     test_metrics(cache, h);
     test_report(cache);
+    test_stats_ivf_abandoned(cache, d);
     test_hooks(cache, d);
     test_read_timeout(cache, d);
     test_conn_cap(cache, d);
