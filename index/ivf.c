@@ -108,10 +108,13 @@ typedef struct ivf {
     sc_idmap map;   /* id -> slot */
     u32vec freel;   /* S_FREE slots below n */
     u32vec pend;    /* S_DEAD slots: tombstones, maybe still in FAISS */
-    /* Times S_DEAD slots were freed for reuse: an exact scan that let sw
-     * go meanwhile may hold one of them as a candidate, now another row
-     * (exact_resumed). */
+    /* Times S_DEAD slots were freed for reuse (free_slot): an exact scan
+     * that let sw go meanwhile may hold one of them as a candidate, now
+     * another row (exact_resumed). freed: slot -> the low 32 bits of
+     * reclaims when it was last freed (0: never), so that the scan starts
+     * over only when one of its own candidates was freed. */
     uint64_t reclaims;
+    uint32_t *freed;
     u32vec tlog;    /* slots added while a training runs */
     FaissIndex *fx; /* NULL until trained */
     size_t trained_n;
@@ -311,6 +314,7 @@ static void ivf_close(void *state)
     free(v->ids);
     free(v->state);
     free(v->inc);
+    free(v->freed);
     free(v->freel.a);
     free(v->pend.a);
     free(v->tlog.a);
@@ -346,6 +350,12 @@ static sc_err grow(ivf *v)
     }
     memset(inc + v->cap, 0, nc - v->cap);
     v->inc = inc;
+    uint32_t *fr = realloc(v->freed, nc * sizeof(*fr));
+    if (fr == NULL) {
+        return SC_ENOMEM;
+    }
+    memset(fr + v->cap, 0, (nc - v->cap) * sizeof(*fr));
+    v->freed = fr;
     v->cap = nc;
     return SC_OK;
 }
@@ -378,6 +388,18 @@ static sc_err fx_add_slot(ivf *v, FaissIndex *fx, uint32_t slot)
 {
     int64_t lab = slot;
     return fx_add_serial(v, fx, 1, v->rows + (size_t)slot * v->stride, &lab);
+}
+
+/* Frees tombstone s for reuse, in the round of reclaims that is
+ * v->reclaims + 1 (the caller counts it once it has freed them all).
+ * Under sw for writing. */
+static void free_slot(ivf *v, uint32_t s)
+{
+    v->state[s] = S_FREE;
+    v->freed[s] = (uint32_t)(v->reclaims + 1);
+    /* The free list has room: every pending slot was once below n. On a
+     * failure the slot is not reusable, but never served: it is S_FREE. */
+    (void)vec_push(&v->freel, s);
 }
 
 /* Removes every pending tombstone from FAISS in one pass over the lists
@@ -413,13 +435,8 @@ static sc_err flush_removals(ivf *v)
             return rc;
         }
     }
-    /* The free list has room: every pending slot was once below n. */
     for (size_t i = 0; i < v->pend.n; i++) {
-        uint32_t s = v->pend.a[i];
-        v->state[s] = S_FREE;
-        if (vec_push(&v->freel, s) != SC_OK) {
-            /* Not reusable then, but never served: it is S_FREE. */
-        }
+        free_slot(v, v->pend.a[i]);
     }
     v->pend.n = 0;
     v->reclaims++;
@@ -795,8 +812,7 @@ static sc_err swap_in(ivf *v, FaissIndex *fx, size_t done, FaissIndex **old)
         if (v->inc[s] == I_NEW) {
             v->pend.a[keep++] = s;
         } else {
-            v->state[s] = S_FREE;
-            (void)vec_push(&v->freel, s);
+            free_slot(v, s);
         }
     }
     v->reclaims += keep < v->pend.n;
@@ -1095,7 +1111,7 @@ static sc_err ivf_remove(void *state, uint64_t id)
     /* A tombstone, untrained too: an exact scan paused meanwhile may hold
      * the slot as a candidate, and a slot reused at once would give it
      * another row under the same slot. flush_removals frees tombstones in
-     * batches (exact_resumed: the scan then starts over). */
+     * batches (exact_resumed: a scan that collected one starts over). */
     if ((rc = vec_push(&v->pend, slot)) != SC_OK) {
         goto out;
     }
@@ -1143,10 +1159,11 @@ static size_t ivf_count(const void *state)
     return n;
 }
 
-/* Our part of a slot: the f32 row, the id, the state and inc flags. */
+/* Our part of a slot: the f32 row, the id, the state and inc flags, the
+ * round it was last freed in. */
 static size_t slot_bytes(size_t stride)
 {
-    return stride * sizeof(float) + sizeof(uint64_t) + 2;
+    return stride * sizeof(float) + sizeof(uint64_t) + 2 + sizeof(uint32_t);
 }
 
 /* FAISS's part of a vector once trained: its code in an inverted list (an
@@ -1287,7 +1304,9 @@ typedef struct exact_pass {
     float threshold;
     cand *top; /* query i's best, sorted: top[i * k ..], nt[i] */
     unsigned *nt;
-    uint64_t reclaims; /* v->reclaims when the pass began (or began over) */
+    /* v->reclaims when the pass began (or began over) or last resumed:
+     * every candidate was live then, in the row it was scored on. */
+    uint64_t reclaims;
 } exact_pass;
 
 static size_t exact_begin(sc_pass *sp)
@@ -1328,23 +1347,35 @@ static void exact_scan(sc_pass *sp, size_t lo, size_t hi)
 
 /* After a pause: a candidate removed meanwhile (a tombstone now) would be
  * answered, or leave the answer short once dropped; one whose slot was
- * freed meanwhile may now be another row. Either way the pass starts over.
- * Rows added meanwhile go past end, or into slots freed before the pass
- * began, which it may or may not have passed: they may be missed. */
+ * freed meanwhile (in one of the rounds of reclaims after e->reclaims) may
+ * now be another row. Either way the pass starts over. Tombstones freed
+ * that it did not collect change nothing it holds: it goes on (it started
+ * over at every round of reclaims, and past 1,500 removes/s at 20,000 x
+ * 1000 ran out of restarts and held the locks to its end). Rows added
+ * meanwhile go past end, or into slots freed before, which it may or may
+ * not have passed: they may be missed. */
 static bool exact_resumed(sc_pass *sp)
 {
     exact_pass *e = (exact_pass *)sp;
     const ivf *v = e->v;
-    if (v->reclaims != e->reclaims) {
-        return false;
+    uint64_t rounds = v->reclaims - e->reclaims;
+    if (rounds >= UINT32_MAX) {
+        return false; /* freed[]'s 32 bits cannot tell them apart */
     }
+    /* Slot s was freed in one of those rounds when freed[s] is one of
+     * e->reclaims + 1 .. e->reclaims + rounds (mod 2^32). A slot never
+     * freed (0) may seem one after 2^32 rounds: a restart too many. */
+    uint32_t after = (uint32_t)e->reclaims + 1;
     for (size_t i = 0; i < e->nq; i++) {
         for (unsigned j = 0; j < e->nt[i]; j++) {
-            if (v->state[e->top[i * e->k + j].slot] != S_LIVE) {
+            uint32_t s = e->top[i * e->k + j].slot;
+            if (v->state[s] != S_LIVE ||
+                (uint32_t)(v->freed[s] - after) < rounds) {
                 return false;
             }
         }
     }
+    e->reclaims = v->reclaims;
     return true;
 }
 
@@ -1992,8 +2023,7 @@ static sc_err ivf_load_training(void *state, const char *path)
     free(lab);
     if (rc == SC_OK) {
         for (size_t i = 0; i < v->pend.n; i++) {
-            v->state[v->pend.a[i]] = S_FREE;
-            (void)vec_push(&v->freel, v->pend.a[i]);
+            free_slot(v, v->pend.a[i]);
         }
         v->reclaims += v->pend.n > 0;
         v->pend.n = 0;

@@ -995,15 +995,16 @@ static void test_bytes_vector(void)
             CHECK(vb >= 3 * VD + 4);
         }
         /* What docs/CONFIG.md says an IVF vector counts ("What an IVF
-         * vector counts"): our padded f32 row, id and two flag bytes, two id-map
-         * slots of 13 bytes, and FAISS's code and label twice over (its
-         * lists' capacity bound). Others count as their index says. */
+         * vector counts"): our padded f32 row, id, two flag bytes and the
+         * 4 of its slot's freeing round, two id-map slots of 13 bytes, and
+         * FAISS's code and label twice over (its lists' capacity bound).
+         * Others count as their index says. */
         uint64_t want = vb;
         if (kinds[k].backend[0] != '\0') {
             uint64_t code = strcmp(kinds[k].backend, "ivf-sq8") == 0
                                 ? VD
                                 : VD * sizeof(float);
-            want = VD * sizeof(float) + 8 + 2 + 2 * 13 + 2 * (code + 8);
+            want = VD * sizeof(float) + 8 + 2 + 4 + 2 * 13 + 2 * (code + 8);
             CHECK_EQ_INT(vb, want);
         }
         uint64_t entry = stats(c, "v").bytes;
