@@ -256,6 +256,22 @@ void sc_index_set_training_hook(void (*fn)(void *arg), void *arg);
  * FAISS it is never called. */
 void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg);
 
+/* Tests only: the points of a background IVF training that
+ * sc_index_set_training_event_hook reports. */
+typedef enum sc_index_train_event {
+    /* On the training's thread, in each replay round it holds the
+     * index's lock for writing (once adds outpace the read-held rounds),
+     * while it holds it, before the round's add. */
+    SC_TRAIN_EV_HELD
+} sc_index_train_event;
+
+/* Tests only: fn(arg, ev) is called at each event ev of a background IVF
+ * training, from now on (NULL = none). Without FAISS it is never
+ * called. */
+void sc_index_set_training_event_hook(void (*fn)(void *arg,
+                                                 sc_index_train_event ev),
+                                      void *arg);
+
 /* 1 when searches go through a trained IVF index, else 0 (exact scan). */
 int sc_index_trained(sc_index *ix);
 

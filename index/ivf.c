@@ -574,11 +574,32 @@ void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg)
     atomic_store(&step_hook.fn, fn);
 }
 
+static struct {
+    void (*_Atomic fn)(void *, sc_index_train_event);
+    void *_Atomic arg;
+} event_hook;
+
+void sc_index_set_training_event_hook(void (*fn)(void *arg,
+                                                 sc_index_train_event ev),
+                                      void *arg)
+{
+    atomic_store(&event_hook.arg, arg);
+    atomic_store(&event_hook.fn, fn);
+}
+
 static void call_hook(void (*_Atomic *fn)(void *), void *_Atomic *arg)
 {
     void (*f)(void *) = atomic_load(fn);
     if (f != NULL) {
         f(atomic_load(arg));
+    }
+}
+
+static void event(sc_index_train_event ev)
+{
+    void (*f)(void *, sc_index_train_event) = atomic_load(&event_hook.fn);
+    if (f != NULL) {
+        f(atomic_load(&event_hook.arg), ev);
     }
 }
 
@@ -702,6 +723,7 @@ static sc_err catch_up_held(ivf *v, FaissIndex *fx, size_t *done, float *x,
         }
         size_t end = end0 - *done > HELD_STEP ? *done + HELD_STEP : end0;
         size_t m = gather_logged(v, done, end, x, lab);
+        event(SC_TRAIN_EV_HELD);
         rc = m ? fx_add_serial(v, fx, m, x, lab) : SC_OK;
         CNT_ADD(&v->held_rounds, 1);
         pthread_rwlock_unlock(&v->sw);
@@ -2092,6 +2114,14 @@ void sc_index_set_training_hook(void (*fn)(void *arg), void *arg)
 }
 
 void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg)
+{
+    (void)fn;
+    (void)arg;
+}
+
+void sc_index_set_training_event_hook(void (*fn)(void *arg,
+                                                 sc_index_train_event ev),
+                                      void *arg)
 {
     (void)fn;
     (void)arg;

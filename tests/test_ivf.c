@@ -1430,6 +1430,137 @@ static void test_close_cancels(void)
     CHECK(steps < 20);
 }
 
+/* A training's held replay rounds met from the test: an automatic first
+ * training (the OP_BASE-th add reaches train_min) whose step hook adds
+ * OP_ADDS rows at every call until its first held round, so that the
+ * read-held rounds never catch up (as in test_train_outpaced) and some 30
+ * held rounds follow; the event hook counts them and calls on_held at
+ * each, on the training's thread, in the round, under its write hold. */
+typedef struct held_train {
+    sc_index *ix;
+    int calls;
+    uint64_t next;
+    atomic_int held; /* held rounds entered */
+    void (*on_held)(struct held_train *h, int round);
+    test_gate g; /* entered: held in a round; open: go on; done: test's */
+} held_train;
+
+static void held_step(void *arg)
+{
+    held_train *h = arg;
+    if (atomic_load(&h->held) > 0 || h->calls++ >= OP_CAP) {
+        return;
+    }
+    for (int i = 0; i < OP_ADDS; i++, h->next++) {
+        CHECK(sc_index_add(h->ix, h->next, data + (h->next % N) * D) == SC_OK);
+    }
+}
+
+static void held_event(void *arg, sc_index_train_event ev)
+{
+    held_train *h = arg;
+    if (ev == SC_TRAIN_EV_HELD) {
+        int round = atomic_fetch_add(&h->held, 1) + 1;
+        if (h->on_held != NULL) {
+            h->on_held(h, round);
+        }
+    }
+}
+
+/* Opens the index and adds its OP_BASE rows, the last of which begins
+ * the training, with the hooks set. */
+static void held_begin(held_train *h)
+{
+    h->next = OP_BASE;
+    h->ix = open_ix("ivf-flat", 16, 16, OP_BASE);
+    sc_index_set_training_step_hook(held_step, h);
+    sc_index_set_training_event_hook(held_event, h);
+    for (uint64_t i = 0; i < OP_BASE; i++) {
+        CHECK(sc_index_add(h->ix, i, data + i * D) == SC_OK);
+    }
+}
+
+/* Waits for the training to end (as wait_trainings, 60 s at most), then
+ * clears the hooks and closes the index. */
+static sc_index_train_stats held_end(held_train *h)
+{
+    sc_index_train_stats st = {0};
+    for (int i = 0; i < 12000; i++) {
+        CHECK(sc_index_get_train_stats(h->ix, &st) == SC_OK);
+        if (st.trainings + st.abandoned + st.failed >= 1) {
+            break;
+        }
+        usleep(5000);
+    }
+    sc_index_set_training_step_hook(NULL, NULL);
+    sc_index_set_training_event_hook(NULL, NULL);
+    sc_index_close(h->ix);
+    return st;
+}
+
+/* Waits for *flag as test_gate_wait does, 60 s at most: the copy, the
+ * k-means and 64 read-held rounds come before the first held round. */
+static bool held_wait(held_train *h, bool *flag)
+{
+    for (int i = 0; i < 6; i++) {
+        if (test_gate_wait(&h->g, flag)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The training counters are read with no lock: a stats read made while a
+ * held round holds the index's lock for writing (the hook holds it there)
+ * returns. Before (sw read-locked), it waited for the round, with the
+ * namespace locked in the cache's stats and /metrics. */
+typedef struct stats_read {
+    held_train *h;
+    sc_index_train_stats st;
+    sc_err rc;
+} stats_read;
+
+static void *stats_read_main(void *arg)
+{
+    stats_read *r = arg;
+    r->rc = sc_index_get_train_stats(r->h->ix, &r->st);
+    test_gate_set(&r->h->g, &r->h->g.done);
+    return NULL;
+}
+
+static void hold_first(held_train *h, int round)
+{
+    if (round == 1) {
+        test_gate_hold(&h->g);
+    }
+}
+
+static void test_stats_in_held_round(void)
+{
+    held_train h = {.g = TEST_GATE_INIT, .on_held = hold_first};
+    held_begin(&h);
+    CHECK(held_wait(&h, &h.g.entered));
+    stats_read r = {.h = &h};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, stats_read_main, &r) == 0);
+    bool returned = test_gate_wait(&h.g, &h.g.done);
+    if (!returned) {
+        fprintf(stderr, "stats: the read waited for the held round\n");
+    }
+    CHECK(returned);
+    test_gate_set(&h.g, &h.g.open);
+    pthread_join(th, NULL);
+    CHECK(r.rc == SC_OK);
+    CHECK(r.st.trainings == 0 && r.st.failed == 0 && r.st.faiss_rows == 0);
+    sc_index_train_stats st = held_end(&h);
+    fprintf(stderr, "stats in a held round: %s; %llu held rounds\n",
+            returned ? "returned" : "waited",
+            (unsigned long long)st.last_held_rounds);
+    CHECK(st.trainings == 1 && st.failed == 0);
+    CHECK(st.last_held_rounds == (uint64_t)atomic_load(&h.held));
+    CHECK(st.last_held_rounds > 1);
+}
+
 /* Tombstones crowding out the live vectors: a retraining in flight (held
  * by the hook, before its copy) lets no removal reach FAISS, so the 5000
  * vectors nearest a query, deleted meanwhile, are still FAISS's best 5000
@@ -2216,6 +2347,7 @@ int main(void)
     test_churn_outpaced(0);
     test_auto_retry_abandoned();
     test_close_cancels();
+    test_stats_in_held_round();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
     test_tombstones_change_nothing("ivf-sq8");
