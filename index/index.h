@@ -262,7 +262,14 @@ typedef enum sc_index_train_event {
     /* On the training's thread, in each replay round it holds the
      * index's lock for writing (once adds outpace the read-held rounds),
      * while it holds it, before the round's add. */
-    SC_TRAIN_EV_HELD
+    SC_TRAIN_EV_HELD,
+    /* On the closing thread, in the index's close, once it has asked the
+     * training in flight (if any) to stop, before it waits for it. */
+    SC_TRAIN_EV_CANCEL,
+    /* On the training's thread as it ends, its outcome counted (what
+     * sc_index_get_train_stats reads), no lock held: a close waits for
+     * it to return, so the index may still be asked. */
+    SC_TRAIN_EV_END
 } sc_index_train_event;
 
 /* Tests only: fn(arg, ev) is called at each event ev of a background IVF

@@ -277,6 +277,28 @@ static sc_err open_auto(const sc_index_params *p, void **out)
     return ivf_open_kind(p, K_FLAT, 1, out);
 }
 
+/* The tests' event hook (sc_index_set_training_event_hook). */
+static struct {
+    void (*_Atomic fn)(void *, sc_index_train_event);
+    void *_Atomic arg;
+} event_hook;
+
+void sc_index_set_training_event_hook(void (*fn)(void *arg,
+                                                 sc_index_train_event ev),
+                                      void *arg)
+{
+    atomic_store(&event_hook.arg, arg);
+    atomic_store(&event_hook.fn, fn);
+}
+
+static void event(sc_index_train_event ev)
+{
+    void (*f)(void *, sc_index_train_event) = atomic_load(&event_hook.fn);
+    if (f != NULL) {
+        f(atomic_load(&event_hook.arg), ev);
+    }
+}
+
 static void join_training(ivf *v)
 {
     pthread_mutex_lock(&v->tmu);
@@ -297,6 +319,7 @@ static void ivf_stop(void *state)
 {
     ivf *v = state;
     atomic_store(&v->cancel, 1);
+    event(SC_TRAIN_EV_CANCEL);
     join_training(v);
 }
 
@@ -574,32 +597,11 @@ void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg)
     atomic_store(&step_hook.fn, fn);
 }
 
-static struct {
-    void (*_Atomic fn)(void *, sc_index_train_event);
-    void *_Atomic arg;
-} event_hook;
-
-void sc_index_set_training_event_hook(void (*fn)(void *arg,
-                                                 sc_index_train_event ev),
-                                      void *arg)
-{
-    atomic_store(&event_hook.arg, arg);
-    atomic_store(&event_hook.fn, fn);
-}
-
 static void call_hook(void (*_Atomic *fn)(void *), void *_Atomic *arg)
 {
     void (*f)(void *) = atomic_load(fn);
     if (f != NULL) {
         f(atomic_load(arg));
-    }
-}
-
-static void event(sc_index_train_event ev)
-{
-    void (*f)(void *, sc_index_train_event) = atomic_load(&event_hook.fn);
-    if (f != NULL) {
-        f(atomic_load(&event_hook.arg), ev);
     }
 }
 
@@ -926,6 +928,7 @@ static void *train_main(void *arg)
     v->train_rc = rc;
     v->training = 0;
     pthread_rwlock_unlock(&v->sw);
+    event(SC_TRAIN_EV_END);
     if (old != NULL) {
         faiss_Index_free(old);
     }

@@ -1443,6 +1443,9 @@ typedef struct held_train {
     atomic_int held; /* held rounds entered */
     void (*on_held)(struct held_train *h, int round);
     test_gate g; /* entered: held in a round; open: go on; done: test's */
+    /* At SC_TRAIN_EV_END: the stats then (ended set). */
+    sc_index_train_stats end_st;
+    atomic_int ended;
 } held_train;
 
 static void held_step(void *arg)
@@ -1464,6 +1467,12 @@ static void held_event(void *arg, sc_index_train_event ev)
         if (h->on_held != NULL) {
             h->on_held(h, round);
         }
+    } else if (ev == SC_TRAIN_EV_CANCEL) {
+        /* A close asked the training to stop: a round held goes on. */
+        test_gate_set(&h->g, &h->g.open);
+    } else if (ev == SC_TRAIN_EV_END) {
+        CHECK(sc_index_get_train_stats(h->ix, &h->end_st) == SC_OK);
+        atomic_store(&h->ended, 1);
     }
 }
 
@@ -1559,6 +1568,43 @@ static void test_stats_in_held_round(void)
     CHECK(st.trainings == 1 && st.failed == 0);
     CHECK(st.last_held_rounds == (uint64_t)atomic_load(&h.held));
     CHECK(st.last_held_rounds > 1);
+}
+
+/* A close that cancels a training while a held round's FAISS add runs:
+ * the add is interrupted (FAISS's callback, asked between its blocks)
+ * and says SC_EBACKEND, but a training cancelled by the close counts as
+ * none (index.h): not failed, nor trained, nor abandoned. The hook holds
+ * the training in its first held round, under the write lock, with 256
+ * rows gathered; another thread closes the index; once the close has
+ * asked the training to stop (SC_TRAIN_EV_CANCEL) the round goes on into
+ * its add; the stats are read as the training ends (SC_TRAIN_EV_END, the
+ * close waiting for it). Before, that training counted as failed. */
+static void *close_held_main(void *arg)
+{
+    held_train *h = arg;
+    sc_index_close(h->ix);
+    return NULL;
+}
+
+static void test_close_in_held_round(void)
+{
+    held_train h = {.g = TEST_GATE_INIT, .on_held = hold_first};
+    held_begin(&h);
+    CHECK(held_wait(&h, &h.g.entered));
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, close_held_main, &h) == 0);
+    pthread_join(th, NULL);
+    sc_index_set_training_step_hook(NULL, NULL);
+    sc_index_set_training_event_hook(NULL, NULL);
+    const sc_index_train_stats *st = &h.end_st;
+    fprintf(stderr,
+            "close in a held round: %d held rounds; trainings %llu, "
+            "abandoned %llu, failed %llu\n",
+            atomic_load(&h.held), (unsigned long long)st->trainings,
+            (unsigned long long)st->abandoned, (unsigned long long)st->failed);
+    CHECK(atomic_load(&h.ended));
+    CHECK(atomic_load(&h.held) == 1 && st->last_held_rounds == 1);
+    CHECK(st->trainings == 0 && st->abandoned == 0 && st->failed == 0);
 }
 
 /* Tombstones crowding out the live vectors: a retraining in flight (held
@@ -2348,6 +2394,7 @@ int main(void)
     test_auto_retry_abandoned();
     test_close_cancels();
     test_stats_in_held_round();
+    test_close_in_held_round();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
     test_tombstones_change_nothing("ivf-sq8");
