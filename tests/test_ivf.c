@@ -1446,6 +1446,8 @@ typedef struct held_train {
     /* At SC_TRAIN_EV_END: the stats then (ended set). */
     sc_index_train_stats end_st;
     atomic_int ended;
+    bool done_by_2;          /* g.done was set by the second held round */
+    uint64_t base_trainings; /* trainings ended before the one held */
 } held_train;
 
 static void held_step(void *arg)
@@ -1477,14 +1479,28 @@ static void held_event(void *arg, sc_index_train_event ev)
 }
 
 /* Opens the index and adds its OP_BASE rows, the last of which begins
- * the training, with the hooks set. */
-static void held_begin(held_train *h)
+ * the training, with the hooks set. retrain: nlist 0, and that first
+ * training is let end without the hooks; then the hooks are set and the
+ * index grows to 4 times that (RETRAIN_GROWTH), which begins a
+ * retraining: the live index is trained, and a search holds sw once (an
+ * exact scan lets it go between holds of rows). */
+static void held_begin(held_train *h, bool retrain)
 {
-    h->next = OP_BASE;
-    h->ix = open_ix("ivf-flat", 16, 16, OP_BASE);
+    uint64_t n = retrain ? 4 * OP_BASE : OP_BASE;
+    h->next = n;
+    h->ix = open_ix("ivf-flat", retrain ? 0 : 16, 16, OP_BASE);
+    uint64_t i = 0;
+    if (retrain) {
+        for (; i < OP_BASE; i++) {
+            CHECK(sc_index_add(h->ix, i, data + i * D) == SC_OK);
+        }
+        sc_index_train_stats st = wait_trainings(h->ix, 1);
+        CHECK(st.trainings == 1);
+        h->base_trainings = 1;
+    }
     sc_index_set_training_step_hook(held_step, h);
     sc_index_set_training_event_hook(held_event, h);
-    for (uint64_t i = 0; i < OP_BASE; i++) {
+    for (; i < n; i++) {
         CHECK(sc_index_add(h->ix, i, data + i * D) == SC_OK);
     }
 }
@@ -1496,7 +1512,7 @@ static sc_index_train_stats held_end(held_train *h)
     sc_index_train_stats st = {0};
     for (int i = 0; i < 12000; i++) {
         CHECK(sc_index_get_train_stats(h->ix, &st) == SC_OK);
-        if (st.trainings + st.abandoned + st.failed >= 1) {
+        if (st.trainings + st.abandoned + st.failed > h->base_trainings) {
             break;
         }
         usleep(5000);
@@ -1547,7 +1563,7 @@ static void hold_first(held_train *h, int round)
 static void test_stats_in_held_round(void)
 {
     held_train h = {.g = TEST_GATE_INIT, .on_held = hold_first};
-    held_begin(&h);
+    held_begin(&h, false);
     CHECK(held_wait(&h, &h.g.entered));
     stats_read r = {.h = &h};
     pthread_t th;
@@ -1589,7 +1605,7 @@ static void *close_held_main(void *arg)
 static void test_close_in_held_round(void)
 {
     held_train h = {.g = TEST_GATE_INIT, .on_held = hold_first};
-    held_begin(&h);
+    held_begin(&h, false);
     CHECK(held_wait(&h, &h.g.entered));
     pthread_t th;
     CHECK(pthread_create(&th, NULL, close_held_main, &h) == 0);
@@ -1605,6 +1621,75 @@ static void test_close_in_held_round(void)
     CHECK(atomic_load(&h.ended));
     CHECK(atomic_load(&h.held) == 1 && st->last_held_rounds == 1);
     CHECK(st->trainings == 0 && st->abandoned == 0 && st->failed == 0);
+}
+
+/* Between two held rounds the training takes a read hold of sw before
+ * its next write hold (6b9a98a): sw prefers writers and glibc hands it
+ * from a writer that lets it go straight to one waiting, so a search
+ * queued on sw behind a writer waited out the rounds. Here the writer is
+ * an sc_index_train call, which takes sw for writing with no other lock
+ * (an insert, holding the wrapper's lock for writing, cannot wait on sw
+ * beside a search). An automatic retraining (the live index trained: a
+ * search holds sw once) is held by the hook in its first held round,
+ * under the write lock; sc_index_train (it waits for sw, then for the
+ * training) and a search are queued on sw (100 ms each to get there);
+ * the round goes on. The search must be answered before the second held
+ * round ends: that round's hook waits for it (10 s guard). Before, the
+ * lock went round -> sc_index_train -> round and the search waited. */
+typedef struct sw_queued {
+    held_train *h;
+    sc_err rc;
+} sw_queued;
+
+static void *train_queued_main(void *arg)
+{
+    sw_queued *q = arg;
+    q->rc = sc_index_train(q->h->ix);
+    return NULL;
+}
+
+static void *search_queued_main(void *arg)
+{
+    sw_queued *q = arg;
+    sc_hit hit[1];
+    unsigned n = 0;
+    q->rc = sc_index_search(q->h->ix, queries, 1, -1.0f, hit, &n);
+    test_gate_set(&q->h->g, &q->h->g.done);
+    return NULL;
+}
+
+static void hold_first_wait_second(held_train *h, int round)
+{
+    if (round == 1) {
+        test_gate_hold(&h->g);
+    } else if (round == 2) {
+        h->done_by_2 = test_gate_wait(&h->g, &h->g.done);
+    }
+}
+
+static void test_search_between_held_rounds(void)
+{
+    held_train h = {.g = TEST_GATE_INIT, .on_held = hold_first_wait_second};
+    held_begin(&h, true);
+    CHECK(held_wait(&h, &h.g.entered));
+    sw_queued tq = {.h = &h}, sq = {.h = &h};
+    pthread_t tt, st;
+    CHECK(pthread_create(&tt, NULL, train_queued_main, &tq) == 0);
+    usleep(100 * 1000); /* sc_index_train waits for sw */
+    CHECK(pthread_create(&st, NULL, search_queued_main, &sq) == 0);
+    usleep(100 * 1000); /* the search waits for sw */
+    test_gate_set(&h.g, &h.g.open);
+    pthread_join(st, NULL);
+    pthread_join(tt, NULL);
+    sc_index_train_stats s = held_end(&h);
+    fprintf(stderr,
+            "search queued on sw with sc_index_train: %s the second held "
+            "round; %llu held rounds\n",
+            h.done_by_2 ? "answered before" : "waited out",
+            (unsigned long long)s.last_held_rounds);
+    CHECK(h.done_by_2);
+    CHECK(sq.rc == SC_OK && tq.rc == SC_OK);
+    CHECK(s.trainings == 2 && s.last_held_rounds > 2);
 }
 
 /* Tombstones crowding out the live vectors: a retraining in flight (held
@@ -2395,6 +2480,7 @@ int main(void)
     test_close_cancels();
     test_stats_in_held_round();
     test_close_in_held_round();
+    test_search_between_held_rounds();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
     test_tombstones_change_nothing("ivf-sq8");
