@@ -1949,6 +1949,11 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
                            : SC_HTTP_DEFAULT_READ_TIMEOUT_MS;
     nng_http_server_set_read_timeout(
         h->srv, read_ms > INT32_MAX ? INT32_MAX : (nng_duration)read_ms);
+    /* A stop lets the answers under way out, for a short time only. */
+    unsigned grace_ms =
+        cfg->stop_grace_ms != 0 ? cfg->stop_grace_ms : SC_HTTP_STOP_GRACE_MS;
+    nng_http_server_set_stop_grace(
+        h->srv, grace_ms > INT32_MAX ? INT32_MAX : (nng_duration)grace_ms);
     /* And HTTP clients alone cannot take every descriptor. */
     unsigned max_conns =
         cfg->max_conns != 0 ? cfg->max_conns : SC_HTTP_DEFAULT_MAX_CONNS;

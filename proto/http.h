@@ -47,6 +47,14 @@
  * the previous response, or the connection is closed (with the patched
  * nng only: Debian's own has no such limit; README). */
 #define SC_HTTP_DEFAULT_READ_TIMEOUT_MS 30000
+/* How long a stop waits for the answers handlers have given back, or are
+ * giving, to be written before it closes their connections too (patched
+ * nng only: Debian's own cuts them at once). Long enough for an answer a
+ * client is reading to reach it (seconds for the largest at LAN speeds),
+ * short enough that a client that stopped reading holds a SIGTERM stop
+ * for 2 s, not for the whole 30 s write time-out, well within the 10 s a
+ * container runtime gives before SIGKILL. */
+#define SC_HTTP_STOP_GRACE_MS 2000
 /* At most this many HTTP connections are held open at once: one accepted
  * at the cap closes the one that has waited longest for a request head, or
  * itself when all are busy with a request (patched nng only). */
@@ -163,6 +171,10 @@ typedef struct sc_http_config {
     /* How long a request's head may take, from the connection or the
      * previous response; 0 = SC_HTTP_DEFAULT_READ_TIMEOUT_MS. */
     unsigned read_timeout_ms;
+    /* How long the stop (sc_http_close) waits for the answers under way
+     * to be written before it closes their connections too; 0 =
+     * SC_HTTP_STOP_GRACE_MS. */
+    unsigned stop_grace_ms;
     /* Connections held open at once, those of the proxy on the same
      * address included; 0 = SC_HTTP_DEFAULT_MAX_CONNS. */
     unsigned max_conns;
@@ -223,10 +235,11 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out);
 sc_err sc_http_start(sc_http *h);
 
 /* Answers the requests still waiting for a worker 503 shutting_down,
- * waits for the workers to finish the ones they run (whose answers the
- * stop may then cut), stops listening, drops every connection, waits until
- * no handler is running, then frees h. Afterwards the dispatcher and cache
- * may go. */
+ * waits for the workers to finish the ones they run, stops listening,
+ * drops every connection but those whose answers are being written (with
+ * the patched nng), which it lets out for stop_grace_ms at most and then
+ * drops too, waits until no handler is running, then frees h. Afterwards the
+ * dispatcher and cache may go. */
 void sc_http_close(sc_http *h);
 
 /* Requests waiting for a worker now, being run now, and answered 503 busy
