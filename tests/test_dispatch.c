@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <msgpack.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -707,7 +709,8 @@ static int test_port(int k)
     return ports[k];
 }
 
-/* The first port of the kernel's ephemeral range (32768 if unknown). */
+/* The first port of the kernel's ephemeral range, as it is set (1024 is
+ * a range's first port too; 32768 only when it cannot be read). */
 static int ephemeral_low(void)
 {
     int lo = 0, hi = 0;
@@ -718,7 +721,7 @@ static int ephemeral_low(void)
         }
         fclose(f);
     }
-    return lo > 1024 ? lo : 32768;
+    return lo > 0 ? lo : 32768;
 }
 
 /* Whether a listener could bind 127.0.0.1:port now: the kernel's answer,
@@ -740,12 +743,16 @@ static bool port_free(int port)
     return ok;
 }
 
-/* Fills ports[] with 4 free ports of SEMCACHE_TEST_PORTS ("LO-HI", to
- * hold parallel runs to ranges of their own), by default of 20000 up to
- * the ephemeral range: the first that bind from a slot of 4 picked by the
- * pid, so two runs at once start apart and skip what another test's
- * listener holds. False, said on stderr, when the range is malformed,
- * reaches the ephemeral range or has fewer than 4 free ports. */
+/* Fills ports[] with the 4 ports of one slot of SEMCACHE_TEST_PORTS
+ * ("LO-HI", to hold parallel runs to ranges of their own), by default of
+ * 20000 up to the ephemeral range: slots of 4, tried from one picked by
+ * the pid, and taken only whole, when this process can lock the slot's
+ * file (/tmp/semcache-test-ports.FIRST.lock, held until it exits: the
+ * runs of this test on the host, however their pids fall, never share a
+ * slot) and all 4 bind now (skipping what another test's listener holds).
+ * A run never takes a port of the next slot, which another run may have
+ * locked and be binding and releasing. False, said on stderr, when the
+ * range is malformed, reaches the ephemeral range or has no such slot. */
 static bool pick_ports(void)
 {
     int eph = ephemeral_low();
@@ -775,17 +782,33 @@ static bool pick_ports(void)
                 eph);
         return false;
     }
-    int n = hi - lo + 1, got = 0;
-    int first = ((int)getpid() % (n / 4)) * 4;
-    for (int i = 0; i < n && got < 4; i++) {
-        int port = lo + (first + i) % n;
-        if (port_free(port)) {
-            ports[got++] = port;
+    int nslots = (hi - lo + 1) / 4, got = 0;
+    for (int i = 0; i < nslots && got < 4; i++) {
+        int first = lo + (((int)getpid() + i) % nslots) * 4;
+        char path[64];
+        snprintf(path, sizeof(path), "/tmp/semcache-test-ports.%d.lock", first);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            continue;
         }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            close(fd); /* another run's slot */
+            continue;
+        }
+        got = 0;
+        while (got < 4 && port_free(first + got)) {
+            ports[got] = first + got;
+            got++;
+        }
+        if (got < 4) {
+            close(fd); /* a port of it held by something else: unlocked */
+        } /* else fd stays open, the slot locked, until the process exits */
     }
     if (got < 4) {
-        fprintf(stderr, "dispatch: only %d free ports in %d-%d, 4 needed\n",
-                got, lo, hi);
+        fprintf(stderr,
+                "dispatch: no slot of 4 free ports in %d-%d that another "
+                "run has not locked\n",
+                lo, hi);
         return false;
     }
     fprintf(stderr, "dispatch: TCP ports %d, %d, %d, %d (of %d-%d)\n", ports[0],
