@@ -43,6 +43,7 @@ from fake_upstream import FakeUpstream  # noqa: E402
 
 
 PORTS = None  # an iterator over --ports, or None: free_port()
+NPORTS = 0  # how many ports --ports names
 HELD = set()  # ports the test itself listens on (its fake upstream)
 
 
@@ -50,13 +51,34 @@ def next_port():
     """The next port of --ports, past those the test holds (the range
     comes round again after some 24 rounds of the proxy's stop line, and
     a semcached given the fake upstream's port failed to start), or a
-    free one."""
+    free one. Raises RuntimeError when the test holds every port of
+    --ports (one full cycle finds none), rather than looping for ever."""
     if PORTS is None:
         return free_port()
-    while True:
+    for _ in range(NPORTS):
         p = next(PORTS)
         if p not in HELD:
             return p
+    raise RuntimeError(f"test_startstop: all {NPORTS} ports of --ports are "
+                       f"held by the test itself; give it a wider range")
+
+
+def test_next_port_bounded():
+    """next_port() on a range the test holds whole raises, where it looped
+    for ever (a 2-port range, both held: no port, no hang)."""
+    global PORTS, NPORTS
+    saved = PORTS, NPORTS, set(HELD)
+    PORTS, NPORTS = itertools.cycle(range(2, 4)), 2
+    HELD.update({2, 3})
+    try:
+        next_port()
+        raised = False
+    except RuntimeError:
+        raised = True
+    PORTS, NPORTS = saved[0], saved[1]
+    HELD.clear()
+    HELD.update(saved[2])
+    check(raised, "next_port: every port held raises, not loops")
 
 
 class Daemon:
@@ -353,11 +375,13 @@ def test_stop_line_proxy(server, tmp, rounds):
 
 
 def main():
-    global PORTS
+    global PORTS, NPORTS
     argv = sys.argv[1:]
     if "--ports" in argv:
         lo, hi = map(int, argv[argv.index("--ports") + 1].split("-"))
+        NPORTS = max(hi - lo + 1, 0)
         PORTS = itertools.cycle(range(lo, hi + 1))
+    test_next_port_bounded()
     server = argv[argv.index("--server") + 1]
     starts = int(argv[argv.index("--starts") + 1]) if "--starts" in argv \
         else 12
