@@ -299,21 +299,6 @@ static sc_err check_search(unsigned k, float threshold)
     return SC_OK;
 }
 
-/* The wrapper's lock for an add or a remove: for writing, or for reading
- * when the backend takes its own lock for writing (locks_itself). An
- * IVF insert held this one for writing while it waited on the backend's
- * for a training's held replay round (up to 256 rows added), and the
- * searches queued behind it here, the lock preferring writers, waited
- * for every insert queued meanwhile, round after round. */
-static void lock_change(sc_index *ix)
-{
-    if (ix->be->locks_itself) {
-        pthread_rwlock_rdlock(&ix->lock);
-    } else {
-        pthread_rwlock_wrlock(&ix->lock);
-    }
-}
-
 sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec)
 {
     if (ix == NULL || vec == NULL) {
@@ -324,7 +309,7 @@ sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec)
     if (rc != SC_OK) {
         return rc;
     }
-    lock_change(ix);
+    pthread_rwlock_wrlock(&ix->lock);
     rc = ix->be->add(ix->state, id, unit);
     pthread_rwlock_unlock(&ix->lock);
     return rc;
@@ -347,7 +332,7 @@ sc_err sc_index_add_stored(sc_index *ix, uint64_t id, const float *vec)
     if (!(fabs(ss - 1.0) <= STORED_NORM_SLACK)) {
         return sc_index_add(ix, id, vec);
     }
-    lock_change(ix);
+    pthread_rwlock_wrlock(&ix->lock);
     sc_err rc = ix->be->add(ix->state, id, vec);
     pthread_rwlock_unlock(&ix->lock);
     return rc;
@@ -358,7 +343,7 @@ sc_err sc_index_remove(sc_index *ix, uint64_t id)
     if (ix == NULL) {
         return SC_EINVAL;
     }
-    lock_change(ix);
+    pthread_rwlock_wrlock(&ix->lock);
     sc_err rc = ix->be->remove(ix->state, id);
     pthread_rwlock_unlock(&ix->lock);
     return rc;

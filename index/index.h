@@ -98,14 +98,6 @@ typedef struct sc_index_train_stats {
 typedef struct sc_index_backend {
     const char *name;
     const char *version;
-    /* 1: the backend orders its own adds and removes against its searches
-     * with a lock of its own (IVF: its training takes that lock for
-     * writing without the wrapper's), and the wrappers take theirs for
-     * reading around add and remove, as around a search. A writer of the
-     * wrapper's lock waiting on the backend's would hold every search
-     * back behind it (the lock prefers writers). 0: add and remove run
-     * under the wrapper's lock for writing. */
-    int locks_itself;
     sc_err (*open)(const sc_index_params *p, void **state);
     void (*close)(void *state);
     sc_err (*add)(void *state, uint64_t id, const float *unit);

@@ -94,22 +94,11 @@ typedef struct ivf {
     const sc_simd_kernels *kern;
 
     /* Under sw: searches read-lock it; add, remove, compact and the swap at
-     * the end of a training write-lock it. It alone orders adds and
-     * removes against searches: the wrapper takes its own lock for
-     * reading around them (locks_itself), so that an add waiting here
-     * for a held replay round holds no search back there. A training's copy
-     * steps read-lock it and write inc[], which only the training thread
-     * touches under a read lock (searches never read it; everyone else writes
-     * it under the write lock). */
+     * the end of a training write-lock it. A training's copy steps read-lock
+     * it and write inc[], which only the training thread touches under a
+     * read lock (searches never read it; everyone else writes it under the
+     * write lock). */
     pthread_rwlock_t sw;
-    /* Taken by add and remove before sw, let go after it: one of them at
-     * most waits on sw for writing, so that when it lets sw go no other
-     * writer is queued there and the readers queued (searches, the
-     * training's steps and its read hold between held rounds) get in,
-     * between any two adds. With adds queued on sw itself, glibc hands
-     * it from writer to writer (it prefers writers), and under a steady
-     * stream of adds readers waited for a moment none was queued. */
-    pthread_mutex_t wmu;
     size_t n, cap; /* slots used / allocated */
     size_t nlive;
     float *rows;    /* cap * stride */
@@ -269,12 +258,6 @@ static sc_err ivf_open_kind(const sc_index_params *p, kind k, int is_auto,
         free(v);
         return SC_ENOMEM;
     }
-    if (pthread_mutex_init(&v->wmu, NULL) != 0) {
-        pthread_mutex_destroy(&v->tmu);
-        pthread_rwlock_destroy(&v->sw);
-        free(v);
-        return SC_ENOMEM;
-    }
     *out = v;
     return SC_OK;
 }
@@ -359,7 +342,6 @@ static void ivf_close(void *state)
     free(v->pend.a);
     free(v->tlog.a);
     sc_idmap_fini(&v->map);
-    pthread_mutex_destroy(&v->wmu);
     pthread_mutex_destroy(&v->tmu);
     pthread_rwlock_destroy(&v->sw);
     free(v);
@@ -721,12 +703,7 @@ static size_t gather_logged(ivf *v, size_t *done, size_t end, float *x,
  *    hold: the inserts queued get in first (sw prefers writers), then,
  *    once no writer holds or waits, the searches queued with that read
  *    hold, before the next round (under a steady stream of inserts
- *    searches and this thread wait alike). Inserts and searches queue
- *    here, not on the wrapper's lock, which an insert takes for reading
- *    (locks_itself): holding that one for writing while it waited out a
- *    round, it kept the searches behind it from ever reaching sw. And
- *    one insert at most waits here (wmu): when it lets sw go the
- *    readers queued get in before the next;
+ *    searches and this thread wait alike);
  *  - the swap adds none of the backlog: tlog past end0 holds only adds
  *    made after one's own add into fx failed (nfx_rc), and the training
  *    then fails (swap_in) rather than swap in an index that lacks it.
@@ -1074,7 +1051,6 @@ static sc_err ivf_set_nprobe(void *state, uint32_t nprobe)
 static sc_err ivf_add(void *state, uint64_t id, const float *unit)
 {
     ivf *v = state;
-    pthread_mutex_lock(&v->wmu);
     pthread_rwlock_wrlock(&v->sw);
     uint32_t slot;
     sc_err rc = SC_OK;
@@ -1156,14 +1132,12 @@ static sc_err ivf_add(void *state, uint64_t id, const float *unit)
     maybe_train(v);
 out:
     pthread_rwlock_unlock(&v->sw);
-    pthread_mutex_unlock(&v->wmu);
     return rc;
 }
 
 static sc_err ivf_remove(void *state, uint64_t id)
 {
     ivf *v = state;
-    pthread_mutex_lock(&v->wmu);
     pthread_rwlock_wrlock(&v->sw);
     uint32_t slot;
     sc_err rc = SC_OK;
@@ -1187,7 +1161,6 @@ static sc_err ivf_remove(void *state, uint64_t id)
     }
 out:
     pthread_rwlock_unlock(&v->sw);
-    pthread_mutex_unlock(&v->wmu);
     return rc;
 }
 
@@ -2113,8 +2086,8 @@ static sc_err ivf_load_training(void *state, const char *path)
 }
 
 #define IVF_OPS(open_fn, load_fn, bytes_fn)                                    \
-    .locks_itself = 1, .vector_bytes = bytes_fn, .open = open_fn,              \
-    .close = ivf_close, .add = ivf_add, .remove = ivf_remove, .get = ivf_get,  \
+    .vector_bytes = bytes_fn, .open = open_fn, .close = ivf_close,             \
+    .add = ivf_add, .remove = ivf_remove, .get = ivf_get,                      \
     .search = ivf_search, .search_batch = ivf_search_batch,                    \
     .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
     .train = ivf_train, .trained = ivf_trained,                                \

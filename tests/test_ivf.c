@@ -1692,96 +1692,6 @@ static void test_search_between_held_rounds(void)
     CHECK(s.trainings == 2 && s.last_held_rounds > 2);
 }
 
-/* Inserts and a search queued when a held round ends: the first insert
- * gets in, then the search, before the second insert and before the next
- * round ends. The inserts used to hold the wrapper's lock for writing
- * while they waited on sw for the round, and a search queued behind them
- * on that lock (it prefers writers) could wait out every round while
- * inserts kept coming: the training's read hold of sw
- * (test_search_between_held_rounds) does nothing for a search that has
- * not reached sw. And on sw itself, with both inserts queued there, glibc
- * handed it from one to the other (it prefers writers too): now one add
- * at most waits on sw, so the search gets in between the two. The
- * retraining of that test is held by the hook in its first held round;
- * two inserts of the query itself, then the search (k 2), are started
- * and given 100 ms each to queue; the round goes on, and the second held
- * round's hook waits (10 s guard) for the search's answer, which must
- * hold the first insert's row and not the second's. */
-typedef struct add_queued {
-    held_train *h;
-    uint64_t id;
-    sc_err rc;
-} add_queued;
-
-static void *add_queued_main(void *arg)
-{
-    add_queued *a = arg;
-    a->rc = sc_index_add(a->h->ix, a->id, queries);
-    return NULL;
-}
-
-typedef struct search_k2 {
-    held_train *h;
-    sc_hit hit[2];
-    unsigned n;
-    sc_err rc;
-} search_k2;
-
-static void *search_k2_main(void *arg)
-{
-    search_k2 *q = arg;
-    q->rc = sc_index_search(q->h->ix, queries, 2, -1.0f, q->hit, &q->n);
-    test_gate_set(&q->h->g, &q->h->g.done);
-    return NULL;
-}
-
-static bool hits_id(const search_k2 *q, uint64_t id)
-{
-    for (unsigned i = 0; i < q->n; i++) {
-        if (q->hit[i].id == id) {
-            return true;
-        }
-    }
-    return false;
-}
-
-static void test_search_after_queued_inserts(void)
-{
-    held_train h = {.g = TEST_GATE_INIT, .on_held = hold_first_wait_second};
-    held_begin(&h, true);
-    CHECK(held_wait(&h, &h.g.entered));
-    add_queued aq[2] = {{.h = &h, .id = 1u << 30},
-                        {.h = &h, .id = (1u << 30) + 1}};
-    search_k2 sq = {.h = &h};
-    pthread_t at[2], st;
-    for (int i = 0; i < 2; i++) {
-        CHECK(pthread_create(&at[i], NULL, add_queued_main, &aq[i]) == 0);
-        usleep(100 * 1000); /* the insert waits for its locks */
-    }
-    CHECK(pthread_create(&st, NULL, search_k2_main, &sq) == 0);
-    usleep(100 * 1000); /* the search waits for its locks */
-    test_gate_set(&h.g, &h.g.open);
-    pthread_join(st, NULL);
-    for (int i = 0; i < 2; i++) {
-        pthread_join(at[i], NULL);
-        CHECK(aq[i].rc == SC_OK);
-    }
-    size_t live = sc_index_count(h.ix);
-    sc_index_train_stats s = held_end(&h);
-    bool first = hits_id(&sq, aq[0].id), second = hits_id(&sq, aq[1].id);
-    fprintf(stderr,
-            "search queued behind 2 inserts: %s the second held round, "
-            "%s the first insert, %s the second; %llu held rounds\n",
-            h.done_by_2 ? "answered before" : "waited out",
-            first ? "after" : "before", second ? "after" : "before",
-            (unsigned long long)s.last_held_rounds);
-    CHECK(h.done_by_2);
-    CHECK(sq.rc == SC_OK && sq.n == 2);
-    CHECK(first && !second);
-    CHECK(s.trainings == 2 && s.last_held_rounds > 2);
-    CHECK(s.faiss_rows == live);
-}
-
 /* Tombstones crowding out the live vectors: a retraining in flight (held
  * by the hook, before its copy) lets no removal reach FAISS, so the 5000
  * vectors nearest a query, deleted meanwhile, are still FAISS's best 5000
@@ -2571,7 +2481,6 @@ int main(void)
     test_stats_in_held_round();
     test_close_in_held_round();
     test_search_between_held_rounds();
-    test_search_after_queued_inserts();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
     test_tombstones_change_nothing("ivf-sq8");
