@@ -265,7 +265,7 @@ typedef enum sc_index_train_event {
     SC_TRAIN_EV_HELD,
     /* On the closing thread, in the index's close (sc_index_close or
      * sc_index_close_stats), once it has asked the training in flight
-     * (if any) to stop, before it waits for it. */
+     * (if any) to stop, before it waits for it: once an index. */
     SC_TRAIN_EV_CANCEL,
     /* On the training's thread as it ends, its outcome counted (what
      * sc_index_get_train_stats reads), no lock held: a close waits for

@@ -318,8 +318,10 @@ static void join_training(ivf *v)
 static void ivf_stop(void *state)
 {
     ivf *v = state;
-    atomic_store(&v->cancel, 1);
-    event(SC_TRAIN_EV_CANCEL);
+    /* Once an index: sc_index_close_stats stops it, then closes it. */
+    if (atomic_exchange(&v->cancel, 1) == 0) {
+        event(SC_TRAIN_EV_CANCEL);
+    }
     join_training(v);
 }
 

@@ -1341,6 +1341,13 @@ static sc_index_train_stats wait_trainings(sc_index *ix, uint64_t n)
     return st;
 }
 
+static void count_cancels(void *arg, sc_index_train_event ev)
+{
+    if (ev == SC_TRAIN_EV_CANCEL) {
+        atomic_fetch_add((atomic_int *)arg, 1);
+    }
+}
+
 /* An automatic training abandoned (its copy finds 300 of the 1,000 rows
  * that began it: under 39 x 16) is counted as such, and the next trigger
  * (the add that brings the live count back to train_min) trains again,
@@ -1372,10 +1379,15 @@ static void test_auto_retry_abandoned(void)
     CHECK(sc_index_trained(t.ix));
     CHECK(st.faiss_rows == TM);
     check_same(t.ix, t.flat, "trained again by the next trigger");
-    /* The close hands over the counts as they end; flat has none. */
+    /* The close hands over the counts as they end, and reports its
+     * cancel once (it stops the index, then closes it); flat has none. */
     memset(&st, 0xff, sizeof(st));
+    atomic_int cancels = 0;
+    sc_index_set_training_event_hook(count_cancels, &cancels);
     CHECK(sc_index_close_stats(t.ix, &st) == SC_OK);
+    sc_index_set_training_event_hook(NULL, NULL);
     CHECK(st.trainings == 1 && st.abandoned == 1 && st.failed == 0);
+    CHECK(atomic_load(&cancels) == 1);
     memset(&st, 0xff, sizeof(st));
     CHECK(sc_index_close_stats(t.flat, &st) == SC_ENOTSUP);
     CHECK(st.trainings == 0 && st.abandoned == 0 && st.faiss_rows == 0);
