@@ -3557,6 +3557,36 @@ static void bvec(const float *centres, int i, uint64_t *s, float *v)
     bunit(v);
 }
 
+/* 30 unit centres of clusters drawn from *seed, for bvec (NULL when out
+ * of memory); the caller frees them. */
+static float *centres_new(uint64_t *seed)
+{
+    float *centres = malloc(30 * BD * sizeof(float));
+    if (centres == NULL) {
+        return NULL;
+    }
+    for (int k = 0; k < 30; k++) {
+        for (int j = 0; j < BD; j++) {
+            centres[k * BD + j] = brand(seed);
+        }
+        bunit(centres + k * BD);
+    }
+    return centres;
+}
+
+/* *cfg: an ivf-flat namespace of nlist 16, searched whole, whose
+ * automatic training begins at its train_min-th vector. */
+static void ivf_cfg(sc_ns_config *cfg, uint32_t train_min)
+{
+    sc_cache_ns_config_init(cfg);
+    snprintf(cfg->backend, sizeof(cfg->backend), "ivf-flat");
+    cfg->nlist = 16;
+    cfg->nprobe = 16;
+    cfg->train_min = train_min;
+    cfg->threshold = 0.80f;
+    cfg->auto_threshold = false;
+}
+
 static sc_err bput(sc_cache *c, const char *ns, const float *v, int i,
                    int64_t ttl, uint64_t *id)
 {
@@ -3640,25 +3670,13 @@ static void test_ivf_abandoned_counted(void)
     }
     sc_cache *c = open_cache(0, 0, 0, 0);
     sc_ns_config cfg;
-    sc_cache_ns_config_init(&cfg);
-    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
-    cfg.nlist = 16;
-    cfg.nprobe = 16;
-    cfg.train_min = TM;
-    cfg.threshold = 0.80f;
-    cfg.auto_threshold = false;
+    ivf_cfg(&cfg, TM);
     CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
     CHECK_EQ_INT(sc_cache_ns_create(c, "w", &cfg), SC_OK);
     uint64_t seed = 7;
-    float *centres = malloc(30 * BD * sizeof(float));
+    float *centres = centres_new(&seed);
     float *vec = malloc(BD * sizeof(float));
     uint64_t ids[TM];
-    for (int k = 0; k < 30; k++) {
-        for (int j = 0; j < BD; j++) {
-            centres[k * BD + j] = brand(&seed);
-        }
-        bunit(centres + k * BD);
-    }
     thin_arg t = {c, ids, 300, TM};
     sc_index_set_training_hook(thin_entries, &t);
     for (int i = 0; i < TM; i++) {
@@ -3732,24 +3750,12 @@ static void test_ivf_abandoned_at_close(int drop)
     }
     sc_cache *c = open_cache(0, 0, 0, 0);
     sc_ns_config cfg;
-    sc_cache_ns_config_init(&cfg);
-    snprintf(cfg.backend, sizeof(cfg.backend), "ivf-flat");
-    cfg.nlist = 16;
-    cfg.nprobe = 16;
-    cfg.train_min = TM;
-    cfg.threshold = 0.80f;
-    cfg.auto_threshold = false;
+    ivf_cfg(&cfg, TM);
     CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
     uint64_t seed = 11;
-    float *centres = malloc(30 * BD * sizeof(float));
+    float *centres = centres_new(&seed);
     float *vec = malloc(BD * sizeof(float));
     uint64_t ids[TM];
-    for (int k = 0; k < 30; k++) {
-        for (int j = 0; j < BD; j++) {
-            centres[k * BD + j] = brand(&seed);
-        }
-        bunit(centres + k * BD);
-    }
     late_arg l = {.c = c, .copied = 0};
     pthread_mutex_init(&l.mu, NULL);
     pthread_cond_init(&l.cv, NULL);
@@ -3842,7 +3848,7 @@ static void test_backends(void)
 
     /* The same clustered entries in each namespace. */
     uint64_t seed = 42;
-    float *centres = malloc(30 * BD * sizeof(float));
+    float *centres = centres_new(&seed);
     float *vecs = malloc((size_t)BN * BD * sizeof(float));
     uint64_t *ids = malloc(BN * 3 * sizeof(uint64_t));
     CHECK(centres != NULL && vecs != NULL && ids != NULL);
@@ -3852,12 +3858,6 @@ static void test_backends(void)
         free(ids);
         sc_cache_close(c);
         return;
-    }
-    for (int k = 0; k < 30; k++) {
-        for (int j = 0; j < BD; j++) {
-            centres[k * BD + j] = brand(&seed);
-        }
-        bunit(centres + k * BD);
     }
     const char *names[3] = {"flat", ivf, "auto"};
     int nns = faiss ? 3 : 2;
