@@ -33,7 +33,7 @@ import msgpack  # noqa: E402
 
 import semcache  # noqa: E402
 from semcache import Client, pack_vec  # noqa: E402
-from test_semcache import server_keepalive, wait_http  # noqa: E402
+from test_semcache import free_port, server_keepalive, wait_http  # noqa: E402
 
 MAX_NS = 8
 RECV_MAX = 65536
@@ -48,12 +48,6 @@ def check(cond, what):
     else:
         failed += 1
         print(f"FAIL: {what}", file=sys.stderr)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def served(port, what, within=5.0):

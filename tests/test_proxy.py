@@ -1408,7 +1408,7 @@ def main():
                            text=True).stdout
     if "--persist" in usage:
         PERSIST.extend(["--persist", "off"])
-    fake = FakeUpstream()
+    fake = FakeUpstream(free_port())
     tmp = tempfile.mkdtemp(prefix="semcache-proxy-")
     p = Proxy(a.server, a.table, fake.url)
     try:

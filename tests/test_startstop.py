@@ -15,9 +15,10 @@ usage: test_startstop.py --server build/semcached [--starts N]
 (--starts: rounds of the start races, 12 by default, half that for three
 of them; --rounds: rounds of the proxy's stop line, 2 by default; each
 start is a race repeated, more catch more: --starts 40 for a hunt.
---ports: take the ports from LO..HI in turn, not free ones the kernel
-picks, for runs beside other servers. A failed check prints the log of
-each semcached it counts against to stderr.)
+--ports: take the ports from LO..HI in turn, not free ones of
+SEMCACHE_TEST_PORTS (clients/python/testports.py), for runs beside other
+servers. A failed check prints the log of each semcached it counts
+against to stderr.)
 """
 import http.client
 import itertools

@@ -31,6 +31,7 @@ import msgpack  # noqa: E402
 
 import semcache  # noqa: E402
 from semcache import Client, SemcacheError, connect  # noqa: E402
+from testports import free_port  # noqa: E402,F401 (the tests import it)
 
 passed = failed = 0
 
@@ -64,12 +65,6 @@ def embed_table(argv, prog):
           f"scripts/fetch-embeddings.sh {table}", file=sys.stderr)
     print(f"{prog}: 0 passed, 1 failed")
     return None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_started(proc, port, log_path, timeout=60, http_port=None):
@@ -308,7 +303,8 @@ def serve_one(handle):
     """A listening socket on 127.0.0.1 and a thread that accepts one
     client, runs handle(sock) on it (an OSError ends it) and closes it."""
     lst = socket.socket()
-    lst.bind(("127.0.0.1", 0))
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind(("127.0.0.1", free_port()))
     lst.listen(1)
 
     def run():
@@ -726,7 +722,8 @@ def test_busy_pipelined():
             s.close()
 
     lst = socket.socket()
-    lst.bind(("127.0.0.1", 0))
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind(("127.0.0.1", free_port()))
     lst.listen(4)
     t = threading.Thread(target=serve, daemon=True)
     t.start()
