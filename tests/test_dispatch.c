@@ -37,6 +37,107 @@
 #include <nng/supplemental/tls/tls.h>
 #include <time.h>
 
+/* This run's directory (/tmp/test-dispatch-XXXXXX, made by main): its
+ * ipc:// sockets and certificate files live there, by the names
+ * tmp_path() hands out. It goes when the run ends: at exit, before the
+ * _exit of a run that leaves a stuck close, and on SIGINT, SIGTERM or
+ * SIGHUP (not on SIGKILL or a crash: that directory is left). */
+static char tmp_dir[32];
+static pid_t tmp_owner; /* the process that made it: a fork does not own it */
+static const char *tmp_names[16]; /* names tmp_path() handed out */
+static int tmp_nnames;
+
+/* Writes tmp_dir/name into buf (name: a string literal, not freed). */
+static void tmp_path(char *buf, size_t size, const char *name)
+{
+    int i = 0;
+    while (i < tmp_nnames && strcmp(tmp_names[i], name) != 0) {
+        i++;
+    }
+    if (i == tmp_nnames &&
+        tmp_nnames < (int)(sizeof(tmp_names) / sizeof(tmp_names[0]))) {
+        tmp_names[tmp_nnames++] = name;
+    }
+    snprintf(buf, size, "%s/%s", tmp_dir, name);
+}
+
+/* Unlinks tmp_dir/name for each name handed out, and what make_cert
+ * makes beside a name, then removes the directory: only unlink and rmdir,
+ * so that a signal handler may call it. */
+static void tmp_dir_unlink_names(void)
+{
+    static const char *const suffixes[] = {"", ".crt", ".key"};
+    for (int i = 0; i < tmp_nnames; i++) {
+        for (size_t k = 0; k < sizeof(suffixes) / sizeof(suffixes[0]); k++) {
+            char path[128];
+            /* snprintf is not async-signal-safe: copy by hand. */
+            size_t n = 0;
+            for (const char *p = tmp_dir; *p != '\0' && n < 64; p++) {
+                path[n++] = *p;
+            }
+            path[n++] = '/';
+            for (const char *p = tmp_names[i]; *p != '\0' && n < 112; p++) {
+                path[n++] = *p;
+            }
+            for (const char *p = suffixes[k]; *p != '\0' && n < 127; p++) {
+                path[n++] = *p;
+            }
+            path[n] = '\0';
+            unlink(path);
+        }
+    }
+    rmdir(tmp_dir);
+}
+
+/* Removes tmp_dir and all in it, in the process that made it. */
+static void tmp_dir_remove(void)
+{
+    if (tmp_dir[0] == '\0' || getpid() != tmp_owner) {
+        return;
+    }
+    DIR *dir = opendir(tmp_dir);
+    if (dir != NULL) {
+        struct dirent *e;
+        while ((e = readdir(dir)) != NULL) {
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+                unlinkat(dirfd(dir), e->d_name, 0);
+            }
+        }
+        closedir(dir);
+    }
+    if (rmdir(tmp_dir) != 0) {
+        fprintf(stderr, "dispatch: cannot remove %s\n", tmp_dir);
+    }
+    tmp_dir[0] = '\0';
+}
+
+static void tmp_dir_on_signal(int sig)
+{
+    if (tmp_dir[0] != '\0' && getpid() == tmp_owner) {
+        tmp_dir_unlink_names();
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Makes tmp_dir and sees that it goes when the run ends; false, said on
+ * stderr, when it cannot be made. */
+static bool tmp_dir_make(void)
+{
+    snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/test-dispatch-XXXXXX");
+    if (mkdtemp(tmp_dir) == NULL) {
+        perror("dispatch: mkdtemp");
+        tmp_dir[0] = '\0';
+        return false;
+    }
+    tmp_owner = getpid();
+    atexit(tmp_dir_remove);
+    signal(SIGINT, tmp_dir_on_signal);
+    signal(SIGTERM, tmp_dir_on_signal);
+    signal(SIGHUP, tmp_dir_on_signal);
+    return true;
+}
+
 #define DIM     16
 #define ENTRIES 40
 
@@ -312,8 +413,9 @@ static void test_server_batches(void)
 {
     sc_cache *cache;
     sc_dispatch *d = open_filled(&cache);
-    char url[64];
-    snprintf(url, sizeof(url), "ipc:///tmp/test-dispatch-%d.ipc", (int)getpid());
+    char path[64], url[80];
+    tmp_path(path, sizeof(path), "batches.ipc");
+    snprintf(url, sizeof(url), "ipc://%s", path);
     sc_server_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.listen[0] = url;
@@ -350,27 +452,21 @@ static void test_server_batches(void)
 }
 
 /* A server with the one-by-one handler on the dispatcher of a filled
- * cache, listening on ipc:// in a directory of its own. */
+ * cache, listening on ipc:// at tmp_dir/NAME.ipc. */
 typedef struct ipc_server {
-    char dir[64], path[96], url[112];
+    char path[96], url[112];
     sc_cache *cache;
     sc_dispatch *d;
     sc_server_config cfg; /* its listen names url: the struct stays put */
     sc_server *srv;       /* NULL when the open failed */
 } ipc_server;
 
-/* Makes the directory (/tmp/test-dispatch-NAME-XXXXXX) and opens the
- * server with threads workers, started unless start_later; false, with a
- * failed check, when the directory cannot be made (nothing to undo). */
-static bool ipc_server_open(ipc_server *h, const char *name, unsigned threads,
+/* Opens the server on tmp_dir/name (a string literal) with threads
+ * workers, started unless start_later. */
+static void ipc_server_open(ipc_server *h, const char *name, unsigned threads,
                             bool start_later)
 {
-    snprintf(h->dir, sizeof(h->dir), "/tmp/test-dispatch-%s-XXXXXX", name);
-    if (mkdtemp(h->dir) == NULL) {
-        CHECK(false);
-        return false;
-    }
-    snprintf(h->path, sizeof(h->path), "%s/s.ipc", h->dir);
+    tmp_path(h->path, sizeof(h->path), name);
     snprintf(h->url, sizeof(h->url), "ipc://%s", h->path);
     h->d = open_filled(&h->cache);
     h->cfg = (sc_server_config){.listen = {h->url},
@@ -381,7 +477,6 @@ static bool ipc_server_open(ipc_server *h, const char *name, unsigned threads,
                                 .start_later = start_later};
     h->srv = NULL;
     CHECK(sc_server_open(&h->cfg, &h->srv) == SC_OK);
-    return true;
 }
 
 /* The rest, once the caller has closed the server. */
@@ -390,7 +485,6 @@ static void ipc_server_fini(ipc_server *h)
     sc_dispatch_close(h->d);
     sc_cache_close(h->cache);
     unlink(h->path);
-    rmdir(h->dir);
 }
 
 /* A reply the client has read is in sc_server_counts at once, and in the
@@ -402,9 +496,7 @@ static void ipc_server_fini(ipc_server *h)
 static void test_served_counted(void)
 {
     ipc_server h;
-    if (!ipc_server_open(&h, "served", 1, false)) {
-        return;
-    }
+    ipc_server_open(&h, "served.ipc", 1, false);
     sc_server *srv = h.srv;
     sc_client *k = NULL;
     CHECK(srv != NULL && sc_client_open(h.url, 5000, &k) == SC_OK);
@@ -439,9 +531,7 @@ static void test_start_later(void)
 {
     /* Opened and closed unstarted. */
     ipc_server h;
-    if (!ipc_server_open(&h, "later", 2, true)) {
-        return;
-    }
+    ipc_server_open(&h, "later.ipc", 2, true);
     sc_server *srv = h.srv;
     uint64_t served = 1, dropped = 1;
     sc_server_close_counts(srv, &served, &dropped);
@@ -1006,9 +1096,9 @@ static int roundtrip(nng_socket s, int ms)
 
 static void test_max_clients(void)
 {
-    char url[64];
-    snprintf(url, sizeof(url), "ipc:///tmp/test-dispatch-cap-%d.ipc",
-             (int)getpid());
+    char path[64], url[80];
+    tmp_path(path, sizeof(path), "cap.ipc");
+    snprintf(url, sizeof(url), "ipc://%s", path);
     sc_server_config cfg = {.listen = {url},
                             .nlisten = 1,
                             .threads = 1,
@@ -1579,8 +1669,7 @@ static int raw_req_peer(const char *path)
 static void test_unread_reply(void)
 {
     char path[64], url[80];
-    snprintf(path, sizeof(path), "/tmp/test-dispatch-unread-%d.ipc",
-             (int)getpid());
+    tmp_path(path, sizeof(path), "unread.ipc");
     snprintf(url, sizeof(url), "ipc://%s", path);
     sc_server_config cfg = {.listen = {url},
                             .nlisten = 1,
@@ -1778,9 +1867,9 @@ static void test_undelivered_hits(void)
           fabs(f.usd_false_hits - usd) < 1e-12);
 
     /* Through the server: a reply it cannot hand to nng. */
-    char url[80];
-    snprintf(url, sizeof(url), "ipc:///tmp/test-dispatch-undo-%d.ipc",
-             (int)getpid());
+    char path[64], url[80];
+    tmp_path(path, sizeof(path), "undo.ipc");
+    snprintf(url, sizeof(url), "ipc://%s", path);
     sc_server_config cfg = {.listen = {url},
                             .nlisten = 1,
                             .threads = 1,
@@ -1856,8 +1945,7 @@ static void test_reply_total(void)
     /* Room for four big replies and some small ones, not a fifth. */
     const size_t max = 4 * (TOTAL_RESP + 1024) + (64 << 10);
     char path[64], url[80];
-    snprintf(path, sizeof(path), "/tmp/test-dispatch-total-%d.ipc",
-             (int)getpid());
+    tmp_path(path, sizeof(path), "total.ipc");
     snprintf(url, sizeof(url), "ipc://%s", path);
     sc_server_config cfg = {.listen = {url},
                             .nlisten = 1,
@@ -2249,7 +2337,7 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "--hammer") == 0) {
         return hammer_run(argv[2]);
     }
-    if (!pick_ports()) {
+    if (!pick_ports() || !tmp_dir_make()) {
         return 1;
     }
     test_replace_keys();
@@ -2268,17 +2356,18 @@ int main(int argc, char **argv)
     test_reply_total();
     test_reply_oom();
     test_close_under_load(argv[0], NULL);
-    char leave_url[64];
+    char leave_url[80];
     snprintf(leave_url, sizeof(leave_url), "tcp://127.0.0.1:%d",
              test_port(3));
     test_peers_leave(argv[0], leave_url, NULL);
-    snprintf(leave_url, sizeof(leave_url),
-             "ipc:///tmp/test-dispatch-leave-%d.ipc", (int)getpid());
+    char leave_path[64];
+    tmp_path(leave_path, sizeof(leave_path), "leave.ipc");
+    snprintf(leave_url, sizeof(leave_url), "ipc://%s", leave_path);
     test_peers_leave(argv[0], leave_url, NULL);
     /* The same over TLS, when the openssl command can make a certificate
      * (test_tls.py skips alike without it). */
     char cert[64];
-    snprintf(cert, sizeof(cert), "/tmp/test-dispatch-%d.pem", (int)getpid());
+    tmp_path(cert, sizeof(cert), "cert.pem");
 #ifdef SC_NNG_PATCHED
     /* A close the tests above left running (a busy machine) may still hold
      * a port or nng's reaper: wait for it as the rounds do. The bound is
@@ -2305,6 +2394,7 @@ int main(int argc, char **argv)
     check_late_frees();
     int rc = test_summary("dispatch");
     if (closes_running() > 0) {
+        tmp_dir_remove(); /* _exit runs no atexit handler */
         fflush(NULL);
         _exit(rc); /* nng's exit handler would wait on the stuck close */
     }
