@@ -18,6 +18,7 @@
 #include "test_gate.h"
 #include "test_mem.h"
 #include "test_util.h"
+#include "cache_test_util.h"
 
 #define D 8
 
@@ -3637,24 +3638,6 @@ static sc_err save_first(void *arg, const char *scope, sc_index *ix)
     return sc_index_save_training(ix, arg);
 }
 
-/* An IVF scope's automatic training abandoned (its hook deletes 400 of
- * the 700 entries that began it: 300 left, under 39 x 16) is counted in
- * the namespace's ivf_abandoned (semcache_ivf_trainings_abandoned_total),
- * and stays counted once the scope, and its index, are gone. */
-typedef struct thin_arg {
-    sc_cache *c;
-    const uint64_t *ids;
-    int from, to;
-} thin_arg;
-
-static void thin_entries(void *arg)
-{
-    thin_arg *t = arg;
-    for (int i = t->from; i < t->to; i++) {
-        CHECK_EQ_INT(sc_cache_delete(t->c, t->ids[i]), SC_OK);
-    }
-}
-
 static uint64_t abandoned_of(sc_cache *c, const char *ns)
 {
     sc_cache_stats st;
@@ -3662,6 +3645,10 @@ static uint64_t abandoned_of(sc_cache *c, const char *ns)
     return st.ivf_abandoned;
 }
 
+/* An IVF scope's automatic training abandoned (its hook deletes 400 of
+ * the 700 entries that began it: 300 left, under 39 x 16) is counted in
+ * the namespace's ivf_abandoned (semcache_ivf_trainings_abandoned_total),
+ * and stays counted once the scope, and its index, are gone. */
 static void test_ivf_abandoned_counted(void)
 {
     enum { TM = 700 };

@@ -31,6 +31,7 @@
 #include "proto/proxy.h"
 #include "proto/server.h"
 #include "test_util.h"
+#include "cache_test_util.h"
 
 static int port;
 
@@ -1993,26 +1994,6 @@ static void test_report(sc_cache *cache)
     CHECK_EQ_INT(sc_http_status_of("not_supported"), 501);
 }
 
-/* The IVF trainings a namespace abandoned, in every stats reply: the nng
- * op's msgpack (sc_dispatch_handle), POST /v1/stats's JSON, /report's and
- * /metrics, for the namespace and in all, as sc_cache_stats_get counts
- * them: 1 with FAISS (an automatic training of 700 entries, nlist 16,
- * whose hook deletes 400 of them before its copy: 300 left, under 39 x
- * 16), the field 0 without FAISS. */
-typedef struct thin_arg {
-    sc_cache *c;
-    const uint64_t *ids;
-    int from, to;
-} thin_arg;
-
-static void thin_entries(void *arg)
-{
-    thin_arg *t = arg;
-    for (int i = t->from; i < t->to; i++) {
-        CHECK_EQ_INT(sc_cache_delete(t->c, t->ids[i]), SC_OK);
-    }
-}
-
 /* The uint result[key] of d's reply to the nng stats op of ns (NULL: all),
  * or -1 when the reply holds none. */
 static long long nng_stats_field(sc_dispatch *d, const char *ns,
@@ -2088,6 +2069,12 @@ static long long http_stats_field(const char *ns, const char *key)
     return got;
 }
 
+/* The IVF trainings a namespace abandoned, in every stats reply: the nng
+ * op's msgpack (sc_dispatch_handle), POST /v1/stats's JSON, /report's and
+ * /metrics, for the namespace and in all, as sc_cache_stats_get counts
+ * them: 1 with FAISS (an automatic training of 700 entries, nlist 16,
+ * whose hook deletes 400 of them before its copy: 300 left, under 39 x
+ * 16), the field 0 without FAISS. */
 static void test_stats_ivf_abandoned(sc_cache *cache, sc_dispatch *d)
 {
     enum { TM = 700, VD = 16 };
