@@ -1064,7 +1064,7 @@ static sc_err ivf_add(void *state, uint64_t id, const float *unit)
      * double the arrays (16,384 rows of dim 1024 with a remove and an add
      * at a time went from 67 to 135 MB, the tombstones waiting for a
      * batch of 512). Cheap without FAISS to remove them from; a paused
-     * scan starts over only if it collected one of them (exact_resumed).
+     * scan drops any of them it collected (exact_resumed).
      * Not while a training runs (its copy may hold those slots), nor
      * once trained (each would be a pass of FAISS's remove over its
      * lists). */
@@ -1150,7 +1150,7 @@ static sc_err ivf_remove(void *state, uint64_t id)
     /* A tombstone, untrained too: an exact scan paused meanwhile may hold
      * the slot as a candidate, and a slot reused at once would give it
      * another row under the same slot. flush_removals frees tombstones in
-     * batches (exact_resumed: a scan that collected one starts over). */
+     * batches (exact_resumed: a scan that collected one drops it). */
     if ((rc = vec_push(&v->pend, slot)) != SC_OK) {
         goto out;
     }
@@ -1334,15 +1334,33 @@ static void emit(const ivf *v, const cand *c, unsigned n, float threshold,
  * each block of rows once for all its queries. */
 #define EXACT_BLOCK 256 /* rows scored per kernel call */
 
+/* Candidates a query keeps: k and as many spares, so that a removal of
+ * one of them in a pause drops it rather than start the scan over (at
+ * threshold 0, k 8, 20,000 x 1000, batches of 64 beside 500 to 5,000
+ * removes and adds a second started over 1.25 to 2 times each, and 50
+ * to 100% of them held the locks to their end; none since). */
+#define EXACT_SPARE(k) (k)
+
+/* The best of what a query's candidates once left out (evicted or never
+ * let in, the list full): every row the scan read that ranks above it,
+ * live, is in the list. Id, not slot: the slot may be another row's. */
+typedef struct floor_key {
+    float s;
+    uint64_t id;
+    bool set; /* false: the list was never full, nothing left out */
+} floor_key;
+
 typedef struct exact_pass {
     sc_pass sp; /* first: what sc_pass_run sees */
     ivf *v;
     const float *qs; /* nq unit queries, dim floats each */
     size_t nq;
     unsigned k;
+    unsigned kk; /* k + EXACT_SPARE(k): what each list holds */
     float threshold;
-    cand *top; /* query i's best, sorted: top[i * k ..], nt[i] */
+    cand *top; /* query i's best, sorted: top[i * kk ..], nt[i] */
     unsigned *nt;
+    floor_key *fl; /* query i's */
     /* v->reclaims when the pass began (or began over) or last resumed:
      * every candidate was live then, in the row it was scored on. */
     uint64_t reclaims;
@@ -1352,8 +1370,23 @@ static size_t exact_begin(sc_pass *sp)
 {
     exact_pass *e = (exact_pass *)sp;
     memset(e->nt, 0, e->nq * sizeof(*e->nt));
+    for (size_t i = 0; i < e->nq; i++) {
+        e->fl[i].set = false;
+    }
     e->reclaims = e->v->reclaims;
     return e->v->n;
+}
+
+/* Whether (s, slot) ranks below f (cand_cmp's order): a row the list,
+ * not full after candidates were dropped, must not take, since rows left
+ * out that rank above it may come first. */
+static bool below_floor(const ivf *v, const floor_key *f, float s,
+                        uint32_t slot)
+{
+    if (!f->set || s != f->s) {
+        return f->set && s < f->s;
+    }
+    return v->ids[slot] > f->id;
 }
 
 /* Rows [lo, hi) against every query; lo is a multiple of EXACT_BLOCK, so
@@ -1375,24 +1408,39 @@ static void exact_scan(sc_pass *sp, size_t lo, size_t hi)
                     continue;
                 }
                 float s = exact_from(v, q, (uint32_t)(b + r), sc[r]);
-                if (s >= e->threshold) {
-                    top_push(v, e->top + i * e->k, &e->nt[i], e->k, s,
+                if (s >= e->threshold &&
+                    (e->nt[i] == e->kk ||
+                     !below_floor(v, &e->fl[i], s, (uint32_t)(b + r)))) {
+                    top_push(v, e->top + i * e->kk, &e->nt[i], e->kk, s,
                              (uint32_t)(b + r));
                 }
             }
         }
     }
+    /* A full list's last is at least as good as all it left out (while
+     * full its last only gets better): the floor, read while every
+     * candidate is live, before a pause may free one of their slots. */
+    for (size_t i = 0; i < e->nq; i++) {
+        if (e->nt[i] == e->kk) {
+            const cand *c = &e->top[i * e->kk + e->kk - 1];
+            e->fl[i] = (floor_key){c->s, v->ids[c->slot], true};
+        }
+    }
 }
 
 /* After a pause: a candidate removed meanwhile (a tombstone now) would be
- * answered, or leave the answer short once dropped; one whose slot was
- * freed meanwhile (in one of the rounds of reclaims after e->reclaims) may
- * now be another row. Either way the pass starts over. Tombstones freed
- * that it did not collect change nothing it holds: it goes on (it started
- * over at every round of reclaims, and past 1,500 removes/s at 20,000 x
- * 1000 ran out of restarts and held the locks to its end). Rows added
- * meanwhile go past end, or into slots freed before, which it may or may
- * not have passed: they may be missed. */
+ * answered; one whose slot was freed meanwhile (in one of the rounds of
+ * reclaims after e->reclaims) may now be another row. Either is dropped,
+ * and the others keep their order: they are still the best of the rows
+ * read that rank above the floor, and still live. The pass goes on while
+ * each query keeps k of them (or never left a row out); with fewer, a row
+ * it left out may be among the best k, and it starts over. So a removal
+ * of a candidate costs a restart only past EXACT_SPARE(k) of one query's
+ * in the scan. Tombstones freed that it did not collect change nothing
+ * it holds (it started over at every round of reclaims, and past 1,500
+ * removes/s at 20,000 x 1000 ran out of restarts and held the locks to
+ * its end). Rows added meanwhile go past end, or into slots freed before,
+ * which it may or may not have passed: they may be missed. */
 static bool exact_resumed(sc_pass *sp)
 {
     exact_pass *e = (exact_pass *)sp;
@@ -1403,15 +1451,22 @@ static bool exact_resumed(sc_pass *sp)
     }
     /* Slot s was freed in one of those rounds when freed[s] is one of
      * e->reclaims + 1 .. e->reclaims + rounds (mod 2^32). A slot never
-     * freed (0) may seem one after 2^32 rounds: a restart too many. */
+     * freed (0) may seem one after 2^32 rounds: a candidate too many
+     * dropped. */
     uint32_t after = (uint32_t)e->reclaims + 1;
     for (size_t i = 0; i < e->nq; i++) {
+        cand *c = e->top + i * e->kk;
+        unsigned keep = 0;
         for (unsigned j = 0; j < e->nt[i]; j++) {
-            uint32_t s = e->top[i * e->k + j].slot;
-            if (v->state[s] != S_LIVE ||
-                (uint32_t)(v->freed[s] - after) < rounds) {
-                return false;
+            uint32_t s = c[j].slot;
+            if (v->state[s] == S_LIVE &&
+                (uint32_t)(v->freed[s] - after) >= rounds) {
+                c[keep++] = c[j];
             }
+        }
+        e->nt[i] = keep;
+        if (e->fl[i].set && keep < e->k) {
+            return false;
         }
     }
     e->reclaims = v->reclaims;
@@ -1446,16 +1501,21 @@ static sc_err search_exact(ivf *v, const float *qs, size_t nq, unsigned k,
                            float threshold, sc_hit *hits, unsigned *nhits,
                            const sc_index_yield *y)
 {
-    cand one[SC_INDEX_MAX_K];
+    cand one[SC_INDEX_MAX_K + EXACT_SPARE(SC_INDEX_MAX_K)];
     unsigned one_nt;
+    floor_key one_fl;
+    unsigned kk = k + EXACT_SPARE(k);
     cand *top = one;
     unsigned *nt = &one_nt;
+    floor_key *fl = &one_fl;
     if (nq > 1) {
-        top = malloc(nq * k * sizeof(*top));
+        top = malloc(nq * kk * sizeof(*top));
         nt = malloc(nq * sizeof(*nt));
-        if (top == NULL || nt == NULL) {
+        fl = malloc(nq * sizeof(*fl));
+        if (top == NULL || nt == NULL || fl == NULL) {
             free(top);
             free(nt);
+            free(fl);
             return SC_ENOMEM;
         }
     }
@@ -1464,9 +1524,11 @@ static sc_err search_exact(ivf *v, const float *qs, size_t nq, unsigned k,
                     qs,
                     nq,
                     k,
+                    kk,
                     threshold,
                     top,
                     nt,
+                    fl,
                     0};
     exact_pause ep = {v, y};
     const sc_index_yield ey = {exact_yield, &ep};
@@ -1474,11 +1536,13 @@ static sc_err search_exact(ivf *v, const float *qs, size_t nq, unsigned k,
         sc_pass_hold_rows(nq, v->dim, v->stride * sizeof(float), EXACT_BLOCK);
     sc_pass_run(&e.sp, per, y != NULL ? &ey : NULL);
     for (size_t i = 0; i < nq; i++) {
-        emit(v, top + i * k, nt[i], threshold, hits + i * k, nhits + i);
+        emit(v, top + i * kk, nt[i] < k ? nt[i] : k, threshold, hits + i * k,
+             nhits + i);
     }
     if (nq > 1) {
         free(top);
         free(nt);
+        free(fl);
     }
     return SC_OK;
 }
