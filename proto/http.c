@@ -48,6 +48,9 @@ struct sc_http {
     sc_pool *pool;
     unsigned queue_max;
     bool started;     /* sc_http_start counted a start of srv */
+    bool stopped;     /* sc_http_stop has run */
+    unsigned grace_ms; /* the stop's grace given to nng */
+    unsigned stop_cut; /* answers the stop cut (sc_http_stop_cut) */
     char urlbuf[512]; /* the address, for messages */
 };
 
@@ -1950,10 +1953,11 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
     nng_http_server_set_read_timeout(
         h->srv, read_ms > INT32_MAX ? INT32_MAX : (nng_duration)read_ms);
     /* A stop lets the answers under way out, for a short time only. */
-    unsigned grace_ms =
+    h->grace_ms =
         cfg->stop_grace_ms != 0 ? cfg->stop_grace_ms : SC_HTTP_STOP_GRACE_MS;
-    nng_http_server_set_stop_grace(
-        h->srv, grace_ms > INT32_MAX ? INT32_MAX : (nng_duration)grace_ms);
+    nng_http_server_set_stop_grace(h->srv, h->grace_ms > INT32_MAX
+                                               ? INT32_MAX
+                                               : (nng_duration)h->grace_ms);
     /* And HTTP clients alone cannot take every descriptor. */
     unsigned max_conns =
         cfg->max_conns != 0 ? cfg->max_conns : SC_HTTP_DEFAULT_MAX_CONNS;
@@ -2013,18 +2017,46 @@ sc_err sc_http_start(sc_http *h)
     return SC_OK;
 }
 
-void sc_http_close(sc_http *h)
+void sc_http_stop(sc_http *h)
 {
-    if (h == NULL) {
+    if (h->stopped) {
         return;
     }
+    h->stopped = true;
     /* First, so that nng's stop (which waits for every connection, and so
      * for each handler's aio) finds no job queued behind a running one. */
     sc_pool_stop(h->pool);
     if (h->started) {
         /* nng counts starts: one not made must not be stopped. */
         nng_http_server_stop(h->srv);
+#ifdef SC_NNG_PATCHED
+        /* The proxy's answers are counted too when it shares srv (its
+         * stop, sc_proxy_close, comes first and leaves the real one to
+         * this last start). */
+        int cut = 0;
+        if (nng_http_server_get_stop_cut(h->srv, &cut) == 0 && cut > 0) {
+            h->stop_cut = (unsigned)cut;
+        }
+#endif
     }
+}
+
+unsigned sc_http_stop_cut(const sc_http *h)
+{
+    return h->stop_cut;
+}
+
+unsigned sc_http_stop_grace_ms(const sc_http *h)
+{
+    return h->grace_ms;
+}
+
+void sc_http_close(sc_http *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    sc_http_stop(h);
     nng_http_server_release(h->srv);
     if (!wait_routes(h, 10)) {
         /* nng 1.5.2 unpatched can keep a route for good when a request

@@ -238,8 +238,24 @@ sc_err sc_http_start(sc_http *h);
  * waits for the workers to finish the ones they run, stops listening,
  * drops every connection but those whose answers are being written (with
  * the patched nng), which it lets out for stop_grace_ms at most and then
- * drops too, waits until no handler is running, then frees h. Afterwards the
- * dispatcher and cache may go. */
+ * drops too (counted: sc_http_stop_cut). A no-op once done; h stays open
+ * (sc_http_close frees it). */
+void sc_http_stop(sc_http *h);
+
+/* After sc_http_stop: how many answers the stop cut, closing their
+ * connections before they were all written (their clients read the end of
+ * the connection): those still being written when the grace ran out,
+ * the proxy's on the same address included. Always 0 with the system's
+ * nng, which cannot tell (and has no grace: its stop cuts every answer
+ * not yet written). */
+unsigned sc_http_stop_cut(const sc_http *h);
+
+/* The grace the stop gives the answers under way, in ms (stop_grace_ms or
+ * its default); 0 with the system's nng, whose stop has none. */
+unsigned sc_http_stop_grace_ms(const sc_http *h);
+
+/* Stops h as sc_http_stop does (unless done), waits until no handler is
+ * running, then frees h. Afterwards the dispatcher and cache may go. */
 void sc_http_close(sc_http *h);
 
 /* Requests waiting for a worker now, being run now, and answered 503 busy

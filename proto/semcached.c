@@ -1493,6 +1493,19 @@ int main(int argc, char **argv)
     sc_proxy_counts pc;
     sc_proxy_close_counts(proxy, &pc);
     proxy = NULL;
+    if (http != NULL) {
+        sc_http_stop(http);
+        /* An answer the grace did not see out: its client read the end of
+         * the connection, which no scrape shows. */
+        unsigned cut = sc_http_stop_cut(http);
+        if (cut > 0) {
+            fprintf(stderr,
+                    "semcached: the HTTP stop cut %u %s not written within "
+                    "its %g s grace\n",
+                    cut, sc_plural(cut, "answer", "answers"),
+                    sc_http_stop_grace_ms(http) / 1000.0);
+        }
+    }
     sc_http_close(http);
     http = NULL;
     /* Read once the workers are joined: a request taken before the signal

@@ -1474,6 +1474,12 @@ static void *close_main(void *arg)
     return NULL;
 }
 
+static void *stop_main(void *arg)
+{
+    sc_http_stop(arg);
+    return NULL;
+}
+
 /* Reads a response's head off fd: its Content-Length in *clen, and in
  * *got the body bytes read with it. 0, or -1 when the connection ends or
  * the head is not whole in 8 KiB. */
@@ -1545,27 +1551,32 @@ static void test_stop_writes(sc_cache *cache, sc_dispatch *d)
     int idle = connect_to(p);
     CHECK(idle >= 0 && healthz_on(idle)); /* then idle, kept alive */
     pthread_t t;
-    CHECK(pthread_create(&t, NULL, close_main, h) == 0);
+    CHECK(pthread_create(&t, NULL, stop_main, h) == 0);
     double after = closed_after(idle, now_s());
     size_t rest = read_rest(fd);
     pthread_join(t, NULL);
     fprintf(stderr,
             "http: stop: an idle connection closed after %.2f s; the answer "
-            "under way read %zu of %zu bytes (the buffers hold %zu)\n",
-            after, got + rest, clen, buffered_max());
+            "under way read %zu of %zu bytes (the buffers hold %zu); the "
+            "stop counts %u cut\n",
+            after, got + rest, clen, buffered_max(), sc_http_stop_cut(h));
     CHECK(after >= 0);
     /* Else a hard stop too would leave the whole answer to be read. */
     CHECK(clen > buffered_max());
 #ifdef SC_NNG_PATCHED
     CHECK_EQ_INT(got + rest, clen);
 #endif
+    /* Written whole: none cut (the idle connection had no answer). */
+    CHECK_EQ_INT(sc_http_stop_cut(h), 0);
+    sc_http_close(h);
     close(idle);
     close(fd);
 }
 
 /* And a client that never reads its answer holds the stop for the grace
  * (0.5 s here, the write time-out 20 s) and no longer: then it is closed
- * and the stop returns, the answer cut. The stop's length has a lower
+ * and the stop returns, the answer cut and counted (sc_http_stop_cut: 1;
+ * the answer read whole before, 0). The stop's length has a lower
  * bound only (a hard stop, unpatched, returns at once: the check fails);
  * the upper is a hang guard of 60 s. */
 static void test_stop_bounded(sc_cache *cache, sc_dispatch *d)
@@ -1589,7 +1600,7 @@ static void test_stop_bounded(sc_cache *cache, sc_dispatch *d)
     CHECK(read_head(fd, &clen, &got) == 0); /* then never read */
     double t0 = now_s();
     pthread_t t;
-    CHECK(pthread_create(&t, NULL, close_main, h) == 0);
+    CHECK(pthread_create(&t, NULL, stop_main, h) == 0);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 60;
@@ -1612,7 +1623,12 @@ static void test_stop_bounded(sc_cache *cache, sc_dispatch *d)
     CHECK(got + rest < clen);
 #ifdef SC_NNG_PATCHED
     CHECK(took >= 0.45); /* the grace, kept (nng's clock is in ms) */
+    /* And the stop says so: one answer cut (before: nothing told). */
+    CHECK_EQ_INT(sc_http_stop_cut(h), 1);
+#else
+    CHECK_EQ_INT(sc_http_stop_cut(h), 0); /* the system's nng cannot tell */
 #endif
+    sc_http_close(h);
     close(fd);
 }
 

@@ -375,6 +375,103 @@ def test_stop_line_proxy(server, tmp, rounds):
           "no proxy, no proxy line at stop")
 
 
+def buffered_max():
+    """The most bytes of an answer the kernel can hold between semcached
+    and a client that does not read (4 KiB receive buffer): the server's
+    send buffer grows to tcp_wmem's max (nng sets no SO_SNDBUF)."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        wmem_max = int(f.read().split()[2])
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    rcv = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    s.close()
+    return wmem_max + rcv
+
+
+def stalled_answer(d):
+    """Once d is ready: a 900 KiB entry, and over HTTP a lookup_batch of
+    enough hits of it that its answer cannot all be buffered (3 MiB past
+    buffered_max(), on any host), from a socket with a 4 KiB receive
+    buffer that reads the answer's head and then nothing. Returns (the
+    socket, the answer's length, bytes read), or None."""
+    if not until(d, lambda: ready_logged(d)):
+        return None
+    big = 900 << 10
+    with Client("127.0.0.1", d.port, timeout=10) as c:
+        c.ns_create("stall", dim=3)
+        c.insert("stall", b"z" * big, vec=[0.2, 0.3, 0.9])
+    hits = max(8, (buffered_max() + (3 << 20)) // big + 1)
+    body = json.dumps({"ns": "stall",
+                       "items": [{"vec": [0.2, 0.3, 0.9]}] * hits}).encode()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", d.hport))
+    s.sendall(b"POST /v1/lookup_batch HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    got = b""
+    while b"\r\n\r\n" not in got:
+        b = s.recv(4096)
+        if not b:
+            s.close()
+            return None
+        got += b
+    head, rest = got.split(b"\r\n\r\n", 1)
+    m = re.search(rb"\r\nContent-Length: *(\d+)", head, re.I)
+    return s, int(m.group(1)) if m else 0, len(rest)
+
+
+def read_all(s):
+    n = 0
+    try:
+        while True:
+            b = s.recv(1 << 16)
+            if not b:
+                break
+            n += len(b)
+    except OSError:
+        pass
+    return n
+
+
+CUT_LINE = re.compile(r"semcached: the HTTP stop cut (\d+) answers? not "
+                      r"written within its ([\d.]+) s grace")
+
+
+def test_stop_line_http_cut(server, tmp):
+    """A client that never reads its big answer holds the HTTP stop for
+    the grace (2 s), then its answer is cut: the stop says so ("the HTTP
+    stop cut 1 answer not written within its 2 s grace"; before, the stop
+    lines were those of a clean stop). A stop with no answer under way
+    has no such line."""
+    d = Daemon(server, tmp, "http-cut")
+    got = None
+    try:
+        got = stalled_answer(d)
+    except OSError:
+        pass
+    finally:
+        log = d.stop()
+    check(got is not None, "a big answer under way at the stop")
+    if got is not None:
+        s, clen, read = got
+        read += read_all(s)
+        s.close()
+        check(clen > buffered_max() and read < clen,
+              f"the answer was cut ({read} of {clen} bytes)")
+    m = CUT_LINE.search(log)
+    check(m is not None and m.groups() == ("1", "2"),
+          f"the stop line names the cut answer ({m and m.group(0)})")
+    if m is None or m.groups() != ("1", "2"):
+        show_logs([("http-cut", log)])
+    d = Daemon(server, tmp, "http-cut-none")
+    until(d, lambda: ready_logged(d))
+    log = d.stop()
+    check("semcached: served" in log and "HTTP stop cut" not in log,
+          "no answer under way, no cut line at stop")
+
+
 def main():
     global PORTS, NPORTS
     argv = sys.argv[1:]
@@ -395,6 +492,7 @@ def main():
         test_proxy_once_healthz(server, tmp, starts // 2)
         test_stop_counts_last_reply(server, tmp, starts)
         test_stop_line_proxy(server, tmp, rounds)
+        test_stop_line_http_cut(server, tmp)
     print(f"startstop: {test_semcache.passed} passed, "
           f"{test_semcache.failed} failed")
     return 1 if test_semcache.failed else 0
