@@ -734,6 +734,10 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 if ((rc = get_int(&x, k, v, 1, 1u << 20, &u)) == SC_OK) {
                     cfg->http_max_conns = (unsigned)u;
                 }
+            } else if (strcmp(k, "http_stop_grace") == 0) {
+                if ((rc = get_int(&x, k, v, 1, 3600000, &u)) == SC_OK) {
+                    cfg->http_stop_grace_ms = (unsigned)u;
+                }
             } else if (strcmp(k, "data_dir") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->data_dir);
             } else if (strcmp(k, "embed_table") == 0) {

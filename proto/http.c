@@ -2041,6 +2041,15 @@ void sc_http_stop(sc_http *h)
     }
 }
 
+void sc_http_end_grace(sc_http *h)
+{
+#ifdef SC_NNG_PATCHED
+    nng_http_server_end_stop_grace(h->srv);
+#else
+    (void)h; /* the system's nng stops at once: no grace to end */
+#endif
+}
+
 unsigned sc_http_stop_cut(const sc_http *h)
 {
     return h->stop_cut;

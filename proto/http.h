@@ -242,10 +242,18 @@ sc_err sc_http_start(sc_http *h);
  * (sc_http_close frees it). */
 void sc_http_stop(sc_http *h);
 
+/* Ends the stop's grace: a sc_http_stop under way on another thread closes
+ * at once the connections whose answers it was letting out (counted as
+ * cut) and returns; one to come lets none out. Safe from any thread until
+ * sc_http_close; for a second SIGTERM, of an operator who will not wait.
+ * A no-op with the system's nng, whose stop has no grace. */
+void sc_http_end_grace(sc_http *h);
+
 /* After sc_http_stop: how many answers the stop cut, closing their
  * connections before they were all written (their clients read the end of
- * the connection): those still being written when the grace ran out,
- * the proxy's on the same address included. Always 0 with the system's
+ * the connection): those still being written when the grace ran out or
+ * was ended (sc_http_end_grace), the proxy's on the same address
+ * included. Always 0 with the system's
  * nng, which cannot tell (and has no grace: its stop cuts every answer
  * not yet written). */
 unsigned sc_http_stop_cut(const sc_http *h);

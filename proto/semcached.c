@@ -85,6 +85,7 @@ static void usage(FILE *f)
         "usage: semcached [--config FILE] [--listen URL]... [--threads N]\n"
         "                 [--max-clients N]\n"
         "                 [--http HOST:PORT] [--http-max-conns N]\n"
+        "                 [--http-stop-grace MS]\n"
         "                 [--prices FILE]\n"
         "                 [--data-dir DIR] [--embed-table FILE]\n"
         "                 [--recv-max BYTES] [--reply-queue-max BYTES]\n"
@@ -110,6 +111,9 @@ static void usage(FILE *f)
         "  --http-max-conns N  HTTP connections held open at once (default\n"
         "                      %u, at most half what the descriptor limit\n"
         "                      leaves)\n"
+        "  --http-stop-grace MS  how long a stop lets the HTTP answers being\n"
+        "                      written out, 1..3600000 (default %u); a\n"
+        "                      second SIGTERM or SIGINT ends it at once\n"
         "  --prices FILE       price table for the cost ledger (default: the\n"
         "                      dated table compiled in, data/prices.json)\n"
         "  --data-dir DIR      where semcached keeps its files (default %s)\n"
@@ -151,8 +155,9 @@ static void usage(FILE *f)
         "                      --proxy-store stop[,tool_calls][,length],\n"
         "                      --proxy-embed-model MODEL (docs/PROXY.md)\n",
         SC_SERVER_DEFAULT_URL, SC_SERVER_DEFAULT_MAX_CLIENTS,
-        SC_HTTP_DEFAULT_MAX_CONNS, SC_CONFIG_DEFAULT_DATA_DIR,
-        SC_CONFIG_EMBED_FILE, SC_SERVER_DEFAULT_RECVMAX);
+        SC_HTTP_DEFAULT_MAX_CONNS, SC_HTTP_STOP_GRACE_MS,
+        SC_CONFIG_DEFAULT_DATA_DIR, SC_CONFIG_EMBED_FILE,
+        SC_SERVER_DEFAULT_RECVMAX);
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -789,6 +794,47 @@ static sc_err snapshot_at_stop(sc_persist *persist, const sigset_t *sigs)
     return s.rc;
 }
 
+typedef struct stop_http {
+    sc_http *http;
+    atomic_bool done;
+} stop_http;
+
+static void *stop_http_main(void *arg)
+{
+    stop_http *s = arg;
+    sc_http_stop(s->http);
+    atomic_store(&s->done, true);
+    return NULL;
+}
+
+/* The HTTP front's stop, which lets the answers being written out for its
+ * grace (a client that does not read holds it that long): a second
+ * SIGTERM or SIGINT meanwhile ends the grace, for an operator or a
+ * supervisor that will not wait. Returns whether one did. */
+static bool http_stop_watched(sc_http *http, const sigset_t *sigs)
+{
+    stop_http s = {http, false};
+    pthread_t t;
+    if (pthread_create(&t, NULL, stop_http_main, &s) != 0) {
+        sc_http_stop(http);
+        return false;
+    }
+    bool ended = false;
+    while (!atomic_load(&s.done)) {
+        int sig = next_signal(sigs, 50);
+        if (!ended && (sig == SIGTERM || sig == SIGINT)) {
+            fprintf(stderr,
+                    "semcached: %s received again: ending the HTTP stop's "
+                    "grace\n",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            sc_http_end_grace(http);
+            ended = true;
+        }
+    }
+    pthread_join(t, NULL);
+    return ended;
+}
+
 /* The --config files, in order, for a SIGHUP's reload of the keys. */
 #define MAX_CONFIGS 16
 static const char *config_paths[MAX_CONFIGS];
@@ -1020,6 +1066,13 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
                 return 2;
             }
             cfg->http_max_conns = (unsigned)n;
+        } else if (strcmp(a, "--http-stop-grace") == 0) {
+            if (parse_u64(v, 3600000, &n) != 0 || n == 0) {
+                fprintf(stderr, "semcached: --http-stop-grace must be "
+                                "1..3600000 ms\n");
+                return 2;
+            }
+            cfg->http_stop_grace_ms = (unsigned)n;
         } else if (strcmp(a, "--data-dir") == 0) {
             rc = sc_config_set_str(&cfg->data_dir, v);
         } else if (strcmp(a, "--embed-table") == 0) {
@@ -1386,6 +1439,7 @@ int main(int argc, char **argv)
             .cache = cache,
             .body_max = conf.recv_max,
             .max_conns = http_cap,
+            .stop_grace_ms = conf.http_stop_grace_ms, /* 0: the default */
             /* As many as the nng socket's: HTTP requests run on these, off
              * the nng threads that socket's I/O needs (docs/HTTP.md 5). */
             .workers = scfg.threads,
@@ -1493,12 +1547,19 @@ int main(int argc, char **argv)
     sc_proxy_counts pc;
     sc_proxy_close_counts(proxy, &pc);
     proxy = NULL;
+    bool ended = false; /* a second signal came: no snapshot either */
     if (http != NULL) {
-        sc_http_stop(http);
+        ended = http_stop_watched(http, &sigs);
         /* An answer the grace did not see out: its client read the end of
          * the connection, which no scrape shows. */
         unsigned cut = sc_http_stop_cut(http);
-        if (cut > 0) {
+        if (cut > 0 && ended) {
+            fprintf(stderr,
+                    "semcached: the HTTP stop cut %u %s not written: a "
+                    "second signal ended its %g s grace\n",
+                    cut, sc_plural(cut, "answer", "answers"),
+                    sc_http_stop_grace_ms(http) / 1000.0);
+        } else if (cut > 0) {
             fprintf(stderr,
                     "semcached: the HTTP stop cut %u %s not written within "
                     "its %g s grace\n",
@@ -1545,7 +1606,7 @@ int main(int argc, char **argv)
          * now keeps them across a clean restart. The log holds every
          * change whatever happens here. */
         double t0 = (double)now_ms();
-        sc_err crc = snapshot_at_stop(persist, &sigs);
+        sc_err crc = ended ? SC_ECANCELED : snapshot_at_stop(persist, &sigs);
         if (crc == SC_OK) {
             fprintf(stderr, "semcached: snapshot written at stop (%.1f s)\n",
                     ((double)now_ms() - t0) / 1000.0);

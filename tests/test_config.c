@@ -64,6 +64,7 @@ static void test_good(void)
         " \"threads\": 4, \"recv_max\": 65536, \"tls_cert\": \"/c.pem\",\n"
         " \"data_dir\": \"/srv/sc\", \"max_namespaces\": 7,\n"
         " \"http_max_conns\": 300, \"max_clients\": 5000,\n"
+        " \"http_stop_grace\": 600000,\n"
         " \"reply_queue_max\": 268435456,\n"
         " \"reply_total_max\": 536870912, \"reply_timeout\": 5000,\n"
         " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
@@ -89,6 +90,7 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.threads, 4);
     CHECK_EQ_INT(cfg.recv_max, 65536);
     CHECK_EQ_INT(cfg.http_max_conns, 300);
+    CHECK_EQ_INT(cfg.http_stop_grace_ms, 600000);
     CHECK_EQ_INT(cfg.max_clients, 5000);
     CHECK_EQ_INT(cfg.reply_queue_max, 268435456);
     CHECK_EQ_INT(cfg.reply_total_max, 536870912);
@@ -260,6 +262,8 @@ static void test_bad(void)
         {"{\"max_clients\": 0}", "'max_clients'"},
         {"{\"max_clients\": \"10\"}", "'max_clients'"},
         {"{\"http_max_conns\": 2000000}", "'http_max_conns'"},
+        {"{\"http_stop_grace\": 0}", "'http_stop_grace'"},
+        {"{\"http_stop_grace\": 3600001}", "'http_stop_grace'"},
         {"{\"threads\": 4, \"threads\": 5}",
          "duplicate object key near '\"threads\"'"},
         {"{\"proxy\": {\"upstream\": \"ftp://example\"}}", "'proxy.upstream'"},

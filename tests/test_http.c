@@ -1632,6 +1632,58 @@ static void test_stop_bounded(sc_cache *cache, sc_dispatch *d)
     close(fd);
 }
 
+/* A grace of 600 s, and a write time-out as long: a client that never
+ * reads would hold the stop 10 minutes. sc_http_end_grace from another
+ * thread, once the stop is under way, ends it: the stop returns (its hang
+ * guard is 60 s, a tenth of the grace) with the answer cut and counted.
+ * Before, nothing could end the grace but its end. */
+static void test_stop_end_grace(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h = front_open(
+        (sc_http_config){.read_timeout_ms = 600000, .stop_grace_ms = 600000},
+        cache, d, &p);
+    if (h == NULL) {
+        return;
+    }
+    int n = 0;
+    char *req = big_answer_req(cache, &n);
+    if (req == NULL) {
+        sc_http_close(h);
+        return;
+    }
+    int fd = stalled_client(p, req, n);
+    free(req);
+    size_t clen = 0, got = 0;
+    CHECK(read_head(fd, &clen, &got) == 0); /* then never read */
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, stop_main, h) == 0);
+    usleep(300000); /* the stop under way (an end before it works too) */
+    double t0 = now_s();
+    sc_http_end_grace(h);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    int rc = pthread_timedjoin_np(t, NULL, &until);
+    double took = now_s() - t0;
+    size_t rest = read_rest(fd);
+    fprintf(stderr,
+            "http: a 600 s grace ended: the stop returned %.2f s after; the "
+            "client had %zu of %zu bytes; %u cut\n",
+            took, got + rest, clen, sc_http_stop_cut(h));
+    CHECK_EQ_INT(rc, 0);
+    if (rc != 0) {
+        fprintf(stderr, "http: the ended grace goes on; giving up\n");
+        exit(1);
+    }
+    CHECK(got + rest < clen);
+#ifdef SC_NNG_PATCHED
+    CHECK_EQ_INT(sc_http_stop_cut(h), 1);
+#endif
+    sc_http_close(h);
+    close(fd);
+}
+
 static void test_conn_cap(sc_cache *cache, sc_dispatch *d)
 {
     int p;
@@ -3464,6 +3516,7 @@ int main(void)
     test_write_timeout(cache, d);
     test_stop_writes(cache, d);
     test_stop_bounded(cache, d);
+    test_stop_end_grace(cache, d);
     test_conn_cap_fair(cache, d);
     test_out_of_descriptors(cache, d);
     test_close_under_load(cache, d);

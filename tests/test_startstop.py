@@ -472,6 +472,61 @@ def test_stop_line_http_cut(server, tmp):
           "no answer under way, no cut line at stop")
 
 
+ENDED_LINE = re.compile(r"semcached: the HTTP stop cut (\d+) answers? not "
+                        r"written: a second signal ended its ([\d.]+) s "
+                        r"grace")
+
+
+def test_second_signal_ends_grace(server, tmp):
+    """With --http-stop-grace 600000 (600 s) a client that never reads its
+    big answer would hold the stop 10 minutes, or rather until the 30 s
+    write time-out cuts it; a second SIGTERM once the stop is under way
+    ends the grace at once: semcached exits (the hang guard, 20 s, is
+    below the write time-out, so that an ended grace that goes on fails
+    the check, and far above the few ms the stop takes: it bounds no
+    normal speed), says so ("SIGTERM received again: ending the HTTP stop's
+    grace") and names the answer cut ("the HTTP stop cut 1 answer not
+    written: a second signal ended its 600 s grace"). Before, a second
+    signal during the HTTP stop did nothing."""
+    d = Daemon(server, tmp, "http-end", "--http-stop-grace", "600000")
+    got = None
+    try:
+        got = stalled_answer(d)
+    except OSError:
+        pass
+    exited = False
+    if got is not None:
+        d.proc.send_signal(signal.SIGTERM)
+        # The stop is under way (its line is out; the HTTP stop follows
+        # the proxy's, none here) before the second signal.
+        until(d, lambda: "shutting down" in open(d.log).read())
+        time.sleep(0.5)
+        if d.alive():
+            d.proc.send_signal(signal.SIGTERM)
+        try:
+            d.proc.wait(timeout=20)
+            exited = True
+        except subprocess.TimeoutExpired:
+            pass
+    log = d.stop()  # kills it after another 60 s at most
+    check(got is not None, "a big answer under way at the stop")
+    check(exited and d.proc.returncode == 0,
+          f"a second SIGTERM ends the 600 s grace: semcached exits "
+          f"(status {d.proc.returncode})")
+    if got is not None:
+        s, clen, read = got
+        read += read_all(s)
+        s.close()
+        check(read < clen, f"the answer was cut ({read} of {clen} bytes)")
+    m = ENDED_LINE.search(log)
+    ok = ("SIGTERM received again: ending the HTTP stop's grace" in log and
+          m is not None and m.groups() == ("1", "600"))
+    check(ok, f"the stop says the grace was ended and names the cut answer "
+              f"({m and m.group(0)})")
+    if not ok or not exited:
+        show_logs([("http-end", log)])
+
+
 def main():
     global PORTS, NPORTS
     argv = sys.argv[1:]
@@ -493,6 +548,7 @@ def main():
         test_stop_counts_last_reply(server, tmp, starts)
         test_stop_line_proxy(server, tmp, rounds)
         test_stop_line_http_cut(server, tmp)
+        test_second_signal_ends_grace(server, tmp)
     print(f"startstop: {test_semcache.passed} passed, "
           f"{test_semcache.failed} failed")
     return 1 if test_semcache.failed else 0

@@ -45,7 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (cfg.recv_max != 0 &&
              (cfg.recv_max < 1024 || cfg.recv_max > (1u << 30))) ||
             cfg.http_max_conns > (1u << 20) || cfg.max_clients > (1u << 20) ||
-            cfg.data_dir == NULL || cfg.nns > SC_CONFIG_MAX_NS) {
+            cfg.http_stop_grace_ms > 3600000 || cfg.data_dir == NULL ||
+            cfg.nns > SC_CONFIG_MAX_NS) {
             die("loaded values out of range");
         }
         for (unsigned i = 0; i < cfg.nlisten; i++) {
