@@ -341,7 +341,8 @@ size_t sc_index_heap_bytes(size_t n);
  * twice over: FAISS's inverted lists grow by doubling and their capacity
  * cannot be read, so their bound is counted (docs/CONFIG.md); counted from
  * the first vector. Not counted: our arrays grown ahead of use (they
- * double), searches' scratch, a training's transient copy. 0 when p
+ * double, or, full of tombstones waiting to be freed, grow by room for a
+ * batch of them), searches' scratch, a training's transient copy. 0 when p
  * is invalid or its backend is not built. */
 size_t sc_index_vector_bytes(const sc_index_params *p);
 uint32_t sc_index_dim(const sc_index *ix);
