@@ -336,14 +336,14 @@ size_t sc_index_heap_bytes(size_t n);
  * its storage width, padded to 64 bytes (int8 adds an f16 copy for the
  * re-rank and a float scale), its id, a tombstone flag and the id map's
  * slots (26 bytes). IVF: an f32 row padded to 16 floats, its id, two flags,
- * the id map's slots, and FAISS's own copy once trained (4 bytes a
- * dimension for IVF-Flat and "auto", 1 for SQ8, plus an 8-byte label)
- * twice over: FAISS's inverted lists grow by doubling and their capacity
- * cannot be read, so their bound is counted (docs/CONFIG.md); counted from
- * the first vector. Not counted: our arrays grown ahead of use (they
- * double, or, full of tombstones waiting to be freed, grow by room for a
- * batch of them), searches' scratch, a training's transient copy. 0 when p
- * is invalid or its backend is not built. */
+ * the round it was last freed in (4 bytes), the id map's slots, and
+ * FAISS's own copy once trained (4 bytes a dimension for IVF-Flat and
+ * "auto", 1 for SQ8, plus an 8-byte label) twice over: FAISS's inverted lists
+ * grow by doubling and their capacity cannot be read, so their bound is counted
+ * (docs/CONFIG.md); counted from the first vector. Not counted: our arrays
+ * grown ahead of use (they double, or, full of tombstones waiting to be freed,
+ * grow by room for a batch of them), searches' scratch, a training's transient
+ * copy. 0 when p is invalid or its backend is not built. */
 size_t sc_index_vector_bytes(const sc_index_params *p);
 uint32_t sc_index_dim(const sc_index *ix);
 sc_storage sc_index_storage(const sc_index *ix);
