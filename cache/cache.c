@@ -19,11 +19,14 @@
 
 /* Locks, always taken in this order: c->lock (rwlock: the namespace table
  * and namespaces' lifetimes; every call holds it, read, throughout; create
- * and drop write), then one ns->mu (a namespace's entries, scopes, counters),
+ * and drop write), then, for an insert, its namespace's ns->imu (one insert
+ * at a time), then one ns->mu (a namespace's entries, scopes, counters),
  * then c->gmu (the global LRU list, the id -> entry map, the totals). An
  * sc_index has its own lock and is always innermost. No call holds two
  * namespace mutexes. Vector searches run with only c->lock held: the scope
- * searched is pinned so that it and its index outlive the search. */
+ * searched is pinned so that it and its index outlive the search. So does
+ * an insert's add into an index that existed before it (with ns->imu), so
+ * that the namespace's lookups do not wait for it (insert_entry). */
 
 #define CONTAINER(ptr, type, member)                                           \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
@@ -39,6 +42,27 @@
 #define TTL_MAX        ((uint64_t)INT64_MAX / 2)
 #define NLIST_MAX      65536u /* nlist and nprobe, as index/ivf.c takes them */
 #define NPROBE_DEFAULT 16u    /* index.h's default, for a reset to 0 */
+
+/* The tests' hook before an insert's add into an existing index
+ * (sc_cache_set_index_add_hook). */
+static struct {
+    void (*_Atomic fn)(void *);
+    void *_Atomic arg;
+} add_hook;
+
+void sc_cache_set_index_add_hook(void (*fn)(void *arg), void *arg)
+{
+    atomic_store(&add_hook.arg, arg);
+    atomic_store(&add_hook.fn, fn);
+}
+
+static void index_add_hook(void)
+{
+    void (*f)(void *) = atomic_load(&add_hook.fn);
+    if (f != NULL) {
+        f(atomic_load(&add_hook.arg));
+    }
+}
 
 /* ---- small intrusive list (circular, with a sentinel head) --------------*/
 
@@ -143,6 +167,12 @@ typedef struct entry {
 typedef struct ns {
     sc_hnode node; /* in c->nss */
     pthread_mutex_t mu;
+    /* Its inserts, one at a time, each from before ns->mu until its entry
+     * is in and journaled: one may add its vector to an existing index
+     * with ns->mu let go (a training's held round may make it wait), and
+     * ids must still be given out in the order of the namespace's inserts
+     * (restore_passed). Only inserts take it, always before ns->mu. */
+    pthread_mutex_t imu;
     sc_ns_config cfg; /* cfg.dim: as fixed so far */
     bool had_vector;  /* an index was made: dim and storage are fixed */
     bool model_fixed; /* cfg.embed_model is fixed (given, or a vector's) */
@@ -1217,6 +1247,7 @@ static void ns_free(sc_cache *c, ns *s)
     sc_htab_fini(&s->exact);
     sc_htab_fini(&s->ids);
     tally_unref(s->gone_ix);
+    pthread_mutex_destroy(&s->imu);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -1503,6 +1534,9 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         goto fail_mutex;
     }
+    if (pthread_mutex_init(&s->imu, NULL) != 0) {
+        goto fail_imu;
+    }
     if (sc_htab_init(&s->ids) != SC_OK) {
         goto fail_ids;
     }
@@ -1577,6 +1611,8 @@ fail_scopes:
 fail_exact:
     sc_htab_fini(&s->ids);
 fail_ids:
+    pthread_mutex_destroy(&s->imu);
+fail_imu:
     pthread_mutex_destroy(&s->mu);
 fail_mutex:
     free(s);
@@ -2253,13 +2289,15 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         rc = SC_ENONS;
         goto fail_ns;
     }
+    pthread_mutex_lock(&s->imu);
     pthread_mutex_lock(&s->mu);
     /* The time once the locks are held: a wait for them (a drop of a big
      * namespace, say) is not taken off the entry's TTL. */
-    const uint64_t now = now_ms(c);
+    uint64_t now = now_ms(c);
     if (ro != NULL && id_present(c, ro->id)) {
         /* Restored already (a snapshot and the log both hold it). */
         pthread_mutex_unlock(&s->mu);
+        pthread_mutex_unlock(&s->imu);
         cache_unlock(c);
         entry_free(c, e);
         blob_unref(b);
@@ -2341,12 +2379,36 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             }
             made_ix = true;
         }
+        /* Into an index that was there before, with s->mu let go: the add
+         * may wait for the index's lock while a training holds it for a
+         * held replay round, and the namespace's lookups must not wait
+         * with it. What the mutex guards stays as it was meanwhile: the
+         * scope is pinned (it and its index stay), the entry is in no
+         * table (a lookup's search that finds its id passes it over, as
+         * one made before the insert; no delete or eviction can reach
+         * it), and s->imu keeps the other inserts, the only ones that
+         * give out ids, fix the dimension and model or make an index,
+         * out. Not the namespace's first vector (the dimension and model
+         * are fixed then: a configure changes neither) nor a restore. */
+        bool let_go = !made_ix && ro == NULL && s->had_vector && s->model_fixed;
+        if (let_go) {
+            pthread_mutex_unlock(&s->mu);
+            index_add_hook();
+        }
         /* A snapshot's vector is the unit vector the index gave out:
          * taken as it is, so that the restart leaves it bit for bit as it
          * was. A logged insert's is the client's, normalised as then. */
         rc = ro != NULL && ro->vec_unit
                  ? sc_index_add_stored(sc->ix, e->id, vec)
                  : sc_index_add(sc->ix, e->id, vec);
+        if (let_go) {
+            pthread_mutex_lock(&s->mu);
+            /* Its TTL from now, as for a wait for the locks. */
+            now = now_ms(c);
+            if (e->ttl_ms != 0) {
+                e->expires_ms = add_sat(now, e->ttl_ms);
+            }
+        }
         if (rc != SC_OK) {
             /* An index made for this vector goes with it: while no vector
              * has fixed the dimension, no index may outlive its insert. */
@@ -2464,6 +2526,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             memcpy(s->cfg.embed_model, model0, sizeof(model0));
             scope_unpin(s, sc);
             pthread_mutex_unlock(&s->mu);
+            pthread_mutex_unlock(&s->imu);
             cache_unlock(c);
             free(own_vec);
             free(norm);
@@ -2484,6 +2547,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
              * in flight. Said, not acknowledged; its eviction is
              * journaled (what it replaced is gone). */
             pthread_mutex_unlock(&s->mu);
+            pthread_mutex_unlock(&s->imu);
             cache_unlock(c);
             (void)journal_commit(c, seq);
             free(own_vec);
@@ -2492,6 +2556,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         }
     }
     pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->imu);
     if (ro == NULL && global_enforce(c, id)) {
         /* The same by the overall cap: everything else went first. */
         cache_unlock(c);
@@ -2532,6 +2597,7 @@ fail_scope:
     scope_unpin(s, sc);
 fail_locked:
     pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->imu);
 fail_ns:
     cache_unlock(c);
     entry_free(c, e);

@@ -364,6 +364,13 @@ typedef struct sc_cache_item {
 sc_err sc_cache_insert(sc_cache *c, const char *ns, const sc_cache_item *item,
                        uint64_t *id);
 
+/* Tests only: fn(arg) is called by each sc_cache_insert of a vector into
+ * a scope's index that existed before it, just before it adds the vector
+ * (an index training's held round may make that add wait), holding no
+ * lock of the namespace's but its inserts' own, from now on (NULL =
+ * none). */
+void sc_cache_set_index_add_hook(void (*fn)(void *arg), void *arg);
+
 /* Deletes entry id. Errors: SC_ENOTFOUND. */
 sc_err sc_cache_delete(sc_cache *c, uint64_t id);
 
