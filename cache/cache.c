@@ -121,6 +121,7 @@ typedef struct scope {
     sc_hnode node;  /* in ns->scopes */
     sc_index *ix;   /* NULL until the scope's first vector */
     size_t entries; /* entries in this scope, text-only ones included */
+    size_t vectors; /* those of them whose vector is in ix (in_index) */
     size_t pins;    /* calls using the scope without holding ns->mu */
     void *stats;    /* the embedder's statistics of its texts, or NULL */
     uint64_t stats_bytes; /* their memory, as counted in the byte caps */
@@ -737,15 +738,18 @@ static void cache_unlock(sc_cache *c)
  * its index, as a restart would not make one for it: its memory and count
  * are then the same after a restart as before. Not a trained IVF index:
  * a snapshot keeps its training, and a restart makes it from that before
- * the scope's entries come back. */
+ * the scope's entries come back. Its vectors are counted here, not asked
+ * of the index: an IVF index's count waits for its lock, which a training
+ * holds through each held replay round, and every unpin would hold the
+ * namespace's mutex as long. Unpinned, the scope has no insert in flight,
+ * so the index holds exactly those vectors. */
 static void scope_maybe_free(ns *s, scope *sc)
 {
     if (sc->pins > 0) {
         return;
     }
     if (sc->entries > 0) {
-        if (sc->ix != NULL && sc_index_count(sc->ix) == 0 &&
-            !sc_index_trained(sc->ix)) {
+        if (sc->ix != NULL && sc->vectors == 0 && !sc_index_trained(sc->ix)) {
             close_later(s, sc->ix);
             sc->ix = NULL;
             own_bytes_sync(s, sc);
@@ -820,6 +824,7 @@ static void entry_unmatchable(ns *s, entry *e)
         /* Cannot fail: the id was added and only this path removes it. */
         (void)sc_index_remove(e->sc->ix, e->id);
         e->in_index = false;
+        e->sc->vectors--;
     }
     if (e->in_exact) {
         sc_htab_remove(&s->exact, &e->by_key);
@@ -2419,6 +2424,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
             goto fail_scope;
         }
         e->in_index = true;
+        sc->vectors++;
         if (made_ix) {
             own_bytes_sync(s, sc);
         }

@@ -4161,16 +4161,18 @@ static void test_flush_close_not_shared(void)
     sc_cache_close(c);
 }
 
-/* An insert whose vector waits for its index's lock while a training holds
- * it for a held replay round (index/ivf.c catch_up_held) must not hold its
- * namespace's other lookups back: an exact hit in its scope and a vector
- * lookup in another scope, both made while the insert is at its add, are
- * answered before the round ends. The insert used to wait holding the
- * namespace's mutex, which every lookup takes first, so they waited out the
- * round. The step hook inserts 20 entries after each step of the training
- * (from its thread, no lock held), so that the replay never catches up and
- * goes on to held rounds; the event hook holds the first held round until
- * the test's lookups are answered (10 s at most: then they waited). */
+/* A training's held replay round (index/ivf.c catch_up_held: the index's
+ * lock held for writing) must not hold the namespace's lookups back: an
+ * exact hit in the training scope is answered before the round ends (its
+ * scope's unpin asked the index's count under the namespace's mutex, and
+ * waited out the round), and so are an exact hit in it and a vector
+ * lookup in another scope made while an insert is at its add, which
+ * waits for the round (the insert used to wait holding the namespace's
+ * mutex, which every lookup takes first). The step hook inserts 20 entries
+ * after each step of the training (from its thread, no lock held), so that the
+ * replay never catches up and goes on to held rounds; the event hook holds the
+ * first held round until the test's lookups are answered (10 s at most: then
+ * they waited). */
 typedef struct held_ins {
     sc_cache *c;
     const float *centres;
@@ -4267,16 +4269,18 @@ static void test_lookup_beside_held_insert(void)
         CHECK_EQ_INT(bput(c, "v", v, i, 0, NULL), SC_OK);
     }
     CHECK(test_gate_wait(&h.round, &h.round.entered));
+    /* No insert in flight: the lookup's unpin leaves the scope unpinned. */
+    sc_cache_query qq;
+    memset(&qq, 0, sizeof(qq));
+    qq.text = "held question";
+    qq.text_len = strlen(qq.text);
+    sc_cache_result r0, r1, r2;
+    CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r0), SC_OK);
     bvec(centres, 7, &seed, h.vec);
     pthread_t it_th;
     CHECK(pthread_create(&it_th, NULL, held_ins_main, &h) == 0);
     CHECK(test_gate_wait(&h.add, &h.add.entered));
     /* The insert is at its add, which waits for the held round. */
-    sc_cache_query qq;
-    memset(&qq, 0, sizeof(qq));
-    qq.text = "held question";
-    qq.text_len = strlen(qq.text);
-    sc_cache_result r1, r2;
     CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r1), SC_OK);
     memset(&qq, 0, sizeof(qq));
     qq.vec = q;
@@ -4293,10 +4297,13 @@ static void test_lookup_beside_held_insert(void)
             "the round ended\n",
             h.answered_in_round ? "before" : "after");
     CHECK(h.answered_in_round);
+    CHECK(r0.hit && r0.layer == SC_LAYER_EXACT && r0.response_len == 5 &&
+          memcmp(r0.response, "exact", 5) == 0);
     CHECK(r1.hit && r1.layer == SC_LAYER_EXACT && r1.response_len == 5 &&
           memcmp(r1.response, "exact", 5) == 0);
     CHECK(r2.hit && r2.response_len == 5 &&
           memcmp(r2.response, "other", 5) == 0);
+    sc_cache_result_fini(&r0);
     sc_cache_result_fini(&r1);
     sc_cache_result_fini(&r2);
     CHECK_EQ_INT(h.rc, SC_OK);
