@@ -1924,8 +1924,15 @@ static sc_err ivf_load_kind(const sc_index_params *p, kind k, int is_auto,
         goto fail;
     }
     for (uint64_t i = 0; i < ns; i++) {
-        if (v->n == v->cap &&
-            (rc = grow(v, v->cap ? v->cap * 2 : 1024)) != SC_OK) {
+        /* Doubling as the rows come (a file that lies about ns fails at
+         * its end, having grown at most twice what it held), but never
+         * past the file's ns slots: a save of an index grown by a batch
+         * (grow_to) loads at its size, not doubled to a power of two. */
+        size_t nc = v->cap ? v->cap * 2 : 1024;
+        if (nc > ns && ns > v->cap) {
+            nc = (size_t)ns;
+        }
+        if (v->n == v->cap && (rc = grow(v, nc)) != SC_OK) {
             goto fail;
         }
         uint8_t live;
