@@ -1372,9 +1372,11 @@ static void emit(const ivf *v, const cand *c, unsigned n, float threshold,
  * to 100% of them held the locks to their end; none since). */
 #define EXACT_SPARE(k) (k)
 
-/* The best of what a query's candidates once left out (evicted or never
- * let in, the list full): every row the scan read that ranks above it,
- * live, is in the list. Id, not slot: the slot may be another row's. */
+/* A bound on what a query's candidates once left out (evicted or never
+ * let in, the list full): the full list's last entry at the end of a
+ * hold, so every row left out ranks below it, and every row the scan
+ * read that ranks above it, live, is in the list. Id, not slot: the slot
+ * may be another row's. */
 typedef struct floor_key {
     float s;
     uint64_t id;

@@ -2490,9 +2490,10 @@ static unsigned spare_restarts(const char *backend, const float *q,
 /* An untrained index's exact scan keeps k spare candidates a query: a
  * candidate removed (or its slot freed) in a pause is dropped, and it
  * goes on while k are left of those above the best row it left out
- * (there: at threshold 0, k 8, 20,000 x 1000, a batch of 64 under 1,500
- * removes/s started over 1.83 times, and from 2,000/s held the locks to
- * its end, since any removal of a candidate started it over). Single and
+ * (there: at threshold 0, k 8, 20,000 x 1000, a batch of 64 under 1,000
+ * to 1,500 removes/s started over 1.83 to 2 times, most batches holding
+ * the locks to their end, since any removal of a candidate started it
+ * over). Single and
  * a batch of 8 (q and 7 random rows): 8 of q's best 16 removed in the
  * first pause, no restart; 9 of them, it starts over (7 left); 8 and then
  * the next 8 in the second pause, it starts over there (2 pauses more):
