@@ -51,6 +51,7 @@ struct sc_http {
     bool stopped;     /* sc_http_stop has run */
     unsigned grace_ms; /* the stop's grace given to nng */
     unsigned stop_cut; /* answers the stop cut (sc_http_stop_cut) */
+    unsigned stop_failed; /* their writes failed (sc_http_stop_failed) */
     char urlbuf[512]; /* the address, for messages */
 };
 
@@ -2037,22 +2038,33 @@ void sc_http_stop(sc_http *h)
         if (nng_http_server_get_stop_cut(h->srv, &cut) == 0 && cut > 0) {
             h->stop_cut = (unsigned)cut;
         }
+        int failed = 0;
+        if (nng_http_server_get_stop_failed(h->srv, &failed) == 0 &&
+            failed > 0) {
+            h->stop_failed = (unsigned)failed;
+        }
 #endif
     }
 }
 
-void sc_http_end_grace(sc_http *h)
+bool sc_http_end_grace(sc_http *h)
 {
 #ifdef SC_NNG_PATCHED
-    nng_http_server_end_stop_grace(h->srv);
+    return nng_http_server_end_stop_grace(h->srv) == 0;
 #else
     (void)h; /* the system's nng stops at once: no grace to end */
+    return false;
 #endif
 }
 
 unsigned sc_http_stop_cut(const sc_http *h)
 {
     return h->stop_cut;
+}
+
+unsigned sc_http_stop_failed(const sc_http *h)
+{
+    return h->stop_failed;
 }
 
 unsigned sc_http_stop_grace_ms(const sc_http *h)

@@ -246,17 +246,25 @@ void sc_http_stop(sc_http *h);
  * at once the connections whose answers it was letting out (counted as
  * cut) and returns; one to come lets none out. Safe from any thread until
  * sc_http_close; for a second SIGTERM, of an operator who will not wait.
- * A no-op with the system's nng, whose stop has no grace. */
-void sc_http_end_grace(sc_http *h);
+ * Returns whether there was a grace to end: false once the stop's grace
+ * is over (passed or ended), and always with the system's nng, whose stop
+ * has no grace. */
+bool sc_http_end_grace(sc_http *h);
 
 /* After sc_http_stop: how many answers the stop cut, closing their
  * connections before they were all written (their clients read the end of
  * the connection): those still being written when the grace ran out or
  * was ended (sc_http_end_grace), the proxy's on the same address
- * included. Always 0 with the system's
- * nng, which cannot tell (and has no grace: its stop cuts every answer
- * not yet written). */
+ * included. May count an answer whose last bytes went out just as the
+ * grace ended. Always 0 with the system's nng, which cannot tell (and has
+ * no grace: its stop cuts every answer not yet written). */
 unsigned sc_http_stop_cut(const sc_http *h);
+
+/* After sc_http_stop: how many answers the stop was letting out whose
+ * write failed before the grace's end (the write time-out, a client gone):
+ * lost too, but not cut by the stop, and not in sc_http_stop_cut. Always
+ * 0 with the system's nng. */
+unsigned sc_http_stop_failed(const sc_http *h);
 
 /* The grace the stop gives the answers under way, in ms (stop_grace_ms or
  * its default); 0 with the system's nng, whose stop has none. */

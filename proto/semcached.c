@@ -809,30 +809,33 @@ static void *stop_http_main(void *arg)
 
 /* The HTTP front's stop, which lets the answers being written out for its
  * grace (a client that does not read holds it that long): a second
- * SIGTERM or SIGINT meanwhile ends the grace, for an operator or a
- * supervisor that will not wait. Returns whether one did. */
-static bool http_stop_watched(sc_http *http, const sigset_t *sigs)
+ * SIGTERM or SIGINT meanwhile (or since the first: it waits, blocked)
+ * ends the grace if one is running, for an operator or a supervisor that
+ * will not wait. *second says whether one came (the snapshot at stop is
+ * then left out), *ended whether it ended a grace (with the system's nng,
+ * or once the grace is over, there is none to end). */
+static void http_stop_watched(sc_http *http, const sigset_t *sigs, bool *second,
+                              bool *ended)
 {
     stop_http s = {http, false};
     pthread_t t;
+    *second = false;
+    *ended = false;
     if (pthread_create(&t, NULL, stop_http_main, &s) != 0) {
         sc_http_stop(http);
-        return false;
+        return;
     }
-    bool ended = false;
     while (!atomic_load(&s.done)) {
         int sig = next_signal(sigs, 50);
-        if (!ended && (sig == SIGTERM || sig == SIGINT)) {
-            fprintf(stderr,
-                    "semcached: %s received again: ending the HTTP stop's "
-                    "grace\n",
-                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
-            sc_http_end_grace(http);
-            ended = true;
+        if (!*second && (sig == SIGTERM || sig == SIGINT)) {
+            *second = true;
+            *ended = sc_http_end_grace(http);
+            fprintf(stderr, "semcached: %s received again%s\n",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                    *ended ? ": ending the HTTP stop's grace" : "");
         }
     }
     pthread_join(t, NULL);
-    return ended;
 }
 
 /* The --config files, in order, for a SIGHUP's reload of the keys. */
@@ -1547,24 +1550,34 @@ int main(int argc, char **argv)
     sc_proxy_counts pc;
     sc_proxy_close_counts(proxy, &pc);
     proxy = NULL;
-    bool ended = false; /* a second signal came: no snapshot either */
+    bool second = false; /* a second signal came: no snapshot either */
     if (http != NULL) {
-        ended = http_stop_watched(http, &sigs);
+        bool ended = false; /* it ended the HTTP stop's grace */
+        http_stop_watched(http, &sigs, &second, &ended);
         /* An answer the grace did not see out: its client read the end of
          * the connection, which no scrape shows. */
         unsigned cut = sc_http_stop_cut(http);
+        double grace_s = sc_http_stop_grace_ms(http) / 1000.0;
         if (cut > 0 && ended) {
             fprintf(stderr,
                     "semcached: the HTTP stop cut %u %s not written: a "
                     "second signal ended its %g s grace\n",
-                    cut, sc_plural(cut, "answer", "answers"),
-                    sc_http_stop_grace_ms(http) / 1000.0);
+                    cut, sc_plural(cut, "answer", "answers"), grace_s);
         } else if (cut > 0) {
             fprintf(stderr,
                     "semcached: the HTTP stop cut %u %s not written within "
                     "its %g s grace\n",
-                    cut, sc_plural(cut, "answer", "answers"),
-                    sc_http_stop_grace_ms(http) / 1000.0);
+                    cut, sc_plural(cut, "answer", "answers"), grace_s);
+        }
+        /* Not cut by the stop: lost to the write time-out or a client
+         * that left while the grace let the answer out. */
+        unsigned failed = sc_http_stop_failed(http);
+        if (failed > 0) {
+            fprintf(stderr,
+                    "semcached: during the HTTP stop's %g s grace, %u %s "
+                    "failed (the write time-out, or the client gone)\n",
+                    grace_s, failed,
+                    failed == 1 ? "answer's write" : "answers' writes");
         }
     }
     sc_http_close(http);
@@ -1606,7 +1619,7 @@ int main(int argc, char **argv)
          * now keeps them across a clean restart. The log holds every
          * change whatever happens here. */
         double t0 = (double)now_ms();
-        sc_err crc = ended ? SC_ECANCELED : snapshot_at_stop(persist, &sigs);
+        sc_err crc = second ? SC_ECANCELED : snapshot_at_stop(persist, &sigs);
         if (crc == SC_OK) {
             fprintf(stderr, "semcached: snapshot written at stop (%.1f s)\n",
                     ((double)now_ms() - t0) / 1000.0);

@@ -1660,7 +1660,7 @@ static void test_stop_end_grace(sc_cache *cache, sc_dispatch *d)
     CHECK(pthread_create(&t, NULL, stop_main, h) == 0);
     usleep(300000); /* the stop under way (an end before it works too) */
     double t0 = now_s();
-    sc_http_end_grace(h);
+    bool ended = sc_http_end_grace(h);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 60;
@@ -1678,7 +1678,70 @@ static void test_stop_end_grace(sc_cache *cache, sc_dispatch *d)
     }
     CHECK(got + rest < clen);
 #ifdef SC_NNG_PATCHED
+    CHECK(ended); /* there was a grace to end */
     CHECK_EQ_INT(sc_http_stop_cut(h), 1);
+    CHECK_EQ_INT(sc_http_stop_failed(h), 0);
+#else
+    CHECK(!ended);                        /* the system's nng has no grace */
+#endif
+    sc_http_close(h);
+    close(fd);
+}
+
+/* A write time-out (2 s: the time-out is the read time-out) shorter than
+ * the grace (60 s, a hang guard): a client that never reads loses its
+ * answer to the time-out during the grace, and the stop returns then. That
+ * answer is counted as a failed write (sc_http_stop_failed: 1), not as cut
+ * by the stop (sc_http_stop_cut: 0); before, it was counted cut, and a
+ * stop line blamed the grace. The grace is over once the stop returns:
+ * sc_http_end_grace finds none to end. The 2 s leave the stop time to
+ * begin before the time-out: the write begins as the head is read. */
+static void test_stop_write_failed(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h = front_open(
+        (sc_http_config){.read_timeout_ms = 2000, .stop_grace_ms = 60000},
+        cache, d, &p);
+    if (h == NULL) {
+        return;
+    }
+    int n = 0;
+    char *req = big_answer_req(cache, &n);
+    if (req == NULL) {
+        sc_http_close(h);
+        return;
+    }
+    int fd = stalled_client(p, req, n);
+    free(req);
+    size_t clen = 0, got = 0;
+    CHECK(read_head(fd, &clen, &got) == 0); /* then never read */
+    double t0 = now_s();
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, stop_main, h) == 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    int rc = pthread_timedjoin_np(t, NULL, &until);
+    double took = now_s() - t0;
+    size_t rest = read_rest(fd);
+    fprintf(stderr,
+            "http: stop, write time-out 2 s, grace 60 s: returned after "
+            "%.2f s; the client had %zu of %zu bytes; %u cut, %u failed\n",
+            took, got + rest, clen, sc_http_stop_cut(h),
+            sc_http_stop_failed(h));
+    CHECK_EQ_INT(rc, 0);
+    if (rc != 0) {
+        fprintf(stderr, "http: the stop hangs; giving up\n");
+        exit(1);
+    }
+    CHECK(clen > buffered_max());
+    CHECK(got + rest < clen);
+    CHECK(!sc_http_end_grace(h)); /* over: none to end */
+#ifdef SC_NNG_PATCHED
+    CHECK_EQ_INT(sc_http_stop_failed(h), 1);
+    CHECK_EQ_INT(sc_http_stop_cut(h), 0);
+#else
+    CHECK_EQ_INT(sc_http_stop_failed(h), 0); /* the system's nng: no count */
 #endif
     sc_http_close(h);
     close(fd);
@@ -3517,6 +3580,7 @@ int main(void)
     test_stop_writes(cache, d);
     test_stop_bounded(cache, d);
     test_stop_end_grace(cache, d);
+    test_stop_write_failed(cache, d);
     test_conn_cap_fair(cache, d);
     test_out_of_descriptors(cache, d);
     test_close_under_load(cache, d);
