@@ -29,6 +29,7 @@
 #include "proto/dispatch.h"
 #include "proto/mp.h"
 #include "proto/server.h"
+#include "test_ports.h"
 #include "test_util.h"
 
 #include <nng/nng.h>
@@ -789,7 +790,7 @@ static int make_cert(const char *path)
  * released over and over by one test (test_close_under_load: 150 times).
  * They must lie below Linux's ephemeral range (ip_local_port_range,
  * 32768 up by default): there the kernel hands a released number to
- * other tests' connections and free_port() calls, which then hold it when
+ * other tests' connections and binds to port 0, which then hold it when
  * a round re-opens. */
 static int ports[4];
 
@@ -799,106 +800,19 @@ static int test_port(int k)
     return ports[k];
 }
 
-/* The first port of the kernel's ephemeral range, as it is set (1024 is
- * a range's first port too; 32768 only when it cannot be read). */
-static int ephemeral_low(void)
-{
-    int lo = 0, hi = 0;
-    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
-    if (f != NULL) {
-        if (fscanf(f, "%d %d", &lo, &hi) != 2) {
-            lo = 0;
-        }
-        fclose(f);
-    }
-    return lo > 0 ? lo : 32768;
-}
-
-/* Whether a listener could bind 127.0.0.1:port now: the kernel's answer,
- * as free_port() asks it in the other tests, with SO_REUSEADDR as nng's
- * listeners set it (so a port a closed round left in TIME_WAIT is free). */
-static bool port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) {
-        return false;
-    }
-    int on = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    close(fd);
-    return ok;
-}
-
 /* Fills ports[] with the 4 ports of one slot of SEMCACHE_TEST_PORTS
- * ("LO-HI", to hold parallel runs to ranges of their own), by default of
- * 20000 up to the ephemeral range: slots of 4, tried from one picked by
- * the pid, and taken only whole, when this process can lock the slot's
- * file (/tmp/semcache-test-ports.FIRST.lock, held until it exits: the
- * runs of this test on the host, however their pids fall, never share a
- * slot) and all 4 bind now (skipping what another test's listener holds).
- * A run never takes a port of the next slot, which another run may have
- * locked and be binding and releasing. False, said on stderr, when the
- * range is malformed, reaches the ephemeral range or has no such slot. */
+ * (test_ports.h: by default 20000 up to the ephemeral range), taken only
+ * whole, locked (the runs of the tests on the host, C or Python, however
+ * their pids fall, never share a slot) and all 4 free now (skipping what
+ * another test's listener holds). A run never takes a port of the next
+ * slot, which another run may have locked and be binding and releasing.
+ * False, said on stderr, when the range is malformed, reaches the
+ * ephemeral range or has no such slot. */
 static bool pick_ports(void)
 {
-    int eph = ephemeral_low();
-    int lo = eph > 24000 ? 20000 : 1024, hi = eph - 1;
-    const char *env = getenv("SEMCACHE_TEST_PORTS");
-    if (env != NULL && *env != '\0') {
-        char end = 0;
-        if (sscanf(env, "%d-%d%c", &lo, &hi, &end) != 2 || lo < 1024 ||
-            hi < lo + 3 || hi > 65535) {
-            fprintf(stderr,
-                    "dispatch: SEMCACHE_TEST_PORTS=%s: want LO-HI, 4 ports "
-                    "or more of 1024-65535\n",
-                    env);
-            return false;
-        }
-        if (hi >= eph) {
-            fprintf(stderr,
-                    "dispatch: SEMCACHE_TEST_PORTS=%s reaches the kernel's "
-                    "ephemeral ports (%d up): the tests' ports must lie "
-                    "below them\n",
-                    env, eph);
-            return false;
-        }
-    }
-    if (hi < lo + 3) {
-        fprintf(stderr, "dispatch: no 4 ports below the ephemeral ones (%d)\n",
-                eph);
-        return false;
-    }
-    int nslots = (hi - lo + 1) / 4, got = 0;
-    for (int i = 0; i < nslots && got < 4; i++) {
-        int first = lo + (((int)getpid() + i) % nslots) * 4;
-        char path[64];
-        snprintf(path, sizeof(path), "/tmp/semcache-test-ports.%d.lock", first);
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-        if (fd < 0) {
-            continue;
-        }
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            close(fd); /* another run's slot */
-            continue;
-        }
-        got = 0;
-        while (got < 4 && port_free(first + got)) {
-            ports[got] = first + got;
-            got++;
-        }
-        if (got < 4) {
-            close(fd); /* a port of it held by something else: unlocked */
-        } /* else fd stays open, the slot locked, until the process exits */
-    }
-    if (got < 4) {
-        fprintf(stderr,
-                "dispatch: no slot of 4 free ports in %d-%d that another "
-                "run has not locked\n",
-                lo, hi);
+    int lo, hi;
+    if (!sc_test_ports_range("dispatch", &lo, &hi) ||
+        !sc_test_ports_slot("dispatch", ports)) {
         return false;
     }
     fprintf(stderr, "dispatch: TCP ports %d, %d, %d, %d (of %d-%d)\n", ports[0],

@@ -25,28 +25,16 @@
 
 #include "proto/client.h"
 #include "proto/mp.h"
+#include "test_ports.h"
 #include "test_util.h"
 
 static char url[128];
 
-/* A free TCP port on 127.0.0.1 (the kernel's pick, let go at once). */
+/* A free port of SEMCACHE_TEST_PORTS no other test process is handed
+ * (test_ports.h); the test stops when there is none. */
 static int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sa);
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
-        port = ntohs(sa.sin_port);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return port;
+    return sc_test_port("e2e");
 }
 
 /* Over tcp://: on Debian's own nng 1.5.2 (a build with

@@ -30,24 +30,17 @@
 #include "proto/mp.h"
 #include "proto/proxy.h"
 #include "proto/server.h"
+#include "test_ports.h"
 #include "test_util.h"
 #include "cache_test_util.h"
 
 static int port;
 
+/* A free port of SEMCACHE_TEST_PORTS no other test process is handed
+ * (test_ports.h); the test stops when there is none. */
 static int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t n = sizeof(a);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &n) != 0) {
-        perror("free_port");
-        exit(1);
-    }
-    close(fd);
-    return ntohs(a.sin_port);
+    return sc_test_port("http");
 }
 
 static int connect_to(int p)

@@ -9,6 +9,9 @@ hand out the same port: one started at the slot another holds (its ports
 handed out, none bound yet) moves on to a slot of its own, and one whose
 range is only slots others hold fails, saying so; a process takes 8 slots
 at the most, then hands out its own ports again; a bad range is refused.
+With --cports PATH (the holder test_cports, of tests/test_ports.h), the
+C tests' ports by the same rules: of the range, below the ephemeral one,
+never a port or slot that a Python or another C process holds.
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import os
 import socket
@@ -50,6 +53,19 @@ def holder(lo, hi, start, n):
     return proc, proc.stdout.readline().strip()
 
 
+def cholder(cports, start, n, slot=False, env=None):
+    """A C holder (test_cports: sc_test_port() n times, or with slot one
+    whole slot by sc_test_ports_slot()) from slot index start on ("pid":
+    the tests' pick) and its first line. env: its SEMCACHE_TEST_PORTS."""
+    e = dict(os.environ)
+    if env is not None:
+        e["SEMCACHE_TEST_PORTS"] = env
+    proc = subprocess.Popen(
+        [cports] + (["--slot"] if slot else []) + [str(start), str(n)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=e)
+    return proc, proc.stdout.readline().strip()
+
+
 def release(proc):
     proc.stdin.close()
     proc.wait(30)
@@ -85,7 +101,86 @@ def test_bad_ranges():
               "SEMCACHE_TEST_PORTS=25200-25299 taken")
 
 
+def chain(lo, held, steps):
+    """steps: (what, n, start) each, start(k) a holder started at slot
+    index k asking for n ports: the first started at the slot of held
+    (this process's ports), each next at the slot of the one before, all
+    held at once. Each must get its n ports, none of them held by this
+    process or a holder before it. Returns the ports all took."""
+    taken, procs = set(held), []
+    k = (min(held) - lo) // testports.SLOT
+    for what, n, start in steps:
+        proc, line = start(k)
+        procs.append(proc)
+        got = ports_of(line)
+        check(len(got) == n and not taken & set(got),
+              f"{what} started at slot {k} got {n} ports of its own: "
+              f"{line} (held before: {sorted(taken)})")
+        if not got:
+            break
+        taken |= set(got)
+        k = (got[0] - lo) // testports.SLOT
+    for proc in reversed(procs):
+        release(proc)
+    return taken - set(held)
+
+
+def check_cap(held, lo, n, what):
+    """held: a holder that asked for n ports, more than SLOTS_MAX slots
+    hold, and its line: it took SLOTS_MAX slots at the most."""
+    proc, line = held
+    got = ports_of(line)
+    slots = {(p - lo) // testports.SLOT for p in got}
+    check(len(got) == n and len(slots) <= testports.SLOTS_MAX and
+          len(set(got)) <= testports.SLOTS_MAX * testports.SLOT,
+          f"{n} ports asked {what}: {len(set(got))} ports of {len(slots)} "
+          f"slots ({line[:80]})")
+    release(proc)
+
+
+def test_c(cports, lo, hi, eph, first, slot):
+    """The C tests' ports (test_ports.h) beside this process's slot."""
+    held = set(range(first, first + 4))
+    # The tests' own pick: ports of the range, below the ephemeral one.
+    c, line = cholder(cports, "pid", 6)
+    pc = ports_of(line)
+    check(len(pc) == 6 and len(set(pc)) == 6 and
+          all(lo <= p <= hi and p < eph for p in pc),
+          f"the C helper gave {line}, of {lo}-{hi} below {eph}")
+    check(not held & set(pc),
+          f"the C helper's ports ({pc}) are none of this process's slot's")
+    release(c)
+
+    # C started at this process's slot takes another; Python started at
+    # C's slot another again; a C whole slot started there a third.
+    chain(lo, held, [
+        ("a C holder", 4, lambda k: cholder(cports, k, 4)),
+        ("a Python holder", 4, lambda k: holder(lo, hi, k, 4)),
+        ("a C whole slot", 4, lambda k: cholder(cports, k, 4, slot=True))])
+
+    # 40 ports asked of C: 8 slots at the most, its own handed out again.
+    n = testports.SLOTS_MAX * testports.SLOT + 8
+    check_cap(cholder(cports, slot, n), lo, n, "of C")
+
+    # Only this process's slot, or a bad range: no port, said so.
+    for env in [f"{first}-{first + 3}", "abc", "25200-25202"]:
+        c, line = cholder(cports, 0, 1, env=env)
+        check(line.startswith("error:"),
+              f"C with SEMCACHE_TEST_PORTS={env}: {line}")
+        release(c)
+        c, line = cholder(cports, 0, 1, slot=True, env=env)
+        check(line.startswith("error:"),
+              f"C, a whole slot, with SEMCACHE_TEST_PORTS={env}: {line}")
+        release(c)
+
+
+CPORTS = None
+
+
 def main():
+    global CPORTS
+    if len(sys.argv) == 3 and sys.argv[1] == "--cports":
+        CPORTS = sys.argv[2]
     test_bad_ranges()
     lo, hi = testports.test_range()
     eph = testports.ephemeral_low()
@@ -116,43 +211,25 @@ def main():
 
     # Holder A starts at this process's slot: it must take another. Its
     # ports are handed out but none bound when B starts at A's slot.
-    a, line_a = holder(lo, hi, slot, 4)
-    pa = ports_of(line_a)
-    check(len(pa) == 4, f"holder A got 4 ports: {line_a}")
     held = set(range(first, first + 4))
-    check(not held & set(pa),
-          f"holder A ({pa}) got none of this process's slot's ({first}-"
-          f"{first + 3})")
-    if pa:
-        slot_a = (pa[0] - lo) // testports.SLOT
-        b, line_b = holder(lo, hi, slot_a, 8)
-        pb = ports_of(line_b)
-        check(len(pb) == 8, f"holder B got 8 ports: {line_b}")
-        check(not set(pa) & set(pb) and not held & set(pb),
-              f"holder B ({pb}) got none of A's ({pa}) nor this "
-              f"process's ({first}-{first + 3})")
-        check(all(lo <= p <= hi and p < eph for p in pa + pb),
-              f"the holders' ports lie in {lo}-{hi}, below {eph}")
-        release(b)
-    release(a)
+    got = chain(lo, held, [
+        ("holder A", 4, lambda k: holder(lo, hi, k, 4)),
+        ("holder B", 8, lambda k: holder(lo, hi, k, 8))])
+    check(all(lo <= p <= hi and p < eph for p in got),
+          f"the holders' ports lie in {lo}-{hi}, below {eph}")
 
     # A process asking for more ports than SLOTS_MAX slots hold takes no
     # more slots: it hands out its own again.
     n = testports.SLOTS_MAX * testports.SLOT + 8
-    d, line_d = holder(lo, hi, slot, n)
-    pd = ports_of(line_d)
-    slots_d = {(p - lo) // testports.SLOT for p in pd}
-    check(len(pd) == n and len(slots_d) <= testports.SLOTS_MAX and
-          len(set(pd)) <= testports.SLOTS_MAX * testports.SLOT,
-          f"{n} ports asked: {len(set(pd))} ports of {len(slots_d)} slots "
-          f"({line_d[:80]})")
-    release(d)
+    check_cap(holder(lo, hi, slot, n), lo, n, "of Python")
 
     # A range that is only a slot this process holds: no port, said so.
     c, line_c = holder(first, first + 3, 0, 1)
     check(line_c.startswith("error:") and "locked by other runs" in line_c,
           f"a range of held slots only is refused: {line_c}")
     release(c)
+    if CPORTS:
+        test_c(CPORTS, lo, hi, eph, first, slot)
     if lst is not None:
         lst.close()
     return summary()

@@ -1,6 +1,6 @@
-"""The tests' TCP ports: free ones of SEMCACHE_TEST_PORTS=LO-HI, as
-tests/test_dispatch.c takes its own (by default 20000 up to the kernel's
-ephemeral range, net.ipv4.ip_local_port_range).
+"""The tests' TCP ports: free ones of SEMCACHE_TEST_PORTS=LO-HI, as the
+C tests take theirs (tests/test_ports.h, the same rules; by default
+20000 up to the kernel's ephemeral range, net.ipv4.ip_local_port_range).
 
 The kernel's free ports (a bind to port 0) lie in the ephemeral range,
 where a port handed out and released can be taken by any outgoing
@@ -8,7 +8,7 @@ connection before the server is started on it, and no run can be held to
 a range of its own. Here the range is cut into slots of 4 ports, aligned
 on LO as test_dispatch's are; a process takes a slot only when it can
 lock the slot's file (/tmp/semcache-test-ports.FIRST.lock, the file
-test_dispatch locks, held until the process exits), so that two test
+the C tests lock, held until the process exits), so that two test
 processes at once, Python or C, never hand out the same port. Slots are
 tried from one picked by the pid. A port is handed out when a listener
 could bind it now (SO_REUSEADDR, as nng's and the fake upstream's

@@ -1,0 +1,57 @@
+/* test_cports.c - a holder of the C tests' ports (test_ports.h), for
+ * tests/test_ports.py: takes N ports by sc_test_port_take() (or, with --slot,
+ * one whole slot by sc_test_ports_slot()), prints them on one line (or
+ * "error: " and why), and holds their slots until its stdin closes.
+ *
+ *   test_cports [--slot] START N
+ *
+ * START is the slot index of SEMCACHE_TEST_PORTS tried first, or "pid"
+ * for the pick by pid the tests make. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_ports.h"
+
+int main(int argc, char **argv)
+{
+    int a = 1;
+    bool slot = argc > 1 && strcmp(argv[1], "--slot") == 0;
+    a += slot;
+    if (argc != a + 2) {
+        fprintf(stderr, "usage: test_cports [--slot] START|pid N\n");
+        return 2;
+    }
+    int lo, hi, n = atoi(argv[a + 1]);
+    if (!sc_test_ports_range("test_cports", &lo, &hi)) {
+        printf("error: bad range\n");
+        fflush(stdout);
+        return 1;
+    }
+    if (strcmp(argv[a], "pid") != 0) {
+        sc_test_ports_at(lo, hi, atoi(argv[a]));
+    }
+    if (slot) {
+        int p[SC_TEST_PORTS_SLOT];
+        if (!sc_test_ports_slot("test_cports", p)) {
+            printf("error: no slot\n");
+        } else {
+            printf("%d %d %d %d\n", p[0], p[1], p[2], p[3]);
+        }
+    } else {
+        for (int i = 0; i < n; i++) {
+            int p = sc_test_port_take("test_cports");
+            if (p < 0) {
+                printf("%serror: no port", i > 0 ? " " : "");
+                break;
+            }
+            printf("%s%d", i > 0 ? " " : "", p);
+        }
+        printf("\n");
+    }
+    fflush(stdout);
+    int c;
+    while ((c = getchar()) != EOF) {
+    }
+    return 0;
+}
