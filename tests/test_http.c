@@ -1514,6 +1514,45 @@ static size_t read_rest(int fd)
     return n;
 }
 
+/* A front opened with cfg, and a client of it that has asked for a big
+ * answer (big_answer_req), read its head and reads no more: the front
+ * (NULL when either could not be set up: a failed check), the client's
+ * fd, and the answer's Content-Length and body bytes read as read_head
+ * gives them. */
+static sc_http *stalled_front(sc_http_config cfg, sc_cache *cache,
+                              sc_dispatch *d, int *fd, size_t *clen,
+                              size_t *got)
+{
+    int p;
+    sc_http *h = front_open(cfg, cache, d, &p);
+    if (h == NULL) {
+        return NULL;
+    }
+    int n = 0;
+    char *req = big_answer_req(cache, &n);
+    if (req == NULL) {
+        sc_http_close(h);
+        return NULL;
+    }
+    *fd = stalled_client(p, req, n);
+    free(req);
+    *clen = 0;
+    *got = 0;
+    CHECK(read_head(*fd, clen, got) == 0); /* then never read */
+    return h;
+}
+
+/* Joins the stop's thread t, waiting 60 s at most (a hang guard: a stop
+ * that hangs fails the run instead of holding it): 0, or
+ * pthread_timedjoin_np's code. */
+static int join_stop(pthread_t t)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    return pthread_timedjoin_np(t, NULL, &until);
+}
+
 /* A big answer whose write is under way (its head read, the rest more than
  * the kernel's buffers hold: buffered_max) when the front stops: read
  * whole after the stop has closed an idle connection opened after it (the
@@ -1574,30 +1613,18 @@ static void test_stop_writes(sc_cache *cache, sc_dispatch *d)
  * the upper is a hang guard of 60 s. */
 static void test_stop_bounded(sc_cache *cache, sc_dispatch *d)
 {
-    int p;
-    sc_http *h = front_open(
+    int fd;
+    size_t clen, got;
+    sc_http *h = stalled_front(
         (sc_http_config){.read_timeout_ms = 20000, .stop_grace_ms = 500}, cache,
-        d, &p);
+        d, &fd, &clen, &got);
     if (h == NULL) {
         return;
     }
-    int n = 0;
-    char *req = big_answer_req(cache, &n);
-    if (req == NULL) {
-        sc_http_close(h);
-        return;
-    }
-    int fd = stalled_client(p, req, n);
-    free(req);
-    size_t clen = 0, got = 0;
-    CHECK(read_head(fd, &clen, &got) == 0); /* then never read */
     double t0 = now_s();
     pthread_t t;
     CHECK(pthread_create(&t, NULL, stop_main, h) == 0);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 60;
-    int rc = pthread_timedjoin_np(t, NULL, &until);
+    int rc = join_stop(t);
     double took = now_s() - t0;
     size_t rest = read_rest(fd);
     fprintf(stderr,
@@ -1632,32 +1659,20 @@ static void test_stop_bounded(sc_cache *cache, sc_dispatch *d)
  * Before, nothing could end the grace but its end. */
 static void test_stop_end_grace(sc_cache *cache, sc_dispatch *d)
 {
-    int p;
-    sc_http *h = front_open(
+    int fd;
+    size_t clen, got;
+    sc_http *h = stalled_front(
         (sc_http_config){.read_timeout_ms = 600000, .stop_grace_ms = 600000},
-        cache, d, &p);
+        cache, d, &fd, &clen, &got);
     if (h == NULL) {
         return;
     }
-    int n = 0;
-    char *req = big_answer_req(cache, &n);
-    if (req == NULL) {
-        sc_http_close(h);
-        return;
-    }
-    int fd = stalled_client(p, req, n);
-    free(req);
-    size_t clen = 0, got = 0;
-    CHECK(read_head(fd, &clen, &got) == 0); /* then never read */
     pthread_t t;
     CHECK(pthread_create(&t, NULL, stop_main, h) == 0);
     usleep(300000); /* the stop under way (an end before it works too) */
     double t0 = now_s();
     bool ended = sc_http_end_grace(h);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 60;
-    int rc = pthread_timedjoin_np(t, NULL, &until);
+    int rc = join_stop(t);
     double took = now_s() - t0;
     size_t rest = read_rest(fd);
     fprintf(stderr,
@@ -1691,30 +1706,18 @@ static void test_stop_end_grace(sc_cache *cache, sc_dispatch *d)
  * begin before the time-out: the write begins as the head is read. */
 static void test_stop_write_failed(sc_cache *cache, sc_dispatch *d)
 {
-    int p;
-    sc_http *h = front_open(
+    int fd;
+    size_t clen, got;
+    sc_http *h = stalled_front(
         (sc_http_config){.read_timeout_ms = 2000, .stop_grace_ms = 60000},
-        cache, d, &p);
+        cache, d, &fd, &clen, &got);
     if (h == NULL) {
         return;
     }
-    int n = 0;
-    char *req = big_answer_req(cache, &n);
-    if (req == NULL) {
-        sc_http_close(h);
-        return;
-    }
-    int fd = stalled_client(p, req, n);
-    free(req);
-    size_t clen = 0, got = 0;
-    CHECK(read_head(fd, &clen, &got) == 0); /* then never read */
     double t0 = now_s();
     pthread_t t;
     CHECK(pthread_create(&t, NULL, stop_main, h) == 0);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 60;
-    int rc = pthread_timedjoin_np(t, NULL, &until);
+    int rc = join_stop(t);
     double took = now_s() - t0;
     size_t rest = read_rest(fd);
     fprintf(stderr,
