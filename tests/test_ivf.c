@@ -86,6 +86,20 @@ static void gen_centres(void)
     }
 }
 
+/* Saves ix into a new file named from path (a mkstemp template), and
+ * fills *p to load it: backend, dim D; the rest the defaults. */
+static void save_tmp(sc_index *ix, const char *backend, char *path,
+                     sc_index_params *p)
+{
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(sc_index_save(ix, path) == SC_OK);
+    sc_index_params_init(p);
+    p->backend = backend;
+    p->dim = D;
+}
+
 static sc_index *open_ix(const char *backend, uint32_t nlist, uint32_t nprobe,
                          uint32_t train_min)
 {
@@ -537,14 +551,8 @@ static void test_static(const char *backend, double min_recall)
 
     /* Save and load: the trained index comes back and answers the same. */
     char path[] = "/tmp/test_ivf_XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    close(fd);
-    CHECK(sc_index_save(ix, path) == SC_OK);
     sc_index_params p;
-    sc_index_params_init(&p);
-    p.backend = backend;
-    p.dim = D;
+    save_tmp(ix, backend, path, &p);
     p.nprobe = 16;
     sc_index *back = NULL;
     CHECK(sc_index_load(&p, path, &back) == SC_OK);
@@ -2635,14 +2643,8 @@ static void test_trained_churn_keeps_size(const char *backend, int during)
      * (2,240,512 bytes against 1,756,672 for ivf-flat before), and
      * flat's answers. */
     char path[] = "/tmp/test_ivf_XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    close(fd);
-    CHECK(sc_index_save(ix, path) == SC_OK);
     sc_index_params p;
-    sc_index_params_init(&p);
-    p.backend = backend;
-    p.dim = D;
+    save_tmp(ix, backend, path, &p);
     p.nlist = 16;
     p.nprobe = 16;
     sc_index *back = NULL;
