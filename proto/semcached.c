@@ -752,90 +752,116 @@ static int next_signal(const sigset_t *sigs, long ms)
     return s > 0 ? s : atomic_exchange(&noted_signal, 0);
 }
 
+/* A stop's step run on a thread while the main thread watches for a
+ * second SIGTERM or SIGINT (the first began the stop), for an operator or
+ * a supervisor that will not wait: work(arg), and at the first such
+ * signal meanwhile second(arg, sig), once. */
+typedef struct watched {
+    void (*work)(void *);
+    void *arg;
+    atomic_bool done;
+} watched;
+
+static void *watched_main(void *p)
+{
+    watched *w = p;
+    w->work(w->arg);
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+/* false when no thread could start (work not run: the caller runs it
+ * unwatched); else true once work has returned, *came saying whether a
+ * second signal came. */
+static bool run_watched(void (*work)(void *), void (*second)(void *, int),
+                        void *arg, const sigset_t *sigs, bool *came)
+{
+    watched w = {work, arg, false};
+    pthread_t t;
+    *came = false;
+    if (pthread_create(&t, NULL, watched_main, &w) != 0) {
+        return false;
+    }
+    while (!atomic_load(&w.done)) {
+        int sig = next_signal(sigs, 50);
+        if (!*came && (sig == SIGTERM || sig == SIGINT)) {
+            *came = true;
+            second(arg, sig);
+        }
+    }
+    pthread_join(t, NULL);
+    return true;
+}
+
 typedef struct stop_snap {
     sc_persist *persist;
     sc_err rc;
-    atomic_bool done;
 } stop_snap;
 
-static void *stop_snap_main(void *arg)
+static void stop_snap_work(void *arg)
 {
     stop_snap *s = arg;
+    fprintf(stderr, "semcached: writing a snapshot at stop (a second "
+                    "SIGTERM or SIGINT cancels it)\n");
     s->rc = sc_persist_compact(s->persist);
-    atomic_store(&s->done, true);
-    return NULL;
+}
+
+static void stop_snap_second(void *arg, int sig)
+{
+    stop_snap *s = arg;
+    fprintf(stderr, "semcached: %s received again: cancelling the snapshot\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    sc_persist_cancel_compactions(s->persist);
 }
 
 /* The snapshot of a clean stop, which a million entries make last
  * seconds: a second SIGTERM or SIGINT meanwhile cuts it short (the log
- * has every change), for an operator or a supervisor that will not wait. */
+ * has every change). */
 static sc_err snapshot_at_stop(sc_persist *persist, const sigset_t *sigs)
 {
-    stop_snap s = {persist, SC_OK, false};
-    pthread_t t;
-    if (pthread_create(&t, NULL, stop_snap_main, &s) != 0) {
+    stop_snap s = {persist, SC_OK};
+    bool came;
+    if (!run_watched(stop_snap_work, stop_snap_second, &s, sigs, &came)) {
         return sc_persist_compact(persist);
     }
-    fprintf(stderr, "semcached: writing a snapshot at stop (a second "
-                    "SIGTERM or SIGINT cancels it)\n");
-    bool cancelled = false;
-    while (!atomic_load(&s.done)) {
-        int sig = next_signal(sigs, 50);
-        if (!cancelled && (sig == SIGTERM || sig == SIGINT)) {
-            fprintf(stderr,
-                    "semcached: %s received again: cancelling the "
-                    "snapshot\n",
-                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
-            sc_persist_cancel_compactions(persist);
-            cancelled = true;
-        }
-    }
-    pthread_join(t, NULL);
     return s.rc;
 }
 
 typedef struct stop_http {
     sc_http *http;
-    atomic_bool done;
+    bool ended;
 } stop_http;
 
-static void *stop_http_main(void *arg)
+static void stop_http_work(void *arg)
 {
     stop_http *s = arg;
     sc_http_stop(s->http);
-    atomic_store(&s->done, true);
-    return NULL;
+}
+
+static void stop_http_second(void *arg, int sig)
+{
+    stop_http *s = arg;
+    s->ended = sc_http_end_grace(s->http);
+    fprintf(stderr, "semcached: %s received again%s\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            s->ended ? ": ending the HTTP stop's grace" : "");
 }
 
 /* The HTTP front's stop, which lets the answers being written out for its
  * grace (a client that does not read holds it that long): a second
  * SIGTERM or SIGINT meanwhile (or since the first: it waits, blocked)
- * ends the grace if one is running, for an operator or a supervisor that
- * will not wait. *second says whether one came (the snapshot at stop is
- * then left out), *ended whether it ended a grace (with the system's nng,
- * or once the grace is over, there is none to end). */
+ * ends the grace if one is running. *second says whether one came (the
+ * snapshot at stop is then left out), *ended whether it ended a grace
+ * (with the system's nng, or once the grace is over, there is none to
+ * end). */
 static void http_stop_watched(sc_http *http, const sigset_t *sigs, bool *second,
                               bool *ended)
 {
     stop_http s = {http, false};
-    pthread_t t;
-    *second = false;
-    *ended = false;
-    if (pthread_create(&t, NULL, stop_http_main, &s) != 0) {
+    if (!run_watched(stop_http_work, stop_http_second, &s, sigs, second)) {
         sc_http_stop(http);
-        return;
     }
-    while (!atomic_load(&s.done)) {
-        int sig = next_signal(sigs, 50);
-        if (!*second && (sig == SIGTERM || sig == SIGINT)) {
-            *second = true;
-            *ended = sc_http_end_grace(http);
-            fprintf(stderr, "semcached: %s received again%s\n",
-                    sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                    *ended ? ": ending the HTTP stop's grace" : "");
-        }
-    }
-    pthread_join(t, NULL);
+    *ended = s.ended;
 }
 
 /* The --config files, in order, for a SIGHUP's reload of the keys. */
