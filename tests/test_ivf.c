@@ -2325,6 +2325,22 @@ static void reuse_hook(void *arg)
     pause_both(&pp, 1, 3000000, x);
 }
 
+/* An untrained index of backend (trained by hand only) and a flat one,
+ * both of dim PD: the untrained scan's tests answer with the first and
+ * check against the second. */
+static void open_untrained_pair(const char *backend, sc_index **ix,
+                                sc_index **flat)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = backend;
+    p.dim = PD;
+    p.train_min = SC_INDEX_TRAIN_MANUAL;
+    CHECK(sc_index_open(&p, ix) == SC_OK);
+    p.backend = "flat";
+    CHECK(sc_index_open(&p, flat) == SC_OK);
+}
+
 /* Before its first training an IVF index answers by an exact scan of its
  * rows, and that scan lets its locks go between holds of 4 MiB of rows
  * (1,024 rows at dim 1024: 4 holds here), single and batched, as flat's
@@ -2339,15 +2355,8 @@ static void reuse_hook(void *arg)
  * answer bit for bit. */
 static void test_untrained_pauses(const char *backend)
 {
-    sc_index_params p;
-    sc_index_params_init(&p);
-    p.backend = backend;
-    p.dim = PD;
-    p.train_min = SC_INDEX_TRAIN_MANUAL;
     sc_index *ix = NULL, *flat = NULL;
-    CHECK(sc_index_open(&p, &ix) == SC_OK);
-    p.backend = "flat";
-    CHECK(sc_index_open(&p, &flat) == SC_OK);
+    open_untrained_pair(backend, &ix, &flat);
     float *base = malloc((size_t)PN * PD * sizeof(float));
     for (size_t i = 0; i < (size_t)PN * PD; i++) {
         base[i] = grand();
@@ -2449,15 +2458,8 @@ static unsigned spare_restarts(const char *backend, const float *q,
                                const float *others, size_t nq, unsigned n1,
                                unsigned n2)
 {
-    sc_index_params p;
-    sc_index_params_init(&p);
-    p.backend = backend;
-    p.dim = PD;
-    p.train_min = SC_INDEX_TRAIN_MANUAL;
     sc_index *ix = NULL, *flat = NULL;
-    CHECK(sc_index_open(&p, &ix) == SC_OK);
-    p.backend = "flat";
-    CHECK(sc_index_open(&p, &flat) == SC_OK);
+    open_untrained_pair(backend, &ix, &flat);
     float x[PD];
     for (uint64_t i = 0; i < PN; i++) {
         float t = i < 40 ? 0.3f + 0.02f * (float)i : 0.0f;
