@@ -1953,6 +1953,13 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
                            : SC_HTTP_DEFAULT_READ_TIMEOUT_MS;
     nng_http_server_set_read_timeout(
         h->srv, read_ms > INT32_MAX ? INT32_MAX : (nng_duration)read_ms);
+    /* Nor one that stops reading its answer (a knob of its own: a slow
+     * reader of big answers may need more than a head does). */
+    unsigned write_ms = cfg->write_timeout_ms != 0
+                            ? cfg->write_timeout_ms
+                            : SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS;
+    nng_http_server_set_write_timeout(
+        h->srv, write_ms > INT32_MAX ? INT32_MAX : (nng_duration)write_ms);
     /* A stop lets the answers under way out, for a short time only. */
     h->grace_ms =
         cfg->stop_grace_ms != 0 ? cfg->stop_grace_ms : SC_HTTP_STOP_GRACE_MS;

@@ -47,13 +47,18 @@
  * the previous response, or the connection is closed (with the patched
  * nng only: Debian's own has no such limit; README). */
 #define SC_HTTP_DEFAULT_READ_TIMEOUT_MS 30000
+/* A response must be written within this long of its first byte, or the
+ * connection is closed: a client that stops reading a big answer holds
+ * neither its connection nor the answer's memory longer (patched nng
+ * only; semcached's --http-write-timeout). */
+#define SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS 30000
 /* How long a stop waits for the answers handlers have given back, or are
  * giving, to be written before it closes their connections too (patched
  * nng only: Debian's own cuts them at once). Long enough for an answer a
  * client is reading to reach it (seconds for the largest at LAN speeds),
  * short enough that a client that stopped reading holds a SIGTERM stop
- * for 2 s, not for the whole 30 s write time-out, well within the 10 s a
- * container runtime gives before SIGKILL. */
+ * for 2 s, not for the whole write time-out (30 s by default), well
+ * within the 10 s a container runtime gives before SIGKILL. */
 #define SC_HTTP_STOP_GRACE_MS 2000
 /* At most this many HTTP connections are held open at once: one accepted
  * at the cap closes the one that has waited longest for a request head, or
@@ -171,6 +176,10 @@ typedef struct sc_http_config {
     /* How long a request's head may take, from the connection or the
      * previous response; 0 = SC_HTTP_DEFAULT_READ_TIMEOUT_MS. */
     unsigned read_timeout_ms;
+    /* How long the write of a response may take, from its first byte;
+     * past it the connection is closed. 0 =
+     * SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS. */
+    unsigned write_timeout_ms;
     /* How long the stop (sc_http_close) waits for the answers under way
      * to be written before it closes their connections too; 0 =
      * SC_HTTP_STOP_GRACE_MS. */

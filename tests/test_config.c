@@ -64,7 +64,7 @@ static void test_good(void)
         " \"threads\": 4, \"recv_max\": 65536, \"tls_cert\": \"/c.pem\",\n"
         " \"data_dir\": \"/srv/sc\", \"max_namespaces\": 7,\n"
         " \"http_max_conns\": 300, \"max_clients\": 5000,\n"
-        " \"http_stop_grace\": 600000,\n"
+        " \"http_stop_grace\": 600000, \"http_write_timeout\": 45000,\n"
         " \"reply_queue_max\": 268435456,\n"
         " \"reply_total_max\": 536870912, \"reply_timeout\": 5000,\n"
         " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
@@ -91,6 +91,7 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.recv_max, 65536);
     CHECK_EQ_INT(cfg.http_max_conns, 300);
     CHECK_EQ_INT(cfg.http_stop_grace_ms, 600000);
+    CHECK_EQ_INT(cfg.http_write_timeout_ms, 45000);
     CHECK_EQ_INT(cfg.max_clients, 5000);
     CHECK_EQ_INT(cfg.reply_queue_max, 268435456);
     CHECK_EQ_INT(cfg.reply_total_max, 536870912);
@@ -264,6 +265,10 @@ static void test_bad(void)
         {"{\"http_max_conns\": 2000000}", "'http_max_conns'"},
         {"{\"http_stop_grace\": 0}", "'http_stop_grace'"},
         {"{\"http_stop_grace\": 3600001}", "'http_stop_grace'"},
+        {"{\"http_write_timeout\": 0}", "'http_write_timeout'"},
+        {"{\"http_write_timeout\": 99}", "'http_write_timeout'"},
+        {"{\"http_write_timeout\": 3600001}", "'http_write_timeout'"},
+        {"{\"http_write_timeout\": \"1000\"}", "'http_write_timeout'"},
         {"{\"threads\": 4, \"threads\": 5}",
          "duplicate object key near '\"threads\"'"},
         {"{\"proxy\": {\"upstream\": \"ftp://example\"}}", "'proxy.upstream'"},
@@ -410,6 +415,32 @@ static void test_bad(void)
     free(big);
 }
 
+/* http_write_timeout's range, 100..3600000 ms, taken at both ends (its
+ * refusals just past them are in test_bad); a file without it leaves 0,
+ * the front's default (SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS). */
+static void test_http_write_timeout(void)
+{
+    static const struct {
+        const char *text;
+        unsigned ms;
+    } cases[] = {
+        {"{}", 0},
+        {"{\"http_write_timeout\": 100}", 100},
+        {"{\"http_write_timeout\": 3600000}", 3600000},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sc_config cfg;
+        char msg[512];
+        sc_err rc = load(cases[i].text, &cfg, msg, sizeof(msg));
+        CHECK_EQ_INT(rc, SC_OK);
+        if (rc != SC_OK) {
+            fprintf(stderr, "  %s: %s\n", cases[i].text, msg);
+        }
+        CHECK_EQ_INT(cfg.http_write_timeout_ms, cases[i].ms);
+        sc_config_fini(&cfg);
+    }
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL) {
@@ -418,6 +449,7 @@ int main(void)
     }
     test_good();
     test_bad();
+    test_http_write_timeout();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0) {

@@ -1417,7 +1417,7 @@ static int stalled_client(int p, const char *req, int n)
 }
 
 /* A client that asks for a big answer and stops reading: the answer must
- * be written within read_timeout_ms too, else the connection (busy: never
+ * be written within write_timeout_ms, else the connection (busy: never
  * closed to make room) held its slot under max_conns and the answer's
  * memory for ever, and two such clients kept a front capped at 2 from
  * everyone. With the limit they are closed and a third is served. */
@@ -1425,7 +1425,7 @@ static void test_write_timeout(sc_cache *cache, sc_dispatch *d)
 {
     int p;
     sc_http *h =
-        front_open((sc_http_config){.read_timeout_ms = 1500, .max_conns = 2},
+        front_open((sc_http_config){.write_timeout_ms = 1500, .max_conns = 2},
                    cache, d, &p);
     if (h == NULL) {
         return;
@@ -1450,6 +1450,29 @@ static void test_write_timeout(sc_cache *cache, sc_dispatch *d)
 #endif
     close(stalled[0]);
     close(stalled[1]);
+    sc_http_close(h);
+}
+
+/* The write time-out is a knob of its own: it bounds the writing of an
+ * answer, not the wait for the next request's head (read_timeout_ms, 30 s
+ * here). A keep-alive connection idle past a write time-out of 0.5 s is
+ * served again; had the write time-out bounded that wait (as one knob did
+ * both before write_timeout_ms), it would have been closed. */
+static void test_write_timeout_apart(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h =
+        front_open((sc_http_config){.write_timeout_ms = 500}, cache, d, &p);
+    if (h == NULL) {
+        return;
+    }
+    int fd = connect_to(p);
+    CHECK(fd >= 0 && healthz_on(fd));
+    usleep(1200000); /* idle past the write time-out, well within 30 s */
+    CHECK(fd >= 0 && healthz_on(fd));
+    if (fd >= 0) {
+        close(fd);
+    }
     sc_http_close(h);
 }
 
@@ -1565,7 +1588,7 @@ static void test_stop_writes(sc_cache *cache, sc_dispatch *d)
 {
     int p;
     sc_http *h = front_open(
-        (sc_http_config){.read_timeout_ms = 20000, .stop_grace_ms = 20000},
+        (sc_http_config){.write_timeout_ms = 20000, .stop_grace_ms = 20000},
         cache, d, &p);
     if (h == NULL) {
         return;
@@ -1616,8 +1639,8 @@ static void test_stop_bounded(sc_cache *cache, sc_dispatch *d)
     int fd;
     size_t clen, got;
     sc_http *h = stalled_front(
-        (sc_http_config){.read_timeout_ms = 20000, .stop_grace_ms = 500}, cache,
-        d, &fd, &clen, &got);
+        (sc_http_config){.write_timeout_ms = 20000, .stop_grace_ms = 500},
+        cache, d, &fd, &clen, &got);
     if (h == NULL) {
         return;
     }
@@ -1662,7 +1685,7 @@ static void test_stop_end_grace(sc_cache *cache, sc_dispatch *d)
     int fd;
     size_t clen, got;
     sc_http *h = stalled_front(
-        (sc_http_config){.read_timeout_ms = 600000, .stop_grace_ms = 600000},
+        (sc_http_config){.write_timeout_ms = 600000, .stop_grace_ms = 600000},
         cache, d, &fd, &clen, &got);
     if (h == NULL) {
         return;
@@ -1696,9 +1719,9 @@ static void test_stop_end_grace(sc_cache *cache, sc_dispatch *d)
     close(fd);
 }
 
-/* A write time-out (2 s: the time-out is the read time-out) shorter than
- * the grace (60 s, a hang guard): a client that never reads loses its
- * answer to the time-out during the grace, and the stop returns then. That
+/* A write time-out (write_timeout_ms, 2 s) shorter than the grace (60 s,
+ * a hang guard): a client that never reads loses its answer to the
+ * time-out during the grace, and the stop returns then. That
  * answer is counted as a failed write (sc_http_stop_failed: 1), not as cut
  * by the stop (sc_http_stop_cut: 0); before, it was counted cut, and a
  * stop line blamed the grace. The grace is over once the stop returns:
@@ -1709,7 +1732,7 @@ static void test_stop_write_failed(sc_cache *cache, sc_dispatch *d)
     int fd;
     size_t clen, got;
     sc_http *h = stalled_front(
-        (sc_http_config){.read_timeout_ms = 2000, .stop_grace_ms = 60000},
+        (sc_http_config){.write_timeout_ms = 2000, .stop_grace_ms = 60000},
         cache, d, &fd, &clen, &got);
     if (h == NULL) {
         return;
@@ -3577,6 +3600,7 @@ int main(void)
     test_read_timeout(cache, d);
     test_conn_cap(cache, d);
     test_write_timeout(cache, d);
+    test_write_timeout_apart(cache, d);
     test_stop_writes(cache, d);
     test_stop_bounded(cache, d);
     test_stop_end_grace(cache, d);

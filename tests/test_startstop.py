@@ -527,6 +527,70 @@ def test_second_signal_ends_grace(server, tmp):
         show_logs([("http-end", log)])
 
 
+FAILED_LINE = re.compile(r"semcached: during the HTTP stop's ([\d.]+) s grace, "
+                         r"(\d+) answers?'s? writes? failed \(the write "
+                         r"time-out, or the client gone\)")
+
+
+def test_write_timeout_ends_stop(server, tmp):
+    """With --http-write-timeout 2000 and --http-stop-grace 600000, a
+    client that never reads its big answer loses it to the write time-out
+    during the grace, and the stop ends then, not at the grace's end: it
+    exits within the hang guard (20 s: below the 30 s default write
+    time-out, which a flag not applied would leave, and far below the
+    600 s grace), says "during the HTTP stop's 600 s grace, 1 answer's
+    write failed (the write time-out, or the client gone)" and has no cut
+    line (the stop cut nothing). The 2 s, counted from the write's start
+    (as the client reads the answer's head), leave the stop time to begin
+    its grace first. Before the flag the time-out was a fixed 30 s, and
+    this line went untested end to end."""
+    d = Daemon(server, tmp, "http-wto", "--http-write-timeout", "2000",
+               "--http-stop-grace", "600000")
+    got = None
+    try:
+        got = stalled_answer(d)
+    except OSError:
+        pass
+    exited = False
+    if got is not None:
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            d.proc.wait(timeout=20)
+            exited = True
+        except subprocess.TimeoutExpired:
+            pass
+    log = d.stop()  # kills it after another 60 s at most
+    check(got is not None, "a big answer under way at the stop")
+    check(exited and d.proc.returncode == 0,
+          f"the write time-out (2 s) ends a 600 s grace: semcached exits "
+          f"(status {d.proc.returncode})")
+    if got is not None:
+        s, clen, read = got
+        read += read_all(s)
+        s.close()
+        check(read < clen, f"the answer was lost ({read} of {clen} bytes)")
+    m = FAILED_LINE.search(log)
+    ok = (m is not None and m.groups() == ("600", "1") and
+          "HTTP stop cut" not in log)
+    check(ok, f"the stop names the failed write, and no cut "
+              f"({m and m.group(0)})")
+    if not ok or not exited:
+        show_logs([("http-wto", log)])
+
+
+def test_write_timeout_flag(server):
+    """--http-write-timeout outside 100..3600000 stops the start with a
+    line naming the flag and its range (exit status 2), before anything
+    listens."""
+    for v in ("99", "3600001", "0", "-5", "2s"):
+        p = subprocess.run([server, "--http-write-timeout", v],
+                           capture_output=True, text=True, timeout=20)
+        check(p.returncode == 2 and "--http-write-timeout must be "
+              "100..3600000 ms" in p.stderr,
+              f"--http-write-timeout {v} refused ({p.returncode}: "
+              f"{p.stderr.strip()[:80]})")
+
+
 def main():
     global PORTS, NPORTS
     argv = sys.argv[1:]
@@ -549,6 +613,8 @@ def main():
         test_stop_line_proxy(server, tmp, rounds)
         test_stop_line_http_cut(server, tmp)
         test_second_signal_ends_grace(server, tmp)
+        test_write_timeout_ends_stop(server, tmp)
+    test_write_timeout_flag(server)
     print(f"startstop: {test_semcache.passed} passed, "
           f"{test_semcache.failed} failed")
     return 1 if test_semcache.failed else 0
