@@ -7,13 +7,11 @@
 #include "bench/bench_proxy.h"
 
 #include <curl/curl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +19,7 @@
 #include <nng/supplemental/http/http.h>
 
 #include "bench/bench_util.h"
+#include "tests/test_ports.h"
 
 /* ---- the instant upstream -------------------------------------------- */
 
@@ -89,23 +88,6 @@ static pid_t fake_spawn(int port)
     nng_http_server_release(srv);
     nng_url_free(url);
     _exit(0);
-}
-
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        getsockname(s, (struct sockaddr *)&a, &al) != 0) {
-        if (s >= 0) {
-            close(s);
-        }
-        return -1;
-    }
-    close(s);
-    return ntohs(a.sin_port);
 }
 
 /* ---- the client ------------------------------------------------------- */
@@ -267,9 +249,13 @@ static row measure(CURL *c, const char *url, int kind, long entries,
 int bench_proxy(const char *server, const char *table, long entries,
                 long samples, int json)
 {
-    int up = free_port(), http = free_port(), nport = free_port();
-    if (up < 0 || http < 0 || nport < 0) {
-        fprintf(stderr, "bench_service: no free port\n");
+    /* The tests' ports (SEMCACHE_TEST_PORTS, below the kernel's ephemeral
+     * range, in slots locked against other runs): a port 0 bind handed out
+     * and released is any outgoing connection's before the server binds it. */
+    int up = sc_test_port_take("bench_service");
+    int http = up < 0 ? -1 : sc_test_port_take("bench_service");
+    int nport = http < 0 ? -1 : sc_test_port_take("bench_service");
+    if (nport < 0) {
         return 1;
     }
     pid_t fake = fake_spawn(up);

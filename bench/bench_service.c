@@ -24,6 +24,7 @@
 #include "bench/bench_util.h"
 #include "proto/client.h"
 #include "proto/mp.h"
+#include "tests/test_ports.h"
 
 #define DIM 384
 
@@ -358,7 +359,10 @@ static void usage(void)
         "--proxy [--table FILE] [--samples N]: hits through the OpenAI\n"
         "proxy at --entries (default 10000) against a direct call to an\n"
         "instant fake upstream (bench_proxy.c); FILE is the embedder table\n"
-        "(default build/data/embeddings.sctab).\n");
+        "(default build/data/embeddings.sctab).\n"
+        "TCP ports (--proxy, --transport tcp) are free ones of\n"
+        "SEMCACHE_TEST_PORTS=LO-HI, as the tests take theirs (default 20000\n"
+        "up to the kernel's ephemeral range; tests/test_ports.h).\n");
 }
 
 int main(int argc, char **argv)
@@ -429,12 +433,17 @@ int main(int argc, char **argv)
                            only_entries > 0 ? only_entries : 10000,
                            samples > 0 ? samples : 2000, json);
     }
-    /* Two ports (or paths) of our own: the pid keeps parallel runs apart. */
+    /* Two ports (or paths) of our own: tcp's are the tests' (of
+     * SEMCACHE_TEST_PORTS, test_ports.h), ipc's named by the pid. */
     char url[128], echo_url[128];
-    int port = 20000 + (int)(getpid() % 20000) * 2;
     if (strcmp(transport, "tcp") == 0) {
+        int port = sc_test_port_take("bench_service");
+        int echo = port < 0 ? -1 : sc_test_port_take("bench_service");
+        if (echo < 0) {
+            return 1;
+        }
         snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
-        snprintf(echo_url, sizeof(echo_url), "tcp://127.0.0.1:%d", port + 1);
+        snprintf(echo_url, sizeof(echo_url), "tcp://127.0.0.1:%d", echo);
     } else if (strcmp(transport, "ipc") == 0) {
         snprintf(url, sizeof(url), "ipc:///tmp/bench-service-%d.ipc",
                  (int)getpid());

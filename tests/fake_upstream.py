@@ -47,18 +47,27 @@ the longest a call is held; a test of a caller's time-out sets them far
 above it, as a guard only: a caller that never gives up then fails its
 test instead of hanging.
 
-Run alone (python3 fake_upstream.py PORT) it serves in mode ok until
-killed."""
+Run alone (python3 fake_upstream.py [PORT]) it prints its URL and serves
+in mode ok until killed; with no PORT (and in FakeUpstream() with none)
+it takes one as the tests take theirs (clients/python/testports.py: of
+SEMCACHE_TEST_PORTS, below the kernel's ephemeral range, in a slot
+locked against other runs), never the kernel's (a bind to port 0)."""
 import hashlib
 import http.server
 import json
 import math
+import os
 import select
 import socket
 import socketserver
 import sys
 import threading
 import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "clients", "python"))
+import testports  # noqa: E402
 
 
 def answer_text(body):
@@ -273,9 +282,12 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 class FakeUpstream:
-    """Serves on 127.0.0.1:port (0 = any) in a thread of its own."""
+    """Serves on 127.0.0.1:port (None: testports.free_port()) in a thread
+    of its own."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=None):
+        if port is None:
+            port = testports.free_port()
         self.lock = threading.Lock()
         self.calls = []
         self.cuts = 0  # calls whose caller closed before the answer was out
@@ -320,6 +332,9 @@ class FakeUpstream:
 
 
 if __name__ == "__main__":
-    f = FakeUpstream(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    try:
+        f = FakeUpstream(int(sys.argv[1]) if len(sys.argv) > 1 else None)
+    except testports.PortsError as e:
+        sys.exit(f"fake_upstream: {e}")
     print(f.url, flush=True)
     f.thread.join()

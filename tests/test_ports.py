@@ -12,11 +12,19 @@ at the most, then hands out its own ports again; a bad range is refused.
 With --cports PATH (the holder test_cports, of tests/test_ports.h), the
 C tests' ports by the same rules: of the range, below the ephemeral one,
 never a port or slot that a Python or another C process holds.
+tests/fake_upstream.py run alone with no port, and with --bench PATH
+bench_service's listeners (--proxy, --transport tcp), take theirs the
+same way (not the kernel's, a bind to port 0).
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYDIR = os.path.join(HERE, "..", "clients", "python")
@@ -174,13 +182,123 @@ def test_c(cports, lo, hi, eph, first, slot):
         release(c)
 
 
+def run_env(argv, env, timeout=30):
+    """argv run with SEMCACHE_TEST_PORTS=env: (status, stderr); status
+    None when it ran past timeout seconds (then killed)."""
+    e = dict(os.environ, SEMCACHE_TEST_PORTS=env)
+    try:
+        r = subprocess.run(argv, env=e, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, timeout=timeout)
+        return r.returncode, r.stderr
+    except subprocess.TimeoutExpired as x:
+        return None, x.stderr or ""
+
+
+def test_fake_upstream(lo, hi, eph, first):
+    """tests/fake_upstream.py run alone with no port takes one as the
+    tests do (it used to bind port 0: the kernel's, in its ephemeral
+    range), and with only a held slot in its range says so."""
+    fake = os.path.join(HERE, "fake_upstream.py")
+    e = dict(os.environ, SEMCACHE_TEST_PORTS=f"{lo}-{hi}")
+    proc = subprocess.Popen([sys.executable, fake], env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline().strip()
+    proc.terminate()
+    proc.communicate(timeout=30)
+    port = int(line.rsplit(":", 1)[1]) if line.count(":") == 2 else -1
+    check(lo <= port <= hi and port < eph and
+          not first <= port <= first + 3,
+          f"fake_upstream.py alone serves on a port of {lo}-{hi} below "
+          f"{eph}, none of this process's slot: {line}")
+    rc, err = run_env([sys.executable, fake], f"{first}-{first + 3}")
+    check(rc not in (0, None) and "locked by other runs" in err,
+          f"fake_upstream.py with only a held slot refused: {rc} "
+          f"{err.strip()[-120:]}")
+
+
+def bench_args(bench, what, env):
+    """bench_service (--proxy, or --transport tcp) with SEMCACHE_TEST_PORTS
+    env and a fake semcached that writes its arguments to a file: the
+    ports it was given, each N of :N in them (--proxy: the listener's, the
+    HTTP front's and the fake upstream's; tcp: the listener's), its status
+    (None: stopped, with its children, once the file was written) and its
+    stderr."""
+    tmp = tempfile.mkdtemp(prefix="semcache-ports-")
+    args = os.path.join(tmp, "args")
+    try:
+        srv = os.path.join(tmp, "server")
+        with open(srv, "w") as f:
+            f.write(f'#!/bin/sh\necho "$@" >"{args}.new"\n'
+                    f'mv "{args}.new" "{args}"\n')
+        os.chmod(srv, 0o755)
+        argv = [bench, "--server", srv] + (
+            ["--proxy", "--table", os.path.join(tmp, "none")]
+            if what == "proxy" else ["--transport", "tcp"])
+        # A session of its own: its children (the fake upstream, the echo
+        # server) stop with it.
+        proc = subprocess.Popen(argv, env=dict(os.environ,
+                                               SEMCACHE_TEST_PORTS=env),
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.monotonic() + 30
+        while (proc.poll() is None and not os.path.exists(args) and
+               time.monotonic() < deadline):
+            time.sleep(0.05)
+        rc = proc.poll()
+        if rc is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        err = proc.communicate(timeout=30)[1]
+        try:
+            with open(args) as f:
+                line = f.read()
+        except OSError:
+            line = ""
+        # --proxy's data directory, left by the SIGTERM (nothing in it).
+        m = re.search(r"--data-dir (\S+)", line)
+        if m and os.path.basename(m.group(1)).startswith("bench-proxy-"):
+            shutil.rmtree(m.group(1), ignore_errors=True)
+        return rc, err, [int(n) for n in re.findall(r":(\d+)", line)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_bench(bench, lo, hi, eph, first):
+    """bench_service's listeners (--proxy: the fake upstream, the HTTP
+    front, the nng listener; --transport tcp: semcached's) take the
+    tests' ports (they bound port 0, or 20000 + 2 * pid % 20000, up to
+    59998), and refuse a range of only held slots."""
+    for what in ["proxy", "tcp"]:
+        rc, err, ports = bench_args(bench, what, f"{lo}-{hi}")
+        want = 3 if what == "proxy" else 1
+        check(rc is None and len(ports) == want and
+              len(set(ports)) == want and
+              all(lo <= p <= hi and p < eph and not first <= p <= first + 3
+                  for p in ports),
+              f"bench_service ({what}) gave semcached ports of {lo}-{hi} "
+              f"below {eph}, none of this process's slot: {ports} "
+              f"({err.strip()[-120:]})")
+        rc, err, ports = bench_args(bench, what, f"{first}-{first + 3}")
+        check(rc not in (0, None) and not ports and
+              "locked by other runs" in err,
+              f"bench_service ({what}) with only a held slot refused: "
+              f"{rc} {ports} {err.strip()[-120:]}")
+
+
 CPORTS = None
+BENCH = None
 
 
 def main():
-    global CPORTS
-    if len(sys.argv) == 3 and sys.argv[1] == "--cports":
-        CPORTS = sys.argv[2]
+    global CPORTS, BENCH
+    argv = sys.argv[1:]
+    if "--cports" in argv:
+        CPORTS = argv[argv.index("--cports") + 1]
+    if "--bench" in argv:
+        BENCH = argv[argv.index("--bench") + 1]
     test_bad_ranges()
     lo, hi = testports.test_range()
     eph = testports.ephemeral_low()
@@ -230,6 +348,9 @@ def main():
     release(c)
     if CPORTS:
         test_c(CPORTS, lo, hi, eph, first, slot)
+    test_fake_upstream(lo, hi, eph, first)
+    if BENCH:
+        test_bench(BENCH, lo, hi, eph, first)
     if lst is not None:
         lst.close()
     return summary()
