@@ -20,6 +20,7 @@
 
 #include "bench/bench_util.h"
 #include "tests/test_ports.h"
+#include "tests/test_tmp.h"
 
 /* ---- the instant upstream -------------------------------------------- */
 
@@ -255,7 +256,7 @@ int bench_proxy(const char *server, const char *table, long entries,
     int up = sc_test_port_take("bench_service");
     int http = up < 0 ? -1 : sc_test_port_take("bench_service");
     int nport = http < 0 ? -1 : sc_test_port_take("bench_service");
-    if (nport < 0) {
+    if (nport < 0 || sc_test_tmp_dir("bench_service") == NULL) {
         return 1;
     }
     pid_t fake = fake_spawn(up);
@@ -266,8 +267,11 @@ int bench_proxy(const char *server, const char *table, long entries,
     snprintf(listen, sizeof(listen), "tcp://127.0.0.1:%d", nport);
     snprintf(haddr, sizeof(haddr), "127.0.0.1:%d", http);
     snprintf(upurl, sizeof(upurl), "http://127.0.0.1:%d", up);
-    /* A data directory of its own: nothing restored, nothing left. */
-    char dir[] = "/tmp/bench-proxy-XXXXXX";
+    /* A data directory of its own: nothing restored, nothing left (in
+     * this process's, tests/test_tmp.h: a run killed leaves it to the
+     * next to remove). */
+    char dir[256];
+    sc_test_tmp_path("bench_service", dir, sizeof(dir), "proxy-XXXXXX");
     if (mkdtemp(dir) == NULL) {
         perror("mkdtemp");
         kill(fake, SIGTERM);
@@ -366,7 +370,7 @@ out:
     waitpid(pid, NULL, 0);
     kill(fake, SIGTERM);
     waitpid(fake, NULL, 0);
-    char rm[64];
+    char rm[300];
     snprintf(rm, sizeof(rm), "rm -rf %s", dir);
     if (system(rm) != 0) {
         fprintf(stderr, "bench_service: could not remove %s\n", dir);

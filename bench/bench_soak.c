@@ -25,6 +25,7 @@
 #include "bench/bench_util.h"
 #include "proto/client.h"
 #include "proto/mp.h"
+#include "tests/test_tmp.h"
 
 #define SOAK_DIM       384
 #define SOAK_INFLIGHT  64
@@ -264,7 +265,7 @@ static pid_t start_server_with(const char *server, const char *url,
 {
     pid_t pid = fork();
     if (pid == 0) {
-        char logp[64];
+        char logp[300];
         snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
         if (freopen(logp, "a", stderr) == NULL) {
             _exit(126);
@@ -331,7 +332,7 @@ static int stop_server(pid_t pid)
 /* Lines of dir/semcached.log holding what. */
 static unsigned log_count(const char *dir, const char *what)
 {
-    char logp[64], line[1024];
+    char logp[300], line[1024];
     snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
     FILE *f = fopen(logp, "r");
     unsigned n = 0;
@@ -347,7 +348,7 @@ static unsigned log_count(const char *dir, const char *what)
 /* Removes the soak's directory: its log and the persisted state. */
 static void remove_dir(const char *dir)
 {
-    char cmd[128];
+    char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0) {
         fprintf(stderr, "bench_service: soak: cannot remove %s\n", dir);
@@ -357,9 +358,12 @@ static void remove_dir(const char *dir)
 int bench_soak(const char *server, const char *addr, const char *url,
                const char *threads, double seconds, int json)
 {
-    char dir[] = "/tmp/bench-soak-XXXXXX";
+    char dir[256];
     pid_t pid = -1;
     if (addr == NULL) {
+        /* In this process's directory (tests/test_tmp.h): a run killed
+         * leaves it to the next to remove. */
+        sc_test_tmp_path("bench_service", dir, sizeof(dir), "soak-XXXXXX");
         if (mkdtemp(dir) == NULL) {
             perror("bench_service: mkdtemp");
             return 1;
@@ -578,7 +582,7 @@ int bench_soak(const char *server, const char *addr, const char *url,
     }
     free(s);
     if (pid > 0) {
-        char logp[64];
+        char logp[300];
         snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
         if (ok) {
             remove_dir(dir);
@@ -648,7 +652,8 @@ int bench_restart(const char *server, const char *url, const char *threads,
                "rss0 MiB", "rss1 MiB", "restored");
     }
     for (int m = 0; m < 3; m++) {
-        char dir[] = "/tmp/bench-restart-XXXXXX";
+        char dir[256];
+        sc_test_tmp_path("bench_service", dir, sizeof(dir), "restart-XXXXXX");
         if (mkdtemp(dir) == NULL) {
             perror("bench_service: mkdtemp");
             return 1;

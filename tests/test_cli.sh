@@ -9,8 +9,10 @@ cli=$2
 # Every file and data directory of this run lives in its own fresh
 # directory: a data directory named by the PID alone, left by a run that
 # was killed, came back to life when the PID was reused and restored that
-# run's entries and ledger into this one.
-t=$(mktemp -d /tmp/semcache-cli-test.XXXXXX) || exit 1
+# run's entries and ledger into this one. Named as the C and Python tests'
+# (tests/test_tmp.h): left by a SIGKILL, the next test run removes it
+# once no process has this shell's pid.
+t=$(mktemp -d "${TMPDIR:-/tmp}/semcache-run.$$.XXXXXX") || exit 1
 addr="ipc://$t/t.ipc"
 pass=0
 fail=0

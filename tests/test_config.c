@@ -10,9 +10,10 @@
 
 #include "proto/config.h"
 #include "proto/proxy.h"
+#include "tests/test_tmp.h"
 #include "tests/test_util.h"
 
-static char dir[] = "/tmp/sc_test_config_XXXXXX";
+static char dir[256]; /* this run's (test_tmp.h) config-XXXXXX */
 
 /* Writes text to a file in the test's folder and returns its path. */
 static const char *write_file(const char *name, const char *text)
@@ -443,6 +444,7 @@ static void test_http_write_timeout(void)
 
 int main(void)
 {
+    sc_test_tmp_path("config", dir, sizeof(dir), "config-XXXXXX");
     if (mkdtemp(dir) == NULL) {
         perror("mkdtemp");
         return 1;

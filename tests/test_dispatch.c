@@ -30,6 +30,7 @@
 #include "proto/mp.h"
 #include "proto/server.h"
 #include "test_ports.h"
+#include "test_tmp.h"
 #include "test_util.h"
 
 #include <nng/nng.h>
@@ -38,12 +39,12 @@
 #include <nng/supplemental/tls/tls.h>
 #include <time.h>
 
-/* This run's directory (/tmp/test-dispatch-XXXXXX, made by main): its
+/* This run's directory (test_tmp.h's, made by main): its
  * ipc:// sockets and certificate files live there, by the names
  * tmp_path() hands out. It goes when the run ends: at exit, before the
  * _exit of a run that leaves a stuck close, and on SIGINT, SIGTERM or
  * SIGHUP (not on SIGKILL or a crash: that directory is left). */
-static char tmp_dir[32];
+static char tmp_dir[64];
 static pid_t tmp_owner; /* the process that made it: a fork does not own it */
 static const char *tmp_names[16]; /* names tmp_path() handed out */
 static int tmp_nnames;
@@ -125,12 +126,15 @@ static void tmp_dir_on_signal(int sig)
  * stderr, when it cannot be made. */
 static bool tmp_dir_make(void)
 {
-    snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/test-dispatch-XXXXXX");
-    if (mkdtemp(tmp_dir) == NULL) {
-        perror("dispatch: mkdtemp");
-        tmp_dir[0] = '\0';
+    /* The process's own (test_tmp.h): left by a SIGKILL, the next test
+     * run removes it. Short: tmp_dir_unlink_names() copies 64 bytes. */
+    const char *dir = sc_test_tmp_dir("dispatch");
+    if (dir == NULL || strlen(dir) >= 60) {
+        fprintf(stderr, "dispatch: no temporary directory of under 60 "
+                        "bytes (TMPDIR)\n");
         return false;
     }
+    snprintf(tmp_dir, sizeof(tmp_dir), "%s", dir);
     tmp_owner = getpid();
     atexit(tmp_dir_remove);
     signal(SIGINT, tmp_dir_on_signal);

@@ -18,6 +18,7 @@
 #include "embed/embed.h"
 #include "embed/embed_internal.h"
 #include "embed/table.h"
+#include "tests/test_tmp.h"
 #include "tests/test_util.h"
 
 #define DIM 48
@@ -1897,7 +1898,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: test_embed [--table PATH]\n");
         return 2;
     }
-    snprintf(dir, sizeof(dir), "/tmp/test_embed.%ld", (long)getpid());
+    sc_test_tmp_path("embed", dir, sizeof(dir), "embed"); /* test_tmp.h */
     mkdir(dir, 0700);
     snprintf(json_path, sizeof(json_path), "%s/tiny.json", dir);
     snprintf(table_path, sizeof(table_path), "%s/tiny.sctab", dir);

@@ -27,6 +27,7 @@
 #include "cache/ledger.h"
 #include "cache/persist.h"
 #include "index/index.h"
+#include "test_tmp.h"
 #include "test_util.h"
 #include "tests/fz_model.h"
 
@@ -3120,8 +3121,9 @@ static void test_ties_after_restart(const char *ns, int copies, int seed)
 
 int main(void)
 {
-    snprintf(root, sizeof(root), "/tmp/semcache-persist-test-%d",
-             (int)getpid());
+    /* This run's (test_tmp.h), not one named by the pid alone: a run
+     * killed left its own, which a later run of that pid took for its. */
+    sc_test_tmp_path("persist", root, sizeof(root), "persist");
     mkdir(root, 0700);
     test_round_trip(false);
     test_round_trip(true);

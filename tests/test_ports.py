@@ -238,7 +238,9 @@ def bench_args(bench, what, env):
             if what == "proxy" else ["--transport", "tcp"])
         # A session of its own: its children (the fake upstream, the echo
         # server) stop with it.
-        proc = subprocess.Popen(argv, env=dict(os.environ,
+        # TMPDIR: its data directory (tests/test_tmp.h), left by the
+        # SIGTERM, goes with tmp.
+        proc = subprocess.Popen(argv, env=dict(os.environ, TMPDIR=tmp,
                                                SEMCACHE_TEST_PORTS=env),
                                 stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL,
@@ -257,10 +259,6 @@ def bench_args(bench, what, env):
                 line = f.read()
         except OSError:
             line = ""
-        # --proxy's data directory, left by the SIGTERM (nothing in it).
-        m = re.search(r"--data-dir (\S+)", line)
-        if m and os.path.basename(m.group(1)).startswith("bench-proxy-"):
-            shutil.rmtree(m.group(1), ignore_errors=True)
         return rc, err, [int(n) for n in re.findall(r":(\d+)", line)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -33,6 +33,7 @@
 #include "cache/ledger.h"
 #include "cache/persist.h"
 #include "index/index.h"
+#include "test_tmp.h"
 #include "test_util.h"
 #include "tests/fz_model.h"
 
@@ -1281,7 +1282,8 @@ int main(int argc, char **argv)
     }
     /* test_restore_model SEEDS FIRST ivf: the IVF seeds only */
     bool ivf_only = argc > 3 && strcmp(argv[3], "ivf") == 0;
-    char root[] = "/tmp/sc_restore_model.XXXXXX";
+    char root[256]; /* this run's (test_tmp.h) restore-XXXXXX */
+    sc_test_tmp_path("restore_model", root, sizeof(root), "restore-XXXXXX");
     if (mkdtemp(root) == NULL) {
         perror("mkdtemp");
         return 1;

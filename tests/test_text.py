@@ -286,7 +286,9 @@ def main():
         # A data directory whose path is long: no_embedder's message
         # names the table's path whole (it was cut at 80 bytes, so the
         # command it gave made the table where the server does not look).
-        none = os.path.join(tmp, "none-" + "n" * 100)
+        # Past 80 bytes, and within the message's cap (256) under the
+        # run's directory (testtmp.py).
+        none = os.path.join(tmp, "none-" + "n" * 60)
         missing = os.path.join(none, "embeddings.sctab")
         proc, c = start(server, "--data-dir", none)
         if c is not None:

@@ -32,6 +32,11 @@ import msgpack  # noqa: E402
 import semcache  # noqa: E402
 from semcache import Client, SemcacheError, connect  # noqa: E402
 from testports import free_port  # noqa: E402,F401 (the tests import it)
+import testtmp  # noqa: E402
+
+# The temporary files of every test that imports this one in a directory
+# of its process's (testtmp.py), which goes even when the process is killed.
+testtmp.use()
 
 passed = failed = 0
 

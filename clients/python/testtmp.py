@@ -1,0 +1,105 @@
+"""The tests' temporary files: one directory per test process,
+$TMPDIR (or /tmp)/semcache-run.PID.XXXXXX, where use() has tempfile put
+all the process makes (tempfile.tempdir), removed with all in it when the
+process exits (and on SIGTERM or SIGHUP, where nothing else handles
+them); the rules of the C tests' tests/test_tmp.h, so that each sweeps
+the other's.
+
+A process killed (SIGKILL: ctest's time-out; a crash) cannot remove its
+directory. The next test process to make its own removes every one whose
+process is gone: no process has its pid, and its flock (taken on the
+directory by its process, held until that exits) is free. A live run's
+directory is never removed; a pid taken again by another process only
+keeps a dead one's until that one ends too."""
+import atexit
+import fcntl
+import os
+import re
+import shutil
+import signal
+import tempfile
+
+PREFIX = "semcache-run."
+
+_dir = None
+_owner = None  # the process that made it: a fork does not own it
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return True  # not a pid: not ours to judge
+
+
+def sweep(base):
+    """Removes the directories of base named semcache-run.PID.* whose
+    process is gone (see the module's comment); how many it removed."""
+    removed = 0
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return 0
+    for name in names:
+        m = re.fullmatch(re.escape(PREFIX) + r"(\d+)\..+", name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        path = os.path.join(base, name)
+        try:
+            # O_NOFOLLOW: a link of that name is no run's directory.
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            # Its owner holds this lock while it runs (in another pid
+            # namespace, too); a sweep beside this one while it removes.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _remove():
+    if _dir is not None and os.getpid() == _owner:
+        shutil.rmtree(_dir, ignore_errors=True)
+
+
+def _on_signal(sig, frame):
+    _remove()
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+
+
+def run_dir():
+    """This process's directory, made on the first call (after the sweep
+    of those whose process is gone) and removed at exit; raises OSError
+    when it cannot be made."""
+    global _dir, _owner
+    if _dir is None:
+        base = tempfile.gettempdir()
+        sweep(base)
+        d = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}.", dir=base)
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)  # held until exit
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _dir, _owner = d, os.getpid()
+        atexit.register(_remove)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _on_signal)
+    return _dir
+
+
+def use():
+    """Makes tempfile's files and directories (mkdtemp, mkstemp,
+    TemporaryDirectory...) this process's, in run_dir(). Returns it."""
+    tempfile.tempdir = run_dir()
+    return tempfile.tempdir

@@ -1,0 +1,140 @@
+/* test_tmp.c - the C tests' temporary directory (test_tmp.h); the rules
+ * of clients/python/testtmp.py. */
+#define _GNU_SOURCE /* O_CLOEXEC, O_DIRECTORY, flock, nftw */
+#include "test_tmp.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#define PREFIX "semcache-run."
+
+static char run_dir[4096];
+static pid_t run_owner; /* the process that made it: a fork does not own it */
+
+static int remove_one(const char *path, const struct stat *sb, int flag,
+                      struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0; /* on through what cannot be removed */
+}
+
+static void remove_tree(const char *path)
+{
+    nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Whether the directory base/name (semcache-run.PID.*) is a run's whose
+ * process is alive. */
+static bool owner_alive(const char *name)
+{
+    char *end;
+    long pid = strtol(name + strlen(PREFIX), &end, 10);
+    if (end == name + strlen(PREFIX) || *end != '.' || pid <= 0) {
+        return true; /* not ours to judge: kept */
+    }
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+int sc_test_tmp_sweep(const char *base)
+{
+    DIR *d = opendir(base);
+    if (d == NULL) {
+        return 0;
+    }
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) != 0 ||
+            owner_alive(e->d_name)) {
+            continue;
+        }
+        char path[4096];
+        if (snprintf(path, sizeof(path), "%s/%s", base, e->d_name) >=
+            (int)sizeof(path)) {
+            continue;
+        }
+        /* O_NOFOLLOW: a link of that name is no run's directory. */
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            continue;
+        }
+        /* Its owner holds this lock while it runs (in another pid
+         * namespace, too); a sweep beside this one holds it while it
+         * removes. */
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            remove_tree(path);
+            removed++;
+        }
+        close(fd);
+    }
+    closedir(d);
+    return removed;
+}
+
+static void run_dir_remove(void)
+{
+    if (run_dir[0] != '\0' && getpid() == run_owner) {
+        remove_tree(run_dir);
+    }
+}
+
+const char *sc_test_tmp_dir(const char *who)
+{
+    if (run_dir[0] != '\0') {
+        return run_dir;
+    }
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || *base == '\0') {
+        base = "/tmp";
+    }
+    sc_test_tmp_sweep(base);
+    char dir[sizeof(run_dir)];
+    if (snprintf(dir, sizeof(dir), "%s/" PREFIX "%d.XXXXXX", base,
+                 (int)getpid()) >= (int)sizeof(dir) ||
+        mkdtemp(dir) == NULL) {
+        fprintf(stderr, "%s: cannot make a directory in %s: %s\n", who, base,
+                strerror(errno));
+        return NULL;
+    }
+    /* Held until exit (in forks too: the directory stays theirs while
+     * they run). */
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+        fprintf(stderr, "%s: cannot lock %s: %s\n", who, dir, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        rmdir(dir);
+        return NULL;
+    }
+    memcpy(run_dir, dir, sizeof(run_dir));
+    run_owner = getpid();
+    atexit(run_dir_remove);
+    return run_dir;
+}
+
+char *sc_test_tmp_path(const char *who, char *buf, size_t size,
+                       const char *name)
+{
+    const char *dir = sc_test_tmp_dir(who);
+    if (dir == NULL) {
+        exit(1);
+    }
+    if (snprintf(buf, size, "%s/%s", dir, name) >= (int)size) {
+        fprintf(stderr, "%s: %s/%s: too long a path\n", who, dir, name);
+        exit(1);
+    }
+    return buf;
+}

@@ -1,0 +1,34 @@
+/* test_tmp.h - the C tests' temporary files: one directory per test
+ * process, $TMPDIR (or /tmp)/semcache-run.PID.XXXXXX, removed with all in
+ * it when the process exits, by the rules of the Python tests'
+ * clients/python/testtmp.py, so that each sweeps the other's.
+ *
+ * A process killed (SIGKILL: ctest's time-out; a crash) cannot remove its
+ * directory. The next test process to make its own removes every one whose
+ * process is gone: no process has its pid, and its flock (taken on the
+ * directory by its process, held until that exits) is free. A live run's
+ * directory is never removed; a pid taken again by another process only
+ * keeps a dead one's until that one ends too. */
+#ifndef SC_TEST_TMP_H
+#define SC_TEST_TMP_H
+
+#include <stddef.h>
+
+/* This process's directory, made on the first call (after the sweep of
+ * those whose process is gone) and removed, with all in it, at exit (not
+ * by a fork's exit). The string is the helper's, valid until exit. NULL,
+ * said on stderr after "who: ", when it cannot be made. */
+const char *sc_test_tmp_dir(const char *who);
+
+/* "DIR/name" into buf (DIR: sc_test_tmp_dir()'s). When there is no
+ * directory or the path does not fit, the process exits 1, saying why
+ * after "who: ". Returns buf. */
+char *sc_test_tmp_path(const char *who, char *buf, size_t size,
+                       const char *name);
+
+/* Removes the directories of base named semcache-run.PID.* whose process
+ * is gone (see above); returns how many it removed. The sweep
+ * sc_test_tmp_dir() makes; for tests of this helper. */
+int sc_test_tmp_sweep(const char *base);
+
+#endif

@@ -1,0 +1,208 @@
+#!/usr/bin/python3
+"""test_tmpdirs.py
+
+The tests' temporary directories, one per test process
+(clients/python/testtmp.py, and the C tests' tests/test_tmp.h through
+the holder test_ctmp): a process's files are in its directory,
+$TMPDIR/semcache-run.PID.XXXXXX; it goes at a normal exit and, for
+Python, on SIGTERM; one left by a SIGKILL is removed by the next test
+process to start, Python or C, while the directory of a live process, or
+of a dead pid whose lock is held, is kept. With --persist PATH, a real C
+test (test_persist) killed midway leaves nothing the next one does not
+remove (it used to leave /tmp/semcache-persist-test-PID).
+Prints "N passed, N failed" last; exits 1 on a failure."""
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYDIR = os.path.join(HERE, "..", "clients", "python")
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, PYDIR)
+import test_semcache  # noqa: E402 (it makes this process's directory)
+import testtmp  # noqa: E402
+from test_semcache import check  # noqa: E402
+
+# A Python holder: its directory (testtmp.use(), after the sweep) and a
+# directory made by tempfile, on one line; holds them until its stdin
+# closes. With "semcache": as the tests have it, by importing
+# test_semcache alone.
+HOLDER = """
+import os, sys, tempfile
+sys.dont_write_bytecode = True
+sys.path.insert(0, sys.argv[1])
+import testtmp
+if sys.argv[2] == "semcache":
+    import test_semcache
+    run = testtmp.run_dir()  # test_semcache's tempfile.tempdir, if it set it
+else:
+    run = testtmp.use()
+d = tempfile.mkdtemp()
+open(os.path.join(d, "file"), "w").close()
+print(run, d, flush=True)
+sys.stdin.read()
+"""
+
+
+def env_in(base):
+    return dict(os.environ, TMPDIR=base)
+
+
+def py_holder(base, how="testtmp"):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, PYDIR, how],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env_in(base))
+    return proc, proc.stdout.readline().split()
+
+
+def c_holder(ctmp, base):
+    proc = subprocess.Popen([ctmp], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True,
+                            env=env_in(base))
+    return proc, proc.stdout.readline().split()
+
+
+def kill(proc, sig=signal.SIGKILL):
+    proc.send_signal(sig)
+    proc.wait(30)
+
+
+def release(proc):
+    proc.stdin.close()
+    proc.wait(30)
+
+
+def runs(base):
+    return sorted(n for n in os.listdir(base)
+                  if n.startswith(testtmp.PREFIX))
+
+
+def mine(base, proc):
+    """The run directories of base named with proc's pid."""
+    return [n for n in runs(base)
+            if n.startswith(f"{testtmp.PREFIX}{proc.pid}.")]
+
+
+def test_python_and_c(ctmp):
+    base = tempfile.mkdtemp()
+    # This process's own temporary files are in its run directory.
+    check(os.path.basename(os.path.dirname(base)).startswith(
+        f"{testtmp.PREFIX}{os.getpid()}."),
+        f"this test's mkdtemp() lies in its run directory: {base}")
+
+    # A Python test killed: its directory stays, for now.
+    kp, kline = py_holder(base, "semcache")
+    check(len(kline) == 2 and kline[0] == os.path.dirname(kline[1]) and
+          os.path.basename(kline[0]).startswith(
+              f"{testtmp.PREFIX}{kp.pid}.") and
+          os.path.dirname(kline[0]) == base,
+          f"importing test_semcache puts tempfile's files in "
+          f"{base}/{testtmp.PREFIX}{kp.pid}.*: {kline}")
+    kill(kp)
+    check(kline and os.path.exists(kline[0]),
+          f"SIGKILL leaves the directory: {runs(base)}")
+    # A dead pid's whose lock is held (its owner in another pid
+    # namespace, or a sweep beside): kept by every sweep.
+    dead = os.path.join(base, f"{testtmp.PREFIX}{kp.pid}.held")
+    os.mkdir(dead)
+    fd = os.open(dead, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+    # The next C test starting removes it.
+    lc, lcline = c_holder(ctmp, base)
+    check(len(lcline) == 1 and os.path.basename(lcline[0]).startswith(
+        f"{testtmp.PREFIX}{lc.pid}.") and
+        os.path.exists(os.path.join(lcline[0], "file")),
+        f"the C helper's directory is {base}/{testtmp.PREFIX}{lc.pid}.*: "
+        f"{lcline}")
+    check(kline and not os.path.exists(kline[0]) and os.path.exists(dead),
+          f"a C test starting removes the killed Python run's directory, "
+          f"not the held one: {runs(base)}")
+
+    # A C test killed: the next Python test starting removes its.
+    kc, kcline = c_holder(ctmp, base)
+    kill(kc)
+    check(kcline and os.path.exists(kcline[0]),
+          f"SIGKILL leaves the C test's directory: {runs(base)}")
+    lp, lpline = py_holder(base)
+    check(kcline and not os.path.exists(kcline[0]),
+          f"a Python test starting removes the killed C run's directory: "
+          f"{runs(base)}")
+    check(lcline and lpline and os.path.exists(lcline[0]) and
+          os.path.exists(lpline[0]) and os.path.exists(dead),
+          f"and keeps the live runs' and the held one: {runs(base)}")
+    np_, npline = py_holder(base)
+    release(np_)
+    check(npline and not os.path.exists(npline[0]),
+          f"a Python test's directory goes at its exit: {runs(base)}")
+
+    # The next C process sweeps too; a Python one's goes on SIGTERM.
+    kp2, k2line = py_holder(base)
+    kill(kp2)
+    out = subprocess.run([ctmp, "sweep", base], capture_output=True,
+                         text=True, env=env_in(base)).stdout.strip()
+    check(out == "1" and not os.path.exists(k2line[0]) and
+          os.path.exists(dead) and os.path.exists(lpline[0]) and
+          os.path.exists(lcline[0]),
+          f"a C test's sweep removes the killed Python run's only: {out}, "
+          f"{runs(base)}")
+    kill(lp, signal.SIGTERM)
+    check(not os.path.exists(lpline[0]),
+          f"a Python test's directory goes on SIGTERM: {runs(base)}")
+    release(lc)
+    check(not os.path.exists(lcline[0]),
+          f"a C test's directory goes at its exit: {runs(base)}")
+
+    # The lock let go: the dead pid's goes at the next sweep.
+    os.close(fd)
+    check(testtmp.sweep(base) == 1 and runs(base) == [],
+          f"a dead pid's directory whose lock is free removed: "
+          f"{runs(base)}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_killed_c_test(persist):
+    """test_persist killed once it has made its directory: the next test
+    process leaves nothing of it."""
+    base = tempfile.mkdtemp()
+    proc = subprocess.Popen([persist], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env_in(base))
+    # Its directory once it has one (or its exit, when it makes none).
+    deadline = time.monotonic() + 60
+    while (proc.poll() is None and not mine(base, proc) and
+           time.monotonic() < deadline):
+        time.sleep(0.01)
+    made = mine(base, proc)
+    if proc.poll() is None:
+        kill(proc)
+    check(len(made) == 1,
+          f"test_persist makes its files in $TMPDIR/{testtmp.PREFIX}"
+          f"{proc.pid}.*: {runs(base)}")
+    testtmp.sweep(base)
+    old = f"/tmp/semcache-persist-test-{proc.pid}"
+    check(runs(base) == [] and not os.path.exists(old),
+          f"nothing of the killed test_persist left after a sweep: "
+          f"{runs(base)} {old if os.path.exists(old) else ''}")
+    if os.path.exists(old):
+        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def main():
+    argv = sys.argv[1:]
+    ctmp = argv[argv.index("--ctmp") + 1]
+    test_python_and_c(ctmp)
+    if "--persist" in argv:
+        test_killed_c_test(argv[argv.index("--persist") + 1])
+    p, f = test_semcache.passed, test_semcache.failed
+    print(f"tmpdirs: {p} passed, {f} failed")
+    return 1 if f or not p else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
