@@ -24,6 +24,7 @@ static struct {
     int fresh[SC_TEST_PORTS_SLOT], nfresh, next; /* the last slot's */
     int given[CAP], ngiven;                      /* handed out, oldest first */
     int reuse; /* where sc_test_port() looks next among given */
+    int last[SC_TEST_PORTS_SLOT], nlast; /* the last handed out, a ring */
 } st;
 
 /* The first port of the kernel's ephemeral range, as it is set (1024 is
@@ -139,6 +140,24 @@ static int lock_slot(int *lockfd)
     return -1;
 }
 
+/* p, noted as the last handed out. */
+static int hand_out(int p)
+{
+    st.last[st.nlast++ % SC_TEST_PORTS_SLOT] = p;
+    return p;
+}
+
+/* Whether p is one of the last k handed out (k <= SC_TEST_PORTS_SLOT). */
+static bool recent(int p, int k)
+{
+    for (int i = 1; i <= k && i <= st.nlast; i++) {
+        if (st.last[(st.nlast - i) % SC_TEST_PORTS_SLOT] == p) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int sc_test_port_take(const char *who)
 {
     if (!ready(who)) {
@@ -149,7 +168,7 @@ int sc_test_port_take(const char *who)
             int p = st.fresh[st.next++];
             if (port_free(p)) {
                 st.given[st.ngiven++] = p;
-                return p;
+                return hand_out(p);
             }
         }
         int fd;
@@ -163,16 +182,33 @@ int sc_test_port_take(const char *who)
         st.nfresh = SC_TEST_PORTS_SLOT;
         st.next = 0;
     }
-    for (int i = 0; i < st.ngiven; i++) {
-        int p = st.given[st.reuse++ % st.ngiven];
-        if (port_free(p)) {
-            return p;
+    /* Not one of the last SC_TEST_PORTS_SLOT handed out, which the test
+     * may not have bound yet; with none such free, not the last one at
+     * least. */
+    static const int spare[] = {SC_TEST_PORTS_SLOT, 1};
+    for (size_t k = 0; k < sizeof(spare) / sizeof(spare[0]); k++) {
+        for (int i = 0; i < st.ngiven; i++) {
+            int p = st.given[st.reuse++ % st.ngiven];
+            if (!recent(p, spare[k]) && port_free(p)) {
+                return hand_out(p);
+            }
         }
     }
-    fprintf(stderr,
-            "%s: no free port in %d-%d: the slots this process holds are "
-            "busy and the rest are locked by other runs\n",
-            who, st.lo, st.hi);
+    if (st.ngiven == 0) {
+        fprintf(stderr,
+                "%s: no free port in %d-%d: the slots this process holds "
+                "are busy and the rest are locked by other runs\n",
+                who, st.lo, st.hi);
+    } else {
+        fprintf(stderr,
+                "%s: no free port in %d-%d: the %d slots this process holds "
+                "have none free but the last port it handed out (%d, "
+                "perhaps not bound yet), and it can lock no other (%d at "
+                "the most, the rest locked by other runs)\n",
+                who, st.lo, st.hi, st.nlocks,
+                st.last[(st.nlast - 1) % SC_TEST_PORTS_SLOT],
+                SC_TEST_PORTS_SLOTS_MAX);
+    }
     return -1;
 }
 

@@ -31,7 +31,9 @@ void sc_test_ports_at(int lo, int hi, int start);
 /* One free port (a listener with SO_REUSEADDR could bind it now) of a
  * slot this process holds, never handed out before while it can lock
  * another slot (SC_TEST_PORTS_SLOTS_MAX at the most); past that, one it
- * handed out before that is free again, oldest first. Nothing binds it
+ * handed out before that is free again, oldest first, but none of the
+ * last SC_TEST_PORTS_SLOT handed out, which the caller may not have bound
+ * yet (with only those free, one of them, never the last). Nothing binds it
  * but the caller, so a port left unbound is one where nothing listens.
  * -1, said on stderr after "who: ", when the range is bad or has none. */
 int sc_test_port_take(const char *who);

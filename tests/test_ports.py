@@ -8,7 +8,9 @@ a held slot that something listens on is skipped; processes at once never
 hand out the same port: one started at the slot another holds (its ports
 handed out, none bound yet) moves on to a slot of its own, and one whose
 range is only slots others hold fails, saying so; a process takes 8 slots
-at the most, then hands out its own ports again; a bad range is refused.
+at the most, then hands out its own ports again, not the last it handed
+out (31 of 32 listened on: the free one once, then refused, Python and
+C); a bad range is refused.
 With --cports PATH (the holder test_cports, of tests/test_ports.h), the
 C tests' ports by the same rules: of the range, below the ephemeral one,
 never a port or slot that a Python or another C process holds.
@@ -61,7 +63,7 @@ def holder(lo, hi, start, n):
     return proc, proc.stdout.readline().strip()
 
 
-def cholder(cports, start, n, slot=False, env=None):
+def cholder(cports, start, n, slot=False, env=None, busy=False):
     """A C holder (test_cports: sc_test_port() n times, or with slot one
     whole slot by sc_test_ports_slot()) from slot index start on ("pid":
     the tests' pick) and its first line. env: its SEMCACHE_TEST_PORTS."""
@@ -69,7 +71,8 @@ def cholder(cports, start, n, slot=False, env=None):
     if env is not None:
         e["SEMCACHE_TEST_PORTS"] = env
     proc = subprocess.Popen(
-        [cports] + (["--slot"] if slot else []) + [str(start), str(n)],
+        [cports] + (["--slot"] if slot else []) +
+        (["--busy"] if busy else []) + [str(start), str(n)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=e)
     return proc, proc.stdout.readline().strip()
 
@@ -146,6 +149,42 @@ def check_cap(held, lo, n, what):
     release(proc)
 
 
+def test_reuse_guard(lo, hi):
+    """Past SLOTS_MAX slots, a port is not handed out again while it is
+    one of the last SLOT handed out (it was, twice in a row, when the
+    rest were busy): 32 ports taken, 31 listened on, the one free handed
+    out once, then refused, saying why."""
+    own = testports.Ports(lo, hi, 0)
+    n = testports.SLOTS_MAX * testports.SLOT
+    socks = []
+    try:
+        got = [own.take() for _ in range(n)]
+        for p in got[1:]:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", p))
+                s.listen(1)
+                socks.append(s)
+            except OSError:
+                s.close()  # busy all the same
+        again = own.take()
+        check(again == got[0],
+              f"past {n} ports, the one free is handed out again: {again} "
+              f"({got[0]})")
+        try:
+            twice = own.take()
+            check(False, f"and not a second time while unbound: {twice}")
+        except testports.PortsError as e:
+            check("last" in str(e), f"and then refused: {e}")
+    except testports.PortsError as e:
+        check(False, f"{n} ports of {lo}-{hi}: {e}")
+    finally:
+        for s in socks:
+            s.close()
+        own.close()
+
+
 def test_c(cports, lo, hi, eph, first, slot):
     """The C tests' ports (test_ports.h) beside this process's slot."""
     held = set(range(first, first + 4))
@@ -169,6 +208,15 @@ def test_c(cports, lo, hi, eph, first, slot):
     # 40 ports asked of C: 8 slots at the most, its own handed out again.
     n = testports.SLOTS_MAX * testports.SLOT + 8
     check_cap(cholder(cports, slot, n), lo, n, "of C")
+
+    # 32 ports, 31 listened on: the one free handed out once, not twice.
+    n = testports.SLOTS_MAX * testports.SLOT
+    c, line = cholder(cports, 0, n, busy=True)
+    w = line.split()
+    check(len(w) == n + 2 and w[-2] == w[0] and w[-1] == "error",
+          f"C past {n} ports: the one free again once, then refused: "
+          f"{' '.join(w[-3:])} ({w[:1]})")
+    release(c)
 
     # Only this process's slot, or a bad range: no port, said so.
     for env in [f"{first}-{first + 3}", "abc", "25200-25202"]:
@@ -338,6 +386,7 @@ def main():
     # more slots: it hands out its own again.
     n = testports.SLOTS_MAX * testports.SLOT + 8
     check_cap(holder(lo, hi, slot, n), lo, n, "of Python")
+    test_reuse_guard(lo, hi)
 
     # A range that is only a slot this process holds: no port, said so.
     c, line_c = holder(first, first + 3, 0, 1)

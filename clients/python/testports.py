@@ -16,7 +16,11 @@ listeners set it); nothing binds it but the test, so a port handed out
 and left unbound is one where nothing listens. A process takes up to
 SLOTS_MAX slots (32 ports; test_startstop asks for some 94 in turn),
 then hands out its ports again, oldest first, those that bind now, so
-that a run of a range of 100 ports leaves slots to the tests beside."""
+that a run of a range of 100 ports leaves slots to the tests beside;
+none of the last SLOT it handed out, which the test may not have bound
+yet (with only those free, one of them, but never the last one again:
+with that one only, it raises, saying so)."""
+import collections
 import fcntl
 import os
 import socket
@@ -95,6 +99,7 @@ class Ports:
         self.fresh = []  # ports of held slots not handed out yet
         self.given = []  # handed out, oldest first
         self.reuse = 0  # where take() looks next among given
+        self.last = collections.deque(maxlen=SLOT)  # the last handed out
 
     def _lock_slot(self):
         """Locks the next slot that no one else holds; False when none
@@ -121,24 +126,38 @@ class Ports:
     def take(self):
         """A port of a slot this process holds, free now and never handed
         out before while it can lock another slot; past that, one handed
-        out before that is free again, oldest first. Raises PortsError
-        when none is."""
+        out before that is free again, oldest first, but none of the
+        last SLOT handed out, which the test may not have bound yet (with
+        only those free, one of them, but never the last one).
+        Raises PortsError when none is."""
         while True:
             while self.fresh:
                 p = self.fresh.pop(0)
                 if port_free(p):
                     self.given.append(p)
+                    self.last.append(p)
                     return p
             if not self._lock_slot():
                 break
-        for _ in range(len(self.given)):
-            p = self.given[self.reuse % len(self.given)]
-            self.reuse += 1
-            if port_free(p):
-                return p
-        raise PortsError(f"no free port in {self.lo}-{self.hi}: the slots "
-                         f"this process holds are busy and the rest are "
-                         f"locked by other runs")
+        # Not one of the last SLOT handed out, which the test may not
+        # have bound yet; with none such free, not the last one at least.
+        for recent in (list(self.last), list(self.last)[-1:]):
+            for _ in range(len(self.given)):
+                p = self.given[self.reuse % len(self.given)]
+                self.reuse += 1
+                if p not in recent and port_free(p):
+                    self.last.append(p)
+                    return p
+        if not self.given:
+            raise PortsError(f"no free port in {self.lo}-{self.hi}: the "
+                             f"slots this process holds are busy and the "
+                             f"rest are locked by other runs")
+        raise PortsError(f"no free port in {self.lo}-{self.hi}: the "
+                         f"{len(self.locks)} slots this process holds have "
+                         f"none free but the last port it handed out "
+                         f"({self.last[-1]}, perhaps not bound yet), and it "
+                         f"can lock no other ({SLOTS_MAX} at the most, the "
+                         f"rest locked by other runs)")
 
     def close(self):
         for _, fd in self.locks:
