@@ -26,7 +26,10 @@
  * namespace mutexes. Vector searches run with only c->lock held: the scope
  * searched is pinned so that it and its index outlive the search. So does
  * an insert's add into an index that existed before it (with ns->imu), so
- * that the namespace's lookups do not wait for it (insert_entry). */
+ * that the namespace's lookups do not wait for it (insert_entry), and the
+ * removal of a vector from its index (delete, expiry, eviction, replace,
+ * quarantine, flush): done once ns->mu is let go, before c->lock is
+ * (remove_later, drain_removals). */
 
 #define CONTAINER(ptr, type, member)                                           \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
@@ -61,6 +64,27 @@ static void index_add_hook(void)
     void (*f)(void *) = atomic_load(&add_hook.fn);
     if (f != NULL) {
         f(atomic_load(&add_hook.arg));
+    }
+}
+
+/* The tests' hook before an entry's vector leaves its index
+ * (sc_cache_set_index_remove_hook). */
+static struct {
+    void (*_Atomic fn)(void *);
+    void *_Atomic arg;
+} remove_hook;
+
+void sc_cache_set_index_remove_hook(void (*fn)(void *arg), void *arg)
+{
+    atomic_store(&remove_hook.arg, arg);
+    atomic_store(&remove_hook.fn, fn);
+}
+
+static void index_remove_hook(void)
+{
+    void (*f)(void *) = atomic_load(&remove_hook.fn);
+    if (f != NULL) {
+        f(atomic_load(&remove_hook.arg));
     }
 }
 
@@ -123,6 +147,13 @@ typedef struct scope {
     size_t entries; /* entries in this scope, text-only ones included */
     size_t vectors; /* those of them whose vector is in ix (in_index) */
     size_t pins;    /* calls using the scope without holding ns->mu */
+    size_t rm_pins; /* of them, vectors of its gone entries still in ix */
+    /* Out of ns->scopes (no entries left) while rm_pins held it: freed,
+     * index and all, by the last of them (drain_removals). */
+    bool gone;
+    /* Its index, let go (no vector left, entries still) while rm_pins
+     * held it: counted no more, closed once the last of them is done. */
+    sc_index *retired;
     void *stats;    /* the embedder's statistics of its texts, or NULL */
     uint64_t stats_bytes; /* their memory, as counted in the byte caps */
     /* The scope itself and what its index takes beyond the vectors its
@@ -200,6 +231,9 @@ typedef struct ns {
      * a flush since): entries of ids up to it that are not present were
      * gone when the snapshot read the namespace (restore_passed). */
     uint64_t restore_top, snap_top;
+    /* Being freed (ns_free): its indexes close with it, so its entries'
+     * vectors are not taken out of them one by one. */
+    bool closing;
     char name[SC_CACHE_NS_NAME_MAX + 1];
 } ns;
 
@@ -724,9 +758,99 @@ static void close_late(void)
     late.cap = 0;
 }
 
-/* Releases c->lock, then closes what was freed under it. */
+/* The vectors of the entries this thread took out of their namespaces,
+ * taken out of their scopes' indexes once it lets the namespace's mutex go
+ * (drain_removals, from cache_unlock): an IVF index's remove waits for its
+ * lock while a training holds it through a held replay round (index/ivf.c
+ * catch_up_held), and under ns->mu every lookup of the namespace would
+ * wait with it. Each keeps its scope pinned, so that the scope and its
+ * index outlive it; its namespace outlives it as c->lock is held. Kept per
+ * thread, so that the call that removed an entry is the one that waits. */
+typedef struct late_rm {
+    ns *s;
+    scope *sc;
+    sc_index *ix; /* sc->ix or sc->retired */
+    uint64_t id;
+} late_rm;
+
+static _Thread_local struct {
+    late_rm *a;
+    size_t n, cap;
+} rms;
+
+static void scope_unpin(ns *s, scope *sc);
+
+/* ns->mu held: e's vector (in sc's index) is to go. Queued for
+ * drain_removals, or, without the memory to queue it, removed at once. */
+static void remove_later(ns *s, scope *sc, uint64_t id)
+{
+    if (rms.n == rms.cap) {
+        size_t cap = rms.cap != 0 ? 2 * rms.cap : 8;
+        late_rm *a = realloc(rms.a, cap * sizeof(*a));
+        if (a == NULL) {
+            /* Cannot fail: the id was added and only this path removes
+             * it. */
+            (void)sc_index_remove(sc->ix, id);
+            return;
+        }
+        rms.a = a;
+        rms.cap = cap;
+    }
+    sc->pins++;
+    sc->rm_pins++;
+    rms.a[rms.n++] = (late_rm){s, sc, sc->ix, id};
+}
+
+/* c->lock held, no ns->mu nor c->gmu: takes the queued vectors out of
+ * their indexes, then unpins their scopes (each namespace's mutex taken
+ * once per run of its removals). Ids are never given out twice, so a
+ * search that finds one meanwhile finds no entry of it and passes it
+ * over. */
+static void drain_removals(void)
+{
+    for (size_t i = 0; i < rms.n; i++) {
+        index_remove_hook();
+        (void)sc_index_remove(rms.a[i].ix, rms.a[i].id);
+    }
+    for (size_t i = 0; i < rms.n;) {
+        ns *s = rms.a[i].s;
+        pthread_mutex_lock(&s->mu);
+        for (; i < rms.n && rms.a[i].s == s; i++) {
+            rms.a[i].sc->rm_pins--;
+            scope_unpin(s, rms.a[i].sc);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    rms.n = 0;
+    free(rms.a);
+    rms.a = NULL;
+    rms.cap = 0;
+}
+
+/* s is being freed with c->lock held for writing (or by the cache's
+ * close): its queued removals are dropped, their scopes unpinned (a gone
+ * one freed), as its indexes close with it. */
+static void forget_removals(ns *s)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < rms.n; i++) {
+        if (rms.a[i].s == s) {
+            rms.a[i].sc->rm_pins--;
+            scope_unpin(s, rms.a[i].sc);
+        } else {
+            rms.a[k++] = rms.a[i];
+        }
+    }
+    rms.n = k;
+}
+
+/* Releases c->lock, then closes what was freed under it. Every ns->mu is
+ * let go by then: the vectors of the entries removed under it go first. */
 static void cache_unlock(sc_cache *c)
 {
+    if (rms.n > 0) {
+        drain_removals();
+    }
     pthread_rwlock_unlock(&c->lock);
     if (late.n > 0) {
         close_late();
@@ -742,30 +866,56 @@ static void cache_unlock(sc_cache *c)
  * of the index: an IVF index's count waits for its lock, which a training
  * holds through each held replay round, and every unpin would hold the
  * namespace's mutex as long. Unpinned, the scope has no insert in flight,
- * so the index holds exactly those vectors. */
+ * so the index holds exactly those vectors, and those of its gone entries
+ * whose removals are queued (rm_pins). Pins of those removals alone do not
+ * keep the scope in the namespace or its index counted: a scope with no
+ * entries goes at once (gone, freed by the last of them), an index with
+ * no vectors is retired (closed by the last of them), so that the caps
+ * see what they saw when the removal was made at once. */
 static void scope_maybe_free(ns *s, scope *sc)
 {
-    if (sc->pins > 0) {
+    if (sc->rm_pins == 0 && sc->retired != NULL) {
+        close_later(s, sc->retired);
+        sc->retired = NULL;
+    }
+    if (sc->gone || sc->pins > sc->rm_pins) {
+        /* Gone: only its removals hold it. Else a call in flight. */
+        if (sc->gone && sc->pins == 0) {
+            if (sc->ix != NULL) {
+                close_later(s, sc->ix);
+            }
+            free(sc);
+        }
         return;
     }
+    /* Pinned by queued removals alone: no insert in flight. One index
+     * retired at a time: another stays, counted, until they are done. */
     if (sc->entries > 0) {
-        if (sc->ix != NULL && sc->vectors == 0 && !sc_index_trained(sc->ix)) {
-            close_later(s, sc->ix);
+        if (sc->ix != NULL && sc->vectors == 0 &&
+            (sc->rm_pins == 0 || sc->retired == NULL) &&
+            !sc_index_trained(sc->ix)) {
+            if (sc->rm_pins > 0) {
+                sc->retired = sc->ix;
+            } else {
+                close_later(s, sc->ix);
+            }
             sc->ix = NULL;
             own_bytes_sync(s, sc);
         }
         return;
     }
+    /* Its last entry went: the scope goes at once, so that it counts in
+     * no cap and an insert of its name makes a new one; its index, with
+     * removals of it still queued (rm_pins), once they are done. */
     sc_htab_remove(&s->scopes, &sc->node);
-    if (sc->ix != NULL) {
-        close_later(s, sc->ix);
-    }
     if (sc->stats != NULL) {
         s->stats_em->stats_free(s->stats_em->arg, sc->stats);
+        sc->stats = NULL;
         stats_bytes_set(s, sc, 0);
     }
     scope_count_set(s, &sc->own_bytes, 0);
-    free(sc);
+    sc->gone = true;
+    scope_maybe_free(s, sc);
 }
 
 static void scope_unpin(ns *s, scope *sc)
@@ -817,12 +967,16 @@ static entry *exact_find(const ns *s, const scope *sc, sc_text_key key,
     return NULL;
 }
 
-/* ns->mu held. Takes e out of both layers (quarantine and removal). */
+/* ns->mu held. Takes e out of both layers (quarantine and removal). Its
+ * vector leaves the index once ns->mu is let go (remove_later); until then
+ * a search may find its id, which no entry of the exact layer or the
+ * id -> entry map has any more. */
 static void entry_unmatchable(ns *s, entry *e)
 {
     if (e->in_index) {
-        /* Cannot fail: the id was added and only this path removes it. */
-        (void)sc_index_remove(e->sc->ix, e->id);
+        if (!s->closing) {
+            remove_later(s, e->sc, e->id);
+        }
         e->in_index = false;
         e->sc->vectors--;
     }
@@ -1243,6 +1397,8 @@ static void free_empty_scopes(ns *s)
 /* Frees s; its scopes' indexes are closed by the next cache_unlock. */
 static void ns_free(sc_cache *c, ns *s)
 {
+    s->closing = true;
+    forget_removals(s);
     while (!list_empty(&s->lru)) {
         entry_remove(c, s, CONTAINER(s->lru.next, entry, lru), GONE_FLUSH);
     }
@@ -2522,7 +2678,8 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
                 pthread_mutex_unlock(&c->gmu);
             }
             if (made_ix && sc->ix != NULL) {
-                sc_index_close(sc->ix);
+                /* After its removal of e's vector (cache_unlock). */
+                close_later(s, sc->ix);
                 sc->ix = NULL;
                 own_bytes_sync(s, sc);
             }
@@ -3461,6 +3618,11 @@ static sc_err lookup_run(sc_cache *c, const char *nsname, pending *p, size_t n)
         }
     }
     pthread_mutex_unlock(&s->mu);
+    if (rms.n > 0) {
+        /* The expired entries' vectors out before the search, which they
+         * would crowd as well. */
+        drain_removals();
+    }
 
     /* The scans, outside the mutex: one batch per index (scope). */
     sc_err rc = SC_OK;

@@ -371,6 +371,12 @@ sc_err sc_cache_insert(sc_cache *c, const char *ns, const sc_cache_item *item,
  * none). */
 void sc_cache_set_index_add_hook(void (*fn)(void *arg), void *arg);
 
+/* Tests only: fn(arg) is called just before each removal of an entry's
+ * vector from its scope's index (a delete, expiry, eviction, replace,
+ * quarantine or flush; an index training's held round may make it wait),
+ * holding no lock of the namespace's, from now on (NULL = none). */
+void sc_cache_set_index_remove_hook(void (*fn)(void *arg), void *arg);
+
 /* Deletes entry id. Errors: SC_ENOTFOUND. */
 sc_err sc_cache_delete(sc_cache *c, uint64_t id);
 

@@ -4185,6 +4185,8 @@ typedef struct held_ins {
     bool answered_in_round;
     float vec[BD]; /* the test's insert */
     sc_err rc;
+    uint64_t del_id, exp_now; /* test_lookup_beside_held_removal's */
+    size_t expired;
 } held_ins;
 
 static void held_ins_step(void *arg)
@@ -4316,6 +4318,364 @@ static void test_lookup_beside_held_insert(void)
     sc_cache_close(c);
 }
 
+static void *held_del_main(void *arg)
+{
+    held_ins *h = arg;
+    atomic_store(&h->armed, 1);
+    h->rc = sc_cache_delete(h->c, h->del_id);
+    return NULL;
+}
+
+static void *held_exp_main(void *arg)
+{
+    held_ins *h = arg;
+    atomic_store(&h->armed, 1);
+    h->expired = sc_cache_expire(h->c, h->exp_now);
+    return NULL;
+}
+
+/* Puts an entry of text t (response t too) and vector v in scope "" of
+ * namespace "v". */
+static uint64_t held_text_put(sc_cache *c, const char *t, const float *v,
+                              int64_t ttl)
+{
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.text = t;
+    it.text_len = strlen(t);
+    it.vec = v;
+    it.dim = BD;
+    it.response = t;
+    it.response_len = strlen(t);
+    it.ttl_ms = ttl;
+    uint64_t id = 0;
+    CHECK_EQ_INT(sc_cache_insert(c, "v", &it, &id), SC_OK);
+    return id;
+}
+
+/* An exact lookup of text t in scope "" of "v": whether it hit, and with
+ * response want (NULL: whether it missed). */
+static bool held_exact_is(sc_cache *c, const char *t, const char *want)
+{
+    sc_cache_query qq;
+    memset(&qq, 0, sizeof(qq));
+    qq.text = t;
+    qq.text_len = strlen(t);
+    sc_cache_result r;
+    if (sc_cache_lookup(c, "v", &qq, &r) != SC_OK) {
+        return false;
+    }
+    bool ok = want == NULL ? !r.hit
+                           : r.hit && r.layer == SC_LAYER_EXACT &&
+                                 r.response_len == strlen(want) &&
+                                 memcmp(r.response, want, r.response_len) == 0;
+    sc_cache_result_fini(&r);
+    return ok;
+}
+
+/* A removal waiting for a training's held round to take its entry's
+ * vector out of the index must not hold the namespace's lookups back:
+ * while a delete, then an expiry, of entries of the training scope waits
+ * for the held round at its index removal (the remove hook), an exact hit
+ * in that scope and a vector lookup in another scope are answered before
+ * the round ends (they used to wait for it: the removal waited holding the
+ * namespace's mutex, which every lookup takes first), and the removed
+ * entries are not served, then or after. As test_lookup_beside_held_insert,
+ * the step hook keeps the replay behind and the event hook holds the first
+ * held round until the lookups are answered (10 s at most). */
+static void test_lookup_beside_held_removal(void)
+{
+    enum { TM = 700 };
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, TM);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    uint64_t seed = 29;
+    float *centres = centres_new(&seed);
+    float v[BD], q[BD], vd[BD], ve[BD];
+    held_ins h = {.c = c,
+                  .centres = centres,
+                  .seed = 7,
+                  .round = TEST_GATE_INIT,
+                  .add = TEST_GATE_INIT,
+                  .rc = SC_EINVAL};
+    bvec(centres, 3, &seed, v);
+    (void)held_text_put(c, "held question", v, 0);
+    bvec(centres, 5, &seed, vd);
+    h.del_id = held_text_put(c, "deleted one", vd, 0);
+    bvec(centres, 6, &seed, ve);
+    (void)held_text_put(c, "expired one", ve, 500);
+    h.exp_now = now_fake + 500;
+    bvec(centres, 4, &seed, q);
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.vec = q;
+    it.dim = BD;
+    it.scope = "b";
+    it.response = "other";
+    it.response_len = 5;
+    CHECK_EQ_INT(sc_cache_insert(c, "v", &it, NULL), SC_OK);
+    sc_index_set_training_step_hook(held_ins_step, &h);
+    sc_index_set_training_event_hook(held_ins_event, &h);
+    sc_cache_set_index_remove_hook(held_ins_add, &h);
+    for (int i = 0; i < TM; i++) { /* the last starts the training */
+        bvec(centres, i, &seed, v);
+        CHECK_EQ_INT(bput(c, "v", v, i, 0, NULL), SC_OK);
+    }
+    CHECK(test_gate_wait(&h.round, &h.round.entered));
+    pthread_t del_th, exp_th;
+    CHECK(pthread_create(&del_th, NULL, held_del_main, &h) == 0);
+    bool del_at = test_gate_wait(&h.add, &h.add.entered);
+    /* The delete is at its index removal, which waits for the round. */
+    bool a1 = held_exact_is(c, "held question", "held question");
+    bool gone1 = held_exact_is(c, "deleted one", NULL);
+    sc_cache_query qq;
+    memset(&qq, 0, sizeof(qq));
+    qq.vec = q;
+    qq.dim = BD;
+    qq.scope = "b";
+    sc_cache_result r;
+    CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r), SC_OK);
+    bool a2 =
+        r.hit && r.response_len == 5 && memcmp(r.response, "other", 5) == 0;
+    sc_cache_result_fini(&r);
+    pthread_mutex_lock(&h.add.mu);
+    h.add.entered = false;
+    pthread_mutex_unlock(&h.add.mu);
+    CHECK(pthread_create(&exp_th, NULL, held_exp_main, &h) == 0);
+    bool exp_at = test_gate_wait(&h.add, &h.add.entered);
+    /* The expiry is at its removal too (behind the delete's). */
+    bool a3 = held_exact_is(c, "held question", "held question");
+    bool gone2 = held_exact_is(c, "expired one", NULL);
+    CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r), SC_OK);
+    bool a4 =
+        r.hit && r.response_len == 5 && memcmp(r.response, "other", 5) == 0;
+    sc_cache_result_fini(&r);
+    test_gate_set(&h.round, &h.round.done);
+    pthread_join(del_th, NULL);
+    pthread_join(exp_th, NULL);
+    sc_index_set_training_step_hook(NULL, NULL);
+    sc_index_set_training_event_hook(NULL, NULL);
+    sc_cache_set_index_remove_hook(NULL, NULL);
+    fprintf(stderr,
+            "lookups beside a delete and an expiry waiting for a held "
+            "round: answered %s the round ended\n",
+            h.answered_in_round ? "before" : "after");
+    CHECK(del_at && exp_at);
+    CHECK(h.answered_in_round);
+    CHECK(a1 && a2 && a3 && a4);
+    CHECK(gone1 && gone2);
+    CHECK_EQ_INT(h.rc, SC_OK);
+    CHECK_EQ_INT((int)h.expired, 1);
+    /* Once the removals are done, neither entry is served by any layer. */
+    char resp[16];
+    float sim;
+    CHECK(held_exact_is(c, "deleted one", NULL));
+    CHECK(held_exact_is(c, "expired one", NULL));
+    bresp(c, "v", vd, resp, &sim);
+    CHECK(strcmp(resp, "deleted one") != 0);
+    bresp(c, "v", ve, resp, &sim);
+    CHECK(strcmp(resp, "expired one") != 0);
+    CHECK(held_exact_is(c, "held question", "held question"));
+    CHECK_EQ_INT(sc_cache_delete(c, h.del_id), SC_ENOTFOUND);
+    free(centres);
+    sc_cache_close(c);
+}
+
+/* Removals from threads beside inserts, lookups, flushes and the caps, in
+ * a flat namespace, an "auto" one (exact scan until trained), and, with
+ * FAISS, an IVF one trained along the way: every removal's vector leaves
+ * its index after the namespace's mutex is let go (drain_removals). A
+ * thread's own delete is never served after it returned (its text and
+ * vector are looked up at once); the books balance; every scope and index
+ * is freed (ASan). */
+enum { RS_THREADS = 4, RS_OPS = 4000, RS_TEXTS = 120 };
+
+typedef struct rs_worker {
+    sc_cache *c;
+    const float *centres;
+    uint64_t seed;
+    int no;
+    size_t served_deleted, errors, deletes;
+} rs_worker;
+
+static void *rs_work(void *arg)
+{
+    rs_worker *w = arg;
+    static const char *const nss[] = {"f", "a", "i"};
+    static const char *const scopes[] = {"", "s", "t"};
+    float v[BD];
+    uint64_t mine[16] = {0};
+    int mine_i[16] = {0};
+    for (int op = 0; op < RS_OPS; op++) {
+        const char *nsn = nss[(op + w->no) % 3];
+        if (strcmp(nsn, "i") == 0 && !sc_index_backend_available("ivf-flat")) {
+            nsn = "a";
+        }
+        uint64_t r = (uint64_t)(brand(&w->seed) * 1e6f + 1e6f);
+        int k = (int)(r % RS_TEXTS);
+        const char *scope = scopes[r % 3];
+        char text[SC_CACHE_NS_NAME_MAX + 32];
+        snprintf(text, sizeof(text), "text %d of %s", k, nsn);
+        bvec(w->centres, k, &w->seed, v);
+        int what = (int)(r / 7 % 100);
+        if (what < 45) {
+            sc_cache_item it;
+            memset(&it, 0, sizeof(it));
+            it.scope = scope;
+            it.text = text;
+            it.text_len = strlen(text);
+            it.vec = v;
+            it.dim = BD;
+            it.response = text;
+            it.response_len = strlen(text);
+            it.ttl_ms = what < 5 ? 1 : 0;
+            uint64_t id = 0;
+            sc_err rc = sc_cache_insert(w->c, nsn, &it, &id);
+            if (rc == SC_OK) {
+                mine[op % 16] = id;
+                mine_i[op % 16] = k;
+            } else if (rc != SC_ETOOBIG) {
+                w->errors++;
+            }
+        } else if (what < 70) {
+            int j = (int)(r % 16);
+            uint64_t id = mine[j];
+            if (id == 0) {
+                continue;
+            }
+            mine[j] = 0;
+            char ns_of[SC_CACHE_NS_NAME_MAX + 1];
+            if (sc_cache_entry_ns(w->c, id, ns_of) != SC_OK) {
+                continue; /* gone already */
+            }
+            sc_err rc = sc_cache_delete(w->c, id);
+            if (rc == SC_ENOTFOUND) {
+                continue;
+            }
+            if (rc != SC_OK) {
+                w->errors++;
+                continue;
+            }
+            w->deletes++;
+            /* Never served again: not by its text, not by its vector. */
+            bvec(w->centres, mine_i[j], &w->seed, v);
+            snprintf(text, sizeof(text), "text %d of %s", mine_i[j], ns_of);
+            for (int s2 = 0; s2 < 3; s2++) {
+                sc_cache_query q;
+                memset(&q, 0, sizeof(q));
+                q.scope = scopes[s2];
+                q.text = text;
+                q.text_len = strlen(text);
+                q.vec = v;
+                q.dim = BD;
+                sc_cache_result res;
+                if (sc_cache_lookup(w->c, ns_of, &q, &res) != SC_OK) {
+                    w->errors++;
+                    continue;
+                }
+                w->served_deleted += res.hit && res.id == id;
+                sc_cache_result_fini(&res);
+            }
+        } else if (what < 97) {
+            sc_cache_query q;
+            memset(&q, 0, sizeof(q));
+            q.scope = scope;
+            if (what < 85) {
+                q.text = text;
+                q.text_len = strlen(text);
+            } else {
+                q.vec = v;
+                q.dim = BD;
+            }
+            sc_cache_result res;
+            if (sc_cache_lookup(w->c, nsn, &q, &res) != SC_OK) {
+                w->errors++;
+                continue;
+            }
+            sc_cache_result_fini(&res);
+        } else if (what < 98 && r % 5 == 0) {
+            if (sc_cache_flush(w->c, nsn) != SC_OK) {
+                w->errors++;
+            }
+        } else if (what < 99) {
+            (void)sc_cache_expire(w->c, 0);
+        } else if (mine[r % 16] != 0) {
+            sc_err rc = sc_cache_feedback(w->c, mine[r % 16]);
+            if (rc != SC_OK && rc != SC_ENOTFOUND) {
+                w->errors++;
+            }
+        }
+    }
+    return NULL;
+}
+
+static void test_removal_stress(void)
+{
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.max_entries = 250;
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK); /* real clock */
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    nc.max_entries = 60;
+    nc.threshold = 0.5f;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "f", &nc), SC_OK);
+    snprintf(nc.backend, sizeof(nc.backend), "auto");
+    nc.train_min = 1000000;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", &nc), SC_OK);
+    if (sc_index_backend_available("ivf-flat")) {
+        ivf_cfg(&nc, 64);
+        nc.max_entries = 200;
+        nc.threshold = 0.5f;
+        CHECK_EQ_INT(sc_cache_ns_create(c, "i", &nc), SC_OK);
+    }
+    uint64_t seed = 31;
+    float *centres = centres_new(&seed);
+    pthread_t th[RS_THREADS];
+    rs_worker w[RS_THREADS];
+    for (int i = 0; i < RS_THREADS; i++) {
+        w[i] =
+            (rs_worker){.c = c, .centres = centres, .seed = 100 + i, .no = i};
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, rs_work, &w[i]), 0);
+    }
+    size_t deletes = 0;
+    for (int i = 0; i < RS_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(w[i].errors, 0);
+        CHECK_EQ_INT(w[i].served_deleted, 0);
+        deletes += w[i].deletes;
+    }
+    sc_cache_stats all = stats(c, NULL);
+    check_books(&all);
+    CHECK(deletes > 0 && all.deletes >= deletes);
+    CHECK_EQ_INT(all.inserts - all.replaced - all.deletes - all.evictions -
+                     all.expirations - all.flushed,
+                 all.entries);
+    CHECK(all.entries <= 250);
+    /* Flushed, each namespace holds no scope and counts no byte. */
+    for (int i = 0; i < 3; i++) {
+        const char *nsn = i == 0 ? "f" : i == 1 ? "a" : "i";
+        if (sc_cache_flush(c, nsn) == SC_OK) {
+            sc_cache_stats st = stats(c, nsn);
+            CHECK_EQ_INT(st.entries, 0);
+            CHECK_EQ_INT(st.scopes, 0);
+            CHECK_EQ_INT(st.bytes, 0);
+        }
+    }
+    printf("removal stress: %zu deletes, %llu evictions, %llu flushed, "
+           "%llu expired, %llu replaced\n",
+           deletes, (unsigned long long)all.evictions,
+           (unsigned long long)all.flushed, (unsigned long long)all.expirations,
+           (unsigned long long)all.replaced);
+    free(centres);
+    sc_cache_close(c);
+}
+
 int main(void)
 {
     test_namespaces();
@@ -4361,5 +4721,7 @@ int main(void)
     test_drop_while_training(1);
     test_flush_close_not_shared();
     test_lookup_beside_held_insert();
+    test_lookup_beside_held_removal();
+    test_removal_stress();
     return test_summary("test_cache");
 }
