@@ -299,6 +299,20 @@ static sc_err check_search(unsigned k, float threshold)
     return SC_OK;
 }
 
+/* The wrapper's lock for an add or a remove: for writing, or for reading
+ * when the backend orders them itself (locks_itself). An IVF add held
+ * this one for writing while it waited for a training's held replay
+ * round (up to 256 rows added, on one thread), and every search queued
+ * behind it here (the lock prefers writers) waited as long. */
+static void lock_change(sc_index *ix)
+{
+    if (ix->be->locks_itself) {
+        pthread_rwlock_rdlock(&ix->lock);
+    } else {
+        pthread_rwlock_wrlock(&ix->lock);
+    }
+}
+
 sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec)
 {
     if (ix == NULL || vec == NULL) {
@@ -309,7 +323,7 @@ sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec)
     if (rc != SC_OK) {
         return rc;
     }
-    pthread_rwlock_wrlock(&ix->lock);
+    lock_change(ix);
     rc = ix->be->add(ix->state, id, unit);
     pthread_rwlock_unlock(&ix->lock);
     return rc;
@@ -332,7 +346,7 @@ sc_err sc_index_add_stored(sc_index *ix, uint64_t id, const float *vec)
     if (!(fabs(ss - 1.0) <= STORED_NORM_SLACK)) {
         return sc_index_add(ix, id, vec);
     }
-    pthread_rwlock_wrlock(&ix->lock);
+    lock_change(ix);
     sc_err rc = ix->be->add(ix->state, id, vec);
     pthread_rwlock_unlock(&ix->lock);
     return rc;
@@ -343,7 +357,7 @@ sc_err sc_index_remove(sc_index *ix, uint64_t id)
     if (ix == NULL) {
         return SC_EINVAL;
     }
-    pthread_rwlock_wrlock(&ix->lock);
+    lock_change(ix);
     sc_err rc = ix->be->remove(ix->state, id);
     pthread_rwlock_unlock(&ix->lock);
     return rc;

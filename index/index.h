@@ -98,6 +98,14 @@ typedef struct sc_index_train_stats {
 typedef struct sc_index_backend {
     const char *name;
     const char *version;
+    /* 1: the backend orders its adds and removes against its searches
+     * itself (IVF: its own locks, which a training's replay rounds hold
+     * without the wrapper's), and the wrappers take their lock for
+     * reading around add and remove, as around a search. Holding it for
+     * writing while it waited for such a round, an add held back every
+     * search queued behind it (the lock prefers writers). 0: add and
+     * remove run under the wrapper's lock for writing. */
+    int locks_itself;
     sc_err (*open)(const sc_index_params *p, void **state);
     void (*close)(void *state);
     sc_err (*add)(void *state, uint64_t id, const float *unit);
@@ -251,17 +259,18 @@ void sc_index_set_training_hook(void (*fn)(void *arg), void *arg);
 /* Tests only: fn(arg) is called on a background IVF training's thread after
  * each step of its copy of the live vectors and of its replay of the ones
  * added meanwhile (up to 1,024 rows each, taken under a read hold of
- * the index's lock, or 256 under a write hold once adds outpace it), with
- * no lock held, from now on (NULL = none). Without
+ * the index's lock, or 256 in a held round, adds and removes held back,
+ * once adds outpace it), with no lock held, from now on (NULL = none). Without
  * FAISS it is never called. */
 void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg);
 
 /* Tests only: the points of a background IVF training that
  * sc_index_set_training_event_hook reports. */
 typedef enum sc_index_train_event {
-    /* On the training's thread, in each replay round it holds the
-     * index's lock for writing (once adds outpace the read-held rounds),
-     * while it holds it, before the round's add. */
+    /* On the training's thread, in each replay round that holds the
+     * index's adds and removes back (once adds outpace the read-held
+     * rounds), while it holds them, before the round's add. Searches go
+     * on meanwhile. */
     SC_TRAIN_EV_HELD,
     /* On the closing thread, in the index's close (sc_index_close or
      * sc_index_close_stats), once it has asked the training in flight
@@ -270,7 +279,13 @@ typedef enum sc_index_train_event {
     /* On the training's thread as it ends, its outcome counted (what
      * sc_index_get_train_stats reads), no lock held: a close waits for
      * it to return, so the index may still be asked. */
-    SC_TRAIN_EV_END
+    SC_TRAIN_EV_END,
+    /* On an adding or removing thread whose add or remove finds a held
+     * replay round (SC_TRAIN_EV_HELD) in its way: it is queued behind
+     * that round, and waits for it once the hook returns. It holds the
+     * index's lock for reading meanwhile: the hook must not call the
+     * index. */
+    SC_TRAIN_EV_QUEUED
 } sc_index_train_event;
 
 /* Tests only: fn(arg, ev) is called at each event ev of a background IVF

@@ -58,13 +58,17 @@
 #define SWAP_TAIL 16
 /* Read-held replay rounds; adds still outpacing the replay after them
  * go into the new index as they come, and the backlog left is replayed
- * under write holds of HELD_STEP rows (catch_up_held). */
+ * in held rounds of HELD_STEP rows (catch_up_held). */
 #define MAX_CATCHUP       64
-/* Rows a replay round under the write lock adds, on one thread: FAISS's
- * OpenMP team for an add of 1,024, on busy cores, stalled such a hold for
- * up to 2.5 s (searches waited that long); 256 on one thread, 1.1 s at
- * most beside a load of 18, as long as the waits during the copy. */
+/* Rows a held replay round adds, on one thread: FAISS's OpenMP team for
+ * an add of 1,024, on busy cores, stalled such a round (then a write
+ * hold) for up to 2.5 s (searches waited that long); 256 on one thread,
+ * 1.1 s at most beside a load of 18, as long as the waits during the
+ * copy. Adds and removes wait for a round; searches no longer do. */
 #define HELD_STEP         256
+/* Condition variables a turn's takers wait on (qcv): more waiters than
+ * that share them, and wake with one another. */
+#define QSLOTS            8
 #define FILE_MAGIC        "SCIVF001"
 
 enum { S_FREE = 0, S_LIVE = 1, S_DEAD = 2 };
@@ -94,11 +98,27 @@ typedef struct ivf {
     const sc_simd_kernels *kern;
 
     /* Under sw: searches read-lock it; add, remove, compact and the swap at
-     * the end of a training write-lock it. A training's copy steps read-lock
-     * it and write inc[], which only the training thread touches under a
-     * read lock (searches never read it; everyone else writes it under the
-     * write lock). */
+     * the end of a training write-lock it. A training's copy steps and
+     * replay rounds read-lock it and write inc[], which only the training
+     * thread touches under a read lock (searches never read it; everyone
+     * else writes it under the write lock). */
     pthread_rwlock_t sw;
+    /* Turns: an add or a remove takes one before sw, and so does each of
+     * a training's held replay rounds (catch_up_held), which then holds
+     * sw for reading only: adds and removes wait for the round, searches
+     * do not. First come, first served (a ticket lock: qnext is the next
+     * ticket, qserve the one served): one change at most waits on sw for
+     * writing, so that the searches queued there get in between any two,
+     * and the changes queued when a round ends get in before the next.
+     * qround: the turn served is a held round's. Under qmu. The wrapper
+     * takes its lock for reading around add and remove (locks_itself),
+     * so that one waiting here holds no search back there. Ticket t
+     * waits on qcv[t % QSLOTS], so that a turn given wakes its taker
+     * alone (one cv woke every waiter, on busy cores a convoy). */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv[QSLOTS];
+    uint64_t qnext, qserve;
+    bool qround;
     size_t n, cap; /* slots used / allocated */
     size_t nlive;
     float *rows;    /* cap * stride */
@@ -139,15 +159,16 @@ typedef struct ivf {
     size_t copy_cap; /* rows the copy has room for: nlive when it began */
     size_t copy_end; /* slots the copy walks: n when it began */
     uint32_t copy_nlist;
-    /* The training's new index once its replay holds the write lock
-     * (catch_up_held): an add goes into it as well, under sw for
-     * writing, instead of into tlog. NULL otherwise. nfx_rc: such an add
-     * failed (the training then fails with it). */
+    /* The training's new index once its replay goes to held rounds
+     * (catch_up_held): an add goes into it as well, in its turn (qmu),
+     * instead of into tlog. NULL otherwise. nfx_rc: such an add failed
+     * (the training then fails with it). Set and read in a turn; cleared
+     * by the swap under sw for writing. */
     FaissIndex *nfx;
     sc_err nfx_rc;
     /* The counters ivf_train_stats reports, atomics read and written
      * relaxed, so that a stats read takes no lock (it would wait out a
-     * held round or a swap, and the cache calls it under ns->mu):
+     * swap, and the cache calls it under ns->mu):
      * rows the last swap added under the write lock; replay rounds the
      * last training held it through; rows in fx (note_fx_rows, under sw
      * for writing); trainings ended: swapped in, abandoned (SC_ERANGE),
@@ -254,12 +275,31 @@ static sc_err ivf_open_kind(const sc_index_params *p, kind k, int is_auto,
         return SC_ENOMEM;
     }
     if (pthread_mutex_init(&v->tmu, NULL) != 0) {
-        pthread_rwlock_destroy(&v->sw);
-        free(v);
-        return SC_ENOMEM;
+        goto fail_tmu;
+    }
+    if (pthread_mutex_init(&v->qmu, NULL) != 0) {
+        goto fail_qmu;
+    }
+    int ncv = 0;
+    while (ncv < QSLOTS && pthread_cond_init(&v->qcv[ncv], NULL) == 0) {
+        ncv++;
+    }
+    if (ncv < QSLOTS) {
+        goto fail_qcv;
     }
     *out = v;
     return SC_OK;
+fail_qcv:
+    while (ncv > 0) {
+        pthread_cond_destroy(&v->qcv[--ncv]);
+    }
+    pthread_mutex_destroy(&v->qmu);
+fail_qmu:
+    pthread_mutex_destroy(&v->tmu);
+fail_tmu:
+    pthread_rwlock_destroy(&v->sw);
+    free(v);
+    return SC_ENOMEM;
 }
 
 static sc_err open_flat(const sc_index_params *p, void **out)
@@ -297,6 +337,35 @@ static void event(sc_index_train_event ev)
     if (f != NULL) {
         f(atomic_load(&event_hook.arg), ev);
     }
+}
+
+/* Waits for this thread's turn (see qmu): round, a training's held
+ * replay round. A change queued behind a held round says so to the
+ * event hook (SC_TRAIN_EV_QUEUED) before it waits. */
+static void turn_take(ivf *v, bool round)
+{
+    pthread_mutex_lock(&v->qmu);
+    uint64_t t = v->qnext++;
+    if (t != v->qserve && v->qround && !round) {
+        pthread_mutex_unlock(&v->qmu);
+        event(SC_TRAIN_EV_QUEUED);
+        pthread_mutex_lock(&v->qmu);
+    }
+    while (t != v->qserve) {
+        pthread_cond_wait(&v->qcv[t % QSLOTS], &v->qmu);
+    }
+    v->qround = round;
+    pthread_mutex_unlock(&v->qmu);
+}
+
+/* Hands the turn to the next ticket, whoever waits for it. */
+static void turn_give(ivf *v)
+{
+    pthread_mutex_lock(&v->qmu);
+    v->qserve++;
+    v->qround = false;
+    pthread_cond_broadcast(&v->qcv[v->qserve % QSLOTS]);
+    pthread_mutex_unlock(&v->qmu);
 }
 
 static void join_training(ivf *v)
@@ -344,6 +413,10 @@ static void ivf_close(void *state)
     free(v->pend.a);
     free(v->tlog.a);
     sc_idmap_fini(&v->map);
+    for (int i = 0; i < QSLOTS; i++) {
+        pthread_cond_destroy(&v->qcv[i]);
+    }
+    pthread_mutex_destroy(&v->qmu);
     pthread_mutex_destroy(&v->tmu);
     pthread_rwlock_destroy(&v->sw);
     free(v);
@@ -722,29 +795,31 @@ static size_t gather_logged(ivf *v, size_t *done, size_t end, float *x,
 }
 
 /* The replay of a backlog that read-held rounds did not shorten (adds
- * outpacing them), bounded:
- *  - the first hold of sw for writing sets v->nfx = fx and notes
- *    end0 = tlog.n; from then on an add goes into fx as it comes (ivf_add,
- *    under the same lock) and not into tlog, so the backlog is
- *    tlog[*done..end0) and never grows;
- *  - each round, under one write hold, gathers and adds HELD_STEP rows of
- *    it at most (on this thread alone), then lets the lock go:
- *    ceil((end0 - *done) / HELD_STEP) rounds in all, no write hold longer
- *    than one add of HELD_STEP rows, and between two of them this
- *    thread takes a read hold and lets it go before its next write
- *    hold: the inserts queued get in first (sw prefers writers), then,
- *    once no writer holds or waits, the searches queued with that read
- *    hold, before the next round (under a steady stream of inserts
- *    searches and this thread wait alike);
+ * outpacing them), bounded, in held rounds: each holds a turn (qmu), so
+ * that no add or remove runs meanwhile, and sw for reading only, so that
+ * searches do (nothing they read changes: the round writes inc[] and the
+ * new index, which searches never read):
+ *  - the first round sets v->nfx = fx and notes end0 = tlog.n; from then
+ *    on an add goes into fx as it comes (ivf_add, in its own turn) and
+ *    not into tlog, so the backlog is tlog[*done..end0) and never grows;
+ *  - each round gathers and adds HELD_STEP rows of it at most (on this
+ *    thread alone), then gives its turn back:
+ *    ceil((end0 - *done) / HELD_STEP) rounds in all, no round longer
+ *    than one add of HELD_STEP rows; its next turn comes after every add
+ *    and remove queued meanwhile (turns are first come, first served).
+ *    Before, a round held sw for writing: searches waited for it too,
+ *    and (the wrapper's lock taken by an add for writing while it waited)
+ *    for the add queued behind it;
  *  - the swap adds none of the backlog: tlog past end0 holds only adds
  *    made after one's own add into fx failed (nfx_rc), and the training
  *    then fails (swap_in) rather than swap in an index that lacks it.
- * Between rounds fx is touched only under the write lock, by this thread
- * or an add, never by both at once. */
+ * Between rounds fx is touched only in a turn, by this thread or an add,
+ * never by both at once. */
 static sc_err catch_up_held(ivf *v, FaissIndex *fx, size_t *done, float *x,
                             int64_t *lab)
 {
-    pthread_rwlock_wrlock(&v->sw);
+    turn_take(v, true);
+    pthread_rwlock_rdlock(&v->sw);
     v->nfx = fx;
     v->nfx_rc = SC_OK;
     size_t end0 = v->tlog.n;
@@ -753,6 +828,7 @@ static sc_err catch_up_held(ivf *v, FaissIndex *fx, size_t *done, float *x,
         if (v->nfx_rc != SC_OK) {
             rc = v->nfx_rc;
             pthread_rwlock_unlock(&v->sw);
+            turn_give(v);
             break;
         }
         size_t end = end0 - *done > HELD_STEP ? *done + HELD_STEP : end0;
@@ -761,6 +837,7 @@ static sc_err catch_up_held(ivf *v, FaissIndex *fx, size_t *done, float *x,
         rc = m ? fx_add_serial(v, fx, m, x, lab) : SC_OK;
         CNT_ADD(&v->held_rounds, 1);
         pthread_rwlock_unlock(&v->sw);
+        turn_give(v);
         STEP_HOOK();
         if (rc != SC_OK || *done == end0) {
             break;
@@ -769,15 +846,8 @@ static sc_err catch_up_held(ivf *v, FaissIndex *fx, size_t *done, float *x,
             rc = SC_ECANCELED;
             break;
         }
-        /* A read hold first: sw prefers writers, and glibc hands it from
-         * a writer that lets it go to one waiting (an insert, then this
-         * thread again), so searches could wait out every round. A read
-         * hold is granted once no writer holds sw or waits for it, along
-         * with every search queued then; the next write hold waits for
-         * them to end. */
+        turn_take(v, true);
         pthread_rwlock_rdlock(&v->sw);
-        pthread_rwlock_unlock(&v->sw);
-        pthread_rwlock_wrlock(&v->sw);
     }
     return rc;
 }
@@ -786,8 +856,8 @@ static sc_err catch_up_held(ivf *v, FaissIndex *fx, size_t *done, float *x,
  * COPY_STEP of them gathered under one read hold of sw (the add itself
  * runs without the lock: fx is the training thread's), until SWAP_TAIL or
  * fewer are left for the swap. After MAX_CATCHUP rounds (adds outpacing
- * them) the rest goes in under write holds (catch_up_held), so that the
- * swap never adds the backlog under its own. */
+ * them) the rest goes in in held rounds (catch_up_held), so that the
+ * swap never adds the backlog under its write lock. */
 static sc_err catch_up(ivf *v, FaissIndex *fx, size_t *done)
 {
     float *x = malloc((size_t)COPY_STEP * v->dim * sizeof(float));
@@ -1083,6 +1153,7 @@ static sc_err ivf_set_nprobe(void *state, uint32_t nprobe)
 static sc_err ivf_add(void *state, uint64_t id, const float *unit)
 {
     ivf *v = state;
+    turn_take(v, false);
     pthread_rwlock_wrlock(&v->sw);
     uint32_t slot;
     sc_err rc = SC_OK;
@@ -1117,7 +1188,7 @@ static sc_err ivf_add(void *state, uint64_t id, const float *unit)
         slot = (uint32_t)v->n;
     }
     /* During a training: replayed into its index from tlog, or, once its
-     * replay holds the write lock (catch_up_held), added into it here. */
+     * replay goes to held rounds (catch_up_held), added into it here. */
     bool direct = v->training && v->nfx != NULL;
     bool logged = v->training && !direct;
     if (logged && (rc = vec_push(&v->tlog, UINT32_MAX)) != SC_OK) {
@@ -1165,12 +1236,14 @@ static sc_err ivf_add(void *state, uint64_t id, const float *unit)
     maybe_train(v);
 out:
     pthread_rwlock_unlock(&v->sw);
+    turn_give(v);
     return rc;
 }
 
 static sc_err ivf_remove(void *state, uint64_t id)
 {
     ivf *v = state;
+    turn_take(v, false);
     pthread_rwlock_wrlock(&v->sw);
     uint32_t slot;
     sc_err rc = SC_OK;
@@ -1194,6 +1267,7 @@ static sc_err ivf_remove(void *state, uint64_t id)
     }
 out:
     pthread_rwlock_unlock(&v->sw);
+    turn_give(v);
     return rc;
 }
 
@@ -1507,10 +1581,11 @@ static bool exact_resumed(sc_pass *sp)
 }
 
 /* A pause of the exact scan: the locks go in the reverse of the order the
- * search took them (the index's lock, then sw: an insert's order too) and
- * come back in that order. Taking sw back first would deadlock: this
- * reader holding sw and waiting for the index's lock behind a queued
- * insert (the lock prefers writers), which waits for another search's read
+ * search took them (the index's lock, then sw: every caller's order, an
+ * insert's taking a turn between the two) and come back in that order.
+ * Taking sw back first would deadlock: this reader holding sw and waiting
+ * for the index's lock behind a queued writer of it (a compaction, a
+ * save: the lock prefers writers), which waits for another search's read
  * hold of it, which waits for sw behind a queued swap (sw prefers writers
  * too), which waits for this reader's sw. */
 typedef struct exact_pause {
@@ -2193,8 +2268,8 @@ static sc_err ivf_load_training(void *state, const char *path)
 }
 
 #define IVF_OPS(open_fn, load_fn, bytes_fn)                                    \
-    .vector_bytes = bytes_fn, .open = open_fn, .close = ivf_close,             \
-    .add = ivf_add, .remove = ivf_remove, .get = ivf_get,                      \
+    .locks_itself = 1, .vector_bytes = bytes_fn, .open = open_fn,              \
+    .close = ivf_close, .add = ivf_add, .remove = ivf_remove, .get = ivf_get,  \
     .search = ivf_search, .search_batch = ivf_search_batch,                    \
     .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
     .train = ivf_train, .trained = ivf_trained,                                \

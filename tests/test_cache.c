@@ -4162,13 +4162,16 @@ static void test_flush_close_not_shared(void)
 }
 
 /* A training's held replay round (index/ivf.c catch_up_held: the index's
- * lock held for writing) must not hold the namespace's lookups back: an
- * exact hit in the training scope is answered before the round ends (its
- * scope's unpin asked the index's count under the namespace's mutex, and
- * waited out the round), and so are an exact hit in it and a vector
- * lookup in another scope made while an insert is at its add, which
- * waits for the round (the insert used to wait holding the namespace's
- * mutex, which every lookup takes first). The step hook inserts 20 entries
+ * adds and removes held back) must not hold the namespace's lookups back:
+ * an exact hit in the training scope is answered before the round ends
+ * (its scope's unpin asked the index's count under the namespace's mutex,
+ * and waited out the round), and so are an exact hit in it, a vector
+ * lookup in another scope and a vector lookup in the training scope
+ * itself made while an insert is at its add, which waits for the round
+ * (the insert used to wait holding the namespace's mutex, which every
+ * lookup takes first; and the round held the index's lock for writing,
+ * and the add the wrapper's, so that a search of the index waited out the
+ * round and the add). The step hook inserts 20 entries
  * after each step of the training (from its thread, no lock held), so that the
  * replay never catches up and goes on to held rounds; the event hook holds the
  * first held round until the test's lookups are answered (10 s at most: then
@@ -4276,7 +4279,7 @@ static void test_lookup_beside_held_insert(void)
     memset(&qq, 0, sizeof(qq));
     qq.text = "held question";
     qq.text_len = strlen(qq.text);
-    sc_cache_result r0, r1, r2;
+    sc_cache_result r0, r1, r2, r3;
     CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r0), SC_OK);
     bvec(centres, 7, &seed, h.vec);
     pthread_t it_th;
@@ -4289,6 +4292,10 @@ static void test_lookup_beside_held_insert(void)
     qq.dim = BD;
     qq.scope = "b";
     CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r2), SC_OK);
+    /* In the training scope: its index's search, beside the add. */
+    qq.vec = v; /* the last entry the test inserted before the round */
+    qq.scope = NULL;
+    CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r3), SC_OK);
     test_gate_set(&h.round, &h.round.done);
     pthread_join(it_th, NULL);
     sc_index_set_training_step_hook(NULL, NULL);
@@ -4305,9 +4312,15 @@ static void test_lookup_beside_held_insert(void)
           memcmp(r1.response, "exact", 5) == 0);
     CHECK(r2.hit && r2.response_len == 5 &&
           memcmp(r2.response, "other", 5) == 0);
+    char want[16];
+    snprintf(want, sizeof(want), "r%d", TM - 1);
+    CHECK(r3.hit && r3.layer == SC_LAYER_SEMANTIC &&
+          r3.response_len == strlen(want) &&
+          memcmp(r3.response, want, r3.response_len) == 0);
     sc_cache_result_fini(&r0);
     sc_cache_result_fini(&r1);
     sc_cache_result_fini(&r2);
+    sc_cache_result_fini(&r3);
     CHECK_EQ_INT(h.rc, SC_OK);
     /* The insert went in: its vector is found. */
     char resp[16];

@@ -1207,8 +1207,8 @@ static void test_train_outpaced(void)
 
 /* Churn during the replay, for a first training (the live index untrained)
  * and a retraining: the step hook, at each call, adds OP_ADDS rows
- * (outpacing the read-held rounds, as above, so the replay goes on under
- * write holds), deletes every other row its last call added (copied,
+ * (outpacing the read-held rounds, as above, so the replay goes on in
+ * held rounds), deletes every other row its last call added (copied,
  * replayed, added straight into the new index in a held round or still
  * waiting in tlog), deletes one row in 11 of those it just added,
  * re-adding every other one under the same id with another vector, and
@@ -1455,7 +1455,8 @@ static void test_close_cancels(void)
  * OP_ADDS rows at every call until its first held round, so that the
  * read-held rounds never catch up (as in test_train_outpaced) and some 30
  * held rounds follow; the event hook counts them and calls on_held at
- * each, on the training's thread, in the round, under its write hold. */
+ * each, on the training's thread, in the round, while it holds adds and
+ * removes back. */
 typedef struct held_train {
     sc_index *ix;
     int calls;
@@ -1468,6 +1469,10 @@ typedef struct held_train {
     atomic_int ended;
     bool done_by_2;          /* g.done was set by the second held round */
     uint64_t base_trainings; /* trainings ended before the one held */
+    /* Changes queued behind a held round (SC_TRAIN_EV_QUEUED); when
+     * queued_want (not 0) of them are, g.done is set. */
+    atomic_int queued;
+    int queued_want;
 } held_train;
 
 static void held_step(void *arg)
@@ -1495,6 +1500,11 @@ static void held_event(void *arg, sc_index_train_event ev)
     } else if (ev == SC_TRAIN_EV_END) {
         CHECK(sc_index_get_train_stats(h->ix, &h->end_st) == SC_OK);
         atomic_store(&h->ended, 1);
+    } else if (ev == SC_TRAIN_EV_QUEUED) {
+        int q = atomic_fetch_add(&h->queued, 1) + 1;
+        if (h->queued_want > 0 && q == h->queued_want) {
+            test_gate_set(&h->g, &h->g.done);
+        }
     }
 }
 
@@ -1556,9 +1566,9 @@ static bool held_wait(held_train *h, bool *flag)
 }
 
 /* The training counters are read with no lock: a stats read made while a
- * held round holds the index's lock for writing (the hook holds it there)
- * returns. Before (sw read-locked), it waited for the round, with the
- * namespace locked in the cache's stats and /metrics. */
+ * held round is held by the hook returns. Before (sw read-locked), it waited
+ * for the round, with the namespace locked in the cache's stats and /metrics.
+ */
 typedef struct stats_read {
     held_train *h;
     sc_index_train_stats st;
@@ -1610,11 +1620,11 @@ static void test_stats_in_held_round(void)
  * the add is interrupted (FAISS's callback, asked between its blocks)
  * and says SC_EBACKEND, but a training cancelled by the close counts as
  * none (index.h): not failed, nor trained, nor abandoned. The hook holds
- * the training in its first held round, under the write lock, with 256
- * rows gathered; another thread closes the index; once the close has
- * asked the training to stop (SC_TRAIN_EV_CANCEL) the round goes on into
- * its add; the stats are read as the training ends (SC_TRAIN_EV_END, the
- * close waiting for it). Before, that training counted as failed. */
+ * the training in its first held round, with 256 rows gathered; another thread
+ * closes the index; once the close has asked the training to stop
+ * (SC_TRAIN_EV_CANCEL) the round goes on into its add; the stats are read as
+ * the training ends (SC_TRAIN_EV_END, the close waiting for it). Before, that
+ * training counted as failed. */
 static void *close_held_main(void *arg)
 {
     held_train *h = arg;
@@ -1643,19 +1653,19 @@ static void test_close_in_held_round(void)
     CHECK(st->trainings == 0 && st->abandoned == 0 && st->failed == 0);
 }
 
-/* Between two held rounds the training takes a read hold of sw before
- * its next write hold (6b9a98a): sw prefers writers and glibc hands it
- * from a writer that lets it go straight to one waiting, so a search
- * queued on sw behind a writer waited out the rounds. Here the writer is
+/* A search queued on sw behind a writer of it must not wait out the
+ * held rounds (6b9a98a: when rounds held sw for writing, glibc handed it
+ * from a writer that let it go straight to one waiting, round ->
+ * sc_index_train -> round; now a round holds sw for reading, and its
+ * next one waits for the writer queued, then the search). The writer is
  * an sc_index_train call, which takes sw for writing with no other lock
- * (an insert, holding the wrapper's lock for writing, cannot wait on sw
- * beside a search). An automatic retraining (the live index trained: a
- * search holds sw once) is held by the hook in its first held round,
- * under the write lock; sc_index_train (it waits for sw, then for the
- * training) and a search are queued on sw (100 ms each to get there);
- * the round goes on. The search must be answered before the second held
- * round ends: that round's hook waits for it (10 s guard). Before, the
- * lock went round -> sc_index_train -> round and the search waited. */
+ * (an insert waits for its turn, not on sw, while a round is held). An
+ * automatic retraining (the live index trained: a search holds sw once)
+ * is held by the hook in its first held round; sc_index_train (it waits
+ * for sw, then for the training) and a search are queued on sw (100 ms
+ * each to get there); the round goes on. The search must be answered
+ * before the second held round ends: that round's hook waits for it
+ * (10 s guard). */
 typedef struct sw_queued {
     held_train *h;
     sc_err rc;
@@ -1710,6 +1720,116 @@ static void test_search_between_held_rounds(void)
     CHECK(h.done_by_2);
     CHECK(sq.rc == SC_OK && tq.rc == SC_OK);
     CHECK(s.trainings == 2 && s.last_held_rounds > 2);
+}
+
+/* A held replay round holds adds and removes back, not searches: it
+ * holds a turn, which an add or a remove takes before sw, and sw for
+ * reading only; the wrapper takes its lock for reading around an IVF add
+ * or remove. Before, the round held sw for writing and an add waited for
+ * it holding the wrapper's lock for writing, so that a search waited out
+ * the round and then the add (in the cache: 0.2 s median, a lookup in the
+ * training scope beside an insert every ms, each round held 100 ms). The
+ * hook holds a retraining in its first held round; a search of the query
+ * (k 2) is answered; an add of the query itself and a remove of the first
+ * answer's best are started, and both say they are queued behind the
+ * round (SC_TRAIN_EV_QUEUED); a second search must then be answered
+ * while the round is still held (10 s guard each, then it waited), with
+ * the first one's answer: the add not yet made, the removed row still
+ * served. After the training: the add in (the best answer), the removed
+ * row gone, FAISS holding the live rows. */
+typedef struct round_search {
+    sc_index *ix;
+    test_gate g; /* done: answered */
+    pthread_t th;
+    sc_hit hit[2];
+    unsigned n;
+    sc_err rc;
+} round_search;
+
+static void *round_search_main(void *arg)
+{
+    round_search *q = arg;
+    q->rc = sc_index_search(q->ix, queries, 2, -1.0f, q->hit, &q->n);
+    test_gate_set(&q->g, &q->g.done);
+    return NULL;
+}
+
+/* Starts the search and waits for its answer, 10 s at most. */
+static bool round_search_run(round_search *q, sc_index *ix)
+{
+    q->ix = ix;
+    CHECK(pthread_create(&q->th, NULL, round_search_main, q) == 0);
+    return test_gate_wait(&q->g, &q->g.done);
+}
+
+typedef struct round_change {
+    sc_index *ix;
+    uint64_t id;
+    bool add; /* else a remove */
+    sc_err rc;
+} round_change;
+
+static void *round_change_main(void *arg)
+{
+    round_change *c = arg;
+    c->rc = c->add ? sc_index_add(c->ix, c->id, queries)
+                   : sc_index_remove(c->ix, c->id);
+    return NULL;
+}
+
+static void test_search_beside_queued_changes(void)
+{
+    held_train h = {
+        .g = TEST_GATE_INIT, .on_held = hold_first, .queued_want = 2};
+    held_begin(&h, true);
+    CHECK(held_wait(&h, &h.g.entered));
+    round_search q0 = {.g = TEST_GATE_INIT}, q1 = {.g = TEST_GATE_INIT};
+    bool a0 = round_search_run(&q0, h.ix);
+    CHECK(a0 && q0.rc == SC_OK && q0.n == 2);
+    uint64_t best = q0.hit[0].id;
+    round_change ch[2] = {{.ix = h.ix, .id = 1u << 30, .add = true},
+                          {.ix = h.ix, .id = best, .add = false}};
+    pthread_t ct[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_create(&ct[i], NULL, round_change_main, &ch[i]) == 0);
+    }
+    bool queued = test_gate_wait(&h.g, &h.g.done);
+    bool a1 = round_search_run(&q1, h.ix);
+    test_gate_set(&h.g, &h.g.open);
+    pthread_join(q0.th, NULL);
+    pthread_join(q1.th, NULL);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(ct[i], NULL);
+        CHECK(ch[i].rc == SC_OK);
+    }
+    fprintf(stderr,
+            "search in a held round: %s it ended (%d changes queued "
+            "behind it); the queued add %s, the removed row %s\n",
+            a0 && a1 ? "answered before" : "waited until",
+            atomic_load(&h.queued),
+            a1 && q1.n > 0 && q1.hit[0].id == ch[0].id ? "seen" : "not seen",
+            a1 && q1.n > 0 && q1.hit[0].id == best ? "served" : "not served");
+    CHECK(queued && atomic_load(&h.queued) == 2);
+    CHECK(a1 && q1.rc == SC_OK && q1.n == 2);
+    for (unsigned i = 0; i < 2 && a1; i++) {
+        CHECK(q1.hit[i].id == q0.hit[i].id &&
+              q1.hit[i].similarity == q0.hit[i].similarity);
+    }
+    sc_index_train_stats st = wait_trainings(h.ix, 2);
+    sc_hit hit[2];
+    unsigned n = 0;
+    float row[D];
+    CHECK(sc_index_search(h.ix, queries, 2, -1.0f, hit, &n) == SC_OK);
+    CHECK(n == 2 && hit[0].id == ch[0].id && hit[1].id != best);
+    CHECK(sc_index_get(h.ix, best, row) == SC_ENOTFOUND);
+    /* The removed row's tombstone (it was copied) leaves FAISS here. */
+    CHECK(sc_index_compact(h.ix) == SC_OK);
+    size_t live = sc_index_count(h.ix);
+    sc_index_train_stats after;
+    CHECK(sc_index_get_train_stats(h.ix, &after) == SC_OK);
+    held_end(&h);
+    CHECK(st.trainings == 2 && st.last_held_rounds > 1);
+    CHECK(after.faiss_rows == live);
 }
 
 /* Tombstones crowding out the live vectors: a retraining in flight (held
@@ -2716,6 +2836,7 @@ int main(void)
     test_stats_in_held_round();
     test_close_in_held_round();
     test_search_between_held_rounds();
+    test_search_beside_queued_changes();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
     test_tombstones_change_nothing("ivf-sq8");
