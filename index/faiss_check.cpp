@@ -1,5 +1,7 @@
-// faiss_check.cpp - the one thing of FAISS that index/ivf.c reads through
-// C++: FAISS's C API (1.7.3) does not say how an IVF index read from a file
+// faiss_check.cpp - what index/ivf.c does to FAISS through C++ because its
+// C API (1.7.3) cannot: a check of an index read from a file, a training's
+// interrupt, and a compaction's relabelling of the inverted lists (below).
+// The check: FAISS's C API does not say how an IVF index read from a file
 // encodes its vectors (its faiss_Index_sa_code_size even forgets to set its
 // result), and FAISS trusts those fields of the file when it adds: an SQ8
 // index said to have 1-byte codes, or a quantiser of another dimension,
@@ -89,4 +91,52 @@ extern "C" int sc_faiss_stop_when(int (*fn)(void *), void *arg)
     stop_fn = fn;
     stop_arg = arg;
     return 0;
+}
+
+// An IVF index's compaction (ivf.c's shrink): every entry's label becomes
+// to[label], and each inverted list gives back the capacity it no longer
+// uses. FAISS's lists are std::vectors that never shrink by themselves (its
+// remove_ids and reset only resize them), and its C API renumbers nothing:
+// relabelling in place keeps every code in the list it was assigned to, so
+// the index answers as before, without encoding or assigning a row again.
+// Nothing changes unless every label is below n and mapped (to[label] !=
+// UINT32_MAX); a list that cannot be reallocated keeps its capacity.
+#include <cstdint>
+#include <faiss/invlists/DirectMap.h>
+
+extern "C" int sc_faiss_ivf_relabel(void *index, const uint32_t *to, size_t n)
+{
+    try {
+        auto *ivf =
+            dynamic_cast<faiss::IndexIVF *>(static_cast<faiss::Index *>(index));
+        auto *al =
+            ivf == nullptr
+                ? nullptr
+                : dynamic_cast<faiss::ArrayInvertedLists *>(ivf->invlists);
+        if (al == nullptr || !ivf->direct_map.no() ||
+            al->ids.size() != ivf->nlist || al->codes.size() != ivf->nlist) {
+            return -1;
+        }
+        for (const auto &l : al->ids) {
+            for (faiss::Index::idx_t lab : l) {
+                if (lab < 0 || (size_t)lab >= n || to[lab] == UINT32_MAX) {
+                    return -1;
+                }
+            }
+        }
+        for (size_t i = 0; i < ivf->nlist; i++) {
+            for (auto &lab : al->ids[i]) {
+                lab = to[lab];
+            }
+            try {
+                al->ids[i].shrink_to_fit();
+                al->codes[i].shrink_to_fit();
+            } catch (...) {
+                // Larger than needed, still correct.
+            }
+        }
+        return 0;
+    } catch (...) {
+        return -1;
+    }
 }

@@ -9,6 +9,7 @@
  * candidates as it takes to get past them, and past a run of FAISS scores tied
  * at the re-score cutoff (cand_limit). */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -135,6 +136,9 @@ typedef struct ivf {
      * over only when one of its own candidates was freed. */
     uint64_t reclaims;
     uint32_t *freed;
+    /* Compactions that renumbered the slots (shrink): a scan that let sw
+     * go meanwhile starts over. */
+    uint64_t shrinks;
     u32vec tlog;    /* slots added while a training runs */
     FaissIndex *fx; /* NULL until trained */
     size_t trained_n;
@@ -1285,12 +1289,114 @@ static sc_err ivf_get(void *state, uint64_t id, float *out)
     return rc;
 }
 
+/* faiss_check.cpp: relabels every entry of an IVF index's lists (label
+ * l becomes to[l], l < n) and gives back the lists' spare capacity; -1,
+ * the index unchanged, when a label is out of range or unmapped or the
+ * lists are not FAISS's arrays. */
+int sc_faiss_ivf_relabel(void *index, const uint32_t *to, size_t n);
+
+/* Fewest slots a shrink leaves: what the first add allocates (grow_to). */
+#define MIN_CAP 1024
+
+/* Shrinks an array of cap elements of size es to ncap < cap of them; one
+ * that cannot shrink stays as it was, larger than needed. */
+static void *shrunk(void *a, size_t ncap, size_t es)
+{
+    void *r = realloc(a, ncap * es);
+    return r != NULL ? r : a;
+}
+
+/* Just compacted (no tombstone left, no training): once the live rows fill
+ * a quarter of the slots or less, they are renumbered 0..nlive-1 in slot
+ * order, FAISS's lists relabelled to match and cut to their size
+ * (sc_faiss_ivf_relabel: no row encoded or assigned again, so every
+ * answer stays the same), and cap falls to the smallest power of two
+ * (MIN_CAP at least) that leaves room for 2 nlive, as flat's does: the
+ * live count must double before the arrays grow, and halve before the
+ * next shrink. Large arrays shrink in place (realloc of an mmap'd block
+ * unmaps its tail); FAISS's lists and the id map give theirs back to
+ * malloc, whose free pages the caller hands back to the system
+ * (malloc_trim). Returns whether it shrank. Under sw for writing. */
+static bool shrink(ivf *v)
+{
+    if (v->training || v->pend.n != 0 || v->cap <= MIN_CAP ||
+        v->nlive * 4 > v->cap) {
+        return false;
+    }
+    size_t ncap = MIN_CAP;
+    while (ncap < 2 * v->nlive) {
+        ncap *= 2;
+    }
+    uint32_t *to = malloc(v->n * sizeof(*to));
+    if (to == NULL) {
+        return false;
+    }
+    uint32_t w = 0;
+    for (size_t s = 0; s < v->n; s++) {
+        to[s] = v->state[s] == S_LIVE ? w++ : UINT32_MAX;
+    }
+    if (v->fx != NULL && sc_faiss_ivf_relabel(v->fx, to, v->n) != 0) {
+        free(to);
+        return false;
+    }
+    /* Rows move down only (to[s] <= s): each lands on a slot read
+     * before. */
+    for (size_t s = 0; s < v->n; s++) {
+        uint32_t t = to[s];
+        if (t == UINT32_MAX || t == s) {
+            continue;
+        }
+        memcpy(v->rows + (size_t)t * v->stride, v->rows + s * v->stride,
+               v->stride * sizeof(float));
+        v->ids[t] = v->ids[s];
+        /* The id is in the map already: this only overwrites. */
+        (void)sc_idmap_put(&v->map, v->ids[t], t);
+    }
+    free(to);
+    v->n = w;
+    memset(v->state, S_LIVE, w);
+    memset(v->inc, I_OUT, ncap);
+    memset(v->freed, 0, ncap * sizeof(*v->freed));
+    v->rows = shrunk(v->rows, ncap, v->stride * sizeof(float));
+    v->ids = shrunk(v->ids, ncap, sizeof(*v->ids));
+    v->state = shrunk(v->state, ncap, 1);
+    v->inc = shrunk(v->inc, ncap, 1);
+    v->freed = shrunk(v->freed, ncap, sizeof(*v->freed));
+    v->cap = ncap;
+    /* Empty, and as long as the slots were: built again as needed. */
+    u32vec *lists[] = {&v->freel, &v->pend, &v->tlog};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        free(lists[i]->a);
+        *lists[i] = (u32vec){0};
+    }
+    v->shrinks++;
+    return true;
+}
+
+/* Frees the tombstones (out of FAISS too), then gives back what the live
+ * rows no longer need: slots and FAISS's lists (shrink), id map slots
+ * (sc_idmap_shrink). During a training it does nothing: the training's
+ * copy and replay hold slot numbers, and its swap frees the tombstones;
+ * the next compaction after it shrinks. */
 static sc_err ivf_compact(void *state)
 {
     ivf *v = state;
     pthread_rwlock_wrlock(&v->sw);
-    sc_err rc = v->training ? SC_OK : flush_removals(v);
+    sc_err rc = SC_OK;
+    bool shrank = false;
+    if (!v->training) {
+        rc = flush_removals(v);
+        shrank = rc == SC_OK && shrink(v);
+        sc_idmap_shrink(&v->map);
+    }
     pthread_rwlock_unlock(&v->sw);
+    if (shrank) {
+        /* FAISS's lists went back to malloc in pieces it may keep
+         * resident (100,000 x 384 ivf-flat cut to 10,000: VmRSS 136.1 MB
+         * without this, 130.8 with; the compaction 32 and 38 ms, one
+         * run each). Outside sw; the wrapper's lock is still held. */
+        malloc_trim(0);
+    }
     return rc;
 }
 
@@ -1471,6 +1577,7 @@ typedef struct exact_pass {
     /* v->reclaims when the pass began (or began over) or last resumed:
      * every candidate was live then, in the row it was scored on. */
     uint64_t reclaims;
+    uint64_t shrinks; /* v->shrinks when it began: slots renumbered since? */
 } exact_pass;
 
 static size_t exact_begin(sc_pass *sp)
@@ -1481,6 +1588,7 @@ static size_t exact_begin(sc_pass *sp)
         e->fl[i].set = false;
     }
     e->reclaims = e->v->reclaims;
+    e->shrinks = e->v->shrinks;
     return e->v->n;
 }
 
@@ -1553,6 +1661,11 @@ static bool exact_resumed(sc_pass *sp)
     exact_pass *e = (exact_pass *)sp;
     const ivf *v = e->v;
     uint64_t rounds = v->reclaims - e->reclaims;
+    if (v->shrinks != e->shrinks) {
+        /* A compaction renumbered the slots (shrink): no slot it holds is
+         * the row it was, and its end may be past the rows. */
+        return false;
+    }
     if (rounds >= UINT32_MAX) {
         return false; /* freed[]'s 32 bits cannot tell them apart */
     }
@@ -1637,6 +1750,7 @@ static sc_err search_exact(ivf *v, const float *qs, size_t nq, unsigned k,
                     top,
                     nt,
                     fl,
+                    0,
                     0};
     exact_pause ep = {v, y};
     const sc_index_yield ey = {exact_yield, &ep};
