@@ -1154,6 +1154,8 @@ static sc_err ivf_set_nprobe(void *state, uint32_t nprobe)
 
 /* ---- add / remove / get -------------------------------------------------- */
 
+static bool shrink(ivf *v);
+
 static sc_err ivf_add(void *state, uint64_t id, const float *unit)
 {
     ivf *v = state;
@@ -1251,6 +1253,7 @@ static sc_err ivf_remove(void *state, uint64_t id)
     pthread_rwlock_wrlock(&v->sw);
     uint32_t slot;
     sc_err rc = SC_OK;
+    bool shrank = false;
     if (!sc_idmap_get(&v->map, id, &slot)) {
         rc = SC_ENOTFOUND;
         goto out;
@@ -1266,12 +1269,18 @@ static sc_err ivf_remove(void *state, uint64_t id)
     sc_idmap_del(&v->map, id);
     v->nlive--;
     if (!v->training && v->pend.n >= remove_batch(v)) {
-        /* A failure leaves tombstones that searches still filter. */
-        (void)flush_removals(v);
+        /* A failure leaves tombstones that searches still filter. Once
+         * freed, the slots shrink if few are live, as at a compaction:
+         * nothing else compacts an IVF index (flat's remove compacts
+         * flat), so a scope cut from 100,000 to 10,000 kept its peak. */
+        shrank = flush_removals(v) == SC_OK && shrink(v);
     }
 out:
     pthread_rwlock_unlock(&v->sw);
     turn_give(v);
+    if (shrank) {
+        malloc_trim(0); /* as ivf_compact */
+    }
     return rc;
 }
 
@@ -1316,7 +1325,8 @@ static void *shrunk(void *a, size_t ncap, size_t es)
  * next shrink. Large arrays shrink in place (realloc of an mmap'd block
  * unmaps its tail); FAISS's lists and the id map give theirs back to
  * malloc, whose free pages the caller hands back to the system
- * (malloc_trim). Returns whether it shrank. Under sw for writing. */
+ * (malloc_trim). Returns whether it shrank. Under sw for writing: at a
+ * compaction, and at a remove's batch of tombstones freed. */
 static bool shrink(ivf *v)
 {
     if (v->training || v->pend.n != 0 || v->cap <= MIN_CAP ||
@@ -1370,6 +1380,7 @@ static bool shrink(ivf *v)
         *lists[i] = (u32vec){0};
     }
     v->shrinks++;
+    sc_idmap_shrink(&v->map);
     return true;
 }
 
