@@ -370,10 +370,7 @@ out:
     waitpid(pid, NULL, 0);
     kill(fake, SIGTERM);
     waitpid(fake, NULL, 0);
-    char rm[300];
-    snprintf(rm, sizeof(rm), "rm -rf %s", dir);
-    if (system(rm) != 0) {
-        fprintf(stderr, "bench_service: could not remove %s\n", dir);
-    }
+    /* No shell: TMPDIR may hold any name. */
+    sc_test_tmp_remove(dir);
     return status;
 }

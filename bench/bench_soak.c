@@ -345,14 +345,11 @@ static unsigned log_count(const char *dir, const char *what)
     return n;
 }
 
-/* Removes the soak's directory: its log and the persisted state. */
+/* Removes the soak's directory: its log and the persisted state (no
+ * shell: TMPDIR may hold any name). */
 static void remove_dir(const char *dir)
 {
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "bench_service: soak: cannot remove %s\n", dir);
-    }
+    sc_test_tmp_remove(dir);
 }
 
 int bench_soak(const char *server, const char *addr, const char *url,

@@ -30,7 +30,7 @@ static int remove_one(const char *path, const struct stat *sb, int flag,
     return 0; /* on through what cannot be removed */
 }
 
-static void remove_tree(const char *path)
+void sc_test_tmp_remove(const char *path)
 {
     nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -74,7 +74,7 @@ int sc_test_tmp_sweep(const char *base)
          * namespace, too); a sweep beside this one holds it while it
          * removes. */
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            remove_tree(path);
+            sc_test_tmp_remove(path);
             removed++;
         }
         close(fd);
@@ -86,7 +86,7 @@ int sc_test_tmp_sweep(const char *base)
 static void run_dir_remove(void)
 {
     if (run_dir[0] != '\0' && getpid() == run_owner) {
-        remove_tree(run_dir);
+        sc_test_tmp_remove(run_dir);
     }
 }
 

@@ -26,6 +26,10 @@ const char *sc_test_tmp_dir(const char *who);
 char *sc_test_tmp_path(const char *who, char *buf, size_t size,
                        const char *name);
 
+/* Removes path and all in it, as far as it can (no shell: any name is
+ * safe). For a directory made in sc_test_tmp_dir()'s before the exit. */
+void sc_test_tmp_remove(const char *path);
+
 /* Removes the directories of base named semcache-run.PID.* whose process
  * is gone (see above); returns how many it removed. The sweep
  * sc_test_tmp_dir() makes; for tests of this helper. */

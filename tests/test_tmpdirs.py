@@ -9,7 +9,10 @@ Python, on SIGTERM; one left by a SIGKILL is removed by the next test
 process to start, Python or C, while the directory of a live process, or
 of a dead pid whose lock is held, is kept. With --persist PATH, a real C
 test (test_persist) killed midway leaves nothing the next one does not
-remove (it used to leave /tmp/semcache-persist-test-PID).
+remove (it used to leave /tmp/semcache-persist-test-PID). With --bench
+BENCH --server SEMCACHED, bench_service's --restart and --proxy, run with
+a TMPDIR holding a space and quotes, remove their data directories and
+nothing beside them (they used to through a shell's "rm -rf").
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import fcntl
 import os
@@ -193,12 +196,44 @@ def test_killed_c_test(persist):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def test_bench_names(bench, server):
+    """bench_service removes its data directories without a shell: a
+    TMPDIR of "a' 'b" (--soak) or "a b" (--proxy), where a shell's
+    "rm -rf" read .../a and b/..., leaves .../a as it was."""
+    base = tempfile.mkdtemp()
+    canary = os.path.join(base, "a", "keep")
+    os.mkdir(os.path.dirname(canary))
+    open(canary, "w").close()
+    # --soak 4 passes (its directory then removed; on a loaded machine it
+    # may fail, keeping it out of the run directory); the proxy's run,
+    # with no embedder table from this directory, may fail: either way
+    # it removes its directory at its end.
+    for name, args, codes in (("a' 'b", ["--soak", "4"], (0, 1)),
+                              ("a b", ["--proxy", "--entries", "50",
+                                       "--samples", "20"], (0, 1))):
+        tdir = os.path.join(base, name)
+        os.mkdir(tdir)
+        r = subprocess.run([bench, *args, "--server", server],
+                           capture_output=True, text=True, cwd=base,
+                           env=env_in(tdir), timeout=120)
+        check(r.returncode in codes and os.path.exists(canary) and
+              runs(tdir) == [],
+              f"bench_service {args[0]} with TMPDIR={tdir!r} removes its "
+              f"directory only (rc {r.returncode}, {base}/a/keep "
+              f"{'kept' if os.path.exists(canary) else 'REMOVED'}, left "
+              f"{runs(tdir)}): {r.stderr[-300:]}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     argv = sys.argv[1:]
     ctmp = argv[argv.index("--ctmp") + 1]
     test_python_and_c(ctmp)
     if "--persist" in argv:
         test_killed_c_test(argv[argv.index("--persist") + 1])
+    if "--bench" in argv:
+        test_bench_names(argv[argv.index("--bench") + 1],
+                         argv[argv.index("--server") + 1])
     p, f = test_semcache.passed, test_semcache.failed
     print(f"tmpdirs: {p} passed, {f} failed")
     return 1 if f or not p else 0
