@@ -581,8 +581,14 @@ int bench_soak(const char *server, const char *addr, const char *url,
     if (pid > 0) {
         char logp[300];
         snprintf(logp, sizeof(logp), "%s/semcached.log", dir);
+        char kept[512];
         if (ok) {
             remove_dir(dir);
+        } else if (sc_test_tmp_keep("bench_service", dir, kept, sizeof(kept)) ==
+                   0) {
+            /* Out of the run directory, which goes at the exit. */
+            fprintf(stderr, "bench_service: soak: semcached's log: %s/%s\n",
+                    kept, "semcached.log");
         } else {
             fprintf(stderr, "bench_service: soak: semcached's log: %s\n", logp);
         }
@@ -736,11 +742,16 @@ int bench_restart(const char *server, const char *url, const char *threads,
                    (double)rss1 / 1024, ok ? "all" : "MISSING");
             fflush(stdout);
         }
+        char kept[512];
         if (ok) {
             remove_dir(dir);
         } else {
-            fprintf(stderr, "bench_service: restart: kept %s (semcached.log)\n",
-                    dir);
+            /* Out of the run directory, which goes at the exit. */
+            fprintf(
+                stderr, "bench_service: restart: kept %s (semcached.log)\n",
+                sc_test_tmp_keep("bench_service", dir, kept, sizeof(kept)) == 0
+                    ? kept
+                    : dir);
             ok_all = 0;
         }
     }

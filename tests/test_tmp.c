@@ -18,6 +18,7 @@
 #define PREFIX "semcache-run."
 
 static char run_dir[4096];
+static char run_base[4096]; /* where run_dir is */
 static pid_t run_owner; /* the process that made it: a fork does not own it */
 
 static int remove_one(const char *path, const struct stat *sb, int flag,
@@ -120,9 +121,36 @@ const char *sc_test_tmp_dir(const char *who)
         return NULL;
     }
     memcpy(run_dir, dir, sizeof(run_dir));
+    snprintf(run_base, sizeof(run_base), "%s", base);
     run_owner = getpid();
     atexit(run_dir_remove);
     return run_dir;
+}
+
+int sc_test_tmp_keep(const char *who, const char *path, char *out, size_t size)
+{
+    char kept[sizeof(run_base) + 32];
+    const char *name = strrchr(path, '/');
+    name = name == NULL ? path : name + 1;
+    if (run_base[0] == '\0' ||
+        snprintf(kept, sizeof(kept), "%s/semcache-kept.XXXXXX", run_base) >=
+            (int)sizeof(kept)) {
+        fprintf(stderr, "%s: cannot keep %s: no run directory\n", who, path);
+        return -1;
+    }
+    if (mkdtemp(kept) == NULL) {
+        fprintf(stderr, "%s: cannot keep %s: %s: %s\n", who, path, kept,
+                strerror(errno));
+        return -1;
+    }
+    if (snprintf(out, size, "%s/%s", kept, name) >= (int)size ||
+        rename(path, out) != 0) {
+        fprintf(stderr, "%s: cannot keep %s in %s: %s\n", who, path, kept,
+                strerror(errno));
+        rmdir(kept);
+        return -1;
+    }
+    return 0;
 }
 
 char *sc_test_tmp_path(const char *who, char *buf, size_t size,

@@ -30,6 +30,14 @@ char *sc_test_tmp_path(const char *who, char *buf, size_t size,
  * safe). For a directory made in sc_test_tmp_dir()'s before the exit. */
 void sc_test_tmp_remove(const char *path);
 
+/* Moves path (a directory in sc_test_tmp_dir()'s) out of it, into a new
+ * directory BASE/semcache-kept.XXXXXX (BASE: where the run directory
+ * is), which neither the exit nor a sweep removes: a failed run's logs
+ * for the person or CI that reads them. Its new path into out; 0, or -1,
+ * said on stderr after "who: ", when it cannot (path then stays where
+ * it is, to go at the exit). */
+int sc_test_tmp_keep(const char *who, const char *path, char *out, size_t size);
+
 /* Removes the directories of base named semcache-run.PID.* whose process
  * is gone (see above); returns how many it removed. The sweep
  * sc_test_tmp_dir() makes; for tests of this helper. */

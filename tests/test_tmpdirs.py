@@ -12,7 +12,9 @@ test (test_persist) killed midway leaves nothing the next one does not
 remove (it used to leave /tmp/semcache-persist-test-PID). With --bench
 BENCH --server SEMCACHED, bench_service's --restart and --proxy, run with
 a TMPDIR holding a space and quotes, remove their data directories and
-nothing beside them (they used to through a shell's "rm -rf").
+nothing beside them (they used to through a shell's "rm -rf"), and a
+failed soak's log outlives bench_service's exit, moved out of its run
+directory to $TMPDIR/semcache-kept.XXXXXX.
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import fcntl
 import os
@@ -225,6 +227,29 @@ def test_bench_names(bench, server):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def test_bench_keeps(bench, server):
+    """A failed soak (--soak 1: nothing has expired yet) keeps its
+    directory, with semcached's log, past bench_service's exit: moved to
+    $TMPDIR/semcache-kept.XXXXXX, out of the run directory that goes."""
+    base = tempfile.mkdtemp()
+    r = subprocess.run([bench, "--soak", "1", "--server", server],
+                       capture_output=True, text=True, env=env_in(base),
+                       timeout=120)
+    said = [ln.split("semcached's log: ", 1)[1] for ln in
+            r.stderr.splitlines() if "semcached's log: " in ln]
+    log = said[0] if said else ""
+    check(r.returncode == 1 and os.path.isfile(log) and
+          os.path.basename(os.path.dirname(os.path.dirname(log))).startswith(
+              "semcache-kept.") and
+          os.path.dirname(os.path.dirname(os.path.dirname(log))) == base and
+          runs(base) == [],
+          f"a failed soak's log is kept past the exit, in "
+          f"{base}/semcache-kept.*: rc {r.returncode}, {log!r} "
+          f"{'exists' if os.path.isfile(log) else 'GONE'}, "
+          f"{sorted(os.listdir(base))}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     argv = sys.argv[1:]
     ctmp = argv[argv.index("--ctmp") + 1]
@@ -233,6 +258,8 @@ def main():
         test_killed_c_test(argv[argv.index("--persist") + 1])
     if "--bench" in argv:
         test_bench_names(argv[argv.index("--bench") + 1],
+                         argv[argv.index("--server") + 1])
+        test_bench_keeps(argv[argv.index("--bench") + 1],
                          argv[argv.index("--server") + 1])
     p, f = test_semcache.passed, test_semcache.failed
     print(f"tmpdirs: {p} passed, {f} failed")
