@@ -2,11 +2,15 @@
  * for tests/test_tmpdirs.py: makes it, and a file in it, prints the
  * directory's path on one line (or "error: " and why), then waits for its
  * stdin to close and exits (or, given "sweep BASE", prints how many run
- * directories of BASE the sweep removed).
+ * directories of BASE the sweep removed; given "short MAX", does as with
+ * no argument with sc_test_tmp_short_dir(MAX)'s directory).
  *
  *   test_ctmp
- *   test_ctmp sweep BASE */
+ *   test_ctmp sweep BASE
+ *   test_ctmp short MAX */
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "test_tmp.h"
@@ -17,17 +21,21 @@ int main(int argc, char **argv)
         printf("%d\n", sc_test_tmp_sweep(argv[2]));
         return 0;
     }
-    if (argc != 1) {
-        fprintf(stderr, "usage: test_ctmp [sweep BASE]\n");
+    bool short_dir = argc == 3 && strcmp(argv[1], "short") == 0;
+    if (argc != 1 && !short_dir) {
+        fprintf(stderr, "usage: test_ctmp [sweep BASE | short MAX]\n");
         return 2;
     }
-    char path[512];
-    const char *dir = sc_test_tmp_dir("test_ctmp");
-    FILE *f =
-        dir == NULL
-            ? NULL
-            : fopen(sc_test_tmp_path("test_ctmp", path, sizeof(path), "file"),
-                    "w");
+    char path[4200];
+    const char *dir =
+        short_dir
+            ? sc_test_tmp_short_dir("test_ctmp", strtoul(argv[2], NULL, 10))
+            : sc_test_tmp_dir("test_ctmp");
+    FILE *f = NULL;
+    if (dir != NULL &&
+        snprintf(path, sizeof(path), "%s/file", dir) < (int)sizeof(path)) {
+        f = fopen(path, "w");
+    }
     if (f == NULL) {
         printf("error: no directory\n");
         fflush(stdout);

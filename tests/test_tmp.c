@@ -84,30 +84,94 @@ int sc_test_tmp_sweep(const char *base)
     return removed;
 }
 
+static char short_dir[64]; /* under /tmp, when run_dir is too long */
+
 static void run_dir_remove(void)
 {
-    if (run_dir[0] != '\0' && getpid() == run_owner) {
+    if (getpid() != run_owner) {
+        return;
+    }
+    if (run_dir[0] != '\0') {
         sc_test_tmp_remove(run_dir);
+    }
+    if (short_dir[0] != '\0') {
+        sc_test_tmp_remove(short_dir);
     }
 }
 
-const char *sc_test_tmp_dir(const char *who)
+/* Whether a file can be made in dir: Python's tempfile.gettempdir()
+ * test, so that both pick the same base. */
+static bool writable(const char *dir)
 {
-    if (run_dir[0] != '\0') {
-        return run_dir;
+    char probe[4096];
+    if (snprintf(probe, sizeof(probe), "%s/tmpXXXXXX", dir) >=
+        (int)sizeof(probe)) {
+        return false;
     }
-    const char *base = getenv("TMPDIR");
-    if (base == NULL || *base == '\0') {
-        base = "/tmp";
+    int fd = mkstemp(probe);
+    if (fd < 0) {
+        return false;
     }
+    close(fd);
+    unlink(probe);
+    return true;
+}
+
+/* The base of the run directories, as Python's tempfile.gettempdir()
+ * picks it: the first of $TMPDIR, $TEMP, $TMP (those set, not empty),
+ * /tmp, /var/tmp, /usr/tmp and the working directory where a file can be
+ * made, relative ones made absolute. Into out; false when none is. */
+static bool pick_base(char *out, size_t size)
+{
+    const char *const fixed[] = {"/tmp", "/var/tmp", "/usr/tmp"};
+    const char *cand[7];
+    size_t n = 0;
+    const char *env[] = {"TMPDIR", "TEMP", "TMP"};
+    for (size_t i = 0; i < 3; i++) {
+        const char *v = getenv(env[i]);
+        if (v != NULL && *v != '\0') {
+            cand[n++] = v;
+        }
+    }
+    for (size_t i = 0; i < 3; i++) {
+        cand[n++] = fixed[i];
+    }
+    cand[n++] = ".";
+    char cwd[2048];
+    if (getcwd(cwd, sizeof(cwd)) == NULL) {
+        cwd[0] = '\0';
+    }
+    for (size_t i = 0; i < n; i++) {
+        int len = cand[i][0] == '/' || cwd[0] == '\0'
+                      ? snprintf(out, size, "%s", cand[i])
+                  : strcmp(cand[i], ".") == 0
+                      ? snprintf(out, size, "%s", cwd)
+                      : snprintf(out, size, "%s/%s", cwd, cand[i]);
+        /* Python's abspath() drops a trailing '/'. */
+        while (len > 1 && len < (int)size && out[len - 1] == '/') {
+            out[--len] = '\0';
+        }
+        if (len > 0 && len < (int)size && writable(out)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Sweeps base and makes a run directory of this process in it, locked
+ * until the exit, into out (size bytes); false, said on stderr after
+ * "who: ", when it cannot. */
+static bool make_run_dir(const char *who, const char *base, char *out,
+                         size_t size)
+{
     sc_test_tmp_sweep(base);
-    char dir[sizeof(run_dir)];
+    char dir[4096];
     if (snprintf(dir, sizeof(dir), "%s/" PREFIX "%d.XXXXXX", base,
-                 (int)getpid()) >= (int)sizeof(dir) ||
+                 (int)getpid()) >= (int)size ||
         mkdtemp(dir) == NULL) {
         fprintf(stderr, "%s: cannot make a directory in %s: %s\n", who, base,
                 strerror(errno));
-        return NULL;
+        return false;
     }
     /* Held until exit (in forks too: the directory stays theirs while
      * they run). */
@@ -118,13 +182,54 @@ const char *sc_test_tmp_dir(const char *who)
             close(fd);
         }
         rmdir(dir);
+        return false;
+    }
+    snprintf(out, size, "%s", dir);
+    if (run_owner != getpid()) {
+        run_owner = getpid();
+        atexit(run_dir_remove);
+    }
+    return true;
+}
+
+const char *sc_test_tmp_dir(const char *who)
+{
+    if (run_dir[0] != '\0') {
+        return run_dir;
+    }
+    char base[sizeof(run_base)];
+    if (!pick_base(base, sizeof(base))) {
+        fprintf(stderr,
+                "%s: no directory to make files in ($TMPDIR, $TEMP, $TMP, "
+                "/tmp, /var/tmp, /usr/tmp, the working directory)\n",
+                who);
         return NULL;
     }
-    memcpy(run_dir, dir, sizeof(run_dir));
-    snprintf(run_base, sizeof(run_base), "%s", base);
-    run_owner = getpid();
-    atexit(run_dir_remove);
+    if (!make_run_dir(who, base, run_dir, sizeof(run_dir))) {
+        run_dir[0] = '\0';
+        return NULL;
+    }
+    memcpy(run_base, base, sizeof(run_base));
     return run_dir;
+}
+
+const char *sc_test_tmp_short_dir(const char *who, size_t max)
+{
+    const char *dir = sc_test_tmp_dir(who);
+    if (dir != NULL && strlen(dir) < max) {
+        return dir;
+    }
+    if (short_dir[0] == '\0' &&
+        !make_run_dir(who, "/tmp", short_dir, sizeof(short_dir))) {
+        short_dir[0] = '\0';
+        return NULL;
+    }
+    if (strlen(short_dir) >= max) {
+        fprintf(stderr, "%s: no directory of under %zu bytes (%s)\n", who, max,
+                short_dir);
+        return NULL;
+    }
+    return short_dir;
 }
 
 int sc_test_tmp_keep(const char *who, const char *path, char *out, size_t size)

@@ -1,5 +1,5 @@
 /* test_tmp.h - the C tests' temporary files: one directory per test
- * process, $TMPDIR (or /tmp)/semcache-run.PID.XXXXXX, removed with all in
+ * process, BASE/semcache-run.PID.XXXXXX, removed with all in
  * it when the process exits, by the rules of the Python tests'
  * clients/python/testtmp.py, so that each sweeps the other's.
  *
@@ -8,7 +8,12 @@
  * process is gone: no process has its pid, and its flock (taken on the
  * directory by its process, held until that exits) is free. A live run's
  * directory is never removed; a pid taken again by another process only
- * keeps a dead one's until that one ends too. */
+ * keeps a dead one's until that one ends too.
+ *
+ * BASE is Python's tempfile.gettempdir(): the first of $TMPDIR, $TEMP,
+ * $TMP, /tmp, /var/tmp, /usr/tmp and the working directory where a file
+ * can be made. Paths up to 4095 bytes; ipc:// socket paths (108 bytes at
+ * most) take sc_test_tmp_short_dir(). */
 #ifndef SC_TEST_TMP_H
 #define SC_TEST_TMP_H
 
@@ -19,6 +24,13 @@
  * by a fork's exit). The string is the helper's, valid until exit. NULL,
  * said on stderr after "who: ", when it cannot be made. */
 const char *sc_test_tmp_dir(const char *who);
+
+/* sc_test_tmp_dir()'s when it is under max bytes long; else a second
+ * directory of this process's, /tmp/semcache-run.PID.XXXXXX, by the same
+ * rules (removed at exit, swept after a SIGKILL): for ipc:// socket
+ * paths, which cannot be longer than 107 bytes. NULL, said on stderr
+ * after "who: ", when neither is or can be made. */
+const char *sc_test_tmp_short_dir(const char *who, size_t max);
 
 /* "DIR/name" into buf (DIR: sc_test_tmp_dir()'s). When there is no
  * directory or the path does not fit, the process exits 1, saying why

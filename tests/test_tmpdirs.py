@@ -9,7 +9,9 @@ Python, on SIGTERM; one left by a SIGKILL is removed by the next test
 process to start, Python or C, while the directory of a live process, or
 of a dead pid whose lock is held, is kept. With --persist PATH, a real C
 test (test_persist) killed midway leaves nothing the next one does not
-remove (it used to leave /tmp/semcache-persist-test-PID). With --bench
+remove (it used to leave /tmp/semcache-persist-test-PID). C picks the
+base Python does when TMPDIR cannot be used ($TEMP, $TMP, /tmp...), and
+a long TMPDIR gives ipc:// sockets a short directory under /tmp. With --bench
 BENCH --server SEMCACHED, bench_service's --restart and --proxy, run with
 a TMPDIR holding a space and quotes, remove their data directories and
 nothing beside them (they used to through a shell's "rm -rf"), and a
@@ -58,17 +60,17 @@ def env_in(base):
     return dict(os.environ, TMPDIR=base)
 
 
-def py_holder(base, how="testtmp"):
+def py_holder(base, how="testtmp", env=None):
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, PYDIR, how],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=env_in(base))
+                            text=True, env=env or env_in(base))
     return proc, proc.stdout.readline().split()
 
 
-def c_holder(ctmp, base):
-    proc = subprocess.Popen([ctmp], stdin=subprocess.PIPE,
+def c_holder(ctmp, base, args=(), env=None):
+    proc = subprocess.Popen([ctmp, *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True,
-                            env=env_in(base))
+                            env=env or env_in(base))
     return proc, proc.stdout.readline().split()
 
 
@@ -171,6 +173,49 @@ def test_python_and_c(ctmp):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def test_bases(ctmp):
+    """C picks the base Python's tempfile.gettempdir() does: with TMPDIR
+    a directory that does not exist, $TEMP, $TMP, then /tmp (C failed:
+    "cannot make a directory in /nonexistent"); and a TMPDIR too long for
+    ipc:// socket paths gives them a short directory under /tmp."""
+    base = tempfile.mkdtemp()
+    gone = os.path.join(base, "nonexistent")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TMPDIR", "TEMP", "TMP")}
+    for extra, want in (({"TEMP": base}, base),
+                        ({"TMP": base}, base),
+                        ({}, None)):
+        e = dict(env, TMPDIR=gone, **extra)
+        pp, pline = py_holder(base, env=e)
+        cp, cline = c_holder(ctmp, base, env=e)
+        pbase = os.path.dirname(pline[0]) if pline else None
+        cbase = os.path.dirname(cline[0]) if cline else None
+        check(pbase is not None and cbase == pbase and
+              (want is None or cbase == want) and
+              os.path.exists(os.path.join(cline[0], "file")),
+              f"TMPDIR={gone} {extra}: C's base is Python's "
+              f"({cbase} vs {pbase})")
+        release(pp)
+        release(cp)
+        check(cline and pline and not os.path.exists(cline[0]) and
+              not os.path.exists(pline[0]),
+              f"and both go at the exit: {cline} {pline}")
+
+    long_base = os.path.join(base, "x" * 60)
+    os.mkdir(long_base)
+    sp, sline = c_holder(ctmp, long_base, args=["short", "60"])
+    check(len(sline) == 1 and len(sline[0]) < 60 and
+          sline[0].startswith(f"/tmp/{testtmp.PREFIX}{sp.pid}.") and
+          os.path.exists(os.path.join(sline[0], "file")),
+          f"a TMPDIR of {len(long_base)} bytes: ipc:// sockets get a "
+          f"directory of under 60 bytes, /tmp/{testtmp.PREFIX}PID.*: "
+          f"{sline}")
+    release(sp)
+    check(sline and not os.path.exists(sline[0]) and runs(long_base) == [],
+          f"it goes at the exit: {sline} {runs(long_base)}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def test_killed_c_test(persist):
     """test_persist killed once it has made its directory: the next test
     process leaves nothing of it."""
@@ -254,6 +299,7 @@ def main():
     argv = sys.argv[1:]
     ctmp = argv[argv.index("--ctmp") + 1]
     test_python_and_c(ctmp)
+    test_bases(ctmp)
     if "--persist" in argv:
         test_killed_c_test(argv[argv.index("--persist") + 1])
     if "--bench" in argv:

@@ -1,5 +1,7 @@
 """The tests' temporary files: one directory per test process,
-$TMPDIR (or /tmp)/semcache-run.PID.XXXXXX, where use() has tempfile put
+BASE/semcache-run.PID.XXXXXX (BASE: tempfile.gettempdir(): $TMPDIR,
+$TEMP, $TMP, /tmp... the first that can be written; tests/test_tmp.c
+picks the same), where use() has tempfile put
 all the process makes (tempfile.tempdir), removed with all in it when the
 process exits (and on SIGTERM or SIGHUP, where nothing else handles
 them); the rules of the C tests' tests/test_tmp.h, so that each sweeps
