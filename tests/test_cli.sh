@@ -10,9 +10,21 @@ cli=$2
 # directory: a data directory named by the PID alone, left by a run that
 # was killed, came back to life when the PID was reused and restored that
 # run's entries and ledger into this one. Named as the C and Python tests'
-# (tests/test_tmp.h): left by a SIGKILL, the next test run removes it
-# once no process has this shell's pid.
-t=$(mktemp -d "${TMPDIR:-/tmp}/semcache-run.$$.XXXXXX") || exit 1
+# (tests/test_tmp.h), in the base they pick (Python's gettempdir()):
+# left by a SIGKILL, the next test run removes it once no process has this
+# shell's pid and its lock is free. Made under a name no sweep takes,
+# locked (fd 9, held by this shell and its children), then renamed to its
+# run name: a sweep never sees it unlocked.
+base=$(python3 -c 'import tempfile; print(tempfile.gettempdir())') || exit 1
+t=$(mktemp -d "$base/.semcache-new.$$.XXXXXX") || exit 1
+exec 9<"$t"
+run="$base/semcache-run.$$.${t##*.}"
+if ! flock 9 || [ -e "$run" ] || ! mv -T "$t" "$run"; then
+    echo "test_cli: cannot lock $t and name it $run" >&2
+    rmdir "$t"
+    exit 1
+fi
+t=$run
 addr="ipc://$t/t.ipc"
 pass=0
 fail=0

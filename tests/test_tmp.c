@@ -1,6 +1,6 @@
 /* test_tmp.c - the C tests' temporary directory (test_tmp.h); the rules
  * of clients/python/testtmp.py. */
-#define _GNU_SOURCE /* O_CLOEXEC, O_DIRECTORY, flock, nftw */
+#define _GNU_SOURCE /* O_CLOEXEC, O_DIRECTORY, flock, nftw, renameat2 */
 #include "test_tmp.h"
 
 #include <dirent.h>
@@ -15,7 +15,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#define PREFIX "semcache-run."
+#define PREFIX     "semcache-run."
+#define NEW_PREFIX ".semcache-new." /* before it is locked: never swept */
 
 static char run_dir[4096];
 static char run_base[4096]; /* where run_dir is */
@@ -165,23 +166,31 @@ static bool make_run_dir(const char *who, const char *base, char *out,
                          size_t size)
 {
     sc_test_tmp_sweep(base);
-    char dir[4096];
-    if (snprintf(dir, sizeof(dir), "%s/" PREFIX "%d.XXXXXX", base,
+    /* Made under a name no sweep takes (NEW_PREFIX), locked, then renamed
+     * to its run name: a sweep never sees it unlocked, whatever it reads
+     * of its pid (from another pid namespace, the pid says nothing). */
+    char tmp[4096], dir[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s/" NEW_PREFIX "%d.XXXXXX", base,
+                 (int)getpid()) >= (int)sizeof(tmp) ||
+        snprintf(dir, sizeof(dir), "%s/" PREFIX "%d.XXXXXX", base,
                  (int)getpid()) >= (int)size ||
-        mkdtemp(dir) == NULL) {
+        mkdtemp(tmp) == NULL) {
         fprintf(stderr, "%s: cannot make a directory in %s: %s\n", who, base,
                 strerror(errno));
         return false;
     }
+    memcpy(dir + strlen(dir) - 6, tmp + strlen(tmp) - 6, 6);
     /* Held until exit (in forks too: the directory stays theirs while
      * they run). */
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || flock(fd, LOCK_EX) != 0) {
-        fprintf(stderr, "%s: cannot lock %s: %s\n", who, dir, strerror(errno));
+    int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0 ||
+        renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) != 0) {
+        fprintf(stderr, "%s: cannot lock %s and name it %s: %s\n", who, tmp,
+                dir, strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
-        rmdir(dir);
+        rmdir(tmp);
         return false;
     }
     snprintf(out, size, "%s", dir);

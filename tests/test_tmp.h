@@ -8,7 +8,9 @@
  * process is gone: no process has its pid, and its flock (taken on the
  * directory by its process, held until that exits) is free. A live run's
  * directory is never removed; a pid taken again by another process only
- * keeps a dead one's until that one ends too.
+ * keeps a dead one's until that one ends too. A directory is made under a
+ * name no sweep takes (.semcache-new.PID.XXXXXX), locked, then renamed:
+ * no sweep finds it unlocked (one left by a crash in that instant stays).
  *
  * BASE is Python's tempfile.gettempdir(): the first of $TMPDIR, $TEMP,
  * $TMP, /tmp, /var/tmp, /usr/tmp and the working directory where a file

@@ -120,6 +120,11 @@ def test_python_and_c(ctmp):
     fd = os.open(dead, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(fd, fcntl.LOCK_EX)
 
+    # A live process's holding no lock (made before its owner locked it,
+    # as test_cli.sh's were): kept by its pid alone.
+    live = os.path.join(base, f"{testtmp.PREFIX}{os.getpid()}.nolock")
+    os.mkdir(live)
+
     # The next C test starting removes it.
     lc, lcline = c_holder(ctmp, base)
     check(len(lcline) == 1 and os.path.basename(lcline[0]).startswith(
@@ -127,9 +132,11 @@ def test_python_and_c(ctmp):
         os.path.exists(os.path.join(lcline[0], "file")),
         f"the C helper's directory is {base}/{testtmp.PREFIX}{lc.pid}.*: "
         f"{lcline}")
-    check(kline and not os.path.exists(kline[0]) and os.path.exists(dead),
+    check(kline and not os.path.exists(kline[0]) and os.path.exists(dead) and
+          os.path.exists(live),
           f"a C test starting removes the killed Python run's directory, "
-          f"not the held one: {runs(base)}")
+          f"not the held one nor a live process's unlocked one: "
+          f"{runs(base)}")
 
     # A C test killed: the next Python test starting removes its.
     kc, kcline = c_holder(ctmp, base)
@@ -141,8 +148,11 @@ def test_python_and_c(ctmp):
           f"a Python test starting removes the killed C run's directory: "
           f"{runs(base)}")
     check(lcline and lpline and os.path.exists(lcline[0]) and
-          os.path.exists(lpline[0]) and os.path.exists(dead),
-          f"and keeps the live runs' and the held one: {runs(base)}")
+          os.path.exists(lpline[0]) and os.path.exists(dead) and
+          os.path.exists(live),
+          f"and keeps the live runs', the held one and the live process's "
+          f"unlocked one: {runs(base)}")
+    os.rmdir(live)
     np_, npline = py_holder(base)
     release(np_)
     check(npline and not os.path.exists(npline[0]),
@@ -213,6 +223,72 @@ def test_bases(ctmp):
     release(sp)
     check(sline and not os.path.exists(sline[0]) and runs(long_base) == [],
           f"it goes at the exit: {sline} {runs(long_base)}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+CLI_SERVER = """#!/bin/sh
+echo "$@" >"$CLI_MARK.tmp" && mv "$CLI_MARK.tmp" "$CLI_MARK"
+exec cat >/dev/null
+"""
+
+
+def test_cli_lock():
+    """test_cli.sh's run directory is locked while it runs (it held none:
+    a sweep that misread its pid, from another pid namespace, removed it
+    under it), and one left by a SIGKILL goes at the next sweep. Seen
+    through a stand-in semcached that writes down its arguments and a
+    stand-in CLI that waits: both wait on the test's stdin."""
+    base = tempfile.mkdtemp()
+    server = os.path.join(base, "server.sh")
+    with open(server, "w") as f:
+        f.write(CLI_SERVER)
+    os.chmod(server, 0o755)
+    cli = os.path.join(base, "cli.sh")
+    with open(cli, "w") as f:
+        f.write("#!/bin/sh\nexec cat >/dev/null\n")
+    os.chmod(cli, 0o755)
+    runs_base = os.path.join(base, "runs")
+    os.mkdir(runs_base)
+    mark = os.path.join(base, "mark")
+    proc = subprocess.Popen([os.path.join(HERE, "test_cli.sh"), server, cli],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(env_in(runs_base), CLI_MARK=mark))
+    deadline = time.monotonic() + 30
+    while (not os.path.exists(mark) and proc.poll() is None and
+           time.monotonic() < deadline):
+        time.sleep(0.01)
+    args = open(mark).read().split() if os.path.exists(mark) else []
+    run = (os.path.dirname(args[1][len("ipc://"):])
+           if len(args) > 1 and args[1].startswith("ipc://") else "")
+    locked = False
+    if run and os.path.isdir(run):
+        fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            locked = True
+        os.close(fd)
+    check(os.path.dirname(run) == runs_base and
+          os.path.basename(run).startswith(f"{testtmp.PREFIX}{proc.pid}.") and
+          locked,
+          f"test_cli.sh's run directory, {runs_base}/{testtmp.PREFIX}"
+          f"{proc.pid}.*, is locked while it runs: {run!r} "
+          f"{'locked' if locked else 'NOT LOCKED'}")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    # Its stand-ins, killed too, let the lock go once they are gone.
+    deadline = time.monotonic() + 30
+    while run and time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    check(run and os.path.isdir(run) and testtmp.sweep(runs_base) == 1 and
+          os.listdir(runs_base) == [],
+          f"killed, it leaves it to the next sweep: "
+          f"{os.listdir(runs_base)}")
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -300,6 +376,7 @@ def main():
     ctmp = argv[argv.index("--ctmp") + 1]
     test_python_and_c(ctmp)
     test_bases(ctmp)
+    test_cli_lock()
     if "--persist" in argv:
         test_killed_c_test(argv[argv.index("--persist") + 1])
     if "--bench" in argv:

@@ -22,6 +22,7 @@ import signal
 import tempfile
 
 PREFIX = "semcache-run."
+NEW_PREFIX = ".semcache-new."  # before it is locked: never swept
 
 _dir = None
 _owner = None  # the process that made it: a fork does not own it
@@ -89,9 +90,19 @@ def run_dir():
     if _dir is None:
         base = tempfile.gettempdir()
         sweep(base)
-        d = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}.", dir=base)
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)  # held until exit
+        # Made under a name no sweep takes, locked, then renamed to its
+        # run name: a sweep never sees it unlocked, whatever it reads of
+        # its pid (from another pid namespace, the pid says nothing).
+        new = tempfile.mkdtemp(prefix=f"{NEW_PREFIX}{os.getpid()}.",
+                               dir=base)
+        fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)  # held until exit
         fcntl.flock(fd, fcntl.LOCK_EX)
+        d = os.path.join(base, PREFIX + os.path.basename(new)[
+            len(NEW_PREFIX):])
+        if os.path.lexists(d):
+            os.rmdir(new)
+            raise FileExistsError(f"{d} exists")
+        os.rename(new, d)
         _dir, _owner = d, os.getpid()
         atexit.register(_remove)
         for sig in (signal.SIGTERM, signal.SIGHUP):
