@@ -33,7 +33,8 @@ void sc_test_ports_at(int lo, int hi, int start);
  * another slot (SC_TEST_PORTS_SLOTS_MAX at the most); past that, one it
  * handed out before that is free again, oldest first, but none of the
  * last SC_TEST_PORTS_SLOT handed out, which the caller may not have bound
- * yet (with only those free, one of them, never the last). Nothing binds it
+ * yet (with only those free, one of them, never the last: one handed out
+ * two takes before may come again, as in testports.py). Nothing binds it
  * but the caller, so a port left unbound is one where nothing listens.
  * -1, said on stderr after "who: ", when the range is bad or has none. */
 int sc_test_port_take(const char *who);

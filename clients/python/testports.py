@@ -19,7 +19,10 @@ then hands out its ports again, oldest first, those that bind now, so
 that a run of a range of 100 ports leaves slots to the tests beside;
 none of the last SLOT it handed out, which the test may not have bound
 yet (with only those free, one of them, but never the last one again:
-with that one only, it raises, saying so)."""
+with that one only, it raises, saying so). So a test that leaves ports
+unbound while it takes more may be handed one again as soon as two
+takes later: of 25300-25303, all 4 taken and the last 2 listened on,
+the next 3 takes give 25300, 25301, 25300."""
 import collections
 import fcntl
 import os
@@ -128,8 +131,9 @@ class Ports:
         out before while it can lock another slot; past that, one handed
         out before that is free again, oldest first, but none of the
         last SLOT handed out, which the test may not have bound yet (with
-        only those free, one of them, but never the last one).
-        Raises PortsError when none is."""
+        only those free, one of them, but never the last one: one
+        handed out two takes before may come again). Raises PortsError
+        when none is."""
         while True:
             while self.fresh:
                 p = self.fresh.pop(0)
