@@ -34,6 +34,7 @@ import msgpack  # noqa: E402
 import semcache  # noqa: E402
 from semcache import Client, pack_vec  # noqa: E402
 from test_semcache import free_port, server_keepalive, wait_http  # noqa: E402
+import testtmp  # noqa: E402
 
 MAX_NS = 8
 RECV_MAX = 65536
@@ -502,7 +503,8 @@ def test_handshake_flood(server, tmp):
     that does its handshake is served meanwhile."""
     port = free_port()
     data = os.path.join(tmp, "handshake-flood")
-    ipc = os.path.join(tmp, "handshake-flood.ipc")
+    # Under 108 bytes, whatever TMPDIR's length.
+    ipc = os.path.join(testtmp.short_dir(80), "handshake-flood.ipc")
     proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
                              "--listen", f"ipc://{ipc}",
                              "--threads", "2", "--data-dir", data,
@@ -688,7 +690,7 @@ def main():
     server = argv[argv.index("--server") + 1]
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="semcache-hostile-")
-    ipc = os.path.join(tmp, "hostile.ipc")
+    ipc = os.path.join(testtmp.short_dir(80), "hostile.ipc")
     args = [server, "--listen", f"tcp://127.0.0.1:{port}",
             "--listen", f"ipc://{ipc}",
             "--max-namespaces", str(MAX_NS), "--recv-max", str(RECV_MAX),

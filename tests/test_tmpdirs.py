@@ -47,6 +47,9 @@ import testtmp
 if sys.argv[2] == "semcache":
     import test_semcache
     run = testtmp.run_dir()  # test_semcache's tempfile.tempdir, if it set it
+elif sys.argv[2] == "short":
+    testtmp.use()
+    run = testtmp.short_dir(60)
 else:
     run = testtmp.use()
 d = tempfile.mkdtemp()
@@ -223,6 +226,13 @@ def test_bases(ctmp):
     release(sp)
     check(sline and not os.path.exists(sline[0]) and runs(long_base) == [],
           f"it goes at the exit: {sline} {runs(long_base)}")
+    pp, pline = py_holder(long_base, "short")
+    check(len(pline) == 2 and len(pline[0]) < 60 and
+          pline[0].startswith(f"/tmp/{testtmp.PREFIX}{pp.pid}."),
+          f"and in Python, testtmp.short_dir(60): {pline}")
+    release(pp)
+    check(pline and not os.path.exists(pline[0]) and runs(long_base) == [],
+          f"it goes at the exit: {pline} {runs(long_base)}")
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -1178,7 +1178,8 @@ def main():
            os.path.join(HERE, "..", "..", "docs", "PROTOCOL.md"))
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="semcache-py-")
-    ipc_path = os.path.join(tmp, "sc.ipc")
+    # Under 108 bytes, whatever TMPDIR's length.
+    ipc_path = os.path.join(testtmp.short_dir(100), "sc.ipc")
     args = [server, "--listen", f"tcp://127.0.0.1:{port}",
             "--listen", f"ipc://{ipc_path}", "--max-namespaces", "8",
             "--data-dir", tmp]

@@ -25,6 +25,7 @@ PREFIX = "semcache-run."
 NEW_PREFIX = ".semcache-new."  # before it is locked: never swept
 
 _dir = None
+_short = None  # under /tmp, when _dir is too long for a socket path
 _owner = None  # the process that made it: a fork does not own it
 
 
@@ -72,8 +73,10 @@ def sweep(base):
 
 
 def _remove():
-    if _dir is not None and os.getpid() == _owner:
-        shutil.rmtree(_dir, ignore_errors=True)
+    if os.getpid() == _owner:
+        for d in (_dir, _short):
+            if d is not None:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def _on_signal(sig, frame):
@@ -82,33 +85,55 @@ def _on_signal(sig, frame):
     os.kill(os.getpid(), sig)
 
 
-def run_dir():
-    """This process's directory, made on the first call (after the sweep
-    of those whose process is gone) and removed at exit; raises OSError
-    when it cannot be made."""
-    global _dir, _owner
-    if _dir is None:
-        base = tempfile.gettempdir()
-        sweep(base)
-        # Made under a name no sweep takes, locked, then renamed to its
-        # run name: a sweep never sees it unlocked, whatever it reads of
-        # its pid (from another pid namespace, the pid says nothing).
-        new = tempfile.mkdtemp(prefix=f"{NEW_PREFIX}{os.getpid()}.",
-                               dir=base)
-        fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)  # held until exit
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        d = os.path.join(base, PREFIX + os.path.basename(new)[
-            len(NEW_PREFIX):])
-        if os.path.lexists(d):
-            os.rmdir(new)
-            raise FileExistsError(f"{d} exists")
-        os.rename(new, d)
-        _dir, _owner = d, os.getpid()
+def _make(base):
+    """Sweeps base and makes a run directory of this process in it,
+    locked until exit; its path."""
+    global _owner
+    sweep(base)
+    # Made under a name no sweep takes, locked, then renamed to its run
+    # name: a sweep never sees it unlocked, whatever it reads of its pid
+    # (from another pid namespace, the pid says nothing).
+    new = tempfile.mkdtemp(prefix=f"{NEW_PREFIX}{os.getpid()}.", dir=base)
+    fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)  # held until exit
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    d = os.path.join(base, PREFIX + os.path.basename(new)[len(NEW_PREFIX):])
+    if os.path.lexists(d):
+        os.rmdir(new)
+        raise FileExistsError(f"{d} exists")
+    os.rename(new, d)
+    if _owner != os.getpid():
+        _owner = os.getpid()
         atexit.register(_remove)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(sig) == signal.SIG_DFL:
                 signal.signal(sig, _on_signal)
+    return d
+
+
+def run_dir():
+    """This process's directory, made on the first call (after the sweep
+    of those whose process is gone) and removed at exit; raises OSError
+    when it cannot be made."""
+    global _dir
+    if _dir is None:
+        _dir = _make(tempfile.gettempdir())
     return _dir
+
+
+def short_dir(max_len):
+    """run_dir() when it is under max_len characters long; else a second
+    directory of this process's, /tmp/semcache-run.PID.XXXXXXXX, by the
+    same rules: for ipc:// socket paths, which cannot pass 107 bytes (the
+    C tests' sc_test_tmp_short_dir()). Raises OSError when neither is."""
+    global _short
+    d = run_dir()
+    if len(d) < max_len:
+        return d
+    if _short is None:
+        _short = _make("/tmp")
+    if len(_short) >= max_len:
+        raise OSError(f"no directory of under {max_len} bytes: {_short}")
+    return _short
 
 
 def use():
