@@ -968,14 +968,25 @@ static entry *exact_find(const ns *s, const scope *sc, sc_text_key key,
 }
 
 /* ns->mu held. Takes e out of both layers (quarantine and removal). Its
- * vector leaves the index once ns->mu is let go (remove_later); until then
- * a search may find its id, which no entry of the exact layer or the
- * id -> entry map has any more. */
+ * vector leaves the index at once, unless the index may make the remove
+ * wait for a training's held round (sc_index_changes_may_wait): then once
+ * ns->mu is let go (remove_later), and until then a search may find its
+ * id, which no entry of the exact layer or the id -> entry map has any
+ * more. Only those are queued: a queued id is a dead candidate among a
+ * search's k, and a thread's queue drains in order, so that one removal
+ * waiting for a round held every later one, a flat index's too, and the
+ * other namespaces' lookups false-missed behind their dead ids. */
 static void entry_unmatchable(ns *s, entry *e)
 {
     if (e->in_index) {
-        if (!s->closing) {
+        if (s->closing) {
+            /* Its indexes close with it. */
+        } else if (sc_index_changes_may_wait(e->sc->ix)) {
             remove_later(s, e->sc, e->id);
+        } else {
+            /* Cannot fail: the id was added and only this path removes
+             * it. */
+            (void)sc_index_remove(e->sc->ix, e->id);
         }
         e->in_index = false;
         e->sc->vectors--;
@@ -2678,7 +2689,10 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
                 pthread_mutex_unlock(&c->gmu);
             }
             if (made_ix && sc->ix != NULL) {
-                /* After its removal of e's vector (cache_unlock). */
+                /* e's vector left it at once (entry_unmatchable): a fresh
+                 * index is never training, so no queued removal points at
+                 * it, and close_later may close it at once (with no
+                 * memory to keep it). */
                 close_later(s, sc->ix);
                 sc->ix = NULL;
                 own_bytes_sync(s, sc);

@@ -213,6 +213,16 @@ int sc_index_trained(sc_index *ix)
     return t;
 }
 
+int sc_index_changes_may_wait(sc_index *ix)
+{
+    if (ix == NULL || ix->be->training == NULL) {
+        return 0;
+    }
+    /* Not ix->lock: a change waiting for a round holds it (for reading),
+     * and a writer queued behind that would hold this back. */
+    return ix->be->training(ix->state);
+}
+
 sc_err sc_index_get_train_stats(sc_index *ix, sc_index_train_stats *out)
 {
     if (ix == NULL || out == NULL) {

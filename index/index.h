@@ -134,6 +134,9 @@ typedef struct sc_index_backend {
     /* Optional (NULL: the wrappers answer SC_ENOTSUP, or "not trained"). */
     sc_err (*train)(void *state);
     int (*trained)(const void *state);
+    /* Optional (NULL: 0): 1 while a training is in flight. Takes no lock
+     * that a training's held replay round holds. */
+    int (*training)(const void *state);
     sc_err (*train_stats)(void *state, sc_index_train_stats *out);
     /* Optional (NULL: nothing to stop): cancels a training in flight and
      * waits for it to end, before close; the state is then only closed. */
@@ -297,6 +300,14 @@ void sc_index_set_training_event_hook(void (*fn)(void *arg,
 
 /* 1 when searches go through a trained IVF index, else 0 (exact scan). */
 int sc_index_trained(sc_index *ix);
+
+/* 1 when an add or remove of ix may wait for a training's held replay
+ * round (SC_TRAIN_EV_HELD): an IVF index with a background training in
+ * flight; else 0 (a flat index, an IVF one between trainings). Cheap: it
+ * waits for no lock, a round's least of all. A training that starts after
+ * it answered 0 reaches its held rounds only after its copy and a replay
+ * of the adds made meanwhile. */
+int sc_index_changes_may_wait(sc_index *ix);
 
 /* Fills *out. Errors: SC_EINVAL, SC_ENOTSUP (not an IVF index, or a build
  * without FAISS). */

@@ -151,7 +151,9 @@ typedef struct ivf {
     pthread_mutex_t tmu;
     pthread_t th;
     int th_joinable;
-    int training;      /* also read under sw */
+    /* Also read under sw, and with no lock by ivf_training (an atomic
+     * for that alone). */
+    atomic_int training;
     atomic_int cancel; /* set by close: the training stops at its next step */
     sc_err train_rc;   /* result of the last training */
     char ferr[256];    /* last FAISS message, copied at once */
@@ -1124,6 +1126,13 @@ static int ivf_trained(const void *state)
     int t = v->fx != NULL;
     pthread_rwlock_unlock(&v->sw);
     return t;
+}
+
+/* No lock: sw and the turns are what a held round holds. */
+static int ivf_training(const void *state)
+{
+    const ivf *v = state;
+    return atomic_load_explicit(&v->training, memory_order_relaxed);
 }
 
 static sc_err ivf_train_stats(void *state, sc_index_train_stats *out)
@@ -2397,7 +2406,7 @@ static sc_err ivf_load_training(void *state, const char *path)
     .close = ivf_close, .add = ivf_add, .remove = ivf_remove, .get = ivf_get,  \
     .search = ivf_search, .search_batch = ivf_search_batch,                    \
     .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
-    .train = ivf_train, .trained = ivf_trained,                                \
+    .train = ivf_train, .trained = ivf_trained, .training = ivf_training,      \
     .train_stats = ivf_train_stats, .stop = ivf_stop,                          \
     .set_nprobe = ivf_set_nprobe, .save = ivf_save, .load = load_fn,           \
     .save_training = ivf_save_training, .load_training = ivf_load_training

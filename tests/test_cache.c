@@ -4347,6 +4347,14 @@ static void *held_exp_main(void *arg)
     return NULL;
 }
 
+/* held_exp_main with h->armed left as the caller set it. */
+static void *held_exp_main_unarmed(void *arg)
+{
+    held_ins *h = arg;
+    h->expired = sc_cache_expire(h->c, h->exp_now);
+    return NULL;
+}
+
 /* Puts an entry of text t (response t too) and vector v in scope "" of
  * namespace "v". */
 static uint64_t held_text_put(sc_cache *c, const char *t, const float *v,
@@ -4494,6 +4502,112 @@ static void test_lookup_beside_held_removal(void)
     CHECK(strcmp(resp, "expired one") != 0);
     CHECK(held_exact_is(c, "held question", "held question"));
     CHECK_EQ_INT(sc_cache_delete(c, h.del_id), SC_ENOTFOUND);
+    free(centres);
+    sc_cache_close(c);
+}
+
+/* test_removal_crowd's event hook: holds the first held round as
+ * held_ins_event does, and opens h->add once the armed expiry's removal
+ * is queued behind it (SC_TRAIN_EV_QUEUED: it then waits for the round). */
+static void crowd_event(void *arg, sc_index_train_event ev)
+{
+    held_ins *h = arg;
+    if (ev == SC_TRAIN_EV_QUEUED) {
+        if (atomic_exchange(&h->armed, 0) != 0) {
+            test_gate_set(&h->add, &h->add.entered);
+        }
+        return;
+    }
+    held_ins_event(arg, ev);
+}
+
+/* A removal waiting for a training's held round must not hold back other
+ * indexes' removals: an expiry sweep reaps an entry of the training IVF
+ * namespace "v" and, in each of 6 flat namespaces, LOOKUP_K expired
+ * entries at q beside a live one near q. While the sweep's removal from
+ * "v"'s index waits for the round, every flat namespace still serves its
+ * live entry (its expired vectors already out of its index: they used to
+ * wait in the sweep's queue behind "v"'s removal and, dead candidates,
+ * crowded the live one out of the lookup's k: a false miss). */
+static void test_removal_crowd(void)
+{
+    enum { TM = 700, NB = 6 };
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, TM);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    char bn[NB][8];
+    for (int b = 0; b < NB; b++) {
+        snprintf(bn[b], sizeof(bn[b]), "B%d", b);
+        sc_ns_config fc;
+        sc_cache_ns_config_init(&fc);
+        fc.threshold = 0.80f;
+        CHECK_EQ_INT(sc_cache_ns_create(c, bn[b], &fc), SC_OK);
+    }
+    uint64_t seed = 29;
+    float *centres = centres_new(&seed);
+    float v[BD], q[BD], l[BD];
+    held_ins h = {.c = c,
+                  .centres = centres,
+                  .seed = 7,
+                  .round = TEST_GATE_INIT,
+                  .add = TEST_GATE_INIT,
+                  .rc = SC_EINVAL};
+    bvec(centres, 3, &seed, v);
+    CHECK_EQ_INT(bput(c, "v", v, 5000, 100, NULL), SC_OK);
+    bvec(centres, 4, &seed, q);
+    for (int b = 0; b < NB; b++) {
+        memcpy(l, q, sizeof(l));
+        l[0] += 0.25f;
+        bunit(l);
+        CHECK_EQ_INT(bput(c, bn[b], l, 7777, 0, NULL), SC_OK);
+        for (int i = 0; i < 8; i++) { /* LOOKUP_K */
+            CHECK_EQ_INT(bput(c, bn[b], q, 100 + i, 500, NULL), SC_OK);
+        }
+    }
+    sc_index_set_training_step_hook(held_ins_step, &h);
+    sc_index_set_training_event_hook(crowd_event, &h);
+    for (int i = 0; i < TM; i++) { /* the last starts the training */
+        bvec(centres, i, &seed, v);
+        CHECK_EQ_INT(bput(c, "v", v, i, 0, NULL), SC_OK);
+    }
+    CHECK(test_gate_wait(&h.round, &h.round.entered));
+    char resp[16];
+    float sim;
+    for (int b = 0; b < NB; b++) { /* the entries at q, not yet expired */
+        bresp(c, bn[b], q, resp, &sim);
+        CHECK(resp[0] == 'r' && strcmp(resp, "r7777") != 0);
+    }
+    h.exp_now = now_fake + 500;
+    atomic_store(&h.armed, 1);
+    pthread_t exp_th;
+    CHECK(pthread_create(&exp_th, NULL, held_exp_main_unarmed, &h) == 0);
+    bool queued = test_gate_wait(&h.add, &h.add.entered);
+    /* The sweep waits for the round at "v"'s removal. */
+    int served = 0;
+    for (int b = 0; b < NB; b++) {
+        bresp(c, bn[b], q, resp, &sim);
+        served += strcmp(resp, "r7777") == 0;
+    }
+    test_gate_set(&h.round, &h.round.done);
+    pthread_join(exp_th, NULL);
+    sc_index_set_training_step_hook(NULL, NULL);
+    sc_index_set_training_event_hook(NULL, NULL);
+    fprintf(stderr,
+            "flat namespaces serving beside a sweep waiting for another "
+            "index's held round: %d of %d\n",
+            served, (int)NB);
+    CHECK(queued);
+    CHECK(h.answered_in_round);
+    CHECK_EQ_INT(served, NB);
+    CHECK_EQ_INT((int)h.expired, 1 + NB * 8);
+    for (int b = 0; b < NB; b++) {
+        bresp(c, bn[b], q, resp, &sim);
+        CHECK(strcmp(resp, "r7777") == 0);
+    }
     free(centres);
     sc_cache_close(c);
 }
@@ -4735,6 +4849,7 @@ int main(void)
     test_flush_close_not_shared();
     test_lookup_beside_held_insert();
     test_lookup_beside_held_removal();
+    test_removal_crowd();
     test_removal_stress();
     return test_summary("test_cache");
 }
