@@ -154,6 +154,10 @@ typedef struct scope {
     /* Its index, let go (no vector left, entries still) while rm_pins
      * held it: counted no more, closed once the last of them is done. */
     sc_index *retired;
+    /* What s's tally has of the trainings of ix (once gone) and of
+     * retired, counted when they stopped being counted as the scope's
+     * index (tally_count). */
+    uint64_t ix_counted, retired_counted;
     void *stats;    /* the embedder's statistics of its texts, or NULL */
     uint64_t stats_bytes; /* their memory, as counted in the byte caps */
     /* The scope itself and what its index takes beyond the vectors its
@@ -718,19 +722,30 @@ static _Thread_local struct {
     size_t n, cap;
 } late;
 
-/* ns->mu held, under c->lock: ix (not NULL) leaves s. What its trainings
- * came to counts in s's tally now, and what they come to by its close
- * (this thread's next cache_unlock, or at once when there is no memory to
- * keep it) then. */
-static void close_later(ns *s, sc_index *ix)
+/* ns->mu held: what ix's trainings came to, beyond the `counted` of it
+ * s's tally has already, counts in the tally now. Returns what it has of
+ * ix then. Made when ix stops being counted as a scope's index (it is
+ * closed, retired, or its scope goes), so that ivf_abandoned, a total,
+ * never goes down meanwhile. */
+static uint64_t tally_count(ns *s, sc_index *ix, uint64_t counted)
 {
     sc_index_train_stats ts;
-    uint64_t counted = 0;
-    if (sc_index_get_train_stats(ix, &ts) == SC_OK) {
+    if (sc_index_get_train_stats(ix, &ts) == SC_OK && ts.abandoned > counted) {
+        atomic_fetch_add_explicit(&s->gone_ix->abandoned,
+                                  ts.abandoned - counted, memory_order_relaxed);
         counted = ts.abandoned;
-        atomic_fetch_add_explicit(&s->gone_ix->abandoned, counted,
-                                  memory_order_relaxed);
     }
+    return counted;
+}
+
+/* ns->mu held, under c->lock: ix (not NULL) leaves s, its tally having
+ * `counted` of it already (tally_count). What its trainings came to
+ * counts in s's tally now, and what they come to by its close (this
+ * thread's next cache_unlock, or at once when there is no memory to keep
+ * it) then. */
+static void close_later(ns *s, sc_index *ix, uint64_t counted)
+{
+    counted = tally_count(s, ix, counted);
     if (late.n == late.cap) {
         size_t cap = late.cap != 0 ? 2 * late.cap : 8;
         late_ix *a = realloc(late.a, cap * sizeof(*a));
@@ -875,14 +890,14 @@ static void cache_unlock(sc_cache *c)
 static void scope_maybe_free(ns *s, scope *sc)
 {
     if (sc->rm_pins == 0 && sc->retired != NULL) {
-        close_later(s, sc->retired);
+        close_later(s, sc->retired, sc->retired_counted);
         sc->retired = NULL;
     }
     if (sc->gone || sc->pins > sc->rm_pins) {
         /* Gone: only its removals hold it. Else a call in flight. */
         if (sc->gone && sc->pins == 0) {
             if (sc->ix != NULL) {
-                close_later(s, sc->ix);
+                close_later(s, sc->ix, sc->ix_counted);
             }
             free(sc);
         }
@@ -896,8 +911,9 @@ static void scope_maybe_free(ns *s, scope *sc)
             !sc_index_trained(sc->ix)) {
             if (sc->rm_pins > 0) {
                 sc->retired = sc->ix;
+                sc->retired_counted = tally_count(s, sc->ix, 0);
             } else {
-                close_later(s, sc->ix);
+                close_later(s, sc->ix, 0);
             }
             sc->ix = NULL;
             own_bytes_sync(s, sc);
@@ -914,6 +930,9 @@ static void scope_maybe_free(ns *s, scope *sc)
         stats_bytes_set(s, sc, 0);
     }
     scope_count_set(s, &sc->own_bytes, 0);
+    if (sc->ix != NULL) {
+        sc->ix_counted = tally_count(s, sc->ix, 0);
+    }
     sc->gone = true;
     scope_maybe_free(s, sc);
 }
@@ -2693,7 +2712,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
                  * index is never training, so no queued removal points at
                  * it, and close_later may close it at once (with no
                  * memory to keep it). */
-                close_later(s, sc->ix);
+                close_later(s, sc->ix, 0);
                 sc->ix = NULL;
                 own_bytes_sync(s, sc);
             }
