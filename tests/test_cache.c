@@ -4225,8 +4225,10 @@ static void test_drop_while_training(int flush)
  * flush waits for that close itself. The indexes it freed were once kept
  * in a list of the whole cache, closed by whichever call released the
  * cache's lock next: often a lookup of another namespace, which then
- * waited out the training. Two threads look up "other" throughout; both
- * must keep being answered while the training is held. */
+ * waited out the training. Two threads look up "other" throughout; once
+ * the flush is closing its indexes (the first SC_TRAIN_EV_CANCEL on its
+ * thread), with the training still held, both must answer again, and
+ * every index's close must be the flush's own. */
 typedef struct spin_arg {
     sc_cache *c;
     atomic_int stop;
@@ -4247,6 +4249,56 @@ static void *spin_main(void *arg)
     return NULL;
 }
 
+/* The flush's thread (under gate.mu) and whether an index closed on
+ * another thread (test_flush_close_not_shared). */
+typedef struct flush_close {
+    test_gate gate; /* entered: the flush's first index close */
+    pthread_t flusher;
+    bool flusher_set;
+    atomic_int elsewhere;
+    drop_arg da;
+} flush_close;
+
+static void flush_close_event(void *arg, sc_index_train_event ev)
+{
+    flush_close *f = arg;
+    if (ev != SC_TRAIN_EV_CANCEL) {
+        return;
+    }
+    pthread_mutex_lock(&f->gate.mu);
+    bool mine = f->flusher_set && pthread_equal(f->flusher, pthread_self());
+    pthread_mutex_unlock(&f->gate.mu);
+    if (mine) {
+        test_gate_set(&f->gate, &f->gate.entered);
+    } else {
+        atomic_store(&f->elsewhere, 1);
+    }
+}
+
+static void *flush_close_main(void *arg)
+{
+    flush_close *f = arg;
+    pthread_mutex_lock(&f->gate.mu);
+    f->flusher = pthread_self();
+    f->flusher_set = true;
+    pthread_mutex_unlock(&f->gate.mu);
+    return drop_main(&f->da);
+}
+
+/* Waits (10 s at most: a hang guard) until a lookup of each of a and b
+ * is answered after a0 and b0. */
+static bool spins_past(spin_arg *a, long a0, spin_arg *b, long b0)
+{
+    for (int i = 0; i < 10000; i++) {
+        if (atomic_load(&a->n) > a0 + 1 && atomic_load(&b->n) > b0 + 1) {
+            return true;
+        }
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
 static void test_flush_close_not_shared(void)
 {
     if (!sc_index_backend_available("ivf-flat")) {
@@ -4254,25 +4306,31 @@ static void test_flush_close_not_shared(void)
     }
     test_gate g = TEST_GATE_INIT;
     sc_cache *c = open_held_training(&g, 9, 6000);
+    flush_close f = {.gate = TEST_GATE_INIT};
+    f.da = (drop_arg){c, &g, SC_EINVAL, 1};
+    sc_index_set_training_event_hook(flush_close_event, &f);
     spin_arg sa = {.c = c}, sb = {.c = c};
     pthread_t ta, tb, tf;
     CHECK(pthread_create(&ta, NULL, spin_main, &sa) == 0);
     CHECK(pthread_create(&tb, NULL, spin_main, &sb) == 0);
-    usleep(100 * 1000);
-    drop_arg da = {c, &g, SC_EINVAL, 1};
-    CHECK(pthread_create(&tf, NULL, drop_main, &da) == 0);
-    usleep(700 * 1000); /* the flush is done but for the held close */
+    CHECK(pthread_create(&tf, NULL, flush_close_main, &f) == 0);
+    /* The flush has let the cache's lock go and closes its indexes; the
+     * training's close cannot end until g opens. */
+    bool closing = test_gate_wait(&f.gate, &f.gate.entered);
     long a0 = atomic_load(&sa.n), b0 = atomic_load(&sb.n);
-    usleep(300 * 1000);
-    long a1 = atomic_load(&sa.n), b1 = atomic_load(&sb.n);
-    CHECK(a1 > a0 && b1 > b0); /* neither lookup thread holds the close */
+    /* More than one each: a lookup in flight at a0 may have begun before. */
+    bool answered = closing && spins_past(&sa, a0, &sb, b0);
     test_gate_set(&g, &g.open);
     atomic_store(&sa.stop, 1);
     atomic_store(&sb.stop, 1);
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
     pthread_join(tf, NULL);
-    CHECK_EQ_INT(da.rc, SC_OK);
+    sc_index_set_training_event_hook(NULL, NULL);
+    CHECK(closing);
+    CHECK(answered); /* neither lookup thread holds the close */
+    CHECK_EQ_INT(atomic_load(&f.elsewhere), 0); /* the flush closed them */
+    CHECK_EQ_INT(f.da.rc, SC_OK);
     sc_index_set_training_hook(NULL, NULL);
     sc_cache_close(c);
 }
