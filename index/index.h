@@ -264,7 +264,10 @@ void sc_index_set_training_hook(void (*fn)(void *arg), void *arg);
  * added meanwhile (up to 1,024 rows each, taken under a read hold of
  * the index's lock, or 256 in a held round, adds and removes held back,
  * once adds outpace it), with no lock held, from now on (NULL = none). Without
- * FAISS it is never called. */
+ * FAISS it is never called. It may add to and remove from the index, but
+ * not while another thread saves it or loads its training: those wait for
+ * the training holding the index's lock, which the hook's add then waits
+ * for (a deadlock). */
 void sc_index_set_training_step_hook(void (*fn)(void *arg), void *arg);
 
 /* Tests only: the points of a background IVF training that
@@ -284,8 +287,10 @@ typedef enum sc_index_train_event {
      * it to return, so the index may still be asked. */
     SC_TRAIN_EV_END,
     /* On an adding or removing thread whose add or remove finds a held
-     * replay round (SC_TRAIN_EV_HELD) in its way: it is queued behind
-     * that round, and waits for it once the hook returns. It holds the
+     * replay round (SC_TRAIN_EV_HELD) being served, its turn taken: it is
+     * queued behind that round, and waits for it once the hook returns.
+     * Not reported when the round is only queued ahead of it (it waits
+     * all the same). It holds the
      * index's lock for reading meanwhile: the hook must not call the
      * index. */
     SC_TRAIN_EV_QUEUED
