@@ -193,7 +193,14 @@ sc_err sc_index_add(sc_index *ix, uint64_t id, const float *vec);
 sc_err sc_index_add_stored(sc_index *ix, uint64_t id, const float *vec);
 
 /* Tombstones id; the slot is reclaimed by a later compaction, which never
- * changes ids (sc_index_compact). Errors: SC_ENOTFOUND. */
+ * changes ids (sc_index_compact). Flat compacts itself once a quarter of
+ * its slots are dead; an IVF backend frees its tombstones (out of FAISS
+ * too) in batches (the larger of 256 and a 32nd of the live count), then
+ * shrinks as a compaction does; not during a training, whose end does
+ * (it frees them all and shrinks once a quarter of the slots or fewer are
+ * live; else those its new index never held). A
+ * remove that shrinks holds the index's lock for a time linear in the
+ * live rows times dim. Errors: SC_ENOTFOUND. */
 sc_err sc_index_remove(sc_index *ix, uint64_t id);
 
 /* Copies the stored (normalised, possibly quantised) vector of id into out
@@ -238,10 +245,13 @@ sc_err sc_index_search_batch(sc_index *ix, const float *qs, size_t nq,
 void sc_index_set_yield_hook(void (*fn)(void *arg), void *arg);
 
 /* Reclaims tombstoned slots now (it also happens by itself as they pile up).
- * Flat: when the live vectors then fill a quarter of the slots or fewer,
- * slots and id map shrink to twice what they need (a power of two) and the
- * freed pages go back to the OS; sc_index_memory falls with them. Ids never
- * change. */
+ * When the live vectors then fill a quarter of the slots or fewer, slots
+ * and id map shrink to twice what they need (a power of two, 1,024 at
+ * least) and the freed pages go back to the OS; sc_index_memory falls with
+ * them. IVF backends shrink the same (live rows renumbered, FAISS's lists
+ * relabelled in place and cut to their size, no answer changed), and
+ * during a training do nothing (its end does it). Either holds the index's
+ * lock for a time linear in the live rows times dim. Ids never change. */
 sc_err sc_index_compact(sc_index *ix);
 
 /* IVF backends: trains now on the live vectors (waiting for a background
