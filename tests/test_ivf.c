@@ -100,6 +100,22 @@ static void save_tmp(sc_index *ix, const char *backend, char *path,
     p->dim = D;
 }
 
+/* ix saved to a temporary file and loaded back with nlist and nprobe 16
+ * (the file then unlinked): the caller closes what comes back, NULL where
+ * the load failed (a failed check). */
+static sc_index *reload16(sc_index *ix, const char *backend)
+{
+    char path[] = "/tmp/test_ivf_XXXXXX";
+    sc_index_params p;
+    save_tmp(ix, backend, path, &p);
+    p.nlist = 16;
+    p.nprobe = 16;
+    sc_index *back = NULL;
+    CHECK(sc_index_load(&p, path, &back) == SC_OK);
+    unlink(path);
+    return back;
+}
+
 static sc_index *open_ix(const char *backend, uint32_t nlist, uint32_t nprobe,
                          uint32_t train_min)
 {
@@ -2461,6 +2477,23 @@ static void open_untrained_pair(const char *backend, sc_index **ix,
     CHECK(sc_index_open(&p, flat) == SC_OK);
 }
 
+/* open_untrained_pair's two given the same PN random rows of dim PD,
+ * ids 0..PN-1: returns the rows (the caller frees them). */
+static float *filled_untrained_pair(const char *backend, sc_index **ix,
+                                    sc_index **flat)
+{
+    open_untrained_pair(backend, ix, flat);
+    float *base = malloc((size_t)PN * PD * sizeof(float));
+    for (size_t i = 0; i < (size_t)PN * PD; i++) {
+        base[i] = grand();
+    }
+    for (size_t i = 0; i < PN; i++) {
+        CHECK(sc_index_add(*ix, i, base + i * PD) == SC_OK);
+        CHECK(sc_index_add(*flat, i, base + i * PD) == SC_OK);
+    }
+    return base;
+}
+
 /* Before its first training an IVF index answers by an exact scan of its
  * rows, and that scan lets its locks go between holds of 4 MiB of rows
  * (1,024 rows at dim 1024: 4 holds here), single and batched, as flat's
@@ -2476,15 +2509,7 @@ static void open_untrained_pair(const char *backend, sc_index **ix,
 static void test_untrained_pauses(const char *backend)
 {
     sc_index *ix = NULL, *flat = NULL;
-    open_untrained_pair(backend, &ix, &flat);
-    float *base = malloc((size_t)PN * PD * sizeof(float));
-    for (size_t i = 0; i < (size_t)PN * PD; i++) {
-        base[i] = grand();
-    }
-    for (size_t i = 0; i < PN; i++) {
-        CHECK(sc_index_add(ix, i, base + i * PD) == SC_OK);
-        CHECK(sc_index_add(flat, i, base + i * PD) == SC_OK);
-    }
+    float *base = filled_untrained_pair(backend, &ix, &flat);
     sc_hit h[PNQ * PK];
     unsigned nh[PNQ];
     pause_plan none = {ix, flat, NULL, UINT64_MAX, 0, 0};
@@ -2764,14 +2789,7 @@ static void test_trained_churn_keeps_size(const char *backend, int during)
     /* Saved and loaded: the same slots, not doubled to a power of two
      * (2,240,512 bytes against 1,756,672 for ivf-flat before), and
      * flat's answers. */
-    char path[] = "/tmp/test_ivf_XXXXXX";
-    sc_index_params p;
-    save_tmp(ix, backend, path, &p);
-    p.nlist = 16;
-    p.nprobe = 16;
-    sc_index *back = NULL;
-    CHECK(sc_index_load(&p, path, &back) == SC_OK);
-    unlink(path);
+    sc_index *back = reload16(ix, backend);
     if (back != NULL) {
         CHECK(sc_index_memory(back) <= after);
         sc_index *was = c.ix;
@@ -2799,6 +2817,23 @@ static void answers(sc_index *ix, sc_hit *h, unsigned *nh)
     }
 }
 
+/* The shrink tests' start: *ix and *twin (backend, nlist 16, nprobe as
+ * given, trained by hand) and *flat, each given the N rows of data, then
+ * ix and twin trained. The caller closes all three. */
+static void open_twins(const char *backend, uint32_t nprobe, sc_index **ix,
+                       sc_index **twin, sc_index **flat)
+{
+    *ix = open_ix(backend, 16, nprobe, SC_INDEX_TRAIN_MANUAL);
+    *twin = open_ix(backend, 16, nprobe, SC_INDEX_TRAIN_MANUAL);
+    *flat = open_ix("flat", 0, 0, 0);
+    add_both(*flat, *ix, 0, N);
+    for (uint64_t i = 0; i < N; i++) {
+        CHECK(sc_index_add(*twin, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_train(*ix) == SC_OK);
+    CHECK(sc_index_train(*twin) == SC_OK);
+}
+
 /* A trained index that grew to N rows and fell to N / 10 by removes
  * (which shrink it as they go: test_remove_shrinks) and a compaction
  * gives its memory back, as flat's does: the live rows are renumbered
@@ -2816,15 +2851,8 @@ static void answers(sc_index *ix, sc_hit *h, unsigned *nh)
 static void test_compact_shrinks(const char *backend)
 {
     const size_t live = N / 10;
-    sc_index *ix = open_ix(backend, 16, 2, SC_INDEX_TRAIN_MANUAL);
-    sc_index *twin = open_ix(backend, 16, 2, SC_INDEX_TRAIN_MANUAL);
-    sc_index *flat = open_ix("flat", 0, 0, 0);
-    add_both(flat, ix, 0, N);
-    for (uint64_t i = 0; i < N; i++) {
-        CHECK(sc_index_add(twin, i, data + i * D) == SC_OK);
-    }
-    CHECK(sc_index_train(ix) == SC_OK);
-    CHECK(sc_index_train(twin) == SC_OK);
+    sc_index *ix, *twin, *flat;
+    open_twins(backend, 2, &ix, &twin, &flat);
     const size_t full = sc_index_memory(ix);
     /* The twin's removes in the other order: its batches, and so the
      * points where it shrinks and its slots, are others. */
@@ -2892,14 +2920,7 @@ static void test_compact_shrinks(const char *backend)
     CHECK(sc_index_compact(ix) == SC_OK);
     CHECK(sc_index_memory(ix) == small);
 
-    char path[] = "/tmp/test_ivf_sh_XXXXXX";
-    sc_index_params p;
-    save_tmp(ix, backend, path, &p);
-    p.nlist = 16;
-    p.nprobe = 16;
-    sc_index *back = NULL;
-    CHECK(sc_index_load(&p, path, &back) == SC_OK);
-    unlink(path);
+    sc_index *back = reload16(ix, backend);
     if (back != NULL) {
         CHECK(sc_index_memory(back) <= small);
         check_same(back, twin, "shrunk, loaded");
@@ -2959,15 +2980,7 @@ static void shrink_hook(void *arg)
 static void test_untrained_shrinks(const char *backend)
 {
     sc_index *ix = NULL, *flat = NULL;
-    open_untrained_pair(backend, &ix, &flat);
-    float *base = malloc((size_t)PN * PD * sizeof(float));
-    for (size_t i = 0; i < (size_t)PN * PD; i++) {
-        base[i] = grand();
-    }
-    for (size_t i = 0; i < PN; i++) {
-        CHECK(sc_index_add(ix, i, base + i * PD) == SC_OK);
-        CHECK(sc_index_add(flat, i, base + i * PD) == SC_OK);
-    }
+    float *base = filled_untrained_pair(backend, &ix, &flat);
     const size_t full = sc_index_memory(ix);
     sc_hit h[PK];
     unsigned nh[1];
@@ -3001,15 +3014,8 @@ static void test_untrained_shrinks(const char *backend)
  * flat's answers (ivf-flat) and a compacted twin's. */
 static void test_remove_shrinks(const char *backend)
 {
-    sc_index *ix = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
-    sc_index *twin = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
-    sc_index *flat = open_ix("flat", 0, 0, 0);
-    add_both(flat, ix, 0, N);
-    for (uint64_t i = 0; i < N; i++) {
-        CHECK(sc_index_add(twin, i, data + i * D) == SC_OK);
-    }
-    CHECK(sc_index_train(ix) == SC_OK);
-    CHECK(sc_index_train(twin) == SC_OK);
+    sc_index *ix, *twin, *flat;
+    open_twins(backend, 16, &ix, &twin, &flat);
     const size_t full = sc_index_memory(ix);
     for (uint64_t i = 0; i < N; i++) {
         if (i % 10 != 0) {
