@@ -4352,7 +4352,7 @@ static void test_flush_close_not_shared(void)
  * they waited). */
 typedef struct held_ins {
     sc_cache *c;
-    const float *centres;
+    float *centres;
     uint64_t seed;
     int next;         /* the step hook's entries so far */
     atomic_int held;  /* a held round came: the step hook stops */
@@ -4403,25 +4403,65 @@ static void *held_ins_main(void *arg)
     return NULL;
 }
 
+enum { HELD_TM = 700 }; /* the held-round tests' training threshold */
+
+#define HELD_INS_INIT                                                          \
+    {                                                                          \
+        .round = TEST_GATE_INIT, .add = TEST_GATE_INIT, .rc = SC_EINVAL        \
+    }
+
+/* The held-round tests' start: h->c, a cache with IVF namespace "v"
+ * (trained at HELD_TM entries), and h->centres drawn from *seed; the step
+ * hook's vectors from hseed. held_close undoes it. */
+static void held_open(held_ins *h, uint64_t *seed, uint64_t hseed)
+{
+    h->c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, HELD_TM);
+    CHECK_EQ_INT(sc_cache_ns_create(h->c, "v", &cfg), SC_OK);
+    h->centres = centres_new(seed);
+    h->seed = hseed;
+}
+
+/* Sets the step hook and event hook ev, puts HELD_TM entries into "v"
+ * (the last starts the training; v is left the last one's vector) and
+ * waits for the first held round: whether it came. */
+static bool held_train(held_ins *h, uint64_t *seed,
+                       void (*ev)(void *, sc_index_train_event), float *v)
+{
+    sc_index_set_training_step_hook(held_ins_step, h);
+    sc_index_set_training_event_hook(ev, h);
+    for (int i = 0; i < HELD_TM; i++) {
+        bvec(h->centres, i, seed, v);
+        CHECK_EQ_INT(bput(h->c, "v", v, i, 0, NULL), SC_OK);
+    }
+    return test_gate_wait(&h->round, &h->round.entered);
+}
+
+/* The training hooks held_train set, let go. */
+static void held_unhook(void)
+{
+    sc_index_set_training_step_hook(NULL, NULL);
+    sc_index_set_training_event_hook(NULL, NULL);
+}
+
+static void held_close(held_ins *h)
+{
+    free(h->centres);
+    sc_cache_close(h->c);
+}
+
 static void test_lookup_beside_held_insert(void)
 {
-    enum { TM = 700 };
     if (!sc_index_backend_available("ivf-flat")) {
         return;
     }
-    sc_cache *c = open_cache(0, 0, 0, 0);
-    sc_ns_config cfg;
-    ivf_cfg(&cfg, TM);
-    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
     uint64_t seed = 23;
-    float *centres = centres_new(&seed);
+    held_ins h = HELD_INS_INIT;
+    held_open(&h, &seed, 5);
+    sc_cache *c = h.c;
+    const float *centres = h.centres;
     float v[BD], q[BD];
-    held_ins h = {.c = c,
-                  .centres = centres,
-                  .seed = 5,
-                  .round = TEST_GATE_INIT,
-                  .add = TEST_GATE_INIT,
-                  .rc = SC_EINVAL};
     /* An exact entry in the trained scope, and one vector in scope "b". */
     bvec(centres, 3, &seed, v);
     sc_cache_item it;
@@ -4440,14 +4480,8 @@ static void test_lookup_beside_held_insert(void)
     it.scope = "b";
     it.response = "other";
     CHECK_EQ_INT(sc_cache_insert(c, "v", &it, NULL), SC_OK);
-    sc_index_set_training_step_hook(held_ins_step, &h);
-    sc_index_set_training_event_hook(held_ins_event, &h);
     sc_cache_set_index_add_hook(held_ins_add, &h);
-    for (int i = 0; i < TM; i++) { /* the last starts the training */
-        bvec(centres, i, &seed, v);
-        CHECK_EQ_INT(bput(c, "v", v, i, 0, NULL), SC_OK);
-    }
-    CHECK(test_gate_wait(&h.round, &h.round.entered));
+    CHECK(held_train(&h, &seed, held_ins_event, v));
     /* No insert in flight: the lookup's unpin leaves the scope unpinned. */
     sc_cache_query qq;
     memset(&qq, 0, sizeof(qq));
@@ -4472,8 +4506,7 @@ static void test_lookup_beside_held_insert(void)
     CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r3), SC_OK);
     test_gate_set(&h.round, &h.round.done);
     pthread_join(it_th, NULL);
-    sc_index_set_training_step_hook(NULL, NULL);
-    sc_index_set_training_event_hook(NULL, NULL);
+    held_unhook();
     sc_cache_set_index_add_hook(NULL, NULL);
     fprintf(stderr,
             "lookups beside an insert waiting for a held round: answered %s "
@@ -4487,7 +4520,7 @@ static void test_lookup_beside_held_insert(void)
     CHECK(r2.hit && r2.response_len == 5 &&
           memcmp(r2.response, "other", 5) == 0);
     char want[16];
-    snprintf(want, sizeof(want), "r%d", TM - 1);
+    snprintf(want, sizeof(want), "r%d", HELD_TM - 1);
     CHECK(r3.hit && r3.layer == SC_LAYER_SEMANTIC &&
           r3.response_len == strlen(want) &&
           memcmp(r3.response, want, r3.response_len) == 0);
@@ -4501,8 +4534,7 @@ static void test_lookup_beside_held_insert(void)
     float sim;
     bresp(c, "v", h.vec, resp, &sim);
     CHECK(strcmp(resp, "r99999") == 0 && sim > 0.999f);
-    free(centres);
-    sc_cache_close(c);
+    held_close(&h);
 }
 
 static void *held_del_main(void *arg)
@@ -4580,23 +4612,15 @@ static bool held_exact_is(sc_cache *c, const char *t, const char *want)
  * held round until the lookups are answered (10 s at most). */
 static void test_lookup_beside_held_removal(void)
 {
-    enum { TM = 700 };
     if (!sc_index_backend_available("ivf-flat")) {
         return;
     }
-    sc_cache *c = open_cache(0, 0, 0, 0);
-    sc_ns_config cfg;
-    ivf_cfg(&cfg, TM);
-    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
     uint64_t seed = 29;
-    float *centres = centres_new(&seed);
+    held_ins h = HELD_INS_INIT;
+    held_open(&h, &seed, 7);
+    sc_cache *c = h.c;
+    const float *centres = h.centres;
     float v[BD], q[BD], vd[BD], ve[BD];
-    held_ins h = {.c = c,
-                  .centres = centres,
-                  .seed = 7,
-                  .round = TEST_GATE_INIT,
-                  .add = TEST_GATE_INIT,
-                  .rc = SC_EINVAL};
     bvec(centres, 3, &seed, v);
     (void)held_text_put(c, "held question", v, 0);
     bvec(centres, 5, &seed, vd);
@@ -4613,14 +4637,8 @@ static void test_lookup_beside_held_removal(void)
     it.response = "other";
     it.response_len = 5;
     CHECK_EQ_INT(sc_cache_insert(c, "v", &it, NULL), SC_OK);
-    sc_index_set_training_step_hook(held_ins_step, &h);
-    sc_index_set_training_event_hook(held_ins_event, &h);
     sc_cache_set_index_remove_hook(held_ins_add, &h);
-    for (int i = 0; i < TM; i++) { /* the last starts the training */
-        bvec(centres, i, &seed, v);
-        CHECK_EQ_INT(bput(c, "v", v, i, 0, NULL), SC_OK);
-    }
-    CHECK(test_gate_wait(&h.round, &h.round.entered));
+    CHECK(held_train(&h, &seed, held_ins_event, v));
     pthread_t del_th, exp_th;
     CHECK(pthread_create(&del_th, NULL, held_del_main, &h) == 0);
     bool del_at = test_gate_wait(&h.add, &h.add.entered);
@@ -4652,8 +4670,7 @@ static void test_lookup_beside_held_removal(void)
     test_gate_set(&h.round, &h.round.done);
     pthread_join(del_th, NULL);
     pthread_join(exp_th, NULL);
-    sc_index_set_training_step_hook(NULL, NULL);
-    sc_index_set_training_event_hook(NULL, NULL);
+    held_unhook();
     sc_cache_set_index_remove_hook(NULL, NULL);
     fprintf(stderr,
             "lookups beside a delete and an expiry waiting for a held "
@@ -4676,8 +4693,7 @@ static void test_lookup_beside_held_removal(void)
     CHECK(strcmp(resp, "expired one") != 0);
     CHECK(held_exact_is(c, "held question", "held question"));
     CHECK_EQ_INT(sc_cache_delete(c, h.del_id), SC_ENOTFOUND);
-    free(centres);
-    sc_cache_close(c);
+    held_close(&h);
 }
 
 /* test_removal_crowd's event hook: holds the first held round as
@@ -4705,14 +4721,15 @@ static void crowd_event(void *arg, sc_index_train_event ev)
  * crowded the live one out of the lookup's k: a false miss). */
 static void test_removal_crowd(void)
 {
-    enum { TM = 700, NB = 6 };
+    enum { NB = 6 };
     if (!sc_index_backend_available("ivf-flat")) {
         return;
     }
-    sc_cache *c = open_cache(0, 0, 0, 0);
-    sc_ns_config cfg;
-    ivf_cfg(&cfg, TM);
-    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    uint64_t seed = 29;
+    held_ins h = HELD_INS_INIT;
+    held_open(&h, &seed, 7);
+    sc_cache *c = h.c;
+    const float *centres = h.centres;
     char bn[NB][8];
     for (int b = 0; b < NB; b++) {
         snprintf(bn[b], sizeof(bn[b]), "B%d", b);
@@ -4721,15 +4738,7 @@ static void test_removal_crowd(void)
         fc.threshold = 0.80f;
         CHECK_EQ_INT(sc_cache_ns_create(c, bn[b], &fc), SC_OK);
     }
-    uint64_t seed = 29;
-    float *centres = centres_new(&seed);
     float v[BD], q[BD], l[BD];
-    held_ins h = {.c = c,
-                  .centres = centres,
-                  .seed = 7,
-                  .round = TEST_GATE_INIT,
-                  .add = TEST_GATE_INIT,
-                  .rc = SC_EINVAL};
     bvec(centres, 3, &seed, v);
     CHECK_EQ_INT(bput(c, "v", v, 5000, 100, NULL), SC_OK);
     bvec(centres, 4, &seed, q);
@@ -4742,13 +4751,7 @@ static void test_removal_crowd(void)
             CHECK_EQ_INT(bput(c, bn[b], q, 100 + i, 500, NULL), SC_OK);
         }
     }
-    sc_index_set_training_step_hook(held_ins_step, &h);
-    sc_index_set_training_event_hook(crowd_event, &h);
-    for (int i = 0; i < TM; i++) { /* the last starts the training */
-        bvec(centres, i, &seed, v);
-        CHECK_EQ_INT(bput(c, "v", v, i, 0, NULL), SC_OK);
-    }
-    CHECK(test_gate_wait(&h.round, &h.round.entered));
+    CHECK(held_train(&h, &seed, crowd_event, v));
     char resp[16];
     float sim;
     for (int b = 0; b < NB; b++) { /* the entries at q, not yet expired */
@@ -4768,8 +4771,7 @@ static void test_removal_crowd(void)
     }
     test_gate_set(&h.round, &h.round.done);
     pthread_join(exp_th, NULL);
-    sc_index_set_training_step_hook(NULL, NULL);
-    sc_index_set_training_event_hook(NULL, NULL);
+    held_unhook();
     fprintf(stderr,
             "flat namespaces serving beside a sweep waiting for another "
             "index's held round: %d of %d\n",
@@ -4782,8 +4784,7 @@ static void test_removal_crowd(void)
         bresp(c, bn[b], q, resp, &sim);
         CHECK(strcmp(resp, "r7777") == 0);
     }
-    free(centres);
-    sc_cache_close(c);
+    held_close(&h);
 }
 
 /* Removals from threads beside inserts, lookups, flushes and the caps, in
