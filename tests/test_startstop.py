@@ -439,6 +439,39 @@ CUT_LINE = re.compile(r"semcached: the HTTP stop cut (\d+) answers? not "
                       r"written within its ([\d.]+) s grace")
 
 
+def try_stalled_answer(d):
+    """stalled_answer(d), or None where it failed."""
+    try:
+        return stalled_answer(d)
+    except OSError:
+        return None
+
+
+def exits_within(d, timeout=20):
+    """Whether d's process exits within timeout seconds (the hang
+    guard)."""
+    try:
+        d.proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def check_stalled_end(d, got, exited, ends, lost):
+    """The checks of a stop that began with a big answer under way (got,
+    from try_stalled_answer): there was one, semcached exited with status
+    0 (the check says: "<ends>: semcached exits"), and the answer was not
+    read whole (said: "the answer was <lost>")."""
+    check(got is not None, "a big answer under way at the stop")
+    check(exited and d.proc.returncode == 0,
+          f"{ends}: semcached exits (status {d.proc.returncode})")
+    if got is not None:
+        s, clen, read = got
+        read += read_all(s)
+        s.close()
+        check(read < clen, f"the answer was {lost} ({read} of {clen} bytes)")
+
+
 def test_stop_line_http_cut(server, tmp):
     """A client that never reads its big answer holds the HTTP stop for
     the grace (2 s), then its answer is cut: the stop says so ("the HTTP
@@ -446,11 +479,8 @@ def test_stop_line_http_cut(server, tmp):
     lines were those of a clean stop). A stop with no answer under way
     has no such line."""
     d = Daemon(server, tmp, "http-cut")
-    got = None
     try:
-        got = stalled_answer(d)
-    except OSError:
-        pass
+        got = try_stalled_answer(d)
     finally:
         log = d.stop()
     check(got is not None, "a big answer under way at the stop")
@@ -489,11 +519,7 @@ def test_second_signal_ends_grace(server, tmp):
     written: a second signal ended its 600 s grace"). Before, a second
     signal during the HTTP stop did nothing."""
     d = Daemon(server, tmp, "http-end", "--http-stop-grace", "600000")
-    got = None
-    try:
-        got = stalled_answer(d)
-    except OSError:
-        pass
+    got = try_stalled_answer(d)
     exited = False
     if got is not None:
         d.proc.send_signal(signal.SIGTERM)
@@ -503,21 +529,10 @@ def test_second_signal_ends_grace(server, tmp):
         time.sleep(0.5)
         if d.alive():
             d.proc.send_signal(signal.SIGTERM)
-        try:
-            d.proc.wait(timeout=20)
-            exited = True
-        except subprocess.TimeoutExpired:
-            pass
+        exited = exits_within(d)
     log = d.stop()  # kills it after another 60 s at most
-    check(got is not None, "a big answer under way at the stop")
-    check(exited and d.proc.returncode == 0,
-          f"a second SIGTERM ends the 600 s grace: semcached exits "
-          f"(status {d.proc.returncode})")
-    if got is not None:
-        s, clen, read = got
-        read += read_all(s)
-        s.close()
-        check(read < clen, f"the answer was cut ({read} of {clen} bytes)")
+    check_stalled_end(d, got, exited, "a second SIGTERM ends the 600 s grace",
+                      "cut")
     m = ENDED_LINE.search(log)
     ok = ("SIGTERM received again: ending the HTTP stop's grace" in log and
           m is not None and m.groups() == ("1", "600"))
@@ -546,29 +561,14 @@ def test_write_timeout_ends_stop(server, tmp):
     this line went untested end to end."""
     d = Daemon(server, tmp, "http-wto", "--http-write-timeout", "2000",
                "--http-stop-grace", "600000")
-    got = None
-    try:
-        got = stalled_answer(d)
-    except OSError:
-        pass
+    got = try_stalled_answer(d)
     exited = False
     if got is not None:
         d.proc.send_signal(signal.SIGTERM)
-        try:
-            d.proc.wait(timeout=20)
-            exited = True
-        except subprocess.TimeoutExpired:
-            pass
+        exited = exits_within(d)
     log = d.stop()  # kills it after another 60 s at most
-    check(got is not None, "a big answer under way at the stop")
-    check(exited and d.proc.returncode == 0,
-          f"the write time-out (2 s) ends a 600 s grace: semcached exits "
-          f"(status {d.proc.returncode})")
-    if got is not None:
-        s, clen, read = got
-        read += read_all(s)
-        s.close()
-        check(read < clen, f"the answer was lost ({read} of {clen} bytes)")
+    check_stalled_end(d, got, exited,
+                      "the write time-out (2 s) ends a 600 s grace", "lost")
     m = FAILED_LINE.search(log)
     ok = (m is not None and m.groups() == ("600", "1") and
           "HTTP stop cut" not in log)
