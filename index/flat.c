@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "index/cap.h"
 #include "index/idmap.h"
 #include "index/index.h"
 #include "index/pass.h"
@@ -395,19 +396,15 @@ static sc_err grow(flat *f)
 
 /* Just compacted (n rows, all live): once they fill a quarter of the slots
  * or less, cap falls to the smallest power of two (MIN_CAP at least) that
- * leaves room for 2n. Rows can then double before grow() runs again, and
- * must halve before the next shrink, so a count that moves about one
- * boundary does not resize at each step. The regions' tails are unmapped
+ * leaves room for 2n (sc_cap_shrunk, index/cap.h's rule, an IVF index's
+ * too). The regions' tails are unmapped
  * (mremap), so their pages go back to the OS at once. A region or array
  * that cannot shrink stays larger than cap needs, never smaller. */
 static void shrink(flat *f)
 {
-    if (f->cap <= MIN_CAP || f->n * 4 > f->cap) {
+    size_t ncap = sc_cap_shrunk(f->cap, f->n, MIN_CAP);
+    if (ncap == 0) {
         return;
-    }
-    size_t ncap = MIN_CAP;
-    while (ncap < 2 * f->n) {
-        ncap *= 2;
     }
     unsigned char *codes =
         rows_resize(f->codes, f->codes_len, codes_bytes(f, ncap));

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index/cap.h"
 #include "index/idmap.h"
 #include "index/index.h"
 #include "index/pass.h"
@@ -1046,7 +1047,7 @@ static void *train_main(void *arg)
      * 2,000 meanwhile kept 10.8 of 20.3 MB until 256 more removes).
      * Trained or not: the tombstones left are all in v->fx. */
     bool shrank = false;
-    if (v->cap > MIN_CAP && v->nlive * 4 <= v->cap) {
+    if (sc_cap_shrunk(v->cap, v->nlive, MIN_CAP) != 0) {
         shrank = flush_removals(v) == SC_OK && shrink(v);
     }
     pthread_rwlock_unlock(&v->sw);
@@ -1351,13 +1352,9 @@ static void *shrunk(void *a, size_t ncap, size_t es)
  * training's end. */
 static bool shrink(ivf *v)
 {
-    if (v->training || v->pend.n != 0 || v->cap <= MIN_CAP ||
-        v->nlive * 4 > v->cap) {
+    size_t ncap = sc_cap_shrunk(v->cap, v->nlive, MIN_CAP);
+    if (v->training || v->pend.n != 0 || ncap == 0) {
         return false;
-    }
-    size_t ncap = MIN_CAP;
-    while (ncap < 2 * v->nlive) {
-        ncap *= 2;
     }
     uint32_t *to = malloc(v->n * sizeof(*to));
     if (to == NULL) {
