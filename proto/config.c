@@ -738,6 +738,10 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 if ((rc = get_int(&x, k, v, 1, 3600000, &u)) == SC_OK) {
                     cfg->http_stop_grace_ms = (unsigned)u;
                 }
+            } else if (strcmp(k, "http_read_timeout") == 0) {
+                if ((rc = get_int(&x, k, v, 100, 3600000, &u)) == SC_OK) {
+                    cfg->http_read_timeout_ms = (unsigned)u;
+                }
             } else if (strcmp(k, "http_write_timeout") == 0) {
                 if ((rc = get_int(&x, k, v, 100, 3600000, &u)) == SC_OK) {
                     cfg->http_write_timeout_ms = (unsigned)u;

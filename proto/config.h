@@ -43,6 +43,7 @@ typedef struct sc_config {
     char *http;        /* HTTP address HOST:PORT, NULL = none */
     unsigned http_max_conns; /* 0 = SC_HTTP_DEFAULT_MAX_CONNS */
     unsigned http_stop_grace_ms; /* 0 = SC_HTTP_STOP_GRACE_MS */
+    unsigned http_read_timeout_ms;  /* 0 = SC_HTTP_DEFAULT_READ_TIMEOUT_MS */
     unsigned http_write_timeout_ms; /* 0 = SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS */
     char *prices;      /* price table file, NULL = the one compiled in */
     char *data_dir;    /* never NULL after sc_config_init */
@@ -90,6 +91,7 @@ void sc_config_fini(sc_config *cfg);
  *   http          HOST:PORT of the HTTP front (docs/HTTP.md)
  *   http_max_conns  1..2^20: HTTP connections held open at once
  *   http_stop_grace  ms, 1..3600000: a stop's wait for HTTP answers
+ *   http_read_timeout  ms, 100..3600000: the wait for an HTTP request's head
  *   http_write_timeout  ms, 100..3600000: the write of one HTTP answer
  *   prices        path of a price table (data/prices.json shows the form)
  *   data_dir      path

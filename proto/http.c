@@ -1947,7 +1947,8 @@ sc_err sc_http_open(const sc_http_config *cfg, sc_http **out)
     }
 #ifdef SC_NNG_PATCHED
     /* Connections that never send a whole request (a client gone without a
-     * FIN, or one holding descriptors on purpose) are closed. */
+     * FIN, or one holding descriptors on purpose) are closed, and so are
+     * keep-alive connections idle that long after their last answer. */
     unsigned read_ms = cfg->read_timeout_ms != 0
                            ? cfg->read_timeout_ms
                            : SC_HTTP_DEFAULT_READ_TIMEOUT_MS;

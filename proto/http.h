@@ -44,8 +44,9 @@
 /* A request body must arrive within this long of its headers. */
 #define SC_HTTP_BODY_TIMEOUT_MS 10000
 /* A request's head must arrive within this long of the connection or of
- * the previous response, or the connection is closed (with the patched
- * nng only: Debian's own has no such limit; README). */
+ * the previous response, or the connection is closed: an idle keep-alive
+ * connection too (with the patched nng only: Debian's own has no such
+ * limit; README; semcached's --http-read-timeout). */
 #define SC_HTTP_DEFAULT_READ_TIMEOUT_MS 30000
 /* A response must be written within this long of its first byte, or the
  * connection is closed: a client that stops reading a big answer holds
@@ -174,7 +175,9 @@ typedef struct sc_http_config {
     sc_cache *cache;       /* borrowed, the dispatcher's; must outlive it */
     size_t body_max;       /* largest POST body; 0 = SC_HTTP_DEFAULT_BODY_MAX */
     /* How long a request's head may take, from the connection or the
-     * previous response; 0 = SC_HTTP_DEFAULT_READ_TIMEOUT_MS. */
+     * previous response (so also how long a keep-alive connection may
+     * stay idle); past it the connection is closed, with no answer. 0 =
+     * SC_HTTP_DEFAULT_READ_TIMEOUT_MS. */
     unsigned read_timeout_ms;
     /* How long the write of a response may take, from its first byte;
      * past it the connection is closed. 0 =

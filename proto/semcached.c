@@ -85,7 +85,8 @@ static void usage(FILE *f)
         "usage: semcached [--config FILE] [--listen URL]... [--threads N]\n"
         "                 [--max-clients N]\n"
         "                 [--http HOST:PORT] [--http-max-conns N]\n"
-        "                 [--http-stop-grace MS] [--http-write-timeout MS]\n"
+        "                 [--http-stop-grace MS] [--http-read-timeout MS]\n"
+        "                 [--http-write-timeout MS]\n"
         "                 [--prices FILE]\n"
         "                 [--data-dir DIR] [--embed-table FILE]\n"
         "                 [--recv-max BYTES] [--reply-queue-max BYTES]\n"
@@ -114,6 +115,10 @@ static void usage(FILE *f)
         "  --http-stop-grace MS  how long a stop lets the HTTP answers being\n"
         "                      written out, 1..3600000 (default %u); a\n"
         "                      second SIGTERM or SIGINT ends it at once\n"
+        "  --http-read-timeout MS  the longest a request's head may take to\n"
+        "                      arrive, from the connection or the previous\n"
+        "                      answer, before the connection is closed,\n"
+        "                      100..3600000 (default %u)\n"
         "  --http-write-timeout MS  the longest the write of one HTTP answer\n"
         "                      may take before its connection is closed,\n"
         "                      100..3600000 (default %u)\n"
@@ -161,8 +166,9 @@ static void usage(FILE *f)
         "                      --proxy-embed-model MODEL (docs/PROXY.md)\n",
         SC_SERVER_DEFAULT_URL, SC_SERVER_DEFAULT_MAX_CLIENTS,
         SC_HTTP_DEFAULT_MAX_CONNS, SC_HTTP_STOP_GRACE_MS,
-        SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS, SC_CONFIG_DEFAULT_DATA_DIR,
-        SC_CONFIG_EMBED_FILE, SC_SERVER_DEFAULT_RECVMAX);
+        SC_HTTP_DEFAULT_READ_TIMEOUT_MS, SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS,
+        SC_CONFIG_DEFAULT_DATA_DIR, SC_CONFIG_EMBED_FILE,
+        SC_SERVER_DEFAULT_RECVMAX);
 }
 
 static int parse_u64(const char *s, unsigned long long max,
@@ -1107,6 +1113,13 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
                 return 2;
             }
             cfg->http_stop_grace_ms = (unsigned)n;
+        } else if (strcmp(a, "--http-read-timeout") == 0) {
+            if (parse_u64(v, 3600000, &n) != 0 || n < 100) {
+                fprintf(stderr, "semcached: --http-read-timeout must be "
+                                "100..3600000 ms\n");
+                return 2;
+            }
+            cfg->http_read_timeout_ms = (unsigned)n;
         } else if (strcmp(a, "--http-write-timeout") == 0) {
             if (parse_u64(v, 3600000, &n) != 0 || n < 100) {
                 fprintf(stderr, "semcached: --http-write-timeout must be "
@@ -1481,6 +1494,7 @@ int main(int argc, char **argv)
             .body_max = conf.recv_max,
             .max_conns = http_cap,
             .stop_grace_ms = conf.http_stop_grace_ms,       /* 0: the default */
+            .read_timeout_ms = conf.http_read_timeout_ms,   /* 0: also */
             .write_timeout_ms = conf.http_write_timeout_ms, /* 0: also */
             /* As many as the nng socket's: HTTP requests run on these, off
              * the nng threads that socket's I/O needs (docs/HTTP.md 5). */

@@ -66,6 +66,7 @@ static void test_good(void)
         " \"data_dir\": \"/srv/sc\", \"max_namespaces\": 7,\n"
         " \"http_max_conns\": 300, \"max_clients\": 5000,\n"
         " \"http_stop_grace\": 600000, \"http_write_timeout\": 45000,\n"
+        " \"http_read_timeout\": 20000,\n"
         " \"reply_queue_max\": 268435456,\n"
         " \"reply_total_max\": 536870912, \"reply_timeout\": 5000,\n"
         " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
@@ -93,6 +94,7 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.http_max_conns, 300);
     CHECK_EQ_INT(cfg.http_stop_grace_ms, 600000);
     CHECK_EQ_INT(cfg.http_write_timeout_ms, 45000);
+    CHECK_EQ_INT(cfg.http_read_timeout_ms, 20000);
     CHECK_EQ_INT(cfg.max_clients, 5000);
     CHECK_EQ_INT(cfg.reply_queue_max, 268435456);
     CHECK_EQ_INT(cfg.reply_total_max, 536870912);
@@ -270,6 +272,18 @@ static void test_bad(void)
         {"{\"http_write_timeout\": 99}", "'http_write_timeout'"},
         {"{\"http_write_timeout\": 3600001}", "'http_write_timeout'"},
         {"{\"http_write_timeout\": \"1000\"}", "'http_write_timeout'"},
+        {"{\"http_read_timeout\": 0}",
+         "'http_read_timeout': must be 100..3600000"},
+        {"{\"http_read_timeout\": 99}",
+         "'http_read_timeout': must be 100..3600000"},
+        {"{\"http_read_timeout\": 3600001}",
+         "'http_read_timeout': must be 100..3600000"},
+        {"{\"http_read_timeout\": -5}",
+         "'http_read_timeout': must be a non-negative integer"},
+        {"{\"http_read_timeout\": 300.5}",
+         "'http_read_timeout': must be a non-negative integer"},
+        {"{\"http_read_timeout\": \"1000\"}",
+         "'http_read_timeout': must be a non-negative integer"},
         {"{\"threads\": 4, \"threads\": 5}",
          "duplicate object key near '\"threads\"'"},
         {"{\"proxy\": {\"upstream\": \"ftp://example\"}}", "'proxy.upstream'"},
@@ -416,18 +430,24 @@ static void test_bad(void)
     free(big);
 }
 
-/* http_write_timeout's range, 100..3600000 ms, taken at both ends (its
- * refusals just past them are in test_bad); a file without it leaves 0,
- * the front's default (SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS). */
-static void test_http_write_timeout(void)
+/* The HTTP time-outs' ranges, 100..3600000 ms, taken at both ends (their
+ * refusals just past them are in test_bad); a file without them leaves 0,
+ * the front's defaults (SC_HTTP_DEFAULT_READ_TIMEOUT_MS and
+ * SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS). Each key sets its own field and
+ * leaves the other's alone. */
+static void test_http_timeouts(void)
 {
     static const struct {
         const char *text;
-        unsigned ms;
+        unsigned read_ms, write_ms;
     } cases[] = {
-        {"{}", 0},
-        {"{\"http_write_timeout\": 100}", 100},
-        {"{\"http_write_timeout\": 3600000}", 3600000},
+        {"{}", 0, 0},
+        {"{\"http_write_timeout\": 100}", 0, 100},
+        {"{\"http_write_timeout\": 3600000}", 0, 3600000},
+        {"{\"http_read_timeout\": 100}", 100, 0},
+        {"{\"http_read_timeout\": 3600000}", 3600000, 0},
+        {"{\"http_read_timeout\": 300, \"http_write_timeout\": 7000}", 300,
+         7000},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         sc_config cfg;
@@ -437,7 +457,8 @@ static void test_http_write_timeout(void)
         if (rc != SC_OK) {
             fprintf(stderr, "  %s: %s\n", cases[i].text, msg);
         }
-        CHECK_EQ_INT(cfg.http_write_timeout_ms, cases[i].ms);
+        CHECK_EQ_INT(cfg.http_read_timeout_ms, cases[i].read_ms);
+        CHECK_EQ_INT(cfg.http_write_timeout_ms, cases[i].write_ms);
         sc_config_fini(&cfg);
     }
 }
@@ -451,7 +472,7 @@ int main(void)
     }
     test_good();
     test_bad();
-    test_http_write_timeout();
+    test_http_timeouts();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0) {
