@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "common/sc_seed.h"
+#include "common/sc_vec.h"
 #include "cache/heap.h"
 #include "cache/htab.h"
 #include "cache/text.h"
@@ -746,15 +747,9 @@ static uint64_t tally_count(ns *s, sc_index *ix, uint64_t counted)
 static void close_later(ns *s, sc_index *ix, uint64_t counted)
 {
     counted = tally_count(s, ix, counted);
-    if (late.n == late.cap) {
-        size_t cap = late.cap != 0 ? 2 * late.cap : 8;
-        late_ix *a = realloc(late.a, cap * sizeof(*a));
-        if (a == NULL) {
-            close_counted(ix, s->gone_ix, counted);
-            return;
-        }
-        late.a = a;
-        late.cap = cap;
+    if (SC_VEC_RESERVE(late.a, late.cap, late.n, 1, 8) != SC_OK) {
+        close_counted(ix, s->gone_ix, counted);
+        return;
     }
     atomic_fetch_add_explicit(&s->gone_ix->refs, 1, memory_order_relaxed);
     late.a[late.n++] = (late_ix){ix, s->gone_ix, counted};
@@ -799,17 +794,10 @@ static void scope_unpin(ns *s, scope *sc);
  * drain_removals, or, without the memory to queue it, removed at once. */
 static void remove_later(ns *s, scope *sc, uint64_t id)
 {
-    if (rms.n == rms.cap) {
-        size_t cap = rms.cap != 0 ? 2 * rms.cap : 8;
-        late_rm *a = realloc(rms.a, cap * sizeof(*a));
-        if (a == NULL) {
-            /* Cannot fail: the id was added and only this path removes
-             * it. */
-            (void)sc_index_remove(sc->ix, id);
-            return;
-        }
-        rms.a = a;
-        rms.cap = cap;
+    if (SC_VEC_RESERVE(rms.a, rms.cap, rms.n, 1, 8) != SC_OK) {
+        /* Cannot fail: the id was added and only this path removes it. */
+        (void)sc_index_remove(sc->ix, id);
+        return;
     }
     sc->pins++;
     sc->rm_pins++;
@@ -3995,19 +3983,12 @@ typedef struct id_list {
 
 static void push_id(id_list *l, uint64_t id)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 1024;
-        uint64_t *nn = realloc(l->ids, cap * sizeof(*nn));
-        if (nn == NULL) {
-            l->oom = 1;
-            return;
-        }
-        l->ids = nn;
-        l->cap = cap;
+    /* Once out of memory the list is never handed out: no retry. */
+    if (l->oom || SC_VEC_RESERVE(l->ids, l->cap, l->n, 1, 1024) != SC_OK) {
+        l->oom = 1;
+        return;
     }
-    if (!l->oom) {
-        l->ids[l->n++] = id;
-    }
+    l->ids[l->n++] = id;
 }
 
 sc_err sc_cache_scan_entries(sc_cache *c, const char *nsname, uint64_t serial,

@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 
+#include "common/sc_vec.h"
+
 void sc_heap_init(sc_heap *h)
 {
     h->a = NULL;
@@ -22,20 +24,7 @@ void sc_heap_fini(sc_heap *h)
 
 sc_err sc_heap_reserve(sc_heap *h)
 {
-    if (h->n < h->cap) {
-        return SC_OK;
-    }
-    size_t nc = h->cap == 0 ? 16 : h->cap * 2;
-    if (nc > SIZE_MAX / sizeof(*h->a)) {
-        return SC_ENOMEM;
-    }
-    sc_heap_node **a = realloc(h->a, nc * sizeof(*a));
-    if (a == NULL) {
-        return SC_ENOMEM;
-    }
-    h->a = a;
-    h->cap = nc;
-    return SC_OK;
+    return SC_VEC_RESERVE(h->a, h->cap, h->n, 1, 16);
 }
 
 static void place(sc_heap *h, size_t i, sc_heap_node *node)
