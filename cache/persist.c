@@ -30,6 +30,7 @@
 #include <xxhash.h>
 
 #include "common/sc_plural.h"
+#include "common/sc_vec.h"
 
 #define HDR_SIZE      24u
 #define HDR_SIZE_V2   16u /* versions 1 and 2: no nonce */
@@ -119,24 +120,9 @@ static void wb_reserve(wbuf *b, size_t more)
         b->oom = 1;
         return;
     }
-    if (b->cap - b->len >= more) {
-        return;
-    }
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap - b->len < more) {
-        if (cap > SIZE_MAX / 2) {
-            b->oom = 1;
-            return;
-        }
-        cap *= 2;
-    }
-    uint8_t *np = realloc(b->p, cap);
-    if (np == NULL) {
+    if (SC_VEC_RESERVE(b->p, b->cap, b->len, more, 4096) != SC_OK) {
         b->oom = 1;
-        return;
     }
-    b->p = np;
-    b->cap = cap;
 }
 
 static void wb_bytes(wbuf *b, const void *src, size_t n)
@@ -1740,14 +1726,9 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
         } else if (name_gen(de->d_name, "snap.", &g)) {
             snap = g > snap ? g : snap;
         } else if (name_gen(de->d_name, "log.", &g)) {
-            if (nlogs == logcap) {
-                logcap = logcap ? 2 * logcap : 16;
-                uint64_t *nl2 = realloc(logs, logcap * sizeof(*logs));
-                if (nl2 == NULL) {
-                    rc = SC_ENOMEM;
-                    break;
-                }
-                logs = nl2;
+            if (SC_VEC_RESERVE(logs, logcap, nlogs, 1, 16) != SC_OK) {
+                rc = SC_ENOMEM;
+                break;
             }
             logs[nlogs++] = g;
         }
