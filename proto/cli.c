@@ -12,6 +12,7 @@
 
 #include "common/sc_plural.h"
 #include "common/sc_utf8.h"
+#include "common/sc_vec.h"
 #include "proto/cli_report.h"
 #include "proto/client.h"
 #include "proto/mp.h"
@@ -273,25 +274,17 @@ static sc_err print_stats(mp_reader *r)
 
 static int parse_vec(const char *s, float **out, uint32_t *dim)
 {
-    size_t cap = 16, n = 0;
-    float *v = malloc(cap * sizeof(float));
+    size_t cap = 0, n = 0;
+    float *v = NULL;
     const char *p = s;
-    while (v != NULL && *p) {
+    while (*p) {
         char *end;
         errno = 0;
         float x = strtof(p, &end);
-        if (end == p || errno != 0 || !isfinite(x) || n == 4096) {
+        if (end == p || errno != 0 || !isfinite(x) || n == 4096 ||
+            SC_VEC_RESERVE(v, cap, n, 1, 16) != SC_OK) {
             free(v);
             return -1;
-        }
-        if (n == cap) {
-            cap *= 2;
-            float *nv = realloc(v, cap * sizeof(float));
-            if (nv == NULL) {
-                free(v);
-                return -1;
-            }
-            v = nv;
         }
         v[n++] = x;
         p = end;
@@ -302,7 +295,7 @@ static int parse_vec(const char *s, float **out, uint32_t *dim)
             return -1;
         }
     }
-    if (v == NULL || n == 0) {
+    if (n == 0) {
         free(v);
         return -1;
     }

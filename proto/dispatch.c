@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sc_vec.h"
 #include "proto/mp.h"
 
 struct sc_dispatch {
@@ -852,15 +853,7 @@ static void keep_hit(sc_cache *c, hits **hp, const item *it, sc_cache_result *r)
         hs->cache = c;
         *hp = hs;
     }
-    if (hs != NULL && hs->n == hs->cap) {
-        size_t cap = hs->cap ? 2 * hs->cap : 1;
-        undo_hit *h = realloc(hs->h, cap * sizeof(*h));
-        if (h != NULL) {
-            hs->h = h;
-            hs->cap = cap;
-        }
-    }
-    if (hs == NULL || hs->n == hs->cap) {
+    if (hs == NULL || SC_VEC_RESERVE(hs->h, hs->cap, hs->n, 1, 1) != SC_OK) {
         sc_cache_result_fini(r);
         return;
     }

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "proto/proxy.h"
 
+#include "common/sc_vec.h"
 #include "proto/http.h"
 #include "proto/pool.h"
 
@@ -776,17 +777,9 @@ static int buf_add(buf *b, const void *d, size_t n)
         b->over = true;
         return -1;
     }
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) {
-            cap *= 2;
-        }
-        char *q = realloc(b->p, cap);
-        if (q == NULL) {
-            return -1;
-        }
-        b->p = q;
-        b->cap = cap;
+    /* n + 1 cannot pass SIZE_MAX: b->n + n is within b->max. */
+    if (SC_VEC_RESERVE(b->p, b->cap, b->n, n + 1, 4096) != SC_OK) {
+        return -1;
     }
     memcpy(b->p + b->n, d, n);
     b->n += n;

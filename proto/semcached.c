@@ -18,6 +18,7 @@
 #include "cache/cache.h"
 #include "cache/persist.h"
 #include "common/sc_plural.h"
+#include "common/sc_vec.h"
 #include "embed/embed.h"
 #include "index/simd/simd.h"
 #include "proto/cli_report.h"
@@ -491,7 +492,7 @@ static sc_err http_report(void *arg, const char *query, FILE *out)
 
 /* The ledger's rows by namespace, copied out in one pass for /metrics. */
 typedef struct metric_rows {
-    size_t n, cap;
+    size_t n, ns_cap, c_cap;
     char **ns;
     sc_ledger_counts *c;
     int oom;
@@ -503,21 +504,10 @@ static void metric_row(void *arg, const char *ns, const sc_ledger_counts *c)
     if (m->oom) {
         return;
     }
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? 2 * m->cap : 16;
-        char **nn = realloc(m->ns, cap * sizeof(*nn));
-        if (nn != NULL) {
-            m->ns = nn;
-        }
-        sc_ledger_counts *nc = realloc(m->c, cap * sizeof(*nc));
-        if (nc != NULL) {
-            m->c = nc;
-        }
-        if (nn == NULL || nc == NULL) {
-            m->oom = 1;
-            return;
-        }
-        m->cap = cap;
+    if (SC_VEC_RESERVE(m->ns, m->ns_cap, m->n, 1, 16) != SC_OK ||
+        SC_VEC_RESERVE(m->c, m->c_cap, m->n, 1, 16) != SC_OK) {
+        m->oom = 1;
+        return;
     }
     if ((m->ns[m->n] = strdup(ns)) == NULL) {
         m->oom = 1;
