@@ -16,6 +16,7 @@
 
 #include <xxhash.h>
 
+#include "common/sc_vec.h"
 #include "embed/table.h"
 
 #define MAX_DEPTH 64
@@ -104,20 +105,8 @@ static int bytes_put(bytes *b, const void *src, size_t n)
     if (n == 0) {
         return 1; /* b->p may still be NULL: no memcpy to it */
     }
-    if (b->cap - b->n < n) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->n < n) {
-            if (cap > SIZE_MAX / 2) {
-                return 0;
-            }
-            cap *= 2;
-        }
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            return 0;
-        }
-        b->p = p;
-        b->cap = cap;
+    if (SC_VEC_RESERVE(b->p, b->cap, b->n, n, 256) != SC_OK) {
+        return 0;
     }
     memcpy(b->p + b->n, src, n);
     b->n += n;
