@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sc_vec.h"
 #include "index/cap.h"
 #include "index/idmap.h"
 #include "index/index.h"
@@ -200,17 +201,11 @@ static void note_fx_rows(ivf *v)
 
 static sc_err vec_push(u32vec *v, uint32_t x)
 {
-    if (v->n == v->cap) {
-        size_t nc = v->cap ? v->cap * 2 : 64;
-        uint32_t *a = realloc(v->a, nc * sizeof(*a));
-        if (a == NULL) {
-            return SC_ENOMEM;
-        }
-        v->a = a;
-        v->cap = nc;
+    sc_err rc = SC_VEC_RESERVE(v->a, v->cap, v->n, 1, 64);
+    if (rc == SC_OK) {
+        v->a[v->n++] = x;
     }
-    v->a[v->n++] = x;
-    return SC_OK;
+    return rc;
 }
 
 /* Copies FAISS's message before anything can overwrite it; the error code
