@@ -627,9 +627,10 @@ def test_read_timeout(server, tmp):
     --config file): a connection that sends part of a request head is
     closed, and so is a keep-alive connection left idle after an answer
     (the time-out counts from the connection, or from the previous answer),
-    both within a 20 s bound: far past the 1 s, far under the 30 s
-    default, which a flag or key not applied would leave (no timed assert
-    beyond that bound). Meanwhile a whole request on another connection is
+    both no sooner than 0.5 s (a timer never fires early, so a value cut
+    tenfold fails here on any machine) and within an 8 s bound: far past
+    the 1 s, under a value ten times too big and far under the 30 s
+    default, which a flag or key not applied would leave. Meanwhile a whole request on another connection is
     served, and a new connection after (1 s, not the 0.3 s the docs'
     figures used: that request must reach the server within its own
     connection's time-out on a loaded machine too). The close times are
@@ -650,8 +651,8 @@ def test_read_timeout(server, tmp):
                 kept = socket.create_connection(("127.0.0.1", d.hport), 10)
                 st = healthz_on(kept)
                 t_kept = time.monotonic()
-                a = closed_within(half, t_half, 20)
-                b = closed_within(kept, t_kept, 20)
+                a = closed_within(half, t_half, 8)
+                b = closed_within(kept, t_kept, 8)
                 after = healthz(d.hport)
         except OSError as e:
             st = st or type(e).__name__
@@ -667,13 +668,15 @@ def test_read_timeout(server, tmp):
         print(f"startstop: {name}: read time-out 1 s: half a head closed "
               f"after {a and round(a, 2)} s, an idle keep-alive connection "
               f"{b and round(b, 2)} s after its answer")
-        ok = (st == 200 and a is not None and b is not None and
-              after == 200)
+        ok = (st == 200 and a is not None and a >= 0.5 and
+              b is not None and b >= 0.5 and after == 200)
         check(st == 200, f"{name}: a whole request served beside half a "
                          f"head ({st})")
-        check(a is not None, f"{name}: half a head closed within 20 s")
-        check(b is not None, f"{name}: an idle keep-alive connection closed "
-                             f"within 20 s of its answer")
+        check(a is not None and a >= 0.5,
+              f"{name}: half a head closed after 0.5 s and within 8 s")
+        check(b is not None and b >= 0.5,
+              f"{name}: an idle keep-alive connection closed 0.5-8 s after "
+              f"its answer")
         check(after == 200, f"{name}: a new connection served after "
                             f"({after})")
         if not ok:
