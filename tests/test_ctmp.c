@@ -3,15 +3,20 @@
  * directory's path on one line (or "error: " and why), then waits for its
  * stdin to close and exits (or, given "sweep BASE", prints how many run
  * directories of BASE the sweep removed; given "short MAX", does as with
- * no argument with sc_test_tmp_short_dir(MAX)'s directory).
+ * no argument with sc_test_tmp_short_dir(MAX)'s directory; given "fork",
+ * does as with no argument and forks first a child that waits for stdin
+ * too, as a test's child between its fork and its exec holds the lock).
  *
  *   test_ctmp
  *   test_ctmp sweep BASE
- *   test_ctmp short MAX */
+ *   test_ctmp short MAX
+ *   test_ctmp fork */
+#define _POSIX_C_SOURCE 200809L /* fork */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test_tmp.h"
 
@@ -22,8 +27,9 @@ int main(int argc, char **argv)
         return 0;
     }
     bool short_dir = argc == 3 && strcmp(argv[1], "short") == 0;
-    if (argc != 1 && !short_dir) {
-        fprintf(stderr, "usage: test_ctmp [sweep BASE | short MAX]\n");
+    bool fork_child = argc == 2 && strcmp(argv[1], "fork") == 0;
+    if (argc != 1 && !short_dir && !fork_child) {
+        fprintf(stderr, "usage: test_ctmp [sweep BASE | short MAX | fork]\n");
         return 2;
     }
     char path[4200];
@@ -43,6 +49,17 @@ int main(int argc, char **argv)
     }
     fputs("x\n", f);
     fclose(f);
+    pid_t child = fork_child ? fork() : 1;
+    if (child < 0) {
+        printf("error: no fork\n");
+        fflush(stdout);
+        return 1;
+    }
+    if (child == 0) { /* holds the directory's descriptor, and its lock */
+        while (getchar() != EOF) {
+        }
+        _exit(0);
+    }
     printf("%s\n", dir);
     fflush(stdout);
     int c;
