@@ -12,18 +12,26 @@ cli=$2
 # run's entries and ledger into this one. Named as the C and Python tests'
 # (tests/test_tmp.h), in the base they pick (Python's gettempdir()):
 # left by a SIGKILL, the next test run removes it once no process has this
-# shell's pid and its lock is free. Made under a name no sweep takes,
+# shell's pid and its lock is free. Made as .semcache-new.PID.XXXXXX,
 # locked (fd 9, held by this shell and its children), then renamed to its
-# run name: a sweep never sees it unlocked.
+# run name: a sweep never sees it unlocked. A sweep that took the new one
+# before it was locked (its pid misread from another pid namespace) leaves
+# the exec or the mv nothing to work on: made again.
 base=$(python3 -c 'import tempfile; print(tempfile.gettempdir())') || exit 1
-t=$(mktemp -d "$base/.semcache-new.$$.XXXXXX") || exit 1
-exec 9<"$t"
-run="$base/semcache-run.$$.${t##*.}"
-if ! flock 9 || [ -e "$run" ] || ! mv -T "$t" "$run"; then
-    echo "test_cli: cannot lock $t and name it $run" >&2
-    rmdir "$t"
-    exit 1
-fi
+for try in 1 2 3 4 5 6 7 8; do
+    t=$(mktemp -d "$base/.semcache-new.$$.XXXXXX") || exit 1
+    run="$base/semcache-run.$$.${t##*.}"
+    if { exec 9<"$t"; } 2>/dev/null && flock 9 && [ ! -e "$run" ] &&
+        mv -T "$t" "$run" 2>/dev/null; then
+        break
+    fi
+    exec 9<&-
+    rmdir "$t" 2>/dev/null
+    if [ -e "$run" ] || [ "$try" = 8 ]; then
+        echo "test_cli: cannot lock $t and name it $run" >&2
+        exit 1
+    fi
+done
 t=$run
 addr="ipc://$t/t.ipc"
 pass=0

@@ -5,12 +5,16 @@
  * directories of BASE the sweep removed; given "short MAX", does as with
  * no argument with sc_test_tmp_short_dir(MAX)'s directory; given "fork",
  * does as with no argument and forks first a child that waits for stdin
- * too, as a test's child between its fork and its exec holds the lock).
+ * too, as a test's child between its fork and its exec holds the lock;
+ * given "swept", does as with no argument with its first
+ * .semcache-new.PID.* directory removed before it is locked, as a sweep
+ * from another pid namespace could).
  *
  *   test_ctmp
  *   test_ctmp sweep BASE
  *   test_ctmp short MAX
- *   test_ctmp fork */
+ *   test_ctmp fork
+ *   test_ctmp swept */
 #define _POSIX_C_SOURCE 200809L /* fork */
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +24,16 @@
 
 #include "test_tmp.h"
 
+/* sc_test_tmp_new_hook for "swept": removes the first directory. */
+static void sweep_first(const char *path)
+{
+    static bool done;
+    if (!done) {
+        done = true;
+        sc_test_tmp_remove(path);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "sweep") == 0) {
@@ -28,9 +42,14 @@ int main(int argc, char **argv)
     }
     bool short_dir = argc == 3 && strcmp(argv[1], "short") == 0;
     bool fork_child = argc == 2 && strcmp(argv[1], "fork") == 0;
-    if (argc != 1 && !short_dir && !fork_child) {
-        fprintf(stderr, "usage: test_ctmp [sweep BASE | short MAX | fork]\n");
+    bool swept = argc == 2 && strcmp(argv[1], "swept") == 0;
+    if (argc != 1 && !short_dir && !fork_child && !swept) {
+        fprintf(stderr,
+                "usage: test_ctmp [sweep BASE | short MAX | fork | swept]\n");
         return 2;
+    }
+    if (swept) {
+        sc_test_tmp_new_hook = sweep_first;
     }
     char path[4200];
     const char *dir =

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,7 +17,10 @@
 #include <unistd.h>
 
 #define PREFIX     "semcache-run."
-#define NEW_PREFIX ".semcache-new." /* before it is locked: never swept */
+#define NEW_PREFIX ".semcache-new." /* before it is locked and named */
+#define MAKE_TRIES 8 /* a directory swept before it was locked: made anew */
+
+void (*sc_test_tmp_new_hook)(const char *path);
 
 static char run_dir[4096];
 static char run_base[4096]; /* where run_dir is */
@@ -37,14 +41,21 @@ void sc_test_tmp_remove(const char *path)
     nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Whether the directory base/name (semcache-run.PID.*) is a run's whose
- * process is alive. */
+/* Whether the directory base/name (PREFIX or NEW_PREFIX, then PID.*) is
+ * one whose process is alive; true for every other name. */
 static bool owner_alive(const char *name)
 {
-    char *end;
-    long pid = strtol(name + strlen(PREFIX), &end, 10);
-    if (end == name + strlen(PREFIX) || *end != '.' || pid <= 0) {
+    size_t skip = strncmp(name, PREFIX, strlen(PREFIX)) == 0 ? strlen(PREFIX)
+                  : strncmp(name, NEW_PREFIX, strlen(NEW_PREFIX)) == 0
+                      ? strlen(NEW_PREFIX)
+                      : 0;
+    if (skip == 0 || name[skip] < '0' || name[skip] > '9') {
         return true; /* not ours to judge: kept */
+    }
+    char *end;
+    long pid = strtol(name + skip, &end, 10);
+    if (*end != '.' || end[1] == '\0' || pid <= 0 || pid > INT_MAX) {
+        return true;
     }
     return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
@@ -58,8 +69,7 @@ int sc_test_tmp_sweep(const char *base)
     int removed = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) != 0 ||
-            owner_alive(e->d_name)) {
+        if (owner_alive(e->d_name)) { /* or not a run's */
             continue;
         }
         char path[4096];
@@ -74,7 +84,9 @@ int sc_test_tmp_sweep(const char *base)
         }
         /* Its owner holds this lock while it runs (in another pid
          * namespace, too); a sweep beside this one holds it while it
-         * removes. */
+         * removes. A NEW_PREFIX one is not locked yet by an owner in
+         * another pid namespace whose pid this sweep misread: removed,
+         * its owner makes another (make_run_dir()). */
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
             sc_test_tmp_remove(path);
             removed++;
@@ -166,32 +178,47 @@ static bool make_run_dir(const char *who, const char *base, char *out,
                          size_t size)
 {
     sc_test_tmp_sweep(base);
-    /* Made under a name no sweep takes (NEW_PREFIX), locked, then renamed
-     * to its run name: a sweep never sees it unlocked, whatever it reads
-     * of its pid (from another pid namespace, the pid says nothing). */
+    /* Made under NEW_PREFIX and this pid, locked, then renamed to its run
+     * name: a sweep never sees a run directory unlocked, whatever it
+     * reads of its pid (from another pid namespace, the pid says
+     * nothing). A sweep takes a NEW_PREFIX one whose pid is gone and
+     * whose lock is free: one left by a crash before its rename, or, read
+     * from another pid namespace, this one before it is locked; then the
+     * open, or the rename (of a directory removed under its lock), fails
+     * with ENOENT and another is made. */
     char tmp[4096], dir[4096];
-    if (snprintf(tmp, sizeof(tmp), "%s/" NEW_PREFIX "%d.XXXXXX", base,
-                 (int)getpid()) >= (int)sizeof(tmp) ||
-        snprintf(dir, sizeof(dir), "%s/" PREFIX "%d.XXXXXX", base,
-                 (int)getpid()) >= (int)size ||
-        mkdtemp(tmp) == NULL) {
-        fprintf(stderr, "%s: cannot make a directory in %s: %s\n", who, base,
-                strerror(errno));
-        return false;
-    }
-    memcpy(dir + strlen(dir) - 6, tmp + strlen(tmp) - 6, 6);
-    /* Held until exit (in forks too: the directory stays theirs while
-     * they run). */
-    int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || flock(fd, LOCK_EX) != 0 ||
-        renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) != 0) {
-        fprintf(stderr, "%s: cannot lock %s and name it %s: %s\n", who, tmp,
-                dir, strerror(errno));
+    int fd = -1;
+    for (int tries = 0;; tries++) {
+        if (snprintf(tmp, sizeof(tmp), "%s/" NEW_PREFIX "%d.XXXXXX", base,
+                     (int)getpid()) >= (int)sizeof(tmp) ||
+            snprintf(dir, sizeof(dir), "%s/" PREFIX "%d.XXXXXX", base,
+                     (int)getpid()) >= (int)size ||
+            mkdtemp(tmp) == NULL) {
+            fprintf(stderr, "%s: cannot make a directory in %s: %s\n", who,
+                    base, strerror(errno));
+            return false;
+        }
+        memcpy(dir + strlen(dir) - 6, tmp + strlen(tmp) - 6, 6);
+        if (sc_test_tmp_new_hook != NULL) {
+            sc_test_tmp_new_hook(tmp);
+        }
+        /* Held until exit (in forks too: the directory stays theirs while
+         * they run). */
+        fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_EX) == 0 &&
+            renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) == 0) {
+            break;
+        }
+        int err = errno;
         if (fd >= 0) {
             close(fd);
         }
         rmdir(tmp);
-        return false;
+        if (err != ENOENT || tries + 1 == MAKE_TRIES) {
+            fprintf(stderr, "%s: cannot lock %s and name it %s: %s\n", who, tmp,
+                    dir, strerror(err));
+            return false;
+        }
     }
     snprintf(out, size, "%s", dir);
     if (run_owner != getpid()) {

@@ -8,9 +8,12 @@
  * process is gone: no process has its pid, and its flock (taken on the
  * directory by its process, held until that exits) is free. A live run's
  * directory is never removed; a pid taken again by another process only
- * keeps a dead one's until that one ends too. A directory is made under a
- * name no sweep takes (.semcache-new.PID.XXXXXX), locked, then renamed:
- * no sweep finds it unlocked (one left by a crash in that instant stays).
+ * keeps a dead one's until that one ends too. A directory is made as
+ * .semcache-new.PID.XXXXXX, locked, then renamed: no sweep finds a run
+ * directory unlocked. A sweep removes such a .semcache-new.PID.* by the
+ * same rules (one left by a crash before its rename); one it takes from
+ * an owner in another pid namespace before that locks it, the owner
+ * finds gone and makes again.
  *
  * BASE is Python's tempfile.gettempdir(): the first of $TMPDIR, $TEMP,
  * $TMP, /tmp, /var/tmp, /usr/tmp and the working directory where a file
@@ -52,9 +55,16 @@ void sc_test_tmp_remove(const char *path);
  * it is, to go at the exit). */
 int sc_test_tmp_keep(const char *who, const char *path, char *out, size_t size);
 
-/* Removes the directories of base named semcache-run.PID.* whose process
- * is gone (see above); returns how many it removed. The sweep
- * sc_test_tmp_dir() makes; for tests of this helper. */
+/* Removes the directories of base named semcache-run.PID.* or
+ * .semcache-new.PID.* whose process is gone (see above); returns how
+ * many it removed. The sweep sc_test_tmp_dir() makes; for tests of this
+ * helper. */
 int sc_test_tmp_sweep(const char *base);
+
+/* For tests of this helper: when set, called with the path of each
+ * .semcache-new.PID.XXXXXX directory just made, before it is opened and
+ * locked (test_ctmp removes it there, as a sweep from another pid
+ * namespace could). NULL by default. */
+extern void (*sc_test_tmp_new_hook)(const char *path);
 
 #endif

@@ -7,7 +7,10 @@ the holder test_ctmp): a process's files are in its directory,
 $TMPDIR/semcache-run.PID.XXXXXX; it goes at a normal exit and, for
 Python, on SIGTERM; one left by a SIGKILL is removed by the next test
 process to start, Python or C, while the directory of a live process, or
-of a dead pid whose lock is held, is kept. With --persist PATH, a real C
+of a dead pid whose lock is held, is kept; so is a killed C test's while
+a child it forked runs. A .semcache-new.PID.* left by a crash before its
+rename is swept by the same rules, and an owner whose new directory is
+swept before it locks it makes another. With --persist PATH, a real C
 test (test_persist) killed midway leaves nothing the next one does not
 remove (it used to leave /tmp/semcache-persist-test-PID). C picks the
 base Python does when TMPDIR cannot be used ($TEMP, $TMP, /tmp...), and
@@ -47,6 +50,13 @@ import testtmp
 if sys.argv[2] == "semcache":
     import test_semcache
     run = testtmp.run_dir()  # test_semcache's tempfile.tempdir, if it set it
+elif sys.argv[2] == "swept":  # its first new directory swept unlocked
+    import shutil
+    def sweep_first(path):
+        testtmp._new_hook = None
+        shutil.rmtree(path)
+    testtmp._new_hook = sweep_first
+    run = testtmp.use()
 elif sys.argv[2] == "short":
     testtmp.use()
     run = testtmp.short_dir(60)
@@ -276,6 +286,72 @@ def test_bases(ctmp):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def test_new_leftovers(ctmp):
+    """A .semcache-new.PID.* directory (made before it is locked and
+    named) left by a crash before its rename is removed by the next
+    sweep, C or Python, once its pid is gone and its lock free (it was
+    never swept); a live pid's, or a dead pid's whose lock is held, is
+    kept. One swept before its owner locked it (a sweep that misread the
+    owner's pid from another pid namespace) makes the owner make another:
+    it still gets a run directory, C and Python."""
+    base = tempfile.mkdtemp()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    new = testtmp.NEW_PREFIX
+
+    def leftover(name):
+        path = os.path.join(base, name)
+        os.mkdir(path)
+        open(os.path.join(path, "file"), "w").close()
+        return path
+
+    def news():
+        return sorted(n for n in os.listdir(base) if n.startswith(new))
+
+    dead_c = leftover(f"{new}{gone.pid}.AbC123")
+    dead_py = leftover(f"{new}{gone.pid}.xyz_1234")
+    live = leftover(f"{new}{os.getpid()}.LiVe12")
+    held = leftover(f"{new}{gone.pid}.HeLd12")
+    fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    odd = leftover(f"{new}x{gone.pid}.AbC123")  # no pid: not ours
+    out = subprocess.run([ctmp, "sweep", base], capture_output=True,
+                         text=True, env=env_in(base)).stdout.strip()
+    check(out == "2" and news() == sorted(
+        os.path.basename(p) for p in (live, held, odd)),
+        f"a C sweep removes the dead pid's {new}PID.* left by a crash, "
+        f"keeps a live pid's, a held one and one of no pid: {out}, "
+        f"{news()}")
+    dead2 = leftover(f"{new}{gone.pid}.ZZzz9999")
+    n = testtmp.sweep(base)
+    check(n == 1 and not os.path.exists(dead2) and os.path.exists(live) and
+          os.path.exists(held),
+          f"and a Python sweep the same: {n}, {news()}")
+    os.close(fd)
+    check(testtmp.sweep(base) == 1 and not os.path.exists(held),
+          f"the held one goes once its lock is free: {news()}")
+    check(not os.path.exists(dead_c) and not os.path.exists(dead_py),
+          f"both dead ones gone: {news()}")
+    shutil.rmtree(live)
+    shutil.rmtree(odd)
+
+    # Its new directory swept before it locked it: the owner makes
+    # another, C and Python.
+    for who, (proc, line) in (("C", c_holder(ctmp, base, args=["swept"])),
+                              ("Python", py_holder(base, "swept"))):
+        ok = (len(line) >= 1 and os.path.dirname(line[0]) == base and
+              os.path.basename(line[0]).startswith(
+                  f"{testtmp.PREFIX}{proc.pid}.") and
+              os.path.isdir(line[0]))
+        check(ok and news() == [],
+              f"{who}: its {new}PID.* swept before it is locked, it makes "
+              f"another: {line}, {runs(base)} {news()}")
+        release(proc)
+    check(runs(base) == [] and news() == [],
+          f"and both go at the exit: {runs(base)} {news()}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 CLI_SERVER = """#!/bin/sh
 echo "$@" >"$CLI_MARK.tmp" && mv "$CLI_MARK.tmp" "$CLI_MARK"
 exec cat >/dev/null
@@ -430,6 +506,7 @@ def main():
     ctmp = argv[argv.index("--ctmp") + 1]
     test_python_and_c(ctmp)
     test_bases(ctmp)
+    test_new_leftovers(ctmp)
     test_cli_lock()
     if "--persist" in argv:
         test_killed_c_test(argv[argv.index("--persist") + 1])

@@ -12,7 +12,12 @@ directory. The next test process to make its own removes every one whose
 process is gone: no process has its pid, and its flock (taken on the
 directory by its process, held until that exits) is free. A live run's
 directory is never removed; a pid taken again by another process only
-keeps a dead one's until that one ends too."""
+keeps a dead one's until that one ends too. A directory is made as
+.semcache-new.PID.XXXXXXXX, locked, then renamed: no sweep finds a run
+directory unlocked. A sweep removes such a .semcache-new.PID.* by the
+same rules (one left by a crash before its rename); one it takes from an
+owner in another pid namespace before that locks it, the owner finds
+gone and makes again."""
 import atexit
 import fcntl
 import os
@@ -22,7 +27,14 @@ import signal
 import tempfile
 
 PREFIX = "semcache-run."
-NEW_PREFIX = ".semcache-new."  # before it is locked: never swept
+NEW_PREFIX = ".semcache-new."  # before it is locked and named
+MAKE_TRIES = 8  # a directory swept before it was locked: made anew
+_NAME = re.compile(
+    f"(?:{re.escape(PREFIX)}|{re.escape(NEW_PREFIX)})([0-9]+)\\..+")
+
+# For tests of this module: when set, called with the path of each
+# .semcache-new.PID.* directory just made, before it is opened and locked.
+_new_hook = None
 
 _dir = None
 _short = None  # under /tmp, when _dir is too long for a socket path
@@ -42,15 +54,16 @@ def _alive(pid):
 
 
 def sweep(base):
-    """Removes the directories of base named semcache-run.PID.* whose
-    process is gone (see the module's comment); how many it removed."""
+    """Removes the directories of base named semcache-run.PID.* or
+    .semcache-new.PID.* whose process is gone (see the module's
+    comment); how many it removed."""
     removed = 0
     try:
         names = os.listdir(base)
     except OSError:
         return 0
     for name in names:
-        m = re.fullmatch(re.escape(PREFIX) + r"(\d+)\..+", name)
+        m = _NAME.fullmatch(name)
         if not m or _alive(int(m.group(1))):
             continue
         path = os.path.join(base, name)
@@ -62,6 +75,9 @@ def sweep(base):
         try:
             # Its owner holds this lock while it runs (in another pid
             # namespace, too); a sweep beside this one while it removes.
+            # A NEW_PREFIX one is not locked yet by an owner in another
+            # pid namespace whose pid this sweep misread: removed, its
+            # owner makes another (_make()).
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
@@ -90,17 +106,39 @@ def _make(base):
     locked until exit; its path."""
     global _owner
     sweep(base)
-    # Made under a name no sweep takes, locked, then renamed to its run
-    # name: a sweep never sees it unlocked, whatever it reads of its pid
-    # (from another pid namespace, the pid says nothing).
-    new = tempfile.mkdtemp(prefix=f"{NEW_PREFIX}{os.getpid()}.", dir=base)
-    fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)  # held until exit
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    d = os.path.join(base, PREFIX + os.path.basename(new)[len(NEW_PREFIX):])
-    if os.path.lexists(d):
-        os.rmdir(new)
-        raise FileExistsError(f"{d} exists")
-    os.rename(new, d)
+    # Made under NEW_PREFIX and this pid, locked, then renamed to its run
+    # name: a sweep never sees a run directory unlocked, whatever it reads
+    # of its pid (from another pid namespace, the pid says nothing). A
+    # sweep takes a NEW_PREFIX one whose pid is gone and whose lock is
+    # free: one left by a crash before its rename, or, read from another
+    # pid namespace, this one before it is locked; then the open, or the
+    # rename (of a directory removed under its lock), finds it gone and
+    # another is made.
+    for tries in range(MAKE_TRIES):
+        new = tempfile.mkdtemp(prefix=f"{NEW_PREFIX}{os.getpid()}.",
+                               dir=base)
+        d = os.path.join(base,
+                         PREFIX + os.path.basename(new)[len(NEW_PREFIX):])
+        if _new_hook is not None:
+            _new_hook(new)
+        fd = None
+        try:
+            fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)  # held to exit
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.lexists(d):
+                raise FileExistsError(f"{d} exists")
+            os.rename(new, d)
+            break
+        except BaseException as e:
+            if fd is not None:
+                os.close(fd)
+            try:
+                os.rmdir(new)
+            except OSError:
+                pass
+            if (not isinstance(e, FileNotFoundError) or
+                    tries + 1 == MAKE_TRIES):
+                raise
     if _owner != os.getpid():
         _owner = os.getpid()
         atexit.register(_remove)
