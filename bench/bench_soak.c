@@ -704,8 +704,14 @@ int bench_restart(const char *server, const char *url, const char *threads,
                     free(rep);
                     rss1 = rss_kb(pid);
                 }
-                ok = up && restored == n && stop_server(pid) == 0;
-                pid = -1;
+                /* Stopped whatever it restored: one left running (it was
+                 * when restored != n) held the address, so the next
+                 * modes could not listen, and outlived bench_service. */
+                int stopped_again = up && stop_server(pid) == 0;
+                ok = up && restored == n && stopped_again;
+                if (up) {
+                    pid = -1; /* reaped by stop_server(); else killed below */
+                }
             }
         }
         if (pid > 0) {

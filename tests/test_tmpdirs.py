@@ -18,8 +18,9 @@ a long TMPDIR gives ipc:// sockets a short directory under /tmp. With --bench
 BENCH --server SEMCACHED, bench_service's --restart and --proxy, run with
 a TMPDIR holding a space and quotes, remove their data directories and
 nothing beside them (they used to through a shell's "rm -rf"), and a
-failed soak's log outlives bench_service's exit, moved out of its run
-directory to $TMPDIR/semcache-kept.XXXXXX.
+failed soak's log, and a failed restart's, outlives bench_service's
+exit, moved out of its run directory to $TMPDIR/semcache-kept.XXXXXX
+(a failed restart stops the semcached it started again, too).
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import fcntl
 import os
@@ -501,6 +502,88 @@ def test_bench_keeps(bench, server):
     shutil.rmtree(base, ignore_errors=True)
 
 
+# A stand-in semcached for --restart: the real one, but every second
+# start (the restart) gets an empty data directory of its own, so that
+# nothing is restored and the restart fails at once.
+RESTART_SERVER = """#!/bin/sh
+n=$(cat "$RS_COUNT" 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" >"$RS_COUNT"
+prev=
+for a do
+    shift
+    orig=$a
+    if [ "$prev" = --data-dir ] && [ $((n % 2)) = 0 ]; then
+        a="$RS_EMPTY.$n"
+        mkdir -p "$a"
+    fi
+    set -- "$@" "$a"
+    prev=$orig
+done
+exec "$RS_REAL" "$@"
+"""
+
+
+def test_restart_keeps(bench, server):
+    """A failed restart (--restart: its second starts, through a
+    stand-in, get empty data directories: nothing restored) keeps each
+    mode's directory, with semcached's log, past bench_service's exit:
+    moved to $TMPDIR/semcache-kept.XXXXXX, out of the run directory that
+    goes (969d848 did it; only the soak's was tested)."""
+    base = tempfile.mkdtemp()
+    runs_base = os.path.join(base, "runs")
+    os.mkdir(runs_base)
+    stand_in = os.path.join(base, "server.sh")
+    with open(stand_in, "w") as f:
+        f.write(RESTART_SERVER)
+    os.chmod(stand_in, 0o755)
+    env = dict(env_in(runs_base), RS_REAL=os.path.abspath(server),
+               RS_COUNT=os.path.join(base, "count"),
+               RS_EMPTY=os.path.join(base, "empty"))
+    # 1000 entries: a log past the snapshot mode's --compact-bytes (1 MiB,
+    # the least semcached takes), which waits for a compaction.
+    try:
+        r = subprocess.run([bench, "--restart", "1000", "--server",
+                            stand_in], capture_output=True, text=True,
+                           env=env, timeout=240)
+    except subprocess.TimeoutExpired as e:  # killed; said as a failure
+        r = subprocess.CompletedProcess(e.cmd, "timed out",
+                                        "", (e.stderr or b"").decode())
+    said = [ln.split("restart: kept ", 1)[1].rsplit(" (", 1)[0]
+            for ln in r.stderr.splitlines() if "restart: kept " in ln]
+    logs = [os.path.join(d, "semcached.log") for d in said]
+    kept_in = [os.path.dirname(os.path.dirname(d)) == runs_base and
+               os.path.basename(os.path.dirname(d)).startswith(
+                   "semcache-kept.") for d in said]
+    starts = open(env["RS_COUNT"]).read().strip() \
+        if os.path.exists(env["RS_COUNT"]) else "0"
+    # A restarted semcached that restored too little was left running
+    # (it held the address: the next modes could not listen, and the
+    # snapshot mode waited 120 s for a compaction), past the exit.
+    left = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if env["RS_EMPTY"].encode() in f.read():
+                    left.append(int(pid))
+        except (OSError, ValueError):
+            continue
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    check(left == [] and starts == "6",
+          f"each mode's semcached, restarts too, stopped by bench_service "
+          f"(6 starts: {starts}; left running: {left})")
+    check(r.returncode == 1 and len(said) == 3 and all(kept_in) and
+          all(os.path.isfile(g) and os.path.getsize(g) > 0 for g in logs) and
+          runs(runs_base) == [],
+          f"a failed restart keeps each mode's directory, with its log, "
+          f"past the exit, in {runs_base}/semcache-kept.*: rc "
+          f"{r.returncode}, {starts} starts, {said} "
+          f"{['exists' if os.path.isfile(g) else 'GONE' for g in logs]}, "
+          f"{sorted(os.listdir(runs_base))}: {r.stderr[-300:]}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     argv = sys.argv[1:]
     ctmp = argv[argv.index("--ctmp") + 1]
@@ -515,6 +598,8 @@ def main():
                          argv[argv.index("--server") + 1])
         test_bench_keeps(argv[argv.index("--bench") + 1],
                          argv[argv.index("--server") + 1])
+        test_restart_keeps(argv[argv.index("--bench") + 1],
+                           argv[argv.index("--server") + 1])
     p, f = test_semcache.passed, test_semcache.failed
     print(f"tmpdirs: {p} passed, {f} failed")
     return 1 if f or not p else 0
