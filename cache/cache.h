@@ -263,7 +263,8 @@ sc_err sc_cache_ns_create_for_insert(sc_cache *c, const char *name,
  * (copied). dim, storage, backend, nlist and train_min may change only while
  * the namespace has never held a vector; otherwise cfg's must be 0 / equal
  * (dim) and equal (the others), else SC_EINVAL. nprobe may change at any
- * time: every scope's index takes it at once. Lowered caps evict at once
+ * time: every scope's index takes it at once, for its searches that begin
+ * after, waiting for no training's held round. Lowered caps evict at once
  * (LRU first). A new TTL applies to entries inserted from now on; a new mode
  * to hits from now on. Errors: SC_ENONS, SC_EINVAL, SC_ERANGE, SC_ENOTSUP.
  * On error nothing changes. */

@@ -1,6 +1,7 @@
 // faiss_check.cpp - what index/ivf.c does to FAISS through C++ because its
 // C API (1.7.3) cannot: a check of an index read from a file, a training's
-// interrupt, and a compaction's relabelling of the inverted lists (below).
+// interrupt, a compaction's relabelling of the inverted lists, and a search
+// with its own nprobe (below).
 // The check: FAISS's C API does not say how an IVF index read from a file
 // encodes its vectors (its faiss_Index_sa_code_size even forgets to set its
 // result), and FAISS trusts those fields of the file when it adds: an SQ8
@@ -135,6 +136,28 @@ extern "C" int sc_faiss_ivf_relabel(void *index, const uint32_t *to, size_t n)
                 // Larger than needed, still correct.
             }
         }
+        return 0;
+    } catch (...) {
+        return -1;
+    }
+}
+
+// An IVF search with its nprobe given per call (FAISS's SearchParametersIVF;
+// the C API of 1.7.3 has no search parameters): ivf.c keeps nprobe itself,
+// so that setting it writes nothing FAISS reads and waits for no lock. The
+// index's own nprobe field is never read: every search passes one. FAISS
+// takes min(nprobe, nlist), as it does with its field, and max_codes 0 (no
+// limit) and no IDSelector, as the field's search has. Returns 0, or -1
+// when FAISS threw (its message is dropped, as a search's is in ivf.c).
+extern "C" int sc_faiss_ivf_search(const void *index, int64_t n, const float *x,
+                                   int64_t k, size_t nprobe, float *dist,
+                                   int64_t *lab)
+{
+    try {
+        faiss::SearchParametersIVF sp;
+        sp.nprobe = nprobe;
+        static_cast<const faiss::Index *>(index)->search(n, x, k, dist, lab,
+                                                         &sp);
         return 0;
     } catch (...) {
         return -1;

@@ -1,6 +1,7 @@
 /* index.c - the sc_index wrappers: validation, normalisation, locking, and
  * the table of backends. Backends see only unit vectors of the right
- * dimension and are called under the index's read or write lock. */
+ * dimension and are called under the index's read or write lock (but
+ * train, train_stats and set_nprobe, which order themselves). */
 #define _GNU_SOURCE
 #include "index/index.h"
 
@@ -246,10 +247,11 @@ sc_err sc_index_set_nprobe(sc_index *ix, uint32_t nprobe)
     if (nprobe < 1 || nprobe > 65536) {
         return SC_ERANGE;
     }
-    pthread_rwlock_wrlock(&ix->lock);
-    sc_err rc = ix->be->set_nprobe(ix->state, nprobe);
-    pthread_rwlock_unlock(&ix->lock);
-    return rc;
+    /* No lock, like sc_index_get_train_stats: the backend keeps nprobe
+     * in an atomic that each search reads once. Taking ix->lock for
+     * writing waited for an IVF add waiting out a held round, and held
+     * every search behind it (the lock prefers writers). */
+    return ix->be->set_nprobe(ix->state, nprobe);
 }
 
 void sc_index_close(sc_index *ix)

@@ -141,6 +141,8 @@ typedef struct sc_index_backend {
     /* Optional (NULL: nothing to stop): cancels a training in flight and
      * waits for it to end, before close; the state is then only closed. */
     void (*stop)(void *state);
+    /* Optional. Called with no lock held (it must wait for nothing):
+     * searches that begin after it returns use the new nprobe. */
     sc_err (*set_nprobe)(void *state, uint32_t nprobe);
     sc_err (*save)(void *state, const char *path);
     sc_err (*load)(const sc_index_params *p, const char *path, void **state);
@@ -328,7 +330,11 @@ int sc_index_changes_may_wait(sc_index *ix);
  * without FAISS). */
 sc_err sc_index_get_train_stats(sc_index *ix, sc_index_train_stats *out);
 
-/* Lists visited per IVF query (1..65536). Errors: SC_ENOTSUP, SC_ERANGE. */
+/* Lists visited per IVF query (1..65536), from the next search on; a
+ * search in flight keeps the nprobe it began with. Takes no lock and
+ * waits for nothing: not for a training's held round nor for a change
+ * waiting for one, and it holds no search back. Errors: SC_ENOTSUP,
+ * SC_ERANGE. */
 sc_err sc_index_set_nprobe(sc_index *ix, uint32_t nprobe);
 
 /* Writes the whole index (ids, f32 rows and, when trained, the FAISS index

@@ -95,7 +95,11 @@ typedef struct ivf {
     kind kind;
     int auto_nlist;
     uint32_t nlist_cfg;
-    uint32_t nprobe;
+    /* Lists a query visits: read once by each search and passed to FAISS
+     * with it (sc_faiss_ivf_search), so that ivf_set_nprobe takes no lock
+     * and waits for nothing (a held round, an add's turn); FAISS's own
+     * nprobe field is never set nor read. Relaxed: it orders nothing. */
+    _Atomic uint32_t nprobe;
     uint32_t rerank;
     uint32_t train_min;
     const sc_simd_kernels *kern;
@@ -256,7 +260,7 @@ static sc_err ivf_open_kind(const sc_index_params *p, kind k, int is_auto,
     v->kind = k;
     v->auto_nlist = p->nlist == 0;
     v->nlist_cfg = p->nlist;
-    v->nprobe = p->nprobe ? p->nprobe : DEFAULT_NPROBE;
+    atomic_init(&v->nprobe, p->nprobe ? p->nprobe : DEFAULT_NPROBE);
     v->rerank = p->rerank ? p->rerank : DEFAULT_RERANK;
     if (v->rerank > MAX_CAND) {
         v->rerank = MAX_CAND;
@@ -945,8 +949,6 @@ static sc_err swap_in(ivf *v, FaissIndex *fx, size_t done, FaissIndex **old)
     }
     v->reclaims += keep < v->pend.n;
     v->pend.n = keep;
-    /* nprobe may have changed while it trained: set it here, under sw. */
-    faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(fx), v->nprobe);
     *old = v->fx;
     v->fx = fx;
     return SC_OK;
@@ -1162,15 +1164,15 @@ static sc_err ivf_train_stats(void *state, sc_index_train_stats *out)
     return SC_OK;
 }
 
+/* No lock: the searches that begin after it returns visit nprobe lists;
+ * one in flight keeps the nprobe it began with (a batch too, for all its
+ * queries). Before, it wrote FAISS's field under sw for writing, and
+ * waited for a held round (and, in the wrapper, for an add waiting for
+ * its turn), holding every search that came after it. */
 static sc_err ivf_set_nprobe(void *state, uint32_t nprobe)
 {
     ivf *v = state;
-    pthread_rwlock_wrlock(&v->sw);
-    v->nprobe = nprobe;
-    if (v->fx != NULL) {
-        faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(v->fx), nprobe);
-    }
-    pthread_rwlock_unlock(&v->sw);
+    atomic_store_explicit(&v->nprobe, nprobe, memory_order_relaxed);
     return SC_OK;
 }
 
@@ -1877,10 +1879,17 @@ static size_t grow_kc(size_t kc, size_t lim)
     return kc * 4 > lim ? lim : kc * 4;
 }
 
+/* FAISS's search of n queries, visiting nprobe lists (v->nprobe, read
+ * once by the caller). */
+int sc_faiss_ivf_search(const void *index, int64_t n, const float *x, int64_t k,
+                        size_t nprobe, float *dist, int64_t *lab);
+
 /* One trained query from kc candidates on, growing kc while tombstones
- * crowd them out. Caller holds sw for reading; v->fx != NULL. */
+ * crowd them out, visiting nprobe lists. Caller holds sw for reading;
+ * v->fx != NULL. */
 static sc_err search_from(ivf *v, const float *q, unsigned k, float threshold,
-                          size_t kc, sc_hit *hits, unsigned *nhits)
+                          uint32_t nprobe, size_t kc, sc_hit *hits,
+                          unsigned *nhits)
 {
     size_t lim = cand_limit(v, k, (size_t)faiss_Index_ntotal(v->fx));
     cand top[SC_INDEX_MAX_K];
@@ -1901,7 +1910,8 @@ static sc_err search_from(ivf *v, const float *q, unsigned k, float threshold,
                 break;
             }
         }
-        if (faiss_Index_search(v->fx, 1, q, (idx_t)kc, dist, lab) != 0) {
+        if (sc_faiss_ivf_search(v->fx, 1, q, (int64_t)kc, nprobe, dist, lab) !=
+            0) {
             /* Search is const in FAISS; v->ferr is not written from here
              * (readers run concurrently), the message is dropped. */
             rc = SC_EBACKEND;
@@ -1930,7 +1940,9 @@ static sc_err search_one(ivf *v, const float *q, unsigned k, float threshold,
         return search_exact(v, q, 1, k, threshold, hits, nhits, y);
     }
     size_t total = (size_t)faiss_Index_ntotal(v->fx);
-    return search_from(v, q, k, threshold, first_kc(v, k, total), hits, nhits);
+    return search_from(v, q, k, threshold,
+                       atomic_load_explicit(&v->nprobe, memory_order_relaxed),
+                       first_kc(v, k, total), hits, nhits);
 }
 
 static sc_err ivf_search(void *state, const float *q, unsigned k,
@@ -1974,6 +1986,8 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
     size_t total = (size_t)faiss_Index_ntotal(v->fx);
     size_t kc = first_kc(v, k, total);
     size_t lim = cand_limit(v, k, total);
+    /* One nprobe for the whole batch, its queries that go on alone too. */
+    uint32_t np = atomic_load_explicit(&v->nprobe, memory_order_relaxed);
     size_t chunk =
         BATCH_RESULT_BYTES / (kc ? kc : 1) / (sizeof(float) + sizeof(idx_t));
     if (chunk == 0) {
@@ -1990,16 +2004,16 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
         free(dist);
         free(lab);
         for (size_t i = 0; i < nq && rc == SC_OK; i++) {
-            rc = search_from(v, qs + i * v->dim, k, threshold, kc, hits + i * k,
-                             nhits + i);
+            rc = search_from(v, qs + i * v->dim, k, threshold, np, kc,
+                             hits + i * k, nhits + i);
         }
         goto out;
     }
     for (size_t b = 0; b < nq && rc == SC_OK; b += chunk) {
         size_t nb = nq - b < chunk ? nq - b : chunk;
         const float *bq = qs + b * v->dim;
-        if (faiss_Index_search(v->fx, (idx_t)nb, bq, (idx_t)kc, dist, lab) !=
-            0) {
+        if (sc_faiss_ivf_search(v->fx, (int64_t)nb, bq, (int64_t)kc, np, dist,
+                                lab) != 0) {
             rc = SC_EBACKEND;
             break;
         }
@@ -2009,7 +2023,7 @@ static sc_err ivf_search_batch(void *state, const float *qs, size_t nq,
             unsigned nt = 0;
             if (rescore(v, q, dist + i * kc, lab + i * kc, kc, lim, k,
                         threshold, top, &nt)) {
-                rc = search_from(v, q, k, threshold, grow_kc(kc, lim),
+                rc = search_from(v, q, k, threshold, np, grow_kc(kc, lim),
                                  hits + (b + i) * k, nhits + b + i);
             } else {
                 emit(v, top, nt, threshold, hits + (b + i) * k, nhits + b + i);
@@ -2213,7 +2227,6 @@ static sc_err ivf_load_kind(const sc_index_params *p, kind k, int is_auto,
             rc = SC_EBADFILE;
             goto fail;
         }
-        faiss_IndexIVF_set_nprobe(iv, v->nprobe);
         v->fx = fx;
         note_fx_rows(v);
         v->trained_n = trained_n_of(tn);
@@ -2388,7 +2401,6 @@ static sc_err ivf_load_training(void *state, const char *path)
         if (v->fx != NULL) {
             faiss_Index_free(v->fx);
         }
-        faiss_IndexIVF_set_nprobe(faiss_IndexIVF_cast(fx), v->nprobe);
         v->fx = fx;
         note_fx_rows(v);
         if (v->tmpl != NULL) {

@@ -4537,6 +4537,87 @@ static void test_lookup_beside_held_insert(void)
     held_close(&h);
 }
 
+/* A configure's new nprobe, made while an insert into the training scope
+ * waits at its add for a held round, must not wait for the round, nor
+ * hold the namespace's lookups: the configure returns, and a vector
+ * lookup in the training scope (its index's search) and an exact hit are
+ * answered, before the round ends (the event hook waits for them, 10 s at
+ * most: then they waited). Before, the configure set the nprobe under
+ * the namespace's mutex, taking the index's locks for writing behind the
+ * add and the round, and every lookup of the namespace waited behind it.
+ * The new nprobe is the namespace's at once, and the scope's index, its
+ * training swapped in, answers with it: the insert's vector found. */
+static void test_nprobe_beside_held_insert(void)
+{
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    uint64_t seed = 31;
+    held_ins h = HELD_INS_INIT;
+    held_open(&h, &seed, 11);
+    sc_cache *c = h.c;
+    float v[BD];
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    bvec(h.centres, 3, &seed, v);
+    it.text = "held question";
+    it.text_len = strlen(it.text);
+    it.vec = v;
+    it.dim = BD;
+    it.response = "exact";
+    it.response_len = 5;
+    CHECK_EQ_INT(sc_cache_insert(c, "v", &it, NULL), SC_OK);
+    sc_cache_set_index_add_hook(held_ins_add, &h);
+    CHECK(held_train(&h, &seed, held_ins_event, v));
+    bvec(h.centres, 7, &seed, h.vec);
+    pthread_t it_th;
+    CHECK(pthread_create(&it_th, NULL, held_ins_main, &h) == 0);
+    CHECK(test_gate_wait(&h.add, &h.add.entered));
+    /* The insert is at its add, which waits for the held round. */
+    sc_ns_config cfg;
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "v", &cfg), SC_OK);
+    CHECK_EQ_INT(cfg.nprobe, 16);
+    cfg.nprobe = 8;
+    sc_err crc = sc_cache_ns_configure(c, "v", &cfg);
+    sc_cache_query qq;
+    memset(&qq, 0, sizeof(qq));
+    qq.vec = v; /* the last entry the test inserted before the round */
+    qq.dim = BD;
+    sc_cache_result r1, r2;
+    CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r1), SC_OK);
+    memset(&qq, 0, sizeof(qq));
+    qq.text = "held question";
+    qq.text_len = strlen(qq.text);
+    CHECK_EQ_INT(sc_cache_lookup(c, "v", &qq, &r2), SC_OK);
+    test_gate_set(&h.round, &h.round.done);
+    pthread_join(it_th, NULL);
+    held_unhook();
+    sc_cache_set_index_add_hook(NULL, NULL);
+    fprintf(stderr,
+            "a configure's nprobe beside an insert waiting for a held round: "
+            "it and the lookups after it answered %s the round ended\n",
+            h.answered_in_round ? "before" : "after");
+    CHECK(h.answered_in_round);
+    CHECK_EQ_INT(crc, SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_get_config(c, "v", &cfg), SC_OK);
+    CHECK_EQ_INT(cfg.nprobe, 8);
+    char want[16];
+    snprintf(want, sizeof(want), "r%d", HELD_TM - 1);
+    CHECK(r1.hit && r1.layer == SC_LAYER_SEMANTIC &&
+          r1.response_len == strlen(want) &&
+          memcmp(r1.response, want, r1.response_len) == 0);
+    CHECK(r2.hit && r2.layer == SC_LAYER_EXACT && r2.response_len == 5 &&
+          memcmp(r2.response, "exact", 5) == 0);
+    sc_cache_result_fini(&r1);
+    sc_cache_result_fini(&r2);
+    CHECK_EQ_INT(h.rc, SC_OK);
+    char resp[16];
+    float sim;
+    bresp(c, "v", h.vec, resp, &sim);
+    CHECK(strcmp(resp, "r99999") == 0 && sim > 0.999f);
+    held_close(&h);
+}
+
 static void *held_del_main(void *arg)
 {
     held_ins *h = arg;
@@ -5023,6 +5104,7 @@ int main(void)
     test_drop_while_training(1);
     test_flush_close_not_shared();
     test_lookup_beside_held_insert();
+    test_nprobe_beside_held_insert();
     test_lookup_beside_held_removal();
     test_removal_crowd();
     test_ivf_abandoned_never_down();

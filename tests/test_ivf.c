@@ -507,6 +507,12 @@ static void test_static(const char *backend, double min_recall)
     printf("%s: recall@1 %.3f (nlist 128, nprobe 16)\n", backend, r);
     CHECK(r >= min_recall);
     test_training_file(backend, ix, flat);
+    /* A new nprobe takes effect at the next search: one list loses some
+     * queries' best, every list finds them all. */
+    CHECK(sc_index_set_nprobe(ix, 1) == SC_OK);
+    double r1 = compare(ix, flat, 0);
+    printf("%s: recall@1 %.3f (nprobe 1)\n", backend, r1);
+    CHECK(r1 < r);
     CHECK(sc_index_set_nprobe(ix, 128) == SC_OK);
     CHECK(compare(ix, flat, 0) == 1.0); /* every list: exact */
     CHECK(sc_index_set_nprobe(ix, 0) == SC_ERANGE);
@@ -1848,6 +1854,63 @@ static void test_search_beside_queued_changes(void)
     CHECK(after.faiss_rows == live);
 }
 
+/* A new nprobe neither waits for a held round nor holds searches back:
+ * it is the backend's, read by each search, not FAISS's field written
+ * under sw for writing. The hook holds a retraining in its first held
+ * round with an add queued behind it (SC_TRAIN_EV_QUEUED: the add holds
+ * the wrapper's lock for reading, and waits for its turn);
+ * sc_index_set_nprobe must return, and a search begun after it be
+ * answered, while the round is still held (10 s guard each, then they
+ * waited). Before, the set took the wrapper's lock for writing behind the
+ * add, then sw for writing behind the round, and the search waited
+ * behind it (a writer preferred) until the round ended. */
+typedef struct nprobe_set {
+    sc_index *ix;
+    uint32_t nprobe;
+    test_gate g; /* done: returned */
+    sc_err rc;
+} nprobe_set;
+
+static void *nprobe_set_main(void *arg)
+{
+    nprobe_set *s = arg;
+    s->rc = sc_index_set_nprobe(s->ix, s->nprobe);
+    test_gate_set(&s->g, &s->g.done);
+    return NULL;
+}
+
+static void test_nprobe_in_held_round(void)
+{
+    held_train h = {
+        .g = TEST_GATE_INIT, .on_held = hold_first, .queued_want = 1};
+    held_begin(&h, true);
+    CHECK(held_wait(&h, &h.g.entered));
+    round_change ch = {.ix = h.ix, .id = 1u << 30, .add = true};
+    pthread_t ct, nt;
+    CHECK(pthread_create(&ct, NULL, round_change_main, &ch) == 0);
+    bool queued = test_gate_wait(&h.g, &h.g.done);
+    nprobe_set s = {.ix = h.ix, .nprobe = 1, .g = TEST_GATE_INIT};
+    CHECK(pthread_create(&nt, NULL, nprobe_set_main, &s) == 0);
+    bool set = test_gate_wait(&s.g, &s.g.done);
+    round_search q = {.g = TEST_GATE_INIT};
+    bool answered = round_search_run(&q, h.ix);
+    test_gate_set(&h.g, &h.g.open);
+    pthread_join(nt, NULL);
+    pthread_join(q.th, NULL);
+    pthread_join(ct, NULL);
+    sc_index_train_stats st = held_end(&h);
+    fprintf(stderr,
+            "nprobe set in a held round (an add queued behind it): %s it "
+            "ended, a search after it %s\n",
+            set ? "returned before" : "waited until",
+            answered ? "answered before" : "waited too");
+    CHECK(queued);
+    CHECK(set && s.rc == SC_OK);
+    CHECK(answered && q.rc == SC_OK && q.n == 2);
+    CHECK(ch.rc == SC_OK);
+    CHECK(st.trainings == 2 && st.last_held_rounds > 1);
+}
+
 /* Tombstones crowding out the live vectors: a retraining in flight (held
  * by the hook, before its copy) lets no removal reach FAISS, so the 5000
  * vectors nearest a query, deleted meanwhile, are still FAISS's best 5000
@@ -3150,6 +3213,7 @@ int main(void)
     test_close_in_held_round();
     test_search_between_held_rounds();
     test_search_beside_queued_changes();
+    test_nprobe_in_held_round();
     test_bad_labels();
     test_tombstones_change_nothing("ivf-flat");
     test_tombstones_change_nothing("ivf-sq8");
