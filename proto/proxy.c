@@ -777,7 +777,7 @@ static int buf_add(buf *b, const void *d, size_t n)
         b->over = true;
         return -1;
     }
-    /* n + 1 cannot pass SIZE_MAX: b->n + n is within b->max. */
+    /* n + 1 cannot pass SIZE_MAX: n is the size of an object in memory. */
     if (SC_VEC_RESERVE(b->p, b->cap, b->n, n + 1, 4096) != SC_OK) {
         return -1;
     }

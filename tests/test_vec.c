@@ -76,6 +76,10 @@ static void test_growth(void)
     CHECK_EQ_INT(bcap, 3);
     CHECK_EQ_INT(SC_VEC_RESERVE(b, bcap, 3, 5, 3), SC_OK);
     CHECK_EQ_INT(bcap, 12);
+    /* Doubling goes on from the capacity held, not from `first` again:
+     * 12 full, with another first (8) given, becomes 24, not 16. */
+    CHECK_EQ_INT(SC_VEC_RESERVE(b, bcap, 12, 1, 8), SC_OK);
+    CHECK_EQ_INT(bcap, 24);
     free(b);
 }
 
