@@ -25,6 +25,60 @@ sc_err sc_config_set_str(char **slot, const char *value)
     return SC_OK;
 }
 
+unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
+                                  FILE *f)
+{
+    /* Each setting only the patched nng applies (scripts/patches):
+     * whether cfg sets it, what it does on this build, and what the
+     * system's nng does instead. */
+    const struct {
+        const char *flag, *key;
+        bool set;
+        const char *effect, *instead;
+    } ignored[] = {
+        {"--reply-queue-max", "reply_queue_max", cfg->reply_queue_max != 0,
+         "has no effect", "keeps up to 64 replies a client, of any size"},
+        {"--reply-total-max", "reply_total_max", cfg->reply_total_max != 0,
+         "has no effect",
+         "sets no bound on the replies held for all clients "
+         "together"},
+        {"--reply-timeout", "reply_timeout", cfg->reply_timeout_ms != 0,
+         "has no effect", "writes an nng reply with no time limit"},
+        {"--http-max-conns", "http_max_conns", cfg->http_max_conns != 0,
+         "caps no HTTP connection (it only sets descriptors aside, out "
+         "of the nng clients' cap)",
+         "has no cap on HTTP connections"},
+        {"--http-stop-grace", "http_stop_grace", cfg->http_stop_grace_ms != 0,
+         "has no effect",
+         "stops at once, cutting the HTTP answers not yet written"},
+        {"--http-read-timeout", "http_read_timeout",
+         cfg->http_read_timeout_ms != 0, "has no effect",
+         "waits for a request's head with no time limit"},
+        {"--http-write-timeout", "http_write_timeout",
+         cfg->http_write_timeout_ms != 0, "has no effect",
+         "writes an HTTP answer with no time limit"},
+    };
+    if (nng_patched) {
+        return 0;
+    }
+    unsigned n = 0;
+    for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
+        if (!ignored[i].set) {
+            continue;
+        }
+        n++;
+        if (f != NULL) {
+            fprintf(f,
+                    "semcached: warning: %s (%s) %s: this build uses the "
+                    "system's nng, which %s (build with "
+                    "SEMCACHE_NNG_PATCHED=ON)\n",
+                    ignored[i].flag, ignored[i].key, ignored[i].effect,
+                    ignored[i].instead);
+        }
+    }
+    return n;
+}
+
 sc_err sc_config_init(sc_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));

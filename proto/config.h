@@ -5,8 +5,10 @@
 #ifndef SC_CONFIG_H
 #define SC_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cache/cache.h"
 #include "cache/persist.h"
@@ -116,6 +118,20 @@ void sc_config_fini(sc_config *cfg);
  * bytes); cfg may then hold part of the file and should be fini'ed. No
  * message ever holds a key's secret. */
 sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap);
+
+/* The settings a build on the system's nng (SEMCACHE_NNG_PATCHED=OFF, no
+ * SC_NNG_PATCHED) cannot apply: reply_queue_max, reply_total_max,
+ * reply_timeout, http_max_conns, http_stop_grace, http_read_timeout and
+ * http_write_timeout. When nng_patched is false, writes into f one
+ * warning line for each of them that cfg sets (non-zero: a flag or key
+ * gave it; the defaults are 0), naming its flag and key and what that nng
+ * does instead. Returns the number of lines: 0 when nng_patched or when
+ * cfg sets none. f may be NULL: the lines are then only counted. The
+ * caller decides what to do with them: semcached warns and starts (a
+ * file shared with patched builds still serves; the defaults of these
+ * settings are not applied there either). */
+unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
+                                  FILE *f);
 
 /* Replaces *slot (a string owned by cfg) with a copy of value. */
 sc_err sc_config_set_str(char **slot, const char *value);

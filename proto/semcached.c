@@ -1213,6 +1213,14 @@ int main(int argc, char **argv)
                         "act on the saved state, and persistence is off: "
                         "ignored\n");
     }
+    /* And settings this build's nng cannot apply: a warning, not a
+     * refusal, so that a configuration shared with patched builds still
+     * starts; these settings' defaults are not applied here either. */
+#ifdef SC_NNG_PATCHED
+    (void)sc_config_warn_unpatched(&conf, true, stderr);
+#else
+    (void)sc_config_warn_unpatched(&conf, false, stderr);
+#endif
     sc_server_config scfg;
     memset(&scfg, 0, sizeof(scfg));
     for (unsigned i = 0; i < conf.nlisten; i++) {

@@ -1,8 +1,10 @@
 /* test_config.c - semcached's configuration file (proto/config.h): every
- * key read, flags' defaults kept where the file is silent, and every kind of
- * bad file refused with a message naming the key. */
+ * key read, flags' defaults kept where the file is silent, every kind of
+ * bad file refused with a message naming the key, and the warnings for the
+ * settings a build on the system's nng cannot apply. */
 #define _GNU_SOURCE
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,6 +467,133 @@ static void test_http_timeouts(void)
     }
 }
 
+/* Writes sc_config_warn_unpatched's lines into a string (malloc'd, the
+ * caller frees it); *n gets its return value. */
+static char *unpatched_lines(const sc_config *cfg, bool patched, unsigned *n)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL) {
+        perror("open_memstream");
+        exit(1);
+    }
+    *n = sc_config_warn_unpatched(cfg, patched, f);
+    fclose(f);
+    return buf;
+}
+
+/* Lines in text (each ends in a newline). */
+static unsigned count_lines(const char *text)
+{
+    unsigned n = 0;
+    for (; *text != '\0'; text++) {
+        n += *text == '\n';
+    }
+    return n;
+}
+
+/* The settings a build on the system's nng cannot apply: set by a key (or
+ * a flag, which fills the same field), each is named on a warning line of
+ * its own on such a build, and on none on the patched one; the defaults,
+ * and the settings both builds apply, on none either way. */
+static void test_unpatched_warnings(void)
+{
+    static const struct {
+        const char *text, *flag, *key;
+    } cases[] = {
+        {"{\"reply_queue_max\": 1048576}", "--reply-queue-max",
+         "reply_queue_max"},
+        {"{\"reply_total_max\": 1048576}", "--reply-total-max",
+         "reply_total_max"},
+        {"{\"reply_timeout\": 30000}", "--reply-timeout", "reply_timeout"},
+        {"{\"http_max_conns\": 10}", "--http-max-conns", "http_max_conns"},
+        {"{\"http_stop_grace\": 2000}", "--http-stop-grace", "http_stop_grace"},
+        {"{\"http_read_timeout\": 30000}", "--http-read-timeout",
+         "http_read_timeout"},
+        {"{\"http_write_timeout\": 30000}", "--http-write-timeout",
+         "http_write_timeout"},
+    };
+    size_t ncases = sizeof(cases) / sizeof(cases[0]);
+    char msg[512];
+    unsigned n;
+    char *out;
+    for (size_t i = 0; i < ncases; i++) {
+        sc_config cfg;
+        sc_err rc = load(cases[i].text, &cfg, msg, sizeof(msg));
+        CHECK_EQ_INT(rc, SC_OK);
+        out = unpatched_lines(&cfg, false, &n);
+        CHECK_EQ_INT(n, 1);
+        CHECK_EQ_INT(count_lines(out), 1);
+        CHECK(strncmp(out, "semcached: warning: ", 20) == 0);
+        char named[128];
+        snprintf(named, sizeof(named), "%s (%s) ", cases[i].flag, cases[i].key);
+        CHECK(strstr(out, named) != NULL);
+        CHECK(strstr(out, "the system's nng") != NULL);
+        CHECK(strstr(out, "SEMCACHE_NNG_PATCHED=ON") != NULL);
+        if (n != 1 || strstr(out, named) == NULL) {
+            fprintf(stderr, "  %s: %s", cases[i].text, out);
+        }
+        free(out);
+        /* No other setting's flag on its line. */
+        for (size_t j = 0; j < ncases; j++) {
+            sc_config one;
+            CHECK_EQ_INT(load(cases[j].text, &one, msg, sizeof(msg)), SC_OK);
+            out = unpatched_lines(&one, false, &n);
+            snprintf(named, sizeof(named), "%s (", cases[i].flag);
+            CHECK((strstr(out, named) != NULL) == (i == j));
+            free(out);
+            sc_config_fini(&one);
+        }
+        out = unpatched_lines(&cfg, true, &n);
+        CHECK_EQ_INT(n, 0);
+        CHECK(out[0] == '\0');
+        free(out);
+        CHECK_EQ_INT(sc_config_warn_unpatched(&cfg, false, NULL), 1);
+        sc_config_fini(&cfg);
+    }
+
+    /* All of them together, from flags (as parse_args fills them). */
+    sc_config cfg;
+    sc_config_init(&cfg);
+    cfg.reply_queue_max = 1u << 20;
+    cfg.reply_total_max = 1u << 20;
+    cfg.reply_timeout_ms = 100;
+    cfg.http_max_conns = 1;
+    cfg.http_stop_grace_ms = 1;
+    cfg.http_read_timeout_ms = 100;
+    cfg.http_write_timeout_ms = 100;
+    out = unpatched_lines(&cfg, false, &n);
+    CHECK_EQ_INT(n, ncases);
+    CHECK_EQ_INT(count_lines(out), ncases);
+    for (size_t i = 0; i < ncases; i++) {
+        CHECK(strstr(out, cases[i].flag) != NULL);
+    }
+    free(out);
+    out = unpatched_lines(&cfg, true, &n);
+    CHECK_EQ_INT(n, 0);
+    CHECK(out[0] == '\0');
+    free(out);
+    sc_config_fini(&cfg);
+
+    /* The defaults, and settings both builds apply: no line. */
+    const char *silent[] = {
+        "{}",
+        "{\"max_clients\": 10, \"recv_max\": 4096, \"threads\": 2, "
+        "\"http\": \"127.0.0.1:8080\"}",
+    };
+    for (size_t i = 0; i < sizeof(silent) / sizeof(silent[0]); i++) {
+        CHECK_EQ_INT(load(silent[i], &cfg, msg, sizeof(msg)), SC_OK);
+        for (int patched = 0; patched < 2; patched++) {
+            out = unpatched_lines(&cfg, patched != 0, &n);
+            CHECK_EQ_INT(n, 0);
+            CHECK(out[0] == '\0');
+            free(out);
+        }
+        sc_config_fini(&cfg);
+    }
+}
+
 int main(void)
 {
     sc_test_tmp_path("config", dir, sizeof(dir), "config-XXXXXX");
@@ -475,6 +604,7 @@ int main(void)
     test_good();
     test_bad();
     test_http_timeouts();
+    test_unpatched_warnings();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0) {
