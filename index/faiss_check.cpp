@@ -1,7 +1,7 @@
 // faiss_check.cpp - what index/ivf.c does to FAISS through C++ because its
 // C API (1.7.3) cannot: a check of an index read from a file, a training's
-// interrupt, a compaction's relabelling of the inverted lists, and a search
-// with its own nprobe (below).
+// interrupt, a compaction's relabelling of the inverted lists, a search
+// with its own nprobe, and the bytes those lists hold (below).
 // The check: FAISS's C API does not say how an IVF index read from a file
 // encodes its vectors (its faiss_Index_sa_code_size even forgets to set its
 // result), and FAISS trusts those fields of the file when it adds: an SQ8
@@ -158,6 +158,38 @@ extern "C" int sc_faiss_ivf_search(const void *index, int64_t n, const float *x,
         sp.nprobe = nprobe;
         static_cast<const faiss::Index *>(index)->search(n, x, k, dist, lab,
                                                          &sp);
+        return 0;
+    } catch (...) {
+        return -1;
+    }
+}
+
+// What an IVF index's inverted lists take (ivf.c's ivf_memory): each
+// list's codes and labels at their capacity, which FAISS's C API does not
+// show. A list's vectors double when full, so they hold between once and
+// twice what they use; a shrink (sc_faiss_ivf_relabel) cuts them to their
+// size; a remove leaves them as they were. -1, *bytes untouched, when the
+// lists are not FAISS's arrays.
+extern "C" int sc_faiss_ivf_list_bytes(const void *index, size_t *bytes)
+{
+    try {
+        const auto *ivf = dynamic_cast<const faiss::IndexIVF *>(
+            static_cast<const faiss::Index *>(index));
+        const auto *al = ivf == nullptr
+                             ? nullptr
+                             : dynamic_cast<const faiss::ArrayInvertedLists *>(
+                                   ivf->invlists);
+        if (al == nullptr) {
+            return -1;
+        }
+        size_t b = 0;
+        for (size_t i = 0; i < al->ids.size(); i++) {
+            b += al->ids[i].capacity() * sizeof(faiss::Index::idx_t);
+        }
+        for (size_t i = 0; i < al->codes.size(); i++) {
+            b += al->codes[i].capacity();
+        }
+        *bytes = b;
         return 0;
     } catch (...) {
         return -1;

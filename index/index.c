@@ -500,6 +500,17 @@ size_t sc_index_memory(sc_index *ix)
     return n;
 }
 
+size_t sc_index_list_bytes(sc_index *ix)
+{
+    if (ix->be->list_bytes == NULL) {
+        return 0;
+    }
+    pthread_rwlock_rdlock(&ix->lock);
+    size_t n = ix->be->list_bytes(ix->state);
+    pthread_rwlock_unlock(&ix->lock);
+    return n;
+}
+
 size_t sc_index_heap_bytes(size_t n)
 {
     if (n == 0) {

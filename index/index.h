@@ -126,6 +126,8 @@ typedef struct sc_index_backend {
     sc_err (*compact)(void *state);
     size_t (*count)(const void *state);
     size_t (*memory)(const void *state);
+    /* Optional (NULL: 0): sc_index_list_bytes. */
+    size_t (*list_bytes)(const void *state);
     /* Optional (NULL: 0): sc_index_fixed_bytes less the wrapper's own. */
     size_t (*fixed_bytes)(const sc_index_params *p);
     /* What one live vector costs in an index opened with p (validated),
@@ -366,6 +368,14 @@ sc_err sc_index_load_training(sc_index *ix, const char *path);
 size_t sc_index_count(sc_index *ix);  /* live vectors */
 size_t sc_index_memory(sc_index *ix); /* bytes held for vectors and ids */
 
+/* The part of sc_index_memory that FAISS's inverted lists hold (a trained
+ * IVF index): each vector's code and label at the lists' capacity, which
+ * grows by doubling (between once and twice what they use), stays after
+ * removes and falls to their size at a shrink (sc_index_compact). 0 for
+ * flat and an untrained index. Takes the index's lock for reading and
+ * O(nlist) time. */
+size_t sc_index_list_bytes(sc_index *ix);
+
 /* What an index opened with p takes beyond what sc_index_vector_bytes
  * counts for its vectors, while it is small: its structures and, for flat,
  * its arrays rounded up to malloc chunks at one vector. Some hundreds of
@@ -386,8 +396,10 @@ size_t sc_index_heap_bytes(size_t n);
  * the round it was last freed in (4 bytes), the id map's slots, and
  * FAISS's own copy once trained (4 bytes a dimension for IVF-Flat and
  * "auto", 1 for SQ8, plus an 8-byte label) twice over: FAISS's inverted lists
- * grow by doubling and their capacity cannot be read, so their bound is counted
- * (docs/CONFIG.md); counted from the first vector. Not counted: our arrays
+ * grow by doubling, so their bound is counted (docs/CONFIG.md); counted from
+ * the first vector. sc_index_memory counts the lists' capacity instead
+ * (sc_index_list_bytes), between once and twice that, once just after a
+ * shrink. Not counted: our arrays
  * grown ahead of use (they double, or, full of tombstones waiting to be freed,
  * grow by room for a batch of them), searches' scratch, a training's transient
  * copy. 0 when p is invalid or its backend is not built. */

@@ -1460,14 +1460,15 @@ static size_t slot_bytes(size_t stride)
     return stride * sizeof(float) + sizeof(uint64_t) + 2 + sizeof(uint32_t);
 }
 
-/* FAISS's part of a vector once trained: its code in an inverted list (an
- * f32 copy for IVF-Flat, a byte a dimension for SQ8) and its label, at the
- * lists' capacity. Each list is a pair of std::vector that FAISS appends to
- * an entry at a time (a bulk add too), and whose capacity at least doubles
- * when full: a list holds up to twice what it uses (measured over all
- * lists: 1.5 to 1.6 times). The C API shows no capacity, so count the
- * bound: the byte caps then bound FAISS's lists from above (docs/CONFIG.md,
- * "What an IVF vector counts"). */
+/* FAISS's part of a vector once trained, as sc_index_vector_bytes counts
+ * it: its code in an inverted list (an f32 copy for IVF-Flat, a byte a
+ * dimension for SQ8) and its label, at the lists' capacity bound. Each
+ * list is a pair of std::vector that FAISS appends to an entry at a time
+ * (a bulk add too), and whose capacity at least doubles when full: a list
+ * holds up to twice what it uses (measured over all lists: 1.5 to 1.6
+ * times). The byte caps charge each vector the bound, so that they bound
+ * FAISS's lists from above (docs/CONFIG.md, "What an IVF vector counts");
+ * ivf_memory counts what the lists hold. */
 #define LIST_GROWTH 2
 static size_t faiss_bytes(kind k, uint32_t dim)
 {
@@ -1475,6 +1476,26 @@ static size_t faiss_bytes(kind k, uint32_t dim)
            ((k == K_SQ8 ? dim : dim * sizeof(float)) + sizeof(int64_t));
 }
 
+/* faiss_check.cpp: the bytes an IVF index's lists hold, codes and labels
+ * at their capacity (the C API shows neither); -1 when the lists are not
+ * FAISS's arrays. */
+int sc_faiss_ivf_list_bytes(const void *index, size_t *bytes);
+
+/* What fx's lists hold: their capacity, read from FAISS (a shrink cuts it
+ * to their size: twice that was counted before), or where it cannot be
+ * read, its bound (faiss_bytes: twice what they use). */
+static size_t list_bytes(const ivf *v)
+{
+    size_t b;
+    if (sc_faiss_ivf_list_bytes(v->fx, &b) != 0) {
+        b = (size_t)faiss_Index_ntotal(v->fx) * faiss_bytes(v->kind, v->dim);
+    }
+    return b;
+}
+
+/* Our slots and id map at their capacity and, once trained, FAISS's lists
+ * at theirs: a list's room is counted as it grows (by doubling, ahead of
+ * use) and as a shrink gives it back. Takes O(nlist) for the lists. */
 static size_t ivf_memory(const void *state)
 {
     ivf *v = (ivf *)state;
@@ -1482,16 +1503,26 @@ static size_t ivf_memory(const void *state)
     size_t b =
         v->cap * slot_bytes(v->stride) + v->map.cap * SC_IDMAP_SLOT_BYTES;
     if (v->fx != NULL) {
-        b += (size_t)faiss_Index_ntotal(v->fx) * faiss_bytes(v->kind, v->dim);
+        b += list_bytes(v);
     }
     pthread_rwlock_unlock(&v->sw);
     return b;
 }
 
-/* One live vector as ivf_memory counts it with every slot and the id map
- * full, trained: our slot, the id map's slots and FAISS's copy at its
- * lists' capacity bound (faiss_bytes). "auto"
- * counts as trained from the start, since it trains as it grows. */
+static size_t ivf_list_bytes(const void *state)
+{
+    ivf *v = (ivf *)state;
+    pthread_rwlock_rdlock(&v->sw);
+    size_t b = v->fx != NULL ? list_bytes(v) : 0;
+    pthread_rwlock_unlock(&v->sw);
+    return b;
+}
+
+/* One live vector with every slot and the id map full, trained: our slot
+ * and the id map's slots as ivf_memory counts them, and FAISS's copy at
+ * its lists' capacity bound (faiss_bytes; ivf_memory counts the lists'
+ * capacity itself). "auto" counts as trained from the start, since it
+ * trains as it grows. */
 static size_t vector_bytes_kind(const sc_index_params *p, kind k)
 {
     if (p->storage != SC_STORAGE_F32) {
@@ -2440,10 +2471,11 @@ static sc_err ivf_load_training(void *state, const char *path)
     .close = ivf_close, .add = ivf_add, .remove = ivf_remove, .get = ivf_get,  \
     .search = ivf_search, .search_batch = ivf_search_batch,                    \
     .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
-    .train = ivf_train, .trained = ivf_trained, .training = ivf_training,      \
-    .train_stats = ivf_train_stats, .stop = ivf_stop,                          \
-    .set_nprobe = ivf_set_nprobe, .save = ivf_save, .load = load_fn,           \
-    .save_training = ivf_save_training, .load_training = ivf_load_training
+    .list_bytes = ivf_list_bytes, .train = ivf_train, .trained = ivf_trained,  \
+    .training = ivf_training, .train_stats = ivf_train_stats,                  \
+    .stop = ivf_stop, .set_nprobe = ivf_set_nprobe, .save = ivf_save,          \
+    .load = load_fn, .save_training = ivf_save_training,                       \
+    .load_training = ivf_load_training
 
 const sc_index_backend sc_index_ivf_flat_backend = {
     .name = "ivf-flat",
