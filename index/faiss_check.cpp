@@ -1,7 +1,8 @@
 // faiss_check.cpp - what index/ivf.c does to FAISS through C++ because its
 // C API (1.7.3) cannot: a check of an index read from a file, a training's
 // interrupt, a compaction's relabelling of the inverted lists, a search
-// with its own nprobe, and the bytes those lists hold (below).
+// with its own nprobe, and the bytes an index holds, its lists and the
+// rest (below).
 // The check: FAISS's C API does not say how an IVF index read from a file
 // encodes its vectors (its faiss_Index_sa_code_size even forgets to set its
 // result), and FAISS trusts those fields of the file when it adds: an SQ8
@@ -189,6 +190,46 @@ extern "C" int sc_faiss_ivf_list_bytes(const void *index, size_t *bytes)
         for (size_t i = 0; i < al->codes.size(); i++) {
             b += al->codes[i].capacity();
         }
+        *bytes = b;
+        return 0;
+    } catch (...) {
+        return -1;
+    }
+}
+
+// What an IVF index holds beside its lists' codes and labels (ivf.c's
+// ivf_memory): its objects (the IVF index, its lists' table and the
+// quantiser), the lists' table itself (a pair of std::vector a list), the
+// centroids (the flat quantiser's codes, nlist x d floats) and, for SQ8,
+// the quantiser's trained ranges, at their capacity. -1, *bytes
+// untouched, when it is not an IVF index over FAISS's arrays and a flat
+// quantiser.
+#include <faiss/IndexFlat.h>
+
+extern "C" int sc_faiss_ivf_fixed_bytes(const void *index, size_t *bytes)
+{
+    try {
+        const auto *ivf = dynamic_cast<const faiss::IndexIVF *>(
+            static_cast<const faiss::Index *>(index));
+        const auto *al = ivf == nullptr
+                             ? nullptr
+                             : dynamic_cast<const faiss::ArrayInvertedLists *>(
+                                   ivf->invlists);
+        const auto *q =
+            ivf == nullptr
+                ? nullptr
+                : dynamic_cast<const faiss::IndexFlatCodes *>(ivf->quantizer);
+        if (al == nullptr || q == nullptr) {
+            return -1;
+        }
+        const auto *sq =
+            dynamic_cast<const faiss::IndexIVFScalarQuantizer *>(ivf);
+        size_t b = sq != nullptr
+                       ? sizeof(*sq) + sq->sq.trained.capacity() * sizeof(float)
+                       : sizeof(faiss::IndexIVFFlat);
+        b += sizeof(*al) + al->ids.capacity() * sizeof(al->ids[0]) +
+             al->codes.capacity() * sizeof(al->codes[0]);
+        b += sizeof(faiss::IndexFlat) + q->codes.capacity();
         *bytes = b;
         return 0;
     } catch (...) {

@@ -366,7 +366,12 @@ sc_err sc_index_save_training(sc_index *ix, const char *path);
 sc_err sc_index_load_training(sc_index *ix, const char *path);
 
 size_t sc_index_count(sc_index *ix);  /* live vectors */
-size_t sc_index_memory(sc_index *ix); /* bytes held for vectors and ids */
+/* Bytes held for vectors and ids, at their arrays' capacity; IVF
+ * backends also count their struct and, once trained, FAISS's lists at
+ * their capacity (sc_index_list_bytes) and its fixed part twice (the index
+ * and the training kept for snapshots): centroids, SQ8's ranges, its
+ * objects and tables of lists. */
+size_t sc_index_memory(sc_index *ix);
 
 /* The part of sc_index_memory that FAISS's inverted lists hold (a trained
  * IVF index): each vector's code and label at the lists' capacity, which

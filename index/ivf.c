@@ -1493,20 +1493,57 @@ static size_t list_bytes(const ivf *v)
     return b;
 }
 
-/* Our slots and id map at their capacity and, once trained, FAISS's lists
- * at theirs: a list's room is counted as it grows (by doubling, ahead of
- * use) and as a shrink gives it back. Takes O(nlist) for the lists. */
+/* faiss_check.cpp: what an IVF index holds beside its lists' codes and
+ * labels (its objects, the lists' table, the centroids, SQ8's ranges);
+ * -1 when it is not an IVF index of FAISS's arrays and a flat quantiser. */
+int sc_faiss_ivf_fixed_bytes(const void *index, size_t *bytes);
+
+/* What a trained FAISS index x holds beside its lists' codes and labels,
+ * or where FAISS's objects are not the ones expected, its centroids
+ * alone. */
+static size_t faiss_fixed(const ivf *v, FaissIndex *x)
+{
+    size_t b;
+    if (sc_faiss_ivf_fixed_bytes(x, &b) != 0) {
+        b = faiss_IndexIVF_nlist(faiss_IndexIVF_cast(x)) * v->dim *
+            sizeof(float);
+    }
+    return b;
+}
+
+/* Our struct (its locks and condition variables), slots and id map at
+ * their capacity and, once trained, FAISS's lists at theirs: a list's room
+ * is counted as it grows (by doubling, ahead of use) and as a shrink gives
+ * it back; and FAISS's fixed part (faiss_fixed: the centroids above all)
+ * twice, in the index and in the training kept for snapshots (tmpl).
+ * Takes O(nlist) for the lists. Not counted: the free, tombstone and
+ * training-log lists, searches' scratch, a training's transient copy and
+ * new index. */
 static size_t ivf_memory(const void *state)
 {
     ivf *v = (ivf *)state;
     pthread_rwlock_rdlock(&v->sw);
-    size_t b =
-        v->cap * slot_bytes(v->stride) + v->map.cap * SC_IDMAP_SLOT_BYTES;
+    size_t b = sc_index_heap_bytes(sizeof(*v)) +
+               v->cap * slot_bytes(v->stride) +
+               v->map.cap * SC_IDMAP_SLOT_BYTES;
     if (v->fx != NULL) {
-        b += list_bytes(v);
+        b += list_bytes(v) + faiss_fixed(v, v->fx);
+    }
+    if (v->tmpl != NULL) {
+        b += faiss_fixed(v, v->tmpl);
     }
     pthread_rwlock_unlock(&v->sw);
     return b;
+}
+
+/* The cache's count of an index beside its vectors: our struct, its locks
+ * and QSLOTS condition variables (about 600 bytes). Not the centroids,
+ * which a scope holds only once trained (2 x nlist x dim x 4 bytes):
+ * sc_index_memory counts them. */
+static size_t ivf_fixed_bytes(const sc_index_params *p)
+{
+    (void)p;
+    return sc_index_heap_bytes(sizeof(ivf));
 }
 
 static size_t ivf_list_bytes(const void *state)
@@ -2471,11 +2508,11 @@ static sc_err ivf_load_training(void *state, const char *path)
     .close = ivf_close, .add = ivf_add, .remove = ivf_remove, .get = ivf_get,  \
     .search = ivf_search, .search_batch = ivf_search_batch,                    \
     .compact = ivf_compact, .count = ivf_count, .memory = ivf_memory,          \
-    .list_bytes = ivf_list_bytes, .train = ivf_train, .trained = ivf_trained,  \
-    .training = ivf_training, .train_stats = ivf_train_stats,                  \
-    .stop = ivf_stop, .set_nprobe = ivf_set_nprobe, .save = ivf_save,          \
-    .load = load_fn, .save_training = ivf_save_training,                       \
-    .load_training = ivf_load_training
+    .list_bytes = ivf_list_bytes, .fixed_bytes = ivf_fixed_bytes,              \
+    .train = ivf_train, .trained = ivf_trained, .training = ivf_training,      \
+    .train_stats = ivf_train_stats, .stop = ivf_stop,                          \
+    .set_nprobe = ivf_set_nprobe, .save = ivf_save, .load = load_fn,           \
+    .save_training = ivf_save_training, .load_training = ivf_load_training
 
 const sc_index_backend sc_index_ivf_flat_backend = {
     .name = "ivf-flat",

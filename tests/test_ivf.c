@@ -2126,7 +2126,8 @@ static void test_bad_labels(void)
  * the padded f32 row, the id, two flag bytes and two id-map slots.
  * Untrained, sc_index_memory is exactly our part a vector with every slot
  * in use (2048 fill two allocations, and the id map is then at its
- * fullest load); trained, it adds the trained index's fixed part and
+ * fullest load) beside the index's struct; trained, it adds FAISS's
+ * fixed part (what a trained empty index counts beyond an empty one) and
  * FAISS's lists at their capacity: between once and twice the code and
  * label a vector, more than once after a bulk add (lists grown by
  * doubling). */
@@ -2146,12 +2147,15 @@ static void test_vector_bytes(const char *backend)
     for (size_t i = 0; i < 2048; i++) {
         CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
     }
+    sc_index *e = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
+    const size_t empty = sc_index_memory(e); /* its struct */
+    sc_index_close(e);
     const size_t untrained = sc_index_memory(ix);
-    CHECK(untrained == 2048 * (vb - faiss));
+    CHECK(untrained == 2048 * (vb - faiss) + empty);
     CHECK(sc_index_train(ix) == SC_OK);
     const size_t lists = sc_index_list_bytes(ix);
     CHECK(sc_index_memory(ix) ==
-          untrained + lists + trained_empty_memory(ix, backend));
+          untrained + lists + trained_empty_memory(ix, backend) - empty);
     CHECK(lists > 2048 * faiss / 2 && lists <= 2048 * faiss);
     sc_index_close(ix);
     p.storage = SC_STORAGE_I8; /* IVF takes f32 only */
@@ -2938,10 +2942,78 @@ static void open_twins(const char *backend, uint32_t nprobe, sc_index **ix,
     CHECK(sc_index_train(*twin) == SC_OK);
 }
 
+/* An IVF index counts its fixed state. Empty: its struct (a rwlock, two
+ * mutexes and 8 condition variables for its turns among them: 1,232
+ * bytes from malloc, counted nowhere before), in sc_index_memory and in
+ * sc_index_fixed_bytes, what the cache charges a scope's index beside its
+ * vectors. Trained and empty (a training of nlist 256 loaded): the
+ * centroids too, twice (the index's and the training kept for snapshots:
+ * 2 x 256 x D x 4 bytes), SQ8's ranges, FAISS's objects and tables of
+ * lists. Not under a sanitizer: what an open takes from the heap is
+ * sc_index_fixed_bytes (within malloc's rounding), and what a trained
+ * empty index takes is what both count, within 8 KiB (malloc's chunk
+ * headers, its thread cache). */
+static void test_fixed_counted(const char *backend)
+{
+    sc_index_params p;
+    sc_index_params_init(&p);
+    p.backend = backend;
+    p.dim = D;
+    const size_t locks = 8 * sizeof(pthread_cond_t) +
+                         2 * sizeof(pthread_mutex_t) + sizeof(pthread_rwlock_t);
+    size_t cents = 2 * 256 * D * sizeof(float);
+    if (strcmp(backend, "ivf-sq8") == 0) {
+        cents += 2 * 2 * D * sizeof(float); /* each dimension's range */
+    }
+    sc_index *ix = open_ix(backend, 256, 16, SC_INDEX_TRAIN_MANUAL);
+    for (uint64_t i = 0; i < 256 * 40; i++) {
+        CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_train(ix) == SC_OK);
+    char path[] = "/tmp/test_ivf_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(sc_index_save_training(ix, path) == SC_OK);
+    sc_index_close(ix);
+
+    malloc_trim(0);
+    size_t h0 = heap_in_use();
+    sc_index *e = open_ix(backend, 256, 16, SC_INDEX_TRAIN_MANUAL);
+    const size_t opened = heap_in_use() - h0;
+    const size_t empty = sc_index_memory(e);
+    const size_t fixed = sc_index_fixed_bytes(&p);
+    CHECK(empty >= locks);
+    CHECK(fixed > empty); /* the wrapper's struct besides */
+    CHECK(sc_index_load_training(e, path) == SC_OK);
+    const size_t held = heap_in_use() - h0;
+    const size_t trained = sc_index_memory(e);
+    CHECK(sc_index_count(e) == 0 && sc_index_trained(e) == 1);
+    /* Beside the centroids: FAISS's objects and its two tables of 256
+     * lists (a pair of std::vector each), twice. */
+    CHECK(trained >= empty + cents + 2 * 256 * 2 * 3 * sizeof(void *) &&
+          trained - empty - cents < 32 * 1024);
+    printf("test_fixed_counted %s: empty %zu counted (fixed %zu), the open "
+           "took %zu; trained %zu counted, held %zu\n",
+           backend, empty, fixed, opened, trained, held);
+#if HEAP_MEASURED
+    /* A small chunk (the wrapper's) may come out of malloc's thread
+     * cache, already counted as in use; a chunk taken from a free list
+     * may be up to 31 bytes larger than asked (its rest too small to
+     * split off): 1,344 for 1,328 under ctest. */
+    CHECK(opened <= fixed + 64 && opened + 1024 > fixed);
+    const size_t counted = trained + fixed - empty;
+    CHECK(counted <= held + 8192 && held < counted + 8192);
+#endif
+    sc_index_close(e);
+    unlink(path);
+}
+
 /* What sc_index_memory counts for a trained index cut to an eighth by
  * removes and compacted (its lists cut to their size) is what the heap
- * gives back when it closes, less FAISS's objects and malloc's chunk
- * headers (under 64 KiB at nlist 16): 8,192 rows trained, 7,168 removed.
+ * gives back when it closes, less malloc's chunk headers (under 64 KiB
+ * at nlist 16; its small chunks may stay in malloc's thread cache, 16 KiB
+ * allowed): 8,192 rows trained, 7,168 removed.
  * It used to count the lists at twice their size: 270,336 bytes more
  * than they hold for ivf-flat, 73,728 for ivf-sq8. One malloc arena (main
  * sets it), so the training thread's allocations count too. */
@@ -2969,8 +3041,10 @@ static void test_shrunk_count(const char *backend)
     const size_t freed = held - heap_in_use();
     printf("test_shrunk_count %s: counted %zu, the close freed %zu\n", backend,
            counted, freed);
-    CHECK(counted <= freed);
-    CHECK(freed - counted < 64 * 1024);
+    /* Small chunks freed go to malloc's thread cache, still counted as in
+     * use: FAISS's objects and tables of lists, some hundreds of bytes. */
+    CHECK(counted <= freed + 16 * 1024);
+    CHECK(freed < counted + 64 * 1024);
 #else
     (void)backend;
 #endif
@@ -3137,9 +3211,13 @@ static void test_untrained_shrinks(const char *backend)
     check_flat_now(flat, q, 1, UINT64_MAX, h, nh);
     CHECK(h[0].id == 3500);
     CHECK(sc_index_count(ix) == PN - 3100);
-    /* 2,048 slots of (PD * 4 + 15) bytes, an id map of 4,096 */
-    CHECK(sp.mem == 2048 * ((size_t)PD * 4 + 14) + 4096 * 13);
-    CHECK(2 * sp.mem == full);
+    /* 2,048 slots of (PD * 4 + 15) bytes, an id map of 4,096, beside the
+     * index's struct (what an empty one counts) */
+    sc_index *e = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
+    const size_t fixed = sc_index_memory(e);
+    sc_index_close(e);
+    CHECK(sp.mem == 2048 * ((size_t)PD * 4 + 14) + 4096 * 13 + fixed);
+    CHECK(2 * (sp.mem - fixed) == full - fixed);
     float x[PD], y[PD];
     for (uint64_t id = 0; id < PN; id += 7) {
         sc_err want = sc_index_get(flat, id, y);
@@ -3320,6 +3398,8 @@ int main(void)
     test_trained_churn_keeps_size("ivf-flat", 0);
     test_trained_churn_keeps_size("auto", 0);
     test_trained_churn_keeps_size("ivf-flat", 1);
+    test_fixed_counted("ivf-flat");
+    test_fixed_counted("ivf-sq8");
     test_shrunk_count("ivf-flat");
     test_shrunk_count("ivf-sq8");
     test_compact_shrinks("ivf-flat");
