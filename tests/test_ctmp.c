@@ -2,16 +2,20 @@
  * for tests/test_tmpdirs.py: makes it, and a file in it, prints the
  * directory's path on one line (or "error: " and why), then waits for its
  * stdin to close and exits (or, given "sweep BASE", prints how many run
- * directories of BASE the sweep removed; given "short MAX", does as with
- * no argument with sc_test_tmp_short_dir(MAX)'s directory; given "fork",
- * does as with no argument and forks first a child that waits for stdin
- * too, as a test's child between its fork and its exec holds the lock;
- * given "swept", does as with no argument with its first
- * .semcache-new.PID.* directory removed before it is locked, as a sweep
- * from another pid namespace could).
+ * directories of BASE the sweep removed; given "sweep BASE SWAP LINK",
+ * does so with the directory SWAP's parent, once the sweep has opened
+ * SWAP and before it removes what is in it, renamed to PARENT.moved and
+ * a symbolic link to LINK put in its place, as a process racing the
+ * sweep could, and "swapped" after the count when it was; given "short
+ * MAX", does as with no argument with sc_test_tmp_short_dir(MAX)'s
+ * directory; given "fork", does as with no argument and forks first a
+ * child that waits for stdin too, as a test's child between its fork and
+ * its exec holds the lock; given "swept", does as with no argument with
+ * its first .semcache-new.PID.* directory removed before it is locked,
+ * as a sweep from another pid namespace could).
  *
  *   test_ctmp
- *   test_ctmp sweep BASE
+ *   test_ctmp sweep BASE [SWAP LINK]
  *   test_ctmp short MAX
  *   test_ctmp fork
  *   test_ctmp swept */
@@ -23,6 +27,33 @@
 #include <unistd.h>
 
 #include "test_tmp.h"
+
+static const char *swap_dir, *swap_link;
+static bool swapped;
+
+/* sc_test_tmp_remove_hook for "sweep BASE SWAP LINK": once the sweep is
+ * in SWAP, SWAP's parent is moved away and a link to LINK takes its
+ * name: a removal by path from there on follows the link. */
+static void swap_parent(const char *path)
+{
+    if (swap_dir == NULL || strcmp(path, swap_dir) != 0) {
+        return;
+    }
+    swap_dir = NULL;
+    char parent[4096], moved[4200];
+    snprintf(parent, sizeof(parent), "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (slash == NULL) {
+        return;
+    }
+    *slash = '\0';
+    snprintf(moved, sizeof(moved), "%s.moved", parent);
+    if (rename(parent, moved) != 0 || symlink(swap_link, parent) != 0) {
+        perror("test_ctmp: swap");
+        return;
+    }
+    swapped = true;
+}
 
 /* sc_test_tmp_new_hook for "swept": removes the first directory. */
 static void sweep_first(const char *path)
@@ -36,8 +67,17 @@ static void sweep_first(const char *path)
 
 int main(int argc, char **argv)
 {
-    if (argc == 3 && strcmp(argv[1], "sweep") == 0) {
-        printf("%d\n", sc_test_tmp_sweep(argv[2]));
+    if ((argc == 3 || argc == 5) && strcmp(argv[1], "sweep") == 0) {
+        if (argc == 5) {
+            swap_dir = argv[3];
+            swap_link = argv[4];
+            sc_test_tmp_remove_hook = swap_parent;
+        }
+        int removed = sc_test_tmp_sweep(argv[2]);
+        printf("%d%s\n", removed,
+               argc == 3 ? ""
+               : swapped ? " swapped"
+                         : " not-swapped");
         return 0;
     }
     bool short_dir = argc == 3 && strcmp(argv[1], "short") == 0;
@@ -45,7 +85,8 @@ int main(int argc, char **argv)
     bool swept = argc == 2 && strcmp(argv[1], "swept") == 0;
     if (argc != 1 && !short_dir && !fork_child && !swept) {
         fprintf(stderr,
-                "usage: test_ctmp [sweep BASE | short MAX | fork | swept]\n");
+                "usage: test_ctmp [sweep BASE [SWAP LINK] | short MAX | fork | "
+                "swept]\n");
         return 2;
     }
     if (swept) {

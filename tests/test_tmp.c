@@ -1,12 +1,11 @@
 /* test_tmp.c - the C tests' temporary directory (test_tmp.h); the rules
  * of clients/python/testtmp.py. */
-#define _GNU_SOURCE /* O_CLOEXEC, O_DIRECTORY, flock, nftw, renameat2 */
+#define _GNU_SOURCE /* O_CLOEXEC, O_DIRECTORY, flock, renameat2 */
 #include "test_tmp.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -14,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PREFIX     "semcache-run."
@@ -21,24 +21,83 @@
 #define MAKE_TRIES 8 /* a directory swept before it was locked: made anew */
 
 void (*sc_test_tmp_new_hook)(const char *path);
+void (*sc_test_tmp_remove_hook)(const char *path);
 
 static char run_dir[4096];
 static char run_base[4096]; /* where run_dir is */
 static pid_t run_owner; /* the process that made it: a fork does not own it */
 
-static int remove_one(const char *path, const struct stat *sb, int flag,
-                      struct FTW *ftw)
+/* Removes all in the directory dir (a descriptor, kept open; path: its
+ * path, for sc_test_tmp_remove_hook only, len bytes of a buffer of cap),
+ * as far as it can, through descriptors alone: a subdirectory is opened
+ * from its parent's descriptor, never following a link, and each name
+ * removed relative to the directory that holds it, so that a directory
+ * above swapped for a link meanwhile takes nothing outside with it (a
+ * removal by full path, as nftw's, follows it). A link is removed, not
+ * followed. */
+static void remove_in(int dir, char *path, size_t len, size_t cap)
 {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0; /* on through what cannot be removed */
+    if (sc_test_tmp_remove_hook != NULL) {
+        sc_test_tmp_remove_hook(path);
+    }
+    /* closedir() closes the copy; dir stays the caller's. */
+    int fd = fcntl(dir, F_DUPFD_CLOEXEC, 0);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (d == NULL) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+            continue;
+        }
+        /* A directory when the open takes it; anything else (a file, a
+         * link: ELOOP or ENOTDIR) is unlinked. */
+        int sub =
+            openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) {
+            unlinkat(dir, name, 0);
+            continue;
+        }
+        int w = snprintf(path + len, cap - len, "/%s", name);
+        size_t n = len;
+        if (w > 0 && (size_t)w < cap - len) {
+            n += (size_t)w;
+        } else {
+            path[len] = '\0'; /* too long: the hook sees the parent's */
+        }
+        remove_in(sub, path, n, cap);
+        path[len] = '\0';
+        close(sub);
+        unlinkat(dir, name, AT_REMOVEDIR);
+    }
+    closedir(d);
+}
+
+/* Removes all in the directory fd (kept open), whose path is path. */
+static void remove_all_in(int fd, const char *path)
+{
+    char buf[4096];
+    int w = snprintf(buf, sizeof(buf), "%s", path);
+    size_t len = w > 0 && (size_t)w < sizeof(buf) ? (size_t)w : 0;
+    buf[len] = '\0';
+    remove_in(fd, buf, len, sizeof(buf));
 }
 
 void sc_test_tmp_remove(const char *path)
 {
-    nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        unlink(path); /* a file or a link: removed, not followed */
+        return;
+    }
+    remove_all_in(fd, path);
+    close(fd);
+    rmdir(path);
 }
 
 /* Whether the directory base/name (PREFIX or NEW_PREFIX, then PID.*) is
@@ -78,17 +137,24 @@ int sc_test_tmp_sweep(const char *base)
             continue;
         }
         /* O_NOFOLLOW: a link of that name is no run's directory. */
-        int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = openat(dirfd(d), e->d_name,
+                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
             continue;
         }
-        /* Its owner holds this lock while it runs (in another pid
-         * namespace, too); a sweep beside this one holds it while it
-         * removes. A NEW_PREFIX one is not locked yet by an owner in
-         * another pid namespace whose pid this sweep misread: removed,
-         * its owner makes another (make_run_dir()). */
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            sc_test_tmp_remove(path);
+        /* Another user's is not this one's to remove (as root, a sweep
+         * could remove anyone's). Its owner holds the lock while it runs
+         * (in another pid namespace, too); a sweep beside this one holds
+         * it while it removes. A NEW_PREFIX one is not locked yet by an
+         * owner in another pid namespace whose pid this sweep misread:
+         * removed, its owner makes another (make_run_dir()). Removed
+         * through the descriptor locked, each name relative to its
+         * directory's descriptor (remove_in()): nothing is followed. */
+        struct stat st;
+        if (fstat(fd, &st) == 0 && st.st_uid == geteuid() &&
+            flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            remove_all_in(fd, path);
+            unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
             removed++;
         }
         close(fd);

@@ -8,7 +8,9 @@
  * process is gone: no process has its pid, and its flock (taken on the
  * directory by its process, held until that exits) is free. A live run's
  * directory is never removed; a pid taken again by another process only
- * keeps a dead one's until that one ends too. A directory is made as
+ * keeps a dead one's until that one ends too; another user's is never
+ * removed (even by root). A sweep removes through descriptors, following
+ * no link (see sc_test_tmp_remove()). A directory is made as
  * .semcache-new.PID.XXXXXX, locked, then renamed: no sweep finds a run
  * directory unlocked. A sweep removes such a .semcache-new.PID.* by the
  * same rules (one left by a crash before its rename); one it takes from
@@ -44,7 +46,13 @@ char *sc_test_tmp_path(const char *who, char *buf, size_t size,
                        const char *name);
 
 /* Removes path and all in it, as far as it can (no shell: any name is
- * safe). For a directory made in sc_test_tmp_dir()'s before the exit. */
+ * safe). Through descriptors: each subdirectory is opened from its
+ * parent's, and each name removed relative to its directory, never
+ * following a link, so that a directory in it swapped for a link
+ * meanwhile takes nothing outside with it; path itself is followed as
+ * given but for its last name (a link there is removed, not followed).
+ * For a directory made in sc_test_tmp_dir()'s before the exit; the exit
+ * and the sweep remove theirs so, bench_service its data directories. */
 void sc_test_tmp_remove(const char *path);
 
 /* Moves path (a directory in sc_test_tmp_dir()'s) out of it, into a new
@@ -56,9 +64,11 @@ void sc_test_tmp_remove(const char *path);
 int sc_test_tmp_keep(const char *who, const char *path, char *out, size_t size);
 
 /* Removes the directories of base named semcache-run.PID.* or
- * .semcache-new.PID.* whose process is gone (see above); returns how
- * many it removed. The sweep sc_test_tmp_dir() makes; for tests of this
- * helper. */
+ * .semcache-new.PID.* whose process is gone (see above) and whose owner
+ * is this process's effective uid (another user's is kept, even by
+ * root), through the descriptor it locked (as sc_test_tmp_remove());
+ * returns how many it removed. The sweep sc_test_tmp_dir() makes; for
+ * tests of this helper. */
 int sc_test_tmp_sweep(const char *base);
 
 /* For tests of this helper: when set, called with the path of each
@@ -66,5 +76,12 @@ int sc_test_tmp_sweep(const char *base);
  * locked (test_ctmp removes it there, as a sweep from another pid
  * namespace could). NULL by default. */
 extern void (*sc_test_tmp_new_hook)(const char *path);
+
+/* For tests of this helper: when set, called by sc_test_tmp_remove() (and
+ * so by a sweep and at exit) with the path of each directory it has
+ * opened, before it removes what is in it (test_ctmp swaps a directory
+ * above it for a link there, as a process racing a sweep could). NULL by
+ * default. */
+extern void (*sc_test_tmp_remove_hook)(const char *path);
 
 #endif

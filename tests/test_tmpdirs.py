@@ -10,7 +10,10 @@ process to start, Python or C, while the directory of a live process, or
 of a dead pid whose lock is held, is kept; so is a killed C test's while
 a child it forked runs. A .semcache-new.PID.* left by a crash before its
 rename is swept by the same rules, and an owner whose new directory is
-swept before it locks it makes another. With --persist PATH, a real C
+swept before it locks it makes another. A C sweep removes through
+descriptors: a directory swapped for a link while it removes in it
+takes nothing outside with it; another uid's run directory is kept
+(tested as root). With --persist PATH, a real C
 test (test_persist) killed midway leaves nothing the next one does not
 remove (it used to leave /tmp/semcache-persist-test-PID). C picks the
 base Python does when TMPDIR cannot be used ($TEMP, $TMP, /tmp...), and
@@ -353,6 +356,58 @@ def test_new_leftovers(ctmp):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def test_sweep_links(ctmp):
+    """A sweep removes a dead run's directory through descriptors, never
+    by path: a subdirectory swapped for a link to an outside directory
+    while the C sweep works in it (through test_ctmp's hook, between its
+    opening the directory and removing what is in it) leaves the outside
+    directory's files alone (nftw's removal by path, which followed the
+    link, took all 64). As root, a dead pid's run directory owned by
+    another uid is kept by a C sweep, then by a Python one (each removed
+    it)."""
+    base = tempfile.mkdtemp()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    runs_base = os.path.join(base, "runs")
+    victim = os.path.join(base, "victim")
+    names = [f"f{i}" for i in range(64)]
+    os.makedirs(os.path.join(victim, "b"))
+    run = os.path.join(runs_base, f"{testtmp.PREFIX}{gone.pid}.evil")
+    os.makedirs(os.path.join(run, "a", "b"))
+    for d in (os.path.join(victim, "b"), os.path.join(run, "a", "b")):
+        for n in names:
+            open(os.path.join(d, n), "w").close()
+    out = subprocess.run([ctmp, "sweep", runs_base,
+                          os.path.join(run, "a", "b"), victim],
+                         capture_output=True, text=True,
+                         env=env_in(base)).stdout.split()
+    left = sorted(os.listdir(os.path.join(victim, "b"))) \
+        if os.path.isdir(os.path.join(victim, "b")) else []
+    check(out == ["1", "swapped"] and left == sorted(names),
+          f"a C sweep whose directory is swapped for a link to {victim} "
+          f"while it removes in it leaves {victim}/b alone: {out}, "
+          f"{len(left)} of {len(names)} files left")
+    shutil.rmtree(run, ignore_errors=True)
+
+    if os.geteuid() != 0:
+        print("tmpdirs: not root: the other uid's directory is not tested")
+    else:
+        other = os.path.join(runs_base, f"{testtmp.PREFIX}{gone.pid}.other")
+        os.mkdir(other)
+        open(os.path.join(other, "file"), "w").close()
+        os.chown(other, 65534, 65534)
+        out = subprocess.run([ctmp, "sweep", runs_base], capture_output=True,
+                             text=True, env=env_in(base)).stdout.strip()
+        check(out == "0" and os.path.exists(os.path.join(other, "file")),
+              f"a dead pid's run directory owned by uid 65534 is kept by a "
+              f"root's C sweep: {out}, {sorted(os.listdir(runs_base))}")
+        n = testtmp.sweep(runs_base)
+        check(n == 0 and os.path.exists(os.path.join(other, "file")),
+              f"and by a root's Python sweep: {n}, "
+              f"{sorted(os.listdir(runs_base))}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 CLI_SERVER = """#!/bin/sh
 echo "$@" >"$CLI_MARK.tmp" && mv "$CLI_MARK.tmp" "$CLI_MARK"
 exec cat >/dev/null
@@ -590,6 +645,7 @@ def main():
     test_python_and_c(ctmp)
     test_bases(ctmp)
     test_new_leftovers(ctmp)
+    test_sweep_links(ctmp)
     test_cli_lock()
     if "--persist" in argv:
         test_killed_c_test(argv[argv.index("--persist") + 1])

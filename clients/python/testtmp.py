@@ -12,7 +12,8 @@ directory. The next test process to make its own removes every one whose
 process is gone: no process has its pid, and its flock (taken on the
 directory by its process, held until that exits) is free. A live run's
 directory is never removed; a pid taken again by another process only
-keeps a dead one's until that one ends too. A directory is made as
+keeps a dead one's until that one ends too; another user's is never
+removed (even by root). A directory is made as
 .semcache-new.PID.XXXXXXXX, locked, then renamed: no sweep finds a run
 directory unlocked. A sweep removes such a .semcache-new.PID.* by the
 same rules (one left by a crash before its rename); one it takes from an
@@ -56,7 +57,8 @@ def _alive(pid):
 def sweep(base):
     """Removes the directories of base named semcache-run.PID.* or
     .semcache-new.PID.* whose process is gone (see the module's
-    comment); how many it removed."""
+    comment) and whose owner is this process's effective uid (another
+    user's is kept, even by root); how many it removed."""
     removed = 0
     try:
         names = os.listdir(base)
@@ -73,11 +75,16 @@ def sweep(base):
         except OSError:
             continue
         try:
-            # Its owner holds this lock while it runs (in another pid
-            # namespace, too); a sweep beside this one while it removes.
-            # A NEW_PREFIX one is not locked yet by an owner in another
-            # pid namespace whose pid this sweep misread: removed, its
-            # owner makes another (_make()).
+            # Another user's is not this one's to remove (as root, a
+            # sweep could remove anyone's). Its owner holds this lock
+            # while it runs (in another pid namespace, too); a sweep
+            # beside this one while it removes. A NEW_PREFIX one is not
+            # locked yet by an owner in another pid namespace whose pid
+            # this sweep misread: removed, its owner makes another
+            # (_make()). shutil.rmtree() removes through descriptors,
+            # following no link (as tests/test_tmp.c's sweep does).
+            if os.fstat(fd).st_uid != os.geteuid():
+                continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
