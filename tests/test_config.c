@@ -605,10 +605,8 @@ int main(void)
     test_bad();
     test_http_timeouts();
     test_unpatched_warnings();
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "could not remove %s\n", dir);
-    }
+    /* No shell: TMPDIR may hold any name (a quote in it made "rm -rf"
+     * remove a directory beside it). */
+    sc_test_tmp_remove(dir);
     return test_summary("config");
 }

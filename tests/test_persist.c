@@ -196,9 +196,9 @@ static uint64_t entries_of(sc_cache *c, const char *ns)
 static void fresh_dir(char *out, size_t cap, const char *name)
 {
     snprintf(out, cap, "%s/%s", root, name);
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", out);
-    if (system(cmd) != 0) {
+    /* No shell: TMPDIR may hold any name. */
+    sc_test_tmp_remove(out);
+    if (access(out, F_OK) == 0) {
         fprintf(stderr, "cannot clear %s\n", out);
     }
 }
@@ -2371,9 +2371,8 @@ static void test_dir_removed(sc_fsync fs)
     sc_persist_stats ps;
     sc_persist_get_stats(w.p, &ps);
     CHECK(!ps.failed);
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    sc_test_tmp_remove(dir);
+    CHECK(access(dir, F_OK) != 0);
     sc_err rc = put(w.c, "default", "after", "x", true, 1, NULL);
     if (fs == SC_FSYNC_ALWAYS) {
         CHECK(rc == SC_EIO);
@@ -3180,10 +3179,6 @@ int main(void)
     test_vector_bits(true);
     test_ties_after_restart("tie", 2, 77);
     test_ties_after_restart("ties", 20, 78);
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "cannot remove %s\n", root);
-    }
+    sc_test_tmp_remove(root);
     return test_summary("test_persist");
 }

@@ -17,7 +17,10 @@ takes nothing outside with it; another uid's run directory is kept
 test (test_persist) killed midway leaves nothing the next one does not
 remove (it used to leave /tmp/semcache-persist-test-PID). C picks the
 base Python does when TMPDIR cannot be used ($TEMP, $TMP, /tmp...), and
-a long TMPDIR gives ipc:// sockets a short directory under /tmp. With --bench
+a long TMPDIR gives ipc:// sockets a short directory under /tmp. With
+--config TEST_CONFIG, test_config run with a TMPDIR holding quotes
+removes its directory and nothing beside it (it used a shell's "rm
+-rf"). With --bench
 BENCH --server SEMCACHED, bench_service's --restart and --proxy, run with
 a TMPDIR holding a space and quotes, remove their data directories and
 nothing beside them (they used to through a shell's "rm -rf"), and a
@@ -534,6 +537,28 @@ def test_bench_names(bench, server):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def test_config_names(config):
+    """A C test removes its directory without a shell: test_config run
+    with a TMPDIR of "a' 'b", where "rm -rf '...'" read .../a and b/...,
+    leaves .../a as it was (test_persist and test_restore_model remove
+    theirs the same way, through sc_test_tmp_remove())."""
+    base = tempfile.mkdtemp()
+    canary = os.path.join(base, "a", "keep")
+    os.mkdir(os.path.dirname(canary))
+    open(canary, "w").close()
+    tdir = os.path.join(base, "a' 'b")
+    os.mkdir(tdir)
+    r = subprocess.run([config], capture_output=True, text=True, cwd=base,
+                       env=env_in(tdir), timeout=120)
+    check(r.returncode == 0 and os.path.exists(canary) and
+          runs(tdir) == [],
+          f"test_config with TMPDIR={tdir!r} removes its directory only "
+          f"(rc {r.returncode}, {base}/a/keep "
+          f"{'kept' if os.path.exists(canary) else 'REMOVED'}, left "
+          f"{runs(tdir)}): {r.stderr[-300:]}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def test_bench_keeps(bench, server):
     """A failed soak (--soak 1: nothing has expired yet) keeps its
     directory, with semcached's log, past bench_service's exit: moved to
@@ -647,6 +672,8 @@ def main():
     test_new_leftovers(ctmp)
     test_sweep_links(ctmp)
     test_cli_lock()
+    if "--config" in argv:
+        test_config_names(argv[argv.index("--config") + 1])
     if "--persist" in argv:
         test_killed_c_test(argv[argv.index("--persist") + 1])
     if "--bench" in argv:
