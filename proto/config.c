@@ -44,9 +44,13 @@ unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
          "together"},
         {"--reply-timeout", "reply_timeout", cfg->reply_timeout_ms != 0,
          "has no effect", "writes an nng reply with no time limit"},
+        /* With --http it still sets its share of descriptors aside, out
+         * of the nng clients' cap (semcached.c, conn_caps); without, it
+         * does nothing at all. */
         {"--http-max-conns", "http_max_conns", cfg->http_max_conns != 0,
-         "caps no HTTP connection (it only sets descriptors aside, out "
-         "of the nng clients' cap)",
+         cfg->http != NULL ? "caps no HTTP connection (it only sets "
+                             "descriptors aside, out of the nng clients' cap)"
+                           : "has no effect",
          "has no cap on HTTP connections"},
         {"--http-stop-grace", "http_stop_grace", cfg->http_stop_grace_ms != 0,
          "has no effect",

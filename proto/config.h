@@ -125,7 +125,9 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap);
  * http_write_timeout. When nng_patched is false, writes into f one
  * warning line for each of them that cfg sets (non-zero: a flag or key
  * gave it; the defaults are 0), naming its flag and key and what that nng
- * does instead. Returns the number of lines: 0 when nng_patched or when
+ * does instead (http_max_conns "has no effect" without cfg->http; with
+ * it, it still sets descriptors aside, out of the nng clients' cap, and
+ * its line says so). Returns the number of lines: 0 when nng_patched or when
  * cfg sets none. f may be NULL: the lines are then only counted. The
  * caller decides what to do with them: semcached warns and starts (a
  * file shared with patched builds still serves; the defaults of these
