@@ -7,18 +7,23 @@ once /healthz answers, an nng ping does too, and so does the proxy's
 route (it once answered 404 a moment after /healthz did); and the stop
 line counts a reply the client read just before SIGTERM ("served 1
 request", once "served 0"), and with the proxy on what the stop cut there
-(a stream, a call in flight). No wait_http here: each start is probed the way a client
-would, with no wait between the probe and the use.
+(a stream, a call in flight); and a setting the system's nng cannot
+apply, given by a flag and by a key of --config, is named on a warning
+line at start on such a build, and on none on the patched one. No
+wait_http here: each start is probed the way a client would, with no
+wait between the probe and the use.
 
 usage: test_startstop.py --server build/semcached [--starts N]
-                         [--rounds N] [--ports LO-HI]
+                         [--rounds N] [--ports LO-HI] [--only-warnings]
 (--starts: rounds of the start races, 12 by default, half that for three
 of them; --rounds: rounds of the proxy's stop line, 2 by default; each
 start is a race repeated, more catch more: --starts 40 for a hunt.
 --ports: take the ports from LO..HI in turn, not free ones of
 SEMCACHE_TEST_PORTS (clients/python/testports.py), for runs beside other
-servers. A failed check prints the log of each semcached it counts
-against to stderr.)
+servers. --only-warnings: only the start's warnings for settings the
+system's nng cannot apply, the one check that a build on that nng
+(SEMCACHE_NNG_PATCHED=OFF) passes. A failed check prints the log of each
+semcached it counts against to stderr.)
 """
 import http.client
 import itertools
@@ -683,6 +688,49 @@ def test_read_timeout(server, tmp):
             show_logs([(name, log)])
 
 
+# The warning lines of a build on the system's nng for the two settings
+# test_unpatched_warnings gives (proto/config.c), whole.
+UNPATCHED_WARNINGS = [
+    "semcached: warning: --http-read-timeout (http_read_timeout) has no "
+    "effect: this build uses the system's nng, which waits for a request's "
+    "head with no time limit (build with SEMCACHE_NNG_PATCHED=ON)",
+    "semcached: warning: --http-write-timeout (http_write_timeout) has no "
+    "effect: this build uses the system's nng, which writes an HTTP answer "
+    "with no time limit (build with SEMCACHE_NNG_PATCHED=ON)",
+]
+
+
+def test_unpatched_warnings(server, tmp):
+    """A setting the system's nng cannot apply, given by a key of a
+    --config file (http_read_timeout) and by a flag
+    (--http-write-timeout): a build on that nng names each on its warning
+    line at start, and starts; a patched build prints no warning line.
+    Which build it is comes from semcached's own HTTP line, "(at most N
+    connections at once" on the patched nng, "(no cap on connections: the
+    system's nng" on the other; one of the two must be there."""
+    cfg = os.path.join(tmp, "unpatched-warnings.json")
+    with open(cfg, "w") as f:
+        json.dump({"http_read_timeout": 5000}, f)
+    d = Daemon(server, tmp, "unpatched-warnings", "--config", cfg,
+               "--http-write-timeout", "5000")
+    try:
+        ready = until(d, lambda: ready_logged(d))
+    finally:
+        log = d.stop()
+    lines = log.splitlines()
+    http = [ln for ln in lines if ln.startswith("semcached: HTTP on ")]
+    patched = len(http) == 1 and " (at most " in http[0]
+    unpatched = len(http) == 1 and \
+        " (no cap on connections: the system's nng;" in http[0]
+    warnings = [ln for ln in lines if ln.startswith("semcached: warning: ")]
+    want = [] if patched else UNPATCHED_WARNINGS
+    ok = ready and patched != unpatched and warnings == want
+    check(ok, f"start warnings, {'patched' if patched else 'system'} nng "
+              f"(HTTP line {http}): ready {ready}, {warnings} (want {want})")
+    if not ok:
+        show_logs([("unpatched-warnings", log)])
+
+
 def test_timeout_flags(server):
     """--http-read-timeout and --http-write-timeout outside 100..3600000
     stop the start with a line naming the flag and its range (exit status
@@ -710,7 +758,15 @@ def main():
         else 12
     rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv \
         else 2
+    if "--only-warnings" in argv:
+        # This check alone: the others need the patched nng.
+        with tempfile.TemporaryDirectory() as tmp:
+            test_unpatched_warnings(server, tmp)
+        print(f"startstop: {test_semcache.passed} passed, "
+              f"{test_semcache.failed} failed")
+        return 1 if test_semcache.failed else 0
     with tempfile.TemporaryDirectory() as tmp:
+        test_unpatched_warnings(server, tmp)
         test_http_once_nng_answers(server, tmp, starts)
         test_both_once_ready(server, tmp, starts // 2)
         test_nng_once_http_answers(server, tmp, starts // 2)
