@@ -629,6 +629,8 @@ int main(void)
     test_unpatched_warnings();
     /* No shell: TMPDIR may hold any name (a quote in it made "rm -rf"
      * remove a directory beside it). */
-    sc_test_tmp_remove(dir);
+    if (sc_test_tmp_remove(dir) != 0) {
+        fprintf(stderr, "could not remove %s\n", dir);
+    }
     return test_summary("config");
 }

@@ -12,13 +12,15 @@
  * child that waits for stdin too, as a test's child between its fork and
  * its exec holds the lock; given "swept", does as with no argument with
  * its first .semcache-new.PID.* directory removed before it is locked,
- * as a sweep from another pid namespace could).
+ * as a sweep from another pid namespace could; given "remove PATH",
+ * prints sc_test_tmp_remove(PATH)'s return, 0 or -1).
  *
  *   test_ctmp
  *   test_ctmp sweep BASE [SWAP LINK]
  *   test_ctmp short MAX
  *   test_ctmp fork
- *   test_ctmp swept */
+ *   test_ctmp swept
+ *   test_ctmp remove PATH */
 #define _POSIX_C_SOURCE 200809L /* fork */
 #include <stdbool.h>
 #include <stdio.h>
@@ -80,13 +82,17 @@ int main(int argc, char **argv)
                          : " not-swapped");
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "remove") == 0) {
+        printf("%d\n", sc_test_tmp_remove(argv[2]));
+        return 0;
+    }
     bool short_dir = argc == 3 && strcmp(argv[1], "short") == 0;
     bool fork_child = argc == 2 && strcmp(argv[1], "fork") == 0;
     bool swept = argc == 2 && strcmp(argv[1], "swept") == 0;
     if (argc != 1 && !short_dir && !fork_child && !swept) {
         fprintf(stderr,
                 "usage: test_ctmp [sweep BASE [SWAP LINK] | short MAX | fork | "
-                "swept]\n");
+                "swept | remove PATH]\n");
         return 2;
     }
     if (swept) {

@@ -197,8 +197,7 @@ static void fresh_dir(char *out, size_t cap, const char *name)
 {
     snprintf(out, cap, "%s/%s", root, name);
     /* No shell: TMPDIR may hold any name. */
-    sc_test_tmp_remove(out);
-    if (access(out, F_OK) == 0) {
+    if (sc_test_tmp_remove(out) != 0) {
         fprintf(stderr, "cannot clear %s\n", out);
     }
 }
@@ -2371,7 +2370,7 @@ static void test_dir_removed(sc_fsync fs)
     sc_persist_stats ps;
     sc_persist_get_stats(w.p, &ps);
     CHECK(!ps.failed);
-    sc_test_tmp_remove(dir);
+    CHECK(sc_test_tmp_remove(dir) == 0);
     CHECK(access(dir, F_OK) != 0);
     sc_err rc = put(w.c, "default", "after", "x", true, 1, NULL);
     if (fs == SC_FSYNC_ALWAYS) {
@@ -3179,6 +3178,8 @@ int main(void)
     test_vector_bits(true);
     test_ties_after_restart("tie", 2, 77);
     test_ties_after_restart("ties", 20, 78);
-    sc_test_tmp_remove(root);
+    if (sc_test_tmp_remove(root) != 0) {
+        fprintf(stderr, "cannot remove %s\n", root);
+    }
     return test_summary("test_persist");
 }

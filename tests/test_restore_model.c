@@ -1159,8 +1159,7 @@ static void go_on(sc_cache *r)
 /* No shell: TMPDIR may hold any name. */
 static void rm_tree(const char *dir)
 {
-    sc_test_tmp_remove(dir);
-    if (access(dir, F_OK) == 0) {
+    if (sc_test_tmp_remove(dir) != 0) {
         fprintf(stderr, "cannot remove %s\n", dir);
     }
 }

@@ -88,16 +88,73 @@ static void remove_all_in(int fd, const char *path)
     remove_in(fd, buf, len, sizeof(buf));
 }
 
-void sc_test_tmp_remove(const char *path)
+int sc_test_tmp_remove(const char *path)
 {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        unlink(path); /* a file or a link: removed, not followed */
-        return;
+    /* The last name is opened from its parent's descriptor with
+     * O_NOFOLLOW: a link there is removed, not followed. Trailing slashes
+     * are dropped first (open() follows a link named "link/" even with
+     * O_NOFOLLOW); "/", ".", ".." and names ending in them are refused
+     * (they would remove a directory under another name). */
+    char buf[4096];
+    int len = snprintf(buf, sizeof(buf), "%s", path);
+    int err = EINVAL;
+    if (len < 0 || len >= (int)sizeof(buf)) {
+        err = ENAMETOOLONG;
+        goto refused;
     }
-    remove_all_in(fd, path);
-    close(fd);
-    rmdir(path);
+    while (len > 1 && buf[len - 1] == '/') {
+        buf[--len] = '\0';
+    }
+    char *slash = strrchr(buf, '/');
+    const char *last = slash == NULL ? buf : slash + 1;
+    const char *dir = slash == NULL ? "." : slash == buf ? "/" : buf;
+    if (*last == '\0' || strcmp(last, ".") == 0 || strcmp(last, "..") == 0) {
+        goto refused;
+    }
+    if (slash != NULL && slash != buf) {
+        *slash = '\0';
+    }
+    int parent = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (parent < 0) {
+        if (errno == ENOENT) {
+            return 0; /* nothing there */
+        }
+        err = errno;
+        goto refused;
+    }
+    int rc = 0;
+    int fd =
+        openat(parent, last, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        remove_all_in(fd, path);
+        close(fd);
+        if (unlinkat(parent, last, AT_REMOVEDIR) != 0 && errno != ENOENT) {
+            err = errno;
+            fprintf(stderr, "test_tmp: cannot remove %s: %s\n", path,
+                    strerror(err));
+            rc = -1;
+        }
+    } else if (errno == ENOTDIR || errno == ELOOP) {
+        /* A file or a link: removed, not followed. */
+        if (unlinkat(parent, last, 0) != 0 && errno != ENOENT) {
+            err = errno;
+            fprintf(stderr, "test_tmp: cannot remove %s: %s\n", path,
+                    strerror(err));
+            rc = -1;
+        }
+    } else if (errno != ENOENT) {
+        err = errno;
+        fprintf(stderr, "test_tmp: cannot remove %s: %s\n", path,
+                strerror(err));
+        rc = -1;
+    }
+    close(parent);
+    errno = err;
+    return rc;
+refused:
+    fprintf(stderr, "test_tmp: cannot remove %s: %s\n", path, strerror(err));
+    errno = err;
+    return -1;
 }
 
 /* Whether the directory base/name (PREFIX or NEW_PREFIX, then PID.*) is

@@ -45,15 +45,19 @@ const char *sc_test_tmp_short_dir(const char *who, size_t max);
 char *sc_test_tmp_path(const char *who, char *buf, size_t size,
                        const char *name);
 
-/* Removes path and all in it, as far as it can (no shell: any name is
- * safe). Through descriptors: each subdirectory is opened from its
- * parent's, and each name removed relative to its directory, never
- * following a link, so that a directory in it swapped for a link
- * meanwhile takes nothing outside with it; path itself is followed as
- * given but for its last name (a link there is removed, not followed).
- * For a directory made in sc_test_tmp_dir()'s before the exit; the exit
- * and the sweep remove theirs so, bench_service its data directories. */
-void sc_test_tmp_remove(const char *path);
+/* Removes path and all in it (no shell: any name is safe). Through
+ * descriptors: path's last name is opened from its parent's directory and
+ * each subdirectory from its parent's, and each name removed relative to
+ * its directory, never following a link, so that a directory in it
+ * swapped for a link meanwhile takes nothing outside with it; path's
+ * parent is followed as given (a link in path's last name is removed,
+ * not followed, trailing slashes or not). For a directory made in
+ * sc_test_tmp_dir()'s before the exit; the exit and the sweep remove
+ * theirs so, bench_service its data directories. 0 when path is gone
+ * (or was not there); -1 with errno set, said on stderr ("test_tmp:
+ * cannot remove PATH: why"), when some of it is left, or when
+ * path is "/" or its last name "." or ".." (refused: EINVAL). */
+int sc_test_tmp_remove(const char *path);
 
 /* Moves path (a directory in sc_test_tmp_dir()'s) out of it, into a new
  * directory BASE/semcache-kept.XXXXXX (BASE: where the run directory

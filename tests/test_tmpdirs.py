@@ -13,7 +13,8 @@ rename is swept by the same rules, and an owner whose new directory is
 swept before it locks it makes another. A C sweep removes through
 descriptors: a directory swapped for a link while it removes in it
 takes nothing outside with it; another uid's run directory is kept
-(tested as root). With --persist PATH, a real C
+(tested as root); a link named with a trailing slash is removed, not
+its target's files. With --persist PATH, a real C
 test (test_persist) killed midway leaves nothing the next one does not
 remove (it used to leave /tmp/semcache-persist-test-PID). C picks the
 base Python does when TMPDIR cannot be used ($TEMP, $TMP, /tmp...), and
@@ -411,6 +412,48 @@ def test_sweep_links(ctmp):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def test_remove_edges(ctmp):
+    """sc_test_tmp_remove() given a link with a trailing slash removes the
+    link, not what is in its target (open() follows "link/" even with
+    O_NOFOLLOW: it removed the target's files), and refuses a last name
+    "." or ".." (it removed what was in the directory they name)."""
+    base = tempfile.mkdtemp()
+    outside = os.path.join(base, "outside")
+    os.mkdir(outside)
+    open(os.path.join(outside, "precious"), "w").close()
+    link = os.path.join(base, "lnk")
+    for tail in ("/", "//"):
+        if os.path.lexists(link):
+            os.unlink(link)
+        open(os.path.join(outside, "precious"), "w").close()
+        os.symlink("outside", link)
+        r = subprocess.run([ctmp, "remove", link + tail],
+                           capture_output=True, text=True, env=env_in(base))
+        check(r.stdout.strip() == "0" and not os.path.lexists(link) and
+              os.listdir(outside) == ["precious"],
+              f"removing {link}{tail} removes the link and keeps "
+              f"{outside}/precious: {r.stdout.strip()} "
+              f"{os.path.lexists(link)} {os.listdir(outside)} {r.stderr}")
+    if not os.path.lexists(link):  # (the old code's left it)
+        os.symlink("outside", link)
+    precious = os.path.join(outside, "precious")
+    # (Not "/" itself: refused too, but a regression there, as root,
+    # would remove the machine's files.)
+    for path in (link + "/.", os.path.join(outside, "sub", "..")):
+        os.makedirs(os.path.join(outside, "sub"), exist_ok=True)
+        open(precious, "w").close()
+        r = subprocess.run([ctmp, "remove", path], capture_output=True,
+                           text=True, env=env_in(base))
+        check(r.stdout.strip() == "-1" and "cannot remove" in r.stderr and
+              os.path.exists(precious),
+              f"removing {path} is refused: {r.stdout.strip()} "
+              f"{r.stderr.strip()}, precious "
+              f"{'kept' if os.path.exists(precious) else 'REMOVED'}")
+    os.unlink(link)
+
+    shutil.rmtree(base, ignore_errors=True)
+
+
 CLI_SERVER = """#!/bin/sh
 echo "$@" >"$CLI_MARK.tmp" && mv "$CLI_MARK.tmp" "$CLI_MARK"
 exec cat >/dev/null
@@ -671,6 +714,7 @@ def main():
     test_bases(ctmp)
     test_new_leftovers(ctmp)
     test_sweep_links(ctmp)
+    test_remove_edges(ctmp)
     test_cli_lock()
     if "--config" in argv:
         test_config_names(argv[argv.index("--config") + 1])
