@@ -6,7 +6,9 @@
  * does so with the directory SWAP's parent, once the sweep has opened
  * SWAP and before it removes what is in it, renamed to PARENT.moved and
  * a symbolic link to LINK put in its place, as a process racing the
- * sweep could, and "swapped" after the count when it was; given "short
+ * sweep could, and "swapped" after the count when it was; given "sweep
+ * BASE SWAP DEST move", does so with SWAP itself renamed to DEST there
+ * instead, as if moved out from under the sweep; given "short
  * MAX", does as with no argument with sc_test_tmp_short_dir(MAX)'s
  * directory; given "fork", does as with no argument and forks first a
  * child that waits for stdin too, as a test's child between its fork and
@@ -16,7 +18,7 @@
  * prints sc_test_tmp_remove(PATH)'s return, 0 or -1).
  *
  *   test_ctmp
- *   test_ctmp sweep BASE [SWAP LINK]
+ *   test_ctmp sweep BASE [SWAP LINK | SWAP DEST move]
  *   test_ctmp short MAX
  *   test_ctmp fork
  *   test_ctmp swept
@@ -31,7 +33,7 @@
 #include "test_tmp.h"
 
 static const char *swap_dir, *swap_link;
-static bool swapped;
+static bool swapped, swap_move;
 
 /* sc_test_tmp_remove_hook for "sweep BASE SWAP LINK": once the sweep is
  * in SWAP, SWAP's parent is moved away and a link to LINK takes its
@@ -42,6 +44,14 @@ static void swap_parent(const char *path)
         return;
     }
     swap_dir = NULL;
+    if (swap_move) { /* SWAP itself, to DEST */
+        if (rename(path, swap_link) != 0) {
+            perror("test_ctmp: move");
+            return;
+        }
+        swapped = true;
+        return;
+    }
     char parent[4096], moved[4200];
     snprintf(parent, sizeof(parent), "%s", path);
     char *slash = strrchr(parent, '/');
@@ -69,10 +79,13 @@ static void sweep_first(const char *path)
 
 int main(int argc, char **argv)
 {
-    if ((argc == 3 || argc == 5) && strcmp(argv[1], "sweep") == 0) {
-        if (argc == 5) {
+    if ((argc == 3 || argc == 5 ||
+         (argc == 6 && strcmp(argv[5], "move") == 0)) &&
+        strcmp(argv[1], "sweep") == 0) {
+        if (argc >= 5) {
             swap_dir = argv[3];
             swap_link = argv[4];
+            swap_move = argc == 6;
             sc_test_tmp_remove_hook = swap_parent;
         }
         int removed = sc_test_tmp_sweep(argv[2]);
@@ -91,8 +104,8 @@ int main(int argc, char **argv)
     bool swept = argc == 2 && strcmp(argv[1], "swept") == 0;
     if (argc != 1 && !short_dir && !fork_child && !swept) {
         fprintf(stderr,
-                "usage: test_ctmp [sweep BASE [SWAP LINK] | short MAX | fork | "
-                "swept | remove PATH]\n");
+                "usage: test_ctmp [sweep BASE [SWAP LINK | SWAP DEST move] | "
+                "short MAX | fork | swept | remove PATH]\n");
         return 2;
     }
     if (swept) {

@@ -27,65 +27,297 @@ static char run_dir[4096];
 static char run_base[4096]; /* where run_dir is */
 static pid_t run_owner; /* the process that made it: a fork does not own it */
 
-/* Removes all in the directory dir (a descriptor, kept open; path: its
- * path, for sc_test_tmp_remove_hook only, len bytes of a buffer of cap),
- * as far as it can, through descriptors alone: a subdirectory is opened
- * from its parent's descriptor, never following a link, and each name
- * removed relative to the directory that holds it, so that a directory
- * above swapped for a link meanwhile takes nothing outside with it (a
- * removal by full path, as nftw's, follows it). A link is removed, not
- * followed. */
-static void remove_in(int dir, char *path, size_t len, size_t cap)
+/* One directory of the tree being removed (remove_tree()): the names
+ * read from it (NUL-terminated, one after another), the next to remove,
+ * its identity (to check ".." against on the way back up) and the length
+ * of its path in the hook's buffer. */
+struct level {
+    char *names;
+    size_t len, pos;
+    dev_t dev;
+    ino_t ino;
+    size_t path_len;
+    bool progress; /* this pass removed something */
+};
+
+/* A removal's state: where the first failure was (path, errno). */
+struct removal {
+    char path[4096]; /* the directory being worked in, for the hook */
+    char where[4096];
+    int err;
+};
+
+static void failed(struct removal *r, size_t len, const char *name, int err)
 {
-    if (sc_test_tmp_remove_hook != NULL) {
-        sc_test_tmp_remove_hook(path);
+    if (r->err == 0) {
+        r->err = err;
+        snprintf(r->where, sizeof(r->where), "%.*s%s%s", (int)len, r->path,
+                 name == NULL ? "" : "/", name == NULL ? "" : name);
     }
-    /* closedir() closes the copy; dir stays the caller's. */
-    int fd = fcntl(dir, F_DUPFD_CLOEXEC, 0);
-    DIR *d = fd < 0 ? NULL : fdopendir(fd);
-    if (d == NULL) {
-        if (fd >= 0) {
-            close(fd);
-        }
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        const char *name = e->d_name;
-        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
-            continue;
-        }
-        /* A directory when the open takes it; anything else (a file, a
-         * link: ELOOP or ENOTDIR) is unlinked. */
-        int sub =
-            openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub < 0) {
-            unlinkat(dir, name, 0);
-            continue;
-        }
-        int w = snprintf(path + len, cap - len, "/%s", name);
-        size_t n = len;
-        if (w > 0 && (size_t)w < cap - len) {
-            n += (size_t)w;
-        } else {
-            path[len] = '\0'; /* too long: the hook sees the parent's */
-        }
-        remove_in(sub, path, n, cap);
-        path[len] = '\0';
-        close(sub);
-        unlinkat(dir, name, AT_REMOVEDIR);
-    }
-    closedir(d);
 }
 
-/* Removes all in the directory fd (kept open), whose path is path. */
-static void remove_all_in(int fd, const char *path)
+/* Reads the names in the directory fd (kept open) into l (all but "."
+ * and ".."): through a copy of fd, closed before it returns, so that no
+ * directory stream stays open while the tree below is removed. 0 or an
+ * errno. */
+static int read_names(int fd, struct level *l)
 {
-    char buf[4096];
-    int w = snprintf(buf, sizeof(buf), "%s", path);
-    size_t len = w > 0 && (size_t)w < sizeof(buf) ? (size_t)w : 0;
-    buf[len] = '\0';
-    remove_in(fd, buf, len, sizeof(buf));
+    l->len = 0;
+    l->pos = 0;
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+        return errno;
+    }
+    DIR *d = fdopendir(copy);
+    if (d == NULL) {
+        int err = errno;
+        close(copy);
+        return err;
+    }
+    rewinddir(d); /* the copy shares fd's offset: read from the start */
+    size_t cap = 0;
+    int err = 0;
+    struct dirent *e;
+    errno = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+            continue;
+        }
+        size_t n = strlen(e->d_name) + 1;
+        if (l->len + n > cap) {
+            size_t ncap = cap == 0 ? 256 : cap;
+            while (ncap < l->len + n) {
+                ncap *= 2;
+            }
+            char *p = realloc(l->names, ncap);
+            if (p == NULL) {
+                err = ENOMEM;
+                break;
+            }
+            l->names = p;
+            cap = ncap;
+        }
+        memcpy(l->names + l->len, e->d_name, n);
+        l->len += n;
+        errno = 0;
+    }
+    if (err == 0 && e == NULL && errno != 0) {
+        err = errno;
+    }
+    closedir(d);
+    return err;
+}
+
+/* Removes all in the directory top (a descriptor, kept open; r->path its
+ * path), as far as it can, through descriptors alone: a subdirectory is
+ * opened from its parent's descriptor, never following a link, and each
+ * name removed relative to the directory that holds it, so that a
+ * directory above swapped for a link meanwhile takes nothing outside with
+ * it (a removal by full path, as nftw's, follows it). A link is removed,
+ * not followed.
+ *
+ * Any depth, with at most three descriptors open at once besides top:
+ * the names of each directory are read into memory and its stream closed
+ * before the removal goes down, and only the directory worked in is held
+ * open; the way back up is its "..", taken only when it is the directory
+ * (device, inode) the removal came down from: one moved elsewhere
+ * meanwhile stops the removal there. A directory is read again once its
+ * names are done, until it is empty or a pass removes nothing (names made
+ * meanwhile go too). 0 when top is left empty; else -1 with the first
+ * failure in r. */
+static int remove_tree(int top, struct removal *r)
+{
+    size_t cap = 8, depth = 0;
+    struct level *lv = calloc(cap, sizeof(*lv));
+    int cur = top;
+    int rc = -1;
+    struct stat st;
+    if (lv == NULL) {
+        failed(r, strlen(r->path), NULL, ENOMEM);
+        return -1;
+    }
+    if (fstat(top, &st) != 0) {
+        failed(r, strlen(r->path), NULL, errno);
+        goto out;
+    }
+    lv[0].dev = st.st_dev;
+    lv[0].ino = st.st_ino;
+    lv[0].path_len = strlen(r->path);
+    depth = 1;
+    if (sc_test_tmp_remove_hook != NULL) {
+        sc_test_tmp_remove_hook(r->path);
+    }
+    int err = read_names(top, &lv[0]);
+    if (err != 0) {
+        failed(r, lv[0].path_len, NULL, err);
+        goto out;
+    }
+    for (;;) {
+        struct level *l = &lv[depth - 1];
+        size_t plen = l->path_len;
+        r->path[plen] = '\0';
+        if (l->pos < l->len) {
+            const char *name = l->names + l->pos;
+            l->pos += strlen(name) + 1;
+            /* A directory when the open takes it; anything else (a file,
+             * a link: ELOOP or ENOTDIR) is unlinked. */
+            int sub = openat(cur, name,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                if (errno == ENOTDIR || errno == ELOOP) {
+                    if (unlinkat(cur, name, 0) == 0) {
+                        l->progress = true;
+                    } else if (errno != ENOENT) {
+                        failed(r, plen, name, errno);
+                    }
+                } else if (errno != ENOENT) {
+                    failed(r, plen, name, errno);
+                }
+                continue;
+            }
+            if (fstat(sub, &st) != 0) {
+                failed(r, plen, name, errno);
+                close(sub);
+                continue;
+            }
+            if (depth == cap) {
+                struct level *p = realloc(lv, 2 * cap * sizeof(*lv));
+                if (p == NULL) {
+                    failed(r, plen, name, ENOMEM);
+                    close(sub);
+                    continue;
+                }
+                memset(p + cap, 0, cap * sizeof(*p));
+                lv = p;
+                cap *= 2;
+                l = &lv[depth - 1];
+            }
+            struct level *c = &lv[depth];
+            c->dev = st.st_dev;
+            c->ino = st.st_ino;
+            c->progress = false;
+            int w =
+                snprintf(r->path + plen, sizeof(r->path) - plen, "/%s", name);
+            /* Too long: the hook sees the parent's. */
+            c->path_len = w > 0 && (size_t)w < sizeof(r->path) - plen
+                              ? plen + (size_t)w
+                              : plen;
+            r->path[c->path_len] = '\0';
+            if (sc_test_tmp_remove_hook != NULL) {
+                sc_test_tmp_remove_hook(r->path);
+            }
+            err = read_names(sub, c);
+            if (err != 0) {
+                failed(r, c->path_len, NULL, err);
+                close(sub);
+                continue;
+            }
+            if (cur != top) {
+                close(cur);
+            }
+            cur = sub;
+            depth++;
+            continue;
+        }
+        /* This pass is done: read again; go on while it removes. */
+        bool progress = l->progress;
+        l->progress = false;
+        err = read_names(cur, l);
+        if (err != 0) {
+            failed(r, plen, NULL, err);
+        } else if (l->len > 0 && progress) {
+            continue;
+        } else if (l->len > 0) {
+            failed(r, plen, NULL, ENOTEMPTY); /* said already if not */
+        }
+        bool empty = err == 0 && l->len == 0;
+        if (depth == 1) {
+            rc = empty ? 0 : -1;
+            break;
+        }
+        /* Back up to the parent, through ".." when it is the one the
+         * removal came down from. */
+        struct level *p = &lv[depth - 2];
+        int up = top;
+        if (depth > 2) {
+            up = openat(cur, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (up < 0 || fstat(up, &st) != 0 || st.st_dev != p->dev ||
+                st.st_ino != p->ino) {
+                failed(r, plen, "..", up < 0 ? errno : ESTALE);
+                if (up >= 0) {
+                    close(up);
+                }
+                break; /* its parent is elsewhere now: stop */
+            }
+        }
+        close(cur);
+        cur = up;
+        depth--;
+        /* The directory just emptied, now from its parent: its name is
+         * the one before p->pos. */
+        const char *name = p->names + p->pos - 1;
+        while (name > p->names && name[-1] != '\0') {
+            name--;
+        }
+        r->path[p->path_len] = '\0';
+        if (!empty) {
+            continue;
+        }
+        if (unlinkat(cur, name, AT_REMOVEDIR) == 0) {
+            p->progress = true;
+        } else if (errno == ENOTDIR && unlinkat(cur, name, 0) == 0) {
+            p->progress = true; /* swapped for a link meanwhile: removed */
+        } else if (errno != ENOENT) {
+            failed(r, p->path_len, name, errno);
+        }
+    }
+out:
+    if (cur != top) {
+        close(cur);
+    }
+    for (size_t i = 0; i < cap; i++) {
+        free(lv[i].names);
+    }
+    free(lv);
+    return rc;
+}
+
+/* Removes the directory fd (opened from parent as name; path: its path)
+ * with all in it, then its name; 0, or -1 said on stderr (path, where
+ * the first failure was and its errno) with errno set. fd stays open. */
+static int remove_dir_at(int parent, const char *name, int fd, const char *path)
+{
+    struct removal *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        fprintf(stderr, "test_tmp: cannot remove %s: %s\n", path,
+                strerror(ENOMEM));
+        errno = ENOMEM;
+        return -1;
+    }
+    snprintf(r->path, sizeof(r->path), "%s", path);
+    int rc = remove_tree(fd, r);
+    if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) != 0 &&
+        !(errno == ENOTDIR && unlinkat(parent, name, 0) == 0) &&
+        errno != ENOENT) {
+        r->err = errno;
+        snprintf(r->where, sizeof(r->where), "%s", path);
+        rc = -1;
+    }
+    if (rc != 0) {
+        int err = r->err != 0 ? r->err : ENOTEMPTY;
+        if (r->err == 0 || strcmp(r->where, path) == 0) {
+            fprintf(stderr, "test_tmp: cannot remove %s: %s\n", path,
+                    strerror(err));
+        } else {
+            fprintf(stderr, "test_tmp: cannot remove %s: %s: %s\n", path,
+                    r->where, strerror(err));
+        }
+        free(r);
+        errno = err;
+        return -1;
+    }
+    free(r);
+    return 0;
 }
 
 int sc_test_tmp_remove(const char *path)
@@ -126,14 +358,9 @@ int sc_test_tmp_remove(const char *path)
     int fd =
         openat(parent, last, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd >= 0) {
-        remove_all_in(fd, path);
+        rc = remove_dir_at(parent, last, fd, path);
+        err = errno;
         close(fd);
-        if (unlinkat(parent, last, AT_REMOVEDIR) != 0 && errno != ENOENT) {
-            err = errno;
-            fprintf(stderr, "test_tmp: cannot remove %s: %s\n", path,
-                    strerror(err));
-            rc = -1;
-        }
     } else if (errno == ENOTDIR || errno == ELOOP) {
         /* A file or a link: removed, not followed. */
         if (unlinkat(parent, last, 0) != 0 && errno != ENOENT) {
@@ -206,12 +433,12 @@ int sc_test_tmp_sweep(const char *base)
          * owner in another pid namespace whose pid this sweep misread:
          * removed, its owner makes another (make_run_dir()). Removed
          * through the descriptor locked, each name relative to its
-         * directory's descriptor (remove_in()): nothing is followed. */
+         * directory's descriptor (remove_tree()): nothing is followed. One
+         * left in part is said on stderr and not counted. */
         struct stat st;
         if (fstat(fd, &st) == 0 && st.st_uid == geteuid() &&
-            flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            remove_all_in(fd, path);
-            unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
+            flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            remove_dir_at(dirfd(d), e->d_name, fd, path) == 0) {
             removed++;
         }
         close(fd);

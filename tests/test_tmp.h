@@ -51,11 +51,13 @@ char *sc_test_tmp_path(const char *who, char *buf, size_t size,
  * its directory, never following a link, so that a directory in it
  * swapped for a link meanwhile takes nothing outside with it; path's
  * parent is followed as given (a link in path's last name is removed,
- * not followed, trailing slashes or not). For a directory made in
+ * not followed, trailing slashes or not). Any depth: a few descriptors
+ * at once, whatever the depth (the way back up is "..", checked to be the
+ * directory it came down from). For a directory made in
  * sc_test_tmp_dir()'s before the exit; the exit and the sweep remove
  * theirs so, bench_service its data directories. 0 when path is gone
  * (or was not there); -1 with errno set, said on stderr ("test_tmp:
- * cannot remove PATH: why"), when some of it is left, or when
+ * cannot remove PATH: [WHERE: ]why"), when some of it is left, or when
  * path is "/" or its last name "." or ".." (refused: EINVAL). */
 int sc_test_tmp_remove(const char *path);
 
@@ -71,7 +73,8 @@ int sc_test_tmp_keep(const char *who, const char *path, char *out, size_t size);
  * .semcache-new.PID.* whose process is gone (see above) and whose owner
  * is this process's effective uid (another user's is kept, even by
  * root), through the descriptor it locked (as sc_test_tmp_remove());
- * returns how many it removed. The sweep sc_test_tmp_dir() makes; for
+ * returns how many it removed (one left in part, said on stderr, is not
+ * counted). The sweep sc_test_tmp_dir() makes; for
  * tests of this helper. */
 int sc_test_tmp_sweep(const char *base);
 

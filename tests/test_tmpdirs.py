@@ -14,7 +14,8 @@ swept before it locks it makes another. A C sweep removes through
 descriptors: a directory swapped for a link while it removes in it
 takes nothing outside with it; another uid's run directory is kept
 (tested as root); a link named with a trailing slash is removed, not
-its target's files. With --persist PATH, a real C
+its target's files; a tree 600 deep goes whole with 256 descriptors; a
+directory moved out from under a sweep stops it, said and not counted. With --persist PATH, a real C
 test (test_persist) killed midway leaves nothing the next one does not
 remove (it used to leave /tmp/semcache-persist-test-PID). C picks the
 base Python does when TMPDIR cannot be used ($TEMP, $TMP, /tmp...), and
@@ -416,7 +417,13 @@ def test_remove_edges(ctmp):
     """sc_test_tmp_remove() given a link with a trailing slash removes the
     link, not what is in its target (open() follows "link/" even with
     O_NOFOLLOW: it removed the target's files), and refuses a last name
-    "." or ".." (it removed what was in the directory they name)."""
+    "." or "..". A tree 600 directories deep is removed whole
+    with 256 descriptors, by sc_test_tmp_remove() and by a sweep (two
+    descriptors held a level: EMFILE from ~510 deep, the tree left and
+    the sweep still counted it). A directory moved out of the tree while
+    the sweep removes in it stops the sweep there (its ".." is no longer
+    the directory it came down from), leaves what is beside it alone, is
+    said on stderr and not counted."""
     base = tempfile.mkdtemp()
     outside = os.path.join(base, "outside")
     os.mkdir(outside)
@@ -451,6 +458,57 @@ def test_remove_edges(ctmp):
               f"{'kept' if os.path.exists(precious) else 'REMOVED'}")
     os.unlink(link)
 
+    # 600 deep, a file at the top, one halfway and one at the bottom.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    deep = os.path.join(base, "deep")
+    runs_base = os.path.join(base, "runs")
+    os.mkdir(runs_base)
+    few = ["sh", "-c", 'ulimit -n 256 && exec "$0" "$@"', ctmp]
+    for top, args in ((deep, ["remove", deep]),
+                      (os.path.join(runs_base,
+                                    f"{testtmp.PREFIX}{gone.pid}.deep"),
+                       ["sweep", runs_base])):
+        os.mkdir(top)
+        path = top
+        for i in range(600):
+            path = os.path.join(path, "d")
+            os.mkdir(path)
+            if i in (0, 299, 599):
+                open(os.path.join(path, "f"), "w").close()
+        r = subprocess.run(few + args, capture_output=True, text=True,
+                           env=env_in(base))
+        check(r.stdout.strip() in ("0", "1") and not os.path.lexists(top)
+              and r.stderr == "",
+              f"{args[0]} under ulimit -n 256 removes a tree 600 deep "
+              f"whole: {r.stdout.strip()} "
+              f"{'gone' if not os.path.lexists(top) else 'LEFT'} "
+              f"{r.stderr.strip()[-300:]}")
+        check(args[0] != "sweep" or r.stdout.strip() == "1",
+              f"and the sweep counts it: {r.stdout.strip()}")
+        shutil.rmtree(top, ignore_errors=True)
+
+    # a/b moved to victim/b while the sweep is in it; a holds the names
+    # victim does.
+    victim = os.path.join(base, "victim")
+    os.mkdir(victim)
+    run = os.path.join(runs_base, f"{testtmp.PREFIX}{gone.pid}.moved")
+    os.makedirs(os.path.join(run, "a", "b"))
+    names = [f"f{i}" for i in range(64)]
+    for d in (victim, os.path.join(run, "a"), os.path.join(run, "a", "b")):
+        for n in names:
+            open(os.path.join(d, n), "w").close()
+    r = subprocess.run([ctmp, "sweep", runs_base,
+                        os.path.join(run, "a", "b"),
+                        os.path.join(victim, "b"), "move"],
+                       capture_output=True, text=True, env=env_in(base))
+    left = sorted(n for n in os.listdir(victim) if n != "b")
+    check(r.stdout.split() == ["0", "swapped"] and left == sorted(names) and
+          f"cannot remove {run}" in r.stderr and os.path.isdir(run),
+          f"a sweep whose directory is moved out to {victim} while it "
+          f"removes in it stops there, keeps {victim}'s files, says so "
+          f"and does not count it: {r.stdout.strip()}, {len(left)} of "
+          f"{len(names)} files left, {r.stderr.strip()[-300:]}")
     shutil.rmtree(base, ignore_errors=True)
 
 
