@@ -458,6 +458,37 @@ def test_remove_edges(ctmp):
               f"{'kept' if os.path.exists(precious) else 'REMOVED'}")
     os.unlink(link)
 
+    if os.geteuid() != 0:
+        print("tmpdirs: not root: a base that cannot be read is not tested")
+    else:
+        # A base uid 65534 may write and search but not read (a drop
+        # directory, 1733): its own directory in it is removed (the
+        # parent opened for reading left it, "Permission denied").
+        drop = os.path.join(base, "drop")
+        os.mkdir(drop)
+        d = base
+        while d not in ("/", ""):  # the way there searchable by all
+            st = os.stat(d)
+            if st.st_uid == os.geteuid() and not st.st_mode & 0o001:
+                os.chmod(d, (st.st_mode & 0o7777) | 0o011)
+            d = os.path.dirname(d)
+        os.chmod(drop, 0o1733)
+        mine = os.path.join(drop, "mine")
+        os.mkdir(mine)
+        open(os.path.join(mine, "file"), "w").close()
+        for p in (mine, os.path.join(mine, "file")):
+            os.chown(p, 65534, 65534)
+
+        def as_nobody():
+            os.setgid(65534)
+            os.setuid(65534)
+        r = subprocess.run([ctmp, "remove", mine], capture_output=True,
+                           text=True, env=env_in(base),
+                           preexec_fn=as_nobody)
+        check(r.stdout.strip() == "0" and not os.path.lexists(mine),
+              f"uid 65534 removes its directory in a base it cannot read "
+              f"(1733): {r.stdout.strip()} {r.stderr.strip()}")
+
     # 600 deep, a file at the top, one halfway and one at the bottom.
     gone = subprocess.Popen(["true"])
     gone.wait()
