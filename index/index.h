@@ -376,7 +376,9 @@ size_t sc_index_memory(sc_index *ix);
 /* The part of sc_index_memory that FAISS's inverted lists hold (a trained
  * IVF index): each vector's code and label at the lists' capacity, which
  * grows by doubling (between once and twice what they use), stays after
- * removes and falls to their size at a shrink (sc_index_compact). 0 for
+ * removes until their batch leaves FAISS, which cuts each list holding
+ * more than twice its size to its size, and falls to their size at a
+ * shrink (sc_index_compact). 0 for
  * flat and an untrained index. Takes the index's lock for reading and
  * O(nlist) time. */
 size_t sc_index_list_bytes(sc_index *ix);
@@ -403,8 +405,9 @@ size_t sc_index_heap_bytes(size_t n);
  * "auto", 1 for SQ8, plus an 8-byte label) twice over: FAISS's inverted lists
  * grow by doubling, so their bound is counted (docs/CONFIG.md); counted from
  * the first vector. sc_index_memory counts the lists' capacity instead
- * (sc_index_list_bytes), between once and twice that, once just after a
- * shrink. Not counted: our arrays
+ * (sc_index_list_bytes), between once and twice that (a batch of removes
+ * cuts the lists left more than half empty), once just after a shrink.
+ * Not counted: our arrays
  * grown ahead of use (they double, or, full of tombstones waiting to be freed,
  * grow by room for a batch of them), searches' scratch, a training's transient
  * copy. 0 when p is invalid or its backend is not built. */
