@@ -1485,6 +1485,7 @@ typedef struct closing {
     pthread_t th;
     atomic_int steps;
     atomic_int adds_done; /* the test's last sc_index_add has returned */
+    atomic_int created;   /* th is set: the test may join it */
 } closing;
 
 /* The close waits for the test's last add to return: the training starts
@@ -1507,6 +1508,7 @@ static void close_step(void *arg)
     closing *c = arg;
     if (atomic_fetch_add(&c->steps, 1) == 0) {
         CHECK(pthread_create(&c->th, NULL, close_main, c) == 0);
+        atomic_store(&c->created, 1);
     }
     usleep(50 * 1000);
 }
@@ -1520,8 +1522,11 @@ static void test_close_cancels(void)
         CHECK(sc_index_add(c.ix, i, data + i * D) == SC_OK);
     }
     atomic_store(&c.adds_done, 1);
-    /* The last add began the training; the hook closes the index. */
-    while (atomic_load(&c.steps) == 0) {
+    /* The last add began the training; the hook closes the index. Its
+     * thread is joined once its id is written (steps counts before the
+     * pthread_create: a join of th read before it returned joined no
+     * thread, and the close then read c past this function's end). */
+    while (atomic_load(&c.created) == 0) {
         usleep(1000);
     }
     pthread_join(c.th, NULL);
