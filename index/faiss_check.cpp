@@ -106,15 +106,25 @@ extern "C" int sc_faiss_stop_when(int (*fn)(void *), void *arg)
 #include <cstdint>
 #include <faiss/invlists/DirectMap.h>
 
+// The IVF index behind one of ivf.c's handles (*ivf, or nullptr) and its
+// inverted lists when they are FAISS's arrays (nullptr when not): what the
+// relabel, the list cut and the two byte counts below all start from. A
+// caller given a const handle reads through the result only.
+static faiss::ArrayInvertedLists *array_lists(const void *index,
+                                              faiss::IndexIVF **ivf)
+{
+    *ivf = dynamic_cast<faiss::IndexIVF *>(
+        static_cast<faiss::Index *>(const_cast<void *>(index)));
+    return *ivf == nullptr
+               ? nullptr
+               : dynamic_cast<faiss::ArrayInvertedLists *>((*ivf)->invlists);
+}
+
 extern "C" int sc_faiss_ivf_relabel(void *index, const uint32_t *to, size_t n)
 {
     try {
-        auto *ivf =
-            dynamic_cast<faiss::IndexIVF *>(static_cast<faiss::Index *>(index));
-        auto *al =
-            ivf == nullptr
-                ? nullptr
-                : dynamic_cast<faiss::ArrayInvertedLists *>(ivf->invlists);
+        faiss::IndexIVF *ivf;
+        auto *al = array_lists(index, &ivf);
         if (al == nullptr || !ivf->direct_map.no() ||
             al->ids.size() != ivf->nlist || al->codes.size() != ivf->nlist) {
             return -1;
@@ -157,12 +167,8 @@ extern "C" int sc_faiss_ivf_relabel(void *index, const uint32_t *to, size_t n)
 extern "C" int sc_faiss_ivf_trim_lists(void *index, size_t *freed)
 {
     try {
-        auto *ivf =
-            dynamic_cast<faiss::IndexIVF *>(static_cast<faiss::Index *>(index));
-        auto *al =
-            ivf == nullptr
-                ? nullptr
-                : dynamic_cast<faiss::ArrayInvertedLists *>(ivf->invlists);
+        faiss::IndexIVF *ivf;
+        auto *al = array_lists(index, &ivf);
         if (al == nullptr || al->ids.size() != al->codes.size()) {
             return -1;
         }
@@ -222,12 +228,8 @@ extern "C" int sc_faiss_ivf_search(const void *index, int64_t n, const float *x,
 extern "C" int sc_faiss_ivf_list_bytes(const void *index, size_t *bytes)
 {
     try {
-        const auto *ivf = dynamic_cast<const faiss::IndexIVF *>(
-            static_cast<const faiss::Index *>(index));
-        const auto *al = ivf == nullptr
-                             ? nullptr
-                             : dynamic_cast<const faiss::ArrayInvertedLists *>(
-                                   ivf->invlists);
+        faiss::IndexIVF *ivf;
+        const auto *al = array_lists(index, &ivf);
         if (al == nullptr) {
             return -1;
         }
@@ -257,12 +259,8 @@ extern "C" int sc_faiss_ivf_list_bytes(const void *index, size_t *bytes)
 extern "C" int sc_faiss_ivf_fixed_bytes(const void *index, size_t *bytes)
 {
     try {
-        const auto *ivf = dynamic_cast<const faiss::IndexIVF *>(
-            static_cast<const faiss::Index *>(index));
-        const auto *al = ivf == nullptr
-                             ? nullptr
-                             : dynamic_cast<const faiss::ArrayInvertedLists *>(
-                                   ivf->invlists);
+        faiss::IndexIVF *ivf;
+        const auto *al = array_lists(index, &ivf);
         const auto *q =
             ivf == nullptr
                 ? nullptr
