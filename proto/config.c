@@ -7,9 +7,11 @@
 #include "proto/http.h"
 #include "proto/proxy.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,131 @@ sc_err sc_config_set_str(char **slot, const char *value)
     free(*slot);
     *slot = copy;
     return SC_OK;
+}
+
+/* ---- the numeric settings (config.h, sc_config_num) ---------------- */
+
+#define SC_NUM(flag, key, lo, hi, unit, field)                                 \
+    {                                                                          \
+        flag, key, lo, hi, unit, offsetof(sc_config, field),                   \
+            sizeof(((sc_config *)0)->field)                                    \
+    }
+
+#define MIB     (1ull << 20)
+#define NO_MAX  (UINT64_MAX >> 1) /* the largest JSON integer */
+#define HOUR_MS 3600000u
+
+const sc_config_num sc_config_nums[] = {
+    SC_NUM("--threads", "threads", 1, 1024, "", threads),
+    SC_NUM("--max-clients", "max_clients", 1, 1u << 20, "", max_clients),
+    SC_NUM("--recv-max", "recv_max", 1024, 1ull << 30, "bytes", recv_max),
+    SC_NUM("--reply-queue-max", "reply_queue_max", MIB, 1ull << 40, "bytes",
+           reply_queue_max),
+    SC_NUM("--reply-total-max", "reply_total_max", MIB, 1ull << 40, "bytes",
+           reply_total_max),
+    SC_NUM("--reply-timeout", "reply_timeout", 100, HOUR_MS, "ms",
+           reply_timeout_ms),
+    SC_NUM("--http-max-conns", "http_max_conns", 1, 1u << 20, "",
+           http_max_conns),
+    SC_NUM("--http-stop-grace", "http_stop_grace", 1, HOUR_MS, "ms",
+           http_stop_grace_ms),
+    SC_NUM("--http-read-timeout", "http_read_timeout", 100, HOUR_MS, "ms",
+           http_read_timeout_ms),
+    SC_NUM("--http-write-timeout", "http_write_timeout", 100, HOUR_MS, "ms",
+           http_write_timeout_ms),
+    SC_NUM("--compact-bytes", "compact_bytes", MIB, 1ull << 50, "bytes",
+           compact_bytes),
+    SC_NUM("--max-namespaces", "max_namespaces", 1, 1u << 20, "",
+           cache.max_namespaces),
+    SC_NUM("--max-bytes", "max_bytes", 1, NO_MAX, "bytes", cache.max_bytes),
+    SC_NUM(NULL, "max_entries", 0, NO_MAX, "", cache.max_entries),
+};
+const size_t sc_config_nnums =
+    sizeof(sc_config_nums) / sizeof(sc_config_nums[0]);
+
+const sc_config_num *sc_config_num_by_flag(const char *flag)
+{
+    for (size_t i = 0; i < sc_config_nnums; i++) {
+        if (sc_config_nums[i].flag != NULL &&
+            strcmp(sc_config_nums[i].flag, flag) == 0) {
+            return &sc_config_nums[i];
+        }
+    }
+    return NULL;
+}
+
+const sc_config_num *sc_config_num_by_key(const char *key)
+{
+    for (size_t i = 0; i < sc_config_nnums; i++) {
+        if (strcmp(sc_config_nums[i].key, key) == 0) {
+            return &sc_config_nums[i];
+        }
+    }
+    return NULL;
+}
+
+/* One bound as the pages write it: 1 MiB (bytes), 2^30, 1024. */
+static void bound(uint64_t v, bool bytes, char *out, size_t cap)
+{
+    int log2 = v != 0 && (v & (v - 1)) == 0 ? __builtin_ctzll(v) : -1;
+    if (bytes && v >= MIB && v % MIB == 0 && v < (1ull << 30)) {
+        snprintf(out, cap, "%llu MiB", (unsigned long long)(v / MIB));
+    } else if (log2 >= 20) {
+        snprintf(out, cap, "2^%d", log2);
+    } else {
+        snprintf(out, cap, "%llu", (unsigned long long)v);
+    }
+}
+
+void sc_config_num_range(const sc_config_num *n, char *out, size_t cap)
+{
+    bool bytes = strcmp(n->unit, "bytes") == 0;
+    char lo[32], hi[32];
+    bound(n->min, bytes, lo, sizeof(lo));
+    bound(n->max, bytes, hi, sizeof(hi));
+    if (n->max == NO_MAX) {
+        snprintf(out, cap, "%s or more%s%s", lo, n->unit[0] ? " " : "",
+                 n->unit);
+    } else {
+        snprintf(out, cap, "%s..%s%s%s", lo, hi, n->unit[0] ? " " : "",
+                 n->unit);
+    }
+}
+
+/* Sets n's field of cfg to v if v is in n's range; else SC_EINVAL with
+ * "must be RANGE" in msg. The flags' and the keys' one check. */
+static sc_err num_set(sc_config *cfg, const sc_config_num *n, uint64_t v,
+                      char *msg, size_t cap)
+{
+    if (v < n->min || v > n->max) {
+        char range[80];
+        sc_config_num_range(n, range, sizeof(range));
+        snprintf(msg, cap, "must be %s", range);
+        return SC_EINVAL;
+    }
+    char *field = (char *)cfg + n->offset;
+    if (n->size == sizeof(uint32_t)) {
+        uint32_t u = (uint32_t)v;
+        memcpy(field, &u, sizeof(u));
+    } else {
+        memcpy(field, &v, sizeof(v));
+    }
+    return SC_OK;
+}
+
+sc_err sc_config_num_parse(sc_config *cfg, const sc_config_num *n,
+                           const char *value, char *msg, size_t cap)
+{
+    /* Digits only: strtoull would skip spaces and take a sign (" -1" is
+     * 2^64 - 1). Out of uint64_t's range is out of every setting's. */
+    char *end;
+    errno = 0;
+    unsigned long long v =
+        value[0] >= '0' && value[0] <= '9' ? strtoull(value, &end, 10) : 0;
+    if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0') {
+        v = UINT64_MAX;
+    }
+    return num_set(cfg, n, v, msg, cap);
 }
 
 unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
@@ -157,6 +284,21 @@ static sc_err get_int(ctx *x, const char *key, json_t *v, uint64_t lo,
                    (unsigned long long)hi);
     }
     *out = n;
+    return SC_OK;
+}
+
+/* A numeric setting's key: a JSON integer in the range its flag takes,
+ * refused in the same words. */
+static sc_err get_num(ctx *x, sc_config *cfg, const sc_config_num *n, json_t *v)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        return bad(x, n->key, "must be a non-negative integer");
+    }
+    char why[128];
+    if (num_set(cfg, n, (uint64_t)json_integer_value(v), why, sizeof(why)) !=
+        SC_OK) {
+        return bad(x, n->key, "%s", why);
+    }
     return SC_OK;
 }
 
@@ -750,31 +892,11 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
     if (rc == SC_OK) {
         json_object_foreach(root, k, v)
         {
-            uint64_t u = 0;
-            if (strcmp(k, "listen") == 0) {
+            const sc_config_num *num = sc_config_num_by_key(k);
+            if (num != NULL) {
+                rc = get_num(&x, cfg, num, v);
+            } else if (strcmp(k, "listen") == 0) {
                 rc = parse_listen(&x, cfg, v);
-            } else if (strcmp(k, "threads") == 0) {
-                if ((rc = get_int(&x, k, v, 1, 1024, &u)) == SC_OK) {
-                    cfg->threads = (unsigned)u;
-                }
-            } else if (strcmp(k, "recv_max") == 0) {
-                if ((rc = get_int(&x, k, v, 1024, 1u << 30, &u)) == SC_OK) {
-                    cfg->recv_max = (size_t)u;
-                }
-            } else if (strcmp(k, "reply_queue_max") == 0) {
-                if ((rc = get_int(&x, k, v, 1u << 20, 1ull << 40, &u)) ==
-                    SC_OK) {
-                    cfg->reply_queue_max = (size_t)u;
-                }
-            } else if (strcmp(k, "reply_total_max") == 0) {
-                if ((rc = get_int(&x, k, v, 1u << 20, 1ull << 40, &u)) ==
-                    SC_OK) {
-                    cfg->reply_total_max = (size_t)u;
-                }
-            } else if (strcmp(k, "reply_timeout") == 0) {
-                if ((rc = get_int(&x, k, v, 100, 3600000, &u)) == SC_OK) {
-                    cfg->reply_timeout_ms = (unsigned)u;
-                }
             } else if (strcmp(k, "tls_cert") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->tls_cert);
             } else if (strcmp(k, "prices") == 0) {
@@ -783,26 +905,6 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 rc = get_str(&x, k, v, 1024, &cfg->http);
                 if (rc == SC_OK && sc_http_addr_check(cfg->http) != SC_OK) {
                     rc = bad(&x, k, SC_HTTP_ADDR_FORM);
-                }
-            } else if (strcmp(k, "max_clients") == 0) {
-                if ((rc = get_int(&x, k, v, 1, 1u << 20, &u)) == SC_OK) {
-                    cfg->max_clients = (unsigned)u;
-                }
-            } else if (strcmp(k, "http_max_conns") == 0) {
-                if ((rc = get_int(&x, k, v, 1, 1u << 20, &u)) == SC_OK) {
-                    cfg->http_max_conns = (unsigned)u;
-                }
-            } else if (strcmp(k, "http_stop_grace") == 0) {
-                if ((rc = get_int(&x, k, v, 1, 3600000, &u)) == SC_OK) {
-                    cfg->http_stop_grace_ms = (unsigned)u;
-                }
-            } else if (strcmp(k, "http_read_timeout") == 0) {
-                if ((rc = get_int(&x, k, v, 100, 3600000, &u)) == SC_OK) {
-                    cfg->http_read_timeout_ms = (unsigned)u;
-                }
-            } else if (strcmp(k, "http_write_timeout") == 0) {
-                if ((rc = get_int(&x, k, v, 100, 3600000, &u)) == SC_OK) {
-                    cfg->http_write_timeout_ms = (unsigned)u;
                 }
             } else if (strcmp(k, "data_dir") == 0) {
                 rc = get_str(&x, k, v, SC_CONFIG_PATH_MAX, &cfg->data_dir);
@@ -822,19 +924,6 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
                 cfg->fsync_given = true;
             } else if (strcmp(k, "proxy") == 0) {
                 rc = parse_proxy(&x, cfg, v);
-            } else if (strcmp(k, "compact_bytes") == 0) {
-                rc = get_int(&x, k, v, 1u << 20, 1ull << 50,
-                             &cfg->compact_bytes);
-            } else if (strcmp(k, "max_namespaces") == 0) {
-                if ((rc = get_int(&x, k, v, 1, 1u << 20, &u)) == SC_OK) {
-                    cfg->cache.max_namespaces = (uint32_t)u;
-                }
-            } else if (strcmp(k, "max_bytes") == 0) {
-                rc = get_int(&x, k, v, 1, UINT64_MAX >> 1,
-                             &cfg->cache.max_bytes);
-            } else if (strcmp(k, "max_entries") == 0) {
-                rc = get_int(&x, k, v, 0, UINT64_MAX >> 1,
-                             &cfg->cache.max_entries);
             } else if (strcmp(k, "cost_targets") == 0) {
                 rc = parse_targets(&x, cfg, v);
             } else if (strcmp(k, "keys") == 0) {

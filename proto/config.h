@@ -74,6 +74,43 @@ typedef struct sc_config {
     size_t nkeys;
 } sc_config;
 
+/* A plain numeric setting: a flag and its configuration key that take
+ * one whole number in [min, max] into one field of sc_config. The table
+ * sc_config_nums holds every one, so that the flag parser (semcached.c),
+ * the file's parser (sc_config_load), their messages and --help share
+ * each range: a range written once cannot differ between flag and key.
+ * Settings parsed otherwise (addresses, paths, enums, the proxy's, whose
+ * key and flag share sc_proxy_parse_flag) are not in it. */
+typedef struct sc_config_num {
+    const char *flag; /* "--reply-timeout"; NULL: a key with no flag */
+    const char *key;  /* "reply_timeout" */
+    uint64_t min, max;
+    const char *unit; /* "ms", "bytes" or "": said after the range */
+    size_t offset;    /* of the field in sc_config */
+    size_t size;      /* of that field: 4 or 8 bytes */
+} sc_config_num;
+
+/* The table, sc_config_nums[0..sc_config_nnums); static, never NULL. */
+extern const sc_config_num sc_config_nums[];
+extern const size_t sc_config_nnums;
+
+/* The entry of flag ("--threads") or of key ("threads"); NULL if none. */
+const sc_config_num *sc_config_num_by_flag(const char *flag);
+const sc_config_num *sc_config_num_by_key(const char *key);
+
+/* Writes n's range as messages and --help say it, "1024..2^30 bytes",
+ * "100..3600000 ms", "1 or more bytes" (max 2^63 - 1), into out (cap
+ * bytes, truncated to fit). */
+void sc_config_num_range(const sc_config_num *n, char *out, size_t cap);
+
+/* Sets n's field of cfg from a flag's value: decimal digits only (no
+ * sign, space, fraction or suffix), in n's range. Returns SC_OK, or
+ * SC_EINVAL with "must be RANGE" (sc_config_num_range) in msg (cap bytes)
+ * and cfg unchanged. sc_config_load reads a key's JSON integer into the
+ * same field through the same range check and message. */
+sc_err sc_config_num_parse(sc_config *cfg, const sc_config_num *n,
+                           const char *value, char *msg, size_t cap);
+
 /* Fills cfg with the defaults. Errors: SC_ENOMEM. */
 sc_err sc_config_init(sc_config *cfg);
 
@@ -82,30 +119,23 @@ sc_err sc_config_init(sc_config *cfg);
 void sc_config_fini(sc_config *cfg);
 
 /* Reads the JSON file at path on top of cfg. Keys (all optional):
+ *   the numeric settings of sc_config_nums, each a JSON integer in its
+ *                 range (threads, max_clients, recv_max, reply_queue_max,
+ *                 reply_total_max, reply_timeout, http_max_conns,
+ *                 http_stop_grace, http_read_timeout, http_write_timeout,
+ *                 compact_bytes, max_namespaces, max_bytes, max_entries:
+ *                 docs/CONFIG.md says what each does)
  *   listen        string or array of strings (replaces the listeners)
- *   threads       1..1024
- *   max_clients   1..2^20: nng clients connected at once
- *   recv_max      bytes, 1024..2^30
- *   reply_queue_max  bytes, 1 MiB..2^40: replies a client may leave unread
- *   reply_total_max  bytes, 1 MiB..2^40: replies held for all clients
- *   reply_timeout  ms, 100..3600000: the write of one reply
  *   tls_cert      path
  *   http          HOST:PORT of the HTTP front (docs/HTTP.md)
- *   http_max_conns  1..2^20: HTTP connections held open at once
- *   http_stop_grace  ms, 1..3600000: a stop's wait for HTTP answers
- *   http_read_timeout  ms, 100..3600000: the wait for an HTTP request's head
- *   http_write_timeout  ms, 100..3600000: the write of one HTTP answer
  *   prices        path of a price table (data/prices.json shows the form)
  *   data_dir      path
  *   embed_table   path
  *   persist       bool (default true): keep the cache in data_dir/state
  *   fsync         "always", "everysec" (default) or "no"
- *   compact_bytes log size that starts a compaction, 1 MiB..2^50
  *   proxy         {upstream, upstream_timeout (ms),
  *                  upstream_max_duration (ms), ns, workers, history,
  *                  store, embed_model}: the OpenAI proxy's flags
- *   max_namespaces, max_bytes   as the flags; max_entries (no flag): the
- *                  cache's cap on entries
  *   cost_targets  {"namespaces": {NAME: dollars}, "features": {TAG:
  *                  dollars}}: the most a request should cost
  *   namespaces    {"NAME": {dim, storage, threshold, margin, ttl (seconds),

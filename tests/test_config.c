@@ -467,6 +467,104 @@ static void test_http_timeouts(void)
     }
 }
 
+/* The field n names in cfg, read at its size. */
+static uint64_t num_field(const sc_config *cfg, const sc_config_num *n)
+{
+    const char *p = (const char *)cfg + n->offset;
+    if (n->size == sizeof(uint32_t)) {
+        uint32_t u;
+        memcpy(&u, p, sizeof(u));
+        return u;
+    }
+    uint64_t u;
+    memcpy(&u, p, sizeof(u));
+    return u;
+}
+
+/* sc_config_nums, the numeric settings' one table: each row's flag is its
+ * key's name (--reply-timeout, reply_timeout), found by both lookups; its
+ * field holds its max; the flag's text and the key's JSON integer land
+ * in the same field at min and max, and min - 1 and max + 1 are refused
+ * by both in the same words, the field left as it was. */
+static void test_nums(void)
+{
+    CHECK(sc_config_nnums >= 14);
+    CHECK(sc_config_num_by_flag("--listen") == NULL);
+    CHECK(sc_config_num_by_key("listen") == NULL);
+    CHECK(sc_config_num_by_flag("threads") == NULL);
+    for (size_t i = 0; i < sc_config_nnums; i++) {
+        const sc_config_num *n = &sc_config_nums[i];
+        CHECK(sc_config_num_by_key(n->key) == n);
+        if (n->flag != NULL) {
+            char key[64];
+            snprintf(key, sizeof(key), "%s", n->flag + 2);
+            for (char *c = key; *c != '\0'; c++) {
+                *c = *c == '-' ? '_' : *c;
+            }
+            CHECK(strncmp(n->flag, "--", 2) == 0 && strcmp(key, n->key) == 0);
+            CHECK(sc_config_num_by_flag(n->flag) == n);
+        }
+        CHECK(n->size == sizeof(uint32_t) || n->size == sizeof(uint64_t));
+        CHECK(n->min <= n->max && n->max <= (UINT64_MAX >> 1));
+        CHECK(n->size == sizeof(uint64_t) || n->max <= UINT32_MAX);
+        char range[80];
+        sc_config_num_range(n, range, sizeof(range));
+        uint64_t vals[4] = {n->min - 1, n->min, n->max, n->max + 1};
+        for (int j = n->min == 0 ? 1 : 0; j < 4; j++) {
+            bool ok = j == 1 || j == 2;
+            char text[64], json[128], msg[512], fmsg[128];
+            snprintf(text, sizeof(text), "%llu", (unsigned long long)vals[j]);
+            snprintf(json, sizeof(json), "{\"%s\": %s}", n->key, text);
+            sc_config a, b;
+            sc_config_init(&a);
+            uint64_t before = num_field(&a, n);
+            sc_err frc = sc_config_num_parse(&a, n, text, fmsg, sizeof(fmsg));
+            sc_err krc = load(json, &b, msg, sizeof(msg));
+            if (vals[j] > (UINT64_MAX >> 1)) {
+                krc = ok ? SC_OK : SC_EINVAL; /* no JSON integer */
+                snprintf(msg, sizeof(msg), "%s", fmsg);
+            }
+            CHECK_EQ_INT(frc, ok ? SC_OK : SC_EINVAL);
+            CHECK_EQ_INT(krc, ok ? SC_OK : SC_EINVAL);
+            if (ok) {
+                CHECK_EQ_INT(num_field(&a, n), vals[j]);
+                CHECK_EQ_INT(num_field(&b, n), vals[j]);
+            } else {
+                char want[128];
+                snprintf(want, sizeof(want), "must be %s", range);
+                CHECK(strcmp(fmsg, want) == 0);
+                CHECK(strstr(msg, want) != NULL);
+                CHECK_EQ_INT(num_field(&a, n), before);
+            }
+            sc_config_fini(&a);
+            sc_config_fini(&b);
+        }
+        sc_config a;
+        sc_config_init(&a);
+        char fmsg[128];
+        static const char *const junk[] = {
+            "", "-1", " 1", "+1", "1.5", "1k", "18446744073709551616"};
+        for (size_t j = 0; j < sizeof(junk) / sizeof(junk[0]); j++) {
+            CHECK_EQ_INT(
+                sc_config_num_parse(&a, n, junk[j], fmsg, sizeof(fmsg)),
+                SC_EINVAL);
+        }
+        sc_config_fini(&a);
+    }
+    char range[80];
+    sc_config_num_range(sc_config_num_by_key("recv_max"), range, sizeof(range));
+    CHECK(strcmp(range, "1024..2^30 bytes") == 0);
+    sc_config_num_range(sc_config_num_by_key("reply_queue_max"), range,
+                        sizeof(range));
+    CHECK(strcmp(range, "1 MiB..2^40 bytes") == 0);
+    sc_config_num_range(sc_config_num_by_key("max_bytes"), range,
+                        sizeof(range));
+    CHECK(strcmp(range, "1 or more bytes") == 0);
+    sc_config_num_range(sc_config_num_by_key("http_stop_grace"), range,
+                        sizeof(range));
+    CHECK(strcmp(range, "1..3600000 ms") == 0);
+}
+
 /* Writes sc_config_warn_unpatched's lines into a string (malloc'd, the
  * caller frees it); *n gets its return value. */
 static char *unpatched_lines(const sc_config *cfg, bool patched, unsigned *n)
@@ -626,6 +724,7 @@ int main(void)
     test_good();
     test_bad();
     test_http_timeouts();
+    test_nums();
     test_unpatched_warnings();
     /* No shell: TMPDIR may hold any name (a quote in it made "rm -rf"
      * remove a directory beside it). */

@@ -10,7 +10,7 @@ configuration keys against what the pages a user reads say of them.
 - Every flag those pages name is one the daemon takes (it says "unknown
   flag" for any other), and every key of CONFIG.md's table one its
   configuration file takes; every key proto/config.c reads at the top level
-  is in that table.
+  (its numeric settings' table, sc_config_nums, included) is in that table.
 - docs/HTTP.md's /metrics tables name every metric family the daemon
   writes (proto/http.c, metrics.c, semcached.c, proxy.c), with its type, and no
   other.
@@ -230,6 +230,11 @@ def main():
     body = src[src.index("sc_err sc_config_load("):]
     body = body[:body.index("\n}\n")]
     code_keys = set(re.findall(r'strcmp\(k, "([a-z_]+)"\) == 0', body))
+    # And the numeric settings' keys, read through sc_config_nums.
+    table = src[src.index("const sc_config_num sc_config_nums[]"):]
+    table = table[:table.index("\n};\n")]
+    code_keys |= set(re.findall(r'SC_NUM\((?:"--[a-z-]+"|NULL),\s*"([a-z_]+)"',
+                                table))
     check(len(code_keys) > 20, f"config.c's keys are found ({len(code_keys)})")
     check(code_keys <= cfg_keys,
           f"every key config.c reads is in CONFIG.md's table: missing "
