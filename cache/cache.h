@@ -676,6 +676,19 @@ sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
  * drop, of the namespace ends this for it. */
 void sc_cache_restore_snapshot_end(sc_cache *c);
 
+/* A snapshot's entries are all restored (its end record read, before any
+ * log is replayed): the cache's LRU order, which the overall caps evict
+ * by, is made the entries' last use (last hit, or insert when never hit)
+ * across namespaces, the quarantined ones least recent of all. Each
+ * namespace's own order, as the snapshot wrote it, is kept within it
+ * (equal times, or times out of order where the clock went back, do not
+ * reorder it): a merge of the namespaces' lists. Entries restored later
+ * (the logs) come after, as they are restored. Waits for every call in
+ * flight (it holds the cache for writing). O(n log k) for n entries of k
+ * namespaces; allocates a cursor per namespace, and without the memory
+ * for them merges in log2(k) passes instead, to the same order. */
+void sc_cache_restore_lru(sc_cache *c);
+
 /* A logged feedback replayed: entry id quarantined as sc_cache_feedback
  * does, but the ledger does not hear of it (its own logged rows, which
  * follow, hold the false hit; with no such row, the false hit is lost with

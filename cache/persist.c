@@ -813,6 +813,9 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
         if (next_id > 0) {
             sc_cache_reserve_ids(x->c, next_id);
         }
+        /* The cache's LRU order as the entries were last used, across
+         * namespaces (the snapshot holds them namespace by namespace). */
+        sc_cache_restore_lru(x->c);
         /* Version 1 gave the ids of entries expired while down out again,
          * so a logged insert at or below its highest id may be new. */
         if (x->version >= 2) {

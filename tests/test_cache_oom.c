@@ -2,7 +2,9 @@
  * refused (by its journal) after making its scope's index, with no memory
  * to keep that index for a close after the locks (close_later closes it at
  * once): nothing uses the index after that close. realloc is wrapped
- * (--wrap=realloc); a use after free shows under AddressSanitizer. */
+ * (--wrap=realloc); a use after free shows under AddressSanitizer. And the
+ * restore's LRU merge across namespaces, with and without memory for its
+ * cursors (--wrap=malloc), to the same order. */
 #define _GNU_SOURCE
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,6 +31,122 @@ void *__wrap_realloc(void *p, size_t n)
         return NULL;
     }
     return __real_realloc(p, n);
+}
+
+/* malloc is wrapped too (--wrap=malloc): while malloc_armed, every call
+ * fails (sc_cache_restore_lru's cursors: it allocates nothing else). */
+static _Thread_local int malloc_armed;
+static atomic_int malloc_failed;
+
+void *__real_malloc(size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_malloc(size_t n)
+{
+    if (malloc_armed) {
+        atomic_fetch_add(&malloc_failed, 1);
+        return NULL;
+    }
+    return __real_malloc(n);
+}
+
+static _Atomic uint64_t fake_now;
+
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return atomic_load(&fake_now);
+}
+
+/* The restored entries of test_lru_merge, each namespace's least recent
+ * first as a snapshot holds them. "a"'s third was hit with a clock read
+ * before the second's hit (its last use older, its place more recent). */
+static const struct {
+    const char *ns;
+    uint64_t created, hit;
+    bool quarantined;
+} lru_saved[9] = {
+    {"a", 5, 95, true},   {"a", 10, 0, false}, {"a", 20, 60, false},
+    {"a", 30, 5, false},  {"b", 15, 0, false}, {"b", 40, 0, false},
+    {"b", 25, 70, false}, {"c", 35, 0, false}, {"c", 45, 0, false},
+};
+
+/* sc_cache_restore_lru, with its cursors (fail false) or without memory
+ * for them (true): the overall cap evicts the quarantined entry, then the
+ * live ones by a merge of the namespaces' orders by last use. A sort by
+ * last use would take "a"'s third (30) before the others' 35 and 40, and
+ * the restore order (namespace by namespace) all of "a" first. */
+static void test_lru_merge(bool fail)
+{
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.max_entries = 9;
+    cfg.clock = fake_clock;
+    atomic_store(&fake_now, 1000);
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    const char *names[3] = {"a", "b", "c"};
+    for (int k = 0; k < 3; k++) {
+        CHECK_EQ_INT(sc_cache_ns_create(c, names[k], NULL), SC_OK);
+    }
+    char text[32];
+    for (int i = 0; i < 9; i++) {
+        snprintf(text, sizeof(text), "saved %d", i);
+        sc_cache_entry_info e = {
+            .id = (uint64_t)i + 1,
+            .ns = lru_saved[i].ns,
+            .scope = "",
+            .text = text,
+            .text_len = strlen(text),
+            .response = "r",
+            .response_len = 1,
+            .model = "",
+            .feature = "",
+            .user = "",
+            .embed_model = "",
+            .created_ms = lru_saved[i].created,
+            .last_hit_ms = lru_saved[i].hit,
+            .hit_count = lru_saved[i].hit != 0,
+            .quarantined = lru_saved[i].quarantined,
+        };
+        bool added = false;
+        CHECK_EQ_INT(sc_cache_restore_entry(c, &e, 1000, &added), SC_OK);
+        CHECK(added);
+    }
+    int failed0 = atomic_load(&malloc_failed);
+    malloc_armed = fail;
+    sc_cache_restore_lru(c);
+    malloc_armed = 0;
+    CHECK_EQ_INT(atomic_load(&malloc_failed) - failed0, fail ? 1 : 0);
+    /* Indexes into lru_saved, the first evicted first. */
+    const int order[9] = {0, 1, 4, 7, 5, 8, 2, 3, 6};
+    char gone[10], want[10], ns[SC_CACHE_NS_NAME_MAX + 1];
+    for (int j = 0; j <= 9; j++) {
+        for (int i = 0; i < 9; i++) {
+            gone[i] = sc_cache_entry_ns(c, (uint64_t)i + 1, ns) == SC_ENOTFOUND
+                          ? 'x'
+                          : '.';
+            want[i] = '.';
+        }
+        for (int i = 0; i < j; i++) {
+            want[order[i]] = 'x';
+        }
+        gone[9] = want[9] = '\0';
+        CHECK(strcmp(gone, want) == 0);
+        if (strcmp(gone, want) != 0) {
+            fprintf(stderr, "%s: after %d inserts gone %s, want %s\n",
+                    fail ? "pairs" : "heap", j, gone, want);
+            break;
+        }
+        sc_cache_item it;
+        memset(&it, 0, sizeof(it));
+        snprintf(text, sizeof(text), "new %d", j);
+        it.text = text;
+        it.text_len = strlen(text);
+        it.response = "r";
+        it.response_len = 1;
+        CHECK_EQ_INT(sc_cache_insert(c, "c", &it, NULL), SC_OK);
+    }
+    sc_cache_close(c);
 }
 
 /* Refuses every insert (as a journal that can no longer write), arming
@@ -77,5 +195,7 @@ int main(void)
     CHECK_EQ_INT(st.entries, 0);
     CHECK_EQ_INT(st.scopes, 0);
     sc_cache_close(c);
+    test_lru_merge(false);
+    test_lru_merge(true);
     return test_summary("test_cache_oom");
 }

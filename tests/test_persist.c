@@ -72,6 +72,15 @@ static const sc_cache_embedder *world_em;
 static uint64_t world_max_bytes, world_max_entries;
 static uint32_t world_max_ns, world_max_scopes; /* 0 = the defaults */
 static uint64_t world_compact_min;              /* 0 = the default */
+/* The next world_open's cache reads world_now as its clock when set. */
+static bool world_fake_clock;
+static _Atomic uint64_t world_now;
+
+static uint64_t world_clock(void *arg)
+{
+    (void)arg;
+    return atomic_load(&world_now);
+}
 
 /* Opens dir's state into w: persist, cache, load. Returns the load's code. */
 static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
@@ -99,6 +108,9 @@ static sc_err world_open(world *w, const char *dir, sc_fsync fs, bool repair)
         cc.max_bytes = world_max_bytes;
     }
     cc.max_entries = world_max_entries;
+    if (world_fake_clock) {
+        cc.clock = world_clock;
+    }
     if (world_max_ns != 0) {
         cc.max_namespaces = world_max_ns;
     }
@@ -1513,6 +1525,135 @@ static void test_lru_order(void)
         fprintf(stderr, "kept after the restart: %s\n", kept);
     }
     world_close(&w);
+}
+
+/* After a restart from a snapshot, the overall cap evicts by the entries'
+ * last use across namespaces (their last hit, or their insert), not
+ * namespace by namespace in the order the snapshot holds them; a
+ * quarantined entry still goes first, and an entry logged after the
+ * snapshot is the most recent. */
+static void test_lru_across_namespaces(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "lru-across");
+    world_fake_clock = true;
+    atomic_store(&world_now, 1000000);
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    const char *names[3] = {"a", "b", "c"};
+    for (int k = 0; k < 3; k++) {
+        CHECK(sc_cache_ns_create(w.c, names[k], NULL) == SC_OK);
+    }
+    /* 12 entries inserted in turn, a0 b0 c0 a1 ..., a second apart. */
+    uint64_t ids[12];
+    char text[32], buf[64];
+    for (int i = 0; i < 12; i++) {
+        atomic_fetch_add(&world_now, 1000);
+        snprintf(text, sizeof(text), "q%d", i);
+        CHECK(put(w.c, names[i % 3], text, "r", false, 0, &ids[i]) == SC_OK);
+    }
+    /* Hits, later, on some of them, again interleaved across namespaces. */
+    const int hits[5] = {4, 0, 9, 2, 7};
+    for (int h = 0; h < 5; h++) {
+        atomic_fetch_add(&world_now, 1000);
+        snprintf(text, sizeof(text), "q%d", hits[h]);
+        CHECK(served_text(w.c, names[hits[h] % 3], text, buf, sizeof(buf)));
+    }
+    /* Entry 6 ("a"), hit last of all, then reported: still the first to go. */
+    atomic_fetch_add(&world_now, 1000);
+    CHECK(served_text(w.c, "a", "q6", buf, sizeof(buf)));
+    CHECK(sc_cache_feedback(w.c, ids[6]) == SC_OK);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    /* After the snapshot, in the log: the most recent whatever its time. */
+    uint64_t late;
+    atomic_store(&world_now, 1000);
+    CHECK(put(w.c, "b", "late", "r", false, 0, &late) == SC_OK);
+    world_close(&w);
+
+    /* The least recent first: the quarantined 6, then the never hit in
+     * insert order, then the hit ones in hit order, then the logged one. */
+    const int order[12] = {6, 1, 3, 5, 8, 10, 11, 4, 0, 9, 2, 7};
+    world_max_entries = 13;
+    atomic_store(&world_now, 2000000);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    world_max_entries = 0;
+    CHECK(w.st.snapshot);
+    char gone[14], want[14], ns[SC_CACHE_NS_NAME_MAX + 1];
+    for (int j = 0; j <= 13; j++) {
+        /* After j more inserts the j least recent are gone, none else. */
+        for (int i = 0; i < 12; i++) {
+            gone[i] =
+                sc_cache_entry_ns(w.c, ids[i], ns) == SC_ENOTFOUND ? 'x' : '.';
+            want[i] = '.';
+        }
+        for (int i = 0; i < j && i < 12; i++) {
+            want[order[i]] = 'x';
+        }
+        gone[12] = sc_cache_entry_ns(w.c, late, ns) == SC_ENOTFOUND ? 'x' : '.';
+        want[12] = j > 12 ? 'x' : '.';
+        gone[13] = want[13] = '\0';
+        CHECK(strcmp(gone, want) == 0);
+        if (strcmp(gone, want) != 0) {
+            fprintf(stderr, "after %d inserts gone %s, want %s\n", j, gone,
+                    want);
+            break;
+        }
+        snprintf(text, sizeof(text), "new %d", j);
+        CHECK(put(w.c, "c", text, "r", false, 0, NULL) == SC_OK);
+    }
+    world_close(&w);
+    world_fake_clock = false;
+}
+
+/* The same with a hit whose time is older than its namespace's other
+ * entries (its clock read before theirs, or the clock set back): the
+ * overall order keeps the namespace's own, which the snapshot holds, and
+ * merges the namespaces by time around it. */
+static void test_lru_across_clock_back(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "lru-back");
+    world_fake_clock = true;
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "b", NULL) == SC_OK);
+    /* a0 at 10 s, a1 at 20 s, b0 at 25 s, a2 at 30 s; a0 hit "at 5 s". */
+    uint64_t ids[4], at[4] = {10000, 20000, 25000, 30000};
+    const char *ns_of[4] = {"a", "a", "b", "a"};
+    const char *texts[4] = {"a0", "a1", "b0", "a2"};
+    for (int i = 0; i < 4; i++) {
+        atomic_store(&world_now, at[i]);
+        CHECK(put(w.c, ns_of[i], texts[i], "r", false, 0, &ids[i]) == SC_OK);
+    }
+    char buf[64], ns[SC_CACHE_NS_NAME_MAX + 1];
+    atomic_store(&world_now, 5000);
+    CHECK(served_text(w.c, "a", "a0", buf, sizeof(buf)));
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+
+    /* "a"'s own order, least recent first: a1, a2, a0 (hit last). */
+    const int order[4] = {1, 2, 3, 0};
+    world_max_entries = 4;
+    atomic_store(&world_now, 40000);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    world_max_entries = 0;
+    for (int j = 0; j < 4; j++) {
+        char text[32];
+        snprintf(text, sizeof(text), "new %d", j);
+        CHECK(put(w.c, "b", text, "r", false, 0, NULL) == SC_OK);
+        for (int i = 0; i < 4; i++) {
+            bool went =
+                sc_cache_entry_ns(w.c, ids[order[i]], ns) == SC_ENOTFOUND;
+            CHECK(went == (i <= j));
+            if (went != (i <= j)) {
+                fprintf(stderr, "after %d inserts %s %s\n", j + 1,
+                        texts[order[i]], went ? "gone" : "kept");
+            }
+        }
+    }
+    world_close(&w);
+    world_fake_clock = false;
 }
 
 /* A record in the middle with a bad byte: refused, naming where; with
@@ -3132,6 +3273,8 @@ int main(void)
     test_damaged_size();
     test_torn_every_type();
     test_lru_order();
+    test_lru_across_namespaces();
+    test_lru_across_clock_back();
     test_crash_leftovers();
     test_torn_header();
     test_zeroed_log();
