@@ -20,9 +20,11 @@
 /* A hit can carry a 64 MiB response (SC_CACHE_RESPONSE_LIMIT) and a batch
  * several: as the Python client, 1 GiB. */
 #define REPLY_MAX (1u << 30)
-/* Requests in flight on the connection at most: the server queues at most
- * 64 replies per connection and drops the rest (PROTOCOL.md, 1.3), so
- * callers past this wait for a slot (within their time-out). */
+/* Requests in flight on the connection at most: a server queues at most
+ * --reply-queue-len replies per connection (1024 by default, 64 at the
+ * least and on the system's nng) and drops the rest (PROTOCOL.md, 1.3);
+ * 32 stays under the least, and callers past it wait for a slot (within
+ * their time-out). */
 #define MAX_IN_FLIGHT 32
 
 struct sc_client {

@@ -29,11 +29,11 @@ typedef struct sc_client_error {
 
 /* Connects to url (tcp://, ipc://; NULL = tcp://127.0.0.1:7700). Each call
  * waits at most timeout_ms for its reply (0 = 5000), a wait for one of the
- * connection's 32 slots included (the server queues at most 64 replies per
- * connection: PROTOCOL.md 1.3; for more parallel calls, open more
- * clients). Replies up to 1 GiB. The connection is made
- * in the background and re-made if it drops. Errors: SC_EINVAL (bad URL),
- * SC_ECONN, SC_ENOMEM (*out NULL). */
+ * connection's 32 slots included (a server queues at most
+ * --reply-queue-len replies per connection, 64 at the least: PROTOCOL.md
+ * 1.3; for more parallel calls, open more clients). Replies up to 1 GiB. The
+ * connection is made in the background and re-made if it drops. Errors:
+ * SC_EINVAL (bad URL), SC_ECONN, SC_ENOMEM (*out NULL). */
 sc_err sc_client_open(const char *url, int timeout_ms, sc_client **out);
 void sc_client_close(sc_client *c);
 

@@ -45,6 +45,8 @@ const sc_config_num sc_config_nums[] = {
     SC_NUM("--recv-max", "recv_max", 1024, 1ull << 30, "bytes", recv_max),
     SC_NUM("--reply-queue-max", "reply_queue_max", MIB, 1ull << 40, "bytes",
            reply_queue_max),
+    SC_NUM("--reply-queue-len", "reply_queue_len", 64, 1u << 20, "",
+           reply_queue_len),
     SC_NUM("--reply-total-max", "reply_total_max", MIB, 1ull << 40, "bytes",
            reply_total_max),
     SC_NUM("--reply-timeout", "reply_timeout", 100, HOUR_MS, "ms",
@@ -165,6 +167,8 @@ unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
     } ignored[] = {
         {"--reply-queue-max", "reply_queue_max", cfg->reply_queue_max != 0,
          "has no effect", "keeps up to 64 replies a client, of any size"},
+        {"--reply-queue-len", "reply_queue_len", cfg->reply_queue_len != 0,
+         "has no effect", "queues at most 64 replies a client and drops more"},
         {"--reply-total-max", "reply_total_max", cfg->reply_total_max != 0,
          "has no effect",
          "sets no bound on the replies held for all clients "

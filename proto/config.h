@@ -39,6 +39,7 @@ typedef struct sc_config {
     unsigned max_clients; /* 0 = SC_SERVER_DEFAULT_MAX_CLIENTS */
     size_t recv_max;   /* 0 = the server's default */
     size_t reply_queue_max; /* 0 = SC_SERVER_DEFAULT_REPLY_QUEUE_MAX */
+    unsigned reply_queue_len; /* 0 = SC_SERVER_DEFAULT_REPLY_QUEUE_LEN */
     size_t reply_total_max; /* 0 = SC_SERVER_DEFAULT_REPLY_TOTAL_MAX */
     unsigned reply_timeout_ms; /* 0 = SC_SERVER_REPLY_TIMEOUT_MS */
     char *tls_cert;    /* NULL = none */
@@ -121,8 +122,8 @@ void sc_config_fini(sc_config *cfg);
 /* Reads the JSON file at path on top of cfg. Keys (all optional):
  *   the numeric settings of sc_config_nums, each a JSON integer in its
  *                 range (threads, max_clients, recv_max, reply_queue_max,
- *                 reply_total_max, reply_timeout, http_max_conns,
- *                 http_stop_grace, http_read_timeout, http_write_timeout,
+ *                 reply_queue_len, reply_total_max, reply_timeout,
+ * http_max_conns, http_stop_grace, http_read_timeout, http_write_timeout,
  *                 compact_bytes, max_namespaces, max_bytes, max_entries:
  *                 docs/CONFIG.md says what each does)
  *   listen        string or array of strings (replaces the listeners)
@@ -150,11 +151,11 @@ void sc_config_fini(sc_config *cfg);
 sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap);
 
 /* The settings a build on the system's nng (SEMCACHE_NNG_PATCHED=OFF, no
- * SC_NNG_PATCHED) cannot apply: reply_queue_max, reply_total_max,
- * reply_timeout, http_max_conns, http_stop_grace, http_read_timeout and
- * http_write_timeout. When nng_patched is false, writes into f one
- * warning line for each of them that cfg sets (non-zero: a flag or key
- * gave it; the defaults are 0), naming its flag and key and what that nng
+ * SC_NNG_PATCHED) cannot apply: reply_queue_max, reply_queue_len,
+ * reply_total_max, reply_timeout, http_max_conns, http_stop_grace,
+ * http_read_timeout and http_write_timeout. When nng_patched is false, writes
+ * into f one warning line for each of them that cfg sets (non-zero: a flag or
+ * key gave it; the defaults are 0), naming its flag and key and what that nng
  * does instead (http_max_conns "has no effect" without cfg->http; with
  * it, it still sets descriptors aside, out of the nng clients' cap, and
  * its line says so). Returns the number of lines: 0 when nng_patched or when

@@ -91,6 +91,7 @@ static void usage(FILE *f)
         "                 [--prices FILE]\n"
         "                 [--data-dir DIR] [--embed-table FILE]\n"
         "                 [--recv-max BYTES] [--reply-queue-max BYTES]\n"
+        "                 [--reply-queue-len N]\n"
         "                 [--reply-total-max BYTES] [--reply-timeout MS]\n"
         "                 [--tls-cert FILE]\n"
         "                 [--max-namespaces N] [--max-bytes BYTES]\n"
@@ -131,6 +132,9 @@ static void usage(FILE *f)
         "  --recv-max BYTES    largest request accepted (default %u)\n"
         "  --reply-queue-max BYTES  replies an nng client may leave unread\n"
         "                      before it is disconnected (default 128 MiB)\n"
+        "  --reply-queue-len N  replies queued for one nng client, 64..2^20;\n"
+        "                      past it a reply is dropped and counted\n"
+        "                      (default %u)\n"
         "  --reply-total-max BYTES  replies held for all nng clients "
         "together;\n"
         "                      past it a reply is refused with a short "
@@ -169,7 +173,7 @@ static void usage(FILE *f)
         SC_HTTP_DEFAULT_MAX_CONNS, SC_HTTP_STOP_GRACE_MS,
         SC_HTTP_DEFAULT_READ_TIMEOUT_MS, SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS,
         SC_CONFIG_DEFAULT_DATA_DIR, SC_CONFIG_EMBED_FILE,
-        SC_SERVER_DEFAULT_RECVMAX);
+        SC_SERVER_DEFAULT_RECVMAX, SC_SERVER_DEFAULT_REPLY_QUEUE_LEN);
     /* The ranges from the table the flags and the keys are parsed by
      * (config.h), so that --help cannot say another. */
     fprintf(f, "\nnumeric flags take a whole number in the range of their "
@@ -697,7 +701,8 @@ static sc_err http_metrics(void *arg, FILE *out)
             "semcache_nng_clients_slow_total{reason=\"queue\"} %llu\n"
             "semcache_nng_clients_slow_total{reason=\"timeout\"} %llu\n"
             "# HELP semcache_nng_replies_dropped_total replies dropped for a "
-            "client that already had 64 waiting to be written\n"
+            "client that already had --reply-queue-len replies waiting to "
+            "be written\n"
             "# TYPE semcache_nng_replies_dropped_total counter\n"
             "semcache_nng_replies_dropped_total %llu\n",
             (unsigned long long)over, (unsigned long long)stalled,
@@ -1147,6 +1152,7 @@ int main(int argc, char **argv)
     }
     scfg.recv_max = conf.recv_max;
     scfg.reply_queue_max = conf.reply_queue_max;
+    scfg.reply_queue_len = conf.reply_queue_len;
     scfg.reply_total_max = conf.reply_total_max;
     scfg.reply_timeout_ms = conf.reply_timeout_ms;
     scfg.tls_cert = conf.tls_cert;

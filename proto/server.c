@@ -391,13 +391,20 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
      * no time limit, and drops more: one that sends requests and reads
      * nothing would hold 64 of the largest replies (4 GiB) for as long as
      * it stays connected. The patched nng disconnects it past either
-     * bound, and counts the replies dropped past 64. Many such clients
-     * together are bounded by the replies held for all of them: past
-     * reply_total_max nng refuses a new one (see worker_main). */
+     * bound; with the bytes bounded, it queues up to reply_queue_len
+     * replies rather than 64, and counts the replies dropped past that.
+     * Many such clients together are bounded by the replies held for all
+     * of them: past reply_total_max nng refuses a new one (see
+     * worker_main). */
     if (nng_socket_set_size(s->sock, NNG_OPT_REP0_SENDQ_MAX,
                             cfg->reply_queue_max
                                 ? cfg->reply_queue_max
                                 : SC_SERVER_DEFAULT_REPLY_QUEUE_MAX) != 0 ||
+        nng_socket_set_int(s->sock, NNG_OPT_REP0_SENDQ_LEN,
+                           (int)(cfg->reply_queue_len
+                                     ? cfg->reply_queue_len
+                                     : SC_SERVER_DEFAULT_REPLY_QUEUE_LEN)) !=
+            0 ||
         nng_socket_set_ms(s->sock, NNG_OPT_REP0_SEND_TIMEOUT,
                           (nng_duration)s->cl->reply_timeout_ms) != 0 ||
         nng_socket_set_size(s->sock, NNG_OPT_REP0_SEND_TOTAL_MAX,

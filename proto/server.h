@@ -24,6 +24,14 @@
  * hits), so that a client reading as it should is never cut off by one big
  * reply; a reply is always taken when the client holds none. */
 #define SC_SERVER_DEFAULT_REPLY_QUEUE_MAX ((size_t)128 << 20)
+/* Replies nng may queue for one client (waiting to be written); past it a
+ * reply is dropped and counted (sc_server_replies_dropped), the client
+ * kept. Stock nng's 64 dropped the replies of a client with more requests
+ * in flight, however small they were; the bytes are capped above, so the
+ * count can be deeper. A client's queue starts at 64 and doubles up to
+ * this as its replies wait: a list of 8 bytes a reply (8 KiB at 1024),
+ * kept by a connection that got there until it closes. */
+#define SC_SERVER_DEFAULT_REPLY_QUEUE_LEN 1024u
 /* Bytes of replies the server may hold for all nng clients together
  * (handed to nng and not yet written): a reply past it is refused, the
  * request answered with a short error reply if that fits (handler_busy),
@@ -86,9 +94,10 @@ typedef struct sc_server_config {
     size_t recv_max;      /* bytes; 0 = SC_SERVER_DEFAULT_RECVMAX */
     const char *tls_cert; /* PEM file with certificate and key, for tls+tcp */
     unsigned max_clients; /* 0 = SC_SERVER_DEFAULT_MAX_CLIENTS */
-    /* Both need the patched nng (SC_NNG_PATCHED); the system's keeps up
+    /* These need the patched nng (SC_NNG_PATCHED); the system's keeps up
      * to 64 replies a client, however large, with no time limit. */
     size_t reply_queue_max;    /* 0 = SC_SERVER_DEFAULT_REPLY_QUEUE_MAX */
+    unsigned reply_queue_len;  /* 64..2^20; 0 = ..._DEFAULT_REPLY_QUEUE_LEN */
     unsigned reply_timeout_ms; /* 0 = SC_SERVER_REPLY_TIMEOUT_MS */
     size_t reply_total_max;    /* 0 = SC_SERVER_DEFAULT_REPLY_TOTAL_MAX */
     sc_server_handler handler;
@@ -164,10 +173,11 @@ void sc_server_clients(sc_server *s, uint64_t *connected, uint64_t *refused);
  * bound. */
 void sc_server_slow_clients(sc_server *s, uint64_t *over, uint64_t *stalled);
 
-/* Replies nng dropped since open because their connection already had 64
- * waiting to be written (the client sent more than it read, or a stall
- * ended in a burst). The connection stays open; the client's calls for
- * them time out. 0 on the system's nng, which drops them uncounted. */
+/* Replies nng dropped since open because their connection already had
+ * reply_queue_len waiting to be written (the client sent more than it
+ * read, or a stall ended in a burst). The connection stays open; the
+ * client's calls for them time out. 0 on the system's nng, which drops
+ * them past 64, uncounted. */
 uint64_t sc_server_replies_dropped(sc_server *s);
 
 /* Replies refused since open for reply_total_max: answered with

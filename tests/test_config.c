@@ -69,7 +69,7 @@ static void test_good(void)
         " \"http_max_conns\": 300, \"max_clients\": 5000,\n"
         " \"http_stop_grace\": 600000, \"http_write_timeout\": 45000,\n"
         " \"http_read_timeout\": 20000,\n"
-        " \"reply_queue_max\": 268435456,\n"
+        " \"reply_queue_max\": 268435456, \"reply_queue_len\": 4096,\n"
         " \"reply_total_max\": 536870912, \"reply_timeout\": 5000,\n"
         " \"persist\": false, \"fsync\": \"always\", \"compact_bytes\": "
         "2097152,\n"
@@ -99,6 +99,7 @@ static void test_good(void)
     CHECK_EQ_INT(cfg.http_read_timeout_ms, 20000);
     CHECK_EQ_INT(cfg.max_clients, 5000);
     CHECK_EQ_INT(cfg.reply_queue_max, 268435456);
+    CHECK_EQ_INT(cfg.reply_queue_len, 4096);
     CHECK_EQ_INT(cfg.reply_total_max, 536870912);
     CHECK_EQ_INT(cfg.reply_timeout_ms, 5000);
     CHECK(cfg.tls_cert != NULL && strcmp(cfg.tls_cert, "/c.pem") == 0);
@@ -261,6 +262,9 @@ static void test_bad(void)
         {"{\"threads\": -1}", "'threads'"},
         {"{\"recv_max\": 10}", "'recv_max'"},
         {"{\"reply_queue_max\": 1000}", "'reply_queue_max'"},
+        {"{\"reply_queue_len\": 63}", "'reply_queue_len'"},
+        {"{\"reply_queue_len\": 1048577}", "'reply_queue_len'"},
+        {"{\"reply_queue_len\": \"1024\"}", "'reply_queue_len'"},
         {"{\"reply_total_max\": 1000}", "'reply_total_max'"},
         {"{\"reply_timeout\": 99}", "'reply_timeout'"},
         {"{\"reply_timeout\": 3600001}", "'reply_timeout'"},
@@ -603,6 +607,9 @@ static void test_unpatched_warnings(void)
         {"{\"reply_queue_max\": 1048576}", "--reply-queue-max",
          UNPATCHED_LINE("--reply-queue-max (reply_queue_max)", "has no effect",
                         "keeps up to 64 replies a client, of any size")},
+        {"{\"reply_queue_len\": 1024}", "--reply-queue-len",
+         UNPATCHED_LINE("--reply-queue-len (reply_queue_len)", "has no effect",
+                        "queues at most 64 replies a client and drops more")},
         {"{\"reply_total_max\": 1048576}", "--reply-total-max",
          UNPATCHED_LINE("--reply-total-max (reply_total_max)", "has no effect",
                         "sets no bound on the replies held for all clients "
@@ -656,13 +663,14 @@ static void test_unpatched_warnings(void)
         sc_config_fini(&cfg);
     }
 
-    /* All 7 together, the fields set directly as parse_args sets them
-     * from flags: the 7 lines in order, the http_max_conns one as http
+    /* All 8 together, the fields set directly as parse_args sets them
+     * from flags: the 8 lines in order, the http_max_conns one as http
      * is given or not. */
     for (int http = 0; http < 2; http++) {
         sc_config cfg;
         sc_config_init(&cfg);
         cfg.reply_queue_max = 1u << 20;
+        cfg.reply_queue_len = 64;
         cfg.reply_total_max = 1u << 20;
         cfg.reply_timeout_ms = 100;
         cfg.http_max_conns = 1;
@@ -681,10 +689,10 @@ static void test_unpatched_warnings(void)
             }
         }
         out = unpatched_lines(&cfg, false, &n);
-        CHECK_EQ_INT(n, 7);
+        CHECK_EQ_INT(n, 8);
         CHECK(strcmp(out, want) == 0);
         if (strcmp(out, want) != 0) {
-            fprintf(stderr, "  all 7, http %d:\n  got:\n%s  want:\n%s", http,
+            fprintf(stderr, "  all 8, http %d:\n  got:\n%s  want:\n%s", http,
                     out, want);
         }
         free(out);

@@ -575,15 +575,35 @@ def metric(http_port, name):
     return None
 
 
-def unread_replies(server, tmp, name, reply_bytes, count, extra, closed,
-                   what):
+def read_replies(s, count):
+    """Reads replies from s until count have come or none comes within
+    5 s (a hang guard: the replies were queued before this is called).
+    Returns their request ids, and whether each was an ok reply."""
+    ids, ok = [], True
+    s.settimeout(5)
+    try:
+        while len(ids) < count:
+            (n,) = struct.unpack(">Q", recv_exact(s, 8))
+            msg = recv_exact(s, n)
+            ids.append(struct.unpack(">I", msg[:4])[0])
+            ok = ok and msgpack.unpackb(msg[4:], raw=False)["ok"]
+    except (socket.timeout, EOFError):
+        pass
+    return ids, ok
+
+
+def unread_replies(server, tmp, name, reply_bytes, count, extra, mode,
+                   what, queue_len=0):
     """Runs a semcached of its own (extra: its added flags), stores one
     answer of reply_bytes, and pipelines count lookups of it on a
-    connection with a 4 KiB receive buffer that reads nothing. closed: the
-    connection must be closed and counted in /metrics as slow (reason
-    "queue"); else it must stay open, not counted as slow, with the
-    replies past nng's 64 counted as dropped. Others are served either
-    way. Returns the server's log."""
+    connection with a 4 KiB receive buffer that reads nothing until the
+    server has looked them all up. mode "closed": the connection must be
+    closed and counted in /metrics as slow (reason "queue"). "kept": it
+    must stay open, not counted as slow, with some replies counted as
+    dropped, every reply either read or counted, and at least queue_len
+    read (the server queued that many). "read": every reply
+    must be read, none dropped. Others are served either way. Returns the
+    server's log."""
     port, http_port = free_port(), free_port()
     data = os.path.join(tmp, name)
     log = os.path.join(tmp, name + ".log")
@@ -613,20 +633,41 @@ def unread_replies(server, tmp, name, reply_bytes, count, extra, closed,
                       body)
         name_slow = 'semcache_nng_clients_slow_total{reason="queue"}'
         name_dropped = "semcache_nng_replies_dropped_total"
-        want = name_slow if closed else name_dropped
+        name_lookups = 'semcache_lookups_total{ns="unread"}'
+        want = name_slow if mode == "closed" else name_lookups
         n = None
         for _ in range(100):  # the replies are made and queued; none read
             n = metric(http_port, want)
-            if n:
+            if n and (mode == "closed" or n >= count):
                 break
             time.sleep(0.1)
-        if closed:
+        if mode == "closed":
             check(n == 1, f"/metrics counts the client {what} ({n})")
             check(eof_within(s, 5.0), f"the client {what} is disconnected")
         else:
-            check(n is not None and n > 0,
-                  f"/metrics counts the replies dropped for the client "
-                  f"{what} ({n})")
+            check(n == count, f"the server looked up the {count} requests "
+                              f"of the client {what} ({n})")
+            ids, ok = read_replies(s, count)
+            dropped = metric(http_port, name_dropped)
+            if mode == "read":
+                check(sorted(ids) == [0x80000000 | k for k in range(count)],
+                      f"the client {what} reads all its {count} replies "
+                      f"({len(ids)} read)")
+                check(dropped == 0, f"no reply is dropped for the client "
+                                    f"{what} ({dropped})")
+            else:
+                check(dropped is not None and dropped > 0,
+                      f"/metrics counts the replies dropped for the client "
+                      f"{what} ({dropped})")
+                check(len(set(ids)) == len(ids) and dropped is not None and
+                      len(ids) + dropped == count,
+                      f"each of the client's {count} replies is read or "
+                      f"counted as dropped ({len(ids)} read, {dropped} "
+                      f"dropped)")
+                check(len(ids) >= queue_len,
+                      f"the client {what} reads at least the {queue_len} "
+                      f"replies queued ({len(ids)})")
+            check(ok, f"the replies the client {what} reads are hits")
             slow = metric(http_port, name_slow)
             check(slow == 0, f"the client {what} is not counted as slow "
                              f"({slow})")
@@ -650,7 +691,7 @@ def test_unread_replies(server, tmp):
     the connection is closed, counted in /metrics and said in the log, and
     others are served."""
     log = unread_replies(server, tmp, "unread-replies", 1 << 20, 32,
-                         ["--reply-queue-max", str(4 << 20)], True,
+                         ["--reply-queue-max", str(4 << 20)], "closed",
                          "past --reply-queue-max")
     check("leaving its replies unread" in log,
           "the log says a client was disconnected for leaving its replies "
@@ -660,14 +701,29 @@ def test_unread_replies(server, tmp):
 def test_unread_replies_count(server, tmp):
     """The same with small replies, under the default --reply-queue-max:
     400 replies of 64 KiB, 25 MiB, far below the 128 MiB cap and far more
-    than the socket's buffers and nng's 64 hold. nng drops the replies
-    past 64, as stock nng does, and the patched one counts them in
-    /metrics: stock nng dropped them without a word. The connection stays
+    than the socket's buffers and stock nng's 64 queued replies hold. Stock
+    nng dropped the replies past 64 (the client waited for its time-outs);
+    the patched one queues up to --reply-queue-len (1024 by default), so
+    the client, once it reads, gets all 400 and none is counted dropped.
+    With --reply-queue-len 128 the replies past it are dropped, but each
+    is counted in /metrics (read + dropped = 400), at least 128 are read
+    (171 here, 107 under stock nng's 64), and the connection stays
     open: a client that reads can get there too (a stall past its
     time-outs ends in a burst of replies to calls it gave up on), and
     closing it failed every call it had in flight."""
-    unread_replies(server, tmp, "unread-count", 64 << 10, 400, [], False,
-                   "past nng's 64 queued replies")
+    unread_replies(server, tmp, "unread-count", 64 << 10, 400, [], "read",
+                   "with 400 replies queued")
+    for bad in ("63", "1048577", "lots"):
+        r = subprocess.run([server, "--reply-queue-len", bad, "--data-dir",
+                            os.path.join(tmp, "unread-bad")],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode == 2 and
+              "--reply-queue-len must be 64..2^20" in r.stderr,
+              f"--reply-queue-len {bad} is refused ({r.returncode}: "
+              f"{r.stderr.strip()[:120]})")
+    unread_replies(server, tmp, "unread-len", 64 << 10, 400,
+                   ["--reply-queue-len", "128"], "kept",
+                   "past --reply-queue-len", 128)
 
 
 def test_keepalive(port):

@@ -50,8 +50,10 @@ RECV_MAX = 4 << 20
 # The lowest --recv-max semcached takes: a message no longer than this is
 # under every server's cap.
 RECV_MAX_MIN = 1024
-# Requests in flight on one connection at most: the server queues at most
-# 64 replies per connection and drops the rest (docs/PROTOCOL.md, 1.3).
+# Requests in flight on one connection at most: a server queues at most
+# --reply-queue-len replies per connection (1024 by default, never fewer
+# than 64; 64 on the system's nng) and drops the rest (docs/PROTOCOL.md,
+# 1.3). 32 stays under the least any server queues.
 WINDOW = 32
 
 __all__ = ["Client", "connect", "SemcacheError", "ProtocolError",

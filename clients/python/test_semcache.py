@@ -1048,9 +1048,10 @@ def run(c, port, ipc_path, tls_port, cert):
     check([r["id"] for r in reps] == list(range(32)) and all(r["ok"] for r in reps),
           "32 pipelined requests, matched by request id")
 
-    # Many more than the server queues per connection (64): the client
-    # keeps WINDOW in flight, and every reply comes back (with all 3000 sent
-    # at once, 5-15% of them were dropped by the server).
+    # Many more than a server queues per connection (--reply-queue-len,
+    # 1024 by default; 64 on stock nng): the client keeps WINDOW in
+    # flight, and every reply comes back (with all 3000 sent at once, 5-15%
+    # of them were dropped by a server that queued 64).
     c.insert("faq", b"x" * 2000, vec=[0.11, 0.5, 0.2])
     reqs = [{"v": 1, "op": "lookup", "ns": "faq",
              "vec": semcache.pack_vec([0.11, 0.5, 0.2]), "id": i}
