@@ -50,6 +50,8 @@ endif()
 file(GLOB nng_patches CONFIGURE_DEPENDS
      ${CMAKE_SOURCE_DIR}/scripts/patches/nng-*.patch)
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${nng_patches})
+# How many, for semcached's start line (SC_NNG_NPATCHES).
+list(LENGTH nng_patches nng_npatches)
 execute_process(
   COMMAND ${CMAKE_SOURCE_DIR}/scripts/fetch-nng-src.sh ${NNG_SRC_DIR}
   RESULT_VARIABLE fetch_rc)
@@ -102,6 +104,6 @@ set_target_properties(semcache_nng PROPERTIES
     "${MBEDTLS_LIB};${MBEDX509_LIB};${MBEDCRYPTO_LIB};Threads::Threads"
   # Code built against this nng may call what only the patches add
   # (nng_http_server_set_read_timeout) and tests may expect their fixes.
-  INTERFACE_COMPILE_DEFINITIONS SC_NNG_PATCHED=1)
+  INTERFACE_COMPILE_DEFINITIONS "SC_NNG_PATCHED=1;SC_NNG_NPATCHES=${nng_npatches}")
 add_dependencies(semcache_nng nng_patched)
 message(STATUS "nng: Debian's nng source with scripts/patches, static (${nng_lib})")

@@ -154,27 +154,35 @@ sc_err sc_config_num_parse(sc_config *cfg, const sc_config_num *n,
     return num_set(cfg, n, v, msg, cap);
 }
 
-unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
-                                  FILE *f)
+/* A setting only the patched nng applies (scripts/patches): whether cfg
+ * sets it, what it does on this build, what the system's nng does
+ * instead, and whether it is the HTTP front's. */
+typedef struct {
+    const char *flag, *key;
+    bool set;
+    const char *effect, *instead;
+    bool http;
+} unpatched_setting;
+
+enum { NUNPATCHED = 8 };
+
+static void unpatched_settings(const sc_config *cfg,
+                               unpatched_setting out[NUNPATCHED])
 {
-    /* Each setting only the patched nng applies (scripts/patches):
-     * whether cfg sets it, what it does on this build, and what the
-     * system's nng does instead. */
-    const struct {
-        const char *flag, *key;
-        bool set;
-        const char *effect, *instead;
-    } ignored[] = {
+    const unpatched_setting all[NUNPATCHED] = {
         {"--reply-queue-max", "reply_queue_max", cfg->reply_queue_max != 0,
-         "has no effect", "keeps up to 64 replies a client, of any size"},
+         "has no effect", "keeps up to 64 replies a client, of any size",
+         false},
         {"--reply-queue-len", "reply_queue_len", cfg->reply_queue_len != 0,
-         "has no effect", "queues at most 64 replies a client and drops more"},
+         "has no effect", "queues at most 64 replies a client and drops more",
+         false},
         {"--reply-total-max", "reply_total_max", cfg->reply_total_max != 0,
          "has no effect",
          "sets no bound on the replies held for all clients "
-         "together"},
+         "together",
+         false},
         {"--reply-timeout", "reply_timeout", cfg->reply_timeout_ms != 0,
-         "has no effect", "writes an nng reply with no time limit"},
+         "has no effect", "writes an nng reply with no time limit", false},
         /* With --http it still sets its share of descriptors aside, out
          * of the nng clients' cap (semcached.c, conn_caps); without, it
          * does nothing at all. */
@@ -182,22 +190,30 @@ unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
          cfg->http != NULL ? "caps no HTTP connection (it only sets "
                              "descriptors aside, out of the nng clients' cap)"
                            : "has no effect",
-         "has no cap on HTTP connections"},
+         "has no cap on HTTP connections", true},
         {"--http-stop-grace", "http_stop_grace", cfg->http_stop_grace_ms != 0,
          "has no effect",
-         "stops at once, cutting the HTTP answers not yet written"},
+         "stops at once, cutting the HTTP answers not yet written", true},
         {"--http-read-timeout", "http_read_timeout",
          cfg->http_read_timeout_ms != 0, "has no effect",
-         "waits for a request's head with no time limit"},
+         "waits for a request's head with no time limit", true},
         {"--http-write-timeout", "http_write_timeout",
          cfg->http_write_timeout_ms != 0, "has no effect",
-         "writes an HTTP answer with no time limit"},
+         "writes an HTTP answer with no time limit", true},
     };
+    memcpy(out, all, sizeof(all));
+}
+
+unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
+                                  FILE *f)
+{
     if (nng_patched) {
         return 0;
     }
+    unpatched_setting ignored[NUNPATCHED];
+    unpatched_settings(cfg, ignored);
     unsigned n = 0;
-    for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
+    for (size_t i = 0; i < NUNPATCHED; i++) {
         if (!ignored[i].set) {
             continue;
         }
@@ -212,6 +228,37 @@ unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
         }
     }
     return n;
+}
+
+unsigned sc_config_log_nng(const sc_config *cfg, bool nng_patched,
+                           const char *version, unsigned npatches, FILE *f)
+{
+    if (nng_patched) {
+        fprintf(f,
+                "semcached: nng %s, patched (%u %s of scripts/patches, "
+                "linked static)\n",
+                version, npatches, npatches == 1 ? "patch" : "patches");
+        return 0;
+    }
+    fprintf(f, "semcached: nng %s, the system's library (not patched)\n",
+            version);
+    /* Once, given or not: their defaults do not apply either, and a
+     * reader of the log should not have to know which ones those are. */
+    unpatched_setting off[NUNPATCHED];
+    unpatched_settings(cfg, off);
+    fprintf(f, "semcached: warning: this build uses the system's nng, "
+               "which applies none of these protections, their defaults "
+               "included:");
+    const char *sep = " ";
+    for (size_t i = 0; i < NUNPATCHED; i++) {
+        if (off[i].http && cfg->http == NULL) {
+            continue; /* no HTTP front: nothing of it to protect */
+        }
+        fprintf(f, "%s%s (it %s)", sep, off[i].key, off[i].instead);
+        sep = ", ";
+    }
+    fprintf(f, " (build with SEMCACHE_NNG_PATCHED=ON)\n");
+    return 1 + sc_config_warn_unpatched(cfg, false, f);
 }
 
 sc_err sc_config_init(sc_config *cfg)

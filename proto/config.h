@@ -166,6 +166,21 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap);
 unsigned sc_config_warn_unpatched(const sc_config *cfg, bool nng_patched,
                                   FILE *f);
 
+/* Writes into f (not NULL) which nng this build runs on, one line:
+ * "semcached: nng VERSION, patched (N patches of scripts/patches, linked
+ * static)" or "semcached: nng VERSION, the system's library (not
+ * patched)", version as nng_version() gives it, npatches the patches
+ * built in (SC_NNG_NPATCHES; unused when not nng_patched). On the
+ * system's nng, then one warning line, whatever cfg sets, naming the
+ * settings of sc_config_warn_unpatched whose protections are off there,
+ * defaults included, each with what that nng does instead (the four HTTP
+ * ones only when cfg->http is set: without an HTTP front they protect
+ * nothing), and after it sc_config_warn_unpatched's lines for those cfg
+ * sets. Returns the number of warning lines written: 0 when nng_patched,
+ * else 1 plus sc_config_warn_unpatched's count. */
+unsigned sc_config_log_nng(const sc_config *cfg, bool nng_patched,
+                           const char *version, unsigned npatches, FILE *f);
+
 /* Replaces *slot (a string owned by cfg) with a copy of value. */
 sc_err sc_config_set_str(char **slot, const char *value);
 

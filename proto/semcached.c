@@ -1129,13 +1129,14 @@ int main(int argc, char **argv)
                         "act on the saved state, and persistence is off: "
                         "ignored\n");
     }
-    /* And settings this build's nng cannot apply: a warning, not a
-     * refusal, so that a configuration shared with patched builds still
-     * starts; these settings' defaults are not applied here either. */
+    /* Which nng this build runs on, and on the system's the protections
+     * it cannot give, given or not: a warning, not a refusal, so that a
+     * configuration shared with patched builds still starts. */
 #ifdef SC_NNG_PATCHED
-    (void)sc_config_warn_unpatched(&conf, true, stderr);
+    (void)sc_config_log_nng(&conf, true, nng_version(), SC_NNG_NPATCHES,
+                            stderr);
 #else
-    (void)sc_config_warn_unpatched(&conf, false, stderr);
+    (void)sc_config_log_nng(&conf, false, nng_version(), 0, stderr);
 #endif
     sc_server_config scfg;
     memset(&scfg, 0, sizeof(scfg));

@@ -722,6 +722,91 @@ static void test_unpatched_warnings(void)
     }
 }
 
+/* sc_config_log_nng's lines into a string (malloc'd, the caller frees
+ * it); *n gets its return value. */
+static char *nng_lines(const sc_config *cfg, bool patched, unsigned *n)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL) {
+        perror("open_memstream");
+        exit(1);
+    }
+    *n = sc_config_log_nng(cfg, patched, "1.5.2", 14, f);
+    fclose(f);
+    return buf;
+}
+
+/* The start's line naming the nng: on the patched build that line alone,
+ * whatever is set; on the system's, after it one warning, set or not,
+ * naming the protections off there (the HTTP ones only with http), then
+ * sc_config_warn_unpatched's line for each setting given. Compared
+ * whole. */
+static void test_log_nng(void)
+{
+#define OFF_HEAD                                                               \
+    "semcached: warning: this build uses the system's nng, which applies "     \
+    "none of these protections, their defaults included: "                     \
+    "reply_queue_max (it keeps up to 64 replies a client, of any size), "      \
+    "reply_total_max (it sets no bound on the replies held for all clients "   \
+    "together), reply_timeout (it writes an nng reply with no time limit)"
+#define OFF_HTTP                                                               \
+    ", http_max_conns (it has no cap on HTTP connections), http_stop_grace "   \
+    "(it stops at once, cutting the HTTP answers not yet written), "           \
+    "http_read_timeout (it waits for a request's head with no time limit), "   \
+    "http_write_timeout (it writes an HTTP answer with no time limit)"
+#define OFF_TAIL " (build with SEMCACHE_NNG_PATCHED=ON)\n"
+    static const struct {
+        const char *text;
+        const char *system;
+        unsigned n;
+    } cases[] = {
+        {"{}",
+         "semcached: nng 1.5.2, the system's library (not patched)\n" OFF_HEAD
+             OFF_TAIL,
+         1},
+        {"{\"http\": \"127.0.0.1:8080\"}",
+         "semcached: nng 1.5.2, the system's library (not patched)\n" OFF_HEAD
+             OFF_HTTP OFF_TAIL,
+         1},
+        {"{\"http\": \"127.0.0.1:8080\", \"http_write_timeout\": 5000}",
+         "semcached: nng 1.5.2, the system's library (not patched)\n" OFF_HEAD
+             OFF_HTTP OFF_TAIL UNPATCHED_LINE(
+                 "--http-write-timeout (http_write_timeout)", "has no effect",
+                 "writes an HTTP answer with no time limit"),
+         2},
+    };
+#undef OFF_HEAD
+#undef OFF_HTTP
+#undef OFF_TAIL
+    char msg[512];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sc_config cfg;
+        CHECK_EQ_INT(load(cases[i].text, &cfg, msg, sizeof(msg)), SC_OK);
+        unsigned n;
+        char *out = nng_lines(&cfg, true, &n);
+        const char *want = "semcached: nng 1.5.2, patched (14 patches of "
+                           "scripts/patches, linked static)\n";
+        CHECK_EQ_INT(n, 0);
+        CHECK(strcmp(out, want) == 0);
+        if (strcmp(out, want) != 0) {
+            fprintf(stderr, "  %s, patched:\n  got:  %s  want: %s",
+                    cases[i].text, out, want);
+        }
+        free(out);
+        out = nng_lines(&cfg, false, &n);
+        CHECK_EQ_INT(n, cases[i].n);
+        CHECK(strcmp(out, cases[i].system) == 0);
+        if (strcmp(out, cases[i].system) != 0) {
+            fprintf(stderr, "  %s, system:\n  got:\n%s  want:\n%s",
+                    cases[i].text, out, cases[i].system);
+        }
+        free(out);
+        sc_config_fini(&cfg);
+    }
+}
+
 int main(void)
 {
     sc_test_tmp_path("config", dir, sizeof(dir), "config-XXXXXX");
@@ -734,6 +819,7 @@ int main(void)
     test_http_timeouts();
     test_nums();
     test_unpatched_warnings();
+    test_log_nng();
     /* No shell: TMPDIR may hold any name (a quote in it made "rm -rf"
      * remove a directory beside it). */
     if (sc_test_tmp_remove(dir) != 0) {

@@ -9,7 +9,9 @@ line counts a reply the client read just before SIGTERM ("served 1
 request", once "served 0"), and with the proxy on what the stop cut there
 (a stream, a call in flight); and a setting the system's nng cannot
 apply, given by a flag and by a key of --config, is named on a warning
-line at start on such a build, and on none on the patched one. No
+line at start on such a build, after one naming all such protections
+off there (that one alone when none is given), and on none on the
+patched one; each start names its nng (version, which) on one line. No
 wait_http here: each start is probed the way a client would, with no
 wait between the probe and the use.
 
@@ -689,8 +691,19 @@ def test_read_timeout(server, tmp):
 
 
 # The warning lines of a build on the system's nng for the two settings
-# test_unpatched_warnings gives (proto/config.c), whole.
+# test_unpatched_warnings gives (proto/config.c), whole, after the one
+# every start on that nng gives, with --http (all 7 protections named).
 UNPATCHED_WARNINGS = [
+    "semcached: warning: this build uses the system's nng, which applies "
+    "none of these protections, their defaults included: reply_queue_max "
+    "(it keeps up to 64 replies a client, of any size), reply_total_max (it "
+    "sets no bound on the replies held for all clients together), "
+    "reply_timeout (it writes an nng reply with no time limit), "
+    "http_max_conns (it has no cap on HTTP connections), http_stop_grace (it "
+    "stops at once, cutting the HTTP answers not yet written), "
+    "http_read_timeout (it waits for a request's head with no time limit), "
+    "http_write_timeout (it writes an HTTP answer with no time limit) (build "
+    "with SEMCACHE_NNG_PATCHED=ON)",
     "semcached: warning: --http-read-timeout (http_read_timeout) has no "
     "effect: this build uses the system's nng, which waits for a request's "
     "head with no time limit (build with SEMCACHE_NNG_PATCHED=ON)",
@@ -700,35 +713,63 @@ UNPATCHED_WARNINGS = [
 ]
 
 
+def nng_line_want(patched):
+    """The start's line naming the nng, as a pattern: the version, and on
+    the patched build the count of scripts/patches (SC_NNG_NPATCHES, from
+    the source tree this test is part of)."""
+    if patched:
+        npatches = len([n for n in os.listdir(
+            os.path.join(HERE, "..", "scripts", "patches"))
+            if n.startswith("nng-") and n.endswith(".patch")])
+        return (r"semcached: nng \d+\.\d+\.\d+\S*, patched "
+                rf"\({npatches} patch(es)? of scripts/patches, linked "
+                r"static\)")
+    return (r"semcached: nng \d+\.\d+\.\d+\S*, the system's library "
+            r"\(not patched\)")
+
+
 def test_unpatched_warnings(server, tmp):
     """A setting the system's nng cannot apply, given by a key of a
     --config file (http_read_timeout) and by a flag
     (--http-write-timeout): a build on that nng names each on its warning
-    line at start, and starts; a patched build prints no warning line.
-    Which build it is comes from semcached's own HTTP line, "(at most N
-    connections at once" on the patched nng, "(no cap on connections: the
-    system's nng" on the other; one of the two must be there."""
+    line at start, after the one line that names all 7 protections off
+    there, and starts; a patched build prints no warning line. Each names
+    its nng on one line, its version and which (the patched one how many
+    patches). Which build it is comes from semcached's own HTTP line, "(at
+    most N connections at once" on the patched nng, "(no cap on
+    connections: the system's nng" on the other; one of the two must be
+    there. And with nothing set, the system's build still gives the line
+    naming the 7 (and no other warning), the patched build none."""
     cfg = os.path.join(tmp, "unpatched-warnings.json")
     with open(cfg, "w") as f:
         json.dump({"http_read_timeout": 5000}, f)
-    d = Daemon(server, tmp, "unpatched-warnings", "--config", cfg,
-               "--http-write-timeout", "5000")
-    try:
-        ready = until(d, lambda: ready_logged(d))
-    finally:
-        log = d.stop()
-    lines = log.splitlines()
-    http = [ln for ln in lines if ln.startswith("semcached: HTTP on ")]
-    patched = len(http) == 1 and " (at most " in http[0]
-    unpatched = len(http) == 1 and \
-        " (no cap on connections: the system's nng;" in http[0]
-    warnings = [ln for ln in lines if ln.startswith("semcached: warning: ")]
-    want = [] if patched else UNPATCHED_WARNINGS
-    ok = ready and patched != unpatched and warnings == want
-    check(ok, f"start warnings, {'patched' if patched else 'system'} nng "
-              f"(HTTP line {http}): ready {ready}, {warnings} (want {want})")
-    if not ok:
-        show_logs([("unpatched-warnings", log)])
+    for name, extra, want_off in (
+            ("unpatched-warnings", ("--config", cfg, "--http-write-timeout",
+                                    "5000"), UNPATCHED_WARNINGS),
+            ("unpatched-none", (), UNPATCHED_WARNINGS[:1])):
+        d = Daemon(server, tmp, name, *extra)
+        try:
+            ready = until(d, lambda: ready_logged(d))
+        finally:
+            log = d.stop()
+        lines = log.splitlines()
+        http = [ln for ln in lines if ln.startswith("semcached: HTTP on ")]
+        patched = len(http) == 1 and " (at most " in http[0]
+        unpatched = len(http) == 1 and \
+            " (no cap on connections: the system's nng;" in http[0]
+        nng = [ln for ln in lines if ln.startswith("semcached: nng ")]
+        nng_ok = len(nng) == 1 and \
+            re.fullmatch(nng_line_want(patched), nng[0]) is not None
+        warnings = [ln for ln in lines
+                    if ln.startswith("semcached: warning: ")]
+        want = [] if patched else want_off
+        ok = ready and patched != unpatched and nng_ok and warnings == want
+        check(ok, f"{name}: start lines, "
+                  f"{'patched' if patched else 'system'} nng (HTTP line "
+                  f"{http}): ready {ready}, nng line {nng} (want "
+                  f"{nng_line_want(patched)}), {warnings} (want {want})")
+        if not ok:
+            show_logs([(name, log)])
 
 
 def test_timeout_flags(server):
