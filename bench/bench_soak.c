@@ -635,6 +635,41 @@ static uint64_t state_bytes(const char *dir, const char *prefix)
     return n;
 }
 
+/* The snapshot mode's wait: up to 120 s for a compaction to end (they
+ * start from a once-a-second check), polling semcached's log, and, each
+ * time, that semcached (pid, not yet reaped) still runs. Returns 0 when a
+ * compaction ended, the time ran out, or filled is false (the fill
+ * failed: nothing to wait for); -1 at once when semcached has exited,
+ * reaped, said on stderr with how it ended (its log, in dir, is kept by
+ * the caller: the mode fails). */
+static int wait_compaction(pid_t pid, const char *dir, int filled)
+{
+    for (int w = 0; w < 1200; w++) {
+        int st = 0;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            char how[64];
+            if (WIFSIGNALED(st)) {
+                snprintf(how, sizeof(how), "killed by signal %d", WTERMSIG(st));
+            } else {
+                snprintf(how, sizeof(how), "exit status %d",
+                         WIFEXITED(st) ? WEXITSTATUS(st) : st);
+            }
+            fprintf(stderr,
+                    "bench_service: restart: snapshot: semcached (pid %ld) "
+                    "exited (%s) %s a compaction: not restarted (its log, "
+                    "in the directory kept)\n",
+                    (long)pid, how,
+                    filled ? "while waiting for" : "in the fill, before");
+            return -1;
+        }
+        if (!filled || log_count(dir, "compacted:") > 0) {
+            return 0;
+        }
+        usleep(100000);
+    }
+    return 0;
+}
+
 int bench_restart(const char *server, const char *url, const char *threads,
                   uint64_t n, bench_fill_fn fill, int json)
 {
@@ -673,18 +708,18 @@ int bench_restart(const char *server, const char *url, const char *threads,
             double t0 = sc_bench_now();
             int filled = fill(url, "restart", n) == 0;
             fill_s = sc_bench_now() - t0;
-            /* Snapshot: at least one compaction done before the stop (they
-             * start from a once-a-second check). */
-            for (int w = 0; m == 1 && w < 1200; w++) {
-                if (log_count(dir, "compacted:") > 0) {
-                    break;
-                }
-                usleep(100000);
+            /* Snapshot: at least one compaction done before the stop;
+             * a semcached that died meanwhile ends the mode at once (the
+             * wait checked neither, and waited its 120 s). */
+            int stopped = 0;
+            if (m == 1 && wait_compaction(pid, dir, filled) != 0) {
+                filled = 0;
+            } else {
+                rss0 = rss_kb(pid);
+                t0 = sc_bench_now();
+                stopped = stop_server(pid) == 0;
+                stop_s = sc_bench_now() - t0;
             }
-            rss0 = rss_kb(pid);
-            t0 = sc_bench_now();
-            int stopped = stop_server(pid) == 0;
-            stop_s = sc_bench_now() - t0;
             pid = -1;
             snap = state_bytes(dir, "snap.");
             logb = state_bytes(dir, "log.");

@@ -31,7 +31,9 @@ exit, moved out of its run directory to $TMPDIR/semcache-kept.XXXXXX
 (a failed restart stops the semcached it started again, too).
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import fcntl
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -796,6 +798,86 @@ def test_restart_keeps(bench, server):
     shutil.rmtree(base, ignore_errors=True)
 
 
+# A stand-in semcached for --restart whose snapshot-mode start (the one
+# given --compact-bytes 1048576) compacts never (the bench would wait its
+# 120 s for a compaction) and is killed (SIGKILL) once its namespace
+# holds all DK_N entries, as stats through semcache-cli shows: the fill
+# done, the bench waiting, or a moment before its last answer is read.
+# The other starts are the real semcached.
+DEAD_SERVER = """#!/bin/bash
+snap= url= prev= args=()
+for a in "$@"; do
+    if [ "$prev" = --compact-bytes ] && [ "$a" = 1048576 ]; then
+        a=1099511627776
+        snap=1
+    fi
+    if [ "$prev" = --listen ]; then url=$a; fi
+    args+=("$a")
+    prev=$a
+done
+if [ -z "$snap" ] || [ -e "$DK_DONE" ]; then exec "$DK_REAL" "$@"; fi
+: >"$DK_DONE"
+"$DK_REAL" "${args[@]}" &
+s=$!
+until "$DK_CLI" -a "$url" --json stats --ns restart 2>/dev/null |
+        grep -q '"entries":'"$DK_N"','; do
+    kill -0 "$s" 2>/dev/null || exit 3
+    sleep 0.05
+done
+kill -KILL "$s"
+wait "$s"
+exit 9
+"""
+
+
+def test_restart_dead(bench, server):
+    """bench_service --restart's snapshot mode: a semcached that dies
+    during the fill or the wait for a compaction (a stand-in kills it once
+    the fill is in, and lets no compaction run) ends the mode at once,
+    said on one line ("semcached (pid N) exited (exit status 9) while
+    waiting for a compaction"), the mode failed and its directory kept;
+    the stop mode after it runs. It waited 120 s for a compaction with no
+    check (the hang guard here, 100 s, is under it)."""
+    base = tempfile.mkdtemp()
+    runs_base = os.path.join(base, "runs")
+    os.mkdir(runs_base)
+    stand_in = os.path.join(base, "server.sh")
+    with open(stand_in, "w") as f:
+        f.write(DEAD_SERVER)
+    os.chmod(stand_in, 0o755)
+    env = dict(env_in(runs_base), DK_REAL=os.path.abspath(server),
+               DK_CLI=os.path.join(os.path.dirname(os.path.abspath(server)),
+                                   "semcache-cli"),
+               DK_DONE=os.path.join(base, "done"), DK_N="1000")
+    try:
+        r = subprocess.run([bench, "--restart", "1000", "--json", "--server",
+                            stand_in], capture_output=True, text=True,
+                           env=env, timeout=100)
+    except subprocess.TimeoutExpired as e:  # killed; said as a failure
+        r = subprocess.CompletedProcess(e.cmd, "timed out",
+                                        (e.stdout or b"").decode(),
+                                        (e.stderr or b"").decode())
+    said = [ln for ln in r.stderr.splitlines()
+            if "restart: snapshot: semcached (pid " in ln]
+    modes = {}
+    for ln in r.stdout.splitlines():
+        try:
+            o = json.loads(ln)
+            modes[o["state"]] = o["ok"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    check(r.returncode == 1 and len(said) == 1 and
+          re.search(r"\) exited \(exit status 9\) (while waiting for|in "
+                    r"the fill, before) a compaction: not restarted \(its log",
+                    said[0]) is not None and
+          modes == {"log": True, "snapshot": False, "stop": True} and
+          runs(runs_base) == [],
+          f"a semcached dead during the snapshot mode's wait ends it at "
+          f"once, said: rc {r.returncode}, {said}, modes {modes}: "
+          f"{r.stderr[-400:]}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     argv = sys.argv[1:]
     ctmp = argv[argv.index("--ctmp") + 1]
@@ -816,6 +898,8 @@ def main():
                          argv[argv.index("--server") + 1])
         test_restart_keeps(argv[argv.index("--bench") + 1],
                            argv[argv.index("--server") + 1])
+        test_restart_dead(argv[argv.index("--bench") + 1],
+                          argv[argv.index("--server") + 1])
     p, f = test_semcache.passed, test_semcache.failed
     print(f"tmpdirs: {p} passed, {f} failed")
     return 1 if f or not p else 0
