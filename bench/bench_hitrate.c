@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "proto/client.h"
+#include "tests/test_tmp.h"
 
 /* ---- data ----------------------------------------------------------- */
 
@@ -877,8 +878,14 @@ int main(int argc, char **argv)
                 "scripts/fetch-embeddings.sh %s",
                 table, table);
         }
-        snprintf(url, sizeof(url), "ipc:///tmp/bench-hitrate-%d.ipc",
-                 (int)getpid());
+        /* In this run's directory (test_tmp.h): gone at the exit, and
+         * after a SIGKILL at the next sweep (/tmp/bench-hitrate-PID.ipc
+         * was left there); 80: room for the name in sockaddr_un. */
+        const char *dir = sc_test_tmp_short_dir("bench_hitrate", 80);
+        if (dir == NULL) {
+            return 1;
+        }
+        snprintf(url, sizeof(url), "ipc://%s/bench-hitrate.ipc", dir);
         pid = fork();
         server_pid = pid;
         if (pid == 0) {

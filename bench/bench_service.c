@@ -25,6 +25,7 @@
 #include "proto/client.h"
 #include "proto/mp.h"
 #include "tests/test_ports.h"
+#include "tests/test_tmp.h"
 
 #define DIM 384
 
@@ -434,7 +435,9 @@ int main(int argc, char **argv)
                            samples > 0 ? samples : 2000, json);
     }
     /* Two ports (or paths) of our own: tcp's are the tests' (of
-     * SEMCACHE_TEST_PORTS, test_ports.h), ipc's named by the pid. */
+     * SEMCACHE_TEST_PORTS, test_ports.h), ipc's sockets in this run's
+     * directory (test_tmp.h: gone at the exit, and after a SIGKILL at
+     * the next sweep; they were /tmp/bench-service-PID.ipc, left there). */
     char url[128], echo_url[128];
     if (strcmp(transport, "tcp") == 0) {
         int port = sc_test_port_take("bench_service");
@@ -445,10 +448,13 @@ int main(int argc, char **argv)
         snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
         snprintf(echo_url, sizeof(echo_url), "tcp://127.0.0.1:%d", echo);
     } else if (strcmp(transport, "ipc") == 0) {
-        snprintf(url, sizeof(url), "ipc:///tmp/bench-service-%d.ipc",
-                 (int)getpid());
-        snprintf(echo_url, sizeof(echo_url), "ipc:///tmp/bench-echo-%d.ipc",
-                 (int)getpid());
+        /* 80: room for the names within sockaddr_un's 107 bytes. */
+        const char *dir = sc_test_tmp_short_dir("bench_service", 80);
+        if (dir == NULL) {
+            return 1;
+        }
+        snprintf(url, sizeof(url), "ipc://%s/bench-service.ipc", dir);
+        snprintf(echo_url, sizeof(echo_url), "ipc://%s/bench-echo.ipc", dir);
     } else {
         usage();
         return 2;

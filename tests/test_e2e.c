@@ -26,7 +26,23 @@
 #include "proto/client.h"
 #include "proto/mp.h"
 #include "test_ports.h"
+#include "test_tmp.h"
 #include "test_util.h"
+
+/* "ipc://DIR/NAME.ipc" into buf, DIR this process's directory
+ * (test_tmp.h): its sockets go at the exit, and after a SIGKILL at the
+ * next sweep (they were /tmp/test_e2e_NAME_PID.ipc, left there). Exits 1
+ * when there is none. */
+static void ipc_url(char *buf, size_t size, const char *name)
+{
+    /* 80: room for the names within sockaddr_un's 107 bytes. */
+    const char *dir = sc_test_tmp_short_dir("test_e2e", 80);
+    if (dir == NULL ||
+        (size_t)snprintf(buf, size, "ipc://%s/%s.ipc", dir, name) >= size) {
+        fprintf(stderr, "test_e2e: no room for the ipc:// path of %s\n", name);
+        exit(1);
+    }
+}
 
 static char url[128];
 
@@ -542,8 +558,7 @@ static void test_outs_on_error(void)
     CHECK_EQ_INT(sc_client_open("bogus://x", 100, &c), SC_EINVAL);
     CHECK(c == NULL);
     char url[128];
-    snprintf(url, sizeof(url), "ipc:///tmp/test_e2e_nobody_%ld.ipc",
-             (long)getpid());
+    ipc_url(url, sizeof(url), "nobody");
     CHECK_EQ_INT(sc_client_open(url, 100, &c), SC_OK);
     if (c == NULL) {
         return;
@@ -597,8 +612,7 @@ static void test_outs_on_error(void)
 static void test_silent_or_gone(void)
 {
     char url[128];
-    snprintf(url, sizeof(url), "ipc:///tmp/test_e2e_silent_%ld.ipc",
-             (long)getpid());
+    ipc_url(url, sizeof(url), "silent");
     nng_socket rep;
     CHECK_EQ_INT(nng_rep0_open(&rep), 0);
     CHECK_EQ_INT(nng_listen(rep, url, NULL, 0), 0);
@@ -725,8 +739,7 @@ static void test_fake_server(void)
                            SC_EPROTO, SC_OK,      SC_EPROTO,  SC_EPROTO};
     const size_t nlook = 18, n = sizeof(replies) / sizeof(replies[0]);
     char url[128];
-    snprintf(url, sizeof(url), "ipc:///tmp/test_e2e_fake_%ld.ipc",
-             (long)getpid());
+    ipc_url(url, sizeof(url), "fake");
     fake_srv f = {.replies = replies, .n = n};
     CHECK_EQ_INT(nng_rep0_open(&f.sock), 0);
     CHECK_EQ_INT(nng_listen(f.sock, url, NULL, 0), 0);
@@ -895,8 +908,7 @@ static void test_call_oom(void)
     }
     fake_reply replies[] = {R("\x82\xa2ok\xc3\xa6result\x80"), {big, big_len}};
     char fake_url[128];
-    snprintf(fake_url, sizeof(fake_url), "ipc:///tmp/test_e2e_oom_%ld.ipc",
-             (long)getpid());
+    ipc_url(fake_url, sizeof(fake_url), "oom");
     fake_srv f = {.replies = replies, .n = 2};
     CHECK_EQ_INT(nng_rep0_open(&f.sock), 0);
     CHECK_EQ_INT(nng_listen(f.sock, fake_url, NULL, 0), 0);

@@ -28,7 +28,10 @@ a TMPDIR holding a space and quotes, remove their data directories and
 nothing beside them (they used to through a shell's "rm -rf"), and a
 failed soak's log, and a failed restart's, outlives bench_service's
 exit, moved out of its run directory to $TMPDIR/semcache-kept.XXXXXX
-(a failed restart stops the semcached it started again, too).
+(a failed restart stops the semcached it started again, too; one
+whose semcached dies in the snapshot mode's wait says so at once), and
+its ipc:// sockets are in its run directory: kept while it runs, swept
+once it is killed (they were in /tmp, where no sweep looked).
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import fcntl
 import json
@@ -878,6 +881,80 @@ def test_restart_dead(bench, server):
     shutil.rmtree(base, ignore_errors=True)
 
 
+# A stand-in semcached that listens on its --listen ipc:// path (a plain
+# Unix socket: bench_service's ping gets no answer and it goes on
+# trying), writes that URL down and waits to be killed.
+IPC_SERVER = """#!/usr/bin/python3
+import os, socket, sys, time
+a = sys.argv[1:]
+url = a[a.index("--listen") + 1]
+s = socket.socket(socket.AF_UNIX)
+s.bind(url[len("ipc://"):])
+s.listen()
+mark = os.environ["IPC_MARK"]
+with open(mark + ".tmp", "w") as f:
+    f.write(url)
+os.rename(mark + ".tmp", mark)
+time.sleep(600)
+"""
+
+
+def test_ipc_swept(bench, ctmp):
+    """bench_service's ipc:// sockets (the semcached it starts listens on
+    one) are in its run directory, so that after a SIGKILL (ctest's
+    time-out) the next sweep takes them, by the rules of the directories:
+    a live run's kept, a dead one's removed, never through a link. They
+    were /tmp/bench-service-PID.ipc and /tmp/bench-echo-PID.ipc, which
+    no sweep looked at: each killed run left them for good (test_e2e's
+    and bench_hitrate's moved alike). Seen through a stand-in semcached
+    that binds the socket and waits; the C sweep (test_ctmp) and
+    Python's each keep it while the run lives."""
+    base = tempfile.mkdtemp()
+    runs_base = os.path.join(base, "runs")
+    os.mkdir(runs_base)
+    stand_in = os.path.join(base, "server.py")
+    with open(stand_in, "w") as f:
+        f.write(IPC_SERVER)
+    os.chmod(stand_in, 0o755)
+    mark = os.path.join(base, "mark")
+    proc = subprocess.Popen([bench, "--restart", "1000", "--server",
+                             stand_in], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(env_in(runs_base), IPC_MARK=mark))
+    deadline = time.monotonic() + 30
+    while (not os.path.exists(mark) and proc.poll() is None and
+           time.monotonic() < deadline):
+        time.sleep(0.01)
+    url = open(mark).read() if os.path.exists(mark) else ""
+    path = url[len("ipc://"):] if url.startswith("ipc://") else ""
+    run = os.path.dirname(path)
+    out = subprocess.run([ctmp, "sweep", runs_base], capture_output=True,
+                         text=True, timeout=30, env=env_in(runs_base))
+    live_kept = (out.stdout.strip() == "0" and testtmp.sweep(runs_base) == 0
+                 and os.path.exists(path))
+    check(os.path.dirname(run) == runs_base and
+          os.path.basename(run).startswith(f"{testtmp.PREFIX}{proc.pid}.")
+          and live_kept,
+          f"bench_service's ipc:// socket is in its run directory, "
+          f"{runs_base}/{testtmp.PREFIX}{proc.pid}.*, kept by a C and a "
+          f"Python sweep while it runs: {path!r}, "
+          f"{'kept' if live_kept else 'NOT KEPT'} ({out.stdout.strip()})")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    group_gone(proc.pid)
+    out = subprocess.run([ctmp, "sweep", runs_base], capture_output=True,
+                         text=True, timeout=30, env=env_in(runs_base))
+    check(path and not os.path.lexists(path) and
+          out.stdout.strip() == "1" and runs(runs_base) == [],
+          f"killed, its socket goes at the next sweep: {path!r} "
+          f"{'LEFT' if path and os.path.lexists(path) else 'gone'}, "
+          f"swept {out.stdout.strip()}, {runs(runs_base)}")
+    if path.startswith("/tmp/") and os.path.lexists(path):
+        os.unlink(path)  # the old name's, for the failure's rerun
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     argv = sys.argv[1:]
     ctmp = argv[argv.index("--ctmp") + 1]
@@ -900,6 +977,7 @@ def main():
                            argv[argv.index("--server") + 1])
         test_restart_dead(argv[argv.index("--bench") + 1],
                           argv[argv.index("--server") + 1])
+        test_ipc_swept(argv[argv.index("--bench") + 1], ctmp)
     p, f = test_semcache.passed, test_semcache.failed
     print(f"tmpdirs: {p} passed, {f} failed")
     return 1 if f or not p else 0
