@@ -15,14 +15,17 @@
  * its exec holds the lock; given "swept", does as with no argument with
  * its first .semcache-new.PID.* directory removed before it is locked,
  * as a sweep from another pid namespace could; given "remove PATH",
- * prints sc_test_tmp_remove(PATH)'s return, 0 or -1).
+ * prints sc_test_tmp_remove(PATH)'s return, 0 or -1; given
+ * "sweep-sockets DIR", prints how many old ipc:// sockets of DIR
+ * sc_test_tmp_sweep_old_sockets() removed).
  *
  *   test_ctmp
  *   test_ctmp sweep BASE [SWAP LINK | SWAP DEST move]
  *   test_ctmp short MAX
  *   test_ctmp fork
  *   test_ctmp swept
- *   test_ctmp remove PATH */
+ *   test_ctmp remove PATH
+ *   test_ctmp sweep-sockets DIR */
 #define _POSIX_C_SOURCE 200809L /* fork */
 #include <stdbool.h>
 #include <stdio.h>
@@ -95,6 +98,10 @@ int main(int argc, char **argv)
                          : " not-swapped");
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "sweep-sockets") == 0) {
+        printf("%d\n", sc_test_tmp_sweep_old_sockets(argv[2]));
+        return 0;
+    }
     if (argc == 3 && strcmp(argv[1], "remove") == 0) {
         printf("%d\n", sc_test_tmp_remove(argv[2]));
         return 0;
@@ -103,9 +110,10 @@ int main(int argc, char **argv)
     bool fork_child = argc == 2 && strcmp(argv[1], "fork") == 0;
     bool swept = argc == 2 && strcmp(argv[1], "swept") == 0;
     if (argc != 1 && !short_dir && !fork_child && !swept) {
-        fprintf(stderr,
-                "usage: test_ctmp [sweep BASE [SWAP LINK | SWAP DEST move] | "
-                "short MAX | fork | swept | remove PATH]\n");
+        fprintf(
+            stderr,
+            "usage: test_ctmp [sweep BASE [SWAP LINK | SWAP DEST move] | "
+            "short MAX | fork | swept | remove PATH | sweep-sockets DIR]\n");
         return 2;
     }
     if (swept) {

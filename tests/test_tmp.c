@@ -450,6 +450,56 @@ int sc_test_tmp_sweep(const char *base)
     return removed;
 }
 
+/* The names the ipc:// sockets of test_e2e, bench_service and
+ * bench_hitrate had in /tmp before they moved into the run directory:
+ * one of these, then the pid, then ".ipc". */
+static const char *const old_sockets[] = {
+    "test_e2e_nobody_", "test_e2e_silent_", "test_e2e_fake_", "test_e2e_oom_",
+    "bench-service-",   "bench-echo-",      "bench-hitrate-",
+};
+
+/* The pid in name when it is one of old_sockets' names; 0 if not. */
+static long old_socket_pid(const char *name)
+{
+    for (size_t i = 0; i < sizeof(old_sockets) / sizeof(old_sockets[0]); i++) {
+        size_t n = strlen(old_sockets[i]);
+        if (strncmp(name, old_sockets[i], n) != 0 || name[n] < '0' ||
+            name[n] > '9') {
+            continue;
+        }
+        char *end;
+        long pid = strtol(name + n, &end, 10);
+        return strcmp(end, ".ipc") == 0 && pid > 0 && pid <= INT_MAX ? pid : 0;
+    }
+    return 0;
+}
+
+int sc_test_tmp_sweep_old_sockets(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return 0;
+    }
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        long pid = old_socket_pid(e->d_name);
+        if (pid == 0 || kill((pid_t)pid, 0) == 0 || errno == EPERM) {
+            continue; /* not one of them, or its process lives */
+        }
+        /* The name itself, not followed: a link, a file or a directory
+         * of that name is kept, and so is another user's socket. */
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISSOCK(st.st_mode) && st.st_uid == geteuid() &&
+            unlinkat(dirfd(d), e->d_name, 0) == 0) {
+            removed++;
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
 static char short_dir[64]; /* under /tmp, when run_dir is too long */
 
 static void run_dir_remove(void)
@@ -531,6 +581,8 @@ static bool make_run_dir(const char *who, const char *base, char *out,
                          size_t size)
 {
     sc_test_tmp_sweep(base);
+    /* Where the old names were, whatever base is. */
+    sc_test_tmp_sweep_old_sockets("/tmp");
     /* Made under NEW_PREFIX and this pid, locked, then renamed to its run
      * name: a sweep never sees a run directory unlocked, whatever it
      * reads of its pid (from another pid namespace, the pid says

@@ -78,6 +78,17 @@ int sc_test_tmp_keep(const char *who, const char *path, char *out, size_t size);
  * tests of this helper. */
 int sc_test_tmp_sweep(const char *base);
 
+/* Removes the ipc:// sockets test_e2e, bench_service and bench_hitrate
+ * left in /tmp before their sockets moved into the run directory (a
+ * killed run's stayed for good): in dir, the names
+ * test_e2e_{nobody,silent,fake,oom}_PID.ipc, bench-service-PID.ipc,
+ * bench-echo-PID.ipc and bench-hitrate-PID.ipc whose process is gone
+ * (they had no lock: the pid alone tells), that are sockets (a link of
+ * that name is neither followed nor removed) and whose owner is this
+ * process's effective uid. Returns how many it removed. Run on /tmp with
+ * the sweep sc_test_tmp_dir() makes; dir given for tests of it. */
+int sc_test_tmp_sweep_old_sockets(const char *dir);
+
 /* For tests of this helper: when set, called with the path of each
  * .semcache-new.PID.XXXXXX directory just made, before it is opened and
  * locked (test_ctmp removes it there, as a sweep from another pid

@@ -31,7 +31,8 @@ exit, moved out of its run directory to $TMPDIR/semcache-kept.XXXXXX
 (a failed restart stops the semcached it started again, too; one
 whose semcached dies in the snapshot mode's wait says so at once), and
 its ipc:// sockets are in its run directory: kept while it runs, swept
-once it is killed (they were in /tmp, where no sweep looked).
+once it is killed (they were in /tmp, where no sweep looked; a C
+sweep removes the old names' stale sockets there now).
 Prints "N passed, N failed" last; exits 1 on a failure."""
 import fcntl
 import json
@@ -39,6 +40,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -955,6 +957,60 @@ def test_ipc_swept(bench, ctmp):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def test_old_sockets(ctmp):
+    """The ipc:// sockets runs left in /tmp before they moved into the
+    run directory (test_e2e_{nobody,silent,fake,oom}_PID.ipc,
+    bench-service-, bench-echo-, bench-hitrate-PID.ipc) go at a C
+    sweep (sc_test_tmp_sweep_old_sockets(), on /tmp at each C test's
+    start; here on a directory of the test's): one whose pid is gone,
+    ours, a socket; kept: one whose process lives, a link of such a name
+    (not followed: the socket it points to stays too), a plain file of
+    such a name, a name that only looks like one, and, as root, a
+    socket of uid 65534. Nothing removed them before (no sweep looked)."""
+    base = tempfile.mkdtemp()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = os.getpid()
+
+    def sock(path):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.close()  # the file stays, as a killed listener's
+
+    gone = [f"bench-service-{dead.pid}.ipc", f"test_e2e_oom_{dead.pid}.ipc",
+            f"bench-hitrate-{dead.pid}.ipc"]
+    for name in gone:
+        sock(os.path.join(base, name))
+    kept = [f"bench-echo-{live}.ipc", f"test_e2e_fake_{dead.pid}.ipc.x",
+            f"test_e2e_silent_{dead.pid}x.ipc"]
+    for name in kept:
+        sock(os.path.join(base, name))
+    outside = os.path.join(base, "outside")
+    os.mkdir(outside)
+    target = os.path.join(outside, "target.ipc")
+    sock(target)
+    link = f"test_e2e_nobody_{dead.pid}.ipc"
+    os.symlink(target, os.path.join(base, link))
+    plain = f"bench-echo-{dead.pid}.ipc"
+    open(os.path.join(base, plain), "w").close()
+    kept += [link, plain]
+    if os.geteuid() == 0:
+        other = f"bench-service-{dead.pid + 1000000}.ipc"
+        sock(os.path.join(base, other))
+        os.chown(os.path.join(base, other), 65534, 65534)
+        kept.append(other)
+    out = subprocess.run([ctmp, "sweep-sockets", base], capture_output=True,
+                         text=True, timeout=30, env=env_in(base))
+    left = sorted(n for n in os.listdir(base) if n != "outside")
+    check(out.stdout.strip() == str(len(gone)) and left == sorted(kept) and
+          os.path.exists(target),
+          f"a C sweep removes a dead run's old ipc:// sockets in /tmp "
+          f"({len(gone)}), keeps a live one's, a link (and its target), a "
+          f"plain file, look-alikes and another user's: {out.stdout.strip()}"
+          f" {out.stderr.strip()[:200]}, left {left}, want {sorted(kept)}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     argv = sys.argv[1:]
     ctmp = argv[argv.index("--ctmp") + 1]
@@ -963,6 +1019,7 @@ def main():
     test_new_leftovers(ctmp)
     test_sweep_links(ctmp)
     test_remove_edges(ctmp)
+    test_old_sockets(ctmp)
     test_cli_lock()
     if "--config" in argv:
         test_config_names(argv[argv.index("--config") + 1])
