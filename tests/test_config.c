@@ -749,7 +749,8 @@ static void test_log_nng(void)
     "semcached: warning: this build uses the system's nng, which applies "     \
     "none of these protections, their defaults included: "                     \
     "reply_queue_max (it keeps up to 64 replies a client, of any size), "      \
-    "reply_total_max (it sets no bound on the replies held for all clients "   \
+    "reply_queue_len (it queues at most 64 replies a client and drops "        \
+    "more), reply_total_max (it sets no bound on the replies held for all clients "   \
     "together), reply_timeout (it writes an nng reply with no time limit)"
 #define OFF_HTTP                                                               \
     ", http_max_conns (it has no cap on HTTP connections), http_stop_grace "   \

@@ -692,11 +692,12 @@ def test_read_timeout(server, tmp):
 
 # The warning lines of a build on the system's nng for the two settings
 # test_unpatched_warnings gives (proto/config.c), whole, after the one
-# every start on that nng gives, with --http (all 7 protections named).
+# every start on that nng gives, with --http (all 8 protections named).
 UNPATCHED_WARNINGS = [
     "semcached: warning: this build uses the system's nng, which applies "
     "none of these protections, their defaults included: reply_queue_max "
-    "(it keeps up to 64 replies a client, of any size), reply_total_max (it "
+    "(it keeps up to 64 replies a client, of any size), reply_queue_len (it "
+    "queues at most 64 replies a client and drops more), reply_total_max (it "
     "sets no bound on the replies held for all clients together), "
     "reply_timeout (it writes an nng reply with no time limit), "
     "http_max_conns (it has no cap on HTTP connections), http_stop_grace (it "
