@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/sc_hook.h"
 #include "common/sc_seed.h"
 #include "common/sc_vec.h"
 #include "cache/heap.h"
@@ -47,45 +48,27 @@
 #define NLIST_MAX      65536u /* nlist and nprobe, as index/ivf.c takes them */
 #define NPROBE_DEFAULT 16u    /* index.h's default, for a reset to 0 */
 
-/* The tests' hook before an insert's add into an existing index
- * (sc_cache_set_index_add_hook). */
-static struct {
-    void (*_Atomic fn)(void *);
-    void *_Atomic arg;
-} add_hook;
+/* The tests' hooks: before an insert's add into an existing index
+ * (sc_cache_set_index_add_hook), and before an entry's vector leaves its
+ * index (sc_cache_set_index_remove_hook). */
+typedef SC_HOOK(void, (void *)) hook;
+static hook add_hook, remove_hook;
 
 void sc_cache_set_index_add_hook(void (*fn)(void *arg), void *arg)
 {
-    atomic_store(&add_hook.arg, arg);
-    atomic_store(&add_hook.fn, fn);
+    SC_HOOK_SET(add_hook, fn, arg);
 }
-
-static void index_add_hook(void)
-{
-    void (*f)(void *) = atomic_load(&add_hook.fn);
-    if (f != NULL) {
-        f(atomic_load(&add_hook.arg));
-    }
-}
-
-/* The tests' hook before an entry's vector leaves its index
- * (sc_cache_set_index_remove_hook). */
-static struct {
-    void (*_Atomic fn)(void *);
-    void *_Atomic arg;
-} remove_hook;
 
 void sc_cache_set_index_remove_hook(void (*fn)(void *arg), void *arg)
 {
-    atomic_store(&remove_hook.arg, arg);
-    atomic_store(&remove_hook.fn, fn);
+    SC_HOOK_SET(remove_hook, fn, arg);
 }
 
-static void index_remove_hook(void)
+static void call_hook(hook *h)
 {
-    void (*f)(void *) = atomic_load(&remove_hook.fn);
+    void (*f)(void *) = atomic_load(&h->fn);
     if (f != NULL) {
-        f(atomic_load(&remove_hook.arg));
+        f(atomic_load(&h->arg));
     }
 }
 
@@ -812,7 +795,7 @@ static void remove_later(ns *s, scope *sc, uint64_t id)
 static void drain_removals(void)
 {
     for (size_t i = 0; i < rms.n; i++) {
-        index_remove_hook();
+        call_hook(&remove_hook);
         (void)sc_index_remove(rms.a[i].ix, rms.a[i].id);
     }
     for (size_t i = 0; i < rms.n;) {
@@ -2572,7 +2555,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         bool let_go = !made_ix && ro == NULL && s->had_vector && s->model_fixed;
         if (let_go) {
             pthread_mutex_unlock(&s->mu);
-            index_add_hook();
+            call_hook(&add_hook);
         }
         /* A snapshot's vector is the unit vector the index gave out:
          * taken as it is, so that the restart leaves it bit for bit as it

@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/sc_hook.h"
 #include "common/sc_plural.h"
 #include "common/sc_vec.h"
 
@@ -80,26 +81,18 @@ typedef struct wbuf {
     uint32_t key; /* of the file its records go to (0: sealed later) */
 } wbuf;
 
-static struct {
-    bool (*_Atomic fn)(void *, size_t);
-    void *_Atomic arg;
-} alloc_hook;
+static SC_HOOK(bool, (void *, size_t)) alloc_hook;
 
 void sc_persist_set_alloc_hook(bool (*fail)(void *arg, size_t more), void *arg)
 {
-    atomic_store(&alloc_hook.arg, arg);
-    atomic_store(&alloc_hook.fn, fail);
+    SC_HOOK_SET(alloc_hook, fail, arg);
 }
 
-static struct {
-    void (*_Atomic fn)(void *, int);
-    void *_Atomic arg;
-} append_hook;
+static SC_HOOK(void, (void *, int)) append_hook;
 
 void sc_persist_set_append_hook(void (*fn)(void *arg, int kind), void *arg)
 {
-    atomic_store(&append_hook.arg, arg);
-    atomic_store(&append_hook.fn, fn);
+    SC_HOOK_SET(append_hook, fn, arg);
 }
 
 static void appended_hook(int kind)
@@ -1948,10 +1941,7 @@ static void ledger_to(void *arg, const sc_ledger_row_state *row,
     enc_ledger(arg, row, hour);
 }
 
-static struct {
-    void (*_Atomic fn)(void *, const char *);
-    void *_Atomic arg;
-} snapshot_hook;
+static SC_HOOK(void, (void *, const char *)) snapshot_hook;
 
 /* Set in the persister's thread (thread_main). */
 static _Thread_local bool persister_thread;
@@ -1959,8 +1949,7 @@ static _Thread_local bool persister_thread;
 void sc_persist_set_snapshot_hook(void (*fn)(void *arg, const char *ns),
                                   void *arg)
 {
-    atomic_store(&snapshot_hook.arg, arg);
-    atomic_store(&snapshot_hook.fn, fn);
+    SC_HOOK_SET(snapshot_hook, fn, arg);
 }
 
 /* With nothing locked, the snapshot written out so far: the test hook, and

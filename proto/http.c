@@ -23,6 +23,7 @@
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
 
+#include "common/sc_hook.h"
 #include "common/sc_plural.h"
 #include "common/sc_utf8.h"
 #include "proto/mp.h"
@@ -101,10 +102,7 @@ static _Thread_local bool json_over;
 static _Thread_local size_t json_budget;
 static _Thread_local size_t json_used;
 
-static struct {
-    bool (*_Atomic fn)(void *, size_t);
-    void *_Atomic arg;
-} json_alloc_hook;
+static SC_HOOK(bool, (void *, size_t)) json_alloc_hook;
 
 /* What p holds as glibc's malloc counts it (malloc_usable_size: at least
  * 24, 8 short of a multiple of 16), whichever malloc gave it: a
@@ -163,8 +161,7 @@ void sc_http_json_init(void)
 void sc_http_set_json_alloc_hook(bool (*fail)(void *arg, size_t len), void *arg)
 {
     sc_http_json_init();
-    atomic_store(&json_alloc_hook.arg, arg);
-    atomic_store(&json_alloc_hook.fn, fail);
+    SC_HOOK_SET(json_alloc_hook, fail, arg);
 }
 
 json_t *sc_http_json_loadb_max(const char *buf, size_t n, size_t flags,

@@ -4,6 +4,8 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "common/sc_hook.h"
+
 void mp_reader_init(mp_reader *r, const void *buf, size_t len)
 {
     r->p = buf;
@@ -438,15 +440,11 @@ int mp_read_cstr(mp_reader *r, char *out, size_t cap)
     return 0;
 }
 
-static struct {
-    bool (*_Atomic fn)(void *, size_t);
-    void *_Atomic arg;
-} alloc_hook;
+static SC_HOOK(bool, (void *, size_t)) alloc_hook;
 
 void mp_set_alloc_hook(bool (*fail)(void *arg, size_t len), void *arg)
 {
-    atomic_store(&alloc_hook.arg, arg);
-    atomic_store(&alloc_hook.fn, fail);
+    SC_HOOK_SET(alloc_hook, fail, arg);
 }
 
 static int buf_write(void *data, const char *p, size_t len)

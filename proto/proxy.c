@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "proto/proxy.h"
 
+#include "common/sc_hook.h"
 #include "common/sc_vec.h"
 #include "proto/http.h"
 #include "proto/pool.h"
@@ -798,15 +799,11 @@ static void hit_header(const sc_cache_result *r, char *xsc, size_t cap,
     snprintf(entry, ecap, "%llu", (unsigned long long)r->id);
 }
 
-static struct {
-    bool (*_Atomic fn)(void *);
-    void *_Atomic arg;
-} hit_oom_hook;
+static SC_HOOK(bool, (void *)) hit_oom_hook;
 
 void sc_proxy_set_hit_oom_hook(bool (*fail)(void *arg), void *arg)
 {
-    atomic_store(&hit_oom_hook.arg, arg);
-    atomic_store(&hit_oom_hook.fn, fail);
+    SC_HOOK_SET(hit_oom_hook, fail, arg);
 }
 
 /* The stored chat.completion with a fresh id and created time; NULL when

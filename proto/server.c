@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/sc_hook.h"
 #include "common/sc_plural.h"
 
 #define DEFAULT_THREADS 16
@@ -148,15 +149,11 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     }
 }
 
-static struct {
-    bool (*_Atomic fn)(void *);
-    void *_Atomic arg;
-} send_hook;
+static SC_HOOK(bool, (void *)) send_hook;
 
 void sc_server_set_send_hook(bool (*fail)(void *arg), void *arg)
 {
-    atomic_store(&send_hook.arg, arg);
-    atomic_store(&send_hook.fn, fail);
+    SC_HOOK_SET(send_hook, fail, arg);
 }
 
 static bool send_fails(void)
