@@ -30,10 +30,7 @@ sc_err sc_config_set_str(char **slot, const char *value)
 /* ---- the numeric settings (config.h, sc_config_num) ---------------- */
 
 #define SC_NUM(flag, key, lo, hi, unit, field)                                 \
-    {                                                                          \
-        flag, key, lo, hi, unit, offsetof(sc_config, field),                   \
-            sizeof(((sc_config *)0)->field)                                    \
-    }
+    SC_CONFIG_NUM(sc_config, flag, key, lo, hi, unit, field)
 
 #define MIB     (1ull << 20)
 #define NO_MAX  (UINT64_MAX >> 1) /* the largest JSON integer */
@@ -118,10 +115,11 @@ void sc_config_num_range(const sc_config_num *n, char *out, size_t cap)
     }
 }
 
-/* Sets n's field of cfg to v if v is in n's range; else SC_EINVAL with
- * "must be RANGE" in msg. The flags' and the keys' one check. */
-static sc_err num_set(sc_config *cfg, const sc_config_num *n, uint64_t v,
-                      char *msg, size_t cap)
+/* Sets n's field of the struct at base to v if v is in n's range; else
+ * SC_EINVAL with "must be RANGE" in msg. The flags' and the keys' one
+ * check, the proxy's included. */
+static sc_err num_set(void *base, const sc_config_num *n, uint64_t v, char *msg,
+                      size_t cap)
 {
     if (v < n->min || v > n->max) {
         char range[80];
@@ -129,7 +127,7 @@ static sc_err num_set(sc_config *cfg, const sc_config_num *n, uint64_t v,
         snprintf(msg, cap, "must be %s", range);
         return SC_EINVAL;
     }
-    char *field = (char *)cfg + n->offset;
+    char *field = (char *)base + n->offset;
     if (n->size == sizeof(uint32_t)) {
         uint32_t u = (uint32_t)v;
         memcpy(field, &u, sizeof(u));
@@ -142,6 +140,12 @@ static sc_err num_set(sc_config *cfg, const sc_config_num *n, uint64_t v,
 sc_err sc_config_num_parse(sc_config *cfg, const sc_config_num *n,
                            const char *value, char *msg, size_t cap)
 {
+    return sc_config_num_parse_at(cfg, n, value, msg, cap);
+}
+
+sc_err sc_config_num_parse_at(void *base, const sc_config_num *n,
+                              const char *value, char *msg, size_t cap)
+{
     /* Digits only: strtoull would skip spaces and take a sign (" -1" is
      * 2^64 - 1). Out of uint64_t's range is out of every setting's. */
     char *end;
@@ -151,7 +155,7 @@ sc_err sc_config_num_parse(sc_config *cfg, const sc_config_num *n,
     if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0') {
         v = UINT64_MAX;
     }
-    return num_set(cfg, n, v, msg, cap);
+    return num_set(base, n, v, msg, cap);
 }
 
 /* A setting only the patched nng applies (scripts/patches): whether cfg

@@ -76,20 +76,31 @@ typedef struct sc_config {
 } sc_config;
 
 /* A plain numeric setting: a flag and its configuration key that take
- * one whole number in [min, max] into one field of sc_config. The table
- * sc_config_nums holds every one, so that the flag parser (semcached.c),
- * the file's parser (sc_config_load), their messages and --help share
- * each range: a range written once cannot differ between flag and key.
- * Settings parsed otherwise (addresses, paths, enums, the proxy's, whose
- * key and flag share sc_proxy_parse_flag) are not in it. */
+ * one whole number in [min, max] into one field of a struct. The table
+ * sc_config_nums holds every one of sc_config, so that the flag parser
+ * (semcached.c), the file's parser (sc_config_load), their messages and
+ * --help share each range: a range written once cannot differ between
+ * flag and key. The proxy's numeric flags (and their keys of the "proxy"
+ * object, which sc_proxy_parse_flag parses as the flags) are rows of the
+ * same type in proxy.c's table, into sc_proxy_config, checked by the same
+ * sc_config_num_parse_at. Settings parsed otherwise (addresses, paths,
+ * enums) are in neither. */
 typedef struct sc_config_num {
     const char *flag; /* "--reply-timeout"; NULL: a key with no flag */
     const char *key;  /* "reply_timeout" */
     uint64_t min, max;
     const char *unit; /* "ms", "bytes" or "": said after the range */
-    size_t offset;    /* of the field in sc_config */
+    size_t offset;    /* of the field in its struct (sc_config here) */
     size_t size;      /* of that field: 4 or 8 bytes */
 } sc_config_num;
+
+/* A row of such a table: flag, key, min, max, unit and the field of
+ * struct type (its offset and size). */
+#define SC_CONFIG_NUM(type, flag, key, lo, hi, unit, field)                    \
+    {                                                                          \
+        flag, key, lo, hi, unit, offsetof(type, field),                        \
+            sizeof(((type *)0)->field)                                         \
+    }
 
 /* The table, sc_config_nums[0..sc_config_nnums); static, never NULL. */
 extern const sc_config_num sc_config_nums[];
@@ -111,6 +122,11 @@ void sc_config_num_range(const sc_config_num *n, char *out, size_t cap);
  * same field through the same range check and message. */
 sc_err sc_config_num_parse(sc_config *cfg, const sc_config_num *n,
                            const char *value, char *msg, size_t cap);
+
+/* The same into n's field of the struct at base, for a row of another
+ * table than sc_config_nums (proxy.c's, into sc_proxy_config). */
+sc_err sc_config_num_parse_at(void *base, const sc_config_num *n,
+                              const char *value, char *msg, size_t cap);
 
 /* Fills cfg with the defaults. Errors: SC_ENOMEM. */
 sc_err sc_config_init(sc_config *cfg);

@@ -14,6 +14,7 @@
 
 #include "common/sc_hook.h"
 #include "common/sc_vec.h"
+#include "proto/config.h"
 #include "proto/http.h"
 #include "proto/pool.h"
 
@@ -57,26 +58,37 @@ void sc_proxy_config_init(sc_proxy_config *cfg)
     cfg->history = SC_PROXY_HISTORY_EXACT;
 }
 
-static int parse_uint(const char *s, unsigned long max, unsigned long *out)
-{
-    char *end;
-    if (s == NULL || *s < '0' || *s > '9') {
-        return -1;
-    }
-    unsigned long v = strtoul(s, &end, 10);
-    if (*end != '\0' || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
+/* The proxy's numeric flags and their keys of the configuration's
+ * "proxy" object: one range check and one refusal text ("must be
+ * 1..3600000 ms") with the daemon's own (config.h, sc_config_num). */
+static const sc_config_num proxy_nums[] = {
+    SC_CONFIG_NUM(sc_proxy_config, "--upstream-timeout", "upstream_timeout", 1,
+                  3600000, "ms", timeout_ms),
+    SC_CONFIG_NUM(sc_proxy_config, "--upstream-max-duration",
+                  "upstream_max_duration", 1, SC_PROXY_MAX_MAX_DURATION_MS,
+                  "ms", max_duration_ms),
+    SC_CONFIG_NUM(sc_proxy_config, "--proxy-client-timeout", "client_timeout",
+                  1, 3600000, "ms", client_timeout_ms),
+    SC_CONFIG_NUM(sc_proxy_config, "--proxy-workers", "workers", 1,
+                  SC_PROXY_MAX_WORKERS, "", workers),
+};
 
 static bool ns_name_ok(const char *s);
 
 int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
                         const char *value, char *msg, size_t cap)
 {
-    unsigned long n;
+    for (size_t i = 0; i < sizeof(proxy_nums) / sizeof(proxy_nums[0]); i++) {
+        if (strcmp(flag, proxy_nums[i].flag) == 0) {
+            char why[80];
+            if (sc_config_num_parse_at(cfg, &proxy_nums[i], value, why,
+                                       sizeof(why)) != SC_OK) {
+                snprintf(msg, cap, "%s %s", flag, why);
+                return -1;
+            }
+            return 1;
+        }
+    }
     if (strcmp(flag, "--upstream") == 0) {
         /* Checked here, as sc_proxy_open checks it, so that a bad URL is
          * refused with the flag or key named before anything starts. */
@@ -89,33 +101,6 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
             return -1;
         }
         cfg->upstream = value;
-    } else if (strcmp(flag, "--upstream-timeout") == 0) {
-        if (parse_uint(value, 3600000, &n) != 0 || n == 0) {
-            snprintf(msg, cap, "--upstream-timeout must be 1..3600000 ms");
-            return -1;
-        }
-        cfg->timeout_ms = (uint32_t)n;
-    } else if (strcmp(flag, "--upstream-max-duration") == 0) {
-        if (parse_uint(value, SC_PROXY_MAX_MAX_DURATION_MS, &n) != 0 ||
-            n == 0) {
-            snprintf(msg, cap, "--upstream-max-duration must be 1..%u ms",
-                     SC_PROXY_MAX_MAX_DURATION_MS);
-            return -1;
-        }
-        cfg->max_duration_ms = (uint32_t)n;
-    } else if (strcmp(flag, "--proxy-client-timeout") == 0) {
-        if (parse_uint(value, 3600000, &n) != 0 || n == 0) {
-            snprintf(msg, cap, "--proxy-client-timeout must be 1..3600000 ms");
-            return -1;
-        }
-        cfg->client_timeout_ms = (uint32_t)n;
-    } else if (strcmp(flag, "--proxy-workers") == 0) {
-        if (parse_uint(value, SC_PROXY_MAX_WORKERS, &n) != 0 || n == 0) {
-            snprintf(msg, cap, "--proxy-workers must be 1..%u",
-                     SC_PROXY_MAX_WORKERS);
-            return -1;
-        }
-        cfg->workers = (unsigned)n;
     } else if (strcmp(flag, "--proxy-ns") == 0) {
         if (!ns_name_ok(value)) {
             snprintf(msg, cap,

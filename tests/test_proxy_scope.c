@@ -230,6 +230,39 @@ int main(void)
           "--upstream-max-duration");
     CHECK(sc_proxy_parse_flag(&cfg, "--listen", "x", msg, sizeof(msg)) == 0,
           "not a proxy flag");
+    /* Each numeric flag lands in its own field (the table's offset and
+     * size), the others left alone, and its top + 1 is refused in the
+     * daemon's words, the field unchanged. */
+    const struct {
+        const char *flag, *top, *over, *refusal;
+    } nums[] = {
+        {"--upstream-timeout", "3600000", "3600001",
+         "--upstream-timeout must be 1..3600000 ms"},
+        {"--upstream-max-duration", "86400000", "86400001",
+         "--upstream-max-duration must be 1..86400000 ms"},
+        {"--proxy-client-timeout", "3600000", "3600001",
+         "--proxy-client-timeout must be 1..3600000 ms"},
+        {"--proxy-workers", "256", "257", "--proxy-workers must be 1..256"},
+    };
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+        sc_proxy_config_init(&cfg);
+        CHECK(sc_proxy_parse_flag(&cfg, nums[i].flag, nums[i].top, msg,
+                                  sizeof(msg)) == 1,
+              nums[i].flag);
+        unsigned long set[4] = {cfg.timeout_ms, cfg.max_duration_ms,
+                                cfg.client_timeout_ms, cfg.workers};
+        for (size_t j = 0; j < 4; j++) {
+            CHECK(set[j] == (j == i ? strtoul(nums[i].top, NULL, 10) : 0),
+                  nums[i].flag);
+        }
+        CHECK(sc_proxy_parse_flag(&cfg, nums[i].flag, nums[i].over, msg,
+                                  sizeof(msg)) == -1 &&
+                  strcmp(msg, nums[i].refusal) == 0,
+              nums[i].refusal);
+        unsigned long after[4] = {cfg.timeout_ms, cfg.max_duration_ms,
+                                  cfg.client_timeout_ms, cfg.workers};
+        CHECK(memcmp(set, after, sizeof(set)) == 0, nums[i].refusal);
+    }
 
     if (failures == 0) {
         printf("test_proxy_scope: all passed\n");

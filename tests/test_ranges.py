@@ -4,9 +4,9 @@ the daemon is taken alike as a flag and as its configuration key.
 
 For each setting whose range docs/CONFIG.md's table of keys gives (its
 "type" column: `1..2^20`, `bytes, 1 MiB..2^50`, `ms, 100..3600000`,
-`bytes >= 1`), and for the proxy's numeric settings (docs/PROXY.md,
-ranges below), the real semcached is asked to take min - 1, min, max and
-max + 1, and values that are not numbers, once as `--flag VALUE` and once
+`bytes >= 1`), and for the proxy's numeric flags (the range that ends
+each one's row of docs/PROXY.md's table of flags), the real semcached
+is asked to take min - 1, min, max and max + 1, and values that are not numbers, once as `--flag VALUE` and once
 as `{"key": VALUE}` in a --config file. Each must be accepted or refused
 by both, as the documented range says; a refusal names the flag or the
 key, and a number out of range is refused by both with the same words
@@ -34,14 +34,14 @@ from test_docs import first_table  # noqa: E402
 
 SENTINEL = "--no-such-flag-ranges"
 
-# The proxy's numeric settings: flag, key of the "proxy" object, range
-# (docs/PROXY.md's table of flags; proto/proxy.c's sc_proxy_parse_flag).
-PROXY = [
-    ("--upstream-timeout", "upstream_timeout", 1, 3600000),
-    ("--upstream-max-duration", "upstream_max_duration", 1, 86400000),
-    ("--proxy-client-timeout", "client_timeout", 1, 3600000),
-    ("--proxy-workers", "workers", 1, 256),
-]
+# The proxy's numeric flags and their keys of the "proxy" object; their
+# ranges are read from docs/PROXY.md's table of flags (proxy_doc_ranges).
+PROXY_KEYS = {
+    "--upstream-timeout": "upstream_timeout",
+    "--upstream-max-duration": "upstream_max_duration",
+    "--proxy-client-timeout": "client_timeout",
+    "--proxy-workers": "workers",
+}
 
 # A JSON integer is a C long long in jansson: "bytes >= 1" ends there.
 JSON_INT_MAX = (1 << 63) - 1
@@ -107,6 +107,30 @@ def doc_ranges(src):
     return out
 
 
+def proxy_doc_ranges(src):
+    """(flag, key, lo, hi) of every numeric flag (metavar N or MS) of
+    PROXY.md's table of flags, its range the "LO..HI" its last cell ends
+    with; a numeric flag with no range there, or with no key in
+    PROXY_KEYS, is a failure."""
+    with open(os.path.join(src, "docs/PROXY.md"), encoding="utf-8") as f:
+        rows = first_table(f.read(), "| flag | default |")
+    out = []
+    for cells in rows:
+        flag = re.fullmatch(r"`(--[a-z-]+) (?:N|MS)`", cells[0])
+        if flag is None:
+            continue
+        flag = flag.group(1)
+        m = re.search(r"\b(\d+)\.\.(\d+)$", cells[-1])
+        check(m is not None, f"PROXY.md gives {flag}'s range")
+        check(flag in PROXY_KEYS, f"{flag}'s key of \"proxy\" is known")
+        if m is not None and flag in PROXY_KEYS:
+            out.append((flag, PROXY_KEYS[flag], int(m.group(1)),
+                        int(m.group(2))))
+    check(sorted(f for f, _, _, _ in out) == sorted(PROXY_KEYS),
+          f"PROXY.md's numeric flags are {sorted(PROXY_KEYS)}")
+    return out
+
+
 def run(server, args, cwd):
     p = subprocess.run([server] + args + [SENTINEL, "1"], cwd=cwd,
                        capture_output=True, text=True, timeout=20)
@@ -164,6 +188,11 @@ def one_setting(server, tmp, flag, key, lo, hi, proxy, help_ranges):
                   f"{f_out[-120:]!r} / {k_out[-120:]!r}")
             # And --help says that range (the proxy's say theirs in
             # docs/PROXY.md).
+            if proxy and f_why is not None:
+                check(re.match(rf"must be {lo}\.\.{hi}\b", f_why.group(0))
+                      is not None,
+                      f"{flag} is refused with PROXY.md's range "
+                      f"{lo}..{hi}: {f_why.group(0)!r}")
             if not proxy and f_why is not None:
                 check(help_ranges.get(flag) == f_why.group(0)[8:],
                       f"--help gives {flag} the range it is refused "
@@ -190,6 +219,7 @@ def main():
     server = os.path.abspath(a.server)
 
     settings = doc_ranges(a.src)
+    proxy = proxy_doc_ranges(a.src)
     check(len(settings) >= 13,
           f"CONFIG.md's numeric settings are found ({len(settings)})")
     p = subprocess.run([server, "--help"], capture_output=True, text=True,
@@ -198,7 +228,7 @@ def main():
                              p.stdout))
     help_ranges = dict(re.findall(r"^  (--[a-z-]+) +([0-9][^\n]*\S)$",
                                   p.stdout, re.M))
-    covered = {s[0] for s in settings} | {s[0] for s in PROXY}
+    covered = {s[0] for s in settings} | {s[0] for s in proxy}
     check(len(numeric) >= 13 and numeric <= covered,
           f"every numeric flag of --help is probed: not "
           f"{sorted(numeric - covered)}")
@@ -206,9 +236,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="semcache-ranges-") as tmp:
         for flag, key, lo, hi in settings:
             one_setting(server, tmp, flag, key, lo, hi, False, help_ranges)
-        for flag, key, lo, hi in PROXY:
+        for flag, key, lo, hi in proxy:
             one_setting(server, tmp, flag, key, lo, hi, True, help_ranges)
-    print(f"{len(settings) + len(PROXY)} settings, {checks} checks, "
+    print(f"{len(settings) + len(proxy)} settings, {checks} checks, "
           f"{failures} failed")
     return 1 if failures else 0
 
