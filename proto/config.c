@@ -87,11 +87,14 @@ const sc_config_num *sc_config_num_by_key(const char *key)
     return NULL;
 }
 
-/* One bound as the pages write it: 1 MiB (bytes), 2^30, 1024. */
+/* One bound as the pages write it: 1 MiB (bytes), 2^30, 1024, and the
+ * largest JSON integer as 2^63-1. */
 static void bound(uint64_t v, bool bytes, char *out, size_t cap)
 {
     int log2 = v != 0 && (v & (v - 1)) == 0 ? __builtin_ctzll(v) : -1;
-    if (bytes && v >= MIB && v % MIB == 0 && v < (1ull << 30)) {
+    if (v == NO_MAX) {
+        snprintf(out, cap, "2^63-1");
+    } else if (bytes && v >= MIB && v % MIB == 0 && v < (1ull << 30)) {
         snprintf(out, cap, "%llu MiB", (unsigned long long)(v / MIB));
     } else if (log2 >= 20) {
         snprintf(out, cap, "2^%d", log2);
@@ -106,13 +109,7 @@ void sc_config_num_range(const sc_config_num *n, char *out, size_t cap)
     char lo[32], hi[32];
     bound(n->min, bytes, lo, sizeof(lo));
     bound(n->max, bytes, hi, sizeof(hi));
-    if (n->max == NO_MAX) {
-        snprintf(out, cap, "%s or more%s%s", lo, n->unit[0] ? " " : "",
-                 n->unit);
-    } else {
-        snprintf(out, cap, "%s..%s%s%s", lo, hi, n->unit[0] ? " " : "",
-                 n->unit);
-    }
+    snprintf(out, cap, "%s..%s%s%s", lo, hi, n->unit[0] ? " " : "", n->unit);
 }
 
 /* Sets n's field of the struct at base to v if v is in n's range; else

@@ -563,7 +563,7 @@ static void test_nums(void)
     CHECK(strcmp(range, "1 MiB..2^40 bytes") == 0);
     sc_config_num_range(sc_config_num_by_key("max_bytes"), range,
                         sizeof(range));
-    CHECK(strcmp(range, "1 or more bytes") == 0);
+    CHECK(strcmp(range, "1..2^63-1 bytes") == 0);
     sc_config_num_range(sc_config_num_by_key("http_stop_grace"), range,
                         sizeof(range));
     CHECK(strcmp(range, "1..3600000 ms") == 0);

@@ -69,14 +69,14 @@ def check(ok, what):
 
 
 def number(text):
-    """A bound as CONFIG.md writes it: 1024, 2^20, 1 MiB."""
+    """A bound as CONFIG.md writes it: 1024, 2^20, 2^63-1, 1 MiB."""
     text = text.strip()
     m = re.fullmatch(r"(\d+) MiB", text)
     if m:
         return int(m.group(1)) << 20
-    m = re.fullmatch(r"(\d+)\^(\d+)", text)
+    m = re.fullmatch(r"(\d+)\^(\d+)(-1)?", text)
     if m:
-        return int(m.group(1)) ** int(m.group(2))
+        return int(m.group(1)) ** int(m.group(2)) - (1 if m.group(3) else 0)
     return int(text) if text.isdigit() else None
 
 
@@ -198,6 +198,18 @@ def one_setting(server, tmp, flag, key, lo, hi, proxy, help_ranges):
                       f"--help gives {flag} the range it is refused "
                       f"with: {help_ranges.get(flag)!r} / "
                       f"{f_why.group(0)!r}")
+        if not f_taken and not proxy:
+            # Whatever the value (2^63 and past it too, which no key can
+            # carry), the refusal states the range it applies, as --help
+            # does: "1 or more" for max_bytes' 2^63-1 was false at 2^63.
+            f_why = re.search(r"must be (.+?)\.\.(\S+)", f_out)
+            check(f_why is not None and
+                  number(f_why.group(1)) == lo and
+                  number(f_why.group(2)) == hi and
+                  help_ranges.get(flag) == f_why.group(0)[8:] +
+                  f_out[f_why.end():].split("\n")[0],
+                  f"{flag} {v}: the refusal states {lo}..{hi} as --help "
+                  f"does: {f_out[-120:]!r} / {help_ranges.get(flag)!r}")
     for v in BAD_FLAG_VALUES:
         taken, rc, out = probe_flag(server, tmp, flag, v)
         check(not taken and rc == 2 and flag in out,
