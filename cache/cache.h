@@ -676,8 +676,9 @@ sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
  * drop, of the namespace ends this for it. */
 void sc_cache_restore_snapshot_end(sc_cache *c);
 
-/* A snapshot's entries are all restored (its end record read, before any
- * log is replayed): the cache's LRU order, which the overall caps evict
+/* A snapshot's entries are all restored (its end record read, or, under
+ * --repair, the file's end reached without it; before any log is
+ * replayed): the cache's LRU order, which the overall caps evict
  * by, is made the entries' last use (last hit, or insert when never hit)
  * across namespaces, the quarantined ones least recent of all. Each
  * namespace's own order, as the snapshot wrote it, is kept within it

@@ -1066,6 +1066,10 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
             rc = SC_EBADFILE;
         } else {
             st->corrupt_records++;
+            /* What was read of it is in: the cache's LRU order across
+             * namespaces by last use, as its end record would have made
+             * it (the logs replayed next come after). */
+            sc_cache_restore_lru(c);
         }
     }
     free(x);
