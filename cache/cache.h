@@ -683,7 +683,9 @@ void sc_cache_restore_snapshot_end(sc_cache *c);
  * across namespaces, the quarantined ones least recent of all. Each
  * namespace's own order, as the snapshot wrote it, is kept within it
  * (equal times, or times out of order where the clock went back, do not
- * reorder it): a merge of the namespaces' lists. Entries restored later
+ * reorder it): a merge of the namespaces' lists; of entries of two
+ * namespaces with equal times, the one of the namespace walked first (the
+ * namespace table's order) is less recent. Entries restored later
  * (the logs) come after, as they are restored. Waits for every call in
  * flight (it holds the cache for writing). O(n log k) for n entries of k
  * namespaces; allocates a cursor per namespace, and without the memory

@@ -4,7 +4,8 @@
  * once): nothing uses the index after that close. realloc is wrapped
  * (--wrap=realloc); a use after free shows under AddressSanitizer. And the
  * restore's LRU merge across namespaces, with and without memory for its
- * cursors (--wrap=malloc), to the same order. */
+ * cursors (--wrap=malloc), to the same order, ties included: on a fixed
+ * set and on seeded random ones against a reference merge. */
 #define _GNU_SOURCE
 #include <stdatomic.h>
 #include <stdio.h>
@@ -59,7 +60,8 @@ static uint64_t fake_clock(void *arg)
 
 /* The restored entries of test_lru_merge, each namespace's least recent
  * first as a snapshot holds them. "a"'s third was hit with a clock read
- * before the second's hit (its last use older, its place more recent). */
+ * before the second's hit (its last use older, its place more recent).
+ * "b"'s second and "c"'s first were last used at the same time (40). */
 static const struct {
     const char *ns;
     uint64_t created, hit;
@@ -67,15 +69,16 @@ static const struct {
 } lru_saved[9] = {
     {"a", 5, 95, true},   {"a", 10, 0, false}, {"a", 20, 60, false},
     {"a", 30, 5, false},  {"b", 15, 0, false}, {"b", 40, 0, false},
-    {"b", 25, 70, false}, {"c", 35, 0, false}, {"c", 45, 0, false},
+    {"b", 25, 70, false}, {"c", 40, 0, false}, {"c", 45, 0, false},
 };
 
 /* sc_cache_restore_lru, with its cursors (fail false) or without memory
  * for them (true): the overall cap evicts the quarantined entry, then the
  * live ones by a merge of the namespaces' orders by last use. A sort by
- * last use would take "a"'s third (30) before the others' 35 and 40, and
- * the restore order (namespace by namespace) all of "a" first. */
-static void test_lru_merge(bool fail)
+ * last use would take "a"'s third (30) before the others' 40s, and the
+ * restore order (namespace by namespace) all of "a" first. got[i]: the
+ * index into lru_saved of the i-th evicted (-1: none, or more than one). */
+static void test_lru_merge(bool fail, int got[9])
 {
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
@@ -117,26 +120,9 @@ static void test_lru_merge(bool fail)
     sc_cache_restore_lru(c);
     malloc_armed = 0;
     CHECK_EQ_INT(atomic_load(&malloc_failed) - failed0, fail ? 1 : 0);
-    /* Indexes into lru_saved, the first evicted first. */
-    const int order[9] = {0, 1, 4, 7, 5, 8, 2, 3, 6};
-    char gone[10], want[10], ns[SC_CACHE_NS_NAME_MAX + 1];
-    for (int j = 0; j <= 9; j++) {
-        for (int i = 0; i < 9; i++) {
-            gone[i] = sc_cache_entry_ns(c, (uint64_t)i + 1, ns) == SC_ENOTFOUND
-                          ? 'x'
-                          : '.';
-            want[i] = '.';
-        }
-        for (int i = 0; i < j; i++) {
-            want[order[i]] = 'x';
-        }
-        gone[9] = want[9] = '\0';
-        CHECK(strcmp(gone, want) == 0);
-        if (strcmp(gone, want) != 0) {
-            fprintf(stderr, "%s: after %d inserts gone %s, want %s\n",
-                    fail ? "pairs" : "heap", j, gone, want);
-            break;
-        }
+    bool was[9] = {false};
+    char ns[SC_CACHE_NS_NAME_MAX + 1];
+    for (int j = 0; j < 9; j++) {
         sc_cache_item it;
         memset(&it, 0, sizeof(it));
         snprintf(text, sizeof(text), "new %d", j);
@@ -145,8 +131,284 @@ static void test_lru_merge(bool fail)
         it.response = "r";
         it.response_len = 1;
         CHECK_EQ_INT(sc_cache_insert(c, "c", &it, NULL), SC_OK);
+        got[j] = -1;
+        for (int i = 0; i < 9; i++) {
+            bool gone =
+                sc_cache_entry_ns(c, (uint64_t)i + 1, ns) == SC_ENOTFOUND;
+            if (gone && !was[i]) {
+                got[j] = got[j] == -1 ? i : -2;
+            }
+            was[i] = gone;
+        }
     }
     sc_cache_close(c);
+}
+
+/* test_lru_merge with and without its cursors: the order as the merge
+ * makes it, and the same both ways; the tie of 40 goes to the namespace
+ * walked first (the namespace table's order, "b" or "c"). */
+static void test_lru_merge_both(void)
+{
+    /* Indexes into lru_saved, the first evicted first. */
+    static const int b_first[9] = {0, 1, 4, 5, 7, 8, 2, 3, 6};
+    static const int c_first[9] = {0, 1, 4, 7, 5, 8, 2, 3, 6};
+    int heap[9], pairs[9];
+    test_lru_merge(false, heap);
+    test_lru_merge(true, pairs);
+    bool heap_ok = memcmp(heap, b_first, sizeof(heap)) == 0 ||
+                   memcmp(heap, c_first, sizeof(heap)) == 0;
+    bool same = memcmp(heap, pairs, sizeof(heap)) == 0;
+    CHECK(heap_ok);
+    CHECK(same);
+    if (!heap_ok || !same) {
+        fprintf(stderr, "evicted (indexes into lru_saved), heap:");
+        for (int i = 0; i < 9; i++) {
+            fprintf(stderr, " %d", heap[i]);
+        }
+        fprintf(stderr, "; pairs:");
+        for (int i = 0; i < 9; i++) {
+            fprintf(stderr, " %d", pairs[i]);
+        }
+        fprintf(stderr, "\n");
+    }
+}
+
+/* ---- the merge, heap against pairs, on random restores ----------------*/
+
+/* The ids a cache evicted, in order (its journal's removals). */
+static uint64_t evicted[1024];
+static size_t nevicted;
+
+static sc_err rec_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
+{
+    (void)arg;
+    *seq = 0;
+    if (ch->kind == SC_CHANGE_REMOVE && nevicted < 1024) {
+        evicted[nevicted++] = ch->id;
+    }
+    return SC_OK;
+}
+
+static sc_err rec_commit(void *arg, uint64_t seq)
+{
+    (void)arg;
+    (void)seq;
+    return SC_OK;
+}
+
+static uint64_t rnd_state;
+
+static uint64_t rnd(void)
+{
+    uint64_t z = (rnd_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+#define RAND_NS_MAX 40
+#define RAND_PER_NS 12
+
+typedef struct rand_entry {
+    uint64_t created, hit;
+    bool quarantined;
+} rand_entry;
+
+typedef struct rand_state {
+    int k;                                  /* namespaces "n0".. */
+    int count[RAND_NS_MAX];                 /* entries of each, 0 or more */
+    rand_entry e[RAND_NS_MAX][RAND_PER_NS]; /* least recent first */
+    uint64_t first_id[RAND_NS_MAX];         /* e[i][j]'s id: + j */
+    int total;
+} rand_state;
+
+/* A cache of st's namespaces (and "zz", empty), overall cap max_entries,
+ * its removals recorded, with per_ns(i, j) restored for each of st's
+ * entries; sc_cache_restore_lru run (its cursors' malloc failed when
+ * fail); then as many inserts into "zz" as there are entries, each
+ * evicting the least recent: evicted[] holds the order. */
+static void rand_evict(const rand_state *st, bool fail, bool probe)
+{
+    sc_cache_journal j = {rec_append, rec_commit, NULL};
+    sc_cache_config cfg;
+    sc_cache_config_init(&cfg);
+    cfg.journal = &j;
+    cfg.clock = fake_clock;
+    cfg.max_namespaces = RAND_NS_MAX + 1;
+    int total = probe ? st->k : st->total;
+    cfg.max_entries = (uint64_t)total;
+    atomic_store(&fake_now, 1000);
+    sc_cache *c = NULL;
+    CHECK_EQ_INT(sc_cache_open(&cfg, &c), SC_OK);
+    char name[16], text[48];
+    for (int i = 0; i < st->k; i++) {
+        snprintf(name, sizeof(name), "n%d", i);
+        CHECK_EQ_INT(sc_cache_ns_create(c, name, NULL), SC_OK);
+    }
+    CHECK_EQ_INT(sc_cache_ns_create(c, "zz", NULL), SC_OK);
+    for (int i = 0; i < st->k; i++) {
+        int n = probe ? 1 : st->count[i];
+        for (int j = 0; j < n; j++) {
+            snprintf(name, sizeof(name), "n%d", i);
+            snprintf(text, sizeof(text), "saved %d %d", i, j);
+            sc_cache_entry_info e = {
+                .id = probe ? (uint64_t)i + 1 : st->first_id[i] + (uint64_t)j,
+                .ns = name,
+                .scope = "",
+                .text = text,
+                .text_len = strlen(text),
+                .response = "r",
+                .response_len = 1,
+                .model = "",
+                .feature = "",
+                .user = "",
+                .embed_model = "",
+                .created_ms = probe ? 1 : st->e[i][j].created,
+                .last_hit_ms = probe ? 0 : st->e[i][j].hit,
+                .hit_count = !probe && st->e[i][j].hit != 0,
+                .quarantined = probe || st->e[i][j].quarantined,
+            };
+            bool added = false;
+            CHECK_EQ_INT(sc_cache_restore_entry(c, &e, 1000, &added), SC_OK);
+            CHECK(added);
+        }
+    }
+    int failed0 = atomic_load(&malloc_failed);
+    malloc_armed = fail;
+    sc_cache_restore_lru(c);
+    malloc_armed = 0;
+    CHECK_EQ_INT(atomic_load(&malloc_failed) - failed0, fail ? 1 : 0);
+    nevicted = 0;
+    for (int i = 0; i < total; i++) {
+        sc_cache_item it;
+        memset(&it, 0, sizeof(it));
+        snprintf(text, sizeof(text), "new %d", i);
+        it.text = text;
+        it.text_len = strlen(text);
+        it.response = "r";
+        it.response_len = 1;
+        CHECK_EQ_INT(sc_cache_insert(c, "zz", &it, NULL), SC_OK);
+    }
+    CHECK_EQ_INT(nevicted, (size_t)total);
+    sc_cache_close(c);
+}
+
+static uint64_t rand_last_use(const rand_entry *e)
+{
+    return e->hit > e->created ? e->hit : e->created;
+}
+
+/* Seeded restores of up to 40 namespaces (some empty, some of quarantined
+ * entries only), times from a few values (ties within and across
+ * namespaces, hits older than their inserts), a quarantined entry in
+ * eight: the order sc_cache_restore_lru makes with its heap and without
+ * memory for it (the merge two by two) is the same, and is the reference:
+ * the quarantined ones first, namespace by namespace in the walk order
+ * (the namespace table's, learnt from one quarantined entry each), each
+ * in its own order; then the live ones, taking each time the head of the
+ * namespaces' remaining orders least recently used, of equal last use the
+ * namespace walked first. */
+static void test_lru_merge_random(int seeds)
+{
+    static rand_state st;
+    static uint64_t heap[1024], want[1024];
+    for (int seed = 1; seed <= seeds; seed++) {
+        rnd_state = (uint64_t)seed * 1000003u;
+        memset(&st, 0, sizeof(st));
+        st.k = 1 + (int)(rnd() % RAND_NS_MAX);
+        uint64_t id = 1;
+        for (int i = 0; i < st.k; i++) {
+            st.first_id[i] = id;
+            st.count[i] = rnd() % 4 == 0 ? 0 : (int)(rnd() % (RAND_PER_NS + 1));
+            bool all_q = rnd() % 10 == 0;
+            for (int j = 0; j < st.count[i]; j++) {
+                rand_entry *e = &st.e[i][j];
+                e->created = 1 + rnd() % 6;
+                e->hit = rnd() % 2 == 0 ? 0 : 1 + rnd() % 8;
+                e->quarantined = all_q || rnd() % 8 == 0;
+            }
+            id += (uint64_t)st.count[i];
+            st.total += st.count[i];
+        }
+        if (st.total == 0) {
+            st.count[0] = 1;
+            st.e[0][0] = (rand_entry){3, 0, false};
+            for (int i = 1; i < st.k; i++) {
+                st.first_id[i]++;
+            }
+            st.total = 1;
+        }
+        /* The walk order: with one quarantined entry each, the namespaces'
+         * order of eviction. */
+        rand_evict(&st, false, true);
+        int rank[RAND_NS_MAX];
+        for (int i = 0; i < st.k; i++) {
+            rank[i] = -1;
+        }
+        for (size_t x = 0; x < nevicted && x < (size_t)st.k; x++) {
+            if (evicted[x] >= 1 && evicted[x] <= (uint64_t)st.k) {
+                rank[evicted[x] - 1] = (int)x;
+            }
+        }
+        int walk[RAND_NS_MAX];
+        for (int i = 0; i < st.k; i++) {
+            CHECK(rank[i] >= 0);
+            walk[rank[i] >= 0 ? rank[i] : 0] = i;
+        }
+        /* The reference. */
+        size_t n = 0;
+        for (int w = 0; w < st.k; w++) {
+            int i = walk[w];
+            for (int j = 0; j < st.count[i]; j++) {
+                if (st.e[i][j].quarantined) {
+                    want[n++] = st.first_id[i] + (uint64_t)j;
+                }
+            }
+        }
+        int head[RAND_NS_MAX] = {0};
+        for (;;) {
+            int best = -1;
+            uint64_t best_key = 0;
+            for (int w = 0; w < st.k; w++) {
+                int i = walk[w];
+                while (head[i] < st.count[i] && st.e[i][head[i]].quarantined) {
+                    head[i]++;
+                }
+                if (head[i] == st.count[i]) {
+                    continue;
+                }
+                uint64_t key = rand_last_use(&st.e[i][head[i]]);
+                if (best < 0 || key < best_key) {
+                    best = i;
+                    best_key = key;
+                }
+            }
+            if (best < 0) {
+                break;
+            }
+            want[n++] = st.first_id[best] + (uint64_t)head[best]++;
+        }
+        CHECK_EQ_INT(n, (size_t)st.total);
+        rand_evict(&st, false, false);
+        memcpy(heap, evicted, sizeof(heap));
+        size_t nheap = nevicted;
+        rand_evict(&st, true, false);
+        bool same_heap =
+            nheap == n && memcmp(heap, want, n * sizeof(*want)) == 0;
+        bool same_pairs =
+            nevicted == n && memcmp(evicted, want, n * sizeof(*want)) == 0;
+        CHECK(same_heap);
+        CHECK(same_pairs);
+        if (!same_heap || !same_pairs) {
+            fprintf(stderr,
+                    "seed %d (%d namespaces, %d entries): the %s order is "
+                    "not the reference\n",
+                    seed, st.k, st.total,
+                    !same_heap ? (!same_pairs ? "heap's and pairs'" : "heap's")
+                               : "pairs'");
+            return;
+        }
+    }
 }
 
 /* Refuses every insert (as a journal that can no longer write), arming
@@ -195,7 +457,7 @@ int main(void)
     CHECK_EQ_INT(st.entries, 0);
     CHECK_EQ_INT(st.scopes, 0);
     sc_cache_close(c);
-    test_lru_merge(false);
-    test_lru_merge(true);
+    test_lru_merge_both();
+    test_lru_merge_random(200);
     return test_summary("test_cache_oom");
 }
