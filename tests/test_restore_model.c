@@ -1119,8 +1119,13 @@ static void compare_lru(sc_cache *r)
  * insert, as it would have without the restart (docs/PERSISTENCE.md: the
  * restored index counts the vectors its training was made on), and then
  * answers the probes the same. Only without the overall caps: they evict
- * the least recent entry of all namespaces, and a restart keeps the LRU
- * order of each namespace, not the order between them. */
+ * the least recent entry of all namespaces, and a restart keeps each
+ * namespace's LRU order but makes the order between them from the
+ * entries' last use (sc_cache_restore_lru). That is the live order only
+ * among live entries (the quarantined go namespace by namespace) and only
+ * where no two entries of different namespaces were last used in the same
+ * millisecond (this clock steps by rn(600), 0 included: such ties go by
+ * the namespace table's order). */
 static void go_on(sc_cache *r)
 {
     for (int k = 0; k < 250; k++) {
