@@ -161,18 +161,18 @@ extern "C" int sc_faiss_ivf_relabel(void *index, const uint32_t *to, size_t n)
 // doubling (std::vector's resize, FAISS's add_entries), a list holds at
 // most twice its size, the bound the byte caps charge. No label changes.
 // The cost is a pass over the nlist lists, which remove_ids has just
-// made, plus a copy of each list cut. *freed: the bytes given back to
-// malloc. -1, the index unchanged, when the lists are not FAISS's arrays;
-// a list that cannot be reallocated keeps its capacity.
-extern "C" int sc_faiss_ivf_trim_lists(void *index, size_t *freed)
+// made, plus a copy of each list cut. Nothing when the lists are not
+// FAISS's arrays; a list that cannot be reallocated keeps its capacity.
+// What it gives back is not reported: nothing needs it (sc_index_memory
+// reads the lists' capacity itself, sc_faiss_ivf_list_bytes).
+extern "C" void sc_faiss_ivf_trim_lists(void *index)
 {
     try {
         faiss::IndexIVF *ivf;
         auto *al = array_lists(index, &ivf);
         if (al == nullptr || al->ids.size() != al->codes.size()) {
-            return -1;
+            return;
         }
-        size_t f = 0;
         for (size_t i = 0; i < al->ids.size(); i++) {
             auto &ids = al->ids[i];
             auto &codes = al->codes[i];
@@ -180,19 +180,14 @@ extern "C" int sc_faiss_ivf_trim_lists(void *index, size_t *freed)
                 codes.capacity() <= 2 * codes.size()) {
                 continue;
             }
-            size_t before = ids.capacity() * sizeof(ids[0]) + codes.capacity();
             try {
                 ids.shrink_to_fit();
                 codes.shrink_to_fit();
             } catch (...) {
                 // Larger than needed, still correct.
             }
-            f += before - (ids.capacity() * sizeof(ids[0]) + codes.capacity());
         }
-        *freed = f;
-        return 0;
     } catch (...) {
-        return -1;
     }
 }
 

@@ -507,9 +507,10 @@ static void free_slot(ivf *v, uint32_t s)
 }
 
 /* faiss_check.cpp: cuts each list of an IVF index whose capacity is more
- * than twice its size to its size; *freed: the bytes given back. -1, the
- * index unchanged, when the lists are not FAISS's arrays. */
-int sc_faiss_ivf_trim_lists(void *index, size_t *freed);
+ * than twice its size to its size; the index unchanged when its lists are
+ * not FAISS's arrays (a list left larger is still correct, and counted:
+ * ivf_memory reads the capacity). */
+void sc_faiss_ivf_trim_lists(void *index);
 
 /* Removes every pending tombstone from FAISS in one pass over the lists
  * (IDSelectorBatch), cuts the lists the removes left more than half empty
@@ -548,8 +549,7 @@ static sc_err flush_removals(ivf *v)
         if (rc != SC_OK) {
             return rc;
         }
-        size_t freed;
-        (void)sc_faiss_ivf_trim_lists(v->fx, &freed);
+        sc_faiss_ivf_trim_lists(v->fx);
     }
     for (size_t i = 0; i < v->pend.n; i++) {
         free_slot(v, v->pend.a[i]);
