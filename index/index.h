@@ -367,7 +367,9 @@ sc_err sc_index_load_training(sc_index *ix, const char *path);
 
 size_t sc_index_count(sc_index *ix);  /* live vectors */
 /* Bytes held for vectors and ids, at their arrays' capacity; IVF
- * backends also count their struct and, once trained, FAISS's lists at
+ * backends also count their struct, their lists of free slots, of
+ * tombstones and of slots added during a training (at their capacity)
+ * and, once trained, FAISS's lists at
  * their capacity (sc_index_list_bytes) and its fixed part twice (the index
  * and the training kept for snapshots): centroids, SQ8's ranges, its
  * objects and tables of lists. */

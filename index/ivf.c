@@ -1523,21 +1523,22 @@ static size_t faiss_fixed(const ivf *v, FaissIndex *x)
     return b;
 }
 
-/* Our struct (its locks and condition variables), slots and id map at
- * their capacity and, once trained, FAISS's lists at theirs: a list's room
- * is counted as it grows (by doubling, ahead of use) and as a shrink gives
- * it back; and FAISS's fixed part (faiss_fixed: the centroids above all)
- * twice, in the index and in the training kept for snapshots (tmpl).
- * Takes O(nlist) for the lists. Not counted: the free, tombstone and
- * training-log lists, searches' scratch, a training's transient copy and
- * new index. */
+/* Our struct (its locks and condition variables), slots, id map and the
+ * free, tombstone and training-log lists of slots at their capacity and,
+ * once trained, FAISS's lists at theirs: a list's room is counted as it
+ * grows (by doubling, ahead of use) and as a shrink gives it back; and
+ * FAISS's fixed part (faiss_fixed: the centroids above all) twice, in the
+ * index and in the training kept for snapshots (tmpl). Takes O(nlist)
+ * for the lists. Not counted: searches' scratch, a training's transient
+ * copy and new index. */
 static size_t ivf_memory(const void *state)
 {
     ivf *v = (ivf *)state;
     pthread_rwlock_rdlock(&v->sw);
     size_t b = sc_index_heap_bytes(sizeof(*v)) +
                v->cap * slot_bytes(v->stride) +
-               v->map.cap * SC_IDMAP_SLOT_BYTES;
+               v->map.cap * SC_IDMAP_SLOT_BYTES +
+               (v->freel.cap + v->pend.cap + v->tlog.cap) * sizeof(uint32_t);
     if (v->fx != NULL) {
         b += list_bytes(v) + faiss_fixed(v, v->fx);
     }

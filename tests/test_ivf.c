@@ -2817,8 +2817,9 @@ static void test_untrained_spares(const char *backend)
  * 1/32 of the live rows). Full at a power of two, a remove and an add at
  * a time found no free slot and doubled its arrays (2,048 rows of dim 64:
  * 0.6 to 1.2 MB counted; 16,384 of dim 1024: 67.8 to 135.1 MB); the add
- * frees the tombstones for reuse instead. Its bytes stay as they were,
- * the count too, and the answers are flat's, bit for bit. */
+ * frees the tombstones for reuse instead. Its bytes stay as they were
+ * (but for the tombstone and free lists' first room, 512 bytes), the
+ * count too, and the answers are flat's, bit for bit. */
 static void test_untrained_churn_keeps_size(const char *backend)
 {
     sc_index *ix = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
@@ -2835,7 +2836,9 @@ static void test_untrained_churn_keeps_size(const char *backend)
         CHECK(sc_index_remove(ix, i * 5) == SC_OK);
         add_both(flat, ix, 2048 + i, 2049 + i);
     }
-    CHECK(sc_index_memory(ix) == full);
+    /* And room for 64 slots in the tombstone and free lists each (a
+     * tombstone at a time, freed by the next add). */
+    CHECK(sc_index_memory(ix) == full + 2 * 64 * sizeof(uint32_t));
     CHECK(sc_index_count(ix) == 2048);
     for (size_t qi = 0; qi < 20; qi++) {
         sc_hit a[8], b[8];
@@ -3095,6 +3098,67 @@ static void test_shrunk_count(const char *backend)
 #endif
 }
 
+/* The training step hook of test_slot_lists_counted: rows [2048, 2148)
+ * added at its first step, while the training runs (they wait in its
+ * log, replayed before the swap). */
+typedef struct logged_adds {
+    sc_index *ix;
+    int steps;
+} logged_adds;
+
+static void logged_adds_step(void *arg)
+{
+    logged_adds *l = arg;
+    if (l->steps++ == 0) {
+        for (uint64_t i = 2048; i < 2148; i++) {
+            CHECK(sc_index_add(l->ix, i, data + i * D) == SC_OK);
+        }
+    }
+}
+
+/* sc_index_memory counts the index's lists of slots at their capacity:
+ * the tombstones waiting for a batch, the slots freed for reuse and the
+ * slots added while a training ran (its log, kept for the next one).
+ * Untrained, 2,048 rows (every slot used), 256 removed: one batch,
+ * freed for reuse (1,792 live of 2,048 slots: no shrink), so the
+ * tombstone and free lists have room for 256 slots each, 2,048 bytes
+ * counted that were not. Trained while 100 rows are added (at its first
+ * step): what it counts beside FAISS's lists is a twin's given the same
+ * rows after its training (the same copy, so the same centroids) and
+ * its log's room for 128 slots. None of the three was counted before. */
+static void test_slot_lists_counted(const char *backend)
+{
+    sc_index *ix = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
+    for (uint64_t i = 0; i < 2048; i++) {
+        CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
+    }
+    const size_t full = sc_index_memory(ix);
+    for (uint64_t i = 0; i < 256; i++) {
+        CHECK(sc_index_remove(ix, i) == SC_OK);
+    }
+    CHECK(sc_index_memory(ix) == full + 2 * 256 * sizeof(uint32_t));
+    sc_index_close(ix);
+
+    ix = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
+    sc_index *twin = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
+    for (uint64_t i = 0; i < 2048; i++) {
+        CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
+        CHECK(sc_index_add(twin, i, data + i * D) == SC_OK);
+    }
+    logged_adds l = {ix, 0};
+    sc_index_set_training_step_hook(logged_adds_step, &l);
+    CHECK(sc_index_train(ix) == SC_OK);
+    sc_index_set_training_step_hook(NULL, NULL);
+    CHECK(sc_index_train(twin) == SC_OK);
+    for (uint64_t i = 2048; i < 2148; i++) {
+        CHECK(sc_index_add(twin, i, data + i * D) == SC_OK);
+    }
+    CHECK(sc_index_count(ix) == 2148 && sc_index_count(twin) == 2148);
+    CHECK(beside_lists(ix) == beside_lists(twin) + 128 * sizeof(uint32_t));
+    sc_index_close(twin);
+    sc_index_close(ix);
+}
+
 /* A trained index that grew to N rows and fell to N / 10 by removes
  * (which shrink it as they go: test_remove_shrinks) and a compaction
  * gives its memory back, as flat's does: the live rows are renumbered
@@ -3256,13 +3320,17 @@ static void test_untrained_shrinks(const char *backend)
     check_flat_now(flat, q, 1, UINT64_MAX, h, nh);
     CHECK(h[0].id == 3500);
     CHECK(sc_index_count(ix) == PN - 3100);
-    /* 2,048 slots of (PD * 4 + 15) bytes, an id map of 4,096, beside the
+    /* 2,048 slots of (PD * 4 + 14) bytes, an id map of 4,096, beside the
      * index's struct (what an empty one counts) */
     sc_index *e = open_ix(backend, 16, 16, SC_INDEX_TRAIN_MANUAL);
     const size_t fixed = sc_index_memory(e);
     sc_index_close(e);
-    CHECK(sp.mem == 2048 * ((size_t)PD * 4 + 14) + 4096 * 13 + fixed);
-    CHECK(2 * (sp.mem - fixed) == full - fixed);
+    /* The removes after the shrink (at a batch of them) left fewer than
+     * 64 tombstones, freed by the compaction: room for 64 slots in the
+     * tombstone and free lists each. */
+    const size_t lists = 2 * 64 * sizeof(uint32_t);
+    CHECK(sp.mem == 2048 * ((size_t)PD * 4 + 14) + 4096 * 13 + lists + fixed);
+    CHECK(2 * (sp.mem - lists - fixed) == full - fixed);
     float x[PD], y[PD];
     for (uint64_t id = 0; id < PN; id += 7) {
         sc_err want = sc_index_get(flat, id, y);
@@ -3493,6 +3561,8 @@ int main(void)
     test_trained_churn_keeps_size("ivf-flat", 1);
     test_fixed_counted("ivf-flat");
     test_fixed_counted("ivf-sq8");
+    test_slot_lists_counted("ivf-flat");
+    test_slot_lists_counted("ivf-sq8");
     test_shrunk_count("ivf-flat");
     test_shrunk_count("ivf-sq8");
     test_compact_shrinks("ivf-flat");
