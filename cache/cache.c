@@ -145,7 +145,8 @@ typedef struct scope {
     void *stats;    /* the embedder's statistics of its texts, or NULL */
     uint64_t stats_bytes; /* their memory, as counted in the byte caps */
     /* The scope itself and what its index takes beyond the vectors its
-     * entries count (sc_index_overhead), as counted in the byte caps. */
+     * entries count (sc_index_fixed_bytes, and an IVF index's training:
+     * own_bytes_sync), as counted in the byte caps. */
     uint64_t own_bytes;
     size_t name_len;
     char name[]; /* NUL-terminated */
@@ -584,10 +585,18 @@ static void stats_bytes_set(ns *s, scope *sc, uint64_t now)
 }
 
 /* ns->mu held, c->gmu not. Counts the scope's own memory, once it is
- * made and whenever its index is made or closed: its struct and name, and
- * its index's beyond the vectors its entries count (sc_index_fixed_bytes:
- * structures, malloc chunks). With many small scopes that is most of
- * what they take: some hundreds of bytes each, more than a small vector. */
+ * made, whenever its index is made or closed and after each add into it:
+ * its struct and name, and its index's beyond the vectors its entries
+ * count (sc_index_fixed_bytes: structures, malloc chunks; with many small
+ * scopes that is most of what they take: some hundreds of bytes each,
+ * more than a small vector) and, for an IVF index, its training (the
+ * train stats' trained_bytes: two copies of the centroids above all,
+ * 2 x nlist x dim x 4 bytes). A training begins in the add that starts
+ * it and is charged from there (the index reserves what it will hold),
+ * so the caps see it at that insert, before its swap; what the index
+ * holds once it ends (less, if it was abandoned) is charged at the next
+ * add. Read without the index's lock. Released with the rest of
+ * own_bytes when the index or the scope goes. */
 static void own_bytes_sync(ns *s, scope *sc)
 {
     uint64_t b = sc_index_heap_bytes(sizeof(*sc) + sc->name_len + 1);
@@ -595,6 +604,10 @@ static void own_bytes_sync(ns *s, scope *sc)
         sc_index_params p;
         index_params(s, sc_index_dim(sc->ix), &p);
         b += sc_index_fixed_bytes(&p);
+        sc_index_train_stats ts;
+        if (sc_index_get_train_stats(sc->ix, &ts) == SC_OK) {
+            b += ts.trained_bytes;
+        }
     }
     scope_count_set(s, &sc->own_bytes, b);
 }
@@ -2582,9 +2595,8 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         }
         e->in_index = true;
         sc->vectors++;
-        if (made_ix) {
-            own_bytes_sync(s, sc);
-        }
+        /* A new index, or a training begun or ended (its charge). */
+        own_bytes_sync(s, sc);
         if (!s->had_vector) {
             s->had_vector = true;
             s->cfg.dim = dim;

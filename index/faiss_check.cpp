@@ -277,3 +277,20 @@ extern "C" int sc_faiss_ivf_fixed_bytes(const void *index, size_t *bytes)
         return -1;
     }
 }
+
+// What sc_faiss_ivf_fixed_bytes will say of an IVF index of nlist lists
+// of dim (sq8: IVF-SQ8, else IVF-Flat) once trained: the same parts, each
+// at its size (a training sizes each of them once, and a clone copies
+// them): what ivf.c charges a training from its start (ivf.c's
+// start_training), before the index exists.
+extern "C" size_t sc_faiss_ivf_fixed_bound(int sq8, unsigned dim, size_t nlist)
+{
+    size_t b = sq8 ? sizeof(faiss::IndexIVFScalarQuantizer) +
+                         2 * (size_t)dim * sizeof(float)
+                   : sizeof(faiss::IndexIVFFlat);
+    b += sizeof(faiss::ArrayInvertedLists) +
+         nlist * (sizeof(std::vector<faiss::Index::idx_t>) +
+                  sizeof(std::vector<uint8_t>));
+    b += sizeof(faiss::IndexFlat) + nlist * (size_t)dim * sizeof(float);
+    return b;
+}

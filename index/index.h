@@ -90,6 +90,14 @@ typedef struct sc_index_train_stats {
      * read-held rounds left), and rows its swap added under that lock. */
     uint64_t last_held_rounds;
     uint64_t last_swap_rows;
+    /* Bytes its training holds: FAISS's fixed part (centroids, SQ8's
+     * ranges, its objects and tables of lists) of the index and of the
+     * training kept for snapshots, as sc_index_memory counts them; while
+     * a training runs, at least what that training will hold once it
+     * swaps in (counted from its start, from the nlist it began with). 0
+     * untrained. What the cache's byte caps charge a scope's index for its
+     * training (docs/CONFIG.md). */
+    uint64_t trained_bytes;
 } sc_index_train_stats;
 
 /* The operations a backend provides. Wrappers have already validated the

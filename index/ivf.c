@@ -189,6 +189,12 @@ typedef struct ivf {
     atomic_size_t held_rounds;
     _Atomic uint64_t fx_rows;
     _Atomic uint64_t n_trained, n_abandoned, n_failed;
+    /* What the training holds (ivf_train_stats' trained_bytes): FAISS's
+     * fixed part of fx and of tmpl (faiss_fixed), or while a training
+     * runs, at least what its own will hold, charged at its start
+     * (start_training); set under sw for writing (note_trained), read
+     * with no lock, as the counters above. */
+    _Atomic uint64_t trained_bytes;
 } ivf;
 
 /* Relaxed atomics: counters only, ordering nothing else. */
@@ -596,6 +602,26 @@ static size_t grow_to(const ivf *v)
 }
 
 /* ---- training ----------------------------------------------------------- */
+
+static size_t faiss_fixed(const ivf *v, FaissIndex *x);
+
+/* faiss_check.cpp: what sc_faiss_ivf_fixed_bytes will say of an IVF index
+ * of nlist lists once trained (sq8: IVF-SQ8), before it is made. */
+size_t sc_faiss_ivf_fixed_bound(int sq8, unsigned dim, size_t nlist);
+
+/* Under sw for writing, fx or tmpl just changed (or a training ended
+ * without changing them): trained_bytes is what they hold. */
+static void note_trained(ivf *v)
+{
+    uint64_t b = 0;
+    if (v->fx != NULL) {
+        b += faiss_fixed(v, v->fx);
+    }
+    if (v->tmpl != NULL) {
+        b += faiss_fixed(v, v->tmpl);
+    }
+    CNT_SET(&v->trained_bytes, b);
+}
 
 /* For the training thread: has close asked it to stop? */
 static bool cancelled(ivf *v)
@@ -1044,6 +1070,9 @@ static void *train_main(void *arg)
             v->failed_at = v->nlive;
         }
     }
+    /* What it charged from its start becomes what is held: its own
+     * index and training, or, where it did not swap in, the old ones. */
+    note_trained(v);
     v->nfx = NULL;
     v->nfx_rc = SC_OK;
     /* Every slot I_OUT again: a byte a slot. */
@@ -1086,6 +1115,18 @@ static sc_err start_training(ivf *v)
     v->copy_nlist = nlist;
     v->tlog.n = 0;
     v->training = 1;
+    /* Its index and training (two copies of the centroids) charged from
+     * now, in the caps too (the cache reads it after the add that started
+     * it): the swap comes later, on another thread, where nothing tells
+     * the cache. From nlist for the live count now: an automatic nlist
+     * taken from the rows copied is no larger. A retraining is charged
+     * the larger of the old and the new, not both (as the transient copy
+     * is not). */
+    uint64_t want =
+        2 * (uint64_t)sc_faiss_ivf_fixed_bound(v->kind == K_SQ8, v->dim, nlist);
+    if (want > CNT_GET(&v->trained_bytes)) {
+        CNT_SET(&v->trained_bytes, want);
+    }
     if (v->th_joinable) {
         /* The previous thread has finished (training was 0): reap it. */
         pthread_join(v->th, NULL);
@@ -1093,6 +1134,7 @@ static sc_err start_training(ivf *v)
     }
     if (pthread_create(&v->th, NULL, train_main, v) != 0) {
         v->training = 0;
+        note_trained(v);
         return SC_ENOMEM;
     }
     v->th_joinable = 1;
@@ -1172,6 +1214,7 @@ static sc_err ivf_train_stats(void *state, sc_index_train_stats *out)
     out->faiss_rows = CNT_GET(&v->fx_rows);
     out->last_held_rounds = CNT_GET(&v->held_rounds);
     out->last_swap_rows = CNT_GET(&v->swap_rows);
+    out->trained_bytes = CNT_GET(&v->trained_bytes);
     return SC_OK;
 }
 
@@ -1552,7 +1595,8 @@ static size_t ivf_memory(const void *state)
 /* The cache's count of an index beside its vectors: our struct, its locks
  * and QSLOTS condition variables (1,216 bytes on x86-64 glibc, 1,232 as
  * malloc takes them). Not the centroids, which a scope holds only once
- * trained (2 x nlist x dim x 4 bytes): sc_index_memory counts them. */
+ * trained (2 x nlist x dim x 4 bytes): sc_index_memory counts them, and
+ * the cache charges them from the train stats' trained_bytes. */
 static size_t ivf_fixed_bytes(const sc_index_params *p)
 {
     (void)p;
@@ -2327,6 +2371,7 @@ static sc_err ivf_load_kind(const sc_index_params *p, kind k, int is_auto,
         }
         v->fx = fx;
         note_fx_rows(v);
+        note_trained(v);
         v->trained_n = trained_n_of(tn);
     }
     fclose(f);
@@ -2505,6 +2550,7 @@ static sc_err ivf_load_training(void *state, const char *path)
             faiss_Index_free(v->tmpl);
         }
         v->tmpl = t;
+        note_trained(v);
         /* Restores load a training into an empty index, then add: the
          * training was made on tn vectors, however many are here yet. */
         v->trained_n = trained_n_of(tn);

@@ -3696,6 +3696,104 @@ static void test_ivf_abandoned_counted(void)
     sc_cache_close(c);
 }
 
+/* sc_cache_scope_indexes' callback: *arg becomes the train stats'
+ * trained_bytes of the (last) trained index. */
+static sc_err trained_bytes_of(void *arg, const char *scope, sc_index *ix)
+{
+    (void)scope;
+    sc_index_train_stats ts;
+    CHECK_EQ_INT(sc_index_get_train_stats(ix, &ts), SC_OK);
+    *(uint64_t *)arg = ts.trained_bytes;
+    return SC_OK;
+}
+
+/* Fills namespace "v" of c (ivf_cfg, train_min TM) with TM vector
+ * entries, their ids in ids; *before: its bytes before the last, *entry:
+ * what the one before it added. */
+static void fill_to_training(sc_cache *c, int tm, uint64_t *ids,
+                             uint64_t *before, uint64_t *entry)
+{
+    uint64_t seed = 11;
+    float *centres = centres_new(&seed);
+    float vec[BD];
+    uint64_t b = 0;
+    for (int i = 0; i < tm; i++) {
+        if (i == tm - 1) {
+            *entry = stats(c, "v").bytes - b;
+            *before = stats(c, "v").bytes;
+        }
+        b = stats(c, "v").bytes;
+        bvec(centres, i, &seed, vec);
+        CHECK_EQ_INT(bput(c, "v", vec, 100 + i, 0, &ids[i]), SC_OK);
+    }
+    free(centres);
+}
+
+/* An IVF scope's training counts in the byte caps from the insert that
+ * starts it: what its index will hold for it (FAISS's fixed part, two
+ * copies: the index's and the training kept for snapshots; the centroids
+ * above all, 2 x 16 x BD x 4 bytes here) charged at that insert, exactly
+ * what the index holds once the training has swapped in (a fixed nlist),
+ * no more at the next insert, and released with the scope (every entry
+ * deleted: 0 bytes). With a cap that holds the TM entries and no more,
+ * the insert that starts the training evicts. It used to charge none of
+ * it: a namespace of many small trained IVF scopes (a trained index keeps
+ * its training whatever its entries) held their centroids past its cap. */
+static void test_ivf_training_charged(void)
+{
+    enum { TM = 700 };
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    static uint64_t ids[TM + 1];
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, TM);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    uint64_t b0 = 0, entry = 0;
+    fill_to_training(c, TM, ids, &b0, &entry);
+    const uint64_t b1 = stats(c, "v").bytes;
+    CHECK(b1 >= b0 + entry);
+    const uint64_t charge = b1 - b0 - entry;
+    CHECK(charge >= 2 * 16 * BD * sizeof(float));
+    for (int w = 0; w < 2000 && sc_cache_trained_scopes(c, "v") == 0; w++) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 1);
+    uint64_t held = 0;
+    CHECK_EQ_INT(sc_cache_scope_indexes(c, "v", 0, trained_bytes_of, &held),
+                 SC_OK);
+    CHECK_EQ_INT(charge, held);
+    float vec[BD];
+    uint64_t seed = 5;
+    float *centres = centres_new(&seed);
+    bvec(centres, 0, &seed, vec);
+    CHECK_EQ_INT(bput(c, "v", vec, 100 + TM, 0, &ids[TM]), SC_OK);
+    CHECK_EQ_INT(stats(c, "v").bytes, b1 + entry);
+    for (int i = 0; i <= TM; i++) {
+        CHECK_EQ_INT(sc_cache_delete(c, ids[i]), SC_OK);
+    }
+    CHECK_EQ_INT(stats(c, "v").bytes, 0);
+    CHECK_EQ_INT(stats(c, NULL).bytes, 0);
+    sc_cache_close(c);
+
+    /* Capped at the TM entries' bytes: the TM-th insert evicts. */
+    c = open_cache(0, 0, 0, 0);
+    cfg.max_bytes = b0 + entry;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    fill_to_training(c, TM, ids, &b0, &entry);
+    sc_cache_stats st = stats(c, "v");
+    CHECK(st.bytes <= cfg.max_bytes);
+    CHECK(st.evictions > 0);
+    printf("test_ivf_training_charged: %llu bytes charged for the training, "
+           "%llu evicted at a cap of %llu\n",
+           (unsigned long long)charge, (unsigned long long)st.evictions,
+           (unsigned long long)cfg.max_bytes);
+    free(centres);
+    sc_cache_close(c);
+}
+
 /* test_ivf_abandoned_never_down's hooks: the first training thins its
  * entries (abandoned), the next is held at its start (train); the end of
  * the first says so (ended); the armed removal is held in its drain (rm). */
@@ -5098,6 +5196,7 @@ int main(void)
     test_replace_too_big();
     test_backends();
     test_ivf_abandoned_counted();
+    test_ivf_training_charged();
     test_ivf_abandoned_at_close(0);
     test_ivf_abandoned_at_close(1);
     test_drop_while_training(0);

@@ -2990,6 +2990,24 @@ static void open_twins(const char *backend, uint32_t nprobe, sc_index **ix,
     CHECK(sc_index_train(*twin) == SC_OK);
 }
 
+/* A training step hook: bytes, the train stats' trained_bytes at the
+ * first step (the training's copy, before its index is made). */
+typedef struct trained_at_step {
+    sc_index *ix;
+    int steps;
+    uint64_t bytes;
+} trained_at_step;
+
+static void trained_at_first_step(void *arg)
+{
+    trained_at_step *t = arg;
+    if (t->steps++ == 0) {
+        sc_index_train_stats ts;
+        CHECK(sc_index_get_train_stats(t->ix, &ts) == SC_OK);
+        t->bytes = ts.trained_bytes;
+    }
+}
+
 /* An IVF index counts its fixed state. Empty: its struct (a rwlock, two
  * mutexes and 8 condition variables for its turns among them: 1,232
  * bytes from malloc, counted nowhere before), in sc_index_memory and in
@@ -2997,8 +3015,9 @@ static void open_twins(const char *backend, uint32_t nprobe, sc_index **ix,
  * vectors. Trained and empty (a training of nlist 256 loaded): the
  * centroids too, twice (the index's and the training kept for snapshots:
  * 2 x 256 x D x 4 bytes), SQ8's ranges, FAISS's objects and tables of
- * lists. Not under a sanitizer: what an open takes from the heap is
- * sc_index_fixed_bytes (within malloc's rounding), and what a trained
+ * lists; the train stats' trained_bytes says as much, once trained and
+ * from the training's start. Not under a sanitizer: what an open takes from the
+ * heap is sc_index_fixed_bytes (within malloc's rounding), and what a trained
  * empty index takes is what both count, within 8 KiB (malloc's chunk
  * headers, its thread cache). */
 static void test_fixed_counted(const char *backend)
@@ -3017,7 +3036,12 @@ static void test_fixed_counted(const char *backend)
     for (uint64_t i = 0; i < 256 * 40; i++) {
         CHECK(sc_index_add(ix, i, data + i * D) == SC_OK);
     }
+    trained_at_step s0 = {ix, 0, 0};
+    sc_index_set_training_step_hook(trained_at_first_step, &s0);
     CHECK(sc_index_train(ix) == SC_OK);
+    sc_index_set_training_step_hook(NULL, NULL);
+    const uint64_t at_start = s0.bytes;
+    CHECK(s0.steps > 0);
     char path[] = "/tmp/test_ivf_XXXXXX";
     int fd = mkstemp(path);
     CHECK(fd >= 0);
@@ -3041,6 +3065,13 @@ static void test_fixed_counted(const char *backend)
      * lists (a pair of std::vector each), twice. */
     CHECK(trained >= empty + cents + 2 * 256 * 2 * 3 * sizeof(void *) &&
           trained - empty - cents < 32 * 1024);
+    /* The train stats say the same (what the cache's caps charge for a
+     * training), and so did a training at its start, before it was made
+     * (nlist fixed: the same lists and centroids). */
+    sc_index_train_stats ts;
+    CHECK(sc_index_get_train_stats(e, &ts) == SC_OK);
+    CHECK(ts.trained_bytes == trained - empty);
+    CHECK(at_start == trained - empty);
     printf("test_fixed_counted %s: empty %zu counted (fixed %zu), the open "
            "took %zu; trained %zu counted, held %zu\n",
            backend, empty, fixed, opened, trained, held);
