@@ -258,8 +258,8 @@ void sc_index_set_yield_hook(void (*fn)(void *arg), void *arg);
 
 /* Reclaims tombstoned slots now (it also happens by itself as they pile up).
  * When the live vectors then fill a quarter of the slots or fewer, slots
- * and id map shrink to twice what they need (a power of two, 1,024 at
- * least) and the freed pages go back to the OS; sc_index_memory falls with
+ * and id map shrink to twice what they need (a power of two) and the
+ * freed pages go back to the OS; sc_index_memory falls with
  * them. IVF backends shrink the same (live rows renumbered, FAISS's lists
  * relabelled in place and cut to their size, no answer changed), and
  * during a training do nothing (its end does it). Either holds the index's

@@ -571,6 +571,14 @@ static size_t remove_batch(const ivf *v)
     return b < REMOVE_BATCH_MIN ? REMOVE_BATCH_MIN : b;
 }
 
+/* What the first add allocates, and the fewest slots a shrink leaves: one,
+ * as flat's. A small index (a scope of a few vectors) then holds slots
+ * for them, at most twice what the byte caps charge (sc_index_vector_bytes
+ * counts a slot a vector); it took 1,024 slots at its first add, and kept
+ * them at a shrink (at dim 384, 1.6 MB that no cap charged). Doubling
+ * from one to 1,024 reallocates the slot arrays 10 times more. */
+#define MIN_CAP 1
+
 /* The slots an add into a full index (no free slot) grows the arrays to:
  * twice cap, unless tombstones take some of them. A trained index's wait
  * for a batch (remove_batch) to leave FAISS in one pass over its lists,
@@ -586,7 +594,7 @@ static size_t remove_batch(const ivf *v)
 static size_t grow_to(const ivf *v)
 {
     if (v->cap == 0) {
-        return 1024;
+        return MIN_CAP;
     }
     if (v->pend.n == 0) {
         return v->cap * 2;
@@ -1012,9 +1020,6 @@ static sc_err check_copied(ivf *v)
     v->copy_nlist = nlist;
     return SC_OK;
 }
-
-/* Fewest slots a shrink leaves: what the first add allocates (grow_to). */
-#define MIN_CAP 1024
 
 static bool flush_and_shrink(ivf *v, sc_err *rc);
 static void trim_shrunk(bool shrank);
@@ -2300,7 +2305,7 @@ static sc_err ivf_load_kind(const sc_index_params *p, kind k, int is_auto,
          * its end, having grown at most twice what it held), but never
          * past the file's ns slots: a save of an index grown by a batch
          * (grow_to) loads at its size, not doubled to a power of two. */
-        size_t nc = v->cap ? v->cap * 2 : 1024;
+        size_t nc = v->cap ? v->cap * 2 : MIN_CAP;
         if (nc > ns && ns > v->cap) {
             nc = (size_t)ns;
         }
