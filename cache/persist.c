@@ -665,6 +665,14 @@ static size_t next_valid(const uint8_t *d, size_t len, size_t from,
     return len;
 }
 
+/* How many ids a snapshot loaded without its end record (--repair) skips
+ * above the highest it holds: the ids its server gave out to entries gone
+ * before it, or lost with the damaged part, are not in the files any more.
+ * Far more than one compaction's worth of inserts, and far from
+ * exhausting 64 bits (or 2^53, where JSON numbers lose precision) after
+ * many such repairs. */
+#define IDS_LOST_GAP (1ull << 32)
+
 typedef struct replay_ctx {
     sc_cache *c;
     sc_ledger *l;
@@ -674,6 +682,9 @@ typedef struct replay_ctx {
     sc_persist_load_stats *st;
     entry_strs strs;
     bool ended; /* a snapshot's end record was read */
+    /* The next id of an end record refused for its entry count (--repair
+     * skipped one of the snapshot's entries), 0 when none was read. */
+    uint64_t end_next;
     uint64_t snap_entries;
     unsigned version; /* the file's format version */
 } replay_ctx;
@@ -800,7 +811,15 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
         uint64_t entries = rb_u64(&r);
         uint64_t next_id = x->version >= 2 ? rb_u64(&r) : 0;
         if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
-            entries != x->snap_entries || next_id == UINT64_MAX) {
+            next_id == UINT64_MAX) {
+            return SC_EBADFILE;
+        }
+        if (entries != x->snap_entries) {
+            /* Its checksum holds, so it is this snapshot's own end record,
+             * and an entry of it was skipped: refused, but its next id is
+             * still the one the server would have given out, which
+             * --repair keeps (sc_persist_replay's end). */
+            x->end_next = next_id > x->end_next ? next_id : x->end_next;
             return SC_EBADFILE;
         }
         if (next_id > 0) {
@@ -1066,6 +1085,21 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
             rc = SC_EBADFILE;
         } else {
             st->corrupt_records++;
+            /* Ids must never be given out twice (PERSISTENCE.md). The end
+             * record's next id covers the ids of entries gone before the
+             * snapshot (deleted, expired, evicted); a refused one still
+             * says it. Without it, the ids of the entries read are below
+             * the next id already (sc_cache_restore_entry), but not those
+             * of entries gone or lost in the damaged part: the next ids
+             * skip IDS_LOST_GAP above them. */
+            uint64_t next = x->end_next;
+            if (next == 0) {
+                uint64_t top = sc_cache_next_id(c);
+                next = top < UINT64_MAX - 1 - IDS_LOST_GAP ? top + IDS_LOST_GAP
+                                                           : UINT64_MAX - 1;
+                st->ids_skipped += next - top;
+            }
+            sc_cache_reserve_ids(c, next);
             /* What was read of it is in: the cache's LRU order across
              * namespaces by last use, as its end record would have made
              * it (the logs replayed next come after). */
@@ -1549,6 +1583,7 @@ static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
     }
     char why[512] = "";
     uint64_t torn = st->torn_bytes, bad = st->corrupt_records;
+    uint64_t skipped = st->ids_skipped;
     rc = sc_persist_replay(p->cache, p->ledger, kind, d, len, last,
                            p->cfg.repair, wall_ms(),
                            kind == SC_PERSIST_SNAPSHOT ? path : NULL, st,
@@ -1568,6 +1603,14 @@ static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
             plog(p, "%s: --repair skipped %llu corrupt %s", path,
                  (unsigned long long)(st->corrupt_records - bad),
                  sc_plural(st->corrupt_records - bad, "record", "records"));
+        }
+        if (st->ids_skipped > skipped) {
+            plog(p,
+                 "%s: --repair: the snapshot's next id was lost with its end "
+                 "record; new ids start at %llu (%llu above the highest "
+                 "read), so that none is given out twice",
+                 path, (unsigned long long)sc_cache_next_id(p->cache),
+                 (unsigned long long)(st->ids_skipped - skipped));
         }
     }
     return rc;

@@ -85,6 +85,8 @@ typedef struct sc_persist_load_stats {
     uint64_t torn_bytes;       /* dropped from the last log's torn tail */
     uint64_t corrupt_records;  /* bad records skipped (only with repair) */
     uint64_t corrupt_bytes;    /* the bytes they held */
+    uint64_t ids_skipped;      /* ids passed over: a snapshot's next id lost
+                                  with its end record (only with repair) */
     uint64_t trainings;        /* IVF trainings taken from the snapshot */
     uint64_t trainings_failed; /* ones that could not be (retrained then) */
 } sc_persist_load_stats;
