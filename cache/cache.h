@@ -668,7 +668,8 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
 sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
                               uint64_t now_ms, bool *added);
 
-/* A snapshot's entries are all restored (its end record read): from now
+/* A snapshot's entries are all restored (its end record read, or, under
+ * --repair, the file's end reached without it: those read): from now
  * on an entry restored (from the logs replayed over it) whose id is at most
  * the highest of its namespace's entries in the snapshot, and that is not
  * present, is passed over (SC_OK, *added false): it was gone when the

@@ -1104,6 +1104,20 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
              * namespaces by last use, as its end record would have made
              * it (the logs replayed next come after). */
             sc_cache_restore_lru(c);
+            /* And its ids sealed, as its end record would have: a logged
+             * insert at or below the highest id read of its namespace
+             * that is not present is passed over (an entry gone before
+             * the snapshot read the namespace, or one replaced by an
+             * entry it holds). So is one that was in the damaged part,
+             * which the log could have brought back: lost with it, as
+             * one the log does not hold, rather than serve again an
+             * answer replaced by a quarantined one. A namespace of which
+             * nothing
+             * was read is not sealed (its logged inserts all come
+             * back, as after version 1). */
+            if (x->version >= 2) {
+                sc_cache_restore_snapshot_end(c);
+            }
         }
     }
     free(x);

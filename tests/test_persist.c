@@ -2953,6 +2953,81 @@ static void test_replaced_meanwhile(void)
     world_close(&w);
 }
 
+/* The same with the snapshot damaged and loaded by --repair without its
+ * end record, which sealed its ids (sc_cache_restore_snapshot_end): the
+ * replaced answer's insert, logged before the snapshot read "b", must
+ * still not come back beside its quarantined replacer. Damage 0 cuts the
+ * end record's last byte, 1 flips one of its bytes, 2 flips one of "a"'s
+ * entry (the end record is then refused for its count). */
+static void test_repaired_replaced(int damage)
+{
+    static const char *what[3] = {"cut", "end flipped", "entry flipped"};
+    char dir[512], name[32];
+    snprintf(name, sizeof(name), "replaced-repair%d", damage);
+    fresh_dir(dir, sizeof(dir), name);
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    const char *names[] = {"a", "b", "c", "d"};
+    for (int i = 0; i < 4; i++) {
+        CHECK(sc_cache_ns_create(w.c, names[i], NULL) == SC_OK);
+        CHECK(put(w.c, names[i], "opening hours", "9 to 5", false, 0, NULL) ==
+              SC_OK);
+    }
+    replaced_c = w.c;
+    replaced_done = false;
+    sc_persist_set_snapshot_hook(replaced_hook, NULL);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    sc_persist_set_snapshot_hook(NULL, NULL);
+    CHECK(replaced_done);
+    world_close(&w);
+
+    size_t len = 0;
+    uint8_t *d = read_all(dir, "snap.2", &len);
+    CHECK(d != NULL);
+    if (d == NULL) {
+        return;
+    }
+    size_t at[64];
+    size_t nrec = record_offsets(d, len, at, 64);
+    CHECK(nrec >= 2 && d[at[nrec - 1] + 8] == 9); /* REC_SNAP_END last */
+    size_t first_entry = 0;
+    for (size_t i = 0; i < nrec && first_entry == 0; i++) {
+        if (d[at[i] + 8] == 3) { /* REC_ENTRY: "a"'s */
+            first_entry = at[i];
+        }
+    }
+    CHECK(first_entry > 0);
+    free(d);
+    if (damage == 0) {
+        char path[600];
+        snprintf(path, sizeof(path), "%s/snap.2", dir);
+        CHECK(truncate(path, (off_t)len - 1) == 0);
+    } else {
+        flip_byte(dir, "snap.2",
+                  (long)(damage == 1 ? at[nrec - 1] : first_entry) + 9);
+    }
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) != SC_OK);
+    world_close(&w);
+
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
+    CHECK(w.st.snapshot);
+    CHECK(w.st.corrupt_records >= 1);
+    const char *t = "what is the refund policy";
+    char buf[32] = "";
+    bool served = served_text(w.c, "b", t, buf, sizeof(buf));
+    CHECK(!served);
+    if (served) {
+        fprintf(stderr, "repaired (%s): \"b\" serves \"%s\"\n", what[damage],
+                buf);
+    }
+    CHECK_EQ_INT(entries_of(w.c, "b"), 2);
+    sc_cache_stats st;
+    CHECK(sc_cache_stats_get(w.c, "b", &st) == SC_OK);
+    CHECK_EQ_INT(st.quarantined, 1);
+    CHECK_EQ_INT(entries_of(w.c, "a"), damage == 2 ? 0 : 1);
+    world_close(&w);
+}
+
 /* Restores do not evict midway: a snapshot replayed with its log may hold,
  * for a while, entries that later records remove (the soak found one
  * evicted that way). Caps apply once, at the end. */
@@ -3482,6 +3557,9 @@ int main(void)
     test_snapshot_meanwhile(false);
     test_snapshot_meanwhile(true);
     test_replaced_meanwhile();
+    test_repaired_replaced(0);
+    test_repaired_replaced(1);
+    test_repaired_replaced(2);
     test_noncanonical_names();
     test_compact_cancelled(false);
     test_compact_cancelled(true);
