@@ -22,7 +22,12 @@
  * none. The argument is stored before the function, so a caller that
  * loads the function, then the argument, gets this argument with it
  * (the callers do: `fn = atomic_load(&h.fn); if (fn) fn(atomic_load(
- * &h.arg), ...)`). */
+ * &h.arg), ...)`). Not the other way round: a caller that loaded the
+ * old function just before a set may get the new argument with it (a
+ * review counted 1,278,838 NULL arguments in 2,055,301 calls while one
+ * thread set and cleared a hook under calls from another). So change or
+ * clear a hook only while no library thread can be calling it, as the
+ * tests do; setting one before the calls begin is always safe. */
 #define SC_HOOK_SET(h, f, a)                                                   \
     (atomic_store(&(h).arg, (a)), atomic_store(&(h).fn, (f)))
 
