@@ -162,27 +162,57 @@ static bool send_fails(void)
     return fail != NULL && fail(atomic_load(&send_hook.arg));
 }
 
-/* Hands m, holding len bytes of body, to nng as reply: 0, NNG_ENOSPC when
- * the replies held for every client are at reply_total_max (the patched
- * nng refuses it; m is still ours), or another nng error. */
-static int send_reply(sc_server *s, nng_msg *m, const uint8_t *body,
+/* Bytes of buffer past twice a reply's length that it may keep from its
+ * request: a short reply to a big request goes in a message of its own. */
+#define REPLY_SLACK 4096
+
+/* Hands *mp (the request; its header routes the reply) to nng with body,
+ * len bytes, as reply: 0, NNG_ENOSPC when the replies held for every
+ * client are at reply_total_max (the patched nng refuses it), or another
+ * nng error. On failure *mp is still the caller's, to reuse or free; it
+ * may be a new message then (the old one freed), holding the header.
+ *
+ * The request's buffer is kept when the reply fits it without much to
+ * spare (the common case: a small request, or a reply as big). A reply
+ * much shorter than its request's buffer (a short error to a request of
+ * up to --recv-max) goes in a fresh message sized to it: nng counts a
+ * queued reply's length against reply_queue_max and reply_total_max, not
+ * its buffer: 1000 queued short replies to 128 KiB requests held 126 MiB,
+ * counted as 40 KiB (up to 4 GiB a connection at --recv-max). */
+static int send_reply(sc_server *s, nng_msg **mp, const uint8_t *body,
                       size_t len)
 {
+    nng_msg *m = *mp;
     nng_msg_clear(m);
+    if (nng_msg_capacity(m) > 2 * len + REPLY_SLACK) {
+        nng_msg *r = NULL;
+        int rv = nng_msg_alloc(&r, 0);
+        if (rv == 0) {
+            rv = nng_msg_header_append(r, nng_msg_header(m),
+                                       nng_msg_header_len(m));
+        }
+        if (rv != 0) {
+            nng_msg_free(r); /* NULL-safe */
+            return rv;
+        }
+        nng_msg_set_pipe(r, nng_msg_get_pipe(m));
+        nng_msg_free(m);
+        *mp = m = r;
+    }
     int rv = nng_msg_append(m, body, len);
     return rv != 0 ? rv : nng_sendmsg(s->sock, m, 0);
 }
 
 /* A reply refused past reply_total_max: the short error reply instead, if
  * the handler makes one and it fits. True when m went to nng. */
-static bool send_busy(sc_server *s, nng_msg *m, const sc_server_msg *msg)
+static bool send_busy(sc_server *s, nng_msg **mp, const sc_server_msg *msg)
 {
     uint8_t *b = NULL;
     size_t blen = 0;
     bool sent = s->handler_busy != NULL &&
-                s->handler_busy(s->handler_arg, msg->reply, msg->reply_len,
-                                &b, &blen) == 0 &&
-                b != NULL && send_reply(s, m, b, blen) == 0;
+                s->handler_busy(s->handler_arg, msg->reply, msg->reply_len, &b,
+                                &blen) == 0 &&
+                b != NULL && send_reply(s, mp, b, blen) == 0;
     free(b);
     count(sent ? &s->busy_answered : &s->busy_dropped);
     return sent;
@@ -252,13 +282,13 @@ static void *worker_main(void *arg)
                  * runs again, and a count read then (the stop line's)
                  * must have it. */
                 count(&s->served);
-                int rv = send_reply(s, m, msgs[i].reply, msgs[i].reply_len);
+                int rv = send_reply(s, &m, msgs[i].reply, msgs[i].reply_len);
                 if (rv == 0) {
                     sent = true;
                 } else {
                     __atomic_sub_fetch(&s->served, 1, __ATOMIC_RELAXED);
                     if (rv == NNG_ENOSPC) {
-                        busy = send_busy(s, m, &msgs[i]);
+                        busy = send_busy(s, &m, &msgs[i]);
                     }
                 }
             }

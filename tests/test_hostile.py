@@ -5,13 +5,14 @@ never send (or stop half-way through the handshake or a frame), unknown
 operations, deep nesting, wrong types, NaN and Inf, wrong dimensions,
 oversized and truncated messages, more connections than the server has
 file descriptors, a flood of connections that never start the
-handshake, and a client that pipelines big-reply requests and never
-reads. Each gets its error code, a dropped connection or a
-timeout, and the server keeps serving everyone else: after every case a
-fresh client must be answered within 1 s (5 s once the descriptors are
-back). On its ipc:// listener too: connections that close during the
-handshake must not stop it (nng 1.5.2's bug, patched in the nng semcached
-links: README), and a flood that never starts one is capped there too.
+handshake, and a client that pipelines big-reply requests (or big
+requests for short replies) and never reads. Each gets its error
+code, a dropped connection or a timeout, and the server keeps serving
+everyone else: after every case a fresh client must be answered within
+1 s (5 s once the descriptors are back). On its ipc:// listener too:
+connections that close during the handshake must not stop it (nng
+1.5.2's bug, patched in the nng semcached links: README), and a flood
+that never starts one is capped there too.
 
 usage: test_hostile.py --server build/semcached
 """
@@ -726,6 +727,100 @@ def test_unread_replies_count(server, tmp):
                    "past --reply-queue-len", 128)
 
 
+def rss_bytes(pid):
+    """The resident set of process pid, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) << 10
+    return 0
+
+
+def test_short_replies_big_requests(server, tmp):
+    """A client that fills its socket with 8 replies of 1 MiB, then
+    pipelines 1000 pings padded to 128 KiB (an ignored key), each answered
+    by a short reply, and reads nothing. The server built each reply in its
+    request's message, so each queued short reply kept its request's 128
+    KiB buffer while nng counted its 40 bytes against --reply-queue-max:
+    under the default --reply-queue-len 1024 the server's resident set grew
+    by 126 MiB (1 GiB with 1 MiB requests; 4 GiB at --recv-max). A short
+    reply now goes in a message of its own: the growth must stay under
+    48 MiB (what two workers' batches of 64 requests hold at most, 16 MiB,
+    with a wide margin), the client must be kept, and others served."""
+    port, http_port = free_port(), free_port()
+    data = os.path.join(tmp, "short-replies")
+    count, pad = 1000, 128 << 10
+    # A sanitizer build keeps what is freed in a quarantine (256 MiB by
+    # default), which the resident set would count: none for this server.
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = ":".join(
+        o for o in (env.get("ASAN_OPTIONS"), "quarantine_size_mb=0") if o)
+    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                             "--http", f"127.0.0.1:{http_port}",
+                             "--threads", "2", "--data-dir", data,
+                             "--persist", "off"], stderr=subprocess.DEVNULL,
+                            env=env)
+    s = None
+    try:
+        wait_ready(port)
+        check(wait_http(http_port, proc=proc), "the HTTP front listens")
+        with Client("127.0.0.1", port, timeout=5) as c:
+            c.ns_create("big", dim=3)
+            c.insert("big", b"R" * (1 << 20), vec=[1.0, 0.0, 0.0])
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        s.sendall(semcache.HANDSHAKE)
+        recv_exact(s, 8)
+        look = msgpack.packb({"v": 1, "op": "lookup", "ns": "big",
+                              "vec": pack_vec([1.0, 0.0, 0.0])},
+                             use_bin_type=True)
+        for k in range(8):
+            s.sendall(struct.pack(">QI", 4 + len(look), 0x80000000 | k) +
+                      look)
+        name_lookups = 'semcache_lookups_total{ns="big"}'
+        name_pings = ('semcache_request_duration_seconds_count'
+                      '{op="ping",transport="nng"}')
+        n = None
+        for _ in range(100):  # hang guard: the 8 are looked up at once
+            n = metric(http_port, name_lookups)
+            if n is not None and n >= 8:
+                break
+            time.sleep(0.1)
+        check(n == 8, f"the 8 big lookups are made ({n})")
+        pings0 = metric(http_port, name_pings) or 0
+        rss0 = rss_bytes(proc.pid)
+        ping = msgpack.packb({"v": 1, "op": "ping", "pad": b"P" * pad},
+                             use_bin_type=True)
+        for k in range(count):
+            s.sendall(struct.pack(">QI", 4 + len(ping),
+                                  0x80000000 | (8 + k)) + ping)
+        n = None
+        for _ in range(300):  # hang guard, as above
+            n = metric(http_port, name_pings)
+            if n is not None and n - pings0 >= count:
+                break
+            time.sleep(0.1)
+        check(n is not None and n - pings0 == count,
+              f"the {count} padded pings are answered ({n})")
+        grew = rss_bytes(proc.pid) - rss0
+        check(grew < 48 << 20,
+              f"{count} short replies to {pad >> 10} KiB requests, unread, "
+              f"do not hold the requests' buffers (RSS +{grew >> 20} MiB; "
+              f"{count * pad >> 20} MiB if they did)")
+        slow = metric(http_port, 'semcache_nng_clients_slow_total'
+                                 '{reason="queue"}')
+        check(slow == 0, f"the client with short replies queued is not "
+                         f"counted as slow ({slow})")
+        served(port, "beside a client with short replies to big requests")
+        check(proc.poll() is None, "semcached is still running")
+    finally:
+        if s is not None:
+            s.close()
+        stop_server(proc)
+
+
 def test_keepalive(port):
     """The server's end of a tcp:// connection has TCP keep-alive on, so a
     client whose host went away without closing is found and its pipe
@@ -766,6 +861,7 @@ def main():
         test_handshake_flood(server, tmp)
         test_unread_replies(server, tmp)
         test_unread_replies_count(server, tmp)
+        test_short_replies_big_requests(server, tmp)
         test_handshake_timeout(half_hs, t_open)
         served(port, "after the silent clients timed out")
         check(proc.poll() is None, "semcached is still running")
