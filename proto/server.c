@@ -175,10 +175,11 @@ static bool send_fails(void)
  * The request's buffer is kept when the reply fits it without much to
  * spare (the common case: a small request, or a reply as big). A reply
  * much shorter than its request's buffer (a short error to a request of
- * up to --recv-max) goes in a fresh message sized to it: nng counts a
- * queued reply's length against reply_queue_max and reply_total_max, not
- * its buffer: 1000 queued short replies to 128 KiB requests held 126 MiB,
- * counted as 40 KiB (up to 4 GiB a connection at --recv-max). */
+ * up to --recv-max) goes in a fresh message sized to it. It held the
+ * request's buffer while queued: 1000 short replies to 128 KiB requests
+ * held 126 MiB, which nng counted as their 40 KB of length (the patched
+ * nng now counts buffers against reply_queue_max and reply_total_max: it
+ * would disconnect such a client instead, or refuse replies). */
 static int send_reply(sc_server *s, nng_msg **mp, const uint8_t *body,
                       size_t len)
 {

@@ -31,12 +31,12 @@
  * count can be deeper. A client's queue starts at 64 and doubles up to
  * this as its replies wait: a list of 8 bytes a reply (8 KiB at 1024),
  * kept by a connection that got there until it closes. Each queued reply
- * also holds nng's message (112 bytes) and a buffer of up to twice its
- * length plus 4 KiB, counted against reply_queue_max as its length: a
- * reply much shorter than its request's buffer is copied into one of its
- * own (a short reply to a 4 MiB request kept those 4 MiB, counted as 40
- * bytes), so a connection's 1024 short replies hold about 4.2 MiB more
- * than counted. */
+ * also holds nng's message and a buffer of up to twice its length plus
+ * 4 KiB (a reply much shorter than its request's buffer is copied into
+ * one of its own), both counted against reply_queue_max and
+ * reply_total_max (the patched nng counts a reply's buffer, and 128
+ * bytes for its message, not its length): 1024 short replies hold about
+ * 0.2 to 4.2 MiB. */
 #define SC_SERVER_DEFAULT_REPLY_QUEUE_LEN 1024u
 /* Bytes of replies the server may hold for all nng clients together
  * (handed to nng and not yet written): a reply past it is refused, the

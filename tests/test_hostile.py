@@ -821,6 +821,80 @@ def test_short_replies_big_requests(server, tmp):
         stop_server(proc)
 
 
+def test_reply_buffers_counted(server, tmp):
+    """The bytes nng counts for the replies it holds (--reply-queue-max,
+    --reply-total-max, semcache_nng_reply_bytes) are what each holds: its
+    buffer and its message, not its length. A client fills its socket with
+    8 replies of 1 MiB, then pipelines 4000 pings padded to 4000 bytes
+    (their short replies keep the request's buffer: under the copy
+    threshold) and reads nothing: the 4000 replies wait behind the 1 MiB
+    ones, so nng must count at least their 4000 x 4000 bytes of buffers
+    (16.7 MB here; at most 8 x 1 MiB + 4000 x 40 bytes, 8.6 MB, when it
+    counted lengths)."""
+    port, http_port = free_port(), free_port()
+    data = os.path.join(tmp, "reply-buffers")
+    count, pad = 4000, 4000
+    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                             "--http", f"127.0.0.1:{http_port}",
+                             "--threads", "2", "--data-dir", data,
+                             "--reply-queue-len", "8192",
+                             "--persist", "off"], stderr=subprocess.DEVNULL)
+    s = None
+    try:
+        wait_ready(port)
+        check(wait_http(http_port, proc=proc), "the HTTP front listens")
+        with Client("127.0.0.1", port, timeout=5) as c:
+            c.ns_create("big", dim=3)
+            c.insert("big", b"R" * (1 << 20), vec=[1.0, 0.0, 0.0])
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        s.sendall(semcache.HANDSHAKE)
+        recv_exact(s, 8)
+        look = msgpack.packb({"v": 1, "op": "lookup", "ns": "big",
+                              "vec": pack_vec([1.0, 0.0, 0.0])},
+                             use_bin_type=True)
+        for k in range(8):
+            s.sendall(struct.pack(">QI", 4 + len(look), 0x80000000 | k) +
+                      look)
+        name_lookups = 'semcache_lookups_total{ns="big"}'
+        name_pings = ('semcache_request_duration_seconds_count'
+                      '{op="ping",transport="nng"}')
+        name_held = "semcache_nng_reply_bytes"
+        n = None
+        for _ in range(100):  # hang guard: the 8 are looked up at once
+            n = metric(http_port, name_lookups)
+            if n is not None and n >= 8:
+                break
+            time.sleep(0.1)
+        check(n == 8, f"the 8 big lookups are made ({n})")
+        pings0 = metric(http_port, name_pings) or 0
+        ping = msgpack.packb({"v": 1, "op": "ping", "pad": b"P" * pad},
+                             use_bin_type=True)
+        s.sendall(b"".join(struct.pack(">QI", 4 + len(ping),
+                                       0x80000000 | (8 + k)) + ping
+                           for k in range(count)))
+        n = None
+        for _ in range(300):  # hang guard, as above
+            n = metric(http_port, name_pings)
+            if n is not None and n - pings0 >= count:
+                break
+            time.sleep(0.1)
+        check(n is not None and n - pings0 == count,
+              f"the {count} padded pings are answered ({n})")
+        held = metric(http_port, name_held)
+        check(held is not None and held >= count * pad,
+              f"{count} short replies in {pad}-byte requests' buffers "
+              f"are counted as their buffers ({name_held} {held})")
+        served(port, "beside a client whose reply buffers are counted")
+        check(proc.poll() is None, "semcached is still running")
+    finally:
+        if s is not None:
+            s.close()
+        stop_server(proc)
+
+
 def test_keepalive(port):
     """The server's end of a tcp:// connection has TCP keep-alive on, so a
     client whose host went away without closing is found and its pipe
@@ -862,6 +936,7 @@ def main():
         test_unread_replies(server, tmp)
         test_unread_replies_count(server, tmp)
         test_short_replies_big_requests(server, tmp)
+        test_reply_buffers_counted(server, tmp)
         test_handshake_timeout(half_hs, t_open)
         served(port, "after the silent clients timed out")
         check(proc.poll() is None, "semcached is still running")
