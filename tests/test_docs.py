@@ -25,6 +25,7 @@ configuration keys against what the pages a user reads say of them.
 Nothing here starts a server: each probe stops at a flag or a file the
 daemon refuses before it opens anything."""
 import argparse
+import glob
 import os
 import re
 import subprocess
@@ -302,6 +303,18 @@ def main():
     check(len(known) > 5 and said == known,
           f"cli.c's header names the commands the CLI takes: missing "
           f"{sorted(known - said)}, not taken {sorted(said - known)}")
+
+    # The nng start line as the pages show it: "N patches", or a count
+    # that is scripts/patches' (cmake/NngPatched.cmake counts the glob).
+    npatches = len(glob.glob(os.path.join(a.src, "scripts", "patches",
+                                          "nng-1.5.2-*.patch")))
+    for rel in ("README.md", "docs/CONFIG.md"):
+        said = re.findall(r"patched \(([^ ]+) patches of scripts/patches",
+                          read(a.src, rel))
+        check(len(said) >= 1 and all(n in ("N", str(npatches))
+                                     for n in said),
+              f"{rel}'s nng start line counts the patches as \"N\" or "
+              f"{npatches} (scripts/patches): {said}")
 
     if failures:
         print(f"test_docs: {failures} failed", file=sys.stderr)

@@ -733,14 +733,14 @@ def test_unpatched_warnings(server, tmp):
     """A setting the system's nng cannot apply, given by a key of a
     --config file (http_read_timeout) and by a flag
     (--http-write-timeout): a build on that nng names each on its warning
-    line at start, after the one line that names all 7 protections off
-    there, and starts; a patched build prints no warning line. Each names
+    line at start, after the one line that names every protection off
+    there (UNPATCHED_WARNINGS[0]), and starts; a patched build prints no warning line. Each names
     its nng on one line, its version and which (the patched one how many
     patches). Which build it is comes from semcached's own HTTP line, "(at
     most N connections at once" on the patched nng, "(no cap on
     connections: the system's nng" on the other; one of the two must be
     there. And with nothing set, the system's build still gives the line
-    naming the 7 (and no other warning), the patched build none."""
+    naming them all (and no other warning), the patched build none."""
     cfg = os.path.join(tmp, "unpatched-warnings.json")
     with open(cfg, "w") as f:
         json.dump({"http_read_timeout": 5000}, f)
