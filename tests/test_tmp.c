@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define PREFIX     "semcache-run."
@@ -474,6 +476,30 @@ static long old_socket_pid(const char *name)
     return 0;
 }
 
+/* Whether a connect() to the socket name of dir (its descriptor dfd) is
+ * refused: no listener has it, so it is stale (nng's test before it
+ * takes over an ipc:// path). A listener, one whose backlog is full, or
+ * a name too long to reach keeps it. Through /proc/self/fd when dir/name
+ * does not fit in sun_path. */
+static bool socket_refused(const char *dir, int dfd, const char *name)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, name) >=
+            (int)sizeof(sa.sun_path) &&
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", dfd,
+                 name) >= (int)sizeof(sa.sun_path)) {
+        return false;
+    }
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        return false;
+    }
+    int rc = connect(s, (const struct sockaddr *)&sa, sizeof(sa));
+    bool refused = rc != 0 && errno == ECONNREFUSED;
+    close(s);
+    return refused;
+}
+
 int sc_test_tmp_sweep_old_sockets(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -488,10 +514,17 @@ int sc_test_tmp_sweep_old_sockets(const char *dir)
             continue; /* not one of them, or its process lives */
         }
         /* The name itself, not followed: a link, a file or a directory
-         * of that name is kept, and so is another user's socket. */
-        struct stat st;
+         * of that name is kept, and so is another user's socket. The pid
+         * alone says nothing from another pid namespace (a container
+         * sharing /tmp): a socket is removed only when a connect() to it
+         * is refused, no listener on it, and it is still the one
+         * refused (the same inode) just before the unlink. */
+        struct stat st, again;
         if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
             S_ISSOCK(st.st_mode) && st.st_uid == geteuid() &&
+            socket_refused(dir, dirfd(d), e->d_name) &&
+            fstatat(dirfd(d), e->d_name, &again, AT_SYMLINK_NOFOLLOW) == 0 &&
+            again.st_ino == st.st_ino && again.st_dev == st.st_dev &&
             unlinkat(dirfd(d), e->d_name, 0) == 0) {
             removed++;
         }

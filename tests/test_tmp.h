@@ -83,9 +83,11 @@ int sc_test_tmp_sweep(const char *base);
  * killed run's stayed for good): in dir, the names
  * test_e2e_{nobody,silent,fake,oom}_PID.ipc, bench-service-PID.ipc,
  * bench-echo-PID.ipc and bench-hitrate-PID.ipc whose process is gone
- * (they had no lock: the pid alone tells), that are sockets (a link of
- * that name is neither followed nor removed) and whose owner is this
- * process's effective uid. Returns how many it removed. Run on /tmp with
+ * (they had no lock), that are sockets (a link of that name is neither
+ * followed nor removed), whose owner is this process's effective uid and
+ * to which a connect() is refused (ECONNREFUSED: no listener; from
+ * another pid namespace, a container sharing /tmp, the pid alone would
+ * call a live run's socket dead). Returns how many it removed. Run on /tmp with
  * the sweep sc_test_tmp_dir() makes; dir given for tests of it. */
 int sc_test_tmp_sweep_old_sockets(const char *dir);
 

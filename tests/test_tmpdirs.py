@@ -963,7 +963,9 @@ def test_old_sockets(ctmp):
     bench-service-, bench-echo-, bench-hitrate-PID.ipc) go at a C
     sweep (sc_test_tmp_sweep_old_sockets(), on /tmp at each C test's
     start; here on a directory of the test's): one whose pid is gone,
-    ours, a socket; kept: one whose process lives, a link of such a name
+    ours, a socket a connect() to which is refused; kept: one whose
+    process lives, a live listener's whose pid reads as gone (as from
+    another pid namespace: it was removed before), a link of such a name
     (not followed: the socket it points to stays too), a plain file of
     such a name, a name that only looks like one, and, as root, a
     socket of uid 65534. Nothing removed them before (no sweep looked)."""
@@ -985,6 +987,14 @@ def test_old_sockets(ctmp):
             f"test_e2e_silent_{dead.pid}x.ipc"]
     for name in kept:
         sock(os.path.join(base, name))
+    # A live listener under a name whose pid is gone, as a run in another
+    # pid namespace (a container sharing /tmp) reads: a connect() to it
+    # is not refused, so it stays.
+    listening = f"test_e2e_silent_{dead.pid}.ipc"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(os.path.join(base, listening))
+    listener.listen(16)
+    kept.append(listening)
     outside = os.path.join(base, "outside")
     os.mkdir(outside)
     target = os.path.join(outside, "target.ipc")
@@ -1003,11 +1013,71 @@ def test_old_sockets(ctmp):
                          text=True, timeout=30, env=env_in(base))
     left = sorted(n for n in os.listdir(base) if n != "outside")
     check(out.stdout.strip() == str(len(gone)) and left == sorted(kept) and
-          os.path.exists(target),
+          os.path.exists(target) and connects(os.path.join(base, listening)),
           f"a C sweep removes a dead run's old ipc:// sockets in /tmp "
-          f"({len(gone)}), keeps a live one's, a link (and its target), a "
-          f"plain file, look-alikes and another user's: {out.stdout.strip()}"
+          f"({len(gone)}), keeps a live one's, a listener's whose pid is "
+          f"gone, a link (and its target), a plain file, look-alikes and "
+          f"another user's: {out.stdout.strip()}"
           f" {out.stderr.strip()[:200]}, left {left}, want {sorted(kept)}")
+    listener.close()
+    shutil.rmtree(base, ignore_errors=True)
+    old_sockets_other_ns(ctmp)
+
+
+def connects(path):
+    """Whether a listener has the ipc:// socket path: a non-blocking
+    connect() to it is taken, or finds its backlog full (EAGAIN), not
+    refused (ECONNREFUSED) nor the name gone (ENOENT)."""
+    c = socket.socket(socket.AF_UNIX)
+    c.setblocking(False)
+    try:
+        c.connect(path)
+        return True
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        c.close()
+
+
+def old_sockets_other_ns(ctmp):
+    """The sweep run from another pid namespace, where the pid of a live
+    run's old socket name reads as gone (unshare -pf --mount-proc, as
+    root; skipped, said, where it cannot run): the listener's socket is
+    kept and answers a connect() after; a socket nobody listens on goes.
+    It removed the live one before (connect() then failed ENOENT)."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare, "-pf", "--mount-proc", "true"],
+                           capture_output=True, timeout=30) if unshare \
+        else None
+    if probe is None or probe.returncode != 0:
+        print("tmpdirs: skipped the sweep from another pid namespace: "
+              + ("no unshare" if probe is None else
+                 f"unshare -pf --mount-proc fails "
+                 f"({probe.stderr.decode(errors='replace').strip()[:120]})"))
+        return
+    base = tempfile.mkdtemp(dir=testtmp.short_dir(60))
+    live = os.path.join(base, f"bench-service-{os.getpid()}.ipc")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(live)
+    listener.listen(16)
+    stale = os.path.join(base, f"bench-echo-{os.getpid()}.ipc")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(stale)
+    s.close()
+    out = subprocess.run([unshare, "-pf", "--mount-proc", ctmp,
+                          "sweep-sockets", base], capture_output=True,
+                         text=True, timeout=30, env=env_in(base))
+    check(out.stdout.strip() == "1" and connects(live) and
+          not os.path.lexists(stale),
+          f"a C sweep from another pid namespace keeps a live listener's "
+          f"old socket (our pid, gone there) and removes one nobody "
+          f"listens on: swept {out.stdout.strip()} "
+          f"{out.stderr.strip()[:200]}, live "
+          f"{'answers' if connects(live) else 'DOES NOT ANSWER'}, stale "
+          f"{'LEFT' if os.path.lexists(stale) else 'gone'}")
+    listener.close()
     shutil.rmtree(base, ignore_errors=True)
 
 
