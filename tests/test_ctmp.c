@@ -17,7 +17,10 @@
  * as a sweep from another pid namespace could; given "remove PATH",
  * prints sc_test_tmp_remove(PATH)'s return, 0 or -1; given
  * "sweep-sockets DIR", prints how many old ipc:// sockets of DIR
- * sc_test_tmp_sweep_old_sockets() removed).
+ * sc_test_tmp_sweep_old_sockets() removed; given "old-sockets DIR",
+ * makes its run directory, as a test's start does, with the old sockets
+ * looked for in DIR instead of /tmp, prints "ok" (or "error: " and why)
+ * and exits).
  *
  *   test_ctmp
  *   test_ctmp sweep BASE [SWAP LINK | SWAP DEST move]
@@ -25,7 +28,8 @@
  *   test_ctmp fork
  *   test_ctmp swept
  *   test_ctmp remove PATH
- *   test_ctmp sweep-sockets DIR */
+ *   test_ctmp sweep-sockets DIR
+ *   test_ctmp old-sockets DIR */
 #define _POSIX_C_SOURCE 200809L /* fork */
 #include <stdbool.h>
 #include <stdio.h>
@@ -102,6 +106,13 @@ int main(int argc, char **argv)
         printf("%d\n", sc_test_tmp_sweep_old_sockets(argv[2]));
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "old-sockets") == 0) {
+        sc_test_tmp_old_sockets_dir = argv[2];
+        printf("%s\n", sc_test_tmp_dir("test_ctmp") != NULL
+                           ? "ok"
+                           : "error: no directory");
+        return 0;
+    }
     if (argc == 3 && strcmp(argv[1], "remove") == 0) {
         printf("%d\n", sc_test_tmp_remove(argv[2]));
         return 0;
@@ -110,10 +121,10 @@ int main(int argc, char **argv)
     bool fork_child = argc == 2 && strcmp(argv[1], "fork") == 0;
     bool swept = argc == 2 && strcmp(argv[1], "swept") == 0;
     if (argc != 1 && !short_dir && !fork_child && !swept) {
-        fprintf(
-            stderr,
-            "usage: test_ctmp [sweep BASE [SWAP LINK | SWAP DEST move] | "
-            "short MAX | fork | swept | remove PATH | sweep-sockets DIR]\n");
+        fprintf(stderr,
+                "usage: test_ctmp [sweep BASE [SWAP LINK | SWAP DEST move] | "
+                "short MAX | fork | swept | remove PATH | sweep-sockets DIR | "
+                "old-sockets DIR]\n");
         return 2;
     }
     if (swept) {

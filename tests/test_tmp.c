@@ -452,26 +452,41 @@ int sc_test_tmp_sweep(const char *base)
     return removed;
 }
 
-/* The names the ipc:// sockets of test_e2e, bench_service and
- * bench_hitrate had in /tmp before they moved into the run directory:
- * one of these, then the pid, then ".ipc". */
-static const char *const old_sockets[] = {
-    "test_e2e_nobody_", "test_e2e_silent_", "test_e2e_fake_", "test_e2e_oom_",
-    "bench-service-",   "bench-echo-",      "bench-hitrate-",
+/* The names the ipc:// sockets of the tests and benchmarks had in /tmp
+ * before they moved into the run directory: a prefix, the pid, then a
+ * suffix. Those with no pid in their name (test_dispatch's
+ * /tmp/test-dispatch-NAME-XXXXXX directories) are not swept. */
+static const struct {
+    const char *prefix, *suffix;
+} old_sockets[] = {
+    {"test_e2e_nobody_", ".ipc"},     {"test_e2e_silent_", ".ipc"},
+    {"test_e2e_fake_", ".ipc"},       {"test_e2e_oom_", ".ipc"},
+    {"bench-service-", ".ipc"},       {"bench-echo-", ".ipc"},
+    {"bench-hitrate-", ".ipc"},       {"semcache-e2e-", ".ipc"},
+    {"test-dispatch-", ".ipc"},       {"test-dispatch-cap-", ".ipc"},
+    {"test-dispatch-leave-", ".ipc"}, {"test-dispatch-undo-", ".ipc"},
+    {"test-dispatch-total-", ".ipc"}, {"test-dispatch-unread-", ".ipc"},
+    {"semcache-cli-test-", ".ipc"},   {"semcache-cli-test-", "-2.ipc"},
+    {"semcache-cli-test-", "-3.ipc"}, {"semcache-cli-test-", "-b.ipc"},
 };
+
+const char *sc_test_tmp_old_sockets_dir = "/tmp";
 
 /* The pid in name when it is one of old_sockets' names; 0 if not. */
 static long old_socket_pid(const char *name)
 {
     for (size_t i = 0; i < sizeof(old_sockets) / sizeof(old_sockets[0]); i++) {
-        size_t n = strlen(old_sockets[i]);
-        if (strncmp(name, old_sockets[i], n) != 0 || name[n] < '0' ||
+        size_t n = strlen(old_sockets[i].prefix);
+        if (strncmp(name, old_sockets[i].prefix, n) != 0 || name[n] < '0' ||
             name[n] > '9') {
             continue;
         }
         char *end;
         long pid = strtol(name + n, &end, 10);
-        return strcmp(end, ".ipc") == 0 && pid > 0 && pid <= INT_MAX ? pid : 0;
+        if (strcmp(end, old_sockets[i].suffix) == 0 && pid > 0 &&
+            pid <= INT_MAX) {
+            return pid;
+        }
     }
     return 0;
 }
@@ -615,7 +630,7 @@ static bool make_run_dir(const char *who, const char *base, char *out,
 {
     sc_test_tmp_sweep(base);
     /* Where the old names were, whatever base is. */
-    sc_test_tmp_sweep_old_sockets("/tmp");
+    sc_test_tmp_sweep_old_sockets(sc_test_tmp_old_sockets_dir);
     /* Made under NEW_PREFIX and this pid, locked, then renamed to its run
      * name: a sweep never sees a run directory unlocked, whatever it
      * reads of its pid (from another pid namespace, the pid says

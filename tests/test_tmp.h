@@ -78,18 +78,27 @@ int sc_test_tmp_keep(const char *who, const char *path, char *out, size_t size);
  * tests of this helper. */
 int sc_test_tmp_sweep(const char *base);
 
-/* Removes the ipc:// sockets test_e2e, bench_service and bench_hitrate
- * left in /tmp before their sockets moved into the run directory (a
- * killed run's stayed for good): in dir, the names
- * test_e2e_{nobody,silent,fake,oom}_PID.ipc, bench-service-PID.ipc,
- * bench-echo-PID.ipc and bench-hitrate-PID.ipc whose process is gone
+/* Removes the ipc:// sockets tests and benchmarks left in /tmp before
+ * their sockets moved into the run directory (a killed run's stayed for
+ * good): in dir, the names test_e2e_{nobody,silent,fake,oom}_PID.ipc,
+ * bench-service-PID.ipc, bench-echo-PID.ipc, bench-hitrate-PID.ipc,
+ * semcache-e2e-PID.ipc,
+ * test-dispatch-[{cap,leave,undo,total,unread}-]PID.ipc and
+ * semcache-cli-test-PID[-2|-3|-b].ipc whose process is gone
  * (they had no lock), that are sockets (a link of that name is neither
  * followed nor removed), whose owner is this process's effective uid and
  * to which a connect() is refused (ECONNREFUSED: no listener; from
  * another pid namespace, a container sharing /tmp, the pid alone would
- * call a live run's socket dead). Returns how many it removed. Run on /tmp with
- * the sweep sc_test_tmp_dir() makes; dir given for tests of it. */
+ * call a live run's socket dead). Returns how many it removed. Run on
+ * sc_test_tmp_old_sockets_dir by the sweep sc_test_tmp_dir() and
+ * sc_test_tmp_short_dir() make: when a test or benchmark first asks for
+ * its run directory (one that makes no file never sweeps); dir given
+ * for tests of it. */
 int sc_test_tmp_sweep_old_sockets(const char *dir);
+
+/* Where the sweep sc_test_tmp_dir() makes looks for those old sockets:
+ * "/tmp"; a test of it sets a directory of its own. */
+extern const char *sc_test_tmp_old_sockets_dir;
 
 /* For tests of this helper: when set, called with the path of each
  * .semcache-new.PID.XXXXXX directory just made, before it is opened and

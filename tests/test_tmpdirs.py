@@ -961,8 +961,9 @@ def test_old_sockets(ctmp):
     """The ipc:// sockets runs left in /tmp before they moved into the
     run directory (test_e2e_{nobody,silent,fake,oom}_PID.ipc,
     bench-service-, bench-echo-, bench-hitrate-PID.ipc) go at a C
-    sweep (sc_test_tmp_sweep_old_sockets(), on /tmp at each C test's
-    start; here on a directory of the test's): one whose pid is gone,
+    sweep (sc_test_tmp_sweep_old_sockets(), on /tmp at the start of each
+    C test that makes a run directory; here on a directory of the
+    test's): one whose pid is gone,
     ours, a socket a connect() to which is refused; kept: one whose
     process lives, a live listener's whose pid reads as gone (as from
     another pid namespace: it was removed before), a link of such a name
@@ -1022,6 +1023,42 @@ def test_old_sockets(ctmp):
     listener.close()
     shutil.rmtree(base, ignore_errors=True)
     old_sockets_other_ns(ctmp)
+
+
+def test_old_sockets_at_start(ctmp):
+    """A C test's start (its first sc_test_tmp_dir()) sweeps the old
+    sockets, each name older builds left with a pid in it
+    (semcache-e2e-, test-dispatch-[cap-|leave-|undo-|total-|unread-],
+    semcache-cli-test-PID[-2|-3|-b].ipc, bench-service-PID.ipc), here in
+    a directory of the test's (test_ctmp old-sockets DIR) rather than
+    /tmp; a name with another suffix stays. Without the sweep's call
+    there, or those names, they stay."""
+    base = tempfile.mkdtemp()
+    socks = tempfile.mkdtemp(dir=testtmp.short_dir(50))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    p = dead.pid
+    gone = [f"semcache-e2e-{p}.ipc", f"test-dispatch-{p}.ipc",
+            f"test-dispatch-cap-{p}.ipc", f"test-dispatch-leave-{p}.ipc",
+            f"test-dispatch-undo-{p}.ipc", f"test-dispatch-total-{p}.ipc",
+            f"test-dispatch-unread-{p}.ipc", f"semcache-cli-test-{p}.ipc",
+            f"semcache-cli-test-{p}-2.ipc", f"semcache-cli-test-{p}-3.ipc",
+            f"semcache-cli-test-{p}-b.ipc", f"bench-service-{p}.ipc"]
+    kept = [f"semcache-cli-test-{p}-c.ipc", f"test-dispatch-served-{p}.ipc"]
+    for name in gone + kept:
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(os.path.join(socks, name))
+        s.close()  # the file stays, as a killed listener's
+    out = subprocess.run([ctmp, "old-sockets", socks], capture_output=True,
+                         text=True, timeout=30, env=env_in(base))
+    left = sorted(os.listdir(socks))
+    check(out.stdout.strip() == "ok" and left == sorted(kept),
+          f"a C test's start sweeps the old sockets older builds left "
+          f"({len(gone)} names), keeps other names: "
+          f"{out.stdout.strip()} {out.stderr.strip()[:200]}, left {left}, "
+          f"want {sorted(kept)}")
+    shutil.rmtree(socks, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def connects(path):
@@ -1090,6 +1127,7 @@ def main():
     test_sweep_links(ctmp)
     test_remove_edges(ctmp)
     test_old_sockets(ctmp)
+    test_old_sockets_at_start(ctmp)
     test_cli_lock()
     if "--config" in argv:
         test_config_names(argv[argv.index("--config") + 1])
