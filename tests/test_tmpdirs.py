@@ -931,27 +931,38 @@ def test_ipc_swept(bench, ctmp):
     url = open(mark).read() if os.path.exists(mark) else ""
     path = url[len("ipc://"):] if url.startswith("ipc://") else ""
     run = os.path.dirname(path)
-    out = subprocess.run([ctmp, "sweep", runs_base], capture_output=True,
-                         text=True, timeout=30, env=env_in(runs_base))
-    live_kept = (out.stdout.strip() == "0" and testtmp.sweep(runs_base) == 0
-                 and os.path.exists(path))
-    check(os.path.dirname(run) == runs_base and
+    # Under a long $TMPDIR, bench_service's socket is in its second
+    # directory, /tmp/semcache-run.PID.* (sc_test_tmp_short_dir()); /tmp
+    # is then swept too (where other runs' dead directories may go as
+    # well: its count is not checked).
+    short = os.path.dirname(run) == "/tmp" and runs_base != "/tmp"
+    bases = [runs_base] + (["/tmp"] if short else [])
+    outs = [subprocess.run([ctmp, "sweep", b], capture_output=True,
+                           text=True, timeout=30, env=env_in(runs_base))
+            .stdout.strip() for b in bases]
+    live_kept = (outs[0] == "0" and testtmp.sweep(runs_base) == 0 and
+                 (not short or testtmp.sweep("/tmp") >= 0) and
+                 os.path.exists(path))
+    check(os.path.dirname(run) in bases and
           os.path.basename(run).startswith(f"{testtmp.PREFIX}{proc.pid}.")
           and live_kept,
           f"bench_service's ipc:// socket is in its run directory, "
-          f"{runs_base}/{testtmp.PREFIX}{proc.pid}.*, kept by a C and a "
+          f"{runs_base}/{testtmp.PREFIX}{proc.pid}.* (or under a long "
+          f"$TMPDIR /tmp/{testtmp.PREFIX}{proc.pid}.*), kept by a C and a "
           f"Python sweep while it runs: {path!r}, "
-          f"{'kept' if live_kept else 'NOT KEPT'} ({out.stdout.strip()})")
+          f"{'kept' if live_kept else 'NOT KEPT'} ({outs})")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     group_gone(proc.pid)
-    out = subprocess.run([ctmp, "sweep", runs_base], capture_output=True,
-                         text=True, timeout=30, env=env_in(runs_base))
+    outs = [subprocess.run([ctmp, "sweep", b], capture_output=True,
+                           text=True, timeout=30, env=env_in(runs_base))
+            .stdout.strip() for b in bases]
     check(path and not os.path.lexists(path) and
-          out.stdout.strip() == "1" and runs(runs_base) == [],
+          not os.path.lexists(run) and outs[0] == "1" and
+          runs(runs_base) == [],
           f"killed, its socket goes at the next sweep: {path!r} "
           f"{'LEFT' if path and os.path.lexists(path) else 'gone'}, "
-          f"swept {out.stdout.strip()}, {runs(runs_base)}")
+          f"swept {outs}, {runs(runs_base)}")
     if path.startswith("/tmp/") and os.path.lexists(path):
         os.unlink(path)  # the old name's, for the failure's rerun
     shutil.rmtree(base, ignore_errors=True)
@@ -969,8 +980,10 @@ def test_old_sockets(ctmp):
     another pid namespace: it was removed before), a link of such a name
     (not followed: the socket it points to stays too), a plain file of
     such a name, a name that only looks like one, and, as root, a
-    socket of uid 65534. Nothing removed them before (no sweep looked)."""
-    base = tempfile.mkdtemp()
+    socket of uid 65534. Nothing removed them before (no sweep looked).
+    The sockets are made in a short directory (testtmp.short_dir()):
+    under a long $TMPDIR their paths would pass sun_path's 107 bytes."""
+    base = tempfile.mkdtemp(dir=testtmp.short_dir(50))
     dead = subprocess.Popen(["true"])
     dead.wait()
     live = os.getpid()
@@ -1094,7 +1107,7 @@ def old_sockets_other_ns(ctmp):
                  f"unshare -pf --mount-proc fails "
                  f"({probe.stderr.decode(errors='replace').strip()[:120]})"))
         return
-    base = tempfile.mkdtemp(dir=testtmp.short_dir(60))
+    base = tempfile.mkdtemp(dir=testtmp.short_dir(50))
     live = os.path.join(base, f"bench-service-{os.getpid()}.ipc")
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(live)
