@@ -735,6 +735,26 @@ static const char *quiet(json_error_t *je)
     return je->text;
 }
 
+/* json_load_file() with duplicate keys refused, but a file that cannot
+ * be opened is said in je->text as "cannot open: " and strerror(errno),
+ * whole (line -1, position 0): jansson's own text quotes the path and is
+ * cut at 160 bytes, which for a long path left the reason out. */
+static json_t *load_json(const char *path, json_error_t *je)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        int err = errno;
+        memset(je, 0, sizeof(*je));
+        je->line = -1;
+        je->column = -1;
+        snprintf(je->text, sizeof(je->text), "cannot open: %s", strerror(err));
+        return NULL;
+    }
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, je);
+    fclose(f);
+    return root;
+}
+
 /* Writes "FILE:LINE:COLUMN" for a parse error, or "FILE" alone where
  * jansson has no position (-1:-1: the file could not be opened or
  * read). */
@@ -905,7 +925,7 @@ static sc_err parse_keys_file(ctx *x, sc_config *cfg, json_t *v)
         return rc;
     }
     json_error_t je;
-    json_t *root = json_load_file(file, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = load_json(file, &je);
     if (root == NULL) {
         /* jansson's text names a position, never the file's content. */
         char where[SC_CONFIG_PATH_MAX + 32];
@@ -927,7 +947,7 @@ sc_err sc_config_load(sc_config *cfg, const char *path, char *msg, size_t cap)
     ctx x = {path, msg, cap};
     json_error_t je;
     /* Duplicate keys are an error: which one wins would be a guess. */
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = load_json(path, &je);
     if (root == NULL) {
         char where[SC_CONFIG_PATH_MAX + 32];
         at(where, sizeof(where), path, &je);

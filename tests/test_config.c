@@ -384,6 +384,17 @@ static void test_bad(void)
     CHECK(strstr(msg, "No such file") != NULL);
     sc_config_fini(&cfg);
 
+    /* The same under a path of over 300 bytes (two names of 150 that are
+     * not there): the reason is still said (jansson's own text, cut at
+     * 160 bytes, lost it past ~130). */
+    sc_config_init(&cfg);
+    char lpath[1024], lmsg[1024];
+    snprintf(lpath, sizeof(lpath), "%s/%0150d/%0150d/missing.json", dir, 0, 0);
+    CHECK_EQ_INT(sc_config_load(&cfg, lpath, lmsg, sizeof(lmsg)), SC_EIO);
+    CHECK(strstr(lmsg, "missing.json") != NULL);
+    CHECK(strstr(lmsg, "No such file") != NULL);
+    sc_config_fini(&cfg);
+
     /* A keys_file that is not there: the same, under its key. */
     sc_config_init(&cfg);
     char kpath[512];
