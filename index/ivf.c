@@ -164,6 +164,11 @@ typedef struct ivf {
     sc_err train_rc;   /* result of the last training */
     char ferr[256];    /* last FAISS message, copied at once */
     size_t failed_at;  /* live count when training last failed */
+    /* The live count an automatic training waits for after one was
+     * abandoned (0: none): what a list needs (nlist x MIN_PER_LIST) and
+     * as many more as that copy fell short by (maybe_train). Under sw. */
+    size_t retry_at;
+    size_t copy_short; /* training thread: its copy's shortfall, if any */
     float *copy;       /* the thread's rows, ncopy * dim */
     int64_t *copy_lab; /* their slots */
     uint64_t *copy_id; /* their ids: the k-means sample is taken in id order */
@@ -1005,16 +1010,22 @@ static sc_err swap_in(ivf *v, FaissIndex *fx, size_t done, FaissIndex **old)
  * taken from the rows copied; a fixed one needs MIN_PER_LIST of them a
  * list (fewer, and FAISS warns, or fails below one a list). Too few: the
  * training is abandoned (SC_ERANGE), the index keeps what it had, and the
- * next trigger tries again. Training thread only. */
+ * next trigger tries again: sc_index_train at once, an automatic one once
+ * the live count reaches what the lists need plus the shortfall (kept in
+ * copy_short, for train_main's retry_at). Training thread only. */
 static sc_err check_copied(ivf *v)
 {
     uint32_t nlist = v->auto_nlist ? nlist_for(v, v->ncopy) : v->copy_nlist;
+    v->copy_short = 0;
     if (v->ncopy == 0 || v->ncopy < (size_t)nlist * MIN_PER_LIST) {
+        v->copy_short = (size_t)nlist * MIN_PER_LIST - v->ncopy;
+        v->copy_nlist = nlist;
         fprintf(stderr,
                 "semcache: ivf training abandoned: %zu vectors left live at "
                 "its copy, %zu needed for %u lists; the index keeps its "
-                "training\n",
-                v->ncopy, (size_t)nlist * MIN_PER_LIST, nlist);
+                "training, the next automatic one waits for %zu live\n",
+                v->ncopy, (size_t)nlist * MIN_PER_LIST, nlist,
+                (size_t)nlist * MIN_PER_LIST + v->copy_short);
         return SC_ERANGE;
     }
     v->copy_nlist = nlist;
@@ -1056,6 +1067,7 @@ static void *train_main(void *arg)
     }
     if (rc == SC_OK) {
         CNT_ADD(&v->n_trained, 1);
+        v->retry_at = 0;
         note_fx_rows(v);
         v->trained_n = ncopy;
         old_tmpl = v->tmpl;
@@ -1067,6 +1079,7 @@ static void *train_main(void *arg)
          * trigger, on the rows live then, tries again. */
         if (rc == SC_ERANGE) {
             CNT_ADD(&v->n_abandoned, 1);
+            v->retry_at = (size_t)v->copy_nlist * MIN_PER_LIST + v->copy_short;
         } else if (rc != SC_ECANCELED && !cancelled(v)) {
             /* A close's cancel counts as none, whatever the step it
              * stopped came back with: a FAISS add it interrupted says
@@ -1153,6 +1166,17 @@ static void maybe_train(ivf *v)
         return;
     }
     if (v->failed_at != 0 && v->nlive < 2 * v->failed_at) {
+        return;
+    }
+    /* After an abandoned training: what a list needs, and as many more
+     * as its copy fell short by, so that a start losing as many rows
+     * again before its copy still trains. Without it a scope at its
+     * namespace's byte cap, whose training's charge (at the insert that
+     * starts it) evicts its own rows below 39 a list, began and
+     * abandoned a training each time it refilled (217 in 3,000 inserts,
+     * docs/CONFIG.md): now it waits, for good if the cap never lets it
+     * grow that far. */
+    if (v->nlive < v->retry_at) {
         return;
     }
     int want;
