@@ -3657,7 +3657,9 @@ static uint64_t abandoned_of(sc_cache *c, const char *ns)
 /* An IVF scope's automatic training abandoned (its hook deletes 400 of
  * the 700 entries that began it: 300 left, under 39 x 16) is counted in
  * the namespace's ivf_abandoned (semcache_ivf_trainings_abandoned_total),
- * and stays counted once the scope, and its index, are gone. The hooks
+ * and stays counted once the scope, and its index, are gone; what it
+ * charged from its start is released at the next insert (it was kept
+ * for good when only a training that swapped in set the charge). The hooks
  * that delete entries never delete the 700th: its insert, which started
  * the training from its add, may still be in flight (it adds without the
  * namespace's mutex), its id not yet returned. */
@@ -3675,7 +3677,7 @@ static void test_ivf_abandoned_counted(void)
     uint64_t seed = 7;
     float *centres = centres_new(&seed);
     float *vec = malloc(BD * sizeof(float));
-    uint64_t ids[TM];
+    uint64_t ids[TM + 1];
     thin_arg t = {c, ids, 299, TM - 1};
     sc_index_set_training_hook(thin_entries, &t);
     for (int i = 0; i < TM; i++) {
@@ -3691,11 +3693,28 @@ static void test_ivf_abandoned_counted(void)
     CHECK_EQ_INT(abandoned_of(c, "w"), 0);
     CHECK_EQ_INT(abandoned_of(c, NULL), 1);
     CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 0);
-    /* The last 300 deleted: the scope goes, index and all. */
+    /* What the training charged from its start is released by the next
+     * insert: "v" counts what "w", given the same entries and never a
+     * training, does (the entries and the scope's own, nothing trained;
+     * its untrained index is not one sc_cache_scope_indexes gives). */
+    bvec(centres, TM, &seed, vec);
+    CHECK_EQ_INT(bput(c, "v", vec, TM, 0, &ids[TM]), SC_OK);
+    for (int i = 0; i <= TM; i++) {
+        if (i < 299 || i >= TM - 1) {
+            uint64_t id;
+            bvec(centres, i, &seed, vec);
+            CHECK_EQ_INT(bput(c, "w", vec, i, 0, &id), SC_OK);
+        }
+    }
+    CHECK_EQ_INT(stats(c, "w").entries, 301);
+    CHECK_EQ_INT(stats(c, "v").entries, 301);
+    CHECK_EQ_INT(stats(c, "v").bytes, stats(c, "w").bytes);
+    /* The last 301 deleted: the scope goes, index and all. */
     for (int i = 0; i < 299; i++) {
         CHECK_EQ_INT(sc_cache_delete(c, ids[i]), SC_OK);
     }
     CHECK_EQ_INT(sc_cache_delete(c, ids[TM - 1]), SC_OK);
+    CHECK_EQ_INT(sc_cache_delete(c, ids[TM]), SC_OK);
     sc_cache_stats st;
     CHECK_EQ_INT(sc_cache_stats_get(c, "v", &st), SC_OK);
     CHECK_EQ_INT(st.scopes, 0);

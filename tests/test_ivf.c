@@ -1112,6 +1112,14 @@ static void thin_out(void *arg)
     }
 }
 
+/* The train stats' trained_bytes: what ix holds for its training. */
+static uint64_t trained_bytes(sc_index *ix)
+{
+    sc_index_train_stats ts;
+    CHECK(sc_index_get_train_stats(ix, &ts) == SC_OK);
+    return ts.trained_bytes;
+}
+
 /* The nlist of ix's last training, read from its training file. */
 static size_t training_nlist(sc_index *ix)
 {
@@ -1169,12 +1177,16 @@ static void test_train_thinned(void)
     t.flat = open_ix("flat", 0, 0, 0);
     add_both(t.flat, t.ix, 0, TB);
     CHECK(sc_index_train(t.ix) == SC_OK);
+    const uint64_t held = trained_bytes(t.ix);
+    CHECK(held > 0);
     sc_index_set_training_hook(thin_out, &t);
     /* 300 left: under 39 x 16 (FAISS warned, and trained on them). */
     t.from = 300;
     t.to = TB;
     CHECK(sc_index_train(t.ix) == SC_ERANGE);
     CHECK(sc_index_trained(t.ix));
+    /* What it charged from its start is released: the old training. */
+    CHECK(trained_bytes(t.ix) == held);
     check_same(t.ix, t.flat, "abandoned at 300 rows");
     /* 20 left of 5,000 again: fewer than 39 in all. */
     for (uint64_t i = 300; i < TB; i++) {
@@ -1447,6 +1459,8 @@ static void test_auto_retry_abandoned(void)
     sc_index_set_training_hook(NULL, NULL);
     CHECK(st.abandoned == 1 && st.trainings == 0 && st.failed == 0);
     CHECK(!sc_index_trained(t.ix));
+    /* Its charge, from its start, released: nothing trained is held. */
+    CHECK(st.trained_bytes == 0);
     CHECK(sc_index_count(t.ix) == 300);
     check_same(t.ix, t.flat, "an automatic training abandoned");
     /* Back to train_min: the last add is the next trigger. */
