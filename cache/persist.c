@@ -683,8 +683,12 @@ typedef struct replay_ctx {
     entry_strs strs;
     bool ended; /* a snapshot's end record was read */
     /* The next id of an end record refused for its entry count (--repair
-     * skipped one of the snapshot's entries), 0 when none was read. */
+     * skipped one of the snapshot's entries), 0 when none was read. Kept
+     * only from a file of version 3 or later (a keyed check: a client
+     * cannot forge a record that verifies) and from the file's last
+     * record: one found elsewhere may lie inside a bad record's extent. */
     uint64_t end_next;
+    bool at_end; /* the record being applied ends where the file does */
     uint64_t snap_entries;
     unsigned version; /* the file's format version */
 } replay_ctx;
@@ -815,11 +819,17 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
             return SC_EBADFILE;
         }
         if (entries != x->snap_entries) {
-            /* Its checksum holds, so it is this snapshot's own end record,
-             * and an entry of it was skipped: refused, but its next id is
-             * still the one the server would have given out, which
-             * --repair keeps (sc_persist_replay's end). */
-            x->end_next = next_id > x->end_next ? next_id : x->end_next;
+            /* An entry of the snapshot was skipped: refused. Where its
+             * check is keyed (version 3: a client cannot plant one that
+             * verifies) and it is the file's last record, it is this
+             * snapshot's own end record, and its next id is still the
+             * one the server would have given out, which --repair keeps
+             * (sc_persist_replay's end). Else it may be a client's bytes
+             * inside a bad record's extent (the plain XXH32 of versions 1
+             * and 2 holds over any bytes), whose next id is not taken. */
+            if (x->version >= 3 && x->at_end) {
+                x->end_next = next_id > x->end_next ? next_id : x->end_next;
+            }
             return SC_EBADFILE;
         }
         if (next_id > 0) {
@@ -992,6 +1002,7 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     while (off < len) {
         if (frame_ok(d, len, off, key)) {
             uint32_t n = get_u32(d + off);
+            x->at_end = len - off - FRAME_SIZE == n;
             rc = apply(x, d + off + FRAME_SIZE, n);
             if (rc == SC_ENOMEM) {
                 break;

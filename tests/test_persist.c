@@ -164,6 +164,19 @@ static sc_err put(sc_cache *c, const char *ns, const char *text,
     return sc_cache_insert(c, ns, &it, id);
 }
 
+static void le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void le64(uint8_t *p, uint64_t v)
+{
+    le32(p, (uint32_t)v);
+    le32(p + 4, (uint32_t)(v >> 32));
+}
+
 /* The response served to text in ns ("" on a miss), in out. */
 static bool served_text(sc_cache *c, const char *ns, const char *text,
                         char *out, size_t cap)
@@ -1819,6 +1832,76 @@ static void test_repaired_ids(int damage)
     world_close(&w);
 }
 
+/* A version 2 snapshot (the plain XXH32: anyone can make a record that
+ * verifies) whose last entry's size is damaged, with an end record a
+ * client planted in that entry's response (count 99, next id
+ * UINT64_MAX - 1): --repair finds it, searching byte by byte inside the
+ * bad record, and refuses it for its count, but must not take its next
+ * id (nor that of the real end record, refused for its count too: in a
+ * version 2 file it proves nothing). New ids skip 2^32 above the highest
+ * read, and the next compaction's snapshot loads. */
+static void test_repaired_planted_end(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "ids-planted");
+    CHECK(mkdir(dir, 0700) == 0);
+    size_t sn = 0;
+    uint8_t *snap = read_seed("snapshot-v2", &sn);
+    if (snap == NULL) {
+        return;
+    }
+    size_t at[64];
+    size_t nrec = record_offsets(snap, sn, at, 64);
+    size_t last_entry = 0;
+    for (size_t i = 0; i < nrec; i++) {
+        if (snap[at[i] + 8] == 3) { /* REC_ENTRY */
+            last_entry = at[i];
+        }
+    }
+    CHECK(last_entry > 0 && snap[6] == 2);
+    /* The end frame, put after the entry's type byte. */
+    uint8_t end[8 + 17];
+    le32(end, 17);
+    end[8] = 9; /* REC_SNAP_END */
+    le64(end + 9, 99);
+    le64(end + 17, UINT64_MAX - 1);
+    le32(end + 4, XXH32(end + 8, 17, 0x53434c47u));
+    size_t cut = last_entry + 9;
+    uint8_t *d = malloc(sn + sizeof(end));
+    CHECK(d != NULL);
+    if (d == NULL) {
+        free(snap);
+        return;
+    }
+    memcpy(d, snap, cut);
+    memcpy(d + cut, end, sizeof(end));
+    memcpy(d + cut + sizeof(end), snap + cut, sn - cut);
+    d[last_entry + 3] |= 0x80; /* the size's high byte */
+    write_two(dir, "snap.2", d, sn + sizeof(end), NULL, 0);
+    free(d);
+    free(snap);
+
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
+    CHECK(w.st.snapshot && w.st.corrupt_records >= 1);
+    CHECK(w.st.ids_skipped == 1ull << 32);
+    /* The seed's ids are small: new ones start 2^32 above them. */
+    uint64_t next = sc_cache_next_id(w.c), id = 0;
+    CHECK(next > 1ull << 32 && next < (1ull << 32) + 1000);
+    CHECK(put(w.c, "a", "after the repair", "r", false, 0, &id) == SC_OK);
+    CHECK_EQ_INT(id, next);
+    if (id >= UINT64_MAX - 1) {
+        fprintf(stderr, "planted end record: new id %llu\n",
+                (unsigned long long)id);
+    }
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    char buf[64];
+    CHECK(served_text(w.c, "a", "after the repair", buf, sizeof(buf)));
+    world_close(&w);
+}
+
 /* A record in the middle with a bad byte: refused, naming where; with
  * repair, skipped (one record) and everything after it kept. */
 static void test_mid_corruption(void)
@@ -2367,13 +2450,6 @@ static void test_replay_garbage(void)
                             sizeof(msg)) == SC_EBADFILE);
     CHECK(strstr(msg, "no end record") != NULL);
     sc_cache_close(c);
-}
-
-static void le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
 }
 
 /* A log whose namespace has an IVF backend (a build with FAISS wrote it):
@@ -3519,6 +3595,7 @@ int main(void)
     test_repaired_ids(0);
     test_repaired_ids(1);
     test_repaired_ids(2);
+    test_repaired_planted_end();
     test_crash_leftovers();
     test_torn_header();
     test_zeroed_log();
