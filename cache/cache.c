@@ -2534,7 +2534,16 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
         e->id = ro->id;
         ids_above(c, ro->id);
     } else {
-        e->id = atomic_fetch_add(&c->next_id, 1);
+        /* Never past the id range: ids are not reused, so once it is used
+         * up no insert takes (and none wraps to 0 and on). */
+        uint_fast64_t next = atomic_load(&c->next_id);
+        do {
+            if (next >= SC_CACHE_ID_LIMIT) {
+                rc = SC_EFULL;
+                goto fail_scope;
+            }
+        } while (!atomic_compare_exchange_weak(&c->next_id, &next, next + 1));
+        e->id = next;
     }
     /* For the ledger, read before the entry can go (caps may evict it). */
     uint64_t e_in = e->input_tokens, e_out = e->output_tokens;

@@ -357,7 +357,8 @@ typedef struct sc_cache_item {
  * SC_ETOOBIG (a string, the response or the whole entry over its cap; or
  * an entry that fits the namespace's or the cache's max_bytes alone but
  * not with its scope's text statistics, the embedder's stats_bytes, even
- * were every other entry evicted), SC_ESCOPEFULL, SC_ENOMEM. On error the
+ * were every other entry evicted), SC_ESCOPEFULL, SC_EFULL (the ids are
+ * used up: SC_CACHE_ID_LIMIT), SC_ENOMEM. On error the
  * cache is unchanged (an entry the insert would replace stays), except
  * in a race: an entry that the caps still evict at once (everything else
  * first; another scope's statistics kept by a lookup in flight) is said
@@ -738,6 +739,12 @@ size_t sc_cache_exact_longest_chain(sc_cache *c, const char *ns);
  * hold: restores do not evict as they go, since a snapshot replayed with
  * its log holds, midway, entries that later records remove. */
 void sc_cache_enforce_caps(sc_cache *c);
+
+/* Entry ids are below this (2^53): exact as JSON numbers (doubles), for
+ * clients that read them so. An insert that would give out this id is
+ * refused (SC_EFULL); ids are never reused, so that is the end of the
+ * cache's ids (docs/PROTOCOL.md, insert). */
+#define SC_CACHE_ID_LIMIT (1ull << 53)
 
 /* The id the next new entry gets, for a snapshot; and, on restore, ids
  * below next taken as used (given out before, to entries gone since), so

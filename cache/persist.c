@@ -668,9 +668,9 @@ static size_t next_valid(const uint8_t *d, size_t len, size_t from,
 /* How many ids a snapshot loaded without its end record (--repair) skips
  * above the highest it holds: the ids its server gave out to entries gone
  * before it, or lost with the damaged part, are not in the files any more.
- * Far more than one compaction's worth of inserts, and far from
- * exhausting 64 bits (or 2^53, where JSON numbers lose precision) after
- * many such repairs. */
+ * Far more than one compaction's worth of inserts, and far from the end
+ * of the id range (SC_CACHE_ID_LIMIT, 2^53) after many such repairs; a
+ * skip that would pass it refuses the load. */
 #define IDS_LOST_GAP (1ull << 32)
 
 typedef struct replay_ctx {
@@ -1094,6 +1094,17 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         if (!repair) {
             say(msg, cap, "snapshot has no end record (truncated)");
             rc = SC_EBADFILE;
+        } else if (x->end_next == 0 &&
+                   sc_cache_next_id(c) > SC_CACHE_ID_LIMIT - IDS_LOST_GAP) {
+            /* The skip below would pass the end of the id range: inserts
+             * would all be refused, or (past 2^64) ids given out again. */
+            say(msg, cap,
+                "--repair: the snapshot's next id was lost with its end "
+                "record, and new ids would start 2^32 above the highest "
+                "read (%llu), past the end of the id range (2^53); not "
+                "loaded",
+                (unsigned long long)(sc_cache_next_id(c) - 1));
+            rc = SC_EBADFILE;
         } else {
             st->corrupt_records++;
             /* Ids must never be given out twice (PERSISTENCE.md). The end
@@ -1102,13 +1113,12 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
              * says it. Without it, the ids of the entries read are below
              * the next id already (sc_cache_restore_entry), but not those
              * of entries gone or lost in the damaged part: the next ids
-             * skip IDS_LOST_GAP above them. */
+             * skip IDS_LOST_GAP above them (within the id range: above). */
             uint64_t next = x->end_next;
             if (next == 0) {
                 uint64_t top = sc_cache_next_id(c);
-                next = top < UINT64_MAX - 1 - IDS_LOST_GAP ? top + IDS_LOST_GAP
-                                                           : UINT64_MAX - 1;
-                st->ids_skipped += next - top;
+                next = top + IDS_LOST_GAP;
+                st->ids_skipped += next > top ? next - top : 0;
             }
             sc_cache_reserve_ids(c, next);
             /* What was read of it is in: the cache's LRU order across

@@ -172,6 +172,32 @@ static void check_books(const sc_cache_stats *st)
 
 /* ---- tests --------------------------------------------------------------*/
 
+/* Ids end below SC_CACHE_ID_LIMIT (2^53, exact as JSON numbers): the
+ * last one is given out, then inserts are refused (SC_EFULL) and change
+ * nothing; before, ids went on to 2^53, 2^64 - 1 and then 0. */
+static void test_id_range_end(void)
+{
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    float v[D];
+    basis(v, 0);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "a", NULL), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "b", NULL), SC_OK);
+    uint64_t id = 0;
+    CHECK_EQ_INT(put(c, "a", NULL, "first", v, "r", 0, &id), SC_OK);
+    sc_cache_reserve_ids(c, SC_CACHE_ID_LIMIT - 1);
+    CHECK_EQ_INT(put(c, "a", NULL, "last", v, "r", 0, &id), SC_OK);
+    CHECK(id == SC_CACHE_ID_LIMIT - 1);
+    id = 0;
+    CHECK_EQ_INT(put(c, "a", NULL, "past", v, "r", 0, &id), SC_EFULL);
+    CHECK_EQ_INT(put(c, "b", NULL, "past", v, "r", 0, &id), SC_EFULL);
+    CHECK(id == 0);
+    CHECK(sc_cache_next_id(c) == SC_CACHE_ID_LIMIT);
+    char ns[SC_CACHE_NS_NAME_MAX + 1];
+    CHECK_EQ_INT(sc_cache_entry_ns(c, SC_CACHE_ID_LIMIT, ns), SC_ENOTFOUND);
+    CHECK_EQ_INT(sc_cache_entry_ns(c, SC_CACHE_ID_LIMIT - 1, ns), SC_OK);
+    sc_cache_close(c);
+}
+
 static void test_namespaces(void)
 {
     sc_cache *c = open_cache(0, 0, 0, 0);
@@ -5276,6 +5302,7 @@ static void test_removal_stress(void)
 int main(void)
 {
     test_namespaces();
+    test_id_range_end();
     test_flood();
     test_exact_flood();
     test_scope_isolation();

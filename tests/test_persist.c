@@ -1902,6 +1902,46 @@ static void test_repaired_planted_end(void)
     world_close(&w);
 }
 
+/* A snapshot without its end record whose highest id is within 2^32 of
+ * the end of the id range (SC_CACHE_ID_LIMIT): the skip would pass it, so
+ * --repair refuses the load, saying why (before, new ids went on from
+ * past 2^53). One 2^32 below the end still loads, new ids at the end. */
+static void test_repaired_ids_range_end(void)
+{
+    for (int near = 0; near < 2; near++) {
+        char dir[512], name[32];
+        snprintf(name, sizeof(name), "ids-end%d", near);
+        fresh_dir(dir, sizeof(dir), name);
+        world w;
+        CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+        CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+        /* near: the highest id 2^32 - 1 below the end (a skip passes
+         * it); else 2^32 + 1 (the skip's next id is the last id). */
+        uint64_t top = SC_CACHE_ID_LIMIT - (1ull << 32) - (near ? 0 : 1);
+        sc_cache_reserve_ids(w.c, top);
+        uint64_t id = 0;
+        CHECK(put(w.c, "a", "e0", "r", false, 0, &id) == SC_OK);
+        CHECK(id == top);
+        CHECK(sc_persist_compact(w.p) == SC_OK);
+        world_close(&w);
+        char path[600];
+        snprintf(path, sizeof(path), "%s/snap.2", dir);
+        long len = file_size(dir, "snap.2");
+        CHECK(len > 0 && truncate(path, (off_t)len - 1) == 0);
+        sc_err rc = world_open(&w, dir, SC_FSYNC_NO, true);
+        if (near) {
+            CHECK(rc == SC_EBADFILE);
+            CHECK(strstr(w.msg, "past the end of the id range") != NULL);
+        } else {
+            CHECK(rc == SC_OK);
+            CHECK(w.st.ids_skipped == 1ull << 32);
+            CHECK(sc_cache_next_id(w.c) == SC_CACHE_ID_LIMIT);
+            CHECK(put(w.c, "a", "e1", "r", false, 0, &id) == SC_EFULL);
+        }
+        world_close(&w);
+    }
+}
+
 /* A record in the middle with a bad byte: refused, naming where; with
  * repair, skipped (one record) and everything after it kept. */
 static void test_mid_corruption(void)
@@ -3596,6 +3636,7 @@ int main(void)
     test_repaired_ids(1);
     test_repaired_ids(2);
     test_repaired_planted_end();
+    test_repaired_ids_range_end();
     test_crash_leftovers();
     test_torn_header();
     test_zeroed_log();
