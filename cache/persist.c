@@ -1618,7 +1618,6 @@ static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
     }
     char why[512] = "";
     uint64_t torn = st->torn_bytes, bad = st->corrupt_records;
-    uint64_t skipped = st->ids_skipped;
     rc = sc_persist_replay(p->cache, p->ledger, kind, d, len, last,
                            p->cfg.repair, wall_ms(),
                            kind == SC_PERSIST_SNAPSHOT ? path : NULL, st,
@@ -1638,14 +1637,6 @@ static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
             plog(p, "%s: --repair skipped %llu corrupt %s", path,
                  (unsigned long long)(st->corrupt_records - bad),
                  sc_plural(st->corrupt_records - bad, "record", "records"));
-        }
-        if (st->ids_skipped > skipped) {
-            plog(p,
-                 "%s: --repair: the snapshot's next id was lost with its end "
-                 "record; new ids start at %llu (%llu above the highest "
-                 "read), so that none is given out twice",
-                 path, (unsigned long long)sc_cache_next_id(p->cache),
-                 (unsigned long long)(st->ids_skipped - skipped));
         }
     }
     return rc;
@@ -1859,6 +1850,19 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
         rc = replay_path(p, path, SC_PERSIST_LOG, i + 1 == nlogs, &st, &valid,
                          msg, cap);
         st.logs++;
+    }
+    if (rc == SC_OK && st.ids_skipped > 0) {
+        /* Said once the logs are replayed: their inserts raise the next id
+         * past the skip (on every start after the first that loads the
+         * same damaged snapshot). */
+        plog(p,
+             "snap.%llu: --repair: the snapshot's next id was lost with its "
+             "end record; new ids start at %llu (after the logs; %llu "
+             "skipped above the highest id it holds), so that none is given "
+             "out twice",
+             (unsigned long long)snap,
+             (unsigned long long)sc_cache_next_id(p->cache),
+             (unsigned long long)st.ids_skipped);
     }
     if (rc == SC_OK) {
         remove_stale_trainings(p, snap);

@@ -60,10 +60,23 @@ typedef struct world {
     char msg[1024];
 } world;
 
+/* The last line a world's persister logged that holds "new ids start at"
+ * (a --repair start's), "" when none since it was cleared. */
+static char world_ids_line[1024];
+
 static void quiet_log(void *arg, const char *line)
 {
     (void)arg;
-    (void)line;
+    if (strstr(line, "new ids start at") != NULL) {
+        snprintf(world_ids_line, sizeof(world_ids_line), "%s", line);
+    }
+}
+
+/* The N of world_ids_line's "new ids start at N", 0 when none. */
+static uint64_t world_ids_start(void)
+{
+    const char *at = strstr(world_ids_line, "new ids start at ");
+    return at != NULL ? strtoull(at + 17, NULL, 10) : 0;
 }
 
 /* The embedder the next world_open gives its cache (NULL = none), and its
@@ -1942,6 +1955,80 @@ static void test_repaired_ids_range_end(void)
     }
 }
 
+/* A snapshot cut inside its last entry, and an insert logged after it:
+ * each --repair start (the snapshot is still the damaged one) skips 2^32
+ * above the highest id it holds, and the log's inserts (the new entries
+ * of the starts before) raise the next id past that: no id is given out
+ * twice, the skips do not add up, and the start-up line's "new ids start
+ * at N" is said after the logs (it was said before them: N an id given
+ * out already on the second start). */
+static void test_repaired_ids_logged(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "ids-logged");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    uint64_t ids[6];
+    for (int i = 0; i < 5; i++) {
+        char t[16];
+        snprintf(t, sizeof(t), "e%d", i);
+        CHECK(put(w.c, "a", t, "r", false, 0, &ids[i]) == SC_OK);
+    }
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    CHECK(put(w.c, "a", "e5", "r", false, 0, &ids[5]) == SC_OK);
+    world_close(&w);
+    size_t len = 0;
+    uint8_t *d = read_all(dir, "snap.2", &len);
+    CHECK(d != NULL);
+    if (d == NULL) {
+        return;
+    }
+    size_t at[64];
+    size_t nrec = record_offsets(d, len, at, 64);
+    size_t last_entry = 0;
+    for (size_t i = 0; i < nrec; i++) {
+        if (d[at[i] + 8] == 3) { /* REC_ENTRY: e4, written last */
+            last_entry = at[i];
+        }
+    }
+    CHECK(last_entry > 0);
+    free(d);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/snap.2", dir);
+    CHECK(truncate(path, (off_t)last_entry + 12) == 0);
+
+    /* e0..e3 read: the highest id read is ids[3]. */
+    uint64_t first = ids[3] + 1 + (1ull << 32),
+             want[3] = {first, first + 1, first + 2};
+    uint64_t got[3] = {0, 0, 0};
+    for (int start = 0; start < 3; start++) {
+        world_ids_line[0] = '\0';
+        CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
+        CHECK(w.st.ids_skipped == 1ull << 32);
+        char ns[SC_CACHE_NS_NAME_MAX + 1];
+        CHECK(sc_cache_entry_ns(w.c, ids[5], ns) == SC_OK);
+        CHECK(world_ids_start() == sc_cache_next_id(w.c));
+        if (world_ids_start() != sc_cache_next_id(w.c)) {
+            fprintf(stderr,
+                    "repaired, start %d: said new ids start at %llu, "
+                    "next id %llu\n",
+                    start, (unsigned long long)world_ids_start(),
+                    (unsigned long long)sc_cache_next_id(w.c));
+        }
+        char t[16];
+        snprintf(t, sizeof(t), "new%d", start);
+        CHECK(put(w.c, "a", t, "r", false, 0, &got[start]) == SC_OK);
+        CHECK(got[start] == want[start]);
+        if (start == 1) {
+            /* Deleted: its id, in the log only, is not given out again. */
+            CHECK(sc_cache_delete(w.c, got[start]) == SC_OK);
+        }
+        world_close(&w);
+    }
+    CHECK(got[1] > got[0] && got[2] > got[1]);
+}
+
 /* A record in the middle with a bad byte: refused, naming where; with
  * repair, skipped (one record) and everything after it kept. */
 static void test_mid_corruption(void)
@@ -3636,6 +3723,7 @@ int main(void)
     test_repaired_ids(1);
     test_repaired_ids(2);
     test_repaired_planted_end();
+    test_repaired_ids_logged();
     test_repaired_ids_range_end();
     test_crash_leftovers();
     test_torn_header();
