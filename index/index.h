@@ -315,7 +315,14 @@ typedef enum sc_index_train_event {
      * all the same). It holds the
      * index's lock for reading meanwhile: the hook must not call the
      * index. */
-    SC_TRAIN_EV_QUEUED
+    SC_TRAIN_EV_QUEUED,
+    /* On the thread that starts a background training (the add that
+     * begins an automatic one, or sc_index_train), once the training's
+     * thread is created, before the add or sc_index_train returns,
+     * holding the index's locks: the hook must not call the index. The
+     * training's own thread may not have run yet (its training hook not
+     * yet called). */
+    SC_TRAIN_EV_BEGIN
 } sc_index_train_event;
 
 /* Tests only: fn(arg, ev) is called at each event ev of a background IVF

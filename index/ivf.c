@@ -1156,6 +1156,7 @@ static sc_err start_training(ivf *v)
         return SC_ENOMEM;
     }
     v->th_joinable = 1;
+    event(SC_TRAIN_EV_BEGIN);
     return SC_OK;
 }
 

@@ -3848,11 +3848,13 @@ static void test_ivf_training_charged(void)
     sc_cache_close(c);
 }
 
-/* test_ivf_capped_training_backs_off's training hook: the k-th training
- * copies only once the test has seen k trainings begin after an insert
- * returned, so the insert that began it has evicted what it would. */
+/* test_ivf_capped_training_backs_off's hooks: trainings begun, counted
+ * on the inserting thread by the insert that begins one, and ended (its
+ * event hook); the k-th training's thread, at its start (its training
+ * hook), copying only once the test has released k, after the insert
+ * that began it returned, so that insert has evicted what it would. */
 typedef struct order_arg {
-    atomic_int entered, released;
+    atomic_int begun, ended, entered, released;
 } order_arg;
 
 static void after_its_insert(void *arg)
@@ -3865,6 +3867,25 @@ static void after_its_insert(void *arg)
     }
 }
 
+static void count_trainings(void *arg, sc_index_train_event ev)
+{
+    order_arg *o = arg;
+    if (ev == SC_TRAIN_EV_BEGIN) {
+        atomic_fetch_add(&o->begun, 1);
+    } else if (ev == SC_TRAIN_EV_END) {
+        atomic_fetch_add(&o->ended, 1);
+    }
+}
+
+/* Waits (10 s at most) until *a reaches *b. */
+static void wait_reaches(atomic_int *a, atomic_int *b)
+{
+    for (int w = 0; w < 10000 && atomic_load(a) < atomic_load(b); w++) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* A scope at its namespace's byte cap, whose training's charge (at the
  * insert that starts it) evicts its own oldest rows below 39 a list, has
  * that training abandoned, and does not begin another each time it
@@ -3873,9 +3894,13 @@ static void after_its_insert(void *arg)
  * copy finds fewer than 624, and the next automatic training waits for
  * 624 and as many more as that copy fell short by, which the cap never
  * holds: one abandoned, none trained (docs/CONFIG.md). Each training's
- * copy waits for the insert that began it (its hook), as it mostly did
- * with inserts 1 ms apart (217 abandoned in 3,000 inserts before, a
- * review's figure); 14 begun and abandoned here before. */
+ * copy waits for the insert that began it to return (its hook), and the
+ * training ends before the next insert, as it mostly did with inserts
+ * 1 ms apart (217 abandoned in 3,000 inserts before, a review's figure):
+ * the trainings counted are those begun (SC_TRAIN_EV_BEGIN, on the
+ * inserting thread), whenever their thread runs; 298 begun and
+ * abandoned here before (14 to 1, by the thread's timing, when the
+ * test did not wait for each to end). */
 static void test_ivf_capped_training_backs_off(void)
 {
     enum { TM = 16 * 39, N = 3000 };
@@ -3897,8 +3922,9 @@ static void test_ivf_capped_training_backs_off(void)
     c = open_cache(0, 0, 0, 0);
     cfg.max_bytes = b0 + entry + entry / 2;
     CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
-    order_arg o = {0, 0};
+    order_arg o = {0, 0, 0, 0};
     sc_index_set_training_hook(after_its_insert, &o);
+    sc_index_set_training_event_hook(count_trainings, &o);
     uint64_t seed = 13;
     float *centres = centres_new(&seed);
     float vec[BD];
@@ -3906,26 +3932,32 @@ static void test_ivf_capped_training_backs_off(void)
         bvec(centres, i, &seed, vec);
         uint64_t id;
         CHECK_EQ_INT(bput(c, "v", vec, 100 + i % 600, 0, &id), SC_OK);
-        atomic_store(&o.released, atomic_load(&o.entered));
+        /* A training this insert began copies now, and ends before the
+         * next insert, as with inserts 1 ms apart: the test used to
+         * release each at the next insert and not wait for it, and the
+         * inserts (3,000 in a few ms) could end before the thread of one
+         * begun had run at all (its wait at the end then found none:
+         * a loaded machine) or before one had ended (fewer begun again). */
+        if (atomic_load(&o.ended) < atomic_load(&o.begun)) {
+            wait_reaches(&o.entered, &o.begun);
+            atomic_store(&o.released, atomic_load(&o.entered));
+            wait_reaches(&o.ended, &o.begun);
+        }
     }
     atomic_store(&o.released, INT_MAX);
-    uint64_t ended = 0;
-    for (int w = 0; w < 2000; w++) {
-        ended = abandoned_of(c, "v") + sc_cache_trained_scopes(c, "v");
-        if (ended == (uint64_t)atomic_load(&o.entered)) {
-            break;
-        }
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    const uint64_t ended =
+        abandoned_of(c, "v") + sc_cache_trained_scopes(c, "v");
+    sc_index_set_training_event_hook(NULL, NULL);
     sc_index_set_training_hook(NULL, NULL);
     sc_cache_stats st = stats(c, "v");
     printf("test_ivf_capped_training_backs_off: %d trainings begun, %llu "
            "abandoned, %zu trained, %llu evictions, %llu bytes of %llu\n",
-           atomic_load(&o.entered), (unsigned long long)abandoned_of(c, "v"),
+           atomic_load(&o.begun), (unsigned long long)abandoned_of(c, "v"),
            sc_cache_trained_scopes(c, "v"), (unsigned long long)st.evictions,
            (unsigned long long)st.bytes, (unsigned long long)cfg.max_bytes);
-    CHECK_EQ_INT(ended, atomic_load(&o.entered));
+    CHECK_EQ_INT(ended, atomic_load(&o.begun));
+    CHECK_EQ_INT(atomic_load(&o.ended), atomic_load(&o.begun));
+    CHECK_EQ_INT(atomic_load(&o.begun), 1);
     CHECK_EQ_INT(atomic_load(&o.entered), 1);
     CHECK_EQ_INT(abandoned_of(c, "v"), 1);
     CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 0);
