@@ -867,7 +867,8 @@ def test_reply_buffers_counted(server, tmp):
     threshold) and reads nothing: the 4000 replies wait behind the 1 MiB
     ones, so nng must count at least their 4000 x 4000 bytes of buffers
     (16.7 MB here; 6.5 MB with 8 replies of 1 MiB sent, when it counted
-    lengths)."""
+    lengths). Then it reads them all: before it closes, nng must count
+    none (what it added for each reply, taken back when written)."""
     port, http_port = free_port(), free_port()
     data = os.path.join(tmp, "reply-buffers")
     count, pad = 4000, 4000
@@ -919,6 +920,23 @@ def test_reply_buffers_counted(server, tmp):
               f"{count} short replies in {pad}-byte requests' buffers "
               f"are counted as their buffers ({name_held} {held})")
         served(port, "beside a client whose reply buffers are counted")
+        # Every reply read, the connection still open: nng takes back what
+        # it counted for each reply as it is written, so the gauge falls to
+        # 0 before the pipe closes (a pipe's close takes back what it still
+        # counts, which would hide sends that take back less than was
+        # added). The gauge drops when nng's send completes, just after
+        # the client has the reply: polled, a hang guard, not a timing.
+        ids, ok = read_replies(s, big + count)
+        check(len(ids) == big + count and ok,
+              f"the {big} big and {count} short replies are read "
+              f"({len(ids)}, ok {ok})")
+        for _ in range(300):
+            held = metric(http_port, name_held)
+            if held == 0:
+                break
+            time.sleep(0.1)
+        check(held == 0, f"every reply read, the connection open, nng "
+                         f"counts none ({name_held} {held})")
         check(proc.poll() is None, "semcached is still running")
     finally:
         if s is not None:
