@@ -716,8 +716,8 @@ static sc_err http_metrics(void *arg, FILE *out)
             "# TYPE semcache_nng_replies_refused_total counter\n"
             "semcache_nng_replies_refused_total{answer=\"busy\"} %llu\n"
             "semcache_nng_replies_refused_total{answer=\"none\"} %llu\n"
-            "# HELP semcache_nng_reply_bytes bytes of replies held for nng "
-            "clients, not yet written\n"
+            "# HELP semcache_nng_reply_bytes bytes held by replies to nng "
+            "clients not yet written: each reply's buffer (capacity) + 128\n"
             "# TYPE semcache_nng_reply_bytes gauge\n"
             "semcache_nng_reply_bytes %llu\n",
             (unsigned long long)answered, (unsigned long long)refused_dropped,

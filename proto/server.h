@@ -188,9 +188,10 @@ uint64_t sc_server_replies_dropped(sc_server *s);
 
 /* Replies refused since open for reply_total_max: answered with
  * handler_busy's short reply (*answered) or not at all (*dropped, counted
- * in sc_server_counts' dropped too); and the bytes of replies nng holds
- * now, over every client (*held). All 0 on the system's nng, which has no
- * such bound. */
+ * in sc_server_counts' dropped too); and the bytes the replies nng holds
+ * now take, over every client (*held: each reply's buffer capacity + 128
+ * for its message, as reply_total_max counts them). All 0 on the system's
+ * nng, which has no such bound. */
 void sc_server_busy(sc_server *s, uint64_t *answered, uint64_t *dropped,
                     uint64_t *held);
 
