@@ -162,6 +162,19 @@ static bool send_fails(void)
     return fail != NULL && fail(atomic_load(&send_hook.arg));
 }
 
+static SC_HOOK(bool, (void *)) copy_hook;
+
+void sc_server_set_copy_hook(bool (*fail)(void *arg), void *arg)
+{
+    SC_HOOK_SET(copy_hook, fail, arg);
+}
+
+static bool copy_fails(void)
+{
+    bool (*fail)(void *) = atomic_load(&copy_hook.fn);
+    return fail != NULL && fail(atomic_load(&copy_hook.arg));
+}
+
 /* Bytes of buffer past twice a reply's length that it may keep from its
  * request: a short reply to a big request goes in a message of its own. */
 #define REPLY_SLACK 4096
@@ -175,7 +188,8 @@ static bool send_fails(void)
  * The request's buffer is kept when the reply fits it without much to
  * spare (the common case: a small request, or a reply as big). A reply
  * much shorter than its request's buffer (a short error to a request of
- * up to --recv-max) goes in a fresh message sized to it. It held the
+ * up to --recv-max) goes in a fresh message sized to it, or, when that
+ * cannot be allocated, in the request's after all. It held the
  * request's buffer while queued: 1000 short replies to 128 KiB requests
  * held 126 MiB, which nng counted as their 40 KB of length (the patched
  * nng now counts buffers against reply_queue_max and reply_total_max: it
@@ -187,18 +201,21 @@ static int send_reply(sc_server *s, nng_msg **mp, const uint8_t *body,
     nng_msg_clear(m);
     if (nng_msg_capacity(m) > 2 * len + REPLY_SLACK) {
         nng_msg *r = NULL;
-        int rv = nng_msg_alloc(&r, 0);
+        int rv = copy_fails() ? NNG_ENOMEM : nng_msg_alloc(&r, 0);
         if (rv == 0) {
             rv = nng_msg_header_append(r, nng_msg_header(m),
                                        nng_msg_header_len(m));
         }
-        if (rv != 0) {
+        if (rv == 0) {
+            nng_msg_set_pipe(r, nng_msg_get_pipe(m));
+            nng_msg_free(m);
+            *mp = m = r;
+        } else {
+            /* No memory for the copy: the reply goes in the request's
+             * buffer after all (it holds more than the reply, so the
+             * append needs no allocation), rather than no reply. */
             nng_msg_free(r); /* NULL-safe */
-            return rv;
         }
-        nng_msg_set_pipe(r, nng_msg_get_pipe(m));
-        nng_msg_free(m);
-        *mp = m = r;
     }
     int rv = nng_msg_append(m, body, len);
     return rv != 0 ? rv : nng_sendmsg(s->sock, m, 0);

@@ -200,4 +200,10 @@ void sc_server_busy(sc_server *s, uint64_t *answered, uint64_t *dropped,
  * none). */
 void sc_server_set_send_hook(bool (*fail)(void *arg), void *arg);
 
+/* For tests: fail(arg) is asked before a short reply to a big request is
+ * copied into a message of its own; true fails that message's allocation
+ * as nng's out of memory would (the reply then goes in the request's
+ * message). NULL: none. */
+void sc_server_set_copy_hook(bool (*fail)(void *arg), void *arg);
+
 #endif

@@ -1837,6 +1837,67 @@ static void test_undelivered_hits(void)
     priced_close(&pr);
 }
 
+/* ---- a short reply whose own message cannot be allocated ---------------
+ * A short reply to a big request goes in a message of its own, to free the
+ * request's buffer; when that message cannot be allocated, the reply goes
+ * in the request's message (no allocation needed), not nowhere. */
+
+static bool copy_fails_now(void *arg)
+{
+    __atomic_add_fetch((int *)arg, 1, __ATOMIC_ACQ_REL);
+    return true;
+}
+
+static void test_reply_copy_oom(void)
+{
+    sc_dispatch *d = NULL;
+    sc_cache *c = NULL;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK);
+    CHECK(sc_dispatch_open(c, &d) == SC_OK);
+    char path[64], url[80];
+    tmp_path(path, sizeof(path), "copyoom.ipc");
+    snprintf(url, sizeof(url), "ipc://%s", path);
+    sc_server_config cfg = {.listen = {url},
+                            .nlisten = 1,
+                            .threads = 1,
+                            .handler = sc_dispatch_handle,
+                            .handler_many = sc_dispatch_handle_many,
+                            .handler_arg = d};
+    sc_server *srv = NULL;
+    nng_socket s = NNG_SOCKET_INITIALIZER;
+    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
+    CHECK(nng_req0_open(&s) == 0 && nng_dial(s, url, NULL, 0) == 0);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000); /* a hang guard */
+    int asked = 0;
+    sc_server_set_copy_hook(copy_fails_now, &asked);
+    /* A ping padded to 32 KiB (an ignored key): its reply is short. */
+    static char pad[32 << 10];
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    begin(&sb, &pk, "ping", 1, 1, 7);
+    mp_put_key(&pk, "pad");
+    mp_put_bin(&pk, pad, sizeof(pad));
+    req r = finish(&sb);
+    void *rep = NULL;
+    size_t rl = 0;
+    CHECK(srv != NULL && nng_send(s, r.data, r.len, 0) == 0);
+    CHECK_EQ_INT(nng_recv(s, &rep, &rl, NNG_FLAG_ALLOC), 0);
+    CHECK(rep != NULL && rl < 256 && memmem(rep, rl, "\xa2ok\xc3", 4) != NULL);
+    nng_free(rep, rl);
+    free(r.data);
+    CHECK_EQ_INT(__atomic_load_n(&asked, __ATOMIC_ACQUIRE), 1);
+    uint64_t served = 0, dropped = 0;
+    if (srv != NULL) {
+        sc_server_counts(srv, &served, &dropped);
+    }
+    CHECK_EQ_INT(dropped, 0);
+    sc_server_set_copy_hook(NULL, NULL);
+    nng_close(s);
+    sc_server_close(srv);
+    sc_dispatch_close(d);
+    sc_cache_close(c);
+}
+
 /* ---- replies held for every client together ----------------------------
  * Each client's unread replies are capped (reply_queue_max), but many slow
  * readers together could make the server hold their sum. Past
@@ -2288,6 +2349,7 @@ int main(int argc, char **argv)
     test_unread_reply();
     test_undelivered_hits();
     test_report_pages();
+    test_reply_copy_oom();
     test_reply_total();
     test_reply_oom();
     test_close_under_load(argv[0], NULL);
