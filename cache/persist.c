@@ -669,8 +669,9 @@ static size_t next_valid(const uint8_t *d, size_t len, size_t from,
  * above the highest it holds: the ids its server gave out to entries gone
  * before it, or lost with the damaged part, are not in the files any more.
  * Far more than one compaction's worth of inserts, and far from the end
- * of the id range (SC_CACHE_ID_LIMIT, 2^53) after many such repairs; a
- * skip that would pass it refuses the load. */
+ * of the id range (SC_CACHE_ID_LIMIT, 2^53) after many such repairs; where
+ * a skip would pass it, new ids start at the end instead (none is given
+ * out: inserts are full). */
 #define IDS_LOST_GAP (1ull << 32)
 
 typedef struct replay_ctx {
@@ -688,6 +689,10 @@ typedef struct replay_ctx {
      * cannot forge a record that verifies) and from the file's last
      * record: one found elsewhere may lie inside a bad record's extent. */
     uint64_t end_next;
+    /* An end record of the snapshot was read and refused (for its count,
+     * its next id, or its fields), rather than missing (cut off, or lost
+     * with a damaged part): said apart at start-up. */
+    bool end_refused;
     bool at_end; /* the record being applied ends where the file does */
     uint64_t snap_entries;
     unsigned version; /* the file's format version */
@@ -816,9 +821,11 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
         uint64_t next_id = x->version >= 2 ? rb_u64(&r) : 0;
         if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
             next_id == UINT64_MAX) {
+            x->end_refused = x->kind == SC_PERSIST_SNAPSHOT;
             return SC_EBADFILE;
         }
         if (entries != x->snap_entries) {
+            x->end_refused = true;
             /* An entry of the snapshot was skipped: refused. Where its
              * check is keyed (version 3: a client cannot plant one that
              * verifies) and it is the file's last record, it is this
@@ -1094,17 +1101,6 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         if (!repair) {
             say(msg, cap, "snapshot has no end record (truncated)");
             rc = SC_EBADFILE;
-        } else if (x->end_next == 0 &&
-                   sc_cache_next_id(c) > SC_CACHE_ID_LIMIT - IDS_LOST_GAP) {
-            /* The skip below would pass the end of the id range: inserts
-             * would all be refused, or (past 2^64) ids given out again. */
-            say(msg, cap,
-                "--repair: the snapshot's next id was lost with its end "
-                "record, and new ids would start 2^32 above the highest "
-                "read (%llu), past the end of the id range (2^53); not "
-                "loaded",
-                (unsigned long long)(sc_cache_next_id(c) - 1));
-            rc = SC_EBADFILE;
         } else {
             st->corrupt_records++;
             /* Ids must never be given out twice (PERSISTENCE.md). The end
@@ -1113,12 +1109,22 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
              * says it. Without it, the ids of the entries read are below
              * the next id already (sc_cache_restore_entry), but not those
              * of entries gone or lost in the damaged part: the next ids
-             * skip IDS_LOST_GAP above them (within the id range: above). */
+             * skip IDS_LOST_GAP above them. Where that skip would pass the
+             * end of the id range (SC_CACHE_ID_LIMIT), the next id is the
+             * end, or above it for ids read past it (an older build's):
+             * no insert takes from then on (SC_EFULL), so no id is given
+             * out twice, and what was read is served all the same. */
             uint64_t next = x->end_next;
+            st->ids_end_refused = x->end_refused;
             if (next == 0) {
                 uint64_t top = sc_cache_next_id(c);
-                next = top + IDS_LOST_GAP;
-                st->ids_skipped += next > top ? next - top : 0;
+                if (top > SC_CACHE_ID_LIMIT - IDS_LOST_GAP) {
+                    next = top > SC_CACHE_ID_LIMIT ? top : SC_CACHE_ID_LIMIT;
+                    st->ids_range_end = true;
+                } else {
+                    next = top + IDS_LOST_GAP;
+                }
+                st->ids_skipped += next - top;
             }
             sc_cache_reserve_ids(c, next);
             /* What was read of it is in: the cache's LRU order across
@@ -1851,18 +1857,33 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
                          msg, cap);
         st.logs++;
     }
-    if (rc == SC_OK && st.ids_skipped > 0) {
+    if (rc == SC_OK && (st.ids_skipped > 0 || st.ids_range_end)) {
         /* Said once the logs are replayed: their inserts raise the next id
          * past the skip (on every start after the first that loads the
          * same damaged snapshot). */
-        plog(p,
-             "snap.%llu: --repair: the snapshot's next id was lost with its "
-             "end record; new ids start at %llu (after the logs; %llu "
-             "skipped above the highest id it holds), so that none is given "
-             "out twice",
-             (unsigned long long)snap,
-             (unsigned long long)sc_cache_next_id(p->cache),
-             (unsigned long long)st.ids_skipped);
+        const char *why = st.ids_end_refused
+                              ? "its end record was refused, and the "
+                                "snapshot's next id with it"
+                              : "the snapshot's next id was lost with its "
+                                "end record";
+        if (st.ids_range_end) {
+            plog(p,
+                 "snap.%llu: --repair: %s; new ids start at %llu (after the "
+                 "logs), at or past the end of the id range (2^53): a skip "
+                 "of 2^32 above the highest id it holds would pass it, so "
+                 "no insert takes (full) and none is given out twice; "
+                 "lookups are served",
+                 (unsigned long long)snap, why,
+                 (unsigned long long)sc_cache_next_id(p->cache));
+        } else {
+            plog(p,
+                 "snap.%llu: --repair: %s; new ids start at %llu (after the "
+                 "logs; %llu skipped above the highest id it holds), so that "
+                 "none is given out twice",
+                 (unsigned long long)snap, why,
+                 (unsigned long long)sc_cache_next_id(p->cache),
+                 (unsigned long long)st.ids_skipped);
+        }
     }
     if (rc == SC_OK) {
         remove_stale_trainings(p, snap);

@@ -87,6 +87,12 @@ typedef struct sc_persist_load_stats {
     uint64_t corrupt_bytes;    /* the bytes they held */
     uint64_t ids_skipped;      /* ids passed over: a snapshot's next id lost
                                   with its end record (only with repair) */
+    bool ids_end_refused;      /* that end record was read and refused
+                                  (else it was missing) */
+    bool ids_range_end;        /* the skip would have passed the end of the
+                                  id range (SC_CACHE_ID_LIMIT): the next id
+                                  is the end, or above it for ids read past
+                                  it, and no insert takes */
     uint64_t trainings;        /* IVF trainings taken from the snapshot */
     uint64_t trainings_failed; /* ones that could not be (retrained then) */
 } sc_persist_load_stats;

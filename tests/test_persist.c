@@ -1921,8 +1921,10 @@ static void test_repaired_planted_end(void)
 
 /* A snapshot without its end record whose highest id is within 2^32 of
  * the end of the id range (SC_CACHE_ID_LIMIT): the skip would pass it, so
- * --repair refuses the load, saying why (before, new ids went on from
- * past 2^53). One 2^32 below the end still loads, new ids at the end. */
+ * --repair loads it with new ids starting at the end: no insert takes,
+ * what was read is served, and the start-up line says so (before, new ids
+ * went on from past 2^53; then for a while the load was refused). One
+ * 2^32 + 1 below the end skips 2^32 as ever, to the end. */
 static void test_repaired_ids_range_end(void)
 {
     for (int near = 0; near < 2; near++) {
@@ -1932,12 +1934,12 @@ static void test_repaired_ids_range_end(void)
         world w;
         CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
         CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
-        /* near: the highest id 2^32 - 1 below the end (a skip passes
-         * it); else 2^32 + 1 (the skip's next id is the last id). */
+        /* near: the highest id 2^32 below the end (a skip passes it);
+         * else 2^32 + 1 (the skip's next id is the end). */
         uint64_t top = SC_CACHE_ID_LIMIT - (1ull << 32) - (near ? 0 : 1);
         sc_cache_reserve_ids(w.c, top);
         uint64_t id = 0;
-        CHECK(put(w.c, "a", "e0", "r", false, 0, &id) == SC_OK);
+        CHECK(put(w.c, "a", "e0", "r0", false, 0, &id) == SC_OK);
         CHECK(id == top);
         CHECK(sc_persist_compact(w.p) == SC_OK);
         world_close(&w);
@@ -1945,18 +1947,86 @@ static void test_repaired_ids_range_end(void)
         snprintf(path, sizeof(path), "%s/snap.2", dir);
         long len = file_size(dir, "snap.2");
         CHECK(len > 0 && truncate(path, (off_t)len - 1) == 0);
+        world_ids_line[0] = '\0';
         sc_err rc = world_open(&w, dir, SC_FSYNC_NO, true);
-        if (near) {
-            CHECK(rc == SC_EBADFILE);
-            CHECK(strstr(w.msg, "past the end of the id range") != NULL);
-        } else {
-            CHECK(rc == SC_OK);
-            CHECK(w.st.ids_skipped == 1ull << 32);
-            CHECK(sc_cache_next_id(w.c) == SC_CACHE_ID_LIMIT);
-            CHECK(put(w.c, "a", "e1", "r", false, 0, &id) == SC_EFULL);
+        if (rc != SC_OK) {
+            fprintf(stderr, "ids-end%d: %s\n", near, w.msg);
         }
+        CHECK_EQ_INT(rc, SC_OK);
+        CHECK(w.st.ids_range_end == (near == 1));
+        CHECK(!w.st.ids_end_refused);
+        CHECK(w.st.ids_skipped == (1ull << 32) - (near ? 1 : 0));
+        CHECK(sc_cache_next_id(w.c) == SC_CACHE_ID_LIMIT);
+        CHECK(world_ids_start() == SC_CACHE_ID_LIMIT);
+        CHECK(strstr(world_ids_line, "lost with its end record") != NULL);
+        CHECK((strstr(world_ids_line, "end of the id range") != NULL) ==
+              (near == 1));
+        CHECK(put(w.c, "a", "e1", "r", false, 0, &id) == SC_EFULL);
+        char buf[64];
+        CHECK(served_text(w.c, "a", "e0", buf, sizeof(buf)));
+        CHECK(strcmp(buf, "r0") == 0);
         world_close(&w);
     }
+}
+
+/* An older build's state (ids went on past 2^53): entries of ids 1 and
+ * 2^64 - 2, and so a snapshot whose end record's next id is 2^64 - 1,
+ * which a start refuses. --repair loads it all the same (it refused the
+ * load for a while, the skip passing the end of the id range): both
+ * entries served, no insert takes (no id given out twice, none wraps),
+ * and the start-up line says the end record was refused, not lost. */
+static void test_repaired_ids_past_end(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "ids-past-end");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    uint64_t id = 0;
+    CHECK(put(w.c, "a", "e0", "r0", false, 0, &id) == SC_OK);
+    CHECK(id == 1);
+    /* What the older build's insert after sc_cache_reserve_ids(c,
+     * UINT64_MAX - 1) made (this build's insert is full there). */
+    sc_cache_reserve_ids(w.c, UINT64_MAX - 1);
+    CHECK(put(w.c, "a", "e1", "r1", false, 0, &id) == SC_EFULL);
+    sc_cache_entry_info e;
+    memset(&e, 0, sizeof(e));
+    e.id = UINT64_MAX - 1;
+    e.ns = "a";
+    e.text = "e1";
+    e.text_len = 2;
+    e.response = "r1";
+    e.response_len = 2;
+    e.created_ms = 1;
+    bool added = false;
+    CHECK(sc_cache_restore_entry(w.c, &e, 2, &added) == SC_OK && added);
+    CHECK(sc_cache_next_id(w.c) == UINT64_MAX);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) != SC_OK);
+    world_close(&w);
+    world_ids_line[0] = '\0';
+    sc_err rc = world_open(&w, dir, SC_FSYNC_NO, true);
+    if (rc != SC_OK) {
+        fprintf(stderr, "ids-past-end: %s\n", w.msg);
+    }
+    CHECK_EQ_INT(rc, SC_OK);
+    CHECK(w.st.ids_range_end && w.st.ids_end_refused);
+    CHECK(w.st.ids_skipped == 0);
+    CHECK(sc_cache_next_id(w.c) == UINT64_MAX);
+    CHECK(world_ids_start() == UINT64_MAX);
+    CHECK(strstr(world_ids_line, "end record was refused") != NULL);
+    CHECK(strstr(world_ids_line, "lost") == NULL);
+    CHECK(strstr(world_ids_line, "end of the id range") != NULL);
+    char buf[64];
+    CHECK(served_text(w.c, "a", "e0", buf, sizeof(buf)));
+    CHECK(strcmp(buf, "r0") == 0);
+    CHECK(served_text(w.c, "a", "e1", buf, sizeof(buf)));
+    CHECK(strcmp(buf, "r1") == 0);
+    CHECK(put(w.c, "a", "e2", "r2", false, 0, &id) == SC_EFULL);
+    CHECK(sc_cache_next_id(w.c) == UINT64_MAX);
+    world_close(&w);
 }
 
 /* A snapshot cut inside its last entry, and an insert logged after it:
@@ -3729,6 +3799,7 @@ int main(void)
     test_repaired_planted_end();
     test_repaired_ids_logged();
     test_repaired_ids_range_end();
+    test_repaired_ids_past_end();
     test_crash_leftovers();
     test_torn_header();
     test_zeroed_log();
