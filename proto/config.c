@@ -393,23 +393,23 @@ static sc_err get_str(ctx *x, const char *key, json_t *v, size_t max,
 }
 
 /* "proxy": {key: value} as the proxy's flags, each checked as the flag's
- * value would be. */
+ * value would be. The numeric keys, and their flags, are proxy.c's
+ * (sc_proxy_num_by_key); the others are here. */
 static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
 {
     static const struct {
         const char *key, *flag;
-        bool number;
-    } keys[SC_CONFIG_PROXY_KEYS] = {
-        {"upstream", "--upstream", false},
-        {"upstream_timeout", "--upstream-timeout", true},
-        {"upstream_max_duration", "--upstream-max-duration", true},
-        {"client_timeout", "--proxy-client-timeout", true},
-        {"ns", "--proxy-ns", false},
-        {"workers", "--proxy-workers", true},
-        {"history", "--proxy-history", false},
-        {"store", "--proxy-store", false},
-        {"embed_model", "--proxy-embed-model", false},
+    } strs[] = {
+        {"upstream", "--upstream"},
+        {"ns", "--proxy-ns"},
+        {"history", "--proxy-history"},
+        {"store", "--proxy-store"},
+        {"embed_model", "--proxy-embed-model"},
     };
+    enum { NSTRS = sizeof(strs) / sizeof(strs[0]) };
+    /* cfg->proxy_args holds one pair per key, of either kind. */
+    _Static_assert(NSTRS + SC_PROXY_NNUMS == SC_CONFIG_PROXY_KEYS,
+                   "SC_CONFIG_PROXY_KEYS counts the proxy's keys");
     if (!json_is_object(v)) {
         return bad(x, "proxy", "must be an object");
     }
@@ -421,16 +421,19 @@ static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
     {
         char full[64];
         snprintf(full, sizeof(full), "proxy.%.50s", k);
-        unsigned i = 0;
-        while (i < SC_CONFIG_PROXY_KEYS && strcmp(keys[i].key, k) != 0) {
-            i++;
+        const sc_config_num *n = sc_proxy_num_by_key(k);
+        const char *flag = n != NULL ? n->flag : NULL;
+        for (unsigned i = 0; flag == NULL && i < NSTRS; i++) {
+            if (strcmp(strs[i].key, k) == 0) {
+                flag = strs[i].flag;
+            }
         }
-        if (i == SC_CONFIG_PROXY_KEYS) {
+        if (flag == NULL) {
             return bad(x, full, "unknown key");
         }
         char num[32];
         const char *val;
-        if (keys[i].number) {
+        if (n != NULL) {
             if (!json_is_integer(jv) || json_integer_value(jv) < 0) {
                 return bad(x, full, "must be a non-negative integer");
             }
@@ -447,13 +450,12 @@ static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
         sc_proxy_config scratch;
         sc_proxy_config_init(&scratch);
         char why[256];
-        if (sc_proxy_parse_flag(&scratch, keys[i].flag, val, why,
-                                sizeof(why)) != 1) {
+        if (sc_proxy_parse_flag(&scratch, flag, val, why, sizeof(why)) != 1) {
             return bad(x, full, "%s", why);
         }
         unsigned at = 0;
         while (at < cfg->nproxy_args &&
-               strcmp(cfg->proxy_args[at], keys[i].flag) != 0) {
+               strcmp(cfg->proxy_args[at], flag) != 0) {
             at += 2;
         }
         if (at < cfg->nproxy_args) {
@@ -466,7 +468,7 @@ static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
             continue;
         }
         /* At most one pair per key: the array holds them all. */
-        if ((cfg->proxy_args[at] = strdup(keys[i].flag)) == NULL ||
+        if ((cfg->proxy_args[at] = strdup(flag)) == NULL ||
             (cfg->proxy_args[at + 1] = strdup(val)) == NULL) {
             free(cfg->proxy_args[at]);
             cfg->proxy_args[at] = NULL;

@@ -83,8 +83,9 @@ typedef struct sc_config {
  * flag and key. The proxy's numeric flags (and their keys of the "proxy"
  * object, which sc_proxy_parse_flag parses as the flags) are rows of the
  * same type in proxy.c's table, into sc_proxy_config, checked by the same
- * sc_config_num_parse_at. Settings parsed otherwise (addresses, paths,
- * enums) are in neither. */
+ * sc_config_num_parse_at; sc_config_load takes those keys and their flags
+ * from that table (proxy.h, sc_proxy_num_by_key), not a list of its own.
+ * Settings parsed otherwise (addresses, paths, enums) are in neither. */
 typedef struct sc_config_num {
     const char *flag; /* "--reply-timeout"; NULL: a key with no flag */
     const char *key;  /* "reply_timeout" */

@@ -60,7 +60,9 @@ void sc_proxy_config_init(sc_proxy_config *cfg)
 
 /* The proxy's numeric flags and their keys of the configuration's
  * "proxy" object: one range check and one refusal text ("must be
- * 1..3600000 ms") with the daemon's own (config.h, sc_config_num). */
+ * 1..3600000 ms") with the daemon's own (config.h, sc_config_num). The
+ * keys are read here only: config.c's parse_proxy takes the numeric keys,
+ * and their flags, from this table (sc_proxy_num_by_key). */
 static const sc_config_num proxy_nums[] = {
     SC_CONFIG_NUM(sc_proxy_config, "--upstream-timeout", "upstream_timeout", 1,
                   3600000, "ms", timeout_ms),
@@ -73,12 +75,30 @@ static const sc_config_num proxy_nums[] = {
                   SC_PROXY_MAX_WORKERS, "", workers),
 };
 
+_Static_assert(sizeof(proxy_nums) / sizeof(proxy_nums[0]) == SC_PROXY_NNUMS,
+               "SC_PROXY_NNUMS counts proxy_nums");
+
+const sc_config_num *sc_proxy_num_at(size_t i)
+{
+    return i < SC_PROXY_NNUMS ? &proxy_nums[i] : NULL;
+}
+
+const sc_config_num *sc_proxy_num_by_key(const char *key)
+{
+    for (size_t i = 0; i < SC_PROXY_NNUMS; i++) {
+        if (strcmp(key, proxy_nums[i].key) == 0) {
+            return &proxy_nums[i];
+        }
+    }
+    return NULL;
+}
+
 static bool ns_name_ok(const char *s);
 
 int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
                         const char *value, char *msg, size_t cap)
 {
-    for (size_t i = 0; i < sizeof(proxy_nums) / sizeof(proxy_nums[0]); i++) {
+    for (size_t i = 0; i < SC_PROXY_NNUMS; i++) {
         if (strcmp(flag, proxy_nums[i].flag) == 0) {
             char why[80];
             if (sc_config_num_parse_at(cfg, &proxy_nums[i], value, why,

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -819,6 +820,89 @@ static void test_log_nng(void)
     }
 }
 
+/* The proxy's numeric keys of the "proxy" object, as docs/PROXY.md names
+ * them, and their flags and fields: proxy.c's table (sc_proxy_num_at) is
+ * their one source, which sc_config_load reads. Each key is found by
+ * sc_proxy_num_by_key with its flag and field, is taken from a file as
+ * its flag (its max lands in its field), and its max + 1 is refused with
+ * the key named; every row of the table is one of them. A key renamed in
+ * the table fails here. */
+static void test_proxy_nums(void)
+{
+    static const struct {
+        const char *key, *flag;
+        size_t offset, size;
+    } want[] = {
+#define ROW(k, f, field)                                                       \
+    {k, f, offsetof(sc_proxy_config, field),                                   \
+     sizeof(((sc_proxy_config *)0)->field)}
+        ROW("upstream_timeout", "--upstream-timeout", timeout_ms),
+        ROW("upstream_max_duration", "--upstream-max-duration",
+            max_duration_ms),
+        ROW("client_timeout", "--proxy-client-timeout", client_timeout_ms),
+        ROW("workers", "--proxy-workers", workers),
+#undef ROW
+    };
+    enum { NWANT = sizeof(want) / sizeof(want[0]) };
+    CHECK_EQ_INT(SC_PROXY_NNUMS, NWANT);
+    CHECK(sc_proxy_num_at(SC_PROXY_NNUMS) == NULL);
+    CHECK(sc_proxy_num_by_key("upstream") == NULL);
+    for (size_t i = 0; i < SC_PROXY_NNUMS; i++) {
+        const sc_config_num *n = sc_proxy_num_at(i);
+        CHECK(n != NULL);
+        if (n == NULL) {
+            continue;
+        }
+        bool known = false;
+        for (size_t j = 0; j < NWANT; j++) {
+            known = known || strcmp(n->key, want[j].key) == 0;
+        }
+        CHECK(known);
+        CHECK(sc_proxy_num_by_key(n->key) == n);
+    }
+    for (size_t j = 0; j < NWANT; j++) {
+        const sc_config_num *n = sc_proxy_num_by_key(want[j].key);
+        CHECK(n != NULL);
+        if (n == NULL) {
+            fprintf(stderr, "proxy key %s: not in proxy.c's table\n",
+                    want[j].key);
+            continue;
+        }
+        CHECK(strcmp(n->flag, want[j].flag) == 0);
+        CHECK_EQ_INT(n->offset, want[j].offset);
+        CHECK_EQ_INT(n->size, want[j].size);
+        char json[160], msg[512], val[32];
+        snprintf(val, sizeof(val), "%llu", (unsigned long long)n->max);
+        snprintf(json, sizeof(json), "{\"proxy\": {\"%s\": %s}}", want[j].key,
+                 val);
+        sc_config cfg;
+        CHECK_EQ_INT(load(json, &cfg, msg, sizeof(msg)), SC_OK);
+        sc_proxy_config pc;
+        if (proxy_of(&cfg, 2, &pc)) {
+            CHECK(strcmp(cfg.proxy_args[0], want[j].flag) == 0);
+            CHECK(strcmp(cfg.proxy_args[1], val) == 0);
+            const char *p = (const char *)&pc + want[j].offset;
+            uint64_t got = 0;
+            if (want[j].size == sizeof(uint32_t)) {
+                uint32_t u;
+                memcpy(&u, p, sizeof(u));
+                got = u;
+            } else {
+                memcpy(&got, p, sizeof(got));
+            }
+            CHECK_EQ_INT(got, n->max);
+        }
+        sc_config_fini(&cfg);
+        snprintf(json, sizeof(json), "{\"proxy\": {\"%s\": %llu}}", want[j].key,
+                 (unsigned long long)n->max + 1);
+        char name[80];
+        snprintf(name, sizeof(name), "'proxy.%s'", want[j].key);
+        CHECK_EQ_INT(load(json, &cfg, msg, sizeof(msg)), SC_EINVAL);
+        CHECK(strstr(msg, name) != NULL && strstr(msg, "must be") != NULL);
+        sc_config_fini(&cfg);
+    }
+}
+
 int main(void)
 {
     sc_test_tmp_path("config", dir, sizeof(dir), "config-XXXXXX");
@@ -830,6 +914,7 @@ int main(void)
     test_bad();
     test_http_timeouts();
     test_nums();
+    test_proxy_nums();
     test_unpatched_warnings();
     test_log_nng();
     /* No shell: TMPDIR may hold any name (a quote in it made "rm -rf"
