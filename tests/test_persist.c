@@ -240,6 +240,16 @@ static void fresh_dir(char *out, size_t cap, const char *name)
     }
 }
 
+/* A fresh dir named name under root (in dir, of cap bytes), its state
+ * opened into w with fsync fs, and namespace ns made in it. */
+static void fresh_ns(world *w, char *dir, size_t cap, const char *name,
+                     sc_fsync fs, const char *ns)
+{
+    fresh_dir(dir, cap, name);
+    CHECK(world_open(w, dir, fs, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w->c, ns, NULL) == SC_OK);
+}
+
 static long file_size(const char *dir, const char *name)
 {
     char path[600];
@@ -401,10 +411,8 @@ static void ignore_row(void *arg, const sc_ledger_row_state *row,
 static void test_feedback_tags(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "fb-tags");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir), "fb-tags", SC_FSYNC_EVERYSEC, "a");
     uint64_t id;
     CHECK(put(w.c, "a", "return policy", "30 days", true, 1, &id) == SC_OK);
     CHECK(sc_persist_compact(w.p) == SC_OK); /* the "faq" row in a snapshot */
@@ -453,10 +461,10 @@ static bool fail_alloc(void *arg, size_t more)
 static void test_ledger_oom(size_t min_bytes)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), min_bytes == 0 ? "ledger-oom" : "ledger-oom2");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir),
+             min_bytes == 0 ? "ledger-oom" : "ledger-oom2", SC_FSYNC_EVERYSEC,
+             "a");
     uint64_t id, got;
     CHECK(put(w.c, "a", "return policy", "30 days", true, 1, &id) == SC_OK);
     /* Lookups log nothing but the ledger's rows: only the tick's fail. */
@@ -501,10 +509,8 @@ static void test_ledger_oom(size_t min_bytes)
 static void test_feedback_unserved(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "fb-unserved");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir), "fb-unserved", SC_FSYNC_EVERYSEC, "a");
     uint64_t never, served, got = 0;
     CHECK(put(w.c, "a", "never asked", "n", true, 1, &never) == SC_OK);
     CHECK(put(w.c, "a", "asked once", "s", true, 2, &served) == SC_OK);
@@ -538,10 +544,8 @@ static void test_feedback_unserved(void)
 static void test_restore_quarantined(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "quarantined");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir), "quarantined", SC_FSYNC_EVERYSEC, "a");
     uint64_t vid;
     CHECK(put(w.c, "a", NULL, "vector only", true, 1, &vid) == SC_OK);
     CHECK(sc_cache_feedback(w.c, vid) == SC_OK);
@@ -1359,6 +1363,72 @@ static size_t record_offsets(const uint8_t *d, size_t len, size_t *at,
     return k;
 }
 
+/* The offset of d's last entry record (its first when first), 0 when
+ * none. */
+static size_t entry_at(const uint8_t *d, size_t len, bool first)
+{
+    size_t at[64], entry = 0;
+    size_t nrec = record_offsets(d, len, at, 64);
+    for (size_t i = 0; i < nrec && !(first && entry != 0); i++) {
+        if (d[at[i] + 8] == 3) { /* REC_ENTRY */
+            entry = at[i];
+        }
+    }
+    return entry;
+}
+
+/* What a --repair test damages in a snapshot: its length, and the
+ * offsets of its last record and of one of its entry records. */
+typedef struct snap_recs {
+    size_t len;
+    size_t last;
+    size_t entry;
+} snap_recs;
+
+/* dir's snap.2 read into r, r->entry its last entry record (its first
+ * when first). Checks that it is read, that it holds min_rec records or
+ * more, its end record last (min_rec 0: not checked), and that it holds
+ * an entry. Returns whether it was read. */
+static bool snap_entry(const char *dir, size_t min_rec, bool first,
+                       snap_recs *r)
+{
+    memset(r, 0, sizeof(*r));
+    uint8_t *d = read_all(dir, "snap.2", &r->len);
+    CHECK(d != NULL);
+    if (d == NULL) {
+        return false;
+    }
+    size_t at[64];
+    size_t nrec = record_offsets(d, r->len, at, 64);
+    if (min_rec > 0) { /* REC_SNAP_END last */
+        CHECK(nrec >= min_rec && d[at[nrec - 1] + 8] == 9);
+    }
+    r->last = nrec > 0 ? at[nrec - 1] : 0;
+    r->entry = entry_at(d, r->len, first);
+    CHECK(r->entry > 0);
+    free(d);
+    return true;
+}
+
+/* The damages snap_damage does, by number, for a failing test to say. */
+static const char *const damage_what[3] = {"cut", "end flipped",
+                                           "entry flipped"};
+
+/* Damages dir's snap.2, read into r, as a --repair test asks: damage 0
+ * cuts it to cut bytes, 1 flips a byte of its last record (its end
+ * record), 2 one of r->entry's. */
+static void snap_damage(const char *dir, int damage, off_t cut,
+                        const snap_recs *r)
+{
+    if (damage == 0) {
+        char path[600];
+        snprintf(path, sizeof(path), "%s/snap.2", dir);
+        CHECK(truncate(path, cut) == 0);
+    } else {
+        flip_byte(dir, "snap.2", (long)(damage == 1 ? r->last : r->entry) + 9);
+    }
+}
+
 /* A record of every type a log holds, torn at each of its bytes (the last
  * of the last log), an entry's response holding a planted valid record:
  * cut without --repair, nothing from its start on applied. The same
@@ -1638,11 +1708,9 @@ static void test_lru_across_namespaces(void)
 static void test_lru_across_clock_back(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "lru-back");
     world_fake_clock = true;
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir), "lru-back", SC_FSYNC_NO, "a");
     CHECK(sc_cache_ns_create(w.c, "b", NULL) == SC_OK);
     /* a0 at 10 s, a1 at 20 s, b0 at 25 s, a2 at 30 s; a0 hit "at 5 s". */
     uint64_t ids[4], at[4] = {10000, 20000, 25000, 30000};
@@ -1689,14 +1757,11 @@ static void test_lru_across_clock_back(void)
  * by last use across namespaces (before, namespace by namespace). */
 static void test_lru_across_repaired(int damage)
 {
-    static const char *what[3] = {"cut", "end flipped", "entry flipped"};
     char dir[512], name[32];
     snprintf(name, sizeof(name), "lru-repair%d", damage);
-    fresh_dir(dir, sizeof(dir), name);
     world_fake_clock = true;
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir), name, SC_FSYNC_NO, "a");
     CHECK(sc_cache_ns_create(w.c, "b", NULL) == SC_OK);
     /* a0 b0 a1 b1 a2 b2 at 1 to 6 s. */
     const char *texts[6] = {"a0", "b0", "a1", "b1", "a2", "b2"};
@@ -1709,32 +1774,12 @@ static void test_lru_across_repaired(int damage)
     CHECK(sc_persist_compact(w.p) == SC_OK);
     world_close(&w);
 
-    size_t len = 0;
-    uint8_t *d = read_all(dir, "snap.2", &len);
-    CHECK(d != NULL);
-    if (d == NULL) {
+    snap_recs r;
+    if (!snap_entry(dir, 7, false, &r)) {
         world_fake_clock = false;
         return;
     }
-    size_t at[64];
-    size_t nrec = record_offsets(d, len, at, 64);
-    CHECK(nrec >= 7 && d[at[nrec - 1] + 8] == 9); /* REC_SNAP_END last */
-    size_t last_entry = 0;
-    for (size_t i = 0; i < nrec; i++) {
-        if (d[at[i] + 8] == 3) { /* REC_ENTRY */
-            last_entry = at[i];
-        }
-    }
-    CHECK(last_entry > 0);
-    free(d);
-    if (damage == 0) {
-        char path[600];
-        snprintf(path, sizeof(path), "%s/snap.2", dir);
-        CHECK(truncate(path, (off_t)len - 1) == 0);
-    } else {
-        flip_byte(dir, "snap.2",
-                  (long)(damage == 1 ? at[nrec - 1] : last_entry) + 9);
-    }
+    snap_damage(dir, damage, (off_t)r.len - 1, &r);
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) != SC_OK);
     world_close(&w);
 
@@ -1761,7 +1806,7 @@ static void test_lru_across_repaired(int damage)
     CHECK(strcmp(gone, "xx..") == 0);
     if (strcmp(gone, "xx..") != 0) {
         fprintf(stderr, "repaired (%s): a0 b0 a1 b1 gone %s, want xx..\n",
-                what[damage], gone);
+                damage_what[damage], gone);
     }
     world_close(&w);
     world_fake_clock = false;
@@ -1776,13 +1821,10 @@ static void test_lru_across_repaired(int damage)
  * its count, still says the next id: taken as it is). */
 static void test_repaired_ids(int damage)
 {
-    static const char *what[3] = {"cut", "end flipped", "entry flipped"};
     char dir[512], name[32];
     snprintf(name, sizeof(name), "ids-repair%d", damage);
-    fresh_dir(dir, sizeof(dir), name);
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir), name, SC_FSYNC_NO, "a");
     uint64_t ids[6];
     for (int i = 0; i < 6; i++) {
         char t[16];
@@ -1793,31 +1835,11 @@ static void test_repaired_ids(int damage)
     CHECK(sc_persist_compact(w.p) == SC_OK);
     world_close(&w);
 
-    size_t len = 0;
-    uint8_t *d = read_all(dir, "snap.2", &len);
-    CHECK(d != NULL);
-    if (d == NULL) {
+    snap_recs r; /* r.entry: e4, written last */
+    if (!snap_entry(dir, 7, false, &r)) {
         return;
     }
-    size_t at[64];
-    size_t nrec = record_offsets(d, len, at, 64);
-    CHECK(nrec >= 7 && d[at[nrec - 1] + 8] == 9); /* REC_SNAP_END last */
-    size_t last_entry = 0;
-    for (size_t i = 0; i < nrec; i++) {
-        if (d[at[i] + 8] == 3) { /* REC_ENTRY: e4, written last */
-            last_entry = at[i];
-        }
-    }
-    CHECK(last_entry > 0);
-    free(d);
-    if (damage == 0) {
-        char path[600];
-        snprintf(path, sizeof(path), "%s/snap.2", dir);
-        CHECK(truncate(path, (off_t)last_entry + 12) == 0);
-    } else {
-        flip_byte(dir, "snap.2",
-                  (long)(damage == 1 ? at[nrec - 1] : last_entry) + 9);
-    }
+    snap_damage(dir, damage, (off_t)r.entry + 12, &r);
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) != SC_OK);
     world_close(&w);
 
@@ -1843,7 +1865,7 @@ static void test_repaired_ids(int damage)
     }
     if (id <= ids[5]) {
         fprintf(stderr, "repaired (%s): new id %llu, %llu given out before\n",
-                what[damage], (unsigned long long)id,
+                damage_what[damage], (unsigned long long)id,
                 (unsigned long long)ids[5]);
     }
     world_close(&w);
@@ -1867,14 +1889,7 @@ static void test_repaired_planted_end(void)
     if (snap == NULL) {
         return;
     }
-    size_t at[64];
-    size_t nrec = record_offsets(snap, sn, at, 64);
-    size_t last_entry = 0;
-    for (size_t i = 0; i < nrec; i++) {
-        if (snap[at[i] + 8] == 3) { /* REC_ENTRY */
-            last_entry = at[i];
-        }
-    }
+    size_t last_entry = entry_at(snap, sn, false);
     CHECK(last_entry > 0 && snap[6] == 2);
     /* The end frame, put after the entry's type byte. */
     uint8_t end[8 + 17];
@@ -1930,10 +1945,8 @@ static void test_repaired_ids_range_end(void)
     for (int near = 0; near < 2; near++) {
         char dir[512], name[32];
         snprintf(name, sizeof(name), "ids-end%d", near);
-        fresh_dir(dir, sizeof(dir), name);
         world w;
-        CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-        CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+        fresh_ns(&w, dir, sizeof(dir), name, SC_FSYNC_NO, "a");
         /* near: the highest id 2^32 below the end (a skip passes it);
          * else 2^32 + 1 (the skip's next id is the end). */
         uint64_t top = SC_CACHE_ID_LIMIT - (1ull << 32) - (near ? 0 : 1);
@@ -1978,10 +1991,8 @@ static void test_repaired_ids_range_end(void)
 static void test_repaired_ids_past_end(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "ids-past-end");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir), "ids-past-end", SC_FSYNC_NO, "a");
     uint64_t id = 0;
     CHECK(put(w.c, "a", "e0", "r0", false, 0, &id) == SC_OK);
     CHECK(id == 1);
@@ -2039,10 +2050,8 @@ static void test_repaired_ids_past_end(void)
 static void test_repaired_ids_logged(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "ids-logged");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir), "ids-logged", SC_FSYNC_NO, "a");
     uint64_t ids[6];
     for (int i = 0; i < 5; i++) {
         char t[16];
@@ -2052,25 +2061,11 @@ static void test_repaired_ids_logged(void)
     CHECK(sc_persist_compact(w.p) == SC_OK);
     CHECK(put(w.c, "a", "e5", "r", false, 0, &ids[5]) == SC_OK);
     world_close(&w);
-    size_t len = 0;
-    uint8_t *d = read_all(dir, "snap.2", &len);
-    CHECK(d != NULL);
-    if (d == NULL) {
+    snap_recs r; /* r.entry: e4, written last */
+    if (!snap_entry(dir, 0, false, &r)) {
         return;
     }
-    size_t at[64];
-    size_t nrec = record_offsets(d, len, at, 64);
-    size_t last_entry = 0;
-    for (size_t i = 0; i < nrec; i++) {
-        if (d[at[i] + 8] == 3) { /* REC_ENTRY: e4, written last */
-            last_entry = at[i];
-        }
-    }
-    CHECK(last_entry > 0);
-    free(d);
-    char path[600];
-    snprintf(path, sizeof(path), "%s/snap.2", dir);
-    CHECK(truncate(path, (off_t)last_entry + 12) == 0);
+    snap_damage(dir, 0, (off_t)r.entry + 12, &r);
 
     /* e0..e3 read: the highest id read is ids[3]. */
     uint64_t first = ids[3] + 1 + (1ull << 32),
@@ -3060,10 +3055,9 @@ static void same_config(sc_cache *c, const char *ns, const sc_ns_config *want)
 static void test_snapshot_meanwhile(bool dim)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), dim ? "meanwhile-dim" : "meanwhile");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
-    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    fresh_ns(&w, dir, sizeof(dir), dim ? "meanwhile-dim" : "meanwhile",
+             SC_FSYNC_EVERYSEC, "a");
     CHECK(put(w.c, "a", "a1", "a1", true, 11, &meanwhile_ids[0]) == SC_OK);
     CHECK(put(w.c, "a", "a2", "a2", true, 12, &meanwhile_ids[1]) == SC_OK);
     CHECK(put(w.c, "a", "a3", "a3", true, 13, NULL) == SC_OK);
@@ -3183,24 +3177,34 @@ static int hits_of(const sc_cache_entry_info *e, void *arg)
     return 0;
 }
 
+/* A fresh dir named name (in dir, of cap bytes) opened into w with fsync
+ * fs: namespaces "a" to "d" each hold "opening hours", then a compaction
+ * whose snapshot replaced_hook runs in. */
+static void replaced_compacted(world *w, char *dir, size_t cap,
+                               const char *name, sc_fsync fs)
+{
+    fresh_dir(dir, cap, name);
+    CHECK(world_open(w, dir, fs, false) == SC_OK);
+    const char *names[] = {"a", "b", "c", "d"};
+    for (int i = 0; i < 4; i++) {
+        CHECK(sc_cache_ns_create(w->c, names[i], NULL) == SC_OK);
+        CHECK(put(w->c, names[i], "opening hours", "9 to 5", false, 0, NULL) ==
+              SC_OK);
+    }
+    replaced_c = w->c;
+    replaced_done = false;
+    sc_persist_set_snapshot_hook(replaced_hook, NULL);
+    CHECK(sc_persist_compact(w->p) == SC_OK);
+    sc_persist_set_snapshot_hook(NULL, NULL);
+    CHECK(replaced_done);
+}
+
 static void test_replaced_meanwhile(void)
 {
     char dir[512];
-    fresh_dir(dir, sizeof(dir), "replaced-meanwhile");
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
-    const char *names[] = {"a", "b", "c", "d"};
-    for (int i = 0; i < 4; i++) {
-        CHECK(sc_cache_ns_create(w.c, names[i], NULL) == SC_OK);
-        CHECK(put(w.c, names[i], "opening hours", "9 to 5", false, 0, NULL) ==
-              SC_OK);
-    }
-    replaced_c = w.c;
-    replaced_done = false;
-    sc_persist_set_snapshot_hook(replaced_hook, NULL);
-    CHECK(sc_persist_compact(w.p) == SC_OK);
-    sc_persist_set_snapshot_hook(NULL, NULL);
-    CHECK(replaced_done);
+    replaced_compacted(&w, dir, sizeof(dir), "replaced-meanwhile",
+                       SC_FSYNC_EVERYSEC);
     const char *t = "what is the refund policy";
     char buf[32];
     CHECK(!served_text(w.c, "b", t, buf, sizeof(buf)));
@@ -3238,51 +3242,17 @@ static void test_replaced_meanwhile(void)
  * entry (the end record is then refused for its count). */
 static void test_repaired_replaced(int damage)
 {
-    static const char *what[3] = {"cut", "end flipped", "entry flipped"};
     char dir[512], name[32];
     snprintf(name, sizeof(name), "replaced-repair%d", damage);
-    fresh_dir(dir, sizeof(dir), name);
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
-    const char *names[] = {"a", "b", "c", "d"};
-    for (int i = 0; i < 4; i++) {
-        CHECK(sc_cache_ns_create(w.c, names[i], NULL) == SC_OK);
-        CHECK(put(w.c, names[i], "opening hours", "9 to 5", false, 0, NULL) ==
-              SC_OK);
-    }
-    replaced_c = w.c;
-    replaced_done = false;
-    sc_persist_set_snapshot_hook(replaced_hook, NULL);
-    CHECK(sc_persist_compact(w.p) == SC_OK);
-    sc_persist_set_snapshot_hook(NULL, NULL);
-    CHECK(replaced_done);
+    replaced_compacted(&w, dir, sizeof(dir), name, SC_FSYNC_NO);
     world_close(&w);
 
-    size_t len = 0;
-    uint8_t *d = read_all(dir, "snap.2", &len);
-    CHECK(d != NULL);
-    if (d == NULL) {
+    snap_recs r; /* r.entry: "a"'s */
+    if (!snap_entry(dir, 2, true, &r)) {
         return;
     }
-    size_t at[64];
-    size_t nrec = record_offsets(d, len, at, 64);
-    CHECK(nrec >= 2 && d[at[nrec - 1] + 8] == 9); /* REC_SNAP_END last */
-    size_t first_entry = 0;
-    for (size_t i = 0; i < nrec && first_entry == 0; i++) {
-        if (d[at[i] + 8] == 3) { /* REC_ENTRY: "a"'s */
-            first_entry = at[i];
-        }
-    }
-    CHECK(first_entry > 0);
-    free(d);
-    if (damage == 0) {
-        char path[600];
-        snprintf(path, sizeof(path), "%s/snap.2", dir);
-        CHECK(truncate(path, (off_t)len - 1) == 0);
-    } else {
-        flip_byte(dir, "snap.2",
-                  (long)(damage == 1 ? at[nrec - 1] : first_entry) + 9);
-    }
+    snap_damage(dir, damage, (off_t)r.len - 1, &r);
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) != SC_OK);
     world_close(&w);
 
@@ -3294,8 +3264,8 @@ static void test_repaired_replaced(int damage)
     bool served = served_text(w.c, "b", t, buf, sizeof(buf));
     CHECK(!served);
     if (served) {
-        fprintf(stderr, "repaired (%s): \"b\" serves \"%s\"\n", what[damage],
-                buf);
+        fprintf(stderr, "repaired (%s): \"b\" serves \"%s\"\n",
+                damage_what[damage], buf);
     }
     CHECK_EQ_INT(entries_of(w.c, "b"), 2);
     sc_cache_stats st;
