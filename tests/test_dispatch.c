@@ -1734,6 +1734,28 @@ static bool send_fails_now(void *arg)
     return __atomic_load_n((bool *)arg, __ATOMIC_ACQUIRE);
 }
 
+/* A server of d, one worker, on a fresh ipc socket named name, and a
+ * client *s dialed to it whose receives give up after recv_ms. Returns
+ * the server (NULL when it did not open). */
+static sc_server *dispatch_served(sc_dispatch *d, const char *name,
+                                  nng_socket *s, int recv_ms)
+{
+    char path[64], url[80];
+    tmp_path(path, sizeof(path), name);
+    snprintf(url, sizeof(url), "ipc://%s", path);
+    sc_server_config cfg = {.listen = {url},
+                            .nlisten = 1,
+                            .threads = 1,
+                            .handler = sc_dispatch_handle,
+                            .handler_many = sc_dispatch_handle_many,
+                            .handler_arg = d};
+    sc_server *srv = NULL;
+    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
+    CHECK(nng_req0_open(s) == 0 && nng_dial(*s, url, NULL, 0) == 0);
+    nng_socket_set_ms(*s, NNG_OPT_RECVTIMEO, recv_ms);
+    return srv;
+}
+
 static void test_undelivered_hits(void)
 {
     priced pr;
@@ -1784,20 +1806,8 @@ static void test_undelivered_hits(void)
           fabs(f.usd_false_hits - usd) < 1e-12);
 
     /* Through the server: a reply it cannot hand to nng. */
-    char path[64], url[80];
-    tmp_path(path, sizeof(path), "undo.ipc");
-    snprintf(url, sizeof(url), "ipc://%s", path);
-    sc_server_config cfg = {.listen = {url},
-                            .nlisten = 1,
-                            .threads = 1,
-                            .handler = sc_dispatch_handle,
-                            .handler_many = sc_dispatch_handle_many,
-                            .handler_arg = d};
-    sc_server *srv = NULL;
     nng_socket s = NNG_SOCKET_INITIALIZER;
-    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
-    CHECK(nng_req0_open(&s) == 0 && nng_dial(s, url, NULL, 0) == 0);
-    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 300);
+    sc_server *srv = dispatch_served(d, "undo.ipc", &s, 300);
     bool fail = true;
     sc_server_set_send_hook(send_fails_now, &fail);
     for (int round = 0; round < 2 && srv != NULL; round++) {
@@ -1854,20 +1864,8 @@ static void test_reply_copy_oom(void)
     sc_cache *c = NULL;
     CHECK(sc_cache_open(NULL, &c) == SC_OK);
     CHECK(sc_dispatch_open(c, &d) == SC_OK);
-    char path[64], url[80];
-    tmp_path(path, sizeof(path), "copyoom.ipc");
-    snprintf(url, sizeof(url), "ipc://%s", path);
-    sc_server_config cfg = {.listen = {url},
-                            .nlisten = 1,
-                            .threads = 1,
-                            .handler = sc_dispatch_handle,
-                            .handler_many = sc_dispatch_handle_many,
-                            .handler_arg = d};
-    sc_server *srv = NULL;
-    nng_socket s = NNG_SOCKET_INITIALIZER;
-    CHECK(sc_server_open(&cfg, &srv) == SC_OK);
-    CHECK(nng_req0_open(&s) == 0 && nng_dial(s, url, NULL, 0) == 0);
-    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000); /* a hang guard */
+    nng_socket s = NNG_SOCKET_INITIALIZER; /* 5 s to reply: a hang guard */
+    sc_server *srv = dispatch_served(d, "copyoom.ipc", &s, 5000);
     int asked = 0;
     sc_server_set_copy_hook(copy_fails_now, &asked);
     /* A ping padded to 32 KiB (an ignored key): its reply is short. */
