@@ -593,6 +593,32 @@ def read_replies(s, count):
     return ids, ok
 
 
+def slow_reader(proc, port, http_port, ns, reply_bytes):
+    """The server proc started, namespace ns made with one answer of
+    reply_bytes, and a raw client socket with a 4 KiB receive buffer, the
+    handshake done, that reads nothing. Returns the socket (closed if this
+    raised) and a lookup whose reply is that answer."""
+    wait_ready(port)
+    check(wait_http(http_port, proc=proc), "the HTTP front listens")
+    with Client("127.0.0.1", port, timeout=5) as c:
+        c.ns_create(ns, dim=3)
+        c.insert(ns, b"R" * reply_bytes, vec=[1.0, 0.0, 0.0])
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        s.sendall(semcache.HANDSHAKE)
+        recv_exact(s, 8)
+    except BaseException:
+        s.close()
+        raise
+    look = msgpack.packb({"v": 1, "op": "lookup", "ns": ns,
+                          "vec": pack_vec([1.0, 0.0, 0.0])},
+                         use_bin_type=True)
+    return s, look
+
+
 def unread_replies(server, tmp, name, reply_bytes, count, extra, mode,
                    what, queue_len=0):
     """Runs a semcached of its own (extra: its added flags), stores one
@@ -615,20 +641,7 @@ def unread_replies(server, tmp, name, reply_bytes, count, extra, mode,
                                  "--persist", "off"] + extra, stderr=err)
     s = None
     try:
-        wait_ready(port)
-        check(wait_http(http_port, proc=proc), "the HTTP front listens")
-        with Client("127.0.0.1", port, timeout=5) as c:
-            c.ns_create("unread", dim=3)
-            c.insert("unread", b"R" * reply_bytes, vec=[1.0, 0.0, 0.0])
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(5)
-        s.connect(("127.0.0.1", port))
-        s.sendall(semcache.HANDSHAKE)
-        recv_exact(s, 8)
-        body = msgpack.packb({"v": 1, "op": "lookup", "ns": "unread",
-                              "vec": pack_vec([1.0, 0.0, 0.0])},
-                             use_bin_type=True)
+        s, body = slow_reader(proc, port, http_port, "unread", reply_bytes)
         for k in range(count):
             s.sendall(struct.pack(">QI", 4 + len(body), 0x80000000 | k) +
                       body)
@@ -770,6 +783,23 @@ def stall_socket(s, http_port, look, cap=96):
     return None
 
 
+NAME_PINGS = ('semcache_request_duration_seconds_count'
+              '{op="ping",transport="nng"}')
+
+
+def pings_answered(http_port, pings0, count):
+    """Checks that count pings are answered since NAME_PINGS read pings0.
+    The loop is a hang guard, not a timing."""
+    n = None
+    for _ in range(300):
+        n = metric(http_port, NAME_PINGS)
+        if n is not None and n - pings0 >= count:
+            break
+        time.sleep(0.1)
+    check(n is not None and n - pings0 == count,
+          f"the {count} padded pings are answered ({n})")
+
+
 def test_short_replies_big_requests(server, tmp):
     """A client that fills its socket with replies of 1 MiB (until nng
     holds some: stall_socket), then
@@ -797,42 +827,20 @@ def test_short_replies_big_requests(server, tmp):
                             env=env)
     s = None
     try:
-        wait_ready(port)
-        check(wait_http(http_port, proc=proc), "the HTTP front listens")
-        with Client("127.0.0.1", port, timeout=5) as c:
-            c.ns_create("big", dim=3)
-            c.insert("big", b"R" * (1 << 20), vec=[1.0, 0.0, 0.0])
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(5)
-        s.connect(("127.0.0.1", port))
-        s.sendall(semcache.HANDSHAKE)
-        recv_exact(s, 8)
-        look = msgpack.packb({"v": 1, "op": "lookup", "ns": "big",
-                              "vec": pack_vec([1.0, 0.0, 0.0])},
-                             use_bin_type=True)
+        s, look = slow_reader(proc, port, http_port, "big", 1 << 20)
         big = stall_socket(s, http_port, look)
         if big is None:
             print("SKIP: short replies to big requests (the host's TCP "
                   "send buffer took 96 replies of 1 MiB: nothing stalls)")
             return
-        name_pings = ('semcache_request_duration_seconds_count'
-                      '{op="ping",transport="nng"}')
-        pings0 = metric(http_port, name_pings) or 0
+        pings0 = metric(http_port, NAME_PINGS) or 0
         rss0 = rss_bytes(proc.pid)
         ping = msgpack.packb({"v": 1, "op": "ping", "pad": b"P" * pad},
                              use_bin_type=True)
         for k in range(count):
             s.sendall(struct.pack(">QI", 4 + len(ping),
                                   0x80000000 | (big + k)) + ping)
-        n = None
-        for _ in range(300):  # hang guard, as above
-            n = metric(http_port, name_pings)
-            if n is not None and n - pings0 >= count:
-                break
-            time.sleep(0.1)
-        check(n is not None and n - pings0 == count,
-              f"the {count} padded pings are answered ({n})")
+        pings_answered(http_port, pings0, count)
         grew = rss_bytes(proc.pid) - rss0
         # Without replies held (a send buffer that took them all), no
         # request's buffer would be kept, and the check below could not
@@ -879,42 +887,20 @@ def test_reply_buffers_counted(server, tmp):
                              "--persist", "off"], stderr=subprocess.DEVNULL)
     s = None
     try:
-        wait_ready(port)
-        check(wait_http(http_port, proc=proc), "the HTTP front listens")
-        with Client("127.0.0.1", port, timeout=5) as c:
-            c.ns_create("big", dim=3)
-            c.insert("big", b"R" * (1 << 20), vec=[1.0, 0.0, 0.0])
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(5)
-        s.connect(("127.0.0.1", port))
-        s.sendall(semcache.HANDSHAKE)
-        recv_exact(s, 8)
-        look = msgpack.packb({"v": 1, "op": "lookup", "ns": "big",
-                              "vec": pack_vec([1.0, 0.0, 0.0])},
-                             use_bin_type=True)
+        s, look = slow_reader(proc, port, http_port, "big", 1 << 20)
         big = stall_socket(s, http_port, look)
         if big is None:
             print("SKIP: reply buffers counted (the host's TCP send buffer "
                   "took 96 replies of 1 MiB: nothing stalls)")
             return
-        name_pings = ('semcache_request_duration_seconds_count'
-                      '{op="ping",transport="nng"}')
         name_held = "semcache_nng_reply_bytes"
-        pings0 = metric(http_port, name_pings) or 0
+        pings0 = metric(http_port, NAME_PINGS) or 0
         ping = msgpack.packb({"v": 1, "op": "ping", "pad": b"P" * pad},
                              use_bin_type=True)
         s.sendall(b"".join(struct.pack(">QI", 4 + len(ping),
                                        0x80000000 | (big + k)) + ping
                            for k in range(count)))
-        n = None
-        for _ in range(300):  # hang guard, as above
-            n = metric(http_port, name_pings)
-            if n is not None and n - pings0 >= count:
-                break
-            time.sleep(0.1)
-        check(n is not None and n - pings0 == count,
-              f"the {count} padded pings are answered ({n})")
+        pings_answered(http_port, pings0, count)
         held = metric(http_port, name_held)
         check(held is not None and held >= count * pad,
               f"{count} short replies in {pad}-byte requests' buffers "
