@@ -149,30 +149,26 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     }
 }
 
-static SC_HOOK(bool, (void *)) send_hook;
+/* The tests' failure hooks: a send (sc_server_set_send_hook) and a
+ * reply's own message (sc_server_set_copy_hook). */
+typedef SC_HOOK(bool, (void *)) fail_hook;
+static fail_hook send_hook, copy_hook;
 
 void sc_server_set_send_hook(bool (*fail)(void *arg), void *arg)
 {
     SC_HOOK_SET(send_hook, fail, arg);
 }
 
-static bool send_fails(void)
-{
-    bool (*fail)(void *) = atomic_load(&send_hook.fn);
-    return fail != NULL && fail(atomic_load(&send_hook.arg));
-}
-
-static SC_HOOK(bool, (void *)) copy_hook;
-
 void sc_server_set_copy_hook(bool (*fail)(void *arg), void *arg)
 {
     SC_HOOK_SET(copy_hook, fail, arg);
 }
 
-static bool copy_fails(void)
+/* True when h is set and says to fail. */
+static bool hook_fails(fail_hook *h)
 {
-    bool (*fail)(void *) = atomic_load(&copy_hook.fn);
-    return fail != NULL && fail(atomic_load(&copy_hook.arg));
+    bool (*fail)(void *) = atomic_load(&h->fn);
+    return fail != NULL && fail(atomic_load(&h->arg));
 }
 
 /* Bytes of buffer past twice a reply's length that it may keep from its
@@ -201,7 +197,7 @@ static int send_reply(sc_server *s, nng_msg **mp, const uint8_t *body,
     nng_msg_clear(m);
     if (nng_msg_capacity(m) > 2 * len + REPLY_SLACK) {
         nng_msg *r = NULL;
-        int rv = copy_fails() ? NNG_ENOMEM : nng_msg_alloc(&r, 0);
+        int rv = hook_fails(&copy_hook) ? NNG_ENOMEM : nng_msg_alloc(&r, 0);
         if (rv == 0) {
             rv = nng_msg_header_append(r, nng_msg_header(m),
                                        nng_msg_header_len(m));
@@ -294,7 +290,8 @@ static void *worker_main(void *arg)
             bool sent = false, busy = false;
             /* Reuse the request message: its header holds the routing
              * back (the socket is raw, so the header is ours to keep). */
-            if (msgs[i].rc == 0 && msgs[i].reply != NULL && !send_fails()) {
+            if (msgs[i].rc == 0 && msgs[i].reply != NULL &&
+                !hook_fails(&send_hook)) {
                 /* Counted before the send, taken back if it fails: once
                  * nng has it, the client may read it before this thread
                  * runs again, and a count read then (the stop line's)

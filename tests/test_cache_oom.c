@@ -442,13 +442,6 @@ static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
     return SC_OK;
 }
 
-static sc_err j_commit(void *arg, uint64_t seq)
-{
-    (void)arg;
-    (void)seq;
-    return SC_OK;
-}
-
 /* The training hook: holds the training at its start until posted. */
 static sem_t go;
 
@@ -561,7 +554,7 @@ static void test_remove_unqueued(sc_cache *c)
 
 int main(void)
 {
-    sc_cache_journal j = {j_append, j_commit, NULL};
+    sc_cache_journal j = {j_append, rec_commit, NULL};
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
     cfg.journal = &j;
