@@ -7,7 +7,8 @@
 # not yet written, connections in their
 # SP handshake are held with no limit on how many, and a REP socket keeps
 # up to 64 replies of any size for a client that does not read them, with
-# no time limit, and drops those past 64 of one that pipelines more), built as a static library with TLS as
+# no time limit, and drops those past 64 of one that pipelines more, and
+# says nothing of a reply it frees unwritten), built as a static library with TLS as
 # Debian builds it, in a CMake run of its own (ExternalProject: none of our
 # warning or sanitizer flags reach it). Defines the imported target
 # semcache_nng. SEMCACHE_NNG_PATCHED=OFF (or a failed fetch under AUTO)

@@ -805,14 +805,18 @@ static void pack_lookup(msgpack_packer *pk, sc_err rc,
 
 /* The hits a reply carries (an sc_server_undo): the cache counted each,
  * and the dollars it avoided, at its lookup; a reply that is not sent
- * takes them back (sc_cache_hit_undone, under the lookup's tags). Each
- * result keeps its reference until then. */
+ * takes them back (sc_cache_hit_undone, under the lookup's tags). Each hit
+ * keeps what that needs (its tags, model and tokens), copied, not the
+ * result's reference: nng may hold the reply (and this) after the entry
+ * goes, or after the cache closes (server.h). About 900 bytes a hit, for
+ * a hit that put at least its response in the reply. */
 typedef struct undo_hit {
     char ns[SC_CACHE_NS_NAME_MAX + 1];
-    char feature[SC_CACHE_TAG_MAX + 1];
+    char feature[SC_CACHE_TAG_MAX + 1]; /* the lookup's, else the entry's */
     char user[SC_CACHE_TAG_MAX + 1];
-    bool has_feature, has_user;
-    sc_cache_result r;
+    char model[SC_CACHE_TAG_MAX + 1];
+    uint64_t input_tokens, output_tokens;
+    bool tokens_estimated;
 } undo_hit;
 
 typedef struct hits {
@@ -825,23 +829,34 @@ typedef struct hits {
 static void hits_done(sc_server_undo *u, bool sent)
 {
     hits *hs = (hits *)u;
-    for (size_t i = 0; i < hs->n; i++) {
+    for (size_t i = 0; !sent && i < hs->n; i++) {
         undo_hit *h = &hs->h[i];
-        if (!sent) {
-            sc_cache_hit_undone(hs->cache, h->ns, &h->r,
-                                h->has_feature ? h->feature : NULL,
-                                h->has_user ? h->user : NULL, false);
-        }
-        sc_cache_result_fini(&h->r);
+        sc_cache_result r = {.hit = true,
+                             .model = h->model,
+                             .feature = h->feature,
+                             .user = h->user,
+                             .input_tokens = h->input_tokens,
+                             .output_tokens = h->output_tokens,
+                             .tokens_estimated = h->tokens_estimated};
+        sc_cache_hit_undone(hs->cache, h->ns, &r, NULL, NULL, false);
     }
     free(hs->h);
     free(hs);
 }
 
+/* Copies NUL-terminated src (NULL: "") into dst, of SC_CACHE_TAG_MAX + 1
+ * bytes; a tag is never longer (the cache refuses longer ones). */
+static void copy_tag(char *dst, const char *src)
+{
+    size_t n = src != NULL ? strnlen(src, SC_CACHE_TAG_MAX) : 0;
+    memcpy(dst, src != NULL ? src : "", n);
+    dst[n] = '\0';
+}
+
 /* Keeps hit *r of item it's lookup in *hp (made on the first), or, with
  * hp NULL (a caller that sends its reply itself) or out of memory, drops
  * it: such a hit stays counted whatever becomes of the reply. *r is
- * taken either way. */
+ * finished either way. */
 static void keep_hit(sc_cache *c, hits **hp, const item *it, sc_cache_result *r)
 {
     if (!r->hit) {
@@ -863,16 +878,13 @@ static void keep_hit(sc_cache *c, hits **hp, const item *it, sc_cache_result *r)
                        sizeof(h->user) == sizeof(it->user),
                    "an undo_hit copies an item's names whole");
     memcpy(h->ns, it->ns, sizeof(h->ns));
-    h->has_feature = it->has_feature;
-    h->has_user = it->has_user;
-    if (it->has_feature) {
-        memcpy(h->feature, it->feature, sizeof(h->feature));
-    }
-    if (it->has_user) {
-        memcpy(h->user, it->user, sizeof(h->user));
-    }
-    h->r = *r;
-    memset(r, 0, sizeof(*r));
+    copy_tag(h->feature, it->has_feature ? it->feature : r->feature);
+    copy_tag(h->user, it->has_user ? it->user : r->user);
+    copy_tag(h->model, r->model);
+    h->input_tokens = r->input_tokens;
+    h->output_tokens = r->output_tokens;
+    h->tokens_estimated = r->tokens_estimated;
+    sc_cache_result_fini(r);
 }
 
 static int do_lookup(sc_dispatch *d, const item *it, msgpack_packer *pk,

@@ -138,7 +138,9 @@ int sc_dispatch_handle_trusted(sc_dispatch *d, const uint8_t *req, size_t len,
  * the others run first, then the lookups. msgs[i].undo is set for a reply
  * that carries hits (lookup, lookup_batch), else NULL: the caller calls
  * its done once the reply is sent (true) or dropped (false), and a dropped
- * reply's hits are taken back from the ledger (sc_cache_hit_undone). */
+ * reply's hits are taken back from the ledger (sc_cache_hit_undone). done
+ * may run on any thread; with sent true it touches nothing but the undo
+ * (the server's after close, server.h). */
 void sc_dispatch_handle_many(void *arg, sc_server_msg *msgs, size_t n);
 
 /* An sc_server_handler for sc_server_config's handler_busy: from a reply

@@ -57,6 +57,7 @@ struct sc_server {
     uint64_t busy_answered; /* refused past reply_total_max, answered */
     uint64_t busy_dropped;  /* ... and not answered */
     clients *cl;
+    struct undo_gate *gate; /* NULL without the patched nng */
     int closing; /* set (atomically) by sc_server_close */
 };
 
@@ -171,12 +172,82 @@ static bool hook_fails(fail_hook *h)
     return fail != NULL && fail(atomic_load(&h->arg));
 }
 
+#ifdef SC_NNG_PATCHED
+/* The undos of replies nng holds (see reply_done): each such reply holds a
+ * reference, the server one. While open, an undo runs under the read lock;
+ * stop closes the gate (the write lock: it waits for those running) once
+ * nng's close returned or was left running and the workers are joined, so
+ * an undo nng runs later (a close left running) only frees its memory:
+ * what it would take back from may be gone by then. */
+typedef struct undo_gate {
+    pthread_rwlock_t lk;
+    bool open;
+    uint64_t refs; /* atomically */
+} undo_gate;
+
+static undo_gate *gate_new(void)
+{
+    undo_gate *g = calloc(1, sizeof(*g));
+    if (g != NULL && pthread_rwlock_init(&g->lk, NULL) != 0) {
+        free(g);
+        return NULL;
+    }
+    if (g != NULL) {
+        g->open = true;
+        g->refs = 1;
+    }
+    return g;
+}
+
+static void gate_rele(undo_gate *g)
+{
+    if (g != NULL && __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        pthread_rwlock_destroy(&g->lk);
+        free(g);
+    }
+}
+
+static void gate_close(undo_gate *g)
+{
+    if (g != NULL) {
+        pthread_rwlock_wrlock(&g->lk);
+        g->open = false;
+        pthread_rwlock_unlock(&g->lk);
+        gate_rele(g);
+    }
+}
+
+/* nng freed a reply that carried an undo (nng_msg_set_done, the patched
+ * nng's): sent when a transport wrote it whole, false when it was freed
+ * unwritten (dropped past --reply-queue-len, or queued or part written
+ * when its connection or the socket closed). Runs on whatever nng thread
+ * freed it, possibly under nng's locks: the undo only takes the ledger's
+ * lock, and calls nothing of nng's. */
+static void reply_done(void *arg, bool sent)
+{
+    sc_server_undo *u = arg;
+    undo_gate *g = u->server_;
+    pthread_rwlock_rdlock(&g->lk);
+    u->done(u, sent || !g->open);
+    pthread_rwlock_unlock(&g->lk);
+    gate_rele(g);
+}
+#else
+typedef struct undo_gate undo_gate;
+static void gate_close(undo_gate *g)
+{
+    (void)g;
+}
+#endif
+
 /* Bytes of buffer past twice a reply's length that it may keep from its
  * request: a short reply to a big request goes in a message of its own. */
 #define REPLY_SLACK 4096
 
 /* Hands *mp (the request; its header routes the reply) to nng with body,
- * len bytes, as reply: 0, NNG_ENOSPC when the replies held for every
+ * len bytes, as reply, and undo (NULL: none) with it: on 0, nng holds undo
+ * and does it when it frees the reply (reply_done); otherwise it is still
+ * the caller's. Returns 0, NNG_ENOSPC when the replies held for every
  * client are at reply_total_max (the patched nng refuses it), or another
  * nng error. On failure *mp is still the caller's, to reuse or free; it
  * may be a new message then (the old one freed), holding the header.
@@ -191,7 +262,7 @@ static bool hook_fails(fail_hook *h)
  * nng now counts buffers against reply_queue_max and reply_total_max: it
  * would disconnect such a client instead, or refuse replies). */
 static int send_reply(sc_server *s, nng_msg **mp, const uint8_t *body,
-                      size_t len)
+                      size_t len, sc_server_undo *undo)
 {
     nng_msg *m = *mp;
     nng_msg_clear(m);
@@ -214,7 +285,27 @@ static int send_reply(sc_server *s, nng_msg **mp, const uint8_t *body,
         }
     }
     int rv = nng_msg_append(m, body, len);
-    return rv != 0 ? rv : nng_sendmsg(s->sock, m, 0);
+    if (rv != 0) {
+        return rv;
+    }
+#ifdef SC_NNG_PATCHED
+    /* Set before the send: nng may write and free the reply before
+     * nng_sendmsg returns. */
+    if (undo != NULL) {
+        undo->server_ = s->gate;
+        __atomic_add_fetch(&s->gate->refs, 1, __ATOMIC_RELAXED);
+        nng_msg_set_done(m, reply_done, undo);
+    }
+    rv = nng_sendmsg(s->sock, m, 0);
+    if (rv != 0 && undo != NULL) {
+        nng_msg_set_done(m, NULL, NULL);
+        gate_rele(s->gate);
+    }
+    return rv;
+#else
+    (void)undo;
+    return nng_sendmsg(s->sock, m, 0);
+#endif
 }
 
 /* A reply refused past reply_total_max: the short error reply instead, if
@@ -226,7 +317,7 @@ static bool send_busy(sc_server *s, nng_msg **mp, const sc_server_msg *msg)
     bool sent = s->handler_busy != NULL &&
                 s->handler_busy(s->handler_arg, msg->reply, msg->reply_len, &b,
                                 &blen) == 0 &&
-                b != NULL && send_reply(s, mp, b, blen) == 0;
+                b != NULL && send_reply(s, mp, b, blen, NULL) == 0;
     free(b);
     count(sent ? &s->busy_answered : &s->busy_dropped);
     return sent;
@@ -288,6 +379,10 @@ static void *worker_main(void *arg)
         for (size_t i = 0; i < n; i++) {
             nng_msg *m = batch[i];
             bool sent = false, busy = false;
+            /* The undo goes with the reply where nng can say whether it
+             * was written (s->gate: the patched nng's), and is done here
+             * otherwise. */
+            sc_server_undo *held = s->gate != NULL ? msgs[i].undo : NULL;
             /* Reuse the request message: its header holds the routing
              * back (the socket is raw, so the header is ours to keep). */
             if (msgs[i].rc == 0 && msgs[i].reply != NULL &&
@@ -297,10 +392,12 @@ static void *worker_main(void *arg)
                  * runs again, and a count read then (the stop line's)
                  * must have it. */
                 count(&s->served);
-                int rv = send_reply(s, &m, msgs[i].reply, msgs[i].reply_len);
+                int rv =
+                    send_reply(s, &m, msgs[i].reply, msgs[i].reply_len, held);
                 if (rv == 0) {
                     sent = true;
                 } else {
+                    held = NULL;
                     __atomic_sub_fetch(&s->served, 1, __ATOMIC_RELAXED);
                     if (rv == NNG_ENOSPC) {
                         busy = send_busy(s, &m, &msgs[i]);
@@ -314,8 +411,8 @@ static void *worker_main(void *arg)
             free(msgs[i].reply);
             /* A reply dropped here, or refused for a short one, takes back
              * what it carried (a lookup's hits in the ledger): the client
-             * never gets it. */
-            if (msgs[i].undo != NULL) {
+             * never gets it. One nng holds is done when nng frees it. */
+            if (msgs[i].undo != NULL && (!sent || held == NULL)) {
                 msgs[i].undo->done(msgs[i].undo, sent);
             }
         }
@@ -412,6 +509,11 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
     s->cl->reply_timeout_ms = cfg->reply_timeout_ms
                                   ? cfg->reply_timeout_ms
                                   : SC_SERVER_REPLY_TIMEOUT_MS;
+#ifdef SC_NNG_PATCHED
+    if ((s->gate = gate_new()) == NULL) {
+        goto fail_free;
+    }
+#endif
     rc = SC_EIO;
     if (nng_rep0_open_raw(&s->sock) != 0) {
         goto fail_free;
@@ -479,6 +581,7 @@ sc_err sc_server_open(const sc_server_config *cfg, sc_server **out)
 fail_sock:
     nng_close(s->sock);
 fail_free:
+    gate_close(s->gate);
     free(s->cl);
     free(s);
     return rc;
@@ -651,6 +754,10 @@ static void stop(sc_server *s, uint64_t *served, uint64_t *dropped)
         }
         nng_aio_free(s->w[i].aio);
     }
+    /* Undos of replies nng frees from here on (a close left running) only
+     * free their memory: the caller may close the cache they take back
+     * from once this returns. After the workers: none attaches more. */
+    gate_close(s->gate);
     if (served != NULL) {
         *served = __atomic_load_n(&s->served, __ATOMIC_RELAXED);
     }

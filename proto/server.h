@@ -58,13 +58,20 @@ typedef int (*sc_server_handler)(void *arg, const uint8_t *req, size_t len,
 /* What a reply carries that its handler counted as served before the
  * reply went out (a lookup's hits, in the cost ledger), to be taken back
  * if it does not go out. The handler's, embedded first in a struct of its
- * own. done(u, sent) is called once, and frees u: sent when the reply was
- * handed to nng, false when it was dropped (no reply, or nng could not take
- * it: out of memory, the socket closing). Handed to nng is not delivered:
- * nng still drops a reply whose connection is gone or over its bounds, and
- * nothing says so per reply (docs/PROTOCOL.md 1.3). */
+ * own. done(u, sent) is called once, and frees u; false when the reply
+ * was dropped (no reply, or nng could not take it: out of memory, the
+ * socket closing). With the patched nng (SC_NNG_PATCHED) nng holds u with
+ * the reply and calls done when it frees it, on one of its own threads,
+ * possibly under its locks (done must not block, nor call nng): sent when
+ * a transport wrote the reply whole, false when nng dropped it (past
+ * --reply-queue-len) or its connection or the socket closed first; once
+ * sc_server_close has returned, sent is true whatever became of it (done
+ * must then touch nothing but u). With the system's nng, done is called
+ * once the reply is handed to nng, sent true: nng may still drop it, and
+ * says nothing per reply (docs/PROTOCOL.md 1.3). */
 typedef struct sc_server_undo {
     void (*done)(struct sc_server_undo *u, bool sent);
+    void *server_; /* the server's, while nng holds the reply */
 } sc_server_undo;
 
 /* One request of a batch: req/len in (borrowed for the call), reply,
