@@ -134,14 +134,8 @@ static sc_err num_set(void *base, const sc_config_num *n, uint64_t v, char *msg,
     return SC_OK;
 }
 
-sc_err sc_config_num_parse(sc_config *cfg, const sc_config_num *n,
+sc_err sc_config_num_parse(void *base, const sc_config_num *n,
                            const char *value, char *msg, size_t cap)
-{
-    return sc_config_num_parse_at(cfg, n, value, msg, cap);
-}
-
-sc_err sc_config_num_parse_at(void *base, const sc_config_num *n,
-                              const char *value, char *msg, size_t cap)
 {
     /* Digits only: strtoull would skip spaces and take a sign (" -1" is
      * 2^64 - 1). Out of uint64_t's range is out of every setting's. */

@@ -83,7 +83,7 @@ typedef struct sc_config {
  * flag and key. The proxy's numeric flags (and their keys of the "proxy"
  * object, which sc_proxy_parse_flag parses as the flags) are rows of the
  * same type in proxy.c's table, into sc_proxy_config, checked by the same
- * sc_config_num_parse_at; sc_config_load takes those keys and their flags
+ * sc_config_num_parse; sc_config_load takes those keys and their flags
  * from that table (proxy.h, sc_proxy_num_by_key), not a list of its own.
  * Settings parsed otherwise (addresses, paths, enums) are in neither. */
 typedef struct sc_config_num {
@@ -116,18 +116,15 @@ const sc_config_num *sc_config_num_by_key(const char *key);
  * bytes, truncated to fit). */
 void sc_config_num_range(const sc_config_num *n, char *out, size_t cap);
 
-/* Sets n's field of cfg from a flag's value: decimal digits only (no
- * sign, space, fraction or suffix), in n's range. Returns SC_OK, or
- * SC_EINVAL with "must be RANGE" (sc_config_num_range) in msg (cap bytes)
- * and cfg unchanged. sc_config_load reads a key's JSON integer into the
- * same field through the same range check and message. */
-sc_err sc_config_num_parse(sc_config *cfg, const sc_config_num *n,
+/* Sets n's field of the struct at base (an sc_config for a row of
+ * sc_config_nums, an sc_proxy_config for one of proxy.c's table) from a
+ * flag's value: decimal digits only (no sign, space, fraction or suffix),
+ * in n's range. Returns SC_OK, or SC_EINVAL with "must be RANGE"
+ * (sc_config_num_range) in msg (cap bytes) and the struct unchanged.
+ * sc_config_load reads a key's JSON integer into the same field through
+ * the same range check and message. */
+sc_err sc_config_num_parse(void *base, const sc_config_num *n,
                            const char *value, char *msg, size_t cap);
-
-/* The same into n's field of the struct at base, for a row of another
- * table than sc_config_nums (proxy.c's, into sc_proxy_config). */
-sc_err sc_config_num_parse_at(void *base, const sc_config_num *n,
-                              const char *value, char *msg, size_t cap);
 
 /* Fills cfg with the defaults. Errors: SC_ENOMEM. */
 sc_err sc_config_init(sc_config *cfg);

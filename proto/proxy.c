@@ -101,8 +101,8 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
     for (size_t i = 0; i < SC_PROXY_NNUMS; i++) {
         if (strcmp(flag, proxy_nums[i].flag) == 0) {
             char why[80];
-            if (sc_config_num_parse_at(cfg, &proxy_nums[i], value, why,
-                                       sizeof(why)) != SC_OK) {
+            if (sc_config_num_parse(cfg, &proxy_nums[i], value, why,
+                                    sizeof(why)) != SC_OK) {
                 snprintf(msg, cap, "%s %s", flag, why);
                 return -1;
             }
