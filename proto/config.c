@@ -387,22 +387,12 @@ static sc_err get_str(ctx *x, const char *key, json_t *v, size_t max,
 }
 
 /* "proxy": {key: value} as the proxy's flags, each checked as the flag's
- * value would be. The numeric keys, and their flags, are proxy.c's
- * (sc_proxy_num_by_key); the others are here. */
+ * value would be. The keys and their flags are proxy.c's, numeric
+ * (sc_proxy_num_by_key) or not (sc_proxy_flag_by_key), not written here. */
 static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
 {
-    static const struct {
-        const char *key, *flag;
-    } strs[] = {
-        {"upstream", "--upstream"},
-        {"ns", "--proxy-ns"},
-        {"history", "--proxy-history"},
-        {"store", "--proxy-store"},
-        {"embed_model", "--proxy-embed-model"},
-    };
-    enum { NSTRS = sizeof(strs) / sizeof(strs[0]) };
     /* cfg->proxy_args holds one pair per key, of either kind. */
-    _Static_assert(NSTRS + SC_PROXY_NNUMS == SC_CONFIG_PROXY_KEYS,
+    _Static_assert(SC_PROXY_NSTRS + SC_PROXY_NNUMS == SC_CONFIG_PROXY_KEYS,
                    "SC_CONFIG_PROXY_KEYS counts the proxy's keys");
     if (!json_is_object(v)) {
         return bad(x, "proxy", "must be an object");
@@ -416,12 +406,7 @@ static sc_err parse_proxy(ctx *x, sc_config *cfg, json_t *v)
         char full[64];
         snprintf(full, sizeof(full), "proxy.%.50s", k);
         const sc_config_num *n = sc_proxy_num_by_key(k);
-        const char *flag = n != NULL ? n->flag : NULL;
-        for (unsigned i = 0; flag == NULL && i < NSTRS; i++) {
-            if (strcmp(strs[i].key, k) == 0) {
-                flag = strs[i].flag;
-            }
-        }
+        const char *flag = sc_proxy_flag_by_key(k);
         if (flag == NULL) {
             return bad(x, full, "unknown key");
         }

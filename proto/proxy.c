@@ -61,8 +61,9 @@ void sc_proxy_config_init(sc_proxy_config *cfg)
 /* The proxy's numeric flags and their keys of the configuration's
  * "proxy" object: one range check and one refusal text ("must be
  * 1..3600000 ms") with the daemon's own (config.h, sc_config_num). The
- * keys are read here only: config.c's parse_proxy takes the numeric keys,
- * and their flags, from this table (sc_proxy_num_by_key). */
+ * keys are read here only: config.c's parse_proxy takes them, and their
+ * flags, from this table (sc_proxy_num_by_key), as it takes the other
+ * flags' from proxy_strs below (sc_proxy_flag_by_key). */
 static const sc_config_num proxy_nums[] = {
     SC_CONFIG_NUM(sc_proxy_config, "--upstream-timeout", "upstream_timeout", 1,
                   3600000, "ms", timeout_ms),
@@ -95,6 +96,130 @@ const sc_config_num *sc_proxy_num_by_key(const char *key)
 
 static bool ns_name_ok(const char *s);
 
+/* The parsers of the proxy's other flags, one per flag: each takes value
+ * into cfg (borrowed, as sc_proxy_parse_flag says) and returns true, or
+ * writes its refusal, naming flag, into msg and returns false. */
+static bool parse_upstream(sc_proxy_config *cfg, const char *flag,
+                           const char *value, char *msg, size_t cap)
+{
+    /* Checked here, as sc_proxy_open checks it, so that a bad URL is
+     * refused with the flag or key named before anything starts. */
+    if ((strncmp(value, "http://", 7) != 0 &&
+         strncmp(value, "https://", 8) != 0) ||
+        strpbrk(value, " \r\n\t") != NULL) {
+        snprintf(msg, cap,
+                 "%s must be an http:// or https:// URL without spaces", flag);
+        return false;
+    }
+    cfg->upstream = value;
+    return true;
+}
+
+static bool parse_ns(sc_proxy_config *cfg, const char *flag, const char *value,
+                     char *msg, size_t cap)
+{
+    if (!ns_name_ok(value)) {
+        snprintf(msg, cap,
+                 "%s must be a namespace name (1..%u bytes of "
+                 "A-Z a-z 0-9 . _ : -)",
+                 flag, SC_CACHE_NS_NAME_MAX);
+        return false;
+    }
+    cfg->ns = value;
+    return true;
+}
+
+static bool parse_history(sc_proxy_config *cfg, const char *flag,
+                          const char *value, char *msg, size_t cap)
+{
+    if (strcmp(value, "exact") == 0) {
+        cfg->history = SC_PROXY_HISTORY_EXACT;
+    } else if (strcmp(value, "single") == 0) {
+        cfg->history = SC_PROXY_HISTORY_SINGLE;
+    } else if (strcmp(value, "ignore") == 0) {
+        cfg->history = SC_PROXY_HISTORY_IGNORE;
+    } else {
+        snprintf(msg, cap, "%s must be exact, single or ignore", flag);
+        return false;
+    }
+    return true;
+}
+
+static bool parse_store(sc_proxy_config *cfg, const char *flag,
+                        const char *value, char *msg, size_t cap)
+{
+    cfg->store_tool_calls = cfg->store_truncated = false;
+    const char *p = value;
+    while (*p != '\0') {
+        size_t k = strcspn(p, ",");
+        if (k == 4 && strncmp(p, "stop", 4) == 0) {
+        } else if (k == 10 && strncmp(p, "tool_calls", 10) == 0) {
+            cfg->store_tool_calls = true;
+        } else if (k == 6 && strncmp(p, "length", 6) == 0) {
+            cfg->store_truncated = true;
+        } else {
+            snprintf(msg, cap, "%s takes a list of stop, tool_calls, length",
+                     flag);
+            return false;
+        }
+        p += k + (p[k] == ',');
+    }
+    return true;
+}
+
+static bool parse_embed_model(sc_proxy_config *cfg, const char *flag,
+                              const char *value, char *msg, size_t cap)
+{
+    if (value[0] == '\0' || strlen(value) > SC_CACHE_TAG_MAX) {
+        snprintf(msg, cap, "%s must be 1..%u bytes", flag, SC_CACHE_TAG_MAX);
+        return false;
+    }
+    cfg->embed_model = value;
+    return true;
+}
+
+/* The proxy's other flags (a URL, a name, a choice, a list) and their
+ * keys of the configuration's "proxy" object: each pair written here
+ * only, as proxy_nums writes the numeric ones, and taken by config.c's
+ * parse_proxy through sc_proxy_flag_by_key. */
+static const struct {
+    const char *flag, *key;
+    bool (*parse)(sc_proxy_config *cfg, const char *flag, const char *value,
+                  char *msg, size_t cap);
+} proxy_strs[] = {
+    {"--upstream", "upstream", parse_upstream},
+    {"--proxy-ns", "ns", parse_ns},
+    {"--proxy-history", "history", parse_history},
+    {"--proxy-store", "store", parse_store},
+    {"--proxy-embed-model", "embed_model", parse_embed_model},
+};
+
+_Static_assert(sizeof(proxy_strs) / sizeof(proxy_strs[0]) == SC_PROXY_NSTRS,
+               "SC_PROXY_NSTRS counts proxy_strs");
+
+const char *sc_proxy_str_at(size_t i, const char **flag)
+{
+    if (i >= SC_PROXY_NSTRS) {
+        return NULL;
+    }
+    *flag = proxy_strs[i].flag;
+    return proxy_strs[i].key;
+}
+
+const char *sc_proxy_flag_by_key(const char *key)
+{
+    const sc_config_num *n = sc_proxy_num_by_key(key);
+    if (n != NULL) {
+        return n->flag;
+    }
+    for (size_t i = 0; i < SC_PROXY_NSTRS; i++) {
+        if (strcmp(key, proxy_strs[i].key) == 0) {
+            return proxy_strs[i].flag;
+        }
+    }
+    return NULL;
+}
+
 int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
                         const char *value, char *msg, size_t cap)
 {
@@ -109,68 +234,12 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
             return 1;
         }
     }
-    if (strcmp(flag, "--upstream") == 0) {
-        /* Checked here, as sc_proxy_open checks it, so that a bad URL is
-         * refused with the flag or key named before anything starts. */
-        if ((strncmp(value, "http://", 7) != 0 &&
-             strncmp(value, "https://", 8) != 0) ||
-            strpbrk(value, " \r\n\t") != NULL) {
-            snprintf(msg, cap,
-                     "--upstream must be an http:// or https:// URL "
-                     "without spaces");
-            return -1;
+    for (size_t i = 0; i < SC_PROXY_NSTRS; i++) {
+        if (strcmp(flag, proxy_strs[i].flag) == 0) {
+            return proxy_strs[i].parse(cfg, flag, value, msg, cap) ? 1 : -1;
         }
-        cfg->upstream = value;
-    } else if (strcmp(flag, "--proxy-ns") == 0) {
-        if (!ns_name_ok(value)) {
-            snprintf(msg, cap,
-                     "--proxy-ns must be a namespace name (1..%u bytes of "
-                     "A-Z a-z 0-9 . _ : -)",
-                     SC_CACHE_NS_NAME_MAX);
-            return -1;
-        }
-        cfg->ns = value;
-    } else if (strcmp(flag, "--proxy-history") == 0) {
-        if (strcmp(value, "exact") == 0) {
-            cfg->history = SC_PROXY_HISTORY_EXACT;
-        } else if (strcmp(value, "single") == 0) {
-            cfg->history = SC_PROXY_HISTORY_SINGLE;
-        } else if (strcmp(value, "ignore") == 0) {
-            cfg->history = SC_PROXY_HISTORY_IGNORE;
-        } else {
-            snprintf(msg, cap,
-                     "--proxy-history must be exact, single or ignore");
-            return -1;
-        }
-    } else if (strcmp(flag, "--proxy-store") == 0) {
-        cfg->store_tool_calls = cfg->store_truncated = false;
-        const char *p = value;
-        while (*p != '\0') {
-            size_t k = strcspn(p, ",");
-            if (k == 4 && strncmp(p, "stop", 4) == 0) {
-            } else if (k == 10 && strncmp(p, "tool_calls", 10) == 0) {
-                cfg->store_tool_calls = true;
-            } else if (k == 6 && strncmp(p, "length", 6) == 0) {
-                cfg->store_truncated = true;
-            } else {
-                snprintf(msg, cap,
-                         "--proxy-store takes a list of stop, tool_calls, "
-                         "length");
-                return -1;
-            }
-            p += k + (p[k] == ',');
-        }
-    } else if (strcmp(flag, "--proxy-embed-model") == 0) {
-        if (value[0] == '\0' || strlen(value) > SC_CACHE_TAG_MAX) {
-            snprintf(msg, cap, "--proxy-embed-model must be 1..%u bytes",
-                     SC_CACHE_TAG_MAX);
-            return -1;
-        }
-        cfg->embed_model = value;
-    } else {
-        return 0;
     }
-    return 1;
+    return 0;
 }
 
 /* ---- the derivation --------------------------------------------------- */

@@ -111,6 +111,17 @@ struct sc_config_num;
 const struct sc_config_num *sc_proxy_num_at(size_t i);
 const struct sc_config_num *sc_proxy_num_by_key(const char *key);
 
+/* The other flags above (a URL, a name, a choice, a list) and their keys
+ * of the "proxy" object, SC_PROXY_NSTRS pairs in proxy.c's second table:
+ * sc_proxy_str_at(i) returns row i's key ("ns") and sets *flag to its
+ * flag ("--proxy-ns"), or returns NULL past the end, *flag untouched.
+ * sc_proxy_flag_by_key returns the flag of any key of the "proxy" object,
+ * numeric or not, NULL if none: sc_config_load takes the keys from here.
+ * Static strings, never freed. */
+#define SC_PROXY_NSTRS 5
+const char *sc_proxy_str_at(size_t i, const char **flag);
+const char *sc_proxy_flag_by_key(const char *key);
+
 typedef struct sc_proxy sc_proxy;
 
 /* Adds POST /v1/chat/completions to the HTTP server at cfg->addr and starts

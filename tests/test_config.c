@@ -903,6 +903,81 @@ static void test_proxy_nums(void)
     }
 }
 
+/* The proxy's other keys of the "proxy" object, as docs/PROXY.md names
+ * them, and their flags: proxy.c's second table (sc_proxy_str_at) is
+ * their one source, which sc_config_load reads (sc_proxy_flag_by_key,
+ * which gives the numeric keys' flags too). Each key is taken from a file
+ * as its flag with its value, and a bad value is refused with the key
+ * named, in the flag's own words; every row of the table is one of them.
+ * A key or flag renamed in the table fails here. */
+static void test_proxy_strs(void)
+{
+    static const struct {
+        const char *key, *flag, *good, *bad;
+    } want[] = {
+        {"upstream", "--upstream", "http://127.0.0.1:9", "ftp://x"},
+        {"ns", "--proxy-ns", "chat2", "a b"},
+        {"history", "--proxy-history", "single", "all"},
+        {"store", "--proxy-store", "stop,length", "stop,errors"},
+        {"embed_model", "--proxy-embed-model", "text-embedding-3-small", ""},
+    };
+    enum { NWANT = sizeof(want) / sizeof(want[0]) };
+    CHECK_EQ_INT(SC_PROXY_NSTRS, NWANT);
+    const char *flag = "unset";
+    CHECK(sc_proxy_str_at(SC_PROXY_NSTRS, &flag) == NULL);
+    CHECK(strcmp(flag, "unset") == 0);
+    CHECK(sc_proxy_flag_by_key("proxy-ns") == NULL);
+    CHECK(sc_proxy_flag_by_key("--proxy-ns") == NULL);
+    for (size_t i = 0; i < SC_PROXY_NSTRS; i++) {
+        const char *key = sc_proxy_str_at(i, &flag);
+        CHECK(key != NULL);
+        if (key == NULL) {
+            continue;
+        }
+        bool known = false;
+        for (size_t j = 0; j < NWANT; j++) {
+            known = known || (strcmp(key, want[j].key) == 0 &&
+                              strcmp(flag, want[j].flag) == 0);
+        }
+        CHECK(known);
+        CHECK(sc_proxy_flag_by_key(key) == flag);
+        CHECK(sc_proxy_num_by_key(key) == NULL);
+    }
+    for (size_t i = 0; i < SC_PROXY_NNUMS; i++) {
+        const sc_config_num *n = sc_proxy_num_at(i);
+        CHECK(n != NULL && sc_proxy_flag_by_key(n->key) == n->flag);
+    }
+    for (size_t j = 0; j < NWANT; j++) {
+        const char *got = sc_proxy_flag_by_key(want[j].key);
+        CHECK(got != NULL && strcmp(got, want[j].flag) == 0);
+        char json[160], msg[512];
+        snprintf(json, sizeof(json), "{\"proxy\": {\"%s\": \"%s\"}}",
+                 want[j].key, want[j].good);
+        sc_config cfg;
+        CHECK_EQ_INT(load(json, &cfg, msg, sizeof(msg)), SC_OK);
+        sc_proxy_config pc;
+        if (proxy_of(&cfg, 2, &pc)) {
+            CHECK(strcmp(cfg.proxy_args[0], want[j].flag) == 0);
+            CHECK(strcmp(cfg.proxy_args[1], want[j].good) == 0);
+        }
+        sc_config_fini(&cfg);
+        snprintf(json, sizeof(json), "{\"proxy\": {\"%s\": \"%s\"}}",
+                 want[j].key, want[j].bad);
+        CHECK_EQ_INT(load(json, &cfg, msg, sizeof(msg)), SC_EINVAL);
+        char why[256], name[80];
+        sc_proxy_config_init(&pc);
+        CHECK_EQ_INT(sc_proxy_parse_flag(&pc, want[j].flag, want[j].bad, why,
+                                         sizeof(why)),
+                     -1);
+        snprintf(name, sizeof(name), "'proxy.%s'", want[j].key);
+        CHECK(strstr(msg, name) != NULL && strstr(msg, why) != NULL);
+        if (strstr(msg, name) == NULL || strstr(msg, why) == NULL) {
+            fprintf(stderr, "  %s: %s / %s\n", want[j].key, msg, why);
+        }
+        sc_config_fini(&cfg);
+    }
+}
+
 int main(void)
 {
     sc_test_tmp_path("config", dir, sizeof(dir), "config-XXXXXX");
@@ -915,6 +990,7 @@ int main(void)
     test_http_timeouts();
     test_nums();
     test_proxy_nums();
+    test_proxy_strs();
     test_unpatched_warnings();
     test_log_nng();
     /* No shell: TMPDIR may hold any name (a quote in it made "rm -rf"
