@@ -174,12 +174,15 @@ static void usage(FILE *f)
         SC_HTTP_DEFAULT_READ_TIMEOUT_MS, SC_HTTP_DEFAULT_WRITE_TIMEOUT_MS,
         SC_CONFIG_DEFAULT_DATA_DIR, SC_CONFIG_EMBED_FILE,
         SC_SERVER_DEFAULT_RECVMAX, SC_SERVER_DEFAULT_REPLY_QUEUE_LEN);
-    /* The ranges from the table the flags and the keys are parsed by
-     * (config.h), so that --help cannot say another. */
+    /* The ranges from the tables the flags and the keys are parsed by,
+     * the daemon's (config.h) and then the proxy's (proxy.h), so that
+     * --help cannot say another. */
     fprintf(f, "\nnumeric flags take a whole number in the range of their "
                "config key:\n");
-    for (size_t i = 0; i < sc_config_nnums; i++) {
-        const sc_config_num *n = &sc_config_nums[i];
+    for (size_t i = 0; i < sc_config_nnums + SC_PROXY_NNUMS; i++) {
+        const sc_config_num *n = i < sc_config_nnums
+                                     ? &sc_config_nums[i]
+                                     : sc_proxy_num_at(i - sc_config_nnums);
         char range[80];
         if (n->flag != NULL) {
             sc_config_num_range(n, range, sizeof(range));

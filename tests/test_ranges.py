@@ -10,8 +10,8 @@ is asked to take min - 1, min, max and max + 1, and values that are not numbers,
 as `{"key": VALUE}` in a --config file. Each must be accepted or refused
 by both, as the documented range says; a refusal names the flag or the
 key, and a number out of range is refused by both with the same words
-("must be 1024..2^30 bytes"), which --help's list of ranges gives too:
-one range, one text. Every numeric flag --help lists (metavar N, MS or BYTES) must be
+("must be 1024..2^30 bytes"), which --help's list of ranges gives too,
+for the proxy's flags as for the daemon's: one range, one text. Every numeric flag --help lists (metavar N, MS or BYTES) must be
 covered, so that a new one cannot pass untested.
 
 Nothing here starts a server: each probe ends at a sentinel flag after
@@ -186,22 +186,17 @@ def one_setting(server, tmp, flag, key, lo, hi, proxy, help_ranges):
                   f_why.group(0) == k_why.group(0),
                   f"{flag} and {name} refuse {v} with one text: "
                   f"{f_out[-120:]!r} / {k_out[-120:]!r}")
-            # And --help says that range (the proxy's say theirs in
-            # docs/PROXY.md).
-            if proxy and f_why is not None:
-                check(re.match(rf"must be {lo}\.\.{hi}\b", f_why.group(0))
-                      is not None,
-                      f"{flag} is refused with PROXY.md's range "
-                      f"{lo}..{hi}: {f_why.group(0)!r}")
-            if not proxy and f_why is not None:
+            # And --help says that range.
+            if f_why is not None:
                 check(help_ranges.get(flag) == f_why.group(0)[8:],
                       f"--help gives {flag} the range it is refused "
                       f"with: {help_ranges.get(flag)!r} / "
                       f"{f_why.group(0)!r}")
-        if not f_taken and not proxy:
+        if not f_taken:
             # Whatever the value (2^63 and past it too, which no key can
-            # carry), the refusal states the range it applies, as --help
-            # does: "1 or more" for max_bytes' 2^63-1 was false at 2^63.
+            # carry), the refusal states the range it applies, the one
+            # CONFIG.md's or PROXY.md's table gives, as --help does: "1 or
+            # more" for max_bytes' 2^63-1 was false at 2^63.
             f_why = re.search(r"must be (.+?)\.\.(\S+)", f_out)
             check(f_why is not None and
                   number(f_why.group(1)) == lo and
@@ -244,6 +239,15 @@ def main():
     check(len(numeric) >= 13 and numeric <= covered,
           f"every numeric flag of --help is probed: not "
           f"{sorted(numeric - covered)}")
+    # --help's list of ranges has every numeric flag, the proxy's among
+    # them, each with its documented range (and, below, the one it is
+    # refused with: the table's).
+    for flag, _, lo, hi in settings + proxy:
+        m = re.fullmatch(r"(.+?)\.\.(\S+)( \S+)?", help_ranges.get(flag, ""))
+        check(m is not None and number(m.group(1)) == lo and
+              number(m.group(2)) == hi,
+              f"--help lists {flag}'s range {lo}..{hi}: "
+              f"{help_ranges.get(flag)!r}")
 
     with tempfile.TemporaryDirectory(prefix="semcache-ranges-") as tmp:
         for flag, key, lo, hi in settings:
