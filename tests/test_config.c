@@ -581,9 +581,14 @@ static void test_nums(void)
     CHECK(strcmp(range, "1..3600000 ms") == 0);
 }
 
-/* Writes sc_config_warn_unpatched's lines into a string (malloc'd, the
- * caller frees it); *n gets its return value. */
-static char *unpatched_lines(const sc_config *cfg, bool patched, unsigned *n)
+/* The two writers of the lines about the nng a build uses. */
+enum nng_writer { WARN_UNPATCHED, LOG_NNG };
+
+/* The lines sc_config_warn_unpatched, or sc_config_log_nng (for nng 1.5.2
+ * with 14 patches), writes for cfg, in a string (malloc'd, the caller
+ * frees it); *n gets the writer's return value. */
+static char *lines_of(enum nng_writer w, const sc_config *cfg, bool patched,
+                      unsigned *n)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -592,7 +597,8 @@ static char *unpatched_lines(const sc_config *cfg, bool patched, unsigned *n)
         perror("open_memstream");
         exit(1);
     }
-    *n = sc_config_warn_unpatched(cfg, patched, f);
+    *n = w == LOG_NNG ? sc_config_log_nng(cfg, patched, "1.5.2", 14, f)
+                      : sc_config_warn_unpatched(cfg, patched, f);
     fclose(f);
     return buf;
 }
@@ -659,7 +665,7 @@ static void test_unpatched_warnings(void)
         sc_config cfg;
         sc_err rc = load(cases[i].text, &cfg, msg, sizeof(msg));
         CHECK_EQ_INT(rc, SC_OK);
-        out = unpatched_lines(&cfg, false, &n);
+        out = lines_of(WARN_UNPATCHED, &cfg, false, &n);
         CHECK_EQ_INT(n, 1);
         CHECK(strcmp(out, cases[i].line) == 0);
         if (n != 1 || strcmp(out, cases[i].line) != 0) {
@@ -667,7 +673,7 @@ static void test_unpatched_warnings(void)
                     cases[i].line);
         }
         free(out);
-        out = unpatched_lines(&cfg, true, &n);
+        out = lines_of(WARN_UNPATCHED, &cfg, true, &n);
         CHECK_EQ_INT(n, 0);
         CHECK(out[0] == '\0');
         free(out);
@@ -700,7 +706,7 @@ static void test_unpatched_warnings(void)
                 strcat(want, cases[i].line);
             }
         }
-        out = unpatched_lines(&cfg, false, &n);
+        out = lines_of(WARN_UNPATCHED, &cfg, false, &n);
         CHECK_EQ_INT(n, 8);
         CHECK(strcmp(out, want) == 0);
         if (strcmp(out, want) != 0) {
@@ -708,7 +714,7 @@ static void test_unpatched_warnings(void)
                     out, want);
         }
         free(out);
-        out = unpatched_lines(&cfg, true, &n);
+        out = lines_of(WARN_UNPATCHED, &cfg, true, &n);
         CHECK_EQ_INT(n, 0);
         CHECK(out[0] == '\0');
         free(out);
@@ -725,29 +731,13 @@ static void test_unpatched_warnings(void)
         sc_config cfg;
         CHECK_EQ_INT(load(silent[i], &cfg, msg, sizeof(msg)), SC_OK);
         for (int patched = 0; patched < 2; patched++) {
-            out = unpatched_lines(&cfg, patched != 0, &n);
+            out = lines_of(WARN_UNPATCHED, &cfg, patched != 0, &n);
             CHECK_EQ_INT(n, 0);
             CHECK(out[0] == '\0');
             free(out);
         }
         sc_config_fini(&cfg);
     }
-}
-
-/* sc_config_log_nng's lines into a string (malloc'd, the caller frees
- * it); *n gets its return value. */
-static char *nng_lines(const sc_config *cfg, bool patched, unsigned *n)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (f == NULL) {
-        perror("open_memstream");
-        exit(1);
-    }
-    *n = sc_config_log_nng(cfg, patched, "1.5.2", 14, f);
-    fclose(f);
-    return buf;
 }
 
 /* The start's line naming the nng: on the patched build that line alone,
@@ -798,7 +788,7 @@ static void test_log_nng(void)
         sc_config cfg;
         CHECK_EQ_INT(load(cases[i].text, &cfg, msg, sizeof(msg)), SC_OK);
         unsigned n;
-        char *out = nng_lines(&cfg, true, &n);
+        char *out = lines_of(LOG_NNG, &cfg, true, &n);
         const char *want = "semcached: nng 1.5.2, patched (14 patches of "
                            "scripts/patches, linked static)\n";
         CHECK_EQ_INT(n, 0);
@@ -808,7 +798,7 @@ static void test_log_nng(void)
                     cases[i].text, out, want);
         }
         free(out);
-        out = nng_lines(&cfg, false, &n);
+        out = lines_of(LOG_NNG, &cfg, false, &n);
         CHECK_EQ_INT(n, cases[i].n);
         CHECK(strcmp(out, cases[i].system) == 0);
         if (strcmp(out, cases[i].system) != 0) {
