@@ -227,7 +227,7 @@ def main():
 
     settings = doc_ranges(a.src)
     proxy = proxy_doc_ranges(a.src)
-    check(len(settings) >= 13,
+    check(len(settings) >= 14,
           f"CONFIG.md's numeric settings are found ({len(settings)})")
     p = subprocess.run([server, "--help"], capture_output=True, text=True,
                        timeout=20)
