@@ -819,8 +819,13 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     case REC_SNAP_END: {
         uint64_t entries = rb_u64(&r);
         uint64_t next_id = x->version >= 2 ? rb_u64(&r) : 0;
+        /* A next id of 2^64 - 1 is an older build's (its ids went on up to
+         * 2^64 - 2, past SC_CACHE_ID_LIMIT): in a keyed file (version 3)
+         * it is the server's own, and taken (no insert takes: full; said
+         * at start). In one of version 1 or 2 it may be a client's bytes
+         * that --repair's search found, and is refused. */
         if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
-            next_id == UINT64_MAX) {
+            (next_id == UINT64_MAX && x->version < 3)) {
             x->end_refused = x->kind == SC_PERSIST_SNAPSHOT;
             return SC_EBADFILE;
         }
@@ -1884,6 +1889,16 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
                  (unsigned long long)sc_cache_next_id(p->cache),
                  (unsigned long long)st.ids_skipped);
         }
+    } else if (rc == SC_OK && sc_cache_next_id(p->cache) >= SC_CACHE_ID_LIMIT) {
+        /* The ids are used up: an older build's files (its ids went on
+         * past the end, up to 2^64 - 2), or the snapshot of a start that
+         * --repair loaded so. Loaded all the same, on a plain start too:
+         * no insert takes, so no id is given out twice. */
+        plog(p,
+             "new ids start at %llu, at or past the end of the id range "
+             "(2^53): no insert takes (full) and none is given out twice; "
+             "lookups are served",
+             (unsigned long long)sc_cache_next_id(p->cache));
     }
     if (rc == SC_OK) {
         remove_stale_trainings(p, snap);
