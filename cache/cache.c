@@ -2830,19 +2830,33 @@ static uint64_t last_use(const entry *e)
     return e->last_hit_ms > e->created_ms ? e->last_hit_ms : e->created_ms;
 }
 
+/* Whether a goes before b in sc_cache_restore_lru's merge: used less
+ * recently, or at the same millisecond and inserted first (ids are given
+ * out in insert order, and the running cache has entries inserted in one
+ * millisecond in that order). Never equal: ids are unique. */
+static bool use_before(const entry *a, const entry *b)
+{
+    uint64_t x = last_use(a), y = last_use(b);
+    return x != y ? x < y : a->id < b->id;
+}
+
 /* sc_cache_restore_lru's merge. Each namespace's live entries, walked
  * from its least recent end, are a run; the runs are merged by last use,
  * taking the least recent head each time (not sorted: a run stays in its
- * order where its times are not), a tie to the namespace walked first. A
+ * order where its times are not), a tie to the lower id (use_before). A
  * cursor per namespace in a heap when there is memory for them; else the
  * runs merged two by two, which gives the same order (a merge takes the
  * less recent of its two heads, so a merge of merges takes the least
  * recent of all) with nothing allocated, at log2(k) passes over the
  * entries. The quarantined entries are apart: their times (a hit just
- * before the report) would hold their namespace's live ones back. */
+ * before the report) would hold their namespace's live ones back. They
+ * are merged two by two, each namespace's walked from its least recent
+ * end too, but taking the head used last (a tie to the higher id): the
+ * running cache puts each at the least recent end as it is reported
+ * (lru_to_tail), so the last reported is the least recent of all, and a
+ * report comes just after the hit whose time the entry keeps. */
 typedef struct lru_cursor {
     uint64_t key; /* last_use(e) */
-    size_t ord;   /* its namespace's place in the walk */
     entry *e;     /* its namespace's least recent live one not yet placed */
 } lru_cursor;
 
@@ -2852,13 +2866,14 @@ typedef struct lru_merge {
     /* The pairs' runs, linked through glru.next and ended by NULL, as a
      * binary counter: pending[i] holds 2^i runs merged, or none. */
     lnode *pending[64];
-    /* The quarantined entries, the last found first, linked so. */
-    lnode *q;
+    /* The quarantined entries' runs so, the least recent first (the one
+     * used last first: merge_runs' recent). */
+    lnode *qpending[64];
 } lru_merge;
 
 static bool cursor_before(const lru_cursor *x, const lru_cursor *y)
 {
-    return x->key != y->key ? x->key < y->key : x->ord < y->ord;
+    return x->key != y->key ? x->key < y->key : x->e->id < y->e->id;
 }
 
 static void cursor_sift(lru_cursor *h, size_t n, size_t i)
@@ -2881,14 +2896,15 @@ static void cursor_sift(lru_cursor *h, size_t n, size_t i)
     }
 }
 
-/* Runs, least recent first: a's on a tie (a holds the runs walked
- * earlier). */
-static lnode *merge_runs(lnode *a, lnode *b)
+/* Runs merged taking the head used first (use_before), or with recent
+ * the head used last. */
+static lnode *merge_runs(lnode *a, lnode *b, bool recent)
 {
     lnode head, *t = &head;
     while (a != NULL && b != NULL) {
-        if (last_use(CONTAINER(b, entry, glru)) <
-            last_use(CONTAINER(a, entry, glru))) {
+        const entry *x = CONTAINER(a, entry, glru);
+        const entry *y = CONTAINER(b, entry, glru);
+        if (recent ? use_before(x, y) : use_before(y, x)) {
             t->next = b;
             b = b->next;
         } else {
@@ -2914,6 +2930,30 @@ static entry *live_from(ns *s, lnode *n)
     return NULL;
 }
 
+/* Adds run to the binary counter pending (lru_merge), merging as
+ * merge_runs with recent. */
+static void pending_add(lnode **pending, lnode *run, bool recent)
+{
+    size_t i = 0;
+    for (; pending[i] != NULL; i++) {
+        run = merge_runs(pending[i], run, recent);
+        pending[i] = NULL;
+    }
+    pending[i] = run;
+}
+
+/* The runs of pending merged into one. */
+static lnode *pending_all(lnode **pending, bool recent)
+{
+    lnode *run = NULL;
+    for (size_t i = 0; i < 64; i++) {
+        if (pending[i] != NULL) {
+            run = merge_runs(pending[i], run, recent);
+        }
+    }
+    return run;
+}
+
 /* c->lock held for writing. s's quarantined entries, and its run: a
  * cursor, or its live entries linked. */
 static void lru_run(sc_cache *c, ns *s, void *arg)
@@ -2921,18 +2961,24 @@ static void lru_run(sc_cache *c, ns *s, void *arg)
     (void)c;
     lru_merge *m = arg;
     if (s->quarantined > 0) {
+        /* From the least recent end: the last reported first. */
+        lnode *q = NULL, **qtail = &q;
         for (lnode *n = s->lru.prev; n != &s->lru; n = n->prev) {
             entry *e = CONTAINER(n, entry, lru);
             if (e->quarantined) {
-                e->glru.next = m->q;
-                m->q = &e->glru;
+                *qtail = &e->glru;
+                qtail = &e->glru.next;
             }
+        }
+        *qtail = NULL;
+        if (q != NULL) {
+            pending_add(m->qpending, q, true);
         }
     }
     if (m->h != NULL) {
         entry *e = live_from(s, s->lru.prev);
         if (e != NULL) {
-            m->h[m->n] = (lru_cursor){.key = last_use(e), .ord = m->n, .e = e};
+            m->h[m->n] = (lru_cursor){.key = last_use(e), .e = e};
             m->n++;
         }
         return;
@@ -2944,15 +2990,9 @@ static void lru_run(sc_cache *c, ns *s, void *arg)
         tail = &e->glru.next;
     }
     *tail = NULL;
-    if (run == NULL) {
-        return;
+    if (run != NULL) {
+        pending_add(m->pending, run, false);
     }
-    size_t i = 0;
-    for (; m->pending[i] != NULL; i++) {
-        run = merge_runs(m->pending[i], run);
-        m->pending[i] = NULL;
-    }
-    m->pending[i] = run;
 }
 
 /* The next live entry of the merge, least recent first, or NULL. */
@@ -3008,25 +3048,22 @@ void sc_cache_restore_lru(sc_cache *c)
             cursor_sift(m.h, m.n, i);
         }
     } else {
-        lnode *run = NULL;
-        for (size_t i = 0; i < 64; i++) {
-            if (m.pending[i] != NULL) {
-                run = merge_runs(m.pending[i], run);
-            }
-        }
+        lnode *run = pending_all(m.pending, false);
+        memset(m.pending, 0, sizeof(m.pending));
         m.pending[0] = run;
     }
     /* Every entry of the cache's list is in its namespace's: the list is
-     * made again, the least recent live entry pushed first, then the
-     * quarantined ones behind them, the first found last (namespace by
-     * namespace, each in its own order, the least recent end first). */
+     * made again from its most recent end, pushed to in turn, the least
+     * recent first: the quarantined ones (the one used last first, the
+     * least recent of all as the last reported is in the running cache),
+     * then the live ones before them. */
     list_init(&c->lru);
+    for (lnode *n = pending_all(m.qpending, true), *next; n != NULL; n = next) {
+        next = n->next;
+        list_push_front(&c->lru, n);
+    }
     for (entry *e; (e = lru_next(&m)) != NULL;) {
         list_push_front(&c->lru, &e->glru);
-    }
-    for (lnode *n = m.q, *next; n != NULL; n = next) {
-        next = n->next;
-        list_push_back(&c->lru, n);
     }
     free(m.h);
     pthread_mutex_unlock(&c->gmu);

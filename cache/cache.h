@@ -686,8 +686,11 @@ void sc_cache_restore_snapshot_end(sc_cache *c);
  * namespace's own order, as the snapshot wrote it, is kept within it
  * (equal times, or times out of order where the clock went back, do not
  * reorder it): a merge of the namespaces' lists; of entries of two
- * namespaces with equal times, the one of the namespace walked first (the
- * namespace table's order) is less recent. Entries restored later
+ * namespaces with equal times, the one of the lower id (inserted first)
+ * is less recent. The quarantined ones are merged from the least recent
+ * end by the same rule reversed: the one used last (of equal times, the
+ * higher id) is the least recent of all, as the running cache puts the
+ * last reported there, a report coming just after a hit. Entries restored later
  * (the logs) come after, as they are restored. Waits for every call in
  * flight (it holds the cache for writing). O(n log k) for n entries of k
  * namespaces; allocates a cursor per namespace, and without the memory

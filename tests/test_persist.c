@@ -1701,6 +1701,106 @@ static void test_lru_across_namespaces(void)
     world_fake_clock = false;
 }
 
+/* The LRU order a restart makes, against the running cache's: entries of
+ * two namespaces inserted in turn in the same millisecond (ties: the
+ * running cache has them in insert order, which ids follow), and three
+ * entries of both reported in turn, each just after a hit (the running
+ * cache puts each at the least recent end as it is reported, so the last
+ * reported goes first). One directory's cache evicts as it runs; another,
+ * of the same calls, evicts after a restart from its snapshot: the same
+ * order. Before, both ties went by the namespace table's order (live ones
+ * of one namespace before the other's, the quarantined namespace by
+ * namespace): a different order whichever namespace came first. */
+static void lru_ties_calls(world *w, uint64_t ids[6])
+{
+    const char *names[3] = {"a", "b", "c"};
+    for (int k = 0; k < 3; k++) {
+        CHECK(sc_cache_ns_create(w->c, names[k], NULL) == SC_OK);
+    }
+    atomic_store(&world_now, 1000000);
+    char text[32], buf[64];
+    for (int i = 0; i < 6; i++) {
+        snprintf(text, sizeof(text), "t%d", i);
+        CHECK(put(w->c, names[i % 2], text, "r", false, 0, &ids[i]) == SC_OK);
+    }
+    /* a0, then b0, then a1: hit, then reported. */
+    const int bad[3] = {0, 1, 2};
+    for (int q = 0; q < 3; q++) {
+        atomic_fetch_add(&world_now, 1000);
+        snprintf(text, sizeof(text), "t%d", bad[q]);
+        CHECK(served_text(w->c, names[bad[q] % 2], text, buf, sizeof(buf)));
+        atomic_fetch_add(&world_now, 1000);
+        CHECK(sc_cache_feedback(w->c, ids[bad[q]]) == SC_OK);
+    }
+}
+
+/* The order in which w's cache (capped at 6 entries) evicts ids[0..5] as
+ * entries are inserted into "c": order[j], an index into ids, -1 when not
+ * one alone went. */
+static void lru_ties_evict(world *w, const uint64_t ids[6], int order[6])
+{
+    char text[32], ns[SC_CACHE_NS_NAME_MAX + 1];
+    bool was[6] = {false};
+    atomic_fetch_add(&world_now, 1000);
+    for (int j = 0; j < 6; j++) {
+        snprintf(text, sizeof(text), "new %d", j);
+        CHECK(put(w->c, "c", text, "r", false, 0, NULL) == SC_OK);
+        order[j] = -1;
+        for (int i = 0; i < 6; i++) {
+            bool gone = sc_cache_entry_ns(w->c, ids[i], ns) == SC_ENOTFOUND;
+            if (gone && !was[i]) {
+                order[j] = order[j] == -1 ? i : -2;
+            }
+            was[i] = gone;
+        }
+    }
+}
+
+static void test_lru_ties(void)
+{
+    char run_dir[512], dir[512];
+    fresh_dir(run_dir, sizeof(run_dir), "lru-ties-run");
+    fresh_dir(dir, sizeof(dir), "lru-ties");
+    world_fake_clock = true;
+    world_max_entries = 6;
+    uint64_t ids[6], run_ids[6];
+    int running[6], restored[6];
+    world w;
+    CHECK(world_open(&w, run_dir, SC_FSYNC_NO, false) == SC_OK);
+    lru_ties_calls(&w, run_ids);
+    lru_ties_evict(&w, run_ids, running);
+    world_close(&w);
+
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    lru_ties_calls(&w, ids);
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(w.st.snapshot && w.st.logs == 1 && w.st.entries_restored == 6);
+    lru_ties_evict(&w, ids, restored);
+    world_close(&w);
+    world_max_entries = 0;
+    world_fake_clock = false;
+
+    /* The last reported first (a1, b0, a0), then the live in insert
+     * order (b1, a2, b2). */
+    static const int want[6] = {2, 1, 0, 3, 4, 5};
+    CHECK(memcmp(running, want, sizeof(want)) == 0);
+    CHECK(memcmp(restored, want, sizeof(want)) == 0);
+    if (memcmp(running, want, sizeof(want)) != 0 ||
+        memcmp(restored, want, sizeof(want)) != 0) {
+        fprintf(stderr, "lru ties: evicted running");
+        for (int i = 0; i < 6; i++) {
+            fprintf(stderr, " %d", running[i]);
+        }
+        fprintf(stderr, ", restored");
+        for (int i = 0; i < 6; i++) {
+            fprintf(stderr, " %d", restored[i]);
+        }
+        fprintf(stderr, " (want 2 1 0 3 4 5)\n");
+    }
+}
+
 /* The same with a hit whose time is older than its namespace's other
  * entries (its clock read before theirs, or the clock set back): the
  * overall order keeps the namespace's own, which the snapshot holds, and
@@ -3771,6 +3871,7 @@ int main(void)
     test_lru_order();
     test_lru_across_namespaces();
     test_lru_across_clock_back();
+    test_lru_ties();
     test_lru_across_repaired(0);
     test_lru_across_repaired(1);
     test_lru_across_repaired(2);

@@ -1122,10 +1122,10 @@ static void compare_lru(sc_cache *r)
  * the least recent entry of all namespaces, and a restart keeps each
  * namespace's LRU order but makes the order between them from the
  * entries' last use (sc_cache_restore_lru). That is the live order only
- * among live entries (the quarantined go namespace by namespace) and only
- * where no two entries of different namespaces were last used in the same
- * millisecond (this clock steps by rn(600), 0 included: such ties go by
- * the namespace table's order). */
+ * where the times tell it: among the quarantined, by last use, not by
+ * report; and of two entries of different namespaces last used in the
+ * same millisecond (this clock steps by rn(600), 0 included), by id,
+ * which is the live order only for inserts. */
 static void go_on(sc_cache *r)
 {
     for (int k = 0; k < 250; k++) {
