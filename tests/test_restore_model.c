@@ -13,9 +13,11 @@
  * "w" ivf-sq8 (small train_min: trained, retrained, trained after drops,
  * caps and deletes, before and after compactions, snap.G.ivf.K kept),
  * compared as compare_trained and compare_lookups say.
- * Fixed seeds; more with test_restore_model SEEDS [FIRST] [ivf] (ivf: the
- * IVF seeds only); RESTORE_TRACE=1 each change, RESTORE_LOG=1 the
- * persister's lines, on stderr. */
+ * Fixed seeds, whose run also checks that each kind of change was
+ * reached (reached()); more with test_restore_model SEEDS [FIRST] [ivf]
+ * (ivf: the IVF seeds only), which says what they did not reach;
+ * RESTORE_TRACE=1 each change, RESTORE_LOG=1 the persister's lines, on
+ * stderr. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
@@ -76,8 +78,9 @@ static struct {
 
 static int printed;
 
-/* What the seeds made happen, all together: each must have happened, or
- * the generator no longer reaches what the comparison checks. */
+/* What the seeds made happen, all together: each must have happened in
+ * the fixed seeds' run, or the generator no longer reaches what the
+ * comparison checks (reached()). */
 static struct {
     uint64_t compared, hit, quar, slid, hook_ops, lapsed, probes_hit;
     /* IVF seeds: trainings started (first ones and retrainings, live and
@@ -1275,6 +1278,25 @@ static void run_seed(uint64_t seed, const char *root)
     }
 }
 
+/* What the seeds made happen (seen) must each have happened at least once
+ * in the fixed seeds' run (no arguments, the ctest's), or the generator no
+ * longer reaches what the comparison checks. Other seeds (SEEDS, FIRST,
+ * ivf given) are a sample: what they did not reach is said, not failed.
+ * Some kinds are rare: 12 of IVF seeds 1-60 retrained a trained scope
+ * live, so 10 IVF seeds from 1000 (as from 100, 500, 2000, 3000, 5000)
+ * reached none, every comparison passing. */
+static void reached(bool fixed, const char *what, uint64_t n)
+{
+    if (fixed) {
+        if (n == 0) {
+            fprintf(stderr, "the fixed seeds reached no %s\n", what);
+        }
+        CHECK(n > 0);
+    } else if (n == 0) {
+        printf("note: these seeds reached no %s\n", what);
+    }
+}
+
 int main(int argc, char **argv)
 {
     uint64_t seeds = SEEDS_DEFAULT, first = 1;
@@ -1286,6 +1308,7 @@ int main(int argc, char **argv)
     }
     /* test_restore_model SEEDS FIRST ivf: the IVF seeds only */
     bool ivf_only = argc > 3 && strcmp(argv[3], "ivf") == 0;
+    bool fixed = argc == 1; /* the ctest's seeds: coverage checked */
     char root[256]; /* this run's (test_tmp.h) restore-XXXXXX */
     sc_test_tmp_path("restore_model", root, sizeof(root), "restore-XXXXXX");
     if (mkdtemp(root) == NULL) {
@@ -1309,9 +1332,12 @@ int main(int argc, char **argv)
     }
     w.ivf = false;
     sc_index_set_training_hook(NULL, NULL);
-    CHECK(iseeds < 10 ||
-          (seen.trainings > 0 && seen.retrained > 0 && seen.trained > 0 &&
-           seen.ivf_probes > 0 && seen.went_on > 0));
+    reached(fixed, "IVF trainings", seen.trainings);
+    reached(fixed, "retrainings of a trained scope", seen.retrained);
+    reached(fixed, "scopes trained at a stop", seen.trained);
+    reached(fixed, "IVF probes compared", seen.ivf_probes);
+    reached(fixed, "trainings at the same insert after a restart",
+            seen.went_on);
 #endif
     sc_persist_set_snapshot_hook(NULL, NULL);
     sc_prices_free(w.prices);
@@ -1330,13 +1356,14 @@ int main(int argc, char **argv)
            (unsigned long long)seen.ivf_probes,
            (unsigned long long)seen.went_on);
 #endif
-    /* (a seed or two alone, to look at one, need not reach them all; nor
-     * the IVF seeds alone, whose ops are mostly inserts: 30 of them from
-     * 2000 had no sliding entry that slid, and their IVF side is checked
-     * above) */
-    CHECK(seeds < 10 || ivf_only ||
-          (seen.compared > 0 && seen.hit > 0 && seen.quar > 0 &&
-           seen.slid > 0 && seen.hook_ops > 0 && seen.probes_hit > 0));
+    if (!ivf_only) {
+        reached(fixed, "entries compared", seen.compared);
+        reached(fixed, "entries hit", seen.hit);
+        reached(fixed, "entries quarantined", seen.quar);
+        reached(fixed, "sliding entries that slid", seen.slid);
+        reached(fixed, "changes during snapshots", seen.hook_ops);
+        reached(fixed, "probes hit", seen.probes_hit);
+    }
     if (test_failed == 0) {
         rmdir(root);
     }
