@@ -162,18 +162,24 @@ static int remove_tree(int top, struct removal *r)
             const char *name = l->names + l->pos;
             l->pos += strlen(name) + 1;
             /* A directory when the open takes it; anything else (a file,
-             * a link: ELOOP or ENOTDIR) is unlinked. */
+             * a link: ELOOP or ENOTDIR) is unlinked. A directory it may
+             * not read (mode 000: EACCES) is removed when it is empty,
+             * as rmdir would (it was left, "Permission denied"). */
             int sub = openat(cur, name,
                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub < 0) {
-                if (errno == ENOTDIR || errno == ELOOP) {
+                int oerr = errno;
+                if (oerr == ENOTDIR || oerr == ELOOP) {
                     if (unlinkat(cur, name, 0) == 0) {
                         l->progress = true;
                     } else if (errno != ENOENT) {
                         failed(r, plen, name, errno);
                     }
-                } else if (errno != ENOENT) {
-                    failed(r, plen, name, errno);
+                } else if (oerr == EACCES &&
+                           unlinkat(cur, name, AT_REMOVEDIR) == 0) {
+                    l->progress = true;
+                } else if (oerr != ENOENT) {
+                    failed(r, plen, name, oerr);
                 }
                 continue;
             }
@@ -372,6 +378,14 @@ int sc_test_tmp_remove(const char *path)
             err = errno;
             fprintf(stderr, "test_tmp: cannot remove %s: %s\n", path,
                     strerror(err));
+            rc = -1;
+        }
+    } else if (errno == EACCES) {
+        /* A directory it may not read (mode 000): removed when empty. */
+        err = EACCES;
+        if (unlinkat(parent, last, AT_REMOVEDIR) != 0) {
+            fprintf(stderr, "test_tmp: cannot remove %s: %s\n", path,
+                    strerror(EACCES));
             rc = -1;
         }
     } else if (errno != ENOENT) {

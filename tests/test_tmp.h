@@ -53,12 +53,14 @@ char *sc_test_tmp_path(const char *who, char *buf, size_t size,
  * parent is followed as given (a link in path's last name is removed,
  * not followed, trailing slashes or not). Any depth: a few descriptors
  * at once, whatever the depth (the way back up is "..", checked to be the
- * directory it came down from). For a directory made in
- * sc_test_tmp_dir()'s before the exit; the exit and the sweep remove
- * theirs so, bench_service its data directories. 0 when path is gone
- * (or was not there); -1 with errno set, said on stderr ("test_tmp:
- * cannot remove PATH: [WHERE: ]why"), when some of it is left, or when
- * path is "/" or its last name "." or ".." (refused: EINVAL). */
+ * directory it came down from). A directory it may not read (mode 000)
+ * is removed when it is empty, and left, said, when it is not. For a
+ * directory made in sc_test_tmp_dir()'s before the exit; the exit and
+ * the sweep remove theirs so, bench_service its data directories. 0
+ * when path is gone (or was not there); -1 with errno set, said on
+ * stderr ("test_tmp: cannot remove PATH: [WHERE: ]why"), when some of
+ * it is left, or when path is "/" or its last name "." or ".."
+ * (refused: EINVAL). */
 int sc_test_tmp_remove(const char *path);
 
 /* Moves path (a directory in sc_test_tmp_dir()'s) out of it, into a new

@@ -15,7 +15,9 @@ descriptors: a directory swapped for a link while it removes in it
 takes nothing outside with it; another uid's run directory is kept
 (tested as root); a link named with a trailing slash is removed, not
 its target's files; a tree 600 deep goes whole with 256 descriptors; a
-directory moved out from under a sweep stops it, said and not counted. With --persist PATH, a real C
+directory moved out from under a sweep stops it, said and not counted;
+an empty directory of mode 000 is removed, one that is not is left and
+said ("cannot remove PATH: WHERE: why"). With --persist PATH, a real C
 test (test_persist) killed midway leaves nothing the next one does not
 remove (it used to leave /tmp/semcache-persist-test-PID). C picks the
 base Python does when TMPDIR cannot be used ($TEMP, $TMP, /tmp...), and
@@ -420,6 +422,35 @@ def test_sweep_links(ctmp):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def as_nobody():
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def open_to_all(d):
+    """Lets every user search the way to d (the dirs root owns on it)."""
+    while d not in ("/", ""):
+        st = os.stat(d)
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o001:
+            os.chmod(d, (st.st_mode & 0o7777) | 0o011)
+        d = os.path.dirname(d)
+
+
+def nobody_tree(top, dirs, files=(), locked=()):
+    """Makes top/dirs..., top/files... owned by uid 65534, then the dirs
+    of locked mode 000 (deepest first)."""
+    os.makedirs(top)
+    for d in dirs:
+        os.makedirs(os.path.join(top, d), exist_ok=True)
+    for f in files:
+        open(os.path.join(top, f), "w").close()
+    for dp, dn, fn in os.walk(top):
+        for n in [dp] + [os.path.join(dp, x) for x in dn + fn]:
+            os.chown(n, 65534, 65534)
+    for d in sorted(locked, key=len, reverse=True):
+        os.chmod(os.path.join(top, d), 0)
+
+
 def test_remove_edges(ctmp):
     """sc_test_tmp_remove() given a link with a trailing slash removes the
     link, not what is in its target (open() follows "link/" even with
@@ -473,22 +504,10 @@ def test_remove_edges(ctmp):
         # parent opened for reading left it, "Permission denied").
         drop = os.path.join(base, "drop")
         os.mkdir(drop)
-        d = base
-        while d not in ("/", ""):  # the way there searchable by all
-            st = os.stat(d)
-            if st.st_uid == os.geteuid() and not st.st_mode & 0o001:
-                os.chmod(d, (st.st_mode & 0o7777) | 0o011)
-            d = os.path.dirname(d)
+        open_to_all(base)
         os.chmod(drop, 0o1733)
         mine = os.path.join(drop, "mine")
-        os.mkdir(mine)
-        open(os.path.join(mine, "file"), "w").close()
-        for p in (mine, os.path.join(mine, "file")):
-            os.chown(p, 65534, 65534)
-
-        def as_nobody():
-            os.setgid(65534)
-            os.setuid(65534)
+        nobody_tree(mine, [], ["file"])
         r = subprocess.run([ctmp, "remove", mine], capture_output=True,
                            text=True, env=env_in(base),
                            preexec_fn=as_nobody)
@@ -549,6 +568,69 @@ def test_remove_edges(ctmp):
           f"{len(names)} files left, {r.stderr.strip()[-300:]}")
     shutil.rmtree(base, ignore_errors=True)
 
+
+
+def test_unreadable(ctmp):
+    """As uid 65534 (root reads a directory of mode 000 all the same): an
+    empty directory of mode 000 in a dead run's is removed by a sweep,
+    and by sc_test_tmp_remove() in a tree and as the path given (all
+    left, "Permission denied"); one that is not empty is left, and the
+    run with it, each said in a "cannot remove" line naming the run and
+    where (a sweep's not counted, a removal's -1); a path whose parent
+    it may not write is left, said in one naming the path alone."""
+    if os.geteuid() != 0:
+        print("tmpdirs: not root: directories of mode 000 are not tested")
+        return
+    base = tempfile.mkdtemp()
+    open_to_all(base)
+    os.chmod(base, 0o777)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+
+    def run_ctmp(*args):
+        r = subprocess.run([ctmp, *args], capture_output=True, text=True,
+                           env=env_in(base), preexec_fn=as_nobody)
+        return r.stdout.strip(), r.stderr.strip()
+
+    empty = os.path.join(base, f"{testtmp.PREFIX}{gone.pid}.empty")
+    nobody_tree(empty, ["sub/locked"], ["sub/f"], ["sub/locked"])
+    out, err = run_ctmp("sweep", base)
+    check(out == "1" and err == "" and not os.path.lexists(empty),
+          f"a sweep removes a dead run holding an empty directory of mode "
+          f"000: {out} {'LEFT' if os.path.lexists(empty) else 'gone'} {err}")
+    tree = os.path.join(base, "tree")
+    nobody_tree(tree, ["a/locked"], ["a/f"], ["a/locked"])
+    out, err = run_ctmp("remove", tree)
+    check(out == "0" and err == "" and not os.path.lexists(tree),
+          f"so does sc_test_tmp_remove(): {out} {err}")
+    alone = os.path.join(base, "alone")
+    nobody_tree(alone, [], [], ["."])
+    out, err = run_ctmp("remove", alone)
+    check(out == "0" and err == "" and not os.path.lexists(alone),
+          f"and given one itself: {out} {err}")
+
+    full = os.path.join(base, f"{testtmp.PREFIX}{gone.pid}.full")
+    nobody_tree(full, ["sub/locked"], ["sub/locked/f"], ["sub/locked"])
+    line = (f"test_tmp: cannot remove {full}: "
+            f"{full}/sub/locked: Permission denied")
+    out, err = run_ctmp("sweep", base)
+    check(out == "0" and err == line and os.path.isdir(full),
+          f"a dead run holding a directory of mode 000 that is not empty "
+          f"is kept, said and not counted: {out} {err!r}")
+    out, err = run_ctmp("remove", full)
+    check(out == "-1" and err == line and os.path.isdir(full),
+          f"sc_test_tmp_remove() leaves it, saying so: {out} {err!r}")
+    os.chmod(os.path.join(full, "sub", "locked"), 0o700)
+
+    ro = os.path.join(base, "ro")
+    os.mkdir(ro)  # root's: 65534 may not write in it
+    nobody_tree(os.path.join(ro, "d"), [], ["f"])
+    out, err = run_ctmp("remove", os.path.join(ro, "d"))
+    check(out == "-1" and err == f"test_tmp: cannot remove {ro}/d: "
+          f"Permission denied" and os.path.isdir(os.path.join(ro, "d")),
+          f"a directory in one it may not write is left, said: {out} "
+          f"{err!r}")
+    shutil.rmtree(base, ignore_errors=True)
 
 CLI_SERVER = """#!/bin/sh
 echo "$@" >"$CLI_MARK.tmp" && mv "$CLI_MARK.tmp" "$CLI_MARK"
@@ -951,7 +1033,10 @@ def test_ipc_swept(bench, ctmp):
           f"$TMPDIR /tmp/{testtmp.PREFIX}{proc.pid}.*), kept by a C and a "
           f"Python sweep while it runs: {path!r}, "
           f"{'kept' if live_kept else 'NOT KEPT'} ({outs})")
-    os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # (all gone already)
     proc.wait(30)
     group_gone(proc.pid)
     outs = [subprocess.run([ctmp, "sweep", b], capture_output=True,
@@ -1139,6 +1224,7 @@ def main():
     test_new_leftovers(ctmp)
     test_sweep_links(ctmp)
     test_remove_edges(ctmp)
+    test_unreadable(ctmp)
     test_old_sockets(ctmp)
     test_old_sockets_at_start(ctmp)
     test_cli_lock()
