@@ -16,12 +16,14 @@ cli=$2
 # locked (fd 9, held by this shell and its children), then renamed to its
 # run name: a sweep never sees it unlocked. A sweep that took the new one
 # before it was locked (its pid misread from another pid namespace) leaves
-# the exec or the mv nothing to work on: made again.
+# the exec or the mv nothing to work on: made again. "command exec": in
+# bash's POSIX mode (POSIXLY_CORRECT set) a plain exec whose redirection
+# fails ends the script.
 base=$(python3 -c 'import tempfile; print(tempfile.gettempdir())') || exit 1
 for try in 1 2 3 4 5 6 7 8; do
     t=$(mktemp -d "$base/.semcache-new.$$.XXXXXX") || exit 1
     run="$base/semcache-run.$$.${t##*.}"
-    if { exec 9<"$t"; } 2>/dev/null && flock 9 && [ ! -e "$run" ] &&
+    if { command exec 9<"$t"; } 2>/dev/null && flock 9 && [ ! -e "$run" ] &&
         mv -T "$t" "$run" 2>/dev/null; then
         break
     fi

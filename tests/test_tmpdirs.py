@@ -17,7 +17,9 @@ takes nothing outside with it; another uid's run directory is kept
 its target's files; a tree 600 deep goes whole with 256 descriptors; a
 directory moved out from under a sweep stops it, said and not counted;
 an empty directory of mode 000 is removed, one that is not is left and
-said ("cannot remove PATH: WHERE: why"). With --persist PATH, a real C
+said ("cannot remove PATH: WHERE: why"). test_cli.sh is locked while it
+runs and, its first directory swept before it locks it, makes another,
+in bash's POSIX mode too. With --persist PATH, a real C
 test (test_persist) killed midway leaves nothing the next one does not
 remove (it used to leave /tmp/semcache-persist-test-PID). C picks the
 base Python does when TMPDIR cannot be used ($TEMP, $TMP, /tmp...), and
@@ -638,13 +640,22 @@ exec cat >/dev/null
 """
 
 
-def test_cli_lock():
-    """test_cli.sh's run directory is locked while it runs (it held none:
-    a sweep that misread its pid, from another pid namespace, removed it
-    under it), and one left by a SIGKILL goes at the next sweep. Seen
-    through a stand-in semcached that writes down its arguments and a
-    stand-in CLI that waits: both wait on the test's stdin."""
-    base = tempfile.mkdtemp()
+# A stand-in mktemp for test_cli_posix(): the first directory it makes
+# it removes before test_cli.sh can lock it, as a sweep from another pid
+# namespace could; each call is a line in $MKTEMP_LOG.
+SWEPT_MKTEMP = """#!/bin/sh
+d=$("$REAL_MKTEMP" "$@") || exit 1
+[ -s "$MKTEMP_LOG" ] || rmdir "$d"
+echo "$d" >>"$MKTEMP_LOG"
+echo "$d"
+"""
+
+
+def start_cli(base, env=None):
+    """Starts test_cli.sh on a stand-in semcached that writes down its
+    arguments and a stand-in CLI that waits (both on the test's stdin),
+    with TMPDIR base/runs; its process, runs base and run directory
+    (from the server's ipc:// address; "" when it did not start)."""
     server = os.path.join(base, "server.sh")
     with open(server, "w") as f:
         f.write(CLI_SERVER)
@@ -659,7 +670,8 @@ def test_cli_lock():
     proc = subprocess.Popen([os.path.join(HERE, "test_cli.sh"), server, cli],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=dict(env_in(runs_base), CLI_MARK=mark))
+                            env=dict(env or os.environ, TMPDIR=runs_base,
+                                     CLI_MARK=mark))
     deadline = time.monotonic() + 30
     while (not os.path.exists(mark) and proc.poll() is None and
            time.monotonic() < deadline):
@@ -667,6 +679,26 @@ def test_cli_lock():
     args = open(mark).read().split() if os.path.exists(mark) else []
     run = (os.path.dirname(args[1][len("ipc://"):])
            if len(args) > 1 and args[1].startswith("ipc://") else "")
+    return proc, runs_base, run
+
+
+def stop_cli(proc):
+    """Kills test_cli.sh with its stand-ins; waits until they are gone
+    (their lock let go)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # (all gone already)
+    proc.wait(30)
+    group_gone(proc.pid)
+
+
+def test_cli_lock():
+    """test_cli.sh's run directory is locked while it runs (it held none:
+    a sweep that misread its pid, from another pid namespace, removed it
+    under it), and one left by a SIGKILL goes at the next sweep."""
+    base = tempfile.mkdtemp()
+    proc, runs_base, run = start_cli(base)
     locked = False
     if run and os.path.isdir(run):
         fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
@@ -681,14 +713,38 @@ def test_cli_lock():
           f"test_cli.sh's run directory, {runs_base}/{testtmp.PREFIX}"
           f"{proc.pid}.*, is locked while it runs: {run!r} "
           f"{'locked' if locked else 'NOT LOCKED'}")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    # Its stand-ins, killed too, let the lock go once they are gone.
-    group_gone(proc.pid)
+    stop_cli(proc)
     check(run and os.path.isdir(run) and testtmp.sweep(runs_base) == 1 and
           os.listdir(runs_base) == [],
           f"killed, it leaves it to the next sweep: "
           f"{os.listdir(runs_base)}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_cli_posix():
+    """test_cli.sh whose first new directory is swept before it locks it
+    makes another and runs, in bash's POSIX mode too (POSIXLY_CORRECT in
+    the environment): there a failed "exec 9<DIR" ended the script, status
+    1, before its server started."""
+    base = tempfile.mkdtemp()
+    stub = os.path.join(base, "bin")
+    os.mkdir(stub)
+    with open(os.path.join(stub, "mktemp"), "w") as f:
+        f.write(SWEPT_MKTEMP)
+    os.chmod(os.path.join(stub, "mktemp"), 0o755)
+    log = os.path.join(base, "mktemp.log")
+    env = dict(os.environ, POSIXLY_CORRECT="1", MKTEMP_LOG=log,
+               REAL_MKTEMP=shutil.which("mktemp"),
+               PATH=stub + os.pathsep + os.environ.get("PATH", ""))
+    proc, runs_base, run = start_cli(base, env)
+    made = open(log).read().split() if os.path.exists(log) else []
+    check(len(made) == 2 and os.path.dirname(run) == runs_base and
+          os.path.isdir(run) and proc.poll() is None,
+          f"in POSIX mode, test_cli.sh whose first directory is swept "
+          f"makes another and runs: {len(made)} made, run {run!r}, "
+          f"exit status {proc.poll()}")
+    stop_cli(proc)
+    testtmp.sweep(runs_base)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -1228,6 +1284,7 @@ def main():
     test_old_sockets(ctmp)
     test_old_sockets_at_start(ctmp)
     test_cli_lock()
+    test_cli_posix()
     if "--config" in argv:
         test_config_names(argv[argv.index("--config") + 1])
     if "--persist" in argv:
