@@ -90,6 +90,61 @@ static const struct {
     {"b", 25, 70, false}, {"c", 40, 0, false}, {"c", 45, 0, false},
 };
 
+/* Restores one entry of a snapshot into c as the loader does: its text
+ * "saved ..." (text), response "r", a hit count of 1 when it was hit;
+ * checks it was added. */
+static void restore_saved(sc_cache *c, uint64_t id, const char *ns,
+                          const char *text, uint64_t created, uint64_t hit,
+                          bool quarantined)
+{
+    sc_cache_entry_info e = {
+        .id = id,
+        .ns = ns,
+        .scope = "",
+        .text = text,
+        .text_len = strlen(text),
+        .response = "r",
+        .response_len = 1,
+        .model = "",
+        .feature = "",
+        .user = "",
+        .embed_model = "",
+        .created_ms = created,
+        .last_hit_ms = hit,
+        .hit_count = hit != 0,
+        .quarantined = quarantined,
+    };
+    bool added = false;
+    CHECK_EQ_INT(sc_cache_restore_entry(c, &e, 1000, &added), SC_OK);
+    CHECK(added);
+}
+
+/* sc_cache_restore_lru on c, its cursors' malloc failing when fail:
+ * checks that exactly one malloc failed then (none when not fail). */
+static void restore_lru(sc_cache *c, bool fail)
+{
+    int failed0 = atomic_load(&malloc_failed);
+    malloc_armed = fail;
+    sc_cache_restore_lru(c);
+    malloc_armed = 0;
+    CHECK_EQ_INT(atomic_load(&malloc_failed) - failed0, fail ? 1 : 0);
+}
+
+/* Inserts "new i" (response "r") into ns of c: a change that makes the
+ * overall cap evict the least recent entry. */
+static void insert_new(sc_cache *c, const char *ns, int i)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "new %d", i);
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.text = text;
+    it.text_len = strlen(text);
+    it.response = "r";
+    it.response_len = 1;
+    CHECK_EQ_INT(sc_cache_insert(c, ns, &it, NULL), SC_OK);
+}
+
 /* sc_cache_restore_lru, with its cursors (fail false) or without memory
  * for them (true): the overall cap evicts the quarantined entry, then the
  * live ones by a merge of the namespaces' orders by last use. A sort by
@@ -112,43 +167,15 @@ static void test_lru_merge(bool fail, int got[9])
     char text[32];
     for (int i = 0; i < 9; i++) {
         snprintf(text, sizeof(text), "saved %d", i);
-        sc_cache_entry_info e = {
-            .id = (uint64_t)i + 1,
-            .ns = lru_saved[i].ns,
-            .scope = "",
-            .text = text,
-            .text_len = strlen(text),
-            .response = "r",
-            .response_len = 1,
-            .model = "",
-            .feature = "",
-            .user = "",
-            .embed_model = "",
-            .created_ms = lru_saved[i].created,
-            .last_hit_ms = lru_saved[i].hit,
-            .hit_count = lru_saved[i].hit != 0,
-            .quarantined = lru_saved[i].quarantined,
-        };
-        bool added = false;
-        CHECK_EQ_INT(sc_cache_restore_entry(c, &e, 1000, &added), SC_OK);
-        CHECK(added);
+        restore_saved(c, (uint64_t)i + 1, lru_saved[i].ns, text,
+                      lru_saved[i].created, lru_saved[i].hit,
+                      lru_saved[i].quarantined);
     }
-    int failed0 = atomic_load(&malloc_failed);
-    malloc_armed = fail;
-    sc_cache_restore_lru(c);
-    malloc_armed = 0;
-    CHECK_EQ_INT(atomic_load(&malloc_failed) - failed0, fail ? 1 : 0);
+    restore_lru(c, fail);
     bool was[9] = {false};
     char ns[SC_CACHE_NS_NAME_MAX + 1];
     for (int j = 0; j < 9; j++) {
-        sc_cache_item it;
-        memset(&it, 0, sizeof(it));
-        snprintf(text, sizeof(text), "new %d", j);
-        it.text = text;
-        it.text_len = strlen(text);
-        it.response = "r";
-        it.response_len = 1;
-        CHECK_EQ_INT(sc_cache_insert(c, "c", &it, NULL), SC_OK);
+        insert_new(c, "c", j);
         got[j] = -1;
         for (int i = 0; i < 9; i++) {
             bool gone =
@@ -267,43 +294,17 @@ static void rand_evict(const rand_state *st, bool fail, bool probe)
         for (int j = 0; j < n; j++) {
             snprintf(name, sizeof(name), "n%d", i);
             snprintf(text, sizeof(text), "saved %d %d", i, j);
-            sc_cache_entry_info e = {
-                .id = probe ? (uint64_t)i + 1 : st->first_id[i] + (uint64_t)j,
-                .ns = name,
-                .scope = "",
-                .text = text,
-                .text_len = strlen(text),
-                .response = "r",
-                .response_len = 1,
-                .model = "",
-                .feature = "",
-                .user = "",
-                .embed_model = "",
-                .created_ms = probe ? 1 : st->e[i][j].created,
-                .last_hit_ms = probe ? 0 : st->e[i][j].hit,
-                .hit_count = !probe && st->e[i][j].hit != 0,
-                .quarantined = probe || st->e[i][j].quarantined,
-            };
-            bool added = false;
-            CHECK_EQ_INT(sc_cache_restore_entry(c, &e, 1000, &added), SC_OK);
-            CHECK(added);
+            /* (a probe: one quarantined entry a namespace, never hit) */
+            restore_saved(
+                c, probe ? (uint64_t)i + 1 : st->first_id[i] + (uint64_t)j,
+                name, text, probe ? 1 : st->e[i][j].created,
+                probe ? 0 : st->e[i][j].hit, probe || st->e[i][j].quarantined);
         }
     }
-    int failed0 = atomic_load(&malloc_failed);
-    malloc_armed = fail;
-    sc_cache_restore_lru(c);
-    malloc_armed = 0;
-    CHECK_EQ_INT(atomic_load(&malloc_failed) - failed0, fail ? 1 : 0);
+    restore_lru(c, fail);
     nevicted = 0;
     for (int i = 0; i < total; i++) {
-        sc_cache_item it;
-        memset(&it, 0, sizeof(it));
-        snprintf(text, sizeof(text), "new %d", i);
-        it.text = text;
-        it.text_len = strlen(text);
-        it.response = "r";
-        it.response_len = 1;
-        CHECK_EQ_INT(sc_cache_insert(c, "zz", &it, NULL), SC_OK);
+        insert_new(c, "zz", i);
     }
     CHECK_EQ_INT(nevicted, (size_t)total);
     sc_cache_close(c);

@@ -136,6 +136,18 @@ def group_gone(pgid, timeout=60):
     return False
 
 
+def kill_group(proc):
+    """Kills proc's process group (started with start_new_session: a
+    test_cli.sh or bench_service with its stand-ins); waits until they
+    are gone (their lock let go)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # (all gone already)
+    proc.wait(30)
+    group_gone(proc.pid)
+
+
 def release(proc):
     proc.stdin.close()
     proc.wait(30)
@@ -150,6 +162,46 @@ def mine(base, proc):
     """The run directories of base named with proc's pid."""
     return [n for n in runs(base)
             if n.startswith(f"{testtmp.PREFIX}{proc.pid}.")]
+
+
+def write_script(path, text):
+    """Writes a stand-in program at path, executable; path."""
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o755)
+    return path
+
+
+def stand_in_base(script, name="server.sh"):
+    """A fresh directory holding runs/, the $TMPDIR of the run under
+    test, and the stand-in script as name: (base, runs_base, its
+    path)."""
+    base = tempfile.mkdtemp()
+    runs_base = os.path.join(base, "runs")
+    os.mkdir(runs_base)
+    return base, runs_base, write_script(os.path.join(base, name), script)
+
+
+def wait_mark(mark, proc, timeout=30):
+    """What a stand-in wrote to mark once it has (while proc runs, for up
+    to timeout seconds); "" if it did not."""
+    deadline = time.monotonic() + timeout
+    while (not os.path.exists(mark) and proc.poll() is None and
+           time.monotonic() < deadline):
+        time.sleep(0.01)
+    return open(mark).read() if os.path.exists(mark) else ""
+
+
+def run_timed(cmd, env, timeout):
+    """subprocess.run's result; a run killed at timeout is one with the
+    return code "timed out" (said as a failure) and what it wrote."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(e.cmd, "timed out",
+                                           (e.stdout or b"").decode(),
+                                           (e.stderr or b"").decode())
 
 
 def test_python_and_c(ctmp):
@@ -656,14 +708,9 @@ def start_cli(base, env=None):
     arguments and a stand-in CLI that waits (both on the test's stdin),
     with TMPDIR base/runs; its process, runs base and run directory
     (from the server's ipc:// address; "" when it did not start)."""
-    server = os.path.join(base, "server.sh")
-    with open(server, "w") as f:
-        f.write(CLI_SERVER)
-    os.chmod(server, 0o755)
-    cli = os.path.join(base, "cli.sh")
-    with open(cli, "w") as f:
-        f.write("#!/bin/sh\nexec cat >/dev/null\n")
-    os.chmod(cli, 0o755)
+    server = write_script(os.path.join(base, "server.sh"), CLI_SERVER)
+    cli = write_script(os.path.join(base, "cli.sh"),
+                       "#!/bin/sh\nexec cat >/dev/null\n")
     runs_base = os.path.join(base, "runs")
     os.mkdir(runs_base)
     mark = os.path.join(base, "mark")
@@ -672,25 +719,11 @@ def start_cli(base, env=None):
                             stderr=subprocess.DEVNULL, start_new_session=True,
                             env=dict(env or os.environ, TMPDIR=runs_base,
                                      CLI_MARK=mark))
-    deadline = time.monotonic() + 30
-    while (not os.path.exists(mark) and proc.poll() is None and
-           time.monotonic() < deadline):
-        time.sleep(0.01)
-    args = open(mark).read().split() if os.path.exists(mark) else []
+    args = wait_mark(mark, proc).split()
     run = (os.path.dirname(args[1][len("ipc://"):])
            if len(args) > 1 and args[1].startswith("ipc://") else "")
     return proc, runs_base, run
 
-
-def stop_cli(proc):
-    """Kills test_cli.sh with its stand-ins; waits until they are gone
-    (their lock let go)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # (all gone already)
-    proc.wait(30)
-    group_gone(proc.pid)
 
 
 def test_cli_lock():
@@ -713,7 +746,7 @@ def test_cli_lock():
           f"test_cli.sh's run directory, {runs_base}/{testtmp.PREFIX}"
           f"{proc.pid}.*, is locked while it runs: {run!r} "
           f"{'locked' if locked else 'NOT LOCKED'}")
-    stop_cli(proc)
+    kill_group(proc)
     check(run and os.path.isdir(run) and testtmp.sweep(runs_base) == 1 and
           os.listdir(runs_base) == [],
           f"killed, it leaves it to the next sweep: "
@@ -729,9 +762,7 @@ def test_cli_posix():
     base = tempfile.mkdtemp()
     stub = os.path.join(base, "bin")
     os.mkdir(stub)
-    with open(os.path.join(stub, "mktemp"), "w") as f:
-        f.write(SWEPT_MKTEMP)
-    os.chmod(os.path.join(stub, "mktemp"), 0o755)
+    write_script(os.path.join(stub, "mktemp"), SWEPT_MKTEMP)
     log = os.path.join(base, "mktemp.log")
     env = dict(os.environ, POSIXLY_CORRECT="1", MKTEMP_LOG=log,
                REAL_MKTEMP=shutil.which("mktemp"),
@@ -743,7 +774,7 @@ def test_cli_posix():
           f"in POSIX mode, test_cli.sh whose first directory is swept "
           f"makes another and runs: {len(made)} made, run {run!r}, "
           f"exit status {proc.poll()}")
-    stop_cli(proc)
+    kill_group(proc)
     testtmp.sweep(runs_base)
     shutil.rmtree(base, ignore_errors=True)
 
@@ -887,25 +918,14 @@ def test_restart_keeps(bench, server):
     mode's directory, with semcached's log, past bench_service's exit:
     moved to $TMPDIR/semcache-kept.XXXXXX, out of the run directory that
     goes (969d848 did it; only the soak's was tested)."""
-    base = tempfile.mkdtemp()
-    runs_base = os.path.join(base, "runs")
-    os.mkdir(runs_base)
-    stand_in = os.path.join(base, "server.sh")
-    with open(stand_in, "w") as f:
-        f.write(RESTART_SERVER)
-    os.chmod(stand_in, 0o755)
+    base, runs_base, stand_in = stand_in_base(RESTART_SERVER)
     env = dict(env_in(runs_base), RS_REAL=os.path.abspath(server),
                RS_COUNT=os.path.join(base, "count"),
                RS_EMPTY=os.path.join(base, "empty"))
     # 1000 entries: a log past the snapshot mode's --compact-bytes (1 MiB,
     # the least semcached takes), which waits for a compaction.
-    try:
-        r = subprocess.run([bench, "--restart", "1000", "--server",
-                            stand_in], capture_output=True, text=True,
-                           env=env, timeout=240)
-    except subprocess.TimeoutExpired as e:  # killed; said as a failure
-        r = subprocess.CompletedProcess(e.cmd, "timed out",
-                                        "", (e.stderr or b"").decode())
+    r = run_timed([bench, "--restart", "1000", "--server", stand_in], env,
+                  240)
     said = [ln.split("restart: kept ", 1)[1].rsplit(" (", 1)[0]
             for ln in r.stderr.splitlines() if "restart: kept " in ln]
     logs = [os.path.join(d, "semcached.log") for d in said]
@@ -981,25 +1001,13 @@ def test_restart_dead(bench, server):
     waiting for a compaction"), the mode failed and its directory kept;
     the stop mode after it runs. It waited 120 s for a compaction with no
     check (the hang guard here, 100 s, is under it)."""
-    base = tempfile.mkdtemp()
-    runs_base = os.path.join(base, "runs")
-    os.mkdir(runs_base)
-    stand_in = os.path.join(base, "server.sh")
-    with open(stand_in, "w") as f:
-        f.write(DEAD_SERVER)
-    os.chmod(stand_in, 0o755)
+    base, runs_base, stand_in = stand_in_base(DEAD_SERVER)
     env = dict(env_in(runs_base), DK_REAL=os.path.abspath(server),
                DK_CLI=os.path.join(os.path.dirname(os.path.abspath(server)),
                                    "semcache-cli"),
                DK_DONE=os.path.join(base, "done"), DK_N="1000")
-    try:
-        r = subprocess.run([bench, "--restart", "1000", "--json", "--server",
-                            stand_in], capture_output=True, text=True,
-                           env=env, timeout=100)
-    except subprocess.TimeoutExpired as e:  # killed; said as a failure
-        r = subprocess.CompletedProcess(e.cmd, "timed out",
-                                        (e.stdout or b"").decode(),
-                                        (e.stderr or b"").decode())
+    r = run_timed([bench, "--restart", "1000", "--json", "--server",
+                   stand_in], env, 100)
     said = [ln for ln in r.stderr.splitlines()
             if "restart: snapshot: semcached (pid " in ln]
     modes = {}
@@ -1049,24 +1057,14 @@ def test_ipc_swept(bench, ctmp):
     and bench_hitrate's moved alike). Seen through a stand-in semcached
     that binds the socket and waits; the C sweep (test_ctmp) and
     Python's each keep it while the run lives."""
-    base = tempfile.mkdtemp()
-    runs_base = os.path.join(base, "runs")
-    os.mkdir(runs_base)
-    stand_in = os.path.join(base, "server.py")
-    with open(stand_in, "w") as f:
-        f.write(IPC_SERVER)
-    os.chmod(stand_in, 0o755)
+    base, runs_base, stand_in = stand_in_base(IPC_SERVER, "server.py")
     mark = os.path.join(base, "mark")
     proc = subprocess.Popen([bench, "--restart", "1000", "--server",
                              stand_in], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True,
                             env=dict(env_in(runs_base), IPC_MARK=mark))
-    deadline = time.monotonic() + 30
-    while (not os.path.exists(mark) and proc.poll() is None and
-           time.monotonic() < deadline):
-        time.sleep(0.01)
-    url = open(mark).read() if os.path.exists(mark) else ""
+    url = wait_mark(mark, proc)
     path = url[len("ipc://"):] if url.startswith("ipc://") else ""
     run = os.path.dirname(path)
     # Under a long $TMPDIR, bench_service's socket is in its second
@@ -1089,12 +1087,7 @@ def test_ipc_swept(bench, ctmp):
           f"$TMPDIR /tmp/{testtmp.PREFIX}{proc.pid}.*), kept by a C and a "
           f"Python sweep while it runs: {path!r}, "
           f"{'kept' if live_kept else 'NOT KEPT'} ({outs})")
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # (all gone already)
-    proc.wait(30)
-    group_gone(proc.pid)
+    kill_group(proc)
     outs = [subprocess.run([ctmp, "sweep", b], capture_output=True,
                            text=True, timeout=30, env=env_in(runs_base))
             .stdout.strip() for b in bases]
