@@ -674,6 +674,14 @@ def test_unreadable(ctmp):
     out, err = run_ctmp("remove", full)
     check(out == "-1" and err == line and os.path.isdir(full),
           f"sc_test_tmp_remove() leaves it, saying so: {out} {err!r}")
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "import testtmp; print(testtmp.sweep(sys.argv[2]))",
+                        PYDIR, base], capture_output=True, text=True,
+                       preexec_fn=as_nobody)
+    check(r.stdout.strip() == "0" and os.path.isdir(full),
+          f"a Python sweep keeps it and does not count it (it counted "
+          f"it): {r.stdout.strip()} {r.stderr.strip()[-200:]}")
     os.chmod(os.path.join(full, "sub", "locked"), 0o700)
 
     ro = os.path.join(base, "ro")

@@ -58,7 +58,8 @@ def sweep(base):
     """Removes the directories of base named semcache-run.PID.* or
     .semcache-new.PID.* whose process is gone (see the module's
     comment) and whose owner is this process's effective uid (another
-    user's is kept, even by root); how many it removed."""
+    user's is kept, even by root); how many it removed (one left in
+    part, as one holding a directory it may not read, is not counted)."""
     removed = 0
     try:
         names = os.listdir(base)
@@ -87,7 +88,8 @@ def sweep(base):
                 continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             shutil.rmtree(path, ignore_errors=True)
-            removed += 1
+            if not os.path.lexists(path):
+                removed += 1
         except OSError:
             pass
         finally:
