@@ -1175,20 +1175,37 @@ static double now_s(void)
 
 /* Seconds until the server closes fd (EOF or reset), or -1 after 8 s: a
  * hang guard, not a timing, far under the front's 30 s default
- * read_timeout_ms that a limit the front ignored would leave. */
-static double closed_after(int fd, double t0)
+ * read_timeout_ms that a limit the front ignored would leave. What the
+ * server sent before (up to cap - 1 bytes, NUL-terminated) goes to got,
+ * when not NULL. */
+static double closed_got(int fd, double t0, char *got, size_t cap)
 {
     struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     char b[256];
+    size_t have = 0;
+    if (got != NULL) {
+        got[0] = '\0';
+    }
     while (now_s() - t0 < 8) {
         ssize_t n = read(fd, b, sizeof(b));
+        if (n > 0 && got != NULL && have + 1 < cap) {
+            size_t k = (size_t)n < cap - 1 - have ? (size_t)n : cap - 1 - have;
+            memcpy(got + have, b, k);
+            have += k;
+            got[have] = '\0';
+        }
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
                        errno != EINTR)) {
             return now_s() - t0;
         }
     }
     return -1;
+}
+
+static double closed_after(int fd, double t0)
+{
+    return closed_got(fd, t0, NULL, 0);
 }
 
 /* A front of its own for one test: cfg's limits, on a free port of
@@ -1218,10 +1235,12 @@ static void test_read_timeout(sc_cache *cache, sc_dispatch *d)
     double t0 = now_s();
     int silent = connect_to(p);
     int half = connect_to(p);
+    int part = connect_to(p);
     int kept = connect_to(p);
-    CHECK(silent >= 0 && half >= 0 && kept >= 0);
+    CHECK(silent >= 0 && half >= 0 && part >= 0 && kept >= 0);
     const char *head = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
     send_all(half, head, strlen(head)); /* no blank line: never complete */
+    send_all(part, "GET /hea", 8);      /* not even a whole line */
     /* Two requests 0.9 s apart on one connection: each starts its own
      * 1.5 s, so the second is served although 1.8 s have gone by. */
     char *buf = NULL;
@@ -1237,22 +1256,44 @@ static void test_read_timeout(sc_cache *cache, sc_dispatch *d)
     }
     free(buf);
     double t_kept = now_s();
-    double a = closed_after(silent, t0), b = closed_after(half, t0);
-    double c = closed_after(kept, t_kept);
+    /* What each was sent before its close: a connection that sent part of
+     * a request (half a head, part of its first line) is answered 408 and
+     * closed; one with no byte of a request (silent, or idle after its
+     * answer) is closed with nothing sent, its client not misled into
+     * reading a 408 as the answer to its next request. */
+    char got_a[512], got_b[512], got_p[512], got_c[512];
+    double a = closed_got(silent, t0, got_a, sizeof(got_a));
+    double b = closed_got(half, t0, got_b, sizeof(got_b));
+    double pt = closed_got(part, t0, got_p, sizeof(got_p));
+    double c = closed_got(kept, t_kept, got_c, sizeof(got_c));
     fprintf(stderr,
             "http: closed after %.2f s (silent), %.2f s (half a "
-            "head), %.2f s (idle after a response); limit 1.5 s\n",
-            a, b, c);
+            "head), %.2f s (part of a line), %.2f s (idle after a "
+            "response); limit 1.5 s\n",
+            a, b, pt, c);
 #ifdef SC_NNG_PATCHED
-    /* The first two are read once the kept requests are done (1.8 s).
+    /* The first three are read once the kept requests are done (1.8 s).
      * No upper bound on a machine's speed but closed_after's guard; 1.3 s,
      * a lower one, is the idle connection's own limit. */
     CHECK(a >= 0);
     CHECK(b >= 0);
+    CHECK(pt >= 0);
     CHECK(c >= 1.3);
+    CHECK(got_a[0] == '\0');
+    CHECK(got_c[0] == '\0');
+    const char *h408 = "HTTP/1.1 408 Request Timeout\r\n";
+    CHECK(strncmp(got_b, h408, strlen(h408)) == 0);
+    CHECK(strncmp(got_p, h408, strlen(h408)) == 0);
+    CHECK(strcasestr(got_b, "\r\nConnection: close\r\n") != NULL);
+    CHECK(strcasestr(got_p, "\r\nConnection: close\r\n") != NULL);
+    fprintf(stderr,
+            "http: sent before the close: %zu bytes (silent), %zu (half a "
+            "head), %zu (part of a line), %zu (idle after a response)\n",
+            strlen(got_a), strlen(got_b), strlen(got_p), strlen(got_c));
 #endif
     close(silent);
     close(half);
+    close(part);
     close(kept);
     sc_http_close(h);
 }
