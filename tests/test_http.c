@@ -1298,6 +1298,65 @@ static void test_read_timeout(sc_cache *cache, sc_dispatch *d)
     sc_http_close(h);
 }
 
+/* ---- nng's own error page, its "Connection: close" not set -------------
+ * When the header cannot be set (out of memory), nng 1.5.2 freed the
+ * error page, closed the connection, and then wrote the freed page all the
+ * same (a use after free, and a double free when the write ended); the
+ * patched nng (nng-1.5.2-http-written-at-stop.patch) returns there. The
+ * test is linked, with the patched nng (a static library), with
+ * --wrap=nni_http_res_set_header (tests/CMakeLists.txt): that nng call
+ * fails on demand, for "Connection: close" alone. */
+
+#ifdef SC_TEST_WRAP_NNG
+static atomic_int conn_close_fails; /* how many to fail; 0: none */
+
+int __real_nni_http_res_set_header(void *res, const char *key, const char *val);
+int __wrap_nni_http_res_set_header(void *res, const char *key, const char *val);
+
+int __wrap_nni_http_res_set_header(void *res, const char *key, const char *val)
+{
+    if (strcmp(key, "Connection") == 0 && strcmp(val, "close") == 0) {
+        int n = atomic_load(&conn_close_fails);
+        while (n > 0 &&
+               !atomic_compare_exchange_weak(&conn_close_fails, &n, n - 1)) {
+        }
+        if (n > 0) {
+            return 2; /* NNG_ENOMEM */
+        }
+    }
+    return __real_nni_http_res_set_header(res, key, val);
+}
+
+static void test_error_page_oom(void)
+{
+    /* HTTP/2.0: nng's own 505, which closes the connection, so its page
+     * takes "Connection: close". */
+    const char *req = "GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n";
+    char got[512];
+    int fd = connect_to(port);
+    CHECK(fd >= 0);
+    send_all(fd, req, strlen(req));
+    CHECK(closed_got(fd, now_s(), got, sizeof(got)) >= 0);
+    CHECK(strncmp(got, "HTTP/1.1 505 ", 13) == 0);
+    CHECK(strcasestr(got, "\r\nConnection: close\r\n") != NULL);
+    close(fd);
+    /* The header fails: the connection is closed, nothing written. */
+    atomic_store(&conn_close_fails, 1);
+    fd = connect_to(port);
+    CHECK(fd >= 0);
+    send_all(fd, req, strlen(req));
+    CHECK(closed_got(fd, now_s(), got, sizeof(got)) >= 0);
+    CHECK_EQ_INT(atomic_load(&conn_close_fails), 0); /* the path ran */
+    CHECK(got[0] == '\0');
+    fprintf(stderr,
+            "http: 505 page, its Connection: close failed: closed, "
+            "%zu bytes sent\n",
+            strlen(got));
+    close(fd);
+    atomic_store(&conn_close_fails, 0);
+}
+#endif
+
 /* ---- the front's limits on connections (patched nng) ------------------
  * At most max_conns are held open. One more makes room: the connection
  * that has waited longest for a request head is closed (clients trickling
@@ -3639,6 +3698,9 @@ int main(void)
     test_stats_ivf_abandoned(cache, d);
     test_hooks(cache, d);
     test_read_timeout(cache, d);
+#ifdef SC_TEST_WRAP_NNG
+    test_error_page_oom();
+#endif
     test_conn_cap(cache, d);
     test_write_timeout(cache, d);
     test_write_timeout_apart(cache, d);
