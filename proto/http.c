@@ -1207,8 +1207,19 @@ static void body_done(void *arg)
     if (rv == 0 && nng_aio_count(br->aio) == br->len) {
         submit(br->h, R_OP, br->op, br->haio, br->buf, br->len);
         br->buf = NULL; /* the job's now */
+    } else if (rv == NNG_ETIMEDOUT) {
+#ifdef SC_NNG_PATCHED
+        /* Part of a request came, the rest not in time: 408 and the
+         * connection closed (RFC 9110 15.5.9). The patched nng keeps the
+         * connection open for it (nng-1.5.2-http-timeout-408.patch). */
+        reply_error(br->haio, 408, "bad_request",
+                    "the body did not arrive within 10 s of its head", true);
+#else
+        /* The system's nng closed the connection with the read. */
+        nng_aio_finish(br->haio, rv);
+#endif
     } else {
-        /* Timed out or closed: drop the connection, no reply. */
+        /* Closed: drop the connection, no reply. */
         nng_aio_finish(br->haio, rv != 0 ? rv : NNG_ECLOSED);
     }
     free(br->buf);
