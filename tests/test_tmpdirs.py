@@ -477,6 +477,7 @@ def test_sweep_links(ctmp):
 
 
 def as_nobody():
+    os.setgroups([])  # root's extra groups (0, often) would stay
     os.setgid(65534)
     os.setuid(65534)
 
@@ -491,16 +492,17 @@ def open_to_all(d):
 
 
 def nobody_tree(top, dirs, files=(), locked=()):
-    """Makes top/dirs..., top/files... owned by uid 65534, then the dirs
-    of locked mode 000 (deepest first)."""
+    """Makes top/dirs..., top/files... owned by uid 65534 (by this user
+    when not root), then the dirs of locked mode 000 (deepest first)."""
     os.makedirs(top)
     for d in dirs:
         os.makedirs(os.path.join(top, d), exist_ok=True)
     for f in files:
         open(os.path.join(top, f), "w").close()
-    for dp, dn, fn in os.walk(top):
-        for n in [dp] + [os.path.join(dp, x) for x in dn + fn]:
-            os.chown(n, 65534, 65534)
+    if os.geteuid() == 0:
+        for dp, dn, fn in os.walk(top):
+            for n in [dp] + [os.path.join(dp, x) for x in dn + fn]:
+                os.chown(n, 65534, 65534)
     for d in sorted(locked, key=len, reverse=True):
         os.chmod(os.path.join(top, d), 0)
 
@@ -631,19 +633,21 @@ def test_unreadable(ctmp):
     left, "Permission denied"); one that is not empty is left, and the
     run with it, each said in a "cannot remove" line naming the run and
     where (a sweep's not counted, a removal's -1); a path whose parent
-    it may not write is left, said in one naming the path alone."""
-    if os.geteuid() != 0:
-        print("tmpdirs: not root: directories of mode 000 are not tested")
-        return
+    it may not write is left, said in one naming the path alone. Not
+    root, the same as this user (where the bug showed: root reads mode
+    000)."""
+    root = os.geteuid() == 0
+    demote = as_nobody if root else None
     base = tempfile.mkdtemp()
-    open_to_all(base)
-    os.chmod(base, 0o777)
+    if root:
+        open_to_all(base)
+        os.chmod(base, 0o777)
     gone = subprocess.Popen(["true"])
     gone.wait()
 
     def run_ctmp(*args):
         r = subprocess.run([ctmp, *args], capture_output=True, text=True,
-                           env=env_in(base), preexec_fn=as_nobody)
+                           env=env_in(base), preexec_fn=demote)
         return r.stdout.strip(), r.stderr.strip()
 
     empty = os.path.join(base, f"{testtmp.PREFIX}{gone.pid}.empty")
@@ -678,7 +682,7 @@ def test_unreadable(ctmp):
                         "import sys; sys.path.insert(0, sys.argv[1]); "
                         "import testtmp; print(testtmp.sweep(sys.argv[2]))",
                         PYDIR, base], capture_output=True, text=True,
-                       preexec_fn=as_nobody)
+                       preexec_fn=demote)
     check(r.stdout.strip() == "0" and os.path.isdir(full),
           f"a Python sweep keeps it and does not count it (it counted "
           f"it): {r.stdout.strip()} {r.stderr.strip()[-200:]}")
@@ -687,11 +691,14 @@ def test_unreadable(ctmp):
     ro = os.path.join(base, "ro")
     os.mkdir(ro)  # root's: 65534 may not write in it
     nobody_tree(os.path.join(ro, "d"), [], ["f"])
+    if not root:
+        os.chmod(ro, 0o555)  # nor may this user
     out, err = run_ctmp("remove", os.path.join(ro, "d"))
     check(out == "-1" and err == f"test_tmp: cannot remove {ro}/d: "
           f"Permission denied" and os.path.isdir(os.path.join(ro, "d")),
           f"a directory in one it may not write is left, said: {out} "
           f"{err!r}")
+    os.chmod(ro, 0o755)
     shutil.rmtree(base, ignore_errors=True)
 
 CLI_SERVER = """#!/bin/sh
