@@ -7,6 +7,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -148,6 +149,11 @@ typedef struct scope {
      * entries count (sc_index_fixed_bytes, and an IVF index's training:
      * own_bytes_sync), as counted in the byte caps. */
     uint64_t own_bytes;
+    /* An insert into it evicted its own vectors (the namespace's caps)
+     * while its IVF index held no training and began none: the caps keep
+     * it below what its training needs (note_cap_untrained). Logged once;
+     * counted in stats' ivf_untrained_capped while it stays untrained. */
+    bool cap_untrained;
     size_t name_len;
     char name[]; /* NUL-terminated */
 } scope;
@@ -1266,6 +1272,42 @@ static void ns_enforce_caps(sc_cache *c, ns *s)
             (s->cfg.max_bytes != 0 && s->bytes > s->cfg.max_bytes))) {
         entry_remove(c, s, CONTAINER(s->lru.prev, entry, lru), GONE_EVICTED);
     }
+}
+
+/* ns->mu held; an insert into sc, kept, has just had the namespace's caps
+ * evict vectors of sc itself. Where sc's index is an IVF one that trains
+ * on its own (train_min not manual) and holds no training nor has one in
+ * flight (its train stats' trained_bytes 0, read without its lock), the
+ * caps keep the scope below the rows (or rows and charge) its training
+ * needs: an insert at the live count it waits for would have begun one.
+ * It stays an exact scan until the caps let it grow; said once a scope
+ * on stderr, and counted (ivf_untrained_capped) while it stays
+ * untrained. */
+static void note_cap_untrained(const ns *s, scope *sc)
+{
+    sc_index_train_stats ts;
+    if (sc->cap_untrained || sc->ix == NULL ||
+        s->cfg.train_min == SC_INDEX_TRAIN_MANUAL ||
+        sc_index_get_train_stats(sc->ix, &ts) != SC_OK ||
+        ts.trained_bytes != 0) {
+        return;
+    }
+    sc->cap_untrained = true;
+    /* The scope's name is the client's: bytes outside printable ASCII
+     * are written as '?', and at most 64 of them. */
+    char name[65];
+    size_t n = sc->name_len < 64 ? sc->name_len : 64;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)sc->name[i];
+        name[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    name[n] = '\0';
+    fprintf(stderr,
+            "semcache: namespace %s scope \"%s\": its caps evicted its own "
+            "vectors at %zu live, before its IVF training could begin; it "
+            "stays an exact scan until they hold its training's rows and "
+            "charge (stats: ivf_untrained_capped; docs/CONFIG.md)\n",
+            s->name, name, sc->vectors);
 }
 
 /* ns->mu held; e just stored in its scope (its text counted in), not yet
@@ -2728,8 +2770,14 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     if (ro == NULL) {
         /* A restore applies the caps once, at its end: midway it may hold
          * entries that later records remove (sc_cache_enforce_caps). */
+        const size_t own0 = sc->vectors;
         ns_enforce_caps(c, s);
-        if (entry_find(s, id) == NULL) {
+        entry *kept = entry_find(s, id);
+        /* sc holds kept, so it is still there. */
+        if (kept != NULL && sc->vectors < own0) {
+            note_cap_untrained(s, sc);
+        }
+        if (kept == NULL) {
             /* Evicted at once all the same (fits_with_stats): another
              * scope's statistics outlived its entries, kept by a lookup
              * in flight. Said, not acknowledged; its eviction is
@@ -4098,6 +4146,8 @@ static void add_train_stats(sc_hnode *n, void *arg)
     sc_index_train_stats ts;
     if (sc->ix != NULL && sc_index_get_train_stats(sc->ix, &ts) == SC_OK) {
         ((sc_cache_stats *)arg)->ivf_abandoned += ts.abandoned;
+        ((sc_cache_stats *)arg)->ivf_untrained_capped +=
+            sc->cap_untrained && ts.trained_bytes == 0;
     }
 }
 

@@ -578,6 +578,12 @@ typedef struct sc_cache_stats {
      * abandoned while its index's close waited for it included, counted
      * once that close returns). */
     uint64_t ivf_abandoned;
+    /* Now: IVF scopes that their namespace's caps keep from training. An
+     * insert into one evicted its own vectors while its index held no
+     * training and began none (automatic trainings only: train_min not
+     * SC_INDEX_TRAIN_MANUAL); counted until it trains or goes. Its
+     * first such insert logs a line (docs/CONFIG.md). */
+    uint64_t ivf_untrained_capped;
     uint64_t hist[SC_CACHE_HIST_BINS];
 } sc_cache_stats;
 

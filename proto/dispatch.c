@@ -1072,7 +1072,7 @@ static sc_err edit_ns_config(sc_ns_config *cfg, void *arg)
 
 static void pack_stats(msgpack_packer *pk, const sc_cache_stats *s)
 {
-    msgpack_pack_map(pk, 19);
+    msgpack_pack_map(pk, 20);
     put_uint_kv(pk, "namespaces", s->namespaces);
     put_uint_kv(pk, "lookups", s->lookups);
     put_uint_kv(pk, "exact_hits", s->exact_hits);
@@ -1092,6 +1092,8 @@ static void pack_stats(msgpack_packer *pk, const sc_cache_stats *s)
     put_uint_kv(pk, "scopes", s->scopes);
     /* As /metrics' semcache_ivf_trainings_abandoned_total. */
     put_uint_kv(pk, "ivf_trainings_abandoned", s->ivf_abandoned);
+    /* As /metrics' semcache_ivf_untrained_capped_scopes. */
+    put_uint_kv(pk, "ivf_untrained_capped", s->ivf_untrained_capped);
     /* Only the bins that saw a lookup: [lo, hi, count]; bin 0 (no
      * candidate) has lo = hi = NaN, sent as nil. */
     mp_put_key(pk, "histogram");

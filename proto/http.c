@@ -1371,7 +1371,7 @@ static json_t *stats_json(const sc_cache_stats *s)
 {
     json_t *o = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
-        "s:I,s:I}",
+        "s:I,s:I,s:I}",
         "namespaces", (json_int_t)s->namespaces, "lookups",
         (json_int_t)s->lookups, "exact_hits", (json_int_t)s->exact_hits,
         "semantic_hits", (json_int_t)s->semantic_hits, "misses",
@@ -1383,7 +1383,8 @@ static json_t *stats_json(const sc_cache_stats *s)
         "false_hits", (json_int_t)s->false_hits, "quarantined",
         (json_int_t)s->quarantined, "entries", (json_int_t)s->entries, "bytes",
         (json_int_t)s->bytes, "scopes", (json_int_t)s->scopes,
-        "ivf_trainings_abandoned", (json_int_t)s->ivf_abandoned);
+        "ivf_trainings_abandoned", (json_int_t)s->ivf_abandoned,
+        "ivf_untrained_capped", (json_int_t)s->ivf_untrained_capped);
     json_t *hist = json_array();
     for (unsigned b = 0; o != NULL && hist != NULL && b < SC_CACHE_HIST_BINS;
          b++) {
@@ -1556,6 +1557,9 @@ static sc_err write_metrics(sc_http *h, FILE *out)
     F("semcache_ivf_trainings_abandoned_total", "counter", ivf_abandoned,
       "IVF trainings abandoned: too few live vectors at their copy (the "
       "next trigger tries again).");
+    F("semcache_ivf_untrained_capped_scopes", "gauge", ivf_untrained_capped,
+      "IVF scopes the namespace's caps keep from training: an insert "
+      "evicted their own vectors before their training could begin.");
 #undef F
     fprintf(out, "# HELP semcache_no_candidate_lookups_total Lookups that "
                  "found no candidate at all.\n"

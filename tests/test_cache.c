@@ -3961,8 +3961,142 @@ static void test_ivf_capped_training_backs_off(void)
     CHECK_EQ_INT(atomic_load(&o.entered), 1);
     CHECK_EQ_INT(abandoned_of(c, "v"), 1);
     CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 0);
+    /* Said: the cap keeps it from training (ivf_untrained_capped). */
+    CHECK_EQ_INT(st.ivf_untrained_capped, 1);
     CHECK(st.bytes <= cfg.max_bytes);
     free(centres);
+    sc_cache_close(c);
+}
+
+/* Counts the lines of note_cap_untrained in what fn wrote on stderr
+ * (fd 2, taken to a temporary file meanwhile and written back after). */
+static int cap_untrained_lines(void (*fn)(void *), void *arg)
+{
+    FILE *tmp = tmpfile();
+    CHECK(tmp != NULL);
+    fflush(stderr);
+    int saved = dup(2);
+    CHECK(saved >= 0);
+    CHECK(dup2(fileno(tmp), 2) == 2);
+    fn(arg);
+    fflush(stderr);
+    CHECK(dup2(saved, 2) == 2);
+    close(saved);
+    rewind(tmp);
+    int lines = 0;
+    char line[1024];
+    while (fgets(line, sizeof(line), tmp) != NULL) {
+        fputs(line, stderr);
+        lines += strstr(line, "before its IVF training could begin") != NULL;
+    }
+    fclose(tmp);
+    return lines;
+}
+
+typedef struct cap_fill {
+    sc_cache *c;
+    int n, then; /* inserts, and more after the wait (with wait) */
+    bool wait;
+} cap_fill;
+
+static void cap_fill_some(sc_cache *c, int n, uint64_t *seed)
+{
+    float *centres = centres_new(seed);
+    float vec[BD];
+    for (int i = 0; i < n; i++) {
+        bvec(centres, i, seed, vec);
+        uint64_t id;
+        CHECK_EQ_INT(bput(c, "v", vec, 100 + i % 600, 0, &id), SC_OK);
+    }
+    free(centres);
+}
+
+/* n inserts into namespace "v"'s one scope; with wait, then waits (10 s
+ * at most) for its training to end (a training begun whose copy the
+ * next inserts outran, their evictions taking its rows, would be
+ * abandoned), and inserts `then` more. */
+static void cap_fill_run(void *arg)
+{
+    cap_fill *f = arg;
+    uint64_t seed = 17;
+    cap_fill_some(f->c, f->n, &seed);
+    if (!f->wait) {
+        return;
+    }
+    for (int w = 0; w < 2000 && sc_cache_trained_scopes(f->c, "v") == 0 &&
+                    stats(f->c, "v").ivf_abandoned == 0;
+         w++) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    cap_fill_some(f->c, f->then, &seed);
+}
+
+/* An IVF scope whose namespace's byte cap keeps it below its training is
+ * said: stats' ivf_untrained_capped (1, in the namespace's and the
+ * cache's stats) and one log line for the scope, however many inserts
+ * it evicted at. ivf-flat, nlist 16, train_min 624 (16 x 39), dim 32:
+ * capped at the bytes of half the 624 entries it never begins one;
+ * capped at the 624 entries, the training's charge and two entries
+ * more, it trains (waited for before 1,248 inserts more), and neither
+ * is said (0, no line), nor after it trained. Before, the first
+ * stayed an exact scan with nothing said but the docs. */
+static void test_ivf_cap_untrained_reported(void)
+{
+    enum { TM = 16 * 39 };
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    static uint64_t ids[TM];
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, TM);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    uint64_t b0 = 0, entry = 0;
+    fill_to_training(c, TM, ids, &b0, &entry);
+    const uint64_t charge = stats(c, "v").bytes - b0 - entry;
+    CHECK(charge >= 2 * 16 * BD * sizeof(float));
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 0);
+    sc_cache_close(c);
+
+    /* Half the rows: it never reaches train_min. */
+    c = open_cache(0, 0, 0, 0);
+    cfg.max_bytes = b0 / 2;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "w", &cfg), SC_OK);
+    cap_fill f = {c, 3 * TM, 0, false};
+    CHECK_EQ_INT(cap_untrained_lines(cap_fill_run, &f), 1);
+    sc_cache_stats st = stats(c, "v");
+    printf("test_ivf_cap_untrained_reported: capped at %llu bytes: %llu "
+           "evictions, %zu trained, ivf_untrained_capped %llu\n",
+           (unsigned long long)cfg.max_bytes, (unsigned long long)st.evictions,
+           sc_cache_trained_scopes(c, "v"),
+           (unsigned long long)st.ivf_untrained_capped);
+    CHECK(st.evictions > 0);
+    CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 0);
+    CHECK_EQ_INT(st.ivf_untrained_capped, 1);
+    CHECK_EQ_INT(stats(c, "w").ivf_untrained_capped, 0);
+    CHECK_EQ_INT(stats(c, NULL).ivf_untrained_capped, 1);
+    sc_cache_close(c);
+
+    /* Room for the rows and the charge: it trains, nothing said. */
+    c = open_cache(0, 0, 0, 0);
+    cfg.max_bytes = b0 + entry + charge + 2 * entry;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    f = (cap_fill){c, TM, 2 * TM, true};
+    CHECK_EQ_INT(cap_untrained_lines(cap_fill_run, &f), 0);
+    st = stats(c, "v");
+    printf("test_ivf_cap_untrained_reported: capped at %llu bytes: %llu "
+           "evictions, %zu trained, %llu abandoned, ivf_untrained_capped "
+           "%llu\n",
+           (unsigned long long)cfg.max_bytes, (unsigned long long)st.evictions,
+           sc_cache_trained_scopes(c, "v"),
+           (unsigned long long)st.ivf_abandoned,
+           (unsigned long long)st.ivf_untrained_capped);
+    CHECK(st.evictions > 0);
+    CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 1);
+    CHECK_EQ_INT(st.ivf_untrained_capped, 0);
+    CHECK_EQ_INT(stats(c, NULL).ivf_untrained_capped, 0);
     sc_cache_close(c);
 }
 
@@ -5373,6 +5507,7 @@ int main(void)
     test_ivf_abandoned_counted();
     test_ivf_training_charged();
     test_ivf_capped_training_backs_off();
+    test_ivf_cap_untrained_reported();
     test_ivf_abandoned_at_close(0);
     test_ivf_abandoned_at_close(1);
     test_drop_while_training(0);

@@ -2413,6 +2413,9 @@ static void test_stats_ivf_abandoned(sc_cache *cache, sc_dispatch *d)
     v = json_object_get(json_object_get(j, "total"), key);
     CHECK(json_is_integer(v) &&
           json_integer_value(v) == (json_int_t)all.ivf_abandoned);
+    v = json_object_get(o, "ivf_untrained_capped");
+    CHECK(json_is_integer(v) &&
+          json_integer_value(v) == (json_int_t)one.ivf_untrained_capped);
     json_decref(j);
     resp_free(&r);
 
@@ -2423,8 +2426,22 @@ static void test_stats_ivf_abandoned(sc_cache *cache, sc_dispatch *d)
     CHECK_EQ_INT(prom_check(r.body, &p), 0);
     CHECK(prom_get(&p, "semcache_ivf_trainings_abandoned_total", label) ==
           (double)one.ivf_abandoned);
+    /* The scopes the caps keep from training (none here: uncapped), in
+     * every reply beside it. */
+    static const char capped[] = "ivf_untrained_capped";
+    CHECK(prom_get(&p, "semcache_ivf_untrained_capped_scopes", label) ==
+          (double)one.ivf_untrained_capped);
     free(p.s);
     resp_free(&r);
+    CHECK_EQ_INT(one.ivf_untrained_capped, 0);
+    CHECK_EQ_INT(nng_stats_field(d, ns, capped),
+                 (long long)one.ivf_untrained_capped);
+    CHECK_EQ_INT(nng_stats_field(d, NULL, capped),
+                 (long long)all.ivf_untrained_capped);
+    CHECK_EQ_INT(http_stats_field(ns, capped),
+                 (long long)one.ivf_untrained_capped);
+    CHECK_EQ_INT(http_stats_field(NULL, capped),
+                 (long long)all.ivf_untrained_capped);
     if (faiss) {
         CHECK_EQ_INT(sc_cache_ns_drop(cache, ns), SC_OK);
     }
