@@ -1064,12 +1064,14 @@ static void entry_info(const ns *s, const entry *e, const float *vec,
     };
 }
 
-/* Raises the next id above id. */
+/* Raises the next id above id; to UINT64_MAX (the id range long used
+ * up: no insert takes) for id UINT64_MAX, never wrapping to 0, which
+ * would give every id out again. */
 static void ids_above(sc_cache *c, uint64_t id)
 {
+    uint_fast64_t to = id == UINT64_MAX ? UINT64_MAX : (uint_fast64_t)id + 1;
     uint_fast64_t cur = atomic_load(&c->next_id);
-    while (cur <= id && !atomic_compare_exchange_weak(&c->next_id, &cur,
-                                                      (uint_fast64_t)id + 1)) {
+    while (cur < to && !atomic_compare_exchange_weak(&c->next_id, &cur, to)) {
     }
 }
 
@@ -3151,13 +3153,17 @@ static bool restore_passed(sc_cache *c, const char *nsname, uint64_t id)
 sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
                               uint64_t now_ms, bool *added)
 {
-    if (c == NULL || e == NULL || e->ns == NULL) {
+    if (added != NULL) {
+        *added = false;
+    }
+    /* Ids 0 and UINT64_MAX are never given out: refused here, before any
+     * branch below takes the id (a vector of a superseded model left out
+     * still raises the next id past it). */
+    if (c == NULL || e == NULL || e->ns == NULL || e->id == 0 ||
+        e->id == UINT64_MAX) {
         return SC_EINVAL;
     }
-    if (e->id != 0 && e->id != UINT64_MAX && restore_passed(c, e->ns, e->id)) {
-        if (added != NULL) {
-            *added = false;
-        }
+    if (restore_passed(c, e->ns, e->id)) {
         return SC_OK;
     }
     sc_cache_item item = {
@@ -3188,9 +3194,6 @@ sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
             atomic_fetch_add(&c->re_dropped, 1);
             mark_moved_name(c, e->ns);
             ids_above(c, e->id); /* never given out again (PERSISTENCE.md) */
-            if (added != NULL) {
-                *added = false;
-            }
             return SC_OK;
         }
         item.vec = v;

@@ -671,7 +671,8 @@ sc_err sc_cache_restore_ns(sc_cache *c, const char *name,
  * vector is of a model the embedder supersedes comes back with its text
  * embedded again; without text, or with one the embedder refuses, it is left
  * out (SC_OK, *added false) and counted (below). Errors: as sc_cache_insert,
- * and SC_EINVAL (id 0). */
+ * and SC_EINVAL for id 0 or UINT64_MAX (never given out), checked first: such
+ * an entry takes no id, not even one left out. */
 sc_err sc_cache_restore_entry(sc_cache *c, const sc_cache_entry_info *e,
                               uint64_t now_ms, bool *added);
 

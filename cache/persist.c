@@ -736,7 +736,9 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     case REC_ENTRY: {
         sc_cache_entry_info e;
         dec_entry(&r, &x->strs, &e);
-        if (r.bad || r.at != n) {
+        /* Ids 0 and UINT64_MAX are never given out: a field out of its
+         * bounds (a log's record too, not one superseded). */
+        if (r.bad || r.at != n || e.id == 0 || e.id == UINT64_MAX) {
             return SC_EBADFILE;
         }
         /* A snapshot holds the index's vectors, a log the clients'. */

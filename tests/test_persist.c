@@ -2529,6 +2529,214 @@ static void test_moved_model(bool compact_between)
     world_em = NULL;
 }
 
+/* Ids present in a cache (sc_cache_foreach_entry). */
+typedef struct {
+    uint64_t ids[64];
+    size_t n;
+} id_list;
+
+static int list_id(const sc_cache_entry_info *e, void *arg)
+{
+    id_list *l = arg;
+    if (l->n < 64) {
+        l->ids[l->n++] = e->id;
+    }
+    return 0;
+}
+
+/* An entry of a model the embedder supersedes, without text (left out),
+ * restored with id 0 or UINT64_MAX (never given out): refused (SC_EINVAL)
+ * before it takes an id. Before, the left-out branch raised the next id
+ * past it first: id UINT64_MAX made it wrap to 0, and the inserts after
+ * took 0, then the ids of entries still served. */
+static void test_restore_id_ends(void)
+{
+    sc_cache_embedder em = {.model = "fz@2",
+                            .dim = DIM,
+                            .threshold = 0.9f,
+                            .embed = fz_embed,
+                            .supersedes = fz_supersedes};
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.embedder = &em;
+    const uint64_t bad_ids[2] = {UINT64_MAX, 0};
+    for (int b = 0; b < 2; b++) {
+        sc_cache *c = NULL;
+        CHECK(sc_cache_open(&cc, &c) == SC_OK);
+        if (c == NULL) {
+            return;
+        }
+        CHECK(sc_cache_ns_create(c, "a", NULL) == SC_OK);
+        uint64_t id1 = 0;
+        sc_cache_item it = {
+            .text = "hello", .text_len = 5, .response = "r", .response_len = 1};
+        CHECK(sc_cache_insert(c, "a", &it, &id1) == SC_OK);
+        uint64_t next = sc_cache_next_id(c);
+        float v[DIM] = {1};
+        sc_cache_entry_info e = {.id = bad_ids[b],
+                                 .ns = "a",
+                                 .scope = "",
+                                 .embed_model = "fz@1",
+                                 .vec = v,
+                                 .dim = DIM,
+                                 .response = "x",
+                                 .response_len = 1,
+                                 .created_ms = 1};
+        bool added = true;
+        CHECK_EQ_INT(sc_cache_restore_entry(c, &e, 2, &added), SC_EINVAL);
+        CHECK(!added);
+        CHECK_EQ_INT(sc_cache_next_id(c), next);
+        sc_cache_reembed_counts rc;
+        sc_cache_reembed_counts_get(c, &rc);
+        CHECK_EQ_INT(rc.dropped, 0);
+        /* New ids are new: none of them is 0 or the first entry's. */
+        for (int i = 0; i < 3; i++) {
+            char t[16];
+            snprintf(t, sizeof(t), "new %d", i);
+            sc_cache_item n = {.text = t,
+                               .text_len = strlen(t),
+                               .response = "r",
+                               .response_len = 1};
+            uint64_t id = 0;
+            CHECK(sc_cache_insert(c, "a", &n, &id) == SC_OK);
+            CHECK(id != 0 && id != id1 && id >= next);
+        }
+        char ns[SC_CACHE_NS_NAME_MAX + 1];
+        CHECK_EQ_INT(sc_cache_entry_ns(c, id1, ns), SC_OK);
+        id_list all = {.n = 0};
+        sc_cache_foreach_entry(c, NULL, list_id, &all);
+        CHECK_EQ_INT(all.n, 4);
+        sc_cache_close(c);
+    }
+}
+
+/* A format 1 log (the fuzz seed moved-log) with a damaged record, then an
+ * entry record a client planted (plain XXH32: the bytes of a response in a
+ * log of format 1 or 2, which a server still appends to) of the replaced
+ * model, without text, with id UINT64_MAX or 0: --repair's search finds
+ * it, and it is a bad record (counted, skipped), taking no id. Before, id
+ * UINT64_MAX made the next id wrap to 0, and new inserts took the ids of
+ * entries served. */
+static void test_planted_id_end(void)
+{
+    sc_cache_embedder em = {.model = "fz@2",
+                            .dim = DIM,
+                            .threshold = 0.9f,
+                            .embed = fz_embed,
+                            .supersedes = fz_supersedes};
+    size_t sn = 0;
+    uint8_t *seed = read_seed("moved-log", &sn);
+    if (seed == NULL) {
+        return;
+    }
+    CHECK(seed[6] == 1);
+    const uint64_t bad_ids[2] = {UINT64_MAX, 0};
+    for (int b = 0; b < 2; b++) {
+        size_t cap = sn + 1024, n = sn;
+        uint8_t *d = malloc(cap);
+        CHECK(d != NULL);
+        if (d == NULL) {
+            break;
+        }
+        memcpy(d, seed, sn);
+        /* A damaged record: an implausible size. */
+        le32(d + n, 0xfffffff0u);
+        le32(d + n + 4, 0x12345678u);
+        d[n + 8] = 3;
+        d[n + 9] = 0;
+        n += 10;
+        size_t at = n;
+        n += 8;
+#define PU8(v)  (d[n++] = (uint8_t)(v))
+#define PU32(v) (le32(d + n, (uint32_t)(v)), n += 4)
+#define PU64(v) (le64(d + n, (uint64_t)(v)), n += 8)
+#define PSTR(s) (PU32(strlen(s)), memcpy(d + n, s, strlen(s)), n += strlen(s))
+        PU8(3); /* REC_ENTRY */
+        PU64(bad_ids[b]);
+        PSTR("m");
+        PSTR("");
+        PU8(0);
+        PU32(0); /* no text */
+        PSTR("fz@1");
+        PU32(DIM);
+        for (int i = 0; i < DIM; i++) {
+            float f = i == 0 ? 1.0f : 0.0f;
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            PU32(u);
+        }
+        PU32(1);
+        PU8('x');
+        PSTR("");
+        PSTR("");
+        PSTR("");
+        PU64(0);
+        PU64(0);
+        PU8(0);
+        PU64(1);
+        PU64(0);
+        PU64(0);
+        PU64(0);
+        PU64(0);
+        PU8(0);
+#undef PU8
+#undef PU32
+#undef PU64
+#undef PSTR
+        uint32_t len = (uint32_t)(n - at - 8);
+        le32(d + at, len);
+        le32(d + at + 4, XXH32(d + at + 8, len, 0x53434c47u));
+        CHECK(n <= cap);
+
+        sc_cache_config cc;
+        sc_cache_config_init(&cc);
+        cc.embedder = &em;
+        sc_cache *c = NULL;
+        CHECK(sc_cache_open(&cc, &c) == SC_OK);
+        if (c == NULL) {
+            free(d);
+            break;
+        }
+        sc_persist_load_stats st;
+        memset(&st, 0, sizeof(st));
+        char msg[512] = "";
+        size_t valid = 0;
+        CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, d, n, true, true,
+                                1700000000000ull, NULL, &st, &valid, msg,
+                                sizeof(msg)) == SC_OK);
+        CHECK(st.corrupt_records >= 2); /* the damaged and the planted */
+        uint64_t next = sc_cache_next_id(c);
+        CHECK(next > 1 && next < 1000);
+        id_list have = {.n = 0};
+        sc_cache_foreach_entry(c, NULL, list_id, &have);
+        CHECK(have.n > 0);
+        for (size_t i = 0; i < have.n; i++) {
+            CHECK(have.ids[i] < next);
+        }
+        CHECK(sc_cache_ns_create(c, "z", NULL) == SC_OK);
+        for (int i = 0; i < 3; i++) {
+            char t[16];
+            snprintf(t, sizeof(t), "new %d", i);
+            sc_cache_item it = {.text = t,
+                                .text_len = strlen(t),
+                                .response = "r",
+                                .response_len = 1};
+            uint64_t id = 0;
+            CHECK(sc_cache_insert(c, "z", &it, &id) == SC_OK);
+            CHECK(id >= next);
+            for (size_t k = 0; k < have.n; k++) {
+                CHECK(id != have.ids[k]);
+            }
+        }
+        id_list all = {.n = 0};
+        sc_cache_foreach_entry(c, NULL, list_id, &all);
+        CHECK_EQ_INT(all.n, have.n + 3);
+        sc_cache_close(c);
+        free(d);
+    }
+    free(seed);
+}
+
 /* Word statistics for fz@1 (sc_cache_embedder.stats_*): a count of
  * texts, claiming 4000 bytes and 100 a text. */
 static void *st_new(void *arg)
@@ -3892,6 +4100,8 @@ int main(void)
     test_expired_replacer(true);
     test_moved_model(false);
     test_moved_model(true);
+    test_restore_id_ends();
+    test_planted_id_end();
     test_lock();
     test_sync_parent();
     test_fsync_during_compaction();
