@@ -696,12 +696,18 @@ void sc_cache_restore_snapshot_end(sc_cache *c);
  * namespaces with equal times, the one of the lower id (inserted first)
  * is less recent. The quarantined ones are merged from the least recent
  * end by the same rule reversed: the one used last (of equal times, the
- * higher id) is the least recent of all, as the running cache puts the
- * last reported there, a report coming just after a hit. Entries restored later
- * (the logs) come after, as they are restored. Waits for every call in
- * flight (it holds the cache for writing). O(n log k) for n entries of k
- * namespaces; allocates a cursor per namespace, and without the memory
- * for them merges in log2(k) passes instead, to the same order. */
+ * higher id) is the least recent of all. The running cache puts the last
+ * reported there; report times are in no file, so this is its order only
+ * where the entries were reported in the order of their last use (each
+ * report right after its hit). Late feedback, reports in another order
+ * than the hits, or a report on an entry never hit (its insert its last
+ * use) can give the quarantined entries of different namespaces another
+ * order than the running cache's (each namespace's own is kept). Entries
+ * restored later (the logs) come after, as they are restored. Waits for
+ * every call in flight (it holds the cache for writing). O(n log k) for n
+ * entries of k namespaces; allocates a cursor per namespace, and without
+ * the memory for them merges in log2(k) passes instead, to the same
+ * order. */
 void sc_cache_restore_lru(sc_cache *c);
 
 /* A logged feedback replayed: entry id quarantined as sc_cache_feedback
