@@ -821,13 +821,14 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     case REC_SNAP_END: {
         uint64_t entries = rb_u64(&r);
         uint64_t next_id = x->version >= 2 ? rb_u64(&r) : 0;
-        /* A next id of 2^64 - 1 is an older build's (its ids went on up to
-         * 2^64 - 2, past SC_CACHE_ID_LIMIT): in a keyed file (version 3)
-         * it is the server's own, and taken (no insert takes: full; said
-         * at start). In one of version 1 or 2 it may be a client's bytes
-         * that --repair's search found, and is refused. */
-        if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
-            (next_id == UINT64_MAX && x->version < 3)) {
+        /* A next id at or past SC_CACHE_ID_LIMIT (2^64 - 1: an older
+         * build's, whose ids went on up to 2^64 - 2) is taken as any
+         * other: no insert takes (full; said at start), in every version.
+         * Versions 1 and 2 refused 2^64 - 1 alone, as a client's bytes
+         * --repair's search may find: a guard of one value, since a
+         * planted next id of 2^53 to 2^64 - 2 was taken, to the same
+         * effect. */
+        if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT) {
             x->end_refused = x->kind == SC_PERSIST_SNAPSHOT;
             return SC_EBADFILE;
         }

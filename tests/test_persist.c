@@ -2151,6 +2151,65 @@ static void test_repaired_ids_past_end(void)
     }
 }
 
+/* A version 2 snapshot (the seed snapshot-v2) whose end record holds the
+ * right count and a next id of 2^64 - 1 (an older build's, whose ids went
+ * up to 2^64 - 2): a plain start loads it as one of version 3, its entries
+ * served, no insert taken (full), the start-up line saying so; so does the
+ * plain start after a compaction. Before 2026-12-06 a plain start refused
+ * it (a guard of this one value against a planted end record: a planted
+ * 2^53 was taken, to the same effect). */
+static void test_v2_end_past_range(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "v2-end-past");
+    CHECK(mkdir(dir, 0700) == 0);
+    size_t sn = 0;
+    uint8_t *d = read_seed("snapshot-v2", &sn);
+    if (d == NULL) {
+        return;
+    }
+    /* The end record is the file's last: size 17, REC_SNAP_END (9). */
+    uint8_t *end = d + sn - 25;
+    CHECK(d[6] == 2 && sn > 25 && end[0] == 17 && end[8] == 9);
+    le64(end + 17, UINT64_MAX);
+    le32(end + 4, XXH32(end + 8, 17, 0x53434c47u));
+    write_two(dir, "snap.2", d, sn, NULL, 0);
+    free(d);
+    size_t ln = 0;
+    uint8_t *log = read_seed("log-after-snapshot", &ln);
+    if (log == NULL) {
+        return;
+    }
+    write_two(dir, "log.2", log, ln, NULL, 0);
+    free(log);
+    for (int step = 0; step < 2; step++) {
+        world w;
+        world_ids_line[0] = '\0';
+        sc_err rc = world_open(&w, dir, SC_FSYNC_NO, false);
+        if (rc != SC_OK) {
+            fprintf(stderr, "v2-end-past, step %d: %s\n", step, w.msg);
+        }
+        CHECK_EQ_INT(rc, SC_OK);
+        if (rc != SC_OK) {
+            world_close(&w);
+            return;
+        }
+        CHECK(!w.st.ids_end_refused && w.st.ids_skipped == 0 &&
+              w.st.corrupt_records == 0);
+        CHECK(sc_cache_next_id(w.c) == UINT64_MAX);
+        CHECK(strstr(world_ids_line, "full") != NULL);
+        char buf[64];
+        CHECK(served_text(w.c, "a", "return policy", buf, sizeof(buf)));
+        CHECK(strcmp(buf, "30 days, v2") == 0);
+        CHECK(put(w.c, "a", "one more", "r", false, 0, NULL) == SC_EFULL);
+        if (step == 0) {
+            CHECK(sc_persist_compact(w.p) == SC_OK);
+        }
+        world_close(&w);
+    }
+    CHECK_EQ_INT(file_version(dir, "snap.3"), 3);
+}
+
 /* A snapshot cut inside its last entry, and an insert logged after it:
  * each --repair start (the snapshot is still the damaged one) skips 2^32
  * above the highest id it holds, and the log's inserts (the new entries
@@ -4087,6 +4146,7 @@ int main(void)
     test_repaired_ids(1);
     test_repaired_ids(2);
     test_repaired_planted_end();
+    test_v2_end_past_range();
     test_repaired_ids_logged();
     test_repaired_ids_range_end();
     test_repaired_ids_past_end();
