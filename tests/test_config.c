@@ -898,8 +898,9 @@ static void test_proxy_nums(void)
  * their one source, which sc_config_load reads (sc_proxy_flag_by_key,
  * which gives the numeric keys' flags too). Each key is taken from a file
  * as its flag with its value, and a bad value is refused with the key
- * named, in the flag's own words; every row of the table is one of them.
- * A key or flag renamed in the table fails here. */
+ * named, in the flag's own words, which begin with the flag itself; every
+ * row of the table is one of them. A key or flag renamed in the table, or
+ * a parser naming another, fails here. */
 static void test_proxy_strs(void)
 {
     static const struct {
@@ -955,13 +956,25 @@ static void test_proxy_strs(void)
                  want[j].key, want[j].bad);
         CHECK_EQ_INT(load(json, &cfg, msg, sizeof(msg)), SC_EINVAL);
         char why[256], name[80];
+        why[0] = '\0';
         sc_proxy_config_init(&pc);
         CHECK_EQ_INT(sc_proxy_parse_flag(&pc, want[j].flag, want[j].bad, why,
                                          sizeof(why)),
                      -1);
-        snprintf(name, sizeof(name), "'proxy.%s'", want[j].key);
-        CHECK(strstr(msg, name) != NULL && strstr(msg, why) != NULL);
-        if (strstr(msg, name) == NULL || strstr(msg, why) == NULL) {
+        /* The flag's refusal names its own flag first (not the key, nor
+         * another flag: a parser given the row's key wrote "ns must be"
+         * into both, which a comparison of the two alone let through),
+         * and the file's ends in "key 'proxy.KEY': " and that refusal. */
+        size_t fl = strlen(want[j].flag);
+        bool flag_first = strncmp(why, want[j].flag, fl) == 0 && why[fl] == ' ';
+        snprintf(name, sizeof(name), "key 'proxy.%s': ", want[j].key);
+        size_t ml = strlen(msg), nl = strlen(name), wl = strlen(why);
+        bool file_ends = ml >= nl + wl &&
+                         strncmp(msg + ml - wl - nl, name, nl) == 0 &&
+                         strcmp(msg + ml - wl, why) == 0;
+        CHECK(flag_first);
+        CHECK(file_ends);
+        if (!flag_first || !file_ends) {
             fprintf(stderr, "  %s: %s / %s\n", want[j].key, msg, why);
         }
         sc_config_fini(&cfg);
