@@ -893,24 +893,53 @@ static void test_proxy_nums(void)
     }
 }
 
+/* The fields of sc_proxy_config the proxy's other flags set. */
+enum proxy_field { F_UPSTREAM, F_NS, F_HISTORY, F_STORE, F_EMBED_MODEL };
+
+/* Whether pc's field f holds what test_proxy_strs' good value for it
+ * sets: the string itself, history "single", both store flags. */
+static bool proxy_field_is(const sc_proxy_config *pc, enum proxy_field f,
+                           const char *good)
+{
+    switch (f) {
+    case F_UPSTREAM:
+        return pc->upstream != NULL && strcmp(pc->upstream, good) == 0;
+    case F_NS:
+        return pc->ns != NULL && strcmp(pc->ns, good) == 0;
+    case F_HISTORY:
+        return pc->history == SC_PROXY_HISTORY_SINGLE;
+    case F_STORE:
+        return pc->store_tool_calls && pc->store_truncated;
+    case F_EMBED_MODEL:
+        return pc->embed_model != NULL && strcmp(pc->embed_model, good) == 0;
+    }
+    return false;
+}
+
 /* The proxy's other keys of the "proxy" object, as docs/PROXY.md names
  * them, and their flags: proxy.c's second table (sc_proxy_str_at) is
  * their one source, which sc_config_load reads (sc_proxy_flag_by_key,
  * which gives the numeric keys' flags too). Each key is taken from a file
  * as its flag with its value, and a bad value is refused with the key
  * named, in the flag's own words, which begin with the flag itself; every
- * row of the table is one of them. A key or flag renamed in the table, or
- * a parser naming another, fails here. */
+ * row of the table is one of them. The good value, which the defaults do
+ * not hold, is then in its field of the sc_proxy_config the file's flags
+ * are parsed into (and --proxy-store stop clears both store flags). A key
+ * or flag renamed in the table, a parser naming another, or one that does
+ * not set its field, fails here. */
 static void test_proxy_strs(void)
 {
     static const struct {
         const char *key, *flag, *good, *bad;
+        enum proxy_field field;
     } want[] = {
-        {"upstream", "--upstream", "http://127.0.0.1:9", "ftp://x"},
-        {"ns", "--proxy-ns", "chat2", "a b"},
-        {"history", "--proxy-history", "single", "all"},
-        {"store", "--proxy-store", "stop,length", "stop,errors"},
-        {"embed_model", "--proxy-embed-model", "text-embedding-3-small", ""},
+        {"upstream", "--upstream", "http://127.0.0.1:9", "ftp://x", F_UPSTREAM},
+        {"ns", "--proxy-ns", "chat2", "a b", F_NS},
+        {"history", "--proxy-history", "single", "all", F_HISTORY},
+        {"store", "--proxy-store", "stop,tool_calls,length", "stop,errors",
+         F_STORE},
+        {"embed_model", "--proxy-embed-model", "text-embedding-3-small", "",
+         F_EMBED_MODEL},
     };
     enum { NWANT = sizeof(want) / sizeof(want[0]) };
     CHECK_EQ_INT(SC_PROXY_NSTRS, NWANT);
@@ -947,9 +976,23 @@ static void test_proxy_strs(void)
         sc_config cfg;
         CHECK_EQ_INT(load(json, &cfg, msg, sizeof(msg)), SC_OK);
         sc_proxy_config pc;
+        sc_proxy_config_init(&pc);
+        CHECK(!proxy_field_is(&pc, want[j].field, want[j].good));
         if (proxy_of(&cfg, 2, &pc)) {
             CHECK(strcmp(cfg.proxy_args[0], want[j].flag) == 0);
             CHECK(strcmp(cfg.proxy_args[1], want[j].good) == 0);
+            bool set = proxy_field_is(&pc, want[j].field, want[j].good);
+            CHECK(set);
+            if (!set) {
+                fprintf(stderr, "  %s %s: its field not set\n", want[j].flag,
+                        want[j].good);
+            }
+        }
+        if (want[j].field == F_STORE) {
+            CHECK_EQ_INT(sc_proxy_parse_flag(&pc, want[j].flag, "stop", msg,
+                                             sizeof(msg)),
+                         1);
+            CHECK(!pc.store_tool_calls && !pc.store_truncated);
         }
         sc_config_fini(&cfg);
         snprintf(json, sizeof(json), "{\"proxy\": {\"%s\": \"%s\"}}",
