@@ -112,12 +112,17 @@ void sc_config_num_range(const sc_config_num *n, char *out, size_t cap)
     snprintf(out, cap, "%s..%s%s%s", lo, hi, n->unit[0] ? " " : "", n->unit);
 }
 
-/* Sets n's field of the struct at base to v if v is in n's range; else
- * SC_EINVAL with "must be RANGE" in msg. The flags' and the keys' one
- * check, the proxy's included. */
-static sc_err num_set(void *base, const sc_config_num *n, uint64_t v, char *msg,
-                      size_t cap)
+/* Sets n's field of the struct at base (size bytes) to v if n is a row
+ * of that struct's table and v is in n's range; else SC_EINVAL with the
+ * reason in msg. The flags' and the keys' one check, the proxy's
+ * included. */
+static sc_err num_set(void *base, size_t size, const sc_config_num *n,
+                      uint64_t v, char *msg, size_t cap)
 {
+    if (n->of != size || n->offset > size || n->size > size - n->offset) {
+        snprintf(msg, cap, "is not a setting of this struct");
+        return SC_EINVAL;
+    }
     if (v < n->min || v > n->max) {
         char range[80];
         sc_config_num_range(n, range, sizeof(range));
@@ -134,7 +139,7 @@ static sc_err num_set(void *base, const sc_config_num *n, uint64_t v, char *msg,
     return SC_OK;
 }
 
-sc_err sc_config_num_parse(void *base, const sc_config_num *n,
+sc_err sc_config_num_parse(void *base, size_t size, const sc_config_num *n,
                            const char *value, char *msg, size_t cap)
 {
     /* Digits only: strtoull would skip spaces and take a sign (" -1" is
@@ -146,7 +151,7 @@ sc_err sc_config_num_parse(void *base, const sc_config_num *n,
     if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0') {
         v = UINT64_MAX;
     }
-    return num_set(base, n, v, msg, cap);
+    return num_set(base, size, n, v, msg, cap);
 }
 
 /* A setting only the patched nng applies (scripts/patches): whether cfg
@@ -341,8 +346,8 @@ static sc_err get_num(ctx *x, sc_config *cfg, const sc_config_num *n, json_t *v)
         return bad(x, n->key, "must be a non-negative integer");
     }
     char why[128];
-    if (num_set(cfg, n, (uint64_t)json_integer_value(v), why, sizeof(why)) !=
-        SC_OK) {
+    if (num_set(cfg, sizeof(*cfg), n, (uint64_t)json_integer_value(v), why,
+                sizeof(why)) != SC_OK) {
         return bad(x, n->key, "%s", why);
     }
     return SC_OK;

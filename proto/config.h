@@ -93,14 +93,17 @@ typedef struct sc_config_num {
     const char *unit; /* "ms", "bytes" or "": said after the range */
     size_t offset;    /* of the field in its struct (sc_config here) */
     size_t size;      /* of that field: 4 or 8 bytes */
+    size_t of;        /* sizeof that struct: sc_config_num_parse refuses a
+                         struct of another size (sc_config's and
+                         sc_proxy_config's differ: proxy.c asserts it) */
 } sc_config_num;
 
 /* A row of such a table: flag, key, min, max, unit and the field of
- * struct type (its offset and size). */
+ * struct type (its offset and size, and the struct's size). */
 #define SC_CONFIG_NUM(type, flag, key, lo, hi, unit, field)                    \
     {                                                                          \
         flag, key, lo, hi, unit, offsetof(type, field),                        \
-            sizeof(((type *)0)->field)                                         \
+            sizeof(((type *)0)->field), sizeof(type)                           \
     }
 
 /* The table, sc_config_nums[0..sc_config_nnums); static, never NULL. */
@@ -116,14 +119,17 @@ const sc_config_num *sc_config_num_by_key(const char *key);
  * bytes, truncated to fit). */
 void sc_config_num_range(const sc_config_num *n, char *out, size_t cap);
 
-/* Sets n's field of the struct at base (an sc_config for a row of
- * sc_config_nums, an sc_proxy_config for one of proxy.c's table) from a
- * flag's value: decimal digits only (no sign, space, fraction or suffix),
- * in n's range. Returns SC_OK, or SC_EINVAL with "must be RANGE"
- * (sc_config_num_range) in msg (cap bytes) and the struct unchanged.
- * sc_config_load reads a key's JSON integer into the same field through
- * the same range check and message. */
-sc_err sc_config_num_parse(void *base, const sc_config_num *n,
+/* Sets n's field of the struct at base, size bytes (sizeof an sc_config
+ * for a row of sc_config_nums, of an sc_proxy_config for one of proxy.c's
+ * table), from a flag's value: decimal digits only (no sign, space,
+ * fraction or suffix), in n's range. Returns SC_OK, or SC_EINVAL with
+ * "must be RANGE" (sc_config_num_range) in msg (cap bytes) and the struct
+ * unchanged. A row of another struct's table (n->of is not size) is
+ * refused the same way, with "is not a setting of this struct" in msg,
+ * before anything is read or written at base: a daemon row given an
+ * sc_proxy_config would write past it. sc_config_load reads a key's JSON
+ * integer into the same field through the same range check and message. */
+sc_err sc_config_num_parse(void *base, size_t size, const sc_config_num *n,
                            const char *value, char *msg, size_t cap);
 
 /* Fills cfg with the defaults. Errors: SC_ENOMEM. */

@@ -78,6 +78,10 @@ static const sc_config_num proxy_nums[] = {
 
 _Static_assert(sizeof(proxy_nums) / sizeof(proxy_nums[0]) == SC_PROXY_NNUMS,
                "SC_PROXY_NNUMS counts proxy_nums");
+/* sc_config_num_parse tells a row of this table from one of the daemon's
+ * by its struct's size (sc_config_num's of). */
+_Static_assert(sizeof(sc_proxy_config) != sizeof(sc_config),
+               "sc_proxy_config and sc_config differ in size");
 
 const sc_config_num *sc_proxy_num_at(size_t i)
 {
@@ -226,8 +230,8 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
     for (size_t i = 0; i < SC_PROXY_NNUMS; i++) {
         if (strcmp(flag, proxy_nums[i].flag) == 0) {
             char why[80];
-            if (sc_config_num_parse(cfg, &proxy_nums[i], value, why,
-                                    sizeof(why)) != SC_OK) {
+            if (sc_config_num_parse(cfg, sizeof(*cfg), &proxy_nums[i], value,
+                                    why, sizeof(why)) != SC_OK) {
                 snprintf(msg, cap, "%s %s", flag, why);
                 return -1;
             }

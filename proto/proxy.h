@@ -102,10 +102,12 @@ int sc_proxy_parse_flag(sc_proxy_config *cfg, const char *flag,
 
 /* The rows of proxy.c's table of the numeric flags above (config.h,
  * struct sc_config_num: flag, key of the configuration's "proxy" object,
- * range, field of sc_proxy_config): the one source of those keys, which
- * sc_config_load's "proxy" object takes from here. sc_proxy_num_at(i) is
- * row i of SC_PROXY_NNUMS (NULL past the end); sc_proxy_num_by_key the
- * row of key ("workers"), NULL if none. Static, never freed. */
+ * range, field of sc_proxy_config and sizeof it, so that
+ * sc_config_num_parse refuses them with another struct): the one source
+ * of those keys, which sc_config_load's "proxy" object takes from here.
+ * sc_proxy_num_at(i) is row i of SC_PROXY_NNUMS (NULL past the end);
+ * sc_proxy_num_by_key the row of key ("workers"), NULL if none. Static,
+ * never freed. */
 #define SC_PROXY_NNUMS 4
 struct sc_config_num;
 const struct sc_config_num *sc_proxy_num_at(size_t i);

@@ -1043,7 +1043,8 @@ static int parse_args(int argc, char **argv, sc_config *cfg,
             rc = sc_config_set_str(&cfg->listen[cfg->nlisten], v);
             cfg->nlisten += rc == SC_OK;
         } else if ((num = sc_config_num_by_flag(a)) != NULL) {
-            if (sc_config_num_parse(cfg, num, v, pmsg, sizeof(pmsg)) != SC_OK) {
+            if (sc_config_num_parse(cfg, sizeof(*cfg), num, v, pmsg,
+                                    sizeof(pmsg)) != SC_OK) {
                 fprintf(stderr, "semcached: %s %s\n", a, pmsg);
                 return 2;
             }

@@ -534,7 +534,8 @@ static void test_nums(void)
             sc_config a, b;
             sc_config_init(&a);
             uint64_t before = num_field(&a, n);
-            sc_err frc = sc_config_num_parse(&a, n, text, fmsg, sizeof(fmsg));
+            sc_err frc =
+                sc_config_num_parse(&a, sizeof(a), n, text, fmsg, sizeof(fmsg));
             sc_err krc = load(json, &b, msg, sizeof(msg));
             if (vals[j] > (UINT64_MAX >> 1)) {
                 krc = ok ? SC_OK : SC_EINVAL; /* no JSON integer */
@@ -561,9 +562,9 @@ static void test_nums(void)
         static const char *const junk[] = {
             "", "-1", " 1", "+1", "1.5", "1k", "18446744073709551616"};
         for (size_t j = 0; j < sizeof(junk) / sizeof(junk[0]); j++) {
-            CHECK_EQ_INT(
-                sc_config_num_parse(&a, n, junk[j], fmsg, sizeof(fmsg)),
-                SC_EINVAL);
+            CHECK_EQ_INT(sc_config_num_parse(&a, sizeof(a), n, junk[j], fmsg,
+                                             sizeof(fmsg)),
+                         SC_EINVAL);
         }
         sc_config_fini(&a);
     }
@@ -893,6 +894,60 @@ static void test_proxy_nums(void)
     }
 }
 
+/* A row of one struct's table given another struct is refused, nothing
+ * read or written there: each row of sc_config_nums with an
+ * sc_proxy_config on the heap, just its size (a row past its end wrote
+ * there before: ASan's heap-buffer-overflow), each of proxy.c's rows with
+ * an sc_config, and a row with its own struct but a wrong size. A value
+ * in the row's range, so that only the struct can refuse it. */
+static void test_num_other_struct(void)
+{
+    char msg[128], v[32];
+    for (size_t i = 0; i < sc_config_nnums; i++) {
+        const sc_config_num *n = &sc_config_nums[i];
+        sc_proxy_config *pc = malloc(sizeof(*pc));
+        sc_proxy_config before;
+        if (pc == NULL) {
+            perror("malloc");
+            exit(1);
+        }
+        sc_proxy_config_init(pc);
+        memcpy(&before, pc, sizeof(before));
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)n->max);
+        msg[0] = '\0';
+        CHECK_EQ_INT(
+            sc_config_num_parse(pc, sizeof(*pc), n, v, msg, sizeof(msg)),
+            SC_EINVAL);
+        CHECK(strcmp(msg, "is not a setting of this struct") == 0);
+        CHECK(memcmp(pc, &before, sizeof(before)) == 0);
+        free(pc);
+    }
+    for (size_t i = 0; i < SC_PROXY_NNUMS; i++) {
+        const sc_config_num *n = sc_proxy_num_at(i);
+        sc_config cfg, before;
+        sc_config_init(&cfg);
+        memcpy(&before, &cfg, sizeof(before));
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)n->max);
+        msg[0] = '\0';
+        CHECK_EQ_INT(
+            sc_config_num_parse(&cfg, sizeof(cfg), n, v, msg, sizeof(msg)),
+            SC_EINVAL);
+        CHECK(strcmp(msg, "is not a setting of this struct") == 0);
+        CHECK(memcmp(&cfg, &before, sizeof(before)) == 0);
+        sc_config_fini(&cfg);
+    }
+    sc_config cfg;
+    sc_config_init(&cfg);
+    const sc_config_num *n = &sc_config_nums[0];
+    snprintf(v, sizeof(v), "%llu", (unsigned long long)n->max);
+    CHECK_EQ_INT(
+        sc_config_num_parse(&cfg, sizeof(cfg) - 1, n, v, msg, sizeof(msg)),
+        SC_EINVAL);
+    CHECK_EQ_INT(sc_config_num_parse(&cfg, sizeof(cfg), n, v, msg, sizeof(msg)),
+                 SC_OK);
+    sc_config_fini(&cfg);
+}
+
 /* The fields of sc_proxy_config the proxy's other flags set. */
 enum proxy_field { F_UPSTREAM, F_NS, F_HISTORY, F_STORE, F_EMBED_MODEL };
 
@@ -1037,6 +1092,7 @@ int main(void)
     test_nums();
     test_proxy_nums();
     test_proxy_strs();
+    test_num_other_struct();
     test_unpatched_warnings();
     test_log_nng();
     /* No shell: TMPDIR may hold any name (a quote in it made "rm -rf"
