@@ -6,7 +6,8 @@ operations, deep nesting, wrong types, NaN and Inf, wrong dimensions,
 oversized and truncated messages, more connections than the server has
 file descriptors, a flood of connections that never start the
 handshake, and a client that pipelines big-reply requests (or big
-requests for short replies) and never reads. Each gets its error
+requests for short replies) and never reads (over tcp:// and ws://: their
+hits are taken back). Each gets its error
 code, a dropped connection or a timeout, and the server keeps serving
 everyone else: after every case a fresh client must be answered within
 1 s (5 s once the descriptors are back). On its ipc:// listener too:
@@ -773,6 +774,135 @@ def test_unread_replies_count(server, tmp):
                    "past --reply-queue-len", 128)
 
 
+def ws_connect(port, path="/sc", rcvbuf=None):
+    """A socket to semcached's ws://127.0.0.1:port/path listener (rcvbuf:
+    its receive buffer), the WebSocket upgrade done as a REQ peer (nng's
+    SP-over-WebSocket: each message one binary frame, a request's 4-byte
+    id first)."""
+    s = socket.socket()
+    try:
+        if rcvbuf is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        key = "c2VtY2FjaGVkLXRlc3Qta2V5"
+        s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\n"
+                   "Sec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Protocol: rep.sp.nanomsg.org\r\n\r\n")
+                  .encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += recv_exact(s, 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise EOFError(f"no WebSocket upgrade: {head[:80]!r}")
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def ws_send(s, rid, body):
+    """One request (id rid) as a masked binary frame."""
+    data = struct.pack(">I", rid) + body
+    n = len(data)
+    if n < 126:
+        head = struct.pack(">BB", 0x82, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack(">BBH", 0x82, 0x80 | 126, n)
+    else:
+        head = struct.pack(">BBQ", 0x82, 0x80 | 127, n)
+    mask = b"\x01\x02\x03\x04"
+    s.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+
+def ws_recv(s):
+    """One message (frames joined) from the server: (request id, reply)."""
+    data = b""
+    while True:
+        b0, b1 = recv_exact(s, 2)
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack(">H", recv_exact(s, 2))
+        elif n == 127:
+            (n,) = struct.unpack(">Q", recv_exact(s, 8))
+        data += recv_exact(s, n)
+        if b0 & 0x80:
+            break
+    return (struct.unpack(">I", data[:4])[0],
+            msgpack.unpackb(data[4:], raw=False))
+
+
+def test_ws_hits(server, tmp):
+    """Over ws:// nng's websocket code, not its transport, frees a reply it
+    wrote whole; the patched nng marked only tcp, ipc and tls+tcp replies
+    written, so every hit served over ws:// was taken back as a false hit
+    (3 of 3 read). A client reads 3 hit replies over ws://, then a ping's
+    (whose write starts after the third hit's reply was freed): the report
+    shows none taken back. Then a client pipelines 32 lookups for 1 MiB
+    replies over ws:// and reads none, past --reply-queue-max 4 MiB: it is
+    closed, and the hits of the replies nng freed unwritten (queued, or the
+    one part written, which the ws transport leaked) are taken back, all
+    but the few the socket buffers took."""
+    port, ws_port, http_port = free_port(), free_port(), free_port()
+    data = os.path.join(tmp, "ws-hits")
+    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                             "--listen", f"ws://127.0.0.1:{ws_port}/sc",
+                             "--http", f"127.0.0.1:{http_port}",
+                             "--threads", "2", "--data-dir", data,
+                             "--reply-queue-max", str(4 << 20),
+                             "--persist", "off"], stderr=subprocess.DEVNULL)
+    s = None
+    try:
+        wait_ready(port)
+        check(wait_http(http_port, proc=proc), "the HTTP front listens")
+        with Client("127.0.0.1", port, timeout=5) as c:
+            c.ns_create("ws", dim=3)
+            c.insert("ws", b"W", vec=[1.0, 0.0, 0.0])
+            c.ns_create("wsbig", dim=3)
+            c.insert("wsbig", b"B" * (1 << 20), vec=[1.0, 0.0, 0.0])
+        look = msgpack.packb({"v": 1, "op": "lookup", "ns": "ws",
+                              "vec": pack_vec([1.0, 0.0, 0.0])},
+                             use_bin_type=True)
+        s = ws_connect(ws_port)
+        hits = 0
+        for k in range(3):
+            ws_send(s, 0x80000000 | k, look)
+            rid, rep = ws_recv(s)
+            hits += (rid == 0x80000000 | k and rep.get("ok") and
+                     rep["result"].get("hit") is True)
+        ws_send(s, 0x80000003, msgpack.packb({"v": 1, "op": "ping"}))
+        rid, rep = ws_recv(s)
+        check(hits == 3 and rid == 0x80000003 and rep.get("ok"),
+              f"a ws:// client reads 3 hit replies and a ping's ({hits})")
+        fh = false_hits(port, 0)
+        check(fh == 0, f"no hit a ws:// client read is taken back ({fh})")
+        s.close()
+        s = ws_connect(ws_port, rcvbuf=4096)
+        big = msgpack.packb({"v": 1, "op": "lookup", "ns": "wsbig",
+                             "vec": pack_vec([1.0, 0.0, 0.0])},
+                            use_bin_type=True)
+        count = 32
+        for k in range(count):
+            ws_send(s, 0x80000000 | k, big)
+        check(eof_within(s, 10.0), "the ws:// client that reads nothing is "
+                                   "closed past --reply-queue-max")
+        fh2 = false_hits(port, fh + count - 8)
+        fh2 = fh2 - fh if fh2 is not None and fh is not None else None
+        print(f"  ws:// client past --reply-queue-max: {fh2} of {count} "
+              f"hits taken back")
+        check(fh2 is not None and count - 8 <= fh2 <= count,
+              f"the hits of the replies nng freed unwritten for the ws:// "
+              f"client are taken back ({fh2} of {count})")
+        served(port, "beside the ws:// clients")
+        check(proc.poll() is None, "semcached is still running")
+    finally:
+        if s is not None:
+            s.close()
+        stop_server(proc)
+
+
 def rss_bytes(pid):
     """The resident set of process pid, from /proc/PID/status."""
     with open(f"/proc/{pid}/status") as f:
@@ -1003,6 +1133,7 @@ def main():
         test_handshake_flood(server, tmp)
         test_unread_replies(server, tmp)
         test_unread_replies_count(server, tmp)
+        test_ws_hits(server, tmp)
         test_short_replies_big_requests(server, tmp)
         test_reply_buffers_counted(server, tmp)
         test_handshake_timeout(half_hs, t_open)
