@@ -6,8 +6,8 @@ operations, deep nesting, wrong types, NaN and Inf, wrong dimensions,
 oversized and truncated messages, more connections than the server has
 file descriptors, a flood of connections that never start the
 handshake, and a client that pipelines big-reply requests (or big
-requests for short replies) and never reads (over tcp:// and ws://: their
-hits are taken back). Each gets its error
+requests for short replies) and never reads (over tcp:// and ws://, and
+while the server stops: their hits are taken back). Each gets its error
 code, a dropped connection or a timeout, and the server keeps serving
 everyone else: after every case a fresh client must be answered within
 1 s (5 s once the descriptors are back). On its ipc:// listener too:
@@ -746,6 +746,58 @@ def test_unread_replies(server, tmp):
           "unread")
 
 
+def test_unread_at_stop(server, tmp):
+    """Replies still queued when the server stops are freed unwritten by
+    nng's close: their hits are taken back before the ledger is saved. A
+    client pipelines 32 lookups for 1 MiB replies and reads none (under
+    the default --reply-queue-max: it stays connected); the server, with
+    persistence on, gets SIGTERM once it has looked them all up; restarted
+    on the same directory, its report shows the hits taken back: all but
+    the few written whole into the sockets' buffers before the stop (at
+    most 8 here). Taking them back after the server closed its cache (the
+    gate that turns late undos into frees, closed too early) loses them."""
+    port, http_port = free_port(), free_port()
+    data = os.path.join(tmp, "unread-stop")
+    count = 32
+    args = [server, "--listen", f"tcp://127.0.0.1:{port}",
+            "--http", f"127.0.0.1:{http_port}", "--threads", "2",
+            "--data-dir", data]
+    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    s = None
+    try:
+        s, body = slow_reader(proc, port, http_port, "unread", 1 << 20)
+        for k in range(count):
+            s.sendall(struct.pack(">QI", 4 + len(body), 0x80000000 | k) +
+                      body)
+        name_lookups = 'semcache_lookups_total{ns="unread"}'
+        n = None
+        for _ in range(100):  # a hang guard: the lookups are made
+            n = metric(http_port, name_lookups)
+            if n is not None and n >= count:
+                break
+            time.sleep(0.1)
+        check(n == count, f"the server looked up the {count} requests of "
+                          f"the client that reads nothing ({n})")
+        rc = stop_server(proc)
+        check(rc == 0, f"semcached stops on SIGTERM with {count} replies "
+                       f"unread ({rc})")
+    finally:
+        if s is not None:
+            s.close()
+        if proc.poll() is None:
+            stop_server(proc)
+    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port)
+        fh = false_hits(port, count - 8, within=2.0)
+        print(f"  {count} replies unread at the stop: {fh} hits taken back")
+        check(fh is not None and count - 8 <= fh <= count,
+              f"the hits of the replies unread when the server stopped are "
+              f"taken back, and saved ({fh} of {count})")
+    finally:
+        stop_server(proc)
+
+
 def test_unread_replies_count(server, tmp):
     """The same with small replies, under the default --reply-queue-max:
     400 replies of 64 KiB, 25 MiB, far below the 128 MiB cap and far more
@@ -1132,6 +1184,7 @@ def main():
         test_fd_exhaustion(server, tmp)
         test_handshake_flood(server, tmp)
         test_unread_replies(server, tmp)
+        test_unread_at_stop(server, tmp)
         test_unread_replies_count(server, tmp)
         test_ws_hits(server, tmp)
         test_short_replies_big_requests(server, tmp)
