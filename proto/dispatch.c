@@ -808,14 +808,17 @@ static void pack_lookup(msgpack_packer *pk, sc_err rc,
  * takes them back (sc_cache_hit_undone, under the lookup's tags). Each hit
  * keeps what that needs (its tags, model and tokens), copied, not the
  * result's reference: nng may hold the reply (and this) after the entry
- * goes, or after the cache closes (server.h). About 900 bytes a hit, for
- * a hit that put at least its response in the reply. */
+ * goes, or after the cache closes (server.h). A hit like the one before
+ * it (same names, tokens: a batch that hits one entry again and again) is
+ * counted in that one's record; a record is 40 bytes and its four names,
+ * as long as they are, in one allocation. What it holds (base.held) is
+ * counted by nng with the reply (--reply-queue-max, --reply-total-max). */
 typedef struct undo_hit {
-    char ns[SC_CACHE_NS_NAME_MAX + 1];
-    char feature[SC_CACHE_TAG_MAX + 1]; /* the lookup's, else the entry's */
-    char user[SC_CACHE_TAG_MAX + 1];
-    char model[SC_CACHE_TAG_MAX + 1];
+    char *names; /* ns, feature (the lookup's, else the entry's), user,
+                  * model: each NUL-terminated, one after the other */
     uint64_t input_tokens, output_tokens;
+    uint32_t count; /* hits taken back as this one */
+    uint32_t names_len;
     bool tokens_estimated;
 } undo_hit;
 
@@ -826,31 +829,43 @@ typedef struct hits {
     undo_hit *h;
 } hits;
 
+/* A malloc'd block's bytes beyond what was asked, as counted in
+ * base.held (glibc: a 16-byte header, rounded to 16). */
+#define HITS_ALLOC_OVERHEAD 16
+
 static void hits_done(sc_server_undo *u, bool sent)
 {
     hits *hs = (hits *)u;
-    for (size_t i = 0; !sent && i < hs->n; i++) {
+    for (size_t i = 0; i < hs->n; i++) {
         undo_hit *h = &hs->h[i];
+        const char *ns = h->names;
+        const char *feature = ns + strlen(ns) + 1;
+        const char *user = feature + strlen(feature) + 1;
+        const char *model = user + strlen(user) + 1;
         sc_cache_result r = {.hit = true,
-                             .model = h->model,
-                             .feature = h->feature,
-                             .user = h->user,
+                             .model = model,
+                             .feature = feature,
+                             .user = user,
                              .input_tokens = h->input_tokens,
                              .output_tokens = h->output_tokens,
                              .tokens_estimated = h->tokens_estimated};
-        sc_cache_hit_undone(hs->cache, h->ns, &r, NULL, NULL, false);
+        for (uint32_t k = 0; !sent && k < h->count; k++) {
+            sc_cache_hit_undone(hs->cache, ns, &r, NULL, NULL, false);
+        }
+        free(h->names);
     }
     free(hs->h);
     free(hs);
 }
 
-/* Copies NUL-terminated src (NULL: "") into dst, of SC_CACHE_TAG_MAX + 1
- * bytes; a tag is never longer (the cache refuses longer ones). */
-static void copy_tag(char *dst, const char *src)
+/* Appends NUL-terminated src (NULL: ""; a tag is never longer than max:
+ * the cache refuses longer ones) and its NUL at buf[*at]. */
+static void put_name(char *buf, size_t *at, const char *src, size_t max)
 {
-    size_t n = src != NULL ? strnlen(src, SC_CACHE_TAG_MAX) : 0;
-    memcpy(dst, src != NULL ? src : "", n);
-    dst[n] = '\0';
+    size_t n = src != NULL ? strnlen(src, max) : 0;
+    memcpy(buf + *at, src != NULL ? src : "", n);
+    buf[*at + n] = '\0';
+    *at += n + 1;
 }
 
 /* Keeps hit *r of item it's lookup in *hp (made on the first), or, with
@@ -865,25 +880,52 @@ static void keep_hit(sc_cache *c, hits **hp, const item *it, sc_cache_result *r)
     hits *hs = hp != NULL ? *hp : NULL;
     if (hp != NULL && hs == NULL && (hs = calloc(1, sizeof(*hs))) != NULL) {
         hs->base.done = hits_done;
+        hs->base.held = sizeof(*hs) + HITS_ALLOC_OVERHEAD;
         hs->cache = c;
         *hp = hs;
     }
-    if (hs == NULL || SC_VEC_RESERVE(hs->h, hs->cap, hs->n, 1, 1) != SC_OK) {
+    if (hs == NULL) {
         sc_cache_result_fini(r);
         return;
     }
+    /* The names, packed; at most four names and their NULs. */
+    char buf[SC_CACHE_NS_NAME_MAX + 3 * SC_CACHE_TAG_MAX + 4];
+    size_t len = 0;
+    put_name(buf, &len, it->ns, SC_CACHE_NS_NAME_MAX);
+    put_name(buf, &len, it->has_feature ? it->feature : r->feature,
+             SC_CACHE_TAG_MAX);
+    put_name(buf, &len, it->has_user ? it->user : r->user, SC_CACHE_TAG_MAX);
+    put_name(buf, &len, r->model, SC_CACHE_TAG_MAX);
+    undo_hit *last = hs->n > 0 ? &hs->h[hs->n - 1] : NULL;
+    if (last != NULL && last->count < UINT32_MAX && last->names_len == len &&
+        memcmp(last->names, buf, len) == 0 &&
+        last->input_tokens == r->input_tokens &&
+        last->output_tokens == r->output_tokens &&
+        last->tokens_estimated == r->tokens_estimated) {
+        last->count++;
+        sc_cache_result_fini(r);
+        return;
+    }
+    size_t cap0 = hs->cap;
+    char *names = malloc(len);
+    if (names == NULL || SC_VEC_RESERVE(hs->h, hs->cap, hs->n, 1, 1) != SC_OK) {
+        free(names);
+        sc_cache_result_fini(r);
+        return;
+    }
+    memcpy(names, buf, len);
     undo_hit *h = &hs->h[hs->n++];
-    _Static_assert(sizeof(h->ns) == sizeof(it->ns) &&
-                       sizeof(h->feature) == sizeof(it->feature) &&
-                       sizeof(h->user) == sizeof(it->user),
-                   "an undo_hit copies an item's names whole");
-    memcpy(h->ns, it->ns, sizeof(h->ns));
-    copy_tag(h->feature, it->has_feature ? it->feature : r->feature);
-    copy_tag(h->user, it->has_user ? it->user : r->user);
-    copy_tag(h->model, r->model);
+    h->names = names;
+    h->names_len = (uint32_t)len;
+    h->count = 1;
     h->input_tokens = r->input_tokens;
     h->output_tokens = r->output_tokens;
     h->tokens_estimated = r->tokens_estimated;
+    hs->base.held += len + HITS_ALLOC_OVERHEAD;
+    if (hs->cap != cap0) { /* the array grew: count its new size */
+        hs->base.held += (hs->cap - cap0) * sizeof(undo_hit) +
+                         (cap0 == 0 ? HITS_ALLOC_OVERHEAD : 0);
+    }
     sc_cache_result_fini(r);
 }
 

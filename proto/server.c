@@ -294,11 +294,13 @@ static int send_reply(sc_server *s, nng_msg **mp, const uint8_t *body,
     if (undo != NULL) {
         undo->server_ = s->gate;
         __atomic_add_fetch(&s->gate->refs, 1, __ATOMIC_RELAXED);
-        nng_msg_set_done(m, reply_done, undo);
+        /* What the undo holds is counted with the reply by nng's reply
+         * bounds, as its buffer is: a client's unread replies hold both. */
+        nng_msg_set_done(m, reply_done, undo, undo->held);
     }
     rv = nng_sendmsg(s->sock, m, 0);
     if (rv != 0 && undo != NULL) {
-        nng_msg_set_done(m, NULL, NULL);
+        nng_msg_set_done(m, NULL, NULL, 0);
         gate_rele(s->gate);
     }
     return rv;

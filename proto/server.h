@@ -71,6 +71,11 @@ typedef int (*sc_server_handler)(void *arg, const uint8_t *req, size_t len,
  * says nothing per reply (docs/PROTOCOL.md 1.3). */
 typedef struct sc_server_undo {
     void (*done)(struct sc_server_undo *u, bool sent);
+    /* The bytes u holds, all told (allocator overhead included, roughly):
+     * with the patched nng they are counted with the reply against
+     * --reply-queue-max and --reply-total-max (and in
+     * semcache_nng_reply_bytes) while nng holds it. Fixed once set. */
+    size_t held;
     void *server_; /* the server's, while nng holds the reply */
 } sc_server_undo;
 

@@ -1145,6 +1145,82 @@ def test_reply_buffers_counted(server, tmp):
         stop_server(proc)
 
 
+def test_undo_counted(server, tmp):
+    """What a queued reply holds to take its hits back (if it is never
+    written) counts with it against --reply-queue-max and
+    --reply-total-max (semcache_nng_reply_bytes): nng counted only the
+    reply's buffer, and a client that sent lookup_batches of 1024 hits and
+    read nothing grew the server by 566 MiB with 64 MiB of replies
+    counted (about 928 bytes a hit held beside the reply). A client fills
+    its socket with 1 MiB replies (stall_socket), then pipelines 8
+    lookup_batches of 1024 hits of a 1-byte answer, each item with a user
+    tag of its own 255 bytes long (the hits' records cannot be merged, and
+    each keeps its tag; the reply carries the entry's tags, not these):
+    the bytes counted must grow by at least each request's length (the
+    reply reuses its buffer) plus 1024 x 256 (one tag a hit) per batch."""
+    port, http_port = free_port(), free_port()
+    data = os.path.join(tmp, "undo-counted")
+    proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                             "--http", f"127.0.0.1:{http_port}",
+                             "--threads", "2", "--data-dir", data,
+                             "--persist", "off"], stderr=subprocess.DEVNULL)
+    s = None
+    try:
+        s, look = slow_reader(proc, port, http_port, "big", 1 << 20)
+        with Client("127.0.0.1", port, timeout=5) as c:
+            c.ns_create("tiny", dim=3)
+            c.insert("tiny", b"t", vec=[0.0, 1.0, 0.0])
+        big = stall_socket(s, http_port, look)
+        if big is None:
+            print("SKIP: undo counted (the host's TCP send buffer took 96 "
+                  "replies of 1 MiB: nothing stalls)")
+            return
+        name_held = "semcache_nng_reply_bytes"
+        name_lookups = 'semcache_lookups_total{ns="tiny"}'
+        held0 = metric(http_port, name_held)
+        batches, items = 8, 1024
+        bodies = []
+        for b in range(batches):
+            its = [{"vec": pack_vec([0.0, 1.0, 0.0]),
+                    "user": f"u{b:02d}{i:05d}".ljust(255, "x")}
+                   for i in range(items)]
+            bodies.append(msgpack.packb({"v": 1, "op": "lookup_batch",
+                                         "ns": "tiny", "items": its},
+                                        use_bin_type=True))
+        for b, body in enumerate(bodies):
+            s.sendall(struct.pack(">QI", 4 + len(body),
+                                  0x80000000 | (big + b)) + body)
+        n = None
+        for _ in range(100):  # a hang guard: the lookups are made
+            n = metric(http_port, name_lookups)
+            if n is not None and n >= batches * items:
+                break
+            time.sleep(0.1)
+        check(n == batches * items, f"the server looked up the {batches} "
+                                    f"batches' {batches * items} items ({n})")
+        want = sum(len(b) for b in bodies) + batches * items * 256
+        held = None
+        # A reply goes to nng just after its lookups are counted, and the
+        # gauge only grows while the client reads nothing: polled, a hang
+        # guard, not a timing.
+        for _ in range(50):
+            held = metric(http_port, name_held)
+            if held is not None and held - held0 >= want:
+                break
+            time.sleep(0.1)
+        print(f"  {batches} lookup_batches of {items} hits queued: "
+              f"{name_held} grew {held - held0:.0f} (at least {want})")
+        check(held is not None and held - held0 >= want,
+              f"the bytes counted for {batches} queued lookup_batch replies "
+              f"include what they hold to take their hits back ({name_held} "
+              f"grew {held - held0:.0f}, at least {want})")
+        check(proc.poll() is None, "semcached is still running")
+    finally:
+        if s is not None:
+            s.close()
+        stop_server(proc)
+
+
 def test_keepalive(port):
     """The server's end of a tcp:// connection has TCP keep-alive on, so a
     client whose host went away without closing is found and its pipe
@@ -1189,6 +1265,7 @@ def main():
         test_ws_hits(server, tmp)
         test_short_replies_big_requests(server, tmp)
         test_reply_buffers_counted(server, tmp)
+        test_undo_counted(server, tmp)
         test_handshake_timeout(half_hs, t_open)
         served(port, "after the silent clients timed out")
         check(proc.poll() is None, "semcached is still running")
