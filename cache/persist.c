@@ -694,6 +694,11 @@ typedef struct replay_ctx {
      * with a damaged part): said apart at start-up. */
     bool end_refused;
     bool at_end; /* the record being applied ends where the file does */
+    /* A search (--repair, after a bad record) came before the record being
+     * applied: it was not reached by stepping over valid records from the
+     * header, and in a file of version 1 or 2 (plain XXH32) may be a
+     * client's bytes inside a bad record's extent. */
+    bool searched;
     uint64_t snap_entries;
     unsigned version; /* the file's format version */
 } replay_ctx;
@@ -824,11 +829,14 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
         /* A next id at or past SC_CACHE_ID_LIMIT (2^64 - 1: an older
          * build's, whose ids went on up to 2^64 - 2) is taken as any
          * other: no insert takes (full; said at start), in every version.
-         * Versions 1 and 2 refused 2^64 - 1 alone, as a client's bytes
-         * --repair's search may find: a guard of one value, since a
-         * planted next id of 2^53 to 2^64 - 2 was taken, to the same
-         * effect. */
-        if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT) {
+         * In a file of version 1 or 2 (the plain XXH32 holds over any
+         * bytes) an end record reached after a search (--repair skipped a
+         * bad record before it) is refused, whatever its count: it may be
+         * a client's bytes inside that record's extent, planted to make
+         * every insert full from then on. The snapshot's next id is then
+         * lost (sc_persist_replay's end: the 2^32 skip). */
+        if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
+            (x->version < 3 && x->searched)) {
             x->end_refused = x->kind == SC_PERSIST_SNAPSHOT;
             return SC_EBADFILE;
         }
@@ -1018,6 +1026,7 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         if (frame_ok(d, len, off, key)) {
             uint32_t n = get_u32(d + off);
             x->at_end = len - off - FRAME_SIZE == n;
+            x->searched = searched;
             rc = apply(x, d + off + FRAME_SIZE, n);
             if (rc == SC_ENOMEM) {
                 break;

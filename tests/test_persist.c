@@ -1973,16 +1973,21 @@ static void test_repaired_ids(int damage)
 
 /* A version 2 snapshot (the plain XXH32: anyone can make a record that
  * verifies) whose last entry's size is damaged, with an end record a
- * client planted in that entry's response (count 99, next id
- * UINT64_MAX - 1): --repair finds it, searching byte by byte inside the
- * bad record, and refuses it for its count, but must not take its next
- * id (nor that of the real end record, refused for its count too: in a
- * version 2 file it proves nothing). New ids skip 2^32 above the highest
- * read, and the next compaction's snapshot loads. */
-static void test_repaired_planted_end(void)
+ * client planted in that entry's response: --repair finds it, searching
+ * byte by byte inside the bad record, and must not take its next id (nor
+ * that of the real end record, refused for its count: in a version 2 file
+ * it proves nothing). New ids skip 2^32 above the highest read, inserts
+ * take, and the next compaction's snapshot loads. Planted: count 99 (wrong)
+ * and next id UINT64_MAX - 1; or the right count (3, the entries read
+ * before the damaged one) and next id 2^53 or UINT64_MAX - 1, which was
+ * taken before 2026-12-06 (every insert full from then on, and that next
+ * id carried into the version 3 snapshot of the next compaction). */
+static void test_repaired_planted_end(uint64_t count, uint64_t next_id)
 {
-    char dir[512];
-    fresh_dir(dir, sizeof(dir), "ids-planted");
+    char dir[512], name[64];
+    snprintf(name, sizeof(name), "ids-planted-%llu-%llu",
+             (unsigned long long)count, (unsigned long long)next_id);
+    fresh_dir(dir, sizeof(dir), name);
     CHECK(mkdir(dir, 0700) == 0);
     size_t sn = 0;
     uint8_t *snap = read_seed("snapshot-v2", &sn);
@@ -1995,8 +2000,8 @@ static void test_repaired_planted_end(void)
     uint8_t end[8 + 17];
     le32(end, 17);
     end[8] = 9; /* REC_SNAP_END */
-    le64(end + 9, 99);
-    le64(end + 17, UINT64_MAX - 1);
+    le64(end + 9, count);
+    le64(end + 17, next_id);
     le32(end + 4, XXH32(end + 8, 17, 0x53434c47u));
     size_t cut = last_entry + 9;
     uint8_t *d = malloc(sn + sizeof(end));
@@ -2014,23 +2019,35 @@ static void test_repaired_planted_end(void)
     free(snap);
 
     world w;
-    CHECK(world_open(&w, dir, SC_FSYNC_NO, true) == SC_OK);
+    world_ids_line[0] = '\0';
+    sc_err rc = world_open(&w, dir, SC_FSYNC_NO, true);
+    CHECK_EQ_INT(rc, SC_OK);
+    if (rc != SC_OK) {
+        fprintf(stderr, "%s: %s\n", name, w.msg);
+        world_close(&w);
+        return;
+    }
     CHECK(w.st.snapshot && w.st.corrupt_records >= 1);
+    CHECK(w.st.entries_restored == 3);
     CHECK(w.st.ids_skipped == 1ull << 32);
+    CHECK(w.st.ids_end_refused && !w.st.ids_range_end);
+    CHECK(strstr(world_ids_line, "end record was refused") != NULL);
     /* The seed's ids are small: new ones start 2^32 above them. */
     uint64_t next = sc_cache_next_id(w.c), id = 0;
     CHECK(next > 1ull << 32 && next < (1ull << 32) + 1000);
+    CHECK(world_ids_start() == next);
     CHECK(put(w.c, "a", "after the repair", "r", false, 0, &id) == SC_OK);
     CHECK_EQ_INT(id, next);
-    if (id >= UINT64_MAX - 1) {
-        fprintf(stderr, "planted end record: new id %llu\n",
-                (unsigned long long)id);
+    if (id == 0 || id >= SC_CACHE_ID_LIMIT) {
+        fprintf(stderr, "%s: new id %llu\n", name, (unsigned long long)id);
     }
     CHECK(sc_persist_compact(w.p) == SC_OK);
     world_close(&w);
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
     char buf[64];
     CHECK(served_text(w.c, "a", "after the repair", buf, sizeof(buf)));
+    CHECK(sc_cache_next_id(w.c) == next + 1);
+    CHECK(put(w.c, "a", "after the compaction", "r", false, 0, &id) == SC_OK);
     world_close(&w);
 }
 
@@ -4145,7 +4162,9 @@ int main(void)
     test_repaired_ids(0);
     test_repaired_ids(1);
     test_repaired_ids(2);
-    test_repaired_planted_end();
+    test_repaired_planted_end(99, UINT64_MAX - 1);
+    test_repaired_planted_end(3, SC_CACHE_ID_LIMIT);
+    test_repaired_planted_end(3, UINT64_MAX - 1);
     test_v2_end_past_range();
     test_repaired_ids_logged();
     test_repaired_ids_range_end();
