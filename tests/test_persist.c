@@ -2692,8 +2692,12 @@ static void test_restore_id_ends(void)
  * model, without text, with id UINT64_MAX or 0: --repair's search finds
  * it, and it is a bad record (counted, skipped), taking no id. Before, id
  * UINT64_MAX made the next id wrap to 0, and new inserts took the ids of
- * entries served. */
-static void test_planted_id_end(void)
+ * entries served. Without the damaged record (!damaged), the shape of a
+ * log of a build before 2026-12-06 whose next id had reached 2^64 - 1 (its
+ * inserts gave out 2^64 - 1, then 0): a plain replay refuses the record
+ * (fields out of bounds; that build counted it superseded), and --repair
+ * skips it, counted corrupt, as above. */
+static void test_planted_id_end(bool damaged)
 {
     sc_cache_embedder em = {.model = "fz@2",
                             .dim = DIM,
@@ -2715,12 +2719,14 @@ static void test_planted_id_end(void)
             break;
         }
         memcpy(d, seed, sn);
-        /* A damaged record: an implausible size. */
-        le32(d + n, 0xfffffff0u);
-        le32(d + n + 4, 0x12345678u);
-        d[n + 8] = 3;
-        d[n + 9] = 0;
-        n += 10;
+        if (damaged) {
+            /* A damaged record: an implausible size. */
+            le32(d + n, 0xfffffff0u);
+            le32(d + n + 4, 0x12345678u);
+            d[n + 8] = 3;
+            d[n + 9] = 0;
+            n += 10;
+        }
         size_t at = n;
         n += 8;
 #define PU8(v)  (d[n++] = (uint8_t)(v))
@@ -2777,10 +2783,27 @@ static void test_planted_id_end(void)
         memset(&st, 0, sizeof(st));
         char msg[512] = "";
         size_t valid = 0;
+        if (!damaged) {
+            /* A plain start refuses it, naming the record. */
+            sc_cache *c0 = NULL;
+            CHECK(sc_cache_open(&cc, &c0) == SC_OK);
+            if (c0 != NULL) {
+                CHECK_EQ_INT(sc_persist_replay(c0, NULL, SC_PERSIST_LOG, d, n,
+                                               true, false, 1700000000000ull,
+                                               NULL, &st, &valid, msg,
+                                               sizeof(msg)),
+                             SC_EBADFILE);
+                CHECK(strstr(msg, "fields out of bounds") != NULL);
+                sc_cache_close(c0);
+            }
+            memset(&st, 0, sizeof(st));
+            valid = 0;
+        }
         CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, d, n, true, true,
                                 1700000000000ull, NULL, &st, &valid, msg,
                                 sizeof(msg)) == SC_OK);
-        CHECK(st.corrupt_records >= 2); /* the damaged and the planted */
+        /* The damaged and the planted, or the older build's alone. */
+        CHECK(st.corrupt_records >= (damaged ? 2u : 1u));
         uint64_t next = sc_cache_next_id(c);
         CHECK(next > 1 && next < 1000);
         id_list have = {.n = 0};
@@ -4180,7 +4203,8 @@ int main(void)
     test_moved_model(false);
     test_moved_model(true);
     test_restore_id_ends();
-    test_planted_id_end();
+    test_planted_id_end(true);
+    test_planted_id_end(false);
     test_lock();
     test_sync_parent();
     test_fsync_during_compaction();
