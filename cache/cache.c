@@ -149,11 +149,12 @@ typedef struct scope {
      * entries count (sc_index_fixed_bytes, and an IVF index's training:
      * own_bytes_sync), as counted in the byte caps. */
     uint64_t own_bytes;
-    /* An insert into it evicted its own vectors (the namespace's caps)
-     * while its IVF index held no training and began none: the caps keep
-     * it below what its training needs (note_cap_untrained). Logged once;
-     * counted in stats' ivf_untrained_capped while it stays untrained. */
-    bool cap_untrained;
+    /* The bytes of its last entry put in with a vector, as counted in
+     * the caps: what cap_keeps_untrained takes a row of its training to
+     * cost. 0 before any. */
+    uint64_t row_bytes;
+    /* cap_keeps_untrained's line has been written for it (once a scope). */
+    bool cap_logged;
     size_t name_len;
     char name[]; /* NUL-terminated */
 } scope;
@@ -1276,25 +1277,52 @@ static void ns_enforce_caps(sc_cache *c, ns *s)
     }
 }
 
-/* ns->mu held; an insert into sc, kept, has just had the namespace's caps
- * evict vectors of sc itself. Where sc's index is an IVF one that trains
- * on its own (train_min not manual) and holds no training nor has one in
- * flight (its train stats' trained_bytes 0, read without its lock), the
- * caps keep the scope below the rows (or rows and charge) its training
- * needs: an insert at the live count it waits for would have begun one.
- * It stays an exact scan until the caps let it grow; said once a scope
- * on stderr, and counted (ivf_untrained_capped) while it stays
- * untrained. */
-static void note_cap_untrained(const ns *s, scope *sc)
+/* The smaller of two caps, 0 for none. */
+static uint64_t cap_min(uint64_t a, uint64_t b)
+{
+    return a == 0 ? b : b == 0 || a < b ? a : b;
+}
+
+/* ns->mu held; ts: sc's index's train stats. Whether the caps keep sc's
+ * IVF index from ever training on its own: it holds no training nor has
+ * one in flight, and the namespace's caps, or the cache-wide ones, are
+ * below what its next training waits for (ts's wait_rows: train_min, 39
+ * rows a list, after an abandoned training the more it waits for), the
+ * rows counted at sc's last vector entry's bytes (row_bytes) and the
+ * training's charge (wait_bytes) on top of what the scope and its index
+ * take already (own_bytes, its text statistics). From the caps alone:
+ * other scopes' entries, which the LRU evicts first, do not count. */
+static bool cap_keeps_untrained(const sc_cache *c, const ns *s, const scope *sc,
+                                const sc_index_train_stats *ts)
+{
+    if (sc->ix == NULL || ts->trained_bytes != 0 || ts->wait_rows == 0) {
+        return false;
+    }
+    uint64_t max_entries = cap_min(s->cfg.max_entries, c->cfg.max_entries);
+    if (max_entries != 0 && max_entries < ts->wait_rows) {
+        return true;
+    }
+    uint64_t max_bytes = cap_min(s->cfg.max_bytes, c->cfg.max_bytes);
+    if (max_bytes == 0 || sc->row_bytes == 0) {
+        return false;
+    }
+    uint64_t need = sc->own_bytes + sc->stats_bytes +
+                    ts->wait_rows * sc->row_bytes + ts->wait_bytes;
+    return need > max_bytes;
+}
+
+/* ns->mu held; an insert into sc, kept, has just had the caps applied.
+ * Where they keep sc untrained (cap_keeps_untrained), says so once a
+ * scope (cap_logged). */
+static void note_cap_untrained(const sc_cache *c, ns *s, scope *sc)
 {
     sc_index_train_stats ts;
-    if (sc->cap_untrained || sc->ix == NULL ||
-        s->cfg.train_min == SC_INDEX_TRAIN_MANUAL ||
+    if (sc->cap_logged || sc->ix == NULL ||
         sc_index_get_train_stats(sc->ix, &ts) != SC_OK ||
-        ts.trained_bytes != 0) {
+        !cap_keeps_untrained(c, s, sc, &ts)) {
         return;
     }
-    sc->cap_untrained = true;
+    sc->cap_logged = true;
     /* The scope's name is the client's: bytes outside printable ASCII
      * are written as '?', and at most 64 of them. */
     char name[65];
@@ -1305,11 +1333,13 @@ static void note_cap_untrained(const ns *s, scope *sc)
     }
     name[n] = '\0';
     fprintf(stderr,
-            "semcache: namespace %s scope \"%s\": its caps evicted its own "
-            "vectors at %zu live, before its IVF training could begin; it "
-            "stays an exact scan until they hold its training's rows and "
-            "charge (stats: ivf_untrained_capped; docs/CONFIG.md)\n",
-            s->name, name, sc->vectors);
+            "semcache: namespace %s scope \"%s\": its caps are below "
+            "the %llu rows and %llu bytes of training its IVF index "
+            "waits for; it stays an exact scan until they are raised "
+            "(stats: ivf_untrained_capped; "
+            "docs/CONFIG.md)\n",
+            s->name, name, (unsigned long long)ts.wait_rows,
+            (unsigned long long)ts.wait_bytes);
 }
 
 /* ns->mu held; e just stored in its scope (its text counted in), not yet
@@ -2768,16 +2798,18 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     if (replaced != NULL) {
         entry_remove(c, s, replaced, GONE_REPLACED);
     }
+    if (e->in_index) {
+        sc->row_bytes = e->bytes;
+    }
     scope_unpin(s, sc);
     if (ro == NULL) {
         /* A restore applies the caps once, at its end: midway it may hold
          * entries that later records remove (sc_cache_enforce_caps). */
-        const size_t own0 = sc->vectors;
         ns_enforce_caps(c, s);
         entry *kept = entry_find(s, id);
         /* sc holds kept, so it is still there. */
-        if (kept != NULL && sc->vectors < own0) {
-            note_cap_untrained(s, sc);
+        if (kept != NULL) {
+            note_cap_untrained(c, s, sc);
         }
         if (kept == NULL) {
             /* Evicted at once all the same (fits_with_stats): another
@@ -4143,24 +4175,30 @@ void sc_cache_result_fini(sc_cache_result *res)
 
 /* ---- stats, iteration ---------------------------------------------------*/
 
+typedef struct train_stats_arg {
+    const sc_cache *c;
+    const ns *s;
+    sc_cache_stats *o;
+} train_stats_arg;
+
 static void add_train_stats(sc_hnode *n, void *arg)
 {
+    const train_stats_arg *a = arg;
     scope *sc = CONTAINER(n, scope, node);
     sc_index_train_stats ts;
     if (sc->ix != NULL && sc_index_get_train_stats(sc->ix, &ts) == SC_OK) {
-        ((sc_cache_stats *)arg)->ivf_abandoned += ts.abandoned;
-        ((sc_cache_stats *)arg)->ivf_untrained_capped +=
-            sc->cap_untrained && ts.trained_bytes == 0;
+        a->o->ivf_abandoned += ts.abandoned;
+        a->o->ivf_untrained_capped += cap_keeps_untrained(a->c, a->s, sc, &ts);
     }
 }
 
 static void add_stats(sc_cache *c, ns *s, void *arg)
 {
-    (void)c;
     sc_cache_stats *o = arg;
     pthread_mutex_lock(&s->mu);
     /* The scopes' indexes open now; the tally has the others. */
-    sc_htab_each(&s->scopes, add_train_stats, o);
+    train_stats_arg ta = {c, s, o};
+    sc_htab_each(&s->scopes, add_train_stats, &ta);
     o->ivf_abandoned +=
         atomic_load_explicit(&s->gone_ix->abandoned, memory_order_relaxed);
     const sc_cache_stats *t = &s->st;

@@ -578,11 +578,12 @@ typedef struct sc_cache_stats {
      * abandoned while its index's close waited for it included, counted
      * once that close returns). */
     uint64_t ivf_abandoned;
-    /* Now: IVF scopes that their namespace's caps keep from training. An
-     * insert into one evicted its own vectors while its index held no
-     * training and began none (automatic trainings only: train_min not
-     * SC_INDEX_TRAIN_MANUAL); counted until it trains or goes. Its
-     * first such insert logs a line (docs/CONFIG.md). */
+    /* Now: IVF scopes that the caps keep from training: untrained, none
+     * in flight, automatic (train_min not SC_INDEX_TRAIN_MANUAL), and the
+     * namespace's or the cache's caps below the rows and bytes their next
+     * training waits for; worked out at each read (a restore's too). The
+     * first insert into one logs a line, once a namespace
+     * (docs/CONFIG.md). */
     uint64_t ivf_untrained_capped;
     uint64_t hist[SC_CACHE_HIST_BINS];
 } sc_cache_stats;

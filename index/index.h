@@ -98,6 +98,13 @@ typedef struct sc_index_train_stats {
      * untrained. What the cache's byte caps charge a scope's index for its
      * training (docs/CONFIG.md). */
     uint64_t trained_bytes;
+    /* Untrained, no training in flight and train_min not manual: the live
+     * count its next automatic training waits for (train_min, 39 rows a
+     * list, and after an abandoned or failed one, the more it waits for),
+     * and the trained_bytes that training will be charged from its start.
+     * 0 otherwise. Read with no lock, as the rest. */
+    uint64_t wait_rows;
+    uint64_t wait_bytes;
 } sc_index_train_stats;
 
 /* The operations a backend provides. Wrappers have already validated the

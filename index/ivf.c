@@ -200,6 +200,10 @@ typedef struct ivf {
      * (start_training); set under sw for writing (note_trained), read
      * with no lock, as the counters above. */
     _Atomic uint64_t trained_bytes;
+    /* What an automatic training waits for beyond train_min and its
+     * lists' rows: retry_at, and twice failed_at (maybe_train); set with
+     * them, read with no lock by ivf_train_stats (its wait_rows). */
+    _Atomic uint64_t wait_floor;
 } ivf;
 
 /* Relaxed atomics: counters only, ordering nothing else. */
@@ -636,6 +640,16 @@ static void note_trained(ivf *v)
     CNT_SET(&v->trained_bytes, b);
 }
 
+/* Under sw for writing, retry_at or failed_at just changed. */
+static void note_wait_floor(ivf *v)
+{
+    uint64_t w = v->retry_at;
+    if (v->failed_at != 0 && 2 * (uint64_t)v->failed_at > w) {
+        w = 2 * (uint64_t)v->failed_at;
+    }
+    CNT_SET(&v->wait_floor, w);
+}
+
 /* For the training thread: has close asked it to stop? */
 static bool cancelled(ivf *v)
 {
@@ -1068,6 +1082,7 @@ static void *train_main(void *arg)
     if (rc == SC_OK) {
         CNT_ADD(&v->n_trained, 1);
         v->retry_at = 0;
+        note_wait_floor(v);
         note_fx_rows(v);
         v->trained_n = ncopy;
         old_tmpl = v->tmpl;
@@ -1080,12 +1095,14 @@ static void *train_main(void *arg)
         if (rc == SC_ERANGE) {
             CNT_ADD(&v->n_abandoned, 1);
             v->retry_at = (size_t)v->copy_nlist * MIN_PER_LIST + v->copy_short;
+            note_wait_floor(v);
         } else if (rc != SC_ECANCELED && !cancelled(v)) {
             /* A close's cancel counts as none, whatever the step it
              * stopped came back with: a FAISS add it interrupted says
              * SC_EBACKEND. */
             CNT_ADD(&v->n_failed, 1);
             v->failed_at = v->nlive;
+            note_wait_floor(v);
         }
     }
     /* What it charged from its start becomes what is held: its own
@@ -1245,6 +1262,22 @@ static sc_err ivf_train_stats(void *state, sc_index_train_stats *out)
     out->last_held_rounds = CNT_GET(&v->held_rounds);
     out->last_swap_rows = CNT_GET(&v->swap_rows);
     out->trained_bytes = CNT_GET(&v->trained_bytes);
+    /* The rows maybe_train waits for, untrained: train_min, nlist's rows
+     * (an automatic nlist for n rows is at most n / MIN_PER_LIST, so
+     * MIN_PER_LIST), and the wait after an abandoned or failed one. */
+    if (out->trained_bytes == 0 && !atomic_load(&v->training) &&
+        v->train_min != SC_INDEX_TRAIN_MANUAL) {
+        uint64_t n = v->train_min;
+        uint64_t lists =
+            (uint64_t)(v->auto_nlist ? 1 : v->nlist_cfg) * MIN_PER_LIST;
+        uint64_t floor_n = CNT_GET(&v->wait_floor);
+        n = n > lists ? n : lists;
+        n = n > floor_n ? n : floor_n;
+        out->wait_rows = n;
+        out->wait_bytes =
+            2 * (uint64_t)sc_faiss_ivf_fixed_bound(v->kind == K_SQ8, v->dim,
+                                                   nlist_for(v, (size_t)n));
+    }
     return SC_OK;
 }
 

@@ -3987,7 +3987,8 @@ static int cap_untrained_lines(void (*fn)(void *), void *arg)
     char line[1024];
     while (fgets(line, sizeof(line), tmp) != NULL) {
         fputs(line, stderr);
-        lines += strstr(line, "before its IVF training could begin") != NULL;
+        lines += strstr(line, "semcache: namespace ") != NULL &&
+                 strstr(line, "its IVF") != NULL;
     }
     fclose(tmp);
     return lines;
@@ -4097,6 +4098,153 @@ static void test_ivf_cap_untrained_reported(void)
     CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 1);
     CHECK_EQ_INT(st.ivf_untrained_capped, 0);
     CHECK_EQ_INT(stats(c, NULL).ivf_untrained_capped, 0);
+    sc_cache_close(c);
+}
+
+/* One insert of v into scope sc of namespace "v". */
+static void sput(sc_cache *c, const char *sc, const float *v, int i)
+{
+    char resp[16];
+    snprintf(resp, sizeof(resp), "r%d", i);
+    sc_cache_item it;
+    memset(&it, 0, sizeof(it));
+    it.vec = v;
+    it.dim = BD;
+    it.scope = sc;
+    it.response = resp;
+    it.response_len = strlen(resp);
+    uint64_t id;
+    CHECK_EQ_INT(sc_cache_insert(c, "v", &it, &id), SC_OK);
+}
+
+/* Waits (10 s at most) for namespace "v" to hold n trained scopes. */
+static void wait_trained(sc_cache *c, size_t n)
+{
+    for (int w = 0; w < 2000 && sc_cache_trained_scopes(c, "v") < n; w++) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+typedef struct shared_fill {
+    sc_cache *c;
+    uint64_t capped; /* ivf_untrained_capped after the first 1,001 */
+} shared_fill;
+
+/* Scope a 5 inserts, b 995, a 1 more: the 1,001st evicts a's oldest (the
+ * LRU's tail) though the namespace holds 1,000 entries, more than a's
+ * training's 624. Then 700 more into a (b's go first), and its training
+ * waited for. */
+static void shared_fill_run(void *arg)
+{
+    shared_fill *f = arg;
+    uint64_t seed = 23;
+    float *centres = centres_new(&seed);
+    float vec[BD];
+    int i = 0;
+    for (; i < 5; i++) {
+        bvec(centres, i, &seed, vec);
+        sput(f->c, "a", vec, i);
+    }
+    for (; i < 1000; i++) {
+        bvec(centres, i, &seed, vec);
+        sput(f->c, "b", vec, i);
+    }
+    /* b's training (begun at its 624th) ends before a's inserts evict
+     * b's rows, which would have it abandoned. */
+    wait_trained(f->c, 1);
+    bvec(centres, i, &seed, vec);
+    sput(f->c, "a", vec, i++);
+    f->capped = stats(f->c, "v").ivf_untrained_capped;
+    for (int j = 0; j < 700; j++, i++) {
+        bvec(centres, i, &seed, vec);
+        sput(f->c, "a", vec, i);
+    }
+    wait_trained(f->c, 2);
+    free(centres);
+}
+
+/* The flag is the caps', not the LRU's: in a namespace shared by scopes
+ * (max_entries 1,000; ivf-flat, nlist 16, train_min 624), an insert into
+ * scope a that evicts a's own oldest entry (b's 995 are younger) is not
+ * said, and a trains once it has its rows (as b did). Before, that eviction
+ * raised ivf_untrained_capped to 1 and logged the line, and it stayed so until
+ * a trained. A namespace whose max_entries (600) is below the 624 rows
+ * is said, by its first insert, before anything is evicted. */
+static void test_ivf_cap_shared_not_flagged(void)
+{
+    enum { TM = 16 * 39 };
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, TM);
+    cfg.max_entries = 1000;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    shared_fill f = {c, 99};
+    CHECK_EQ_INT(cap_untrained_lines(shared_fill_run, &f), 0);
+    CHECK_EQ_INT(f.capped, 0);
+    CHECK(stats(c, "v").evictions > 0);
+    /* b's (995 rows) and a's. */
+    CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 2);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 0);
+    sc_cache_close(c);
+
+    c = open_cache(0, 0, 0, 0);
+    cfg.max_entries = TM - 24;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    cap_fill one = {c, 1, 0, false};
+    CHECK_EQ_INT(cap_untrained_lines(cap_fill_run, &one), 1);
+    CHECK_EQ_INT(stats(c, "v").evictions, 0);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 1);
+    sc_cache_close(c);
+}
+
+/* A scope said capped whose namespace's cap is raised is counted no
+ * more at once, and trains (still 0 after); a scope whose train_min is
+ * manual (it trains only when told) is never said, however its cap
+ * evicts it. ivf-flat, nlist 16, train_min 624, capped at half the
+ * rows' bytes as in test_ivf_cap_untrained_reported. */
+static void test_ivf_cap_raised_and_manual(void)
+{
+    enum { TM = 16 * 39 };
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    static uint64_t ids[TM];
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, TM);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    uint64_t b0 = 0, entry = 0;
+    fill_to_training(c, TM, ids, &b0, &entry);
+    sc_cache_close(c);
+
+    c = open_cache(0, 0, 0, 0);
+    cfg.max_bytes = b0 / 2;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    cap_fill f = {c, 2 * TM, 0, false};
+    CHECK_EQ_INT(cap_untrained_lines(cap_fill_run, &f), 1);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 1);
+    cfg.max_bytes = 0;
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "v", &cfg), SC_OK);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 0);
+    f = (cap_fill){c, TM, TM, true};
+    CHECK_EQ_INT(cap_untrained_lines(cap_fill_run, &f), 0);
+    CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 1);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 0);
+    CHECK_EQ_INT(stats(c, NULL).ivf_untrained_capped, 0);
+    sc_cache_close(c);
+
+    c = open_cache(0, 0, 0, 0);
+    ivf_cfg(&cfg, SC_INDEX_TRAIN_MANUAL);
+    cfg.max_bytes = b0 / 2;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    f = (cap_fill){c, 2 * TM, 0, false};
+    CHECK_EQ_INT(cap_untrained_lines(cap_fill_run, &f), 0);
+    CHECK(stats(c, "v").evictions > 0);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 0);
     sc_cache_close(c);
 }
 
@@ -5508,6 +5656,8 @@ int main(void)
     test_ivf_training_charged();
     test_ivf_capped_training_backs_off();
     test_ivf_cap_untrained_reported();
+    test_ivf_cap_shared_not_flagged();
+    test_ivf_cap_raised_and_manual();
     test_ivf_abandoned_at_close(0);
     test_ivf_abandoned_at_close(1);
     test_drop_while_training(0);
