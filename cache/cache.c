@@ -153,8 +153,6 @@ typedef struct scope {
      * the caps: what cap_keeps_untrained takes a row of its training to
      * cost. 0 before any. */
     uint64_t row_bytes;
-    /* cap_keeps_untrained's line has been written for it (once a scope). */
-    bool cap_logged;
     size_t name_len;
     char name[]; /* NUL-terminated */
 } scope;
@@ -212,6 +210,9 @@ typedef struct ns {
     sc_heap expiry;
     uint64_t entries, bytes, quarantined;
     sc_cache_stats st; /* counters; the "now" fields are filled on read */
+    /* cap_keeps_untrained's line has been written for one of its scopes
+     * (once a namespace; again after its config is replaced). */
+    bool cap_logged;
     /* What its scopes' closed indexes counted (ivf_abandoned), shared
      * with their closes, which may end after the namespace is gone. */
     struct ix_tally *gone_ix;
@@ -1311,18 +1312,22 @@ static bool cap_keeps_untrained(const sc_cache *c, const ns *s, const scope *sc,
     return need > max_bytes;
 }
 
+/* The line an insert found to say (note_cap_untrained), written by the
+ * insert once its locks are let go (cap_line_flush). */
+static _Thread_local char cap_line[768];
+
 /* ns->mu held; an insert into sc, kept, has just had the caps applied.
  * Where they keep sc untrained (cap_keeps_untrained), says so once a
- * scope (cap_logged). */
-static void note_cap_untrained(const sc_cache *c, ns *s, scope *sc)
+ * namespace (cap_logged): the line is kept for cap_line_flush. */
+static void note_cap_untrained(const sc_cache *c, ns *s, const scope *sc)
 {
     sc_index_train_stats ts;
-    if (sc->cap_logged || sc->ix == NULL ||
+    if (s->cap_logged || sc->ix == NULL ||
         sc_index_get_train_stats(sc->ix, &ts) != SC_OK ||
         !cap_keeps_untrained(c, s, sc, &ts)) {
         return;
     }
-    sc->cap_logged = true;
+    s->cap_logged = true;
     /* The scope's name is the client's: bytes outside printable ASCII
      * are written as '?', and at most 64 of them. */
     char name[65];
@@ -1332,14 +1337,23 @@ static void note_cap_untrained(const sc_cache *c, ns *s, scope *sc)
         name[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
     }
     name[n] = '\0';
-    fprintf(stderr,
-            "semcache: namespace %s scope \"%s\": its caps are below "
-            "the %llu rows and %llu bytes of training its IVF index "
-            "waits for; it stays an exact scan until they are raised "
-            "(stats: ivf_untrained_capped; "
-            "docs/CONFIG.md)\n",
-            s->name, name, (unsigned long long)ts.wait_rows,
-            (unsigned long long)ts.wait_bytes);
+    snprintf(cap_line, sizeof(cap_line),
+             "semcache: namespace %s scope \"%s\": its caps are below "
+             "the %llu rows and %llu bytes of training its IVF index "
+             "waits for; it stays an exact scan until they are raised "
+             "(said once a namespace; stats: ivf_untrained_capped; "
+             "docs/CONFIG.md)\n",
+             s->name, name, (unsigned long long)ts.wait_rows,
+             (unsigned long long)ts.wait_bytes);
+}
+
+/* No lock held: writes the line note_cap_untrained kept, if any. */
+static void cap_line_flush(void)
+{
+    if (cap_line[0] != '\0') {
+        fputs(cap_line, stderr);
+        cap_line[0] = '\0';
+    }
 }
 
 /* ns->mu held; e just stored in its scope (its text counted in), not yet
@@ -1940,6 +1954,7 @@ static sc_err ns_configure(sc_cache *c, const char *name,
     s->cfg = next;
     s->model_fixed = model_fixed;
     s->configured = true;
+    s->cap_logged = false;
     ns_enforce_caps(c, s);
 out:
     pthread_mutex_unlock(&s->mu);
@@ -2884,7 +2899,9 @@ fail_prep:
 sc_err sc_cache_insert(sc_cache *c, const char *nsname,
                        const sc_cache_item *item, uint64_t *id_out)
 {
-    return insert_entry(c, nsname, item, NULL, 0, NULL, id_out);
+    sc_err rc = insert_entry(c, nsname, item, NULL, 0, NULL, id_out);
+    cap_line_flush();
+    return rc;
 }
 
 static void seal_ns(sc_cache *c, ns *s, void *arg)

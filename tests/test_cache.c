@@ -4201,6 +4201,52 @@ static void test_ivf_cap_shared_not_flagged(void)
     sc_cache_close(c);
 }
 
+typedef struct churn_fill {
+    sc_cache *c;
+    int rounds;
+} churn_fill;
+
+/* a, a, b, b, rounds times: with max_entries 1 each scope is evicted
+ * whole and made again. */
+static void churn_fill_run(void *arg)
+{
+    churn_fill *f = arg;
+    uint64_t seed = 29;
+    float *centres = centres_new(&seed);
+    float vec[BD];
+    for (int r = 0, i = 0; r < f->rounds; r++) {
+        for (int k = 0; k < 4; k++, i++) {
+            bvec(centres, i, &seed, vec);
+            sput(f->c, k < 2 ? "a" : "b", vec, i);
+        }
+    }
+    free(centres);
+}
+
+/* The line is said once a namespace, not once a scope: with max_entries
+ * 1, 500 rounds of a, a, b, b (each scope evicted whole and made again)
+ * log one line, and say it again once the namespace's config is put
+ * anew. Before, each made-again scope logged it: 1,000 lines. */
+static void test_ivf_cap_line_bounded(void)
+{
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, 16 * 39);
+    cfg.max_entries = 1;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    churn_fill f = {c, 500};
+    CHECK_EQ_INT(cap_untrained_lines(churn_fill_run, &f), 1);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 1);
+    CHECK_EQ_INT(stats(c, "v").entries, 1);
+    CHECK_EQ_INT(sc_cache_ns_configure(c, "v", &cfg), SC_OK);
+    f.rounds = 1;
+    CHECK_EQ_INT(cap_untrained_lines(churn_fill_run, &f), 1);
+    sc_cache_close(c);
+}
+
 /* A scope said capped whose namespace's cap is raised is counted no
  * more at once, and trains (still 0 after); a scope whose train_min is
  * manual (it trains only when told) is never said, however its cap
@@ -5657,6 +5703,7 @@ int main(void)
     test_ivf_capped_training_backs_off();
     test_ivf_cap_untrained_reported();
     test_ivf_cap_shared_not_flagged();
+    test_ivf_cap_line_bounded();
     test_ivf_cap_raised_and_manual();
     test_ivf_abandoned_at_close(0);
     test_ivf_abandoned_at_close(1);
