@@ -3853,6 +3853,45 @@ static void test_ivf_training(void)
     world_close(&w);
 }
 
+/* ivf_untrained_capped after a restart: an IVF scope whose namespace's
+ * max_entries (100) is below its training's rows (train_min 200) is
+ * counted from the restore on, before any insert (worked out from the
+ * caps at each read). It was a flag an insert set, lost on a restart:
+ * 0 until the next insert. */
+static void test_ivf_cap_untrained_restored(void)
+{
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "ivfcap");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    sc_ns_config nc;
+    sc_cache_ns_config_init(&nc);
+    snprintf(nc.backend, sizeof(nc.backend), "ivf-flat");
+    nc.nlist = 4;
+    nc.train_min = 200;
+    nc.max_entries = 100;
+    CHECK(sc_cache_ns_create(w.c, "cap", &nc) == SC_OK);
+    for (int i = 0; i < 150; i++) {
+        char t[32];
+        snprintf(t, sizeof(t), "v%d", i);
+        CHECK(put(w.c, "cap", t, "r", true, 7000 + (uint64_t)i, NULL) == SC_OK);
+    }
+    sc_cache_stats st;
+    CHECK_EQ_INT(sc_cache_stats_get(w.c, "cap", &st), SC_OK);
+    CHECK_EQ_INT(st.ivf_untrained_capped, 1);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK_EQ_INT(entries_of(w.c, "cap"), 100);
+    CHECK_EQ_INT(sc_cache_stats_get(w.c, "cap", &st), SC_OK);
+    CHECK_EQ_INT(st.ivf_untrained_capped, 1);
+    CHECK_EQ_INT(sc_cache_stats_get(w.c, NULL, &st), SC_OK);
+    CHECK_EQ_INT(st.ivf_untrained_capped, 1);
+    world_close(&w);
+}
+
 /* Only the names persist writes are its files: "log.01" (a copy, or a
  * hand's) is not generation 1 a second time. It read as one, and the log
  * was replayed twice, once from the copy. */
@@ -4215,6 +4254,7 @@ int main(void)
     test_restore_caps();
     test_crash_mid_compaction();
     test_ivf_training();
+    test_ivf_cap_untrained_restored();
     test_replay_garbage();
     test_format_v1();
     test_backend_lacking();
