@@ -718,6 +718,23 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
     if (x->ended) {
         return SC_EBADFILE; /* nothing may follow a snapshot's end */
     }
+    if (x->version < 3 && x->searched) {
+        /* A file of version 1 or 2 (the plain XXH32 holds over any bytes)
+         * after --repair skipped a bad record: a record found by the
+         * search, or by stepping from the bad one's claimed extent (its
+         * size may be damaged and short, ending inside a response), or by
+         * stepping over records found so, may be a client's bytes inside a
+         * response, planted there (an entry with an id of 2^53 or more
+         * makes every insert full from then on; a namespace drop, a flush
+         * or a delete lose what they name). Nothing of it is applied: it
+         * is a bad record, counted corrupt and said at start. An end
+         * record so is refused, and the snapshot's next id is lost
+         * (sc_persist_replay's end: the 2^32 skip). */
+        x->end_refused = x->end_refused || (type == REC_SNAP_END &&
+                                            x->kind == SC_PERSIST_SNAPSHOT);
+        x->st->old_format_dropped++;
+        return SC_EBADFILE;
+    }
     switch (type) {
     case REC_NS_PUT: {
         sc_ns_config cfg;
@@ -829,14 +846,9 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
         /* A next id at or past SC_CACHE_ID_LIMIT (2^64 - 1: an older
          * build's, whose ids went on up to 2^64 - 2) is taken as any
          * other: no insert takes (full; said at start), in every version.
-         * In a file of version 1 or 2 (the plain XXH32 holds over any
-         * bytes) an end record reached after a search (--repair skipped a
-         * bad record before it) is refused, whatever its count: it may be
-         * a client's bytes inside that record's extent, planted to make
-         * every insert full from then on. The snapshot's next id is then
-         * lost (sc_persist_replay's end: the 2^32 skip). */
-        if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT ||
-            (x->version < 3 && x->searched)) {
+         * In a file of version 1 or 2 one reached after a search never
+         * gets here (refused above, with every record after the damage). */
+        if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT) {
             x->end_refused = x->kind == SC_PERSIST_SNAPSHOT;
             return SC_EBADFILE;
         }
@@ -1067,8 +1079,13 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         }
         bool damaged = w == WALK_WHOLE && wend == len - off - FRAME_SIZE;
         /* Else whether anything valid follows, searched from the next
-         * byte: a damaged size must not hide the records after it. */
-        size_t any = w == WALK_OUT ? len : next_valid(d, len, off + 1, key);
+         * byte: a damaged size must not hide the records after it. Not
+         * needed for a record whose fields are refused under --repair
+         * (never cut as torn; skipped below), as every record of a file of
+         * version 1 or 2 after a search is (apply). */
+        size_t any = w == WALK_OUT || (repair && rc == SC_EBADFILE)
+                         ? len
+                         : next_valid(d, len, off + 1, key);
         if (w == WALK_OUT || (any == len && kind == SC_PERSIST_LOG && last &&
                               rc == SC_OK && !damaged)) {
             /* Torn, or nothing valid follows: the record being written
@@ -1641,6 +1658,8 @@ static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
     }
     char why[512] = "";
     uint64_t torn = st->torn_bytes, bad = st->corrupt_records;
+    uint64_t old = st->old_format_dropped;
+    unsigned version = len >= 8 ? (unsigned)d[6] | (unsigned)d[7] << 8 : 0;
     rc = sc_persist_replay(p->cache, p->ledger, kind, d, len, last,
                            p->cfg.repair, wall_ms(),
                            kind == SC_PERSIST_SNAPSHOT ? path : NULL, st,
@@ -1656,7 +1675,20 @@ static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
                  (unsigned long long)(st->torn_bytes - torn),
                  sc_plural(st->torn_bytes - torn, "byte", "bytes"));
         }
-        if (st->corrupt_records > bad) {
+        if (st->corrupt_records > bad && st->old_format_dropped > old) {
+            /* A file of version 1 or 2: what its check passed after the
+             * damage is not applied (apply; PERSISTENCE.md). */
+            plog(p,
+                 "%s: --repair skipped %llu corrupt %s, %llu of them "
+                 "valid-looking %s after the damage of a format %u file "
+                 "(its plain checksum cannot tell them from a client's "
+                 "bytes), not applied",
+                 path, (unsigned long long)(st->corrupt_records - bad),
+                 sc_plural(st->corrupt_records - bad, "record", "records"),
+                 (unsigned long long)(st->old_format_dropped - old),
+                 sc_plural(st->old_format_dropped - old, "record", "records"),
+                 version);
+        } else if (st->corrupt_records > bad) {
             plog(p, "%s: --repair skipped %llu corrupt %s", path,
                  (unsigned long long)(st->corrupt_records - bad),
                  sc_plural(st->corrupt_records - bad, "record", "records"));

@@ -85,6 +85,10 @@ typedef struct sc_persist_load_stats {
     uint64_t torn_bytes;       /* dropped from the last log's torn tail */
     uint64_t corrupt_records;  /* bad records skipped (only with repair) */
     uint64_t corrupt_bytes;    /* the bytes they held */
+    uint64_t old_format_dropped; /* of those, records whose check held that
+                                    --repair found after a bad record of a
+                                    file of version 1 or 2 (plain XXH32:
+                                    maybe a client's bytes): not applied */
     uint64_t ids_skipped;      /* ids passed over: a snapshot's next id lost
                                   with its end record (only with repair) */
     bool ids_end_refused;      /* that end record was read and refused

@@ -63,10 +63,16 @@ typedef struct world {
 /* The last line a world's persister logged that holds "new ids start at"
  * (a --repair start's), "" when none since it was cleared. */
 static char world_ids_line[1024];
+/* The last "--repair skipped ... not applied" line (a file of format 1 or
+ * 2 whose records after its damage are dropped). */
+static char world_dropped_line[1024];
 
 static void quiet_log(void *arg, const char *line)
 {
     (void)arg;
+    if (strstr(line, "not applied") != NULL) {
+        snprintf(world_dropped_line, sizeof(world_dropped_line), "%s", line);
+    }
     if (strstr(line, "new ids start at") != NULL) {
         snprintf(world_ids_line, sizeof(world_ids_line), "%s", line);
     }
@@ -182,6 +188,12 @@ static void le32(uint8_t *p, uint32_t v)
     for (int i = 0; i < 4; i++) {
         p[i] = (uint8_t)(v >> (8 * i));
     }
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
 }
 
 static void le64(uint8_t *p, uint64_t v)
@@ -2686,6 +2698,56 @@ static void test_restore_id_ends(void)
     }
 }
 
+/* Writes at d + n a frame of format 1 or 2 (plain XXH32) holding an entry
+ * record of namespace "m" with id, of the model fz@1 (replaced by fz@2)
+ * and without text: what a client could plant in a response. Returns the
+ * offset after it (d has room for 256 + DIM * 4 more bytes). */
+static size_t plant_entry(uint8_t *d, size_t n, uint64_t id)
+{
+    size_t at = n;
+    n += 8;
+#define PU8(v)  (d[n++] = (uint8_t)(v))
+#define PU32(v) (le32(d + n, (uint32_t)(v)), n += 4)
+#define PU64(v) (le64(d + n, (uint64_t)(v)), n += 8)
+#define PSTR(s) (PU32(strlen(s)), memcpy(d + n, s, strlen(s)), n += strlen(s))
+    PU8(3); /* REC_ENTRY */
+    PU64(id);
+    PSTR("m");
+    PSTR("");
+    PU8(0);
+    PU32(0); /* no text */
+    PSTR("fz@1");
+    PU32(DIM);
+    for (int i = 0; i < DIM; i++) {
+        float f = i == 0 ? 1.0f : 0.0f;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        PU32(u);
+    }
+    PU32(1);
+    PU8('x');
+    PSTR("");
+    PSTR("");
+    PSTR("");
+    PU64(0);
+    PU64(0);
+    PU8(0);
+    PU64(1);
+    PU64(0);
+    PU64(0);
+    PU64(0);
+    PU64(0);
+    PU8(0);
+#undef PU8
+#undef PU32
+#undef PU64
+#undef PSTR
+    uint32_t len = (uint32_t)(n - at - 8);
+    le32(d + at, len);
+    le32(d + at + 4, XXH32(d + at + 8, len, 0x53434c47u));
+    return n;
+}
+
 /* A format 1 log (the fuzz seed moved-log) with a damaged record, then an
  * entry record a client planted (plain XXH32: the bytes of a response in a
  * log of format 1 or 2, which a server still appends to) of the replaced
@@ -2727,47 +2789,7 @@ static void test_planted_id_end(bool damaged)
             d[n + 9] = 0;
             n += 10;
         }
-        size_t at = n;
-        n += 8;
-#define PU8(v)  (d[n++] = (uint8_t)(v))
-#define PU32(v) (le32(d + n, (uint32_t)(v)), n += 4)
-#define PU64(v) (le64(d + n, (uint64_t)(v)), n += 8)
-#define PSTR(s) (PU32(strlen(s)), memcpy(d + n, s, strlen(s)), n += strlen(s))
-        PU8(3); /* REC_ENTRY */
-        PU64(bad_ids[b]);
-        PSTR("m");
-        PSTR("");
-        PU8(0);
-        PU32(0); /* no text */
-        PSTR("fz@1");
-        PU32(DIM);
-        for (int i = 0; i < DIM; i++) {
-            float f = i == 0 ? 1.0f : 0.0f;
-            uint32_t u;
-            memcpy(&u, &f, 4);
-            PU32(u);
-        }
-        PU32(1);
-        PU8('x');
-        PSTR("");
-        PSTR("");
-        PSTR("");
-        PU64(0);
-        PU64(0);
-        PU8(0);
-        PU64(1);
-        PU64(0);
-        PU64(0);
-        PU64(0);
-        PU64(0);
-        PU8(0);
-#undef PU8
-#undef PU32
-#undef PU64
-#undef PSTR
-        uint32_t len = (uint32_t)(n - at - 8);
-        le32(d + at, len);
-        le32(d + at + 4, XXH32(d + at + 8, len, 0x53434c47u));
+        n = plant_entry(d, n, bad_ids[b]);
         CHECK(n <= cap);
 
         sc_cache_config cc;
@@ -2834,6 +2856,210 @@ static void test_planted_id_end(bool damaged)
         free(d);
     }
     free(seed);
+}
+
+/* A format 1 log (the fuzz seed moved-log) with a damaged record, then
+ * records a client planted in a row (plain XXH32: a response's bytes):
+ * entries of the replaced model with ids 2^60 and 2^53 - 1 (at and past
+ * the end of the id range: taken, they raised the next id there and every
+ * insert was full from then on, for good, as the id stays in later
+ * snapshots), and a drop of namespace "m". The damaged record's size is
+ * implausible (the search starts at its next byte, inside it), or
+ * plausible and short, its extent ending where the planted records begin
+ * (a damaged size landing inside a response). --repair applies none of
+ * them: each is counted corrupt and as dropped (old_format_dropped),
+ * the entries of the seed stay, the next id stays low, inserts take.
+ * Before 2026-12-06 all three were applied. */
+static void test_planted_old_log(bool plausible)
+{
+    sc_cache_embedder em = {.model = "fz@2",
+                            .dim = DIM,
+                            .threshold = 0.9f,
+                            .embed = fz_embed,
+                            .supersedes = fz_supersedes};
+    size_t sn = 0;
+    uint8_t *seed = read_seed("moved-log", &sn);
+    if (seed == NULL) {
+        return;
+    }
+    CHECK(seed[6] == 1);
+    sc_cache_config cc;
+    sc_cache_config_init(&cc);
+    cc.embedder = &em;
+    sc_persist_load_stats st;
+    char msg[512] = "";
+    size_t valid = 0;
+    /* The seed's own entries, replayed alone. */
+    id_list want = {.n = 0};
+    sc_cache *c = NULL;
+    CHECK(sc_cache_open(&cc, &c) == SC_OK);
+    if (c == NULL) {
+        free(seed);
+        return;
+    }
+    memset(&st, 0, sizeof(st));
+    CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, seed, sn, true, false,
+                            1700000000000ull, NULL, &st, &valid, msg,
+                            sizeof(msg)) == SC_OK);
+    sc_cache_foreach_entry(c, NULL, list_id, &want);
+    CHECK(want.n > 0);
+    sc_cache_close(c);
+
+    size_t cap = sn + 2048, n = sn;
+    uint8_t *d = malloc(cap);
+    CHECK(d != NULL);
+    if (d == NULL) {
+        free(seed);
+        return;
+    }
+    memcpy(d, seed, sn);
+    /* The damaged record: an implausible size, or a plausible one of 2
+     * bytes (a bad checksum), whose extent ends where the planted begin. */
+    le32(d + n, plausible ? 2u : 0xfffffff0u);
+    le32(d + n + 4, 0x12345678u);
+    d[n + 8] = 3;
+    d[n + 9] = 0;
+    n += 10;
+    n = plant_entry(d, n, 1ull << 60);
+    n = plant_entry(d, n, SC_CACHE_ID_LIMIT - 1);
+    size_t at = n;
+    le32(d + at, 6);
+    d[at + 8] = 2; /* REC_NS_DROP */
+    le32(d + at + 9, 1);
+    d[at + 13] = 'm';
+    le32(d + at + 4, XXH32(d + at + 8, 6, 0x53434c47u));
+    n += 14;
+    CHECK(n <= cap);
+
+    c = NULL;
+    CHECK(sc_cache_open(&cc, &c) == SC_OK);
+    if (c != NULL) {
+        memset(&st, 0, sizeof(st));
+        CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, d, n, true, true,
+                                1700000000000ull, NULL, &st, &valid, msg,
+                                sizeof(msg)) == SC_OK);
+        CHECK_EQ_INT(st.old_format_dropped, 3);
+        CHECK_EQ_INT(st.corrupt_records, 4);
+        uint64_t next = sc_cache_next_id(c);
+        CHECK(next > 1 && next < 1000);
+        if (next >= 1000) {
+            fprintf(stderr, "planted-old-log(%d): next id %llu\n",
+                    (int)plausible, (unsigned long long)next);
+        }
+        id_list have = {.n = 0};
+        sc_cache_foreach_entry(c, NULL, list_id, &have);
+        CHECK_EQ_INT(have.n, want.n);
+        for (size_t i = 0; i < have.n && i < want.n; i++) {
+            CHECK(have.ids[i] == want.ids[i]);
+        }
+        CHECK(sc_cache_ns_create(c, "z", NULL) == SC_OK);
+        sc_cache_item it = {
+            .text = "new", .text_len = 3, .response = "r", .response_len = 1};
+        uint64_t id = 0;
+        CHECK_EQ_INT(sc_cache_insert(c, "z", &it, &id), SC_OK);
+        CHECK(id >= next && id < 1000);
+        sc_cache_close(c);
+    }
+    free(d);
+    free(seed);
+}
+
+/* A version 2 snapshot (the seed snapshot-v2) whose last entry's size is
+ * damaged, with a copy of that entry (its namespace, text and response:
+ * a client's choice) planted in its response with id 2^60 or 2^53 - 1,
+ * alone or followed by a planted end record of the right count (4, with
+ * the planted entry) and a next id of 2^53. --repair applies neither: the
+ * three entries before the damaged one are restored, the end record is
+ * refused, new ids start 2^32 above the highest read, inserts take, and
+ * the start-up line says how many records were not applied. Before
+ * 2026-12-06 the planted entry was restored and served, and its id made
+ * every insert full (carried into the next compaction's snapshot). */
+static void test_planted_old_snapshot(uint64_t planted_id, bool with_end)
+{
+    char dir[512], name[64];
+    snprintf(name, sizeof(name), "old-planted-%llu-%d",
+             (unsigned long long)planted_id, (int)with_end);
+    fresh_dir(dir, sizeof(dir), name);
+    CHECK(mkdir(dir, 0700) == 0);
+    size_t sn = 0;
+    uint8_t *snap = read_seed("snapshot-v2", &sn);
+    if (snap == NULL) {
+        return;
+    }
+    size_t last_entry = entry_at(snap, sn, false);
+    CHECK(last_entry > 0 && snap[6] == 2);
+    uint32_t en = rd32(snap + last_entry);
+    CHECK(last_entry + 8 + en <= sn);
+    size_t pn = 8 + (size_t)en + (with_end ? 8 + 17 : 0);
+    uint8_t *plant = malloc(pn);
+    uint8_t *d = malloc(sn + pn);
+    CHECK(plant != NULL && d != NULL);
+    if (plant == NULL || d == NULL) {
+        free(plant);
+        free(d);
+        free(snap);
+        return;
+    }
+    memcpy(plant, snap + last_entry, 8 + (size_t)en);
+    le64(plant + 9, planted_id); /* after the frame and the type byte */
+    le32(plant + 4, XXH32(plant + 8, en, 0x53434c47u));
+    if (with_end) {
+        uint8_t *end = plant + 8 + en;
+        le32(end, 17);
+        end[8] = 9; /* REC_SNAP_END */
+        le64(end + 9, 4);
+        le64(end + 17, SC_CACHE_ID_LIMIT);
+        le32(end + 4, XXH32(end + 8, 17, 0x53434c47u));
+    }
+    size_t cut = last_entry + 9;
+    memcpy(d, snap, cut);
+    memcpy(d + cut, plant, pn);
+    memcpy(d + cut + pn, snap + cut, sn - cut);
+    d[last_entry + 3] |= 0x80; /* the size's high byte */
+    write_two(dir, "snap.2", d, sn + pn, NULL, 0);
+    free(d);
+    free(plant);
+    free(snap);
+
+    world w;
+    world_ids_line[0] = '\0';
+    world_dropped_line[0] = '\0';
+    sc_err rc = world_open(&w, dir, SC_FSYNC_NO, true);
+    CHECK_EQ_INT(rc, SC_OK);
+    if (rc != SC_OK) {
+        fprintf(stderr, "%s: %s\n", name, w.msg);
+        world_close(&w);
+        return;
+    }
+    CHECK(w.st.snapshot);
+    CHECK_EQ_INT(w.st.entries_restored, 3);
+    /* The planted entry (and end record), then the genuine namespace
+     * record and end record after the damaged entry: lost with it. */
+    CHECK_EQ_INT(w.st.old_format_dropped, with_end ? 4u : 3u);
+    CHECK(w.st.ids_end_refused && !w.st.ids_range_end);
+    CHECK(w.st.ids_skipped == 1ull << 32);
+    CHECK(strstr(world_dropped_line, "not applied") != NULL &&
+          strstr(world_dropped_line, "format 2") != NULL);
+    id_list have = {.n = 0};
+    sc_cache_foreach_entry(w.c, NULL, list_id, &have);
+    CHECK_EQ_INT(have.n, 3);
+    for (size_t i = 0; i < have.n; i++) {
+        CHECK(have.ids[i] < 1000);
+    }
+    uint64_t next = sc_cache_next_id(w.c), id = 0;
+    CHECK(next > 1ull << 32 && next < (1ull << 32) + 1000);
+    CHECK_EQ_INT(put(w.c, "a", "after the repair", "r", false, 0, &id), SC_OK);
+    CHECK(id == next);
+    if (next >= (1ull << 32) + 1000) {
+        fprintf(stderr, "%s: next id %llu\n", name, (unsigned long long)next);
+    }
+    CHECK(sc_persist_compact(w.p) == SC_OK);
+    world_close(&w);
+    CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
+    CHECK(sc_cache_next_id(w.c) == next + 1);
+    CHECK_EQ_INT(put(w.c, "a", "after the compaction", "r", false, 0, &id),
+                 SC_OK);
+    world_close(&w);
 }
 
 /* Word statistics for fz@1 (sc_cache_embedder.stats_*): a count of
@@ -4244,6 +4470,12 @@ int main(void)
     test_restore_id_ends();
     test_planted_id_end(true);
     test_planted_id_end(false);
+    test_planted_old_log(false);
+    test_planted_old_log(true);
+    test_planted_old_snapshot(1ull << 60, false);
+    test_planted_old_snapshot(SC_CACHE_ID_LIMIT - 1, false);
+    test_planted_old_snapshot(1ull << 60, true);
+    test_planted_old_snapshot(SC_CACHE_ID_LIMIT - 1, true);
     test_lock();
     test_sync_parent();
     test_fsync_during_compaction();
