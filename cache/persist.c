@@ -42,8 +42,9 @@
  * at the end of this one, a copy) never read as valid records here.
  * Version 2: a snapshot's end record also holds the next entry id (so
  * that ids of entries gone before it are not given out again). Versions 1
- * and 2 (key 0: the plain XXH32) are read as before, and a last log of
- * one is appended to in its format until the next compaction. */
+ * and 2 (key 0: the plain XXH32) are read as before; a last log of one is
+ * not appended to: the changes after a start go to a new log of this
+ * version (before 2026-12-06 it was, until the next compaction). */
 #define VERSION       3u
 #define VERSION_MIN   1u
 #define CHECK_SEED    0x53434c47u /* "SCLG" */
@@ -1703,11 +1704,29 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The format version in log gen's header, 0 when it has none. */
+static unsigned log_version(sc_persist *p, uint64_t gen)
+{
+    char path[PATH_CAP];
+    file_path(p, path, "log", gen, "");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    uint8_t h[8];
+    ssize_t got = pread(fd, h, sizeof(h), 0);
+    close(fd);
+    if (got != (ssize_t)sizeof(h) || memcmp(h, LOG_MAGIC, 6) != 0) {
+        return 0;
+    }
+    return (unsigned)h[6] | (unsigned)h[7] << 8;
+}
+
 /* Opens log gen for appending at valid (making it with a header when
  * new, or when a crash cut it inside its header); io_mu held or not yet
- * shared. The records then go on in the log's own format: a log of
- * version 1 or 2 keeps the plain checksum (key 0) until the next
- * compaction begins a log of this version. */
+ * shared. The records then go on in the log's own format (a log of
+ * version 1 or 2 is opened so only to cut its torn tail: start moves on
+ * to a new log, never appends to one). */
 static sc_err open_log(sc_persist *p, uint64_t gen, bool create, size_t valid,
                        char *msg, size_t cap)
 {
@@ -1951,7 +1970,29 @@ sc_err sc_persist_load(sc_persist *p, sc_cache *c, sc_ledger *l,
             file_path(p, path, "log", logs[i], "");
             unlink(path);
         }
-        if (first < nlogs) {
+        unsigned v = first < nlogs ? log_version(p, logs[nlogs - 1]) : 0;
+        if (first < nlogs && v >= VERSION_MIN && v < 3 &&
+            valid >= HDR_SIZE_V2) {
+            /* A last log of version 1 or 2 (plain XXH32): not appended to,
+             * so that no client's bytes are written under a check any
+             * bytes can pass (--repair could apply them: a planted
+             * record). Its torn tail is cut (it is not the last log from
+             * now on, where one would be refused), and the changes go to
+             * the next log, of this version. */
+            rc = open_log(p, logs[nlogs - 1], false, valid, msg, cap);
+            if (rc == SC_OK) {
+                close(p->fd);
+                p->fd = -1;
+                rc = open_log(p, logs[nlogs - 1] + 1, true, 0, msg, cap);
+            }
+            if (rc == SC_OK) {
+                plog(p,
+                     "log.%llu is of format version %u: new changes go to "
+                     "log.%llu, of version %u",
+                     (unsigned long long)logs[nlogs - 1], v,
+                     (unsigned long long)p->gen, VERSION);
+            }
+        } else if (first < nlogs) {
             rc = open_log(p, logs[nlogs - 1], false, valid, msg, cap);
         } else {
             rc = open_log(p, snap != 0 ? snap : 1, true, 0, msg, cap);

@@ -1310,9 +1310,12 @@ static unsigned file_version(const char *dir, const char *name)
 
 /* Files an earlier build wrote (the fuzz seeds snapshot-v2, a version 2
  * snapshot, and log-after-snapshot, a version 1 log, both of
- * test_round_trip with a compaction) load; the log goes on in its own
- * format (the plain checksum) and loads again with what was added; the
- * next compaction writes both files in this version, with their nonce. */
+ * test_round_trip with a compaction, the log with a torn tail) load; the
+ * log's tail is cut and it is not appended to (no client's bytes written
+ * under the plain checksum): the changes go to log.3, of this version,
+ * and all loads again (log.2 not the last log any more); the next
+ * compaction writes both files in this version, with their nonce. Before
+ * 2026-12-06 log.2 was appended to in its format until that compaction. */
 static void test_old_format_goes_on(void)
 {
     char dir[512];
@@ -1328,32 +1331,51 @@ static void test_old_format_goes_on(void)
     }
     CHECK(snap[6] == 2 && log[6] == 1 && snap[8] == 2 && log[8] == 2);
     write_two(dir, "snap.2", snap, sn, NULL, 0);
-    write_two(dir, "log.2", log, ln, NULL, 0);
+    /* A torn tail: a record's size and half its checksum. */
+    uint8_t *torn = malloc(ln + 6);
+    CHECK(torn != NULL);
+    if (torn == NULL) {
+        free(snap);
+        free(log);
+        return;
+    }
+    memcpy(torn, log, ln);
+    le32(torn + ln, 40);
+    torn[ln + 4] = 0x5a;
+    torn[ln + 5] = 0xa5;
+    write_two(dir, "log.2", torn, ln + 6, NULL, 0);
+    free(torn);
     world w;
     char buf[64];
     CHECK_EQ_INT(world_open(&w, dir, SC_FSYNC_ALWAYS, false), SC_OK);
-    /* The log's records all verified (none cut or corrupt); they are of
-     * another run than the snapshot's, so their entries are passed over. */
-    CHECK(w.st.snapshot && w.st.logs == 1 && w.st.torn_bytes == 0 &&
+    /* The log's records all verified (none corrupt); they are of another
+     * run than the snapshot's, so their entries are passed over. */
+    CHECK(w.st.snapshot && w.st.logs == 1 && w.st.torn_bytes == 6 &&
           w.st.corrupt_records == 0);
+    CHECK(w.st.generation == 3);
     CHECK(served_text(w.c, "a", "return policy", buf, sizeof(buf)));
     CHECK(strcmp(buf, "30 days, v2") == 0);
-    CHECK(put(w.c, "a", "added to version 1", "kept", true, 21, NULL) == SC_OK);
+    CHECK(put(w.c, "a", "added after version 1", "kept", true, 21, NULL) ==
+          SC_OK);
     world_close(&w);
     CHECK_EQ_INT(file_version(dir, "log.2"), 1);
-    CHECK(file_size(dir, "log.2") > (long)ln);
+    CHECK_EQ_INT(file_size(dir, "log.2"), (long)ln);
+    CHECK_EQ_INT(file_version(dir, "log.3"), 3);
+    CHECK(file_size(dir, "log.3") > 24);
     CHECK_EQ_INT(world_open(&w, dir, SC_FSYNC_ALWAYS, false), SC_OK);
-    CHECK(w.st.torn_bytes == 0 && w.st.corrupt_records == 0);
-    CHECK(served_text(w.c, "a", "added to version 1", buf, sizeof(buf)));
+    CHECK(w.st.logs == 2 && w.st.torn_bytes == 0 && w.st.corrupt_records == 0);
+    CHECK(w.st.generation == 3);
+    CHECK(served_text(w.c, "a", "added after version 1", buf, sizeof(buf)));
     CHECK(sc_persist_compact(w.p) == SC_OK);
     CHECK(put(w.c, "a", "added to version 3", "kept", true, 22, NULL) == SC_OK);
     world_close(&w);
-    CHECK_EQ_INT(file_version(dir, "snap.3"), 3);
-    CHECK_EQ_INT(file_version(dir, "log.3"), 3);
-    CHECK(file_size(dir, "log.2") < 0 && file_size(dir, "snap.2") < 0);
+    CHECK_EQ_INT(file_version(dir, "snap.4"), 3);
+    CHECK_EQ_INT(file_version(dir, "log.4"), 3);
+    CHECK(file_size(dir, "log.2") < 0 && file_size(dir, "snap.2") < 0 &&
+          file_size(dir, "log.3") < 0);
     CHECK_EQ_INT(world_open(&w, dir, SC_FSYNC_ALWAYS, false), SC_OK);
     CHECK(w.st.torn_bytes == 0 && w.st.corrupt_records == 0);
-    CHECK(served_text(w.c, "a", "added to version 1", buf, sizeof(buf)));
+    CHECK(served_text(w.c, "a", "added after version 1", buf, sizeof(buf)));
     CHECK(served_text(w.c, "a", "added to version 3", buf, sizeof(buf)));
     CHECK(served_text(w.c, "a", "return policy", buf, sizeof(buf)));
     world_close(&w);
@@ -2236,7 +2258,9 @@ static void test_v2_end_past_range(void)
         }
         world_close(&w);
     }
-    CHECK_EQ_INT(file_version(dir, "snap.3"), 3);
+    /* log.2 (version 1) was not appended to: the first start began log.3,
+     * and its compaction wrote snap.4. */
+    CHECK_EQ_INT(file_version(dir, "snap.4"), 3);
 }
 
 /* A snapshot cut inside its last entry, and an insert logged after it:
