@@ -13,11 +13,14 @@ everyone else: after every case a fresh client must be answered within
 1 s (5 s once the descriptors are back). On its ipc:// listener too:
 connections that close during the handshake must not stop it (nng
 1.5.2's bug, patched in the nng semcached links: README), and a flood
-that never starts one is capped there too.
+that never starts one is capped there too. And HTTP clients that end
+half a head (a reset, a half-close or the rest of it) as the read
+time-out fires must not crash it (nng 1.5.2's nni_aio_stop race).
 
 usage: test_hostile.py --server build/semcached
 """
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -1236,6 +1240,88 @@ def test_keepalive(port):
           f"on ({line[:120]!r})")
 
 
+def head_storm_client(http_port, timeout_s, until, seed):
+    """One client of test_http_read_timeout_race: until `until`, connects,
+    sends half a request head, waits 0.8-1.2x the read time-out, then ends
+    the head's read one of three ways: a reset (SO_LINGER 0), a
+    half-close, or the rest of the head."""
+    rng = random.Random(seed)
+    while time.monotonic() < until:
+        try:
+            s = socket.create_connection(("127.0.0.1", http_port), timeout=5)
+        except OSError:
+            time.sleep(0.01)
+            continue
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(timeout_s * rng.uniform(0.8, 1.2))
+            how = rng.randrange(3)
+            if how == 0:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             struct.pack("ii", 1, 0))
+            elif how == 1:
+                s.shutdown(socket.SHUT_WR)
+            else:
+                s.sendall(b"Connection: close\r\n\r\n")
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+
+def test_http_read_timeout_race(server, tmp, seconds=8.0, nclients=24,
+                                timeout_s=0.1):
+    """The HTTP read time-out racing the end of a head's read: the expire
+    thread takes the head read off its queue to cancel it while the client
+    resets, half-closes or sends the rest of the head; the connection is
+    closed and freed, and in nng 1.5.2 nni_aio_stop did not wait for the
+    expire thread, which then locked the freed connection's mutex
+    (http_rd_cancel: "panic: pthread_mutex_lock/unlock: Invalid argument",
+    the daemon died; the patched nng: nng-1.5.2-aio-stop-expiring). A race:
+    the storm is long enough that the unpatched daemon died in most runs;
+    the daemon must survive it and answer /healthz after."""
+    port, http_port = free_port(), free_port()
+    log = os.path.join(tmp, "read-timeout-race.log")
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
+                                 "--http", f"127.0.0.1:{http_port}",
+                                 "--http-read-timeout",
+                                 str(int(timeout_s * 1000)),
+                                 "--threads", "2", "--data-dir",
+                                 os.path.join(tmp, "race"),
+                                 "--persist", "off"], stderr=err)
+    try:
+        check(wait_http(http_port, proc=proc), "race: the HTTP front listens")
+        until = time.monotonic() + seconds
+        threads = [threading.Thread(target=head_storm_client,
+                                    args=(http_port, timeout_s, until, k))
+                   for k in range(nclients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        alive = proc.poll() is None
+        check(alive, "race: semcached survives heads cut by the read "
+                     f"time-out (status {proc.poll()})")
+        if not alive:
+            with open(log, "rb") as f:
+                tail = f.read()[-400:]
+            print(f"  (its log ends: {tail!r})", file=sys.stderr)
+        ok = False
+        if alive:
+            try:
+                url = f"http://127.0.0.1:{http_port}/healthz"
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    ok = r.status == 200
+            except OSError as e:
+                print(f"  (race: /healthz: {e!r})", file=sys.stderr)
+        check(ok, "race: /healthz answered after the storm")
+    finally:
+        if proc.poll() is None:
+            rc = stop_server(proc)
+            check(rc == 0, f"race: semcached exits 0 on SIGTERM ({rc})")
+
+
 def main():
     argv = sys.argv
     server = argv[argv.index("--server") + 1]
@@ -1266,6 +1352,7 @@ def main():
         test_short_replies_big_requests(server, tmp)
         test_reply_buffers_counted(server, tmp)
         test_undo_counted(server, tmp)
+        test_http_read_timeout_race(server, tmp)
         test_handshake_timeout(half_hs, t_open)
         served(port, "after the silent clients timed out")
         check(proc.poll() is None, "semcached is still running")
