@@ -1422,6 +1422,52 @@ static void test_error_body_unread(sc_cache *cache, sc_dispatch *d)
     sc_http_close(h);
 }
 
+/* ---- empty lines around requests ----------------------------------------
+ * RFC 9112 2.2: a server SHOULD ignore at least one empty line before a
+ * request line; nng 1.5.2 answered it 400 (and kept the connection, the
+ * request's own answer after it). And a lone CR (or an extra CRLF) after
+ * a whole request was held as a request begun, so the read time-out
+ * answered a 408 nobody asked for. The patched nng
+ * (nng-1.5.2-http-timeout-empty-lines.patch) skips CR and LF before a
+ * request line: the request's answer alone, then at the read time-out the
+ * idle connection's bare close. */
+static void test_empty_lines(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h =
+        front_open((sc_http_config){.read_timeout_ms = 500}, cache, d, &p);
+    if (h == NULL) {
+        return;
+    }
+    static const char *const reqs[] = {
+        "\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "\n\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\r",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\n",
+    };
+    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+        int fd = connect_to(p);
+        CHECK(fd >= 0);
+        if (fd < 0) {
+            continue;
+        }
+        send_all(fd, reqs[i], strlen(reqs[i]));
+        char conn[64] = "", got[512];
+        int st = resp_then_close(fd, conn, got, sizeof(got));
+        fprintf(stderr,
+                "http: empty lines %zu: %d, then %zu bytes before the "
+                "close\n",
+                i, st, strlen(got));
+#ifdef SC_NNG_PATCHED
+        CHECK_EQ_INT(st, 200);
+        CHECK(got[0] == '\0');
+#endif
+        close(fd);
+    }
+    sc_http_close(h);
+}
+
 /* ---- nng's own error page, its "Connection: close" not set -------------
  * When the header cannot be set (out of memory), nng 1.5.2 freed the
  * error page, closed the connection, and then wrote the freed page all the
@@ -3840,6 +3886,7 @@ int main(void)
     test_hooks(cache, d);
     test_read_timeout(cache, d);
     test_error_body_unread(cache, d);
+    test_empty_lines(cache, d);
 #ifdef SC_TEST_WRAP_NNG
     test_error_page_oom();
 #endif
