@@ -132,7 +132,8 @@ typedef struct sc_cache_change {
      * (sc_ledger_export_ns) with the namespace's record, as one run that
      * no write of the log splits, so that they are as durable as the
      * namespace once its seq is committed, not only with the ledger's
-     * next save. */
+     * next save. Set only between the journal's make_begin and make_end
+     * (where it has them). */
     bool ledger_base;
     const struct sc_cache_entry_info *entry; /* INSERT */
     uint64_t id;                             /* REMOVE, QUARANTINE */
@@ -151,6 +152,16 @@ typedef struct sc_cache_journal {
      * the journal promises; the caller acknowledges only afterwards. */
     sc_err (*commit)(void *arg, uint64_t seq);
     void *arg;
+    /* Optional (NULL = none). A namespace making with a ledger
+     * (sc_cache_ns_create) calls make_begin before it takes any cache
+     * lock, and make_end once it has released them, before commit: a
+     * journal whose base append (ledger_base) must wait for a lock of its
+     * own (persist's, held for the whole of the ledger's once-a-second
+     * save) takes it here, outside the cache's lock, so that the making
+     * waits for it alone and lookups and inserts on every namespace do
+     * not wait behind the making. They must not call into the cache. */
+    void (*make_begin)(void *arg);
+    void (*make_end)(void *arg);
 } sc_cache_journal;
 
 typedef struct sc_cache_config {

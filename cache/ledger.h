@@ -251,13 +251,16 @@ typedef void (*sc_ledger_state_fn)(void *arg, const sc_ledger_row_state *row,
  * waits for a hold has the lock before the next), so that nothing waits
  * out a scan of the whole table: in one hold it took 64 ms to 441 ms at
  * 10^6 namespaces (3 * 10^6 rows; a loaded 2-core machine). Each row is
- * given with its sums as of the hold that read it. Every row changed
- * before the export began is in it; a row changed while it runs is in it
- * or not, and is left changed for the next export either way, so that
- * when this one is confirmed nothing is lost. Where the table grew (new
- * rows) between two holds, the scan starts over, and rows given already
- * may be given again, newer: the last given of a row is its state. The
- * hours are given in the last hold. */
+ * given with its sums as of the hold that read it. (A caller that holds
+ * a lock of its own over the whole export, as persist does to keep its
+ * runs in order, must not be waited for under a lock that lookups take:
+ * persist's namespace making takes it before the cache's lock.) Every
+ * row changed before the export began is in it; a row changed while it
+ * runs is in it or not, and is left changed for the next export either
+ * way, so that when this one is confirmed nothing is lost. Where the
+ * table grew (new rows) between two holds, the scan starts over, and rows
+ * given already may be given again, newer: the last given of a row is its
+ * state. The hours are given in the last hold. */
 uint64_t sc_ledger_export(sc_ledger *l, bool changed_only,
                           sc_ledger_state_fn fn, void *arg);
 

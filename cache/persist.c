@@ -96,6 +96,13 @@ void sc_persist_set_append_hook(void (*fn)(void *arg, int kind), void *arg)
     SC_HOOK_SET(append_hook, fn, arg);
 }
 
+static SC_HOOK(void, (void *)) making_hook;
+
+void sc_persist_set_making_hook(void (*fn)(void *arg), void *arg)
+{
+    SC_HOOK_SET(making_hook, fn, arg);
+}
+
 static void appended_hook(int kind)
 {
     void (*fn)(void *, int) = atomic_load(&append_hook.fn);
@@ -1206,8 +1213,11 @@ struct sc_persist {
      * until its run is appended and marked saved (flush_ledger), so that
      * runs come in the log in the order of their exports: an older run
      * appended after a newer one would be what a replay keeps. Taken
-     * before the ledger's lock and buf_mu, and with the cache's locks
-     * held (a making's NS_PUT, ledger_base). */
+     * before the ledger's lock and buf_mu, and before the cache's locks:
+     * a making takes it in j_make_begin, ahead of the cache's lock, for
+     * its NS_PUT's ledger_base (under the cache's lock, a making that
+     * waited out an export here made every lookup and insert wait too).
+     * flush_ledger takes no cache lock. */
     pthread_mutex_t ledger_mu;
     atomic_int failed; /* errno of the write that failed, 0 = none */
 
@@ -1409,6 +1419,41 @@ static sc_err flush_locked(sc_persist *p, bool sync)
 static void ledger_to(void *arg, const sc_ledger_row_state *row,
                       const sc_ledger_hour *hour);
 
+/* The persister whose ledger_mu this thread holds for a namespace making
+ * (j_make_begin to j_make_end), NULL = none. */
+static _Thread_local sc_persist *making_in;
+
+/* Takes ledger_mu for a making, which may wait out a whole export. */
+static void lock_for_making(sc_persist *p)
+{
+    void (*fn)(void *) = atomic_load(&making_hook.fn);
+    if (fn != NULL) {
+        fn(atomic_load(&making_hook.arg));
+    }
+    pthread_mutex_lock(&p->ledger_mu);
+}
+
+/* With no cache lock held, before a namespace making takes the cache's:
+ * ledger_mu, which its base's append needs (see j_append), so that the
+ * making waits out a ledger save holding no cache lock. */
+static void j_make_begin(void *arg)
+{
+    sc_persist *p = arg;
+    if (p->ledger != NULL) {
+        lock_for_making(p);
+        making_in = p;
+    }
+}
+
+static void j_make_end(void *arg)
+{
+    sc_persist *p = arg;
+    if (making_in == p) {
+        making_in = NULL;
+        pthread_mutex_unlock(&p->ledger_mu);
+    }
+}
+
 static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
 {
     sc_persist *p = arg;
@@ -1425,13 +1470,18 @@ static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
      * namespace's record under the same hold of buf_mu, so that no write
      * of the log has the one without the other. Under ledger_mu, as the
      * tick's exports are: runs come in the log in the order of their
-     * exports. The rows stay changed for the tick, which logs them also
-     * where they cannot be appended here (out of memory). */
+     * exports. The making took it before the cache's lock (j_make_begin);
+     * a caller that did not takes it here. The rows stay changed for the
+     * tick, which logs them also where they cannot be appended here (out
+     * of memory). */
     bool base =
         ch->kind == SC_CHANGE_NS_PUT && ch->ledger_base && p->ledger != NULL;
+    bool take = base && making_in != p;
     wbuf rows = {0};
+    if (take) {
+        lock_for_making(p);
+    }
     if (base) {
-        pthread_mutex_lock(&p->ledger_mu);
         (void)sc_ledger_export_ns(p->ledger, ch->ns, ledger_to, &rows);
     }
     pthread_mutex_lock(&p->buf_mu);
@@ -1473,10 +1523,10 @@ static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
         *seq = ++p->appended;
     }
     pthread_mutex_unlock(&p->buf_mu);
-    if (base) {
+    if (take) {
         pthread_mutex_unlock(&p->ledger_mu);
-        free(rows.p);
     }
+    free(rows.p);
     if (rc == SC_OK) {
         appended_hook(ch->kind);
     }
@@ -1591,7 +1641,8 @@ sc_err sc_persist_open(const sc_persist_config *cfg, sc_persist **out,
     pthread_mutex_init(&p->tick_mu, NULL);
     pthread_cond_init(&p->tick, NULL);
     atomic_init(&p->failed, 0);
-    p->journal = (sc_cache_journal){j_append, j_commit, p};
+    p->journal =
+        (sc_cache_journal){j_append, j_commit, p, j_make_begin, j_make_end};
     *out = p;
     return SC_OK;
 

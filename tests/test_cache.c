@@ -2135,7 +2135,8 @@ static void test_replace_at_global_cap(void)
                        .cv = PTHREAD_COND_INITIALIZER,
                        .hold_kind = SC_CHANGE_INSERT,
                        .hold_ns = "a"};
-    sc_cache_journal jr = {sj_append, fj_commit, &sj};
+    sc_cache_journal jr = {
+        .append = sj_append, .commit = fj_commit, .arg = &sj};
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
     cfg.max_entries = 3;
@@ -2201,7 +2202,8 @@ static void test_clock_after_wait(void)
                        .cv = PTHREAD_COND_INITIALIZER,
                        .hold_kind = SC_CHANGE_NS_DROP,
                        .hold_ns = "hold"};
-    sc_cache_journal jr = {sj_append, fj_commit, &sj};
+    sc_cache_journal jr = {
+        .append = sj_append, .commit = fj_commit, .arg = &sj};
     sc_cache *c = open_with(&jr, NULL);
     if (c == NULL) {
         return;

@@ -272,7 +272,8 @@ typedef struct rand_state {
  * evicting the least recent: evicted[] holds the order. */
 static void rand_evict(const rand_state *st, bool fail, bool probe)
 {
-    sc_cache_journal j = {rec_append, rec_commit, NULL};
+    sc_cache_journal j = {
+        .append = rec_append, .commit = rec_commit, .arg = NULL};
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
     cfg.journal = &j;
@@ -560,7 +561,8 @@ static void test_remove_unqueued(sc_cache *c)
 
 int main(void)
 {
-    sc_cache_journal j = {j_append, rec_commit, NULL};
+    sc_cache_journal j = {
+        .append = j_append, .commit = rec_commit, .arg = NULL};
     sc_cache_config cfg;
     sc_cache_config_init(&cfg);
     cfg.journal = &j;

@@ -1168,6 +1168,160 @@ static void test_made_with_base(void)
     world_close(&w);
 }
 
+/* A namespace making during the ledger's once-a-second save: the making
+ * waits for the save (its base is logged in order with the save's rows),
+ * but with no cache lock held, so that a lookup and an ns_list on other
+ * namespaces go ahead meanwhile. Before, the making waited for the save's
+ * lock under the cache's global write lock, and every lookup, insert and
+ * ns_list waited out the rest of the save (at 300,000 namespaces, a
+ * quarter changed a second, ns_list stalled up to 450 ms). Here the save
+ * is held, between two of its holds of the ledger, until the making waits
+ * for it and a lookup and an ns_list have returned; before, they waited
+ * for the save, which waited for them: a deadlock, which the guard below
+ * (10 s, not a measure of speed) turns into a failed check. */
+typedef struct stall {
+    world *w;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int hooked;        /* page hooks run */
+    bool making_waits; /* the making is about to wait for the save */
+    bool looked;       /* the lookup and ns_list returned */
+    bool looked_in_save;
+    bool save_done; /* the page hook that held the save returned */
+    sc_err made_rc, lookup_rc, list_rc;
+    bool hit;
+    pthread_t maker, looker;
+} stall;
+
+static void stall_signal(stall *st, bool *flag)
+{
+    pthread_mutex_lock(&st->mu);
+    *flag = true;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void stall_wait(stall *st, const bool *flag)
+{
+    pthread_mutex_lock(&st->mu);
+    while (!*flag) {
+        pthread_cond_wait(&st->cv, &st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void stall_making(void *arg)
+{
+    stall_signal(arg, &((stall *)arg)->making_waits);
+}
+
+static void *stall_maker(void *arg)
+{
+    stall *st = arg;
+    st->made_rc = sc_cache_ns_create(st->w->c, "a", NULL);
+    return NULL;
+}
+
+static void *stall_looker(void *arg)
+{
+    stall *st = arg;
+    float v[DIM];
+    vec_of(2, v);
+    sc_cache_query q = {.vec = v, .dim = DIM};
+    sc_cache_result r;
+    st->lookup_rc = sc_cache_lookup(st->w->c, "b", &q, &r);
+    if (st->lookup_rc == SC_OK) {
+        st->hit = r.hit;
+        sc_cache_result_fini(&r);
+    }
+    static char names[4][SC_CACHE_NS_NAME_MAX + 1];
+    size_t n = 0;
+    st->list_rc = sc_cache_ns_list(st->w->c, names, 4, &n);
+    stall_signal(st, &st->looked);
+    return NULL;
+}
+
+/* The save's page hook (persister thread, ledger_mu held, the ledger's
+ * lock not): the first time, the making and the lookups, made while the
+ * save waits here. */
+static void stall_page(void *arg, bool picked)
+{
+    (void)picked;
+    stall *st = arg;
+    if (st->hooked++ != 0) {
+        return;
+    }
+    CHECK(pthread_create(&st->maker, NULL, stall_maker, st) == 0);
+    stall_wait(st, &st->making_waits);
+    CHECK(pthread_create(&st->looker, NULL, stall_looker, st) == 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10; /* a deadlock's guard */
+    pthread_mutex_lock(&st->mu);
+    while (!st->looked &&
+           pthread_cond_timedwait(&st->cv, &st->mu, &until) == 0) {
+    }
+    st->looked_in_save = st->looked;
+    pthread_mutex_unlock(&st->mu);
+    stall_signal(st, &st->save_done);
+}
+
+static void test_made_during_save(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "made-during-save");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(sc_cache_ns_create(w.c, "a", NULL) == SC_OK);
+    CHECK(put(w.c, "a", "return policy", "30 days", true, 1, NULL) == SC_OK);
+    float v[DIM];
+    vec_of(1, v);
+    sc_cache_query q = {.vec = v, .dim = DIM};
+    sc_cache_result r;
+    CHECK(sc_cache_lookup(w.c, "a", &q, &r) == SC_OK && r.hit);
+    sc_cache_result_fini(&r);
+    CHECK(sc_cache_ns_drop(w.c, "a") == SC_OK); /* "a" made again: a base */
+    CHECK(sc_cache_ns_create(w.c, "b", NULL) == SC_OK);
+    CHECK(put(w.c, "b", "opening hours", "9 to 5", true, 2, NULL) == SC_OK);
+    /* Rows enough, changed, for a save of several holds. */
+    sc_ledger_set_page_chunk(w.ledger, 8);
+    sc_ledger_call call = {
+        .model = "gpt-4o-mini", .input_tokens = 10, .output_tokens = 10};
+    for (int i = 0; i < 200; i++) {
+        char ns[32];
+        snprintf(ns, sizeof(ns), "n%03d", i);
+        sc_ledger_tags t = {.ns = ns};
+        sc_ledger_insert(w.ledger, &t, &call, 1000);
+    }
+    stall st = {.w = &w};
+    pthread_mutex_init(&st.mu, NULL);
+    pthread_cond_init(&st.cv, NULL);
+    sc_persist_set_making_hook(stall_making, &st);
+    sc_ledger_set_page_hook(w.ledger, stall_page, &st);
+    stall_wait(&st, &st.save_done); /* the next tick's save */
+    CHECK(st.looked_in_save);
+    sc_ledger_set_page_hook(w.ledger, NULL, NULL);
+    /* The making went on once the save ended. */
+    pthread_join(st.maker, NULL);
+    pthread_join(st.looker, NULL);
+    CHECK(ns_there(w.c, "a"));
+    sc_persist_set_making_hook(NULL, NULL);
+    CHECK_EQ_INT(st.made_rc, SC_OK);
+    CHECK_EQ_INT(st.lookup_rc, SC_OK);
+    CHECK(st.hit);
+    CHECK_EQ_INT(st.list_rc, SC_OK);
+    world_close(&w);
+    /* Its base was logged with it. */
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(ns_there(w.c, "a"));
+    sc_ledger_counts base;
+    sc_ledger_ns_base(w.ledger, "a", &base);
+    CHECK_EQ_INT(base.lookups, 1);
+    world_close(&w);
+    pthread_cond_destroy(&st.cv);
+    pthread_mutex_destroy(&st.mu);
+}
+
 /* Stale bytes at the end of the last log, as power loss can leave them
  * (the file's size grew, its data never came, and the blocks it was given
  * still hold an older file's): here whole valid records of log.1, the log
@@ -4519,6 +4673,7 @@ int main(void)
     test_ledger_oom(100);
     test_feedback_unserved();
     test_made_with_base();
+    test_made_during_save();
     test_restore_quarantined();
     test_quarantined_evicted_first(false);
     test_quarantined_evicted_first(true);

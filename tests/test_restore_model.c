@@ -200,7 +200,8 @@ static sc_err j_commit(void *arg, uint64_t seq)
     return live_j != NULL ? live_j->commit(live_j->arg, seq) : SC_OK;
 }
 
-static const sc_cache_journal live_journal = {j_append, j_commit, NULL};
+static const sc_cache_journal live_journal = {.append = j_append,
+                                              .commit = j_commit};
 
 static sc_err open_world(const char *dir, sc_cache **c, sc_persist **p,
                          sc_ledger **l, bool live)
