@@ -1827,10 +1827,16 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
      * ledger save holds for a whole export) before the cache's: waited
      * for under c->lock, every lookup and insert on every namespace waited
      * out the rest of the save behind the making (at 300,000 namespaces,
-     * a quarter changed a second, ns_list stalled up to 1.2 s). */
+     * a quarter changed a second, ns_list stalled up to 1.2 s). Only
+     * where the name has a row, i.e. a base is to be written: a name
+     * never seen (most makings, an insert's first) does not wait out a
+     * save. A row made for it between this look and the base (a charge
+     * racing the making) leaves the journal to take its lock under the
+     * cache's, as before. */
     const sc_cache_journal *j = c->cfg.journal;
     bool begun = journaled && c->cfg.ledger != NULL && j != NULL &&
-                 j->make_begin != NULL && j->make_end != NULL;
+                 j->make_begin != NULL && j->make_end != NULL &&
+                 sc_ledger_ns_has_row(c->cfg.ledger, name);
     if (begun) {
         j->make_begin(j->arg);
     }

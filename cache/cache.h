@@ -152,14 +152,15 @@ typedef struct sc_cache_journal {
      * the journal promises; the caller acknowledges only afterwards. */
     sc_err (*commit)(void *arg, uint64_t seq);
     void *arg;
-    /* Optional (NULL = none). A namespace making with a ledger
-     * (sc_cache_ns_create) calls make_begin before it takes any cache
-     * lock, and make_end once it has released them, before commit: a
-     * journal whose base append (ledger_base) must wait for a lock of its
-     * own (persist's, held for the whole of the ledger's once-a-second
-     * save) takes it here, outside the cache's lock, so that the making
-     * waits for it alone and lookups and inserts on every namespace do
-     * not wait behind the making. They must not call into the cache. */
+    /* Optional (NULL = none). A namespace making whose name has a row in
+     * the cache's ledger (sc_cache_ns_create; a base is likely) calls
+     * make_begin before it takes any cache lock, and make_end once it has
+     * released them, before commit: a journal whose base append (ledger_base)
+     * must wait for a lock of its own (persist's, held for the whole of the
+     * ledger's once-a-second save) takes it here, outside the cache's lock, so
+     * that the making waits for it alone and lookups and inserts on every
+     * namespace do not wait behind the making. They must not call into the
+     * cache. */
     void (*make_begin)(void *arg);
     void (*make_end)(void *arg);
 } sc_cache_journal;

@@ -656,6 +656,14 @@ bool sc_ledger_ns_made(sc_ledger *l, const char *ns)
     return made;
 }
 
+bool sc_ledger_ns_has_row(sc_ledger *l, const char *ns)
+{
+    ledger_lock(l);
+    bool has = row_find(l, SC_LEDGER_BY_NS, ns, "") != NULL;
+    pthread_mutex_unlock(&l->mu);
+    return has;
+}
+
 void sc_ledger_ns_base(sc_ledger *l, const char *ns, sc_ledger_counts *out)
 {
     ledger_lock(l);

@@ -141,6 +141,11 @@ void sc_ledger_counts_add(sc_ledger_counts *a, const sc_ledger_counts *b);
  * ledger_base). */
 bool sc_ledger_ns_made(sc_ledger *l, const char *ns);
 
+/* Whether name ns has a row of its own (sc_ledger_ns_made would write a
+ * base), as of now: a making asks first, to wait for the journal's lock
+ * only where a base is likely. */
+bool sc_ledger_ns_has_row(sc_ledger *l, const char *ns);
+
 /* Copies the base of namespace ns into *out: zeros when it has none. */
 void sc_ledger_ns_base(sc_ledger *l, const char *ns, sc_ledger_counts *out);
 

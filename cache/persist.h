@@ -153,9 +153,9 @@ void sc_persist_set_alloc_hook(bool (*fail)(void *arg, size_t more), void *arg);
 void sc_persist_set_append_hook(void (*fn)(void *arg, int kind), void *arg);
 
 /* For tests: fn(arg) is called in the thread of a namespace making
- * (sc_cache_ns_create, with a ledger) right before it waits for the lock
- * the ledger's once-a-second save holds for the whole save, with none of
- * the persister's locks and none of the cache's held (NULL: none). */
+ * (sc_cache_ns_create of a name with a ledger row) right before it waits for
+ * the lock the ledger's once-a-second save holds for the whole save, with none
+ * of the persister's locks and none of the cache's held (NULL: none). */
 void sc_persist_set_making_hook(void (*fn)(void *arg), void *arg);
 
 /* Writes out and fsyncs every record appended so far, whatever the policy

@@ -1178,7 +1178,9 @@ static void test_made_with_base(void)
  * is held, between two of its holds of the ledger, until the making waits
  * for it and a lookup and an ns_list have returned; before, they waited
  * for the save, which waited for them: a deadlock, which the guard below
- * (10 s, not a measure of speed) turns into a failed check. */
+ * (10 s, not a measure of speed) turns into a failed check. A name never
+ * seen, which makes no base, is made without waiting for the save at
+ * all. */
 typedef struct stall {
     world *w;
     pthread_mutex_t mu;
@@ -1191,6 +1193,10 @@ typedef struct stall {
     sc_err made_rc, lookup_rc, list_rc;
     bool hit;
     pthread_t maker, looker;
+    /* A name never seen ("fresh": no base) made meanwhile. */
+    pthread_t fresh;
+    bool fresh_done, fresh_in_save;
+    sc_err fresh_rc;
 } stall;
 
 static void stall_signal(stall *st, bool *flag)
@@ -1222,6 +1228,29 @@ static void *stall_maker(void *arg)
     return NULL;
 }
 
+static void *stall_fresh(void *arg)
+{
+    stall *st = arg;
+    st->fresh_rc = sc_cache_ns_create(st->w->c, "fresh", NULL);
+    stall_signal(st, &st->fresh_done);
+    return NULL;
+}
+
+/* Waits for *flag for at most 10 s (a deadlock's guard, not a measure of
+ * speed); returns whether it came. */
+static bool stall_wait_guarded(stall *st, const bool *flag)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&st->mu);
+    while (!*flag && pthread_cond_timedwait(&st->cv, &st->mu, &until) == 0) {
+    }
+    bool came = *flag;
+    pthread_mutex_unlock(&st->mu);
+    return came;
+}
+
 static void *stall_looker(void *arg)
 {
     stall *st = arg;
@@ -1251,18 +1280,16 @@ static void stall_page(void *arg, bool picked)
     if (st->hooked++ != 0) {
         return;
     }
+    /* A name with no row makes no base: it need not wait for the save. */
+    CHECK(pthread_create(&st->fresh, NULL, stall_fresh, st) == 0);
+    st->fresh_in_save = stall_wait_guarded(st, &st->fresh_done);
+    pthread_mutex_lock(&st->mu);
+    st->making_waits = false; /* "fresh"'s, where it waited */
+    pthread_mutex_unlock(&st->mu);
     CHECK(pthread_create(&st->maker, NULL, stall_maker, st) == 0);
     stall_wait(st, &st->making_waits);
     CHECK(pthread_create(&st->looker, NULL, stall_looker, st) == 0);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10; /* a deadlock's guard */
-    pthread_mutex_lock(&st->mu);
-    while (!st->looked &&
-           pthread_cond_timedwait(&st->cv, &st->mu, &until) == 0) {
-    }
-    st->looked_in_save = st->looked;
-    pthread_mutex_unlock(&st->mu);
+    st->looked_in_save = stall_wait_guarded(st, &st->looked);
     stall_signal(st, &st->save_done);
 }
 
@@ -1300,10 +1327,14 @@ static void test_made_during_save(void)
     sc_ledger_set_page_hook(w.ledger, stall_page, &st);
     stall_wait(&st, &st.save_done); /* the next tick's save */
     CHECK(st.looked_in_save);
+    CHECK(st.fresh_in_save);
     sc_ledger_set_page_hook(w.ledger, NULL, NULL);
     /* The making went on once the save ended. */
     pthread_join(st.maker, NULL);
     pthread_join(st.looker, NULL);
+    pthread_join(st.fresh, NULL);
+    CHECK_EQ_INT(st.fresh_rc, SC_OK);
+    CHECK(ns_there(w.c, "fresh"));
     CHECK(ns_there(w.c, "a"));
     sc_persist_set_making_hook(NULL, NULL);
     CHECK_EQ_INT(st.made_rc, SC_OK);
