@@ -1869,6 +1869,133 @@ static req batch_alike(const char *ns, unsigned n)
     return finish(&sb);
 }
 
+/* Entry i of model m in ns, tokens in and out given (both 0: not given,
+ * so estimated from the bytes: 0 in, 3 out for the 9-byte answer). */
+static req priced_insert_tokens(const char *ns, unsigned i, uint64_t in,
+                                uint64_t out)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    bool given = in != 0 || out != 0;
+    begin(&sb, &pk, "insert", given ? 6 : 4, 0, 0);
+    mp_put_key(&pk, "ns");
+    mp_put_str(&pk, ns);
+    float v[DIM];
+    vec_of(i, v);
+    mp_put_key(&pk, "vec");
+    mp_put_vec(&pk, v, DIM);
+    mp_put_key(&pk, "response");
+    mp_put_bin(&pk, "an answer", 9);
+    mp_put_key(&pk, "model");
+    mp_put_str(&pk, "m");
+    if (given) {
+        mp_put_key(&pk, "input_tokens");
+        msgpack_pack_uint64(&pk, in);
+        mp_put_key(&pk, "output_tokens");
+        msgpack_pack_uint64(&pk, out);
+    }
+    return finish(&sb);
+}
+
+/* A lookup_batch of n items of ns hitting entries a and b by turns. */
+static req batch_by_turns(const char *ns, unsigned n, unsigned a, unsigned b)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    begin(&sb, &pk, "lookup_batch", 2, 0, 0);
+    mp_put_key(&pk, "ns");
+    mp_put_str(&pk, ns);
+    mp_put_key(&pk, "items");
+    msgpack_pack_array(&pk, n);
+    for (unsigned i = 0; i < n; i++) {
+        float v[DIM];
+        vec_of(i % 2 == 0 ? a : b, v);
+        v[0] += 0.01f;
+        msgpack_pack_map(&pk, 1);
+        mp_put_key(&pk, "vec");
+        mp_put_vec(&pk, v, DIM);
+    }
+    return finish(&sb);
+}
+
+/* Handles batch r on pr, then drops its reply unsent; returns what its
+ * undo held (0: none). */
+static size_t batch_dropped(priced *pr, req r)
+{
+    sc_server_msg m;
+    memset(&m, 0, sizeof(m));
+    m.req = r.data;
+    m.len = r.len;
+    sc_dispatch_handle_many(pr->d, &m, 1);
+    CHECK(m.rc == 0 && m.undo != NULL);
+    size_t held = 0;
+    if (m.undo != NULL) {
+        held = m.undo->held;
+        m.undo->done(m.undo, false);
+    }
+    free(m.reply);
+    free(r.data);
+    return held;
+}
+
+static void insert_ok(priced *pr, req in)
+{
+    uint8_t *rep = NULL;
+    size_t rl = 0;
+    CHECK(sc_dispatch_handle(pr->d, in.data, in.len, &rep, &rl) == 0);
+    free(rep);
+    free(in.data);
+}
+
+/* Hits of entries whose tags are the same but whose tokens differ are not
+ * one run: each is taken back with its own tokens. Two entries of ns "t"
+ * (1000 in and out; 10 in, 20 out) by turns, 64 hits dropped: the false
+ * hits' dollars are the hits' avoided dollars, 32 of each (with tokens
+ * left out of the merge rule, 64 of the first entry's). Two of ns "e"
+ * alike but for tokens_estimated (0 in, 3 out estimated from the answer's
+ * bytes; the same given): the ledger prices both the same, but they are
+ * not one record either, so the batch holds more than a batch of one. */
+static void test_undo_tokens(void)
+{
+    priced pr;
+    priced_open(&pr);
+    insert_ok(&pr, priced_insert_tokens("t", 0, 1000, 1000));
+    insert_ok(&pr, priced_insert_tokens("t", 1, 10, 20));
+    batch_dropped(&pr, batch_by_turns("t", 64, 0, 1));
+    sc_ledger_counts t;
+    CHECK(sc_ledger_sum(pr.lg, "t", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
+    const double usd0 = (1000 * 2.0 + 1000 * 8.0) / 1e6;
+    const double usd1 = (10 * 2.0 + 20 * 8.0) / 1e6;
+    CHECK_EQ_INT(t.semantic_hits, 64);
+    CHECK_EQ_INT(t.false_hits, 64);
+    CHECK_EQ_INT(t.false_hits_unpriced, 0);
+    CHECK(fabs(t.usd_avoided - 32 * (usd0 + usd1)) < 1e-9);
+    CHECK(fabs(t.usd_false_hits - 32 * (usd0 + usd1)) < 1e-9);
+    if (fabs(t.usd_false_hits - t.usd_avoided) >= 1e-9) {
+        fprintf(stderr, "undo_tokens: usd_false_hits %.6f, usd_avoided %.6f\n",
+                t.usd_false_hits, t.usd_avoided);
+    }
+
+    insert_ok(&pr, priced_insert_tokens("e", 0, 0, 0)); /* estimated */
+    insert_ok(&pr, priced_insert_tokens("e", 1, 0, 3)); /* given */
+    size_t one = batch_dropped(&pr, batch_by_turns("e", 64, 0, 0));
+    size_t two = batch_dropped(&pr, batch_by_turns("e", 64, 0, 1));
+    CHECK(sc_ledger_sum(pr.lg, "e", SC_LEDGER_BY_NS, &t, NULL, NULL) == SC_OK);
+    const double usd3 = 3 * 8.0 / 1e6;
+    CHECK_EQ_INT(t.semantic_hits, 128);
+    CHECK_EQ_INT(t.hits_estimated, 64 + 32);
+    CHECK_EQ_INT(t.false_hits, 128);
+    CHECK(fabs(t.usd_false_hits - 128 * usd3) < 1e-12);
+    /* 64 records (an allocation of names each, 16 bytes and more, and a
+     * bigger array), against one. */
+    CHECK(one > 0 && two > one + 63 * 16);
+    if (!(two > one + 63 * 16)) {
+        fprintf(stderr, "undo_tokens: held %zu by turns, %zu for one entry\n",
+                two, one);
+    }
+    priced_close(&pr);
+}
+
 /* The undo of a reply with many hits alike keeps one record of them, with
  * a count (it kept ~928 bytes a hit, which nng did not count against
  * --reply-queue-max), says what it holds (undo->held, which the server
@@ -2409,6 +2536,7 @@ int main(int argc, char **argv)
     test_unread_reply();
     test_undelivered_hits();
     test_undo_compact();
+    test_undo_tokens();
     test_report_pages();
     test_reply_copy_oom();
     test_reply_total();
