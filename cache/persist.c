@@ -703,7 +703,8 @@ typedef struct replay_ctx {
     bool end_refused;
     bool at_end; /* the record being applied ends where the file does */
     /* A search (--repair, after a bad record) came before the record being
-     * applied: it was not reached by stepping over valid records from the
+     * applied: it was not reached by stepping over records whose frames
+     * checked (applied, or refused for their fields alone) from the
      * header, and in a file of version 1 or 2 (plain XXH32) may be a
      * client's bytes inside a bad record's extent. */
     bool searched;
@@ -855,7 +856,7 @@ static sc_err apply(replay_ctx *x, const uint8_t *body, size_t n)
          * build's, whose ids went on up to 2^64 - 2) is taken as any
          * other: no insert takes (full; said at start), in every version.
          * In a file of version 1 or 2 one reached after a search never
-         * gets here (refused above, with every record after the damage). */
+         * gets here (refused above, with every record past the damage). */
         if (r.bad || r.at != n || x->kind != SC_PERSIST_SNAPSHOT) {
             x->end_refused = x->kind == SC_PERSIST_SNAPSHOT;
             return SC_EBADFILE;
@@ -1039,11 +1040,17 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
     sc_err rc = SC_OK;
     size_t off = hdr;
     /* Whether off was found by a search (--repair) rather than by stepping
-     * over valid records from the header: then the frame at off may be a
-     * client's bytes, whose fields are no evidence of a tear. */
+     * over records whose frames checked from the header (a record refused
+     * for its fields alone included: its checked size gives a true
+     * boundary): then the frame at off may be a client's bytes, whose
+     * fields are no evidence of a tear. */
     bool searched = false;
     while (off < len) {
+        /* Whether the frame at off passed its check (its fields may still
+         * be refused by apply). */
+        bool framed = false;
         if (frame_ok(d, len, off, key)) {
+            framed = true;
             uint32_t n = get_u32(d + off);
             x->at_end = len - off - FRAME_SIZE == n;
             x->searched = searched;
@@ -1135,9 +1142,19 @@ sc_err sc_persist_replay(sc_cache *c, sc_ledger *l, sc_persist_file kind,
         next = next == SIZE_MAX ? len : next;
         st->corrupt_records++;
         st->corrupt_bytes += next - off;
+        /* A record whose frame passed its check, reached by stepping over
+         * valid records from the header, and refused for its fields alone
+         * (apply: SC_EBADFILE, e.g. an older build's ids; SC_ENOTSUP, a
+         * namespace of a backend this build lacks): its own checked size
+         * gives the next record's start, a true boundary, so a record
+         * found exactly there was not searched for and is applied as any
+         * (a version 1/2 file's later deletes and drops must not be lost:
+         * deleted data would come back). Otherwise what follows was found
+         * by a search, or by stepping from an unchecked size or from a
+         * record itself found so: it may be a client's bytes. */
+        searched = searched || !framed || next != from;
         rc = SC_OK;
         off = next;
-        searched = true;
     }
     if (rc == SC_OK && kind == SC_PERSIST_SNAPSHOT && !x->ended) {
         if (!repair) {
@@ -1728,11 +1745,16 @@ static sc_err replay_path(sc_persist *p, const char *path, sc_persist_file kind,
                  sc_plural(st->torn_bytes - torn, "byte", "bytes"));
         }
         if (st->corrupt_records > bad && st->old_format_dropped > old) {
-            /* A file of version 1 or 2: what its check passed after the
-             * damage is not applied (apply; PERSISTENCE.md). */
+            /* A file of version 1 or 2: what its check passed past a
+             * damaged record (one whose frame failed its check, or whose
+             * record was found by a search) is not applied (apply;
+             * PERSISTENCE.md). A whole record refused for its fields
+             * alone, reached in order, is no damage: what follows it is
+             * applied and not counted here. */
             plog(p,
                  "%s: --repair skipped %llu corrupt %s, %llu of them "
-                 "valid-looking %s after the damage of a format %u file "
+                 "valid-looking %s found past a damaged record of a format "
+                 "%u file "
                  "(its plain checksum cannot tell them from a client's "
                  "bytes), not applied",
                  path, (unsigned long long)(st->corrupt_records - bad),

@@ -2983,7 +2983,7 @@ static void test_planted_id_end(bool damaged)
     CHECK(seed[6] == 1);
     const uint64_t bad_ids[2] = {UINT64_MAX, 0};
     for (int b = 0; b < 2; b++) {
-        size_t cap = sn + 1024, n = sn;
+        size_t cap = sn + 2048, n = sn;
         uint8_t *d = malloc(cap);
         CHECK(d != NULL);
         if (d == NULL) {
@@ -2999,6 +2999,20 @@ static void test_planted_id_end(bool damaged)
             n += 10;
         }
         n = plant_entry(d, n, bad_ids[b]);
+        /* Then a drop of namespace "m" whose checksum holds over one byte
+         * more than its fields (refused: fields out of bounds), and a
+         * whole one. Reached in order (!damaged), each refused record's
+         * own checked size gives a true boundary: the whole drop is
+         * applied (from 2026-12-06 to the fix every later record of the
+         * file was refused: a drop or delete lost, deleted data back).
+         * After the damaged record, none is (a client's bytes, maybe). */
+        size_t at = n;
+        size_t dn = planted_drop(d + at, "m", 0);
+        d[at + dn] = 0x7f;
+        le32(d + at, (uint32_t)(dn - 8 + 1));
+        le32(d + at + 4, XXH32(d + at + 8, dn - 8 + 1, 0x53434c47u));
+        n += dn + 1;
+        n += planted_drop(d + n, "m", 0);
         CHECK(n <= cap);
 
         sc_cache_config cc;
@@ -3033,8 +3047,17 @@ static void test_planted_id_end(bool damaged)
         CHECK(sc_persist_replay(c, NULL, SC_PERSIST_LOG, d, n, true, true,
                                 1700000000000ull, NULL, &st, &valid, msg,
                                 sizeof(msg)) == SC_OK);
-        /* The damaged and the planted, or the older build's alone. */
-        CHECK(st.corrupt_records >= (damaged ? 2u : 1u));
+        /* The damaged and the planted, or the older build's entry and
+         * the drop of one byte more alone. */
+        if (damaged) {
+            CHECK(st.corrupt_records >= 2u);
+        } else {
+            CHECK_EQ_INT(st.corrupt_records, 2);
+            CHECK_EQ_INT(st.old_format_dropped, 0);
+        }
+        sc_ns_config ncfg;
+        bool m_there = sc_cache_ns_get_config(c, "m", &ncfg) == SC_OK;
+        CHECK(m_there == damaged);
         uint64_t next = sc_cache_next_id(c);
         CHECK(next > 1 && next < 1000);
         id_list have = {.n = 0};
@@ -3501,31 +3524,26 @@ static void test_replay_garbage(void)
     sc_cache_close(c);
 }
 
-/* A log whose namespace has an IVF backend (a build with FAISS wrote it):
- * a build without FAISS refuses the start, saying so, rather than drop
- * the namespace (and, in a real log, every entry of it) in silence;
- * repair drops it and counts it. A build with FAISS restores it. */
-static void test_backend_lacking(void)
+/* Appends at d + n a format 2 log's NS_PUT record (plain XXH32) of
+ * namespace name with index backend backend; returns the new length. */
+static size_t v2_ns_put(uint8_t *d, size_t n, const char *name,
+                        const char *backend)
 {
-    uint8_t d[256];
-    size_t n = 0;
-    memcpy(d, "SCLOG\0\2\0\1\0\0\0\0\0\0\0", 16);
-    n = 16;
     size_t at = n;
     n += 8;
     uint8_t *b = d + n;
     size_t k = 0;
     b[k++] = 1; /* REC_NS_PUT */
-    le32(b + k, 4);
-    memcpy(b + k + 4, "vecs", 4);
-    k += 8;
+    le32(b + k, (uint32_t)strlen(name));
+    memcpy(b + k + 4, name, strlen(name));
+    k += 4 + strlen(name);
     b[k++] = 0;     /* had_vector */
     le32(b + k, 0); /* dim */
     k += 4;
     b[k++] = 0; /* f32 */
-    le32(b + k, 8);
-    memcpy(b + k + 4, "ivf-flat", 8);
-    k += 12;
+    le32(b + k, (uint32_t)strlen(backend));
+    memcpy(b + k + 4, backend, strlen(backend));
+    k += 4 + strlen(backend);
     memset(b + k, 0, 12); /* nlist, nprobe, train_min */
     k += 12;
     float th = 0.9f, mg = 0.0f;
@@ -3547,7 +3565,27 @@ static void test_backend_lacking(void)
     k += 8;
     le32(d + at, (uint32_t)k);
     le32(d + at + 4, XXH32(b, k, 0x53434c47u));
-    n += k;
+    return n + k;
+}
+
+/* A log whose namespace has an IVF backend (a build with FAISS wrote it):
+ * a build without FAISS refuses the start, saying so, rather than drop
+ * the namespace (and, in a real log, every entry of it) in silence;
+ * repair drops it and counts it. A build with FAISS restores it. The
+ * log is of format 2 (plain XXH32), and two flat namespaces follow it in
+ * sequence: the refused record's frame checked out and was reached in
+ * order, so its own size gives a true boundary, and repair restores them
+ * (it refused every later record of the file from 2026-12-06 to the fix:
+ * a later delete or drop lost). */
+static void test_backend_lacking(void)
+{
+    uint8_t d[512];
+    size_t n = 0;
+    memcpy(d, "SCLOG\0\2\0\1\0\0\0\0\0\0\0", 16);
+    n = 16;
+    n = v2_ns_put(d, n, "vecs", "ivf-flat");
+    n = v2_ns_put(d, n, "keep", "flat");
+    n = v2_ns_put(d, n, "keep2", "flat");
     bool have = sc_index_backend_available("ivf-flat") != 0;
     for (int repair = 0; repair < 2; repair++) {
         sc_cache *c;
@@ -3561,9 +3599,12 @@ static void test_backend_lacking(void)
                               NULL, &st, &valid, msg, sizeof(msg));
         sc_ns_config cfg;
         bool there = sc_cache_ns_get_config(c, "vecs", &cfg) == SC_OK;
+        bool keep = sc_cache_ns_get_config(c, "keep", &cfg) == SC_OK;
+        bool keep2 = sc_cache_ns_get_config(c, "keep2", &cfg) == SC_OK;
         if (have) {
             CHECK_EQ_INT(rc, SC_OK);
             CHECK(there);
+            CHECK(keep && keep2);
         } else if (!repair) {
             CHECK_EQ_INT(rc, SC_ENOTSUP);
             CHECK(strstr(msg, "FAISS") != NULL);
@@ -3571,10 +3612,40 @@ static void test_backend_lacking(void)
         } else {
             CHECK_EQ_INT(rc, SC_OK);
             CHECK(!there);
+            CHECK(keep);
+            CHECK(keep2);
             CHECK_EQ_INT(st.corrupt_records, 1);
+            CHECK_EQ_INT(st.old_format_dropped, 0);
+            CHECK_EQ_INT(st.records, 2);
         }
         sc_cache_close(c);
     }
+    /* The same refused record followed by a damaged one (a plausible size,
+     * a checksum that fails): the next record after it is found by a
+     * search, so it is not applied (a client's bytes, maybe), in either
+     * build under --repair. */
+    n = 16;
+    n = v2_ns_put(d, n, "vecs", "ivf-flat");
+    le32(d + n, 2);
+    le32(d + n + 4, 0x12345678u);
+    d[n + 8] = 3;
+    d[n + 9] = 0;
+    n += 10;
+    n = v2_ns_put(d, n, "keep", "flat");
+    sc_cache *c;
+    CHECK(sc_cache_open(NULL, &c) == SC_OK);
+    sc_persist_load_stats st;
+    memset(&st, 0, sizeof(st));
+    char msg[512] = "";
+    size_t valid = 0;
+    CHECK_EQ_INT(sc_persist_replay(c, NULL, SC_PERSIST_LOG, d, n, true, true, 0,
+                                   NULL, &st, &valid, msg, sizeof(msg)),
+                 SC_OK);
+    sc_ns_config cfg;
+    CHECK((sc_cache_ns_get_config(c, "vecs", &cfg) == SC_OK) == have);
+    CHECK(sc_cache_ns_get_config(c, "keep", &cfg) != SC_OK);
+    CHECK_EQ_INT(st.old_format_dropped, 1);
+    sc_cache_close(c);
 }
 
 typedef struct v1_top {
