@@ -153,6 +153,14 @@ typedef struct scope {
      * the caps: what cap_keeps_untrained takes a row of its training to
      * cost. 0 before any. */
     uint64_t row_bytes;
+    /* The caps evicted one of its own vector entries while it held fewer
+     * vectors than its index's training waits for (starved), when the
+     * namespace had taken starved_ins inserts and starved_bytes bytes
+     * (ns's inserts_bytes): cap_keeps_untrained says it capped once a
+     * cap's worth more went in and it is still below them. Cleared by an
+     * insert that finds it no longer below them. */
+    bool starved;
+    uint64_t starved_ins, starved_bytes;
     size_t name_len;
     char name[]; /* NUL-terminated */
 } scope;
@@ -213,6 +221,8 @@ typedef struct ns {
     /* cap_keeps_untrained's line has been written for one of its scopes
      * (once a namespace; again after its config is replaced). */
     bool cap_logged;
+    /* The bytes of every entry put in so far (st.inserts counts them). */
+    uint64_t inserts_bytes;
     /* What its scopes' closed indexes counted (ivf_abandoned), shared
      * with their closes, which may end after the namespace is gone. */
     struct ix_tally *gone_ix;
@@ -1211,11 +1221,29 @@ static void entry_free(const sc_cache *c, entry *e)
     free(e);
 }
 
+/* ns->mu held; the caps have just evicted one of sc's vector entries.
+ * Marks sc starved (once, until an insert clears it) where it holds
+ * fewer vectors than its untrained index's training waits for. */
+static void note_starved(const ns *s, scope *sc)
+{
+    sc_index_train_stats ts;
+    if (sc->starved || sc->ix == NULL ||
+        sc_index_get_train_stats(sc->ix, &ts) != SC_OK ||
+        ts.trained_bytes != 0 || ts.wait_rows == 0 ||
+        sc->vectors >= ts.wait_rows) {
+        return;
+    }
+    sc->starved = true;
+    sc->starved_ins = s->st.inserts;
+    sc->starved_bytes = s->inserts_bytes;
+}
+
 /* ns->mu held (c->gmu not). Unlinks e from everything, counts why, frees it;
  * its scope goes too when that was its last entry and nobody pins it. */
 static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
 {
     scope *sc = e->sc;
+    bool was_indexed = e->in_index;
     if (sc->stats != NULL && e->in_stats) {
         (void)stats_count(s, sc, e, -1);
     }
@@ -1252,6 +1280,9 @@ static void entry_remove(sc_cache *c, ns *s, entry *e, gone why)
     case GONE_EVICTED:
         s->st.evictions++;
         journal_removal(c, s, e->id);
+        if (was_indexed) {
+            note_starved(s, sc);
+        }
         break;
     case GONE_FLUSH:
         s->st.flushed++;
@@ -1292,7 +1323,11 @@ static uint64_t cap_min(uint64_t a, uint64_t b)
  * rows counted at sc's last vector entry's bytes (row_bytes) and the
  * training's charge (wait_bytes) on top of what the scope and its index
  * take already (own_bytes, its text statistics). From the caps alone:
- * other scopes' entries, which the LRU evicts first, do not count. */
+ * other scopes' entries, which the LRU evicts first, do not count; but a
+ * scope the caps evicted below its rows (starved) that is still below
+ * them a cap's worth of the namespace's inserts later (max_entries, or
+ * max_bytes of entries) is said too: scopes taking turns keep each other
+ * under their rows. */
 static bool cap_keeps_untrained(const sc_cache *c, const ns *s, const scope *sc,
                                 const sc_index_train_stats *ts)
 {
@@ -1304,6 +1339,14 @@ static bool cap_keeps_untrained(const sc_cache *c, const ns *s, const scope *sc,
         return true;
     }
     uint64_t max_bytes = cap_min(s->cfg.max_bytes, c->cfg.max_bytes);
+    /* Evicted below its rows a cap's worth of inserts ago, and still
+     * below them: scopes taking turns keep each other under them. */
+    if (sc->starved && sc->vectors < ts->wait_rows &&
+        ((max_entries != 0 && s->st.inserts - sc->starved_ins >= max_entries) ||
+         (max_bytes != 0 &&
+          s->inserts_bytes - sc->starved_bytes >= max_bytes))) {
+        return true;
+    }
     if (max_bytes == 0 || sc->row_bytes == 0) {
         return false;
     }
@@ -1318,13 +1361,19 @@ static _Thread_local char cap_line[768];
 
 /* ns->mu held; an insert into sc, kept, has just had the caps applied.
  * Where they keep sc untrained (cap_keeps_untrained), says so once a
- * namespace (cap_logged): the line is kept for cap_line_flush. */
-static void note_cap_untrained(const sc_cache *c, ns *s, const scope *sc)
+ * namespace (cap_logged): the line is kept for cap_line_flush. Clears
+ * sc's starved mark once it holds its rows. */
+static void note_cap_untrained(const sc_cache *c, ns *s, scope *sc)
 {
     sc_index_train_stats ts;
-    if (s->cap_logged || sc->ix == NULL ||
-        sc_index_get_train_stats(sc->ix, &ts) != SC_OK ||
-        !cap_keeps_untrained(c, s, sc, &ts)) {
+    if (sc->ix == NULL || sc_index_get_train_stats(sc->ix, &ts) != SC_OK) {
+        return;
+    }
+    if (sc->starved && (ts.trained_bytes != 0 || ts.wait_rows == 0 ||
+                        sc->vectors >= ts.wait_rows)) {
+        sc->starved = false; /* it got its rows after all */
+    }
+    if (s->cap_logged || !cap_keeps_untrained(c, s, sc, &ts)) {
         return;
     }
     s->cap_logged = true;
@@ -2760,6 +2809,7 @@ static sc_err insert_entry(sc_cache *c, const char *nsname,
     s->entries++;
     s->bytes += e->bytes;
     s->st.inserts++;
+    s->inserts_bytes += e->bytes;
     if (sc->stats != NULL && e->has_text &&
         (e->prep != NULL || s->stats_em->prep_new == NULL)) {
         /* Not counted in (out of memory): its words weigh as unseen ones,

@@ -4203,6 +4203,55 @@ static void test_ivf_cap_shared_not_flagged(void)
     sc_cache_close(c);
 }
 
+typedef struct turns_fill {
+    sc_cache *c;
+    int from, to;       /* inserts from..to-1, into a and b in turn */
+    uint64_t capped_at; /* ivf_untrained_capped after them */
+} turns_fill;
+
+static void turns_fill_run(void *arg)
+{
+    turns_fill *f = arg;
+    uint64_t seed = 31;
+    float *centres = centres_new(&seed);
+    float vec[BD];
+    for (int i = 0; i < f->to; i++) {
+        bvec(centres, i, &seed, vec);
+        if (i >= f->from) {
+            sput(f->c, i % 2 ? "b" : "a", vec, i);
+        }
+    }
+    f->capped_at = stats(f->c, "v").ivf_untrained_capped;
+    free(centres);
+}
+
+/* Scopes taking turns in a shared namespace (ivf-flat, nlist 16,
+ * train_min 624, max_entries 1,000): a and b each stay at 500 rows, and
+ * the caps evict each one's own oldest from the 1,001st insert on. Both
+ * are said once a cap's worth (1,000) of inserts more went in with them
+ * still below 624: not at 2,000 inserts, at 2,001 (the line once). Before,
+ * neither was ever said (the caps alone are above 624). */
+static void test_ivf_cap_turns_flagged(void)
+{
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, 16 * 39);
+    cfg.max_entries = 1000;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    turns_fill f = {c, 0, 2000, 99};
+    CHECK_EQ_INT(cap_untrained_lines(turns_fill_run, &f), 0);
+    CHECK_EQ_INT(f.capped_at, 0);
+    f = (turns_fill){c, 2000, 2400, 99};
+    CHECK_EQ_INT(cap_untrained_lines(turns_fill_run, &f), 1);
+    CHECK_EQ_INT(f.capped_at, 2);
+    CHECK_EQ_INT(stats(c, NULL).ivf_untrained_capped, 2);
+    CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 0);
+    sc_cache_close(c);
+}
+
 typedef struct churn_fill {
     sc_cache *c;
     int rounds;
@@ -5705,6 +5754,7 @@ int main(void)
     test_ivf_capped_training_backs_off();
     test_ivf_cap_untrained_reported();
     test_ivf_cap_shared_not_flagged();
+    test_ivf_cap_turns_flagged();
     test_ivf_cap_line_bounded();
     test_ivf_cap_raised_and_manual();
     test_ivf_abandoned_at_close(0);
