@@ -1327,12 +1327,16 @@ static uint64_t cap_min(uint64_t a, uint64_t b)
  * scope the caps evicted below its rows (starved) that is still below
  * them a cap's worth of the namespace's inserts later (max_entries, or
  * max_bytes of entries) is said too: scopes taking turns keep each other
- * under their rows. */
+ * under their rows. Never an "auto" scope: an exact scan while it is
+ * small is what it is for. */
 static bool cap_keeps_untrained(const sc_cache *c, const ns *s, const scope *sc,
                                 const sc_index_train_stats *ts)
 {
     if (sc->ix == NULL || ts->trained_bytes != 0 || ts->wait_rows == 0) {
         return false;
+    }
+    if (strcmp(s->cfg.backend, "auto") == 0) {
+        return false; /* an exact scan until it grows is what it is for */
     }
     uint64_t max_entries = cap_min(s->cfg.max_entries, c->cfg.max_entries);
     if (max_entries != 0 && max_entries < ts->wait_rows) {

@@ -4252,6 +4252,40 @@ static void test_ivf_cap_turns_flagged(void)
     sc_cache_close(c);
 }
 
+/* A cache-wide cap alone (--max-entries 600, the namespace uncapped)
+ * below an IVF scope's 624 rows says it, as the namespace's would: the
+ * gauge (in the namespace and in all) and the line, at its first insert.
+ * An "auto" scope under a namespace cap of 100 (its train_min 20,000) is
+ * never said: an exact scan while small is what it is for (before, it
+ * was, at its first insert). */
+static void test_ivf_cap_cache_wide_and_auto(void)
+{
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    sc_cache *c = open_cache(0, 0, 600, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, 16 * 39);
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    cap_fill one = {c, 1, 0, false};
+    CHECK_EQ_INT(cap_untrained_lines(cap_fill_run, &one), 1);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 1);
+    CHECK_EQ_INT(stats(c, NULL).ivf_untrained_capped, 1);
+    sc_cache_close(c);
+
+    c = open_cache(0, 0, 0, 0);
+    sc_cache_ns_config_init(&cfg);
+    snprintf(cfg.backend, sizeof(cfg.backend), "auto");
+    cfg.max_entries = 100;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    cap_fill some = {c, 150, 0, false};
+    CHECK_EQ_INT(cap_untrained_lines(cap_fill_run, &some), 0);
+    CHECK_EQ_INT(stats(c, "v").entries, 100);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 0);
+    CHECK_EQ_INT(stats(c, NULL).ivf_untrained_capped, 0);
+    sc_cache_close(c);
+}
+
 typedef struct churn_fill {
     sc_cache *c;
     int rounds;
@@ -5755,6 +5789,7 @@ int main(void)
     test_ivf_cap_untrained_reported();
     test_ivf_cap_shared_not_flagged();
     test_ivf_cap_turns_flagged();
+    test_ivf_cap_cache_wide_and_auto();
     test_ivf_cap_line_bounded();
     test_ivf_cap_raised_and_manual();
     test_ivf_abandoned_at_close(0);
