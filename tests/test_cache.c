@@ -4286,6 +4286,47 @@ static void test_ivf_cap_cache_wide_and_auto(void)
     sc_cache_close(c);
 }
 
+/* An abandoned training's wait counts: ivf-flat, nlist 16, train_min 700,
+ * max_entries 701 (above the 700 and 624 rows, so not said at first);
+ * the training's hook deletes 400 of the 700 entries that began it, and
+ * it is abandoned: the next waits for more rows (retry_at: 39 x 16 and
+ * the rows it was short) than the 701 the cap holds, so it is said. */
+static void test_ivf_cap_abandoned_wait(void)
+{
+    enum { TM = 700 };
+    if (!sc_index_backend_available("ivf-flat")) {
+        return;
+    }
+    sc_cache *c = open_cache(0, 0, 0, 0);
+    sc_ns_config cfg;
+    ivf_cfg(&cfg, TM);
+    cfg.max_entries = TM + 1;
+    CHECK_EQ_INT(sc_cache_ns_create(c, "v", &cfg), SC_OK);
+    uint64_t seed = 7;
+    float *centres = centres_new(&seed);
+    float vec[BD];
+    static uint64_t ids[TM];
+    thin_arg t = {c, ids, 299, TM - 1};
+    sc_index_set_training_hook(thin_entries, &t);
+    for (int i = 0; i < TM; i++) {
+        if (i == TM - 1) {
+            CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 0);
+        }
+        bvec(centres, i, &seed, vec);
+        CHECK_EQ_INT(bput(c, "v", vec, i, 0, &ids[i]), SC_OK);
+    }
+    for (int w = 0; w < 2000 && abandoned_of(c, "v") == 0; w++) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    sc_index_set_training_hook(NULL, NULL);
+    CHECK_EQ_INT(abandoned_of(c, "v"), 1);
+    CHECK_EQ_INT(sc_cache_trained_scopes(c, "v"), 0);
+    CHECK_EQ_INT(stats(c, "v").ivf_untrained_capped, 1);
+    free(centres);
+    sc_cache_close(c);
+}
+
 typedef struct churn_fill {
     sc_cache *c;
     int rounds;
@@ -5790,6 +5831,7 @@ int main(void)
     test_ivf_cap_shared_not_flagged();
     test_ivf_cap_turns_flagged();
     test_ivf_cap_cache_wide_and_auto();
+    test_ivf_cap_abandoned_wait();
     test_ivf_cap_line_bounded();
     test_ivf_cap_raised_and_manual();
     test_ivf_abandoned_at_close(0);
