@@ -1344,9 +1344,12 @@ static bool cap_keeps_untrained(const sc_cache *c, const ns *s, const scope *sc,
     }
     uint64_t max_bytes = cap_min(s->cfg.max_bytes, c->cfg.max_bytes);
     /* Evicted below its rows a cap's worth of inserts ago, and still
-     * below them: scopes taking turns keep each other under them. */
+     * below them: scopes taking turns keep each other under them. (An
+     * insert refused after it was counted takes st.inserts back down,
+     * maybe below starved_ins: not wrapped.) */
     if (sc->starved && sc->vectors < ts->wait_rows &&
-        ((max_entries != 0 && s->st.inserts - sc->starved_ins >= max_entries) ||
+        ((max_entries != 0 && s->st.inserts >= sc->starved_ins &&
+          s->st.inserts - sc->starved_ins >= max_entries) ||
          (max_bytes != 0 &&
           s->inserts_bytes - sc->starved_bytes >= max_bytes))) {
         return true;
