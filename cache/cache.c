@@ -1887,8 +1887,10 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
      * where the name has a row, i.e. a base is to be written: a name
      * never seen (most makings, an insert's first) does not wait out a
      * save. A row made for it between this look and the base (a charge
-     * racing the making) leaves the journal to take its lock under the
-     * cache's, as before. */
+     * racing the making) sends the making back to take the journal's lock
+     * first and the cache's again: taken under the cache's, it waited on
+     * a making that held it and waited for the cache's (a deadlock a
+     * review showed: every lookup and save stopped). */
     const sc_cache_journal *j = c->cfg.journal;
     bool begun = journaled && c->cfg.ledger != NULL && j != NULL &&
                  j->make_begin != NULL && j->make_end != NULL &&
@@ -1896,6 +1898,7 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
     if (begun) {
         j->make_begin(j->arg);
     }
+relock:
     pthread_rwlock_wrlock(&c->lock);
     if (ns_find(c, name) != NULL) {
         rc = SC_ENSEXIST;
@@ -1921,6 +1924,16 @@ static sc_err ns_create(sc_cache *c, const char *name, const sc_ns_config *cfg,
      * the next making writes it again. */
     bool base = journaled && c->cfg.ledger != NULL &&
                 sc_ledger_ns_made(c->cfg.ledger, name);
+    if (base && !begun && j != NULL && j->make_begin != NULL &&
+        j->make_end != NULL) {
+        /* The base is written again after the relock (the row's sums
+         * then: nothing of this namespace's own can be in them, as it
+         * cannot be found yet). */
+        cache_unlock(c);
+        j->make_begin(j->arg);
+        begun = true;
+        goto relock;
+    }
     sc_cache_change ch = {.kind = SC_CHANGE_NS_PUT,
                           .ns = name,
                           .cfg = &s->cfg,

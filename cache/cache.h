@@ -154,7 +154,9 @@ typedef struct sc_cache_journal {
     void *arg;
     /* Optional (NULL = none). A namespace making whose name has a row in
      * the cache's ledger (sc_cache_ns_create; a base is likely) calls
-     * make_begin before it takes any cache lock, and make_end once it has
+     * make_begin before it takes any cache lock (one that finds a base to
+     * write without it, a charge having made the row meanwhile, lets the
+     * cache's lock go, calls it and starts over), and make_end once it has
      * released them, before commit: a journal whose base append (ledger_base)
      * must wait for a lock of its own (persist's, held for the whole of the
      * ledger's once-a-second save) takes it here, outside the cache's lock, so

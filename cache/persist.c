@@ -1487,8 +1487,11 @@ static sc_err j_append(void *arg, const sc_cache_change *ch, uint64_t *seq)
      * namespace's record under the same hold of buf_mu, so that no write
      * of the log has the one without the other. Under ledger_mu, as the
      * tick's exports are: runs come in the log in the order of their
-     * exports. The making took it before the cache's lock (j_make_begin);
-     * a caller that did not takes it here. The rows stay changed for the
+     * exports. The making took it before the cache's lock (j_make_begin:
+     * sc_cache_ns_create, finding a base to write without it, lets the
+     * cache's lock go and takes it first); a caller with no make_begin
+     * takes it here, which under a cache lock would wait on a making that
+     * holds it and waits for that lock. The rows stay changed for the
      * tick, which logs them also where they cannot be appended here (out
      * of memory). */
     bool base =

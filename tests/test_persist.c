@@ -1293,6 +1293,116 @@ static void stall_page(void *arg, bool picked)
     stall_signal(st, &st->save_done);
 }
 
+/* A making of a name with no ledger row when it looked, whose row a charge
+ * made before its base (the making not begun: it holds the cache's lock
+ * when it finds it has a base to write), against a making of a name with
+ * a row (begun: the save's lock taken, then waiting for the cache's).
+ * The first took the save's lock under the cache's: each waited for the
+ * other, and every lookup and save after them (a review's test, 3 runs of
+ * 3). Now the first lets the cache's lock go and takes the save's first.
+ * The order is set with sleeps (no hook sits where a thread waits for a
+ * lock): they decide only whether the old deadlock is reached, not the
+ * outcome with the fix; a hang is a failed check after 10 s. */
+typedef struct relock_run {
+    world *w;
+    atomic_int armed, in_hook, release, x_hooked, y_done, x_done;
+    sc_err y_rc, x_rc;
+} relock_run;
+
+static void relock_append(void *arg, int kind)
+{
+    relock_run *d = arg;
+    int one = 1;
+    if (kind == SC_CHANGE_NS_PUT &&
+        atomic_compare_exchange_strong(&d->armed, &one, 0)) {
+        atomic_store(&d->in_hook, 1); /* the cache's lock held here */
+        while (!atomic_load(&d->release)) {
+            usleep(1000);
+        }
+    }
+}
+
+static void relock_making(void *arg)
+{
+    atomic_store(&((relock_run *)arg)->x_hooked, 1);
+}
+
+static void *relock_z(void *arg)
+{
+    relock_run *d = arg;
+    (void)sc_cache_ns_create(d->w->c, "z", NULL);
+    return NULL;
+}
+
+static void *relock_y(void *arg)
+{
+    relock_run *d = arg;
+    d->y_rc = sc_cache_ns_create(d->w->c, "y", NULL);
+    atomic_store(&d->y_done, 1);
+    return NULL;
+}
+
+static void *relock_x(void *arg)
+{
+    relock_run *d = arg;
+    d->x_rc = sc_cache_ns_create(d->w->c, "x", NULL);
+    atomic_store(&d->x_done, 1);
+    return NULL;
+}
+
+static void test_making_relock(void)
+{
+    char dir[512];
+    fresh_dir(dir, sizeof(dir), "making-relock");
+    world w;
+    CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    sc_ledger_call call = {
+        .model = "gpt-4o-mini", .input_tokens = 10, .output_tokens = 10};
+    sc_ledger_tags tx = {.ns = "x"}; /* a row: x's making is begun */
+    sc_ledger_insert(w.ledger, &tx, &call, 1000);
+    static relock_run d;
+    memset(&d, 0, sizeof(d));
+    d.w = &w;
+    atomic_store(&d.armed, 1);
+    sc_persist_set_append_hook(relock_append, &d);
+    pthread_t z, y, x;
+    pthread_create(&z, NULL, relock_z, &d);
+    while (!atomic_load(&d.in_hook)) {
+        usleep(1000);
+    }
+    pthread_create(&y, NULL, relock_y, &d); /* no row: waits, not begun */
+    usleep(200000);
+    sc_ledger_tags ty = {.ns = "y"}; /* a charge racing y's making */
+    sc_ledger_insert(w.ledger, &ty, &call, 1000);
+    sc_persist_set_making_hook(relock_making, &d);
+    pthread_create(&x, NULL, relock_x, &d); /* the save's lock, then waits */
+    while (!atomic_load(&d.x_hooked)) {
+        usleep(1000);
+    }
+    usleep(200000);
+    atomic_store(&d.release, 1);
+    for (int i = 0;
+         i < 1000 && !(atomic_load(&d.y_done) && atomic_load(&d.x_done)); i++) {
+        usleep(10000);
+    }
+    bool done = atomic_load(&d.y_done) && atomic_load(&d.x_done);
+    CHECK(done);
+    if (!done) {
+        fprintf(stderr,
+                "test_persist: makings of y and x deadlocked "
+                "(y %d, x %d)\n",
+                atomic_load(&d.y_done), atomic_load(&d.x_done));
+        _exit(1); /* the threads cannot be joined */
+    }
+    pthread_join(z, NULL);
+    pthread_join(y, NULL);
+    pthread_join(x, NULL);
+    CHECK(d.y_rc == SC_OK && d.x_rc == SC_OK);
+    sc_persist_set_append_hook(NULL, NULL);
+    sc_persist_set_making_hook(NULL, NULL);
+    world_close(&w);
+}
+
 static void test_made_during_save(void)
 {
     char dir[512];
@@ -4776,6 +4886,7 @@ int main(void)
     test_feedback_unserved();
     test_made_with_base();
     test_made_during_save();
+    test_making_relock();
     test_restore_quarantined();
     test_quarantined_evicted_first(false);
     test_quarantined_evicted_first(true);
