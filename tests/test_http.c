@@ -1468,6 +1468,127 @@ static void test_empty_lines(sc_cache *cache, sc_dispatch *d)
     sc_http_close(h);
 }
 
+/* ---- a request that crosses the end of nng's 8 KiB read buffer ---------
+ * nng 1.5.2 reads a head into an 8 KiB buffer and never moved the bytes it
+ * had not parsed yet to its front: with part of a line left at its end,
+ * the next read asked for 0 bytes, which nng took for the client closing.
+ * A request pipelined across the 8192-byte mark was dropped (one answer,
+ * then the close), and 8190 bytes of CRLF then a GET got no answer. The
+ * patched nng (nng-1.5.2-http-unread-tail-pullup.patch) moves them. */
+static void test_pipeline_buffer_end(sc_cache *cache, sc_dispatch *d)
+{
+    int p;
+    sc_http *h =
+        front_open((sc_http_config){.read_timeout_ms = 2000}, cache, d, &p);
+    if (h == NULL) {
+        return;
+    }
+    static const char get[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    char *big = malloc(20000);
+    CHECK(big != NULL);
+    if (big == NULL) {
+        sc_http_close(h);
+        return;
+    }
+    for (int c = 0; c < 4; c++) {
+        size_t n = 0;
+        int want = 2;
+        if (c == 0 || c == 1) {
+            /* A first request of 8180 (8170) bytes, padded by a header,
+             * then a GET: the second crosses the 8192-byte mark. */
+            size_t first = c == 0 ? 8180 : 8170;
+            const char *pre = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+            n = strlen(pre);
+            memcpy(big, pre, n);
+            size_t pad = first - n - 4;
+            memset(big + n, 'a', pad);
+            n += pad;
+            memcpy(big + n, "\r\n\r\n", 4);
+            n += 4;
+        } else if (c == 2) {
+            /* 8190 bytes of CRLF (skipped as empty lines), then a GET. */
+            want = 1;
+            for (; n < 8190; n += 2) {
+                memcpy(big + n, "\r\n", 2);
+            }
+        } else {
+            /* One head of 12 KiB in 3 header lines of 4 KiB: each line
+             * fits in the buffer, the head does not. */
+            want = 1;
+            const char *pre = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+            n = strlen(pre);
+            memcpy(big, pre, n);
+            for (int k = 0; k < 3; k++) {
+                n += (size_t)sprintf(big + n, "X-Pad%d: ", k);
+                memset(big + n, 'b', 4096);
+                n += 4096;
+                memcpy(big + n, "\r\n", 2);
+                n += 2;
+            }
+            memcpy(big + n, "\r\n", 2);
+            n += 2;
+        }
+        if (c != 3) {
+            memcpy(big + n, get, strlen(get));
+            n += strlen(get);
+        }
+        int fd = connect_to(p);
+        CHECK(fd >= 0);
+        if (fd < 0) {
+            continue;
+        }
+        send_all(fd, big, n); /* one send: nng reads 8192 bytes at once */
+        char *buf = NULL;
+        size_t have = 0;
+        int got = 0;
+        for (int i = 0; i < want; i++) {
+            resp r;
+            if (read_resp(fd, &buf, &have, &r) != 0) {
+                break;
+            }
+            if (r.status == 200) {
+                got++;
+            }
+            resp_free(&r);
+        }
+        fprintf(stderr,
+                "http: %zu bytes across the read buffer's end (case %d): "
+                "%d of %d answered 200\n",
+                n, c, got, want);
+#ifdef SC_NNG_PATCHED
+        CHECK_EQ_INT(got, want);
+#endif
+        free(buf);
+        close(fd);
+    }
+    /* A single header line longer than the buffer is still refused: the
+     * connection closed with nothing sent (nng's NNG_EMSGSIZE now, not a
+     * read of 0 bytes), and the front serves the next client. */
+    int fd = connect_to(p);
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        const char *pre = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+        size_t n = strlen(pre);
+        memcpy(big, pre, n);
+        memset(big + n, 'c', 9000);
+        n += 9000;
+        memcpy(big + n, "\r\n\r\n", 4);
+        n += 4;
+        send_all(fd, big, n);
+        char got[512];
+        double t = closed_got(fd, now_s(), 8, got, sizeof(got));
+        CHECK(t >= 0);
+        CHECK(got[0] == '\0');
+        close(fd);
+    }
+    free(big);
+    resp r;
+    CHECK(http_to(p, "GET", "/healthz", NULL, NULL, 0, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    sc_http_close(h);
+}
+
 /* ---- nng's own error page, its "Connection: close" not set -------------
  * When the header cannot be set (out of memory), nng 1.5.2 freed the
  * error page, closed the connection, and then wrote the freed page all the
@@ -3887,6 +4008,7 @@ int main(void)
     test_read_timeout(cache, d);
     test_error_body_unread(cache, d);
     test_empty_lines(cache, d);
+    test_pipeline_buffer_end(cache, d);
 #ifdef SC_TEST_WRAP_NNG
     test_error_page_oom();
 #endif
