@@ -1306,6 +1306,8 @@ static void stall_page(void *arg, bool picked)
 typedef struct relock_run {
     world *w;
     atomic_int armed, in_hook, release, x_hooked, y_done, x_done;
+    atomic_int puts;
+    crash_copy cc; /* the log as y's record left it (the third NS_PUT) */
     sc_err y_rc, x_rc;
 } relock_run;
 
@@ -1313,6 +1315,10 @@ static void relock_append(void *arg, int kind)
 {
     relock_run *d = arg;
     int one = 1;
+    /* z's, then x's, then y's: y waits for the save's lock x holds. */
+    if (kind == SC_CHANGE_NS_PUT && atomic_fetch_add(&d->puts, 1) == 2) {
+        copy_at_ns_put(&d->cc, kind);
+    }
     if (kind == SC_CHANGE_NS_PUT &&
         atomic_compare_exchange_strong(&d->armed, &one, 0)) {
         atomic_store(&d->in_hook, 1); /* the cache's lock held here */
@@ -1352,8 +1358,9 @@ static void *relock_x(void *arg)
 
 static void test_making_relock(void)
 {
-    char dir[512];
+    char dir[512], crash[512];
     fresh_dir(dir, sizeof(dir), "making-relock");
+    fresh_dir(crash, sizeof(crash), "making-relock-crash");
     world w;
     CHECK(world_open(&w, dir, SC_FSYNC_EVERYSEC, false) == SC_OK);
     sc_ledger_call call = {
@@ -1363,6 +1370,7 @@ static void test_making_relock(void)
     static relock_run d;
     memset(&d, 0, sizeof(d));
     d.w = &w;
+    d.cc = (crash_copy){.p = w.p, .dir = dir, .to = crash};
     atomic_store(&d.armed, 1);
     sc_persist_set_append_hook(relock_append, &d);
     pthread_t z, y, x;
@@ -1400,6 +1408,17 @@ static void test_making_relock(void)
     CHECK(d.y_rc == SC_OK && d.x_rc == SC_OK);
     sc_persist_set_append_hook(NULL, NULL);
     sc_persist_set_making_hook(NULL, NULL);
+    /* y's base (its charge) went with its record, after the relock: a
+     * restart from the log as y's record left it has it. */
+    CHECK_EQ_INT(d.cc.copies, 1);
+    sc_ledger_counts base, got;
+    sc_ledger_ns_base(w.ledger, "y", &base);
+    CHECK(base.inserts == 1 && base.last_ms == 1000);
+    world_close(&w);
+    CHECK(world_open(&w, crash, SC_FSYNC_EVERYSEC, false) == SC_OK);
+    CHECK(ns_there(w.c, "y"));
+    sc_ledger_ns_base(w.ledger, "y", &got);
+    CHECK(got.inserts == base.inserts && got.last_ms == base.last_ms);
     world_close(&w);
 }
 
