@@ -615,6 +615,31 @@ static void insert_numbered(sc_ledger *l, int count)
     }
 }
 
+/* count new namespaces z0000, z0001...: one insert each, a flood that
+ * grows the row table. */
+static void insert_flood(sc_ledger *l, int count)
+{
+    for (int i = 0; i < count; i++) {
+        char ns[16];
+        snprintf(ns, sizeof(ns), "z%04d", i);
+        sc_ledger_tags t = {.ns = ns};
+        sc_ledger_insert(l, &t, &one_call, 1000);
+    }
+}
+
+/* count users of feature f in ns, named prefix and i in width digits
+ * (prefix 'u', width 3: u000, u001...): one insert each. */
+static void insert_users(sc_ledger *l, const char *ns, char prefix, int width,
+                         int count)
+{
+    for (int i = 0; i < count; i++) {
+        char u[16];
+        snprintf(u, sizeof(u), "%c%0*d", prefix, width, i);
+        sc_ledger_tags t = {.ns = ns, .feature = "f", .user = u};
+        sc_ledger_insert(l, &t, &one_call, 1000);
+    }
+}
+
 /* The row cap: past it a new tag counts as "(other)", a tag with a row
  * keeps it (every tag went to "(other)" once the cap was reached), and an
  * imported row comes back under its own tag. */
@@ -679,12 +704,7 @@ static void page_between(void *arg, bool picked)
     sc_ledger_insert(b->l, &t, &one_call, 1000);
     sc_ledger_tags t0 = {.ns = "new", .feature = "f", .user = "u0"};
     sc_ledger_insert(b->l, &t0, &one_call, 1000);
-    for (int i = 0; i < b->flood; i++) {
-        char u[16];
-        snprintf(u, sizeof(u), "x%05d", i);
-        sc_ledger_tags tf = {.ns = "new", .feature = "f", .user = u};
-        sc_ledger_insert(b->l, &tf, &one_call, 1000);
-    }
+    insert_users(b->l, "new", 'x', 5, b->flood);
 }
 
 /* A page is picked under the lock and summed under it again, with the
@@ -760,12 +780,7 @@ static void page_mid_pick(void *arg, bool picked)
      * namespace a), and new rows, some landing in slots read already. */
     sc_ledger_tags t = {.ns = "a", .feature = "f", .user = "u005"};
     sc_ledger_insert(m->l, &t, &one_call, 1000);
-    for (int i = 0; i < m->flood; i++) {
-        char u[16];
-        snprintf(u, sizeof(u), "v%03d", i);
-        sc_ledger_tags tf = {.ns = "new", .feature = "f", .user = u};
-        sc_ledger_insert(m->l, &tf, &one_call, 1000);
-    }
+    insert_users(m->l, "new", 'v', 3, m->flood);
 }
 
 /* A page's pick reads the row table a few slots a hold, so that a lookup
@@ -781,12 +796,7 @@ static void test_page_chunks(void)
         sc_prices *p = NULL;
         sc_ledger *l = NULL;
         open_default(&p, &l);
-        for (int i = 0; i < 40; i++) {
-            char u[16];
-            snprintf(u, sizeof(u), "u%03d", i);
-            sc_ledger_tags t = {.ns = "a", .feature = "f", .user = u};
-            sc_ledger_insert(l, &t, &one_call, 1000);
-        }
+        insert_users(l, "a", 'u', 3, 40);
         sc_ledger_set_page_chunk(l, 8);
         mid_pick m = {l, 0, flood};
         sc_ledger_set_page_hook(l, page_mid_pick, &m);
@@ -962,12 +972,7 @@ static void page_mid_sum(void *arg, bool picked)
      * more insert in every namespace, and new ones, which grow the table
      * (every row moves) and are in no part of this page. */
     insert_numbered(m->l, 100);
-    for (int i = 0; i < m->flood; i++) {
-        char ns[16];
-        snprintf(ns, sizeof(ns), "z%04d", i);
-        sc_ledger_tags t = {.ns = ns};
-        sc_ledger_insert(m->l, &t, &one_call, 1000);
-    }
+    insert_flood(m->l, m->flood);
 }
 
 /* A page's sums are read a bounded number of rows a hold of the lock
@@ -1272,12 +1277,7 @@ static void export_mid(void *arg, bool picked)
         /* Past the middle of the table (2 rows a hold of the 300): a row
          * still to read moves to its home slot, read already, where it
          * was in a run that began before that slot. */
-        for (int i = 0; i < m->flood; i++) {
-            char ns[16];
-            snprintf(ns, sizeof(ns), "z%04d", i);
-            sc_ledger_tags t = {.ns = ns};
-            sc_ledger_insert(m->l, &t, &one_call, 1000);
-        }
+        insert_flood(m->l, m->flood);
     }
 }
 
