@@ -1667,14 +1667,16 @@ static void priced_close(priced *p)
     sc_prices_free(p->pz);
 }
 
-/* Entry i (as insert_req) of model m with 1000 tokens in and out, its
- * response resp[0..rn). */
-static req priced_insert_of(const char *ns, unsigned i, const char *resp,
-                            size_t rn)
+/* Entry i (as insert_req) of model m in ns, its response resp[0..rn),
+ * tokens in and out given (both 0: not given, so estimated from the
+ * response's bytes). */
+static req priced_insert_full(const char *ns, unsigned i, const char *resp,
+                              size_t rn, uint64_t in, uint64_t out)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    begin(&sb, &pk, "insert", 6, 0, 0);
+    bool given = in != 0 || out != 0;
+    begin(&sb, &pk, "insert", given ? 6 : 4, 0, 0);
     mp_put_key(&pk, "ns");
     mp_put_str(&pk, ns);
     float v[DIM];
@@ -1685,11 +1687,21 @@ static req priced_insert_of(const char *ns, unsigned i, const char *resp,
     mp_put_bin(&pk, resp, rn);
     mp_put_key(&pk, "model");
     mp_put_str(&pk, "m");
-    mp_put_key(&pk, "input_tokens");
-    msgpack_pack_uint64(&pk, 1000);
-    mp_put_key(&pk, "output_tokens");
-    msgpack_pack_uint64(&pk, 1000);
+    if (given) {
+        mp_put_key(&pk, "input_tokens");
+        msgpack_pack_uint64(&pk, in);
+        mp_put_key(&pk, "output_tokens");
+        msgpack_pack_uint64(&pk, out);
+    }
     return finish(&sb);
+}
+
+/* Entry i (as insert_req) of model m with 1000 tokens in and out, its
+ * response resp[0..rn). */
+static req priced_insert_of(const char *ns, unsigned i, const char *resp,
+                            size_t rn)
+{
+    return priced_insert_full(ns, i, resp, rn, 1000, 1000);
 }
 
 static req priced_insert(const char *ns, unsigned i)
@@ -1847,57 +1859,16 @@ static void test_undelivered_hits(void)
     priced_close(&pr);
 }
 
-/* A lookup_batch of n items alike (entry 0's vector, no tags): n hits of
- * one entry under the same tags. */
-static req batch_alike(const char *ns, unsigned n)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    begin(&sb, &pk, "lookup_batch", 2, 0, 0);
-    mp_put_key(&pk, "ns");
-    mp_put_str(&pk, ns);
-    mp_put_key(&pk, "items");
-    msgpack_pack_array(&pk, n);
-    for (unsigned i = 0; i < n; i++) {
-        float v[DIM];
-        vec_of(0, v);
-        v[0] += 0.01f;
-        msgpack_pack_map(&pk, 1);
-        mp_put_key(&pk, "vec");
-        mp_put_vec(&pk, v, DIM);
-    }
-    return finish(&sb);
-}
-
 /* Entry i of model m in ns, tokens in and out given (both 0: not given,
  * so estimated from the bytes: 0 in, 3 out for the 9-byte answer). */
 static req priced_insert_tokens(const char *ns, unsigned i, uint64_t in,
                                 uint64_t out)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    bool given = in != 0 || out != 0;
-    begin(&sb, &pk, "insert", given ? 6 : 4, 0, 0);
-    mp_put_key(&pk, "ns");
-    mp_put_str(&pk, ns);
-    float v[DIM];
-    vec_of(i, v);
-    mp_put_key(&pk, "vec");
-    mp_put_vec(&pk, v, DIM);
-    mp_put_key(&pk, "response");
-    mp_put_bin(&pk, "an answer", 9);
-    mp_put_key(&pk, "model");
-    mp_put_str(&pk, "m");
-    if (given) {
-        mp_put_key(&pk, "input_tokens");
-        msgpack_pack_uint64(&pk, in);
-        mp_put_key(&pk, "output_tokens");
-        msgpack_pack_uint64(&pk, out);
-    }
-    return finish(&sb);
+    return priced_insert_full(ns, i, "an answer", 9, in, out);
 }
 
-/* A lookup_batch of n items of ns hitting entries a and b by turns. */
+/* A lookup_batch of n items of ns (no tags) hitting entries a and b by
+ * turns; a == b: n hits of one entry under the same tags. */
 static req batch_by_turns(const char *ns, unsigned n, unsigned a, unsigned b)
 {
     msgpack_sbuffer sb;
@@ -2004,15 +1975,10 @@ static void test_undo_compact(void)
 {
     priced pr;
     priced_open(&pr);
-    req in = priced_insert("u", 0);
-    uint8_t *rep = NULL;
-    size_t rl = 0;
-    CHECK(sc_dispatch_handle(pr.d, in.data, in.len, &rep, &rl) == 0);
-    free(rep);
-    free(in.data);
+    insert_ok(&pr, priced_insert("u", 0));
     const double usd = (1000 * 2.0 + 1000 * 8.0) / 1e6;
     for (int round = 0; round < 2; round++) {
-        req r = batch_alike("u", 256);
+        req r = batch_by_turns("u", 256, 0, 0);
         sc_server_msg m;
         memset(&m, 0, sizeof(m));
         m.req = r.data;
