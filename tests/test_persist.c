@@ -2955,6 +2955,17 @@ static void test_moved_model(bool compact_between)
     world_em = NULL;
 }
 
+/* The embedder of model fz@2 (threshold 0.9) that replaces fz@1. */
+static sc_cache_embedder fz2_embedder(void)
+{
+    sc_cache_embedder em = {.model = "fz@2",
+                            .dim = DIM,
+                            .threshold = 0.9f,
+                            .embed = fz_embed,
+                            .supersedes = fz_supersedes};
+    return em;
+}
+
 /* Ids present in a cache (sc_cache_foreach_entry). */
 typedef struct {
     uint64_t ids[64];
@@ -2977,11 +2988,7 @@ static int list_id(const sc_cache_entry_info *e, void *arg)
  * took 0, then the ids of entries still served. */
 static void test_restore_id_ends(void)
 {
-    sc_cache_embedder em = {.model = "fz@2",
-                            .dim = DIM,
-                            .threshold = 0.9f,
-                            .embed = fz_embed,
-                            .supersedes = fz_supersedes};
+    sc_cache_embedder em = fz2_embedder();
     sc_cache_config cc;
     sc_cache_config_init(&cc);
     cc.embedder = &em;
@@ -3034,6 +3041,17 @@ static void test_restore_id_ends(void)
         CHECK_EQ_INT(all.n, 4);
         sc_cache_close(c);
     }
+}
+
+/* A damaged log record at d + n of the given size field and a checksum
+ * that fails (10 bytes, a record type of 3); returns n past it. */
+static size_t put_damaged(uint8_t *d, size_t n, uint32_t size)
+{
+    le32(d + n, size);
+    le32(d + n + 4, 0x12345678u);
+    d[n + 8] = 3;
+    d[n + 9] = 0;
+    return n + 10;
 }
 
 /* Writes at d + n a frame of format 1 or 2 (plain XXH32) holding an entry
@@ -3099,11 +3117,7 @@ static size_t plant_entry(uint8_t *d, size_t n, uint64_t id)
  * skips it, counted corrupt, as above. */
 static void test_planted_id_end(bool damaged)
 {
-    sc_cache_embedder em = {.model = "fz@2",
-                            .dim = DIM,
-                            .threshold = 0.9f,
-                            .embed = fz_embed,
-                            .supersedes = fz_supersedes};
+    sc_cache_embedder em = fz2_embedder();
     size_t sn = 0;
     uint8_t *seed = read_seed("moved-log", &sn);
     if (seed == NULL) {
@@ -3121,11 +3135,7 @@ static void test_planted_id_end(bool damaged)
         memcpy(d, seed, sn);
         if (damaged) {
             /* A damaged record: an implausible size. */
-            le32(d + n, 0xfffffff0u);
-            le32(d + n + 4, 0x12345678u);
-            d[n + 8] = 3;
-            d[n + 9] = 0;
-            n += 10;
+            n = put_damaged(d, n, 0xfffffff0u);
         }
         n = plant_entry(d, n, bad_ids[b]);
         /* Then a drop of namespace "m" whose checksum holds over one byte
@@ -3233,11 +3243,7 @@ static void test_planted_id_end(bool damaged)
  * Before 2026-12-06 all three were applied. */
 static void test_planted_old_log(bool plausible)
 {
-    sc_cache_embedder em = {.model = "fz@2",
-                            .dim = DIM,
-                            .threshold = 0.9f,
-                            .embed = fz_embed,
-                            .supersedes = fz_supersedes};
+    sc_cache_embedder em = fz2_embedder();
     size_t sn = 0;
     uint8_t *seed = read_seed("moved-log", &sn);
     if (seed == NULL) {
@@ -3276,11 +3282,7 @@ static void test_planted_old_log(bool plausible)
     memcpy(d, seed, sn);
     /* The damaged record: an implausible size, or a plausible one of 2
      * bytes (a bad checksum), whose extent ends where the planted begin. */
-    le32(d + n, plausible ? 2u : 0xfffffff0u);
-    le32(d + n + 4, 0x12345678u);
-    d[n + 8] = 3;
-    d[n + 9] = 0;
-    n += 10;
+    n = put_damaged(d, n, plausible ? 2u : 0xfffffff0u);
     n = plant_entry(d, n, 1ull << 60);
     n = plant_entry(d, n, SC_CACHE_ID_LIMIT - 1);
     size_t at = n;
@@ -3755,11 +3757,7 @@ static void test_backend_lacking(void)
      * build under --repair. */
     n = 16;
     n = v2_ns_put(d, n, "vecs", "ivf-flat");
-    le32(d + n, 2);
-    le32(d + n + 4, 0x12345678u);
-    d[n + 8] = 3;
-    d[n + 9] = 0;
-    n += 10;
+    n = put_damaged(d, n, 2);
     n = v2_ns_put(d, n, "keep", "flat");
     sc_cache *c;
     CHECK(sc_cache_open(NULL, &c) == SC_OK);
@@ -4425,6 +4423,26 @@ static void test_crash_mid_compaction(void)
     world_close(&w);
 }
 
+/* An IVF namespace's config: 4 lists, trained at 200 rows. */
+static void ivf_config(sc_ns_config *nc)
+{
+    sc_cache_ns_config_init(nc);
+    snprintf(nc->backend, sizeof(nc->backend), "ivf-flat");
+    nc->nlist = 4;
+    nc->train_min = 200;
+}
+
+/* n entries of ns, texts v0, v1... with vectors of seeds seed, seed+1...,
+ * each put checked. */
+static void put_numbered(sc_cache *c, const char *ns, int n, uint64_t seed)
+{
+    for (int i = 0; i < n; i++) {
+        char t[32];
+        snprintf(t, sizeof(t), "v%d", i);
+        CHECK(put(c, ns, t, "r", true, seed + (uint64_t)i, NULL) == SC_OK);
+    }
+}
+
 /* An IVF namespace's training is kept with the snapshot (a small file
  * beside it): after a restart its index is trained at once, without
  * training again, and serves; the next compaction keeps it again. */
@@ -4439,18 +4457,10 @@ static void test_ivf_training(void)
     world w;
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
     sc_ns_config nc;
-    sc_cache_ns_config_init(&nc);
-    snprintf(nc.backend, sizeof(nc.backend), "ivf-flat");
-    nc.nlist = 4;
-    nc.train_min = 200;
+    ivf_config(&nc);
     nc.threshold = 0.99f;
     CHECK(sc_cache_ns_create(w.c, "big", &nc) == SC_OK);
-    for (int i = 0; i < 400; i++) {
-        char t[32];
-        snprintf(t, sizeof(t), "v%d", i);
-        CHECK(put(w.c, "big", t, "r", true, 5000 + (uint64_t)i, NULL) ==
-              SC_OK);
-    }
+    put_numbered(w.c, "big", 400, 5000);
     for (int i = 0; i < 400 && sc_cache_trained_scopes(w.c, "big") == 0;
          i++) {
         usleep(50000); /* the training runs in the background */
@@ -4503,17 +4513,10 @@ static void test_ivf_cap_untrained_restored(void)
     world w;
     CHECK(world_open(&w, dir, SC_FSYNC_NO, false) == SC_OK);
     sc_ns_config nc;
-    sc_cache_ns_config_init(&nc);
-    snprintf(nc.backend, sizeof(nc.backend), "ivf-flat");
-    nc.nlist = 4;
-    nc.train_min = 200;
+    ivf_config(&nc);
     nc.max_entries = 100;
     CHECK(sc_cache_ns_create(w.c, "cap", &nc) == SC_OK);
-    for (int i = 0; i < 150; i++) {
-        char t[32];
-        snprintf(t, sizeof(t), "v%d", i);
-        CHECK(put(w.c, "cap", t, "r", true, 7000 + (uint64_t)i, NULL) == SC_OK);
-    }
+    put_numbered(w.c, "cap", 150, 7000);
     sc_cache_stats st;
     CHECK_EQ_INT(sc_cache_stats_get(w.c, "cap", &st), SC_OK);
     CHECK_EQ_INT(st.ivf_untrained_capped, 1);
