@@ -901,6 +901,16 @@ def ws_recv(s):
             msgpack.unpackb(data[4:], raw=False))
 
 
+def tcp_wmem_max():
+    """The most a TCP socket's send buffer grows to here (tcp_wmem's
+    third field; 4 MiB if unreadable)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            return int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 4 << 20
+
+
 def test_ws_hits(server, tmp):
     """Over ws:// nng's websocket code, not its transport, frees a reply it
     wrote whole; the patched nng marked only tcp, ipc and tls+tcp replies
@@ -912,7 +922,8 @@ def test_ws_hits(server, tmp):
     closed, and the hits of the replies nng freed unwritten (queued, or the
     one part written, which the ws transport leaked) are taken back, all
     but the few the socket buffers took (measured first, as stall_socket
-    does; skipped when they take nearly all 32)."""
+    does, plus what the send buffer may still grow to: tcp_wmem's max in
+    replies of 1 MiB; skipped when they take nearly all 32)."""
     port, ws_port, http_port = free_port(), free_port(), free_port()
     data = os.path.join(tmp, "ws-hits")
     proc = subprocess.Popen([server, "--listen", f"tcp://127.0.0.1:{port}",
@@ -982,11 +993,19 @@ def test_ws_hits(server, tmp):
         print(f"  ws:// client past --reply-queue-max: {fh2} of {made} "
               f"hits taken back (the host's buffers took {stalled} at "
               f"most)")
+        # The ws:// path writes slower (frames), so the kernel's send
+        # buffer may grow past what stall_socket saw before the close
+        # (autotuning, up to tcp_wmem's max): under ASan 27 of 32 were
+        # taken back with 3 stalled. Allow those replies too; the check
+        # that tells ws:// replies written from unwritten is the 3 read
+        # above (this one passed when ws:// marked none written).
+        slack = tcp_wmem_max() // (1 << 20) + 1
+        least = max(1, made - stalled - slack)
         check(fh2 is not None and made > stalled and
-              made - stalled <= fh2 <= made,
+              least <= fh2 <= made,
               f"the hits of the replies nng freed unwritten for the ws:// "
               f"client are taken back ({fh2} of {made}, at least "
-              f"{made - stalled})")
+              f"{least})")
         served(port, "beside the ws:// clients")
         check(proc.poll() is None, "semcached is still running")
     finally:
