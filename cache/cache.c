@@ -1224,13 +1224,20 @@ static void entry_free(const sc_cache *c, entry *e)
 /* ns->mu held; the caps have just evicted one of sc's vector entries.
  * Marks sc starved (once, until an insert clears it) where it holds
  * fewer vectors than its untrained index's training waits for. */
+/* Whether sc's untrained index still waits for rows it does not hold (a
+ * manual train_min, a training done or under way: waits for none). */
+static bool short_of_rows(const scope *sc, const sc_index_train_stats *ts)
+{
+    return ts->trained_bytes == 0 && ts->wait_rows != 0 &&
+           sc->vectors < ts->wait_rows;
+}
+
 static void note_starved(const ns *s, scope *sc)
 {
     sc_index_train_stats ts;
     if (sc->starved || sc->ix == NULL ||
         sc_index_get_train_stats(sc->ix, &ts) != SC_OK ||
-        ts.trained_bytes != 0 || ts.wait_rows == 0 ||
-        sc->vectors >= ts.wait_rows) {
+        !short_of_rows(sc, &ts)) {
         return;
     }
     sc->starved = true;
@@ -1376,8 +1383,7 @@ static void note_cap_untrained(const sc_cache *c, ns *s, scope *sc)
     if (sc->ix == NULL || sc_index_get_train_stats(sc->ix, &ts) != SC_OK) {
         return;
     }
-    if (sc->starved && (ts.trained_bytes != 0 || ts.wait_rows == 0 ||
-                        sc->vectors >= ts.wait_rows)) {
+    if (sc->starved && !short_of_rows(sc, &ts)) {
         sc->starved = false; /* it got its rows after all */
     }
     if (s->cap_logged || !cap_keeps_untrained(c, s, sc, &ts)) {
