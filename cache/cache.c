@@ -14,6 +14,7 @@
 
 #include "common/sc_hook.h"
 #include "common/sc_seed.h"
+#include "common/sc_utf8.h"
 #include "common/sc_vec.h"
 #include "cache/heap.h"
 #include "cache/htab.h"
@@ -1393,12 +1394,7 @@ static void note_cap_untrained(const sc_cache *c, ns *s, scope *sc)
     /* The scope's name is the client's: bytes outside printable ASCII
      * are written as '?', and at most 64 of them. */
     char name[65];
-    size_t n = sc->name_len < 64 ? sc->name_len : 64;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)sc->name[i];
-        name[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
-    }
-    name[n] = '\0';
+    sc_ascii_clean(name, sizeof(name), sc->name, sc->name_len);
     snprintf(cap_line, sizeof(cap_line),
              "semcache: namespace %s scope \"%s\": its caps are below "
              "the %llu rows and %llu bytes of training its IVF index "

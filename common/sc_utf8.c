@@ -36,3 +36,14 @@ bool sc_utf8_valid(const void *s, size_t n)
     }
     return true;
 }
+
+size_t sc_ascii_clean(char *dst, size_t cap, const char *s, size_t n)
+{
+    size_t i = 0;
+    for (; i < n && i + 1 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        dst[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    dst[i] = '\0';
+    return i;
+}

@@ -14,4 +14,9 @@ size_t sc_utf8_len(const unsigned char *s, size_t n);
 /* Whether s[0..n) is well-formed UTF-8 through and through. */
 bool sc_utf8_valid(const void *s, size_t n);
 
+/* Copies at most n bytes of s (a NUL among them too) into dst, of cap > 0
+ * bytes, NUL-terminated, each byte outside printable ASCII as '?': client
+ * bytes made safe for a log line or a JSON string. Returns the length. */
+size_t sc_ascii_clean(char *dst, size_t cap, const char *s, size_t n);
+
 #endif

@@ -358,12 +358,7 @@ static void reply_json(nng_aio *aio, uint16_t status, json_t *j, bool close)
 static json_t *error_json(const char *code, const char *msg)
 {
     char clean[512];
-    size_t i = 0;
-    for (; msg[i] != '\0' && i + 1 < sizeof(clean); i++) {
-        unsigned char c = (unsigned char)msg[i];
-        clean[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
-    }
-    clean[i] = '\0';
+    sc_ascii_clean(clean, sizeof(clean), msg, strlen(msg));
     return json_pack("{s:b,s:{s:s,s:s}}", "ok", 0, "error", "code", code,
                      "message", clean);
 }

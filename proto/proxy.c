@@ -13,6 +13,7 @@
 #include "proto/proxy.h"
 
 #include "common/sc_hook.h"
+#include "common/sc_utf8.h"
 #include "common/sc_vec.h"
 #include "proto/config.h"
 #include "proto/http.h"
@@ -721,12 +722,7 @@ static void reply_error(preq *pr, uint16_t status, const char *type,
 {
     sc_proxy *p = pr->p;
     char clean[512];
-    size_t i = 0;
-    for (; msg[i] != '\0' && i + 1 < sizeof(clean); i++) {
-        unsigned char c = (unsigned char)msg[i];
-        clean[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
-    }
-    clean[i] = '\0';
+    sc_ascii_clean(clean, sizeof(clean), msg, strlen(msg));
     json_t *j = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", clean,
                           "type", type, "param", "code", code);
     char *s = sc_http_json_dumps(j, JSON_COMPACT);
